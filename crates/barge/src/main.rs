@@ -1,0 +1,11 @@
+//! The `barge` binary: dispatches to the daemon, the per-container monitor, or the CLI.
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let code = match args.get(1).map(String::as_str) {
+        Some("daemon") => barge_daemon::main(&args[2..]),
+        Some("monitor") => barge_container::monitor::main(&args[2..]),
+        _ => barge_cli::main(&args),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,69 @@
+//! Errors of the container engine. Only the daemon maps [`ErrorKind`] to HTTP status codes.
+
+/// Class of a [`ContainerError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 404
+    NotFound,
+    /// 400
+    InvalidInput,
+    /// 409 (name in use, container running, ...)
+    Conflict,
+    /// 500
+    Internal,
+}
+
+/// Errors from the container engine.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error("No such exec instance: {0}")]
+    ExecNotFound(String),
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    NameInUse { name: String, id: String },
+    #[error("Invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName(String),
+    #[error("invalid {field}: {reason}")]
+    InvalidOption { field: String, reason: String },
+    #[error("cannot remove container \"/{name}\": container is running: stop the container before removing or force remove")]
+    RunningRemove { name: String },
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("container {0} is already running")]
+    AlreadyRunning(String),
+    /// The OCI runtime failed to create/start the process. `message` is the runtime's own text
+    /// (e.g. `exec: "foo": executable file not found in $PATH`), which clients use to pick 126/127.
+    #[error("failed to create task for container: {message}: unknown")]
+    StartFailed { message: String },
+    #[error(transparent)]
+    Image(#[from] barge_image::ImageError),
+    #[error("{what}: {source}")]
+    Io { what: String, #[source] source: std::io::Error },
+}
+
+impl ContainerError {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ContainerError::NotFound(_) | ContainerError::ExecNotFound(_) => ErrorKind::NotFound,
+            ContainerError::NameInUse { .. }
+            | ContainerError::RunningRemove { .. }
+            | ContainerError::NotRunning(_)
+            | ContainerError::AlreadyRunning(_) => ErrorKind::Conflict,
+            ContainerError::InvalidName(_) | ContainerError::InvalidOption { .. } => ErrorKind::InvalidInput,
+            ContainerError::StartFailed { .. } | ContainerError::Io { .. } => ErrorKind::Internal,
+            ContainerError::Image(e) => match e.kind() {
+                barge_image::ErrorKind::NotFound => ErrorKind::NotFound,
+                barge_image::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
+                barge_image::ErrorKind::Conflict => ErrorKind::Conflict,
+                barge_image::ErrorKind::Internal => ErrorKind::Internal,
+            },
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        ContainerError::Io { what: what.into(), source }
+    }
+}

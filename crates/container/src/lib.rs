@@ -1,0 +1,20 @@
+//! barge's containers (engine library, synchronous).
+//!
+//! A container is a record on disk (`<data-root>/containers/<id>/container.json`), an OCI bundle
+//! (`config.json` per the [OCI runtime spec](https://github.com/opencontainers/runtime-spec/blob/main/config.md))
+//! whose root is an overlayfs of the image's snapshots plus a writable layer, and, while it runs,
+//! a per-container **monitor** process (the barge binary re-executed as `barge monitor ...`,
+//! single-threaded) that drives the OCI runtime, owns the container's stdio/pty, writes its log
+//! (Docker's json-file format), and records its exit status. Containers outlive the daemon.
+//!
+//! Async callers (the daemon) call these blocking methods from `spawn_blocking`.
+
+mod error;
+pub mod logs;
+pub mod monitor;
+mod types;
+mod containers;
+
+pub use containers::Containers;
+pub use error::{ContainerError, ErrorKind};
+pub use types::*;

@@ -1,0 +1,231 @@
+//! Engine-level container types. These are barge's own (persisted as `container.json`);
+//! the daemon converts them to and from Docker Engine API shapes. Field meanings follow Docker's
+//! [ContainerConfig/HostConfig](https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Container/operation/ContainerCreate).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the engine keeps things and which OCI runtimes it may use.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// `<data-root>`; containers live in `<data-root>/containers/<id>/`.
+    pub data_root: PathBuf,
+    /// `<exec-root>` (default `/run/barge`): runtime state, monitor sockets.
+    pub exec_root: PathBuf,
+    /// The barge binary, re-executed as `barge monitor ...` for each container.
+    pub self_exe: PathBuf,
+    /// OCI runtimes by name (e.g. `runc` → `/usr/sbin/runc`).
+    pub runtimes: BTreeMap<String, PathBuf>,
+    /// Name of the runtime used when a container names none.
+    pub default_runtime: String,
+    /// A static init binary (tini-like) bind-mounted as `/sbin/docker-init` for `--init`.
+    pub init_path: PathBuf,
+}
+
+/// What a user asks for when creating a container (Docker's `Config` + `HostConfig`, the parts
+/// barge supports). `None`/empty means "use the image's value / Docker's default".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    /// Image as the user named it (`busybox:1.35`, an ID, ...).
+    pub image: String,
+    /// Platform wanted, `os/arch[/variant]`.
+    pub platform: Option<String>,
+    pub cmd: Option<Vec<String>>,
+    /// `Some(vec![])` clears the image's entrypoint (`--entrypoint ""`).
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+    /// Seconds.
+    pub stop_timeout: Option<i64>,
+    pub host: HostOptions,
+}
+
+/// Docker's `HostConfig`, the parts barge supports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostOptions {
+    /// `none`, `host`, `default`/`bridge` (treated as `none` until networking lands), `container:<id>`.
+    pub network_mode: String,
+    pub init: bool,
+    /// Bytes; 0 = unlimited.
+    pub memory: i64,
+    /// Bytes; 0 = default, -1 = unlimited.
+    pub memory_swap: i64,
+    /// CPU quota in 1e-9 CPUs (`--cpus 1.5` = 1_500_000_000); 0 = unlimited.
+    pub nano_cpus: i64,
+    pub cpu_shares: i64,
+    /// 0 or negative = unlimited.
+    pub pids_limit: i64,
+    pub readonly_rootfs: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub privileged: bool,
+    /// e.g. `no-new-privileges`, `no-new-privileges:true`, `seccomp=unconfined`.
+    pub security_opt: Vec<String>,
+    pub auto_remove: bool,
+    /// Log driver (`json-file` or `none`) and its options (`max-size`, `max-file`).
+    pub log_type: String,
+    pub log_opts: BTreeMap<String, String>,
+    /// OCI runtime name; `None` = default.
+    pub runtime: Option<String>,
+    /// `no`, `always`, `unless-stopped`, `on-failure`; stored for now.
+    pub restart_policy: String,
+    pub restart_max_retries: i64,
+    pub oom_kill_disable: bool,
+    pub shm_size: i64,
+}
+
+/// Docker's container states (`State.Status`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl Status {
+    /// Docker's spelling (`created`, `running`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Removing => "removing",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+/// Docker's `State`. Times are RFC 3339 with nanoseconds; Docker's zero time
+/// `0001-01-01T00:00:00Z` when unset.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub status: Status,
+    pub pid: i64,
+    pub exit_code: i64,
+    pub error: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub oom_killed: bool,
+}
+
+/// The final process configuration after merging the image config with [`CreateOptions`]
+/// (Docker's rules: `--entrypoint` resets the image's `Cmd`; env appended and overriding by key).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ResolvedConfig {
+    /// argv[0] (Docker's `Path`).
+    pub path: String,
+    /// argv[1..] (Docker's `Args`).
+    pub args: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub exposed_ports: Vec<String>,
+    pub stop_signal: String,
+    pub healthcheck: Option<barge_image::HealthConfig>,
+}
+
+/// A container record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Container {
+    /// 64 hex chars.
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    /// RFC 3339 nano.
+    pub created: String,
+    /// Image ID (`sha256:...`).
+    pub image_id: String,
+    pub options: CreateOptions,
+    pub config: ResolvedConfig,
+    pub state: State,
+    pub restart_count: i64,
+    /// `<data-root>/containers/<id>/<id>-json.log`.
+    pub log_path: PathBuf,
+    /// Mount point of the container's root filesystem (overlay) while it is mounted.
+    pub rootfs: PathBuf,
+    /// OCI runtime name used.
+    pub runtime: String,
+}
+
+/// `wait` conditions, as Docker's `condition` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Return once the container is not running (immediately if it already is not).
+    NotRunning,
+    /// Wait for the next exit, even if it is not running now.
+    NextExit,
+    /// Wait until the container is removed.
+    Removed,
+}
+
+/// Options of `exec create` (Docker's `ExecConfig`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExecOptions {
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub tty: bool,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub privileged: bool,
+    pub detach_keys: Option<String>,
+}
+
+/// An exec instance (Docker's `ExecInspectResponse` parts).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Exec {
+    pub id: String,
+    pub container_id: String,
+    pub options: ExecOptions,
+    pub running: bool,
+    /// `None` until the process exits.
+    pub exit_code: Option<i64>,
+    pub pid: i64,
+}
+
+/// Something that happened to a container, for the daemon's `/events` and `--rm` handling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContainerEvent {
+    /// The container's main process exited (`die`); `exit_code` as Docker reports it.
+    Died { id: String, exit_code: i64, oom_killed: bool },
+    /// An exec process exited.
+    ExecDied { id: String, exec_id: String, exit_code: i64 },
+}
+
+/// Where a started process' streams can be reached: a Unix socket served by its monitor.
+///
+/// Protocol: on connect, the monitor sends the process' output as frames
+/// `[stream: u8 (1 stdout, 2 stderr)][0,0,0][len: u32 big-endian][payload]` (Docker's stdcopy
+/// framing; with a TTY everything is stream 1). Bytes the client writes go to the process'
+/// stdin (if it was opened); the client shutting down its write half closes stdin when
+/// `stdin_once` is set. The socket closes after the process exits and all output was sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachPoint {
+    pub socket: PathBuf,
+    pub tty: bool,
+}

@@ -1,0 +1,1 @@
+//! barge's daemon.

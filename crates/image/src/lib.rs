@@ -1,0 +1,25 @@
+//! barge's image store.
+//!
+//! Layout under the store root (`<data-root>/image`):
+//! - `blobs/sha256/<hex>`: content-addressed blobs (manifests, configs, indexes, layers), verified
+//!   while written ([OCI image layout](https://github.com/opencontainers/image-spec/blob/main/image-layout.md)).
+//! - `refs.json`: reference → image record map, replaced atomically (temp file, fsync, rename).
+//! - `snapshots/<chain-id-hex>/`: each layer unpacked once per chain ID
+//!   ([image-spec config: layer chain ID](https://github.com/opencontainers/image-spec/blob/main/config.md#layer-chainid)).
+//! - `tmp/`: partial writes; emptied by [`ImageStore::open`].
+//!
+//! The store is synchronous; async callers wrap calls in `spawn_blocking`.
+
+pub mod reference;
+pub mod platform;
+pub mod config;
+mod error;
+mod store;
+
+pub use config::{ContainerConfig, HealthConfig, HistoryEntry, ImageConfigFile, RootFs};
+pub use error::{ErrorKind, ImageError};
+pub use platform::Platform;
+pub use reference::Reference;
+pub use store::{
+    Image, ImageStore, LoadedImage, PruneReport, RemovedItem, SaveFormat,
+};
