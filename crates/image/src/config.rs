@@ -22,7 +22,11 @@ pub struct ImageConfigFile {
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "os.version")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "os.version"
+    )]
     pub os_version: Option<String>,
     #[serde(default)]
     pub config: ContainerConfig,
@@ -100,7 +104,10 @@ pub struct RootFs {
 
 impl Default for RootFs {
     fn default() -> Self {
-        RootFs { typ: "layers".into(), diff_ids: Vec::new() }
+        RootFs {
+            typ: "layers".into(),
+            diff_ids: Vec::new(),
+        }
     }
 }
 

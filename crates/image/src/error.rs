@@ -25,19 +25,39 @@ pub enum ImageError {
     #[error("invalid platform {platform:?}: {reason}")]
     InvalidPlatform { platform: String, reason: String },
     #[error("no image for platform {wanted} in {reference} (available: {available})")]
-    PlatformNotFound { reference: String, wanted: String, available: String },
+    PlatformNotFound {
+        reference: String,
+        wanted: String,
+        available: String,
+    },
     #[error("unrecognised archive {path}: {reason}")]
     UnknownFormat { path: PathBuf, reason: String },
     #[error("invalid image archive: {0}")]
     InvalidArchive(String),
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
-    DigestMismatch { what: String, expected: String, actual: String },
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
-    SizeMismatch { what: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("invalid {what} JSON: {source}")]
-    Json { what: String, #[source] source: serde_json::Error },
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("unsafe layer entry {entry:?} in {layer}: {reason}")]
-    HostileLayer { layer: String, entry: String, reason: String },
+    HostileLayer {
+        layer: String,
+        entry: String,
+        reason: String,
+    },
     #[error("unsupported media type {0}")]
     UnsupportedMediaType(String),
     #[error("invalid --change {change:?}: {reason}")]
@@ -46,8 +66,14 @@ pub enum ImageError {
     InUse { image: String, container: String },
     #[error("conflict: unable to delete {image} (must be forced) - image is referenced in multiple repositories")]
     MultipleRepositories { image: String },
+    #[error("ambiguous image ID prefix {0}: several images match")]
+    AmbiguousId(String),
     #[error("{what}: {source}")]
-    Io { what: String, #[source] source: std::io::Error },
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ImageError {
@@ -55,7 +81,9 @@ impl ImageError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ImageError::NotFound(_) | ImageError::PlatformNotFound { .. } => ErrorKind::NotFound,
-            ImageError::InUse { .. } | ImageError::MultipleRepositories { .. } => ErrorKind::Conflict,
+            ImageError::InUse { .. }
+            | ImageError::MultipleRepositories { .. }
+            | ImageError::AmbiguousId(_) => ErrorKind::Conflict,
             ImageError::Io { .. } => ErrorKind::Internal,
             _ => ErrorKind::InvalidInput,
         }
@@ -63,6 +91,9 @@ impl ImageError {
 
     /// Wraps an I/O error with what was being done.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        ImageError::Io { what: what.into(), source }
+        ImageError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }

@@ -10,16 +10,21 @@
 //!
 //! The store is synchronous; async callers wrap calls in `spawn_blocking`.
 
-pub mod reference;
-pub mod platform;
+mod archive;
+pub mod changes;
 pub mod config;
+pub mod digest;
 mod error;
+pub mod platform;
+pub mod reference;
 mod store;
+mod unpack;
 
 pub use config::{ContainerConfig, HealthConfig, HistoryEntry, ImageConfigFile, RootFs};
+pub use digest::chain_ids;
 pub use error::{ErrorKind, ImageError};
 pub use platform::Platform;
 pub use reference::Reference;
 pub use store::{
-    Image, ImageStore, LoadedImage, PruneReport, RemovedItem, SaveFormat,
+    HistoryItem, Image, ImageStore, LoadedImage, PruneReport, RemovedItem, SaveFormat,
 };

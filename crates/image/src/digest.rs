@@ -1,0 +1,240 @@
+//! sha256 helpers, [OCI descriptors](https://github.com/opencontainers/image-spec/blob/main/descriptor.md),
+//! manifests and indexes, compression sniffing, and chain IDs.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ImageError;
+
+pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MT_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+
+/// Whether `mt` is a layer media type this store can unpack (tar, gzip or zstd; OCI, Docker,
+/// and non-distributable/foreign variants).
+pub fn known_layer_media_type(mt: &str) -> bool {
+    matches!(
+        mt,
+        "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    )
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(data)))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The hex part of a `sha256:<hex>` digest; errors for other algorithms or malformed digests.
+pub fn digest_hex(d: &str) -> Result<&str, ImageError> {
+    match d.strip_prefix("sha256:") {
+        Some(h) if crate::reference::is_hex64(h) => Ok(h),
+        _ => Err(ImageError::InvalidArchive(format!(
+            "invalid or unsupported digest {d:?}"
+        ))),
+    }
+}
+
+/// Layer chain IDs, bottom first:
+/// `chainID(L0) = diffID(L0)`, `chainID(Ln) = sha256(chainID(Ln-1) + " " + diffID(Ln))`
+/// ([config spec](https://github.com/opencontainers/image-spec/blob/main/config.md#layer-chainid)).
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => sha256_digest(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// A writer that hashes and counts what passes through.
+pub struct HashingWriter<W> {
+    pub inner: W,
+    hasher: Sha256,
+    pub count: u64,
+}
+
+impl<W> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+    /// `sha256:<hex>` of everything written.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex(&self.hasher.clone().finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes and counts what is read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    pub count: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex(&self.hasher.clone().finalize()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Compression of a stream, from its magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Wraps `r` in a decompressor chosen by magic bytes (gzip `1f 8b`, zstd `28 b5 2f fd`).
+pub fn decompressed<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut br = BufReader::with_capacity(256 * 1024, r);
+    let head = br.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok((
+            Compression::Gzip,
+            Box::new(flate2::read::MultiGzDecoder::new(br)),
+        ))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok((
+            Compression::Zstd,
+            Box::new(zstd::stream::read::Decoder::with_buffer(br)?),
+        ))
+    } else {
+        Ok((Compression::None, Box::new(br)))
+    }
+}
+
+/// An [OCI descriptor](https://github.com/opencontainers/image-spec/blob/main/descriptor.md).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// `platform` of an index entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlatformJson {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// An image manifest (OCI or Docker schema2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub config: Descriptor,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+}
+
+/// An image index / manifest list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_id_values() {
+        let a = sha256_digest(b"a");
+        let b = sha256_digest(b"b");
+        let c = sha256_digest(b"c");
+        let ids = chain_ids(&[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(ids[0], a);
+        assert_eq!(ids[1], sha256_digest(format!("{a} {b}").as_bytes()));
+        assert_eq!(ids[2], sha256_digest(format!("{} {c}", ids[1]).as_bytes()));
+        assert!(chain_ids(&[]).is_empty());
+        // Known vector: sha256("") = e3b0...
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn sniff() {
+        let (c, _) = decompressed(&b"plain"[..]).unwrap();
+        assert_eq!(c, Compression::None);
+        let (c, _) = decompressed(&[0x1f, 0x8b, 8, 0][..]).unwrap();
+        assert_eq!(c, Compression::Gzip);
+    }
+}
