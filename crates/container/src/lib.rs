@@ -14,6 +14,8 @@ pub mod logs;
 pub mod monitor;
 mod types;
 mod containers;
+mod seccomp;
+mod spec;
 
 pub use containers::Containers;
 pub use error::{ContainerError, ErrorKind};

@@ -1,2 +1,640 @@
-//! The per-container monitor process (`barge monitor ...`): single-threaded, started fresh by
-//! the daemon, it drives the OCI runtime, owns stdio/pty, writes the log and records the exit.
+//! The per-container monitor process (`barge monitor <config.json>`): single-threaded, started
+//! fresh by the daemon (`setsid`, detached), it drives the OCI runtime, owns stdio/pty, writes
+//! the log and records the exit.
+//!
+//! Protocol with its starter: the monitor's stdout is a status pipe carrying lines
+//! `created`, then `started <pid>`, or `failed <json string>` (the runtime's error text).
+//! After `started` the pipe is closed. The monitor serves:
+//! - the attach socket (see [`crate::AttachPoint`]),
+//! - a control socket: line commands `resize <rows> <cols>`; any connection is held open until
+//!   the monitor exits (EOF = "the process exited and `exit.json` is written"), which is how the
+//!   engine watches monitors it did not spawn (after a daemon restart).
+//!
+//! When the process exits it drains output, reads the cgroup OOM counter, writes `exit.json`
+//! ([`ExitRecord`]) into its state directory, deletes the runtime container (init mode) and exits.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::logs::{LineBuffer, LogWriter};
+
+/// Everything a monitor needs, written as JSON by the engine; its path is the only argument.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorConfig {
+    /// Container ID (the runtime's container ID).
+    pub id: String,
+    /// `Some` = exec mode (`runc exec` of `process_json`).
+    pub exec_id: Option<String>,
+    pub runtime: PathBuf,
+    pub runtime_root: PathBuf,
+    pub bundle: PathBuf,
+    pub process_json: Option<PathBuf>,
+    /// Where `exit.json`, the pid file, `runtime.log` and the console socket go.
+    pub state_dir: PathBuf,
+    pub attach_socket: PathBuf,
+    pub control_socket: PathBuf,
+    pub log: Option<LogConfig>,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub expected_attaches: usize,
+    /// cgroup v1 memory dir or cgroup v2 dir of the container (for the OOM counter).
+    pub memory_cgroup: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogConfig {
+    pub path: PathBuf,
+    pub max_size: u64,
+    pub max_files: usize,
+}
+
+/// `exit.json`: how the process ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExitRecord {
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    /// RFC 3339 nano.
+    pub finished_at: String,
+    /// Start error text, if the process never ran.
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub pid: i64,
+}
+
+/// Exit code Docker reports for a start failure with this runtime message.
+pub fn start_failure_exit_code(message: &str) -> i64 {
+    if message.contains("executable file not found") || message.contains("no such file or directory") {
+        127
+    } else if message.contains("permission denied") {
+        126
+    } else {
+        128
+    }
+}
+
+/// Entry point of `barge monitor <config.json>`.
+pub fn main(args: &[String]) -> i32 {
+    let Some(path) = args.first() else {
+        eprintln!("usage: barge monitor <config.json>");
+        return 2;
+    };
+    let cfg: MonitorConfig = match std::fs::read(path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("barge monitor: cannot read {path}: {e}");
+            return 2;
+        }
+    };
+    // The status pipe is our stdout; move it to a close-on-exec fd and point fd 0/1 at /dev/null
+    // so no runtime child inherits it.
+    // SAFETY: fcntl/dup2/open on fds we own; the results are checked.
+    let status_fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+    if status_fd < 0 {
+        return 2;
+    }
+    // SAFETY: status_fd was just created by fcntl and is owned by nobody else.
+    let mut status = Some(unsafe { File::from_raw_fd(status_fd) });
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        // SAFETY: dup2 of a valid fd onto the standard fds.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+    match run(&cfg, &mut status) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("barge monitor {}: {e}", cfg.id);
+            if let Some(s) = status.as_mut() {
+                let _ = writeln!(s, "failed {}", serde_json::to_string(&e).unwrap_or_default());
+            }
+            1
+        }
+    }
+}
+
+fn report(status: &mut Option<File>, line: &str) {
+    if let Some(s) = status.as_mut() {
+        let _ = s.write_all(format!("{line}\n").as_bytes());
+    }
+}
+
+fn runtime_cmd(cfg: &MonitorConfig) -> Command {
+    let mut c = Command::new(&cfg.runtime);
+    c.arg("--root")
+        .arg(&cfg.runtime_root)
+        .arg("--log")
+        .arg(cfg.state_dir.join("runtime.log"))
+        .arg("--log-format")
+        .arg("json");
+    c
+}
+
+/// The last `error` message in the runtime's JSON log (falls back to `fallback`).
+fn runtime_error(cfg: &MonitorConfig, fallback: &str) -> String {
+    let text = std::fs::read_to_string(cfg.state_dir.join("runtime.log")).unwrap_or_default();
+    let mut msg = None;
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if v["level"] == "error" {
+                if let Some(m) = v["msg"].as_str() {
+                    msg = Some(m.to_string());
+                }
+            }
+        }
+    }
+    msg.unwrap_or_else(|| {
+        let f = fallback.trim();
+        if f.is_empty() {
+            "OCI runtime failed".to_string()
+        } else {
+            f.to_string()
+        }
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid 2-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two fresh fds that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn write_exit(cfg: &MonitorConfig, rec: &ExitRecord) {
+    let path = cfg.state_dir.join("exit.json");
+    let tmp = cfg.state_dir.join("exit.json.tmp");
+    if let Ok(data) = serde_json::to_vec(rec) {
+        if std::fs::write(&tmp, data).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn fail(cfg: &MonitorConfig, status: &mut Option<File>, message: String) -> Result<(), String> {
+    write_exit(cfg, &ExitRecord { exit_code: start_failure_exit_code(&message), oom_killed: false, finished_at: now(), error: message.clone(), pid: 0 });
+    if cfg.exec_id.is_none() {
+        let _ = runtime_cmd(cfg).arg("delete").arg("--force").arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+    report(status, &format!("failed {}", serde_json::to_string(&message).unwrap_or_default()));
+    let _ = std::fs::remove_file(&cfg.attach_socket);
+    let _ = std::fs::remove_file(&cfg.control_socket);
+    Ok(())
+}
+
+/// Receives the pty master runc sends over the console socket.
+fn recv_console(listener: &UnixListener) -> Result<OwnedFd, String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(format!("console socket: {e}")),
+        }
+    };
+    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| format!("console recvmsg: {e}"))?;
+    for c in msg.cmsgs().map_err(|e| format!("console cmsg: {e}"))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the fd was just received via SCM_RIGHTS and is owned by us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err("console socket: no pty master received".into())
+}
+
+fn bind(path: &Path) -> Result<UnixListener, String> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(|e| format!("bind {}: {e}", path.display()))
+}
+
+fn read_pid(path: &Path) -> Result<i32, String> {
+    let s = std::fs::read_to_string(path).map_err(|e| format!("read pid file {}: {e}", path.display()))?;
+    s.trim().parse().map_err(|_| format!("bad pid file {}", path.display()))
+}
+
+fn set_winsize(fd: RawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a winsize struct from a valid pointer.
+    unsafe {
+        libc::ioctl(fd, libc::TIOCSWINSZ, &ws);
+    }
+}
+
+fn oom_count(cg: &Path) -> u64 {
+    for file in ["memory.oom_control", "memory.events"] {
+        if let Ok(text) = std::fs::read_to_string(cg.join(file)) {
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("oom_kill ") {
+                    return v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+    }
+    0
+}
+
+struct AttachClient {
+    stream: UnixStream,
+    read_open: bool,
+}
+
+fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(data.len() + 8);
+    f.extend_from_slice(&[stream, 0, 0, 0]);
+    f.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    f.extend_from_slice(data);
+    f
+}
+
+fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    // SIGCHLD through a signalfd (the mask is reset by std::process in children).
+    // SAFETY: sigset manipulation on a local, then signalfd on it.
+    let sfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    };
+    if sfd < 0 {
+        return Err(format!("signalfd: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh fd from signalfd.
+    let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
+
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| format!("state dir: {e}"))?;
+    let _ = std::fs::remove_file(cfg.state_dir.join("exit.json"));
+    let _ = std::fs::remove_file(cfg.state_dir.join("runtime.log"));
+    let attach_listener = bind(&cfg.attach_socket)?;
+    let control_listener = bind(&cfg.control_socket)?;
+    let pid_file = cfg.state_dir.join("pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let console_path = cfg.state_dir.join("console.sock");
+    let console = if cfg.tty { Some(bind(&console_path)?) } else { None };
+
+    // stdio: (container side, our side)
+    let mut stdin_w: Option<File> = None;
+    let mut out_r: Option<File> = None;
+    let mut err_r: Option<File> = None;
+    let mut child_stdio: Option<(Stdio, Stdio, Stdio)> = None;
+    if !cfg.tty {
+        let stdin = if cfg.open_stdin {
+            let (r, w) = pipe()?;
+            stdin_w = Some(File::from(w));
+            Stdio::from(r)
+        } else {
+            Stdio::null()
+        };
+        let (or, ow) = pipe()?;
+        let (er, ew) = pipe()?;
+        out_r = Some(File::from(or));
+        err_r = Some(File::from(er));
+        child_stdio = Some((stdin, Stdio::from(ow), Stdio::from(ew)));
+    }
+
+    let is_exec = cfg.exec_id.is_some();
+    let mut master: Option<File> = None;
+
+    let build_exec = |stdio: Option<(Stdio, Stdio, Stdio)>| {
+        let mut c = runtime_cmd(cfg);
+        c.arg("exec").arg("--detach").arg("--pid-file").arg(&pid_file);
+        if let Some(p) = &cfg.process_json {
+            c.arg("--process").arg(p);
+        }
+        if cfg.tty {
+            c.arg("--console-socket").arg(&console_path);
+        }
+        c.arg(&cfg.id);
+        if let Some((i, o, e)) = stdio {
+            c.stdin(i).stdout(o).stderr(e);
+        } else {
+            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        }
+        c
+    };
+
+    if !is_exec {
+        let mut c = runtime_cmd(cfg);
+        c.arg("create").arg("--bundle").arg(&cfg.bundle).arg("--pid-file").arg(&pid_file);
+        if cfg.tty {
+            c.arg("--console-socket").arg(&console_path);
+        }
+        c.arg(&cfg.id);
+        let piped_stderr = child_stdio.is_none();
+        if let Some((i, o, e)) = child_stdio.take() {
+            c.stdin(i).stdout(o).stderr(e);
+        } else {
+            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        }
+        let out = c.output().map_err(|e| format!("run {}: {e}", cfg.runtime.display()));
+        drop(c);
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => return fail(cfg, status, e),
+        };
+        if !out.status.success() {
+            let fallback = if piped_stderr { String::from_utf8_lossy(&out.stderr).into_owned() } else { String::new() };
+            return fail(cfg, status, runtime_error(cfg, &fallback));
+        }
+        if let Some(l) = &console {
+            match recv_console(l) {
+                Ok(fd) => master = Some(File::from(fd)),
+                Err(e) => return fail(cfg, status, e),
+            }
+        }
+    }
+    report(status, "created");
+
+    // Wait for the expected attach clients.
+    let mut clients: Vec<AttachClient> = Vec::new();
+    if cfg.expected_attaches > 0 {
+        attach_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while clients.len() < cfg.expected_attaches && Instant::now() < deadline {
+            match attach_listener.accept() {
+                Ok((s, _)) => {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+                    clients.push(AttachClient { stream: s, read_open: true });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    if is_exec {
+        let mut c = build_exec(child_stdio.take());
+        let out = c.output();
+        drop(c);
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return fail(cfg, status, runtime_error(cfg, &String::from_utf8_lossy(&o.stderr))),
+            Err(e) => return fail(cfg, status, format!("run {}: {e}", cfg.runtime.display())),
+        }
+        if let Some(l) = &console {
+            match recv_console(l) {
+                Ok(fd) => master = Some(File::from(fd)),
+                Err(e) => return fail(cfg, status, e),
+            }
+        }
+    } else {
+        let out = runtime_cmd(cfg).arg("start").arg(&cfg.id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return fail(cfg, status, runtime_error(cfg, &String::from_utf8_lossy(&o.stderr))),
+            Err(e) => return fail(cfg, status, format!("run {}: {e}", cfg.runtime.display())),
+        }
+    }
+    let pid = match read_pid(&pid_file) {
+        Ok(p) => p,
+        Err(e) => return fail(cfg, status, e),
+    };
+    if let Some(m) = &master {
+        set_winsize(m.as_raw_fd(), 24, 80);
+    }
+    report(status, &format!("started {pid}"));
+    *status = None;
+    let _ = std::fs::remove_file(&console_path);
+
+    let mut log = match &cfg.log {
+        Some(l) => LogWriter::open(&l.path, l.max_size, l.max_files).ok(),
+        None => None,
+    };
+    let mut bufs: HashMap<u8, LineBuffer> = HashMap::new();
+    let mut controls: Vec<(UnixStream, Vec<u8>)> = Vec::new();
+    attach_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    control_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut exit_status: Option<i64> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 32 * 1024];
+
+    loop {
+        // Reap children.
+        loop {
+            let mut st: libc::c_int = 0;
+            // SAFETY: st is a valid out-pointer.
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+            if r == pid {
+                let code = if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st) as i64
+                } else if libc::WIFSIGNALED(st) {
+                    128 + libc::WTERMSIG(st) as i64
+                } else {
+                    255
+                };
+                exit_status = Some(code);
+                drain_deadline = Some(Instant::now() + Duration::from_secs(2));
+            }
+        }
+        let outputs_open = out_r.is_some() || err_r.is_some() || master.is_some();
+        if exit_status.is_some() && (!outputs_open || drain_deadline.is_some_and(|d| Instant::now() >= d)) {
+            break;
+        }
+        // Build the poll set.
+        let mut pfds: Vec<libc::pollfd> = Vec::new();
+        let mut kinds: Vec<(u8, usize)> = Vec::new(); // kind, index
+        let mut add = |fd: RawFd, kind: u8, idx: usize, pfds: &mut Vec<libc::pollfd>| {
+            pfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            kinds.push((kind, idx));
+        };
+        add(sfd.as_raw_fd(), 0, 0, &mut pfds);
+        add(attach_listener.as_raw_fd(), 1, 0, &mut pfds);
+        add(control_listener.as_raw_fd(), 2, 0, &mut pfds);
+        if let Some(f) = &out_r {
+            add(f.as_raw_fd(), 3, 1, &mut pfds);
+        }
+        if let Some(f) = &err_r {
+            add(f.as_raw_fd(), 3, 2, &mut pfds);
+        }
+        if let Some(f) = &master {
+            add(f.as_raw_fd(), 4, 0, &mut pfds);
+        }
+        for (i, c) in clients.iter().enumerate() {
+            if c.read_open {
+                add(c.stream.as_raw_fd(), 5, i, &mut pfds);
+            }
+        }
+        for (i, c) in controls.iter().enumerate() {
+            add(c.0.as_raw_fd(), 6, i, &mut pfds);
+        }
+        let timeout = if exit_status.is_some() { 50 } else { 1000 };
+        // SAFETY: pfds is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+        if n <= 0 {
+            continue;
+        }
+        let mut drop_clients: Vec<usize> = Vec::new();
+        let mut drop_controls: Vec<usize> = Vec::new();
+        for (p, &(kind, idx)) in pfds.iter().zip(kinds.iter()) {
+            if p.revents == 0 {
+                continue;
+            }
+            match kind {
+                0 => {
+                    let mut si = [0u8; 128];
+                    // SAFETY: reading a signalfd_siginfo into a 128-byte buffer.
+                    while unsafe { libc::read(sfd.as_raw_fd(), si.as_mut_ptr().cast(), si.len()) } > 0 {}
+                }
+                1 => {
+                    while let Ok((s, _)) = attach_listener.accept() {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+                        clients.push(AttachClient { stream: s, read_open: true });
+                    }
+                }
+                2 => {
+                    while let Ok((s, _)) = control_listener.accept() {
+                        let _ = s.set_nonblocking(false);
+                        controls.push((s, Vec::new()));
+                    }
+                }
+                3 | 4 => {
+                    let file = match (kind, idx) {
+                        (3, 1) => out_r.as_mut(),
+                        (3, _) => err_r.as_mut(),
+                        _ => master.as_mut(),
+                    };
+                    let Some(file) = file else { continue };
+                    let r = file.read(&mut buf);
+                    let stream_no: u8 = if kind == 4 { 1 } else { idx as u8 };
+                    match r {
+                        Ok(0) | Err(_) => {
+                            match (kind, idx) {
+                                (3, 1) => out_r = None,
+                                (3, _) => err_r = None,
+                                _ => master = None,
+                            }
+                        }
+                        Ok(k) => {
+                            let data = &buf[..k];
+                            if let Some(w) = log.as_mut() {
+                                let name = if stream_no == 2 { "stderr" } else { "stdout" };
+                                for msg in bufs.entry(stream_no).or_default().push(data) {
+                                    let _ = w.write_entry(name, chrono::Utc::now(), &msg);
+                                }
+                            }
+                            let fr = frame(stream_no, data);
+                            for (i, c) in clients.iter_mut().enumerate() {
+                                if c.stream.write_all(&fr).is_err() {
+                                    drop_clients.push(i);
+                                }
+                            }
+                        }
+                    }
+                }
+                5 => {
+                    let Some(c) = clients.get_mut(idx) else { continue };
+                    match c.stream.read(&mut buf) {
+                        Ok(0) => {
+                            c.read_open = false;
+                            if cfg.stdin_once {
+                                stdin_w = None;
+                            }
+                        }
+                        Ok(k) => {
+                            if let Some(w) = stdin_w.as_mut() {
+                                if w.write_all(&buf[..k]).is_err() {
+                                    stdin_w = None;
+                                }
+                            } else if let Some(m) = master.as_mut() {
+                                let _ = m.write_all(&buf[..k]);
+                            }
+                        }
+                        Err(_) => {
+                            c.read_open = false;
+                            drop_clients.push(idx);
+                        }
+                    }
+                }
+                6 => {
+                    let Some((s, pending)) = controls.get_mut(idx) else { continue };
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => drop_controls.push(idx),
+                        Ok(k) => {
+                            pending.extend_from_slice(&buf[..k]);
+                            while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                                let line: Vec<u8> = pending.drain(..=pos).collect();
+                                let line = String::from_utf8_lossy(&line);
+                                let parts: Vec<&str> = line.split_whitespace().collect();
+                                if let ["resize", h, w] = parts.as_slice() {
+                                    if let (Ok(h), Ok(w), Some(m)) = (h.parse::<u16>(), w.parse::<u16>(), master.as_ref()) {
+                                        set_winsize(m.as_raw_fd(), h, w);
+                                    }
+                                    let _ = s.write_all(b"ok\n");
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop_clients.sort_unstable();
+        drop_clients.dedup();
+        for i in drop_clients.into_iter().rev() {
+            clients.remove(i);
+        }
+        drop_controls.sort_unstable();
+        drop_controls.dedup();
+        for i in drop_controls.into_iter().rev() {
+            controls.remove(i);
+        }
+    }
+
+    // Flush partial lines.
+    if let Some(w) = log.as_mut() {
+        for (stream_no, b) in bufs.iter_mut() {
+            if let Some(rest) = b.flush() {
+                let _ = w.write_entry(if *stream_no == 2 { "stderr" } else { "stdout" }, chrono::Utc::now(), &rest);
+            }
+        }
+    }
+    let oom_killed = cfg.memory_cgroup.as_deref().map(|cg| oom_count(cg) > 0).unwrap_or(false);
+    let mut code = exit_status.unwrap_or(255);
+    if oom_killed && code == 128 + libc::SIGKILL as i64 {
+        code = 137;
+    }
+    write_exit(cfg, &ExitRecord { exit_code: code, oom_killed, finished_at: now(), error: String::new(), pid: pid as i64 });
+    drop(clients);
+    if !is_exec {
+        let _ = runtime_cmd(cfg).arg("delete").arg("--force").arg(&cfg.id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+    let _ = std::fs::remove_file(&cfg.attach_socket);
+    let _ = std::fs::remove_file(&cfg.control_socket);
+    drop(controls);
+    Ok(())
+}

@@ -1,0 +1,558 @@
+//! OCI runtime spec generation (`config.json` of a bundle) following Docker's defaults:
+//! namespaces, mounts, devices, capabilities, masked/readonly paths, seccomp, resources.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+use crate::{ContainerError, HostOptions};
+
+/// Docker's default capability set.
+pub(crate) const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability Linux knows (in number order).
+pub(crate) const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+fn normalize_cap(name: &str) -> String {
+    let up = name.trim().to_ascii_uppercase();
+    if up == "ALL" || up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    }
+}
+
+/// Docker's `TweakCapabilities`: the effective capability list for `--cap-add/--cap-drop/--privileged`.
+pub(crate) fn capabilities(host: &HostOptions) -> Result<Vec<String>, ContainerError> {
+    if host.privileged {
+        return Ok(ALL_CAPS.iter().map(|s| s.to_string()).collect());
+    }
+    let adds: Vec<String> = host.cap_add.iter().map(|c| normalize_cap(c)).collect();
+    let drops: Vec<String> = host.cap_drop.iter().map(|c| normalize_cap(c)).collect();
+    for c in adds.iter().chain(drops.iter()) {
+        if c != "ALL" && !ALL_CAPS.contains(&c.as_str()) {
+            return Err(ContainerError::InvalidOption {
+                field: "capability".into(),
+                reason: format!("unknown capability: \"{c}\""),
+            });
+        }
+    }
+    let mut caps: Vec<String> = if adds.iter().any(|c| c == "ALL") {
+        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+    } else if drops.iter().any(|c| c == "ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
+    };
+    if !adds.iter().any(|c| c == "ALL") {
+        caps.retain(|c| !drops.contains(c));
+        for a in &adds {
+            if !caps.contains(a) {
+                caps.push(a.clone());
+            }
+        }
+    } else {
+        caps.retain(|c| !drops.contains(c));
+    }
+    Ok(caps)
+}
+
+/// A resolved process user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ExecUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub home: String,
+}
+
+/// Resolves Docker's `--user` (`name`, `uid`, `name:group`, `uid:gid`, empty = root) against the
+/// container's `/etc/passwd` and `/etc/group` (as moby/sys/user `GetExecUser` does).
+pub(crate) fn resolve_user(rootfs: &Path, user: &str) -> Result<ExecUser, String> {
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    resolve_user_from(&passwd, &group, user)
+}
+
+pub(crate) fn resolve_user_from(passwd: &str, group: &str, user: &str) -> Result<ExecUser, String> {
+    let (user_part, group_part) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    let numeric_uid = user_part.parse::<u32>().ok();
+    let found = entries.iter().find(|f| match numeric_uid {
+        Some(n) => f[2].parse::<u32>().ok() == Some(n),
+        None => f[0] == user_part,
+    });
+    let mut out = ExecUser { home: "/".into(), ..Default::default() };
+    let mut user_name = None;
+    match (found, numeric_uid) {
+        (Some(f), _) => {
+            out.uid = f[2].parse().map_err(|_| format!("invalid uid in passwd entry for {}", f[0]))?;
+            out.gid = f[3].parse().unwrap_or(0);
+            if let Some(h) = f.get(5) {
+                if !h.is_empty() {
+                    out.home = h.to_string();
+                }
+            }
+            user_name = Some(f[0].to_string());
+        }
+        (None, Some(n)) => out.uid = n,
+        (None, None) => return Err(format!("unable to find user {user_part}: no matching entries in passwd file")),
+    }
+    let groups: Vec<Vec<&str>> = group
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    if let Some(g) = group_part {
+        if let Ok(n) = g.parse::<u32>() {
+            out.gid = n;
+        } else {
+            let f = groups
+                .iter()
+                .find(|f| f[0] == g)
+                .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?;
+            out.gid = f[2].parse().unwrap_or(0);
+        }
+    } else if let Some(name) = &user_name {
+        for f in &groups {
+            let members = f.get(3).copied().unwrap_or("");
+            if members.split(',').any(|m| m.trim() == name) {
+                if let Ok(gid) = f[2].parse::<u32>() {
+                    if gid != out.gid && !out.additional_gids.contains(&gid) {
+                        out.additional_gids.push(gid);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Everything the spec depends on.
+pub(crate) struct SpecInput<'a> {
+    pub id: &'a str,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: ExecUser,
+    pub hostname: String,
+    pub domainname: String,
+    pub tty: bool,
+    pub host: &'a HostOptions,
+    pub rootfs: PathBuf,
+    /// `(container path, host file)` bind mounts for /etc/hosts, /etc/hostname, /etc/resolv.conf.
+    pub etc_files: Vec<(String, PathBuf)>,
+    pub init_path: Option<PathBuf>,
+    /// `container:<id>` network mode: the netns path to join.
+    pub netns_path: Option<PathBuf>,
+    /// Whether `memory.memsw.*` exists (swap accounting).
+    pub swap_supported: bool,
+}
+
+/// Parses Docker's security options into (no_new_privileges, seccomp_unconfined).
+fn security_opts(opts: &[String]) -> Result<(bool, bool), ContainerError> {
+    let mut nnp = false;
+    let mut unconfined = false;
+    for o in opts {
+        let (k, v) = match o.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (o.as_str(), None),
+        };
+        match (k, v) {
+            ("no-new-privileges", None) | ("no-new-privileges", Some("true")) => nnp = true,
+            ("no-new-privileges", Some("false")) => nnp = false,
+            ("seccomp", Some("unconfined")) => unconfined = true,
+            ("apparmor", _) | ("label", _) => {}
+            _ => {
+                return Err(ContainerError::InvalidOption {
+                    field: "security-opt".into(),
+                    reason: format!("invalid --security-opt: {o:?}"),
+                })
+            }
+        }
+    }
+    Ok((nnp, unconfined))
+}
+
+/// Builds the OCI runtime spec.
+pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
+    let host = input.host;
+    let caps = capabilities(host)?;
+    let (nnp, seccomp_unconfined) = security_opts(&host.security_opt)?;
+    let mut args = input.args.clone();
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if host.privileged { "rw" } else { "ro" }]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if host.privileged { "rw" } else { "ro" }]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+    ];
+    let shm = if host.shm_size > 0 { host.shm_size } else { 64 * 1024 * 1024 };
+    mounts.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]}));
+    for (dest, src) in &input.etc_files {
+        mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
+    }
+    if host.init {
+        if let Some(init) = &input.init_path {
+            mounts.push(json!({"destination": "/sbin/docker-init", "type": "bind", "source": init, "options": ["bind", "ro"]}));
+            let mut a = vec!["/sbin/docker-init".to_string(), "--".to_string()];
+            a.append(&mut args);
+            args = a;
+        }
+    }
+
+    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    match (host.network_mode.as_str(), &input.netns_path) {
+        ("host", _) => {}
+        (_, Some(p)) => namespaces.push(json!({"type": "network", "path": p})),
+        _ => namespaces.push(json!({"type": "network"})),
+    }
+
+    let devices_cgroup = if host.privileged {
+        json!([{"allow": true, "access": "rwm"}])
+    } else {
+        json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "access": "m"},
+            {"allow": true, "type": "b", "access": "m"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}
+        ])
+    };
+
+    let mut resources = json!({"devices": devices_cgroup});
+    let mut memory = serde_json::Map::new();
+    if host.memory > 0 {
+        memory.insert("limit".into(), json!(host.memory));
+        if input.swap_supported {
+            let swap = match host.memory_swap {
+                0 => host.memory * 2,
+                s => s,
+            };
+            memory.insert("swap".into(), json!(swap));
+        }
+    }
+    if host.oom_kill_disable {
+        memory.insert("disableOOMKiller".into(), json!(true));
+    }
+    if !memory.is_empty() {
+        resources["memory"] = Value::Object(memory);
+    }
+    let mut cpu = serde_json::Map::new();
+    if host.nano_cpus > 0 {
+        let period: u64 = 100_000;
+        cpu.insert("period".into(), json!(period));
+        cpu.insert("quota".into(), json!((host.nano_cpus as i128 * period as i128 / 1_000_000_000) as i64));
+    }
+    if host.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(host.cpu_shares));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if host.pids_limit > 0 {
+        resources["pids"] = json!({"limit": host.pids_limit});
+    }
+
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "resources": resources,
+        "cgroupsPath": format!("/barge/{}", input.id),
+    });
+    if !host.privileged {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        if !seccomp_unconfined {
+            let profile = crate::seccomp::default_profile(&caps, crate::seccomp::host_goarch(), crate::seccomp::kernel_version());
+            linux["seccomp"] = serde_json::to_value(&profile).map_err(|e| ContainerError::InvalidOption {
+                field: "seccomp".into(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+
+    let mut process = json!({
+        "terminal": input.tty,
+        "user": {"uid": input.user.uid, "gid": input.user.gid},
+        "args": args,
+        "env": input.env,
+        "cwd": if input.cwd.is_empty() { "/" } else { input.cwd.as_str() },
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": nnp,
+        "oomScoreAdj": 0,
+    });
+    if !input.user.additional_gids.is_empty() {
+        process["user"]["additionalGids"] = json!(input.user.additional_gids);
+    }
+    if input.tty {
+        process["consoleSize"] = json!({"height": 24, "width": 80});
+    }
+
+    let mut spec = json!({
+        "ociVersion": "1.0.2-dev",
+        "process": process,
+        "root": {"path": input.rootfs, "readonly": host.readonly_rootfs},
+        "hostname": input.hostname,
+        "mounts": mounts,
+        "linux": linux,
+    });
+    if !input.domainname.is_empty() {
+        spec["domainname"] = json!(input.domainname);
+    }
+    serde_json::from_value(spec).map_err(|e| ContainerError::InvalidOption { field: "spec".into(), reason: e.to_string() })
+}
+
+/// An OCI `process` object for `runc exec --process`.
+pub(crate) fn exec_process(
+    args: Vec<String>,
+    env: Vec<String>,
+    cwd: String,
+    user: &ExecUser,
+    tty: bool,
+    caps: &[String],
+    no_new_privileges: bool,
+) -> Value {
+    let mut p = json!({
+        "terminal": tty,
+        "user": {"uid": user.uid, "gid": user.gid},
+        "args": args,
+        "env": env,
+        "cwd": if cwd.is_empty() { "/".to_string() } else { cwd },
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": no_new_privileges,
+    });
+    if !user.additional_gids.is_empty() {
+        p["user"]["additionalGids"] = json!(user.additional_gids);
+    }
+    if tty {
+        p["consoleSize"] = json!({"height": 24, "width": 80});
+    }
+    p
+}
+
+pub(crate) fn security_no_new_privileges(opts: &[String]) -> bool {
+    security_opts(opts).map(|(n, _)| n).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostOptions {
+        HostOptions::default()
+    }
+
+    fn input(host: &HostOptions) -> SpecInput<'_> {
+        SpecInput {
+            id: "abc",
+            args: vec!["sh".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user: ExecUser::default(),
+            hostname: "abc".into(),
+            domainname: String::new(),
+            tty: false,
+            host,
+            rootfs: "/tmp/rootfs".into(),
+            etc_files: vec![],
+            init_path: Some("/usr/bin/barge-init".into()),
+            netns_path: None,
+            swap_supported: true,
+        }
+    }
+
+    #[test]
+    fn caps_add_drop() {
+        let mut h = host();
+        h.cap_add = vec!["NET_ADMIN".into()];
+        h.cap_drop = vec!["chown".into(), "CAP_KILL".into()];
+        let c = capabilities(&h).unwrap();
+        assert!(c.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(!c.contains(&"CAP_CHOWN".to_string()));
+        assert!(!c.contains(&"CAP_KILL".to_string()));
+        assert_eq!(c.len(), DEFAULT_CAPS.len() - 1);
+    }
+
+    #[test]
+    fn caps_all() {
+        let mut h = host();
+        h.cap_drop = vec!["ALL".into()];
+        h.cap_add = vec!["NET_BIND_SERVICE".into()];
+        assert_eq!(capabilities(&h).unwrap(), vec!["CAP_NET_BIND_SERVICE".to_string()]);
+        let mut h = host();
+        h.cap_add = vec!["ALL".into()];
+        h.cap_drop = vec!["SYS_ADMIN".into()];
+        let c = capabilities(&h).unwrap();
+        assert_eq!(c.len(), ALL_CAPS.len() - 1);
+        let mut h = host();
+        h.cap_add = vec!["BOGUS".into()];
+        assert!(capabilities(&h).is_err());
+    }
+
+    #[test]
+    fn privileged_spec() {
+        let mut h = host();
+        h.privileged = true;
+        let spec = build_spec(&input(&h)).unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(v["process"]["capabilities"]["bounding"].as_array().unwrap().len(), ALL_CAPS.len());
+        assert!(v["linux"].get("seccomp").is_none());
+        assert!(v["linux"].get("maskedPaths").is_none());
+        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], json!(true));
+    }
+
+    #[test]
+    fn default_spec() {
+        let h = host();
+        let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
+        assert_eq!(v["linux"]["cgroupsPath"], json!("/barge/abc"));
+        assert!(v["linux"]["seccomp"]["syscalls"].as_array().unwrap().len() > 10);
+        assert_eq!(v["linux"]["maskedPaths"].as_array().unwrap().len(), MASKED_PATHS.len());
+        let ns: Vec<String> = v["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap().to_string()).collect();
+        assert!(ns.contains(&"network".to_string()));
+        let shm = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/dev/shm").unwrap().clone();
+        assert!(shm["options"].as_array().unwrap().contains(&json!("size=67108864")));
+        let mut h = host();
+        h.network_mode = "host".into();
+        h.security_opt = vec!["seccomp=unconfined".into(), "no-new-privileges".into()];
+        let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
+        assert!(!v["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "network"));
+        assert!(v["linux"].get("seccomp").is_none());
+        assert_eq!(v["process"]["noNewPrivileges"], json!(true));
+    }
+
+    #[test]
+    fn resources_mapping() {
+        let mut h = host();
+        h.memory = 16 << 20;
+        h.nano_cpus = 1_500_000_000;
+        h.cpu_shares = 512;
+        h.pids_limit = 100;
+        h.init = true;
+        let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
+        let r = &v["linux"]["resources"];
+        assert_eq!(r["memory"]["limit"], json!(16 << 20));
+        assert_eq!(r["memory"]["swap"], json!(32 << 20));
+        assert_eq!(r["cpu"]["quota"], json!(150000));
+        assert_eq!(r["cpu"]["period"], json!(100000));
+        assert_eq!(r["cpu"]["shares"], json!(512));
+        assert_eq!(r["pids"]["limit"], json!(100));
+        assert_eq!(v["process"]["args"], json!(["/sbin/docker-init", "--", "sh"]));
+        h.memory_swap = -1;
+        let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
+        assert_eq!(v["linux"]["resources"]["memory"]["swap"], json!(-1));
+    }
+
+    #[test]
+    fn user_resolution() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\nwww:x:33:33::/var/www:/bin/sh\n";
+        let group = "root:x:0:\nwww-data:x:33:\nstaff:x:50:www,other\naudio:x:29:www\n";
+        let u = resolve_user_from(passwd, group, "").unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (0, 0, "/root"));
+        let u = resolve_user_from(passwd, group, "www").unwrap();
+        assert_eq!((u.uid, u.gid), (33, 33));
+        assert_eq!(u.additional_gids, vec![50, 29]);
+        let u = resolve_user_from(passwd, group, "www:staff").unwrap();
+        assert_eq!((u.uid, u.gid), (33, 50));
+        let u = resolve_user_from(passwd, group, "1234:5678").unwrap();
+        assert_eq!((u.uid, u.gid), (1234, 5678));
+        let u = resolve_user_from(passwd, group, "1234").unwrap();
+        assert_eq!((u.uid, u.gid), (1234, 0));
+        assert!(resolve_user_from(passwd, group, "ghost").unwrap_err().contains("unable to find user ghost"));
+        assert!(resolve_user_from(passwd, group, "www:nogroup").is_err());
+    }
+}
