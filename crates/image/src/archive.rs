@@ -3,7 +3,7 @@
 //! with `..`, or that go through a symlink, are rejected.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Component, Path, PathBuf};
 
 use crate::digest::{decompressed, Compression};
@@ -68,7 +68,6 @@ pub(crate) fn extract(file: File, dest: &Path, path: &Path) -> Result<(), ImageE
     }
     let trunc = |e: io::Error| ImageError::InvalidArchive(format!("{}: {e}", path.display()));
     let mut archive = tar::Archive::new(br);
-    let mut saw_end = false;
     for entry in archive.entries().map_err(trunc)? {
         let mut entry = entry.map_err(trunc)?;
         let name = entry.path().map_err(trunc)?.into_owned();
@@ -145,12 +144,10 @@ pub(crate) fn extract(file: File, dest: &Path, path: &Path) -> Result<(), ImageE
             }
             _ => {}
         }
-        saw_end = true;
     }
     // Drain the rest (end-of-archive blocks, compression trailer) so truncation is noticed.
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(trunc)?;
-    let _ = saw_end;
     Ok(())
 }
 
@@ -178,6 +175,3 @@ fn looks_like_v7_tar(h: &[u8]) -> bool {
         .sum();
     sum == expected
 }
-
-#[allow(dead_code)]
-fn _unused(_: &mut dyn Read) {}

@@ -741,6 +741,8 @@ impl ImageStore {
 
     /// Records staged images and their references in `refs.json` (the commit point).
     fn commit(&self, staged: Vec<Staged>) -> Result<Vec<LoadedImage>, ImageError> {
+        // Blobs first (durably), refs last.
+        fsync_dir(&self.root.join("blobs/sha256"))?;
         let mut state = self.read_state()?;
         let mut out = Vec::new();
         for s in staged {

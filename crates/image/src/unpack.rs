@@ -217,16 +217,28 @@ impl<'a> Applier<'a> {
         let kind = entry.header().entry_type();
         let header = entry.header().clone();
         let mode = header.mode().map_err(|e| self.tar_err(e))? & 0o7777;
-        let uid = header.uid().map_err(|e| self.tar_err(e))?;
-        let gid = header.gid().map_err(|e| self.tar_err(e))?;
-        let mtime = header.mtime().unwrap_or(0);
+        let mut uid = header.uid().map_err(|e| self.tar_err(e))?;
+        let mut gid = header.gid().map_err(|e| self.tar_err(e))?;
+        let mut mtime = header.mtime().unwrap_or(0);
 
         let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {
-                if let Ok(k) = ext.key() {
-                    if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                        xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                let Ok(k) = ext.key() else { continue };
+                let num = || {
+                    ext.value()
+                        .ok()
+                        .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
+                };
+                match k {
+                    // PAX records override the (possibly too small) ustar fields.
+                    "uid" => uid = num().unwrap_or(uid),
+                    "gid" => gid = num().unwrap_or(gid),
+                    "mtime" => mtime = num().unwrap_or(mtime),
+                    _ => {
+                        if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                            xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                        }
                     }
                 }
             }
@@ -440,7 +452,17 @@ impl<'a> Applier<'a> {
         entry: &str,
     ) -> Result<(), ImageError> {
         for (k, v) in xattrs {
-            self.set_xattr(dir, name, k, v, entry)?;
+            match self.set_xattr(dir, name, k, v, entry) {
+                Err(ImageError::Io { source, .. })
+                    if matches!(
+                        source.raw_os_error(),
+                        Some(libc::ENOTSUP) | Some(libc::EPERM)
+                    ) =>
+                {
+                    tracing::warn!(layer = self.layer, entry, xattr = %k, "xattr not supported here; skipped");
+                }
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -466,7 +488,7 @@ impl<'a> Applier<'a> {
             last.insert(c, t);
         }
         let mut sorted: Vec<_> = last.into_iter().collect();
-        sorted.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        sorted.sort_by_key(|(c, _)| std::cmp::Reverse(c.len()));
         for (comps, mtime) in sorted {
             let entry = String::from_utf8_lossy(&comps.join(&b'/')).into_owned();
             match comps.split_last() {
@@ -480,7 +502,8 @@ impl<'a> Applier<'a> {
                 }
             }
         }
-        let _ = self.root.as_fd();
+        // Make the snapshot durable before it is renamed into place.
+        nix::unistd::syncfs(self.root.as_fd()).map_err(|e| self.io_err("", "syncfs", e))?;
         Ok(())
     }
 }

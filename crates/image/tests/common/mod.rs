@@ -31,7 +31,12 @@ pub fn new_store() -> (tempfile::TempDir, ImageStore) {
 }
 
 pub fn tags(store: &ImageStore) -> BTreeSet<String> {
-    store.list().unwrap().into_iter().flat_map(|i| i.repo_tags).collect()
+    store
+        .list()
+        .unwrap()
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .collect()
 }
 
 pub fn blobs(store: &ImageStore) -> BTreeSet<String> {
@@ -43,7 +48,10 @@ pub fn blobs(store: &ImageStore) -> BTreeSet<String> {
 
 pub fn sha(data: &[u8]) -> String {
     let d = Sha256::digest(data);
-    format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 pub fn is_root() -> bool {
@@ -81,19 +89,43 @@ pub fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
 }
 
 pub fn file<'a>(name: &'a str, data: &'a [u8]) -> RawEntry<'a> {
-    RawEntry { name, kind: tar::EntryType::Regular, link: "", data, mode: 0o644 }
+    RawEntry {
+        name,
+        kind: tar::EntryType::Regular,
+        link: "",
+        data,
+        mode: 0o644,
+    }
 }
 
 pub fn dir(name: &str) -> RawEntry<'_> {
-    RawEntry { name, kind: tar::EntryType::Directory, link: "", data: b"", mode: 0o755 }
+    RawEntry {
+        name,
+        kind: tar::EntryType::Directory,
+        link: "",
+        data: b"",
+        mode: 0o755,
+    }
 }
 
 pub fn symlink<'a>(name: &'a str, target: &'a str) -> RawEntry<'a> {
-    RawEntry { name, kind: tar::EntryType::Symlink, link: target, data: b"", mode: 0o777 }
+    RawEntry {
+        name,
+        kind: tar::EntryType::Symlink,
+        link: target,
+        data: b"",
+        mode: 0o777,
+    }
 }
 
 pub fn hardlink<'a>(name: &'a str, target: &'a str) -> RawEntry<'a> {
-    RawEntry { name, kind: tar::EntryType::Link, link: target, data: b"", mode: 0o644 }
+    RawEntry {
+        name,
+        kind: tar::EntryType::Link,
+        link: target,
+        data: b"",
+        mode: 0o644,
+    }
 }
 
 /// Writes an OCI layout with one image made of the given uncompressed layers, tagged `reference`.
@@ -171,14 +203,21 @@ pub struct Overlay {
 impl Overlay {
     pub fn mount(layer_dirs: &[PathBuf], target: &Path) -> Overlay {
         std::fs::create_dir_all(target).unwrap();
-        let lower: Vec<String> = layer_dirs.iter().rev().map(|p| p.display().to_string()).collect();
+        let lower: Vec<String> = layer_dirs
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
         let (opts, _work);
         if lower.len() >= 2 {
             opts = format!("lowerdir={}", lower.join(":"));
             _work = None;
         } else {
             // A single lower dir needs an upper dir.
-            let base = target.parent().unwrap().join(format!("{}-rw", target.file_name().unwrap().to_string_lossy()));
+            let base = target.parent().unwrap().join(format!(
+                "{}-rw",
+                target.file_name().unwrap().to_string_lossy()
+            ));
             std::fs::create_dir_all(base.join("upper")).unwrap();
             std::fs::create_dir_all(base.join("work")).unwrap();
             opts = format!(
@@ -189,9 +228,17 @@ impl Overlay {
             );
             _work = Some(base);
         }
-        nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::empty(), Some(opts.as_str()))
-            .unwrap_or_else(|e| panic!("mount overlay {opts}: {e}"));
-        Overlay { target: target.to_path_buf() }
+        nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mount overlay {opts}: {e}"));
+        Overlay {
+            target: target.to_path_buf(),
+        }
     }
 }
 
@@ -202,7 +249,10 @@ impl Drop for Overlay {
 }
 
 pub fn ls(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
