@@ -1,0 +1,800 @@
+//! `/containers/...`: create, list, inspect, start, stop, kill, restart, wait, attach, resize,
+//! logs, top, remove, prune.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use barge_container::{Container, ContainerEvent, CreateOptions, HostOptions, Status, WaitCondition};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{human_duration, Query};
+use crate::state::AppState;
+use crate::stream::{frame, hijack, StreamSel, MUX_STREAM, RAW_STREAM, STDERR, STDOUT};
+use crate::{asyncify, ApiError};
+
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// The parts of Docker's `ContainerCreateBody` barge reads (unknown fields are ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateBody {
+    hostname: Option<String>,
+    domainname: Option<String>,
+    user: Option<String>,
+    tty: Option<bool>,
+    open_stdin: Option<bool>,
+    stdin_once: Option<bool>,
+    env: Option<Vec<String>>,
+    cmd: Option<StringOrVec>,
+    image: Option<String>,
+    working_dir: Option<String>,
+    entrypoint: Option<StringOrVec>,
+    labels: Option<BTreeMap<String, String>>,
+    stop_signal: Option<String>,
+    stop_timeout: Option<i64>,
+    host_config: Option<HostConfigBody>,
+}
+
+/// Docker accepts `Cmd`/`Entrypoint` as a string or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum StringOrVec {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrVec {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrVec::One(s) if s.is_empty() => Vec::new(),
+            StringOrVec::One(s) => vec![s],
+            StringOrVec::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct HostConfigBody {
+    network_mode: Option<String>,
+    init: Option<bool>,
+    memory: Option<i64>,
+    memory_swap: Option<i64>,
+    nano_cpus: Option<i64>,
+    cpu_shares: Option<i64>,
+    cpu_quota: Option<i64>,
+    cpu_period: Option<i64>,
+    pids_limit: Option<i64>,
+    readonly_rootfs: Option<bool>,
+    cap_add: Option<Vec<String>>,
+    cap_drop: Option<Vec<String>>,
+    privileged: Option<bool>,
+    security_opt: Option<Vec<String>>,
+    auto_remove: Option<bool>,
+    log_config: Option<LogConfigBody>,
+    runtime: Option<String>,
+    restart_policy: Option<RestartPolicyBody>,
+    oom_kill_disable: Option<bool>,
+    shm_size: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct LogConfigBody {
+    #[serde(rename = "Type")]
+    typ: Option<String>,
+    config: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct RestartPolicyBody {
+    name: Option<String>,
+    maximum_retry_count: Option<i64>,
+}
+
+impl CreateBody {
+    /// Converts the wire body into the engine's options.
+    pub fn into_options(self, name: Option<String>, platform: Option<String>) -> Result<CreateOptions, ApiError> {
+        let image = self.image.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad_request("config is missing the Image field"))?;
+        let hc = self.host_config.unwrap_or_default();
+        let mut nano_cpus = hc.nano_cpus.unwrap_or(0);
+        if nano_cpus == 0 {
+            if let (Some(q), Some(p)) = (hc.cpu_quota, hc.cpu_period) {
+                if q > 0 && p > 0 {
+                    nano_cpus = q * 1_000_000_000 / p;
+                }
+            }
+        }
+        if nano_cpus < 0 {
+            return Err(ApiError::bad_request(format!("invalid NanoCpus {nano_cpus}: must be positive")));
+        }
+        if hc.memory.unwrap_or(0) < 0 {
+            return Err(ApiError::bad_request(format!("invalid Memory {}: must be positive", hc.memory.unwrap_or(0))));
+        }
+        if let Some(m) = hc.memory {
+            if m > 0 && m < 6 * 1024 * 1024 {
+                return Err(ApiError::bad_request("Minimum memory limit allowed is 6MB"));
+            }
+        }
+        let log = hc.log_config.unwrap_or_default();
+        let restart = hc.restart_policy.unwrap_or_default();
+        Ok(CreateOptions {
+            name: name.filter(|n| !n.is_empty()),
+            image,
+            platform: platform.filter(|p| !p.is_empty()),
+            cmd: self.cmd.map(StringOrVec::into_vec),
+            entrypoint: self.entrypoint.map(StringOrVec::into_vec),
+            env: self.env.unwrap_or_default(),
+            working_dir: self.working_dir.filter(|w| !w.is_empty()),
+            user: self.user.filter(|u| !u.is_empty()),
+            hostname: self.hostname.filter(|h| !h.is_empty()),
+            domainname: self.domainname.filter(|h| !h.is_empty()),
+            tty: self.tty.unwrap_or(false),
+            open_stdin: self.open_stdin.unwrap_or(false),
+            stdin_once: self.stdin_once.unwrap_or(false),
+            labels: self.labels.unwrap_or_default(),
+            stop_signal: self.stop_signal.filter(|s| !s.is_empty()),
+            stop_timeout: self.stop_timeout,
+            host: HostOptions {
+                network_mode: hc.network_mode.filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()),
+                init: hc.init.unwrap_or(false),
+                memory: hc.memory.unwrap_or(0),
+                memory_swap: hc.memory_swap.unwrap_or(0),
+                nano_cpus,
+                cpu_shares: hc.cpu_shares.unwrap_or(0),
+                pids_limit: hc.pids_limit.unwrap_or(0),
+                readonly_rootfs: hc.readonly_rootfs.unwrap_or(false),
+                cap_add: hc.cap_add.unwrap_or_default(),
+                cap_drop: hc.cap_drop.unwrap_or_default(),
+                privileged: hc.privileged.unwrap_or(false),
+                security_opt: hc.security_opt.unwrap_or_default(),
+                auto_remove: hc.auto_remove.unwrap_or(false),
+                log_type: log.typ.filter(|t| !t.is_empty()).unwrap_or_else(|| "json-file".into()),
+                log_opts: log.config.unwrap_or_default(),
+                runtime: hc.runtime.filter(|r| !r.is_empty()),
+                restart_policy: restart.name.filter(|n| !n.is_empty()).unwrap_or_else(|| "no".into()),
+                restart_max_retries: restart.maximum_retry_count.unwrap_or(0),
+                oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
+                shm_size: hc.shm_size.unwrap_or(0),
+            },
+        })
+    }
+}
+
+/// `POST /containers/create?name=&platform=` → `201 {"Id": ..., "Warnings": []}`.
+pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let parsed: CreateBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid container config JSON: {e}")))?;
+    let opts = parsed.into_options(q.get("name").map(String::from), q.get("platform").map(String::from))?;
+    if let Some(rt) = &opts.host.runtime {
+        if !state.runtimes.contains_key(rt) {
+            return Err(ApiError::bad_request(format!("unknown or invalid runtime name: {rt}")));
+        }
+    }
+    let s = state.clone();
+    let c = asyncify(move || s.containers.create(opts)).await?;
+    state.container_event("create", &c, &[]);
+    Ok((StatusCode::CREATED, Json(json!({ "Id": c.id, "Warnings": [] }))).into_response())
+}
+
+async fn get_container(state: &AppState, id: &str) -> Result<Container, ApiError> {
+    let s = state.clone();
+    let id = id.to_string();
+    asyncify(move || s.containers.get(&id)).await
+}
+
+fn unix_of(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).map(|d| d.timestamp()).unwrap_or(0)
+}
+
+/// Docker's `Status` column ("Up 5 seconds", "Exited (0) 2 minutes ago", "Created").
+fn status_text(c: &Container) -> String {
+    let now = chrono::Utc::now().timestamp();
+    match c.state.status {
+        Status::Running => format!("Up {}", human_duration(now - unix_of(&c.state.started_at))),
+        Status::Paused => format!("Up {} (Paused)", human_duration(now - unix_of(&c.state.started_at))),
+        Status::Restarting => format!("Restarting ({}) {} ago", c.state.exit_code, human_duration(now - unix_of(&c.state.finished_at))),
+        Status::Exited => {
+            if c.state.finished_at.is_empty() || c.state.finished_at == ZERO_TIME {
+                format!("Exited ({})", c.state.exit_code)
+            } else {
+                format!("Exited ({}) {} ago", c.state.exit_code, human_duration(now - unix_of(&c.state.finished_at)))
+            }
+        }
+        Status::Created => "Created".into(),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+fn command_text(c: &Container) -> String {
+    let mut parts = vec![c.config.path.clone()];
+    parts.extend(c.config.args.iter().cloned());
+    parts.join(" ")
+}
+
+fn time_or_zero(t: &str) -> String {
+    if t.is_empty() { ZERO_TIME.to_string() } else { t.to_string() }
+}
+
+/// Docker's `ContainerSummary`.
+fn summary(c: &Container) -> Value {
+    let network = c.options.host.network_mode.clone();
+    json!({
+        "Id": c.id,
+        "Names": [format!("/{}", c.name)],
+        "Image": c.options.image,
+        "ImageID": c.image_id,
+        "Command": command_text(c),
+        "Created": unix_of(&c.created),
+        "Ports": [],
+        "Labels": c.config.labels,
+        "State": c.state.status.as_str(),
+        "Status": status_text(c),
+        "HostConfig": { "NetworkMode": network },
+        "NetworkSettings": { "Networks": {} },
+        "Mounts": [],
+    })
+}
+
+/// Docker's `HostConfig` as inspect shows it.
+fn host_config(c: &Container) -> Value {
+    let h = &c.options.host;
+    json!({
+        "NetworkMode": h.network_mode,
+        "Init": h.init,
+        "Memory": h.memory,
+        "MemorySwap": h.memory_swap,
+        "NanoCpus": h.nano_cpus,
+        "CpuShares": h.cpu_shares,
+        "PidsLimit": if h.pids_limit > 0 { json!(h.pids_limit) } else { Value::Null },
+        "ReadonlyRootfs": h.readonly_rootfs,
+        "CapAdd": h.cap_add,
+        "CapDrop": h.cap_drop,
+        "Privileged": h.privileged,
+        "SecurityOpt": h.security_opt,
+        "AutoRemove": h.auto_remove,
+        "LogConfig": { "Type": h.log_type, "Config": h.log_opts },
+        "Runtime": c.runtime,
+        "RestartPolicy": { "Name": h.restart_policy, "MaximumRetryCount": h.restart_max_retries },
+        "OomKillDisable": h.oom_kill_disable,
+        "ShmSize": if h.shm_size > 0 { h.shm_size } else { 64 * 1024 * 1024 },
+        "Binds": null,
+        "PortBindings": {},
+        "PublishAllPorts": false,
+        "Mounts": [],
+        "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": null,
+        "IpcMode": "private", "PidMode": "", "UTSMode": "", "UsernsMode": "", "CgroupnsMode": "host",
+        "ConsoleSize": [0, 0],
+    })
+}
+
+/// Docker's `ContainerInspectResponse`.
+fn inspect_json(c: &Container, exec_ids: Vec<String>) -> Value {
+    let cfg = &c.config;
+    let exposed: BTreeMap<String, Value> = cfg.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
+    let dir = c.log_path.parent().map(|p| p.display().to_string()).unwrap_or_default();
+    json!({
+        "Id": c.id,
+        "Created": c.created,
+        "Path": cfg.path,
+        "Args": cfg.args,
+        "State": {
+            "Status": c.state.status.as_str(),
+            "Running": matches!(c.state.status, Status::Running | Status::Paused),
+            "Paused": c.state.status == Status::Paused,
+            "Restarting": c.state.status == Status::Restarting,
+            "OOMKilled": c.state.oom_killed,
+            "Dead": c.state.status == Status::Dead,
+            "Pid": c.state.pid,
+            "ExitCode": c.state.exit_code,
+            "Error": c.state.error,
+            "StartedAt": time_or_zero(&c.state.started_at),
+            "FinishedAt": time_or_zero(&c.state.finished_at),
+        },
+        "Image": c.image_id,
+        "ResolvConfPath": format!("{dir}/resolv.conf"),
+        "HostnamePath": format!("{dir}/hostname"),
+        "HostsPath": format!("{dir}/hosts"),
+        "LogPath": c.log_path.display().to_string(),
+        "Name": format!("/{}", c.name),
+        "RestartCount": c.restart_count,
+        "Driver": "overlayfs",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": if exec_ids.is_empty() { Value::Null } else { json!(exec_ids) },
+        "HostConfig": host_config(c),
+        "GraphDriver": { "Name": "overlayfs", "Data": { "MergedDir": c.rootfs.display().to_string() } },
+        "Mounts": [],
+        "Config": {
+            "Hostname": cfg.hostname,
+            "Domainname": c.options.domainname.clone().unwrap_or_default(),
+            "User": cfg.user,
+            "AttachStdin": false,
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "ExposedPorts": if exposed.is_empty() { Value::Null } else { json!(exposed) },
+            "Tty": c.options.tty,
+            "OpenStdin": c.options.open_stdin,
+            "StdinOnce": c.options.stdin_once,
+            "Env": cfg.env,
+            "Cmd": cfg.cmd,
+            "Healthcheck": cfg.healthcheck,
+            "Image": c.options.image,
+            "Volumes": null,
+            "WorkingDir": cfg.working_dir,
+            "Entrypoint": cfg.entrypoint,
+            "OnBuild": null,
+            "Labels": cfg.labels,
+            "StopSignal": cfg.stop_signal,
+            "StopTimeout": c.options.stop_timeout,
+        },
+        "NetworkSettings": {
+            "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
+            "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
+            "Networks": {},
+        },
+    })
+}
+
+/// `GET /containers/json?all=&limit=&filters=`.
+pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw);
+    let filters = q.filters()?;
+    let all = q.bool("all", false);
+    let s = state.clone();
+    let mut containers = asyncify(move || Ok::<_, ApiError>(s.containers.list())).await?;
+    containers.sort_by(|a, b| b.created.cmp(&a.created));
+    let mut out = Vec::new();
+    for c in &containers {
+        let running = matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting);
+        let explicit_status = filters.contains_key("status") || filters.contains_key("exited");
+        if !all && !running && !explicit_status {
+            continue;
+        }
+        if !matches_filters(c, &filters) {
+            continue;
+        }
+        out.push(summary(c));
+    }
+    if let Some(limit) = q.int("limit").filter(|l| *l > 0) {
+        out.truncate(limit as usize);
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+fn matches_filters(c: &Container, filters: &BTreeMap<String, Vec<String>>) -> bool {
+    filters.iter().all(|(key, values)| {
+        values.is_empty()
+            || values.iter().any(|v| match key.as_str() {
+                "id" => c.id.starts_with(v.as_str()),
+                "name" => c.name.contains(v.trim_start_matches('/')),
+                "status" => c.state.status.as_str() == v,
+                "exited" => c.state.status == Status::Exited && v.parse::<i64>().ok() == Some(c.state.exit_code),
+                "label" => match v.split_once('=') {
+                    Some((k, val)) => c.config.labels.get(k).map(String::as_str) == Some(val),
+                    None => c.config.labels.contains_key(v.as_str()),
+                },
+                "ancestor" => c.options.image == *v || c.image_id == *v || c.image_id.trim_start_matches("sha256:").starts_with(v.as_str()),
+                "network" => c.options.host.network_mode == *v,
+                _ => true,
+            })
+    })
+}
+
+/// `GET /containers/{id}/json`.
+pub async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let c = get_container(&state, &id).await?;
+    Ok(Json(inspect_json(&c, Vec::new())))
+}
+
+/// `POST /containers/{id}/start` → 204, or 304 if already running.
+pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let c = get_container(&state, &id).await?;
+    if matches!(c.state.status, Status::Running | Status::Paused) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let waiters = state.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).remove(&c.id).unwrap_or_default();
+    let s = state.clone();
+    let cid = c.id.clone();
+    asyncify(move || {
+        let mut waiters = Some(waiters);
+        let n = waiters.as_ref().map(Vec::len).unwrap_or(0);
+        s.containers.start(&cid, n, &mut |point| {
+            for w in waiters.take().unwrap_or_default() {
+                let _ = w.send(point.clone());
+            }
+        })
+    })
+    .await?;
+    state.container_event("start", &c, &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/stop?t=&signal=` → 204, or 304 if not running.
+pub async fn stop(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let c = get_container(&state, &id).await?;
+    if !matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let timeout = q.int("t").or_else(|| q.int("timeout"));
+    let signal = q.get("signal").filter(|s| !s.is_empty()).map(String::from);
+    let s = state.clone();
+    let cid = c.id.clone();
+    asyncify(move || s.containers.stop(&cid, timeout, signal.as_deref())).await?;
+    state.container_event("stop", &c, &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/kill?signal=` → 204; 409 if not running.
+pub async fn kill(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let c = get_container(&state, &id).await?;
+    if !matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting) {
+        return Err(ApiError::conflict(format!("cannot kill container: {id}: container {} is not running", c.id)));
+    }
+    let signal = q.get("signal").filter(|s| !s.is_empty()).unwrap_or("SIGKILL").to_string();
+    let s = state.clone();
+    let cid = c.id.clone();
+    let sig = signal.clone();
+    asyncify(move || s.containers.kill(&cid, &sig)).await?;
+    state.container_event("kill", &c, &[("signal", signal_number(&signal).to_string())]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn signal_number(s: &str) -> i32 {
+    if let Ok(n) = s.parse::<i32>() {
+        return n;
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).unwrap_or(0)
+}
+
+/// `POST /containers/{id}/restart?t=&signal=` → 204.
+pub async fn restart(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let c = get_container(&state, &id).await?;
+    let timeout = q.int("t").or_else(|| q.int("timeout"));
+    let signal = q.get("signal").filter(|s| !s.is_empty()).map(String::from);
+    let s = state.clone();
+    let cid = c.id.clone();
+    asyncify(move || {
+        s.containers.stop(&cid, timeout, signal.as_deref())?;
+        s.containers.start(&cid, 0, &mut |_| {})
+    })
+    .await?;
+    state.container_event("restart", &c, &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/wait?condition=not-running|next-exit|removed` →
+/// `{"StatusCode": n, "Error": null}` once the condition holds. Headers go out at once.
+pub async fn wait(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let condition = match q.get("condition").unwrap_or("not-running") {
+        "" | "not-running" => WaitCondition::NotRunning,
+        "next-exit" => WaitCondition::NextExit,
+        "removed" => WaitCondition::Removed,
+        other => return Err(ApiError::bad_request(format!("invalid condition: {other:?}"))),
+    };
+    let c = get_container(&state, &id).await?;
+    let s = state.clone();
+    let cid = c.id.clone();
+    let fut = async move {
+        let body = match asyncify(move || s.containers.wait(&cid, condition)).await {
+            Ok(code) => json!({ "StatusCode": code, "Error": null }),
+            Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
+        };
+        Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{body}\n")))
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures_util::stream::once(fut)))
+        .expect("static response"))
+}
+
+/// `POST /containers/{id}/attach?stream=&stdin=&stdout=&stderr=` (hijacked, 101).
+pub async fn attach(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, req: Request) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let c = get_container(&state, &id).await?;
+    let sel = StreamSel {
+        stdin: q.bool("stdin", false),
+        stdout: q.bool("stdout", false),
+        stderr: q.bool("stderr", false),
+        tty: c.options.tty,
+    };
+    let running = matches!(c.state.status, Status::Running | Status::Paused);
+    let point = if running {
+        let s = state.clone();
+        let cid = c.id.clone();
+        let p = asyncify(move || s.containers.attach_point(&cid)).await?;
+        futures_util::future::Either::Left(async move { Some(p) })
+    } else {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        state.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).entry(c.id.clone()).or_default().push(tx);
+        futures_util::future::Either::Right(async move { rx.await.ok() })
+    };
+    state.container_event("attach", &c, &[]);
+    Ok(hijack(req, sel, point))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`.
+pub async fn resize(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let h = q.int("h").unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
+    let w = q.int("w").unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
+    let s = state.clone();
+    asyncify(move || {
+        let c = s.containers.get(&id)?;
+        if c.state.status != Status::Running {
+            return Ok(());
+        }
+        s.containers.resize(&c.id, h, w)
+    })
+    .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /containers/{id}/top?ps_args=`.
+pub async fn top(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw);
+    let ps_args = q.get("ps_args").unwrap_or("-ef").to_string();
+    let c = get_container(&state, &id).await?;
+    if c.state.status != Status::Running {
+        return Err(ApiError::conflict(format!("Container {} is not running", c.id)));
+    }
+    let s = state.clone();
+    let (titles, rows) = asyncify(move || s.containers.top(&c.id, &ps_args)).await?;
+    Ok(Json(json!({ "Titles": titles, "Processes": rows })))
+}
+
+/// `DELETE /containers/{id}?force=&v=` → 204.
+pub async fn remove(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let force = q.bool("force", false);
+    let c = get_container(&state, &id).await?;
+    let s = state.clone();
+    let cid = c.id.clone();
+    asyncify(move || s.containers.remove(&cid, force)).await?;
+    state.container_event("destroy", &c, &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/prune` → `{"ContainersDeleted": [...], "SpaceReclaimed": 0}`.
+pub async fn prune(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw);
+    let filters = q.filters()?;
+    let s = state.clone();
+    let removed = asyncify(move || {
+        let mut removed = Vec::new();
+        for c in s.containers.list() {
+            if matches!(c.state.status, Status::Exited | Status::Created | Status::Dead)
+                && matches_filters(&c, &filters.iter().filter(|(k, _)| k.as_str() == "label").map(|(k, v)| (k.clone(), v.clone())).collect())
+            {
+                s.containers.remove(&c.id, false)?;
+                removed.push(c);
+            }
+        }
+        Ok::<_, ApiError>(removed)
+    })
+    .await?;
+    for c in &removed {
+        state.container_event("destroy", c, &[]);
+    }
+    let ids: Vec<&str> = removed.iter().map(|c| c.id.as_str()).collect();
+    Ok(Json(json!({ "ContainersDeleted": ids, "SpaceReclaimed": 0 })))
+}
+
+/// `GET /containers/{id}/logs?follow=&stdout=&stderr=&since=&until=&timestamps=&tail=`:
+/// stdcopy frames (raw for a TTY container), streamed while `follow`.
+pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let c = get_container(&state, &id).await?;
+    if c.options.host.log_type == "none" {
+        return Err(ApiError::bad_request("configured logging driver does not support reading"));
+    }
+    let want_out = q.bool("stdout", false);
+    let want_err = q.bool("stderr", false);
+    if !want_out && !want_err {
+        return Err(ApiError::bad_request("Bad parameters: you must choose at least one stream"));
+    }
+    let follow = q.bool("follow", false);
+    let timestamps = q.bool("timestamps", false);
+    let parse_ts = |s: &str| -> Option<chrono::DateTime<chrono::Utc>> {
+        if s.is_empty() || s == "0" {
+            return None;
+        }
+        if let Ok(f) = s.parse::<f64>() {
+            return chrono::DateTime::from_timestamp(f.trunc() as i64, ((f.fract()) * 1e9) as u32);
+        }
+        chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&chrono::Utc))
+    };
+    let since = q.get("since").and_then(parse_ts);
+    let until = q.get("until").and_then(parse_ts);
+    let tail: Option<usize> = match q.get("tail") {
+        None | Some("all") | Some("") => None,
+        Some(n) => n.parse::<i64>().ok().filter(|n| *n >= 0).map(|n| n as usize),
+    };
+    let tty = c.options.tty;
+    let log_path = c.log_path.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    let render = move |e: &barge_container::logs::LogEntry| -> Option<bytes::Bytes> {
+        let is_err = e.stream == "stderr";
+        if (is_err && !want_err) || (!is_err && !want_out) {
+            return None;
+        }
+        if since.is_some_and(|s| e.time < s) || until.is_some_and(|u| e.time > u) {
+            return None;
+        }
+        let mut payload = Vec::with_capacity(e.log.len() + 32);
+        if timestamps {
+            payload.extend_from_slice(e.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true).as_bytes());
+            payload.push(b' ');
+        }
+        payload.extend_from_slice(&e.log);
+        Some(bytes::Bytes::from(if tty { payload } else { frame(if is_err { STDERR } else { STDOUT }, &payload) }))
+    };
+    let s = state.clone();
+    let cid = c.id.clone();
+    tokio::spawn(async move {
+        let path = log_path.clone();
+        let entries = match tokio::task::spawn_blocking(move || barge_container::logs::read_entries(&path)).await {
+            Ok(Ok(e)) => e,
+            _ => Vec::new(),
+        };
+        let start = tail.map(|t| entries.len().saturating_sub(t)).unwrap_or(0);
+        for e in &entries[start..] {
+            if let Some(b) = render(e) {
+                if tx.send(Ok(b)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !follow {
+            return;
+        }
+        // Follow: tail the current file from its present end until the container stops.
+        let Ok(mut file) = tokio::fs::File::open(&log_path).await else { return };
+        let mut pos = file.seek(std::io::SeekFrom::End(0)).await.unwrap_or(0);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut stopped_rounds = 0;
+        loop {
+            let n = file.read(&mut buf).await.unwrap_or(0);
+            if n > 0 {
+                pos += n as u64;
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=nl).collect();
+                    if let Some(e) = barge_container::logs::parse_line(&line) {
+                        if let Some(b) = render(&e) {
+                            if tx.send(Ok(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            if tx.is_closed() {
+                return;
+            }
+            // Rotation: the path now names a new, shorter file.
+            if let Ok(meta) = tokio::fs::metadata(&log_path).await {
+                if meta.len() < pos {
+                    if let Ok(f) = tokio::fs::File::open(&log_path).await {
+                        file = f;
+                        pos = 0;
+                        continue;
+                    }
+                }
+            }
+            let s2 = s.clone();
+            let id2 = cid.clone();
+            let running = tokio::task::spawn_blocking(move || {
+                s2.containers.get(&id2).map(|c| matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting)).unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            if !running {
+                stopped_rounds += 1;
+                if stopped_rounds > 2 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, if tty { RAW_STREAM } else { MUX_STREAM })
+        .body(Body::from_stream(stream))
+        .expect("static response"))
+}
+
+/// Reacts to engine events: `die` events and `--rm` auto-removal.
+pub async fn event_pump(state: AppState, mut rx: tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>) {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            ContainerEvent::Died { id, exit_code, oom_killed } => {
+                let Ok(c) = get_container(&state, &id).await else { continue };
+                if oom_killed {
+                    state.container_event("oom", &c, &[]);
+                }
+                state.container_event("die", &c, &[("exitCode", exit_code.to_string())]);
+                if c.options.host.auto_remove {
+                    let s = state.clone();
+                    let cid = c.id.clone();
+                    match asyncify(move || s.containers.remove(&cid, true)).await {
+                        Ok(()) => state.container_event("destroy", &c, &[]),
+                        Err(e) => tracing::warn!(id = %c.id, "auto-remove failed: {e}"),
+                    }
+                }
+            }
+            ContainerEvent::ExecDied { id, exec_id, exit_code } => {
+                if let Ok(c) = get_container(&state, &id).await {
+                    state.container_event("exec_die", &c, &[("execID", exec_id), ("exitCode", exit_code.to_string())]);
+                }
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _unused(_: HashMap<(), ()>) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_body_maps_docker_fields() {
+        let body = r#"{"Image":"busybox:1.35","Cmd":["echo","hi"],"Entrypoint":"","Env":["A=1"],"Tty":true,
+            "HostConfig":{"NetworkMode":"none","Memory":67108864,"NanoCpus":1500000000,"PidsLimit":50,
+            "CapAdd":["NET_ADMIN"],"AutoRemove":true,"LogConfig":{"Type":"json-file","Config":{"max-size":"1m"}}}}"#;
+        let parsed: CreateBody = serde_json::from_str(body).unwrap();
+        let o = parsed.into_options(Some("web".into()), None).unwrap();
+        assert_eq!(o.image, "busybox:1.35");
+        assert_eq!(o.cmd, Some(vec!["echo".to_string(), "hi".to_string()]));
+        assert_eq!(o.entrypoint, Some(vec![]));
+        assert_eq!(o.host.memory, 64 << 20);
+        assert_eq!(o.host.nano_cpus, 1_500_000_000);
+        assert_eq!(o.host.pids_limit, 50);
+        assert!(o.host.auto_remove && o.tty);
+        assert_eq!(o.host.log_opts["max-size"], "1m");
+        assert_eq!(o.name.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn create_body_rejects_nonsense() {
+        let parsed: CreateBody = serde_json::from_str(r#"{"Image":"x","HostConfig":{"Memory":-5}}"#).unwrap();
+        assert!(parsed.into_options(None, None).is_err());
+        let parsed: CreateBody = serde_json::from_str(r#"{"Cmd":["x"]}"#).unwrap();
+        assert!(parsed.into_options(None, None).is_err());
+        let parsed: CreateBody = serde_json::from_str(r#"{"Image":"x","HostConfig":{"Memory":1024}}"#).unwrap();
+        assert_eq!(parsed.into_options(None, None).unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn signal_numbers() {
+        assert_eq!(signal_number("SIGKILL"), 9);
+        assert_eq!(signal_number("TERM"), 15);
+        assert_eq!(signal_number("2"), 2);
+    }
+}

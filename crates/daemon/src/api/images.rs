@@ -1,0 +1,393 @@
+//! `/images/...`: list, inspect, history, tag, remove, prune, load, save (get), import (create).
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use barge_image::{Image, Platform, RemovedItem, SaveFormat};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use super::Query;
+use crate::state::AppState;
+use crate::{asyncify, ApiError};
+
+fn created_unix(img: &Image) -> i64 {
+    img.config
+        .created
+        .as_deref()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map(|d| d.timestamp())
+        .unwrap_or(img.added)
+}
+
+fn created_rfc3339(img: &Image) -> String {
+    img.config.created.clone().unwrap_or_else(|| {
+        chrono::DateTime::from_timestamp(img.added, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    })
+}
+
+/// Docker's `ImageSummary`.
+fn summary(img: &Image) -> Value {
+    json!({
+        "Id": img.id,
+        "ParentId": "",
+        "RepoTags": img.repo_tags,
+        "RepoDigests": img.repo_digests,
+        "Created": created_unix(img),
+        "Size": img.size,
+        "SharedSize": -1,
+        "VirtualSize": img.size,
+        "Labels": img.config.config.labels,
+        "Containers": -1,
+    })
+}
+
+/// Docker's `ImageInspect`.
+fn inspect_json(img: &Image) -> Value {
+    let c = &img.config;
+    json!({
+        "Id": img.id,
+        "RepoTags": img.repo_tags,
+        "RepoDigests": img.repo_digests,
+        "Parent": "",
+        "Comment": c.history.last().and_then(|h| h.comment.clone()).unwrap_or_default(),
+        "Created": created_rfc3339(img),
+        "DockerVersion": "",
+        "Author": c.author.clone().unwrap_or_default(),
+        "Config": c.config,
+        "Architecture": c.architecture,
+        "Variant": c.variant,
+        "Os": c.os,
+        "Size": img.size,
+        "VirtualSize": img.size,
+        "GraphDriver": { "Name": "overlayfs", "Data": null },
+        "RootFS": { "Type": "layers", "Layers": c.rootfs.diff_ids },
+        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
+        "Descriptor": { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": img.manifest_digest },
+    })
+}
+
+/// `GET /images/json?all=&filters=` (filters: `dangling`, `reference`, `label`, `before`, `since`).
+pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw);
+    let filters = q.filters()?;
+    let s = state.clone();
+    let mut images = asyncify(move || s.images.list()).await?;
+    images.sort_by_key(|i| std::cmp::Reverse(created_unix(i)));
+    let out: Vec<Value> = images
+        .iter()
+        .filter(|img| {
+            filters.iter().all(|(k, vals)| {
+                vals.is_empty()
+                    || vals.iter().any(|v| match k.as_str() {
+                        "dangling" => (v == "true" || v == "1") == img.repo_tags.is_empty(),
+                        "reference" => img.repo_tags.iter().any(|t| glob_match(v, t) || glob_match(v, t.rsplit_once(':').map(|x| x.0).unwrap_or(t))),
+                        "label" => {
+                            let labels = img.config.config.labels.clone().unwrap_or_default();
+                            match v.split_once('=') {
+                                Some((lk, lv)) => labels.get(lk).map(String::as_str) == Some(lv),
+                                None => labels.contains_key(v.as_str()),
+                            }
+                        }
+                        _ => true,
+                    })
+            })
+        })
+        .map(summary)
+        .collect();
+    Ok(Json(Value::Array(out)))
+}
+
+/// Shell-style `*` matching for `reference=` filters (`busybox*`, `*/app:*`).
+fn glob_match(pattern: &str, s: &str) -> bool {
+    fn rec(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => rec(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && rec(p, &s[1..])),
+            (Some(a), Some(b)) if a == b => rec(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+    rec(pattern.as_bytes(), s.as_bytes())
+}
+
+/// `GET /images/{name}/json|history|get`.
+pub async fn get_dispatch(State(state): State<AppState>, Path(rest): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    if let Some(name) = rest.strip_suffix("/json") {
+        let name = name.to_string();
+        let s = state.clone();
+        let img = asyncify(move || s.images.get(&name)).await?;
+        return Ok(Json(inspect_json(&img)).into_response());
+    }
+    if let Some(name) = rest.strip_suffix("/history") {
+        let name = name.to_string();
+        let s = state.clone();
+        let items = asyncify(move || s.images.history(&name)).await?;
+        let out: Vec<Value> = items
+            .iter()
+            .map(|h| json!({ "Id": h.id, "Created": h.created, "CreatedBy": h.created_by, "Tags": h.tags, "Size": h.size, "Comment": h.comment }))
+            .collect();
+        return Ok(Json(Value::Array(out)).into_response());
+    }
+    if let Some(name) = rest.strip_suffix("/get") {
+        let q = Query::parse(raw);
+        return save(state, vec![name.to_string()], &q).await;
+    }
+    Err(ApiError::not_found(format!("page not found: /images/{rest}")))
+}
+
+/// `POST /images/{name}/tag?repo=&tag=` → 201; `/push` is not supported yet.
+pub async fn post_dispatch(State(state): State<AppState>, Path(rest): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    if let Some(name) = rest.strip_suffix("/tag") {
+        let repo = q.get("repo").unwrap_or("").to_string();
+        if repo.is_empty() {
+            return Err(ApiError::bad_request("repository name must have at least one component"));
+        }
+        let target = match q.get("tag").filter(|t| !t.is_empty()) {
+            Some(t) => format!("{repo}:{t}"),
+            None => repo,
+        };
+        let name = name.to_string();
+        let s = state.clone();
+        let t = target.clone();
+        let img = asyncify(move || {
+            s.images.tag(&name, &t)?;
+            s.images.get(&t)
+        })
+        .await?;
+        state.image_event("tag", &img.id, &target);
+        return Ok(StatusCode::CREATED.into_response());
+    }
+    if rest.ends_with("/push") {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "barge cannot push to registries yet; use `barge save`"));
+    }
+    Err(ApiError::not_found(format!("page not found: /images/{rest}")))
+}
+
+/// `DELETE /images/{name}?force=&noprune=` → `[{"Untagged": ...}, {"Deleted": ...}]`.
+pub async fn remove(State(state): State<AppState>, Path(name): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw);
+    let force = q.bool("force", false);
+    let s = state.clone();
+    let items = asyncify(move || {
+        let in_use = s.containers.images_in_use();
+        s.images.remove(&name, force, &|id: &str| in_use.get(id).cloned())
+    })
+    .await?;
+    Ok(Json(Value::Array(items.iter().map(|i| removed_json(&state, i)).collect())))
+}
+
+fn removed_json(state: &AppState, item: &RemovedItem) -> Value {
+    match item {
+        RemovedItem::Untagged(r) => {
+            state.image_event("untag", r, r);
+            json!({ "Untagged": r })
+        }
+        RemovedItem::Deleted(id) => {
+            state.image_event("delete", id, id);
+            json!({ "Deleted": id })
+        }
+    }
+}
+
+/// `POST /images/prune?filters=` (`dangling=false` prunes every unused image).
+pub async fn prune(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw);
+    let filters = q.filters()?;
+    let all = filters.get("dangling").is_some_and(|v| v.iter().any(|x| x == "false" || x == "0"));
+    let s = state.clone();
+    let report = asyncify(move || {
+        let in_use: HashSet<String> = s.containers.images_in_use().into_keys().collect();
+        s.images.prune(all, &in_use)
+    })
+    .await?;
+    let items: Vec<Value> = report.removed.iter().map(|i| removed_json(&state, i)).collect();
+    Ok(Json(json!({ "ImagesDeleted": if items.is_empty() { Value::Null } else { Value::Array(items) }, "SpaceReclaimed": report.space_reclaimed })))
+}
+
+/// `GET /images/get?names=a&names=b[&format=oci]`: a tar stream (`docker save`).
+pub async fn save_many(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let names = q.all("names");
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no images named (names=...)"));
+    }
+    save(state, names, &q).await
+}
+
+/// A `Write` that hands chunks to an async body.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn save(state: AppState, names: Vec<String>, q: &Query) -> Result<Response, ApiError> {
+    let format = match q.get("format").unwrap_or("docker") {
+        "" | "docker" => SaveFormat::Docker,
+        "oci" => SaveFormat::Oci,
+        other => return Err(ApiError::bad_request(format!("invalid format {other:?}: use docker or oci"))),
+    };
+    // Resolve names first so a missing image is a clean 404, not a broken stream.
+    let s = state.clone();
+    let check = names.clone();
+    asyncify(move || {
+        for n in &check {
+            s.images.get(n)?;
+        }
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let s = state.clone();
+    let err_tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
+        let r = s.images.save(&names, format, &mut w).map_err(|e| e.to_string()).and_then(|()| w.flush().map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            tracing::warn!("save failed: {e}");
+            let _ = err_tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(Body::from_stream(stream))
+        .expect("static response"))
+}
+
+/// Writes a request body to a temporary file under `<data-root>/tmp` (removed on drop).
+async fn spool(state: &AppState, body: Body) -> Result<tempfile::TempPath, ApiError> {
+    let dir = state.data_root.join("tmp");
+    tokio::fs::create_dir_all(&dir).await?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    let (file, path) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(path)
+}
+
+fn json_lines(lines: Vec<Value>) -> Response {
+    let mut body = String::new();
+    for l in lines {
+        body.push_str(&l.to_string());
+        body.push('\n');
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("static response")
+}
+
+/// `POST /images/load?quiet=&platform=` with a tar body → JSON message stream
+/// (`{"stream":"Loaded image: busybox:1.35\n"}`).
+pub async fn load(State(state): State<AppState>, RawQuery(raw): RawQuery, req: Request) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let platform = match q.get("platform").filter(|p| !p.is_empty()) {
+        Some(p) => Some(parse_platform(p)?),
+        None => None,
+    };
+    let path = spool(&state, req.into_body()).await?;
+    let s = state.clone();
+    let loaded = asyncify(move || {
+        let r = s.images.load_path(&path, platform.as_ref());
+        drop(path);
+        r
+    })
+    .await?;
+    let mut lines = Vec::new();
+    for img in &loaded {
+        if img.references.is_empty() {
+            lines.push(json!({ "stream": format!("Loaded image ID: {}\n", img.id) }));
+            state.image_event("load", &img.id, &img.id);
+        }
+        for r in &img.references {
+            lines.push(json!({ "stream": format!("Loaded image: {r}\n") }));
+            state.image_event("load", &img.id, r);
+        }
+    }
+    Ok(json_lines(lines))
+}
+
+fn parse_platform(p: &str) -> Result<Platform, ApiError> {
+    Ok(Platform::parse(p)?)
+}
+
+/// `POST /images/create`: `fromSrc=-` imports the body as a rootfs tarball (`docker import`);
+/// `fromImage=` (pull) is not supported yet.
+pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, req: Request) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    if let Some(image) = q.get("fromImage").filter(|i| !i.is_empty()) {
+        let tag = q.get("tag").filter(|t| !t.is_empty()).map(|t| format!(":{t}")).unwrap_or_default();
+        return Err(ApiError::not_found(format!(
+            "pull access denied for {image}{tag}: barge cannot pull from registries yet; load the image with `barge load -i ARCHIVE`"
+        )));
+    }
+    let Some(src) = q.get("fromSrc") else {
+        return Err(ApiError::bad_request("one of fromImage or fromSrc is required"));
+    };
+    if src != "-" {
+        return Err(ApiError::bad_request(format!("fromSrc {src:?}: only \"-\" (the request body) is supported")));
+    }
+    let repo = q.get("repo").unwrap_or("").to_string();
+    let reference = if repo.is_empty() {
+        None
+    } else {
+        match q.get("tag").filter(|t| !t.is_empty()) {
+            Some(t) => Some(format!("{repo}:{t}")),
+            None => Some(repo),
+        }
+    };
+    let changes = q.all("changes");
+    let message = q.get("message").map(String::from);
+    let path = spool(&state, req.into_body()).await?;
+    let s = state.clone();
+    let r = reference.clone();
+    let id = asyncify(move || {
+        let mut f = std::fs::File::open(&path).map_err(|e| ApiError::internal(format!("reopening upload: {e}")))?;
+        let id = s.images.import(&mut f, r.as_deref(), &changes, message.as_deref())?;
+        drop(path);
+        Ok::<_, ApiError>(id)
+    })
+    .await?;
+    state.image_event("import", &id, reference.as_deref().unwrap_or(&id));
+    Ok(json_lines(vec![json!({ "status": id })]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_globs() {
+        assert!(glob_match("busybox*", "busybox:1.35"));
+        assert!(glob_match("busybox", "busybox"));
+        assert!(!glob_match("busy", "busybox"));
+        assert!(!glob_match("*", "localhost/busybox"));
+        assert!(glob_match("*/busybox*", "localhost/busybox:1.35"));
+    }
+}

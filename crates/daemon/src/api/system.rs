@@ -1,0 +1,204 @@
+//! `/_ping`, `/version`, `/info`, `/events`.
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::{Query, API_VERSION, MIN_API_VERSION};
+use crate::events::EventFilter;
+use crate::state::AppState;
+use crate::ApiError;
+
+fn kernel_version() -> String {
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// `GET|HEAD /_ping`: `OK` plus the headers clients negotiate with.
+pub async fn ping() -> Response {
+    let mut resp = (StatusCode::OK, "OK").into_response();
+    let h = resp.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
+    h.insert("Builder-Version", HeaderValue::from_static("1"));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert("OSType", HeaderValue::from_static("linux"));
+    h.insert("Swarm", HeaderValue::from_static("inactive"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::SERVER, HeaderValue::from_static(concat!("barge/", env!("CARGO_PKG_VERSION"))));
+    resp
+}
+
+/// `GET /version`.
+pub async fn version() -> Json<serde_json::Value> {
+    let v = env!("CARGO_PKG_VERSION");
+    Json(json!({
+        "Platform": { "Name": "barge" },
+        "Components": [{
+            "Name": "Engine",
+            "Version": v,
+            "Details": { "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch(), "KernelVersion": kernel_version(), "Experimental": "false" }
+        }],
+        "Version": v,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "rust",
+        "Os": "linux",
+        "Arch": arch(),
+        "KernelVersion": kernel_version(),
+        "BuildTime": "",
+    }))
+}
+
+/// `GET /info`.
+pub async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = state.clone();
+    let (containers, n_images) =
+        crate::asyncify(move || Ok::<_, ApiError>((s.containers.list(), s.images.list()?.len()))).await?;
+    let running = containers.iter().filter(|c| c.state.status == barge_container::Status::Running).count();
+    let paused = containers.iter().filter(|c| c.state.status == barge_container::Status::Paused).count();
+    let runtimes: serde_json::Map<String, serde_json::Value> = state
+        .runtimes
+        .iter()
+        .map(|(k, v)| (k.clone(), json!({ "path": v.display().to_string() })))
+        .collect();
+    let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<i64>().ok()))
+        .map(|kb| kb * 1024)
+        .unwrap_or(0);
+    let cgroup_version = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { "2" } else { "1" };
+    Ok(Json(json!({
+        "ID": hostname,
+        "Containers": containers.len(),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": containers.len() - running - paused,
+        "Images": n_images,
+        "Driver": "overlayfs",
+        "DriverStatus": [["Backing Filesystem", "overlay snapshots"]],
+        "Plugins": { "Volume": [], "Network": ["host", "none"], "Authorization": null, "Log": ["json-file", "none"] },
+        "MemoryLimit": true,
+        "SwapLimit": true,
+        "CpuCfsPeriod": true,
+        "CpuCfsQuota": true,
+        "CPUShares": true,
+        "PidsLimit": true,
+        "OomKillDisable": true,
+        "IPv4Forwarding": true,
+        "Debug": false,
+        "NFd": 0,
+        "NGoroutines": 0,
+        "SystemTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": cgroup_version,
+        "NEventsListener": 0,
+        "KernelVersion": kernel_version(),
+        "OperatingSystem": "barge",
+        "OSVersion": "",
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": { "IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": [] },
+        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "MemTotal": mem_total,
+        "DockerRootDir": state.data_root.display().to_string(),
+        "Name": hostname,
+        "Labels": [],
+        "ExperimentalBuild": false,
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "Runtimes": runtimes,
+        "DefaultRuntime": state.default_runtime,
+        "Swarm": { "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null },
+        "LiveRestoreEnabled": true,
+        "Isolation": "",
+        "InitBinary": "docker-init",
+        "SecurityOptions": ["name=seccomp,profile=builtin"],
+        "Warnings": [],
+    })))
+}
+
+/// `GET /events?since=&until=&filters=`: newline-delimited JSON, streamed until `until`.
+pub async fn events(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let filter = EventFilter { filters: q.filters()? };
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let parse_ts = |s: &str| -> Option<i64> {
+        if let Ok(f) = s.parse::<f64>() {
+            return Some((f * 1e9) as i64);
+        }
+        chrono::DateTime::parse_from_rfc3339(s).ok().and_then(|d| d.timestamp_nanos_opt())
+    };
+    let since = q.get("since").and_then(parse_ts);
+    let until = q.get("until").and_then(parse_ts);
+    let (history, mut rx) = state.events.subscribe();
+    let (tx, body_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let line = |e: &crate::events::Event| {
+            let mut s = e.to_json().to_string();
+            s.push('\n');
+            Ok(bytes::Bytes::from(s))
+        };
+        if let Some(since) = since {
+            for e in history.iter().filter(|e| e.time_nano >= since && filter.matches(e)) {
+                if until.is_some_and(|u| e.time_nano > u) {
+                    break;
+                }
+                if tx.send(line(e)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if until.is_some_and(|u| u <= now) {
+            return;
+        }
+        let deadline = until.map(|u| std::time::Duration::from_nanos((u - now).max(0) as u64));
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return,
+                _ = tx.closed() => return,
+                r = rx.recv() => match r {
+                    Ok(e) => {
+                        if filter.matches(&e) && tx.send(line(&e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("static response"))
+}
+
+/// Anything else: Docker's 404 shape.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("page not found: {}", uri.path()))
+}

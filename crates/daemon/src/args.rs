@@ -1,0 +1,36 @@
+//! `barge daemon` flags, named as dockerd's.
+
+use std::path::PathBuf;
+
+/// Flags of `barge daemon` (dockerd's names).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "barge daemon", about = "Start the barge daemon (serves the Docker Engine API)")]
+pub struct DaemonArgs {
+    /// Root directory of persistent state (images, containers)
+    #[arg(long = "data-root", default_value = "/var/lib/barge")]
+    pub data_root: PathBuf,
+    /// Root directory for execution state files (runtime state, monitor sockets)
+    #[arg(long = "exec-root", default_value = "/run/barge")]
+    pub exec_root: PathBuf,
+    /// Daemon socket to listen on (unix://PATH)
+    #[arg(short = 'H', long = "host", default_value = "unix:///run/barge/barge.sock")]
+    pub host: Vec<String>,
+    /// Register an OCI runtime: NAME=PATH (repeatable)
+    #[arg(long = "add-runtime")]
+    pub add_runtime: Vec<String>,
+    /// Default OCI runtime for containers
+    #[arg(long = "default-runtime", default_value = "runc")]
+    pub default_runtime: String,
+    /// Group that may use the socket (mode 0660); root only when unset
+    #[arg(short = 'G', long = "group")]
+    pub group: Option<String>,
+    /// Logging level (debug, info, warn, error)
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    pub log_level: String,
+    /// Path of the static init binary used by --init (default: barge-init next to barge)
+    #[arg(long = "init-path")]
+    pub init_path: Option<PathBuf>,
+    /// Write the daemon's PID to this file
+    #[arg(short = 'p', long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+}

@@ -1,0 +1,231 @@
+//! Start-up, the listener and the router.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use axum::extract::Request;
+use axum::http::Uri;
+use barge_container::{ContainerEvent, Containers, RuntimeConfig};
+use barge_image::ImageStore;
+use tokio::net::UnixListener;
+use tower::ServiceExt as _;
+
+use crate::args::DaemonArgs;
+use crate::events::EventBus;
+use crate::state::{AppState, Inner};
+
+/// Finds an executable by name in `PATH` (plus the sbin directories root usually has).
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found
+}
+
+fn socket_path(host: &str) -> Result<PathBuf> {
+    match host.strip_prefix("unix://") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => bail!("unsupported host {host:?}: only unix://PATH is supported"),
+    }
+}
+
+/// Runs the daemon until SIGINT/SIGTERM. Engine set-up (which may spawn engine threads) happens
+/// before the tokio runtime starts.
+pub fn run(args: DaemonArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let self_exe = std::env::current_exe().context("finding the barge binary")?;
+    let mut runtimes = BTreeMap::new();
+    if let Some(runc) = find_in_path("runc") {
+        runtimes.insert("runc".to_string(), runc);
+    }
+    for spec in &args.add_runtime {
+        let (name, path) = spec
+            .split_once('=')
+            .with_context(|| format!("--add-runtime {spec:?}: expected NAME=PATH"))?;
+        runtimes.insert(name.to_string(), PathBuf::from(path));
+    }
+    if !runtimes.contains_key(&args.default_runtime) {
+        bail!(
+            "default runtime {:?} not found (install runc, e.g. `apt-get install runc`, or pass --add-runtime NAME=PATH)",
+            args.default_runtime
+        );
+    }
+    let init_path = args.init_path.clone().unwrap_or_else(|| {
+        self_exe.parent().map(|d| d.join("barge-init")).unwrap_or_else(|| PathBuf::from("barge-init"))
+    });
+    if !init_path.is_file() {
+        tracing::warn!(path = %init_path.display(), "init binary not found; --init will fail");
+    }
+
+    std::fs::create_dir_all(&args.data_root)
+        .with_context(|| format!("creating data root {}", args.data_root.display()))?;
+    std::fs::create_dir_all(&args.exec_root)
+        .with_context(|| format!("creating exec root {}", args.exec_root.display()))?;
+
+    let images = Arc::new(
+        ImageStore::open(&args.data_root.join("image")).context("opening the image store")?,
+    );
+    let (event_tx, event_rx) = tokio::sync::mpsc::unbounded_channel::<ContainerEvent>();
+    let containers = Containers::open(
+        RuntimeConfig {
+            data_root: args.data_root.clone(),
+            exec_root: args.exec_root.clone(),
+            self_exe,
+            runtimes: runtimes.clone(),
+            default_runtime: args.default_runtime.clone(),
+            init_path,
+        },
+        images.clone(),
+        Box::new(move |e| {
+            let _ = event_tx.send(e);
+        }),
+    )
+    .context("opening the container store")?;
+
+    let state = AppState(Arc::new(Inner {
+        images,
+        containers,
+        events: EventBus::new(),
+        pending_attach: Mutex::new(HashMap::new()),
+        data_root: args.data_root.clone(),
+        exec_root: args.exec_root.clone(),
+        runtimes,
+        default_runtime: args.default_runtime.clone(),
+        started: chrono::Utc::now(),
+    }));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(256)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(args, state, event_rx))
+}
+
+async fn serve(
+    args: DaemonArgs,
+    state: AppState,
+    event_rx: tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>,
+) -> Result<()> {
+    let mut listeners = Vec::new();
+    let mut paths = Vec::new();
+    for host in &args.host {
+        let path = socket_path(host)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if path.exists() {
+            if tokio::net::UnixStream::connect(&path).await.is_ok() {
+                bail!("another daemon is already listening on {}", path.display());
+            }
+            std::fs::remove_file(&path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        let listener = UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+        if let Some(group) = &args.group {
+            match nix::unistd::Group::from_name(group) {
+                Ok(Some(g)) => nix::unistd::chown(&path, None, Some(g.gid))
+                    .with_context(|| format!("chown {} to group {group}", path.display()))?,
+                _ => tracing::warn!(group, "group not found; socket stays root-only"),
+            }
+        }
+        tracing::info!(socket = %path.display(), "API listening");
+        listeners.push(listener);
+        paths.push(path);
+    }
+    if let Some(pidfile) = &args.pidfile {
+        std::fs::write(pidfile, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", pidfile.display()))?;
+    }
+
+    tokio::spawn(crate::api::containers::event_pump(state.clone(), event_rx));
+
+    let router = crate::api::router(state.clone());
+    let app = tower::service_fn(move |req: Request| {
+        let router = router.clone();
+        async move { router.oneshot(strip_version(req)).await }
+    });
+
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutting down; containers keep running");
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let app = app.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app)).await
+        });
+    }
+    tokio::select! {
+        _ = shutdown => {},
+        r = tasks.join_next() => {
+            if let Some(Ok(Err(e))) = r { tracing::error!("server error: {e}"); }
+        }
+    }
+    for path in paths {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(pidfile) = &args.pidfile {
+        let _ = std::fs::remove_file(pidfile);
+    }
+    Ok(())
+}
+
+/// Docker clients call `/v1.47/containers/json`; the router knows `/containers/json`.
+fn strip_version(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/v") {
+        if let Some(idx) = rest.find('/') {
+            let version = &rest[..idx];
+            if !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                let new_path = rest[idx..].to_string();
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{new_path}?{q}"),
+                    None => new_path,
+                };
+                let mut parts = req.uri().clone().into_parts();
+                if let Ok(p) = pq.parse() {
+                    parts.path_and_query = Some(p);
+                    if let Ok(uri) = Uri::from_parts(parts) {
+                        *req.uri_mut() = uri;
+                    }
+                }
+            }
+        }
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_api_version_prefix() {
+        let req = Request::builder().uri("/v1.47/containers/json?all=1").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(strip_version(req).uri().to_string(), "/containers/json?all=1");
+        let req = Request::builder().uri("/_ping").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(strip_version(req).uri().to_string(), "/_ping");
+        let req = Request::builder().uri("/volumes/v1/x").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(strip_version(req).uri().to_string(), "/volumes/v1/x");
+    }
+}

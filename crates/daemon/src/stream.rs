@@ -1,0 +1,143 @@
+//! Streams: Docker's stdcopy framing and the hijacked attach/exec connections.
+//!
+//! Hijack protocol (Engine API "Hijacking"): the client sends `Connection: Upgrade` and
+//! `Upgrade: tcp`; we answer `101 Switching Protocols` with `Content-Type`
+//! `application/vnd.docker.raw-stream` (TTY) or `application/vnd.docker.multiplexed-stream`,
+//! after which the connection carries stdin one way and output the other.
+
+use std::future::Future;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use barge_container::AttachPoint;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// `Content-Type` of a TTY stream.
+pub const RAW_STREAM: &str = "application/vnd.docker.raw-stream";
+/// `Content-Type` of a stdcopy-multiplexed stream.
+pub const MUX_STREAM: &str = "application/vnd.docker.multiplexed-stream";
+
+/// Stream numbers of the stdcopy header.
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+
+/// One stdcopy frame: `[stream, 0, 0, 0, len (u32 BE)] ++ payload`.
+pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.push(stream);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Which streams an attach wants.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSel {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+/// Answers a hijack request with 101 and, once upgraded, proxies between the client and the
+/// monitor socket that `point` resolves to (`None`: close at once).
+pub fn hijack<F>(mut req: Request, sel: StreamSel, point: F) -> Response
+where
+    F: Future<Output = Option<AttachPoint>> + Send + 'static,
+{
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("attach upgrade failed: {e}");
+                return;
+            }
+        };
+        let Some(point) = point.await else { return };
+        if let Err(e) = proxy(TokioIo::new(upgraded), &point, sel).await {
+            tracing::debug!("attach stream ended: {e}");
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .header(header::CONTENT_TYPE, if sel.tty { RAW_STREAM } else { MUX_STREAM })
+        .body(Body::empty())
+        .expect("static response")
+}
+
+/// Copies the monitor's framed output to the client (raw for a TTY) and the client's bytes to
+/// the monitor (stdin), until the monitor closes the stream.
+pub async fn proxy<C>(client: C, point: &AttachPoint, sel: StreamSel) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let monitor = tokio::net::UnixStream::connect(&point.socket).await?;
+    let (mut mon_rd, mut mon_wr) = monitor.into_split();
+    let (mut cli_rd, mut cli_wr) = tokio::io::split(client);
+
+    let input = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match cli_rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sel.stdin && mon_wr.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = mon_wr.shutdown().await;
+    });
+
+    let result = async {
+        let mut header = [0u8; 8];
+        let mut payload = Vec::new();
+        loop {
+            if let Err(e) = mon_rd.read_exact(&mut header).await {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    break;
+                }
+                return Err(e);
+            }
+            let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+            payload.resize(len, 0);
+            mon_rd.read_exact(&mut payload).await?;
+            let wanted = match header[0] {
+                STDERR => sel.stderr,
+                _ => sel.stdout,
+            };
+            if !wanted {
+                continue;
+            }
+            if sel.tty {
+                cli_wr.write_all(&payload).await?;
+            } else {
+                cli_wr.write_all(&header).await?;
+                cli_wr.write_all(&payload).await?;
+            }
+            cli_wr.flush().await?;
+        }
+        cli_wr.shutdown().await
+    }
+    .await;
+    input.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_has_docker_header() {
+        assert_eq!(frame(STDERR, b"hi"), vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']);
+    }
+}
