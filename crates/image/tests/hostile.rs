@@ -1,9 +1,13 @@
 //! Hostile layers must never write outside the snapshot and must leave the store as it was.
+//!
+//! Every hostile entry here points at a canary tree (`<tempdir>/outside/passwd`) next to the
+//! store, never at host paths such as /etc, so even a broken implementation cannot damage the
+//! machine running the tests.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use barge_image::{ImageError, ImageStore};
 use common::*;
@@ -31,16 +35,18 @@ fn tree(dir: &Path, skip: &Path) -> BTreeSet<String> {
     out
 }
 
-/// Loads a one-layer image made of `entries` and unpacks it; returns the unpack result.
-fn unpack(
-    entries: &[RawEntry<'_>],
-) -> (
-    tempfile::TempDir,
-    Result<Vec<std::path::PathBuf>, ImageError>,
-    BTreeSet<String>,
-) {
-    // Deep store so `../` from a snapshot lands in a place we watch.
+/// A test directory with the canary `outside/passwd`; returns it and the canary dir path.
+fn test_dir() -> (tempfile::TempDir, String) {
     let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("outside")).unwrap();
+    std::fs::write(d.path().join("outside/passwd"), b"original").unwrap();
+    let outside = d.path().join("outside").display().to_string();
+    (d, outside)
+}
+
+/// Loads a one-layer image made of `entries` into a store below `d` and unpacks it.
+fn unpack(d: &tempfile::TempDir, entries: &[RawEntry<'_>]) -> Result<Vec<PathBuf>, ImageError> {
+    // A deep store, so `../` from a snapshot lands in a place we watch.
     let root = d.path().join("a/b/c/image");
     let store = ImageStore::open(&root).unwrap();
     let layout = d.path().join("layout");
@@ -50,8 +56,15 @@ fn unpack(
     let before = tree(d.path(), &root);
     let snaps_before = snapshots(&store);
     let res = store.layer_dirs("hostile:1");
-    let after = tree(d.path(), &root);
-    assert_eq!(before, after, "something was written outside the store");
+    assert_eq!(
+        before,
+        tree(d.path(), &root),
+        "something was written outside the store"
+    );
+    assert_eq!(
+        std::fs::read(d.path().join("outside/passwd")).unwrap(),
+        b"original"
+    );
     if res.is_err() {
         assert_eq!(
             snapshots(&store),
@@ -61,25 +74,33 @@ fn unpack(
         let tmp: Vec<_> = std::fs::read_dir(root.join("tmp")).unwrap().collect();
         assert!(tmp.is_empty(), "failed unpack left files in tmp/");
     }
-    (d, res, before)
+    res
 }
 
-fn assert_hostile(entries: &[RawEntry<'_>], entry: &str) {
-    if !is_root() {
-        eprintln!("skipping: needs root (lchown/mknod)");
-        return;
-    }
-    let (_d, res, _) = unpack(entries);
-    match res {
+fn assert_hostile(d: &tempfile::TempDir, entries: &[RawEntry<'_>], entry: &str) {
+    match unpack(d, entries) {
         Err(ImageError::HostileLayer { entry: e, .. }) => assert_eq!(e, entry),
         other => panic!("expected HostileLayer for {entry}, got {other:?}"),
     }
 }
 
+fn root_only() -> bool {
+    if !is_root() {
+        eprintln!("skipping: needs root (lchown/mknod)");
+    }
+    is_root()
+}
+
 #[test]
 fn dotdot_escape() {
-    assert_hostile(&[file("../escape", b"x")], "../escape");
+    if !root_only() {
+        return;
+    }
+    let (d, _) = test_dir();
+    assert_hostile(&d, &[file("../escape", b"x")], "../escape");
+    let (d, _) = test_dir();
     assert_hostile(
+        &d,
         &[dir("ok"), file("ok/../../../escape", b"x")],
         "ok/../../../escape",
     );
@@ -87,17 +108,34 @@ fn dotdot_escape() {
 
 #[test]
 fn hardlink_to_outside() {
-    assert_hostile(&[hardlink("link", "../outside")], "link");
-    assert_hostile(&[hardlink("link", "/etc/passwd")], "link");
+    if !root_only() {
+        return;
+    }
+    let (d, _) = test_dir();
+    assert_hostile(
+        &d,
+        &[hardlink("link", "../../../../../outside/passwd")],
+        "link",
+    );
+    let (d, outside) = test_dir();
+    let target = format!("{outside}/passwd");
+    assert_hostile(&d, &[hardlink("link", &target)], "link");
 }
 
 #[test]
 fn symlink_then_file_through_it() {
+    if !root_only() {
+        return;
+    }
+    let (d, outside) = test_dir();
     assert_hostile(
-        &[symlink("a", "/etc"), file("a/passwd", b"pwned")],
+        &d,
+        &[symlink("a", &outside), file("a/passwd", b"pwned")],
         "a/passwd",
     );
+    let (d, _) = test_dir();
     assert_hostile(
+        &d,
         &[
             dir("d"),
             symlink("d/up", "../../../.."),
@@ -105,70 +143,75 @@ fn symlink_then_file_through_it() {
         ],
         "d/up/x",
     );
-    assert_hostile(&[symlink("a", "/tmp"), dir("a/sub")], "a/sub");
+    let (d, outside) = test_dir();
+    assert_hostile(&d, &[symlink("a", &outside), dir("a/sub")], "a/sub");
+    let (d, outside) = test_dir();
     assert_hostile(
-        &[
-            symlink("a", "/tmp"),
-            RawEntry {
-                name: "a/.wh.x",
-                kind: tar::EntryType::Regular,
-                link: "",
-                data: b"",
-                mode: 0o644,
-            },
-        ],
-        "a/.wh.x",
+        &d,
+        &[symlink("a", &outside), file("a/.wh.passwd", b"")],
+        "a/.wh.passwd",
+    );
+    let (d, outside) = test_dir();
+    assert_hostile(
+        &d,
+        &[symlink("a", &outside), hardlink("x", "a/passwd")],
+        "x",
     );
 }
 
 #[test]
 fn whiteout_of_parent() {
-    assert_hostile(&[file("../.wh.x", b"")], "../.wh.x");
-    assert_hostile(&[dir("d"), file("d/.wh...", b"")], "d/.wh...");
+    if !root_only() {
+        return;
+    }
+    let (d, _) = test_dir();
+    assert_hostile(&d, &[file("../.wh.x", b"")], "../.wh.x");
+    let (d, _) = test_dir();
+    assert_hostile(&d, &[dir("d"), file("d/.wh...", b"")], "d/.wh...");
 }
 
 #[test]
 fn absolute_names_are_neutralised() {
-    if !is_root() {
+    if !root_only() {
         return;
     }
-    let marker = format!("/tmp/barge-abs-{}", std::process::id());
-    let name = marker.clone();
-    let (_d, res, _) = unpack(&[file(&name, b"inside")]);
-    let dirs = res.unwrap();
+    let (d, outside) = test_dir();
+    let name = format!("{outside}/abs");
+    let dirs = unpack(&d, &[file(&name, b"inside")]).unwrap();
     assert!(
-        !Path::new(&marker).exists(),
-        "absolute entry escaped to {marker}"
+        !Path::new(&name).exists(),
+        "absolute entry escaped to {name}"
     );
-    assert_eq!(
-        std::fs::read(dirs[0].join(&marker[1..])).unwrap(),
-        b"inside"
-    );
+    assert_eq!(std::fs::read(dirs[0].join(&name[1..])).unwrap(), b"inside");
 }
 
 #[test]
 fn benign_links_work() {
-    if !is_root() {
+    if !root_only() {
         return;
     }
-    let (_d, res, _) = unpack(&[
-        dir("d"),
-        file("d/f", b"data"),
-        hardlink("d/h", "d/f"),
-        hardlink("h2", "/d/f"),
-        symlink("d/abs", "/etc/passwd"),
-        hardlink("d/linked-symlink", "d/abs"),
-        file("d/.wh.gone", b""),
-        file("d/.wh..wh..opq", b""),
-    ]);
-    let dirs = res.unwrap();
+    let (d, _) = test_dir();
+    let dirs = unpack(
+        &d,
+        &[
+            dir("d"),
+            file("d/f", b"data"),
+            hardlink("d/h", "d/f"),
+            hardlink("h2", "/d/f"),
+            symlink("d/abs", "/does/not/matter"),
+            hardlink("d/linked-symlink", "d/abs"),
+            file("d/.wh.gone", b""),
+            file("d/.wh..wh..opq", b""),
+        ],
+    )
+    .unwrap();
     let d = &dirs[0];
     use std::os::unix::fs::MetadataExt;
     let f = std::fs::metadata(d.join("d/f")).unwrap();
     assert_eq!(f.nlink(), 3);
     assert_eq!(
         std::fs::read_link(d.join("d/abs")).unwrap().to_str(),
-        Some("/etc/passwd")
+        Some("/does/not/matter")
     );
     assert!(std::fs::symlink_metadata(d.join("d/linked-symlink"))
         .unwrap()
