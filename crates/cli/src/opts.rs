@@ -1,0 +1,448 @@
+//! `run`/`create` flags and their translation into the container create body.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use bollard_stubs::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use clap::{ArgAction, Args};
+
+/// Flags shared by `barge run` and `barge create`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ContainerOpts {
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables
+    #[arg(short, long = "env", value_name = "list")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file", value_name = "list")]
+    pub env_file: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long, value_name = "string")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long, value_name = "string")]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long, value_name = "string")]
+    pub entrypoint: Option<String>,
+    /// Container host name
+    #[arg(short = 'h', long, value_name = "string")]
+    pub hostname: Option<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
+    /// Connect a container to a network
+    #[arg(long, alias = "net", value_name = "network")]
+    pub network: Option<String>,
+    /// Signal to stop the container
+    #[arg(long = "stop-signal", value_name = "string")]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long = "stop-timeout", value_name = "int")]
+    pub stop_timeout: Option<i64>,
+    /// Memory limit
+    #[arg(short, long, value_name = "bytes")]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
+    #[arg(long = "memory-swap", value_name = "bytes", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long, value_name = "decimal")]
+    pub cpus: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares", value_name = "int")]
+    pub cpu_shares: Option<i64>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", value_name = "int", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add", value_name = "list")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop", value_name = "list")]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security Options
+    #[arg(long = "security-opt", value_name = "list")]
+    pub security_opt: Vec<String>,
+    /// Set meta data on a container
+    #[arg(short, long = "label", value_name = "list")]
+    pub label: Vec<String>,
+    /// Logging driver for the container
+    #[arg(long = "log-driver", value_name = "string")]
+    pub log_driver: Option<String>,
+    /// Log driver options
+    #[arg(long = "log-opt", value_name = "list")]
+    pub log_opt: Vec<String>,
+    /// Set platform if server is multi-platform capable
+    #[arg(long, value_name = "string")]
+    pub platform: Option<String>,
+    /// Runtime to use for this container
+    #[arg(long, value_name = "string")]
+    pub runtime: Option<String>,
+    /// Restart policy to apply when a container exits
+    #[arg(long, value_name = "string")]
+    pub restart: Option<String>,
+    /// Automatically remove the container and its associated anonymous volumes when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Print usage
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+    /// The image, then the command and its arguments. Flags end at the image,
+    /// like docker's (`run img -c x` passes `-c x` to the command).
+    #[arg(
+        value_name = "IMAGE [COMMAND] [ARG...]",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true
+    )]
+    pub args: Vec<String>,
+}
+
+/// Parses docker's byte sizes (`64m`, `1g`, `512k`, `100`, `1.5GiB`): binary units.
+pub fn parse_bytes(s: &str) -> Result<i64> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let num_end = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (num, suffix) = lower.split_at(num_end);
+    let num: f64 = num
+        .parse()
+        .with_context(|| format!("invalid size: '{s}'"))?;
+    let suffix = suffix.trim_start();
+    let suffix = suffix.strip_suffix('b').unwrap_or(suffix);
+    let suffix = suffix.strip_suffix('i').unwrap_or(suffix);
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024f64.powi(4),
+        "p" => 1024f64.powi(5),
+        _ => bail!("invalid size: '{s}'"),
+    };
+    Ok((num * mult) as i64)
+}
+
+/// `--cpus 1.5` → NanoCpus.
+pub fn parse_cpus(s: &str) -> Result<i64> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid argument \"{s}\" for \"--cpus\" flag"))?;
+    if v.is_nan() || v < 0.0 || !v.is_finite() {
+        bail!("invalid argument \"{s}\" for \"--cpus\" flag: value must be positive");
+    }
+    Ok((v * 1e9).round() as i64)
+}
+
+fn parse_restart(s: &str) -> Result<RestartPolicy> {
+    let (name, count) = match s.split_once(':') {
+        Some((n, c)) => (
+            n,
+            Some(
+                c.parse::<i64>()
+                    .with_context(|| format!("invalid restart policy format: {s}"))?,
+            ),
+        ),
+        None => (s, None),
+    };
+    let name = match name {
+        "" => RestartPolicyNameEnum::EMPTY,
+        "no" => RestartPolicyNameEnum::NO,
+        "always" => RestartPolicyNameEnum::ALWAYS,
+        "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        _ => bail!("invalid restart policy: {name}"),
+    };
+    Ok(RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: count,
+    })
+}
+
+/// Reads an env file: `KEY=value` lines, `#` comments, bare `KEY` taken from our env.
+pub fn parse_env_file(content: &str) -> Vec<String> {
+    content
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            if l.contains('=') {
+                Some(l.to_string())
+            } else {
+                std::env::var(l.trim())
+                    .ok()
+                    .map(|v| format!("{}={v}", l.trim()))
+            }
+        })
+        .collect()
+}
+
+/// `-e KEY` without a value takes KEY from our environment (dropped if unset).
+fn expand_env(e: &str) -> Option<String> {
+    if e.contains('=') {
+        Some(e.to_string())
+    } else {
+        std::env::var(e).ok().map(|v| format!("{e}={v}"))
+    }
+}
+
+fn key_values(list: &[String]) -> HashMap<String, String> {
+    list.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.to_string(), String::new()),
+        })
+        .collect()
+}
+
+impl ContainerOpts {
+    /// The image reference.
+    pub fn image(&self) -> &str {
+        self.args.first().map_or("", String::as_str)
+    }
+
+    /// The command and its arguments (empty: the image's default).
+    pub fn command(&self) -> &[String] {
+        self.args.get(1..).unwrap_or_default()
+    }
+
+    /// Builds the `POST /containers/create` body. `detach` is `run -d`.
+    pub fn to_create_body(&self, detach: bool) -> Result<ContainerCreateBody> {
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            let content = std::fs::read_to_string(f).with_context(|| format!("open {f}"))?;
+            env.extend(parse_env_file(&content));
+        }
+        env.extend(self.env.iter().filter_map(|e| expand_env(e)));
+
+        let memory = self.memory.as_deref().map(parse_bytes).transpose()?;
+        let memory_swap = match self.memory_swap.as_deref() {
+            Some("-1") => Some(-1),
+            Some(s) => Some(parse_bytes(s)?),
+            None => None,
+        };
+        let log_config = if self.log_driver.is_some() || !self.log_opt.is_empty() {
+            Some(HostConfigLogConfig {
+                typ: self.log_driver.clone(),
+                config: (!self.log_opt.is_empty()).then(|| key_values(&self.log_opt)),
+            })
+        } else {
+            None
+        };
+        let host_config = HostConfig {
+            memory,
+            memory_swap,
+            nano_cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
+            cpu_shares: self.cpu_shares,
+            pids_limit: self.pids_limit,
+            init: self.init.then_some(true),
+            network_mode: Some(self.network.clone().unwrap_or_else(|| "default".into())),
+            readonly_rootfs: self.read_only.then_some(true),
+            cap_add: (!self.cap_add.is_empty()).then(|| self.cap_add.clone()),
+            cap_drop: (!self.cap_drop.is_empty()).then(|| self.cap_drop.clone()),
+            privileged: self.privileged.then_some(true),
+            security_opt: (!self.security_opt.is_empty()).then(|| self.security_opt.clone()),
+            log_config,
+            runtime: self.runtime.clone(),
+            restart_policy: self.restart.as_deref().map(parse_restart).transpose()?,
+            auto_remove: self.rm.then_some(true),
+            ..Default::default()
+        };
+        if self.rm
+            && host_config
+                .restart_policy
+                .as_ref()
+                .and_then(|p| p.name.as_ref())
+                .is_some_and(|n| {
+                    !matches!(n, RestartPolicyNameEnum::NO | RestartPolicyNameEnum::EMPTY)
+                })
+        {
+            bail!("Conflicting options: --restart and --rm");
+        }
+        let attach = !detach;
+        let entrypoint = self.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        });
+        Ok(ContainerCreateBody {
+            hostname: self.hostname.clone(),
+            user: self.user.clone(),
+            attach_stdin: Some(attach && self.interactive),
+            attach_stdout: Some(attach),
+            attach_stderr: Some(attach),
+            tty: Some(self.tty),
+            open_stdin: Some(self.interactive),
+            stdin_once: Some(attach && self.interactive),
+            env: (!env.is_empty()).then_some(env),
+            cmd: (!self.command().is_empty()).then(|| self.command().to_vec()),
+            image: Some(self.image().to_string()),
+            working_dir: self.workdir.clone(),
+            entrypoint,
+            labels: (!self.label.is_empty()).then(|| key_values(&self.label)),
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            host_config: Some(host_config),
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    #[derive(Parser)]
+    #[command(disable_help_flag = true)]
+    struct T {
+        #[command(flatten)]
+        opts: ContainerOpts,
+        #[arg(short, long)]
+        detach: bool,
+    }
+
+    fn body(args: &[&str]) -> serde_json::Value {
+        let t = T::try_parse_from(std::iter::once("run").chain(args.iter().copied())).unwrap();
+        serde_json::to_value(t.opts.to_create_body(t.detach).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("100").unwrap(), 100);
+        assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("10mb").unwrap(), 10 << 20);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5x").is_err());
+        assert_eq!(parse_cpus("1.5").unwrap(), 1_500_000_000);
+        assert_eq!(parse_cpus("0.25").unwrap(), 250_000_000);
+        assert!(parse_cpus("abc").is_err());
+        assert!(parse_cpus("-1").is_err());
+    }
+
+    #[test]
+    fn run_flags_to_body() {
+        let b = body(&[
+            "-it",
+            "--rm",
+            "--name",
+            "web",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000:1000",
+            "-m",
+            "64m",
+            "--cpus",
+            "1.5",
+            "--pids-limit",
+            "100",
+            "--read-only",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "ALL",
+            "-l",
+            "k=v",
+            "--init",
+            "-h",
+            "box",
+            "--restart",
+            "no",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi",
+        ]);
+        assert_eq!(b["Image"], "busybox");
+        assert_eq!(b["Cmd"], json!(["sh", "-c", "echo hi"]));
+        assert_eq!(b["Tty"], true);
+        assert_eq!(b["OpenStdin"], true);
+        assert_eq!(b["AttachStdin"], true);
+        assert_eq!(b["StdinOnce"], true);
+        assert_eq!(b["Env"], json!(["A=1"]));
+        assert_eq!(b["WorkingDir"], "/tmp");
+        assert_eq!(b["User"], "1000:1000");
+        assert_eq!(b["Hostname"], "box");
+        assert_eq!(b["Labels"], json!({"k": "v"}));
+        let hc = &b["HostConfig"];
+        assert_eq!(hc["Memory"], 64 << 20);
+        assert_eq!(hc["NanoCpus"], 1_500_000_000i64);
+        assert_eq!(hc["PidsLimit"], 100);
+        assert_eq!(hc["ReadonlyRootfs"], true);
+        assert_eq!(hc["CapAdd"], json!(["NET_ADMIN"]));
+        assert_eq!(hc["CapDrop"], json!(["ALL"]));
+        assert_eq!(hc["AutoRemove"], true);
+        assert_eq!(hc["Init"], true);
+        assert_eq!(hc["NetworkMode"], "none");
+        assert_eq!(hc["RestartPolicy"], json!({"Name": "no"}));
+    }
+
+    #[test]
+    fn detached_and_entrypoint() {
+        let b = body(&["-d", "--entrypoint", "/bin/sh", "img:1", "-c", "ls -l"]);
+        assert_eq!(b["AttachStdout"], false);
+        assert_eq!(b["AttachStdin"], false);
+        assert_eq!(b["Entrypoint"], json!(["/bin/sh"]));
+        assert_eq!(b["Cmd"], json!(["-c", "ls -l"]));
+        assert!(b.get("Env").is_none());
+        assert_eq!(b["HostConfig"]["NetworkMode"], "default");
+        let b = body(&["--entrypoint", "", "img"]);
+        assert_eq!(b["Entrypoint"], json!([]));
+        assert!(b.get("Cmd").is_none());
+        assert!(T::try_parse_from(["run", "--bogus", "img"]).is_err());
+        assert!(T::try_parse_from(["run", "-d"]).is_err());
+        let b = body(&["img", "--rm", "-it"]);
+        assert_eq!(b["Cmd"], json!(["--rm", "-it"]));
+        assert_eq!(b["HostConfig"].get("AutoRemove"), None);
+    }
+
+    #[test]
+    fn restart_policies() {
+        let b = body(&["--restart", "on-failure:3", "img"]);
+        assert_eq!(
+            b["HostConfig"]["RestartPolicy"],
+            json!({"Name": "on-failure", "MaximumRetryCount": 3})
+        );
+        let t = T::try_parse_from(["run", "--rm", "--restart", "always", "img"]).unwrap();
+        assert!(t.opts.to_create_body(false).is_err());
+        let t = T::try_parse_from(["run", "--restart", "sometimes", "img"]).unwrap();
+        assert!(t.opts.to_create_body(false).is_err());
+    }
+
+    #[test]
+    fn env_file_parsing() {
+        let env = parse_env_file("# comment\nA=1\n\nB=two words\n");
+        assert_eq!(env, vec!["A=1", "B=two words"]);
+    }
+}

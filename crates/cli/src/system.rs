@@ -1,0 +1,395 @@
+//! System commands: version, info, inspect, events.
+
+use anyhow::Result;
+use bollard_stubs::models::SystemVersion;
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::cli::{EventsArgs, FormatArgs, InspectArgs, VersionArgs};
+use crate::client::{self, api_error, empty, filters, for_each_json, query, seg, Client};
+use crate::container::api_timestamp;
+use crate::format::{self, Template};
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Prints `value` with a `--format` template (or `json`), if one was given.
+fn print_formatted(format: Option<&str>, value: &Value) -> Result<bool> {
+    match format {
+        None => Ok(false),
+        Some("json") => {
+            println!("{}", serde_json::to_string(value)?);
+            Ok(true)
+        }
+        Some(t) => {
+            println!("{}", Template::parse(t)?.render(value)?);
+            Ok(true)
+        }
+    }
+}
+
+fn line(label: &str, value: impl std::fmt::Display) {
+    println!("{label:<20}{value}");
+}
+
+/// `barge version`.
+pub async fn version(host: &str, args: &VersionArgs) -> Result<i32> {
+    let client_info = json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": format!("{}.{}", client::MAX_API_VERSION.0, client::MAX_API_VERSION.1),
+        "Os": std::env::consts::OS,
+        "Arch": arch(),
+    });
+    let server = async {
+        let mut c = Client::new(host)?;
+        c.negotiate().await?;
+        let v: SystemVersion = c.json(Method::GET, "/version", None).await?;
+        anyhow::Ok(v)
+    }
+    .await;
+    if args.format.is_some() {
+        let value = json!({
+            "Client": client_info,
+            "Server": server.as_ref().ok().map(serde_json::to_value).transpose()?,
+        });
+        print_formatted(args.format.as_deref(), &value)?;
+        return server.map(|_| 0);
+    }
+    println!("Client:");
+    line(" Version:", env!("CARGO_PKG_VERSION"));
+    line(
+        " API version:",
+        client_info["ApiVersion"].as_str().unwrap_or_default(),
+    );
+    line(" OS/Arch:", format!("{}/{}", std::env::consts::OS, arch()));
+    println!();
+    let v = server?;
+    let platform = v
+        .platform
+        .as_ref()
+        .map(|p| p.name.clone())
+        .unwrap_or_default();
+    println!("Server: {platform}");
+    println!(" Engine:");
+    let na = || "N/A".to_string();
+    line("  Version:", v.version.clone().unwrap_or_else(na));
+    line(
+        "  API version:",
+        format!(
+            "{} (minimum version {})",
+            v.api_version.clone().unwrap_or_else(na),
+            v.min_api_version.clone().unwrap_or_else(na)
+        ),
+    );
+    if let Some(go) = &v.go_version {
+        line("  Go version:", go);
+    }
+    line("  Git commit:", v.git_commit.clone().unwrap_or_else(na));
+    line("  Built:", v.build_time.clone().unwrap_or_else(na));
+    line(
+        "  OS/Arch:",
+        format!(
+            "{}/{}",
+            v.os.clone().unwrap_or_default(),
+            v.arch.clone().unwrap_or_default()
+        ),
+    );
+    line("  Experimental:", v.experimental.unwrap_or(false));
+    for comp in v.components.iter().flatten() {
+        if comp.name == "Engine" {
+            continue;
+        }
+        println!(" {}:", comp.name);
+        line("  Version:", &comp.version);
+        if let Some(commit) = comp
+            .details
+            .as_ref()
+            .and_then(|d| d.get("GitCommit"))
+            .map(String::as_str)
+        {
+            line("  GitCommit:", commit);
+        }
+    }
+    Ok(0)
+}
+
+/// docker's `units.BytesSize`: binary units with 4 significant digits.
+pub fn bytes_size(size: f64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut size = size;
+    let mut i = 0;
+    while size >= 1024.0 && i < UNITS.len() - 1 {
+        size /= 1024.0;
+        i += 1;
+    }
+    let s = format::human_size_prec(size, 4);
+    // Reuse the %.4g formatting, then swap the (always "B") unit.
+    format!("{}{}", s.trim_end_matches('B'), UNITS[i])
+}
+
+/// `barge info`.
+pub async fn info(client: &Client, args: FormatArgs) -> Result<i32> {
+    let info: Value = client.json(Method::GET, "/info", None).await?;
+    if print_formatted(args.format.as_deref(), &info)? {
+        return Ok(0);
+    }
+    let s = |k: &str| format::go_string(&info[k]);
+    println!("Client:");
+    println!(" Version:    {}", env!("CARGO_PKG_VERSION"));
+    println!();
+    println!("Server:");
+    println!(" Containers: {}", s("Containers"));
+    println!("  Running: {}", s("ContainersRunning"));
+    println!("  Paused: {}", s("ContainersPaused"));
+    println!("  Stopped: {}", s("ContainersStopped"));
+    println!(" Images: {}", s("Images"));
+    for (label, key) in [
+        ("Server Version", "ServerVersion"),
+        ("Storage Driver", "Driver"),
+        ("Logging Driver", "LoggingDriver"),
+        ("Cgroup Driver", "CgroupDriver"),
+        ("Cgroup Version", "CgroupVersion"),
+        ("Default Runtime", "DefaultRuntime"),
+        ("Kernel Version", "KernelVersion"),
+        ("Operating System", "OperatingSystem"),
+        ("OSType", "OSType"),
+        ("Architecture", "Architecture"),
+        ("CPUs", "NCPU"),
+    ] {
+        if !info[key].is_null() {
+            println!(" {label}: {}", s(key));
+        }
+    }
+    if let Some(mem) = info["MemTotal"].as_f64() {
+        println!(" Total Memory: {}", bytes_size(mem));
+    }
+    for (label, key) in [
+        ("Name", "Name"),
+        ("ID", "ID"),
+        ("Docker Root Dir", "DockerRootDir"),
+        ("Debug Mode", "Debug"),
+    ] {
+        if !info[key].is_null() {
+            println!(" {label}: {}", s(key));
+        }
+    }
+    for w in info["Warnings"].as_array().into_iter().flatten() {
+        eprintln!("{}", format::go_string(w));
+    }
+    Ok(0)
+}
+
+async fn inspect_one(client: &Client, name: &str, kind: Option<&str>, size: bool) -> Result<Value> {
+    let mut last_err = None;
+    if kind.is_none_or(|k| k == "container") {
+        let q = query(&[("size", size.then(|| "1".to_string()))]);
+        match client
+            .json(
+                Method::GET,
+                &format!("/containers/{}/json{q}", seg(name)),
+                None,
+            )
+            .await
+        {
+            Ok(v) => return Ok(v),
+            Err(e) if api_error(&e).is_some_and(|a| a.status == 404) => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    if kind.is_none_or(|k| k == "image") {
+        match client
+            .json(Method::GET, &format!("/images/{}/json", seg(name)), None)
+            .await
+        {
+            Ok(v) => return Ok(v),
+            Err(e) if api_error(&e).is_some_and(|a| a.status == 404) => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    match (kind, last_err) {
+        (None, _) => Err(anyhow::anyhow!("Error: No such object: {name}")),
+        (Some(_), Some(e)) => Err(e),
+        (Some(k), None) => Err(anyhow::anyhow!("Error: No such {k}: {name}")),
+    }
+}
+
+/// Inspects each name (container first, then image unless `kind` says which).
+pub async fn inspect_objects(
+    client: &Client,
+    names: &[String],
+    format: Option<&str>,
+    kind: Option<&str>,
+) -> Result<i32> {
+    inspect_impl(client, names, format, kind, false).await
+}
+
+async fn inspect_impl(
+    client: &Client,
+    names: &[String],
+    format: Option<&str>,
+    kind: Option<&str>,
+    size: bool,
+) -> Result<i32> {
+    let template = match format {
+        Some("json") | None => None,
+        Some(t) => Some(Template::parse(t)?),
+    };
+    let mut found = Vec::new();
+    let mut failed = false;
+    for name in names {
+        match inspect_one(client, name, kind, size).await {
+            Ok(v) => {
+                if let Some(t) = &template {
+                    println!("{}", t.render(&v)?);
+                }
+                found.push(v);
+            }
+            Err(e) => {
+                if e.downcast_ref::<client::Unreachable>().is_some() {
+                    return Err(e);
+                }
+                failed = true;
+                eprintln!("{e:#}");
+            }
+        }
+    }
+    if template.is_none() {
+        println!("{}", to_docker_json(&Value::Array(found))?);
+    }
+    Ok(i32::from(failed))
+}
+
+/// Pretty-prints JSON with docker's 4-space indentation.
+pub fn to_docker_json(v: &Value) -> Result<String> {
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    serde::Serialize::serialize(v, &mut ser)?;
+    Ok(String::from_utf8(buf)?)
+}
+
+/// `barge inspect`.
+pub async fn inspect(client: &Client, args: InspectArgs) -> Result<i32> {
+    inspect_impl(
+        client,
+        &args.names,
+        args.format.as_deref(),
+        args.kind.as_deref(),
+        args.size,
+    )
+    .await
+}
+
+/// docker's plain event line.
+pub fn event_line(ev: &Value) -> String {
+    let time = match (ev["timeNano"].as_i64(), ev["time"].as_i64()) {
+        (Some(n), _) => {
+            chrono::DateTime::from_timestamp(n / 1_000_000_000, (n % 1_000_000_000) as u32)
+        }
+        (None, Some(t)) => chrono::DateTime::from_timestamp(t, 0),
+        _ => None,
+    };
+    let time = time
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%dT%H:%M:%S%.9f%:z")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let typ = ev["Type"].as_str().unwrap_or_default();
+    let action = ev["Action"]
+        .as_str()
+        .or(ev["status"].as_str())
+        .unwrap_or_default();
+    let id = ev["Actor"]["ID"]
+        .as_str()
+        .or(ev["id"].as_str())
+        .unwrap_or_default();
+    let mut line = format!("{time} {typ} {action} {id}");
+    if let Some(attrs) = ev["Actor"]["Attributes"].as_object() {
+        let mut pairs: Vec<String> = attrs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        pairs.sort();
+        if !pairs.is_empty() {
+            line.push_str(&format!(" ({})", pairs.join(", ")));
+        }
+    }
+    line
+}
+
+/// `barge events`.
+pub async fn events(client: &Client, args: EventsArgs) -> Result<i32> {
+    let now = chrono::Utc::now();
+    let path = format!(
+        "/events{}",
+        query(&[
+            (
+                "since",
+                args.since.as_deref().map(|s| api_timestamp(s, now))
+            ),
+            (
+                "until",
+                args.until.as_deref().map(|s| api_timestamp(s, now))
+            ),
+            ("filters", filters(&args.filter)?),
+        ])
+    );
+    let template = match args.format.as_deref() {
+        None | Some("json") => None,
+        Some(t) => Some(Template::parse(t)?),
+    };
+    let json_out = args.format.as_deref() == Some("json");
+    let resp = client.request(Method::GET, &path, empty(), &[]).await?;
+    for_each_json(resp, |ev| {
+        let text = match &template {
+            Some(t) => t.render(&ev)?,
+            None if json_out => serde_json::to_string(&ev)?,
+            None => event_line(&ev),
+        };
+        println!("{text}");
+        Ok(())
+    })
+    .await?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lines() {
+        let ev = json!({
+            "Type": "container", "Action": "start",
+            "Actor": {"ID": "abc", "Attributes": {"name": "web", "image": "busybox"}},
+            "time": 1, "timeNano": 1_000_000_000i64
+        });
+        let line = event_line(&ev);
+        assert!(
+            line.ends_with(" container start abc (image=busybox, name=web)"),
+            "{line}"
+        );
+        assert!(line.contains("T"), "{line}");
+    }
+
+    #[test]
+    fn binary_sizes() {
+        assert_eq!(bytes_size(8_343_552_000.0), "7.771GiB");
+        assert_eq!(bytes_size(512.0), "512B");
+    }
+
+    #[test]
+    fn docker_json_indent() {
+        assert_eq!(
+            to_docker_json(&json!([{"a": 1}])).unwrap(),
+            "[\n    {\n        \"a\": 1\n    }\n]"
+        );
+    }
+}
