@@ -1,14 +1,322 @@
-//! The container manager: records, lifecycle, exec. (Contract; bodies to be written.)
+//! The container manager: records, lifecycle, exec.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use barge_image::ImageStore;
 
+use crate::monitor::{ExitRecord, LogConfig, MonitorConfig};
+use crate::spec::{self, SpecInput};
 use crate::*;
+
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// An image as the container engine needs it.
+#[derive(Debug, Clone, Default)]
+pub struct SourceImage {
+    /// Image ID (`sha256:...`).
+    pub id: String,
+    pub config: barge_image::ContainerConfig,
+}
+
+/// Where containers get images from: [`ImageStore`] in production, a fake in tests.
+pub trait ImageSource: Send + Sync {
+    /// Resolves a user-given image reference or ID.
+    fn resolve(&self, name_or_id: &str) -> Result<SourceImage, ContainerError>;
+    /// Snapshot directories of the image, bottom layer first.
+    fn layer_dirs(&self, image_id: &str) -> Result<Vec<PathBuf>, ContainerError>;
+}
+
+impl ImageSource for ImageStore {
+    fn resolve(&self, name_or_id: &str) -> Result<SourceImage, ContainerError> {
+        let img = self.get(name_or_id)?;
+        Ok(SourceImage { id: img.id, config: img.config.config })
+    }
+    fn layer_dirs(&self, image_id: &str) -> Result<Vec<PathBuf>, ContainerError> {
+        Ok(ImageStore::layer_dirs(self, image_id)?)
+    }
+}
+
+struct ArcImages(Arc<ImageStore>);
+impl ImageSource for ArcImages {
+    fn resolve(&self, name_or_id: &str) -> Result<SourceImage, ContainerError> {
+        self.0.resolve(name_or_id)
+    }
+    fn layer_dirs(&self, image_id: &str) -> Result<Vec<PathBuf>, ContainerError> {
+        ImageSource::layer_dirs(&*self.0, image_id)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    containers: HashMap<String, Container>,
+    execs: HashMap<String, Exec>,
+    /// Number of exits seen per container (for `WaitCondition::NextExit`).
+    exits: HashMap<String, u64>,
+    /// Exit codes of removed containers (for `WaitCondition::Removed`).
+    removed: HashMap<String, i64>,
+    starting: HashSet<String>,
+}
 
 /// All containers of one data root. Share it behind an `Arc`; every method is blocking.
 pub struct Containers {
-    _images: Arc<ImageStore>,
+    cfg: RuntimeConfig,
+    images: Box<dyn ImageSource>,
+    on_event: Box<dyn Fn(ContainerEvent) + Send + Sync>,
+    inner: Mutex<Inner>,
+    cond: Condvar,
+    me: Weak<Containers>,
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let what = what.into();
+    move |e| ContainerError::io(what, e)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn random_hex(n_bytes: usize) -> String {
+    let mut b = vec![0u8; n_bytes];
+    getrandom::fill(&mut b).expect("getrandom");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(format!("write {}", tmp.display())))?;
+        f.write_all(data).map_err(io_err(format!("write {}", tmp.display())))?;
+        f.sync_all().map_err(io_err(format!("sync {}", tmp.display())))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io_err(format!("rename {}", path.display())))
+}
+
+/// Docker's container name rule.
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 2
+        && b[0].is_ascii_alphanumeric()
+        && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+const ADJECTIVES: &[&str] = &[
+    "admiring", "agitated", "amazing", "angry", "awesome", "blissful", "bold", "boring", "brave", "busy",
+    "charming", "clever", "compassionate", "confident", "cool", "cranky", "crazy", "dazzling", "determined",
+    "distracted", "dreamy", "eager", "ecstatic", "elastic", "elated", "elegant", "epic", "festive", "focused",
+    "friendly", "frosty", "funny", "gallant", "gifted", "goofy", "gracious", "happy", "hopeful", "hungry",
+    "infallible", "inspiring", "jolly", "jovial", "keen", "kind", "laughing", "loving", "lucid", "magical",
+    "modest", "musing", "mystifying", "naughty", "nervous", "nice", "nifty", "nostalgic", "objective",
+    "optimistic", "peaceful", "pedantic", "pensive", "practical", "priceless", "quirky", "quizzical",
+    "relaxed", "reverent", "romantic", "sad", "serene", "sharp", "silly", "sleepy", "stoic", "strange",
+    "stupefied", "suspicious", "sweet", "tender", "thirsty", "trusting", "upbeat", "vibrant", "vigilant",
+    "vigorous", "wizardly", "wonderful", "xenodochial", "youthful", "zealous", "zen",
+];
+const SURNAMES: &[&str] = &[
+    "albattani", "allen", "almeida", "archimedes", "ardinghelli", "babbage", "banach", "bardeen", "bartik",
+    "bell", "bhabha", "blackwell", "bohr", "booth", "borg", "bose", "brahmagupta", "brattain", "brown",
+    "carson", "cerf", "chandrasekhar", "chatelet", "clarke", "cohen", "curie", "darwin", "davinci", "dijkstra",
+    "dirac", "einstein", "elion", "engelbart", "euclid", "euler", "fermat", "fermi", "feynman", "franklin",
+    "galileo", "gates", "goldberg", "goodall", "hamilton", "hawking", "heisenberg", "hermann", "hopper",
+    "hypatia", "jackson", "jennings", "jepsen", "johnson", "kalam", "kapitsa", "keller", "kepler", "khorana",
+    "knuth", "kowalevski", "lalande", "lamarr", "lamport", "leakey", "lederberg", "liskov", "lovelace",
+    "lumiere", "mahavira", "mayer", "mccarthy", "mclean", "meitner", "mendel", "mirzakhani", "morse",
+    "napier", "newton", "nobel", "noether", "pare", "pascal", "pasteur", "payne", "perlman", "pike",
+    "poincare", "ptolemy", "raman", "ramanujan", "ride", "ritchie", "rosalind", "sammet", "shannon",
+    "shockley", "sinoussi", "stonebraker", "swanson", "tesla", "thompson", "torvalds", "turing", "varahamihira",
+    "visvesvaraya", "wescoff", "wiles", "williams", "wilson", "wing", "wozniak", "wright", "yalow", "yonath",
+];
+
+fn generate_name(attempt: usize) -> String {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("getrandom");
+    let a = ADJECTIVES[(b[0] as usize | (b[1] as usize) << 8) % ADJECTIVES.len()];
+    let s = SURNAMES[(b[2] as usize | (b[3] as usize) << 8) % SURNAMES.len()];
+    if a == "boring" && s == "wozniak" {
+        return generate_name(attempt);
+    }
+    if attempt > 0 {
+        format!("{a}_{s}{}", b[3] % 10)
+    } else {
+        format!("{a}_{s}")
+    }
+}
+
+/// Merges the image config with the create options (Docker's rules).
+pub(crate) fn resolve_config(id: &str, image: &barge_image::ContainerConfig, opts: &CreateOptions) -> Result<ResolvedConfig, ContainerError> {
+    let (entrypoint, cmd) = match &opts.entrypoint {
+        Some(ep) => (if ep.is_empty() { None } else { Some(ep.clone()) }, opts.cmd.clone()),
+        None => (image.entrypoint.clone().filter(|e| !e.is_empty()), opts.cmd.clone().or_else(|| image.cmd.clone())),
+    };
+    let mut argv: Vec<String> = entrypoint.clone().unwrap_or_default();
+    argv.extend(cmd.clone().unwrap_or_default());
+    if argv.is_empty() {
+        return Err(ContainerError::InvalidOption { field: "cmd".into(), reason: "no command specified".into() });
+    }
+    let mut env: Vec<String> = image.env.clone().unwrap_or_default();
+    for e in &opts.env {
+        let key = e.split('=').next().unwrap_or(e);
+        if let Some(pos) = env.iter().position(|x| x.split('=').next() == Some(key)) {
+            env[pos] = e.clone();
+        } else {
+            env.push(e.clone());
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    let working_dir = opts
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .or_else(|| image.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".to_string());
+    if !working_dir.starts_with('/') {
+        return Err(ContainerError::InvalidOption {
+            field: "working dir".into(),
+            reason: format!("the working directory '{working_dir}' is invalid, it needs to be an absolute path"),
+        });
+    }
+    let mut labels = image.labels.clone().unwrap_or_default();
+    labels.extend(opts.labels.clone());
+    Ok(ResolvedConfig {
+        path: argv[0].clone(),
+        args: argv[1..].to_vec(),
+        entrypoint,
+        cmd,
+        env,
+        working_dir,
+        user: opts.user.clone().or_else(|| image.user.clone()).unwrap_or_default(),
+        hostname: opts.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| id[..12].to_string()),
+        labels,
+        exposed_ports: image.exposed_ports.as_ref().map(|p| p.keys().cloned().collect()).unwrap_or_default(),
+        stop_signal: opts.stop_signal.clone().or_else(|| image.stop_signal.clone()).unwrap_or_else(|| "SIGTERM".into()),
+        healthcheck: image.healthcheck.clone(),
+    })
+}
+
+/// Parses a signal name (`SIGKILL`, `KILL`, `kill`) or number.
+pub(crate) fn parse_signal(s: &str) -> Result<i32, ContainerError> {
+    let bad = || ContainerError::InvalidOption { field: "signal".into(), reason: format!("invalid signal: {s}") };
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=64).contains(&n) { Ok(n) } else { Err(bad()) };
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "STKFLT" => libc::SIGSTKFLT,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => {
+            if let Some(rest) = name.strip_prefix("RTMIN+") {
+                libc::SIGRTMIN() + rest.parse::<i32>().map_err(|_| bad())?
+            } else if let Some(rest) = name.strip_prefix("RTMAX-") {
+                libc::SIGRTMAX() - rest.parse::<i32>().map_err(|_| bad())?
+            } else {
+                return Err(bad());
+            }
+        }
+    };
+    Ok(n)
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let p = path.to_string_lossy();
+    text.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
+}
+
+fn unmount(path: &Path) {
+    if is_mounted(path) {
+        if nix::mount::umount2(path, nix::mount::MntFlags::empty()).is_err() {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// The container's memory cgroup directory (cgroup v1 memory controller, else v2).
+fn memory_cgroup(id: &str) -> PathBuf {
+    let v1 = Path::new("/sys/fs/cgroup/memory");
+    if v1.is_dir() {
+        v1.join("barge").join(id)
+    } else {
+        Path::new("/sys/fs/cgroup/barge").join(id)
+    }
+}
+
+fn cgroup_procs(id: &str) -> Vec<i64> {
+    let candidates = [
+        Path::new("/sys/fs/cgroup/pids/barge").join(id).join("cgroup.procs"),
+        Path::new("/sys/fs/cgroup/memory/barge").join(id).join("cgroup.procs"),
+        Path::new("/sys/fs/cgroup/barge").join(id).join("cgroup.procs"),
+    ];
+    for c in candidates {
+        if let Ok(text) = std::fs::read_to_string(&c) {
+            return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        }
+    }
+    Vec::new()
+}
+
+fn resolv_conf(host_network: bool) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if host_network {
+        return host;
+    }
+    let mut out = String::new();
+    let mut has_ns = false;
+    for line in host.lines() {
+        let t = line.trim();
+        if let Some(ns) = t.strip_prefix("nameserver") {
+            let ns = ns.trim();
+            if ns.starts_with("127.") || ns == "::1" {
+                continue;
+            }
+            has_ns = true;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !has_ns {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
 }
 
 impl Containers {
@@ -16,107 +324,925 @@ impl Containers {
     /// gone becomes `exited` with the status the monitor recorded (exit code 255 + `Dead` if none).
     /// `on_event` is called (from an engine thread) for every [`ContainerEvent`].
     pub fn open(
-        _cfg: RuntimeConfig,
-        _images: Arc<ImageStore>,
-        _on_event: Box<dyn Fn(ContainerEvent) + Send + Sync>,
+        cfg: RuntimeConfig,
+        images: Arc<ImageStore>,
+        on_event: Box<dyn Fn(ContainerEvent) + Send + Sync>,
     ) -> Result<Arc<Containers>, ContainerError> {
-        todo!()
+        Self::open_with_source(cfg, Box::new(ArcImages(images)), on_event)
+    }
+
+    /// Like [`Containers::open`] with any [`ImageSource`] (tests, alternative stores).
+    pub fn open_with_source(
+        cfg: RuntimeConfig,
+        images: Box<dyn ImageSource>,
+        on_event: Box<dyn Fn(ContainerEvent) + Send + Sync>,
+    ) -> Result<Arc<Containers>, ContainerError> {
+        let dir = cfg.data_root.join("containers");
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(cfg.exec_root.join("containers")).map_err(io_err("create exec root"))?;
+        let mut inner = Inner::default();
+        for entry in std::fs::read_dir(&dir).map_err(io_err(format!("read {}", dir.display())))? {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path().join("container.json");
+            let Ok(data) = std::fs::read(&path) else { continue };
+            match serde_json::from_slice::<Container>(&data) {
+                Ok(c) => {
+                    inner.containers.insert(c.id.clone(), c);
+                }
+                Err(e) => tracing::warn!("skipping {}: {e}", path.display()),
+            }
+        }
+        let running: Vec<String> = inner
+            .containers
+            .values()
+            .filter(|c| matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting))
+            .map(|c| c.id.clone())
+            .collect();
+        let this = Arc::new_cyclic(|me| Containers { cfg, images, on_event, inner: Mutex::new(inner), cond: Condvar::new(), me: me.clone() });
+        for id in running {
+            match UnixStream::connect(this.control_socket(&id)) {
+                Ok(stream) => this.spawn_watcher(id, None, Watch::Socket(stream)),
+                Err(_) => this.handle_exit(&id, None, true),
+            }
+        }
+        Ok(this)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.cfg.data_root.join("containers").join(id)
+    }
+    fn state_dir(&self, id: &str) -> PathBuf {
+        self.cfg.exec_root.join("containers").join(id)
+    }
+    fn exec_dir(&self, exec_id: &str) -> PathBuf {
+        self.cfg.exec_root.join("exec").join(exec_id)
+    }
+    fn control_socket(&self, id: &str) -> PathBuf {
+        self.state_dir(id).join("control.sock")
+    }
+    fn runtime_path(&self, name: &str) -> Result<PathBuf, ContainerError> {
+        self.cfg.runtimes.get(name).cloned().ok_or_else(|| ContainerError::InvalidOption {
+            field: "runtime".into(),
+            reason: format!("unknown or invalid runtime name: {name}"),
+        })
+    }
+    fn runtime_root(&self, name: &str) -> PathBuf {
+        self.cfg.exec_root.join("runtime").join(name)
+    }
+
+    fn save(&self, c: &Container) -> Result<(), ContainerError> {
+        let data = serde_json::to_vec_pretty(c).expect("container serializes");
+        write_atomic(&self.container_dir(&c.id).join("container.json"), &data)
+    }
+
+    fn find_id(inner: &Inner, name_or_id: &str) -> Result<String, ContainerError> {
+        let key = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
+        if key.is_empty() {
+            return Err(ContainerError::NotFound(name_or_id.to_string()));
+        }
+        if inner.containers.contains_key(key) {
+            return Ok(key.to_string());
+        }
+        if let Some(c) = inner.containers.values().find(|c| c.name == key) {
+            return Ok(c.id.clone());
+        }
+        let matches: Vec<&String> = inner.containers.keys().filter(|id| id.starts_with(key)).collect();
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => Err(ContainerError::NotFound(name_or_id.to_string())),
+            _ => Err(ContainerError::InvalidOption {
+                field: "container".into(),
+                reason: format!("multiple IDs found with provided prefix: {name_or_id}"),
+            }),
+        }
     }
 
     /// Creates a container (does not start it). Errors: image not found (404), name in use (409),
     /// bad options (400).
-    pub fn create(&self, _opts: CreateOptions) -> Result<Container, ContainerError> {
-        todo!()
+    pub fn create(&self, opts: CreateOptions) -> Result<Container, ContainerError> {
+        if let Some(name) = &opts.name {
+            let n = name.strip_prefix('/').unwrap_or(name);
+            if !valid_name(n) {
+                return Err(ContainerError::InvalidName(n.to_string()));
+            }
+        }
+        let runtime = opts.host.runtime.clone().unwrap_or_else(|| self.cfg.default_runtime.clone());
+        self.runtime_path(&runtime)?;
+        spec::capabilities(&opts.host)?;
+        let log_type = if opts.host.log_type.is_empty() { "json-file" } else { opts.host.log_type.as_str() };
+        if !matches!(log_type, "json-file" | "none") {
+            return Err(ContainerError::InvalidOption { field: "log driver".into(), reason: format!("logger: no log driver named '{log_type}' is registered") });
+        }
+        for (k, v) in &opts.host.log_opts {
+            match k.as_str() {
+                "max-size" if logs::parse_size(v).is_some() => {}
+                "max-file" if v.parse::<usize>().map(|n| n >= 1).unwrap_or(false) => {}
+                "max-size" | "max-file" => {
+                    return Err(ContainerError::InvalidOption { field: "log-opt".into(), reason: format!("invalid value for {k}: {v}") })
+                }
+                _ => {
+                    return Err(ContainerError::InvalidOption { field: "log-opt".into(), reason: format!("unknown log opt '{k}' for {log_type} log driver") })
+                }
+            }
+        }
+        let image = self.images.resolve(&opts.image)?;
+        let id = random_hex(32);
+        let config = resolve_config(&id, &image.config, &opts)?;
+        let dir = self.container_dir(&id);
+        let mut c = Container {
+            id: id.clone(),
+            name: String::new(),
+            created: now_rfc3339(),
+            image_id: image.id,
+            options: opts.clone(),
+            config,
+            state: State { status: Status::Created, started_at: ZERO_TIME.into(), finished_at: ZERO_TIME.into(), ..Default::default() },
+            restart_count: 0,
+            log_path: dir.join(format!("{id}-json.log")),
+            rootfs: dir.join("rootfs"),
+            runtime,
+        };
+        let mut inner = self.lock();
+        let name = match &opts.name {
+            Some(n) => {
+                let n = n.strip_prefix('/').unwrap_or(n).to_string();
+                if let Some(other) = inner.containers.values().find(|c| c.name == n) {
+                    return Err(ContainerError::NameInUse { name: n, id: other.id.clone() });
+                }
+                n
+            }
+            None => {
+                let mut attempt = 0;
+                loop {
+                    let n = generate_name(attempt);
+                    if !inner.containers.values().any(|c| c.name == n) {
+                        break n;
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        c.name = name;
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        self.save(&c)?;
+        inner.containers.insert(id, c.clone());
+        Ok(c)
+    }
+
+    /// Mounts the overlay root of a container (if not mounted).
+    fn mount_rootfs(&self, c: &Container) -> Result<(), ContainerError> {
+        let dir = self.container_dir(&c.id);
+        let rootfs = dir.join("rootfs");
+        for d in ["upper", "work", "rootfs"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(io_err(format!("create {}", dir.join(d).display())))?;
+        }
+        if is_mounted(&rootfs) {
+            return Ok(());
+        }
+        let mut layers = self.images.layer_dirs(&c.image_id)?;
+        if layers.is_empty() {
+            let empty = dir.join("empty");
+            std::fs::create_dir_all(&empty).map_err(io_err("create empty lower"))?;
+            layers.push(empty);
+        }
+        let lower: Vec<String> = layers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect();
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        nix::mount::mount(Some("overlay"), &rootfs, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
+            .map_err(|e| ContainerError::io(format!("mount overlay on {}", rootfs.display()), std::io::Error::from(e)))
+    }
+
+    fn clean_runtime_state(&self, c: &Container) {
+        let root = self.runtime_root(&c.runtime);
+        if root.join(&c.id).exists() {
+            if let Ok(rt) = self.runtime_path(&c.runtime) {
+                let _ = Command::new(rt).arg("--root").arg(&root).arg("delete").arg("--force").arg(&c.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            }
+        }
+    }
+
+    /// Spawns a monitor and runs the created/started handshake.
+    fn run_monitor(
+        &self,
+        mcfg: &MonitorConfig,
+        config_path: &Path,
+        on_ready: &mut dyn FnMut(&AttachPoint),
+    ) -> Result<(Child, i64), (Option<Child>, String)> {
+        let data = serde_json::to_vec(mcfg).expect("monitor config serializes");
+        if let Err(e) = write_atomic(config_path, &data) {
+            return Err((None, e.to_string()));
+        }
+        let log = std::fs::File::create(mcfg.state_dir.join("monitor.log")).ok();
+        let mut cmd = Command::new(&self.cfg.self_exe);
+        cmd.arg("monitor").arg(config_path).stdin(Stdio::null()).stdout(Stdio::piped());
+        cmd.stderr(match log {
+            Some(f) => Stdio::from(f),
+            None => Stdio::null(),
+        });
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return Err((None, format!("spawn monitor {}: {e}", self.cfg.self_exe.display()))),
+        };
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let attach = AttachPoint { socket: mcfg.attach_socket.clone(), tty: mcfg.tty };
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line == "created" => on_ready(&attach),
+                Some(Ok(line)) if line.starts_with("started ") => {
+                    let pid = line["started ".len()..].trim().parse().unwrap_or(0);
+                    return Ok((child, pid));
+                }
+                Some(Ok(line)) if line.starts_with("failed ") => {
+                    let msg = serde_json::from_str::<String>(&line["failed ".len()..]).unwrap_or_else(|_| line["failed ".len()..].to_string());
+                    return Err((Some(child), msg));
+                }
+                Some(Ok(_)) => continue,
+                _ => {
+                    let log = std::fs::read_to_string(mcfg.state_dir.join("monitor.log")).unwrap_or_default();
+                    return Err((Some(child), format!("monitor exited unexpectedly: {}", log.trim())));
+                }
+            }
+        }
     }
 
     /// Starts a created or exited container and returns once its process runs.
     /// `on_ready(attach)` is called after the runtime created the process but before it is
     /// started, so attach clients can connect without losing output; the monitor waits (up to
     /// 10 s) for `expected_attaches` connections on the attach socket before starting it.
-    pub fn start(
-        &self,
-        _id: &str,
-        _expected_attaches: usize,
-        _on_ready: &mut dyn FnMut(&AttachPoint),
-    ) -> Result<(), ContainerError> {
-        todo!()
+    pub fn start(&self, id: &str, expected_attaches: usize, on_ready: &mut dyn FnMut(&AttachPoint)) -> Result<(), ContainerError> {
+        let c = {
+            let mut inner = self.lock();
+            let id = Self::find_id(&inner, id)?;
+            let c = inner.containers[&id].clone();
+            if c.state.status == Status::Running || inner.starting.contains(&id) {
+                return Err(ContainerError::AlreadyRunning(c.id));
+            }
+            inner.starting.insert(id);
+            c
+        };
+        let res = self.start_inner(&c, expected_attaches, on_ready);
+        self.lock().starting.remove(&c.id);
+        self.cond.notify_all();
+        res
+    }
+
+    fn start_failed(&self, c: &Container, message: String) -> ContainerError {
+        let code = crate::monitor::start_failure_exit_code(&message);
+        unmount(&self.container_dir(&c.id).join("rootfs"));
+        let mut inner = self.lock();
+        if let Some(rec) = inner.containers.get_mut(&c.id) {
+            rec.state.status = if rec.state.started_at == ZERO_TIME { Status::Created } else { Status::Exited };
+            // Docker marks a failed start as exited with the error's code.
+            rec.state.status = Status::Exited;
+            rec.state.exit_code = code;
+            rec.state.error = message.clone();
+            rec.state.pid = 0;
+            rec.state.finished_at = now_rfc3339();
+            let rec = rec.clone();
+            let _ = self.save(&rec);
+        }
+        *inner.exits.entry(c.id.clone()).or_default() += 1;
+        drop(inner);
+        self.cond.notify_all();
+        ContainerError::StartFailed { message }
+    }
+
+    fn start_inner(&self, c: &Container, expected_attaches: usize, on_ready: &mut dyn FnMut(&AttachPoint)) -> Result<(), ContainerError> {
+        let dir = self.container_dir(&c.id);
+        let host = &c.options.host;
+        let runtime = self.runtime_path(&c.runtime)?;
+        self.clean_runtime_state(c);
+        self.mount_rootfs(c)?;
+        let rootfs = dir.join("rootfs");
+        let user = match spec::resolve_user(&rootfs, &c.config.user) {
+            Ok(u) => u,
+            Err(msg) => return Err(self.start_failed(c, msg)),
+        };
+        let host_net = host.network_mode == "host";
+        let hostname = if host_net { nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default() } else { c.config.hostname.clone() };
+        let etc = [
+            ("/etc/hostname", dir.join("hostname"), format!("{hostname}\n")),
+            (
+                "/etc/hosts",
+                dir.join("hosts"),
+                if host_net {
+                    std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+                } else {
+                    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.0.1\t{hostname}\n")
+                },
+            ),
+            ("/etc/resolv.conf", dir.join("resolv.conf"), resolv_conf(host_net)),
+        ];
+        let mut etc_files = Vec::new();
+        for (dest, path, content) in etc {
+            std::fs::write(&path, content).map_err(io_err(format!("write {}", path.display())))?;
+            etc_files.push((dest.to_string(), path));
+        }
+        let netns_path = match host.network_mode.strip_prefix("container:") {
+            Some(other) => {
+                let other = self.get(other)?;
+                if other.state.status != Status::Running {
+                    return Err(ContainerError::NotRunning(other.id));
+                }
+                Some(PathBuf::from(format!("/proc/{}/ns/net", other.state.pid)))
+            }
+            None => None,
+        };
+        let mut env = vec![format!("HOSTNAME={hostname}")];
+        if c.options.tty {
+            env.push("TERM=xterm".into());
+        }
+        for e in &c.config.env {
+            let key = e.split('=').next().unwrap_or(e);
+            env.retain(|x| x.split('=').next() != Some(key));
+            env.push(e.clone());
+        }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", user.home));
+        }
+        let mut args = vec![c.config.path.clone()];
+        args.extend(c.config.args.iter().cloned());
+        let input = SpecInput {
+            id: &c.id,
+            args,
+            env,
+            cwd: c.config.working_dir.clone(),
+            user,
+            hostname,
+            domainname: c.options.domainname.clone().unwrap_or_default(),
+            tty: c.options.tty,
+            host,
+            rootfs: rootfs.clone(),
+            etc_files,
+            init_path: Some(self.cfg.init_path.clone()),
+            netns_path,
+            swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() || !Path::new("/sys/fs/cgroup/memory").is_dir(),
+        };
+        let spec = spec::build_spec(&input)?;
+        let spec_json = serde_json::to_vec_pretty(&spec).expect("spec serializes");
+        write_atomic(&dir.join("config.json"), &spec_json)?;
+
+        let state_dir = self.state_dir(&c.id);
+        std::fs::create_dir_all(&state_dir).map_err(io_err(format!("create {}", state_dir.display())))?;
+        let log = if host.log_type == "none" {
+            None
+        } else {
+            Some(LogConfig {
+                path: c.log_path.clone(),
+                max_size: host.log_opts.get("max-size").and_then(|s| logs::parse_size(s)).unwrap_or(0),
+                max_files: host.log_opts.get("max-file").and_then(|s| s.parse().ok()).unwrap_or(1),
+            })
+        };
+        let mcfg = MonitorConfig {
+            id: c.id.clone(),
+            exec_id: None,
+            runtime,
+            runtime_root: self.runtime_root(&c.runtime),
+            bundle: dir.clone(),
+            process_json: None,
+            state_dir: state_dir.clone(),
+            attach_socket: state_dir.join("attach.sock"),
+            control_socket: state_dir.join("control.sock"),
+            log,
+            tty: c.options.tty,
+            open_stdin: c.options.open_stdin,
+            stdin_once: c.options.stdin_once,
+            expected_attaches,
+            memory_cgroup: Some(memory_cgroup(&c.id)),
+        };
+        match self.run_monitor(&mcfg, &state_dir.join("monitor.json"), on_ready) {
+            Ok((child, pid)) => {
+                let mut inner = self.lock();
+                if let Some(rec) = inner.containers.get_mut(&c.id) {
+                    rec.state = State {
+                        status: Status::Running,
+                        pid,
+                        exit_code: 0,
+                        error: String::new(),
+                        started_at: now_rfc3339(),
+                        finished_at: ZERO_TIME.into(),
+                        oom_killed: false,
+                    };
+                    let rec = rec.clone();
+                    self.save(&rec)?;
+                }
+                drop(inner);
+                self.spawn_watcher(c.id.clone(), None, Watch::Child(child));
+                Ok(())
+            }
+            Err((child, msg)) => {
+                if let Some(mut ch) = child {
+                    let _ = ch.wait();
+                }
+                Err(self.start_failed(c, msg))
+            }
+        }
+    }
+
+    fn spawn_watcher(&self, id: String, exec_id: Option<String>, watch: Watch) {
+        let me = self.me.clone();
+        let name = format!("watch-{}", &id[..12.min(id.len())]);
+        let spawn = std::thread::Builder::new().name(name).spawn(move || {
+            match watch {
+                Watch::Child(mut child) => {
+                    let _ = child.wait();
+                }
+                Watch::Socket(mut s) => {
+                    let _ = s.write_all(b"watch\n");
+                    let mut buf = [0u8; 256];
+                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                }
+            }
+            if let Some(this) = me.upgrade() {
+                match exec_id {
+                    Some(e) => this.handle_exec_exit(&id, &e),
+                    None => this.handle_exit(&id, None, false),
+                }
+            }
+        });
+        if let Err(e) = spawn {
+            tracing::error!("cannot spawn watcher thread: {e}");
+        }
+    }
+
+    fn read_exit(dir: &Path) -> Option<ExitRecord> {
+        serde_json::from_slice(&std::fs::read(dir.join("exit.json")).ok()?).ok()
+    }
+
+    /// The monitor of container `id` exited: record the exit and notify.
+    fn handle_exit(&self, id: &str, _unused: Option<()>, reconciling: bool) {
+        let state_dir = self.state_dir(id);
+        let rec = Self::read_exit(&state_dir);
+        unmount(&self.container_dir(id).join("rootfs"));
+        let mut inner = self.lock();
+        let Some(c) = inner.containers.get_mut(id) else { return };
+        if c.state.status != Status::Running && !reconciling {
+            return;
+        }
+        match &rec {
+            Some(r) => {
+                c.state.status = Status::Exited;
+                c.state.exit_code = r.exit_code;
+                c.state.oom_killed = r.oom_killed;
+                c.state.finished_at = r.finished_at.clone();
+                if !r.error.is_empty() {
+                    c.state.error = r.error.clone();
+                }
+            }
+            None => {
+                c.state.status = if reconciling { Status::Dead } else { Status::Exited };
+                c.state.exit_code = 255;
+                c.state.finished_at = now_rfc3339();
+            }
+        }
+        if reconciling && rec.is_some() {
+            c.state.status = Status::Exited;
+        }
+        c.state.pid = 0;
+        let c = c.clone();
+        let _ = self.save(&c);
+        *inner.exits.entry(id.to_string()).or_default() += 1;
+        for e in inner.execs.values_mut().filter(|e| e.container_id == id && e.running) {
+            e.running = false;
+        }
+        drop(inner);
+        // Runtime leftovers (normally removed by the monitor).
+        self.clean_runtime_state(&c);
+        self.cond.notify_all();
+        (self.on_event)(ContainerEvent::Died { id: id.to_string(), exit_code: c.state.exit_code, oom_killed: c.state.oom_killed });
+    }
+
+    fn handle_exec_exit(&self, id: &str, exec_id: &str) {
+        let rec = Self::read_exit(&self.exec_dir(exec_id));
+        let code = rec.map(|r| r.exit_code).unwrap_or(255);
+        let mut inner = self.lock();
+        if let Some(e) = inner.execs.get_mut(exec_id) {
+            e.running = false;
+            e.exit_code = Some(code);
+        }
+        drop(inner);
+        let _ = std::fs::remove_dir_all(self.exec_dir(exec_id));
+        self.cond.notify_all();
+        (self.on_event)(ContainerEvent::ExecDied { id: id.to_string(), exec_id: exec_id.to_string(), exit_code: code });
+    }
+
+    /// Waits up to `timeout` for the container to stop running; true if it did.
+    fn wait_stopped(&self, id: &str, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut inner = self.lock();
+        loop {
+            match inner.containers.get(id) {
+                Some(c) if c.state.status == Status::Running => {}
+                _ => return true,
+            }
+            match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    inner = self.cond.wait_timeout(inner, d - now).unwrap_or_else(|e| e.into_inner()).0;
+                }
+                None => inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    fn signal_pid(pid: i64, sig: i32) -> std::io::Result<()> {
+        if pid <= 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // SAFETY: kill(2) with a pid and signal number.
+        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Sends the stop signal (the container's, or `signal`), waits `timeout` seconds (the
     /// container's `stop_timeout`, default 10; -1 = forever), then SIGKILL. No error if not running.
-    pub fn stop(&self, _id: &str, _timeout: Option<i64>, _signal: Option<&str>) -> Result<(), ContainerError> {
-        todo!()
+    pub fn stop(&self, id: &str, timeout: Option<i64>, signal: Option<&str>) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        if c.state.status != Status::Running {
+            return Ok(());
+        }
+        let sig = parse_signal(signal.unwrap_or(&c.config.stop_signal))?;
+        let timeout = timeout.or(c.options.stop_timeout).unwrap_or(10);
+        let _ = Self::signal_pid(c.state.pid, sig);
+        let t = if timeout < 0 { None } else { Some(Duration::from_secs(timeout as u64)) };
+        if self.wait_stopped(&c.id, t) {
+            return Ok(());
+        }
+        let _ = Self::signal_pid(c.state.pid, libc::SIGKILL);
+        self.wait_stopped(&c.id, Some(Duration::from_secs(30)));
+        Ok(())
     }
 
     /// Sends `signal` (name like `SIGKILL`/`KILL` or number) to the main process. 409 if not running.
-    pub fn kill(&self, _id: &str, _signal: &str) -> Result<(), ContainerError> {
-        todo!()
+    pub fn kill(&self, id: &str, signal: &str) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        let sig = parse_signal(if signal.is_empty() { "SIGKILL" } else { signal })?;
+        if c.state.status != Status::Running {
+            return Err(ContainerError::NotRunning(c.id));
+        }
+        Self::signal_pid(c.state.pid, sig).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                ContainerError::NotRunning(c.id.clone())
+            } else {
+                ContainerError::io(format!("kill container {}", c.id), e)
+            }
+        })
     }
 
     /// Removes a container: 409 if running and not `force` (force kills it first). Unmounts its
     /// root, deletes its directory and runtime state.
-    pub fn remove(&self, _id: &str, _force: bool) -> Result<(), ContainerError> {
-        todo!()
+    pub fn remove(&self, id: &str, force: bool) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        if c.state.status == Status::Running || self.lock().starting.contains(&c.id) {
+            if !force {
+                return Err(ContainerError::RunningRemove { name: c.name });
+            }
+            let _ = Self::signal_pid(c.state.pid, libc::SIGKILL);
+            self.wait_stopped(&c.id, Some(Duration::from_secs(30)));
+        }
+        let c = self.get(&c.id)?;
+        unmount(&self.container_dir(&c.id).join("rootfs"));
+        self.clean_runtime_state(&c);
+        let _ = std::fs::remove_dir_all(self.state_dir(&c.id));
+        let dir = self.container_dir(&c.id);
+        std::fs::remove_dir_all(&dir).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).map_err(io_err(format!("remove {}", dir.display())))?;
+        let mut inner = self.lock();
+        inner.containers.remove(&c.id);
+        inner.execs.retain(|_, e| e.container_id != c.id);
+        inner.removed.insert(c.id.clone(), c.state.exit_code);
+        drop(inner);
+        self.cond.notify_all();
+        Ok(())
     }
 
     /// All containers, newest first.
     pub fn list(&self) -> Vec<Container> {
-        todo!()
+        let mut v: Vec<Container> = self.lock().containers.values().cloned().collect();
+        v.sort_by(|a, b| b.created.cmp(&a.created));
+        v
     }
 
     /// Looks up by full ID, name (with or without `/`), or unique ID prefix.
-    pub fn get(&self, _name_or_id: &str) -> Result<Container, ContainerError> {
-        todo!()
+    pub fn get(&self, name_or_id: &str) -> Result<Container, ContainerError> {
+        let inner = self.lock();
+        let id = Self::find_id(&inner, name_or_id)?;
+        Ok(inner.containers[&id].clone())
     }
 
     /// Blocks until `condition` holds; returns the exit code.
-    pub fn wait(&self, _id: &str, _condition: WaitCondition) -> Result<i64, ContainerError> {
-        todo!()
+    pub fn wait(&self, id: &str, condition: WaitCondition) -> Result<i64, ContainerError> {
+        let mut inner = self.lock();
+        let id = Self::find_id(&inner, id)?;
+        let start_exits = inner.exits.get(&id).copied().unwrap_or(0);
+        loop {
+            match inner.containers.get(&id) {
+                None => return Ok(inner.removed.get(&id).copied().unwrap_or(0)),
+                Some(c) => {
+                    let running = c.state.status == Status::Running || inner.starting.contains(&id);
+                    match condition {
+                        WaitCondition::NotRunning if !running => return Ok(c.state.exit_code),
+                        WaitCondition::NextExit if inner.exits.get(&id).copied().unwrap_or(0) > start_exits => {
+                            return Ok(c.state.exit_code)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Where a running container's streams are served. 409 if not running.
-    pub fn attach_point(&self, _id: &str) -> Result<AttachPoint, ContainerError> {
-        todo!()
+    pub fn attach_point(&self, id: &str) -> Result<AttachPoint, ContainerError> {
+        let c = self.get(id)?;
+        if c.state.status != Status::Running {
+            return Err(ContainerError::NotRunning(c.id));
+        }
+        Ok(AttachPoint { socket: self.state_dir(&c.id).join("attach.sock"), tty: c.options.tty })
+    }
+
+    fn control(socket: &Path, line: &str) -> Result<(), ContainerError> {
+        let mut s = UnixStream::connect(socket).map_err(io_err(format!("connect {}", socket.display())))?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        s.write_all(line.as_bytes()).map_err(io_err("write control command"))?;
+        let mut buf = [0u8; 16];
+        let _ = s.read(&mut buf);
+        Ok(())
     }
 
     /// Resizes the container's TTY (rows, columns).
-    pub fn resize(&self, _id: &str, _height: u16, _width: u16) -> Result<(), ContainerError> {
-        todo!()
+    pub fn resize(&self, id: &str, height: u16, width: u16) -> Result<(), ContainerError> {
+        let c = self.get(id)?;
+        if c.state.status != Status::Running {
+            return Err(ContainerError::NotRunning(c.id));
+        }
+        Self::control(&self.control_socket(&c.id), &format!("resize {height} {width}\n"))
     }
 
     /// `ps` output for the container's processes: (titles, rows), like Docker's `/top`.
-    pub fn top(&self, _id: &str, _ps_args: &str) -> Result<(Vec<String>, Vec<Vec<String>>), ContainerError> {
-        todo!()
+    pub fn top(&self, id: &str, ps_args: &str) -> Result<(Vec<String>, Vec<Vec<String>>), ContainerError> {
+        let c = self.get(id)?;
+        if c.state.status != Status::Running {
+            return Err(ContainerError::NotRunning(c.id));
+        }
+        let mut pids = cgroup_procs(&c.id);
+        if pids.is_empty() {
+            pids.push(c.state.pid);
+        }
+        let args: Vec<&str> = if ps_args.trim().is_empty() { vec!["-ef"] } else { ps_args.split_whitespace().collect() };
+        let out = Command::new("ps").args(&args).output().map_err(io_err("run ps"))?;
+        if !out.status.success() {
+            return Err(ContainerError::InvalidOption { field: "ps_args".into(), reason: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let titles: Vec<String> = lines.next().unwrap_or("").split_whitespace().map(str::to_string).collect();
+        let pid_idx = titles.iter().position(|t| t == "PID").ok_or_else(|| ContainerError::InvalidOption {
+            field: "ps_args".into(),
+            reason: "Couldn't find PID field in ps output".into(),
+        })?;
+        let mut rows = Vec::new();
+        for line in lines {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < titles.len() {
+                continue;
+            }
+            let Ok(pid) = fields[pid_idx].parse::<i64>() else { continue };
+            if !pids.contains(&pid) {
+                continue;
+            }
+            let mut row: Vec<String> = fields[..titles.len() - 1].iter().map(|s| s.to_string()).collect();
+            row.push(fields[titles.len() - 1..].join(" "));
+            rows.push(row);
+        }
+        Ok((titles, rows))
     }
 
     /// Image IDs used by any container (for `rmi` / prune), with one container ID each.
-    pub fn images_in_use(&self) -> std::collections::HashMap<String, String> {
-        todo!()
+    pub fn images_in_use(&self) -> HashMap<String, String> {
+        self.lock().containers.values().map(|c| (c.image_id.clone(), c.id.clone())).collect()
     }
 
     /// Registers an exec instance in a running container.
-    pub fn exec_create(&self, _container: &str, _opts: ExecOptions) -> Result<Exec, ContainerError> {
-        todo!()
+    pub fn exec_create(&self, container: &str, opts: ExecOptions) -> Result<Exec, ContainerError> {
+        let c = self.get(container)?;
+        if c.state.status != Status::Running {
+            return Err(ContainerError::NotRunning(c.id));
+        }
+        if opts.cmd.is_empty() {
+            return Err(ContainerError::InvalidOption { field: "cmd".into(), reason: "No exec command specified".into() });
+        }
+        let exec = Exec { id: random_hex(32), container_id: c.id, options: opts, running: false, exit_code: None, pid: 0 };
+        self.lock().execs.insert(exec.id.clone(), exec.clone());
+        Ok(exec)
     }
 
     /// Starts an exec instance; like [`Containers::start`] for attach. With `detach` nothing attaches.
-    pub fn exec_start(
-        &self,
-        _exec_id: &str,
-        _detach: bool,
-        _expected_attaches: usize,
-        _on_ready: &mut dyn FnMut(&AttachPoint),
-    ) -> Result<(), ContainerError> {
-        todo!()
+    pub fn exec_start(&self, exec_id: &str, detach: bool, expected_attaches: usize, on_ready: &mut dyn FnMut(&AttachPoint)) -> Result<(), ContainerError> {
+        let exec = {
+            let mut inner = self.lock();
+            let e = inner.execs.get_mut(exec_id).ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
+            if e.running || e.exit_code.is_some() || e.pid != 0 {
+                return Err(ContainerError::InvalidOption { field: "exec".into(), reason: format!("exec {exec_id} has already been started") });
+            }
+            e.pid = -1;
+            e.clone()
+        };
+        let c = self.get(&exec.container_id)?;
+        if c.state.status != Status::Running {
+            return Err(ContainerError::NotRunning(c.id));
+        }
+        let o = &exec.options;
+        let rootfs = self.container_dir(&c.id).join("rootfs");
+        let user_str = o.user.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| c.config.user.clone());
+        let user = spec::resolve_user(&rootfs, &user_str).map_err(|message| ContainerError::StartFailed { message })?;
+        let mut env = vec![format!("HOSTNAME={}", c.config.hostname)];
+        if o.tty {
+            env.push("TERM=xterm".into());
+        }
+        for e in c.config.env.iter().chain(o.env.iter()) {
+            let key = e.split('=').next().unwrap_or(e);
+            env.retain(|x| x.split('=').next() != Some(key));
+            env.push(e.clone());
+        }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", user.home));
+        }
+        let mut host = c.options.host.clone();
+        host.privileged = host.privileged || o.privileged;
+        let caps = spec::capabilities(&host)?;
+        let cwd = o.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| c.config.working_dir.clone());
+        let process = spec::exec_process(o.cmd.clone(), env, cwd, &user, o.tty, &caps, spec::security_no_new_privileges(&host.security_opt));
+        let dir = self.exec_dir(&exec.id);
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        write_atomic(&dir.join("process.json"), &serde_json::to_vec(&process).expect("process serializes"))?;
+        let mcfg = MonitorConfig {
+            id: c.id.clone(),
+            exec_id: Some(exec.id.clone()),
+            runtime: self.runtime_path(&c.runtime)?,
+            runtime_root: self.runtime_root(&c.runtime),
+            bundle: self.container_dir(&c.id),
+            process_json: Some(dir.join("process.json")),
+            state_dir: dir.clone(),
+            attach_socket: dir.join("attach.sock"),
+            control_socket: dir.join("control.sock"),
+            log: None,
+            tty: o.tty,
+            open_stdin: o.attach_stdin && !detach,
+            stdin_once: true,
+            expected_attaches: if detach { 0 } else { expected_attaches },
+            memory_cgroup: None,
+        };
+        match self.run_monitor(&mcfg, &dir.join("monitor.json"), on_ready) {
+            Ok((child, pid)) => {
+                if let Some(e) = self.lock().execs.get_mut(&exec.id) {
+                    e.running = true;
+                    e.pid = pid;
+                }
+                self.spawn_watcher(c.id.clone(), Some(exec.id.clone()), Watch::Child(child));
+                Ok(())
+            }
+            Err((child, message)) => {
+                if let Some(mut ch) = child {
+                    let _ = ch.wait();
+                }
+                if let Some(e) = self.lock().execs.get_mut(&exec.id) {
+                    e.running = false;
+                    e.exit_code = Some(crate::monitor::start_failure_exit_code(&message));
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                self.cond.notify_all();
+                Err(ContainerError::StartFailed { message })
+            }
+        }
     }
 
     /// Current state of an exec instance.
-    pub fn exec_inspect(&self, _exec_id: &str) -> Result<Exec, ContainerError> {
-        todo!()
+    pub fn exec_inspect(&self, exec_id: &str) -> Result<Exec, ContainerError> {
+        let inner = self.lock();
+        let mut e = inner.execs.get(exec_id).cloned().ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
+        if e.pid < 0 {
+            e.pid = 0;
+        }
+        Ok(e)
+    }
+
+    /// Blocks until the exec exits; returns its exit code.
+    pub fn exec_wait(&self, exec_id: &str) -> Result<i64, ContainerError> {
+        let mut inner = self.lock();
+        loop {
+            let e = inner.execs.get(exec_id).ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
+            if let Some(code) = e.exit_code {
+                return Ok(code);
+            }
+            inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Resizes an exec's TTY.
-    pub fn exec_resize(&self, _exec_id: &str, _height: u16, _width: u16) -> Result<(), ContainerError> {
-        todo!()
+    pub fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ContainerError> {
+        let e = self.exec_inspect(exec_id)?;
+        if !e.running {
+            return Err(ContainerError::NotRunning(e.container_id));
+        }
+        Self::control(&self.exec_dir(exec_id).join("control.sock"), &format!("resize {height} {width}\n"))
+    }
+}
+
+enum Watch {
+    Child(Child),
+    Socket(UnixStream),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> barge_image::ContainerConfig {
+        barge_image::ContainerConfig {
+            env: Some(vec!["PATH=/bin".into(), "A=1".into()]),
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["run".into()]),
+            working_dir: Some("/app".into()),
+            user: Some("www".into()),
+            ..Default::default()
+        }
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn merge_defaults() {
+        let r = resolve_config(ID, &image(), &CreateOptions::default()).unwrap();
+        assert_eq!(r.path, "/entry");
+        assert_eq!(r.args, vec!["run"]);
+        assert_eq!(r.working_dir, "/app");
+        assert_eq!(r.user, "www");
+        assert_eq!(r.hostname, "0123456789ab");
+        assert_eq!(r.stop_signal, "SIGTERM");
+    }
+
+    #[test]
+    fn entrypoint_override_clears_cmd() {
+        let opts = CreateOptions { entrypoint: Some(vec!["/bin/sh".into()]), ..Default::default() };
+        let r = resolve_config(ID, &image(), &opts).unwrap();
+        assert_eq!((r.path.as_str(), r.args.len()), ("/bin/sh", 0));
+        let opts = CreateOptions { entrypoint: Some(vec!["/bin/sh".into()]), cmd: Some(vec!["-c".into(), "x".into()]), ..Default::default() };
+        let r = resolve_config(ID, &image(), &opts).unwrap();
+        assert_eq!(r.args, vec!["-c", "x"]);
+        let opts = CreateOptions { entrypoint: Some(vec![]), cmd: Some(vec!["ls".into()]), ..Default::default() };
+        let r = resolve_config(ID, &image(), &opts).unwrap();
+        assert_eq!((r.path.as_str(), r.entrypoint.clone()), ("ls", None));
+        let opts = CreateOptions { cmd: Some(vec!["other".into()]), ..Default::default() };
+        let r = resolve_config(ID, &image(), &opts).unwrap();
+        assert_eq!((r.path.as_str(), r.args.clone()), ("/entry", vec!["other".to_string()]));
+        let opts = CreateOptions { entrypoint: Some(vec![]), ..Default::default() };
+        assert!(resolve_config(ID, &image(), &opts).is_err());
+    }
+
+    #[test]
+    fn env_merge() {
+        let opts = CreateOptions { env: vec!["A=2".into(), "B=3".into()], ..Default::default() };
+        let r = resolve_config(ID, &image(), &opts).unwrap();
+        assert_eq!(r.env, vec!["PATH=/bin", "A=2", "B=3"]);
+        let r = resolve_config(ID, &barge_image::ContainerConfig { cmd: Some(vec!["x".into()]), ..Default::default() }, &CreateOptions::default()).unwrap();
+        assert_eq!(r.env, vec![DEFAULT_PATH]);
+        assert_eq!(r.working_dir, "/");
+        let opts = CreateOptions { working_dir: Some("rel".into()), ..Default::default() };
+        assert!(resolve_config(ID, &image(), &opts).is_err());
+    }
+
+    #[test]
+    fn names_and_signals() {
+        assert!(valid_name("web-1.a_b"));
+        assert!(!valid_name("-x"));
+        assert!(!valid_name("a"));
+        assert!(!valid_name("a/b"));
+        assert!(valid_name(&generate_name(0)));
+        assert_eq!(parse_signal("SIGKILL").unwrap(), 9);
+        assert_eq!(parse_signal("term").unwrap(), 15);
+        assert_eq!(parse_signal("10").unwrap(), 10);
+        assert!(parse_signal("NOPE").is_err());
     }
 }

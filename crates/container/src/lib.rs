@@ -17,6 +17,6 @@ mod containers;
 mod seccomp;
 mod spec;
 
-pub use containers::Containers;
+pub use containers::{Containers, ImageSource, SourceImage};
 pub use error::{ContainerError, ErrorKind};
 pub use types::*;
