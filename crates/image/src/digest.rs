@@ -9,13 +9,21 @@ use sha2::{Digest, Sha256};
 
 use crate::ImageError;
 
+/// OCI image manifest media type.
 pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index media type.
 pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// OCI image config media type.
 pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// OCI uncompressed layer media type.
 pub const MT_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Docker schema2 manifest media type.
 pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list media type.
 pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker image config media type.
 pub const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// Docker uncompressed layer media type (as used for `docker save` layers).
 pub const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
 /// Whether `mt` is a layer media type this store can unpack (tar, gzip or zstd; OCI, Docker,
@@ -41,6 +49,7 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(data)))
 }
 
+/// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -77,12 +86,15 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 
 /// A writer that hashes and counts what passes through.
 pub struct HashingWriter<W> {
+    /// The wrapped writer.
     pub inner: W,
     hasher: Sha256,
+    /// Bytes written so far.
     pub count: u64,
 }
 
 impl<W> HashingWriter<W> {
+    /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
@@ -112,10 +124,12 @@ impl<W: Write> Write for HashingWriter<W> {
 pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
+    /// Bytes read so far.
     pub count: u64,
 }
 
 impl<R> HashingReader<R> {
+    /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
@@ -123,6 +137,7 @@ impl<R> HashingReader<R> {
             count: 0,
         }
     }
+    /// `sha256:<hex>` of everything read.
     pub fn digest(&self) -> String {
         format!("sha256:{}", hex(&self.hasher.clone().finalize()))
     }
@@ -140,8 +155,11 @@ impl<R: Read> Read for HashingReader<R> {
 /// Compression of a stream, from its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// Plain tar.
     None,
+    /// gzip (RFC 1952).
     Gzip,
+    /// Zstandard.
     Zstd,
 }
 
@@ -169,21 +187,29 @@ pub fn decompressed<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn 
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     #[serde(default)]
+    /// `mediaType` (may be empty in old documents).
     pub media_type: String,
+    /// `sha256:<hex>` of the content.
     pub digest: String,
+    /// Content size in bytes.
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Platform of an index entry.
     pub platform: Option<PlatformJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Annotations, e.g. `org.opencontainers.image.ref.name`.
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// `platform` of an index entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlatformJson {
+    /// GOARCH.
     pub architecture: String,
+    /// GOOS.
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// CPU variant.
     pub variant: Option<String>,
 }
 
@@ -191,11 +217,15 @@ pub struct PlatformJson {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
+    /// Always 2.
     pub schema_version: u32,
+    /// The document's own `mediaType`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// The config blob.
     pub config: Descriptor,
     #[serde(default)]
+    /// Layer blobs, bottom first.
     pub layers: Vec<Descriptor>,
 }
 
@@ -203,9 +233,12 @@ pub struct Manifest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Index {
+    /// Always 2.
     pub schema_version: u32,
+    /// The document's own `mediaType`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// Manifests (one per platform, or per ref in a layout's index.json).
     pub manifests: Vec<Descriptor>,
 }
 

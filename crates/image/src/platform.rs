@@ -9,8 +9,11 @@ use crate::ImageError;
 /// `arm64`, `arm`), `variant` e.g. `v7`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Platform {
+    /// Operating system, e.g. `linux`.
     pub os: String,
+    /// CPU architecture (GOARCH), e.g. `amd64`, `arm64`.
     pub architecture: String,
+    /// CPU variant, e.g. `v7` for `arm`.
     pub variant: Option<String>,
 }
 
