@@ -149,6 +149,9 @@ impl Txn {
 pub struct ImageStore {
     root: PathBuf,
     lock: Mutex<()>,
+    /// Serialises snapshot unpacking against itself and gc, without blocking readers. Lock
+    /// order: `lock` before `unpack_lock`.
+    unpack_lock: Mutex<()>,
 }
 
 fn now() -> i64 {
@@ -253,6 +256,7 @@ impl ImageStore {
         let store = ImageStore {
             root: root.to_path_buf(),
             lock: Mutex::new(()),
+            unpack_lock: Mutex::new(()),
         };
         store.read_state()?;
         Ok(store)
@@ -265,6 +269,10 @@ impl ImageStore {
 
     fn guard(&self) -> MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unpack_guard(&self) -> MutexGuard<'_, ()> {
+        self.unpack_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn tmp(&self) -> PathBuf {
@@ -1158,6 +1166,7 @@ impl ImageStore {
     }
 
     fn gc_locked(&self, state: &State) -> Result<u64, ImageError> {
+        let _u = self.unpack_guard();
         let mut blobs: HashSet<String> = HashSet::new();
         let mut snaps: HashSet<String> = HashSet::new();
         for (id, rec) in &state.images {
@@ -1273,12 +1282,24 @@ impl ImageStore {
     /// `snapshots/<chain-id-hex>`. Errors: [`ImageError::NotFound`], [`ImageError::HostileLayer`],
     /// [`ImageError::DigestMismatch`], [`ImageError::InvalidArchive`].
     pub fn layer_dirs(&self, image_id: &str) -> Result<Vec<PathBuf>, ImageError> {
-        let _g = self.guard();
-        let state = self.read_state()?;
-        let (id, manifest, _) = self.resolve(&state, image_id)?;
-        let config: ImageConfigFile = parse_json(&format!("config {id}"), &self.read_blob(&id)?)?;
-        let man: Manifest =
-            parse_json(&format!("manifest {manifest}"), &self.read_blob(&manifest)?)?;
+        // Resolve under the store lock; unpack under the unpack lock only, so that list/get
+        // are not blocked by a long unpack.
+        let (config, man) = {
+            let _g = self.guard();
+            let state = self.read_state()?;
+            let (id, manifest, _) = self.resolve(&state, image_id)?;
+            let config: ImageConfigFile =
+                parse_json(&format!("config {id}"), &self.read_blob(&id)?)?;
+            let man: Manifest =
+                parse_json(&format!("manifest {manifest}"), &self.read_blob(&manifest)?)?;
+            (config, man)
+        };
+        if man.layers.len() != config.rootfs.diff_ids.len() {
+            return Err(ImageError::InvalidArchive(format!(
+                "image {image_id}: manifest and config disagree on the number of layers"
+            )));
+        }
+        let _u = self.unpack_guard();
         let chains = chain_ids(&config.rootfs.diff_ids);
         let mut out = Vec::new();
         for ((chain, diff_id), layer) in chains.iter().zip(&config.rootfs.diff_ids).zip(&man.layers)

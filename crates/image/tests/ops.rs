@@ -410,3 +410,42 @@ fn open_cleans_tmp_after_a_crash() {
     let e = ImageStore::open(&root).err().unwrap();
     assert!(e.to_string().contains("refs.json"), "{e}");
 }
+
+#[test]
+fn concurrent_layer_dirs_share_snapshots() {
+    if !is_root() {
+        return;
+    }
+    let (_d, store) = new_store();
+    store.load_path(&docker_save(), None).unwrap();
+    let store = std::sync::Arc::new(store);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                let name = if i % 2 == 0 {
+                    "localhost/tiny-multilayer:1"
+                } else {
+                    "localhost/busybox:1.35"
+                };
+                let dirs = s.layer_dirs(name).unwrap();
+                assert!(!s.list().unwrap().is_empty());
+                dirs
+            })
+        })
+        .collect();
+    let res: Vec<Vec<std::path::PathBuf>> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(res[0][0], res[1][0], "base layer snapshot is shared");
+    assert_eq!(res[0], res[2]);
+    assert_eq!(
+        std::fs::read_dir(store.root().join("snapshots"))
+            .unwrap()
+            .count(),
+        3
+    );
+    assert_eq!(
+        std::fs::read_dir(store.root().join("tmp")).unwrap().count(),
+        0
+    );
+}
