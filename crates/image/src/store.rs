@@ -1440,7 +1440,7 @@ impl ImageStore {
                 add_bytes(&mut b, "index.json", &idata)?;
             }
             SaveFormat::Docker => {
-                let mut manifest_json = Vec::new();
+                let mut manifest_json: Vec<serde_json::Value> = Vec::new();
                 let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
                 for (id, manifest, r) in &items {
                     let rec = state
@@ -1494,7 +1494,26 @@ impl ImageStore {
                             );
                         }
                     }
-                    manifest_json.push(serde_json::json!({ "Config": config_name, "RepoTags": repo_tags, "Layers": layers }));
+                    // One entry per image; several names of one image share it (as Docker does).
+                    let existing = manifest_json
+                        .iter_mut()
+                        .find(|m| m["Config"] == config_name.as_str());
+                    match existing {
+                        Some(m) => {
+                            if let Some(tags) = m["RepoTags"].as_array_mut() {
+                                for t in repo_tags {
+                                    if !tags.iter().any(|x| x == t.as_str()) {
+                                        tags.push(t.into());
+                                    }
+                                }
+                            }
+                        }
+                        None => manifest_json.push(serde_json::json!({
+                            "Config": config_name,
+                            "RepoTags": repo_tags,
+                            "Layers": layers,
+                        })),
+                    }
                 }
                 add_bytes(
                     &mut b,

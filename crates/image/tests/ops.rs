@@ -195,6 +195,15 @@ fn save_load_round_trip_both_formats() {
             }
         }
     }
+    // Two names of one image: one manifest.json entry with both tags.
+    store.tag("busybox:1.35", "mine/box:2").unwrap();
+    let mut out = Vec::new();
+    let two: Vec<String> = vec!["busybox:1.35".into(), "mine/box:2".into()];
+    store.save(&two, SaveFormat::Docker, &mut out).unwrap();
+    let (_d3, fresh) = new_store();
+    let loaded = fresh.load_reader(&mut &out[..], None).unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].references, ["busybox:1.35", "mine/box:2"]);
     assert!(matches!(
         store.save(&["nope:1".into()], SaveFormat::Oci, &mut Vec::new()),
         Err(ImageError::NotFound(_))
