@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks: barge vs Docker (dockerd 20.10, Debian's docker.io) vs podman
+# (--runtime runc), same image, same machine, one run. Prints medians and ratios.
+# Usage: scripts/bench.sh [N]   (N runs per tool, default 20). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-20}"
+export DEBIAN_FRONTEND=noninteractive
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+if ((${#need[@]})); then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
+scripts/build.sh --release >/dev/null
+BARGE="$PWD/target/release/barge"
+IMAGES="${BARGE_IMAGES:-$PWD/../shared/images}"
+work="$(mktemp -d /tmp/barge-bench.XXXXXX)"
+export BARGE_HOST="unix://$work/barge.sock"
+DOCKER="docker -H unix://$work/docker.sock"
+PODMAN="podman --root $work/podman --runroot $work/podman-run --runtime runc --cgroup-manager cgroupfs --events-backend file"
+cleanup() {
+  set +e
+  for id in $("$BARGE" ps -aq 2>/dev/null); do "$BARGE" rm -f "$id" >/dev/null 2>&1; done
+  [[ -n "${barge_pid:-}" ]] && kill "$barge_pid" && wait "$barge_pid"
+  [[ -n "${dockerd_pid:-}" ]] && kill "$dockerd_pid" && wait "$dockerd_pid"
+  $PODMAN system reset -f >/dev/null 2>&1
+  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$BARGE" daemon --data-root "$work/barge" --exec-root "$work/barge-run" -H "$BARGE_HOST" >"$work/barge.log" 2>&1 &
+barge_pid=$!
+dockerd --host "unix://$work/docker.sock" --data-root "$work/docker" --exec-root "$work/docker-run" \
+  --pidfile "$work/docker.pid" --bridge none --iptables=false --ip-masq=false \
+  --containerd-namespace barge-bench --containerd-plugins-namespace barge-bench-plugins >"$work/dockerd.log" 2>&1 &
+dockerd_pid=$!
+for _ in $(seq 200); do [[ -S "$work/barge.sock" && -S "$work/docker.sock" ]] && break; sleep 0.1; done
+
+"$BARGE" load -i "$IMAGES/oci-layout" >/dev/null
+"$BARGE" save -o "$work/busybox.tar" busybox:1.35
+"$BARGE" save -o "$work/multilayer.tar" multilayer:1
+$DOCKER load -i "$work/busybox.tar" >/dev/null
+$PODMAN load -i "$work/busybox.tar" >/dev/null 2>&1
+
+sleep 2
+barge_rss=$(ps -o rss= -p "$barge_pid")
+dockerd_rss=$(ps -o rss= -p "$dockerd_pid")
+containerd_rss=$(ps -o rss= -C containerd | awk '{s+=$1} END {print s+0}')
+
+python3 - "$N" "$BARGE" "$DOCKER" "$PODMAN" "$work" "$barge_rss" "$dockerd_rss" "$containerd_rss" <<'PY'
+import shlex, statistics, subprocess, sys, time
+n, barge, docker, podman, work = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+barge_rss, dockerd_rss, containerd_rss = (int(x) for x in sys.argv[6:9])
+
+def timeit(cmd, runs, setup=None):
+    times = []
+    for _ in range(runs):
+        if setup:
+            subprocess.run(setup, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t = time.perf_counter()
+        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times)
+
+rows = []
+img = "busybox:1.35"
+for name, cmd in [
+    ("barge run --rm (none)", f"{barge} run --rm --network none {img} true"),
+    ("barge run --rm (runc via --runtime)", f"{barge} run --rm --runtime runc --network none {img} true"),
+    ("docker run --rm --network none", f"{docker} run --rm --network none {img} true"),
+    ("podman --runtime runc run --rm --network none", f"{podman} run --rm --network none {img} true"),
+]:
+    subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm-up
+    rows.append((name,) + timeit(cmd, n))
+
+print(f"## run --rm {img} true  (N={n}, median / min, seconds)")
+base = {r[0]: r[1] for r in rows}
+for name, med, mn in rows:
+    print(f"{name:50s} {med:8.3f} {mn:8.3f}")
+b = base["barge run --rm (none)"]
+print(f"ratio barge/docker = {b / base['docker run --rm --network none']:.3f}  (target <= 0.25)")
+print(f"ratio barge/podman = {b / base['podman --runtime runc run --rm --network none']:.3f}  (target <= 0.33)")
+
+print(f"\n## load multilayer:1 archive (N={max(3, n // 4)}, median / min, seconds)")
+k = max(3, n // 4)
+lb = timeit(f"{barge} load -i {work}/multilayer.tar", k, setup=f"{barge} rmi -f multilayer:1 >/dev/null 2>&1; {barge} image prune -af >/dev/null 2>&1 || true")
+ld = timeit(f"{docker} load -i {work}/multilayer.tar", k, setup=f"{docker} rmi -f multilayer:1 >/dev/null 2>&1 || true")
+print(f"{'barge load':50s} {lb[0]:8.3f} {lb[1]:8.3f}")
+print(f"{'docker load':50s} {ld[0]:8.3f} {ld[1]:8.3f}")
+print(f"ratio barge/docker = {lb[0] / ld[0]:.3f}")
+
+print("\n## idle daemon RSS (MiB)")
+print(f"barge daemon     {barge_rss / 1024:8.1f}   (target <= 20)")
+print(f"dockerd          {dockerd_rss / 1024:8.1f}")
+print(f"containerd       {containerd_rss / 1024:8.1f}")
+PY
