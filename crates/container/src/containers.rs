@@ -263,10 +263,8 @@ fn is_mounted(path: &Path) -> bool {
 }
 
 fn unmount(path: &Path) {
-    if is_mounted(path) {
-        if nix::mount::umount2(path, nix::mount::MntFlags::empty()).is_err() {
-            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
-        }
+    if is_mounted(path) && nix::mount::umount2(path, nix::mount::MntFlags::empty()).is_err() {
+        let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -362,7 +360,7 @@ impl Containers {
         for id in running {
             match UnixStream::connect(this.control_socket(&id)) {
                 Ok(stream) => this.spawn_watcher(id, None, Watch::Socket(stream)),
-                Err(_) => this.handle_exit(&id, None, true),
+                Err(_) => this.handle_exit(&id, true),
             }
         }
         Ok(this)
@@ -607,7 +605,6 @@ impl Containers {
         unmount(&self.container_dir(&c.id).join("rootfs"));
         let mut inner = self.lock();
         if let Some(rec) = inner.containers.get_mut(&c.id) {
-            rec.state.status = if rec.state.started_at == ZERO_TIME { Status::Created } else { Status::Exited };
             // Docker marks a failed start as exited with the error's code.
             rec.state.status = Status::Exited;
             rec.state.exit_code = code;
@@ -725,6 +722,7 @@ impl Containers {
             stdin_once: c.options.stdin_once,
             expected_attaches,
             memory_cgroup: Some(memory_cgroup(&c.id)),
+            loopback_up: host.network_mode != "host" && !host.network_mode.starts_with("container:"),
         };
         match self.run_monitor(&mcfg, &state_dir.join("monitor.json"), on_ready) {
             Ok((child, pid)) => {
@@ -772,7 +770,7 @@ impl Containers {
             if let Some(this) = me.upgrade() {
                 match exec_id {
                     Some(e) => this.handle_exec_exit(&id, &e),
-                    None => this.handle_exit(&id, None, false),
+                    None => this.handle_exit(&id, false),
                 }
             }
         });
@@ -786,7 +784,7 @@ impl Containers {
     }
 
     /// The monitor of container `id` exited: record the exit and notify.
-    fn handle_exit(&self, id: &str, _unused: Option<()>, reconciling: bool) {
+    fn handle_exit(&self, id: &str, reconciling: bool) {
         let state_dir = self.state_dir(id);
         let rec = Self::read_exit(&state_dir);
         unmount(&self.container_dir(id).join("rootfs"));
@@ -1113,6 +1111,7 @@ impl Containers {
             stdin_once: true,
             expected_attaches: if detach { 0 } else { expected_attaches },
             memory_cgroup: None,
+            loopback_up: false,
         };
         match self.run_monitor(&mcfg, &dir.join("monitor.json"), on_ready) {
             Ok((child, pid)) => {

@@ -48,6 +48,9 @@ pub struct MonitorConfig {
     pub expected_attaches: usize,
     /// cgroup v1 memory dir or cgroup v2 dir of the container (for the OOM counter).
     pub memory_cgroup: Option<PathBuf>,
+    /// Bring `lo` up in the container's (new) network namespace after `create`.
+    #[serde(default)]
+    pub loopback_up: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +242,57 @@ fn read_pid(path: &Path) -> Result<i32, String> {
     s.trim().parse().map_err(|_| format!("bad pid file {}", path.display()))
 }
 
+/// Sets `IFF_UP` on `lo` in the network namespace of `pid`, from a dedicated thread that enters
+/// the namespace and exits afterwards (the monitor's own thread never changes namespace).
+fn loopback_up(pid: i32) -> Result<(), String> {
+    let ns = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| format!("open netns: {e}"))?;
+    let handle = std::thread::spawn(move || -> Result<(), String> {
+        // SAFETY: setns on a valid namespace fd affects only this (short-lived) thread.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: plain socket(2) call; the fd is wrapped in OwnedFd right away.
+        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if sock < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: sock is a fresh fd we own.
+        let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+        // SAFETY: ifreq is plain data; zeroed is a valid initial value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we pass; the union field
+        // `ifru_flags` is the one these ioctls use.
+        unsafe {
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+                return Err(format!("SIOCGIFFLAGS: {}", std::io::Error::last_os_error()));
+            }
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+                return Err(format!("SIOCSIFFLAGS: {}", std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    });
+    handle.join().map_err(|_| "loopback thread panicked".to_string())?
+}
+
+/// Waits (briefly) until `pid` is no longer the runtime's `init` stub, i.e. the user's program has
+/// been exec'd, so that signals sent right after "started" reach the program and not the runtime.
+fn wait_exec_done(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match std::fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(cmd) if cmd.ends_with(b"init\0") && cmd.split(|&b| b == 0).nth(1) == Some(b"init") => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            _ => return,
+        }
+    }
+}
+
 fn set_winsize(fd: RawFd, rows: u16, cols: u16) {
     let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCSWINSZ reads a winsize struct from a valid pointer.
@@ -373,6 +427,16 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
                 Err(e) => return fail(cfg, status, e),
             }
         }
+        if cfg.loopback_up {
+            match read_pid(&pid_file) {
+                Ok(init_pid) => {
+                    if let Err(e) = loopback_up(init_pid) {
+                        eprintln!("barge monitor {}: bringing up lo: {e}", cfg.id);
+                    }
+                }
+                Err(e) => return fail(cfg, status, e),
+            }
+        }
     }
     report(status, "created");
 
@@ -423,6 +487,7 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
     if let Some(m) = &master {
         set_winsize(m.as_raw_fd(), 24, 80);
     }
+    wait_exec_done(pid);
     report(status, &format!("started {pid}"));
     *status = None;
     let _ = std::fs::remove_file(&console_path);

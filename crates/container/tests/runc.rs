@@ -297,6 +297,13 @@ fn exec_output_and_exit_code() {
     assert_eq!(env.c().exec_wait(&ex.id).unwrap(), 5);
     let info = env.c().exec_inspect(&ex.id).unwrap();
     assert_eq!((info.running, info.exit_code), (false, Some(5)));
+    // Fresh network namespace with lo up.
+    let ex = env.c().exec_create(&c.id, ExecOptions { cmd: vec!["cat".into(), "/sys/class/net/lo/operstate".into(), "/proc/net/dev".into()], attach_stdout: true, ..Default::default() }).unwrap();
+    let mut conn = None;
+    env.c().exec_start(&ex.id, false, 1, &mut |ap| conn = Some(UnixStream::connect(&ap.socket).unwrap())).unwrap();
+    let (out, _) = read_frames(conn.unwrap());
+    assert!(out.starts_with("unknown\n"), "lo not up: {out}");
+    assert!(!out.contains("eth0"), "{out}");
     // A missing binary in exec.
     let ex = env.c().exec_create(&c.id, ExecOptions { cmd: vec!["nope".into()], ..Default::default() }).unwrap();
     let err = env.c().exec_start(&ex.id, true, 0, &mut |_| {}).unwrap_err();
