@@ -3,7 +3,7 @@
 //! with `..`, or that go through a symlink, are rejected.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use crate::digest::{decompressed, Compression};
@@ -48,16 +48,17 @@ fn no_symlink_parents(dest: &Path, rel: &Path) -> bool {
 /// in errors. Errors: [`ImageError::UnknownFormat`] if it is not a tar,
 /// [`ImageError::InvalidArchive`] if it is truncated or has unsafe entries.
 pub(crate) fn extract(file: File, dest: &Path, path: &Path) -> Result<(), ImageError> {
-    let (comp, r) = decompressed(file).map_err(|e| bad(path, e.to_string()))?;
-    let mut br = BufReader::with_capacity(64 * 1024, r);
-    let head = br
-        .fill_buf()
+    let (comp, mut r) = decompressed(file).map_err(|e| bad(path, e.to_string()))?;
+    let mut head = Vec::with_capacity(512);
+    (&mut r)
+        .take(512)
+        .read_to_end(&mut head)
         .map_err(|e| ImageError::InvalidArchive(format!("{}: {e}", path.display())))?;
     if head.is_empty() {
         return Err(bad(path, "empty file"));
     }
-    let is_tar = head.len() >= 262 && &head[257..262] == b"ustar"
-        || head.len() >= 512 && looks_like_v7_tar(&head[..512]);
+    let is_tar = (head.len() >= 262 && &head[257..262] == b"ustar")
+        || (head.len() == 512 && looks_like_v7_tar(&head));
     if !is_tar {
         let what = match comp {
             Compression::None => "not a tar archive",
@@ -66,6 +67,7 @@ pub(crate) fn extract(file: File, dest: &Path, path: &Path) -> Result<(), ImageE
         };
         return Err(bad(path, what));
     }
+    let br = BufReader::with_capacity(64 * 1024, io::Cursor::new(head).chain(r));
     let trunc = |e: io::Error| ImageError::InvalidArchive(format!("{}: {e}", path.display()));
     let mut archive = tar::Archive::new(br);
     for entry in archive.entries().map_err(trunc)? {

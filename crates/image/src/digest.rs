@@ -2,7 +2,7 @@
 //! manifests and indexes, compression sniffing, and chain IDs.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -164,22 +164,26 @@ pub enum Compression {
 }
 
 /// Wraps `r` in a decompressor chosen by magic bytes (gzip `1f 8b`, zstd `28 b5 2f fd`).
-pub fn decompressed<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
-    let mut br = BufReader::with_capacity(256 * 1024, r);
-    let head = br.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok((
-            Compression::Gzip,
-            Box::new(flate2::read::MultiGzDecoder::new(br)),
-        ))
+pub fn decompressed<'a, R: Read + 'a>(mut r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    // Read the magic with a loop: a stream may return fewer bytes per read.
+    let mut head = Vec::with_capacity(4);
+    (&mut r).take(4).read_to_end(&mut head)?;
+    let kind = if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Ok((
-            Compression::Zstd,
-            Box::new(zstd::stream::read::Decoder::with_buffer(br)?),
-        ))
+        Compression::Zstd
     } else {
-        Ok((Compression::None, Box::new(br)))
-    }
+        Compression::None
+    };
+    let br = BufReader::with_capacity(256 * 1024, io::Cursor::new(head).chain(r));
+    Ok(match kind {
+        Compression::Gzip => (kind, Box::new(flate2::read::MultiGzDecoder::new(br))),
+        Compression::Zstd => (
+            kind,
+            Box::new(zstd::stream::read::Decoder::with_buffer(br)?),
+        ),
+        Compression::None => (kind, Box::new(br)),
+    })
 }
 
 /// An [OCI descriptor](https://github.com/opencontainers/image-spec/blob/main/descriptor.md).
@@ -269,5 +273,30 @@ mod tests {
         assert_eq!(c, Compression::None);
         let (c, _) = decompressed(&[0x1f, 0x8b, 8, 0][..]).unwrap();
         assert_eq!(c, Compression::Gzip);
+        // A stream that yields one byte per read is still recognised, and nothing is lost.
+        struct OneByte<'a>(&'a [u8]);
+        impl Read for OneByte<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() || buf.is_empty() {
+                    return Ok(0);
+                }
+                buf[0] = self.0[0];
+                self.0 = &self.0[1..];
+                Ok(1)
+            }
+        }
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"hello world").unwrap();
+        let gz = enc.finish().unwrap();
+        let (c, mut r) = decompressed(OneByte(&gz)).unwrap();
+        assert_eq!(c, Compression::Gzip);
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello world");
+        let (c, mut r) = decompressed(OneByte(b"plain text")).unwrap();
+        assert_eq!(c, Compression::None);
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "plain text");
     }
 }
