@@ -134,6 +134,8 @@ struct Staged {
 #[derive(Default)]
 struct Txn {
     new_blobs: Vec<PathBuf>,
+    /// Layer blob digest → (diff ID, uncompressed size), computed once per load.
+    diffs: std::collections::HashMap<String, (String, u64)>,
 }
 
 impl Txn {
@@ -638,7 +640,14 @@ impl ImageStore {
                 )));
             }
             self.copy_layout_blob(dir, layer, "layer", txn)?;
-            let (actual, size) = self.layer_diff(&layer.digest)?;
+            let (actual, size) = match txn.diffs.get(&layer.digest) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = self.layer_diff(&layer.digest)?;
+                    txn.diffs.insert(layer.digest.clone(), v.clone());
+                    v
+                }
+            };
             if &actual != diff_id {
                 return Err(ImageError::DigestMismatch {
                     what: format!("uncompressed layer {}", layer.digest),
