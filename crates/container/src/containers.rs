@@ -822,8 +822,8 @@ impl Containers {
         drop(inner);
         // Runtime leftovers (normally removed by the monitor).
         self.clean_runtime_state(&c);
-        self.cond.notify_all();
         (self.on_event)(ContainerEvent::Died { id: id.to_string(), exit_code: c.state.exit_code, oom_killed: c.state.oom_killed });
+        self.cond.notify_all();
     }
 
     fn handle_exec_exit(&self, id: &str, exec_id: &str) {
@@ -836,8 +836,8 @@ impl Containers {
         }
         drop(inner);
         let _ = std::fs::remove_dir_all(self.exec_dir(exec_id));
-        self.cond.notify_all();
         (self.on_event)(ContainerEvent::ExecDied { id: id.to_string(), exec_id: exec_id.to_string(), exit_code: code });
+        self.cond.notify_all();
     }
 
     /// Waits up to `timeout` for the container to stop running; true if it did.

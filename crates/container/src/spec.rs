@@ -88,6 +88,20 @@ const MASKED_PATHS: &[&str] = &[
 
 const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
+/// The capabilities available here (Docker's `GetAllCapabilities`): [`ALL_CAPS`] filtered by this
+/// process' bounding set, so `--privileged`/`--cap-add ALL` never ask for what we cannot grant.
+pub(crate) fn available_caps() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("CapBnd:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok()))
+    });
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bounding.is_none_or(|b| b & (1u64 << i) != 0))
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
 fn normalize_cap(name: &str) -> String {
     let up = name.trim().to_ascii_uppercase();
     if up == "ALL" || up.starts_with("CAP_") {
@@ -100,7 +114,7 @@ fn normalize_cap(name: &str) -> String {
 /// Docker's `TweakCapabilities`: the effective capability list for `--cap-add/--cap-drop/--privileged`.
 pub(crate) fn capabilities(host: &HostOptions) -> Result<Vec<String>, ContainerError> {
     if host.privileged {
-        return Ok(ALL_CAPS.iter().map(|s| s.to_string()).collect());
+        return Ok(available_caps());
     }
     let adds: Vec<String> = host.cap_add.iter().map(|c| normalize_cap(c)).collect();
     let drops: Vec<String> = host.cap_drop.iter().map(|c| normalize_cap(c)).collect();
@@ -113,7 +127,7 @@ pub(crate) fn capabilities(host: &HostOptions) -> Result<Vec<String>, ContainerE
         }
     }
     let mut caps: Vec<String> = if adds.iter().any(|c| c == "ALL") {
-        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+        available_caps()
     } else if drops.iter().any(|c| c == "ALL") {
         Vec::new()
     } else {
@@ -315,6 +329,7 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     };
 
     let mut resources = json!({"devices": devices_cgroup});
+    let host_devices = if host.privileged { privileged_devices(Path::new("/dev")) } else { Vec::new() };
     let mut memory = serde_json::Map::new();
     if host.memory > 0 {
         memory.insert("limit".into(), json!(host.memory));
@@ -350,6 +365,7 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
 
     let mut linux = json!({
         "namespaces": namespaces,
+        "devices": host_devices,
         "resources": resources,
         "cgroupsPath": format!("/barge/{}", input.id),
     });
@@ -394,6 +410,48 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         spec["domainname"] = json!(input.domainname);
     }
     serde_json::from_value(spec).map_err(|e| ContainerError::InvalidOption { field: "spec".into(), reason: e.to_string() })
+}
+
+/// All host devices under `/dev` (as `--privileged` gives them to the container), except the
+/// ones the runtime sets up itself (`/dev/pts`, `/dev/shm`, `/dev/mqueue`, `/dev/console`).
+fn privileged_devices(dev: &Path) -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut stack = vec![dev.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let rel = path.strip_prefix(dev).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            if ["pts", "shm", "mqueue", "console", "ptmx", "fd", "stdin", "stdout", "stderr"].contains(&rel.as_str()) {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let typ = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            let rdev = meta.rdev();
+            out.push(json!({
+                "path": path,
+                "type": typ,
+                "major": libc::major(rdev),
+                "minor": libc::minor(rdev),
+                "fileMode": meta.mode() & 0o7777,
+                "uid": meta.uid(),
+                "gid": meta.gid(),
+            }));
+        }
+    }
+    out
 }
 
 /// An OCI `process` object for `runc exec --process`.
@@ -477,7 +535,7 @@ mod tests {
         h.cap_add = vec!["ALL".into()];
         h.cap_drop = vec!["SYS_ADMIN".into()];
         let c = capabilities(&h).unwrap();
-        assert_eq!(c.len(), ALL_CAPS.len() - 1);
+        assert_eq!(c.len(), available_caps().iter().filter(|c| *c != "CAP_SYS_ADMIN").count());
         let mut h = host();
         h.cap_add = vec!["BOGUS".into()];
         assert!(capabilities(&h).is_err());
@@ -489,7 +547,7 @@ mod tests {
         h.privileged = true;
         let spec = build_spec(&input(&h)).unwrap();
         let v = serde_json::to_value(&spec).unwrap();
-        assert_eq!(v["process"]["capabilities"]["bounding"].as_array().unwrap().len(), ALL_CAPS.len());
+        assert_eq!(v["process"]["capabilities"]["bounding"].as_array().unwrap().len(), available_caps().len());
         assert!(v["linux"].get("seccomp").is_none());
         assert!(v["linux"].get("maskedPaths").is_none());
         assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], json!(true));

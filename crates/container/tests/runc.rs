@@ -182,7 +182,11 @@ fn echo_log_and_exit_code() {
     let entries = barge_container::logs::read_entries(&got.log_path).unwrap();
     assert!(entries.iter().any(|e| e.stream == "stdout" && e.log == b"hi\n"), "{entries:?}");
     assert!(entries.iter().any(|e| e.stream == "stderr" && e.log == b"err\n"), "{entries:?}");
-    assert!(env.events.lock().unwrap().iter().any(|e| matches!(e, ContainerEvent::Died { exit_code: 3, .. })));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !env.events.lock().unwrap().iter().any(|e| matches!(e, ContainerEvent::Died { exit_code: 3, .. })) {
+        assert!(Instant::now() < deadline, "no Died event");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Restart works and appends to the log.
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 3);
@@ -294,6 +298,9 @@ fn exec_output_and_exit_code() {
     env.c().exec_start(&ex.id, false, 1, &mut |ap| conn = Some(UnixStream::connect(&ap.socket).unwrap())).unwrap();
     let (out, _) = read_frames(conn.unwrap());
     assert_eq!(out, "out:bar:y\n");
+    // Runtime errors in create: name conflicts and bad options.
+    assert!(matches!(env.c().create(CreateOptions { image: "busybox".into(), name: Some(c.name.clone()), ..Default::default() }), Err(ContainerError::NameInUse { .. })));
+    assert!(matches!(env.c().create(CreateOptions { image: "nope".into(), ..Default::default() }), Err(ContainerError::NotFound(_))));
     assert_eq!(env.c().exec_wait(&ex.id).unwrap(), 5);
     let info = env.c().exec_inspect(&ex.id).unwrap();
     assert_eq!((info.running, info.exit_code), (false, Some(5)));
@@ -334,4 +341,60 @@ fn survives_engine_restart() {
     env.c().stop(&c.id, Some(10), None).unwrap();
     let got = env.c().get(&c.id).unwrap();
     assert_eq!((got.state.status, got.state.exit_code), (Status::Exited, 7));
+}
+
+#[test]
+fn user_readonly_hostname_security() {
+    let Some(env) = Env::new() else { return };
+    let script = "id -u; id -g; hostname; pwd; touch /x 2>/dev/null || echo ro; grep Seccomp: /proc/self/status; grep CapEff /proc/self/status; cat /etc/hostname; grep -c nameserver /etc/resolv.conf";
+    let c = env.create(&["sh", "-c", script], |o| {
+        o.user = Some("65534:65534".into());
+        o.host.readonly_rootfs = true;
+        o.hostname = Some("myhost".into());
+        o.working_dir = Some("/tmp".into());
+    });
+    env.c().start(&c.id, 0, &mut |_| {}).unwrap();
+    assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
+    let out = log_text(&c);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..5], ["65534", "65534", "myhost", "/tmp", "ro"], "{out}");
+    assert_eq!(lines[5].split_whitespace().nth(1), Some("2"), "{out}");
+    assert!(lines[6].starts_with("CapEff"), "{out}");
+    assert_eq!(lines[7], "myhost");
+    assert_ne!(lines[8], "0");
+
+    let c = env.create(&["sh", "-c", "grep Seccomp: /proc/self/status; grep CapEff /proc/self/status; ls /dev | wc -l"], |o| o.host.privileged = true);
+    env.c().start(&c.id, 0, &mut |_| {}).unwrap();
+    assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
+    let out = log_text(&c);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].split_whitespace().nth(1), Some("0"), "{out}");
+    assert_ne!(lines[1].split_whitespace().nth(1), Some("00000000a80425fb"), "{out}");
+    assert!(lines[2].trim().parse::<usize>().unwrap() > 15, "{out}");
+
+    let c = env.create(&["sh", "-c", "grep CapEff /proc/self/status"], |o| {
+        o.host.cap_drop = vec!["ALL".into()];
+        o.host.cap_add = vec!["NET_ADMIN".into()];
+    });
+    env.c().start(&c.id, 0, &mut |_| {}).unwrap();
+    assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
+    assert!(log_text(&c).contains("0000000000001000"), "{}", log_text(&c));
+}
+
+#[test]
+fn log_rotation_and_none() {
+    let Some(env) = Env::new() else { return };
+    let c = env.create(&["sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done"], |o| {
+        o.host.log_opts = BTreeMap::from([("max-size".into(), "1k".into()), ("max-file".into(), "2".into())]);
+    });
+    env.c().start(&c.id, 0, &mut |_| {}).unwrap();
+    assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
+    let entries = barge_container::logs::read_entries(&c.log_path).unwrap();
+    assert!(entries.len() < 200 && !entries.is_empty());
+    assert_eq!(entries.last().unwrap().log, b"line-199\n");
+    assert!(std::fs::metadata(&c.log_path).unwrap().len() <= 1024);
+    let c = env.create(&["echo", "x"], |o| o.host.log_type = "none".into());
+    env.c().start(&c.id, 0, &mut |_| {}).unwrap();
+    assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
+    assert!(!c.log_path.exists());
 }
