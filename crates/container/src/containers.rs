@@ -335,9 +335,14 @@ impl Containers {
         images: Box<dyn ImageSource>,
         on_event: Box<dyn Fn(ContainerEvent) + Send + Sync>,
     ) -> Result<Arc<Containers>, ContainerError> {
+        let mut cfg = cfg;
         let dir = cfg.data_root.join("containers");
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         std::fs::create_dir_all(cfg.exec_root.join("containers")).map_err(io_err("create exec root"))?;
+        // Bundles and sockets need absolute paths.
+        cfg.data_root = std::fs::canonicalize(&cfg.data_root).map_err(io_err("resolve data root"))?;
+        cfg.exec_root = std::fs::canonicalize(&cfg.exec_root).map_err(io_err("resolve exec root"))?;
+        let dir = cfg.data_root.join("containers");
         let mut inner = Inner::default();
         for entry in std::fs::read_dir(&dir).map_err(io_err(format!("read {}", dir.display())))? {
             let Ok(entry) = entry else { continue };
@@ -723,6 +728,7 @@ impl Containers {
             expected_attaches,
             memory_cgroup: Some(memory_cgroup(&c.id)),
             loopback_up: host.network_mode != "host" && !host.network_mode.starts_with("container:"),
+            init: host.init,
         };
         match self.run_monitor(&mcfg, &state_dir.join("monitor.json"), on_ready) {
             Ok((child, pid)) => {
@@ -1112,6 +1118,7 @@ impl Containers {
             expected_attaches: if detach { 0 } else { expected_attaches },
             memory_cgroup: None,
             loopback_up: false,
+            init: false,
         };
         match self.run_monitor(&mcfg, &dir.join("monitor.json"), on_ready) {
             Ok((child, pid)) => {

@@ -51,6 +51,10 @@ pub struct MonitorConfig {
     /// Bring `lo` up in the container's (new) network namespace after `create`.
     #[serde(default)]
     pub loopback_up: bool,
+    /// The process is barge-init (`--init`): "started" also waits until it blocks signals, so a
+    /// stop signal sent right away is forwarded rather than dropped (PID 1 ignores default signals).
+    #[serde(default)]
+    pub init: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,11 +285,24 @@ fn loopback_up(pid: i32) -> Result<(), String> {
 
 /// Waits (briefly) until `pid` is no longer the runtime's `init` stub, i.e. the user's program has
 /// been exec'd, so that signals sent right after "started" reach the program and not the runtime.
-fn wait_exec_done(pid: i32) {
+fn wait_exec_done(pid: i32, init: bool) {
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         match std::fs::read(format!("/proc/{pid}/cmdline")) {
             Ok(cmd) if cmd.ends_with(b"init\0") && cmd.split(|&b| b == 0).nth(1) == Some(b"init") => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Ok(_) if init => {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let blocked = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigBlk:"))
+                    .map(|v| v.trim().trim_start_matches('0').is_empty())
+                    .map(|empty| !empty)
+                    .unwrap_or(true);
+                if blocked {
+                    return;
+                }
                 std::thread::sleep(Duration::from_millis(1))
             }
             _ => return,
@@ -487,7 +504,7 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
     if let Some(m) = &master {
         set_winsize(m.as_raw_fd(), 24, 80);
     }
-    wait_exec_done(pid);
+    wait_exec_done(pid, cfg.init);
     report(status, &format!("started {pid}"));
     *status = None;
     let _ = std::fs::remove_file(&console_path);
@@ -628,6 +645,12 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
                             c.read_open = false;
                             if cfg.stdin_once {
                                 stdin_w = None;
+                                if cfg.open_stdin {
+                                    // A terminal has no "close": send EOF (^D) like a user would.
+                                    if let Some(m) = master.as_mut() {
+                                        let _ = m.write_all(&[4]);
+                                    }
+                                }
                             }
                         }
                         Ok(k) => {

@@ -272,16 +272,28 @@ fn attach_stdin_and_output() {
 #[test]
 fn tty_attach() {
     let Some(env) = Env::new() else { return };
-    let c = env.create(&["sh", "-c", "stty size; echo tty-ok"], |o| o.tty = true);
+    let c = env.create(&["sh", "-c", "stty size; echo tty-ok; sleep 0.5; stty size; cat"], |o| {
+        o.tty = true;
+        o.open_stdin = true;
+        o.stdin_once = true;
+    });
     let mut conn = None;
     env.c().start(&c.id, 1, &mut |ap| {
         assert!(ap.tty);
         conn = Some(UnixStream::connect(&ap.socket).unwrap());
     })
     .unwrap();
-    let (out, _) = read_frames(conn.unwrap());
+    env.c().resize(&c.id, 30, 100).unwrap();
+    let mut s = conn.unwrap();
+    s.write_all(b"typed\n").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (out, _) = read_frames(s);
     assert!(out.contains("tty-ok"), "{out:?}");
-    assert!(out.contains("24 80"), "{out:?}");
+    // The initial size is 24x80 unless the resize below won the race with the first `stty`.
+    assert!(out.contains("24 80") || out.matches("30 100").count() == 2, "{out:?}");
+    assert!(out.contains("30 100"), "{out:?}");
+    assert!(out.matches("typed").count() >= 1, "{out:?}");
     assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
 }
 
