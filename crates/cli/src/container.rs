@@ -358,13 +358,7 @@ pub fn ps_row(c: &ContainerSummary, no_trunc: bool) -> Value {
     };
     let command = serde_json::to_string(&command).unwrap_or_default();
     let created = c.created.unwrap_or(0);
-    let created_at = chrono::DateTime::from_timestamp(created, 0)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S %z %Z")
-                .to_string()
-        })
-        .unwrap_or_default();
+    let created_at = format::created_at(created);
     let names: Vec<String> = c
         .names
         .iter()

@@ -434,6 +434,33 @@ pub fn since_unix(ts: i64) -> String {
     format!("{} ago", human_duration(d))
 }
 
+/// Go's `time.Time.String()`-like local time used by docker's `CreatedAt`
+/// (`2024-01-02 15:04:05 +0000 UTC`).
+pub fn created_at(ts: i64) -> String {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .map(|t| {
+            let local = t.with_timezone(&chrono::Local);
+            let zone = if local.offset().local_minus_utc() == 0 {
+                "UTC".to_string()
+            } else {
+                local.format("%:z").to_string()
+            };
+            format!("{} {zone}", local.format("%Y-%m-%d %H:%M:%S %z"))
+        })
+        .unwrap_or_default()
+}
+
+/// docker's event time stamp (`RFC3339NanoFixed` in local time, `Z` for UTC).
+pub fn rfc3339_nano_fixed(t: chrono::DateTime<chrono::Utc>) -> String {
+    let local = t.with_timezone(&chrono::Local);
+    let zone = if local.offset().local_minus_utc() == 0 {
+        "Z".to_string()
+    } else {
+        local.format("%:z").to_string()
+    };
+    format!("{}{zone}", local.format("%Y-%m-%dT%H:%M:%S%.9f"))
+}
+
 /// Shortens to `max` characters, ending with `…` like docker's `Ellipsis`.
 pub fn ellipsis(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

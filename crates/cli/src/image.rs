@@ -34,15 +34,7 @@ pub fn split_reference(reference: &str) -> (String, Option<String>) {
     }
 }
 
-fn created_at(ts: i64) -> String {
-    chrono::DateTime::from_timestamp(ts, 0)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S %z %Z")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
+use format::created_at;
 
 /// Docker's `images` rows (one per repository tag) for one image summary.
 pub fn image_rows(img: &Value, no_trunc: bool) -> Vec<Value> {

@@ -21,6 +21,8 @@ use std::io::{IsTerminal, Write};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
+#[cfg(test)]
+use cli::PsArgs;
 use cli::{Cli, Cmd, ContainerCmd, ImageCmd};
 use client::Client;
 
@@ -210,6 +212,7 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::PsArgs;
 
     #[test]
     fn start_error_codes() {
@@ -233,6 +236,28 @@ mod tests {
         assert_eq!(main(&argv("barge --help")), 0);
         assert_eq!(main(&argv("barge run --help")), 0);
         assert_eq!(main(&argv("barge -v")), 0);
+    }
+
+    #[test]
+    fn exec_flags_stop_at_the_container() {
+        let cli = Cli::try_parse_from(argv("barge exec -i -u 1000 web env -u X sh")).unwrap();
+        let Some(Cmd::Exec(e)) = cli.cmd else {
+            panic!("not exec")
+        };
+        assert!(e.interactive);
+        assert_eq!(e.user.as_deref(), Some("1000"));
+        assert_eq!(e.args, argv("web env -u X sh"));
+        assert!(Cli::try_parse_from(argv("barge exec web")).is_err());
+    }
+
+    #[test]
+    fn host_flag_and_subcommand_short_flags_coexist() {
+        let cli = Cli::try_parse_from(argv("barge -H unix:///x.sock ps -l")).unwrap();
+        assert_eq!(cli.host, "unix:///x.sock");
+        assert!(matches!(
+            cli.cmd,
+            Some(Cmd::Ps(PsArgs { latest: true, .. }))
+        ));
     }
 
     #[test]

@@ -265,6 +265,11 @@ impl ContainerOpts {
             runtime: self.runtime.clone(),
             restart_policy: self.restart.as_deref().map(parse_restart).transpose()?,
             auto_remove: self.rm.then_some(true),
+            console_size: if self.tty {
+                crate::stream::terminal_size().map(|(h, w)| vec![h as usize, w as usize])
+            } else {
+                None
+            },
             ..Default::default()
         };
         if self.rm

@@ -49,32 +49,37 @@ pub async fn version(host: &str, args: &VersionArgs) -> Result<i32> {
         let mut c = Client::new(host)?;
         c.negotiate().await?;
         let v: SystemVersion = c.json(Method::GET, "/version", None).await?;
-        anyhow::Ok(v)
+        anyhow::Ok((v, c.api_version()))
     }
     .await;
+    let max_api = client_info["ApiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let api_line = match &server {
+        Ok((_, used)) if *used != max_api => format!("{used} (downgraded from {max_api})"),
+        _ => max_api.clone(),
+    };
     if args.format.is_some() {
         let value = json!({
             "Client": client_info,
-            "Server": server.as_ref().ok().map(serde_json::to_value).transpose()?,
+            "Server": server.as_ref().ok().map(|(v, _)| serde_json::to_value(v)).transpose()?,
         });
         print_formatted(args.format.as_deref(), &value)?;
         return server.map(|_| 0);
     }
     println!("Client:");
     line(" Version:", env!("CARGO_PKG_VERSION"));
-    line(
-        " API version:",
-        client_info["ApiVersion"].as_str().unwrap_or_default(),
-    );
+    line(" API version:", &api_line);
     line(" OS/Arch:", format!("{}/{}", std::env::consts::OS, arch()));
     println!();
-    let v = server?;
+    let (v, _) = server?;
     let platform = v
         .platform
         .as_ref()
         .map(|p| p.name.clone())
         .unwrap_or_default();
-    println!("Server: {platform}");
+    println!("{}", format!("Server: {platform}").trim_end());
     println!(" Engine:");
     let na = || "N/A".to_string();
     line("  Version:", v.version.clone().unwrap_or_else(na));
@@ -294,13 +299,7 @@ pub fn event_line(ev: &Value) -> String {
         (None, Some(t)) => chrono::DateTime::from_timestamp(t, 0),
         _ => None,
     };
-    let time = time
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%dT%H:%M:%S%.9f%:z")
-                .to_string()
-        })
-        .unwrap_or_default();
+    let time = time.map(format::rfc3339_nano_fixed).unwrap_or_default();
     let typ = ev["Type"].as_str().unwrap_or_default();
     let action = ev["Action"]
         .as_str()
