@@ -21,8 +21,6 @@ use std::io::{IsTerminal, Write};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
-#[cfg(test)]
-use cli::PsArgs;
 use cli::{Cli, Cmd, ContainerCmd, ImageCmd};
 use client::Client;
 
