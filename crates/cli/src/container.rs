@@ -148,6 +148,9 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
     if opts.tty && std::io::stdout().is_terminal() {
         stream::spawn_resizer(client, format!("/containers/{cid}"));
     }
+    if !opts.tty {
+        stream::spawn_signal_proxy(client, &id);
+    }
     let pumped = stream::pump(hijacked, opts.tty, opts.interactive).await;
     drop(raw);
     pumped?;
@@ -250,6 +253,9 @@ pub async fn start(client: &Client, args: StartArgs) -> Result<i32> {
         }
         if tty && std::io::stdout().is_terminal() {
             stream::spawn_resizer(client, format!("/containers/{cid}"));
+        }
+        if !tty {
+            stream::spawn_signal_proxy(client, name);
         }
         let pumped = stream::pump(hijacked, tty, args.interactive).await;
         drop(raw);

@@ -229,6 +229,33 @@ pub fn spawn_resizer(client: &Client, path: String) {
     });
 }
 
+/// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT we receive to the container (docker's
+/// `--sig-proxy`), for attached containers without a TTY.
+pub fn spawn_signal_proxy(client: &Client, container: &str) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sigs = [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::quit(), "SIGQUIT"),
+    ];
+    for (kind, name) in sigs {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
+        let client = client.clone();
+        let path = format!(
+            "/containers/{}/kill?signal={name}",
+            crate::client::seg(container)
+        );
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                let _ = client.send(hyper::Method::POST, &path, None).await;
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
