@@ -626,9 +626,16 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
     let pumped = stream::pump(hijacked, args.tty, args.interactive).await;
     drop(raw);
     pumped?;
-    let inspect: ExecInspectResponse = client
-        .json(Method::GET, &format!("/exec/{exec_id}/json"), None)
-        .await?;
+    // The stream can end a moment before the daemon records the exit code.
+    let inspect_path = format!("/exec/{exec_id}/json");
+    let mut inspect: ExecInspectResponse = client.json(Method::GET, &inspect_path, None).await?;
+    for _ in 0..100 {
+        if inspect.running != Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        inspect = client.json(Method::GET, &inspect_path, None).await?;
+    }
     Ok(inspect.exit_code.unwrap_or(0) as i32)
 }
 
