@@ -9,10 +9,31 @@ use serde_json::Value;
 enum Node {
     Text(String),
     Action(Vec<String>),
+    Block {
+        kind: BlockKind,
+        pipeline: Vec<String>,
+        body: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
 }
 
-/// A parsed template (`{{.Field}}`, `{{.A.B}}`, `{{json .}}`, `{{join .X ","}}`,
-/// `{{upper .X}}`, `{{lower .X}}`, `{{index .Labels "k"}}`, `{{println .X}}`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BlockKind {
+    If,
+    Range,
+    With,
+}
+
+/// A lexed piece of template source.
+enum Token {
+    Text(String),
+    Action(Vec<String>),
+}
+
+/// A parsed template: `{{.Field}}`, `{{.A.B}}`, `{{json .}}`, `{{join .X ","}}`,
+/// `{{upper .X}}`, `{{lower .X}}`, `{{index .Labels "k"}}`, `{{len .X}}`,
+/// `{{eq .A "x"}}`, `{{ne ..}}`, `{{not ..}}`, `{{println .X}}`, and the blocks
+/// `{{if ..}}..{{else}}..{{end}}`, `{{range ..}}..{{end}}`, `{{with ..}}..{{end}}`.
 #[derive(Debug, Clone)]
 pub struct Template {
     nodes: Vec<Node>,
@@ -74,11 +95,11 @@ impl Template {
             None => (false, src),
         };
         let src = src.replace("\\t", "\t").replace("\\n", "\n");
-        let mut nodes = Vec::new();
+        let mut tokens = Vec::new();
         let mut rest = src.as_str();
         while let Some(start) = rest.find("{{") {
             if start > 0 {
-                nodes.push(Node::Text(rest[..start].to_string()));
+                tokens.push(Token::Text(rest[..start].to_string()));
             }
             let after = &rest[start + 2..];
             let Some(end) = after.find("}}") else {
@@ -89,11 +110,16 @@ impl Template {
             if w.is_empty() {
                 bail!("template: missing value for command");
             }
-            nodes.push(Node::Action(w));
+            tokens.push(Token::Action(w));
             rest = &after[end + 2..];
         }
         if !rest.is_empty() {
-            nodes.push(Node::Text(rest.to_string()));
+            tokens.push(Token::Text(rest.to_string()));
+        }
+        let mut iter = tokens.into_iter();
+        let (nodes, term) = parse_nodes(&mut iter)?;
+        if let Some(t) = term {
+            bail!("template: unexpected {{{{{t}}}}}");
         }
         Ok(Self { nodes, table })
     }
@@ -101,12 +127,7 @@ impl Template {
     /// Renders the template against `data`.
     pub fn render(&self, data: &Value) -> Result<String> {
         let mut out = String::new();
-        for node in &self.nodes {
-            match node {
-                Node::Text(t) => out.push_str(t),
-                Node::Action(w) => out.push_str(&eval(w, data)?),
-            }
-        }
+        render_nodes(&self.nodes, data, &mut out)?;
         Ok(out)
     }
 
@@ -116,6 +137,7 @@ impl Template {
         for node in &self.nodes {
             match node {
                 Node::Text(t) => out.push_str(t),
+                Node::Block { .. } => {}
                 Node::Action(w) => {
                     let field = w
                         .iter()
@@ -177,7 +199,109 @@ fn arg(word: &str, data: &Value) -> Result<Value> {
     Ok(lookup(word, data)?.cloned().unwrap_or(Value::Null))
 }
 
-fn eval(words: &[String], data: &Value) -> Result<String> {
+/// Parses nodes up to `{{end}}`/`{{else}}` (returned) or the end of input.
+fn parse_nodes(
+    tokens: &mut std::vec::IntoIter<Token>,
+) -> Result<(Vec<Node>, Option<&'static str>)> {
+    let mut nodes = Vec::new();
+    while let Some(tok) = tokens.next() {
+        let w = match tok {
+            Token::Text(t) => {
+                nodes.push(Node::Text(t));
+                continue;
+            }
+            Token::Action(w) => w,
+        };
+        let kind = match w[0].as_str() {
+            "end" => return Ok((nodes, Some("end"))),
+            "else" => return Ok((nodes, Some("else"))),
+            "if" => BlockKind::If,
+            "range" => BlockKind::Range,
+            "with" => BlockKind::With,
+            _ => {
+                nodes.push(Node::Action(w));
+                continue;
+            }
+        };
+        let pipeline = w[1..].to_vec();
+        if pipeline.is_empty() {
+            bail!("template: missing value for {}", w[0]);
+        }
+        let (body, term) = parse_nodes(tokens)?;
+        let otherwise = match term {
+            Some("end") => Vec::new(),
+            Some(_) => match parse_nodes(tokens)? {
+                (otherwise, Some("end")) => otherwise,
+                _ => bail!("template: unexpected EOF: missing {{{{end}}}}"),
+            },
+            None => bail!("template: unexpected EOF: missing {{{{end}}}}"),
+        };
+        nodes.push(Node::Block {
+            kind,
+            pipeline,
+            body,
+            otherwise,
+        });
+    }
+    Ok((nodes, None))
+}
+
+/// Go's truthiness for `if`/`with`.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(m) => !m.is_empty(),
+    }
+}
+
+fn render_nodes(nodes: &[Node], data: &Value, out: &mut String) -> Result<()> {
+    for node in nodes {
+        match node {
+            Node::Text(t) => out.push_str(t),
+            Node::Action(w) => out.push_str(&go_string(&eval(w, data)?)),
+            Node::Block {
+                kind,
+                pipeline,
+                body,
+                otherwise,
+            } => {
+                let v = eval(pipeline, data)?;
+                match kind {
+                    BlockKind::If if truthy(&v) => render_nodes(body, data, out)?,
+                    BlockKind::With if truthy(&v) => render_nodes(body, &v, out)?,
+                    BlockKind::If | BlockKind::With => render_nodes(otherwise, data, out)?,
+                    BlockKind::Range => {
+                        let items: Vec<Value> = match v {
+                            Value::Array(a) => a,
+                            Value::Object(m) => {
+                                let mut entries: Vec<_> = m.into_iter().collect();
+                                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                                entries.into_iter().map(|(_, v)| v).collect()
+                            }
+                            Value::Null => Vec::new(),
+                            other => {
+                                bail!("template: range can't iterate over {}", go_string(&other))
+                            }
+                        };
+                        if items.is_empty() {
+                            render_nodes(otherwise, data, out)?;
+                        }
+                        for item in &items {
+                            render_nodes(body, item, out)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn eval(words: &[String], data: &Value) -> Result<Value> {
     let func = words[0].as_str();
     let args = &words[1..];
     let one = || -> Result<Value> {
@@ -189,68 +313,78 @@ fn eval(words: &[String], data: &Value) -> Result<String> {
             ),
         }
     };
-    Ok(match func {
-        "json" => serde_json::to_string(&one()?)?,
-        "upper" => go_string(&one()?).to_uppercase(),
-        "lower" => go_string(&one()?).to_lowercase(),
+    let two = || -> Result<(Value, Value)> {
+        match args {
+            [a, b] => Ok((arg(a, data)?, arg(b, data)?)),
+            _ => bail!(
+                "template: wrong number of args for {func}: want 2 got {}",
+                args.len()
+            ),
+        }
+    };
+    let s = |v: String| Ok(Value::String(v));
+    match func {
+        "json" => s(serde_json::to_string(&one()?)?),
+        "upper" => s(go_string(&one()?).to_uppercase()),
+        "lower" => s(go_string(&one()?).to_lowercase()),
         "title" => {
-            let s = go_string(&one()?);
-            let mut c = s.chars();
-            c.next()
+            let text = go_string(&one()?);
+            let mut c = text.chars();
+            s(c.next()
                 .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-                .unwrap_or_default()
+                .unwrap_or_default())
+        }
+        "len" => match one()? {
+            Value::Array(a) => Ok(Value::from(a.len())),
+            Value::Object(m) => Ok(Value::from(m.len())),
+            Value::String(t) => Ok(Value::from(t.len())),
+            Value::Null => Ok(Value::from(0)),
+            other => bail!("template: len of {}", go_string(&other)),
+        },
+        "not" => Ok(Value::Bool(!truthy(&one()?))),
+        "eq" => {
+            let (a, b) = two()?;
+            Ok(Value::Bool(a == b))
+        }
+        "ne" => {
+            let (a, b) = two()?;
+            Ok(Value::Bool(a != b))
         }
         "println" => {
             let parts: Result<Vec<String>> = args
                 .iter()
                 .map(|a| arg(a, data).map(|v| go_string(&v)))
                 .collect();
-            parts?.join(" ") + "\n"
+            s(parts?.join(" ") + "\n")
         }
         "join" => {
-            let [list, sep] = args else {
-                bail!(
-                    "template: wrong number of args for join: want 2 got {}",
-                    args.len()
-                );
-            };
-            let sep = go_string(&arg(sep, data)?);
-            match arg(list, data)? {
+            let (list, sep) = two()?;
+            let sep = go_string(&sep);
+            s(match list {
                 Value::Array(items) => items.iter().map(go_string).collect::<Vec<_>>().join(&sep),
                 Value::Null => String::new(),
                 other => go_string(&other),
-            }
+            })
         }
         "index" => {
-            let [obj, key] = args else {
-                bail!(
-                    "template: wrong number of args for index: want 2 got {}",
-                    args.len()
-                );
-            };
-            let obj = arg(obj, data)?;
-            let key = arg(key, data)?;
-            let v = match (&obj, &key) {
+            let (obj, key) = two()?;
+            Ok(match (&obj, &key) {
                 (Value::Object(m), Value::String(k)) => m.get(k).cloned(),
                 (Value::Array(a), Value::Number(n)) => {
                     n.as_u64().and_then(|i| a.get(i as usize).cloned())
                 }
                 _ => None,
-            };
-            v.map(|v| go_string(&v))
-                .unwrap_or_else(|| "<no value>".into())
+            }
+            .unwrap_or(Value::Null))
         }
         w if w.starts_with('.') => {
             if !args.is_empty() {
                 bail!("template: can't give argument to non-function {w}");
             }
-            match lookup(w, data)? {
-                Some(v) => go_string(v),
-                None => "<no value>".into(),
-            }
+            Ok(lookup(w, data)?.cloned().unwrap_or(Value::Null))
         }
         other => bail!("template: function {other:?} not defined"),
-    })
+    }
 }
 
 /// Prints a value like Go's `fmt.Print` does for decoded JSON.
@@ -517,6 +651,16 @@ mod tests {
         assert_eq!(r("{{.Missing}}"), "<no value>");
         assert_eq!(r("{{.Config.Env}}"), "[A=1 B=2]");
         assert_eq!(r("{{upper .State.Status}}"), "RUNNING");
+        assert_eq!(r("{{range .Config.Env}}[{{.}}]{{end}}"), "[A=1][B=2]");
+        assert_eq!(r("{{range .Nope}}x{{else}}none{{end}}"), "none");
+        assert_eq!(
+            r("{{if eq .State.Status \"running\"}}up{{else}}down{{end}}"),
+            "up"
+        );
+        assert_eq!(r("{{with .State}}{{.Pid}}{{end}}"), "42");
+        assert_eq!(r("{{len .Config.Env}} {{not .Missing}}"), "2 true");
+        assert!(Template::parse("{{if .X}}open").is_err());
+        assert!(Template::parse("{{end}}").is_err());
         assert!(Template::parse("{{.State").is_err());
         assert!(Template::parse("{{nope .X}}")
             .unwrap()
