@@ -12,8 +12,7 @@ use crate::opts::ContainerOpts;
     override_usage = "barge [OPTIONS] COMMAND",
     disable_version_flag = true,
     subcommand_help_heading = "Commands",
-    subcommand_value_name = "COMMAND",
-    after_help = "Run 'barge COMMAND --help' for more information on a command."
+    subcommand_value_name = "COMMAND"
 )]
 pub struct Cli {
     /// Daemon socket to connect to
@@ -21,6 +20,7 @@ pub struct Cli {
         short = 'H',
         long,
         env = "BARGE_HOST",
+        hide_env_values = true,
         default_value = DEFAULT_HOST,
         value_name = "string"
     )]

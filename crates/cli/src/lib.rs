@@ -19,7 +19,7 @@ use std::fmt;
 use std::io::{IsTerminal, Write};
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Cmd, ContainerCmd, ImageCmd};
 use client::Client;
@@ -95,9 +95,46 @@ pub(crate) fn confirm(question: &str) -> bool {
     matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
+/// Commands listed first in `barge --help`, like docker's "Common Commands".
+const COMMON: [&str; 7] = ["run", "exec", "ps", "images", "version", "info", "daemon"];
+/// Command groups ("Management Commands").
+const MANAGEMENT: [&str; 2] = ["container", "image"];
+
+/// The root command with docker's grouped help layout.
+fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let list = |filter: &dyn Fn(&str) -> bool| -> String {
+        let mut out = String::new();
+        let mut subs: Vec<_> = cmd
+            .get_subcommands()
+            .filter(|c| filter(c.get_name()))
+            .collect();
+        subs.sort_by_key(|c| {
+            let common = COMMON.iter().position(|n| *n == c.get_name());
+            (common.unwrap_or(usize::MAX), c.get_name().to_string())
+        });
+        for sub in subs {
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            out.push_str(&format!("  {:<11} {about}\n", sub.get_name()));
+        }
+        out
+    };
+    let common = list(&|n| COMMON.contains(&n));
+    let management = list(&|n| MANAGEMENT.contains(&n));
+    let others = list(&|n| !COMMON.contains(&n) && !MANAGEMENT.contains(&n));
+    let template = format!(
+        "Usage:  barge [OPTIONS] COMMAND\n\n{{about}}\n\nCommon Commands:\n{common}\n\
+         Management Commands:\n{management}\nCommands:\n{others}\nGlobal Options:\n{{options}}\n\nRun 'barge COMMAND --help' for more information on a command.\n"
+    );
+    cmd.help_template(template).disable_help_subcommand(true)
+}
+
 /// Entry point: `args` is the full argv (`args[0]` = "barge"). Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let code = match e.kind() {
@@ -115,7 +152,7 @@ pub fn main(args: &[String]) -> i32 {
         return 0;
     }
     let Some(cmd) = cli.cmd else {
-        let _ = Cli::command().print_help();
+        let _ = command().print_help();
         return 0;
     };
     if let Cmd::Daemon { .. } = cmd {
@@ -211,6 +248,7 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
 mod tests {
     use super::*;
     use crate::cli::PsArgs;
+    use clap::Parser;
 
     #[test]
     fn start_error_codes() {
@@ -266,6 +304,14 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
+        let help = command().render_help().to_string();
+        assert!(help.contains("Common Commands:\n  run "), "{help}");
+        assert!(help.contains("Management Commands:\n  container"), "{help}");
+        assert!(
+            help.contains("daemon      Start the barge daemon (see barge daemon --help)"),
+            "{help}"
+        );
+        assert!(help.contains("-H, --host"), "{help}");
     }
 }
