@@ -289,14 +289,81 @@ pub async fn prune(client: &Client, args: PruneArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Upload progress on stderr when it is a terminal (big files only).
+struct Progress {
+    total: Option<u64>,
+    sent: u64,
+    last: std::time::Instant,
+    shown: bool,
+    enabled: bool,
+}
+
+impl Progress {
+    const MIN_SIZE: u64 = 8 << 20;
+
+    fn new(total: Option<u64>) -> Self {
+        Self {
+            total,
+            sent: 0,
+            last: std::time::Instant::now(),
+            shown: false,
+            enabled: std::io::stderr().is_terminal() && total.is_none_or(|t| t >= Self::MIN_SIZE),
+        }
+    }
+
+    fn add(&mut self, n: usize) {
+        self.sent += n as u64;
+        if !self.enabled || self.last.elapsed() < std::time::Duration::from_millis(200) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        self.shown = true;
+        eprint!("\r{}", progress_line(self.sent, self.total));
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.shown {
+            eprintln!("\r{}", progress_line(self.sent, self.total));
+        }
+    }
+}
+
+/// `Sending [=====>     ]  12.3MB/45.6MB` (or just the byte count).
+pub fn progress_line(sent: u64, total: Option<u64>) -> String {
+    const WIDTH: u64 = 40;
+    let sent_h = format::human_size(sent as i64);
+    match total.filter(|t| *t > 0) {
+        Some(total) => {
+            let done = (sent.min(total) * WIDTH / total) as usize;
+            let bar = if done as u64 >= WIDTH {
+                "=".repeat(WIDTH as usize)
+            } else {
+                format!(
+                    "{}>{}",
+                    "=".repeat(done),
+                    " ".repeat(WIDTH as usize - done - 1)
+                )
+            };
+            format!(
+                "Sending [{bar}] {sent_h:>8}/{}",
+                format::human_size(total as i64)
+            )
+        }
+        None => format!("Sending {sent_h:>8}"),
+    }
+}
+
 /// A `Write` that forwards chunks into a request body channel.
-struct ChannelWriter(mpsc::Sender<std::io::Result<Bytes>>);
+struct ChannelWriter(mpsc::Sender<std::io::Result<Bytes>>, Progress);
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0
             .blocking_send(Ok(Bytes::copy_from_slice(buf)))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "request aborted"))?;
+        self.1.add(buf.len());
         Ok(buf.len())
     }
 
@@ -334,7 +401,7 @@ fn source_body(path: Option<&Path>) -> Result<client::Body> {
             let root = p.to_path_buf();
             tokio::task::spawn_blocking(move || {
                 let err_tx = tx.clone();
-                let mut builder = tar::Builder::new(ChannelWriter(tx));
+                let mut builder = tar::Builder::new(ChannelWriter(tx, Progress::new(None)));
                 builder.mode(tar::HeaderMode::Deterministic);
                 let result = append_tree(&mut builder, &root, &root)
                     .and_then(|()| builder.finish().map_err(Into::into));
@@ -344,13 +411,17 @@ fn source_body(path: Option<&Path>) -> Result<client::Body> {
             });
         }
         _ => {
-            let mut reader: Box<dyn Read + Send> = match path {
-                Some(p) => Box::new(
-                    std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?,
-                ),
-                None => Box::new(std::io::stdin()),
+            let (mut reader, total): (Box<dyn Read + Send>, Option<u64>) = match path {
+                Some(p) => {
+                    let f =
+                        std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
+                    let len = f.metadata().ok().map(|m| m.len());
+                    (Box::new(f), len)
+                }
+                None => (Box::new(std::io::stdin()), None),
             };
             tokio::task::spawn_blocking(move || {
+                let mut progress = Progress::new(total);
                 let mut buf = vec![0u8; 256 * 1024];
                 loop {
                     match reader.read(&mut buf) {
@@ -362,6 +433,7 @@ fn source_body(path: Option<&Path>) -> Result<client::Body> {
                             {
                                 break;
                             }
+                            progress.add(n);
                         }
                         Err(e) => {
                             let _ = tx.blocking_send(Err(e));
@@ -533,6 +605,23 @@ pub async fn import(client: &Client, args: ImportArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_lines() {
+        assert_eq!(
+            progress_line(5_000_000, Some(10_000_000)),
+            format!(
+                "Sending [{}>{}]      5MB/10MB",
+                "=".repeat(20),
+                " ".repeat(19)
+            )
+        );
+        assert_eq!(
+            progress_line(10_000_000, Some(10_000_000)),
+            format!("Sending [{}]     10MB/10MB", "=".repeat(40))
+        );
+        assert_eq!(progress_line(1_500, None), "Sending    1.5kB");
+    }
 
     #[test]
     fn references_split() {
