@@ -29,6 +29,8 @@ pub const MAX_API_VERSION: (u32, u32) = (1, 47);
 pub const FALLBACK_API_VERSION: (u32, u32) = (1, 43);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A daemon that accepts but does not answer `/_ping` counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Request body type used for every request.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -178,7 +180,11 @@ impl Client {
 
     /// Pings the daemon and negotiates the API version.
     pub async fn negotiate(&mut self) -> Result<()> {
-        let resp = self.raw(Method::GET, "/_ping", empty(), &[]).await?;
+        let ping = self.raw(Method::GET, "/_ping", empty(), &[]);
+        let resp = match tokio::time::timeout(PING_TIMEOUT, ping).await {
+            Ok(resp) => resp?,
+            Err(_) => return Err(Unreachable(self.host.clone()).into()),
+        };
         let server = resp
             .headers()
             .get("api-version")

@@ -32,7 +32,7 @@ fn full_reference(image: &str) -> String {
 }
 
 /// Maps a `run`/`create` failure to exit code 125 with docker's wording.
-fn create_failure(err: anyhow::Error, image: &str) -> anyhow::Error {
+fn create_failure(err: anyhow::Error, image: &str, cmd: &str) -> anyhow::Error {
     if err.downcast_ref::<Unreachable>().is_some() {
         return err;
     }
@@ -41,19 +41,24 @@ fn create_failure(err: anyhow::Error, image: &str) -> anyhow::Error {
             return status(
                 125,
                 format!(
-                    "Unable to find image '{}' locally\nbarge: {err}.\nSee 'barge run --help'.",
+                    "Unable to find image '{}' locally\nbarge: {err}.\nSee 'barge {cmd} --help'.",
                     full_reference(image)
                 ),
             );
         }
     }
-    status(125, format!("barge: {err:#}.\nSee 'barge run --help'."))
+    status(125, format!("barge: {err:#}.\nSee 'barge {cmd} --help'."))
 }
 
-async fn create_container(client: &Client, opts: &ContainerOpts, detach: bool) -> Result<String> {
+async fn create_container(
+    client: &Client,
+    opts: &ContainerOpts,
+    detach: bool,
+    cmd: &str,
+) -> Result<String> {
     let body = opts
         .to_create_body(detach)
-        .map_err(|e| status(125, format!("barge: {e:#}.\nSee 'barge run --help'.")))?;
+        .map_err(|e| status(125, format!("barge: {e:#}.\nSee 'barge {cmd} --help'.")))?;
     let path = format!(
         "/containers/create{}",
         query(&[
@@ -64,7 +69,7 @@ async fn create_container(client: &Client, opts: &ContainerOpts, detach: bool) -
     let resp: ContainerCreateResponse = client
         .json(Method::POST, &path, Some(json_body(&body)?))
         .await
-        .map_err(|e| create_failure(e, opts.image()))?;
+        .map_err(|e| create_failure(e, opts.image(), cmd))?;
     for w in &resp.warnings {
         eprintln!("WARNING: {w}");
     }
@@ -73,7 +78,7 @@ async fn create_container(client: &Client, opts: &ContainerOpts, detach: bool) -
 
 /// `barge create`.
 pub async fn create(client: &Client, args: CreateArgs) -> Result<i32> {
-    let id = create_container(client, &args.opts, true).await?;
+    let id = create_container(client, &args.opts, true, "create").await?;
     println!("{id}");
     Ok(0)
 }
@@ -110,7 +115,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
     if opts.tty && opts.interactive && !std::io::stdin().is_terminal() && !args.detach {
         return Err(status(1, "the input device is not a TTY"));
     }
-    let id = create_container(client, opts, args.detach).await?;
+    let id = create_container(client, opts, args.detach, "run").await?;
     let cid = seg(&id);
     let start_path = format!("/containers/{cid}/start");
 
