@@ -241,6 +241,9 @@ pub async fn start(client: &Client, args: StartArgs) -> Result<i32> {
                 empty(),
             )
             .await?;
+        let auto_remove = info["HostConfig"]["AutoRemove"].as_bool().unwrap_or(false);
+        let condition = if auto_remove { "removed" } else { "next-exit" };
+        let waiter = spawn_wait(client, info["Id"].as_str().unwrap_or(name), condition).await;
         let raw = if tty && args.interactive {
             RawMode::enter()?
         } else {
@@ -251,6 +254,7 @@ pub async fn start(client: &Client, args: StartArgs) -> Result<i32> {
             .await
         {
             drop(raw);
+            waiter.abort();
             let code = api_error(&e)
                 .map(|a| start_error_code(&a.message))
                 .unwrap_or(1);
@@ -265,8 +269,7 @@ pub async fn start(client: &Client, args: StartArgs) -> Result<i32> {
         let pumped = stream::pump(hijacked, tty, args.interactive).await;
         drop(raw);
         pumped?;
-        let info = container_json(client, name).await?;
-        return Ok(info["State"]["ExitCode"].as_i64().unwrap_or(0) as i32);
+        return Ok(waiter.await?? as i32);
     }
     for_each(&args.containers, |name| async move {
         client
