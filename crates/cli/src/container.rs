@@ -426,13 +426,10 @@ pub fn ps_row(c: &ContainerSummary, no_trunc: bool) -> Value {
         .map(|n| n.keys().cloned().collect())
         .unwrap_or_default();
     networks.sort();
-    let size = match (c.size_rw, c.size_root_fs) {
-        (Some(rw), Some(root)) => format!(
-            "{} (virtual {})",
-            format::human_size(rw),
-            format::human_size(root)
-        ),
-        _ => String::new(),
+    let size_rw = format::human_size(c.size_rw.unwrap_or(0));
+    let size = match c.size_root_fs.filter(|s| *s > 0) {
+        Some(root) => format!("{size_rw} (virtual {})", format::human_size(root)),
+        None => size_rw,
     };
     json!({
         "Command": command,
@@ -444,6 +441,7 @@ pub fn ps_row(c: &ContainerSummary, no_trunc: bool) -> Value {
         "Mounts": mounts.join(","),
         "Names": names.join(","),
         "Networks": networks.join(","),
+        "Platform": Value::Null,
         "Ports": ports.join(", "),
         "RunningFor": format::since_unix(created),
         "Size": size,
@@ -459,12 +457,14 @@ pub const PS_TABLE: &str =
 /// `barge ps`.
 pub async fn ps(client: &Client, args: PsArgs) -> Result<i32> {
     let limit = if args.latest { Some(1) } else { args.last };
+    // Like docker, ask for sizes when the template shows them.
+    let size = args.size || args.format.as_deref().is_some_and(|f| f.contains(".Size"));
     let path = format!(
         "/containers/json{}",
         query(&[
             ("all", args.all.then(|| "1".to_string())),
             ("limit", limit.filter(|l| *l > 0).map(|l| l.to_string())),
-            ("size", args.size.then(|| "1".to_string())),
+            ("size", size.then(|| "1".to_string())),
             ("filters", filters(&args.filter)?),
         ])
     );

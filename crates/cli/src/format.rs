@@ -324,7 +324,7 @@ fn eval(words: &[String], data: &Value) -> Result<Value> {
     };
     let s = |v: String| Ok(Value::String(v));
     match func {
-        "json" => s(serde_json::to_string(&one()?)?),
+        "json" => s(go_json(&one()?)?),
         "upper" => s(go_string(&one()?).to_uppercase()),
         "lower" => s(go_string(&one()?).to_lowercase()),
         "title" => {
@@ -385,6 +385,18 @@ fn eval(words: &[String], data: &Value) -> Result<Value> {
         }
         other => bail!("template: function {other:?} not defined"),
     }
+}
+
+/// Escapes `<`, `>` and `&` like Go's `encoding/json` (they only occur in strings).
+pub fn go_json_escape(json: &str) -> String {
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+/// Compact JSON as Go's `json.Marshal` writes it.
+pub fn go_json(v: &impl serde::Serialize) -> Result<String> {
+    Ok(go_json_escape(&serde_json::to_string(v)?))
 }
 
 /// Prints a value like Go's `fmt.Print` does for decoded JSON.
@@ -467,7 +479,7 @@ impl Output {
             Self::Json => {
                 let mut out = String::new();
                 for r in rows {
-                    out.push_str(&serde_json::to_string(r)?);
+                    out.push_str(&go_json(r)?);
                     out.push('\n');
                 }
                 Ok(out)
@@ -680,6 +692,10 @@ mod tests {
             .render(&[json!({"ID": "abc"})], header_name)
             .unwrap();
         assert_eq!(json_out, "{\"ID\":\"abc\"}\n");
+        assert_eq!(
+            go_json(&json!({"D": "<none>&"})).unwrap(),
+            r#"{"D":"\u003cnone\u003e\u0026"}"#
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn print_formatted(format: Option<&str>, value: &Value) -> Result<bool> {
     match format {
         None => Ok(false),
         Some("json") => {
-            println!("{}", serde_json::to_string(value)?);
+            println!("{}", format::go_json(value)?);
             Ok(true)
         }
         Some(t) => {
@@ -275,7 +275,7 @@ pub fn to_docker_json(v: &Value) -> Result<String> {
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
     serde::Serialize::serialize(v, &mut ser)?;
-    Ok(String::from_utf8(buf)?)
+    Ok(format::go_json_escape(&String::from_utf8(buf)?))
 }
 
 /// `barge inspect`.
@@ -349,7 +349,7 @@ pub async fn events(client: &Client, args: EventsArgs) -> Result<i32> {
     for_each_json(resp, |ev| {
         let text = match &template {
             Some(t) => t.render(&ev)?,
-            None if json_out => serde_json::to_string(&ev)?,
+            None if json_out => format::go_json(&ev)?,
             None => event_line(&ev),
         };
         println!("{text}");
