@@ -189,28 +189,31 @@ pub async fn info(client: &Client, args: FormatArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn inspect_one(client: &Client, name: &str, kind: Option<&str>, size: bool) -> Result<Value> {
+/// Fetches one object as (parsed, raw text): the raw text keeps the daemon's key order.
+async fn get_raw(client: &Client, path: &str) -> Result<(Value, String)> {
+    let resp = client.request(Method::GET, path, empty(), &[]).await?;
+    let bytes = client::read_all(resp).await?;
+    let value = serde_json::from_slice(&bytes)?;
+    Ok((value, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+async fn inspect_one(
+    client: &Client,
+    name: &str,
+    kind: Option<&str>,
+    size: bool,
+) -> Result<(Value, String)> {
     let mut last_err = None;
     if kind.is_none_or(|k| k == "container") {
         let q = query(&[("size", size.then(|| "1".to_string()))]);
-        match client
-            .json(
-                Method::GET,
-                &format!("/containers/{}/json{q}", seg(name)),
-                None,
-            )
-            .await
-        {
+        match get_raw(client, &format!("/containers/{}/json{q}", seg(name))).await {
             Ok(v) => return Ok(v),
             Err(e) if api_error(&e).is_some_and(|a| a.status == 404) => last_err = Some(e),
             Err(e) => return Err(e),
         }
     }
     if kind.is_none_or(|k| k == "image") {
-        match client
-            .json(Method::GET, &format!("/images/{}/json", seg(name)), None)
-            .await
-        {
+        match get_raw(client, &format!("/images/{}/json", seg(name))).await {
             Ok(v) => return Ok(v),
             Err(e) if api_error(&e).is_some_and(|a| a.status == 404) => last_err = Some(e),
             Err(e) => return Err(e),
@@ -245,37 +248,105 @@ async fn inspect_impl(
         Some(t) => Some(Template::parse(t)?),
     };
     let mut found = Vec::new();
-    let mut failed = false;
+    let mut errors = Vec::new();
     for name in names {
         match inspect_one(client, name, kind, size).await {
-            Ok(v) => {
+            Ok((v, raw)) => {
                 if let Some(t) = &template {
                     println!("{}", t.render(&v)?);
                 }
-                found.push(v);
+                found.push(raw);
             }
             Err(e) => {
                 if e.downcast_ref::<client::Unreachable>().is_some() {
                     return Err(e);
                 }
-                failed = true;
-                eprintln!("{e:#}");
+                errors.push(e);
             }
         }
     }
+    // Like docker: the array first, then what could not be found.
     if template.is_none() {
-        println!("{}", to_docker_json(&Value::Array(found))?);
+        println!("{}", indent_array(&found));
     }
-    Ok(i32::from(failed))
+    for e in &errors {
+        eprintln!("{e:#}");
+    }
+    Ok(i32::from(!errors.is_empty()))
 }
 
-/// Pretty-prints JSON with docker's 4-space indentation.
-pub fn to_docker_json(v: &Value) -> Result<String> {
-    let mut buf = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-    serde::Serialize::serialize(v, &mut ser)?;
-    Ok(format::go_json_escape(&String::from_utf8(buf)?))
+/// Prints raw JSON documents as one array, indented like Go's `json.Indent`
+/// with four spaces (what `docker inspect` prints), keeping the daemon's key order.
+pub fn indent_array(docs: &[String]) -> String {
+    if docs.is_empty() {
+        return "[]".into();
+    }
+    let items: Vec<String> = docs
+        .iter()
+        .map(|d| format!("    {}", indent_json(d, 1)))
+        .collect();
+    format!("[\n{}\n]", items.join(",\n"))
+}
+
+/// Re-indents one JSON text (4 spaces a level, starting at `depth`).
+pub fn indent_json(src: &str, depth: usize) -> String {
+    const INDENT: &str = "    ";
+    let mut out = String::with_capacity(src.len() * 2);
+    let mut depth = depth;
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str(INDENT);
+        }
+    };
+    let (mut in_str, mut escaped) = (false, false);
+    let mut chars = src.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_str {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match c {
+            c if c.is_whitespace() => {}
+            '"' => {
+                in_str = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                    chars.next();
+                }
+                let close = if c == '{' { '}' } else { ']' };
+                out.push(c);
+                if chars.peek() == Some(&close) {
+                    chars.next();
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// `barge inspect`.
@@ -385,10 +456,12 @@ mod tests {
     }
 
     #[test]
-    fn docker_json_indent() {
+    fn docker_json_indent_keeps_order() {
+        let raw = r#"{"Z":1,"A":{"s":"a,b:{[\"q\"]"},"E":[],"O":{},"L":[1, 2]}"#;
         assert_eq!(
-            to_docker_json(&json!([{"a": 1}])).unwrap(),
-            "[\n    {\n        \"a\": 1\n    }\n]"
+            indent_array(&[raw.to_string()]),
+            "[\n    {\n        \"Z\": 1,\n        \"A\": {\n            \"s\": \"a,b:{[\\\"q\\\"]\"\n        },\n        \"E\": [],\n        \"O\": {},\n        \"L\": [\n            1,\n            2\n        ]\n    }\n]"
         );
+        assert_eq!(indent_array(&[]), "[]");
     }
 }
