@@ -95,7 +95,10 @@ pub async fn version(host: &str, args: &VersionArgs) -> Result<i32> {
         line("  Go version:", go);
     }
     line("  Git commit:", v.git_commit.clone().unwrap_or_else(na));
-    line("  Built:", v.build_time.clone().unwrap_or_else(na));
+    line(
+        "  Built:",
+        v.build_time.as_deref().map(ansic_time).unwrap_or_else(na),
+    );
     line(
         "  OS/Arch:",
         format!(
@@ -121,6 +124,18 @@ pub async fn version(host: &str, args: &VersionArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// RFC 3339 → Go's `time.ANSIC` in local time (`Thu May  7 21:09:36 2026`), as
+/// `docker version` prints build times; other text is kept.
+pub fn ansic_time(t: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(t) {
+        Ok(t) => t
+            .with_timezone(&chrono::Local)
+            .format("%a %b %e %H:%M:%S %Y")
+            .to_string(),
+        Err(_) => t.to_string(),
+    }
 }
 
 /// docker's `units.BytesSize`: binary units with 4 significant digits.
@@ -447,6 +462,24 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("T"), "{line}");
+    }
+
+    #[test]
+    fn ansic_build_times() {
+        let t = "2026-05-07T21:09:36.000000000+00:00";
+        let local = chrono::DateTime::parse_from_rfc3339(t)
+            .unwrap()
+            .with_timezone(&chrono::Local)
+            .naive_local();
+        let shown = ansic_time(t);
+        assert_eq!(
+            chrono::NaiveDateTime::parse_from_str(&shown, "%a %b %e %H:%M:%S %Y").unwrap(),
+            local
+        );
+        if local.and_utc().timestamp() == 1_778_188_176 {
+            assert_eq!(shown, "Thu May  7 21:09:36 2026");
+        }
+        assert_eq!(ansic_time("unknown"), "unknown");
     }
 
     #[test]
