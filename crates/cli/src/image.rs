@@ -447,25 +447,73 @@ fn source_body(path: Option<&Path>) -> Result<client::Body> {
     Ok(body)
 }
 
-/// Prints a docker JSON message stream; `errorDetail`/`error` become errors.
-fn print_message(v: &Value) -> Result<()> {
-    if let Some(err) = v["errorDetail"]["message"]
-        .as_str()
-        .or_else(|| v["error"].as_str())
-    {
-        bail!("{err}");
+/// Prints a docker JSON message stream like docker's `jsonmessage`: `stream`
+/// text as is, `status` lines, and progress updates rewritten in place on a
+/// terminal. `errorDetail`/`error` become errors.
+#[derive(Default)]
+struct MessagePrinter {
+    /// A progress line is on screen without its newline.
+    progress_open: bool,
+}
+
+impl MessagePrinter {
+    fn print(&mut self, v: &Value) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        if let Some(err) = v["errorDetail"]["message"]
+            .as_str()
+            .or_else(|| v["error"].as_str())
+        {
+            if self.progress_open {
+                writeln!(out)?;
+                self.progress_open = false;
+            }
+            bail!("{err}");
+        }
+        let text = if let Some(s) = v["stream"].as_str() {
+            Some(s.to_string())
+        } else if let Some(s) = v["status"].as_str() {
+            let progress = v["progress"].as_str().unwrap_or("");
+            Some(match v["id"].as_str() {
+                Some(id) => format!("{id}: {s} {progress}").trim_end().to_string() + "\n",
+                None => format!("{s}\n"),
+            })
+        } else {
+            None
+        };
+        let Some(text) = text else {
+            return Ok(());
+        };
+        let is_progress = v["progressDetail"]
+            .as_object()
+            .is_some_and(|d| !d.is_empty());
+        if is_progress && out.is_terminal() {
+            write!(out, "\r\x1b[2K{}", text.trim_end())?;
+            self.progress_open = true;
+        } else {
+            if self.progress_open {
+                writeln!(out)?;
+                self.progress_open = false;
+            }
+            write!(out, "{text}")?;
+        }
+        out.flush()?;
+        Ok(())
     }
-    let mut out = std::io::stdout().lock();
-    if let Some(s) = v["stream"].as_str() {
-        write!(out, "{s}")?;
-    } else if let Some(s) = v["status"].as_str() {
-        match v["id"].as_str() {
-            Some(id) => writeln!(out, "{id}: {s} {}", v["progress"].as_str().unwrap_or(""))?,
-            None => writeln!(out, "{s}")?,
+
+    fn finish(&mut self) {
+        if self.progress_open {
+            println!();
+            self.progress_open = false;
         }
     }
-    out.flush()?;
-    Ok(())
+}
+
+/// Prints a whole JSON message stream.
+async fn print_messages(resp: hyper::Response<hyper::body::Incoming>) -> Result<()> {
+    let mut printer = MessagePrinter::default();
+    let result = for_each_json(resp, |v| printer.print(&v)).await;
+    printer.finish();
+    result
 }
 
 /// `barge load`.
@@ -505,7 +553,7 @@ pub async fn load(client: &Client, args: LoadArgs) -> Result<i32> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.contains("json"));
     if is_json {
-        for_each_json(resp, |v| print_message(&v)).await?;
+        print_messages(resp).await?;
     } else {
         let bytes = client::read_all(resp).await?;
         std::io::stdout().write_all(&bytes)?;
@@ -598,7 +646,7 @@ pub async fn import(client: &Client, args: ImportArgs) -> Result<i32> {
             &[("Content-Type", "application/x-tar")],
         )
         .await?;
-    for_each_json(resp, |v| print_message(&v)).await?;
+    print_messages(resp).await?;
     Ok(0)
 }
 
