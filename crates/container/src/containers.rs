@@ -1146,8 +1146,17 @@ impl Containers {
 
     /// Current state of an exec instance.
     pub fn exec_inspect(&self, exec_id: &str) -> Result<Exec, ContainerError> {
-        let inner = self.lock();
-        let mut e = inner.execs.get(exec_id).cloned().ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
+        let mut inner = self.lock();
+        let e = inner.execs.get_mut(exec_id).ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
+        if e.running {
+            // The monitor writes exit.json before it closes the attach streams, and a client
+            // usually asks right after its stream ended: do not wait for the watcher.
+            if let Some(rec) = Self::read_exit(&self.exec_dir(exec_id)) {
+                e.running = false;
+                e.exit_code = Some(rec.exit_code);
+            }
+        }
+        let mut e = e.clone();
         if e.pid < 0 {
             e.pid = 0;
         }
