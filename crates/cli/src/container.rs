@@ -613,7 +613,7 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
     let start = ExecStartConfig {
         detach: Some(args.detach),
         tty: Some(args.tty),
-        ..Default::default()
+        console_size: config.console_size.clone(),
     };
     let start_path = format!("/exec/{exec_id}/start");
     if args.detach {
