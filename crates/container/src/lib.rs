@@ -8,6 +8,16 @@
 //! (Docker's json-file format), and records its exit status. Containers outlive the daemon.
 //!
 //! Async callers (the daemon) call these blocking methods from `spawn_blocking`.
+//!
+//! Layout:
+//! - `<data-root>/containers/<id>/`: `container.json`, `<id>-json.log[.N]`, the bundle
+//!   (`config.json`), `upper/`, `work/`, `rootfs/` (overlay mount point), `hostname`, `hosts`,
+//!   `resolv.conf` (bind-mounted into the container).
+//! - `<exec-root>/containers/<id>/`: `monitor.json` (the monitor's [`monitor::MonitorConfig`];
+//!   the monitor runs as `barge monitor <that path>`), `monitor.log`, `attach.sock`,
+//!   `control.sock`, `exit.json`, `pid`, `runtime.log`; `<exec-root>/exec/<exec-id>/` the same
+//!   for an exec; `<exec-root>/runtime/<runtime-name>/` is the OCI runtime's `--root`.
+//! - cgroups: `linux.cgroupsPath` = `/barge/<id>`.
 
 mod error;
 pub mod logs;
