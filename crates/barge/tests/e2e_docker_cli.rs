@@ -31,7 +31,7 @@ fn version_info_ping() {
     let v = D.docker_ok(&["version", "--format", "{{.Server.APIVersion}}"]);
     assert_eq!(v.trim(), "1.47");
     let info = D.docker_ok(&["info", "--format", "{{.OSType}} {{.DefaultRuntime}}"]);
-    assert_eq!(info.trim(), "linux runc");
+    assert_eq!(info.trim(), "linux barge");
 }
 
 #[test]

@@ -169,8 +169,8 @@ impl RawMode {
         let saved = termios::tcgetattr(stdin.as_fd())?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
-        // Keep output post-processing so "\n" from non-TTY streams still returns the carriage.
-        raw.output_flags |= termios::OutputFlags::OPOST;
+        // Like docker (moby/term MakeRaw), output post-processing is off too: the container's
+        // TTY already turned "\n" into "\r\n".
         termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)?;
         Ok(Some(Self { saved }))
     }

@@ -338,7 +338,7 @@ impl Containers {
         let mut cfg = cfg;
         let dir = cfg.data_root.join("containers");
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        std::fs::create_dir_all(cfg.exec_root.join("containers")).map_err(io_err("create exec root"))?;
+        std::fs::create_dir_all(cfg.exec_root.join("c")).map_err(io_err("create exec root"))?;
         // Bundles and sockets need absolute paths.
         cfg.data_root = std::fs::canonicalize(&cfg.data_root).map_err(io_err("resolve data root"))?;
         cfg.exec_root = std::fs::canonicalize(&cfg.exec_root).map_err(io_err("resolve exec root"))?;
@@ -378,11 +378,13 @@ impl Containers {
     fn container_dir(&self, id: &str) -> PathBuf {
         self.cfg.data_root.join("containers").join(id)
     }
+    /// Runtime state of a container: `<exec-root>/c/<short id>`. Short, because the Unix
+    /// sockets inside must fit `sun_path` (108 bytes) whatever the exec root is.
     fn state_dir(&self, id: &str) -> PathBuf {
-        self.cfg.exec_root.join("containers").join(id)
+        self.cfg.exec_root.join("c").join(&id[..id.len().min(16)])
     }
     fn exec_dir(&self, exec_id: &str) -> PathBuf {
-        self.cfg.exec_root.join("exec").join(exec_id)
+        self.cfg.exec_root.join("e").join(&exec_id[..exec_id.len().min(16)])
     }
     fn control_socket(&self, id: &str) -> PathBuf {
         self.state_dir(id).join("control.sock")
@@ -392,6 +394,9 @@ impl Containers {
             field: "runtime".into(),
             reason: format!("unknown or invalid runtime name: {name}"),
         })
+    }
+    fn runtime_args(&self, name: &str) -> Vec<String> {
+        self.cfg.runtime_args.get(name).cloned().unwrap_or_default()
     }
     fn runtime_root(&self, name: &str) -> PathBuf {
         self.cfg.exec_root.join("runtime").join(name)
@@ -527,7 +532,7 @@ impl Containers {
         let root = self.runtime_root(&c.runtime);
         if root.join(&c.id).exists() {
             if let Ok(rt) = self.runtime_path(&c.runtime) {
-                let _ = Command::new(rt).arg("--root").arg(&root).arg("delete").arg("--force").arg(&c.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                let _ = Command::new(rt).args(self.runtime_args(&c.runtime)).arg("--root").arg(&root).arg("delete").arg("--force").arg(&c.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
             }
         }
     }
@@ -715,6 +720,7 @@ impl Containers {
             id: c.id.clone(),
             exec_id: None,
             runtime,
+            runtime_args: self.runtime_args(&c.runtime),
             runtime_root: self.runtime_root(&c.runtime),
             bundle: dir.clone(),
             process_json: None,
@@ -1105,6 +1111,7 @@ impl Containers {
             id: c.id.clone(),
             exec_id: Some(exec.id.clone()),
             runtime: self.runtime_path(&c.runtime)?,
+            runtime_args: self.runtime_args(&c.runtime),
             runtime_root: self.runtime_root(&c.runtime),
             bundle: self.container_dir(&c.id),
             process_json: Some(dir.join("process.json")),

@@ -13,7 +13,7 @@
 //! - `<data-root>/containers/<id>/`: `container.json`, `<id>-json.log[.N]`, the bundle
 //!   (`config.json`), `upper/`, `work/`, `rootfs/` (overlay mount point), `hostname`, `hosts`,
 //!   `resolv.conf` (bind-mounted into the container).
-//! - `<exec-root>/containers/<id>/`: `monitor.json` (the monitor's [`monitor::MonitorConfig`];
+//! - `<exec-root>/c/<id[..16]>/` (short: socket paths must fit `sun_path`): `monitor.json` (the monitor's [`monitor::MonitorConfig`];
 //!   the monitor runs as `barge monitor <that path>`), `monitor.log`, `attach.sock`,
 //!   `control.sock`, `exit.json`, `pid`, `runtime.log`; `<exec-root>/exec/<exec-id>/` the same
 //!   for an exec; `<exec-root>/runtime/<runtime-name>/` is the OCI runtime's `--root`.

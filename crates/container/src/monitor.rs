@@ -34,6 +34,9 @@ pub struct MonitorConfig {
     /// `Some` = exec mode (`runc exec` of `process_json`).
     pub exec_id: Option<String>,
     pub runtime: PathBuf,
+    /// Arguments before runc's global flags (`["runtime"]` for the embedded `barge runtime`).
+    #[serde(default)]
+    pub runtime_args: Vec<String>,
     pub runtime_root: PathBuf,
     pub bundle: PathBuf,
     pub process_json: Option<PathBuf>,
@@ -138,7 +141,8 @@ fn report(status: &mut Option<File>, line: &str) {
 
 fn runtime_cmd(cfg: &MonitorConfig) -> Command {
     let mut c = Command::new(&cfg.runtime);
-    c.arg("--root")
+    c.args(&cfg.runtime_args)
+        .arg("--root")
         .arg(&cfg.runtime_root)
         .arg("--log")
         .arg(cfg.state_dir.join("runtime.log"))
@@ -203,6 +207,22 @@ fn fail(cfg: &MonitorConfig, status: &mut Option<File>, message: String) -> Resu
     let _ = std::fs::remove_file(&cfg.attach_socket);
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())
+}
+
+/// Writes a one-line message to every attach client (as moby writes a failed exec's error into
+/// the hijacked stream): a stdcopy stdout frame, or raw bytes for a TTY.
+fn tell_clients(cfg: &MonitorConfig, clients: &mut [AttachClient], message: &str) {
+    let text = format!("{message}\r\n");
+    let mut bytes = Vec::with_capacity(text.len() + 8);
+    if !cfg.tty {
+        bytes.push(1u8);
+        bytes.extend_from_slice(&[0, 0, 0]);
+        bytes.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    }
+    bytes.extend_from_slice(text.as_bytes());
+    for c in clients.iter_mut() {
+        let _ = c.stream.write_all(&bytes);
+    }
 }
 
 /// Receives the pty master runc sends over the console socket.
@@ -289,7 +309,11 @@ fn wait_exec_done(pid: i32, init: bool) {
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         match std::fs::read(format!("/proc/{pid}/cmdline")) {
-            Ok(cmd) if cmd.ends_with(b"init\0") && cmd.split(|&b| b == 0).nth(1) == Some(b"init") => {
+            // runc's stub is `runc init`; the embedded runtime's is a clone of `barge runtime ...`.
+            Ok(cmd)
+                if (cmd.ends_with(b"init\0") && cmd.split(|&b| b == 0).nth(1) == Some(b"init"))
+                    || cmd.split(|&b| b == 0).nth(1) == Some(b"runtime") =>
+            {
                 std::thread::sleep(Duration::from_millis(1))
             }
             Ok(_) if init => {
@@ -480,7 +504,11 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
         drop(c);
         match out {
             Ok(o) if o.status.success() => {}
-            Ok(o) => return fail(cfg, status, runtime_error(cfg, &String::from_utf8_lossy(&o.stderr))),
+            Ok(o) => {
+                let message = runtime_error(cfg, &String::from_utf8_lossy(&o.stderr));
+                tell_clients(cfg, &mut clients, &format!("OCI runtime exec failed: {message}"));
+                return fail(cfg, status, message);
+            }
             Err(e) => return fail(cfg, status, format!("run {}: {e}", cfg.runtime.display())),
         }
         if let Some(l) = &console {

@@ -18,8 +18,8 @@ pub struct DaemonArgs {
     /// Register an OCI runtime: NAME=PATH (repeatable)
     #[arg(long = "add-runtime")]
     pub add_runtime: Vec<String>,
-    /// Default OCI runtime for containers
-    #[arg(long = "default-runtime", default_value = "runc")]
+    /// Default OCI runtime for containers (`barge` = the embedded one, youki's libcontainer)
+    #[arg(long = "default-runtime", default_value = "barge")]
     pub default_runtime: String,
     /// Group that may use the socket (mode 0660); root only when unset
     #[arg(short = 'G', long = "group")]

@@ -47,6 +47,11 @@ pub fn run(args: DaemonArgs) -> Result<()> {
 
     let self_exe = std::env::current_exe().context("finding the barge binary")?;
     let mut runtimes = BTreeMap::new();
+    // The embedded runtime (youki's libcontainer): this binary, run as `barge runtime ...` by
+    // the single-threaded monitor, never inside the daemon.
+    runtimes.insert("barge".to_string(), self_exe.clone());
+    let mut runtime_args = BTreeMap::new();
+    runtime_args.insert("barge".to_string(), vec!["runtime".to_string()]);
     if let Some(runc) = find_in_path("runc") {
         runtimes.insert("runc".to_string(), runc);
     }
@@ -55,10 +60,11 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             .split_once('=')
             .with_context(|| format!("--add-runtime {spec:?}: expected NAME=PATH"))?;
         runtimes.insert(name.to_string(), PathBuf::from(path));
+        runtime_args.remove(name);
     }
     if !runtimes.contains_key(&args.default_runtime) {
         bail!(
-            "default runtime {:?} not found (install runc, e.g. `apt-get install runc`, or pass --add-runtime NAME=PATH)",
+            "default runtime {:?} not found (the embedded one is \"barge\"; install runc, e.g. `apt-get install runc`, or pass --add-runtime NAME=PATH)",
             args.default_runtime
         );
     }
@@ -84,6 +90,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             exec_root: args.exec_root.clone(),
             self_exe,
             runtimes: runtimes.clone(),
+            runtime_args: runtime_args.clone(),
             default_runtime: args.default_runtime.clone(),
             init_path,
         },
@@ -102,6 +109,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         data_root: args.data_root.clone(),
         exec_root: args.exec_root.clone(),
         runtimes,
+        runtime_args,
         default_runtime: args.default_runtime.clone(),
         started: chrono::Utc::now(),
     }));

@@ -24,6 +24,8 @@ pub struct Inner {
     pub data_root: PathBuf,
     pub exec_root: PathBuf,
     pub runtimes: BTreeMap<String, PathBuf>,
+    /// Leading arguments per runtime (`barge` → `["runtime"]`).
+    pub runtime_args: BTreeMap<String, Vec<String>>,
     pub default_runtime: String,
     pub started: chrono::DateTime<chrono::Utc>,
 }

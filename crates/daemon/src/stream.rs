@@ -44,10 +44,11 @@ pub struct StreamSel {
 }
 
 /// Answers a hijack request with 101 and, once upgraded, proxies between the client and the
-/// monitor socket that `point` resolves to (`None`: close at once).
+/// monitor socket that `point` resolves to. `Err(message)` is written to the client (as moby
+/// does when an exec fails after the hijack) before closing; `Err("")` just closes.
 pub fn hijack<F>(mut req: Request, sel: StreamSel, point: F) -> Response
 where
-    F: Future<Output = Option<AttachPoint>> + Send + 'static,
+    F: Future<Output = Result<AttachPoint, String>> + Send + 'static,
 {
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -58,8 +59,20 @@ where
                 return;
             }
         };
-        let Some(point) = point.await else { return };
-        if let Err(e) = proxy(TokioIo::new(upgraded), &point, sel).await {
+        let mut io = TokioIo::new(upgraded);
+        let point = match point.await {
+            Ok(p) => p,
+            Err(message) => {
+                if !message.is_empty() {
+                    let text = format!("{message}\r\n");
+                    let bytes = if sel.tty { text.into_bytes() } else { frame(STDOUT, text.as_bytes()) };
+                    let _ = io.write_all(&bytes).await;
+                }
+                let _ = io.shutdown().await;
+                return;
+            }
+        };
+        if let Err(e) = proxy(io, &point, sel).await {
             tracing::debug!("attach stream ended: {e}");
         }
     });

@@ -269,7 +269,7 @@ fn tempfile_dir() -> PathBuf {
     let mut bytes = [0u8; 6];
     getrandom_fill(&mut bytes);
     let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let dir = PathBuf::from(format!("/tmp/barge-e2e-{name}"));
+    let dir = PathBuf::from(format!("/tmp/be-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     ATEXIT.call_once(|| {
         // SAFETY: registering a plain extern "C" function with no captured state; it runs

@@ -409,7 +409,7 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Res
     let waiters = state.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).remove(&c.id).unwrap_or_default();
     let s = state.clone();
     let cid = c.id.clone();
-    asyncify(move || {
+    let started = asyncify(move || {
         let mut waiters = Some(waiters);
         let n = waiters.as_ref().map(Vec::len).unwrap_or(0);
         s.containers.start(&cid, n, &mut |point| {
@@ -418,7 +418,19 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Res
             }
         })
     })
-    .await?;
+    .await;
+    if let Err(e) = started {
+        // As dockerd: a `--rm` container that fails to start is removed, so
+        // `wait?condition=removed` (docker run --rm) returns.
+        if c.options.host.auto_remove {
+            let s = state.clone();
+            let cid = c.id.clone();
+            if asyncify(move || s.containers.remove(&cid, true)).await.is_ok() {
+                state.container_event("destroy", &c, &[]);
+            }
+        }
+        return Err(e);
+    }
     state.container_event("start", &c, &[]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -523,11 +535,11 @@ pub async fn attach(State(state): State<AppState>, Path(id): Path<String>, RawQu
         let s = state.clone();
         let cid = c.id.clone();
         let p = asyncify(move || s.containers.attach_point(&cid)).await?;
-        futures_util::future::Either::Left(async move { Some(p) })
+        futures_util::future::Either::Left(async move { Ok(p) })
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel();
         state.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).entry(c.id.clone()).or_default().push(tx);
-        futures_util::future::Either::Right(async move { rx.await.ok() })
+        futures_util::future::Either::Right(async move { rx.await.map_err(|_| String::new()) })
     };
     state.container_event("attach", &c, &[]);
     Ok(hijack(req, sel, point))

@@ -104,13 +104,21 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>, req: R
         let mut tx = Some(tx);
         if let Err(e) = s.containers.exec_start(&id, false, 1, &mut |p| {
             if let Some(tx) = tx.take() {
-                let _ = tx.send(p.clone());
+                let _ = tx.send(Ok(p.clone()));
             }
         }) {
-            tracing::warn!(exec = %id, "exec start failed: {e}");
+            tracing::debug!(exec = %id, "exec start failed: {e}");
+            if let Some(tx) = tx.take() {
+                // moby's wording for a failed exec, written into the hijacked stream.
+                let msg = e.to_string();
+                let msg = msg.strip_prefix("failed to create task for container: ").unwrap_or(&msg);
+                let _ = tx.send(Err(format!("OCI runtime exec failed: {msg}")));
+            }
         }
     });
-    Ok(hijack(Request::from_parts(parts, axum::body::Body::empty()), sel, async move { rx.await.ok() }))
+    Ok(hijack(Request::from_parts(parts, axum::body::Body::empty()), sel, async move {
+        rx.await.unwrap_or_else(|_| Err(String::new()))
+    }))
 }
 
 /// `POST /exec/{id}/resize?h=&w=`.

@@ -72,7 +72,13 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Valu
     let runtimes: serde_json::Map<String, serde_json::Value> = state
         .runtimes
         .iter()
-        .map(|(k, v)| (k.clone(), json!({ "path": v.display().to_string() })))
+        .map(|(k, v)| {
+            let mut rt = json!({ "path": v.display().to_string() });
+            if let Some(a) = state.runtime_args.get(k).filter(|a| !a.is_empty()) {
+                rt["runtimeArgs"] = json!(a);
+            }
+            (k.clone(), rt)
+        })
         .collect();
     let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
     let mem_total = std::fs::read_to_string("/proc/meminfo")
