@@ -300,41 +300,13 @@ async fn stop_or_restart(client: &Client, args: StopArgs, action: &str) -> Resul
         ("t", args.time.map(|t| t.to_string())),
         ("signal", args.signal.clone()),
     ]);
-    for_each(&args.containers, |name| {
-        let q = q.clone();
-        async move {
-            client
-                .send(
-                    Method::POST,
-                    &format!("/containers/{}/{action}{q}", seg(&name)),
-                    None,
-                )
-                .await?;
-            println!("{name}");
-            Ok(())
-        }
-    })
-    .await
+    send_each(client, &args.containers, Method::POST, &format!("/{action}{q}")).await
 }
 
 /// `barge kill`.
 pub async fn kill(client: &Client, args: KillArgs) -> Result<i32> {
     let q = query(&[("signal", args.signal.clone())]);
-    for_each(&args.containers, |name| {
-        let q = q.clone();
-        async move {
-            client
-                .send(
-                    Method::POST,
-                    &format!("/containers/{}/kill{q}", seg(&name)),
-                    None,
-                )
-                .await?;
-            println!("{name}");
-            Ok(())
-        }
-    })
-    .await
+    send_each(client, &args.containers, Method::POST, &format!("/kill{q}")).await
 }
 
 /// `barge rm`.
@@ -343,15 +315,17 @@ pub async fn rm(client: &Client, args: RmArgs) -> Result<i32> {
         ("force", args.force.then(|| "1".to_string())),
         ("v", args.volumes.then(|| "1".to_string())),
     ]);
-    for_each(&args.containers, |name| {
-        let q = q.clone();
+    send_each(client, &args.containers, Method::DELETE, &q).await
+}
+
+/// Sends `METHOD /containers/{name}{suffix}` for each name, printing the names that succeeded
+/// (docker's stop/kill/rm output).
+async fn send_each(client: &Client, names: &[String], method: Method, suffix: &str) -> Result<i32> {
+    for_each(names, |name| {
+        let method = method.clone();
         async move {
             client
-                .send(
-                    Method::DELETE,
-                    &format!("/containers/{}{q}", seg(&name)),
-                    None,
-                )
+                .send(method, &format!("/containers/{}{suffix}", seg(&name)), None)
                 .await?;
             println!("{name}");
             Ok(())
