@@ -259,3 +259,21 @@ fn kill9_during_load_leaves_a_loadable_store() {
     assert_eq!(d.ok(&["run", "--rm", "tiny-multilayer:1"]), "hello\n/data:\nkeep\n\n/data/keep:\nc\n");
     assert_eq!(d.ok(&["run", "--rm", "debian-python:bookworm", "python3", "-c", "print(1)"]), "1\n");
 }
+
+#[test]
+fn json_file_log_rotation_with_log_opts() {
+    D.ok(&["run", "--name", "rotator", "--log-opt", "max-size=1k", "--log-opt", "max-file=2", BB, "sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i-padding-padding-padding; i=$((i+1)); done"]);
+    let path = std::path::PathBuf::from(D.inspect("rotator", "{{.LogPath}}"));
+    let dir = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let files: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|f| f.starts_with(&name)).collect();
+    assert!(files.len() <= 2, "max-file=2 but found {files:?}");
+    for f in &files {
+        let len = std::fs::metadata(dir.join(f)).unwrap().len();
+        assert!(len <= 1024 + 200, "{f} is {len} bytes");
+    }
+    let logs = D.ok(&["logs", "rotator"]);
+    assert!(logs.ends_with("line-199-padding-padding-padding\n"), "{logs}");
+    assert!(!logs.contains("line-0-"), "oldest lines should have rotated away");
+    D.ok(&["rm", "rotator"]);
+}
