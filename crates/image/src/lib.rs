@@ -17,6 +17,7 @@ pub mod digest;
 mod error;
 pub mod platform;
 pub mod reference;
+mod pull;
 mod store;
 mod unpack;
 
@@ -24,6 +25,7 @@ pub use config::{ContainerConfig, HealthConfig, HistoryEntry, ImageConfigFile, R
 pub use digest::chain_ids;
 pub use error::{ErrorKind, ImageError};
 pub use platform::Platform;
+pub use pull::{config_chain_ids, IngestedLayer};
 pub use reference::Reference;
 pub use store::{
     HistoryItem, Image, ImageStore, LoadedImage, PruneReport, RemovedItem, SaveFormat,

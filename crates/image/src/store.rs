@@ -100,7 +100,7 @@ pub struct HistoryItem {
 
 /// `refs.json`: references and image records.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct State {
+pub(crate) struct State {
     /// Full reference (`docker.io/library/busybox:1.35`) → its target.
     refs: BTreeMap<String, RefEntry>,
     /// Image ID → record.
@@ -123,23 +123,23 @@ struct ImageRecord {
 }
 
 /// An image staged by a load, committed to `refs.json` at the end.
-struct Staged {
-    id: String,
-    manifest: String,
-    layer_sizes: Vec<u64>,
-    refs: Vec<Reference>,
+pub(crate) struct Staged {
+    pub(crate) id: String,
+    pub(crate) manifest: String,
+    pub(crate) layer_sizes: Vec<u64>,
+    pub(crate) refs: Vec<Reference>,
 }
 
 /// Blobs created by an operation in progress; removed again if it fails.
 #[derive(Default)]
-struct Txn {
+pub(crate) struct Txn {
     new_blobs: Vec<PathBuf>,
     /// Layer blob digest → (diff ID, uncompressed size), computed once per load.
     diffs: std::collections::HashMap<String, (String, u64)>,
 }
 
 impl Txn {
-    fn rollback(self) {
+    pub(crate) fn rollback(self) {
         for p in self.new_blobs {
             let _ = fs::remove_file(p);
         }
@@ -166,12 +166,12 @@ fn parse_time(s: Option<&str>) -> Option<i64> {
         .map(|t| t.timestamp())
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
     let what = what.into();
     move |e| ImageError::io(what, e)
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), ImageError> {
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), ImageError> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(io_err(format!("fsync {}", dir.display())))
@@ -193,7 +193,7 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     digest::hex(&b)
@@ -227,7 +227,7 @@ fn open_in(dir: &Path, rel: &str) -> Result<(PathBuf, File), ImageError> {
     Ok((canon, f))
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, data: &[u8]) -> Result<T, ImageError> {
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, data: &[u8]) -> Result<T, ImageError> {
     serde_json::from_slice(data).map_err(|source| ImageError::Json {
         what: what.to_string(),
         source,
@@ -269,32 +269,32 @@ impl ImageStore {
         &self.root
     }
 
-    fn guard(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn guard(&self) -> MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn unpack_guard(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn unpack_guard(&self) -> MutexGuard<'_, ()> {
         self.unpack_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn tmp(&self) -> PathBuf {
+    pub(crate) fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
 
-    fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
+    pub(crate) fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
         Ok(self.root.join("blobs/sha256").join(digest_hex(digest)?))
     }
 
-    fn snapshot_path(&self, chain_id: &str) -> Result<PathBuf, ImageError> {
+    pub(crate) fn snapshot_path(&self, chain_id: &str) -> Result<PathBuf, ImageError> {
         Ok(self.root.join("snapshots").join(digest_hex(chain_id)?))
     }
 
-    fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
+    pub(crate) fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
         let p = self.blob_path(digest)?;
         fs::read(&p).map_err(io_err(format!("read blob {digest}")))
     }
 
-    fn read_state(&self) -> Result<State, ImageError> {
+    pub(crate) fn read_state(&self) -> Result<State, ImageError> {
         let p = self.root.join("refs.json");
         match fs::read(&p) {
             Ok(data) => parse_json("refs.json", &data),
@@ -322,7 +322,7 @@ impl ImageStore {
 
     /// Copies `reader` into `blobs/sha256/`, hashing while writing into a temp file; verifies
     /// the digest and size when given, fsyncs, then renames into place.
-    fn put_blob(
+    pub(crate) fn put_blob(
         &self,
         reader: &mut dyn Read,
         expected: Option<&str>,
@@ -374,12 +374,12 @@ impl ImageStore {
         Ok((digest, size))
     }
 
-    fn put_bytes(&self, data: &[u8], what: &str, txn: &mut Txn) -> Result<String, ImageError> {
+    pub(crate) fn put_bytes(&self, data: &[u8], what: &str, txn: &mut Txn) -> Result<String, ImageError> {
         Ok(self.put_blob(&mut &data[..], None, None, what, txn)?.0)
     }
 
     /// Decompresses a stored layer blob, returning (diff_id, uncompressed size).
-    fn layer_diff(&self, digest: &str) -> Result<(String, u64), ImageError> {
+    pub(crate) fn layer_diff(&self, digest: &str) -> Result<(String, u64), ImageError> {
         let f =
             File::open(self.blob_path(digest)?).map_err(io_err(format!("open blob {digest}")))?;
         let (_, r) = decompressed(f).map_err(io_err(format!("read blob {digest}")))?;
@@ -757,7 +757,7 @@ impl ImageStore {
     }
 
     /// Records staged images and their references in `refs.json` (the commit point).
-    fn commit(&self, staged: Vec<Staged>) -> Result<Vec<LoadedImage>, ImageError> {
+    pub(crate) fn commit(&self, staged: Vec<Staged>) -> Result<Vec<LoadedImage>, ImageError> {
         // Blobs first (durably), refs last.
         fsync_dir(&self.root.join("blobs/sha256"))?;
         let mut state = self.read_state()?;
@@ -897,7 +897,7 @@ impl ImageStore {
     // ---------------------------------------------------------------- lookup
 
     /// Resolves a name or ID to (image id, manifest digest, the reference if it was one).
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
         state: &State,
         name_or_id: &str,
@@ -982,7 +982,7 @@ impl ImageStore {
         }
     }
 
-    fn image_from(&self, state: &State, id: &str) -> Result<Image, ImageError> {
+    pub(crate) fn image_from(&self, state: &State, id: &str) -> Result<Image, ImageError> {
         let rec = state
             .images
             .get(id)
@@ -993,7 +993,10 @@ impl ImageStore {
         for (k, v) in &state.refs {
             if v.image == id {
                 if let Ok(r) = Reference::parse(k) {
-                    repo_tags.push(r.familiar());
+                    // `name@digest` refs (pulls by digest) are repo digests, not tags.
+                    if r.digest().is_none() {
+                        repo_tags.push(r.familiar());
+                    }
                     repo_digests.insert(format!("{}@{}", r.familiar_name(), v.manifest));
                 }
             }
