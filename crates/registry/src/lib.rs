@@ -1,0 +1,739 @@
+//! barge's registry client: pulls images from an OCI distribution registry into the image
+//! store, pushes images from it, and checks logins. Built on `oci-client` (auth: anonymous,
+//! Basic, Bearer token; rustls with the `ring` provider, see [`install_crypto_provider`]).
+//!
+//! Async (network I/O); every write into the synchronous image store runs on tokio's blocking
+//! pool. A layer streams download → sha256 → store blob + unpack snapshot through a bounded
+//! channel, never buffered whole; layers download in parallel (bounded). Progress is reported
+//! as [`Progress`] events, which the daemon renders as Docker's JSON progress stream.
+
+pub mod config;
+
+use std::sync::Arc;
+
+use barge_image::digest::{self as idigest, Descriptor, Index, Manifest};
+use barge_image::{ImageStore, Platform, Reference};
+use futures_util::StreamExt;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, RegistryOperation};
+use tokio::sync::mpsc;
+
+pub use config::RegistryConfig;
+
+/// Installs rustls' `ring` crypto provider as the process default (idempotent). Call once at
+/// start-up, before any TLS connection.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Credentials for one registry (what `X-Registry-Auth` carries).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password (or token).
+    pub password: String,
+    /// An OAuth identity token (used as a Bearer token).
+    pub identity_token: Option<String>,
+}
+
+impl Credentials {
+    fn to_auth(c: Option<&Credentials>) -> RegistryAuth {
+        match c {
+            Some(c) if c.identity_token.as_deref().is_some_and(|t| !t.is_empty()) => {
+                RegistryAuth::Bearer(c.identity_token.clone().unwrap_or_default())
+            }
+            Some(c) if !c.username.is_empty() => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            _ => RegistryAuth::Anonymous,
+        }
+    }
+}
+
+/// Errors of registry operations. `Display` is one line, fit for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Manifest or tag unknown.
+    #[error("manifest for {0} not found: manifest unknown")]
+    NotFound(String),
+    /// Credentials refused or missing.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Network, TLS, protocol errors.
+    #[error("{0}")]
+    Registry(String),
+    /// Content that fails verification or cannot be stored.
+    #[error("{0}")]
+    Image(#[from] barge_image::ImageError),
+    /// A platform that the index does not have.
+    #[error("no matching manifest for {wanted} in the manifest list entries")]
+    NoPlatform {
+        /// Requested platform.
+        wanted: String,
+    },
+}
+
+impl RegistryError {
+    /// HTTP-ish kind for the daemon: "notfound", "unauthorized", "invalid", "internal".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegistryError::NotFound(_) | RegistryError::NoPlatform { .. } => "notfound",
+            RegistryError::Unauthorized(_) => "unauthorized",
+            RegistryError::Image(e) if e.kind() == barge_image::ErrorKind::NotFound => "notfound",
+            RegistryError::Image(_) | RegistryError::Registry(_) => "internal",
+        }
+    }
+}
+
+fn one_line(s: impl std::fmt::Display) -> String {
+    let s = s.to_string();
+    let mut out = s.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    if out.len() > 400 {
+        out.truncate(400);
+    }
+    out
+}
+
+fn map_oci(e: oci_client::errors::OciDistributionError, what: &str) -> RegistryError {
+    use oci_client::errors::OciDistributionError as E;
+    let msg = one_line(&e);
+    match &e {
+        E::ImageManifestNotFoundError(_) => RegistryError::NotFound(what.to_string()),
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => {
+            RegistryError::Unauthorized(format!("unauthorized: authentication required ({what}): {msg}"))
+        }
+        E::RegistryError { envelope, .. } => {
+            let codes: Vec<String> = envelope.errors.iter().map(|x| format!("{:?}", x.code)).collect();
+            if codes.iter().any(|c| c.contains("ManifestUnknown") || c.contains("NameUnknown")) {
+                RegistryError::NotFound(what.to_string())
+            } else if codes.iter().any(|c| c.contains("Unauthorized") || c.contains("Denied")) {
+                RegistryError::Unauthorized(format!("unauthorized: authentication required ({what})"))
+            } else {
+                RegistryError::Registry(format!("{what}: {msg}"))
+            }
+        }
+        E::ServerError { code, .. } if *code == 404 => RegistryError::NotFound(what.to_string()),
+        E::ServerError { code, .. } if *code == 401 || *code == 403 => {
+            RegistryError::Unauthorized(format!("unauthorized: authentication required ({what})"))
+        }
+        _ => {
+            let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+            let mut full = msg.clone();
+            while let Some(s) = src {
+                full.push_str(": ");
+                full.push_str(&one_line(s));
+                src = s.source();
+            }
+            RegistryError::Registry(format!("{what}: {full}"))
+        }
+    }
+}
+
+/// One progress event, in Docker's vocabulary (`status` strings as dockerd writes them).
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A line without an id (`Digest: ...`, `Status: ...`).
+    Status(String),
+    /// A line about one item (`id` = short layer digest or the tag).
+    Item {
+        /// Short digest (12 hex) or tag.
+        id: String,
+        /// `Pulling fs layer`, `Downloading`, `Download complete`, `Pull complete`, ...
+        status: String,
+        /// Bytes so far and total, for `Downloading`/`Pushing`.
+        progress: Option<(u64, u64)>,
+    },
+}
+
+/// Sink for progress events (unbounded: events are small and the consumer is the HTTP body).
+pub type ProgressTx = mpsc::UnboundedSender<Progress>;
+
+fn short(d: &str) -> String {
+    d.strip_prefix("sha256:").unwrap_or(d).chars().take(12).collect()
+}
+
+fn item(tx: &ProgressTx, id: &str, status: &str, progress: Option<(u64, u64)>) {
+    let _ = tx.send(Progress::Item { id: id.to_string(), status: status.to_string(), progress });
+}
+
+/// How one registry host is reached.
+#[derive(Clone)]
+struct Endpoint {
+    /// `HOST[:PORT]` as it appears in URLs (Docker Hub: `index.docker.io`).
+    host: String,
+    client: Arc<Client>,
+}
+
+const ACCEPT: &[&str] = &[
+    idigest::MT_OCI_MANIFEST,
+    idigest::MT_DOCKER_MANIFEST,
+    idigest::MT_OCI_INDEX,
+    idigest::MT_DOCKER_LIST,
+];
+
+/// Probes whether `host` speaks plain HTTP (an HTTPS server answers a plain request with an
+/// error or a TLS alert).
+async fn speaks_plain_http(host: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(host).await.ok()?;
+        s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut buf = vec![0u8; 512];
+        let mut n = 0;
+        while n < buf.len() {
+            match s.read(&mut buf[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        Some(text.starts_with("HTTP/") && !text.contains("HTTPS server"))
+    };
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(5), fut).await, Ok(Some(true)))
+}
+
+/// Builds a client for `host`. `force_plain`: a mirror given as `http://`.
+async fn endpoint(cfg: &RegistryConfig, host: &str, force_plain: bool) -> Endpoint {
+    let insecure = force_plain || cfg.is_insecure(host);
+    let mut cc = ClientConfig {
+        platform_resolver: None,
+        max_concurrent_download: cfg.max_concurrent_downloads.unwrap_or(3).max(1),
+        max_concurrent_upload: cfg.max_concurrent_uploads.unwrap_or(5).max(1),
+        connect_timeout: Some(std::time::Duration::from_secs(15)),
+        user_agent: "barge",
+        ..Default::default()
+    };
+    cc.extra_root_certificates = cfg
+        .ca_certs(host)
+        .into_iter()
+        .map(|data| Certificate { encoding: CertificateEncoding::Pem, data })
+        .collect();
+    if insecure {
+        if force_plain || speaks_plain_http(host).await {
+            cc.protocol = ClientProtocol::Http;
+        } else {
+            cc.accept_invalid_certificates = true;
+        }
+    }
+    Endpoint { host: host.to_string(), client: Arc::new(Client::new(cc)) }
+}
+
+/// Registry host part as used in URLs.
+fn url_host(domain: &str) -> String {
+    if domain == config::DOCKER_HUB {
+        "index.docker.io".to_string()
+    } else {
+        domain.to_string()
+    }
+}
+
+fn oci_ref(host: &str, r: &Reference) -> oci_client::Reference {
+    match (r.digest(), r.tag()) {
+        (Some(d), _) => oci_client::Reference::with_digest(host.to_string(), r.path().to_string(), d.to_string()),
+        (None, t) => oci_client::Reference::with_tag(host.to_string(), r.path().to_string(), t.unwrap_or("latest").to_string()),
+    }
+}
+
+/// What a pull stored.
+#[derive(Debug, Clone)]
+pub struct PullResult {
+    /// Image ID.
+    pub id: String,
+    /// Digest of the manifest (or index) the reference resolved to, for `Digest:` lines.
+    pub digest: String,
+    /// Whether anything new was stored (`Downloaded newer image` vs `Image is up to date`).
+    pub downloaded: bool,
+}
+
+/// Manifest (or index) and its digest, resolved for `r` on `ep`.
+async fn fetch_manifest(
+    ep: &Endpoint,
+    r: &Reference,
+    auth: &RegistryAuth,
+) -> Result<(bytes::Bytes, String), RegistryError> {
+    let or = oci_ref(&ep.host, r);
+    let (data, digest) = ep
+        .client
+        .pull_manifest_raw(&or, auth, ACCEPT)
+        .await
+        .map_err(|e| map_oci(e, &r.familiar()))?;
+    let actual = idigest::sha256_digest(&data);
+    if let Some(d) = r.digest() {
+        if d != actual {
+            return Err(RegistryError::Registry(format!(
+                "manifest digest mismatch for {}: got {actual}",
+                r.familiar()
+            )));
+        }
+    }
+    let _ = digest;
+    Ok((data, actual))
+}
+
+fn is_index(data: &[u8]) -> bool {
+    let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+    let mt = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+    mt == idigest::MT_OCI_INDEX || mt == idigest::MT_DOCKER_LIST || (mt.is_empty() && v.get("manifests").is_some())
+}
+
+/// Picks the manifest for `want` from an index.
+fn select_platform(index: &Index, want: &Platform) -> Result<Descriptor, RegistryError> {
+    index
+        .manifests
+        .iter()
+        .find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| want.matches(&Platform::new(&p.os, &p.architecture, p.variant.as_deref())))
+        })
+        .cloned()
+        .ok_or_else(|| RegistryError::NoPlatform { wanted: want.to_string() })
+}
+
+/// Connects to the registry for `r` (or, for Docker Hub names, the first mirror that has it),
+/// and resolves the reference to its top-level manifest.
+async fn resolve(
+    cfg: &RegistryConfig,
+    r: &Reference,
+    auth: &RegistryAuth,
+) -> Result<(Endpoint, bytes::Bytes, String), RegistryError> {
+    let mut last_err = None;
+    if r.domain() == config::DOCKER_HUB {
+        for (host, plain) in cfg.mirrors() {
+            let ep = endpoint(cfg, &host, plain).await;
+            match fetch_manifest(&ep, r, &RegistryAuth::Anonymous).await {
+                Ok((d, dg)) => return Ok((ep, d, dg)),
+                Err(e) => {
+                    tracing::info!("mirror {host} failed for {}: {e}", r.familiar());
+                    last_err = Some(e);
+                }
+            }
+        }
+    }
+    let ep = endpoint(cfg, &url_host(r.domain()), false).await;
+    match fetch_manifest(&ep, r, auth).await {
+        Ok((d, dg)) => Ok((ep, d, dg)),
+        Err(e) => Err(match (e, last_err) {
+            (RegistryError::Registry(_), Some(m)) => m,
+            (e, _) => e,
+        }),
+    }
+}
+
+/// A blocking reader over chunks sent from the async side.
+struct ChanReader {
+    rx: mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+    cur: bytes::Bytes,
+}
+
+impl std::io::Read for ChanReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
+}
+
+/// Downloads one layer and ingests it while it streams.
+async fn pull_layer(
+    store: Arc<ImageStore>,
+    ep: Endpoint,
+    r: oci_client::Reference,
+    desc: Descriptor,
+    diff_id: String,
+    chain_id: String,
+    tx: ProgressTx,
+) -> Result<u64, RegistryError> {
+    let id = short(&desc.digest);
+    let od = oci_client::manifest::OciDescriptor {
+        media_type: desc.media_type.clone(),
+        digest: desc.digest.clone(),
+        size: desc.size as i64,
+        ..Default::default()
+    };
+    let mut stream = ep
+        .client
+        .pull_blob_stream(&r, &od)
+        .await
+        .map_err(|e| map_oci(e, &format!("layer {}", desc.digest)))?;
+    let total = stream.content_length.unwrap_or(desc.size);
+    let (ctx, crx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    let d2 = desc.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut rd = ChanReader { rx: crx, cur: bytes::Bytes::new() };
+        let res = store.ingest_layer(&mut rd, &d2, &diff_id, &chain_id);
+        drop(rd);
+        res
+    });
+    let mut current = 0u64;
+    let mut last_report = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    let mut dl_err = None;
+    while let Some(chunk) = stream.stream.next().await {
+        match chunk {
+            Ok(b) => {
+                current += b.len() as u64;
+                // The blocking side may have failed already (bad tar): stop downloading then.
+                if ctx.send(Ok(b)).await.is_err() {
+                    break;
+                }
+                if last_report.elapsed() >= std::time::Duration::from_millis(100) {
+                    last_report = std::time::Instant::now();
+                    item(&tx, &id, "Downloading", Some((current, total)));
+                }
+            }
+            Err(e) => {
+                dl_err = Some(e.to_string());
+                let _ = ctx.send(Err(std::io::Error::other(one_line(&e)))).await;
+                break;
+            }
+        }
+    }
+    drop(ctx);
+    item(&tx, &id, "Downloading", Some((current, total)));
+    let res = writer.await.map_err(|e| RegistryError::Registry(format!("layer task: {e}")))?;
+    if let Some(e) = dl_err {
+        if res.is_err() {
+            return Err(RegistryError::Registry(format!("downloading layer {}: {e}", desc.digest)));
+        }
+    }
+    let info = res?;
+    item(&tx, &id, "Verifying Checksum", None);
+    item(&tx, &id, "Download complete", None);
+    item(&tx, &id, "Pull complete", None);
+    Ok(info.size)
+}
+
+/// Pulls `r` (tag or digest) into `store`. `platform` selects from an index (default: host).
+/// Emits `Pulling from ...`, per-layer lines and `Digest: ...`; the caller writes the final
+/// `Status:` line from the result. A tag reference is pointed at the image at the end.
+pub async fn pull(
+    store: Arc<ImageStore>,
+    cfg: &RegistryConfig,
+    r: &Reference,
+    platform: Option<&Platform>,
+    creds: Option<&Credentials>,
+    tx: ProgressTx,
+) -> Result<PullResult, RegistryError> {
+    let auth = Credentials::to_auth(creds);
+    let (ep, top, top_digest) = resolve(cfg, r, &auth).await?;
+    let tag_or_digest = r.tag().map(str::to_string).or(r.digest().map(str::to_string)).unwrap_or_else(|| "latest".into());
+    let _ = tx.send(Progress::Item {
+        id: tag_or_digest,
+        status: format!("Pulling from {}", r.path()),
+        progress: None,
+    });
+    let base = oci_ref(&ep.host, r);
+    let (mdata, mdigest) = if is_index(&top) {
+        let index: Index = serde_json::from_slice(&top).map_err(|e| RegistryError::Registry(format!("index of {}: {e}", r.familiar())))?;
+        let want = platform.cloned().unwrap_or_else(Platform::host);
+        let pick = select_platform(&index, &want)?;
+        let child = r.with_digest(&pick.digest);
+        let (d, dg) = fetch_manifest(&ep, &child, &auth).await?;
+        (d, dg)
+    } else {
+        if let Some(want) = platform {
+            tracing::debug!("{} is a single manifest; platform {want} checked against its config", r.familiar());
+        }
+        (top.clone(), top_digest.clone())
+    };
+    let manifest: Manifest = serde_json::from_slice(&mdata)
+        .map_err(|e| RegistryError::Registry(format!("manifest of {}: {e}", r.familiar())))?;
+    for l in &manifest.layers {
+        if !idigest::known_layer_media_type(&l.media_type) {
+            return Err(RegistryError::Registry(format!("unsupported layer media type {} ({})", l.media_type, l.digest)));
+        }
+    }
+    // Config (small): fetched into memory and verified.
+    let mut config = Vec::new();
+    {
+        let cr = base.clone_with_digest(manifest.config.digest.clone());
+        ep.client
+            .pull_blob(&cr, manifest.config.digest.as_str(), &mut config)
+            .await
+            .map_err(|e| map_oci(e, &format!("config {}", manifest.config.digest)))?;
+        let actual = idigest::sha256_digest(&config);
+        if actual != manifest.config.digest {
+            return Err(RegistryError::Image(barge_image::ImageError::DigestMismatch {
+                what: "config".into(),
+                expected: manifest.config.digest.clone(),
+                actual,
+            }));
+        }
+    }
+    let (diff_ids, chains) = barge_image::config_chain_ids(&config)?;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(RegistryError::Registry(format!(
+            "manifest of {} has {} layers but its config lists {}",
+            r.familiar(),
+            manifest.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    // Layers: present ones skipped (resume), the others downloaded in parallel.
+    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_downloads.unwrap_or(3).max(1)));
+    let mut tasks = Vec::new();
+    let mut downloaded = false;
+    for (i, l) in manifest.layers.iter().enumerate() {
+        let id = short(&l.digest);
+        let st = store.clone();
+        let dg = l.digest.clone();
+        let present = tokio::task::spawn_blocking(move || st.has_blob(&dg)).await.unwrap_or(false);
+        if present {
+            item(&tx, &id, "Already exists", None);
+            let st = store.clone();
+            let dg = l.digest.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::task::spawn_blocking(move || st.layer_info(&dg).map(|i| i.size))
+                    .await
+                    .map_err(|e| RegistryError::Registry(e.to_string()))?
+                    .map_err(RegistryError::from)
+            }));
+            continue;
+        }
+        downloaded = true;
+        item(&tx, &id, "Pulling fs layer", None);
+        let (st, ep2, r2, d, diff, chain, tx2, lim) = (
+            store.clone(),
+            ep.clone(),
+            base.clone_with_digest(l.digest.clone()),
+            l.clone(),
+            diff_ids[i].clone(),
+            chains[i].clone(),
+            tx.clone(),
+            limit.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _permit = lim.acquire_owned().await.map_err(|e| RegistryError::Registry(e.to_string()))?;
+            pull_layer(st, ep2, r2, d, diff, chain, tx2).await
+        }));
+    }
+    let mut sizes = Vec::new();
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(s)) => sizes.push(s),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(RegistryError::Registry(format!("layer task: {e}")));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let refs: Vec<Reference> = if r.digest().is_some() { vec![r.clone()] } else { vec![r.with_tag(r.tag().unwrap_or("latest"))] };
+    let st = store.clone();
+    let md = mdigest.clone();
+    let existed = {
+        let st = store.clone();
+        let full = refs[0].full();
+        tokio::task::spawn_blocking(move || st.get(&full).ok().map(|i| i.manifest_digest)).await.unwrap_or(None)
+    };
+    let img = tokio::task::spawn_blocking(move || st.commit_pull(&mdata, &md, &config, sizes, &refs))
+        .await
+        .map_err(|e| RegistryError::Registry(format!("commit: {e}")))??;
+    let _ = tx.send(Progress::Status(format!("Digest: {top_digest}")));
+    Ok(PullResult {
+        id: img.id,
+        digest: top_digest,
+        downloaded: downloaded || existed.as_deref() != Some(mdigest.as_str()),
+    })
+}
+
+/// What a push sent.
+#[derive(Debug, Clone)]
+pub struct PushResult {
+    /// Manifest digest.
+    pub digest: String,
+    /// Manifest size.
+    pub size: usize,
+    /// The tag pushed.
+    pub tag: String,
+}
+
+/// Pushes local image `name` as `r` (a tag reference). Blobs the registry has are skipped.
+pub async fn push(
+    store: Arc<ImageStore>,
+    cfg: &RegistryConfig,
+    name: &str,
+    r: &Reference,
+    creds: Option<&Credentials>,
+    tx: ProgressTx,
+) -> Result<PushResult, RegistryError> {
+    let auth = Credentials::to_auth(creds);
+    let st = store.clone();
+    let n = name.to_string();
+    let (_img, mdata, _cdata) = tokio::task::spawn_blocking(move || st.export_manifest(&n))
+        .await
+        .map_err(|e| RegistryError::Registry(e.to_string()))??;
+    let manifest: Manifest = serde_json::from_slice(&mdata)
+        .map_err(|e| RegistryError::Registry(format!("manifest of {name}: {e}")))?;
+    let ep = endpoint(cfg, &url_host(r.domain()), false).await;
+    let tag = r.tag().unwrap_or("latest").to_string();
+    let target = oci_client::Reference::with_tag(ep.host.clone(), r.path().to_string(), tag.clone());
+    let _ = tx.send(Progress::Status(format!("The push refers to repository [{}]", r.name())));
+    ep.client
+        .auth(&target, &auth, RegistryOperation::Push)
+        .await
+        .map_err(|e| map_oci(e, &r.familiar()))?;
+    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_uploads.unwrap_or(5).max(1)));
+    let mut tasks = Vec::new();
+    for l in manifest.layers.iter().rev() {
+        item(&tx, &short(&l.digest), "Preparing", None);
+    }
+    let blobs: Vec<(Descriptor, bool)> = manifest
+        .layers
+        .iter()
+        .map(|l| (l.clone(), true))
+        .chain(std::iter::once((manifest.config.clone(), false)))
+        .collect();
+    for (d, is_layer) in blobs {
+        let (ep, target, st, tx, lim) = (ep.clone(), target.clone(), store.clone(), tx.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            let _p = lim.acquire_owned().await.map_err(|e| RegistryError::Registry(e.to_string()))?;
+            let id = short(&d.digest);
+            let exists = ep
+                .client
+                .blob_exists(&target, &d.digest)
+                .await
+                .map_err(|e| map_oci(e, &format!("blob {}", d.digest)))?;
+            if exists {
+                if is_layer {
+                    item(&tx, &id, "Layer already exists", None);
+                }
+                return Ok::<(), RegistryError>(());
+            }
+            let dg = d.digest.clone();
+            let f = tokio::task::spawn_blocking(move || st.open_blob(&dg))
+                .await
+                .map_err(|e| RegistryError::Registry(e.to_string()))??;
+            let total = f.metadata().map(|m| m.len()).unwrap_or(d.size);
+            let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (s2, tx2, id2) = (sent.clone(), tx.clone(), id.clone());
+            let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 1 << 20).map(move |c| {
+                if let Ok(b) = &c {
+                    let now = s2.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed) + b.len() as u64;
+                    if is_layer {
+                        item(&tx2, &id2, "Pushing", Some((now, total)));
+                    }
+                }
+                c.map_err(|e| oci_client::errors::OciDistributionError::GenericError(Some(e.to_string())))
+            });
+            ep.client
+                .push_blob_stream(&target, stream, &d.digest, Some(total))
+                .await
+                .map_err(|e| map_oci(e, &format!("blob {}", d.digest)))?;
+            if is_layer {
+                item(&tx, &id, "Pushed", None);
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| RegistryError::Registry(e.to_string()))??;
+    }
+    let ct = manifest.media_type.clone().unwrap_or_else(|| {
+        let v: serde_json::Value = serde_json::from_slice(&mdata).unwrap_or_default();
+        v.get("mediaType").and_then(|m| m.as_str()).unwrap_or(idigest::MT_OCI_MANIFEST).to_string()
+    });
+    let digest = idigest::sha256_digest(&mdata);
+    let size = mdata.len();
+    ep.client
+        .push_manifest_raw(&target, mdata, ct.parse().map_err(|_| RegistryError::Registry("bad media type".into()))?)
+        .await
+        .map_err(|e| map_oci(e, &r.familiar()))?;
+    let _ = tx.send(Progress::Status(format!("{tag}: digest: {digest} size: {size}")));
+    Ok(PushResult { digest, size, tag })
+}
+
+/// Checks credentials against `server` (`HOST[:PORT]`, Docker Hub when empty): the `/v2/`
+/// challenge is answered with them (Basic directly, Bearer through the token realm).
+pub async fn login(cfg: &RegistryConfig, server: &str, creds: &Credentials) -> Result<(), RegistryError> {
+    let host = normalize_server(server);
+    let ep = endpoint(cfg, &host, false).await;
+    let plain = ep_is_plain(cfg, &host).await;
+    let scheme = if plain { "http" } else { "https" };
+    let mut b = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(15));
+    for c in cfg.ca_certs(&host) {
+        if let Ok(c) = reqwest::Certificate::from_pem(&c) {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if cfg.is_insecure(&host) {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    let http = b.build().map_err(|e| RegistryError::Registry(one_line(e)))?;
+    let url = format!("{scheme}://{host}/v2/");
+    let err = |e: reqwest::Error| RegistryError::Registry(format!("Get \"{url}\": {}", one_line(&e)));
+    let res = http.get(&url).send().await.map_err(err)?;
+    if res.status().is_success() {
+        return Ok(()); // no auth required
+    }
+    let challenge = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let denied = || RegistryError::Unauthorized(format!("login attempt to {url} failed with status: 401 Unauthorized"));
+    if challenge.to_ascii_lowercase().starts_with("basic") {
+        let res = http.get(&url).basic_auth(&creds.username, Some(&creds.password)).send().await.map_err(err)?;
+        return if res.status().is_success() { Ok(()) } else { Err(denied()) };
+    }
+    // Bearer: let oci-client run the token dance.
+    let probe = oci_client::Reference::with_tag(host.clone(), "library/hello".into(), "latest".into());
+    let _ = ep;
+    let c2 = endpoint(cfg, &host, plain).await;
+    match c2.client.auth(&probe, &Credentials::to_auth(Some(creds)), RegistryOperation::Pull).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(denied()),
+    }
+}
+
+async fn ep_is_plain(cfg: &RegistryConfig, host: &str) -> bool {
+    cfg.is_insecure(host) && speaks_plain_http(host).await
+}
+
+/// `https://index.docker.io/v1/`, `docker.io`, ``  → `index.docker.io`; URLs → `HOST[:PORT]`.
+pub fn normalize_server(server: &str) -> String {
+    let s = server.trim_start_matches("https://").trim_start_matches("http://");
+    let s = s.split('/').next().unwrap_or(s);
+    match s {
+        "" | "docker.io" | "index.docker.io" | "registry-1.docker.io" => "index.docker.io".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `GET /distribution/{name}/json`: the descriptor `r` resolves to and, for an index, the
+/// platforms it offers.
+pub async fn distribution(
+    cfg: &RegistryConfig,
+    r: &Reference,
+    creds: Option<&Credentials>,
+) -> Result<(Descriptor, Vec<Platform>), RegistryError> {
+    let auth = Credentials::to_auth(creds);
+    let (_ep, data, digest) = resolve(cfg, r, &auth).await?;
+    let v: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+    let mt = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or("").to_string();
+    let mut platforms = Vec::new();
+    if is_index(&data) {
+        if let Ok(index) = serde_json::from_slice::<Index>(&data) {
+            for m in index.manifests {
+                if let Some(p) = m.platform {
+                    platforms.push(Platform::new(&p.os, &p.architecture, p.variant.as_deref()));
+                }
+            }
+        }
+    }
+    Ok((Descriptor { media_type: mt, digest, size: data.len() as u64, ..Default::default() }, platforms))
+}
