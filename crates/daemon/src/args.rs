@@ -33,4 +33,8 @@ pub struct DaemonArgs {
     /// Write the daemon's PID to this file
     #[arg(short = 'p', long = "pidfile")]
     pub pidfile: Option<PathBuf>,
+    /// Daemon configuration file (JSON, dockerd's daemon.json keys: `insecure-registries`,
+    /// `registry-mirrors`, `max-concurrent-downloads`, ...); read when it exists
+    #[arg(long = "config-file", default_value = "/etc/barge/daemon.json")]
+    pub config_file: PathBuf,
 }

@@ -75,6 +75,14 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         tracing::warn!(path = %init_path.display(), "init binary not found; --init will fail");
     }
 
+    barge_registry::install_crypto_provider();
+    let registry = if args.config_file.exists() {
+        barge_registry::RegistryConfig::from_file(&args.config_file).map_err(anyhow::Error::msg)?
+    } else {
+        barge_registry::RegistryConfig::default()
+    };
+    crate::api::images::set_registry_config(registry);
+
     std::fs::create_dir_all(&args.data_root)
         .with_context(|| format!("creating data root {}", args.data_root.display()))?;
     std::fs::create_dir_all(&args.exec_root)

@@ -1,11 +1,12 @@
-//! `/images/...`: list, inspect, history, tag, remove, prune, load, save (get), import (create).
+//! `/images/...`: list, inspect, history, tag, remove, prune, load, save (get), import and pull
+//! (create), push; `/auth` and `/distribution/{name}/json` (registries).
 
 use std::collections::HashSet;
 use std::io::Write;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use barge_image::{Image, Platform, RemovedItem, SaveFormat};
@@ -144,8 +145,8 @@ pub async fn get_dispatch(State(state): State<AppState>, Path(rest): Path<String
     Err(ApiError::not_found(format!("page not found: /images/{rest}")))
 }
 
-/// `POST /images/{name}/tag?repo=&tag=` → 201; `/push` is not supported yet.
-pub async fn post_dispatch(State(state): State<AppState>, Path(rest): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+/// `POST /images/{name}/tag?repo=&tag=` → 201; `POST /images/{name}/push?tag=` → push stream.
+pub async fn post_dispatch(State(state): State<AppState>, Path(rest): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     if let Some(name) = rest.strip_suffix("/tag") {
         let repo = q.get("repo").unwrap_or("").to_string();
@@ -167,8 +168,9 @@ pub async fn post_dispatch(State(state): State<AppState>, Path(rest): Path<Strin
         state.image_event("tag", &img.id, &target);
         return Ok(StatusCode::CREATED.into_response());
     }
-    if rest.ends_with("/push") {
-        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "barge cannot push to registries yet; use `barge save`"));
+    if let Some(name) = rest.strip_suffix("/push") {
+        let creds = registry_auth(&headers);
+        return push(state, name.to_string(), q.get("tag").filter(|t| !t.is_empty()).map(String::from), creds).await;
     }
     Err(ApiError::not_found(format!("page not found: /images/{rest}")))
 }
@@ -337,15 +339,18 @@ fn parse_platform(p: &str) -> Result<Platform, ApiError> {
     Ok(Platform::parse(p)?)
 }
 
-/// `POST /images/create`: `fromSrc=-` imports the body as a rootfs tarball (`docker import`);
-/// `fromImage=` (pull) is not supported yet.
+/// `POST /images/create`: `fromImage=&tag=&platform=` pulls from a registry (progress as
+/// newline-delimited JSON); `fromSrc=-` imports the body as a rootfs tarball (`docker import`).
 pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, req: Request) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     if let Some(image) = q.get("fromImage").filter(|i| !i.is_empty()) {
-        let tag = q.get("tag").filter(|t| !t.is_empty()).map(|t| format!(":{t}")).unwrap_or_default();
-        return Err(ApiError::not_found(format!(
-            "pull access denied for {image}{tag}: barge cannot pull from registries yet; load the image with `barge load -i ARCHIVE`"
-        )));
+        let tag = q.get("tag").filter(|t| !t.is_empty());
+        let platform = match q.get("platform").filter(|p| !p.is_empty()) {
+            Some(p) => Some(parse_platform(p)?),
+            None => None,
+        };
+        let creds = registry_auth(req.headers());
+        return pull(state, image, tag, platform, creds).await;
     }
     let Some(src) = q.get("fromSrc") else {
         return Err(ApiError::bad_request("one of fromImage or fromSrc is required"));
@@ -376,6 +381,277 @@ pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, req:
     .await?;
     state.image_event("import", &id, reference.as_deref().unwrap_or(&id));
     Ok(json_lines(vec![json!({ "status": id })]))
+}
+
+// ---------------------------------------------------------------- registries
+
+static REGISTRY: std::sync::OnceLock<barge_registry::RegistryConfig> = std::sync::OnceLock::new();
+
+/// Sets the registry settings from the daemon config file (once, at start-up).
+pub fn set_registry_config(cfg: barge_registry::RegistryConfig) {
+    let _ = REGISTRY.set(cfg);
+}
+
+fn registry_config() -> barge_registry::RegistryConfig {
+    REGISTRY.get().cloned().unwrap_or_default()
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AuthConfig {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    auth: String,
+    #[serde(default, alias = "serveraddress")]
+    serveraddress: String,
+    #[serde(default, alias = "identitytoken")]
+    identitytoken: String,
+}
+
+impl AuthConfig {
+    fn credentials(self) -> barge_registry::Credentials {
+        use base64::Engine;
+        let (mut user, mut pass) = (self.username, self.password);
+        if user.is_empty() && !self.auth.is_empty() {
+            if let Ok(d) = base64::engine::general_purpose::STANDARD.decode(self.auth.trim()) {
+                if let Some((u, p)) = String::from_utf8_lossy(&d).split_once(':') {
+                    user = u.to_string();
+                    pass = p.to_string();
+                }
+            }
+        }
+        barge_registry::Credentials {
+            username: user,
+            password: pass,
+            identity_token: Some(self.identitytoken).filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+/// `X-Registry-Auth`: base64url(JSON AuthConfig), as the docker CLI sends it.
+fn registry_auth(headers: &HeaderMap) -> Option<barge_registry::Credentials> {
+    use base64::Engine;
+    let v = headers.get("x-registry-auth")?.to_str().ok()?.trim();
+    if v.is_empty() {
+        return None;
+    }
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+    ];
+    let data = engines.iter().find_map(|e| e.decode(v).ok())?;
+    let cfg: AuthConfig = serde_json::from_slice(&data).ok()?;
+    let c = cfg.credentials();
+    (!c.username.is_empty() || c.identity_token.is_some()).then_some(c)
+}
+
+fn registry_error(e: barge_registry::RegistryError) -> ApiError {
+    let status = match e.kind() {
+        "notfound" => StatusCode::NOT_FOUND,
+        "unauthorized" => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+fn progress_line(p: &barge_registry::Progress) -> Value {
+    match p {
+        barge_registry::Progress::Status(s) => json!({ "status": s }),
+        barge_registry::Progress::Item { id, status, progress: Some((cur, total)) } => {
+            json!({ "status": status, "progressDetail": { "current": cur, "total": total }, "id": id })
+        }
+        barge_registry::Progress::Item { id, status, progress: None } => {
+            json!({ "status": status, "progressDetail": {}, "id": id })
+        }
+    }
+}
+
+fn error_line(msg: &str) -> Value {
+    json!({ "errorDetail": { "message": msg }, "error": msg })
+}
+
+fn ndjson(v: &Value) -> bytes::Bytes {
+    let mut s = v.to_string();
+    s.push('\n');
+    bytes::Bytes::from(s)
+}
+
+type Finish = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Value>> + Send>>;
+
+/// Runs a registry operation that reports progress on `rx`: an error before any progress is
+/// an HTTP error (as dockerd does); after that, progress is streamed and errors become
+/// `{"errorDetail":..}` lines. `finish` turns the operation's result into the last lines.
+async fn progress_response(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<barge_registry::Progress>,
+    handle: tokio::task::JoinHandle<Result<Vec<Value>, barge_registry::RegistryError>>,
+) -> Result<Response, ApiError> {
+    let first = rx.recv().await;
+    let Some(first) = first else {
+        let lines = handle
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(registry_error)?;
+        return Ok(json_lines(lines));
+    };
+    let finish: Finish = Box::pin(async move {
+        match handle.await {
+            Ok(Ok(lines)) => lines,
+            Ok(Err(e)) => vec![error_line(&e.to_string())],
+            Err(e) => vec![error_line(&e.to_string())],
+        }
+    });
+    type St = (
+        Option<barge_registry::Progress>,
+        tokio::sync::mpsc::UnboundedReceiver<barge_registry::Progress>,
+        Finish,
+    );
+    let stream = futures_util::stream::unfold(Some::<St>((Some(first), rx, finish)), |st| async move {
+        let (first, mut rx, finish) = st?;
+        if let Some(ev) = first {
+            return Some((Ok::<_, std::convert::Infallible>(ndjson(&progress_line(&ev))), Some((None, rx, finish))));
+        }
+        match rx.recv().await {
+            Some(ev) => Some((Ok(ndjson(&progress_line(&ev))), Some((None, rx, finish)))),
+            None => {
+                let lines = finish.await;
+                let mut out = Vec::new();
+                for l in lines {
+                    out.extend_from_slice(&ndjson(&l));
+                }
+                Some((Ok(bytes::Bytes::from(out)), None))
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("static response"))
+}
+
+/// Pull `image` (`name`, `name:tag`, `name@digest`) with `tag` (a tag or a digest) applied.
+async fn pull(
+    state: AppState,
+    image: &str,
+    tag: Option<&str>,
+    platform: Option<Platform>,
+    creds: Option<barge_registry::Credentials>,
+) -> Result<Response, ApiError> {
+    let spec = match tag {
+        Some(t) if t.starts_with("sha256:") => format!("{image}@{t}"),
+        Some(t) => format!("{image}:{t}"),
+        None => image.to_string(),
+    };
+    let mut r = barge_image::Reference::parse(&spec)?;
+    if r.tag().is_none() && r.digest().is_none() {
+        r = r.with_tag("latest");
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let st = state.clone();
+    let handle = tokio::spawn(async move {
+        let cfg = registry_config();
+        let res = barge_registry::pull(st.images.clone(), &cfg, &r, platform.as_ref(), creds.as_ref(), tx).await?;
+        st.image_event("pull", &res.id, &r.familiar());
+        let status = if res.downloaded {
+            format!("Status: Downloaded newer image for {}", r.familiar())
+        } else {
+            format!("Status: Image is up to date for {}", r.familiar())
+        };
+        Ok(vec![json!({ "status": status })])
+    });
+    progress_response(rx, handle).await
+}
+
+/// `POST /images/{name}/push?tag=`: pushes `name:tag`, or every tag of `name` when no tag is
+/// given and the name has none.
+async fn push(
+    state: AppState,
+    name: String,
+    tag: Option<String>,
+    creds: Option<barge_registry::Credentials>,
+) -> Result<Response, ApiError> {
+    let base = barge_image::Reference::parse(&name)?;
+    let targets: Vec<barge_image::Reference> = match (&tag, base.tag()) {
+        (Some(t), _) => vec![base.with_tag(t)],
+        (None, Some(_)) => vec![base.clone()],
+        (None, None) => {
+            let s = state.clone();
+            let all = asyncify(move || s.images.list()).await?;
+            let mut v: Vec<barge_image::Reference> = all
+                .iter()
+                .flat_map(|i| i.repo_tags.iter())
+                .filter_map(|t| barge_image::Reference::parse(t).ok())
+                .filter(|r| r.name() == base.name() && r.tag().is_some())
+                .collect();
+            v.sort_by_key(|r| r.full());
+            v.dedup_by_key(|r| r.full());
+            if v.is_empty() {
+                return Err(ApiError::not_found(format!("An image does not exist locally with the tag: {}", base.familiar_name())));
+            }
+            v
+        }
+    };
+    // Fail early (HTTP 404) when the image is missing.
+    let s = state.clone();
+    let first = targets[0].full();
+    asyncify(move || s.images.get(&first)).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let st = state.clone();
+    let handle = tokio::spawn(async move {
+        let cfg = registry_config();
+        let mut lines = Vec::new();
+        for t in targets {
+            let res = barge_registry::push(st.images.clone(), &cfg, &t.full(), &t, creds.as_ref(), tx.clone()).await?;
+            if let Ok(img) = st.images.get(&t.full()) {
+                st.image_event("push", &img.id, &t.familiar());
+            }
+            lines.push(json!({ "progressDetail": {}, "aux": { "Tag": res.tag, "Digest": res.digest, "Size": res.size } }));
+        }
+        Ok(lines)
+    });
+    progress_response(rx, handle).await
+}
+
+/// `POST /auth` with an AuthConfig body: checks the credentials against the registry.
+pub async fn auth(body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let cfg: AuthConfig = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid auth config: {e}")))?;
+    let server = cfg.serveraddress.clone();
+    let creds = cfg.credentials();
+    barge_registry::login(&registry_config(), &server, &creds).await.map_err(registry_error)?;
+    Ok(Json(json!({ "Status": "Login Succeeded", "IdentityToken": "" })))
+}
+
+/// `GET /distribution/{name}/json`: the registry's descriptor for `name` and its platforms.
+pub async fn distribution(Path(rest): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let Some(name) = rest.strip_suffix("/json") else {
+        return Err(ApiError::not_found(format!("page not found: /distribution/{rest}")));
+    };
+    let mut r = barge_image::Reference::parse(name)?;
+    if r.tag().is_none() && r.digest().is_none() {
+        r = r.with_tag("latest");
+    }
+    let creds = registry_auth(&headers);
+    let (d, platforms) = barge_registry::distribution(&registry_config(), &r, creds.as_ref())
+        .await
+        .map_err(registry_error)?;
+    let platforms: Vec<Value> = platforms
+        .iter()
+        .map(|p| {
+            let mut v = json!({ "architecture": p.architecture, "os": p.os });
+            if let Some(var) = &p.variant {
+                v["variant"] = json!(var);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "Descriptor": { "mediaType": d.media_type, "digest": d.digest, "size": d.size },
+        "Platforms": platforms,
+    })))
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/exec/{id}/resize", post(exec::resize))
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/images/json", get(images::list))
+        .route("/auth", post(images::auth))
+        .route("/distribution/{*rest}", get(images::distribution))
         .route("/images/load", post(images::load))
         .route("/images/get", get(images::save_many))
         .route("/images/create", post(images::create))
