@@ -90,6 +90,14 @@ pub enum Cmd {
     Import(ImportArgs),
     /// Get real time events from the server
     Events(EventsArgs),
+    /// Download an image from a registry
+    Pull(crate::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(crate::registry::PushArgs),
+    /// Log in to a registry
+    Login(crate::registry::LoginArgs),
+    /// Log out from a registry
+    Logout(crate::registry::LogoutArgs),
     /// Manage images
     #[command(subcommand)]
     Image(ImageCmd),
@@ -125,6 +133,10 @@ pub enum ImageCmd {
     Save(SaveArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(ImportArgs),
+    /// Download an image from a registry
+    Pull(crate::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(crate::registry::PushArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ mod container;
 pub mod format;
 mod image;
 pub mod opts;
+mod registry;
 pub mod stream;
 mod system;
 
@@ -212,6 +213,10 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Save(a) => image::save(c, a).await,
         Cmd::Import(a) => image::import(c, a).await,
         Cmd::Events(a) => system::events(c, a).await,
+        Cmd::Pull(a) => registry::pull(c, a).await,
+        Cmd::Push(a) => registry::push(c, a).await,
+        Cmd::Login(a) => registry::login(c, a).await,
+        Cmd::Logout(a) => registry::logout(c, a).await,
         Cmd::Info(a) => system::info(c, a).await,
         Cmd::Image(sub) => match sub {
             ImageCmd::Ls(a) => image::images(c, a).await,
@@ -223,6 +228,8 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
             ImageCmd::Load(a) => image::load(c, a).await,
             ImageCmd::Save(a) => image::save(c, a).await,
             ImageCmd::Import(a) => image::import(c, a).await,
+            ImageCmd::Pull(a) => registry::pull(c, a).await,
+            ImageCmd::Push(a) => registry::push(c, a).await,
         },
         Cmd::Container(sub) => match sub {
             ContainerCmd::Ls(a) => container::ps(c, a).await,
