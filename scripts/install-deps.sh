@@ -9,6 +9,11 @@ command -v script >/dev/null || need+=(bsdutils)
 command -v python3 >/dev/null || need+=(python3)
 command -v ps >/dev/null || need+=(procps)
 command -v nft >/dev/null || need+=(nftables)
+# Registry tests: a real registry (distribution 2.8), htpasswd for its Basic auth, skopeo, openssl.
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

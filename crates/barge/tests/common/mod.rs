@@ -99,6 +99,8 @@ pub struct Daemon {
     pub sock: PathBuf,
     pub host: String,
     child: Option<Child>,
+    /// Extra `barge daemon` flags (e.g. `--config-file`), kept across restarts.
+    pub extra_args: Vec<String>,
 }
 
 impl Daemon {
@@ -106,7 +108,17 @@ impl Daemon {
     pub fn start() -> Daemon {
         require_root();
         let dir = tempfile_dir();
-        let mut d = Daemon { sock: dir.join("barge.sock"), host: format!("unix://{}", dir.join("barge.sock").display()), dir, child: None };
+        let mut d = Daemon { sock: dir.join("barge.sock"), host: format!("unix://{}", dir.join("barge.sock").display()), dir, child: None, extra_args: Vec::new() };
+        d.spawn();
+        d
+    }
+
+    /// Starts a daemon with extra flags; `{dir}` in a flag is replaced by the daemon's directory.
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        require_root();
+        let dir = tempfile_dir();
+        let extra_args = extra.iter().map(|a| a.replace("{dir}", &dir.display().to_string())).collect();
+        let mut d = Daemon { sock: dir.join("barge.sock"), host: format!("unix://{}", dir.join("barge.sock").display()), dir, child: None, extra_args };
         d.spawn();
         d
     }
@@ -125,6 +137,7 @@ impl Daemon {
             .arg(init_path())
             .arg("--log-level")
             .arg("debug")
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -161,7 +174,13 @@ impl Daemon {
 
     /// Runs `barge ARGS` against this daemon.
     pub fn barge(&self, args: &[&str]) -> Output {
-        Command::new(BARGE).env("BARGE_HOST", &self.host).args(args).stdin(Stdio::null()).output().expect("running barge")
+        Command::new(BARGE)
+            .env("BARGE_HOST", &self.host)
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running barge")
     }
 
     /// Runs `barge ARGS` with `input` on stdin.
@@ -169,6 +188,7 @@ impl Daemon {
         use std::io::Write;
         let mut child = Command::new(BARGE)
             .env("BARGE_HOST", &self.host)
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

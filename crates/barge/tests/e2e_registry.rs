@@ -1,0 +1,450 @@
+//! End-to-end: pull, push and login against a real registry (Debian's `docker-registry`,
+//! distribution 2.8) started on 127.0.0.1 by each test: plain HTTP, TLS with a CA made here by
+//! `openssl`, and Basic auth with an `htpasswd` file. Images are seeded from the shared OCI
+//! layout with `skopeo copy` (or with barge's own push).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// A fresh directory under /tmp (the caller removes it).
+fn temp_dir(prefix: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let dir = PathBuf::from(format!("/tmp/{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Removes a directory when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        TempDir(temp_dir("barge-regtest"))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed:\nstdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    stdout(&out)
+}
+
+#[derive(Default)]
+struct RegOpts {
+    tls: bool,
+    auth: Option<(&'static str, &'static str)>,
+}
+
+/// A `docker-registry serve` on 127.0.0.1 with its own storage; killed and removed on drop.
+struct Registry {
+    dir: PathBuf,
+    child: Child,
+    host: String,
+    auth: Option<(&'static str, &'static str)>,
+    tls: bool,
+}
+
+impl Registry {
+    fn start(opts: RegOpts) -> Registry {
+        assert!(have("docker-registry"), "docker-registry is not installed (scripts/install-deps.sh)");
+        let dir = temp_dir("barge-reg");
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.join("storage").display()
+        );
+        if opts.tls {
+            make_certs(&dir);
+            cfg.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", dir.join("server.crt").display(), dir.join("server.key").display()));
+        }
+        if let Some((u, p)) = opts.auth {
+            let out = run_ok(Command::new("htpasswd").args(["-Bbn", u, p]));
+            std::fs::write(dir.join("htpasswd"), out).unwrap();
+            cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: barge-test\n    path: {}\n", dir.join("htpasswd").display()));
+        }
+        std::fs::write(dir.join("config.yml"), cfg).unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        let reg = Registry { dir, child, host, auth: opts.auth, tls: opts.tls };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.host).is_err() {
+            assert!(Instant::now() < deadline, "registry did not come up: {}", std::fs::read_to_string(reg.dir.join("registry.log")).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// `--creds=u:p` (or `--dest-creds=u:p` with `prefix` = `dest-`).
+    fn skopeo_creds(&self, prefix: &str) -> Vec<String> {
+        match self.auth {
+            Some((u, p)) => vec![format!("--{prefix}creds={u}:{p}")],
+            None => vec![],
+        }
+    }
+
+    /// Copies `layout_ref` of the shared OCI layout to `repo:tag` here (`--all` keeps indexes).
+    fn seed(&self, layout_ref: &str, repo_tag: &str) {
+        let src = format!("oci:{}:{layout_ref}", images_dir().join("oci-layout").display());
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--all", "--dest-tls-verify=false"]).args(self.skopeo_creds("dest-")).arg(src).arg(format!("docker://{}/{repo_tag}", self.host));
+        run_ok(&mut cmd);
+    }
+
+    /// `skopeo inspect` of `repo:tag` (raw=false): the JSON.
+    fn inspect(&self, repo_tag: &str) -> serde_json::Value {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--tls-verify=false"]).args(self.skopeo_creds("")).arg(format!("docker://{}/{repo_tag}", self.host));
+        serde_json::from_str(&run_ok(&mut cmd)).unwrap()
+    }
+
+    /// The manifest digest of `repo:tag` as the registry serves it (index digest for indexes).
+    fn digest(&self, repo_tag: &str) -> String {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--raw", "--tls-verify=false"]).args(self.skopeo_creds("")).arg(format!("docker://{}/{repo_tag}", self.host));
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut sum = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        sum.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+        let hex = stdout(&sum.wait_with_output().unwrap()).split_whitespace().next().unwrap().to_string();
+        format!("sha256:{hex}")
+    }
+
+    /// Blob files in the registry's storage.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir.join("storage/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 / localhost, made with openssl.
+fn make_certs(dir: &Path) {
+    let d = |f: &str| dir.join(f).display().to_string();
+    run_ok(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=barge test CA", "-keyout", &d("ca.key"), "-out", &d("ca.crt")]));
+    run_ok(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &d("server.key"), "-out", &d("server.csr")]));
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
+    run_ok(Command::new("openssl").args([
+        "x509", "-req", "-in", &d("server.csr"), "-CA", &d("ca.crt"), "-CAkey", &d("ca.key"), "-CAcreateserial", "-days", "2", "-out", &d("server.crt"), "-extfile", &d("ext.cnf"),
+    ]));
+}
+
+/// Writes a daemon config file in a fresh dir and returns its path.
+fn daemon_config(json: serde_json::Value) -> (TempDir, PathBuf) {
+    let t = TempDir::new();
+    let p = t.path().join("daemon.json");
+    std::fs::write(&p, json.to_string()).unwrap();
+    (t, p)
+}
+
+/// A daemon running containers with runc (these tests are about images, not runtimes).
+fn daemon(extra: &[&str]) -> Daemon {
+    let mut args = vec!["--default-runtime", "runc"];
+    args.extend_from_slice(extra);
+    Daemon::start_with(&args)
+}
+
+fn fail_text(o: &Output) -> String {
+    format!("{}{}", stdout(o), stderr(o))
+}
+
+fn assert_runs(d: &Daemon, image: &str, args: &[&str], want: &str) {
+    let mut full = vec!["run", "--rm", image];
+    full.extend_from_slice(args);
+    let out = d.ok(&full);
+    assert_eq!(out.trim(), want, "output of {image} {args:?}");
+}
+
+#[test]
+fn pull_plain_http_by_tag_digest_zstd_and_platform() {
+    let reg = Registry::start(RegOpts::default());
+    reg.seed("busybox:1.35", "library/busybox:1.35");
+    reg.seed("busybox:1.35-zstd", "library/busybox:1.35-zstd");
+    reg.seed("tiny-multilayer:1", "test/tiny-multilayer:1");
+    reg.seed("busybox-multi:1", "test/busybox-multi:1");
+    let d = daemon(&[]);
+    let h = &reg.host;
+
+    // By tag: progress lines, then the full name on stdout.
+    let out = d.ok(&["pull", &format!("{h}/library/busybox:1.35")]);
+    assert!(out.contains("Pulling from library/busybox") || out.contains("Pull complete"), "{out}");
+    assert!(out.contains("Digest: sha256:"), "{out}");
+    assert!(out.contains(&format!("Status: Downloaded newer image for {h}/library/busybox:1.35")), "{out}");
+    assert_runs(&d, &format!("{h}/library/busybox:1.35"), &["echo", "hi"], "hi");
+    let digests = d.inspect(&format!("{h}/library/busybox:1.35"), "{{json .RepoDigests}}");
+    assert!(digests.contains(&reg.digest("library/busybox:1.35")), "{digests}");
+
+    // Again: up to date, no layer fetched.
+    let again = d.ok(&["pull", &format!("{h}/library/busybox:1.35")]);
+    assert!(again.contains("Already exists") && again.contains("Image is up to date"), "{again}");
+
+    // By digest, on a fresh daemon.
+    let d2 = daemon(&[]);
+    let dg = reg.digest("library/busybox:1.35");
+    d2.ok(&["pull", &format!("{h}/library/busybox@{dg}")]);
+    assert_runs(&d2, &format!("{h}/library/busybox@{dg}"), &["echo", "by-digest"], "by-digest");
+
+    // zstd layers.
+    d.ok(&["pull", &format!("{h}/library/busybox:1.35-zstd")]);
+    assert_runs(&d, &format!("{h}/library/busybox:1.35-zstd"), &["echo", "zstd"], "zstd");
+    let dgz = reg.digest("library/busybox:1.35-zstd");
+    d2.ok(&["pull", "-q", &format!("{h}/library/busybox@{dgz}")]);
+
+    // Several layers with whiteouts.
+    d.ok(&["pull", &format!("{h}/test/tiny-multilayer:1")]);
+    let ls = d.ok(&["run", "--rm", &format!("{h}/test/tiny-multilayer:1"), "ls", "-R", "/data"]);
+    assert!(ls.contains("c") && !ls.contains("a\n"), "{ls}");
+
+    // An index, each platform.
+    for arch in ["amd64", "arm64"] {
+        let dd = daemon(&[]);
+        dd.ok(&["pull", "--platform", &format!("linux/{arch}"), &format!("{h}/test/busybox-multi:1")]);
+        let got = dd.inspect(&format!("{h}/test/busybox-multi:1"), "{{.Architecture}}");
+        assert_eq!(got, arch);
+        if arch == "amd64" {
+            assert_runs(&dd, &format!("{h}/test/busybox-multi:1"), &["cat", "/ARCH"], "amd64");
+        }
+    }
+    // By the index digest.
+    let dd = daemon(&[]);
+    let idx = reg.digest("test/busybox-multi:1");
+    dd.ok(&["pull", &format!("{h}/test/busybox-multi@{idx}")]);
+
+    // Missing tag: a clear one-line error.
+    let out = d.barge(&["pull", &format!("{h}/library/busybox:nope")]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("not found") && err.trim().lines().count() == 1, "{err}");
+}
+
+#[test]
+fn run_pulls_a_missing_image() {
+    let reg = Registry::start(RegOpts::default());
+    reg.seed("busybox:1.35", "library/busybox:1.35");
+    let d = daemon(&[]);
+    let image = format!("{}/library/busybox:1.35", reg.host);
+    let out = d.barge(&["run", "--rm", &image, "echo", "pulled"]);
+    assert!(out.status.success(), "{}", fail_text(&out));
+    assert_eq!(stdout(&out).trim(), "pulled");
+    assert!(stderr(&out).contains("Unable to find image"), "{}", stderr(&out));
+}
+
+#[test]
+fn basic_auth_login_wrong_password_and_push() {
+    let reg = Registry::start(RegOpts { auth: Some(("tester", "s3cret")), ..Default::default() });
+    reg.seed("busybox:1.35", "library/busybox:1.35");
+    let d = daemon(&[]);
+    let image = format!("{}/library/busybox:1.35", reg.host);
+
+    // Anonymous: refused, one line.
+    let out = d.barge(&["pull", &image]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.to_lowercase().contains("unauthorized") && err.trim().lines().count() == 1, "{err}");
+
+    // Wrong password: login fails with one line, nothing stored.
+    let out = d.barge_stdin(&["login", "-u", "tester", "--password-stdin", &reg.host], b"wrong\n");
+    assert!(!out.status.success(), "{}", fail_text(&out));
+    let err = stderr(&out);
+    assert!(err.to_lowercase().contains("unauthorized") && err.trim().lines().count() == 1, "{err}");
+
+    // Right password: stored in config.json, then pull and push work.
+    let out = d.barge_stdin(&["login", "-u", "tester", "--password-stdin", &reg.host], b"s3cret\n");
+    assert!(out.status.success(), "{}", fail_text(&out));
+    assert!(stdout(&out).contains("Login Succeeded"));
+    let cfg = std::fs::read_to_string(d.dir.join("docker-config/config.json")).unwrap();
+    assert!(cfg.contains(&reg.host), "{cfg}");
+    d.ok(&["pull", &image]);
+    assert_runs(&d, &image, &["echo", "auth"], "auth");
+    d.ok(&["tag", &image, &format!("{}/mine/bb:v1", reg.host)]);
+    d.ok(&["push", &format!("{}/mine/bb:v1", reg.host)]);
+    assert_eq!(reg.digest("mine/bb:v1"), reg.digest("library/busybox:1.35"));
+
+    d.ok(&["logout", &reg.host]);
+    let out = d.barge(&["pull", &format!("{}/mine/bb:v1", reg.host)]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn tls_registry_with_ca_from_certs_dir() {
+    let reg = Registry::start(RegOpts { tls: true, ..Default::default() });
+    reg.seed("busybox:1.35", "library/busybox:1.35");
+    let certs = TempDir::new();
+    // Without the CA (and with loopback not insecure): refused.
+    let (_t1, cfg1) = daemon_config(serde_json::json!({ "insecure-registries": [], "certs-dir": certs.path() }));
+    let d = daemon(&["--config-file", cfg1.to_str().unwrap()]);
+    let image = format!("{}/library/busybox:1.35", reg.host);
+    let out = d.barge(&["pull", &image]);
+    assert!(!out.status.success(), "pull without the CA must fail");
+    // With certs.d/HOST:PORT/ca.crt: verified TLS.
+    std::fs::create_dir_all(certs.path().join(&reg.host)).unwrap();
+    std::fs::copy(reg.ca(), certs.path().join(&reg.host).join("ca.crt")).unwrap();
+    d.ok(&["pull", &image]);
+    assert_runs(&d, &image, &["echo", "tls"], "tls");
+    // Push over TLS too.
+    d.ok(&["tag", &image, &format!("{}/pushed/bb:1", reg.host)]);
+    d.ok(&["push", &format!("{}/pushed/bb:1", reg.host)]);
+    assert_eq!(reg.digest("pushed/bb:1"), reg.digest("library/busybox:1.35"));
+}
+
+#[test]
+fn push_loaded_image_then_pull_on_second_daemon() {
+    let reg = Registry::start(RegOpts::default());
+    let d1 = daemon(&[]);
+    d1.load_layout();
+    let h = &reg.host;
+    for (src, dst) in [("tiny-multilayer:1", "proj/tiny:1"), ("busybox:1.35-zstd", "proj/bbz:1")] {
+        let target = format!("{h}/{dst}");
+        d1.ok(&["tag", src, &target]);
+        let out = d1.ok(&["push", &target]);
+        assert!(out.contains("digest: sha256:"), "{out}");
+        let local = d1.inspect(src, "{{index .RepoDigests 0}}");
+        let local_digest = local.split('@').nth(1).unwrap().to_string();
+        assert_eq!(reg.digest(dst), local_digest);
+        let insp = reg.inspect(dst);
+        assert_eq!(insp["Digest"].as_str().unwrap(), local_digest);
+        assert_eq!(insp["Architecture"].as_str().unwrap(), "amd64");
+        // Second push: every layer already there.
+        let again = d1.ok(&["push", &target]);
+        assert!(again.contains("Layer already exists"), "{again}");
+
+        let d2 = daemon(&[]);
+        d2.ok(&["pull", &target]);
+        assert_eq!(d2.inspect(&target, "{{.Id}}"), d1.inspect(src, "{{.Id}}"));
+        let rd = d2.inspect(&target, "{{index .RepoDigests 0}}");
+        assert!(rd.ends_with(&local_digest), "{rd} vs {local_digest}");
+    }
+}
+
+#[test]
+fn registry_mirrors_serve_docker_hub_names() {
+    let reg = Registry::start(RegOpts::default());
+    reg.seed("busybox:1.35", "library/busybox:1.35");
+    let (_t, cfg) = daemon_config(serde_json::json!({ "registry-mirrors": [format!("http://{}", reg.host)] }));
+    let d = daemon(&["--config-file", cfg.to_str().unwrap()]);
+    let out = d.ok(&["pull", "busybox:1.35"]);
+    assert!(out.contains("docker.io/library/busybox:1.35"), "{out}");
+    assert_runs(&d, "busybox:1.35", &["echo", "mirrored"], "mirrored");
+}
+
+#[test]
+fn corrupted_blob_fails_and_stores_nothing() {
+    let reg = Registry::start(RegOpts::default());
+    reg.seed("tiny-multilayer:1", "test/tiny:1");
+    let insp = reg.inspect("test/tiny:1");
+    let layer = insp["Layers"][1].as_str().unwrap().to_string();
+    let f = reg.blob_file(&layer);
+    let mut data = std::fs::read(&f).unwrap();
+    let n = data.len();
+    data[n / 2] ^= 0xff;
+    std::fs::write(&f, &data).unwrap();
+    let d = daemon(&[]);
+    let out = d.barge(&["pull", &format!("{}/test/tiny:1", reg.host)]);
+    assert!(!out.status.success(), "{}", fail_text(&out));
+    assert!(fail_text(&out).to_lowercase().contains("digest") || fail_text(&out).to_lowercase().contains("invalid"), "{}", fail_text(&out));
+    let imgs = d.ok(&["images", "-q"]);
+    assert!(imgs.trim().is_empty(), "{imgs}");
+    let blobs = d.dir.join("data/image/blobs/sha256");
+    let bad = blobs.join(layer.strip_prefix("sha256:").unwrap());
+    assert!(!bad.exists(), "the corrupt layer must not be stored");
+    let tmp: Vec<_> = std::fs::read_dir(d.dir.join("data/image/tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "temp files left: {tmp:?}");
+}
+
+#[test]
+fn killed_daemon_mid_pull_resumes() {
+    let reg = Registry::start(RegOpts::default());
+    reg.seed("multilayer:1", "test/multilayer:1");
+    let mut d = daemon(&[]);
+    let image = format!("{}/test/multilayer:1", reg.host);
+    let mut child = Command::new(BARGE)
+        .env("BARGE_HOST", &d.host)
+        .args(["pull", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until at least one layer blob has landed, then kill the daemon.
+    let blobs = d.dir.join("data/image/blobs/sha256");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = std::fs::read_dir(&blobs).map(|r| r.count()).unwrap_or(0);
+        if n >= 1 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    d.kill9();
+    let _ = child.wait();
+    let before = std::fs::read_dir(&blobs).map(|r| r.count()).unwrap_or(0);
+    d.restart();
+    let out = d.ok(&["pull", &image]);
+    if before > 0 && before < 7 {
+        assert!(out.contains("Already exists"), "finished layers must not be fetched again:\n{out}");
+    }
+    let out = d.ok(&["run", "--rm", &image, "-c", "import os; print(os.getuid())"]);
+    assert_eq!(out.trim(), "1234");
+}
+
+#[test]
+fn stock_docker_cli_pull_push_login() {
+    let reg = Registry::start(RegOpts { auth: Some(("dock", "pw")), ..Default::default() });
+    reg.seed("busybox:1.35", "library/busybox:1.35");
+    let d = daemon(&[]);
+    let image = format!("{}/library/busybox:1.35", reg.host);
+    let out = d.docker(&["login", "-u", "dock", "-p", "nope", &reg.host]);
+    assert!(!out.status.success(), "{}", fail_text(&out));
+    d.docker_ok(&["login", "-u", "dock", "-p", "pw", &reg.host]);
+    let out = d.docker_ok(&["pull", &image]);
+    assert!(out.contains("Status: Downloaded newer image") || out.contains(&image), "{out}");
+    let out = d.docker_ok(&["run", "--rm", &image, "echo", "docker"]);
+    assert_eq!(out.trim(), "docker");
+    d.docker_ok(&["tag", &image, &format!("{}/viadocker/bb:2", reg.host)]);
+    let out = d.docker_ok(&["push", &format!("{}/viadocker/bb:2", reg.host)]);
+    assert!(out.contains("digest: sha256:"), "{out}");
+    assert_eq!(reg.digest("viadocker/bb:2"), reg.digest("library/busybox:1.35"));
+}
