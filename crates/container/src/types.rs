@@ -18,6 +18,10 @@ pub struct RuntimeConfig {
     pub self_exe: PathBuf,
     /// OCI runtimes by name (e.g. `runc` → `/usr/sbin/runc`).
     pub runtimes: BTreeMap<String, PathBuf>,
+    /// Leading arguments a runtime is run with, by name (before runc's global flags): the
+    /// embedded runtime is the barge binary itself, run as `barge runtime ...`
+    /// (`barge` → `["runtime"]`). Runtimes not listed get none.
+    pub runtime_args: BTreeMap<String, Vec<String>>,
     /// Name of the runtime used when a container names none.
     pub default_runtime: String,
     /// A static init binary (tini-like) bind-mounted as `/sbin/docker-init` for `--init`.
