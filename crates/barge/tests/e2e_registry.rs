@@ -253,6 +253,13 @@ fn pull_plain_http_by_tag_digest_zstd_and_platform() {
     let idx = reg.digest("test/busybox-multi:1");
     dd.ok(&["pull", &format!("{h}/test/busybox-multi@{idx}")]);
 
+    // --all-tags.
+    reg.seed("busybox:1.35", "test/at:a");
+    reg.seed("busybox:1.35-zstd", "test/at:b");
+    d2.ok(&["pull", "-a", &format!("{h}/test/at")]);
+    let tags = d2.ok(&["images", "--format", "{{.Tag}}", &format!("{h}/test/at")]);
+    assert_eq!(tags.lines().collect::<std::collections::BTreeSet<_>>(), ["a", "b"].into_iter().collect(), "{tags}");
+
     // Missing tag: a clear one-line error.
     let out = d.barge(&["pull", &format!("{h}/library/busybox:nope")]);
     assert!(!out.status.success());
@@ -300,7 +307,8 @@ fn basic_auth_login_wrong_password_and_push() {
     d.ok(&["pull", &image]);
     assert_runs(&d, &image, &["echo", "auth"], "auth");
     d.ok(&["tag", &image, &format!("{}/mine/bb:v1", reg.host)]);
-    d.ok(&["push", &format!("{}/mine/bb:v1", reg.host)]);
+    let out = d.ok(&["push", &format!("{}/mine/bb:v1", reg.host)]);
+    assert!(out.contains("Mounted from library/busybox"), "cross-repository mount expected:\n{out}");
     assert_eq!(reg.digest("mine/bb:v1"), reg.digest("library/busybox:1.35"));
 
     d.ok(&["logout", &reg.host]);

@@ -294,6 +294,11 @@ fn human(n: u64) -> String {
 /// Pulls `image` through the daemon, rendering progress. `to_stderr` for `run`/`create`.
 pub(crate) async fn pull_image(client: &Client, image: &str, platform: Option<&str>, quiet: bool, to_stderr: bool) -> Result<()> {
     let (name, tag) = split_tag(image);
+    pull_request(client, name, tag, platform, quiet, to_stderr).await
+}
+
+/// `POST /images/create?fromImage=NAME&tag=TAG` (no tag: every tag) with progress rendering.
+async fn pull_request(client: &Client, name: String, tag: Option<String>, platform: Option<&str>, quiet: bool, to_stderr: bool) -> Result<()> {
     let path = format!(
         "/images/create{}",
         query(&[
@@ -334,26 +339,20 @@ fn split_tag(image: &str) -> (String, Option<String>) {
 
 /// `barge pull`.
 pub async fn pull(client: &Client, args: PullArgs) -> Result<i32> {
-    let image = if args.all_tags {
-        let (n, t) = split_tag(&args.name);
-        if t.as_deref() != Some("latest") && args.name.contains(':') {
-            bail!("tag can't be used with --all-tags/-a");
+    if args.all_tags {
+        let (n, _) = split_tag(&args.name);
+        if n != args.name {
+            return Err(status(1, "tag can't be used with --all-tags/-a"));
         }
-        // The daemon pulls every tag when `tag` is empty; barge's daemon pulls `latest`.
-        n
-    } else {
-        args.name.clone()
-    };
-    pull_image(client, &image, args.platform.as_deref(), args.quiet, false).await?;
-    if args.quiet {
-        let (n, t) = split_tag(&image);
-        let sep = if t.as_deref().is_some_and(|t| t.starts_with("sha256:")) { "@" } else { ":" };
-        println!("{}{sep}{}", full_name(&n), t.unwrap_or_else(|| "latest".into()));
-    } else {
-        let (n, t) = split_tag(&image);
-        let sep = if t.as_deref().is_some_and(|t| t.starts_with("sha256:")) { "@" } else { ":" };
-        println!("{}{sep}{}", full_name(&n), t.unwrap_or_else(|| "latest".into()));
+        // No tag: the daemon pulls every tag of the repository.
+        pull_request(client, n.clone(), None, args.platform.as_deref(), args.quiet, false).await?;
+        println!("{}", full_name(&n));
+        return Ok(0);
     }
+    pull_image(client, &args.name, args.platform.as_deref(), args.quiet, false).await?;
+    let (n, t) = split_tag(&args.name);
+    let sep = if t.as_deref().is_some_and(|t| t.starts_with("sha256:")) { "@" } else { ":" };
+    println!("{}{sep}{}", full_name(&n), t.unwrap_or_else(|| "latest".into()));
     Ok(0)
 }
 

@@ -550,6 +550,32 @@ pub async fn pull(
     })
 }
 
+/// Tags of `r`'s repository (for `pull --all-tags`), sorted.
+pub async fn list_tags(cfg: &RegistryConfig, r: &Reference, creds: Option<&Credentials>) -> Result<Vec<String>, RegistryError> {
+    let auth = Credentials::to_auth(creds);
+    let mut hosts: Vec<(String, bool, RegistryAuth)> = Vec::new();
+    if r.domain() == config::DOCKER_HUB {
+        for (h, plain) in cfg.mirrors() {
+            hosts.push((h, plain, RegistryAuth::Anonymous));
+        }
+    }
+    hosts.push((url_host(r.domain()), false, auth));
+    let mut last = None;
+    for (host, plain, auth) in hosts {
+        let ep = endpoint(cfg, &host, plain).await;
+        let or = oci_client::Reference::with_tag(host.clone(), r.path().to_string(), "latest".into());
+        match ep.client.list_tags(&or, &auth, None, None).await {
+            Ok(t) => {
+                let mut tags = t.tags;
+                tags.sort();
+                return Ok(tags);
+            }
+            Err(e) => last = Some(map_oci(e, &r.familiar_name())),
+        }
+    }
+    Err(last.unwrap_or_else(|| RegistryError::NotFound(r.familiar_name())))
+}
+
 /// What a push sent.
 #[derive(Debug, Clone)]
 pub struct PushResult {
@@ -561,12 +587,15 @@ pub struct PushResult {
     pub tag: String,
 }
 
-/// Pushes local image `name` as `r` (a tag reference). Blobs the registry has are skipped.
+/// Pushes local image `name` as `r` (a tag reference). Blobs the registry has are skipped;
+/// missing ones are first mounted from `mount_from` (other repositories of the same registry
+/// known to hold this image), then uploaded.
 pub async fn push(
     store: Arc<ImageStore>,
     cfg: &RegistryConfig,
     name: &str,
     r: &Reference,
+    mount_from: &[String],
     creds: Option<&Credentials>,
     tx: ProgressTx,
 ) -> Result<PushResult, RegistryError> {
@@ -599,6 +628,7 @@ pub async fn push(
         .collect();
     for (d, is_layer) in blobs {
         let (ep, target, st, tx, lim) = (ep.clone(), target.clone(), store.clone(), tx.clone(), limit.clone());
+        let sources: Vec<String> = mount_from.iter().filter(|m| m.as_str() != r.path()).cloned().collect();
         tasks.push(tokio::spawn(async move {
             let _p = lim.acquire_owned().await.map_err(|e| RegistryError::Registry(e.to_string()))?;
             let id = short(&d.digest);
@@ -612,6 +642,15 @@ pub async fn push(
                     item(&tx, &id, "Layer already exists", None);
                 }
                 return Ok::<(), RegistryError>(());
+            }
+            for src in &sources {
+                let from = oci_client::Reference::with_tag(ep.host.clone(), src.clone(), "latest".into());
+                if ep.client.mount_blob(&target, &from, &d.digest).await.is_ok() {
+                    if is_layer {
+                        item(&tx, &id, &format!("Mounted from {src}"), None);
+                    }
+                    return Ok(());
+                }
             }
             let dg = d.digest.clone();
             let f = tokio::task::spawn_blocking(move || st.open_blob(&dg))

@@ -350,6 +350,11 @@ pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, req:
             None => None,
         };
         let creds = registry_auth(req.headers());
+        let bare = barge_image::Reference::parse(image)?;
+        if tag.is_none() && !names_tag_or_digest(image) {
+            // No tag at all (`pull --all-tags`): every tag of the repository.
+            return pull_all_tags(state, bare, platform, creds).await;
+        }
         return pull(state, image, tag, platform, creds).await;
     }
     let Some(src) = q.get("fromSrc") else {
@@ -566,6 +571,41 @@ async fn pull(
     progress_response(rx, handle).await
 }
 
+/// Whether an image name as typed carries a tag or a digest (`busybox:1`, `a@sha256:..`);
+/// parsed references always have one (`latest`).
+fn names_tag_or_digest(s: &str) -> bool {
+    s.contains('@') || s.rsplit('/').next().is_some_and(|last| last.contains(':'))
+}
+
+/// Pulls every tag of `repo`, one after the other, in one progress stream.
+async fn pull_all_tags(
+    state: AppState,
+    repo: barge_image::Reference,
+    platform: Option<Platform>,
+    creds: Option<barge_registry::Credentials>,
+) -> Result<Response, ApiError> {
+    let cfg = registry_config();
+    let tags = barge_registry::list_tags(&cfg, &repo, creds.as_ref()).await.map_err(registry_error)?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let st = state.clone();
+    let handle = tokio::spawn(async move {
+        let mut any_new = false;
+        for t in tags {
+            let r = repo.with_tag(&t);
+            let res = barge_registry::pull(st.images.clone(), &cfg, &r, platform.as_ref(), creds.as_ref(), tx.clone()).await?;
+            st.image_event("pull", &res.id, &r.familiar());
+            any_new |= res.downloaded;
+        }
+        let status = if any_new {
+            format!("Status: Downloaded newer image for {}", repo.familiar_name())
+        } else {
+            format!("Status: Image is up to date for {}", repo.familiar_name())
+        };
+        Ok(vec![json!({ "status": status })])
+    });
+    progress_response(rx, handle).await
+}
+
 /// `POST /images/{name}/push?tag=`: pushes `name:tag`, or every tag of `name` when no tag is
 /// given and the name has none.
 async fn push(
@@ -575,10 +615,11 @@ async fn push(
     creds: Option<barge_registry::Credentials>,
 ) -> Result<Response, ApiError> {
     let base = barge_image::Reference::parse(&name)?;
-    let targets: Vec<barge_image::Reference> = match (&tag, base.tag()) {
+    let explicit = names_tag_or_digest(&name);
+    let targets: Vec<barge_image::Reference> = match (&tag, explicit) {
         (Some(t), _) => vec![base.with_tag(t)],
-        (None, Some(_)) => vec![base.clone()],
-        (None, None) => {
+        (None, true) => vec![base.clone()],
+        (None, false) => {
             let s = state.clone();
             let all = asyncify(move || s.images.list()).await?;
             let mut v: Vec<barge_image::Reference> = all
@@ -605,7 +646,18 @@ async fn push(
         let cfg = registry_config();
         let mut lines = Vec::new();
         for t in targets {
-            let res = barge_registry::push(st.images.clone(), &cfg, &t.full(), &t, creds.as_ref(), tx.clone()).await?;
+            // Repositories of the same registry that hold this image: blobs are mounted from them.
+            let mut mount_from = Vec::new();
+            if let Ok(img) = st.images.get(&t.full()) {
+                for n in img.repo_tags.iter().chain(img.repo_digests.iter()) {
+                    if let Ok(o) = barge_image::Reference::parse(n) {
+                        if o.domain() == t.domain() && o.path() != t.path() && !mount_from.contains(&o.path().to_string()) {
+                            mount_from.push(o.path().to_string());
+                        }
+                    }
+                }
+            }
+            let res = barge_registry::push(st.images.clone(), &cfg, &t.full(), &t, &mount_from, creds.as_ref(), tx.clone()).await?;
             if let Ok(img) = st.images.get(&t.full()) {
                 st.image_event("push", &img.id, &t.familiar());
             }
