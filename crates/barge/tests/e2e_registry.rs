@@ -455,3 +455,30 @@ fn stock_docker_cli_pull_push_login() {
     assert!(out.contains("digest: sha256:"), "{out}");
     assert_eq!(reg.digest("viadocker/bb:2"), reg.digest("library/busybox:1.35"));
 }
+
+#[test]
+fn docker_py_pull_and_distribution_inspect() {
+    let ok = Command::new("python3").args(["-c", "import docker"]).status().is_ok_and(|s| s.success());
+    assert!(ok, "docker-py (python3-docker) is required");
+    let reg = Registry::start(RegOpts::default());
+    reg.seed("busybox-multi:1", "test/multi:1");
+    let d = daemon(&[]);
+    let script = format!(
+        r#"
+import docker
+c = docker.DockerClient(base_url="{host}")
+img = c.images.pull("{reg}/test/multi", tag="1", platform="linux/amd64")
+print(img.id)
+rd = c.images.get_registry_data("{reg}/test/multi:1")
+print(rd.id)
+print(rd.has_platform("linux/arm64"), rd.has_platform("linux/s390x"))
+"#,
+        host = d.host,
+        reg = reg.host
+    );
+    let out = run_ok(Command::new("python3").args(["-c", &script]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], d.inspect(&format!("{}/test/multi:1", reg.host), "{{.Id}}"));
+    assert_eq!(lines[1], reg.digest("test/multi:1"));
+    assert_eq!(lines[2], "True False");
+}
