@@ -482,3 +482,54 @@ print(rd.has_platform("linux/arm64"), rd.has_platform("linux/s390x"))
     assert_eq!(lines[1], reg.digest("test/multi:1"));
     assert_eq!(lines[2], "True False");
 }
+
+#[test]
+fn credential_helper_stores_and_serves_the_login() {
+    let reg = Registry::start(RegOpts { auth: Some(("helped", "pw2")), ..Default::default() });
+    reg.seed("busybox:1.35", "library/busybox:1.35");
+    let d = daemon(&[]);
+    // A docker-credential-* helper that keeps one credential in a file, as docker runs them.
+    let bin = TempDir::new();
+    let store = bin.path().join("store.json");
+    let helper = bin.path().join("docker-credential-bargetest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n store) cat > {s} ;;\n get) read server; [ -f {s} ] && cat {s} || {{ echo 'credentials not found in native keychain'; exit 1; }} ;;\n erase) rm -f {s} ;;\nesac\n",
+            s = store.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg_dir = d.dir.join("docker-config");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(cfg_dir.join("config.json"), format!(r#"{{"credHelpers":{{"{}":"bargetest"}}}}"#, reg.host)).unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    let barge = |args: &[&str], input: Option<&[u8]>| -> Output {
+        use std::io::Write;
+        let mut c = Command::new(BARGE)
+            .env("BARGE_HOST", &d.host)
+            .env("DOCKER_CONFIG", &cfg_dir)
+            .env("PATH", &path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.unwrap_or_default()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let out = barge(&["login", "-u", "helped", "--password-stdin", &reg.host], Some(b"pw2\n"));
+    assert!(out.status.success(), "{}", fail_text(&out));
+    let stored = std::fs::read_to_string(&store).unwrap();
+    assert!(stored.contains("\"Secret\":\"pw2\"") && stored.contains("helped"), "{stored}");
+    let cfg = std::fs::read_to_string(cfg_dir.join("config.json")).unwrap();
+    assert!(!cfg.contains("pw2"), "the password must stay in the helper: {cfg}");
+    let out = barge(&["pull", &format!("{}/library/busybox:1.35", reg.host)], None);
+    assert!(out.status.success(), "{}", fail_text(&out));
+    let out = barge(&["logout", &reg.host], None);
+    assert!(out.status.success(), "{}", fail_text(&out));
+    assert!(!store.exists());
+}
