@@ -57,13 +57,51 @@ fn run_ok(cmd: &mut Command) -> String {
 #[derive(Default)]
 struct RegOpts {
     tls: bool,
+    /// Basic auth with an htpasswd file, or (with `token`) the user a token server accepts.
     auth: Option<(&'static str, &'static str)>,
+    /// Bearer token auth: a small token server (below) signs JWTs for `auth`'s user.
+    token: bool,
 }
+
+/// A token server for the registry's `auth: token` (distribution's token spec): GET /token with
+/// Basic credentials returns a JWT (RS256, signed by `openssl dgst`, certificate in `x5c`)
+/// granting the requested scope; wrong credentials get 401, anonymous requests no access.
+const TOKEN_SERVER: &str = r#"
+import base64, http.server, json, subprocess, sys, time
+port, user, pw, key, crt = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+der = subprocess.run(["openssl", "x509", "-in", crt, "-outform", "DER"], capture_output=True, check=True).stdout
+def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        from urllib.parse import urlparse, parse_qs
+        q = parse_qs(urlparse(self.path).query)
+        granted = []
+        a = self.headers.get("Authorization", "")
+        if a.startswith("Basic "):
+            u, _, p = base64.b64decode(a[6:]).decode().partition(":")
+            if (u, p) != (user, pw):
+                self.send_response(401); self.end_headers(); self.wfile.write(b'{"details":"incorrect username or password"}'); return
+            for sc in q.get("scope", []):
+                t, _, rest = sc.partition(":")
+                name, _, actions = rest.rpartition(":")
+                granted.append({"type": t, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
+        claims = {"iss": "barge-test-issuer", "sub": user, "aud": q.get("service", [""])[0], "exp": now + 300, "nbf": now - 10, "iat": now, "jti": str(now) + str(id(self)), "access": granted}
+        signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing.encode(), capture_output=True, check=True).stdout
+        tok = signing + "." + b64(sig)
+        body = json.dumps({"token": tok, "access_token": tok, "expires_in": 300}).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json"); self.end_headers(); self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
 
 /// A `docker-registry serve` on 127.0.0.1 with its own storage; killed and removed on drop.
 struct Registry {
     dir: PathBuf,
     child: Child,
+    token_server: Option<Child>,
     host: String,
     auth: Option<(&'static str, &'static str)>,
 }
@@ -82,7 +120,28 @@ impl Registry {
             make_certs(&dir);
             cfg.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", dir.join("server.crt").display(), dir.join("server.key").display()));
         }
-        if let Some((u, p)) = opts.auth {
+        let mut token_server = None;
+        if let (true, Some((u, p))) = (opts.token, opts.auth) {
+            let d = |f: &str| dir.join(f).display().to_string();
+            run_ok(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=barge token signer", "-keyout", &d("token.key"), "-out", &d("token.crt")]));
+            let tport = free_port();
+            token_server = Some(
+                Command::new("python3")
+                    .args(["-c", TOKEN_SERVER, &tport.to_string(), u, p, &d("token.key"), &d("token.crt")])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("starting the token server"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", tport)).is_err() {
+                assert!(Instant::now() < deadline, "token server did not come up");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            cfg.push_str(&format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: barge-test\n    issuer: barge-test-issuer\n    rootcertbundle: {}\n",
+                d("token.crt")
+            ));
+        } else if let Some((u, p)) = opts.auth {
             let out = run_ok(Command::new("htpasswd").args(["-Bbn", u, p]));
             std::fs::write(dir.join("htpasswd"), out).unwrap();
             cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: barge-test\n    path: {}\n", dir.join("htpasswd").display()));
@@ -97,7 +156,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("starting docker-registry");
-        let reg = Registry { dir, child, host, auth: opts.auth };
+        let reg = Registry { dir, child, token_server, host, auth: opts.auth };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&reg.host).is_err() {
             assert!(Instant::now() < deadline, "registry did not come up: {}", std::fs::read_to_string(reg.dir.join("registry.log")).unwrap_or_default());
@@ -157,6 +216,10 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(t) = &mut self.token_server {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -532,4 +595,25 @@ fn credential_helper_stores_and_serves_the_login() {
     let out = barge(&["logout", &reg.host], None);
     assert!(out.status.success(), "{}", fail_text(&out));
     assert!(!store.exists());
+}
+
+#[test]
+fn bearer_token_auth() {
+    let reg = Registry::start(RegOpts { auth: Some(("tok", "tokpw")), token: true, ..Default::default() });
+    reg.seed("tiny-multilayer:1", "private/tiny:1");
+    let d = daemon(&[]);
+    let image = format!("{}/private/tiny:1", reg.host);
+    let out = d.barge(&["pull", &image]);
+    assert!(!out.status.success(), "anonymous pull must be refused");
+    assert!(stderr(&out).to_lowercase().contains("unauthorized"), "{}", stderr(&out));
+    let out = d.barge_stdin(&["login", "-u", "tok", "--password-stdin", &reg.host], b"bad\n");
+    assert!(!out.status.success(), "{}", fail_text(&out));
+    let out = d.barge_stdin(&["login", "-u", "tok", "--password-stdin", &reg.host], b"tokpw\n");
+    assert!(out.status.success(), "{}", fail_text(&out));
+    d.ok(&["pull", &image]);
+    let out = d.ok(&["run", "--rm", &image]);
+    assert!(out.starts_with("hello\n"), "{out}");
+    d.ok(&["tag", &image, &format!("{}/private/copy:2", reg.host)]);
+    d.ok(&["push", &format!("{}/private/copy:2", reg.host)]);
+    assert_eq!(reg.digest("private/copy:2"), reg.digest("private/tiny:1"));
 }
