@@ -337,6 +337,8 @@ fn create(g: &Global, args: &[String]) -> Result<()> {
     let id = f.id()?;
     let bundle = f.value("bundle").or(f.value("b")).unwrap_or(".");
     let bundle = std::fs::canonicalize(bundle).map_err(|e| format!("bundle {bundle}: {e}"))?;
+    ensure_cwd(&bundle);
+    let bundle = nnp_workaround_bundle(g, id, &bundle)?;
     let mut b = builder(g, id, f.value("pid-file"), f.value("console-socket"))?;
     if let Some(n) = f.value("preserve-fds") {
         b = b.with_preserved_fds(n.parse().map_err(|_| format!("invalid --preserve-fds {n:?}"))?);
@@ -351,6 +353,70 @@ fn create(g: &Global, args: &[String]) -> Result<()> {
             reap_children();
             describe("barge runtime create failed", &e)
         })
+}
+
+/// runc creates the process's cwd in the rootfs when it is missing (images often lack
+/// `/tmp` etc.); libcontainer fails its chdir instead. Create it here, component by component,
+/// never following a symlink (a symlinked or odd path is left for the runtime to refuse).
+fn ensure_cwd(bundle: &Path) {
+    let Ok(data) = std::fs::read(bundle.join("config.json")) else { return };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else { return };
+    let (Some(root), Some(cwd)) = (spec["root"]["path"].as_str(), spec["process"]["cwd"].as_str()) else { return };
+    let mut dir = bundle.join(root);
+    for part in Path::new(cwd).components() {
+        match part {
+            std::path::Component::Normal(p) => dir.push(p),
+            std::path::Component::RootDir | std::path::Component::CurDir => continue,
+            _ => return,
+        }
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return,
+            Err(_) => {
+                if std::fs::create_dir(&dir).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// libcontainer 0.7 treats `"noNewPrivileges": false` like `true` (it tests `is_some()`):
+/// it then loads the seccomp filter after dropping CAP_SYS_ADMIN and without no_new_privs,
+/// which the kernel refuses ("failed to load seccomp context"). runc treats false as absent.
+/// Returns the JSON with an explicit `false` removed, or `None` if there is none.
+fn without_false_nnp(process: &mut serde_json::Value) -> bool {
+    if process.get("noNewPrivileges") == Some(&serde_json::Value::Bool(false)) {
+        process.as_object_mut().map(|o| o.remove("noNewPrivileges"));
+        true
+    } else {
+        false
+    }
+}
+
+/// Private copies of bundles/process files rewritten by the workaround above.
+fn private_dir(g: &Global, id: &str) -> PathBuf {
+    g.root().join(".barge").join(id)
+}
+
+/// The bundle to give libcontainer: `bundle` itself, or (when its config.json has
+/// `"noNewPrivileges": false`) a private copy of config.json without it, with an absolute rootfs.
+fn nnp_workaround_bundle(g: &Global, id: &str, bundle: &Path) -> Result<PathBuf> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let mut spec: serde_json::Value = serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", path.display()))?;
+    if !spec.get_mut("process").is_some_and(without_false_nnp) {
+        return Ok(bundle.to_path_buf());
+    }
+    if let Some(root) = spec.get_mut("root").and_then(|r| r.get_mut("path")) {
+        if let Some(p) = root.as_str().filter(|p| !p.starts_with('/')) {
+            *root = serde_json::Value::from(bundle.join(p).to_string_lossy().into_owned());
+        }
+    }
+    let dir = private_dir(g, id);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join("config.json"), spec.to_string()).map_err(|e| format!("write {}: {e}", dir.display()))?;
+    Ok(dir)
 }
 
 /// After a failed create/exec, libcontainer has not waited for its intermediate and init
@@ -396,7 +462,20 @@ fn exec(g: &Global, args: &[String]) -> Result<()> {
     if !f.has(&["detach", "d"]) {
         return Err("barge runtime exec: only --detach is supported".into());
     }
-    let process = f.value("process").or(f.value("p"));
+    let mut process = f.value("process").or(f.value("p")).map(PathBuf::from);
+    let mut tmp_process = None;
+    if let Some(p) = &process {
+        let data = std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()))?;
+        let mut v: serde_json::Value = serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", p.display()))?;
+        if without_false_nnp(&mut v) {
+            let dir = private_dir(g, id);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            let t = dir.join(format!("process-{}.json", std::process::id()));
+            std::fs::write(&t, v.to_string()).map_err(|e| format!("write {}: {e}", t.display()))?;
+            tmp_process = Some(t.clone());
+            process = Some(t);
+        }
+    }
     let mut b = builder(g, id, f.value("pid-file"), f.value("console-socket"))?;
     if let Some(n) = f.value("preserve-fds") {
         b = b.with_preserved_fds(n.parse().map_err(|_| format!("invalid --preserve-fds {n:?}"))?);
@@ -412,10 +491,14 @@ fn exec(g: &Global, args: &[String]) -> Result<()> {
             t = t.with_container_args(argv).with_cwd(f.value("cwd"));
         }
     }
-    t.build().map(|_| ()).map_err(|e| {
+    let result = t.build().map(|_| ()).map_err(|e| {
         reap_children();
         describe("barge runtime exec failed", &e)
-    })
+    });
+    if let Some(t) = tmp_process {
+        let _ = std::fs::remove_file(t);
+    }
+    result
 }
 
 fn kill(g: &Global, args: &[String]) -> Result<()> {
@@ -432,10 +515,13 @@ fn delete(g: &Global, args: &[String]) -> Result<()> {
     let force = f.has(&["force", "f"]);
     let dir = g.root().join(id);
     if !dir.exists() {
+        let _ = std::fs::remove_dir_all(private_dir(g, id));
         return if force { Ok(()) } else { Err(format!("container does not exist: {id}")) };
     }
     let mut c = load(g, id)?;
-    c.delete(force).map_err(|e| describe("barge runtime delete failed", &e))
+    c.delete(force).map_err(|e| describe("barge runtime delete failed", &e))?;
+    let _ = std::fs::remove_dir_all(private_dir(g, id));
+    Ok(())
 }
 
 fn state(g: &Global, args: &[String]) -> Result<()> {
