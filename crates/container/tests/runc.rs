@@ -77,6 +77,14 @@ fn init_path() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().join("release/barge-init")
 }
 
+/// With `BARGE_TEST_RUNTIME` = a `barge` binary (run as `barge runtime ...`) or a
+/// `barge-runtime` binary, the tests run on the embedded runtime instead of runc.
+fn embedded_runtime() -> Option<(PathBuf, Vec<String>)> {
+    let path = PathBuf::from(std::env::var_os("BARGE_TEST_RUNTIME")?);
+    let args = if path.file_name().is_some_and(|n| n == "barge") { vec!["runtime".to_string()] } else { Vec::new() };
+    Some((path, args))
+}
+
 impl Env {
     fn new() -> Option<Env> {
         // SAFETY: geteuid has no preconditions.
@@ -95,12 +103,21 @@ impl Env {
     }
 
     fn cfg(&self) -> RuntimeConfig {
+        let mut runtimes = BTreeMap::from([("runc".to_string(), PathBuf::from(RUNC))]);
+        let mut runtime_args = BTreeMap::new();
+        let mut default_runtime = "runc".to_string();
+        if let Some((path, args)) = embedded_runtime() {
+            runtimes.insert("barge".into(), path);
+            runtime_args.insert("barge".into(), args);
+            default_runtime = "barge".into();
+        }
         RuntimeConfig {
             data_root: self.data.path().to_path_buf(),
             exec_root: self.exec_root.clone(),
             self_exe: PathBuf::from(env!("CARGO_BIN_EXE_barge-container-monitor")),
-            runtimes: BTreeMap::from([("runc".to_string(), PathBuf::from(RUNC))]),
-            default_runtime: "runc".into(),
+            runtimes,
+            runtime_args,
+            default_runtime,
             init_path: init_path(),
         }
     }
