@@ -181,6 +181,11 @@ pub async fn info(client: &Client, args: FormatArgs) -> Result<i32> {
         ("Architecture", "Architecture"),
         ("CPUs", "NCPU"),
     ] {
+        if key == "DefaultRuntime" {
+            if let Some(rts) = info["Runtimes"].as_object() {
+                println!(" Runtimes: {}", rts.keys().cloned().collect::<Vec<_>>().join(" "));
+            }
+        }
         if !info[key].is_null() {
             println!(" {label}: {}", s(key));
         }
