@@ -30,6 +30,31 @@ impl<R: Read, W: io::Write> Read for Tee<'_, R, W> {
     }
 }
 
+/// Reads chunks sent by the decompressing stage.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// What [`ImageStore::ingest_layer`] learnt about a layer.
 #[derive(Debug, Clone)]
 pub struct IngestedLayer {
@@ -92,10 +117,48 @@ impl ImageStore {
                 let (diff, size) = {
                     let (_, r) = decompressed(&mut tee).map_err(read_err)?;
                     let mut hr = HashingReader::new(r);
-                    if unpack {
-                        Applier::new(&work, &desc.digest)?.apply(&mut hr)?;
-                    }
-                    io::copy(&mut hr, &mut io::sink()).map_err(read_err)?;
+                    // Two stages: this thread receives, stores and decompresses; a second one
+                    // unpacks the tar stream, so decompression and file writes overlap.
+                    std::thread::scope(|scope| -> Result<(), ImageError> {
+                        let (dtx, drx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+                        let applier = unpack.then(|| {
+                            let (work, label) = (&work, desc.digest.as_str());
+                            scope.spawn(move || -> Result<(), ImageError> {
+                                let mut r = ChunkReader { rx: drx, cur: Vec::new(), pos: 0 };
+                                let res = Applier::new(work, label).and_then(|mut a| a.apply(&mut r));
+                                // Drain what follows the tar's end marker so the sender finishes.
+                                let _ = io::copy(&mut r, &mut io::sink());
+                                res
+                            })
+                        });
+                        let mut produced = Ok(());
+                        let mut buf = vec![0u8; 256 * 1024];
+                        loop {
+                            match hr.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if applier.is_some() && dtx.send(buf[..n].to_vec()).is_err() {
+                                        // The unpacker stopped (its error is reported below);
+                                        // keep hashing to report digests correctly.
+                                        io::copy(&mut hr, &mut io::sink()).map_err(read_err)?;
+                                        break;
+                                    }
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                Err(e) => {
+                                    produced = Err(read_err(e));
+                                    break;
+                                }
+                            }
+                        }
+                        drop(dtx);
+                        let unpacked = match applier {
+                            Some(h) => h.join().unwrap_or_else(|_| Err(ImageError::InvalidArchive(format!("unpacking {what} panicked")))),
+                            None => Ok(()),
+                        };
+                        produced?;
+                        unpacked
+                    })?;
                     (hr.digest(), hr.count)
                 };
                 // Whatever follows the compressed stream still belongs to the blob.
