@@ -49,7 +49,7 @@ impl Env {
             eprintln!("skipping: needs root");
             return None;
         }
-        let rootfs = busybox_rootfs()?;
+        busybox_rootfs()?;
         static SUBREAPER: OnceLock<()> = OnceLock::new();
         SUBREAPER.get_or_init(|| {
             // SAFETY: prctl with integer arguments.
@@ -61,7 +61,6 @@ impl Env {
         let id = format!("rt-{name}-{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]);
         let env = Env { dir, id };
         std::fs::create_dir_all(env.bundle()).unwrap();
-        let _ = rootfs;
         Some(env)
     }
     fn bundle(&self) -> PathBuf {
@@ -126,7 +125,7 @@ impl Env {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| v["level"] == "error")
             .filter_map(|v| v["msg"].as_str().map(String::from))
-            .last()
+            .next_back()
             .unwrap_or_default()
     }
 
