@@ -95,3 +95,6 @@ print(f"barge daemon     {barge_rss / 1024:8.1f}   (target <= 20)")
 print(f"dockerd          {dockerd_rss / 1024:8.1f}")
 print(f"containerd       {containerd_rss / 1024:8.1f}")
 PY
+
+# Registry pull: barge vs docker pull vs podman pull vs skopeo copy (its own registry and daemons).
+scripts/bench-pull.sh "$(( N / 4 > 3 ? N / 4 : 3 ))" "$BARGE"
