@@ -212,7 +212,7 @@ impl Renderer {
 
     fn bar(cur: u64, total: u64) -> String {
         if total == 0 {
-            return format!("{}", human(cur));
+            return human(cur);
         }
         let width = 50usize;
         let filled = ((cur.min(total) as f64 / total as f64) * width as f64) as usize;

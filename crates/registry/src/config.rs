@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// The registry part of the daemon config file (`--config-file`, JSON like dockerd's
 /// `daemon.json`). Unknown keys are ignored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct RegistryConfig {
     /// Registries reached over plain HTTP (or TLS without verification): `HOST[:PORT]` or a
@@ -28,18 +28,6 @@ pub struct RegistryConfig {
     /// Parallel layer uploads per push (default 5).
     #[serde(default)]
     pub max_concurrent_uploads: Option<usize>,
-}
-
-impl Default for RegistryConfig {
-    fn default() -> Self {
-        RegistryConfig {
-            insecure_registries: None,
-            registry_mirrors: Vec::new(),
-            certs_dir: None,
-            max_concurrent_downloads: None,
-            max_concurrent_uploads: None,
-        }
-    }
 }
 
 /// Docker Hub's registry name in references.
