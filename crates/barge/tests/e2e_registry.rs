@@ -517,6 +517,12 @@ fn stock_docker_cli_pull_push_login() {
     let out = d.docker_ok(&["push", &format!("{}/viadocker/bb:2", reg.host)]);
     assert!(out.contains("digest: sha256:"), "{out}");
     assert_eq!(reg.digest("viadocker/bb:2"), reg.digest("library/busybox:1.35"));
+    // docker run of an image that is not there pulls it (with the stored login).
+    reg.seed("busybox:1.35-zstd", "library/busybox:1.35-zstd");
+    let out = d.docker(&["run", "--rm", &format!("{}/library/busybox:1.35-zstd", reg.host), "echo", "pulled-by-run"]);
+    assert!(out.status.success(), "{}", fail_text(&out));
+    assert_eq!(stdout(&out).trim(), "pulled-by-run");
+    assert!(stderr(&out).contains("Unable to find image"), "{}", stderr(&out));
 }
 
 #[test]
