@@ -316,6 +316,14 @@ fn pull_plain_http_by_tag_digest_zstd_and_platform() {
     let idx = reg.digest("test/busybox-multi:1");
     dd.ok(&["pull", &format!("{h}/test/busybox-multi@{idx}")]);
 
+    // A single-platform image asked for another platform; an index without that platform.
+    let out = d2.barge(&["pull", "--platform", "linux/arm64", &format!("{h}/library/busybox:1.35")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not match the specified platform"), "{}", stderr(&out));
+    let out = d2.barge(&["pull", "--platform", "linux/s390x", &format!("{h}/test/busybox-multi:1")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no matching manifest for linux/s390x"), "{}", stderr(&out));
+
     // --all-tags.
     reg.seed("busybox:1.35", "test/at:a");
     reg.seed("busybox:1.35-zstd", "test/at:b");

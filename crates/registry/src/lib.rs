@@ -65,6 +65,16 @@ pub enum RegistryError {
     /// Content that fails verification or cannot be stored.
     #[error("{0}")]
     Image(#[from] barge_image::ImageError),
+    /// A single-platform image for another platform than the one asked for.
+    #[error("image with reference {reference} was found but does not match the specified platform: wanted {wanted}, actual: {actual}")]
+    PlatformMismatch {
+        /// The reference pulled.
+        reference: String,
+        /// Requested platform.
+        wanted: String,
+        /// The image's platform.
+        actual: String,
+    },
     /// A platform that the index does not have.
     #[error("no matching manifest for {wanted} in the manifest list entries")]
     NoPlatform {
@@ -77,7 +87,7 @@ impl RegistryError {
     /// HTTP-ish kind for the daemon: "notfound", "unauthorized", "invalid", "internal".
     pub fn kind(&self) -> &'static str {
         match self {
-            RegistryError::NotFound(_) | RegistryError::NoPlatform { .. } => "notfound",
+            RegistryError::NotFound(_) | RegistryError::NoPlatform { .. } | RegistryError::PlatformMismatch { .. } => "notfound",
             RegistryError::Unauthorized(_) => "unauthorized",
             RegistryError::Image(e) if e.kind() == barge_image::ErrorKind::NotFound => "notfound",
             RegistryError::Image(_) | RegistryError::Registry(_) => "internal",
@@ -439,9 +449,6 @@ pub async fn pull(
         let (d, dg) = fetch_manifest(&ep, &child, &auth).await?;
         (d, dg)
     } else {
-        if let Some(want) = platform {
-            tracing::debug!("{} is a single manifest; platform {want} checked against its config", r.familiar());
-        }
         (top.clone(), top_digest.clone())
     };
     let manifest: Manifest = serde_json::from_slice(&mdata)
@@ -466,6 +473,19 @@ pub async fn pull(
                 expected: manifest.config.digest.clone(),
                 actual,
             }));
+        }
+    }
+    if let (Some(want), false) = (platform, is_index(&top)) {
+        // A single manifest: its config must be for the platform asked for (as dockerd checks).
+        let v: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let have = Platform::new(&s("os"), &s("architecture"), v.get("variant").and_then(|x| x.as_str()));
+        if !want.matches(&have) {
+            return Err(RegistryError::PlatformMismatch {
+                reference: r.familiar(),
+                wanted: want.to_string(),
+                actual: have.to_string(),
+            });
         }
     }
     let (diff_ids, chains) = barge_image::config_chain_ids(&config)?;
