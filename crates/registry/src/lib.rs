@@ -262,7 +262,9 @@ async fn fetch_manifest(
     auth: &RegistryAuth,
 ) -> Result<(bytes::Bytes, String), RegistryError> {
     let or = oci_ref(&ep.host, r);
-    let (data, digest) = ep
+    // oci-client checks the registry's Docker-Content-Digest; the digest used is always the
+    // sha256 of the bytes received.
+    let (data, _) = ep
         .client
         .pull_manifest_raw(&or, auth, ACCEPT)
         .await
@@ -276,7 +278,6 @@ async fn fetch_manifest(
             )));
         }
     }
-    let _ = digest;
     Ok((data, actual))
 }
 
@@ -719,8 +720,7 @@ pub async fn push(
 /// challenge is answered with them (Basic directly, Bearer through the token realm).
 pub async fn login(cfg: &RegistryConfig, server: &str, creds: &Credentials) -> Result<(), RegistryError> {
     let host = normalize_server(server);
-    let ep = endpoint(cfg, &host, false).await;
-    let plain = ep_is_plain(cfg, &host).await;
+    let plain = cfg.is_insecure(&host) && speaks_plain_http(&host).await;
     let scheme = if plain { "http" } else { "https" };
     let mut b = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(15));
     for c in cfg.ca_certs(&host) {
@@ -751,16 +751,11 @@ pub async fn login(cfg: &RegistryConfig, server: &str, creds: &Credentials) -> R
     }
     // Bearer: let oci-client run the token dance.
     let probe = oci_client::Reference::with_tag(host.clone(), "library/hello".into(), "latest".into());
-    let _ = ep;
     let c2 = endpoint(cfg, &host, plain).await;
     match c2.client.auth(&probe, &Credentials::to_auth(Some(creds)), RegistryOperation::Pull).await {
         Ok(_) => Ok(()),
         Err(_) => Err(denied()),
     }
-}
-
-async fn ep_is_plain(cfg: &RegistryConfig, host: &str) -> bool {
-    cfg.is_insecure(host) && speaks_plain_http(host).await
 }
 
 /// `https://index.docker.io/v1/`, `docker.io`, ``  → `index.docker.io`; URLs → `HOST[:PORT]`.
