@@ -79,6 +79,11 @@ fn exec_runs_in_the_container_with_env_user_workdir() {
     assert_eq!(D.ok(&["exec", "-w", "/bin", "exec-target", "sh", "-c", "pwd"]), "/bin\n");
     assert_eq!(D.ok(&["exec", "-u", "1000:1000", "exec-target", "sh", "-c", "echo $(busybox id -u):$(busybox id -g)"]), "1000:1000\n");
     assert_eq!(code(&["exec", "exec-target", "sh", "-c", "exit 7"]), Some(7));
+    for _ in 0..5 {
+        let out = D.barge(&["exec", "exec-target", "no-such-binary"]);
+        assert_eq!(out.status.code(), Some(127), "{}", stdout(&out));
+        assert!(stdout(&out).contains("executable file not found"), "{}", stdout(&out));
+    }
     let out = D.barge_stdin(&["exec", "-i", "exec-target", "cat"], b"piped\n");
     assert_eq!(stdout(&out), "piped\n");
     // The exec'd process shares the container's pid namespace: pid 1 is sleep.

@@ -1070,6 +1070,27 @@ impl Containers {
 
     /// Starts an exec instance; like [`Containers::start`] for attach. With `detach` nothing attaches.
     pub fn exec_start(&self, exec_id: &str, detach: bool, expected_attaches: usize, on_ready: &mut dyn FnMut(&AttachPoint)) -> Result<(), ContainerError> {
+        let result = self.exec_start_inner(exec_id, detach, expected_attaches, on_ready);
+        if let Err(err) = &result {
+            // Whatever failed, a started exec ends with an exit code, so `exec_inspect` never
+            // reports a finished exec without one.
+            let mut inner = self.lock();
+            if let Some(e) = inner.execs.get_mut(exec_id) {
+                if e.pid == -1 && e.exit_code.is_none() {
+                    e.running = false;
+                    e.exit_code = Some(match err {
+                        ContainerError::StartFailed { message } => crate::monitor::start_failure_exit_code(message),
+                        _ => 126,
+                    });
+                }
+            }
+            drop(inner);
+            self.cond.notify_all();
+        }
+        result
+    }
+
+    fn exec_start_inner(&self, exec_id: &str, detach: bool, expected_attaches: usize, on_ready: &mut dyn FnMut(&AttachPoint)) -> Result<(), ContainerError> {
         let exec = {
             let mut inner = self.lock();
             let e = inner.execs.get_mut(exec_id).ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
@@ -1165,7 +1186,10 @@ impl Containers {
         }
         let mut e = e.clone();
         if e.pid < 0 {
+            // Started but not running yet (or failing): report it as running until its exit
+            // code is known, so clients polling for the exit code do not read a missing one.
             e.pid = 0;
+            e.running = e.exit_code.is_none();
         }
         Ok(e)
     }
