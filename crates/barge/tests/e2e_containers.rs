@@ -31,16 +31,39 @@ fn exit_codes_follow_docker() {
     assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
     // PID 1 ignores signals it has no handler for, even from itself; under --init the shell
     // is not PID 1 and dies: 128+N.
-    assert_eq!(code(&["run", "--rm", BB, "sh", "-c", "kill -9 $$; exit 0"]), Some(0));
-    assert_eq!(code(&["run", "--rm", "--init", BB, "sh", "-c", "kill -9 $$"]), Some(137));
-    assert_eq!(code(&["run", "--rm", "--init", BB, "sh", "-c", "kill -15 $$"]), Some(143));
+    assert_eq!(
+        code(&["run", "--rm", BB, "sh", "-c", "kill -9 $$; exit 0"]),
+        Some(0)
+    );
+    assert_eq!(
+        code(&["run", "--rm", "--init", BB, "sh", "-c", "kill -9 $$"]),
+        Some(137)
+    );
+    assert_eq!(
+        code(&["run", "--rm", "--init", BB, "sh", "-c", "kill -15 $$"]),
+        Some(143)
+    );
     // --rm leaves nothing behind.
-    assert!(!D.ok(&["ps", "-a", "--format", "{{.Image}}"]).contains("nonexistent"));
+    assert!(!D
+        .ok(&["ps", "-a", "--format", "{{.Image}}"])
+        .contains("nonexistent"));
 }
 
 #[test]
 fn stdout_stderr_logs_and_timestamps() {
-    let id = D.ok(&["run", "-d", "--name", "logger", BB, "sh", "-c", "echo out1; sleep 0.1; echo err1 >&2; sleep 0.1; echo out2"]).trim().to_string();
+    let id = D
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "logger",
+            BB,
+            "sh",
+            "-c",
+            "echo out1; sleep 0.1; echo err1 >&2; sleep 0.1; echo out2",
+        ])
+        .trim()
+        .to_string();
     assert_eq!(id.len(), 64);
     assert_eq!(D.ok(&["wait", "logger"]).trim(), "0");
     let out = D.barge(&["logs", "logger"]);
@@ -48,7 +71,10 @@ fn stdout_stderr_logs_and_timestamps() {
     assert_eq!(stderr(&out), "err1\n");
     assert_eq!(D.ok(&["logs", "--tail", "1", "logger"]), "out2\n");
     let ts = D.ok(&["logs", "-t", "logger"]);
-    assert!(ts.lines().all(|l| l.len() > 30 && l.as_bytes()[4] == b'-'), "{ts}");
+    assert!(
+        ts.lines().all(|l| l.len() > 30 && l.as_bytes()[4] == b'-'),
+        "{ts}"
+    );
     // json-file on disk, docker's format.
     let path = D.inspect("logger", "{{.LogPath}}");
     let first = std::fs::read_to_string(path).unwrap();
@@ -59,7 +85,16 @@ fn stdout_stderr_logs_and_timestamps() {
 
 #[test]
 fn logs_follow_streams_until_exit() {
-    D.ok(&["run", "-d", "--name", "follower", BB, "sh", "-c", "for i in 1 2 3; do echo tick$i; sleep 0.3; done"]);
+    D.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "follower",
+        BB,
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick$i; sleep 0.3; done",
+    ]);
     let out = D.ok(&["logs", "-f", "follower"]);
     assert_eq!(out, "tick1\ntick2\ntick3\n");
     D.ok(&["rm", "follower"]);
@@ -67,27 +102,80 @@ fn logs_follow_streams_until_exit() {
 
 #[test]
 fn attached_stdin_reaches_the_container() {
-    let out = D.barge_stdin(&["run", "--rm", "-i", BB, "sh", "-c", "read x; echo got:$x"], b"hello\n");
+    let out = D.barge_stdin(
+        &["run", "--rm", "-i", BB, "sh", "-c", "read x; echo got:$x"],
+        b"hello\n",
+    );
     assert_eq!(stdout(&out), "got:hello\n", "{}", stderr(&out));
 }
 
 #[test]
 fn exec_runs_in_the_container_with_env_user_workdir() {
-    D.ok(&["run", "-d", "--name", "exec-target", "-e", "FOO=bar", BB, "sleep", "60"]);
-    assert_eq!(D.ok(&["exec", "exec-target", "sh", "-c", "echo $FOO"]), "bar\n");
-    assert_eq!(D.ok(&["exec", "-e", "FOO=baz", "exec-target", "sh", "-c", "echo $FOO"]), "baz\n");
-    assert_eq!(D.ok(&["exec", "-w", "/bin", "exec-target", "sh", "-c", "pwd"]), "/bin\n");
-    assert_eq!(D.ok(&["exec", "-u", "1000:1000", "exec-target", "sh", "-c", "echo $(busybox id -u):$(busybox id -g)"]), "1000:1000\n");
-    assert_eq!(code(&["exec", "exec-target", "sh", "-c", "exit 7"]), Some(7));
+    D.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "exec-target",
+        "-e",
+        "FOO=bar",
+        BB,
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(
+        D.ok(&["exec", "exec-target", "sh", "-c", "echo $FOO"]),
+        "bar\n"
+    );
+    assert_eq!(
+        D.ok(&[
+            "exec",
+            "-e",
+            "FOO=baz",
+            "exec-target",
+            "sh",
+            "-c",
+            "echo $FOO"
+        ]),
+        "baz\n"
+    );
+    assert_eq!(
+        D.ok(&["exec", "-w", "/bin", "exec-target", "sh", "-c", "pwd"]),
+        "/bin\n"
+    );
+    assert_eq!(
+        D.ok(&[
+            "exec",
+            "-u",
+            "1000:1000",
+            "exec-target",
+            "sh",
+            "-c",
+            "echo $(busybox id -u):$(busybox id -g)"
+        ]),
+        "1000:1000\n"
+    );
+    assert_eq!(
+        code(&["exec", "exec-target", "sh", "-c", "exit 7"]),
+        Some(7)
+    );
     for _ in 0..5 {
         let out = D.barge(&["exec", "exec-target", "no-such-binary"]);
         assert_eq!(out.status.code(), Some(127), "{}", stdout(&out));
-        assert!(stdout(&out).contains("executable file not found"), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("executable file not found"),
+            "{}",
+            stdout(&out)
+        );
     }
     let out = D.barge_stdin(&["exec", "-i", "exec-target", "cat"], b"piped\n");
     assert_eq!(stdout(&out), "piped\n");
     // The exec'd process shares the container's pid namespace: pid 1 is sleep.
-    assert_eq!(D.ok(&["exec", "exec-target", "cat", "/proc/1/cmdline"]).replace('\0', " ").trim(), "sleep 60");
+    assert_eq!(
+        D.ok(&["exec", "exec-target", "cat", "/proc/1/cmdline"])
+            .replace('\0', " ")
+            .trim(),
+        "sleep 60"
+    );
     let top = D.ok(&["top", "exec-target"]);
     assert!(top.contains("sleep 60"), "{top}");
     D.ok(&["rm", "-f", "exec-target"]);
@@ -105,8 +193,14 @@ fn stop_without_init_waits_for_the_timeout_with_init_is_immediate() {
     let t = Instant::now();
     D.ok(&["stop", "-t", "3", "withinit"]);
     let fast = t.elapsed();
-    assert!(slow >= Duration::from_millis(2900), "stop without init took {slow:?}");
-    assert!(fast < Duration::from_millis(2000), "stop with init took {fast:?}");
+    assert!(
+        slow >= Duration::from_millis(2900),
+        "stop without init took {slow:?}"
+    );
+    assert!(
+        fast < Duration::from_millis(2000),
+        "stop with init took {fast:?}"
+    );
     assert_eq!(D.inspect("noinit", "{{.State.ExitCode}}"), "137");
     assert_eq!(D.inspect("withinit", "{{.State.ExitCode}}"), "143");
     D.ok(&["rm", "noinit", "withinit"]);
@@ -114,13 +208,33 @@ fn stop_without_init_waits_for_the_timeout_with_init_is_immediate() {
 
 #[test]
 fn init_reaps_zombies_and_is_pid1() {
-    let out = D.ok(&["run", "--rm", "--init", BB, "sh", "-c", "cat /proc/1/cmdline | busybox tr '\\0' ' '; echo"]);
+    let out = D.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        BB,
+        "sh",
+        "-c",
+        "cat /proc/1/cmdline | busybox tr '\\0' ' '; echo",
+    ]);
     assert!(out.starts_with("/sbin/docker-init"), "{out}");
 }
 
 #[test]
 fn memory_limit_oom_kill_is_reported() {
-    let out = D.barge(&["run", "--name", "oom", "--memory", "16m", "--memory-swap", "16m", BB, "sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"]);
+    let out = D.barge(&[
+        "run",
+        "--name",
+        "oom",
+        "--memory",
+        "16m",
+        "--memory-swap",
+        "16m",
+        BB,
+        "sh",
+        "-c",
+        "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done",
+    ]);
     assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
     assert_eq!(D.inspect("oom", "{{.State.OOMKilled}}"), "true");
     assert_eq!(D.inspect("oom", "{{.State.ExitCode}}"), "137");
@@ -134,60 +248,212 @@ fn limits_and_isolation_defaults() {
                   cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max; \
                   busybox hostname; busybox grep CapEff /proc/self/status; busybox grep NoNewPrivs /proc/self/status; busybox grep Seccomp: /proc/self/status; \
                   echo x > /proc/sys/kernel/domainname 2>/dev/null || echo ro-proc";
-    let out = D.ok(&["run", "--rm", "--hostname", "boxy", "--memory", "64m", "--pids-limit", "50", "--cpus", "0.5", "--security-opt", "no-new-privileges", BB, "sh", "-c", script]);
+    let out = D.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "boxy",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        "--cpus",
+        "0.5",
+        "--security-opt",
+        "no-new-privileges",
+        BB,
+        "sh",
+        "-c",
+        script,
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "67108864", "{out}");
     assert_eq!(lines[1], "50", "{out}");
     assert_eq!(lines[2], "50000", "{out}");
     assert_eq!(lines[3], "boxy");
     // Docker's default capability set is 0x00000000a80425fb.
-    assert_eq!(lines[4].split_whitespace().nth(1), Some("00000000a80425fb"), "{out}");
+    assert_eq!(
+        lines[4].split_whitespace().nth(1),
+        Some("00000000a80425fb"),
+        "{out}"
+    );
     assert_eq!(lines[5].split_whitespace().nth(1), Some("1"));
-    assert_eq!(lines[6].split_whitespace().nth(1), Some("2"), "seccomp filter mode expected: {out}");
+    assert_eq!(
+        lines[6].split_whitespace().nth(1),
+        Some("2"),
+        "seccomp filter mode expected: {out}"
+    );
     assert!(out.contains("ro-proc"), "{out}");
     // Namespaces differ from the host's.
     let host_pidns = std::fs::read_link("/proc/self/ns/pid").unwrap();
-    let ns = D.ok(&["run", "--rm", BB, "sh", "-c", "busybox readlink /proc/1/ns/pid; busybox readlink /proc/1/ns/net"]);
+    let ns = D.ok(&[
+        "run",
+        "--rm",
+        BB,
+        "sh",
+        "-c",
+        "busybox readlink /proc/1/ns/pid; busybox readlink /proc/1/ns/net",
+    ]);
     assert!(!ns.contains(host_pidns.to_str().unwrap()), "{ns}");
     // cap-drop ALL / cap-add, privileged, read-only root.
-    let caps = D.ok(&["run", "--rm", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", BB, "busybox", "grep", "CapEff", "/proc/self/status"]);
+    let caps = D.ok(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+        BB,
+        "busybox",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
     assert!(caps.contains("0000000000000400"), "{caps}");
-    let caps = D.ok(&["run", "--rm", "--privileged", BB, "busybox", "grep", "CapEff", "/proc/self/status"]);
+    let caps = D.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        BB,
+        "busybox",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
     // --privileged grants every capability the daemon itself has (Docker's GetAllCapabilities).
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let host_caps = status.lines().find(|l| l.starts_with("CapEff")).unwrap().split_whitespace().nth(1).unwrap().to_string();
-    assert_eq!(caps.split_whitespace().nth(1), Some(host_caps.as_str()), "{caps}");
-    assert_ne!(code(&["run", "--rm", "--read-only", BB, "busybox", "touch", "/x"]), Some(0));
+    let host_caps = status
+        .lines()
+        .find(|l| l.starts_with("CapEff"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        caps.split_whitespace().nth(1),
+        Some(host_caps.as_str()),
+        "{caps}"
+    );
+    assert_ne!(
+        code(&["run", "--rm", "--read-only", BB, "busybox", "touch", "/x"]),
+        Some(0)
+    );
     // --network host shares the host's net namespace; none has only lo.
     let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
-    assert_eq!(D.ok(&["run", "--rm", "--network", "host", BB, "busybox", "readlink", "/proc/self/ns/net"]).trim(), host_net.to_str().unwrap());
-    let ifs = D.ok(&["run", "--rm", "--network", "none", BB, "ls", "/sys/class/net"]);
+    assert_eq!(
+        D.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            BB,
+            "busybox",
+            "readlink",
+            "/proc/self/ns/net"
+        ])
+        .trim(),
+        host_net.to_str().unwrap()
+    );
+    let ifs = D.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        BB,
+        "ls",
+        "/sys/class/net",
+    ]);
     assert_eq!(ifs.trim(), "lo");
 }
 
 #[test]
 fn user_workdir_entrypoint_env_file() {
-    assert_eq!(D.ok(&["run", "--rm", "-u", "1234:5", BB, "sh", "-c", "echo $(busybox id -u) $(busybox id -g)"]), "1234 5\n");
-    assert_eq!(D.ok(&["run", "--rm", "-w", "/bin", BB, "sh", "-c", "pwd"]), "/bin\n");
+    assert_eq!(
+        D.ok(&[
+            "run",
+            "--rm",
+            "-u",
+            "1234:5",
+            BB,
+            "sh",
+            "-c",
+            "echo $(busybox id -u) $(busybox id -g)"
+        ]),
+        "1234 5\n"
+    );
+    assert_eq!(
+        D.ok(&["run", "--rm", "-w", "/bin", BB, "sh", "-c", "pwd"]),
+        "/bin\n"
+    );
     // Docker creates a missing working directory.
-    assert_eq!(D.ok(&["run", "--rm", "-w", "/new/work", BB, "sh", "-c", "pwd"]), "/new/work\n");
-    assert_eq!(D.ok(&["run", "--rm", "--entrypoint", "echo", BB, "a", "b"]), "a b\n");
+    assert_eq!(
+        D.ok(&["run", "--rm", "-w", "/new/work", BB, "sh", "-c", "pwd"]),
+        "/new/work\n"
+    );
+    assert_eq!(
+        D.ok(&["run", "--rm", "--entrypoint", "echo", BB, "a", "b"]),
+        "a b\n"
+    );
     let env_file = D.dir.join("env.list");
     std::fs::write(&env_file, "# comment\nA=1\nB=two words\n").unwrap();
-    assert_eq!(D.ok(&["run", "--rm", "--env-file", env_file.to_str().unwrap(), "-e", "C=3", BB, "sh", "-c", "echo $A-$B-$C"]), "1-two words-3\n");
+    assert_eq!(
+        D.ok(&[
+            "run",
+            "--rm",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-e",
+            "C=3",
+            BB,
+            "sh",
+            "-c",
+            "echo $A-$B-$C"
+        ]),
+        "1-two words-3\n"
+    );
     // Image config: multilayer runs as app (1234) in /app.
-    assert_eq!(D.ok(&["run", "--rm", "--entrypoint", "sh", "multilayer:1", "-c", "echo $(id -u) $PWD $PORT"]), "1234 /app 8080\n");
+    assert_eq!(
+        D.ok(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sh",
+            "multilayer:1",
+            "-c",
+            "echo $(id -u) $PWD $PORT"
+        ]),
+        "1234 /app 8080\n"
+    );
 }
 
 #[test]
 fn ps_filters_format_inspect_wait_restart_kill_rm() {
-    D.ok(&["run", "-d", "--name", "psa", "-l", "team=x", BB, "sleep", "60"]);
+    D.ok(&[
+        "run", "-d", "--name", "psa", "-l", "team=x", BB, "sleep", "60",
+    ]);
     D.ok(&["create", "--name", "psb", BB, "true"]);
     let running = D.ok(&["ps", "--format", "{{.Names}}"]);
-    assert!(running.lines().any(|l| l == "psa") && !running.contains("psb"), "{running}");
-    let all = D.ok(&["ps", "-a", "--filter", "name=ps", "--format", "{{.Names}} {{.State}}"]);
-    assert!(all.contains("psa running") && all.contains("psb created"), "{all}");
-    assert_eq!(D.ok(&["ps", "-q", "--filter", "label=team=x"]).trim().len(), 12);
+    assert!(
+        running.lines().any(|l| l == "psa") && !running.contains("psb"),
+        "{running}"
+    );
+    let all = D.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=ps",
+        "--format",
+        "{{.Names}} {{.State}}",
+    ]);
+    assert!(
+        all.contains("psa running") && all.contains("psb created"),
+        "{all}"
+    );
+    assert_eq!(
+        D.ok(&["ps", "-q", "--filter", "label=team=x"]).trim().len(),
+        12
+    );
     assert_eq!(D.inspect("psb", "{{.State.Status}}"), "created");
     D.ok(&["start", "psb"]);
     assert_eq!(D.ok(&["wait", "psb"]).trim(), "0");
@@ -200,7 +466,11 @@ fn ps_filters_format_inspect_wait_restart_kill_rm() {
     let out = D.barge(&["kill", "psa"]);
     assert!(!out.status.success());
     let out = D.barge(&["run", "--name", "psa", BB, "true"]);
-    assert_eq!(out.status.code(), Some(125), "duplicate name must be refused");
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "duplicate name must be refused"
+    );
     D.ok(&["rm", "psa", "psb"]);
     assert!(D.barge(&["inspect", "psa"]).status.code() != Some(0));
 }
@@ -209,12 +479,24 @@ fn ps_filters_format_inspect_wait_restart_kill_rm() {
 fn containers_survive_daemon_kill9() {
     let mut d = Daemon::start();
     d.load_layout();
-    d.ok(&["run", "-d", "--name", "survivor", BB, "sh", "-c", "i=0; while true; do i=$((i+1)); echo line$i; sleep 0.2; done"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "survivor",
+        BB,
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo line$i; sleep 0.2; done",
+    ]);
     d.ok(&["run", "-d", "--name", "survivor2", "--init", "multilayer:1"]);
     let pid = d.inspect("survivor", "{{.State.Pid}}");
     d.kill9();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "container died with the daemon");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "container died with the daemon"
+    );
     d.restart();
     assert_eq!(d.inspect("survivor", "{{.State.Status}}"), "running");
     assert_eq!(d.inspect("survivor", "{{.State.Pid}}"), pid);
@@ -231,17 +513,32 @@ fn containers_survive_daemon_kill9() {
     std::thread::sleep(Duration::from_millis(1200));
     d.ok(&["stop", "-t", "1", "survivor"]);
     let out = child.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 3, "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).lines().count() >= 3,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let t = Instant::now();
     d.ok(&["stop", "survivor2"]);
     assert!(t.elapsed() < Duration::from_secs(3));
     assert_eq!(d.inspect("survivor", "{{.State.Status}}"), "exited");
     // A container that exited while the daemon was down is reported exited after restart.
-    d.ok(&["run", "-d", "--name", "short", BB, "sh", "-c", "sleep 1; exit 4"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "short",
+        BB,
+        "sh",
+        "-c",
+        "sleep 1; exit 4",
+    ]);
     d.kill9();
     std::thread::sleep(Duration::from_millis(1800));
     d.restart();
-    d.wait_for("short to be exited", 10, || d.inspect("short", "{{.State.Status}}") == "exited");
+    d.wait_for("short to be exited", 10, || {
+        d.inspect("short", "{{.State.Status}}") == "exited"
+    });
     assert_eq!(d.inspect("short", "{{.State.ExitCode}}"), "4");
 }
 
@@ -261,24 +558,60 @@ fn kill9_during_load_leaves_a_loadable_store() {
     let _ = child.wait();
     d.restart();
     d.load_layout();
-    assert_eq!(d.ok(&["run", "--rm", "tiny-multilayer:1"]), "hello\n/data:\nkeep\n\n/data/keep:\nc\n");
-    assert_eq!(d.ok(&["run", "--rm", "debian-python:bookworm", "python3", "-c", "print(1)"]), "1\n");
+    assert_eq!(
+        d.ok(&["run", "--rm", "tiny-multilayer:1"]),
+        "hello\n/data:\nkeep\n\n/data/keep:\nc\n"
+    );
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "debian-python:bookworm",
+            "python3",
+            "-c",
+            "print(1)"
+        ]),
+        "1\n"
+    );
 }
 
 #[test]
 fn json_file_log_rotation_with_log_opts() {
-    D.ok(&["run", "--name", "rotator", "--log-opt", "max-size=1k", "--log-opt", "max-file=2", BB, "sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i-padding-padding-padding; i=$((i+1)); done"]);
+    D.ok(&[
+        "run",
+        "--name",
+        "rotator",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=2",
+        BB,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 200 ]; do echo line-$i-padding-padding-padding; i=$((i+1)); done",
+    ]);
     let path = std::path::PathBuf::from(D.inspect("rotator", "{{.LogPath}}"));
     let dir = path.parent().unwrap();
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let files: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|f| f.starts_with(&name)).collect();
+    let files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| f.starts_with(&name))
+        .collect();
     assert!(files.len() <= 2, "max-file=2 but found {files:?}");
     for f in &files {
         let len = std::fs::metadata(dir.join(f)).unwrap().len();
         assert!(len <= 1024 + 200, "{f} is {len} bytes");
     }
     let logs = D.ok(&["logs", "rotator"]);
-    assert!(logs.ends_with("line-199-padding-padding-padding\n"), "{logs}");
-    assert!(!logs.contains("line-0-"), "oldest lines should have rotated away");
+    assert!(
+        logs.ends_with("line-199-padding-padding-padding\n"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("line-0-"),
+        "oldest lines should have rotated away"
+    );
     D.ok(&["rm", "rotator"]);
 }

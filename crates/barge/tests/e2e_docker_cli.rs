@@ -23,7 +23,10 @@ fn in_pty(d: &Daemon, cmd: &str) -> (Option<i32>, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).replace('\r', ""))
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).replace('\r', ""),
+    )
 }
 
 #[test]
@@ -36,19 +39,35 @@ fn version_info_ping() {
 
 #[test]
 fn run_foreground_rm_and_exit_codes() {
-    assert_eq!(D.docker_ok(&["run", "--rm", "busybox:1.35", "echo", "hello from docker"]), "hello from docker\n");
-    let out = D.docker(&["run", "--rm", "busybox:1.35", "sh", "-c", "echo err >&2; exit 5"]);
+    assert_eq!(
+        D.docker_ok(&["run", "--rm", "busybox:1.35", "echo", "hello from docker"]),
+        "hello from docker\n"
+    );
+    let out = D.docker(&[
+        "run",
+        "--rm",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        "echo err >&2; exit 5",
+    ]);
     assert_eq!(out.status.code(), Some(5));
     assert_eq!(stderr(&out), "err\n");
     let out = D.docker(&["run", "--rm", "busybox:1.35", "no-such-cmd"]);
     assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
     let ps = D.docker_ok(&["ps", "-a", "--format", "{{.Command}}"]);
-    assert!(!ps.contains("no-such-cmd"), "--rm container left behind: {ps}");
+    assert!(
+        !ps.contains("no-such-cmd"),
+        "--rm container left behind: {ps}"
+    );
 }
 
 #[test]
 fn run_it_with_a_real_tty() {
-    let (code, out) = in_pty(&D, "docker run -it --rm busybox:1.35 sh -c 'tty; stty size; echo done'");
+    let (code, out) = in_pty(
+        &D,
+        "docker run -it --rm busybox:1.35 sh -c 'tty; stty size; echo done'",
+    );
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("/dev/pts/"), "{out}");
     assert!(out.contains("done"), "{out}");
@@ -56,17 +75,36 @@ fn run_it_with_a_real_tty() {
 
 #[test]
 fn detached_ps_logs_exec_stop_kill_rm() {
-    let id = D.docker_ok(&["run", "-d", "--name", "dk1", "busybox:1.35", "sh", "-c", "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo n$i; sleep 0.1; done"]).trim().to_string();
+    let id = D
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "dk1",
+            "busybox:1.35",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo n$i; sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
     assert_eq!(id.len(), 64);
     let ps = D.docker_ok(&["ps", "--format", "{{.ID}} {{.Names}} {{.Status}}"]);
-    assert!(ps.lines().any(|l| l.starts_with(&id[..12]) && l.contains("dk1") && l.contains("Up")), "{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with(&id[..12]) && l.contains("dk1") && l.contains("Up")),
+        "{ps}"
+    );
     std::thread::sleep(Duration::from_millis(400));
     let logs = D.docker_ok(&["logs", "dk1"]);
     assert!(logs.starts_with("n1\nn2\n"), "{logs}");
     assert_eq!(D.docker_ok(&["exec", "dk1", "echo", "inside"]), "inside\n");
     let (code, out) = in_pty(&D, "docker exec -it dk1 sh -c 'tty && echo exec-tty'");
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("/dev/pts/") && out.contains("exec-tty"), "{out}");
+    assert!(
+        out.contains("/dev/pts/") && out.contains("exec-tty"),
+        "{out}"
+    );
     // logs -f ends when the container stops.
     let mut follow = Command::new(docker_cli())
         .env("DOCKER_HOST", &D.host)
@@ -79,14 +117,25 @@ fn detached_ps_logs_exec_stop_kill_rm() {
     D.docker_ok(&["stop", "dk1"]);
     let out = follow.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 4);
-    assert_eq!(D.docker_ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "dk1"]).trim(), "exited 0");
+    assert_eq!(
+        D.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "dk1"
+        ])
+        .trim(),
+        "exited 0"
+    );
     assert_eq!(D.docker_ok(&["wait", "dk1"]).trim(), "0");
     D.docker_ok(&["start", "dk1"]);
     D.docker_ok(&["kill", "dk1"]);
     assert_eq!(D.docker_ok(&["wait", "dk1"]).trim(), "137");
     D.docker_ok(&["run", "-d", "--name", "dk2", "busybox:1.35", "sleep", "100"]);
     D.docker_ok(&["rm", "-f", "dk1", "dk2"]);
-    assert!(!D.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]).contains("dk"));
+    assert!(!D
+        .docker_ok(&["ps", "-a", "--format", "{{.Names}}"])
+        .contains("dk"));
 }
 
 #[test]
@@ -94,11 +143,23 @@ fn images_load_save_tag_rmi_inspect() {
     let d = Daemon::start();
     let archive = images_dir().join("docker-save-busybox-tiny.tar.gz");
     let out = d.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
-    assert!(out.contains("Loaded image: localhost/busybox:1.35"), "{out}");
+    assert!(
+        out.contains("Loaded image: localhost/busybox:1.35"),
+        "{out}"
+    );
     let images = d.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    assert!(images.contains("localhost/busybox:1.35") && images.contains("localhost/tiny-multilayer:1"), "{images}");
+    assert!(
+        images.contains("localhost/busybox:1.35") && images.contains("localhost/tiny-multilayer:1"),
+        "{images}"
+    );
     d.docker_ok(&["tag", "localhost/busybox:1.35", "retagged:v2"]);
-    let ids = d.docker_ok(&["inspect", "-f", "{{.Id}}", "retagged:v2", "localhost/busybox:1.35"]);
+    let ids = d.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        "retagged:v2",
+        "localhost/busybox:1.35",
+    ]);
     let ids: Vec<&str> = ids.lines().collect();
     assert_eq!(ids[0], ids[1]);
     let saved = d.dir.join("docker-saved.tar");
@@ -107,9 +168,21 @@ fn images_load_save_tag_rmi_inspect() {
     assert!(out.contains("Untagged: retagged:v2"), "{out}");
     let out = d.docker_ok(&["load", "-i", saved.to_str().unwrap()]);
     assert!(out.contains("retagged:v2"), "{out}");
-    assert_eq!(d.docker_ok(&["run", "--rm", "retagged:v2", "echo", "ok"]), "ok\n");
-    let cfg = d.docker_ok(&["image", "inspect", "-f", "{{json .Config.Cmd}} {{.Os}}", "localhost/tiny-multilayer:1"]);
-    assert_eq!(cfg.trim(), r#"["sh","-c","echo $GREETING; ls -R /data"] linux"#);
+    assert_eq!(
+        d.docker_ok(&["run", "--rm", "retagged:v2", "echo", "ok"]),
+        "ok\n"
+    );
+    let cfg = d.docker_ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Cmd}} {{.Os}}",
+        "localhost/tiny-multilayer:1",
+    ]);
+    assert_eq!(
+        cfg.trim(),
+        r#"["sh","-c","echo $GREETING; ls -R /data"] linux"#
+    );
     d.docker_ok(&["rmi", "retagged:v2", "localhost/busybox:1.35"]);
     let out = d.docker(&["image", "inspect", "localhost/busybox:1.35"]);
     assert!(!out.status.success());
@@ -121,7 +194,17 @@ fn events_stream_container_lifecycle() {
     D.docker_ok(&["run", "--rm", "--name", "evt", "busybox:1.35", "true"]);
     std::thread::sleep(Duration::from_millis(300));
     let until = chrono_now();
-    let out = D.docker_ok(&["events", "--since", &since, "--until", &until, "--filter", "container=evt", "--format", "{{.Action}}"]);
+    let out = D.docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=evt",
+        "--format",
+        "{{.Action}}",
+    ]);
     let actions: Vec<&str> = out.lines().collect();
     for want in ["create", "start", "die", "destroy"] {
         assert!(actions.contains(&want), "{want} missing from {actions:?}");
@@ -129,6 +212,8 @@ fn events_stream_container_lifecycle() {
 }
 
 fn chrono_now() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }

@@ -36,7 +36,10 @@ fn every_ref_of_the_layout_and_the_archive_is_loaded() {
         "localhost/busybox:1.35",
         "localhost/tiny-multilayer:1",
     ] {
-        assert!(tags.lines().any(|l| l == want), "{want} missing from:\n{tags}");
+        assert!(
+            tags.lines().any(|l| l == want),
+            "{want} missing from:\n{tags}"
+        );
     }
 }
 
@@ -57,7 +60,10 @@ fn tiny_multilayer_default_command_sees_whiteouts_and_opaque_dir() {
 
 #[test]
 fn debian_python_runs_python() {
-    assert_eq!(run(&["debian-python:bookworm", "python3", "-c", "print(6*7)"]), "42\n");
+    assert_eq!(
+        run(&["debian-python:bookworm", "python3", "-c", "print(6*7)"]),
+        "42\n"
+    );
 }
 
 #[test]
@@ -107,7 +113,13 @@ fn platform_selection_from_an_index() {
     // A second daemon stores the arm64 entry when asked.
     let d2 = Daemon::start();
     let layout = images_dir().join("oci-layout");
-    d2.ok(&["load", "--platform", "linux/arm64", "-i", layout.to_str().unwrap()]);
+    d2.ok(&[
+        "load",
+        "--platform",
+        "linux/arm64",
+        "-i",
+        layout.to_str().unwrap(),
+    ]);
     assert_eq!(d2.inspect("busybox-multi:1", "{{.Architecture}}"), "arm64");
     assert_eq!(d2.ok(&["run", "--rm", "busybox-multi:1"]), "arm64\n");
 }
@@ -117,19 +129,32 @@ fn save_and_load_round_trip_in_both_formats() {
     let id = D.inspect("tiny-multilayer:1", "{{.Id}}");
     for format in ["docker", "oci"] {
         let out = D.dir.join(format!("saved-{format}.tar"));
-        D.ok(&["save", "--format", format, "-o", out.to_str().unwrap(), "tiny-multilayer:1"]);
+        D.ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+            "tiny-multilayer:1",
+        ]);
         let d2 = Daemon::start();
         let loaded = d2.ok(&["load", "-i", out.to_str().unwrap()]);
         assert!(loaded.contains("tiny-multilayer:1"), "{loaded}");
         assert_eq!(d2.inspect("tiny-multilayer:1", "{{.Id}}"), id, "{format}");
-        assert_eq!(d2.ok(&["run", "--rm", "tiny-multilayer:1"]), "hello\n/data:\nkeep\n\n/data/keep:\nc\n");
+        assert_eq!(
+            d2.ok(&["run", "--rm", "tiny-multilayer:1"]),
+            "hello\n/data:\nkeep\n\n/data/keep:\nc\n"
+        );
     }
 }
 
 #[test]
 fn tag_history_rmi_and_in_use_refusal() {
     D.ok(&["tag", "busybox:1.35", "mybox:v1"]);
-    assert_eq!(D.inspect("mybox:v1", "{{.Id}}"), D.inspect("busybox:1.35", "{{.Id}}"));
+    assert_eq!(
+        D.inspect("mybox:v1", "{{.Id}}"),
+        D.inspect("busybox:1.35", "{{.Id}}")
+    );
     let hist = D.ok(&["history", "-q", "multilayer:1"]);
     assert!(hist.lines().count() >= 5, "{hist}");
     D.ok(&["create", "--name", "uses-mybox", "mybox:v1", "true"]);
@@ -159,14 +184,26 @@ fn import_with_changes() {
         .unwrap();
     assert!(status.success());
     D.ok(&["rm", "exp-src"]);
-    D.ok(&["import", "-c", "ENV GREETING=imported", "-c", "CMD [\"sh\",\"-c\",\"echo $GREETING\"]", tar.to_str().unwrap(), "imported:1"]);
+    D.ok(&[
+        "import",
+        "-c",
+        "ENV GREETING=imported",
+        "-c",
+        "CMD [\"sh\",\"-c\",\"echo $GREETING\"]",
+        tar.to_str().unwrap(),
+        "imported:1",
+    ]);
     assert_eq!(run(&["imported:1"]), "imported\n");
 }
 
 fn store_snapshot(d: &Daemon) -> (String, Vec<String>) {
     let ids = d.ok(&["images", "-a", "-q", "--no-trunc"]);
     let mut blobs: Vec<String> = std::fs::read_dir(d.dir.join("data/image/blobs/sha256"))
-        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     blobs.sort();
     (ids, blobs)
@@ -175,14 +212,27 @@ fn store_snapshot(d: &Daemon) -> (String, Vec<String>) {
 fn assert_one_line_error(out: &std::process::Output, needle: &str) {
     assert!(!out.status.success(), "expected failure");
     let err = stderr(out);
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "stderr {err:?} should mention {needle:?}");
-    assert!(err.trim().lines().count() <= 2, "error should be short: {err:?}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "stderr {err:?} should mention {needle:?}"
+    );
+    assert!(
+        err.trim().lines().count() <= 2,
+        "error should be short: {err:?}"
+    );
 }
 
 #[test]
 fn bad_input_is_refused_and_the_store_is_unchanged() {
     let d = Daemon::start();
-    d.ok(&["load", "-i", images_dir().join("docker-save-busybox-tiny.tar.gz").to_str().unwrap()]);
+    d.ok(&[
+        "load",
+        "-i",
+        images_dir()
+            .join("docker-save-busybox-tiny.tar.gz")
+            .to_str()
+            .unwrap(),
+    ]);
     let before = store_snapshot(&d);
 
     // Missing image, bad reference, unknown flag, nonsense config values.
@@ -191,25 +241,54 @@ fn bad_input_is_refused_and_the_store_is_unchanged() {
     assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
     let out = d.barge(&["run", "--rm", "Bad:Ref!", "true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).contains("invalid reference format"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid reference format"),
+        "{}",
+        stderr(&out)
+    );
     let out = d.barge(&["run", "--bogus", "busybox:1.35"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("--bogus"), "{}", stderr(&out));
-    let out = d.barge(&["run", "--rm", "--memory", "1k", "localhost/busybox:1.35", "true"]);
+    let out = d.barge(&[
+        "run",
+        "--rm",
+        "--memory",
+        "1k",
+        "localhost/busybox:1.35",
+        "true",
+    ]);
     assert_eq!(out.status.code(), Some(125));
-    assert!(stderr(&out).to_lowercase().contains("memory"), "{}", stderr(&out));
-    let out = d.barge(&["run", "--rm", "--cpus", "lots", "localhost/busybox:1.35", "true"]);
+    assert!(
+        stderr(&out).to_lowercase().contains("memory"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.barge(&[
+        "run",
+        "--rm",
+        "--cpus",
+        "lots",
+        "localhost/busybox:1.35",
+        "true",
+    ]);
     assert_eq!(out.status.code(), Some(125));
 
     // Not an archive; a truncated archive; a missing file.
     let junk = d.dir.join("junk.tar");
-    std::fs::write(&junk, b"this is not a tar archive at all, not even close........").unwrap();
+    std::fs::write(
+        &junk,
+        b"this is not a tar archive at all, not even close........",
+    )
+    .unwrap();
     assert_one_line_error(&d.barge(&["load", "-i", junk.to_str().unwrap()]), "");
     let full = std::fs::read(images_dir().join("docker-save-busybox-tiny.tar.gz")).unwrap();
     let truncated = d.dir.join("truncated.tar.gz");
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     assert_one_line_error(&d.barge(&["load", "-i", truncated.to_str().unwrap()]), "");
-    assert_one_line_error(&d.barge(&["load", "-i", "/nonexistent/archive.tar"]), "nonexistent");
+    assert_one_line_error(
+        &d.barge(&["load", "-i", "/nonexistent/archive.tar"]),
+        "nonexistent",
+    );
 
     // A layout whose layer blob does not match its digest.
     let bad = d.dir.join("bad-layout");
@@ -225,7 +304,10 @@ fn bad_input_is_refused_and_the_store_is_unchanged() {
     assert_one_line_error(&out, "digest");
 
     assert_eq!(store_snapshot(&d), before, "store changed after bad input");
-    assert_eq!(d.ok(&["run", "--rm", "localhost/busybox:1.35", "echo", "ok"]), "ok\n");
+    assert_eq!(
+        d.ok(&["run", "--rm", "localhost/busybox:1.35", "echo", "ok"]),
+        "ok\n"
+    );
 }
 
 #[test]
@@ -255,17 +337,26 @@ fn hostile_layer_writes_nothing_outside() {
         let out = d.barge(&["run", "--rm", "hostile:1", "/bin/true"]);
         assert!(!out.status.success(), "a hostile layer must not run");
     }
-    assert!(!victim.join("pwned").exists(), "layer wrote outside its directory");
+    assert!(
+        !victim.join("pwned").exists(),
+        "layer wrote outside its directory"
+    );
     assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 fn busybox_layer_digest(layout: &Path) -> String {
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let m = index["manifests"]
         .as_array()
         .unwrap()
@@ -273,6 +364,12 @@ fn busybox_layer_digest(layout: &Path) -> String {
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "busybox:1.35")
         .unwrap();
     let digest = m["digest"].as_str().unwrap().trim_start_matches("sha256:");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(digest)).unwrap()).unwrap();
-    manifest["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string()
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(digest)).unwrap())
+            .unwrap();
+    manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string()
 }

@@ -13,15 +13,26 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A fresh directory under /tmp (the caller removes it).
 fn temp_dir(prefix: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let dir = PathBuf::from(format!("/tmp/{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = PathBuf::from(format!(
+        "/tmp/{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -45,12 +56,23 @@ impl Drop for TempDir {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed:\nstdout: {}\nstderr: {}", stdout(&out), stderr(&out));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\nstdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
     stdout(&out)
 }
 
@@ -108,7 +130,10 @@ struct Registry {
 
 impl Registry {
     fn start(opts: RegOpts) -> Registry {
-        assert!(have("docker-registry"), "docker-registry is not installed (scripts/install-deps.sh)");
+        assert!(
+            have("docker-registry"),
+            "docker-registry is not installed (scripts/install-deps.sh)"
+        );
         let dir = temp_dir("barge-reg");
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
@@ -118,16 +143,42 @@ impl Registry {
         );
         if opts.tls {
             make_certs(&dir);
-            cfg.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", dir.join("server.crt").display(), dir.join("server.key").display()));
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display()
+            ));
         }
         let mut token_server = None;
         if let (true, Some((u, p))) = (opts.token, opts.auth) {
             let d = |f: &str| dir.join(f).display().to_string();
-            run_ok(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=barge token signer", "-keyout", &d("token.key"), "-out", &d("token.crt")]));
+            run_ok(Command::new("openssl").args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=barge token signer",
+                "-keyout",
+                &d("token.key"),
+                "-out",
+                &d("token.crt"),
+            ]));
             let tport = free_port();
             token_server = Some(
                 Command::new("python3")
-                    .args(["-c", TOKEN_SERVER, &tport.to_string(), u, p, &d("token.key"), &d("token.crt")])
+                    .args([
+                        "-c",
+                        TOKEN_SERVER,
+                        &tport.to_string(),
+                        u,
+                        p,
+                        &d("token.key"),
+                        &d("token.crt"),
+                    ])
                     .stdin(Stdio::null())
                     .spawn()
                     .expect("starting the token server"),
@@ -144,7 +195,10 @@ impl Registry {
         } else if let Some((u, p)) = opts.auth {
             let out = run_ok(Command::new("htpasswd").args(["-Bbn", u, p]));
             std::fs::write(dir.join("htpasswd"), out).unwrap();
-            cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: barge-test\n    path: {}\n", dir.join("htpasswd").display()));
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: barge-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
         }
         std::fs::write(dir.join("config.yml"), cfg).unwrap();
         let log = std::fs::File::create(dir.join("registry.log")).unwrap();
@@ -156,10 +210,20 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("starting docker-registry");
-        let reg = Registry { dir, child, token_server, host, auth: opts.auth };
+        let reg = Registry {
+            dir,
+            child,
+            token_server,
+            host,
+            auth: opts.auth,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&reg.host).is_err() {
-            assert!(Instant::now() < deadline, "registry did not come up: {}", std::fs::read_to_string(reg.dir.join("registry.log")).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "registry did not come up: {}",
+                std::fs::read_to_string(reg.dir.join("registry.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         reg
@@ -179,36 +243,58 @@ impl Registry {
 
     /// Copies `layout_ref` of the shared OCI layout to `repo:tag` here (`--all` keeps indexes).
     fn seed(&self, layout_ref: &str, repo_tag: &str) {
-        let src = format!("oci:{}:{layout_ref}", images_dir().join("oci-layout").display());
+        let src = format!(
+            "oci:{}:{layout_ref}",
+            images_dir().join("oci-layout").display()
+        );
         let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--all", "--dest-tls-verify=false"]).args(self.skopeo_creds("dest-")).arg(src).arg(format!("docker://{}/{repo_tag}", self.host));
+        cmd.args(["copy", "--all", "--dest-tls-verify=false"])
+            .args(self.skopeo_creds("dest-"))
+            .arg(src)
+            .arg(format!("docker://{}/{repo_tag}", self.host));
         run_ok(&mut cmd);
     }
 
     /// `skopeo inspect` of `repo:tag` (raw=false): the JSON.
     fn inspect(&self, repo_tag: &str) -> serde_json::Value {
         let mut cmd = Command::new("skopeo");
-        cmd.args(["inspect", "--tls-verify=false"]).args(self.skopeo_creds("")).arg(format!("docker://{}/{repo_tag}", self.host));
+        cmd.args(["inspect", "--tls-verify=false"])
+            .args(self.skopeo_creds(""))
+            .arg(format!("docker://{}/{repo_tag}", self.host));
         serde_json::from_str(&run_ok(&mut cmd)).unwrap()
     }
 
     /// The manifest digest of `repo:tag` as the registry serves it (index digest for indexes).
     fn digest(&self, repo_tag: &str) -> String {
         let mut cmd = Command::new("skopeo");
-        cmd.args(["inspect", "--raw", "--tls-verify=false"]).args(self.skopeo_creds("")).arg(format!("docker://{}/{repo_tag}", self.host));
+        cmd.args(["inspect", "--raw", "--tls-verify=false"])
+            .args(self.skopeo_creds(""))
+            .arg(format!("docker://{}/{repo_tag}", self.host));
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
-        let mut sum = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut sum = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
         sum.stdin.take().unwrap().write_all(&out.stdout).unwrap();
-        let hex = stdout(&sum.wait_with_output().unwrap()).split_whitespace().next().unwrap().to_string();
+        let hex = stdout(&sum.wait_with_output().unwrap())
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
         format!("sha256:{hex}")
     }
 
     /// Blob files in the registry's storage.
     fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir.join("storage/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+        self.dir
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 }
 
@@ -227,11 +313,50 @@ impl Drop for Registry {
 /// A CA and a server certificate for 127.0.0.1 / localhost, made with openssl.
 fn make_certs(dir: &Path) {
     let d = |f: &str| dir.join(f).display().to_string();
-    run_ok(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=barge test CA", "-keyout", &d("ca.key"), "-out", &d("ca.crt")]));
-    run_ok(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &d("server.key"), "-out", &d("server.csr")]));
+    run_ok(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=barge test CA",
+        "-keyout",
+        &d("ca.key"),
+        "-out",
+        &d("ca.crt"),
+    ]));
+    run_ok(Command::new("openssl").args([
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &d("server.key"),
+        "-out",
+        &d("server.csr"),
+    ]));
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
     run_ok(Command::new("openssl").args([
-        "x509", "-req", "-in", &d("server.csr"), "-CA", &d("ca.crt"), "-CAkey", &d("ca.key"), "-CAcreateserial", "-days", "2", "-out", &d("server.crt"), "-extfile", &d("ext.cnf"),
+        "x509",
+        "-req",
+        "-in",
+        &d("server.csr"),
+        "-CA",
+        &d("ca.crt"),
+        "-CAkey",
+        &d("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &d("server.crt"),
+        "-extfile",
+        &d("ext.cnf"),
     ]));
 }
 
@@ -273,42 +398,91 @@ fn pull_plain_http_by_tag_digest_zstd_and_platform() {
 
     // By tag: progress lines, then the full name on stdout.
     let out = d.ok(&["pull", &format!("{h}/library/busybox:1.35")]);
-    assert!(out.contains("Pulling from library/busybox") || out.contains("Pull complete"), "{out}");
+    assert!(
+        out.contains("Pulling from library/busybox") || out.contains("Pull complete"),
+        "{out}"
+    );
     assert!(out.contains("Digest: sha256:"), "{out}");
-    assert!(out.contains(&format!("Status: Downloaded newer image for {h}/library/busybox:1.35")), "{out}");
-    assert_runs(&d, &format!("{h}/library/busybox:1.35"), &["echo", "hi"], "hi");
-    let digests = d.inspect(&format!("{h}/library/busybox:1.35"), "{{json .RepoDigests}}");
-    assert!(digests.contains(&reg.digest("library/busybox:1.35")), "{digests}");
+    assert!(
+        out.contains(&format!(
+            "Status: Downloaded newer image for {h}/library/busybox:1.35"
+        )),
+        "{out}"
+    );
+    assert_runs(
+        &d,
+        &format!("{h}/library/busybox:1.35"),
+        &["echo", "hi"],
+        "hi",
+    );
+    let digests = d.inspect(
+        &format!("{h}/library/busybox:1.35"),
+        "{{json .RepoDigests}}",
+    );
+    assert!(
+        digests.contains(&reg.digest("library/busybox:1.35")),
+        "{digests}"
+    );
 
     // Again: up to date, no layer fetched.
     let again = d.ok(&["pull", &format!("{h}/library/busybox:1.35")]);
-    assert!(again.contains("Already exists") && again.contains("Image is up to date"), "{again}");
+    assert!(
+        again.contains("Already exists") && again.contains("Image is up to date"),
+        "{again}"
+    );
 
     // By digest, on a fresh daemon.
     let d2 = daemon(&[]);
     let dg = reg.digest("library/busybox:1.35");
     d2.ok(&["pull", &format!("{h}/library/busybox@{dg}")]);
-    assert_runs(&d2, &format!("{h}/library/busybox@{dg}"), &["echo", "by-digest"], "by-digest");
+    assert_runs(
+        &d2,
+        &format!("{h}/library/busybox@{dg}"),
+        &["echo", "by-digest"],
+        "by-digest",
+    );
 
     // zstd layers.
     d.ok(&["pull", &format!("{h}/library/busybox:1.35-zstd")]);
-    assert_runs(&d, &format!("{h}/library/busybox:1.35-zstd"), &["echo", "zstd"], "zstd");
+    assert_runs(
+        &d,
+        &format!("{h}/library/busybox:1.35-zstd"),
+        &["echo", "zstd"],
+        "zstd",
+    );
     let dgz = reg.digest("library/busybox:1.35-zstd");
     d2.ok(&["pull", "-q", &format!("{h}/library/busybox@{dgz}")]);
 
     // Several layers with whiteouts.
     d.ok(&["pull", &format!("{h}/test/tiny-multilayer:1")]);
-    let ls = d.ok(&["run", "--rm", &format!("{h}/test/tiny-multilayer:1"), "ls", "-R", "/data"]);
+    let ls = d.ok(&[
+        "run",
+        "--rm",
+        &format!("{h}/test/tiny-multilayer:1"),
+        "ls",
+        "-R",
+        "/data",
+    ]);
     assert!(ls.contains("c") && !ls.contains("a\n"), "{ls}");
 
     // An index, each platform.
     for arch in ["amd64", "arm64"] {
         let dd = daemon(&[]);
-        dd.ok(&["pull", "--platform", &format!("linux/{arch}"), &format!("{h}/test/busybox-multi:1")]);
+        dd.ok(&[
+            "pull",
+            "--platform",
+            &format!("linux/{arch}"),
+            &format!("{h}/test/busybox-multi:1"),
+        ]);
         let got = dd.inspect(&format!("{h}/test/busybox-multi:1"), "{{.Architecture}}");
         assert_eq!(got, arch);
         if arch == "amd64" {
-            assert_runs(&dd, &format!("{h}/test/busybox-multi:1"), &["cat", "/ARCH"], "amd64");
+            assert_runs(
+                &dd,
+                &format!("{h}/test/busybox-multi:1"),
+                &["cat", "/ARCH"],
+                "amd64",
+            );
         }
     }
     // By the index digest.
@@ -317,25 +491,50 @@ fn pull_plain_http_by_tag_digest_zstd_and_platform() {
     dd.ok(&["pull", &format!("{h}/test/busybox-multi@{idx}")]);
 
     // A single-platform image asked for another platform; an index without that platform.
-    let out = d2.barge(&["pull", "--platform", "linux/arm64", &format!("{h}/library/busybox:1.35")]);
+    let out = d2.barge(&[
+        "pull",
+        "--platform",
+        "linux/arm64",
+        &format!("{h}/library/busybox:1.35"),
+    ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("does not match the specified platform"), "{}", stderr(&out));
-    let out = d2.barge(&["pull", "--platform", "linux/s390x", &format!("{h}/test/busybox-multi:1")]);
+    assert!(
+        stderr(&out).contains("does not match the specified platform"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d2.barge(&[
+        "pull",
+        "--platform",
+        "linux/s390x",
+        &format!("{h}/test/busybox-multi:1"),
+    ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no matching manifest for linux/s390x"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no matching manifest for linux/s390x"),
+        "{}",
+        stderr(&out)
+    );
 
     // --all-tags.
     reg.seed("busybox:1.35", "test/at:a");
     reg.seed("busybox:1.35-zstd", "test/at:b");
     d2.ok(&["pull", "-a", &format!("{h}/test/at")]);
     let tags = d2.ok(&["images", "--format", "{{.Tag}}", &format!("{h}/test/at")]);
-    assert_eq!(tags.lines().collect::<std::collections::BTreeSet<_>>(), ["a", "b"].into_iter().collect(), "{tags}");
+    assert_eq!(
+        tags.lines().collect::<std::collections::BTreeSet<_>>(),
+        ["a", "b"].into_iter().collect(),
+        "{tags}"
+    );
 
     // Missing tag: a clear one-line error.
     let out = d.barge(&["pull", &format!("{h}/library/busybox:nope")]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("not found") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("not found") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -347,12 +546,19 @@ fn run_pulls_a_missing_image() {
     let out = d.barge(&["run", "--rm", &image, "echo", "pulled"]);
     assert!(out.status.success(), "{}", fail_text(&out));
     assert_eq!(stdout(&out).trim(), "pulled");
-    assert!(stderr(&out).contains("Unable to find image"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Unable to find image"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn basic_auth_login_wrong_password_and_push() {
-    let reg = Registry::start(RegOpts { auth: Some(("tester", "s3cret")), ..Default::default() });
+    let reg = Registry::start(RegOpts {
+        auth: Some(("tester", "s3cret")),
+        ..Default::default()
+    });
     reg.seed("busybox:1.35", "library/busybox:1.35");
     let d = daemon(&[]);
     let image = format!("{}/library/busybox:1.35", reg.host);
@@ -361,16 +567,28 @@ fn basic_auth_login_wrong_password_and_push() {
     let out = d.barge(&["pull", &image]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.to_lowercase().contains("unauthorized") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.to_lowercase().contains("unauthorized") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 
     // Wrong password: login fails with one line, nothing stored.
-    let out = d.barge_stdin(&["login", "-u", "tester", "--password-stdin", &reg.host], b"wrong\n");
+    let out = d.barge_stdin(
+        &["login", "-u", "tester", "--password-stdin", &reg.host],
+        b"wrong\n",
+    );
     assert!(!out.status.success(), "{}", fail_text(&out));
     let err = stderr(&out);
-    assert!(err.to_lowercase().contains("unauthorized") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.to_lowercase().contains("unauthorized") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 
     // Right password: stored in config.json, then pull and push work.
-    let out = d.barge_stdin(&["login", "-u", "tester", "--password-stdin", &reg.host], b"s3cret\n");
+    let out = d.barge_stdin(
+        &["login", "-u", "tester", "--password-stdin", &reg.host],
+        b"s3cret\n",
+    );
     assert!(out.status.success(), "{}", fail_text(&out));
     assert!(stdout(&out).contains("Login Succeeded"));
     let cfg = std::fs::read_to_string(d.dir.join("docker-config/config.json")).unwrap();
@@ -379,7 +597,10 @@ fn basic_auth_login_wrong_password_and_push() {
     assert_runs(&d, &image, &["echo", "auth"], "auth");
     d.ok(&["tag", &image, &format!("{}/mine/bb:v1", reg.host)]);
     let out = d.ok(&["push", &format!("{}/mine/bb:v1", reg.host)]);
-    assert!(out.contains("Mounted from library/busybox"), "cross-repository mount expected:\n{out}");
+    assert!(
+        out.contains("Mounted from library/busybox"),
+        "cross-repository mount expected:\n{out}"
+    );
     assert_eq!(reg.digest("mine/bb:v1"), reg.digest("library/busybox:1.35"));
 
     d.ok(&["logout", &reg.host]);
@@ -389,11 +610,15 @@ fn basic_auth_login_wrong_password_and_push() {
 
 #[test]
 fn tls_registry_with_ca_from_certs_dir() {
-    let reg = Registry::start(RegOpts { tls: true, ..Default::default() });
+    let reg = Registry::start(RegOpts {
+        tls: true,
+        ..Default::default()
+    });
     reg.seed("busybox:1.35", "library/busybox:1.35");
     let certs = TempDir::new();
     // Without the CA (and with loopback not insecure): refused.
-    let (_t1, cfg1) = daemon_config(serde_json::json!({ "insecure-registries": [], "certs-dir": certs.path() }));
+    let (_t1, cfg1) =
+        daemon_config(serde_json::json!({ "insecure-registries": [], "certs-dir": certs.path() }));
     let d = daemon(&["--config-file", cfg1.to_str().unwrap()]);
     let image = format!("{}/library/busybox:1.35", reg.host);
     let out = d.barge(&["pull", &image]);
@@ -406,7 +631,10 @@ fn tls_registry_with_ca_from_certs_dir() {
     // Push over TLS too.
     d.ok(&["tag", &image, &format!("{}/pushed/bb:1", reg.host)]);
     d.ok(&["push", &format!("{}/pushed/bb:1", reg.host)]);
-    assert_eq!(reg.digest("pushed/bb:1"), reg.digest("library/busybox:1.35"));
+    assert_eq!(
+        reg.digest("pushed/bb:1"),
+        reg.digest("library/busybox:1.35")
+    );
 }
 
 #[test]
@@ -415,7 +643,10 @@ fn push_loaded_image_then_pull_on_second_daemon() {
     let d1 = daemon(&[]);
     d1.load_layout();
     let h = &reg.host;
-    for (src, dst) in [("tiny-multilayer:1", "proj/tiny:1"), ("busybox:1.35-zstd", "proj/bbz:1")] {
+    for (src, dst) in [
+        ("tiny-multilayer:1", "proj/tiny:1"),
+        ("busybox:1.35-zstd", "proj/bbz:1"),
+    ] {
         let target = format!("{h}/{dst}");
         d1.ok(&["tag", src, &target]);
         let out = d1.ok(&["push", &target]);
@@ -442,7 +673,8 @@ fn push_loaded_image_then_pull_on_second_daemon() {
 fn registry_mirrors_serve_docker_hub_names() {
     let reg = Registry::start(RegOpts::default());
     reg.seed("busybox:1.35", "library/busybox:1.35");
-    let (_t, cfg) = daemon_config(serde_json::json!({ "registry-mirrors": [format!("http://{}", reg.host)] }));
+    let (_t, cfg) =
+        daemon_config(serde_json::json!({ "registry-mirrors": [format!("http://{}", reg.host)] }));
     let d = daemon(&["--config-file", cfg.to_str().unwrap()]);
     let out = d.ok(&["pull", "busybox:1.35"]);
     assert!(out.contains("docker.io/library/busybox:1.35"), "{out}");
@@ -463,13 +695,20 @@ fn corrupted_blob_fails_and_stores_nothing() {
     let d = daemon(&[]);
     let out = d.barge(&["pull", &format!("{}/test/tiny:1", reg.host)]);
     assert!(!out.status.success(), "{}", fail_text(&out));
-    assert!(fail_text(&out).to_lowercase().contains("digest") || fail_text(&out).to_lowercase().contains("invalid"), "{}", fail_text(&out));
+    assert!(
+        fail_text(&out).to_lowercase().contains("digest")
+            || fail_text(&out).to_lowercase().contains("invalid"),
+        "{}",
+        fail_text(&out)
+    );
     let imgs = d.ok(&["images", "-q"]);
     assert!(imgs.trim().is_empty(), "{imgs}");
     let blobs = d.dir.join("data/image/blobs/sha256");
     let bad = blobs.join(layer.strip_prefix("sha256:").unwrap());
     assert!(!bad.exists(), "the corrupt layer must not be stored");
-    let tmp: Vec<_> = std::fs::read_dir(d.dir.join("data/image/tmp")).unwrap().collect();
+    let tmp: Vec<_> = std::fs::read_dir(d.dir.join("data/image/tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty(), "temp files left: {tmp:?}");
 }
 
@@ -503,14 +742,20 @@ fn killed_daemon_mid_pull_resumes() {
     let out = d.ok(&["pull", &image]);
     // 5 layers + config + manifest when complete; the kill came after the first layer.
     assert!((1..7).contains(&before), "{before} blobs at the kill");
-    assert!(out.contains("Already exists"), "finished layers must not be fetched again:\n{out}");
+    assert!(
+        out.contains("Already exists"),
+        "finished layers must not be fetched again:\n{out}"
+    );
     let out = d.ok(&["run", "--rm", &image, "-c", "import os; print(os.getuid())"]);
     assert_eq!(out.trim(), "1234");
 }
 
 #[test]
 fn stock_docker_cli_pull_push_login() {
-    let reg = Registry::start(RegOpts { auth: Some(("dock", "pw")), ..Default::default() });
+    let reg = Registry::start(RegOpts {
+        auth: Some(("dock", "pw")),
+        ..Default::default()
+    });
     reg.seed("busybox:1.35", "library/busybox:1.35");
     let d = daemon(&[]);
     let image = format!("{}/library/busybox:1.35", reg.host);
@@ -518,24 +763,43 @@ fn stock_docker_cli_pull_push_login() {
     assert!(!out.status.success(), "{}", fail_text(&out));
     d.docker_ok(&["login", "-u", "dock", "-p", "pw", &reg.host]);
     let out = d.docker_ok(&["pull", &image]);
-    assert!(out.contains("Status: Downloaded newer image") || out.contains(&image), "{out}");
+    assert!(
+        out.contains("Status: Downloaded newer image") || out.contains(&image),
+        "{out}"
+    );
     let out = d.docker_ok(&["run", "--rm", &image, "echo", "docker"]);
     assert_eq!(out.trim(), "docker");
     d.docker_ok(&["tag", &image, &format!("{}/viadocker/bb:2", reg.host)]);
     let out = d.docker_ok(&["push", &format!("{}/viadocker/bb:2", reg.host)]);
     assert!(out.contains("digest: sha256:"), "{out}");
-    assert_eq!(reg.digest("viadocker/bb:2"), reg.digest("library/busybox:1.35"));
+    assert_eq!(
+        reg.digest("viadocker/bb:2"),
+        reg.digest("library/busybox:1.35")
+    );
     // docker run of an image that is not there pulls it (with the stored login).
     reg.seed("busybox:1.35-zstd", "library/busybox:1.35-zstd");
-    let out = d.docker(&["run", "--rm", &format!("{}/library/busybox:1.35-zstd", reg.host), "echo", "pulled-by-run"]);
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        &format!("{}/library/busybox:1.35-zstd", reg.host),
+        "echo",
+        "pulled-by-run",
+    ]);
     assert!(out.status.success(), "{}", fail_text(&out));
     assert_eq!(stdout(&out).trim(), "pulled-by-run");
-    assert!(stderr(&out).contains("Unable to find image"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Unable to find image"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn docker_py_pull_and_distribution_inspect() {
-    let ok = Command::new("python3").args(["-c", "import docker"]).status().is_ok_and(|s| s.success());
+    let ok = Command::new("python3")
+        .args(["-c", "import docker"])
+        .status()
+        .is_ok_and(|s| s.success());
     assert!(ok, "docker-py (python3-docker) is required");
     let reg = Registry::start(RegOpts::default());
     reg.seed("busybox-multi:1", "test/multi:1");
@@ -555,14 +819,20 @@ print(rd.has_platform("linux/arm64"), rd.has_platform("linux/s390x"))
     );
     let out = run_ok(Command::new("python3").args(["-c", &script]));
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], d.inspect(&format!("{}/test/multi:1", reg.host), "{{.Id}}"));
+    assert_eq!(
+        lines[0],
+        d.inspect(&format!("{}/test/multi:1", reg.host), "{{.Id}}")
+    );
     assert_eq!(lines[1], reg.digest("test/multi:1"));
     assert_eq!(lines[2], "True False");
 }
 
 #[test]
 fn credential_helper_stores_and_serves_the_login() {
-    let reg = Registry::start(RegOpts { auth: Some(("helped", "pw2")), ..Default::default() });
+    let reg = Registry::start(RegOpts {
+        auth: Some(("helped", "pw2")),
+        ..Default::default()
+    });
     reg.seed("busybox:1.35", "library/busybox:1.35");
     let d = daemon(&[]);
     // A docker-credential-* helper that keeps one credential in a file, as docker runs them.
@@ -581,8 +851,16 @@ fn credential_helper_stores_and_serves_the_login() {
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cfg_dir = d.dir.join("docker-config");
     std::fs::create_dir_all(&cfg_dir).unwrap();
-    std::fs::write(cfg_dir.join("config.json"), format!(r#"{{"credHelpers":{{"{}":"bargetest"}}}}"#, reg.host)).unwrap();
-    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+    std::fs::write(
+        cfg_dir.join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"bargetest"}}}}"#, reg.host),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let barge = |args: &[&str], input: Option<&[u8]>| -> Output {
         use std::io::Write;
         let mut c = Command::new(BARGE)
@@ -595,16 +873,32 @@ fn credential_helper_stores_and_serves_the_login() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        c.stdin.take().unwrap().write_all(input.unwrap_or_default()).unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(input.unwrap_or_default())
+            .unwrap();
         c.wait_with_output().unwrap()
     };
-    let out = barge(&["login", "-u", "helped", "--password-stdin", &reg.host], Some(b"pw2\n"));
+    let out = barge(
+        &["login", "-u", "helped", "--password-stdin", &reg.host],
+        Some(b"pw2\n"),
+    );
     assert!(out.status.success(), "{}", fail_text(&out));
     let stored = std::fs::read_to_string(&store).unwrap();
-    assert!(stored.contains("\"Secret\":\"pw2\"") && stored.contains("helped"), "{stored}");
+    assert!(
+        stored.contains("\"Secret\":\"pw2\"") && stored.contains("helped"),
+        "{stored}"
+    );
     let cfg = std::fs::read_to_string(cfg_dir.join("config.json")).unwrap();
-    assert!(!cfg.contains("pw2"), "the password must stay in the helper: {cfg}");
-    let out = barge(&["pull", &format!("{}/library/busybox:1.35", reg.host)], None);
+    assert!(
+        !cfg.contains("pw2"),
+        "the password must stay in the helper: {cfg}"
+    );
+    let out = barge(
+        &["pull", &format!("{}/library/busybox:1.35", reg.host)],
+        None,
+    );
     assert!(out.status.success(), "{}", fail_text(&out));
     let out = barge(&["logout", &reg.host], None);
     assert!(out.status.success(), "{}", fail_text(&out));
@@ -613,16 +907,30 @@ fn credential_helper_stores_and_serves_the_login() {
 
 #[test]
 fn bearer_token_auth() {
-    let reg = Registry::start(RegOpts { auth: Some(("tok", "tokpw")), token: true, ..Default::default() });
+    let reg = Registry::start(RegOpts {
+        auth: Some(("tok", "tokpw")),
+        token: true,
+        ..Default::default()
+    });
     reg.seed("tiny-multilayer:1", "private/tiny:1");
     let d = daemon(&[]);
     let image = format!("{}/private/tiny:1", reg.host);
     let out = d.barge(&["pull", &image]);
     assert!(!out.status.success(), "anonymous pull must be refused");
-    assert!(stderr(&out).to_lowercase().contains("unauthorized"), "{}", stderr(&out));
-    let out = d.barge_stdin(&["login", "-u", "tok", "--password-stdin", &reg.host], b"bad\n");
+    assert!(
+        stderr(&out).to_lowercase().contains("unauthorized"),
+        "{}",
+        stderr(&out)
+    );
+    let out = d.barge_stdin(
+        &["login", "-u", "tok", "--password-stdin", &reg.host],
+        b"bad\n",
+    );
     assert!(!out.status.success(), "{}", fail_text(&out));
-    let out = d.barge_stdin(&["login", "-u", "tok", "--password-stdin", &reg.host], b"tokpw\n");
+    let out = d.barge_stdin(
+        &["login", "-u", "tok", "--password-stdin", &reg.host],
+        b"tokpw\n",
+    );
     assert!(out.status.success(), "{}", fail_text(&out));
     d.ok(&["pull", &image]);
     let out = d.ok(&["run", "--rm", &image]);

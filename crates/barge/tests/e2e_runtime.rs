@@ -16,7 +16,8 @@ static D: LazyLock<Daemon> = LazyLock::new(|| {
 const BB: &str = "busybox:1.35";
 
 fn has_runc() -> bool {
-    D.ok(&["info", "--format", "{{json .Runtimes}}"]).contains("\"runc\"")
+    D.ok(&["info", "--format", "{{json .Runtimes}}"])
+        .contains("\"runc\"")
 }
 
 #[test]
@@ -24,7 +25,10 @@ fn default_runtime_is_embedded() {
     let info = D.ok(&["info", "--format", "{{.DefaultRuntime}}"]);
     assert_eq!(info.trim(), "barge");
     let runtimes = D.ok(&["info", "--format", "{{json .Runtimes}}"]);
-    assert!(runtimes.contains("\"barge\"") && runtimes.contains("\"runtimeArgs\":[\"runtime\"]"), "{runtimes}");
+    assert!(
+        runtimes.contains("\"barge\"") && runtimes.contains("\"runtimeArgs\":[\"runtime\"]"),
+        "{runtimes}"
+    );
 
     D.ok(&["create", "--name", "rt-default", BB, "true"]);
     assert_eq!(D.inspect("rt-default", "{{.HostConfig.Runtime}}"), "barge");
@@ -35,7 +39,11 @@ fn default_runtime_is_embedded() {
     assert_eq!(stdout(&out), "embedded\n");
     let out = D.barge(&["run", "--rm", BB, "nonexistent-binary"]);
     assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
-    assert!(stderr(&out).contains(r#"exec: "nonexistent-binary": executable file not found in $PATH"#), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(r#"exec: "nonexistent-binary": executable file not found in $PATH"#),
+        "{}",
+        stderr(&out)
+    );
 
     // exec (plain and with a tty) through the embedded runtime.
     D.ok(&["run", "-d", "--name", "rt-exec", BB, "sleep", "60"]);
@@ -47,8 +55,15 @@ fn default_runtime_is_embedded() {
     // monitor recorded it.)
     let out = D.barge(&["exec", "rt-exec", "nope"]);
     let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(text.contains(r#"exec: "nope": executable file not found in $PATH"#), "{text}");
-    assert_eq!(D.ok(&["exec", "-t", "rt-exec", "sh", "-c", "test -t 1 && echo tty"]).trim(), "tty");
+    assert!(
+        text.contains(r#"exec: "nope": executable file not found in $PATH"#),
+        "{text}"
+    );
+    assert_eq!(
+        D.ok(&["exec", "-t", "rt-exec", "sh", "-c", "test -t 1 && echo tty"])
+            .trim(),
+        "tty"
+    );
     D.ok(&["rm", "-f", "rt-exec"]);
 
     // Memory limit honoured (cgroup files of the container).
@@ -62,7 +77,17 @@ fn runc_still_selectable() {
         eprintln!("skipping: runc not installed");
         return;
     }
-    D.ok(&["create", "--runtime", "runc", "--name", "rt-runc", BB, "sh", "-c", "echo via runc; exit 5"]);
+    D.ok(&[
+        "create",
+        "--runtime",
+        "runc",
+        "--name",
+        "rt-runc",
+        BB,
+        "sh",
+        "-c",
+        "echo via runc; exit 5",
+    ]);
     assert_eq!(D.inspect("rt-runc", "{{.HostConfig.Runtime}}"), "runc");
     let out = D.barge(&["start", "-a", "rt-runc"]);
     assert_eq!(stdout(&out), "via runc\n", "{}", stderr(&out));
@@ -70,7 +95,17 @@ fn runc_still_selectable() {
     D.ok(&["rm", "rt-runc"]);
     let out = D.barge(&["run", "--rm", "--runtime", "runc", BB, "nonexistent-binary"]);
     assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
-    D.ok(&["run", "-d", "--runtime", "runc", "--name", "rt-runc-exec", BB, "sleep", "60"]);
+    D.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "--name",
+        "rt-runc-exec",
+        BB,
+        "sleep",
+        "60",
+    ]);
     assert_eq!(D.ok(&["exec", "rt-runc-exec", "echo", "hi"]), "hi\n");
     D.ok(&["rm", "-f", "rt-runc-exec"]);
     let out = D.barge(&["run", "--rm", "--runtime", "nosuch", BB, "true"]);

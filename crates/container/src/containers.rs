@@ -37,7 +37,10 @@ pub trait ImageSource: Send + Sync {
 impl ImageSource for ImageStore {
     fn resolve(&self, name_or_id: &str) -> Result<SourceImage, ContainerError> {
         let img = self.get(name_or_id)?;
-        Ok(SourceImage { id: img.id, config: img.config.config })
+        Ok(SourceImage {
+            id: img.id,
+            config: img.config.config,
+        })
     }
     fn layer_dirs(&self, image_id: &str) -> Result<Vec<PathBuf>, ContainerError> {
         Ok(ImageStore::layer_dirs(self, image_id)?)
@@ -93,9 +96,12 @@ fn random_hex(n_bytes: usize) -> String {
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(format!("write {}", tmp.display())))?;
-        f.write_all(data).map_err(io_err(format!("write {}", tmp.display())))?;
-        f.sync_all().map_err(io_err(format!("sync {}", tmp.display())))?;
+        let mut f =
+            std::fs::File::create(&tmp).map_err(io_err(format!("write {}", tmp.display())))?;
+        f.write_all(data)
+            .map_err(io_err(format!("write {}", tmp.display())))?;
+        f.sync_all()
+            .map_err(io_err(format!("sync {}", tmp.display())))?;
     }
     std::fs::rename(&tmp, path).map_err(io_err(format!("rename {}", path.display())))
 }
@@ -105,34 +111,220 @@ fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     b.len() >= 2
         && b[0].is_ascii_alphanumeric()
-        && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 const ADJECTIVES: &[&str] = &[
-    "admiring", "agitated", "amazing", "angry", "awesome", "blissful", "bold", "boring", "brave", "busy",
-    "charming", "clever", "compassionate", "confident", "cool", "cranky", "crazy", "dazzling", "determined",
-    "distracted", "dreamy", "eager", "ecstatic", "elastic", "elated", "elegant", "epic", "festive", "focused",
-    "friendly", "frosty", "funny", "gallant", "gifted", "goofy", "gracious", "happy", "hopeful", "hungry",
-    "infallible", "inspiring", "jolly", "jovial", "keen", "kind", "laughing", "loving", "lucid", "magical",
-    "modest", "musing", "mystifying", "naughty", "nervous", "nice", "nifty", "nostalgic", "objective",
-    "optimistic", "peaceful", "pedantic", "pensive", "practical", "priceless", "quirky", "quizzical",
-    "relaxed", "reverent", "romantic", "sad", "serene", "sharp", "silly", "sleepy", "stoic", "strange",
-    "stupefied", "suspicious", "sweet", "tender", "thirsty", "trusting", "upbeat", "vibrant", "vigilant",
-    "vigorous", "wizardly", "wonderful", "xenodochial", "youthful", "zealous", "zen",
+    "admiring",
+    "agitated",
+    "amazing",
+    "angry",
+    "awesome",
+    "blissful",
+    "bold",
+    "boring",
+    "brave",
+    "busy",
+    "charming",
+    "clever",
+    "compassionate",
+    "confident",
+    "cool",
+    "cranky",
+    "crazy",
+    "dazzling",
+    "determined",
+    "distracted",
+    "dreamy",
+    "eager",
+    "ecstatic",
+    "elastic",
+    "elated",
+    "elegant",
+    "epic",
+    "festive",
+    "focused",
+    "friendly",
+    "frosty",
+    "funny",
+    "gallant",
+    "gifted",
+    "goofy",
+    "gracious",
+    "happy",
+    "hopeful",
+    "hungry",
+    "infallible",
+    "inspiring",
+    "jolly",
+    "jovial",
+    "keen",
+    "kind",
+    "laughing",
+    "loving",
+    "lucid",
+    "magical",
+    "modest",
+    "musing",
+    "mystifying",
+    "naughty",
+    "nervous",
+    "nice",
+    "nifty",
+    "nostalgic",
+    "objective",
+    "optimistic",
+    "peaceful",
+    "pedantic",
+    "pensive",
+    "practical",
+    "priceless",
+    "quirky",
+    "quizzical",
+    "relaxed",
+    "reverent",
+    "romantic",
+    "sad",
+    "serene",
+    "sharp",
+    "silly",
+    "sleepy",
+    "stoic",
+    "strange",
+    "stupefied",
+    "suspicious",
+    "sweet",
+    "tender",
+    "thirsty",
+    "trusting",
+    "upbeat",
+    "vibrant",
+    "vigilant",
+    "vigorous",
+    "wizardly",
+    "wonderful",
+    "xenodochial",
+    "youthful",
+    "zealous",
+    "zen",
 ];
 const SURNAMES: &[&str] = &[
-    "albattani", "allen", "almeida", "archimedes", "ardinghelli", "babbage", "banach", "bardeen", "bartik",
-    "bell", "bhabha", "blackwell", "bohr", "booth", "borg", "bose", "brahmagupta", "brattain", "brown",
-    "carson", "cerf", "chandrasekhar", "chatelet", "clarke", "cohen", "curie", "darwin", "davinci", "dijkstra",
-    "dirac", "einstein", "elion", "engelbart", "euclid", "euler", "fermat", "fermi", "feynman", "franklin",
-    "galileo", "gates", "goldberg", "goodall", "hamilton", "hawking", "heisenberg", "hermann", "hopper",
-    "hypatia", "jackson", "jennings", "jepsen", "johnson", "kalam", "kapitsa", "keller", "kepler", "khorana",
-    "knuth", "kowalevski", "lalande", "lamarr", "lamport", "leakey", "lederberg", "liskov", "lovelace",
-    "lumiere", "mahavira", "mayer", "mccarthy", "mclean", "meitner", "mendel", "mirzakhani", "morse",
-    "napier", "newton", "nobel", "noether", "pare", "pascal", "pasteur", "payne", "perlman", "pike",
-    "poincare", "ptolemy", "raman", "ramanujan", "ride", "ritchie", "rosalind", "sammet", "shannon",
-    "shockley", "sinoussi", "stonebraker", "swanson", "tesla", "thompson", "torvalds", "turing", "varahamihira",
-    "visvesvaraya", "wescoff", "wiles", "williams", "wilson", "wing", "wozniak", "wright", "yalow", "yonath",
+    "albattani",
+    "allen",
+    "almeida",
+    "archimedes",
+    "ardinghelli",
+    "babbage",
+    "banach",
+    "bardeen",
+    "bartik",
+    "bell",
+    "bhabha",
+    "blackwell",
+    "bohr",
+    "booth",
+    "borg",
+    "bose",
+    "brahmagupta",
+    "brattain",
+    "brown",
+    "carson",
+    "cerf",
+    "chandrasekhar",
+    "chatelet",
+    "clarke",
+    "cohen",
+    "curie",
+    "darwin",
+    "davinci",
+    "dijkstra",
+    "dirac",
+    "einstein",
+    "elion",
+    "engelbart",
+    "euclid",
+    "euler",
+    "fermat",
+    "fermi",
+    "feynman",
+    "franklin",
+    "galileo",
+    "gates",
+    "goldberg",
+    "goodall",
+    "hamilton",
+    "hawking",
+    "heisenberg",
+    "hermann",
+    "hopper",
+    "hypatia",
+    "jackson",
+    "jennings",
+    "jepsen",
+    "johnson",
+    "kalam",
+    "kapitsa",
+    "keller",
+    "kepler",
+    "khorana",
+    "knuth",
+    "kowalevski",
+    "lalande",
+    "lamarr",
+    "lamport",
+    "leakey",
+    "lederberg",
+    "liskov",
+    "lovelace",
+    "lumiere",
+    "mahavira",
+    "mayer",
+    "mccarthy",
+    "mclean",
+    "meitner",
+    "mendel",
+    "mirzakhani",
+    "morse",
+    "napier",
+    "newton",
+    "nobel",
+    "noether",
+    "pare",
+    "pascal",
+    "pasteur",
+    "payne",
+    "perlman",
+    "pike",
+    "poincare",
+    "ptolemy",
+    "raman",
+    "ramanujan",
+    "ride",
+    "ritchie",
+    "rosalind",
+    "sammet",
+    "shannon",
+    "shockley",
+    "sinoussi",
+    "stonebraker",
+    "swanson",
+    "tesla",
+    "thompson",
+    "torvalds",
+    "turing",
+    "varahamihira",
+    "visvesvaraya",
+    "wescoff",
+    "wiles",
+    "williams",
+    "wilson",
+    "wing",
+    "wozniak",
+    "wright",
+    "yalow",
+    "yonath",
 ];
 
 fn generate_name(attempt: usize) -> String {
@@ -151,15 +343,32 @@ fn generate_name(attempt: usize) -> String {
 }
 
 /// Merges the image config with the create options (Docker's rules).
-pub(crate) fn resolve_config(id: &str, image: &barge_image::ContainerConfig, opts: &CreateOptions) -> Result<ResolvedConfig, ContainerError> {
+pub(crate) fn resolve_config(
+    id: &str,
+    image: &barge_image::ContainerConfig,
+    opts: &CreateOptions,
+) -> Result<ResolvedConfig, ContainerError> {
     let (entrypoint, cmd) = match &opts.entrypoint {
-        Some(ep) => (if ep.is_empty() { None } else { Some(ep.clone()) }, opts.cmd.clone()),
-        None => (image.entrypoint.clone().filter(|e| !e.is_empty()), opts.cmd.clone().or_else(|| image.cmd.clone())),
+        Some(ep) => (
+            if ep.is_empty() {
+                None
+            } else {
+                Some(ep.clone())
+            },
+            opts.cmd.clone(),
+        ),
+        None => (
+            image.entrypoint.clone().filter(|e| !e.is_empty()),
+            opts.cmd.clone().or_else(|| image.cmd.clone()),
+        ),
     };
     let mut argv: Vec<String> = entrypoint.clone().unwrap_or_default();
     argv.extend(cmd.clone().unwrap_or_default());
     if argv.is_empty() {
-        return Err(ContainerError::InvalidOption { field: "cmd".into(), reason: "no command specified".into() });
+        return Err(ContainerError::InvalidOption {
+            field: "cmd".into(),
+            reason: "no command specified".into(),
+        });
     }
     let mut env: Vec<String> = image.env.clone().unwrap_or_default();
     for e in &opts.env {
@@ -182,7 +391,9 @@ pub(crate) fn resolve_config(id: &str, image: &barge_image::ContainerConfig, opt
     if !working_dir.starts_with('/') {
         return Err(ContainerError::InvalidOption {
             field: "working dir".into(),
-            reason: format!("the working directory '{working_dir}' is invalid, it needs to be an absolute path"),
+            reason: format!(
+                "the working directory '{working_dir}' is invalid, it needs to be an absolute path"
+            ),
         });
     }
     let mut labels = image.labels.clone().unwrap_or_default();
@@ -194,20 +405,43 @@ pub(crate) fn resolve_config(id: &str, image: &barge_image::ContainerConfig, opt
         cmd,
         env,
         working_dir,
-        user: opts.user.clone().or_else(|| image.user.clone()).unwrap_or_default(),
-        hostname: opts.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| id[..12].to_string()),
+        user: opts
+            .user
+            .clone()
+            .or_else(|| image.user.clone())
+            .unwrap_or_default(),
+        hostname: opts
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| id[..12].to_string()),
         labels,
-        exposed_ports: image.exposed_ports.as_ref().map(|p| p.keys().cloned().collect()).unwrap_or_default(),
-        stop_signal: opts.stop_signal.clone().or_else(|| image.stop_signal.clone()).unwrap_or_else(|| "SIGTERM".into()),
+        exposed_ports: image
+            .exposed_ports
+            .as_ref()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default(),
+        stop_signal: opts
+            .stop_signal
+            .clone()
+            .or_else(|| image.stop_signal.clone())
+            .unwrap_or_else(|| "SIGTERM".into()),
         healthcheck: image.healthcheck.clone(),
     })
 }
 
 /// Parses a signal name (`SIGKILL`, `KILL`, `kill`) or number.
 pub(crate) fn parse_signal(s: &str) -> Result<i32, ContainerError> {
-    let bad = || ContainerError::InvalidOption { field: "signal".into(), reason: format!("invalid signal: {s}") };
+    let bad = || ContainerError::InvalidOption {
+        field: "signal".into(),
+        reason: format!("invalid signal: {s}"),
+    };
     if let Ok(n) = s.parse::<i32>() {
-        return if (1..=64).contains(&n) { Ok(n) } else { Err(bad()) };
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad())
+        };
     }
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
@@ -257,7 +491,9 @@ pub(crate) fn parse_signal(s: &str) -> Result<i32, ContainerError> {
 }
 
 fn is_mounted(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     let p = path.to_string_lossy();
     text.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
 }
@@ -280,9 +516,15 @@ fn memory_cgroup(id: &str) -> PathBuf {
 
 fn cgroup_procs(id: &str) -> Vec<i64> {
     let candidates = [
-        Path::new("/sys/fs/cgroup/pids/barge").join(id).join("cgroup.procs"),
-        Path::new("/sys/fs/cgroup/memory/barge").join(id).join("cgroup.procs"),
-        Path::new("/sys/fs/cgroup/barge").join(id).join("cgroup.procs"),
+        Path::new("/sys/fs/cgroup/pids/barge")
+            .join(id)
+            .join("cgroup.procs"),
+        Path::new("/sys/fs/cgroup/memory/barge")
+            .join(id)
+            .join("cgroup.procs"),
+        Path::new("/sys/fs/cgroup/barge")
+            .join(id)
+            .join("cgroup.procs"),
     ];
     for c in candidates {
         if let Ok(text) = std::fs::read_to_string(&c) {
@@ -340,14 +582,18 @@ impl Containers {
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         std::fs::create_dir_all(cfg.exec_root.join("c")).map_err(io_err("create exec root"))?;
         // Bundles and sockets need absolute paths.
-        cfg.data_root = std::fs::canonicalize(&cfg.data_root).map_err(io_err("resolve data root"))?;
-        cfg.exec_root = std::fs::canonicalize(&cfg.exec_root).map_err(io_err("resolve exec root"))?;
+        cfg.data_root =
+            std::fs::canonicalize(&cfg.data_root).map_err(io_err("resolve data root"))?;
+        cfg.exec_root =
+            std::fs::canonicalize(&cfg.exec_root).map_err(io_err("resolve exec root"))?;
         let dir = cfg.data_root.join("containers");
         let mut inner = Inner::default();
         for entry in std::fs::read_dir(&dir).map_err(io_err(format!("read {}", dir.display())))? {
             let Ok(entry) = entry else { continue };
             let path = entry.path().join("container.json");
-            let Ok(data) = std::fs::read(&path) else { continue };
+            let Ok(data) = std::fs::read(&path) else {
+                continue;
+            };
             match serde_json::from_slice::<Container>(&data) {
                 Ok(c) => {
                     inner.containers.insert(c.id.clone(), c);
@@ -358,10 +604,22 @@ impl Containers {
         let running: Vec<String> = inner
             .containers
             .values()
-            .filter(|c| matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting))
+            .filter(|c| {
+                matches!(
+                    c.state.status,
+                    Status::Running | Status::Paused | Status::Restarting
+                )
+            })
             .map(|c| c.id.clone())
             .collect();
-        let this = Arc::new_cyclic(|me| Containers { cfg, images, on_event, inner: Mutex::new(inner), cond: Condvar::new(), me: me.clone() });
+        let this = Arc::new_cyclic(|me| Containers {
+            cfg,
+            images,
+            on_event,
+            inner: Mutex::new(inner),
+            cond: Condvar::new(),
+            me: me.clone(),
+        });
         for id in running {
             match UnixStream::connect(this.control_socket(&id)) {
                 Ok(stream) => this.spawn_watcher(id, None, Watch::Socket(stream)),
@@ -384,16 +642,23 @@ impl Containers {
         self.cfg.exec_root.join("c").join(&id[..id.len().min(16)])
     }
     fn exec_dir(&self, exec_id: &str) -> PathBuf {
-        self.cfg.exec_root.join("e").join(&exec_id[..exec_id.len().min(16)])
+        self.cfg
+            .exec_root
+            .join("e")
+            .join(&exec_id[..exec_id.len().min(16)])
     }
     fn control_socket(&self, id: &str) -> PathBuf {
         self.state_dir(id).join("control.sock")
     }
     fn runtime_path(&self, name: &str) -> Result<PathBuf, ContainerError> {
-        self.cfg.runtimes.get(name).cloned().ok_or_else(|| ContainerError::InvalidOption {
-            field: "runtime".into(),
-            reason: format!("unknown or invalid runtime name: {name}"),
-        })
+        self.cfg
+            .runtimes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ContainerError::InvalidOption {
+                field: "runtime".into(),
+                reason: format!("unknown or invalid runtime name: {name}"),
+            })
     }
     fn runtime_args(&self, name: &str) -> Vec<String> {
         self.cfg.runtime_args.get(name).cloned().unwrap_or_default()
@@ -418,7 +683,11 @@ impl Containers {
         if let Some(c) = inner.containers.values().find(|c| c.name == key) {
             return Ok(c.id.clone());
         }
-        let matches: Vec<&String> = inner.containers.keys().filter(|id| id.starts_with(key)).collect();
+        let matches: Vec<&String> = inner
+            .containers
+            .keys()
+            .filter(|id| id.starts_with(key))
+            .collect();
         match matches.len() {
             1 => Ok(matches[0].clone()),
             0 => Err(ContainerError::NotFound(name_or_id.to_string())),
@@ -438,22 +707,39 @@ impl Containers {
                 return Err(ContainerError::InvalidName(n.to_string()));
             }
         }
-        let runtime = opts.host.runtime.clone().unwrap_or_else(|| self.cfg.default_runtime.clone());
+        let runtime = opts
+            .host
+            .runtime
+            .clone()
+            .unwrap_or_else(|| self.cfg.default_runtime.clone());
         self.runtime_path(&runtime)?;
         spec::capabilities(&opts.host)?;
-        let log_type = if opts.host.log_type.is_empty() { "json-file" } else { opts.host.log_type.as_str() };
+        let log_type = if opts.host.log_type.is_empty() {
+            "json-file"
+        } else {
+            opts.host.log_type.as_str()
+        };
         if !matches!(log_type, "json-file" | "none") {
-            return Err(ContainerError::InvalidOption { field: "log driver".into(), reason: format!("logger: no log driver named '{log_type}' is registered") });
+            return Err(ContainerError::InvalidOption {
+                field: "log driver".into(),
+                reason: format!("logger: no log driver named '{log_type}' is registered"),
+            });
         }
         for (k, v) in &opts.host.log_opts {
             match k.as_str() {
                 "max-size" if logs::parse_size(v).is_some() => {}
                 "max-file" if v.parse::<usize>().map(|n| n >= 1).unwrap_or(false) => {}
                 "max-size" | "max-file" => {
-                    return Err(ContainerError::InvalidOption { field: "log-opt".into(), reason: format!("invalid value for {k}: {v}") })
+                    return Err(ContainerError::InvalidOption {
+                        field: "log-opt".into(),
+                        reason: format!("invalid value for {k}: {v}"),
+                    })
                 }
                 _ => {
-                    return Err(ContainerError::InvalidOption { field: "log-opt".into(), reason: format!("unknown log opt '{k}' for {log_type} log driver") })
+                    return Err(ContainerError::InvalidOption {
+                        field: "log-opt".into(),
+                        reason: format!("unknown log opt '{k}' for {log_type} log driver"),
+                    })
                 }
             }
         }
@@ -468,7 +754,12 @@ impl Containers {
             image_id: image.id,
             options: opts.clone(),
             config,
-            state: State { status: Status::Created, started_at: ZERO_TIME.into(), finished_at: ZERO_TIME.into(), ..Default::default() },
+            state: State {
+                status: Status::Created,
+                started_at: ZERO_TIME.into(),
+                finished_at: ZERO_TIME.into(),
+                ..Default::default()
+            },
             restart_count: 0,
             log_path: dir.join(format!("{id}-json.log")),
             rootfs: dir.join("rootfs"),
@@ -479,7 +770,10 @@ impl Containers {
             Some(n) => {
                 let n = n.strip_prefix('/').unwrap_or(n).to_string();
                 if let Some(other) = inner.containers.values().find(|c| c.name == n) {
-                    return Err(ContainerError::NameInUse { name: n, id: other.id.clone() });
+                    return Err(ContainerError::NameInUse {
+                        name: n,
+                        id: other.id.clone(),
+                    });
                 }
                 n
             }
@@ -506,7 +800,8 @@ impl Containers {
         let dir = self.container_dir(&c.id);
         let rootfs = dir.join("rootfs");
         for d in ["upper", "work", "rootfs"] {
-            std::fs::create_dir_all(dir.join(d)).map_err(io_err(format!("create {}", dir.join(d).display())))?;
+            std::fs::create_dir_all(dir.join(d))
+                .map_err(io_err(format!("create {}", dir.join(d).display())))?;
         }
         if is_mounted(&rootfs) {
             return Ok(());
@@ -517,22 +812,46 @@ impl Containers {
             std::fs::create_dir_all(&empty).map_err(io_err("create empty lower"))?;
             layers.push(empty);
         }
-        let lower: Vec<String> = layers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect();
+        let lower: Vec<String> = layers
+            .iter()
+            .rev()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.join(":"),
             dir.join("upper").display(),
             dir.join("work").display()
         );
-        nix::mount::mount(Some("overlay"), &rootfs, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
-            .map_err(|e| ContainerError::io(format!("mount overlay on {}", rootfs.display()), std::io::Error::from(e)))
+        nix::mount::mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| {
+            ContainerError::io(
+                format!("mount overlay on {}", rootfs.display()),
+                std::io::Error::from(e),
+            )
+        })
     }
 
     fn clean_runtime_state(&self, c: &Container) {
         let root = self.runtime_root(&c.runtime);
         if root.join(&c.id).exists() {
             if let Ok(rt) = self.runtime_path(&c.runtime) {
-                let _ = Command::new(rt).args(self.runtime_args(&c.runtime)).arg("--root").arg(&root).arg("delete").arg("--force").arg(&c.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                let _ = Command::new(rt)
+                    .args(self.runtime_args(&c.runtime))
+                    .arg("--root")
+                    .arg(&root)
+                    .arg("delete")
+                    .arg("--force")
+                    .arg(&c.id)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -550,7 +869,10 @@ impl Containers {
         }
         let log = std::fs::File::create(mcfg.state_dir.join("monitor.log")).ok();
         let mut cmd = Command::new(&self.cfg.self_exe);
-        cmd.arg("monitor").arg(config_path).stdin(Stdio::null()).stdout(Stdio::piped());
+        cmd.arg("monitor")
+            .arg(config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
         cmd.stderr(match log {
             Some(f) => Stdio::from(f),
             None => Stdio::null(),
@@ -564,11 +886,19 @@ impl Containers {
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return Err((None, format!("spawn monitor {}: {e}", self.cfg.self_exe.display()))),
+            Err(e) => {
+                return Err((
+                    None,
+                    format!("spawn monitor {}: {e}", self.cfg.self_exe.display()),
+                ))
+            }
         };
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let attach = AttachPoint { socket: mcfg.attach_socket.clone(), tty: mcfg.tty };
+        let attach = AttachPoint {
+            socket: mcfg.attach_socket.clone(),
+            tty: mcfg.tty,
+        };
         loop {
             match lines.next() {
                 Some(Ok(line)) if line == "created" => on_ready(&attach),
@@ -577,13 +907,18 @@ impl Containers {
                     return Ok((child, pid));
                 }
                 Some(Ok(line)) if line.starts_with("failed ") => {
-                    let msg = serde_json::from_str::<String>(&line["failed ".len()..]).unwrap_or_else(|_| line["failed ".len()..].to_string());
+                    let msg = serde_json::from_str::<String>(&line["failed ".len()..])
+                        .unwrap_or_else(|_| line["failed ".len()..].to_string());
                     return Err((Some(child), msg));
                 }
                 Some(Ok(_)) => continue,
                 _ => {
-                    let log = std::fs::read_to_string(mcfg.state_dir.join("monitor.log")).unwrap_or_default();
-                    return Err((Some(child), format!("monitor exited unexpectedly: {}", log.trim())));
+                    let log = std::fs::read_to_string(mcfg.state_dir.join("monitor.log"))
+                        .unwrap_or_default();
+                    return Err((
+                        Some(child),
+                        format!("monitor exited unexpectedly: {}", log.trim()),
+                    ));
                 }
             }
         }
@@ -593,7 +928,12 @@ impl Containers {
     /// `on_ready(attach)` is called after the runtime created the process but before it is
     /// started, so attach clients can connect without losing output; the monitor waits (up to
     /// 10 s) for `expected_attaches` connections on the attach socket before starting it.
-    pub fn start(&self, id: &str, expected_attaches: usize, on_ready: &mut dyn FnMut(&AttachPoint)) -> Result<(), ContainerError> {
+    pub fn start(
+        &self,
+        id: &str,
+        expected_attaches: usize,
+        on_ready: &mut dyn FnMut(&AttachPoint),
+    ) -> Result<(), ContainerError> {
         let c = {
             let mut inner = self.lock();
             let id = Self::find_id(&inner, id)?;
@@ -630,7 +970,12 @@ impl Containers {
         ContainerError::StartFailed { message }
     }
 
-    fn start_inner(&self, c: &Container, expected_attaches: usize, on_ready: &mut dyn FnMut(&AttachPoint)) -> Result<(), ContainerError> {
+    fn start_inner(
+        &self,
+        c: &Container,
+        expected_attaches: usize,
+        on_ready: &mut dyn FnMut(&AttachPoint),
+    ) -> Result<(), ContainerError> {
         let dir = self.container_dir(&c.id);
         let host = &c.options.host;
         let runtime = self.runtime_path(&c.runtime)?;
@@ -642,9 +987,19 @@ impl Containers {
             Err(msg) => return Err(self.start_failed(c, msg)),
         };
         let host_net = host.network_mode == "host";
-        let hostname = if host_net { nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default() } else { c.config.hostname.clone() };
+        let hostname = if host_net {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else {
+            c.config.hostname.clone()
+        };
         let etc = [
-            ("/etc/hostname", dir.join("hostname"), format!("{hostname}\n")),
+            (
+                "/etc/hostname",
+                dir.join("hostname"),
+                format!("{hostname}\n"),
+            ),
             (
                 "/etc/hosts",
                 dir.join("hosts"),
@@ -654,7 +1009,11 @@ impl Containers {
                     format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.0.1\t{hostname}\n")
                 },
             ),
-            ("/etc/resolv.conf", dir.join("resolv.conf"), resolv_conf(host_net)),
+            (
+                "/etc/resolv.conf",
+                dir.join("resolv.conf"),
+                resolv_conf(host_net),
+            ),
         ];
         let mut etc_files = Vec::new();
         for (dest, path, content) in etc {
@@ -699,21 +1058,31 @@ impl Containers {
             etc_files,
             init_path: Some(self.cfg.init_path.clone()),
             netns_path,
-            swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() || !Path::new("/sys/fs/cgroup/memory").is_dir(),
+            swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+                || !Path::new("/sys/fs/cgroup/memory").is_dir(),
         };
         let spec = spec::build_spec(&input)?;
         let spec_json = serde_json::to_vec_pretty(&spec).expect("spec serializes");
         write_atomic(&dir.join("config.json"), &spec_json)?;
 
         let state_dir = self.state_dir(&c.id);
-        std::fs::create_dir_all(&state_dir).map_err(io_err(format!("create {}", state_dir.display())))?;
+        std::fs::create_dir_all(&state_dir)
+            .map_err(io_err(format!("create {}", state_dir.display())))?;
         let log = if host.log_type == "none" {
             None
         } else {
             Some(LogConfig {
                 path: c.log_path.clone(),
-                max_size: host.log_opts.get("max-size").and_then(|s| logs::parse_size(s)).unwrap_or(0),
-                max_files: host.log_opts.get("max-file").and_then(|s| s.parse().ok()).unwrap_or(1),
+                max_size: host
+                    .log_opts
+                    .get("max-size")
+                    .and_then(|s| logs::parse_size(s))
+                    .unwrap_or(0),
+                max_files: host
+                    .log_opts
+                    .get("max-file")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(1),
             })
         };
         let mcfg = MonitorConfig {
@@ -733,7 +1102,8 @@ impl Containers {
             stdin_once: c.options.stdin_once,
             expected_attaches,
             memory_cgroup: Some(memory_cgroup(&c.id)),
-            loopback_up: host.network_mode != "host" && !host.network_mode.starts_with("container:"),
+            loopback_up: host.network_mode != "host"
+                && !host.network_mode.starts_with("container:"),
             init: host.init,
         };
         match self.run_monitor(&mcfg, &state_dir.join("monitor.json"), on_ready) {
@@ -801,7 +1171,9 @@ impl Containers {
         let rec = Self::read_exit(&state_dir);
         unmount(&self.container_dir(id).join("rootfs"));
         let mut inner = self.lock();
-        let Some(c) = inner.containers.get_mut(id) else { return };
+        let Some(c) = inner.containers.get_mut(id) else {
+            return;
+        };
         if c.state.status != Status::Running && !reconciling {
             return;
         }
@@ -816,7 +1188,11 @@ impl Containers {
                 }
             }
             None => {
-                c.state.status = if reconciling { Status::Dead } else { Status::Exited };
+                c.state.status = if reconciling {
+                    Status::Dead
+                } else {
+                    Status::Exited
+                };
                 c.state.exit_code = 255;
                 c.state.finished_at = now_rfc3339();
             }
@@ -828,13 +1204,21 @@ impl Containers {
         let c = c.clone();
         let _ = self.save(&c);
         *inner.exits.entry(id.to_string()).or_default() += 1;
-        for e in inner.execs.values_mut().filter(|e| e.container_id == id && e.running) {
+        for e in inner
+            .execs
+            .values_mut()
+            .filter(|e| e.container_id == id && e.running)
+        {
             e.running = false;
         }
         drop(inner);
         // Runtime leftovers (normally removed by the monitor).
         self.clean_runtime_state(&c);
-        (self.on_event)(ContainerEvent::Died { id: id.to_string(), exit_code: c.state.exit_code, oom_killed: c.state.oom_killed });
+        (self.on_event)(ContainerEvent::Died {
+            id: id.to_string(),
+            exit_code: c.state.exit_code,
+            oom_killed: c.state.oom_killed,
+        });
         self.cond.notify_all();
     }
 
@@ -848,7 +1232,11 @@ impl Containers {
         }
         drop(inner);
         let _ = std::fs::remove_dir_all(self.exec_dir(exec_id));
-        (self.on_event)(ContainerEvent::ExecDied { id: id.to_string(), exec_id: exec_id.to_string(), exit_code: code });
+        (self.on_event)(ContainerEvent::ExecDied {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            exit_code: code,
+        });
         self.cond.notify_all();
     }
 
@@ -867,7 +1255,11 @@ impl Containers {
                     if now >= d {
                         return false;
                     }
-                    inner = self.cond.wait_timeout(inner, d - now).unwrap_or_else(|e| e.into_inner()).0;
+                    inner = self
+                        .cond
+                        .wait_timeout(inner, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
                 None => inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
             }
@@ -887,7 +1279,12 @@ impl Containers {
 
     /// Sends the stop signal (the container's, or `signal`), waits `timeout` seconds (the
     /// container's `stop_timeout`, default 10; -1 = forever), then SIGKILL. No error if not running.
-    pub fn stop(&self, id: &str, timeout: Option<i64>, signal: Option<&str>) -> Result<(), ContainerError> {
+    pub fn stop(
+        &self,
+        id: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<(), ContainerError> {
         let c = self.get(id)?;
         if c.state.status != Status::Running {
             return Ok(());
@@ -895,7 +1292,11 @@ impl Containers {
         let sig = parse_signal(signal.unwrap_or(&c.config.stop_signal))?;
         let timeout = timeout.or(c.options.stop_timeout).unwrap_or(10);
         let _ = Self::signal_pid(c.state.pid, sig);
-        let t = if timeout < 0 { None } else { Some(Duration::from_secs(timeout as u64)) };
+        let t = if timeout < 0 {
+            None
+        } else {
+            Some(Duration::from_secs(timeout as u64))
+        };
         if self.wait_stopped(&c.id, t) {
             return Ok(());
         }
@@ -936,7 +1337,15 @@ impl Containers {
         self.clean_runtime_state(&c);
         let _ = std::fs::remove_dir_all(self.state_dir(&c.id));
         let dir = self.container_dir(&c.id);
-        std::fs::remove_dir_all(&dir).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).map_err(io_err(format!("remove {}", dir.display())))?;
+        std::fs::remove_dir_all(&dir)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(io_err(format!("remove {}", dir.display())))?;
         let mut inner = self.lock();
         inner.containers.remove(&c.id);
         inner.execs.retain(|_, e| e.container_id != c.id);
@@ -972,7 +1381,9 @@ impl Containers {
                     let running = c.state.status == Status::Running || inner.starting.contains(&id);
                     match condition {
                         WaitCondition::NotRunning if !running => return Ok(c.state.exit_code),
-                        WaitCondition::NextExit if inner.exits.get(&id).copied().unwrap_or(0) > start_exits => {
+                        WaitCondition::NextExit
+                            if inner.exits.get(&id).copied().unwrap_or(0) > start_exits =>
+                        {
                             return Ok(c.state.exit_code)
                         }
                         _ => {}
@@ -989,13 +1400,18 @@ impl Containers {
         if c.state.status != Status::Running {
             return Err(ContainerError::NotRunning(c.id));
         }
-        Ok(AttachPoint { socket: self.state_dir(&c.id).join("attach.sock"), tty: c.options.tty })
+        Ok(AttachPoint {
+            socket: self.state_dir(&c.id).join("attach.sock"),
+            tty: c.options.tty,
+        })
     }
 
     fn control(socket: &Path, line: &str) -> Result<(), ContainerError> {
-        let mut s = UnixStream::connect(socket).map_err(io_err(format!("connect {}", socket.display())))?;
+        let mut s =
+            UnixStream::connect(socket).map_err(io_err(format!("connect {}", socket.display())))?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        s.write_all(line.as_bytes()).map_err(io_err("write control command"))?;
+        s.write_all(line.as_bytes())
+            .map_err(io_err("write control command"))?;
         let mut buf = [0u8; 16];
         let _ = s.read(&mut buf);
         Ok(())
@@ -1007,11 +1423,18 @@ impl Containers {
         if c.state.status != Status::Running {
             return Err(ContainerError::NotRunning(c.id));
         }
-        Self::control(&self.control_socket(&c.id), &format!("resize {height} {width}\n"))
+        Self::control(
+            &self.control_socket(&c.id),
+            &format!("resize {height} {width}\n"),
+        )
     }
 
     /// `ps` output for the container's processes: (titles, rows), like Docker's `/top`.
-    pub fn top(&self, id: &str, ps_args: &str) -> Result<(Vec<String>, Vec<Vec<String>>), ContainerError> {
+    pub fn top(
+        &self,
+        id: &str,
+        ps_args: &str,
+    ) -> Result<(Vec<String>, Vec<Vec<String>>), ContainerError> {
         let c = self.get(id)?;
         if c.state.status != Status::Running {
             return Err(ContainerError::NotRunning(c.id));
@@ -1020,17 +1443,34 @@ impl Containers {
         if pids.is_empty() {
             pids.push(c.state.pid);
         }
-        let args: Vec<&str> = if ps_args.trim().is_empty() { vec!["-ef"] } else { ps_args.split_whitespace().collect() };
-        let out = Command::new("ps").args(&args).output().map_err(io_err("run ps"))?;
+        let args: Vec<&str> = if ps_args.trim().is_empty() {
+            vec!["-ef"]
+        } else {
+            ps_args.split_whitespace().collect()
+        };
+        let out = Command::new("ps")
+            .args(&args)
+            .output()
+            .map_err(io_err("run ps"))?;
         if !out.status.success() {
-            return Err(ContainerError::InvalidOption { field: "ps_args".into(), reason: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+            return Err(ContainerError::InvalidOption {
+                field: "ps_args".into(),
+                reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines();
-        let titles: Vec<String> = lines.next().unwrap_or("").split_whitespace().map(str::to_string).collect();
-        let pid_idx = titles.iter().position(|t| t == "PID").ok_or_else(|| ContainerError::InvalidOption {
-            field: "ps_args".into(),
-            reason: "Couldn't find PID field in ps output".into(),
+        let titles: Vec<String> = lines
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let pid_idx = titles.iter().position(|t| t == "PID").ok_or_else(|| {
+            ContainerError::InvalidOption {
+                field: "ps_args".into(),
+                reason: "Couldn't find PID field in ps output".into(),
+            }
         })?;
         let mut rows = Vec::new();
         for line in lines {
@@ -1038,11 +1478,16 @@ impl Containers {
             if fields.len() < titles.len() {
                 continue;
             }
-            let Ok(pid) = fields[pid_idx].parse::<i64>() else { continue };
+            let Ok(pid) = fields[pid_idx].parse::<i64>() else {
+                continue;
+            };
             if !pids.contains(&pid) {
                 continue;
             }
-            let mut row: Vec<String> = fields[..titles.len() - 1].iter().map(|s| s.to_string()).collect();
+            let mut row: Vec<String> = fields[..titles.len() - 1]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             row.push(fields[titles.len() - 1..].join(" "));
             rows.push(row);
         }
@@ -1051,7 +1496,11 @@ impl Containers {
 
     /// Image IDs used by any container (for `rmi` / prune), with one container ID each.
     pub fn images_in_use(&self) -> HashMap<String, String> {
-        self.lock().containers.values().map(|c| (c.image_id.clone(), c.id.clone())).collect()
+        self.lock()
+            .containers
+            .values()
+            .map(|c| (c.image_id.clone(), c.id.clone()))
+            .collect()
     }
 
     /// Registers an exec instance in a running container.
@@ -1061,15 +1510,31 @@ impl Containers {
             return Err(ContainerError::NotRunning(c.id));
         }
         if opts.cmd.is_empty() {
-            return Err(ContainerError::InvalidOption { field: "cmd".into(), reason: "No exec command specified".into() });
+            return Err(ContainerError::InvalidOption {
+                field: "cmd".into(),
+                reason: "No exec command specified".into(),
+            });
         }
-        let exec = Exec { id: random_hex(32), container_id: c.id, options: opts, running: false, exit_code: None, pid: 0 };
+        let exec = Exec {
+            id: random_hex(32),
+            container_id: c.id,
+            options: opts,
+            running: false,
+            exit_code: None,
+            pid: 0,
+        };
         self.lock().execs.insert(exec.id.clone(), exec.clone());
         Ok(exec)
     }
 
     /// Starts an exec instance; like [`Containers::start`] for attach. With `detach` nothing attaches.
-    pub fn exec_start(&self, exec_id: &str, detach: bool, expected_attaches: usize, on_ready: &mut dyn FnMut(&AttachPoint)) -> Result<(), ContainerError> {
+    pub fn exec_start(
+        &self,
+        exec_id: &str,
+        detach: bool,
+        expected_attaches: usize,
+        on_ready: &mut dyn FnMut(&AttachPoint),
+    ) -> Result<(), ContainerError> {
         let result = self.exec_start_inner(exec_id, detach, expected_attaches, on_ready);
         if let Err(err) = &result {
             // Whatever failed, a started exec ends with an exit code, so `exec_inspect` never
@@ -1079,7 +1544,9 @@ impl Containers {
                 if e.pid == -1 && e.exit_code.is_none() {
                     e.running = false;
                     e.exit_code = Some(match err {
-                        ContainerError::StartFailed { message } => crate::monitor::start_failure_exit_code(message),
+                        ContainerError::StartFailed { message } => {
+                            crate::monitor::start_failure_exit_code(message)
+                        }
                         _ => 126,
                     });
                 }
@@ -1090,12 +1557,24 @@ impl Containers {
         result
     }
 
-    fn exec_start_inner(&self, exec_id: &str, detach: bool, expected_attaches: usize, on_ready: &mut dyn FnMut(&AttachPoint)) -> Result<(), ContainerError> {
+    fn exec_start_inner(
+        &self,
+        exec_id: &str,
+        detach: bool,
+        expected_attaches: usize,
+        on_ready: &mut dyn FnMut(&AttachPoint),
+    ) -> Result<(), ContainerError> {
         let exec = {
             let mut inner = self.lock();
-            let e = inner.execs.get_mut(exec_id).ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
+            let e = inner
+                .execs
+                .get_mut(exec_id)
+                .ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
             if e.running || e.exit_code.is_some() || e.pid != 0 {
-                return Err(ContainerError::InvalidOption { field: "exec".into(), reason: format!("exec {exec_id} has already been started") });
+                return Err(ContainerError::InvalidOption {
+                    field: "exec".into(),
+                    reason: format!("exec {exec_id} has already been started"),
+                });
             }
             e.pid = -1;
             e.clone()
@@ -1106,8 +1585,13 @@ impl Containers {
         }
         let o = &exec.options;
         let rootfs = self.container_dir(&c.id).join("rootfs");
-        let user_str = o.user.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| c.config.user.clone());
-        let user = spec::resolve_user(&rootfs, &user_str).map_err(|message| ContainerError::StartFailed { message })?;
+        let user_str = o
+            .user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| c.config.user.clone());
+        let user = spec::resolve_user(&rootfs, &user_str)
+            .map_err(|message| ContainerError::StartFailed { message })?;
         let mut env = vec![format!("HOSTNAME={}", c.config.hostname)];
         if o.tty {
             env.push("TERM=xterm".into());
@@ -1123,11 +1607,26 @@ impl Containers {
         let mut host = c.options.host.clone();
         host.privileged = host.privileged || o.privileged;
         let caps = spec::capabilities(&host)?;
-        let cwd = o.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| c.config.working_dir.clone());
-        let process = spec::exec_process(o.cmd.clone(), env, cwd, &user, o.tty, &caps, spec::security_no_new_privileges(&host.security_opt));
+        let cwd = o
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| c.config.working_dir.clone());
+        let process = spec::exec_process(
+            o.cmd.clone(),
+            env,
+            cwd,
+            &user,
+            o.tty,
+            &caps,
+            spec::security_no_new_privileges(&host.security_opt),
+        );
         let dir = self.exec_dir(&exec.id);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        write_atomic(&dir.join("process.json"), &serde_json::to_vec(&process).expect("process serializes"))?;
+        write_atomic(
+            &dir.join("process.json"),
+            &serde_json::to_vec(&process).expect("process serializes"),
+        )?;
         let mcfg = MonitorConfig {
             id: c.id.clone(),
             exec_id: Some(exec.id.clone()),
@@ -1175,7 +1674,10 @@ impl Containers {
     /// Current state of an exec instance.
     pub fn exec_inspect(&self, exec_id: &str) -> Result<Exec, ContainerError> {
         let mut inner = self.lock();
-        let e = inner.execs.get_mut(exec_id).ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
+        let e = inner
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
         if e.running {
             // The monitor writes exit.json before it closes the attach streams, and a client
             // usually asks right after its stream ended: do not wait for the watcher.
@@ -1198,7 +1700,10 @@ impl Containers {
     pub fn exec_wait(&self, exec_id: &str) -> Result<i64, ContainerError> {
         let mut inner = self.lock();
         loop {
-            let e = inner.execs.get(exec_id).ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
+            let e = inner
+                .execs
+                .get(exec_id)
+                .ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
             if let Some(code) = e.exit_code {
                 return Ok(code);
             }
@@ -1207,12 +1712,20 @@ impl Containers {
     }
 
     /// Resizes an exec's TTY.
-    pub fn exec_resize(&self, exec_id: &str, height: u16, width: u16) -> Result<(), ContainerError> {
+    pub fn exec_resize(
+        &self,
+        exec_id: &str,
+        height: u16,
+        width: u16,
+    ) -> Result<(), ContainerError> {
         let e = self.exec_inspect(exec_id)?;
         if !e.running {
             return Err(ContainerError::NotRunning(e.container_id));
         }
-        Self::control(&self.exec_dir(exec_id).join("control.sock"), &format!("resize {height} {width}\n"))
+        Self::control(
+            &self.exec_dir(exec_id).join("control.sock"),
+            &format!("resize {height} {width}\n"),
+        )
     }
 }
 
@@ -1251,31 +1764,65 @@ mod tests {
 
     #[test]
     fn entrypoint_override_clears_cmd() {
-        let opts = CreateOptions { entrypoint: Some(vec!["/bin/sh".into()]), ..Default::default() };
+        let opts = CreateOptions {
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            ..Default::default()
+        };
         let r = resolve_config(ID, &image(), &opts).unwrap();
         assert_eq!((r.path.as_str(), r.args.len()), ("/bin/sh", 0));
-        let opts = CreateOptions { entrypoint: Some(vec!["/bin/sh".into()]), cmd: Some(vec!["-c".into(), "x".into()]), ..Default::default() };
+        let opts = CreateOptions {
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            cmd: Some(vec!["-c".into(), "x".into()]),
+            ..Default::default()
+        };
         let r = resolve_config(ID, &image(), &opts).unwrap();
         assert_eq!(r.args, vec!["-c", "x"]);
-        let opts = CreateOptions { entrypoint: Some(vec![]), cmd: Some(vec!["ls".into()]), ..Default::default() };
+        let opts = CreateOptions {
+            entrypoint: Some(vec![]),
+            cmd: Some(vec!["ls".into()]),
+            ..Default::default()
+        };
         let r = resolve_config(ID, &image(), &opts).unwrap();
         assert_eq!((r.path.as_str(), r.entrypoint.clone()), ("ls", None));
-        let opts = CreateOptions { cmd: Some(vec!["other".into()]), ..Default::default() };
+        let opts = CreateOptions {
+            cmd: Some(vec!["other".into()]),
+            ..Default::default()
+        };
         let r = resolve_config(ID, &image(), &opts).unwrap();
-        assert_eq!((r.path.as_str(), r.args.clone()), ("/entry", vec!["other".to_string()]));
-        let opts = CreateOptions { entrypoint: Some(vec![]), ..Default::default() };
+        assert_eq!(
+            (r.path.as_str(), r.args.clone()),
+            ("/entry", vec!["other".to_string()])
+        );
+        let opts = CreateOptions {
+            entrypoint: Some(vec![]),
+            ..Default::default()
+        };
         assert!(resolve_config(ID, &image(), &opts).is_err());
     }
 
     #[test]
     fn env_merge() {
-        let opts = CreateOptions { env: vec!["A=2".into(), "B=3".into()], ..Default::default() };
+        let opts = CreateOptions {
+            env: vec!["A=2".into(), "B=3".into()],
+            ..Default::default()
+        };
         let r = resolve_config(ID, &image(), &opts).unwrap();
         assert_eq!(r.env, vec!["PATH=/bin", "A=2", "B=3"]);
-        let r = resolve_config(ID, &barge_image::ContainerConfig { cmd: Some(vec!["x".into()]), ..Default::default() }, &CreateOptions::default()).unwrap();
+        let r = resolve_config(
+            ID,
+            &barge_image::ContainerConfig {
+                cmd: Some(vec!["x".into()]),
+                ..Default::default()
+            },
+            &CreateOptions::default(),
+        )
+        .unwrap();
         assert_eq!(r.env, vec![DEFAULT_PATH]);
         assert_eq!(r.working_dir, "/");
-        let opts = CreateOptions { working_dir: Some("rel".into()), ..Default::default() };
+        let opts = CreateOptions {
+            working_dir: Some("rel".into()),
+            ..Default::default()
+        };
         assert!(resolve_config(ID, &image(), &opts).is_err());
     }
 

@@ -39,7 +39,11 @@ pub enum ContainerError {
     #[error(transparent)]
     Image(#[from] barge_image::ImageError),
     #[error("{what}: {source}")]
-    Io { what: String, #[source] source: std::io::Error },
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ContainerError {
@@ -51,7 +55,9 @@ impl ContainerError {
             | ContainerError::RunningRemove { .. }
             | ContainerError::NotRunning(_)
             | ContainerError::AlreadyRunning(_) => ErrorKind::Conflict,
-            ContainerError::InvalidName(_) | ContainerError::InvalidOption { .. } => ErrorKind::InvalidInput,
+            ContainerError::InvalidName(_) | ContainerError::InvalidOption { .. } => {
+                ErrorKind::InvalidInput
+            }
             ContainerError::StartFailed { .. } | ContainerError::Io { .. } => ErrorKind::Internal,
             ContainerError::Image(e) => match e.kind() {
                 barge_image::ErrorKind::NotFound => ErrorKind::NotFound,
@@ -64,6 +70,9 @@ impl ContainerError {
 
     /// Wraps an I/O error with what was being done.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        ContainerError::Io { what: what.into(), source }
+        ContainerError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }

@@ -19,13 +19,13 @@
 //!   for an exec; `<exec-root>/runtime/<runtime-name>/` is the OCI runtime's `--root`.
 //! - cgroups: `linux.cgroupsPath` = `/barge/<id>`.
 
+mod containers;
 mod error;
 pub mod logs;
 pub mod monitor;
-mod types;
-mod containers;
 mod seccomp;
 mod spec;
+mod types;
 
 pub use containers::{Containers, ImageSource, SourceImage};
 pub use error::{ContainerError, ErrorKind};

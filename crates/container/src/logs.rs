@@ -43,8 +43,14 @@ pub fn format_line(stream: &str, time: DateTime<Utc>, log: &[u8]) -> Vec<u8> {
 /// Parses one json-file line (with or without its newline).
 pub fn parse_line(line: &[u8]) -> Option<LogEntry> {
     let line: JsonLine<'_> = serde_json::from_slice(line).ok()?;
-    let time = DateTime::parse_from_rfc3339(&line.time).ok()?.with_timezone(&Utc);
-    Some(LogEntry { stream: line.stream.into_owned(), time, log: line.log.into_owned().into_bytes() })
+    let time = DateTime::parse_from_rfc3339(&line.time)
+        .ok()?
+        .with_timezone(&Utc);
+    Some(LogEntry {
+        stream: line.stream.into_owned(),
+        time,
+        log: line.log.into_owned().into_bytes(),
+    })
 }
 
 /// All entries of a log: rotated files `<path>.N` (oldest first), then `<path>`.
@@ -115,7 +121,13 @@ impl LogWriter {
     pub fn open(path: &Path, max_size: u64, max_files: usize) -> io::Result<LogWriter> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(LogWriter { path: path.to_path_buf(), file, size, max_size, max_files: max_files.max(1) })
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size,
+            max_files: max_files.max(1),
+        })
     }
 
     /// Writes one entry (a single `write`).
@@ -132,13 +144,20 @@ impl LogWriter {
     fn rotate(&mut self) -> io::Result<()> {
         if self.max_files > 1 {
             for n in (1..self.max_files).rev() {
-                let from = if n == 1 { self.path.clone() } else { rotated(&self.path, n - 1) };
+                let from = if n == 1 {
+                    self.path.clone()
+                } else {
+                    rotated(&self.path, n - 1)
+                };
                 let to = rotated(&self.path, n);
                 if from.exists() {
                     std::fs::rename(&from, &to)?;
                 }
             }
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
         } else {
             self.file.set_len(0)?;
         }
@@ -185,7 +204,9 @@ mod tests {
 
     #[test]
     fn line_roundtrip() {
-        let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05.123456789Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let line = format_line("stdout", t, b"hi \"there\"\n");
         assert_eq!(
             String::from_utf8(line.clone()).unwrap(),
@@ -213,7 +234,8 @@ mod tests {
         let p = dir.path().join("c-json.log");
         let mut w = LogWriter::open(&p, 200, 3).unwrap();
         for i in 0..20 {
-            w.write_entry("stdout", Utc::now(), format!("line {i}\n").as_bytes()).unwrap();
+            w.write_entry("stdout", Utc::now(), format!("line {i}\n").as_bytes())
+                .unwrap();
         }
         assert!(p.exists());
         assert!(rotated(&p, 1).exists());
@@ -225,7 +247,13 @@ mod tests {
         assert_eq!(entries.last().unwrap().log, b"line 19\n");
         let nums: Vec<usize> = entries
             .iter()
-            .map(|e| String::from_utf8_lossy(&e.log).trim().trim_start_matches("line ").parse().unwrap())
+            .map(|e| {
+                String::from_utf8_lossy(&e.log)
+                    .trim()
+                    .trim_start_matches("line ")
+                    .parse()
+                    .unwrap()
+            })
             .collect();
         assert!(nums.windows(2).all(|w| w[1] == w[0] + 1));
         for f in [p.clone(), rotated(&p, 1)] {
@@ -239,7 +267,8 @@ mod tests {
         let p = dir.path().join("c-json.log");
         let mut w = LogWriter::open(&p, 100, 1).unwrap();
         for i in 0..10 {
-            w.write_entry("stderr", Utc::now(), format!("line {i}\n").as_bytes()).unwrap();
+            w.write_entry("stderr", Utc::now(), format!("line {i}\n").as_bytes())
+                .unwrap();
         }
         assert!(!rotated(&p, 1).exists());
         assert!(std::fs::metadata(&p).unwrap().len() <= 100);

@@ -83,7 +83,9 @@ pub struct ExitRecord {
 
 /// Exit code Docker reports for a start failure with this runtime message.
 pub fn start_failure_exit_code(message: &str) -> i64 {
-    if message.contains("executable file not found") || message.contains("no such file or directory") {
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
         127
     } else if message.contains("permission denied") {
         126
@@ -98,7 +100,10 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("usage: barge monitor <config.json>");
         return 2;
     };
-    let cfg: MonitorConfig = match std::fs::read(path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+    let cfg: MonitorConfig = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("barge monitor: cannot read {path}: {e}");
@@ -126,7 +131,11 @@ pub fn main(args: &[String]) -> i32 {
         Err(e) => {
             eprintln!("barge monitor {}: {e}", cfg.id);
             if let Some(s) = status.as_mut() {
-                let _ = writeln!(s, "failed {}", serde_json::to_string(&e).unwrap_or_default());
+                let _ = writeln!(
+                    s,
+                    "failed {}",
+                    serde_json::to_string(&e).unwrap_or_default()
+                );
             }
             1
         }
@@ -199,11 +208,32 @@ fn now() -> String {
 }
 
 fn fail(cfg: &MonitorConfig, status: &mut Option<File>, message: String) -> Result<(), String> {
-    write_exit(cfg, &ExitRecord { exit_code: start_failure_exit_code(&message), oom_killed: false, finished_at: now(), error: message.clone(), pid: 0 });
+    write_exit(
+        cfg,
+        &ExitRecord {
+            exit_code: start_failure_exit_code(&message),
+            oom_killed: false,
+            finished_at: now(),
+            error: message.clone(),
+            pid: 0,
+        },
+    );
     if cfg.exec_id.is_none() {
-        let _ = runtime_cmd(cfg).arg("delete").arg("--force").arg(&cfg.id).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = runtime_cmd(cfg)
+            .arg("delete")
+            .arg("--force")
+            .arg(&cfg.id)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
-    report(status, &format!("failed {}", serde_json::to_string(&message).unwrap_or_default()));
+    report(
+        status,
+        &format!(
+            "failed {}",
+            serde_json::to_string(&message).unwrap_or_default()
+        ),
+    );
     let _ = std::fs::remove_file(&cfg.attach_socket);
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())
@@ -243,8 +273,13 @@ fn recv_console(listener: &UnixListener) -> Result<OwnedFd, String> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| format!("console recvmsg: {e}"))?;
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("console recvmsg: {e}"))?;
     for c in msg.cmsgs().map_err(|e| format!("console cmsg: {e}"))? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
@@ -262,8 +297,11 @@ fn bind(path: &Path) -> Result<UnixListener, String> {
 }
 
 fn read_pid(path: &Path) -> Result<i32, String> {
-    let s = std::fs::read_to_string(path).map_err(|e| format!("read pid file {}: {e}", path.display()))?;
-    s.trim().parse().map_err(|_| format!("bad pid file {}", path.display()))
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| format!("read pid file {}: {e}", path.display()))?;
+    s.trim()
+        .parse()
+        .map_err(|_| format!("bad pid file {}", path.display()))
 }
 
 /// Sets `IFF_UP` on `lo` in the network namespace of `pid`, from a dedicated thread that enters
@@ -300,7 +338,9 @@ fn loopback_up(pid: i32) -> Result<(), String> {
         }
         Ok(())
     });
-    handle.join().map_err(|_| "loopback thread panicked".to_string())?
+    handle
+        .join()
+        .map_err(|_| "loopback thread panicked".to_string())?
 }
 
 /// Waits (briefly) until `pid` is no longer the runtime's `init` stub, i.e. the user's program has
@@ -317,7 +357,8 @@ fn wait_exec_done(pid: i32, init: bool) {
                 std::thread::sleep(Duration::from_millis(1))
             }
             Ok(_) if init => {
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
                 let blocked = status
                     .lines()
                     .find_map(|l| l.strip_prefix("SigBlk:"))
@@ -335,7 +376,12 @@ fn wait_exec_done(pid: i32, init: bool) {
 }
 
 fn set_winsize(fd: RawFd, rows: u16, cols: u16) {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ reads a winsize struct from a valid pointer.
     unsafe {
         libc::ioctl(fd, libc::TIOCSWINSZ, &ws);
@@ -396,7 +442,11 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
     let pid_file = cfg.state_dir.join("pid");
     let _ = std::fs::remove_file(&pid_file);
     let console_path = cfg.state_dir.join("console.sock");
-    let console = if cfg.tty { Some(bind(&console_path)?) } else { None };
+    let console = if cfg.tty {
+        Some(bind(&console_path)?)
+    } else {
+        None
+    };
 
     // stdio: (container side, our side)
     let mut stdin_w: Option<File> = None;
@@ -423,7 +473,10 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
 
     let build_exec = |stdio: Option<(Stdio, Stdio, Stdio)>| {
         let mut c = runtime_cmd(cfg);
-        c.arg("exec").arg("--detach").arg("--pid-file").arg(&pid_file);
+        c.arg("exec")
+            .arg("--detach")
+            .arg("--pid-file")
+            .arg(&pid_file);
         if let Some(p) = &cfg.process_json {
             c.arg("--process").arg(p);
         }
@@ -434,14 +487,20 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
         if let Some((i, o, e)) = stdio {
             c.stdin(i).stdout(o).stderr(e);
         } else {
-            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
         }
         c
     };
 
     if !is_exec {
         let mut c = runtime_cmd(cfg);
-        c.arg("create").arg("--bundle").arg(&cfg.bundle).arg("--pid-file").arg(&pid_file);
+        c.arg("create")
+            .arg("--bundle")
+            .arg(&cfg.bundle)
+            .arg("--pid-file")
+            .arg(&pid_file);
         if cfg.tty {
             c.arg("--console-socket").arg(&console_path);
         }
@@ -450,16 +509,24 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
         if let Some((i, o, e)) = child_stdio.take() {
             c.stdin(i).stdout(o).stderr(e);
         } else {
-            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
         }
-        let out = c.output().map_err(|e| format!("run {}: {e}", cfg.runtime.display()));
+        let out = c
+            .output()
+            .map_err(|e| format!("run {}: {e}", cfg.runtime.display()));
         drop(c);
         let out = match out {
             Ok(o) => o,
             Err(e) => return fail(cfg, status, e),
         };
         if !out.status.success() {
-            let fallback = if piped_stderr { String::from_utf8_lossy(&out.stderr).into_owned() } else { String::new() };
+            let fallback = if piped_stderr {
+                String::from_utf8_lossy(&out.stderr).into_owned()
+            } else {
+                String::new()
+            };
             return fail(cfg, status, runtime_error(cfg, &fallback));
         }
         if let Some(l) = &console {
@@ -484,14 +551,19 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
     // Wait for the expected attach clients.
     let mut clients: Vec<AttachClient> = Vec::new();
     if cfg.expected_attaches > 0 {
-        attach_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        attach_listener
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while clients.len() < cfg.expected_attaches && Instant::now() < deadline {
             match attach_listener.accept() {
                 Ok((s, _)) => {
                     let _ = s.set_nonblocking(false);
                     let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
-                    clients.push(AttachClient { stream: s, read_open: true });
+                    clients.push(AttachClient {
+                        stream: s,
+                        read_open: true,
+                    });
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -506,7 +578,11 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
             Ok(o) if o.status.success() => {}
             Ok(o) => {
                 let message = runtime_error(cfg, &String::from_utf8_lossy(&o.stderr));
-                tell_clients(cfg, &mut clients, &format!("OCI runtime exec failed: {message}"));
+                tell_clients(
+                    cfg,
+                    &mut clients,
+                    &format!("OCI runtime exec failed: {message}"),
+                );
                 return fail(cfg, status, message);
             }
             Err(e) => return fail(cfg, status, format!("run {}: {e}", cfg.runtime.display())),
@@ -518,10 +594,22 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
             }
         }
     } else {
-        let out = runtime_cmd(cfg).arg("start").arg(&cfg.id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output();
+        let out = runtime_cmd(cfg)
+            .arg("start")
+            .arg(&cfg.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
         match out {
             Ok(o) if o.status.success() => {}
-            Ok(o) => return fail(cfg, status, runtime_error(cfg, &String::from_utf8_lossy(&o.stderr))),
+            Ok(o) => {
+                return fail(
+                    cfg,
+                    status,
+                    runtime_error(cfg, &String::from_utf8_lossy(&o.stderr)),
+                )
+            }
             Err(e) => return fail(cfg, status, format!("run {}: {e}", cfg.runtime.display())),
         }
     }
@@ -543,8 +631,12 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
     };
     let mut bufs: HashMap<u8, LineBuffer> = HashMap::new();
     let mut controls: Vec<(UnixStream, Vec<u8>)> = Vec::new();
-    attach_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    control_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    attach_listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
+    control_listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
     let mut exit_status: Option<i64> = None;
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 32 * 1024];
@@ -571,14 +663,20 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
             }
         }
         let outputs_open = out_r.is_some() || err_r.is_some() || master.is_some();
-        if exit_status.is_some() && (!outputs_open || drain_deadline.is_some_and(|d| Instant::now() >= d)) {
+        if exit_status.is_some()
+            && (!outputs_open || drain_deadline.is_some_and(|d| Instant::now() >= d))
+        {
             break;
         }
         // Build the poll set.
         let mut pfds: Vec<libc::pollfd> = Vec::new();
         let mut kinds: Vec<(u8, usize)> = Vec::new(); // kind, index
         let mut add = |fd: RawFd, kind: u8, idx: usize, pfds: &mut Vec<libc::pollfd>| {
-            pfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
             kinds.push((kind, idx));
         };
         add(sfd.as_raw_fd(), 0, 0, &mut pfds);
@@ -617,13 +715,18 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
                 0 => {
                     let mut si = [0u8; 128];
                     // SAFETY: reading a signalfd_siginfo into a 128-byte buffer.
-                    while unsafe { libc::read(sfd.as_raw_fd(), si.as_mut_ptr().cast(), si.len()) } > 0 {}
+                    while unsafe { libc::read(sfd.as_raw_fd(), si.as_mut_ptr().cast(), si.len()) }
+                        > 0
+                    {}
                 }
                 1 => {
                     while let Ok((s, _)) = attach_listener.accept() {
                         let _ = s.set_nonblocking(false);
                         let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
-                        clients.push(AttachClient { stream: s, read_open: true });
+                        clients.push(AttachClient {
+                            stream: s,
+                            read_open: true,
+                        });
                     }
                 }
                 2 => {
@@ -642,13 +745,11 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
                     let r = file.read(&mut buf);
                     let stream_no: u8 = if kind == 4 { 1 } else { idx as u8 };
                     match r {
-                        Ok(0) | Err(_) => {
-                            match (kind, idx) {
-                                (3, 1) => out_r = None,
-                                (3, _) => err_r = None,
-                                _ => master = None,
-                            }
-                        }
+                        Ok(0) | Err(_) => match (kind, idx) {
+                            (3, 1) => out_r = None,
+                            (3, _) => err_r = None,
+                            _ => master = None,
+                        },
                         Ok(k) => {
                             let data = &buf[..k];
                             if let Some(w) = log.as_mut() {
@@ -667,7 +768,9 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
                     }
                 }
                 5 => {
-                    let Some(c) = clients.get_mut(idx) else { continue };
+                    let Some(c) = clients.get_mut(idx) else {
+                        continue;
+                    };
                     match c.stream.read(&mut buf) {
                         Ok(0) => {
                             c.read_open = false;
@@ -697,7 +800,9 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
                     }
                 }
                 6 => {
-                    let Some((s, pending)) = controls.get_mut(idx) else { continue };
+                    let Some((s, pending)) = controls.get_mut(idx) else {
+                        continue;
+                    };
                     match s.read(&mut buf) {
                         Ok(0) | Err(_) => drop_controls.push(idx),
                         Ok(k) => {
@@ -707,7 +812,9 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
                                 let line = String::from_utf8_lossy(&line);
                                 let parts: Vec<&str> = line.split_whitespace().collect();
                                 if let ["resize", h, w] = parts.as_slice() {
-                                    if let (Ok(h), Ok(w), Some(m)) = (h.parse::<u16>(), w.parse::<u16>(), master.as_ref()) {
+                                    if let (Ok(h), Ok(w), Some(m)) =
+                                        (h.parse::<u16>(), w.parse::<u16>(), master.as_ref())
+                                    {
                                         set_winsize(m.as_raw_fd(), h, w);
                                     }
                                     let _ = s.write_all(b"ok\n");
@@ -735,19 +842,43 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
     if let Some(w) = log.as_mut() {
         for (stream_no, b) in bufs.iter_mut() {
             if let Some(rest) = b.flush() {
-                let _ = w.write_entry(if *stream_no == 2 { "stderr" } else { "stdout" }, chrono::Utc::now(), &rest);
+                let _ = w.write_entry(
+                    if *stream_no == 2 { "stderr" } else { "stdout" },
+                    chrono::Utc::now(),
+                    &rest,
+                );
             }
         }
     }
-    let oom_killed = cfg.memory_cgroup.as_deref().map(|cg| oom_count(cg) > 0).unwrap_or(false);
+    let oom_killed = cfg
+        .memory_cgroup
+        .as_deref()
+        .map(|cg| oom_count(cg) > 0)
+        .unwrap_or(false);
     let mut code = exit_status.unwrap_or(255);
     if oom_killed && code == 128 + libc::SIGKILL as i64 {
         code = 137;
     }
-    write_exit(cfg, &ExitRecord { exit_code: code, oom_killed, finished_at: now(), error: String::new(), pid: pid as i64 });
+    write_exit(
+        cfg,
+        &ExitRecord {
+            exit_code: code,
+            oom_killed,
+            finished_at: now(),
+            error: String::new(),
+            pid: pid as i64,
+        },
+    );
     drop(clients);
     if !is_exec {
-        let _ = runtime_cmd(cfg).arg("delete").arg("--force").arg(&cfg.id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = runtime_cmd(cfg)
+            .arg("delete")
+            .arg("--force")
+            .arg(&cfg.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
     let _ = std::fs::remove_file(&cfg.attach_socket);
     let _ = std::fs::remove_file(&cfg.control_socket);

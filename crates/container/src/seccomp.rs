@@ -8,7 +8,8 @@
 //! spec is built, so the runtime only sees plain rules.
 
 use oci_spec::runtime::{
-    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompOperator, LinuxSyscall,
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompOperator,
+    LinuxSyscall,
 };
 
 /// The always-allowed syscalls.
@@ -65,13 +66,28 @@ struct Rule {
 }
 
 const fn allow(names: &'static str) -> Rule {
-    Rule { names, errno: None, args: &[], inc_caps: &[], inc_arches: &[], inc_min_kernel: None, exc_caps: &[], exc_arches: &[] }
+    Rule {
+        names,
+        errno: None,
+        args: &[],
+        inc_caps: &[],
+        inc_arches: &[],
+        inc_min_kernel: None,
+        exc_caps: &[],
+        exc_arches: &[],
+    }
 }
 const fn cap(names: &'static str, caps: &'static [&'static str]) -> Rule {
-    Rule { inc_caps: caps, ..allow(names) }
+    Rule {
+        inc_caps: caps,
+        ..allow(names)
+    }
 }
 const fn arch(names: &'static str, arches: &'static [&'static str]) -> Rule {
-    Rule { inc_arches: arches, ..allow(names) }
+    Rule {
+        inc_arches: arches,
+        ..allow(names)
+    }
 }
 
 use LinuxSeccompOperator::{ScmpCmpEq as EQ, ScmpCmpMaskedEq as MASKED_EQ, ScmpCmpNe as NE};
@@ -144,7 +160,9 @@ pub(crate) fn kernel_version() -> (u32, u32) {
     let rel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut it = rel.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+    let mut it = rel
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
     let major = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let minor = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     (major, minor)
@@ -185,7 +203,11 @@ pub(crate) fn default_profile(caps: &[String], goarch: &str, kernel: (u32, u32))
     seccomp
 }
 
-fn make_syscall(names: &str, errno: Option<u32>, args: &[(u32, u64, LinuxSeccompOperator)]) -> LinuxSyscall {
+fn make_syscall(
+    names: &str,
+    errno: Option<u32>,
+    args: &[(u32, u64, LinuxSeccompOperator)],
+) -> LinuxSyscall {
     let mut sc = LinuxSyscall::default();
     sc.set_names(names.split_whitespace().map(str::to_string).collect());
     match errno {
@@ -193,7 +215,8 @@ fn make_syscall(names: &str, errno: Option<u32>, args: &[(u32, u64, LinuxSeccomp
             sc.set_action(LinuxSeccompAction::ScmpActAllow);
         }
         Some(e) => {
-            sc.set_action(LinuxSeccompAction::ScmpActErrno).set_errno_ret(Some(e));
+            sc.set_action(LinuxSeccompAction::ScmpActErrno)
+                .set_errno_ret(Some(e));
         }
     }
     if !args.is_empty() {
@@ -218,7 +241,12 @@ mod tests {
     use super::*;
 
     fn names(p: &LinuxSeccomp) -> Vec<String> {
-        p.syscalls().as_ref().unwrap().iter().flat_map(|s| s.names().clone()).collect()
+        p.syscalls()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s.names().clone())
+            .collect()
     }
 
     #[test]
@@ -231,8 +259,12 @@ mod tests {
         assert!(!n.contains(&"reboot".to_string()));
         // clone with the namespace mask and clone3 → ENOSYS are present.
         let sc = p.syscalls().as_ref().unwrap();
-        assert!(sc.iter().any(|s| s.names() == &vec!["clone3".to_string()] && s.errno_ret() == Some(38)));
-        assert!(sc.iter().any(|s| s.names() == &vec!["clone".to_string()] && s.args().is_some()));
+        assert!(sc
+            .iter()
+            .any(|s| s.names() == &vec!["clone3".to_string()] && s.errno_ret() == Some(38)));
+        assert!(sc
+            .iter()
+            .any(|s| s.names() == &vec!["clone".to_string()] && s.args().is_some()));
     }
 
     #[test]

@@ -86,14 +86,25 @@ const MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/powercap",
 ];
 
-const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// The capabilities available here (Docker's `GetAllCapabilities`): [`ALL_CAPS`] filtered by this
 /// process' bounding set, so `--privileged`/`--cap-add ALL` never ask for what we cannot grant.
 pub(crate) fn available_caps() -> Vec<String> {
-    let bounding = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("CapBnd:").and_then(|v| u64::from_str_radix(v.trim(), 16).ok()))
-    });
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("CapBnd:")
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+        });
     ALL_CAPS
         .iter()
         .enumerate()
@@ -180,11 +191,16 @@ pub(crate) fn resolve_user_from(passwd: &str, group: &str, user: &str) -> Result
         Some(n) => f[2].parse::<u32>().ok() == Some(n),
         None => f[0] == user_part,
     });
-    let mut out = ExecUser { home: "/".into(), ..Default::default() };
+    let mut out = ExecUser {
+        home: "/".into(),
+        ..Default::default()
+    };
     let mut user_name = None;
     match (found, numeric_uid) {
         (Some(f), _) => {
-            out.uid = f[2].parse().map_err(|_| format!("invalid uid in passwd entry for {}", f[0]))?;
+            out.uid = f[2]
+                .parse()
+                .map_err(|_| format!("invalid uid in passwd entry for {}", f[0]))?;
             out.gid = f[3].parse().unwrap_or(0);
             if let Some(h) = f.get(5) {
                 if !h.is_empty() {
@@ -194,7 +210,11 @@ pub(crate) fn resolve_user_from(passwd: &str, group: &str, user: &str) -> Result
             user_name = Some(f[0].to_string());
         }
         (None, Some(n)) => out.uid = n,
-        (None, None) => return Err(format!("unable to find user {user_part}: no matching entries in passwd file")),
+        (None, None) => {
+            return Err(format!(
+                "unable to find user {user_part}: no matching entries in passwd file"
+            ))
+        }
     }
     let groups: Vec<Vec<&str>> = group
         .lines()
@@ -206,10 +226,9 @@ pub(crate) fn resolve_user_from(passwd: &str, group: &str, user: &str) -> Result
         if let Ok(n) = g.parse::<u32>() {
             out.gid = n;
         } else {
-            let f = groups
-                .iter()
-                .find(|f| f[0] == g)
-                .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?;
+            let f = groups.iter().find(|f| f[0] == g).ok_or_else(|| {
+                format!("unable to find group {g}: no matching entries in group file")
+            })?;
             out.gid = f[2].parse().unwrap_or(0);
         }
     } else if let Some(name) = &user_name {
@@ -287,7 +306,11 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if host.privileged { "rw" } else { "ro" }]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
     ];
-    let shm = if host.shm_size > 0 { host.shm_size } else { 64 * 1024 * 1024 };
+    let shm = if host.shm_size > 0 {
+        host.shm_size
+    } else {
+        64 * 1024 * 1024
+    };
     mounts.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]}));
     for (dest, src) in &input.etc_files {
         mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
@@ -301,7 +324,12 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         }
     }
 
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
     match (host.network_mode.as_str(), &input.netns_path) {
         ("host", _) => {}
         (_, Some(p)) => namespaces.push(json!({"type": "network", "path": p})),
@@ -329,7 +357,11 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     };
 
     let mut resources = json!({"devices": devices_cgroup});
-    let host_devices = if host.privileged { privileged_devices(Path::new("/dev")) } else { Vec::new() };
+    let host_devices = if host.privileged {
+        privileged_devices(Path::new("/dev"))
+    } else {
+        Vec::new()
+    };
     let mut memory = serde_json::Map::new();
     if host.memory > 0 {
         memory.insert("limit".into(), json!(host.memory));
@@ -351,7 +383,10 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     if host.nano_cpus > 0 {
         let period: u64 = 100_000;
         cpu.insert("period".into(), json!(period));
-        cpu.insert("quota".into(), json!((host.nano_cpus as i128 * period as i128 / 1_000_000_000) as i64));
+        cpu.insert(
+            "quota".into(),
+            json!((host.nano_cpus as i128 * period as i128 / 1_000_000_000) as i64),
+        );
     }
     if host.cpu_shares > 0 {
         cpu.insert("shares".into(), json!(host.cpu_shares));
@@ -373,11 +408,16 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
         if !seccomp_unconfined {
-            let profile = crate::seccomp::default_profile(&caps, crate::seccomp::host_goarch(), crate::seccomp::kernel_version());
-            linux["seccomp"] = serde_json::to_value(&profile).map_err(|e| ContainerError::InvalidOption {
-                field: "seccomp".into(),
-                reason: e.to_string(),
-            })?;
+            let profile = crate::seccomp::default_profile(
+                &caps,
+                crate::seccomp::host_goarch(),
+                crate::seccomp::kernel_version(),
+            );
+            linux["seccomp"] =
+                serde_json::to_value(&profile).map_err(|e| ContainerError::InvalidOption {
+                    field: "seccomp".into(),
+                    reason: e.to_string(),
+                })?;
         }
     }
 
@@ -409,7 +449,10 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     if !input.domainname.is_empty() {
         spec["domainname"] = json!(input.domainname);
     }
-    serde_json::from_value(spec).map_err(|e| ContainerError::InvalidOption { field: "spec".into(), reason: e.to_string() })
+    serde_json::from_value(spec).map_err(|e| ContainerError::InvalidOption {
+        field: "spec".into(),
+        reason: e.to_string(),
+    })
 }
 
 /// All host devices under `/dev` (as `--privileged` gives them to the container), except the
@@ -419,14 +462,25 @@ fn privileged_devices(dev: &Path) -> Vec<Value> {
     let mut out = Vec::new();
     let mut stack = vec![dev.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
-            let rel = path.strip_prefix(dev).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-            if ["pts", "shm", "mqueue", "console", "ptmx", "fd", "stdin", "stdout", "stderr"].contains(&rel.as_str()) {
+            let rel = path
+                .strip_prefix(dev)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if [
+                "pts", "shm", "mqueue", "console", "ptmx", "fd", "stdin", "stdout", "stderr",
+            ]
+            .contains(&rel.as_str())
+            {
                 continue;
             }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             let ft = meta.file_type();
             if ft.is_dir() {
                 stack.push(path);
@@ -530,12 +584,21 @@ mod tests {
         let mut h = host();
         h.cap_drop = vec!["ALL".into()];
         h.cap_add = vec!["NET_BIND_SERVICE".into()];
-        assert_eq!(capabilities(&h).unwrap(), vec!["CAP_NET_BIND_SERVICE".to_string()]);
+        assert_eq!(
+            capabilities(&h).unwrap(),
+            vec!["CAP_NET_BIND_SERVICE".to_string()]
+        );
         let mut h = host();
         h.cap_add = vec!["ALL".into()];
         h.cap_drop = vec!["SYS_ADMIN".into()];
         let c = capabilities(&h).unwrap();
-        assert_eq!(c.len(), available_caps().iter().filter(|c| *c != "CAP_SYS_ADMIN").count());
+        assert_eq!(
+            c.len(),
+            available_caps()
+                .iter()
+                .filter(|c| *c != "CAP_SYS_ADMIN")
+                .count()
+        );
         let mut h = host();
         h.cap_add = vec!["BOGUS".into()];
         assert!(capabilities(&h).is_err());
@@ -547,7 +610,13 @@ mod tests {
         h.privileged = true;
         let spec = build_spec(&input(&h)).unwrap();
         let v = serde_json::to_value(&spec).unwrap();
-        assert_eq!(v["process"]["capabilities"]["bounding"].as_array().unwrap().len(), available_caps().len());
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            available_caps().len()
+        );
         assert!(v["linux"].get("seccomp").is_none());
         assert!(v["linux"].get("maskedPaths").is_none());
         assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], json!(true));
@@ -559,16 +628,37 @@ mod tests {
         let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
         assert_eq!(v["linux"]["cgroupsPath"], json!("/barge/abc"));
         assert!(v["linux"]["seccomp"]["syscalls"].as_array().unwrap().len() > 10);
-        assert_eq!(v["linux"]["maskedPaths"].as_array().unwrap().len(), MASKED_PATHS.len());
-        let ns: Vec<String> = v["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap().to_string()).collect();
+        assert_eq!(
+            v["linux"]["maskedPaths"].as_array().unwrap().len(),
+            MASKED_PATHS.len()
+        );
+        let ns: Vec<String> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap().to_string())
+            .collect();
         assert!(ns.contains(&"network".to_string()));
-        let shm = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/dev/shm").unwrap().clone();
-        assert!(shm["options"].as_array().unwrap().contains(&json!("size=67108864")));
+        let shm = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap()
+            .clone();
+        assert!(shm["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("size=67108864")));
         let mut h = host();
         h.network_mode = "host".into();
         h.security_opt = vec!["seccomp=unconfined".into(), "no-new-privileges".into()];
         let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
-        assert!(!v["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "network"));
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
         assert!(v["linux"].get("seccomp").is_none());
         assert_eq!(v["process"]["noNewPrivileges"], json!(true));
     }
@@ -589,7 +679,10 @@ mod tests {
         assert_eq!(r["cpu"]["period"], json!(100000));
         assert_eq!(r["cpu"]["shares"], json!(512));
         assert_eq!(r["pids"]["limit"], json!(100));
-        assert_eq!(v["process"]["args"], json!(["/sbin/docker-init", "--", "sh"]));
+        assert_eq!(
+            v["process"]["args"],
+            json!(["/sbin/docker-init", "--", "sh"])
+        );
         h.memory_swap = -1;
         let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
         assert_eq!(v["linux"]["resources"]["memory"]["swap"], json!(-1));
@@ -610,7 +703,9 @@ mod tests {
         assert_eq!((u.uid, u.gid), (1234, 5678));
         let u = resolve_user_from(passwd, group, "1234").unwrap();
         assert_eq!((u.uid, u.gid), (1234, 0));
-        assert!(resolve_user_from(passwd, group, "ghost").unwrap_err().contains("unable to find user ghost"));
+        assert!(resolve_user_from(passwd, group, "ghost")
+            .unwrap_err()
+            .contains("unable to find user ghost"));
         assert!(resolve_user_from(passwd, group, "www:nogroup").is_err());
     }
 }

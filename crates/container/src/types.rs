@@ -216,9 +216,17 @@ pub struct Exec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContainerEvent {
     /// The container's main process exited (`die`); `exit_code` as Docker reports it.
-    Died { id: String, exit_code: i64, oom_killed: bool },
+    Died {
+        id: String,
+        exit_code: i64,
+        oom_killed: bool,
+    },
     /// An exec process exited.
-    ExecDied { id: String, exec_id: String, exit_code: i64 },
+    ExecDied {
+        id: String,
+        exec_id: String,
+        exit_code: i64,
+    },
 }
 
 /// Where a started process' streams can be reached: a Unix socket served by its monitor.

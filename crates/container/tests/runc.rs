@@ -20,14 +20,31 @@ fn busybox_rootfs() -> Option<PathBuf> {
         if dir.join(".done").exists() {
             return Some(dir);
         }
-        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(Path::new(LAYOUT).join("index.json")).ok()?).ok()?;
-        let desc = index["manifests"].as_array()?.iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "busybox:1.35")?;
-        let blob = |d: &str| Path::new(LAYOUT).join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(desc["digest"].as_str()?)).ok()?).ok()?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(Path::new(LAYOUT).join("index.json")).ok()?)
+                .ok()?;
+        let desc = index["manifests"]
+            .as_array()?
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "busybox:1.35")?;
+        let blob = |d: &str| {
+            Path::new(LAYOUT)
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:"))
+        };
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blob(desc["digest"].as_str()?)).ok()?).ok()?;
         let layer = blob(manifest["layers"][0]["digest"].as_str()?);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("tar").arg("-xzf").arg(&layer).arg("-C").arg(&dir).status().ok()?.success();
+        let ok = std::process::Command::new("tar")
+            .arg("-xzf")
+            .arg(&layer)
+            .arg("-C")
+            .arg(&dir)
+            .status()
+            .ok()?
+            .success();
         if !ok {
             return None;
         }
@@ -49,7 +66,9 @@ impl ImageSource for FakeImages {
         Ok(SourceImage {
             id: "sha256:0000000000000000000000000000000000000000000000000000000000000001".into(),
             config: barge_image::ContainerConfig {
-                env: Some(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]),
+                env: Some(vec![
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ]),
                 cmd: Some(vec!["sh".into()]),
                 ..Default::default()
             },
@@ -74,14 +93,22 @@ fn init_path() -> PathBuf {
     }
     // <target>/debug/barge-container-monitor → <target>/release/barge-init
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_barge-container-monitor"));
-    exe.parent().unwrap().parent().unwrap().join("release/barge-init")
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("release/barge-init")
 }
 
 /// With `BARGE_TEST_RUNTIME` = a `barge` binary (run as `barge runtime ...`) or a
 /// `barge-runtime` binary, the tests run on the embedded runtime instead of runc.
 fn embedded_runtime() -> Option<(PathBuf, Vec<String>)> {
     let path = PathBuf::from(std::env::var_os("BARGE_TEST_RUNTIME")?);
-    let args = if path.file_name().is_some_and(|n| n == "barge") { vec!["runtime".to_string()] } else { Vec::new() };
+    let args = if path.file_name().is_some_and(|n| n == "barge") {
+        vec!["runtime".to_string()]
+    } else {
+        Vec::new()
+    };
     Some((path, args))
 }
 
@@ -96,8 +123,17 @@ impl Env {
         let data = tempfile::tempdir().unwrap();
         let mut b = [0u8; 4];
         getrandom::fill(&mut b).unwrap();
-        let exec_root = PathBuf::from(format!("/tmp/bct-{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]));
-        let mut env = Env { data, exec_root, rootfs, events: Arc::default(), containers: None };
+        let exec_root = PathBuf::from(format!(
+            "/tmp/bct-{:02x}{:02x}{:02x}{:02x}",
+            b[0], b[1], b[2], b[3]
+        ));
+        let mut env = Env {
+            data,
+            exec_root,
+            rootfs,
+            events: Arc::default(),
+            containers: None,
+        };
         env.containers = Some(env.open());
         Some(env)
     }
@@ -126,7 +162,9 @@ impl Env {
         let events = self.events.clone();
         Containers::open_with_source(
             self.cfg(),
-            Box::new(FakeImages { rootfs: self.rootfs.clone() }),
+            Box::new(FakeImages {
+                rootfs: self.rootfs.clone(),
+            }),
             Box::new(move |e| events.lock().unwrap().push(e)),
         )
         .unwrap()
@@ -184,7 +222,10 @@ fn read_frames(mut s: UnixStream) -> (String, String) {
             out.0.extend(data);
         }
     }
-    (String::from_utf8_lossy(&out.0).into_owned(), String::from_utf8_lossy(&out.1).into_owned())
+    (
+        String::from_utf8_lossy(&out.0).into_owned(),
+        String::from_utf8_lossy(&out.1).into_owned(),
+    )
 }
 
 #[test]
@@ -197,10 +238,26 @@ fn echo_log_and_exit_code() {
     assert_eq!(got.state.status, Status::Exited);
     assert_eq!(got.state.exit_code, 3);
     let entries = barge_container::logs::read_entries(&got.log_path).unwrap();
-    assert!(entries.iter().any(|e| e.stream == "stdout" && e.log == b"hi\n"), "{entries:?}");
-    assert!(entries.iter().any(|e| e.stream == "stderr" && e.log == b"err\n"), "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.stream == "stdout" && e.log == b"hi\n"),
+        "{entries:?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.stream == "stderr" && e.log == b"err\n"),
+        "{entries:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !env.events.lock().unwrap().iter().any(|e| matches!(e, ContainerEvent::Died { exit_code: 3, .. })) {
+    while !env
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, ContainerEvent::Died { exit_code: 3, .. }))
+    {
         assert!(Instant::now() < deadline, "no Died event");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -233,17 +290,25 @@ fn kill_9_is_137_and_top() {
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     let (titles, rows) = env.c().top(&c.id, "").unwrap();
     assert!(titles.contains(&"PID".to_string()));
-    assert!(rows.iter().any(|r| r.last().unwrap().contains("sleep 100")), "{rows:?}");
+    assert!(
+        rows.iter().any(|r| r.last().unwrap().contains("sleep 100")),
+        "{rows:?}"
+    );
     env.c().kill(&c.id, "KILL").unwrap();
     assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 137);
     assert!(!env.c().get(&c.id).unwrap().state.oom_killed);
-    assert!(matches!(env.c().kill(&c.id, "KILL"), Err(ContainerError::NotRunning(_))));
+    assert!(matches!(
+        env.c().kill(&c.id, "KILL"),
+        Err(ContainerError::NotRunning(_))
+    ));
 }
 
 #[test]
 fn oom_kill_reports_137() {
     let Some(env) = Env::new() else { return };
-    let c = env.create(&["sh", "-c", "x=a; while true; do x=$x$x; done"], |o| o.host.memory = 16 << 20);
+    let c = env.create(&["sh", "-c", "x=a; while true; do x=$x$x; done"], |o| {
+        o.host.memory = 16 << 20
+    });
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 137);
     assert!(env.c().get(&c.id).unwrap().state.oom_killed);
@@ -260,17 +325,24 @@ fn init_stops_fast() {
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     let t = Instant::now();
     env.c().stop(&c.id, Some(10), None).unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5), "stop took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        t.elapsed()
+    );
     assert_eq!(env.c().get(&c.id).unwrap().state.exit_code, 143);
 }
 
 #[test]
 fn attach_stdin_and_output() {
     let Some(env) = Env::new() else { return };
-    let c = env.create(&["sh", "-c", "read line; echo got:$line; echo bye >&2"], |o| {
-        o.open_stdin = true;
-        o.stdin_once = true;
-    });
+    let c = env.create(
+        &["sh", "-c", "read line; echo got:$line; echo bye >&2"],
+        |o| {
+            o.open_stdin = true;
+            o.stdin_once = true;
+        },
+    );
     let mut conn = None;
     env.c()
         .start(&c.id, 1, &mut |ap| {
@@ -289,17 +361,25 @@ fn attach_stdin_and_output() {
 #[test]
 fn tty_attach() {
     let Some(env) = Env::new() else { return };
-    let c = env.create(&["sh", "-c", "stty size; echo tty-ok; sleep 0.5; stty size; cat"], |o| {
-        o.tty = true;
-        o.open_stdin = true;
-        o.stdin_once = true;
-    });
+    let c = env.create(
+        &[
+            "sh",
+            "-c",
+            "stty size; echo tty-ok; sleep 0.5; stty size; cat",
+        ],
+        |o| {
+            o.tty = true;
+            o.open_stdin = true;
+            o.stdin_once = true;
+        },
+    );
     let mut conn = None;
-    env.c().start(&c.id, 1, &mut |ap| {
-        assert!(ap.tty);
-        conn = Some(UnixStream::connect(&ap.socket).unwrap());
-    })
-    .unwrap();
+    env.c()
+        .start(&c.id, 1, &mut |ap| {
+            assert!(ap.tty);
+            conn = Some(UnixStream::connect(&ap.socket).unwrap());
+        })
+        .unwrap();
     env.c().resize(&c.id, 30, 100).unwrap();
     let mut s = conn.unwrap();
     s.write_all(b"typed\n").unwrap();
@@ -308,7 +388,10 @@ fn tty_attach() {
     let (out, _) = read_frames(s);
     assert!(out.contains("tty-ok"), "{out:?}");
     // The initial size is 24x80 unless the resize below won the race with the first `stty`.
-    assert!(out.contains("24 80") || out.matches("30 100").count() == 2, "{out:?}");
+    assert!(
+        out.contains("24 80") || out.matches("30 100").count() == 2,
+        "{out:?}"
+    );
     assert!(out.contains("30 100"), "{out:?}");
     assert!(out.matches("typed").count() >= 1, "{out:?}");
     assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
@@ -321,29 +404,88 @@ fn exec_output_and_exit_code() {
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     let ex = env
         .c()
-        .exec_create(&c.id, ExecOptions { cmd: vec!["sh".into(), "-c".into(), "echo out:$FOO:$X; exit 5".into()], env: vec!["X=y".into()], attach_stdout: true, attach_stderr: true, ..Default::default() })
+        .exec_create(
+            &c.id,
+            ExecOptions {
+                cmd: vec!["sh".into(), "-c".into(), "echo out:$FOO:$X; exit 5".into()],
+                env: vec!["X=y".into()],
+                attach_stdout: true,
+                attach_stderr: true,
+                ..Default::default()
+            },
+        )
         .unwrap();
     let mut conn = None;
-    env.c().exec_start(&ex.id, false, 1, &mut |ap| conn = Some(UnixStream::connect(&ap.socket).unwrap())).unwrap();
+    env.c()
+        .exec_start(&ex.id, false, 1, &mut |ap| {
+            conn = Some(UnixStream::connect(&ap.socket).unwrap())
+        })
+        .unwrap();
     let (out, _) = read_frames(conn.unwrap());
     assert_eq!(out, "out:bar:y\n");
     // Runtime errors in create: name conflicts and bad options.
-    assert!(matches!(env.c().create(CreateOptions { image: "busybox".into(), name: Some(c.name.clone()), ..Default::default() }), Err(ContainerError::NameInUse { .. })));
-    assert!(matches!(env.c().create(CreateOptions { image: "nope".into(), ..Default::default() }), Err(ContainerError::NotFound(_))));
+    assert!(matches!(
+        env.c().create(CreateOptions {
+            image: "busybox".into(),
+            name: Some(c.name.clone()),
+            ..Default::default()
+        }),
+        Err(ContainerError::NameInUse { .. })
+    ));
+    assert!(matches!(
+        env.c().create(CreateOptions {
+            image: "nope".into(),
+            ..Default::default()
+        }),
+        Err(ContainerError::NotFound(_))
+    ));
     assert_eq!(env.c().exec_wait(&ex.id).unwrap(), 5);
     let info = env.c().exec_inspect(&ex.id).unwrap();
     assert_eq!((info.running, info.exit_code), (false, Some(5)));
     // Fresh network namespace with lo up.
-    let ex = env.c().exec_create(&c.id, ExecOptions { cmd: vec!["cat".into(), "/sys/class/net/lo/operstate".into(), "/proc/net/dev".into()], attach_stdout: true, ..Default::default() }).unwrap();
+    let ex = env
+        .c()
+        .exec_create(
+            &c.id,
+            ExecOptions {
+                cmd: vec![
+                    "cat".into(),
+                    "/sys/class/net/lo/operstate".into(),
+                    "/proc/net/dev".into(),
+                ],
+                attach_stdout: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let mut conn = None;
-    env.c().exec_start(&ex.id, false, 1, &mut |ap| conn = Some(UnixStream::connect(&ap.socket).unwrap())).unwrap();
+    env.c()
+        .exec_start(&ex.id, false, 1, &mut |ap| {
+            conn = Some(UnixStream::connect(&ap.socket).unwrap())
+        })
+        .unwrap();
     let (out, _) = read_frames(conn.unwrap());
     assert!(out.starts_with("unknown\n"), "lo not up: {out}");
     assert!(!out.contains("eth0"), "{out}");
     // A missing binary in exec.
-    let ex = env.c().exec_create(&c.id, ExecOptions { cmd: vec!["nope".into()], ..Default::default() }).unwrap();
-    let err = env.c().exec_start(&ex.id, true, 0, &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("executable file not found"), "{err}");
+    let ex = env
+        .c()
+        .exec_create(
+            &c.id,
+            ExecOptions {
+                cmd: vec!["nope".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let err = env
+        .c()
+        .exec_start(&ex.id, true, 0, &mut |_| {})
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("executable file not found"),
+        "{err}"
+    );
     env.c().kill(&c.id, "KILL").unwrap();
     env.c().wait(&c.id, WaitCondition::NotRunning).unwrap();
 }
@@ -351,20 +493,40 @@ fn exec_output_and_exit_code() {
 #[test]
 fn survives_engine_restart() {
     let Some(mut env) = Env::new() else { return };
-    let c = env.create(&["sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done"], |_| {});
+    let c = env.create(
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; while true; do sleep 0.1; done",
+        ],
+        |_| {},
+    );
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     let pid = env.c().get(&c.id).unwrap().state.pid;
     // Drop the engine; the container keeps running.
     drop(env.containers.take());
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signal 0 only checks existence.
-    assert_eq!(unsafe { libc::kill(pid as i32, 0) }, 0, "container died with its engine");
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, 0) },
+        0,
+        "container died with its engine"
+    );
     env.containers = Some(env.open());
     let got = env.c().get(&c.id).unwrap();
     assert_eq!(got.state.status, Status::Running);
     assert!(env.c().attach_point(&c.id).is_ok());
     // exec still works on the reconciled container.
-    let ex = env.c().exec_create(&c.id, ExecOptions { cmd: vec!["true".into()], ..Default::default() }).unwrap();
+    let ex = env
+        .c()
+        .exec_create(
+            &c.id,
+            ExecOptions {
+                cmd: vec!["true".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
     env.c().exec_start(&ex.id, true, 0, &mut |_| {}).unwrap();
     assert_eq!(env.c().exec_wait(&ex.id).unwrap(), 0);
     env.c().stop(&c.id, Some(10), None).unwrap();
@@ -386,19 +548,34 @@ fn user_readonly_hostname_security() {
     assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
     let out = log_text(&c);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[..5], ["65534", "65534", "myhost", "/tmp", "ro"], "{out}");
+    assert_eq!(
+        lines[..5],
+        ["65534", "65534", "myhost", "/tmp", "ro"],
+        "{out}"
+    );
     assert_eq!(lines[5].split_whitespace().nth(1), Some("2"), "{out}");
     assert!(lines[6].starts_with("CapEff"), "{out}");
     assert_eq!(lines[7], "myhost");
     assert_ne!(lines[8], "0");
 
-    let c = env.create(&["sh", "-c", "grep Seccomp: /proc/self/status; grep CapEff /proc/self/status; ls /dev | wc -l"], |o| o.host.privileged = true);
+    let c = env.create(
+        &[
+            "sh",
+            "-c",
+            "grep Seccomp: /proc/self/status; grep CapEff /proc/self/status; ls /dev | wc -l",
+        ],
+        |o| o.host.privileged = true,
+    );
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
     let out = log_text(&c);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0].split_whitespace().nth(1), Some("0"), "{out}");
-    assert_ne!(lines[1].split_whitespace().nth(1), Some("00000000a80425fb"), "{out}");
+    assert_ne!(
+        lines[1].split_whitespace().nth(1),
+        Some("00000000a80425fb"),
+        "{out}"
+    );
     assert!(lines[2].trim().parse::<usize>().unwrap() > 15, "{out}");
 
     let c = env.create(&["sh", "-c", "grep CapEff /proc/self/status"], |o| {
@@ -407,15 +584,29 @@ fn user_readonly_hostname_security() {
     });
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
-    assert!(log_text(&c).contains("0000000000001000"), "{}", log_text(&c));
+    assert!(
+        log_text(&c).contains("0000000000001000"),
+        "{}",
+        log_text(&c)
+    );
 }
 
 #[test]
 fn log_rotation_and_none() {
     let Some(env) = Env::new() else { return };
-    let c = env.create(&["sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done"], |o| {
-        o.host.log_opts = BTreeMap::from([("max-size".into(), "1k".into()), ("max-file".into(), "2".into())]);
-    });
+    let c = env.create(
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done",
+        ],
+        |o| {
+            o.host.log_opts = BTreeMap::from([
+                ("max-size".into(), "1k".into()),
+                ("max-file".into(), "2".into()),
+            ]);
+        },
+    );
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     assert_eq!(env.c().wait(&c.id, WaitCondition::NotRunning).unwrap(), 0);
     let entries = barge_container::logs::read_entries(&c.log_path).unwrap();

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 /// Flags of `barge daemon` (dockerd's names).
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "barge daemon", about = "Start the barge daemon (serves the Docker Engine API)")]
+#[command(
+    name = "barge daemon",
+    about = "Start the barge daemon (serves the Docker Engine API)"
+)]
 pub struct DaemonArgs {
     /// Root directory of persistent state (images, containers)
     #[arg(long = "data-root", default_value = "/var/lib/barge")]
@@ -13,7 +16,11 @@ pub struct DaemonArgs {
     #[arg(long = "exec-root", default_value = "/run/barge")]
     pub exec_root: PathBuf,
     /// Daemon socket to listen on (unix://PATH)
-    #[arg(short = 'H', long = "host", default_value = "unix:///run/barge/barge.sock")]
+    #[arg(
+        short = 'H',
+        long = "host",
+        default_value = "unix:///run/barge/barge.sock"
+    )]
     pub host: Vec<String>,
     /// Register an OCI runtime: NAME=PATH (repeatable)
     #[arg(long = "add-runtime")]

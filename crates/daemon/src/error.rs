@@ -13,7 +13,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -42,7 +45,11 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = %self.status, "{}", self.message);
         }
-        (self.status, axum::Json(serde_json::json!({ "message": self.message }))).into_response()
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "message": self.message })),
+        )
+            .into_response()
     }
 }
 

@@ -52,13 +52,28 @@ pub struct EventBus {
 impl EventBus {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(4096);
-        EventBus { tx, history: Mutex::new(VecDeque::with_capacity(HISTORY)) }
+        EventBus {
+            tx,
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+        }
     }
 
     /// Publishes an event now.
-    pub fn emit(&self, typ: &'static str, action: &str, actor_id: &str, attributes: BTreeMap<String, String>) {
+    pub fn emit(
+        &self,
+        typ: &'static str,
+        action: &str,
+        actor_id: &str,
+        attributes: BTreeMap<String, String>,
+    ) {
         let time_nano = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let event = Event { typ, action: action.to_string(), actor_id: actor_id.to_string(), attributes, time_nano };
+        let event = Event {
+            typ,
+            action: action.to_string(),
+            actor_id: actor_id.to_string(),
+            attributes,
+            time_nano,
+        };
         {
             let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
             if history.len() == HISTORY {
@@ -91,11 +106,14 @@ impl EventFilter {
             }
             let ok = match key.as_str() {
                 "type" => values.iter().any(|v| v == e.typ),
-                "event" => values.iter().any(|v| *v == e.action || e.action.starts_with(&format!("{v}:"))),
+                "event" => values
+                    .iter()
+                    .any(|v| *v == e.action || e.action.starts_with(&format!("{v}:"))),
                 "container" => {
                     e.typ == "container"
                         && values.iter().any(|v| {
-                            e.actor_id.starts_with(v.as_str()) || e.attributes.get("name") == Some(v)
+                            e.actor_id.starts_with(v.as_str())
+                                || e.attributes.get("name") == Some(v)
                         })
                 }
                 "image" => values.iter().any(|v| {

@@ -25,7 +25,14 @@ pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     let found = path
         .split(':')
-        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+        .chain([
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ])
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file());
     found
@@ -43,7 +50,10 @@ fn socket_path(host: &str) -> Result<PathBuf> {
 pub fn run(args: DaemonArgs) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let self_exe = std::env::current_exe().context("finding the barge binary")?;
     let mut runtimes = BTreeMap::new();
@@ -69,7 +79,10 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         );
     }
     let init_path = args.init_path.clone().unwrap_or_else(|| {
-        self_exe.parent().map(|d| d.join("barge-init")).unwrap_or_else(|| PathBuf::from("barge-init"))
+        self_exe
+            .parent()
+            .map(|d| d.join("barge-init"))
+            .unwrap_or_else(|| PathBuf::from("barge-init"))
     });
     if !init_path.is_file() {
         tracing::warn!(path = %init_path.display(), "init binary not found; --init will fail");
@@ -147,9 +160,11 @@ async fn serve(
             if tokio::net::UnixStream::connect(&path).await.is_ok() {
                 bail!("another daemon is already listening on {}", path.display());
             }
-            std::fs::remove_file(&path).with_context(|| format!("removing stale socket {}", path.display()))?;
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
         }
-        let listener = UnixListener::bind(&path).with_context(|| format!("listening on {}", path.display()))?;
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("listening on {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
         if let Some(group) = &args.group {
             match nix::unistd::Group::from_name(group) {
@@ -188,7 +203,11 @@ async fn serve(
     for listener in listeners {
         let app = app.clone();
         tasks.spawn(async move {
-            axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app)).await
+            axum::serve(
+                listener,
+                axum::ServiceExt::<Request>::into_make_service(app),
+            )
+            .await
         });
     }
     tokio::select! {
@@ -237,11 +256,23 @@ mod tests {
 
     #[test]
     fn strips_api_version_prefix() {
-        let req = Request::builder().uri("/v1.47/containers/json?all=1").body(axum::body::Body::empty()).unwrap();
-        assert_eq!(strip_version(req).uri().to_string(), "/containers/json?all=1");
-        let req = Request::builder().uri("/_ping").body(axum::body::Body::empty()).unwrap();
+        let req = Request::builder()
+            .uri("/v1.47/containers/json?all=1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(
+            strip_version(req).uri().to_string(),
+            "/containers/json?all=1"
+        );
+        let req = Request::builder()
+            .uri("/_ping")
+            .body(axum::body::Body::empty())
+            .unwrap();
         assert_eq!(strip_version(req).uri().to_string(), "/_ping");
-        let req = Request::builder().uri("/volumes/v1/x").body(axum::body::Body::empty()).unwrap();
+        let req = Request::builder()
+            .uri("/volumes/v1/x")
+            .body(axum::body::Body::empty())
+            .unwrap();
         assert_eq!(strip_version(req).uri().to_string(), "/volumes/v1/x");
     }
 }

@@ -65,7 +65,11 @@ where
             Err(message) => {
                 if !message.is_empty() {
                     let text = format!("{message}\r\n");
-                    let bytes = if sel.tty { text.into_bytes() } else { frame(STDOUT, text.as_bytes()) };
+                    let bytes = if sel.tty {
+                        text.into_bytes()
+                    } else {
+                        frame(STDOUT, text.as_bytes())
+                    };
                     let _ = io.write_all(&bytes).await;
                 }
                 let _ = io.shutdown().await;
@@ -80,7 +84,10 @@ where
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "tcp")
-        .header(header::CONTENT_TYPE, if sel.tty { RAW_STREAM } else { MUX_STREAM })
+        .header(
+            header::CONTENT_TYPE,
+            if sel.tty { RAW_STREAM } else { MUX_STREAM },
+        )
         .body(Body::empty())
         .expect("static response")
 }
@@ -151,6 +158,9 @@ mod tests {
 
     #[test]
     fn frame_has_docker_header() {
-        assert_eq!(frame(STDERR, b"hi"), vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']);
+        assert_eq!(
+            frame(STDERR, b"hi"),
+            vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']
+        );
     }
 }

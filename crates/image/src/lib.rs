@@ -16,8 +16,8 @@ pub mod config;
 pub mod digest;
 mod error;
 pub mod platform;
-pub mod reference;
 mod pull;
+pub mod reference;
 mod store;
 mod unpack;
 

@@ -11,7 +11,9 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 
-use crate::digest::{chain_ids, decompressed, digest_hex, Descriptor, HashingReader, HashingWriter, Manifest};
+use crate::digest::{
+    chain_ids, decompressed, digest_hex, Descriptor, HashingReader, HashingWriter, Manifest,
+};
 use crate::store::{fsync_dir, io_err, parse_json, random_suffix, Staged, Txn};
 use crate::unpack::Applier;
 use crate::{Image, ImageConfigFile, ImageError, ImageStore, Reference};
@@ -72,13 +74,20 @@ impl ImageStore {
 
     /// Opens blob `digest` for reading (push). Errors: [`ImageError::NotFound`].
     pub fn open_blob(&self, digest: &str) -> Result<File, ImageError> {
-        File::open(self.blob_path(digest)?).map_err(|_| ImageError::NotFound(format!("blob {digest}")))
+        File::open(self.blob_path(digest)?)
+            .map_err(|_| ImageError::NotFound(format!("blob {digest}")))
     }
 
     /// Stores a blob (config, manifest) from bytes, verifying `digest`.
     pub fn ingest_bytes(&self, data: &[u8], digest: &str) -> Result<(), ImageError> {
         let mut txn = Txn::default();
-        self.put_blob(&mut &data[..], Some(digest), Some(data.len() as u64), "blob", &mut txn)?;
+        self.put_blob(
+            &mut &data[..],
+            Some(digest),
+            Some(data.len() as u64),
+            "blob",
+            &mut txn,
+        )?;
         Ok(())
     }
 
@@ -103,17 +112,21 @@ impl ImageStore {
             fs::create_dir(&work).map_err(io_err("create unpack dir"))?;
         }
         let result = (|| {
-            let tmp = tempfile::NamedTempFile::new_in(self.tmp()).map_err(io_err("create temp blob"))?;
+            let tmp =
+                tempfile::NamedTempFile::new_in(self.tmp()).map_err(io_err("create temp blob"))?;
             let mut w = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
             let what = format!("layer {}", desc.digest);
             let read_err = |e: io::Error| match e.kind() {
-                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
-                    ImageError::InvalidArchive(format!("{what}: {e}"))
-                }
+                io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::InvalidData
+                | io::ErrorKind::InvalidInput => ImageError::InvalidArchive(format!("{what}: {e}")),
                 _ => ImageError::io(format!("reading {what}"), e),
             };
             let (diff, size) = {
-                let mut tee = Tee { inner: &mut *reader, w: &mut w };
+                let mut tee = Tee {
+                    inner: &mut *reader,
+                    w: &mut w,
+                };
                 let (diff, size) = {
                     let (_, r) = decompressed(&mut tee).map_err(read_err)?;
                     let mut hr = HashingReader::new(r);
@@ -124,8 +137,13 @@ impl ImageStore {
                         let applier = unpack.then(|| {
                             let (work, label) = (&work, desc.digest.as_str());
                             scope.spawn(move || -> Result<(), ImageError> {
-                                let mut r = ChunkReader { rx: drx, cur: Vec::new(), pos: 0 };
-                                let res = Applier::new(work, label).and_then(|mut a| a.apply(&mut r));
+                                let mut r = ChunkReader {
+                                    rx: drx,
+                                    cur: Vec::new(),
+                                    pos: 0,
+                                };
+                                let res =
+                                    Applier::new(work, label).and_then(|mut a| a.apply(&mut r));
                                 // Drain what follows the tar's end marker so the sender finishes.
                                 let _ = io::copy(&mut r, &mut io::sink());
                                 res
@@ -153,7 +171,11 @@ impl ImageStore {
                         }
                         drop(dtx);
                         let unpacked = match applier {
-                            Some(h) => h.join().unwrap_or_else(|_| Err(ImageError::InvalidArchive(format!("unpacking {what} panicked")))),
+                            Some(h) => h.join().unwrap_or_else(|_| {
+                                Err(ImageError::InvalidArchive(format!(
+                                    "unpacking {what} panicked"
+                                )))
+                            }),
                             None => Ok(()),
                         };
                         produced?;
@@ -167,10 +189,18 @@ impl ImageStore {
             };
             let actual = w.digest();
             if desc.size != 0 && w.count != desc.size {
-                return Err(ImageError::SizeMismatch { what: what.clone(), expected: desc.size, actual: w.count });
+                return Err(ImageError::SizeMismatch {
+                    what: what.clone(),
+                    expected: desc.size,
+                    actual: w.count,
+                });
             }
             if actual != desc.digest {
-                return Err(ImageError::DigestMismatch { what, expected: desc.digest.clone(), actual });
+                return Err(ImageError::DigestMismatch {
+                    what,
+                    expected: desc.digest.clone(),
+                    actual,
+                });
             }
             if diff != diff_id {
                 return Err(ImageError::DigestMismatch {
@@ -179,20 +209,28 @@ impl ImageStore {
                     actual: diff,
                 });
             }
-            let tmp = w.inner.into_inner().map_err(|e| ImageError::io("flush blob", e.into_error()))?;
+            let tmp = w
+                .inner
+                .into_inner()
+                .map_err(|e| ImageError::io("flush blob", e.into_error()))?;
             tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
             if unpack {
                 let _u = self.unpack_guard();
                 if !dest.is_dir() {
-                    fs::rename(&work, &dest).map_err(io_err(format!("rename snapshot {}", dest.display())))?;
+                    fs::rename(&work, &dest)
+                        .map_err(io_err(format!("rename snapshot {}", dest.display())))?;
                     fsync_dir(&self.root().join("snapshots"))?;
                 }
             }
             let blob = self.blob_path(&desc.digest)?;
             if !blob.exists() {
-                tmp.persist(&blob).map_err(|e| ImageError::io("rename blob", e.error))?;
+                tmp.persist(&blob)
+                    .map_err(|e| ImageError::io("rename blob", e.error))?;
             }
-            Ok(IngestedLayer { diff_id: diff, size })
+            Ok(IngestedLayer {
+                diff_id: diff,
+                size,
+            })
         })();
         if unpack {
             let _ = fs::remove_dir_all(&work);
@@ -231,13 +269,28 @@ impl ImageStore {
         let _g = self.guard();
         for l in &man.layers {
             if !self.has_blob(&l.digest) {
-                return Err(ImageError::InvalidArchive(format!("layer {} is missing", l.digest)));
+                return Err(ImageError::InvalidArchive(format!(
+                    "layer {} is missing",
+                    l.digest
+                )));
             }
         }
         let mut txn = Txn::default();
         let r = (|| {
-            self.put_blob(&mut &config[..], Some(&man.config.digest), None, "config", &mut txn)?;
-            self.put_blob(&mut &manifest[..], Some(manifest_digest), None, "manifest", &mut txn)?;
+            self.put_blob(
+                &mut &config[..],
+                Some(&man.config.digest),
+                None,
+                "config",
+                &mut txn,
+            )?;
+            self.put_blob(
+                &mut &manifest[..],
+                Some(manifest_digest),
+                None,
+                "manifest",
+                &mut txn,
+            )?;
             self.commit(vec![Staged {
                 id: man.config.digest.clone(),
                 manifest: manifest_digest.to_string(),
@@ -277,7 +330,6 @@ pub fn config_chain_ids(config: &[u8]) -> Result<(Vec<String>, Vec<String>), Ima
     Ok((cfg.rootfs.diff_ids, chains))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,18 +359,33 @@ mod tests {
         let store = ImageStore::open(dir.path()).unwrap();
         let (tar, gz) = layer();
         let diff = sha256_digest(&tar);
-        let desc = Descriptor { media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(), digest: sha256_digest(&gz), size: gz.len() as u64, ..Default::default() };
+        let desc = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            digest: sha256_digest(&gz),
+            size: gz.len() as u64,
+            ..Default::default()
+        };
         // Wrong digest: nothing stored.
         let mut bad = gz.clone();
         let n = bad.len();
         bad[n - 5] ^= 1; // the gzip trailer: decompression may still succeed
-        let err = store.ingest_layer(&mut &bad[..], &desc, &diff, &diff).unwrap_err();
-        assert!(matches!(err, ImageError::DigestMismatch { .. } | ImageError::InvalidArchive(_)), "{err}");
+        let err = store
+            .ingest_layer(&mut &bad[..], &desc, &diff, &diff)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::DigestMismatch { .. } | ImageError::InvalidArchive(_)
+            ),
+            "{err}"
+        );
         assert!(!store.has_blob(&desc.digest));
         assert!(!dir.path().join("snapshots").join(&diff[7..]).exists());
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         // Right content: blob and snapshot.
-        let got = store.ingest_layer(&mut &gz[..], &desc, &diff, &diff).unwrap();
+        let got = store
+            .ingest_layer(&mut &gz[..], &desc, &diff, &diff)
+            .unwrap();
         assert_eq!(got.diff_id, diff);
         assert_eq!(got.size, tar.len() as u64);
         assert!(store.has_blob(&desc.digest));

@@ -227,7 +227,10 @@ fn open_in(dir: &Path, rel: &str) -> Result<(PathBuf, File), ImageError> {
     Ok((canon, f))
 }
 
-pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(what: &str, data: &[u8]) -> Result<T, ImageError> {
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(
+    what: &str,
+    data: &[u8],
+) -> Result<T, ImageError> {
     serde_json::from_slice(data).map_err(|source| ImageError::Json {
         what: what.to_string(),
         source,
@@ -374,7 +377,12 @@ impl ImageStore {
         Ok((digest, size))
     }
 
-    pub(crate) fn put_bytes(&self, data: &[u8], what: &str, txn: &mut Txn) -> Result<String, ImageError> {
+    pub(crate) fn put_bytes(
+        &self,
+        data: &[u8],
+        what: &str,
+        txn: &mut Txn,
+    ) -> Result<String, ImageError> {
         Ok(self.put_blob(&mut &data[..], None, None, what, txn)?.0)
     }
 

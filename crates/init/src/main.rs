@@ -71,7 +71,10 @@ fn run(args: &[CString]) -> i32 {
         libc::setpgid(child, child);
     }
     loop {
-        let timeout = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+        let timeout = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
         // SAFETY: zeroed siginfo_t is a valid out-parameter; `all` is a valid set.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: valid pointers to the set, siginfo and timeout living in this frame.

@@ -42,7 +42,9 @@ impl RegistryConfig {
 
     /// The certs.d directory.
     pub fn certs_dir(&self) -> PathBuf {
-        self.certs_dir.clone().unwrap_or_else(|| PathBuf::from("/etc/barge/certs.d"))
+        self.certs_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/barge/certs.d"))
     }
 
     /// Whether `host` (`HOST[:PORT]`) may be reached without verified TLS.
@@ -52,7 +54,10 @@ impl RegistryConfig {
         match &self.insecure_registries {
             None => hostname == "localhost" || ip.is_some_and(|i| i.is_loopback()),
             Some(list) => list.iter().any(|e| {
-                let e = e.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+                let e = e
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/');
                 if e == host || e == hostname {
                     return true;
                 }
@@ -70,7 +75,9 @@ impl RegistryConfig {
             .iter()
             .map(|m| {
                 let plain = m.starts_with("http://");
-                let h = m.trim_start_matches("http://").trim_start_matches("https://");
+                let h = m
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://");
                 (h.split('/').next().unwrap_or(h).to_string(), plain)
             })
             .collect()
@@ -108,14 +115,24 @@ fn split_host(host: &str) -> (&str, Option<&str>) {
 }
 
 fn cidr_contains(net: &str, bits: &str, ip: IpAddr) -> bool {
-    let Ok(bits) = bits.parse::<u32>() else { return false };
+    let Ok(bits) = bits.parse::<u32>() else {
+        return false;
+    };
     match (net.parse::<IpAddr>(), ip) {
         (Ok(IpAddr::V4(n)), IpAddr::V4(i)) if bits <= 32 => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(n) & mask == u32::from(i) & mask
         }
         (Ok(IpAddr::V6(n)), IpAddr::V6(i)) if bits <= 128 => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(n) & mask == u128::from(i) & mask
         }
         _ => false,

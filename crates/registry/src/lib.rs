@@ -44,7 +44,9 @@ impl Credentials {
             Some(c) if c.identity_token.as_deref().is_some_and(|t| !t.is_empty()) => {
                 RegistryAuth::Bearer(c.identity_token.clone().unwrap_or_default())
             }
-            Some(c) if !c.username.is_empty() => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            Some(c) if !c.username.is_empty() => {
+                RegistryAuth::Basic(c.username.clone(), c.password.clone())
+            }
             _ => RegistryAuth::Anonymous,
         }
     }
@@ -87,7 +89,9 @@ impl RegistryError {
     /// HTTP-ish kind for the daemon: "notfound", "unauthorized", "invalid", "internal".
     pub fn kind(&self) -> &'static str {
         match self {
-            RegistryError::NotFound(_) | RegistryError::NoPlatform { .. } | RegistryError::PlatformMismatch { .. } => "notfound",
+            RegistryError::NotFound(_)
+            | RegistryError::NoPlatform { .. }
+            | RegistryError::PlatformMismatch { .. } => "notfound",
             RegistryError::Unauthorized(_) => "unauthorized",
             RegistryError::Image(e) if e.kind() == barge_image::ErrorKind::NotFound => "notfound",
             RegistryError::Image(_) | RegistryError::Registry(_) => "internal",
@@ -109,15 +113,27 @@ fn map_oci(e: oci_client::errors::OciDistributionError, what: &str) -> RegistryE
     let msg = one_line(&e);
     match &e {
         E::ImageManifestNotFoundError(_) => RegistryError::NotFound(what.to_string()),
-        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => {
-            RegistryError::Unauthorized(format!("unauthorized: authentication required ({what}): {msg}"))
-        }
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => RegistryError::Unauthorized(
+            format!("unauthorized: authentication required ({what}): {msg}"),
+        ),
         E::RegistryError { envelope, .. } => {
-            let codes: Vec<String> = envelope.errors.iter().map(|x| format!("{:?}", x.code)).collect();
-            if codes.iter().any(|c| c.contains("ManifestUnknown") || c.contains("NameUnknown")) {
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|x| format!("{:?}", x.code))
+                .collect();
+            if codes
+                .iter()
+                .any(|c| c.contains("ManifestUnknown") || c.contains("NameUnknown"))
+            {
                 RegistryError::NotFound(what.to_string())
-            } else if codes.iter().any(|c| c.contains("Unauthorized") || c.contains("Denied")) {
-                RegistryError::Unauthorized(format!("unauthorized: authentication required ({what})"))
+            } else if codes
+                .iter()
+                .any(|c| c.contains("Unauthorized") || c.contains("Denied"))
+            {
+                RegistryError::Unauthorized(format!(
+                    "unauthorized: authentication required ({what})"
+                ))
             } else {
                 RegistryError::Registry(format!("{what}: {msg}"))
             }
@@ -159,11 +175,19 @@ pub enum Progress {
 pub type ProgressTx = mpsc::UnboundedSender<Progress>;
 
 fn short(d: &str) -> String {
-    d.strip_prefix("sha256:").unwrap_or(d).chars().take(12).collect()
+    d.strip_prefix("sha256:")
+        .unwrap_or(d)
+        .chars()
+        .take(12)
+        .collect()
 }
 
 fn item(tx: &ProgressTx, id: &str, status: &str, progress: Option<(u64, u64)>) {
-    let _ = tx.send(Progress::Item { id: id.to_string(), status: status.to_string(), progress });
+    let _ = tx.send(Progress::Item {
+        id: id.to_string(),
+        status: status.to_string(),
+        progress,
+    });
 }
 
 /// How one registry host is reached.
@@ -187,7 +211,9 @@ async fn speaks_plain_http(host: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(host).await.ok()?;
-        s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await.ok()?;
+        s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
         let mut buf = vec![0u8; 512];
         let mut n = 0;
         while n < buf.len() {
@@ -199,7 +225,10 @@ async fn speaks_plain_http(host: &str) -> bool {
         let text = String::from_utf8_lossy(&buf[..n]).to_string();
         Some(text.starts_with("HTTP/") && !text.contains("HTTPS server"))
     };
-    matches!(tokio::time::timeout(std::time::Duration::from_secs(5), fut).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), fut).await,
+        Ok(Some(true))
+    )
 }
 
 /// Builds a client for `host`. `force_plain`: a mirror given as `http://`.
@@ -216,7 +245,10 @@ async fn endpoint(cfg: &RegistryConfig, host: &str, force_plain: bool) -> Endpoi
     cc.extra_root_certificates = cfg
         .ca_certs(host)
         .into_iter()
-        .map(|data| Certificate { encoding: CertificateEncoding::Pem, data })
+        .map(|data| Certificate {
+            encoding: CertificateEncoding::Pem,
+            data,
+        })
         .collect();
     if insecure {
         if force_plain || speaks_plain_http(host).await {
@@ -225,7 +257,10 @@ async fn endpoint(cfg: &RegistryConfig, host: &str, force_plain: bool) -> Endpoi
             cc.accept_invalid_certificates = true;
         }
     }
-    Endpoint { host: host.to_string(), client: Arc::new(Client::new(cc)) }
+    Endpoint {
+        host: host.to_string(),
+        client: Arc::new(Client::new(cc)),
+    }
 }
 
 /// Registry host part as used in URLs.
@@ -239,8 +274,16 @@ fn url_host(domain: &str) -> String {
 
 fn oci_ref(host: &str, r: &Reference) -> oci_client::Reference {
     match (r.digest(), r.tag()) {
-        (Some(d), _) => oci_client::Reference::with_digest(host.to_string(), r.path().to_string(), d.to_string()),
-        (None, t) => oci_client::Reference::with_tag(host.to_string(), r.path().to_string(), t.unwrap_or("latest").to_string()),
+        (Some(d), _) => oci_client::Reference::with_digest(
+            host.to_string(),
+            r.path().to_string(),
+            d.to_string(),
+        ),
+        (None, t) => oci_client::Reference::with_tag(
+            host.to_string(),
+            r.path().to_string(),
+            t.unwrap_or("latest").to_string(),
+        ),
     }
 }
 
@@ -284,7 +327,9 @@ async fn fetch_manifest(
 fn is_index(data: &[u8]) -> bool {
     let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
     let mt = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
-    mt == idigest::MT_OCI_INDEX || mt == idigest::MT_DOCKER_LIST || (mt.is_empty() && v.get("manifests").is_some())
+    mt == idigest::MT_OCI_INDEX
+        || mt == idigest::MT_DOCKER_LIST
+        || (mt.is_empty() && v.get("manifests").is_some())
 }
 
 /// Picks the manifest for `want` from an index.
@@ -293,12 +338,14 @@ fn select_platform(index: &Index, want: &Platform) -> Result<Descriptor, Registr
         .manifests
         .iter()
         .find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| want.matches(&Platform::new(&p.os, &p.architecture, p.variant.as_deref())))
+            m.platform.as_ref().is_some_and(|p| {
+                want.matches(&Platform::new(&p.os, &p.architecture, p.variant.as_deref()))
+            })
         })
         .cloned()
-        .ok_or_else(|| RegistryError::NoPlatform { wanted: want.to_string() })
+        .ok_or_else(|| RegistryError::NoPlatform {
+            wanted: want.to_string(),
+        })
 }
 
 /// Connects to the registry for `r` (or, for Docker Hub names, the first mirror that has it),
@@ -379,7 +426,10 @@ async fn pull_layer(
     let (ctx, crx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
     let d2 = desc.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        let mut rd = ChanReader { rx: crx, cur: bytes::Bytes::new() };
+        let mut rd = ChanReader {
+            rx: crx,
+            cur: bytes::Bytes::new(),
+        };
         let res = store.ingest_layer(&mut rd, &d2, &diff_id, &chain_id);
         drop(rd);
         res
@@ -409,10 +459,15 @@ async fn pull_layer(
     }
     drop(ctx);
     item(&tx, &id, "Downloading", Some((current, total)));
-    let res = writer.await.map_err(|e| RegistryError::Registry(format!("layer task: {e}")))?;
+    let res = writer
+        .await
+        .map_err(|e| RegistryError::Registry(format!("layer task: {e}")))?;
     if let Some(e) = dl_err {
         if res.is_err() {
-            return Err(RegistryError::Registry(format!("downloading layer {}: {e}", desc.digest)));
+            return Err(RegistryError::Registry(format!(
+                "downloading layer {}: {e}",
+                desc.digest
+            )));
         }
     }
     let info = res?;
@@ -435,7 +490,11 @@ pub async fn pull(
 ) -> Result<PullResult, RegistryError> {
     let auth = Credentials::to_auth(creds);
     let (ep, top, top_digest) = resolve(cfg, r, &auth).await?;
-    let tag_or_digest = r.tag().map(str::to_string).or(r.digest().map(str::to_string)).unwrap_or_else(|| "latest".into());
+    let tag_or_digest = r
+        .tag()
+        .map(str::to_string)
+        .or(r.digest().map(str::to_string))
+        .unwrap_or_else(|| "latest".into());
     let _ = tx.send(Progress::Item {
         id: tag_or_digest,
         status: format!("Pulling from {}", r.path()),
@@ -443,7 +502,8 @@ pub async fn pull(
     });
     let base = oci_ref(&ep.host, r);
     let (mdata, mdigest) = if is_index(&top) {
-        let index: Index = serde_json::from_slice(&top).map_err(|e| RegistryError::Registry(format!("index of {}: {e}", r.familiar())))?;
+        let index: Index = serde_json::from_slice(&top)
+            .map_err(|e| RegistryError::Registry(format!("index of {}: {e}", r.familiar())))?;
         let want = platform.cloned().unwrap_or_else(Platform::host);
         let pick = select_platform(&index, &want)?;
         let child = r.with_digest(&pick.digest);
@@ -456,7 +516,10 @@ pub async fn pull(
         .map_err(|e| RegistryError::Registry(format!("manifest of {}: {e}", r.familiar())))?;
     for l in &manifest.layers {
         if !idigest::known_layer_media_type(&l.media_type) {
-            return Err(RegistryError::Registry(format!("unsupported layer media type {} ({})", l.media_type, l.digest)));
+            return Err(RegistryError::Registry(format!(
+                "unsupported layer media type {} ({})",
+                l.media_type, l.digest
+            )));
         }
     }
     // Config (small): fetched into memory and verified.
@@ -469,18 +532,24 @@ pub async fn pull(
             .map_err(|e| map_oci(e, &format!("config {}", manifest.config.digest)))?;
         let actual = idigest::sha256_digest(&config);
         if actual != manifest.config.digest {
-            return Err(RegistryError::Image(barge_image::ImageError::DigestMismatch {
-                what: "config".into(),
-                expected: manifest.config.digest.clone(),
-                actual,
-            }));
+            return Err(RegistryError::Image(
+                barge_image::ImageError::DigestMismatch {
+                    what: "config".into(),
+                    expected: manifest.config.digest.clone(),
+                    actual,
+                },
+            ));
         }
     }
     if let (Some(want), false) = (platform, is_index(&top)) {
         // A single manifest: its config must be for the platform asked for (as dockerd checks).
         let v: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-        let have = Platform::new(&s("os"), &s("architecture"), v.get("variant").and_then(|x| x.as_str()));
+        let have = Platform::new(
+            &s("os"),
+            &s("architecture"),
+            v.get("variant").and_then(|x| x.as_str()),
+        );
         if !want.matches(&have) {
             return Err(RegistryError::PlatformMismatch {
                 reference: r.familiar(),
@@ -499,14 +568,18 @@ pub async fn pull(
         )));
     }
     // Layers: present ones skipped (resume), the others downloaded in parallel.
-    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_downloads.unwrap_or(3).max(1)));
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        cfg.max_concurrent_downloads.unwrap_or(3).max(1),
+    ));
     let mut tasks = Vec::new();
     let mut downloaded = false;
     for (i, l) in manifest.layers.iter().enumerate() {
         let id = short(&l.digest);
         let st = store.clone();
         let dg = l.digest.clone();
-        let present = tokio::task::spawn_blocking(move || st.has_blob(&dg)).await.unwrap_or(false);
+        let present = tokio::task::spawn_blocking(move || st.has_blob(&dg))
+            .await
+            .unwrap_or(false);
         if present {
             item(&tx, &id, "Already exists", None);
             let st = store.clone();
@@ -532,7 +605,10 @@ pub async fn pull(
             limit.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let _permit = lim.acquire_owned().await.map_err(|e| RegistryError::Registry(e.to_string()))?;
+            let _permit = lim
+                .acquire_owned()
+                .await
+                .map_err(|e| RegistryError::Registry(e.to_string()))?;
             pull_layer(st, ep2, r2, d, diff, chain, tx2).await
         }));
     }
@@ -552,17 +628,24 @@ pub async fn pull(
     if let Some(e) = first_err {
         return Err(e);
     }
-    let refs: Vec<Reference> = if r.digest().is_some() { vec![r.clone()] } else { vec![r.with_tag(r.tag().unwrap_or("latest"))] };
+    let refs: Vec<Reference> = if r.digest().is_some() {
+        vec![r.clone()]
+    } else {
+        vec![r.with_tag(r.tag().unwrap_or("latest"))]
+    };
     let st = store.clone();
     let md = mdigest.clone();
     let existed = {
         let st = store.clone();
         let full = refs[0].full();
-        tokio::task::spawn_blocking(move || st.get(&full).ok().map(|i| i.manifest_digest)).await.unwrap_or(None)
+        tokio::task::spawn_blocking(move || st.get(&full).ok().map(|i| i.manifest_digest))
+            .await
+            .unwrap_or(None)
     };
-    let img = tokio::task::spawn_blocking(move || st.commit_pull(&mdata, &md, &config, sizes, &refs))
-        .await
-        .map_err(|e| RegistryError::Registry(format!("commit: {e}")))??;
+    let img =
+        tokio::task::spawn_blocking(move || st.commit_pull(&mdata, &md, &config, sizes, &refs))
+            .await
+            .map_err(|e| RegistryError::Registry(format!("commit: {e}")))??;
     let _ = tx.send(Progress::Status(format!("Digest: {top_digest}")));
     Ok(PullResult {
         id: img.id,
@@ -572,7 +655,11 @@ pub async fn pull(
 }
 
 /// Tags of `r`'s repository (for `pull --all-tags`), sorted.
-pub async fn list_tags(cfg: &RegistryConfig, r: &Reference, creds: Option<&Credentials>) -> Result<Vec<String>, RegistryError> {
+pub async fn list_tags(
+    cfg: &RegistryConfig,
+    r: &Reference,
+    creds: Option<&Credentials>,
+) -> Result<Vec<String>, RegistryError> {
     let auth = Credentials::to_auth(creds);
     let mut hosts: Vec<(String, bool, RegistryAuth)> = Vec::new();
     if r.domain() == config::DOCKER_HUB {
@@ -584,7 +671,8 @@ pub async fn list_tags(cfg: &RegistryConfig, r: &Reference, creds: Option<&Crede
     let mut last = None;
     for (host, plain, auth) in hosts {
         let ep = endpoint(cfg, &host, plain).await;
-        let or = oci_client::Reference::with_tag(host.clone(), r.path().to_string(), "latest".into());
+        let or =
+            oci_client::Reference::with_tag(host.clone(), r.path().to_string(), "latest".into());
         match ep.client.list_tags(&or, &auth, None, None).await {
             Ok(t) => {
                 let mut tags = t.tags;
@@ -630,13 +718,19 @@ pub async fn push(
         .map_err(|e| RegistryError::Registry(format!("manifest of {name}: {e}")))?;
     let ep = endpoint(cfg, &url_host(r.domain()), false).await;
     let tag = r.tag().unwrap_or("latest").to_string();
-    let target = oci_client::Reference::with_tag(ep.host.clone(), r.path().to_string(), tag.clone());
-    let _ = tx.send(Progress::Status(format!("The push refers to repository [{}]", r.name())));
+    let target =
+        oci_client::Reference::with_tag(ep.host.clone(), r.path().to_string(), tag.clone());
+    let _ = tx.send(Progress::Status(format!(
+        "The push refers to repository [{}]",
+        r.name()
+    )));
     ep.client
         .auth(&target, &auth, RegistryOperation::Push)
         .await
         .map_err(|e| map_oci(e, &r.familiar()))?;
-    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_uploads.unwrap_or(5).max(1)));
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        cfg.max_concurrent_uploads.unwrap_or(5).max(1),
+    ));
     let mut tasks = Vec::new();
     for l in manifest.layers.iter().rev() {
         item(&tx, &short(&l.digest), "Preparing", None);
@@ -648,10 +742,23 @@ pub async fn push(
         .chain(std::iter::once((manifest.config.clone(), false)))
         .collect();
     for (d, is_layer) in blobs {
-        let (ep, target, st, tx, lim) = (ep.clone(), target.clone(), store.clone(), tx.clone(), limit.clone());
-        let sources: Vec<String> = mount_from.iter().filter(|m| m.as_str() != r.path()).cloned().collect();
+        let (ep, target, st, tx, lim) = (
+            ep.clone(),
+            target.clone(),
+            store.clone(),
+            tx.clone(),
+            limit.clone(),
+        );
+        let sources: Vec<String> = mount_from
+            .iter()
+            .filter(|m| m.as_str() != r.path())
+            .cloned()
+            .collect();
         tasks.push(tokio::spawn(async move {
-            let _p = lim.acquire_owned().await.map_err(|e| RegistryError::Registry(e.to_string()))?;
+            let _p = lim
+                .acquire_owned()
+                .await
+                .map_err(|e| RegistryError::Registry(e.to_string()))?;
             let id = short(&d.digest);
             let exists = ep
                 .client
@@ -665,8 +772,14 @@ pub async fn push(
                 return Ok::<(), RegistryError>(());
             }
             for src in &sources {
-                let from = oci_client::Reference::with_tag(ep.host.clone(), src.clone(), "latest".into());
-                if ep.client.mount_blob(&target, &from, &d.digest).await.is_ok() {
+                let from =
+                    oci_client::Reference::with_tag(ep.host.clone(), src.clone(), "latest".into());
+                if ep
+                    .client
+                    .mount_blob(&target, &from, &d.digest)
+                    .await
+                    .is_ok()
+                {
                     if is_layer {
                         item(&tx, &id, &format!("Mounted from {src}"), None);
                     }
@@ -680,15 +793,23 @@ pub async fn push(
             let total = f.metadata().map(|m| m.len()).unwrap_or(d.size);
             let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let (s2, tx2, id2) = (sent.clone(), tx.clone(), id.clone());
-            let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 1 << 20).map(move |c| {
-                if let Ok(b) = &c {
-                    let now = s2.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed) + b.len() as u64;
-                    if is_layer {
-                        item(&tx2, &id2, "Pushing", Some((now, total)));
-                    }
-                }
-                c.map_err(|e| oci_client::errors::OciDistributionError::GenericError(Some(e.to_string())))
-            });
+            let stream =
+                tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 1 << 20)
+                    .map(move |c| {
+                        if let Ok(b) = &c {
+                            let now = s2
+                                .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed)
+                                + b.len() as u64;
+                            if is_layer {
+                                item(&tx2, &id2, "Pushing", Some((now, total)));
+                            }
+                        }
+                        c.map_err(|e| {
+                            oci_client::errors::OciDistributionError::GenericError(Some(
+                                e.to_string(),
+                            ))
+                        })
+                    });
             ep.client
                 .push_blob_stream(&target, stream, &d.digest, Some(total))
                 .await
@@ -700,25 +821,40 @@ pub async fn push(
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| RegistryError::Registry(e.to_string()))??;
+        t.await
+            .map_err(|e| RegistryError::Registry(e.to_string()))??;
     }
     let ct = manifest.media_type.clone().unwrap_or_else(|| {
         let v: serde_json::Value = serde_json::from_slice(&mdata).unwrap_or_default();
-        v.get("mediaType").and_then(|m| m.as_str()).unwrap_or(idigest::MT_OCI_MANIFEST).to_string()
+        v.get("mediaType")
+            .and_then(|m| m.as_str())
+            .unwrap_or(idigest::MT_OCI_MANIFEST)
+            .to_string()
     });
     let digest = idigest::sha256_digest(&mdata);
     let size = mdata.len();
     ep.client
-        .push_manifest_raw(&target, mdata, ct.parse().map_err(|_| RegistryError::Registry("bad media type".into()))?)
+        .push_manifest_raw(
+            &target,
+            mdata,
+            ct.parse()
+                .map_err(|_| RegistryError::Registry("bad media type".into()))?,
+        )
         .await
         .map_err(|e| map_oci(e, &r.familiar()))?;
-    let _ = tx.send(Progress::Status(format!("{tag}: digest: {digest} size: {size}")));
+    let _ = tx.send(Progress::Status(format!(
+        "{tag}: digest: {digest} size: {size}"
+    )));
     Ok(PushResult { digest, size, tag })
 }
 
 /// Checks credentials against `server` (`HOST[:PORT]`, Docker Hub when empty): the `/v2/`
 /// challenge is answered with them (Basic directly, Bearer through the token realm).
-pub async fn login(cfg: &RegistryConfig, server: &str, creds: &Credentials) -> Result<(), RegistryError> {
+pub async fn login(
+    cfg: &RegistryConfig,
+    server: &str,
+    creds: &Credentials,
+) -> Result<(), RegistryError> {
     let host = normalize_server(server);
     let plain = cfg.is_insecure(&host) && speaks_plain_http(&host).await;
     let scheme = if plain { "http" } else { "https" };
@@ -731,9 +867,12 @@ pub async fn login(cfg: &RegistryConfig, server: &str, creds: &Credentials) -> R
     if cfg.is_insecure(&host) {
         b = b.danger_accept_invalid_certs(true);
     }
-    let http = b.build().map_err(|e| RegistryError::Registry(one_line(e)))?;
+    let http = b
+        .build()
+        .map_err(|e| RegistryError::Registry(one_line(e)))?;
     let url = format!("{scheme}://{host}/v2/");
-    let err = |e: reqwest::Error| RegistryError::Registry(format!("Get \"{url}\": {}", one_line(&e)));
+    let err =
+        |e: reqwest::Error| RegistryError::Registry(format!("Get \"{url}\": {}", one_line(&e)));
     let res = http.get(&url).send().await.map_err(err)?;
     if res.status().is_success() {
         return Ok(()); // no auth required
@@ -744,15 +883,37 @@ pub async fn login(cfg: &RegistryConfig, server: &str, creds: &Credentials) -> R
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let denied = || RegistryError::Unauthorized(format!("login attempt to {url} failed with status: 401 Unauthorized"));
+    let denied = || {
+        RegistryError::Unauthorized(format!(
+            "login attempt to {url} failed with status: 401 Unauthorized"
+        ))
+    };
     if challenge.to_ascii_lowercase().starts_with("basic") {
-        let res = http.get(&url).basic_auth(&creds.username, Some(&creds.password)).send().await.map_err(err)?;
-        return if res.status().is_success() { Ok(()) } else { Err(denied()) };
+        let res = http
+            .get(&url)
+            .basic_auth(&creds.username, Some(&creds.password))
+            .send()
+            .await
+            .map_err(err)?;
+        return if res.status().is_success() {
+            Ok(())
+        } else {
+            Err(denied())
+        };
     }
     // Bearer: let oci-client run the token dance.
-    let probe = oci_client::Reference::with_tag(host.clone(), "library/hello".into(), "latest".into());
+    let probe =
+        oci_client::Reference::with_tag(host.clone(), "library/hello".into(), "latest".into());
     let c2 = endpoint(cfg, &host, plain).await;
-    match c2.client.auth(&probe, &Credentials::to_auth(Some(creds)), RegistryOperation::Pull).await {
+    match c2
+        .client
+        .auth(
+            &probe,
+            &Credentials::to_auth(Some(creds)),
+            RegistryOperation::Pull,
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(_) => Err(denied()),
     }
@@ -760,7 +921,9 @@ pub async fn login(cfg: &RegistryConfig, server: &str, creds: &Credentials) -> R
 
 /// `https://index.docker.io/v1/`, `docker.io`, ``  → `index.docker.io`; URLs → `HOST[:PORT]`.
 pub fn normalize_server(server: &str) -> String {
-    let s = server.trim_start_matches("https://").trim_start_matches("http://");
+    let s = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
     let s = s.split('/').next().unwrap_or(s);
     match s {
         "" | "docker.io" | "index.docker.io" | "registry-1.docker.io" => "index.docker.io".into(),
@@ -778,7 +941,11 @@ pub async fn distribution(
     let auth = Credentials::to_auth(creds);
     let (_ep, data, digest) = resolve(cfg, r, &auth).await?;
     let v: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
-    let mt = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or("").to_string();
+    let mt = v
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+        .to_string();
     let mut platforms = Vec::new();
     if is_index(&data) {
         if let Ok(index) = serde_json::from_slice::<Index>(&data) {
@@ -789,5 +956,13 @@ pub async fn distribution(
             }
         }
     }
-    Ok((Descriptor { media_type: mt, digest, size: data.len() as u64, ..Default::default() }, platforms))
+    Ok((
+        Descriptor {
+            media_type: mt,
+            digest,
+            size: data.len() as u64,
+            ..Default::default()
+        },
+        platforms,
+    ))
 }

@@ -37,7 +37,9 @@ use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError};
+use libcontainer::workload::{
+    Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
+};
 
 /// Default state directory when `--root` is not given.
 pub const DEFAULT_ROOT: &str = "/run/barge-runtime";
@@ -52,7 +54,9 @@ struct Global {
 
 impl Global {
     fn root(&self) -> PathBuf {
-        self.root.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+        self.root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
     }
 }
 
@@ -138,18 +142,29 @@ fn split_flag(arg: &str) -> (&str, Option<&str>) {
 fn log_error(g: &Global, msg: &str) {
     eprintln!("{msg}");
     let Some(path) = &g.log else { return };
-    let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) else { return };
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
     let time = rfc3339_now();
     let line = if g.log_json {
         serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
     } else {
-        format!("time=\"{time}\" level=error msg={}", serde_json::Value::from(msg))
+        format!(
+            "time=\"{time}\" level=error msg={}",
+            serde_json::Value::from(msg)
+        )
     };
     let _ = writeln!(f, "{line}");
 }
 
 fn rfc3339_now() -> String {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -182,7 +197,11 @@ impl Flags {
     /// `with_value` lists flags that take a value (long and short names); anything after the
     /// first positional (or `--`) is positional.
     fn parse(args: &[String], with_value: &[&str]) -> Result<Flags> {
-        let mut f = Flags { values: HashMap::new(), bools: Vec::new(), positional: Vec::new() };
+        let mut f = Flags {
+            values: HashMap::new(),
+            bools: Vec::new(),
+            positional: Vec::new(),
+        };
         let mut i = 0;
         while i < args.len() {
             let a = &args[i];
@@ -200,7 +219,9 @@ impl Flags {
                     Some(v) => v.to_string(),
                     None => {
                         i += 1;
-                        args.get(i).cloned().ok_or_else(|| format!("flag needs an argument: {flag}"))?
+                        args.get(i)
+                            .cloned()
+                            .ok_or_else(|| format!("flag needs an argument: {flag}"))?
                     }
                 };
                 f.values.insert(flag.trim_start_matches('-').to_string(), v);
@@ -218,7 +239,10 @@ impl Flags {
         self.bools.iter().any(|b| names.contains(&b.as_str()))
     }
     fn id(&self) -> Result<&str> {
-        self.positional.first().map(String::as_str).ok_or_else(|| "container id cannot be empty".to_string())
+        self.positional
+            .first()
+            .map(String::as_str)
+            .ok_or_else(|| "container id cannot be empty".to_string())
     }
 }
 
@@ -255,13 +279,14 @@ impl Executor for RuncExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or_else(|| ExecutorValidationError::ArgValidationError("spec did not contain process".into()))?;
+        let process = spec.process().as_ref().ok_or_else(|| {
+            ExecutorValidationError::ArgValidationError("spec did not contain process".into())
+        })?;
         let args = process.args().as_deref().unwrap_or_default();
         let Some(name) = args.first() else {
-            return Err(ExecutorValidationError::ArgValidationError("args must not be empty".into()));
+            return Err(ExecutorValidationError::ArgValidationError(
+                "args must not be empty".into(),
+            ));
         };
         let path_var = process
             .env()
@@ -271,10 +296,15 @@ impl Executor for RuncExecutor {
             .rev()
             .find_map(|e| e.strip_prefix("PATH="))
             .unwrap_or("");
-        look_path(name, path_var).map(|_| ()).map_err(ExecutorValidationError::ArgValidationError)
+        look_path(name, path_var)
+            .map(|_| ())
+            .map_err(ExecutorValidationError::ArgValidationError)
     }
 
-    fn setup_envs(&self, envs: HashMap<String, String>) -> std::result::Result<(), ExecutorSetEnvsError> {
+    fn setup_envs(
+        &self,
+        envs: HashMap<String, String>,
+    ) -> std::result::Result<(), ExecutorSetEnvsError> {
         DefaultExecutor {}.setup_envs(envs)
     }
 }
@@ -292,10 +322,12 @@ fn look_path(name: &str, path_var: &str) -> std::result::Result<PathBuf, String>
     if name.contains('/') {
         return match check(Path::new(name)) {
             Ok(()) => Ok(PathBuf::from(name)),
-            Err(e) if e.raw_os_error() == Some(libc::EACCES) => Err(format!("{EXEC_MARK}{name}\": permission denied")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(format!("{EXEC_MARK}{name}\": stat {name}: no such file or directory"))
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                Err(format!("{EXEC_MARK}{name}\": permission denied"))
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "{EXEC_MARK}{name}\": stat {name}: no such file or directory"
+            )),
             Err(e) => Err(format!("{EXEC_MARK}{name}\": stat {name}: {}", io_text(&e))),
         };
     }
@@ -306,7 +338,9 @@ fn look_path(name: &str, path_var: &str) -> std::result::Result<PathBuf, String>
             return Ok(p);
         }
     }
-    Err(format!("{EXEC_MARK}{name}\": executable file not found in $PATH"))
+    Err(format!(
+        "{EXEC_MARK}{name}\": executable file not found in $PATH"
+    ))
 }
 
 /// An io::Error's text without Rust's " (os error N)" suffix, as Go prints it.
@@ -318,7 +352,12 @@ fn io_text(e: &std::io::Error) -> String {
     }
 }
 
-fn builder(g: &Global, id: &str, pid_file: Option<&str>, console: Option<&str>) -> Result<ContainerBuilder> {
+fn builder(
+    g: &Global,
+    id: &str,
+    pid_file: Option<&str>,
+    console: Option<&str>,
+) -> Result<ContainerBuilder> {
     let root = g.root();
     std::fs::create_dir_all(&root).map_err(|e| format!("create root {}: {e}", root.display()))?;
     let mut b = ContainerBuilder::new(id.to_string(), SyscallType::default())
@@ -327,13 +366,24 @@ fn builder(g: &Global, id: &str, pid_file: Option<&str>, console: Option<&str>) 
         .map_err(|e| describe("invalid --root", &e))?
         .with_console_socket(console);
     if let Some(p) = pid_file {
-        b = b.with_pid_file(Some(p)).map_err(|e| describe("invalid --pid-file", &e))?;
+        b = b
+            .with_pid_file(Some(p))
+            .map_err(|e| describe("invalid --pid-file", &e))?;
     }
     Ok(b)
 }
 
 fn create(g: &Global, args: &[String]) -> Result<()> {
-    let f = Flags::parse(args, &["--bundle", "-b", "--pid-file", "--console-socket", "--preserve-fds"])?;
+    let f = Flags::parse(
+        args,
+        &[
+            "--bundle",
+            "-b",
+            "--pid-file",
+            "--console-socket",
+            "--preserve-fds",
+        ],
+    )?;
     let id = f.id()?;
     let bundle = f.value("bundle").or(f.value("b")).unwrap_or(".");
     let bundle = std::fs::canonicalize(bundle).map_err(|e| format!("bundle {bundle}: {e}"))?;
@@ -341,7 +391,10 @@ fn create(g: &Global, args: &[String]) -> Result<()> {
     let bundle = nnp_workaround_bundle(g, id, &bundle)?;
     let mut b = builder(g, id, f.value("pid-file"), f.value("console-socket"))?;
     if let Some(n) = f.value("preserve-fds") {
-        b = b.with_preserved_fds(n.parse().map_err(|_| format!("invalid --preserve-fds {n:?}"))?);
+        b = b.with_preserved_fds(
+            n.parse()
+                .map_err(|_| format!("invalid --preserve-fds {n:?}"))?,
+        );
     }
     b.as_init(bundle)
         .with_systemd(false)
@@ -359,9 +412,18 @@ fn create(g: &Global, args: &[String]) -> Result<()> {
 /// `/tmp` etc.); libcontainer fails its chdir instead. Create it here, component by component,
 /// never following a symlink (a symlinked or odd path is left for the runtime to refuse).
 fn ensure_cwd(bundle: &Path) {
-    let Ok(data) = std::fs::read(bundle.join("config.json")) else { return };
-    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else { return };
-    let (Some(root), Some(cwd)) = (spec["root"]["path"].as_str(), spec["process"]["cwd"].as_str()) else { return };
+    let Ok(data) = std::fs::read(bundle.join("config.json")) else {
+        return;
+    };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        return;
+    };
+    let (Some(root), Some(cwd)) = (
+        spec["root"]["path"].as_str(),
+        spec["process"]["cwd"].as_str(),
+    ) else {
+        return;
+    };
     let mut dir = bundle.join(root);
     for part in Path::new(cwd).components() {
         match part {
@@ -404,7 +466,8 @@ fn private_dir(g: &Global, id: &str) -> PathBuf {
 fn nnp_workaround_bundle(g: &Global, id: &str, bundle: &Path) -> Result<PathBuf> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    let mut spec: serde_json::Value = serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", path.display()))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", path.display()))?;
     if !spec.get_mut("process").is_some_and(without_false_nnp) {
         return Ok(bundle.to_path_buf());
     }
@@ -415,7 +478,8 @@ fn nnp_workaround_bundle(g: &Global, id: &str, bundle: &Path) -> Result<PathBuf>
     }
     let dir = private_dir(g, id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    std::fs::write(dir.join("config.json"), spec.to_string()).map_err(|e| format!("write {}: {e}", dir.display()))?;
+    std::fs::write(dir.join("config.json"), spec.to_string())
+        .map_err(|e| format!("write {}: {e}", dir.display()))?;
     Ok(dir)
 }
 
@@ -450,13 +514,25 @@ fn load(g: &Global, id: &str) -> Result<Container> {
 fn start(g: &Global, args: &[String]) -> Result<()> {
     let f = Flags::parse(args, &[])?;
     let mut c = load(g, f.id()?)?;
-    c.start().map_err(|e| describe("barge runtime start failed", &e))
+    c.start()
+        .map_err(|e| describe("barge runtime start failed", &e))
 }
 
 fn exec(g: &Global, args: &[String]) -> Result<()> {
     let f = Flags::parse(
         args,
-        &["--process", "-p", "--pid-file", "--console-socket", "--cwd", "--env", "-e", "--user", "-u", "--preserve-fds"],
+        &[
+            "--process",
+            "-p",
+            "--pid-file",
+            "--console-socket",
+            "--cwd",
+            "--env",
+            "-e",
+            "--user",
+            "-u",
+            "--preserve-fds",
+        ],
     )?;
     let id = f.id()?;
     if !f.has(&["detach", "d"]) {
@@ -466,7 +542,8 @@ fn exec(g: &Global, args: &[String]) -> Result<()> {
     let mut tmp_process = None;
     if let Some(p) = &process {
         let data = std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()))?;
-        let mut v: serde_json::Value = serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", p.display()))?;
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", p.display()))?;
         if without_false_nnp(&mut v) {
             let dir = private_dir(g, id);
             std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
@@ -478,7 +555,10 @@ fn exec(g: &Global, args: &[String]) -> Result<()> {
     }
     let mut b = builder(g, id, f.value("pid-file"), f.value("console-socket"))?;
     if let Some(n) = f.value("preserve-fds") {
-        b = b.with_preserved_fds(n.parse().map_err(|_| format!("invalid --preserve-fds {n:?}"))?);
+        b = b.with_preserved_fds(
+            n.parse()
+                .map_err(|_| format!("invalid --preserve-fds {n:?}"))?,
+        );
     }
     let mut t = b.as_tenant().with_detach(true);
     match process {
@@ -506,7 +586,8 @@ fn kill(g: &Global, args: &[String]) -> Result<()> {
     let mut c = load(g, f.id()?)?;
     let sig = f.positional.get(1).map(String::as_str).unwrap_or("SIGTERM");
     let signal = Signal::try_from(sig).map_err(|e| e.to_string())?;
-    c.kill(signal, f.has(&["all", "a"])).map_err(|e| describe("barge runtime kill failed", &e))
+    c.kill(signal, f.has(&["all", "a"]))
+        .map_err(|e| describe("barge runtime kill failed", &e))
 }
 
 fn delete(g: &Global, args: &[String]) -> Result<()> {
@@ -516,10 +597,15 @@ fn delete(g: &Global, args: &[String]) -> Result<()> {
     let dir = g.root().join(id);
     if !dir.exists() {
         let _ = std::fs::remove_dir_all(private_dir(g, id));
-        return if force { Ok(()) } else { Err(format!("container does not exist: {id}")) };
+        return if force {
+            Ok(())
+        } else {
+            Err(format!("container does not exist: {id}"))
+        };
     }
     let mut c = load(g, id)?;
-    c.delete(force).map_err(|e| describe("barge runtime delete failed", &e))?;
+    c.delete(force)
+        .map_err(|e| describe("barge runtime delete failed", &e))?;
     let _ = std::fs::remove_dir_all(private_dir(g, id));
     Ok(())
 }
@@ -527,7 +613,8 @@ fn delete(g: &Global, args: &[String]) -> Result<()> {
 fn state(g: &Global, args: &[String]) -> Result<()> {
     let f = Flags::parse(args, &[])?;
     let mut c = load(g, f.id()?)?;
-    c.refresh_status().map_err(|e| describe("refresh status", &e))?;
+    c.refresh_status()
+        .map_err(|e| describe("refresh status", &e))?;
     let text = serde_json::to_string_pretty(&c.state).map_err(|e| e.to_string())?;
     println!("{text}");
     Ok(())
@@ -537,14 +624,21 @@ fn state(g: &Global, args: &[String]) -> Result<()> {
 fn ps(g: &Global, args: &[String]) -> Result<()> {
     let f = Flags::parse(args, &["--format", "-f"])?;
     let mut c = load(g, f.id()?)?;
-    c.refresh_status().map_err(|e| describe("refresh status", &e))?;
+    c.refresh_status()
+        .map_err(|e| describe("refresh status", &e))?;
     let mut pids = Vec::new();
     if let Some(init) = c.pid() {
         let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).ok();
         if let (Some(ns), Ok(dir)) = (ns, std::fs::read_dir("/proc")) {
             for e in dir.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-                if std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() == Some(&ns) {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                    .ok()
+                    .as_ref()
+                    == Some(&ns)
+                {
                     pids.push(pid);
                 }
             }
@@ -567,15 +661,27 @@ mod tests {
 
     #[test]
     fn look_path_messages() {
-        assert_eq!(look_path("nope-xyz", "/usr/bin:/bin").unwrap_err(), r#"exec: "nope-xyz": executable file not found in $PATH"#);
-        assert_eq!(look_path("/etc", "").unwrap_err(), r#"exec: "/etc": permission denied"#);
-        assert_eq!(look_path("/nope", "").unwrap_err(), r#"exec: "/nope": stat /nope: no such file or directory"#);
+        assert_eq!(
+            look_path("nope-xyz", "/usr/bin:/bin").unwrap_err(),
+            r#"exec: "nope-xyz": executable file not found in $PATH"#
+        );
+        assert_eq!(
+            look_path("/etc", "").unwrap_err(),
+            r#"exec: "/etc": permission denied"#
+        );
+        assert_eq!(
+            look_path("/nope", "").unwrap_err(),
+            r#"exec: "/nope": stat /nope: no such file or directory"#
+        );
         assert!(look_path("sh", "/usr/bin:/bin").is_ok());
     }
 
     #[test]
     fn flags() {
-        let a: Vec<String> = ["--bundle", "/b", "--pid-file=/p", "--detach", "id", "x"].iter().map(|s| s.to_string()).collect();
+        let a: Vec<String> = ["--bundle", "/b", "--pid-file=/p", "--detach", "id", "x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let f = Flags::parse(&a, &["--bundle", "--pid-file"]).unwrap();
         assert_eq!(f.value("bundle"), Some("/b"));
         assert_eq!(f.value("pid-file"), Some("/p"));

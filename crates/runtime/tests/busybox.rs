@@ -20,14 +20,31 @@ fn busybox_rootfs() -> Option<PathBuf> {
         if dir.join(".done").exists() {
             return Some(dir);
         }
-        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(Path::new(LAYOUT).join("index.json")).ok()?).ok()?;
-        let desc = index["manifests"].as_array()?.iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "busybox:1.35")?;
-        let blob = |d: &str| Path::new(LAYOUT).join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(desc["digest"].as_str()?)).ok()?).ok()?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(Path::new(LAYOUT).join("index.json")).ok()?)
+                .ok()?;
+        let desc = index["manifests"]
+            .as_array()?
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "busybox:1.35")?;
+        let blob = |d: &str| {
+            Path::new(LAYOUT)
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:"))
+        };
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blob(desc["digest"].as_str()?)).ok()?).ok()?;
         let layer = blob(manifest["layers"][0]["digest"].as_str()?);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ok()?;
-        let ok = Command::new("tar").arg("-xzf").arg(&layer).arg("-C").arg(&dir).status().ok()?.success();
+        let ok = Command::new("tar")
+            .arg("-xzf")
+            .arg(&layer)
+            .arg("-C")
+            .arg(&dir)
+            .status()
+            .ok()?
+            .success();
         if !ok {
             return None;
         }
@@ -57,7 +74,9 @@ impl Env {
         });
         let dir = tempfile::tempdir().unwrap();
         let mut b = [0u8; 4];
-        std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+            .unwrap();
         let id = format!("rt-{name}-{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]);
         let env = Env { dir, id };
         std::fs::create_dir_all(env.bundle()).unwrap();
@@ -87,12 +106,21 @@ impl Env {
         if let Some(m) = memory {
             v["linux"]["resources"]["memory"] = serde_json::json!({"limit": m});
         }
-        std::fs::write(self.bundle().join("config.json"), serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        std::fs::write(
+            self.bundle().join("config.json"),
+            serde_json::to_vec_pretty(&v).unwrap(),
+        )
+        .unwrap();
     }
 
     fn rt(&self) -> Command {
         let mut c = Command::new(RT);
-        c.arg("--root").arg(self.root()).arg("--log").arg(self.log()).arg("--log-format").arg("json");
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--log")
+            .arg(self.log())
+            .arg("--log-format")
+            .arg("json");
         c
     }
 
@@ -116,7 +144,11 @@ impl Env {
         if !st.success() {
             return Err(self.log_error());
         }
-        Ok(std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap())
+        Ok(std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap())
     }
 
     fn log_error(&self) -> String {
@@ -131,7 +163,11 @@ impl Env {
 
     fn ok(&self, args: &[&str]) {
         let o = self.rt().args(args).output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// Runs `args` to the end: (wait status, output).
@@ -148,7 +184,11 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let _ = self.rt().args(["delete", "--force", &self.id]).stderr(Stdio::null()).status();
+        let _ = self
+            .rt()
+            .args(["delete", "--force", &self.id])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -157,7 +197,12 @@ fn wait(pid: i32) -> i32 {
     let mut status = 0;
     // SAFETY: waitpid with a valid out pointer.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid, "waitpid({pid}): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        pid,
+        "waitpid({pid}): {}",
+        std::io::Error::last_os_error()
+    );
     status
 }
 
@@ -172,17 +217,27 @@ fn exit_code(status: i32) -> i32 {
 #[test]
 fn echo_output_and_exit_code() {
     let Some(env) = Env::new("echo") else { return };
-    let (status, out) = env.run(&["sh", "-c", "echo hello from $(hostname); exit 3"], None).unwrap();
+    let (status, out) = env
+        .run(&["sh", "-c", "echo hello from $(hostname); exit 3"], None)
+        .unwrap();
     assert_eq!(exit_code(status), 3);
     assert_eq!(out, "hello from youki\n");
-    assert!(!env.root().join(&env.id).exists(), "delete removes the state");
+    assert!(
+        !env.root().join(&env.id).exists(),
+        "delete removes the state"
+    );
 }
 
 #[test]
 fn missing_binary_has_runc_wording() {
-    let Some(env) = Env::new("missing") else { return };
+    let Some(env) = Env::new("missing") else {
+        return;
+    };
     let err = env.run(&["nope-not-here"], None).unwrap_err();
-    assert!(err.ends_with(r#"exec: "nope-not-here": executable file not found in $PATH"#), "{err}");
+    assert!(
+        err.ends_with(r#"exec: "nope-not-here": executable file not found in $PATH"#),
+        "{err}"
+    );
     let err = env.run(&["/bin"], None).unwrap_err();
     assert!(err.ends_with(r#"exec: "/bin": permission denied"#), "{err}");
     // A failed create leaves nothing behind: the same ID can be created again.
@@ -196,9 +251,14 @@ fn memory_limit_is_applied() {
     let limit = 32 * 1024 * 1024;
     env.spec(&["sleep", "30"], Some(limit));
     let pid = env.create(&env.dir.path().join("out")).unwrap();
-    let v1 = PathBuf::from(format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", env.cgroup()));
+    let v1 = PathBuf::from(format!(
+        "/sys/fs/cgroup/memory{}/memory.limit_in_bytes",
+        env.cgroup()
+    ));
     let v2 = PathBuf::from(format!("/sys/fs/cgroup{}/memory.max", env.cgroup()));
-    let text = std::fs::read_to_string(&v1).or_else(|_| std::fs::read_to_string(&v2)).expect("memory cgroup file");
+    let text = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .expect("memory cgroup file");
     assert_eq!(text.trim(), limit.to_string());
     // The init is in that cgroup.
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -214,10 +274,14 @@ fn exec_detached_and_state() {
     let Some(env) = Env::new("exec") else { return };
     env.spec(&["sleep", "30"], None);
     let pid = env.create(&env.dir.path().join("out")).unwrap();
-    let state: serde_json::Value = serde_json::from_slice(&env.rt().args(["state", &env.id]).output().unwrap().stdout).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&env.rt().args(["state", &env.id]).output().unwrap().stdout)
+            .unwrap();
     assert_eq!(state["status"], "created");
     env.ok(&["start", &env.id]);
-    let state: serde_json::Value = serde_json::from_slice(&env.rt().args(["state", &env.id]).output().unwrap().stdout).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&env.rt().args(["state", &env.id]).output().unwrap().stdout)
+            .unwrap();
     assert_eq!(state["status"], "running");
     assert_eq!(state["pid"], pid);
 
@@ -244,19 +308,40 @@ fn exec_detached_and_state() {
         .status()
         .unwrap();
     assert!(st.success());
-    let epid: i32 = std::fs::read_to_string(&epid_file).unwrap().trim().parse().unwrap();
+    let epid: i32 = std::fs::read_to_string(&epid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(exit_code(wait(epid)), 5);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "exec says hi\n");
 
     // Exec lookup failure: runc's wording.
     let bad = serde_json::json!({"terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["nope"], "env": ["PATH=/bin"]});
     std::fs::write(&pj, bad.to_string()).unwrap();
-    let o = env.rt().arg("exec").arg("--process").arg(&pj).arg("--detach").arg(&env.id).output().unwrap();
+    let o = env
+        .rt()
+        .arg("exec")
+        .arg("--process")
+        .arg(&pj)
+        .arg("--detach")
+        .arg(&env.id)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
-    assert!(env.log_error().ends_with(r#"exec: "nope": executable file not found in $PATH"#), "{}", env.log_error());
+    assert!(
+        env.log_error()
+            .ends_with(r#"exec: "nope": executable file not found in $PATH"#),
+        "{}",
+        env.log_error()
+    );
 
     // ps lists the init.
-    let o = env.rt().args(["ps", "--format", "json", &env.id]).output().unwrap();
+    let o = env
+        .rt()
+        .args(["ps", "--format", "json", &env.id])
+        .output()
+        .unwrap();
     let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
     assert!(pids.contains(&pid), "{pids:?}");
 

@@ -28,7 +28,10 @@ pub fn init_path() -> PathBuf {
 }
 
 pub fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "end-to-end tests need root (they create namespaces and mounts)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "end-to-end tests need root (they create namespaces and mounts)"
+    );
 }
 
 /// Directories of every daemon started by this process, cleaned at exit.
@@ -48,9 +51,16 @@ pub fn cleanup_dir(dir: &Path) {
     let host = format!("unix://{}", dir.join("barge.sock").display());
     // Force-remove containers through the daemon if it is up (unmounts their roots).
     if dir.join("barge.sock").exists() {
-        if let Ok(out) = Command::new(BARGE).args(["-H", &host, "ps", "-aq"]).output() {
+        if let Ok(out) = Command::new(BARGE)
+            .args(["-H", &host, "ps", "-aq"])
+            .output()
+        {
             for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new(BARGE).args(["-H", &host, "rm", "-f", id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                let _ = Command::new(BARGE)
+                    .args(["-H", &host, "rm", "-f", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -58,13 +68,18 @@ pub fn cleanup_dir(dir: &Path) {
     // Monitors and daemons: anything whose argv names our directory.
     if let Ok(procs) = std::fs::read_dir("/proc") {
         for p in procs.flatten() {
-            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             if pid == std::process::id() as i32 {
                 continue;
             }
             if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
                 if String::from_utf8_lossy(&cmd).contains(&d) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }
@@ -85,7 +100,11 @@ pub fn cleanup_dir(dir: &Path) {
     }
     std::thread::sleep(Duration::from_millis(100));
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut targets: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|t| t.starts_with(&d)).collect();
+    let mut targets: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|t| t.starts_with(&d))
+        .collect();
     targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
     for t in targets {
         let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
@@ -108,7 +127,13 @@ impl Daemon {
     pub fn start() -> Daemon {
         require_root();
         let dir = tempfile_dir();
-        let mut d = Daemon { sock: dir.join("barge.sock"), host: format!("unix://{}", dir.join("barge.sock").display()), dir, child: None, extra_args: Vec::new() };
+        let mut d = Daemon {
+            sock: dir.join("barge.sock"),
+            host: format!("unix://{}", dir.join("barge.sock").display()),
+            dir,
+            child: None,
+            extra_args: Vec::new(),
+        };
         d.spawn();
         d
     }
@@ -117,14 +142,27 @@ impl Daemon {
     pub fn start_with(extra: &[&str]) -> Daemon {
         require_root();
         let dir = tempfile_dir();
-        let extra_args = extra.iter().map(|a| a.replace("{dir}", &dir.display().to_string())).collect();
-        let mut d = Daemon { sock: dir.join("barge.sock"), host: format!("unix://{}", dir.join("barge.sock").display()), dir, child: None, extra_args };
+        let extra_args = extra
+            .iter()
+            .map(|a| a.replace("{dir}", &dir.display().to_string()))
+            .collect();
+        let mut d = Daemon {
+            sock: dir.join("barge.sock"),
+            host: format!("unix://{}", dir.join("barge.sock").display()),
+            dir,
+            child: None,
+            extra_args,
+        };
         d.spawn();
         d
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).expect("daemon log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("daemon log");
         let child = Command::new(BARGE)
             .arg("daemon")
             .arg("--data-root")
@@ -257,7 +295,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("timed out waiting for {what}; daemon log tail:\n{}", tail(&self.log(), 40));
+        panic!(
+            "timed out waiting for {what}; daemon log tail:\n{}",
+            tail(&self.log(), 40)
+        );
     }
 }
 
@@ -298,13 +339,18 @@ fn tempfile_dir() -> PathBuf {
             libc::atexit(cleanup_all);
         }
     });
-    CLEANUP.lock().unwrap().push((dir.clone(), std::process::id()));
+    CLEANUP
+        .lock()
+        .unwrap()
+        .push((dir.clone(), std::process::id()));
     dir
 }
 
 fn getrandom_fill(buf: &mut [u8]) {
     use std::io::Read;
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("urandom");
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("urandom");
 }
 
 /// stdout of an Output as a String.

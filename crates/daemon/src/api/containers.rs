@@ -9,7 +9,9 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use barge_container::{Container, ContainerEvent, CreateOptions, HostOptions, Status, WaitCondition};
+use barge_container::{
+    Container, ContainerEvent, CreateOptions, HostOptions, Status, WaitCondition,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -102,8 +104,15 @@ struct RestartPolicyBody {
 
 impl CreateBody {
     /// Converts the wire body into the engine's options.
-    pub fn into_options(self, name: Option<String>, platform: Option<String>) -> Result<CreateOptions, ApiError> {
-        let image = self.image.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad_request("config is missing the Image field"))?;
+    pub fn into_options(
+        self,
+        name: Option<String>,
+        platform: Option<String>,
+    ) -> Result<CreateOptions, ApiError> {
+        let image = self
+            .image
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| ApiError::bad_request("config is missing the Image field"))?;
         let hc = self.host_config.unwrap_or_default();
         let mut nano_cpus = hc.nano_cpus.unwrap_or(0);
         if nano_cpus == 0 {
@@ -114,10 +123,15 @@ impl CreateBody {
             }
         }
         if nano_cpus < 0 {
-            return Err(ApiError::bad_request(format!("invalid NanoCpus {nano_cpus}: must be positive")));
+            return Err(ApiError::bad_request(format!(
+                "invalid NanoCpus {nano_cpus}: must be positive"
+            )));
         }
         if hc.memory.unwrap_or(0) < 0 {
-            return Err(ApiError::bad_request(format!("invalid Memory {}: must be positive", hc.memory.unwrap_or(0))));
+            return Err(ApiError::bad_request(format!(
+                "invalid Memory {}: must be positive",
+                hc.memory.unwrap_or(0)
+            )));
         }
         if let Some(m) = hc.memory {
             if m > 0 && m < 6 * 1024 * 1024 {
@@ -144,7 +158,10 @@ impl CreateBody {
             stop_signal: self.stop_signal.filter(|s| !s.is_empty()),
             stop_timeout: self.stop_timeout,
             host: HostOptions {
-                network_mode: hc.network_mode.filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()),
+                network_mode: hc
+                    .network_mode
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "default".into()),
                 init: hc.init.unwrap_or(false),
                 memory: hc.memory.unwrap_or(0),
                 memory_swap: hc.memory_swap.unwrap_or(0),
@@ -157,10 +174,16 @@ impl CreateBody {
                 privileged: hc.privileged.unwrap_or(false),
                 security_opt: hc.security_opt.unwrap_or_default(),
                 auto_remove: hc.auto_remove.unwrap_or(false),
-                log_type: log.typ.filter(|t| !t.is_empty()).unwrap_or_else(|| "json-file".into()),
+                log_type: log
+                    .typ
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| "json-file".into()),
                 log_opts: log.config.unwrap_or_default(),
                 runtime: hc.runtime.filter(|r| !r.is_empty()),
-                restart_policy: restart.name.filter(|n| !n.is_empty()).unwrap_or_else(|| "no".into()),
+                restart_policy: restart
+                    .name
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "no".into()),
                 restart_max_retries: restart.maximum_retry_count.unwrap_or(0),
                 oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
                 shm_size: hc.shm_size.unwrap_or(0),
@@ -170,20 +193,33 @@ impl CreateBody {
 }
 
 /// `POST /containers/create?name=&platform=` → `201 {"Id": ..., "Warnings": []}`.
-pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let parsed: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid container config JSON: {e}")))?;
-    let opts = parsed.into_options(q.get("name").map(String::from), q.get("platform").map(String::from))?;
+    let opts = parsed.into_options(
+        q.get("name").map(String::from),
+        q.get("platform").map(String::from),
+    )?;
     if let Some(rt) = &opts.host.runtime {
         if !state.runtimes.contains_key(rt) {
-            return Err(ApiError::bad_request(format!("unknown or invalid runtime name: {rt}")));
+            return Err(ApiError::bad_request(format!(
+                "unknown or invalid runtime name: {rt}"
+            )));
         }
     }
     let s = state.clone();
     let c = asyncify(move || s.containers.create(opts)).await?;
     state.container_event("create", &c, &[]);
-    Ok((StatusCode::CREATED, Json(json!({ "Id": c.id, "Warnings": [] }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "Id": c.id, "Warnings": [] })),
+    )
+        .into_response())
 }
 
 async fn get_container(state: &AppState, id: &str) -> Result<Container, ApiError> {
@@ -193,7 +229,9 @@ async fn get_container(state: &AppState, id: &str) -> Result<Container, ApiError
 }
 
 fn unix_of(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339).map(|d| d.timestamp()).unwrap_or(0)
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|d| d.timestamp())
+        .unwrap_or(0)
 }
 
 /// Docker's `Status` column ("Up 5 seconds", "Exited (0) 2 minutes ago", "Created").
@@ -201,13 +239,24 @@ fn status_text(c: &Container) -> String {
     let now = chrono::Utc::now().timestamp();
     match c.state.status {
         Status::Running => format!("Up {}", human_duration(now - unix_of(&c.state.started_at))),
-        Status::Paused => format!("Up {} (Paused)", human_duration(now - unix_of(&c.state.started_at))),
-        Status::Restarting => format!("Restarting ({}) {} ago", c.state.exit_code, human_duration(now - unix_of(&c.state.finished_at))),
+        Status::Paused => format!(
+            "Up {} (Paused)",
+            human_duration(now - unix_of(&c.state.started_at))
+        ),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            c.state.exit_code,
+            human_duration(now - unix_of(&c.state.finished_at))
+        ),
         Status::Exited => {
             if c.state.finished_at.is_empty() || c.state.finished_at == ZERO_TIME {
                 format!("Exited ({})", c.state.exit_code)
             } else {
-                format!("Exited ({}) {} ago", c.state.exit_code, human_duration(now - unix_of(&c.state.finished_at)))
+                format!(
+                    "Exited ({}) {} ago",
+                    c.state.exit_code,
+                    human_duration(now - unix_of(&c.state.finished_at))
+                )
             }
         }
         Status::Created => "Created".into(),
@@ -223,7 +272,11 @@ fn command_text(c: &Container) -> String {
 }
 
 fn time_or_zero(t: &str) -> String {
-    if t.is_empty() { ZERO_TIME.to_string() } else { t.to_string() }
+    if t.is_empty() {
+        ZERO_TIME.to_string()
+    } else {
+        t.to_string()
+    }
 }
 
 /// Docker's `ContainerSummary`.
@@ -281,8 +334,16 @@ fn host_config(c: &Container) -> Value {
 /// Docker's `ContainerInspectResponse`.
 fn inspect_json(c: &Container, exec_ids: Vec<String>) -> Value {
     let cfg = &c.config;
-    let exposed: BTreeMap<String, Value> = cfg.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
-    let dir = c.log_path.parent().map(|p| p.display().to_string()).unwrap_or_default();
+    let exposed: BTreeMap<String, Value> = cfg
+        .exposed_ports
+        .iter()
+        .map(|p| (p.clone(), json!({})))
+        .collect();
+    let dir = c
+        .log_path
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     json!({
         "Id": c.id,
         "Created": c.created,
@@ -350,7 +411,10 @@ fn inspect_json(c: &Container, exec_ids: Vec<String>) -> Value {
 }
 
 /// `GET /containers/json?all=&limit=&filters=`.
-pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
     let all = q.bool("all", false);
@@ -359,7 +423,10 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
     containers.sort_by(|a, b| b.created.cmp(&a.created));
     let mut out = Vec::new();
     for c in &containers {
-        let running = matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting);
+        let running = matches!(
+            c.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        );
         let explicit_status = filters.contains_key("status") || filters.contains_key("exited");
         if !all && !running && !explicit_status {
             continue;
@@ -382,12 +449,21 @@ fn matches_filters(c: &Container, filters: &BTreeMap<String, Vec<String>>) -> bo
                 "id" => c.id.starts_with(v.as_str()),
                 "name" => c.name.contains(v.trim_start_matches('/')),
                 "status" => c.state.status.as_str() == v,
-                "exited" => c.state.status == Status::Exited && v.parse::<i64>().ok() == Some(c.state.exit_code),
+                "exited" => {
+                    c.state.status == Status::Exited
+                        && v.parse::<i64>().ok() == Some(c.state.exit_code)
+                }
                 "label" => match v.split_once('=') {
                     Some((k, val)) => c.config.labels.get(k).map(String::as_str) == Some(val),
                     None => c.config.labels.contains_key(v.as_str()),
                 },
-                "ancestor" => c.options.image == *v || c.image_id == *v || c.image_id.trim_start_matches("sha256:").starts_with(v.as_str()),
+                "ancestor" => {
+                    c.options.image == *v
+                        || c.image_id == *v
+                        || c.image_id
+                            .trim_start_matches("sha256:")
+                            .starts_with(v.as_str())
+                }
                 "network" => c.options.host.network_mode == *v,
                 _ => true,
             })
@@ -395,18 +471,29 @@ fn matches_filters(c: &Container, filters: &BTreeMap<String, Vec<String>>) -> bo
 }
 
 /// `GET /containers/{id}/json`.
-pub async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn inspect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let c = get_container(&state, &id).await?;
     Ok(Json(inspect_json(&c, Vec::new())))
 }
 
 /// `POST /containers/{id}/start` → 204, or 304 if already running.
-pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let c = get_container(&state, &id).await?;
     if matches!(c.state.status, Status::Running | Status::Paused) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let waiters = state.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).remove(&c.id).unwrap_or_default();
+    let waiters = state
+        .pending_attach
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&c.id)
+        .unwrap_or_default();
     let s = state.clone();
     let cid = c.id.clone();
     let started = asyncify(move || {
@@ -425,7 +512,10 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Res
         if c.options.host.auto_remove {
             let s = state.clone();
             let cid = c.id.clone();
-            if asyncify(move || s.containers.remove(&cid, true)).await.is_ok() {
+            if asyncify(move || s.containers.remove(&cid, true))
+                .await
+                .is_ok()
+            {
                 state.container_event("destroy", &c, &[]);
             }
         }
@@ -436,10 +526,17 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> Res
 }
 
 /// `POST /containers/{id}/stop?t=&signal=` → 204, or 304 if not running.
-pub async fn stop(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn stop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let c = get_container(&state, &id).await?;
-    if !matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting) {
+    if !matches!(
+        c.state.status,
+        Status::Running | Status::Paused | Status::Restarting
+    ) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let timeout = q.int("t").or_else(|| q.int("timeout"));
@@ -452,18 +549,36 @@ pub async fn stop(State(state): State<AppState>, Path(id): Path<String>, RawQuer
 }
 
 /// `POST /containers/{id}/kill?signal=` → 204; 409 if not running.
-pub async fn kill(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn kill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let c = get_container(&state, &id).await?;
-    if !matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting) {
-        return Err(ApiError::conflict(format!("cannot kill container: {id}: container {} is not running", c.id)));
+    if !matches!(
+        c.state.status,
+        Status::Running | Status::Paused | Status::Restarting
+    ) {
+        return Err(ApiError::conflict(format!(
+            "cannot kill container: {id}: container {} is not running",
+            c.id
+        )));
     }
-    let signal = q.get("signal").filter(|s| !s.is_empty()).unwrap_or("SIGKILL").to_string();
+    let signal = q
+        .get("signal")
+        .filter(|s| !s.is_empty())
+        .unwrap_or("SIGKILL")
+        .to_string();
     let s = state.clone();
     let cid = c.id.clone();
     let sig = signal.clone();
     asyncify(move || s.containers.kill(&cid, &sig)).await?;
-    state.container_event("kill", &c, &[("signal", signal_number(&signal).to_string())]);
+    state.container_event(
+        "kill",
+        &c,
+        &[("signal", signal_number(&signal).to_string())],
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -472,12 +587,22 @@ fn signal_number(s: &str) -> i32 {
         return n;
     }
     let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
-    name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).unwrap_or(0)
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .unwrap_or(0)
 }
 
 /// `POST /containers/{id}/restart?t=&signal=` → 204.
-pub async fn restart(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn restart(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let c = get_container(&state, &id).await?;
     let timeout = q.int("t").or_else(|| q.int("timeout"));
@@ -495,13 +620,21 @@ pub async fn restart(State(state): State<AppState>, Path(id): Path<String>, RawQ
 
 /// `POST /containers/{id}/wait?condition=not-running|next-exit|removed` →
 /// `{"StatusCode": n, "Error": null}` once the condition holds. Headers go out at once.
-pub async fn wait(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn wait(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let condition = match q.get("condition").unwrap_or("not-running") {
         "" | "not-running" => WaitCondition::NotRunning,
         "next-exit" => WaitCondition::NextExit,
         "removed" => WaitCondition::Removed,
-        other => return Err(ApiError::bad_request(format!("invalid condition: {other:?}"))),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid condition: {other:?}"
+            )))
+        }
     };
     let c = get_container(&state, &id).await?;
     let s = state.clone();
@@ -521,7 +654,12 @@ pub async fn wait(State(state): State<AppState>, Path(id): Path<String>, RawQuer
 }
 
 /// `POST /containers/{id}/attach?stream=&stdin=&stdout=&stderr=` (hijacked, 101).
-pub async fn attach(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery, req: Request) -> Result<Response, ApiError> {
+pub async fn attach(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    req: Request,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let c = get_container(&state, &id).await?;
     let sel = StreamSel {
@@ -538,7 +676,13 @@ pub async fn attach(State(state): State<AppState>, Path(id): Path<String>, RawQu
         futures_util::future::Either::Left(async move { Ok(p) })
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        state.pending_attach.lock().unwrap_or_else(|e| e.into_inner()).entry(c.id.clone()).or_default().push(tx);
+        state
+            .pending_attach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(c.id.clone())
+            .or_default()
+            .push(tx);
         futures_util::future::Either::Right(async move { rx.await.map_err(|_| String::new()) })
     };
     state.container_event("attach", &c, &[]);
@@ -546,7 +690,11 @@ pub async fn attach(State(state): State<AppState>, Path(id): Path<String>, RawQu
 }
 
 /// `POST /containers/{id}/resize?h=&w=`.
-pub async fn resize(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn resize(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let h = q.int("h").unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
     let w = q.int("w").unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
@@ -563,12 +711,19 @@ pub async fn resize(State(state): State<AppState>, Path(id): Path<String>, RawQu
 }
 
 /// `GET /containers/{id}/top?ps_args=`.
-pub async fn top(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn top(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let ps_args = q.get("ps_args").unwrap_or("-ef").to_string();
     let c = get_container(&state, &id).await?;
     if c.state.status != Status::Running {
-        return Err(ApiError::conflict(format!("Container {} is not running", c.id)));
+        return Err(ApiError::conflict(format!(
+            "Container {} is not running",
+            c.id
+        )));
     }
     let s = state.clone();
     let (titles, rows) = asyncify(move || s.containers.top(&c.id, &ps_args)).await?;
@@ -576,7 +731,11 @@ pub async fn top(State(state): State<AppState>, Path(id): Path<String>, RawQuery
 }
 
 /// `DELETE /containers/{id}?force=&v=` → 204.
-pub async fn remove(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let force = q.bool("force", false);
     let c = get_container(&state, &id).await?;
@@ -588,16 +747,27 @@ pub async fn remove(State(state): State<AppState>, Path(id): Path<String>, RawQu
 }
 
 /// `POST /containers/prune` → `{"ContainersDeleted": [...], "SpaceReclaimed": 0}`.
-pub async fn prune(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn prune(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
     let s = state.clone();
     let removed = asyncify(move || {
         let mut removed = Vec::new();
         for c in s.containers.list() {
-            if matches!(c.state.status, Status::Exited | Status::Created | Status::Dead)
-                && matches_filters(&c, &filters.iter().filter(|(k, _)| k.as_str() == "label").map(|(k, v)| (k.clone(), v.clone())).collect())
-            {
+            if matches!(
+                c.state.status,
+                Status::Exited | Status::Created | Status::Dead
+            ) && matches_filters(
+                &c,
+                &filters
+                    .iter()
+                    .filter(|(k, _)| k.as_str() == "label")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ) {
                 s.containers.remove(&c.id, false)?;
                 removed.push(c);
             }
@@ -609,21 +779,31 @@ pub async fn prune(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
         state.container_event("destroy", c, &[]);
     }
     let ids: Vec<&str> = removed.iter().map(|c| c.id.as_str()).collect();
-    Ok(Json(json!({ "ContainersDeleted": ids, "SpaceReclaimed": 0 })))
+    Ok(Json(
+        json!({ "ContainersDeleted": ids, "SpaceReclaimed": 0 }),
+    ))
 }
 
 /// `GET /containers/{id}/logs?follow=&stdout=&stderr=&since=&until=&timestamps=&tail=`:
 /// stdcopy frames (raw for a TTY container), streamed while `follow`.
-pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let c = get_container(&state, &id).await?;
     if c.options.host.log_type == "none" {
-        return Err(ApiError::bad_request("configured logging driver does not support reading"));
+        return Err(ApiError::bad_request(
+            "configured logging driver does not support reading",
+        ));
     }
     let want_out = q.bool("stdout", false);
     let want_err = q.bool("stderr", false);
     if !want_out && !want_err {
-        return Err(ApiError::bad_request("Bad parameters: you must choose at least one stream"));
+        return Err(ApiError::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
     }
     let follow = q.bool("follow", false);
     let timestamps = q.bool("timestamps", false);
@@ -634,13 +814,19 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuer
         if let Ok(f) = s.parse::<f64>() {
             return chrono::DateTime::from_timestamp(f.trunc() as i64, ((f.fract()) * 1e9) as u32);
         }
-        chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&chrono::Utc))
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.with_timezone(&chrono::Utc))
     };
     let since = q.get("since").and_then(parse_ts);
     let until = q.get("until").and_then(parse_ts);
     let tail: Option<usize> = match q.get("tail") {
         None | Some("all") | Some("") => None,
-        Some(n) => n.parse::<i64>().ok().filter(|n| *n >= 0).map(|n| n as usize),
+        Some(n) => n
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|n| n as usize),
     };
     let tty = c.options.tty;
     let log_path = c.log_path.clone();
@@ -655,20 +841,31 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuer
         }
         let mut payload = Vec::with_capacity(e.log.len() + 32);
         if timestamps {
-            payload.extend_from_slice(e.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true).as_bytes());
+            payload.extend_from_slice(
+                e.time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                    .as_bytes(),
+            );
             payload.push(b' ');
         }
         payload.extend_from_slice(&e.log);
-        Some(bytes::Bytes::from(if tty { payload } else { frame(if is_err { STDERR } else { STDOUT }, &payload) }))
+        Some(bytes::Bytes::from(if tty {
+            payload
+        } else {
+            frame(if is_err { STDERR } else { STDOUT }, &payload)
+        }))
     };
     let s = state.clone();
     let cid = c.id.clone();
     tokio::spawn(async move {
         let path = log_path.clone();
-        let entries = match tokio::task::spawn_blocking(move || barge_container::logs::read_entries(&path)).await {
-            Ok(Ok(e)) => e,
-            _ => Vec::new(),
-        };
+        let entries =
+            match tokio::task::spawn_blocking(move || barge_container::logs::read_entries(&path))
+                .await
+            {
+                Ok(Ok(e)) => e,
+                _ => Vec::new(),
+            };
         let start = tail.map(|t| entries.len().saturating_sub(t)).unwrap_or(0);
         for e in &entries[start..] {
             if let Some(b) = render(e) {
@@ -681,7 +878,9 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuer
             return;
         }
         // Follow: tail the current file from its present end until the container stops.
-        let Ok(mut file) = tokio::fs::File::open(&log_path).await else { return };
+        let Ok(mut file) = tokio::fs::File::open(&log_path).await else {
+            return;
+        };
         let mut pos = file.seek(std::io::SeekFrom::End(0)).await.unwrap_or(0);
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -719,7 +918,15 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuer
             let s2 = s.clone();
             let id2 = cid.clone();
             let running = tokio::task::spawn_blocking(move || {
-                s2.containers.get(&id2).map(|c| matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting)).unwrap_or(false)
+                s2.containers
+                    .get(&id2)
+                    .map(|c| {
+                        matches!(
+                            c.state.status,
+                            Status::Running | Status::Paused | Status::Restarting
+                        )
+                    })
+                    .unwrap_or(false)
             })
             .await
             .unwrap_or(false);
@@ -732,20 +939,33 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, RawQuer
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     Ok(Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, if tty { RAW_STREAM } else { MUX_STREAM })
+        .header(
+            header::CONTENT_TYPE,
+            if tty { RAW_STREAM } else { MUX_STREAM },
+        )
         .body(Body::from_stream(stream))
         .expect("static response"))
 }
 
 /// Reacts to engine events: `die` events and `--rm` auto-removal.
-pub async fn event_pump(state: AppState, mut rx: tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>) {
+pub async fn event_pump(
+    state: AppState,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>,
+) {
     while let Some(ev) = rx.recv().await {
         match ev {
-            ContainerEvent::Died { id, exit_code, oom_killed } => {
-                let Ok(c) = get_container(&state, &id).await else { continue };
+            ContainerEvent::Died {
+                id,
+                exit_code,
+                oom_killed,
+            } => {
+                let Ok(c) = get_container(&state, &id).await else {
+                    continue;
+                };
                 if oom_killed {
                     state.container_event("oom", &c, &[]);
                 }
@@ -759,9 +979,17 @@ pub async fn event_pump(state: AppState, mut rx: tokio::sync::mpsc::UnboundedRec
                     }
                 }
             }
-            ContainerEvent::ExecDied { id, exec_id, exit_code } => {
+            ContainerEvent::ExecDied {
+                id,
+                exec_id,
+                exit_code,
+            } => {
                 if let Ok(c) = get_container(&state, &id).await {
-                    state.container_event("exec_die", &c, &[("execID", exec_id), ("exitCode", exit_code.to_string())]);
+                    state.container_event(
+                        "exec_die",
+                        &c,
+                        &[("execID", exec_id), ("exitCode", exit_code.to_string())],
+                    );
                 }
             }
         }
@@ -795,12 +1023,17 @@ mod tests {
 
     #[test]
     fn create_body_rejects_nonsense() {
-        let parsed: CreateBody = serde_json::from_str(r#"{"Image":"x","HostConfig":{"Memory":-5}}"#).unwrap();
+        let parsed: CreateBody =
+            serde_json::from_str(r#"{"Image":"x","HostConfig":{"Memory":-5}}"#).unwrap();
         assert!(parsed.into_options(None, None).is_err());
         let parsed: CreateBody = serde_json::from_str(r#"{"Cmd":["x"]}"#).unwrap();
         assert!(parsed.into_options(None, None).is_err());
-        let parsed: CreateBody = serde_json::from_str(r#"{"Image":"x","HostConfig":{"Memory":1024}}"#).unwrap();
-        assert_eq!(parsed.into_options(None, None).unwrap_err().status, StatusCode::BAD_REQUEST);
+        let parsed: CreateBody =
+            serde_json::from_str(r#"{"Image":"x","HostConfig":{"Memory":1024}}"#).unwrap();
+        assert_eq!(
+            parsed.into_options(None, None).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]

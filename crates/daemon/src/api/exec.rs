@@ -30,8 +30,13 @@ struct ExecBody {
 }
 
 /// `POST /containers/{id}/exec` → `201 {"Id": ...}`.
-pub async fn create(State(state): State<AppState>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    let b: ExecBody = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid exec config JSON: {e}")))?;
+pub async fn create(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: ExecBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid exec config JSON: {e}")))?;
     let cmd = b.cmd.unwrap_or_default();
     if cmd.is_empty() {
         return Err(ApiError::bad_request("No exec command specified"));
@@ -52,13 +57,20 @@ pub async fn create(State(state): State<AppState>, Path(id): Path<String>, body:
     let (c, exec) = asyncify(move || {
         let c = s.containers.get(&id)?;
         if c.state.status != Status::Running {
-            return Err(ApiError::conflict(format!("container {} is not running", c.id)));
+            return Err(ApiError::conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
         }
         let exec = s.containers.exec_create(&c.id, opts)?;
         Ok((c, exec))
     })
     .await?;
-    state.container_event(&format!("exec_create: {}", cmd.join(" ")), &c, &[("execID", exec.id.clone())]);
+    state.container_event(
+        &format!("exec_create: {}", cmd.join(" ")),
+        &c,
+        &[("execID", exec.id.clone())],
+    );
     Ok((StatusCode::CREATED, Json(json!({ "Id": exec.id }))).into_response())
 }
 
@@ -70,22 +82,35 @@ struct StartBody {
 }
 
 /// `POST /exec/{id}/start` with `{"Detach": bool, "Tty": bool}`: hijacked (101) unless detached.
-pub async fn start(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Result<Response, ApiError> {
+pub async fn start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let b: StartBody = if bytes.is_empty() {
         StartBody::default()
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid exec start JSON: {e}")))?
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid exec start JSON: {e}")))?
     };
     let s = state.clone();
     let eid = id.clone();
     let exec = asyncify(move || s.containers.exec_inspect(&eid)).await?;
     if exec.running || exec.exit_code.is_some() {
-        return Err(ApiError::conflict(format!("Error: Exec command {id} has already run")));
+        return Err(ApiError::conflict(format!(
+            "Error: Exec command {id} has already run"
+        )));
     }
     if let Ok(c) = state.containers.get(&exec.container_id) {
-        state.container_event(&format!("exec_start: {}", exec.options.cmd.join(" ")), &c, &[("execID", id.clone())]);
+        state.container_event(
+            &format!("exec_start: {}", exec.options.cmd.join(" ")),
+            &c,
+            &[("execID", id.clone())],
+        );
     }
     if b.detach.unwrap_or(false) {
         let s = state.clone();
@@ -111,18 +136,26 @@ pub async fn start(State(state): State<AppState>, Path(id): Path<String>, req: R
             if let Some(tx) = tx.take() {
                 // moby's wording for a failed exec, written into the hijacked stream.
                 let msg = e.to_string();
-                let msg = msg.strip_prefix("failed to create task for container: ").unwrap_or(&msg);
+                let msg = msg
+                    .strip_prefix("failed to create task for container: ")
+                    .unwrap_or(&msg);
                 let _ = tx.send(Err(format!("OCI runtime exec failed: {msg}")));
             }
         }
     });
-    Ok(hijack(Request::from_parts(parts, axum::body::Body::empty()), sel, async move {
-        rx.await.unwrap_or_else(|_| Err(String::new()))
-    }))
+    Ok(hijack(
+        Request::from_parts(parts, axum::body::Body::empty()),
+        sel,
+        async move { rx.await.unwrap_or_else(|_| Err(String::new())) },
+    ))
 }
 
 /// `POST /exec/{id}/resize?h=&w=`.
-pub async fn resize(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn resize(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let h = q.int("h").unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
     let w = q.int("w").unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
@@ -132,10 +165,18 @@ pub async fn resize(State(state): State<AppState>, Path(id): Path<String>, RawQu
 }
 
 /// `GET /exec/{id}/json` (Docker's `ExecInspectResponse`).
-pub async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn inspect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let s = state.clone();
     let e = asyncify(move || s.containers.exec_inspect(&id)).await?;
-    let (entry, args) = e.options.cmd.split_first().map(|(a, b)| (a.clone(), b.to_vec())).unwrap_or_default();
+    let (entry, args) = e
+        .options
+        .cmd
+        .split_first()
+        .map(|(a, b)| (a.clone(), b.to_vec()))
+        .unwrap_or_default();
     Ok(Json(json!({
         "ID": e.id,
         "Running": e.running,

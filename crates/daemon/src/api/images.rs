@@ -77,7 +77,10 @@ fn inspect_json(img: &Image) -> Value {
 }
 
 /// `GET /images/json?all=&filters=` (filters: `dangling`, `reference`, `label`, `before`, `since`).
-pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
     let s = state.clone();
@@ -90,7 +93,10 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
                 vals.is_empty()
                     || vals.iter().any(|v| match k.as_str() {
                         "dangling" => (v == "true" || v == "1") == img.repo_tags.is_empty(),
-                        "reference" => img.repo_tags.iter().any(|t| glob_match(v, t) || glob_match(v, t.rsplit_once(':').map(|x| x.0).unwrap_or(t))),
+                        "reference" => img.repo_tags.iter().any(|t| {
+                            glob_match(v, t)
+                                || glob_match(v, t.rsplit_once(':').map(|x| x.0).unwrap_or(t))
+                        }),
                         "label" => {
                             let labels = img.config.config.labels.clone().unwrap_or_default();
                             match v.split_once('=') {
@@ -112,7 +118,9 @@ fn glob_match(pattern: &str, s: &str) -> bool {
     fn rec(p: &[u8], s: &[u8]) -> bool {
         match (p.first(), s.first()) {
             (None, None) => true,
-            (Some(b'*'), _) => rec(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && rec(p, &s[1..])),
+            (Some(b'*'), _) => {
+                rec(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && rec(p, &s[1..]))
+            }
             (Some(a), Some(b)) if a == b => rec(&p[1..], &s[1..]),
             _ => false,
         }
@@ -121,7 +129,11 @@ fn glob_match(pattern: &str, s: &str) -> bool {
 }
 
 /// `GET /images/{name}/json|history|get`.
-pub async fn get_dispatch(State(state): State<AppState>, Path(rest): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn get_dispatch(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     if let Some(name) = rest.strip_suffix("/json") {
         let name = name.to_string();
         let s = state.clone();
@@ -142,16 +154,25 @@ pub async fn get_dispatch(State(state): State<AppState>, Path(rest): Path<String
         let q = Query::parse(raw);
         return save(state, vec![name.to_string()], &q).await;
     }
-    Err(ApiError::not_found(format!("page not found: /images/{rest}")))
+    Err(ApiError::not_found(format!(
+        "page not found: /images/{rest}"
+    )))
 }
 
 /// `POST /images/{name}/tag?repo=&tag=` → 201; `POST /images/{name}/push?tag=` → push stream.
-pub async fn post_dispatch(State(state): State<AppState>, Path(rest): Path<String>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn post_dispatch(
+    State(state): State<AppState>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     if let Some(name) = rest.strip_suffix("/tag") {
         let repo = q.get("repo").unwrap_or("").to_string();
         if repo.is_empty() {
-            return Err(ApiError::bad_request("repository name must have at least one component"));
+            return Err(ApiError::bad_request(
+                "repository name must have at least one component",
+            ));
         }
         let target = match q.get("tag").filter(|t| !t.is_empty()) {
             Some(t) => format!("{repo}:{t}"),
@@ -170,22 +191,37 @@ pub async fn post_dispatch(State(state): State<AppState>, Path(rest): Path<Strin
     }
     if let Some(name) = rest.strip_suffix("/push") {
         let creds = registry_auth(&headers);
-        return push(state, name.to_string(), q.get("tag").filter(|t| !t.is_empty()).map(String::from), creds).await;
+        return push(
+            state,
+            name.to_string(),
+            q.get("tag").filter(|t| !t.is_empty()).map(String::from),
+            creds,
+        )
+        .await;
     }
-    Err(ApiError::not_found(format!("page not found: /images/{rest}")))
+    Err(ApiError::not_found(format!(
+        "page not found: /images/{rest}"
+    )))
 }
 
 /// `DELETE /images/{name}?force=&noprune=` → `[{"Untagged": ...}, {"Deleted": ...}]`.
-pub async fn remove(State(state): State<AppState>, Path(name): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let force = q.bool("force", false);
     let s = state.clone();
     let items = asyncify(move || {
         let in_use = s.containers.images_in_use();
-        s.images.remove(&name, force, &|id: &str| in_use.get(id).cloned())
+        s.images
+            .remove(&name, force, &|id: &str| in_use.get(id).cloned())
     })
     .await?;
-    Ok(Json(Value::Array(items.iter().map(|i| removed_json(&state, i)).collect())))
+    Ok(Json(Value::Array(
+        items.iter().map(|i| removed_json(&state, i)).collect(),
+    )))
 }
 
 fn removed_json(state: &AppState, item: &RemovedItem) -> Value {
@@ -202,22 +238,36 @@ fn removed_json(state: &AppState, item: &RemovedItem) -> Value {
 }
 
 /// `POST /images/prune?filters=` (`dangling=false` prunes every unused image).
-pub async fn prune(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn prune(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
-    let all = filters.get("dangling").is_some_and(|v| v.iter().any(|x| x == "false" || x == "0"));
+    let all = filters
+        .get("dangling")
+        .is_some_and(|v| v.iter().any(|x| x == "false" || x == "0"));
     let s = state.clone();
     let report = asyncify(move || {
         let in_use: HashSet<String> = s.containers.images_in_use().into_keys().collect();
         s.images.prune(all, &in_use)
     })
     .await?;
-    let items: Vec<Value> = report.removed.iter().map(|i| removed_json(&state, i)).collect();
-    Ok(Json(json!({ "ImagesDeleted": if items.is_empty() { Value::Null } else { Value::Array(items) }, "SpaceReclaimed": report.space_reclaimed })))
+    let items: Vec<Value> = report
+        .removed
+        .iter()
+        .map(|i| removed_json(&state, i))
+        .collect();
+    Ok(Json(
+        json!({ "ImagesDeleted": if items.is_empty() { Value::Null } else { Value::Array(items) }, "SpaceReclaimed": report.space_reclaimed }),
+    ))
 }
 
 /// `GET /images/get?names=a&names=b[&format=oci]`: a tar stream (`docker save`).
-pub async fn save_many(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn save_many(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let names = q.all("names");
     if names.is_empty() {
@@ -245,7 +295,11 @@ async fn save(state: AppState, names: Vec<String>, q: &Query) -> Result<Response
     let format = match q.get("format").unwrap_or("docker") {
         "" | "docker" => SaveFormat::Docker,
         "oci" => SaveFormat::Oci,
-        other => return Err(ApiError::bad_request(format!("invalid format {other:?}: use docker or oci"))),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid format {other:?}: use docker or oci"
+            )))
+        }
     };
     // Resolve names first so a missing image is a clean 404, not a broken stream.
     let s = state.clone();
@@ -262,13 +316,18 @@ async fn save(state: AppState, names: Vec<String>, q: &Query) -> Result<Response
     let err_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
         let mut w = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
-        let r = s.images.save(&names, format, &mut w).map_err(|e| e.to_string()).and_then(|()| w.flush().map_err(|e| e.to_string()));
+        let r = s
+            .images
+            .save(&names, format, &mut w)
+            .map_err(|e| e.to_string())
+            .and_then(|()| w.flush().map_err(|e| e.to_string()));
         if let Err(e) = r {
             tracing::warn!("save failed: {e}");
             let _ = err_tx.blocking_send(Err(std::io::Error::other(e)));
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-tar")
@@ -285,7 +344,8 @@ async fn spool(state: &AppState, body: Body) -> Result<tempfile::TempPath, ApiEr
     let mut file = tokio::fs::File::from_std(file);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
         file.write_all(&chunk).await?;
     }
     file.flush().await?;
@@ -307,7 +367,11 @@ fn json_lines(lines: Vec<Value>) -> Response {
 
 /// `POST /images/load?quiet=&platform=` with a tar body → JSON message stream
 /// (`{"stream":"Loaded image: busybox:1.35\n"}`).
-pub async fn load(State(state): State<AppState>, RawQuery(raw): RawQuery, req: Request) -> Result<Response, ApiError> {
+pub async fn load(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    req: Request,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let platform = match q.get("platform").filter(|p| !p.is_empty()) {
         Some(p) => Some(parse_platform(p)?),
@@ -341,7 +405,11 @@ fn parse_platform(p: &str) -> Result<Platform, ApiError> {
 
 /// `POST /images/create`: `fromImage=&tag=&platform=` pulls from a registry (progress as
 /// newline-delimited JSON); `fromSrc=-` imports the body as a rootfs tarball (`docker import`).
-pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, req: Request) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    req: Request,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     if let Some(image) = q.get("fromImage").filter(|i| !i.is_empty()) {
         let tag = q.get("tag").filter(|t| !t.is_empty());
@@ -358,10 +426,14 @@ pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, req:
         return pull(state, image, tag, platform, creds).await;
     }
     let Some(src) = q.get("fromSrc") else {
-        return Err(ApiError::bad_request("one of fromImage or fromSrc is required"));
+        return Err(ApiError::bad_request(
+            "one of fromImage or fromSrc is required",
+        ));
     };
     if src != "-" {
-        return Err(ApiError::bad_request(format!("fromSrc {src:?}: only \"-\" (the request body) is supported")));
+        return Err(ApiError::bad_request(format!(
+            "fromSrc {src:?}: only \"-\" (the request body) is supported"
+        )));
     }
     let repo = q.get("repo").unwrap_or("").to_string();
     let reference = if repo.is_empty() {
@@ -378,8 +450,11 @@ pub async fn create(State(state): State<AppState>, RawQuery(raw): RawQuery, req:
     let s = state.clone();
     let r = reference.clone();
     let id = asyncify(move || {
-        let mut f = std::fs::File::open(&path).map_err(|e| ApiError::internal(format!("reopening upload: {e}")))?;
-        let id = s.images.import(&mut f, r.as_deref(), &changes, message.as_deref())?;
+        let mut f = std::fs::File::open(&path)
+            .map_err(|e| ApiError::internal(format!("reopening upload: {e}")))?;
+        let id = s
+            .images
+            .import(&mut f, r.as_deref(), &changes, message.as_deref())?;
         drop(path);
         Ok::<_, ApiError>(id)
     })
@@ -466,10 +541,18 @@ fn registry_error(e: barge_registry::RegistryError) -> ApiError {
 fn progress_line(p: &barge_registry::Progress) -> Value {
     match p {
         barge_registry::Progress::Status(s) => json!({ "status": s }),
-        barge_registry::Progress::Item { id, status, progress: Some((cur, total)) } => {
+        barge_registry::Progress::Item {
+            id,
+            status,
+            progress: Some((cur, total)),
+        } => {
             json!({ "status": status, "progressDetail": { "current": cur, "total": total }, "id": id })
         }
-        barge_registry::Progress::Item { id, status, progress: None } => {
+        barge_registry::Progress::Item {
+            id,
+            status,
+            progress: None,
+        } => {
             json!({ "status": status, "progressDetail": {}, "id": id })
         }
     }
@@ -514,23 +597,27 @@ async fn progress_response(
         tokio::sync::mpsc::UnboundedReceiver<barge_registry::Progress>,
         Finish,
     );
-    let stream = futures_util::stream::unfold(Some::<St>((Some(first), rx, finish)), |st| async move {
-        let (first, mut rx, finish) = st?;
-        if let Some(ev) = first {
-            return Some((Ok::<_, std::convert::Infallible>(ndjson(&progress_line(&ev))), Some((None, rx, finish))));
-        }
-        match rx.recv().await {
-            Some(ev) => Some((Ok(ndjson(&progress_line(&ev))), Some((None, rx, finish)))),
-            None => {
-                let lines = finish.await;
-                let mut out = Vec::new();
-                for l in lines {
-                    out.extend_from_slice(&ndjson(&l));
-                }
-                Some((Ok(bytes::Bytes::from(out)), None))
+    let stream =
+        futures_util::stream::unfold(Some::<St>((Some(first), rx, finish)), |st| async move {
+            let (first, mut rx, finish) = st?;
+            if let Some(ev) = first {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(ndjson(&progress_line(&ev))),
+                    Some((None, rx, finish)),
+                ));
             }
-        }
-    });
+            match rx.recv().await {
+                Some(ev) => Some((Ok(ndjson(&progress_line(&ev))), Some((None, rx, finish)))),
+                None => {
+                    let lines = finish.await;
+                    let mut out = Vec::new();
+                    for l in lines {
+                        out.extend_from_slice(&ndjson(&l));
+                    }
+                    Some((Ok(bytes::Bytes::from(out)), None))
+                }
+            }
+        });
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
@@ -559,7 +646,15 @@ async fn pull(
     let st = state.clone();
     let handle = tokio::spawn(async move {
         let cfg = registry_config();
-        let res = barge_registry::pull(st.images.clone(), &cfg, &r, platform.as_ref(), creds.as_ref(), tx).await?;
+        let res = barge_registry::pull(
+            st.images.clone(),
+            &cfg,
+            &r,
+            platform.as_ref(),
+            creds.as_ref(),
+            tx,
+        )
+        .await?;
         st.image_event("pull", &res.id, &r.familiar());
         let status = if res.downloaded {
             format!("Status: Downloaded newer image for {}", r.familiar())
@@ -585,19 +680,32 @@ async fn pull_all_tags(
     creds: Option<barge_registry::Credentials>,
 ) -> Result<Response, ApiError> {
     let cfg = registry_config();
-    let tags = barge_registry::list_tags(&cfg, &repo, creds.as_ref()).await.map_err(registry_error)?;
+    let tags = barge_registry::list_tags(&cfg, &repo, creds.as_ref())
+        .await
+        .map_err(registry_error)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let st = state.clone();
     let handle = tokio::spawn(async move {
         let mut any_new = false;
         for t in tags {
             let r = repo.with_tag(&t);
-            let res = barge_registry::pull(st.images.clone(), &cfg, &r, platform.as_ref(), creds.as_ref(), tx.clone()).await?;
+            let res = barge_registry::pull(
+                st.images.clone(),
+                &cfg,
+                &r,
+                platform.as_ref(),
+                creds.as_ref(),
+                tx.clone(),
+            )
+            .await?;
             st.image_event("pull", &res.id, &r.familiar());
             any_new |= res.downloaded;
         }
         let status = if any_new {
-            format!("Status: Downloaded newer image for {}", repo.familiar_name())
+            format!(
+                "Status: Downloaded newer image for {}",
+                repo.familiar_name()
+            )
         } else {
             format!("Status: Image is up to date for {}", repo.familiar_name())
         };
@@ -631,7 +739,10 @@ async fn push(
             v.sort_by_key(|r| r.full());
             v.dedup_by_key(|r| r.full());
             if v.is_empty() {
-                return Err(ApiError::not_found(format!("An image does not exist locally with the tag: {}", base.familiar_name())));
+                return Err(ApiError::not_found(format!(
+                    "An image does not exist locally with the tag: {}",
+                    base.familiar_name()
+                )));
             }
             v
         }
@@ -651,13 +762,25 @@ async fn push(
             if let Ok(img) = st.images.get(&t.full()) {
                 for n in img.repo_tags.iter().chain(img.repo_digests.iter()) {
                     if let Ok(o) = barge_image::Reference::parse(n) {
-                        if o.domain() == t.domain() && o.path() != t.path() && !mount_from.contains(&o.path().to_string()) {
+                        if o.domain() == t.domain()
+                            && o.path() != t.path()
+                            && !mount_from.contains(&o.path().to_string())
+                        {
                             mount_from.push(o.path().to_string());
                         }
                     }
                 }
             }
-            let res = barge_registry::push(st.images.clone(), &cfg, &t.full(), &t, &mount_from, creds.as_ref(), tx.clone()).await?;
+            let res = barge_registry::push(
+                st.images.clone(),
+                &cfg,
+                &t.full(),
+                &t,
+                &mount_from,
+                creds.as_ref(),
+                tx.clone(),
+            )
+            .await?;
             if let Ok(img) = st.images.get(&t.full()) {
                 st.image_event("push", &img.id, &t.familiar());
             }
@@ -670,17 +793,27 @@ async fn push(
 
 /// `POST /auth` with an AuthConfig body: checks the credentials against the registry.
 pub async fn auth(body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let cfg: AuthConfig = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid auth config: {e}")))?;
+    let cfg: AuthConfig = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid auth config: {e}")))?;
     let server = cfg.serveraddress.clone();
     let creds = cfg.credentials();
-    barge_registry::login(&registry_config(), &server, &creds).await.map_err(registry_error)?;
-    Ok(Json(json!({ "Status": "Login Succeeded", "IdentityToken": "" })))
+    barge_registry::login(&registry_config(), &server, &creds)
+        .await
+        .map_err(registry_error)?;
+    Ok(Json(
+        json!({ "Status": "Login Succeeded", "IdentityToken": "" }),
+    ))
 }
 
 /// `GET /distribution/{name}/json`: the registry's descriptor for `name` and its platforms.
-pub async fn distribution(Path(rest): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn distribution(
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let Some(name) = rest.strip_suffix("/json") else {
-        return Err(ApiError::not_found(format!("page not found: /distribution/{rest}")));
+        return Err(ApiError::not_found(format!(
+            "page not found: /distribution/{rest}"
+        )));
     };
     let mut r = barge_image::Reference::parse(name)?;
     if r.tag().is_none() && r.digest().is_none() {

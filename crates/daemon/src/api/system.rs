@@ -13,7 +13,9 @@ use crate::state::AppState;
 use crate::ApiError;
 
 fn kernel_version() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn arch() -> &'static str {
@@ -33,10 +35,19 @@ pub async fn ping() -> Response {
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));
     h.insert("OSType", HeaderValue::from_static("linux"));
     h.insert("Swarm", HeaderValue::from_static("inactive"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    h.insert(header::SERVER, HeaderValue::from_static(concat!("barge/", env!("CARGO_PKG_VERSION"))));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::SERVER,
+        HeaderValue::from_static(concat!("barge/", env!("CARGO_PKG_VERSION"))),
+    );
     resp
 }
 
@@ -66,9 +77,16 @@ pub async fn version() -> Json<serde_json::Value> {
 pub async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = state.clone();
     let (containers, n_images) =
-        crate::asyncify(move || Ok::<_, ApiError>((s.containers.list(), s.images.list()?.len()))).await?;
-    let running = containers.iter().filter(|c| c.state.status == barge_container::Status::Running).count();
-    let paused = containers.iter().filter(|c| c.state.status == barge_container::Status::Paused).count();
+        crate::asyncify(move || Ok::<_, ApiError>((s.containers.list(), s.images.list()?.len())))
+            .await?;
+    let running = containers
+        .iter()
+        .filter(|c| c.state.status == barge_container::Status::Running)
+        .count();
+    let paused = containers
+        .iter()
+        .filter(|c| c.state.status == barge_container::Status::Paused)
+        .count();
     let runtimes: serde_json::Map<String, serde_json::Value> = state
         .runtimes
         .iter()
@@ -80,13 +98,24 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Valu
             (k.clone(), rt)
         })
         .collect();
-    let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mem_total = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<i64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
         .map(|kb| kb * 1024)
         .unwrap_or(0);
-    let cgroup_version = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { "2" } else { "1" };
+    let cgroup_version = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "2"
+    } else {
+        "1"
+    };
     Ok(Json(json!({
         "ID": hostname,
         "Containers": containers.len(),
@@ -139,15 +168,22 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Valu
 }
 
 /// `GET /events?since=&until=&filters=`: newline-delimited JSON, streamed until `until`.
-pub async fn events(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn events(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
-    let filter = EventFilter { filters: q.filters()? };
+    let filter = EventFilter {
+        filters: q.filters()?,
+    };
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let parse_ts = |s: &str| -> Option<i64> {
         if let Ok(f) = s.parse::<f64>() {
             return Some((f * 1e9) as i64);
         }
-        chrono::DateTime::parse_from_rfc3339(s).ok().and_then(|d| d.timestamp_nanos_opt())
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .and_then(|d| d.timestamp_nanos_opt())
     };
     let since = q.get("since").and_then(parse_ts);
     let until = q.get("until").and_then(parse_ts);
@@ -160,7 +196,10 @@ pub async fn events(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
             Ok(bytes::Bytes::from(s))
         };
         if let Some(since) = since {
-            for e in history.iter().filter(|e| e.time_nano >= since && filter.matches(e)) {
+            for e in history
+                .iter()
+                .filter(|e| e.time_nano >= since && filter.matches(e))
+            {
                 if until.is_some_and(|u| e.time_nano > u) {
                     break;
                 }
@@ -196,7 +235,11 @@ pub async fn events(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
             }
         }
     });
-    let stream = futures_util::stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let stream =
+        futures_util::stream::unfold(
+            body_rx,
+            |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+        );
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
