@@ -3,8 +3,14 @@
 //! - [`parser`]: the Dockerfile syntax (directives, continuations, heredocs, JSON/shell forms)
 //!   and word expansion (`$VAR`, `${VAR:-w}`, quotes, escapes).
 //! - [`ignore`]: `.dockerignore` patterns.
+//! - [`layer`]: layer tars (overlay upper dir diff with whiteouts, copied files).
+//! - [`build`]: the executor (stages, RUN through the container engine, COPY/ADD, layer cache).
 
+pub mod build;
+pub mod context;
 pub mod ignore;
+pub mod layer;
 pub mod parser;
 
+pub use build::{BuildError, BuildOptions, BuildResult, Builder};
 pub use parser::{Dockerfile, Instruction, ParseError};

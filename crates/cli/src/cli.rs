@@ -84,6 +84,11 @@ pub enum Cmd {
     Rmi(RmiArgs),
     /// Load an image from a tar archive, an OCI layout directory or STDIN
     Load(LoadArgs),
+    /// Build an image from a Dockerfile
+    Build(crate::build::BuildArgs),
+    /// Manage builds
+    #[command(subcommand)]
+    Builder(crate::build::BuilderCmd),
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
     Save(SaveArgs),
     /// Import the contents from a tarball to create a filesystem image

@@ -6,6 +6,7 @@
 //! container starts, 126/127 when the container's command cannot be invoked/found,
 //! and otherwise the container's (or exec's) own exit code.
 
+mod build;
 mod cli;
 pub mod client;
 mod container;
@@ -210,6 +211,8 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Tag(a) => image::tag(c, a).await,
         Cmd::Rmi(a) => image::rmi(c, a).await,
         Cmd::Load(a) => image::load(c, a).await,
+        Cmd::Build(a) => build::build(c, a).await,
+        Cmd::Builder(sub) => build::builder(c, sub).await,
         Cmd::Save(a) => image::save(c, a).await,
         Cmd::Import(a) => image::import(c, a).await,
         Cmd::Events(a) => system::events(c, a).await,

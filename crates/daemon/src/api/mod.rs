@@ -1,6 +1,7 @@
 //! Docker Engine API routes. Paths and shapes follow moby's `api/swagger.yaml`
 //! (<https://docs.docker.com/reference/api/engine/version/v1.47/>).
 
+pub mod build;
 pub mod containers;
 pub mod exec;
 pub mod images;
@@ -40,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))
         .route("/exec/{id}/json", get(exec::inspect))
+        .route("/build", post(build::build))
+        .route("/build/prune", post(build::prune))
         .route("/images/json", get(images::list))
         .route("/auth", post(images::auth))
         .route("/distribution/{*rest}", get(images::distribution))

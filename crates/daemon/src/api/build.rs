@@ -1,0 +1,137 @@
+//! `POST /build` (the legacy builder's API: tar context body, JSON message stream) and
+//! `POST /build/prune`.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use barge_builder::{BuildOptions, Builder};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use super::Query;
+use crate::state::AppState;
+use crate::{asyncify, ApiError};
+
+fn ndjson(v: &Value) -> bytes::Bytes {
+    let mut s = v.to_string();
+    s.push('\n');
+    bytes::Bytes::from(s)
+}
+
+fn truthy(v: Option<&str>) -> bool {
+    matches!(v, Some("1") | Some("true") | Some("True"))
+}
+
+fn json_map(q: &Query, key: &str) -> Result<BTreeMap<String, Option<String>>, ApiError> {
+    match q.get(key).filter(|s| !s.is_empty()) {
+        None => Ok(BTreeMap::new()),
+        Some(s) => serde_json::from_str(s).map_err(|e| ApiError::bad_request(format!("invalid {key}: {e}"))),
+    }
+}
+
+/// `POST /build?t=&dockerfile=&buildargs=&target=&nocache=&labels=&networkmode=&q=&platform=`.
+pub async fn build(State(state): State<AppState>, RawQuery(raw): RawQuery, req: Request) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    if q.get("remote").is_some_and(|r| !r.is_empty()) {
+        return Err(ApiError::bad_request("building from a remote context is not supported"));
+    }
+    let mut opts = BuildOptions {
+        dockerfile: q.get("dockerfile").map(str::to_string),
+        tags: q.all("t").into_iter().filter(|t| !t.is_empty()).collect(),
+        target: q.get("target").map(str::to_string),
+        no_cache: truthy(q.get("nocache")),
+        network_mode: q.get("networkmode").map(str::to_string),
+        platform: q.get("platform").filter(|p| !p.is_empty()).map(str::to_string),
+        ..Default::default()
+    };
+    for (k, v) in json_map(&q, "buildargs")? {
+        if let Some(v) = v {
+            opts.build_args.insert(k, v);
+        }
+    }
+    for (k, v) in json_map(&q, "labels")? {
+        opts.labels.insert(k, v.unwrap_or_default());
+    }
+    if let Some(e) = opts.build_args.get("SOURCE_DATE_EPOCH") {
+        opts.source_date_epoch = Some(e.parse().map_err(|_| ApiError::bad_request(format!("invalid SOURCE_DATE_EPOCH {e}")))?);
+    }
+    let quiet = truthy(q.get("q"));
+
+    // Spool the context.
+    let dir = state.data_root.join("tmp");
+    tokio::fs::create_dir_all(&dir).await?;
+    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    let (file, path) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let mut stream = req.into_body().into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    drop(file);
+    let ctxdir = tempfile::Builder::new().prefix("build-").tempdir_in(&dir)?;
+    let cpath = ctxdir.path().to_path_buf();
+    asyncify(move || -> Result<(), ApiError> {
+        let f = std::fs::File::open(&path)?;
+        barge_builder::context::extract(std::io::BufReader::new(f), &cpath)
+            .map_err(|e| ApiError::bad_request(format!("invalid build context: {e}")))?;
+        drop(path);
+        Ok(())
+    })
+    .await?;
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let builder = Builder::new(s.images.clone(), s.containers.clone(), &s.data_root);
+        let txo = tx.clone();
+        let mut out = |line: &str| {
+            if !quiet {
+                let _ = txo.send(json!({ "stream": line }));
+            }
+        };
+        match builder.build(ctxdir.path(), &opts, &mut out) {
+            Ok(r) => {
+                let _ = tx.send(json!({ "aux": { "ID": r.id } }));
+                if quiet {
+                    let _ = tx.send(json!({ "stream": format!("{}\n", r.id) }));
+                }
+                for t in &r.tags {
+                    s.image_event("tag", &r.id, t);
+                }
+            }
+            Err(e) => {
+                let m = e.to_string();
+                let _ = tx.send(json!({ "errorDetail": { "message": m }, "error": m }));
+            }
+        }
+        drop(ctxdir);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let v = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(ndjson(&v)), rx))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("static response"))
+}
+
+/// `POST /build/prune`: drops the build cache.
+pub async fn prune(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let s = state.clone();
+    let n = asyncify(move || {
+        Builder::new(s.images.clone(), s.containers.clone(), &s.data_root)
+            .prune()
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    Ok(Json(json!({ "CachesDeleted": Vec::<String>::new(), "SpaceReclaimed": 0, "EntriesDeleted": n })))
+}
