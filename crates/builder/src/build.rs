@@ -400,7 +400,11 @@ impl Builder {
             let l = st.config.config.labels.get_or_insert_with(BTreeMap::new);
             l.extend(opts.labels.clone());
         }
-        st.config.created = Some(now_or(opts.source_date_epoch));
+        // The image was created when its last step was (stable across cached rebuilds).
+        st.config.created = match opts.source_date_epoch {
+            Some(_) => Some(now_or(opts.source_date_epoch)),
+            None => st.config.history.last().and_then(|h| h.created.clone()).or_else(|| Some(now_or(None))),
+        };
         let id = self.commit(&st, &tags)?;
         (ctx.out)(&format!("Successfully built {}\n", short(&id)));
         for t in &tags {
@@ -501,6 +505,17 @@ impl Builder {
         let args = sc.args.clone();
         let lookup = move |n: &str| env_get(&env, n).or_else(|| args.get(n).cloned());
         let x = |s: &str| parser::expand(s, esc, &lookup).map_err(e);
+        // Metadata steps go through the cache too, so that a rebuild reuses their history
+        // entries (and gives the same image ID).
+        let meta = !matches!(ins.keyword.as_str(), "RUN" | "COPY" | "ADD" | "ARG" | "FROM");
+        if meta && !ctx.opts.no_cache {
+            let key = cache_key(&st, &format!("META {}", ins.original), &serde_json::to_string(&sc.args).expect("json"));
+            if let Some(hit) = ctx.cache.entries.get(&key) {
+                (ctx.out)(" ---> Using cache\n");
+                return Ok(hit.clone());
+            }
+        }
+        let meta_key = cache_key(&st, &format!("META {}", ins.original), &serde_json::to_string(&sc.args).expect("json"));
         let c = &mut st.config.config;
         let nop = |st: &mut StageState, text: String| {
             st.config.history.push(HistoryEntry {
@@ -692,6 +707,10 @@ impl Builder {
             "COPY" | "ADD" => return self.copy(ctx, sc, st, ins),
             "FROM" => return Err(e("unexpected FROM".into())),
             o => return Err(e(format!("unknown instruction: {o}"))),
+        }
+        if meta {
+            self.save_cache_entry(&meta_key, &st)?;
+            ctx.cache.entries.insert(meta_key, st.clone());
         }
         Ok(st)
     }

@@ -137,6 +137,8 @@ impl<W: Write> LayerTar<W> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_size(0);
         h.set_mtime(self.mtime(mtime));
         self.tar.append_data(&mut h, name, io::empty())

@@ -1,0 +1,205 @@
+//! End-to-end: `barge build` and `docker build` (legacy builder, `POST /build`) against a real
+//! daemon: the shared fixture Dockerfiles, multi-stage builds, the layer cache, errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use common::*;
+
+static D: LazyLock<Daemon> = LazyLock::new(|| {
+    let d = Daemon::start();
+    d.load_layout();
+    d
+});
+
+/// A temp copy of the fixture sources (removed on drop).
+fn src_copy() -> tempfile_like::Dir {
+    let d = tempfile_like::Dir::new();
+    for e in std::fs::read_dir(images_dir().join("src")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), d.path().join(e.file_name())).unwrap();
+    }
+    d
+}
+
+mod tempfile_like {
+    use std::path::{Path, PathBuf};
+    pub struct Dir(PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            let p = std::env::temp_dir().join(format!("barge-build-ctx-{}-{}", std::process::id(), rand()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    fn rand() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::SeqCst) * 1000 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 % 1000
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn ctx_with(files: &[(&str, &str)]) -> tempfile_like::Dir {
+    let d = tempfile_like::Dir::new();
+    for (n, c) in files {
+        let p: PathBuf = d.path().join(n);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    d
+}
+
+fn p(d: &Path) -> &str {
+    d.to_str().unwrap()
+}
+
+#[test]
+fn tiny_multilayer_builds_runs_and_rebuilds_from_cache() {
+    let ctx = src_copy();
+    let df = ctx.path().join("tiny-multilayer.Dockerfile");
+    let out = D.ok(&["build", "-f", p(&df), "-t", "tiny-built:1", "-t", "tiny-built:2", p(ctx.path())]);
+    assert!(out.contains("Step 1/6 : FROM busybox:1.35"), "{out}");
+    assert!(out.contains("Successfully tagged tiny-built:2"), "{out}");
+    let run = D.ok(&["run", "--rm", "tiny-built:1"]);
+    let lines: Vec<&str> = run.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], "hello", "{run}");
+    assert!(run.contains("keep") && run.contains("c"), "{run}");
+    assert!(!run.contains("gone") && !run.contains("top") && !run.contains(" a\n"), "{run}");
+    let want = D.ok(&["run", "--rm", "tiny-multilayer:1"]);
+    assert_eq!(run, want, "same output as the reference image");
+    assert_eq!(D.inspect("tiny-built:1", "{{.Config.WorkingDir}}"), "/data");
+    let id1 = D.inspect("tiny-built:1", "{{.Id}}");
+
+    // No change: every step is a cache hit and the image is the same.
+    let t = std::time::Instant::now();
+    let out = D.ok(&["build", "-f", p(&df), "-t", "tiny-built:1", p(ctx.path())]);
+    assert_eq!(out.matches("Using cache").count(), 5, "every step after FROM from the cache:\n{out}");
+    assert!(!out.contains("Running in"), "{out}");
+    assert!(t.elapsed().as_secs() < 10);
+    let id2 = D.inspect("tiny-built:1", "{{.Id}}");
+    assert_eq!(D.inspect("tiny-built:1", "{{len .RootFS.Layers}}"), D.inspect("tiny-built:2", "{{len .RootFS.Layers}}"));
+    assert_eq!(id1, id2, "a rebuild with no change gives the same image");
+
+    // `builder prune` empties the cache.
+    let out = D.ok(&["builder", "prune", "-f"]);
+    assert!(out.contains("Deleted build cache entries"), "{out}");
+    let out = D.ok(&["build", "-f", p(&df), "-t", "tiny-built:1", p(ctx.path())]);
+    assert!(out.contains("Running in"), "{out}");
+    D.ok(&["rmi", "tiny-built:1", "tiny-built:2"]);
+}
+
+#[test]
+fn multilayer_matches_the_reference_config_and_tree() {
+    let ctx = src_copy();
+    let df = ctx.path().join("multilayer.Dockerfile");
+    D.ok(&["build", "-f", p(&df), "-t", "ml-built:1", p(ctx.path())]);
+    for f in [
+        "{{json .Config.User}}",
+        "{{json .Config.WorkingDir}}",
+        "{{json .Config.Env}}",
+        "{{json .Config.ExposedPorts}}",
+        "{{json .Config.Healthcheck}}",
+        "{{json .Config.StopSignal}}",
+        "{{json .Config.Entrypoint}}",
+        "{{json .Config.Cmd}}",
+    ] {
+        assert_eq!(D.inspect("ml-built:1", f), D.inspect("multilayer:1", f), "{f}");
+    }
+    let ls = |img: &str| D.ok(&["run", "--rm", "--entrypoint", "sh", img, "-c", "cd /fixture && ls -lAn --time-style=+ . dir | sed 's/  */ /g' | cut -d' ' -f1,3,4,6-; ls -A /usr/share/common-licenses /app; id -u"]);
+    assert_eq!(ls("ml-built:1"), ls("multilayer:1"));
+    let app = D.ok(&["run", "--rm", "--entrypoint", "python3", "ml-built:1", "-c", "import os; print(sorted(os.listdir('/app')), os.stat('/app/app.py').st_uid)"]);
+    assert_eq!(app.trim(), "['app.py', 'model.json'] 1234");
+    D.ok(&["rmi", "ml-built:1"]);
+}
+
+#[test]
+fn multi_stage_skips_unused_stages_and_copies_from_a_stage() {
+    let ctx = ctx_with(&[
+        (
+            "Dockerfile",
+            "ARG BASE=busybox:1.35\n\
+             FROM ${BASE} AS unused\n\
+             RUN exit 1\n\
+             FROM $BASE AS build\n\
+             ARG GREETING=hi\n\
+             RUN mkdir /out && echo \"$GREETING from build\" > /out/artifact && echo junk > /junk\n\
+             FROM busybox:1.35\n\
+             COPY --from=build /out/artifact /artifact\n\
+             COPY --chmod=0755 [\"run.sh\", \"/usr/local/bin/\"]\n\
+             CMD [\"sh\", \"-c\", \"cat /artifact; test -e /junk || echo no-junk; /usr/local/bin/run.sh\"]\n",
+        ),
+        ("run.sh", "#!/bin/sh\necho script ran\n"),
+        (".dockerignore", "secret*\n"),
+        ("secret.txt", "x"),
+    ]);
+    let out = D.ok(&["build", "--build-arg", "GREETING=hello", "-t", "ms-built", p(ctx.path())]);
+    assert!(!out.contains("exit 1"), "the unused stage must not run:\n{out}");
+    let run = D.ok(&["run", "--rm", "ms-built"]);
+    assert_eq!(run, "hello from build\nno-junk\nscript ran\n");
+    // .dockerignore: an excluded file is not in the context.
+    let bad = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY secret.txt /\n"), (".dockerignore", "secret*\n"), ("secret.txt", "x")]);
+    let o = D.barge(&["build", p(bad.path())]);
+    assert!(!o.status.success());
+    // --target builds only up to that stage.
+    D.ok(&["build", "--target", "build", "-t", "ms-target", p(ctx.path())]);
+    assert_eq!(D.ok(&["run", "--rm", "ms-target", "cat", "/junk"]), "junk\n");
+    D.ok(&["rmi", "ms-built", "ms-target"]);
+}
+
+#[test]
+fn errors_name_file_and_line_and_leave_nothing_tagged() {
+    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nRUN true\nBOGUS x\n")]);
+    let o = D.barge(&["build", "-t", "bad-built", p(ctx.path())]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("Dockerfile:3") && e.contains("unknown instruction: BOGUS"), "{e}");
+    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nRUN echo before\nRUN exit 3\n")]);
+    let o = D.barge(&["build", "-t", "bad-built", p(ctx.path())]);
+    assert!(stderr(&o).contains("Dockerfile:3") && stderr(&o).contains("non-zero code: 3"), "{}", stderr(&o));
+    let ctx = ctx_with(&[("Dockerfile", "FROM does-not-exist:1\n")]);
+    let o = D.barge(&["build", "-t", "bad-built", p(ctx.path())]);
+    assert!(stderr(&o).contains("Dockerfile:1"), "{}", stderr(&o));
+    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY ../etc/passwd /\n")]);
+    let o = D.barge(&["build", "-t", "bad-built", p(ctx.path())]);
+    assert!(stderr(&o).contains("outside the build context"), "{}", stderr(&o));
+    assert!(!D.barge(&["inspect", "bad-built"]).status.success(), "nothing tagged");
+}
+
+#[test]
+fn stock_docker_build_legacy_builder() {
+    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY hello.txt /\nCMD [\"cat\", \"/hello.txt\"]\n"), ("hello.txt", "hi from docker build\n")]);
+    let out = std::process::Command::new(docker_cli())
+        .env("DOCKER_HOST", &D.host)
+        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_CONFIG", D.dir.join("docker-config"))
+        .args(["build", "-t", "docker-built:1", p(ctx.path())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stdout: {}\nstderr: {}\n{}", stdout(&out), stderr(&out), tail(&D.log(), 30));
+    assert!(stdout(&out).contains("Successfully tagged docker-built:1"), "{}", stdout(&out));
+    assert_eq!(D.docker_ok(&["run", "--rm", "docker-built:1"]), "hi from docker build\n");
+    D.ok(&["rmi", "docker-built:1"]);
+}
+
+#[test]
+fn source_date_epoch_gives_reproducible_digests() {
+    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY f /f\nRUN echo x > /g\nENV A=1\n"), ("f", "data\n")]);
+    let build = || {
+        D.ok(&["build", "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-q", p(ctx.path())]).trim().to_string()
+    };
+    let a = build();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = build();
+    assert!(a.starts_with("sha256:"), "{a}");
+    assert_eq!(a, b);
+}
