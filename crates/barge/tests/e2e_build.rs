@@ -203,3 +203,49 @@ fn source_date_epoch_gives_reproducible_digests() {
     assert!(a.starts_with("sha256:"), "{a}");
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_run_that_changes_nothing_adds_an_empty_layer() {
+    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nRUN true\n")]);
+    D.ok(&["build", "--no-cache", "-t", "noop-built", p(ctx.path())]);
+    let dir = D.dir.join("noop-save");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tarp = dir.join("img.tar");
+    D.ok(&["save", "-o", tarp.to_str().unwrap(), "noop-built"]);
+    let mut a = tar::Archive::new(std::fs::File::open(&tarp).unwrap());
+    let mut layers = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        layers.push((e.path().unwrap().to_string_lossy().into_owned(), data));
+    }
+    // The last layer listed in manifest.json is the RUN layer: it holds no entries.
+    let manifest: serde_json::Value = serde_json::from_slice(&layers.iter().find(|(n, _)| n == "manifest.json").unwrap().1).unwrap();
+    let last = manifest[0]["Layers"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+    let data = &layers.iter().find(|(n, _)| *n == last).unwrap().1;
+    let names: Vec<String> = tar::Archive::new(&data[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+    assert!(names.is_empty(), "runtime mount points leaked into the layer: {names:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    D.ok(&["rmi", "noop-built"]);
+}
+
+#[test]
+fn touching_a_copied_file_reruns_from_that_step_and_the_cache_survives_a_restart() {
+    let mut d = Daemon::start();
+    d.load_layout();
+    let ctx = ctx_with(&[
+        ("Dockerfile", "FROM busybox:1.35\nRUN echo one > /one\nCOPY a /a\nRUN cat /a > /b\nCOPY c /c\n"),
+        ("a", "1"),
+        ("c", "c"),
+    ]);
+    d.ok(&["build", "-t", "cache-built", p(ctx.path())]);
+    d.restart();
+    let out = d.ok(&["build", "-t", "cache-built", p(ctx.path())]);
+    assert_eq!(out.matches("Using cache").count(), 4, "{out}");
+    std::fs::write(ctx.path().join("a"), "2").unwrap();
+    let out = d.ok(&["build", "-t", "cache-built", p(ctx.path())]);
+    assert_eq!(out.matches("Using cache").count(), 1, "only the first RUN is reused:\n{out}");
+    assert_eq!(out.matches("Running in").count(), 1, "{out}");
+    assert_eq!(d.ok(&["run", "--rm", "cache-built", "cat", "/b"]), "2");
+}

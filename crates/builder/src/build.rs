@@ -818,7 +818,7 @@ impl Builder {
                         return Err(step_err(df, ins, &format!("The command '{}' returned a non-zero code: {code}", argv.join(" "))));
                     }
                     let upper = ct.rootfs.parent().expect("container dir").join("upper");
-                    let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| diff_upper_filtered(&upper, t)).map_err(io_err("diff container changes"))?;
+                    let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| diff_upper_filtered(&upper, &this.view(&st), t)).map_err(io_err("diff container changes"))?;
                     this.add_layer(&mut st, &mut lf, created_by.clone(), created)?;
                     Ok(st)
                 })();
@@ -1030,9 +1030,18 @@ fn cache_key(st: &StageState, text: &str, extra: &str) -> String {
     format!("sha256:{}", barge_image::digest::hex(&h.finalize()))
 }
 
-/// The upper dir as a layer, minus the mount points the runtime creates.
-fn diff_upper_filtered<W: std::io::Write>(upper: &Path, t: &mut LayerTar<W>) -> std::io::Result<()> {
-    layer::diff_upper(upper, t)
+/// Mount points the runtime creates in a container's root when the image lacks them.
+const RUNTIME_MOUNTPOINTS: &[&str] = &["dev", "proc", "sys", "etc/hostname", "etc/hosts", "etc/resolv.conf", "sbin/docker-init"];
+
+/// The upper dir as a layer, minus the (empty) mount points the runtime created and the
+/// directories that were only copied up for them.
+fn diff_upper_filtered<W: std::io::Write>(upper: &Path, lower: &RootView, t: &mut LayerTar<W>) -> std::io::Result<()> {
+    let skip = |rel: &str, md: &fs::Metadata| {
+        RUNTIME_MOUNTPOINTS.contains(&rel)
+            && lower.lookup(rel).is_none()
+            && ((md.is_file() && md.len() == 0) || (md.is_dir() && fs::read_dir(upper.join(rel)).map(|mut d| d.next().is_none()).unwrap_or(false)))
+    };
+    layer::diff_upper_filtered(upper, t, &skip, &|rel| lower.lookup(rel).is_some())
 }
 
 /// Hashes a file tree's names, modes and contents.

@@ -158,7 +158,31 @@ pub fn sorted_entries(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
 
 /// Appends the overlay upper directory `upper` as layer entries.
 pub fn diff_upper<W: Write>(upper: &Path, t: &mut LayerTar<W>) -> io::Result<()> {
-    fn walk<W: Write>(dir: &Path, rel: &str, t: &mut LayerTar<W>) -> io::Result<()> {
+    diff_upper_filtered(upper, t, &|_, _| false, &|_| false)
+}
+
+enum Item {
+    Whiteout(String, i64),
+    Path(std::path::PathBuf, String),
+    Opaque(String, i64),
+}
+
+/// Like [`diff_upper`], leaving out entries for which `skip(rel, metadata)` holds, and
+/// directories that exist in the lower layers (`in_lower(rel)`) and were only copied up
+/// (not opaque, no entry kept below them).
+pub fn diff_upper_filtered<W: Write>(
+    upper: &Path,
+    t: &mut LayerTar<W>,
+    skip: &dyn Fn(&str, &fs::Metadata) -> bool,
+    in_lower: &dyn Fn(&str) -> bool,
+) -> io::Result<()> {
+    fn walk(
+        dir: &Path,
+        rel: &str,
+        out: &mut Vec<Item>,
+        skip: &dyn Fn(&str, &fs::Metadata) -> bool,
+        in_lower: &dyn Fn(&str) -> bool,
+    ) -> io::Result<()> {
         for e in sorted_entries(dir)? {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
@@ -166,20 +190,40 @@ pub fn diff_upper<W: Write>(upper: &Path, t: &mut LayerTar<W>) -> io::Result<()>
             let md = fs::symlink_metadata(&path)?;
             if md.file_type().is_char_device() && md.rdev() == 0 {
                 let wh = if rel.is_empty() { format!(".wh.{name}") } else { format!("{rel}/.wh.{name}") };
-                t.whiteout(&wh, md.mtime())?;
+                out.push(Item::Whiteout(wh, md.mtime()));
                 continue;
             }
-            t.add_path(&path, &relname, None, None)?;
+            if skip(&relname, &md) {
+                continue;
+            }
             if md.is_dir() {
-                if is_opaque(&path) {
-                    t.whiteout(&format!("{relname}/.wh..wh..opq"), md.mtime())?;
+                let mut sub = Vec::new();
+                let opaque = is_opaque(&path);
+                if opaque {
+                    sub.push(Item::Opaque(format!("{relname}/.wh..wh..opq"), md.mtime()));
                 }
-                walk(&path, &relname, t)?;
+                walk(&path, &relname, &mut sub, skip, in_lower)?;
+                // Copied up only for entries left out below, or made only to hold them.
+                if sub.is_empty() && (in_lower(&relname) || fs::read_dir(&path)?.next().is_some()) {
+                    continue;
+                }
+                out.push(Item::Path(path, relname));
+                out.extend(sub);
+            } else {
+                out.push(Item::Path(path, relname));
             }
         }
         Ok(())
     }
-    walk(upper, "", t)
+    let mut items = Vec::new();
+    walk(upper, "", &mut items, skip, in_lower)?;
+    for i in items {
+        match i {
+            Item::Whiteout(n, m) | Item::Opaque(n, m) => t.whiteout(&n, m)?,
+            Item::Path(p, n) => t.add_path(&p, &n, None, None)?,
+        }
+    }
+    Ok(())
 }
 
 /// A finished layer tar in a temp file.
