@@ -249,3 +249,26 @@ fn touching_a_copied_file_reruns_from_that_step_and_the_cache_survives_a_restart
     assert_eq!(out.matches("Running in").count(), 1, "{out}");
     assert_eq!(d.ok(&["run", "--rm", "cache-built", "cat", "/b"]), "2");
 }
+
+#[test]
+fn add_extracts_archives_heredocs_and_live_run_output() {
+    let ctx = ctx_with(&[(
+        "Dockerfile",
+        "FROM busybox:1.35\n\
+         ADD files.tar /opt/x\n\
+         RUN <<EOF\necho from heredoc\necho step-output-marker\nEOF\n\
+         COPY <<EOT /etc/motd\nhello $HOSTNAME_UNSET-motd\nEOT\n\
+         CMD [\"sh\", \"-c\", \"cat /opt/x/dir/f /etc/motd\"]\n",
+    )]);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "dir/f", &b"tar\n"[..]).unwrap();
+    std::fs::write(ctx.path().join("files.tar"), b.into_inner().unwrap()).unwrap();
+    let out = D.ok(&["build", "--no-cache", "-t", "add-built", p(ctx.path())]);
+    assert!(out.contains("step-output-marker"), "RUN output is shown:\n{out}");
+    assert_eq!(D.ok(&["run", "--rm", "add-built"]), "tar\nhello -motd\n");
+    D.ok(&["rmi", "add-built"]);
+}

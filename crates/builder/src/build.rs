@@ -606,7 +606,7 @@ impl Builder {
                     let key = cache_key(&st, &format!("WORKDIR {w}"), "");
                     let epoch = ctx.opts.source_date_epoch;
                     let created = now_or(epoch);
-                    return self.cached(ctx, &key, st, |this, mut st| {
+                    return self.cached(ctx, &key, st, |this, mut st, _out| {
                         let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {
                             let mut acc = String::new();
                             let now = epoch.unwrap_or_else(|| chrono::Utc::now().timestamp());
@@ -730,7 +730,7 @@ impl Builder {
         ctx: &mut Ctx,
         key: &str,
         st: StageState,
-        f: impl FnOnce(&Builder, StageState) -> Result<StageState, BuildError>,
+        f: impl FnOnce(&Builder, StageState, &mut dyn FnMut(&str)) -> Result<StageState, BuildError>,
     ) -> Result<StageState, BuildError> {
         if !ctx.opts.no_cache {
             if let Some(hit) = ctx.cache.entries.get(key) {
@@ -741,10 +741,10 @@ impl Builder {
             }
         }
         let t = std::time::Instant::now();
-        let st = f(self, st)?;
+        let st = f(self, st, &mut *ctx.out)?;
         self.save_cache_entry(key, &st)?;
         ctx.cache.entries.insert(key.to_string(), st.clone());
-        let _ = t;
+        (ctx.out)(&format!(" ---> Done in {:.2}s\n", t.elapsed().as_secs_f64()));
         Ok(st)
     }
 
@@ -784,52 +784,54 @@ impl Builder {
             None => argv.join(" "),
         };
         let epoch = ctx.opts.source_date_epoch;
-        let out_cell: Mutex<Vec<String>> = Mutex::new(Vec::new());
-        let res = {
-            let out_cell = &out_cell;
-            self.cached(ctx, &key, st, |this, mut st| {
-                let parent = this.commit(&st, &[])?;
-                let opts = CreateOptions {
-                    image: parent,
-                    cmd: Some(argv.clone()),
-                    entrypoint: Some(Vec::new()),
-                    env: arg_env.clone(),
-                    working_dir: st.config.config.working_dir.clone(),
-                    user: st.config.config.user.clone(),
-                    host: HostOptions { network_mode: network.clone(), log_type: "json-file".into(), ..Default::default() },
-                    ..Default::default()
-                };
-                let created = now_or(epoch);
-                let ct = this.containers.create(opts).map_err(|e| step_err(df, ins, &e.to_string()))?;
-                let r = (|| -> Result<StageState, BuildError> {
-                    out_cell.lock().unwrap().push(format!(" ---> Running in {}\n", &ct.id[..12]));
-                    this.containers.start(&ct.id, 0, &mut |_| {}).map_err(|e| step_err(df, ins, &e.to_string()))?;
-                    let code = this.containers.wait(&ct.id, WaitCondition::NotRunning)?;
+        self.cached(ctx, &key, st, |this, mut st, out| {
+            let parent = this.commit(&st, &[])?;
+            let opts = CreateOptions {
+                image: parent,
+                cmd: Some(argv.clone()),
+                entrypoint: Some(Vec::new()),
+                env: arg_env.clone(),
+                working_dir: st.config.config.working_dir.clone(),
+                user: st.config.config.user.clone(),
+                host: HostOptions { network_mode: network.clone(), log_type: "json-file".into(), ..Default::default() },
+                ..Default::default()
+            };
+            let created = now_or(epoch);
+            let ct = this.containers.create(opts).map_err(|e| step_err(df, ins, &e.to_string()))?;
+            let r = (|| -> Result<StageState, BuildError> {
+                out(&format!(" ---> Running in {}\n", &ct.id[..12]));
+                this.containers.start(&ct.id, 0, &mut |_| {}).map_err(|e| step_err(df, ins, &e.to_string()))?;
+                // Stream the step's output while it runs (from its json-file log).
+                let mut seen = 0;
+                let mut emit = |out: &mut dyn FnMut(&str)| {
                     if let Ok(entries) = barge_container::logs::read_entries(&ct.log_path) {
-                        let mut text = String::new();
-                        for en in entries {
-                            text.push_str(&String::from_utf8_lossy(&en.log));
+                        for en in entries.iter().skip(seen) {
+                            out(&String::from_utf8_lossy(&en.log));
                         }
-                        if !text.is_empty() {
-                            out_cell.lock().unwrap().push(text);
-                        }
+                        seen = seen.max(entries.len());
                     }
-                    if code != 0 {
-                        return Err(step_err(df, ins, &format!("The command '{}' returned a non-zero code: {code}", argv.join(" "))));
+                };
+                loop {
+                    let running = this.containers.get(&ct.id).map(|c| c.state.status == barge_container::Status::Running).unwrap_or(false);
+                    emit(out);
+                    if !running {
+                        break;
                     }
-                    let upper = ct.rootfs.parent().expect("container dir").join("upper");
-                    let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| diff_upper_filtered(&upper, &this.view(&st), t)).map_err(io_err("diff container changes"))?;
-                    this.add_layer(&mut st, &mut lf, created_by.clone(), created)?;
-                    Ok(st)
-                })();
-                let _ = this.containers.remove(&ct.id, true);
-                r
-            })
-        };
-        for l in out_cell.into_inner().unwrap() {
-            (ctx.out)(&l);
-        }
-        res
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                let code = this.containers.wait(&ct.id, WaitCondition::NotRunning)?;
+                emit(out);
+                if code != 0 {
+                    return Err(step_err(df, ins, &format!("The command '{}' returned a non-zero code: {code}", argv.join(" "))));
+                }
+                let upper = ct.rootfs.parent().expect("container dir").join("upper");
+                let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| diff_upper_filtered(&upper, &this.view(&st), t)).map_err(io_err("diff container changes"))?;
+                this.add_layer(&mut st, &mut lf, created_by.clone(), created)?;
+                Ok(st)
+            })();
+            let _ = this.containers.remove(&ct.id, true);
+            r
+        })
     }
 
     fn copy(&self, ctx: &mut Ctx, sc: &mut StageCtx, st: StageState, ins: &Instruction) -> Result<StageState, BuildError> {
@@ -900,7 +902,9 @@ impl Builder {
                 sources.push((p, m));
             }
         }
-        let dest_is_dir = dest_is_dir || sources.len() > 1;
+        let dest_is_dir = dest_is_dir
+            || sources.len() > 1
+            || (ins.keyword == "ADD" && ins.flag("from").is_none() && sources.iter().any(|(p, _)| p.is_file() && is_archive(p)));
         // Owner and mode.
         let view = self.view(&st);
         let owner = match ins.flag("chown") {
@@ -926,7 +930,8 @@ impl Builder {
         let key = cache_key(&st, &text, &barge_image::digest::hex(&h.finalize()));
         let epoch = ctx.opts.source_date_epoch;
         let created_by = format!("/bin/sh -c #(nop) {} {} in {dest} ", ins.keyword, words.join(" "));
-        self.cached(ctx, &key, st, move |this, mut st| {
+        let is_add = ins.keyword == "ADD" && ins.flag("from").is_none();
+        self.cached(ctx, &key, st, move |this, mut st, _out| {
             let created = now_or(epoch);
             let now = epoch.unwrap_or_else(|| chrono::Utc::now().timestamp());
             let view = this.view(&st);
@@ -948,6 +953,9 @@ impl Builder {
                     let md = fs::symlink_metadata(p)?;
                     if md.is_dir() {
                         add_tree(t, p, &dest, owner, mode)?;
+                    } else if is_add && is_archive(p) {
+                        // ADD extracts local tar archives (plain, gzip, zstd) into the destination.
+                        extract_into(t, p, &dest)?;
                     } else {
                         let base = Path::new(rel).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                         let target = if dest_is_dir { format!("{dest}/{base}") } else { dest.clone() };
@@ -1066,6 +1074,76 @@ fn hash_tree(p: &Path, h: &mut Sha256) -> std::io::Result<()> {
                 break;
             }
             h.update(&buf[..n]);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `p` is a (possibly compressed) tar archive: its first header's checksum is valid.
+fn is_archive(p: &Path) -> bool {
+    let Ok(f) = fs::File::open(p) else { return false };
+    let Ok((_, mut r)) = barge_image::digest::decompressed(f) else { return false };
+    let mut buf = [0u8; 512];
+    if r.read_exact(&mut buf).is_err() {
+        return false;
+    }
+    let h = tar::Header::from_byte_slice(&buf);
+    let Ok(want) = h.cksum() else { return false };
+    let sum: u32 = buf.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { b' ' as u32 } else { *b as u32 }).sum();
+    sum == want && buf.iter().any(|b| *b != 0)
+}
+
+/// Copies the entries of archive `p` into the layer under `dest`.
+fn extract_into<W: std::io::Write>(t: &mut LayerTar<W>, p: &Path, dest: &str) -> std::io::Result<()> {
+    let (_, r) = barge_image::digest::decompressed(fs::File::open(p)?)?;
+    let mut a = tar::Archive::new(r);
+    let under = |n: &Path| -> Option<String> {
+        let n = n.to_string_lossy();
+        if escapes(&n) {
+            return None;
+        }
+        let c = clean_path(&format!("{dest}/{n}"));
+        Some(c.trim_start_matches('/').to_string())
+    };
+    for e in a.entries()? {
+        let mut e = e?;
+        let path = e.path()?.into_owned();
+        let Some(name) = under(&path) else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        let mut h = e.header().clone();
+        if h.uid().is_err() {
+            h.set_uid(0);
+        }
+        if h.gid().is_err() {
+            h.set_gid(0);
+        }
+        if h.mtime().is_err() {
+            h.set_mtime(0);
+        }
+        if let Some(ep) = t.epoch {
+            if h.mtime().map(|m| m as i64 > ep).unwrap_or(false) {
+                h.set_mtime(ep.max(0) as u64);
+            }
+        }
+        match h.entry_type() {
+            tar::EntryType::Link => {
+                let target = e.link_name()?.map(|l| l.into_owned()).unwrap_or_default();
+                let Some(target) = under(&target) else { continue };
+                t.tar.append_link(&mut h, &name, target)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = e.link_name()?.map(|l| l.into_owned()).unwrap_or_default();
+                t.tar.append_link(&mut h, &name, target)?;
+            }
+            tar::EntryType::Directory => {
+                t.tar.append_data(&mut h, format!("{name}/"), std::io::empty())?;
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {}
+            _ => {
+                t.tar.append_data(&mut h, &name, &mut e)?;
+            }
         }
     }
     Ok(())
