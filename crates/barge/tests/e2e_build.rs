@@ -272,3 +272,14 @@ fn add_extracts_archives_heredocs_and_live_run_output() {
     assert_eq!(D.ok(&["run", "--rm", "add-built"]), "tar\nhello -motd\n");
     D.ok(&["rmi", "add-built"]);
 }
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    let parent = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nONBUILD RUN echo triggered > /onbuild\n")]);
+    D.ok(&["build", "-t", "onbuild-parent", p(parent.path())]);
+    let child = ctx_with(&[("Dockerfile", "FROM onbuild-parent\nCMD [\"cat\", \"/onbuild\"]\n")]);
+    D.ok(&["build", "-t", "onbuild-child", "--progress", "plain", p(child.path())]);
+    assert_eq!(D.ok(&["run", "--rm", "onbuild-child"]), "triggered\n");
+    assert_eq!(D.inspect("onbuild-child", "{{json .Config.OnBuild}}"), "null");
+    D.ok(&["rmi", "onbuild-child", "onbuild-parent"]);
+}

@@ -482,7 +482,7 @@ impl Builder {
             for t in triggers {
                 let tdf = parser::parse(&format!("{} (ONBUILD)", df.file), &t)?;
                 for ins in &tdf.instructions {
-                    (ctx.out)(&format!("# Executing 1 build trigger\n"));
+                    (ctx.out)("# Executing 1 build trigger\n");
                     st = self.step(ctx, &mut sc, st, ins)?;
                 }
             }
@@ -770,6 +770,13 @@ impl Builder {
                 v
             }
         };
+        for (k, _) in &ins.flags {
+            match k.as_str() {
+                "network" => {}
+                "mount" | "security" => return Err(step_err(df, ins, &format!("RUN --{k} is not supported by barge's builder yet"))),
+                o => return Err(step_err(df, ins, &format!("unknown flag: --{o}"))),
+            }
+        }
         if let Some(n) = ins.flag("network") {
             if !matches!(n, "none" | "host" | "default") {
                 return Err(step_err(df, ins, &format!("unsupported network mode {n}")));

@@ -337,7 +337,6 @@ fn expand_inner(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>, 
                     let (v, n) = variable(&chars, i, escape, lookup)?;
                     if split {
                         // Unquoted expansions are split into words too.
-                        let mut first = true;
                         for (k, part) in v.split(char::is_whitespace).enumerate() {
                             if k > 0 {
                                 if has_word || !cur.is_empty() {
@@ -349,9 +348,7 @@ fn expand_inner(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>, 
                                 cur.push_str(part);
                                 has_word = true;
                             }
-                            first = false;
                         }
-                        let _ = first;
                     } else {
                         cur.push_str(&v);
                         has_word |= !v.is_empty();
@@ -371,8 +368,8 @@ fn expand_inner(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>, 
             }
         }
     }
-    if quote.is_some() {
-        return Err(format!("unexpected end of statement while looking for matching {}", quote.unwrap()));
+    if let Some(q) = quote {
+        return Err(format!("unexpected end of statement while looking for matching {q}"));
     }
     if !split || has_word || !cur.is_empty() {
         words.push(cur);

@@ -44,6 +44,9 @@ pub struct BuildArgs {
     /// Suppress the build output and print image ID on success
     #[arg(short, long)]
     pub quiet: bool,
+    /// Type of progress output ("auto", "plain", "tty", "quiet"): barge prints one line per step
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
     /// Build context directory
     pub path: String,
 }
@@ -120,7 +123,7 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
         .await?;
     let mut id = None;
     let mut failed = None;
-    let quiet = a.quiet;
+    let quiet = a.quiet || a.progress == "quiet";
     for_each_json(resp, |v| {
         if let Some(s) = v.get("stream").and_then(|s| s.as_str()) {
             if !quiet {
