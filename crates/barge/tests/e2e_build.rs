@@ -283,3 +283,27 @@ fn onbuild_triggers_run_in_the_child_build() {
     assert_eq!(D.inspect("onbuild-child", "{{json .Config.OnBuild}}"), "null");
     D.ok(&["rmi", "onbuild-child", "onbuild-parent"]);
 }
+
+#[test]
+fn docker_py_images_build() {
+    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nARG WHO=nobody\nRUN echo \"built for $WHO\" > /who\nCMD [\"cat\", \"/who\"]\n")]);
+    let script = format!(
+        r#"
+import docker
+c = docker.DockerClient(base_url="{host}")
+img, logs = c.images.build(path="{ctx}", tag="py-built:1", buildargs={{"WHO": "python"}}, rm=True)
+print(img.id)
+print("".join(l.get("stream", "") for l in logs).count("Step "))
+"#,
+        host = D.host,
+        ctx = p(ctx.path())
+    );
+    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let s = stdout(&out);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines[0], D.inspect("py-built:1", "{{.Id}}"));
+    assert_eq!(lines[1], "4");
+    assert_eq!(D.ok(&["run", "--rm", "py-built:1"]), "built for python\n");
+    D.ok(&["rmi", "py-built:1"]);
+}
