@@ -29,7 +29,11 @@ mod tempfile_like {
     pub struct Dir(PathBuf);
     impl Dir {
         pub fn new() -> Dir {
-            let p = std::env::temp_dir().join(format!("barge-build-ctx-{}-{}", std::process::id(), rand()));
+            let p = std::env::temp_dir().join(format!(
+                "barge-build-ctx-{}-{}",
+                std::process::id(),
+                rand()
+            ));
             std::fs::create_dir_all(&p).unwrap();
             Dir(p)
         }
@@ -40,7 +44,12 @@ mod tempfile_like {
     fn rand() -> u64 {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
-        N.fetch_add(1, Ordering::SeqCst) * 1000 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 % 1000
+        N.fetch_add(1, Ordering::SeqCst) * 1000
+            + std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+                % 1000
     }
     impl Drop for Dir {
         fn drop(&mut self) {
@@ -67,14 +76,30 @@ fn p(d: &Path) -> &str {
 fn tiny_multilayer_builds_runs_and_rebuilds_from_cache() {
     let ctx = src_copy();
     let df = ctx.path().join("tiny-multilayer.Dockerfile");
-    let out = D.ok(&["build", "-f", p(&df), "-t", "tiny-built:1", "-t", "tiny-built:2", p(ctx.path())]);
+    let out = D.ok(&[
+        "build",
+        "-f",
+        p(&df),
+        "-t",
+        "tiny-built:1",
+        "-t",
+        "tiny-built:2",
+        p(ctx.path()),
+    ]);
     assert!(out.contains("Step 1/6 : FROM busybox:1.35"), "{out}");
     assert!(out.contains("Successfully tagged tiny-built:2"), "{out}");
     let run = D.ok(&["run", "--rm", "tiny-built:1"]);
-    let lines: Vec<&str> = run.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = run
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     assert_eq!(lines[0], "hello", "{run}");
     assert!(run.contains("keep") && run.contains("c"), "{run}");
-    assert!(!run.contains("gone") && !run.contains("top") && !run.contains(" a\n"), "{run}");
+    assert!(
+        !run.contains("gone") && !run.contains("top") && !run.contains(" a\n"),
+        "{run}"
+    );
     let want = D.ok(&["run", "--rm", "tiny-multilayer:1"]);
     assert_eq!(run, want, "same output as the reference image");
     assert_eq!(D.inspect("tiny-built:1", "{{.Config.WorkingDir}}"), "/data");
@@ -83,11 +108,19 @@ fn tiny_multilayer_builds_runs_and_rebuilds_from_cache() {
     // No change: every step is a cache hit and the image is the same.
     let t = std::time::Instant::now();
     let out = D.ok(&["build", "-f", p(&df), "-t", "tiny-built:1", p(ctx.path())]);
-    assert_eq!(out.matches("Using cache").count(), 5, "every step after FROM from the cache:\n{out}");
+    assert_eq!(
+        out.matches("Using cache").count(),
+        5,
+        "every step after FROM from the cache:\n{out}"
+    );
     assert!(!out.contains("Running in"), "{out}");
+    eprintln!("no-change rebuild: {:?}", t.elapsed());
     assert!(t.elapsed().as_secs() < 10);
     let id2 = D.inspect("tiny-built:1", "{{.Id}}");
-    assert_eq!(D.inspect("tiny-built:1", "{{len .RootFS.Layers}}"), D.inspect("tiny-built:2", "{{len .RootFS.Layers}}"));
+    assert_eq!(
+        D.inspect("tiny-built:1", "{{len .RootFS.Layers}}"),
+        D.inspect("tiny-built:2", "{{len .RootFS.Layers}}")
+    );
     assert_eq!(id1, id2, "a rebuild with no change gives the same image");
 
     // `builder prune` empties the cache.
@@ -113,11 +146,25 @@ fn multilayer_matches_the_reference_config_and_tree() {
         "{{json .Config.Entrypoint}}",
         "{{json .Config.Cmd}}",
     ] {
-        assert_eq!(D.inspect("ml-built:1", f), D.inspect("multilayer:1", f), "{f}");
+        assert_eq!(
+            D.inspect("ml-built:1", f),
+            D.inspect("multilayer:1", f),
+            "{f}"
+        );
     }
-    let ls = |img: &str| D.ok(&["run", "--rm", "--entrypoint", "sh", img, "-c", "cd /fixture && ls -lAn --time-style=+ . dir | sed 's/  */ /g' | cut -d' ' -f1,3,4,6-; ls -A /usr/share/common-licenses /app; id -u"]);
+    let ls = |img: &str| {
+        D.ok(&["run", "--rm", "--entrypoint", "sh", img, "-c", "cd /fixture && ls -lAn --time-style=+ . dir | sed 's/  */ /g' | cut -d' ' -f1,3,4,6-; ls -A /usr/share/common-licenses /app; id -u"])
+    };
     assert_eq!(ls("ml-built:1"), ls("multilayer:1"));
-    let app = D.ok(&["run", "--rm", "--entrypoint", "python3", "ml-built:1", "-c", "import os; print(sorted(os.listdir('/app')), os.stat('/app/app.py').st_uid)"]);
+    let app = D.ok(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python3",
+        "ml-built:1",
+        "-c",
+        "import os; print(sorted(os.listdir('/app')), os.stat('/app/app.py').st_uid)",
+    ]);
     assert_eq!(app.trim(), "['app.py', 'model.json'] 1234");
     D.ok(&["rmi", "ml-built:1"]);
 }
@@ -142,17 +189,41 @@ fn multi_stage_skips_unused_stages_and_copies_from_a_stage() {
         (".dockerignore", "secret*\n"),
         ("secret.txt", "x"),
     ]);
-    let out = D.ok(&["build", "--build-arg", "GREETING=hello", "-t", "ms-built", p(ctx.path())]);
-    assert!(!out.contains("exit 1"), "the unused stage must not run:\n{out}");
+    let out = D.ok(&[
+        "build",
+        "--build-arg",
+        "GREETING=hello",
+        "-t",
+        "ms-built",
+        p(ctx.path()),
+    ]);
+    assert!(
+        !out.contains("exit 1"),
+        "the unused stage must not run:\n{out}"
+    );
     let run = D.ok(&["run", "--rm", "ms-built"]);
     assert_eq!(run, "hello from build\nno-junk\nscript ran\n");
     // .dockerignore: an excluded file is not in the context.
-    let bad = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY secret.txt /\n"), (".dockerignore", "secret*\n"), ("secret.txt", "x")]);
+    let bad = ctx_with(&[
+        ("Dockerfile", "FROM busybox:1.35\nCOPY secret.txt /\n"),
+        (".dockerignore", "secret*\n"),
+        ("secret.txt", "x"),
+    ]);
     let o = D.barge(&["build", p(bad.path())]);
     assert!(!o.status.success());
     // --target builds only up to that stage.
-    D.ok(&["build", "--target", "build", "-t", "ms-target", p(ctx.path())]);
-    assert_eq!(D.ok(&["run", "--rm", "ms-target", "cat", "/junk"]), "junk\n");
+    D.ok(&[
+        "build",
+        "--target",
+        "build",
+        "-t",
+        "ms-target",
+        p(ctx.path()),
+    ]);
+    assert_eq!(
+        D.ok(&["run", "--rm", "ms-target", "cat", "/junk"]),
+        "junk\n"
+    );
     D.ok(&["rmi", "ms-built", "ms-target"]);
 }
 
@@ -162,22 +233,45 @@ fn errors_name_file_and_line_and_leave_nothing_tagged() {
     let o = D.barge(&["build", "-t", "bad-built", p(ctx.path())]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("Dockerfile:3") && e.contains("unknown instruction: BOGUS"), "{e}");
-    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nRUN echo before\nRUN exit 3\n")]);
+    assert!(
+        e.contains("Dockerfile:3") && e.contains("unknown instruction: BOGUS"),
+        "{e}"
+    );
+    let ctx = ctx_with(&[(
+        "Dockerfile",
+        "FROM busybox:1.35\nRUN echo before\nRUN exit 3\n",
+    )]);
     let o = D.barge(&["build", "-t", "bad-built", p(ctx.path())]);
-    assert!(stderr(&o).contains("Dockerfile:3") && stderr(&o).contains("non-zero code: 3"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Dockerfile:3") && stderr(&o).contains("non-zero code: 3"),
+        "{}",
+        stderr(&o)
+    );
     let ctx = ctx_with(&[("Dockerfile", "FROM does-not-exist:1\n")]);
     let o = D.barge(&["build", "-t", "bad-built", p(ctx.path())]);
     assert!(stderr(&o).contains("Dockerfile:1"), "{}", stderr(&o));
     let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY ../etc/passwd /\n")]);
     let o = D.barge(&["build", "-t", "bad-built", p(ctx.path())]);
-    assert!(stderr(&o).contains("outside the build context"), "{}", stderr(&o));
-    assert!(!D.barge(&["inspect", "bad-built"]).status.success(), "nothing tagged");
+    assert!(
+        stderr(&o).contains("outside the build context"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !D.barge(&["inspect", "bad-built"]).status.success(),
+        "nothing tagged"
+    );
 }
 
 #[test]
 fn stock_docker_build_legacy_builder() {
-    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY hello.txt /\nCMD [\"cat\", \"/hello.txt\"]\n"), ("hello.txt", "hi from docker build\n")]);
+    let ctx = ctx_with(&[
+        (
+            "Dockerfile",
+            "FROM busybox:1.35\nCOPY hello.txt /\nCMD [\"cat\", \"/hello.txt\"]\n",
+        ),
+        ("hello.txt", "hi from docker build\n"),
+    ]);
     let out = std::process::Command::new(docker_cli())
         .env("DOCKER_HOST", &D.host)
         .env("DOCKER_BUILDKIT", "0")
@@ -185,17 +279,45 @@ fn stock_docker_build_legacy_builder() {
         .args(["build", "-t", "docker-built:1", p(ctx.path())])
         .output()
         .unwrap();
-    assert!(out.status.success(), "stdout: {}\nstderr: {}\n{}", stdout(&out), stderr(&out), tail(&D.log(), 30));
-    assert!(stdout(&out).contains("Successfully tagged docker-built:1"), "{}", stdout(&out));
-    assert_eq!(D.docker_ok(&["run", "--rm", "docker-built:1"]), "hi from docker build\n");
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}\n{}",
+        stdout(&out),
+        stderr(&out),
+        tail(&D.log(), 30)
+    );
+    assert!(
+        stdout(&out).contains("Successfully tagged docker-built:1"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        D.docker_ok(&["run", "--rm", "docker-built:1"]),
+        "hi from docker build\n"
+    );
     D.ok(&["rmi", "docker-built:1"]);
 }
 
 #[test]
 fn source_date_epoch_gives_reproducible_digests() {
-    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY f /f\nRUN echo x > /g\nENV A=1\n"), ("f", "data\n")]);
+    let ctx = ctx_with(&[
+        (
+            "Dockerfile",
+            "FROM busybox:1.35\nCOPY f /f\nRUN echo x > /g\nENV A=1\n",
+        ),
+        ("f", "data\n"),
+    ]);
     let build = || {
-        D.ok(&["build", "--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", "-q", p(ctx.path())]).trim().to_string()
+        D.ok(&[
+            "build",
+            "--no-cache",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+            "-q",
+            p(ctx.path()),
+        ])
+        .trim()
+        .to_string()
     };
     let a = build();
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -221,11 +343,27 @@ fn a_run_that_changes_nothing_adds_an_empty_layer() {
         layers.push((e.path().unwrap().to_string_lossy().into_owned(), data));
     }
     // The last layer listed in manifest.json is the RUN layer: it holds no entries.
-    let manifest: serde_json::Value = serde_json::from_slice(&layers.iter().find(|(n, _)| n == "manifest.json").unwrap().1).unwrap();
-    let last = manifest[0]["Layers"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&layers.iter().find(|(n, _)| n == "manifest.json").unwrap().1)
+            .unwrap();
+    let last = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     let data = &layers.iter().find(|(n, _)| *n == last).unwrap().1;
-    let names: Vec<String> = tar::Archive::new(&data[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
-    assert!(names.is_empty(), "runtime mount points leaked into the layer: {names:?}");
+    let names: Vec<String> = tar::Archive::new(&data[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.is_empty(),
+        "runtime mount points leaked into the layer: {names:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     D.ok(&["rmi", "noop-built"]);
 }
@@ -235,7 +373,10 @@ fn touching_a_copied_file_reruns_from_that_step_and_the_cache_survives_a_restart
     let mut d = Daemon::start();
     d.load_layout();
     let ctx = ctx_with(&[
-        ("Dockerfile", "FROM busybox:1.35\nRUN echo one > /one\nCOPY a /a\nRUN cat /a > /b\nCOPY c /c\n"),
+        (
+            "Dockerfile",
+            "FROM busybox:1.35\nRUN echo one > /one\nCOPY a /a\nRUN cat /a > /b\nCOPY c /c\n",
+        ),
         ("a", "1"),
         ("c", "c"),
     ]);
@@ -245,7 +386,11 @@ fn touching_a_copied_file_reruns_from_that_step_and_the_cache_survives_a_restart
     assert_eq!(out.matches("Using cache").count(), 4, "{out}");
     std::fs::write(ctx.path().join("a"), "2").unwrap();
     let out = d.ok(&["build", "-t", "cache-built", p(ctx.path())]);
-    assert_eq!(out.matches("Using cache").count(), 1, "only the first RUN is reused:\n{out}");
+    assert_eq!(
+        out.matches("Using cache").count(),
+        1,
+        "only the first RUN is reused:\n{out}"
+    );
     assert_eq!(out.matches("Running in").count(), 1, "{out}");
     assert_eq!(d.ok(&["run", "--rm", "cache-built", "cat", "/b"]), "2");
 }
@@ -268,19 +413,38 @@ fn add_extracts_archives_heredocs_and_live_run_output() {
     b.append_data(&mut h, "dir/f", &b"tar\n"[..]).unwrap();
     std::fs::write(ctx.path().join("files.tar"), b.into_inner().unwrap()).unwrap();
     let out = D.ok(&["build", "--no-cache", "-t", "add-built", p(ctx.path())]);
-    assert!(out.contains("step-output-marker"), "RUN output is shown:\n{out}");
+    assert!(
+        out.contains("step-output-marker"),
+        "RUN output is shown:\n{out}"
+    );
     assert_eq!(D.ok(&["run", "--rm", "add-built"]), "tar\nhello -motd\n");
     D.ok(&["rmi", "add-built"]);
 }
 
 #[test]
 fn onbuild_triggers_run_in_the_child_build() {
-    let parent = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nONBUILD RUN echo triggered > /onbuild\n")]);
+    let parent = ctx_with(&[(
+        "Dockerfile",
+        "FROM busybox:1.35\nONBUILD RUN echo triggered > /onbuild\n",
+    )]);
     D.ok(&["build", "-t", "onbuild-parent", p(parent.path())]);
-    let child = ctx_with(&[("Dockerfile", "FROM onbuild-parent\nCMD [\"cat\", \"/onbuild\"]\n")]);
-    D.ok(&["build", "-t", "onbuild-child", "--progress", "plain", p(child.path())]);
+    let child = ctx_with(&[(
+        "Dockerfile",
+        "FROM onbuild-parent\nCMD [\"cat\", \"/onbuild\"]\n",
+    )]);
+    D.ok(&[
+        "build",
+        "-t",
+        "onbuild-child",
+        "--progress",
+        "plain",
+        p(child.path()),
+    ]);
     assert_eq!(D.ok(&["run", "--rm", "onbuild-child"]), "triggered\n");
-    assert_eq!(D.inspect("onbuild-child", "{{json .Config.OnBuild}}"), "null");
+    assert_eq!(
+        D.inspect("onbuild-child", "{{json .Config.OnBuild}}"),
+        "null"
+    );
     D.ok(&["rmi", "onbuild-child", "onbuild-parent"]);
 }
 
@@ -298,7 +462,10 @@ print("".join(l.get("stream", "") for l in logs).count("Step "))
         host = D.host,
         ctx = p(ctx.path())
     );
-    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let s = stdout(&out);
     let lines: Vec<&str> = s.lines().collect();
@@ -306,4 +473,25 @@ print("".join(l.get("stream", "") for l in logs).count("Step "))
     assert_eq!(lines[1], "4");
     assert_eq!(D.ok(&["run", "--rm", "py-built:1"]), "built for python\n");
     D.ok(&["rmi", "py-built:1"]);
+}
+
+#[test]
+fn independent_stages_build_in_parallel() {
+    let ctx = ctx_with(&[(
+        "Dockerfile",
+        "FROM busybox:1.35 AS a\nRUN sleep 2 && echo a > /a\n\
+         FROM busybox:1.35 AS b\nRUN sleep 2 && echo b > /b\n\
+         FROM busybox:1.35\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCMD [\"cat\", \"/a\", \"/b\"]\n",
+    )]);
+    let t = std::time::Instant::now();
+    let out = D.ok(&["build", "--no-cache", "-t", "par-built", p(ctx.path())]);
+    let took = t.elapsed();
+    eprintln!("parallel stages build: {took:?}");
+    assert!(
+        out.find("Step 1/8").unwrap() < out.find("Step 3/8").unwrap(),
+        "output in stage order:\n{out}"
+    );
+    assert!(took.as_secs_f64() < 3.9, "two 2 s stages took {took:?}");
+    assert_eq!(D.ok(&["run", "--rm", "par-built"]), "a\nb\n");
+    D.ok(&["rmi", "par-built"]);
 }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use barge_container::{Containers, CreateOptions, HostOptions, WaitCondition};
 use barge_image::digest::{sha256_digest, Descriptor, Manifest};
-use barge_image::{HealthConfig, HistoryEntry, ImageConfigFile, ImageError, ImageStore, Platform, Reference};
+use barge_image::{
+    HealthConfig, HistoryEntry, ImageConfigFile, ImageError, ImageStore, Platform, Reference,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -27,7 +29,12 @@ pub enum BuildError {
     #[error("{0}")]
     Parse(#[from] ParseError),
     #[error("{file}:{line}: {instruction}: {message}")]
-    Step { file: String, line: usize, instruction: String, message: String },
+    Step {
+        file: String,
+        line: usize,
+        instruction: String,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -35,7 +42,10 @@ pub enum BuildError {
     #[error("{0}")]
     Container(#[from] barge_container::ContainerError),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -74,7 +84,7 @@ struct StageState {
     layer_sizes: Vec<u64>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct CacheFile {
     entries: BTreeMap<String, StageState>,
 }
@@ -84,8 +94,10 @@ pub struct Builder {
     images: Arc<ImageStore>,
     containers: Arc<Containers>,
     dir: PathBuf,
-    cache_lock: Mutex<()>,
 }
+
+/// Serialises read-modify-write cycles of the cache file (builders are made per request).
+static CACHE_LOCK: Mutex<()> = Mutex::new(());
 
 struct Stage {
     name: Option<String>,
@@ -99,13 +111,19 @@ fn host_platform() -> Platform {
 
 fn now_or(epoch: Option<i64>) -> String {
     match epoch {
-        Some(e) => chrono::DateTime::from_timestamp(e, 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        Some(e) => chrono::DateTime::from_timestamp(e, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         None => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
     }
 }
 
 fn env_get(env: &Option<Vec<String>>, key: &str) -> Option<String> {
-    env.as_ref()?.iter().find_map(|e| e.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.to_string()))
+    env.as_ref()?.iter().find_map(|e| {
+        e.split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+    })
 }
 
 fn env_set(env: &mut Option<Vec<String>>, key: &str, value: &str) {
@@ -128,7 +146,9 @@ fn parse_duration(s: &str) -> Option<i64> {
         let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let num: f64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..u] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -168,7 +188,11 @@ impl RootView {
     fn lookup(&self, path: &str) -> Option<PathBuf> {
         let rel = path.trim_start_matches('/');
         for l in &self.layers {
-            let p = if rel.is_empty() { l.clone() } else { l.join(rel) };
+            let p = if rel.is_empty() {
+                l.clone()
+            } else {
+                l.join(rel)
+            };
             match fs::symlink_metadata(&p) {
                 Ok(md) => {
                     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -206,24 +230,51 @@ impl Drop for Mounted {
 }
 
 fn mount_view(tmp: &Path, layers: &[PathBuf]) -> Result<(Mounted, PathBuf), BuildError> {
-    let dir = tempfile::Builder::new().prefix("from-").tempdir_in(tmp).map_err(io_err("create mount dir"))?;
+    let dir = tempfile::Builder::new()
+        .prefix("from-")
+        .tempdir_in(tmp)
+        .map_err(io_err("create mount dir"))?;
     if layers.is_empty() {
         let p = dir.path().to_path_buf();
-        return Ok((Mounted { dir, mounted: false }, p));
+        return Ok((
+            Mounted {
+                dir,
+                mounted: false,
+            },
+            p,
+        ));
     }
     if layers.len() == 1 {
         let p = layers[0].clone();
-        return Ok((Mounted { dir, mounted: false }, p));
+        return Ok((
+            Mounted {
+                dir,
+                mounted: false,
+            },
+            p,
+        ));
     }
-    let lower: Vec<String> = layers.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let lower: Vec<String> = layers
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let data = std::ffi::CString::new(format!("lowerdir={}", lower.join(":"))).expect("no NUL");
     let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("no NUL");
     // SAFETY: valid NUL-terminated strings.
     let r = unsafe {
-        libc::mount(c"overlay".as_ptr(), target.as_ptr(), c"overlay".as_ptr(), libc::MS_RDONLY, data.as_ptr().cast())
+        libc::mount(
+            c"overlay".as_ptr(),
+            target.as_ptr(),
+            c"overlay".as_ptr(),
+            libc::MS_RDONLY,
+            data.as_ptr().cast(),
+        )
     };
     if r != 0 {
-        return Err(BuildError::Io { what: "mount image view".into(), source: std::io::Error::last_os_error() });
+        return Err(BuildError::Io {
+            what: "mount image view".into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     let p = dir.path().to_path_buf();
     Ok((Mounted { dir, mounted: true }, p))
@@ -243,7 +294,11 @@ struct Ctx<'a> {
 
 impl Builder {
     pub fn new(images: Arc<ImageStore>, containers: Arc<Containers>, data_root: &Path) -> Builder {
-        Builder { images, containers, dir: data_root.join("builder"), cache_lock: Mutex::new(()) }
+        Builder {
+            images,
+            containers,
+            dir: data_root.join("builder"),
+        }
     }
 
     fn cache_path(&self) -> PathBuf {
@@ -251,76 +306,116 @@ impl Builder {
     }
 
     fn load_cache(&self) -> CacheFile {
-        fs::read(self.cache_path()).ok().and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or_default()
+        fs::read(self.cache_path())
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_default()
     }
 
     fn save_cache_entry(&self, key: &str, st: &StageState) -> Result<(), BuildError> {
-        let _g = self.cache_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = CACHE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut c = self.load_cache();
         c.entries.insert(key.to_string(), st.clone());
         fs::create_dir_all(&self.dir).map_err(io_err("create builder dir"))?;
-        let tmp = self.dir.join(format!("cache.json.tmp-{}", std::process::id()));
-        fs::write(&tmp, serde_json::to_vec(&c).expect("serializes")).map_err(io_err("write build cache"))?;
+        let tmp = self
+            .dir
+            .join(format!("cache.json.tmp-{}", std::process::id()));
+        fs::write(&tmp, serde_json::to_vec(&c).expect("serializes"))
+            .map_err(io_err("write build cache"))?;
         fs::rename(&tmp, self.cache_path()).map_err(io_err("write build cache"))
     }
 
     /// `builder prune`: drops the build cache. Returns the number of entries removed.
     pub fn prune(&self) -> Result<usize, BuildError> {
-        let _g = self.cache_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = CACHE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let n = self.load_cache().entries.len();
         match fs::remove_file(self.cache_path()) {
             Ok(()) => Ok(n),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(BuildError::Io { what: "remove build cache".into(), source: e }),
+            Err(e) => Err(BuildError::Io {
+                what: "remove build cache".into(),
+                source: e,
+            }),
         }
     }
 
     /// Builds `context` (a directory) and reports progress lines through `out`.
-    pub fn build(&self, context: &Path, opts: &BuildOptions, out: &mut dyn FnMut(&str)) -> Result<BuildResult, BuildError> {
+    pub fn build(
+        &self,
+        context: &Path,
+        opts: &BuildOptions,
+        out: &mut dyn FnMut(&str),
+    ) -> Result<BuildResult, BuildError> {
         if let Some(p) = &opts.platform {
             let want = Platform::parse(p)?;
             if !host_platform().matches(&want) {
-                return Err(BuildError::Invalid(format!("platform {p} is not supported: only the host platform {} can be built", fmt_platform(&host_platform()))));
+                return Err(BuildError::Invalid(format!(
+                    "platform {p} is not supported: only the host platform {} can be built",
+                    fmt_platform(&host_platform())
+                )));
             }
         }
-        let file = opts.dockerfile.clone().filter(|f| !f.is_empty()).unwrap_or_else(|| "Dockerfile".into());
+        let file = opts
+            .dockerfile
+            .clone()
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| "Dockerfile".into());
         let rel = clean_path(&file);
         if file.contains("..") && rel == "/" {
-            return Err(BuildError::Invalid(format!("Dockerfile {file} is outside the build context")));
+            return Err(BuildError::Invalid(format!(
+                "Dockerfile {file} is outside the build context"
+            )));
         }
-        let text = fs::read_to_string(context.join(rel.trim_start_matches('/')))
-            .map_err(|e| BuildError::Invalid(format!("Cannot locate specified Dockerfile: {file}: {e}")))?;
+        let text = fs::read_to_string(context.join(rel.trim_start_matches('/'))).map_err(|e| {
+            BuildError::Invalid(format!("Cannot locate specified Dockerfile: {file}: {e}"))
+        })?;
         let df = parser::parse(&file, &text)?;
-        let tags: Vec<Reference> = opts.tags.iter().map(|t| Reference::parse(t)).collect::<Result<_, _>>()?;
+        let tags: Vec<Reference> = opts
+            .tags
+            .iter()
+            .map(|t| Reference::parse(t))
+            .collect::<Result<_, _>>()?;
 
         // Split into the global part and stages.
         let mut global_args: Vec<Instruction> = Vec::new();
         let mut stages: Vec<Stage> = Vec::new();
         for ins in &df.instructions {
             if ins.keyword == "FROM" {
-                stages.push(Stage { name: None, from: ins.clone(), instrs: Vec::new() });
+                stages.push(Stage {
+                    name: None,
+                    from: ins.clone(),
+                    instrs: Vec::new(),
+                });
             } else if let Some(s) = stages.last_mut() {
                 s.instrs.push(ins.clone());
             } else if ins.keyword == "ARG" {
                 global_args.push(ins.clone());
             } else {
-                return Err(step_err(&df, ins, "no build stage in current context (FROM must come first)"));
+                return Err(step_err(
+                    &df,
+                    ins,
+                    "no build stage in current context (FROM must come first)",
+                ));
             }
         }
         if stages.is_empty() {
-            return Err(BuildError::Invalid(format!("{file}: file with no instructions")));
+            return Err(BuildError::Invalid(format!(
+                "{file}: file with no instructions"
+            )));
         }
         // Global ARGs (with built-ins).
         let mut globals: BTreeMap<String, String> = builtin_args();
         for a in &global_args {
-            let kv = parser::key_values(&a.rest, df.escape, false).map_err(|m| step_err(&df, a, &m))?;
+            let kv =
+                parser::key_values(&a.rest, df.escape, false).map_err(|m| step_err(&df, a, &m))?;
             for (k, v) in kv {
                 let val = match opts.build_args.get(&k) {
                     Some(v) => v.clone(),
                     None => match v {
                         Some(raw) => {
                             let g = globals.clone();
-                            parser::expand(&raw, df.escape, &|n| g.get(n).cloned()).map_err(|m| step_err(&df, a, &m))?
+                            parser::expand(&raw, df.escape, &|n| g.get(n).cloned())
+                                .map_err(|m| step_err(&df, a, &m))?
                         }
                         None => String::new(),
                     },
@@ -330,47 +425,76 @@ impl Builder {
         }
         let mut names = HashMap::new();
         for (i, s) in stages.iter_mut().enumerate() {
-            let words = parser::expand_words(&s.from.rest, df.escape, &|n| globals.get(n).cloned()).map_err(|m| step_err(&df, &s.from, &m))?;
+            let words = parser::expand_words(&s.from.rest, df.escape, &|n| globals.get(n).cloned())
+                .map_err(|m| step_err(&df, &s.from, &m))?;
             match words.as_slice() {
                 [_] => {}
                 [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
                     let n = name.to_ascii_lowercase();
                     if names.insert(n.clone(), i).is_some() {
-                        return Err(step_err(&df, &s.from, &format!("duplicate stage name {n:?}")));
+                        return Err(step_err(
+                            &df,
+                            &s.from,
+                            &format!("duplicate stage name {n:?}"),
+                        ));
                     }
                     s.name = Some(n);
                 }
-                _ => return Err(step_err(&df, &s.from, "FROM requires either one or three arguments")),
+                _ => {
+                    return Err(step_err(
+                        &df,
+                        &s.from,
+                        "FROM requires either one or three arguments",
+                    ))
+                }
             }
         }
         let target = match &opts.target {
-            Some(t) if !t.is_empty() => *names.get(&t.to_ascii_lowercase()).ok_or_else(|| BuildError::Invalid(format!("failed to reach build target {t} in Dockerfile")))?,
+            Some(t) if !t.is_empty() => *names.get(&t.to_ascii_lowercase()).ok_or_else(|| {
+                BuildError::Invalid(format!("failed to reach build target {t} in Dockerfile"))
+            })?,
             _ => stages.len() - 1,
         };
         // Which stages the target needs.
         let stage_ref = |name: &str| -> Option<usize> {
-            names.get(&name.to_ascii_lowercase()).copied().or_else(|| name.parse::<usize>().ok().filter(|&i| i < stages.len()))
+            names
+                .get(&name.to_ascii_lowercase())
+                .copied()
+                .or_else(|| name.parse::<usize>().ok().filter(|&i| i < stages.len()))
         };
-        let mut needed = HashSet::new();
-        let mut todo = vec![target];
-        while let Some(i) = todo.pop() {
-            if !needed.insert(i) {
-                continue;
-            }
+        let deps_of = |i: usize| -> HashSet<usize> {
             let s = &stages[i];
-            let base = parser::expand_words(&s.from.rest, df.escape, &|n| globals.get(n).cloned()).unwrap_or_default();
+            let mut d = HashSet::new();
+            let base = parser::expand_words(&s.from.rest, df.escape, &|n| globals.get(n).cloned())
+                .unwrap_or_default();
             if let Some(j) = base.first().and_then(|b| stage_ref(b)).filter(|&j| j < i) {
-                todo.push(j);
+                d.insert(j);
             }
             for ins in &s.instrs {
                 if let Some(f) = ins.flag("from") {
                     if let Some(j) = stage_ref(f).filter(|&j| j < i) {
-                        todo.push(j);
+                        d.insert(j);
                     }
                 }
             }
+            d
+        };
+        let mut needed = HashSet::new();
+        let mut todo = vec![target];
+        while let Some(i) = todo.pop() {
+            if needed.insert(i) {
+                todo.extend(deps_of(i));
+            }
         }
-        let total = stages.iter().enumerate().filter(|(i, _)| needed.contains(i)).map(|(_, s)| 1 + s.instrs.len()).sum::<usize>();
+        let mut order: Vec<usize> = needed.iter().copied().collect();
+        order.sort();
+        // Step numbers: stages in file order.
+        let mut offsets = HashMap::new();
+        let mut total = 0;
+        for &i in &order {
+            offsets.insert(i, total);
+            total += 1 + stages[i].instrs.len();
+        }
         let mut ctx = Ctx {
             df: &df,
             opts,
@@ -378,23 +502,96 @@ impl Builder {
             out,
             step: 0,
             total,
-            cache: if opts.no_cache { CacheFile::default() } else { self.load_cache() },
+            cache: if opts.no_cache {
+                CacheFile::default()
+            } else {
+                self.load_cache()
+            },
             stages_done: HashMap::new(),
-            names,
+            names: names.clone(),
         };
-        let mut last = None;
-        for (i, s) in stages.iter().enumerate() {
-            if !needed.contains(&i) {
+        // Stages whose dependencies are built run together (independent stages in parallel).
+        let mut remaining = order.clone();
+        while !remaining.is_empty() {
+            let ready: Vec<usize> = remaining
+                .iter()
+                .copied()
+                .filter(|&i| deps_of(i).iter().all(|j| ctx.stages_done.contains_key(j)))
+                .collect();
+            remaining.retain(|i| !ready.contains(i));
+            if ready.len() == 1 {
+                let i = ready[0];
+                ctx.step = offsets[&i];
+                let st = self.run_stage(&mut ctx, i, &stages[i], &globals)?;
+                let id = self.commit(&st, &[])?;
+                ctx.stages_done.insert(i, (st, id));
                 continue;
             }
-            let st = self.run_stage(&mut ctx, i, s, &globals)?;
-            let id = self.commit(&st, &[])?;
-            ctx.stages_done.insert(i, (st.clone(), id));
-            last = Some(st);
-            if i == target {
-                break;
+            type StageOutcome = (
+                usize,
+                Vec<String>,
+                Result<(StageState, String, CacheFile), BuildError>,
+            );
+            let results: Vec<StageOutcome> = std::thread::scope(|scope| {
+                let handles: Vec<_> = ready
+                    .iter()
+                    .map(|&i| {
+                        let (cache, done, names, step) = (
+                            ctx.cache.clone(),
+                            ctx.stages_done.clone(),
+                            ctx.names.clone(),
+                            offsets[&i],
+                        );
+                        let (dfr, globals, stage) = (&df, &globals, &stages[i]);
+                        scope.spawn(move || {
+                            let mut lines = Vec::new();
+                            let mut out = |l: &str| lines.push(l.to_string());
+                            let mut sub = Ctx {
+                                df: dfr,
+                                opts,
+                                context,
+                                out: &mut out,
+                                step,
+                                total,
+                                cache,
+                                stages_done: done,
+                                names,
+                            };
+                            let r = self.run_stage(&mut sub, i, stage, globals).and_then(|st| {
+                                let id = self.commit(&st, &[])?;
+                                Ok((st, id))
+                            });
+                            let cache = std::mem::take(&mut sub.cache);
+                            drop(sub);
+                            (i, lines, r.map(|(st, id)| (st, id, cache)))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("stage thread panicked"))
+                    .collect()
+            });
+            let mut first_err = None;
+            for (i, lines, r) in results {
+                for l in lines {
+                    (ctx.out)(&l);
+                }
+                match r {
+                    Ok((st, id, cache)) => {
+                        ctx.cache.entries.extend(cache.entries);
+                        ctx.stages_done.insert(i, (st, id));
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
             }
         }
+        let last = ctx.stages_done.get(&target).map(|(st, _)| st.clone());
         let mut st = last.expect("target stage built");
         if !opts.labels.is_empty() {
             let l = st.config.config.labels.get_or_insert_with(BTreeMap::new);
@@ -403,14 +600,22 @@ impl Builder {
         // The image was created when its last step was (stable across cached rebuilds).
         st.config.created = match opts.source_date_epoch {
             Some(_) => Some(now_or(opts.source_date_epoch)),
-            None => st.config.history.last().and_then(|h| h.created.clone()).or_else(|| Some(now_or(None))),
+            None => st
+                .config
+                .history
+                .last()
+                .and_then(|h| h.created.clone())
+                .or_else(|| Some(now_or(None))),
         };
         let id = self.commit(&st, &tags)?;
         (ctx.out)(&format!("Successfully built {}\n", short(&id)));
         for t in &tags {
             (ctx.out)(&format!("Successfully tagged {}\n", t.familiar()));
         }
-        Ok(BuildResult { id, tags: tags.iter().map(|t| t.familiar()).collect() })
+        Ok(BuildResult {
+            id,
+            tags: tags.iter().map(|t| t.familiar()).collect(),
+        })
     }
 
     /// Stores the state as an image (config + manifest), tagged with `refs`. Returns its ID.
@@ -420,63 +625,135 @@ impl Builder {
         let man = Manifest {
             schema_version: 2,
             media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
-            config: Descriptor { media_type: "application/vnd.oci.image.config.v1+json".into(), digest: cdigest.clone(), size: config.len() as u64, ..Default::default() },
+            config: Descriptor {
+                media_type: "application/vnd.oci.image.config.v1+json".into(),
+                digest: cdigest.clone(),
+                size: config.len() as u64,
+                ..Default::default()
+            },
             layers: st.layers.clone(),
         };
         let mdata = serde_json::to_vec(&man).expect("manifest serializes");
         let mdigest = sha256_digest(&mdata);
-        let img = self.images.commit_pull(&mdata, &mdigest, &config, st.layer_sizes.clone(), refs)?;
+        let img =
+            self.images
+                .commit_pull(&mdata, &mdigest, &config, st.layer_sizes.clone(), refs)?;
         Ok(img.id)
     }
 
     fn view(&self, st: &StageState) -> RootView {
         let ids = barge_image::chain_ids(&st.config.rootfs.diff_ids);
         let root = self.images.root().join("snapshots");
-        RootView { layers: ids.iter().rev().map(|c| root.join(c.trim_start_matches("sha256:"))).collect() }
+        RootView {
+            layers: ids
+                .iter()
+                .rev()
+                .map(|c| root.join(c.trim_start_matches("sha256:")))
+                .collect(),
+        }
     }
 
     fn layers_present(&self, st: &StageState) -> bool {
-        st.layers.iter().all(|l| self.images.has_blob(&l.digest)) && self.view(st).layers.iter().all(|p| p.is_dir())
+        st.layers.iter().all(|l| self.images.has_blob(&l.digest))
+            && self.view(st).layers.iter().all(|p| p.is_dir())
     }
 
-    fn base_state(&self, ctx: &mut Ctx, ins: &Instruction, name: &str) -> Result<(StageState, String), BuildError> {
+    fn base_state(
+        &self,
+        ctx: &mut Ctx,
+        ins: &Instruction,
+        name: &str,
+    ) -> Result<(StageState, String), BuildError> {
         if name == "scratch" {
             let p = host_platform();
-            let config = ImageConfigFile { architecture: p.architecture, os: p.os, variant: p.variant, ..Default::default() };
-            return Ok((StageState { config, layers: Vec::new(), layer_sizes: Vec::new() }, "scratch".into()));
+            let config = ImageConfigFile {
+                architecture: p.architecture,
+                os: p.os,
+                variant: p.variant,
+                ..Default::default()
+            };
+            return Ok((
+                StageState {
+                    config,
+                    layers: Vec::new(),
+                    layer_sizes: Vec::new(),
+                },
+                "scratch".into(),
+            ));
         }
         if let Some(&i) = ctx.names.get(&name.to_ascii_lowercase()) {
             if let Some((st, id)) = ctx.stages_done.get(&i) {
                 return Ok((st.clone(), id.clone()));
             }
         }
-        let img = self.images.get(name).map_err(|e| step_err(ctx.df, ins, &format!("failed to resolve base image {name}: {e}")))?;
+        let img = self.images.get(name).map_err(|e| {
+            step_err(
+                ctx.df,
+                ins,
+                &format!("failed to resolve base image {name}: {e}"),
+            )
+        })?;
         // Make sure the snapshots exist (they are unpacked lazily).
         self.images.layer_dirs(&img.id)?;
         let (_, mdata, _) = self.images.export_manifest(&img.id)?;
-        let man: Manifest = serde_json::from_slice(&mdata).map_err(|e| BuildError::Invalid(format!("manifest of {name}: {e}")))?;
+        let man: Manifest = serde_json::from_slice(&mdata)
+            .map_err(|e| BuildError::Invalid(format!("manifest of {name}: {e}")))?;
         let mut sizes = Vec::new();
         for l in &man.layers {
-            sizes.push(self.images.layer_info(&l.digest).map(|i| i.size).unwrap_or(l.size));
+            sizes.push(
+                self.images
+                    .layer_info(&l.digest)
+                    .map(|i| i.size)
+                    .unwrap_or(l.size),
+            );
         }
-        Ok((StageState { config: img.config.clone(), layers: man.layers, layer_sizes: sizes }, img.id))
+        Ok((
+            StageState {
+                config: img.config.clone(),
+                layers: man.layers,
+                layer_sizes: sizes,
+            },
+            img.id,
+        ))
     }
 
-    fn run_stage(&self, ctx: &mut Ctx, _index: usize, s: &Stage, globals: &BTreeMap<String, String>) -> Result<StageState, BuildError> {
+    fn run_stage(
+        &self,
+        ctx: &mut Ctx,
+        _index: usize,
+        s: &Stage,
+        globals: &BTreeMap<String, String>,
+    ) -> Result<StageState, BuildError> {
         let df = ctx.df;
         ctx.step += 1;
-        (ctx.out)(&format!("Step {}/{} : {}\n", ctx.step, ctx.total, s.from.original));
-        let words = parser::expand_words(&s.from.rest, df.escape, &|n| globals.get(n).cloned()).map_err(|m| step_err(df, &s.from, &m))?;
+        (ctx.out)(&format!(
+            "Step {}/{} : {}\n",
+            ctx.step, ctx.total, s.from.original
+        ));
+        let words = parser::expand_words(&s.from.rest, df.escape, &|n| globals.get(n).cloned())
+            .map_err(|m| step_err(df, &s.from, &m))?;
         if let Some(p) = s.from.flag("platform") {
-            let p = parser::expand(p, df.escape, &|n| globals.get(n).cloned()).map_err(|m| step_err(df, &s.from, &m))?;
+            let p = parser::expand(p, df.escape, &|n| globals.get(n).cloned())
+                .map_err(|m| step_err(df, &s.from, &m))?;
             let want = Platform::parse(&p).map_err(|e| step_err(df, &s.from, &e.to_string()))?;
             if !host_platform().matches(&want) {
-                return Err(step_err(df, &s.from, &format!("platform {p} is not supported (host is {})", fmt_platform(&host_platform()))));
+                return Err(step_err(
+                    df,
+                    &s.from,
+                    &format!(
+                        "platform {p} is not supported (host is {})",
+                        fmt_platform(&host_platform())
+                    ),
+                ));
             }
         }
         let (mut st, id) = self.base_state(ctx, &s.from, &words[0])?;
         (ctx.out)(&format!(" ---> {}\n", short(&id)));
-        let mut sc = StageCtx { args: BTreeMap::new(), cmd_set: false, globals: globals.clone() };
+        let mut sc = StageCtx {
+            args: BTreeMap::new(),
+            cmd_set: false,
+            globals: globals.clone(),
+        };
         // ONBUILD triggers of the base run first.
         if let Some(triggers) = st.config.config.on_build.take() {
             for t in triggers {
@@ -489,14 +766,23 @@ impl Builder {
         }
         for ins in &s.instrs {
             ctx.step += 1;
-            (ctx.out)(&format!("Step {}/{} : {}\n", ctx.step, ctx.total, ins.original));
+            (ctx.out)(&format!(
+                "Step {}/{} : {}\n",
+                ctx.step, ctx.total, ins.original
+            ));
             st = self.step(ctx, &mut sc, st, ins)?;
         }
         Ok(st)
     }
 
     /// Runs one instruction (with the cache).
-    fn step(&self, ctx: &mut Ctx, sc: &mut StageCtx, mut st: StageState, ins: &Instruction) -> Result<StageState, BuildError> {
+    fn step(
+        &self,
+        ctx: &mut Ctx,
+        sc: &mut StageCtx,
+        mut st: StageState,
+        ins: &Instruction,
+    ) -> Result<StageState, BuildError> {
         let df = ctx.df;
         let esc = df.escape;
         let e = |m: String| step_err(df, ins, &m);
@@ -507,15 +793,26 @@ impl Builder {
         let x = |s: &str| parser::expand(s, esc, &lookup).map_err(e);
         // Metadata steps go through the cache too, so that a rebuild reuses their history
         // entries (and gives the same image ID).
-        let meta = !matches!(ins.keyword.as_str(), "RUN" | "COPY" | "ADD" | "ARG" | "FROM");
+        let meta = !matches!(
+            ins.keyword.as_str(),
+            "RUN" | "COPY" | "ADD" | "ARG" | "FROM"
+        );
         if meta && !ctx.opts.no_cache {
-            let key = cache_key(&st, &format!("META {}", ins.original), &serde_json::to_string(&sc.args).expect("json"));
+            let key = cache_key(
+                &st,
+                &format!("META {}", ins.original),
+                &serde_json::to_string(&sc.args).expect("json"),
+            );
             if let Some(hit) = ctx.cache.entries.get(&key) {
                 (ctx.out)(" ---> Using cache\n");
                 return Ok(hit.clone());
             }
         }
-        let meta_key = cache_key(&st, &format!("META {}", ins.original), &serde_json::to_string(&sc.args).expect("json"));
+        let meta_key = cache_key(
+            &st,
+            &format!("META {}", ins.original),
+            &serde_json::to_string(&sc.args).expect("json"),
+        );
         let c = &mut st.config.config;
         let nop = |st: &mut StageState, text: String| {
             st.config.history.push(HistoryEntry {
@@ -536,7 +833,11 @@ impl Builder {
                 for (k, v) in &done {
                     env_set(&mut c.env, k, v);
                 }
-                let text = done.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+                let text = done
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 nop(&mut st, format!("ENV {text}"));
             }
             "ARG" => {
@@ -596,7 +897,11 @@ impl Builder {
             "WORKDIR" => {
                 let w = x(&ins.rest)?;
                 let base = c.working_dir.clone().unwrap_or_else(|| "/".into());
-                let w = if w.starts_with('/') { clean_path(&w) } else { clean_path(&format!("{base}/{w}")) };
+                let w = if w.starts_with('/') {
+                    clean_path(&w)
+                } else {
+                    clean_path(&format!("{base}/{w}"))
+                };
                 c.working_dir = Some(w.clone());
                 let exists = self.view(&st).lookup(&w).is_some();
                 if exists || w == "/" {
@@ -607,18 +912,23 @@ impl Builder {
                     let epoch = ctx.opts.source_date_epoch;
                     let created = now_or(epoch);
                     return self.cached(ctx, &key, st, |this, mut st, _out| {
-                        let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {
-                            let mut acc = String::new();
-                            let now = epoch.unwrap_or_else(|| chrono::Utc::now().timestamp());
-                            for comp in w.trim_start_matches('/').split('/') {
-                                acc = if acc.is_empty() { comp.to_string() } else { format!("{acc}/{comp}") };
-                                if this.view(&st).lookup(&acc).is_none() {
-                                    t.add_dir(&acc, None, now)?;
+                        let mut lf =
+                            layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {
+                                let mut acc = String::new();
+                                let now = epoch.unwrap_or_else(|| chrono::Utc::now().timestamp());
+                                for comp in w.trim_start_matches('/').split('/') {
+                                    acc = if acc.is_empty() {
+                                        comp.to_string()
+                                    } else {
+                                        format!("{acc}/{comp}")
+                                    };
+                                    if this.view(&st).lookup(&acc).is_none() {
+                                        t.add_dir(&acc, None, now)?;
+                                    }
                                 }
-                            }
-                            Ok(())
-                        })
-                        .map_err(io_err("write layer"))?;
+                                Ok(())
+                            })
+                            .map_err(io_err("write layer"))?;
                         this.add_layer(&mut st, &mut lf, format!("WORKDIR {w}"), created)?;
                         Ok(st)
                     });
@@ -636,7 +946,10 @@ impl Builder {
                 nop(&mut st, format!("VOLUME {vols:?}"));
             }
             "SHELL" => {
-                let j = ins.json.clone().ok_or_else(|| e("SHELL requires the arguments to be in JSON form".into()))?;
+                let j = ins
+                    .json
+                    .clone()
+                    .ok_or_else(|| e("SHELL requires the arguments to be in JSON form".into()))?;
                 c.shell = Some(j.clone());
                 nop(&mut st, format!("SHELL {j:?}"));
             }
@@ -667,7 +980,9 @@ impl Builder {
                 if rest.eq_ignore_ascii_case("none") {
                     h.test = Some(vec!["NONE".into()]);
                 } else {
-                    let (kw, cmd) = rest.split_once(char::is_whitespace).ok_or_else(|| e("missing command after HEALTHCHECK CMD".into()))?;
+                    let (kw, cmd) = rest
+                        .split_once(char::is_whitespace)
+                        .ok_or_else(|| e("missing command after HEALTHCHECK CMD".into()))?;
                     if !kw.eq_ignore_ascii_case("cmd") {
                         return Err(e(format!("unknown type for healthcheck: {kw}")));
                     }
@@ -680,13 +995,21 @@ impl Builder {
                         _ => vec!["CMD-SHELL".into(), cmd.to_string()],
                     });
                     for (k, v) in &ins.flags {
-                        let d = || parse_duration(v).ok_or_else(|| e(format!("invalid duration for --{k}: {v}")));
+                        let d = || {
+                            parse_duration(v)
+                                .ok_or_else(|| e(format!("invalid duration for --{k}: {v}")))
+                        };
                         match k.as_str() {
                             "interval" => h.interval = Some(d()?),
                             "timeout" => h.timeout = Some(d()?),
                             "start-period" => h.start_period = Some(d()?),
                             "start-interval" => h.start_interval = Some(d()?),
-                            "retries" => h.retries = Some(v.parse().map_err(|_| e(format!("invalid --retries: {v}")))?),
+                            "retries" => {
+                                h.retries = Some(
+                                    v.parse()
+                                        .map_err(|_| e(format!("invalid --retries: {v}")))?,
+                                )
+                            }
                             o => return Err(e(format!("unknown flag: --{o}"))),
                         }
                     }
@@ -696,7 +1019,11 @@ impl Builder {
             }
             "ONBUILD" => {
                 let t = ins.rest.trim().to_string();
-                let kw = t.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                let kw = t
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
                 if matches!(kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
                     return Err(e(format!("{kw} isn't allowed as an ONBUILD trigger")));
                 }
@@ -715,12 +1042,22 @@ impl Builder {
         Ok(st)
     }
 
-    fn add_layer(&self, st: &mut StageState, lf: &mut layer::LayerFile, created_by: String, created: String) -> Result<(), BuildError> {
+    fn add_layer(
+        &self,
+        st: &mut StageState,
+        lf: &mut layer::LayerFile,
+        created_by: String,
+        created: String,
+    ) -> Result<(), BuildError> {
         let desc = layer::store_layer(&self.images, lf, &st.config.rootfs.diff_ids)?;
         st.config.rootfs.diff_ids.push(lf.diff_id.clone());
         st.layers.push(desc);
         st.layer_sizes.push(lf.size);
-        st.config.history.push(HistoryEntry { created: Some(created), created_by: Some(created_by), ..Default::default() });
+        st.config.history.push(HistoryEntry {
+            created: Some(created),
+            created_by: Some(created_by),
+            ..Default::default()
+        });
         Ok(())
     }
 
@@ -744,17 +1081,29 @@ impl Builder {
         let st = f(self, st, &mut *ctx.out)?;
         self.save_cache_entry(key, &st)?;
         ctx.cache.entries.insert(key.to_string(), st.clone());
-        (ctx.out)(&format!(" ---> Done in {:.2}s\n", t.elapsed().as_secs_f64()));
+        (ctx.out)(&format!(
+            " ---> Done in {:.2}s\n",
+            t.elapsed().as_secs_f64()
+        ));
         Ok(st)
     }
 
-    fn run(&self, ctx: &mut Ctx, sc: &mut StageCtx, st: StageState, ins: &Instruction) -> Result<StageState, BuildError> {
+    fn run(
+        &self,
+        ctx: &mut Ctx,
+        sc: &mut StageCtx,
+        st: StageState,
+        ins: &Instruction,
+    ) -> Result<StageState, BuildError> {
         let df = ctx.df;
         let c = &st.config.config;
         let argv = match &ins.json {
             Some(j) => j.clone(),
             None => {
-                let script = if let (Some(h), true) = (ins.heredocs.first(), ins.rest.trim().starts_with("<<") && ins.rest.split_whitespace().count() == 1) {
+                let script = if let (Some(h), true) = (
+                    ins.heredocs.first(),
+                    ins.rest.trim().starts_with("<<") && ins.rest.split_whitespace().count() == 1,
+                ) {
                     h.content.clone()
                 } else {
                     let mut s = ins.rest.clone();
@@ -773,7 +1122,13 @@ impl Builder {
         for (k, _) in &ins.flags {
             match k.as_str() {
                 "network" => {}
-                "mount" | "security" => return Err(step_err(df, ins, &format!("RUN --{k} is not supported by barge's builder yet"))),
+                "mount" | "security" => {
+                    return Err(step_err(
+                        df,
+                        ins,
+                        &format!("RUN --{k} is not supported by barge's builder yet"),
+                    ))
+                }
                 o => return Err(step_err(df, ins, &format!("unknown flag: --{o}"))),
             }
         }
@@ -783,9 +1138,23 @@ impl Builder {
             }
         }
         // Build args that ENV does not override are in RUN's environment.
-        let arg_env: Vec<String> = sc.args.iter().filter(|(k, _)| env_get(&c.env, k).is_none()).map(|(k, v)| format!("{k}={v}")).collect();
-        let network = ins.flag("network").map(str::to_string).or_else(|| ctx.opts.network_mode.clone()).filter(|n| !n.is_empty() && n != "default").unwrap_or_else(|| "none".into());
-        let key = cache_key(&st, &format!("RUN {}", serde_json::to_string(&argv).expect("json")), &arg_env.join("\n"));
+        let arg_env: Vec<String> = sc
+            .args
+            .iter()
+            .filter(|(k, _)| env_get(&c.env, k).is_none())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let network = ins
+            .flag("network")
+            .map(str::to_string)
+            .or_else(|| ctx.opts.network_mode.clone())
+            .filter(|n| !n.is_empty() && n != "default")
+            .unwrap_or_else(|| "none".into());
+        let key = cache_key(
+            &st,
+            &format!("RUN {}", serde_json::to_string(&argv).expect("json")),
+            &arg_env.join("\n"),
+        );
         let created_by = match &ins.json {
             Some(_) => format!("RUN {}", serde_json::to_string(&argv).expect("json")),
             None => argv.join(" "),
@@ -800,14 +1169,23 @@ impl Builder {
                 env: arg_env.clone(),
                 working_dir: st.config.config.working_dir.clone(),
                 user: st.config.config.user.clone(),
-                host: HostOptions { network_mode: network.clone(), log_type: "json-file".into(), ..Default::default() },
+                host: HostOptions {
+                    network_mode: network.clone(),
+                    log_type: "json-file".into(),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let created = now_or(epoch);
-            let ct = this.containers.create(opts).map_err(|e| step_err(df, ins, &e.to_string()))?;
+            let ct = this
+                .containers
+                .create(opts)
+                .map_err(|e| step_err(df, ins, &e.to_string()))?;
             let r = (|| -> Result<StageState, BuildError> {
                 out(&format!(" ---> Running in {}\n", &ct.id[..12]));
-                this.containers.start(&ct.id, 0, &mut |_| {}).map_err(|e| step_err(df, ins, &e.to_string()))?;
+                this.containers
+                    .start(&ct.id, 0, &mut |_| {})
+                    .map_err(|e| step_err(df, ins, &e.to_string()))?;
                 // Stream the step's output while it runs (from its json-file log).
                 let mut seen = 0;
                 let mut emit = |out: &mut dyn FnMut(&str)| {
@@ -819,7 +1197,11 @@ impl Builder {
                     }
                 };
                 loop {
-                    let running = this.containers.get(&ct.id).map(|c| c.state.status == barge_container::Status::Running).unwrap_or(false);
+                    let running = this
+                        .containers
+                        .get(&ct.id)
+                        .map(|c| c.state.status == barge_container::Status::Running)
+                        .unwrap_or(false);
                     emit(out);
                     if !running {
                         break;
@@ -829,10 +1211,20 @@ impl Builder {
                 let code = this.containers.wait(&ct.id, WaitCondition::NotRunning)?;
                 emit(out);
                 if code != 0 {
-                    return Err(step_err(df, ins, &format!("The command '{}' returned a non-zero code: {code}", argv.join(" "))));
+                    return Err(step_err(
+                        df,
+                        ins,
+                        &format!(
+                            "The command '{}' returned a non-zero code: {code}",
+                            argv.join(" ")
+                        ),
+                    ));
                 }
                 let upper = ct.rootfs.parent().expect("container dir").join("upper");
-                let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| diff_upper_filtered(&upper, &this.view(&st), t)).map_err(io_err("diff container changes"))?;
+                let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {
+                    diff_upper_filtered(&upper, &this.view(&st), t)
+                })
+                .map_err(io_err("diff container changes"))?;
                 this.add_layer(&mut st, &mut lf, created_by.clone(), created)?;
                 Ok(st)
             })();
@@ -841,7 +1233,13 @@ impl Builder {
         })
     }
 
-    fn copy(&self, ctx: &mut Ctx, sc: &mut StageCtx, st: StageState, ins: &Instruction) -> Result<StageState, BuildError> {
+    fn copy(
+        &self,
+        ctx: &mut Ctx,
+        sc: &mut StageCtx,
+        st: StageState,
+        ins: &Instruction,
+    ) -> Result<StageState, BuildError> {
         let df = ctx.df;
         let esc = df.escape;
         let e = |m: String| step_err(df, ins, &m);
@@ -849,19 +1247,37 @@ impl Builder {
         let args = sc.args.clone();
         let lookup = move |n: &str| env_get(&env, n).or_else(|| args.get(n).cloned());
         for (k, _) in &ins.flags {
-            if !matches!(k.as_str(), "from" | "chown" | "chmod" | "link" | "parents" | "exclude" | "checksum" | "keep-git-dir") {
+            if !matches!(
+                k.as_str(),
+                "from"
+                    | "chown"
+                    | "chmod"
+                    | "link"
+                    | "parents"
+                    | "exclude"
+                    | "checksum"
+                    | "keep-git-dir"
+            ) {
                 return Err(e(format!("unknown flag: --{k}")));
             }
         }
         let mut words = match &ins.json {
-            Some(j) => j.iter().map(|s| parser::expand(s, esc, &lookup)).collect::<Result<Vec<_>, _>>().map_err(e)?,
+            Some(j) => j
+                .iter()
+                .map(|s| parser::expand(s, esc, &lookup))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(e)?,
             None => parser::expand_words(&ins.rest, esc, &lookup).map_err(e)?,
         };
         let heredoc_files: Vec<(String, String)> = ins
             .heredocs
             .iter()
             .map(|h| {
-                let content = if h.expand { parser::expand(&h.content, esc, &lookup).unwrap_or_else(|_| h.content.clone()) } else { h.content.clone() };
+                let content = if h.expand {
+                    parser::expand(&h.content, esc, &lookup).unwrap_or_else(|_| h.content.clone())
+                } else {
+                    h.content.clone()
+                };
                 (h.name.clone(), content)
             })
             .collect();
@@ -869,17 +1285,34 @@ impl Builder {
             words.retain(|w| !w.starts_with("<<"));
         }
         if words.is_empty() || (words.len() < 2 && heredoc_files.is_empty()) {
-            return Err(e(format!("{} requires at least two arguments", ins.keyword)));
+            return Err(e(format!(
+                "{} requires at least two arguments",
+                ins.keyword
+            )));
         }
         let dest_raw = words.pop().expect("dest");
-        let workdir = st.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
-        let dest_is_dir = dest_raw.ends_with('/') || words.len() + heredoc_files.len() > 1 || dest_raw == "." ;
-        let dest = if dest_raw.starts_with('/') { clean_path(&dest_raw) } else { clean_path(&format!("{workdir}/{dest_raw}")) };
+        let workdir = st
+            .config
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let dest_is_dir =
+            dest_raw.ends_with('/') || words.len() + heredoc_files.len() > 1 || dest_raw == ".";
+        let dest = if dest_raw.starts_with('/') {
+            clean_path(&dest_raw)
+        } else {
+            clean_path(&format!("{workdir}/{dest_raw}"))
+        };
         // Source root.
         let (_mount, src_root) = match ins.flag("from") {
             Some(f) => {
                 let f = parser::expand(f, esc, &lookup).map_err(e)?;
-                let stage = ctx.names.get(&f.to_ascii_lowercase()).copied().or_else(|| f.parse::<usize>().ok());
+                let stage = ctx
+                    .names
+                    .get(&f.to_ascii_lowercase())
+                    .copied()
+                    .or_else(|| f.parse::<usize>().ok());
                 let sst = match stage.and_then(|i| ctx.stages_done.get(&i)) {
                     Some((s, _)) => s.clone(),
                     None => self.base_state(ctx, ins, &f)?.0,
@@ -898,28 +1331,40 @@ impl Builder {
             }
             let rel = clean_path(w);
             if ins.flag("from").is_none() && escapes(w) {
-                return Err(e(format!("forbidden path outside the build context: {w} ()")));
+                return Err(e(format!(
+                    "forbidden path outside the build context: {w} ()"
+                )));
             }
             let matches = glob(&src_root, rel.trim_start_matches('/'));
             if matches.is_empty() {
                 return Err(e(format!("{} failed: file not found in build context or excluded by .dockerignore: stat {w}: file does not exist", ins.keyword)));
             }
             for m in matches {
-                let p = if m.is_empty() { src_root.clone() } else { src_root.join(&m) };
+                let p = if m.is_empty() {
+                    src_root.clone()
+                } else {
+                    src_root.join(&m)
+                };
                 sources.push((p, m));
             }
         }
         let dest_is_dir = dest_is_dir
             || sources.len() > 1
-            || (ins.keyword == "ADD" && ins.flag("from").is_none() && sources.iter().any(|(p, _)| p.is_file() && is_archive(p)));
+            || (ins.keyword == "ADD"
+                && ins.flag("from").is_none()
+                && sources.iter().any(|(p, _)| p.is_file() && is_archive(p)));
         // Owner and mode.
         let view = self.view(&st);
         let owner = match ins.flag("chown") {
-            Some(c) => Some(resolve_owner(&view, &parser::expand(c, esc, &lookup).map_err(e)?).map_err(e)?),
+            Some(c) => Some(
+                resolve_owner(&view, &parser::expand(c, esc, &lookup).map_err(e)?).map_err(e)?,
+            ),
             None => None,
         };
         let mode = match ins.flag("chmod") {
-            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| e(format!("invalid chmod {m}")))?),
+            Some(m) => {
+                Some(u32::from_str_radix(m, 8).map_err(|_| e(format!("invalid chmod {m}")))?)
+            }
             None => None,
         };
         // Content digest for the cache key.
@@ -932,11 +1377,19 @@ impl Builder {
             h.update(n.as_bytes());
             h.update(c.as_bytes());
         }
-        let flags: Vec<String> = ins.flags.iter().map(|(k, v)| format!("--{k}={v}")).collect();
+        let flags: Vec<String> = ins
+            .flags
+            .iter()
+            .map(|(k, v)| format!("--{k}={v}"))
+            .collect();
         let text = format!("{} {} {:?} {}", ins.keyword, flags.join(" "), words, dest);
         let key = cache_key(&st, &text, &barge_image::digest::hex(&h.finalize()));
         let epoch = ctx.opts.source_date_epoch;
-        let created_by = format!("/bin/sh -c #(nop) {} {} in {dest} ", ins.keyword, words.join(" "));
+        let created_by = format!(
+            "/bin/sh -c #(nop) {} {} in {dest} ",
+            ins.keyword,
+            words.join(" ")
+        );
         let is_add = ins.keyword == "ADD" && ins.flag("from").is_none();
         self.cached(ctx, &key, st, move |this, mut st, _out| {
             let created = now_or(epoch);
@@ -944,17 +1397,38 @@ impl Builder {
             let view = this.view(&st);
             let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {
                 // Missing parent directories.
-                let top = if dest_is_dir { dest.clone() } else { Path::new(&dest).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into()) };
+                let top = if dest_is_dir {
+                    dest.clone()
+                } else {
+                    Path::new(&dest)
+                        .parent()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "/".into())
+                };
                 let mut acc = String::new();
-                for comp in top.trim_start_matches('/').split('/').filter(|c| !c.is_empty()) {
+                for comp in top
+                    .trim_start_matches('/')
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                {
                     acc = format!("{acc}/{comp}");
                     if view.lookup(&acc).is_none() {
                         t.add_dir(&acc, if acc == top { owner } else { None }, now)?;
                     }
                 }
                 for (n, content) in &heredoc_files {
-                    let target = if dest_is_dir { format!("{dest}/{n}") } else { dest.clone() };
-                    t.add_bytes(&target, content.as_bytes(), owner, mode.unwrap_or(0o644), now)?;
+                    let target = if dest_is_dir {
+                        format!("{dest}/{n}")
+                    } else {
+                        dest.clone()
+                    };
+                    t.add_bytes(
+                        &target,
+                        content.as_bytes(),
+                        owner,
+                        mode.unwrap_or(0o644),
+                        now,
+                    )?;
                 }
                 for (p, rel) in &sources {
                     let md = fs::symlink_metadata(p)?;
@@ -964,8 +1438,15 @@ impl Builder {
                         // ADD extracts local tar archives (plain, gzip, zstd) into the destination.
                         extract_into(t, p, &dest)?;
                     } else {
-                        let base = Path::new(rel).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                        let target = if dest_is_dir { format!("{dest}/{base}") } else { dest.clone() };
+                        let base = Path::new(rel)
+                            .file_name()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let target = if dest_is_dir {
+                            format!("{dest}/{base}")
+                        } else {
+                            dest.clone()
+                        };
                         t.add_path(p, &target, Some(owner.unwrap_or((0, 0))), mode)?;
                     }
                 }
@@ -1002,7 +1483,10 @@ fn escapes(w: &str) -> bool {
 }
 
 fn shell_of(c: &barge_image::ContainerConfig) -> Vec<String> {
-    c.shell.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    c.shell
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
 }
 
 fn short(id: &str) -> String {
@@ -1023,13 +1507,21 @@ fn builtin_args() -> BTreeMap<String, String> {
         m.insert(format!("{prefix}PLATFORM"), fmt_platform(&p));
         m.insert(format!("{prefix}OS"), p.os.clone());
         m.insert(format!("{prefix}ARCH"), p.architecture.clone());
-        m.insert(format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default());
+        m.insert(
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
     }
     m
 }
 
 fn step_err(df: &Dockerfile, ins: &Instruction, m: &str) -> BuildError {
-    BuildError::Step { file: df.file.clone(), line: ins.line, instruction: ins.keyword.clone(), message: m.to_string() }
+    BuildError::Step {
+        file: df.file.clone(),
+        line: ins.line,
+        instruction: ins.keyword.clone(),
+        message: m.to_string(),
+    }
 }
 
 fn cache_key(st: &StageState, text: &str, extra: &str) -> String {
@@ -1046,15 +1538,31 @@ fn cache_key(st: &StageState, text: &str, extra: &str) -> String {
 }
 
 /// Mount points the runtime creates in a container's root when the image lacks them.
-const RUNTIME_MOUNTPOINTS: &[&str] = &["dev", "proc", "sys", "etc/hostname", "etc/hosts", "etc/resolv.conf", "sbin/docker-init"];
+const RUNTIME_MOUNTPOINTS: &[&str] = &[
+    "dev",
+    "proc",
+    "sys",
+    "etc/hostname",
+    "etc/hosts",
+    "etc/resolv.conf",
+    "sbin/docker-init",
+];
 
 /// The upper dir as a layer, minus the (empty) mount points the runtime created and the
 /// directories that were only copied up for them.
-fn diff_upper_filtered<W: std::io::Write>(upper: &Path, lower: &RootView, t: &mut LayerTar<W>) -> std::io::Result<()> {
+fn diff_upper_filtered<W: std::io::Write>(
+    upper: &Path,
+    lower: &RootView,
+    t: &mut LayerTar<W>,
+) -> std::io::Result<()> {
     let skip = |rel: &str, md: &fs::Metadata| {
         RUNTIME_MOUNTPOINTS.contains(&rel)
             && lower.lookup(rel).is_none()
-            && ((md.is_file() && md.len() == 0) || (md.is_dir() && fs::read_dir(upper.join(rel)).map(|mut d| d.next().is_none()).unwrap_or(false)))
+            && ((md.is_file() && md.len() == 0)
+                || (md.is_dir()
+                    && fs::read_dir(upper.join(rel))
+                        .map(|mut d| d.next().is_none())
+                        .unwrap_or(false)))
     };
     layer::diff_upper_filtered(upper, t, &skip, &|rel| lower.lookup(rel).is_some())
 }
@@ -1088,20 +1596,38 @@ fn hash_tree(p: &Path, h: &mut Sha256) -> std::io::Result<()> {
 
 /// Whether `p` is a (possibly compressed) tar archive: its first header's checksum is valid.
 fn is_archive(p: &Path) -> bool {
-    let Ok(f) = fs::File::open(p) else { return false };
-    let Ok((_, mut r)) = barge_image::digest::decompressed(f) else { return false };
+    let Ok(f) = fs::File::open(p) else {
+        return false;
+    };
+    let Ok((_, mut r)) = barge_image::digest::decompressed(f) else {
+        return false;
+    };
     let mut buf = [0u8; 512];
     if r.read_exact(&mut buf).is_err() {
         return false;
     }
     let h = tar::Header::from_byte_slice(&buf);
     let Ok(want) = h.cksum() else { return false };
-    let sum: u32 = buf.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { b' ' as u32 } else { *b as u32 }).sum();
+    let sum: u32 = buf
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                b' ' as u32
+            } else {
+                *b as u32
+            }
+        })
+        .sum();
     sum == want && buf.iter().any(|b| *b != 0)
 }
 
 /// Copies the entries of archive `p` into the layer under `dest`.
-fn extract_into<W: std::io::Write>(t: &mut LayerTar<W>, p: &Path, dest: &str) -> std::io::Result<()> {
+fn extract_into<W: std::io::Write>(
+    t: &mut LayerTar<W>,
+    p: &Path,
+    dest: &str,
+) -> std::io::Result<()> {
     let (_, r) = barge_image::digest::decompressed(fs::File::open(p)?)?;
     let mut a = tar::Archive::new(r);
     let under = |n: &Path| -> Option<String> {
@@ -1137,7 +1663,9 @@ fn extract_into<W: std::io::Write>(t: &mut LayerTar<W>, p: &Path, dest: &str) ->
         match h.entry_type() {
             tar::EntryType::Link => {
                 let target = e.link_name()?.map(|l| l.into_owned()).unwrap_or_default();
-                let Some(target) = under(&target) else { continue };
+                let Some(target) = under(&target) else {
+                    continue;
+                };
                 t.tar.append_link(&mut h, &name, target)?;
             }
             tar::EntryType::Symlink => {
@@ -1145,9 +1673,13 @@ fn extract_into<W: std::io::Write>(t: &mut LayerTar<W>, p: &Path, dest: &str) ->
                 t.tar.append_link(&mut h, &name, target)?;
             }
             tar::EntryType::Directory => {
-                t.tar.append_data(&mut h, format!("{name}/"), std::io::empty())?;
+                t.tar
+                    .append_data(&mut h, format!("{name}/"), std::io::empty())?;
             }
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {}
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
             _ => {
                 t.tar.append_data(&mut h, &name, &mut e)?;
             }
@@ -1157,9 +1689,19 @@ fn extract_into<W: std::io::Write>(t: &mut LayerTar<W>, p: &Path, dest: &str) ->
 }
 
 /// Adds the contents of directory `dir` under `dest`.
-fn add_tree<W: std::io::Write>(t: &mut LayerTar<W>, dir: &Path, dest: &str, owner: Option<(u32, u32)>, mode: Option<u32>) -> std::io::Result<()> {
+fn add_tree<W: std::io::Write>(
+    t: &mut LayerTar<W>,
+    dir: &Path,
+    dest: &str,
+    owner: Option<(u32, u32)>,
+    mode: Option<u32>,
+) -> std::io::Result<()> {
     for e in layer::sorted_entries(dir)? {
-        let name = format!("{}/{}", dest.trim_end_matches('/'), e.file_name().to_string_lossy());
+        let name = format!(
+            "{}/{}",
+            dest.trim_end_matches('/'),
+            e.file_name().to_string_lossy()
+        );
         let p = e.path();
         t.add_path(&p, &name, Some(owner.unwrap_or((0, 0))), mode)?;
         if fs::symlink_metadata(&p)?.is_dir() {
@@ -1177,18 +1719,30 @@ fn glob(root: &Path, pat: &str) -> Vec<String> {
         let mut next = Vec::new();
         let wild = c.contains(['*', '?', '[']);
         for base in &cur {
-            let dir = if base.is_empty() { root.to_path_buf() } else { root.join(base) };
+            let dir = if base.is_empty() {
+                root.to_path_buf()
+            } else {
+                root.join(base)
+            };
             if wild {
                 if let Ok(entries) = layer::sorted_entries(&dir) {
                     for e in entries {
                         let n = e.file_name().to_string_lossy().into_owned();
                         if crate::ignore::match_component(c, &n) {
-                            next.push(if base.is_empty() { n } else { format!("{base}/{n}") });
+                            next.push(if base.is_empty() {
+                                n
+                            } else {
+                                format!("{base}/{n}")
+                            });
                         }
                     }
                 }
             } else {
-                let rel = if base.is_empty() { c.to_string() } else { format!("{base}/{c}") };
+                let rel = if base.is_empty() {
+                    c.to_string()
+                } else {
+                    format!("{base}/{c}")
+                };
                 if fs::symlink_metadata(root.join(&rel)).is_ok() {
                     next.push(rel);
                 }
@@ -1213,7 +1767,10 @@ fn resolve_owner(view: &RootView, spec: &str) -> Result<(u32, u32), String> {
         text.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             if f.len() >= 3 && f[0] == name {
-                Some((f[2].parse().ok()?, f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0)))
+                Some((
+                    f[2].parse().ok()?,
+                    f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0),
+                ))
             } else {
                 None
             }
@@ -1222,14 +1779,22 @@ fn resolve_owner(view: &RootView, spec: &str) -> Result<(u32, u32), String> {
     let (uid, pgid) = match u.parse::<u32>() {
         Ok(n) => (n, None),
         Err(_) => {
-            let (uid, gid) = lookup("/etc/passwd", u).ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))?;
+            let (uid, gid) = lookup("/etc/passwd", u).ok_or_else(|| {
+                format!("unable to find user {u}: no matching entries in passwd file")
+            })?;
             (uid, Some(gid))
         }
     };
     let gid = match g {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup("/etc/group", g).ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?.0,
+            Err(_) => {
+                lookup("/etc/group", g)
+                    .ok_or_else(|| {
+                        format!("unable to find group {g}: no matching entries in group file")
+                    })?
+                    .0
+            }
         },
         None => pgid.unwrap_or(uid),
     };
@@ -1273,9 +1838,15 @@ mod tests {
     fn owners() {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("etc")).unwrap();
-        fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1234:1235::/app:/bin/sh\n").unwrap();
+        fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1234:1235::/app:/bin/sh\n",
+        )
+        .unwrap();
         fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
-        let v = RootView { layers: vec![d.path().to_path_buf()] };
+        let v = RootView {
+            layers: vec![d.path().to_path_buf()],
+        };
         assert_eq!(resolve_owner(&v, "1:2"), Ok((1, 2)));
         assert_eq!(resolve_owner(&v, "7"), Ok((7, 7)));
         assert_eq!(resolve_owner(&v, "app"), Ok((1234, 1235)));

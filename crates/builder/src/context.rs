@@ -33,14 +33,33 @@ pub fn ignore_for(context: &Path, dockerfile: Option<&Path>) -> Ignore {
 /// Writes `context` as a tar to `w`, leaving out what `ignore` excludes (the Dockerfile and
 /// `.dockerignore` are always sent, as docker does). `dockerfile_rel` is the Dockerfile's path
 /// relative to the context.
-pub fn write_tar<W: Write>(context: &Path, ignore: &Ignore, dockerfile_rel: &str, w: W) -> io::Result<W> {
+pub fn write_tar<W: Write>(
+    context: &Path,
+    ignore: &Ignore,
+    dockerfile_rel: &str,
+    w: W,
+) -> io::Result<W> {
     let mut b = tar::Builder::new(w);
     b.follow_symlinks(false);
-    fn walk<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &str, ignore: &Ignore, keep: &[&str]) -> io::Result<()> {
-        let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    fn walk<W: Write>(
+        b: &mut tar::Builder<W>,
+        root: &Path,
+        rel: &str,
+        ignore: &Ignore,
+        keep: &[&str],
+    ) -> io::Result<()> {
+        let dir = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
         for e in crate::layer::sorted_entries(&dir)? {
             let name = e.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let r = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let md = fs::symlink_metadata(e.path())?;
             let excluded = ignore.excluded(&r) && !keep.contains(&r.as_str());
             if !excluded {
@@ -52,7 +71,13 @@ pub fn write_tar<W: Write>(context: &Path, ignore: &Ignore, dockerfile_rel: &str
         }
         Ok(())
     }
-    walk(&mut b, context, "", ignore, &[dockerfile_rel.trim_start_matches("./"), ".dockerignore"])?;
+    walk(
+        &mut b,
+        context,
+        "",
+        ignore,
+        &[dockerfile_rel.trim_start_matches("./"), ".dockerignore"],
+    )?;
     b.into_inner()
 }
 
@@ -65,7 +90,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("src/tmp")).unwrap();
         fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-        fs::write(d.path().join(".dockerignore"), "Dockerfile\n*.log\nsrc/tmp\n").unwrap();
+        fs::write(
+            d.path().join(".dockerignore"),
+            "Dockerfile\n*.log\nsrc/tmp\n",
+        )
+        .unwrap();
         fs::write(d.path().join("a.log"), "x").unwrap();
         fs::write(d.path().join("src/main.c"), "int main;").unwrap();
         fs::write(d.path().join("src/tmp/junk"), "j").unwrap();
@@ -73,7 +102,10 @@ mod tests {
         let data = write_tar(d.path(), &ig, "Dockerfile", Vec::new()).unwrap();
         let out = tempfile::tempdir().unwrap();
         extract(&data[..], out.path()).unwrap();
-        assert!(out.path().join("Dockerfile").is_file(), "the Dockerfile is always sent");
+        assert!(
+            out.path().join("Dockerfile").is_file(),
+            "the Dockerfile is always sent"
+        );
         assert!(out.path().join("src/main.c").is_file());
         assert!(!out.path().join("a.log").exists());
         assert!(!out.path().join("src/tmp").exists());

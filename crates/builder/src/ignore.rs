@@ -81,7 +81,9 @@ fn match_path(pat: &[String], path: &[&str], prefix_ok: bool) -> bool {
     if pat[0] == "**" {
         return (0..=path.len()).any(|k| match_path(&pat[1..], &path[k..], prefix_ok));
     }
-    !path.is_empty() && match_component(&pat[0], path[0]) && match_path(&pat[1..], &path[1..], prefix_ok)
+    !path.is_empty()
+        && match_component(&pat[0], path[0])
+        && match_path(&pat[1..], &path[1..], prefix_ok)
 }
 
 impl Ignore {
@@ -111,7 +113,10 @@ impl Ignore {
 
     /// Whether `rel` (a path relative to the context root, `/`-separated) is excluded.
     pub fn excluded(&self, rel: &str) -> bool {
-        let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        let parts: Vec<&str> = rel
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
         let mut ex = false;
         for (neg, pat) in &self.patterns {
             if match_path(pat, &parts, true) {
@@ -125,7 +130,9 @@ impl Ignore {
     /// (so an excluded directory must still be walked).
     pub fn may_reinclude_below(&self, rel: &str) -> bool {
         let depth = rel.split('/').filter(|c| !c.is_empty()).count();
-        self.patterns.iter().any(|(neg, p)| *neg && (p.len() > depth || p.iter().any(|c| c == "**")))
+        self.patterns
+            .iter()
+            .any(|(neg, p)| *neg && (p.len() > depth || p.iter().any(|c| c == "**")))
     }
 }
 
@@ -140,7 +147,10 @@ mod tests {
         assert!(!i.excluded("README.md"));
         assert!(!i.excluded("sub/a.md"), "* does not cross /");
         assert!(i.excluded("tmp"));
-        assert!(i.excluded("tmp/deep/file"), "a matched dir excludes its contents");
+        assert!(
+            i.excluded("tmp/deep/file"),
+            "a matched dir excludes its contents"
+        );
         assert!(i.excluded("build/out"));
         assert!(i.excluded("x.o"));
         assert!(i.excluded("a/b/c.o"));

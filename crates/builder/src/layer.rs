@@ -29,7 +29,9 @@ fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 fn is_opaque(path: &Path) -> bool {
-    ["trusted.overlay.opaque", "user.overlay.opaque"].iter().any(|n| lgetxattr(path, n).as_deref() == Some(b"y"))
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|n| lgetxattr(path, n).as_deref() == Some(b"y"))
 }
 
 /// Writes tar entries with clamped mtimes (`SOURCE_DATE_EPOCH`), sorted by the callers.
@@ -44,7 +46,11 @@ impl<W: Write> LayerTar<W> {
         let mut tar = tar::Builder::new(w);
         tar.mode(tar::HeaderMode::Complete);
         tar.follow_symlinks(false);
-        LayerTar { tar, epoch, links: HashMap::new() }
+        LayerTar {
+            tar,
+            epoch,
+            links: HashMap::new(),
+        }
     }
 
     fn mtime(&self, m: i64) -> u64 {
@@ -55,7 +61,13 @@ impl<W: Write> LayerTar<W> {
     }
 
     /// Adds the file system object at `src` as `name`, with optional owner/mode overrides.
-    pub fn add_path(&mut self, src: &Path, name: &str, owner: Option<(u32, u32)>, mode: Option<u32>) -> io::Result<()> {
+    pub fn add_path(
+        &mut self,
+        src: &Path,
+        name: &str,
+        owner: Option<(u32, u32)>,
+        mode: Option<u32>,
+    ) -> io::Result<()> {
         let md = fs::symlink_metadata(src)?;
         let ft = md.file_type();
         let mut h = tar::Header::new_gnu();
@@ -117,11 +129,19 @@ impl<W: Write> LayerTar<W> {
         h.set_gid(g as u64);
         h.set_mtime(self.mtime(mtime));
         h.set_size(0);
-        self.tar.append_data(&mut h, format!("{}/", name.trim_matches('/')), io::empty())
+        self.tar
+            .append_data(&mut h, format!("{}/", name.trim_matches('/')), io::empty())
     }
 
     /// Adds a regular file from bytes.
-    pub fn add_bytes(&mut self, name: &str, data: &[u8], owner: Option<(u32, u32)>, mode: u32, mtime: i64) -> io::Result<()> {
+    pub fn add_bytes(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        owner: Option<(u32, u32)>,
+        mode: u32,
+        mtime: i64,
+    ) -> io::Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(mode);
@@ -130,7 +150,8 @@ impl<W: Write> LayerTar<W> {
         h.set_gid(g as u64);
         h.set_mtime(self.mtime(mtime));
         h.set_size(data.len() as u64);
-        self.tar.append_data(&mut h, name.trim_start_matches('/'), data)
+        self.tar
+            .append_data(&mut h, name.trim_start_matches('/'), data)
     }
 
     fn whiteout(&mut self, name: &str, mtime: i64) -> io::Result<()> {
@@ -186,10 +207,18 @@ pub fn diff_upper_filtered<W: Write>(
         for e in sorted_entries(dir)? {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
-            let relname = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let relname = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
             let md = fs::symlink_metadata(&path)?;
             if md.file_type().is_char_device() && md.rdev() == 0 {
-                let wh = if rel.is_empty() { format!(".wh.{name}") } else { format!("{rel}/.wh.{name}") };
+                let wh = if rel.is_empty() {
+                    format!(".wh.{name}")
+                } else {
+                    format!("{rel}/.wh.{name}")
+                };
                 out.push(Item::Whiteout(wh, md.mtime()));
                 continue;
             }
@@ -247,17 +276,31 @@ pub fn make_layer(
     w.flush()?;
     let diff_id = w.digest();
     let size = w.count;
-    Ok(LayerFile { file: tmp, diff_id, size })
+    Ok(LayerFile {
+        file: tmp,
+        diff_id,
+        size,
+    })
 }
 
 /// Stores a layer tar as an (uncompressed) blob + snapshot on top of `parent_diff_ids`.
-pub fn store_layer(store: &ImageStore, layer: &mut LayerFile, parent_diff_ids: &[String]) -> Result<Descriptor, ImageError> {
+pub fn store_layer(
+    store: &ImageStore,
+    layer: &mut LayerFile,
+    parent_diff_ids: &[String],
+) -> Result<Descriptor, ImageError> {
     let mut ids = parent_diff_ids.to_vec();
     ids.push(layer.diff_id.clone());
     let chain = barge_image::chain_ids(&ids).pop().expect("one id");
-    let desc = Descriptor { media_type: LAYER_MEDIA_TYPE.into(), digest: layer.diff_id.clone(), size: layer.size, ..Default::default() };
+    let desc = Descriptor {
+        media_type: LAYER_MEDIA_TYPE.into(),
+        digest: layer.diff_id.clone(),
+        size: layer.size,
+        ..Default::default()
+    };
     let f = layer.file.as_file_mut();
-    f.seek(io::SeekFrom::Start(0)).map_err(|e| ImageError::io("rewind layer", e))?;
+    f.seek(io::SeekFrom::Start(0))
+        .map_err(|e| ImageError::io("rewind layer", e))?;
     let mut r: &mut dyn Read = f;
     store.ingest_layer(&mut r, &desc, &layer.diff_id, &chain)?;
     Ok(desc)

@@ -48,7 +48,11 @@ pub struct Instruction {
 
 impl Instruction {
     pub fn flag(&self, name: &str) -> Option<&str> {
-        self.flags.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.flags
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -62,12 +66,33 @@ pub struct Dockerfile {
 }
 
 const KEYWORDS: &[&str] = &[
-    "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-    "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
 ];
 
 fn err(file: &str, line: usize, instruction: &str, message: impl Into<String>) -> ParseError {
-    ParseError { file: file.to_string(), line, instruction: instruction.to_string(), message: message.into() }
+    ParseError {
+        file: file.to_string(),
+        line,
+        instruction: instruction.to_string(),
+        message: message.into(),
+    }
 }
 
 /// Parses a parser directive line `# key=value`.
@@ -91,7 +116,12 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
         match directive(lines[i]) {
             Some((k, v)) if k == "syntax" || k == "escape" || k == "check" => {
                 if directives.contains_key(&k) {
-                    return Err(err(file, i + 1, "directive", format!("only one {k} parser directive can be used")));
+                    return Err(err(
+                        file,
+                        i + 1,
+                        "directive",
+                        format!("only one {k} parser directive can be used"),
+                    ));
                 }
                 directives.insert(k, v);
                 i += 1;
@@ -102,7 +132,14 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
     let escape = match directives.get("escape").map(String::as_str) {
         None | Some("\\") => '\\',
         Some("`") => '`',
-        Some(o) => return Err(err(file, i.max(1), "directive", format!("invalid escape token '{o}' does not match ` or \\"))),
+        Some(o) => {
+            return Err(err(
+                file,
+                i.max(1),
+                "directive",
+                format!("invalid escape token '{o}' does not match ` or \\"),
+            ))
+        }
     };
     let mut out = Vec::new();
     while i < lines.len() {
@@ -121,7 +158,10 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
             if let Some(body) = trimmed.strip_suffix(escape) {
                 logical.push_str(body);
                 // Skip comment and empty lines inside a continuation.
-                while i < lines.len() && { let t = lines[i].trim_start(); t.is_empty() || t.starts_with('#') } {
+                while i < lines.len() && {
+                    let t = lines[i].trim_start();
+                    t.is_empty() || t.starts_with('#')
+                } {
                     i += 1;
                 }
                 if i >= lines.len() {
@@ -139,7 +179,12 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
         };
         let keyword = kw.to_ascii_uppercase();
         if !KEYWORDS.contains(&keyword.as_str()) {
-            return Err(err(file, start + 1, kw, format!("unknown instruction: {kw}")));
+            return Err(err(
+                file,
+                start + 1,
+                kw,
+                format!("unknown instruction: {kw}"),
+            ));
         }
         let (flags, rest) = split_flags(rest);
         let mut heredocs = Vec::new();
@@ -161,18 +206,50 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
                     content.push('\n');
                 }
                 if !found {
-                    return Err(err(file, start + 1, &keyword, format!("unterminated heredoc {name}")));
+                    return Err(err(
+                        file,
+                        start + 1,
+                        &keyword,
+                        format!("unterminated heredoc {name}"),
+                    ));
                 }
-                heredocs.push(Heredoc { name, content, expand, strip_tabs });
+                heredocs.push(Heredoc {
+                    name,
+                    content,
+                    expand,
+                    strip_tabs,
+                });
             }
         }
-        let json = if rest.starts_with('[') { serde_json::from_str::<Vec<String>>(&rest).ok() } else { None };
+        let json = if rest.starts_with('[') {
+            serde_json::from_str::<Vec<String>>(&rest).ok()
+        } else {
+            None
+        };
         if rest.is_empty() && heredocs.is_empty() && !matches!(keyword.as_str(), "ONBUILD") {
-            return Err(err(file, start + 1, &keyword, format!("{keyword} requires at least one argument")));
+            return Err(err(
+                file,
+                start + 1,
+                &keyword,
+                format!("{keyword} requires at least one argument"),
+            ));
         }
-        out.push(Instruction { line: start + 1, keyword, flags, rest, json, heredocs, original: logical.clone() });
+        out.push(Instruction {
+            line: start + 1,
+            keyword,
+            flags,
+            rest,
+            json,
+            heredocs,
+            original: logical.clone(),
+        });
     }
-    Ok(Dockerfile { file: file.to_string(), escape, directives, instructions: out })
+    Ok(Dockerfile {
+        file: file.to_string(),
+        escape,
+        directives,
+        instructions: out,
+    })
 }
 
 /// Splits leading `--flag[=value]` words off `rest`.
@@ -274,17 +351,30 @@ pub fn split_raw_words(s: &str, escape: char) -> Vec<String> {
 
 /// Expands variables in `word` and removes quotes and escapes, as the builder does for
 /// ENV/ARG/LABEL values, paths, USER, WORKDIR... `lookup` gives variable values.
-pub fn expand(word: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(
+    word: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     Ok(expand_inner(word, escape, lookup, false)?.join(" "))
 }
 
 /// Like [`expand`] but splits the result into words on unquoted whitespace (EXPOSE, VOLUME,
 /// COPY sources...).
-pub fn expand_words(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, String> {
+pub fn expand_words(
+    s: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, String> {
     expand_inner(s, escape, lookup, true)
 }
 
-fn expand_inner(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>, split: bool) -> Result<Vec<String>, String> {
+fn expand_inner(
+    s: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    split: bool,
+) -> Result<Vec<String>, String> {
     let chars: Vec<char> = s.chars().collect();
     let mut words = Vec::new();
     let mut cur = String::new();
@@ -369,7 +459,9 @@ fn expand_inner(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>, 
         }
     }
     if let Some(q) = quote {
-        return Err(format!("unexpected end of statement while looking for matching {q}"));
+        return Err(format!(
+            "unexpected end of statement while looking for matching {q}"
+        ));
     }
     if !split || has_word || !cur.is_empty() {
         words.push(cur);
@@ -378,7 +470,12 @@ fn expand_inner(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>, 
 }
 
 /// Expands the variable reference at `chars[i] == '$'`; returns the value and the next index.
-fn variable(chars: &[char], i: usize, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(String, usize), String> {
+fn variable(
+    chars: &[char],
+    i: usize,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, usize), String> {
     let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut j = i + 1;
     if j >= chars.len() {
@@ -404,7 +501,9 @@ fn variable(chars: &[char], i: usize, escape: char, lookup: &dyn Fn(&str) -> Opt
         if colon {
             j += 1;
         }
-        let op = *chars.get(j).ok_or_else(|| format!("missing '}}' in ${{{name}"))?;
+        let op = *chars
+            .get(j)
+            .ok_or_else(|| format!("missing '}}' in ${{{name}"))?;
         j += 1;
         // The word runs to the matching '}'.
         let s = j;
@@ -435,14 +534,33 @@ fn variable(chars: &[char], i: usize, escape: char, lookup: &dyn Fn(&str) -> Opt
             None => false,
         };
         let out = match op {
-            '-' => if set { val.unwrap_or_default() } else { word()? },
-            '+' => if set { word()? } else { String::new() },
+            '-' => {
+                if set {
+                    val.unwrap_or_default()
+                } else {
+                    word()?
+                }
+            }
+            '+' => {
+                if set {
+                    word()?
+                } else {
+                    String::new()
+                }
+            }
             '?' => {
                 if set {
                     val.unwrap_or_default()
                 } else {
                     let m = word()?;
-                    return Err(format!("{name}: {}", if m.is_empty() { "is not allowed to be unset".to_string() } else { m }));
+                    return Err(format!(
+                        "{name}: {}",
+                        if m.is_empty() {
+                            "is not allowed to be unset".to_string()
+                        } else {
+                            m
+                        }
+                    ));
                 }
             }
             o => return Err(format!("unsupported modifier ({o}) in substitution")),
@@ -462,7 +580,11 @@ fn variable(chars: &[char], i: usize, escape: char, lookup: &dyn Fn(&str) -> Opt
 
 /// Parses `KEY=value ...` pairs (ENV, LABEL, ARG) or the legacy `KEY value` form (ENV, LABEL)
 /// into (raw key, raw value) pairs; the caller expands them.
-pub fn key_values(rest: &str, escape: char, legacy_ok: bool) -> Result<Vec<(String, Option<String>)>, String> {
+pub fn key_values(
+    rest: &str,
+    escape: char,
+    legacy_ok: bool,
+) -> Result<Vec<(String, Option<String>)>, String> {
     let words = split_raw_words(rest, escape);
     if words.is_empty() {
         return Err("requires at least one argument".into());
@@ -481,7 +603,11 @@ pub fn key_values(rest: &str, escape: char, legacy_ok: bool) -> Result<Vec<(Stri
         match w.split_once('=') {
             Some((k, v)) => out.push((k.to_string(), Some(v.to_string()))),
             None if !legacy_ok => out.push((w, None)),
-            None => return Err(format!("syntax error - can't find = in \"{w}\". Must be of the form: name=value")),
+            None => {
+                return Err(format!(
+                    "syntax error - can't find = in \"{w}\". Must be of the form: name=value"
+                ))
+            }
         }
     }
     Ok(out)
@@ -492,7 +618,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -503,7 +632,10 @@ mod tests {
         assert_eq!(k, ["FROM", "RUN", "CMD", "ENTRYPOINT"]);
         assert_eq!(df.instructions[1].rest, "echo hi   && echo there");
         assert_eq!(df.instructions[1].line, 4);
-        assert_eq!(df.instructions[2].json.as_deref(), Some(&["sh".to_string(), "-c".into(), "x".into()][..]));
+        assert_eq!(
+            df.instructions[2].json.as_deref(),
+            Some(&["sh".to_string(), "-c".into(), "x".into()][..])
+        );
         assert_eq!(df.instructions[3].json, None);
         assert_eq!(df.instructions[3].line, 7);
     }
@@ -543,7 +675,11 @@ mod tests {
 
     #[test]
     fn flags() {
-        let df = parse("D", "COPY --chown=1:2 --from=build a b\nFROM --platform=$BUILDPLATFORM x AS y").unwrap();
+        let df = parse(
+            "D",
+            "COPY --chown=1:2 --from=build a b\nFROM --platform=$BUILDPLATFORM x AS y",
+        )
+        .unwrap();
         assert_eq!(df.instructions[0].flag("chown"), Some("1:2"));
         assert_eq!(df.instructions[0].flag("from"), Some("build"));
         assert_eq!(df.instructions[0].rest, "a b");
@@ -552,7 +688,11 @@ mod tests {
 
     #[test]
     fn heredocs() {
-        let df = parse("D", "FROM x\nRUN <<EOF\necho a\necho b\nEOF\nCOPY <<-'END' /f\n\thello $X\n\tEND\nRUN true").unwrap();
+        let df = parse(
+            "D",
+            "FROM x\nRUN <<EOF\necho a\necho b\nEOF\nCOPY <<-'END' /f\n\thello $X\n\tEND\nRUN true",
+        )
+        .unwrap();
         let r = &df.instructions[1];
         assert_eq!(r.heredocs[0].content, "echo a\necho b\n");
         assert!(r.heredocs[0].expand);
@@ -584,11 +724,16 @@ mod tests {
         assert_eq!(x("\"\\$A\""), "$A");
         assert_eq!(x("hello\\ world"), "hello world");
         assert_eq!(x("a$"), "a$");
-        assert!(expand("${N:?must be set}", '\\', &v).unwrap_err().contains("must be set"));
+        assert!(expand("${N:?must be set}", '\\', &v)
+            .unwrap_err()
+            .contains("must be set"));
         assert!(expand("${A", '\\', &v).is_err());
         assert!(expand("\"abc", '\\', &v).is_err());
         assert_eq!(expand("`$A", '`', &v).unwrap(), "$A");
-        assert_eq!(expand_words("$SP \"$SP\" c", '\\', &v).unwrap(), ["x", "y", "x y", "c"]);
+        assert_eq!(
+            expand_words("$SP \"$SP\" c", '\\', &v).unwrap(),
+            ["x", "y", "x y", "c"]
+        );
         assert_eq!(expand_words("  ", '\\', &v).unwrap(), Vec::<String>::new());
     }
 
@@ -596,7 +741,10 @@ mod tests {
     fn key_value_forms() {
         let kv = key_values("A=1 B=\"x y\" C=a\\ b", '\\', true).unwrap();
         assert_eq!(kv[1], ("B".into(), Some("\"x y\"".into())));
-        assert_eq!(expand(kv[2].1.as_deref().unwrap(), '\\', &|_| None).unwrap(), "a b");
+        assert_eq!(
+            expand(kv[2].1.as_deref().unwrap(), '\\', &|_| None).unwrap(),
+            "a b"
+        );
         let kv = key_values("KEY some value  here", '\\', true).unwrap();
         assert_eq!(kv, vec![("KEY".into(), Some("some value  here".into()))]);
         let kv = key_values("NAME", '\\', false).unwrap();

@@ -68,14 +68,18 @@ pub enum BuilderCmd {
 pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
     let ctx = Path::new(&a.path);
     if !ctx.is_dir() {
-        return Err(status(1, format!("unable to prepare context: path {:?} not found", a.path)));
+        return Err(status(
+            1,
+            format!("unable to prepare context: path {:?} not found", a.path),
+        ));
     }
     // The Dockerfile: relative to the context, or sent into it when outside.
     let (df_rel, df_outside) = match &a.file {
         None => ("Dockerfile".to_string(), None),
         Some(f) => {
             let p = Path::new(f);
-            let abs = std::fs::canonicalize(p).map_err(|e| status(1, format!("unable to prepare context: {f}: {e}")))?;
+            let abs = std::fs::canonicalize(p)
+                .map_err(|e| status(1, format!("unable to prepare context: {f}: {e}")))?;
             let cabs = std::fs::canonicalize(ctx)?;
             match abs.strip_prefix(&cabs) {
                 Ok(r) => (r.to_string_lossy().into_owned(), None),
@@ -96,7 +100,12 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
     for ba in &a.build_args {
         match ba.split_once('=') {
             Some((k, v)) => build_args.insert(k.to_string(), v.into()),
-            None => build_args.insert(ba.clone(), std::env::var(ba).map(Into::into).unwrap_or(serde_json::Value::Null)),
+            None => build_args.insert(
+                ba.clone(),
+                std::env::var(ba)
+                    .map(Into::into)
+                    .unwrap_or(serde_json::Value::Null),
+            ),
         };
     }
     let mut labels = serde_json::Map::new();
@@ -106,8 +115,14 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
     }
     let mut params: Vec<(&str, Option<String>)> = vec![
         ("dockerfile", Some(df_rel)),
-        ("buildargs", Some(serde_json::Value::Object(build_args).to_string())),
-        ("labels", Some(serde_json::Value::Object(labels).to_string())),
+        (
+            "buildargs",
+            Some(serde_json::Value::Object(build_args).to_string()),
+        ),
+        (
+            "labels",
+            Some(serde_json::Value::Object(labels).to_string()),
+        ),
         ("target", a.target.clone()),
         ("nocache", a.no_cache.then(|| "1".to_string())),
         ("networkmode", a.network.clone()),
@@ -119,7 +134,12 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
     }
     let q = query(&params);
     let resp = c
-        .request(Method::POST, &format!("/build{q}"), client::full(data), &[("Content-Type", "application/x-tar")])
+        .request(
+            Method::POST,
+            &format!("/build{q}"),
+            client::full(data),
+            &[("Content-Type", "application/x-tar")],
+        )
         .await?;
     let mut id = None;
     let mut failed = None;
@@ -160,7 +180,12 @@ pub async fn builder(c: &Client, cmd: BuilderCmd) -> Result<i32> {
     match cmd {
         BuilderCmd::Prune { .. } => {
             let v: serde_json::Value = c.json(Method::POST, "/build/prune", None).await?;
-            println!("Deleted build cache entries: {}", v.get("EntriesDeleted").and_then(|n| n.as_u64()).unwrap_or(0));
+            println!(
+                "Deleted build cache entries: {}",
+                v.get("EntriesDeleted")
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or(0)
+            );
             println!("Total reclaimed space: 0B");
             Ok(0)
         }

@@ -30,15 +30,22 @@ fn truthy(v: Option<&str>) -> bool {
 fn json_map(q: &Query, key: &str) -> Result<BTreeMap<String, Option<String>>, ApiError> {
     match q.get(key).filter(|s| !s.is_empty()) {
         None => Ok(BTreeMap::new()),
-        Some(s) => serde_json::from_str(s).map_err(|e| ApiError::bad_request(format!("invalid {key}: {e}"))),
+        Some(s) => serde_json::from_str(s)
+            .map_err(|e| ApiError::bad_request(format!("invalid {key}: {e}"))),
     }
 }
 
 /// `POST /build?t=&dockerfile=&buildargs=&target=&nocache=&labels=&networkmode=&q=&platform=`.
-pub async fn build(State(state): State<AppState>, RawQuery(raw): RawQuery, req: Request) -> Result<Response, ApiError> {
+pub async fn build(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    req: Request,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     if q.get("remote").is_some_and(|r| !r.is_empty()) {
-        return Err(ApiError::bad_request("building from a remote context is not supported"));
+        return Err(ApiError::bad_request(
+            "building from a remote context is not supported",
+        ));
     }
     let mut opts = BuildOptions {
         dockerfile: q.get("dockerfile").map(str::to_string),
@@ -46,7 +53,10 @@ pub async fn build(State(state): State<AppState>, RawQuery(raw): RawQuery, req: 
         target: q.get("target").map(str::to_string),
         no_cache: truthy(q.get("nocache")),
         network_mode: q.get("networkmode").map(str::to_string),
-        platform: q.get("platform").filter(|p| !p.is_empty()).map(str::to_string),
+        platform: q
+            .get("platform")
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
         ..Default::default()
     };
     for (k, v) in json_map(&q, "buildargs")? {
@@ -58,7 +68,10 @@ pub async fn build(State(state): State<AppState>, RawQuery(raw): RawQuery, req: 
         opts.labels.insert(k, v.unwrap_or_default());
     }
     if let Some(e) = opts.build_args.get("SOURCE_DATE_EPOCH") {
-        opts.source_date_epoch = Some(e.parse().map_err(|_| ApiError::bad_request(format!("invalid SOURCE_DATE_EPOCH {e}")))?);
+        opts.source_date_epoch = Some(
+            e.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid SOURCE_DATE_EPOCH {e}")))?,
+        );
     }
     let quiet = truthy(q.get("q"));
 
@@ -70,7 +83,8 @@ pub async fn build(State(state): State<AppState>, RawQuery(raw): RawQuery, req: 
     let mut file = tokio::fs::File::from_std(file);
     let mut stream = req.into_body().into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
         file.write_all(&chunk).await?;
     }
     file.flush().await?;
@@ -133,5 +147,7 @@ pub async fn prune(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             .map_err(|e| ApiError::internal(e.to_string()))
     })
     .await?;
-    Ok(Json(json!({ "CachesDeleted": Vec::<String>::new(), "SpaceReclaimed": 0, "EntriesDeleted": n })))
+    Ok(Json(
+        json!({ "CachesDeleted": Vec::<String>::new(), "SpaceReclaimed": 0, "EntriesDeleted": n }),
+    ))
 }
