@@ -495,3 +495,31 @@ fn independent_stages_build_in_parallel() {
     assert_eq!(D.ok(&["run", "--rm", "par-built"]), "a\nb\n");
     D.ok(&["rmi", "par-built"]);
 }
+
+#[test]
+fn arg_and_env_scoping_and_iidfile() {
+    let ctx = ctx_with(&[(
+        "Dockerfile",
+        "ARG V=global\n\
+         FROM busybox:1.35\n\
+         RUN echo \"unset:[$V]\" > /scope\n\
+         ARG V\n\
+         ARG TARGETARCH\n\
+         ARG D=${V:-none}-d\n\
+         ENV E=${D:+set} F=\"a b\" G=\\$V\n\
+         RUN echo \"redeclared:[$V] arch:[$TARGETARCH] d:[$D] e:[$E] f:[$F] g:[$G]\" >> /scope\n\
+         CMD [\"cat\", \"/scope\"]\n",
+    )]);
+    let iid = ctx.path().join("iid");
+    D.ok(&["build", "--iidfile", p(&iid), "-t", "scope-built", p(ctx.path())]);
+    let arch = D.inspect("busybox:1.35", "{{.Architecture}}");
+    assert_eq!(
+        D.ok(&["run", "--rm", "scope-built"]),
+        format!("unset:[]\nredeclared:[global] arch:[{arch}] d:[global-d] e:[set] f:[a b] g:[$V]\n")
+    );
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), D.inspect("scope-built", "{{.Id}}"));
+    // ARGs are not persisted in the image's environment.
+    let env = D.inspect("scope-built", "{{json .Config.Env}}");
+    assert!(!env.contains("V=") && env.contains("\"E=set\""), "{env}");
+    D.ok(&["rmi", "scope-built"]);
+}
