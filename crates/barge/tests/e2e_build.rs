@@ -183,6 +183,7 @@ fn multi_stage_skips_unused_stages_and_copies_from_a_stage() {
              FROM busybox:1.35\n\
              COPY --from=build /out/artifact /artifact\n\
              COPY --chmod=0755 [\"run.sh\", \"/usr/local/bin/\"]\n\
+         COPY --chmod=755 run.sh /usr/local/bin\n\
              CMD [\"sh\", \"-c\", \"cat /artifact; test -e /junk || echo no-junk; /usr/local/bin/run.sh\"]\n",
         ),
         ("run.sh", "#!/bin/sh\necho script ran\n"),
@@ -511,13 +512,25 @@ fn arg_and_env_scoping_and_iidfile() {
          CMD [\"cat\", \"/scope\"]\n",
     )]);
     let iid = ctx.path().join("iid");
-    D.ok(&["build", "--iidfile", p(&iid), "-t", "scope-built", p(ctx.path())]);
+    D.ok(&[
+        "build",
+        "--iidfile",
+        p(&iid),
+        "-t",
+        "scope-built",
+        p(ctx.path()),
+    ]);
     let arch = D.inspect("busybox:1.35", "{{.Architecture}}");
     assert_eq!(
         D.ok(&["run", "--rm", "scope-built"]),
-        format!("unset:[]\nredeclared:[global] arch:[{arch}] d:[global-d] e:[set] f:[a b] g:[$V]\n")
+        format!(
+            "unset:[]\nredeclared:[global] arch:[{arch}] d:[global-d] e:[set] f:[a b] g:[$V]\n"
+        )
     );
-    assert_eq!(std::fs::read_to_string(&iid).unwrap(), D.inspect("scope-built", "{{.Id}}"));
+    assert_eq!(
+        std::fs::read_to_string(&iid).unwrap(),
+        D.inspect("scope-built", "{{.Id}}")
+    );
     // ARGs are not persisted in the image's environment.
     let env = D.inspect("scope-built", "{{json .Config.Env}}");
     assert!(!env.contains("V=") && env.contains("\"E=set\""), "{env}");

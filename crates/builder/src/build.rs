@@ -1355,6 +1355,12 @@ impl Builder {
                 && sources.iter().any(|(p, _)| p.is_file() && is_archive(p)));
         // Owner and mode.
         let view = self.view(&st);
+        // An existing directory in the image is a directory destination.
+        let dest_is_dir = dest_is_dir
+            || view
+                .lookup(&dest)
+                .and_then(|p| fs::symlink_metadata(p).ok())
+                .is_some_and(|m| m.is_dir());
         let owner = match ins.flag("chown") {
             Some(c) => Some(
                 resolve_owner(&view, &parser::expand(c, esc, &lookup).map_err(e)?).map_err(e)?,
