@@ -361,9 +361,9 @@ impl Builder {
             .filter(|f| !f.is_empty())
             .unwrap_or_else(|| "Dockerfile".into());
         let rel = clean_path(&file);
-        if file.contains("..") && rel == "/" {
+        if escapes(&file) || file.starts_with('/') {
             return Err(BuildError::Invalid(format!(
-                "Dockerfile {file} is outside the build context"
+                "the Dockerfile ({file}) must be within the build context"
             )));
         }
         let text = fs::read_to_string(context.join(rel.trim_start_matches('/'))).map_err(|e| {
