@@ -66,15 +66,22 @@ async fn create_container(
             ("platform", opts.platform.clone())
         ])
     );
-    let mut res: Result<ContainerCreateResponse> = client.json(Method::POST, &path, Some(json_body(&body)?)).await;
+    let mut res: Result<ContainerCreateResponse> = client
+        .json(Method::POST, &path, Some(json_body(&body)?))
+        .await;
     // A missing image is pulled, then the create is tried again (as docker does).
     let missing = matches!(&res, Err(e) if api_error(e).is_some_and(|a| a.status == 404 && a.message.to_lowercase().contains("no such image")));
     if missing {
-        eprintln!("Unable to find image '{}' locally", full_reference(opts.image()));
+        eprintln!(
+            "Unable to find image '{}' locally",
+            full_reference(opts.image())
+        );
         crate::registry::pull_image(client, opts.image(), opts.platform.as_deref(), false, true)
             .await
             .map_err(|e| status(125, format!("barge: {e:#}.\nSee 'barge {cmd} --help'.")))?;
-        res = client.json(Method::POST, &path, Some(json_body(&body)?)).await;
+        res = client
+            .json(Method::POST, &path, Some(json_body(&body)?))
+            .await;
     }
     let resp = res.map_err(|e| create_failure(e, opts.image(), cmd))?;
     for w in &resp.warnings {
@@ -307,7 +314,13 @@ async fn stop_or_restart(client: &Client, args: StopArgs, action: &str) -> Resul
         ("t", args.time.map(|t| t.to_string())),
         ("signal", args.signal.clone()),
     ]);
-    send_each(client, &args.containers, Method::POST, &format!("/{action}{q}")).await
+    send_each(
+        client,
+        &args.containers,
+        Method::POST,
+        &format!("/{action}{q}"),
+    )
+    .await
 }
 
 /// `barge kill`.

@@ -80,7 +80,9 @@ fn config_path() -> PathBuf {
     if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
         return PathBuf::from(d).join("config.json");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".docker/config.json")
 }
 
@@ -99,7 +101,12 @@ fn write_config(v: &Value) -> Result<()> {
     let tmp = p.with_extension("json.tmp");
     {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(serde_json::to_string_pretty(v)?.as_bytes())?;
         f.sync_all()?;
     }
@@ -120,15 +127,26 @@ fn registry_of(image: &str) -> String {
 /// The `config.json` key of a server argument (`docker.io` → Docker Hub's key).
 fn server_key(server: Option<&str>) -> String {
     match server.map(|s| s.trim_end_matches('/')) {
-        None | Some("") | Some("docker.io") | Some("index.docker.io") | Some("https://index.docker.io/v1") | Some("registry-1.docker.io") => {
-            HUB_KEY.to_string()
-        }
-        Some(s) => s.trim_start_matches("https://").trim_start_matches("http://").to_string(),
+        None
+        | Some("")
+        | Some("docker.io")
+        | Some("index.docker.io")
+        | Some("https://index.docker.io/v1")
+        | Some("registry-1.docker.io") => HUB_KEY.to_string(),
+        Some(s) => s
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .to_string(),
     }
 }
 
 fn helper_for(cfg: &Value, key: &str) -> Option<String> {
-    let host = key.trim_start_matches("https://").trim_start_matches("http://").split('/').next().unwrap_or(key);
+    let host = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or(key);
     cfg.get("credHelpers")
         .and_then(|h| h.get(host).or_else(|| h.get(key)))
         .and_then(Value::as_str)
@@ -147,12 +165,19 @@ fn run_helper(helper: &str, action: &str, input: &str) -> Result<String> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("running {prog}"))?;
-    child.stdin.take().expect("piped").write_all(input.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())?;
     let out = child.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        bail!("{prog} {action}: {}", if text.is_empty() { err } else { text });
+        bail!(
+            "{prog} {action}: {}",
+            if text.is_empty() { err } else { text }
+        );
     }
     Ok(text)
 }
@@ -169,10 +194,16 @@ fn credentials(key: &str) -> Option<(String, String)> {
     }
     let auths = cfg.get("auths")?;
     let entry = auths.get(key).or_else(|| {
-        auths.as_object()?.iter().find(|(k, _)| server_key(Some(k)) == key).map(|(_, v)| v)
+        auths
+            .as_object()?
+            .iter()
+            .find(|(k, _)| server_key(Some(k)) == key)
+            .map(|(_, v)| v)
     })?;
     let auth = entry.get("auth")?.as_str()?;
-    let d = base64::engine::general_purpose::STANDARD.decode(auth).ok()?;
+    let d = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()?;
     let s = String::from_utf8(d).ok()?;
     let (u, p) = s.split_once(':')?;
     Some((u.to_string(), p.to_string()))
@@ -207,7 +238,13 @@ impl Renderer {
         } else {
             (std::io::stdout().is_terminal(), Box::new(std::io::stdout()))
         };
-        Renderer { tty, quiet, ids: Vec::new(), lines: HashMap::new(), out }
+        Renderer {
+            tty,
+            quiet,
+            ids: Vec::new(),
+            lines: HashMap::new(),
+            out,
+        }
     }
 
     fn bar(cur: u64, total: u64) -> String {
@@ -238,10 +275,19 @@ impl Renderer {
             return None;
         }
         let detail = v.get("progressDetail");
-        let cur = detail.and_then(|d| d.get("current")).and_then(Value::as_u64);
-        let total = detail.and_then(|d| d.get("total")).and_then(Value::as_u64).unwrap_or(0);
+        let cur = detail
+            .and_then(|d| d.get("current"))
+            .and_then(Value::as_u64);
+        let total = detail
+            .and_then(|d| d.get("total"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         if id.is_empty() || status.starts_with("Pulling from") {
-            let line = if id.is_empty() { status.to_string() } else { format!("{id}: {status}") };
+            let line = if id.is_empty() {
+                status.to_string()
+            } else {
+                format!("{id}: {status}")
+            };
             let _ = writeln!(self.out, "{line}");
             if self.tty {
                 // Lines above are final; start a fresh block of bars.
@@ -292,13 +338,26 @@ fn human(n: u64) -> String {
 // ------------------------------------------------------------------ commands
 
 /// Pulls `image` through the daemon, rendering progress. `to_stderr` for `run`/`create`.
-pub(crate) async fn pull_image(client: &Client, image: &str, platform: Option<&str>, quiet: bool, to_stderr: bool) -> Result<()> {
+pub(crate) async fn pull_image(
+    client: &Client,
+    image: &str,
+    platform: Option<&str>,
+    quiet: bool,
+    to_stderr: bool,
+) -> Result<()> {
     let (name, tag) = split_tag(image);
     pull_request(client, name, tag, platform, quiet, to_stderr).await
 }
 
 /// `POST /images/create?fromImage=NAME&tag=TAG` (no tag: every tag) with progress rendering.
-async fn pull_request(client: &Client, name: String, tag: Option<String>, platform: Option<&str>, quiet: bool, to_stderr: bool) -> Result<()> {
+async fn pull_request(
+    client: &Client,
+    name: String,
+    tag: Option<String>,
+    platform: Option<&str>,
+    quiet: bool,
+    to_stderr: bool,
+) -> Result<()> {
     let path = format!(
         "/images/create{}",
         query(&[
@@ -308,7 +367,9 @@ async fn pull_request(client: &Client, name: String, tag: Option<String>, platfo
         ])
     );
     let auth = auth_header(&name);
-    let resp = client.request(Method::POST, &path, full(""), &[("X-Registry-Auth", &auth)]).await?;
+    let resp = client
+        .request(Method::POST, &path, full(""), &[("X-Registry-Auth", &auth)])
+        .await?;
     let mut r = Renderer::new(quiet, to_stderr);
     let mut err = None;
     for_each_json(resp, |v| {
@@ -345,14 +406,37 @@ pub async fn pull(client: &Client, args: PullArgs) -> Result<i32> {
             return Err(status(1, "tag can't be used with --all-tags/-a"));
         }
         // No tag: the daemon pulls every tag of the repository.
-        pull_request(client, n.clone(), None, args.platform.as_deref(), args.quiet, false).await?;
+        pull_request(
+            client,
+            n.clone(),
+            None,
+            args.platform.as_deref(),
+            args.quiet,
+            false,
+        )
+        .await?;
         println!("{}", full_name(&n));
         return Ok(0);
     }
-    pull_image(client, &args.name, args.platform.as_deref(), args.quiet, false).await?;
+    pull_image(
+        client,
+        &args.name,
+        args.platform.as_deref(),
+        args.quiet,
+        false,
+    )
+    .await?;
     let (n, t) = split_tag(&args.name);
-    let sep = if t.as_deref().is_some_and(|t| t.starts_with("sha256:")) { "@" } else { ":" };
-    println!("{}{sep}{}", full_name(&n), t.unwrap_or_else(|| "latest".into()));
+    let sep = if t.as_deref().is_some_and(|t| t.starts_with("sha256:")) {
+        "@"
+    } else {
+        ":"
+    };
+    println!(
+        "{}{sep}{}",
+        full_name(&n),
+        t.unwrap_or_else(|| "latest".into())
+    );
     Ok(0)
 }
 
@@ -376,13 +460,18 @@ pub async fn push(client: &Client, args: PushArgs) -> Result<i32> {
     } else {
         let last = args.name.rsplit('/').next().unwrap_or(&args.name);
         match last.rsplit_once(':') {
-            Some((_, t)) => (args.name[..args.name.len() - t.len() - 1].to_string(), Some(t.to_string())),
+            Some((_, t)) => (
+                args.name[..args.name.len() - t.len() - 1].to_string(),
+                Some(t.to_string()),
+            ),
             None => (args.name.clone(), Some("latest".to_string())),
         }
     };
     let path = format!("/images/{}/push{}", seg(&name), query(&[("tag", tag)]));
     let auth = auth_header(&name);
-    let resp = client.request(Method::POST, &path, full(""), &[("X-Registry-Auth", &auth)]).await?;
+    let resp = client
+        .request(Method::POST, &path, full(""), &[("X-Registry-Auth", &auth)])
+        .await?;
     let mut r = Renderer::new(args.quiet, false);
     let mut err = None;
     for_each_json(resp, |v| {
@@ -408,7 +497,10 @@ pub async fn login(client: &Client, args: LoginArgs) -> Result<i32> {
     let mut password = args.password.clone();
     if args.password_stdin {
         if password.is_some() {
-            return Err(status(1, "--password and --password-stdin are mutually exclusive"));
+            return Err(status(
+                1,
+                "--password and --password-stdin are mutually exclusive",
+            ));
         }
         if username.is_none() {
             return Err(status(1, "Must provide --username with --password-stdin"));
@@ -427,7 +519,10 @@ pub async fn login(client: &Client, args: LoginArgs) -> Result<i32> {
     }
     if username.is_none() {
         if !std::io::stdin().is_terminal() {
-            return Err(status(1, "Cannot perform an interactive login from a non TTY device"));
+            return Err(status(
+                1,
+                "Cannot perform an interactive login from a non TTY device",
+            ));
         }
         eprint!("Username: ");
         let mut s = String::new();
@@ -436,7 +531,10 @@ pub async fn login(client: &Client, args: LoginArgs) -> Result<i32> {
     }
     if password.is_none() {
         if !std::io::stdin().is_terminal() {
-            return Err(status(1, "Cannot perform an interactive login from a non TTY device"));
+            return Err(status(
+                1,
+                "Cannot perform an interactive login from a non TTY device",
+            ));
         }
         eprint!("Password: ");
         let s = read_password()?;
@@ -449,22 +547,40 @@ pub async fn login(client: &Client, args: LoginArgs) -> Result<i32> {
     }
     let body = json!({ "username": username, "password": password, "serveraddress": key });
     let resp = client
-        .request(Method::POST, "/auth", json_body(&body)?, &[("Content-Type", "application/json")])
+        .request(
+            Method::POST,
+            "/auth",
+            json_body(&body)?,
+            &[("Content-Type", "application/json")],
+        )
         .await?;
     let answer: Value = serde_json::from_slice(&read_all(resp).await?).unwrap_or_default();
-    let token = answer.get("IdentityToken").and_then(Value::as_str).unwrap_or("").to_string();
+    let token = answer
+        .get("IdentityToken")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let mut cfg = read_config();
     if let Some(h) = helper_for(&cfg, &key) {
         let input = json!({ "ServerURL": key, "Username": username, "Secret": if token.is_empty() { &password } else { &token } });
         run_helper(&h, "store", &input.to_string())?;
-        let auths = cfg.as_object_mut().expect("object").entry("auths").or_insert_with(|| json!({}));
+        let auths = cfg
+            .as_object_mut()
+            .expect("object")
+            .entry("auths")
+            .or_insert_with(|| json!({}));
         auths[&key] = json!({});
     } else {
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         if !cfg.is_object() {
             cfg = json!({});
         }
-        let auths = cfg.as_object_mut().expect("object").entry("auths").or_insert_with(|| json!({}));
+        let auths = cfg
+            .as_object_mut()
+            .expect("object")
+            .entry("auths")
+            .or_insert_with(|| json!({}));
         auths[&key] = json!({ "auth": auth });
         eprintln!(
             "WARNING! Your password will be stored unencrypted in {}.\nConfigure a credential helper to remove this warning. See\nhttps://docs.docker.com/engine/reference/commandline/login/#credential-stores\n",
@@ -523,11 +639,23 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(registry_of("busybox"), HUB_KEY);
-        assert_eq!(registry_of("127.0.0.1:5000/library/busybox"), "127.0.0.1:5000");
+        assert_eq!(
+            registry_of("127.0.0.1:5000/library/busybox"),
+            "127.0.0.1:5000"
+        );
         assert_eq!(registry_of("localhost/x"), "localhost");
-        assert_eq!(split_tag("127.0.0.1:5000/a/b"), ("127.0.0.1:5000/a/b".into(), Some("latest".into())));
-        assert_eq!(split_tag("127.0.0.1:5000/a/b:1"), ("127.0.0.1:5000/a/b".into(), Some("1".into())));
-        assert_eq!(split_tag("b@sha256:00"), ("b".into(), Some("sha256:00".into())));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b".into(), Some("latest".into()))
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a/b:1"),
+            ("127.0.0.1:5000/a/b".into(), Some("1".into()))
+        );
+        assert_eq!(
+            split_tag("b@sha256:00"),
+            ("b".into(), Some("sha256:00".into()))
+        );
         assert_eq!(server_key(None), HUB_KEY);
         assert_eq!(server_key(Some("http://127.0.0.1:5000/")), "127.0.0.1:5000");
         assert_eq!(full_name("busybox"), "docker.io/library/busybox");

@@ -183,7 +183,10 @@ pub async fn info(client: &Client, args: FormatArgs) -> Result<i32> {
     ] {
         if key == "DefaultRuntime" {
             if let Some(rts) = info["Runtimes"].as_object() {
-                println!(" Runtimes: {}", rts.keys().cloned().collect::<Vec<_>>().join(" "));
+                println!(
+                    " Runtimes: {}",
+                    rts.keys().cloned().collect::<Vec<_>>().join(" ")
+                );
             }
         }
         if !info[key].is_null() {

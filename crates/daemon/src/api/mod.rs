@@ -37,7 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/top", get(containers::top))
         .route("/containers/{id}/exec", post(exec::create))
-        .route("/containers/{id}", axum::routing::delete(containers::remove))
+        .route(
+            "/containers/{id}",
+            axum::routing::delete(containers::remove),
+        )
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))
         .route("/exec/{id}/json", get(exec::inspect))
@@ -52,7 +55,9 @@ pub fn router(state: AppState) -> Router {
         .route("/images/prune", post(images::prune))
         .route(
             "/images/{*rest}",
-            get(images::get_dispatch).post(images::post_dispatch).delete(images::remove),
+            get(images::get_dispatch)
+                .post(images::post_dispatch)
+                .delete(images::remove),
         )
         .fallback(system::not_found)
         .with_state(state)
@@ -78,10 +83,17 @@ impl Query {
         Query(out)
     }
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     pub fn all(&self, key: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
     /// Docker's boolean query values: `1`, `true`, `True` are true; absent is `default`.
     pub fn bool(&self, key: &str, default: bool) -> bool {
@@ -94,18 +106,27 @@ impl Query {
         self.get(key).and_then(|v| v.parse().ok())
     }
     /// The `filters` parameter: `{"key": ["v1"]}` or the old `{"key": {"v1": true}}`.
-    pub fn filters(&self) -> Result<std::collections::BTreeMap<String, Vec<String>>, crate::ApiError> {
+    pub fn filters(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>, crate::ApiError> {
         let mut out = std::collections::BTreeMap::new();
-        let Some(raw) = self.get("filters") else { return Ok(out) };
+        let Some(raw) = self.get("filters") else {
+            return Ok(out);
+        };
         if raw.is_empty() {
             return Ok(out);
         }
         let v: serde_json::Value = serde_json::from_str(raw)
             .map_err(|e| crate::ApiError::bad_request(format!("invalid filters {raw:?}: {e}")))?;
-        let obj = v.as_object().ok_or_else(|| crate::ApiError::bad_request("invalid filters: not an object"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| crate::ApiError::bad_request("invalid filters: not an object"))?;
         for (k, vals) in obj {
             let list = match vals {
-                serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect(),
                 serde_json::Value::Object(o) => o.keys().cloned().collect(),
                 serde_json::Value::String(s) => vec![s.clone()],
                 _ => Vec::new(),
