@@ -504,7 +504,7 @@ fn containers_survive_daemon_kill9() {
     assert!(ps.contains("survivor") && ps.contains("survivor2"), "{ps}");
     assert_eq!(d.ok(&["exec", "survivor", "echo", "alive"]), "alive\n");
     // logs -f keeps streaming output written after the restart.
-    let mut child = std::process::Command::new(BARGE)
+    let child = std::process::Command::new(BARGE)
         .env("BARGE_HOST", &d.host)
         .args(["logs", "-f", "--tail", "1", "survivor"])
         .stdout(std::process::Stdio::piped())

@@ -106,7 +106,7 @@ fn detached_ps_logs_exec_stop_kill_rm() {
         "{out}"
     );
     // logs -f ends when the container stops.
-    let mut follow = Command::new(docker_cli())
+    let follow = Command::new(docker_cli())
         .env("DOCKER_HOST", &D.host)
         .env("DOCKER_CONFIG", D.dir.join("docker-config"))
         .args(["logs", "-f", "--tail", "2", "dk1"])

@@ -128,11 +128,9 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         events: EventBus::new(),
         pending_attach: Mutex::new(HashMap::new()),
         data_root: args.data_root.clone(),
-        exec_root: args.exec_root.clone(),
         runtimes,
         runtime_args,
         default_runtime: args.default_runtime.clone(),
-        started: chrono::Utc::now(),
     }));
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -22,12 +22,10 @@ pub struct Inner {
     /// the start handler hands each one the attach point once the process exists.
     pub pending_attach: Mutex<HashMap<String, Vec<oneshot::Sender<AttachPoint>>>>,
     pub data_root: PathBuf,
-    pub exec_root: PathBuf,
     pub runtimes: BTreeMap<String, PathBuf>,
     /// Leading arguments per runtime (`barge` → `["runtime"]`).
     pub runtime_args: BTreeMap<String, Vec<String>>,
     pub default_runtime: String,
-    pub started: chrono::DateTime<chrono::Utc>,
 }
 
 impl std::ops::Deref for AppState {
