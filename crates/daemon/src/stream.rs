@@ -34,6 +34,24 @@ pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// One chunk of a streamed response body.
+pub type Chunk = Result<bytes::Bytes, std::io::Error>;
+
+/// A `200 OK` with `content_type` whose body is every chunk sent on `rx`, until the sender is
+/// dropped (logs, events, `save`).
+pub fn channel_response(
+    content_type: &'static str,
+    rx: tokio::sync::mpsc::Receiver<Chunk>,
+) -> Response {
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from_stream(stream))
+        .expect("static response")
+}
+
 /// Which streams an attach wants.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamSel {

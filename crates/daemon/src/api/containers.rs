@@ -18,7 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{human_duration, Query};
 use crate::state::AppState;
-use crate::stream::{frame, hijack, StreamSel, MUX_STREAM, RAW_STREAM, STDERR, STDOUT};
+use crate::stream::{
+    channel_response, frame, hijack, StreamSel, MUX_STREAM, RAW_STREAM, STDERR, STDOUT,
+};
 use crate::{asyncify, ApiError};
 
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -228,6 +230,14 @@ async fn get_container(state: &AppState, id: &str) -> Result<Container, ApiError
     asyncify(move || s.containers.get(&id)).await
 }
 
+/// Running, paused or restarting: a process exists (or is about to), as Docker's `ps` counts it.
+fn is_active(status: &Status) -> bool {
+    matches!(
+        status,
+        Status::Running | Status::Paused | Status::Restarting
+    )
+}
+
 fn unix_of(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|d| d.timestamp())
@@ -423,10 +433,7 @@ pub async fn list(
     containers.sort_by(|a, b| b.created.cmp(&a.created));
     let mut out = Vec::new();
     for c in &containers {
-        let running = matches!(
-            c.state.status,
-            Status::Running | Status::Paused | Status::Restarting
-        );
+        let running = is_active(&c.state.status);
         let explicit_status = filters.contains_key("status") || filters.contains_key("exited");
         if !all && !running && !explicit_status {
             continue;
@@ -533,10 +540,7 @@ pub async fn stop(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let c = get_container(&state, &id).await?;
-    if !matches!(
-        c.state.status,
-        Status::Running | Status::Paused | Status::Restarting
-    ) {
+    if !is_active(&c.state.status) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let timeout = q.int("t").or_else(|| q.int("timeout"));
@@ -556,10 +560,7 @@ pub async fn kill(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let c = get_container(&state, &id).await?;
-    if !matches!(
-        c.state.status,
-        Status::Running | Status::Paused | Status::Restarting
-    ) {
+    if !is_active(&c.state.status) {
         return Err(ApiError::conflict(format!(
             "cannot kill container: {id}: container {} is not running",
             c.id
@@ -920,12 +921,7 @@ pub async fn logs(
             let running = tokio::task::spawn_blocking(move || {
                 s2.containers
                     .get(&id2)
-                    .map(|c| {
-                        matches!(
-                            c.state.status,
-                            Status::Running | Status::Paused | Status::Restarting
-                        )
-                    })
+                    .map(|c| is_active(&c.state.status))
                     .unwrap_or(false)
             })
             .await
@@ -939,16 +935,10 @@ pub async fn logs(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(
-            header::CONTENT_TYPE,
-            if tty { RAW_STREAM } else { MUX_STREAM },
-        )
-        .body(Body::from_stream(stream))
-        .expect("static response"))
+    Ok(channel_response(
+        if tty { RAW_STREAM } else { MUX_STREAM },
+        rx,
+    ))
 }
 
 /// Reacts to engine events: `die` events and `--rm` auto-removal.

@@ -326,13 +326,7 @@ async fn save(state: AppState, names: Vec<String>, q: &Query) -> Result<Response
             let _ = err_tx.blocking_send(Err(std::io::Error::other(e)));
         }
     });
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/x-tar")
-        .body(Body::from_stream(stream))
-        .expect("static response"))
+    Ok(crate::stream::channel_response("application/x-tar", rx))
 }
 
 /// Writes a request body to a temporary file under `<data-root>/tmp` (removed on drop).

@@ -1,6 +1,5 @@
 //! `/_ping`, `/version`, `/info`, `/events`.
 
-use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -235,16 +234,7 @@ pub async fn events(
             }
         }
     });
-    let stream =
-        futures_util::stream::unfold(
-            body_rx,
-            |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
-        );
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(stream))
-        .expect("static response"))
+    Ok(crate::stream::channel_response("application/json", body_rx))
 }
 
 /// Anything else: Docker's 404 shape.
