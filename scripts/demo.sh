@@ -27,8 +27,8 @@ echo "== barge load -i $IMAGES/oci-layout"
 "$BARGE" load -i "$IMAGES/oci-layout"
 "$BARGE" images
 
-echo "== barge run -d --name demo --network host multilayer:1"
-"$BARGE" run -d --name demo --network host multilayer:1
+echo "== barge run -d --init --name demo --network host multilayer:1"
+"$BARGE" run -d --init --name demo --network host multilayer:1
 for _ in $(seq 100); do curl -fsS http://127.0.0.1:8080/ >/dev/null 2>&1 && break; sleep 0.1; done
 
 echo "== GET /"
