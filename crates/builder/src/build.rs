@@ -698,15 +698,21 @@ impl Builder {
         let (_, mdata, _) = self.images.export_manifest(&img.id)?;
         let man: Manifest = serde_json::from_slice(&mdata)
             .map_err(|e| BuildError::Invalid(format!("manifest of {name}: {e}")))?;
-        let mut sizes = Vec::new();
-        for l in &man.layers {
-            sizes.push(
-                self.images
-                    .layer_info(&l.digest)
-                    .map(|i| i.size)
-                    .unwrap_or(l.size),
-            );
-        }
+        // Recorded sizes when the store has them (reading them off the layers means inflating
+        // every base layer on every build).
+        let sizes = match self.images.layer_sizes(&img.id) {
+            Ok(sizes) if sizes.len() == man.layers.len() => sizes,
+            _ => man
+                .layers
+                .iter()
+                .map(|l| {
+                    self.images
+                        .layer_info(&l.digest)
+                        .map(|i| i.size)
+                        .unwrap_or(l.size)
+                })
+                .collect(),
+        };
         Ok((
             StageState {
                 config: img.config.clone(),

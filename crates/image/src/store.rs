@@ -1235,6 +1235,18 @@ impl ImageStore {
         Ok(freed)
     }
 
+    /// The uncompressed size of each of an image's layers in bytes, bottom first (recorded when
+    /// the image was stored; no layer is read). Errors: [`ImageError::NotFound`].
+    pub fn layer_sizes(&self, image_id: &str) -> Result<Vec<u64>, ImageError> {
+        let _g = self.guard();
+        let state = self.read_state()?;
+        state
+            .images
+            .get(image_id)
+            .map(|r| r.layer_sizes.clone())
+            .ok_or_else(|| ImageError::NotFound(image_id.to_string()))
+    }
+
     // ---------------------------------------------------------------- history
 
     /// `docker history`: newest first, one item per config history entry (`empty_layer` entries
