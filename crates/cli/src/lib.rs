@@ -98,9 +98,12 @@ pub(crate) fn confirm(question: &str) -> bool {
 }
 
 /// Commands listed first in `barge --help`, like docker's "Common Commands".
-const COMMON: [&str; 7] = ["run", "exec", "ps", "images", "version", "info", "daemon"];
+const COMMON: [&str; 12] = [
+    "run", "exec", "ps", "build", "pull", "push", "images", "login", "logout", "version", "info",
+    "daemon",
+];
 /// Command groups ("Management Commands").
-const MANAGEMENT: [&str; 2] = ["container", "image"];
+const MANAGEMENT: [&str; 3] = ["builder", "container", "image"];
 
 /// The root command with docker's grouped help layout.
 fn command() -> clap::Command {
