@@ -320,7 +320,8 @@ mod tests {
         command().debug_assert();
         let help = command().render_help().to_string();
         assert!(help.contains("Common Commands:\n  run "), "{help}");
-        assert!(help.contains("Management Commands:\n  container"), "{help}");
+        assert!(help.contains("Management Commands:\n  builder"), "{help}");
+        assert!(help.contains("  container   Manage containers"), "{help}");
         assert!(
             help.contains("daemon      Start the barge daemon (see barge daemon --help)"),
             "{help}"
