@@ -168,18 +168,7 @@ fn multilayer_matches_the_reference_config_and_tree() {
     assert_eq!(app.trim(), "['app.py', 'model.json'] 1234");
     // The built app answers like the reference one (probed from inside its network namespace).
     D.ok(&["run", "-d", "--name", "ml-built-app", "ml-built:1"]);
-    let probe = r#"import json, urllib.request, time
-for _ in range(100):
-    try:
-        g = urllib.request.urlopen('http://127.0.0.1:8080/').read().decode()
-        break
-    except Exception:
-        time.sleep(0.1)
-req = urllib.request.Request('http://127.0.0.1:8080/', data=json.dumps({'features': [1, 0, 1]}).encode(), headers={'Content-Type': 'application/json'})
-p = json.loads(urllib.request.urlopen(req).read())
-print(bool(g), p['score'], p['label'])"#;
-    let out = D.ok(&["exec", "ml-built-app", "python3", "-c", probe]);
-    assert_eq!(out.trim(), "True 2.4 1");
+    assert_eq!(probe_multilayer_app(&D, "ml-built-app"), "True 2.4 1");
     D.ok(&["rm", "-f", "ml-built-app"]);
     D.ok(&["rmi", "ml-built:1"]);
 }

@@ -91,18 +91,7 @@ stat -c '%u:%g' /app/app.py"#;
 fn multilayer_app_answers_on_8080() {
     let name = "ml-app";
     D.ok(&["run", "-d", "--name", name, "multilayer:1"]);
-    let probe = r#"import json, urllib.request, time
-for _ in range(100):
-    try:
-        g = urllib.request.urlopen('http://127.0.0.1:8080/').read().decode()
-        break
-    except Exception:
-        time.sleep(0.1)
-req = urllib.request.Request('http://127.0.0.1:8080/', data=json.dumps({'features': [1, 0, 1]}).encode(), headers={'Content-Type': 'application/json'})
-p = json.loads(urllib.request.urlopen(req).read())
-print(bool(g), p['score'], p['label'])"#;
-    let out = D.ok(&["exec", name, "python3", "-c", probe]);
-    assert_eq!(out.trim(), "True 2.4 1");
+    assert_eq!(probe_multilayer_app(&D, name), "True 2.4 1");
     D.ok(&["rm", "-f", name]);
 }
 

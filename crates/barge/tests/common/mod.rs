@@ -362,3 +362,21 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Asks the multilayer app in container `name` (from inside its network namespace) for
+/// `GET /` and `POST /` with `{"features":[1,0,1]}`; returns `"<GET ok> <score> <label>"`.
+pub fn probe_multilayer_app(d: &Daemon, name: &str) -> String {
+    let probe = r#"import json, urllib.request, time
+for _ in range(100):
+    try:
+        g = urllib.request.urlopen('http://127.0.0.1:8080/').read().decode()
+        break
+    except Exception:
+        time.sleep(0.1)
+req = urllib.request.Request('http://127.0.0.1:8080/', data=json.dumps({'features': [1, 0, 1]}).encode(), headers={'Content-Type': 'application/json'})
+p = json.loads(urllib.request.urlopen(req).read())
+print(bool(g), p['score'], p['label'])"#;
+    d.ok(&["exec", name, "python3", "-c", probe])
+        .trim()
+        .to_string()
+}

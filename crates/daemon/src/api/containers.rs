@@ -697,8 +697,7 @@ pub async fn resize(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
-    let h = q.int("h").unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
-    let w = q.int("w").unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
+    let (h, w) = q.tty_size();
     let s = state.clone();
     asyncify(move || {
         let c = s.containers.get(&id)?;

@@ -105,6 +105,11 @@ impl Query {
     pub fn int(&self, key: &str) -> Option<i64> {
         self.get(key).and_then(|v| v.parse().ok())
     }
+    /// `h` and `w` of a resize request (rows, columns), clamped to what a TTY can take.
+    pub fn tty_size(&self) -> (u16, u16) {
+        let dim = |k: &str| self.int(k).unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
+        (dim("h"), dim("w"))
+    }
     /// The `filters` parameter: `{"key": ["v1"]}` or the old `{"key": {"v1": true}}`.
     pub fn filters(
         &self,
