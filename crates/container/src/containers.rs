@@ -66,6 +66,9 @@ struct Inner {
     /// Exit codes of removed containers (for `WaitCondition::Removed`).
     removed: HashMap<String, i64>,
     starting: HashSet<String>,
+    /// Ongoing file system operations per container (`cp`, `export`, ...): its root stays
+    /// mounted while any runs, even if the container stops meanwhile.
+    fs_users: HashMap<String, usize>,
 }
 
 /// All containers of one data root. Share it behind an `Arc`; every method is blocking.
@@ -1169,7 +1172,9 @@ impl Containers {
     fn handle_exit(&self, id: &str, reconciling: bool) {
         let state_dir = self.state_dir(id);
         let rec = Self::read_exit(&state_dir);
-        unmount(&self.container_dir(id).join("rootfs"));
+        if self.lock().fs_users.get(id).copied().unwrap_or(0) == 0 {
+            unmount(&self.container_dir(id).join("rootfs"));
+        }
         let mut inner = self.lock();
         let Some(c) = inner.containers.get_mut(id) else {
             return;
@@ -1726,6 +1731,175 @@ impl Containers {
             &self.exec_dir(exec_id).join("control.sock"),
             &format!("resize {height} {width}\n"),
         )
+    }
+}
+
+/// File system access: `cp`, `diff`, `export`, sizes, commit's inputs.
+impl Containers {
+    /// Runs `f` with the container's root mounted (mounting it if the container is not running
+    /// and unmounting it afterwards unless the container started meanwhile).
+    ///
+    /// Only the overlay root is seen: a running container's bind mounts and volumes (and the
+    /// `/etc/hosts`-like files barge bind-mounts) are not (docker shows them; a later concern).
+    pub fn with_rootfs<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&Container, &Path) -> Result<T, ContainerError>,
+    ) -> Result<T, ContainerError> {
+        let c = {
+            let mut inner = self.lock();
+            let id = Self::find_id(&inner, id)?;
+            *inner.fs_users.entry(id.clone()).or_default() += 1;
+            inner.containers[&id].clone()
+        };
+        let result = self
+            .mount_rootfs(&c)
+            .and_then(|()| f(&c, &c.rootfs_path(self)));
+        let mut inner = self.lock();
+        let n = inner.fs_users.entry(c.id.clone()).or_default();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            inner.fs_users.remove(&c.id);
+            let active = inner.starting.contains(&c.id)
+                || inner.containers.get(&c.id).is_some_and(|x| {
+                    matches!(
+                        x.state.status,
+                        Status::Running | Status::Paused | Status::Restarting
+                    )
+                });
+            if !active {
+                unmount(&self.container_dir(&c.id).join("rootfs"));
+            }
+        }
+        result
+    }
+
+    fn not_found_in(c: &Container, e: fsops::FsError) -> ContainerError {
+        match e {
+            fsops::FsError::NotFound(p) => ContainerError::Fs(fsops::FsError::NotFound(format!(
+                "{p} in container {}",
+                c.name
+            ))),
+            e => e.into(),
+        }
+    }
+
+    /// `HEAD /containers/{id}/archive`: stat of a path in the container.
+    pub fn stat_path(&self, id: &str, path: &str) -> Result<fsops::PathStat, ContainerError> {
+        self.with_rootfs(id, |c, root| {
+            fsops::stat(root, path).map_err(|e| Self::not_found_in(c, e))
+        })
+    }
+
+    /// `GET /containers/{id}/archive`: writes a tar of `path` to `w` (see [`fsops::archive`]).
+    pub fn archive_path(
+        &self,
+        id: &str,
+        path: &str,
+        w: &mut dyn Write,
+    ) -> Result<fsops::PathStat, ContainerError> {
+        self.with_rootfs(id, |c, root| {
+            fsops::archive(root, path, w).map_err(|e| Self::not_found_in(c, e))
+        })
+    }
+
+    /// `PUT /containers/{id}/archive`: extracts a tar into the directory `path`.
+    /// `copy_uid_gid` owns the files by the container's user (its uid and primary gid).
+    pub fn extract_to(
+        &self,
+        id: &str,
+        path: &str,
+        r: &mut dyn Read,
+        no_overwrite_dir_non_dir: bool,
+        copy_uid_gid: bool,
+    ) -> Result<(), ContainerError> {
+        self.with_rootfs(id, |c, root| {
+            if c.options.host.readonly_rootfs {
+                return Err(ContainerError::ReadOnlyRootfs);
+            }
+            let chown = if copy_uid_gid {
+                let u = spec::resolve_user(root, &c.config.user).map_err(|reason| {
+                    ContainerError::InvalidOption {
+                        field: "user".into(),
+                        reason,
+                    }
+                })?;
+                Some((u.uid, u.gid))
+            } else {
+                None
+            };
+            let opts = fsops::ExtractOptions {
+                no_overwrite_dir_non_dir,
+                chown,
+            };
+            fsops::extract(root, path, r, &opts).map_err(|e| Self::not_found_in(c, e))
+        })
+    }
+
+    /// `GET /containers/{id}/export`: the merged root as a tar.
+    pub fn export(&self, id: &str, w: &mut dyn Write) -> Result<(), ContainerError> {
+        self.with_rootfs(id, |_, root| Ok(fsops::export(root, w)?))
+    }
+
+    /// `GET /containers/{id}/changes`: what the writable layer changed (no mount needed).
+    pub fn changes(&self, id: &str) -> Result<Vec<fsops::Change>, ContainerError> {
+        let c = self.get(id)?;
+        let lowers = self.images.layer_dirs(&c.image_id)?;
+        let upper = self.upper_dir(&c.id);
+        if !upper.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut lowers = lowers;
+        lowers.reverse();
+        fsops::changes(&upper, &lowers).map_err(io_err(format!("diff container {}", c.id)))
+    }
+
+    /// The overlay writable layer of a container (`<data-root>/containers/<id>/upper`).
+    pub fn upper_dir(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("upper")
+    }
+
+    /// Bytes in the container's writable layer (Docker's `SizeRw`).
+    pub fn size_rw(&self, id: &str) -> Result<u64, ContainerError> {
+        let c = self.get(id)?;
+        Ok(fsops::disk_usage(&self.upper_dir(&c.id)))
+    }
+
+    /// Removes stopped containers (`created`, `exited`, `dead`) for which `keep(c)` is false;
+    /// returns the removed ones and the bytes their writable layers held.
+    pub fn prune(
+        &self,
+        keep: &dyn Fn(&Container) -> bool,
+    ) -> Result<(Vec<Container>, u64), ContainerError> {
+        let mut removed = Vec::new();
+        let mut space = 0;
+        for c in self.list() {
+            if !matches!(
+                c.state.status,
+                Status::Exited | Status::Created | Status::Dead
+            ) || keep(&c)
+                || self.lock().starting.contains(&c.id)
+            {
+                continue;
+            }
+            let size = fsops::disk_usage(&self.upper_dir(&c.id));
+            match self.remove(&c.id, false) {
+                Ok(()) => {
+                    space += size;
+                    removed.push(c);
+                }
+                // Started meanwhile: not prunable any more.
+                Err(ContainerError::RunningRemove { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((removed, space))
+    }
+}
+
+impl Container {
+    fn rootfs_path(&self, engine: &Containers) -> PathBuf {
+        engine.container_dir(&self.id).join("rootfs")
     }
 }
 

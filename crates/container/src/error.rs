@@ -38,6 +38,11 @@ pub enum ContainerError {
     StartFailed { message: String },
     #[error(transparent)]
     Image(#[from] barge_image::ImageError),
+    /// File system access to a container (`cp`, `diff`, `export`).
+    #[error(transparent)]
+    Fs(#[from] crate::fsops::FsError),
+    #[error("container rootfs is marked read-only")]
+    ReadOnlyRootfs,
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -59,6 +64,14 @@ impl ContainerError {
                 ErrorKind::InvalidInput
             }
             ContainerError::StartFailed { .. } | ContainerError::Io { .. } => ErrorKind::Internal,
+            ContainerError::ReadOnlyRootfs => ErrorKind::InvalidInput,
+            ContainerError::Fs(e) => match e {
+                crate::fsops::FsError::NotFound(_) => ErrorKind::NotFound,
+                crate::fsops::FsError::Invalid(_) | crate::fsops::FsError::Loop(_) => {
+                    ErrorKind::InvalidInput
+                }
+                crate::fsops::FsError::Io { .. } => ErrorKind::Internal,
+            },
             ContainerError::Image(e) => match e.kind() {
                 barge_image::ErrorKind::NotFound => ErrorKind::NotFound,
                 barge_image::ErrorKind::InvalidInput => ErrorKind::InvalidInput,

@@ -21,6 +21,7 @@
 
 mod containers;
 mod error;
+pub mod fsops;
 pub mod logs;
 pub mod monitor;
 mod seccomp;
