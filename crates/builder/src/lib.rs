@@ -7,6 +7,7 @@
 //! - [`build`]: the executor (stages, RUN through the container engine, COPY/ADD, layer cache).
 
 pub mod build;
+pub mod commit;
 pub mod context;
 pub mod ignore;
 pub mod layer;
