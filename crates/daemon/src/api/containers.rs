@@ -238,7 +238,7 @@ fn is_active(status: &Status) -> bool {
     )
 }
 
-fn unix_of(rfc3339: &str) -> i64 {
+pub(crate) fn unix_of(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .map(|d| d.timestamp())
         .unwrap_or(0)
@@ -290,7 +290,7 @@ fn time_or_zero(t: &str) -> String {
 }
 
 /// Docker's `ContainerSummary`.
-fn summary(c: &Container) -> Value {
+pub(crate) fn summary(c: &Container) -> Value {
     let network = c.options.host.network_mode.clone();
     json!({
         "Id": c.id,
@@ -746,41 +746,24 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /containers/prune` → `{"ContainersDeleted": [...], "SpaceReclaimed": 0}`.
+/// `POST /containers/prune?filters=` (`until`, `label`, `label!`) →
+/// `{"ContainersDeleted": [...], "SpaceReclaimed": bytes of their writable layers}`.
 pub async fn prune(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
+    let keep = super::fsops::prune_filter(&filters, unix_of)?;
     let s = state.clone();
-    let removed = asyncify(move || {
-        let mut removed = Vec::new();
-        for c in s.containers.list() {
-            if matches!(
-                c.state.status,
-                Status::Exited | Status::Created | Status::Dead
-            ) && matches_filters(
-                &c,
-                &filters
-                    .iter()
-                    .filter(|(k, _)| k.as_str() == "label")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ) {
-                s.containers.remove(&c.id, false)?;
-                removed.push(c);
-            }
-        }
-        Ok::<_, ApiError>(removed)
-    })
-    .await?;
+    let (removed, space) =
+        asyncify(move || s.containers.prune(&|c| keep(&c.config.labels, &c.created))).await?;
     for c in &removed {
         state.container_event("destroy", c, &[]);
     }
     let ids: Vec<&str> = removed.iter().map(|c| c.id.as_str()).collect();
     Ok(Json(
-        json!({ "ContainersDeleted": ids, "SpaceReclaimed": 0 }),
+        json!({ "ContainersDeleted": if ids.is_empty() { Value::Null } else { json!(ids) }, "SpaceReclaimed": space }),
     ))
 }
 

@@ -36,7 +36,7 @@ fn created_rfc3339(img: &Image) -> String {
 }
 
 /// Docker's `ImageSummary`.
-fn summary(img: &Image) -> Value {
+pub(crate) fn summary(img: &Image) -> Value {
     json!({
         "Id": img.id,
         "ParentId": "",

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod containers;
 pub mod exec;
+pub mod fsops;
 pub mod images;
 pub mod system;
 
@@ -36,6 +37,16 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{id}/resize", post(containers::resize))
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/top", get(containers::top))
+        .route(
+            "/containers/{id}/archive",
+            get(fsops::archive_get)
+                .head(fsops::archive_head)
+                .put(fsops::archive_put),
+        )
+        .route("/containers/{id}/changes", get(fsops::changes))
+        .route("/containers/{id}/export", get(fsops::export))
+        .route("/commit", post(fsops::commit))
+        .route("/system/df", get(fsops::system_df))
         .route("/containers/{id}/exec", post(exec::create))
         .route(
             "/containers/{id}",
