@@ -109,6 +109,19 @@ pub enum Cmd {
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// Manage barge
+    #[command(subcommand)]
+    System(SystemCmd),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(ContainerArg),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(AttachArgs),
     /// Start the barge daemon (see barge daemon --help)
     Daemon {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -176,6 +189,128 @@ pub enum ContainerCmd {
     Top(TopArgs),
     /// Remove all stopped containers
     Prune(PruneArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(ContainerArg),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(AttachArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCmd {
+    /// Show barge disk usage
+    Df(DfArgs),
+    /// Remove unused data
+    Prune(SystemPruneArgs),
+    /// Display system-wide information
+    Info(FormatArgs),
+    /// Get real time events from the server
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "barge cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-
+        barge cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH",
+    after_help = "Use '-' as the source to read a tar archive from stdin\nand extract it to a directory destination in a container.\nUse '-' as the destination to stream a tar archive of a\ncontainer source to stdout."
+)]
+pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// Suppress progress output during copy. Progress output is automatically suppressed if no terminal is attached
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[arg(value_name = "SRC", allow_hyphen_values = true)]
+    pub src: String,
+    #[arg(value_name = "DEST", allow_hyphen_values = true)]
+    pub dst: String,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "barge diff CONTAINER")]
+pub struct ContainerArg {
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "barge export [OPTIONS] CONTAINER")]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long, value_name = "string")]
+    pub output: Option<String>,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "barge commit [OPTIONS] CONTAINER [REPOSITORY[:TAG]]")]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short, long, value_name = "string")]
+    pub author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long, value_name = "list")]
+    pub change: Vec<String>,
+    /// Commit message
+    #[arg(short, long, value_name = "string")]
+    pub message: Option<String>,
+    /// Pause container during commit
+    #[arg(short, long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "bool")]
+    pub pause: bool,
+    pub container: String,
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "barge attach [OPTIONS] CONTAINER")]
+pub struct AttachArgs {
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys", value_name = "string")]
+    pub detach_keys: Option<String>,
+    /// Do not attach STDIN
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Proxy all received signals to the process
+    #[arg(long = "sig-proxy", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "bool")]
+    pub sig_proxy: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "barge system df [OPTIONS]")]
+pub struct DfArgs {
+    /// Format output using a custom template ('table', 'table TEMPLATE', 'json', 'TEMPLATE')
+    #[arg(long, value_name = "string")]
+    pub format: Option<String>,
+    /// Show detailed information on space usage
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "barge system prune [OPTIONS]")]
+pub struct SystemPruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Provide filter values (e.g. "label=<key>=<value>")
+    #[arg(long, value_name = "filter")]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ mod cli;
 pub mod client;
 mod container;
 pub mod format;
+mod fsops;
 mod image;
 pub mod opts;
 mod registry;
@@ -23,7 +24,7 @@ use std::io::{IsTerminal, Write};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches};
 
-use cli::{Cli, Cmd, ContainerCmd, ImageCmd};
+use cli::{Cli, Cmd, ContainerCmd, ImageCmd, SystemCmd};
 use client::Client;
 
 /// An error that ends the command with a specific exit code.
@@ -103,7 +104,7 @@ const COMMON: [&str; 12] = [
     "daemon",
 ];
 /// Command groups ("Management Commands").
-const MANAGEMENT: [&str; 3] = ["builder", "container", "image"];
+const MANAGEMENT: [&str; 4] = ["builder", "container", "image", "system"];
 
 /// The root command with docker's grouped help layout.
 fn command() -> clap::Command {
@@ -224,6 +225,17 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Login(a) => registry::login(c, a).await,
         Cmd::Logout(a) => registry::logout(c, a).await,
         Cmd::Info(a) => system::info(c, a).await,
+        Cmd::Cp(a) => fsops::cp(c, a).await,
+        Cmd::Diff(a) => fsops::diff(c, a).await,
+        Cmd::Export(a) => fsops::export(c, a).await,
+        Cmd::Commit(a) => fsops::commit(c, a).await,
+        Cmd::Attach(a) => fsops::attach(c, a).await,
+        Cmd::System(sub) => match sub {
+            SystemCmd::Df(a) => fsops::df(c, a).await,
+            SystemCmd::Prune(a) => fsops::system_prune(c, a).await,
+            SystemCmd::Info(a) => system::info(c, a).await,
+            SystemCmd::Events(a) => system::events(c, a).await,
+        },
         Cmd::Image(sub) => match sub {
             ImageCmd::Ls(a) => image::images(c, a).await,
             ImageCmd::Inspect(a) => image::inspect(c, a).await,
@@ -252,6 +264,11 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
             ContainerCmd::Wait(a) => container::wait(c, a).await,
             ContainerCmd::Top(a) => container::top(c, a).await,
             ContainerCmd::Prune(a) => container::prune(c, a).await,
+            ContainerCmd::Cp(a) => fsops::cp(c, a).await,
+            ContainerCmd::Diff(a) => fsops::diff(c, a).await,
+            ContainerCmd::Export(a) => fsops::export(c, a).await,
+            ContainerCmd::Commit(a) => fsops::commit(c, a).await,
+            ContainerCmd::Attach(a) => fsops::attach(c, a).await,
         },
         Cmd::Version(_) | Cmd::Daemon { .. } => unreachable!("handled above"),
     }
