@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use barge_image::ImageStore;
 
 use crate::monitor::{ExitRecord, LogConfig, MonitorConfig};
+use crate::mounts::{self, MountPoint, MountSpec, MountType, SpecMount};
 use crate::spec::{self, SpecInput};
+use crate::volumes::{VolumeCreate, VolumeError, Volumes, ANONYMOUS_LABEL};
 use crate::*;
 
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -75,6 +77,7 @@ struct Inner {
 pub struct Containers {
     cfg: RuntimeConfig,
     images: Box<dyn ImageSource>,
+    volumes: Arc<Volumes>,
     on_event: Box<dyn Fn(ContainerEvent) + Send + Sync>,
     inner: Mutex<Inner>,
     cond: Condvar,
@@ -430,6 +433,17 @@ pub(crate) fn resolve_config(
             .or_else(|| image.stop_signal.clone())
             .unwrap_or_else(|| "SIGTERM".into()),
         healthcheck: image.healthcheck.clone(),
+        volumes: {
+            let mut v: Vec<String> = image
+                .volumes
+                .as_ref()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            v.extend(opts.volumes.iter().cloned());
+            v.sort();
+            v.dedup();
+            v
+        },
     })
 }
 
@@ -615,9 +629,22 @@ impl Containers {
             })
             .map(|c| c.id.clone())
             .collect();
+        // Volume references come from the records; running containers keep theirs mounted.
+        let volumes = Arc::new(Volumes::open(&cfg.data_root)?);
+        for c in inner.containers.values() {
+            for m in c.mounts.iter().filter(|m| m.kind == MountType::Volume) {
+                volumes.add_reference(&m.name, &c.id);
+                if running.contains(&c.id) {
+                    if let Err(e) = volumes.mount(&m.name, &c.id) {
+                        tracing::warn!(container = %c.id, volume = %m.name, "{e}");
+                    }
+                }
+            }
+        }
         let this = Arc::new_cyclic(|me| Containers {
             cfg,
             images,
+            volumes,
             on_event,
             inner: Mutex::new(inner),
             cond: Condvar::new(),
@@ -629,7 +656,13 @@ impl Containers {
                 Err(_) => this.handle_exit(&id, true),
             }
         }
+        this.volumes.unmount_unused();
         Ok(this)
+    }
+
+    /// The volume store of this data root (`<data-root>/volumes`).
+    pub fn volumes(&self) -> &Arc<Volumes> {
+        &self.volumes
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -749,6 +782,7 @@ impl Containers {
         let image = self.images.resolve(&opts.image)?;
         let id = random_hex(32);
         let config = resolve_config(&id, &image.config, &opts)?;
+        let mut mount_points = self.resolve_mounts(&opts, &config.volumes)?;
         let dir = self.container_dir(&id);
         let mut c = Container {
             id: id.clone(),
@@ -767,6 +801,7 @@ impl Containers {
             log_path: dir.join(format!("{id}-json.log")),
             rootfs: dir.join("rootfs"),
             runtime,
+            mounts: Vec::new(),
         };
         let mut inner = self.lock();
         let name = match &opts.name {
@@ -792,10 +827,275 @@ impl Containers {
             }
         };
         c.name = name;
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        self.save(&c)?;
+        self.reference_volumes(&id, &mut mount_points)?;
+        c.mounts = mount_points;
+        let saved = std::fs::create_dir_all(&dir)
+            .map_err(io_err(format!("create {}", dir.display())))
+            .and_then(|_| self.save(&c));
+        if let Err(e) = saved {
+            self.release_volumes(&c, true);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         inner.containers.insert(id, c.clone());
         Ok(c)
+    }
+
+    /// Docker's `registerMountPoints` + anonymous `Config.Volumes`: `--volumes-from` first
+    /// (later ones win), then `Binds` and `Mounts` (which may not share a destination), then
+    /// `Tmpfs`, then an anonymous volume for every `Config.Volumes` path not mounted yet.
+    /// Volume names are not looked up here (see [`Self::reference_volumes`]).
+    fn resolve_mounts(
+        &self,
+        opts: &CreateOptions,
+        config_volumes: &[String],
+    ) -> Result<Vec<MountPoint>, ContainerError> {
+        let host = &opts.host;
+        let mut out: Vec<MountPoint> = Vec::new();
+        // Destinations set by Binds/Mounts/Tmpfs (which may not repeat).
+        let mut explicit: HashSet<String> = HashSet::new();
+        fn put(out: &mut Vec<MountPoint>, m: MountPoint) {
+            out.retain(|o| o.destination != m.destination);
+            out.push(m);
+        }
+        for spec in &host.volumes_from {
+            let (name, mode) = match spec.rsplit_once(':') {
+                Some((n, m)) => (n, m),
+                None => (spec.as_str(), ""),
+            };
+            if !matches!(mode, "" | "ro" | "rw") {
+                return Err(ContainerError::InvalidMount(format!(
+                    "invalid mode for volumes-from: {mode}"
+                )));
+            }
+            let other = self.get(name)?;
+            for m in other.mounts.iter().filter(|m| !m.from_tmpfs_flag) {
+                let mut m = m.clone();
+                m.anonymous = false;
+                m.copy_data = false;
+                match mode {
+                    "ro" => m.rw = false,
+                    "rw" => m.rw = true,
+                    _ => {}
+                }
+                if !mode.is_empty() {
+                    m.mode = mode.to_string();
+                }
+                put(&mut out, m);
+            }
+        }
+        let mut specs: Vec<(MountSpec, String)> = Vec::new();
+        for b in &host.binds {
+            specs.push(mounts::parse_bind(b)?);
+        }
+        for m in &host.mounts {
+            mounts::validate_mount(m)?;
+            specs.push((m.clone(), String::new()));
+        }
+        for (spec, mode) in specs {
+            let dest = mounts::clean_path(&spec.target);
+            if !explicit.insert(dest.clone()) {
+                return Err(ContainerError::InvalidMount(format!(
+                    "Duplicate mount point: {dest}"
+                )));
+            }
+            let mut m = MountPoint {
+                kind: spec.kind,
+                destination: dest,
+                mode,
+                rw: !spec.read_only,
+                ..Default::default()
+            };
+            match spec.kind {
+                MountType::Bind => {
+                    let b = spec.bind_options.clone().unwrap_or_default();
+                    m.source = PathBuf::from(mounts::clean_path(&spec.source));
+                    m.propagation = if b.propagation.is_empty() {
+                        "rprivate".into()
+                    } else {
+                        b.propagation
+                    };
+                    m.non_recursive = b.non_recursive;
+                    m.create_source = b.create_mountpoint;
+                    if !m.create_source && !m.source.exists() {
+                        return Err(ContainerError::InvalidMount(format!(
+                            "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                            m.source.display()
+                        )));
+                    }
+                }
+                MountType::Volume => {
+                    let v = spec.volume_options.clone().unwrap_or_default();
+                    m.name = spec.source.clone();
+                    m.driver = "local".into();
+                    m.subpath = v.subpath.clone();
+                    m.copy_data = !v.no_copy;
+                    m.anonymous = spec.source.is_empty();
+                    m.volume_options = Some(v);
+                }
+                MountType::Tmpfs => {
+                    m.tmpfs_data = mounts::tmpfs_data(spec.tmpfs_options.as_ref());
+                }
+            }
+            put(&mut out, m);
+        }
+        for (dest, o) in &host.tmpfs {
+            mounts::validate_tmpfs(dest, o)?;
+            let dest = mounts::clean_path(dest);
+            if !explicit.insert(dest.clone()) {
+                return Err(ContainerError::InvalidMount(format!(
+                    "Duplicate mount point: {dest}"
+                )));
+            }
+            put(
+                &mut out,
+                MountPoint {
+                    kind: MountType::Tmpfs,
+                    destination: dest,
+                    rw: !o.split(',').any(|x| x == "ro"),
+                    tmpfs_data: o.clone(),
+                    from_tmpfs_flag: true,
+                    ..Default::default()
+                },
+            );
+        }
+        for path in config_volumes {
+            if !path.starts_with('/') {
+                return Err(ContainerError::InvalidMount(format!(
+                    "invalid mount config for type \"volume\": invalid mount path: '{path}' mount path must be absolute"
+                )));
+            }
+            let dest = mounts::clean_path(path);
+            if dest == "/" {
+                return Err(ContainerError::InvalidMount(
+                    "invalid specification: destination can't be '/'".into(),
+                ));
+            }
+            if out.iter().any(|m| m.destination == dest) {
+                continue;
+            }
+            out.push(MountPoint {
+                kind: MountType::Volume,
+                destination: dest,
+                rw: true,
+                driver: "local".into(),
+                copy_data: true,
+                anonymous: true,
+                ..Default::default()
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates missing named and anonymous volumes and records the container's references
+    /// (all or nothing: on error, references taken so far are dropped and volumes created for
+    /// anonymous mounts are removed).
+    fn reference_volumes(&self, id: &str, mps: &mut [MountPoint]) -> Result<(), ContainerError> {
+        let mut done: Vec<(String, bool)> = Vec::new();
+        for m in mps.iter_mut().filter(|m| m.kind == MountType::Volume) {
+            let fresh = m.name.is_empty();
+            let opts = m.volume_options.take().unwrap_or_default();
+            let mut labels = opts.labels.clone();
+            if m.anonymous {
+                labels.insert(ANONYMOUS_LABEL.into(), String::new());
+            }
+            let res = self.volumes.create_and_reference(
+                VolumeCreate {
+                    name: m.name.clone(),
+                    driver: opts.driver.clone(),
+                    driver_opts: opts.driver_options.clone(),
+                    labels,
+                },
+                id,
+            );
+            match res {
+                Ok(v) => {
+                    m.name = v.name.clone();
+                    m.source = v.mountpoint.clone();
+                    done.push((v.name, m.anonymous && fresh));
+                }
+                Err(e) => {
+                    for (name, anon) in done {
+                        self.volumes.remove_reference(&name, id);
+                        if anon {
+                            let _ = self.volumes.remove(&name, true);
+                        }
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the container's volume references; with `remove_anonymous`, also removes the
+    /// anonymous volumes nothing else references (`rm -v`, `--rm`). Errors are logged.
+    fn release_volumes(&self, c: &Container, remove_anonymous: bool) {
+        for m in c.mounts.iter().filter(|m| m.kind == MountType::Volume) {
+            self.volumes.unmount(&m.name, &c.id);
+            self.volumes.remove_reference(&m.name, &c.id);
+            if remove_anonymous {
+                let anonymous = self
+                    .volumes
+                    .get(&m.name)
+                    .map(|v| v.is_anonymous())
+                    .unwrap_or(false);
+                if anonymous {
+                    match self.volumes.remove(&m.name, true) {
+                        Ok(()) | Err(VolumeError::InUse { .. }) => {}
+                        Err(e) => tracing::warn!(volume = %m.name, "removing volume: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the container's mounts ready on the host (bind sources, volume filesystems,
+    /// copy-up into empty volumes) and returns them as OCI mounts. Needs the root mounted.
+    fn setup_mounts(&self, c: &Container, rootfs: &Path) -> Result<Vec<SpecMount>, String> {
+        let mut out = Vec::new();
+        for m in &c.mounts {
+            let source = match m.kind {
+                MountType::Tmpfs => PathBuf::new(),
+                MountType::Bind => {
+                    if !m.source.exists() {
+                        if !m.create_source {
+                            return Err(format!(
+                                "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                                m.source.display()
+                            ));
+                        }
+                        std::fs::create_dir_all(&m.source).map_err(|e| {
+                            format!("error while creating mount source path '{}': {e}", m.source.display())
+                        })?;
+                    }
+                    m.source.clone()
+                }
+                MountType::Volume => {
+                    let mp = self.volumes.mount(&m.name, &c.id).map_err(|e| e.to_string())?;
+                    if m.subpath.is_empty() {
+                        if m.copy_data {
+                            let image_dir = mounts::resolve_in_root(rootfs, &m.destination);
+                            mounts::copy_up(&image_dir, &mp).map_err(|e| {
+                                format!("copying image data from {} to volume {}: {e}", m.destination, m.name)
+                            })?;
+                        }
+                        mp
+                    } else {
+                        let p = mounts::resolve_in_root(&mp, &m.subpath);
+                        if !p.exists() {
+                            return Err(format!(
+                                "cannot access path {}: no such file or directory",
+                                p.display()
+                            ));
+                        }
+                        p
+                    }
+                }
+            };
+            out.push(mounts::spec_mount(m, &source));
+        }
+        Ok(out)
     }
 
     /// Mounts the overlay root of a container (if not mounted).
@@ -839,6 +1139,12 @@ impl Containers {
                 std::io::Error::from(e),
             )
         })
+    }
+
+    fn unmount_volumes(&self, c: &Container) {
+        for m in c.mounts.iter().filter(|m| m.kind == MountType::Volume) {
+            self.volumes.unmount(&m.name, &c.id);
+        }
     }
 
     fn clean_runtime_state(&self, c: &Container) {
@@ -956,6 +1262,7 @@ impl Containers {
     fn start_failed(&self, c: &Container, message: String) -> ContainerError {
         let code = crate::monitor::start_failure_exit_code(&message);
         unmount(&self.container_dir(&c.id).join("rootfs"));
+        self.unmount_volumes(c);
         let mut inner = self.lock();
         if let Some(rec) = inner.containers.get_mut(&c.id) {
             // Docker marks a failed start as exited with the error's code.
@@ -987,6 +1294,10 @@ impl Containers {
         let rootfs = dir.join("rootfs");
         let user = match spec::resolve_user(&rootfs, &c.config.user) {
             Ok(u) => u,
+            Err(msg) => return Err(self.start_failed(c, msg)),
+        };
+        let user_mounts = match self.setup_mounts(c, &rootfs) {
+            Ok(m) => m,
             Err(msg) => return Err(self.start_failed(c, msg)),
         };
         let host_net = host.network_mode == "host";
@@ -1059,6 +1370,7 @@ impl Containers {
             host,
             rootfs: rootfs.clone(),
             etc_files,
+            mounts: user_mounts,
             init_path: Some(self.cfg.init_path.clone()),
             netns_path,
             swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
@@ -1179,6 +1491,9 @@ impl Containers {
         let Some(c) = inner.containers.get_mut(id) else {
             return;
         };
+        for m in c.mounts.iter().filter(|m| m.kind == MountType::Volume) {
+            self.volumes.unmount(&m.name, id);
+        }
         if c.state.status != Status::Running && !reconciling {
             return;
         }
@@ -1327,8 +1642,20 @@ impl Containers {
     }
 
     /// Removes a container: 409 if running and not `force` (force kills it first). Unmounts its
-    /// root, deletes its directory and runtime state.
+    /// root, deletes its directory and runtime state, and drops its volume references (the
+    /// volumes stay; see [`Containers::remove_with_volumes`]).
     pub fn remove(&self, id: &str, force: bool) -> Result<(), ContainerError> {
+        self.remove_with_volumes(id, force, false)
+    }
+
+    /// [`Containers::remove`]; with `volumes` (Docker's `rm -v`, and `--rm`) also removes the
+    /// container's anonymous volumes that no other container references.
+    pub fn remove_with_volumes(
+        &self,
+        id: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<(), ContainerError> {
         let c = self.get(id)?;
         if c.state.status == Status::Running || self.lock().starting.contains(&c.id) {
             if !force {
@@ -1356,6 +1683,7 @@ impl Containers {
         inner.execs.retain(|_, e| e.container_id != c.id);
         inner.removed.insert(c.id.clone(), c.state.exit_code);
         drop(inner);
+        self.release_volumes(&c, volumes);
         self.cond.notify_all();
         Ok(())
     }

@@ -36,6 +36,11 @@ pub enum ContainerError {
     /// (e.g. `exec: "foo": executable file not found in $PATH`), which clients use to pick 126/127.
     #[error("failed to create task for container: {message}: unknown")]
     StartFailed { message: String },
+    /// A bad `-v`/`--mount`/`--tmpfs`/`--volumes-from` request (dockerd's message).
+    #[error("{0}")]
+    InvalidMount(String),
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
     #[error(transparent)]
     Image(#[from] barge_image::ImageError),
     /// File system access to a container (`cp`, `diff`, `export`).
@@ -60,9 +65,15 @@ impl ContainerError {
             | ContainerError::RunningRemove { .. }
             | ContainerError::NotRunning(_)
             | ContainerError::AlreadyRunning(_) => ErrorKind::Conflict,
-            ContainerError::InvalidName(_) | ContainerError::InvalidOption { .. } => {
-                ErrorKind::InvalidInput
-            }
+            ContainerError::InvalidName(_)
+            | ContainerError::InvalidOption { .. }
+            | ContainerError::InvalidMount(_) => ErrorKind::InvalidInput,
+            ContainerError::Volume(e) => match e.kind() {
+                crate::volumes::VolumeErrorKind::NotFound => ErrorKind::NotFound,
+                crate::volumes::VolumeErrorKind::InvalidInput => ErrorKind::InvalidInput,
+                crate::volumes::VolumeErrorKind::Conflict => ErrorKind::Conflict,
+                crate::volumes::VolumeErrorKind::Internal => ErrorKind::Internal,
+            },
             ContainerError::StartFailed { .. } | ContainerError::Io { .. } => ErrorKind::Internal,
             ContainerError::ReadOnlyRootfs => ErrorKind::InvalidInput,
             ContainerError::Fs(e) => match e {
@@ -87,5 +98,11 @@ impl ContainerError {
             what: what.into(),
             source,
         }
+    }
+}
+
+impl From<crate::mounts::MountError> for ContainerError {
+    fn from(e: crate::mounts::MountError) -> Self {
+        ContainerError::InvalidMount(e.0)
     }
 }

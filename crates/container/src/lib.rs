@@ -17,6 +17,8 @@
 //!   the monitor runs as `barge monitor <that path>`), `monitor.log`, `attach.sock`,
 //!   `control.sock`, `exit.json`, `pid`, `runtime.log`; `<exec-root>/exec/<exec-id>/` the same
 //!   for an exec; `<exec-root>/runtime/<runtime-name>/` is the OCI runtime's `--root`.
+//! - `<data-root>/volumes/<name>/`: `volume.json` and `_data` (see [`volumes`]); a container's
+//!   mounts are resolved at create ([`mounts::MountPoint`] in its record) and set up at start.
 //! - cgroups: `linux.cgroupsPath` = `/barge/<id>`.
 
 mod containers;
@@ -24,9 +26,11 @@ mod error;
 pub mod fsops;
 pub mod logs;
 pub mod monitor;
+pub mod mounts;
 mod seccomp;
 mod spec;
 mod types;
+pub mod volumes;
 
 pub use containers::{Containers, ImageSource, SourceImage};
 pub use error::{ContainerError, ErrorKind};

@@ -260,6 +260,9 @@ pub(crate) struct SpecInput<'a> {
     pub rootfs: PathBuf,
     /// `(container path, host file)` bind mounts for /etc/hosts, /etc/hostname, /etc/resolv.conf.
     pub etc_files: Vec<(String, PathBuf)>,
+    /// The user's mounts (volumes, binds, tmpfs), ready on the host. A default mount at the same
+    /// destination (e.g. `/dev/shm`, `/etc/hosts`) gives way to the user's; see [`build_spec`].
+    pub mounts: Vec<crate::mounts::SpecMount>,
     pub init_path: Option<PathBuf>,
     /// `container:<id>` network mode: the netns path to join.
     pub netns_path: Option<PathBuf>,
@@ -312,15 +315,56 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         64 * 1024 * 1024
     };
     mounts.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]}));
+    // Mount order (Docker's `WithMounts` + `sortMounts`): the runtime's defaults not overridden
+    // by a user mount (a user `/dev` replaces every `/dev/...` default), then the network files,
+    // the init and the user's mounts together, parents before children (by path depth, stable).
+    let user_dests: std::collections::HashSet<&str> = input
+        .mounts
+        .iter()
+        .map(|m| m.destination.as_str())
+        .collect();
+    let user_dev = user_dests.contains("/dev");
+    mounts.retain(|m| {
+        let d = m["destination"].as_str().unwrap_or_default();
+        !user_dests.contains(d) && !(user_dev && d.starts_with("/dev/"))
+    });
+    let mut extra: Vec<crate::mounts::SpecMount> = Vec::new();
     for (dest, src) in &input.etc_files {
-        mounts.push(json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}));
+        if !user_dests.contains(dest.as_str()) {
+            extra.push(crate::mounts::SpecMount {
+                destination: dest.clone(),
+                kind: "bind",
+                source: src.clone(),
+                options: vec!["rbind".into(), "rprivate".into()],
+            });
+        }
     }
     if host.init {
         if let Some(init) = &input.init_path {
-            mounts.push(json!({"destination": "/sbin/docker-init", "type": "bind", "source": init, "options": ["bind", "ro"]}));
+            extra.push(crate::mounts::SpecMount {
+                destination: "/sbin/docker-init".into(),
+                kind: "bind",
+                source: init.clone(),
+                options: vec!["bind".into(), "ro".into()],
+            });
             let mut a = vec!["/sbin/docker-init".to_string(), "--".to_string()];
             a.append(&mut args);
             args = a;
+        }
+    }
+    extra.extend(input.mounts.iter().cloned());
+    crate::mounts::sort_mounts(&mut extra);
+    let mut rootfs_propagation = None;
+    for m in &extra {
+        mounts.push(json!({"destination": m.destination, "type": m.kind, "source": m.source, "options": m.options}));
+        for o in &m.options {
+            match o.as_str() {
+                "shared" | "rshared" => rootfs_propagation = Some("shared"),
+                "slave" | "rslave" if rootfs_propagation.is_none() => {
+                    rootfs_propagation = Some("rslave")
+                }
+                _ => {}
+            }
         }
     }
 
@@ -404,6 +448,9 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         "resources": resources,
         "cgroupsPath": format!("/barge/{}", input.id),
     });
+    if let Some(p) = rootfs_propagation {
+        linux["rootfsPropagation"] = json!(p);
+    }
     if !host.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
@@ -561,6 +608,7 @@ mod tests {
             host,
             rootfs: "/tmp/rootfs".into(),
             etc_files: vec![],
+            mounts: vec![],
             init_path: Some("/usr/bin/barge-init".into()),
             netns_path: None,
             swap_supported: true,
@@ -686,6 +734,51 @@ mod tests {
         h.memory_swap = -1;
         let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
         assert_eq!(v["linux"]["resources"]["memory"]["swap"], json!(-1));
+    }
+
+    #[test]
+    fn user_mounts_override_defaults_and_sort() {
+        use crate::mounts::SpecMount;
+        let h = host();
+        let mut i = input(&h);
+        i.etc_files = vec![
+            ("/etc/hosts".into(), "/d/hosts".into()),
+            ("/etc/hostname".into(), "/d/hostname".into()),
+        ];
+        let m = |d: &str, o: &[&str]| SpecMount {
+            destination: d.into(),
+            kind: "bind",
+            source: "/src".into(),
+            options: o.iter().map(|s| s.to_string()).collect(),
+        };
+        i.mounts = vec![
+            m("/data/sub/x", &["rbind"]),
+            m("/data/sub", &["rbind"]),
+            m("/etc/hosts", &["rbind", "ro"]),
+            m("/data", &["rbind", "rshared"]),
+            m("/dev/shm", &["rbind"]),
+        ];
+        let v = serde_json::to_value(build_spec(&i).unwrap()).unwrap();
+        let dests: Vec<&str> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &dests[dests.len() - 6..],
+            &["/data", "/etc/hostname", "/data/sub", "/etc/hosts", "/dev/shm", "/data/sub/x"]
+        );
+        assert_eq!(dests.iter().filter(|d| **d == "/dev/shm").count(), 1);
+        assert_eq!(dests.iter().filter(|d| **d == "/etc/hosts").count(), 1);
+        assert_eq!(v["linux"]["rootfsPropagation"], json!("shared"));
+        let hosts = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/etc/hosts")
+            .unwrap();
+        assert_eq!(hosts["options"], json!(["rbind", "ro"]));
     }
 
     #[test]

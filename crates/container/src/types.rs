@@ -52,6 +52,10 @@ pub struct CreateOptions {
     pub stop_signal: Option<String>,
     /// Seconds.
     pub stop_timeout: Option<i64>,
+    /// Docker's `Config.Volumes`: container paths that get an anonymous volume (`-v /path`),
+    /// in addition to the image's `VOLUME`s.
+    #[serde(default)]
+    pub volumes: Vec<String>,
     pub host: HostOptions,
 }
 
@@ -87,6 +91,18 @@ pub struct HostOptions {
     pub restart_max_retries: i64,
     pub oom_kill_disable: bool,
     pub shm_size: i64,
+    /// `HostConfig.Binds`: `-v SRC:DEST[:MODE]` strings (see [`crate::mounts::parse_bind`]).
+    #[serde(default)]
+    pub binds: Vec<String>,
+    /// `HostConfig.Mounts` (`--mount`).
+    #[serde(default)]
+    pub mounts: Vec<crate::mounts::MountSpec>,
+    /// `HostConfig.Tmpfs`: container path → mount options (`size=64m,mode=1777`).
+    #[serde(default)]
+    pub tmpfs: BTreeMap<String, String>,
+    /// `HostConfig.VolumesFrom`: `CONTAINER[:ro|rw]`.
+    #[serde(default)]
+    pub volumes_from: Vec<String>,
 }
 
 /// Docker's container states (`State.Status`).
@@ -149,6 +165,9 @@ pub struct ResolvedConfig {
     pub exposed_ports: Vec<String>,
     pub stop_signal: String,
     pub healthcheck: Option<barge_image::HealthConfig>,
+    /// `Config.Volumes` after merging the image's with the user's (sorted).
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// A container record.
@@ -172,6 +191,9 @@ pub struct Container {
     pub rootfs: PathBuf,
     /// OCI runtime name used.
     pub runtime: String,
+    /// Resolved mounts (volumes, binds, tmpfs), in the order they were requested.
+    #[serde(default)]
+    pub mounts: Vec<crate::mounts::MountPoint>,
 }
 
 /// `wait` conditions, as Docker's `condition` query parameter.
