@@ -1234,7 +1234,7 @@ impl Builder {
                 this.add_layer(&mut st, &mut lf, created_by.clone(), created)?;
                 Ok(st)
             })();
-            let _ = this.containers.remove(&ct.id, true);
+            let _ = this.containers.remove_with_volumes(&ct.id, true, true);
             r
         })
     }

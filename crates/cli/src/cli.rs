@@ -122,6 +122,9 @@ pub enum Cmd {
     Commit(CommitArgs),
     /// Attach local standard input, output, and error streams to a running container
     Attach(AttachArgs),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(crate::volume::VolumeCmd),
     /// Start the barge daemon (see barge daemon --help)
     Daemon {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -482,7 +485,7 @@ pub struct InspectArgs {
     #[arg(short, long, value_name = "string")]
     pub format: Option<String>,
     /// Return JSON for specified type
-    #[arg(long = "type", value_name = "string", value_parser = ["container", "image"])]
+    #[arg(long = "type", value_name = "string", value_parser = ["container", "image", "volume"])]
     pub kind: Option<String>,
     /// Display total file sizes if the type is container
     #[arg(short, long)]

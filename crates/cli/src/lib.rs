@@ -17,6 +17,7 @@ pub mod opts;
 mod registry;
 pub mod stream;
 mod system;
+mod volume;
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -104,7 +105,7 @@ const COMMON: [&str; 12] = [
     "daemon",
 ];
 /// Command groups ("Management Commands").
-const MANAGEMENT: [&str; 4] = ["builder", "container", "image", "system"];
+const MANAGEMENT: [&str; 5] = ["builder", "container", "image", "system", "volume"];
 
 /// The root command with docker's grouped help layout.
 fn command() -> clap::Command {
@@ -249,6 +250,7 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
             ImageCmd::Pull(a) => registry::pull(c, a).await,
             ImageCmd::Push(a) => registry::push(c, a).await,
         },
+        Cmd::Volume(sub) => volume::run(c, sub).await,
         Cmd::Container(sub) => match sub {
             ContainerCmd::Ls(a) => container::ps(c, a).await,
             ContainerCmd::Create(a) => container::create(c, a).await,

@@ -101,6 +101,18 @@ pub struct ContainerOpts {
     /// Automatically remove the container and its associated anonymous volumes when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Bind mount a volume
+    #[arg(short = 'v', long = "volume", value_name = "list")]
+    pub volume: Vec<String>,
+    /// Attach a filesystem mount to the container
+    #[arg(long, value_name = "mount")]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs directory
+    #[arg(long, value_name = "list")]
+    pub tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s)
+    #[arg(long = "volumes-from", value_name = "list")]
+    pub volumes_from: Vec<String>,
     /// Print usage
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -113,6 +125,188 @@ pub struct ContainerOpts {
         trailing_var_arg = true
     )]
     pub args: Vec<String>,
+}
+
+/// Splits one CSV record (docker's `--mount` value): commas separate fields, double quotes
+/// protect commas (`""` is a literal quote).
+fn csv_fields(s: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        bail!("extraneous or missing \" in quoted-field");
+    }
+    out.push(cur);
+    Ok(out)
+}
+
+/// Makes `./x` and `.` absolute, as docker's CLI does for bind sources.
+fn abs_source(src: &str) -> String {
+    if src == "." || src.starts_with("./") {
+        if let Ok(cwd) = std::env::current_dir() {
+            let rest = src.trim_start_matches('.').trim_start_matches('/');
+            let p = if rest.is_empty() {
+                cwd
+            } else {
+                cwd.join(rest)
+            };
+            return p.display().to_string();
+        }
+    }
+    src.to_string()
+}
+
+/// Parses a `--mount` value (`type=bind|volume|tmpfs,source=,target=,readonly,...`) into
+/// Docker's `Mount` JSON, with docker's CLI errors.
+pub fn parse_mount(value: &str) -> Result<serde_json::Value> {
+    use serde_json::{json, Map, Value};
+    let err = |m: String| anyhow::anyhow!("invalid argument \"{value}\" for \"--mount\" flag: {m}");
+    let mut typ = "volume".to_string();
+    let mut m = Map::new();
+    let mut bind = Map::new();
+    let mut vol = Map::new();
+    let mut tmpfs = Map::new();
+    let bool_of = |k: &str, v: &str| -> Result<bool> {
+        match v.to_ascii_lowercase().as_str() {
+            "1" | "t" | "true" => Ok(true),
+            "0" | "f" | "false" => Ok(false),
+            _ => Err(err(format!("invalid value for {k}: {v}"))),
+        }
+    };
+    let kv_into = |map: &mut Map<String, Value>, key: &str, val: &str| {
+        let entry = map.entry(key).or_insert_with(|| json!({}));
+        let (k, v) = val.split_once('=').unwrap_or((val, ""));
+        entry[k] = json!(v);
+    };
+    for field in csv_fields(value).map_err(|e| err(e.to_string()))? {
+        let (key, val) = match field.split_once('=') {
+            Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
+            None => (field.to_ascii_lowercase(), None),
+        };
+        let Some(val) = val else {
+            match key.as_str() {
+                "readonly" | "ro" => {
+                    m.insert("ReadOnly".into(), json!(true));
+                }
+                "volume-nocopy" => {
+                    vol.insert("NoCopy".into(), json!(true));
+                }
+                "bind-nonrecursive" => {
+                    bind.insert("NonRecursive".into(), json!(true));
+                }
+                _ => {
+                    return Err(err(format!(
+                        "invalid field '{field}' must be a key=value pair"
+                    )))
+                }
+            }
+            continue;
+        };
+        match key.as_str() {
+            "type" => typ = val.to_ascii_lowercase(),
+            "source" | "src" => {
+                m.insert("Source".into(), json!(abs_source(&val)));
+            }
+            "target" | "dst" | "destination" => {
+                m.insert("Target".into(), json!(val));
+            }
+            "readonly" | "ro" => {
+                m.insert("ReadOnly".into(), json!(bool_of(&key, &val)?));
+            }
+            "consistency" => {
+                m.insert("Consistency".into(), json!(val.to_ascii_lowercase()));
+            }
+            "bind-propagation" => {
+                bind.insert("Propagation".into(), json!(val.to_ascii_lowercase()));
+            }
+            "bind-nonrecursive" => {
+                bind.insert("NonRecursive".into(), json!(bool_of(&key, &val)?));
+            }
+            "bind-create-src" => {
+                bind.insert("CreateMountpoint".into(), json!(bool_of(&key, &val)?));
+            }
+            "volume-nocopy" => {
+                vol.insert("NoCopy".into(), json!(bool_of(&key, &val)?));
+            }
+            "volume-label" => kv_into(&mut vol, "Labels", &val),
+            "volume-driver" => {
+                let dc = vol.entry("DriverConfig").or_insert_with(|| json!({}));
+                dc["Name"] = json!(val);
+            }
+            "volume-opt" => {
+                let dc = vol.entry("DriverConfig").or_insert_with(|| json!({}));
+                let opts = dc
+                    .as_object_mut()
+                    .expect("object")
+                    .entry("Options")
+                    .or_insert_with(|| json!({}));
+                let (k, v) = val.split_once('=').unwrap_or((&val, ""));
+                opts[k] = json!(v);
+            }
+            "volume-subpath" => {
+                vol.insert("Subpath".into(), json!(val));
+            }
+            "tmpfs-size" => {
+                let n = parse_bytes(&val)
+                    .map_err(|_| err(format!("invalid value for {key}: {val}")))?;
+                tmpfs.insert("SizeBytes".into(), json!(n));
+            }
+            "tmpfs-mode" => {
+                let n = u32::from_str_radix(&val, 8)
+                    .map_err(|_| err(format!("invalid value for {key}: {val}")))?;
+                tmpfs.insert("Mode".into(), json!(n));
+            }
+            _ => return Err(err(format!("unexpected key '{key}' in '{field}'"))),
+        }
+    }
+    if !m.contains_key("Target") {
+        return Err(err("target is required".into()));
+    }
+    for (opts, name, kind) in [
+        (&vol, "VolumeOptions", "volume"),
+        (&bind, "BindOptions", "bind"),
+        (&tmpfs, "TmpfsOptions", "tmpfs"),
+    ] {
+        if opts.is_empty() {
+            continue;
+        }
+        if typ != kind {
+            return Err(err(format!(
+                "cannot mix '{kind}-*' options with mount type '{typ}'"
+            )));
+        }
+        m.insert(name.into(), Value::Object(opts.clone()));
+    }
+    m.insert("Type".into(), json!(typ));
+    Ok(Value::Object(m))
+}
+
+/// Docker's CLI split of `-v` values: `SRC:DEST[:MODE]` goes to `HostConfig.Binds` (a `./`
+/// source made absolute), a bare `DEST` to `Config.Volumes` (an anonymous volume).
+pub fn split_volumes(list: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut binds = Vec::new();
+    let mut volumes = Vec::new();
+    for v in list {
+        match v.split_once(':') {
+            Some((src, rest)) if !src.is_empty() => {
+                binds.push(format!("{}:{rest}", abs_source(src)));
+            }
+            _ => volumes.push(v.clone()),
+        }
+    }
+    (binds, volumes)
 }
 
 /// Parses docker's byte sizes (`64m`, `1g`, `512k`, `100`, `1.5GiB`): binary units.
@@ -248,7 +442,30 @@ impl ContainerOpts {
         } else {
             None
         };
+        let (binds, volumes) = split_volumes(&self.volume);
+        let mounts = self
+            .mount
+            .iter()
+            .map(|m| {
+                parse_mount(m).and_then(|v| {
+                    serde_json::from_value::<bollard_stubs::models::Mount>(v)
+                        .map_err(anyhow::Error::from)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tmpfs: HashMap<String, String> = self
+            .tmpfs
+            .iter()
+            .map(|t| match t.split_once(':') {
+                Some((d, o)) => (d.to_string(), o.to_string()),
+                None => (t.clone(), String::new()),
+            })
+            .collect();
         let host_config = HostConfig {
+            binds: (!binds.is_empty()).then_some(binds),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+            volumes_from: (!self.volumes_from.is_empty()).then(|| self.volumes_from.clone()),
             memory,
             memory_swap,
             nano_cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
@@ -308,6 +525,7 @@ impl ContainerOpts {
             labels: (!self.label.is_empty()).then(|| key_values(&self.label)),
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
+            volumes: (!volumes.is_empty()).then_some(volumes),
             host_config: Some(host_config),
             ..Default::default()
         })
@@ -443,6 +661,69 @@ mod tests {
         assert!(t.opts.to_create_body(false).is_err());
         let t = T::try_parse_from(["run", "--restart", "sometimes", "img"]).unwrap();
         assert!(t.opts.to_create_body(false).is_err());
+    }
+
+    #[test]
+    fn volume_flags_to_body() {
+        let b = body(&[
+            "-v",
+            "data:/data:ro",
+            "-v",
+            "/anon",
+            "-v",
+            "/h:/c:rw,rshared",
+            "--tmpfs",
+            "/run:size=1m,mode=1777",
+            "--tmpfs",
+            "/t",
+            "--volumes-from",
+            "other:ro",
+            "--mount",
+            "type=bind,src=/s,dst=/b,readonly,bind-propagation=rslave",
+            "--mount",
+            "type=tmpfs,target=/tm,tmpfs-size=64m,tmpfs-mode=1770",
+            "--mount",
+            "source=v,target=/v,volume-nocopy,volume-subpath=sub,volume-opt=type=tmpfs,volume-label=a=b",
+            "img",
+        ]);
+        assert_eq!(b["Volumes"], json!({"/anon": {}}));
+        let hc = &b["HostConfig"];
+        assert_eq!(hc["Binds"], json!(["data:/data:ro", "/h:/c:rw,rshared"]));
+        assert_eq!(hc["Tmpfs"], json!({"/run": "size=1m,mode=1777", "/t": ""}));
+        assert_eq!(hc["VolumesFrom"], json!(["other:ro"]));
+        assert_eq!(
+            hc["Mounts"][0],
+            json!({"Type": "bind", "Source": "/s", "Target": "/b", "ReadOnly": true,
+                "BindOptions": {"Propagation": "rslave"}})
+        );
+        assert_eq!(
+            hc["Mounts"][1],
+            json!({"Type": "tmpfs", "Target": "/tm",
+                "TmpfsOptions": {"SizeBytes": 64 << 20, "Mode": 0o1770}})
+        );
+        assert_eq!(
+            hc["Mounts"][2],
+            json!({"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {
+                "NoCopy": true, "Subpath": "sub", "Labels": {"a": "b"},
+                "DriverConfig": {"Options": {"type": "tmpfs"}}}})
+        );
+    }
+
+    #[test]
+    fn mount_flag_errors_like_docker() {
+        let e = |s: &str| parse_mount(s).unwrap_err().to_string();
+        assert!(e("type=bind,src=/x").ends_with("target is required"));
+        assert!(e("type=bind,bogus=1,target=/x").ends_with("unexpected key 'bogus' in 'bogus=1'"));
+        assert!(e("type=bind,target=/x,nope").ends_with("invalid field 'nope' must be a key=value pair"));
+        assert!(e("type=bind,target=/x,volume-nocopy")
+            .ends_with("cannot mix 'volume-*' options with mount type 'bind'"));
+        assert!(e("type=tmpfs,target=/x,tmpfs-mode=9").ends_with("invalid value for tmpfs-mode: 9"));
+        assert!(e("type=bind,target=/x,readonly=maybe").contains("invalid value for readonly"));
+        let v = parse_mount("type=bind,\"source=/a,b\",target=/c").unwrap();
+        assert_eq!(v["Source"], "/a,b");
+        let (binds, vols) = split_volumes(&["./rel:/x".into(), "/only".into()]);
+        assert!(binds[0].starts_with('/') && binds[0].ends_with("/rel:/x"), "{binds:?}");
+        assert_eq!(vols, vec!["/only"]);
     }
 
     #[test]

@@ -83,6 +83,19 @@ impl From<barge_container::ContainerError> for ApiError {
     }
 }
 
+impl From<barge_container::volumes::VolumeError> for ApiError {
+    fn from(e: barge_container::volumes::VolumeError) -> Self {
+        use barge_container::volumes::VolumeErrorKind as K;
+        let status = match e.kind() {
+            K::NotFound => StatusCode::NOT_FOUND,
+            K::InvalidInput => StatusCode::BAD_REQUEST,
+            K::Conflict => StatusCode::CONFLICT,
+            K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
         ApiError::internal(e.to_string())

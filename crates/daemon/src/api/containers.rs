@@ -9,6 +9,9 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use barge_container::mounts::{
+    BindOptions, MountPoint, MountSpec, MountType, TmpfsOptions, VolumeOptions,
+};
 use barge_container::{
     Container, ContainerEvent, CreateOptions, HostOptions, Status, WaitCondition,
 };
@@ -43,6 +46,8 @@ pub struct CreateBody {
     labels: Option<BTreeMap<String, String>>,
     stop_signal: Option<String>,
     stop_timeout: Option<i64>,
+    /// `{"/path": {}}`: anonymous volumes.
+    volumes: Option<BTreeMap<String, Value>>,
     host_config: Option<HostConfigBody>,
 }
 
@@ -87,6 +92,167 @@ struct HostConfigBody {
     restart_policy: Option<RestartPolicyBody>,
     oom_kill_disable: Option<bool>,
     shm_size: Option<i64>,
+    binds: Option<Vec<String>>,
+    mounts: Option<Vec<MountBody>>,
+    tmpfs: Option<BTreeMap<String, String>>,
+    volumes_from: Option<Vec<String>>,
+}
+
+/// Docker's `Mount` (an entry of `HostConfig.Mounts`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct MountBody {
+    #[serde(rename = "Type")]
+    typ: Option<String>,
+    source: Option<String>,
+    target: Option<String>,
+    read_only: Option<bool>,
+    consistency: Option<String>,
+    bind_options: Option<BindOptionsBody>,
+    volume_options: Option<VolumeOptionsBody>,
+    tmpfs_options: Option<TmpfsOptionsBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct BindOptionsBody {
+    propagation: Option<String>,
+    non_recursive: Option<bool>,
+    create_mountpoint: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct VolumeOptionsBody {
+    no_copy: Option<bool>,
+    labels: Option<BTreeMap<String, String>>,
+    driver_config: Option<DriverConfigBody>,
+    subpath: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DriverConfigBody {
+    name: Option<String>,
+    options: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct TmpfsOptionsBody {
+    size_bytes: Option<i64>,
+    mode: Option<u32>,
+}
+
+impl MountBody {
+    fn into_spec(self) -> Result<MountSpec, ApiError> {
+        let typ = self.typ.unwrap_or_default();
+        let kind = MountType::parse(&typ).ok_or_else(|| {
+            ApiError::bad_request(format!("invalid mount config: mount type unknown: {typ:?}"))
+        })?;
+        Ok(MountSpec {
+            kind,
+            source: self.source.unwrap_or_default(),
+            target: self.target.unwrap_or_default(),
+            read_only: self.read_only.unwrap_or(false),
+            consistency: self.consistency.unwrap_or_default(),
+            bind_options: self.bind_options.map(|b| BindOptions {
+                propagation: b.propagation.unwrap_or_default(),
+                non_recursive: b.non_recursive.unwrap_or(false),
+                create_mountpoint: b.create_mountpoint.unwrap_or(false),
+            }),
+            volume_options: self.volume_options.map(|v| {
+                let dc = v.driver_config.unwrap_or_default();
+                VolumeOptions {
+                    no_copy: v.no_copy.unwrap_or(false),
+                    labels: v.labels.unwrap_or_default(),
+                    driver: dc.name.unwrap_or_default(),
+                    driver_options: dc.options.unwrap_or_default(),
+                    subpath: v.subpath.unwrap_or_default(),
+                }
+            }),
+            tmpfs_options: self.tmpfs_options.map(|t| TmpfsOptions {
+                size_bytes: t.size_bytes.unwrap_or(0),
+                mode: t.mode.unwrap_or(0),
+            }),
+        })
+    }
+}
+
+/// A [`MountSpec`] as Docker's `Mount` JSON (inspect's `HostConfig.Mounts`).
+fn mount_spec_json(m: &MountSpec) -> Value {
+    let mut v = json!({"Type": m.kind.as_str(), "Source": m.source, "Target": m.target});
+    if m.read_only {
+        v["ReadOnly"] = json!(true);
+    }
+    if !m.consistency.is_empty() {
+        v["Consistency"] = json!(m.consistency);
+    }
+    if let Some(b) = &m.bind_options {
+        let mut o = json!({});
+        if !b.propagation.is_empty() {
+            o["Propagation"] = json!(b.propagation);
+        }
+        if b.non_recursive {
+            o["NonRecursive"] = json!(true);
+        }
+        if b.create_mountpoint {
+            o["CreateMountpoint"] = json!(true);
+        }
+        v["BindOptions"] = o;
+    }
+    if let Some(vo) = &m.volume_options {
+        let mut o = json!({});
+        if vo.no_copy {
+            o["NoCopy"] = json!(true);
+        }
+        if !vo.labels.is_empty() {
+            o["Labels"] = json!(vo.labels);
+        }
+        if !vo.driver.is_empty() || !vo.driver_options.is_empty() {
+            o["DriverConfig"] = json!({"Name": vo.driver, "Options": vo.driver_options});
+        }
+        if !vo.subpath.is_empty() {
+            o["Subpath"] = json!(vo.subpath);
+        }
+        v["VolumeOptions"] = o;
+    }
+    if let Some(t) = &m.tmpfs_options {
+        let mut o = json!({});
+        if t.size_bytes > 0 {
+            o["SizeBytes"] = json!(t.size_bytes);
+        }
+        if t.mode != 0 {
+            o["Mode"] = json!(t.mode);
+        }
+        v["TmpfsOptions"] = o;
+    }
+    v
+}
+
+/// Docker's `MountPoint` (inspect's and `ps`'s `Mounts`); `--tmpfs` mounts are not listed.
+fn mount_points_json(mounts: &[MountPoint]) -> Value {
+    Value::Array(
+        mounts
+            .iter()
+            .filter(|m| !m.from_tmpfs_flag)
+            .map(|m| {
+                let mut v = json!({
+                    "Type": m.kind.as_str(),
+                    "Source": m.source.display().to_string(),
+                    "Destination": m.destination,
+                    "Mode": m.mode,
+                    "RW": m.rw,
+                    "Propagation": m.propagation,
+                });
+                if m.kind == MountType::Volume {
+                    v["Name"] = json!(m.name);
+                    v["Driver"] = json!(m.driver);
+                }
+                v
+            })
+            .collect(),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +308,12 @@ impl CreateBody {
         }
         let log = hc.log_config.unwrap_or_default();
         let restart = hc.restart_policy.unwrap_or_default();
+        let mounts = hc
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .map(MountBody::into_spec)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(CreateOptions {
             name: name.filter(|n| !n.is_empty()),
             image,
@@ -159,6 +331,7 @@ impl CreateBody {
             labels: self.labels.unwrap_or_default(),
             stop_signal: self.stop_signal.filter(|s| !s.is_empty()),
             stop_timeout: self.stop_timeout,
+            volumes: self.volumes.unwrap_or_default().into_keys().collect(),
             host: HostOptions {
                 network_mode: hc
                     .network_mode
@@ -189,6 +362,10 @@ impl CreateBody {
                 restart_max_retries: restart.maximum_retry_count.unwrap_or(0),
                 oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
                 shm_size: hc.shm_size.unwrap_or(0),
+                binds: hc.binds.unwrap_or_default(),
+                mounts,
+                tmpfs: hc.tmpfs.unwrap_or_default(),
+                volumes_from: hc.volumes_from.unwrap_or_default(),
             },
         })
     }
@@ -305,7 +482,7 @@ pub(crate) fn summary(c: &Container) -> Value {
         "Status": status_text(c),
         "HostConfig": { "NetworkMode": network },
         "NetworkSettings": { "Networks": {} },
-        "Mounts": [],
+        "Mounts": mount_points_json(&c.mounts),
     })
 }
 
@@ -331,10 +508,12 @@ fn host_config(c: &Container) -> Value {
         "RestartPolicy": { "Name": h.restart_policy, "MaximumRetryCount": h.restart_max_retries },
         "OomKillDisable": h.oom_kill_disable,
         "ShmSize": if h.shm_size > 0 { h.shm_size } else { 64 * 1024 * 1024 },
-        "Binds": null,
+        "Binds": if h.binds.is_empty() { Value::Null } else { json!(h.binds) },
+        "VolumesFrom": if h.volumes_from.is_empty() { Value::Null } else { json!(h.volumes_from) },
+        "Tmpfs": if h.tmpfs.is_empty() { Value::Null } else { json!(h.tmpfs) },
         "PortBindings": {},
         "PublishAllPorts": false,
-        "Mounts": [],
+        "Mounts": if h.mounts.is_empty() { Value::Null } else { Value::Array(h.mounts.iter().map(mount_spec_json).collect()) },
         "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": null,
         "IpcMode": "private", "PidMode": "", "UTSMode": "", "UsernsMode": "", "CgroupnsMode": "host",
         "ConsoleSize": [0, 0],
@@ -387,7 +566,7 @@ fn inspect_json(c: &Container, exec_ids: Vec<String>) -> Value {
         "ExecIDs": if exec_ids.is_empty() { Value::Null } else { json!(exec_ids) },
         "HostConfig": host_config(c),
         "GraphDriver": { "Name": "overlayfs", "Data": { "MergedDir": c.rootfs.display().to_string() } },
-        "Mounts": [],
+        "Mounts": mount_points_json(&c.mounts),
         "Config": {
             "Hostname": cfg.hostname,
             "Domainname": c.options.domainname.clone().unwrap_or_default(),
@@ -403,7 +582,9 @@ fn inspect_json(c: &Container, exec_ids: Vec<String>) -> Value {
             "Cmd": cfg.cmd,
             "Healthcheck": cfg.healthcheck,
             "Image": c.options.image,
-            "Volumes": null,
+            "Volumes": if cfg.volumes.is_empty() { Value::Null } else {
+                Value::Object(cfg.volumes.iter().map(|v| (v.clone(), json!({}))).collect())
+            },
             "WorkingDir": cfg.working_dir,
             "Entrypoint": cfg.entrypoint,
             "OnBuild": null,
@@ -519,7 +700,7 @@ pub async fn start(
         if c.options.host.auto_remove {
             let s = state.clone();
             let cid = c.id.clone();
-            if asyncify(move || s.containers.remove(&cid, true))
+            if asyncify(move || s.containers.remove_with_volumes(&cid, true, true))
                 .await
                 .is_ok()
             {
@@ -738,10 +919,11 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let force = q.bool("force", false);
+    let volumes = q.bool("v", false);
     let c = get_container(&state, &id).await?;
     let s = state.clone();
     let cid = c.id.clone();
-    asyncify(move || s.containers.remove(&cid, force)).await?;
+    asyncify(move || s.containers.remove_with_volumes(&cid, force, volumes)).await?;
     state.container_event("destroy", &c, &[]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -945,7 +1127,10 @@ pub async fn event_pump(
                 if c.options.host.auto_remove {
                     let s = state.clone();
                     let cid = c.id.clone();
-                    match asyncify(move || s.containers.remove(&cid, true)).await {
+                    // `--rm` also removes the container's anonymous volumes.
+                    match asyncify(move || s.containers.remove_with_volumes(&cid, true, true))
+                        .await
+                    {
                         Ok(()) => state.container_event("destroy", &c, &[]),
                         Err(e) => tracing::warn!(id = %c.id, "auto-remove failed: {e}"),
                     }
@@ -991,6 +1176,44 @@ mod tests {
         assert!(o.host.auto_remove && o.tty);
         assert_eq!(o.host.log_opts["max-size"], "1m");
         assert_eq!(o.name.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn create_body_maps_mounts() {
+        let body = r#"{"Image":"busybox","Volumes":{"/anon":{}},"HostConfig":{
+            "Binds":["data:/data:ro","/host:/h"],"VolumesFrom":["other:ro"],"Tmpfs":{"/run":"size=1m"},
+            "Mounts":[{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"NoCopy":true,"Subpath":"s",
+              "DriverConfig":{"Name":"local","Options":{"type":"tmpfs"}}}},
+              {"Type":"tmpfs","Target":"/t","TmpfsOptions":{"SizeBytes":1048576,"Mode":448}},
+              {"Type":"bind","Source":"/s","Target":"/b","ReadOnly":true,"BindOptions":{"Propagation":"rslave"}}]}}"#;
+        let parsed: CreateBody = serde_json::from_str(body).unwrap();
+        let o = parsed.into_options(None, None).unwrap();
+        assert_eq!(o.volumes, vec!["/anon"]);
+        assert_eq!(o.host.binds, vec!["data:/data:ro", "/host:/h"]);
+        assert_eq!(o.host.volumes_from, vec!["other:ro"]);
+        assert_eq!(o.host.tmpfs["/run"], "size=1m");
+        let v = &o.host.mounts[0];
+        assert_eq!(v.kind, MountType::Volume);
+        let vo = v.volume_options.as_ref().unwrap();
+        assert!(vo.no_copy);
+        assert_eq!((vo.subpath.as_str(), vo.driver.as_str()), ("s", "local"));
+        assert_eq!(vo.driver_options["type"], "tmpfs");
+        assert_eq!(o.host.mounts[1].tmpfs_options.as_ref().unwrap().mode, 0o700);
+        let b = &o.host.mounts[2];
+        assert!(b.read_only);
+        assert_eq!(b.bind_options.as_ref().unwrap().propagation, "rslave");
+        let j = mount_spec_json(b);
+        assert_eq!(
+            j,
+            json!({"Type":"bind","Source":"/s","Target":"/b","ReadOnly":true,"BindOptions":{"Propagation":"rslave"}})
+        );
+        let bad: CreateBody =
+            serde_json::from_str(r#"{"Image":"x","HostConfig":{"Mounts":[{"Type":"nfs","Target":"/x"}]}}"#)
+                .unwrap();
+        assert_eq!(
+            bad.into_options(None, None).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]

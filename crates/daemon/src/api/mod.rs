@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fsops;
 pub mod images;
 pub mod system;
+pub mod volumes;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -55,6 +56,13 @@ pub fn router(state: AppState) -> Router {
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))
         .route("/exec/{id}/json", get(exec::inspect))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::inspect).delete(volumes::remove),
+        )
         .route("/build", post(build::build))
         .route("/build/prune", post(build::prune))
         .route("/images/json", get(images::list))
