@@ -157,11 +157,7 @@ fn abs_source(src: &str) -> String {
     if src == "." || src.starts_with("./") {
         if let Ok(cwd) = std::env::current_dir() {
             let rest = src.trim_start_matches('.').trim_start_matches('/');
-            let p = if rest.is_empty() {
-                cwd
-            } else {
-                cwd.join(rest)
-            };
+            let p = if rest.is_empty() { cwd } else { cwd.join(rest) };
             return p.display().to_string();
         }
     }
@@ -714,7 +710,8 @@ mod tests {
         let e = |s: &str| parse_mount(s).unwrap_err().to_string();
         assert!(e("type=bind,src=/x").ends_with("target is required"));
         assert!(e("type=bind,bogus=1,target=/x").ends_with("unexpected key 'bogus' in 'bogus=1'"));
-        assert!(e("type=bind,target=/x,nope").ends_with("invalid field 'nope' must be a key=value pair"));
+        assert!(e("type=bind,target=/x,nope")
+            .ends_with("invalid field 'nope' must be a key=value pair"));
         assert!(e("type=bind,target=/x,volume-nocopy")
             .ends_with("cannot mix 'volume-*' options with mount type 'bind'"));
         assert!(e("type=tmpfs,target=/x,tmpfs-mode=9").ends_with("invalid value for tmpfs-mode: 9"));
@@ -722,7 +719,10 @@ mod tests {
         let v = parse_mount("type=bind,\"source=/a,b\",target=/c").unwrap();
         assert_eq!(v["Source"], "/a,b");
         let (binds, vols) = split_volumes(&["./rel:/x".into(), "/only".into()]);
-        assert!(binds[0].starts_with('/') && binds[0].ends_with("/rel:/x"), "{binds:?}");
+        assert!(
+            binds[0].starts_with('/') && binds[0].ends_with("/rel:/x"),
+            "{binds:?}"
+        );
         assert_eq!(vols, vec!["/only"]);
     }
 

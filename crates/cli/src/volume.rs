@@ -120,7 +120,7 @@ async fn create(client: &Client, a: VolumeCreateArgs) -> Result<i32> {
         if n != v {
             return Err(crate::status(
                 1,
-                format!("conflicting options: either specify --name or provide positional arg, not both"),
+                "conflicting options: either specify --name or provide positional arg, not both",
             ));
         }
     }

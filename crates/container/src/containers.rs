@@ -1066,18 +1066,27 @@ impl Containers {
                             ));
                         }
                         std::fs::create_dir_all(&m.source).map_err(|e| {
-                            format!("error while creating mount source path '{}': {e}", m.source.display())
+                            format!(
+                                "error while creating mount source path '{}': {e}",
+                                m.source.display()
+                            )
                         })?;
                     }
                     m.source.clone()
                 }
                 MountType::Volume => {
-                    let mp = self.volumes.mount(&m.name, &c.id).map_err(|e| e.to_string())?;
+                    let mp = self
+                        .volumes
+                        .mount(&m.name, &c.id)
+                        .map_err(|e| e.to_string())?;
                     if m.subpath.is_empty() {
                         if m.copy_data {
                             let image_dir = mounts::resolve_in_root(rootfs, &m.destination);
                             mounts::copy_up(&image_dir, &mp).map_err(|e| {
-                                format!("copying image data from {} to volume {}: {e}", m.destination, m.name)
+                                format!(
+                                    "copying image data from {} to volume {}: {e}",
+                                    m.destination, m.name
+                                )
                             })?;
                         }
                         mp

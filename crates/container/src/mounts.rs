@@ -143,7 +143,9 @@ fn mount_config_err(kind: MountType, msg: impl std::fmt::Display) -> MountError 
     ))
 }
 
-const PROPAGATION: [&str; 6] = ["private", "rprivate", "shared", "rshared", "slave", "rslave"];
+const PROPAGATION: [&str; 6] = [
+    "private", "rprivate", "shared", "rshared", "slave", "rslave",
+];
 
 /// Docker's `ValidMountMode`: comma-separated, at most one of each group (rw/ro, z/Z,
 /// propagation, nocopy, consistency).
@@ -285,14 +287,23 @@ pub fn validate_mount(m: &MountSpec) -> Result<(), MountError> {
             if !m.source.starts_with('/') {
                 return Err(mount_config_err(
                     k,
-                    format!("invalid mount path: '{}' mount path must be absolute", m.source),
+                    format!(
+                        "invalid mount path: '{}' mount path must be absolute",
+                        m.source
+                    ),
                 ));
             }
             if m.volume_options.is_some() {
-                return Err(mount_config_err(k, "field VolumeOptions must not be specified"));
+                return Err(mount_config_err(
+                    k,
+                    "field VolumeOptions must not be specified",
+                ));
             }
             if m.tmpfs_options.is_some() {
-                return Err(mount_config_err(k, "field TmpfsOptions must not be specified"));
+                return Err(mount_config_err(
+                    k,
+                    "field TmpfsOptions must not be specified",
+                ));
             }
             if let Some(b) = &m.bind_options {
                 if !b.propagation.is_empty() && !PROPAGATION.contains(&b.propagation.as_str()) {
@@ -305,10 +316,16 @@ pub fn validate_mount(m: &MountSpec) -> Result<(), MountError> {
         }
         MountType::Volume => {
             if m.bind_options.is_some() {
-                return Err(mount_config_err(k, "field BindOptions must not be specified"));
+                return Err(mount_config_err(
+                    k,
+                    "field BindOptions must not be specified",
+                ));
             }
             if m.tmpfs_options.is_some() {
-                return Err(mount_config_err(k, "field TmpfsOptions must not be specified"));
+                return Err(mount_config_err(
+                    k,
+                    "field TmpfsOptions must not be specified",
+                ));
             }
             if !m.source.is_empty() {
                 crate::volumes::validate_name(&m.source)
@@ -345,10 +362,16 @@ pub fn validate_mount(m: &MountSpec) -> Result<(), MountError> {
                 return Err(mount_config_err(k, "field Source must not be specified"));
             }
             if m.bind_options.is_some() {
-                return Err(mount_config_err(k, "field BindOptions must not be specified"));
+                return Err(mount_config_err(
+                    k,
+                    "field BindOptions must not be specified",
+                ));
             }
             if m.volume_options.is_some() {
-                return Err(mount_config_err(k, "field VolumeOptions must not be specified"));
+                return Err(mount_config_err(
+                    k,
+                    "field VolumeOptions must not be specified",
+                ));
             }
             if let Some(t) = &m.tmpfs_options {
                 if t.size_bytes < 0 {
@@ -404,10 +427,8 @@ pub fn validate_tmpfs(dest: &str, opts: &str) -> Result<(), MountError> {
                 !v.is_empty() && v.trim_end_matches(['k', 'm', 'g']).parse::<u64>().is_ok()
             }
             "ro" | "rw" | "exec" | "noexec" | "suid" | "nosuid" | "dev" | "nodev" | "atime"
-            | "noatime" | "diratime" | "nodiratime" | "relatime" | "norelatime"
-            | "strictatime" | "nostrictatime" | "sync" | "async" | "dirsync" | "tmpcopyup" => {
-                v.is_empty()
-            }
+            | "noatime" | "diratime" | "nodiratime" | "relatime" | "norelatime" | "strictatime"
+            | "nostrictatime" | "sync" | "async" | "dirsync" | "tmpcopyup" => v.is_empty(),
             p if PROPAGATION.contains(&p) => v.is_empty(),
             _ => false,
         };
@@ -558,7 +579,10 @@ pub(crate) fn copy_up(image_dir: &Path, volume: &Path) -> std::io::Result<bool> 
     let mut links = HashMap::new();
     copy_tree(image_dir, volume, &mut links)?;
     std::os::unix::fs::chown(volume, Some(meta.uid()), Some(meta.gid()))?;
-    std::fs::set_permissions(volume, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    std::fs::set_permissions(
+        volume,
+        std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+    )?;
     Ok(true)
 }
 
@@ -567,7 +591,13 @@ fn copy_times(src: &std::fs::Metadata, dst: &Path) {
     use nix::sys::time::TimeSpec;
     let at = TimeSpec::new(src.atime(), src.atime_nsec());
     let mt = TimeSpec::new(src.mtime(), src.mtime_nsec());
-    let _ = utimensat(nix::fcntl::AT_FDCWD, dst, &at, &mt, UtimensatFlags::NoFollowSymlink);
+    let _ = utimensat(
+        nix::fcntl::AT_FDCWD,
+        dst,
+        &at,
+        &mt,
+        UtimensatFlags::NoFollowSymlink,
+    );
 }
 
 fn copy_tree(
@@ -632,7 +662,10 @@ mod tests {
     fn binds_parse_like_docker() {
         let (m, mode) = parse_bind("/host/dir:/ctr:ro,rshared").unwrap();
         assert_eq!(m.kind, MountType::Bind);
-        assert_eq!((m.source.as_str(), m.target.as_str()), ("/host/dir", "/ctr"));
+        assert_eq!(
+            (m.source.as_str(), m.target.as_str()),
+            ("/host/dir", "/ctr")
+        );
         assert!(m.read_only);
         assert_eq!(mode, "ro,rshared");
         let b = m.bind_options.unwrap();
@@ -752,7 +785,13 @@ mod tests {
             source: "/s".into(),
             options: vec![],
         };
-        let mut v = vec![mk("/a/b/c"), mk("/etc/hosts"), mk("/a"), mk("/z/"), mk("/a/b")];
+        let mut v = vec![
+            mk("/a/b/c"),
+            mk("/etc/hosts"),
+            mk("/a"),
+            mk("/z/"),
+            mk("/a/b"),
+        ];
         sort_mounts(&mut v);
         let d: Vec<&str> = v.iter().map(|m| m.destination.as_str()).collect();
         assert_eq!(d, vec!["/a", "/z/", "/etc/hosts", "/a/b", "/a/b/c"]);

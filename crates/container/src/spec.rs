@@ -326,7 +326,7 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     let user_dev = user_dests.contains("/dev");
     mounts.retain(|m| {
         let d = m["destination"].as_str().unwrap_or_default();
-        !user_dests.contains(d) && !(user_dev && d.starts_with("/dev/"))
+        !(user_dests.contains(d) || user_dev && d.starts_with("/dev/"))
     });
     let mut extra: Vec<crate::mounts::SpecMount> = Vec::new();
     for (dest, src) in &input.etc_files {
@@ -767,7 +767,14 @@ mod tests {
             .collect();
         assert_eq!(
             &dests[dests.len() - 6..],
-            &["/data", "/etc/hostname", "/data/sub", "/etc/hosts", "/dev/shm", "/data/sub/x"]
+            &[
+                "/data",
+                "/etc/hostname",
+                "/data/sub",
+                "/etc/hosts",
+                "/dev/shm",
+                "/data/sub/x"
+            ]
         );
         assert_eq!(dests.iter().filter(|d| **d == "/dev/shm").count(), 1);
         assert_eq!(dests.iter().filter(|d| **d == "/etc/hosts").count(), 1);

@@ -45,7 +45,9 @@ pub enum VolumeError {
     InvalidName { name: String, reason: String },
     #[error("create {name}: {reason}")]
     InvalidOption { name: String, reason: String },
-    #[error("create {name}: a volume with the name {name} already exists with driver \"{driver}\"")]
+    #[error(
+        "create {name}: a volume with the name {name} already exists with driver \"{driver}\""
+    )]
     DriverConflict { name: String, driver: String },
     #[error("create {name}: volume driver \"{driver}\" not found: only the \"local\" driver is supported")]
     UnknownDriver { name: String, driver: String },
@@ -175,7 +177,9 @@ pub fn validate_name(name: &str) -> Result<(), VolumeError> {
         reason,
     };
     if name.len() == 1 {
-        return Err(bad("volume name is too short, names should be at least two alphanumeric characters".into()));
+        return Err(bad(
+            "volume name is too short, names should be at least two alphanumeric characters".into(),
+        ));
     }
     let b = name.as_bytes();
     let ok = !b.is_empty()
@@ -483,7 +487,7 @@ impl Volumes {
                     vals.is_empty()
                         || match k.as_str() {
                             "name" => vals.iter().any(|f| v.name.contains(f.as_str())),
-                            "driver" => vals.iter().any(|f| v.driver == *f),
+                            "driver" => vals.contains(&v.driver),
                             "label" => vals.iter().all(|f| label_match(&v.labels, f)),
                             "dangling" => vals.iter().any(|f| parse_bool(f) == Some(!in_use)),
                             _ => true,
@@ -558,11 +562,12 @@ impl Volumes {
                 .filter(|v| inner.refs.get(&v.name).is_none_or(|s| s.is_empty()))
                 .filter(|v| all || v.is_anonymous())
                 .filter(|v| {
-                    filters.get("label").is_none_or(|fs| {
-                        fs.iter().all(|f| label_match(&v.labels, f))
-                    }) && filters.get("label!").is_none_or(|fs| {
-                        fs.iter().all(|f| !label_match(&v.labels, f))
-                    })
+                    filters
+                        .get("label")
+                        .is_none_or(|fs| fs.iter().all(|f| label_match(&v.labels, f)))
+                        && filters
+                            .get("label!")
+                            .is_none_or(|fs| fs.iter().all(|f| !label_match(&v.labels, f)))
                 })
                 .cloned()
                 .collect()
@@ -806,7 +811,10 @@ mod tests {
         let s = Volumes::open(t.path()).unwrap();
         assert_eq!(s.get("data").unwrap(), v);
         assert!(!t.path().join("volumes/half").exists());
-        assert_eq!(s.get("nope").unwrap_err().to_string(), "get nope: no such volume");
+        assert_eq!(
+            s.get("nope").unwrap_err().to_string(),
+            "get nope: no such volume"
+        );
         let anon = s.create(VolumeCreate::default()).unwrap();
         assert_eq!(anon.name.len(), 64);
     }
@@ -859,7 +867,9 @@ mod tests {
         s.remove_reference("used", "c2");
         let u = s.usage();
         assert_eq!(u.len(), 2);
-        assert!(u.iter().any(|x| x.volume.name == a.name && x.ref_count == 1));
+        assert!(u
+            .iter()
+            .any(|x| x.volume.name == a.name && x.ref_count == 1));
         s.remove("used", false).unwrap();
         assert!(s.get("used").is_err());
     }

@@ -1128,8 +1128,7 @@ pub async fn event_pump(
                     let s = state.clone();
                     let cid = c.id.clone();
                     // `--rm` also removes the container's anonymous volumes.
-                    match asyncify(move || s.containers.remove_with_volumes(&cid, true, true))
-                        .await
+                    match asyncify(move || s.containers.remove_with_volumes(&cid, true, true)).await
                     {
                         Ok(()) => state.container_event("destroy", &c, &[]),
                         Err(e) => tracing::warn!(id = %c.id, "auto-remove failed: {e}"),
@@ -1207,9 +1206,10 @@ mod tests {
             j,
             json!({"Type":"bind","Source":"/s","Target":"/b","ReadOnly":true,"BindOptions":{"Propagation":"rslave"}})
         );
-        let bad: CreateBody =
-            serde_json::from_str(r#"{"Image":"x","HostConfig":{"Mounts":[{"Type":"nfs","Target":"/x"}]}}"#)
-                .unwrap();
+        let bad: CreateBody = serde_json::from_str(
+            r#"{"Image":"x","HostConfig":{"Mounts":[{"Type":"nfs","Target":"/x"}]}}"#,
+        )
+        .unwrap();
         assert_eq!(
             bad.into_options(None, None).unwrap_err().status,
             StatusCode::BAD_REQUEST

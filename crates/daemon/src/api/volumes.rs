@@ -139,9 +139,12 @@ pub async fn prune(
         attrs.insert("driver".to_string(), "local".to_string());
         state.events.emit("volume", "destroy", n, attrs);
     }
-    state
-        .events
-        .emit("volume", "prune", "", BTreeMap::from([("reclaimed".to_string(), space.to_string())]));
+    state.events.emit(
+        "volume",
+        "prune",
+        "",
+        BTreeMap::from([("reclaimed".to_string(), space.to_string())]),
+    );
     Ok(Json(
         json!({ "VolumesDeleted": names, "SpaceReclaimed": space }),
     ))
