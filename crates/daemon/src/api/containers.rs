@@ -653,6 +653,9 @@ fn matches_filters(c: &Container, filters: &BTreeMap<String, Vec<String>>) -> bo
                             .starts_with(v.as_str())
                 }
                 "network" => c.options.host.network_mode == *v,
+                "volume" => c.mounts.iter().any(|m| {
+                    m.name == *v || m.destination == *v || m.source.as_os_str() == v.as_str()
+                }),
                 _ => true,
             })
     })
