@@ -111,6 +111,8 @@ fn named_volume_is_shared_by_successive_containers() {
         D.inspect(&id, "{{json .HostConfig.Binds}}"),
         r#"["dvol:/d:ro"]"#
     );
+    let ps = D.ok(&["ps", "-aq", "--no-trunc", "--filter", "volume=dvol"]);
+    assert!(ps.contains(&id), "{ps}");
     D.ok(&["rm", &id]);
     // Bad names get docker's message.
     let o = D.barge(&["volume", "create", "a/b"]);
