@@ -354,8 +354,17 @@ pub async fn system_df(State(state): State<AppState>) -> Result<Json<Value>, Api
             })
             .collect();
         let build_cache = build_cache(&s.data_root);
-        // TODO(volumes): fill from the volume store once it lands (`UsageData` {Size, RefCount}).
-        let volumes: Vec<Value> = Vec::new();
+        let volumes: Vec<Value> = s
+            .containers
+            .volumes()
+            .usage()
+            .iter()
+            .map(|u| {
+                let mut v = super::volumes::volume_json(&u.volume);
+                v["UsageData"] = json!({"Size": u.size, "RefCount": u.ref_count});
+                v
+            })
+            .collect();
         Ok::<_, ApiError>(json!({
             "LayersSize": layers_size,
             "Images": images,
