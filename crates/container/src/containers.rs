@@ -60,17 +60,21 @@ impl ImageSource for ArcImages {
 }
 
 #[derive(Default)]
-struct Inner {
-    containers: HashMap<String, Container>,
-    execs: HashMap<String, Exec>,
+pub(crate) struct Inner {
+    pub(crate) containers: HashMap<String, Container>,
+    pub(crate) execs: HashMap<String, Exec>,
     /// Number of exits seen per container (for `WaitCondition::NextExit`).
-    exits: HashMap<String, u64>,
+    pub(crate) exits: HashMap<String, u64>,
     /// Exit codes of removed containers (for `WaitCondition::Removed`).
-    removed: HashMap<String, i64>,
-    starting: HashSet<String>,
+    pub(crate) removed: HashMap<String, i64>,
+    pub(crate) starting: HashSet<String>,
     /// Ongoing file system operations per container (`cp`, `export`, ...): its root stays
     /// mounted while any runs, even if the container stops meanwhile.
-    fs_users: HashMap<String, usize>,
+    pub(crate) fs_users: HashMap<String, usize>,
+    /// Restart supervisor state (`restart.rs`).
+    pub(crate) restart: HashMap<String, crate::restart::RestartState>,
+    /// Generation of each container's health prober (`health.rs`); bumping it retires it.
+    pub(crate) health: HashMap<String, u64>,
 }
 
 /// All containers of one data root. Share it behind an `Arc`; every method is blocking.
@@ -78,10 +82,10 @@ pub struct Containers {
     cfg: RuntimeConfig,
     images: Box<dyn ImageSource>,
     volumes: Arc<Volumes>,
-    on_event: Box<dyn Fn(ContainerEvent) + Send + Sync>,
+    pub(crate) on_event: Box<dyn Fn(ContainerEvent) + Send + Sync>,
     inner: Mutex<Inner>,
-    cond: Condvar,
-    me: Weak<Containers>,
+    pub(crate) cond: Condvar,
+    pub(crate) me: Weak<Containers>,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
@@ -89,7 +93,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerEr
     move |e| ContainerError::io(what, e)
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
@@ -432,7 +436,7 @@ pub(crate) fn resolve_config(
             .clone()
             .or_else(|| image.stop_signal.clone())
             .unwrap_or_else(|| "SIGTERM".into()),
-        healthcheck: image.healthcheck.clone(),
+        healthcheck: crate::health::merge(image.healthcheck.as_ref(), opts.healthcheck.as_ref()),
         volumes: {
             let mut v: Vec<String> = image
                 .volumes
@@ -652,11 +656,15 @@ impl Containers {
         });
         for id in running {
             match UnixStream::connect(this.control_socket(&id)) {
-                Ok(stream) => this.spawn_watcher(id, None, Watch::Socket(stream)),
+                Ok(stream) => {
+                    this.spawn_watcher(id.clone(), None, Watch::Socket(stream));
+                    this.health_start(&id, true);
+                }
                 Err(_) => this.handle_exit(&id, true),
             }
         }
         this.volumes.unmount_unused();
+        this.restart_on_boot();
         Ok(this)
     }
 
@@ -665,7 +673,7 @@ impl Containers {
         &self.volumes
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -703,7 +711,7 @@ impl Containers {
         self.cfg.exec_root.join("runtime").join(name)
     }
 
-    fn save(&self, c: &Container) -> Result<(), ContainerError> {
+    pub(crate) fn save(&self, c: &Container) -> Result<(), ContainerError> {
         let data = serde_json::to_vec_pretty(c).expect("container serializes");
         write_atomic(&self.container_dir(&c.id).join("container.json"), &data)
     }
@@ -750,6 +758,8 @@ impl Containers {
             .unwrap_or_else(|| self.cfg.default_runtime.clone());
         self.runtime_path(&runtime)?;
         spec::capabilities(&opts.host)?;
+        crate::restart::validate(&opts.host)?;
+        crate::health::validate(opts.healthcheck.as_ref())?;
         let log_type = if opts.host.log_type.is_empty() {
             "json-file"
         } else {
@@ -802,6 +812,7 @@ impl Containers {
             rootfs: dir.join("rootfs"),
             runtime,
             mounts: Vec::new(),
+            has_been_manually_stopped: false,
         };
         let mut inner = self.lock();
         let name = match &opts.name {
@@ -1255,10 +1266,17 @@ impl Containers {
         let c = {
             let mut inner = self.lock();
             let id = Self::find_id(&inner, id)?;
-            let c = inner.containers[&id].clone();
-            if c.state.status == Status::Running || inner.starting.contains(&id) {
+            let mut c = inner.containers[&id].clone();
+            if matches!(
+                c.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            ) || inner.starting.contains(&id)
+            {
                 return Err(ContainerError::AlreadyRunning(c.id));
             }
+            // A user's start: fresh restart count, back-off and manual-stop flag.
+            Self::reset_restart(&mut inner, &mut c);
+            inner.containers.insert(id.clone(), c.clone());
             inner.starting.insert(id);
             c
         };
@@ -1289,7 +1307,7 @@ impl Containers {
         ContainerError::StartFailed { message }
     }
 
-    fn start_inner(
+    pub(crate) fn start_inner(
         &self,
         c: &Container,
         expected_attaches: usize,
@@ -1442,12 +1460,14 @@ impl Containers {
                         started_at: now_rfc3339(),
                         finished_at: ZERO_TIME.into(),
                         oom_killed: false,
+                        health: rec.state.health.take(),
                     };
                     let rec = rec.clone();
                     self.save(&rec)?;
                 }
                 drop(inner);
                 self.spawn_watcher(c.id.clone(), None, Watch::Child(child));
+                self.health_start(&c.id, false);
                 Ok(())
             }
             Err((child, msg)) => {
@@ -1503,7 +1523,7 @@ impl Containers {
         for m in c.mounts.iter().filter(|m| m.kind == MountType::Volume) {
             self.volumes.unmount(&m.name, id);
         }
-        if c.state.status != Status::Running && !reconciling {
+        if !matches!(c.state.status, Status::Running | Status::Paused) && !reconciling {
             return;
         }
         match &rec {
@@ -1530,7 +1550,12 @@ impl Containers {
             c.state.status = Status::Exited;
         }
         c.state.pid = 0;
-        let c = c.clone();
+        let mut c = c.clone();
+        // Hooks: retire the health prober; the restart policy may turn this exit into
+        // `restarting` (restart.rs).
+        Self::health_stop(&mut inner, id);
+        let restart = Self::restart_decision(&mut inner, &mut c);
+        inner.containers.insert(id.to_string(), c.clone());
         let _ = self.save(&c);
         *inner.exits.entry(id.to_string()).or_default() += 1;
         for e in inner
@@ -1549,6 +1574,9 @@ impl Containers {
             oom_killed: c.state.oom_killed,
         });
         self.cond.notify_all();
+        if let Some(delay) = restart {
+            self.schedule_restart(id, delay);
+        }
     }
 
     fn handle_exec_exit(&self, id: &str, exec_id: &str) {
@@ -1575,7 +1603,7 @@ impl Containers {
         let mut inner = self.lock();
         loop {
             match inner.containers.get(id) {
-                Some(c) if c.state.status == Status::Running => {}
+                Some(c) if matches!(c.state.status, Status::Running | Status::Paused) => {}
                 _ => return true,
             }
             match deadline {
@@ -1615,12 +1643,13 @@ impl Containers {
         signal: Option<&str>,
     ) -> Result<(), ContainerError> {
         let c = self.get(id)?;
-        if c.state.status != Status::Running {
+        let sig = parse_signal(signal.unwrap_or(&c.config.stop_signal))?;
+        if !self.mark_manually_stopped(&c.id) {
             return Ok(());
         }
-        let sig = parse_signal(signal.unwrap_or(&c.config.stop_signal))?;
         let timeout = timeout.or(c.options.stop_timeout).unwrap_or(10);
         let _ = Self::signal_pid(c.state.pid, sig);
+        self.thaw_if_paused(&c);
         let t = if timeout < 0 {
             None
         } else {
@@ -1634,12 +1663,47 @@ impl Containers {
         Ok(())
     }
 
-    /// Sends `signal` (name like `SIGKILL`/`KILL` or number) to the main process. 409 if not running.
+    /// The user stops the container (stop, kill with SIGKILL or the stop signal): no
+    /// automatic restart until the next start; a pending restart is cancelled and the
+    /// container left `exited`. Returns whether a process may still be running.
+    fn mark_manually_stopped(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        Self::cancel_restart(&mut inner, id);
+        let Some(c) = inner.containers.get_mut(id) else {
+            return false;
+        };
+        let active = matches!(c.state.status, Status::Running | Status::Paused);
+        if !active && c.state.status != Status::Restarting {
+            return false;
+        }
+        c.has_been_manually_stopped = true;
+        if c.state.status == Status::Restarting {
+            c.state.status = Status::Exited;
+        }
+        let c = c.clone();
+        let _ = self.save(&c);
+        drop(inner);
+        self.cond.notify_all();
+        active
+    }
+
+    /// Sends `signal` (name like `SIGKILL`/`KILL` or number) to the main process. 409 if not
+    /// running. SIGKILL and the stop signal count as a user's stop (restart policy) and thaw a
+    /// paused container; killing a `restarting` container cancels the restart.
     pub fn kill(&self, id: &str, signal: &str) -> Result<(), ContainerError> {
         let c = self.get(id)?;
         let sig = parse_signal(if signal.is_empty() { "SIGKILL" } else { signal })?;
-        if c.state.status != Status::Running {
+        let stopping =
+            sig == libc::SIGKILL || parse_signal(&c.config.stop_signal).ok() == Some(sig);
+        if c.state.status == Status::Restarting && stopping {
+            self.mark_manually_stopped(&c.id);
+            return Ok(());
+        }
+        if !matches!(c.state.status, Status::Running | Status::Paused) {
             return Err(ContainerError::NotRunning(c.id));
+        }
+        if stopping {
+            self.mark_manually_stopped(&c.id);
         }
         Self::signal_pid(c.state.pid, sig).map_err(|e| {
             if e.raw_os_error() == Some(libc::ESRCH) {
@@ -1647,7 +1711,11 @@ impl Containers {
             } else {
                 ContainerError::io(format!("kill container {}", c.id), e)
             }
-        })
+        })?;
+        if stopping {
+            self.thaw_if_paused(&c);
+        }
+        Ok(())
     }
 
     /// Removes a container: 409 if running and not `force` (force kills it first). Unmounts its
@@ -1666,11 +1734,21 @@ impl Containers {
         volumes: bool,
     ) -> Result<(), ContainerError> {
         let c = self.get(id)?;
-        if c.state.status == Status::Running || self.lock().starting.contains(&c.id) {
+        if c.state.status == Status::Restarting {
+            if !force {
+                return Err(ContainerError::RestartingRemove { name: c.name });
+            }
+            self.mark_manually_stopped(&c.id);
+        }
+        if matches!(c.state.status, Status::Running | Status::Paused)
+            || self.lock().starting.contains(&c.id)
+        {
             if !force {
                 return Err(ContainerError::RunningRemove { name: c.name });
             }
+            self.mark_manually_stopped(&c.id);
             let _ = Self::signal_pid(c.state.pid, libc::SIGKILL);
+            self.thaw_if_paused(&c);
             self.wait_stopped(&c.id, Some(Duration::from_secs(30)));
         }
         let c = self.get(&c.id)?;
@@ -1689,6 +1767,8 @@ impl Containers {
             .map_err(io_err(format!("remove {}", dir.display())))?;
         let mut inner = self.lock();
         inner.containers.remove(&c.id);
+        Self::health_stop(&mut inner, &c.id);
+        Self::cancel_restart(&mut inner, &c.id);
         inner.execs.retain(|_, e| e.container_id != c.id);
         inner.removed.insert(c.id.clone(), c.state.exit_code);
         drop(inner);
@@ -1720,7 +1800,8 @@ impl Containers {
             match inner.containers.get(&id) {
                 None => return Ok(inner.removed.get(&id).copied().unwrap_or(0)),
                 Some(c) => {
-                    let running = c.state.status == Status::Running || inner.starting.contains(&id);
+                    let running = matches!(c.state.status, Status::Running | Status::Paused)
+                        || inner.starting.contains(&id);
                     match condition {
                         WaitCondition::NotRunning if !running => return Ok(c.state.exit_code),
                         WaitCondition::NextExit
@@ -1739,7 +1820,7 @@ impl Containers {
     /// Where a running container's streams are served. 409 if not running.
     pub fn attach_point(&self, id: &str) -> Result<AttachPoint, ContainerError> {
         let c = self.get(id)?;
-        if c.state.status != Status::Running {
+        if !matches!(c.state.status, Status::Running | Status::Paused) {
             return Err(ContainerError::NotRunning(c.id));
         }
         Ok(AttachPoint {
@@ -1848,6 +1929,9 @@ impl Containers {
     /// Registers an exec instance in a running container.
     pub fn exec_create(&self, container: &str, opts: ExecOptions) -> Result<Exec, ContainerError> {
         let c = self.get(container)?;
+        if c.state.status == Status::Paused {
+            return Err(ContainerError::Paused(c.id));
+        }
         if c.state.status != Status::Running {
             return Err(ContainerError::NotRunning(c.id));
         }
@@ -2051,6 +2135,59 @@ impl Containers {
             }
             inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Like [`Containers::exec_wait`] with a deadline: true if the exec exited by then.
+    pub(crate) fn exec_wait_until(&self, exec_id: &str, deadline: Instant) -> bool {
+        let mut inner = self.lock();
+        loop {
+            match inner.execs.get(exec_id) {
+                None => return true,
+                Some(e) if e.exit_code.is_some() => return true,
+                Some(_) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            inner = self
+                .cond
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Drops an exec instance's record (health probes do not pile up).
+    pub(crate) fn exec_forget(&self, exec_id: &str) {
+        self.lock().execs.remove(exec_id);
+    }
+
+    /// Renames a container. 409 if the name is taken, 400 if invalid.
+    pub fn rename(&self, id: &str, new_name: &str) -> Result<Container, ContainerError> {
+        let n = new_name.strip_prefix('/').unwrap_or(new_name);
+        if !valid_name(n) {
+            return Err(ContainerError::InvalidName(n.to_string()));
+        }
+        let mut inner = self.lock();
+        let id = Self::find_id(&inner, id)?;
+        if let Some(other) = inner.containers.values().find(|c| c.name == n) {
+            if other.id == id {
+                return Err(ContainerError::InvalidOption {
+                    field: "name".into(),
+                    reason: format!("Renaming a container with the same name as its current name"),
+                });
+            }
+            return Err(ContainerError::NameInUse {
+                name: n.to_string(),
+                id: other.id.clone(),
+            });
+        }
+        let c = inner.containers.get_mut(&id).expect("found above");
+        c.name = n.to_string();
+        let c = c.clone();
+        self.save(&c)?;
+        Ok(c)
     }
 
     /// Resizes an exec's TTY.

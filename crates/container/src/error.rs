@@ -32,6 +32,12 @@ pub enum ContainerError {
     NotRunning(String),
     #[error("container {0} is already running")]
     AlreadyRunning(String),
+    #[error("container {0} is paused, unpause the container first")]
+    Paused(String),
+    #[error("container {0} is not paused")]
+    NotPaused(String),
+    #[error("cannot remove container \"/{name}\": container is restarting: stop the container before removing or force remove")]
+    RestartingRemove { name: String },
     /// The OCI runtime failed to create/start the process. `message` is the runtime's own text
     /// (e.g. `exec: "foo": executable file not found in $PATH`), which clients use to pick 126/127.
     #[error("failed to create task for container: {message}: unknown")]
@@ -64,7 +70,10 @@ impl ContainerError {
             ContainerError::NameInUse { .. }
             | ContainerError::RunningRemove { .. }
             | ContainerError::NotRunning(_)
-            | ContainerError::AlreadyRunning(_) => ErrorKind::Conflict,
+            | ContainerError::AlreadyRunning(_)
+            | ContainerError::Paused(_)
+            | ContainerError::NotPaused(_)
+            | ContainerError::RestartingRemove { .. } => ErrorKind::Conflict,
             ContainerError::InvalidName(_)
             | ContainerError::InvalidOption { .. }
             | ContainerError::InvalidMount(_) => ErrorKind::InvalidInput,

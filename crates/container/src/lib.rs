@@ -24,9 +24,12 @@
 mod containers;
 mod error;
 pub mod fsops;
+mod health;
 pub mod logs;
 pub mod monitor;
 pub mod mounts;
+mod resources;
+mod restart;
 mod seccomp;
 mod spec;
 mod types;
@@ -34,4 +37,5 @@ pub mod volumes;
 
 pub use containers::{Containers, ImageSource, SourceImage};
 pub use error::{ContainerError, ErrorKind};
+pub use health::{HEALTHY, STARTING, UNHEALTHY};
 pub use types::*;

@@ -56,6 +56,10 @@ pub struct CreateOptions {
     /// in addition to the image's `VOLUME`s.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// `--health-*` / `Config.Healthcheck`: merged field by field over the image's
+    /// `HEALTHCHECK` (Test `["NONE"]` disables it).
+    #[serde(default)]
+    pub healthcheck: Option<barge_image::HealthConfig>,
     pub host: HostOptions,
 }
 
@@ -86,7 +90,7 @@ pub struct HostOptions {
     pub log_opts: BTreeMap<String, String>,
     /// OCI runtime name; `None` = default.
     pub runtime: Option<String>,
-    /// `no`, `always`, `unless-stopped`, `on-failure`; stored for now.
+    /// `no` (or empty), `always`, `unless-stopped`, `on-failure` (see `restart.rs`).
     pub restart_policy: String,
     pub restart_max_retries: i64,
     pub oom_kill_disable: bool,
@@ -145,6 +149,69 @@ pub struct State {
     pub started_at: String,
     pub finished_at: String,
     pub oom_killed: bool,
+    /// Health of a container with a health check (`State.Health`), kept across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// Docker's `State.Health`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
+    pub failing_streak: i64,
+    /// The last results (at most 5), oldest first.
+    pub log: Vec<HealthResult>,
+}
+
+/// One health probe (Docker's `HealthcheckResult`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HealthResult {
+    /// RFC 3339 nano.
+    pub start: String,
+    pub end: String,
+    pub exit_code: i64,
+    pub output: String,
+}
+
+/// Resource and policy changes of `update` (Docker's `ContainerUpdate` body); `None` = unchanged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateOptions {
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub cpu_shares: Option<i64>,
+    pub pids_limit: Option<i64>,
+    /// (name, maximum retry count).
+    pub restart_policy: Option<(String, i64)>,
+}
+
+/// One resource-usage sample of a container's cgroup (what `stats` renders).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsSample {
+    /// RFC 3339 nano.
+    pub read: String,
+    /// CPU time of the container, ns.
+    pub cpu_total: u64,
+    pub cpu_percpu: Vec<u64>,
+    pub cpu_user: u64,
+    pub cpu_system: u64,
+    /// Host CPU time (all CPUs, /proc/stat), ns.
+    pub system_cpu: u64,
+    pub online_cpus: u64,
+    pub throttling: [u64; 3],
+    pub memory_usage: u64,
+    pub memory_max_usage: u64,
+    /// Limit, capped at the host's memory (as Docker).
+    pub memory_limit: u64,
+    pub memory_failcnt: u64,
+    /// `memory.stat` as read (v1 or v2 keys).
+    pub memory_stats: BTreeMap<String, u64>,
+    pub pids_current: u64,
+    /// 0 = unlimited.
+    pub pids_limit: u64,
+    /// (major, minor, op, bytes): `Read`, `Write`, ... as Docker's `io_service_bytes_recursive`.
+    pub blkio_bytes: Vec<(u64, u64, String, u64)>,
 }
 
 /// The final process configuration after merging the image config with [`CreateOptions`]
@@ -194,6 +261,10 @@ pub struct Container {
     /// Resolved mounts (volumes, binds, tmpfs), in the order they were requested.
     #[serde(default)]
     pub mounts: Vec<crate::mounts::MountPoint>,
+    /// Stopped by the user (`stop`, `kill`): no automatic restart until the next start, and an
+    /// `unless-stopped` container stays down when the daemon starts (Docker's field).
+    #[serde(default)]
+    pub has_been_manually_stopped: bool,
 }
 
 /// `wait` conditions, as Docker's `condition` query parameter.
@@ -243,6 +314,10 @@ pub enum ContainerEvent {
         exit_code: i64,
         oom_killed: bool,
     },
+    /// The engine started the container by itself (restart policy, daemon start-up): `start`.
+    Restarted { id: String },
+    /// The health status changed (`health_status: <status>`).
+    HealthStatus { id: String, status: String },
     /// An exec process exited.
     ExecDied {
         id: String,
