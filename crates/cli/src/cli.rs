@@ -76,6 +76,16 @@ pub enum Cmd {
     Wait(NamesArgs),
     /// Display the running processes of a container
     Top(TopArgs),
+    /// Pause all processes within one or more containers
+    Pause(crate::lifecycle::PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(crate::lifecycle::PauseArgs),
+    /// Rename a container
+    Rename(crate::lifecycle::RenameArgs),
+    /// Update configuration of one or more containers
+    Update(crate::lifecycle::UpdateArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(crate::lifecycle::StatsArgs),
     /// Show the history of an image
     History(HistoryArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -190,6 +200,16 @@ pub enum ContainerCmd {
     Wait(NamesArgs),
     /// Display the running processes of a container
     Top(TopArgs),
+    /// Pause all processes within one or more containers
+    Pause(crate::lifecycle::PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(crate::lifecycle::PauseArgs),
+    /// Rename a container
+    Rename(crate::lifecycle::RenameArgs),
+    /// Update configuration of one or more containers
+    Update(crate::lifecycle::UpdateArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(crate::lifecycle::StatsArgs),
     /// Remove all stopped containers
     Prune(PruneArgs),
     /// Copy files/folders between a container and the local filesystem

@@ -215,7 +215,7 @@ fn is_tty(inspect: &Value) -> bool {
 }
 
 /// Runs `f` for each name; prints errors and returns exit code 1 if any failed.
-async fn for_each<F, Fut>(names: &[String], mut f: F) -> Result<i32>
+pub(crate) async fn for_each<F, Fut>(names: &[String], mut f: F) -> Result<i32>
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -340,7 +340,7 @@ pub async fn rm(client: &Client, args: RmArgs) -> Result<i32> {
 
 /// Sends `METHOD /containers/{name}{suffix}` for each name, printing the names that succeeded
 /// (docker's stop/kill/rm output).
-async fn send_each(client: &Client, names: &[String], method: Method, suffix: &str) -> Result<i32> {
+pub(crate) async fn send_each(client: &Client, names: &[String], method: Method, suffix: &str) -> Result<i32> {
     for_each(names, |name| {
         let method = method.clone();
         async move {

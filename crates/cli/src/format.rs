@@ -501,7 +501,7 @@ impl Output {
 }
 
 /// Formats like Go's `%.{prec}g` (trailing zeros removed), for values below 1e15.
-fn fmt_g(v: f64, prec: usize) -> String {
+pub(crate) fn fmt_g(v: f64, prec: usize) -> String {
     if v == 0.0 {
         return "0".into();
     }

@@ -13,6 +13,7 @@ mod container;
 pub mod format;
 mod fsops;
 mod image;
+mod lifecycle;
 pub mod opts;
 mod registry;
 pub mod stream;
@@ -211,6 +212,11 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Inspect(a) => system::inspect(c, a).await,
         Cmd::Wait(a) => container::wait(c, a).await,
         Cmd::Top(a) => container::top(c, a).await,
+        Cmd::Pause(a) => lifecycle::pause(c, a).await,
+        Cmd::Unpause(a) => lifecycle::unpause(c, a).await,
+        Cmd::Rename(a) => lifecycle::rename(c, a).await,
+        Cmd::Update(a) => lifecycle::update(c, a).await,
+        Cmd::Stats(a) => lifecycle::stats(c, a).await,
         Cmd::Images(a) => image::images(c, a).await,
         Cmd::History(a) => image::history(c, a).await,
         Cmd::Tag(a) => image::tag(c, a).await,
@@ -265,6 +271,11 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
             ContainerCmd::Exec(a) => container::exec(c, a).await,
             ContainerCmd::Wait(a) => container::wait(c, a).await,
             ContainerCmd::Top(a) => container::top(c, a).await,
+            ContainerCmd::Pause(a) => lifecycle::pause(c, a).await,
+            ContainerCmd::Unpause(a) => lifecycle::unpause(c, a).await,
+            ContainerCmd::Rename(a) => lifecycle::rename(c, a).await,
+            ContainerCmd::Update(a) => lifecycle::update(c, a).await,
+            ContainerCmd::Stats(a) => lifecycle::stats(c, a).await,
             ContainerCmd::Prune(a) => container::prune(c, a).await,
             ContainerCmd::Cp(a) => fsops::cp(c, a).await,
             ContainerCmd::Diff(a) => fsops::diff(c, a).await,

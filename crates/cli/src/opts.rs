@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use bollard_stubs::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use clap::{ArgAction, Args};
 
@@ -113,6 +114,27 @@ pub struct ContainerOpts {
     /// Mount volumes from the specified container(s)
     #[arg(long = "volumes-from", value_name = "list")]
     pub volumes_from: Vec<String>,
+    /// Command to run to check health
+    #[arg(long = "health-cmd", value_name = "string")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 0s)
+    #[arg(long = "health-interval", value_name = "duration")]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 0s)
+    #[arg(long = "health-timeout", value_name = "duration")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long = "health-retries", value_name = "int")]
+    pub health_retries: Option<i64>,
+    /// Start period for the container to initialize before starting health-retries countdown (ms|s|m|h) (default 0s)
+    #[arg(long = "health-start-period", value_name = "duration")]
+    pub health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h) (default 0s)
+    #[arg(long = "health-start-interval", value_name = "duration")]
+    pub health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Print usage
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -343,7 +365,92 @@ pub fn parse_cpus(s: &str) -> Result<i64> {
     Ok((v * 1e9).round() as i64)
 }
 
-fn parse_restart(s: &str) -> Result<RestartPolicy> {
+/// Go's `time.ParseDuration` (`1h2m3.5s`, `500ms`, `0`) → nanoseconds; `flag` names the flag
+/// in errors.
+pub fn parse_duration_ns(s: &str, flag: &str) -> Result<i64> {
+    let bad = || anyhow::anyhow!("invalid argument \"{s}\" for \"--{flag}\" flag: time: invalid duration \"{s}\"");
+    let t = s.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let n_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let num: f64 = rest[..n_end].parse().map_err(|_| bad())?;
+        rest = &rest[n_end..];
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..u_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += num * mult;
+        rest = &rest[u_end..];
+    }
+    Ok(total.round() as i64)
+}
+
+/// The `--health-*` / `--no-healthcheck` flags as `Config.Healthcheck` (docker's rules).
+fn health_config(o: &ContainerOpts) -> Result<Option<HealthConfig>> {
+    let dur = |v: &Option<String>, flag: &str| -> Result<Option<i64>> {
+        let Some(v) = v else { return Ok(None) };
+        let ns = parse_duration_ns(v, flag)?;
+        if ns < 0 {
+            bail!("--{flag} cannot be negative");
+        }
+        Ok(Some(ns))
+    };
+    let interval = dur(&o.health_interval, "health-interval")?;
+    let timeout = dur(&o.health_timeout, "health-timeout")?;
+    let start_period = dur(&o.health_start_period, "health-start-period")?;
+    let start_interval = dur(&o.health_start_interval, "health-start-interval")?;
+    if o.health_retries.is_some_and(|r| r < 0) {
+        bail!("--health-retries cannot be negative");
+    }
+    let any = o.health_cmd.is_some()
+        || interval.is_some()
+        || timeout.is_some()
+        || start_period.is_some()
+        || start_interval.is_some()
+        || o.health_retries.is_some();
+    if o.no_healthcheck {
+        if any {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(Some(HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        }));
+    }
+    if !any {
+        return Ok(None);
+    }
+    Ok(Some(HealthConfig {
+        test: o
+            .health_cmd
+            .as_ref()
+            .map(|c| vec!["CMD-SHELL".to_string(), c.clone()]),
+        interval,
+        timeout,
+        retries: o.health_retries,
+        start_period,
+        start_interval,
+    }))
+}
+
+pub(crate) fn parse_restart(s: &str) -> Result<RestartPolicy> {
     let (name, count) = match s.split_once(':') {
         Some((n, c)) => (
             n,
@@ -522,6 +629,7 @@ impl ContainerOpts {
             stop_signal: self.stop_signal.clone(),
             stop_timeout: self.stop_timeout,
             volumes: (!volumes.is_empty()).then_some(volumes),
+            healthcheck: health_config(self)?,
             host_config: Some(host_config),
             ..Default::default()
         })
@@ -724,6 +832,40 @@ mod tests {
             "{binds:?}"
         );
         assert_eq!(vols, vec!["/only"]);
+    }
+
+    #[test]
+    fn health_flags() {
+        let b = body(&[
+            "--health-cmd",
+            "exit 1",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "2",
+            "--health-start-period",
+            "1m30s",
+            "img",
+        ]);
+        assert_eq!(
+            b["Healthcheck"],
+            json!({"Test": ["CMD-SHELL", "exit 1"], "Interval": 1_000_000_000i64, "Retries": 2,
+                   "StartPeriod": 90_000_000_000i64})
+        );
+        let b = body(&["--no-healthcheck", "img"]);
+        assert_eq!(b["Healthcheck"], json!({"Test": ["NONE"]}));
+        let b = body(&["img"]);
+        assert!(b.get("Healthcheck").is_none());
+        let t = T::try_parse_from(["run", "--no-healthcheck", "--health-retries", "1", "img"])
+            .unwrap();
+        assert!(t.opts.to_create_body(false).is_err());
+        let t = T::try_parse_from(["run", "--health-interval", "5x", "img"]).unwrap();
+        let e = t.opts.to_create_body(false).unwrap_err().to_string();
+        assert!(e.contains("--health-interval"), "{e}");
+        assert_eq!(parse_duration_ns("500ms", "x").unwrap(), 500_000_000);
+        assert_eq!(parse_duration_ns("1.5h", "x").unwrap(), 5_400_000_000_000);
+        assert_eq!(parse_duration_ns("0", "x").unwrap(), 0);
+        assert!(parse_duration_ns("5", "x").is_err());
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub struct CreateBody {
     stop_timeout: Option<i64>,
     /// `{"/path": {}}`: anonymous volumes.
     volumes: Option<BTreeMap<String, Value>>,
+    healthcheck: Option<barge_image::HealthConfig>,
     host_config: Option<HostConfigBody>,
 }
 
@@ -332,6 +333,7 @@ impl CreateBody {
             stop_signal: self.stop_signal.filter(|s| !s.is_empty()),
             stop_timeout: self.stop_timeout,
             volumes: self.volumes.unwrap_or_default().into_keys().collect(),
+            healthcheck: self.healthcheck,
             host: HostOptions {
                 network_mode: hc
                     .network_mode
@@ -401,14 +403,14 @@ pub async fn create(
         .into_response())
 }
 
-async fn get_container(state: &AppState, id: &str) -> Result<Container, ApiError> {
+pub(crate) async fn get_container(state: &AppState, id: &str) -> Result<Container, ApiError> {
     let s = state.clone();
     let id = id.to_string();
     asyncify(move || s.containers.get(&id)).await
 }
 
 /// Running, paused or restarting: a process exists (or is about to), as Docker's `ps` counts it.
-fn is_active(status: &Status) -> bool {
+pub(crate) fn is_active(status: &Status) -> bool {
     matches!(
         status,
         Status::Running | Status::Paused | Status::Restarting
@@ -425,7 +427,11 @@ pub(crate) fn unix_of(rfc3339: &str) -> i64 {
 fn status_text(c: &Container) -> String {
     let now = chrono::Utc::now().timestamp();
     match c.state.status {
-        Status::Running => format!("Up {}", human_duration(now - unix_of(&c.state.started_at))),
+        Status::Running => format!(
+            "Up {}{}",
+            human_duration(now - unix_of(&c.state.started_at)),
+            health_suffix(c)
+        ),
         Status::Paused => format!(
             "Up {} (Paused)",
             human_duration(now - unix_of(&c.state.started_at))
@@ -449,6 +455,29 @@ fn status_text(c: &Container) -> String {
         Status::Created => "Created".into(),
         Status::Removing => "Removal In Progress".into(),
         Status::Dead => "Dead".into(),
+    }
+}
+
+/// Docker's health part of the `Status` column: ` (healthy)`, ` (health: starting)`.
+fn health_suffix(c: &Container) -> String {
+    match c.state.health.as_ref().map(|h| h.status.as_str()) {
+        Some(barge_container::STARTING) => " (health: starting)".into(),
+        Some(s) if !s.is_empty() && c.config.healthcheck.is_some() => format!(" ({s})"),
+        _ => String::new(),
+    }
+}
+
+/// Docker's `State.Health` (`null` without a health check).
+fn health_json(c: &Container) -> Value {
+    match &c.state.health {
+        Some(h) => json!({
+            "Status": h.status,
+            "FailingStreak": h.failing_streak,
+            "Log": h.log.iter().map(|r| json!({
+                "Start": r.start, "End": r.end, "ExitCode": r.exit_code, "Output": r.output,
+            })).collect::<Vec<_>>(),
+        }),
+        None => Value::Null,
     }
 }
 
@@ -540,7 +569,7 @@ fn inspect_json(c: &Container, exec_ids: Vec<String>) -> Value {
         "Args": cfg.args,
         "State": {
             "Status": c.state.status.as_str(),
-            "Running": matches!(c.state.status, Status::Running | Status::Paused),
+            "Running": is_active(&c.state.status),
             "Paused": c.state.status == Status::Paused,
             "Restarting": c.state.status == Status::Restarting,
             "OOMKilled": c.state.oom_killed,
@@ -550,6 +579,7 @@ fn inspect_json(c: &Container, exec_ids: Vec<String>) -> Value {
             "Error": c.state.error,
             "StartedAt": time_or_zero(&c.state.started_at),
             "FinishedAt": time_or_zero(&c.state.finished_at),
+            "Health": health_json(c),
         },
         "Image": c.image_id,
         "ResolvConfPath": format!("{dir}/resolv.conf"),
@@ -656,6 +686,13 @@ fn matches_filters(c: &Container, filters: &BTreeMap<String, Vec<String>>) -> bo
                 "volume" => c.mounts.iter().any(|m| {
                     m.name == *v || m.destination == *v || m.source.as_os_str() == v.as_str()
                 }),
+                "health" => {
+                    let status = c.state.health.as_ref().map(|h| h.status.as_str());
+                    match v.as_str() {
+                        "none" => c.config.healthcheck.is_none() || status.is_none(),
+                        want => status == Some(want),
+                    }
+                }
                 _ => true,
             })
     })
@@ -676,7 +713,7 @@ pub async fn start(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let c = get_container(&state, &id).await?;
-    if matches!(c.state.status, Status::Running | Status::Paused) {
+    if is_active(&c.state.status) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let waiters = state
@@ -1136,6 +1173,16 @@ pub async fn event_pump(
                         Ok(()) => state.container_event("destroy", &c, &[]),
                         Err(e) => tracing::warn!(id = %c.id, "auto-remove failed: {e}"),
                     }
+                }
+            }
+            ContainerEvent::Restarted { id } => {
+                if let Ok(c) = get_container(&state, &id).await {
+                    state.container_event("start", &c, &[]);
+                }
+            }
+            ContainerEvent::HealthStatus { id, status } => {
+                if let Ok(c) = get_container(&state, &id).await {
+                    state.container_event(&format!("health_status: {status}"), &c, &[]);
                 }
             }
             ContainerEvent::ExecDied {

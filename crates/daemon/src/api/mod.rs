@@ -6,6 +6,7 @@ pub mod containers;
 pub mod exec;
 pub mod fsops;
 pub mod images;
+pub mod lifecycle;
 pub mod system;
 pub mod volumes;
 
@@ -48,6 +49,11 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{id}/export", get(fsops::export))
         .route("/commit", post(fsops::commit))
         .route("/system/df", get(fsops::system_df))
+        .route("/containers/{id}/pause", post(lifecycle::pause))
+        .route("/containers/{id}/unpause", post(lifecycle::unpause))
+        .route("/containers/{id}/update", post(lifecycle::update))
+        .route("/containers/{id}/rename", post(lifecycle::rename))
+        .route("/containers/{id}/stats", get(lifecycle::stats))
         .route("/containers/{id}/exec", post(exec::create))
         .route(
             "/containers/{id}",

@@ -1,0 +1,360 @@
+//! `/containers/{id}/pause|unpause|update|rename|stats`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use barge_container::{Container, StatsSample, Status, UpdateOptions};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::containers::{get_container, is_active};
+use super::Query;
+use crate::state::AppState;
+use crate::stream::channel_response;
+use crate::{asyncify, ApiError};
+
+/// `POST /containers/{id}/pause` → 204; 409 if not running or already paused.
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = get_container(&state, &id).await?;
+    match c.state.status {
+        Status::Running => {}
+        Status::Paused => {
+            return Err(ApiError::conflict(format!(
+                "Container {} is already paused",
+                c.id
+            )))
+        }
+        _ => {
+            return Err(ApiError::conflict(format!(
+                "Container {} is not running",
+                c.id
+            )))
+        }
+    }
+    let s = state.clone();
+    let cid = c.id.clone();
+    asyncify(move || s.containers.pause(&cid)).await?;
+    state.container_event("pause", &c, &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/unpause` → 204; 409 if not paused.
+pub async fn unpause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = get_container(&state, &id).await?;
+    if c.state.status != Status::Paused {
+        return Err(ApiError::conflict(format!(
+            "Container {} is not paused",
+            c.id
+        )));
+    }
+    let s = state.clone();
+    let cid = c.id.clone();
+    asyncify(move || s.containers.unpause(&cid)).await?;
+    state.container_event("unpause", &c, &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/{id}/rename?name=` → 204.
+pub async fn rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let name = q
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Neither old nor new names may be empty"))?
+        .to_string();
+    let old = get_container(&state, &id).await?;
+    let s = state.clone();
+    let cid = old.id.clone();
+    let c = asyncify(move || s.containers.rename(&cid, &name)).await?;
+    state.container_event("rename", &c, &[("oldName", format!("/{}", old.name))]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Docker's `ContainerUpdate` body: `Resources` fields plus `RestartPolicy`. Zero means
+/// "unchanged" (as dockerd), except `PidsLimit` (present = set; 0 or -1 = unlimited).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateBody {
+    memory: Option<i64>,
+    memory_swap: Option<i64>,
+    nano_cpus: Option<i64>,
+    cpu_shares: Option<i64>,
+    cpu_quota: Option<i64>,
+    cpu_period: Option<i64>,
+    pids_limit: Option<i64>,
+    restart_policy: Option<RestartPolicyBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct RestartPolicyBody {
+    name: Option<String>,
+    maximum_retry_count: Option<i64>,
+}
+
+impl UpdateBody {
+    pub fn into_options(self) -> Result<UpdateOptions, ApiError> {
+        let nz = |v: Option<i64>| v.filter(|v| *v != 0);
+        let mut nano = nz(self.nano_cpus);
+        if nano.is_none() {
+            if let (Some(q), Some(p)) = (self.cpu_quota, self.cpu_period) {
+                if q > 0 && p > 0 {
+                    nano = Some(q * 1_000_000_000 / p);
+                }
+            }
+        }
+        if nz(self.nano_cpus).is_some() && nz(self.cpu_quota).is_some() {
+            return Err(ApiError::bad_request(
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set",
+            ));
+        }
+        Ok(UpdateOptions {
+            memory: nz(self.memory),
+            memory_swap: nz(self.memory_swap),
+            nano_cpus: nano,
+            cpu_shares: nz(self.cpu_shares),
+            pids_limit: self.pids_limit,
+            restart_policy: self
+                .restart_policy
+                .and_then(|r| Some((r.name.filter(|n| !n.is_empty())?, r.maximum_retry_count.unwrap_or(0)))),
+        })
+    }
+}
+
+/// `POST /containers/{id}/update` → `{"Warnings": [...]}`.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let parsed: UpdateBody = if body.is_empty() {
+        UpdateBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid update JSON: {e}")))?
+    };
+    let opts = parsed.into_options()?;
+    let c = get_container(&state, &id).await?;
+    let s = state.clone();
+    let cid = c.id.clone();
+    let warnings = asyncify(move || s.containers.update(&cid, &opts)).await?;
+    state.container_event("update", &c, &[]);
+    Ok(Json(json!({ "Warnings": warnings })))
+}
+
+fn cpu_json(s: &StatsSample) -> Value {
+    json!({
+        "cpu_usage": {
+            "total_usage": s.cpu_total,
+            "percpu_usage": if s.cpu_percpu.is_empty() { Value::Null } else { json!(s.cpu_percpu) },
+            "usage_in_kernelmode": s.cpu_system,
+            "usage_in_usermode": s.cpu_user,
+        },
+        "system_cpu_usage": s.system_cpu,
+        "online_cpus": s.online_cpus,
+        "throttling_data": {
+            "periods": s.throttling[0],
+            "throttled_periods": s.throttling[1],
+            "throttled_time": s.throttling[2],
+        },
+    })
+}
+
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Docker's `ContainerStatsResponse` for a sample and the one before it.
+pub fn stats_json(c: &Container, cur: &StatsSample, prev: Option<&StatsSample>) -> Value {
+    let running = matches!(c.state.status, Status::Running | Status::Paused);
+    let blkio: Vec<Value> = cur
+        .blkio_bytes
+        .iter()
+        .map(|(major, minor, op, value)| {
+            json!({ "major": major, "minor": minor, "op": op, "value": value })
+        })
+        .collect();
+    let empty_cpu = json!({
+        "cpu_usage": { "total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0 },
+        "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
+    });
+    json!({
+        "name": format!("/{}", c.name),
+        "id": c.id,
+        "read": if running { cur.read.as_str() } else { ZERO_TIME },
+        "preread": prev.filter(|_| running).map(|p| p.read.as_str()).unwrap_or(ZERO_TIME),
+        "pids_stats": if running {
+            let mut p = json!({ "current": cur.pids_current });
+            if cur.pids_limit > 0 {
+                p["limit"] = json!(cur.pids_limit);
+            }
+            p
+        } else { json!({}) },
+        "blkio_stats": {
+            "io_service_bytes_recursive": if running { json!(blkio) } else { Value::Null },
+            "io_serviced_recursive": null,
+            "io_queue_recursive": null,
+            "io_service_time_recursive": null,
+            "io_wait_time_recursive": null,
+            "io_merged_recursive": null,
+            "io_time_recursive": null,
+            "sectors_recursive": null,
+        },
+        "num_procs": 0,
+        "storage_stats": {},
+        "cpu_stats": if running { cpu_json(cur) } else { empty_cpu.clone() },
+        "precpu_stats": match prev { Some(p) if running => cpu_json(p), _ => empty_cpu },
+        "memory_stats": if running { json!({
+            "usage": cur.memory_usage,
+            "max_usage": if cur.memory_max_usage > 0 { json!(cur.memory_max_usage) } else { Value::Null },
+            "stats": cur.memory_stats,
+            "failcnt": cur.memory_failcnt,
+            "limit": cur.memory_limit,
+        }) } else { json!({}) },
+    })
+}
+
+/// `GET /containers/{id}/stats?stream=&one-shot=`: one JSON object per second while
+/// `stream` (default), else one (after priming `precpu_stats` for a second, as dockerd,
+/// unless `one-shot`).
+pub async fn stats(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw);
+    let stream = q.bool("stream", true);
+    let one_shot = q.bool("one-shot", false);
+    if one_shot && stream {
+        return Err(ApiError::bad_request(
+            "cannot have stream=true and one-shot=true",
+        ));
+    }
+    let c = get_container(&state, &id).await?;
+    let sample = |state: AppState, id: String| async move {
+        let s = state.clone();
+        let r = asyncify(move || {
+            let c = s.containers.get(&id)?;
+            let sample = s.containers.stats(&c.id)?;
+            Ok::<_, ApiError>((c, sample))
+        })
+        .await;
+        r
+    };
+    if !stream {
+        let (c1, first) = sample(state.clone(), c.id.clone()).await?;
+        if one_shot || !is_active(&c1.state.status) {
+            return Ok(Json(stats_json(&c1, &first, None)).into_response());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (c2, second) = sample(state.clone(), c.id.clone()).await?;
+        return Ok(Json(stats_json(&c2, &second, Some(&first))).into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let cid = c.id.clone();
+    tokio::spawn(async move {
+        let mut prev: Option<StatsSample> = None;
+        loop {
+            let Ok((c, cur)) = sample(state.clone(), cid.clone()).await else {
+                return;
+            };
+            let body = stats_json(&c, &cur, prev.as_ref());
+            if tx
+                .send(Ok(bytes::Bytes::from(format!("{body}\n"))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            prev = Some(cur);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(channel_response("application/json", rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_body_zero_is_unchanged() {
+        let b: UpdateBody = serde_json::from_str(
+            r#"{"Memory":67108864,"MemorySwap":0,"CpuShares":0,"NanoCpus":0,"PidsLimit":50,
+                "RestartPolicy":{"Name":"on-failure","MaximumRetryCount":2}}"#,
+        )
+        .unwrap();
+        let o = b.into_options().unwrap();
+        assert_eq!(o.memory, Some(64 << 20));
+        assert_eq!(o.memory_swap, None);
+        assert_eq!(o.nano_cpus, None);
+        assert_eq!(o.pids_limit, Some(50));
+        assert_eq!(o.restart_policy, Some(("on-failure".into(), 2)));
+        let b: UpdateBody =
+            serde_json::from_str(r#"{"CpuQuota":50000,"CpuPeriod":100000,"RestartPolicy":{"Name":""}}"#)
+                .unwrap();
+        let o = b.into_options().unwrap();
+        assert_eq!(o.nano_cpus, Some(500_000_000));
+        assert_eq!(o.restart_policy, None);
+    }
+
+    #[test]
+    fn stats_shape() {
+        let c = Container {
+            id: "abc".into(),
+            name: "web".into(),
+            state: barge_container::State {
+                status: Status::Running,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = StatsSample {
+            read: "2024-01-01T00:00:01Z".into(),
+            cpu_total: 200,
+            system_cpu: 2000,
+            online_cpus: 2,
+            memory_usage: 1 << 20,
+            memory_limit: 1 << 30,
+            pids_current: 3,
+            blkio_bytes: vec![(8, 0, "Read".into(), 4096)],
+            ..Default::default()
+        };
+        let p = StatsSample {
+            read: "2024-01-01T00:00:00Z".into(),
+            cpu_total: 100,
+            system_cpu: 1000,
+            ..Default::default()
+        };
+        let v = stats_json(&c, &s, Some(&p));
+        assert_eq!(v["name"], "/web");
+        assert_eq!(v["cpu_stats"]["cpu_usage"]["total_usage"], 200);
+        assert_eq!(v["precpu_stats"]["system_cpu_usage"], 1000);
+        assert_eq!(v["preread"], "2024-01-01T00:00:00Z");
+        assert_eq!(v["memory_stats"]["limit"], 1 << 30);
+        assert_eq!(v["pids_stats"]["current"], 3);
+        assert_eq!(v["blkio_stats"]["io_service_bytes_recursive"][0]["op"], "Read");
+        assert!(v.get("networks").is_none());
+        let stopped = Container {
+            state: Default::default(),
+            ..c
+        };
+        let v = stats_json(&stopped, &s, None);
+        assert_eq!(v["read"], ZERO_TIME);
+        assert_eq!(v["memory_stats"], json!({}));
+    }
+}
