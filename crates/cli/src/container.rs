@@ -340,7 +340,12 @@ pub async fn rm(client: &Client, args: RmArgs) -> Result<i32> {
 
 /// Sends `METHOD /containers/{name}{suffix}` for each name, printing the names that succeeded
 /// (docker's stop/kill/rm output).
-pub(crate) async fn send_each(client: &Client, names: &[String], method: Method, suffix: &str) -> Result<i32> {
+pub(crate) async fn send_each(
+    client: &Client,
+    names: &[String],
+    method: Method,
+    suffix: &str,
+) -> Result<i32> {
     for_each(names, |name| {
         let method = method.clone();
         async move {

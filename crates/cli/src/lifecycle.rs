@@ -185,7 +185,10 @@ pub fn stats_row(name: &str, v: &Value, no_trunc: bool) -> Value {
     } else {
         format::short_id(id)
     };
-    let cname = v["name"].as_str().unwrap_or_default().trim_start_matches('/');
+    let cname = v["name"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches('/');
     let running = v["read"]
         .as_str()
         .is_some_and(|r| !r.starts_with("0001-01-01"));
@@ -221,7 +224,11 @@ pub fn stats_row(name: &str, v: &Value, no_trunc: bool) -> Value {
         _ => usage,
     };
     let limit = u(v, &["memory_stats", "limit"]);
-    let mem_perc = if limit > 0.0 { mem / limit * 100.0 } else { 0.0 };
+    let mem_perc = if limit > 0.0 {
+        mem / limit * 100.0
+    } else {
+        0.0
+    };
     let (mut rx, mut tx) = (0.0, 0.0);
     if let Some(nets) = v["networks"].as_object() {
         for n in nets.values() {
@@ -357,7 +364,11 @@ mod tests {
         assert_eq!(r["NetIO"], "0B / 0B");
         assert_eq!(r["PIDs"], 4);
         assert_eq!(r["ID"], "0123456789ab");
-        let stopped = stats_row("x", &json!({"id": "ab", "name": "/x", "read": "0001-01-01T00:00:00Z"}), false);
+        let stopped = stats_row(
+            "x",
+            &json!({"id": "ab", "name": "/x", "read": "0001-01-01T00:00:00Z"}),
+            false,
+        );
         assert_eq!(stopped["CPUPerc"], "--");
     }
 
@@ -370,8 +381,16 @@ mod tests {
             a: UpdateArgs,
         }
         let t = T::try_parse_from([
-            "update", "-m", "64m", "--cpus", "0.5", "--pids-limit", "-1", "--restart",
-            "on-failure:2", "web",
+            "update",
+            "-m",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "-1",
+            "--restart",
+            "on-failure:2",
+            "web",
         ])
         .unwrap();
         let b = update_body(&t.a).unwrap();

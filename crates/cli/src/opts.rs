@@ -368,7 +368,11 @@ pub fn parse_cpus(s: &str) -> Result<i64> {
 /// Go's `time.ParseDuration` (`1h2m3.5s`, `500ms`, `0`) → nanoseconds; `flag` names the flag
 /// in errors.
 pub fn parse_duration_ns(s: &str, flag: &str) -> Result<i64> {
-    let bad = || anyhow::anyhow!("invalid argument \"{s}\" for \"--{flag}\" flag: time: invalid duration \"{s}\"");
+    let bad = || {
+        anyhow::anyhow!(
+            "invalid argument \"{s}\" for \"--{flag}\" flag: time: invalid duration \"{s}\""
+        )
+    };
     let t = s.trim();
     if t == "0" {
         return Ok(0);
@@ -856,8 +860,8 @@ mod tests {
         assert_eq!(b["Healthcheck"], json!({"Test": ["NONE"]}));
         let b = body(&["img"]);
         assert!(b.get("Healthcheck").is_none());
-        let t = T::try_parse_from(["run", "--no-healthcheck", "--health-retries", "1", "img"])
-            .unwrap();
+        let t =
+            T::try_parse_from(["run", "--no-healthcheck", "--health-retries", "1", "img"]).unwrap();
         assert!(t.opts.to_create_body(false).is_err());
         let t = T::try_parse_from(["run", "--health-interval", "5x", "img"]).unwrap();
         let e = t.opts.to_create_body(false).unwrap_err().to_string();

@@ -2175,7 +2175,7 @@ impl Containers {
             if other.id == id {
                 return Err(ContainerError::InvalidOption {
                     field: "name".into(),
-                    reason: format!("Renaming a container with the same name as its current name"),
+                    reason: "Renaming a container with the same name as its current name".to_string(),
                 });
             }
             return Err(ContainerError::NameInUse {

@@ -127,9 +127,12 @@ impl UpdateBody {
             nano_cpus: nano,
             cpu_shares: nz(self.cpu_shares),
             pids_limit: self.pids_limit,
-            restart_policy: self
-                .restart_policy
-                .and_then(|r| Some((r.name.filter(|n| !n.is_empty())?, r.maximum_retry_count.unwrap_or(0)))),
+            restart_policy: self.restart_policy.and_then(|r| {
+                Some((
+                    r.name.filter(|n| !n.is_empty())?,
+                    r.maximum_retry_count.unwrap_or(0),
+                ))
+            }),
         })
     }
 }
@@ -304,9 +307,10 @@ mod tests {
         assert_eq!(o.nano_cpus, None);
         assert_eq!(o.pids_limit, Some(50));
         assert_eq!(o.restart_policy, Some(("on-failure".into(), 2)));
-        let b: UpdateBody =
-            serde_json::from_str(r#"{"CpuQuota":50000,"CpuPeriod":100000,"RestartPolicy":{"Name":""}}"#)
-                .unwrap();
+        let b: UpdateBody = serde_json::from_str(
+            r#"{"CpuQuota":50000,"CpuPeriod":100000,"RestartPolicy":{"Name":""}}"#,
+        )
+        .unwrap();
         let o = b.into_options().unwrap();
         assert_eq!(o.nano_cpus, Some(500_000_000));
         assert_eq!(o.restart_policy, None);
@@ -347,7 +351,10 @@ mod tests {
         assert_eq!(v["preread"], "2024-01-01T00:00:00Z");
         assert_eq!(v["memory_stats"]["limit"], 1 << 30);
         assert_eq!(v["pids_stats"]["current"], 3);
-        assert_eq!(v["blkio_stats"]["io_service_bytes_recursive"][0]["op"], "Read");
+        assert_eq!(
+            v["blkio_stats"]["io_service_bytes_recursive"][0]["op"],
+            "Read"
+        );
         assert!(v.get("networks").is_none());
         let stopped = Container {
             state: Default::default(),
