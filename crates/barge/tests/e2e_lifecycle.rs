@@ -46,6 +46,27 @@ fn on_failure_restarts_exactly_n_times() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(state(&D, "onf3"), "exited 3");
     assert_eq!(D.inspect("onf3", "{{.State.ExitCode}}"), "1");
+    // One start by the user and three by the policy, each followed by a `die`.
+    let ev = D.docker_ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        "0s",
+        "--filter",
+        "container=onf3",
+        "--filter",
+        "event=start",
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert_eq!(
+        ev.trim().lines().collect::<Vec<_>>(),
+        ["start", "die"].repeat(4),
+        "{ev}"
+    );
     assert_eq!(
         D.docker_ok(&[
             "inspect",

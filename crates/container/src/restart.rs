@@ -243,11 +243,15 @@ impl Containers {
                 inner.containers.insert(c.id.clone(), c.clone());
             }
             inner.starting.insert(id.to_string());
-            c
+            let generation = inner.restart.get(id).map(|s| s.generation);
+            (c, generation)
         };
+        let (c, generation) = c;
         let res = self.start_inner(&c, 0, &mut |_| {});
         let mut inner = self.lock();
         inner.starting.remove(id);
+        // The user stopped or removed it while it was starting: stop what we started.
+        let cancelled = inner.restart.get(id).map(|s| s.generation) != generation;
         if let Err(e) = &res {
             tracing::warn!(id, "automatic start failed: {e}");
             if let Some(rec) = inner.containers.get_mut(id) {
@@ -263,6 +267,9 @@ impl Containers {
         self.cond.notify_all();
         if res.is_ok() {
             (self.on_event)(ContainerEvent::Restarted { id: id.to_string() });
+            if cancelled {
+                let _ = self.kill(id, "SIGKILL");
+            }
         }
     }
 
