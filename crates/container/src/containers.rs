@@ -2175,7 +2175,8 @@ impl Containers {
             if other.id == id {
                 return Err(ContainerError::InvalidOption {
                     field: "name".into(),
-                    reason: "Renaming a container with the same name as its current name".to_string(),
+                    reason: "Renaming a container with the same name as its current name"
+                        .to_string(),
                 });
             }
             return Err(ContainerError::NameInUse {
