@@ -1,0 +1,77 @@
+//! The network crate's one error type.
+
+use thiserror::Error;
+
+/// Errors of [`crate::Networks`]. The daemon maps [`NetworkError::kind`] to HTTP status codes.
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    #[error("network {0} not found")]
+    NotFound(String),
+    #[error("network with name {0} already exists")]
+    NameInUse(String),
+    #[error("error while removing network: network {name} id {id} has active endpoints")]
+    InUse { name: String, id: String },
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    Predefined(String),
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no available addresses in {0}")]
+    Exhausted(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink: {what}: {message}")]
+    Netlink { what: String, message: String },
+    #[error("nftables: {0}")]
+    Nft(String),
+}
+
+/// Coarse classes of [`NetworkError`] for callers mapping to status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    Conflict,
+    InvalidInput,
+    Forbidden,
+    Internal,
+}
+
+impl NetworkError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            NetworkError::NotFound(_) => ErrorKind::NotFound,
+            NetworkError::NameInUse(_) | NetworkError::InUse { .. } | NetworkError::Conflict(_) => {
+                ErrorKind::Conflict
+            }
+            NetworkError::Predefined(_) => ErrorKind::Forbidden,
+            NetworkError::Invalid { .. } | NetworkError::Exhausted(_) => ErrorKind::InvalidInput,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        NetworkError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        NetworkError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn netlink(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        NetworkError::Netlink {
+            what: what.into(),
+            message: e.to_string(),
+        }
+    }
+}

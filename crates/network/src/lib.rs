@@ -1,0 +1,1092 @@
+//! barge's container networking (engine library, synchronous).
+//!
+//! Docker's model: networks (`bridge` — the default, `host`, `none`, and user-defined bridge
+//! networks) and per-container **sandboxes** (a network namespace bind-mounted on
+//! `<exec-root>/netns/<id[..12]>`, Docker's `SandboxKey`) holding one veth **endpoint** per
+//! network. Published ports and network isolation are nftables rules in barge's own table;
+//! names on user-defined networks are answered by the embedded DNS server at 127.0.0.11.
+//!
+//! Invariants:
+//! - State lives in two places: network definitions in `<data-root>/network/networks.json`
+//!   (survive reboots) and sandboxes in `<exec-root>/network/<container-id>.json` (exist only
+//!   while the container runs; `/run` is a tmpfs). Kernel state (links, netns files, rules) is
+//!   always derivable from them, so [`Networks::reconcile`] after a daemon crash deletes what
+//!   nobody needs and re-creates what is missing.
+//! - An address or host port is owned by exactly one sandbox; allocation happens under the
+//!   lock, kernel work outside it.
+//! - The nftables table is replaced as a whole, atomically, whenever what it derives from
+//!   changes ([`nft`]).
+//! - Namespace work runs on dedicated threads ([`link`]), never on the caller's thread.
+//!
+//! Spec references: Docker Engine API
+//! [Network](https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Network);
+//! Docker's [bridge driver](https://docs.docker.com/engine/network/drivers/bridge/).
+
+mod dns;
+mod error;
+pub mod ipam;
+mod link;
+mod nft;
+mod types;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ipnet::Ipv4Net;
+
+pub use dns::DNS_ADDR;
+pub use error::{ErrorKind, NetworkError};
+pub use types::*;
+
+/// Host ports picked for `-P` / `-p CONTAINER` come from here (Docker's range).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 49153..=65535;
+
+/// Where networking state lives and how the default bridge looks.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    /// Device of the default `bridge` network (Docker's `--bridge`; default `barge0`).
+    pub bridge: String,
+    /// Address/prefix of the default bridge (Docker's `--bip`, e.g. `10.87.0.1/16`); chosen
+    /// automatically (10.87.0.0/16, or a free subnet of `pool`) when unset.
+    pub bip: Option<Ipv4Net>,
+    /// Where user-defined networks without `--subnet` get a /24 (default `10.120.0.0/14`).
+    pub pool: Ipv4Net,
+    /// barge's nftables table (family `ip`).
+    pub table: String,
+}
+
+impl NetworkConfig {
+    /// Defaults for a daemon with these roots: bridge `barge0`, table `barge` for the default
+    /// exec root, or `barge-<hash of exec root>` so several daemons never share a table.
+    pub fn new(data_root: PathBuf, exec_root: PathBuf) -> Self {
+        let table = if exec_root == Path::new("/run/barge") {
+            "barge".to_string()
+        } else {
+            use sha2::Digest;
+            let h = sha2::Sha256::digest(exec_root.to_string_lossy().as_bytes());
+            format!("barge-{}", &hex(&h)[..8])
+        };
+        NetworkConfig {
+            data_root,
+            exec_root,
+            bridge: "barge0".into(),
+            bip: None,
+            pool: "10.120.0.0/14".parse().expect("valid pool"),
+            table,
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("random bytes");
+    hex(&b)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), NetworkError> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    r.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        NetworkError::io(format!("write {}", path.display()), e)
+    })
+}
+
+#[derive(Default)]
+struct Inner {
+    networks: BTreeMap<String, Network>,
+    sandboxes: BTreeMap<String, Sandbox>,
+    /// Bridges known to exist (created or checked by this process).
+    ensured: HashSet<String>,
+    /// The rules last applied (None = unknown: apply next time).
+    applied: Option<(Vec<nft::RuleNet>, Vec<nft::RulePort>)>,
+}
+
+/// Networks and container sandboxes. Cheap to share (`Arc`); every method is blocking.
+pub struct Networks {
+    cfg: NetworkConfig,
+    inner: Mutex<Inner>,
+    dns: dns::Dns,
+}
+
+/// The name and device of a network, for callers that only need to show it.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+impl Networks {
+    /// Loads network definitions and sandbox records, creating the predefined `bridge`,
+    /// `host` and `none` networks on first use. Does not touch the kernel: call
+    /// [`Networks::reconcile`] once the caller knows which containers run.
+    pub fn open(cfg: NetworkConfig) -> Result<Arc<Networks>, NetworkError> {
+        let net_dir = cfg.data_root.join("network");
+        let sb_dir = cfg.exec_root.join("network");
+        for d in [&net_dir, &sb_dir, &cfg.exec_root.join("netns")] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| NetworkError::io(format!("create {}", d.display()), e))?;
+        }
+        let mut inner = Inner::default();
+        let path = net_dir.join("networks.json");
+        if let Ok(data) = std::fs::read(&path) {
+            let list: Vec<Network> = serde_json::from_slice(&data).map_err(|e| {
+                NetworkError::io(
+                    format!("parse {}", path.display()),
+                    std::io::Error::other(e),
+                )
+            })?;
+            for n in list {
+                inner.networks.insert(n.id.clone(), n);
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(&sb_dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                    continue;
+                }
+                match std::fs::read(&p).map(|d| serde_json::from_slice::<Sandbox>(&d)) {
+                    Ok(Ok(sb)) => {
+                        inner.sandboxes.insert(sb.container_id.clone(), sb);
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(&p);
+                    }
+                }
+            }
+        }
+        let this = Networks {
+            cfg,
+            inner: Mutex::new(inner),
+            dns: dns::Dns::start(),
+        };
+        this.ensure_predefined()?;
+        Ok(Arc::new(this))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save_networks(&self, inner: &Inner) -> Result<(), NetworkError> {
+        let list: Vec<&Network> = inner.networks.values().collect();
+        let data = serde_json::to_vec_pretty(&list).expect("networks serialize");
+        write_atomic(&self.cfg.data_root.join("network/networks.json"), &data)
+    }
+
+    fn sandbox_path(&self, cid: &str) -> PathBuf {
+        self.cfg.exec_root.join("network").join(format!("{cid}.json"))
+    }
+
+    fn ensure_predefined(&self) -> Result<(), NetworkError> {
+        let mut inner = self.lock();
+        let mut changed = false;
+        for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "null")] {
+            if let Some(n) = inner.networks.values_mut().find(|n| n.name == name) {
+                if name == "bridge" {
+                    // `--bridge`/`--bip` may change between daemon runs.
+                    if n.bridge != self.cfg.bridge {
+                        n.bridge = self.cfg.bridge.clone();
+                        changed = true;
+                    }
+                    if let Some(bip) = self.cfg.bip {
+                        let ipam = Ipam {
+                            subnet: bip.trunc(),
+                            gateway: bip.addr(),
+                            ip_range: None,
+                            user_subnet: true,
+                        };
+                        if n.ipam.as_ref() != Some(&ipam) {
+                            n.ipam = Some(ipam);
+                            changed = true;
+                        }
+                    }
+                }
+                continue;
+            }
+            let ipam = (name == "bridge").then(|| self.default_bridge_ipam());
+            let mut options = BTreeMap::new();
+            if name == "bridge" {
+                options.insert(BRIDGE_NAME_OPTION.to_string(), self.cfg.bridge.clone());
+                options.insert(
+                    "com.docker.network.bridge.default_bridge".into(),
+                    "true".into(),
+                );
+            }
+            let n = Network {
+                id: random_hex(32),
+                name: name.into(),
+                driver: driver.into(),
+                created: now_rfc3339(),
+                internal: false,
+                attachable: false,
+                ipam,
+                options,
+                labels: BTreeMap::new(),
+                bridge: if name == "bridge" {
+                    self.cfg.bridge.clone()
+                } else {
+                    String::new()
+                },
+                dns: false,
+            };
+            inner.networks.insert(n.id.clone(), n);
+            changed = true;
+        }
+        if changed {
+            self.save_networks(&inner)?;
+        }
+        Ok(())
+    }
+
+    fn default_bridge_ipam(&self) -> Ipam {
+        if let Some(bip) = self.cfg.bip {
+            return Ipam {
+                subnet: bip.trunc(),
+                gateway: bip.addr(),
+                ip_range: None,
+                user_subnet: true,
+            };
+        }
+        let taken: Vec<Ipv4Net> = ipam::host_routes()
+            .into_iter()
+            .filter(|(i, _)| *i != self.cfg.bridge)
+            .map(|(_, n)| n)
+            .collect();
+        let preferred: Ipv4Net = "10.87.0.0/16".parse().expect("valid");
+        let subnet = if taken.iter().any(|t| ipam::overlaps(t, &preferred)) {
+            ipam::pick_subnet(self.cfg.pool, 24, &taken).unwrap_or(preferred)
+        } else {
+            preferred
+        };
+        Ipam {
+            subnet,
+            gateway: ipam::first_host(&subnet),
+            ip_range: None,
+            user_subnet: false,
+        }
+    }
+
+    fn find<'a>(inner: &'a Inner, name_or_id: &str) -> Result<&'a Network, NetworkError> {
+        if let Some(n) = inner.networks.get(name_or_id) {
+            return Ok(n);
+        }
+        if let Some(n) = inner.networks.values().find(|n| n.name == name_or_id) {
+            return Ok(n);
+        }
+        let m: Vec<&Network> = inner
+            .networks
+            .values()
+            .filter(|n| !name_or_id.is_empty() && n.id.starts_with(name_or_id))
+            .collect();
+        match m.len() {
+            1 => Ok(m[0]),
+            0 => Err(NetworkError::NotFound(name_or_id.to_string())),
+            _ => Err(NetworkError::invalid(
+                "network",
+                format!("network {name_or_id} is ambiguous ({} matches found based on ID prefix)", m.len()),
+            )),
+        }
+    }
+
+    /// All networks, sorted by name.
+    pub fn list(&self) -> Vec<Network> {
+        let mut v: Vec<Network> = self.lock().networks.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A network by name, full ID or unique ID prefix.
+    pub fn get(&self, name_or_id: &str) -> Result<Network, NetworkError> {
+        Self::find(&self.lock(), name_or_id).cloned()
+    }
+
+    /// IDs of the containers with an endpoint on network `id`, with the endpoint.
+    pub fn endpoints(&self, id: &str) -> Vec<(String, Endpoint)> {
+        let inner = self.lock();
+        inner
+            .sandboxes
+            .values()
+            .flat_map(|s| {
+                s.endpoints
+                    .iter()
+                    .filter(|e| e.network_id == id)
+                    .map(|e| (s.container_id.clone(), e.clone()))
+            })
+            .collect()
+    }
+
+    /// Creates a user-defined bridge network and its bridge device. Errors: bad name,
+    /// subnet, gateway or range (400); name in use or subnet overlapping another network (409).
+    pub fn create(&self, req: CreateRequest) -> Result<Network, NetworkError> {
+        if !valid_name(&req.name) {
+            return Err(NetworkError::invalid(
+                "name",
+                format!("invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", req.name),
+            ));
+        }
+        let driver = req.driver.clone().unwrap_or_else(|| "bridge".into());
+        if driver != "bridge" {
+            return Err(NetworkError::invalid(
+                "driver",
+                format!("plugin \"{driver}\" not found (barge supports the bridge driver)"),
+            ));
+        }
+        let subnet = req
+            .subnet
+            .as_deref()
+            .map(|s| ipam::parse_subnet("subnet", s))
+            .transpose()?;
+        let user_ipam = ipam::build(subnet, req.gateway.as_deref(), req.ip_range.as_deref())?;
+        let id = random_hex(32);
+        let bridge = match req.options.get(BRIDGE_NAME_OPTION) {
+            Some(b) => {
+                if b.is_empty() || b.len() > 15 || b.contains('/') || b.contains(char::is_whitespace) {
+                    return Err(NetworkError::invalid(
+                        BRIDGE_NAME_OPTION,
+                        format!("invalid interface name {b:?}"),
+                    ));
+                }
+                b.clone()
+            }
+            None => format!("br-{}", &id[..12]),
+        };
+        let net = {
+            let mut inner = self.lock();
+            if inner.networks.values().any(|n| n.name == req.name) {
+                return Err(NetworkError::NameInUse(req.name.clone()));
+            }
+            if inner.networks.values().any(|n| n.bridge == bridge) {
+                return Err(NetworkError::Conflict(format!(
+                    "bridge device {bridge} is used by another network"
+                )));
+            }
+            let ours: Vec<Ipv4Net> = inner
+                .networks
+                .values()
+                .filter_map(|n| n.ipam.as_ref().map(|i| i.subnet))
+                .collect();
+            let ipam = match user_ipam {
+                Some(i) => {
+                    if let Some(o) = ours.iter().find(|o| ipam::overlaps(o, &i.subnet)) {
+                        return Err(NetworkError::Conflict(format!(
+                            "invalid pool request: Pool overlaps with other one on this address space ({o})"
+                        )));
+                    }
+                    i
+                }
+                None => {
+                    let mut taken = ours;
+                    taken.extend(ipam::host_routes().into_iter().map(|(_, n)| n));
+                    let subnet = ipam::pick_subnet(self.cfg.pool, 24, &taken).ok_or_else(|| {
+                        NetworkError::Exhausted(format!(
+                            "address pool {} (all subnets in use)",
+                            self.cfg.pool
+                        ))
+                    })?;
+                    Ipam {
+                        subnet,
+                        gateway: ipam::first_host(&subnet),
+                        ip_range: None,
+                        user_subnet: false,
+                    }
+                }
+            };
+            let net = Network {
+                id: id.clone(),
+                name: req.name.clone(),
+                driver,
+                created: now_rfc3339(),
+                internal: req.internal,
+                attachable: req.attachable,
+                ipam: Some(ipam),
+                options: req.options.clone(),
+                labels: req.labels.clone(),
+                bridge,
+                dns: true,
+            };
+            inner.networks.insert(id.clone(), net.clone());
+            self.save_networks(&inner)?;
+            net
+        };
+        if let Err(e) = self.bring_up(&net) {
+            let mut inner = self.lock();
+            inner.networks.remove(&id);
+            let _ = self.save_networks(&inner);
+            drop(inner);
+            let _ = link::delete_link(&net.bridge);
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    /// Creates the bridge of `net` if needed and refreshes the rules.
+    fn bring_up(&self, net: &Network) -> Result<(), NetworkError> {
+        let Some(ipam) = &net.ipam else { return Ok(()) };
+        if self.lock().ensured.contains(&net.bridge) && link::link_exists(&net.bridge) {
+            return Ok(());
+        }
+        link::ensure_bridge(&net.bridge, ipam.gateway, ipam.subnet.prefix_len())?;
+        self.lock().ensured.insert(net.bridge.clone());
+        self.sync_rules(false)
+    }
+
+    /// Removes a user-defined network and its bridge. Errors: not found (404), predefined
+    /// (403), containers attached (409).
+    pub fn remove(&self, name_or_id: &str) -> Result<(), NetworkError> {
+        let net = {
+            let mut inner = self.lock();
+            let net = Self::find(&inner, name_or_id)?.clone();
+            if net.predefined() {
+                return Err(NetworkError::Predefined(net.name));
+            }
+            if inner
+                .sandboxes
+                .values()
+                .any(|s| s.endpoints.iter().any(|e| e.network_id == net.id))
+            {
+                return Err(NetworkError::InUse {
+                    name: net.name,
+                    id: net.id,
+                });
+            }
+            inner.networks.remove(&net.id);
+            inner.ensured.remove(&net.bridge);
+            self.save_networks(&inner)?;
+            net
+        };
+        link::delete_link(&net.bridge)?;
+        self.sync_rules(false)
+    }
+
+    /// Removes every user-defined network without endpoints whose ID is not in `keep`;
+    /// returns the removed names.
+    pub fn prune(&self, keep: &dyn Fn(&Network) -> bool) -> Vec<String> {
+        let candidates: Vec<Network> = {
+            let inner = self.lock();
+            inner
+                .networks
+                .values()
+                .filter(|n| !n.predefined())
+                .filter(|n| {
+                    !inner
+                        .sandboxes
+                        .values()
+                        .any(|s| s.endpoints.iter().any(|e| e.network_id == n.id))
+                })
+                .filter(|n| !keep(n))
+                .cloned()
+                .collect()
+        };
+        let mut out = Vec::new();
+        for n in candidates {
+            if self.remove(&n.id).is_ok() {
+                out.push(n.name);
+            }
+        }
+        out
+    }
+
+    /// The sandbox of a running container, if it has one.
+    pub fn sandbox(&self, container_id: &str) -> Option<Sandbox> {
+        self.lock().sandboxes.get(container_id).cloned()
+    }
+
+    /// Whether the container's sandbox uses the embedded DNS server.
+    pub fn uses_dns(&self, sb: &Sandbox) -> bool {
+        let inner = self.lock();
+        sb.endpoints.iter().any(|e| {
+            inner
+                .networks
+                .get(&e.network_id)
+                .map(|n| n.dns)
+                .unwrap_or(false)
+        })
+    }
+
+    fn used_ips(inner: &Inner, network_id: &str) -> HashSet<Ipv4Addr> {
+        inner
+            .sandboxes
+            .values()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.network_id == network_id)
+            .map(|e| e.ip)
+            .collect()
+    }
+
+    fn plan_endpoint(
+        inner: &Inner,
+        cid: &str,
+        name: &str,
+        req: &EndpointRequest,
+        index: usize,
+        extra_used: &HashSet<Ipv4Addr>,
+    ) -> Result<(Network, Endpoint), NetworkError> {
+        let net = Self::find(inner, &req.network)?.clone();
+        let Some(ipam) = &net.ipam else {
+            return Err(NetworkError::invalid(
+                "network",
+                format!("container cannot be connected to network {} (driver {})", net.name, net.driver),
+            ));
+        };
+        if !net.dns && !req.aliases.is_empty() {
+            return Err(NetworkError::invalid(
+                "network-alias",
+                "network-scoped aliases are only supported for user-defined networks",
+            ));
+        }
+        let mut used = Self::used_ips(inner, &net.id);
+        used.extend(extra_used.iter().copied());
+        let ip = ipam::allocate(ipam, &used, req.ipv4_address)?;
+        let mut dns_names = vec![name.to_ascii_lowercase(), cid[..12.min(cid.len())].to_string()];
+        for a in &req.aliases {
+            let a = a.to_ascii_lowercase();
+            if !dns_names.contains(&a) {
+                dns_names.push(a);
+            }
+        }
+        let r = random_hex(4);
+        Ok((
+            net.clone(),
+            Endpoint {
+                network_id: net.id.clone(),
+                network_name: net.name.clone(),
+                endpoint_id: random_hex(32),
+                ip,
+                prefix_len: ipam.subnet.prefix_len(),
+                gateway: (!net.internal).then_some(ipam.gateway),
+                mac: ipam::mac_string(&ipam::mac_for(ip)),
+                ifname: format!("eth{index}"),
+                host_ifname: format!("veth{}", &r[..7]),
+                aliases: req.aliases.clone(),
+                dns_names,
+            },
+        ))
+    }
+
+    fn port_free(proto: &str, ip: Ipv4Addr, port: u16) -> bool {
+        let addr = (ip, port);
+        match proto {
+            "udp" => std::net::UdpSocket::bind(addr).is_ok(),
+            _ => std::net::TcpListener::bind(addr).is_ok(),
+        }
+    }
+
+    fn plan_ports(
+        inner: &Inner,
+        ports: &[PortBinding],
+    ) -> Result<Vec<PortMapping>, NetworkError> {
+        let mut taken: Vec<(String, Ipv4Addr, u16)> = inner
+            .sandboxes
+            .values()
+            .flat_map(|s| s.ports.iter())
+            .map(|p| (p.proto.clone(), p.host_ip, p.host_port))
+            .collect();
+        let mut out = Vec::new();
+        for b in ports {
+            let proto = if b.proto.is_empty() { "tcp".to_string() } else { b.proto.to_ascii_lowercase() };
+            if proto != "tcp" && proto != "udp" {
+                return Err(NetworkError::invalid("publish", format!("invalid proto: {}", b.proto)));
+            }
+            let host_ip: Ipv4Addr = if b.host_ip.is_empty() {
+                Ipv4Addr::UNSPECIFIED
+            } else {
+                b.host_ip.parse().map_err(|_| {
+                    NetworkError::invalid("publish", format!("invalid IP address: {}", b.host_ip))
+                })?
+            };
+            let clash = |taken: &[(String, Ipv4Addr, u16)], port: u16| {
+                taken.iter().any(|(p, ip, hp)| {
+                    *p == proto
+                        && *hp == port
+                        && (ip.is_unspecified() || host_ip.is_unspecified() || *ip == host_ip)
+                })
+            };
+            let (lo, hi, explicit) = match b.host_port.as_str() {
+                "" | "0" => (*EPHEMERAL.start(), *EPHEMERAL.end(), false),
+                s => {
+                    let parse = |x: &str| {
+                        x.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                            NetworkError::invalid("publish", format!("invalid hostPort: {s}"))
+                        })
+                    };
+                    match s.split_once('-') {
+                        Some((a, z)) => {
+                            let (a, z) = (parse(a)?, parse(z)?);
+                            if a > z {
+                                return Err(NetworkError::invalid(
+                                    "publish",
+                                    format!("invalid hostPort: {s}"),
+                                ));
+                            }
+                            (a, z, a == z)
+                        }
+                        None => {
+                            let p = parse(s)?;
+                            (p, p, true)
+                        }
+                    }
+                }
+            };
+            let port = if explicit {
+                if clash(&taken, lo) {
+                    return Err(NetworkError::Conflict(format!(
+                        "Bind for {host_ip}:{lo} failed: port is already allocated"
+                    )));
+                }
+                if !Self::port_free(&proto, host_ip, lo) {
+                    return Err(NetworkError::Conflict(format!(
+                        "driver failed programming external connectivity: listen {proto}4 {host_ip}:{lo}: bind: address already in use"
+                    )));
+                }
+                lo
+            } else {
+                let span = (hi - lo) as u32 + 1;
+                let mut r = [0u8; 4];
+                getrandom::fill(&mut r).expect("random bytes");
+                let start = u32::from_le_bytes(r) % span;
+                (0..span)
+                    .map(|i| lo + ((start + i) % span) as u16)
+                    .find(|p| !clash(&taken, *p) && Self::port_free(&proto, host_ip, *p))
+                    .ok_or_else(|| {
+                        NetworkError::Conflict(format!(
+                            "no free host port in {lo}-{hi} for {}/{proto}",
+                            b.container_port
+                        ))
+                    })?
+            };
+            taken.push((proto.clone(), host_ip, port));
+            out.push(PortMapping {
+                container_port: b.container_port,
+                proto,
+                host_ip,
+                host_port: port,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates a container's sandbox: a new network namespace with one endpoint per requested
+    /// network (in order: `eth0`, `eth1`, ...; the default route goes through the first
+    /// non-internal one), the published ports, and the DNS server if a user-defined network is
+    /// among them. Errors leave nothing behind.
+    pub fn setup(&self, req: &SandboxRequest) -> Result<Sandbox, NetworkError> {
+        let cid = &req.container_id;
+        if req.networks.is_empty() {
+            return Err(NetworkError::invalid("network", "no network to connect to"));
+        }
+        let netns = self.cfg.exec_root.join("netns").join(&cid[..12.min(cid.len())]);
+        let (sb, nets) = {
+            let mut inner = self.lock();
+            if inner.sandboxes.contains_key(cid) {
+                return Err(NetworkError::Conflict(format!(
+                    "container {cid} already has a network sandbox"
+                )));
+            }
+            let mut endpoints: Vec<Endpoint> = Vec::new();
+            let mut nets = Vec::new();
+            for (i, r) in req.networks.iter().enumerate() {
+                let used: HashSet<Ipv4Addr> = endpoints.iter().map(|e| e.ip).collect();
+                let (net, mut ep) = Self::plan_endpoint(&inner, cid, &req.name, r, i, &used)?;
+                if endpoints.iter().any(|e| e.network_id == net.id) {
+                    return Err(NetworkError::invalid(
+                        "network",
+                        format!("container is already connected to network {}", net.name),
+                    ));
+                }
+                if endpoints.iter().any(|e| e.gateway.is_some()) {
+                    // Only one default route.
+                    ep.gateway = ep.gateway.filter(|_| false);
+                    ep.gateway = None;
+                }
+                endpoints.push(ep);
+                nets.push(net);
+            }
+            let ports = Self::plan_ports(&inner, &req.ports)?;
+            let sb = Sandbox {
+                container_id: cid.clone(),
+                netns: netns.clone(),
+                endpoints,
+                ports,
+            };
+            // Reserve addresses and ports now; kernel work happens unlocked.
+            inner.sandboxes.insert(cid.clone(), sb.clone());
+            (sb, nets)
+        };
+        match self.build_sandbox(&sb, &nets) {
+            Ok(()) => Ok(sb),
+            Err(e) => {
+                self.teardown(cid);
+                Err(e)
+            }
+        }
+    }
+
+    /// The gateway of an endpoint as configured in the kernel (internal networks: none;
+    /// only the first endpoint with a gateway gets the default route).
+    fn build_sandbox(&self, sb: &Sandbox, nets: &[Network]) -> Result<(), NetworkError> {
+        for n in nets {
+            self.bring_up(n)?;
+        }
+        link::create_netns(&sb.netns)?;
+        for ep in &sb.endpoints {
+            let bridge = nets
+                .iter()
+                .find(|n| n.id == ep.network_id)
+                .map(|n| n.bridge.as_str())
+                .unwrap_or_default();
+            link::attach_veth(
+                &sb.netns,
+                &link::Veth {
+                    bridge,
+                    host_ifname: &ep.host_ifname,
+                    peer_tmp: &format!("vp{}", &ep.host_ifname[4..]),
+                    ifname: &ep.ifname,
+                    mac: ipam::mac_for(ep.ip),
+                    ip: ep.ip,
+                    prefix: ep.prefix_len,
+                    gateway: ep.gateway,
+                },
+            )?;
+        }
+        if nets.iter().any(|n| n.dns) {
+            let (udp, tcp) = link::dns_sockets(&sb.netns)?;
+            self.dns.add(&sb.container_id, udp, tcp);
+        }
+        let data = serde_json::to_vec_pretty(sb).expect("sandbox serializes");
+        write_atomic(&self.sandbox_path(&sb.container_id), &data)?;
+        self.refresh_dns();
+        if !sb.ports.is_empty() {
+            self.sync_rules(false)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a container's sandbox: endpoints, namespace, published ports, DNS names.
+    /// Idempotent; never fails (problems are logged).
+    pub fn teardown(&self, container_id: &str) {
+        let sb = self.lock().sandboxes.remove(container_id);
+        let netns = self
+            .cfg
+            .exec_root
+            .join("netns")
+            .join(&container_id[..12.min(container_id.len())]);
+        self.dns.remove(container_id);
+        if let Some(sb) = &sb {
+            for ep in &sb.endpoints {
+                if let Err(e) = link::delete_link(&ep.host_ifname) {
+                    tracing::warn!("teardown {container_id}: {e}");
+                }
+            }
+        }
+        link::remove_netns(&netns);
+        let _ = std::fs::remove_file(self.sandbox_path(container_id));
+        if let Some(sb) = sb {
+            self.refresh_dns();
+            if !sb.ports.is_empty() {
+                if let Err(e) = self.sync_rules(false) {
+                    tracing::warn!("teardown {container_id}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Connects a running container (one with a sandbox) to another network.
+    pub fn connect(&self, container_id: &str, name: &str, req: &EndpointRequest) -> Result<Endpoint, NetworkError> {
+        let (sb, net, ep) = {
+            let mut inner = self.lock();
+            let Some(sb) = inner.sandboxes.get(container_id).cloned() else {
+                return Err(NetworkError::Conflict(format!(
+                    "container {container_id} has no network sandbox"
+                )));
+            };
+            let net = Self::find(&inner, &req.network)?.clone();
+            if sb.endpoints.iter().any(|e| e.network_id == net.id) {
+                return Err(NetworkError::Conflict(format!(
+                    "endpoint with name {name} already exists in network {}",
+                    net.name
+                )));
+            }
+            let idx = (0..)
+                .find(|i| !sb.endpoints.iter().any(|e| e.ifname == format!("eth{i}")))
+                .unwrap_or(0);
+            let (net, mut ep) =
+                Self::plan_endpoint(&inner, container_id, name, req, idx, &HashSet::new())?;
+            if sb.endpoints.iter().any(|e| e.gateway.is_some()) {
+                ep.gateway = None;
+            }
+            let mut sb2 = sb.clone();
+            sb2.endpoints.push(ep.clone());
+            inner.sandboxes.insert(container_id.to_string(), sb2);
+            (sb, net, ep)
+        };
+        let r = (|| {
+            self.bring_up(&net)?;
+            link::attach_veth(
+                &sb.netns,
+                &link::Veth {
+                    bridge: &net.bridge,
+                    host_ifname: &ep.host_ifname,
+                    peer_tmp: &format!("vp{}", &ep.host_ifname[4..]),
+                    ifname: &ep.ifname,
+                    mac: ipam::mac_for(ep.ip),
+                    ip: ep.ip,
+                    prefix: ep.prefix_len,
+                    gateway: ep.gateway,
+                },
+            )?;
+            if net.dns && !self.uses_dns(&sb) {
+                let (udp, tcp) = link::dns_sockets(&sb.netns)?;
+                self.dns.add(container_id, udp, tcp);
+            }
+            Ok(())
+        })();
+        let mut inner = self.lock();
+        match r {
+            Ok(()) => {
+                if let Some(s) = inner.sandboxes.get(container_id) {
+                    let data = serde_json::to_vec_pretty(s).expect("sandbox serializes");
+                    write_atomic(&self.sandbox_path(container_id), &data)?;
+                }
+                drop(inner);
+                self.refresh_dns();
+                Ok(ep)
+            }
+            Err(e) => {
+                inner.sandboxes.insert(container_id.to_string(), sb);
+                Err(e)
+            }
+        }
+    }
+
+    /// Disconnects a running container from a network.
+    pub fn disconnect(&self, container_id: &str, network: &str) -> Result<(), NetworkError> {
+        let (sb, ep) = {
+            let mut inner = self.lock();
+            let net = Self::find(&inner, network)?.clone();
+            let Some(sb) = inner.sandboxes.get_mut(container_id) else {
+                return Err(NetworkError::Conflict(format!(
+                    "container {container_id} is not connected to network {}",
+                    net.name
+                )));
+            };
+            let Some(pos) = sb.endpoints.iter().position(|e| e.network_id == net.id) else {
+                return Err(NetworkError::Conflict(format!(
+                    "container {container_id} is not connected to network {}",
+                    net.name
+                )));
+            };
+            let ep = sb.endpoints.remove(pos);
+            let sb = sb.clone();
+            let data = serde_json::to_vec_pretty(&sb).expect("sandbox serializes");
+            write_atomic(&self.sandbox_path(container_id), &data)?;
+            (sb, ep)
+        };
+        let _ = link::delete_in_netns(&sb.netns, &ep.ifname);
+        let _ = link::delete_link(&ep.host_ifname);
+        if !self.uses_dns(&sb) {
+            self.dns.remove(container_id);
+        }
+        self.refresh_dns();
+        if !sb.ports.is_empty() {
+            self.sync_rules(false)?;
+        }
+        Ok(())
+    }
+
+    fn refresh_dns(&self) {
+        let inner = self.lock();
+        let mut t = dns::Table::default();
+        for sb in inner.sandboxes.values() {
+            let mut nets = Vec::new();
+            for ep in &sb.endpoints {
+                let Some(n) = inner.networks.get(&ep.network_id) else { continue };
+                if !n.dns {
+                    continue;
+                }
+                nets.push(n.id.clone());
+                let names = t.names.entry(n.id.clone()).or_default();
+                for name in &ep.dns_names {
+                    let v = names.entry(name.clone()).or_default();
+                    if !v.contains(&ep.ip) {
+                        v.push(ep.ip);
+                    }
+                }
+            }
+            if !nets.is_empty() {
+                t.sandboxes.insert(sb.container_id.clone(), nets);
+            }
+        }
+        drop(inner);
+        *self.dns.table.write().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    fn desired_rules(inner: &Inner) -> (Vec<nft::RuleNet>, Vec<nft::RulePort>) {
+        let nets: Vec<nft::RuleNet> = inner
+            .networks
+            .values()
+            .filter(|n| inner.ensured.contains(&n.bridge))
+            .filter_map(|n| {
+                n.ipam.as_ref().map(|i| nft::RuleNet {
+                    bridge: n.bridge.clone(),
+                    subnet: i.subnet,
+                    internal: n.internal,
+                })
+            })
+            .collect();
+        let mut ports = Vec::new();
+        for sb in inner.sandboxes.values() {
+            let Some(ep) = sb.endpoints.first() else { continue };
+            for p in &sb.ports {
+                ports.push(nft::RulePort {
+                    proto: p.proto.clone(),
+                    host_ip: p.host_ip,
+                    host_port: p.host_port,
+                    container_ip: ep.ip,
+                    container_port: p.container_port,
+                });
+            }
+        }
+        (nets, ports)
+    }
+
+    /// Applies the rules if they differ from what was applied last (always with `force`).
+    fn sync_rules(&self, force: bool) -> Result<(), NetworkError> {
+        let mut inner = self.lock();
+        let want = Self::desired_rules(&inner);
+        if !force && inner.applied.as_ref() == Some(&want) {
+            return Ok(());
+        }
+        // Applying under the lock keeps concurrent changes in order.
+        nft::apply(&self.cfg.table, &want.0, &want.1)?;
+        inner.applied = Some(want);
+        Ok(())
+    }
+
+    /// Brings kernel state in line with the records after a daemon (re)start: sandboxes of
+    /// containers not in `running` are torn down; the DNS server is restarted for the others;
+    /// bridges of every bridge network in use exist; links on barge bridges and namespace
+    /// files nobody owns are deleted; the rules are re-applied.
+    pub fn reconcile(&self, running: &HashSet<String>) {
+        let stale: Vec<String> = self
+            .lock()
+            .sandboxes
+            .keys()
+            .filter(|id| !running.contains(*id))
+            .cloned()
+            .collect();
+        for id in stale {
+            self.teardown(&id);
+        }
+        let (sandboxes, networks): (Vec<Sandbox>, Vec<Network>) = {
+            let inner = self.lock();
+            (
+                inner.sandboxes.values().cloned().collect(),
+                inner.networks.values().cloned().collect(),
+            )
+        };
+        for n in &networks {
+            let in_use = sandboxes
+                .iter()
+                .any(|s| s.endpoints.iter().any(|e| e.network_id == n.id));
+            // User-defined networks always have their bridge (as Docker); the default one
+            // only while used.
+            if n.ipam.is_some() && (in_use || n.dns || link::link_exists(&n.bridge)) {
+                if let Err(e) = self.bring_up(n) {
+                    tracing::warn!("network {}: {e}", n.name);
+                }
+            }
+            let owned: HashSet<&str> = sandboxes
+                .iter()
+                .flat_map(|s| s.endpoints.iter().map(|e| e.host_ifname.as_str()))
+                .collect();
+            for port in link::bridge_ports(&n.bridge) {
+                if !owned.contains(port.as_str()) {
+                    tracing::info!("removing stale link {port} from {}", n.bridge);
+                    let _ = link::delete_link(&port);
+                }
+            }
+        }
+        for sb in &sandboxes {
+            if self.uses_dns(sb) {
+                match link::dns_sockets(&sb.netns) {
+                    Ok((udp, tcp)) => self.dns.add(&sb.container_id, udp, tcp),
+                    Err(e) => tracing::warn!("dns for {}: {e}", sb.container_id),
+                }
+            }
+        }
+        let keep: HashSet<PathBuf> = sandboxes.iter().map(|s| s.netns.clone()).collect();
+        if let Ok(rd) = std::fs::read_dir(self.cfg.exec_root.join("netns")) {
+            for e in rd.flatten() {
+                if !keep.contains(&e.path()) {
+                    link::remove_netns(&e.path());
+                }
+            }
+        }
+        self.refresh_dns();
+        if let Err(e) = self.sync_rules(true) {
+            tracing::warn!("network rules: {e}");
+        }
+    }
+
+    /// Daemon shutdown: with no sandbox left, removes every bridge and the rules table, so a
+    /// stopped daemon leaves nothing of barge's in the kernel. Running containers keep theirs.
+    pub fn shutdown(&self) {
+        let inner = self.lock();
+        if !inner.sandboxes.is_empty() {
+            return;
+        }
+        let bridges: Vec<String> = inner
+            .networks
+            .values()
+            .filter(|n| n.ipam.is_some())
+            .map(|n| n.bridge.clone())
+            .collect();
+        drop(inner);
+        for b in bridges {
+            if link::link_exists(&b) {
+                let _ = link::delete_link(&b);
+            }
+        }
+        let _ = nft::delete(&self.cfg.table);
+        let mut inner = self.lock();
+        inner.ensured.clear();
+        inner.applied = None;
+    }
+
+    /// The daemon's table name (for diagnostics and tests).
+    pub fn table(&self) -> &str {
+        &self.cfg.table
+    }
+
+    /// Counts of containers per network ID.
+    pub fn usage(&self) -> HashMap<String, usize> {
+        let inner = self.lock();
+        let mut m = HashMap::new();
+        for sb in inner.sandboxes.values() {
+            for e in &sb.endpoints {
+                *m.entry(e.network_id.clone()).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+}

@@ -1,0 +1,155 @@
+//! Engine-level network types (persisted as JSON). Field meanings follow Docker's
+//! [Network](https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Network) and
+//! [EndpointSettings](https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Network/operation/NetworkConnect);
+//! the daemon converts them to the wire shapes.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Docker's option naming the bridge device of a network.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// A network: one of the predefined `bridge`, `host`, `none`, or a user-defined bridge network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Network {
+    /// 64 hex chars.
+    pub id: String,
+    pub name: String,
+    /// `bridge`, `host` or `null`.
+    pub driver: String,
+    /// RFC 3339 nano.
+    pub created: String,
+    /// No route out of the network (`--internal`).
+    pub internal: bool,
+    pub attachable: bool,
+    /// IPv4 subnet, gateway and allocation range (`bridge` driver only).
+    pub ipam: Option<Ipam>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// The Linux bridge device (`bridge` driver only).
+    pub bridge: String,
+    /// User-defined networks get the embedded DNS server (names and aliases of containers).
+    pub dns: bool,
+}
+
+impl Network {
+    /// Predefined networks (`bridge`, `host`, `none`) cannot be removed.
+    pub fn predefined(&self) -> bool {
+        matches!(self.name.as_str(), "bridge" | "host" | "none")
+    }
+}
+
+/// IPv4 address management of a bridge network (Docker's `IPAM.Config[0]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ipam {
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// Dynamic allocations come from here (`--ip-range`); the whole subnet if unset.
+    pub ip_range: Option<Ipv4Net>,
+    /// Whether the user chose the subnet (Docker only allows `--ip` then; barge allows it always).
+    pub user_subnet: bool,
+}
+
+/// What `network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: String,
+    /// `bridge` (default); `host`/`null` cannot be created.
+    pub driver: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub attachable: bool,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// One network a container joins (Docker's `EndpointSettings` input).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct EndpointRequest {
+    /// Network name or ID.
+    pub network: String,
+    pub aliases: Vec<String>,
+    /// Static address (`--ip`).
+    pub ipv4_address: Option<Ipv4Addr>,
+}
+
+/// A published port as asked: Docker's `PortBindings` entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortBinding {
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Empty = every address of the host.
+    pub host_ip: String,
+    /// `""` (random), `"18080"` or a range `"18080-18090"` (first free one).
+    pub host_port: String,
+}
+
+/// A published port once allocated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortMapping {
+    pub container_port: u16,
+    pub proto: String,
+    /// `0.0.0.0` for every address.
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+}
+
+/// What a container's network sandbox should hold.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxRequest {
+    /// 64 hex chars.
+    pub container_id: String,
+    /// Container name, resolvable on user-defined networks.
+    pub name: String,
+    pub networks: Vec<EndpointRequest>,
+    pub ports: Vec<PortBinding>,
+}
+
+/// A container's attachment to one network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub network_id: String,
+    pub network_name: String,
+    /// 64 hex chars.
+    pub endpoint_id: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Unset on internal networks (no default route).
+    pub gateway: Option<Ipv4Addr>,
+    /// `02:42:...` as Docker derives it from the address.
+    pub mac: String,
+    /// Interface name inside the container (`eth0`, `eth1`, ...).
+    pub ifname: String,
+    /// Host side of the veth pair.
+    pub host_ifname: String,
+    pub aliases: Vec<String>,
+    /// Names the embedded DNS server answers with this address (name, aliases, short ID).
+    pub dns_names: Vec<String>,
+}
+
+/// A container's network namespace and what is configured in it. Persisted in
+/// `<exec-root>/network/sandboxes/<container-id>.json` while the container runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sandbox {
+    pub container_id: String,
+    /// Bind-mounted network namespace (`<exec-root>/netns/<id[..12]>`), Docker's `SandboxKey`.
+    pub netns: PathBuf,
+    pub endpoints: Vec<Endpoint>,
+    pub ports: Vec<PortMapping>,
+}
+
+impl Sandbox {
+    /// Whether the container should use the embedded DNS server (`nameserver 127.0.0.11`).
+    pub fn uses_dns(&self, networks: &[Network]) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| networks.iter().any(|n| n.id == e.network_id && n.dns))
+    }
+}

@@ -1,0 +1,265 @@
+//! Integration tests on the real kernel (root): bridges, namespaces, veths, published ports,
+//! isolation and the DNS server. Each test uses its own bridge names, table and roots, and
+//! removes everything it made.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use barge_network::*;
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    nets: std::sync::Arc<Networks>,
+    bridge: String,
+}
+
+fn env(tag: &str, subnet: &str) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NetworkConfig::new(dir.path().join("data"), dir.path().join("exec"));
+    cfg.bridge = format!("bnt{tag}{}", std::process::id() % 10000);
+    cfg.bip = Some(subnet.parse().unwrap());
+    let bridge = cfg.bridge.clone();
+    let nets = Networks::open(cfg).unwrap();
+    nets.reconcile(&HashSet::new());
+    Env { dir, nets, bridge }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for sb in self.nets.list() {
+            let _ = sb;
+        }
+        let ids: Vec<String> = std::fs::read_dir(self.dir.path().join("exec/network"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        e.path()
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            self.nets.teardown(&id);
+        }
+        for n in self.nets.list() {
+            if !n.predefined() {
+                let _ = self.nets.remove(&n.id);
+            }
+        }
+        self.nets.shutdown();
+    }
+}
+
+/// Runs `f` on a thread inside the namespace at `netns`.
+fn in_ns<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = File::open(netns).unwrap();
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn cid(n: u8) -> String {
+    format!("{n:02x}{:062x}", std::process::id())
+}
+
+fn serve_once(netns: &Path, port: u16, reply: &'static [u8]) -> std::thread::JoinHandle<()> {
+    let l = in_ns(netns, || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    std::thread::spawn(move || {
+        l.set_nonblocking(false).unwrap();
+        if let Ok((mut s, _)) = l.accept() {
+            let _ = s.write_all(reply);
+        }
+    })
+}
+
+fn fetch(addr: (Ipv4Addr, u16)) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn bridge_endpoint_ports_and_cleanup() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let e = env("a", "10.251.7.1/24");
+    let id = cid(1);
+    let sb = e
+        .nets
+        .setup(&SandboxRequest {
+            container_id: id.clone(),
+            name: "web".into(),
+            networks: vec![EndpointRequest {
+                network: "bridge".into(),
+                ..Default::default()
+            }],
+            ports: vec![PortBinding {
+                container_port: 8080,
+                proto: "tcp".into(),
+                host_ip: String::new(),
+                host_port: String::new(),
+            }],
+        })
+        .unwrap();
+    let ep = &sb.endpoints[0];
+    assert_eq!(ep.ip, "10.251.7.2".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(ep.gateway, Some("10.251.7.1".parse().unwrap()));
+    assert!(Path::new(&format!("/sys/class/net/{}/brif/{}", e.bridge, ep.host_ifname)).exists());
+    let host_port = sb.ports[0].host_port;
+    assert!((49153..=65535).contains(&host_port));
+    // Direct to the container's address, then through the published port on 127.0.0.1.
+    let t = serve_once(&sb.netns, 8080, b"direct");
+    assert_eq!(fetch((ep.ip, 8080)).unwrap(), "direct");
+    t.join().unwrap();
+    let t = serve_once(&sb.netns, 8080, b"published");
+    assert_eq!(fetch((Ipv4Addr::LOCALHOST, host_port)).unwrap(), "published");
+    t.join().unwrap();
+    let rules = String::from_utf8(
+        Command::new("nft")
+            .args(["list", "table", "ip", e.nets.table()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(rules.contains(&format!("dport {host_port} dnat to 10.251.7.2:8080")), "{rules}");
+    e.nets.teardown(&id);
+    assert!(!Path::new(&format!("/sys/class/net/{}", ep.host_ifname)).exists());
+    assert!(!sb.netns.exists());
+    let rules = String::from_utf8(
+        Command::new("nft")
+            .args(["list", "table", "ip", e.nets.table()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!rules.contains("dnat to"), "{rules}");
+    let table = e.nets.table().to_string();
+    let bridge = e.bridge.clone();
+    drop(e);
+    assert!(!Path::new(&format!("/sys/class/net/{bridge}")).exists());
+    let out = Command::new("nft").args(["list", "table", "ip", &table]).output().unwrap();
+    assert!(!out.status.success(), "table {table} left behind");
+}
+
+#[test]
+fn user_networks_dns_and_isolation() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let e = env("b", "10.251.8.1/24");
+    let n1 = e
+        .nets
+        .create(CreateRequest {
+            name: format!("front{}", std::process::id()),
+            subnet: Some("10.251.9.0/24".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let n2 = e
+        .nets
+        .create(CreateRequest {
+            name: format!("back{}", std::process::id()),
+            subnet: Some("10.251.10.0/24".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let join = |n: u8, name: &str, net: &Network, aliases: Vec<String>| {
+        e.nets
+            .setup(&SandboxRequest {
+                container_id: cid(n),
+                name: name.into(),
+                networks: vec![EndpointRequest {
+                    network: net.name.clone(),
+                    aliases,
+                    ipv4_address: None,
+                }],
+                ports: vec![],
+            })
+            .unwrap()
+    };
+    let api = join(2, "api", &n1, vec!["backend".into()]);
+    let client = join(3, "client", &n1, vec![]);
+    let other = join(4, "other", &n2, vec![]);
+    let query = |sb: &Sandbox, name: &str| -> Vec<Ipv4Addr> {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{Name, RData, RecordType};
+        let mut m = Message::new(1, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let q = m.to_vec().unwrap();
+        in_ns(&sb.netns, || {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.send_to(&q, (DNS_ADDR, 53)).unwrap();
+            let mut buf = [0u8; 1500];
+            let n = s.recv(&mut buf).unwrap();
+            Message::from_vec(&buf[..n])
+                .unwrap()
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect()
+        })
+    };
+    let api_ip = api.endpoints[0].ip;
+    assert_eq!(query(&client, "api"), vec![api_ip]);
+    assert_eq!(query(&client, "backend"), vec![api_ip]);
+    assert_eq!(query(&client, &api.container_id[..12]), vec![api_ip]);
+    assert!(query(&other, "api").is_empty(), "name leaked across networks");
+    // Same network: reachable. Other network: not, in either direction.
+    let t = serve_once(&api.netns, 8080, b"hello");
+    let got = in_ns(&client.netns, || fetch((api_ip, 8080)));
+    assert_eq!(got.unwrap(), "hello");
+    t.join().unwrap();
+    let _t = serve_once(&api.netns, 8081, b"leak");
+    assert!(in_ns(&other.netns, || fetch((api_ip, 8081))).is_err());
+    let other_ip = other.endpoints[0].ip;
+    let _t2 = serve_once(&other.netns, 8082, b"leak");
+    assert!(in_ns(&client.netns, || fetch((other_ip, 8082))).is_err());
+    // A network with endpoints cannot be removed.
+    assert!(matches!(e.nets.remove(&n1.id), Err(NetworkError::InUse { .. })));
+    // After a "daemon restart" (new instance on the same roots), reconcile keeps what runs
+    // and the DNS server answers again.
+    let cfg_dir = e.dir.path().to_path_buf();
+    let mut cfg = NetworkConfig::new(cfg_dir.join("data"), cfg_dir.join("exec"));
+    cfg.bridge = e.bridge.clone();
+    cfg.bip = Some("10.251.8.1/24".parse().unwrap());
+    let again = Networks::open(cfg).unwrap();
+    let running: HashSet<String> = [cid(2), cid(3)].into_iter().collect();
+    again.reconcile(&running);
+    assert!(again.sandbox(&cid(4)).is_none());
+    assert!(!other.netns.exists());
+    assert_eq!(query(&client, "api"), vec![api_ip]);
+    for id in [cid(2), cid(3)] {
+        again.teardown(&id);
+    }
+    // The first instance forgets them too (the Env drop removes networks and bridges).
+    for id in [cid(2), cid(3), cid(4)] {
+        e.nets.teardown(&id);
+    }
+}
