@@ -86,6 +86,9 @@ pub struct Containers {
     inner: Mutex<Inner>,
     pub(crate) cond: Condvar,
     pub(crate) me: Weak<Containers>,
+    /// Bridge networking (set once by [`Containers::attach_networks`]); without it, every
+    /// network mode but `host` and `container:` behaves as `none`.
+    pub(crate) networks: std::sync::OnceLock<Arc<barge_network::Networks>>,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
@@ -426,11 +429,20 @@ pub(crate) fn resolve_config(
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| id[..12].to_string()),
         labels,
-        exposed_ports: image
-            .exposed_ports
-            .as_ref()
-            .map(|p| p.keys().cloned().collect())
-            .unwrap_or_default(),
+        exposed_ports: {
+            let mut ports: Vec<String> = image
+                .exposed_ports
+                .as_ref()
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            for p in &opts.exposed_ports {
+                let p = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
+                if !ports.contains(&p) {
+                    ports.push(p);
+                }
+            }
+            ports
+        },
         stop_signal: opts
             .stop_signal
             .clone()
@@ -555,30 +567,6 @@ fn cgroup_procs(id: &str) -> Vec<i64> {
     Vec::new()
 }
 
-fn resolv_conf(host_network: bool) -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if host_network {
-        return host;
-    }
-    let mut out = String::new();
-    let mut has_ns = false;
-    for line in host.lines() {
-        let t = line.trim();
-        if let Some(ns) = t.strip_prefix("nameserver") {
-            let ns = ns.trim();
-            if ns.starts_with("127.") || ns == "::1" {
-                continue;
-            }
-            has_ns = true;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if !has_ns {
-        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
-    }
-    out
-}
 
 impl Containers {
     /// Loads records and reconciles them with reality: a `running` container whose monitor is
@@ -653,6 +641,7 @@ impl Containers {
             inner: Mutex::new(inner),
             cond: Condvar::new(),
             me: me.clone(),
+            networks: std::sync::OnceLock::new(),
         });
         for id in running {
             match UnixStream::connect(this.control_socket(&id)) {
@@ -675,6 +664,37 @@ impl Containers {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives the engine its networking and reconciles it with the containers that run:
+    /// sandboxes of containers that are gone are torn down, the others are kept (see
+    /// [`barge_network::Networks::reconcile`]). Call once, right after [`Containers::open`].
+    pub fn attach_networks(&self, networks: Arc<barge_network::Networks>) {
+        let running: HashSet<String> = self
+            .lock()
+            .containers
+            .values()
+            .filter(|c| {
+                matches!(
+                    c.state.status,
+                    Status::Running | Status::Paused | Status::Restarting
+                )
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        networks.reconcile(&running);
+        let _ = self.networks.set(networks);
+    }
+
+    /// The engine's networking, if attached.
+    pub fn networks(&self) -> Option<&Arc<barge_network::Networks>> {
+        self.networks.get()
+    }
+
+    fn teardown_network(&self, id: &str) {
+        if let Some(n) = self.networks.get() {
+            n.teardown(id);
+        }
     }
 
     fn container_dir(&self, id: &str) -> PathBuf {
@@ -786,6 +806,22 @@ impl Containers {
                         field: "log-opt".into(),
                         reason: format!("unknown log opt '{k}' for {log_type} log driver"),
                     })
+                }
+            }
+        }
+        if let Some(nets) = self.networks.get() {
+            if let crate::net::Mode::Bridge(eps) = crate::net::mode(&opts.host) {
+                for ep in &eps {
+                    let n = nets.get(&ep.network)?;
+                    if n.driver != "bridge" {
+                        return Err(ContainerError::InvalidOption {
+                            field: "network".into(),
+                            reason: format!(
+                                "container cannot be connected to network {} together with others",
+                                n.name
+                            ),
+                        });
+                    }
                 }
             }
         }
@@ -1281,6 +1317,9 @@ impl Containers {
             c
         };
         let res = self.start_inner(&c, expected_attaches, on_ready);
+        if res.is_err() {
+            self.teardown_network(&c.id);
+        }
         self.lock().starting.remove(&c.id);
         self.cond.notify_all();
         res
@@ -1288,6 +1327,7 @@ impl Containers {
 
     fn start_failed(&self, c: &Container, message: String) -> ContainerError {
         let code = crate::monitor::start_failure_exit_code(&message);
+        self.teardown_network(&c.id);
         unmount(&self.container_dir(&c.id).join("rootfs"));
         self.unmount_volumes(c);
         let mut inner = self.lock();
@@ -1328,6 +1368,20 @@ impl Containers {
             Err(msg) => return Err(self.start_failed(c, msg)),
         };
         let host_net = host.network_mode == "host";
+        let sandbox = match (self.networks.get(), crate::net::sandbox_request(c)) {
+            (Some(nets), Some(req)) => match nets.setup(&req) {
+                Ok(sb) => Some(sb),
+                Err(e) => {
+                    unmount(&rootfs);
+                    return Err(e.into());
+                }
+            },
+            _ => None,
+        };
+        let embedded_dns = match (&sandbox, self.networks.get()) {
+            (Some(sb), Some(nets)) => nets.uses_dns(sb),
+            _ => false,
+        };
         let hostname = if host_net {
             nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
@@ -1347,13 +1401,13 @@ impl Containers {
                 if host_net {
                     std::fs::read_to_string("/etc/hosts").unwrap_or_default()
                 } else {
-                    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.0.1\t{hostname}\n")
+                    crate::net::hosts_file(&hostname, sandbox.as_ref(), &host.extra_hosts)
                 },
             ),
             (
                 "/etc/resolv.conf",
                 dir.join("resolv.conf"),
-                resolv_conf(host_net),
+                crate::net::resolv_conf(host_net, embedded_dns, host),
             ),
         ];
         let mut etc_files = Vec::new();
@@ -1367,9 +1421,13 @@ impl Containers {
                 if other.state.status != Status::Running {
                     return Err(ContainerError::NotRunning(other.id));
                 }
-                Some(PathBuf::from(format!("/proc/{}/ns/net", other.state.pid)))
+                // The other container's sandbox if it has one (stable across its restarts).
+                match self.networks.get().and_then(|n| n.sandbox(&other.id)) {
+                    Some(sb) => Some(sb.netns),
+                    None => Some(PathBuf::from(format!("/proc/{}/ns/net", other.state.pid))),
+                }
             }
-            None => None,
+            None => sandbox.as_ref().map(|sb| sb.netns.clone()),
         };
         let mut env = vec![format!("HOSTNAME={hostname}")];
         if c.options.tty {
@@ -1445,7 +1503,8 @@ impl Containers {
             expected_attaches,
             memory_cgroup: Some(memory_cgroup(&c.id)),
             loopback_up: host.network_mode != "host"
-                && !host.network_mode.starts_with("container:"),
+                && !host.network_mode.starts_with("container:")
+                && sandbox.is_none(),
             init: host.init,
         };
         match self.run_monitor(&mcfg, &state_dir.join("monitor.json"), on_ready) {
@@ -1513,6 +1572,7 @@ impl Containers {
     fn handle_exit(&self, id: &str, reconciling: bool) {
         let state_dir = self.state_dir(id);
         let rec = Self::read_exit(&state_dir);
+        self.teardown_network(id);
         if self.lock().fs_users.get(id).copied().unwrap_or(0) == 0 {
             unmount(&self.container_dir(id).join("rootfs"));
         }
@@ -1752,6 +1812,7 @@ impl Containers {
             self.wait_stopped(&c.id, Some(Duration::from_secs(30)));
         }
         let c = self.get(&c.id)?;
+        self.teardown_network(&c.id);
         unmount(&self.container_dir(&c.id).join("rootfs"));
         self.clean_runtime_state(&c);
         let _ = std::fs::remove_dir_all(self.state_dir(&c.id));
@@ -1775,6 +1836,108 @@ impl Containers {
         self.release_volumes(&c, volumes);
         self.cond.notify_all();
         Ok(())
+    }
+
+    /// Connects a container to a network (Docker's `network connect`): a running container
+    /// gets the endpoint now, and every container keeps it in its settings for later starts.
+    /// Errors: network or container not found (404), already connected or a container without
+    /// bridge networking (409/400).
+    pub fn connect_network(
+        &self,
+        id: &str,
+        req: barge_network::EndpointRequest,
+    ) -> Result<(), ContainerError> {
+        let nets = self.networks.get().ok_or_else(|| ContainerError::InvalidOption {
+            field: "network".into(),
+            reason: "networking is not available".into(),
+        })?;
+        let c = self.get(id)?;
+        let net = nets.get(&req.network)?;
+        let host = &c.options.host;
+        if matches!(crate::net::mode(host), crate::net::Mode::Host | crate::net::Mode::Container(_))
+        {
+            return Err(ContainerError::InvalidOption {
+                field: "network".into(),
+                reason: format!(
+                    "container sharing network namespace with another container or host cannot be connected to any other network ({})",
+                    host.network_mode
+                ),
+            });
+        }
+        let mut req = req;
+        req.network = net.name.clone();
+        let already = crate::net::primary_network(host).as_deref() == Some(net.name.as_str())
+            && host.network_mode != "none"
+            || host.endpoints.iter().any(|e| e.network == net.name);
+        let running = c.state.status == Status::Running;
+        if running && host.network_mode != "none" {
+            nets.connect(&c.id, &c.name, &req)?;
+        } else if already {
+            return Err(ContainerError::InvalidOption {
+                field: "network".into(),
+                reason: format!("endpoint with name {} already exists in network {}", c.name, net.name),
+            });
+        }
+        let mut inner = self.lock();
+        if let Some(rec) = inner.containers.get_mut(&c.id) {
+            let h = &mut rec.options.host;
+            if h.network_mode == "none" {
+                h.network_mode = net.name.clone();
+            }
+            h.endpoints.retain(|e| e.network != net.name);
+            h.endpoints.push(req);
+            let rec = rec.clone();
+            self.save(&rec)?;
+        }
+        Ok(())
+    }
+
+    /// Disconnects a container from a network (Docker's `network disconnect`).
+    pub fn disconnect_network(&self, id: &str, network: &str) -> Result<(), ContainerError> {
+        let nets = self.networks.get().ok_or_else(|| ContainerError::InvalidOption {
+            field: "network".into(),
+            reason: "networking is not available".into(),
+        })?;
+        let c = self.get(id)?;
+        let net = nets.get(network)?;
+        let host = &c.options.host;
+        let connected = crate::net::primary_network(host).as_deref() == Some(net.name.as_str())
+            || host.endpoints.iter().any(|e| e.network == net.name)
+            || (net.name == "bridge" && matches!(host.network_mode.as_str(), "" | "default"));
+        if !connected {
+            return Err(ContainerError::InvalidOption {
+                field: "network".into(),
+                reason: format!("container {} is not connected to network {}", c.name, net.name),
+            });
+        }
+        if c.state.status == Status::Running && nets.sandbox(&c.id).is_some() {
+            nets.disconnect(&c.id, &net.id)?;
+        }
+        let mut inner = self.lock();
+        if let Some(rec) = inner.containers.get_mut(&c.id) {
+            let h = &mut rec.options.host;
+            h.endpoints.retain(|e| e.network != net.name);
+            if crate::net::primary_network(h).as_deref() == Some(net.name.as_str()) {
+                h.network_mode = h
+                    .endpoints
+                    .first()
+                    .map(|e| e.network.clone())
+                    .unwrap_or_else(|| "none".into());
+            }
+            let rec = rec.clone();
+            self.save(&rec)?;
+        }
+        Ok(())
+    }
+
+    /// Names of the networks a container is (or will be, once started) connected to, in order.
+    pub fn network_names(c: &Container) -> Vec<String> {
+        match crate::net::mode(&c.options.host) {
+            crate::net::Mode::Bridge(eps) => eps.into_iter().map(|e| e.network).collect(),
+            crate::net::Mode::Host => vec!["host".into()],
+            crate::net::Mode::None => vec!["none".into()],
+            crate::net::Mode::Container(_) => Vec::new(),
+        }
     }
 
     /// All containers, newest first.

@@ -54,6 +54,8 @@ pub enum ContainerError {
     Fs(#[from] crate::fsops::FsError),
     #[error("container rootfs is marked read-only")]
     ReadOnlyRootfs,
+    #[error(transparent)]
+    Network(#[from] barge_network::NetworkError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -91,6 +93,14 @@ impl ContainerError {
                     ErrorKind::InvalidInput
                 }
                 crate::fsops::FsError::Io { .. } => ErrorKind::Internal,
+            },
+            ContainerError::Network(e) => match e.kind() {
+                barge_network::ErrorKind::NotFound => ErrorKind::NotFound,
+                barge_network::ErrorKind::InvalidInput | barge_network::ErrorKind::Forbidden => {
+                    ErrorKind::InvalidInput
+                }
+                barge_network::ErrorKind::Conflict => ErrorKind::Conflict,
+                barge_network::ErrorKind::Internal => ErrorKind::Internal,
             },
             ContainerError::Image(e) => match e.kind() {
                 barge_image::ErrorKind::NotFound => ErrorKind::NotFound,

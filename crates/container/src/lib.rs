@@ -30,6 +30,7 @@ pub mod monitor;
 pub mod mounts;
 mod resources;
 mod restart;
+mod net;
 mod seccomp;
 mod spec;
 mod types;

@@ -60,14 +60,37 @@ pub struct CreateOptions {
     /// `HEALTHCHECK` (Test `["NONE"]` disables it).
     #[serde(default)]
     pub healthcheck: Option<barge_image::HealthConfig>,
+    /// Extra exposed ports (`--expose`, Docker's `Config.ExposedPorts`), `port/proto`.
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
     pub host: HostOptions,
 }
 
 /// Docker's `HostConfig`, the parts barge supports.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct HostOptions {
-    /// `none`, `host`, `default`/`bridge` (treated as `none` until networking lands), `container:<id>`.
+    /// `none`, `host`, `default`/`bridge`, `container:<id>`, or a user-defined network's name.
     pub network_mode: String,
+    /// Per-network endpoint settings (Docker's `NetworkingConfig.EndpointsConfig`), by network
+    /// name; the network of `network_mode` first, then further networks to join at start.
+    #[serde(default)]
+    pub endpoints: Vec<barge_network::EndpointRequest>,
+    /// Published ports (`-p`, Docker's `HostConfig.PortBindings`).
+    #[serde(default)]
+    pub port_bindings: Vec<barge_network::PortBinding>,
+    /// `-P`: publish every exposed port on a random host port.
+    #[serde(default)]
+    pub publish_all_ports: bool,
+    /// `--add-host name:ip` lines for `/etc/hosts`.
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// `--dns`, `--dns-search`, `--dns-option` (replace the defaults in `/etc/resolv.conf`).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    #[serde(default)]
+    pub dns_options: Vec<String>,
     pub init: bool,
     /// Bytes; 0 = unlimited.
     pub memory: i64,

@@ -44,4 +44,14 @@ pub struct DaemonArgs {
     /// `registry-mirrors`, `max-concurrent-downloads`, ...); read when it exists
     #[arg(long = "config-file", default_value = "/etc/barge/daemon.json")]
     pub config_file: PathBuf,
+    /// Device of the default bridge network
+    #[arg(short = 'b', long = "bridge", default_value = "barge0")]
+    pub bridge: String,
+    /// Address and prefix of the default bridge (e.g. 10.87.0.1/16; chosen automatically
+    /// from free address space when unset)
+    #[arg(long = "bip")]
+    pub bip: Option<String>,
+    /// Address pool user-defined networks get their /24 subnets from
+    #[arg(long = "default-address-pool", default_value = "10.120.0.0/14")]
+    pub default_address_pool: String,
 }

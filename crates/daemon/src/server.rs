@@ -122,9 +122,31 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     )
     .context("opening the container store")?;
 
+    let mut net_cfg =
+        barge_network::NetworkConfig::new(args.data_root.clone(), args.exec_root.clone());
+    net_cfg.data_root = std::fs::canonicalize(&args.data_root)?;
+    net_cfg.exec_root = std::fs::canonicalize(&args.exec_root)?;
+    net_cfg.bridge = args.bridge.clone();
+    if args.bridge.is_empty() || args.bridge.len() > 15 {
+        bail!("invalid --bridge {:?}: interface names have 1 to 15 characters", args.bridge);
+    }
+    if let Some(bip) = &args.bip {
+        net_cfg.bip = Some(
+            bip.parse::<ipnet::Ipv4Net>()
+                .with_context(|| format!("invalid --bip {bip}: want ADDRESS/PREFIX"))?,
+        );
+    }
+    net_cfg.pool = args
+        .default_address_pool
+        .parse()
+        .with_context(|| format!("invalid --default-address-pool {}", args.default_address_pool))?;
+    let networks = barge_network::Networks::open(net_cfg).context("opening the network store")?;
+    containers.attach_networks(networks.clone());
+
     let state = AppState(Arc::new(Inner {
         images,
         containers,
+        networks,
         events: EventBus::new(),
         pending_attach: Mutex::new(HashMap::new()),
         data_root: args.data_root.clone(),
@@ -217,6 +239,9 @@ async fn serve(
     for path in paths {
         let _ = std::fs::remove_file(path);
     }
+    // With no container left, nothing of barge's stays in the kernel (bridges, rules).
+    let nets = state.networks.clone();
+    let _ = tokio::task::spawn_blocking(move || nets.shutdown()).await;
     if let Some(pidfile) = &args.pidfile {
         let _ = std::fs::remove_file(pidfile);
     }

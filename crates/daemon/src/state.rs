@@ -17,6 +17,7 @@ pub struct AppState(pub Arc<Inner>);
 pub struct Inner {
     pub images: Arc<ImageStore>,
     pub containers: Arc<Containers>,
+    pub networks: Arc<barge_network::Networks>,
     pub events: EventBus,
     /// Attach requests that arrived before `start` (docker run attaches first, then starts):
     /// the start handler hands each one the attach point once the process exists.

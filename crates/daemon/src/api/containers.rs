@@ -49,7 +49,9 @@ pub struct CreateBody {
     /// `{"/path": {}}`: anonymous volumes.
     volumes: Option<BTreeMap<String, Value>>,
     healthcheck: Option<barge_image::HealthConfig>,
+    exposed_ports: Option<BTreeMap<String, Value>>,
     host_config: Option<HostConfigBody>,
+    networking_config: Option<super::networks::NetworkingConfigBody>,
 }
 
 /// Docker accepts `Cmd`/`Entrypoint` as a string or a list.
@@ -97,6 +99,12 @@ struct HostConfigBody {
     mounts: Option<Vec<MountBody>>,
     tmpfs: Option<BTreeMap<String, String>>,
     volumes_from: Option<Vec<String>>,
+    port_bindings: Option<BTreeMap<String, Option<Vec<super::networks::PortBindingBody>>>>,
+    publish_all_ports: Option<bool>,
+    extra_hosts: Option<Vec<String>>,
+    dns: Option<Vec<String>>,
+    dns_search: Option<Vec<String>>,
+    dns_options: Option<Vec<String>>,
 }
 
 /// Docker's `Mount` (an entry of `HostConfig.Mounts`).
@@ -315,7 +323,7 @@ impl CreateBody {
             .into_iter()
             .map(MountBody::into_spec)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(CreateOptions {
+        let mut opts = CreateOptions {
             name: name.filter(|n| !n.is_empty()),
             image,
             platform: platform.filter(|p| !p.is_empty()),
@@ -368,8 +376,22 @@ impl CreateBody {
                 mounts,
                 tmpfs: hc.tmpfs.unwrap_or_default(),
                 volumes_from: hc.volumes_from.unwrap_or_default(),
+                publish_all_ports: hc.publish_all_ports.unwrap_or(false),
+                extra_hosts: hc.extra_hosts.unwrap_or_default(),
+                dns: hc.dns.unwrap_or_default(),
+                dns_search: hc.dns_search.unwrap_or_default(),
+                dns_options: hc.dns_options.unwrap_or_default(),
+                ..Default::default()
             },
-        })
+            exposed_ports: Vec::new(),
+        };
+        super::networks::apply_create(
+            &mut opts,
+            self.exposed_ports,
+            hc.port_bindings,
+            self.networking_config,
+        )?;
+        Ok(opts)
     }
 }
 
@@ -652,7 +674,11 @@ pub async fn list(
         if !matches_filters(c, &filters) {
             continue;
         }
-        out.push(summary(c));
+        let mut v = summary(c);
+        let (ports, nets) = super::networks::summary_parts(&state, c);
+        v["Ports"] = ports;
+        v["NetworkSettings"] = nets;
+        out.push(v);
     }
     if let Some(limit) = q.int("limit").filter(|l| *l > 0) {
         out.truncate(limit as usize);
@@ -704,7 +730,13 @@ pub async fn inspect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let c = get_container(&state, &id).await?;
-    Ok(Json(inspect_json(&c, Vec::new())))
+    let mut v = inspect_json(&c, Vec::new());
+    v["NetworkSettings"] = super::networks::network_settings(&state, &c);
+    v["HostConfig"]["PortBindings"] = super::networks::port_bindings_json(&c);
+    v["HostConfig"]["PublishAllPorts"] = json!(c.options.host.publish_all_ports);
+    v["HostConfig"]["ExtraHosts"] = json!(c.options.host.extra_hosts);
+    v["HostConfig"]["Dns"] = json!(c.options.host.dns);
+    Ok(Json(v))
 }
 
 /// `POST /containers/{id}/start` → 204, or 304 if already running.

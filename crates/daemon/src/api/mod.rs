@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fsops;
 pub mod images;
 pub mod lifecycle;
+pub mod networks;
 pub mod system;
 pub mod volumes;
 
@@ -69,6 +70,15 @@ pub fn router(state: AppState) -> Router {
             "/volumes/{name}",
             get(volumes::inspect).delete(volumes::remove),
         )
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/build", post(build::build))
         .route("/build/prune", post(build::prune))
         .route("/images/json", get(images::list))

@@ -1,0 +1,523 @@
+//! `/networks/...` (list, inspect, create, remove, connect, disconnect, prune) and the
+//! network parts of container create/inspect/list (`NetworkingConfig`, `PortBindings`,
+//! `NetworkSettings`, `Ports`). Shapes follow moby's `api/swagger.yaml` (`Network`,
+//! `NetworkCreateRequest`, `EndpointSettings`, `PortMap`, `Port`).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use barge_container::{Container, Containers, CreateOptions};
+use barge_network::{EndpointRequest, Network, NetworkError, PortBinding, Sandbox};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::Query;
+use crate::state::AppState;
+use crate::{asyncify, ApiError};
+
+impl From<NetworkError> for ApiError {
+    fn from(e: NetworkError) -> Self {
+        use barge_network::ErrorKind as K;
+        let status = match e.kind() {
+            K::NotFound => StatusCode::NOT_FOUND,
+            K::Conflict => StatusCode::CONFLICT,
+            K::InvalidInput => StatusCode::BAD_REQUEST,
+            K::Forbidden => StatusCode::FORBIDDEN,
+            K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// `HostConfig.PortBindings` value entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PortBindingBody {
+    host_ip: Option<String>,
+    host_port: Option<String>,
+}
+
+/// `EndpointSettings` as clients send it (create's `NetworkingConfig`, `connect`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct EndpointBody {
+    #[serde(rename = "IPAMConfig")]
+    ipam_config: Option<EndpointIpamBody>,
+    aliases: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EndpointIpamBody {
+    #[serde(rename = "IPv4Address")]
+    ipv4_address: Option<String>,
+}
+
+/// Create's `NetworkingConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NetworkingConfigBody {
+    endpoints_config: Option<BTreeMap<String, Option<EndpointBody>>>,
+}
+
+fn endpoint_request(network: &str, body: Option<EndpointBody>) -> Result<EndpointRequest, ApiError> {
+    let body = body.unwrap_or_default();
+    let ip = match body.ipam_config.and_then(|i| i.ipv4_address).filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid IPv4 address: {s}")))?,
+        ),
+        None => None,
+    };
+    Ok(EndpointRequest {
+        network: network.to_string(),
+        aliases: body.aliases.unwrap_or_default(),
+        ipv4_address: ip,
+    })
+}
+
+/// Parses a `PortMap` key (`8080/tcp`, `53/udp`, `8080`).
+fn parse_port_key(key: &str) -> Result<(u16, String), ApiError> {
+    let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid port specification: {key:?}")))?;
+    let proto = proto.to_ascii_lowercase();
+    if proto != "tcp" && proto != "udp" {
+        return Err(ApiError::bad_request(format!(
+            "invalid proto {proto:?} in port specification {key:?} (tcp or udp)"
+        )));
+    }
+    Ok((port, proto))
+}
+
+/// Fills the network parts of the engine's create options from the wire body.
+pub fn apply_create(
+    opts: &mut CreateOptions,
+    exposed: Option<BTreeMap<String, Value>>,
+    port_bindings: Option<BTreeMap<String, Option<Vec<PortBindingBody>>>>,
+    networking: Option<NetworkingConfigBody>,
+) -> Result<(), ApiError> {
+    for key in exposed.unwrap_or_default().keys() {
+        let (port, proto) = parse_port_key(key)?;
+        opts.exposed_ports.push(format!("{port}/{proto}"));
+    }
+    for (key, binds) in port_bindings.unwrap_or_default() {
+        let (port, proto) = parse_port_key(&key)?;
+        let p = format!("{port}/{proto}");
+        if !opts.exposed_ports.contains(&p) {
+            opts.exposed_ports.push(p);
+        }
+        let binds = binds.unwrap_or_default();
+        if binds.is_empty() {
+            continue;
+        }
+        for b in binds {
+            opts.host.port_bindings.push(PortBinding {
+                container_port: port,
+                proto: proto.clone(),
+                host_ip: b.host_ip.unwrap_or_default(),
+                host_port: b.host_port.unwrap_or_default(),
+            });
+        }
+    }
+    for (name, ep) in networking
+        .and_then(|n| n.endpoints_config)
+        .unwrap_or_default()
+    {
+        opts.host.endpoints.push(endpoint_request(&name, ep)?);
+    }
+    Ok(())
+}
+
+fn endpoint_json(
+    net_id: &str,
+    ep: Option<&barge_network::Endpoint>,
+    req: Option<&EndpointRequest>,
+) -> Value {
+    let ipam = req
+        .and_then(|r| r.ipv4_address)
+        .map(|ip| json!({"IPv4Address": ip.to_string()}))
+        .unwrap_or(Value::Null);
+    let aliases = req
+        .map(|r| json!(r.aliases))
+        .filter(|a| a.as_array().is_some_and(|v| !v.is_empty()))
+        .unwrap_or(Value::Null);
+    match ep {
+        Some(ep) => json!({
+            "IPAMConfig": ipam, "Links": null, "Aliases": aliases,
+            "MacAddress": ep.mac, "DriverOpts": null, "GwPriority": 0,
+            "NetworkID": net_id, "EndpointID": ep.endpoint_id,
+            "Gateway": ep.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            "IPAddress": ep.ip.to_string(), "IPPrefixLen": ep.prefix_len,
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "DNSNames": if ep.dns_names.is_empty() { Value::Null } else { json!(ep.dns_names) },
+        }),
+        None => json!({
+            "IPAMConfig": ipam, "Links": null, "Aliases": aliases,
+            "MacAddress": "", "DriverOpts": null, "GwPriority": 0,
+            "NetworkID": net_id, "EndpointID": "", "Gateway": "", "IPAddress": "",
+            "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "DNSNames": null,
+        }),
+    }
+}
+
+/// Docker's `PortMap` (`{"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18080"}]}`): every
+/// exposed port, with its bindings while the container runs (`null` when unbound).
+fn port_map(c: &Container, sb: Option<&Sandbox>) -> Value {
+    let mut m = serde_json::Map::new();
+    for p in &c.config.exposed_ports {
+        m.insert(p.clone(), Value::Null);
+    }
+    if let Some(sb) = sb {
+        for p in &sb.ports {
+            let key = format!("{}/{}", p.container_port, p.proto);
+            let entry = m.entry(key).or_insert(Value::Null);
+            if entry.is_null() {
+                *entry = json!([]);
+            }
+            if let Some(a) = entry.as_array_mut() {
+                a.push(json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}));
+            }
+        }
+    }
+    Value::Object(m)
+}
+
+/// Docker's `HostConfig.PortBindings` as inspect echoes it.
+pub fn port_bindings_json(c: &Container) -> Value {
+    let mut m = serde_json::Map::new();
+    for b in &c.options.host.port_bindings {
+        let key = format!("{}/{}", b.container_port, b.proto);
+        let entry = m.entry(key).or_insert_with(|| json!([]));
+        if let Some(a) = entry.as_array_mut() {
+            a.push(json!({"HostIp": b.host_ip, "HostPort": b.host_port}));
+        }
+    }
+    Value::Object(m)
+}
+
+/// Docker's `NetworkSettings` of a container (inspect).
+pub fn network_settings(state: &AppState, c: &Container) -> Value {
+    let sb = state.networks.sandbox(&c.id);
+    let mut networks = serde_json::Map::new();
+    for name in Containers::network_names(c) {
+        let net = state.networks.get(&name).ok();
+        let id = net.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+        let ep = sb
+            .as_ref()
+            .and_then(|s| s.endpoints.iter().find(|e| e.network_id == id));
+        let req = c.options.host.endpoints.iter().find(|e| e.network == name);
+        networks.insert(name.clone(), endpoint_json(&id, ep, req));
+    }
+    let first = sb.as_ref().and_then(|s| s.endpoints.first());
+    let on_bridge = first.is_some_and(|e| e.network_name == "bridge");
+    json!({
+        "Bridge": "",
+        "SandboxID": sb.as_ref().map(|_| c.id.clone()).unwrap_or_default(),
+        "SandboxKey": sb.as_ref().map(|s| s.netns.display().to_string()).unwrap_or_default(),
+        "Ports": port_map(c, sb.as_ref()),
+        "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+        "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
+        "EndpointID": if on_bridge { first.map(|e| e.endpoint_id.clone()).unwrap_or_default() } else { String::new() },
+        "Gateway": if on_bridge { first.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default() } else { String::new() },
+        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+        "IPAddress": if on_bridge { first.map(|e| e.ip.to_string()).unwrap_or_default() } else { String::new() },
+        "IPPrefixLen": if on_bridge { first.map(|e| e.prefix_len).unwrap_or(0) } else { 0 },
+        "IPv6Gateway": "",
+        "MacAddress": if on_bridge { first.map(|e| e.mac.clone()).unwrap_or_default() } else { String::new() },
+        "Networks": networks,
+    })
+}
+
+/// `Ports` and `NetworkSettings` of a `ContainerSummary` (list).
+pub fn summary_parts(state: &AppState, c: &Container) -> (Value, Value) {
+    let sb = state.networks.sandbox(&c.id);
+    let mut ports = Vec::new();
+    for p in &c.config.exposed_ports {
+        let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+        let port: u16 = port.parse().unwrap_or(0);
+        let published: Vec<&barge_network::PortMapping> = sb
+            .as_ref()
+            .map(|s| {
+                s.ports
+                    .iter()
+                    .filter(|m| m.container_port == port && m.proto == proto)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if published.is_empty() {
+            ports.push(json!({"PrivatePort": port, "Type": proto}));
+        }
+        for m in published {
+            ports.push(json!({"IP": m.host_ip.to_string(), "PrivatePort": port, "PublicPort": m.host_port, "Type": proto}));
+        }
+    }
+    let mut networks = serde_json::Map::new();
+    for name in Containers::network_names(c) {
+        let id = state.networks.get(&name).map(|n| n.id).unwrap_or_default();
+        let ep = sb
+            .as_ref()
+            .and_then(|s| s.endpoints.iter().find(|e| e.network_id == id));
+        networks.insert(name, endpoint_json(&id, ep, None));
+    }
+    (json!(ports), json!({ "Networks": networks }))
+}
+
+/// Docker's `Network` object.
+fn network_json(state: &AppState, n: &Network, containers: &[Container]) -> Value {
+    let mut members = serde_json::Map::new();
+    for (cid, ep) in state.networks.endpoints(&n.id) {
+        let name = containers
+            .iter()
+            .find(|c| c.id == cid)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        members.insert(
+            cid,
+            json!({
+                "Name": name, "EndpointID": ep.endpoint_id, "MacAddress": ep.mac,
+                "IPv4Address": format!("{}/{}", ep.ip, ep.prefix_len), "IPv6Address": "",
+            }),
+        );
+    }
+    let ipam_config: Vec<Value> = n
+        .ipam
+        .iter()
+        .map(|i| {
+            let mut v = json!({"Subnet": i.subnet.to_string(), "Gateway": i.gateway.to_string()});
+            if let Some(r) = i.ip_range {
+                v["IPRange"] = json!(r.to_string());
+            }
+            v
+        })
+        .collect();
+    json!({
+        "Name": n.name, "Id": n.id, "Created": n.created, "Scope": "local",
+        "Driver": n.driver, "EnableIPv4": true, "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": ipam_config},
+        "Internal": n.internal, "Attachable": n.attachable, "Ingress": false,
+        "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
+        "Containers": members, "Options": n.options, "Labels": n.labels,
+    })
+}
+
+fn matches(n: &Network, filters: &BTreeMap<String, Vec<String>>, dangling: Option<bool>, used: bool) -> bool {
+    filters.iter().all(|(k, vals)| {
+        vals.is_empty()
+            || vals.iter().any(|v| match k.as_str() {
+                "name" => n.name.contains(v.as_str()),
+                "id" => n.id.starts_with(v.as_str()),
+                "driver" => n.driver == *v,
+                "scope" => v == "local",
+                "type" => (v == "builtin") == n.predefined(),
+                "label" => match v.split_once('=') {
+                    Some((key, val)) => n.labels.get(key).map(String::as_str) == Some(val),
+                    None => n.labels.contains_key(v.as_str()),
+                },
+                "dangling" => dangling.map(|d| d == !used || n.predefined() && !d).unwrap_or(true),
+                _ => true,
+            })
+    })
+}
+
+/// Containers (any state) that name network `n` in their settings.
+fn users(n: &Network, containers: &[Container]) -> bool {
+    containers
+        .iter()
+        .any(|c| Containers::network_names(c).iter().any(|x| *x == n.name))
+}
+
+/// `GET /networks?filters=`.
+pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw);
+    let filters = q.filters()?;
+    let dangling = filters
+        .get("dangling")
+        .and_then(|v| v.first())
+        .map(|v| v == "true" || v == "1");
+    let s = state.clone();
+    let (nets, containers) =
+        asyncify(move || Ok::<_, ApiError>((s.networks.list(), s.containers.list()))).await?;
+    let out: Vec<Value> = nets
+        .iter()
+        .filter(|n| matches(n, &filters, dangling, users(n, &containers)))
+        .map(|n| network_json(&state, n, &containers))
+        .collect();
+    Ok(Json(Value::Array(out)))
+}
+
+/// `GET /networks/{id}`.
+pub async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let s = state.clone();
+    let (n, containers) =
+        asyncify(move || Ok::<_, ApiError>((s.networks.get(&id)?, s.containers.list()))).await?;
+    Ok(Json(network_json(&state, &n, &containers)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateBody {
+    name: String,
+    driver: Option<String>,
+    internal: bool,
+    attachable: bool,
+    #[serde(rename = "IPAM")]
+    ipam: Option<IpamBody>,
+    options: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(rename = "EnableIPv6")]
+    enable_ipv6: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct IpamBody {
+    driver: Option<String>,
+    config: Option<Vec<IpamConfigBody>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct IpamConfigBody {
+    subnet: Option<String>,
+    gateway: Option<String>,
+    #[serde(rename = "IPRange")]
+    ip_range: Option<String>,
+}
+
+/// `POST /networks/create` → `201 {"Id", "Warning"}`.
+pub async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let b: CreateBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid network config JSON: {e}")))?;
+    if b.name.is_empty() {
+        return Err(ApiError::bad_request("network name is required (Name)"));
+    }
+    if b.enable_ipv6 == Some(true) {
+        return Err(ApiError::bad_request("IPv6 networks are not supported by barge yet (EnableIPv6)"));
+    }
+    let ipam = b.ipam.unwrap_or_default();
+    if let Some(d) = ipam.driver.as_deref().filter(|d| !d.is_empty() && *d != "default") {
+        return Err(ApiError::bad_request(format!("IPAM driver {d:?} is not supported (IPAM.Driver)")));
+    }
+    let mut configs = ipam.config.unwrap_or_default();
+    let v4: Vec<IpamConfigBody> = configs
+        .drain(..)
+        .filter(|c| !c.subnet.as_deref().is_some_and(|s| s.contains(':')))
+        .collect();
+    if v4.len() > 1 {
+        return Err(ApiError::bad_request("barge supports one IPv4 subnet per network (IPAM.Config)"));
+    }
+    let cfg = v4.into_iter().next().unwrap_or_default();
+    let req = barge_network::CreateRequest {
+        name: b.name,
+        driver: b.driver.filter(|d| !d.is_empty()),
+        subnet: cfg.subnet.filter(|s| !s.is_empty()),
+        gateway: cfg.gateway.filter(|s| !s.is_empty()),
+        ip_range: cfg.ip_range.filter(|s| !s.is_empty()),
+        internal: b.internal,
+        attachable: b.attachable,
+        labels: b.labels.unwrap_or_default(),
+        options: b.options.unwrap_or_default(),
+    };
+    let s = state.clone();
+    let n = asyncify(move || s.networks.create(req).map_err(ApiError::from)).await?;
+    network_event(&state, "create", &n, None);
+    Ok((StatusCode::CREATED, Json(json!({"Id": n.id, "Warning": ""}))).into_response())
+}
+
+fn network_event(state: &AppState, action: &str, n: &Network, container: Option<&str>) {
+    let mut attrs = BTreeMap::new();
+    attrs.insert("name".to_string(), n.name.clone());
+    attrs.insert("type".to_string(), n.driver.clone());
+    if let Some(c) = container {
+        attrs.insert("container".to_string(), c.to_string());
+    }
+    state.events.emit("network", action, &n.id, attrs);
+}
+
+/// `DELETE /networks/{id}` → 204.
+pub async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let s = state.clone();
+    let n = asyncify(move || {
+        let n = s.networks.get(&id)?;
+        s.networks.remove(&n.id)?;
+        Ok::<_, ApiError>(n)
+    })
+    .await?;
+    network_event(&state, "destroy", &n, None);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ConnectBody {
+    container: String,
+    endpoint_config: Option<EndpointBody>,
+    force: bool,
+}
+
+/// `POST /networks/{id}/connect` → 200.
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let b: ConnectBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let s = state.clone();
+    let (n, c) = asyncify(move || {
+        let n = s.networks.get(&id)?;
+        let req = endpoint_request(&n.name, b.endpoint_config)?;
+        let c = s.containers.get(&b.container)?;
+        s.containers.connect_network(&c.id, req)?;
+        Ok::<_, ApiError>((n, c))
+    })
+    .await?;
+    network_event(&state, "connect", &n, Some(&c.id));
+    Ok(StatusCode::OK)
+}
+
+/// `POST /networks/{id}/disconnect` → 200.
+pub async fn disconnect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let b: ConnectBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let _ = b.force;
+    let s = state.clone();
+    let (n, c) = asyncify(move || {
+        let n = s.networks.get(&id)?;
+        let c = s.containers.get(&b.container)?;
+        s.containers.disconnect_network(&c.id, &n.name)?;
+        Ok::<_, ApiError>((n, c))
+    })
+    .await?;
+    network_event(&state, "disconnect", &n, Some(&c.id));
+    Ok(StatusCode::OK)
+}
+
+/// `POST /networks/prune?filters=` → `{"NetworksDeleted": [...]}`: user-defined networks no
+/// container uses.
+pub async fn prune(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw);
+    let filters = q.filters()?;
+    let s = state.clone();
+    let deleted = asyncify(move || {
+        let containers = s.containers.list();
+        let keep = |n: &Network| {
+            users(n, &containers) || !matches(n, &filters, None, false)
+        };
+        Ok::<_, ApiError>(s.networks.prune(&keep))
+    })
+    .await?;
+    Ok(Json(json!({ "NetworksDeleted": deleted })))
+}
