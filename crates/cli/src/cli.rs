@@ -122,6 +122,11 @@ pub enum Cmd {
     /// Manage barge
     #[command(subcommand)]
     System(SystemCmd),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(crate::network::NetworkCmd),
+    /// List port mappings or a specific mapping for the container
+    Port(crate::network::PortArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(CpArgs),
     /// Inspect changes to files or directories on a container's filesystem

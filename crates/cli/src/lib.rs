@@ -14,6 +14,7 @@ pub mod format;
 mod fsops;
 mod image;
 mod lifecycle;
+mod network;
 pub mod opts;
 mod registry;
 pub mod stream;
@@ -106,7 +107,7 @@ const COMMON: [&str; 12] = [
     "daemon",
 ];
 /// Command groups ("Management Commands").
-const MANAGEMENT: [&str; 5] = ["builder", "container", "image", "system", "volume"];
+const MANAGEMENT: [&str; 6] = ["builder", "container", "image", "network", "system", "volume"];
 
 /// The root command with docker's grouped help layout.
 fn command() -> clap::Command {
@@ -224,6 +225,8 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Load(a) => image::load(c, a).await,
         Cmd::Build(a) => build::build(c, a).await,
         Cmd::Builder(sub) => build::builder(c, sub).await,
+        Cmd::Network(sub) => network::network(c, sub).await,
+        Cmd::Port(a) => network::port(c, a).await,
         Cmd::Save(a) => image::save(c, a).await,
         Cmd::Import(a) => image::import(c, a).await,
         Cmd::Events(a) => system::events(c, a).await,

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use bollard_stubs::models::{
-    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, RestartPolicy,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HealthConfig, HostConfig,
+    HostConfigLogConfig, NetworkingConfig, PortBinding, PortMap, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use clap::{ArgAction, Args};
@@ -44,7 +45,34 @@ pub struct ContainerOpts {
     pub init: bool,
     /// Connect a container to a network
     #[arg(long, alias = "net", value_name = "network")]
-    pub network: Option<String>,
+    pub network: Vec<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "list")]
+    pub network_alias: Vec<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long, value_name = "string")]
+    pub ip: Option<String>,
+    /// Publish a container's port(s) to the host
+    #[arg(short = 'p', long = "publish", value_name = "list")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port or a range of ports
+    #[arg(long, value_name = "list")]
+    pub expose: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long = "add-host", value_name = "list")]
+    pub add_host: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long, value_name = "list")]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long = "dns-search", value_name = "list")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long = "dns-option", value_name = "list")]
+    pub dns_option: Vec<String>,
     /// Signal to stop the container
     #[arg(long = "stop-signal", value_name = "string")]
     pub stop_signal: Option<String>,
@@ -568,6 +596,63 @@ impl ContainerOpts {
                 None => (t.clone(), String::new()),
             })
             .collect();
+        let mut exposed: Vec<String> = Vec::new();
+        let mut port_bindings: PortMap = HashMap::new();
+        for spec in &self.publish {
+            for m in parse_publish(spec)? {
+                let key = format!("{}/{}", m.container_port, m.proto);
+                if !exposed.contains(&key) {
+                    exposed.push(key.clone());
+                }
+                port_bindings
+                    .entry(key)
+                    .or_insert_with(|| Some(Vec::new()))
+                    .get_or_insert_with(Vec::new)
+                    .push(PortBinding {
+                        host_ip: Some(m.host_ip),
+                        host_port: Some(m.host_port),
+                    });
+            }
+        }
+        for e in &self.expose {
+            let (ports, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
+            let (lo, hi) = parse_port_range(ports)
+                .with_context(|| format!("invalid range format for --expose: {e}"))?;
+            for p in lo..=hi {
+                let key = format!("{p}/{proto}");
+                if !exposed.contains(&key) {
+                    exposed.push(key);
+                }
+            }
+        }
+        if self.network.len() > 1 && self.ip.is_some() {
+            bail!("--ip can only be used with a single --network");
+        }
+        let mut endpoints = HashMap::new();
+        if !self.network_alias.is_empty() || self.ip.is_some() || self.network.len() > 1 {
+            let nets = if self.network.is_empty() {
+                vec!["default".to_string()]
+            } else {
+                self.network.clone()
+            };
+            for (i, n) in nets.iter().enumerate() {
+                let first = i == 0;
+                endpoints.insert(
+                    n.clone(),
+                    EndpointSettings {
+                        aliases: (first && !self.network_alias.is_empty())
+                            .then(|| self.network_alias.clone()),
+                        ipam_config: self.ip.clone().filter(|_| first).map(|ip| {
+                            EndpointIpamConfig {
+                                ipv4_address: Some(ip),
+                                ..Default::default()
+                            }
+                        }),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
         let host_config = HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
             mounts: (!mounts.is_empty()).then_some(mounts),
@@ -579,7 +664,23 @@ impl ContainerOpts {
             cpu_shares: self.cpu_shares,
             pids_limit: self.pids_limit,
             init: self.init.then_some(true),
-            network_mode: Some(self.network.clone().unwrap_or_else(|| "default".into())),
+            network_mode: Some(
+                self.network
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "default".into()),
+            ),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            publish_all_ports: self.publish_all.then_some(true),
+            extra_hosts: (!self.add_host.is_empty()).then(|| {
+                self.add_host
+                    .iter()
+                    .map(|h| h.replacen('=', ":", 1))
+                    .collect()
+            }),
+            dns: (!self.dns.is_empty()).then(|| self.dns.clone()),
+            dns_search: (!self.dns_search.is_empty()).then(|| self.dns_search.clone()),
+            dns_options: (!self.dns_option.is_empty()).then(|| self.dns_option.clone()),
             readonly_rootfs: self.read_only.then_some(true),
             cap_add: (!self.cap_add.is_empty()).then(|| self.cap_add.clone()),
             cap_drop: (!self.cap_drop.is_empty()).then(|| self.cap_drop.clone()),
@@ -635,9 +736,91 @@ impl ContainerOpts {
             volumes: (!volumes.is_empty()).then_some(volumes),
             healthcheck: health_config(self)?,
             host_config: Some(host_config),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            networking_config: (!endpoints.is_empty()).then_some(NetworkingConfig {
+                endpoints_config: Some(endpoints),
+            }),
             ..Default::default()
         })
     }
+}
+
+/// One published port of `-p`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub container_port: u16,
+    pub proto: String,
+    pub host_ip: String,
+    /// `""` (random), a port, or a range `a-b` (first free one).
+    pub host_port: String,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16)> {
+    let p = |x: &str| -> Result<u16> {
+        x.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .with_context(|| format!("invalid port {x:?}"))
+    };
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (p(a)?, p(b)?);
+            if a > b {
+                bail!("invalid port range {s}");
+            }
+            Ok((a, b))
+        }
+        None => {
+            let a = p(s)?;
+            Ok((a, a))
+        }
+    }
+}
+
+/// Parses docker's `-p [IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/PROTO]` (IPv6 addresses in
+/// brackets) into one mapping per container port.
+pub fn parse_publish(spec: &str) -> Result<Vec<Publish>> {
+    let bad = |why: &str| anyhow::anyhow!("invalid publish spec {spec:?}: {why}");
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((r, p)) => (r, p.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if proto != "tcp" && proto != "udp" {
+        return Err(bad("the protocol must be tcp or udp"));
+    }
+    let (ip, host, container) = match rest.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
+        [c] => ("", "", *c),
+        [c, h] => ("", *h, *c),
+        [c, h, ip] => (ip.trim_start_matches('[').trim_end_matches(']'), *h, *c),
+        _ => return Err(bad("too many colons")),
+    };
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad(&format!("invalid IP address {ip:?}")));
+    }
+    let (clo, chi) = parse_port_range(container).map_err(|e| bad(&e.to_string()))?;
+    let host_range = if host.is_empty() {
+        None
+    } else {
+        Some(parse_port_range(host).map_err(|e| bad(&e.to_string()))?)
+    };
+    let n = (chi - clo) as u32 + 1;
+    let mut out = Vec::new();
+    for (i, cport) in (clo..=chi).enumerate() {
+        let host_port = match host_range {
+            None => String::new(),
+            Some((hlo, hhi)) if hhi - hlo + 1 == n as u16 && n > 1 => (hlo + i as u16).to_string(),
+            Some((hlo, hhi)) if n == 1 && hlo == hhi => hlo.to_string(),
+            Some((hlo, hhi)) if n == 1 => format!("{hlo}-{hhi}"),
+            Some(_) => return Err(bad("port ranges don't match")),
+        };
+        out.push(Publish {
+            container_port: cport,
+            proto: proto.clone(),
+            host_ip: ip.to_string(),
+            host_port,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -870,6 +1053,31 @@ mod tests {
         assert_eq!(parse_duration_ns("1.5h", "x").unwrap(), 5_400_000_000_000);
         assert_eq!(parse_duration_ns("0", "x").unwrap(), 0);
         assert!(parse_duration_ns("5", "x").is_err());
+    }
+
+    #[test]
+    fn publish_specs() {
+        let one = |s: &str| {
+            let v = parse_publish(s).unwrap();
+            assert_eq!(v.len(), 1, "{s}");
+            let p = &v[0];
+            format!("{}|{}|{}|{}", p.host_ip, p.host_port, p.container_port, p.proto)
+        };
+        assert_eq!(one("8080"), "||8080|tcp");
+        assert_eq!(one("18080:8080"), "|18080|8080|tcp");
+        assert_eq!(one("127.0.0.1:18080:8080/udp"), "127.0.0.1|18080|8080|udp");
+        assert_eq!(one("127.0.0.1::8080"), "127.0.0.1||8080|tcp");
+        assert_eq!(one("18080-18090:8080"), "|18080-18090|8080|tcp");
+        let v = parse_publish("9000-9001:80-81").unwrap();
+        assert_eq!((v[1].host_port.as_str(), v[1].container_port), ("9001", 81));
+        for bad in ["x", "1:2:3:4", "80/sctp", "9000-9002:80-81", "nope:80:80", "0:80"] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+        let b = body(&["-p", "18080:8080", "-P", "--expose", "9000", "--network", "front", "--network-alias", "api", "img"]);
+        assert_eq!(b["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostPort"], "18080");
+        assert_eq!(b["HostConfig"]["PublishAllPorts"], true);
+        assert_eq!(b["ExposedPorts"], json!({"8080/tcp": {}, "9000/tcp": {}}));
+        assert_eq!(b["NetworkingConfig"]["EndpointsConfig"]["front"]["Aliases"], json!(["api"]));
     }
 
     #[test]

@@ -249,6 +249,13 @@ async fn inspect_one(
             Err(e) => return Err(e),
         }
     }
+    if kind.is_none_or(|k| k == "network") {
+        match get_raw(client, &format!("/networks/{}", seg(name))).await {
+            Ok(v) => return Ok(v),
+            Err(e) if api_error(&e).is_some_and(|a| a.status == 404) => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
     match (kind, last_err) {
         (None, _) => Err(anyhow::anyhow!("Error: No such object: {name}")),
         (Some(_), Some(e)) => Err(e),

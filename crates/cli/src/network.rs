@@ -1,0 +1,361 @@
+//! `barge network ...` and `barge port`, as docker's.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::client::{filters, json_body, query, seg, Client};
+use crate::format::{self, Output};
+
+/// `barge network` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network
+    Create(CreateArgs),
+    /// List networks
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Display detailed information on one or more networks
+    Inspect(InspectArgs),
+    /// Remove one or more networks
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Connect a container to a network
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(DisconnectArgs),
+    /// Remove all unused networks
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "barge network create [OPTIONS] NETWORK")]
+pub struct CreateArgs {
+    /// Driver to manage the Network
+    #[arg(short = 'd', long, default_value = "bridge")]
+    pub driver: String,
+    /// Subnet in CIDR format that represents a network segment
+    #[arg(long)]
+    pub subnet: Vec<String>,
+    /// IPv4 Gateway for the master subnet
+    #[arg(long)]
+    pub gateway: Vec<String>,
+    /// Allocate container ip from a sub-range
+    #[arg(long = "ip-range")]
+    pub ip_range: Vec<String>,
+    /// Restrict external access to the network
+    #[arg(long)]
+    pub internal: bool,
+    /// Enable manual container attachment
+    #[arg(long)]
+    pub attachable: bool,
+    /// Set metadata on a network
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Set driver specific options
+    #[arg(short = 'o', long = "opt")]
+    pub opt: Vec<String>,
+    /// Enable or disable IPv6 networking
+    #[arg(long)]
+    pub ipv6: bool,
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Provide filter values (e.g. "driver=bridge")
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+    /// Format output using a custom template ('table', 'json', or a Go template)
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Do not truncate the output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Only display network IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Format output using a custom template
+    #[arg(short, long)]
+    pub format: Option<String>,
+    /// Verbose output for diagnostics
+    #[arg(short, long)]
+    pub verbose: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Do not error if the network does not exist
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Add network-scoped alias for the container
+    #[arg(long)]
+    pub alias: Vec<String>,
+    /// IPv4 address (e.g., "172.30.100.104")
+    #[arg(long)]
+    pub ip: Option<String>,
+    pub network: String,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    /// Force the container to disconnect from a network
+    #[arg(short, long)]
+    pub force: bool,
+    pub network: String,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Provide filter values (e.g. "until=<timestamp>")
+    #[arg(long)]
+    pub filter: Vec<String>,
+}
+
+/// `barge port CONTAINER [PRIVATE_PORT[/PROTO]]`.
+#[derive(Debug, Args)]
+#[command(override_usage = "barge port CONTAINER [PRIVATE_PORT[/PROTO]]")]
+pub struct PortArgs {
+    pub container: String,
+    pub port: Option<String>,
+}
+
+fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for kv in list {
+        match kv.split_once('=') {
+            Some((k, v)) => m.insert(k.to_string(), v.to_string()),
+            None if what == "label" => m.insert(kv.clone(), String::new()),
+            None => bail!("invalid {what} {kv:?}: expected key=value"),
+        };
+    }
+    Ok(m)
+}
+
+/// Dispatches `barge network ...`.
+pub async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
+    match cmd {
+        NetworkCmd::Create(a) => create(client, a).await,
+        NetworkCmd::Ls(a) => ls(client, a).await,
+        NetworkCmd::Inspect(a) => {
+            crate::system::inspect_objects(client, &a.names, a.format.as_deref(), Some("network"))
+                .await
+        }
+        NetworkCmd::Rm(a) => rm(client, a).await,
+        NetworkCmd::Connect(a) => {
+            let mut ep = json!({});
+            if !a.alias.is_empty() {
+                ep["Aliases"] = json!(a.alias);
+            }
+            if let Some(ip) = a.ip {
+                ep["IPAMConfig"] = json!({ "IPv4Address": ip });
+            }
+            let body = json!({"Container": a.container, "EndpointConfig": ep});
+            client
+                .send(
+                    Method::POST,
+                    &format!("/networks/{}/connect", seg(&a.network)),
+                    Some(json_body(&body)?),
+                )
+                .await?;
+            Ok(0)
+        }
+        NetworkCmd::Disconnect(a) => {
+            let body = json!({"Container": a.container, "Force": a.force});
+            client
+                .send(
+                    Method::POST,
+                    &format!("/networks/{}/disconnect", seg(&a.network)),
+                    Some(json_body(&body)?),
+                )
+                .await?;
+            Ok(0)
+        }
+        NetworkCmd::Prune(a) => prune(client, a).await,
+    }
+}
+
+async fn create(client: &Client, a: CreateArgs) -> Result<i32> {
+    if a.subnet.len() > 1 || a.gateway.len() > 1 || a.ip_range.len() > 1 {
+        bail!("barge supports one subnet per network (--subnet, --gateway, --ip-range)");
+    }
+    let mut cfg = json!({});
+    if let Some(s) = a.subnet.first() {
+        cfg["Subnet"] = json!(s);
+    }
+    if let Some(g) = a.gateway.first() {
+        cfg["Gateway"] = json!(g);
+    }
+    if let Some(r) = a.ip_range.first() {
+        cfg["IPRange"] = json!(r);
+    }
+    let configs = if cfg.as_object().is_some_and(|o| o.is_empty()) {
+        json!([])
+    } else {
+        json!([cfg])
+    };
+    let body = json!({
+        "Name": a.name,
+        "Driver": a.driver,
+        "Internal": a.internal,
+        "Attachable": a.attachable,
+        "EnableIPv6": a.ipv6,
+        "IPAM": {"Driver": "default", "Config": configs},
+        "Options": key_values(&a.opt, "option")?,
+        "Labels": key_values(&a.label, "label")?,
+    });
+    let resp: Value = client
+        .json(Method::POST, "/networks/create", Some(json_body(&body)?))
+        .await?;
+    println!("{}", resp["Id"].as_str().unwrap_or_default());
+    Ok(0)
+}
+
+async fn ls(client: &Client, a: LsArgs) -> Result<i32> {
+    let path = format!("/networks{}", query(&[("filters", filters(&a.filter)?)]));
+    let mut nets: Vec<Value> = client.json(Method::GET, &path, None).await?;
+    nets.sort_by(|x, y| x["Name"].as_str().cmp(&y["Name"].as_str()));
+    if a.quiet {
+        for n in &nets {
+            let id = n["Id"].as_str().unwrap_or_default();
+            println!("{}", if a.no_trunc { id.to_string() } else { format::short_id(id) });
+        }
+        return Ok(0);
+    }
+    let rows: Vec<Value> = nets
+        .iter()
+        .map(|n| {
+            let id = n["Id"].as_str().unwrap_or_default();
+            let labels = n["Labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            json!({
+                "ID": if a.no_trunc { id.to_string() } else { format::short_id(id) },
+                "Name": n["Name"], "Driver": n["Driver"], "Scope": n["Scope"],
+                "IPv6": n["EnableIPv6"].as_bool().unwrap_or(false).to_string(),
+                "Internal": n["Internal"].as_bool().unwrap_or(false).to_string(),
+                "Labels": labels, "CreatedAt": n["Created"],
+            })
+        })
+        .collect();
+    let out = Output::from_flag(
+        a.format.as_deref(),
+        "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
+    )?;
+    print!(
+        "{}",
+        out.render(&rows, |k| match k {
+            "ID" => "NETWORK ID".into(),
+            other => other.to_uppercase(),
+        })?
+    );
+    Ok(0)
+}
+
+async fn rm(client: &Client, a: RmArgs) -> Result<i32> {
+    let mut status = 0;
+    for n in &a.names {
+        match client
+            .send(Method::DELETE, &format!("/networks/{}", seg(n)), None)
+            .await
+        {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                let missing =
+                    crate::client::api_error(&e).is_some_and(|x| x.status == 404);
+                if a.force && missing {
+                    continue;
+                }
+                eprintln!("Error response from daemon: {}", crate::client::api_error(&e).map(|x| x.message.clone()).unwrap_or_else(|| format!("{e:#}")));
+                status = 1;
+            }
+        }
+    }
+    Ok(status)
+}
+
+async fn prune(client: &Client, a: PruneArgs) -> Result<i32> {
+    if !a.force
+        && !crate::confirm(
+            "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue?",
+        )
+    {
+        return Ok(0);
+    }
+    let path = format!("/networks/prune{}", query(&[("filters", filters(&a.filter)?)]));
+    let report: Value = client.json(Method::POST, &path, None).await?;
+    let deleted = report["NetworksDeleted"].as_array().cloned().unwrap_or_default();
+    if !deleted.is_empty() {
+        println!("Deleted Networks:");
+        for n in deleted {
+            println!("{}", n.as_str().unwrap_or_default());
+        }
+    }
+    Ok(0)
+}
+
+/// `barge port`: the container's published ports (`8080/tcp -> 0.0.0.0:18080`).
+pub async fn port(client: &Client, a: PortArgs) -> Result<i32> {
+    let c: Value = client
+        .json(Method::GET, &format!("/containers/{}/json", seg(&a.container)), None)
+        .await?;
+    let ports = c["NetworkSettings"]["Ports"].as_object().cloned().unwrap_or_default();
+    let want = a.port.as_ref().map(|p| {
+        if p.contains('/') {
+            p.clone()
+        } else {
+            format!("{p}/tcp")
+        }
+    });
+    let mut keys: Vec<&String> = ports.keys().collect();
+    keys.sort_by_key(|k| {
+        let (p, proto) = k.split_once('/').unwrap_or((k.as_str(), ""));
+        (p.parse::<u32>().unwrap_or(0), proto.to_string())
+    });
+    let mut found = false;
+    for k in keys {
+        if want.as_ref().is_some_and(|w| w != k) {
+            continue;
+        }
+        for b in ports[k].as_array().into_iter().flatten() {
+            let ip = b["HostIp"].as_str().unwrap_or_default();
+            let port = b["HostPort"].as_str().unwrap_or_default();
+            found = true;
+            if want.is_some() {
+                println!("{ip}:{port}");
+            } else {
+                println!("{k} -> {ip}:{port}");
+            }
+        }
+    }
+    if let (Some(w), false) = (&want, found) {
+        bail!("Error: No public port '{w}' published for {}", a.container);
+    }
+    Ok(0)
+}
