@@ -65,6 +65,9 @@ pub fn cleanup_dir(dir: &Path) {
         }
     }
     let d = dir.display().to_string();
+    // The daemon first, gracefully: with no container left it removes its bridges and its
+    // nftables table.
+    stop_daemons(&d);
     // Monitors and daemons: anything whose argv names our directory.
     if let Ok(procs) = std::fs::read_dir("/proc") {
         for p in procs.flatten() {
@@ -99,6 +102,7 @@ pub fn cleanup_dir(dir: &Path) {
         }
     }
     std::thread::sleep(Duration::from_millis(100));
+    remove_network_leftovers(dir);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut targets: Vec<&str> = mounts
         .lines()
@@ -110,6 +114,89 @@ pub fn cleanup_dir(dir: &Path) {
         let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// PIDs of the processes whose argv names `dir`, and whether each is a daemon.
+fn procs_naming(dir: &str) -> Vec<(i32, bool)> {
+    let mut out = Vec::new();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd);
+                if cmd.contains(dir) {
+                    out.push((pid, cmd.contains("\0daemon\0")));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// SIGTERM to the daemons of `dir`, waiting up to 5 s for them to exit.
+fn stop_daemons(dir: &str) {
+    let daemons: Vec<i32> = procs_naming(dir)
+        .into_iter()
+        .filter(|(_, d)| *d)
+        .map(|(p, _)| p)
+        .collect();
+    for pid in &daemons {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && daemons
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(true)
+}
+
+/// The default bridge name and address the harness gives a daemon in `dir`: unique per
+/// daemon, so tests running side by side never share a bridge or a subnet.
+pub fn bridge_for(dir: &Path) -> (String, String) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = dir.file_name().unwrap().to_string_lossy().replace("be-", "");
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let x = (std::process::id() % 50) * 4 + n % 4 + 20;
+    (format!("bb{}", &name[..10.min(name.len())]), format!("10.199.{}.1/24", x % 250))
+}
+
+/// Deletes what a daemon killed with -9 may have left in the kernel: its bridges (from its
+/// network store) and its nftables table.
+fn remove_network_leftovers(dir: &Path) {
+    let nets = std::fs::read(dir.join("data/network/networks.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<Vec<serde_json::Value>>(&d).ok())
+        .unwrap_or_default();
+    for n in nets {
+        if let Some(b) = n["bridge"].as_str().filter(|b| !b.is_empty()) {
+            if Path::new("/sys/class/net").join(b).exists() {
+                let _ = Command::new("ip").args(["link", "del", b]).status();
+            }
+        }
+    }
+    let table = barge_network::NetworkConfig::new(dir.join("data"), dir.join("run")).table;
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", &table])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A running `barge daemon` with its own directories.
@@ -175,6 +262,12 @@ impl Daemon {
             .arg(init_path())
             .arg("--log-level")
             .arg("debug")
+            .args(if self.extra_args.iter().any(|a| a == "--bridge") {
+                Vec::new()
+            } else {
+                let (b, bip) = bridge_for(&self.dir);
+                vec!["--bridge".to_string(), b, "--bip".to_string(), bip]
+            })
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
