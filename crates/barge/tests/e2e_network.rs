@@ -76,8 +76,7 @@ fn bridge_ports(bridge: &str) -> Vec<String> {
 }
 
 fn bridge_of(d: &Daemon, net: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&d.ok(&["network", "inspect", net])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["network", "inspect", net])).unwrap();
     let opts = &v[0]["Options"]["com.docker.network.bridge.name"];
     match opts.as_str() {
         Some(b) => b.to_string(),
@@ -92,18 +91,43 @@ fn user_networks_resolve_names_and_are_isolated() {
     d.ok(&["network", "create", "front"]);
     d.ok(&["network", "create", "--subnet", "10.198.7.0/24", "back"]);
     d.ok(&[
-        "run", "-d", "--name", "api", "--network", "front", "--network-alias", "model",
+        "run",
+        "-d",
+        "--name",
+        "api",
+        "--network",
+        "front",
+        "--network-alias",
+        "model",
         "multilayer:1",
     ]);
-    d.ok(&["run", "-d", "--name", "db", "--network", "back", "multilayer:1"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "back",
+        "multilayer:1",
+    ]);
     let api_ip = d.inspect("api", "{{.NetworkSettings.Networks.front.IPAddress}}");
     let db_ip = d.inspect("db", "{{.NetworkSettings.Networks.back.IPAddress}}");
     assert!(db_ip.starts_with("10.198.7."), "{db_ip}");
     // The app needs a moment; wait from a client on the same network.
     let fetch = |net: &str, url: &str| {
         d.barge(&[
-            "run", "--rm", "--network", net, "busybox:1.35", "busybox", "timeout", "5",
-            "busybox", "wget", "-qO-", url,
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "busybox:1.35",
+            "busybox",
+            "timeout",
+            "5",
+            "busybox",
+            "wget",
+            "-qO-",
+            url,
         ])
     };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -113,62 +137,145 @@ fn user_networks_resolve_names_and_are_isolated() {
             assert!(stdout(&o).contains("\"status\": \"ok\""), "{}", stdout(&o));
             break;
         }
-        assert!(Instant::now() < deadline, "api never answered by name: {}", stderr(&o));
+        assert!(
+            Instant::now() < deadline,
+            "api never answered by name: {}",
+            stderr(&o)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(fetch("front", "http://model:8080/").status.success(), "alias");
-    let resolv = d.ok(&["run", "--rm", "--network", "front", "busybox:1.35", "cat", "/etc/resolv.conf"]);
+    assert!(
+        fetch("front", "http://model:8080/").status.success(),
+        "alias"
+    );
+    let resolv = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "busybox:1.35",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
     assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
     // Control: on its own network db answers by name and address.
-    d.wait_for("db on back", 20, || fetch("back", "http://db:8080/").status.success());
-    assert!(fetch("back", &format!("http://{db_ip}:8080/")).status.success());
+    d.wait_for("db on back", 20, || {
+        fetch("back", "http://db:8080/").status.success()
+    });
+    assert!(fetch("back", &format!("http://{db_ip}:8080/"))
+        .status
+        .success());
     // Names of other networks do not resolve...
-    let o = d.barge(&["run", "--rm", "--network", "back", "busybox:1.35", "busybox", "nslookup", "api"]);
-    assert!(!o.status.success(), "api resolved from back: {}", stdout(&o));
+    let o = d.barge(&[
+        "run",
+        "--rm",
+        "--network",
+        "back",
+        "busybox:1.35",
+        "busybox",
+        "nslookup",
+        "api",
+    ]);
+    assert!(
+        !o.status.success(),
+        "api resolved from back: {}",
+        stdout(&o)
+    );
     // ...and addresses of other networks are unreachable, both ways.
-    assert!(!fetch("back", &format!("http://{api_ip}:8080/")).status.success());
-    assert!(!fetch("front", &format!("http://{db_ip}:8080/")).status.success());
+    assert!(!fetch("back", &format!("http://{api_ip}:8080/"))
+        .status
+        .success());
+    assert!(!fetch("front", &format!("http://{db_ip}:8080/"))
+        .status
+        .success());
     let probe = format!(
         "import socket\ntry:\n socket.create_connection(('{db_ip}', 8080), 2); print('open')\nexcept OSError: print('blocked')"
     );
-    assert_eq!(d.ok(&["exec", "api", "python3", "-c", &probe]).trim(), "blocked");
+    assert_eq!(
+        d.ok(&["exec", "api", "python3", "-c", &probe]).trim(),
+        "blocked"
+    );
     // The default bridge has no embedded DNS.
-    let o = d.barge(&["run", "--rm", "busybox:1.35", "busybox", "nslookup", "api", "127.0.0.11"]);
+    let o = d.barge(&[
+        "run",
+        "--rm",
+        "busybox:1.35",
+        "busybox",
+        "nslookup",
+        "api",
+        "127.0.0.11",
+    ]);
     assert!(!o.status.success());
     // connect/disconnect a running container.
     d.ok(&["network", "connect", "back", "api"]);
-    let o = d.ok(&["exec", "api", "python3", "-c", &probe.replace("'{db_ip}'", "'db'")]);
+    let o = d.ok(&[
+        "exec",
+        "api",
+        "python3",
+        "-c",
+        &probe.replace("'{db_ip}'", "'db'"),
+    ]);
     assert_eq!(o.trim(), "open", "after connect");
     d.ok(&["network", "disconnect", "back", "api"]);
-    assert_eq!(d.ok(&["exec", "api", "python3", "-c", &probe]).trim(), "blocked");
+    assert_eq!(
+        d.ok(&["exec", "api", "python3", "-c", &probe]).trim(),
+        "blocked"
+    );
     // A network in use cannot be removed.
     let o = d.barge(&["network", "rm", "front"]);
-    assert!(!o.status.success() && stderr(&o).contains("active endpoints"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("active endpoints"),
+        "{}",
+        stderr(&o)
+    );
     d.ok(&["rm", "-f", "api", "db"]);
     d.ok(&["network", "rm", "front", "back"]);
     let ls = d.ok(&["network", "ls", "--format", "{{.Name}}"]);
-    assert_eq!(ls.split_whitespace().collect::<Vec<_>>(), ["bridge", "host", "none"]);
+    assert_eq!(
+        ls.split_whitespace().collect::<Vec<_>>(),
+        ["bridge", "host", "none"]
+    );
 }
 
 #[test]
 fn published_ports_tcp_udp_and_publish_all() {
     let d = Daemon::start();
     d.load_layout();
-    d.ok(&["run", "-d", "--name", "web", "-p", "18080:8080", "multilayer:1"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "18080:8080",
+        "multilayer:1",
+    ]);
     let body = http_get_wait("127.0.0.1:18080");
     assert!(body.contains("\"status\": \"ok\""), "{body}");
     // The host's other address, and from a container through that address.
     let ip = host_ip();
     assert!(http_get(&format!("{ip}:18080")).unwrap().contains("ok"));
     let o = d.ok(&[
-        "run", "--rm", "busybox:1.35", "busybox", "timeout", "5", "busybox", "wget", "-qO-",
+        "run",
+        "--rm",
+        "busybox:1.35",
+        "busybox",
+        "timeout",
+        "5",
+        "busybox",
+        "wget",
+        "-qO-",
         &format!("http://{ip}:18080/"),
     ]);
     assert!(o.contains("\"status\": \"ok\""), "{o}");
     assert_eq!(d.ok(&["port", "web"]).trim(), "8080/tcp -> 0.0.0.0:18080");
     // A taken host port is refused with docker's message.
     let o = d.barge(&["run", "-d", "-p", "18080:8080", "multilayer:1"]);
-    assert!(!o.status.success() && stderr(&o).contains("port is already allocated"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("port is already allocated"),
+        "{}",
+        stderr(&o)
+    );
     // -P: a random port for every EXPOSEd port, reported by `port`.
     d.ok(&["run", "-d", "--name", "webp", "-P", "multilayer:1"]);
     let p = d.ok(&["port", "webp", "8080"]);
@@ -180,11 +287,21 @@ fn published_ports_tcp_udp_and_publish_all() {
     // UDP: a datagram to the published port reaches the container, and the answer comes back.
     let server = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('', 5353))\nwhile True:\n d,a=s.recvfrom(100)\n print(d.decode(), flush=True)\n s.sendto(b'pong:'+d, a)";
     d.ok(&[
-        "run", "-d", "--name", "udp", "-p", "127.0.0.1:15353:5353/udp", "--entrypoint",
-        "python3", "multilayer:1", "-c", server,
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-p",
+        "127.0.0.1:15353:5353/udp",
+        "--entrypoint",
+        "python3",
+        "multilayer:1",
+        "-c",
+        server,
     ]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut got = String::new();
     for _ in 0..60 {
         sock.send_to(b"ping", "127.0.0.1:15353").unwrap();
@@ -210,10 +327,30 @@ fn daemon_crash_reconciles_and_nothing_is_left() {
     d.ok(&["network", "create", "n1"]);
     d.ok(&["network", "create", "n2"]);
     let httpd = ["busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"];
-    let mut a = vec!["run", "-d", "--name", "c1", "--network", "n1", "-p", "18091:8080", "busybox:1.35"];
+    let mut a = vec![
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--network",
+        "n1",
+        "-p",
+        "18091:8080",
+        "busybox:1.35",
+    ];
     a.extend(httpd);
     d.ok(&a);
-    let mut a = vec!["run", "-d", "--name", "c2", "--network", "n2", "-p", "18092:8080", "busybox:1.35"];
+    let mut a = vec![
+        "run",
+        "-d",
+        "--name",
+        "c2",
+        "--network",
+        "n2",
+        "-p",
+        "18092:8080",
+        "busybox:1.35",
+    ];
     a.extend(httpd);
     d.ok(&a);
     d.ok(&["run", "-d", "--name", "c3", "busybox:1.35", "sleep", "1000"]);
@@ -254,7 +391,9 @@ fn daemon_crash_reconciles_and_nothing_is_left() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     d.restart();
-    d.wait_for("c2 exited", 10, || d.inspect("c2", "{{.State.Status}}") == "exited");
+    d.wait_for("c2 exited", 10, || {
+        d.inspect("c2", "{{.State.Status}}") == "exited"
+    });
     // Exactly what the running containers need: c1's port, link and namespace; none of c2's.
     assert!(get(18091).unwrap().contains("200 OK"), "c1 lost its port");
     let rules = nft_table(&d);
@@ -277,22 +416,38 @@ fn daemon_crash_reconciles_and_nothing_is_left() {
     let table = barge_network::NetworkConfig::new(dir.join("data"), dir.join("run")).table;
     // A graceful stop with no container left removes the default bridge and the table.
     let pid = daemon_pid(&d);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Path::new("/sys/class/net").join(&default_bridge).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(!Path::new("/sys/class/net").join(&default_bridge).exists());
-    let out = Command::new("nft").args(["list", "table", "ip", &table]).output().unwrap();
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", &table])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "table {table} left behind");
-    let links = String::from_utf8_lossy(&Command::new("ip").args(["-o", "link"]).output().unwrap().stdout).into_owned();
+    let links = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
     for b in [&b1, &b2, &default_bridge] {
         assert!(!links.contains(b.as_str()), "{b} in {links}");
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(dir.to_str().unwrap()), "mounts left: {mounts}");
+    assert!(
+        !mounts.contains(dir.to_str().unwrap()),
+        "mounts left: {mounts}"
+    );
 }
 
 fn bridge_for_daemon(d: &Daemon) -> String {
@@ -307,7 +462,9 @@ fn bridge_for_daemon(d: &Daemon) -> String {
 fn daemon_pid(d: &Daemon) -> i32 {
     let dir = d.dir.display().to_string();
     for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd);
             if cmd.contains(&dir) && cmd.contains("\0daemon\0") {
@@ -322,20 +479,75 @@ fn daemon_pid(d: &Daemon) -> i32 {
 fn docker_cli_networks_and_ports() {
     let d = Daemon::start();
     d.load_layout();
-    let id = d.docker_ok(&["network", "create", "--subnet", "10.198.9.0/24", "--label", "app=demo", "dnet"]);
+    let id = d.docker_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.198.9.0/24",
+        "--label",
+        "app=demo",
+        "dnet",
+    ]);
     assert_eq!(id.trim().len(), 64);
-    let ls = d.docker_ok(&["network", "ls", "--filter", "label=app=demo", "--format", "{{.Name}} {{.Driver}}"]);
+    let ls = d.docker_ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "label=app=demo",
+        "--format",
+        "{{.Name}} {{.Driver}}",
+    ]);
     assert_eq!(ls.trim(), "dnet bridge");
-    let subnet = d.docker_ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", "dnet"]);
+    let subnet = d.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "dnet",
+    ]);
     assert_eq!(subnet.trim(), "10.198.9.0/24");
-    d.docker_ok(&["run", "-d", "--name", "dapi", "--network", "dnet", "-p", "18093:8080", "multilayer:1"]);
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dapi",
+        "--network",
+        "dnet",
+        "-p",
+        "18093:8080",
+        "multilayer:1",
+    ]);
     assert!(http_get_wait("127.0.0.1:18093").contains("ok"));
-    let o = d.docker_ok(&["run", "--rm", "--network", "dnet", "busybox:1.35", "busybox", "wget", "-qO-", "http://dapi:8080/"]);
+    let o = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "dnet",
+        "busybox:1.35",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://dapi:8080/",
+    ]);
     assert!(o.contains("\"status\": \"ok\""), "{o}");
-    assert_eq!(d.docker_ok(&["port", "dapi"]).trim(), "8080/tcp -> 0.0.0.0:18093");
-    let ip = d.docker_ok(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "dapi"]);
+    assert_eq!(
+        d.docker_ok(&["port", "dapi"]).trim(),
+        "8080/tcp -> 0.0.0.0:18093"
+    );
+    let ip = d.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        "dapi",
+    ]);
     assert!(ip.trim().starts_with("10.198.9."), "{ip}");
-    let members = d.docker_ok(&["network", "inspect", "-f", "{{range .Containers}}{{.Name}}{{end}}", "dnet"]);
+    let members = d.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}}{{end}}",
+        "dnet",
+    ]);
     assert_eq!(members.trim(), "dapi");
     let ps = d.docker_ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
     assert!(ps.contains("dapi 0.0.0.0:18093->8080/tcp"), "{ps}");

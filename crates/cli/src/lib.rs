@@ -107,7 +107,14 @@ const COMMON: [&str; 12] = [
     "daemon",
 ];
 /// Command groups ("Management Commands").
-const MANAGEMENT: [&str; 6] = ["builder", "container", "image", "network", "system", "volume"];
+const MANAGEMENT: [&str; 6] = [
+    "builder",
+    "container",
+    "image",
+    "network",
+    "system",
+    "volume",
+];
 
 /// The root command with docker's grouped help layout.
 fn command() -> clap::Command {

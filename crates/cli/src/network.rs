@@ -238,7 +238,14 @@ async fn ls(client: &Client, a: LsArgs) -> Result<i32> {
     if a.quiet {
         for n in &nets {
             let id = n["Id"].as_str().unwrap_or_default();
-            println!("{}", if a.no_trunc { id.to_string() } else { format::short_id(id) });
+            println!(
+                "{}",
+                if a.no_trunc {
+                    id.to_string()
+                } else {
+                    format::short_id(id)
+                }
+            );
         }
         return Ok(0);
     }
@@ -287,12 +294,16 @@ async fn rm(client: &Client, a: RmArgs) -> Result<i32> {
         {
             Ok(()) => println!("{n}"),
             Err(e) => {
-                let missing =
-                    crate::client::api_error(&e).is_some_and(|x| x.status == 404);
+                let missing = crate::client::api_error(&e).is_some_and(|x| x.status == 404);
                 if a.force && missing {
                     continue;
                 }
-                eprintln!("Error response from daemon: {}", crate::client::api_error(&e).map(|x| x.message.clone()).unwrap_or_else(|| format!("{e:#}")));
+                eprintln!(
+                    "Error response from daemon: {}",
+                    crate::client::api_error(&e)
+                        .map(|x| x.message.clone())
+                        .unwrap_or_else(|| format!("{e:#}"))
+                );
                 status = 1;
             }
         }
@@ -308,9 +319,15 @@ async fn prune(client: &Client, a: PruneArgs) -> Result<i32> {
     {
         return Ok(0);
     }
-    let path = format!("/networks/prune{}", query(&[("filters", filters(&a.filter)?)]));
+    let path = format!(
+        "/networks/prune{}",
+        query(&[("filters", filters(&a.filter)?)])
+    );
     let report: Value = client.json(Method::POST, &path, None).await?;
-    let deleted = report["NetworksDeleted"].as_array().cloned().unwrap_or_default();
+    let deleted = report["NetworksDeleted"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if !deleted.is_empty() {
         println!("Deleted Networks:");
         for n in deleted {
@@ -323,9 +340,16 @@ async fn prune(client: &Client, a: PruneArgs) -> Result<i32> {
 /// `barge port`: the container's published ports (`8080/tcp -> 0.0.0.0:18080`).
 pub async fn port(client: &Client, a: PortArgs) -> Result<i32> {
     let c: Value = client
-        .json(Method::GET, &format!("/containers/{}/json", seg(&a.container)), None)
+        .json(
+            Method::GET,
+            &format!("/containers/{}/json", seg(&a.container)),
+            None,
+        )
         .await?;
-    let ports = c["NetworkSettings"]["Ports"].as_object().cloned().unwrap_or_default();
+    let ports = c["NetworkSettings"]["Ports"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let want = a.port.as_ref().map(|p| {
         if p.contains('/') {
             p.clone()

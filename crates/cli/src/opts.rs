@@ -1061,7 +1061,10 @@ mod tests {
             let v = parse_publish(s).unwrap();
             assert_eq!(v.len(), 1, "{s}");
             let p = &v[0];
-            format!("{}|{}|{}|{}", p.host_ip, p.host_port, p.container_port, p.proto)
+            format!(
+                "{}|{}|{}|{}",
+                p.host_ip, p.host_port, p.container_port, p.proto
+            )
         };
         assert_eq!(one("8080"), "||8080|tcp");
         assert_eq!(one("18080:8080"), "|18080|8080|tcp");
@@ -1070,14 +1073,38 @@ mod tests {
         assert_eq!(one("18080-18090:8080"), "|18080-18090|8080|tcp");
         let v = parse_publish("9000-9001:80-81").unwrap();
         assert_eq!((v[1].host_port.as_str(), v[1].container_port), ("9001", 81));
-        for bad in ["x", "1:2:3:4", "80/sctp", "9000-9002:80-81", "nope:80:80", "0:80"] {
+        for bad in [
+            "x",
+            "1:2:3:4",
+            "80/sctp",
+            "9000-9002:80-81",
+            "nope:80:80",
+            "0:80",
+        ] {
             assert!(parse_publish(bad).is_err(), "{bad}");
         }
-        let b = body(&["-p", "18080:8080", "-P", "--expose", "9000", "--network", "front", "--network-alias", "api", "img"]);
-        assert_eq!(b["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostPort"], "18080");
+        let b = body(&[
+            "-p",
+            "18080:8080",
+            "-P",
+            "--expose",
+            "9000",
+            "--network",
+            "front",
+            "--network-alias",
+            "api",
+            "img",
+        ]);
+        assert_eq!(
+            b["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostPort"],
+            "18080"
+        );
         assert_eq!(b["HostConfig"]["PublishAllPorts"], true);
         assert_eq!(b["ExposedPorts"], json!({"8080/tcp": {}, "9000/tcp": {}}));
-        assert_eq!(b["NetworkingConfig"]["EndpointsConfig"]["front"]["Aliases"], json!(["api"]));
+        assert_eq!(
+            b["NetworkingConfig"]["EndpointsConfig"]["front"]["Aliases"],
+            json!(["api"])
+        );
     }
 
     #[test]

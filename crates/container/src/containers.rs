@@ -86,8 +86,8 @@ pub struct Containers {
     inner: Mutex<Inner>,
     pub(crate) cond: Condvar,
     pub(crate) me: Weak<Containers>,
-    /// Bridge networking (set once by [`Containers::attach_networks`]); without it, every
-    /// network mode but `host` and `container:` behaves as `none`.
+    /// Bridge networking ([`RuntimeConfig::networks`]); without it, every network mode but
+    /// `host` and `container:` behaves as `none`.
     pub(crate) networks: std::sync::OnceLock<Arc<barge_network::Networks>>,
 }
 
@@ -436,7 +436,11 @@ pub(crate) fn resolve_config(
                 .map(|p| p.keys().cloned().collect())
                 .unwrap_or_default();
             for p in &opts.exposed_ports {
-                let p = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
+                let p = if p.contains('/') {
+                    p.clone()
+                } else {
+                    format!("{p}/tcp")
+                };
                 if !ports.contains(&p) {
                     ports.push(p);
                 }
@@ -567,7 +571,6 @@ fn cgroup_procs(id: &str) -> Vec<i64> {
     Vec::new()
 }
 
-
 impl Containers {
     /// Loads records and reconciles them with reality: a `running` container whose monitor is
     /// gone becomes `exited` with the status the monitor recorded (exit code 255 + `Dead` if none).
@@ -633,6 +636,13 @@ impl Containers {
                 }
             }
         }
+        // Networking first: sandboxes of containers whose records say they run are kept (the
+        // loop below tears down those of containers found dead), the rest is cleaned up.
+        let networks = std::sync::OnceLock::new();
+        if let Some(n) = cfg.networks.clone() {
+            n.reconcile(&running.iter().cloned().collect());
+            let _ = networks.set(n);
+        }
         let this = Arc::new_cyclic(|me| Containers {
             cfg,
             images,
@@ -641,7 +651,7 @@ impl Containers {
             inner: Mutex::new(inner),
             cond: Condvar::new(),
             me: me.clone(),
-            networks: std::sync::OnceLock::new(),
+            networks,
         });
         for id in running {
             match UnixStream::connect(this.control_socket(&id)) {
@@ -664,26 +674,6 @@ impl Containers {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Gives the engine its networking and reconciles it with the containers that run:
-    /// sandboxes of containers that are gone are torn down, the others are kept (see
-    /// [`barge_network::Networks::reconcile`]). Call once, right after [`Containers::open`].
-    pub fn attach_networks(&self, networks: Arc<barge_network::Networks>) {
-        let running: HashSet<String> = self
-            .lock()
-            .containers
-            .values()
-            .filter(|c| {
-                matches!(
-                    c.state.status,
-                    Status::Running | Status::Paused | Status::Restarting
-                )
-            })
-            .map(|c| c.id.clone())
-            .collect();
-        networks.reconcile(&running);
-        let _ = self.networks.set(networks);
     }
 
     /// The engine's networking, if attached.
@@ -1847,15 +1837,20 @@ impl Containers {
         id: &str,
         req: barge_network::EndpointRequest,
     ) -> Result<(), ContainerError> {
-        let nets = self.networks.get().ok_or_else(|| ContainerError::InvalidOption {
-            field: "network".into(),
-            reason: "networking is not available".into(),
-        })?;
+        let nets = self
+            .networks
+            .get()
+            .ok_or_else(|| ContainerError::InvalidOption {
+                field: "network".into(),
+                reason: "networking is not available".into(),
+            })?;
         let c = self.get(id)?;
         let net = nets.get(&req.network)?;
         let host = &c.options.host;
-        if matches!(crate::net::mode(host), crate::net::Mode::Host | crate::net::Mode::Container(_))
-        {
+        if matches!(
+            crate::net::mode(host),
+            crate::net::Mode::Host | crate::net::Mode::Container(_)
+        ) {
             return Err(ContainerError::InvalidOption {
                 field: "network".into(),
                 reason: format!(
@@ -1869,13 +1864,16 @@ impl Containers {
         let already = crate::net::primary_network(host).as_deref() == Some(net.name.as_str())
             && host.network_mode != "none"
             || host.endpoints.iter().any(|e| e.network == net.name);
-        let running = c.state.status == Status::Running;
+        let running = matches!(c.state.status, Status::Running | Status::Paused);
         if running && host.network_mode != "none" {
             nets.connect(&c.id, &c.name, &req)?;
         } else if already {
             return Err(ContainerError::InvalidOption {
                 field: "network".into(),
-                reason: format!("endpoint with name {} already exists in network {}", c.name, net.name),
+                reason: format!(
+                    "endpoint with name {} already exists in network {}",
+                    c.name, net.name
+                ),
             });
         }
         let mut inner = self.lock();
@@ -1894,10 +1892,13 @@ impl Containers {
 
     /// Disconnects a container from a network (Docker's `network disconnect`).
     pub fn disconnect_network(&self, id: &str, network: &str) -> Result<(), ContainerError> {
-        let nets = self.networks.get().ok_or_else(|| ContainerError::InvalidOption {
-            field: "network".into(),
-            reason: "networking is not available".into(),
-        })?;
+        let nets = self
+            .networks
+            .get()
+            .ok_or_else(|| ContainerError::InvalidOption {
+                field: "network".into(),
+                reason: "networking is not available".into(),
+            })?;
         let c = self.get(id)?;
         let net = nets.get(network)?;
         let host = &c.options.host;
@@ -1907,7 +1908,10 @@ impl Containers {
         if !connected {
             return Err(ContainerError::InvalidOption {
                 field: "network".into(),
-                reason: format!("container {} is not connected to network {}", c.name, net.name),
+                reason: format!(
+                    "container {} is not connected to network {}",
+                    c.name, net.name
+                ),
             });
         }
         if c.state.status == Status::Running && nets.sandbox(&c.id).is_some() {

@@ -69,8 +69,13 @@ pub(crate) fn sandbox_request(c: &Container) -> Option<SandboxRequest> {
     if host.publish_all_ports {
         for p in &c.config.exposed_ports {
             let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
-            let Ok(port) = port.parse::<u16>() else { continue };
-            if !ports.iter().any(|b| b.container_port == port && b.proto == proto) {
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
+            if !ports
+                .iter()
+                .any(|b| b.container_port == port && b.proto == proto)
+            {
                 ports.push(PortBinding {
                     container_port: port,
                     proto: proto.to_string(),
@@ -112,7 +117,11 @@ pub(crate) fn hosts_file(hostname: &str, sb: Option<&Sandbox>, extra_hosts: &[St
 /// replace the respective lines.
 pub(crate) fn resolv_conf(host_network: bool, embedded_dns: bool, host: &HostOptions) -> String {
     let hostconf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if host_network && host.dns.is_empty() && host.dns_search.is_empty() && host.dns_options.is_empty() {
+    if host_network
+        && host.dns.is_empty()
+        && host.dns_search.is_empty()
+        && host.dns_options.is_empty()
+    {
         return hostconf;
     }
     let mut nameservers = Vec::new();
@@ -177,7 +186,9 @@ mod tests {
         assert_eq!(mode(&host("host")), Mode::Host);
         assert_eq!(mode(&host("none")), Mode::None);
         assert_eq!(mode(&host("container:abc")), Mode::Container("abc"));
-        let Mode::Bridge(eps) = mode(&host("default")) else { panic!() };
+        let Mode::Bridge(eps) = mode(&host("default")) else {
+            panic!()
+        };
         assert_eq!(eps[0].network, "bridge");
         let mut h = host("front");
         h.endpoints = vec![
@@ -191,7 +202,9 @@ mod tests {
                 ipv4_address: None,
             },
         ];
-        let Mode::Bridge(eps) = mode(&h) else { panic!() };
+        let Mode::Bridge(eps) = mode(&h) else {
+            panic!()
+        };
         assert_eq!(eps.len(), 2);
         assert_eq!(eps[0].network, "front");
         assert_eq!(eps[0].aliases, ["api"]);

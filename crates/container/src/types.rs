@@ -26,6 +26,9 @@ pub struct RuntimeConfig {
     pub default_runtime: String,
     /// A static init binary (tini-like) bind-mounted as `/sbin/docker-init` for `--init`.
     pub init_path: PathBuf,
+    /// Bridge networking; without it every network mode but `host` and `container:` behaves
+    /// as `none` (unit and runtime tests).
+    pub networks: Option<std::sync::Arc<barge_network::Networks>>,
 }
 
 /// What a user asks for when creating a container (Docker's `Config` + `HostConfig`, the parts

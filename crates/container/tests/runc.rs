@@ -148,6 +148,7 @@ impl Env {
             default_runtime = "barge".into();
         }
         RuntimeConfig {
+            networks: None,
             data_root: self.data.path().to_path_buf(),
             exec_root: self.exec_root.clone(),
             self_exe: PathBuf::from(env!("CARGO_BIN_EXE_barge-container-monitor")),
@@ -508,11 +509,7 @@ fn survives_engine_restart() {
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signal 0 only checks that the process exists; no memory is involved.
     let alive = unsafe { libc::kill(pid as i32, 0) };
-    assert_eq!(
-        alive,
-        0,
-        "container died with its engine"
-    );
+    assert_eq!(alive, 0, "container died with its engine");
     env.containers = Some(env.open());
     let got = env.c().get(&c.id).unwrap();
     assert_eq!(got.state.status, Status::Running);

@@ -104,6 +104,30 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     let images = Arc::new(
         ImageStore::open(&args.data_root.join("image")).context("opening the image store")?,
     );
+    let mut net_cfg =
+        barge_network::NetworkConfig::new(args.data_root.clone(), args.exec_root.clone());
+    net_cfg.data_root = std::fs::canonicalize(&args.data_root)?;
+    net_cfg.exec_root = std::fs::canonicalize(&args.exec_root)?;
+    net_cfg.bridge = args.bridge.clone();
+    if args.bridge.is_empty() || args.bridge.len() > 15 {
+        bail!(
+            "invalid --bridge {:?}: interface names have 1 to 15 characters",
+            args.bridge
+        );
+    }
+    if let Some(bip) = &args.bip {
+        net_cfg.bip = Some(
+            bip.parse::<ipnet::Ipv4Net>()
+                .with_context(|| format!("invalid --bip {bip}: want ADDRESS/PREFIX"))?,
+        );
+    }
+    net_cfg.pool = args.default_address_pool.parse().with_context(|| {
+        format!(
+            "invalid --default-address-pool {}",
+            args.default_address_pool
+        )
+    })?;
+    let networks = barge_network::Networks::open(net_cfg).context("opening the network store")?;
     let (event_tx, event_rx) = tokio::sync::mpsc::unbounded_channel::<ContainerEvent>();
     let containers = Containers::open(
         RuntimeConfig {
@@ -114,6 +138,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
             runtime_args: runtime_args.clone(),
             default_runtime: args.default_runtime.clone(),
             init_path,
+            networks: Some(networks.clone()),
         },
         images.clone(),
         Box::new(move |e| {
@@ -121,27 +146,6 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         }),
     )
     .context("opening the container store")?;
-
-    let mut net_cfg =
-        barge_network::NetworkConfig::new(args.data_root.clone(), args.exec_root.clone());
-    net_cfg.data_root = std::fs::canonicalize(&args.data_root)?;
-    net_cfg.exec_root = std::fs::canonicalize(&args.exec_root)?;
-    net_cfg.bridge = args.bridge.clone();
-    if args.bridge.is_empty() || args.bridge.len() > 15 {
-        bail!("invalid --bridge {:?}: interface names have 1 to 15 characters", args.bridge);
-    }
-    if let Some(bip) = &args.bip {
-        net_cfg.bip = Some(
-            bip.parse::<ipnet::Ipv4Net>()
-                .with_context(|| format!("invalid --bip {bip}: want ADDRESS/PREFIX"))?,
-        );
-    }
-    net_cfg.pool = args
-        .default_address_pool
-        .parse()
-        .with_context(|| format!("invalid --default-address-pool {}", args.default_address_pool))?;
-    let networks = barge_network::Networks::open(net_cfg).context("opening the network store")?;
-    containers.attach_networks(networks.clone());
 
     let state = AppState(Arc::new(Inner {
         images,

@@ -140,7 +140,8 @@ async fn forward(query: &[u8]) -> Option<Vec<u8>> {
 fn servfail(query: &[u8]) -> Vec<u8> {
     match Message::from_vec(query) {
         Ok(req) => {
-            let mut resp = Message::error_msg(req.metadata.id, OpCode::Query, ResponseCode::ServFail);
+            let mut resp =
+                Message::error_msg(req.metadata.id, OpCode::Query, ResponseCode::ServFail);
             resp.add_queries(req.queries.clone());
             resp.to_vec().unwrap_or_default()
         }

@@ -68,7 +68,10 @@ pub fn parse_subnet(field: &str, s: &str) -> Result<Ipv4Net, NetworkError> {
         ));
     }
     if net.prefix_len() > 30 {
-        return Err(NetworkError::invalid(field, format!("subnet {s} is too small")));
+        return Err(NetworkError::invalid(
+            field,
+            format!("subnet {s} is too small"),
+        ));
     }
     Ok(net)
 }
@@ -179,7 +182,8 @@ mod tests {
 
     #[test]
     fn proc_route() {
-        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
 eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
 docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
@@ -191,7 +195,10 @@ docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
     #[test]
     fn subnet_choice_skips_taken() {
         let pool: Ipv4Net = "10.120.0.0/14".parse().unwrap();
-        let taken = vec!["10.120.0.0/24".parse().unwrap(), "10.120.1.0/25".parse().unwrap()];
+        let taken = vec![
+            "10.120.0.0/24".parse().unwrap(),
+            "10.120.1.0/25".parse().unwrap(),
+        ];
         assert_eq!(
             pick_subnet(pool, 24, &taken).unwrap(),
             "10.120.2.0/24".parse::<Ipv4Net>().unwrap()
@@ -212,7 +219,10 @@ docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
             used.insert(ip);
             got.push(ip.to_string());
         }
-        assert_eq!(got, ["10.5.0.2", "10.5.0.3", "10.5.0.4", "10.5.0.5", "10.5.0.6"]);
+        assert_eq!(
+            got,
+            ["10.5.0.2", "10.5.0.3", "10.5.0.4", "10.5.0.5", "10.5.0.6"]
+        );
         assert!(matches!(
             allocate(&ipam, &used, Some("10.5.0.3".parse().unwrap())),
             Err(NetworkError::Conflict(_))
@@ -223,7 +233,9 @@ docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
 
     #[test]
     fn bad_input_names_field() {
-        let e = parse_subnet("subnet", "10.0.0.1/24").unwrap_err().to_string();
+        let e = parse_subnet("subnet", "10.0.0.1/24")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("subnet") && e.contains("10.0.0.0/24"), "{e}");
         let e = build(Some("10.0.0.0/24".parse().unwrap()), Some("10.1.0.1"), None)
             .unwrap_err()
@@ -231,6 +243,9 @@ docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
         assert!(e.contains("gateway"), "{e}");
         let e = build(None, Some("10.1.0.1"), None).unwrap_err().to_string();
         assert!(e.contains("subnet"), "{e}");
-        assert_eq!(mac_string(&mac_for("10.0.0.2".parse().unwrap())), "02:42:0a:00:00:02");
+        assert_eq!(
+            mac_string(&mac_for("10.0.0.2".parse().unwrap())),
+            "02:42:0a:00:00:02"
+        );
     }
 }

@@ -134,6 +134,14 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+impl std::fmt::Debug for Networks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Networks")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Networks {
     /// Loads network definitions and sandbox records, creating the predefined `bridge`,
     /// `host` and `none` networks on first use. Does not touch the kernel: call
@@ -194,7 +202,10 @@ impl Networks {
     }
 
     fn sandbox_path(&self, cid: &str) -> PathBuf {
-        self.cfg.exec_root.join("network").join(format!("{cid}.json"))
+        self.cfg
+            .exec_root
+            .join("network")
+            .join(format!("{cid}.json"))
     }
 
     fn ensure_predefined(&self) -> Result<(), NetworkError> {
@@ -303,7 +314,10 @@ impl Networks {
             0 => Err(NetworkError::NotFound(name_or_id.to_string())),
             _ => Err(NetworkError::invalid(
                 "network",
-                format!("network {name_or_id} is ambiguous ({} matches found based on ID prefix)", m.len()),
+                format!(
+                    "network {name_or_id} is ambiguous ({} matches found based on ID prefix)",
+                    m.len()
+                ),
             )),
         }
     }
@@ -341,7 +355,10 @@ impl Networks {
         if !valid_name(&req.name) {
             return Err(NetworkError::invalid(
                 "name",
-                format!("invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", req.name),
+                format!(
+                    "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                    req.name
+                ),
             ));
         }
         let driver = req.driver.clone().unwrap_or_else(|| "bridge".into());
@@ -360,7 +377,11 @@ impl Networks {
         let id = random_hex(32);
         let bridge = match req.options.get(BRIDGE_NAME_OPTION) {
             Some(b) => {
-                if b.is_empty() || b.len() > 15 || b.contains('/') || b.contains(char::is_whitespace) {
+                if b.is_empty()
+                    || b.len() > 15
+                    || b.contains('/')
+                    || b.contains(char::is_whitespace)
+                {
                     return Err(NetworkError::invalid(
                         BRIDGE_NAME_OPTION,
                         format!("invalid interface name {b:?}"),
@@ -545,7 +566,10 @@ impl Networks {
         let Some(ipam) = &net.ipam else {
             return Err(NetworkError::invalid(
                 "network",
-                format!("container cannot be connected to network {} (driver {})", net.name, net.driver),
+                format!(
+                    "container cannot be connected to network {} (driver {})",
+                    net.name, net.driver
+                ),
             ));
         };
         if !net.dns && !req.aliases.is_empty() {
@@ -557,7 +581,10 @@ impl Networks {
         let mut used = Self::used_ips(inner, &net.id);
         used.extend(extra_used.iter().copied());
         let ip = ipam::allocate(ipam, &used, req.ipv4_address)?;
-        let mut dns_names = vec![name.to_ascii_lowercase(), cid[..12.min(cid.len())].to_string()];
+        let mut dns_names = vec![
+            name.to_ascii_lowercase(),
+            cid[..12.min(cid.len())].to_string(),
+        ];
         for a in &req.aliases {
             let a = a.to_ascii_lowercase();
             if !dns_names.contains(&a) {
@@ -591,10 +618,7 @@ impl Networks {
         }
     }
 
-    fn plan_ports(
-        inner: &Inner,
-        ports: &[PortBinding],
-    ) -> Result<Vec<PortMapping>, NetworkError> {
+    fn plan_ports(inner: &Inner, ports: &[PortBinding]) -> Result<Vec<PortMapping>, NetworkError> {
         let mut taken: Vec<(String, Ipv4Addr, u16)> = inner
             .sandboxes
             .values()
@@ -603,9 +627,16 @@ impl Networks {
             .collect();
         let mut out = Vec::new();
         for b in ports {
-            let proto = if b.proto.is_empty() { "tcp".to_string() } else { b.proto.to_ascii_lowercase() };
+            let proto = if b.proto.is_empty() {
+                "tcp".to_string()
+            } else {
+                b.proto.to_ascii_lowercase()
+            };
             if proto != "tcp" && proto != "udp" {
-                return Err(NetworkError::invalid("publish", format!("invalid proto: {}", b.proto)));
+                return Err(NetworkError::invalid(
+                    "publish",
+                    format!("invalid proto: {}", b.proto),
+                ));
             }
             let host_ip: Ipv4Addr = if b.host_ip.is_empty() {
                 Ipv4Addr::UNSPECIFIED
@@ -694,7 +725,11 @@ impl Networks {
         if req.networks.is_empty() {
             return Err(NetworkError::invalid("network", "no network to connect to"));
         }
-        let netns = self.cfg.exec_root.join("netns").join(&cid[..12.min(cid.len())]);
+        let netns = self
+            .cfg
+            .exec_root
+            .join("netns")
+            .join(&cid[..12.min(cid.len())]);
         let (sb, nets) = {
             let mut inner = self.lock();
             if inner.sandboxes.contains_key(cid) {
@@ -811,7 +846,12 @@ impl Networks {
     }
 
     /// Connects a running container (one with a sandbox) to another network.
-    pub fn connect(&self, container_id: &str, name: &str, req: &EndpointRequest) -> Result<Endpoint, NetworkError> {
+    pub fn connect(
+        &self,
+        container_id: &str,
+        name: &str,
+        req: &EndpointRequest,
+    ) -> Result<Endpoint, NetworkError> {
         let (sb, net, ep) = {
             let mut inner = self.lock();
             let Some(sb) = inner.sandboxes.get(container_id).cloned() else {
@@ -919,7 +959,9 @@ impl Networks {
         for sb in inner.sandboxes.values() {
             let mut nets = Vec::new();
             for ep in &sb.endpoints {
-                let Some(n) = inner.networks.get(&ep.network_id) else { continue };
+                let Some(n) = inner.networks.get(&ep.network_id) else {
+                    continue;
+                };
                 if !n.dns {
                     continue;
                 }
@@ -955,7 +997,9 @@ impl Networks {
             .collect();
         let mut ports = Vec::new();
         for sb in inner.sandboxes.values() {
-            let Some(ep) = sb.endpoints.first() else { continue };
+            let Some(ep) = sb.endpoints.first() else {
+                continue;
+            };
             for p in &sb.ports {
                 ports.push(nft::RulePort {
                     proto: p.proto.clone(),

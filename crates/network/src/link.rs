@@ -94,17 +94,14 @@ pub(crate) fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result
                     match h.link().add(LinkBridge::new(name).build()).execute().await {
                         Ok(()) => {}
                         Err(e) if is_errno(&e, libc::EEXIST) => {}
-                        Err(e) => return Err(NetworkError::netlink(format!("add bridge {name}"), e)),
+                        Err(e) => {
+                            return Err(NetworkError::netlink(format!("add bridge {name}"), e))
+                        }
                     }
                     must_index(&h, name).await?
                 }
             };
-            match h
-                .address()
-                .add(idx, gateway.into(), prefix)
-                .execute()
-                .await
-            {
+            match h.address().add(idx, gateway.into(), prefix).execute().await {
                 Ok(()) => {}
                 Err(e) if is_errno(&e, libc::EEXIST) => {}
                 Err(e) => {
@@ -122,7 +119,10 @@ pub(crate) fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result
         })
     })?;
     sysctl("/proc/sys/net/ipv4/ip_forward", "1");
-    sysctl(&format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"), "1");
+    sysctl(
+        &format!("/proc/sys/net/ipv4/conf/{name}/route_localnet"),
+        "1",
+    );
     Ok(())
 }
 
@@ -165,7 +165,8 @@ pub(crate) fn create_netns(path: &Path) -> Result<(), NetworkError> {
     in_thread(|| {
         unshare(CloneFlags::CLONE_NEWNET)
             .map_err(|e| NetworkError::io("unshare(CLONE_NEWNET)", e.into()))?;
-        File::create(path).map_err(|e| NetworkError::io(format!("create {}", path.display()), e))?;
+        File::create(path)
+            .map_err(|e| NetworkError::io(format!("create {}", path.display()), e))?;
         mount(
             Some("/proc/thread-self/ns/net"),
             path,
@@ -226,14 +227,12 @@ pub(crate) fn attach_veth(netns: &Path, v: &Veth<'_>) -> Result<(), NetworkError
                 .set(LinkUnspec::new_with_index(host).controller(br).up().build())
                 .execute()
                 .await
-                .map_err(|e| NetworkError::netlink(format!("plug {} into {}", v.host_ifname, v.bridge), e))?;
+                .map_err(|e| {
+                    NetworkError::netlink(format!("plug {} into {}", v.host_ifname, v.bridge), e)
+                })?;
             let peer = must_index(&h, v.peer_tmp).await?;
             h.link()
-                .set(
-                    LinkUnspec::new_with_index(peer)
-                        .setns_by_fd(ns_fd)
-                        .build(),
-                )
+                .set(LinkUnspec::new_with_index(peer).setns_by_fd(ns_fd).build())
                 .execute()
                 .await
                 .map_err(|e| NetworkError::netlink("move veth into the container", e))
@@ -314,7 +313,8 @@ pub(crate) fn dns_sockets(netns: &Path) -> Result<(UdpSocket, TcpListener), Netw
         setns(&ns, CloneFlags::CLONE_NEWNET)
             .map_err(|e| NetworkError::io("setns into the container", e.into()))?;
         let addr = (crate::dns::DNS_ADDR, 53);
-        let udp = UdpSocket::bind(addr).map_err(|e| NetworkError::io("bind 127.0.0.11:53/udp", e))?;
+        let udp =
+            UdpSocket::bind(addr).map_err(|e| NetworkError::io("bind 127.0.0.11:53/udp", e))?;
         let tcp =
             TcpListener::bind(addr).map_err(|e| NetworkError::io("bind 127.0.0.11:53/tcp", e))?;
         udp.set_nonblocking(true)

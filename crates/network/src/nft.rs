@@ -218,7 +218,10 @@ mod tests {
         }];
         let v = ruleset("barge", &nets, &ports);
         let s = v.to_string();
-        assert!(s.contains(r#""dnat":{"addr":"10.87.0.2","port":8080}"#), "{s}");
+        assert!(
+            s.contains(r#""dnat":{"addr":"10.87.0.2","port":8080}"#),
+            "{s}"
+        );
         // Internal network: no masquerade rule for it, but drop rules both ways.
         let masq = s.matches(r#""masquerade":null"#).count();
         assert_eq!(masq, 3, "{s}");

@@ -124,7 +124,11 @@ fn bridge_endpoint_ports_and_cleanup() {
     let ep = &sb.endpoints[0];
     assert_eq!(ep.ip, "10.251.7.2".parse::<Ipv4Addr>().unwrap());
     assert_eq!(ep.gateway, Some("10.251.7.1".parse().unwrap()));
-    assert!(Path::new(&format!("/sys/class/net/{}/brif/{}", e.bridge, ep.host_ifname)).exists());
+    assert!(Path::new(&format!(
+        "/sys/class/net/{}/brif/{}",
+        e.bridge, ep.host_ifname
+    ))
+    .exists());
     let host_port = sb.ports[0].host_port;
     assert!((49153..=65535).contains(&host_port));
     // Direct to the container's address, then through the published port on 127.0.0.1.
@@ -132,7 +136,10 @@ fn bridge_endpoint_ports_and_cleanup() {
     assert_eq!(fetch((ep.ip, 8080)).unwrap(), "direct");
     t.join().unwrap();
     let t = serve_once(&sb.netns, 8080, b"published");
-    assert_eq!(fetch((Ipv4Addr::LOCALHOST, host_port)).unwrap(), "published");
+    assert_eq!(
+        fetch((Ipv4Addr::LOCALHOST, host_port)).unwrap(),
+        "published"
+    );
     t.join().unwrap();
     let rules = String::from_utf8(
         Command::new("nft")
@@ -142,7 +149,10 @@ fn bridge_endpoint_ports_and_cleanup() {
             .stdout,
     )
     .unwrap();
-    assert!(rules.contains(&format!("dport {host_port} dnat to 10.251.7.2:8080")), "{rules}");
+    assert!(
+        rules.contains(&format!("dport {host_port} dnat to 10.251.7.2:8080")),
+        "{rules}"
+    );
     e.nets.teardown(&id);
     assert!(!Path::new(&format!("/sys/class/net/{}", ep.host_ifname)).exists());
     assert!(!sb.netns.exists());
@@ -159,7 +169,10 @@ fn bridge_endpoint_ports_and_cleanup() {
     let bridge = e.bridge.clone();
     drop(e);
     assert!(!Path::new(&format!("/sys/class/net/{bridge}")).exists());
-    let out = Command::new("nft").args(["list", "table", "ip", &table]).output().unwrap();
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", &table])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "table {table} left behind");
 }
 
@@ -230,7 +243,10 @@ fn user_networks_dns_and_isolation() {
     assert_eq!(query(&client, "api"), vec![api_ip]);
     assert_eq!(query(&client, "backend"), vec![api_ip]);
     assert_eq!(query(&client, &api.container_id[..12]), vec![api_ip]);
-    assert!(query(&other, "api").is_empty(), "name leaked across networks");
+    assert!(
+        query(&other, "api").is_empty(),
+        "name leaked across networks"
+    );
     // Same network: reachable. Other network: not, in either direction.
     let t = serve_once(&api.netns, 8080, b"hello");
     let got = in_ns(&client.netns, || fetch((api_ip, 8080)));
@@ -242,7 +258,10 @@ fn user_networks_dns_and_isolation() {
     let _t2 = serve_once(&other.netns, 8082, b"leak");
     assert!(in_ns(&client.netns, || fetch((other_ip, 8082))).is_err());
     // A network with endpoints cannot be removed.
-    assert!(matches!(e.nets.remove(&n1.id), Err(NetworkError::InUse { .. })));
+    assert!(matches!(
+        e.nets.remove(&n1.id),
+        Err(NetworkError::InUse { .. })
+    ));
     // After a "daemon restart" (new instance on the same roots), reconcile keeps what runs
     // and the DNS server answers again.
     let cfg_dir = e.dir.path().to_path_buf();

@@ -163,7 +163,13 @@ fn stop_daemons(dir: &str) {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(true)
 }
 
@@ -172,10 +178,17 @@ fn is_zombie(pid: i32) -> bool {
 pub fn bridge_for(dir: &Path) -> (String, String) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let name = dir.file_name().unwrap().to_string_lossy().replace("be-", "");
+    let name = dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace("be-", "");
     let n = N.fetch_add(1, Ordering::SeqCst);
     let x = (std::process::id() % 50) * 4 + n % 4 + 20;
-    (format!("bb{}", &name[..10.min(name.len())]), format!("10.199.{}.1/24", x % 250))
+    (
+        format!("bb{}", &name[..10.min(name.len())]),
+        format!("10.199.{}.1/24", x % 250),
+    )
 }
 
 /// Deletes what a daemon killed with -9 may have left in the kernel: its bridges (from its

@@ -63,9 +63,16 @@ pub struct NetworkingConfigBody {
     endpoints_config: Option<BTreeMap<String, Option<EndpointBody>>>,
 }
 
-fn endpoint_request(network: &str, body: Option<EndpointBody>) -> Result<EndpointRequest, ApiError> {
+fn endpoint_request(
+    network: &str,
+    body: Option<EndpointBody>,
+) -> Result<EndpointRequest, ApiError> {
     let body = body.unwrap_or_default();
-    let ip = match body.ipam_config.and_then(|i| i.ipv4_address).filter(|s| !s.is_empty()) {
+    let ip = match body
+        .ipam_config
+        .and_then(|i| i.ipv4_address)
+        .filter(|s| !s.is_empty())
+    {
         Some(s) => Some(
             s.parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid IPv4 address: {s}")))?,
@@ -183,7 +190,9 @@ fn port_map(c: &Container, sb: Option<&Sandbox>) -> Value {
                 *entry = json!([]);
             }
             if let Some(a) = entry.as_array_mut() {
-                a.push(json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}));
+                a.push(
+                    json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}),
+                );
             }
         }
     }
@@ -308,7 +317,12 @@ fn network_json(state: &AppState, n: &Network, containers: &[Container]) -> Valu
     })
 }
 
-fn matches(n: &Network, filters: &BTreeMap<String, Vec<String>>, dangling: Option<bool>, used: bool) -> bool {
+fn matches(
+    n: &Network,
+    filters: &BTreeMap<String, Vec<String>>,
+    dangling: Option<bool>,
+    used: bool,
+) -> bool {
     filters.iter().all(|(k, vals)| {
         vals.is_empty()
             || vals.iter().any(|v| match k.as_str() {
@@ -321,7 +335,9 @@ fn matches(n: &Network, filters: &BTreeMap<String, Vec<String>>, dangling: Optio
                     Some((key, val)) => n.labels.get(key).map(String::as_str) == Some(val),
                     None => n.labels.contains_key(v.as_str()),
                 },
-                "dangling" => dangling.map(|d| d == !used || n.predefined() && !d).unwrap_or(true),
+                "dangling" => dangling
+                    .map(|d| d == !used || n.predefined() && !d)
+                    .unwrap_or(true),
                 _ => true,
             })
     })
@@ -335,7 +351,10 @@ fn users(n: &Network, containers: &[Container]) -> bool {
 }
 
 /// `GET /networks?filters=`.
-pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
     let dangling = filters
@@ -354,7 +373,10 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
 }
 
 /// `GET /networks/{id}`.
-pub async fn inspect(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn inspect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let s = state.clone();
     let (n, containers) =
         asyncify(move || Ok::<_, ApiError>((s.networks.get(&id)?, s.containers.list()))).await?;
@@ -393,18 +415,29 @@ struct IpamConfigBody {
 }
 
 /// `POST /networks/create` → `201 {"Id", "Warning"}`.
-pub async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let b: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid network config JSON: {e}")))?;
     if b.name.is_empty() {
         return Err(ApiError::bad_request("network name is required (Name)"));
     }
     if b.enable_ipv6 == Some(true) {
-        return Err(ApiError::bad_request("IPv6 networks are not supported by barge yet (EnableIPv6)"));
+        return Err(ApiError::bad_request(
+            "IPv6 networks are not supported by barge yet (EnableIPv6)",
+        ));
     }
     let ipam = b.ipam.unwrap_or_default();
-    if let Some(d) = ipam.driver.as_deref().filter(|d| !d.is_empty() && *d != "default") {
-        return Err(ApiError::bad_request(format!("IPAM driver {d:?} is not supported (IPAM.Driver)")));
+    if let Some(d) = ipam
+        .driver
+        .as_deref()
+        .filter(|d| !d.is_empty() && *d != "default")
+    {
+        return Err(ApiError::bad_request(format!(
+            "IPAM driver {d:?} is not supported (IPAM.Driver)"
+        )));
     }
     let mut configs = ipam.config.unwrap_or_default();
     let v4: Vec<IpamConfigBody> = configs
@@ -412,7 +445,9 @@ pub async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> R
         .filter(|c| !c.subnet.as_deref().is_some_and(|s| s.contains(':')))
         .collect();
     if v4.len() > 1 {
-        return Err(ApiError::bad_request("barge supports one IPv4 subnet per network (IPAM.Config)"));
+        return Err(ApiError::bad_request(
+            "barge supports one IPv4 subnet per network (IPAM.Config)",
+        ));
     }
     let cfg = v4.into_iter().next().unwrap_or_default();
     let req = barge_network::CreateRequest {
@@ -429,7 +464,11 @@ pub async fn create(State(state): State<AppState>, body: axum::body::Bytes) -> R
     let s = state.clone();
     let n = asyncify(move || s.networks.create(req).map_err(ApiError::from)).await?;
     network_event(&state, "create", &n, None);
-    Ok((StatusCode::CREATED, Json(json!({"Id": n.id, "Warning": ""}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"Id": n.id, "Warning": ""})),
+    )
+        .into_response())
 }
 
 fn network_event(state: &AppState, action: &str, n: &Network, container: Option<&str>) {
@@ -443,7 +482,10 @@ fn network_event(state: &AppState, action: &str, n: &Network, container: Option<
 }
 
 /// `DELETE /networks/{id}` → 204.
-pub async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let s = state.clone();
     let n = asyncify(move || {
         let n = s.networks.get(&id)?;
@@ -507,15 +549,16 @@ pub async fn disconnect(
 
 /// `POST /networks/prune?filters=` → `{"NetworksDeleted": [...]}`: user-defined networks no
 /// container uses.
-pub async fn prune(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn prune(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
     let s = state.clone();
     let deleted = asyncify(move || {
         let containers = s.containers.list();
-        let keep = |n: &Network| {
-            users(n, &containers) || !matches(n, &filters, None, false)
-        };
+        let keep = |n: &Network| users(n, &containers) || !matches(n, &filters, None, false);
         Ok::<_, ApiError>(s.networks.prune(&keep))
     })
     .await?;
