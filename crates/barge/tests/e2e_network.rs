@@ -2,7 +2,8 @@
 //! (TCP/UDP, `-p`/`-P`, `port`), reconcile after `kill -9` of the daemon, and a clean kernel
 //! once everything is removed — driven by the barge CLI and the stock docker CLI.
 //!
-//! (Debian's busybox 1.35 `wget -T` crashes, so timeouts come from `busybox timeout`.)
+//! (Debian's busybox 1.35 `wget -T` crashes, so timeouts come from `busybox timeout`, under
+//! `--init`: as PID 1 the timed-out process would ignore the SIGTERM.)
 //!
 //! Network rule: every connection goes to 127.0.0.1, the host's own addresses, or addresses
 //! inside namespaces these tests create. Nothing is routed beyond the machine.
@@ -118,12 +119,13 @@ fn user_networks_resolve_names_and_are_isolated() {
         d.barge(&[
             "run",
             "--rm",
+            "--init",
             "--network",
             net,
             "busybox:1.35",
             "busybox",
             "timeout",
-            "5",
+            "3",
             "busybox",
             "wget",
             "-qO-",
