@@ -271,6 +271,16 @@ fn published_ports_tcp_udp_and_publish_all() {
     ]);
     assert!(o.contains("\"status\": \"ok\""), "{o}");
     assert_eq!(d.ok(&["port", "web"]).trim(), "8080/tcp -> 0.0.0.0:18080");
+    // Traffic shows in stats (barge and docker CLIs render `networks`).
+    for out in [
+        d.ok(&["stats", "--no-stream", "--format", "{{.NetIO}}", "web"]),
+        d.docker_ok(&["stats", "--no-stream", "--format", "{{.NetIO}}", "web"]),
+    ] {
+        assert!(
+            !out.trim().starts_with("0B / 0B") && out.contains(" / "),
+            "{out}"
+        );
+    }
     // A taken host port is refused with docker's message.
     let o = d.barge(&["run", "-d", "-p", "18080:8080", "multilayer:1"]);
     assert!(
@@ -314,7 +324,9 @@ fn published_ports_tcp_udp_and_publish_all() {
         }
     }
     assert_eq!(got, "pong:ping");
-    assert!(d.ok(&["logs", "udp"]).contains("ping"));
+    d.wait_for("the datagram in the logs", 10, || {
+        d.ok(&["logs", "udp"]).contains("ping")
+    });
     // Stopping a container removes its rules.
     assert!(nft_table(&d).contains("dport 18080"));
     d.ok(&["rm", "-f", "web"]);

@@ -1117,6 +1117,41 @@ impl Networks {
         inner.applied = None;
     }
 
+    /// Traffic counters of a container's interfaces (`eth0`, ...), from the host ends of its
+    /// veth pairs (whose receive is the container's transmit). Empty without a sandbox.
+    pub fn interface_stats(&self, container_id: &str) -> Vec<(String, InterfaceStats)> {
+        let Some(sb) = self.sandbox(container_id) else {
+            return Vec::new();
+        };
+        sb.endpoints
+            .iter()
+            .map(|ep| {
+                let dir = Path::new("/sys/class/net")
+                    .join(&ep.host_ifname)
+                    .join("statistics");
+                let read = |f: &str| -> u64 {
+                    std::fs::read_to_string(dir.join(f))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .unwrap_or(0)
+                };
+                (
+                    ep.ifname.clone(),
+                    InterfaceStats {
+                        rx_bytes: read("tx_bytes"),
+                        rx_packets: read("tx_packets"),
+                        rx_errors: read("tx_errors"),
+                        rx_dropped: read("tx_dropped"),
+                        tx_bytes: read("rx_bytes"),
+                        tx_packets: read("rx_packets"),
+                        tx_errors: read("rx_errors"),
+                        tx_dropped: read("rx_dropped"),
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// The daemon's table name (for diagnostics and tests).
     pub fn table(&self) -> &str {
         &self.cfg.table

@@ -160,7 +160,7 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
             ));
         }
     }
-    json!({"nftables": cmds.into_iter().map(|c| c).collect::<Vec<_>>()})
+    json!({"nftables": cmds})
 }
 
 /// Applies [`ruleset`] atomically (one `nft -j -f -` transaction).

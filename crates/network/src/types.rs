@@ -153,3 +153,16 @@ impl Sandbox {
             .any(|e| networks.iter().any(|n| n.id == e.network_id && n.dns))
     }
 }
+
+/// Docker's per-interface `NetworkStats` (as seen from inside the container).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterfaceStats {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}

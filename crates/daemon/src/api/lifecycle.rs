@@ -228,6 +228,23 @@ pub fn stats_json(c: &Container, cur: &StatsSample, prev: Option<&StatsSample>) 
     })
 }
 
+/// Adds Docker's `networks` (per container interface: `rx_bytes`, `tx_packets`, ...) to a
+/// stats object, from the container's endpoints (absent without a network of its own).
+fn with_networks(state: &AppState, c: &Container, mut v: Value) -> Value {
+    if !is_active(&c.state.status) {
+        return v;
+    }
+    let stats = state.networks.interface_stats(&c.id);
+    if !stats.is_empty() {
+        let m: serde_json::Map<String, Value> = stats
+            .into_iter()
+            .map(|(name, s)| (name, serde_json::to_value(s).unwrap_or_default()))
+            .collect();
+        v["networks"] = Value::Object(m);
+    }
+    v
+}
+
 /// `GET /containers/{id}/stats?stream=&one-shot=`: one JSON object per second while
 /// `stream` (default), else one (after priming `precpu_stats` for a second, as dockerd,
 /// unless `one-shot`).
@@ -258,11 +275,13 @@ pub async fn stats(
     if !stream {
         let (c1, first) = sample(state.clone(), c.id.clone()).await?;
         if one_shot || !is_active(&c1.state.status) {
-            return Ok(Json(stats_json(&c1, &first, None)).into_response());
+            let v = with_networks(&state, &c1, stats_json(&c1, &first, None));
+            return Ok(Json(v).into_response());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (c2, second) = sample(state.clone(), c.id.clone()).await?;
-        return Ok(Json(stats_json(&c2, &second, Some(&first))).into_response());
+        let v = with_networks(&state, &c2, stats_json(&c2, &second, Some(&first)));
+        return Ok(Json(v).into_response());
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let cid = c.id.clone();
@@ -272,7 +291,7 @@ pub async fn stats(
             let Ok((c, cur)) = sample(state.clone(), cid.clone()).await else {
                 return;
             };
-            let body = stats_json(&c, &cur, prev.as_ref());
+            let body = with_networks(&state, &c, stats_json(&c, &cur, prev.as_ref()));
             if tx
                 .send(Ok(bytes::Bytes::from(format!("{body}\n"))))
                 .await

@@ -336,7 +336,7 @@ fn matches(
                     None => n.labels.contains_key(v.as_str()),
                 },
                 "dangling" => dangling
-                    .map(|d| d == !used || n.predefined() && !d)
+                    .map(|d| d == (!used && !n.predefined()))
                     .unwrap_or(true),
                 _ => true,
             })
@@ -347,7 +347,7 @@ fn matches(
 fn users(n: &Network, containers: &[Container]) -> bool {
     containers
         .iter()
-        .any(|c| Containers::network_names(c).iter().any(|x| *x == n.name))
+        .any(|c| Containers::network_names(c).contains(&n.name))
 }
 
 /// `GET /networks?filters=`.
