@@ -1020,8 +1020,13 @@ impl Networks {
         if !force && inner.applied.as_ref() == Some(&want) {
             return Ok(());
         }
-        // Applying under the lock keeps concurrent changes in order.
-        nft::apply(&self.cfg.table, &want.0, &want.1)?;
+        // Applying under the lock keeps concurrent changes in order. Nothing to forward or
+        // publish: no table at all.
+        if want.0.is_empty() && want.1.is_empty() {
+            nft::delete(&self.cfg.table)?;
+        } else {
+            nft::apply(&self.cfg.table, &want.0, &want.1)?;
+        }
         inner.applied = Some(want);
         Ok(())
     }
