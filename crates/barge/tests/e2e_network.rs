@@ -573,3 +573,55 @@ fn docker_cli_networks_and_ports() {
     let o = d.docker(&["network", "rm", "bridge"]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn docker_py_network_and_published_port() {
+    let d = Daemon::start();
+    d.load_layout();
+    let script = format!(
+        r#"
+import docker, time, urllib.request
+c = docker.DockerClient(base_url="{host}")
+net = c.networks.create("pynet", driver="bridge", labels={{"by": "py"}})
+api = c.containers.run("multilayer:1", detach=True, name="pyapi", network="pynet", ports={{"8080/tcp": 18094}})
+body = None
+for _ in range(100):
+    try:
+        body = urllib.request.urlopen("http://127.0.0.1:18094/", timeout=2).read().decode()
+        break
+    except Exception:
+        time.sleep(0.1)
+print(body)
+api.reload()
+print(api.ports["8080/tcp"][0]["HostPort"])
+print(api.attrs["NetworkSettings"]["Networks"]["pynet"]["IPAddress"])
+net.reload()
+print(",".join(x.name for x in net.containers))
+out = c.containers.run("busybox:1.35", ["busybox", "wget", "-qO-", "http://pyapi:8080/"], network="pynet", remove=True)
+print(out.decode())
+side = c.containers.run("busybox:1.35", ["busybox", "wget", "-qO-", "http://127.0.0.1:8080/"], network_mode="container:pyapi", remove=True)
+print(side.decode())
+api.remove(force=True)
+net.remove()
+print(len(c.networks.list(names=["pynet"])))
+"#,
+        host = d.host
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let s = stdout(&out);
+    let lines: Vec<&str> = s.lines().collect();
+    assert!(lines[0].contains("\"status\": \"ok\""), "{s}");
+    assert_eq!(lines[1], "18094");
+    assert!(lines[2].starts_with("10."), "{s}");
+    assert_eq!(lines[3], "pyapi");
+    assert!(lines[4].contains("\"status\": \"ok\""), "by name: {s}");
+    assert!(
+        lines[5].contains("\"status\": \"ok\""),
+        "container: mode: {s}"
+    );
+    assert_eq!(lines[6], "0");
+}
