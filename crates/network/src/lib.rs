@@ -81,6 +81,23 @@ impl NetworkConfig {
     }
 }
 
+/// Creates the veth pair of endpoint `ep` between `bridge` and the namespace at `netns`.
+fn attach_endpoint(netns: &Path, bridge: &str, ep: &Endpoint) -> Result<(), NetworkError> {
+    link::attach_veth(
+        netns,
+        &link::Veth {
+            bridge,
+            host_ifname: &ep.host_ifname,
+            peer_tmp: &format!("vp{}", &ep.host_ifname[4..]),
+            ifname: &ep.ifname,
+            mac: ipam::mac_for(ep.ip),
+            ip: ep.ip,
+            prefix: ep.prefix_len,
+            gateway: ep.gateway,
+        },
+    )
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -789,19 +806,7 @@ impl Networks {
                 .find(|n| n.id == ep.network_id)
                 .map(|n| n.bridge.as_str())
                 .unwrap_or_default();
-            link::attach_veth(
-                &sb.netns,
-                &link::Veth {
-                    bridge,
-                    host_ifname: &ep.host_ifname,
-                    peer_tmp: &format!("vp{}", &ep.host_ifname[4..]),
-                    ifname: &ep.ifname,
-                    mac: ipam::mac_for(ep.ip),
-                    ip: ep.ip,
-                    prefix: ep.prefix_len,
-                    gateway: ep.gateway,
-                },
-            )?;
+            attach_endpoint(&sb.netns, bridge, ep)?;
         }
         if nets.iter().any(|n| n.dns) {
             let (udp, tcp) = link::dns_sockets(&sb.netns)?;
@@ -881,19 +886,7 @@ impl Networks {
         };
         let r = (|| {
             self.bring_up(&net)?;
-            link::attach_veth(
-                &sb.netns,
-                &link::Veth {
-                    bridge: &net.bridge,
-                    host_ifname: &ep.host_ifname,
-                    peer_tmp: &format!("vp{}", &ep.host_ifname[4..]),
-                    ifname: &ep.ifname,
-                    mac: ipam::mac_for(ep.ip),
-                    ip: ep.ip,
-                    prefix: ep.prefix_len,
-                    gateway: ep.gateway,
-                },
-            )?;
+            attach_endpoint(&sb.netns, &net.bridge, &ep)?;
             if net.dns && !self.uses_dns(&sb) {
                 let (udp, tcp) = link::dns_sockets(&sb.netns)?;
                 self.dns.add(container_id, udp, tcp);

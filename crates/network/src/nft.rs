@@ -133,22 +133,17 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
             .map(|o| json!(o.bridge))
             .collect();
         if n.internal {
-            cmds.push(rule(
-                "forward",
-                vec![
-                    m(meta("iifname"), json!(n.bridge)),
-                    m_ne(meta("oifname"), json!(n.bridge)),
-                    json!({"drop": null}),
-                ],
-            ));
-            cmds.push(rule(
-                "forward",
-                vec![
-                    m(meta("oifname"), json!(n.bridge)),
-                    m_ne(meta("iifname"), json!(n.bridge)),
-                    json!({"drop": null}),
-                ],
-            ));
+            // Nothing leaves or enters an internal network.
+            for (this, other) in [("iifname", "oifname"), ("oifname", "iifname")] {
+                cmds.push(rule(
+                    "forward",
+                    vec![
+                        m(meta(this), json!(n.bridge)),
+                        m_ne(meta(other), json!(n.bridge)),
+                        json!({"drop": null}),
+                    ],
+                ));
+            }
         } else if !others.is_empty() {
             cmds.push(rule(
                 "forward",
@@ -163,11 +158,10 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
     json!({"nftables": cmds})
 }
 
-/// Applies [`ruleset`] atomically (one `nft -j -f -` transaction).
-pub(crate) fn apply(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Result<(), NetworkError> {
-    let payload = ruleset(table, nets, ports).to_string();
+/// Runs one `nft -j -f -` transaction.
+fn run(payload: &serde_json::Value) -> Result<(), NetworkError> {
     nftables::helper::apply_ruleset_raw(
-        &payload,
+        &payload.to_string(),
         nftables::helper::DEFAULT_NFT,
         nftables::helper::DEFAULT_ARGS,
     )
@@ -175,20 +169,17 @@ pub(crate) fn apply(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Result
     .map_err(|e| NetworkError::Nft(e.to_string()))
 }
 
+/// Applies [`ruleset`] atomically (one transaction).
+pub(crate) fn apply(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Result<(), NetworkError> {
+    run(&ruleset(table, nets, ports))
+}
+
 /// Deletes table `table` (missing is fine).
 pub(crate) fn delete(table: &str) -> Result<(), NetworkError> {
-    let payload = json!({"nftables": [
+    run(&json!({"nftables": [
         {"add": {"table": {"family": "ip", "name": table}}},
         {"delete": {"table": {"family": "ip", "name": table}}},
-    ]})
-    .to_string();
-    nftables::helper::apply_ruleset_raw(
-        &payload,
-        nftables::helper::DEFAULT_NFT,
-        nftables::helper::DEFAULT_ARGS,
-    )
-    .map(|_| ())
-    .map_err(|e| NetworkError::Nft(e.to_string()))
+    ]}))
 }
 
 #[cfg(test)]

@@ -69,23 +69,11 @@ pub fn cleanup_dir(dir: &Path) {
     // nftables table.
     stop_daemons(&d);
     // Monitors and daemons: anything whose argv names our directory.
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        for p in procs.flatten() {
-            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if pid == std::process::id() as i32 {
-                continue;
-            }
-            if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
-                if String::from_utf8_lossy(&cmd).contains(&d) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
+    for (pid, _) in procs_naming(&d) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     // runc containers left behind under our runtime root.
     let runtime_root = dir.join("run/runtime/runc");

@@ -511,26 +511,23 @@ pub async fn connect(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let b: ConnectBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
-    let s = state.clone();
-    let (n, c) = asyncify(move || {
-        let n = s.networks.get(&id)?;
-        let req = endpoint_request(&n.name, b.endpoint_config)?;
-        let c = s.containers.get(&b.container)?;
-        s.containers.connect_network(&c.id, req)?;
-        Ok::<_, ApiError>((n, c))
-    })
-    .await?;
-    network_event(&state, "connect", &n, Some(&c.id));
-    Ok(StatusCode::OK)
+    connect_or_disconnect(state, id, body, true).await
 }
 
-/// `POST /networks/{id}/disconnect` → 200.
+/// `POST /networks/{id}/disconnect` → 200 (`Force` is accepted; a disconnect never waits).
 pub async fn disconnect(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    connect_or_disconnect(state, id, body, false).await
+}
+
+async fn connect_or_disconnect(
+    state: AppState,
+    id: String,
+    body: axum::body::Bytes,
+    connect: bool,
 ) -> Result<StatusCode, ApiError> {
     let b: ConnectBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
@@ -539,11 +536,17 @@ pub async fn disconnect(
     let (n, c) = asyncify(move || {
         let n = s.networks.get(&id)?;
         let c = s.containers.get(&b.container)?;
-        s.containers.disconnect_network(&c.id, &n.name)?;
+        if connect {
+            let req = endpoint_request(&n.name, b.endpoint_config)?;
+            s.containers.connect_network(&c.id, req)?;
+        } else {
+            s.containers.disconnect_network(&c.id, &n.name)?;
+        }
         Ok::<_, ApiError>((n, c))
     })
     .await?;
-    network_event(&state, "disconnect", &n, Some(&c.id));
+    let action = if connect { "connect" } else { "disconnect" };
+    network_event(&state, action, &n, Some(&c.id));
     Ok(StatusCode::OK)
 }
 
