@@ -8,19 +8,22 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::Read;
+use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use barge_container::mounts::{MountSpec, MountType, TmpfsOptions};
 use barge_container::{Containers, CreateOptions, HostOptions, WaitCondition};
-use barge_image::digest::{sha256_digest, Descriptor, Manifest};
+use barge_image::digest::{sha256_digest, Descriptor, HashingWriter, Manifest};
 use barge_image::{
     HealthConfig, HistoryEntry, ImageConfigFile, ImageError, ImageStore, Platform, Reference,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::fetch;
 use crate::layer::{self, LayerTar};
+use crate::mounts::{self, RunMount};
 use crate::parser::{self, Dockerfile, Instruction, ParseError};
 
 /// A build failure.
@@ -87,6 +90,29 @@ struct StageState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct CacheFile {
     entries: BTreeMap<String, StageState>,
+    /// `COPY --link` layers by a key that does not involve the parent state.
+    #[serde(default)]
+    links: BTreeMap<String, LinkedLayer>,
+}
+
+/// A `COPY --link` / `ADD --link` result: a layer that can go on top of any parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LinkedLayer {
+    desc: Descriptor,
+    diff_id: String,
+    size: u64,
+    history: HistoryEntry,
+}
+
+/// What `builder prune` removed.
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    /// Layer cache entries dropped.
+    pub entries: usize,
+    /// Cache mount directories removed.
+    pub cache_mounts: usize,
+    /// Bytes the cache mounts used.
+    pub bytes: u64,
 }
 
 /// The builder. One per daemon; builds may run concurrently.
@@ -94,6 +120,7 @@ pub struct Builder {
     images: Arc<ImageStore>,
     containers: Arc<Containers>,
     dir: PathBuf,
+    fetcher: Option<Arc<dyn fetch::Fetcher>>,
 }
 
 /// Serialises read-modify-write cycles of the cache file (builders are made per request).
@@ -230,35 +257,52 @@ impl Drop for Mounted {
 }
 
 fn mount_view(tmp: &Path, layers: &[PathBuf]) -> Result<(Mounted, PathBuf), BuildError> {
+    if layers.len() <= 1 {
+        let dir = tempfile::Builder::new()
+            .prefix("from-")
+            .tempdir_in(tmp)
+            .map_err(io_err("create mount dir"))?;
+        let p = layers
+            .first()
+            .cloned()
+            .unwrap_or_else(|| dir.path().to_path_buf());
+        return Ok((
+            Mounted {
+                dir,
+                mounted: false,
+            },
+            p,
+        ));
+    }
+    mount_overlay(tmp, layers, None)
+}
+
+/// Mounts an overlay of `lowers` (top first), read-only unless `upper` (upper, work) is given.
+fn mount_overlay(
+    tmp: &Path,
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+) -> Result<(Mounted, PathBuf), BuildError> {
     let dir = tempfile::Builder::new()
         .prefix("from-")
         .tempdir_in(tmp)
         .map_err(io_err("create mount dir"))?;
-    if layers.is_empty() {
-        let p = dir.path().to_path_buf();
-        return Ok((
-            Mounted {
-                dir,
-                mounted: false,
-            },
-            p,
-        ));
-    }
-    if layers.len() == 1 {
-        let p = layers[0].clone();
-        return Ok((
-            Mounted {
-                dir,
-                mounted: false,
-            },
-            p,
-        ));
-    }
-    let lower: Vec<String> = layers
+    let lower: Vec<String> = lowers
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    let data = std::ffi::CString::new(format!("lowerdir={}", lower.join(":"))).expect("no NUL");
+    let mut opts = format!("lowerdir={}", lower.join(":"));
+    let mut flags = libc::MS_RDONLY;
+    if let Some((u, w)) = upper {
+        opts.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
+        flags = 0;
+    }
+    let data =
+        std::ffi::CString::new(opts).map_err(|_| BuildError::Invalid("NUL in path".into()))?;
     let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("no NUL");
     // SAFETY: valid NUL-terminated strings.
     let r = unsafe {
@@ -266,13 +310,13 @@ fn mount_view(tmp: &Path, layers: &[PathBuf]) -> Result<(Mounted, PathBuf), Buil
             c"overlay".as_ptr(),
             target.as_ptr(),
             c"overlay".as_ptr(),
-            libc::MS_RDONLY,
+            flags,
             data.as_ptr().cast(),
         )
     };
     if r != 0 {
         return Err(BuildError::Io {
-            what: "mount image view".into(),
+            what: "mount overlay".into(),
             source: std::io::Error::last_os_error(),
         });
     }
@@ -298,7 +342,14 @@ impl Builder {
             images,
             containers,
             dir: data_root.join("builder"),
+            fetcher: None,
         }
+    }
+
+    /// Sets the downloader for `ADD <url>` (without one such steps fail).
+    pub fn with_fetcher(mut self, fetcher: Arc<dyn fetch::Fetcher>) -> Builder {
+        self.fetcher = Some(fetcher);
+        self
     }
 
     fn cache_path(&self) -> PathBuf {
@@ -313,9 +364,16 @@ impl Builder {
     }
 
     fn save_cache_entry(&self, key: &str, st: &StageState) -> Result<(), BuildError> {
+        self.update_cache(|c| {
+            c.entries.insert(key.to_string(), st.clone());
+        })
+    }
+
+    /// Read-modify-writes the cache file (atomically replaced).
+    fn update_cache(&self, f: impl FnOnce(&mut CacheFile)) -> Result<(), BuildError> {
         let _g = CACHE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let mut c = self.load_cache();
-        c.entries.insert(key.to_string(), st.clone());
+        f(&mut c);
         fs::create_dir_all(&self.dir).map_err(io_err("create builder dir"))?;
         let tmp = self
             .dir
@@ -325,18 +383,30 @@ impl Builder {
         fs::rename(&tmp, self.cache_path()).map_err(io_err("write build cache"))
     }
 
-    /// `builder prune`: drops the build cache. Returns the number of entries removed.
-    pub fn prune(&self) -> Result<usize, BuildError> {
+    /// `builder prune`: drops the layer cache's entries and every cache mount directory no
+    /// build is using now.
+    pub fn prune(&self) -> Result<PruneReport, BuildError> {
         let _g = CACHE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let n = self.load_cache().entries.len();
+        let c = self.load_cache();
+        let entries = c.entries.len() + c.links.len();
         match fs::remove_file(self.cache_path()) {
-            Ok(()) => Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(BuildError::Io {
-                what: "remove build cache".into(),
-                source: e,
-            }),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(BuildError::Io {
+                    what: "remove build cache".into(),
+                    source: e,
+                })
+            }
         }
+        let (cache_mounts, bytes) = mounts::CacheMounts::new(self.dir.join("mounts"))
+            .prune()
+            .map_err(|e| BuildError::Invalid(e.to_string()))?;
+        Ok(PruneReport {
+            entries,
+            cache_mounts,
+            bytes,
+        })
     }
 
     /// Builds `context` (a directory) and reports progress lines through `out`.
@@ -476,6 +546,21 @@ impl Builder {
                         d.insert(j);
                     }
                 }
+                // RUN --mount=...,from=<stage>
+                for (k, v) in &ins.flags {
+                    if k != "mount" {
+                        continue;
+                    }
+                    let v = parser::expand(v, df.escape, &|n| globals.get(n).cloned())
+                        .unwrap_or_else(|_| v.clone());
+                    if let Some(j) = mounts::parse(&v)
+                        .ok()
+                        .and_then(|m| m.from().and_then(stage_ref))
+                        .filter(|&j| j < i)
+                    {
+                        d.insert(j);
+                    }
+                }
             }
             d
         };
@@ -580,6 +665,7 @@ impl Builder {
                 match r {
                     Ok((st, id, cache)) => {
                         ctx.cache.entries.extend(cache.entries);
+                        ctx.cache.links.extend(cache.links);
                         ctx.stages_done.insert(i, (st, id));
                     }
                     Err(e) => {
@@ -1125,22 +1211,36 @@ impl Builder {
                 v
             }
         };
-        for (k, _) in &ins.flags {
+        let esc = df.escape;
+        let env = c.env.clone();
+        let args = sc.args.clone();
+        let lookup = move |n: &str| env_get(&env, n).or_else(|| args.get(n).cloned());
+        let workdir = c.working_dir.clone().unwrap_or_else(|| "/".into());
+        let mut run_mounts: Vec<PreparedMount> = Vec::new();
+        for (k, v) in &ins.flags {
             match k.as_str() {
                 "network" => {}
-                "mount" | "security" => {
+                "mount" => {
+                    let v = parser::expand(v, esc, &lookup).map_err(|m| step_err(df, ins, &m))?;
+                    let m = mounts::parse(&v).map_err(|e| step_err(df, ins, &e.to_string()))?;
+                    run_mounts.push(self.prepare_mount(ctx, ins, m, &workdir)?);
+                }
+                "security" if v == "sandbox" => {}
+                "security" => {
                     return Err(step_err(
                         df,
                         ins,
-                        &format!("RUN --{k} is not supported by barge's builder yet"),
+                        &format!("RUN --security={v} is not supported by barge's builder"),
+                    ))
+                }
+                "device" => {
+                    return Err(step_err(
+                        df,
+                        ins,
+                        "RUN --device is not supported by barge's builder",
                     ))
                 }
                 o => return Err(step_err(df, ins, &format!("unknown flag: --{o}"))),
-            }
-        }
-        if let Some(n) = ins.flag("network") {
-            if !matches!(n, "none" | "host" | "default") {
-                return Err(step_err(df, ins, &format!("unsupported network mode {n}")));
             }
         }
         // Build args that ENV does not override are in RUN's environment.
@@ -1156,18 +1256,35 @@ impl Builder {
             .or_else(|| ctx.opts.network_mode.clone())
             .filter(|n| !n.is_empty() && n != "default")
             .unwrap_or_else(|| "none".into());
+        let mut extra = arg_env.join("\n");
+        for m in &run_mounts {
+            extra.push_str("\0mount ");
+            extra.push_str(&m.key);
+        }
         let key = cache_key(
             &st,
             &format!("RUN {}", serde_json::to_string(&argv).expect("json")),
-            &arg_env.join("\n"),
+            &extra,
         );
         let created_by = match &ins.json {
             Some(_) => format!("RUN {}", serde_json::to_string(&argv).expect("json")),
             None => argv.join(" "),
         };
         let epoch = ctx.opts.source_date_epoch;
+        let cache_mounts = mounts::CacheMounts::new(self.dir.join("mounts"));
         self.cached(ctx, &key, st, |this, mut st, out| {
             let parent = this.commit(&st, &[])?;
+            // Mounts are set up for this step only; guards unmount and release on drop.
+            let mut guards: Vec<MountGuard> = Vec::new();
+            let mut specs = Vec::new();
+            for m in &run_mounts {
+                let (spec, g) = this
+                    .setup_mount(m, &cache_mounts)
+                    .map_err(|e| step_err(df, ins, &e.to_string()))?;
+                specs.push(spec);
+                guards.extend(g);
+            }
+            let targets: Vec<String> = run_mounts.iter().map(|m| m.target.clone()).collect();
             let opts = CreateOptions {
                 image: parent,
                 cmd: Some(argv.clone()),
@@ -1178,6 +1295,7 @@ impl Builder {
                 host: HostOptions {
                     network_mode: network.clone(),
                     log_type: "json-file".into(),
+                    mounts: specs,
                     ..Default::default()
                 },
                 ..Default::default()
@@ -1228,13 +1346,14 @@ impl Builder {
                 }
                 let upper = ct.rootfs.parent().expect("container dir").join("upper");
                 let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {
-                    diff_upper_filtered(&upper, &this.view(&st), t)
+                    diff_upper_filtered(&upper, &this.view(&st), &targets, t)
                 })
                 .map_err(io_err("diff container changes"))?;
                 this.add_layer(&mut st, &mut lf, created_by.clone(), created)?;
                 Ok(st)
             })();
             let _ = this.containers.remove_with_volumes(&ct.id, true, true);
+            drop(guards);
             r
         })
     }
@@ -1252,21 +1371,24 @@ impl Builder {
         let env = st.config.config.env.clone();
         let args = sc.args.clone();
         let lookup = move |n: &str| env_get(&env, n).or_else(|| args.get(n).cloned());
+        let is_add = ins.keyword == "ADD";
         for (k, _) in &ins.flags {
-            if !matches!(
-                k.as_str(),
-                "from"
-                    | "chown"
-                    | "chmod"
-                    | "link"
-                    | "parents"
-                    | "exclude"
-                    | "checksum"
-                    | "keep-git-dir"
-            ) {
+            let ok = match k.as_str() {
+                "from" | "chown" | "chmod" | "link" => true,
+                "checksum" | "keep-git-dir" => is_add,
+                _ => false,
+            };
+            if !ok {
                 return Err(e(format!("unknown flag: --{k}")));
             }
         }
+        if ins.flag("keep-git-dir").is_some() {
+            return Err(e(
+                "ADD --keep-git-dir: ADD of a git repository is not supported by barge's builder"
+                    .into(),
+            ));
+        }
+        let link = ins.flag("link").is_some_and(|v| v != "false");
         let mut words = match &ins.json {
             Some(j) => j
                 .iter()
@@ -1314,26 +1436,39 @@ impl Builder {
         let (_mount, src_root) = match ins.flag("from") {
             Some(f) => {
                 let f = parser::expand(f, esc, &lookup).map_err(e)?;
-                let stage = ctx
-                    .names
-                    .get(&f.to_ascii_lowercase())
-                    .copied()
-                    .or_else(|| f.parse::<usize>().ok());
-                let sst = match stage.and_then(|i| ctx.stages_done.get(&i)) {
-                    Some((s, _)) => s.clone(),
-                    None => self.base_state(ctx, ins, &f)?.0,
-                };
+                let sst = self.source_state(ctx, ins, &f)?;
                 let view = self.view(&sst);
                 let (m, p) = mount_view(&self.images.root().join("tmp"), &view.layers)?;
                 (Some(m), p)
             }
             None => (None, ctx.context.to_path_buf()),
         };
-        // Expand globs and check the sources.
+        // Expand globs and check the sources; URLs are downloaded (ADD only).
         let mut sources: Vec<(PathBuf, String)> = Vec::new();
+        let mut remotes: Vec<Remote> = Vec::new();
+        let checksum = match ins.flag("checksum") {
+            Some(c) => Some(
+                fetch::Checksum::parse(&parser::expand(c, esc, &lookup).map_err(e)?)
+                    .map_err(|x| e(x.to_string()))?,
+            ),
+            None => None,
+        };
         for w in &words {
-            if w.starts_with("http://") || w.starts_with("https://") {
-                return Err(e(format!("{} from a URL is not supported", ins.keyword)));
+            if ins.flag("from").is_none() && fetch::is_git(w) {
+                return Err(e(format!(
+                    "{w}: {} of a git repository is not supported by barge's builder",
+                    ins.keyword
+                )));
+            }
+            if ins.flag("from").is_none() && fetch::is_url(w) {
+                if !is_add {
+                    return Err(e("source can't be a URL for COPY".into()));
+                }
+                remotes.push(Remote {
+                    url: w.clone(),
+                    file: None,
+                });
+                continue;
             }
             let rel = clean_path(w);
             if ins.flag("from").is_none() && escapes(w) {
@@ -1354,9 +1489,14 @@ impl Builder {
                 sources.push((p, m));
             }
         }
+        if checksum.is_some() && (remotes.len() != 1 || !sources.is_empty()) {
+            return Err(e(
+                "--checksum requires exactly one source, an http(s) URL".into()
+            ));
+        }
         let dest_is_dir = dest_is_dir
-            || sources.len() > 1
-            || (ins.keyword == "ADD"
+            || sources.len() + remotes.len() > 1
+            || (is_add
                 && ins.flag("from").is_none()
                 && sources.iter().any(|(p, _)| p.is_file() && is_archive(p)));
         // Owner and mode.
@@ -1379,6 +1519,35 @@ impl Builder {
             }
             None => None,
         };
+        // The directories leading to the destination: (path, existing mode/uid/gid).
+        let top = if dest_is_dir {
+            dest.clone()
+        } else {
+            Path::new(&dest)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "/".into())
+        };
+        let mut ancestors: Vec<(String, Option<DirMeta>)> = Vec::new();
+        let mut link_ok = true;
+        let mut acc = String::new();
+        for comp in top
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|c| !c.is_empty())
+        {
+            use std::os::unix::fs::MetadataExt;
+            acc = format!("{acc}/{comp}");
+            let md = view.lookup(&acc).and_then(|p| fs::symlink_metadata(p).ok());
+            if md.as_ref().is_some_and(|m| !m.is_dir()) {
+                link_ok = false; // a symlink on the way: the layer depends on it
+            }
+            ancestors.push((
+                acc.clone(),
+                md.map(|m| (m.mode() & 0o7777, m.uid(), m.gid())),
+            ));
+        }
+        let link = link && link_ok;
         // Content digest for the cache key.
         let mut h = Sha256::new();
         for (p, rel) in &sources {
@@ -1389,85 +1558,485 @@ impl Builder {
             h.update(n.as_bytes());
             h.update(c.as_bytes());
         }
+        let tmpdir = self.images.root().join("tmp");
+        fs::create_dir_all(&tmpdir).map_err(io_err("create temp dir"))?;
+        for r in &mut remotes {
+            h.update(r.url.as_bytes());
+            match &checksum {
+                // The checksum is the key: a cached step downloads nothing.
+                Some(c) => h.update(format!("{}:{}", c.algorithm, c.hex).as_bytes()),
+                None => {
+                    let (mut f, info) = self
+                        .download(&r.url, &tmpdir)
+                        .map_err(|x| e(x.to_string()))?;
+                    let d = fetch::digest_file(f.as_file_mut(), "sha256")
+                        .map_err(|x| e(x.to_string()))?;
+                    h.update(d.as_bytes());
+                    h.update(format!("{:?}", info.last_modified).as_bytes());
+                    h.update(
+                        fetch::file_name(&r.url, info.content_disposition.as_deref()).as_bytes(),
+                    );
+                    r.file = Some((f, info));
+                }
+            }
+        }
         let flags: Vec<String> = ins
             .flags
             .iter()
             .map(|(k, v)| format!("--{k}={v}"))
             .collect();
         let text = format!("{} {} {:?} {}", ins.keyword, flags.join(" "), words, dest);
-        let key = cache_key(&st, &text, &barge_image::digest::hex(&h.finalize()));
+        let content = barge_image::digest::hex(&h.finalize());
         let epoch = ctx.opts.source_date_epoch;
         let created_by = format!(
             "/bin/sh -c #(nop) {} {} in {dest} ",
             ins.keyword,
             words.join(" ")
         );
-        let is_add = ins.keyword == "ADD" && ins.flag("from").is_none();
-        self.cached(ctx, &key, st, move |this, mut st, _out| {
-            let created = now_or(epoch);
+        let extract = is_add && ins.flag("from").is_none();
+        let link_text = format!("{text} dir={dest_is_dir} owner={owner:?} parents={ancestors:?}");
+        // Writes the layer's entries. Without --link only missing parent directories are
+        // written; with it every parent is (existing ones with their owner and mode, which are
+        // part of the key), so the layer does not depend on what the parent holds.
+        let fill = move |link: bool,
+                         remotes: &[Remote],
+                         t: &mut LayerTar<HashingWriter<BufWriter<fs::File>>>|
+              -> std::io::Result<()> {
             let now = epoch.unwrap_or_else(|| chrono::Utc::now().timestamp());
-            let view = this.view(&st);
-            let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {
-                // Missing parent directories.
-                let top = if dest_is_dir {
-                    dest.clone()
-                } else {
-                    Path::new(&dest)
-                        .parent()
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "/".into())
-                };
-                let mut acc = String::new();
-                for comp in top
-                    .trim_start_matches('/')
-                    .split('/')
-                    .filter(|c| !c.is_empty())
-                {
-                    acc = format!("{acc}/{comp}");
-                    if view.lookup(&acc).is_none() {
-                        t.add_dir(&acc, if acc == top { owner } else { None }, now)?;
-                    }
+            for (dir, existing) in &ancestors {
+                match existing {
+                    None => t.add_dir(dir, if *dir == top { owner } else { None }, now)?,
+                    Some((m, u, g)) if link => t.add_dir_mode(dir, *m, (*u, *g), now)?,
+                    Some(_) => {}
                 }
-                for (n, content) in &heredoc_files {
+            }
+            for (n, content) in &heredoc_files {
+                let target = if dest_is_dir {
+                    format!("{dest}/{n}")
+                } else {
+                    dest.clone()
+                };
+                t.add_bytes(
+                    &target,
+                    content.as_bytes(),
+                    owner,
+                    mode.unwrap_or(0o644),
+                    now,
+                )?;
+            }
+            for (p, rel) in &sources {
+                let md = fs::symlink_metadata(p)?;
+                if md.is_dir() {
+                    add_tree(t, p, &dest, owner, mode)?;
+                } else if extract && is_archive(p) {
+                    // ADD extracts local tar archives (plain, gzip, zstd) into the destination.
+                    extract_into(t, p, &dest)?;
+                } else {
+                    let base = Path::new(rel)
+                        .file_name()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     let target = if dest_is_dir {
-                        format!("{dest}/{n}")
+                        format!("{dest}/{base}")
                     } else {
                         dest.clone()
                     };
-                    t.add_bytes(
-                        &target,
-                        content.as_bytes(),
-                        owner,
-                        mode.unwrap_or(0o644),
-                        now,
-                    )?;
+                    t.add_path(p, &target, Some(owner.unwrap_or((0, 0))), mode)?;
                 }
-                for (p, rel) in &sources {
-                    let md = fs::symlink_metadata(p)?;
-                    if md.is_dir() {
-                        add_tree(t, p, &dest, owner, mode)?;
-                    } else if is_add && is_archive(p) {
-                        // ADD extracts local tar archives (plain, gzip, zstd) into the destination.
-                        extract_into(t, p, &dest)?;
-                    } else {
-                        let base = Path::new(rel)
-                            .file_name()
-                            .map(|s| s.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        let target = if dest_is_dir {
-                            format!("{dest}/{base}")
-                        } else {
-                            dest.clone()
-                        };
-                        t.add_path(p, &target, Some(owner.unwrap_or((0, 0))), mode)?;
-                    }
+            }
+            for r in remotes {
+                let Some((file, info)) = &r.file else {
+                    continue;
+                };
+                let name = fetch::file_name(&r.url, info.content_disposition.as_deref());
+                let target = if dest_is_dir {
+                    format!("{dest}/{name}")
+                } else {
+                    dest.clone()
+                };
+                let mtime = info
+                    .last_modified
+                    .as_deref()
+                    .and_then(fetch::http_time)
+                    .unwrap_or(now);
+                file.as_file().set_modified(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64),
+                )?;
+                t.add_path(
+                    file.path(),
+                    &target,
+                    Some(owner.unwrap_or((0, 0))),
+                    Some(mode.unwrap_or(0o600)),
+                )?;
+            }
+            Ok(())
+        };
+        let download_all = |this: &Builder, remotes: &mut Vec<Remote>| -> Result<(), BuildError> {
+            for r in remotes.iter_mut().filter(|r| r.file.is_none()) {
+                let (mut f, info) = this
+                    .download(&r.url, &tmpdir)
+                    .map_err(|x| e(x.to_string()))?;
+                if let Some(c) = &checksum {
+                    c.verify(f.as_file_mut()).map_err(|x| e(x.to_string()))?;
                 }
-                Ok(())
+                r.file = Some((f, info));
+            }
+            Ok(())
+        };
+        if link {
+            // The key leaves the parent chain out.
+            let key = link_key(&link_text, &content);
+            return self.cached_link(ctx, &key, st, move |this| {
+                let mut remotes = remotes;
+                download_all(this, &mut remotes)?;
+                let created = now_or(epoch);
+                let lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {
+                    fill(true, &remotes, t)
+                })
+                .map_err(io_err("write layer"))?;
+                Ok((
+                    lf,
+                    HistoryEntry {
+                        created: Some(created),
+                        created_by: Some(created_by),
+                        ..Default::default()
+                    },
+                ))
+            });
+        }
+        let key = cache_key(&st, &text, &content);
+        self.cached(ctx, &key, st, move |this, mut st, _out| {
+            let mut remotes = remotes;
+            download_all(this, &mut remotes)?;
+            let created = now_or(epoch);
+            let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {
+                fill(false, &remotes, t)
             })
             .map_err(io_err("write layer"))?;
             this.add_layer(&mut st, &mut lf, created_by, created)?;
             Ok(st)
         })
+    }
+
+    /// Downloads `url` into a temp file under `tmp` through the configured fetcher.
+    fn download(
+        &self,
+        url: &str,
+        tmp: &Path,
+    ) -> Result<(tempfile::NamedTempFile, fetch::Fetched), fetch::FetchError> {
+        let f = self.fetcher.as_ref().ok_or(fetch::FetchError::NoFetcher)?;
+        let mut t = tempfile::NamedTempFile::new_in(tmp)?;
+        let info =
+            f.fetch(url, t.as_file_mut())
+                .map_err(|message| fetch::FetchError::Download {
+                    url: url.to_string(),
+                    message,
+                })?;
+        Ok((t, info))
+    }
+
+    /// Like [`Builder::cached`] for `--link` layers: a hit is the stored layer put on top of
+    /// whatever the parent is now (its snapshot is unpacked for the new chain if needed).
+    fn cached_link(
+        &self,
+        ctx: &mut Ctx,
+        key: &str,
+        mut st: StageState,
+        f: impl FnOnce(&Builder) -> Result<(layer::LayerFile, HistoryEntry), BuildError>,
+    ) -> Result<StageState, BuildError> {
+        if !ctx.opts.no_cache {
+            if let Some(hit) = ctx.cache.links.get(key).cloned() {
+                if self.images.has_blob(&hit.desc.digest) {
+                    self.push_linked(&mut st, &hit)?;
+                    (ctx.out)(" ---> Using cache (linked layer)\n");
+                    return Ok(st);
+                }
+            }
+        }
+        let t = std::time::Instant::now();
+        let (mut lf, history) = f(self)?;
+        let desc = layer::store_layer(&self.images, &mut lf, &st.config.rootfs.diff_ids)?;
+        let linked = LinkedLayer {
+            desc,
+            diff_id: lf.diff_id.clone(),
+            size: lf.size,
+            history,
+        };
+        self.push_linked(&mut st, &linked)?;
+        self.update_cache(|c| {
+            c.links.insert(key.to_string(), linked.clone());
+        })?;
+        ctx.cache.links.insert(key.to_string(), linked);
+        (ctx.out)(&format!(
+            " ---> Done in {:.2}s\n",
+            t.elapsed().as_secs_f64()
+        ));
+        Ok(st)
+    }
+
+    /// Puts a linked layer on top of `st`, unpacking its snapshot for this chain if missing.
+    fn push_linked(&self, st: &mut StageState, l: &LinkedLayer) -> Result<(), BuildError> {
+        let mut ids = st.config.rootfs.diff_ids.clone();
+        ids.push(l.diff_id.clone());
+        let chain = barge_image::chain_ids(&ids).pop().expect("one id");
+        let snap = self
+            .images
+            .root()
+            .join("snapshots")
+            .join(chain.trim_start_matches("sha256:"));
+        if !snap.is_dir() {
+            let mut f = self.images.open_blob(&l.desc.digest)?;
+            let mut r: &mut dyn Read = &mut f;
+            self.images
+                .ingest_layer(&mut r, &l.desc, &l.diff_id, &chain)?;
+        }
+        st.config.rootfs.diff_ids.push(l.diff_id.clone());
+        st.layers.push(l.desc.clone());
+        st.layer_sizes.push(l.size);
+        st.config.history.push(l.history.clone());
+        Ok(())
+    }
+}
+
+/// Mode, uid and gid of an existing directory.
+type DirMeta = (u32, u32, u32);
+
+/// A URL source of `ADD`, once downloaded.
+struct Remote {
+    url: String,
+    file: Option<(tempfile::NamedTempFile, fetch::Fetched)>,
+}
+
+/// A `RUN --mount` with its target resolved and what it reads pinned down.
+struct PreparedMount {
+    mount: RunMount,
+    /// Absolute path in the container.
+    target: String,
+    /// The state named by `from=` (a stage or an image).
+    from: Option<StageState>,
+    /// The build context (what a bind mount without `from` reads).
+    context: PathBuf,
+    /// What a new cache directory starts from (part of its store key).
+    origin: String,
+    /// This mount's part of the step's cache key.
+    key: String,
+}
+
+/// What keeps a step's mount alive; released (unmounted, unlocked, removed) on drop.
+#[allow(dead_code)] // held for their Drop
+enum MountGuard {
+    Mount(Mounted),
+    Lease(mounts::CacheLease),
+    Temp(tempfile::TempDir),
+}
+
+/// Chain ID of a state's top layer (`scratch` when it has none).
+fn top_chain(st: &StageState) -> String {
+    barge_image::chain_ids(&st.config.rootfs.diff_ids)
+        .pop()
+        .unwrap_or_else(|| "scratch".into())
+}
+
+/// Resolves `source` inside `root` (symlinks followed inside it); it must exist.
+fn resolve_source(root: &Path, source: &str) -> Result<PathBuf, String> {
+    let p =
+        barge_container::fsops::resolve_in_root(root, source, true).map_err(|e| e.to_string())?;
+    if fs::symlink_metadata(&p).is_err() {
+        return Err(format!(
+            "failed to compute cache key: \"/{}\" not found",
+            source.trim_start_matches('/')
+        ));
+    }
+    Ok(p)
+}
+
+impl Builder {
+    /// The state of a stage (by name or index) or, failing that, an image.
+    fn source_state(
+        &self,
+        ctx: &mut Ctx,
+        ins: &Instruction,
+        name: &str,
+    ) -> Result<StageState, BuildError> {
+        let stage = ctx
+            .names
+            .get(&name.to_ascii_lowercase())
+            .copied()
+            .or_else(|| name.parse::<usize>().ok());
+        match stage.and_then(|i| ctx.stages_done.get(&i)) {
+            Some((s, _)) => Ok(s.clone()),
+            None => Ok(self.base_state(ctx, ins, name)?.0),
+        }
+    }
+
+    /// Resolves a `RUN --mount` and computes its part of the cache key: the definition, plus
+    /// the content digest of a bind mount's source (from the context) or the chain ID of the
+    /// stage/image it comes from. A cache mount's content is not part of it.
+    fn prepare_mount(
+        &self,
+        ctx: &mut Ctx,
+        ins: &Instruction,
+        mount: RunMount,
+        workdir: &str,
+    ) -> Result<PreparedMount, BuildError> {
+        let e = |m: String| step_err(ctx.df, ins, &m);
+        let t = mount.target();
+        let target = if t.starts_with('/') {
+            clean_path(t)
+        } else {
+            clean_path(&format!("{workdir}/{t}"))
+        };
+        if target == "/" {
+            return Err(e("a mount cannot target /".into()));
+        }
+        let from = match mount.from() {
+            Some(f) => Some(self.source_state(ctx, ins, f)?),
+            None => None,
+        };
+        let from_chain = from.as_ref().map(top_chain);
+        let (origin, key) = match &mount {
+            RunMount::Bind { source, rw, .. } => {
+                let what = match &from_chain {
+                    Some(c) => format!("from={c}"),
+                    None => {
+                        let p = resolve_source(ctx.context, source).map_err(e)?;
+                        let mut h = Sha256::new();
+                        hash_tree(&p, &mut h).map_err(io_err(format!("read {}", p.display())))?;
+                        format!("context={}", barge_image::digest::hex(&h.finalize()))
+                    }
+                };
+                (
+                    String::new(),
+                    format!("bind target={target} source={source} rw={rw} {what}"),
+                )
+            }
+            RunMount::Cache {
+                id,
+                sharing,
+                source,
+                mode,
+                uid,
+                gid,
+                readonly,
+                ..
+            } => {
+                let origin = match &from_chain {
+                    Some(c) => format!("from={c} source={source}"),
+                    None => format!("empty mode={mode:o} uid={uid} gid={gid}"),
+                };
+                let key = format!(
+                    "cache target={target} id={id} sharing={} ro={readonly} {origin}",
+                    sharing.as_str()
+                );
+                (origin, key)
+            }
+            RunMount::Tmpfs { size, .. } => (
+                String::new(),
+                format!("tmpfs target={target} size={}", size.unwrap_or(0)),
+            ),
+        };
+        Ok(PreparedMount {
+            mount,
+            target,
+            from,
+            context: ctx.context.to_path_buf(),
+            origin,
+            key,
+        })
+    }
+
+    /// Makes the container mount for a prepared `RUN --mount`.
+    fn setup_mount(
+        &self,
+        m: &PreparedMount,
+        cache: &mounts::CacheMounts,
+    ) -> Result<(MountSpec, Vec<MountGuard>), BuildError> {
+        let tmp = self.images.root().join("tmp");
+        fs::create_dir_all(&tmp).map_err(io_err("create temp dir"))?;
+        let mut guards = Vec::new();
+        let root = match &m.from {
+            Some(st) => {
+                let (g, p) = mount_view(&tmp, &self.view(st).layers)?;
+                guards.push(MountGuard::Mount(g));
+                p
+            }
+            None => m.context.clone(),
+        };
+        let bind = |source: &Path, read_only: bool| MountSpec {
+            kind: MountType::Bind,
+            source: source.to_string_lossy().into_owned(),
+            target: m.target.clone(),
+            read_only,
+            ..Default::default()
+        };
+        let spec = match &m.mount {
+            RunMount::Bind { source, rw, .. } => {
+                let src = resolve_source(&root, source).map_err(BuildError::Invalid)?;
+                if *rw {
+                    // Writes go to a throw-away copy (an overlay for directories).
+                    let work = tempfile::Builder::new()
+                        .prefix("mount-rw-")
+                        .tempdir_in(&tmp)
+                        .map_err(io_err("create mount dir"))?;
+                    let path = if src.is_dir() {
+                        let (upper, wdir) = (work.path().join("upper"), work.path().join("work"));
+                        fs::create_dir(&upper).map_err(io_err("create mount dir"))?;
+                        fs::create_dir(&wdir).map_err(io_err("create mount dir"))?;
+                        let (g, p) = mount_overlay(&tmp, &[src], Some((&upper, &wdir)))?;
+                        guards.push(MountGuard::Temp(work));
+                        guards.push(MountGuard::Mount(g));
+                        p
+                    } else {
+                        let p = work.path().join("file");
+                        fs::copy(&src, &p).map_err(io_err("copy bind source"))?;
+                        guards.push(MountGuard::Temp(work));
+                        p
+                    };
+                    bind(&path, false)
+                } else {
+                    bind(&src, true)
+                }
+            }
+            RunMount::Cache {
+                id,
+                sharing,
+                source,
+                mode,
+                uid,
+                gid,
+                readonly,
+                ..
+            } => {
+                let key = mounts::CacheMounts::key(id, &m.origin);
+                let from = m.from.is_some();
+                let init = |dir: &Path| -> std::io::Result<()> {
+                    if from {
+                        let src = resolve_source(&root, source).map_err(std::io::Error::other)?;
+                        mounts::copy_tree(&src, dir)
+                    } else {
+                        mounts::init_empty(dir, *mode, *uid, *gid)
+                    }
+                };
+                let lease = cache
+                    .acquire(&key, id, *sharing, &init)
+                    .map_err(|e| BuildError::Invalid(e.to_string()))?;
+                let spec = bind(&lease.path, *readonly);
+                guards.push(MountGuard::Lease(lease));
+                spec
+            }
+            RunMount::Tmpfs { size, .. } => MountSpec {
+                kind: MountType::Tmpfs,
+                target: m.target.clone(),
+                tmpfs_options: Some(TmpfsOptions {
+                    size_bytes: size.unwrap_or(0) as i64,
+                    mode: 0,
+                }),
+                ..Default::default()
+            },
+        };
+        // Released in reverse order (an overlay before the view under it).
+        guards.reverse();
+        Ok((spec, guards))
     }
 }
 
@@ -1549,6 +2118,16 @@ fn cache_key(st: &StageState, text: &str, extra: &str) -> String {
     format!("sha256:{}", barge_image::digest::hex(&h.finalize()))
 }
 
+/// The key of a `--link` step: no parent state in it.
+fn link_key(text: &str, content: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"link\0");
+    h.update(text.as_bytes());
+    h.update(b"\0");
+    h.update(content.as_bytes());
+    format!("sha256:{}", barge_image::digest::hex(&h.finalize()))
+}
+
 /// Mount points the runtime creates in a container's root when the image lacks them.
 const RUNTIME_MOUNTPOINTS: &[&str] = &[
     "dev",
@@ -1560,15 +2139,19 @@ const RUNTIME_MOUNTPOINTS: &[&str] = &[
     "sbin/docker-init",
 ];
 
-/// The upper dir as a layer, minus the (empty) mount points the runtime created and the
-/// directories that were only copied up for them.
+/// The upper dir as a layer, minus the (empty) mount points the runtime created (its own and
+/// those of `RUN --mount` targets) and the directories that were only copied up for them.
 fn diff_upper_filtered<W: std::io::Write>(
     upper: &Path,
     lower: &RootView,
+    mount_targets: &[String],
     t: &mut LayerTar<W>,
 ) -> std::io::Result<()> {
     let skip = |rel: &str, md: &fs::Metadata| {
-        RUNTIME_MOUNTPOINTS.contains(&rel)
+        (RUNTIME_MOUNTPOINTS.contains(&rel)
+            || mount_targets
+                .iter()
+                .any(|m| m.trim_start_matches('/') == rel))
             && lower.lookup(rel).is_none()
             && ((md.is_file() && md.len() == 0)
                 || (md.is_dir()

@@ -133,6 +133,26 @@ impl<W: Write> LayerTar<W> {
             .append_data(&mut h, format!("{}/", name.trim_matches('/')), io::empty())
     }
 
+    /// Adds a directory entry with the given mode and owner (a `--link` layer's parent that
+    /// exists below it).
+    pub fn add_dir_mode(
+        &mut self,
+        name: &str,
+        mode: u32,
+        owner: (u32, u32),
+        mtime: i64,
+    ) -> io::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_uid(owner.0 as u64);
+        h.set_gid(owner.1 as u64);
+        h.set_mtime(self.mtime(mtime));
+        h.set_size(0);
+        self.tar
+            .append_data(&mut h, format!("{}/", name.trim_matches('/')), io::empty())
+    }
+
     /// Adds a regular file from bytes.
     pub fn add_bytes(
         &mut self,

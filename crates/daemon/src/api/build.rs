@@ -35,6 +35,27 @@ fn json_map(q: &Query, key: &str) -> Result<BTreeMap<String, Option<String>>, Ap
     }
 }
 
+/// `ADD <url>` downloads for the builder, on the registry crate's HTTP client, run on the
+/// daemon's runtime from the builder's (blocking) threads.
+struct HttpFetcher(tokio::runtime::Handle);
+
+impl barge_builder::fetch::Fetcher for HttpFetcher {
+    fn fetch(
+        &self,
+        url: &str,
+        dest: &mut std::fs::File,
+    ) -> Result<barge_builder::fetch::Fetched, String> {
+        let info = self
+            .0
+            .block_on(barge_registry::download(url, dest))
+            .map_err(|e| e.to_string())?;
+        Ok(barge_builder::fetch::Fetched {
+            last_modified: info.last_modified,
+            content_disposition: info.content_disposition,
+        })
+    }
+}
+
 /// `POST /build?t=&dockerfile=&buildargs=&target=&nocache=&labels=&networkmode=&q=&platform=`.
 pub async fn build(
     State(state): State<AppState>,
@@ -102,8 +123,10 @@ pub async fn build(
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let s = state.clone();
+    let fetcher = std::sync::Arc::new(HttpFetcher(tokio::runtime::Handle::current()));
     tokio::task::spawn_blocking(move || {
-        let builder = Builder::new(s.images.clone(), s.containers.clone(), &s.data_root);
+        let builder = Builder::new(s.images.clone(), s.containers.clone(), &s.data_root)
+            .with_fetcher(fetcher);
         let txo = tx.clone();
         let mut out = |line: &str| {
             if !quiet {
@@ -138,16 +161,19 @@ pub async fn build(
         .expect("static response"))
 }
 
-/// `POST /build/prune`: drops the build cache.
+/// `POST /build/prune`: drops the build cache (layer cache entries and unused cache mounts).
 pub async fn prune(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let s = state.clone();
-    let n = asyncify(move || {
+    let r = asyncify(move || {
         Builder::new(s.images.clone(), s.containers.clone(), &s.data_root)
             .prune()
             .map_err(|e| ApiError::internal(e.to_string()))
     })
     .await?;
-    Ok(Json(
-        json!({ "CachesDeleted": Vec::<String>::new(), "SpaceReclaimed": 0, "EntriesDeleted": n }),
-    ))
+    Ok(Json(json!({
+        "CachesDeleted": Vec::<String>::new(),
+        "SpaceReclaimed": r.bytes,
+        "EntriesDeleted": r.entries,
+        "CacheMountsDeleted": r.cache_mounts,
+    })))
 }
