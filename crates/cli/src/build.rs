@@ -1,13 +1,14 @@
 //! `barge build` and `barge builder prune`: the context is sent as a tar (honouring
 //! `.dockerignore`, as docker's client does) to `POST /build`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use hyper::Method;
 
+use crate::build_progress::{terminal_width, TtyProgress};
 use crate::client::{self, for_each_json, query, Client};
 use crate::status;
 
@@ -44,7 +45,8 @@ pub struct BuildArgs {
     /// Suppress the build output and print image ID on success
     #[arg(short, long)]
     pub quiet: bool,
-    /// Type of progress output ("auto", "plain", "tty", "quiet"): barge prints one line per step
+    /// Type of progress output ("auto", "plain", "tty", "quiet"): "auto" is "tty" when
+    /// stdout is a terminal (a live view of the running step), else "plain" (the step log)
     #[arg(long, default_value = "auto")]
     pub progress: String,
     /// Build context directory
@@ -144,9 +146,13 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
     let mut id = None;
     let mut failed = None;
     let quiet = a.quiet || a.progress == "quiet";
+    let mut tty = (!quiet && use_tty(&a.progress)?)
+        .then(|| TtyProgress::new(std::io::stdout(), terminal_width()));
     for_each_json(resp, |v| {
         if let Some(s) = v.get("stream").and_then(|s| s.as_str()) {
-            if !quiet {
+            if let Some(t) = &mut tty {
+                t.feed(s)?;
+            } else if !quiet {
                 print!("{s}");
                 let _ = std::io::stdout().flush();
             }
@@ -160,6 +166,9 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
         Ok(())
     })
     .await?;
+    if let Some(t) = &mut tty {
+        t.finish(failed.as_deref())?;
+    }
     if let Some(e) = failed {
         return Err(status(1, e));
     }
@@ -175,18 +184,31 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Whether `--progress` asks for the TTY view (`auto`: when stdout is a terminal).
+fn use_tty(progress: &str) -> Result<bool> {
+    match progress {
+        "auto" | "" => Ok(std::io::stdout().is_terminal()),
+        "tty" => Ok(true),
+        "plain" | "quiet" => Ok(false),
+        o => Err(status(
+            1,
+            format!("invalid progress mode {o:?}: want auto, plain, tty or quiet"),
+        )),
+    }
+}
+
 /// `barge builder prune`.
 pub async fn builder(c: &Client, cmd: BuilderCmd) -> Result<i32> {
     match cmd {
         BuilderCmd::Prune { .. } => {
             let v: serde_json::Value = c.json(Method::POST, "/build/prune", None).await?;
+            let n = |k: &str| v.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
+            println!("Deleted build cache entries: {}", n("EntriesDeleted"));
+            println!("Deleted cache mounts: {}", n("CacheMountsDeleted"));
             println!(
-                "Deleted build cache entries: {}",
-                v.get("EntriesDeleted")
-                    .and_then(|n| n.as_u64())
-                    .unwrap_or(0)
+                "Total reclaimed space: {}",
+                crate::format::human_size(n("SpaceReclaimed") as i64)
             );
-            println!("Total reclaimed space: 0B");
             Ok(0)
         }
     }

@@ -7,6 +7,7 @@
 //! and otherwise the container's (or exec's) own exit code.
 
 mod build;
+mod build_progress;
 mod cli;
 pub mod client;
 mod container;
