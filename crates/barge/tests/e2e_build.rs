@@ -540,3 +540,344 @@ fn arg_and_env_scoping_and_iidfile() {
     assert!(!env.contains("V=") && env.contains("\"E=set\""), "{env}");
     D.ok(&["rmi", "scope-built"]);
 }
+
+#[test]
+fn run_mounts_cache_bind_and_tmpfs() {
+    // A daemon of its own: the test restarts it and prunes the builder cache.
+    let mut d = Daemon::start();
+    d.load_layout();
+    let ctx = ctx_with(&[
+        (
+            "Dockerfile",
+            "FROM busybox:1.35 AS src\n\
+             RUN mkdir -p /out && echo from-stage > /out/s.txt\n\
+             FROM busybox:1.35 AS unused\n\
+             RUN echo never\n\
+             FROM busybox:1.35\n\
+             ARG N\n\
+             RUN --mount=type=cache,target=/var/cache/c,id=counter,sharing=locked \\\n\
+                 echo \"$N\" >> /var/cache/c/log && busybox wc -l < /var/cache/c/log > /count\n\
+             RUN --mount=type=cache,target=/c2,uid=1234,gid=99,mode=0700 ls -ldn /c2 > /c2perm\n\
+             RUN --mount=type=bind,source=data,target=/data cat /data/f > /copied\n\
+             RUN --mount=type=bind,source=data,target=/d,rw sh -c 'echo changed > /d/f && cat /d/f > /rw'\n\
+             RUN --mount=type=bind,from=src,source=/out,target=/s cat /s/s.txt > /froms\n\
+             RUN --mount=type=tmpfs,target=/tmp/t,size=1m sh -c 'echo t > /tmp/t/x && cat /tmp/t/x > /tmpfs-ok'\n\
+             CMD [\"sh\", \"-c\", \"cat /count /copied /rw /froms /tmpfs-ok; cat /c2perm; for p in /var/cache/c /c2 /data /d /s /tmp/t; do [ -e $p ] && echo leaked $p; done; true\"]\n",
+        ),
+        ("data/f", "context-data\n"),
+    ]);
+    let build = |d: &Daemon, n: &str| {
+        d.ok(&[
+            "build",
+            "--build-arg",
+            &format!("N={n}"),
+            "-t",
+            "mounts-built",
+            p(ctx.path()),
+        ])
+    };
+    let out = build(&d, "1");
+    assert!(!out.contains("never"), "unused stage built:\n{out}");
+    let run = d.ok(&["run", "--rm", "mounts-built"]);
+    let lines: Vec<&str> = run.lines().collect();
+    assert_eq!(
+        &lines[..5],
+        &["1", "context-data", "changed", "from-stage", "t"],
+        "{run}"
+    );
+    assert!(
+        lines[5].starts_with("drwx------")
+            && lines[5].contains(" 1234 ")
+            && lines[5].contains(" 99 "),
+        "cache mount root with uid/gid/mode: {run}"
+    );
+    assert!(
+        !run.contains("leaked"),
+        "mount targets are not in the image: {run}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctx.path().join("data/f")).unwrap(),
+        "context-data\n",
+        "rw bind mount writes are discarded"
+    );
+    // No change: all cached (cache mount content is not part of the key).
+    let out = build(&d, "1");
+    assert!(!out.contains("Running in"), "{out}");
+    // Another N reruns the cache step: the cache mount kept the first run's line.
+    build(&d, "2");
+    assert_eq!(
+        d.ok(&["run", "--rm", "mounts-built", "cat", "/count"])
+            .trim(),
+        "2"
+    );
+    // Cache mounts survive a daemon restart.
+    d.restart();
+    build(&d, "3");
+    assert_eq!(
+        d.ok(&["run", "--rm", "mounts-built", "cat", "/count"])
+            .trim(),
+        "3"
+    );
+    // Changing the bind-mounted context content reruns that step (and only from there on).
+    std::fs::write(ctx.path().join("data/f"), "new-data\n").unwrap();
+    let out = build(&d, "3");
+    assert_eq!(out.matches("Running in").count(), 4, "{out}");
+    assert_eq!(
+        d.ok(&["run", "--rm", "mounts-built", "cat", "/copied"]),
+        "new-data\n"
+    );
+    // `builder prune` removes the cache mounts.
+    let out = d.ok(&["builder", "prune", "-f"]);
+    assert!(out.contains("Deleted cache mounts: 2"), "{out}");
+    build(&d, "4");
+    assert_eq!(
+        d.ok(&["run", "--rm", "mounts-built", "cat", "/count"])
+            .trim(),
+        "1"
+    );
+    // Clear errors for bad or unsupported mounts.
+    for (df, want) in [
+        (
+            "FROM busybox:1.35\nRUN --mount=type=secret,id=x true\n",
+            "mount type secret is not supported",
+        ),
+        (
+            "FROM busybox:1.35\nRUN --mount=type=cache,sharing=sometimes,target=/x true\n",
+            "unsupported sharing value",
+        ),
+        (
+            "FROM busybox:1.35\nRUN --mount=type=bind,source=missing,target=/x true\n",
+            "not found",
+        ),
+    ] {
+        let c = ctx_with(&[("Dockerfile", df)]);
+        let o = d.barge(&["build", p(c.path())]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains("Dockerfile:2") && err.contains(want),
+            "{want}: {err}"
+        );
+    }
+}
+
+/// A one-file HTTP server on loopback; counts the requests it answered.
+fn http_server(
+    body: &'static str,
+    last_modified: &'static str,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let mut req = Vec::new();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let path = String::from_utf8_lossy(&req)
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            let resp = if path.starts_with("/missing") {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            } else {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: {last_modified}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    (port, hits)
+}
+
+#[test]
+fn add_downloads_urls_with_checksum_mtime_and_cache() {
+    use std::sync::atomic::Ordering;
+    let (port, hits) = http_server("downloaded\n", "Wed, 21 Oct 2015 07:28:00 GMT");
+    // sha256 of "downloaded\n"
+    let sum = {
+        use std::process::Command;
+        let o = Command::new("sh")
+            .args(["-c", "printf 'downloaded\\n' | sha256sum"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let url = format!("http://127.0.0.1:{port}/files/hello.txt?x=1");
+    let ctx = ctx_with(&[(
+        "Dockerfile",
+        &format!(
+            "FROM busybox:1.35\n\
+             ADD {url} /dl/\n\
+             ADD --checksum=sha256:{sum} --chmod=644 --chown=7:8 {url} /named.txt\n\
+             CMD [\"sh\", \"-c\", \"cat /dl/hello.txt /named.txt; ls -ln /dl/hello.txt /named.txt; busybox stat -c %Y /dl/hello.txt\"]\n"
+        ),
+    )]);
+    d_build_ok(&ctx, "url-built");
+    let out = D.ok(&["run", "--rm", "url-built"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], &["downloaded", "downloaded"], "{out}");
+    assert!(
+        lines[2].starts_with("-rw------- ")
+            && lines[2].contains(" 0 ")
+            && lines[2].contains("/dl/hello.txt"),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("-rw-r--r-- ") && lines[3].contains(" 7 ") && lines[3].contains(" 8 "),
+        "{out}"
+    );
+    assert_eq!(lines[4], "1445412480", "mtime from Last-Modified: {out}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // A rebuild downloads the unchecked URL again (its content is the key) but not the one
+    // with a checksum; both steps are cache hits.
+    let out = d_build_ok(&ctx, "url-built");
+    assert_eq!(out.matches("Using cache").count(), 3, "{out}");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    // Errors: checksum mismatch, HTTP error, git URL, URL in COPY.
+    for (df, want) in [
+        (
+            format!(
+                "FROM busybox:1.35\nADD --checksum=sha256:{} {url} /x\n",
+                "0".repeat(64)
+            ),
+            "digest mismatch".to_string(),
+        ),
+        (
+            format!("FROM busybox:1.35\nADD http://127.0.0.1:{port}/missing /x\n"),
+            "404".to_string(),
+        ),
+        (
+            "FROM busybox:1.35\nADD https://github.com/moby/buildkit.git#v0.10.1 /src\n"
+                .to_string(),
+            "git repository is not supported".to_string(),
+        ),
+        (
+            format!("FROM busybox:1.35\nCOPY {url} /x\n"),
+            "source can't be a URL for COPY".to_string(),
+        ),
+    ] {
+        let c = ctx_with(&[("Dockerfile", &df)]);
+        let o = D.barge(&["build", "--no-cache", p(c.path())]);
+        assert!(!o.status.success(), "{df}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("Dockerfile:2") && err.contains(&want),
+            "{want}: {err}"
+        );
+    }
+    D.ok(&["rmi", "url-built"]);
+}
+
+fn d_build_ok(ctx: &tempfile_like::Dir, tag: &str) -> String {
+    D.ok(&["build", "-t", tag, p(ctx.path())])
+}
+
+#[test]
+fn copy_link_layers_are_reused_when_only_the_base_changes() {
+    let ctx = ctx_with(&[
+        (
+            "Dockerfile",
+            "FROM busybox:1.35\n\
+             ARG MARK\n\
+             RUN echo \"$MARK\" > /mark\n\
+             COPY --link app.txt /opt/app/\n\
+             RUN cat /opt/app/app.txt /mark > /both\n\
+             CMD [\"cat\", \"/both\"]\n",
+        ),
+        ("app.txt", "app"),
+    ]);
+    let build = |m: &str| {
+        D.ok(&[
+            "build",
+            "--build-arg",
+            &format!("MARK={m}"),
+            "-t",
+            "link-built",
+            p(ctx.path()),
+        ])
+    };
+    build("one");
+    let layer1 = D.inspect("link-built", "{{index .RootFS.Layers 2}}");
+    assert_eq!(D.ok(&["run", "--rm", "link-built"]), "appone\n");
+    // The step before changes: the --link layer is reused on the new parent.
+    let out = build("two");
+    assert!(out.contains("Using cache (linked layer)"), "{out}");
+    assert_eq!(
+        D.inspect("link-built", "{{index .RootFS.Layers 2}}"),
+        layer1
+    );
+    assert_eq!(D.ok(&["run", "--rm", "link-built"]), "apptwo\n");
+    assert_eq!(
+        D.ok(&["run", "--rm", "link-built", "ls", "-ld", "/opt/app"])
+            .split_whitespace()
+            .next(),
+        Some("drwxr-xr-x")
+    );
+    // Changing the copied file makes a new layer.
+    std::fs::write(ctx.path().join("app.txt"), "app2").unwrap();
+    let out = build("two");
+    assert!(!out.contains("linked layer"), "{out}");
+    assert_ne!(
+        D.inspect("link-built", "{{index .RootFS.Layers 2}}"),
+        layer1
+    );
+    assert_eq!(D.ok(&["run", "--rm", "link-built"]), "app2two\n");
+    D.ok(&["rmi", "link-built"]);
+}
+
+#[test]
+fn progress_tty_shows_steps_with_status() {
+    let ctx = ctx_with(&[(
+        "Dockerfile",
+        "FROM busybox:1.35\nRUN echo tty-marker-line\nCOPY Dockerfile /x\n",
+    )]);
+    let out = D.ok(&[
+        "build",
+        "--progress",
+        "tty",
+        "-t",
+        "tty-built",
+        p(ctx.path()),
+    ]);
+    assert!(out.contains("\x1b["), "ANSI redraws: {out:?}");
+    assert!(out.contains(" => [2/3] RUN echo tty-marker-line"), "{out}");
+    assert!(out.contains("tty-marker-line"), "live RUN output: {out}");
+    assert!(out.contains("[+] Built in"), "{out}");
+    let out = D.ok(&[
+        "build",
+        "--progress",
+        "tty",
+        "-t",
+        "tty-built",
+        p(ctx.path()),
+    ]);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("[3/3] COPY Dockerfile /x") && l.ends_with("CACHED")),
+        "{out}"
+    );
+    // Not a terminal: auto is plain.
+    let out = D.ok(&["build", "-t", "tty-built", p(ctx.path())]);
+    assert!(!out.contains("\x1b[") && out.contains("Step 2/3"), "{out}");
+    let o = D.barge(&["build", "--progress", "fancy", p(ctx.path())]);
+    assert!(!o.status.success() && stderr(&o).contains("invalid progress mode"));
+    D.ok(&["rmi", "tty-built"]);
+}
