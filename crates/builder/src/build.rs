@@ -3,8 +3,20 @@
 //!
 //! Each stage's state is an image config plus its layer descriptors. A step's cache key is
 //! sha256 of (parent state digest, expanded instruction, content digest of the files a
-//! COPY/ADD reads); the cache (`<data-root>/builder/cache.json`) maps keys to the resulting
-//! state, valid as long as the layers are still in the store.
+//! COPY/ADD reads, and for RUN its `--mount`s: definitions plus the content of bind sources);
+//! the cache (`<data-root>/builder/cache.json`) maps keys to the resulting state, valid as long
+//! as the layers are still in the store.
+//!
+//! `COPY --link`/`ADD --link` steps are keyed without the parent state (only the sources, the
+//! instruction, whether the destination is a directory and the owner/mode of the existing
+//! directories on the way) and cached as a bare layer; a hit puts that same layer blob on top
+//! of the current parent (unpacking its snapshot for the new chain), so a change of the base
+//! does not rebuild it. Its layer holds every parent directory of the destination (existing
+//! ones with their owner and mode), so it does not depend on the parent's content. A symlink
+//! among those parents turns `--link` off for the step (the layer would depend on it).
+//!
+//! `ADD <url>` downloads through the [`crate::fetch::Fetcher`] set with
+//! [`Builder::with_fetcher`]; `RUN --mount` is in [`crate::mounts`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -1376,6 +1388,12 @@ impl Builder {
             let ok = match k.as_str() {
                 "from" | "chown" | "chmod" | "link" => true,
                 "checksum" | "keep-git-dir" => is_add,
+                "parents" | "exclude" => {
+                    return Err(e(format!(
+                        "{} --{k} is not supported by barge's builder yet",
+                        ins.keyword
+                    )))
+                }
                 _ => false,
             };
             if !ok {
