@@ -1475,6 +1475,8 @@ impl Containers {
                     .unwrap_or(1),
             })
         };
+        let mcfg_runtime_is_embedded =
+            runtime == self.cfg.self_exe && self.runtime_args(&c.runtime) == ["runtime"];
         let mcfg = MonitorConfig {
             id: c.id.clone(),
             exec_id: None,
@@ -1496,6 +1498,8 @@ impl Containers {
                 && !host.network_mode.starts_with("container:")
                 && sandbox.is_none(),
             init: host.init,
+            // The embedded runtime runs inside the monitor (no exec of `barge runtime`).
+            in_process: mcfg_runtime_is_embedded,
         };
         match self.run_monitor(&mcfg, &state_dir.join("monitor.json"), on_ready) {
             Ok((child, pid)) => {
@@ -2239,6 +2243,7 @@ impl Containers {
             memory_cgroup: None,
             loopback_up: false,
             init: false,
+            in_process: false,
         };
         match self.run_monitor(&mcfg, &dir.join("monitor.json"), on_ready) {
             Ok((child, pid)) => {

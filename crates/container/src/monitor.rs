@@ -58,6 +58,32 @@ pub struct MonitorConfig {
     /// stop signal sent right away is forwarded rather than dropped (PID 1 ignores default signals).
     #[serde(default)]
     pub init: bool,
+    /// `runtime` is the embedded runtime (this binary's `barge runtime`): the monitor runs its
+    /// create/start/delete in-process ([`EmbeddedRuntime`]) instead of exec'ing it three times.
+    /// Exec still goes through the command line.
+    #[serde(default)]
+    pub in_process: bool,
+}
+
+/// The embedded OCI runtime's entry points, called inside the monitor process (which is
+/// single-threaded and started fresh, as libcontainer's clone requires). Given by the binary
+/// (`barge monitor`), so this crate does not link libcontainer.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedRuntime {
+    /// `(root, id, bundle, pid_file, console_socket)`: `runtime create`; the container's stdio
+    /// are the caller's fds 0-2 unless a console socket is given.
+    pub create: fn(&Path, &str, &Path, &Path, Option<&Path>) -> Result<(), String>,
+    /// `(root, id)`: `runtime start`.
+    pub start: fn(&Path, &str) -> Result<(), String>,
+    /// `(root, id)`: `runtime delete --force`.
+    pub delete: fn(&Path, &str) -> Result<(), String>,
+}
+
+static EMBEDDED: std::sync::OnceLock<EmbeddedRuntime> = std::sync::OnceLock::new();
+
+/// The in-process runtime, when this monitor was told to use it and the binary provides one.
+fn embedded(cfg: &MonitorConfig) -> Option<&'static EmbeddedRuntime> {
+    EMBEDDED.get().filter(|_| cfg.in_process)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,8 +120,17 @@ pub fn start_failure_exit_code(message: &str) -> i64 {
     }
 }
 
-/// Entry point of `barge monitor <config.json>`.
+/// Entry point of `barge monitor <config.json>` without an in-process runtime (every runtime
+/// command is exec'd).
 pub fn main(args: &[String]) -> i32 {
+    main_with(args, None)
+}
+
+/// Entry point of `barge monitor <config.json>`; `runtime` serves configs with `in_process`.
+pub fn main_with(args: &[String], runtime: Option<EmbeddedRuntime>) -> i32 {
+    if let Some(rt) = runtime {
+        let _ = EMBEDDED.set(rt);
+    }
     let Some(path) = args.first() else {
         eprintln!("usage: barge monitor <config.json>");
         return 2;
@@ -207,6 +242,68 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// `runtime delete --force` of the container (in-process for the embedded runtime).
+fn runtime_delete(cfg: &MonitorConfig) {
+    if let Some(rt) = embedded(cfg) {
+        if let Err(e) = (rt.delete)(&cfg.runtime_root, &cfg.id) {
+            eprintln!("barge monitor {}: delete: {e}", cfg.id);
+        }
+        return;
+    }
+    let _ = runtime_cmd(cfg)
+        .arg("delete")
+        .arg("--force")
+        .arg(&cfg.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Blocks (`libc::SIG_BLOCK`) or unblocks SIGCHLD in the (single-threaded) monitor.
+fn mask_sigchld(how: libc::c_int) {
+    // SAFETY: sigset manipulation on a local, then sigprocmask with valid pointers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Runs `f` with `fds` as this process's fds 0-2 (then restores them), so that processes
+/// cloned by `f` (the in-process runtime's) inherit them, and with SIGCHLD unblocked, so the
+/// container's process does not start with it blocked (a clone inherits the signal mask;
+/// std's `Command` resets it, libcontainer does not).
+fn with_child_stdio<T>(fds: Option<&[OwnedFd; 3]>, f: impl FnOnce() -> T) -> Result<T, String> {
+    let mut saved: Vec<OwnedFd> = Vec::new();
+    if let Some(fds) = fds {
+        for (i, fd) in fds.iter().enumerate() {
+            // SAFETY: duplicating a standard fd to a fresh close-on-exec fd we then own.
+            let copy = unsafe { libc::fcntl(i as RawFd, libc::F_DUPFD_CLOEXEC, 3) };
+            if copy < 0 {
+                return Err(format!("dup stdio: {}", std::io::Error::last_os_error()));
+            }
+            // SAFETY: `copy` is a fresh fd owned by nobody else.
+            saved.push(unsafe { OwnedFd::from_raw_fd(copy) });
+            // SAFETY: dup2 of a valid fd onto a standard fd (single-threaded process).
+            if unsafe { libc::dup2(fd.as_raw_fd(), i as RawFd) } < 0 {
+                return Err(format!("dup2 stdio: {}", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    mask_sigchld(libc::SIG_UNBLOCK);
+    let r = f();
+    mask_sigchld(libc::SIG_BLOCK);
+    for (i, fd) in saved.iter().enumerate() {
+        // SAFETY: restores the standard fd from the copy taken above.
+        unsafe {
+            libc::dup2(fd.as_raw_fd(), i as RawFd);
+        }
+    }
+    Ok(r)
+}
+
 fn fail(cfg: &MonitorConfig, status: &mut Option<File>, message: String) -> Result<(), String> {
     write_exit(
         cfg,
@@ -219,13 +316,7 @@ fn fail(cfg: &MonitorConfig, status: &mut Option<File>, message: String) -> Resu
         },
     );
     if cfg.exec_id.is_none() {
-        let _ = runtime_cmd(cfg)
-            .arg("delete")
-            .arg("--force")
-            .arg(&cfg.id)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        runtime_delete(cfg);
     }
     report(
         status,
@@ -349,10 +440,14 @@ fn wait_exec_done(pid: i32, init: bool) {
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         match std::fs::read(format!("/proc/{pid}/cmdline")) {
-            // runc's stub is `runc init`; the embedded runtime's is a clone of `barge runtime ...`.
+            // runc's stub is `runc init`; the embedded runtime's is a clone of `barge runtime ...`
+            // or, in-process, of this `barge monitor ...`.
             Ok(cmd)
                 if (cmd.ends_with(b"init\0") && cmd.split(|&b| b == 0).nth(1) == Some(b"init"))
-                    || cmd.split(|&b| b == 0).nth(1) == Some(b"runtime") =>
+                    || matches!(
+                        cmd.split(|&b| b == 0).nth(1),
+                        Some(b"runtime") | Some(b"monitor")
+                    ) =>
             {
                 std::thread::sleep(Duration::from_millis(1))
             }
@@ -452,21 +547,26 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
     let mut stdin_w: Option<File> = None;
     let mut out_r: Option<File> = None;
     let mut err_r: Option<File> = None;
-    let mut child_stdio: Option<(Stdio, Stdio, Stdio)> = None;
+    // The container's side of its stdio pipes (stdin is /dev/null without `open_stdin`).
+    let mut child_fds: Option<[OwnedFd; 3]> = None;
     if !cfg.tty {
         let stdin = if cfg.open_stdin {
             let (r, w) = pipe()?;
             stdin_w = Some(File::from(w));
-            Stdio::from(r)
+            r
         } else {
-            Stdio::null()
+            OwnedFd::from(File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?)
         };
         let (or, ow) = pipe()?;
         let (er, ew) = pipe()?;
         out_r = Some(File::from(or));
         err_r = Some(File::from(er));
-        child_stdio = Some((stdin, Stdio::from(ow), Stdio::from(ew)));
+        child_fds = Some([stdin, ow, ew]);
     }
+    let stdio_of = |fds: [OwnedFd; 3]| {
+        let [i, o, e] = fds;
+        (Stdio::from(i), Stdio::from(o), Stdio::from(e))
+    };
 
     let is_exec = cfg.exec_id.is_some();
     let mut master: Option<File> = None;
@@ -494,7 +594,24 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
         c
     };
 
-    if !is_exec {
+    if let (false, Some(rt)) = (is_exec, embedded(cfg)) {
+        let fds = child_fds.take();
+        let console_arg = cfg.tty.then_some(console_path.as_path());
+        let r = with_child_stdio(fds.as_ref(), || {
+            (rt.create)(
+                &cfg.runtime_root,
+                &cfg.id,
+                &cfg.bundle,
+                &pid_file,
+                console_arg,
+            )
+        });
+        // Our copies of the container's ends go now, so its exit closes the pipes.
+        drop(fds);
+        if let Err(e) = r.and_then(|r| r) {
+            return fail(cfg, status, e);
+        }
+    } else if !is_exec {
         let mut c = runtime_cmd(cfg);
         c.arg("create")
             .arg("--bundle")
@@ -505,8 +622,8 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
             c.arg("--console-socket").arg(&console_path);
         }
         c.arg(&cfg.id);
-        let piped_stderr = child_stdio.is_none();
-        if let Some((i, o, e)) = child_stdio.take() {
+        let piped_stderr = child_fds.is_none();
+        if let Some((i, o, e)) = child_fds.take().map(stdio_of) {
             c.stdin(i).stdout(o).stderr(e);
         } else {
             c.stdin(Stdio::null())
@@ -529,6 +646,8 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
             };
             return fail(cfg, status, runtime_error(cfg, &fallback));
         }
+    }
+    if !is_exec {
         if let Some(l) = &console {
             match recv_console(l) {
                 Ok(fd) => master = Some(File::from(fd)),
@@ -571,7 +690,7 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
     }
 
     if is_exec {
-        let mut c = build_exec(child_stdio.take());
+        let mut c = build_exec(child_fds.take().map(stdio_of));
         let out = c.output();
         drop(c);
         match out {
@@ -592,6 +711,10 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
                 Ok(fd) => master = Some(File::from(fd)),
                 Err(e) => return fail(cfg, status, e),
             }
+        }
+    } else if let Some(rt) = embedded(cfg) {
+        if let Err(e) = (rt.start)(&cfg.runtime_root, &cfg.id) {
+            return fail(cfg, status, e);
         }
     } else {
         let out = runtime_cmd(cfg)
@@ -871,14 +994,7 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
     );
     drop(clients);
     if !is_exec {
-        let _ = runtime_cmd(cfg)
-            .arg("delete")
-            .arg("--force")
-            .arg(&cfg.id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        runtime_delete(cfg);
     }
     let _ = std::fs::remove_file(&cfg.attach_socket);
     let _ = std::fs::remove_file(&cfg.control_socket);

@@ -373,6 +373,53 @@ fn builder(
     Ok(b)
 }
 
+/// `create` for a caller that runs libcontainer in its own process (the monitor, which is
+/// single-threaded and started fresh): the same as `barge runtime --root ROOT create --bundle
+/// BUNDLE --pid-file PID_FILE [--console-socket S] ID`, without exec'ing this binary. The
+/// container's stdio are the caller's fds 0-2 (or the console socket's pty). Returns the error
+/// text the command would have logged.
+pub fn create_in_process(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    pid_file: &Path,
+    console_socket: Option<&Path>,
+) -> Result<()> {
+    let g = Global {
+        root: Some(root.to_path_buf()),
+        ..Global::default()
+    };
+    let pid_file = pid_file.to_string_lossy();
+    let console = console_socket.map(|c| c.to_string_lossy().into_owned());
+    create_container(
+        &g,
+        id,
+        bundle,
+        Some(&pid_file),
+        console.as_deref(),
+        None,
+        false,
+    )
+}
+
+/// `barge runtime --root ROOT start ID`, in the calling process (no fork).
+pub fn start_in_process(root: &Path, id: &str) -> Result<()> {
+    let g = Global {
+        root: Some(root.to_path_buf()),
+        ..Global::default()
+    };
+    start_container(&g, id)
+}
+
+/// `barge runtime --root ROOT delete --force ID`, in the calling process (no fork).
+pub fn delete_in_process(root: &Path, id: &str) -> Result<()> {
+    let g = Global {
+        root: Some(root.to_path_buf()),
+        ..Global::default()
+    };
+    delete_container(&g, id, true)
+}
+
 fn create(g: &Global, args: &[String]) -> Result<()> {
     let f = Flags::parse(
         args,
@@ -386,20 +433,45 @@ fn create(g: &Global, args: &[String]) -> Result<()> {
     )?;
     let id = f.id()?;
     let bundle = f.value("bundle").or(f.value("b")).unwrap_or(".");
-    let bundle = std::fs::canonicalize(bundle).map_err(|e| format!("bundle {bundle}: {e}"))?;
-    ensure_cwd(&bundle);
-    let bundle = nnp_workaround_bundle(g, id, &bundle)?;
-    let mut b = builder(g, id, f.value("pid-file"), f.value("console-socket"))?;
-    if let Some(n) = f.value("preserve-fds") {
-        b = b.with_preserved_fds(
+    let preserve = match f.value("preserve-fds") {
+        Some(n) => Some(
             n.parse()
                 .map_err(|_| format!("invalid --preserve-fds {n:?}"))?,
-        );
+        ),
+        None => None,
+    };
+    create_container(
+        g,
+        id,
+        Path::new(bundle),
+        f.value("pid-file"),
+        f.value("console-socket"),
+        preserve,
+        f.has(&["no-pivot"]),
+    )
+}
+
+fn create_container(
+    g: &Global,
+    id: &str,
+    bundle: &Path,
+    pid_file: Option<&str>,
+    console: Option<&str>,
+    preserve_fds: Option<i32>,
+    no_pivot: bool,
+) -> Result<()> {
+    let bundle =
+        std::fs::canonicalize(bundle).map_err(|e| format!("bundle {}: {e}", bundle.display()))?;
+    ensure_cwd(&bundle);
+    let bundle = nnp_workaround_bundle(g, id, &bundle)?;
+    let mut b = builder(g, id, pid_file, console)?;
+    if let Some(n) = preserve_fds {
+        b = b.with_preserved_fds(n);
     }
     b.as_init(bundle)
         .with_systemd(false)
         .with_detach(true)
-        .with_no_pivot(f.has(&["no-pivot"]))
+        .with_no_pivot(no_pivot)
         .build()
         .map(|_| ())
         .map_err(|e| {
@@ -513,7 +585,11 @@ fn load(g: &Global, id: &str) -> Result<Container> {
 
 fn start(g: &Global, args: &[String]) -> Result<()> {
     let f = Flags::parse(args, &[])?;
-    let mut c = load(g, f.id()?)?;
+    start_container(g, f.id()?)
+}
+
+fn start_container(g: &Global, id: &str) -> Result<()> {
+    let mut c = load(g, id)?;
     c.start()
         .map_err(|e| describe("barge runtime start failed", &e))
 }
@@ -592,8 +668,10 @@ fn kill(g: &Global, args: &[String]) -> Result<()> {
 
 fn delete(g: &Global, args: &[String]) -> Result<()> {
     let f = Flags::parse(args, &[])?;
-    let id = f.id()?;
-    let force = f.has(&["force", "f"]);
+    delete_container(g, f.id()?, f.has(&["force", "f"]))
+}
+
+fn delete_container(g: &Global, id: &str, force: bool) -> Result<()> {
     let dir = g.root().join(id);
     if !dir.exists() {
         let _ = std::fs::remove_dir_all(private_dir(g, id));
