@@ -541,6 +541,28 @@ fn unmount(path: &Path) {
     }
 }
 
+/// A container's endpoints being set up on another thread ([`barge_network::Networks::setup_finish`]);
+/// joined by [`NetJob::wait`] or, at the latest, when dropped.
+struct NetJob(Option<std::thread::JoinHandle<Result<(), String>>>);
+
+impl NetJob {
+    /// Waits for the setup (once); `Ok` when there is nothing (more) to wait for.
+    fn wait(&mut self) -> Result<(), String> {
+        match self.0.take() {
+            Some(j) => j
+                .join()
+                .unwrap_or_else(|_| Err("network setup thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for NetJob {
+    fn drop(&mut self) {
+        let _ = self.wait();
+    }
+}
+
 /// The container's memory cgroup directory (cgroup v1 memory controller, else v2).
 fn memory_cgroup(id: &str) -> PathBuf {
     let v1 = Path::new("/sys/fs/cgroup/memory");
@@ -1211,12 +1233,15 @@ impl Containers {
         }
     }
 
-    /// Spawns a monitor and runs the created/started handshake.
+    /// Spawns a monitor and runs the created/started handshake. With `gate` (and
+    /// `mcfg.start_gate`), once the monitor reported `created` the gate's result is written to
+    /// its stdin: `start`, or `abort <json message>` (the monitor then fails the start with it).
     fn run_monitor(
         &self,
         mcfg: &MonitorConfig,
         config_path: &Path,
         on_ready: &mut dyn FnMut(&AttachPoint),
+        mut gate: Option<&mut dyn FnMut() -> Result<(), String>>,
     ) -> Result<(Child, i64), (Option<Child>, String)> {
         let data = serde_json::to_vec(mcfg).expect("monitor config serializes");
         if let Err(e) = write_atomic(config_path, &data) {
@@ -1226,7 +1251,11 @@ impl Containers {
         let mut cmd = Command::new(&self.cfg.self_exe);
         cmd.arg("monitor")
             .arg(config_path)
-            .stdin(Stdio::null())
+            .stdin(if mcfg.start_gate {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped());
         cmd.stderr(match log {
             Some(f) => Stdio::from(f),
@@ -1249,6 +1278,7 @@ impl Containers {
             }
         };
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut gate_pipe = child.stdin.take();
         let mut lines = BufReader::new(stdout).lines();
         let attach = AttachPoint {
             socket: mcfg.attach_socket.clone(),
@@ -1256,7 +1286,20 @@ impl Containers {
         };
         loop {
             match lines.next() {
-                Some(Ok(line)) if line == "created" => on_ready(&attach),
+                Some(Ok(line)) if line == "created" => {
+                    on_ready(&attach);
+                    if let (Some(mut pipe), Some(g)) = (gate_pipe.take(), gate.as_mut()) {
+                        let line = match g() {
+                            Ok(()) => "start\n".to_string(),
+                            Err(msg) => format!(
+                                "abort {}\n",
+                                serde_json::to_string(&msg).unwrap_or_default()
+                            ),
+                        };
+                        // A monitor that died meanwhile is reported below (EOF on stdout).
+                        let _ = pipe.write_all(line.as_bytes());
+                    }
+                }
                 Some(Ok(line)) if line.starts_with("started ") => {
                     let pid = line["started ".len()..].trim().parse().unwrap_or(0);
                     return Ok((child, pid));
@@ -1358,8 +1401,11 @@ impl Containers {
             Err(msg) => return Err(self.start_failed(c, msg)),
         };
         let host_net = host.network_mode == "host";
+        // The namespace is made now; its endpoints (veth pairs, DNS, published ports) are set
+        // up on another thread while the runtime creates the container in it, and the monitor
+        // starts the process only once they are ready (its start gate).
         let sandbox = match (self.networks.get(), crate::net::sandbox_request(c)) {
-            (Some(nets), Some(req)) => match nets.setup(&req) {
+            (Some(nets), Some(req)) => match nets.setup_begin(&req) {
                 Ok(sb) => Some(sb),
                 Err(e) => {
                     unmount(&rootfs);
@@ -1368,6 +1414,23 @@ impl Containers {
             },
             _ => None,
         };
+        // Joined on every way out of this function (the caller tears the sandbox down on error,
+        // which must not race the thread still building it).
+        let mut net_job = NetJob(None);
+        if let (Some(nets), Some(sb)) = (self.networks.get(), &sandbox) {
+            let (nets, sb) = (Arc::clone(nets), sb.clone());
+            let job = std::thread::Builder::new()
+                .name("barge-sandbox".into())
+                .spawn(move || nets.setup_finish(&sb).map_err(|e| e.to_string()));
+            match job {
+                Ok(j) => net_job.0 = Some(j),
+                Err(e) => {
+                    self.teardown_network(&c.id);
+                    unmount(&rootfs);
+                    return Err(ContainerError::io("spawn network setup thread", e));
+                }
+            }
+        }
         let embedded_dns = match (&sandbox, self.networks.get()) {
             (Some(sb), Some(nets)) => nets.uses_dns(sb),
             _ => false,
@@ -1500,8 +1563,19 @@ impl Containers {
             init: host.init,
             // The embedded runtime runs inside the monitor (no exec of `barge runtime`).
             in_process: mcfg_runtime_is_embedded,
+            start_gate: net_job.0.is_some(),
         };
-        match self.run_monitor(&mcfg, &state_dir.join("monitor.json"), on_ready) {
+        let mut network_ready = || net_job.wait();
+        let gate: Option<&mut dyn FnMut() -> Result<(), String>> = if mcfg.start_gate {
+            Some(&mut network_ready)
+        } else {
+            None
+        };
+        let res = self.run_monitor(&mcfg, &state_dir.join("monitor.json"), on_ready, gate);
+        // Endpoints are complete (or torn down) before the result is acted upon; a failure
+        // reached the monitor through the gate and comes back as its start error.
+        let _ = net_job.wait();
+        match res {
             Ok((child, pid)) => {
                 let mut inner = self.lock();
                 if let Some(rec) = inner.containers.get_mut(&c.id) {
@@ -2244,8 +2318,9 @@ impl Containers {
             loopback_up: false,
             init: false,
             in_process: false,
+            start_gate: false,
         };
-        match self.run_monitor(&mcfg, &dir.join("monitor.json"), on_ready) {
+        match self.run_monitor(&mcfg, &dir.join("monitor.json"), on_ready, None) {
             Ok((child, pid)) => {
                 if let Some(e) = self.lock().execs.get_mut(&exec.id) {
                     e.running = true;

@@ -63,6 +63,11 @@ pub struct MonitorConfig {
     /// Exec still goes through the command line.
     #[serde(default)]
     pub in_process: bool,
+    /// After `created` (and the expected attaches), wait for the starter's go-ahead on stdin:
+    /// a line `start`, or `abort <json message>` (e.g. the network endpoints failed), which
+    /// fails the start with that message. EOF counts as an abort.
+    #[serde(default)]
+    pub start_gate: bool,
 }
 
 /// The embedded OCI runtime's entry points, called inside the monitor process (which is
@@ -145,6 +150,18 @@ pub fn main_with(args: &[String], runtime: Option<EmbeddedRuntime>) -> i32 {
             return 2;
         }
     };
+    // The start gate is our stdin; keep it on a close-on-exec fd.
+    let gate = if cfg.start_gate {
+        // SAFETY: fcntl on fd 0; the result is checked.
+        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+        if fd < 0 {
+            return 2;
+        }
+        // SAFETY: fd was just created by fcntl and is owned by nobody else.
+        Some(unsafe { File::from_raw_fd(fd) })
+    } else {
+        None
+    };
     // The status pipe is our stdout; move it to a close-on-exec fd and point fd 0/1 at /dev/null
     // so no runtime child inherits it.
     // SAFETY: fcntl/dup2/open on fds we own; the results are checked.
@@ -161,7 +178,7 @@ pub fn main_with(args: &[String], runtime: Option<EmbeddedRuntime>) -> i32 {
             libc::dup2(null.as_raw_fd(), 1);
         }
     }
-    match run(&cfg, &mut status) {
+    match run(&cfg, &mut status, gate) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("barge monitor {}: {e}", cfg.id);
@@ -509,7 +526,21 @@ fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
     f
 }
 
-fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
+/// Reads the start gate's line: `Ok` for `start`, the abort message otherwise.
+fn read_gate(gate: File) -> Result<(), String> {
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(gate), &mut line);
+    let line = line.trim_end();
+    if line == "start" {
+        return Ok(());
+    }
+    Err(match line.strip_prefix("abort ") {
+        Some(m) => serde_json::from_str::<String>(m).unwrap_or_else(|_| m.to_string()),
+        None => "start aborted by the engine".to_string(),
+    })
+}
+
+fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Result<(), String> {
     // SAFETY: prctl with integer arguments.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -686,6 +717,12 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>) -> Result<(), String> {
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
+        }
+    }
+
+    if let Some(g) = gate {
+        if let Err(msg) = read_gate(g) {
+            return fail(cfg, status, msg);
         }
     }
 

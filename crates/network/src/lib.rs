@@ -738,6 +738,17 @@ impl Networks {
     /// non-internal one), the published ports, and the DNS server if a user-defined network is
     /// among them. Errors leave nothing behind.
     pub fn setup(&self, req: &SandboxRequest) -> Result<Sandbox, NetworkError> {
+        let sb = self.setup_begin(req)?;
+        self.setup_finish(&sb)?;
+        Ok(sb)
+    }
+
+    /// The first half of [`Networks::setup`], for callers that overlap the slow half with other
+    /// work (the container's runtime `create`): reserves addresses and ports, brings the bridges
+    /// up and creates the (empty, `lo` up) namespace, so its path can be handed to the runtime.
+    /// The returned sandbox is final (addresses, ports); it is not usable until
+    /// [`Networks::setup_finish`] returned `Ok`. Errors leave nothing behind.
+    pub fn setup_begin(&self, req: &SandboxRequest) -> Result<Sandbox, NetworkError> {
         let cid = &req.container_id;
         if req.networks.is_empty() {
             return Err(NetworkError::invalid("network", "no network to connect to"));
@@ -784,7 +795,11 @@ impl Networks {
             inner.sandboxes.insert(cid.clone(), sb.clone());
             (sb, nets)
         };
-        match self.build_sandbox(&sb, &nets) {
+        let begun = nets
+            .iter()
+            .try_for_each(|n| self.bring_up(n))
+            .and_then(|()| link::create_netns(&sb.netns));
+        match begun {
             Ok(()) => Ok(sb),
             Err(e) => {
                 self.teardown(cid);
@@ -793,13 +808,30 @@ impl Networks {
         }
     }
 
+    /// The second half of [`Networks::setup`]: endpoints (veth pairs into the namespace made by
+    /// [`Networks::setup_begin`]), DNS, the sandbox record and published ports. Safe to run on
+    /// another thread while the namespace is being joined by a container. On error the whole
+    /// sandbox is torn down.
+    pub fn setup_finish(&self, sb: &Sandbox) -> Result<(), NetworkError> {
+        let nets: Vec<Network> = {
+            let inner = self.lock();
+            sb.endpoints
+                .iter()
+                .filter_map(|ep| inner.networks.get(&ep.network_id).cloned())
+                .collect()
+        };
+        match self.build_sandbox(sb, &nets) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.teardown(&sb.container_id);
+                Err(e)
+            }
+        }
+    }
+
     /// The gateway of an endpoint as configured in the kernel (internal networks: none;
     /// only the first endpoint with a gateway gets the default route).
     fn build_sandbox(&self, sb: &Sandbox, nets: &[Network]) -> Result<(), NetworkError> {
-        for n in nets {
-            self.bring_up(n)?;
-        }
-        link::create_netns(&sb.netns)?;
         for ep in &sb.endpoints {
             let bridge = nets
                 .iter()
