@@ -1389,6 +1389,7 @@ impl Containers {
         let dir = self.container_dir(&c.id);
         let host = &c.options.host;
         let runtime = self.runtime_path(&c.runtime)?;
+        crate::resources::prewarm_migration();
         self.clean_runtime_state(c);
         self.mount_rootfs(c)?;
         let rootfs = dir.join("rootfs");

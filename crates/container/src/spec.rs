@@ -475,9 +475,13 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         "env": input.env,
         "cwd": if input.cwd.is_empty() { "/" } else { input.cwd.as_str() },
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "noNewPrivileges": nnp,
         "oomScoreAdj": 0,
     });
+    // Only when set: runtimes treat an absent field as false, and libcontainer mistakes an
+    // explicit `false` for `true` (`barge runtime` then has to rewrite the bundle).
+    if nnp {
+        process["noNewPrivileges"] = json!(true);
+    }
     if !input.user.additional_gids.is_empty() {
         process["user"]["additionalGids"] = json!(input.user.additional_gids);
     }
@@ -572,8 +576,10 @@ pub(crate) fn exec_process(
         "env": env,
         "cwd": if cwd.is_empty() { "/".to_string() } else { cwd },
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "noNewPrivileges": no_new_privileges,
     });
+    if no_new_privileges {
+        p["noNewPrivileges"] = json!(true);
+    }
     if !user.additional_gids.is_empty() {
         p["user"]["additionalGids"] = json!(user.additional_gids);
     }
