@@ -259,6 +259,35 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// The embedded runtime's `delete` done by hand once the container is known to be gone (its
+/// init exited and was reaped): its cgroups (`/barge/<id>`, as barge's specs say, in every
+/// hierarchy) and state directory are removed without loading libcontainer's state and cgroup
+/// manager. `false` (nothing changed that `delete` would not redo) when a cgroup is still busy,
+/// e.g. a process of the container not reaped yet; libcontainer's delete then kills and retries.
+fn delete_exited(cfg: &MonitorConfig) -> bool {
+    const ROOT: &str = "/sys/fs/cgroup";
+    let mut dirs = Vec::new();
+    if Path::new(ROOT).join("cgroup.controllers").exists() {
+        dirs.push(Path::new(ROOT).join("barge").join(&cfg.id));
+    } else if let Ok(rd) = std::fs::read_dir(ROOT) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path().join("barge").join(&cfg.id));
+            }
+        }
+    }
+    for d in &dirs {
+        match std::fs::remove_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return false,
+        }
+    }
+    let _ = std::fs::remove_dir_all(cfg.runtime_root.join(&cfg.id));
+    let _ = std::fs::remove_dir_all(cfg.runtime_root.join(".barge").join(&cfg.id));
+    true
+}
+
 /// `runtime delete --force` of the container (in-process for the embedded runtime).
 fn runtime_delete(cfg: &MonitorConfig) {
     if let Some(rt) = embedded(cfg) {
@@ -1030,7 +1059,7 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
         },
     );
     drop(clients);
-    if !is_exec {
+    if !is_exec && !(embedded(cfg).is_some() && exit_status.is_some() && delete_exited(cfg)) {
         runtime_delete(cfg);
     }
     let _ = std::fs::remove_file(&cfg.attach_socket);
