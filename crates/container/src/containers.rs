@@ -1641,7 +1641,12 @@ impl Containers {
     fn handle_exit(&self, id: &str, reconciling: bool) {
         let state_dir = self.state_dir(id);
         let rec = Self::read_exit(&state_dir);
-        self.teardown_network(id);
+        match self.networks.get() {
+            // The veth pairs of a container that just exited are deleted in the background
+            // (kernel grace periods); reconciliation is synchronous, as its callers expect.
+            Some(n) if !reconciling => n.release(id),
+            _ => self.teardown_network(id),
+        }
         if self.lock().fs_users.get(id).copied().unwrap_or(0) == 0 {
             unmount(&self.container_dir(id).join("rootfs"));
         }

@@ -135,13 +135,18 @@ struct Inner {
     ensured: HashSet<String>,
     /// The rules last applied (None = unknown: apply next time).
     applied: Option<(Vec<nft::RuleNet>, Vec<nft::RulePort>)>,
+    /// Addresses (network ID, IP) of released sandboxes whose links are still being deleted
+    /// ([`Networks::release`]): not handed out again until they are gone.
+    releasing: Vec<(String, Ipv4Addr)>,
 }
 
 /// Networks and container sandboxes. Cheap to share (`Arc`); every method is blocking.
 pub struct Networks {
     cfg: NetworkConfig,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
     dns: dns::Dns,
+    /// Link deletions started by [`Networks::release`]; [`Networks::settle`] waits for them.
+    pending: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// The name and device of a network, for callers that only need to show it.
@@ -201,8 +206,9 @@ impl Networks {
         }
         let this = Networks {
             cfg,
-            inner: Mutex::new(inner),
+            inner: Arc::new(Mutex::new(inner)),
             dns: dns::Dns::start(),
+            pending: Mutex::new(Vec::new()),
         };
         this.ensure_predefined()?;
         Ok(Arc::new(this))
@@ -491,6 +497,8 @@ impl Networks {
     /// Removes a user-defined network and its bridge. Errors: not found (404), predefined
     /// (403), containers attached (409).
     pub fn remove(&self, name_or_id: &str) -> Result<(), NetworkError> {
+        // Links of released sandboxes go before their bridge does.
+        self.settle();
         let net = {
             let mut inner = self.lock();
             let net = Self::find(&inner, name_or_id)?.clone();
@@ -568,6 +576,13 @@ impl Networks {
             .flat_map(|s| s.endpoints.iter())
             .filter(|e| e.network_id == network_id)
             .map(|e| e.ip)
+            .chain(
+                inner
+                    .releasing
+                    .iter()
+                    .filter(|(n, _)| n == network_id)
+                    .map(|(_, ip)| *ip),
+            )
             .collect()
     }
 
@@ -882,6 +897,71 @@ impl Networks {
         }
     }
 
+    /// [`Networks::teardown`] for a container that just exited, without waiting for its links
+    /// to go: the namespace, DNS names and published ports go now; the veth pairs (whose
+    /// deletion waits for RCU grace periods in the kernel, ~10 ms each) are deleted on a
+    /// background thread, their addresses reserved until then. [`Networks::settle`] waits for
+    /// such deletions; removing a network, reconciling and shutting down do.
+    pub fn release(&self, container_id: &str) {
+        let sb = {
+            let mut inner = self.lock();
+            let sb = inner.sandboxes.remove(container_id);
+            if let Some(sb) = &sb {
+                for ep in &sb.endpoints {
+                    inner.releasing.push((ep.network_id.clone(), ep.ip));
+                }
+            }
+            sb
+        };
+        let netns = self
+            .cfg
+            .exec_root
+            .join("netns")
+            .join(&container_id[..12.min(container_id.len())]);
+        self.dns.remove(container_id);
+        link::remove_netns(&netns);
+        let _ = std::fs::remove_file(self.sandbox_path(container_id));
+        let Some(sb) = sb else { return };
+        self.refresh_dns();
+        if !sb.ports.is_empty() {
+            if let Err(e) = self.sync_rules(false) {
+                tracing::warn!("release {container_id}: {e}");
+            }
+        }
+        let me = Arc::clone(&self.inner);
+        let job = std::thread::Builder::new()
+            .name("barge-netdel".into())
+            .spawn(move || {
+                for ep in &sb.endpoints {
+                    if let Err(e) = link::delete_link(&ep.host_ifname) {
+                        tracing::warn!("release {}: {e}", sb.container_id);
+                    }
+                }
+                let mut inner = me.lock().unwrap_or_else(|e| e.into_inner());
+                inner.releasing.retain(|(n, ip)| {
+                    !sb.endpoints
+                        .iter()
+                        .any(|ep| &ep.network_id == n && ep.ip == *ip)
+                });
+            });
+        match job {
+            Ok(h) => {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                pending.retain(|h| !h.is_finished());
+                pending.push(h);
+            }
+            Err(e) => tracing::warn!("release {container_id}: cannot spawn link deletion: {e}"),
+        }
+    }
+
+    /// Waits for the link deletions started by [`Networks::release`].
+    pub fn settle(&self) {
+        let jobs = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for j in jobs {
+            let _ = j.join();
+        }
+    }
+
     /// Connects a running container (one with a sandbox) to another network.
     pub fn connect(
         &self,
@@ -1061,6 +1141,7 @@ impl Networks {
     /// bridges of every bridge network in use exist; links on barge bridges and namespace
     /// files nobody owns are deleted; the rules are re-applied.
     pub fn reconcile(&self, running: &HashSet<String>) {
+        self.settle();
         let stale: Vec<String> = self
             .lock()
             .sandboxes
@@ -1125,6 +1206,7 @@ impl Networks {
     /// Daemon shutdown: with no sandbox left, removes every bridge and the rules table, so a
     /// stopped daemon leaves nothing of barge's in the kernel. Running containers keep theirs.
     pub fn shutdown(&self) {
+        self.settle();
         let inner = self.lock();
         if !inner.sandboxes.is_empty() {
             return;
