@@ -70,6 +70,9 @@ pub struct MonitorConfig {
     pub start_gate: bool,
 }
 
+/// `create(root, id, bundle, pid_file, console_socket)` of an [`EmbeddedRuntime`].
+pub type CreateFn = fn(&Path, &str, &Path, &Path, Option<&Path>) -> Result<(), String>;
+
 /// The embedded OCI runtime's entry points, called inside the monitor process (which is
 /// single-threaded and started fresh, as libcontainer's clone requires). Given by the binary
 /// (`barge monitor`), so this crate does not link libcontainer.
@@ -77,7 +80,7 @@ pub struct MonitorConfig {
 pub struct EmbeddedRuntime {
     /// `(root, id, bundle, pid_file, console_socket)`: `runtime create`; the container's stdio
     /// are the caller's fds 0-2 unless a console socket is given.
-    pub create: fn(&Path, &str, &Path, &Path, Option<&Path>) -> Result<(), String>,
+    pub create: CreateFn,
     /// `(root, id)`: `runtime start`.
     pub start: fn(&Path, &str) -> Result<(), String>,
     /// `(root, id)`: `runtime delete --force`.
@@ -1059,7 +1062,9 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
         },
     );
     drop(clients);
-    if !is_exec && !(embedded(cfg).is_some() && exit_status.is_some() && delete_exited(cfg)) {
+    // Exec monitors never have `in_process`, so this is about the container's init.
+    let deleted = embedded(cfg).is_some() && exit_status.is_some() && delete_exited(cfg);
+    if !is_exec && !deleted {
         runtime_delete(cfg);
     }
     let _ = std::fs::remove_file(&cfg.attach_socket);
