@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks: barge vs Docker (dockerd 20.10, Debian's docker.io) vs podman
 # (--runtime runc), same image, same machine, one run. Prints medians and ratios.
-# Usage: scripts/bench.sh [N]   (N runs per tool, default 20). Needs root.
+# Usage: scripts/bench.sh [N]   (N runs per tool, default 20). Needs root. BENCH_PULL=0 skips the
+# registry pull part. dockerd and podman run in a private network namespace made here (their
+# bridges, veths and iptables rules live and die there); barge runs on the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-20}"
@@ -10,14 +12,19 @@ need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
+command -v nsenter >/dev/null || need+=(util-linux)
 if ((${#need[@]})); then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
 scripts/build.sh --release >/dev/null
 BARGE="$PWD/target/release/barge"
 IMAGES="${BARGE_IMAGES:-$PWD/../shared/images}"
 work="$(mktemp -d /tmp/barge-bench.XXXXXX)"
 export BARGE_HOST="unix://$work/barge.sock"
+netns="barge-bench-$$"
+ip netns add "$netns"
+ip -n "$netns" link set lo up
+IN_NS="nsenter --net=/run/netns/$netns"
 DOCKER="docker -H unix://$work/docker.sock"
-PODMAN="podman --root $work/podman --runroot $work/podman-run --runtime runc --cgroup-manager cgroupfs --events-backend file"
+PODMAN="$IN_NS podman --root $work/podman --runroot $work/podman-run --runtime runc --cgroup-manager cgroupfs --events-backend file"
 cleanup() {
   set +e
   for id in $("$BARGE" ps -aq 2>/dev/null); do "$BARGE" rm -f "$id" >/dev/null 2>&1; done
@@ -25,14 +32,16 @@ cleanup() {
   [[ -n "${dockerd_pid:-}" ]] && kill "$dockerd_pid" && wait "$dockerd_pid"
   $PODMAN system reset -f >/dev/null 2>&1
   grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  ip netns del "$netns" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 "$BARGE" daemon --data-root "$work/barge" --exec-root "$work/barge-run" -H "$BARGE_HOST" >"$work/barge.log" 2>&1 &
 barge_pid=$!
-dockerd --host "unix://$work/docker.sock" --data-root "$work/docker" --exec-root "$work/docker-run" \
-  --pidfile "$work/docker.pid" --bridge none --iptables=false --ip-masq=false \
+# Default networking (docker0 + iptables), confined to the private namespace.
+$IN_NS dockerd --host "unix://$work/docker.sock" --data-root "$work/docker" --exec-root "$work/docker-run" \
+  --pidfile "$work/docker.pid" \
   --containerd-namespace barge-bench --containerd-plugins-namespace barge-bench-plugins >"$work/dockerd.log" 2>&1 &
 dockerd_pid=$!
 for _ in $(seq 200); do [[ -S "$work/barge.sock" && -S "$work/docker.sock" ]] && break; sleep 0.1; done
@@ -65,13 +74,17 @@ def timeit(cmd, runs, setup=None):
 
 rows = []
 img = "busybox:1.35"
+# podman stores unqualified docker-archive names under localhost/; --pull=never keeps it off
+# the network; this sandbox refuses podman's default (raised) nofile/nproc rlimits.
+prun = f"{podman} run --pull=never --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --rm"
 for name, cmd in [
     ("barge run --rm (none)", f"{barge} run --rm --network none {img} true"),
     ("barge run --rm (runc via --runtime)", f"{barge} run --rm --runtime runc --network none {img} true"),
     ("docker run --rm --network none", f"{docker} run --rm --network none {img} true"),
-    # podman stores unqualified docker-archive names under localhost/; --pull=never keeps it off
-    # the network; this sandbox refuses podman's default (raised) nofile/nproc rlimits.
-    ("podman --runtime runc run --rm --network none", f"{podman} run --pull=never --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --rm --network none localhost/{img} true"),
+    ("podman --runtime runc run --rm --network none", f"{prun} --network none localhost/{img} true"),
+    ("barge run --rm (default bridge)", f"{barge} run --rm {img} true"),
+    ("docker run --rm (default bridge)", f"{docker} run --rm {img} true"),
+    ("podman --runtime runc run --rm (default net)", f"{prun} localhost/{img} true"),
 ]:
     subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm-up
     rows.append((name,) + timeit(cmd, n))
@@ -83,6 +96,9 @@ for name, med, mn in rows:
 b = base["barge run --rm (none)"]
 print(f"ratio barge/docker = {b / base['docker run --rm --network none']:.3f}  (target <= 0.25)")
 print(f"ratio barge/podman = {b / base['podman --runtime runc run --rm --network none']:.3f}  (target <= 0.33)")
+b = base["barge run --rm (default bridge)"]
+print(f"bridge: ratio barge/docker = {b / base['docker run --rm (default bridge)']:.3f}  (target <= 0.25)")
+print(f"bridge: ratio barge/podman = {b / base['podman --runtime runc run --rm (default net)']:.3f}  (target <= 0.33)")
 
 print(f"\n## load multilayer:1 archive (N={max(3, n // 4)}, median / min, seconds)")
 k = max(3, n // 4)
@@ -99,4 +115,5 @@ print(f"containerd       {containerd_rss / 1024:8.1f}")
 PY
 
 # Registry pull: barge vs docker pull vs podman pull vs skopeo copy (its own registry and daemons).
+[[ "${BENCH_PULL:-1}" == 0 ]] && exit 0
 scripts/bench-pull.sh "$(( N / 4 > 3 ? N / 4 : 3 ))" "$BARGE"
