@@ -10,6 +10,7 @@
 //! absolute paths, no symlink traversal, no hardlink to the outside). Hostile entries yield
 //! [`ImageError::HostileLayer`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -17,26 +18,41 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{
-    fchmodat, fstatat, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
+    fchmod, fchmodat, fstatat, futimens, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag,
+    UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{
+    fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
+};
 
 use crate::ImageError;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
+/// Size of the buffer regular files are copied through (one `write` per 1 MiB, not per 8 KiB).
+const COPY_BUF: usize = 1 << 20;
+
 /// Byte count of what was applied: the uncompressed tar size is measured by the caller.
 pub(crate) struct Applier<'a> {
-    root: OwnedFd,
+    root: Rc<OwnedFd>,
     layer: &'a str,
     /// Directory mtimes, set after all children were written (relative components, mtime).
     dir_times: Vec<(Vec<Vec<u8>>, u64)>,
+    /// The directories along the last parent path opened, root first: `(component, fd)`.
+    /// Tar streams list entries directory by directory, so most entries reuse the whole stack
+    /// and cost no `openat` per path component. Every fd was opened `O_NOFOLLOW` from the one
+    /// above it; the stack is cleared whenever a directory is removed, so it never refers to a
+    /// directory that is no longer in the tree.
+    dirs: RefCell<Vec<(Vec<u8>, Rc<OwnedFd>)>>,
+    /// Copy buffer for regular files (allocated on first use).
+    buf: Vec<u8>,
 }
 
 fn hostile(layer: &str, entry: &str, reason: &str) -> ImageError {
@@ -93,9 +109,11 @@ impl<'a> Applier<'a> {
         )
         .map_err(|e| ImageError::io(format!("open {}", root.display()), errno_io(e)))?;
         Ok(Applier {
-            root: fd,
+            root: Rc::new(fd),
             layer,
             dir_times: Vec::new(),
+            dirs: RefCell::new(Vec::new()),
+            buf: Vec::new(),
         })
     }
 
@@ -104,24 +122,34 @@ impl<'a> Applier<'a> {
     }
 
     /// Opens the directory at `comps` below the root without following symlinks, creating
-    /// missing directories (mode 0755) when `create` is set.
+    /// missing directories (mode 0755) when `create` is set. Reuses the directories of the
+    /// previous call that share a prefix with `comps` (see [`Applier::dirs`]).
     fn open_dir(
         &self,
         comps: &[Vec<u8>],
         entry: &str,
         create: bool,
-    ) -> Result<OwnedFd, ImageError> {
+    ) -> Result<Rc<OwnedFd>, ImageError> {
         let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-        let mut cur = openat(&self.root, ".", flags, Mode::empty())
-            .map_err(|e| self.io_err(entry, "open root", e))?;
-        for c in comps {
+        let mut stack = self.dirs.borrow_mut();
+        let common = stack
+            .iter()
+            .zip(comps)
+            .take_while(|((have, _), want)| have == *want)
+            .count();
+        stack.truncate(common);
+        for c in &comps[common..] {
+            let cur = stack
+                .last()
+                .map(|(_, fd)| fd.clone())
+                .unwrap_or_else(|| self.root.clone());
             let name = os(c);
-            let next = match openat(&cur, name, flags, Mode::empty()) {
+            let next = match openat(&*cur, name, flags, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) if create => {
-                    mkdirat(&cur, name, Mode::from_bits_truncate(0o755))
+                    mkdirat(&*cur, name, Mode::from_bits_truncate(0o755))
                         .map_err(|e| self.io_err(entry, "mkdir parent of", e))?;
-                    openat(&cur, name, flags, Mode::empty())
+                    openat(&*cur, name, flags, Mode::empty())
                         .map_err(|e| self.io_err(entry, "open parent of", e))?
                 }
                 Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
@@ -133,9 +161,12 @@ impl<'a> Applier<'a> {
                 }
                 Err(e) => return Err(self.io_err(entry, "open parent of", e)),
             };
-            cur = next;
+            stack.push((c.clone(), Rc::new(next)));
         }
-        Ok(cur)
+        Ok(stack
+            .last()
+            .map(|(_, fd)| fd.clone())
+            .unwrap_or_else(|| self.root.clone()))
     }
 
     /// What exists at `name` in `dir` (not following symlinks).
@@ -148,9 +179,22 @@ impl<'a> Applier<'a> {
     /// Removes whatever is at `name` in `dir` (recursively for directories, never following
     /// symlinks).
     fn remove(&self, dir: &OwnedFd, name: &OsStr, entry: &str) -> Result<(), ImageError> {
-        match Self::existing(dir, name) {
+        self.remove_known(dir, name, Self::existing(dir, name), entry)
+    }
+
+    /// [`Applier::remove`] when the caller has just looked at what exists (`existing`).
+    fn remove_known(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        existing: Option<SFlag>,
+        entry: &str,
+    ) -> Result<(), ImageError> {
+        match existing {
             None => Ok(()),
             Some(SFlag::S_IFDIR) => {
+                // The directory stack may hold it (or something below it).
+                self.dirs.borrow_mut().clear();
                 // /proc/self/fd/N resolves to `dir` itself; remove_dir_all never follows symlinks
                 // inside the tree it removes.
                 let p = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
@@ -285,7 +329,7 @@ impl<'a> Applier<'a> {
         match kind {
             T::Directory => {
                 if existing != Some(SFlag::S_IFDIR) {
-                    self.remove(&dir, name_os, &entry_name)?;
+                    self.remove_known(&dir, name_os, existing, &entry_name)?;
                     mkdirat(&dir, name_os, Mode::from_bits_truncate(0o700))
                         .map_err(|e| self.io_err(&entry_name, "mkdir", e))?;
                 }
@@ -301,9 +345,9 @@ impl<'a> Applier<'a> {
                         self.layer
                     )));
                 }
-                self.remove(&dir, name_os, &entry_name)?;
+                self.remove_known(&dir, name_os, existing, &entry_name)?;
                 let fd = openat(
-                    &dir,
+                    &*dir,
                     name_os,
                     OFlag::O_CREAT
                         | OFlag::O_EXCL
@@ -314,7 +358,21 @@ impl<'a> Applier<'a> {
                 )
                 .map_err(|e| self.io_err(&entry_name, "create", e))?;
                 let mut file = File::from(fd);
-                io::copy(entry, &mut file).map_err(|e| self.tar_err(e))?;
+                self.copy_data(entry, &mut file)?;
+                // Metadata through the open file: no path lookups. chown before chmod, which
+                // chown would clear setuid/setgid from.
+                fchown(
+                    &file,
+                    Some(Uid::from_raw(uid as u32)),
+                    Some(Gid::from_raw(gid as u32)),
+                )
+                .map_err(|e| self.io_err(&entry_name, "chown", e))?;
+                fchmod(&file, Mode::from_bits_truncate(mode))
+                    .map_err(|e| self.io_err(&entry_name, "chmod", e))?;
+                self.xattrs(&dir, name_os, &xattrs, &entry_name)?;
+                let t = TimeSpec::new(mtime as i64, 0);
+                return futimens(&file, &t, &t)
+                    .map_err(|e| self.io_err(&entry_name, "set mtime of", e));
             }
             T::Symlink => {
                 let target = entry
@@ -413,6 +471,23 @@ impl<'a> Applier<'a> {
         self.metadata(&dir, name_os, &entry_name, uid, gid, mode, false)?;
         self.xattrs(&dir, name_os, &xattrs, &entry_name)?;
         self.times(&dir, name_os, mtime, &entry_name)
+    }
+
+    /// Copies a regular file's data from the tar stream through a large buffer.
+    fn copy_data<R: Read>(&mut self, entry: &mut R, file: &mut File) -> Result<(), ImageError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; COPY_BUF];
+        }
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.tar_err(e)),
+            };
+            io::Write::write_all(file, &self.buf[..n])
+                .map_err(|e| ImageError::io(format!("layer {}: write file data", self.layer), e))?;
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
