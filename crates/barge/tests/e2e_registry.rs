@@ -83,6 +83,8 @@ struct RegOpts {
     auth: Option<(&'static str, &'static str)>,
     /// Bearer token auth: a small token server (below) signs JWTs for `auth`'s user.
     token: bool,
+    /// Keep the access log (one combined-log line per request, with status and bytes sent).
+    access_log: bool,
 }
 
 /// A token server for the registry's `auth: token` (distribution's token spec): GET /token with
@@ -138,7 +140,8 @@ impl Registry {
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            !opts.access_log,
             dir.join("storage").display()
         );
         if opts.tls {
@@ -748,6 +751,120 @@ fn killed_daemon_mid_pull_resumes() {
     );
     let out = d.ok(&["run", "--rm", &image, "-c", "import os; print(os.getuid())"]);
     assert_eq!(out.trim(), "1234");
+}
+
+/// `(status, bytes sent)` of each `GET` of blob `digest` in the registry's access log.
+fn blob_gets(reg: &Registry, digest: &str) -> Vec<(u16, u64)> {
+    let log = std::fs::read_to_string(reg.dir.join("registry.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("\"GET ") && l.contains(&format!("/blobs/{digest} ")))
+        .filter_map(|l| {
+            // ... "GET /v2/... HTTP/1.1" 206 12345 "referer" "agent"
+            let after = l.split("HTTP/1.1\" ").nth(1)?;
+            let mut it = after.split_whitespace();
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn killed_daemon_mid_layer_resumes_with_a_range_request() {
+    let reg = Registry::start(RegOpts {
+        access_log: true,
+        ..Default::default()
+    });
+    // A big incompressible one-layer image (import stores the tar uncompressed).
+    let t = TempDir::new();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    run_ok(
+        Command::new("head")
+            .args(["-c", "256M", "/dev/urandom"])
+            .stdout(std::fs::File::create(root.join("data/random")).unwrap()),
+    );
+    let tar = t.path().join("big.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    let mut d = daemon(&[]);
+    let image = format!("{}/test/big:1", reg.host);
+    d.ok(&["import", tar.to_str().unwrap(), &image]);
+    d.ok(&["push", &image]);
+    let layer = reg.inspect("test/big:1")["Layers"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let size = std::fs::metadata(reg.blob_file(&layer)).unwrap().len();
+    let id = d.inspect(&image, "{{.Id}}");
+    d.ok(&["rmi", &image]);
+    d.ok(&["image", "prune", "-af"]);
+    std::fs::write(reg.dir.join("registry.log"), "").unwrap();
+
+    // Pull, and kill the daemon once at least a quarter of the layer is on disk.
+    let partial = d
+        .dir
+        .join("data/image/partial")
+        .join(layer.strip_prefix("sha256:").unwrap());
+    let mut child = Command::new(BARGE)
+        .env("BARGE_HOST", &d.host)
+        .args(["pull", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if n >= size / 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pull did not progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    d.kill9();
+    let _ = child.wait();
+    let kept = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        kept >= size / 4 && kept < size,
+        "{kept} of {size} bytes kept at the kill"
+    );
+    d.restart();
+    d.ok(&["pull", &image]);
+    assert!(
+        !partial.exists(),
+        "the partial blob must be gone once complete"
+    );
+    // The store verified digest and diff ID; the image is the one pushed.
+    assert_eq!(d.inspect(&image, "{{.Id}}"), id);
+
+    // The registry served the layer once in full plus at most a little overlap, and the second
+    // request was a range (206) for the rest.
+    let gets = blob_gets(&reg, &layer);
+    eprintln!("layer of {size} bytes, {kept} kept at the kill; GETs (status, bytes): {gets:?}");
+    assert!(
+        gets.len() >= 2,
+        "expected two requests for the layer: {gets:?}"
+    );
+    let (status, last) = *gets.last().unwrap();
+    assert_eq!(status, 206, "the resumed request must be a range: {gets:?}");
+    assert!(
+        last <= size - kept,
+        "{last} bytes resent, {kept} of {size} were kept"
+    );
+    let served: u64 = gets.iter().map(|g| g.1).sum();
+    assert!(
+        served < size + size / 8,
+        "{served} bytes served for a {size}-byte layer: {gets:?}"
+    );
 }
 
 #[test]

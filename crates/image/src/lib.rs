@@ -7,6 +7,8 @@
 //! - `snapshots/<chain-id-hex>/`: each layer unpacked once per chain ID
 //!   ([image-spec config: layer chain ID](https://github.com/opencontainers/image-spec/blob/main/config.md#layer-chainid)).
 //! - `tmp/`: partial writes; emptied by [`ImageStore::open`].
+//! - `partial/<hex>`: compressed bytes of a layer download that was cut, kept so that the next
+//!   pull fetches only the rest (HTTP `Range`); locked (`flock`) while a pull appends to it.
 //!
 //! The store is synchronous; async callers wrap calls in `spawn_blocking`.
 
@@ -25,7 +27,7 @@ pub use config::{ContainerConfig, HealthConfig, HistoryEntry, ImageConfigFile, R
 pub use digest::chain_ids;
 pub use error::{ErrorKind, ImageError};
 pub use platform::Platform;
-pub use pull::{config_chain_ids, IngestedLayer};
+pub use pull::{config_chain_ids, IngestedLayer, PendingLayer};
 pub use reference::Reference;
 pub use store::{
     HistoryItem, Image, ImageStore, LoadedImage, PruneReport, RemovedItem, SaveFormat,

@@ -1,40 +1,82 @@
 //! Ingesting content pulled from a registry, and exporting content to push.
 //!
-//! A pull writes each layer with [`ImageStore::ingest_layer`] while it streams in: the compressed
-//! bytes are hashed and written to a temp blob while, in the same pass, they are decompressed,
-//! hashed again (diff ID) and unpacked into a temp snapshot directory. Only when both digests
-//! match are the blob and the snapshot renamed into place, so a wrong digest leaves nothing
-//! visible. [`ImageStore::commit_pull`] then stores config and manifest and writes the
-//! reference (the commit point, as for loads). Layers whose blob is already present are skipped
-//! by the caller ([`ImageStore::has_blob`]), which is how an interrupted pull resumes.
+//! A pull writes each layer while it streams in ([`ImageStore::begin_layer`], then
+//! [`ImageStore::finish_layer`]), in three threads that overlap:
+//! - the caller's thread reads the compressed stream and decompresses it;
+//! - a blob writer hashes the compressed bytes and appends them to the layer's *partial file*;
+//! - an unpacker hashes the uncompressed tar (diff ID) and applies it to a temp snapshot dir.
+//!
+//! Only when size, digest and diff ID match are the snapshot and the blob renamed into place, so
+//! a wrong digest leaves nothing visible. [`ImageStore::commit_pull`] then stores config and
+//! manifest and writes the reference (the commit point, as for loads). Layers whose blob is
+//! already present are skipped by the caller ([`ImageStore::has_blob`]); a layer whose download
+//! was cut keeps its bytes in `partial/<hex>` (locked while a pull writes it), and the next pull
+//! asks the registry only for the rest (HTTP `Range`): the kept prefix is re-read from disk for
+//! the digests and the unpacker, so nothing but the missing bytes crosses the network again.
 
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
 
 use crate::digest::{
-    chain_ids, decompressed, digest_hex, Descriptor, HashingReader, HashingWriter, Manifest,
+    chain_ids, decompressed, digest_hex, hex, Descriptor, HashingReader, Manifest,
 };
 use crate::store::{fsync_dir, io_err, parse_json, random_suffix, Staged, Txn};
 use crate::unpack::Applier;
 use crate::{Image, ImageConfigFile, ImageError, ImageStore, Reference};
 
-/// Copies everything read from `inner` into `w`.
-struct Tee<'a, R, W> {
-    inner: R,
-    w: &'a mut W,
+/// Chunk size between the pipeline's threads.
+const CHUNK: usize = 256 * 1024;
+
+/// Forwards everything read from `inner` to the blob writer.
+struct Tee<'a> {
+    inner: &'a mut dyn Read,
+    tx: SyncSender<Vec<u8>>,
 }
 
-impl<R: Read, W: io::Write> Read for Tee<'_, R, W> {
+impl Read for Tee<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.w.write_all(&buf[..n])?;
+        if n > 0 && self.tx.send(buf[..n].to_vec()).is_err() {
+            return Err(io::Error::other("the blob writer stopped"));
+        }
+        Ok(n)
+    }
+}
+
+/// Reads `[pos, end)` of a file with `pread` (the blob writer appends through another handle).
+struct PrefixReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for PrefixReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the partial blob is shorter than expected",
+            ));
+        }
+        self.pos += n as u64;
         Ok(n)
     }
 }
 
 /// Reads chunks sent by the decompressing stage.
 struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
 }
@@ -66,6 +108,53 @@ pub struct IngestedLayer {
     pub size: u64,
 }
 
+/// A layer download about to start or resume: made by [`ImageStore::begin_layer`], completed
+/// by [`ImageStore::finish_layer`]. Holds the lock on the layer's partial file, so two pulls
+/// never append to the same one.
+pub struct PendingLayer {
+    desc: Descriptor,
+    diff_id: String,
+    chain_id: String,
+    /// The file the compressed bytes go to (locked when resumable).
+    file: Flock<File>,
+    path: PathBuf,
+    /// Whether `path` is the layer's partial file (kept when a download is cut), rather than a
+    /// private temp file (another pull holds the partial file).
+    resumable: bool,
+    /// Bytes of the blob already on disk, reused: the reader given to `finish_layer` must
+    /// start at this offset.
+    offset: u64,
+}
+
+impl PendingLayer {
+    /// Bytes of the blob kept from an interrupted download; the rest must be fetched.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Discards the kept bytes: the download starts from byte 0 (e.g. the registry ignored a
+    /// `Range` request and sent the whole blob).
+    pub fn restart(&mut self) {
+        self.offset = 0;
+    }
+
+    /// The layer's descriptor.
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.desc
+    }
+}
+
+/// Whether a failed ingest may keep its partial blob for a later resume: only a cut download
+/// (fewer bytes than the descriptor's size, no mismatch found).
+fn keep_partial(err: &ImageError, on_disk: u64, size: u64) -> bool {
+    size != 0
+        && on_disk < size
+        && !matches!(
+            err,
+            ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. }
+        )
+}
+
 impl ImageStore {
     /// Whether blob `digest` is present.
     pub fn has_blob(&self, digest: &str) -> bool {
@@ -91,12 +180,8 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Streams a (compressed or plain) layer blob from `reader` into the store: verifies size
-    /// and digest against `desc` and the uncompressed digest against `diff_id`, and unpacks it
-    /// into the snapshot for `chain_id` in the same pass (unless that snapshot exists). Nothing
-    /// becomes visible unless every check passes. Errors: [`ImageError::DigestMismatch`],
-    /// [`ImageError::SizeMismatch`], [`ImageError::HostileLayer`], [`ImageError::InvalidArchive`],
-    /// I/O (including errors of `reader`, e.g. a dropped connection).
+    /// Streams a whole (compressed or plain) layer blob from `reader` into the store: see
+    /// [`ImageStore::finish_layer`] (this is `begin_layer`, `restart`, `finish_layer`).
     pub fn ingest_layer(
         &self,
         reader: &mut dyn Read,
@@ -104,138 +189,292 @@ impl ImageStore {
         diff_id: &str,
         chain_id: &str,
     ) -> Result<IngestedLayer, ImageError> {
-        digest_hex(&desc.digest)?;
-        let dest = self.snapshot_path(chain_id)?;
+        let mut pending = self.begin_layer(desc, diff_id, chain_id)?;
+        pending.restart();
+        self.finish_layer(pending, reader)
+    }
+
+    /// Prepares the download of layer `desc` (diff ID `diff_id`, snapshot `chain_id`): locks
+    /// the layer's partial file and reports in [`PendingLayer::offset`] how many bytes an
+    /// interrupted download left there (more than `desc.size` means garbage: dropped). When
+    /// another pull holds the partial file, a private temp file is used from byte 0.
+    /// Errors: [`ImageError::InvalidReference`]-like digest errors, I/O.
+    pub fn begin_layer(
+        &self,
+        desc: &Descriptor,
+        diff_id: &str,
+        chain_id: &str,
+    ) -> Result<PendingLayer, ImageError> {
+        let hexd = digest_hex(&desc.digest)?;
+        self.snapshot_path(chain_id)?;
+        let path = self.root().join("partial").join(hexd);
+        let open = |p: &PathBuf, new: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(!new)
+                .create_new(new)
+                .open(p)
+                .map_err(io_err(format!("open {}", p.display())))
+        };
+        let (file, path, resumable) =
+            match Flock::lock(open(&path, false)?, FlockArg::LockExclusiveNonblock) {
+                Ok(f) => (f, path, true),
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let tmp = self.tmp().join(format!("layer-{}", random_suffix()));
+                    let f = Flock::lock(open(&tmp, true)?, FlockArg::LockExclusiveNonblock)
+                        .map_err(|(_, e)| {
+                            ImageError::io(format!("lock {}", tmp.display()), e.into())
+                        })?;
+                    (f, tmp, false)
+                }
+                Err((_, e)) => {
+                    return Err(ImageError::io(format!("lock {}", path.display()), e.into()))
+                }
+            };
+        let len = file
+            .metadata()
+            .map_err(io_err(format!("stat {}", path.display())))?
+            .len();
+        let offset = if resumable && (desc.size == 0 || len <= desc.size) {
+            len
+        } else {
+            0
+        };
+        Ok(PendingLayer {
+            desc: desc.clone(),
+            diff_id: diff_id.to_string(),
+            chain_id: chain_id.to_string(),
+            file,
+            path,
+            resumable,
+            offset,
+        })
+    }
+
+    /// Completes a layer download: `reader` yields the blob from [`PendingLayer::offset`] on.
+    /// Verifies size and digest against the descriptor and the uncompressed digest against the
+    /// diff ID, and unpacks the layer into the snapshot for its chain ID in the same pass
+    /// (unless that snapshot exists). Nothing becomes visible unless every check passes. When
+    /// the download is cut (an error of `reader`, or fewer bytes than the descriptor's size),
+    /// the bytes received stay in the partial file for the next attempt; on any mismatch they
+    /// are dropped. Errors: [`ImageError::DigestMismatch`], [`ImageError::SizeMismatch`],
+    /// [`ImageError::HostileLayer`], [`ImageError::InvalidArchive`], I/O (including errors of
+    /// `reader`, e.g. a dropped connection).
+    pub fn finish_layer(
+        &self,
+        pending: PendingLayer,
+        reader: &mut dyn Read,
+    ) -> Result<IngestedLayer, ImageError> {
+        let PendingLayer {
+            desc,
+            diff_id,
+            chain_id,
+            file,
+            path,
+            resumable,
+            offset,
+        } = pending;
+        let dest = self.snapshot_path(&chain_id)?;
         let unpack = !dest.is_dir();
         let work = self.tmp().join(format!("pull-{}", random_suffix()));
         if unpack {
             fs::create_dir(&work).map_err(io_err("create unpack dir"))?;
         }
-        let result = (|| {
-            let tmp =
-                tempfile::NamedTempFile::new_in(self.tmp()).map_err(io_err("create temp blob"))?;
-            let mut w = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
-            let what = format!("layer {}", desc.digest);
-            let read_err = |e: io::Error| match e.kind() {
-                io::ErrorKind::UnexpectedEof
-                | io::ErrorKind::InvalidData
-                | io::ErrorKind::InvalidInput => ImageError::InvalidArchive(format!("{what}: {e}")),
-                _ => ImageError::io(format!("reading {what}"), e),
-            };
-            let (diff, size) = {
-                let mut tee = Tee {
-                    inner: &mut *reader,
-                    w: &mut w,
-                };
-                let (diff, size) = {
-                    let (_, r) = decompressed(&mut tee).map_err(read_err)?;
-                    let mut hr = HashingReader::new(r);
-                    // Two stages: this thread receives, stores and decompresses; a second one
-                    // unpacks the tar stream, so decompression and file writes overlap.
-                    std::thread::scope(|scope| -> Result<(), ImageError> {
-                        let (dtx, drx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
-                        let applier = unpack.then(|| {
-                            let (work, label) = (&work, desc.digest.as_str());
-                            scope.spawn(move || -> Result<(), ImageError> {
-                                let mut r = ChunkReader {
-                                    rx: drx,
-                                    cur: Vec::new(),
-                                    pos: 0,
-                                };
-                                let res =
-                                    Applier::new(work, label).and_then(|mut a| a.apply(&mut r));
-                                // Drain what follows the tar's end marker so the sender finishes.
-                                let _ = io::copy(&mut r, &mut io::sink());
-                                res
-                            })
-                        });
-                        let mut produced = Ok(());
-                        let mut buf = vec![0u8; 256 * 1024];
-                        loop {
-                            match hr.read(&mut buf) {
-                                Ok(0) => break,
-                                Ok(n) => {
-                                    if applier.is_some() && dtx.send(buf[..n].to_vec()).is_err() {
-                                        // The unpacker stopped (its error is reported below);
-                                        // keep hashing to report digests correctly.
-                                        io::copy(&mut hr, &mut io::sink()).map_err(read_err)?;
-                                        break;
-                                    }
-                                }
-                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                                Err(e) => {
-                                    produced = Err(read_err(e));
-                                    break;
-                                }
-                            }
-                        }
-                        drop(dtx);
-                        let unpacked = match applier {
-                            Some(h) => h.join().unwrap_or_else(|_| {
-                                Err(ImageError::InvalidArchive(format!(
-                                    "unpacking {what} panicked"
-                                )))
-                            }),
-                            None => Ok(()),
-                        };
-                        produced?;
-                        unpacked
-                    })?;
-                    (hr.digest(), hr.count)
-                };
-                // Whatever follows the compressed stream still belongs to the blob.
-                io::copy(&mut tee, &mut io::sink()).map_err(read_err)?;
-                (diff, size)
-            };
-            let actual = w.digest();
-            if desc.size != 0 && w.count != desc.size {
-                return Err(ImageError::SizeMismatch {
-                    what: what.clone(),
-                    expected: desc.size,
-                    actual: w.count,
-                });
-            }
-            if actual != desc.digest {
-                return Err(ImageError::DigestMismatch {
-                    what,
-                    expected: desc.digest.clone(),
-                    actual,
-                });
-            }
-            if diff != diff_id {
-                return Err(ImageError::DigestMismatch {
-                    what: format!("uncompressed layer {}", desc.digest),
-                    expected: diff_id.to_string(),
-                    actual: diff,
-                });
-            }
-            let tmp = w
-                .inner
-                .into_inner()
-                .map_err(|e| ImageError::io("flush blob", e.into_error()))?;
-            tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
-            if unpack {
-                let _u = self.unpack_guard();
-                if !dest.is_dir() {
-                    fs::rename(&work, &dest)
-                        .map_err(io_err(format!("rename snapshot {}", dest.display())))?;
-                    fsync_dir(&self.root().join("snapshots"))?;
-                }
-            }
-            let blob = self.blob_path(&desc.digest)?;
-            if !blob.exists() {
-                tmp.persist(&blob)
-                    .map_err(|e| ImageError::io("rename blob", e.error))?;
-            }
-            Ok(IngestedLayer {
-                diff_id: diff,
-                size,
-            })
-        })();
+        let result =
+            self.ingest_pipeline(&file, reader, offset, &desc, &diff_id, unpack, &work, &dest);
         if unpack {
             let _ = fs::remove_dir_all(&work);
         }
-        result
+        match result {
+            Ok(layer) => {
+                let blob = self.blob_path(&desc.digest)?;
+                let r = if blob.exists() {
+                    fs::remove_file(&path)
+                } else {
+                    fs::rename(&path, &blob)
+                };
+                r.map_err(io_err(format!("rename blob {}", desc.digest)))?;
+                Ok(layer)
+            }
+            Err(e) => {
+                let on_disk = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                if !(resumable && keep_partial(&e, on_disk, desc.size)) {
+                    let _ = fs::remove_file(&path);
+                } else {
+                    tracing::info!(
+                        layer = %desc.digest,
+                        kept = on_disk,
+                        "layer download cut; partial blob kept for the next pull"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The three-thread pass of [`ImageStore::finish_layer`]: on success the blob is complete
+    /// and fsynced in `file` and the snapshot (if `unpack`) renamed to `dest`.
+    #[allow(clippy::too_many_arguments)]
+    fn ingest_pipeline(
+        &self,
+        file: &File,
+        reader: &mut dyn Read,
+        offset: u64,
+        desc: &Descriptor,
+        diff_id: &str,
+        unpack: bool,
+        work: &std::path::Path,
+        dest: &std::path::Path,
+    ) -> Result<IngestedLayer, ImageError> {
+        let what = format!("layer {}", desc.digest);
+        let read_err = |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::InvalidData
+            | io::ErrorKind::InvalidInput => ImageError::InvalidArchive(format!("{what}: {e}")),
+            _ => ImageError::io(format!("reading {what}"), e),
+        };
+        file.set_len(offset)
+            .map_err(io_err("truncate partial blob"))?;
+        let (blob_digest, blob_size, diff, size) = std::thread::scope(|scope| {
+            // Blob writer: hashes the kept prefix, then hashes and appends what arrives.
+            let (wtx, wrx) = sync_channel::<Vec<u8>>(16);
+            let writer = scope.spawn(move || -> Result<(String, u64), ImageError> {
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; CHUNK];
+                let mut pos = 0u64;
+                while pos < offset {
+                    let want = buf.len().min((offset - pos) as usize);
+                    let n = file
+                        .read_at(&mut buf[..want], pos)
+                        .map_err(io_err("read partial blob"))?;
+                    if n == 0 {
+                        return Err(ImageError::io(
+                            "read partial blob",
+                            io::ErrorKind::UnexpectedEof.into(),
+                        ));
+                    }
+                    h.update(&buf[..n]);
+                    pos += n as u64;
+                }
+                let mut f = file;
+                f.seek(io::SeekFrom::Start(offset))
+                    .map_err(io_err("seek partial blob"))?;
+                let mut w = io::BufWriter::with_capacity(CHUNK, f);
+                let mut res = Ok(());
+                for chunk in wrx {
+                    if let Err(e) = w.write_all(&chunk) {
+                        res = Err(e);
+                        break;
+                    }
+                    h.update(&chunk);
+                    pos += chunk.len() as u64;
+                }
+                // Flushed even after a cut download: what arrived is kept for a resume.
+                res.and(w.flush()).map_err(io_err("write blob"))?;
+                Ok((format!("sha256:{}", hex(&h.finalize())), pos))
+            });
+            let mut src = PrefixReader {
+                file,
+                pos: 0,
+                end: offset,
+            }
+            .chain(Tee {
+                inner: reader,
+                tx: wtx,
+            });
+            let produced = (|| -> Result<(String, u64), ImageError> {
+                let (_, r) = decompressed(&mut src).map_err(read_err)?;
+                let out = if unpack {
+                    // Unpacker: hashes the tar stream and applies it; after an error it keeps
+                    // draining, so the digests are still computed.
+                    let (dtx, drx) = sync_channel::<Vec<u8>>(16);
+                    let label = desc.digest.as_str();
+                    let applier = scope.spawn(move || {
+                        let mut r = HashingReader::new(ChunkReader {
+                            rx: drx,
+                            cur: Vec::new(),
+                            pos: 0,
+                        });
+                        let res = Applier::new(work, label).and_then(|mut a| a.apply(&mut r));
+                        let _ = io::copy(&mut r, &mut io::sink());
+                        (res, r.digest(), r.count)
+                    });
+                    let fed = feed(r, &dtx).map_err(read_err);
+                    drop(dtx);
+                    let (applied, diff, size) = applier.join().unwrap_or_else(|_| {
+                        (
+                            Err(ImageError::InvalidArchive(format!(
+                                "unpacking {what} panicked"
+                            ))),
+                            String::new(),
+                            0,
+                        )
+                    });
+                    fed?;
+                    applied?;
+                    (diff, size)
+                } else {
+                    let mut hr = HashingReader::new(r);
+                    io::copy(&mut hr, &mut io::sink()).map_err(read_err)?;
+                    (hr.digest(), hr.count)
+                };
+                Ok(out)
+            })();
+            // Whatever follows the compressed stream still belongs to the blob.
+            let rest = match &produced {
+                Ok(_) => io::copy(&mut src, &mut io::sink())
+                    .map(|_| ())
+                    .map_err(read_err),
+                Err(_) => Ok(()),
+            };
+            drop(src);
+            let written = writer.join().unwrap_or_else(|_| {
+                Err(ImageError::io(
+                    "blob writer",
+                    io::Error::other("the blob writer panicked"),
+                ))
+            });
+            // A cut download shows as a read error of the decompressor: report that first.
+            let (diff, size) = produced?;
+            rest?;
+            let (d, n) = written?;
+            Ok::<_, ImageError>((d, n, diff, size))
+        })?;
+        if desc.size != 0 && blob_size != desc.size {
+            return Err(ImageError::SizeMismatch {
+                what,
+                expected: desc.size,
+                actual: blob_size,
+            });
+        }
+        if blob_digest != desc.digest {
+            return Err(ImageError::DigestMismatch {
+                what,
+                expected: desc.digest.clone(),
+                actual: blob_digest,
+            });
+        }
+        if diff != diff_id {
+            return Err(ImageError::DigestMismatch {
+                what: format!("uncompressed layer {}", desc.digest),
+                expected: diff_id.to_string(),
+                actual: diff,
+            });
+        }
+        file.sync_all().map_err(io_err("fsync blob"))?;
+        if unpack {
+            let _u = self.unpack_guard();
+            if !dest.is_dir() {
+                fs::rename(work, dest)
+                    .map_err(io_err(format!("rename snapshot {}", dest.display())))?;
+                fsync_dir(&self.root().join("snapshots"))?;
+            }
+        }
+        Ok(IngestedLayer {
+            diff_id: diff,
+            size,
+        })
     }
 
     /// Diff ID and uncompressed size of a stored layer blob (for layers a pull skipped).
@@ -323,6 +562,23 @@ impl ImageStore {
     }
 }
 
+/// Reads `r` to its end and sends it on in chunks (to the unpacker).
+fn feed(mut r: impl Read, tx: &SyncSender<Vec<u8>>) -> io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    return Err(io::Error::other("the unpacker stopped"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Chain IDs for a config's diff IDs (re-exported helper for pullers).
 pub fn config_chain_ids(config: &[u8]) -> Result<(Vec<String>, Vec<String>), ImageError> {
     let cfg: ImageConfigFile = parse_json("config", config)?;
@@ -392,5 +648,124 @@ mod tests {
         let snap = dir.path().join("snapshots").join(&diff[7..]);
         assert_eq!(fs::read(snap.join("etc/greeting")).unwrap(), b"hello\n");
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    /// Yields `data` in small reads, then fails (a connection cut after `data`).
+    struct CutReader<'a> {
+        data: &'a [u8],
+    }
+
+    impl Read for CutReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "cut"));
+            }
+            let n = buf.len().min(self.data.len()).min(4096);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// A gzipped layer big enough to be cut in the middle (incompressible file data).
+    fn big_layer() -> (Vec<u8>, Vec<u8>) {
+        let mut data = vec![0u8; 600_000];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "data/random", &data[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        (tar, gz.finish().unwrap())
+    }
+
+    #[test]
+    fn cut_download_resumes_from_the_partial_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let (tar, gz) = big_layer();
+        let diff = sha256_digest(&tar);
+        let desc = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            digest: sha256_digest(&gz),
+            size: gz.len() as u64,
+            ..Default::default()
+        };
+        let cut = gz.len() / 2;
+        let p = store.begin_layer(&desc, &diff, &diff).unwrap();
+        assert_eq!(p.offset(), 0);
+        let err = store
+            .finish_layer(p, &mut CutReader { data: &gz[..cut] })
+            .unwrap_err();
+        assert!(matches!(err, ImageError::Io { .. }), "{err}");
+        assert!(!store.has_blob(&desc.digest));
+        assert!(!dir.path().join("snapshots").join(&diff[7..]).exists());
+        // The bytes received are kept; a second pull holding none of them gets a private file.
+        let p = store.begin_layer(&desc, &diff, &diff).unwrap();
+        assert_eq!(p.offset(), cut as u64);
+        let other = store.begin_layer(&desc, &diff, &diff).unwrap();
+        assert_eq!(other.offset(), 0);
+        drop(other);
+        // Reopening the store keeps the partial file.
+        drop(p);
+        let store = ImageStore::open(dir.path()).unwrap();
+        let p = store.begin_layer(&desc, &diff, &diff).unwrap();
+        assert_eq!(p.offset(), cut as u64);
+        let got = store.finish_layer(p, &mut &gz[cut..]).unwrap();
+        assert_eq!(got.diff_id, diff);
+        assert!(store.has_blob(&desc.digest));
+        let snap = dir.path().join("snapshots").join(&diff[7..]);
+        assert_eq!(fs::read(snap.join("data/random")).unwrap().len(), 600_000);
+        assert_eq!(fs::read_dir(dir.path().join("partial")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn resume_with_a_bad_prefix_fails_and_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let (tar, gz) = big_layer();
+        let diff = sha256_digest(&tar);
+        let desc = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            digest: sha256_digest(&gz),
+            size: gz.len() as u64,
+            ..Default::default()
+        };
+        let cut = gz.len() / 3;
+        let mut bad = gz[..cut].to_vec();
+        bad[cut / 2] ^= 0x55;
+        fs::write(dir.path().join("partial").join(&desc.digest[7..]), &bad).unwrap();
+        let p = store.begin_layer(&desc, &diff, &diff).unwrap();
+        assert_eq!(p.offset(), cut as u64);
+        let err = store.finish_layer(p, &mut &gz[cut..]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::DigestMismatch { .. } | ImageError::InvalidArchive(_)
+            ),
+            "{err}"
+        );
+        assert!(!store.has_blob(&desc.digest));
+        assert_eq!(fs::read_dir(dir.path().join("partial")).unwrap().count(), 0);
+        // A restart from byte 0 then works.
+        let mut p = store.begin_layer(&desc, &diff, &diff).unwrap();
+        assert_eq!(p.offset(), 0);
+        p.restart();
+        store.finish_layer(p, &mut &gz[..]).unwrap();
+        assert!(store.has_blob(&desc.digest));
     }
 }

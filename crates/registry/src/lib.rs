@@ -400,7 +400,63 @@ impl std::io::Read for ChanReader {
     }
 }
 
-/// Downloads one layer and ingests it while it streams.
+/// Batches of at least this many bytes go from the network to the ingesting thread (fewer
+/// wake-ups than hyper's small chunks).
+const BATCH: usize = 256 * 1024;
+
+/// How often a cut blob download is resumed (HTTP `Range`) within one pull.
+const RANGE_RETRIES: usize = 3;
+
+/// Opens layer `od` at byte `offset`. Returns the stream and the offset it really starts at:
+/// `offset` when the registry answered `206 Partial Content`, 0 when it sent the whole blob.
+async fn open_blob(
+    ep: &Endpoint,
+    r: &oci_client::Reference,
+    od: &oci_client::manifest::OciDescriptor,
+    offset: u64,
+) -> Result<(oci_client::client::SizedStream, u64), RegistryError> {
+    use oci_client::client::BlobResponse;
+    let what = || format!("layer {}", od.digest);
+    // Always a ranged request (`bytes=0-` at first): the store verifies the digest itself, and
+    // oci-client verifies only whole (200) responses, which would hash every byte twice.
+    match ep
+        .client
+        .pull_blob_stream_partial(r, od, offset, None)
+        .await
+    {
+        Ok(BlobResponse::Partial(s)) => {
+            let total = od.size as u64;
+            if offset > 0 && s.content_length.is_some_and(|n| n + offset != total) {
+                // Not the range asked for: start over with the whole blob.
+                let s = ep
+                    .client
+                    .pull_blob_stream(r, od)
+                    .await
+                    .map_err(|e| map_oci(e, &what()))?;
+                return Ok((s, 0));
+            }
+            Ok((s, offset))
+        }
+        Ok(BlobResponse::Full(s)) => Ok((s, 0)),
+        Err(e) if offset > 0 => {
+            tracing::info!(
+                "ranged request for {} failed ({e}); fetching it whole",
+                od.digest
+            );
+            let s = ep
+                .client
+                .pull_blob_stream(r, od)
+                .await
+                .map_err(|e| map_oci(e, &what()))?;
+            Ok((s, 0))
+        }
+        Err(e) => Err(map_oci(e, &what())),
+    }
+}
+
+/// Downloads one layer and ingests it while it streams. A download that an earlier pull left
+/// unfinished continues where it stopped, and a connection cut mid-layer is resumed with a
+/// `Range` request (when the registry honours ranges), so no byte is fetched twice.
 async fn pull_layer(
     store: Arc<ImageStore>,
     ep: Endpoint,
@@ -410,6 +466,40 @@ async fn pull_layer(
     chain_id: String,
     tx: ProgressTx,
 ) -> Result<u64, RegistryError> {
+    let mut fresh_retry = true;
+    loop {
+        match pull_layer_once(&store, &ep, &r, &desc, &diff_id, &chain_id, &tx).await {
+            Err((RegistryError::Image(e), true))
+                if fresh_retry
+                    && matches!(
+                        e,
+                        barge_image::ImageError::DigestMismatch { .. }
+                            | barge_image::ImageError::SizeMismatch { .. }
+                            | barge_image::ImageError::InvalidArchive(_)
+                    ) =>
+            {
+                // The kept prefix was bad (the store dropped it): once more from byte 0.
+                tracing::info!(
+                    "resumed download of {} failed ({e}); starting over",
+                    desc.digest
+                );
+                fresh_retry = false;
+            }
+            other => return other.map_err(|(e, _)| e),
+        }
+    }
+}
+
+/// One attempt of [`pull_layer`]; the error says whether the attempt resumed kept bytes.
+async fn pull_layer_once(
+    store: &Arc<ImageStore>,
+    ep: &Endpoint,
+    r: &oci_client::Reference,
+    desc: &Descriptor,
+    diff_id: &str,
+    chain_id: &str,
+    tx: &ProgressTx,
+) -> Result<u64, (RegistryError, bool)> {
     let id = short(&desc.digest);
     let od = oci_client::manifest::OciDescriptor {
         media_type: desc.media_type.clone(),
@@ -417,63 +507,103 @@ async fn pull_layer(
         size: desc.size as i64,
         ..Default::default()
     };
-    let mut stream = ep
-        .client
-        .pull_blob_stream(&r, &od)
+    let join = |e: tokio::task::JoinError| RegistryError::Registry(format!("layer task: {e}"));
+    let (st, d2, di, ci) = (
+        store.clone(),
+        desc.clone(),
+        diff_id.to_string(),
+        chain_id.to_string(),
+    );
+    let mut pending = tokio::task::spawn_blocking(move || st.begin_layer(&d2, &di, &ci))
         .await
-        .map_err(|e| map_oci(e, &format!("layer {}", desc.digest)))?;
-    let total = stream.content_length.unwrap_or(desc.size);
-    let (ctx, crx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
-    let d2 = desc.clone();
+        .map_err(|e| (join(e), false))?
+        .map_err(|e| (e.into(), false))?;
+    let kept = pending.offset();
+    let mut stream = None;
+    if kept == 0 || desc.size == 0 || kept < desc.size {
+        let (s, at) = open_blob(ep, r, &od, kept).await.map_err(|e| (e, false))?;
+        if at != kept {
+            pending.restart();
+        }
+        stream = Some(s.stream);
+    }
+    let start = pending.offset();
+    let resumed = start > 0;
+    if resumed {
+        tracing::info!(layer = %desc.digest, offset = start, "resuming layer download");
+    }
+    let total = desc.size;
+    let (ctx, crx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    let st = store.clone();
     let writer = tokio::task::spawn_blocking(move || {
         let mut rd = ChanReader {
             rx: crx,
             cur: bytes::Bytes::new(),
         };
-        let res = store.ingest_layer(&mut rd, &d2, &diff_id, &chain_id);
+        let res = st.finish_layer(pending, &mut rd);
         drop(rd);
         res
     });
-    let mut current = 0u64;
+    let mut at = start;
     let mut last_report = std::time::Instant::now() - std::time::Duration::from_secs(1);
-    let mut dl_err = None;
-    while let Some(chunk) = stream.stream.next().await {
-        match chunk {
-            Ok(b) => {
-                current += b.len() as u64;
-                // The blocking side may have failed already (bad tar): stop downloading then.
-                if ctx.send(Ok(b)).await.is_err() {
-                    break;
+    let mut retries = 0;
+    let mut batch = bytes::BytesMut::new();
+    'download: while let Some(mut s) = stream.take() {
+        while let Some(chunk) = s.next().await {
+            match chunk {
+                Ok(b) => {
+                    at += b.len() as u64;
+                    batch.extend_from_slice(&b);
+                    if batch.len() >= BATCH {
+                        // The blocking side may have failed already (bad tar): stop then.
+                        if ctx.send(Ok(batch.split().freeze())).await.is_err() {
+                            break 'download;
+                        }
+                    }
+                    if last_report.elapsed() >= std::time::Duration::from_millis(100) {
+                        last_report = std::time::Instant::now();
+                        item(tx, &id, "Downloading", Some((at, total)));
+                    }
                 }
-                if last_report.elapsed() >= std::time::Duration::from_millis(100) {
-                    last_report = std::time::Instant::now();
-                    item(&tx, &id, "Downloading", Some((current, total)));
+                Err(e) => {
+                    // Resume the cut connection where it stopped, if the registry does ranges.
+                    if retries < RANGE_RETRIES && (total == 0 || at < total) {
+                        retries += 1;
+                        tracing::info!(layer = %desc.digest, offset = at, "download cut ({e}); resuming");
+                        if let Ok((s2, got)) = open_blob(ep, r, &od, at).await {
+                            if got == at {
+                                stream = Some(s2.stream);
+                                continue 'download;
+                            }
+                        }
+                    }
+                    if !batch.is_empty() {
+                        let _ = ctx.send(Ok(batch.split().freeze())).await;
+                    }
+                    let _ = ctx
+                        .send(Err(std::io::Error::other(format!(
+                            "downloading layer {}: {}",
+                            desc.digest,
+                            one_line(&e)
+                        ))))
+                        .await;
+                    break 'download;
                 }
-            }
-            Err(e) => {
-                dl_err = Some(e.to_string());
-                let _ = ctx.send(Err(std::io::Error::other(one_line(&e)))).await;
-                break;
             }
         }
+    }
+    if !batch.is_empty() {
+        let _ = ctx.send(Ok(batch.freeze())).await;
     }
     drop(ctx);
-    item(&tx, &id, "Downloading", Some((current, total)));
-    let res = writer
+    item(tx, &id, "Downloading", Some((at, total)));
+    let info = writer
         .await
-        .map_err(|e| RegistryError::Registry(format!("layer task: {e}")))?;
-    if let Some(e) = dl_err {
-        if res.is_err() {
-            return Err(RegistryError::Registry(format!(
-                "downloading layer {}: {e}",
-                desc.digest
-            )));
-        }
-    }
-    let info = res?;
-    item(&tx, &id, "Verifying Checksum", None);
-    item(&tx, &id, "Download complete", None);
-    item(&tx, &id, "Pull complete", None);
+        .map_err(|e| (join(e), resumed))?
+        .map_err(|e| (RegistryError::from(e), resumed))?;
+    item(tx, &id, "Verifying Checksum", None);
+    item(tx, &id, "Download complete", None);
+    item(tx, &id, "Pull complete", None);
     Ok(info.size)
 }
 
