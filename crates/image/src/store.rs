@@ -1280,6 +1280,20 @@ impl ImageStore {
             .ok_or_else(|| ImageError::NotFound(image_id.to_string()))
     }
 
+    /// The uncompressed size of the layer with diff ID `diff_id`, as recorded for some stored
+    /// image that has it (no layer is read); `None` when no image record has that layer.
+    pub fn recorded_layer_size(&self, diff_id: &str) -> Option<u64> {
+        let state = {
+            let _g = self.guard();
+            self.read_state().ok()?
+        };
+        state.images.iter().find_map(|(id, rec)| {
+            let cfg: ImageConfigFile = parse_json("config", &self.read_blob(id).ok()?).ok()?;
+            let i = cfg.rootfs.diff_ids.iter().position(|d| d == diff_id)?;
+            rec.layer_sizes.get(i).copied()
+        })
+    }
+
     // ---------------------------------------------------------------- history
 
     /// `docker history`: newest first, one item per config history entry (`empty_layer` entries

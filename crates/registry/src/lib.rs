@@ -714,8 +714,14 @@ pub async fn pull(
             item(&tx, &id, "Already exists", None);
             let st = store.clone();
             let dg = l.digest.clone();
+            let diff = diff_ids[i].clone();
             tasks.push(tokio::spawn(async move {
-                tokio::task::spawn_blocking(move || st.layer_info(&dg).map(|i| i.size))
+                // The size an image record has for it, else read off the blob (a layer of an
+                // interrupted pull has no record yet).
+                tokio::task::spawn_blocking(move || match st.recorded_layer_size(&diff) {
+                    Some(size) => Ok(size),
+                    None => st.layer_info(&dg).map(|i| i.size),
+                })
                     .await
                     .map_err(|e| RegistryError::Registry(e.to_string()))?
                     .map_err(RegistryError::from)
