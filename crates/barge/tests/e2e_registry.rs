@@ -868,6 +868,77 @@ fn killed_daemon_mid_layer_resumes_with_a_range_request() {
 }
 
 #[test]
+fn push_multi_platform_index_loaded_with_all_platforms() {
+    let reg = Registry::start(RegOpts::default());
+    let d = daemon(&[]);
+    let layout = images_dir().join("oci-layout");
+    d.ok(&["load", "--platform", "all", "-i", layout.to_str().unwrap()]);
+    // The host's entry runs.
+    assert_runs(&d, "busybox-multi:1", &["cat", "/ARCH"], "amd64");
+    // Removing another image collects unreferenced blobs: the other platform's must stay.
+    d.ok(&["rmi", "tiny-multilayer:1"]);
+    let target = format!("{}/proj/multi:1", reg.host);
+    d.ok(&["tag", "busybox-multi:1", &target]);
+    let out = d.ok(&["push", &target]);
+    assert!(out.contains("digest: sha256:"), "{out}");
+
+    // The tag is the layout's index, byte for byte, and each entry is there by digest.
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(layout.join("index.json")).unwrap()).unwrap();
+    let want = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "busybox-multi:1")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(reg.digest("proj/multi:1"), want);
+    assert!(out.contains(&format!("digest: {want}")), "{out}");
+    let raw: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{target}")),
+    ))
+    .unwrap();
+    let entries = raw["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{raw}");
+    for e in entries {
+        let digest = e["digest"].as_str().unwrap();
+        let child = run_ok(
+            Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false"])
+                .arg(format!("docker://{}/proj/multi@{digest}", reg.host)),
+        );
+        let child: serde_json::Value = serde_json::from_str(&child).unwrap();
+        assert_eq!(
+            child["Architecture"], e["platform"]["architecture"],
+            "{child}"
+        );
+    }
+    // Another daemon pulls each platform from it.
+    for arch in ["amd64", "arm64"] {
+        let d2 = daemon(&[]);
+        d2.ok(&["pull", "--platform", &format!("linux/{arch}"), &target]);
+        assert_eq!(d2.inspect(&target, "{{.Architecture}}"), arch);
+    }
+    // A plain load keeps one platform: its push is a single manifest.
+    let d3 = daemon(&[]);
+    d3.load_layout();
+    let single = format!("{}/proj/single:1", reg.host);
+    d3.ok(&["tag", "busybox-multi:1", &single]);
+    d3.ok(&["push", &single]);
+    let raw: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{single}")),
+    ))
+    .unwrap();
+    assert!(raw.get("layers").is_some(), "{raw}");
+}
+
+#[test]
 fn stock_docker_cli_pull_push_login() {
     let reg = Registry::start(RegOpts {
         auth: Some(("dock", "pw")),

@@ -633,7 +633,8 @@ pub struct LoadArgs {
     /// Suppress the load output
     #[arg(short, long)]
     pub quiet: bool,
-    /// Load only the given platform variant (e.g. "linux/amd64")
+    /// Load only the given platform variant (e.g. "linux/amd64"); "all" keeps image indexes
+    /// with every platform (barge extension; `push` then pushes the index)
     #[arg(long, value_name = "string")]
     pub platform: Option<String>,
 }

@@ -27,7 +27,7 @@ pub use config::{ContainerConfig, HealthConfig, HistoryEntry, ImageConfigFile, R
 pub use digest::chain_ids;
 pub use error::{ErrorKind, ImageError};
 pub use platform::Platform;
-pub use pull::{config_chain_ids, IngestedLayer, PendingLayer};
+pub use pull::{config_chain_ids, ExportedIndex, IngestedLayer, PendingLayer};
 pub use reference::Reference;
 pub use store::{
     HistoryItem, Image, ImageStore, LoadedImage, PruneReport, RemovedItem, SaveFormat,

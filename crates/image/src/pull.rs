@@ -535,6 +535,7 @@ impl ImageStore {
                 manifest: manifest_digest.to_string(),
                 layer_sizes,
                 refs: refs.to_vec(),
+                index: None,
             }])
         })();
         match r {
@@ -559,6 +560,42 @@ impl ImageStore {
         let mdata = self.read_blob(&manifest)?;
         let cdata = self.read_blob(&id)?;
         Ok((image, mdata, cdata))
+    }
+}
+
+/// An image index's bytes, and each entry's descriptor with its manifest's bytes.
+pub type ExportedIndex = (Vec<u8>, Vec<(Descriptor, Vec<u8>)>);
+
+impl ImageStore {
+    /// For push: when `name` stands for an image index loaded with all platforms, the index
+    /// bytes and each entry's descriptor with its manifest bytes; `None` for a plain image.
+    /// Errors: [`ImageError::NotFound`] (no such image, or an entry's manifest is missing).
+    pub fn export_index(
+        &self,
+        name: &str,
+    ) -> Result<Option<ExportedIndex>, ImageError> {
+        let _g = self.guard();
+        let state = self.read_state()?;
+        self.resolve(&state, name)?;
+        let Some(index) = crate::store::index_of(&state, name) else {
+            return Ok(None);
+        };
+        let idata = self.read_blob(&index)?;
+        let parsed: crate::digest::Index = parse_json(&format!("index {index}"), &idata)?;
+        let mut children = Vec::new();
+        for m in parsed.manifests {
+            let data = self
+                .read_blob(&m.digest)
+                .map_err(|_| ImageError::NotFound(format!("manifest {} of {name}", m.digest)))?;
+            children.push((m, data));
+        }
+        Ok(Some((idata, children)))
+    }
+
+    /// A stored blob's bytes (manifests and configs, for push). Errors: [`ImageError::NotFound`].
+    pub fn blob_bytes(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
+        self.read_blob(digest)
+            .map_err(|_| ImageError::NotFound(format!("blob {digest}")))
     }
 }
 

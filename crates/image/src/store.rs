@@ -111,6 +111,10 @@ pub(crate) struct State {
 struct RefEntry {
     image: String,
     manifest: String,
+    /// The image index the reference was loaded from with all its platforms (`manifest` is
+    /// then the host's entry); pushed as such.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +124,10 @@ struct ImageRecord {
     added: i64,
     /// Uncompressed size of each layer, bottom first (same order as `rootfs.diff_ids`).
     layer_sizes: Vec<u64>,
+    /// Image indexes stored with every platform's manifest, config and layers, of which this
+    /// image is the host's entry (their blobs live as long as this record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    indexes: Vec<String>,
 }
 
 /// An image staged by a load, committed to `refs.json` at the end.
@@ -128,6 +136,8 @@ pub(crate) struct Staged {
     pub(crate) manifest: String,
     pub(crate) layer_sizes: Vec<u64>,
     pub(crate) refs: Vec<Reference>,
+    /// The index this image is the host's entry of (loads with all platforms).
+    pub(crate) index: Option<String>,
 }
 
 /// Blobs created by an operation in progress; removed again if it fails.
@@ -136,6 +146,8 @@ pub(crate) struct Txn {
     new_blobs: Vec<PathBuf>,
     /// Layer blob digest → (diff ID, uncompressed size), computed once per load.
     diffs: std::collections::HashMap<String, (String, u64)>,
+    /// A load that keeps image indexes with all their platforms.
+    all_platforms: bool,
 }
 
 impl Txn {
@@ -248,6 +260,20 @@ fn open_in(dir: &Path, rel: &str) -> Result<(PathBuf, File), ImageError> {
     }
     let f = File::open(&canon).map_err(io_err(format!("open {rel}")))?;
     Ok((canon, f))
+}
+
+/// The image index that `name` (a reference, or `name@digest` of an index) stands for, if it
+/// was loaded with all platforms.
+pub(crate) fn index_of(state: &State, name: &str) -> Option<String> {
+    let r = Reference::parse(name).ok()?;
+    if let Some(d) = r.digest() {
+        return state
+            .images
+            .values()
+            .any(|rec| rec.indexes.iter().any(|i| i == d))
+            .then(|| d.to_string());
+    }
+    state.refs.get(&r.full())?.index.clone()
 }
 
 pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(
@@ -449,20 +475,31 @@ impl ImageStore {
         platform: Option<&Platform>,
     ) -> Result<Vec<LoadedImage>, ImageError> {
         let _g = self.guard();
-        self.load_path_locked(path, platform)
+        self.load_path_locked(path, platform, false)
+    }
+
+    /// Like [`ImageStore::load_path`], but an image index is kept whole: the index, and every
+    /// platform's manifest, config and layer blobs (digests and sizes verified; only the host's
+    /// layers are checked against their diff IDs and can be unpacked). The reference names the
+    /// host's image for running and the index for `push`. Errors: as `load_path`;
+    /// [`ImageError::PlatformNotFound`] when an index has no entry for the host.
+    pub fn load_path_all_platforms(&self, path: &Path) -> Result<Vec<LoadedImage>, ImageError> {
+        let _g = self.guard();
+        self.load_path_locked(path, None, true)
     }
 
     fn load_path_locked(
         &self,
         path: &Path,
         platform: Option<&Platform>,
+        all_platforms: bool,
     ) -> Result<Vec<LoadedImage>, ImageError> {
         let md = fs::metadata(path).map_err(|e| ImageError::UnknownFormat {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
         if md.is_dir() {
-            return self.load_dir(path, platform);
+            return self.load_dir(path, platform, all_platforms);
         }
         let work = self.tmp().join(format!("load-{}", random_suffix()));
         fs::create_dir(&work).map_err(io_err("create load dir"))?;
@@ -472,7 +509,7 @@ impl ImageStore {
                 reason: e.to_string(),
             })?;
             archive::extract(f, &work, path)?;
-            self.load_dir(&work, platform)
+            self.load_dir(&work, platform, all_platforms)
         })();
         let _ = fs::remove_dir_all(&work);
         result
@@ -490,15 +527,19 @@ impl ImageStore {
             tempfile::NamedTempFile::new_in(self.tmp()).map_err(io_err("create spool file"))?;
         io::copy(reader, &mut tmp).map_err(io_err("spool image archive"))?;
         tmp.flush().map_err(io_err("spool image archive"))?;
-        self.load_path_locked(tmp.path(), platform)
+        self.load_path_locked(tmp.path(), platform, false)
     }
 
     fn load_dir(
         &self,
         dir: &Path,
         platform: Option<&Platform>,
+        all_platforms: bool,
     ) -> Result<Vec<LoadedImage>, ImageError> {
-        let mut txn = Txn::default();
+        let mut txn = Txn {
+            all_platforms,
+            ..Default::default()
+        };
         match self
             .stage_dir(dir, platform, &mut txn)
             .and_then(|staged| self.commit(staged))
@@ -635,6 +676,9 @@ impl ImageStore {
         };
         if is_index {
             let index: Index = parse_json(&format!("index {}", desc.digest), &data)?;
+            if txn.all_platforms {
+                return self.stage_index(dir, desc, &data, &index, label, txn);
+            }
             let want = platform.cloned().unwrap_or_else(Platform::host);
             let pick = index.manifests.iter().find(|m| {
                 m.platform.as_ref().is_some_and(|p| {
@@ -704,7 +748,59 @@ impl ImageStore {
             manifest: desc.digest.clone(),
             layer_sizes,
             refs: Vec::new(),
+            index: None,
         })
+    }
+
+    /// Stages an image index with all its platforms (see [`ImageStore::load_path_all_platforms`]):
+    /// the host's entry as an image, the other entries' blobs as content of the index.
+    fn stage_index(
+        &self,
+        dir: &Path,
+        desc: &Descriptor,
+        data: &[u8],
+        index: &Index,
+        label: &str,
+        txn: &mut Txn,
+    ) -> Result<Staged, ImageError> {
+        let host = Platform::host();
+        let mut primary = None;
+        for m in &index.manifests {
+            let is_host = m.platform.as_ref().is_some_and(|p| {
+                host.matches(&Platform::new(&p.os, &p.architecture, p.variant.as_deref()))
+            });
+            if is_host && primary.is_none() {
+                primary = Some(self.stage_manifest_desc(dir, m, None, label, txn)?);
+            } else {
+                self.copy_layout_blob(dir, m, "manifest", txn)?;
+                let child: Manifest = parse_json(
+                    &format!("manifest {}", m.digest),
+                    &self.read_blob(&m.digest)?,
+                )?;
+                self.copy_layout_blob(dir, &child.config, "config", txn)?;
+                for l in &child.layers {
+                    self.copy_layout_blob(dir, l, "layer", txn)?;
+                }
+            }
+        }
+        let Some(mut staged) = primary else {
+            return Err(ImageError::PlatformNotFound {
+                reference: label.to_string(),
+                wanted: host.to_string(),
+                available: index
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref())
+                    .map(|p| {
+                        Platform::new(&p.os, &p.architecture, p.variant.as_deref()).to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        self.put_bytes(data, "index", txn)?;
+        staged.index = Some(desc.digest.clone());
+        Ok(staged)
     }
 
     fn stage_docker(&self, dir: &Path, txn: &mut Txn) -> Result<Vec<Staged>, ImageError> {
@@ -792,6 +888,7 @@ impl ImageStore {
                 manifest: mdigest,
                 layer_sizes,
                 refs,
+                index: None,
             });
         }
         Ok(out)
@@ -811,9 +908,15 @@ impl ImageStore {
                     manifests: Vec::new(),
                     added: now(),
                     layer_sizes: s.layer_sizes.clone(),
+                    indexes: Vec::new(),
                 });
             if !rec.manifests.contains(&s.manifest) {
                 rec.manifests.push(s.manifest.clone());
+            }
+            if let Some(i) = &s.index {
+                if !rec.indexes.contains(i) {
+                    rec.indexes.push(i.clone());
+                }
             }
             for r in &s.refs {
                 state.refs.insert(
@@ -821,6 +924,7 @@ impl ImageStore {
                     RefEntry {
                         image: s.id.clone(),
                         manifest: s.manifest.clone(),
+                        index: s.index.clone(),
                     },
                 );
             }
@@ -926,6 +1030,7 @@ impl ImageStore {
                 manifest: mdigest,
                 layer_sizes: vec![size],
                 refs: reference.into_iter().collect(),
+                index: None,
             }])?;
             Ok(cdigest)
         })();
@@ -977,6 +1082,11 @@ impl ImageStore {
                         });
                         if (rec.manifests.iter().any(|m| m == d) || id == d) && of_repo {
                             return Ok((id.clone(), d.to_string(), Some(r)));
+                        }
+                        if rec.indexes.iter().any(|m| m == d) && of_repo {
+                            // name@index: the host's entry.
+                            let m = rec.manifests.first().cloned().unwrap_or_default();
+                            return Ok((id.clone(), m, Some(r)));
                         }
                     }
                 } else if let Some(e) = state.refs.get(&r.full()) {
@@ -1095,11 +1205,13 @@ impl ImageStore {
         let _g = self.guard();
         let mut state = self.read_state()?;
         let (id, manifest, _) = self.resolve(&state, source)?;
+        let index = index_of(&state, source);
         state.refs.insert(
             t.full(),
             RefEntry {
                 image: id,
                 manifest,
+                index,
             },
         );
         self.write_state(&state)
@@ -1233,7 +1345,17 @@ impl ImageStore {
                     }
                 }
             }
-            for m in &rec.manifests {
+            let mut manifests = rec.manifests.clone();
+            for i in &rec.indexes {
+                blobs.insert(digest_hex(i)?.to_string());
+                if let Ok(index) = self
+                    .read_blob(i)
+                    .and_then(|d| parse_json::<Index>("index", &d))
+                {
+                    manifests.extend(index.manifests.into_iter().map(|m| m.digest));
+                }
+            }
+            for m in &manifests {
                 blobs.insert(digest_hex(m)?.to_string());
                 if let Ok(data) = self.read_blob(m) {
                     if let Ok(man) = serde_json::from_slice::<Manifest>(&data) {

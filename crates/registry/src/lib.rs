@@ -722,9 +722,9 @@ pub async fn pull(
                     Some(size) => Ok(size),
                     None => st.layer_info(&dg).map(|i| i.size),
                 })
-                    .await
-                    .map_err(|e| RegistryError::Registry(e.to_string()))?
-                    .map_err(RegistryError::from)
+                .await
+                .map_err(|e| RegistryError::Registry(e.to_string()))?
+                .map_err(RegistryError::from)
             }));
             continue;
         }
@@ -834,7 +834,8 @@ pub struct PushResult {
 
 /// Pushes local image `name` as `r` (a tag reference). Blobs the registry has are skipped;
 /// missing ones are first mounted from `mount_from` (other repositories of the same registry
-/// known to hold this image), then uploaded.
+/// known to hold this image), then uploaded. An image loaded as a multi-platform index is
+/// pushed whole: every platform's blobs and manifest (by digest), then the index (by tag).
 pub async fn push(
     store: Arc<ImageStore>,
     cfg: &RegistryConfig,
@@ -847,11 +848,9 @@ pub async fn push(
     let auth = Credentials::to_auth(creds);
     let st = store.clone();
     let n = name.to_string();
-    let (_img, mdata, _cdata) = tokio::task::spawn_blocking(move || st.export_manifest(&n))
+    let index = tokio::task::spawn_blocking(move || st.export_index(&n))
         .await
         .map_err(|e| RegistryError::Registry(e.to_string()))??;
-    let manifest: Manifest = serde_json::from_slice(&mdata)
-        .map_err(|e| RegistryError::Registry(format!("manifest of {name}: {e}")))?;
     let ep = endpoint(cfg, &url_host(r.domain()), false).await;
     let tag = r.tag().unwrap_or("latest").to_string();
     let target =
@@ -864,12 +863,96 @@ pub async fn push(
         .auth(&target, &auth, RegistryOperation::Push)
         .await
         .map_err(|e| map_oci(e, &r.familiar()))?;
+    let sources: Vec<String> = mount_from
+        .iter()
+        .filter(|m| m.as_str() != r.path())
+        .cloned()
+        .collect();
+    let parse = |what: &str, data: &[u8]| -> Result<Manifest, RegistryError> {
+        serde_json::from_slice(data)
+            .map_err(|e| RegistryError::Registry(format!("{what} of {name}: {e}")))
+    };
+    let (mdata, default_type) = match index {
+        Some((idata, children)) => {
+            for (desc, cdata) in children {
+                let manifest = parse(&format!("manifest {}", desc.digest), &cdata)?;
+                push_blobs(&store, cfg, &ep, &target, &manifest, &sources, &tx).await?;
+                let child = oci_client::Reference::with_digest(
+                    ep.host.clone(),
+                    r.path().to_string(),
+                    desc.digest.clone(),
+                );
+                let ct = media_type(&cdata, &desc.media_type, idigest::MT_OCI_MANIFEST);
+                ep.client
+                    .push_manifest_raw(
+                        &child,
+                        cdata,
+                        ct.parse()
+                            .map_err(|_| RegistryError::Registry("bad media type".into()))?,
+                    )
+                    .await
+                    .map_err(|e| map_oci(e, &format!("{}@{}", r.familiar(), desc.digest)))?;
+            }
+            (idata, idigest::MT_OCI_INDEX)
+        }
+        None => {
+            let st = store.clone();
+            let n = name.to_string();
+            let (_img, mdata, _cdata) = tokio::task::spawn_blocking(move || st.export_manifest(&n))
+                .await
+                .map_err(|e| RegistryError::Registry(e.to_string()))??;
+            let manifest = parse("manifest", &mdata)?;
+            push_blobs(&store, cfg, &ep, &target, &manifest, &sources, &tx).await?;
+            (mdata, idigest::MT_OCI_MANIFEST)
+        }
+    };
+    let ct = media_type(&mdata, "", default_type);
+    let digest = idigest::sha256_digest(&mdata);
+    let size = mdata.len();
+    ep.client
+        .push_manifest_raw(
+            &target,
+            mdata,
+            ct.parse()
+                .map_err(|_| RegistryError::Registry("bad media type".into()))?,
+        )
+        .await
+        .map_err(|e| map_oci(e, &r.familiar()))?;
+    let _ = tx.send(Progress::Status(format!(
+        "{tag}: digest: {digest} size: {size}"
+    )));
+    Ok(PushResult { digest, size, tag })
+}
+
+/// A manifest's or index's media type: its own `mediaType`, else the descriptor's, else
+/// `default`.
+fn media_type(data: &[u8], from_descriptor: &str, default: &str) -> String {
+    let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+    v.get("mediaType")
+        .and_then(|m| m.as_str())
+        .filter(|m| !m.is_empty())
+        .or(Some(from_descriptor).filter(|m| !m.is_empty()))
+        .unwrap_or(default)
+        .to_string()
+}
+
+/// Pushes the config and layers of `manifest` to `target`'s repository (in parallel,
+/// bounded): skipped when present, mounted from `sources` when possible, else uploaded.
+async fn push_blobs(
+    store: &Arc<ImageStore>,
+    cfg: &RegistryConfig,
+    ep: &Endpoint,
+    target: &oci_client::Reference,
+    manifest: &Manifest,
+    sources: &[String],
+    tx: &ProgressTx,
+) -> Result<(), RegistryError> {
     let limit = Arc::new(tokio::sync::Semaphore::new(
         cfg.max_concurrent_uploads.unwrap_or(5).max(1),
     ));
     let mut tasks = Vec::new();
     for l in manifest.layers.iter().rev() {
-        item(&tx, &short(&l.digest), "Preparing", None);
+        item(tx, &short(&l.digest), "Preparing", None);
     }
     let blobs: Vec<(Descriptor, bool)> = manifest
         .layers
@@ -885,11 +968,7 @@ pub async fn push(
             tx.clone(),
             limit.clone(),
         );
-        let sources: Vec<String> = mount_from
-            .iter()
-            .filter(|m| m.as_str() != r.path())
-            .cloned()
-            .collect();
+        let sources = sources.to_vec();
         tasks.push(tokio::spawn(async move {
             let _p = lim
                 .acquire_owned()
@@ -960,28 +1039,7 @@ pub async fn push(
         t.await
             .map_err(|e| RegistryError::Registry(e.to_string()))??;
     }
-    let ct = manifest.media_type.clone().unwrap_or_else(|| {
-        let v: serde_json::Value = serde_json::from_slice(&mdata).unwrap_or_default();
-        v.get("mediaType")
-            .and_then(|m| m.as_str())
-            .unwrap_or(idigest::MT_OCI_MANIFEST)
-            .to_string()
-    });
-    let digest = idigest::sha256_digest(&mdata);
-    let size = mdata.len();
-    ep.client
-        .push_manifest_raw(
-            &target,
-            mdata,
-            ct.parse()
-                .map_err(|_| RegistryError::Registry("bad media type".into()))?,
-        )
-        .await
-        .map_err(|e| map_oci(e, &r.familiar()))?;
-    let _ = tx.send(Progress::Status(format!(
-        "{tag}: digest: {digest} size: {size}"
-    )));
-    Ok(PushResult { digest, size, tag })
+    Ok(())
 }
 
 /// Checks credentials against `server` (`HOST[:PORT]`, Docker Hub when empty): the `/v2/`

@@ -360,6 +360,7 @@ fn json_lines(lines: Vec<Value>) -> Response {
 }
 
 /// `POST /images/load?quiet=&platform=` with a tar body → JSON message stream
+/// (`platform=all`: indexes kept whole, for pushing multi-platform images)
 /// (`{"stream":"Loaded image: busybox:1.35\n"}`).
 pub async fn load(
     State(state): State<AppState>,
@@ -367,14 +368,20 @@ pub async fn load(
     req: Request,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
-    let platform = match q.get("platform").filter(|p| !p.is_empty()) {
+    // `platform=all` (barge extension): image indexes are kept with every platform.
+    let all = q.get("platform").is_some_and(|p| p == "all");
+    let platform = match q.get("platform").filter(|p| !p.is_empty() && !all) {
         Some(p) => Some(parse_platform(p)?),
         None => None,
     };
     let path = spool(&state, req.into_body()).await?;
     let s = state.clone();
     let loaded = asyncify(move || {
-        let r = s.images.load_path(&path, platform.as_ref());
+        let r = if all {
+            s.images.load_path_all_platforms(&path)
+        } else {
+            s.images.load_path(&path, platform.as_ref())
+        };
         drop(path);
         r
     })
