@@ -89,27 +89,26 @@ struct RegOpts {
 
 /// A token server for the registry's `auth: token` (distribution's token spec): GET /token with
 /// Basic credentials returns a JWT (RS256, signed by `openssl dgst`, certificate in `x5c`)
-/// granting the requested scope; wrong credentials get 401, anonymous requests no access.
+/// granting the requested scope; wrong credentials get 401, anonymous requests no access. POST
+/// /token is the OAuth2 refresh-token grant for the identity token `refresh-<user>`.
 const TOKEN_SERVER: &str = r#"
 import base64, http.server, json, subprocess, sys, time
+from urllib.parse import urlparse, parse_qs
 port, user, pw, key, crt = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 der = subprocess.run(["openssl", "x509", "-in", crt, "-outform", "DER"], capture_output=True, check=True).stdout
 def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+def scopes(q):
+    granted = []
+    for sc in q.get("scope", []):
+        t, _, rest = sc.partition(":")
+        name, _, actions = rest.rpartition(":")
+        granted.append({"type": t, "name": name, "actions": actions.split(",")})
+    return granted
 class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
-    def do_GET(self):
-        from urllib.parse import urlparse, parse_qs
-        q = parse_qs(urlparse(self.path).query)
-        granted = []
-        a = self.headers.get("Authorization", "")
-        if a.startswith("Basic "):
-            u, _, p = base64.b64decode(a[6:]).decode().partition(":")
-            if (u, p) != (user, pw):
-                self.send_response(401); self.end_headers(); self.wfile.write(b'{"details":"incorrect username or password"}'); return
-            for sc in q.get("scope", []):
-                t, _, rest = sc.partition(":")
-                name, _, actions = rest.rpartition(":")
-                granted.append({"type": t, "name": name, "actions": actions.split(",")})
+    def deny(self):
+        self.send_response(401); self.end_headers(); self.wfile.write(b'{"details":"incorrect username or password"}')
+    def grant(self, q, granted):
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
         claims = {"iss": "barge-test-issuer", "sub": user, "aud": q.get("service", [""])[0], "exp": now + 300, "nbf": now - 10, "iat": now, "jti": str(now) + str(id(self)), "access": granted}
@@ -118,6 +117,25 @@ class H(http.server.BaseHTTPRequestHandler):
         tok = signing + "." + b64(sig)
         body = json.dumps({"token": tok, "access_token": tok, "expires_in": 300}).encode()
         self.send_response(200); self.send_header("Content-Type", "application/json"); self.end_headers(); self.wfile.write(body)
+    def do_GET(self):
+        q = parse_qs(urlparse(self.path).query)
+        granted = []
+        a = self.headers.get("Authorization", "")
+        if a.startswith("Basic "):
+            u, _, p = base64.b64decode(a[6:]).decode().partition(":")
+            if (u, p) != (user, pw):
+                return self.deny()
+            granted = scopes(q)
+        self.grant(q, granted)
+    def do_POST(self):
+        # OAuth2 (distribution's oauth spec): grant_type=refresh_token with the identity token
+        # "refresh-<user>" that docker keeps in config.json; client_id is required.
+        n = int(self.headers.get("Content-Length", "0"))
+        q = parse_qs(self.rfile.read(n).decode())
+        ok = q.get("grant_type") == ["refresh_token"] and q.get("refresh_token") == ["refresh-" + user] and q.get("client_id")
+        if not ok:
+            return self.deny()
+        self.grant(q, scopes(q))
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
 
@@ -1126,4 +1144,62 @@ fn bearer_token_auth() {
     d.ok(&["tag", &image, &format!("{}/private/copy:2", reg.host)]);
     d.ok(&["push", &format!("{}/private/copy:2", reg.host)]);
     assert_eq!(reg.digest("private/copy:2"), reg.digest("private/tiny:1"));
+}
+
+#[test]
+fn identity_token_from_docker_config_is_exchanged_at_the_token_realm() {
+    let reg = Registry::start(RegOpts {
+        auth: Some(("oauth", "oauthpw")),
+        token: true,
+        ..Default::default()
+    });
+    reg.seed("tiny-multilayer:1", "private/tiny:1");
+    let d = daemon(&[]);
+    let image = format!("{}/private/tiny:1", reg.host);
+    let cfg_dir = d.dir.join("docker-config");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    let with_token = |token: &str, args: &[&str]| -> Output {
+        std::fs::write(
+            cfg_dir.join("config.json"),
+            serde_json::json!({ "auths": { reg.host.clone(): { "identitytoken": token } } })
+                .to_string(),
+        )
+        .unwrap();
+        Command::new(BARGE)
+            .env("BARGE_HOST", &d.host)
+            .env("DOCKER_CONFIG", &cfg_dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = with_token("not-the-token", &["pull", &image]);
+    assert!(
+        !out.status.success(),
+        "a wrong identity token must be refused"
+    );
+    assert!(stderr(&out).contains("unauthorized"), "{}", fail_text(&out));
+    let out = with_token("refresh-oauth", &["pull", &image]);
+    assert!(out.status.success(), "{}", fail_text(&out));
+    // Push needs a pull,push scope from the same exchange.
+    let copy = format!("{}/private/copy:1", reg.host);
+    d.ok(&["tag", &image, &copy]);
+    let out = with_token("refresh-oauth", &["push", &copy]);
+    assert!(out.status.success(), "{}", fail_text(&out));
+    assert_eq!(reg.digest("private/copy:1"), reg.digest("private/tiny:1"));
+}
+
+#[test]
+fn registry_mirror_with_its_own_credentials() {
+    let reg = Registry::start(RegOpts {
+        auth: Some(("mirroruser", "mirror pw")),
+        ..Default::default()
+    });
+    reg.seed("busybox:1.35", "library/busybox:1.35");
+    let (_t, cfg) = daemon_config(serde_json::json!({
+        "registry-mirrors": [format!("http://mirroruser:mirror%20pw@{}", reg.host)]
+    }));
+    let d = daemon(&["--config-file", cfg.to_str().unwrap()]);
+    let out = d.ok(&["pull", "busybox:1.35"]);
+    assert!(out.contains("docker.io/library/busybox:1.35"), "{out}");
+    assert_runs(&d, "busybox:1.35", &["echo", "mirrored"], "mirrored");
 }

@@ -184,13 +184,32 @@ fn run_helper(helper: &str, action: &str, input: &str) -> Result<String> {
 
 /// Credentials for `key` (username, password) from config.json or a helper.
 fn credentials(key: &str) -> Option<(String, String)> {
+    match stored_auth(key)? {
+        StoredAuth::Basic(u, p) => Some((u, p)),
+        StoredAuth::IdentityToken(_) => None,
+    }
+}
+
+/// What config.json (or its helper) holds for a registry.
+enum StoredAuth {
+    /// User name and password.
+    Basic(String, String),
+    /// An OAuth2 refresh token (`identitytoken`, or a helper's `Username` of `<token>`).
+    IdentityToken(String),
+}
+
+fn stored_auth(key: &str) -> Option<StoredAuth> {
     let cfg = read_config();
     if let Some(h) = helper_for(&cfg, key) {
         let out = run_helper(&h, "get", key).ok()?;
         let v: Value = serde_json::from_str(&out).ok()?;
         let user = v.get("Username")?.as_str()?.to_string();
         let secret = v.get("Secret")?.as_str()?.to_string();
-        return Some((user, secret));
+        // docker's convention for identity tokens kept by helpers.
+        if user == "<token>" {
+            return Some(StoredAuth::IdentityToken(secret));
+        }
+        return Some(StoredAuth::Basic(user, secret));
     }
     let auths = cfg.get("auths")?;
     let entry = auths.get(key).or_else(|| {
@@ -200,20 +219,33 @@ fn credentials(key: &str) -> Option<(String, String)> {
             .find(|(k, _)| server_key(Some(k)) == key)
             .map(|(_, v)| v)
     })?;
+    if let Some(t) = entry
+        .get("identitytoken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        return Some(StoredAuth::IdentityToken(t.to_string()));
+    }
     let auth = entry.get("auth")?.as_str()?;
     let d = base64::engine::general_purpose::STANDARD
         .decode(auth)
         .ok()?;
     let s = String::from_utf8(d).ok()?;
     let (u, p) = s.split_once(':')?;
-    Some((u.to_string(), p.to_string()))
+    Some(StoredAuth::Basic(u.to_string(), p.to_string()))
 }
 
-/// `X-Registry-Auth` value for `image` (empty JSON object when there are no credentials).
+/// `X-Registry-Auth` value for `image` (empty JSON object when there are no credentials); an
+/// identity token goes in `identitytoken`, as the docker CLI sends it.
 fn auth_header(image: &str) -> String {
     let key = registry_of(image);
-    let v = match credentials(&key) {
-        Some((u, p)) => json!({ "username": u, "password": p, "serveraddress": key }),
+    let v = match stored_auth(&key) {
+        Some(StoredAuth::Basic(u, p)) => {
+            json!({ "username": u, "password": p, "serveraddress": key })
+        }
+        Some(StoredAuth::IdentityToken(t)) => {
+            json!({ "identitytoken": t, "serveraddress": key })
+        }
         None => json!({}),
     };
     base64::engine::general_purpose::URL_SAFE.encode(v.to_string())

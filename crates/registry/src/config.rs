@@ -69,16 +69,29 @@ impl RegistryConfig {
         }
     }
 
-    /// Mirror hosts (`HOST[:PORT]`) with whether each was given as `http://`.
-    pub fn mirrors(&self) -> Vec<(String, bool)> {
+    /// The mirrors (`registry-mirrors`), in order.
+    pub fn mirrors(&self) -> Vec<Mirror> {
         self.registry_mirrors
             .iter()
             .map(|m| {
                 let plain = m.starts_with("http://");
-                let h = m
+                let rest = m
                     .trim_start_matches("http://")
                     .trim_start_matches("https://");
-                (h.split('/').next().unwrap_or(h).to_string(), plain)
+                let authority = rest.split('/').next().unwrap_or(rest);
+                // `user:password@host:port`: the mirror's own credentials.
+                let (credentials, host) = match authority.rsplit_once('@') {
+                    Some((userinfo, host)) => {
+                        let (u, p) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                        (Some((percent_decode(u), percent_decode(p))), host)
+                    }
+                    None => (None, authority),
+                };
+                Mirror {
+                    host: host.to_string(),
+                    plain,
+                    credentials,
+                }
             })
             .collect()
     }
@@ -139,6 +152,40 @@ fn cidr_contains(net: &str, bits: &str, ip: IpAddr) -> bool {
     }
 }
 
+/// One `registry-mirrors` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// `HOST[:PORT]`.
+    pub host: String,
+    /// Given as `http://` (plain HTTP).
+    pub plain: bool,
+    /// `user:password@` from the URL (percent-decoded): the mirror's own credentials. Without
+    /// them the mirror gets the request's Docker Hub credentials, as dockerd sends them.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Decodes `%XX` escapes (as in a URL's user info); other bytes are kept.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +203,25 @@ mod tests {
         assert!(c.is_insecure("10.1.2.3:5000"));
         assert!(c.is_insecure("myreg:5000"));
         assert!(!c.is_insecure("127.0.0.1:5000"));
-        assert_eq!(c.mirrors(), vec![("127.0.0.1:1".to_string(), true)]);
+        assert_eq!(
+            c.mirrors(),
+            vec![Mirror {
+                host: "127.0.0.1:1".into(),
+                plain: true,
+                credentials: None
+            }]
+        );
+        let c: RegistryConfig = serde_json::from_str(
+            r#"{"registry-mirrors":["https://bob:p%40ss@mirror.example:5000/"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.mirrors(),
+            vec![Mirror {
+                host: "mirror.example:5000".into(),
+                plain: false,
+                credentials: Some(("bob".into(), "p@ss".into()))
+            }]
+        );
     }
 }

@@ -39,17 +39,168 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Basic credentials (or anonymous); identity tokens go through [`repo_auth`].
     fn to_auth(c: Option<&Credentials>) -> RegistryAuth {
         match c {
-            Some(c) if c.identity_token.as_deref().is_some_and(|t| !t.is_empty()) => {
-                RegistryAuth::Bearer(c.identity_token.clone().unwrap_or_default())
-            }
             Some(c) if !c.username.is_empty() => {
                 RegistryAuth::Basic(c.username.clone(), c.password.clone())
             }
             _ => RegistryAuth::Anonymous,
         }
     }
+
+    fn identity_token(&self) -> Option<&str> {
+        self.identity_token.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+/// The auth oci-client uses for repository `path` on `ep`. An identity token (OAuth2 refresh
+/// token, `identitytoken` in `~/.docker/config.json`) is exchanged as docker does: a `POST` to
+/// the token realm of the registry's Bearer challenge with `grant_type=refresh_token`, for an
+/// access token scoped to the repository; other credentials are passed as they are.
+async fn repo_auth(
+    cfg: &RegistryConfig,
+    ep: &Endpoint,
+    path: &str,
+    creds: Option<&Credentials>,
+    op: RegistryOperation,
+) -> Result<RegistryAuth, RegistryError> {
+    let Some(token) = creds.and_then(Credentials::identity_token) else {
+        return Ok(Credentials::to_auth(creds));
+    };
+    let http = http_client(cfg, &ep.host)?;
+    let scheme = if ep.plain { "http" } else { "https" };
+    let url = format!("{scheme}://{}/v2/", ep.host);
+    let res = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| RegistryError::Registry(format!("Get \"{url}\": {}", one_line(&e))))?;
+    if res.status().is_success() {
+        return Ok(RegistryAuth::Anonymous);
+    }
+    let challenge = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let params = parse_challenge(&challenge);
+    let (Some(realm), true) = (
+        params.get("realm"),
+        challenge.to_ascii_lowercase().starts_with("bearer"),
+    ) else {
+        return Err(RegistryError::Unauthorized(format!(
+            "unauthorized: {} does not use token authentication; an identity token cannot be used",
+            ep.host
+        )));
+    };
+    let actions = match op {
+        RegistryOperation::Push => "pull,push",
+        RegistryOperation::Pull => "pull",
+    };
+    let scope = format!("repository:{path}:{actions}");
+    let service = params.get("service").cloned().unwrap_or_default();
+    let body = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", token),
+        ("service", service.as_str()),
+        ("scope", scope.as_str()),
+        ("client_id", "docker"),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k}={}", form_encode(v)))
+    .collect::<Vec<_>>()
+    .join("&");
+    let res = http
+        .post(realm)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| RegistryError::Registry(format!("Post \"{realm}\": {}", one_line(&e))))?;
+    let status = res.status();
+    if !status.is_success() {
+        return Err(RegistryError::Unauthorized(format!(
+            "unauthorized: the identity token was refused by {realm}: {status}"
+        )));
+    }
+    let v: serde_json::Value = res
+        .json()
+        .await
+        .map_err(|e| RegistryError::Registry(format!("token from {realm}: {}", one_line(&e))))?;
+    let access = v
+        .get("access_token")
+        .or_else(|| v.get("token"))
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            RegistryError::Registry(format!("token from {realm}: no access_token in the answer"))
+        })?;
+    Ok(RegistryAuth::Bearer(access.to_string()))
+}
+
+/// The parameters of a `WWW-Authenticate` challenge (`Bearer realm="...",service="..."`).
+fn parse_challenge(h: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let rest = h.split_once(' ').map(|x| x.1).unwrap_or("");
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars
+                .by_ref()
+                .take_while(|c| *c != ',')
+                .collect::<String>()
+                .trim()
+                .to_string();
+        }
+        out.insert(key.trim().to_ascii_lowercase(), value);
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A plain HTTP client for `host` with the daemon's TLS settings (extra CAs, insecure).
+fn http_client(cfg: &RegistryConfig, host: &str) -> Result<reqwest::Client, RegistryError> {
+    let mut b = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(15));
+    for c in cfg.ca_certs(host) {
+        if let Ok(c) = reqwest::Certificate::from_pem(&c) {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if cfg.is_insecure(host) {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| RegistryError::Registry(one_line(e)))
 }
 
 /// Errors of registry operations. `Display` is one line, fit for the user.
@@ -195,6 +346,8 @@ fn item(tx: &ProgressTx, id: &str, status: &str, progress: Option<(u64, u64)>) {
 struct Endpoint {
     /// `HOST[:PORT]` as it appears in URLs (Docker Hub: `index.docker.io`).
     host: String,
+    /// Reached over plain HTTP.
+    plain: bool,
     client: Arc<Client>,
 }
 
@@ -250,15 +403,18 @@ async fn endpoint(cfg: &RegistryConfig, host: &str, force_plain: bool) -> Endpoi
             data,
         })
         .collect();
+    let mut plain = false;
     if insecure {
         if force_plain || speaks_plain_http(host).await {
             cc.protocol = ClientProtocol::Http;
+            plain = true;
         } else {
             cc.accept_invalid_certificates = true;
         }
     }
     Endpoint {
         host: host.to_string(),
+        plain,
         client: Arc::new(Client::new(cc)),
     }
 }
@@ -350,27 +506,57 @@ fn select_platform(index: &Index, want: &Platform) -> Result<Descriptor, Registr
 
 /// Connects to the registry for `r` (or, for Docker Hub names, the first mirror that has it),
 /// and resolves the reference to its top-level manifest.
+/// A mirror's credentials: its own from `registry-mirrors`, else the request's (dockerd sends
+/// the Docker Hub credentials to mirrors).
+fn mirror_creds(m: &config::Mirror, creds: Option<&Credentials>) -> Option<Credentials> {
+    match &m.credentials {
+        Some((u, p)) => Some(Credentials {
+            username: u.clone(),
+            password: p.clone(),
+            identity_token: None,
+        }),
+        None => creds.cloned(),
+    }
+}
+
+/// The endpoint, top-level manifest (or index) bytes and digest, and the auth used.
+type Resolved = (Endpoint, bytes::Bytes, String, RegistryAuth);
+
 async fn resolve(
     cfg: &RegistryConfig,
     r: &Reference,
-    auth: &RegistryAuth,
-) -> Result<(Endpoint, bytes::Bytes, String), RegistryError> {
+    creds: Option<&Credentials>,
+) -> Result<Resolved, RegistryError> {
     let mut last_err = None;
     if r.domain() == config::DOCKER_HUB {
-        for (host, plain) in cfg.mirrors() {
-            let ep = endpoint(cfg, &host, plain).await;
-            match fetch_manifest(&ep, r, &RegistryAuth::Anonymous).await {
-                Ok((d, dg)) => return Ok((ep, d, dg)),
+        for m in cfg.mirrors() {
+            let ep = endpoint(cfg, &m.host, m.plain).await;
+            let mc = mirror_creds(&m, creds);
+            let res =
+                match repo_auth(cfg, &ep, r.path(), mc.as_ref(), RegistryOperation::Pull).await {
+                    Ok(auth) => fetch_manifest(&ep, r, &auth)
+                        .await
+                        .map(|(d, dg)| (d, dg, auth)),
+                    Err(e) => Err(e),
+                };
+            match res {
+                Ok((d, dg, auth)) => return Ok((ep, d, dg, auth)),
                 Err(e) => {
-                    tracing::info!("mirror {host} failed for {}: {e}", r.familiar());
+                    tracing::info!("mirror {} failed for {}: {e}", m.host, r.familiar());
                     last_err = Some(e);
                 }
             }
         }
     }
     let ep = endpoint(cfg, &url_host(r.domain()), false).await;
-    match fetch_manifest(&ep, r, auth).await {
-        Ok((d, dg)) => Ok((ep, d, dg)),
+    let res = match repo_auth(cfg, &ep, r.path(), creds, RegistryOperation::Pull).await {
+        Ok(auth) => fetch_manifest(&ep, r, &auth)
+            .await
+            .map(|(d, dg)| (d, dg, auth)),
+        Err(e) => Err(e),
+    };
+    match res {
+        Ok((d, dg, auth)) => Ok((ep, d, dg, auth)),
         Err(e) => Err(match (e, last_err) {
             (RegistryError::Registry(_), Some(m)) => m,
             (e, _) => e,
@@ -618,8 +804,7 @@ pub async fn pull(
     creds: Option<&Credentials>,
     tx: ProgressTx,
 ) -> Result<PullResult, RegistryError> {
-    let auth = Credentials::to_auth(creds);
-    let (ep, top, top_digest) = resolve(cfg, r, &auth).await?;
+    let (ep, top, top_digest, auth) = resolve(cfg, r, creds).await?;
     let tag_or_digest = r
         .tag()
         .map(str::to_string)
@@ -796,17 +981,24 @@ pub async fn list_tags(
     r: &Reference,
     creds: Option<&Credentials>,
 ) -> Result<Vec<String>, RegistryError> {
-    let auth = Credentials::to_auth(creds);
-    let mut hosts: Vec<(String, bool, RegistryAuth)> = Vec::new();
+    let mut hosts: Vec<(String, bool, Option<Credentials>)> = Vec::new();
     if r.domain() == config::DOCKER_HUB {
-        for (h, plain) in cfg.mirrors() {
-            hosts.push((h, plain, RegistryAuth::Anonymous));
+        for m in cfg.mirrors() {
+            let mc = mirror_creds(&m, creds);
+            hosts.push((m.host, m.plain, mc));
         }
     }
-    hosts.push((url_host(r.domain()), false, auth));
+    hosts.push((url_host(r.domain()), false, creds.cloned()));
     let mut last = None;
-    for (host, plain, auth) in hosts {
+    for (host, plain, c) in hosts {
         let ep = endpoint(cfg, &host, plain).await;
+        let auth = match repo_auth(cfg, &ep, r.path(), c.as_ref(), RegistryOperation::Pull).await {
+            Ok(a) => a,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
         let or =
             oci_client::Reference::with_tag(host.clone(), r.path().to_string(), "latest".into());
         match ep.client.list_tags(&or, &auth, None, None).await {
@@ -845,7 +1037,6 @@ pub async fn push(
     creds: Option<&Credentials>,
     tx: ProgressTx,
 ) -> Result<PushResult, RegistryError> {
-    let auth = Credentials::to_auth(creds);
     let st = store.clone();
     let n = name.to_string();
     let index = tokio::task::spawn_blocking(move || st.export_index(&n))
@@ -859,6 +1050,7 @@ pub async fn push(
         "The push refers to repository [{}]",
         r.name()
     )));
+    let auth = repo_auth(cfg, &ep, r.path(), creds, RegistryOperation::Push).await?;
     ep.client
         .auth(&target, &auth, RegistryOperation::Push)
         .await
@@ -1052,18 +1244,7 @@ pub async fn login(
     let host = normalize_server(server);
     let plain = cfg.is_insecure(&host) && speaks_plain_http(&host).await;
     let scheme = if plain { "http" } else { "https" };
-    let mut b = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(15));
-    for c in cfg.ca_certs(&host) {
-        if let Ok(c) = reqwest::Certificate::from_pem(&c) {
-            b = b.add_root_certificate(c);
-        }
-    }
-    if cfg.is_insecure(&host) {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    let http = b
-        .build()
-        .map_err(|e| RegistryError::Registry(one_line(e)))?;
+    let http = http_client(cfg, &host)?;
     let url = format!("{scheme}://{host}/v2/");
     let err =
         |e: reqwest::Error| RegistryError::Registry(format!("Get \"{url}\": {}", one_line(&e)));
@@ -1132,8 +1313,7 @@ pub async fn distribution(
     r: &Reference,
     creds: Option<&Credentials>,
 ) -> Result<(Descriptor, Vec<Platform>), RegistryError> {
-    let auth = Credentials::to_auth(creds);
-    let (_ep, data, digest) = resolve(cfg, r, &auth).await?;
+    let (_ep, data, digest, _auth) = resolve(cfg, r, creds).await?;
     let v: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
     let mt = v
         .get("mediaType")
@@ -1205,4 +1385,27 @@ pub async fn download(
     sink.flush()
         .map_err(|e| RegistryError::Registry(format!("writing download: {e}")))?;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_parameters_and_form_encoding() {
+        let p = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+        let p = parse_challenge(r#"Bearer realm=http://h/t , service="s\"q""#);
+        assert_eq!(p["realm"], "http://h/t");
+        assert_eq!(p["service"], "s\"q");
+        assert_eq!(
+            form_encode("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+        assert_eq!(form_encode("a b~"), "a+b~");
+    }
 }
