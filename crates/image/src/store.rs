@@ -212,7 +212,7 @@ fn dir_size(p: &Path) -> u64 {
 /// one, so unpacking a big layer into the group an `rmi` just emptied costs seconds.
 fn spread_subdirs(dir: &Path) {
     use std::os::fd::AsRawFd;
-    const FS_TOPDIR_FL: libc::c_long = 0x0000_4000;
+    const FS_TOPDIR_FL: libc::c_long = 0x0002_0000;
     let Ok(f) = File::open(dir) else { return };
     let mut flags: libc::c_long = 0;
     // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one `long` through the pointer, which
