@@ -1132,6 +1132,11 @@ impl Networks {
         } else {
             nft::apply(&self.cfg.table, &want.0, &want.1)?;
         }
+        // Another firewall (Docker's FORWARD drop policy) must let barge's bridges through.
+        let bridges: Vec<String> = want.0.iter().map(|n| n.bridge.clone()).collect();
+        if let Err(e) = nft::sync_foreign(&self.cfg.table, &bridges) {
+            tracing::warn!("accept rules in ip filter: {e}");
+        }
         inner.applied = Some(want);
         Ok(())
     }
@@ -1224,6 +1229,7 @@ impl Networks {
             }
         }
         let _ = nft::delete(&self.cfg.table);
+        let _ = nft::sync_foreign(&self.cfg.table, &[]);
         let mut inner = self.lock();
         inner.ensured.clear();
         inner.applied = None;

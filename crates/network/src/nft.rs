@@ -182,6 +182,103 @@ pub(crate) fn delete(table: &str) -> Result<(), NetworkError> {
     ]}))
 }
 
+/// Another firewall's forward chain that would drop barge's traffic: Docker's `DOCKER-USER`
+/// (evaluated first in its `FORWARD`, meant for rules like these), else an `ip filter`
+/// `FORWARD` chain whose policy is drop (Docker after it enabled forwarding itself, ufw, ...).
+/// A drop in any base chain is final, so barge's own table cannot override it.
+fn foreign_chain(filter: &Value) -> Option<String> {
+    let mut forward_drops = false;
+    let mut docker_user = false;
+    for o in filter["nftables"].as_array().into_iter().flatten() {
+        let c = &o["chain"];
+        match c["name"].as_str() {
+            Some("DOCKER-USER") => docker_user = true,
+            Some("FORWARD") => forward_drops = c["policy"] == "drop",
+            _ => {}
+        }
+    }
+    if docker_user {
+        Some("DOCKER-USER".into())
+    } else if forward_drops {
+        Some("FORWARD".into())
+    } else {
+        None
+    }
+}
+
+/// The commands that make `ip filter`'s chain accept barge's bridges as Docker accepts its
+/// own (out of a bridge: anything; into it: replies and DNATed traffic), replacing barge's
+/// earlier rules (marked with the comment `barge:<table>`). Empty when nothing changes.
+pub(crate) fn foreign_commands(filter: &Value, table: &str, bridges: &[String]) -> Vec<Value> {
+    let marker = format!("barge:{table}");
+    let mut cmds = Vec::new();
+    let mut present: Vec<(String, String)> = Vec::new();
+    for o in filter["nftables"].as_array().into_iter().flatten() {
+        let r = &o["rule"];
+        if r["comment"].as_str() == Some(marker.as_str()) {
+            cmds.push(
+                json!({"delete": {"rule": {"family": "ip", "table": "filter",
+                "chain": r["chain"], "handle": r["handle"]}}}),
+            );
+            present.push((
+                r["chain"].as_str().unwrap_or_default().to_string(),
+                r["expr"].to_string(),
+            ));
+        }
+    }
+    let Some(chain) = foreign_chain(filter) else {
+        return cmds;
+    };
+    let mut wanted = Vec::new();
+    for b in bridges {
+        wanted.push(vec![m(meta("iifname"), json!(b)), json!({"accept": null})]);
+        wanted.push(vec![
+            m(meta("oifname"), json!(b)),
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}),
+            json!({"accept": null}),
+        ]);
+        wanted.push(vec![
+            m(meta("oifname"), json!(b)),
+            ct_dnat(),
+            json!({"accept": null}),
+        ]);
+    }
+    // Nothing to do when exactly these rules are already there.
+    let same = present.len() == wanted.len()
+        && wanted.iter().all(|w| {
+            let w = Value::Array(w.clone()).to_string();
+            present.iter().any(|(c, e)| *c == chain && *e == w)
+        });
+    if same {
+        return Vec::new();
+    }
+    for expr in wanted {
+        cmds.push(
+            json!({"insert": {"rule": {"family": "ip", "table": "filter",
+            "chain": chain, "expr": expr, "comment": marker}}}),
+        );
+    }
+    cmds
+}
+
+/// Keeps barge's accept rules in another firewall's `ip filter` table in line with `bridges`
+/// (see [`foreign_commands`]); no `ip filter` table: nothing to do.
+pub(crate) fn sync_foreign(table: &str, bridges: &[String]) -> Result<(), NetworkError> {
+    let Ok(out) = nftables::helper::get_current_ruleset_raw(
+        nftables::helper::DEFAULT_NFT,
+        ["list", "table", "ip", "filter"],
+    ) else {
+        return Ok(());
+    };
+    let filter: Value =
+        serde_json::from_str(&out).map_err(|e| NetworkError::Nft(format!("nft -j: {e}")))?;
+    let cmds = foreign_commands(&filter, table, bridges);
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    run(&json!({ "nftables": cmds }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +317,57 @@ mod tests {
         // The table is recreated first, so the result does not depend on what was there.
         let cmds = v["nftables"].as_array().unwrap();
         assert!(cmds[1]["delete"]["table"]["name"] == "barge");
+    }
+
+    fn filter_table(chains: &[(&str, &str)], rules: Value) -> Value {
+        let mut objs: Vec<Value> = chains
+            .iter()
+            .map(|(name, policy)| {
+                let mut c = json!({"family": "ip", "table": "filter", "name": name});
+                if !policy.is_empty() {
+                    c["policy"] = json!(policy);
+                }
+                json!({ "chain": c })
+            })
+            .collect();
+        objs.extend(rules.as_array().cloned().unwrap_or_default());
+        json!({ "nftables": objs })
+    }
+
+    #[test]
+    fn docker_forward_drop_gets_accepts_in_docker_user() {
+        let t = filter_table(&[("FORWARD", "drop"), ("DOCKER-USER", "")], json!([]));
+        let cmds = foreign_commands(&t, "barge", &["barge0".to_string()]);
+        assert_eq!(cmds.len(), 3);
+        assert!(cmds
+            .iter()
+            .all(|c| c["insert"]["rule"]["chain"] == "DOCKER-USER"
+                && c["insert"]["rule"]["comment"] == "barge:barge"));
+        // Applied once: the same rules are found and nothing changes.
+        let present: Vec<Value> = cmds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut r = c["insert"]["rule"].clone();
+                r["handle"] = json!(i + 10);
+                json!({ "rule": r })
+            })
+            .collect();
+        let t2 = filter_table(&[("FORWARD", "drop"), ("DOCKER-USER", "")], json!(present));
+        assert!(foreign_commands(&t2, "barge", &["barge0".to_string()]).is_empty());
+        // No bridges left: barge's rules are deleted, nobody else's.
+        let del = foreign_commands(&t2, "barge", &[]);
+        assert_eq!(del.len(), 3);
+        assert!(del.iter().all(|c| c.get("delete").is_some()));
+        assert!(foreign_commands(&t2, "barge-other", &[]).is_empty());
+    }
+
+    #[test]
+    fn accepting_forward_chain_is_left_alone() {
+        let t = filter_table(&[("FORWARD", "accept")], json!([]));
+        assert!(foreign_commands(&t, "barge", &["barge0".to_string()]).is_empty());
+        let t = filter_table(&[("FORWARD", "drop")], json!([]));
+        let cmds = foreign_commands(&t, "barge", &["barge0".to_string()]);
+        assert_eq!(cmds[0]["insert"]["rule"]["chain"], "FORWARD");
     }
 }

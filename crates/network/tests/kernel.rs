@@ -282,3 +282,91 @@ fn user_networks_dns_and_isolation() {
         e.nets.teardown(&id);
     }
 }
+
+/// Docker's FORWARD drop policy (it sets one when it enabled forwarding itself) would drop
+/// barge's forwarded traffic; barge adds accepts for its bridges to DOCKER-USER and removes
+/// them again. Runs in a private network namespace, so the host's firewall is never touched.
+#[test]
+fn coexists_with_docker_forward_drop() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let nft = |script: &str| {
+            let mut c = Command::new("nft")
+                .args(["-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+            assert!(c.wait().unwrap().success(), "{script}");
+        };
+        nft("table ip filter {\n chain DOCKER-USER {\n  return\n }\n chain FORWARD {\n  type filter hook forward priority filter; policy drop;\n  jump DOCKER-USER\n }\n}\n");
+        let filter = || {
+            String::from_utf8(
+                Command::new("nft")
+                    .args(["list", "table", "ip", "filter"])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+        };
+        let e = env("c", "10.251.11.1/24");
+        let n2 = e
+            .nets
+            .create(CreateRequest {
+                name: "other".into(),
+                subnet: Some("10.251.12.0/24".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let server = e
+            .nets
+            .setup(&SandboxRequest {
+                container_id: cid(7),
+                name: "srv".into(),
+                networks: vec![EndpointRequest {
+                    network: n2.name.clone(),
+                    ..Default::default()
+                }],
+                ports: vec![PortBinding {
+                    container_port: 8080,
+                    proto: "tcp".into(),
+                    host_ip: String::new(),
+                    host_port: "18190".into(),
+                }],
+            })
+            .unwrap();
+        let client = e
+            .nets
+            .setup(&SandboxRequest {
+                container_id: cid(8),
+                name: "cli".into(),
+                networks: vec![EndpointRequest {
+                    network: "bridge".into(),
+                    ..Default::default()
+                }],
+                ports: vec![],
+            })
+            .unwrap();
+        let rules = filter();
+        assert!(rules.contains(&format!("barge:{}", e.nets.table())), "{rules}");
+        // From the default bridge to a published port of another network, through the
+        // gateway's address: DNAT, then forwarded across Docker's FORWARD chain.
+        let t = serve_once(&server.netns, 8080, b"through");
+        let gw = client.endpoints[0].gateway.unwrap();
+        assert_eq!(in_ns(&client.netns, || fetch((gw, 18190))).unwrap(), "through");
+        t.join().unwrap();
+        for id in [cid(7), cid(8)] {
+            e.nets.teardown(&id);
+        }
+        drop(e);
+        let rules = filter();
+        assert!(!rules.contains("barge:"), "accepts left behind: {rules}");
+    })
+    .join()
+    .unwrap();
+}
