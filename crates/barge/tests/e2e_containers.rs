@@ -615,3 +615,39 @@ fn json_file_log_rotation_with_log_opts() {
     );
     D.ok(&["rm", "rotator"]);
 }
+
+/// `HostConfig.ConsoleSize` sizes the TTY before the process starts (not only on a later
+/// resize): the first thing the process sees is the requested size.
+#[test]
+fn console_size_applies_from_the_start() {
+    let d = Daemon::start();
+    d.load_layout();
+    let sock = d.sock.display().to_string();
+    let script = format!(
+        r#"
+import http.client, json, socket
+class U(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("{sock}")
+def req(method, path, body=None):
+    c = U("localhost")
+    c.request(method, path, json.dumps(body) if body is not None else None, {{"Content-Type": "application/json"}})
+    r = c.getresponse()
+    return r.status, r.read()
+st, d = req("POST", "/containers/create", {{"Image": "busybox:1.35", "Cmd": ["busybox", "stty", "size"], "Tty": True, "HostConfig": {{"ConsoleSize": [33, 101]}}}})
+assert st == 201, (st, d)
+cid = json.loads(d)["Id"]
+assert req("POST", "/containers/%s/start" % cid)[0] == 204
+req("POST", "/containers/%s/wait" % cid)
+print(req("GET", "/containers/%s/logs?stdout=1" % cid)[1].decode().strip())
+print(json.loads(req("GET", "/containers/%s/json" % cid)[1])["HostConfig"]["ConsoleSize"])
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "33 101\n[33, 101]\n");
+}

@@ -1581,6 +1581,7 @@ impl Containers {
             // The embedded runtime runs inside the monitor (no exec of `barge runtime`).
             in_process: mcfg_runtime_is_embedded,
             start_gate: net_job.0.is_some(),
+            console_size: host.console_size.filter(|(h, w)| *h > 0 && *w > 0),
         };
         let mut network_ready = || net_job.wait();
         let gate: Option<&mut dyn FnMut() -> Result<(), String>> = if mcfg.start_gate {
@@ -2341,6 +2342,7 @@ impl Containers {
             init: false,
             in_process: false,
             start_gate: false,
+            console_size: o.console_size.filter(|(h, w)| *h > 0 && *w > 0),
         };
         match self.run_monitor(&mcfg, &dir.join("monitor.json"), on_ready, None) {
             Ok((child, pid)) => {

@@ -68,6 +68,10 @@ pub struct MonitorConfig {
     /// fails the start with that message. EOF counts as an abort.
     #[serde(default)]
     pub start_gate: bool,
+    /// Terminal size `(rows, columns)` set on the pty as soon as the runtime hands it over,
+    /// before the process starts (Docker's `ConsoleSize`); 24x80 when unset.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// `create(root, id, bundle, pid_file, console_socket)` of an [`EmbeddedRuntime`].
@@ -713,7 +717,11 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
     if !is_exec {
         if let Some(l) = &console {
             match recv_console(l) {
-                Ok(fd) => master = Some(File::from(fd)),
+                Ok(fd) => {
+                    let (rows, cols) = cfg.console_size.unwrap_or((24, 80));
+                    set_winsize(fd.as_raw_fd(), rows, cols);
+                    master = Some(File::from(fd))
+                }
                 Err(e) => return fail(cfg, status, e),
             }
         }
@@ -777,7 +785,11 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
         }
         if let Some(l) = &console {
             match recv_console(l) {
-                Ok(fd) => master = Some(File::from(fd)),
+                Ok(fd) => {
+                    let (rows, cols) = cfg.console_size.unwrap_or((24, 80));
+                    set_winsize(fd.as_raw_fd(), rows, cols);
+                    master = Some(File::from(fd))
+                }
                 Err(e) => return fail(cfg, status, e),
             }
         }
@@ -809,7 +821,7 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
         Ok(p) => p,
         Err(e) => return fail(cfg, status, e),
     };
-    if let Some(m) = &master {
+    if let (Some(m), None) = (&master, cfg.console_size) {
         set_winsize(m.as_raw_fd(), 24, 80);
     }
     wait_exec_done(pid, cfg.init);

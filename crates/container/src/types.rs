@@ -84,6 +84,9 @@ pub struct HostOptions {
     /// `-P`: publish every exposed port on a random host port.
     #[serde(default)]
     pub publish_all_ports: bool,
+    /// `(rows, columns)` of the container's TTY from the start (Docker's `ConsoleSize`).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
     /// `--add-host name:ip` lines for `/etc/hosts`.
     #[serde(default)]
     pub extra_hosts: Vec<String>,
@@ -317,6 +320,9 @@ pub struct ExecOptions {
     pub attach_stderr: bool,
     pub privileged: bool,
     pub detach_keys: Option<String>,
+    /// `(rows, columns)` of the exec's TTY from the start (Docker's `ConsoleSize`).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// An exec instance (Docker's `ExecInspectResponse` parts).

@@ -570,10 +570,7 @@ impl ImageStore {
     /// For push: when `name` stands for an image index loaded with all platforms, the index
     /// bytes and each entry's descriptor with its manifest bytes; `None` for a plain image.
     /// Errors: [`ImageError::NotFound`] (no such image, or an entry's manifest is missing).
-    pub fn export_index(
-        &self,
-        name: &str,
-    ) -> Result<Option<ExportedIndex>, ImageError> {
+    pub fn export_index(&self, name: &str) -> Result<Option<ExportedIndex>, ImageError> {
         let _g = self.guard();
         let state = self.read_state()?;
         self.resolve(&state, name)?;

@@ -101,6 +101,7 @@ struct HostConfigBody {
     volumes_from: Option<Vec<String>>,
     port_bindings: Option<BTreeMap<String, Option<Vec<super::networks::PortBindingBody>>>>,
     publish_all_ports: Option<bool>,
+    console_size: Option<Vec<u16>>,
     extra_hosts: Option<Vec<String>>,
     dns: Option<Vec<String>>,
     dns_search: Option<Vec<String>>,
@@ -377,6 +378,7 @@ impl CreateBody {
                 tmpfs: hc.tmpfs.unwrap_or_default(),
                 volumes_from: hc.volumes_from.unwrap_or_default(),
                 publish_all_ports: hc.publish_all_ports.unwrap_or(false),
+                console_size: super::exec::console_size(hc.console_size.as_deref()),
                 extra_hosts: hc.extra_hosts.unwrap_or_default(),
                 dns: hc.dns.unwrap_or_default(),
                 dns_search: hc.dns_search.unwrap_or_default(),
@@ -567,7 +569,7 @@ fn host_config(c: &Container) -> Value {
         "Mounts": if h.mounts.is_empty() { Value::Null } else { Value::Array(h.mounts.iter().map(mount_spec_json).collect()) },
         "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": null,
         "IpcMode": "private", "PidMode": "", "UTSMode": "", "UsernsMode": "", "CgroupnsMode": "host",
-        "ConsoleSize": [0, 0],
+        "ConsoleSize": h.console_size.map(|(r, c)| [r, c]).unwrap_or([0, 0]),
     })
 }
 

@@ -27,6 +27,16 @@ struct ExecBody {
     privileged: Option<bool>,
     user: Option<String>,
     working_dir: Option<String>,
+    /// `[rows, columns]`.
+    console_size: Option<Vec<u16>>,
+}
+
+/// Docker's `ConsoleSize` (`[rows, columns]`, `[0, 0]` = unset).
+pub fn console_size(v: Option<&[u16]>) -> Option<(u16, u16)> {
+    match v {
+        Some([h, w]) if *h > 0 && *w > 0 => Some((*h, *w)),
+        _ => None,
+    }
 }
 
 /// `POST /containers/{id}/exec` → `201 {"Id": ...}`.
@@ -52,6 +62,7 @@ pub async fn create(
         attach_stderr: b.attach_stderr.unwrap_or(false),
         privileged: b.privileged.unwrap_or(false),
         detach_keys: b.detach_keys,
+        console_size: console_size(b.console_size.as_deref()),
     };
     let s = state.clone();
     let (c, exec) = asyncify(move || {
