@@ -727,6 +727,33 @@ mod tests {
     }
 
     #[test]
+    fn gc_expires_old_unlocked_partial_blobs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let partial = dir.path().join("partial");
+        let day_old = std::time::SystemTime::now() - std::time::Duration::from_secs(25 * 3600);
+        for name in ["old", "fresh", "held"] {
+            let f = std::fs::File::create(partial.join(name)).unwrap();
+            std::io::Write::write_all(&mut &f, &[0u8; 1000]).unwrap();
+            if name != "fresh" {
+                f.set_modified(day_old).unwrap();
+            }
+        }
+        // A pull holds "held".
+        let held = nix::fcntl::Flock::lock(
+            std::fs::File::open(partial.join("held")).unwrap(),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        let freed = store.gc().unwrap();
+        assert_eq!(freed, 1000);
+        assert!(!partial.join("old").exists());
+        assert!(partial.join("fresh").exists());
+        assert!(partial.join("held").exists());
+        drop(held);
+    }
+
+    #[test]
     fn cut_download_resumes_from_the_partial_blob() {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::open(dir.path()).unwrap();

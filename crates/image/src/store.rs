@@ -286,6 +286,10 @@ pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// How long an unused partial layer download is kept for a resume before garbage collection
+/// removes it.
+const PARTIAL_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl ImageStore {
     /// Opens (creating if needed) the store at `root` (`<data-root>/image`): creates `blobs/sha256`,
     /// `snapshots`, `tmp`, `partial`, and removes everything in `tmp/` (partial writes left by a
@@ -1387,7 +1391,40 @@ impl ImageStore {
                 r.map_err(io_err(format!("remove {}", p.display())))?;
             }
         }
+        freed += self.expire_partials(PARTIAL_EXPIRY);
         Ok(freed)
+    }
+
+    /// Removes kept partial layer downloads that no pull holds (their lock is free) and that
+    /// were last written more than `older_than` ago, like containerd's expiring ingests.
+    /// Returns the bytes freed.
+    fn expire_partials(&self, older_than: std::time::Duration) -> u64 {
+        let dir = self.root.join("partial");
+        let Ok(rd) = fs::read_dir(&dir) else { return 0 };
+        let mut freed = 0;
+        for e in rd.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age >= older_than);
+            if !old {
+                continue;
+            }
+            let Ok(f) = File::open(e.path()) else {
+                continue;
+            };
+            // A pull writing this file holds an exclusive lock on it; keep it then.
+            if let Ok(_lock) =
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            {
+                if fs::remove_file(e.path()).is_ok() {
+                    freed += meta.len();
+                }
+            }
+        }
+        freed
     }
 
     /// The uncompressed size of each of an image's layers in bytes, bottom first (recorded when
