@@ -625,3 +625,88 @@ print(len(c.networks.list(names=["pynet"])))
     );
     assert_eq!(lines[6], "0");
 }
+
+/// A minimal DNS server on 127.0.0.153:53 answering every A query with 192.0.2.99 (an address
+/// nothing contacts); returns the names it was asked.
+fn fake_upstream() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let sock = UdpSocket::bind("127.0.0.153:53").expect("bind 127.0.0.153:53");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (a, s) = (asked.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !s.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let q = &buf[..n];
+            // Question name (labels from offset 12), then QTYPE/QCLASS.
+            let mut i = 12;
+            let mut labels = Vec::new();
+            while i < n && q[i] != 0 {
+                let l = q[i] as usize;
+                labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + l]).into_owned());
+                i += l + 1;
+            }
+            let qend = i + 5;
+            a.lock().unwrap().push(labels.join("."));
+            let is_a = q[i + 1] == 0 && q[i + 2] == 1;
+            let mut r = q[..qend].to_vec();
+            r[2] = 0x81;
+            r[3] = 0x80;
+            r[6] = 0;
+            r[7] = u8::from(is_a);
+            r[8..12].copy_from_slice(&[0, 0, 0, 0]);
+            if is_a {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 99]);
+            }
+            let _ = sock.send_to(&r, peer);
+        }
+    });
+    (asked, stop)
+}
+
+/// Names that are not containers are forwarded to the daemon's resolvers (`--dns`, here a
+/// fake one on loopback); single-label unknown names are not.
+#[test]
+fn other_names_are_forwarded_to_the_upstream_resolver() {
+    let (asked, stop) = fake_upstream();
+    let d = Daemon::start_with(&["--dns", "127.0.0.153"]);
+    d.load_layout();
+    d.ok(&["network", "create", "fwd"]);
+    let o = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "fwd",
+        "busybox:1.35",
+        "busybox",
+        "nslookup",
+        "-type=a",
+        "db.example.test",
+    ]);
+    assert!(o.contains("192.0.2.99"), "{o}");
+    let o = d.barge(&[
+        "run",
+        "--rm",
+        "--network",
+        "fwd",
+        "busybox:1.35",
+        "busybox",
+        "nslookup",
+        "nosuchcontainer",
+    ]);
+    assert!(!o.status.success());
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let asked = asked.lock().unwrap().clone();
+    assert!(asked.iter().any(|n| n == "db.example.test"), "{asked:?}");
+    assert!(
+        !asked.iter().any(|n| n == "nosuchcontainer"),
+        "{asked:?}"
+    );
+}

@@ -51,6 +51,10 @@ pub struct DaemonArgs {
     /// from free address space when unset)
     #[arg(long = "bip")]
     pub bip: Option<String>,
+    /// DNS server the embedded DNS server forwards other names to (repeatable; default: the
+    /// host's /etc/resolv.conf)
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
     /// Address pool user-defined networks get their /24 subnets from
     #[arg(long = "default-address-pool", default_value = "10.120.0.0/14")]
     pub default_address_pool: String,

@@ -121,6 +121,12 @@ pub fn run(args: DaemonArgs) -> Result<()> {
                 .with_context(|| format!("invalid --bip {bip}: want ADDRESS/PREFIX"))?,
         );
     }
+    for d in &args.dns {
+        net_cfg.dns.push(
+            d.parse()
+                .with_context(|| format!("invalid --dns {d}: want an IP address"))?,
+        );
+    }
     net_cfg.pool = args.default_address_pool.parse().with_context(|| {
         format!(
             "invalid --default-address-pool {}",

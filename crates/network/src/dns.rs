@@ -29,6 +29,8 @@ const TTL: u32 = 600;
 pub(crate) struct Table {
     pub sandboxes: HashMap<String, Vec<String>>,
     pub names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    /// Where other names go (the daemon's `--dns`); empty: the host's resolv.conf.
+    pub upstreams: Vec<SocketAddr>,
 }
 
 impl Table {
@@ -113,8 +115,13 @@ fn upstreams() -> Vec<SocketAddr> {
         .collect()
 }
 
-async fn forward(query: &[u8]) -> Option<Vec<u8>> {
-    for up in upstreams() {
+async fn forward(query: &[u8], configured: Vec<SocketAddr>) -> Option<Vec<u8>> {
+    let ups = if configured.is_empty() {
+        upstreams()
+    } else {
+        configured
+    };
+    for up in ups {
         let bind: SocketAddr = if up.is_ipv4() {
             "0.0.0.0:0".parse().unwrap()
         } else {
@@ -150,13 +157,13 @@ fn servfail(query: &[u8]) -> Vec<u8> {
 }
 
 async fn resolve(table: &RwLock<Table>, cid: &str, query: &[u8]) -> Vec<u8> {
-    let a = {
+    let (a, ups) = {
         let t = table.read().unwrap_or_else(|e| e.into_inner());
-        answer(&t, cid, query)
+        (answer(&t, cid, query), t.upstreams.clone())
     };
     match a {
         Answer::Reply(r) => r,
-        Answer::Forward => match forward(query).await {
+        Answer::Forward => match forward(query, ups).await {
             Some(r) => r,
             None => servfail(query),
         },

@@ -57,6 +57,9 @@ pub struct NetworkConfig {
     pub pool: Ipv4Net,
     /// barge's nftables table (family `ip`).
     pub table: String,
+    /// Resolvers the embedded DNS server forwards other names to (Docker's daemon `--dns`);
+    /// empty: the host's `/etc/resolv.conf`.
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 impl NetworkConfig {
@@ -77,6 +80,7 @@ impl NetworkConfig {
             bip: None,
             pool: "10.120.0.0/14".parse().expect("valid pool"),
             table,
+            dns: Vec::new(),
         }
     }
 }
@@ -1060,7 +1064,15 @@ impl Networks {
 
     fn refresh_dns(&self) {
         let inner = self.lock();
-        let mut t = dns::Table::default();
+        let mut t = dns::Table {
+            upstreams: self
+                .cfg
+                .dns
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, 53))
+                .collect(),
+            ..Default::default()
+        };
         for sb in inner.sandboxes.values() {
             let mut nets = Vec::new();
             for ep in &sb.endpoints {
