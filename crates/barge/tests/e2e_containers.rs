@@ -651,3 +651,47 @@ print(json.loads(req("GET", "/containers/%s/json" % cid)[1])["HostConfig"]["Cons
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(stdout(&out), "33 101\n[33, 101]\n");
 }
+
+/// Attach's `logs=1` replays the output so far; with `stream=0` it returns just that
+/// (docker-py's `attach(logs=True, stream=False)`, used by compose-like tools).
+#[test]
+fn attach_replays_logs() {
+    let d = Daemon::start();
+    d.load_layout();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        "echo first; echo oops >&2; sleep 100",
+    ]);
+    d.wait_for("output", 10, || d.ok(&["logs", "talker"]).contains("first"));
+    let script = format!(
+        r#"
+import docker
+c = docker.DockerClient(base_url="{host}").containers.get("talker")
+print(repr(c.attach(stdout=True, stderr=True, logs=True, stream=False)))
+print(repr(c.attach(stdout=True, stderr=False, logs=True, stream=False)))
+"#,
+        host = d.host
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let s = stdout(&out);
+    let lines: Vec<&str> = s.lines().collect();
+    assert!(
+        lines[0].contains("first") && lines[0].contains("oops"),
+        "{s}"
+    );
+    assert!(
+        lines[1].contains("first") && !lines[1].contains("oops"),
+        "{s}"
+    );
+    d.ok(&["rm", "-f", "talker"]);
+}

@@ -705,8 +705,5 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let asked = asked.lock().unwrap().clone();
     assert!(asked.iter().any(|n| n == "db.example.test"), "{asked:?}");
-    assert!(
-        !asked.iter().any(|n| n == "nosuchcontainer"),
-        "{asked:?}"
-    );
+    assert!(!asked.iter().any(|n| n == "nosuchcontainer"), "{asked:?}");
 }

@@ -64,7 +64,22 @@ pub struct StreamSel {
 /// Answers a hijack request with 101 and, once upgraded, proxies between the client and the
 /// monitor socket that `point` resolves to. `Err(message)` is written to the client (as moby
 /// does when an exec fails after the hijack) before closing; `Err("")` just closes.
-pub fn hijack<F>(mut req: Request, sel: StreamSel, point: F) -> Response
+pub fn hijack<F>(req: Request, sel: StreamSel, point: F) -> Response
+where
+    F: Future<Output = Result<AttachPoint, String>> + Send + 'static,
+{
+    hijack_with(req, sel, Vec::new(), Some(point))
+}
+
+/// [`hijack`] that first sends `prelude` (already framed, e.g. the container's past output for
+/// attach's `logs=1`), then proxies to `point`, or closes the stream when `point` is `None`
+/// (attach's `stream=0`).
+pub fn hijack_with<F>(
+    mut req: Request,
+    sel: StreamSel,
+    prelude: Vec<u8>,
+    point: Option<F>,
+) -> Response
 where
     F: Future<Output = Result<AttachPoint, String>> + Send + 'static,
 {
@@ -78,6 +93,19 @@ where
             }
         };
         let mut io = TokioIo::new(upgraded);
+        if !prelude.is_empty() {
+            // docker-py reads the hijacked stream from the raw socket under its buffered HTTP
+            // reader, so bytes that arrive together with the 101 headers are lost to it; give
+            // the client a moment to finish reading the headers before the first write.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if io.write_all(&prelude).await.is_err() {
+                return;
+            }
+        }
+        let Some(point) = point else {
+            let _ = io.shutdown().await;
+            return;
+        };
         let point = match point.await {
             Ok(p) => p,
             Err(message) => {

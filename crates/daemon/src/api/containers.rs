@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::{human_duration, Query};
 use crate::state::AppState;
 use crate::stream::{
-    channel_response, frame, hijack, StreamSel, MUX_STREAM, RAW_STREAM, STDERR, STDOUT,
+    channel_response, frame, hijack_with, StreamSel, MUX_STREAM, RAW_STREAM, STDERR, STDOUT,
 };
 use crate::{asyncify, ApiError};
 
@@ -924,6 +924,40 @@ pub async fn attach(
         stderr: q.bool("stderr", false),
         tty: c.options.tty,
     };
+    // `logs=1`: the output so far first (docker-py and compose ask for it); `stream=0`: only
+    // that, no live stream.
+    let prelude = if q.bool("logs", false) {
+        let path = c.log_path.clone();
+        let (out, err, tty) = (sel.stdout, sel.stderr, sel.tty);
+        asyncify(move || {
+            let entries = barge_container::logs::read_entries(&path).unwrap_or_default();
+            let mut buf = Vec::new();
+            for e in entries {
+                let is_err = e.stream == "stderr";
+                if (is_err && !err) || (!is_err && !out) {
+                    continue;
+                }
+                if tty {
+                    buf.extend_from_slice(&e.log);
+                } else {
+                    buf.extend_from_slice(&frame(if is_err { STDERR } else { STDOUT }, &e.log));
+                }
+            }
+            Ok::<_, ApiError>(buf)
+        })
+        .await?
+    } else {
+        Vec::new()
+    };
+    if q.get("stream").is_some() && !q.bool("stream", true) {
+        state.container_event("attach", &c, &[]);
+        return Ok(hijack_with(
+            req,
+            sel,
+            prelude,
+            None::<futures_util::future::Ready<Result<barge_container::AttachPoint, String>>>,
+        ));
+    }
     let running = matches!(c.state.status, Status::Running | Status::Paused);
     let point = if running {
         let s = state.clone();
@@ -942,7 +976,7 @@ pub async fn attach(
         futures_util::future::Either::Right(async move { rx.await.map_err(|_| String::new()) })
     };
     state.container_event("attach", &c, &[]);
-    Ok(hijack(req, sel, point))
+    Ok(hijack_with(req, sel, prelude, Some(point)))
 }
 
 /// `POST /containers/{id}/resize?h=&w=`.
