@@ -695,3 +695,56 @@ print(repr(c.attach(stdout=True, stderr=False, logs=True, stream=False)))
     );
     d.ok(&["rm", "-f", "talker"]);
 }
+
+/// The detach sequence on an attached stdin (`detachKeys`, docker's ctrl-p ctrl-q by default)
+/// ends the attach and leaves the container running.
+#[test]
+fn detach_keys_end_the_attach_only() {
+    let d = Daemon::start();
+    d.load_layout();
+    d.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "-t",
+        "--name",
+        "shell1",
+        "busybox:1.35",
+        "sh",
+    ]);
+    let sock = d.sock.display().to_string();
+    let script = format!(
+        r#"
+import socket, time
+s = socket.socket(socket.AF_UNIX)
+s.connect("{sock}")
+s.sendall(b"POST /containers/shell1/attach?stream=1&stdin=1&stdout=1&stderr=1&detachKeys=ctrl-x,y HTTP/1.1\r\nHost: x\r\nUpgrade: tcp\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n")
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += s.recv(4096)
+data = buf.split(b"\r\n\r\n", 1)[1]
+s.sendall(b"echo mark$((40+2))\n")
+time.sleep(0.5)
+s.sendall(b"\x18y")
+s.settimeout(5)
+try:
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    print("closed")
+except socket.timeout:
+    print("still open")
+print("mark42" in data.decode(errors="replace"))
+"#
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&out), "closed\nTrue\n");
+    assert_eq!(d.inspect("shell1", "{{.State.Running}}"), "true");
+    d.ok(&["rm", "-f", "shell1"]);
+}

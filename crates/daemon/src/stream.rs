@@ -52,6 +52,94 @@ pub fn channel_response(
         .expect("static response")
 }
 
+/// A detach key sequence (Docker's `detachKeys`, e.g. `ctrl-p,ctrl-q`), at most 8 keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DetachKeys {
+    keys: [u8; 8],
+    len: usize,
+}
+
+impl DetachKeys {
+    /// Docker's default, `ctrl-p,ctrl-q`.
+    pub const DEFAULT: DetachKeys = DetachKeys {
+        keys: [16, 17, 0, 0, 0, 0, 0, 0],
+        len: 2,
+    };
+
+    /// Parses Docker's format: comma-separated `ctrl-<a-z@[\\]^_>` or single characters.
+    /// An empty string means the default. Errors name the bad key.
+    pub fn parse(s: &str) -> Result<DetachKeys, String> {
+        if s.is_empty() {
+            return Ok(Self::DEFAULT);
+        }
+        let mut out = DetachKeys::default();
+        for k in s.split(',') {
+            let b = match k.strip_prefix("ctrl-") {
+                Some(c) if c.len() == 1 => {
+                    let c = c.as_bytes()[0].to_ascii_lowercase();
+                    match c {
+                        b'a'..=b'z' => c - b'a' + 1,
+                        b'@' => 0,
+                        b'[' => 27,
+                        b'\\' => 28,
+                        b']' => 29,
+                        b'^' => 30,
+                        b'_' => 31,
+                        _ => return Err(format!("invalid detach key: {k}")),
+                    }
+                }
+                None if k.len() == 1 => k.as_bytes()[0],
+                _ => return Err(format!("invalid detach key: {k}")),
+            };
+            if out.len == out.keys.len() {
+                return Err(format!("too many detach keys: {s}"));
+            }
+            out.keys[out.len] = b;
+            out.len += 1;
+        }
+        Ok(out)
+    }
+
+    fn seq(&self) -> &[u8] {
+        &self.keys[..self.len]
+    }
+}
+
+/// Filters stdin for the detach sequence: bytes that may start the sequence are held back
+/// until it is complete (detach) or broken (flushed).
+#[derive(Debug, Default)]
+struct EscapeFilter {
+    held: Vec<u8>,
+}
+
+impl EscapeFilter {
+    /// The bytes to forward, and whether the sequence was completed.
+    fn feed(&mut self, keys: &DetachKeys, data: &[u8]) -> (Vec<u8>, bool) {
+        let seq = keys.seq();
+        let mut out = Vec::with_capacity(data.len());
+        if seq.is_empty() {
+            return (data.to_vec(), false);
+        }
+        for &b in data {
+            if b == seq[self.held.len()] {
+                self.held.push(b);
+                if self.held.len() == seq.len() {
+                    self.held.clear();
+                    return (out, true);
+                }
+            } else {
+                out.append(&mut self.held);
+                if b == seq[0] {
+                    self.held.push(b);
+                } else {
+                    out.push(b);
+                }
+            }
+        }
+        (out, false)
+    }
+}
+
 /// Which streams an attach wants.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamSel {
@@ -59,6 +147,8 @@ pub struct StreamSel {
     pub stdout: bool,
     pub stderr: bool,
     pub tty: bool,
+    /// Detaching from stdin (the container keeps running); `None`: never.
+    pub detach_keys: Option<DetachKeys>,
 }
 
 /// Answers a hijack request with 101 and, once upgraded, proxies between the client and the
@@ -148,14 +238,30 @@ where
     let (mut mon_rd, mut mon_wr) = monitor.into_split();
     let (mut cli_rd, mut cli_wr) = tokio::io::split(client);
 
+    // Set (a permit stored) when the client typed the detach sequence.
+    let detached = std::sync::Arc::new(tokio::sync::Notify::new());
+    let detached_in = detached.clone();
     let input = tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
+        let mut filter = EscapeFilter::default();
         loop {
             match cli_rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if sel.stdin && mon_wr.write_all(&buf[..n]).await.is_err() {
+                    if !sel.stdin {
+                        continue;
+                    }
+                    let (data, detach) = match &sel.detach_keys {
+                        Some(k) => filter.feed(k, &buf[..n]),
+                        None => (buf[..n].to_vec(), false),
+                    };
+                    if !data.is_empty() && mon_wr.write_all(&data).await.is_err() {
                         break;
+                    }
+                    if detach {
+                        // The client detaches: the process keeps its stdin open.
+                        detached_in.notify_one();
+                        return;
                     }
                 }
             }
@@ -167,7 +273,11 @@ where
         let mut header = [0u8; 8];
         let mut payload = Vec::new();
         loop {
-            if let Err(e) = mon_rd.read_exact(&mut header).await {
+            let read = tokio::select! {
+                r = mon_rd.read_exact(&mut header) => r,
+                _ = detached.notified() => break,
+            };
+            if let Err(e) = read {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
                     break;
                 }
@@ -208,5 +318,33 @@ mod tests {
             frame(STDERR, b"hi"),
             vec![2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']
         );
+    }
+
+    #[test]
+    fn detach_keys_parse_like_docker() {
+        assert_eq!(DetachKeys::parse("").unwrap(), DetachKeys::DEFAULT);
+        assert_eq!(
+            DetachKeys::parse("ctrl-p,ctrl-q").unwrap(),
+            DetachKeys::DEFAULT
+        );
+        assert_eq!(DetachKeys::parse("ctrl-x,y").unwrap().seq(), [24, b'y']);
+        assert_eq!(DetachKeys::parse("ctrl-@,ctrl-_").unwrap().seq(), [0, 31]);
+        for bad in ["ctrl-", "ctrl-1", "ab", "a,,b"] {
+            assert!(DetachKeys::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn escape_filter_holds_prefixes_and_detaches() {
+        let k = DetachKeys::DEFAULT;
+        let mut f = EscapeFilter::default();
+        assert_eq!(f.feed(&k, b"ls\n"), (b"ls\n".to_vec(), false));
+        // A broken sequence is forwarded as typed.
+        assert_eq!(f.feed(&k, &[16]), (vec![], false));
+        assert_eq!(f.feed(&k, b"x"), (vec![16, b'x'], false));
+        assert_eq!(f.feed(&k, &[16, 16]), (vec![16], false));
+        // The full sequence, split over reads, detaches; what came before is forwarded.
+        assert_eq!(f.feed(&k, &[b'a', 16]), (vec![16, b'a'], false));
+        assert_eq!(f.feed(&k, &[17, b'z']), (vec![], true));
     }
 }

@@ -923,6 +923,10 @@ pub async fn attach(
         stdout: q.bool("stdout", false),
         stderr: q.bool("stderr", false),
         tty: c.options.tty,
+        detach_keys: Some(
+            crate::stream::DetachKeys::parse(q.get("detachKeys").unwrap_or(""))
+                .map_err(ApiError::bad_request)?,
+        ),
     };
     // `logs=1`: the output so far first (docker-py and compose ask for it); `stream=0`: only
     // that, no live stream.

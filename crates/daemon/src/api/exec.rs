@@ -133,6 +133,10 @@ pub async fn start(
         stdout: true,
         stderr: true,
         tty: b.tty.unwrap_or(exec.options.tty),
+        detach_keys: Some(
+            crate::stream::DetachKeys::parse(exec.options.detach_keys.as_deref().unwrap_or(""))
+                .map_err(ApiError::bad_request)?,
+        ),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let s = state.clone();
