@@ -467,12 +467,7 @@ print("".join(l.get("stream", "") for l in logs).count("Step "))
         host = D.host,
         ctx = p(ctx.path())
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    let s = stdout(&out);
+    let s = python(&script);
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(lines[0], D.inspect("py-built:1", "{{.Id}}"));
     assert_eq!(lines[1], "4");

@@ -644,12 +644,7 @@ print(req("GET", "/containers/%s/logs?stdout=1" % cid)[1].decode().strip())
 print(json.loads(req("GET", "/containers/%s/json" % cid)[1])["HostConfig"]["ConsoleSize"])
 "#
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    assert_eq!(stdout(&out), "33 101\n[33, 101]\n");
+    assert_eq!(python(&script), "33 101\n[33, 101]\n");
 }
 
 /// Attach's `logs=1` replays the output so far; with `stream=0` it returns just that
@@ -678,12 +673,7 @@ print(repr(c.attach(stdout=True, stderr=False, logs=True, stream=False)))
 "#,
         host = d.host
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    let s = stdout(&out);
+    let s = python(&script);
     let lines: Vec<&str> = s.lines().collect();
     assert!(
         lines[0].contains("first") && lines[0].contains("oops"),
@@ -739,12 +729,7 @@ except socket.timeout:
 print("mark42" in data.decode(errors="replace"))
 "#
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    assert_eq!(stdout(&out), "closed\nTrue\n");
+    assert_eq!(python(&script), "closed\nTrue\n");
     assert_eq!(d.inspect("shell1", "{{.State.Running}}"), "true");
     d.ok(&["rm", "-f", "shell1"]);
 }

@@ -607,12 +607,7 @@ print(len(c.networks.list(names=["pynet"])))
 "#,
         host = d.host
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    let s = stdout(&out);
+    let s = python(&script);
     let lines: Vec<&str> = s.lines().collect();
     assert!(lines[0].contains("\"status\": \"ok\""), "{s}");
     assert_eq!(lines[1], "18094");

@@ -474,3 +474,14 @@ print(bool(g), p['score'], p['label'])"#;
         .trim()
         .to_string()
 }
+
+/// Runs a Python script (docker-py, raw socket clients) and returns its stdout; panics with
+/// both streams when it fails.
+pub fn python(script: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    stdout(&out)
+}
