@@ -621,13 +621,15 @@ print(len(c.networks.list(names=["pynet"])))
     assert_eq!(lines[6], "0");
 }
 
-/// A minimal DNS server on 127.0.0.153:53 answering every A query with 192.0.2.99 (an address
+/// A minimal DNS server on `addr`:53 answering every A query with 192.0.2.99 (an address
 /// nothing contacts); returns the names it was asked.
-fn fake_upstream() -> (
+fn fake_upstream(
+    addr: &str,
+) -> (
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let sock = UdpSocket::bind("127.0.0.153:53").expect("bind 127.0.0.153:53");
+    let sock = UdpSocket::bind((addr, 53)).expect("bind the fake resolver");
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -670,7 +672,8 @@ fn fake_upstream() -> (
 /// fake one on loopback); single-label unknown names are not.
 #[test]
 fn other_names_are_forwarded_to_the_upstream_resolver() {
-    let (asked, stop) = fake_upstream();
+    let (asked, stop) = fake_upstream("127.0.0.153");
+    let (own_asked, own_stop) = fake_upstream("127.0.0.154");
     let d = Daemon::start_with(&["--dns", "127.0.0.153"]);
     d.load_layout();
     d.ok(&["network", "create", "fwd"]);
@@ -697,8 +700,35 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
         "nosuchcontainer",
     ]);
     assert!(!o.status.success());
+    // A container's own --dns wins over the daemon's for its queries (resolv.conf still
+    // points at the embedded server).
+    let o = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "fwd",
+        "--dns",
+        "127.0.0.154",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; busybox nslookup -type=a own.example.test",
+    ]);
+    assert!(
+        o.contains("nameserver 127.0.0.11") && o.contains("192.0.2.99"),
+        "{o}"
+    );
+    let bad = d.barge(&["create", "--dns", "not-an-ip", "busybox:1.35"]);
+    assert!(!bad.status.success() && stderr(&bad).contains("not-an-ip is not an ip address"));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    own_stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let asked = asked.lock().unwrap().clone();
+    let own_asked = own_asked.lock().unwrap().clone();
     assert!(asked.iter().any(|n| n == "db.example.test"), "{asked:?}");
     assert!(!asked.iter().any(|n| n == "nosuchcontainer"), "{asked:?}");
+    assert!(
+        own_asked.iter().any(|n| n == "own.example.test"),
+        "{own_asked:?}"
+    );
+    assert!(!asked.iter().any(|n| n == "own.example.test"), "{asked:?}");
 }

@@ -821,6 +821,14 @@ impl Containers {
                 }
             }
         }
+        for d in &opts.host.dns {
+            if d.parse::<std::net::IpAddr>().is_err() {
+                return Err(ContainerError::InvalidOption {
+                    field: "dns".into(),
+                    reason: format!("{d} is not an ip address"),
+                });
+            }
+        }
         if let Some(nets) = self.networks.get() {
             if let crate::net::Mode::Bridge(eps) = crate::net::mode(&opts.host) {
                 for ep in &eps {

@@ -90,6 +90,8 @@ pub(crate) fn sandbox_request(c: &Container) -> Option<SandboxRequest> {
         name: c.name.clone(),
         networks,
         ports,
+        // Validated at create.
+        dns: host.dns.iter().filter_map(|d| d.parse().ok()).collect(),
     })
 }
 

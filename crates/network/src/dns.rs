@@ -31,6 +31,8 @@ pub(crate) struct Table {
     pub names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
     /// Where other names go (the daemon's `--dns`); empty: the host's resolv.conf.
     pub upstreams: Vec<SocketAddr>,
+    /// A container's own resolvers (`--dns`), which win over `upstreams` for its queries.
+    pub sandbox_upstreams: HashMap<String, Vec<SocketAddr>>,
 }
 
 impl Table {
@@ -159,7 +161,8 @@ fn servfail(query: &[u8]) -> Vec<u8> {
 async fn resolve(table: &RwLock<Table>, cid: &str, query: &[u8]) -> Vec<u8> {
     let (a, ups) = {
         let t = table.read().unwrap_or_else(|e| e.into_inner());
-        (answer(&t, cid, query), t.upstreams.clone())
+        let ups = t.sandbox_upstreams.get(cid).unwrap_or(&t.upstreams).clone();
+        (answer(&t, cid, query), ups)
     };
     match a {
         Answer::Reply(r) => r,

@@ -809,6 +809,7 @@ impl Networks {
                 netns: netns.clone(),
                 endpoints,
                 ports,
+                dns: req.dns.clone(),
             };
             // Reserve addresses and ports now; kernel work happens unlocked.
             inner.sandboxes.insert(cid.clone(), sb.clone());
@@ -1093,6 +1094,15 @@ impl Networks {
             }
             if !nets.is_empty() {
                 t.sandboxes.insert(sb.container_id.clone(), nets);
+                if !sb.dns.is_empty() {
+                    t.sandbox_upstreams.insert(
+                        sb.container_id.clone(),
+                        sb.dns
+                            .iter()
+                            .map(|ip| std::net::SocketAddr::new(*ip, 53))
+                            .collect(),
+                    );
+                }
             }
         }
         drop(inner);

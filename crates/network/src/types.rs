@@ -110,6 +110,9 @@ pub struct SandboxRequest {
     pub name: String,
     pub networks: Vec<EndpointRequest>,
     pub ports: Vec<PortBinding>,
+    /// The container's own resolvers (`--dns`): where the embedded DNS server forwards its
+    /// queries for other names, instead of the daemon's.
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 /// A container's attachment to one network.
@@ -143,6 +146,9 @@ pub struct Sandbox {
     pub netns: PathBuf,
     pub endpoints: Vec<Endpoint>,
     pub ports: Vec<PortMapping>,
+    /// See [`SandboxRequest::dns`].
+    #[serde(default)]
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 impl Sandbox {

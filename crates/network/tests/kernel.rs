@@ -119,6 +119,7 @@ fn bridge_endpoint_ports_and_cleanup() {
                 host_ip: String::new(),
                 host_port: String::new(),
             }],
+            dns: vec![],
         })
         .unwrap();
     let ep = &sb.endpoints[0];
@@ -210,6 +211,7 @@ fn user_networks_dns_and_isolation() {
                     ipv4_address: None,
                 }],
                 ports: vec![],
+                dns: vec![],
             })
             .unwrap()
     };
@@ -338,6 +340,7 @@ fn coexists_with_docker_forward_drop() {
                     host_ip: String::new(),
                     host_port: "18190".into(),
                 }],
+                dns: vec![],
             })
             .unwrap();
         let client = e
@@ -350,6 +353,7 @@ fn coexists_with_docker_forward_drop() {
                     ..Default::default()
                 }],
                 ports: vec![],
+                dns: vec![],
             })
             .unwrap();
         let rules = filter();
