@@ -706,17 +706,7 @@ pub async fn prune(client: &Client, args: PruneArgs) -> Result<i32> {
         query(&[("filters", filters(&args.filter)?)])
     );
     let report: Value = client.json(Method::POST, &path, None).await?;
-    let deleted = report["ContainersDeleted"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !deleted.is_empty() {
-        println!("Deleted Containers:");
-        for id in deleted {
-            println!("{}", id.as_str().unwrap_or_default());
-        }
-        println!();
-    }
+    format::print_deleted("Deleted Containers:", &report["ContainersDeleted"]);
     println!(
         "Total reclaimed space: {}",
         format::human_size(report["SpaceReclaimed"].as_i64().unwrap_or(0))

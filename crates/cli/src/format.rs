@@ -500,6 +500,18 @@ impl Output {
     }
 }
 
+/// Prints a prune report's list of removed objects (`Deleted Containers:` and one ID per
+/// line, then a blank line), as docker does; nothing when the list is empty.
+pub fn print_deleted(title: &str, v: &Value) {
+    if let Some(items) = v.as_array().filter(|a| !a.is_empty()) {
+        println!("{title}");
+        for it in items {
+            println!("{}", it.as_str().unwrap_or_default());
+        }
+        println!();
+    }
+}
+
 /// Formats like Go's `%.{prec}g` (trailing zeros removed), for values below 1e15.
 pub(crate) fn fmt_g(v: f64, prec: usize) -> String {
     if v == 0.0 {

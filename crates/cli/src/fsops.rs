@@ -1088,21 +1088,21 @@ pub async fn system_prune(client: &Client, args: crate::cli::SystemPruneArgs) ->
         query(&[("filters", f.clone())])
     ))
     .await?;
-    print_list("Deleted Containers:", &c["ContainersDeleted"]);
+    crate::format::print_deleted("Deleted Containers:", &c["ContainersDeleted"]);
     total += c["SpaceReclaimed"].as_i64().unwrap_or(0);
     let n = post(format!(
         "/networks/prune{}",
         query(&[("filters", f.clone())])
     ))
     .await?;
-    print_list("Deleted Networks:", &n["NetworksDeleted"]);
+    crate::format::print_deleted("Deleted Networks:", &n["NetworksDeleted"]);
     if args.volumes {
         let v = post(format!(
             "/volumes/prune{}",
             query(&[("filters", f.clone())])
         ))
         .await?;
-        print_list("Deleted Volumes:", &v["VolumesDeleted"]);
+        crate::format::print_deleted("Deleted Volumes:", &v["VolumesDeleted"]);
         total += v["SpaceReclaimed"].as_i64().unwrap_or(0);
     }
     let mut img_filters = args.filter.clone();
@@ -1128,20 +1128,10 @@ pub async fn system_prune(client: &Client, args: crate::cli::SystemPruneArgs) ->
     }
     total += i["SpaceReclaimed"].as_i64().unwrap_or(0);
     let b = post("/build/prune".to_string()).await?;
-    print_list("Deleted build cache objects:", &b["CachesDeleted"]);
+    crate::format::print_deleted("Deleted build cache objects:", &b["CachesDeleted"]);
     total += b["SpaceReclaimed"].as_i64().unwrap_or(0);
     println!("Total reclaimed space: {}", human_size(total));
     Ok(0)
-}
-
-fn print_list(title: &str, v: &Value) {
-    if let Some(items) = v.as_array().filter(|a| !a.is_empty()) {
-        println!("{title}");
-        for it in items {
-            println!("{}", it.as_str().unwrap_or_default());
-        }
-        println!();
-    }
 }
 
 #[cfg(test)]

@@ -324,16 +324,7 @@ async fn prune(client: &Client, a: PruneArgs) -> Result<i32> {
         query(&[("filters", filters(&a.filter)?)])
     );
     let report: Value = client.json(Method::POST, &path, None).await?;
-    let deleted = report["NetworksDeleted"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !deleted.is_empty() {
-        println!("Deleted Networks:");
-        for n in deleted {
-            println!("{}", n.as_str().unwrap_or_default());
-        }
-    }
+    format::print_deleted("Deleted Networks:", &report["NetworksDeleted"]);
     Ok(0)
 }
 

@@ -224,17 +224,7 @@ async fn prune(client: &Client, a: VolumePruneArgs) -> Result<i32> {
     }
     let path = format!("/volumes/prune{}", query(&[("filters", filters(&filter)?)]));
     let report: Value = client.json(Method::POST, &path, None).await?;
-    let deleted = report["VolumesDeleted"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !deleted.is_empty() {
-        println!("Deleted Volumes:");
-        for v in deleted {
-            println!("{}", v.as_str().unwrap_or_default());
-        }
-        println!();
-    }
+    format::print_deleted("Deleted Volumes:", &report["VolumesDeleted"]);
     println!(
         "Total reclaimed space: {}",
         format::human_size(report["SpaceReclaimed"].as_i64().unwrap_or(0))
