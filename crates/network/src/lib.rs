@@ -29,7 +29,7 @@ mod link;
 mod nft;
 mod types;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -797,7 +797,6 @@ impl Networks {
                 }
                 if endpoints.iter().any(|e| e.gateway.is_some()) {
                     // Only one default route.
-                    ep.gateway = ep.gateway.filter(|_| false);
                     ep.gateway = None;
                 }
                 endpoints.push(ep);
@@ -1295,17 +1294,5 @@ impl Networks {
     /// The daemon's table name (for diagnostics and tests).
     pub fn table(&self) -> &str {
         &self.cfg.table
-    }
-
-    /// Counts of containers per network ID.
-    pub fn usage(&self) -> HashMap<String, usize> {
-        let inner = self.lock();
-        let mut m = HashMap::new();
-        for sb in inner.sandboxes.values() {
-            for e in &sb.endpoints {
-                *m.entry(e.network_id.clone()).or_insert(0) += 1;
-            }
-        }
-        m
     }
 }

@@ -151,15 +151,6 @@ pub struct Sandbox {
     pub dns: Vec<std::net::IpAddr>,
 }
 
-impl Sandbox {
-    /// Whether the container should use the embedded DNS server (`nameserver 127.0.0.11`).
-    pub fn uses_dns(&self, networks: &[Network]) -> bool {
-        self.endpoints
-            .iter()
-            .any(|e| networks.iter().any(|n| n.id == e.network_id && n.dns))
-    }
-}
-
 /// Docker's per-interface `NetworkStats` (as seen from inside the container).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InterfaceStats {

@@ -35,9 +35,6 @@ fn env(tag: &str, subnet: &str) -> Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        for sb in self.nets.list() {
-            let _ = sb;
-        }
         let ids: Vec<String> = std::fs::read_dir(self.dir.path().join("exec/network"))
             .map(|rd| {
                 rd.flatten()
