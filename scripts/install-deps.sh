@@ -1,25 +1,22 @@
 #!/usr/bin/env bash
-# Installs what barge needs at run time and what its tests need, with apt (Debian 12).
-# Idempotent: skips apt when everything is already there.
+# Installs every Debian package that barge's build, its demo and its tests need
+# (scripts/packages.txt, one package a line with the reason), with apt. Debian 12, as root.
+# Idempotent: apt runs only when a package is missing.
+# The docker CLI the tests drive (28) comes with the development machines; where none is
+# present, Debian's docker.io provides one.
 set -euo pipefail
+cd "$(dirname "$0")"
+mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' packages.txt | awk '{print $1}')
+command -v docker >/dev/null || pkgs+=(docker.io)
 need=()
-command -v runc >/dev/null || need+=(runc)
-command -v curl >/dev/null || need+=(curl)
-command -v script >/dev/null || need+=(bsdutils)
-command -v python3 >/dev/null || need+=(python3)
-command -v ps >/dev/null || need+=(procps)
-command -v nft >/dev/null || need+=(nftables)
-# Registry tests: a real registry (distribution 2.8), htpasswd for its Basic auth, skopeo, openssl.
-command -v docker-registry >/dev/null || need+=(docker-registry)
-command -v htpasswd >/dev/null || need+=(apache2-utils)
-command -v skopeo >/dev/null || need+=(skopeo)
-command -v openssl >/dev/null || need+=(openssl)
-python3 -c 'import docker' 2>/dev/null || need+=(python3-docker)
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || need+=("$p")
+done
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
   echo "cargo (Rust toolchain) is required: https://rustup.rs" >&2

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 pub const BARGE: &str = env!("CARGO_BIN_EXE_barge");
 
+/// The host's Python for docker-py programs: Debian's, with `python3-docker`, both installed by
+/// scripts/install-deps.sh (never whatever `python3` comes first on `PATH`).
+pub const PYTHON: &str = "/usr/bin/python3";
+
 /// The shared test images (`../shared/images`, or `BARGE_IMAGES`).
 pub fn images_dir() -> PathBuf {
     if let Ok(p) = std::env::var("BARGE_IMAGES") {
@@ -478,10 +482,7 @@ print(bool(g), p['score'], p['label'])"#;
 /// Runs a Python script (docker-py, raw socket clients) and returns its stdout; panics with
 /// both streams when it fails.
 pub fn python(script: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .unwrap();
+    let out = Command::new(PYTHON).args(["-c", script]).output().unwrap();
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     stdout(&out)
 }
