@@ -73,10 +73,10 @@ fn default_runtime_is_embedded() {
 
 #[test]
 fn runc_still_selectable() {
-    if !has_runc() {
-        eprintln!("skipping: runc not installed");
-        return;
-    }
+    assert!(
+        has_runc(),
+        "runc is required (scripts/packages.txt installs it)"
+    );
     D.ok(&[
         "create",
         "--runtime",

@@ -1,5 +1,6 @@
 //! Integration tests with the real runc (root required) and a busybox rootfs extracted from
-//! /work/shared/images/oci-layout. Skipped when not root or when runc / the layout are missing.
+//! the shared OCI layout (`$BARGE_IMAGES/oci-layout`, else `../shared/images` beside the repo).
+//! They fail, never skip, without root, runc or the layout: CI has all three.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -10,7 +11,14 @@ use std::time::{Duration, Instant};
 
 use barge_container::*;
 
-const LAYOUT: &str = "/work/shared/images/oci-layout";
+/// The shared OCI layout: `$BARGE_IMAGES/oci-layout`, else `../shared/images/oci-layout` beside
+/// the repository.
+static LAYOUT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let images = std::env::var("BARGE_IMAGES").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/images").to_string()
+    });
+    format!("{images}/oci-layout")
+});
 const RUNC: &str = "/usr/sbin/runc";
 
 fn busybox_rootfs() -> Option<PathBuf> {
@@ -21,14 +29,14 @@ fn busybox_rootfs() -> Option<PathBuf> {
             return Some(dir);
         }
         let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(Path::new(LAYOUT).join("index.json")).ok()?)
+            serde_json::from_slice(&std::fs::read(Path::new(&*LAYOUT).join("index.json")).ok()?)
                 .ok()?;
         let desc = index["manifests"]
             .as_array()?
             .iter()
             .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "busybox:1.35")?;
         let blob = |d: &str| {
-            Path::new(LAYOUT)
+            Path::new(&*LAYOUT)
                 .join("blobs/sha256")
                 .join(d.trim_start_matches("sha256:"))
         };
@@ -115,11 +123,12 @@ fn embedded_runtime() -> Option<(PathBuf, Vec<String>)> {
 impl Env {
     fn new() -> Option<Env> {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || !Path::new(RUNC).exists() {
-            eprintln!("skipping: needs root and {RUNC}");
-            return None;
-        }
-        let rootfs = busybox_rootfs()?;
+        assert!(
+            unsafe { libc::geteuid() } == 0 && Path::new(RUNC).exists(),
+            "these tests need root and {RUNC} (CI runs them as root; scripts/install-deps.sh installs runc)"
+        );
+        let rootfs = busybox_rootfs()
+            .unwrap_or_else(|| panic!("busybox:1.35 not found in {} (set BARGE_IMAGES)", *LAYOUT));
         let data = tempfile::tempdir().unwrap();
         let mut b = [0u8; 4];
         getrandom::fill(&mut b).unwrap();
@@ -318,10 +327,11 @@ fn oom_kill_reports_137() {
 #[test]
 fn init_stops_fast() {
     let Some(env) = Env::new() else { return };
-    if !init_path().exists() {
-        eprintln!("skipping: no barge-init at {}", init_path().display());
-        return;
-    }
+    assert!(
+        init_path().exists(),
+        "no barge-init at {} (scripts/build.sh makes it)",
+        init_path().display()
+    );
     let c = env.create(&["sleep", "1000"], |o| o.host.init = true);
     env.c().start(&c.id, 0, &mut |_| {}).unwrap();
     let t = Instant::now();

@@ -95,10 +95,10 @@ fn fetch(addr: (Ipv4Addr, u16)) -> std::io::Result<String> {
 
 #[test]
 fn bridge_endpoint_ports_and_cleanup() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(
+        root(),
+        "the kernel tests need root; CI runs the suite as root"
+    );
     let e = env("a", "10.251.7.1/24");
     let id = cid(1);
     let sb = e
@@ -176,10 +176,10 @@ fn bridge_endpoint_ports_and_cleanup() {
 
 #[test]
 fn user_networks_dns_and_isolation() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(
+        root(),
+        "the kernel tests need root; CI runs the suite as root"
+    );
     let e = env("b", "10.251.8.1/24");
     let n1 = e
         .nets
@@ -287,10 +287,10 @@ fn user_networks_dns_and_isolation() {
 /// them again. Runs in a private network namespace, so the host's firewall is never touched.
 #[test]
 fn coexists_with_docker_forward_drop() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(
+        root(),
+        "the kernel tests need root; CI runs the suite as root"
+    );
     std::thread::spawn(|| {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let nft = |script: &str| {

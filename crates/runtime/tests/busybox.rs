@@ -1,6 +1,7 @@
 //! Integration tests of `barge-runtime` (the same code as `barge runtime`) driven exactly as
 //! the monitor drives it (runc's command line), with a busybox rootfs extracted from
-//! /work/shared/images/oci-layout. Root required; skipped otherwise.
+//! the shared OCI layout (`$BARGE_IMAGES/oci-layout`, else `../shared/images` beside the repo).
+//! Root required (they fail without it: CI runs them as root).
 //!
 //! The test process makes itself a child subreaper, as the monitor does, so the container's
 //! init (a child of the short-lived runtime process) is re-parented to it and can be waited for.
@@ -10,7 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-const LAYOUT: &str = "/work/shared/images/oci-layout";
+/// The shared OCI layout: `$BARGE_IMAGES/oci-layout`, else `../shared/images/oci-layout` beside
+/// the repository.
+static LAYOUT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let images = std::env::var("BARGE_IMAGES").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/images").to_string()
+    });
+    format!("{images}/oci-layout")
+});
 const RT: &str = env!("CARGO_BIN_EXE_barge-runtime");
 
 fn busybox_rootfs() -> Option<PathBuf> {
@@ -21,14 +29,14 @@ fn busybox_rootfs() -> Option<PathBuf> {
             return Some(dir);
         }
         let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(Path::new(LAYOUT).join("index.json")).ok()?)
+            serde_json::from_slice(&std::fs::read(Path::new(&*LAYOUT).join("index.json")).ok()?)
                 .ok()?;
         let desc = index["manifests"]
             .as_array()?
             .iter()
             .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "busybox:1.35")?;
         let blob = |d: &str| {
-            Path::new(LAYOUT)
+            Path::new(&*LAYOUT)
                 .join("blobs/sha256")
                 .join(d.trim_start_matches("sha256:"))
         };
@@ -62,11 +70,12 @@ struct Env {
 impl Env {
     fn new(name: &str) -> Option<Env> {
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipping: needs root");
-            return None;
-        }
-        busybox_rootfs()?;
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "the runtime tests need root; CI runs the suite as root"
+        );
+        busybox_rootfs()
+            .unwrap_or_else(|| panic!("busybox:1.35 not found in {} (set BARGE_IMAGES)", *LAYOUT));
         static SUBREAPER: OnceLock<()> = OnceLock::new();
         SUBREAPER.get_or_init(|| {
             // SAFETY: prctl with integer arguments.

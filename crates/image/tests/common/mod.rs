@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use barge_image::{ImageStore, Reference};
 use sha2::{Digest, Sha256};
 
+/// The shared test images: `$BARGE_IMAGES`, else `../shared/images` beside the repository.
 pub fn images_dir() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/images");
-    if p.is_dir() {
-        p
-    } else {
-        PathBuf::from("/work/shared/images")
+    match std::env::var_os("BARGE_IMAGES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/images"),
     }
 }
 
