@@ -176,31 +176,7 @@ fn env_set(env: &mut Option<Vec<String>>, key: &str, value: &str) {
 
 /// Parses Go-style durations (`5s`, `1m30s`, `500ms`) to nanoseconds.
 fn parse_duration(s: &str) -> Option<i64> {
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    if rest == "0" {
-        return Some(0);
-    }
-    while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let num: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += num * mult;
-        rest = &rest[u..];
-    }
-    Some(total as i64)
+    barge_stdx::units::parse_go_duration(s).ok()
 }
 
 fn clean_path(p: &str) -> String {

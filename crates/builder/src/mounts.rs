@@ -145,26 +145,9 @@ fn parse_bool(v: Option<&str>) -> Option<bool> {
 /// Parses a size as docker's `go-units` `RAMInBytes` does (`64m`, `1g`, `512k`, `100`; binary
 /// multiples).
 pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let num_end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let num: f64 = t[..num_end].parse().ok()?;
-    let unit = t[num_end..].trim();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(unit);
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        "p" => 1 << 50,
-        _ => return None,
-    };
-    Some((num * mult as f64) as u64)
+    barge_stdx::units::ram_in_bytes(s.trim())
+        .ok()
+        .map(|v| v as u64)
 }
 
 /// Parses one `--mount` value (already variable-expanded), e.g.

@@ -355,30 +355,10 @@ pub fn split_volumes(list: &[String]) -> (Vec<String>, Vec<String>) {
     (binds, volumes)
 }
 
-/// Parses docker's byte sizes (`64m`, `1g`, `512k`, `100`, `1.5GiB`): binary units.
+/// Parses docker's byte sizes (`64m`, `1g`, `512k`, `100`, `1.5GiB`): binary units, as
+/// `go-units`' `RAMInBytes` ([`barge_stdx::units::ram_in_bytes`]).
 pub fn parse_bytes(s: &str) -> Result<i64> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let num_end = lower
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(lower.len());
-    let (num, suffix) = lower.split_at(num_end);
-    let num: f64 = num
-        .parse()
-        .with_context(|| format!("invalid size: '{s}'"))?;
-    let suffix = suffix.trim_start();
-    let suffix = suffix.strip_suffix('b').unwrap_or(suffix);
-    let suffix = suffix.strip_suffix('i').unwrap_or(suffix);
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024f64.powi(4),
-        "p" => 1024f64.powi(5),
-        _ => bail!("invalid size: '{s}'"),
-    };
-    Ok((num * mult) as i64)
+    barge_stdx::units::ram_in_bytes(s.trim()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `--cpus 1.5` → NanoCpus.
@@ -396,42 +376,8 @@ pub fn parse_cpus(s: &str) -> Result<i64> {
 /// Go's `time.ParseDuration` (`1h2m3.5s`, `500ms`, `0`) → nanoseconds; `flag` names the flag
 /// in errors.
 pub fn parse_duration_ns(s: &str, flag: &str) -> Result<i64> {
-    let bad = || {
-        anyhow::anyhow!(
-            "invalid argument \"{s}\" for \"--{flag}\" flag: time: invalid duration \"{s}\""
-        )
-    };
-    let t = s.trim();
-    if t == "0" {
-        return Ok(0);
-    }
-    if t.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let num: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += num * mult;
-        rest = &rest[u_end..];
-    }
-    Ok(total.round() as i64)
+    barge_stdx::units::parse_go_duration(s.trim())
+        .map_err(|e| anyhow::anyhow!("invalid argument \"{s}\" for \"--{flag}\" flag: {e}"))
 }
 
 /// The `--health-*` / `--no-healthcheck` flags as `Config.Healthcheck` (docker's rules).

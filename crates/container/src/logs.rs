@@ -89,21 +89,13 @@ fn rotated(path: &Path, n: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Parses Docker's `max-size` (`10m`, `512k`, `1g`, plain bytes).
+/// Parses Docker's json-file `max-size` (`10m`, `512k`, `1g`, plain bytes) as dockerd does:
+/// `go-units`' `FromHumanSize`, decimal multiples (`10m` = 10,000,000 bytes; moby
+/// `daemon/logger/jsonfilelog/jsonfilelog.go`).
 pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let s = s.strip_suffix('b').unwrap_or(&s);
-    let (num, mult) = match s.chars().last()? {
-        'k' => (&s[..s.len() - 1], 1024u64),
-        'm' => (&s[..s.len() - 1], 1024 * 1024),
-        'g' => (&s[..s.len() - 1], 1024 * 1024 * 1024),
-        _ => (s, 1),
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    if v < 0.0 {
-        return None;
-    }
-    Some((v * mult as f64) as u64)
+    barge_stdx::units::from_human_size(s.trim())
+        .ok()
+        .map(|v| v as u64)
 }
 
 /// json-file writer with rotation.
@@ -221,10 +213,12 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("10m"), Some(10 << 20));
-        assert_eq!(parse_size("1k"), Some(1024));
+        // Decimal, as dockerd's json-file driver (go-units FromHumanSize).
+        assert_eq!(parse_size("10m"), Some(10_000_000));
+        assert_eq!(parse_size("1k"), Some(1000));
+        assert_eq!(parse_size("1KiB"), Some(1000));
         assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("2g"), Some(2_000_000_000));
         assert_eq!(parse_size("x"), None);
     }
 
