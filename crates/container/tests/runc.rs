@@ -96,16 +96,17 @@ struct Env {
 }
 
 fn init_path() -> PathBuf {
-    if let Ok(p) = std::env::var("BARGE_INIT") {
+    // scripts/test.sh exports BARGE_INIT_PATH; scripts/build.sh makes the static init in
+    // <target>/init/release/barge-init.
+    if let Ok(p) = std::env::var("BARGE_INIT_PATH").or_else(|_| std::env::var("BARGE_INIT")) {
         return p.into();
     }
-    // <target>/debug/barge-container-monitor → <target>/release/barge-init
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_barge-container-monitor"));
     exe.parent()
         .unwrap()
         .parent()
         .unwrap()
-        .join("release/barge-init")
+        .join("init/release/barge-init")
 }
 
 /// With `BARGE_TEST_RUNTIME` = a `barge` binary (run as `barge runtime ...`) or a
