@@ -222,3 +222,72 @@ fn benign_links_work() {
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()) && wh.rdev() == 0);
     assert!(!d.join("d/.wh..wh..opq").exists());
 }
+
+/// Random layers built from path pieces that have broken unpackers before (`..`, `.`, empty
+/// components, whiteouts, names reused as links, links to the canary and to `..`): unpacking
+/// either succeeds or refuses the layer, and nothing outside the store changes (checked by
+/// `unpack`), and a refused layer leaves no snapshot and nothing in tmp/. Bounded: each case
+/// loads and unpacks one layer.
+mod random_layers {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PIECES: &[&str] = &[
+        "a",
+        "b",
+        "..",
+        ".",
+        "",
+        "outside",
+        "passwd",
+        ".wh.a",
+        ".wh..wh..opq",
+        "a b",
+    ];
+
+    fn path() -> impl Strategy<Value = String> {
+        (
+            prop::bool::weighted(0.1),
+            prop::collection::vec(prop::sample::select(PIECES), 1..5),
+        )
+            // `@` stands for the canary directory's absolute path (filled in per case), the only
+            // absolute place these names and links may aim at.
+            .prop_map(|(abs, parts)| format!("{}{}", if abs { "@/" } else { "" }, parts.join("/")))
+    }
+
+    /// (kind, name, link target): kind 0 file, 1 dir, 2 symlink, 3 hardlink.
+    fn entries() -> impl Strategy<Value = Vec<(u8, String, String)>> {
+        prop::collection::vec(
+            (0u8..4, path(), prop_oneof![path(), Just(String::new())]),
+            1..8,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn never_escape_and_fail_cleanly(raw in entries()) {
+            root_only();
+            let (d, outside) = test_dir();
+            // Links aimed at the canary use its absolute path; never at a host path.
+            let raw: Vec<(u8, String, String)> = raw
+                .into_iter()
+                .map(|(k, n, l)| (k, n.replace('@', &outside), l.replace('@', &outside).replace("outside", &outside)))
+                .filter(|(_, n, l)| n.len() < 100 && l.len() < 100)
+                .collect();
+            let entries: Vec<RawEntry<'_>> = raw
+                .iter()
+                .map(|(k, n, l)| match k {
+                    0 => file(n, b"x"),
+                    1 => dir(n),
+                    2 => symlink(n, l),
+                    _ => hardlink(n, l),
+                })
+                .collect();
+            // Ok, or any error: `unpack` asserts that nothing outside the store changed and
+            // that a refused layer left no snapshot and nothing in tmp/.
+            let _ = unpack(&d, &entries);
+        }
+    }
+}
