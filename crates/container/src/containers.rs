@@ -75,6 +75,10 @@ pub(crate) struct Inner {
     pub(crate) restart: HashMap<String, crate::restart::RestartState>,
     /// Generation of each container's health prober (`health.rs`); bumping it retires it.
     pub(crate) health: HashMap<String, u64>,
+    /// Pending `wait`s per container ID, and per exec ID (`waits.rs`).
+    pub(crate) waiters: HashMap<String, Vec<crate::waits::Waiter>>,
+    pub(crate) exec_waiters: HashMap<String, Vec<crate::waits::ExecWaiter>>,
+    pub(crate) next_waiter: u64,
 }
 
 /// All containers of one data root. Share it behind an `Arc`; every method is blocking.
@@ -84,6 +88,9 @@ pub struct Containers {
     volumes: Arc<Volumes>,
     pub(crate) on_event: Box<dyn Fn(ContainerEvent) + Send + Sync>,
     inner: Mutex<Inner>,
+    /// Serialises writes of `container.json` ([`Containers::persist`]), which happen outside
+    /// `inner`: a slow disk never holds up readers of the engine's state.
+    save_lock: Mutex<()>,
     pub(crate) cond: Condvar,
     pub(crate) me: Weak<Containers>,
     /// Bridge networking ([`RuntimeConfig::networks`]); without it, every network mode but
@@ -672,6 +679,7 @@ impl Containers {
             on_event,
             inner: Mutex::new(inner),
             cond: Condvar::new(),
+            save_lock: Mutex::new(()),
             me: me.clone(),
             networks,
         });
@@ -743,12 +751,24 @@ impl Containers {
         self.cfg.exec_root.join("runtime").join(name)
     }
 
+    /// Writes container `id`'s current record (temp file, fsync, rename) with the engine lock
+    /// released: call it after changing the record in memory and dropping the lock. Writes are
+    /// serialised and each writes the latest state, so the file ends up matching memory
+    /// whatever the order of concurrent changes. A removed container is not written.
+    pub(crate) fn persist(&self, id: &str) -> Result<(), ContainerError> {
+        let _w = self.save_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(c) = self.lock().containers.get(id).cloned() else {
+            return Ok(());
+        };
+        self.save(&c)
+    }
+
     pub(crate) fn save(&self, c: &Container) -> Result<(), ContainerError> {
         let data = serde_json::to_vec_pretty(c).expect("container serializes");
         write_atomic(&self.container_dir(&c.id).join("container.json"), &data)
     }
 
-    fn find_id(inner: &Inner, name_or_id: &str) -> Result<String, ContainerError> {
+    pub(crate) fn find_id(inner: &Inner, name_or_id: &str) -> Result<String, ContainerError> {
         let key = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
         if key.is_empty() {
             return Err(ContainerError::NotFound(name_or_id.to_string()));
@@ -896,15 +916,19 @@ impl Containers {
         c.name = name;
         self.reference_volumes(&id, &mut mount_points)?;
         c.mounts = mount_points;
+        // The name is reserved by the in-memory record; the record is written without the
+        // engine lock, and taken back if that fails.
+        inner.containers.insert(id.clone(), c.clone());
+        drop(inner);
         let saved = std::fs::create_dir_all(&dir)
             .map_err(io_err(format!("create {}", dir.display())))
-            .and_then(|_| self.save(&c));
+            .and_then(|_| self.persist(&id));
         if let Err(e) = saved {
+            self.lock().containers.remove(&id);
             self.release_volumes(&c, true);
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
-        inner.containers.insert(id, c.clone());
         Ok(c)
     }
 
@@ -1378,7 +1402,7 @@ impl Containers {
             self.teardown_network(&c.id);
         }
         self.lock().starting.remove(&c.id);
-        self.cond.notify_all();
+        self.changed(&c.id);
         res
     }
 
@@ -1395,12 +1419,11 @@ impl Containers {
             rec.state.error = message.clone();
             rec.state.pid = 0;
             rec.state.finished_at = now_rfc3339();
-            let rec = rec.clone();
-            let _ = self.save(&rec);
         }
         *inner.exits.entry(c.id.clone()).or_default() += 1;
         drop(inner);
-        self.cond.notify_all();
+        let _ = self.persist(&c.id);
+        self.changed(&c.id);
         ContainerError::StartFailed { message }
     }
 
@@ -1615,10 +1638,9 @@ impl Containers {
                         oom_killed: false,
                         health: rec.state.health.take(),
                     };
-                    let rec = rec.clone();
-                    self.save(&rec)?;
                 }
                 drop(inner);
+                self.persist(&c.id)?;
                 self.spawn_watcher(c.id.clone(), None, Watch::Child(child));
                 self.health_start(&c.id, false);
                 Ok(())
@@ -1715,7 +1737,6 @@ impl Containers {
         Self::health_stop(&mut inner, id);
         let restart = Self::restart_decision(&mut inner, &mut c);
         inner.containers.insert(id.to_string(), c.clone());
-        let _ = self.save(&c);
         *inner.exits.entry(id.to_string()).or_default() += 1;
         for e in inner
             .execs
@@ -1725,6 +1746,7 @@ impl Containers {
             e.running = false;
         }
         drop(inner);
+        let _ = self.persist(id);
         // Runtime leftovers (normally removed by the monitor).
         self.clean_runtime_state(&c);
         (self.on_event)(ContainerEvent::Died {
@@ -1732,7 +1754,7 @@ impl Containers {
             exit_code: c.state.exit_code,
             oom_killed: c.state.oom_killed,
         });
-        self.cond.notify_all();
+        self.changed(id);
         if let Some(delay) = restart {
             self.schedule_restart(id, delay);
         }
@@ -1753,12 +1775,13 @@ impl Containers {
             exec_id: exec_id.to_string(),
             exit_code: code,
         });
-        self.cond.notify_all();
+        self.exec_changed(exec_id);
     }
 
     /// Waits up to `timeout` for the container to stop running; true if it did.
     fn wait_stopped(&self, id: &str, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A deadline beyond what an `Instant` holds means no deadline (never a panic).
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut inner = self.lock();
         loop {
             match inner.containers.get(id) {
@@ -1839,10 +1862,9 @@ impl Containers {
         if c.state.status == Status::Restarting {
             c.state.status = Status::Exited;
         }
-        let c = c.clone();
-        let _ = self.save(&c);
         drop(inner);
-        self.cond.notify_all();
+        let _ = self.persist(id);
+        self.changed(id);
         active
     }
 
@@ -1933,7 +1955,8 @@ impl Containers {
         inner.removed.insert(c.id.clone(), c.state.exit_code);
         drop(inner);
         self.release_volumes(&c, volumes);
-        self.cond.notify_all();
+        self.changed(&c.id);
+        self.drop_orphan_exec_waiters();
         Ok(())
     }
 
@@ -1993,10 +2016,9 @@ impl Containers {
             }
             h.endpoints.retain(|e| e.network != net.name);
             h.endpoints.push(req);
-            let rec = rec.clone();
-            self.save(&rec)?;
         }
-        Ok(())
+        drop(inner);
+        self.persist(&c.id)
     }
 
     /// Disconnects a container from a network (Docker's `network disconnect`).
@@ -2037,10 +2059,9 @@ impl Containers {
                     .map(|e| e.network.clone())
                     .unwrap_or_else(|| "none".into());
             }
-            let rec = rec.clone();
-            self.save(&rec)?;
         }
-        Ok(())
+        drop(inner);
+        self.persist(&c.id)
     }
 
     /// Names of the networks a container is (or will be, once started) connected to, in order.
@@ -2065,32 +2086,6 @@ impl Containers {
         let inner = self.lock();
         let id = Self::find_id(&inner, name_or_id)?;
         Ok(inner.containers[&id].clone())
-    }
-
-    /// Blocks until `condition` holds; returns the exit code.
-    pub fn wait(&self, id: &str, condition: WaitCondition) -> Result<i64, ContainerError> {
-        let mut inner = self.lock();
-        let id = Self::find_id(&inner, id)?;
-        let start_exits = inner.exits.get(&id).copied().unwrap_or(0);
-        loop {
-            match inner.containers.get(&id) {
-                None => return Ok(inner.removed.get(&id).copied().unwrap_or(0)),
-                Some(c) => {
-                    let running = matches!(c.state.status, Status::Running | Status::Paused)
-                        || inner.starting.contains(&id);
-                    match condition {
-                        WaitCondition::NotRunning if !running => return Ok(c.state.exit_code),
-                        WaitCondition::NextExit
-                            if inner.exits.get(&id).copied().unwrap_or(0) > start_exits =>
-                        {
-                            return Ok(c.state.exit_code)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
-        }
     }
 
     /// Where a running container's streams are served. 409 if not running.
@@ -2254,7 +2249,7 @@ impl Containers {
                 }
             }
             drop(inner);
-            self.cond.notify_all();
+            self.exec_changed(exec_id);
         }
         result
     }
@@ -2370,7 +2365,7 @@ impl Containers {
                     e.exit_code = Some(crate::monitor::start_failure_exit_code(&message));
                 }
                 let _ = std::fs::remove_dir_all(&dir);
-                self.cond.notify_all();
+                self.exec_changed(&exec.id);
                 Err(ContainerError::StartFailed { message })
             }
         }
@@ -2399,21 +2394,6 @@ impl Containers {
             e.running = e.exit_code.is_none();
         }
         Ok(e)
-    }
-
-    /// Blocks until the exec exits; returns its exit code.
-    pub fn exec_wait(&self, exec_id: &str) -> Result<i64, ContainerError> {
-        let mut inner = self.lock();
-        loop {
-            let e = inner
-                .execs
-                .get(exec_id)
-                .ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
-            if let Some(code) = e.exit_code {
-                return Ok(code);
-            }
-            inner = self.cond.wait(inner).unwrap_or_else(|e| e.into_inner());
-        }
     }
 
     /// Like [`Containers::exec_wait`] with a deadline: true if the exec exited by then.
@@ -2466,7 +2446,8 @@ impl Containers {
         let c = inner.containers.get_mut(&id).expect("found above");
         c.name = n.to_string();
         let c = c.clone();
-        self.save(&c)?;
+        drop(inner);
+        self.persist(&c.id)?;
         Ok(c)
     }
 

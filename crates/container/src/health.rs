@@ -280,10 +280,9 @@ impl Containers {
                 h.status = STARTING.into();
                 h.failing_streak = 0;
             }
-            let c = c.clone();
-            let _ = self.save(&c);
             (settings, generation)
         };
+        let _ = self.persist(id);
         let me = self.me.clone();
         let id = id.to_string();
         let spawned = std::thread::Builder::new()
@@ -422,9 +421,8 @@ impl Containers {
         let h = c.state.health.get_or_insert_with(Health::default);
         let changed = apply_result(h, result, in_start_period, s.retries);
         let status = h.status.clone();
-        let c = c.clone();
-        let _ = self.save(&c);
         drop(inner);
+        let _ = self.persist(id);
         if changed {
             (self.on_event)(ContainerEvent::HealthStatus {
                 id: id.to_string(),

@@ -35,8 +35,10 @@ mod seccomp;
 mod spec;
 mod types;
 pub mod volumes;
+mod waits;
 
 pub use containers::{Containers, ImageSource, SourceImage};
 pub use error::{ContainerError, ErrorKind};
 pub use health::{HEALTHY, STARTING, UNHEALTHY};
 pub use types::*;
+pub use waits::{WaitHandle, WaitNotify};

@@ -242,12 +242,11 @@ impl Containers {
         if let Some(c) = inner.containers.get_mut(id) {
             if c.state.status == from {
                 c.state.status = to;
-                let c = c.clone();
-                self.save(&c)?;
             }
         }
         drop(inner);
-        self.cond.notify_all();
+        self.persist(id)?;
+        self.changed(id);
         Ok(())
     }
 
@@ -391,8 +390,8 @@ impl Containers {
             .get_mut(&c.id)
             .ok_or_else(|| ContainerError::NotFound(c.id.clone()))?;
         rec.options.host = host;
-        let rec = rec.clone();
-        self.save(&rec)?;
+        drop(inner);
+        self.persist(&c.id)?;
         Ok(Vec::new())
     }
 

@@ -258,13 +258,12 @@ impl Containers {
                 if rec.state.status == Status::Restarting {
                     rec.state.status = Status::Exited;
                     rec.state.error = e.to_string();
-                    let rec = rec.clone();
-                    let _ = self.save(&rec);
                 }
             }
         }
         drop(inner);
-        self.cond.notify_all();
+        let _ = self.persist(id);
+        self.changed(id);
         if res.is_ok() {
             (self.on_event)(ContainerEvent::Restarted { id: id.to_string() });
             if cancelled {

@@ -7,7 +7,9 @@
 //!   into engine calls and render engine types back into Docker JSON.
 //! - The daemon never forks: containers are started by the engine, which spawns a fresh
 //!   per-container monitor process (`barge monitor`). Engine calls are blocking and run on
-//!   tokio's blocking pool through [`asyncify`].
+//!   tokio's blocking pool through [`asyncify`] (never on a tokio worker); waits for exits
+//!   hold no thread at all ([`engine_wait`]: an engine callback completes a future, which
+//!   cancels its waiter when the client goes away).
 //! - Errors are mapped to HTTP status codes in one place: [`error::ApiError`].
 
 mod api;
@@ -55,6 +57,92 @@ where
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(Into::into),
         Err(e) => Err(ApiError::internal(format!("engine task failed: {e}"))),
+    }
+}
+
+/// Waits for an engine notification without holding a thread: `register` (run on the blocking
+/// pool) hands the engine a callback ([`barge_container::WaitNotify`]); this future resolves
+/// when the engine calls it. Dropped first (the client went away), it cancels the waiter, so
+/// nothing is left behind. `Ok(None)`: the awaited exec disappeared.
+pub(crate) async fn engine_wait<R>(
+    containers: std::sync::Arc<barge_container::Containers>,
+    register: R,
+) -> Result<Option<i64>, ApiError>
+where
+    R: FnOnce(
+            &barge_container::Containers,
+            barge_container::WaitNotify,
+        )
+            -> Result<Option<barge_container::WaitHandle>, barge_container::ContainerError>
+        + Send
+        + 'static,
+{
+    /// Cancels a pending waiter when the future is dropped before it fired.
+    struct Pending {
+        containers: std::sync::Arc<barge_container::Containers>,
+        handle: Option<barge_container::WaitHandle>,
+    }
+    impl Drop for Pending {
+        fn drop(&mut self) {
+            let Some(h) = self.handle.take() else { return };
+            tracing::debug!("wait cancelled: the client went away");
+            let c = self.containers.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn_blocking(move || c.cancel_wait(&h));
+                }
+                Err(_) => {
+                    c.cancel_wait(&h);
+                }
+            }
+        }
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let c = containers.clone();
+    let handle = asyncify(move || {
+        register(
+            &c,
+            Box::new(move |code| {
+                let _ = tx.send(code);
+            }),
+        )
+    })
+    .await?;
+    let mut pending = Pending { containers, handle };
+    let code = rx.await.ok().flatten();
+    pending.handle = None;
+    Ok(code)
+}
+
+/// Spawns a one-off background task whose panic is logged (with `name`) instead of vanishing
+/// with the task.
+pub(crate) fn spawn_logged<F>(name: &'static str, fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let task = tokio::spawn(fut);
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                tracing::error!(
+                    task = name,
+                    "background task panicked: {}",
+                    panic_message(e)
+                );
+            }
+        }
+    });
+}
+
+/// The text of a task's panic.
+pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(non-text panic)".into()),
+        Err(e) => e.to_string(),
     }
 }
 

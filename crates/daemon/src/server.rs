@@ -212,7 +212,11 @@ async fn serve(
             .with_context(|| format!("writing {}", pidfile.display()))?;
     }
 
-    tokio::spawn(crate::api::containers::event_pump(state.clone(), event_rx));
+    let event_rx = Arc::new(tokio::sync::Mutex::new(event_rx));
+    let pump_state = state.clone();
+    supervise("event pump", move || {
+        crate::api::containers::event_pump(pump_state.clone(), event_rx.clone())
+    });
 
     let router = crate::api::router(state.clone());
     let app = tower::service_fn(move |req: Request| {
@@ -256,6 +260,32 @@ async fn serve(
         let _ = std::fs::remove_file(pidfile);
     }
     Ok(())
+}
+
+/// Runs a long-lived background task made by `make`, restarting it (after a short pause, so a
+/// task that panics at once cannot spin) whenever it panics; each panic is logged. Ends when
+/// the task returns normally.
+pub(crate) fn supervise<F, Fut>(name: &'static str, make: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match tokio::spawn(make()).await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() => {
+                    tracing::error!(
+                        task = name,
+                        "background task panicked, restarting it: {}",
+                        crate::panic_message(e)
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 /// Docker clients call `/v1.47/containers/json`; the router knows `/containers/json`.

@@ -505,8 +505,11 @@ impl ImageStore {
                 cfg.rootfs.diff_ids.len()
             )));
         }
-        let _g = self.guard();
+        // The layers are pinned (gc keeps them) before they are checked; the commit takes the
+        // writers' lock.
+        let mut txn = Txn::default();
         for l in &man.layers {
+            self.pin(&l.digest, &mut txn);
             if !self.has_blob(&l.digest) {
                 return Err(ImageError::InvalidArchive(format!(
                     "layer {} is missing",
@@ -514,7 +517,6 @@ impl ImageStore {
                 )));
             }
         }
-        let mut txn = Txn::default();
         let r = (|| {
             self.put_blob(
                 &mut &config[..],
@@ -540,7 +542,7 @@ impl ImageStore {
         })();
         match r {
             Ok(_) => {
-                let state = self.read_state()?;
+                let state = self.snapshot();
                 self.image_from(&state, &man.config.digest)
             }
             Err(e) => {
@@ -553,8 +555,7 @@ impl ImageStore {
     /// For push: the image `name` resolves to, its manifest bytes and its config bytes.
     /// Errors: [`ImageError::NotFound`].
     pub fn export_manifest(&self, name: &str) -> Result<(Image, Vec<u8>, Vec<u8>), ImageError> {
-        let _g = self.guard();
-        let state = self.read_state()?;
+        let state = self.snapshot();
         let (id, manifest, _) = self.resolve(&state, name)?;
         let image = self.image_from(&state, &id)?;
         let mdata = self.read_blob(&manifest)?;
@@ -571,8 +572,7 @@ impl ImageStore {
     /// bytes and each entry's descriptor with its manifest bytes; `None` for a plain image.
     /// Errors: [`ImageError::NotFound`] (no such image, or an entry's manifest is missing).
     pub fn export_index(&self, name: &str) -> Result<Option<ExportedIndex>, ImageError> {
-        let _g = self.guard();
-        let state = self.read_state()?;
+        let state = self.snapshot();
         self.resolve(&state, name)?;
         let Some(index) = crate::store::index_of(&state, name) else {
             return Ok(None);

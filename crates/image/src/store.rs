@@ -1,10 +1,10 @@
 //! The store itself: blobs, references, images, snapshots (see lib.rs for the on-disk layout).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -140,32 +140,146 @@ pub(crate) struct Staged {
     pub(crate) index: Option<String>,
 }
 
-/// Blobs created by an operation in progress; removed again if it fails.
+/// Blobs that operations in progress need (staged by a load, import or pull not yet
+/// committed, or streamed by a save): garbage collection keeps them.
+#[derive(Default)]
+pub(crate) struct Pins(Mutex<HashMap<String, Pin>>);
+
+/// One pinned digest: how many pins, the operation that pinned it first, and whether another
+/// operation pinned it meanwhile (then a failed one never deletes it).
+pub(crate) struct Pin {
+    count: usize,
+    owner: u64,
+    shared: bool,
+}
+
+impl Pins {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Pin>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Identifies the [`Txn`] that pins.
+static TXN_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Blobs created by an operation in progress; removed again if it fails. Every blob it
+/// stored or needs is pinned until it is dropped.
 #[derive(Default)]
 pub(crate) struct Txn {
-    new_blobs: Vec<PathBuf>,
+    /// (digest, path) of blobs this operation created.
+    new_blobs: Vec<(String, PathBuf)>,
     /// Layer blob digest → (diff ID, uncompressed size), computed once per load.
     diffs: std::collections::HashMap<String, (String, u64)>,
     /// A load that keeps image indexes with all their platforms.
     all_platforms: bool,
+    pinned: Vec<String>,
+    pins: Option<Arc<Pins>>,
+    /// Set on the first pin (0 = none yet).
+    id: u64,
 }
 
 impl Txn {
-    pub(crate) fn rollback(self) {
-        for p in self.new_blobs {
-            let _ = fs::remove_file(p);
+    /// Pins `digest` for the life of this transaction.
+    pub(crate) fn pin(&mut self, pins: &Arc<Pins>, digest: &str) {
+        if self.id == 0 {
+            self.id = TXN_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut m = pins.lock();
+        let e = m.entry(digest.to_string()).or_insert(Pin {
+            count: 0,
+            owner: self.id,
+            shared: false,
+        });
+        e.count += 1;
+        if e.owner != self.id {
+            e.shared = true;
+        }
+        drop(m);
+        self.pinned.push(digest.to_string());
+        self.pins = Some(pins.clone());
+    }
+
+    /// Unpins everything; returns the digests whose last pin this was and that no other
+    /// operation ever pinned at the same time.
+    fn unpin_all(&mut self) -> HashSet<String> {
+        let mut alone = HashSet::new();
+        let Some(pins) = &self.pins else {
+            return alone;
+        };
+        let mut m = pins.lock();
+        for d in std::mem::take(&mut self.pinned) {
+            if let Some(e) = m.get_mut(&d) {
+                e.count -= 1;
+                if e.count == 0 {
+                    if !e.shared {
+                        alone.insert(d.clone());
+                    }
+                    m.remove(&d);
+                }
+            }
+        }
+        alone
+    }
+
+    /// Removes the blobs this operation created, unless another one needs them too.
+    pub(crate) fn rollback(mut self) {
+        let new = std::mem::take(&mut self.new_blobs);
+        let alone = self.unpin_all();
+        for (d, p) in new {
+            if alone.contains(&d) {
+                let _ = fs::remove_file(p);
+            }
         }
     }
 }
 
-/// The image store. Cheap to share behind an `Arc`; methods take `&self` and lock internally
-/// (one mutex serialises all operations, including lazy unpacking).
+impl Drop for Txn {
+    fn drop(&mut self) {
+        self.unpin_all();
+    }
+}
+
+/// What a garbage collection took out of the store (moved into `tmp/`, so it is gone for
+/// every reader at once); [`Trash::empty`] deletes it, outside the store's locks.
+pub(crate) struct Trash {
+    dir: Option<PathBuf>,
+    freed: u64,
+}
+
+impl Trash {
+    /// Deletes the collected files; returns the bytes freed.
+    pub(crate) fn empty(self) -> u64 {
+        let mut freed = self.freed;
+        if let Some(dir) = self.dir {
+            freed +=
+                dir_size(&dir).saturating_sub(fs::metadata(&dir).map(|m| m.len()).unwrap_or(0));
+            let _ = fs::remove_dir_all(&dir);
+        }
+        freed
+    }
+}
+
+/// The image store. Cheap to share behind an `Arc`; methods take `&self` and lock internally.
+///
+/// Readers (list, get, resolve, save, layer_dirs of unpacked images) work on an immutable
+/// snapshot of the in-memory index of `refs.json`, taken under a lock held only to clone an
+/// `Arc`: they never wait for a writer's I/O, and no lock is held while a save streams or a
+/// load copies blobs. Writers of `refs.json` (commit of a load/import/pull, tag, rmi, prune,
+/// gc) are serialised by `write_lock`, write the file first (temp + fsync + rename) and then
+/// swap the snapshot (write-through). Blobs staged or streamed by operations in progress are
+/// pinned ([`Pins`]) so gc leaves them.
 pub struct ImageStore {
     root: PathBuf,
-    lock: Mutex<()>,
-    /// Serialises snapshot unpacking against itself and gc, without blocking readers. Lock
-    /// order: `lock` before `unpack_lock`.
+    /// The in-memory index of `refs.json` (the last committed state).
+    state: Mutex<Arc<State>>,
+    /// Serialises writers of `refs.json` and gc. Never held while streaming or copying
+    /// image content. Lock order: `write_lock`, `unpack_lock`, pins, `state`.
+    write_lock: Mutex<()>,
+    /// Serialises snapshot unpacking against itself and gc, without blocking readers.
     unpack_lock: Mutex<()>,
+    pins: Arc<Pins>,
+    /// Parsed image configs by image ID (content-addressed, so never stale).
+    configs: Mutex<HashMap<String, Arc<ImageConfigFile>>>,
 }
 
 fn now() -> i64 {
@@ -321,13 +435,15 @@ impl ImageStore {
             };
             r.map_err(io_err(format!("remove {}", p.display())))?;
         }
-        let store = ImageStore {
+        let state = Self::read_state_file(root)?;
+        Ok(ImageStore {
             root: root.to_path_buf(),
-            lock: Mutex::new(()),
+            state: Mutex::new(Arc::new(state)),
+            write_lock: Mutex::new(()),
             unpack_lock: Mutex::new(()),
-        };
-        store.read_state()?;
-        Ok(store)
+            pins: Arc::new(Pins::default()),
+            configs: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The store root.
@@ -335,8 +451,38 @@ impl ImageStore {
         &self.root
     }
 
+    /// The writers' lock (see [`ImageStore`]).
     pub(crate) fn guard(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The committed state, as of now (cheap: an `Arc` clone under a short lock).
+    pub(crate) fn snapshot(&self) -> Arc<State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Pins `digest` for the life of `txn` (gc keeps it).
+    pub(crate) fn pin(&self, digest: &str, txn: &mut Txn) {
+        txn.pin(&self.pins, digest);
+    }
+
+    /// The parsed config of image `id`, from the cache or its blob.
+    pub(crate) fn config(&self, id: &str) -> Result<Arc<ImageConfigFile>, ImageError> {
+        if let Some(c) = self
+            .configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Ok(c.clone());
+        }
+        let cfg: Arc<ImageConfigFile> =
+            Arc::new(parse_json(&format!("config {id}"), &self.read_blob(id)?)?);
+        self.configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), cfg.clone());
+        Ok(cfg)
     }
 
     pub(crate) fn unpack_guard(&self) -> MutexGuard<'_, ()> {
@@ -360,8 +506,8 @@ impl ImageStore {
         fs::read(&p).map_err(io_err(format!("read blob {digest}")))
     }
 
-    pub(crate) fn read_state(&self) -> Result<State, ImageError> {
-        let p = self.root.join("refs.json");
+    fn read_state_file(root: &Path) -> Result<State, ImageError> {
+        let p = root.join("refs.json");
         match fs::read(&p) {
             Ok(data) => parse_json("refs.json", &data),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
@@ -369,7 +515,8 @@ impl ImageStore {
         }
     }
 
-    /// Replaces `refs.json` atomically: temp file, fsync, rename, fsync dir.
+    /// Replaces `refs.json` atomically (temp file, fsync, rename, fsync dir), then the
+    /// in-memory snapshot. The caller holds [`ImageStore::guard`].
     fn write_state(&self, state: &State) -> Result<(), ImageError> {
         let data = serde_json::to_vec_pretty(state).map_err(|source| ImageError::Json {
             what: "refs.json".into(),
@@ -383,7 +530,14 @@ impl ImageStore {
             .map_err(io_err("fsync temp refs"))?;
         tmp.persist(self.root.join("refs.json"))
             .map_err(|e| ImageError::io("rename refs.json", e.error))?;
-        fsync_dir(&self.root)
+        fsync_dir(&self.root)?;
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(state.clone());
+        // Configs of images no longer recorded leave the cache.
+        self.configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| state.images.contains_key(id));
+        Ok(())
     }
 
     /// Copies `reader` into `blobs/sha256/`, hashing while writing into a temp file; verifies
@@ -432,10 +586,12 @@ impl ImageStore {
             .map_err(|e| ImageError::io("flush blob", e.into_error()))?;
         tmp.as_file().sync_all().map_err(io_err("fsync blob"))?;
         let dest = self.blob_path(&digest)?;
+        // Pinned before the existence check, so gc cannot take a blob this relies on.
+        self.pin(&digest, txn);
         if !dest.exists() {
             tmp.persist(&dest)
                 .map_err(|e| ImageError::io("rename blob", e.error))?;
-            txn.new_blobs.push(dest);
+            txn.new_blobs.push((digest.clone(), dest));
         }
         Ok((digest, size))
     }
@@ -478,8 +634,7 @@ impl ImageStore {
         path: &Path,
         platform: Option<&Platform>,
     ) -> Result<Vec<LoadedImage>, ImageError> {
-        let _g = self.guard();
-        self.load_path_locked(path, platform, false)
+        self.load_path_inner(path, platform, false)
     }
 
     /// Like [`ImageStore::load_path`], but an image index is kept whole: the index, and every
@@ -488,11 +643,12 @@ impl ImageStore {
     /// host's image for running and the index for `push`. Errors: as `load_path`;
     /// [`ImageError::PlatformNotFound`] when an index has no entry for the host.
     pub fn load_path_all_platforms(&self, path: &Path) -> Result<Vec<LoadedImage>, ImageError> {
-        let _g = self.guard();
-        self.load_path_locked(path, None, true)
+        self.load_path_inner(path, None, true)
     }
 
-    fn load_path_locked(
+    /// A load copies and verifies blobs without any store lock (they are pinned); only its
+    /// commit takes the writers' lock.
+    fn load_path_inner(
         &self,
         path: &Path,
         platform: Option<&Platform>,
@@ -526,12 +682,11 @@ impl ImageStore {
         reader: &mut dyn Read,
         platform: Option<&Platform>,
     ) -> Result<Vec<LoadedImage>, ImageError> {
-        let _g = self.guard();
         let mut tmp =
             tempfile::NamedTempFile::new_in(self.tmp()).map_err(io_err("create spool file"))?;
         io::copy(reader, &mut tmp).map_err(io_err("spool image archive"))?;
         tmp.flush().map_err(io_err("spool image archive"))?;
-        self.load_path_locked(tmp.path(), platform, false)
+        self.load_path_inner(tmp.path(), platform, false)
     }
 
     fn load_dir(
@@ -540,10 +695,8 @@ impl ImageStore {
         platform: Option<&Platform>,
         all_platforms: bool,
     ) -> Result<Vec<LoadedImage>, ImageError> {
-        let mut txn = Txn {
-            all_platforms,
-            ..Default::default()
-        };
+        let mut txn = Txn::default();
+        txn.all_platforms = all_platforms;
         match self
             .stage_dir(dir, platform, &mut txn)
             .and_then(|staged| self.commit(staged))
@@ -898,11 +1051,13 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Records staged images and their references in `refs.json` (the commit point).
+    /// Records staged images and their references in `refs.json` (the commit point). Takes
+    /// the writers' lock; the staged blobs are pinned by the caller's [`Txn`] until then.
     pub(crate) fn commit(&self, staged: Vec<Staged>) -> Result<Vec<LoadedImage>, ImageError> {
         // Blobs first (durably), refs last.
         fsync_dir(&self.root.join("blobs/sha256"))?;
-        let mut state = self.read_state()?;
+        let _g = self.guard();
+        let mut state = (*self.snapshot()).clone();
         let mut out = Vec::new();
         for s in staged {
             let rec = state
@@ -959,7 +1114,6 @@ impl ImageStore {
         let reference = reference.map(Reference::parse).transpose()?;
         let mut cfg = crate::ContainerConfig::default();
         crate::changes::apply_changes(&mut cfg, changes)?;
-        let _g = self.guard();
         let mut txn = Txn::default();
         let result = (|| {
             let (_, mut r) = decompressed(rootfs).map_err(io_err("read import stream"))?;
@@ -1142,7 +1296,7 @@ impl ImageStore {
             .images
             .get(id)
             .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
-        let config: ImageConfigFile = parse_json(&format!("config {id}"), &self.read_blob(id)?)?;
+        let config = (*self.config(id)?).clone();
         let mut repo_tags = Vec::new();
         let mut repo_digests = BTreeSet::new();
         for (k, v) in &state.refs {
@@ -1169,8 +1323,7 @@ impl ImageStore {
 
     /// All images (tagged and dangling), newest first.
     pub fn list(&self) -> Result<Vec<Image>, ImageError> {
-        let _g = self.guard();
-        let state = self.read_state()?;
+        let state = self.snapshot();
         let mut v = state
             .images
             .keys()
@@ -1185,8 +1338,7 @@ impl ImageStore {
     /// full ID `sha256:<hex>`, bare hex ID, or unique hex prefix of the ID.
     /// Errors: [`ImageError::NotFound`], [`ImageError::AmbiguousId`], [`ImageError::InvalidReference`].
     pub fn get(&self, name_or_id: &str) -> Result<Image, ImageError> {
-        let _g = self.guard();
-        let state = self.read_state()?;
+        let state = self.snapshot();
         let (id, manifest, _) = self.resolve(&state, name_or_id)?;
         let mut img = self.image_from(&state, &id)?;
         if !manifest.is_empty() {
@@ -1207,7 +1359,7 @@ impl ImageStore {
             });
         }
         let _g = self.guard();
-        let mut state = self.read_state()?;
+        let mut state = (*self.snapshot()).clone();
         let (id, manifest, _) = self.resolve(&state, source)?;
         let index = index_of(&state, source);
         state.refs.insert(
@@ -1235,8 +1387,8 @@ impl ImageStore {
         force: bool,
         in_use_by: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<RemovedItem>, ImageError> {
-        let _g = self.guard();
-        let mut state = self.read_state()?;
+        let g = self.guard();
+        let mut state = (*self.snapshot()).clone();
         let (id, _, reference) = self.resolve(&state, name_or_id)?;
         let mut out = Vec::new();
         let tags: Vec<String> = state
@@ -1289,15 +1441,17 @@ impl ImageStore {
             }
         }
         self.write_state(&state)?;
-        self.gc_locked(&state)?;
+        let trash = self.gc_locked(&state)?;
+        drop(g);
+        trash.empty();
         Ok(out)
     }
 
     /// `docker image prune`: removes dangling (untagged) images, or with `all` every image no
     /// container uses (`in_use` = image IDs used by containers), then collects garbage.
     pub fn prune(&self, all: bool, in_use: &HashSet<String>) -> Result<PruneReport, ImageError> {
-        let _g = self.guard();
-        let mut state = self.read_state()?;
+        let g = self.guard();
+        let mut state = (*self.snapshot()).clone();
         let mut report = PruneReport::default();
         let ids: Vec<String> = state.images.keys().cloned().collect();
         for id in ids {
@@ -1323,18 +1477,26 @@ impl ImageStore {
             report.removed.push(RemovedItem::Deleted(id));
         }
         self.write_state(&state)?;
-        report.space_reclaimed = self.gc_locked(&state)?;
+        let trash = self.gc_locked(&state)?;
+        drop(g);
+        report.space_reclaimed = trash.empty();
         Ok(report)
     }
 
     /// Removes blobs and snapshots that no image references; returns bytes freed.
     pub fn gc(&self) -> Result<u64, ImageError> {
-        let _g = self.guard();
-        let state = self.read_state()?;
-        self.gc_locked(&state)
+        let trash = {
+            let _g = self.guard();
+            let state = self.snapshot();
+            self.gc_locked(&state)?
+        };
+        Ok(trash.empty())
     }
 
-    fn gc_locked(&self, state: &State) -> Result<u64, ImageError> {
+    /// Moves every blob and snapshot no image references (and no operation pins) into a
+    /// trash directory under `tmp/` (renames only: quick under the locks); the caller empties
+    /// it once it released the writers' lock. The caller holds [`ImageStore::guard`].
+    fn gc_locked(&self, state: &State) -> Result<Trash, ImageError> {
         let _u = self.unpack_guard();
         let mut blobs: HashSet<String> = HashSet::new();
         let mut snaps: HashSet<String> = HashSet::new();
@@ -1372,8 +1534,12 @@ impl ImageStore {
                 }
             }
         }
-        let mut freed = 0;
-        for (sub, keep) in [("blobs/sha256", &blobs), ("snapshots", &snaps)] {
+        let trash_dir = self.tmp().join(format!("gc-{}", random_suffix()));
+        let mut trash = Trash {
+            dir: None,
+            freed: 0,
+        };
+        for (sub, keep, is_blob) in [("blobs/sha256", &blobs, true), ("snapshots", &snaps, false)] {
             let dir = self.root.join(sub);
             for e in fs::read_dir(&dir).map_err(io_err(format!("read {}", dir.display())))? {
                 let e = e.map_err(io_err(format!("read {}", dir.display())))?;
@@ -1382,17 +1548,26 @@ impl ImageStore {
                     continue;
                 }
                 let p = e.path();
-                freed += dir_size(&p);
-                let r = if p.is_dir() {
-                    fs::remove_dir_all(&p)
+                if trash.dir.is_none() {
+                    fs::create_dir(&trash_dir).map_err(io_err("create gc dir"))?;
+                    trash.dir = Some(trash_dir.clone());
+                }
+                let dest = trash_dir.join(format!("{}-{name}", if is_blob { "b" } else { "s" }));
+                if is_blob {
+                    // Checked and moved under the pins' lock: a load that pins this digest
+                    // either sees it gone (and writes it again) or keeps it.
+                    let pins = self.pins.lock();
+                    if pins.contains_key(&format!("sha256:{name}")) {
+                        continue;
+                    }
+                    fs::rename(&p, &dest).map_err(io_err(format!("remove {}", p.display())))?;
                 } else {
-                    fs::remove_file(&p)
-                };
-                r.map_err(io_err(format!("remove {}", p.display())))?;
+                    fs::rename(&p, &dest).map_err(io_err(format!("remove {}", p.display())))?;
+                }
             }
         }
-        freed += self.expire_partials(PARTIAL_EXPIRY);
-        Ok(freed)
+        trash.freed += self.expire_partials(PARTIAL_EXPIRY);
+        Ok(trash)
     }
 
     /// Removes kept partial layer downloads that no pull holds (their lock is free) and that
@@ -1430,8 +1605,7 @@ impl ImageStore {
     /// The uncompressed size of each of an image's layers in bytes, bottom first (recorded when
     /// the image was stored; no layer is read). Errors: [`ImageError::NotFound`].
     pub fn layer_sizes(&self, image_id: &str) -> Result<Vec<u64>, ImageError> {
-        let _g = self.guard();
-        let state = self.read_state()?;
+        let state = self.snapshot();
         state
             .images
             .get(image_id)
@@ -1442,12 +1616,9 @@ impl ImageStore {
     /// The uncompressed size of the layer with diff ID `diff_id`, as recorded for some stored
     /// image that has it (no layer is read); `None` when no image record has that layer.
     pub fn recorded_layer_size(&self, diff_id: &str) -> Option<u64> {
-        let state = {
-            let _g = self.guard();
-            self.read_state().ok()?
-        };
+        let state = self.snapshot();
         state.images.iter().find_map(|(id, rec)| {
-            let cfg: ImageConfigFile = parse_json("config", &self.read_blob(id).ok()?).ok()?;
+            let cfg = self.config(id).ok()?;
             let i = cfg.rootfs.diff_ids.iter().position(|d| d == diff_id)?;
             rec.layer_sizes.get(i).copied()
         })
@@ -1461,8 +1632,7 @@ impl ImageStore {
     pub fn history(&self, name_or_id: &str) -> Result<Vec<HistoryItem>, ImageError> {
         let img = self.get(name_or_id)?;
         let rec_sizes = {
-            let _g = self.guard();
-            let state = self.read_state()?;
+            let state = self.snapshot();
             state
                 .images
                 .get(&img.id)
@@ -1520,14 +1690,12 @@ impl ImageStore {
     /// `snapshots/<chain-id-hex>`. Errors: [`ImageError::NotFound`], [`ImageError::HostileLayer`],
     /// [`ImageError::DigestMismatch`], [`ImageError::InvalidArchive`].
     pub fn layer_dirs(&self, image_id: &str) -> Result<Vec<PathBuf>, ImageError> {
-        // Resolve under the store lock; unpack under the unpack lock only, so that list/get
-        // are not blocked by a long unpack.
+        // Resolve on a snapshot; unpack under the unpack lock only, so that list/get are
+        // not blocked by a long unpack, and an image already unpacked takes no lock at all.
         let (config, man) = {
-            let _g = self.guard();
-            let state = self.read_state()?;
+            let state = self.snapshot();
             let (id, manifest, _) = self.resolve(&state, image_id)?;
-            let config: ImageConfigFile =
-                parse_json(&format!("config {id}"), &self.read_blob(&id)?)?;
+            let config = self.config(&id)?;
             let man: Manifest =
                 parse_json(&format!("manifest {manifest}"), &self.read_blob(&manifest)?)?;
             (config, man)
@@ -1537,8 +1705,15 @@ impl ImageStore {
                 "image {image_id}: manifest and config disagree on the number of layers"
             )));
         }
-        let _u = self.unpack_guard();
         let chains = chain_ids(&config.rootfs.diff_ids);
+        let ready: Option<Vec<PathBuf>> = chains
+            .iter()
+            .map(|c| self.snapshot_path(c).ok().filter(|p| p.is_dir()))
+            .collect();
+        if let Some(dirs) = ready {
+            return Ok(dirs);
+        }
+        let _u = self.unpack_guard();
         let mut out = Vec::new();
         for ((chain, diff_id), layer) in chains.iter().zip(&config.rootfs.diff_ids).zip(&man.layers)
         {
@@ -1596,12 +1771,27 @@ impl ImageStore {
         format: SaveFormat,
         out: &mut dyn Write,
     ) -> Result<(), ImageError> {
-        let _g = self.guard();
-        let state = self.read_state()?;
-        let mut items: Vec<(String, String, Option<Reference>)> = Vec::new();
-        for n in names {
-            items.push(self.resolve(&state, n)?);
-        }
+        // Resolve and pin what the archive needs under the writers' lock (so no gc runs in
+        // between), then stream without any lock: a slow reader delays nobody.
+        let mut pins = Txn::default();
+        let (state, items) = {
+            let _g = self.guard();
+            let state = self.snapshot();
+            let mut items: Vec<(String, String, Option<Reference>)> = Vec::new();
+            for n in names {
+                items.push(self.resolve(&state, n)?);
+            }
+            for (id, manifest, _) in &items {
+                self.pin(id, &mut pins);
+                self.pin(manifest, &mut pins);
+                let man: Manifest =
+                    parse_json(&format!("manifest {manifest}"), &self.read_blob(manifest)?)?;
+                for l in &man.layers {
+                    self.pin(&l.digest, &mut pins);
+                }
+            }
+            (state, items)
+        };
         let mut b = tar::Builder::new(out);
         let mut written: HashSet<String> = HashSet::new();
         let w = |e: io::Error| ImageError::io("write archive", e);

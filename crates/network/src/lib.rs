@@ -151,6 +151,9 @@ pub struct Networks {
     dns: dns::Dns,
     /// Link deletions started by [`Networks::release`]; [`Networks::settle`] waits for them.
     pending: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Serialises applying the rules (`nft` subprocesses), so `inner` is never held across
+    /// one: readers of networks and sandboxes do not wait for `nft`.
+    rules_lock: Mutex<()>,
 }
 
 /// The name and device of a network, for callers that only need to show it.
@@ -213,6 +216,7 @@ impl Networks {
             inner: Arc::new(Mutex::new(inner)),
             dns: dns::Dns::start(),
             pending: Mutex::new(Vec::new()),
+            rules_lock: Mutex::new(()),
         };
         this.ensure_predefined()?;
         Ok(Arc::new(this))
@@ -1141,13 +1145,19 @@ impl Networks {
 
     /// Applies the rules if they differ from what was applied last (always with `force`).
     fn sync_rules(&self, force: bool) -> Result<(), NetworkError> {
-        let mut inner = self.lock();
-        let want = Self::desired_rules(&inner);
-        if !force && inner.applied.as_ref() == Some(&want) {
-            return Ok(());
-        }
-        // Applying under the lock keeps concurrent changes in order. Nothing to forward or
-        // publish: no table at all.
+        // The rules lock keeps concurrent changes in order: whoever holds it applies the
+        // state as of then (any later change syncs again after it), while `inner` is only
+        // held to read that state.
+        let _rules = self.rules_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let want = {
+            let inner = self.lock();
+            let want = Self::desired_rules(&inner);
+            if !force && inner.applied.as_ref() == Some(&want) {
+                return Ok(());
+            }
+            want
+        };
+        // Nothing to forward or publish: no table at all.
         if want.0.is_empty() && want.1.is_empty() {
             nft::delete(&self.cfg.table)?;
         } else {
@@ -1158,7 +1168,7 @@ impl Networks {
         if let Err(e) = nft::sync_foreign(&self.cfg.table, &bridges) {
             tracing::warn!("accept rules in ip filter: {e}");
         }
-        inner.applied = Some(want);
+        self.lock().applied = Some(want);
         Ok(())
     }
 

@@ -663,27 +663,33 @@ pub async fn list(
     let q = Query::parse(raw);
     let filters = q.filters()?;
     let all = q.bool("all", false);
+    let limit = q.atoi("limit")?;
+    // Rendering reads the network engine's sandboxes (its lock): on the blocking pool too.
     let s = state.clone();
-    let mut containers = asyncify(move || Ok::<_, ApiError>(s.containers.list())).await?;
-    containers.sort_by(|a, b| b.created.cmp(&a.created));
-    let mut out = Vec::new();
-    for c in &containers {
-        let running = is_active(&c.state.status);
-        let explicit_status = filters.contains_key("status") || filters.contains_key("exited");
-        if !all && !running && !explicit_status {
-            continue;
+    let mut out = asyncify(move || {
+        let mut containers = s.containers.list();
+        containers.sort_by(|a, b| b.created.cmp(&a.created));
+        let mut out = Vec::new();
+        for c in &containers {
+            let running = is_active(&c.state.status);
+            let explicit_status = filters.contains_key("status") || filters.contains_key("exited");
+            if !all && !running && !explicit_status {
+                continue;
+            }
+            if !matches_filters(c, &filters) {
+                continue;
+            }
+            let mut v = summary(c);
+            let (ports, nets) = super::networks::summary_parts(&s, c);
+            v["Ports"] = ports;
+            v["NetworkSettings"] = nets;
+            out.push(v);
         }
-        if !matches_filters(c, &filters) {
-            continue;
-        }
-        let mut v = summary(c);
-        let (ports, nets) = super::networks::summary_parts(&state, c);
-        v["Ports"] = ports;
-        v["NetworkSettings"] = nets;
-        out.push(v);
-    }
-    if let Some(limit) = q.int("limit").filter(|l| *l > 0) {
-        out.truncate(limit as usize);
+        Ok::<_, ApiError>(out)
+    })
+    .await?;
+    if let Some(limit) = limit.filter(|l| *l > 0) {
+        out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     }
     Ok(Json(Value::Array(out)))
 }
@@ -733,7 +739,9 @@ pub async fn inspect(
 ) -> Result<Json<Value>, ApiError> {
     let c = get_container(&state, &id).await?;
     let mut v = inspect_json(&c, Vec::new());
-    v["NetworkSettings"] = super::networks::network_settings(&state, &c);
+    let (s, c2) = (state.clone(), c.clone());
+    v["NetworkSettings"] =
+        asyncify(move || Ok::<_, ApiError>(super::networks::network_settings(&s, &c2))).await?;
     v["HostConfig"]["PortBindings"] = super::networks::port_bindings_json(&c);
     v["HostConfig"]["PublishAllPorts"] = json!(c.options.host.publish_all_ports);
     v["HostConfig"]["ExtraHosts"] = json!(c.options.host.extra_hosts);
@@ -794,11 +802,11 @@ pub async fn stop(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
+    let timeout = q.stop_timeout()?;
     let c = get_container(&state, &id).await?;
     if !is_active(&c.state.status) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let timeout = q.int("t").or_else(|| q.int("timeout"));
     let signal = q.get("signal").filter(|s| !s.is_empty()).map(String::from);
     let s = state.clone();
     let cid = c.id.clone();
@@ -860,8 +868,8 @@ pub async fn restart(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
+    let timeout = q.stop_timeout()?;
     let c = get_container(&state, &id).await?;
-    let timeout = q.int("t").or_else(|| q.int("timeout"));
     let signal = q.get("signal").filter(|s| !s.is_empty()).map(String::from);
     let s = state.clone();
     let cid = c.id.clone();
@@ -893,11 +901,17 @@ pub async fn wait(
         }
     };
     let c = get_container(&state, &id).await?;
-    let s = state.clone();
+    let containers = state.containers.clone();
     let cid = c.id.clone();
+    // No thread waits: the engine completes the future; a client that goes away drops the
+    // body stream and with it the waiter.
     let fut = async move {
-        let body = match asyncify(move || s.containers.wait(&cid, condition)).await {
-            Ok(code) => json!({ "StatusCode": code, "Error": null }),
+        let waited = crate::engine_wait(containers, move |c, notify| {
+            c.wait_notify(&cid, condition, notify)
+        })
+        .await;
+        let body = match waited {
+            Ok(code) => json!({ "StatusCode": code.unwrap_or(0), "Error": null }),
             Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
         };
         Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{body}\n")))
@@ -990,7 +1004,7 @@ pub async fn resize(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
-    let (h, w) = q.tty_size();
+    let (h, w) = q.tty_size()?;
     let s = state.clone();
     asyncify(move || {
         let c = s.containers.get(&id)?;
@@ -1084,19 +1098,13 @@ pub async fn logs(
     }
     let follow = q.bool("follow", false);
     let timestamps = q.bool("timestamps", false);
-    let parse_ts = |s: &str| -> Option<chrono::DateTime<chrono::Utc>> {
-        if s.is_empty() || s == "0" {
-            return None;
-        }
-        if let Ok(f) = s.parse::<f64>() {
-            return chrono::DateTime::from_timestamp(f.trunc() as i64, ((f.fract()) * 1e9) as u32);
-        }
-        chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|d| d.with_timezone(&chrono::Utc))
+    // Unix nanoseconds; 0 means unset (as dockerd).
+    let to_time = |n: Option<i64>| {
+        n.filter(|n| *n != 0)
+            .map(chrono::DateTime::from_timestamp_nanos)
     };
-    let since = q.get("since").and_then(parse_ts);
-    let until = q.get("until").and_then(parse_ts);
+    let since = to_time(q.timestamp("since")?);
+    let until = to_time(q.timestamp("until")?);
     let tail: Option<usize> = match q.get("tail") {
         None | Some("all") | Some("") => None,
         Some(n) => n
@@ -1134,7 +1142,7 @@ pub async fn logs(
     };
     let s = state.clone();
     let cid = c.id.clone();
-    tokio::spawn(async move {
+    crate::spawn_logged("stream", async move {
         let path = log_path.clone();
         let entries =
             match tokio::task::spawn_blocking(move || barge_container::logs::read_entries(&path))
@@ -1217,12 +1225,17 @@ pub async fn logs(
     ))
 }
 
-/// Reacts to engine events: `die` events and `--rm` auto-removal.
+/// Reacts to engine events: `die` events and `--rm` auto-removal. The receiver is shared so
+/// that a supervisor can restart the pump after a panic without losing the queue
+/// (`server::supervise`). A `--rm` removal runs as its own task: the pump never waits on it.
 pub async fn event_pump(
     state: AppState,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>,
+    rx: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>>>,
 ) {
-    while let Some(ev) = rx.recv().await {
+    loop {
+        let Some(ev) = rx.lock().await.recv().await else {
+            return;
+        };
         match ev {
             ContainerEvent::Died {
                 id,
@@ -1237,14 +1250,18 @@ pub async fn event_pump(
                 }
                 state.container_event("die", &c, &[("exitCode", exit_code.to_string())]);
                 if c.options.host.auto_remove {
-                    let s = state.clone();
-                    let cid = c.id.clone();
-                    // `--rm` also removes the container's anonymous volumes.
-                    match asyncify(move || s.containers.remove_with_volumes(&cid, true, true)).await
-                    {
-                        Ok(()) => state.container_event("destroy", &c, &[]),
-                        Err(e) => tracing::warn!(id = %c.id, "auto-remove failed: {e}"),
-                    }
+                    let state = state.clone();
+                    crate::spawn_logged("auto-remove", async move {
+                        let s = state.clone();
+                        let cid = c.id.clone();
+                        // `--rm` also removes the container's anonymous volumes.
+                        match asyncify(move || s.containers.remove_with_volumes(&cid, true, true))
+                            .await
+                        {
+                            Ok(()) => state.container_event("destroy", &c, &[]),
+                            Err(e) => tracing::warn!(id = %c.id, "auto-remove failed: {e}"),
+                        }
+                    });
                 }
             }
             ContainerEvent::Restarted { id } => {

@@ -116,7 +116,8 @@ pub async fn start(
             "Error: Exec command {id} has already run"
         )));
     }
-    if let Ok(c) = state.containers.get(&exec.container_id) {
+    let (s, cid) = (state.clone(), exec.container_id.clone());
+    if let Ok(c) = asyncify(move || s.containers.get(&cid)).await {
         state.container_event(
             &format!("exec_start: {}", exec.options.cmd.join(" ")),
             &c,
@@ -172,7 +173,7 @@ pub async fn resize(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
-    let (h, w) = q.tty_size();
+    let (h, w) = q.tty_size()?;
     let s = state.clone();
     asyncify(move || s.containers.exec_resize(&id, h, w)).await?;
     Ok(StatusCode::OK.into_response())

@@ -173,7 +173,7 @@ pub async fn archive_put(
     let path = path_param(&q)?;
     let no_overwrite = q.bool("noOverwriteDirNonDir", false);
     let copy_uid_gid = q.bool("copyUIDGID", false);
-    let c = state.containers.get(&id)?;
+    let c = super::containers::get_container(&state, &id).await?;
     let mut reader = body_reader(req.into_body());
     let s = state.clone();
     let cid = c.id.clone();
@@ -215,7 +215,7 @@ pub async fn export(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let c = state.containers.get(&id)?;
+    let c = super::containers::get_container(&state, &id).await?;
     state.container_event("export", &c, &[]);
     let s = state.clone();
     Ok(writer_response("application/x-tar", move |w| {
@@ -236,7 +236,7 @@ pub async fn commit(
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ApiError::bad_request("container is required"))?
         .to_string();
-    let c = state.containers.get(&container)?;
+    let c = super::containers::get_container(&state, &container).await?;
     let reference = match q.get("repo").filter(|r| !r.is_empty()) {
         None => None,
         Some(repo) => {
@@ -466,7 +466,10 @@ pub fn parse_until(v: &str, now: i64) -> Option<i64> {
     if !num.is_empty() || !any {
         return None;
     }
-    Some(now - total as i64)
+    if !total.is_finite() {
+        return None;
+    }
+    Some(now.saturating_sub(total as i64))
 }
 
 /// The `filters` of a prune (`until`, `label`, `label!`) as a predicate over an object's labels

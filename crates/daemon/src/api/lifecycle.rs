@@ -264,34 +264,42 @@ pub async fn stats(
     let c = get_container(&state, &id).await?;
     let sample = |state: AppState, id: String| async move {
         let s = state.clone();
+        // Interface counters come from the network engine: on the blocking pool as well.
         let r = asyncify(move || {
             let c = s.containers.get(&id)?;
             let sample = s.containers.stats(&c.id)?;
-            Ok::<_, ApiError>((c, sample))
+            let nets = with_networks(&s, &c, json!({}));
+            Ok::<_, ApiError>((c, sample, nets))
         })
         .await;
         r
     };
+    let merge = |mut v: Value, nets: Value| {
+        if let Some(n) = nets.get("networks") {
+            v["networks"] = n.clone();
+        }
+        v
+    };
     if !stream {
-        let (c1, first) = sample(state.clone(), c.id.clone()).await?;
+        let (c1, first, nets) = sample(state.clone(), c.id.clone()).await?;
         if one_shot || !is_active(&c1.state.status) {
-            let v = with_networks(&state, &c1, stats_json(&c1, &first, None));
+            let v = merge(stats_json(&c1, &first, None), nets);
             return Ok(Json(v).into_response());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (c2, second) = sample(state.clone(), c.id.clone()).await?;
-        let v = with_networks(&state, &c2, stats_json(&c2, &second, Some(&first)));
+        let (c2, second, nets) = sample(state.clone(), c.id.clone()).await?;
+        let v = merge(stats_json(&c2, &second, Some(&first)), nets);
         return Ok(Json(v).into_response());
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let cid = c.id.clone();
-    tokio::spawn(async move {
+    crate::spawn_logged("stream", async move {
         let mut prev: Option<StatsSample> = None;
         loop {
-            let Ok((c, cur)) = sample(state.clone(), cid.clone()).await else {
+            let Ok((c, cur, nets)) = sample(state.clone(), cid.clone()).await else {
                 return;
             };
-            let body = with_networks(&state, &c, stats_json(&c, &cur, prev.as_ref()));
+            let body = merge(stats_json(&c, &cur, prev.as_ref()), nets);
             if tx
                 .send(Ok(bytes::Bytes::from(format!("{body}\n"))))
                 .await

@@ -137,13 +137,55 @@ impl Query {
             Some(v) => matches!(v, "1" | "true" | "True" | "TRUE" | "yes"),
         }
     }
-    pub fn int(&self, key: &str) -> Option<i64> {
-        self.get(key).and_then(|v| v.parse().ok())
+    /// An integer parameter as dockerd reads it (`strconv.Atoi`): absent or empty is `None`;
+    /// anything else must be a decimal `i64`, else 400 with Go's wording
+    /// (`strconv.Atoi: parsing "x": invalid syntax`, `... value out of range`).
+    pub fn atoi(&self, key: &str) -> Result<Option<i64>, crate::ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => go_atoi(v).map(Some),
+        }
     }
-    /// `h` and `w` of a resize request (rows, columns), clamped to what a TTY can take.
-    pub fn tty_size(&self) -> (u16, u16) {
-        let dim = |k: &str| self.int(k).unwrap_or(0).clamp(0, u16::MAX as i64) as u16;
-        (dim("h"), dim("w"))
+
+    /// A stop timeout in seconds (`stop`/`restart` `t`, alias `timeout`): negative means wait
+    /// forever (as dockerd); a value beyond what a Go `time.Duration` holds (about 292 years)
+    /// is a 400, so no deadline computed from it can overflow.
+    pub fn stop_timeout(&self) -> Result<Option<i64>, crate::ApiError> {
+        let key = if self.get("t").is_some_and(|v| !v.is_empty()) {
+            "t"
+        } else {
+            "timeout"
+        };
+        let t = self.atoi(key)?;
+        if let Some(secs) = t {
+            if secs > MAX_DURATION_SECS {
+                return Err(out_of_range("strconv.Atoi", self.get(key).unwrap_or("")));
+            }
+        }
+        Ok(t)
+    }
+
+    /// `h` and `w` of a resize request (rows, columns). As dockerd, both must be integers
+    /// (`strconv.Atoi` wording); a TTY size is 0..=65535, anything else is a 400.
+    pub fn tty_size(&self) -> Result<(u16, u16), crate::ApiError> {
+        let dim = |k: &str| -> Result<u16, crate::ApiError> {
+            let raw = self.get(k).unwrap_or("");
+            let v = go_atoi(raw)?;
+            u16::try_from(v).map_err(|_| out_of_range("strconv.Atoi", raw))
+        };
+        Ok((dim("h")?, dim("w")?))
+    }
+
+    /// A timestamp parameter (`since`/`until` of logs and events): Unix seconds with an
+    /// optional fraction (`1700000000.5`, as the docker CLI sends), or RFC 3339. Absent or
+    /// empty is `None`. As dockerd's `timetypes.ParseTimestamps`, a malformed number is
+    /// `strconv.ParseInt: parsing "x": invalid syntax`; a time outside what nanoseconds in
+    /// an `i64` hold (1677..2262) is `value out of range`; both 400. Returns Unix nanoseconds.
+    pub fn timestamp(&self, key: &str) -> Result<Option<i64>, crate::ApiError> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => parse_timestamp_nanos(v).map(Some),
+        }
     }
     /// The `filters` parameter: `{"key": ["v1"]}` or the old `{"key": {"v1": true}}`.
     pub fn filters(
@@ -175,6 +217,67 @@ impl Query {
         }
         Ok(out)
     }
+}
+
+/// The longest duration a Go `time.Duration` (i64 nanoseconds) holds, in whole seconds.
+pub const MAX_DURATION_SECS: i64 = i64::MAX / 1_000_000_000;
+
+fn out_of_range(func: &str, v: &str) -> crate::ApiError {
+    crate::ApiError::bad_request(format!("{func}: parsing {v:?}: value out of range"))
+}
+
+fn invalid_syntax(func: &str, v: &str) -> crate::ApiError {
+    crate::ApiError::bad_request(format!("{func}: parsing {v:?}: invalid syntax"))
+}
+
+/// Go's `strconv.ParseInt(v, 10, 64)` with its error wording under `func`.
+fn go_parse_i64(func: &str, v: &str) -> Result<i64, crate::ApiError> {
+    use std::num::IntErrorKind;
+    v.parse::<i64>().map_err(|e| match e.kind() {
+        IntErrorKind::PosOverflow | IntErrorKind::NegOverflow => out_of_range(func, v),
+        _ => invalid_syntax(func, v),
+    })
+}
+
+/// Go's `strconv.Atoi` (64-bit), with its error wording.
+pub fn go_atoi(v: &str) -> Result<i64, crate::ApiError> {
+    go_parse_i64("strconv.Atoi", v)
+}
+
+/// `SECONDS[.FRACTION]` (dockerd's `timetypes.ParseTimestamps`) or RFC 3339 → Unix
+/// nanoseconds; 400 when malformed or out of the i64 nanosecond range.
+pub fn parse_timestamp_nanos(v: &str) -> Result<i64, crate::ApiError> {
+    let looks_numeric = v
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+'))
+        && v.bytes().skip(1).all(|b| b != b'-' && b != b'+');
+    if !looks_numeric {
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+            return t
+                .timestamp_nanos_opt()
+                .ok_or_else(|| out_of_range("strconv.ParseInt", v));
+        }
+    }
+    let (secs, frac) = match v.split_once('.') {
+        Some((s, f)) => (s, Some(f)),
+        None => (v, None),
+    };
+    let s = go_parse_i64("strconv.ParseInt", secs)?;
+    let mut nanos: i64 = 0;
+    if let Some(f) = frac {
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid_syntax("strconv.ParseInt", f));
+        }
+        // Nanoseconds: the first nine digits, right-padded.
+        let digits: String = f.chars().chain(std::iter::repeat('0')).take(9).collect();
+        nanos = digits.parse::<i64>().unwrap_or(0);
+        if s < 0 || secs.starts_with('-') {
+            nanos = -nanos;
+        }
+    }
+    s.checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(nanos))
+        .ok_or_else(|| out_of_range("strconv.ParseInt", v))
 }
 
 /// Docker's go-units `HumanDuration` ("Less than a second", "5 seconds", "About a minute", ...).
@@ -228,6 +331,102 @@ mod tests {
         let f = q.filters().unwrap();
         assert_eq!(f["status"], vec!["running"]);
         assert_eq!(f["label"], vec!["a=b"]);
+    }
+
+    #[test]
+    fn atoi_like_go() {
+        let q = Query::parse(Some(
+            "a=12&b=x&c=99999999999999999999&d=&e=-3&f=%2B4".into(),
+        ));
+        assert_eq!(q.atoi("a").unwrap(), Some(12));
+        assert_eq!(q.atoi("d").unwrap(), None);
+        assert_eq!(q.atoi("missing").unwrap(), None);
+        assert_eq!(q.atoi("e").unwrap(), Some(-3));
+        assert_eq!(q.atoi("f").unwrap(), Some(4));
+        let e = q.atoi("b").unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(e.message, r#"strconv.Atoi: parsing "x": invalid syntax"#);
+        let e = q.atoi("c").unwrap_err();
+        assert_eq!(
+            e.message,
+            r#"strconv.Atoi: parsing "99999999999999999999": value out of range"#
+        );
+    }
+
+    #[test]
+    fn stop_timeout_is_range_checked() {
+        let t = |raw: &str| Query::parse(Some(raw.into())).stop_timeout();
+        assert_eq!(t("t=5").unwrap(), Some(5));
+        assert_eq!(t("t=-1").unwrap(), Some(-1));
+        assert_eq!(t("timeout=7").unwrap(), Some(7));
+        assert_eq!(t("").unwrap(), None);
+        assert_eq!(
+            t(&format!("t={MAX_DURATION_SECS}")).unwrap(),
+            Some(MAX_DURATION_SECS)
+        );
+        // The request that panicked a worker ("overflow when adding duration to instant").
+        let e = t("t=9223372036854775807").unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.message,
+            r#"strconv.Atoi: parsing "9223372036854775807": value out of range"#
+        );
+        assert_eq!(
+            t("t=abc").unwrap_err().message,
+            r#"strconv.Atoi: parsing "abc": invalid syntax"#
+        );
+        assert!(t("t=99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn tty_size_is_range_checked() {
+        let sz = |raw: &str| Query::parse(Some(raw.into())).tty_size();
+        assert_eq!(sz("h=24&w=80").unwrap(), (24, 80));
+        assert_eq!(sz("h=0&w=65535").unwrap(), (0, 65535));
+        for bad in [
+            "h=-1&w=80",
+            "h=24&w=65536",
+            "h=x&w=1",
+            "w=80",
+            "h=1&w=9223372036854775808",
+        ] {
+            let e = sz(bad).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert_eq!(
+            sz("h=&w=1").unwrap_err().message,
+            r#"strconv.Atoi: parsing "": invalid syntax"#
+        );
+    }
+
+    #[test]
+    fn timestamps_like_dockerd() {
+        let ts = |v: &str| parse_timestamp_nanos(v);
+        assert_eq!(ts("1700000000").unwrap(), 1_700_000_000_000_000_000);
+        assert_eq!(ts("1700000000.5").unwrap(), 1_700_000_000_500_000_000);
+        assert_eq!(
+            ts("1700000000.000000001").unwrap(),
+            1_700_000_000_000_000_001
+        );
+        assert_eq!(ts("0").unwrap(), 0);
+        assert_eq!(
+            ts("2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000_000_000
+        );
+        assert_eq!(
+            ts("abc").unwrap_err().message,
+            r#"strconv.ParseInt: parsing "abc": invalid syntax"#
+        );
+        assert_eq!(
+            ts("9223372036854775807").unwrap_err().message,
+            r#"strconv.ParseInt: parsing "9223372036854775807": value out of range"#
+        );
+        assert!(ts("1.x").is_err());
+        assert!(ts("99999999999999999999999").is_err());
+        assert!(ts("-9223372036854775808").is_err());
+        let q = Query::parse(Some("since=&until=12".into()));
+        assert_eq!(q.timestamp("since").unwrap(), None);
+        assert_eq!(q.timestamp("until").unwrap(), Some(12_000_000_000));
     }
 
     #[test]

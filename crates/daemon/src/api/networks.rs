@@ -361,14 +361,18 @@ pub async fn list(
         .get("dangling")
         .and_then(|v| v.first())
         .map(|v| v == "true" || v == "1");
+    // Rendering reads the engine's sandboxes (its lock): on the blocking pool too.
     let s = state.clone();
-    let (nets, containers) =
-        asyncify(move || Ok::<_, ApiError>((s.networks.list(), s.containers.list()))).await?;
-    let out: Vec<Value> = nets
-        .iter()
-        .filter(|n| matches(n, &filters, dangling, users(n, &containers)))
-        .map(|n| network_json(&state, n, &containers))
-        .collect();
+    let out = asyncify(move || {
+        let (nets, containers) = (s.networks.list(), s.containers.list());
+        let out: Vec<Value> = nets
+            .iter()
+            .filter(|n| matches(n, &filters, dangling, users(n, &containers)))
+            .map(|n| network_json(&s, n, &containers))
+            .collect();
+        Ok::<_, ApiError>(out)
+    })
+    .await?;
     Ok(Json(Value::Array(out)))
 }
 
@@ -378,9 +382,12 @@ pub async fn inspect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let s = state.clone();
-    let (n, containers) =
-        asyncify(move || Ok::<_, ApiError>((s.networks.get(&id)?, s.containers.list()))).await?;
-    Ok(Json(network_json(&state, &n, &containers)))
+    let v = asyncify(move || {
+        let (n, containers) = (s.networks.get(&id)?, s.containers.list());
+        Ok::<_, ApiError>(network_json(&s, &n, &containers))
+    })
+    .await?;
+    Ok(Json(v))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -176,19 +176,11 @@ pub async fn events(
         filters: q.filters()?,
     };
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let parse_ts = |s: &str| -> Option<i64> {
-        if let Ok(f) = s.parse::<f64>() {
-            return Some((f * 1e9) as i64);
-        }
-        chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .and_then(|d| d.timestamp_nanos_opt())
-    };
-    let since = q.get("since").and_then(parse_ts);
-    let until = q.get("until").and_then(parse_ts);
+    let since = q.timestamp("since")?;
+    let until = q.timestamp("until")?;
     let (history, mut rx) = state.events.subscribe();
     let (tx, body_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
-    tokio::spawn(async move {
+    crate::spawn_logged("stream", async move {
         let line = |e: &crate::events::Event| {
             let mut s = e.to_json().to_string();
             s.push('\n');
@@ -210,7 +202,8 @@ pub async fn events(
         if until.is_some_and(|u| u <= now) {
             return;
         }
-        let deadline = until.map(|u| std::time::Duration::from_nanos((u - now).max(0) as u64));
+        let deadline =
+            until.map(|u| std::time::Duration::from_nanos(u.saturating_sub(now).max(0) as u64));
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep(d).await,
