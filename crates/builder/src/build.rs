@@ -83,6 +83,8 @@ pub struct BuildOptions {
     pub platform: Option<String>,
     /// `SOURCE_DATE_EPOCH`: fixed created times and clamped file mtimes.
     pub source_date_epoch: Option<i64>,
+    /// `--add-host` entries (`name:ip`) for the `/etc/hosts` of RUN steps.
+    pub extra_hosts: Vec<String>,
 }
 
 /// The result of a build.
@@ -425,7 +427,12 @@ impl Builder {
             )));
         }
         let text = fs::read_to_string(context.join(rel.trim_start_matches('/'))).map_err(|e| {
-            BuildError::Invalid(format!("Cannot locate specified Dockerfile: {file}: {e}"))
+            // dockerd's wording (`remotecontext`), with the cause only when it is not absence.
+            if e.kind() == std::io::ErrorKind::NotFound {
+                BuildError::Invalid(format!("Cannot locate specified Dockerfile: {file}"))
+            } else {
+                BuildError::Invalid(format!("Cannot locate specified Dockerfile: {file}: {e}"))
+            }
         })?;
         let df = parser::parse(&file, &text)?;
         let tags: Vec<Reference> = opts
@@ -1284,6 +1291,7 @@ impl Builder {
                     network_mode: network.clone(),
                     log_type: "json-file".into(),
                     mounts: specs,
+                    extra_hosts: ctx.opts.extra_hosts.clone(),
                     ..Default::default()
                 },
                 ..Default::default()

@@ -110,6 +110,11 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
             ),
         };
     }
+    // As `docker buildx build`: SOURCE_DATE_EPOCH in the client's environment is the build
+    // argument of that name unless `--build-arg` sets it.
+    if let Some(epoch) = source_date_epoch_env(&build_args) {
+        build_args.insert("SOURCE_DATE_EPOCH".into(), epoch.into());
+    }
     let mut labels = serde_json::Map::new();
     for l in &a.labels {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
@@ -212,4 +217,17 @@ pub async fn builder(c: &Client, cmd: BuilderCmd) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment when it is set, not empty, and not already a
+/// build argument.
+fn source_date_epoch_env(
+    build_args: &serde_json::Map<String, serde_json::Value>,
+) -> Option<String> {
+    if build_args.contains_key("SOURCE_DATE_EPOCH") {
+        return None;
+    }
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .filter(|v| !v.is_empty())
 }

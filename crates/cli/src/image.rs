@@ -85,7 +85,8 @@ pub fn image_rows(img: &Value, no_trunc: bool) -> Vec<Value> {
             json!({
                 "Containers": img["Containers"].as_i64().map_or("N/A".into(), |c| if c < 0 { "N/A".to_string() } else { c.to_string() }),
                 "CreatedAt": created_at(created),
-                "CreatedSince": format::since_unix(created),
+                // docker's CLI: an image without a creation time (Created 0) shows N/A.
+                "CreatedSince": if created == 0 { "N/A".to_string() } else { format::since_unix(created) },
                 "Digest": digest,
                 "ID": id,
                 "Repository": repo,

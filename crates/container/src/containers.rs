@@ -818,10 +818,7 @@ impl Containers {
             opts.host.log_type.as_str()
         };
         if !matches!(log_type, "json-file" | "none") {
-            return Err(ContainerError::InvalidOption {
-                field: "log driver".into(),
-                reason: format!("logger: no log driver named '{log_type}' is registered"),
-            });
+            return Err(ContainerError::NoLogDriver(log_type.to_string()));
         }
         for (k, v) in &opts.host.log_opts {
             match k.as_str() {
@@ -2519,14 +2516,75 @@ impl Containers {
         }
     }
 
-    /// `HEAD /containers/{id}/archive`: stat of a path in the container.
+    /// The volume or bind mount of `c` holding container path `abs` (cleaned, absolute): the
+    /// one with the deepest destination.
+    fn mount_holding<'a>(c: &'a Container, abs: &str) -> Option<&'a MountPoint> {
+        c.mounts
+            .iter()
+            .filter(|m| matches!(m.kind, MountType::Volume | MountType::Bind))
+            .filter(|m| !m.source.as_os_str().is_empty())
+            .filter(|m| {
+                let d = m.destination.trim_end_matches('/');
+                abs == d || d.is_empty() || abs.starts_with(&format!("{d}/"))
+            })
+            .max_by_key(|m| m.destination.trim_end_matches('/').len())
+    }
+
+    /// Where `cp`'s operations see container path `path`, as dockerd (which works in the
+    /// container's mount namespace, its volumes mounted): `(root, path in root, name)`.
+    /// A running container is seen through `/proc/<pid>/root` (volumes, binds and tmpfs
+    /// mounts included); for a stopped one a path inside a volume or bind mount is looked up
+    /// in that mount's source, else in the overlay root. `name` is the base name to report
+    /// when the path is a mount's root (its host base name, `_data`, is not the container's).
+    fn fs_view(c: &Container, overlay: &Path, path: &str) -> (PathBuf, String, Option<String>) {
+        let running = matches!(c.state.status, Status::Running | Status::Paused) && c.state.pid > 0;
+        if running {
+            let proc_root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
+            if proc_root.is_dir() {
+                return (proc_root, path.to_string(), None);
+            }
+        }
+        let abs = fsops::clean(&format!("/{path}"));
+        let Some(m) = Self::mount_holding(c, &abs) else {
+            return (overlay.to_path_buf(), path.to_string(), None);
+        };
+        let mut src = m.source.clone();
+        if !m.subpath.is_empty() {
+            src = src.join(m.subpath.trim_start_matches('/'));
+        }
+        let d = m.destination.trim_end_matches('/');
+        let mut rest = abs[d.len()..].to_string();
+        // Keep what makes the last component special (`dir/.`, `dir/`).
+        if path.ends_with("/.") {
+            rest.push_str("/.");
+        } else if path.ends_with('/') {
+            rest.push('/');
+        }
+        let name = (abs == d && !d.is_empty())
+            .then(|| d.rsplit('/').next().unwrap_or_default().to_string());
+        let rest = if rest.is_empty() {
+            "/".to_string()
+        } else {
+            rest
+        };
+        (src, rest, name)
+    }
+
+    /// `HEAD /containers/{id}/archive`: stat of a path in the container (volumes and bind
+    /// mounts included).
     pub fn stat_path(&self, id: &str, path: &str) -> Result<fsops::PathStat, ContainerError> {
         self.with_rootfs(id, |c, root| {
-            fsops::stat(root, path).map_err(|e| Self::not_found_in(c, e))
+            let (root, p, name) = Self::fs_view(c, root, path);
+            let mut st = fsops::stat(&root, &p).map_err(|e| Self::not_found_in(c, e))?;
+            if let Some(n) = name {
+                st.name = n;
+            }
+            Ok(st)
         })
     }
 
-    /// `GET /containers/{id}/archive`: writes a tar of `path` to `w` (see [`fsops::archive`]).
+    /// `GET /containers/{id}/archive`: writes a tar of `path` to `w` (see [`fsops::archive`]);
+    /// volumes and bind mounts included.
     pub fn archive_path(
         &self,
         id: &str,
@@ -2534,7 +2592,9 @@ impl Containers {
         w: &mut dyn Write,
     ) -> Result<fsops::PathStat, ContainerError> {
         self.with_rootfs(id, |c, root| {
-            fsops::archive(root, path, w).map_err(|e| Self::not_found_in(c, e))
+            let (root, p, name) = Self::fs_view(c, root, path);
+            fsops::archive_named(&root, &p, name.as_deref(), w)
+                .map_err(|e| Self::not_found_in(c, e))
         })
     }
 
@@ -2549,11 +2609,18 @@ impl Containers {
         copy_uid_gid: bool,
     ) -> Result<(), ContainerError> {
         self.with_rootfs(id, |c, root| {
-            if c.options.host.readonly_rootfs {
+            // As dockerd: a read-only root refuses the copy unless it lands in a writable
+            // volume or bind mount.
+            let abs = fsops::clean(&format!("/{path}"));
+            let to_volume = Self::mount_holding(c, &abs).is_some_and(|m| m.rw);
+            if c.options.host.readonly_rootfs && !to_volume {
                 return Err(ContainerError::ReadOnlyRootfs);
             }
+            let overlay = root;
+            let (view_root, view_path, _) = Self::fs_view(c, overlay, path);
+            let (root, path) = (view_root.as_path(), view_path.as_str());
             let chown = if copy_uid_gid {
-                let u = spec::resolve_user(root, &c.config.user).map_err(|reason| {
+                let u = spec::resolve_user(overlay, &c.config.user).map_err(|reason| {
                     ContainerError::InvalidOption {
                         field: "user".into(),
                         reason,

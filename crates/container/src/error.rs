@@ -26,6 +26,9 @@ pub enum ContainerError {
     InvalidName(String),
     #[error("invalid {field}: {reason}")]
     InvalidOption { field: String, reason: String },
+    /// A log driver barge does not have (dockerd's `logger` factory wording).
+    #[error("logger: no log driver named '{0}' is registered")]
+    NoLogDriver(String),
     #[error("cannot remove container \"/{name}\": container is running: stop the container before removing or force remove")]
     RunningRemove { name: String },
     #[error("container {0} is not running")]
@@ -78,6 +81,7 @@ impl ContainerError {
             | ContainerError::RestartingRemove { .. } => ErrorKind::Conflict,
             ContainerError::InvalidName(_)
             | ContainerError::InvalidOption { .. }
+            | ContainerError::NoLogDriver(_)
             | ContainerError::InvalidMount(_) => ErrorKind::InvalidInput,
             ContainerError::Volume(e) => match e.kind() {
                 crate::volumes::VolumeErrorKind::NotFound => ErrorKind::NotFound,

@@ -373,9 +373,23 @@ impl<W: Write> TreeTar<W> {
 /// `GET /containers/{id}/archive`: a tar of `path` whose top entry is named as Docker names it
 /// (the base name of the requested path; `.` for `dir/.`, whose entries are then `./x`).
 pub fn archive(root: &Path, path: &str, w: &mut dyn Write) -> Result<PathStat, FsError> {
-    let st = stat(root, path)?;
+    archive_named(root, path, None, w)
+}
+
+/// [`archive`] with the top entry named `name` instead of the path's base name (for a path
+/// that is the root of a mount, whose base name on the host is not the container's).
+pub fn archive_named(
+    root: &Path,
+    path: &str,
+    name: Option<&str>,
+    w: &mut dyn Write,
+) -> Result<PathStat, FsError> {
+    let mut st = stat(root, path)?;
+    if let Some(n) = name {
+        st.name = n.to_string();
+    }
     let (host, abs) = resolve_client_path(root, path)?;
-    let top = if path.ends_with("/.") || path == "." || abs == "/" {
+    let top = if path.ends_with("/.") || path == "." || (abs == "/" && name.is_none()) {
         PathBuf::from(".")
     } else {
         PathBuf::from(&st.name)
@@ -686,18 +700,23 @@ pub fn changes(upper: &Path, lowers: &[PathBuf]) -> io::Result<Vec<Change>> {
             let path = format!("{rel}/{}", e.file_name().to_string_lossy());
             let md = fs::symlink_metadata(e.path())?;
             let lower = in_lower(lowers, &path);
-            if RUNTIME_MOUNTPOINTS.contains(&path.as_str())
-                && lower.is_none()
-                && ((md.is_file() && md.len() == 0)
-                    || (md.is_dir() && fs::read_dir(e.path())?.next().is_none()))
-            {
+            if runtime_only(&e.path(), &path, &md, lower.as_ref(), lowers)? {
                 continue;
             }
+            // dockerd's init layer holds the parents of its mount points (`/etc` for
+            // `/etc/hosts`): a change under one the image lacks shows it modified, not added.
+            let runtime_parent = lower.is_none()
+                && md.is_dir()
+                && RUNTIME_MOUNTPOINTS
+                    .iter()
+                    .any(|m| m.starts_with(&format!("{path}/")));
+
             let kind =
                 if is_whiteout(&md) || (md.is_dir() && is_opaque(&e.path()) && lower.is_some()) {
                     Some(ChangeKind::Deleted)
                 } else {
                     match &lower {
+                        None if runtime_parent => Some(ChangeKind::Modified),
                         None => Some(ChangeKind::Added),
                         Some(l) => {
                             if l.is_dir()
@@ -737,6 +756,46 @@ pub fn changes(upper: &Path, lowers: &[PathBuf]) -> io::Result<Vec<Change>> {
             }
         }
         Ok(())
+    }
+    /// True for what only the runtime put in the writable layer, which dockerd keeps in its
+    /// init layer and so never reports: an empty mount point of [`RUNTIME_MOUNTPOINTS`] the
+    /// image lacks, or a directory (new, or the image's with only its mtime changed) holding
+    /// nothing else (`/etc` copied up for `/etc/hosts`, `/sbin` made for `/sbin/docker-init`).
+    fn runtime_only(
+        host: &Path,
+        rel: &str,
+        md: &fs::Metadata,
+        lower: Option<&fs::Metadata>,
+        lowers: &[PathBuf],
+    ) -> io::Result<bool> {
+        if RUNTIME_MOUNTPOINTS.contains(&rel)
+            && lower.is_none()
+            && ((md.is_file() && md.len() == 0)
+                || (md.is_dir() && fs::read_dir(host)?.next().is_none()))
+        {
+            return Ok(true);
+        }
+        if !md.is_dir()
+            || is_opaque(host)
+            || lower.is_some_and(|l| !l.is_dir() || l.mode() != md.mode())
+        {
+            return Ok(false);
+        }
+        let mut any = false;
+        for e in fs::read_dir(host)? {
+            let e = e?;
+            let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+            let cmd = fs::symlink_metadata(e.path())?;
+            if is_whiteout(&cmd) {
+                return Ok(false);
+            }
+            let cl = in_lower(lowers, &child);
+            if !runtime_only(&e.path(), &child, &cmd, cl.as_ref(), lowers)? {
+                return Ok(false);
+            }
+            any = true;
+        }
+        Ok(any)
     }
     let mut out = Vec::new();
     let mut changed_dirs = HashSet::new();

@@ -119,7 +119,8 @@ impl EventFilter {
                 "image" => values.iter().any(|v| {
                     e.attributes.get("image") == Some(v) || (e.typ == "image" && e.actor_id == *v)
                 }),
-                "label" => values.iter().any(|v| match v.split_once('=') {
+                // dockerd's `MatchKVList`: every label filter must match.
+                "label" => values.iter().all(|v| match v.split_once('=') {
                     Some((k, val)) => e.attributes.get(k).map(String::as_str) == Some(val),
                     None => e.attributes.contains_key(v.as_str()),
                 }),

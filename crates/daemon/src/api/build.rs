@@ -56,6 +56,25 @@ impl barge_builder::fetch::Fetcher for HttpFetcher {
     }
 }
 
+/// The `dockerfile` parameter as dockerd resolves it (`remotecontext.FullPath`: the path is
+/// scoped to the context root): an absolute path is taken from the context's root and `..`
+/// never leaves it, so `/sub/Dockerfile` is `sub/Dockerfile` and `../Dockerfile` is
+/// `Dockerfile`. (The docker CLI and docker-py send a Dockerfile from outside the context
+/// inside the tar, under a `.dockerfile.<random>` name.)
+fn scoped_dockerfile(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
 /// `POST /build?t=&dockerfile=&buildargs=&target=&nocache=&labels=&networkmode=&q=&platform=`.
 pub async fn build(
     State(state): State<AppState>,
@@ -69,7 +88,19 @@ pub async fn build(
         ));
     }
     let mut opts = BuildOptions {
-        dockerfile: q.get("dockerfile").map(str::to_string),
+        dockerfile: q
+            .get("dockerfile")
+            .filter(|d| !d.is_empty())
+            .map(scoped_dockerfile),
+        extra_hosts: q
+            .get("extrahosts")
+            .map(|h| {
+                h.split([',', ' '])
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
         tags: q.all("t").into_iter().filter(|t| !t.is_empty()).collect(),
         target: q.get("target").map(str::to_string),
         no_cache: truthy(q.get("nocache")),
@@ -176,4 +207,21 @@ pub async fn prune(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         "EntriesDeleted": r.entries,
         "CacheMountsDeleted": r.cache_mounts,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerfile_paths_are_scoped_to_the_context() {
+        assert_eq!(scoped_dockerfile("Dockerfile"), "Dockerfile");
+        assert_eq!(
+            scoped_dockerfile("./sub/dir/Dockerfile.x"),
+            "sub/dir/Dockerfile.x"
+        );
+        assert_eq!(scoped_dockerfile("/sub/Dockerfile"), "sub/Dockerfile");
+        assert_eq!(scoped_dockerfile("../Dockerfile"), "Dockerfile");
+        assert_eq!(scoped_dockerfile("a/../../b/Dockerfile"), "b/Dockerfile");
+    }
 }

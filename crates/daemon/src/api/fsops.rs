@@ -260,7 +260,7 @@ pub async fn commit(
         reference: reference.clone(),
         comment: q.get("comment").unwrap_or_default().to_string(),
         author: q.get("author").unwrap_or_default().to_string(),
-        changes: q.all("changes"),
+        changes: change_lines(&q.all("changes")),
         config,
     };
     let s = state.clone();
@@ -274,6 +274,46 @@ pub async fn commit(
         state.image_event("tag", &id, &r.familiar());
     }
     Ok((StatusCode::CREATED, Json(json!({ "Id": id }))).into_response())
+}
+
+/// dockerd's error for an `images/load` body that is not an image archive (its untar's
+/// wording): shorter than one tar block, `unexpected EOF`; else an invalid header.
+pub fn not_an_archive(path: &std::path::Path) -> String {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let cause = if len < 512 {
+        "unexpected EOF"
+    } else {
+        "archive/tar: invalid tar header"
+    };
+    format!("Error processing tar file(exit status 1): {cause}")
+}
+
+/// The `changes` of a commit as dockerd reads them: all values joined by newlines and parsed
+/// as Dockerfile lines (so one value may hold several instructions, `\` continues a line,
+/// blank lines and `#` comments are skipped).
+fn change_lines(values: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in values.join("\n").lines() {
+        let t = line.trim();
+        if cur.is_empty() && (t.is_empty() || t.starts_with('#')) {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(head) => {
+                cur.push_str(head);
+                cur.push(' ');
+            }
+            None => {
+                cur.push_str(t);
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 fn build_error(e: barge_builder::BuildError) -> ApiError {
@@ -502,7 +542,8 @@ pub fn prune_filter(
     Ok(move |labels: &BTreeMap<String, String>, created: &str| {
         let prune = until.is_none_or(|u| unix_of(created) < u)
             && with.iter().all(|f| has(labels, f))
-            && !without.iter().any(|f| has(labels, f));
+            // dockerd's `matchLabels`: `label!` excludes only when every one of them matches.
+            && (without.is_empty() || !without.iter().all(|f| has(labels, f)));
         !prune
     })
 }
@@ -510,6 +551,18 @@ pub fn prune_filter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commit_changes_split_like_a_dockerfile() {
+        let v = vec![
+            "ENV A=1\n\n# comment\nCMD [\"a\", \\\n \"b\"]".to_string(),
+            "EXPOSE 80".to_string(),
+        ];
+        assert_eq!(
+            change_lines(&v),
+            vec!["ENV A=1", "CMD [\"a\",  \"b\"]", "EXPOSE 80"]
+        );
+    }
 
     #[test]
     fn until_values() {

@@ -42,7 +42,8 @@ pub(crate) fn summary(img: &Image) -> Value {
         "ParentId": "",
         "RepoTags": img.repo_tags,
         "RepoDigests": img.repo_digests,
-        "Created": created_unix(img),
+        // dockerd sends 0 for an image whose config has no `created`.
+        "Created": if img.config.created.is_some() { created_unix(img) } else { 0 },
         "Size": img.size,
         "SharedSize": -1,
         "VirtualSize": img.size,
@@ -83,30 +84,60 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
+    use super::filters as f;
+    f::validate(
+        &filters,
+        &["dangling", "label", "before", "since", "reference", "until"],
+    )?;
+    let dangling = f::bool_value(&filters, "dangling")?;
     let s = state.clone();
     let mut images = asyncify(move || s.images.list()).await?;
     images.sort_by_key(|i| std::cmp::Reverse(created_unix(i)));
+    // `before`/`since` name an image; `until` is a timestamp or a duration.
+    let created_of = |key: &str| -> Result<Option<i64>, ApiError> {
+        match f::values(&filters, key).last() {
+            None => Ok(None),
+            Some(v) => images
+                .iter()
+                .find(|i| {
+                    i.id == *v
+                        || i.id.trim_start_matches("sha256:").starts_with(v.as_str())
+                        || i.repo_tags
+                            .iter()
+                            .any(|t| t == v || *t == format!("{v}:latest"))
+                })
+                .map(|i| Some(created_unix(i)))
+                .ok_or_else(|| ApiError::not_found(format!("No such image: {v}"))),
+        }
+    };
+    let before = created_of("before")?;
+    let since = created_of("since")?;
+    let now = chrono::Utc::now().timestamp();
+    let until = match f::values(&filters, "until").last() {
+        None => None,
+        Some(v) => Some(
+            super::fsops::parse_until(v, now)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid until filter: {v}")))?,
+        ),
+    };
+    let refs = f::values(&filters, "reference");
     let out: Vec<Value> = images
         .iter()
         .filter(|img| {
-            filters.iter().all(|(k, vals)| {
-                vals.is_empty()
-                    || vals.iter().any(|v| match k.as_str() {
-                        "dangling" => (v == "true" || v == "1") == img.repo_tags.is_empty(),
-                        "reference" => img.repo_tags.iter().any(|t| {
+            let created = created_unix(img);
+            let labels = img.config.config.labels.clone().unwrap_or_default();
+            dangling.is_none_or(|d| d == img.repo_tags.is_empty())
+                && f::match_kv_list(&filters, "label", &labels)
+                && (refs.is_empty()
+                    || refs.iter().any(|v| {
+                        img.repo_tags.iter().any(|t| {
                             glob_match(v, t)
                                 || glob_match(v, t.rsplit_once(':').map(|x| x.0).unwrap_or(t))
-                        }),
-                        "label" => {
-                            let labels = img.config.config.labels.clone().unwrap_or_default();
-                            match v.split_once('=') {
-                                Some((lk, lv)) => labels.get(lk).map(String::as_str) == Some(lv),
-                                None => labels.contains_key(v.as_str()),
-                            }
-                        }
-                        _ => true,
-                    })
-            })
+                        })
+                    }))
+                && before.is_none_or(|b| created < b)
+                && since.is_none_or(|s| created > s)
+                && until.is_none_or(|u| created < u)
         })
         .map(summary)
         .collect();
@@ -382,10 +413,25 @@ pub async fn load(
         } else {
             s.images.load_path(&path, platform.as_ref())
         };
+        // dockerd reports a body that is no image archive in the stream (200).
+        let r = match r {
+            Err(e) if e.kind() == barge_image::ErrorKind::InvalidInput => {
+                Ok(Err(super::fsops::not_an_archive(&path)))
+            }
+            r => r.map(Ok),
+        };
         drop(path);
         r
     })
     .await?;
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(m) => {
+            return Ok(json_lines(vec![
+                json!({ "errorDetail": { "message": m }, "error": m }),
+            ]))
+        }
+    };
     let mut lines = Vec::new();
     for img in &loaded {
         if img.references.is_empty() {

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod containers;
 pub mod exec;
+pub mod filters;
 pub mod fsops;
 pub mod images;
 pub mod lifecycle;

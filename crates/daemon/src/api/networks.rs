@@ -249,7 +249,11 @@ pub fn network_settings(state: &AppState, c: &Container) -> Value {
 pub fn summary_parts(state: &AppState, c: &Container) -> (Value, Value) {
     let sb = state.networks.sandbox(&c.id);
     let mut ports = Vec::new();
-    for p in &c.config.exposed_ports {
+    // A container sharing the host's (or another container's) network has no ports of its
+    // own: dockerd's `ps` shows an empty PORTS column for `--network host`.
+    let own_network = c.options.host.network_mode != "host"
+        && !c.options.host.network_mode.starts_with("container:");
+    for p in c.config.exposed_ports.iter().filter(|_| own_network) {
         let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
         let port: u16 = port.parse().unwrap_or(0);
         let published: Vec<&barge_network::PortMapping> = sb
@@ -317,30 +321,50 @@ fn network_json(state: &AppState, n: &Network, containers: &[Container]) -> Valu
     })
 }
 
-fn matches(
-    n: &Network,
-    filters: &BTreeMap<String, Vec<String>>,
-    dangling: Option<bool>,
-    used: bool,
-) -> bool {
-    filters.iter().all(|(k, vals)| {
-        vals.is_empty()
-            || vals.iter().any(|v| match k.as_str() {
-                "name" => n.name.contains(v.as_str()),
-                "id" => n.id.starts_with(v.as_str()),
-                "driver" => n.driver == *v,
-                "scope" => v == "local",
-                "type" => (v == "builtin") == n.predefined(),
-                "label" => match v.split_once('=') {
-                    Some((key, val)) => n.labels.get(key).map(String::as_str) == Some(val),
-                    None => n.labels.contains_key(v.as_str()),
-                },
-                "dangling" => dangling
-                    .map(|d| d == (!used && !n.predefined()))
-                    .unwrap_or(true),
-                _ => true,
-            })
-    })
+/// dockerd's network filters (`daemon/network/filter.go`): `driver` and `scope` exact,
+/// `name` and `id` by `Match` (exact or regular expression), every `label` must match,
+/// `type` is `custom` or `builtin`, `dangling` a single boolean.
+fn matches(n: &Network, filters: &BTreeMap<String, Vec<String>>, used: bool) -> bool {
+    use super::filters as f;
+    let types = f::values(filters, "type");
+    f::exact(filters, "driver", &n.driver)
+        && f::matches(filters, "name", &n.name)
+        && f::matches(filters, "id", &n.id)
+        && f::match_kv_list(filters, "label", &n.labels)
+        && f::exact(filters, "scope", "local")
+        && (types.is_empty() || types.iter().any(|t| (t == "builtin") == n.predefined()))
+        && f::values(filters, "dangling")
+            .first()
+            .is_none_or(|d| (d == "true" || d == "1") == (!used && !n.predefined()))
+}
+
+/// 400 for a network filter dockerd refuses.
+fn check_filters(filters: &BTreeMap<String, Vec<String>>) -> Result<(), ApiError> {
+    use super::filters as f;
+    f::validate(
+        filters,
+        &["dangling", "driver", "id", "label", "name", "scope", "type"],
+    )?;
+    match f::values(filters, "dangling") {
+        [] => {}
+        [v] if ["0", "1", "true", "false"].contains(&v.as_str()) => {}
+        [_] => {
+            return Err(ApiError::bad_request(
+                r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#,
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                r#"got more than one value for filter key "dangling""#,
+            ))
+        }
+    }
+    for t in f::values(filters, "type") {
+        if t != "custom" && t != "builtin" {
+            return Err(f::invalid("type", Some(t)));
+        }
+    }
+    Ok(())
 }
 
 /// Containers (any state) that name network `n` in their settings.
@@ -357,17 +381,14 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
-    let dangling = filters
-        .get("dangling")
-        .and_then(|v| v.first())
-        .map(|v| v == "true" || v == "1");
+    check_filters(&filters)?;
     // Rendering reads the engine's sandboxes (its lock): on the blocking pool too.
     let s = state.clone();
     let out = asyncify(move || {
         let (nets, containers) = (s.networks.list(), s.containers.list());
         let out: Vec<Value> = nets
             .iter()
-            .filter(|n| matches(n, &filters, dangling, users(n, &containers)))
+            .filter(|n| matches(n, &filters, users(n, &containers)))
             .map(|n| network_json(&s, n, &containers))
             .collect();
         Ok::<_, ApiError>(out)
@@ -565,10 +586,11 @@ pub async fn prune(
 ) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw);
     let filters = q.filters()?;
+    let keep_filter = super::fsops::prune_filter(&filters, super::containers::unix_of)?;
     let s = state.clone();
     let deleted = asyncify(move || {
         let containers = s.containers.list();
-        let keep = |n: &Network| users(n, &containers) || !matches(n, &filters, None, false);
+        let keep = |n: &Network| users(n, &containers) || keep_filter(&n.labels, &n.created);
         Ok::<_, ApiError>(s.networks.prune(&keep))
     })
     .await?;

@@ -1,7 +1,7 @@
 //! `/_ping`, `/version`, `/info`, `/events`.
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -230,7 +230,54 @@ pub async fn events(
     Ok(crate::stream::channel_response("application/json", body_rx))
 }
 
-/// Anything else: Docker's 404 shape.
-pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(format!("page not found: {}", uri.path()))
+/// dockerd's answer to a cluster call on a node that is not in a swarm (`errNoManager`).
+pub const NO_SWARM_MANAGER: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
+
+/// The 503 a dockerd outside any swarm gives to `/swarm`, `/services`, `/nodes`, `/tasks`,
+/// `/secrets` and `/configs` (moby's `daemon/cluster`: `errNoManager`; `POST /swarm/leave`
+/// gets `errNoSwarm`). barge has no swarm mode, so `init` and `join` say so with the same
+/// status rather than pretending to form a cluster. `None` for other paths.
+fn swarm_answer(method: &Method, path: &str) -> Option<ApiError> {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if !["swarm", "services", "nodes", "tasks", "secrets", "configs"].contains(&first) {
+        return None;
+    }
+    let msg = match (method.as_str(), path.trim_end_matches('/')) {
+        ("POST", "/swarm/leave") => "This node is not part of a swarm".to_string(),
+        ("POST", "/swarm/init" | "/swarm/join") => {
+            "barge does not support swarm mode: this node cannot start or join a swarm".to_string()
+        }
+        _ => NO_SWARM_MANAGER.to_string(),
+    };
+    Some(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg))
+}
+
+/// Anything else: the swarm endpoints' 503 (see [`swarm_answer`]), or Docker's 404 shape.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    swarm_answer(&method, uri.path())
+        .unwrap_or_else(|| ApiError::not_found(format!("page not found: {}", uri.path())))
+}
+
+#[cfg(test)]
+mod swarm_tests {
+    use super::*;
+
+    #[test]
+    fn swarm_endpoints_answer_as_a_non_swarm_dockerd() {
+        let e = swarm_answer(&Method::GET, "/swarm").unwrap();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.message, NO_SWARM_MANAGER);
+        assert_eq!(
+            swarm_answer(&Method::GET, "/services/x/logs")
+                .unwrap()
+                .message,
+            NO_SWARM_MANAGER
+        );
+        assert_eq!(
+            swarm_answer(&Method::POST, "/swarm/leave").unwrap().message,
+            "This node is not part of a swarm"
+        );
+        assert!(swarm_answer(&Method::GET, "/swarmy").is_none());
+        assert!(swarm_answer(&Method::GET, "/plugins").is_none());
+    }
 }

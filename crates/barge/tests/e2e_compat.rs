@@ -1,0 +1,624 @@
+//! End-to-end: Docker Engine API conventions clients rely on (issue 9, section 4), each checked
+//! with docker-py (or the docker CLI) against dockerd's documented behaviour: list filters
+//! (`label` values ANDed, unknown keys refused), the swarm endpoints of a node outside any
+//! swarm, exit codes of killed containers, `commit` with changes, `images/load` errors, log
+//! drivers, volume prune, the build stream and its `dockerfile` paths, `SOURCE_DATE_EPOCH`,
+//! `cp` inside volumes, `diff`, `ps`/`images` columns.
+
+mod common;
+
+use std::process::Command;
+use std::sync::LazyLock;
+
+use common::*;
+
+static D: LazyLock<Daemon> = LazyLock::new(|| {
+    let d = Daemon::start();
+    d.load_layout();
+    d
+});
+
+const BB: &str = "busybox:1.35";
+
+/// Runs a docker-py program with `c` (a `DockerClient`) and `api` (its `APIClient`) bound
+/// to the test daemon; returns its stdout.
+fn py(body: &str) -> String {
+    let script = format!(
+        "import docker, json, io, tarfile, gzip, time\n\
+         c = docker.DockerClient(base_url=\"{}\")\n\
+         api = c.api\n\
+         def status_of(f, *a, **kw):\n    \
+             try:\n        f(*a, **kw)\n        return None\n    \
+             except docker.errors.APIError as e:\n        \
+                 return (e.status_code, e.explanation)\n\
+         {body}",
+        D.host
+    );
+    python(&script)
+}
+
+/// `docker ps`-style containers with docker-compose's labels: dockerd ANDs several `label`
+/// filters (compose 1.29 lists a service's containers with project + service labels), ORs the
+/// values of other keys, and refuses unknown keys and bad values with 400.
+#[test]
+fn container_filters_follow_dockerd() {
+    for (name, svc) in [("lf-web", "web"), ("lf-db", "db")] {
+        D.ok(&[
+            "create",
+            "--name",
+            name,
+            "--label",
+            "com.docker.compose.project=lf",
+            "--label",
+            &format!("com.docker.compose.service={svc}"),
+            BB,
+            "true",
+        ]);
+    }
+    let out = py(r##"
+def names(**f):
+    return sorted(x.name for x in c.containers.list(all=True, filters=f))
+print(names(label=["com.docker.compose.project=lf", "com.docker.compose.service=web"]))
+print(names(label=["com.docker.compose.project=lf"]))
+print(names(label=["com.docker.compose.project=lf", "com.docker.compose.oneoff"]))
+print(names(name=["lf-web", "lf-db"]))
+print(names(name="^lf-w"))
+print(names(label="com.docker.compose.project=lf", status="created"))
+print(names(label="com.docker.compose.project=lf", status="exited"))
+print(status_of(c.containers.list, filters={"bogus": "1"}))
+print(status_of(c.containers.list, filters={"status": "sleeping"}))
+print(status_of(c.containers.list, filters={"health": "sick"}))
+print(len(api.containers(all=True, filters={"label": "com.docker.compose.project=lf"}, limit=1)))
+"##);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "['lf-web']", "{out}");
+    assert_eq!(lines[1], "['lf-db', 'lf-web']", "{out}");
+    assert_eq!(lines[2], "[]", "{out}");
+    assert_eq!(lines[3], "['lf-db', 'lf-web']", "{out}");
+    assert_eq!(lines[4], "['lf-web']", "{out}");
+    assert_eq!(lines[5], "['lf-db', 'lf-web']", "{out}");
+    assert_eq!(lines[6], "[]", "{out}");
+    assert_eq!(lines[7], "(400, \"invalid filter 'bogus'\")", "{out}");
+    assert_eq!(
+        lines[8], "(400, \"invalid filter 'status=sleeping'\")",
+        "{out}"
+    );
+    assert_eq!(
+        lines[9], "(400, 'Unrecognised filter value for health: sick')",
+        "{out}"
+    );
+    assert_eq!(lines[10], "1", "{out}");
+    D.ok(&["rm", "lf-web", "lf-db"]);
+}
+
+/// `ps` filters that look at a container's state and settings: `exited`, `before`/`since`,
+/// `volume`, `network`, `publish`/`expose`, `ancestor`, `is-task`.
+#[test]
+fn container_state_filters() {
+    let o = D.barge(&[
+        "run", "--name", "sf-a", "--label", "sf=1", BB, "sh", "-c", "exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    D.ok(&[
+        "create",
+        "--name",
+        "sf-b",
+        "--label",
+        "sf=1",
+        "-v",
+        "sfvol:/data",
+        "--expose",
+        "7000",
+        BB,
+        "true",
+    ]);
+    D.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sf-c",
+        "--label",
+        "sf=1",
+        "-p",
+        "127.0.0.1::7001",
+        "--network",
+        "bridge",
+        BB,
+        "sleep",
+        "60",
+    ]);
+    let out = py(r##"
+def names(**f):
+    f.setdefault("label", "sf=1")
+    return sorted(x["Names"][0][1:] for x in api.containers(all=True, filters=f))
+print(names(exited=3))
+print(names(exited=[0, 3]))
+print(names(before="sf-c"))
+print(names(since="sf-a"))
+print(names(volume="sfvol"))
+print(names(volume="/data"))
+print(names(network="bridge"))
+print(names(expose="7000"))
+print(names(expose="7000-7001/tcp"))
+port = api.port("sf-c", 7001)[0]["HostPort"]
+print(names(publish=port) == ["sf-c"])
+print(names(ancestor="busybox:1.35"))
+print(names(ancestor="nosuchimage"))
+print(names(**{"is-task": "true"}))
+print(status_of(api.containers, all=True, filters={"before": "nosuch"})[0])
+print(status_of(api.containers, all=True, filters={"publish": "1:2"})[0])
+"##);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "['sf-a']", "{out}");
+    assert_eq!(lines[1], "['sf-a']", "{out}");
+    assert_eq!(lines[2], "['sf-a', 'sf-b']", "{out}");
+    assert_eq!(lines[3], "['sf-b', 'sf-c']", "{out}");
+    assert_eq!(lines[4], "['sf-b']", "{out}");
+    assert_eq!(lines[5], "['sf-b']", "{out}");
+    assert_eq!(lines[6], "['sf-a', 'sf-b', 'sf-c']", "{out}");
+    assert_eq!(lines[7], "['sf-b']", "{out}");
+    assert_eq!(lines[8], "['sf-b', 'sf-c']", "{out}");
+    assert_eq!(lines[9], "True", "{out}");
+    assert_eq!(lines[10], "['sf-a', 'sf-b', 'sf-c']", "{out}");
+    assert_eq!(lines[11], "[]", "{out}");
+    assert_eq!(lines[12], "[]", "{out}");
+    assert_eq!(lines[13], "404", "{out}");
+    assert_eq!(lines[14], "400", "{out}");
+    D.ok(&["rm", "-f", "-v", "sf-a", "sf-b", "sf-c"]);
+    let _ = D.barge(&["volume", "rm", "sfvol"]);
+}
+
+/// Images, networks, volumes and events: every `label` filter must match (dockerd's
+/// `MatchKVList`); unknown keys are refused.
+#[test]
+fn label_filters_are_anded_everywhere() {
+    let out = py(r##"
+import os
+for n, svc in (("lfn-a", "a"), ("lfn-b", "b")):
+    c.networks.create(n, labels={"proj": "lfn", "svc": svc})
+    c.volumes.create(n, labels={"proj": "lfn", "svc": svc})
+print(sorted(n.name for n in c.networks.list(filters={"label": ["proj=lfn", "svc=a"]})))
+print(sorted(n.name for n in c.networks.list(filters={"label": ["proj=lfn"]})))
+print(sorted(n.name for n in c.networks.list(filters={"name": ["lfn-a", "lfn-b"]})))
+print(sorted(n.name for n in c.networks.list(filters={"driver": "bridg"})) == [])
+print(status_of(c.networks.list, filters={"bogus": "x"}))
+print(status_of(c.networks.list, filters={"type": "weird"})[0])
+print(sorted(v.name for v in c.volumes.list(filters={"label": ["proj=lfn", "svc=b"]})))
+print(status_of(c.volumes.list, filters={"bogus": "x"})[0])
+img = c.images.get("busybox:1.35")
+print(len(c.images.list(filters={"label": ["nosuch=1"]})))
+print(status_of(c.images.list, filters={"bogus": "x"}))
+print(len(c.images.list(filters={"reference": ["busybox:1.35", "nosuch"]})))
+print(len(c.images.list(filters={"dangling": "false", "reference": "busybox:1.35"})))
+print(status_of(c.images.list, filters={"dangling": "maybe"}))
+# events: label filters AND over the actor's attributes
+since = time.time() - 600
+until = time.time() + 1
+for n, svc in (("lfe-a", "a"), ("lfe-b", "b")):
+    c.containers.create("busybox:1.35", ["true"], name=n, labels={"proj": "lfn", "svc": svc}).remove()
+until = time.time() + 1
+ev = api.events(since=since, until=until, decode=True,
+                filters={"type": "container", "event": "create", "label": ["proj=lfn", "svc=b"]})
+print(sorted(e["Actor"]["Attributes"]["name"] for e in ev))
+for n in ("lfn-a", "lfn-b"):
+    c.networks.get(n).remove()
+    c.volumes.get(n).remove()
+"##);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "['lfn-a']", "{out}");
+    assert_eq!(lines[1], "['lfn-a', 'lfn-b']", "{out}");
+    assert_eq!(lines[2], "['lfn-a', 'lfn-b']", "{out}");
+    assert_eq!(lines[3], "True", "{out}");
+    assert_eq!(lines[4], "(400, \"invalid filter 'bogus'\")", "{out}");
+    assert_eq!(lines[5], "400", "{out}");
+    assert_eq!(lines[6], "['lfn-b']", "{out}");
+    assert_eq!(lines[7], "400", "{out}");
+    assert_eq!(lines[8], "0", "{out}");
+    assert_eq!(lines[9], "(400, \"invalid filter 'bogus'\")", "{out}");
+    assert_eq!(lines[10], "1", "{out}");
+    assert_eq!(lines[11], "1", "{out}");
+    assert_eq!(
+        lines[12], "(400, \"invalid filter 'dangling=maybe'\")",
+        "{out}"
+    );
+    assert_eq!(lines[13], "['lfe-b']", "{out}");
+}
+
+/// A dockerd outside any swarm answers the cluster endpoints with 503 and its
+/// "not a swarm manager" message (not 404), which clients show as is.
+#[test]
+fn swarm_endpoints_answer_503_like_a_node_outside_a_swarm() {
+    const MSG: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
+    let out = py(r##"
+for f in (api.inspect_swarm, api.services, api.nodes, api.tasks, api.secrets, api.configs):
+    print(status_of(f))
+print(status_of(api.leave_swarm))
+"##);
+    let lines: Vec<&str> = out.lines().collect();
+    for l in &lines[..6] {
+        assert_eq!(*l, format!("(503, '{MSG}')"), "{out}");
+    }
+    assert_eq!(
+        lines[6], "(503, 'This node is not part of a swarm')",
+        "{out}"
+    );
+    let o = D.docker(&["node", "ls"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        stderr(&o).trim(),
+        format!("Error response from daemon: {MSG}"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `kill` (SIGKILL) then `inspect`: exit code 137 as dockerd records 128+signal; a SIGTERM'd
+/// shell: 143.
+#[test]
+fn killed_containers_report_the_signal_exit_code() {
+    let out = py(r##"
+k = c.containers.run("busybox:1.35", ["sleep", "60"], detach=True, name="kill137")
+k.kill()
+print(k.wait()["StatusCode"])
+k.reload()
+print(k.attrs["State"]["ExitCode"], k.attrs["State"]["Status"])
+t = c.containers.run("busybox:1.35", ["sleep", "60"], detach=True, name="kill143", init=True)
+t.kill(signal="SIGTERM")
+print(t.wait()["StatusCode"])
+k.remove(); t.remove()
+"##);
+    assert_eq!(out, "137\n137 exited\n143\n", "{out}");
+}
+
+/// `commit` returns the new image's ID and applies `changes` (Dockerfile instructions, one per
+/// value or several on lines of one value).
+#[test]
+fn commit_returns_the_id_and_applies_changes() {
+    let out = py(r##"
+k = c.containers.run("busybox:1.35", ["sh", "-c", "echo hi > /made"], detach=True, name="commitme")
+k.wait()
+img = k.commit(repository="committed", tag="v1", changes=['ENV FOO=bar', 'CMD ["cat", "/made"]', 'LABEL a=b'])
+print(img.id.startswith("sha256:") and img.id == c.images.get("committed:v1").id)
+cfg = img.attrs["Config"]
+print("FOO=bar" in cfg["Env"], cfg["Cmd"], cfg["Labels"])
+r = api.commit("commitme", repository="committed", tag="v2", changes="EXPOSE 80\nWORKDIR /tmp")
+print(sorted(r.keys()), r["Id"].startswith("sha256:"))
+cfg2 = c.images.get("committed:v2").attrs["Config"]
+print(cfg2["ExposedPorts"], cfg2["WorkingDir"])
+print(c.containers.run("committed:v1", remove=True).decode().strip())
+k.remove()
+c.images.remove("committed:v1"); c.images.remove("committed:v2")
+"##);
+    assert_eq!(
+        out, "True\nTrue ['cat', '/made'] {'a': 'b'}\n['Id'] True\n{'80/tcp': {}} /tmp\nhi\n",
+        "{out}"
+    );
+}
+
+/// `POST /images/load` of something that is not an image archive: dockerd answers 200 and
+/// reports the error in the stream, which docker-py raises as `ImageLoadError`.
+#[test]
+fn loading_a_non_archive_reports_the_error_in_the_stream() {
+    let out = py(r##"
+try:
+    c.images.load(b"this is not an image archive")
+    print("loaded?")
+except docker.errors.ImageLoadError as e:
+    print("ImageLoadError", str(e))
+"##);
+    assert_eq!(
+        out.trim(),
+        "ImageLoadError Error processing tar file(exit status 1): unexpected EOF"
+    );
+}
+
+/// An unknown log driver: dockerd's "logger: no log driver named 'X' is registered" (400).
+#[test]
+fn unknown_log_driver_is_refused_with_dockerds_message() {
+    let out = py(r##"
+lc = docker.types.LogConfig(type="nosuchdriver")
+print(status_of(c.containers.create, "busybox:1.35", ["true"], log_config=lc))
+"##);
+    assert_eq!(
+        out.trim(),
+        "(400, \"logger: no log driver named 'nosuchdriver' is registered\")"
+    );
+}
+
+/// `volumes/prune` (API ≥ 1.42): anonymous volumes only, unless the `all=true` filter.
+#[test]
+fn volume_prune_takes_anonymous_volumes_unless_all() {
+    let out = py(r##"
+c.volumes.create("vp-named", labels={"vp": "1"})
+k = c.containers.create("busybox:1.35", ["true"], volumes=["/anon"], labels={"vp": "1"}, name="vp-c")
+anon = [m["Name"] for m in k.attrs["Mounts"]][0]
+k.remove()
+r = c.volumes.prune()
+print(anon in (r["VolumesDeleted"] or []), "vp-named" in (r["VolumesDeleted"] or []))
+r = c.volumes.prune(filters={"all": "true", "label": "vp=1"})
+print("vp-named" in (r["VolumesDeleted"] or []))
+"##);
+    assert_eq!(out, "True False\nTrue\n", "{out}");
+}
+
+/// Builds an uncompressed tar (as bytes) from (name, content) pairs in Python source.
+const MKTAR: &str = r##"
+def mktar(files, gz=False):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w") as t:
+        for name, data in files:
+            data = data.encode()
+            ti = tarfile.TarInfo(name); ti.size = len(data); ti.mode = 0o644
+            t.addfile(ti, io.BytesIO(data))
+    raw = b.getvalue()
+    return io.BytesIO(gzip.compress(raw) if gz else raw)
+def build(files, gz=False, **kw):
+    chunks = list(api.build(fileobj=mktar(files, gz), custom_context=True, decode=True,
+                            encoding="gzip" if gz else None, rm=True, **kw))
+    return chunks
+def image_id(chunks):
+    return [ch["aux"]["ID"] for ch in chunks if "aux" in ch]
+"##;
+
+/// `POST /build`: dockerd's JSON message stream (`stream` lines with `RUN`'s stdout and
+/// stderr, `aux.ID`, `error`+`errorDetail` for a failed step), blank lines and comments between
+/// instructions, `cachefrom` and `extrahosts`.
+#[test]
+fn build_stream_and_parameters() {
+    let out = py(&format!(
+        "{MKTAR}{}",
+        r##"
+df = """# a comment
+
+FROM busybox:1.35
+
+# another comment
+RUN echo to-stdout && echo to-stderr >&2
+
+RUN cat /etc/hosts | grep -c buildhost.example
+"""
+ch = build([("Dockerfile", df)], cache_from=["busybox:1.35"], extra_hosts={"buildhost.example": "10.9.8.7"}, nocache=True)
+text = "".join(x.get("stream", "") for x in ch)
+print(all(set(x) <= {"stream", "aux", "error", "errorDetail", "status", "id", "progressDetail"} for x in ch))
+print("to-stdout" in text, "to-stderr" in text)
+print("\n1\n" in text)
+ids = image_id(ch)
+print(len(ids) == 1 and ids[0].startswith("sha256:"))
+print(text.rstrip().splitlines()[-1].startswith("Successfully built"))
+bad = build([("Dockerfile", "FROM busybox:1.35\nRUN exit 7\n")])
+err = [x for x in bad if "error" in x]
+print(len(err), err[0]["error"] == err[0]["errorDetail"]["message"])
+print("returned a non-zero code: 7" in err[0]["error"])
+"##
+    ));
+    assert_eq!(
+        out, "True\nTrue True\nTrue\nTrue\nTrue\n1 True\nTrue\n",
+        "{out}"
+    );
+}
+
+/// The `dockerfile` parameter: nested, absolute (from the context root), `../` (scoped to
+/// the context, as dockerd resolves it), a Dockerfile outside the context (docker-py sends it
+/// inside the tar), and a gzip-compressed context.
+#[test]
+fn build_dockerfile_paths_and_gzip_context() {
+    let ctx = tempdir_in(&D.dir);
+    std::fs::create_dir_all(ctx.join("ctx")).unwrap();
+    std::fs::write(ctx.join("ctx/f.txt"), "ctx-file\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile.outside"),
+        "FROM busybox:1.35\nCOPY f.txt /f.txt\nLABEL where=outside\n",
+    )
+    .unwrap();
+    let out = py(&format!(
+        "{MKTAR}
+ctxdir = {ctx:?}
+{}",
+        r##"
+def label(chunks):
+    ids = image_id(chunks)
+    if not ids:
+        return [x.get("error") for x in chunks if "error" in x]
+    return c.images.get(ids[0]).attrs["Config"]["Labels"]["where"]
+nested = [("sub/dir/Dockerfile.x", "FROM busybox:1.35\nLABEL where=nested\n")]
+print(label(build(nested, dockerfile="sub/dir/Dockerfile.x")))
+print(label(build(nested, dockerfile="/sub/dir/Dockerfile.x")))
+print(label(build([("Dockerfile", "FROM busybox:1.35\nLABEL where=root\n")], dockerfile="../Dockerfile")))
+print(label(build(nested, gz=True, dockerfile="sub/dir/Dockerfile.x")))
+img, logs = c.images.build(path=ctxdir + "/ctx", dockerfile=ctxdir + "/Dockerfile.outside", rm=True)
+print(img.attrs["Config"]["Labels"]["where"])
+img, logs = c.images.build(path=ctxdir + "/ctx", dockerfile="../Dockerfile.outside", rm=True)
+print(img.attrs["Config"]["Labels"]["where"])
+print([x.get("error") for x in build(nested, dockerfile="nope")][-1])
+"##
+    ).replace("{ctx:?}", &format!("{:?}", ctx.display().to_string())));
+    assert_eq!(
+        out,
+        "nested\nnested\nroot\nnested\noutside\noutside\nCannot locate specified Dockerfile: nope\n",
+        "{out}"
+    );
+}
+
+fn tempdir_in(base: &std::path::Path) -> std::path::PathBuf {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let p = base.join(format!("compat-{n}"));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// `SOURCE_DATE_EPOCH` in the client's environment is sent as the build argument (as
+/// `docker buildx build` does), so two builds give the same image; `--build-arg` wins.
+#[test]
+fn source_date_epoch_from_the_environment() {
+    let ctx = tempdir_in(&D.dir);
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:1.35\nRUN echo x > /x\n",
+    )
+    .unwrap();
+    let build = |env: Option<&str>, extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_barge"));
+        cmd.env("BARGE_HOST", &D.host)
+            .env("DOCKER_CONFIG", D.dir.join("docker-config"))
+            .env_remove("SOURCE_DATE_EPOCH");
+        if let Some(e) = env {
+            cmd.env("SOURCE_DATE_EPOCH", e);
+        }
+        let o = cmd
+            .args(["build", "--no-cache", "-q"])
+            .args(extra)
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_string()
+    };
+    let a = build(Some("1700000000"), &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = build(Some("1700000000"), &[]);
+    assert_eq!(a, b);
+    let created = D.ok(&["image", "inspect", "-f", "{{.Created}}", &a]);
+    assert!(created.starts_with("2023-11-14T22:13:20"), "{created}");
+    // --build-arg takes precedence over the environment.
+    let c = build(
+        Some("1700000000"),
+        &["--build-arg", "SOURCE_DATE_EPOCH=1600000000"],
+    );
+    let created = D.ok(&["image", "inspect", "-f", "{{.Created}}", &c]);
+    assert!(created.starts_with("2020-09-13T12:26:40"), "{created}");
+    // Without it, two builds differ (their times do).
+    let d = build(None, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let e = build(None, &[]);
+    assert_ne!(d, e);
+}
+
+/// `GET/PUT/HEAD /containers/{id}/archive` inside volumes and bind mounts, running and
+/// stopped (dockerd sees the container's mounts).
+#[test]
+fn archive_inside_volumes_and_binds() {
+    let bind = tempdir_in(&D.dir);
+    std::fs::write(bind.join("b.txt"), "from-bind\n").unwrap();
+    let out = py(&format!(
+        "bind = {:?}\n{}",
+        bind.display().to_string(),
+        r##"
+def read(k, path):
+    bits, st = k.get_archive(path)
+    t = tarfile.open(fileobj=io.BytesIO(b"".join(bits)))
+    names = t.getnames()
+    f = [m for m in t.getmembers() if m.isfile()]
+    return st["name"], names, (t.extractfile(f[0]).read().decode().strip() if f else None)
+k = c.containers.run("busybox:1.35", ["sh", "-c", "echo in-vol > /vol1/f; sleep 60"], detach=True,
+                     name="arch-vol", volumes={"archvol": {"bind": "/vol1", "mode": "rw"}, bind: {"bind": "/bnd", "mode": "rw"}},
+                     tmpfs={"/tmpd": ""})
+time.sleep(1)
+print(read(k, "/vol1/f"))
+print(read(k, "/vol1")[0:2])
+print(read(k, "/bnd/b.txt"))
+r = api.head(api._url("/containers/{0}/archive", k.id), params={"path": "/vol1/f"})
+print(r.status_code, json.loads(__import__("base64").b64decode(r.headers["X-Docker-Container-Path-Stat"]))["name"])
+ti = tarfile.TarInfo("put.txt"); data = b"put-in\n"; ti.size = len(data)
+b = io.BytesIO()
+with tarfile.open(fileobj=b, mode="w") as t: t.addfile(ti, io.BytesIO(data))
+print(k.put_archive("/vol1", b.getvalue()), k.put_archive("/tmpd", b.getvalue()))
+print(k.exec_run(["cat", "/vol1/put.txt", "/tmpd/put.txt"]).output.decode().split())
+k.stop(timeout=0)
+print(read(k, "/vol1/put.txt"))
+print(read(k, "/vol1")[0:2])
+print(read(k, "/bnd/b.txt")[2])
+print(k.put_archive("/bnd", b.getvalue()))
+print(status_of(k.get_archive, "/vol1/nope")[0])
+k.remove(v=True)
+"##
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "('f', ['f'], 'in-vol')", "{out}");
+    assert_eq!(lines[1], "('vol1', ['vol1', 'vol1/f'])", "{out}");
+    assert_eq!(lines[2], "('b.txt', ['b.txt'], 'from-bind')", "{out}");
+    assert_eq!(lines[3], "200 f", "{out}");
+    assert_eq!(lines[4], "True True", "{out}");
+    assert_eq!(lines[5], "['put-in', 'put-in']", "{out}");
+    assert_eq!(lines[6], "('put.txt', ['put.txt'], 'put-in')", "{out}");
+    assert_eq!(
+        lines[7], "('vol1', ['vol1', 'vol1/f', 'vol1/put.txt'])",
+        "{out}"
+    );
+    assert_eq!(lines[8], "from-bind", "{out}");
+    assert_eq!(lines[9], "True", "{out}");
+    assert_eq!(lines[10], "404", "{out}");
+    assert_eq!(
+        std::fs::read_to_string(bind.join("put.txt")).unwrap(),
+        "put-in\n"
+    );
+    let _ = D.barge(&["volume", "rm", "archvol"]);
+}
+
+/// `diff` reports only what the process changed: not the runtime's mount points
+/// (`/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`, the init) nor their parents.
+#[test]
+fn diff_leaves_out_the_runtime_files() {
+    let out = py(r##"
+k = c.containers.run("busybox:1.35", ["true"], detach=True, name="diff-quiet", init=True)
+k.wait()
+print(k.diff())
+m = c.containers.run("busybox:1.35", ["sh", "-c", "mkdir -p /etc/app && echo x > /etc/app/conf"], detach=True, name="diff-some")
+m.wait()
+print(sorted((d["Path"], d["Kind"]) for d in m.diff()))
+k.remove(); m.remove()
+"##);
+    assert_eq!(
+        out, "[]\n[('/etc', 0), ('/etc/app', 1), ('/etc/app/conf', 1)]\n",
+        "{out}"
+    );
+}
+
+/// `docker ps` shows no PORTS for a `--network host` container (its image's EXPOSE included),
+/// and `docker images` shows `N/A` as CREATED for an image without a creation time.
+#[test]
+fn ps_ports_of_host_network_and_images_without_created() {
+    D.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ps-host",
+        "--network",
+        "host",
+        "--expose",
+        "8080",
+        BB,
+        "sleep",
+        "60",
+    ]);
+    let ports = D.docker_ok(&["ps", "--filter", "name=ps-host", "--format", "{{.Ports}}"]);
+    assert_eq!(ports.trim(), "");
+    let ports = D.ok(&["ps", "--filter", "name=ps-host", "--format", "{{.Ports}}"]);
+    assert_eq!(ports.trim(), "");
+    D.ok(&["rm", "-f", "ps-host"]);
+    // A docker-save archive whose config has no `created`.
+    let out = py(r##"
+import hashlib
+layer = io.BytesIO()
+with tarfile.open(fileobj=layer, mode="w") as t:
+    ti = tarfile.TarInfo("hello"); ti.size = 3; t.addfile(ti, io.BytesIO(b"hi\n"))
+layer = layer.getvalue()
+diff = "sha256:" + hashlib.sha256(layer).hexdigest()
+cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/hello"]},
+                  "rootfs": {"type": "layers", "diff_ids": [diff]}}).encode()
+cfgname = hashlib.sha256(cfg).hexdigest() + ".json"
+manifest = json.dumps([{"Config": cfgname, "RepoTags": ["nocreated:1"], "Layers": ["l/layer.tar"]}]).encode()
+b = io.BytesIO()
+with tarfile.open(fileobj=b, mode="w") as t:
+    for name, data in ((cfgname, cfg), ("l/layer.tar", layer), ("manifest.json", manifest)):
+        ti = tarfile.TarInfo(name); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+c.images.load(b.getvalue())
+print([i["Created"] for i in api.images(name="nocreated")])
+"##);
+    assert_eq!(out.trim(), "[0]", "{out}");
+    let created = D.ok(&["images", "nocreated", "--format", "{{.CreatedSince}}"]);
+    assert_eq!(created.trim(), "N/A");
+    D.ok(&["rmi", "nocreated:1"]);
+}
