@@ -406,6 +406,9 @@ impl Builder {
         opts: &BuildOptions,
         out: &mut dyn FnMut(&str),
     ) -> Result<BuildResult, BuildError> {
+        // Layers stored by the steps are referenced by no image until the build writes its
+        // own: a concurrent `rmi`/`image prune` must leave them (and the cache's) alone.
+        let _hold = self.images.hold();
         if let Some(p) = &opts.platform {
             let want = Platform::parse(p)?;
             if !host_platform().matches(&want) {

@@ -30,5 +30,5 @@ pub use platform::Platform;
 pub use pull::{config_chain_ids, ExportedIndex, IngestedLayer, PendingLayer};
 pub use reference::Reference;
 pub use store::{
-    HistoryItem, Image, ImageStore, LoadedImage, PruneReport, RemovedItem, SaveFormat,
+    HistoryItem, Hold, Image, ImageStore, LoadedImage, PruneReport, RemovedItem, SaveFormat,
 };

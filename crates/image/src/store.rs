@@ -278,8 +278,29 @@ pub struct ImageStore {
     /// Serialises snapshot unpacking against itself and gc, without blocking readers.
     unpack_lock: Mutex<()>,
     pins: Arc<Pins>,
+    /// Start times (Unix seconds) of the [`Hold`]s alive, by hold ID.
+    holds: Arc<Mutex<HashMap<u64, i64>>>,
     /// Parsed image configs by image ID (content-addressed, so never stale).
     configs: Mutex<HashMap<String, Arc<ImageConfigFile>>>,
+}
+
+/// Keeps gc away from everything written to the store since it was taken, for as long as it
+/// lives: for an operation that stores layers before any image references them (a build's
+/// steps, until its image is written), as containerd's leases do. Taken with
+/// [`ImageStore::hold`]; dropping it releases the content to the next gc.
+#[derive(Debug)]
+pub struct Hold {
+    holds: Arc<Mutex<HashMap<u64, i64>>>,
+    id: u64,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 fn now() -> i64 {
@@ -442,6 +463,7 @@ impl ImageStore {
             write_lock: Mutex::new(()),
             unpack_lock: Mutex::new(()),
             pins: Arc::new(Pins::default()),
+            holds: Arc::default(),
             configs: Mutex::new(HashMap::new()),
         })
     }
@@ -459,6 +481,20 @@ impl ImageStore {
     /// The committed state, as of now (cheap: an `Arc` clone under a short lock).
     pub(crate) fn snapshot(&self) -> Arc<State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes a [`Hold`]: until it is dropped, gc keeps every blob and snapshot that was
+    /// written (created or renamed into place: its ctime) since now.
+    pub fn hold(&self) -> Hold {
+        let id = TXN_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, now());
+        Hold {
+            holds: self.holds.clone(),
+            id,
+        }
     }
 
     /// Pins `digest` for the life of `txn` (gc keeps it).
@@ -1534,6 +1570,15 @@ impl ImageStore {
                 }
             }
         }
+        // Content written since the oldest live hold began stays (a second of slack for the
+        // timestamps' granularity).
+        let held_since = self
+            .holds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .min()
+            .map(|t| t - 1);
         let trash_dir = self.tmp().join(format!("gc-{}", random_suffix()));
         let mut trash = Trash {
             dir: None,
@@ -1548,6 +1593,12 @@ impl ImageStore {
                     continue;
                 }
                 let p = e.path();
+                if let Some(since) = held_since {
+                    use std::os::unix::fs::MetadataExt;
+                    if fs::symlink_metadata(&p).is_ok_and(|m| m.ctime() >= since) {
+                        continue;
+                    }
+                }
                 if trash.dir.is_none() {
                     fs::create_dir(&trash_dir).map_err(io_err("create gc dir"))?;
                     trash.dir = Some(trash_dir.clone());

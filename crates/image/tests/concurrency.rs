@@ -144,3 +144,29 @@ fn concurrent_loads_of_one_image_and_a_failing_one_keep_the_store_whole() {
     let reopened = ImageStore::open(store.root()).unwrap();
     assert_eq!(reopened.list().unwrap().len(), store.list().unwrap().len());
 }
+
+/// A layer stored by an operation before any image references it (a build's step) survives a
+/// gc while the operation holds the store, and goes with the next gc once it let go.
+#[test]
+fn held_content_survives_gc_until_released() {
+    use barge_image::digest::{sha256_digest, Descriptor};
+    let (_d, store) = new_store();
+    let tar = raw_tar(&[file("held.txt", b"held")]);
+    let diff_id = sha256_digest(&tar);
+    let desc = Descriptor {
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        digest: diff_id.clone(),
+        size: tar.len() as u64,
+        ..Default::default()
+    };
+    let hold = store.hold();
+    store
+        .ingest_layer(&mut &tar[..], &desc, &diff_id, &diff_id)
+        .unwrap();
+    assert!(store.has_blob(&diff_id));
+    store.gc().unwrap();
+    assert!(store.has_blob(&diff_id), "gc took a held layer");
+    drop(hold);
+    store.gc().unwrap();
+    assert!(!store.has_blob(&diff_id), "released content stays forever");
+}
