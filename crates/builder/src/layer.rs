@@ -190,12 +190,7 @@ impl<W: Write> LayerTar<W> {
     }
 }
 
-/// Sorted directory entries (stable tar order).
-pub fn sorted_entries(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
-    let mut v: Vec<fs::DirEntry> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    v.sort_by_key(|e| e.file_name());
-    Ok(v)
-}
+pub use barge_archive::sorted_entries;
 
 /// Appends the overlay upper directory `upper` as layer entries.
 pub fn diff_upper<W: Write>(upper: &Path, t: &mut LayerTar<W>) -> io::Result<()> {

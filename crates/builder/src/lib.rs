@@ -13,7 +13,7 @@ pub mod build;
 pub mod commit;
 pub mod context;
 pub mod fetch;
-pub mod ignore;
+pub use barge_archive::ignore;
 pub mod layer;
 pub mod mounts;
 pub mod parser;

@@ -89,8 +89,8 @@ pub async fn build(c: &Client, a: BuildArgs) -> Result<i32> {
             }
         }
     };
-    let ignore = barge_builder::context::ignore_for(ctx, a.file.as_deref().map(Path::new));
-    let mut data = barge_builder::context::write_tar(ctx, &ignore, &df_rel, Vec::new())?;
+    let ignore = barge_archive::context::ignore_for(ctx, a.file.as_deref().map(Path::new));
+    let mut data = barge_archive::context::write_tar(ctx, &ignore, &df_rel, Vec::new())?;
     if let Some(p) = df_outside {
         // Re-open the archive to append the Dockerfile (drop the two end blocks first).
         data.truncate(data.len().saturating_sub(1024));

@@ -526,7 +526,7 @@ async fn copy_to_container(
             let err_tx = tx.clone();
             let w = SendWriter(tx, Vec::new());
             let r = (|| -> std::io::Result<()> {
-                let mut t = barge_container::fsops::TreeTar::new(w);
+                let mut t = barge_archive::TreeTar::new(w);
                 t.add_tree(&src_path, Path::new(&top), &|_| false)?;
                 let mut w = t.finish()?;
                 w.flush()
