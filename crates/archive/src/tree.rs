@@ -139,7 +139,9 @@ impl<W: Write> TreeTar<W> {
         self.add_children(src, name, Path::new(""), skip)
     }
 
-    fn add_children(
+    /// Adds everything below directory `dir` (sorted, not following symlinks) as entries
+    /// under `name`; `rel` is `dir`'s path relative to the tree's top (for `skip`).
+    pub fn add_children(
         &mut self,
         dir: &Path,
         name: &Path,

@@ -1,8 +1,7 @@
 //! Build contexts: unpacking the tar a client sends (`POST /build`), and making one from a
 //! directory honouring `.dockerignore` (the CLI side, as docker's client does).
 
-use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 
 /// Unpacks a (possibly gzip/zstd-compressed) context tar into `dir`. Entries that would escape
@@ -21,6 +20,7 @@ pub use barge_archive::context::{ignore_for, write_tar};
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn tar_honours_dockerignore_and_roundtrips() {

@@ -13,7 +13,7 @@
 //! Known gap: a process in a *running* container could swap a checked directory for a symlink
 //! between resolution and use (docker closes that race by extracting in a chroot).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 pub use barge_archive::TreeTar;
 use std::ffi::OsString;
