@@ -1191,24 +1191,16 @@ impl Containers {
             std::fs::create_dir_all(&empty).map_err(io_err("create empty lower"))?;
             layers.push(empty);
         }
-        let lower: Vec<String> = layers
-            .iter()
-            .rev()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            dir.join("upper").display(),
-            dir.join("work").display()
-        );
-        let mount = |data: &str| {
-            nix::mount::mount(
-                Some("overlay"),
+        layers.reverse();
+        let (upper, work) = (dir.join("upper"), dir.join("work"));
+        let mount = |flags: &[&str]| {
+            barge_image::overlay::mount(
                 &rootfs,
-                Some("overlay"),
-                nix::mount::MsFlags::empty(),
-                Some(data),
+                &barge_image::overlay::Overlay {
+                    lowers: &layers,
+                    upper: Some((&upper, &work)),
+                    flags,
+                },
             )
         };
         // A `--rm` container's writable layer is thrown away with it, so its overlay is
@@ -1217,18 +1209,16 @@ impl Containers {
         // mount (meant for "after a crash"); a removable layer is fine to mount again, so the
         // marker of an earlier mount (e.g. `cp` before `start`) goes. Kernels without the
         // option get the plain mount.
-        let mut res = Err(nix::errno::Errno::EINVAL);
         if c.options.host.auto_remove {
             let _ = std::fs::remove_dir_all(dir.join("work/work/incompat/volatile"));
-            res = mount(&format!("{data},volatile"));
+            if mount(&["volatile"]).is_ok() {
+                return Ok(());
+            }
         }
-        if res.is_err() {
-            res = mount(&data);
-        }
-        res.map_err(|e| {
+        mount(&[]).map_err(|e| {
             ContainerError::io(
                 format!("mount overlay on {}", rootfs.display()),
-                std::io::Error::from(e),
+                e.into_io(),
             )
         })
     }
