@@ -717,7 +717,7 @@ impl Containers {
     fn state_dir(&self, id: &str) -> PathBuf {
         self.cfg.exec_root.join("c").join(&id[..id.len().min(16)])
     }
-    fn exec_dir(&self, exec_id: &str) -> PathBuf {
+    pub(crate) fn exec_dir(&self, exec_id: &str) -> PathBuf {
         self.cfg
             .exec_root
             .join("e")
@@ -1772,15 +1772,45 @@ impl Containers {
         }
     }
 
-    fn signal_pid(pid: i64, sig: i32) -> std::io::Result<()> {
-        if pid <= 0 {
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    /// Sends `sig` to the container's main process through its monitor's control socket (the
+    /// monitor signals it through a pidfd, and never after reaping it), so a signal can never
+    /// reach an unrelated process that reused a stored pid. `ESRCH` when the process or its
+    /// monitor is gone.
+    fn signal_container(&self, id: &str, sig: i32) -> std::io::Result<()> {
+        Self::signal_via(&self.control_socket(id), sig)
+    }
+
+    /// `kill <sig>` on a monitor's control socket; its `err <errno>` answer as an error.
+    pub(crate) fn signal_via(socket: &Path, sig: i32) -> std::io::Result<()> {
+        let gone = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                std::io::Error::from_raw_os_error(libc::ESRCH)
+            }
+            _ => e,
+        };
+        let mut s = UnixStream::connect(socket).map_err(gone)?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        s.write_all(format!("kill {sig}\n").as_bytes())?;
+        let mut reply = Vec::new();
+        let mut b = [0u8; 1];
+        while reply.len() < 64 {
+            match s.read(&mut b) {
+                Ok(0) => break,
+                Ok(_) if b[0] == b'\n' => break,
+                Ok(_) => reply.push(b[0]),
+                Err(e) => return Err(e),
+            }
         }
-        // SAFETY: kill(2) with a pid and signal number.
-        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
-            return Err(std::io::Error::last_os_error());
+        let reply = String::from_utf8_lossy(&reply);
+        match reply.trim() {
+            "ok" => Ok(()),
+            // EOF without an answer: the monitor is exiting, the process is gone.
+            "" => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+            r => match r.strip_prefix("err ").and_then(|n| n.parse::<i32>().ok()) {
+                Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+                None => Err(std::io::Error::other(format!("monitor: {r}"))),
+            },
         }
-        Ok(())
     }
 
     /// Sends the stop signal (the container's, or `signal`), waits `timeout` seconds (the
@@ -1797,7 +1827,9 @@ impl Containers {
             return Ok(());
         }
         let timeout = timeout.or(c.options.stop_timeout).unwrap_or(10);
-        let _ = Self::signal_pid(c.state.pid, sig);
+        if let Err(e) = self.signal_container(&c.id, sig) {
+            tracing::debug!("stop {}: signal {sig}: {e}", c.id);
+        }
         self.thaw_if_paused(&c);
         let t = if timeout < 0 {
             None
@@ -1807,7 +1839,9 @@ impl Containers {
         if self.wait_stopped(&c.id, t) {
             return Ok(());
         }
-        let _ = Self::signal_pid(c.state.pid, libc::SIGKILL);
+        if let Err(e) = self.signal_container(&c.id, libc::SIGKILL) {
+            tracing::debug!("kill {}: {e}", c.id);
+        }
         self.wait_stopped(&c.id, Some(Duration::from_secs(30)));
         Ok(())
     }
@@ -1854,7 +1888,7 @@ impl Containers {
         if stopping {
             self.mark_manually_stopped(&c.id);
         }
-        Self::signal_pid(c.state.pid, sig).map_err(|e| {
+        self.signal_container(&c.id, sig).map_err(|e| {
             if e.raw_os_error() == Some(libc::ESRCH) {
                 ContainerError::NotRunning(c.id.clone())
             } else {
@@ -1896,7 +1930,9 @@ impl Containers {
                 return Err(ContainerError::RunningRemove { name: c.name });
             }
             self.mark_manually_stopped(&c.id);
-            let _ = Self::signal_pid(c.state.pid, libc::SIGKILL);
+            if let Err(e) = self.signal_container(&c.id, libc::SIGKILL) {
+                tracing::debug!("kill {}: {e}", c.id);
+            }
             self.thaw_if_paused(&c);
             self.wait_stopped(&c.id, Some(Duration::from_secs(30)));
         }

@@ -385,12 +385,11 @@ impl Containers {
                     !self.exec_wait_until(&exec.id, deadline)
                 };
                 if timed_out {
-                    if let Ok(e) = self.exec_inspect(&exec.id) {
-                        if e.pid > 0 {
-                            // SAFETY: kill(2) of the probe's process.
-                            unsafe { libc::kill(e.pid as libc::pid_t, libc::SIGKILL) };
-                        }
-                    }
+                    // Through the probe's monitor (a pidfd), never a pid that may be reused.
+                    let _ = Containers::signal_via(
+                        &self.exec_dir(&exec.id).join("control.sock"),
+                        libc::SIGKILL,
+                    );
                     let _ = self.exec_wait_until(&exec.id, Instant::now() + Duration::from_secs(5));
                     (
                         -1,
