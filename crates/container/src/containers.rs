@@ -527,13 +527,7 @@ pub(crate) fn parse_signal(s: &str) -> Result<i32, ContainerError> {
     Ok(n)
 }
 
-fn is_mounted(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let p = path.to_string_lossy();
-    text.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
-}
+use crate::mountinfo::is_mounted;
 
 fn unmount(path: &Path) {
     if is_mounted(path) && nix::mount::umount2(path, nix::mount::MntFlags::empty()).is_err() {
