@@ -366,12 +366,11 @@ impl Builder {
         let mut c = self.load_cache();
         f(&mut c);
         fs::create_dir_all(&self.dir).map_err(io_err("create builder dir"))?;
-        let tmp = self
-            .dir
-            .join(format!("cache.json.tmp-{}", std::process::id()));
-        fs::write(&tmp, serde_json::to_vec(&c).expect("serializes"))
-            .map_err(io_err("write build cache"))?;
-        fs::rename(&tmp, self.cache_path()).map_err(io_err("write build cache"))
+        barge_fsutil::write_atomic(
+            &self.cache_path(),
+            &serde_json::to_vec(&c).expect("serializes"),
+        )
+        .map_err(io_err("write build cache"))
     }
 
     /// `builder prune`: drops the layer cache's entries and every cache mount directory no

@@ -106,17 +106,10 @@ fn random_hex(n_bytes: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Replaces a record durably ([`barge_fsutil::write_atomic`]: temp file, fsync, rename, fsync
+/// of the directory).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f =
-            std::fs::File::create(&tmp).map_err(io_err(format!("write {}", tmp.display())))?;
-        f.write_all(data)
-            .map_err(io_err(format!("write {}", tmp.display())))?;
-        f.sync_all()
-            .map_err(io_err(format!("sync {}", tmp.display())))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io_err(format!("rename {}", path.display())))
+    barge_fsutil::write_atomic(path, data).map_err(io_err(format!("write {}", path.display())))
 }
 
 /// Docker's container name rule.
@@ -737,9 +730,26 @@ impl Containers {
         self.cfg.exec_root.join("runtime").join(name)
     }
 
+    /// Writes `container.json` durably. Every failure is logged here (the record on disk is
+    /// then stale); callers return it where they can.
     pub(crate) fn save(&self, c: &Container) -> Result<(), ContainerError> {
         let data = serde_json::to_vec_pretty(c).expect("container serializes");
-        write_atomic(&self.container_dir(&c.id).join("container.json"), &data)
+        let r = write_atomic(&self.container_dir(&c.id).join("container.json"), &data);
+        if let Err(e) = &r {
+            tracing::error!(id = %c.id, "container record not saved: {e}");
+        }
+        r
+    }
+
+    /// [`Containers::save`] where no caller can take the error (exit handling, health
+    /// results, restarts): logged by `save`, and shown in the container's `State.Error`
+    /// (inspect) so the stale record does not go unnoticed.
+    pub(crate) fn save_or_flag(&self, inner: &mut Inner, c: &Container) {
+        if let Err(e) = self.save(c) {
+            if let Some(rec) = inner.containers.get_mut(&c.id) {
+                rec.state.error = format!("container record not saved: {e}");
+            }
+        }
     }
 
     fn find_id(inner: &Inner, name_or_id: &str) -> Result<String, ContainerError> {
@@ -1366,7 +1376,7 @@ impl Containers {
         res
     }
 
-    fn start_failed(&self, c: &Container, message: String) -> ContainerError {
+    fn start_failed(&self, c: &Container, mut message: String) -> ContainerError {
         let code = crate::monitor::start_failure_exit_code(&message);
         self.teardown_network(&c.id);
         unmount(&self.container_dir(&c.id).join("rootfs"));
@@ -1380,7 +1390,9 @@ impl Containers {
             rec.state.pid = 0;
             rec.state.finished_at = now_rfc3339();
             let rec = rec.clone();
-            let _ = self.save(&rec);
+            if let Err(e) = self.save(&rec) {
+                message = format!("{message} (and the container's record: {e})");
+            }
         }
         *inner.exits.entry(c.id.clone()).or_default() += 1;
         drop(inner);
@@ -1699,7 +1711,7 @@ impl Containers {
         Self::health_stop(&mut inner, id);
         let restart = Self::restart_decision(&mut inner, &mut c);
         inner.containers.insert(id.to_string(), c.clone());
-        let _ = self.save(&c);
+        self.save_or_flag(&mut inner, &c);
         *inner.exits.entry(id.to_string()).or_default() += 1;
         for e in inner
             .execs
@@ -1858,7 +1870,7 @@ impl Containers {
             c.state.status = Status::Exited;
         }
         let c = c.clone();
-        let _ = self.save(&c);
+        self.save_or_flag(&mut inner, &c);
         drop(inner);
         self.cond.notify_all();
         active

@@ -281,7 +281,7 @@ impl Containers {
                 h.failing_streak = 0;
             }
             let c = c.clone();
-            let _ = self.save(&c);
+            self.save_or_flag(&mut inner, &c);
             (settings, generation)
         };
         let me = self.me.clone();
@@ -422,7 +422,7 @@ impl Containers {
         let changed = apply_result(h, result, in_start_period, s.retries);
         let status = h.status.clone();
         let c = c.clone();
-        let _ = self.save(&c);
+        self.save_or_flag(&mut inner, &c);
         drop(inner);
         if changed {
             (self.on_event)(ContainerEvent::HealthStatus {

@@ -257,11 +257,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 
 fn write_exit(cfg: &MonitorConfig, rec: &ExitRecord) {
     let path = cfg.state_dir.join("exit.json");
-    let tmp = cfg.state_dir.join("exit.json.tmp");
-    if let Ok(data) = serde_json::to_vec(rec) {
-        if std::fs::write(&tmp, data).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
-        }
+    let data = serde_json::to_vec(rec).expect("exit record serializes");
+    // The engine learns the exit from this file: a failure goes to monitor.log (stderr).
+    if let Err(e) = barge_fsutil::write_atomic(&path, &data) {
+        eprintln!("barge monitor: write {}: {e}", path.display());
     }
 }
 

@@ -259,7 +259,7 @@ impl Containers {
                     rec.state.status = Status::Exited;
                     rec.state.error = e.to_string();
                     let rec = rec.clone();
-                    let _ = self.save(&rec);
+                    self.save_or_flag(&mut inner, &rec);
                 }
             }
         }

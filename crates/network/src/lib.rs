@@ -148,19 +148,10 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// Replaces a record durably ([`barge_fsutil::write_atomic`]).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), NetworkError> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    r.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        NetworkError::io(format!("write {}", path.display()), e)
-    })
+    barge_fsutil::write_atomic(path, data)
+        .map_err(|e| NetworkError::io(format!("write {}", path.display()), e))
 }
 
 #[derive(Default)]
@@ -511,7 +502,9 @@ impl Networks {
         if let Err(e) = self.bring_up(&net) {
             let mut inner = self.lock();
             inner.networks.remove(&id);
-            let _ = self.save_networks(&inner);
+            if let Err(e2) = self.save_networks(&inner) {
+                tracing::error!("network {id}: record not rolled back: {e2}");
+            }
             drop(inner);
             let _ = link::delete_link(&net.bridge);
             return Err(e);
