@@ -179,3 +179,67 @@ print(n, tail.endswith(b"last 20\n"))
     );
     d.ok(&["rm", "big", "mid"]);
 }
+
+#[test]
+fn follow_goes_on_where_the_replay_stopped() {
+    let d = Daemon::start();
+    d.load_layout();
+    // A fast writer: every number once, in order, as long as it runs.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        "i=0; while true; do echo $i; i=$((i+1)); done",
+    ]);
+    d.wait_for("some output", 10, || {
+        !d.ok(&["logs", "--tail", "1", "counter"]).is_empty()
+    });
+    for args in [
+        vec!["logs", "-f", "counter"],
+        vec!["logs", "-f", "--tail", "5", "counter"],
+    ] {
+        let mut child = std::process::Command::new(docker_cli())
+            .env("DOCKER_HOST", &d.host)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = Vec::new();
+        {
+            use std::io::Read;
+            let mut r = child.stdout.take().unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            let t = Instant::now();
+            while t.elapsed().as_millis() < 1500 {
+                let k = r.read(&mut buf).unwrap();
+                if k == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..k]);
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = String::from_utf8_lossy(&out);
+        let nums: Vec<u64> = text
+            .lines()
+            .take(text.lines().count().saturating_sub(1)) // the last may be cut
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        assert!(nums.len() > 10, "{args:?}: {} lines", nums.len());
+        for w in nums.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "{args:?}: a gap or repeat after {}", w[0]);
+        }
+        if args.contains(&"--tail") {
+            assert!(nums[0] > 0, "--tail starts near the end");
+        } else {
+            assert_eq!(nums[0], 0);
+        }
+    }
+    d.ok(&["rm", "-f", "counter"]);
+}

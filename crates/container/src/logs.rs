@@ -83,6 +83,7 @@ pub fn entries(log_path: &Path) -> Entries {
         files: log_files(log_path).into_iter(),
         current: None,
         line: Vec::new(),
+        offset: 0,
     }
 }
 
@@ -91,6 +92,16 @@ pub struct Entries {
     files: std::vec::IntoIter<PathBuf>,
     current: Option<BufReader<File>>,
     line: Vec<u8>,
+    /// Bytes of complete lines read from the file being (or last) read.
+    offset: u64,
+}
+
+impl Entries {
+    /// Once the iterator is exhausted: where the newest file (`<path>`) was left, after its
+    /// last complete line, so a follower reading on from there misses and repeats nothing.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
 }
 
 impl Iterator for Entries {
@@ -100,6 +111,7 @@ impl Iterator for Entries {
         loop {
             let Some(r) = self.current.as_mut() else {
                 let f = self.files.next()?;
+                self.offset = 0;
                 match File::open(&f) {
                     Ok(file) => self.current = Some(BufReader::with_capacity(64 * 1024, file)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -110,7 +122,12 @@ impl Iterator for Entries {
             self.line.clear();
             match r.read_until(b'\n', &mut self.line) {
                 Ok(0) => self.current = None,
-                Ok(_) => {
+                Ok(n) => {
+                    if self.line.last() != Some(&b'\n') {
+                        // A line being written: not an entry yet, and not consumed.
+                        continue;
+                    }
+                    self.offset += n as u64;
                     if let Some(e) = parse_line(&self.line) {
                         return Some(Ok(e));
                     }
@@ -126,27 +143,48 @@ const TAIL_BLOCK: u64 = 64 * 1024;
 
 /// The last `n` entries of a log, oldest first, read backwards from the end of the newest
 /// file (then of older rotated files while more are needed): the cost is that of the last
-/// `n` lines, whatever the log's size.
-pub fn tail_entries(log_path: &Path, n: usize) -> io::Result<Vec<LogEntry>> {
+/// `n` lines, whatever the log's size. Also returns where the newest file (`<path>`) ends,
+/// after its last complete line, for a follower to read on from.
+pub fn tail_entries(log_path: &Path, n: usize) -> io::Result<(Vec<LogEntry>, u64)> {
     let mut out = Vec::new();
-    for f in log_files(log_path).iter().rev() {
-        if out.len() >= n {
+    let mut offset = 0;
+    for (i, f) in log_files(log_path).iter().rev().enumerate() {
+        if out.len() >= n && i > 0 {
             break;
         }
         match File::open(f) {
-            Ok(file) => tail_file(file, n, &mut out)?,
+            Ok(file) => {
+                let end = tail_file(file, n, &mut out)?;
+                if i == 0 {
+                    offset = end;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
     out.reverse();
-    Ok(out)
+    Ok((out, offset))
 }
 
-/// Pushes the entries of `file`, newest first, onto `out` until it holds `want`.
-fn tail_file(file: File, want: usize, out: &mut Vec<LogEntry>) -> io::Result<()> {
+/// Pushes the entries of `file`, newest first, onto `out` until it holds `want`; returns
+/// the offset after the file's last complete line.
+fn tail_file(file: File, want: usize, out: &mut Vec<LogEntry>) -> io::Result<u64> {
     use std::os::unix::fs::FileExt;
     let mut end = file.metadata()?.len();
+    // A line being written at the end is not an entry yet.
+    if end > 0 {
+        let start = end.saturating_sub(TAIL_BLOCK);
+        let mut data = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut data, start)?;
+        match data.iter().rposition(|b| *b == b'\n') {
+            Some(p) => end = start + p as u64 + 1,
+            None if start == 0 => end = 0,
+            // A partial line longer than a block: left to the follower as it is.
+            None => {}
+        }
+    }
+    let complete_end = end;
     // The start of the line cut by the previous (later) block, with its newline.
     let mut carry: Vec<u8> = Vec::new();
     while end > 0 && out.len() < want {
@@ -183,7 +221,7 @@ fn tail_file(file: File, want: usize, out: &mut Vec<LogEntry>) -> io::Result<()>
         carry = data;
         end = start;
     }
-    Ok(())
+    Ok(complete_end)
 }
 
 fn rotated(path: &Path, n: usize) -> PathBuf {
@@ -402,22 +440,32 @@ mod tests {
         for n in [0, 1, 10, 700, full.len() - 1, full.len(), full.len() + 5] {
             let got: Vec<String> = tail_entries(&p, n)
                 .unwrap()
+                .0
                 .into_iter()
                 .map(|e| String::from_utf8(e.log).unwrap())
                 .collect();
             assert_eq!(got, full[full.len().saturating_sub(n)..], "tail {n}");
         }
-        // A torn last line (no newline yet) is not an entry.
+        // A torn last line (no newline yet) is not an entry, and a follower starts before it.
+        let len = std::fs::metadata(&p).unwrap().len();
+        let mut it = entries(&p);
+        assert_eq!(it.by_ref().count(), full.len());
+        assert_eq!(it.offset(), len);
         std::fs::OpenOptions::new()
             .append(true)
             .open(&p)
             .unwrap()
             .write_all(b"{\"log\":\"half")
             .unwrap();
-        let last = tail_entries(&p, 1).unwrap();
+        let (last, end) = tail_entries(&p, 1).unwrap();
         assert_eq!(last[0].log, all.last().unwrap().as_bytes());
+        assert_eq!(end, len);
+        let mut it = entries(&p);
+        assert_eq!(it.by_ref().count(), full.len());
+        assert_eq!(it.offset(), len);
         assert!(tail_entries(&dir.path().join("missing.log"), 3)
             .unwrap()
+            .0
             .is_empty());
     }
 

@@ -1154,7 +1154,9 @@ pub async fn logs(
         let path = log_path.clone();
         let txb = tx.clone();
         let replay = render;
-        let sent = tokio::task::spawn_blocking(move || {
+        // Where the replay left the current file: following goes on from there, so nothing
+        // written meanwhile is lost or repeated. `None`: the client is gone.
+        let replayed = tokio::task::spawn_blocking(move || {
             // Rendered entries go out in chunks of about 64 KiB (one channel message per line
             // would cost more than reading the line).
             let mut chunk = bytes::BytesMut::new();
@@ -1164,19 +1166,20 @@ pub async fn logs(
                 }
                 chunk.len() < 64 * 1024 || txb.blocking_send(Ok(chunk.split().freeze())).is_ok()
             };
-            let ok = match tail {
+            let (ok, offset) = match tail {
                 Some(t) => {
-                    let entries =
-                        barge_container::logs::tail_entries(&path, t).unwrap_or_else(|e| {
+                    let (entries, offset) = barge_container::logs::tail_entries(&path, t)
+                        .unwrap_or_else(|e| {
                             tracing::warn!("reading log {}: {e}", path.display());
-                            Vec::new()
+                            (Vec::new(), 0)
                         });
-                    entries.iter().all(&mut send)
+                    (entries.iter().all(&mut send), offset)
                 }
                 None => {
-                    for e in barge_container::logs::entries(&path) {
+                    let mut it = barge_container::logs::entries(&path);
+                    for e in it.by_ref() {
                         match e {
-                            Ok(e) if !send(&e) => return false,
+                            Ok(e) if !send(&e) => return None,
                             Ok(_) => {}
                             Err(e) => {
                                 tracing::warn!("reading log {}: {e}", path.display());
@@ -1184,24 +1187,29 @@ pub async fn logs(
                             }
                         }
                     }
-                    true
+                    (true, it.offset())
                 }
             };
-            ok && (chunk.is_empty() || txb.blocking_send(Ok(chunk.freeze())).is_ok())
+            (ok && (chunk.is_empty() || txb.blocking_send(Ok(chunk.freeze())).is_ok()))
+                .then_some(offset)
         })
         .await
-        .unwrap_or(false);
-        if !sent {
+        .ok()
+        .flatten();
+        let Some(offset) = replayed else {
             return;
-        }
+        };
         if !follow {
             return;
         }
-        // Follow: tail the current file from its present end until the container stops.
+        // Follow: the current file from where the replay left it until the container stops.
         let Ok(mut file) = tokio::fs::File::open(&log_path).await else {
             return;
         };
-        let mut pos = file.seek(std::io::SeekFrom::End(0)).await.unwrap_or(0);
+        let mut pos = file
+            .seek(std::io::SeekFrom::Start(offset))
+            .await
+            .unwrap_or(0);
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut stopped_rounds = 0;
