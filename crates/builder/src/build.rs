@@ -277,39 +277,18 @@ fn mount_overlay(
         .prefix("from-")
         .tempdir_in(tmp)
         .map_err(io_err("create mount dir"))?;
-    let lower: Vec<String> = lowers
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    let mut opts = format!("lowerdir={}", lower.join(":"));
-    let mut flags = libc::MS_RDONLY;
-    if let Some((u, w)) = upper {
-        opts.push_str(&format!(
-            ",upperdir={},workdir={}",
-            u.display(),
-            w.display()
-        ));
-        flags = 0;
-    }
-    let data =
-        std::ffi::CString::new(opts).map_err(|_| BuildError::Invalid("NUL in path".into()))?;
-    let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).expect("no NUL");
-    // SAFETY: valid NUL-terminated strings.
-    let r = unsafe {
-        libc::mount(
-            c"overlay".as_ptr(),
-            target.as_ptr(),
-            c"overlay".as_ptr(),
-            flags,
-            data.as_ptr().cast(),
-        )
-    };
-    if r != 0 {
-        return Err(BuildError::Io {
-            what: "mount overlay".into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    barge_image::overlay::mount(
+        dir.path(),
+        &barge_image::overlay::Overlay {
+            lowers,
+            upper,
+            flags: &[],
+        },
+    )
+    .map_err(|e| BuildError::Io {
+        what: "mount overlay".into(),
+        source: e.into_io(),
+    })?;
     let p = dir.path().to_path_buf();
     Ok((Mounted { dir, mounted: true }, p))
 }
@@ -365,12 +344,11 @@ impl Builder {
         let mut c = self.load_cache();
         f(&mut c);
         fs::create_dir_all(&self.dir).map_err(io_err("create builder dir"))?;
-        let tmp = self
-            .dir
-            .join(format!("cache.json.tmp-{}", std::process::id()));
-        fs::write(&tmp, serde_json::to_vec(&c).expect("serializes"))
-            .map_err(io_err("write build cache"))?;
-        fs::rename(&tmp, self.cache_path()).map_err(io_err("write build cache"))
+        barge_fsutil::write_atomic(
+            &self.cache_path(),
+            &serde_json::to_vec(&c).expect("serializes"),
+        )
+        .map_err(io_err("write build cache"))
     }
 
     /// `builder prune`: drops the layer cache's entries and every cache mount directory no

@@ -358,7 +358,8 @@ impl CacheMounts {
         fs::create_dir_all(&base).map_err(io_err(format!("create {}", base.display())))?;
         let meta = base.join("id");
         if !meta.exists() {
-            let _ = fs::write(&meta, id);
+            barge_fsutil::write_atomic(&meta, id.as_bytes())
+                .map_err(io_err(format!("write {}", meta.display())))?;
         }
         for n in 0.. {
             let lock_path = base.join(format!("{n}.lock"));

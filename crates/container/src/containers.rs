@@ -113,17 +113,10 @@ fn random_hex(n_bytes: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Replaces a record durably ([`barge_fsutil::write_atomic`]: temp file, fsync, rename, fsync
+/// of the directory).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f =
-            std::fs::File::create(&tmp).map_err(io_err(format!("write {}", tmp.display())))?;
-        f.write_all(data)
-            .map_err(io_err(format!("write {}", tmp.display())))?;
-        f.sync_all()
-            .map_err(io_err(format!("sync {}", tmp.display())))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io_err(format!("rename {}", path.display())))
+    barge_fsutil::write_atomic(path, data).map_err(io_err(format!("write {}", path.display())))
 }
 
 /// Docker's container name rule.
@@ -534,13 +527,7 @@ pub(crate) fn parse_signal(s: &str) -> Result<i32, ContainerError> {
     Ok(n)
 }
 
-fn is_mounted(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let p = path.to_string_lossy();
-    text.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
-}
+use crate::mountinfo::is_mounted;
 
 fn unmount(path: &Path) {
     if is_mounted(path) && nix::mount::umount2(path, nix::mount::MntFlags::empty()).is_err() {
@@ -725,7 +712,7 @@ impl Containers {
     fn state_dir(&self, id: &str) -> PathBuf {
         self.cfg.exec_root.join("c").join(&id[..id.len().min(16)])
     }
-    fn exec_dir(&self, exec_id: &str) -> PathBuf {
+    pub(crate) fn exec_dir(&self, exec_id: &str) -> PathBuf {
         self.cfg
             .exec_root
             .join("e")
@@ -763,9 +750,26 @@ impl Containers {
         self.save(&c)
     }
 
+    /// Writes `container.json` durably. Every failure is logged here (the record on disk is
+    /// then stale); callers return it where they can.
     pub(crate) fn save(&self, c: &Container) -> Result<(), ContainerError> {
         let data = serde_json::to_vec_pretty(c).expect("container serializes");
-        write_atomic(&self.container_dir(&c.id).join("container.json"), &data)
+        let r = write_atomic(&self.container_dir(&c.id).join("container.json"), &data);
+        if let Err(e) = &r {
+            tracing::error!(id = %c.id, "container record not saved: {e}");
+        }
+        r
+    }
+
+    /// [`Containers::persist`] where no caller can take the error (exit handling, health
+    /// results, restarts): logged by `save`, and shown in the container's `State.Error`
+    /// (inspect) so the stale record does not go unnoticed.
+    pub(crate) fn persist_or_flag(&self, id: &str) {
+        if let Err(e) = self.persist(id) {
+            if let Some(rec) = self.lock().containers.get_mut(id) {
+                rec.state.error = format!("container record not saved: {e}");
+            }
+        }
     }
 
     pub(crate) fn find_id(inner: &Inner, name_or_id: &str) -> Result<String, ContainerError> {
@@ -1212,24 +1216,16 @@ impl Containers {
             std::fs::create_dir_all(&empty).map_err(io_err("create empty lower"))?;
             layers.push(empty);
         }
-        let lower: Vec<String> = layers
-            .iter()
-            .rev()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            dir.join("upper").display(),
-            dir.join("work").display()
-        );
-        let mount = |data: &str| {
-            nix::mount::mount(
-                Some("overlay"),
+        layers.reverse();
+        let (upper, work) = (dir.join("upper"), dir.join("work"));
+        let mount = |flags: &[&str]| {
+            barge_image::overlay::mount(
                 &rootfs,
-                Some("overlay"),
-                nix::mount::MsFlags::empty(),
-                Some(data),
+                &barge_image::overlay::Overlay {
+                    lowers: &layers,
+                    upper: Some((&upper, &work)),
+                    flags,
+                },
             )
         };
         // A `--rm` container's writable layer is thrown away with it, so its overlay is
@@ -1238,18 +1234,16 @@ impl Containers {
         // mount (meant for "after a crash"); a removable layer is fine to mount again, so the
         // marker of an earlier mount (e.g. `cp` before `start`) goes. Kernels without the
         // option get the plain mount.
-        let mut res = Err(nix::errno::Errno::EINVAL);
         if c.options.host.auto_remove {
             let _ = std::fs::remove_dir_all(dir.join("work/work/incompat/volatile"));
-            res = mount(&format!("{data},volatile"));
+            if mount(&["volatile"]).is_ok() {
+                return Ok(());
+            }
         }
-        if res.is_err() {
-            res = mount(&data);
-        }
-        res.map_err(|e| {
+        mount(&[]).map_err(|e| {
             ContainerError::io(
                 format!("mount overlay on {}", rootfs.display()),
-                std::io::Error::from(e),
+                e.into_io(),
             )
         })
     }
@@ -1403,7 +1397,7 @@ impl Containers {
         res
     }
 
-    fn start_failed(&self, c: &Container, message: String) -> ContainerError {
+    fn start_failed(&self, c: &Container, mut message: String) -> ContainerError {
         let code = crate::monitor::start_failure_exit_code(&message);
         self.teardown_network(&c.id);
         unmount(&self.container_dir(&c.id).join("rootfs"));
@@ -1419,7 +1413,9 @@ impl Containers {
         }
         *inner.exits.entry(c.id.clone()).or_default() += 1;
         drop(inner);
-        let _ = self.persist(&c.id);
+        if let Err(e) = self.persist(&c.id) {
+            message = format!("{message} (and the container's record: {e})");
+        }
         self.changed(&c.id);
         ContainerError::StartFailed { message }
     }
@@ -1743,7 +1739,7 @@ impl Containers {
             e.running = false;
         }
         drop(inner);
-        let _ = self.persist(id);
+        self.persist_or_flag(id);
         // Runtime leftovers (normally removed by the monitor).
         self.clean_runtime_state(&c);
         (self.on_event)(ContainerEvent::Died {
@@ -1802,15 +1798,45 @@ impl Containers {
         }
     }
 
-    fn signal_pid(pid: i64, sig: i32) -> std::io::Result<()> {
-        if pid <= 0 {
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    /// Sends `sig` to the container's main process through its monitor's control socket (the
+    /// monitor signals it through a pidfd, and never after reaping it), so a signal can never
+    /// reach an unrelated process that reused a stored pid. `ESRCH` when the process or its
+    /// monitor is gone.
+    fn signal_container(&self, id: &str, sig: i32) -> std::io::Result<()> {
+        Self::signal_via(&self.control_socket(id), sig)
+    }
+
+    /// `kill <sig>` on a monitor's control socket; its `err <errno>` answer as an error.
+    pub(crate) fn signal_via(socket: &Path, sig: i32) -> std::io::Result<()> {
+        let gone = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                std::io::Error::from_raw_os_error(libc::ESRCH)
+            }
+            _ => e,
+        };
+        let mut s = UnixStream::connect(socket).map_err(gone)?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        s.write_all(format!("kill {sig}\n").as_bytes())?;
+        let mut reply = Vec::new();
+        let mut b = [0u8; 1];
+        while reply.len() < 64 {
+            match s.read(&mut b) {
+                Ok(0) => break,
+                Ok(_) if b[0] == b'\n' => break,
+                Ok(_) => reply.push(b[0]),
+                Err(e) => return Err(e),
+            }
         }
-        // SAFETY: kill(2) with a pid and signal number.
-        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
-            return Err(std::io::Error::last_os_error());
+        let reply = String::from_utf8_lossy(&reply);
+        match reply.trim() {
+            "ok" => Ok(()),
+            // EOF without an answer: the monitor is exiting, the process is gone.
+            "" => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+            r => match r.strip_prefix("err ").and_then(|n| n.parse::<i32>().ok()) {
+                Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+                None => Err(std::io::Error::other(format!("monitor: {r}"))),
+            },
         }
-        Ok(())
     }
 
     /// Sends the stop signal (the container's, or `signal`), waits `timeout` seconds (the
@@ -1827,7 +1853,9 @@ impl Containers {
             return Ok(());
         }
         let timeout = timeout.or(c.options.stop_timeout).unwrap_or(10);
-        let _ = Self::signal_pid(c.state.pid, sig);
+        if let Err(e) = self.signal_container(&c.id, sig) {
+            tracing::debug!("stop {}: signal {sig}: {e}", c.id);
+        }
         self.thaw_if_paused(&c);
         let t = if timeout < 0 {
             None
@@ -1837,7 +1865,9 @@ impl Containers {
         if self.wait_stopped(&c.id, t) {
             return Ok(());
         }
-        let _ = Self::signal_pid(c.state.pid, libc::SIGKILL);
+        if let Err(e) = self.signal_container(&c.id, libc::SIGKILL) {
+            tracing::debug!("kill {}: {e}", c.id);
+        }
         self.wait_stopped(&c.id, Some(Duration::from_secs(30)));
         Ok(())
     }
@@ -1860,7 +1890,7 @@ impl Containers {
             c.state.status = Status::Exited;
         }
         drop(inner);
-        let _ = self.persist(id);
+        self.persist_or_flag(id);
         self.changed(id);
         active
     }
@@ -1883,7 +1913,7 @@ impl Containers {
         if stopping {
             self.mark_manually_stopped(&c.id);
         }
-        Self::signal_pid(c.state.pid, sig).map_err(|e| {
+        self.signal_container(&c.id, sig).map_err(|e| {
             if e.raw_os_error() == Some(libc::ESRCH) {
                 ContainerError::NotRunning(c.id.clone())
             } else {
@@ -1925,7 +1955,9 @@ impl Containers {
                 return Err(ContainerError::RunningRemove { name: c.name });
             }
             self.mark_manually_stopped(&c.id);
-            let _ = Self::signal_pid(c.state.pid, libc::SIGKILL);
+            if let Err(e) = self.signal_container(&c.id, libc::SIGKILL) {
+                tracing::debug!("kill {}: {e}", c.id);
+            }
             self.thaw_if_paused(&c);
             self.wait_stopped(&c.id, Some(Duration::from_secs(30)));
         }

@@ -282,7 +282,7 @@ impl Containers {
             }
             (settings, generation)
         };
-        let _ = self.persist(id);
+        self.persist_or_flag(id);
         let me = self.me.clone();
         let id = id.to_string();
         let spawned = std::thread::Builder::new()
@@ -384,12 +384,11 @@ impl Containers {
                     !self.exec_wait_until(&exec.id, deadline)
                 };
                 if timed_out {
-                    if let Ok(e) = self.exec_inspect(&exec.id) {
-                        if e.pid > 0 {
-                            // SAFETY: kill(2) of the probe's process.
-                            unsafe { libc::kill(e.pid as libc::pid_t, libc::SIGKILL) };
-                        }
-                    }
+                    // Through the probe's monitor (a pidfd), never a pid that may be reused.
+                    let _ = Containers::signal_via(
+                        &self.exec_dir(&exec.id).join("control.sock"),
+                        libc::SIGKILL,
+                    );
                     let _ = self.exec_wait_until(&exec.id, Instant::now() + Duration::from_secs(5));
                     (
                         -1,
@@ -422,7 +421,7 @@ impl Containers {
         let changed = apply_result(h, result, in_start_period, s.retries);
         let status = h.status.clone();
         drop(inner);
-        let _ = self.persist(id);
+        self.persist_or_flag(id);
         if changed {
             (self.on_event)(ContainerEvent::HealthStatus {
                 id: id.to_string(),

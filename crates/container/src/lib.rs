@@ -27,6 +27,7 @@ pub mod fsops;
 mod health;
 pub mod logs;
 pub mod monitor;
+pub mod mountinfo;
 pub mod mounts;
 mod net;
 mod resources;

@@ -53,8 +53,8 @@ pub fn parse_line(line: &[u8]) -> Option<LogEntry> {
     })
 }
 
-/// All entries of a log: rotated files `<path>.N` (oldest first), then `<path>`.
-pub fn read_entries(log_path: &Path) -> io::Result<Vec<LogEntry>> {
+/// The files of a log, oldest first: rotated files `<path>.N` … `<path>.1`, then `<path>`.
+fn log_files(log_path: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut n = 1;
     loop {
@@ -67,20 +67,161 @@ pub fn read_entries(log_path: &Path) -> io::Result<Vec<LogEntry>> {
     }
     files.reverse();
     files.push(log_path.to_path_buf());
-    let mut out = Vec::new();
-    for f in files {
-        let file = match File::open(&f) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for line in BufReader::new(file).split(b'\n') {
-            if let Some(e) = parse_line(&line?) {
-                out.push(e);
+    files
+}
+
+/// All entries of a log: rotated files `<path>.N` (oldest first), then `<path>`. Holds the
+/// whole log in memory: for logs of any size use [`entries`] or [`tail_entries`].
+pub fn read_entries(log_path: &Path) -> io::Result<Vec<LogEntry>> {
+    entries(log_path).collect()
+}
+
+/// Streams the entries of a log, oldest first, one line in memory at a time (lines that do
+/// not parse are skipped). Files that vanish meanwhile (rotation) are skipped.
+pub fn entries(log_path: &Path) -> Entries {
+    Entries {
+        files: log_files(log_path).into_iter(),
+        current: None,
+        line: Vec::new(),
+        offset: 0,
+    }
+}
+
+/// Iterator of [`entries`].
+pub struct Entries {
+    files: std::vec::IntoIter<PathBuf>,
+    current: Option<BufReader<File>>,
+    line: Vec<u8>,
+    /// Bytes of complete lines read from the file being (or last) read.
+    offset: u64,
+}
+
+impl Entries {
+    /// Once the iterator is exhausted: where the newest file (`<path>`) was left, after its
+    /// last complete line, so a follower reading on from there misses and repeats nothing.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl Iterator for Entries {
+    type Item = io::Result<LogEntry>;
+
+    fn next(&mut self) -> Option<io::Result<LogEntry>> {
+        loop {
+            let Some(r) = self.current.as_mut() else {
+                let f = self.files.next()?;
+                self.offset = 0;
+                match File::open(&f) {
+                    Ok(file) => self.current = Some(BufReader::with_capacity(64 * 1024, file)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            };
+            self.line.clear();
+            match r.read_until(b'\n', &mut self.line) {
+                Ok(0) => self.current = None,
+                Ok(n) => {
+                    if self.line.last() != Some(&b'\n') {
+                        // A line being written: not an entry yet, and not consumed.
+                        continue;
+                    }
+                    self.offset += n as u64;
+                    if let Some(e) = parse_line(&self.line) {
+                        return Some(Ok(e));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
             }
         }
     }
-    Ok(out)
+}
+
+/// Block size of [`tail_entries`]' backward reads.
+const TAIL_BLOCK: u64 = 64 * 1024;
+
+/// The last `n` entries of a log, oldest first, read backwards from the end of the newest
+/// file (then of older rotated files while more are needed): the cost is that of the last
+/// `n` lines, whatever the log's size. Also returns where the newest file (`<path>`) ends,
+/// after its last complete line, for a follower to read on from.
+pub fn tail_entries(log_path: &Path, n: usize) -> io::Result<(Vec<LogEntry>, u64)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for (i, f) in log_files(log_path).iter().rev().enumerate() {
+        if out.len() >= n && i > 0 {
+            break;
+        }
+        match File::open(f) {
+            Ok(file) => {
+                let end = tail_file(file, n, &mut out)?;
+                if i == 0 {
+                    offset = end;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.reverse();
+    Ok((out, offset))
+}
+
+/// Pushes the entries of `file`, newest first, onto `out` until it holds `want`; returns
+/// the offset after the file's last complete line.
+fn tail_file(file: File, want: usize, out: &mut Vec<LogEntry>) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut end = file.metadata()?.len();
+    // A line being written at the end is not an entry yet.
+    if end > 0 {
+        let start = end.saturating_sub(TAIL_BLOCK);
+        let mut data = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut data, start)?;
+        match data.iter().rposition(|b| *b == b'\n') {
+            Some(p) => end = start + p as u64 + 1,
+            None if start == 0 => end = 0,
+            // A partial line longer than a block: left to the follower as it is.
+            None => {}
+        }
+    }
+    let complete_end = end;
+    // The start of the line cut by the previous (later) block, with its newline.
+    let mut carry: Vec<u8> = Vec::new();
+    while end > 0 && out.len() < want {
+        let start = end.saturating_sub(TAIL_BLOCK);
+        let mut data = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut data, start)?;
+        data.extend_from_slice(&carry);
+        // Before the first newline of a block that is not the file's start lies the end of a
+        // line the next block (backwards) completes.
+        let complete = if start == 0 {
+            0
+        } else {
+            match data.iter().position(|b| *b == b'\n') {
+                Some(p) => p + 1,
+                None => {
+                    carry = data;
+                    end = start;
+                    continue;
+                }
+            }
+        };
+        for line in data[complete..].split(|b| *b == b'\n').rev() {
+            if out.len() >= want {
+                break;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(e) = parse_line(line) {
+                out.push(e);
+            }
+        }
+        data.truncate(complete);
+        carry = data;
+        end = start;
+    }
+    Ok(complete_end)
 }
 
 fn rotated(path: &Path, n: usize) -> PathBuf {
@@ -266,6 +407,60 @@ mod tests {
         }
         assert!(!rotated(&p, 1).exists());
         assert!(std::fs::metadata(&p).unwrap().len() <= 100);
+    }
+
+    #[test]
+    fn tail_reads_backwards_across_blocks_and_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c-json.log");
+        // Lines of varied length, several blocks per file, three files.
+        let mut w = LogWriter::open(&p, 3 * TAIL_BLOCK, 3).unwrap();
+        let mut all = Vec::new();
+        for i in 0..12000 {
+            let msg = format!("line {i} {}\n", "x".repeat(i % 97));
+            w.write_entry(
+                if i % 3 == 0 { "stderr" } else { "stdout" },
+                Utc::now(),
+                msg.as_bytes(),
+            )
+            .unwrap();
+            all.push(msg);
+        }
+        assert!(rotated(&p, 2).exists());
+        let full: Vec<String> = entries(&p)
+            .map(|e| String::from_utf8(e.unwrap().log).unwrap())
+            .collect();
+        assert_eq!(full, all[all.len() - full.len()..]);
+        for n in [0, 1, 10, 700, full.len() - 1, full.len(), full.len() + 5] {
+            let got: Vec<String> = tail_entries(&p, n)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|e| String::from_utf8(e.log).unwrap())
+                .collect();
+            assert_eq!(got, full[full.len().saturating_sub(n)..], "tail {n}");
+        }
+        // A torn last line (no newline yet) is not an entry, and a follower starts before it.
+        let len = std::fs::metadata(&p).unwrap().len();
+        let mut it = entries(&p);
+        assert_eq!(it.by_ref().count(), full.len());
+        assert_eq!(it.offset(), len);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{\"log\":\"half")
+            .unwrap();
+        let (last, end) = tail_entries(&p, 1).unwrap();
+        assert_eq!(last[0].log, all.last().unwrap().as_bytes());
+        assert_eq!(end, len);
+        let mut it = entries(&p);
+        assert_eq!(it.by_ref().count(), full.len());
+        assert_eq!(it.offset(), len);
+        assert!(tail_entries(&dir.path().join("missing.log"), 3)
+            .unwrap()
+            .0
+            .is_empty());
     }
 
     #[test]

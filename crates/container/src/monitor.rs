@@ -6,7 +6,10 @@
 //! `created`, then `started <pid>`, or `failed <json string>` (the runtime's error text).
 //! After `started` the pipe is closed. The monitor serves:
 //! - the attach socket (see [`crate::AttachPoint`]),
-//! - a control socket: line commands `resize <rows> <cols>`; any connection is held open until
+//! - a control socket: line commands `resize <rows> <cols>` (answer `ok`) and `kill <signo>`
+//!   (answer `ok` or `err <errno>`: the signal goes through a pidfd of the process, and never
+//!   once it was reaped, so it cannot reach a process that reused its pid; `ESRCH` when it is
+//!   gone); other lines get `err unknown command`. Any connection is held open until
 //!   the monitor exits (EOF = "the process exited and `exit.json` is written"), which is how the
 //!   engine watches monitors it did not spawn (after a daemon restart).
 //!
@@ -254,11 +257,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 
 fn write_exit(cfg: &MonitorConfig, rec: &ExitRecord) {
     let path = cfg.state_dir.join("exit.json");
-    let tmp = cfg.state_dir.join("exit.json.tmp");
-    if let Ok(data) = serde_json::to_vec(rec) {
-        if std::fs::write(&tmp, data).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
-        }
+    let data = serde_json::to_vec(rec).expect("exit record serializes");
+    // The engine learns the exit from this file: a failure goes to monitor.log (stderr).
+    if let Err(e) = barge_fsutil::write_atomic(&path, &data) {
+        eprintln!("barge monitor: write {}: {e}", path.display());
     }
 }
 
@@ -521,6 +523,40 @@ fn wait_exec_done(pid: i32, init: bool) {
             _ => return,
         }
     }
+}
+
+/// `pidfd_open(2)` of `pid`; `None` when the kernel lacks it (before 5.3) or the process is gone.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(pid, flags) returns a new fd or -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `sig` to the monitored process: through its pidfd, else (no pidfd support) to `pid`,
+/// which is this process's unreaped child or descendant and so still names it.
+fn signal_child(pidfd: Option<&OwnedFd>, pid: i32, sig: i32) -> std::io::Result<()> {
+    let r = match pidfd {
+        // SAFETY: pidfd_send_signal(pidfd, sig, info = NULL, flags = 0) on a pidfd we own.
+        Some(fd) => unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        },
+        // SAFETY: kill(2) with a pid and signal number.
+        None => (unsafe { libc::kill(pid, sig) }) as libc::c_long,
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_winsize(fd: RawFd, rows: u16, cols: u16) {
@@ -825,6 +861,10 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
         set_winsize(m.as_raw_fd(), 24, 80);
     }
     wait_exec_done(pid, cfg.init);
+    // A pidfd names the process itself, not its number: signals sent through it (`kill` on
+    // the control socket) can never reach a process that reused the pid. Opened while the
+    // process cannot have been reaped (only this subreaper reaps it, and not yet).
+    let pidfd = pidfd_open(pid);
     report(status, &format!("started {pid}"));
     *status = None;
     let _ = std::fs::remove_file(&console_path);
@@ -1015,13 +1055,35 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
                                 let line: Vec<u8> = pending.drain(..=pos).collect();
                                 let line = String::from_utf8_lossy(&line);
                                 let parts: Vec<&str> = line.split_whitespace().collect();
-                                if let ["resize", h, w] = parts.as_slice() {
-                                    if let (Ok(h), Ok(w), Some(m)) =
-                                        (h.parse::<u16>(), w.parse::<u16>(), master.as_ref())
-                                    {
-                                        set_winsize(m.as_raw_fd(), h, w);
+                                match parts.as_slice() {
+                                    ["resize", h, w] => {
+                                        if let (Ok(h), Ok(w), Some(m)) =
+                                            (h.parse::<u16>(), w.parse::<u16>(), master.as_ref())
+                                        {
+                                            set_winsize(m.as_raw_fd(), h, w);
+                                        }
+                                        let _ = s.write_all(b"ok\n");
                                     }
-                                    let _ = s.write_all(b"ok\n");
+                                    ["kill", sig] => {
+                                        let reply = match sig.parse::<i32>() {
+                                            Ok(sig) if exit_status.is_none() => {
+                                                match signal_child(pidfd.as_ref(), pid, sig) {
+                                                    Ok(()) => "ok\n".to_string(),
+                                                    Err(e) => format!(
+                                                        "err {}\n",
+                                                        e.raw_os_error().unwrap_or(libc::EIO)
+                                                    ),
+                                                }
+                                            }
+                                            // Reaped: the pid may already be someone else's.
+                                            Ok(_) => format!("err {}\n", libc::ESRCH),
+                                            Err(_) => format!("err {}\n", libc::EINVAL),
+                                        };
+                                        let _ = s.write_all(reply.as_bytes());
+                                    }
+                                    _ => {
+                                        let _ = s.write_all(b"err unknown command\n");
+                                    }
                                 }
                             }
                         }

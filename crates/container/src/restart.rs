@@ -262,7 +262,7 @@ impl Containers {
             }
         }
         drop(inner);
-        let _ = self.persist(id);
+        self.persist_or_flag(id);
         self.changed(id);
         if res.is_ok() {
             (self.on_event)(ContainerEvent::Restarted { id: id.to_string() });

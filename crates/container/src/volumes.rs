@@ -14,7 +14,6 @@
 //! <https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Volume>.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -222,24 +221,13 @@ pub fn validate_options(name: &str, opts: &BTreeMap<String, String>) -> Result<(
     Ok(())
 }
 
+/// Replaces a record durably ([`barge_fsutil::write_atomic`]).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), VolumeError> {
-    let tmp = path.with_extension("tmp");
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| VolumeError::io(format!("write {}", path.display()), e))
+    barge_fsutil::write_atomic(path, data)
+        .map_err(|e| VolumeError::io(format!("write {}", path.display()), e))
 }
 
-fn is_mounted(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let p = path.to_string_lossy();
-    text.lines().any(|l| l.split(' ').nth(4) == Some(&*p))
-}
+use crate::mountinfo::is_mounted;
 
 /// Splits `mount -o` style options into flags and filesystem data (`ro,nosuid,size=1m` →
 /// (`MS_RDONLY|MS_NOSUID`, `size=1m`)).

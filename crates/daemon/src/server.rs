@@ -108,13 +108,14 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         barge_network::NetworkConfig::new(args.data_root.clone(), args.exec_root.clone());
     net_cfg.data_root = std::fs::canonicalize(&args.data_root)?;
     net_cfg.exec_root = std::fs::canonicalize(&args.exec_root)?;
-    net_cfg.bridge = args.bridge.clone();
-    if args.bridge.is_empty() || args.bridge.len() > 15 {
-        bail!(
-            "invalid --bridge {:?}: interface names have 1 to 15 characters",
-            args.bridge
-        );
+    if let Some(bridge) = &args.bridge {
+        if bridge.is_empty() || bridge.len() > 15 {
+            bail!("invalid --bridge {bridge:?}: interface names have 1 to 15 characters");
+        }
+        net_cfg.bridge = bridge.clone();
     }
+    // Held until the daemon exits: a second daemon on the same bridge refuses to start.
+    let _bridge_claim = barge_network::claim_bridge(&net_cfg.bridge)?;
     if let Some(bip) = &args.bip {
         net_cfg.bip = Some(
             bip.parse::<ipnet::Ipv4Net>()

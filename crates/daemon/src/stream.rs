@@ -158,16 +158,16 @@ pub fn hijack<F>(req: Request, sel: StreamSel, point: F) -> Response
 where
     F: Future<Output = Result<AttachPoint, String>> + Send + 'static,
 {
-    hijack_with(req, sel, Vec::new(), Some(point))
+    hijack_with(req, sel, None, Some(point))
 }
 
-/// [`hijack`] that first sends `prelude` (already framed, e.g. the container's past output for
-/// attach's `logs=1`), then proxies to `point`, or closes the stream when `point` is `None`
+/// [`hijack`] that first sends the chunks of `prelude` (already framed, e.g. the container's
+/// past output for attach's `logs=1`, streamed from its log files) until it closes, then proxies to `point`, or closes the stream when `point` is `None`
 /// (attach's `stream=0`).
 pub fn hijack_with<F>(
     mut req: Request,
     sel: StreamSel,
-    prelude: Vec<u8>,
+    prelude: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
     point: Option<F>,
 ) -> Response
 where
@@ -183,13 +183,20 @@ where
             }
         };
         let mut io = TokioIo::new(upgraded);
-        if !prelude.is_empty() {
-            // docker-py reads the hijacked stream from the raw socket under its buffered HTTP
-            // reader, so bytes that arrive together with the 101 headers are lost to it; give
-            // the client a moment to finish reading the headers before the first write.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            if io.write_all(&prelude).await.is_err() {
-                return;
+        if let Some(mut prelude) = prelude {
+            let mut first = true;
+            while let Some(chunk) = prelude.recv().await {
+                if first {
+                    // docker-py reads the hijacked stream from the raw socket under its
+                    // buffered HTTP reader, so bytes that arrive together with the 101 headers
+                    // are lost to it; give the client a moment to finish reading the headers
+                    // before the first write.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    first = false;
+                }
+                if io.write_all(&chunk).await.is_err() {
+                    return;
+                }
             }
         }
         let Some(point) = point else {

@@ -17,6 +17,7 @@ pub mod changes;
 pub mod config;
 pub mod digest;
 mod error;
+pub mod overlay;
 pub mod platform;
 mod pull;
 pub mod reference;

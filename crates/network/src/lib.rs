@@ -63,25 +63,57 @@ pub struct NetworkConfig {
 }
 
 impl NetworkConfig {
-    /// Defaults for a daemon with these roots: bridge `barge0`, table `barge` for the default
-    /// exec root, or `barge-<hash of exec root>` so several daemons never share a table.
+    /// Defaults for a daemon with these roots: for the default exec root (`/run/barge`)
+    /// bridge `barge0` and table `barge`; for any other exec root bridge and table
+    /// `barge-<hash of exec root>`, so several daemons on one host (each with its own
+    /// `--exec-root`, as dockerd allows) never share a bridge or a table: a daemon's
+    /// reconcile deletes unknown links on its own bridges only.
     pub fn new(data_root: PathBuf, exec_root: PathBuf) -> Self {
-        let table = if exec_root == Path::new("/run/barge") {
-            "barge".to_string()
+        let (table, bridge) = if exec_root == Path::new("/run/barge") {
+            ("barge".to_string(), "barge0".to_string())
         } else {
             use sha2::Digest;
             let h = sha2::Sha256::digest(exec_root.to_string_lossy().as_bytes());
-            format!("barge-{}", &hex(&h)[..8])
+            let name = format!("barge-{}", &hex(&h)[..8]);
+            (name.clone(), name)
         };
         NetworkConfig {
             data_root,
             exec_root,
-            bridge: "barge0".into(),
+            bridge,
             bip: None,
             pool: "10.120.0.0/14".parse().expect("valid pool"),
             table,
             dns: Vec::new(),
         }
+    }
+}
+
+/// A daemon's claim on its default bridge, held for the daemon's life (see [`claim_bridge`]).
+#[derive(Debug)]
+pub struct BridgeClaim {
+    _sock: std::os::unix::net::UnixListener,
+}
+
+/// Claims `bridge` for this process, so that two daemons never share a default bridge (each
+/// would take the other's veths for stale links and delete them at start-up). The claim is
+/// an abstract Unix socket `barge-bridge:<name>`: per network namespace like the bridge itself,
+/// and released by the kernel when the process exits, however it exits.
+/// Errors: [`NetworkError::Conflict`] naming the `--bridge` flag when another process holds it.
+pub fn claim_bridge(bridge: &str) -> Result<BridgeClaim, NetworkError> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("barge-bridge:{bridge}");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| NetworkError::io(format!("claim bridge {bridge}"), e))?;
+    match std::os::unix::net::UnixListener::bind_addr(&addr) {
+        Ok(sock) => Ok(BridgeClaim { _sock: sock }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(NetworkError::Conflict(format!(
+                "bridge {bridge} is the default bridge of another barge daemon on this host; give \
+             this daemon its own with --bridge NAME (and --bip ADDRESS/PREFIX for its subnet)"
+            )))
+        }
+        Err(e) => Err(NetworkError::io(format!("claim bridge {bridge}"), e)),
     }
 }
 
@@ -116,19 +148,10 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// Replaces a record durably ([`barge_fsutil::write_atomic`]).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), NetworkError> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    r.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        NetworkError::io(format!("write {}", path.display()), e)
-    })
+    barge_fsutil::write_atomic(path, data)
+        .map_err(|e| NetworkError::io(format!("write {}", path.display()), e))
 }
 
 #[derive(Default)]
@@ -483,7 +506,9 @@ impl Networks {
         if let Err(e) = self.bring_up(&net) {
             let mut inner = self.lock();
             inner.networks.remove(&id);
-            let _ = self.save_networks(&inner);
+            if let Err(e2) = self.save_networks(&inner) {
+                tracing::error!("network {id}: record not rolled back: {e2}");
+            }
             drop(inner);
             let _ = link::delete_link(&net.bridge);
             return Err(e);

@@ -267,12 +267,18 @@ impl Daemon {
             .arg(init_path())
             .arg("--log-level")
             .arg("debug")
-            .args(if self.extra_args.iter().any(|a| a == "--bridge") {
-                Vec::new()
-            } else {
-                let (b, bip) = bridge_for(&self.dir);
-                vec!["--bridge".to_string(), b, "--bip".to_string(), bip]
-            })
+            .args(
+                if self
+                    .extra_args
+                    .iter()
+                    .any(|a| a == "--bridge" || a == "--bip")
+                {
+                    Vec::new()
+                } else {
+                    let (b, bip) = bridge_for(&self.dir);
+                    vec!["--bridge".to_string(), b, "--bip".to_string(), bip]
+                },
+            )
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

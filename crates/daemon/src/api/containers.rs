@@ -1097,10 +1097,18 @@ pub async fn attach(
     let prelude = if q.bool("logs", false) {
         let path = c.log_path.clone();
         let (out, err, tty) = (sel.stdout, sel.stderr, sel.tty);
-        asyncify(move || {
-            let entries = barge_container::logs::read_entries(&path).unwrap_or_default();
+        // Streamed from the files in chunks through a bounded channel, never held whole.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        tokio::task::spawn_blocking(move || {
             let mut buf = Vec::new();
-            for e in entries {
+            for e in barge_container::logs::entries(&path) {
+                let e = match e {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!("reading log {}: {e}", path.display());
+                        break;
+                    }
+                };
                 let is_err = e.stream == "stderr";
                 if (is_err && !err) || (!is_err && !out) {
                     continue;
@@ -1110,12 +1118,17 @@ pub async fn attach(
                 } else {
                     buf.extend_from_slice(&frame(if is_err { STDERR } else { STDOUT }, &e.log));
                 }
+                if buf.len() >= 64 * 1024 && tx.blocking_send(std::mem::take(&mut buf)).is_err() {
+                    return;
+                }
             }
-            Ok::<_, ApiError>(buf)
-        })
-        .await?
+            if !buf.is_empty() {
+                let _ = tx.blocking_send(buf);
+            }
+        });
+        Some(rx)
     } else {
-        Vec::new()
+        None
     };
     if q.get("stream").is_some() && !q.bool("stream", true) {
         state.container_event("attach", &c, &[]);
@@ -1293,30 +1306,68 @@ pub async fn logs(
     let s = state.clone();
     let cid = c.id.clone();
     crate::spawn_logged("stream", async move {
+        // The past entries stream from the files on a blocking thread (the last `tail` read
+        // backwards from the end), through the bounded channel: memory stays bounded
+        // whatever the log's size.
         let path = log_path.clone();
-        let entries =
-            match tokio::task::spawn_blocking(move || barge_container::logs::read_entries(&path))
-                .await
-            {
-                Ok(Ok(e)) => e,
-                _ => Vec::new(),
-            };
-        let start = tail.map(|t| entries.len().saturating_sub(t)).unwrap_or(0);
-        for e in &entries[start..] {
-            if let Some(b) = render(e) {
-                if tx.send(Ok(b)).await.is_err() {
-                    return;
+        let txb = tx.clone();
+        let replay = render;
+        // Where the replay left the current file: following goes on from there, so nothing
+        // written meanwhile is lost or repeated. `None`: the client is gone.
+        let replayed = tokio::task::spawn_blocking(move || {
+            // Rendered entries go out in chunks of about 64 KiB (one channel message per line
+            // would cost more than reading the line).
+            let mut chunk = bytes::BytesMut::new();
+            let mut send = |e: &barge_container::logs::LogEntry| {
+                if let Some(b) = replay(e) {
+                    chunk.extend_from_slice(&b);
                 }
-            }
-        }
+                chunk.len() < 64 * 1024 || txb.blocking_send(Ok(chunk.split().freeze())).is_ok()
+            };
+            let (ok, offset) = match tail {
+                Some(t) => {
+                    let (entries, offset) = barge_container::logs::tail_entries(&path, t)
+                        .unwrap_or_else(|e| {
+                            tracing::warn!("reading log {}: {e}", path.display());
+                            (Vec::new(), 0)
+                        });
+                    (entries.iter().all(&mut send), offset)
+                }
+                None => {
+                    let mut it = barge_container::logs::entries(&path);
+                    for e in it.by_ref() {
+                        match e {
+                            Ok(e) if !send(&e) => return None,
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!("reading log {}: {e}", path.display());
+                                break;
+                            }
+                        }
+                    }
+                    (true, it.offset())
+                }
+            };
+            (ok && (chunk.is_empty() || txb.blocking_send(Ok(chunk.freeze())).is_ok()))
+                .then_some(offset)
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(offset) = replayed else {
+            return;
+        };
         if !follow {
             return;
         }
-        // Follow: tail the current file from its present end until the container stops.
+        // Follow: the current file from where the replay left it until the container stops.
         let Ok(mut file) = tokio::fs::File::open(&log_path).await else {
             return;
         };
-        let mut pos = file.seek(std::io::SeekFrom::End(0)).await.unwrap_or(0);
+        let mut pos = file
+            .seek(std::io::SeekFrom::Start(offset))
+            .await
+            .unwrap_or(0);
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut stopped_rounds = 0;
