@@ -17,6 +17,27 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+/// Sets `h`'s entry type and device numbers for a FIFO, a character or a block device (from
+/// `md`); returns false, leaving `h` alone, for any other file type.
+pub fn set_special(h: &mut tar::Header, md: &fs::Metadata) -> io::Result<bool> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let ft = md.file_type();
+    let kind = if ft.is_fifo() {
+        tar::EntryType::Fifo
+    } else if ft.is_char_device() {
+        tar::EntryType::Char
+    } else if ft.is_block_device() {
+        tar::EntryType::Block
+    } else {
+        return Ok(false);
+    };
+    h.set_entry_type(kind);
+    let rdev = md.rdev();
+    h.set_device_major(libc::major(rdev))?;
+    h.set_device_minor(libc::minor(rdev))?;
+    Ok(true)
+}
+
 /// The entries of `dir`, sorted by name (a stable tar order).
 pub fn sorted_entries(dir: &Path) -> io::Result<Vec<fs::DirEntry>> {
     let mut v: Vec<fs::DirEntry> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;

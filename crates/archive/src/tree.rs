@@ -107,17 +107,7 @@ impl<W: Write> TreeTar<W> {
             let f = File::open(src)?;
             // Never more than the header promised, even if the file grows meanwhile.
             self.append_raw(&mut h, n, None, f.take(md.len()))
-        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            h.set_entry_type(if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else if ft.is_char_device() {
-                tar::EntryType::Char
-            } else {
-                tar::EntryType::Block
-            });
-            let rdev = md.rdev();
-            h.set_device_major(libc::major(rdev))?;
-            h.set_device_minor(libc::minor(rdev))?;
+        } else if crate::set_special(&mut h, &md)? {
             self.append_raw(&mut h, n, None, io::empty())
         } else {
             Ok(())

@@ -102,17 +102,7 @@ impl<W: Write> LayerTar<W> {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(md.len());
             self.tar.append_data(&mut h, name, File::open(src)?)?;
-        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            h.set_entry_type(if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else if ft.is_char_device() {
-                tar::EntryType::Char
-            } else {
-                tar::EntryType::Block
-            });
-            let rdev = md.rdev();
-            h.set_device_major(libc::major(rdev))?;
-            h.set_device_minor(libc::minor(rdev))?;
+        } else if barge_archive::set_special(&mut h, &md)? {
             self.tar.append_data(&mut h, name, io::empty())?;
         }
         // Sockets are skipped, as docker does.
