@@ -622,3 +622,87 @@ print([i["Created"] for i in api.images(name="nocreated")])
     assert_eq!(created.trim(), "N/A");
     D.ok(&["rmi", "nocreated:1"]);
 }
+
+/// `HostConfig` namespace, cgroup and group fields are honoured and echoed by inspect:
+/// `PidMode`/`UTSMode` `host`, `CgroupnsMode`, `GroupAdd` (names and numbers), `CpusetCpus`,
+/// `MemorySwappiness` (cgroup v1), `DeviceCgroupRules`, `Isolation`, `VolumeDriver`; bad
+/// values are refused with dockerd's messages.
+#[test]
+fn host_config_fields_are_honoured_and_echoed() {
+    let out = py(r##"
+import os, socket
+host_cgns = os.readlink("/proc/self/ns/cgroup")
+script = ("echo pid=$$; hostname; readlink /proc/self/ns/cgroup; id -G; "
+          "grep Cpus_allowed_list /proc/self/status | cut -f2; "
+          "mknod /tmp/lc c 10 237 && (exec 3</tmp/lc) && echo dev-open")
+k = c.containers.run("debian-python:bookworm", ["sh", "-c", script], detach=True, name="hc-host",
+                     pid_mode="host", uts_mode="host", cgroupns="host", group_add=["daemon", "4321"],
+                     cpuset_cpus="0", mem_swappiness=10, device_cgroup_rules=["c 10:237 rwm"],
+                     isolation="default", volume_driver="local", volumes=["/v"])
+k.wait()
+lines = k.logs().decode().split("\n")
+print(lines[0] != "pid=1", lines[1] == socket.gethostname(), lines[2] == host_cgns)
+print(sorted(lines[3].split()), lines[4], lines[5])
+h = k.attrs["HostConfig"]
+print(h["PidMode"], h["UTSMode"], h["CgroupnsMode"], h["GroupAdd"], h["CpusetCpus"],
+      h["DeviceCgroupRules"], h["Isolation"], h["VolumeDriver"], h["MemorySwappiness"])
+p = c.containers.run("debian-python:bookworm", ["sh", "-c", script], detach=True, name="hc-private",
+                     cgroupns="private")
+p.wait()
+lines = p.logs().decode().split("\n")
+print(lines[0] == "pid=1", lines[1] == p.id[:12], lines[2] != host_cgns, lines[3])
+print("dev-open" in p.logs().decode(), p.attrs["HostConfig"]["CgroupnsMode"], p.attrs["HostConfig"]["MemorySwappiness"])
+d = c.containers.create("busybox:1.35", ["true"], name="hc-default")
+print(d.attrs["HostConfig"]["CgroupnsMode"])
+for kw in (dict(isolation="hyperv"), dict(cgroupns="sideways"), dict(device_cgroup_rules=["x 1:2 r"]),
+           dict(mem_swappiness=101), dict(cpuset_cpus="0-4096"), dict(pid_mode="other"),
+           dict(uts_mode="host", hostname="named"), dict(volume_driver="nosuch", volumes=["/v"])):
+    print(status_of(c.containers.create, "busybox:1.35", ["true"], **kw))
+g = c.containers.create("busybox:1.35", ["true"], name="hc-badgroup", group_add=["nosuchgroup"])
+print(status_of(g.start))
+k.remove(v=True); p.remove(); d.remove(); g.remove()
+"##);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "True True True", "{out}");
+    assert_eq!(lines[1], "['0', '1', '4321'] 0 dev-open", "{out}");
+    assert_eq!(
+        lines[2], "host host host ['daemon', '4321'] 0 ['c 10:237 rwm'] default local 10",
+        "{out}"
+    );
+    assert_eq!(lines[3], "True True True 0", "{out}");
+    assert_eq!(lines[4], "False private None", "{out}");
+    assert_eq!(lines[5], "host", "{out}");
+    assert_eq!(
+        lines[6], r#"(400, 'Invalid isolation: "hyperv" - linux only supports \'default\'')"#,
+        "{out}"
+    );
+    assert_eq!(
+        lines[7], "(400, 'invalid cgroup namespace mode: sideways')",
+        "{out}"
+    );
+    assert_eq!(
+        lines[8], "(400, \"invalid device cgroup format 'x 1:2 r'\")",
+        "{out}"
+    );
+    assert_eq!(
+        lines[9], "(400, 'Invalid value: 101, valid memory swappiness range is 0-100')",
+        "{out}"
+    );
+    assert!(
+        lines[10].starts_with("(400, 'Requested CPUs are not available - requested 0-4096"),
+        "{out}"
+    );
+    assert!(lines[11].starts_with("(400, "), "{out}");
+    assert_eq!(
+        lines[12], "(400, 'Conflicting options: hostname and the UTS mode')",
+        "{out}"
+    );
+    assert_eq!(
+        lines[13], "(400, 'error looking up volume plugin nosuch: plugin \"nosuch\" not found')",
+        "{out}"
+    );
+    assert!(
+        lines[14].contains("Unable to find group nosuchgroup"),
+        "{out}"
+    );
+}

@@ -776,7 +776,9 @@ impl Containers {
 
     /// Creates a container (does not start it). Errors: image not found (404), name in use (409),
     /// bad options (400).
-    pub fn create(&self, opts: CreateOptions) -> Result<Container, ContainerError> {
+    pub fn create(&self, mut opts: CreateOptions) -> Result<Container, ContainerError> {
+        let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        spec::check_host_options(&mut opts.host, cgroup_v2, online_cpus())?;
         if let Some(name) = &opts.name {
             let n = name.strip_prefix('/').unwrap_or(name);
             if !valid_name(n) {
@@ -844,7 +846,22 @@ impl Containers {
         }
         let image = self.images.resolve(&opts.image)?;
         let id = random_hex(32);
-        let config = resolve_config(&id, &image.config, &opts)?;
+        let mut config = resolve_config(&id, &image.config, &opts)?;
+        if opts.host.uts_mode == "host" {
+            // dockerd: the host's UTS namespace brings the host's name.
+            if opts.hostname.is_some() {
+                return Err(ContainerError::BadHostConfig(
+                    "Conflicting options: hostname and the UTS mode".into(),
+                ));
+            }
+            config.hostname = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        let creates_volumes = !config.volumes.is_empty()
+            || opts.host.binds.iter().any(|b| !b.starts_with('/'))
+            || opts.host.mounts.iter().any(|m| m.kind == MountType::Volume);
+        spec::check_volume_driver(&opts.host, creates_volumes)?;
         let mut mount_points = self.resolve_mounts(&opts, &config.volumes)?;
         let dir = self.container_dir(&id);
         let mut c = Container {
@@ -1414,7 +1431,10 @@ impl Containers {
         self.clean_runtime_state(c);
         self.mount_rootfs(c)?;
         let rootfs = dir.join("rootfs");
-        let user = match spec::resolve_user(&rootfs, &c.config.user) {
+        let user = match spec::resolve_user(&rootfs, &c.config.user).and_then(|mut u| {
+            spec::add_groups(&rootfs, &mut u, &host.group_add)?;
+            Ok(u)
+        }) {
             Ok(u) => u,
             Err(msg) => return Err(self.start_failed(c, msg)),
         };
@@ -2290,6 +2310,10 @@ impl Containers {
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| c.config.user.clone());
         let user = spec::resolve_user(&rootfs, &user_str)
+            .and_then(|mut u| {
+                spec::add_groups(&rootfs, &mut u, &c.options.host.group_add)?;
+                Ok(u)
+            })
             .map_err(|message| ContainerError::StartFailed { message })?;
         let mut env = vec![format!("HOSTNAME={}", c.config.hostname)];
         if o.tty {
@@ -2558,7 +2582,8 @@ impl Containers {
     fn fs_view(c: &Container, overlay: &Path, path: &str) -> (PathBuf, String, Option<String>) {
         let running = matches!(c.state.status, Status::Running | Status::Paused) && c.state.pid > 0;
         if running {
-            let proc_root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
+            // `root/.`: the directory the magic link leads to, not the link itself.
+            let proc_root = PathBuf::from(format!("/proc/{}/root/.", c.state.pid));
             if proc_root.is_dir() {
                 return (proc_root, path.to_string(), None);
             }
@@ -2727,6 +2752,20 @@ impl Container {
 enum Watch {
     Child(Child),
     Socket(UnixStream),
+}
+
+/// The number of CPUs `CpusetCpus` may name: the highest online CPU + 1.
+fn online_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| {
+            s.trim()
+                .split(',')
+                .filter_map(|r| r.rsplit('-').next()?.parse::<usize>().ok())
+                .max()
+        })
+        .map(|m| m + 1)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ pub enum ContainerError {
     InvalidName(String),
     #[error("invalid {field}: {reason}")]
     InvalidOption { field: String, reason: String },
+    /// A `HostConfig` dockerd refuses, in dockerd's words.
+    #[error("{0}")]
+    BadHostConfig(String),
     /// A log driver barge does not have (dockerd's `logger` factory wording).
     #[error("logger: no log driver named '{0}' is registered")]
     NoLogDriver(String),
@@ -82,6 +85,7 @@ impl ContainerError {
             ContainerError::InvalidName(_)
             | ContainerError::InvalidOption { .. }
             | ContainerError::NoLogDriver(_)
+            | ContainerError::BadHostConfig(_)
             | ContainerError::InvalidMount(_) => ErrorKind::InvalidInput,
             ContainerError::Volume(e) => match e.kind() {
                 crate::volumes::VolumeErrorKind::NotFound => ErrorKind::NotFound,

@@ -106,6 +106,16 @@ struct HostConfigBody {
     dns: Option<Vec<String>>,
     dns_search: Option<Vec<String>>,
     dns_options: Option<Vec<String>>,
+    cgroupns_mode: Option<String>,
+    device_cgroup_rules: Option<Vec<String>>,
+    pid_mode: Option<String>,
+    #[serde(rename = "UTSMode")]
+    uts_mode: Option<String>,
+    isolation: Option<String>,
+    group_add: Option<Vec<String>>,
+    cpuset_cpus: Option<String>,
+    memory_swappiness: Option<i64>,
+    volume_driver: Option<String>,
 }
 
 /// Docker's `Mount` (an entry of `HostConfig.Mounts`).
@@ -383,6 +393,15 @@ impl CreateBody {
                 dns: hc.dns.unwrap_or_default(),
                 dns_search: hc.dns_search.unwrap_or_default(),
                 dns_options: hc.dns_options.unwrap_or_default(),
+                cgroupns_mode: hc.cgroupns_mode.unwrap_or_default(),
+                device_cgroup_rules: hc.device_cgroup_rules.unwrap_or_default(),
+                pid_mode: hc.pid_mode.unwrap_or_default(),
+                uts_mode: hc.uts_mode.unwrap_or_default(),
+                isolation: hc.isolation.unwrap_or_default(),
+                group_add: hc.group_add.unwrap_or_default(),
+                cpuset_cpus: hc.cpuset_cpus.unwrap_or_default(),
+                memory_swappiness: hc.memory_swappiness,
+                volume_driver: hc.volume_driver.unwrap_or_default(),
                 ..Default::default()
             },
             exposed_ports: Vec::new(),
@@ -568,7 +587,14 @@ fn host_config(c: &Container) -> Value {
         "PublishAllPorts": false,
         "Mounts": if h.mounts.is_empty() { Value::Null } else { Value::Array(h.mounts.iter().map(mount_spec_json).collect()) },
         "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": null,
-        "IpcMode": "private", "PidMode": "", "UTSMode": "", "UsernsMode": "", "CgroupnsMode": "host",
+        "IpcMode": "private", "PidMode": h.pid_mode, "UTSMode": h.uts_mode, "UsernsMode": "",
+        "CgroupnsMode": h.cgroupns_mode,
+        "Isolation": h.isolation,
+        "GroupAdd": if h.group_add.is_empty() { Value::Null } else { json!(h.group_add) },
+        "DeviceCgroupRules": if h.device_cgroup_rules.is_empty() { Value::Null } else { json!(h.device_cgroup_rules) },
+        "CpusetCpus": h.cpuset_cpus,
+        "MemorySwappiness": h.memory_swappiness,
+        "VolumeDriver": h.volume_driver,
         "ConsoleSize": h.console_size.map(|(r, c)| [r, c]).unwrap_or([0, 0]),
     })
 }
