@@ -706,3 +706,34 @@ k.remove(v=True); p.remove(); d.remove(); g.remove()
         "{out}"
     );
 }
+
+/// A MAC address per endpoint (`EndpointsConfig.MacAddress`, and the legacy container-level
+/// `Config.MacAddress` for the primary network) is the interface's, and shown by inspect with
+/// the endpoint's `DriverOpts`.
+#[test]
+fn endpoint_mac_address_and_driver_opts() {
+    let out = py(r##"
+c.networks.create("macnet")
+nc = api.create_networking_config({"macnet": api.create_endpoint_config(
+    mac_address="02:42:0a:0b:0c:0d", driver_opt={"com.example.opt": "1"})})
+cid = api.create_container("busybox:1.35", ["cat", "/sys/class/net/eth0/address"],
+                           networking_config=nc, host_config=api.create_host_config(network_mode="macnet"),
+                           name="mac-ep")["Id"]
+api.start(cid); api.wait(cid)
+print(api.logs(cid).decode().strip())
+ep = api.inspect_container(cid)["NetworkSettings"]["Networks"]["macnet"]
+print(ep["MacAddress"], ep["DriverOpts"])
+k = c.containers.run("busybox:1.35", ["cat", "/sys/class/net/eth0/address"], mac_address="02:42:01:02:03:04",
+                     detach=True, name="mac-legacy")
+k.wait()
+print(k.logs().decode().strip())
+print(status_of(c.containers.create, "busybox:1.35", ["true"], mac_address="nonsense")[0])
+api.remove_container(cid); k.remove()
+c.networks.get("macnet").remove()
+"##);
+    assert_eq!(
+        out,
+        "02:42:0a:0b:0c:0d\n02:42:0a:0b:0c:0d {'com.example.opt': '1'}\n02:42:01:02:03:04\n400\n",
+        "{out}"
+    );
+}

@@ -201,7 +201,7 @@ mod tests {
             EndpointRequest {
                 network: "front".into(),
                 aliases: vec!["api".into()],
-                ipv4_address: None,
+                ..Default::default()
             },
         ];
         let Mode::Bridge(eps) = mode(&h) else {

@@ -36,6 +36,7 @@ pub struct CreateBody {
     domainname: Option<String>,
     user: Option<String>,
     tty: Option<bool>,
+    mac_address: Option<String>,
     open_stdin: Option<bool>,
     stdin_once: Option<bool>,
     env: Option<Vec<String>>,
@@ -411,6 +412,7 @@ impl CreateBody {
             self.exposed_ports,
             hc.port_bindings,
             self.networking_config,
+            self.mac_address,
         )?;
         Ok(opts)
     }
