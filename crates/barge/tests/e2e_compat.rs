@@ -737,3 +737,53 @@ c.networks.get("macnet").remove()
         "{out}"
     );
 }
+
+/// Legacy links (`--link NAME:ALIAS` on the default bridge): the alias, hostname and name of
+/// the target in `/etc/hosts`, dockerd's `ALIAS_PORT_…`/`ALIAS_NAME`/`ALIAS_ENV_…` variables,
+/// inspect's `/TARGET:/THIS/ALIAS`, `DELETE /containers/THIS/ALIAS?link=1`, and dockerd's
+/// errors for a missing or stopped target and host networking.
+#[test]
+fn legacy_links() {
+    let out = py(r##"
+t = api.create_container("busybox:1.35", ["sleep", "60"], ports=[6379, (53, "udp")], environment={"SECRET": "s3"},
+                         name="lnk-target")["Id"]
+api.start(t)
+tip = api.inspect_container(t)["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+thost = api.inspect_container(t)["Config"]["Hostname"]
+k = c.containers.run("busybox:1.35", ["sh", "-c", "cat /etc/hosts; env | sort"], links={"lnk-target": "db-main"},
+                     detach=True, name="lnk-client")
+k.wait()
+out = k.logs().decode()
+print(f"{tip}\tdb-main {thost} lnk-target" in out.splitlines())
+env = dict(l.split("=", 1) for l in out.splitlines() if "=" in l and not l.startswith(tip))
+print(env.get("DB_MAIN_PORT") == f"udp://{tip}:53", env.get("DB_MAIN_PORT_6379_TCP") == f"tcp://{tip}:6379",
+      env.get("DB_MAIN_PORT_6379_TCP_ADDR") == tip, env.get("DB_MAIN_PORT_53_UDP_PROTO"))
+print(env.get("DB_MAIN_NAME"), env.get("DB_MAIN_ENV_SECRET"), "DB_MAIN_ENV_PATH" in env)
+k.reload()
+print(k.attrs["HostConfig"]["Links"])
+api.remove_container("lnk-client/db-main", link=True)
+k.reload()
+print(k.attrs["HostConfig"]["Links"])
+print(status_of(c.containers.create, "busybox:1.35", ["true"], links={"nosuch": "x"}))
+print(status_of(c.containers.create, "busybox:1.35", ["true"], links={"lnk-target": "x"}, network_mode="host")[0])
+api.stop(t, timeout=0)
+s = c.containers.create("busybox:1.35", ["true"], links={"lnk-target": "x"}, name="lnk-stopped")
+print(status_of(s.start))
+s.remove(); k.remove(); api.remove_container(t)
+"##);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "True", "{out}");
+    assert_eq!(lines[1], "True True True udp", "{out}");
+    assert_eq!(lines[2], "/lnk-client/db-main s3 False", "{out}");
+    assert_eq!(lines[3], "['/lnk-target:/lnk-client/db-main']", "{out}");
+    assert_eq!(lines[4], "None", "{out}");
+    assert_eq!(
+        lines[5], "(404, 'could not get container for nosuch: No such container: nosuch')",
+        "{out}"
+    );
+    assert_eq!(lines[6], "400", "{out}");
+    assert!(
+        lines[7].contains("Cannot link to a non running container: /lnk-target AS /lnk-stopped/x"),
+        "{out}"
+    );
+}

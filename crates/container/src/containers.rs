@@ -779,6 +779,7 @@ impl Containers {
     pub fn create(&self, mut opts: CreateOptions) -> Result<Container, ContainerError> {
         let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         spec::check_host_options(&mut opts.host, cgroup_v2, online_cpus())?;
+        self.check_links(&mut opts.host)?;
         if let Some(name) = &opts.name {
             let n = name.strip_prefix('/').unwrap_or(name);
             if !valid_name(n) {
@@ -1427,6 +1428,7 @@ impl Containers {
         let dir = self.container_dir(&c.id);
         let host = &c.options.host;
         let runtime = self.runtime_path(&c.runtime)?;
+        let link_targets = self.link_targets(c)?;
         crate::resources::prewarm_migration();
         self.clean_runtime_state(c);
         self.mount_rootfs(c)?;
@@ -1484,6 +1486,21 @@ impl Containers {
         } else {
             c.config.hostname.clone()
         };
+        // Legacy links: the targets' names in /etc/hosts and their environment.
+        let links: Vec<crate::net::LinkTarget<'_>> = link_targets
+            .iter()
+            .map(|(t, alias, ip)| crate::net::LinkTarget {
+                link_name: format!("/{}/{alias}", c.name),
+                alias,
+                name: &t.name,
+                hostname: &t.config.hostname,
+                ip: *ip,
+                exposed_ports: &t.config.exposed_ports,
+                env: &t.config.env,
+            })
+            .collect();
+        let mut extra_hosts = host.extra_hosts.clone();
+        extra_hosts.extend(crate::net::link_hosts(&links));
         let etc = [
             (
                 "/etc/hostname",
@@ -1496,7 +1513,7 @@ impl Containers {
                 if host_net {
                     std::fs::read_to_string("/etc/hosts").unwrap_or_default()
                 } else {
-                    crate::net::hosts_file(&hostname, sandbox.as_ref(), &host.extra_hosts)
+                    crate::net::hosts_file(&hostname, sandbox.as_ref(), &extra_hosts)
                 },
             ),
             (
@@ -1528,6 +1545,7 @@ impl Containers {
         if c.options.tty {
             env.push("TERM=xterm".into());
         }
+        env.extend(crate::net::link_env(&links));
         for e in &c.config.env {
             let key = e.split('=').next().unwrap_or(e);
             env.retain(|x| x.split('=').next() != Some(key));
@@ -2557,6 +2575,87 @@ impl Containers {
             ))),
             e => e.into(),
         }
+    }
+
+    /// Normalizes `--link NAME[:ALIAS]` entries to `TARGET:ALIAS` (target by name) and checks
+    /// them as dockerd's `registerLinks`: the target must exist, host networking has no links.
+    fn check_links(&self, host: &mut HostOptions) -> Result<(), ContainerError> {
+        if host.links.is_empty() {
+            return Ok(());
+        }
+        if host.network_mode == "host" {
+            return Err(ContainerError::BadHostConfig(
+                "conflicting options: host type networking can't be used with links. This would result in undefined behavior".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        for l in &host.links {
+            let (name, alias) = match l.split_once(':') {
+                Some((n, a)) => (n, a.rsplit('/').next().unwrap_or(a)),
+                None => (l.as_str(), l.trim_start_matches('/')),
+            };
+            let name = name.trim_start_matches('/');
+            let target = self
+                .get(name)
+                .map_err(|_| ContainerError::LinkNotFound(name.to_string()))?;
+            let alias = if alias.is_empty() {
+                target.name.as_str()
+            } else {
+                alias
+            };
+            out.push(format!("{}:{alias}", target.name));
+        }
+        host.links = out;
+        Ok(())
+    }
+
+    /// The running targets of `c`'s legacy links, with their default-bridge addresses.
+    /// Errors as dockerd: `Cannot link to a non running container: /T AS /C/ALIAS`.
+    fn link_targets(
+        &self,
+        c: &Container,
+    ) -> Result<Vec<(Container, String, std::net::Ipv4Addr)>, ContainerError> {
+        let mut out = Vec::new();
+        for l in &c.options.host.links {
+            let (name, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+            let t = self
+                .get(name)
+                .map_err(|_| ContainerError::LinkNotFound(name.to_string()))?;
+            let ip = (t.state.status == Status::Running)
+                .then(|| self.networks.get().and_then(|n| n.sandbox(&t.id)))
+                .flatten()
+                .and_then(|sb| {
+                    sb.endpoints
+                        .iter()
+                        .find(|e| e.network_name == "bridge")
+                        .map(|e| e.ip)
+                });
+            let Some(ip) = ip else {
+                return Err(ContainerError::BadHostConfig(format!(
+                    "Cannot link to a non running container: /{} AS /{}/{alias}",
+                    t.name, c.name
+                )));
+            };
+            out.push((t, alias.to_string(), ip));
+        }
+        Ok(out)
+    }
+
+    /// Removes the legacy link `/PARENT/ALIAS` (`DELETE /containers/PARENT/ALIAS?link=1`).
+    pub fn remove_link(&self, parent: &str, alias: &str) -> Result<(), ContainerError> {
+        let mut inner = self.lock();
+        let id = Self::find_id(&inner, parent)?;
+        let c = inner.containers.get_mut(&id).expect("found above");
+        let before = c.options.host.links.len();
+        c.options
+            .host
+            .links
+            .retain(|l| l.split_once(':').map(|x| x.1) != Some(alias));
+        if c.options.host.links.len() == before {
+            return Err(ContainerError::NotFound(format!("/{}/{alias}", c.name)));
+        }
+        let c = c.clone();
+        self.save(&c)
     }
 
     /// The volume or bind mount of `c` holding container path `abs` (cleaned, absolute): the

@@ -20,6 +20,9 @@ pub enum ContainerError {
     NotFound(String),
     #[error("No such exec instance: {0}")]
     ExecNotFound(String),
+    /// A `--link` target that does not exist (dockerd's `registerLinks` wording).
+    #[error("could not get container for {0}: No such container: {0}")]
+    LinkNotFound(String),
     #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
     NameInUse { name: String, id: String },
     #[error("Invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
@@ -74,7 +77,9 @@ impl ContainerError {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ContainerError::NotFound(_) | ContainerError::ExecNotFound(_) => ErrorKind::NotFound,
+            ContainerError::NotFound(_)
+            | ContainerError::ExecNotFound(_)
+            | ContainerError::LinkNotFound(_) => ErrorKind::NotFound,
             ContainerError::NameInUse { .. }
             | ContainerError::RunningRemove { .. }
             | ContainerError::NotRunning(_)

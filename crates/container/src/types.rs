@@ -165,6 +165,10 @@ pub struct HostOptions {
     /// `HostConfig.VolumeDriver`: the driver of the volumes the container creates (`local`).
     #[serde(default)]
     pub volume_driver: String,
+    /// Legacy links (`--link NAME[:ALIAS]`) as `TARGET:ALIAS`, target by name; inspect shows
+    /// dockerd's `/TARGET:/THIS/ALIAS`.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 /// Docker's container states (`State.Status`).

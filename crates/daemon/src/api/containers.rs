@@ -117,6 +117,7 @@ struct HostConfigBody {
     cpuset_cpus: Option<String>,
     memory_swappiness: Option<i64>,
     volume_driver: Option<String>,
+    links: Option<Vec<String>>,
 }
 
 /// Docker's `Mount` (an entry of `HostConfig.Mounts`).
@@ -403,6 +404,7 @@ impl CreateBody {
                 cpuset_cpus: hc.cpuset_cpus.unwrap_or_default(),
                 memory_swappiness: hc.memory_swappiness,
                 volume_driver: hc.volume_driver.unwrap_or_default(),
+                links: hc.links.unwrap_or_default(),
                 ..Default::default()
             },
             exposed_ports: Vec::new(),
@@ -597,6 +599,12 @@ fn host_config(c: &Container) -> Value {
         "CpusetCpus": h.cpuset_cpus,
         "MemorySwappiness": h.memory_swappiness,
         "VolumeDriver": h.volume_driver,
+        "Links": if h.links.is_empty() { Value::Null } else {
+            json!(h.links.iter().map(|l| {
+                let (t, a) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+                format!("/{t}:/{}/{a}", c.name)
+            }).collect::<Vec<_>>())
+        },
         "ConsoleSize": h.console_size.map(|(r, c)| [r, c]).unwrap_or([0, 0]),
     })
 }
@@ -1203,12 +1211,34 @@ pub async fn top(
 }
 
 /// `DELETE /containers/{id}?force=&v=` → 204.
+/// `DELETE /containers/{parent}/{alias}?link=1`: removes the legacy link `/PARENT/ALIAS`
+/// (`docker rm --link`); without `link=1` no container has such a name (404).
+pub async fn remove_link(
+    State(state): State<AppState>,
+    Path((parent, alias)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let name = format!("/{parent}/{alias}");
+    if !Query::parse(raw).bool("link", false) {
+        return Err(ApiError::not_found(format!("No such container: {name}")));
+    }
+    let s = state.clone();
+    asyncify(move || s.containers.remove_link(&parent, &alias)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 pub async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
+    if q.bool("link", false) {
+        // A link name is `/PARENT/ALIAS` (see `remove_link`); a bare name is not one.
+        return Err(ApiError::conflict(
+            "Conflict, cannot remove the default link name of the container",
+        ));
+    }
     let force = q.bool("force", false);
     let volumes = q.bool("v", false);
     let c = get_container(&state, &id).await?;

@@ -61,6 +61,10 @@ pub fn router(state: AppState) -> Router {
             "/containers/{id}",
             axum::routing::delete(containers::remove),
         )
+        .route(
+            "/containers/{id}/{link}",
+            axum::routing::delete(containers::remove_link),
+        )
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))
         .route("/exec/{id}/json", get(exec::inspect))
