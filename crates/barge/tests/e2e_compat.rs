@@ -787,3 +787,30 @@ s.remove(); k.remove(); api.remove_container(t)
         "{out}"
     );
 }
+
+/// Network create as dockerd: names with `.`, `-`, `_`; a duplicate name is refused (409,
+/// `CheckDuplicate` or not); `Internal` networks have no route out; labels that are not
+/// strings are refused (400, invalid JSON).
+#[test]
+fn network_create_names_duplicates_internal_and_label_types() {
+    let out = py(r##"
+n = c.networks.create("my.net-1_x", labels={"a": "b"})
+print(n.name, n.attrs["Labels"])
+print(status_of(c.networks.create, "my.net-1_x", check_duplicate=True))
+print(status_of(c.networks.create, "my.net-1_x")[0])
+i = c.networks.create("compat-internal", internal=True)
+print(i.attrs["Internal"])
+out = c.containers.run("busybox:1.35", ["sh", "-c", "ip route | grep -c default || true"], network="compat-internal", remove=True)
+print(out.decode().strip())
+r = api.post(api._url("/networks/create"), data=json.dumps({"Name": "badlabels", "Labels": {"a": 1}}),
+             headers={"Content-Type": "application/json"})
+print(r.status_code, r.json()["message"].startswith("invalid JSON"))
+print(status_of(c.networks.create, "bridge"))
+n.remove(); i.remove()
+"##);
+    assert_eq!(
+        out,
+        "my.net-1_x {'a': 'b'}\n(409, 'network with name my.net-1_x already exists')\n409\nTrue\n0\n400 True\n(403, 'operation is not permitted on predefined bridge network ')\n",
+        "{out}"
+    );
+}

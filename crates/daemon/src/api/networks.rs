@@ -486,10 +486,21 @@ pub async fn create(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    // dockerd's `ReadJSON`: a body that does not decode (labels that are not strings, ...)
+    // is 400 "invalid JSON: ...".
     let b: CreateBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid network config JSON: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     if b.name.is_empty() {
         return Err(ApiError::bad_request("network name is required (Name)"));
+    }
+    if matches!(b.name.as_str(), "bridge" | "host" | "none") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "operation is not permitted on predefined {} network ",
+                b.name
+            ),
+        ));
     }
     if b.enable_ipv6 == Some(true) {
         return Err(ApiError::bad_request(
