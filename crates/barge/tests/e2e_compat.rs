@@ -25,6 +25,7 @@ const BB: &str = "busybox:1.35";
 fn py(body: &str) -> String {
     let script = format!(
         "import docker, json, io, tarfile, gzip, time\n\
+         SOCK = \"{}\"\n\
          c = docker.DockerClient(base_url=\"{}\")\n\
          api = c.api\n\
          def status_of(f, *a, **kw):\n    \
@@ -32,6 +33,7 @@ fn py(body: &str) -> String {
              except docker.errors.APIError as e:\n        \
                  return (e.status_code, e.explanation)\n\
          {body}",
+        D.sock.display(),
         D.host
     );
     python(&script)
@@ -69,6 +71,12 @@ print(status_of(c.containers.list, filters={"bogus": "1"}))
 print(status_of(c.containers.list, filters={"status": "sleeping"}))
 print(status_of(c.containers.list, filters={"health": "sick"}))
 print(len(api.containers(all=True, filters={"label": "com.docker.compose.project=lf"}, limit=1)))
+# the old map form of filters ({"key": {"value": true}}), and a limit that counts stopped
+# containers without all=1, as dockerd
+r = api.get(api._url("/containers/json"), params={"all": "1", "filters": json.dumps(
+    {"label": {"com.docker.compose.project=lf": True, "com.docker.compose.service=db": True}})})
+print([x["Names"] for x in r.json()])
+print(len(api.containers(limit=2, filters={"label": "com.docker.compose.project=lf"})))
 "##);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "['lf-web']", "{out}");
@@ -88,6 +96,8 @@ print(len(api.containers(all=True, filters={"label": "com.docker.compose.project
         "{out}"
     );
     assert_eq!(lines[10], "1", "{out}");
+    assert_eq!(lines[11], "[['/lf-db']]", "{out}");
+    assert_eq!(lines[12], "2", "{out}");
     D.ok(&["rm", "lf-web", "lf-db"]);
 }
 
@@ -337,8 +347,13 @@ r = c.volumes.prune()
 print(anon in (r["VolumesDeleted"] or []), "vp-named" in (r["VolumesDeleted"] or []))
 r = c.volumes.prune(filters={"all": "true", "label": "vp=1"})
 print("vp-named" in (r["VolumesDeleted"] or []))
+# A client of API 1.41 gets dockerd's older behaviour: every unused volume.
+c.volumes.create("vp-old", labels={"vp": "2"})
+old = docker.APIClient(base_url=api.base_url.replace("http+docker://localhost", "unix://" + SOCK), version="1.41")
+r = old.prune_volumes(filters={"label": "vp=2"})
+print(r["VolumesDeleted"])
 "##);
-    assert_eq!(out, "True False\nTrue\n", "{out}");
+    assert_eq!(out, "True False\nTrue\n['vp-old']\n", "{out}");
 }
 
 /// Builds an uncompressed tar (as bytes) from (name, content) pairs in Python source.
