@@ -25,6 +25,7 @@ const BB: &str = "busybox:1.35";
 fn py(body: &str) -> String {
     let script = format!(
         "import docker, json, io, tarfile, gzip, time\n\
+         SOCK = \"{}\"\n\
          c = docker.DockerClient(base_url=\"{}\")\n\
          api = c.api\n\
          def status_of(f, *a, **kw):\n    \
@@ -32,6 +33,7 @@ fn py(body: &str) -> String {
              except docker.errors.APIError as e:\n        \
                  return (e.status_code, e.explanation)\n\
          {body}",
+        D.sock.display(),
         D.host
     );
     python(&script)
@@ -69,6 +71,12 @@ print(status_of(c.containers.list, filters={"bogus": "1"}))
 print(status_of(c.containers.list, filters={"status": "sleeping"}))
 print(status_of(c.containers.list, filters={"health": "sick"}))
 print(len(api.containers(all=True, filters={"label": "com.docker.compose.project=lf"}, limit=1)))
+# the old map form of filters ({"key": {"value": true}}), and a limit that counts stopped
+# containers without all=1, as dockerd
+r = api.get(api._url("/containers/json"), params={"all": "1", "filters": json.dumps(
+    {"label": {"com.docker.compose.project=lf": True, "com.docker.compose.service=db": True}})})
+print([x["Names"] for x in r.json()])
+print(len(api.containers(limit=2, filters={"label": "com.docker.compose.project=lf"})))
 "##);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "['lf-web']", "{out}");
@@ -88,6 +96,8 @@ print(len(api.containers(all=True, filters={"label": "com.docker.compose.project
         "{out}"
     );
     assert_eq!(lines[10], "1", "{out}");
+    assert_eq!(lines[11], "[['/lf-db']]", "{out}");
+    assert_eq!(lines[12], "2", "{out}");
     D.ok(&["rm", "lf-web", "lf-db"]);
 }
 
@@ -337,8 +347,13 @@ r = c.volumes.prune()
 print(anon in (r["VolumesDeleted"] or []), "vp-named" in (r["VolumesDeleted"] or []))
 r = c.volumes.prune(filters={"all": "true", "label": "vp=1"})
 print("vp-named" in (r["VolumesDeleted"] or []))
+# A client of API 1.41 gets dockerd's older behaviour: every unused volume.
+c.volumes.create("vp-old", labels={"vp": "2"})
+old = docker.APIClient(base_url=api.base_url.replace("http+docker://localhost", "unix://" + SOCK), version="1.41")
+r = old.prune_volumes(filters={"label": "vp=2"})
+print(r["VolumesDeleted"])
 "##);
-    assert_eq!(out, "True False\nTrue\n", "{out}");
+    assert_eq!(out, "True False\nTrue\n['vp-old']\n", "{out}");
 }
 
 /// Builds an uncompressed tar (as bytes) from (name, content) pairs in Python source.
@@ -621,4 +636,196 @@ print([i["Created"] for i in api.images(name="nocreated")])
     let created = D.ok(&["images", "nocreated", "--format", "{{.CreatedSince}}"]);
     assert_eq!(created.trim(), "N/A");
     D.ok(&["rmi", "nocreated:1"]);
+}
+
+/// `HostConfig` namespace, cgroup and group fields are honoured and echoed by inspect:
+/// `PidMode`/`UTSMode` `host`, `CgroupnsMode`, `GroupAdd` (names and numbers), `CpusetCpus`,
+/// `MemorySwappiness` (cgroup v1), `DeviceCgroupRules`, `Isolation`, `VolumeDriver`; bad
+/// values are refused with dockerd's messages.
+#[test]
+fn host_config_fields_are_honoured_and_echoed() {
+    let out = py(r##"
+import os, socket
+host_cgns = os.readlink("/proc/self/ns/cgroup")
+script = ("echo pid=$$; hostname; readlink /proc/self/ns/cgroup; id -G; "
+          "grep Cpus_allowed_list /proc/self/status | cut -f2; "
+          "mknod /tmp/lc c 10 237 && (exec 3</tmp/lc) && echo dev-open")
+k = c.containers.run("debian-python:bookworm", ["sh", "-c", script], detach=True, name="hc-host",
+                     pid_mode="host", uts_mode="host", cgroupns="host", group_add=["daemon", "4321"],
+                     cpuset_cpus="0", mem_swappiness=10, device_cgroup_rules=["c 10:237 rwm"],
+                     isolation="default", volume_driver="local", volumes=["/v"])
+k.wait()
+lines = k.logs().decode().split("\n")
+print(lines[0] != "pid=1", lines[1] == socket.gethostname(), lines[2] == host_cgns)
+print(sorted(lines[3].split()), lines[4], lines[5])
+h = k.attrs["HostConfig"]
+print(h["PidMode"], h["UTSMode"], h["CgroupnsMode"], h["GroupAdd"], h["CpusetCpus"],
+      h["DeviceCgroupRules"], h["Isolation"], h["VolumeDriver"], h["MemorySwappiness"])
+p = c.containers.run("debian-python:bookworm", ["sh", "-c", script], detach=True, name="hc-private",
+                     cgroupns="private")
+p.wait()
+lines = p.logs().decode().split("\n")
+print(lines[0] == "pid=1", lines[1] == p.id[:12], lines[2] != host_cgns, lines[3])
+print("dev-open" in p.logs().decode(), p.attrs["HostConfig"]["CgroupnsMode"], p.attrs["HostConfig"]["MemorySwappiness"])
+d = c.containers.create("busybox:1.35", ["true"], name="hc-default")
+print(d.attrs["HostConfig"]["CgroupnsMode"])
+for kw in (dict(isolation="hyperv"), dict(cgroupns="sideways"), dict(device_cgroup_rules=["x 1:2 r"]),
+           dict(mem_swappiness=101), dict(cpuset_cpus="0-4096"), dict(pid_mode="other"),
+           dict(uts_mode="host", hostname="named"), dict(volume_driver="nosuch", volumes=["/v"])):
+    print(status_of(c.containers.create, "busybox:1.35", ["true"], **kw))
+g = c.containers.create("busybox:1.35", ["true"], name="hc-badgroup", group_add=["nosuchgroup"])
+print(status_of(g.start))
+k.remove(v=True); p.remove(); d.remove(); g.remove()
+"##);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "True True True", "{out}");
+    assert_eq!(lines[1], "['0', '1', '4321'] 0 dev-open", "{out}");
+    assert_eq!(
+        lines[2], "host host host ['daemon', '4321'] 0 ['c 10:237 rwm'] default local 10",
+        "{out}"
+    );
+    assert_eq!(lines[3], "True True True 0", "{out}");
+    assert_eq!(lines[4], "False private None", "{out}");
+    assert_eq!(lines[5], "host", "{out}");
+    assert_eq!(
+        lines[6], r#"(400, 'Invalid isolation: "hyperv" - linux only supports \'default\'')"#,
+        "{out}"
+    );
+    assert_eq!(
+        lines[7], "(400, 'invalid cgroup namespace mode: sideways')",
+        "{out}"
+    );
+    assert_eq!(
+        lines[8], "(400, \"invalid device cgroup format 'x 1:2 r'\")",
+        "{out}"
+    );
+    assert_eq!(
+        lines[9], "(400, 'Invalid value: 101, valid memory swappiness range is 0-100')",
+        "{out}"
+    );
+    assert!(
+        lines[10].starts_with("(400, 'Requested CPUs are not available - requested 0-4096"),
+        "{out}"
+    );
+    assert!(lines[11].starts_with("(400, "), "{out}");
+    assert_eq!(
+        lines[12], "(400, 'Conflicting options: hostname and the UTS mode')",
+        "{out}"
+    );
+    assert_eq!(
+        lines[13], "(400, 'error looking up volume plugin nosuch: plugin \"nosuch\" not found')",
+        "{out}"
+    );
+    assert!(
+        lines[14].contains("Unable to find group nosuchgroup"),
+        "{out}"
+    );
+}
+
+/// A MAC address per endpoint (`EndpointsConfig.MacAddress`, and the legacy container-level
+/// `Config.MacAddress` for the primary network) is the interface's, and shown by inspect with
+/// the endpoint's `DriverOpts`.
+#[test]
+fn endpoint_mac_address_and_driver_opts() {
+    let out = py(r##"
+c.networks.create("macnet")
+nc = api.create_networking_config({"macnet": api.create_endpoint_config(
+    mac_address="02:42:0a:0b:0c:0d", driver_opt={"com.example.opt": "1"})})
+cid = api.create_container("busybox:1.35", ["cat", "/sys/class/net/eth0/address"],
+                           networking_config=nc, host_config=api.create_host_config(network_mode="macnet"),
+                           name="mac-ep")["Id"]
+api.start(cid); api.wait(cid)
+print(api.logs(cid).decode().strip())
+ep = api.inspect_container(cid)["NetworkSettings"]["Networks"]["macnet"]
+print(ep["MacAddress"], ep["DriverOpts"])
+k = c.containers.run("busybox:1.35", ["cat", "/sys/class/net/eth0/address"], mac_address="02:42:01:02:03:04",
+                     detach=True, name="mac-legacy")
+k.wait()
+print(k.logs().decode().strip())
+print(status_of(c.containers.create, "busybox:1.35", ["true"], mac_address="nonsense")[0])
+api.remove_container(cid); k.remove()
+c.networks.get("macnet").remove()
+"##);
+    assert_eq!(
+        out,
+        "02:42:0a:0b:0c:0d\n02:42:0a:0b:0c:0d {'com.example.opt': '1'}\n02:42:01:02:03:04\n400\n",
+        "{out}"
+    );
+}
+
+/// Legacy links (`--link NAME:ALIAS` on the default bridge): the alias, hostname and name of
+/// the target in `/etc/hosts`, dockerd's `ALIAS_PORT_…`/`ALIAS_NAME`/`ALIAS_ENV_…` variables,
+/// inspect's `/TARGET:/THIS/ALIAS`, `DELETE /containers/THIS/ALIAS?link=1`, and dockerd's
+/// errors for a missing or stopped target and host networking.
+#[test]
+fn legacy_links() {
+    let out = py(r##"
+t = api.create_container("busybox:1.35", ["sleep", "60"], ports=[6379, (53, "udp")], environment={"SECRET": "s3"},
+                         name="lnk-target")["Id"]
+api.start(t)
+tip = api.inspect_container(t)["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+thost = api.inspect_container(t)["Config"]["Hostname"]
+k = c.containers.run("busybox:1.35", ["sh", "-c", "cat /etc/hosts; env | sort"], links={"lnk-target": "db-main"},
+                     detach=True, name="lnk-client")
+k.wait()
+out = k.logs().decode()
+print(f"{tip}\tdb-main {thost} lnk-target" in out.splitlines())
+env = dict(l.split("=", 1) for l in out.splitlines() if "=" in l and not l.startswith(tip))
+print(env.get("DB_MAIN_PORT") == f"udp://{tip}:53", env.get("DB_MAIN_PORT_6379_TCP") == f"tcp://{tip}:6379",
+      env.get("DB_MAIN_PORT_6379_TCP_ADDR") == tip, env.get("DB_MAIN_PORT_53_UDP_PROTO"))
+print(env.get("DB_MAIN_NAME"), env.get("DB_MAIN_ENV_SECRET"), "DB_MAIN_ENV_PATH" in env)
+k.reload()
+print(k.attrs["HostConfig"]["Links"])
+api.remove_container("lnk-client/db-main", link=True)
+k.reload()
+print(k.attrs["HostConfig"]["Links"])
+print(status_of(c.containers.create, "busybox:1.35", ["true"], links={"nosuch": "x"}))
+print(status_of(c.containers.create, "busybox:1.35", ["true"], links={"lnk-target": "x"}, network_mode="host")[0])
+api.stop(t, timeout=0)
+s = c.containers.create("busybox:1.35", ["true"], links={"lnk-target": "x"}, name="lnk-stopped")
+print(status_of(s.start))
+s.remove(); k.remove(); api.remove_container(t)
+"##);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "True", "{out}");
+    assert_eq!(lines[1], "True True True udp", "{out}");
+    assert_eq!(lines[2], "/lnk-client/db-main s3 False", "{out}");
+    assert_eq!(lines[3], "['/lnk-target:/lnk-client/db-main']", "{out}");
+    assert_eq!(lines[4], "None", "{out}");
+    assert_eq!(
+        lines[5], "(404, 'could not get container for nosuch: No such container: nosuch')",
+        "{out}"
+    );
+    assert_eq!(lines[6], "400", "{out}");
+    assert!(
+        lines[7].contains("Cannot link to a non running container: /lnk-target AS /lnk-stopped/x"),
+        "{out}"
+    );
+}
+
+/// Network create as dockerd: names with `.`, `-`, `_`; a duplicate name is refused (409,
+/// `CheckDuplicate` or not); `Internal` networks have no route out; labels that are not
+/// strings are refused (400, invalid JSON).
+#[test]
+fn network_create_names_duplicates_internal_and_label_types() {
+    let out = py(r##"
+n = c.networks.create("my.net-1_x", labels={"a": "b"})
+print(n.name, n.attrs["Labels"])
+print(status_of(c.networks.create, "my.net-1_x", check_duplicate=True))
+print(status_of(c.networks.create, "my.net-1_x")[0])
+i = c.networks.create("compat-internal", internal=True)
+print(i.attrs["Internal"])
+out = c.containers.run("busybox:1.35", ["sh", "-c", "ip route | grep -c default || true"], network="compat-internal", remove=True)
+print(out.decode().strip())
+r = api.post(api._url("/networks/create"), data=json.dumps({"Name": "badlabels", "Labels": {"a": 1}}),
+             headers={"Content-Type": "application/json"})
+print(r.status_code, r.json()["message"].startswith("invalid JSON"))
+print(status_of(c.networks.create, "bridge"))
+n.remove(); i.remove()
+"##);
+    assert_eq!(
+        out,
+        "my.net-1_x {'a': 'b'}\n(409, 'network with name my.net-1_x already exists')\n409\nTrue\n0\n400 True\n(403, 'operation is not permitted on predefined bridge network ')\n",
+        "{out}"
+    );
 }

@@ -800,7 +800,10 @@ impl Containers {
 
     /// Creates a container (does not start it). Errors: image not found (404), name in use (409),
     /// bad options (400).
-    pub fn create(&self, opts: CreateOptions) -> Result<Container, ContainerError> {
+    pub fn create(&self, mut opts: CreateOptions) -> Result<Container, ContainerError> {
+        let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        spec::check_host_options(&mut opts.host, cgroup_v2, online_cpus())?;
+        self.check_links(&mut opts.host)?;
         if let Some(name) = &opts.name {
             let n = name.strip_prefix('/').unwrap_or(name);
             if !valid_name(n) {
@@ -868,7 +871,22 @@ impl Containers {
         }
         let image = self.images.resolve(&opts.image)?;
         let id = random_hex(32);
-        let config = resolve_config(&id, &image.config, &opts)?;
+        let mut config = resolve_config(&id, &image.config, &opts)?;
+        if opts.host.uts_mode == "host" {
+            // dockerd: the host's UTS namespace brings the host's name.
+            if opts.hostname.is_some() {
+                return Err(ContainerError::BadHostConfig(
+                    "Conflicting options: hostname and the UTS mode".into(),
+                ));
+            }
+            config.hostname = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        let creates_volumes = !config.volumes.is_empty()
+            || opts.host.binds.iter().any(|b| !b.starts_with('/'))
+            || opts.host.mounts.iter().any(|m| m.kind == MountType::Volume);
+        spec::check_volume_driver(&opts.host, creates_volumes)?;
         let mut mount_points = self.resolve_mounts(&opts, &config.volumes)?;
         let dir = self.container_dir(&id);
         let mut c = Container {
@@ -1429,11 +1447,15 @@ impl Containers {
         let dir = self.container_dir(&c.id);
         let host = &c.options.host;
         let runtime = self.runtime_path(&c.runtime)?;
+        let link_targets = self.link_targets(c)?;
         crate::resources::prewarm_migration();
         self.clean_runtime_state(c);
         self.mount_rootfs(c)?;
         let rootfs = dir.join("rootfs");
-        let user = match spec::resolve_user(&rootfs, &c.config.user) {
+        let user = match spec::resolve_user(&rootfs, &c.config.user).and_then(|mut u| {
+            spec::add_groups(&rootfs, &mut u, &host.group_add)?;
+            Ok(u)
+        }) {
             Ok(u) => u,
             Err(msg) => return Err(self.start_failed(c, msg)),
         };
@@ -1483,6 +1505,21 @@ impl Containers {
         } else {
             c.config.hostname.clone()
         };
+        // Legacy links: the targets' names in /etc/hosts and their environment.
+        let links: Vec<crate::net::LinkTarget<'_>> = link_targets
+            .iter()
+            .map(|(t, alias, ip)| crate::net::LinkTarget {
+                link_name: format!("/{}/{alias}", c.name),
+                alias,
+                name: &t.name,
+                hostname: &t.config.hostname,
+                ip: *ip,
+                exposed_ports: &t.config.exposed_ports,
+                env: &t.config.env,
+            })
+            .collect();
+        let mut extra_hosts = host.extra_hosts.clone();
+        extra_hosts.extend(crate::net::link_hosts(&links));
         let etc = [
             (
                 "/etc/hostname",
@@ -1495,7 +1532,7 @@ impl Containers {
                 if host_net {
                     std::fs::read_to_string("/etc/hosts").unwrap_or_default()
                 } else {
-                    crate::net::hosts_file(&hostname, sandbox.as_ref(), &host.extra_hosts)
+                    crate::net::hosts_file(&hostname, sandbox.as_ref(), &extra_hosts)
                 },
             ),
             (
@@ -1527,6 +1564,7 @@ impl Containers {
         if c.options.tty {
             env.push("TERM=xterm".into());
         }
+        env.extend(crate::net::link_env(&links));
         for e in &c.config.env {
             let key = e.split('=').next().unwrap_or(e);
             env.retain(|x| x.split('=').next() != Some(key));
@@ -2317,6 +2355,10 @@ impl Containers {
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| c.config.user.clone());
         let user = spec::resolve_user(&rootfs, &user_str)
+            .and_then(|mut u| {
+                spec::add_groups(&rootfs, &mut u, &c.options.host.group_add)?;
+                Ok(u)
+            })
             .map_err(|message| ContainerError::StartFailed { message })?;
         let mut env = vec![format!("HOSTNAME={}", c.config.hostname)];
         if o.tty {
@@ -2548,6 +2590,87 @@ impl Containers {
         }
     }
 
+    /// Normalizes `--link NAME[:ALIAS]` entries to `TARGET:ALIAS` (target by name) and checks
+    /// them as dockerd's `registerLinks`: the target must exist, host networking has no links.
+    fn check_links(&self, host: &mut HostOptions) -> Result<(), ContainerError> {
+        if host.links.is_empty() {
+            return Ok(());
+        }
+        if host.network_mode == "host" {
+            return Err(ContainerError::BadHostConfig(
+                "conflicting options: host type networking can't be used with links. This would result in undefined behavior".into(),
+            ));
+        }
+        let mut out = Vec::new();
+        for l in &host.links {
+            let (name, alias) = match l.split_once(':') {
+                Some((n, a)) => (n, a.rsplit('/').next().unwrap_or(a)),
+                None => (l.as_str(), l.trim_start_matches('/')),
+            };
+            let name = name.trim_start_matches('/');
+            let target = self
+                .get(name)
+                .map_err(|_| ContainerError::LinkNotFound(name.to_string()))?;
+            let alias = if alias.is_empty() {
+                target.name.as_str()
+            } else {
+                alias
+            };
+            out.push(format!("{}:{alias}", target.name));
+        }
+        host.links = out;
+        Ok(())
+    }
+
+    /// The running targets of `c`'s legacy links, with their default-bridge addresses.
+    /// Errors as dockerd: `Cannot link to a non running container: /T AS /C/ALIAS`.
+    fn link_targets(
+        &self,
+        c: &Container,
+    ) -> Result<Vec<(Container, String, std::net::Ipv4Addr)>, ContainerError> {
+        let mut out = Vec::new();
+        for l in &c.options.host.links {
+            let (name, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+            let t = self
+                .get(name)
+                .map_err(|_| ContainerError::LinkNotFound(name.to_string()))?;
+            let ip = (t.state.status == Status::Running)
+                .then(|| self.networks.get().and_then(|n| n.sandbox(&t.id)))
+                .flatten()
+                .and_then(|sb| {
+                    sb.endpoints
+                        .iter()
+                        .find(|e| e.network_name == "bridge")
+                        .map(|e| e.ip)
+                });
+            let Some(ip) = ip else {
+                return Err(ContainerError::BadHostConfig(format!(
+                    "Cannot link to a non running container: /{} AS /{}/{alias}",
+                    t.name, c.name
+                )));
+            };
+            out.push((t, alias.to_string(), ip));
+        }
+        Ok(out)
+    }
+
+    /// Removes the legacy link `/PARENT/ALIAS` (`DELETE /containers/PARENT/ALIAS?link=1`).
+    pub fn remove_link(&self, parent: &str, alias: &str) -> Result<(), ContainerError> {
+        let mut inner = self.lock();
+        let id = Self::find_id(&inner, parent)?;
+        let c = inner.containers.get_mut(&id).expect("found above");
+        let before = c.options.host.links.len();
+        c.options
+            .host
+            .links
+            .retain(|l| l.split_once(':').map(|x| x.1) != Some(alias));
+        if c.options.host.links.len() == before {
+            return Err(ContainerError::NotFound(format!("/{}/{alias}", c.name)));
+        }
+        let c = c.clone();
+        self.save(&c)
+    }
+
     /// The volume or bind mount of `c` holding container path `abs` (cleaned, absolute): the
     /// one with the deepest destination.
     fn mount_holding<'a>(c: &'a Container, abs: &str) -> Option<&'a MountPoint> {
@@ -2571,7 +2694,8 @@ impl Containers {
     fn fs_view(c: &Container, overlay: &Path, path: &str) -> (PathBuf, String, Option<String>) {
         let running = matches!(c.state.status, Status::Running | Status::Paused) && c.state.pid > 0;
         if running {
-            let proc_root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
+            // `root/.`: the directory the magic link leads to, not the link itself.
+            let proc_root = PathBuf::from(format!("/proc/{}/root/.", c.state.pid));
             if proc_root.is_dir() {
                 return (proc_root, path.to_string(), None);
             }
@@ -2740,6 +2864,20 @@ impl Container {
 enum Watch {
     Child(Child),
     Socket(UnixStream),
+}
+
+/// The number of CPUs `CpusetCpus` may name: the highest online CPU + 1.
+fn online_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| {
+            s.trim()
+                .split(',')
+                .filter_map(|r| r.rsplit('-').next()?.parse::<usize>().ok())
+                .max()
+        })
+        .map(|m| m + 1)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[cfg(test)]

@@ -20,12 +20,18 @@ pub enum ContainerError {
     NotFound(String),
     #[error("No such exec instance: {0}")]
     ExecNotFound(String),
+    /// A `--link` target that does not exist (dockerd's `registerLinks` wording).
+    #[error("could not get container for {0}: No such container: {0}")]
+    LinkNotFound(String),
     #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
     NameInUse { name: String, id: String },
     #[error("Invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     InvalidName(String),
     #[error("invalid {field}: {reason}")]
     InvalidOption { field: String, reason: String },
+    /// A `HostConfig` dockerd refuses, in dockerd's words.
+    #[error("{0}")]
+    BadHostConfig(String),
     /// A log driver barge does not have (dockerd's `logger` factory wording).
     #[error("logger: no log driver named '{0}' is registered")]
     NoLogDriver(String),
@@ -71,7 +77,9 @@ impl ContainerError {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ContainerError::NotFound(_) | ContainerError::ExecNotFound(_) => ErrorKind::NotFound,
+            ContainerError::NotFound(_)
+            | ContainerError::ExecNotFound(_)
+            | ContainerError::LinkNotFound(_) => ErrorKind::NotFound,
             ContainerError::NameInUse { .. }
             | ContainerError::RunningRemove { .. }
             | ContainerError::NotRunning(_)
@@ -82,6 +90,7 @@ impl ContainerError {
             ContainerError::InvalidName(_)
             | ContainerError::InvalidOption { .. }
             | ContainerError::NoLogDriver(_)
+            | ContainerError::BadHostConfig(_)
             | ContainerError::InvalidMount(_) => ErrorKind::InvalidInput,
             ContainerError::Volume(e) => match e.kind() {
                 crate::volumes::VolumeErrorKind::NotFound => ErrorKind::NotFound,

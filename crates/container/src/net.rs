@@ -201,7 +201,7 @@ mod tests {
             EndpointRequest {
                 network: "front".into(),
                 aliases: vec!["api".into()],
-                ipv4_address: None,
+                ..Default::default()
             },
         ];
         let Mode::Bridge(eps) = mode(&h) else {
@@ -231,5 +231,108 @@ mod tests {
         let h = hosts_file("abc", None, &["db:10.1.2.3".into()]);
         assert!(h.contains("10.1.2.3\tdb\n"));
         assert!(h.ends_with("127.0.0.1\tabc\n"));
+    }
+}
+
+/// A legacy link (`--link`) as the child sees it: the target's name, short ID, hostname,
+/// default-bridge address, exposed ports and environment.
+pub(crate) struct LinkTarget<'a> {
+    /// `/THIS/ALIAS`, dockerd's link name.
+    pub link_name: String,
+    pub alias: &'a str,
+    pub name: &'a str,
+    pub hostname: &'a str,
+    pub ip: std::net::Ipv4Addr,
+    pub exposed_ports: &'a [String],
+    pub env: &'a [String],
+}
+
+/// `/etc/hosts` lines of legacy links (dockerd's `OptionExtraHost`): `IP\tALIAS HOSTNAME
+/// [NAME]`, the name only when the alias differs from it.
+pub(crate) fn link_hosts(links: &[LinkTarget<'_>]) -> Vec<String> {
+    links
+        .iter()
+        .map(|l| {
+            let mut names = format!("{} {}", l.alias, l.hostname);
+            if l.alias != l.name {
+                names.push(' ');
+                names.push_str(l.name);
+            }
+            format!("{}:{}", names, l.ip)
+        })
+        .collect()
+}
+
+/// The environment of legacy links (dockerd's `links.Link.ToEnv`): `ALIAS_PORT`, the
+/// `ALIAS_PORT_<port>_<PROTO>[_ADDR|_PORT|_PROTO]` of every exposed port, `ALIAS_NAME` and
+/// `ALIAS_ENV_<var>` for the target's environment (less `HOME` and `PATH`).
+pub(crate) fn link_env(links: &[LinkTarget<'_>]) -> Vec<String> {
+    let mut env = Vec::new();
+    for l in links {
+        let alias = l.alias.to_ascii_uppercase().replace('-', "_");
+        let mut ports: Vec<(u16, String)> = l
+            .exposed_ports
+            .iter()
+            .filter_map(|p| {
+                let (n, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+                Some((n.parse().ok()?, proto.to_string()))
+            })
+            .collect();
+        ports.sort_by(|a, b| a.0.cmp(&b.0).then((a.1 != "tcp").cmp(&(b.1 != "tcp"))));
+        if let Some((p, proto)) = ports.first() {
+            env.push(format!("{alias}_PORT={proto}://{}:{p}", l.ip));
+        }
+        for (p, proto) in &ports {
+            let up = proto.to_ascii_uppercase();
+            env.push(format!("{alias}_PORT_{p}_{up}={proto}://{}:{p}", l.ip));
+            env.push(format!("{alias}_PORT_{p}_{up}_ADDR={}", l.ip));
+            env.push(format!("{alias}_PORT_{p}_{up}_PORT={p}"));
+            env.push(format!("{alias}_PORT_{p}_{up}_PROTO={proto}"));
+        }
+        env.push(format!("{alias}_NAME={}", l.link_name));
+        for v in l.env {
+            if let Some((k, val)) = v.split_once('=') {
+                if k != "HOME" && k != "PATH" {
+                    env.push(format!("{alias}_ENV_{k}={val}"));
+                }
+            }
+        }
+    }
+    env
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn link_env_and_hosts_like_dockerd() {
+        let ports = vec![
+            "6379/tcp".to_string(),
+            "53/udp".to_string(),
+            "53/tcp".to_string(),
+        ];
+        let env = vec!["PATH=/bin".to_string(), "REDIS_VERSION=7".to_string()];
+        let l = LinkTarget {
+            link_name: "/web/db-main".into(),
+            alias: "db-main",
+            name: "redis",
+            hostname: "abcdef123456",
+            ip: "10.87.0.5".parse().unwrap(),
+            exposed_ports: &ports,
+            env: &env,
+        };
+        let e = link_env(std::slice::from_ref(&l));
+        assert_eq!(e[0], "DB_MAIN_PORT=tcp://10.87.0.5:53");
+        assert!(e.contains(&"DB_MAIN_PORT_53_UDP_PROTO=udp".to_string()));
+        assert!(e.contains(&"DB_MAIN_PORT_6379_TCP=tcp://10.87.0.5:6379".to_string()));
+        assert!(e.contains(&"DB_MAIN_PORT_6379_TCP_ADDR=10.87.0.5".to_string()));
+        assert!(e.contains(&"DB_MAIN_NAME=/web/db-main".to_string()));
+        assert!(e.contains(&"DB_MAIN_ENV_REDIS_VERSION=7".to_string()));
+        assert!(!e.iter().any(|v| v.starts_with("DB_MAIN_ENV_PATH")));
+        assert_eq!(
+            link_hosts(std::slice::from_ref(&l)),
+            vec!["db-main abcdef123456 redis:10.87.0.5".to_string()]
+        );
     }
 }

@@ -246,6 +246,180 @@ pub(crate) fn resolve_user_from(passwd: &str, group: &str, user: &str) -> Result
     Ok(out)
 }
 
+/// One `HostConfig.DeviceCgroupRules` entry (`c 1:3 mr`, `a *:* rwm`, `b 8:* r`) as an OCI
+/// device cgroup rule; `None` for an empty rule. Errors as dockerd: `invalid device cgroup
+/// format 'RULE'`.
+pub(crate) fn device_rule(rule: &str) -> Result<Option<Value>, ContainerError> {
+    let bad = || ContainerError::BadHostConfig(format!("invalid device cgroup format '{rule}'"));
+    let rule = rule.trim();
+    if rule.is_empty() {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = rule.split_whitespace().collect();
+    let [typ, nums, access] = parts.as_slice() else {
+        return Err(bad());
+    };
+    if !["a", "b", "c"].contains(typ)
+        || access.is_empty()
+        || !access.chars().all(|c| "rwm".contains(c))
+    {
+        return Err(bad());
+    }
+    let (major, minor) = nums.split_once(':').ok_or_else(bad)?;
+    let num = |n: &str| -> Result<Option<i64>, ContainerError> {
+        if n == "*" {
+            Ok(None)
+        } else {
+            n.parse::<i64>().map(Some).map_err(|_| bad())
+        }
+    };
+    let mut v = json!({"allow": true, "type": typ, "access": access});
+    if let Some(m) = num(major)? {
+        v["major"] = json!(m);
+    }
+    if let Some(m) = num(minor)? {
+        v["minor"] = json!(m);
+    }
+    Ok(Some(v))
+}
+
+/// Checks and completes the namespace, cgroup and group settings of a `HostConfig` at create,
+/// with dockerd's messages: `CgroupnsMode` gets the default (`cgroup_v2`: `private`, else
+/// `host`), `MemorySwappiness` is dropped where the kernel has no such control (cgroup v2,
+/// as dockerd does with a warning). `online_cpus`: CPUs `CpusetCpus` may name.
+pub(crate) fn check_host_options(
+    host: &mut HostOptions,
+    cgroup_v2: bool,
+    online_cpus: usize,
+) -> Result<(), ContainerError> {
+    let invalid = |_field: &str, reason: String| ContainerError::BadHostConfig(reason);
+    match host.cgroupns_mode.as_str() {
+        "" => host.cgroupns_mode = if cgroup_v2 { "private" } else { "host" }.into(),
+        "host" | "private" => {}
+        m => {
+            return Err(invalid(
+                "cgroupns mode",
+                format!("invalid cgroup namespace mode: {m}"),
+            ))
+        }
+    }
+    if !matches!(host.pid_mode.as_str(), "" | "host") {
+        return Err(invalid(
+            "PID mode",
+            format!("--pid: invalid PID mode {:?}", host.pid_mode),
+        ));
+    }
+    if !matches!(host.uts_mode.as_str(), "" | "host") {
+        return Err(invalid(
+            "UTS mode",
+            format!("--uts: invalid UTS mode {:?}", host.uts_mode),
+        ));
+    }
+    if !matches!(host.isolation.as_str(), "" | "default") {
+        return Err(invalid(
+            "isolation",
+            format!(
+                "Invalid isolation: {:?} - linux only supports 'default'",
+                host.isolation
+            ),
+        ));
+    }
+    for r in &host.device_cgroup_rules {
+        device_rule(r)?;
+    }
+    match host.memory_swappiness {
+        Some(s) if !(-1..=100).contains(&s) => {
+            return Err(invalid(
+                "memory swappiness",
+                format!("Invalid value: {s}, valid memory swappiness range is 0-100"),
+            ))
+        }
+        Some(_) if cgroup_v2 => host.memory_swappiness = None,
+        _ => {}
+    }
+    if !host.cpuset_cpus.is_empty() {
+        let cpus = parse_cpuset(&host.cpuset_cpus).ok_or_else(|| {
+            invalid(
+                "cpuset",
+                format!("Invalid value {} for cpuset cpus", host.cpuset_cpus),
+            )
+        })?;
+        if cpus.iter().any(|c| *c >= online_cpus) {
+            return Err(invalid(
+                "cpuset",
+                format!(
+                    "Requested CPUs are not available - requested {}, available: 0-{}",
+                    host.cpuset_cpus,
+                    online_cpus.saturating_sub(1)
+                ),
+            ));
+        }
+    }
+    for g in &host.group_add {
+        if g.is_empty() {
+            return Err(invalid("group", "empty group name".into()));
+        }
+    }
+    Ok(())
+}
+
+/// `HostConfig.VolumeDriver` for a container that creates volumes: only `local` exists
+/// (dockerd: `error looking up volume plugin X: plugin "X" not found`).
+pub(crate) fn check_volume_driver(
+    host: &HostOptions,
+    creates_volumes: bool,
+) -> Result<(), ContainerError> {
+    if creates_volumes && !matches!(host.volume_driver.as_str(), "" | "local") {
+        return Err(ContainerError::BadHostConfig(format!(
+            "error looking up volume plugin {0}: plugin \"{0}\" not found",
+            host.volume_driver
+        )));
+    }
+    Ok(())
+}
+
+/// A cpuset list (`0-2,4`) as CPU numbers; `None` when malformed.
+fn parse_cpuset(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        if a > b {
+            return None;
+        }
+        out.extend(a..=b);
+    }
+    Some(out)
+}
+
+/// `HostConfig.GroupAdd` as group IDs: numbers as they are, names from the container's
+/// `/etc/group` (dockerd's `Unable to find group NAME` otherwise), after `user`'s own.
+pub(crate) fn add_groups(
+    rootfs: &Path,
+    user: &mut ExecUser,
+    groups: &[String],
+) -> Result<(), String> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    for g in groups {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| format!("Unable to find group {g}"))?,
+        };
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
+    Ok(())
+}
+
 /// Everything the spec depends on.
 pub(crate) struct SpecInput<'a> {
     pub id: &'a str,
@@ -368,12 +542,16 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         }
     }
 
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
+    let mut namespaces = vec![json!({"type": "ipc"}), json!({"type": "mount"})];
+    if host.pid_mode != "host" {
+        namespaces.insert(0, json!({"type": "pid"}));
+    }
+    if host.uts_mode != "host" {
+        namespaces.push(json!({"type": "uts"}));
+    }
+    if host.cgroupns_mode == "private" {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
     match (host.network_mode.as_str(), &input.netns_path) {
         ("host", _) => {}
         (_, Some(p)) => namespaces.push(json!({"type": "network", "path": p})),
@@ -400,6 +578,14 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         ])
     };
 
+    let mut devices_cgroup = devices_cgroup;
+    if !host.privileged {
+        for rule in &host.device_cgroup_rules {
+            if let (Some(list), Some(r)) = (devices_cgroup.as_array_mut(), device_rule(rule)?) {
+                list.push(r);
+            }
+        }
+    }
     let mut resources = json!({"devices": devices_cgroup});
     let host_devices = if host.privileged {
         privileged_devices(Path::new("/dev"))
@@ -420,6 +606,9 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     if host.oom_kill_disable {
         memory.insert("disableOOMKiller".into(), json!(true));
     }
+    if let Some(sw) = host.memory_swappiness.filter(|s| *s >= 0) {
+        memory.insert("swappiness".into(), json!(sw));
+    }
     if !memory.is_empty() {
         resources["memory"] = Value::Object(memory);
     }
@@ -434,6 +623,9 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     }
     if host.cpu_shares > 0 {
         cpu.insert("shares".into(), json!(host.cpu_shares));
+    }
+    if !host.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(host.cpuset_cpus));
     }
     if !cpu.is_empty() {
         resources["cpu"] = Value::Object(cpu);
@@ -499,6 +691,13 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     });
     if !input.domainname.is_empty() {
         spec["domainname"] = json!(input.domainname);
+    }
+    if host.uts_mode == "host" {
+        // The host's UTS namespace: its names are not the container's to set.
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("hostname");
+            o.remove("domainname");
+        }
     }
     serde_json::from_value(spec).map_err(|e| ContainerError::InvalidOption {
         field: "spec".into(),
@@ -631,6 +830,100 @@ mod tests {
         assert!(!c.contains(&"CAP_CHOWN".to_string()));
         assert!(!c.contains(&"CAP_KILL".to_string()));
         assert_eq!(c.len(), DEFAULT_CAPS.len() - 1);
+    }
+
+    #[test]
+    fn host_namespaces_cgroup_rules_and_cpus() {
+        let ns_of = |h: &HostOptions| -> Vec<String> {
+            let v = serde_json::to_value(build_spec(&input(h)).unwrap()).unwrap();
+            v["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut h = host();
+        check_host_options(&mut h, false, 2).unwrap();
+        assert_eq!(h.cgroupns_mode, "host");
+        let ns = ns_of(&h);
+        assert!(ns.contains(&"pid".into()) && ns.contains(&"uts".into()));
+        assert!(!ns.contains(&"cgroup".into()));
+        let mut h = host();
+        check_host_options(&mut h, true, 2).unwrap();
+        assert_eq!(h.cgroupns_mode, "private");
+        h.pid_mode = "host".into();
+        h.uts_mode = "host".into();
+        h.cpuset_cpus = "0-1".into();
+        h.memory_swappiness = Some(5);
+        h.device_cgroup_rules = vec!["c 10:* rw".into()];
+        let ns = ns_of(&h);
+        assert!(!ns.contains(&"pid".into()) && !ns.contains(&"uts".into()));
+        assert!(ns.contains(&"cgroup".into()));
+        let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
+        assert!(v.get("hostname").is_none());
+        assert_eq!(v["linux"]["resources"]["cpu"]["cpus"], "0-1");
+        assert_eq!(v["linux"]["resources"]["memory"]["swappiness"], 5);
+        let devs = v["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(
+            devs.last().unwrap(),
+            &json!({"allow": true, "type": "c", "major": 10, "access": "rw"})
+        );
+        // cgroup v2 has no swappiness: dropped, as dockerd does.
+        let mut h = host();
+        h.memory_swappiness = Some(5);
+        check_host_options(&mut h, true, 2).unwrap();
+        assert_eq!(h.memory_swappiness, None);
+        for bad in [
+            HostOptions {
+                cgroupns_mode: "x".into(),
+                ..host()
+            },
+            HostOptions {
+                cpuset_cpus: "2".into(),
+                ..host()
+            },
+            HostOptions {
+                cpuset_cpus: "1-0".into(),
+                ..host()
+            },
+            HostOptions {
+                memory_swappiness: Some(-2),
+                ..host()
+            },
+            HostOptions {
+                device_cgroup_rules: vec!["c 1 r".into()],
+                ..host()
+            },
+            HostOptions {
+                isolation: "process".into(),
+                ..host()
+            },
+        ] {
+            let mut b = bad;
+            assert!(check_host_options(&mut b, false, 2).is_err(), "{b:?}");
+        }
+        assert!(device_rule("a *:* rwm").unwrap().is_some());
+        assert!(device_rule("c 1:3 mrx").is_err());
+    }
+
+    #[test]
+    fn groups_by_name_and_number() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let mut u = ExecUser::default();
+        add_groups(
+            dir.path(),
+            &mut u,
+            &["staff".into(), "7".into(), "50".into()],
+        )
+        .unwrap();
+        assert_eq!(u.additional_gids, vec![50, 7]);
+        assert_eq!(
+            add_groups(dir.path(), &mut u, &["nope".into()]).unwrap_err(),
+            "Unable to find group nope"
+        );
     }
 
     #[test]

@@ -136,6 +136,39 @@ pub struct HostOptions {
     /// `HostConfig.VolumesFrom`: `CONTAINER[:ro|rw]`.
     #[serde(default)]
     pub volumes_from: Vec<String>,
+    /// `HostConfig.CgroupnsMode`: `private` or `host`; resolved at create (empty = the
+    /// default, `private` on cgroup v2 and `host` on v1, as dockerd's).
+    #[serde(default)]
+    pub cgroupns_mode: String,
+    /// `HostConfig.DeviceCgroupRules`: `TYPE MAJOR:MINOR ACCESS` (`c 1:3 mr`; `*` = any).
+    #[serde(default)]
+    pub device_cgroup_rules: Vec<String>,
+    /// `HostConfig.PidMode`: empty (own PID namespace) or `host`.
+    #[serde(default)]
+    pub pid_mode: String,
+    /// `HostConfig.UTSMode`: empty (own UTS namespace) or `host`.
+    #[serde(default)]
+    pub uts_mode: String,
+    /// `HostConfig.Isolation`: empty or `default`, the only technology on Linux.
+    #[serde(default)]
+    pub isolation: String,
+    /// `HostConfig.GroupAdd`: supplementary groups, by name (the container's `/etc/group`)
+    /// or number.
+    #[serde(default)]
+    pub group_add: Vec<String>,
+    /// `HostConfig.CpusetCpus`: the CPUs the container may run on (`0-1,3`).
+    #[serde(default)]
+    pub cpuset_cpus: String,
+    /// `HostConfig.MemorySwappiness` (0-100; `None` = the kernel's). Kept only on cgroup v1.
+    #[serde(default)]
+    pub memory_swappiness: Option<i64>,
+    /// `HostConfig.VolumeDriver`: the driver of the volumes the container creates (`local`).
+    #[serde(default)]
+    pub volume_driver: String,
+    /// Legacy links (`--link NAME[:ALIAS]`) as `TARGET:ALIAS`, target by name; inspect shows
+    /// dockerd's `/TARGET:/THIS/ALIAS`.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 /// Docker's container states (`State.Status`).

@@ -296,6 +296,7 @@ fn strip_version(mut req: Request) -> Request {
         if let Some(idx) = rest.find('/') {
             let version = &rest[..idx];
             if !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                let ver = crate::api::ApiVersion(version.to_string());
                 let new_path = rest[idx..].to_string();
                 let pq = match req.uri().query() {
                     Some(q) => format!("{new_path}?{q}"),
@@ -308,6 +309,8 @@ fn strip_version(mut req: Request) -> Request {
                         *req.uri_mut() = uri;
                     }
                 }
+                // Handlers whose behaviour depends on the client's API version read it.
+                req.extensions_mut().insert(ver);
             }
         }
     }

@@ -126,7 +126,7 @@ fn attach_endpoint(netns: &Path, bridge: &str, ep: &Endpoint) -> Result<(), Netw
             host_ifname: &ep.host_ifname,
             peer_tmp: &format!("vp{}", &ep.host_ifname[4..]),
             ifname: &ep.ifname,
-            mac: ipam::mac_for(ep.ip),
+            mac: ipam::parse_mac(&ep.mac).unwrap_or_else(|| ipam::mac_for(ep.ip)),
             ip: ep.ip,
             prefix: ep.prefix_len,
             gateway: ep.gateway,
@@ -666,7 +666,12 @@ impl Networks {
                 ip,
                 prefix_len: ipam.subnet.prefix_len(),
                 gateway: (!net.internal).then_some(ipam.gateway),
-                mac: ipam::mac_string(&ipam::mac_for(ip)),
+                mac: req
+                    .mac_address
+                    .as_deref()
+                    .and_then(ipam::parse_mac)
+                    .map(|m| ipam::mac_string(&m))
+                    .unwrap_or_else(|| ipam::mac_string(&ipam::mac_for(ip))),
                 ifname: format!("eth{index}"),
                 host_ifname: format!("veth{}", &r[..7]),
                 aliases: req.aliases.clone(),

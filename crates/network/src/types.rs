@@ -77,6 +77,13 @@ pub struct EndpointRequest {
     pub aliases: Vec<String>,
     /// Static address (`--ip`).
     pub ipv4_address: Option<Ipv4Addr>,
+    /// Static MAC address of the endpoint (`--mac-address`, `aa:bb:cc:dd:ee:ff`); `None` =
+    /// derived from the address as Docker does.
+    #[serde(default)]
+    pub mac_address: Option<String>,
+    /// The endpoint's driver options (Docker's `EndpointSettings.DriverOpts`), kept and echoed.
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 /// A published port as asked: Docker's `PortBindings` entry.

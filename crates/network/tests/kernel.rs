@@ -205,7 +205,7 @@ fn user_networks_dns_and_isolation() {
                 networks: vec![EndpointRequest {
                     network: net.name.clone(),
                     aliases,
-                    ipv4_address: None,
+                    ..Default::default()
                 }],
                 ports: vec![],
                 dns: vec![],

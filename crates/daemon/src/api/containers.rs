@@ -36,6 +36,7 @@ pub struct CreateBody {
     domainname: Option<String>,
     user: Option<String>,
     tty: Option<bool>,
+    mac_address: Option<String>,
     open_stdin: Option<bool>,
     stdin_once: Option<bool>,
     env: Option<Vec<String>>,
@@ -106,6 +107,17 @@ struct HostConfigBody {
     dns: Option<Vec<String>>,
     dns_search: Option<Vec<String>>,
     dns_options: Option<Vec<String>>,
+    cgroupns_mode: Option<String>,
+    device_cgroup_rules: Option<Vec<String>>,
+    pid_mode: Option<String>,
+    #[serde(rename = "UTSMode")]
+    uts_mode: Option<String>,
+    isolation: Option<String>,
+    group_add: Option<Vec<String>>,
+    cpuset_cpus: Option<String>,
+    memory_swappiness: Option<i64>,
+    volume_driver: Option<String>,
+    links: Option<Vec<String>>,
 }
 
 /// Docker's `Mount` (an entry of `HostConfig.Mounts`).
@@ -383,6 +395,16 @@ impl CreateBody {
                 dns: hc.dns.unwrap_or_default(),
                 dns_search: hc.dns_search.unwrap_or_default(),
                 dns_options: hc.dns_options.unwrap_or_default(),
+                cgroupns_mode: hc.cgroupns_mode.unwrap_or_default(),
+                device_cgroup_rules: hc.device_cgroup_rules.unwrap_or_default(),
+                pid_mode: hc.pid_mode.unwrap_or_default(),
+                uts_mode: hc.uts_mode.unwrap_or_default(),
+                isolation: hc.isolation.unwrap_or_default(),
+                group_add: hc.group_add.unwrap_or_default(),
+                cpuset_cpus: hc.cpuset_cpus.unwrap_or_default(),
+                memory_swappiness: hc.memory_swappiness,
+                volume_driver: hc.volume_driver.unwrap_or_default(),
+                links: hc.links.unwrap_or_default(),
                 ..Default::default()
             },
             exposed_ports: Vec::new(),
@@ -392,6 +414,7 @@ impl CreateBody {
             self.exposed_ports,
             hc.port_bindings,
             self.networking_config,
+            self.mac_address,
         )?;
         Ok(opts)
     }
@@ -568,7 +591,20 @@ fn host_config(c: &Container) -> Value {
         "PublishAllPorts": false,
         "Mounts": if h.mounts.is_empty() { Value::Null } else { Value::Array(h.mounts.iter().map(mount_spec_json).collect()) },
         "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": null,
-        "IpcMode": "private", "PidMode": "", "UTSMode": "", "UsernsMode": "", "CgroupnsMode": "host",
+        "IpcMode": "private", "PidMode": h.pid_mode, "UTSMode": h.uts_mode, "UsernsMode": "",
+        "CgroupnsMode": h.cgroupns_mode,
+        "Isolation": h.isolation,
+        "GroupAdd": if h.group_add.is_empty() { Value::Null } else { json!(h.group_add) },
+        "DeviceCgroupRules": if h.device_cgroup_rules.is_empty() { Value::Null } else { json!(h.device_cgroup_rules) },
+        "CpusetCpus": h.cpuset_cpus,
+        "MemorySwappiness": h.memory_swappiness,
+        "VolumeDriver": h.volume_driver,
+        "Links": if h.links.is_empty() { Value::Null } else {
+            json!(h.links.iter().map(|l| {
+                let (t, a) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+                format!("/{t}:/{}/{a}", c.name)
+            }).collect::<Vec<_>>())
+        },
         "ConsoleSize": h.console_size.map(|(r, c)| [r, c]).unwrap_or([0, 0]),
     })
 }
@@ -1201,12 +1237,34 @@ pub async fn top(
 }
 
 /// `DELETE /containers/{id}?force=&v=` → 204.
+/// `DELETE /containers/{parent}/{alias}?link=1`: removes the legacy link `/PARENT/ALIAS`
+/// (`docker rm --link`); without `link=1` no container has such a name (404).
+pub async fn remove_link(
+    State(state): State<AppState>,
+    Path((parent, alias)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let name = format!("/{parent}/{alias}");
+    if !Query::parse(raw).bool("link", false) {
+        return Err(ApiError::not_found(format!("No such container: {name}")));
+    }
+    let s = state.clone();
+    asyncify(move || s.containers.remove_link(&parent, &alias)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 pub async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
+    if q.bool("link", false) {
+        // A link name is `/PARENT/ALIAS` (see `remove_link`); a bare name is not one.
+        return Err(ApiError::conflict(
+            "Conflict, cannot remove the default link name of the container",
+        ));
+    }
     let force = q.bool("force", false);
     let volumes = q.bool("v", false);
     let c = get_container(&state, &id).await?;

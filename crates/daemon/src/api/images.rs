@@ -413,15 +413,17 @@ pub async fn load(
         } else {
             s.images.load_path(&path, platform.as_ref())
         };
-        // dockerd reports a body that is no image archive in the stream (200).
+        // dockerd reports a failed load in the stream (200), a body that is no image
+        // archive in its untar's words.
         let r = match r {
-            Err(e) if e.kind() == barge_image::ErrorKind::InvalidInput => {
-                Ok(Err(super::fsops::not_an_archive(&path)))
+            Ok(l) => Ok(l),
+            Err(barge_image::ImageError::UnknownFormat { .. }) => {
+                Err(super::fsops::not_an_archive(&path))
             }
-            r => r.map(Ok),
+            Err(e) => Err(e.to_string()),
         };
         drop(path);
-        r
+        Ok::<_, ApiError>(r)
     })
     .await?;
     let loaded = match loaded {

@@ -17,6 +17,20 @@ use axum::Router;
 
 use crate::state::AppState;
 
+/// The API version a request named in its path (`/v1.41/...`), set before routing; absent
+/// for unversioned paths (the current version).
+#[derive(Debug, Clone)]
+pub struct ApiVersion(pub String);
+
+impl ApiVersion {
+    /// True when this version is older than `major.minor`.
+    pub fn older_than(&self, major: u32, minor: u32) -> bool {
+        let mut it = self.0.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        (a, b) < (major, minor)
+    }
+}
+
 /// API version barge advertises (`Api-Version`), and the oldest it accepts.
 pub const API_VERSION: &str = "1.47";
 pub const MIN_API_VERSION: &str = "1.24";
@@ -60,6 +74,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/containers/{id}",
             axum::routing::delete(containers::remove),
+        )
+        .route(
+            "/containers/{id}/{link}",
+            axum::routing::delete(containers::remove_link),
         )
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/resize", post(exec::resize))

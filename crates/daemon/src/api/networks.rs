@@ -47,6 +47,8 @@ pub struct EndpointBody {
     #[serde(rename = "IPAMConfig")]
     ipam_config: Option<EndpointIpamBody>,
     aliases: Option<Vec<String>>,
+    mac_address: Option<String>,
+    driver_opts: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,10 +81,18 @@ fn endpoint_request(
         ),
         None => None,
     };
+    let mac = body.mac_address.filter(|m| !m.is_empty());
+    if let Some(m) = &mac {
+        if barge_network::ipam::parse_mac(m).is_none() {
+            return Err(ApiError::bad_request(format!("invalid MAC address: {m}")));
+        }
+    }
     Ok(EndpointRequest {
         network: network.to_string(),
         aliases: body.aliases.unwrap_or_default(),
         ipv4_address: ip,
+        mac_address: mac,
+        driver_opts: body.driver_opts.unwrap_or_default(),
     })
 }
 
@@ -104,11 +114,14 @@ fn parse_port_key(key: &str) -> Result<(u16, String), ApiError> {
 }
 
 /// Fills the network parts of the engine's create options from the wire body.
+/// `mac_address` is the legacy container-level `Config.MacAddress` (API < 1.44, docker-py's
+/// `mac_address=`): it applies to the primary network's endpoint unless that sets its own.
 pub fn apply_create(
     opts: &mut CreateOptions,
     exposed: Option<BTreeMap<String, Value>>,
     port_bindings: Option<BTreeMap<String, Option<Vec<PortBindingBody>>>>,
     networking: Option<NetworkingConfigBody>,
+    mac_address: Option<String>,
 ) -> Result<(), ApiError> {
     for key in exposed.unwrap_or_default().keys() {
         let (port, proto) = parse_port_key(key)?;
@@ -139,6 +152,34 @@ pub fn apply_create(
     {
         opts.host.endpoints.push(endpoint_request(&name, ep)?);
     }
+    if let Some(mac) = mac_address.filter(|m| !m.is_empty()) {
+        let mode = opts.host.network_mode.as_str();
+        if matches!(mode, "host" | "none") || mode.starts_with("container:") {
+            return Err(ApiError::bad_request(
+                "conflicting options: mac-address and the network mode",
+            ));
+        }
+        let primary = if mode == "default" { "bridge" } else { mode }.to_string();
+        let pos =
+            opts.host.endpoints.iter().position(|e| {
+                e.network == primary || (primary == "bridge" && e.network == "default")
+            });
+        let ep = match pos {
+            Some(i) => &mut opts.host.endpoints[i],
+            None => {
+                opts.host
+                    .endpoints
+                    .insert(0, endpoint_request(&primary, None)?);
+                &mut opts.host.endpoints[0]
+            }
+        };
+        if ep.mac_address.is_none() {
+            if barge_network::ipam::parse_mac(&mac).is_none() {
+                return Err(ApiError::bad_request(format!("invalid MAC address: {mac}")));
+            }
+            ep.mac_address = Some(mac);
+        }
+    }
     Ok(())
 }
 
@@ -155,10 +196,14 @@ fn endpoint_json(
         .map(|r| json!(r.aliases))
         .filter(|a| a.as_array().is_some_and(|v| !v.is_empty()))
         .unwrap_or(Value::Null);
+    let driver_opts = req
+        .filter(|r| !r.driver_opts.is_empty())
+        .map(|r| json!(r.driver_opts))
+        .unwrap_or(Value::Null);
     match ep {
         Some(ep) => json!({
             "IPAMConfig": ipam, "Links": null, "Aliases": aliases,
-            "MacAddress": ep.mac, "DriverOpts": null, "GwPriority": 0,
+            "MacAddress": ep.mac, "DriverOpts": driver_opts, "GwPriority": 0,
             "NetworkID": net_id, "EndpointID": ep.endpoint_id,
             "Gateway": ep.gateway.map(|g| g.to_string()).unwrap_or_default(),
             "IPAddress": ep.ip.to_string(), "IPPrefixLen": ep.prefix_len,
@@ -167,7 +212,8 @@ fn endpoint_json(
         }),
         None => json!({
             "IPAMConfig": ipam, "Links": null, "Aliases": aliases,
-            "MacAddress": "", "DriverOpts": null, "GwPriority": 0,
+            "MacAddress": req.and_then(|r| r.mac_address.clone()).unwrap_or_default(),
+            "DriverOpts": driver_opts, "GwPriority": 0,
             "NetworkID": net_id, "EndpointID": "", "Gateway": "", "IPAddress": "",
             "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
             "GlobalIPv6PrefixLen": 0, "DNSNames": null,
@@ -447,10 +493,21 @@ pub async fn create(
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    // dockerd's `ReadJSON`: a body that does not decode (labels that are not strings, ...)
+    // is 400 "invalid JSON: ...".
     let b: CreateBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid network config JSON: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     if b.name.is_empty() {
         return Err(ApiError::bad_request("network name is required (Name)"));
+    }
+    if matches!(b.name.as_str(), "bridge" | "host" | "none") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "operation is not permitted on predefined {} network ",
+                b.name
+            ),
+        ));
     }
     if b.enable_ipv6 == Some(true) {
         return Err(ApiError::bad_request(

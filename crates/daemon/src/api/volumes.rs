@@ -126,12 +126,17 @@ pub async fn remove(
 }
 
 /// `POST /volumes/prune?filters=` → `{"VolumesDeleted": [...], "SpaceReclaimed": n}`.
-/// Without `all=true` only anonymous volumes go (as dockerd ≥ 23, API ≥ 1.42).
+/// Without `all=true` only anonymous volumes go (API ≥ 1.42); a client of an older API gets
+/// every unused volume pruned, as dockerd adds `all=true` for it.
 pub async fn prune(
     State(state): State<AppState>,
+    version: Option<axum::Extension<super::ApiVersion>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let filters = Query::parse(raw).filters()?;
+    let mut filters = Query::parse(raw).filters()?;
+    if version.is_some_and(|v| v.0.older_than(1, 42)) && !filters.contains_key("all") {
+        filters.insert("all".into(), vec!["true".into()]);
+    }
     let s = state.clone();
     let (names, space) = asyncify(move || s.containers.volumes().prune(&filters)).await?;
     for n in &names {
