@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package that barge's build, its demo and its tests need
-# (scripts/packages.txt, one package a line with the reason), with apt. Debian 12, as root.
+# (scripts/packages.txt, one package a line with the reason), with apt, and the tests' docker-py
+# (scripts/python-requirements.txt) into target/pyenv. Debian 12, as root.
 # Idempotent: apt runs only when a package is missing.
 # The docker CLI the tests drive (28) comes with the development machines; where none is
 # present, Debian's docker.io provides one.
@@ -18,6 +19,15 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# docker-py as users run it (PyPI, pinned in python-requirements.txt), in a venv of Debian's
+# python3 under target/ (the tests run their docker-py programs with target/pyenv/bin/python3).
+venv=../target/pyenv
+if ! "$venv/bin/python3" -c 'import docker' 2>/dev/null; then
+  echo "creating $venv (docker-py for the tests)"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r python-requirements.txt
 if ! command -v cargo >/dev/null; then
   echo "cargo (Rust toolchain) is required: https://rustup.rs" >&2
   exit 1

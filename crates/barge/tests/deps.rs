@@ -364,14 +364,32 @@ fn every_tool_the_tests_and_engine_run_comes_from_an_installed_package() {
 }
 
 #[test]
-fn the_hosts_python_has_docker_py() {
-    let out = Command::new("/usr/bin/python3")
+fn the_tests_python_has_the_pinned_docker_py() {
+    // The venv install-deps.sh makes: Debian's python3 (checked above as a tool) with the
+    // docker-py version scripts/python-requirements.txt pins.
+    let python = repo().join("target/pyenv/bin/python3");
+    let want = std::fs::read_to_string(repo().join("scripts/python-requirements.txt"))
+        .expect("scripts/python-requirements.txt");
+    let want = want
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("docker=="))
+        .expect("docker-py pinned with ==");
+    let out = Command::new(&python)
         .args(["-c", "import docker; print(docker.__version__)"])
         .output()
-        .expect("/usr/bin/python3 (package python3)");
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/install-deps.sh)", python.display()));
     assert!(
         out.status.success(),
-        "docker-py missing for /usr/bin/python3 (package python3-docker): {}",
+        "docker-py missing in {}: {}",
+        python.display(),
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    // Its interpreter is Debian's.
+    let base = std::fs::canonicalize(&python).unwrap();
+    assert!(
+        owner(&base).is_some(),
+        "{} is not Debian's python3",
+        base.display()
     );
 }

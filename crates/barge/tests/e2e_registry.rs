@@ -190,7 +190,7 @@ impl Registry {
             ]));
             let tport = free_port();
             token_server = Some(
-                Command::new(common::PYTHON)
+                Command::new(&*common::PYTHON)
                     .args([
                         "-c",
                         TOKEN_SERVER,
@@ -1002,7 +1002,7 @@ fn stock_docker_cli_pull_push_login() {
 
 #[test]
 fn docker_py_pull_and_distribution_inspect() {
-    let ok = Command::new(common::PYTHON)
+    let ok = Command::new(&*common::PYTHON)
         .args(["-c", "import docker"])
         .status()
         .is_ok_and(|s| s.success());
@@ -1023,7 +1023,7 @@ print(rd.has_platform("linux/arm64"), rd.has_platform("linux/s390x"))
         host = d.host,
         reg = reg.host
     );
-    let out = run_ok(Command::new(common::PYTHON).args(["-c", &script]));
+    let out = run_ok(Command::new(&*common::PYTHON).args(["-c", &script]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines[0],

@@ -612,7 +612,7 @@ print(u['Size'], u['RefCount'])
 v.remove()
 print('pyvol' in [x.name for x in c.volumes.list()])
 "#;
-    let out = std::process::Command::new(common::PYTHON)
+    let out = std::process::Command::new(&*common::PYTHON)
         .args(["-c", script, &D.host])
         .output()
         .unwrap();

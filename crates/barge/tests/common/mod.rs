@@ -11,9 +11,18 @@ use std::time::{Duration, Instant};
 
 pub const BARGE: &str = env!("CARGO_BIN_EXE_barge");
 
-/// The host's Python for docker-py programs: Debian's, with `python3-docker`, both installed by
-/// scripts/install-deps.sh (never whatever `python3` comes first on `PATH`).
-pub const PYTHON: &str = "/usr/bin/python3";
+/// The Python for docker-py programs: `BARGE_PYTHON`, else the venv scripts/install-deps.sh
+/// makes (`target/pyenv`: Debian's python3 with docker-py from scripts/python-requirements.txt),
+/// never whatever `python3` comes first on `PATH`.
+pub static PYTHON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    std::env::var("BARGE_PYTHON").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/pyenv/bin/python3"
+        )
+        .to_string()
+    })
+});
 
 /// The shared test images (`../shared/images`, or `BARGE_IMAGES`).
 pub fn images_dir() -> PathBuf {
@@ -488,7 +497,10 @@ print(bool(g), p['score'], p['label'])"#;
 /// Runs a Python script (docker-py, raw socket clients) and returns its stdout; panics with
 /// both streams when it fails.
 pub fn python(script: &str) -> String {
-    let out = Command::new(PYTHON).args(["-c", script]).output().unwrap();
+    let out = Command::new(&*PYTHON)
+        .args(["-c", script])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     stdout(&out)
 }
