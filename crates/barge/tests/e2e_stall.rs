@@ -211,6 +211,10 @@ fn abandoned_waits_are_cancelled() {
         assert!(read_head(&mut s).starts_with("HTTP/1.1 200"));
         waiters.push(s);
     }
+    d.wait_for("the waits to be registered", 20, || {
+        d.log().matches("wait registered").count() >= 20
+    });
+    assert_eq!(d.log().matches("wait cancelled").count(), 0);
     drop(waiters);
     d.wait_for("the abandoned waits to be cancelled", 20, || {
         d.log().matches("wait cancelled").count() >= 20
