@@ -760,7 +760,8 @@ async fn push(
         for t in targets {
             // Repositories of the same registry that hold this image: blobs are mounted from them.
             let mut mount_from = Vec::new();
-            if let Ok(img) = st.images.get(&t.full()) {
+            let (s2, full) = (st.clone(), t.full());
+            if let Ok(img) = asyncify(move || s2.images.get(&full)).await {
                 for n in img.repo_tags.iter().chain(img.repo_digests.iter()) {
                     if let Ok(o) = barge_image::Reference::parse(n) {
                         if o.domain() == t.domain()
@@ -782,7 +783,8 @@ async fn push(
                 tx.clone(),
             )
             .await?;
-            if let Ok(img) = st.images.get(&t.full()) {
+            let (s2, full) = (st.clone(), t.full());
+            if let Ok(img) = asyncify(move || s2.images.get(&full)).await {
                 st.image_event("push", &img.id, &t.familiar());
             }
             lines.push(json!({ "progressDetail": {}, "aux": { "Tag": res.tag, "Digest": res.digest, "Size": res.size } }));
