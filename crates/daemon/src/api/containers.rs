@@ -293,12 +293,9 @@ impl CreateBody {
             .ok_or_else(|| ApiError::bad_request("config is missing the Image field"))?;
         let hc = self.host_config.unwrap_or_default();
         let mut nano_cpus = hc.nano_cpus.unwrap_or(0);
+        let from_quota = super::lifecycle::nano_cpus_of_quota(hc.cpu_quota, hc.cpu_period)?;
         if nano_cpus == 0 {
-            if let (Some(q), Some(p)) = (hc.cpu_quota, hc.cpu_period) {
-                if q > 0 && p > 0 {
-                    nano_cpus = q * 1_000_000_000 / p;
-                }
-            }
+            nano_cpus = from_quota.unwrap_or(0);
         }
         if nano_cpus < 0 {
             return Err(ApiError::bad_request(format!(
