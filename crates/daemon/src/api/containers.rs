@@ -316,9 +316,6 @@ impl CreateBody {
         if hc.shm_size.unwrap_or(0) < 0 {
             return Err(ApiError::bad_request("SHM size can not be less than 0"));
         }
-        if let Some(h) = &self.healthcheck {
-            validate_healthcheck(h)?;
-        }
         let log = hc.log_config.unwrap_or_default();
         let restart = hc.restart_policy.unwrap_or_default();
         let mounts = hc
@@ -656,29 +653,6 @@ fn inspect_json(c: &Container, exec_ids: Vec<String>) -> Value {
             "Networks": {},
         },
     })
-}
-
-/// dockerd's checks of a `Healthcheck` (durations in ns: 0 = default, else at least 1 ms).
-fn validate_healthcheck(h: &barge_image::HealthConfig) -> Result<(), ApiError> {
-    const MIN: i64 = 1_000_000;
-    for (name, v) in [
-        ("Interval", h.interval),
-        ("Timeout", h.timeout),
-        ("StartPeriod", h.start_period),
-        ("StartInterval", h.start_interval),
-    ] {
-        if v.is_some_and(|v| v != 0 && v < MIN) {
-            return Err(ApiError::bad_request(format!(
-                "{name} in Healthcheck cannot be less than 1ms"
-            )));
-        }
-    }
-    if h.retries.unwrap_or(0) < 0 {
-        return Err(ApiError::bad_request(
-            "Retries in Healthcheck cannot be negative",
-        ));
-    }
-    Ok(())
 }
 
 /// `GET /containers/json?all=&limit=&filters=`.
@@ -1397,23 +1371,12 @@ mod tests {
     }
 
     #[test]
-    fn healthcheck_and_shm_are_range_checked() {
-        let bad = |body: &str| {
-            let parsed: CreateBody = serde_json::from_str(body).unwrap();
-            parsed.into_options(None, None).unwrap_err()
-        };
-        let e = bad(r#"{"Image":"x","Healthcheck":{"Interval":-5}}"#);
+    fn shm_size_is_range_checked() {
+        let parsed: CreateBody =
+            serde_json::from_str(r#"{"Image":"x","HostConfig":{"ShmSize":-1}}"#).unwrap();
+        let e = parsed.into_options(None, None).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert_eq!(e.message, "Interval in Healthcheck cannot be less than 1ms");
-        let e = bad(r#"{"Image":"x","Healthcheck":{"Retries":-1}}"#);
-        assert_eq!(e.message, "Retries in Healthcheck cannot be negative");
-        let e = bad(r#"{"Image":"x","HostConfig":{"ShmSize":-1}}"#);
         assert_eq!(e.message, "SHM size can not be less than 0");
-        let ok: CreateBody = serde_json::from_str(
-            r#"{"Image":"x","Healthcheck":{"Interval":9223372036854775807,"Timeout":0}}"#,
-        )
-        .unwrap();
-        assert!(ok.into_options(None, None).is_ok());
     }
 
     #[test]
