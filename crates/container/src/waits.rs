@@ -267,3 +267,171 @@ impl Containers {
             .ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::containers::{ImageSource, SourceImage};
+    use crate::{Container, Exec, RuntimeConfig};
+
+    struct NoImages;
+    impl ImageSource for NoImages {
+        fn resolve(&self, name: &str) -> Result<SourceImage, ContainerError> {
+            Err(ContainerError::NotFound(name.to_string()))
+        }
+        fn layer_dirs(&self, id: &str) -> Result<Vec<PathBuf>, ContainerError> {
+            Err(ContainerError::NotFound(id.to_string()))
+        }
+    }
+
+    fn engine(dir: &std::path::Path) -> Arc<Containers> {
+        let cfg = RuntimeConfig {
+            data_root: dir.join("data"),
+            exec_root: dir.join("run"),
+            self_exe: PathBuf::from("/nonexistent"),
+            runtimes: BTreeMap::new(),
+            runtime_args: BTreeMap::new(),
+            default_runtime: "runc".into(),
+            init_path: PathBuf::from("/nonexistent"),
+            networks: None,
+        };
+        std::fs::create_dir_all(&cfg.data_root).unwrap();
+        std::fs::create_dir_all(&cfg.exec_root).unwrap();
+        Containers::open_with_source(cfg, Box::new(NoImages), Box::new(|_| {})).unwrap()
+    }
+
+    fn running(c: &Containers, id: &str) {
+        let mut rec = Container {
+            id: id.to_string(),
+            name: format!("n{id}"),
+            ..Default::default()
+        };
+        rec.state.status = Status::Running;
+        c.lock().containers.insert(id.to_string(), rec);
+    }
+
+    fn exited(c: &Containers, id: &str, code: i64) {
+        {
+            let mut inner = c.lock();
+            let rec = inner.containers.get_mut(id).unwrap();
+            rec.state.status = Status::Exited;
+            rec.state.exit_code = code;
+            *inner.exits.entry(id.to_string()).or_default() += 1;
+        }
+        c.changed(id);
+    }
+
+    type Fired = Arc<Mutex<Vec<(&'static str, Option<i64>)>>>;
+
+    fn recorder(fired: &Fired, tag: &'static str) -> WaitNotify {
+        let fired = fired.clone();
+        Box::new(move |code| fired.lock().unwrap().push((tag, code)))
+    }
+
+    #[test]
+    fn an_exit_fires_only_its_own_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = engine(dir.path());
+        running(&c, "aaa");
+        running(&c, "bbb");
+        let fired: Fired = Arc::default();
+        let ha = c
+            .wait_notify("aaa", WaitCondition::NotRunning, recorder(&fired, "a"))
+            .unwrap()
+            .expect("pending");
+        let hb = c
+            .wait_notify("bbb", WaitCondition::NextExit, recorder(&fired, "b"))
+            .unwrap()
+            .expect("pending");
+        c.wait_notify("bbb", WaitCondition::Removed, recorder(&fired, "b-removed"))
+            .unwrap()
+            .expect("pending");
+        assert_eq!(c.pending_waits(), 3);
+        exited(&c, "aaa", 3);
+        assert_eq!(*fired.lock().unwrap(), vec![("a", Some(3))]);
+        assert!(!c.cancel_wait(&ha), "a fired waiter is gone");
+        assert_eq!(c.pending_waits(), 2);
+        // Already satisfied: fires at once, nothing registered.
+        assert!(c
+            .wait_notify("aaa", WaitCondition::NotRunning, recorder(&fired, "a2"))
+            .unwrap()
+            .is_none());
+        // bbb's next exit fires its next-exit waiter, not its removal waiter.
+        exited(&c, "bbb", 137);
+        assert_eq!(fired.lock().unwrap().last(), Some(&("b", Some(137))));
+        assert!(!c.cancel_wait(&hb));
+        assert_eq!(c.pending_waits(), 1);
+        // Removal.
+        {
+            let mut inner = c.lock();
+            inner.containers.remove("bbb");
+            inner.removed.insert("bbb".into(), 137);
+        }
+        c.changed("bbb");
+        assert_eq!(
+            fired.lock().unwrap().last(),
+            Some(&("b-removed", Some(137)))
+        );
+        assert_eq!(c.pending_waits(), 0);
+        assert!(matches!(
+            c.wait_notify("nope", WaitCondition::NotRunning, recorder(&fired, "x")),
+            Err(ContainerError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn cancelled_waiters_never_fire() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = engine(dir.path());
+        running(&c, "ccc");
+        let fired: Fired = Arc::default();
+        let h = c
+            .wait_notify("ccc", WaitCondition::NotRunning, recorder(&fired, "c"))
+            .unwrap()
+            .unwrap();
+        assert!(c.cancel_wait(&h));
+        assert!(!c.cancel_wait(&h));
+        exited(&c, "ccc", 0);
+        assert!(fired.lock().unwrap().is_empty());
+        assert_eq!(c.pending_waits(), 0);
+    }
+
+    #[test]
+    fn exec_waiters_fire_on_exit_or_disappearance() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = engine(dir.path());
+        running(&c, "ddd");
+        for id in ["e1", "e2"] {
+            c.lock().execs.insert(
+                id.to_string(),
+                Exec {
+                    id: id.to_string(),
+                    container_id: "ddd".into(),
+                    options: Default::default(),
+                    running: true,
+                    exit_code: None,
+                    pid: 1,
+                },
+            );
+        }
+        let fired: Fired = Arc::default();
+        c.exec_wait_notify("e1", recorder(&fired, "e1"))
+            .unwrap()
+            .unwrap();
+        c.exec_wait_notify("e2", recorder(&fired, "e2"))
+            .unwrap()
+            .unwrap();
+        c.lock().execs.get_mut("e1").unwrap().exit_code = Some(7);
+        c.exec_changed("e1");
+        assert_eq!(*fired.lock().unwrap(), vec![("e1", Some(7))]);
+        assert_eq!(c.exec_wait("e1").unwrap(), 7);
+        c.lock().execs.remove("e2");
+        c.drop_orphan_exec_waiters();
+        assert_eq!(fired.lock().unwrap().last(), Some(&("e2", None)));
+        assert_eq!(c.pending_waits(), 0);
+    }
+}

@@ -77,40 +77,76 @@ where
         + Send
         + 'static,
 {
+    /// The waiter's state, shared by the future and the registration (which may still be
+    /// running on the blocking pool when the future is dropped).
+    #[derive(Default)]
+    struct Slot {
+        handle: Option<barge_container::WaitHandle>,
+        /// The future was dropped: a registration finishing now cancels at once.
+        dropped: bool,
+    }
+    type Shared = std::sync::Arc<std::sync::Mutex<Slot>>;
+    fn slot(s: &Shared) -> std::sync::MutexGuard<'_, Slot> {
+        s.lock().unwrap_or_else(|e| e.into_inner())
+    }
     /// Cancels a pending waiter when the future is dropped before it fired.
     struct Pending {
         containers: std::sync::Arc<barge_container::Containers>,
-        handle: Option<barge_container::WaitHandle>,
+        slot: Shared,
     }
     impl Drop for Pending {
         fn drop(&mut self) {
-            let Some(h) = self.handle.take() else { return };
-            tracing::debug!("wait cancelled: the client went away");
+            let handle = {
+                let mut s = slot(&self.slot);
+                s.dropped = true;
+                s.handle.take()
+            };
+            let Some(h) = handle else { return };
             let c = self.containers.clone();
+            let cancel = move || {
+                if c.cancel_wait(&h) {
+                    tracing::debug!("wait cancelled: the client went away");
+                }
+            };
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn_blocking(move || c.cancel_wait(&h));
+                    rt.spawn_blocking(cancel);
                 }
-                Err(_) => {
-                    c.cancel_wait(&h);
-                }
+                Err(_) => cancel(),
             }
         }
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let c = containers.clone();
-    let handle = asyncify(move || {
-        register(
-            &c,
+    let pending = Pending {
+        containers: containers.clone(),
+        slot: Shared::default(),
+    };
+    let shared = pending.slot.clone();
+    asyncify(move || {
+        let handle = register(
+            &containers,
             Box::new(move |code| {
                 let _ = tx.send(code);
             }),
-        )
+        )?;
+        if let Some(h) = handle {
+            tracing::debug!("wait registered");
+            let mut s = slot(&shared);
+            if s.dropped {
+                drop(s);
+                if containers.cancel_wait(&h) {
+                    tracing::debug!("wait cancelled: the client went away");
+                }
+            } else {
+                s.handle = Some(h);
+            }
+        }
+        Ok::<_, barge_container::ContainerError>(())
     })
     .await?;
-    let mut pending = Pending { containers, handle };
     let code = rx.await.ok().flatten();
-    pending.handle = None;
+    // Fired: nothing left to cancel.
+    slot(&pending.slot).handle = None;
     Ok(code)
 }
 

@@ -322,6 +322,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_panicking_background_task_is_restarted() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        rt.block_on(async move {
+            supervise("test task", move || {
+                let n = r.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        panic!("boom {n}");
+                    }
+                }
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while runs.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            // Two panics, then a normal end: three runs, and no fourth.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert_eq!(runs.load(Ordering::SeqCst), 3);
+        });
+    }
+
+    #[test]
     fn strips_api_version_prefix() {
         let req = Request::builder()
             .uri("/v1.47/containers/json?all=1")

@@ -305,12 +305,9 @@ impl CreateBody {
             .ok_or_else(|| ApiError::bad_request("config is missing the Image field"))?;
         let hc = self.host_config.unwrap_or_default();
         let mut nano_cpus = hc.nano_cpus.unwrap_or(0);
+        let from_quota = super::lifecycle::nano_cpus_of_quota(hc.cpu_quota, hc.cpu_period)?;
         if nano_cpus == 0 {
-            if let (Some(q), Some(p)) = (hc.cpu_quota, hc.cpu_period) {
-                if q > 0 && p > 0 {
-                    nano_cpus = q * 1_000_000_000 / p;
-                }
-            }
+            nano_cpus = from_quota.unwrap_or(0);
         }
         if nano_cpus < 0 {
             return Err(ApiError::bad_request(format!(
@@ -327,6 +324,9 @@ impl CreateBody {
             if m > 0 && m < 6 * 1024 * 1024 {
                 return Err(ApiError::bad_request("Minimum memory limit allowed is 6MB"));
             }
+        }
+        if hc.shm_size.unwrap_or(0) < 0 {
+            return Err(ApiError::bad_request("SHM size can not be less than 0"));
         }
         let log = hc.log_config.unwrap_or_default();
         let restart = hc.restart_policy.unwrap_or_default();
@@ -1627,6 +1627,15 @@ mod tests {
             parsed.into_options(None, None).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn shm_size_is_range_checked() {
+        let parsed: CreateBody =
+            serde_json::from_str(r#"{"Image":"x","HostConfig":{"ShmSize":-1}}"#).unwrap();
+        let e = parsed.into_options(None, None).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.message, "SHM size can not be less than 0");
     }
 
     #[test]

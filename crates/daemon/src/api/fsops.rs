@@ -99,20 +99,28 @@ where
     F: FnOnce(&mut dyn Write) -> Result<(), barge_container::ContainerError> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(8);
-    tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::new(),
-        };
-        let r = f(&mut w).and_then(|()| {
-            w.flush()
-                .map_err(|e| barge_container::ContainerError::io("stream", e))
+    // A thread of its own, not the blocking pool: it lives as long as the client takes to
+    // read, so stalled readers cannot use up the pool the engine calls need.
+    let err_tx = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("archive".into())
+        .spawn(move || {
+            let mut w = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+            };
+            let r = f(&mut w).and_then(|()| {
+                w.flush()
+                    .map_err(|e| barge_container::ContainerError::io("stream", e))
+            });
+            if let Err(e) = r {
+                tracing::debug!("streamed archive failed: {e}");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
         });
-        if let Err(e) = r {
-            tracing::debug!("streamed archive failed: {e}");
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-        }
-    });
+    if let Err(e) = spawned {
+        let _ = err_tx.try_send(Err(e));
+    }
     channel_response(content_type, rx)
 }
 

@@ -345,18 +345,23 @@ async fn save(state: AppState, names: Vec<String>, q: &Query) -> Result<Response
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let s = state.clone();
     let err_tx = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut w = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
-        let r = s
-            .images
-            .save(&names, format, &mut w)
-            .map_err(|e| e.to_string())
-            .and_then(|()| w.flush().map_err(|e| e.to_string()));
-        if let Err(e) = r {
-            tracing::warn!("save failed: {e}");
-            let _ = err_tx.blocking_send(Err(std::io::Error::other(e)));
-        }
-    });
+    // A thread of its own, not the blocking pool: it lives as long as the client takes to
+    // read, so stalled readers cannot use up the pool the engine calls need.
+    let spawned = std::thread::Builder::new()
+        .name("save".into())
+        .spawn(move || {
+            let mut w = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
+            let r = s
+                .images
+                .save(&names, format, &mut w)
+                .map_err(|e| e.to_string())
+                .and_then(|()| w.flush().map_err(|e| e.to_string()));
+            if let Err(e) = r {
+                tracing::warn!("save failed: {e}");
+                let _ = err_tx.blocking_send(Err(std::io::Error::other(e)));
+            }
+        });
+    spawned.map_err(|e| ApiError::internal(format!("starting the save: {e}")))?;
     Ok(crate::stream::channel_response("application/x-tar", rx))
 }
 
@@ -808,7 +813,8 @@ async fn push(
         for t in targets {
             // Repositories of the same registry that hold this image: blobs are mounted from them.
             let mut mount_from = Vec::new();
-            if let Ok(img) = st.images.get(&t.full()) {
+            let (s2, full) = (st.clone(), t.full());
+            if let Ok(img) = asyncify(move || s2.images.get(&full)).await {
                 for n in img.repo_tags.iter().chain(img.repo_digests.iter()) {
                     if let Ok(o) = barge_image::Reference::parse(n) {
                         if o.domain() == t.domain()
@@ -830,7 +836,8 @@ async fn push(
                 tx.clone(),
             )
             .await?;
-            if let Ok(img) = st.images.get(&t.full()) {
+            let (s2, full) = (st.clone(), t.full());
+            if let Ok(img) = asyncify(move || s2.images.get(&full)).await {
                 st.image_event("push", &img.id, &t.familiar());
             }
             lines.push(json!({ "progressDetail": {}, "aux": { "Tag": res.tag, "Digest": res.digest, "Size": res.size } }));

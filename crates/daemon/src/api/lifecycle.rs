@@ -105,16 +105,42 @@ struct RestartPolicyBody {
     maximum_retry_count: Option<i64>,
 }
 
+/// `CpuQuota`/`CpuPeriod` (microseconds) as nano CPUs, range-checked with dockerd's
+/// messages (period 1 ms..1 s, quota at least 1 ms; 0 = unset); `None` unless both are set.
+pub(crate) fn nano_cpus_of_quota(
+    quota: Option<i64>,
+    period: Option<i64>,
+) -> Result<Option<i64>, ApiError> {
+    let (q, p) = (quota.unwrap_or(0), period.unwrap_or(0));
+    if p != 0 && !(1000..=1_000_000).contains(&p) {
+        return Err(ApiError::bad_request(
+            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)",
+        ));
+    }
+    if q != 0 && q < 1000 && q != -1 {
+        return Err(ApiError::bad_request(
+            "CPU cfs quota can not be less than 1ms (i.e. 1000)",
+        ));
+    }
+    if q <= 0 || p <= 0 {
+        return Ok(None);
+    }
+    let nano = i128::from(q) * 1_000_000_000 / i128::from(p);
+    i64::try_from(nano).map(Some).map_err(|_| {
+        ApiError::bad_request(format!(
+            "invalid CpuQuota {q}: more than {} CPUs",
+            i64::MAX / 1_000_000_000
+        ))
+    })
+}
+
 impl UpdateBody {
     pub fn into_options(self) -> Result<UpdateOptions, ApiError> {
         let nz = |v: Option<i64>| v.filter(|v| *v != 0);
         let mut nano = nz(self.nano_cpus);
+        let from_quota = nano_cpus_of_quota(self.cpu_quota, self.cpu_period)?;
         if nano.is_none() {
-            if let (Some(q), Some(p)) = (self.cpu_quota, self.cpu_period) {
-                if q > 0 && p > 0 {
-                    nano = Some(q * 1_000_000_000 / p);
-                }
-            }
+            nano = from_quota;
         }
         if nz(self.nano_cpus).is_some() && nz(self.cpu_quota).is_some() {
             return Err(ApiError::bad_request(
@@ -341,6 +367,25 @@ mod tests {
         let o = b.into_options().unwrap();
         assert_eq!(o.nano_cpus, Some(500_000_000));
         assert_eq!(o.restart_policy, None);
+    }
+
+    #[test]
+    fn cpu_quota_is_range_checked() {
+        assert_eq!(
+            nano_cpus_of_quota(Some(50_000), Some(100_000)).unwrap(),
+            Some(500_000_000)
+        );
+        assert_eq!(nano_cpus_of_quota(None, None).unwrap(), None);
+        assert_eq!(nano_cpus_of_quota(Some(-1), Some(100_000)).unwrap(), None);
+        // Used to overflow i64 (a panic in debug builds, garbage in release).
+        let e = nano_cpus_of_quota(Some(i64::MAX), Some(1000)).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(nano_cpus_of_quota(Some(50_000), Some(10)).is_err());
+        assert!(nano_cpus_of_quota(Some(50_000), Some(2_000_000)).is_err());
+        assert!(nano_cpus_of_quota(Some(10), Some(100_000)).is_err());
+        let b: UpdateBody =
+            serde_json::from_str(r#"{"CpuQuota":9223372036854775807,"CpuPeriod":1000}"#).unwrap();
+        assert!(b.into_options().is_err());
     }
 
     #[test]

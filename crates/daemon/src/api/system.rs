@@ -75,9 +75,33 @@ pub async fn version() -> Json<serde_json::Value> {
 /// `GET /info`.
 pub async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let s = state.clone();
-    let (containers, n_images) =
-        crate::asyncify(move || Ok::<_, ApiError>((s.containers.list(), s.images.list()?.len())))
-            .await?;
+    let (containers, n_images, hostname, mem_total, cgroup_version) = crate::asyncify(move || {
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mem_total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<i64>().ok())
+            })
+            .map(|kb| kb.saturating_mul(1024))
+            .unwrap_or(0);
+        Ok::<_, ApiError>((
+            s.containers.list(),
+            s.images.list()?.len(),
+            hostname,
+            mem_total,
+            if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                "2"
+            } else {
+                "1"
+            },
+        ))
+    })
+    .await?;
     let running = containers
         .iter()
         .filter(|c| c.state.status == barge_container::Status::Running)
@@ -97,24 +121,6 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Valu
             (k.clone(), rt)
         })
         .collect();
-    let hostname = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mem_total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<i64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0);
-    let cgroup_version = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        "2"
-    } else {
-        "1"
-    };
     Ok(Json(json!({
         "ID": hostname,
         "Containers": containers.len(),
