@@ -699,6 +699,8 @@ async fn pull(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let st = state.clone();
     let handle = tokio::spawn(async move {
+        // Layers land before the image that references them is committed: gc leaves them.
+        let _hold = st.images.hold();
         let cfg = registry_config();
         let res = barge_registry::pull(
             st.images.clone(),
@@ -740,6 +742,7 @@ async fn pull_all_tags(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let st = state.clone();
     let handle = tokio::spawn(async move {
+        let _hold = st.images.hold();
         let mut any_new = false;
         for t in tags {
             let r = repo.with_tag(&t);
