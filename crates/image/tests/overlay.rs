@@ -33,7 +33,7 @@ fn many_layers_under_long_paths() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    // Two short and one very long base: > 255 bytes needs layers passed as fds.
+    // A short base and a very long one (> 255 bytes: layers passed as fds).
     for base in [
         tmp.path().join("short"),
         tmp.path().join("x".repeat(200)).join("y".repeat(100)),
@@ -52,7 +52,10 @@ fn many_layers_under_long_paths() {
         };
         mount(&target, &ov).unwrap_or_else(|e| panic!("{}: {e}", base.display()));
         let _u = Unmount(target.clone());
-        assert_eq!(std::fs::read_to_string(target.join("stack")).unwrap(), "129");
+        assert_eq!(
+            std::fs::read_to_string(target.join("stack")).unwrap(),
+            "129"
+        );
         assert_eq!(std::fs::read_to_string(target.join("l0")).unwrap(), "0");
         std::fs::write(target.join("new"), "w").unwrap();
         assert_eq!(std::fs::read_to_string(upper.join("new")).unwrap(), "w");
