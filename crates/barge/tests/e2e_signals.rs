@@ -10,12 +10,30 @@ use std::time::Duration;
 
 use common::*;
 
-fn host_sleeper() -> Child {
-    Command::new("sleep")
-        .arg("1000")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+/// An unrelated host process, killed on drop.
+struct Decoy(Child);
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+impl Decoy {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+fn host_sleeper() -> Decoy {
+    Decoy(
+        Command::new("sleep")
+            .arg("1000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Rewrites `State.Pid` of container `id` in its record (daemon must be down).
@@ -30,8 +48,8 @@ fn forge_pid(d: &Daemon, id: &str, pid: u32) {
     std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
 }
 
-fn alive(c: &mut Child) -> bool {
-    c.try_wait().unwrap().is_none()
+fn alive(c: &mut Decoy) -> bool {
+    c.0.try_wait().unwrap().is_none()
 }
 
 #[test]
@@ -43,7 +61,7 @@ fn stop_kill_and_rm_never_signal_a_stale_pid() {
         let id = d.ok(&["run", "-d", "--name", name, "busybox:1.35", "sleep", "1000"]);
         ids.push(id.trim().to_string());
     }
-    let mut decoys: Vec<Child> = (0..3).map(|_| host_sleeper()).collect();
+    let mut decoys: Vec<Decoy> = (0..3).map(|_| host_sleeper()).collect();
     d.kill9();
     for (id, decoy) in ids.iter().zip(&decoys) {
         forge_pid(&d, id, decoy.id());
@@ -79,8 +97,95 @@ fn stop_kill_and_rm_never_signal_a_stale_pid() {
     let out = d.barge(&["kill", "kk"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("is not running"), "{}", stderr(&out));
-    for mut decoy in decoys {
-        let _ = decoy.kill();
-        let _ = decoy.wait();
+}
+
+/// The pid of the monitor of container `id` (its argv names `<exec-root>/c/<id[..16]>/`).
+fn monitor_pid(d: &Daemon, id: &str) -> i32 {
+    let needle = d.dir.join("run/c").join(&id[..16]);
+    let needle = needle.to_string_lossy();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("\0monitor\0") && cmd.contains(&*needle) {
+                return pid;
+            }
+        }
     }
+    panic!("no monitor for {id}");
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+#[test]
+fn a_monitor_that_does_not_answer_is_bypassed_only_for_the_containers_own_process() {
+    use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
+    let mut d = Daemon::start();
+    d.load_layout();
+    let real = d
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "real",
+            "busybox:1.35",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let forged = d
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "forged",
+            "busybox:1.35",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let mut decoy = host_sleeper();
+    d.kill9();
+    forge_pid(&d, &forged, decoy.id());
+    d.restart();
+
+    // The monitor is stopped: the daemon gives up waiting for its answer and signals the
+    // recorded pid, which is the container's own process.
+    let mon = monitor_pid(&d, &real);
+    signal(mon, SIGSTOP);
+    let t = std::time::Instant::now();
+    let out = d.barge(&["kill", "real"]);
+    signal(mon, SIGCONT);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "the monitor was bypassed"
+    );
+    d.wait_for("real exited", 10, || {
+        d.inspect("real", "{{.State.Status}}") == "exited"
+    });
+    assert_eq!(d.inspect("real", "{{.State.ExitCode}}"), "137");
+
+    // Same with a record whose pid names another process: refused, nothing signalled.
+    let mon = monitor_pid(&d, &forged);
+    signal(mon, SIGSTOP);
+    let out = d.barge(&["kill", "forged"]);
+    signal(mon, SIGCONT);
+    assert!(!out.status.success());
+    assert!(alive(&mut decoy), "the decoy was signalled");
+    // The abandoned request is not carried out late by the resumed monitor either.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.inspect("forged", "{{.State.Status}}"), "running");
+    // With the monitor answering again, the container is killed as usual.
+    d.ok(&["kill", "forged"]);
+    d.wait_for("forged exited", 10, || {
+        d.inspect("forged", "{{.State.Status}}") == "exited"
+    });
+    assert!(alive(&mut decoy));
 }

@@ -1287,14 +1287,17 @@ impl Builder {
                 this.containers
                     .start(&ct.id, 0, &mut |_| {})
                     .map_err(|e| step_err(df, ins, &e.to_string()))?;
-                // Stream the step's output while it runs (from its json-file log).
-                let mut seen = 0;
+                // Stream the step's output while it runs (from its json-file log, reading
+                // only what was written since the last poll).
+                let mut offset = 0;
                 let mut emit = |out: &mut dyn FnMut(&str)| {
-                    if let Ok(entries) = barge_container::logs::read_entries(&ct.log_path) {
-                        for en in entries.iter().skip(seen) {
+                    if let Ok((entries, at)) =
+                        barge_container::logs::read_from(&ct.log_path, offset)
+                    {
+                        for en in &entries {
                             out(&String::from_utf8_lossy(&en.log));
                         }
-                        seen = seen.max(entries.len());
+                        offset = at;
                     }
                 };
                 loop {

@@ -567,6 +567,46 @@ fn memory_cgroup(id: &str) -> PathBuf {
     }
 }
 
+/// Signals `pid` only if it is a process of container `id` (in its cgroup `/barge/<id>`),
+/// through a pidfd opened before the check: the signal can only reach the process that was
+/// checked, never one that took its pid meanwhile. `ESRCH` otherwise.
+fn signal_verified(id: &str, pid: i64, sig: i32) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let gone = || std::io::Error::from_raw_os_error(libc::ESRCH);
+    if pid <= 0 {
+        return Err(gone());
+    }
+    // SAFETY: pidfd_open(pid, 0) returns a new fd or -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) };
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let ours = format!("/barge/{id}");
+    if !cgroup
+        .lines()
+        .any(|l| l.split(':').nth(2).is_some_and(|p| p.trim_end() == ours))
+    {
+        return Err(gone());
+    }
+    // SAFETY: pidfd_send_signal(pidfd, sig, info = NULL, flags = 0) on a pidfd we own.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn cgroup_procs(id: &str) -> Vec<i64> {
     let candidates = [
         Path::new("/sys/fs/cgroup/pids/barge")
@@ -1838,23 +1878,41 @@ impl Containers {
 
     /// Sends `sig` to the container's main process through its monitor's control socket (the
     /// monitor signals it through a pidfd, and never after reaping it), so a signal can never
-    /// reach an unrelated process that reused a stored pid. `ESRCH` when the process or its
-    /// monitor is gone.
-    fn signal_container(&self, id: &str, sig: i32) -> std::io::Result<()> {
-        Self::signal_via(&self.control_socket(id), sig)
+    /// reach an unrelated process that reused a stored pid. A monitor that does not answer
+    /// (busy, stopped, or from an older barge without `kill`) is bypassed: the recorded pid is
+    /// opened as a pidfd and signalled only if that process is in the container's cgroup.
+    /// `ESRCH` when the process or its monitor is gone.
+    fn signal_container(&self, c: &Container, sig: i32) -> std::io::Result<()> {
+        match Self::signal_via(&self.control_socket(&c.id), sig) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                tracing::warn!(id = %c.id, "monitor did not answer a signal request: {e}");
+                signal_verified(&c.id, c.state.pid, sig)
+            }
+            r => r,
+        }
     }
 
     /// `kill <sig>` on a monitor's control socket; its `err <errno>` answer as an error.
     pub(crate) fn signal_via(socket: &Path, sig: i32) -> std::io::Result<()> {
+        // No socket, or a monitor on its way out: the process is gone.
         let gone = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                std::io::Error::from_raw_os_error(libc::ESRCH)
-            }
+            std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe => std::io::Error::from_raw_os_error(libc::ESRCH),
             _ => e,
         };
         let mut s = UnixStream::connect(socket).map_err(gone)?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        s.write_all(format!("kill {sig}\n").as_bytes())?;
+        // A monitor that does not answer in time skips the request once it sees it was
+        // abandoned (the connection closed), so a timeout means "not sent".
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+        s.write_all(format!("kill {sig}\n").as_bytes())
+            .map_err(gone)?;
         let mut reply = Vec::new();
         let mut b = [0u8; 1];
         while reply.len() < 64 {
@@ -1862,7 +1920,7 @@ impl Containers {
                 Ok(0) => break,
                 Ok(_) if b[0] == b'\n' => break,
                 Ok(_) => reply.push(b[0]),
-                Err(e) => return Err(e),
+                Err(e) => return Err(gone(e)),
             }
         }
         let reply = String::from_utf8_lossy(&reply);
@@ -1891,7 +1949,7 @@ impl Containers {
             return Ok(());
         }
         let timeout = timeout.or(c.options.stop_timeout).unwrap_or(10);
-        if let Err(e) = self.signal_container(&c.id, sig) {
+        if let Err(e) = self.signal_container(&c, sig) {
             tracing::debug!("stop {}: signal {sig}: {e}", c.id);
         }
         self.thaw_if_paused(&c);
@@ -1903,7 +1961,7 @@ impl Containers {
         if self.wait_stopped(&c.id, t) {
             return Ok(());
         }
-        if let Err(e) = self.signal_container(&c.id, libc::SIGKILL) {
+        if let Err(e) = self.signal_container(&c, libc::SIGKILL) {
             tracing::debug!("kill {}: {e}", c.id);
         }
         self.wait_stopped(&c.id, Some(Duration::from_secs(30)));
@@ -1951,7 +2009,7 @@ impl Containers {
         if stopping {
             self.mark_manually_stopped(&c.id);
         }
-        self.signal_container(&c.id, sig).map_err(|e| {
+        self.signal_container(&c, sig).map_err(|e| {
             if e.raw_os_error() == Some(libc::ESRCH) {
                 ContainerError::NotRunning(c.id.clone())
             } else {
@@ -1993,7 +2051,7 @@ impl Containers {
                 return Err(ContainerError::RunningRemove { name: c.name });
             }
             self.mark_manually_stopped(&c.id);
-            if let Err(e) = self.signal_container(&c.id, libc::SIGKILL) {
+            if let Err(e) = self.signal_container(&c, libc::SIGKILL) {
                 tracing::debug!("kill {}: {e}", c.id);
             }
             self.thaw_if_paused(&c);

@@ -138,6 +138,32 @@ impl Iterator for Entries {
     }
 }
 
+/// The entries of the newest file (`<path>`, not the rotated ones) from byte `offset` up to
+/// its last complete line, and the offset after it: for a follower polling a log (memory
+/// bounded by what was written since the last poll). A missing file has no entries.
+pub fn read_from(log_path: &Path, offset: u64) -> io::Result<(Vec<LogEntry>, u64)> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = match File::open(log_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+        Err(e) => return Err(e),
+    };
+    f.seek(SeekFrom::Start(offset))?;
+    let mut r = BufReader::new(f);
+    let (mut out, mut pos, mut line) = (Vec::new(), offset, Vec::new());
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok((out, pos));
+        }
+        pos += n as u64;
+        if let Some(e) = parse_line(&line) {
+            out.push(e);
+        }
+    }
+}
+
 /// Block size of [`tail_entries`]' backward reads.
 const TAIL_BLOCK: u64 = 64 * 1024;
 
@@ -457,6 +483,11 @@ mod tests {
         let mut it = entries(&p);
         assert_eq!(it.by_ref().count(), full.len());
         assert_eq!(it.offset(), len);
+        // A poller reads what came since its last offset, up to the last complete line.
+        let (current, at) = read_from(&p, 0).unwrap();
+        assert_eq!(at, len);
+        assert_eq!(current.last().unwrap().log, all.last().unwrap().as_bytes());
+        assert_eq!(read_from(&p, len).unwrap(), (Vec::new(), len));
         assert!(tail_entries(&dir.path().join("missing.log"), 3)
             .unwrap()
             .0

@@ -525,6 +525,18 @@ fn wait_exec_done(pid: i32, init: bool) {
     }
 }
 
+/// Whether the other end of `s` is closed (`POLLRDHUP`), without reading.
+fn peer_gone(s: &UnixStream) -> bool {
+    let mut p = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
+}
+
 /// `pidfd_open(2)` of `pid`; `None` when the kernel lacks it (before 5.3) or the process is gone.
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open(pid, flags) returns a new fd or -1; no memory is passed.
@@ -1064,6 +1076,9 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
                                         }
                                         let _ = s.write_all(b"ok\n");
                                     }
+                                    // A requester that gave up waiting (its end is closed)
+                                    // was told the signal failed: not sent late.
+                                    ["kill", _] if peer_gone(s) => {}
                                     ["kill", sig] => {
                                         let reply = match sig.parse::<i32>() {
                                             Ok(sig) if exit_status.is_none() => {

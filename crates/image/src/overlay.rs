@@ -5,9 +5,10 @@
 //! kernel refuses the mount with `ENOENT`. [`mount`] uses the new mount API instead
 //! (`fsopen`/`fsconfig`/`fsmount`/`move_mount`, Linux 5.2) and appends each lower layer with its
 //! own `lowerdir+` parameter (Linux 6.8), so the only limits left are the kernel's:
-//! at most [`MAX_LAYERS`] lower layers (overlayfs' `OVL_MAX_STACK`) and paths shorter than
-//! 256 bytes (`fsconfig` string parameters). On older kernels it falls back to `mount(2)` and
-//! says so when the options do not fit. See
+//! at most [`MAX_LAYERS`] lower layers (overlayfs' `OVL_MAX_STACK`). A path longer than an
+//! `fsconfig` string parameter takes (255 bytes) is passed as an open directory fd instead
+//! (`FSCONFIG_SET_FD`, Linux 6.13). On older kernels it falls back to `mount(2)` and says so
+//! when the options do not fit. See
 //! <https://docs.kernel.org/filesystems/overlayfs.html> and `fsconfig(2)`.
 //!
 //! Blocking syscalls on the caller's thread; no fork, no namespace switch.
@@ -30,6 +31,7 @@ const PAGE: usize = 4096;
 const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
 const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_SET_FD: libc::c_uint = 5;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
 const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
@@ -47,8 +49,12 @@ pub enum OverlayError {
          ({PAGE}), and this kernel has no `lowerdir+` (Linux 6.8) to pass them one by one"
     )]
     OptionsTooLong { layers: usize, len: usize },
-    /// A path longer than a mount parameter may be.
-    #[error("overlay path {path} is longer than {MAX_PARAM} bytes")]
+    /// A path longer than a string mount parameter may be, on a kernel that does not take
+    /// layers as file descriptors (before 6.13).
+    #[error(
+        "overlay path {path} is longer than {MAX_PARAM} bytes and this kernel does not take \
+         overlay layers as file descriptors (Linux 6.13)"
+    )]
     PathTooLong { path: PathBuf },
     /// A path with a character overlayfs cannot take in its options (`,`, `:` or NUL).
     #[error("overlay path {path} contains ',', ':' or NUL")]
@@ -163,11 +169,12 @@ fn fsconfig(
     cmd: libc::c_uint,
     key: Option<&str>,
     value: Option<&OsStr>,
+    aux: libc::c_int,
 ) -> libc::c_long {
     let key = key.map(|k| CString::new(k).expect("static key"));
     let value = value.map(cstr);
     // SAFETY: fsconfig(fd, cmd, key, value, aux) with NUL-terminated strings (or NULL) that
-    // outlive the call; `fs` is a valid fs context fd.
+    // outlive the call; `fs` is a valid fs context fd; `aux` an open fd or 0.
     unsafe {
         libc::syscall(
             libc::SYS_fsconfig,
@@ -175,7 +182,7 @@ fn fsconfig(
             cmd,
             key.as_ref().map_or(std::ptr::null(), |k| k.as_ptr()),
             value.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
-            0 as libc::c_int,
+            aux,
         )
     }
 }
@@ -193,11 +200,36 @@ fn mount_new_api(target: &Path, ov: &Overlay<'_>) -> Result<Result<(), OverlayEr
     let fs = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
     let set = |key: &str, value: &Path| -> Result<(), OverlayError> {
         if value.as_os_str().len() > MAX_PARAM {
-            return Err(OverlayError::PathTooLong {
-                path: value.to_path_buf(),
-            });
+            // Too long for a string parameter: the directory itself, as an fd.
+            let dir = std::fs::File::open(value).map_err(|source| OverlayError::Kernel {
+                what: format!("open overlay {key} {}", value.display()),
+                detail: String::new(),
+                source,
+            })?;
+            if fsconfig(&fs, FSCONFIG_SET_FD, Some(key), None, dir.as_raw_fd()) < 0 {
+                let e = kernel(
+                    format!("overlay {key}=<fd of {}>", value.display()),
+                    Some(&fs),
+                );
+                if let OverlayError::Kernel { source, .. } = &e {
+                    if source.raw_os_error() == Some(libc::EINVAL) {
+                        return Err(OverlayError::PathTooLong {
+                            path: value.to_path_buf(),
+                        });
+                    }
+                }
+                return Err(e);
+            }
+            return Ok(());
         }
-        if fsconfig(&fs, FSCONFIG_SET_STRING, Some(key), Some(value.as_os_str())) < 0 {
+        if fsconfig(
+            &fs,
+            FSCONFIG_SET_STRING,
+            Some(key),
+            Some(value.as_os_str()),
+            0,
+        ) < 0
+        {
             return Err(kernel(
                 format!("overlay {key}={}", value.display()),
                 Some(&fs),
@@ -224,11 +256,11 @@ fn mount_new_api(target: &Path, ov: &Overlay<'_>) -> Result<Result<(), OverlayEr
         }
     }
     for f in ov.flags {
-        if fsconfig(&fs, FSCONFIG_SET_FLAG, Some(f), None) < 0 {
+        if fsconfig(&fs, FSCONFIG_SET_FLAG, Some(f), None, 0) < 0 {
             return Ok(Err(kernel(format!("overlay option {f}"), Some(&fs))));
         }
     }
-    if fsconfig(&fs, FSCONFIG_CMD_CREATE, None, None) < 0 {
+    if fsconfig(&fs, FSCONFIG_CMD_CREATE, None, None, 0) < 0 {
         return Ok(Err(kernel(
             format!("create overlay of {} layers", ov.lowers.len()),
             Some(&fs),

@@ -500,7 +500,11 @@ impl Networks {
                 dns: true,
             };
             inner.networks.insert(id.clone(), net.clone());
-            self.save_networks(&inner)?;
+            if let Err(e) = self.save_networks(&inner) {
+                // Not recorded: not created.
+                inner.networks.remove(&id);
+                return Err(e);
+            }
             net
         };
         if let Err(e) = self.bring_up(&net) {
@@ -549,8 +553,12 @@ impl Networks {
                 });
             }
             inner.networks.remove(&net.id);
+            if let Err(e) = self.save_networks(&inner) {
+                // Still recorded: still there.
+                inner.networks.insert(net.id.clone(), net);
+                return Err(e);
+            }
             inner.ensured.remove(&net.bridge);
-            self.save_networks(&inner)?;
             net
         };
         link::delete_link(&net.bridge)?;
