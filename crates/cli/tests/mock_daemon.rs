@@ -84,7 +84,23 @@ async fn handle(req: Request<Incoming>, log: Log) -> Result<Response<Full<Bytes>
 }
 
 /// Starts the fake daemon on its own thread; returns its socket and request log.
-fn start_fake_daemon(name: &str) -> (PathBuf, Log) {
+/// The fake daemon's socket path, removed when the test ends.
+struct Sock(PathBuf);
+
+impl std::ops::Deref for Sock {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn start_fake_daemon(name: &str) -> (Sock, Log) {
     let sock = std::env::temp_dir().join(format!("barge-cli-{name}-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&sock);
     let log: Log = Arc::default();
@@ -114,7 +130,7 @@ fn start_fake_daemon(name: &str) -> (PathBuf, Log) {
         });
     });
     ready_rx.recv().expect("fake daemon started");
-    (sock, log)
+    (Sock(sock), log)
 }
 
 fn barge(sock: &std::path::Path, args: &[&str]) -> i32 {
