@@ -13,9 +13,9 @@
 //! - `endpoint`: how a registry host is reached (TLS settings, plain-HTTP probing);
 //! - `resolve`: a reference to its top-level manifest, through mirrors for Docker Hub
 //!   names; [`distribution`], [`list_tags`];
-//! - `pull`: [`pull`], layers streamed into the store and resumed with HTTP `Range`;
-//! - `push`: [`push`], blobs skipped, mounted or uploaded, then manifests;
-//! - `download`: [`download`], a plain URL for the builder's `ADD <url>`.
+//! - `pull`: [`pull()`], layers streamed into the store and resumed with HTTP `Range`;
+//! - `push`: [`push()`], blobs skipped, mounted or uploaded, then manifests;
+//! - `download`: [`download()`], a plain URL for the builder's `ADD <url>`.
 
 mod auth;
 pub mod config;
