@@ -13,42 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{Client, Hijacked};
 
-/// Stream numbers of docker's stdcopy framing.
-pub const STDIN: u8 = 0;
-/// Standard output.
-pub const STDOUT: u8 = 1;
-/// Standard error.
-pub const STDERR: u8 = 2;
-
-/// Incremental decoder for `[stream u8][0,0,0][u32 BE size][payload]` frames.
-#[derive(Default)]
-pub struct Demux {
-    buf: Vec<u8>,
-}
-
-impl Demux {
-    /// Feeds bytes; calls `out(stream, payload)` for each complete frame.
-    pub fn feed(&mut self, data: &[u8], mut out: impl FnMut(u8, &[u8])) {
-        self.buf.extend_from_slice(data);
-        let mut pos = 0;
-        while self.buf.len() - pos >= 8 {
-            let header = &self.buf[pos..pos + 8];
-            let size = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-            if self.buf.len() - pos - 8 < size {
-                break;
-            }
-            let stream = header[0];
-            out(stream, &self.buf[pos + 8..pos + 8 + size]);
-            pos += 8 + size;
-        }
-        self.buf.drain(..pos);
-    }
-
-    /// Bytes of an incomplete frame left over.
-    pub fn pending(&self) -> usize {
-        self.buf.len()
-    }
-}
+pub use barge_stdx::stdcopy::{Demux, STDERR, STDIN, STDOUT};
 
 /// Writes container output to our stdout/stderr, demultiplexing unless `tty`.
 pub struct OutputSink {
@@ -253,52 +218,5 @@ pub fn spawn_signal_proxy(client: &Client, container: &str) {
                 let _ = client.send(hyper::Method::POST, &path, None).await;
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![stream, 0, 0, 0];
-        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    }
-
-    #[test]
-    fn demux_frames_split_anywhere() {
-        let mut data = frame(STDOUT, b"hello\n");
-        data.extend(frame(STDERR, b"oops\n"));
-        data.extend(frame(STDOUT, b""));
-        data.extend(frame(STDOUT, b"bye"));
-        for split in 0..data.len() {
-            let mut d = Demux::default();
-            let mut got: Vec<(u8, Vec<u8>)> = Vec::new();
-            d.feed(&data[..split], |s, p| got.push((s, p.to_vec())));
-            d.feed(&data[split..], |s, p| got.push((s, p.to_vec())));
-            let got: Vec<_> = got.into_iter().filter(|(_, p)| !p.is_empty()).collect();
-            assert_eq!(
-                got,
-                vec![
-                    (STDOUT, b"hello\n".to_vec()),
-                    (STDERR, b"oops\n".to_vec()),
-                    (STDOUT, b"bye".to_vec())
-                ],
-                "split at {split}"
-            );
-            assert_eq!(d.pending(), 0);
-        }
-    }
-
-    #[test]
-    fn demux_keeps_partial_frame() {
-        let mut d = Demux::default();
-        let data = frame(STDOUT, b"abcdef");
-        let mut n = 0;
-        d.feed(&data[..10], |_, _| n += 1);
-        assert_eq!(n, 0);
-        assert_eq!(d.pending(), 10);
     }
 }

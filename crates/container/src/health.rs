@@ -245,13 +245,13 @@ fn read_output(mut s: UnixStream, deadline: Instant) -> (String, bool) {
 }
 
 /// Payloads of `[stream][0,0,0][len u32 BE][payload]` frames (a partial last frame is cut).
-fn decode_frames(mut raw: &[u8]) -> String {
+fn decode_frames(raw: &[u8]) -> String {
     let mut out = Vec::new();
-    while raw.len() >= 8 {
-        let len = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]) as usize;
-        let end = (8 + len).min(raw.len());
-        out.extend_from_slice(&raw[8..end]);
-        raw = &raw[end..];
+    let mut d = barge_stdx::stdcopy::Demux::default();
+    d.feed(raw, |_, payload| out.extend_from_slice(payload));
+    // A frame cut by the output cap or the deadline: its bytes so far count too.
+    if d.pending() > barge_stdx::stdcopy::HEADER_LEN {
+        out.extend_from_slice(&raw[raw.len() - d.pending() + barge_stdx::stdcopy::HEADER_LEN..]);
     }
     String::from_utf8_lossy(&out).into_owned()
 }

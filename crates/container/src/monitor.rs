@@ -602,13 +602,7 @@ struct AttachClient {
     read_open: bool,
 }
 
-fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(data.len() + 8);
-    f.extend_from_slice(&[stream, 0, 0, 0]);
-    f.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    f.extend_from_slice(data);
-    f
-}
+use barge_stdx::stdcopy::frame;
 
 /// Reads the start gate's line: `Ok` for `start`, the abort message otherwise.
 fn read_gate(gate: File) -> Result<(), String> {

@@ -20,19 +20,7 @@ pub const RAW_STREAM: &str = "application/vnd.docker.raw-stream";
 /// `Content-Type` of a stdcopy-multiplexed stream.
 pub const MUX_STREAM: &str = "application/vnd.docker.multiplexed-stream";
 
-/// Stream numbers of the stdcopy header.
-pub const STDOUT: u8 = 1;
-pub const STDERR: u8 = 2;
-
-/// One stdcopy frame: `[stream, 0, 0, 0, len (u32 BE)] ++ payload`.
-pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.push(stream);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
+pub use barge_stdx::stdcopy::{frame, STDERR, STDOUT};
 
 /// One chunk of a streamed response body.
 pub type Chunk = Result<bytes::Bytes, std::io::Error>;
@@ -290,7 +278,7 @@ where
                 }
                 return Err(e);
             }
-            let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+            let len = barge_stdx::stdcopy::payload_len(&header);
             payload.resize(len, 0);
             mon_rd.read_exact(&mut payload).await?;
             let wanted = match header[0] {
