@@ -167,6 +167,13 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Valu
         "LiveRestoreEnabled": true,
         "Isolation": "",
         "InitBinary": "docker-init",
+        // dockerd always sends these (empty when unset / unknown).
+        "HttpProxy": "",
+        "HttpsProxy": "",
+        "NoProxy": "",
+        "ContainerdCommit": { "ID": "" },
+        "RuncCommit": { "ID": "" },
+        "InitCommit": { "ID": "" },
         "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Warnings": [],
     })))
