@@ -19,62 +19,17 @@ use crate::state::AppState;
 use crate::{asyncify, ApiError};
 
 fn created_unix(img: &Image) -> i64 {
-    img.config
-        .created
-        .as_deref()
-        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-        .map(|d| d.timestamp())
-        .unwrap_or(img.added)
+    crate::wire::image_created_unix(img)
 }
 
-fn created_rfc3339(img: &Image) -> String {
-    img.config.created.clone().unwrap_or_else(|| {
-        chrono::DateTime::from_timestamp(img.added, 0)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-    })
-}
-
-/// Docker's `ImageSummary`.
+/// Docker's `ImageSummary` (built in [`crate::wire`]).
 pub(crate) fn summary(img: &Image) -> Value {
-    json!({
-        "Id": img.id,
-        "ParentId": "",
-        "RepoTags": img.repo_tags,
-        "RepoDigests": img.repo_digests,
-        // dockerd sends 0 for an image whose config has no `created`.
-        "Created": if img.config.created.is_some() { created_unix(img) } else { 0 },
-        "Size": img.size,
-        "SharedSize": -1,
-        "VirtualSize": img.size,
-        "Labels": img.config.config.labels,
-        "Containers": -1,
-    })
+    crate::wire::image_summary(img)
 }
 
-/// Docker's `ImageInspect`.
+/// Docker's `ImageInspect` (built in [`crate::wire`]).
 fn inspect_json(img: &Image) -> Value {
-    let c = &img.config;
-    json!({
-        "Id": img.id,
-        "RepoTags": img.repo_tags,
-        "RepoDigests": img.repo_digests,
-        "Parent": "",
-        "Comment": c.history.last().and_then(|h| h.comment.clone()).unwrap_or_default(),
-        "Created": created_rfc3339(img),
-        "DockerVersion": "",
-        "Author": c.author.clone().unwrap_or_default(),
-        "Config": c.config,
-        "Architecture": c.architecture,
-        "Variant": c.variant,
-        "Os": c.os,
-        "Size": img.size,
-        "VirtualSize": img.size,
-        "GraphDriver": { "Name": "overlayfs", "Data": null },
-        "RootFS": { "Type": "layers", "Layers": c.rootfs.diff_ids },
-        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
-        "Descriptor": { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": img.manifest_digest },
-    })
+    crate::wire::image_inspect(img)
 }
 
 /// `GET /images/json?all=&filters=` (filters: `dangling`, `reference`, `label`, `before`, `since`).

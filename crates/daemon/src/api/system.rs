@@ -51,25 +51,14 @@ pub async fn ping() -> Response {
 }
 
 /// `GET /version`.
-pub async fn version() -> Json<serde_json::Value> {
-    let v = env!("CARGO_PKG_VERSION");
-    Json(json!({
-        "Platform": { "Name": "barge" },
-        "Components": [{
-            "Name": "Engine",
-            "Version": v,
-            "Details": { "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch(), "KernelVersion": kernel_version(), "Experimental": "false" }
-        }],
-        "Version": v,
-        "ApiVersion": API_VERSION,
-        "MinAPIVersion": MIN_API_VERSION,
-        "GitCommit": "",
-        "GoVersion": "rust",
-        "Os": "linux",
-        "Arch": arch(),
-        "KernelVersion": kernel_version(),
-        "BuildTime": "",
-    }))
+pub async fn version() -> Json<bollard_stubs::models::SystemVersion> {
+    Json(crate::wire::system_version(
+        env!("CARGO_PKG_VERSION"),
+        API_VERSION,
+        MIN_API_VERSION,
+        arch(),
+        &kernel_version(),
+    ))
 }
 
 /// `GET /info`.
