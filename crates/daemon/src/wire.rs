@@ -438,6 +438,159 @@ pub fn volume(v: &Volume) -> Value {
     out
 }
 
+/// Docker's `IdResponse` (`POST /commit`, `POST /containers/{id}/exec`): `{"Id": ...}`.
+/// Extension: bollard's `IdResponse` reads `Id` through a serde alias but writes `id`, which
+/// dockerd's clients do not read, so the key is written here.
+pub fn id_response(id: &str) -> Value {
+    json!({ "Id": id })
+}
+
+/// What `GET /info` reports about this daemon and host, gathered by the handler.
+#[derive(Debug, Clone, Default)]
+pub struct InfoFacts {
+    /// The host's name (`ID` and `Name`).
+    pub hostname: String,
+    /// Containers by state.
+    pub containers: i64,
+    pub running: i64,
+    pub paused: i64,
+    /// Images in the store.
+    pub images: i64,
+    /// `MemTotal` in bytes.
+    pub mem_total: i64,
+    /// `"1"` or `"2"`.
+    pub cgroup_version: &'static str,
+    pub kernel_version: String,
+    /// `--data-root`.
+    pub docker_root_dir: String,
+    /// Runtime name → (path, arguments).
+    pub runtimes: BTreeMap<String, (String, Vec<String>)>,
+    pub default_runtime: String,
+    /// `SystemTime`, RFC 3339 with nanoseconds.
+    pub system_time: String,
+    /// CPUs available.
+    pub ncpu: i64,
+}
+
+/// `GET /info`'s body (Docker's `SystemInfo`). `Plugins.Authorization` and
+/// `Swarm.RemoteManagers` are `null`, as dockerd sends them.
+pub fn system_info(f: &InfoFacts) -> Value {
+    let s = |t: &str| Some(t.to_string());
+    let strings = |l: &[&str]| Some(l.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+    let commit = || {
+        Some(m::Commit {
+            id: Some(String::new()),
+        })
+    };
+    let model = m::SystemInfo {
+        id: Some(f.hostname.clone()),
+        containers: Some(f.containers),
+        containers_running: Some(f.running),
+        containers_paused: Some(f.paused),
+        containers_stopped: Some(f.containers - f.running - f.paused),
+        images: Some(f.images),
+        driver: s("overlayfs"),
+        driver_status: Some(vec![vec![
+            "Backing Filesystem".into(),
+            "overlay snapshots".into(),
+        ]]),
+        docker_root_dir: Some(f.docker_root_dir.clone()),
+        plugins: Some(m::PluginsInfo {
+            volume: Some(Vec::new()),
+            network: strings(&["host", "none"]),
+            authorization: None,
+            log: strings(&["json-file", "none"]),
+        }),
+        memory_limit: Some(true),
+        swap_limit: Some(true),
+        cpu_cfs_period: Some(true),
+        cpu_cfs_quota: Some(true),
+        cpu_shares: Some(true),
+        pids_limit: Some(true),
+        oom_kill_disable: Some(true),
+        ipv4_forwarding: Some(true),
+        debug: Some(false),
+        nfd: Some(0),
+        n_goroutines: Some(0),
+        system_time: Some(f.system_time.clone()),
+        logging_driver: s("json-file"),
+        cgroup_driver: "cgroupfs".parse().ok(),
+        cgroup_version: f.cgroup_version.parse().ok(),
+        n_events_listener: Some(0),
+        kernel_version: Some(f.kernel_version.clone()),
+        operating_system: s("barge"),
+        os_version: s(""),
+        os_type: s("linux"),
+        architecture: s(std::env::consts::ARCH),
+        ncpu: Some(f.ncpu),
+        mem_total: Some(f.mem_total),
+        index_server_address: s("https://index.docker.io/v1/"),
+        registry_config: Some(m::RegistryServiceConfig {
+            insecure_registry_cidrs: Some(Vec::new()),
+            index_configs: Some(HashMap::new()),
+            mirrors: Some(Vec::new()),
+        }),
+        http_proxy: s(""),
+        https_proxy: s(""),
+        no_proxy: s(""),
+        name: Some(f.hostname.clone()),
+        labels: Some(Vec::new()),
+        experimental_build: Some(false),
+        server_version: s(env!("CARGO_PKG_VERSION")),
+        runtimes: Some(
+            f.runtimes
+                .iter()
+                .map(|(k, (path, args))| {
+                    let rt = m::Runtime {
+                        path: Some(path.clone()),
+                        runtime_args: non_empty(args),
+                        status: None,
+                    };
+                    (k.clone(), rt)
+                })
+                .collect(),
+        ),
+        default_runtime: Some(f.default_runtime.clone()),
+        swarm: Some(m::SwarmInfo {
+            node_id: s(""),
+            node_addr: s(""),
+            local_node_state: "inactive".parse().ok(),
+            control_available: Some(false),
+            error: s(""),
+            remote_managers: None,
+            ..Default::default()
+        }),
+        live_restore_enabled: Some(true),
+        isolation: "".parse().ok(),
+        init_binary: s("docker-init"),
+        containerd_commit: commit(),
+        runc_commit: commit(),
+        init_commit: commit(),
+        security_options: strings(&["name=seccomp,profile=builtin"]),
+        warnings: Some(Vec::new()),
+        ..Default::default()
+    };
+    to_wire(&model, &["Plugins.Authorization", "Swarm.RemoteManagers"])
+}
+
+/// `POST /containers/{id}/wait`'s body (Docker's `ContainerWaitResponse`): the exit code, or
+/// `-1` and the error's message. `Error` is `null` on success, as barge always sent it.
+pub fn container_wait(waited: Result<Option<i64>, String>) -> Value {
+    let model = match waited {
+        Ok(code) => m::ContainerWaitResponse {
+            status_code: code.unwrap_or(0),
+            error: None,
+        },
+        Err(message) => m::ContainerWaitResponse {
+            status_code: -1,
+            error: Some(m::ContainerWaitExitError {
+                message: Some(message),
+            }),
+        },
+    };
+    to_wire(&model, &["Error"])
+}
+
 /// `GET /version`'s body (Docker's `SystemVersion`) for this daemon.
 pub fn system_version(
     version: &str,

@@ -367,7 +367,10 @@ pub async fn create(
     state.container_event("create", &c, &[]);
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "Id": c.id, "Warnings": [] })),
+        Json(bollard_stubs::models::ContainerCreateResponse {
+            id: c.id,
+            warnings: Vec::new(),
+        }),
     )
         .into_response())
 }
@@ -840,10 +843,7 @@ pub async fn wait(
             c.wait_notify(&cid, condition, notify)
         })
         .await;
-        let body = match waited {
-            Ok(code) => json!({ "StatusCode": code.unwrap_or(0), "Error": null }),
-            Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
-        };
+        let body = crate::wire::container_wait(waited.map_err(|e| e.message));
         Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{body}\n")))
     };
     Ok(Response::builder()
@@ -977,7 +977,13 @@ pub async fn top(
     }
     let s = state.clone();
     let (titles, rows) = asyncify(move || s.containers.top(&c.id, &ps_args)).await?;
-    Ok(Json(json!({ "Titles": titles, "Processes": rows })))
+    Ok(Json(
+        serde_json::to_value(bollard_stubs::models::ContainerTopResponse {
+            titles: Some(titles),
+            processes: Some(rows),
+        })
+        .unwrap_or_default(),
+    ))
 }
 
 /// `DELETE /containers/{id}?force=&v=` → 204.
@@ -1034,10 +1040,13 @@ pub async fn prune(
     for c in &removed {
         state.container_event("destroy", c, &[]);
     }
-    let ids: Vec<&str> = removed.iter().map(|c| c.id.as_str()).collect();
-    Ok(Json(
-        json!({ "ContainersDeleted": if ids.is_empty() { Value::Null } else { json!(ids) }, "SpaceReclaimed": space }),
-    ))
+    let ids: Vec<String> = removed.iter().map(|c| c.id.clone()).collect();
+    let model = bollard_stubs::models::ContainerPruneResponse {
+        containers_deleted: (!ids.is_empty()).then_some(ids),
+        space_reclaimed: Some(i64::try_from(space).unwrap_or(i64::MAX)),
+    };
+    // dockerd sends `null` when nothing was deleted.
+    Ok(Json(crate::wire::to_wire(&model, &["ContainersDeleted"])))
 }
 
 /// `GET /containers/{id}/logs?follow=&stdout=&stderr=&since=&until=&timestamps=&tail=`:

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use barge_container::{ExecOptions, Status};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::Query;
 use crate::state::AppState;
@@ -82,7 +82,11 @@ pub async fn create(
         &c,
         &[("execID", exec.id.clone())],
     );
-    Ok((StatusCode::CREATED, Json(json!({ "Id": exec.id }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::wire::id_response(&exec.id)),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -281,7 +281,7 @@ pub async fn commit(
     if let Some(r) = &reference {
         state.image_event("tag", &id, &r.familiar());
     }
-    Ok((StatusCode::CREATED, Json(json!({ "Id": id }))).into_response())
+    Ok((StatusCode::CREATED, Json(crate::wire::id_response(&id))).into_response())
 }
 
 /// dockerd's error for an `images/load` body that is not an image archive (its untar's

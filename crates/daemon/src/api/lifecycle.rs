@@ -181,7 +181,12 @@ pub async fn update(
     let cid = c.id.clone();
     let warnings = asyncify(move || s.containers.update(&cid, &opts)).await?;
     state.container_event("update", &c, &[]);
-    Ok(Json(json!({ "Warnings": warnings })))
+    Ok(Json(
+        serde_json::to_value(bollard_stubs::models::ContainerUpdateResponse {
+            warnings: Some(warnings),
+        })
+        .unwrap_or_default(),
+    ))
 }
 
 fn cpu_json(s: &StatsSample) -> Value {
