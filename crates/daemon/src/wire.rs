@@ -438,6 +438,48 @@ pub fn volume(v: &Volume) -> Value {
     out
 }
 
+/// `GET /images/{name}/history`'s body (Docker's `ImageHistoryResponseItem` list). Extension:
+/// `Tags` is `null` for an entry without tags, as dockerd sends it (a nil slice; the model's
+/// `Vec` would write `[]`).
+pub fn image_history(items: &[barge_image::HistoryItem]) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .map(|h| {
+                let model = m::ImageHistoryResponseItem {
+                    id: h.id.clone(),
+                    created: h.created,
+                    created_by: h.created_by.clone(),
+                    tags: h.tags.clone(),
+                    size: h.size,
+                    comment: h.comment.clone(),
+                };
+                let mut v = to_wire(&model, &[]);
+                if h.tags.is_empty() {
+                    v["Tags"] = Value::Null;
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+/// `GET /containers/{id}/changes`'s body (Docker's `FilesystemChange` list; `Kind` 0 modified,
+/// 1 added, 2 deleted).
+pub fn changes(list: &[barge_container::fsops::Change]) -> Vec<m::FilesystemChange> {
+    use barge_container::fsops::ChangeKind;
+    list.iter()
+        .map(|c| m::FilesystemChange {
+            path: c.path.clone(),
+            kind: match c.kind {
+                ChangeKind::Modified => m::ChangeType::_0,
+                ChangeKind::Added => m::ChangeType::_1,
+                ChangeKind::Deleted => m::ChangeType::_2,
+            },
+        })
+        .collect()
+}
+
 /// Docker's `IdResponse` (`POST /commit`, `POST /containers/{id}/exec`): `{"Id": ...}`.
 /// Extension: bollard's `IdResponse` reads `Id` through a serde alias but writes `id`, which
 /// dockerd's clients do not read, so the key is written here.

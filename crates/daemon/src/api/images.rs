@@ -130,11 +130,7 @@ pub async fn get_dispatch(
         let name = name.to_string();
         let s = state.clone();
         let items = asyncify(move || s.images.history(&name)).await?;
-        let out: Vec<Value> = items
-            .iter()
-            .map(|h| json!({ "Id": h.id, "Created": h.created, "CreatedBy": h.created_by, "Tags": h.tags, "Size": h.size, "Comment": h.comment }))
-            .collect();
-        return Ok(Json(Value::Array(out)).into_response());
+        return Ok(Json(crate::wire::image_history(&items)).into_response());
     }
     if let Some(name) = rest.strip_suffix("/get") {
         let q = Query::parse(raw);
