@@ -480,6 +480,31 @@ pub fn changes(list: &[barge_container::fsops::Change]) -> Vec<m::FilesystemChan
         .collect()
 }
 
+/// One `/events` message (Docker's `EventMessage`). Extension: container events also carry
+/// the legacy `status`, `id` and `from` fields dockerd still sends (not in the model).
+pub fn event(e: &crate::events::Event) -> Value {
+    let model = m::EventMessage {
+        typ: e.typ.parse().ok(),
+        action: Some(e.action.clone()),
+        actor: Some(m::EventActor {
+            id: Some(e.actor_id.clone()),
+            attributes: Some(hash(&e.attributes)),
+        }),
+        scope: "local".parse().ok(),
+        time: Some(e.time_nano / 1_000_000_000),
+        time_nano: Some(e.time_nano),
+    };
+    let mut v = to_wire(&model, &[]);
+    if e.typ == "container" {
+        v["status"] = json!(e.action);
+        v["id"] = json!(e.actor_id);
+        if let Some(image) = e.attributes.get("image") {
+            v["from"] = json!(image);
+        }
+    }
+    v
+}
+
 /// Docker's `IdResponse` (`POST /commit`, `POST /containers/{id}/exec`): `{"Id": ...}`.
 /// Extension: bollard's `IdResponse` reads `Id` through a serde alias but writes `id`, which
 /// dockerd's clients do not read, so the key is written here.
