@@ -505,6 +505,136 @@ pub fn event(e: &crate::events::Event) -> Value {
     v
 }
 
+fn cpu_stats(s: &barge_container::StatsSample) -> m::ContainerCpuStats {
+    m::ContainerCpuStats {
+        cpu_usage: Some(m::ContainerCpuUsage {
+            total_usage: Some(s.cpu_total),
+            percpu_usage: non_empty(&s.cpu_percpu),
+            usage_in_kernelmode: Some(s.cpu_system),
+            usage_in_usermode: Some(s.cpu_user),
+        }),
+        system_cpu_usage: Some(s.system_cpu),
+        online_cpus: Some(u32::try_from(s.online_cpus).unwrap_or(u32::MAX)),
+        throttling_data: Some(m::ContainerThrottlingData {
+            periods: Some(s.throttling[0]),
+            throttled_periods: Some(s.throttling[1]),
+            throttled_time: Some(s.throttling[2]),
+        }),
+    }
+}
+
+/// What a stopped container's `cpu_stats`/`precpu_stats` are: zero usage and throttling.
+fn empty_cpu_stats() -> m::ContainerCpuStats {
+    m::ContainerCpuStats {
+        cpu_usage: Some(m::ContainerCpuUsage {
+            total_usage: Some(0),
+            usage_in_kernelmode: Some(0),
+            usage_in_usermode: Some(0),
+            percpu_usage: None,
+        }),
+        throttling_data: Some(m::ContainerThrottlingData {
+            periods: Some(0),
+            throttled_periods: Some(0),
+            throttled_time: Some(0),
+        }),
+        ..Default::default()
+    }
+}
+
+/// One `GET /containers/{id}/stats` object (Docker's `ContainerStatsResponse`) for a sample
+/// and the one before it; a stopped container reads zero times and empty stats, as dockerd.
+/// `networks` is the networks module's (added by the handler). Nulls dockerd sends: the
+/// blkio lists it does not fill, `percpu_usage` without per-CPU counters (cgroup v2),
+/// `max_usage` where the kernel keeps none.
+pub fn container_stats(
+    c: &Container,
+    cur: &barge_container::StatsSample,
+    prev: Option<&barge_container::StatsSample>,
+) -> Value {
+    let running = matches!(c.state.status, Status::Running | Status::Paused);
+    let model = m::ContainerStatsResponse {
+        name: Some(format!("/{}", c.name)),
+        id: Some(c.id.clone()),
+        read: Some(if running {
+            cur.read.clone()
+        } else {
+            ZERO_TIME.into()
+        }),
+        preread: Some(
+            prev.filter(|_| running)
+                .map_or_else(|| ZERO_TIME.to_string(), |p| p.read.clone()),
+        ),
+        pids_stats: Some(if running {
+            m::ContainerPidsStats {
+                current: Some(cur.pids_current),
+                limit: (cur.pids_limit > 0).then_some(cur.pids_limit),
+            }
+        } else {
+            m::ContainerPidsStats::default()
+        }),
+        blkio_stats: Some(m::ContainerBlkioStats {
+            io_service_bytes_recursive: running.then(|| {
+                cur.blkio_bytes
+                    .iter()
+                    .map(|(major, minor, op, value)| m::ContainerBlkioStatEntry {
+                        major: Some(*major),
+                        minor: Some(*minor),
+                        op: Some(op.clone()),
+                        value: Some(*value),
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        }),
+        num_procs: Some(0),
+        storage_stats: Some(m::ContainerStorageStats::default()),
+        cpu_stats: Some(if running {
+            cpu_stats(cur)
+        } else {
+            empty_cpu_stats()
+        }),
+        precpu_stats: Some(match prev {
+            Some(p) if running => cpu_stats(p),
+            _ => empty_cpu_stats(),
+        }),
+        memory_stats: Some(if running {
+            m::ContainerMemoryStats {
+                usage: Some(cur.memory_usage),
+                max_usage: (cur.memory_max_usage > 0).then_some(cur.memory_max_usage),
+                stats: Some(
+                    cur.memory_stats
+                        .iter()
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect(),
+                ),
+                failcnt: Some(cur.memory_failcnt),
+                limit: Some(cur.memory_limit),
+                ..Default::default()
+            }
+        } else {
+            m::ContainerMemoryStats::default()
+        }),
+        ..Default::default()
+    };
+    let mut nulls = vec![
+        "blkio_stats.io_service_bytes_recursive",
+        "blkio_stats.io_serviced_recursive",
+        "blkio_stats.io_queue_recursive",
+        "blkio_stats.io_service_time_recursive",
+        "blkio_stats.io_wait_time_recursive",
+        "blkio_stats.io_merged_recursive",
+        "blkio_stats.io_time_recursive",
+        "blkio_stats.sectors_recursive",
+    ];
+    if running {
+        nulls.extend(["cpu_stats.cpu_usage.percpu_usage", "memory_stats.max_usage"]);
+        if prev.is_some() {
+            nulls.push("precpu_stats.cpu_usage.percpu_usage");
+        }
+    }
+    to_wire(&model, &nulls)
+}
+
 /// Docker's `IdResponse` (`POST /commit`, `POST /containers/{id}/exec`): `{"Id": ...}`.
 /// Extension: bollard's `IdResponse` reads `Id` through a serde alias but writes `id`, which
 /// dockerd's clients do not read, so the key is written here.
