@@ -977,14 +977,41 @@ pub fn image_inspect(img: &Image) -> Value {
     };
     let mut v = to_wire(&model, &[]);
     // Extensions: fields dockerd 27 (API 1.47) sends that the 1.53 model dropped (`Parent`,
-    // `DockerVersion`, `VirtualSize`), the config's `Hostname` when the image has one, and
-    // `GraphDriver.Data` as null (the model's map is not optional).
+    // `DockerVersion`, `VirtualSize`), and `GraphDriver.Data` as null (the model's map is not
+    // optional).
     v["Parent"] = json!("");
     v["DockerVersion"] = json!("");
     v["VirtualSize"] = json!(img.size);
     v["GraphDriver"]["Data"] = Value::Null;
-    if let Some(h) = &c.config.hostname {
-        v["Config"]["Hostname"] = json!(h);
+    // Extension: before API 1.50 dockerd's `Config` is a whole `container.Config`, so it also
+    // sends the fields without `omitempty` that an image config does not have (empty), and
+    // nil slices/maps as null; the config's own `Hostname` when the image has one.
+    if let Some(cfg) = v["Config"].as_object_mut() {
+        let legacy = [
+            (
+                "Hostname",
+                json!(c.config.hostname.clone().unwrap_or_default()),
+            ),
+            ("Domainname", json!("")),
+            ("User", json!("")),
+            ("AttachStdin", json!(false)),
+            ("AttachStdout", json!(false)),
+            ("AttachStderr", json!(false)),
+            ("Tty", json!(false)),
+            ("OpenStdin", json!(false)),
+            ("StdinOnce", json!(false)),
+            ("Env", Value::Null),
+            ("Cmd", Value::Null),
+            ("Image", json!("")),
+            ("Volumes", Value::Null),
+            ("WorkingDir", json!("")),
+            ("Entrypoint", Value::Null),
+            ("OnBuild", Value::Null),
+            ("Labels", Value::Null),
+        ];
+        for (k, default) in legacy {
+            cfg.entry(k).or_insert(default);
+        }
     }
     v
 }
