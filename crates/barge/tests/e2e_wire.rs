@@ -460,12 +460,26 @@ fn every_json_endpoint_deserialises_into_the_engine_api_models() {
             "wirevol:/data",
             "-p",
             "127.0.0.1:18391:80",
+            // Typed fields of HostConfig/State: enums, mount options, a health check.
+            "--restart",
+            "unless-stopped",
+            "--mount",
+            "type=tmpfs,target=/scratch,tmpfs-size=1048576",
+            "--mount",
+            &format!("type=bind,source={},target=/host,readonly", d.dir.display()),
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "1s",
             BB,
             "sleep",
             "300",
         ])
         .trim()
         .to_string();
+    d.wait_for("wire1 healthy", 30, || {
+        d.inspect("wire1", "{{.State.Health.Status}}") == "healthy"
+    });
 
     let (code, ping) = api(&d, "GET", "/_ping", None);
     assert_eq!((code, ping.as_str()), (200, "OK"));
@@ -690,8 +704,18 @@ fn every_json_endpoint_deserialises_into_the_engine_api_models() {
     }
     assert!(n > 3, "events: {events}");
 
+    // Stats of a stopped container (zero times, empty objects) keep the model's types too.
+    c.check::<m::ContainerStatsResponse>(
+        &d,
+        "GET",
+        "/containers/wire2/stats?stream=false",
+        None,
+        200,
+        STATS,
+    );
+
     // Wait, then the prunes (after the containers stopped).
-    d.ok(&["kill", "wire1"]);
+    d.ok(&["stop", "-t", "0", "wire1"]);
     c.check::<m::ContainerWaitResponse>(
         &d,
         "POST",
