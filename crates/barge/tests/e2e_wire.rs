@@ -642,6 +642,21 @@ fn every_json_endpoint_deserialises_into_the_engine_api_models() {
     );
     assert!(commit["Id"].is_string(), "commit: {commit}");
 
+    let deleted = c.check::<Vec<m::ImageDeleteResponseItem>>(
+        &d,
+        "DELETE",
+        "/images/wirecommit:1",
+        None,
+        200,
+        &[],
+    );
+    assert!(
+        deleted.as_array().is_some_and(|a| a
+            .iter()
+            .any(|i| i["Untagged"].is_string() || i["Deleted"].is_string())),
+        "image delete: {deleted}"
+    );
+
     // Volumes.
     c.check::<m::VolumeListResponse>(&d, "GET", "/volumes", None, 200, &["Volumes", "Warnings"]);
     c.check::<m::Volume>(&d, "GET", "/volumes/wirevol", None, 200, VOLUME);

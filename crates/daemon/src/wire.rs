@@ -635,6 +635,21 @@ pub fn container_stats(
     to_wire(&model, &nulls)
 }
 
+/// One entry of `DELETE /images/{name}` and `images/prune` (Docker's
+/// `ImageDeleteResponseItem`: `{"Untagged": ref}` or `{"Deleted": id}`).
+pub fn image_deleted(item: &barge_image::RemovedItem) -> m::ImageDeleteResponseItem {
+    match item {
+        barge_image::RemovedItem::Untagged(r) => m::ImageDeleteResponseItem {
+            untagged: Some(r.clone()),
+            deleted: None,
+        },
+        barge_image::RemovedItem::Deleted(id) => m::ImageDeleteResponseItem {
+            untagged: None,
+            deleted: Some(id.clone()),
+        },
+    }
+}
+
 /// Docker's `IdResponse` (`POST /commit`, `POST /containers/{id}/exec`): `{"Id": ...}`.
 /// Extension: bollard's `IdResponse` reads `Id` through a serde alias but writes `id`, which
 /// dockerd's clients do not read, so the key is written here.

@@ -206,17 +206,20 @@ pub async fn remove(
     )))
 }
 
-fn removed_json(state: &AppState, item: &RemovedItem) -> Value {
+/// Emits the item's event and returns it as Docker's `ImageDeleteResponseItem`.
+fn removed_item(
+    state: &AppState,
+    item: &RemovedItem,
+) -> bollard_stubs::models::ImageDeleteResponseItem {
     match item {
-        RemovedItem::Untagged(r) => {
-            state.image_event("untag", r, r);
-            json!({ "Untagged": r })
-        }
-        RemovedItem::Deleted(id) => {
-            state.image_event("delete", id, id);
-            json!({ "Deleted": id })
-        }
+        RemovedItem::Untagged(r) => state.image_event("untag", r, r),
+        RemovedItem::Deleted(id) => state.image_event("delete", id, id),
     }
+    crate::wire::image_deleted(item)
+}
+
+fn removed_json(state: &AppState, item: &RemovedItem) -> Value {
+    serde_json::to_value(removed_item(state, item)).unwrap_or_default()
 }
 
 /// `POST /images/prune?filters=` (`dangling=false` prunes every unused image).
@@ -235,14 +238,17 @@ pub async fn prune(
         s.images.prune(all, &in_use)
     })
     .await?;
-    let items: Vec<Value> = report
+    let items: Vec<_> = report
         .removed
         .iter()
-        .map(|i| removed_json(&state, i))
+        .map(|i| removed_item(&state, i))
         .collect();
-    Ok(Json(
-        json!({ "ImagesDeleted": if items.is_empty() { Value::Null } else { Value::Array(items) }, "SpaceReclaimed": report.space_reclaimed }),
-    ))
+    let model = bollard_stubs::models::ImagePruneResponse {
+        images_deleted: (!items.is_empty()).then_some(items),
+        space_reclaimed: Some(i64::try_from(report.space_reclaimed).unwrap_or(i64::MAX)),
+    };
+    // dockerd sends `null` when nothing was deleted.
+    Ok(Json(crate::wire::to_wire(&model, &["ImagesDeleted"])))
 }
 
 /// `GET /images/get?names=a&names=b[&format=oci]`: a tar stream (`docker save`).

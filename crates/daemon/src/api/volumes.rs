@@ -136,7 +136,11 @@ pub async fn prune(
         BTreeMap::from([("reclaimed".to_string(), space.to_string())]),
     );
     Ok(Json(
-        json!({ "VolumesDeleted": names, "SpaceReclaimed": space }),
+        serde_json::to_value(bollard_stubs::models::VolumePruneResponse {
+            volumes_deleted: Some(names),
+            space_reclaimed: Some(i64::try_from(space).unwrap_or(i64::MAX)),
+        })
+        .unwrap_or_default(),
     ))
 }
 
