@@ -691,8 +691,9 @@ fn every_json_endpoint_deserialises_into_the_engine_api_models() {
     );
     c.check::<m::Network>(&d, "GET", "/networks/wirenet", None, 200, NETWORK);
 
-    // System.
-    c.check::<m::SystemDataUsageResponse>(
+    // System. bollard 1.53's `SystemDataUsageResponse` is API 1.52's reshaped body
+    // (`ImageUsage`...), so the 1.47 body dockerd sends is checked part by part.
+    let df = c.check::<serde_json::Map<String, Value>>(
         &d,
         "GET",
         "/system/df",
@@ -706,6 +707,50 @@ fn every_json_endpoint_deserialises_into_the_engine_api_models() {
             "BuildCache",
         ],
     );
+    let part = |k: &str| df[k].to_string();
+    c.check_body::<i64>("system/df LayersSize", &part("LayersSize"), &[]);
+    let df_images = c.check_body::<Vec<m::ImageSummary>>("system/df Images", &part("Images"), &[]);
+    for (i, s) in df_images
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        c.keys(&format!("system/df Images[{i}]"), s, IMAGE_SUMMARY);
+    }
+    let df_ctrs =
+        c.check_body::<Vec<m::ContainerSummary>>("system/df Containers", &part("Containers"), &[]);
+    for (i, s) in df_ctrs
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        c.keys(&format!("system/df Containers[{i}]"), s, CONTAINER_SUMMARY);
+        c.keys(
+            &format!("system/df Containers[{i}]"),
+            s,
+            &["SizeRw", "SizeRootFs"],
+        );
+    }
+    let df_vols = c.check_body::<Vec<m::Volume>>("system/df Volumes", &part("Volumes"), &[]);
+    for (i, s) in df_vols
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        c.keys(&format!("system/df Volumes[{i}]"), s, VOLUME);
+        c.keys(
+            &format!("system/df Volumes[{i}]"),
+            s,
+            &["UsageData.Size", "UsageData.RefCount"],
+        );
+    }
+    c.check_body::<Vec<m::BuildCache>>("system/df BuildCache", &part("BuildCache"), &[]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
