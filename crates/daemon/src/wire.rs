@@ -662,9 +662,11 @@ pub fn id_response(id: &str) -> Value {
 pub struct InfoFacts {
     /// The host's name (`ID` and `Name`).
     pub hostname: String,
-    /// Containers by state.
+    /// All containers.
     pub containers: i64,
+    /// Running containers.
     pub running: i64,
+    /// Paused containers.
     pub paused: i64,
     /// Images in the store.
     pub images: i64,
@@ -672,11 +674,13 @@ pub struct InfoFacts {
     pub mem_total: i64,
     /// `"1"` or `"2"`.
     pub cgroup_version: &'static str,
+    /// The kernel's release (`uname -r`).
     pub kernel_version: String,
     /// `--data-root`.
     pub docker_root_dir: String,
     /// Runtime name → (path, arguments).
     pub runtimes: BTreeMap<String, (String, Vec<String>)>,
+    /// The runtime containers get without `--runtime`.
     pub default_runtime: String,
     /// `SystemTime`, RFC 3339 with nanoseconds.
     pub system_time: String,
