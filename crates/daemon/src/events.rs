@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 /// How many past events `/events?since=` can replay (Docker keeps 1024 too).
@@ -24,22 +24,7 @@ pub struct Event {
 impl Event {
     /// Docker's JSON shape, including the legacy `status`/`id`/`from` fields.
     pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "Type": self.typ,
-            "Action": self.action,
-            "Actor": { "ID": self.actor_id, "Attributes": self.attributes },
-            "scope": "local",
-            "time": self.time_nano / 1_000_000_000,
-            "timeNano": self.time_nano,
-        });
-        if self.typ == "container" {
-            v["status"] = json!(self.action);
-            v["id"] = json!(self.actor_id);
-            if let Some(image) = self.attributes.get("image") {
-                v["from"] = json!(image);
-            }
-        }
-        v
+        crate::wire::event(self)
     }
 }
 

@@ -19,6 +19,7 @@ mod events;
 mod server;
 mod state;
 mod stream;
+pub mod wire;
 
 use std::future::Future;
 

@@ -9,9 +9,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use barge_container::mounts::{
-    BindOptions, MountPoint, MountSpec, MountType, TmpfsOptions, VolumeOptions,
-};
+use barge_container::mounts::{BindOptions, MountSpec, MountType, TmpfsOptions, VolumeOptions};
 use barge_container::{
     Container, ContainerEvent, CreateOptions, HostOptions, Status, WaitCondition,
 };
@@ -201,82 +199,6 @@ impl MountBody {
     }
 }
 
-/// A [`MountSpec`] as Docker's `Mount` JSON (inspect's `HostConfig.Mounts`).
-fn mount_spec_json(m: &MountSpec) -> Value {
-    let mut v = json!({"Type": m.kind.as_str(), "Source": m.source, "Target": m.target});
-    if m.read_only {
-        v["ReadOnly"] = json!(true);
-    }
-    if !m.consistency.is_empty() {
-        v["Consistency"] = json!(m.consistency);
-    }
-    if let Some(b) = &m.bind_options {
-        let mut o = json!({});
-        if !b.propagation.is_empty() {
-            o["Propagation"] = json!(b.propagation);
-        }
-        if b.non_recursive {
-            o["NonRecursive"] = json!(true);
-        }
-        if b.create_mountpoint {
-            o["CreateMountpoint"] = json!(true);
-        }
-        v["BindOptions"] = o;
-    }
-    if let Some(vo) = &m.volume_options {
-        let mut o = json!({});
-        if vo.no_copy {
-            o["NoCopy"] = json!(true);
-        }
-        if !vo.labels.is_empty() {
-            o["Labels"] = json!(vo.labels);
-        }
-        if !vo.driver.is_empty() || !vo.driver_options.is_empty() {
-            o["DriverConfig"] = json!({"Name": vo.driver, "Options": vo.driver_options});
-        }
-        if !vo.subpath.is_empty() {
-            o["Subpath"] = json!(vo.subpath);
-        }
-        v["VolumeOptions"] = o;
-    }
-    if let Some(t) = &m.tmpfs_options {
-        let mut o = json!({});
-        if t.size_bytes > 0 {
-            o["SizeBytes"] = json!(t.size_bytes);
-        }
-        if t.mode != 0 {
-            o["Mode"] = json!(t.mode);
-        }
-        v["TmpfsOptions"] = o;
-    }
-    v
-}
-
-/// Docker's `MountPoint` (inspect's and `ps`'s `Mounts`); `--tmpfs` mounts are not listed.
-fn mount_points_json(mounts: &[MountPoint]) -> Value {
-    Value::Array(
-        mounts
-            .iter()
-            .filter(|m| !m.from_tmpfs_flag)
-            .map(|m| {
-                let mut v = json!({
-                    "Type": m.kind.as_str(),
-                    "Source": m.source.display().to_string(),
-                    "Destination": m.destination,
-                    "Mode": m.mode,
-                    "RW": m.rw,
-                    "Propagation": m.propagation,
-                });
-                if m.kind == MountType::Volume {
-                    v["Name"] = json!(m.name);
-                    v["Driver"] = json!(m.driver);
-                }
-                v
-            })
-            .collect(),
-    )
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct LogConfigBody {
@@ -445,7 +367,10 @@ pub async fn create(
     state.container_event("create", &c, &[]);
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "Id": c.id, "Warnings": [] })),
+        Json(bollard_stubs::models::ContainerCreateResponse {
+            id: c.id,
+            warnings: Vec::new(),
+        }),
     )
         .into_response())
 }
@@ -456,19 +381,7 @@ pub(crate) async fn get_container(state: &AppState, id: &str) -> Result<Containe
     asyncify(move || s.containers.get(&id)).await
 }
 
-/// Running, paused or restarting: a process exists (or is about to), as Docker's `ps` counts it.
-pub(crate) fn is_active(status: &Status) -> bool {
-    matches!(
-        status,
-        Status::Running | Status::Paused | Status::Restarting
-    )
-}
-
-pub(crate) fn unix_of(rfc3339: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|d| d.timestamp())
-        .unwrap_or(0)
-}
+pub(crate) use crate::wire::{is_active, unix_of};
 
 /// Docker's `Status` column ("Up 5 seconds", "Exited (0) 2 minutes ago", "Created").
 fn status_text(c: &Container) -> String {
@@ -514,181 +427,15 @@ fn health_suffix(c: &Container) -> String {
     }
 }
 
-/// Docker's `State.Health` (`null` without a health check).
-fn health_json(c: &Container) -> Value {
-    match &c.state.health {
-        Some(h) => json!({
-            "Status": h.status,
-            "FailingStreak": h.failing_streak,
-            "Log": h.log.iter().map(|r| json!({
-                "Start": r.start, "End": r.end, "ExitCode": r.exit_code, "Output": r.output,
-            })).collect::<Vec<_>>(),
-        }),
-        None => Value::Null,
-    }
-}
-
 fn command_text(c: &Container) -> String {
     let mut parts = vec![c.config.path.clone()];
     parts.extend(c.config.args.iter().cloned());
     parts.join(" ")
 }
 
-fn time_or_zero(t: &str) -> String {
-    if t.is_empty() {
-        ZERO_TIME.to_string()
-    } else {
-        t.to_string()
-    }
-}
-
-/// Docker's `ContainerSummary`.
+/// Docker's `ContainerSummary` (built in [`crate::wire`]).
 pub(crate) fn summary(c: &Container) -> Value {
-    let network = c.options.host.network_mode.clone();
-    json!({
-        "Id": c.id,
-        "Names": [format!("/{}", c.name)],
-        "Image": c.options.image,
-        "ImageID": c.image_id,
-        "Command": command_text(c),
-        "Created": unix_of(&c.created),
-        "Ports": [],
-        "Labels": c.config.labels,
-        "State": c.state.status.as_str(),
-        "Status": status_text(c),
-        "HostConfig": { "NetworkMode": network },
-        "NetworkSettings": { "Networks": {} },
-        "Mounts": mount_points_json(&c.mounts),
-    })
-}
-
-/// Docker's `HostConfig` as inspect shows it.
-fn host_config(c: &Container) -> Value {
-    let h = &c.options.host;
-    json!({
-        "NetworkMode": h.network_mode,
-        "Init": h.init,
-        "Memory": h.memory,
-        "MemorySwap": h.memory_swap,
-        "NanoCpus": h.nano_cpus,
-        "CpuShares": h.cpu_shares,
-        "PidsLimit": if h.pids_limit > 0 { json!(h.pids_limit) } else { Value::Null },
-        "ReadonlyRootfs": h.readonly_rootfs,
-        "CapAdd": h.cap_add,
-        "CapDrop": h.cap_drop,
-        "Privileged": h.privileged,
-        "SecurityOpt": h.security_opt,
-        "AutoRemove": h.auto_remove,
-        "LogConfig": { "Type": h.log_type, "Config": h.log_opts },
-        "Runtime": c.runtime,
-        "RestartPolicy": { "Name": h.restart_policy, "MaximumRetryCount": h.restart_max_retries },
-        "OomKillDisable": h.oom_kill_disable,
-        "ShmSize": if h.shm_size > 0 { h.shm_size } else { 64 * 1024 * 1024 },
-        "Binds": if h.binds.is_empty() { Value::Null } else { json!(h.binds) },
-        "VolumesFrom": if h.volumes_from.is_empty() { Value::Null } else { json!(h.volumes_from) },
-        "Tmpfs": if h.tmpfs.is_empty() { Value::Null } else { json!(h.tmpfs) },
-        "PortBindings": {},
-        "PublishAllPorts": false,
-        "Mounts": if h.mounts.is_empty() { Value::Null } else { Value::Array(h.mounts.iter().map(mount_spec_json).collect()) },
-        "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": null,
-        "IpcMode": "private", "PidMode": h.pid_mode, "UTSMode": h.uts_mode, "UsernsMode": "",
-        "CgroupnsMode": h.cgroupns_mode,
-        "Isolation": h.isolation,
-        "GroupAdd": if h.group_add.is_empty() { Value::Null } else { json!(h.group_add) },
-        "DeviceCgroupRules": if h.device_cgroup_rules.is_empty() { Value::Null } else { json!(h.device_cgroup_rules) },
-        "CpusetCpus": h.cpuset_cpus,
-        "MemorySwappiness": h.memory_swappiness,
-        "VolumeDriver": h.volume_driver,
-        "Links": if h.links.is_empty() { Value::Null } else {
-            json!(h.links.iter().map(|l| {
-                let (t, a) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
-                format!("/{t}:/{}/{a}", c.name)
-            }).collect::<Vec<_>>())
-        },
-        "ConsoleSize": h.console_size.map(|(r, c)| [r, c]).unwrap_or([0, 0]),
-    })
-}
-
-/// Docker's `ContainerInspectResponse`.
-fn inspect_json(c: &Container, exec_ids: Vec<String>) -> Value {
-    let cfg = &c.config;
-    let exposed: BTreeMap<String, Value> = cfg
-        .exposed_ports
-        .iter()
-        .map(|p| (p.clone(), json!({})))
-        .collect();
-    let dir = c
-        .log_path
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    json!({
-        "Id": c.id,
-        "Created": c.created,
-        "Path": cfg.path,
-        "Args": cfg.args,
-        "State": {
-            "Status": c.state.status.as_str(),
-            "Running": is_active(&c.state.status),
-            "Paused": c.state.status == Status::Paused,
-            "Restarting": c.state.status == Status::Restarting,
-            "OOMKilled": c.state.oom_killed,
-            "Dead": c.state.status == Status::Dead,
-            "Pid": c.state.pid,
-            "ExitCode": c.state.exit_code,
-            "Error": c.state.error,
-            "StartedAt": time_or_zero(&c.state.started_at),
-            "FinishedAt": time_or_zero(&c.state.finished_at),
-            "Health": health_json(c),
-        },
-        "Image": c.image_id,
-        "ResolvConfPath": format!("{dir}/resolv.conf"),
-        "HostnamePath": format!("{dir}/hostname"),
-        "HostsPath": format!("{dir}/hosts"),
-        "LogPath": c.log_path.display().to_string(),
-        "Name": format!("/{}", c.name),
-        "RestartCount": c.restart_count,
-        "Driver": "overlayfs",
-        "Platform": "linux",
-        "MountLabel": "",
-        "ProcessLabel": "",
-        "AppArmorProfile": "",
-        "ExecIDs": if exec_ids.is_empty() { Value::Null } else { json!(exec_ids) },
-        "HostConfig": host_config(c),
-        "GraphDriver": { "Name": "overlayfs", "Data": { "MergedDir": c.rootfs.display().to_string() } },
-        "Mounts": mount_points_json(&c.mounts),
-        "Config": {
-            "Hostname": cfg.hostname,
-            "Domainname": c.options.domainname.clone().unwrap_or_default(),
-            "User": cfg.user,
-            "AttachStdin": false,
-            "AttachStdout": true,
-            "AttachStderr": true,
-            "ExposedPorts": if exposed.is_empty() { Value::Null } else { json!(exposed) },
-            "Tty": c.options.tty,
-            "OpenStdin": c.options.open_stdin,
-            "StdinOnce": c.options.stdin_once,
-            "Env": cfg.env,
-            "Cmd": cfg.cmd,
-            "Healthcheck": cfg.healthcheck,
-            "Image": c.options.image,
-            "Volumes": if cfg.volumes.is_empty() { Value::Null } else {
-                Value::Object(cfg.volumes.iter().map(|v| (v.clone(), json!({}))).collect())
-            },
-            "WorkingDir": cfg.working_dir,
-            "Entrypoint": cfg.entrypoint,
-            "OnBuild": null,
-            "Labels": cfg.labels,
-            "StopSignal": cfg.stop_signal,
-            "StopTimeout": c.options.stop_timeout,
-        },
-        "NetworkSettings": {
-            "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
-            "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-            "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
-            "Networks": {},
-        },
-    })
+    crate::wire::container_summary(c, command_text(c), status_text(c))
 }
 
 /// Keys `GET /containers/json` accepts (dockerd's `acceptedPsFilterTags`).
@@ -924,7 +671,7 @@ pub async fn inspect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let c = get_container(&state, &id).await?;
-    let mut v = inspect_json(&c, Vec::new());
+    let mut v = crate::wire::container_inspect(&c, &[]);
     let (s, c2) = (state.clone(), c.clone());
     v["NetworkSettings"] =
         asyncify(move || Ok::<_, ApiError>(super::networks::network_settings(&s, &c2))).await?;
@@ -1096,10 +843,7 @@ pub async fn wait(
             c.wait_notify(&cid, condition, notify)
         })
         .await;
-        let body = match waited {
-            Ok(code) => json!({ "StatusCode": code.unwrap_or(0), "Error": null }),
-            Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
-        };
+        let body = crate::wire::container_wait(waited.map_err(|e| e.message));
         Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{body}\n")))
     };
     Ok(Response::builder()
@@ -1233,7 +977,13 @@ pub async fn top(
     }
     let s = state.clone();
     let (titles, rows) = asyncify(move || s.containers.top(&c.id, &ps_args)).await?;
-    Ok(Json(json!({ "Titles": titles, "Processes": rows })))
+    Ok(Json(
+        serde_json::to_value(bollard_stubs::models::ContainerTopResponse {
+            titles: Some(titles),
+            processes: Some(rows),
+        })
+        .unwrap_or_default(),
+    ))
 }
 
 /// `DELETE /containers/{id}?force=&v=` → 204.
@@ -1290,10 +1040,13 @@ pub async fn prune(
     for c in &removed {
         state.container_event("destroy", c, &[]);
     }
-    let ids: Vec<&str> = removed.iter().map(|c| c.id.as_str()).collect();
-    Ok(Json(
-        json!({ "ContainersDeleted": if ids.is_empty() { Value::Null } else { json!(ids) }, "SpaceReclaimed": space }),
-    ))
+    let ids: Vec<String> = removed.iter().map(|c| c.id.clone()).collect();
+    let model = bollard_stubs::models::ContainerPruneResponse {
+        containers_deleted: (!ids.is_empty()).then_some(ids),
+        space_reclaimed: Some(i64::try_from(space).unwrap_or(i64::MAX)),
+    };
+    // dockerd sends `null` when nothing was deleted.
+    Ok(Json(crate::wire::to_wire(&model, &["ContainersDeleted"])))
 }
 
 /// `GET /containers/{id}/logs?follow=&stdout=&stderr=&since=&until=&timestamps=&tail=`:
@@ -1599,10 +1352,20 @@ mod tests {
         let b = &o.host.mounts[2];
         assert!(b.read_only);
         assert_eq!(b.bind_options.as_ref().unwrap().propagation, "rslave");
-        let j = mount_spec_json(b);
+        // Back out through the wire layer as inspect's `HostConfig.Mounts` shows them.
+        let j = |m: &MountSpec| serde_json::to_value(crate::wire::mount(m)).unwrap();
         assert_eq!(
-            j,
+            j(b),
             json!({"Type":"bind","Source":"/s","Target":"/b","ReadOnly":true,"BindOptions":{"Propagation":"rslave"}})
+        );
+        assert_eq!(
+            j(v),
+            json!({"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"NoCopy":true,"Subpath":"s",
+              "DriverConfig":{"Name":"local","Options":{"type":"tmpfs"}}}})
+        );
+        assert_eq!(
+            j(&o.host.mounts[1]),
+            json!({"Type":"tmpfs","Source":"","Target":"/t","TmpfsOptions":{"SizeBytes":1048576,"Mode":448}})
         );
         let bad: CreateBody = serde_json::from_str(
             r#"{"Image":"x","HostConfig":{"Mounts":[{"Type":"nfs","Target":"/x"}]}}"#,

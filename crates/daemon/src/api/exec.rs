@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use barge_container::{ExecOptions, Status};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::Query;
 use crate::state::AppState;
@@ -82,7 +82,11 @@ pub async fn create(
         &c,
         &[("execID", exec.id.clone())],
     );
-    Ok((StatusCode::CREATED, Json(json!({ "Id": exec.id }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::wire::id_response(&exec.id)),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,29 +190,5 @@ pub async fn inspect(
 ) -> Result<Json<Value>, ApiError> {
     let s = state.clone();
     let e = asyncify(move || s.containers.exec_inspect(&id)).await?;
-    let (entry, args) = e
-        .options
-        .cmd
-        .split_first()
-        .map(|(a, b)| (a.clone(), b.to_vec()))
-        .unwrap_or_default();
-    Ok(Json(json!({
-        "ID": e.id,
-        "Running": e.running,
-        "ExitCode": e.exit_code,
-        "ProcessConfig": {
-            "tty": e.options.tty,
-            "entrypoint": entry,
-            "arguments": args,
-            "privileged": e.options.privileged,
-            "user": e.options.user.clone().unwrap_or_default(),
-        },
-        "OpenStdin": e.options.attach_stdin,
-        "OpenStderr": e.options.attach_stderr,
-        "OpenStdout": e.options.attach_stdout,
-        "CanRemove": false,
-        "ContainerID": e.container_id,
-        "DetachKeys": e.options.detach_keys.clone().unwrap_or_default(),
-        "Pid": e.pid,
-    })))
+    Ok(Json(crate::wire::exec_inspect(&e)))
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use barge_container::fsops::{ChangeKind, PathStat};
+use barge_container::fsops::PathStat;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -205,17 +205,9 @@ pub async fn changes(
 ) -> Result<Json<Value>, ApiError> {
     let s = state.clone();
     let list = asyncify(move || s.containers.changes(&id)).await?;
-    let out: Vec<Value> = list
-        .iter()
-        .map(|c| {
-            json!({"Path": c.path, "Kind": match c.kind {
-                ChangeKind::Modified => 0,
-                ChangeKind::Added => 1,
-                ChangeKind::Deleted => 2,
-            }})
-        })
-        .collect();
-    Ok(Json(Value::Array(out)))
+    Ok(Json(
+        serde_json::to_value(crate::wire::changes(&list)).unwrap_or_default(),
+    ))
 }
 
 /// `GET /containers/{id}/export`: the container's root file system as a tar.
@@ -281,7 +273,7 @@ pub async fn commit(
     if let Some(r) = &reference {
         state.image_event("tag", &id, &r.familiar());
     }
-    Ok((StatusCode::CREATED, Json(json!({ "Id": id }))).into_response())
+    Ok((StatusCode::CREATED, Json(crate::wire::id_response(&id))).into_response())
 }
 
 /// dockerd's error for an `images/load` body that is not an image archive (its untar's

@@ -19,62 +19,17 @@ use crate::state::AppState;
 use crate::{asyncify, ApiError};
 
 fn created_unix(img: &Image) -> i64 {
-    img.config
-        .created
-        .as_deref()
-        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-        .map(|d| d.timestamp())
-        .unwrap_or(img.added)
+    crate::wire::image_created_unix(img)
 }
 
-fn created_rfc3339(img: &Image) -> String {
-    img.config.created.clone().unwrap_or_else(|| {
-        chrono::DateTime::from_timestamp(img.added, 0)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-    })
-}
-
-/// Docker's `ImageSummary`.
+/// Docker's `ImageSummary` (built in [`crate::wire`]).
 pub(crate) fn summary(img: &Image) -> Value {
-    json!({
-        "Id": img.id,
-        "ParentId": "",
-        "RepoTags": img.repo_tags,
-        "RepoDigests": img.repo_digests,
-        // dockerd sends 0 for an image whose config has no `created`.
-        "Created": if img.config.created.is_some() { created_unix(img) } else { 0 },
-        "Size": img.size,
-        "SharedSize": -1,
-        "VirtualSize": img.size,
-        "Labels": img.config.config.labels,
-        "Containers": -1,
-    })
+    crate::wire::image_summary(img)
 }
 
-/// Docker's `ImageInspect`.
+/// Docker's `ImageInspect` (built in [`crate::wire`]).
 fn inspect_json(img: &Image) -> Value {
-    let c = &img.config;
-    json!({
-        "Id": img.id,
-        "RepoTags": img.repo_tags,
-        "RepoDigests": img.repo_digests,
-        "Parent": "",
-        "Comment": c.history.last().and_then(|h| h.comment.clone()).unwrap_or_default(),
-        "Created": created_rfc3339(img),
-        "DockerVersion": "",
-        "Author": c.author.clone().unwrap_or_default(),
-        "Config": c.config,
-        "Architecture": c.architecture,
-        "Variant": c.variant,
-        "Os": c.os,
-        "Size": img.size,
-        "VirtualSize": img.size,
-        "GraphDriver": { "Name": "overlayfs", "Data": null },
-        "RootFS": { "Type": "layers", "Layers": c.rootfs.diff_ids },
-        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
-        "Descriptor": { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": img.manifest_digest },
-    })
+    crate::wire::image_inspect(img)
 }
 
 /// `GET /images/json?all=&filters=` (filters: `dangling`, `reference`, `label`, `before`, `since`).
@@ -175,11 +130,7 @@ pub async fn get_dispatch(
         let name = name.to_string();
         let s = state.clone();
         let items = asyncify(move || s.images.history(&name)).await?;
-        let out: Vec<Value> = items
-            .iter()
-            .map(|h| json!({ "Id": h.id, "Created": h.created, "CreatedBy": h.created_by, "Tags": h.tags, "Size": h.size, "Comment": h.comment }))
-            .collect();
-        return Ok(Json(Value::Array(out)).into_response());
+        return Ok(Json(crate::wire::image_history(&items)).into_response());
     }
     if let Some(name) = rest.strip_suffix("/get") {
         let q = Query::parse(raw);
@@ -255,17 +206,20 @@ pub async fn remove(
     )))
 }
 
-fn removed_json(state: &AppState, item: &RemovedItem) -> Value {
+/// Emits the item's event and returns it as Docker's `ImageDeleteResponseItem`.
+fn removed_item(
+    state: &AppState,
+    item: &RemovedItem,
+) -> bollard_stubs::models::ImageDeleteResponseItem {
     match item {
-        RemovedItem::Untagged(r) => {
-            state.image_event("untag", r, r);
-            json!({ "Untagged": r })
-        }
-        RemovedItem::Deleted(id) => {
-            state.image_event("delete", id, id);
-            json!({ "Deleted": id })
-        }
+        RemovedItem::Untagged(r) => state.image_event("untag", r, r),
+        RemovedItem::Deleted(id) => state.image_event("delete", id, id),
     }
+    crate::wire::image_deleted(item)
+}
+
+fn removed_json(state: &AppState, item: &RemovedItem) -> Value {
+    serde_json::to_value(removed_item(state, item)).unwrap_or_default()
 }
 
 /// `POST /images/prune?filters=` (`dangling=false` prunes every unused image).
@@ -284,14 +238,17 @@ pub async fn prune(
         s.images.prune(all, &in_use)
     })
     .await?;
-    let items: Vec<Value> = report
+    let items: Vec<_> = report
         .removed
         .iter()
-        .map(|i| removed_json(&state, i))
+        .map(|i| removed_item(&state, i))
         .collect();
-    Ok(Json(
-        json!({ "ImagesDeleted": if items.is_empty() { Value::Null } else { Value::Array(items) }, "SpaceReclaimed": report.space_reclaimed }),
-    ))
+    let model = bollard_stubs::models::ImagePruneResponse {
+        images_deleted: (!items.is_empty()).then_some(items),
+        space_reclaimed: Some(i64::try_from(report.space_reclaimed).unwrap_or(i64::MAX)),
+    };
+    // dockerd sends `null` when nothing was deleted.
+    Ok(Json(crate::wire::to_wire(&model, &["ImagesDeleted"])))
 }
 
 /// `GET /images/get?names=a&names=b[&format=oci]`: a tar stream (`docker save`).

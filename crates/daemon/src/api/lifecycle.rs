@@ -181,77 +181,18 @@ pub async fn update(
     let cid = c.id.clone();
     let warnings = asyncify(move || s.containers.update(&cid, &opts)).await?;
     state.container_event("update", &c, &[]);
-    Ok(Json(json!({ "Warnings": warnings })))
-}
-
-fn cpu_json(s: &StatsSample) -> Value {
-    json!({
-        "cpu_usage": {
-            "total_usage": s.cpu_total,
-            "percpu_usage": if s.cpu_percpu.is_empty() { Value::Null } else { json!(s.cpu_percpu) },
-            "usage_in_kernelmode": s.cpu_system,
-            "usage_in_usermode": s.cpu_user,
-        },
-        "system_cpu_usage": s.system_cpu,
-        "online_cpus": s.online_cpus,
-        "throttling_data": {
-            "periods": s.throttling[0],
-            "throttled_periods": s.throttling[1],
-            "throttled_time": s.throttling[2],
-        },
-    })
-}
-
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-
-/// Docker's `ContainerStatsResponse` for a sample and the one before it.
-pub fn stats_json(c: &Container, cur: &StatsSample, prev: Option<&StatsSample>) -> Value {
-    let running = matches!(c.state.status, Status::Running | Status::Paused);
-    let blkio: Vec<Value> = cur
-        .blkio_bytes
-        .iter()
-        .map(|(major, minor, op, value)| {
-            json!({ "major": major, "minor": minor, "op": op, "value": value })
+    Ok(Json(
+        serde_json::to_value(bollard_stubs::models::ContainerUpdateResponse {
+            warnings: Some(warnings),
         })
-        .collect();
-    let empty_cpu = json!({
-        "cpu_usage": { "total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0 },
-        "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },
-    });
-    json!({
-        "name": format!("/{}", c.name),
-        "id": c.id,
-        "read": if running { cur.read.as_str() } else { ZERO_TIME },
-        "preread": prev.filter(|_| running).map(|p| p.read.as_str()).unwrap_or(ZERO_TIME),
-        "pids_stats": if running {
-            let mut p = json!({ "current": cur.pids_current });
-            if cur.pids_limit > 0 {
-                p["limit"] = json!(cur.pids_limit);
-            }
-            p
-        } else { json!({}) },
-        "blkio_stats": {
-            "io_service_bytes_recursive": if running { json!(blkio) } else { Value::Null },
-            "io_serviced_recursive": null,
-            "io_queue_recursive": null,
-            "io_service_time_recursive": null,
-            "io_wait_time_recursive": null,
-            "io_merged_recursive": null,
-            "io_time_recursive": null,
-            "sectors_recursive": null,
-        },
-        "num_procs": 0,
-        "storage_stats": {},
-        "cpu_stats": if running { cpu_json(cur) } else { empty_cpu.clone() },
-        "precpu_stats": match prev { Some(p) if running => cpu_json(p), _ => empty_cpu },
-        "memory_stats": if running { json!({
-            "usage": cur.memory_usage,
-            "max_usage": if cur.memory_max_usage > 0 { json!(cur.memory_max_usage) } else { Value::Null },
-            "stats": cur.memory_stats,
-            "failcnt": cur.memory_failcnt,
-            "limit": cur.memory_limit,
-        }) } else { json!({}) },
-    })
+        .unwrap_or_default(),
+    ))
+}
+
+/// Docker's `ContainerStatsResponse` for a sample and the one before it (built in
+/// [`crate::wire`]).
+pub fn stats_json(c: &Container, cur: &StatsSample, prev: Option<&StatsSample>) -> Value {
+    crate::wire::container_stats(c, cur, prev)
 }
 
 /// Adds Docker's `networks` (per container interface: `rx_bytes`, `tx_packets`, ...) to a
@@ -433,7 +374,11 @@ mod tests {
             ..c
         };
         let v = stats_json(&stopped, &s, None);
-        assert_eq!(v["read"], ZERO_TIME);
+        assert_eq!(v["read"], crate::wire::ZERO_TIME);
         assert_eq!(v["memory_stats"], json!({}));
+        assert_eq!(v["pids_stats"], json!({}));
+        assert_eq!(v["blkio_stats"]["io_service_bytes_recursive"], Value::Null);
+        // The wire model's types: every body deserialises into bollard's.
+        serde_json::from_value::<bollard_stubs::models::ContainerStatsResponse>(v).unwrap();
     }
 }

@@ -551,7 +551,10 @@ pub async fn create(
     network_event(&state, "create", &n, None);
     Ok((
         StatusCode::CREATED,
-        Json(json!({"Id": n.id, "Warning": ""})),
+        Json(bollard_stubs::models::NetworkCreateResponse {
+            id: n.id,
+            warning: String::new(),
+        }),
     )
         .into_response())
 }
@@ -651,5 +654,10 @@ pub async fn prune(
         Ok::<_, ApiError>(s.networks.prune(&keep))
     })
     .await?;
-    Ok(Json(json!({ "NetworksDeleted": deleted })))
+    Ok(Json(
+        serde_json::to_value(bollard_stubs::models::NetworkPruneResponse {
+            networks_deleted: Some(deleted),
+        })
+        .unwrap_or_default(),
+    ))
 }

@@ -4,7 +4,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::{Query, API_VERSION, MIN_API_VERSION};
 use crate::events::EventFilter;
@@ -51,25 +50,14 @@ pub async fn ping() -> Response {
 }
 
 /// `GET /version`.
-pub async fn version() -> Json<serde_json::Value> {
-    let v = env!("CARGO_PKG_VERSION");
-    Json(json!({
-        "Platform": { "Name": "barge" },
-        "Components": [{
-            "Name": "Engine",
-            "Version": v,
-            "Details": { "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch(), "KernelVersion": kernel_version(), "Experimental": "false" }
-        }],
-        "Version": v,
-        "ApiVersion": API_VERSION,
-        "MinAPIVersion": MIN_API_VERSION,
-        "GitCommit": "",
-        "GoVersion": "rust",
-        "Os": "linux",
-        "Arch": arch(),
-        "KernelVersion": kernel_version(),
-        "BuildTime": "",
-    }))
+pub async fn version() -> Json<bollard_stubs::models::SystemVersion> {
+    Json(crate::wire::system_version(
+        env!("CARGO_PKG_VERSION"),
+        API_VERSION,
+        MIN_API_VERSION,
+        arch(),
+        &kernel_version(),
+    ))
 }
 
 /// `GET /info`.
@@ -110,66 +98,32 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<serde_json::Valu
         .iter()
         .filter(|c| c.state.status == barge_container::Status::Paused)
         .count();
-    let runtimes: serde_json::Map<String, serde_json::Value> = state
-        .runtimes
-        .iter()
-        .map(|(k, v)| {
-            let mut rt = json!({ "path": v.display().to_string() });
-            if let Some(a) = state.runtime_args.get(k).filter(|a| !a.is_empty()) {
-                rt["runtimeArgs"] = json!(a);
-            }
-            (k.clone(), rt)
-        })
-        .collect();
-    Ok(Json(json!({
-        "ID": hostname,
-        "Containers": containers.len(),
-        "ContainersRunning": running,
-        "ContainersPaused": paused,
-        "ContainersStopped": containers.len() - running - paused,
-        "Images": n_images,
-        "Driver": "overlayfs",
-        "DriverStatus": [["Backing Filesystem", "overlay snapshots"]],
-        "Plugins": { "Volume": [], "Network": ["host", "none"], "Authorization": null, "Log": ["json-file", "none"] },
-        "MemoryLimit": true,
-        "SwapLimit": true,
-        "CpuCfsPeriod": true,
-        "CpuCfsQuota": true,
-        "CPUShares": true,
-        "PidsLimit": true,
-        "OomKillDisable": true,
-        "IPv4Forwarding": true,
-        "Debug": false,
-        "NFd": 0,
-        "NGoroutines": 0,
-        "SystemTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        "LoggingDriver": "json-file",
-        "CgroupDriver": "cgroupfs",
-        "CgroupVersion": cgroup_version,
-        "NEventsListener": 0,
-        "KernelVersion": kernel_version(),
-        "OperatingSystem": "barge",
-        "OSVersion": "",
-        "OSType": "linux",
-        "Architecture": std::env::consts::ARCH,
-        "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": { "IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": [] },
-        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "MemTotal": mem_total,
-        "DockerRootDir": state.data_root.display().to_string(),
-        "Name": hostname,
-        "Labels": [],
-        "ExperimentalBuild": false,
-        "ServerVersion": env!("CARGO_PKG_VERSION"),
-        "Runtimes": runtimes,
-        "DefaultRuntime": state.default_runtime,
-        "Swarm": { "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null },
-        "LiveRestoreEnabled": true,
-        "Isolation": "",
-        "InitBinary": "docker-init",
-        "SecurityOptions": ["name=seccomp,profile=builtin"],
-        "Warnings": [],
-    })))
+    let i64_of = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let facts = crate::wire::InfoFacts {
+        containers: i64_of(containers.len()),
+        running: i64_of(running),
+        paused: i64_of(paused),
+        images: i64_of(n_images),
+        hostname,
+        mem_total,
+        cgroup_version,
+        kernel_version: kernel_version(),
+        docker_root_dir: state.data_root.display().to_string(),
+        runtimes: state
+            .runtimes
+            .iter()
+            .map(|(k, v)| {
+                let args = state.runtime_args.get(k).cloned().unwrap_or_default();
+                (k.clone(), (v.display().to_string(), args))
+            })
+            .collect(),
+        default_runtime: state.default_runtime.clone(),
+        system_time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        ncpu: std::thread::available_parallelism()
+            .map(|n| i64_of(n.get()))
+            .unwrap_or(1),
+    };
+    Ok(Json(crate::wire::system_info(&facts)))
 }
 
 /// `GET /events?since=&until=&filters=`: newline-delimited JSON, streamed until `until`.

@@ -17,22 +17,7 @@ use crate::{asyncify, ApiError};
 
 /// Docker's `Volume` object. Empty `Labels`/`Options` are `null`, as dockerd sends them.
 pub fn volume_json(v: &Volume) -> Value {
-    let map_or_null = |m: &BTreeMap<String, String>| {
-        if m.is_empty() {
-            Value::Null
-        } else {
-            json!(m)
-        }
-    };
-    json!({
-        "CreatedAt": v.created_at,
-        "Driver": v.driver,
-        "Labels": map_or_null(&v.labels),
-        "Mountpoint": v.mountpoint.display().to_string(),
-        "Name": v.name,
-        "Options": map_or_null(&v.options),
-        "Scope": v.scope,
-    })
+    crate::wire::volume(v)
 }
 
 fn volume_event(state: &AppState, action: &str, v: &Volume) {
@@ -151,7 +136,11 @@ pub async fn prune(
         BTreeMap::from([("reclaimed".to_string(), space.to_string())]),
     );
     Ok(Json(
-        json!({ "VolumesDeleted": names, "SpaceReclaimed": space }),
+        serde_json::to_value(bollard_stubs::models::VolumePruneResponse {
+            volumes_deleted: Some(names),
+            space_reclaimed: Some(i64::try_from(space).unwrap_or(i64::MAX)),
+        })
+        .unwrap_or_default(),
     ))
 }
 
