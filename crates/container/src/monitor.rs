@@ -15,19 +15,32 @@
 //!
 //! When the process exits it drains output, reads the cgroup OOM counter, writes `exit.json`
 //! ([`ExitRecord`]) into its state directory, deletes the runtime container (init mode) and exits.
+//!
+//! This file holds the config, the exit record, `main` and the event loop (`run`); the OCI
+//! runtime's command line, error text and delete are in `runtime`, the kernel plumbing (fds,
+//! sockets, pidfds, signals, pty size, OOM counter) in `sys`.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::logs::{LineBuffer, LogWriter};
+
+mod runtime;
+mod sys;
+
+use runtime::{delete_exited, runtime_cmd, runtime_delete, runtime_error, with_child_stdio};
+use sys::{
+    bind, loopback_up, oom_count, peer_gone, pidfd_open, pipe, read_pid, recv_console, set_winsize,
+    signal_child, wait_exec_done,
+};
 
 /// Everything a monitor needs, written as JSON by the engine; its path is the only argument.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,51 +223,6 @@ fn report(status: &mut Option<File>, line: &str) {
     }
 }
 
-fn runtime_cmd(cfg: &MonitorConfig) -> Command {
-    let mut c = Command::new(&cfg.runtime);
-    c.args(&cfg.runtime_args)
-        .arg("--root")
-        .arg(&cfg.runtime_root)
-        .arg("--log")
-        .arg(cfg.state_dir.join("runtime.log"))
-        .arg("--log-format")
-        .arg("json");
-    c
-}
-
-/// The last `error` message in the runtime's JSON log (falls back to `fallback`).
-fn runtime_error(cfg: &MonitorConfig, fallback: &str) -> String {
-    let text = std::fs::read_to_string(cfg.state_dir.join("runtime.log")).unwrap_or_default();
-    let mut msg = None;
-    for line in text.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if v["level"] == "error" {
-                if let Some(m) = v["msg"].as_str() {
-                    msg = Some(m.to_string());
-                }
-            }
-        }
-    }
-    msg.unwrap_or_else(|| {
-        let f = fallback.trim();
-        if f.is_empty() {
-            "OCI runtime failed".to_string()
-        } else {
-            f.to_string()
-        }
-    })
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds is a valid 2-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: pipe2 returned two fresh fds that we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 fn write_exit(cfg: &MonitorConfig, rec: &ExitRecord) {
     let path = cfg.state_dir.join("exit.json");
     let data = serde_json::to_vec(rec).expect("exit record serializes");
@@ -266,97 +234,6 @@ fn write_exit(cfg: &MonitorConfig, rec: &ExitRecord) {
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
-/// The embedded runtime's `delete` done by hand once the container is known to be gone (its
-/// init exited and was reaped): its cgroups (`/barge/<id>`, as barge's specs say, in every
-/// hierarchy) and state directory are removed without loading libcontainer's state and cgroup
-/// manager. `false` (nothing changed that `delete` would not redo) when a cgroup is still busy,
-/// e.g. a process of the container not reaped yet; libcontainer's delete then kills and retries.
-fn delete_exited(cfg: &MonitorConfig) -> bool {
-    const ROOT: &str = "/sys/fs/cgroup";
-    let mut dirs = Vec::new();
-    if Path::new(ROOT).join("cgroup.controllers").exists() {
-        dirs.push(Path::new(ROOT).join("barge").join(&cfg.id));
-    } else if let Ok(rd) = std::fs::read_dir(ROOT) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(e.path().join("barge").join(&cfg.id));
-            }
-        }
-    }
-    for d in &dirs {
-        match std::fs::remove_dir(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => return false,
-        }
-    }
-    let _ = std::fs::remove_dir_all(cfg.runtime_root.join(&cfg.id));
-    let _ = std::fs::remove_dir_all(cfg.runtime_root.join(".barge").join(&cfg.id));
-    true
-}
-
-/// `runtime delete --force` of the container (in-process for the embedded runtime).
-fn runtime_delete(cfg: &MonitorConfig) {
-    if let Some(rt) = embedded(cfg) {
-        if let Err(e) = (rt.delete)(&cfg.runtime_root, &cfg.id) {
-            eprintln!("barge monitor {}: delete: {e}", cfg.id);
-        }
-        return;
-    }
-    let _ = runtime_cmd(cfg)
-        .arg("delete")
-        .arg("--force")
-        .arg(&cfg.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Blocks (`libc::SIG_BLOCK`) or unblocks SIGCHLD in the (single-threaded) monitor.
-fn mask_sigchld(how: libc::c_int) {
-    // SAFETY: sigset manipulation on a local, then sigprocmask with valid pointers.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::sigprocmask(how, &set, std::ptr::null_mut());
-    }
-}
-
-/// Runs `f` with `fds` as this process's fds 0-2 (then restores them), so that processes
-/// cloned by `f` (the in-process runtime's) inherit them, and with SIGCHLD unblocked, so the
-/// container's process does not start with it blocked (a clone inherits the signal mask;
-/// std's `Command` resets it, libcontainer does not).
-fn with_child_stdio<T>(fds: Option<&[OwnedFd; 3]>, f: impl FnOnce() -> T) -> Result<T, String> {
-    let mut saved: Vec<OwnedFd> = Vec::new();
-    if let Some(fds) = fds {
-        for (i, fd) in fds.iter().enumerate() {
-            // SAFETY: duplicating a standard fd to a fresh close-on-exec fd we then own.
-            let copy = unsafe { libc::fcntl(i as RawFd, libc::F_DUPFD_CLOEXEC, 3) };
-            if copy < 0 {
-                return Err(format!("dup stdio: {}", std::io::Error::last_os_error()));
-            }
-            // SAFETY: `copy` is a fresh fd owned by nobody else.
-            saved.push(unsafe { OwnedFd::from_raw_fd(copy) });
-            // SAFETY: dup2 of a valid fd onto a standard fd (single-threaded process).
-            if unsafe { libc::dup2(fd.as_raw_fd(), i as RawFd) } < 0 {
-                return Err(format!("dup2 stdio: {}", std::io::Error::last_os_error()));
-            }
-        }
-    }
-    mask_sigchld(libc::SIG_UNBLOCK);
-    let r = f();
-    mask_sigchld(libc::SIG_BLOCK);
-    for (i, fd) in saved.iter().enumerate() {
-        // SAFETY: restores the standard fd from the copy taken above.
-        unsafe {
-            libc::dup2(fd.as_raw_fd(), i as RawFd);
-        }
-    }
-    Ok(r)
 }
 
 fn fail(cfg: &MonitorConfig, status: &mut Option<File>, message: String) -> Result<(), String> {
@@ -399,202 +276,6 @@ fn tell_clients(cfg: &MonitorConfig, clients: &mut [AttachClient], message: &str
     for c in clients.iter_mut() {
         let _ = c.stream.write_all(&bytes);
     }
-}
-
-/// Receives the pty master runc sends over the console socket.
-fn recv_console(listener: &UnixListener) -> Result<OwnedFd, String> {
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let stream = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => return Err(format!("console socket: {e}")),
-        }
-    };
-    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = [0u8; 4096];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| format!("console recvmsg: {e}"))?;
-    for c in msg.cmsgs().map_err(|e| format!("console cmsg: {e}"))? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the fd was just received via SCM_RIGHTS and is owned by us.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    Err("console socket: no pty master received".into())
-}
-
-fn bind(path: &Path) -> Result<UnixListener, String> {
-    let _ = std::fs::remove_file(path);
-    UnixListener::bind(path).map_err(|e| format!("bind {}: {e}", path.display()))
-}
-
-fn read_pid(path: &Path) -> Result<i32, String> {
-    let s = std::fs::read_to_string(path)
-        .map_err(|e| format!("read pid file {}: {e}", path.display()))?;
-    s.trim()
-        .parse()
-        .map_err(|_| format!("bad pid file {}", path.display()))
-}
-
-/// Sets `IFF_UP` on `lo` in the network namespace of `pid`, from a dedicated thread that enters
-/// the namespace and exits afterwards (the monitor's own thread never changes namespace).
-fn loopback_up(pid: i32) -> Result<(), String> {
-    let ns = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| format!("open netns: {e}"))?;
-    let handle = std::thread::spawn(move || -> Result<(), String> {
-        // SAFETY: setns on a valid namespace fd affects only this (short-lived) thread.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: plain socket(2) call; the fd is wrapped in OwnedFd right away.
-        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if sock < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: sock is a fresh fd we own.
-        let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-        // SAFETY: ifreq is plain data; zeroed is a valid initial value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we pass; the union field
-        // `ifru_flags` is the one these ioctls use.
-        unsafe {
-            if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
-                return Err(format!("SIOCGIFFLAGS: {}", std::io::Error::last_os_error()));
-            }
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
-                return Err(format!("SIOCSIFFLAGS: {}", std::io::Error::last_os_error()));
-            }
-        }
-        Ok(())
-    });
-    handle
-        .join()
-        .map_err(|_| "loopback thread panicked".to_string())?
-}
-
-/// Waits (briefly) until `pid` is no longer the runtime's `init` stub, i.e. the user's program has
-/// been exec'd, so that signals sent right after "started" reach the program and not the runtime.
-fn wait_exec_done(pid: i32, init: bool) {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        match std::fs::read(format!("/proc/{pid}/cmdline")) {
-            // runc's stub is `runc init`; the embedded runtime's is a clone of `barge runtime ...`
-            // or, in-process, of this `barge monitor ...`.
-            Ok(cmd)
-                if (cmd.ends_with(b"init\0") && cmd.split(|&b| b == 0).nth(1) == Some(b"init"))
-                    || matches!(
-                        cmd.split(|&b| b == 0).nth(1),
-                        Some(b"runtime") | Some(b"monitor")
-                    ) =>
-            {
-                std::thread::sleep(Duration::from_millis(1))
-            }
-            Ok(_) if init => {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let blocked = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("SigBlk:"))
-                    .map(|v| v.trim().trim_start_matches('0').is_empty())
-                    .map(|empty| !empty)
-                    .unwrap_or(true);
-                if blocked {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(1))
-            }
-            _ => return,
-        }
-    }
-}
-
-/// Whether the other end of `s` is closed (`POLLRDHUP`), without reading.
-fn peer_gone(s: &UnixStream) -> bool {
-    let mut p = libc::pollfd {
-        fd: s.as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
-}
-
-/// `pidfd_open(2)` of `pid`; `None` when the kernel lacks it (before 5.3) or the process is gone.
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open(pid, flags) returns a new fd or -1; no memory is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Sends `sig` to the monitored process: through its pidfd, else (no pidfd support) to `pid`,
-/// which is this process's unreaped child or descendant and so still names it.
-fn signal_child(pidfd: Option<&OwnedFd>, pid: i32, sig: i32) -> std::io::Result<()> {
-    let r = match pidfd {
-        // SAFETY: pidfd_send_signal(pidfd, sig, info = NULL, flags = 0) on a pidfd we own.
-        Some(fd) => unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        },
-        // SAFETY: kill(2) with a pid and signal number.
-        None => (unsafe { libc::kill(pid, sig) }) as libc::c_long,
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn set_winsize(fd: RawFd, rows: u16, cols: u16) {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize struct from a valid pointer.
-    unsafe {
-        libc::ioctl(fd, libc::TIOCSWINSZ, &ws);
-    }
-}
-
-fn oom_count(cg: &Path) -> u64 {
-    for file in ["memory.oom_control", "memory.events"] {
-        if let Ok(text) = std::fs::read_to_string(cg.join(file)) {
-            for line in text.lines() {
-                if let Some(v) = line.strip_prefix("oom_kill ") {
-                    return v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-    }
-    0
 }
 
 struct AttachClient {
