@@ -20,6 +20,7 @@
 //! runtime's command line, error text and delete are in `runtime`, the kernel plumbing (fds,
 //! sockets, pidfds, signals, pty size, OOM counter) in `sys`.
 
+use barge_stdx::stdcopy::frame;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -282,8 +283,6 @@ struct AttachClient {
     stream: UnixStream,
     read_open: bool,
 }
-
-use barge_stdx::stdcopy::frame;
 
 /// Reads the start gate's line: `Ok` for `start`, the abort message otherwise.
 fn read_gate(gate: File) -> Result<(), String> {
