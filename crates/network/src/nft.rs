@@ -13,10 +13,14 @@
 //!   come back through the host).
 //! - `forward` (filter): DNATed (published) traffic is accepted; otherwise traffic between
 //!   two different barge networks is dropped, and internal networks reach nothing outside.
+//!
+//! Networks with IPv6 get the same isolation and outbound masquerade for their IPv6 subnets in
+//! a second table of the same name in family `ip6` (`postrouting` and `forward` chains only:
+//! ports are published on IPv4), made and removed in the same transaction as the `ip` one.
 
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{json, Value};
 
 use crate::error::NetworkError;
@@ -26,6 +30,8 @@ use crate::error::NetworkError;
 pub(crate) struct RuleNet {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    /// The network's IPv6 subnet, if it has IPv6.
+    pub subnet6: Option<Ipv6Net>,
     pub internal: bool,
 }
 
@@ -155,7 +161,85 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
             ));
         }
     }
+    cmds.extend(ruleset6(table, nets));
     json!({"nftables": cmds})
+}
+
+/// The `ip6` half of [`ruleset`]: the table `ip6 <table>` for the networks with IPv6
+/// (masquerade out of non-internal ones, isolation between networks and of internal ones), or
+/// its removal when no network has IPv6.
+fn ruleset6(table: &str, nets: &[RuleNet]) -> Vec<Value> {
+    let fam = "ip6";
+    let mut cmds = vec![
+        json!({"add": {"table": {"family": fam, "name": table}}}),
+        json!({"delete": {"table": {"family": fam, "name": table}}}),
+    ];
+    let v6: Vec<(&RuleNet, Ipv6Net)> = nets
+        .iter()
+        .filter_map(|n| n.subnet6.map(|s| (n, s)))
+        .collect();
+    if v6.is_empty() {
+        return cmds;
+    }
+    cmds.push(json!({"add": {"table": {"family": fam, "name": table}}}));
+    for (name, hook, ty, prio) in [
+        ("postrouting", "postrouting", "nat", 100),
+        ("forward", "forward", "filter", 0),
+    ] {
+        cmds.push(json!({"add": {"chain": {
+            "family": fam, "table": table, "name": name,
+            "type": ty, "hook": hook, "prio": prio, "policy": "accept"}}}));
+    }
+    let rule = |chain: &str, expr: Vec<Value>| -> Value {
+        json!({"add": {"rule": {"family": fam, "table": table, "chain": chain, "expr": expr}}})
+    };
+    let prefix6 =
+        |n: &Ipv6Net| json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix_len()}});
+    for (n, s) in &v6 {
+        if !n.internal {
+            cmds.push(rule(
+                "postrouting",
+                vec![
+                    m(payload("ip6", "saddr"), prefix6(s)),
+                    m_ne(meta("oifname"), json!(n.bridge)),
+                    json!({"masquerade": null}),
+                ],
+            ));
+        }
+    }
+    cmds.push(rule("forward", vec![ct_dnat(), json!({"accept": null})]));
+    for (n, _) in &v6 {
+        if n.internal {
+            for (this, other) in [("iifname", "oifname"), ("oifname", "iifname")] {
+                cmds.push(rule(
+                    "forward",
+                    vec![
+                        m(meta(this), json!(n.bridge)),
+                        m_ne(meta(other), json!(n.bridge)),
+                        json!({"drop": null}),
+                    ],
+                ));
+            }
+            continue;
+        }
+        // Every other barge bridge, with IPv6 or not (a route to it may exist all the same).
+        let others: Vec<Value> = nets
+            .iter()
+            .filter(|o| o.bridge != n.bridge)
+            .map(|o| json!(o.bridge))
+            .collect();
+        if !others.is_empty() {
+            cmds.push(rule(
+                "forward",
+                vec![
+                    m(meta("iifname"), json!(n.bridge)),
+                    m(meta("oifname"), json!({"set": others})),
+                    json!({"drop": null}),
+                ],
+            ));
+        }
+    }
+    cmds
 }
 
 /// Runs one `nft -j -f -` transaction.
@@ -174,11 +258,13 @@ pub(crate) fn apply(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Result
     run(&ruleset(table, nets, ports))
 }
 
-/// Deletes table `table` (missing is fine).
+/// Deletes table `table`, `ip` and `ip6` (missing is fine).
 pub(crate) fn delete(table: &str) -> Result<(), NetworkError> {
     run(&json!({"nftables": [
         {"add": {"table": {"family": "ip", "name": table}}},
         {"delete": {"table": {"family": "ip", "name": table}}},
+        {"add": {"table": {"family": "ip6", "name": table}}},
+        {"delete": {"table": {"family": "ip6", "name": table}}},
     ]}))
 }
 
@@ -289,11 +375,13 @@ mod tests {
             RuleNet {
                 bridge: "barge0".into(),
                 subnet: "10.87.0.0/16".parse().unwrap(),
+                subnet6: None,
                 internal: false,
             },
             RuleNet {
                 bridge: "br-1".into(),
                 subnet: "10.120.0.0/24".parse().unwrap(),
+                subnet6: None,
                 internal: true,
             },
         ];
@@ -317,6 +405,44 @@ mod tests {
         // The table is recreated first, so the result does not depend on what was there.
         let cmds = v["nftables"].as_array().unwrap();
         assert!(cmds[1]["delete"]["table"]["name"] == "barge");
+        // No IPv6 network: the ip6 table is removed (made and deleted), never left behind.
+        let last = &cmds[cmds.len() - 1]["delete"]["table"];
+        assert_eq!(last["family"], "ip6");
+    }
+
+    #[test]
+    fn ipv6_networks_get_an_ip6_table() {
+        let net = |bridge: &str, v6: Option<&str>, internal: bool| RuleNet {
+            bridge: bridge.into(),
+            subnet: "10.120.0.0/24".parse().unwrap(),
+            subnet6: v6.map(|s| s.parse().unwrap()),
+            internal,
+        };
+        let nets = vec![
+            net("br-a", Some("fd00:a::/64"), false),
+            net("br-b", Some("fd00:b::/64"), false),
+            net("br-c", Some("fd00:c::/64"), true),
+            net("barge0", None, false),
+        ];
+        let v = ruleset("barge", &nets, &[]);
+        let cmds = v["nftables"].as_array().unwrap();
+        let six: Vec<&Value> = cmds
+            .iter()
+            .filter(|c| {
+                c.as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(|x| x.as_object())
+                    .and_then(|x| x.values().next())
+                    .is_some_and(|x| x["family"] == "ip6")
+            })
+            .collect();
+        let s = Value::Array(six.into_iter().cloned().collect()).to_string();
+        assert!(s.contains(r#""addr":"fd00:a::","len":64"#), "{s}");
+        // Masquerade for the two non-internal IPv6 networks only.
+        assert_eq!(s.matches(r#""masquerade":null"#).count(), 2, "{s}");
+        // br-a and br-b drop towards the others, br-c both ways.
+        assert_eq!(s.matches(r#""drop":null"#).count(), 4, "{s}");
+        assert!(s.contains(r#""set":["br-b","br-c","barge0"]"#), "{s}");
     }
 
     fn filter_table(chains: &[(&str, &str)], rules: Value) -> Value {
