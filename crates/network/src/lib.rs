@@ -711,7 +711,7 @@ impl Networks {
             .values()
             .flat_map(|s| s.endpoints.iter())
             .filter(|e| e.network_id == network_id)
-            .flat_map(|e| endpoint_ips(e))
+            .flat_map(endpoint_ips)
             .chain(
                 inner
                     .releasing
