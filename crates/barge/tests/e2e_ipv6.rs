@@ -384,3 +384,86 @@ print(len(c.networks.list(names=["pyv6", "pyv6auto"])))
     // Internal networks only: no forwarding change, and no ip6 table once they are gone.
     assert!(nft6(&table).is_none(), "{:?}", nft6(&table));
 }
+
+#[test]
+fn ipv6_network_with_the_docker_cli() {
+    let d = Daemon::start();
+    d.load_layout();
+    d.docker_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--internal",
+        "--subnet",
+        "fd00:b1:5::/64",
+        "--ip-range",
+        "fd00:b1:5::100/120",
+        "dk6",
+    ]);
+    assert_eq!(
+        d.docker_ok(&["network", "inspect", "-f", "{{.EnableIPv6}}", "dk6"])
+            .trim(),
+        "true"
+    );
+    let ranges = d.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}} {{.IPRange}};{{end}}",
+        "dk6",
+    ]);
+    assert!(
+        ranges.contains("fd00:b1:5::/64 fd00:b1:5::100/120;"),
+        "{ranges}"
+    );
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a6",
+        "--network",
+        "dk6",
+        "busybox:1.35",
+        "sleep",
+        "600",
+    ]);
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b6",
+        "--network",
+        "dk6",
+        "--ip6",
+        "fd00:b1:5::7",
+        "busybox:1.35",
+        "sleep",
+        "600",
+    ]);
+    let f =
+        "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}}/{{.GlobalIPv6PrefixLen}}{{end}}";
+    // Dynamic addresses come from the --ip-range; --ip6 may be anywhere in the subnet.
+    assert_eq!(
+        d.docker_ok(&["inspect", "-f", f, "a6"]).trim(),
+        "fd00:b1:5::100/64"
+    );
+    assert_eq!(
+        d.docker_ok(&["inspect", "-f", f, "b6"]).trim(),
+        "fd00:b1:5::7/64"
+    );
+    // Inside: the address is on eth0 (busybox's ip), and no default route (internal).
+    let addrs = d.docker_ok(&["exec", "a6", "cat", "/proc/net/if_inet6"]);
+    assert!(
+        addrs.contains("fd0000b1000500000000000000000100"),
+        "{addrs}"
+    );
+    let routes = d.docker_ok(&["exec", "a6", "cat", "/proc/net/ipv6_route"]);
+    assert!(
+        !routes
+            .lines()
+            .any(|l| l.starts_with("00000000000000000000000000000000 00 ") && !l.contains(" lo")),
+        "{routes}"
+    );
+    d.docker_ok(&["rm", "-f", "a6", "b6"]);
+    d.docker_ok(&["network", "rm", "dk6"]);
+}

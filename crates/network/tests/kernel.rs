@@ -371,3 +371,93 @@ fn coexists_with_docker_forward_drop() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn ipv6_network_endpoints_talk_over_ipv6() {
+    assert!(
+        root(),
+        "the kernel tests need root; CI runs the suite as root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NetworkConfig::new(dir.path().join("data"), dir.path().join("exec"));
+    cfg.bridge = format!("bnt6{}", std::process::id() % 10000);
+    cfg.bip = Some("10.251.14.1/24".parse().unwrap());
+    cfg.pool6 = Some("fd00:b1:70::/48".parse().unwrap());
+    let nets = Networks::open(cfg).unwrap();
+    nets.reconcile(&HashSet::new());
+    let e = Env {
+        dir,
+        nets,
+        bridge: String::new(),
+    };
+    // No IPv6 subnet given: the first free /64 of the pool.
+    let n = e
+        .nets
+        .create(CreateRequest {
+            name: format!("six{}", std::process::id()),
+            subnet: Some("10.251.15.0/24".into()),
+            enable_ipv6: true,
+            internal: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let i6 = n.ipam6.clone().expect("an IPv6 IPAM");
+    assert_eq!(i6.subnet.to_string(), "fd00:b1:70::/64");
+    assert_eq!(i6.gateway.to_string(), "fd00:b1:70::1");
+    let join = |k: u8, want: Option<&str>| {
+        e.nets
+            .setup(&SandboxRequest {
+                container_id: cid(k),
+                name: format!("c{k}"),
+                networks: vec![EndpointRequest {
+                    network: n.name.clone(),
+                    ipv6_address: want.map(|w| w.parse().unwrap()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let s1 = join(61, None);
+    let s2 = join(62, Some("fd00:b1:70::abc"));
+    let ip1 = s1.endpoints[0].ip6.unwrap();
+    assert_eq!(ip1, ("fd00:b1:70::2".parse().unwrap(), 64));
+    let ip2 = s2.endpoints[0].ip6.unwrap().0;
+    // Internal: no IPv6 default route is configured.
+    assert!(!s1.endpoints[0].default6);
+    let l = in_ns(&s2.netns, || TcpListener::bind(("::", 7070)).unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = l.accept().unwrap();
+        s.write_all(peer.ip().to_string().as_bytes()).unwrap();
+    });
+    let seen = in_ns(&s1.netns, || {
+        let mut s = TcpStream::connect_timeout(
+            &std::net::SocketAddr::new(ip2.into(), 7070),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    server.join().unwrap();
+    assert_eq!(seen, ip1.0.to_string());
+    // A fixed address in use is refused; the addresses come back after teardown.
+    let o = e.nets.setup(&SandboxRequest {
+        container_id: cid(63),
+        name: "c63".into(),
+        networks: vec![EndpointRequest {
+            network: n.name.clone(),
+            ipv6_address: Some(ip2),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    assert!(matches!(o, Err(NetworkError::Conflict(_))), "{o:?}");
+    e.nets.teardown(&cid(61));
+    e.nets.teardown(&cid(62));
+    let s3 = join(64, None);
+    assert_eq!(s3.endpoints[0].ip6.unwrap().0, ip1.0);
+    e.nets.teardown(&cid(64));
+    let _ = &e.bridge;
+}
