@@ -48,6 +48,44 @@ except OSError as e:
     print("blocked", e)
 "#;
 
+/// The host's first global IPv6 address outside barge's bridges (the test host's own).
+fn host_ipv6() -> String {
+    let out = Command::new("ip")
+        .args(["-6", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .unwrap();
+    stdout(&out)
+        .lines()
+        .filter(|l| !l.contains(" br-") && !l.contains(" bb"))
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let i = f.iter().position(|x| *x == "inet6")?;
+            Some(f[i + 1].split('/').next()?.to_string())
+        })
+        .expect("a global IPv6 address on the host")
+}
+
+/// The first line a TCP server at `addr` sends, retried for 10 s while the app starts.
+fn read_line(addr: &str) -> String {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r =
+            std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                    let mut out = String::new();
+                    s.read_to_string(&mut out)?;
+                    Ok(out)
+                });
+        match r {
+            Ok(out) if !out.trim().is_empty() => return out.trim().to_string(),
+            r => assert!(Instant::now() < deadline, "{addr}: {r:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 const FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
 fn sysctl(path: &str) -> String {
@@ -158,6 +196,8 @@ fn ipv6_network_with_the_barge_cli() {
         "srv",
         "--network",
         "v6a",
+        "-p",
+        "18196:8080",
         "debian-python:bookworm",
         "python3",
         "-c",
@@ -266,6 +306,13 @@ fn ipv6_network_with_the_barge_cli() {
     d.ok(&["network", "connect", "v6b", "cli"]);
     let out = exec_until(&d, "cli", PROBE, &other_ip6, |o| o.starts_with("open"));
     assert!(out.starts_with("open"), "{out}");
+
+    // A port published on every address answers on the host's IPv6 address too (DNAT in
+    // the ip6 table), and still on IPv4.
+    let host6 = host_ipv6();
+    let seen = read_line(&format!("[{host6}]:18196"));
+    assert_eq!(seen, host6, "the server saw the host's address");
+    assert!(!read_line("127.0.0.1:18196").is_empty());
 
     // IPAM survives a daemon crash: srv keeps ::2, the next container gets ::3.
     let mut d = d;

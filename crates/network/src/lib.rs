@@ -1312,6 +1312,12 @@ impl Networks {
                     host_ip: p.host_ip,
                     host_port: p.host_port,
                     container_ip: ep.ip,
+                    // Ports published on every address also answer on the host's IPv6
+                    // addresses when the container has one (not on ::1: see nft.rs).
+                    container_ip6: ep
+                        .ip6
+                        .map(|(ip, _)| ip)
+                        .filter(|_| p.host_ip.is_unspecified()),
                     container_port: p.container_port,
                 });
             }

@@ -15,10 +15,13 @@
 //!   two different barge networks is dropped, and internal networks reach nothing outside.
 //!
 //! Networks with IPv6 get the same isolation and outbound masquerade for their IPv6 subnets in
-//! a second table of the same name in family `ip6` (`postrouting` and `forward` chains only:
-//! ports are published on IPv4), made and removed in the same transaction as the `ip` one.
+//! a second table of the same name in family `ip6`, made and removed in the same transaction
+//! as the `ip` one. A port published on every address (`-p 8080:80`) of a container with an
+//! IPv6 address is DNATed there too, from the host's IPv6 addresses — but not from `::1`:
+//! IPv6 has no `route_localnet`, so loopback traffic cannot be DNATed out of `lo` (dockerd
+//! serves `[::1]` with its userland proxy, which barge does not have).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{json, Value};
@@ -42,6 +45,8 @@ pub(crate) struct RulePort {
     pub host_ip: Ipv4Addr,
     pub host_port: u16,
     pub container_ip: Ipv4Addr,
+    /// The container's IPv6 address, for a port published on every address.
+    pub container_ip6: Option<Ipv6Addr>,
     pub container_port: u16,
 }
 
@@ -161,14 +166,14 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
             ));
         }
     }
-    cmds.extend(ruleset6(table, nets));
+    cmds.extend(ruleset6(table, nets, ports));
     json!({"nftables": cmds})
 }
 
 /// The `ip6` half of [`ruleset`]: the table `ip6 <table>` for the networks with IPv6
 /// (masquerade out of non-internal ones, isolation between networks and of internal ones), or
 /// its removal when no network has IPv6.
-fn ruleset6(table: &str, nets: &[RuleNet]) -> Vec<Value> {
+fn ruleset6(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Vec<Value> {
     let fam = "ip6";
     let mut cmds = vec![
         json!({"add": {"table": {"family": fam, "name": table}}}),
@@ -195,6 +200,45 @@ fn ruleset6(table: &str, nets: &[RuleNet]) -> Vec<Value> {
     };
     let prefix6 =
         |n: &Ipv6Net| json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix_len()}});
+    let ports6: Vec<(&RulePort, Ipv6Addr)> = ports
+        .iter()
+        .filter_map(|p| p.container_ip6.map(|ip| (p, ip)))
+        .collect();
+    if !ports6.is_empty() {
+        cmds.push(json!({"add": {"chain": {"family": fam, "table": table, "name": "ports"}}}));
+        for (name, hook) in [("prerouting", "prerouting"), ("output", "output")] {
+            cmds.push(json!({"add": {"chain": {
+                "family": fam, "table": table, "name": name,
+                "type": "nat", "hook": hook, "prio": -100, "policy": "accept"}}}));
+            cmds.push(rule(
+                name,
+                vec![local_daddr(), json!({"jump": {"target": "ports"}})],
+            ));
+        }
+        for (p, ip) in &ports6 {
+            cmds.push(rule(
+                "ports",
+                vec![
+                    m(meta("l4proto"), json!(p.proto)),
+                    m(payload("th", "dport"), json!(p.host_port)),
+                    json!({"dnat": {"addr": ip.to_string(), "port": p.container_port}}),
+                ],
+            ));
+        }
+        // DNATed traffic from a container network (hairpin) leaves with the host's address.
+        let hairpin: Vec<Value> = v6.iter().map(|(_, s)| prefix6(s)).collect();
+        for (n, _) in &v6 {
+            cmds.push(rule(
+                "postrouting",
+                vec![
+                    m(meta("oifname"), json!(n.bridge)),
+                    ct_dnat(),
+                    m(payload("ip6", "saddr"), json!({"set": hairpin.clone()})),
+                    json!({"masquerade": null}),
+                ],
+            ));
+        }
+    }
     for (n, s) in &v6 {
         if !n.internal {
             cmds.push(rule(
@@ -390,6 +434,7 @@ mod tests {
             host_ip: Ipv4Addr::UNSPECIFIED,
             host_port: 18080,
             container_ip: "10.87.0.2".parse().unwrap(),
+            container_ip6: None,
             container_port: 8080,
         }];
         let v = ruleset("barge", &nets, &ports);
@@ -443,6 +488,27 @@ mod tests {
         // br-a and br-b drop towards the others, br-c both ways.
         assert_eq!(s.matches(r#""drop":null"#).count(), 4, "{s}");
         assert!(s.contains(r#""set":["br-b","br-c","barge0"]"#), "{s}");
+        // A port published on every address of a container with IPv6: DNAT in ip6 too.
+        let port = |ip6: Option<&str>| RulePort {
+            proto: "tcp".into(),
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: 18080,
+            container_ip: "10.120.0.2".parse().unwrap(),
+            container_ip6: ip6.map(|a| a.parse().unwrap()),
+            container_port: 8080,
+        };
+        let v = ruleset("barge", &nets, &[port(Some("fd00:a::2")), port(None)]);
+        let s = v.to_string();
+        assert_eq!(
+            s.matches(r#""dnat":{"addr":"fd00:a::2","port":8080}"#)
+                .count(),
+            1,
+            "{s}"
+        );
+        // The ports chain exists before the jumps to it.
+        let chain = s.find(r#""family":"ip6","name":"ports""#).unwrap();
+        let jump = s.rfind(r#""jump":{"target":"ports"}"#).unwrap();
+        assert!(chain < jump, "{s}");
     }
 
     fn filter_table(chains: &[(&str, &str)], rules: Value) -> Value {
