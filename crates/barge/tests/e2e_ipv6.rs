@@ -360,7 +360,20 @@ fn ipv6_network_with_the_barge_cli() {
         );
     }
     assert!(nft6(&table).is_none(), "ip6 table left: {:?}", nft6(&table));
+    // Another daemon relying on IPv6 forwarding keeps it on when this one stops; the last
+    // one to stop restores it.
+    let d2 = Daemon::start();
+    d2.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd00:b1:6::/64",
+        "v6c",
+    ]);
     drop(d);
+    assert_eq!(sysctl(FORWARDING), "1", "turned off under another daemon");
+    drop(d2);
     assert_eq!(sysctl(FORWARDING), forwarding_before);
 }
 

@@ -30,7 +30,9 @@ mod nft;
 mod types;
 
 use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -140,8 +142,30 @@ fn attach_endpoint(netns: &Path, bridge: &str, ep: &Endpoint) -> Result<(), Netw
     )
 }
 
-/// The record of [`Networks::enable_forwarding6`], in `<exec-root>/network`.
-const FORWARDING6_RECORD: &str = "ipv6-forwarding";
+/// The host's IPv6 forwarding switch.
+const FORWARDING6: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+/// The value of [`FORWARDING6`] before barge turned it on (see
+/// [`Networks::enable_forwarding6`]); host-wide, on a tmpfs as the sysctl itself.
+const FORWARDING6_RECORD: &str = "/run/barge-ipv6-forwarding";
+/// Prefix of the abstract socket names by which daemons claim IPv6 forwarding.
+const FORWARDING6_CLAIM: &str = "barge-ipv6-forwarding:";
+
+/// Serialises the host-wide IPv6 forwarding bookkeeping between daemons: an exclusive
+/// `flock` on `/run/barge-ipv6-forwarding.lock`, released when the file is dropped.
+fn forwarding6_lock() -> Result<File, NetworkError> {
+    let path = "/run/barge-ipv6-forwarding.lock";
+    let f = File::create(path).map_err(|e| NetworkError::io(format!("open {path}"), e))?;
+    // SAFETY: flock on a file descriptor this function owns and keeps open; no memory is
+    // shared with the kernel.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    if r != 0 {
+        return Err(NetworkError::io(
+            format!("lock {path}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(f)
+}
 
 /// The addresses of an endpoint: IPv4, then IPv6 if it has one.
 fn endpoint_ips(ep: &Endpoint) -> Vec<IpAddr> {
@@ -197,8 +221,9 @@ struct Inner {
     /// Addresses (network ID, IP) of released sandboxes whose links are still being deleted
     /// ([`Networks::release`]): not handed out again until they are gone.
     releasing: Vec<(String, IpAddr)>,
-    /// Whether this daemon turned `net.ipv6.conf.all.forwarding` on (and must restore it).
-    forwarding6: bool,
+    /// This daemon's claim on IPv6 forwarding, while a non-internal IPv6 network is up
+    /// ([`Networks::enable_forwarding6`]).
+    forwarding6: Option<std::os::unix::net::UnixListener>,
 }
 
 /// Networks and container sandboxes. Cheap to share (`Arc`); every method is blocking.
@@ -274,7 +299,6 @@ impl Networks {
             Some(p) => p,
             None => ipam::ula_pool(&engine_id(&net_dir)?),
         };
-        inner.forwarding6 = sb_dir.join(FORWARDING6_RECORD).exists();
         let this = Networks {
             pool6,
             cfg,
@@ -1451,47 +1475,80 @@ impl Networks {
 
     /// Turns on `net.ipv6.conf.all.forwarding` for a non-internal IPv6 network (its
     /// containers' traffic to other hosts, and the replies, are routed by the host; dockerd
-    /// does the same). When it was off, the original value is recorded in
-    /// `<exec-root>/network/ipv6-forwarding` and [`Networks::shutdown`] restores it, so a
-    /// stopped daemon leaves the sysctl as it found it. Internal networks never need it.
+    /// does the same; no per-interface switch covers the replies). The change is host-wide,
+    /// and so is its bookkeeping, so that several daemons (each with its own `--exec-root`)
+    /// share it: the value found is recorded in [`FORWARDING6_RECORD`] (tmpfs, like the
+    /// sysctl) and each daemon relying on it holds a claim, an abstract socket named
+    /// [`FORWARDING6_CLAIM`]`<table>` (gone with its process however it ends). The last daemon
+    /// to let go restores the recorded value ([`Networks::restore_forwarding6`]). A value
+    /// found on without a record is the administrator's: barge neither claims nor restores it.
+    /// Internal networks never need it.
     fn enable_forwarding6(&self) {
-        const ALL: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
         let mut inner = self.lock();
-        if inner.forwarding6 {
+        if inner.forwarding6.is_some() {
             return;
         }
-        let was = std::fs::read_to_string(ALL).unwrap_or_default();
-        if was.trim() != "0" {
-            return;
-        }
-        let record = self.cfg.exec_root.join("network").join(FORWARDING6_RECORD);
-        if let Err(e) = write_atomic(&record, b"0\n") {
-            tracing::warn!("ipv6 forwarding not enabled: {e}");
-            return;
-        }
-        match std::fs::write(ALL, "1") {
-            Ok(()) => inner.forwarding6 = true,
+        let _guard = match forwarding6_lock() {
+            Ok(g) => g,
             Err(e) => {
-                tracing::warn!("cannot set {ALL}=1: {e}");
-                let _ = std::fs::remove_file(&record);
+                tracing::warn!("ipv6 forwarding not enabled: {e}");
+                return;
             }
+        };
+        let record = Path::new(FORWARDING6_RECORD);
+        let was = std::fs::read_to_string(FORWARDING6).unwrap_or_default();
+        if was.trim() == "0" {
+            if !record.exists() {
+                if let Err(e) = write_atomic(record, b"0\n") {
+                    tracing::warn!("ipv6 forwarding not enabled: {e}");
+                    return;
+                }
+            }
+            if let Err(e) = std::fs::write(FORWARDING6, "1") {
+                tracing::warn!("cannot set {FORWARDING6}=1: {e}");
+                return;
+            }
+        } else if !record.exists() {
+            return;
+        }
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("{FORWARDING6_CLAIM}{}", self.cfg.table);
+        let claim = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a));
+        match claim {
+            Ok(l) => inner.forwarding6 = Some(l),
+            Err(e) => tracing::warn!("ipv6 forwarding claim {name}: {e}"),
         }
     }
 
-    /// Undoes [`Networks::enable_forwarding6`] (nothing if this daemon did not change it).
+    /// Lets go of this daemon's claim on IPv6 forwarding (see
+    /// [`Networks::enable_forwarding6`]) and, when no other daemon holds one and a recorded
+    /// value exists (also one left by a daemon that crashed), restores it.
     fn restore_forwarding6(&self) {
         let mut inner = self.lock();
-        if !inner.forwarding6 {
+        inner.forwarding6 = None;
+        let _guard = match forwarding6_lock() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!("ipv6 forwarding not restored: {e}");
+                return;
+            }
+        };
+        let Ok(was) = std::fs::read_to_string(FORWARDING6_RECORD) else {
+            return;
+        };
+        let claims = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+        if claims
+            .lines()
+            .any(|l| l.contains(&format!(" @{FORWARDING6_CLAIM}")))
+        {
             return;
         }
-        let record = self.cfg.exec_root.join("network").join(FORWARDING6_RECORD);
-        let was = std::fs::read_to_string(&record).unwrap_or_else(|_| "0".into());
-        if let Err(e) = std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", was.trim()) {
-            tracing::warn!("cannot restore net.ipv6.conf.all.forwarding: {e}");
+        if let Err(e) = std::fs::write(FORWARDING6, was.trim()) {
+            tracing::warn!("cannot restore {FORWARDING6}: {e}");
             return;
         }
-        let _ = std::fs::remove_file(&record);
-        inner.forwarding6 = false;
+        let _ = std::fs::remove_file(FORWARDING6_RECORD);
     }
 
     /// Traffic counters of a container's interfaces (`eth0`, ...), from the host ends of its
