@@ -447,3 +447,33 @@ pub async fn port(client: &Client, a: PortArgs) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn ipam_configs_pair_gateways_and_ranges_with_their_subnets() {
+        let c = ipam_configs(
+            &s(&["10.1.0.0/24", "fd00:1::/64"]),
+            &s(&["fd00:1::fe", "10.1.0.254"]),
+            &s(&["fd00:1::100/120"]),
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            json!([
+                {"Subnet": "10.1.0.0/24", "Gateway": "10.1.0.254"},
+                {"Subnet": "fd00:1::/64", "Gateway": "fd00:1::fe", "IPRange": "fd00:1::100/120"},
+            ])
+        );
+        assert_eq!(ipam_configs(&[], &[], &[]).unwrap(), json!([]));
+        assert!(ipam_configs(&[], &s(&["10.1.0.1"]), &[]).is_err());
+        assert!(ipam_configs(&s(&["10.1.0.0/24"]), &s(&["fd00:1::1"]), &[]).is_err());
+        assert!(ipam_configs(&s(&["fd00:1::/64"]), &s(&["fd00:1::1", "fd00:1::2"]), &[]).is_err());
+    }
+}
