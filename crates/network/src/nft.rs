@@ -336,10 +336,24 @@ fn foreign_chain(filter: &Value) -> Option<String> {
     }
 }
 
-/// The commands that make `ip filter`'s chain accept barge's bridges as Docker accepts its
-/// own (out of a bridge: anything; into it: replies and DNATed traffic), replacing barge's
-/// earlier rules (marked with the comment `barge:<table>`). Empty when nothing changes.
+/// [`foreign_commands_in`] for `ip filter`.
+#[cfg(test)]
 pub(crate) fn foreign_commands(filter: &Value, table: &str, bridges: &[String]) -> Vec<Value> {
+    foreign_commands_in("ip", filter, table, bridges)
+}
+
+/// The commands that make the `filter` table's chain of `family` accept barge's bridges as
+/// Docker accepts its own (out of a bridge: anything; into it: replies and DNATed traffic),
+/// replacing barge's earlier rules (marked with the comment `barge:<table>`). Empty when
+/// nothing changes. `family` is `ip`, or `ip6`: Docker's ip6tables (on by default since
+/// Docker 27) has the same `FORWARD` drop policy and `DOCKER-USER` chain, and with
+/// `br_netfilter` sees bridged IPv6 traffic too.
+pub(crate) fn foreign_commands_in(
+    family: &str,
+    filter: &Value,
+    table: &str,
+    bridges: &[String],
+) -> Vec<Value> {
     let marker = format!("barge:{table}");
     let mut cmds = Vec::new();
     let mut present: Vec<(String, String)> = Vec::new();
@@ -347,7 +361,7 @@ pub(crate) fn foreign_commands(filter: &Value, table: &str, bridges: &[String]) 
         let r = &o["rule"];
         if r["comment"].as_str() == Some(marker.as_str()) {
             cmds.push(
-                json!({"delete": {"rule": {"family": "ip", "table": "filter",
+                json!({"delete": {"rule": {"family": family, "table": "filter",
                 "chain": r["chain"], "handle": r["handle"]}}}),
             );
             present.push((
@@ -384,29 +398,32 @@ pub(crate) fn foreign_commands(filter: &Value, table: &str, bridges: &[String]) 
     }
     for expr in wanted {
         cmds.push(
-            json!({"insert": {"rule": {"family": "ip", "table": "filter",
+            json!({"insert": {"rule": {"family": family, "table": "filter",
             "chain": chain, "expr": expr, "comment": marker}}}),
         );
     }
     cmds
 }
 
-/// Keeps barge's accept rules in another firewall's `ip filter` table in line with `bridges`
-/// (see [`foreign_commands`]); no `ip filter` table: nothing to do.
+/// Keeps barge's accept rules in another firewall's `ip filter` and `ip6 filter` tables in
+/// line with `bridges` (see [`foreign_commands_in`]); a family without a `filter` table:
+/// nothing to do there.
 pub(crate) fn sync_foreign(table: &str, bridges: &[String]) -> Result<(), NetworkError> {
-    let Ok(out) = nftables::helper::get_current_ruleset_raw(
-        nftables::helper::DEFAULT_NFT,
-        ["list", "table", "ip", "filter"],
-    ) else {
-        return Ok(());
-    };
-    let filter: Value =
-        serde_json::from_str(&out).map_err(|e| NetworkError::Nft(format!("nft -j: {e}")))?;
-    let cmds = foreign_commands(&filter, table, bridges);
-    if cmds.is_empty() {
-        return Ok(());
+    for family in ["ip", "ip6"] {
+        let Ok(out) = nftables::helper::get_current_ruleset_raw(
+            nftables::helper::DEFAULT_NFT,
+            ["list", "table", family, "filter"],
+        ) else {
+            continue;
+        };
+        let filter: Value =
+            serde_json::from_str(&out).map_err(|e| NetworkError::Nft(format!("nft -j: {e}")))?;
+        let cmds = foreign_commands_in(family, &filter, table, bridges);
+        if !cmds.is_empty() {
+            run(&json!({ "nftables": cmds }))?;
+        }
     }
-    run(&json!({ "nftables": cmds }))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -552,6 +569,14 @@ mod tests {
         assert_eq!(del.len(), 3);
         assert!(del.iter().all(|c| c.get("delete").is_some()));
         assert!(foreign_commands(&t2, "barge-other", &[]).is_empty());
+    }
+
+    #[test]
+    fn ip6_filter_gets_its_own_accepts() {
+        let t = filter_table(&[("FORWARD", "drop"), ("DOCKER-USER", "")], json!([]));
+        let cmds = foreign_commands_in("ip6", &t, "barge", &["br-1".to_string()]);
+        assert_eq!(cmds.len(), 3);
+        assert!(cmds.iter().all(|c| c["insert"]["rule"]["family"] == "ip6"));
     }
 
     #[test]
