@@ -109,6 +109,9 @@ pub struct ConnectArgs {
     /// IPv4 address (e.g., "172.30.100.104")
     #[arg(long)]
     pub ip: Option<String>,
+    /// IPv6 address (e.g., "2001:db8::33")
+    #[arg(long)]
+    pub ip6: Option<String>,
     pub network: String,
     pub container: String,
 }
@@ -167,8 +170,15 @@ pub async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
             if !a.alias.is_empty() {
                 ep["Aliases"] = json!(a.alias);
             }
-            if let Some(ip) = a.ip {
-                ep["IPAMConfig"] = json!({ "IPv4Address": ip });
+            if a.ip.is_some() || a.ip6.is_some() {
+                let mut ipam = json!({});
+                if let Some(ip) = a.ip {
+                    ipam["IPv4Address"] = json!(ip);
+                }
+                if let Some(ip) = a.ip6 {
+                    ipam["IPv6Address"] = json!(ip);
+                }
+                ep["IPAMConfig"] = ipam;
             }
             let body = json!({"Container": a.container, "EndpointConfig": ep});
             client
@@ -195,25 +205,88 @@ pub async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
     }
 }
 
+/// docker's `consolidateIpam`: one `IPAM.Config` entry per `--subnet`; each `--gateway` and
+/// `--ip-range` goes to the subnet that contains it (one of each per subnet).
+fn ipam_configs(subnets: &[String], gateways: &[String], ranges: &[String]) -> Result<Value> {
+    use std::net::IpAddr;
+    fn cidr(s: &str) -> Result<(IpAddr, u8)> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("invalid CIDR address: {s}"))?;
+        let a: IpAddr = a
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid CIDR address: {s}"))?;
+        let max = if a.is_ipv4() { 32 } else { 128 };
+        let l: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| anyhow::anyhow!("invalid CIDR address: {s}"))?;
+        Ok((a, l))
+    }
+    fn contains((net, len): (IpAddr, u8), ip: IpAddr) -> bool {
+        match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        }
+    }
+    if subnets.is_empty() {
+        if !gateways.is_empty() || !ranges.is_empty() {
+            bail!("every ip-range or gateway must have a corresponding subnet");
+        }
+        return Ok(json!([]));
+    }
+    let mut configs = Vec::new();
+    let mut used_g = vec![false; gateways.len()];
+    let mut used_r = vec![false; ranges.len()];
+    for s in subnets {
+        let net = cidr(s)?;
+        let mut cfg = json!({ "Subnet": s });
+        for (i, r) in ranges.iter().enumerate() {
+            let (ra, _) = cidr(r)?;
+            if contains(net, ra) {
+                if cfg.get("IPRange").is_some() {
+                    bail!(
+                        "cannot configure multiple ranges ({r}, {}) on the same subnet ({s})",
+                        cfg["IPRange"].as_str().unwrap_or_default()
+                    );
+                }
+                cfg["IPRange"] = json!(r);
+                used_r[i] = true;
+            }
+        }
+        for (i, g) in gateways.iter().enumerate() {
+            let ga: IpAddr = g
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid gateway address: {g}"))?;
+            if contains(net, ga) {
+                if cfg.get("Gateway").is_some() {
+                    bail!(
+                        "cannot configure multiple gateways ({g}, {}) for the same subnet ({s})",
+                        cfg["Gateway"].as_str().unwrap_or_default()
+                    );
+                }
+                cfg["Gateway"] = json!(g);
+                used_g[i] = true;
+            }
+        }
+        configs.push(cfg);
+    }
+    if used_g.contains(&false) || used_r.contains(&false) {
+        bail!("no matching subnet for gateway or ip-range");
+    }
+    Ok(Value::Array(configs))
+}
+
 async fn create(client: &Client, a: CreateArgs) -> Result<i32> {
-    if a.subnet.len() > 1 || a.gateway.len() > 1 || a.ip_range.len() > 1 {
-        bail!("barge supports one subnet per network (--subnet, --gateway, --ip-range)");
-    }
-    let mut cfg = json!({});
-    if let Some(s) = a.subnet.first() {
-        cfg["Subnet"] = json!(s);
-    }
-    if let Some(g) = a.gateway.first() {
-        cfg["Gateway"] = json!(g);
-    }
-    if let Some(r) = a.ip_range.first() {
-        cfg["IPRange"] = json!(r);
-    }
-    let configs = if cfg.as_object().is_some_and(|o| o.is_empty()) {
-        json!([])
-    } else {
-        json!([cfg])
-    };
+    let configs = ipam_configs(&a.subnet, &a.gateway, &a.ip_range)?;
     let body = json!({
         "Name": a.name,
         "Driver": a.driver,
@@ -373,4 +446,34 @@ pub async fn port(client: &Client, a: PortArgs) -> Result<i32> {
         bail!("Error: No public port '{w}' published for {}", a.container);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn ipam_configs_pair_gateways_and_ranges_with_their_subnets() {
+        let c = ipam_configs(
+            &s(&["10.1.0.0/24", "fd00:1::/64"]),
+            &s(&["fd00:1::fe", "10.1.0.254"]),
+            &s(&["fd00:1::100/120"]),
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            json!([
+                {"Subnet": "10.1.0.0/24", "Gateway": "10.1.0.254"},
+                {"Subnet": "fd00:1::/64", "Gateway": "fd00:1::fe", "IPRange": "fd00:1::100/120"},
+            ])
+        );
+        assert_eq!(ipam_configs(&[], &[], &[]).unwrap(), json!([]));
+        assert!(ipam_configs(&[], &s(&["10.1.0.1"]), &[]).is_err());
+        assert!(ipam_configs(&s(&["10.1.0.0/24"]), &s(&["fd00:1::1"]), &[]).is_err());
+        assert!(ipam_configs(&s(&["fd00:1::/64"]), &s(&["fd00:1::1", "fd00:1::2"]), &[]).is_err());
+    }
 }

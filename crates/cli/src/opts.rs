@@ -52,6 +52,9 @@ pub struct ContainerOpts {
     /// IPv4 address (e.g., 172.30.100.104)
     #[arg(long, value_name = "string")]
     pub ip: Option<String>,
+    /// IPv6 address (e.g., 2001:db8::33)
+    #[arg(long, value_name = "string")]
+    pub ip6: Option<String>,
     /// Publish a container's port(s) to the host
     #[arg(short = 'p', long = "publish", value_name = "list")]
     pub publish: Vec<String>,
@@ -571,11 +574,15 @@ impl ContainerOpts {
                 }
             }
         }
-        if self.network.len() > 1 && self.ip.is_some() {
-            bail!("--ip can only be used with a single --network");
+        if self.network.len() > 1 && (self.ip.is_some() || self.ip6.is_some()) {
+            bail!("--ip and --ip6 can only be used with a single --network");
         }
         let mut endpoints = HashMap::new();
-        if !self.network_alias.is_empty() || self.ip.is_some() || self.network.len() > 1 {
+        if !self.network_alias.is_empty()
+            || self.ip.is_some()
+            || self.ip6.is_some()
+            || self.network.len() > 1
+        {
             let nets = if self.network.is_empty() {
                 vec!["default".to_string()]
             } else {
@@ -588,12 +595,13 @@ impl ContainerOpts {
                     EndpointSettings {
                         aliases: (first && !self.network_alias.is_empty())
                             .then(|| self.network_alias.clone()),
-                        ipam_config: self.ip.clone().filter(|_| first).map(|ip| {
-                            EndpointIpamConfig {
-                                ipv4_address: Some(ip),
+                        ipam_config: (first && (self.ip.is_some() || self.ip6.is_some())).then(
+                            || EndpointIpamConfig {
+                                ipv4_address: self.ip.clone(),
+                                ipv6_address: self.ip6.clone(),
                                 ..Default::default()
-                            }
-                        }),
+                            },
+                        ),
                         ..Default::default()
                     },
                 );

@@ -107,7 +107,12 @@ pub(crate) fn hosts_file(hostname: &str, sb: Option<&Sandbox>, extra_hosts: &[St
         }
     }
     match sb.and_then(|sb| sb.endpoints.first()) {
-        Some(ep) => s.push_str(&format!("{}\t{hostname}\n", ep.ip)),
+        Some(ep) => {
+            s.push_str(&format!("{}\t{hostname}\n", ep.ip));
+            if let Some((ip6, _)) = ep.ip6 {
+                s.push_str(&format!("{ip6}\t{hostname}\n"));
+            }
+        }
         None => s.push_str(&format!("127.0.0.1\t{hostname}\n")),
     }
     s

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+use hickory_proto::rr::{rdata::A, rdata::AAAA, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -28,7 +28,8 @@ const TTL: u32 = 600;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Table {
     pub sandboxes: HashMap<String, Vec<String>>,
-    pub names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    /// Per network: name → addresses (IPv4, and IPv6 on networks with IPv6).
+    pub names: HashMap<String, HashMap<String, Vec<IpAddr>>>,
     /// Where other names go (the daemon's `--dns`); empty: the host's resolv.conf.
     pub upstreams: Vec<SocketAddr>,
     /// A container's own resolvers (`--dns`), which win over `upstreams` for its queries.
@@ -37,7 +38,7 @@ pub(crate) struct Table {
 
 impl Table {
     /// Addresses of `name` (case-insensitive, trailing dot ignored) visible from container `cid`.
-    pub fn lookup(&self, cid: &str, name: &str) -> Vec<Ipv4Addr> {
+    pub fn lookup(&self, cid: &str, name: &str) -> Vec<IpAddr> {
         let key = name.trim_end_matches('.').to_ascii_lowercase();
         let mut out = Vec::new();
         for net in self.sandboxes.get(cid).into_iter().flatten() {
@@ -94,10 +95,15 @@ pub(crate) fn answer(table: &Table, cid: &str, query: &[u8]) -> Answer {
         return Answer::Reply(resp.to_vec().unwrap_or_default());
     }
     resp.metadata.authoritative = true;
-    if matches!(q.query_type(), RecordType::A | RecordType::ANY) {
-        for ip in ips {
-            resp.add_answer(Record::from_rdata(q.name().clone(), TTL, RData::A(A(ip))));
-        }
+    // A for IPv4, AAAA for IPv6 addresses; a name without an address of the asked family
+    // gets NOERROR with no answers, as dockerd's resolver.
+    for ip in ips {
+        let data = match (q.query_type(), ip) {
+            (RecordType::A | RecordType::ANY, IpAddr::V4(a)) => RData::A(A(a)),
+            (RecordType::AAAA | RecordType::ANY, IpAddr::V6(a)) => RData::AAAA(AAAA(a)),
+            _ => continue,
+        };
+        resp.add_answer(Record::from_rdata(q.name().clone(), TTL, data));
     }
     Answer::Reply(resp.to_vec().unwrap_or_default())
 }
@@ -297,7 +303,10 @@ mod tests {
         t.sandboxes.insert("c2".into(), vec!["n2".into()]);
         t.names.insert(
             "n1".into(),
-            HashMap::from([("api".to_string(), vec![Ipv4Addr::new(10, 0, 0, 2)])]),
+            HashMap::from([(
+                "api".to_string(),
+                vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))],
+            )]),
         );
         t
     }
@@ -326,6 +335,30 @@ mod tests {
         let r = Message::from_vec(&r).unwrap();
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
         assert!(r.answers.is_empty());
+        // A name with an IPv6 address too: AAAA answers it, A gives only the IPv4 one.
+        let mut t6 = table();
+        t6.names.get_mut("n1").unwrap().insert(
+            "v6".into(),
+            vec![
+                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3)),
+                "fd00:1234::3".parse().unwrap(),
+            ],
+        );
+        let Answer::Reply(r) = answer(&t6, "c1", &query("v6", RecordType::AAAA)) else {
+            panic!("expected a reply");
+        };
+        let r = Message::from_vec(&r).unwrap();
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(
+            r.answers[0].data,
+            RData::AAAA(AAAA("fd00:1234::3".parse().unwrap()))
+        );
+        let Answer::Reply(r) = answer(&t6, "c1", &query("v6", RecordType::A)) else {
+            panic!("expected a reply");
+        };
+        let r = Message::from_vec(&r).unwrap();
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(r.answers[0].data, RData::A(A(Ipv4Addr::new(10, 0, 0, 3))));
         // Dotted unknown names go upstream.
         assert_eq!(
             answer(&t, "c1", &query("example.com.", RecordType::A)),

@@ -1,13 +1,14 @@
-//! IPv4 address management: choosing subnets that collide with nothing on the host, and
-//! handing out addresses inside them. Pure functions (plus a `/proc/net/route` reader).
+//! IPv4 and IPv6 address management: choosing subnets that collide with nothing on the host,
+//! and handing out addresses inside them. Pure functions (plus `/proc/net/route` and
+//! `/proc/net/ipv6_route` readers).
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::error::NetworkError;
-use crate::types::Ipam;
+use crate::types::{Ipam, Ipam6};
 
 /// Subnets routed on the host (from `/proc/net/route`, little-endian hex), excluding default
 /// routes. Used so a new network never shadows an existing one (docker's and podman's
@@ -163,6 +164,161 @@ pub fn allocate(
         .ok_or_else(|| NetworkError::Exhausted(range.to_string()))
 }
 
+/// IPv6 subnets routed on the host (from `/proc/net/ipv6_route`), excluding default routes,
+/// host routes (/128) and link-local/multicast ones. Each entry is `(interface, subnet)`.
+pub fn host_routes6() -> Vec<(String, Ipv6Net)> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/ipv6_route") else {
+        return Vec::new();
+    };
+    parse_proc_route6(&text)
+}
+
+pub(crate) fn parse_proc_route6(text: &str) -> Vec<(String, Ipv6Net)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 {
+            continue;
+        }
+        let (Ok(dst), Ok(len)) = (u128::from_str_radix(f[0], 16), u8::from_str_radix(f[1], 16))
+        else {
+            continue;
+        };
+        let dst = Ipv6Addr::from(dst);
+        if len == 0 || len == 128 || dst.is_multicast() || (dst.segments()[0] & 0xffc0) == 0xfe80 {
+            continue;
+        }
+        if let Ok(net) = Ipv6Net::new(dst, len) {
+            out.push((f[9].to_string(), net.trunc()));
+        }
+    }
+    out
+}
+
+/// Whether two IPv6 subnets share any address.
+pub fn overlaps6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Parses an IPv6 `addr/n` (host bits must be zero, as Docker requires; at most /126).
+pub fn parse_subnet6(field: &str, s: &str) -> Result<Ipv6Net, NetworkError> {
+    let net: Ipv6Net = s
+        .parse()
+        .map_err(|_| NetworkError::invalid(field, format!("invalid CIDR address: {s}")))?;
+    if net.trunc() != net {
+        return Err(NetworkError::invalid(
+            field,
+            format!("invalid subnet {s}: it should be {}", net.trunc()),
+        ));
+    }
+    if net.prefix_len() > 126 {
+        return Err(NetworkError::invalid(
+            field,
+            format!("subnet {s} is too small"),
+        ));
+    }
+    Ok(net)
+}
+
+/// The daemon's IPv6 pool as dockerd ≥ 27 makes it when `default-address-pools` has no IPv6
+/// entry (`DeriveULABaseNetwork`): a ULA /48 whose 40-bit Global ID is the low 40 bits of the
+/// first 8 bytes (big-endian) of SHA-256 of `host_id`, split into /64s.
+pub fn ula_pool(host_id: &str) -> Ipv6Net {
+    use sha2::Digest;
+    let sha = sha2::Sha256::digest(host_id.as_bytes());
+    let first = u64::from_be_bytes(sha[..8].try_into().expect("8 bytes"));
+    let gid = (first & ((1u64 << 40) - 1)) as u128;
+    let base = u128::from(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0)) + (gid << 80);
+    Ipv6Net::new(Ipv6Addr::from(base), 48).expect("valid prefix")
+}
+
+/// The first `/prefix` subnet of `pool` that overlaps none of `taken`.
+pub fn pick_subnet6(pool: Ipv6Net, prefix: u8, taken: &[Ipv6Net]) -> Option<Ipv6Net> {
+    pool.subnets(prefix)
+        .ok()?
+        .find(|s| !taken.iter().any(|t| overlaps6(s, t)))
+}
+
+/// Builds the IPv6 IPAM of a network from user input: `subnet` (required here), optional
+/// `gateway` (default: the subnet's first address) and `ip_range` (inside the subnet).
+pub fn build6(
+    subnet: Ipv6Net,
+    gateway: Option<&str>,
+    ip_range: Option<&str>,
+    user_subnet: bool,
+) -> Result<Ipam6, NetworkError> {
+    let gateway = match gateway {
+        Some(g) => {
+            let g: Ipv6Addr = g
+                .parse()
+                .map_err(|_| NetworkError::invalid("gateway", format!("invalid address {g}")))?;
+            if !subnet.contains(&g) || g == subnet.network() {
+                return Err(NetworkError::invalid(
+                    "gateway",
+                    format!("no matching subnet for gateway {g}"),
+                ));
+            }
+            g
+        }
+        None => first_host6(&subnet),
+    };
+    let ip_range = match ip_range {
+        Some(r) => {
+            let r = parse_subnet6("ip-range", r)?;
+            if !subnet.contains(&r) {
+                return Err(NetworkError::invalid(
+                    "ip-range",
+                    format!("ip-range {r} is not within subnet {subnet}"),
+                ));
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    Ok(Ipam6 {
+        subnet,
+        gateway,
+        ip_range,
+        user_subnet,
+    })
+}
+
+pub(crate) fn first_host6(net: &Ipv6Net) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(net.network()) + 1)
+}
+
+/// Allocates an IPv6 address of `ipam`: `want` if given (must be in the subnet and free),
+/// else the lowest free address of the range, as dockerd's IPAM hands them out (`::2`,
+/// `::3`, ...). The subnet-router anycast address (`::`) and the gateway are never handed out.
+pub fn allocate6(
+    ipam: &Ipam6,
+    used: &HashSet<Ipv6Addr>,
+    want: Option<Ipv6Addr>,
+) -> Result<Ipv6Addr, NetworkError> {
+    let reserved = |ip: Ipv6Addr| ip == ipam.subnet.network() || ip == ipam.gateway;
+    if let Some(ip) = want {
+        if !ipam.subnet.contains(&ip) || reserved(ip) {
+            return Err(NetworkError::invalid(
+                "ip6",
+                format!("address {ip} is not usable in subnet {}", ipam.subnet),
+            ));
+        }
+        if used.contains(&ip) {
+            return Err(NetworkError::Conflict(format!(
+                "Address already in use: {ip}"
+            )));
+        }
+        return Ok(ip);
+    }
+    let range = ipam.ip_range.unwrap_or(ipam.subnet);
+    let (lo, hi) = (u128::from(range.network()), u128::from(range.broadcast()));
+    // Bounded by the number of used addresses: at most used.len() + 2 candidates are skipped.
+    (lo..=hi)
+        .map(Ipv6Addr::from)
+        .find(|ip| !reserved(*ip) && !used.contains(ip))
+        .ok_or_else(|| NetworkError::Exhausted(range.to_string()))
+}
+
 /// Docker's MAC address for an IPv4 address: `02:42` followed by the address bytes.
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
@@ -245,6 +401,59 @@ docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
         ));
         assert!(allocate(&ipam, &HashSet::new(), Some("10.5.0.7".parse().unwrap())).is_err());
         assert!(allocate(&ipam, &HashSet::new(), Some("10.6.0.2".parse().unwrap())).is_err());
+    }
+
+    #[test]
+    fn ipv6_allocation_and_pool() {
+        let ipam = build6("fd00:1234::/64".parse().unwrap(), None, None, true).unwrap();
+        assert_eq!(ipam.gateway.to_string(), "fd00:1234::1");
+        let mut used = HashSet::new();
+        let a = allocate6(&ipam, &used, None).unwrap();
+        assert_eq!(a.to_string(), "fd00:1234::2");
+        used.insert(a);
+        assert_eq!(
+            allocate6(&ipam, &used, None).unwrap().to_string(),
+            "fd00:1234::3"
+        );
+        let want: Ipv6Addr = "fd00:1234::99".parse().unwrap();
+        assert_eq!(allocate6(&ipam, &used, Some(want)).unwrap(), want);
+        assert!(matches!(
+            allocate6(&ipam, &used, Some(a)),
+            Err(NetworkError::Conflict(_))
+        ));
+        assert!(allocate6(&ipam, &used, Some("fd00:1235::2".parse().unwrap())).is_err());
+        assert!(allocate6(&ipam, &used, Some(ipam.gateway)).is_err());
+        let e = build6(
+            "fd00:1234::/64".parse().unwrap(),
+            Some("fd00:9::1"),
+            None,
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("gateway"), "{e}");
+        assert!(parse_subnet6("subnet", "fd00:1234::1/64").is_err());
+        // A /48 in fd00::/8, stable for a host ID, split into /64s.
+        let pool = ula_pool("host-a");
+        assert_eq!(pool.prefix_len(), 48);
+        assert_eq!(pool.network().segments()[0] & 0xff00, 0xfd00);
+        assert_eq!(pool, ula_pool("host-a"));
+        assert_ne!(pool, ula_pool("host-b"));
+        let first = pick_subnet6(pool, 64, &[]).unwrap();
+        let second = pick_subnet6(pool, 64, &[first]).unwrap();
+        assert_eq!(first.network(), pool.network());
+        assert_ne!(first, second);
+        assert_eq!(second.prefix_len(), 64);
+    }
+
+    #[test]
+    fn proc_ipv6_route() {
+        let text = "fd001234000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     br-1\n\
+fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0\n\
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n";
+        let r = parse_proc_route6(text);
+        let nets: Vec<String> = r.iter().map(|(i, n)| format!("{i} {n}")).collect();
+        assert_eq!(nets, ["br-1 fd00:1234::/64"]);
     }
 
     #[test]

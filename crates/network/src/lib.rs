@@ -30,11 +30,13 @@ mod nft;
 mod types;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use dns::DNS_ADDR;
 pub use error::{ErrorKind, NetworkError};
@@ -55,6 +57,9 @@ pub struct NetworkConfig {
     pub bip: Option<Ipv4Net>,
     /// Where user-defined networks without `--subnet` get a /24 (default `10.120.0.0/14`).
     pub pool: Ipv4Net,
+    /// Where IPv6 networks without an IPv6 `--subnet` get a /64; `None` (default): a ULA /48
+    /// derived from this daemon's ID (`<data-root>/network/engine-id`), as dockerd ≥ 27 does.
+    pub pool6: Option<Ipv6Net>,
     /// barge's nftables table (family `ip`).
     pub table: String,
     /// Resolvers the embedded DNS server forwards other names to (Docker's daemon `--dns`);
@@ -83,6 +88,7 @@ impl NetworkConfig {
             bridge,
             bip: None,
             pool: "10.120.0.0/14".parse().expect("valid pool"),
+            pool6: None,
             table,
             dns: Vec::new(),
         }
@@ -130,8 +136,58 @@ fn attach_endpoint(netns: &Path, bridge: &str, ep: &Endpoint) -> Result<(), Netw
             ip: ep.ip,
             prefix: ep.prefix_len,
             gateway: ep.gateway,
+            ip6: ep.ip6,
+            gateway6: ep.gateway6.filter(|_| ep.default6),
         },
     )
+}
+
+/// The host's IPv6 forwarding switch.
+const FORWARDING6: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+/// The value of [`FORWARDING6`] before barge turned it on (see
+/// [`Networks::enable_forwarding6`]); host-wide, on a tmpfs as the sysctl itself.
+const FORWARDING6_RECORD: &str = "/run/barge-ipv6-forwarding";
+/// Prefix of the abstract socket names by which daemons claim IPv6 forwarding.
+const FORWARDING6_CLAIM: &str = "barge-ipv6-forwarding:";
+
+/// Serialises the host-wide IPv6 forwarding bookkeeping between daemons: an exclusive
+/// `flock` on `/run/barge-ipv6-forwarding.lock`, released when the file is dropped.
+fn forwarding6_lock() -> Result<File, NetworkError> {
+    let path = "/run/barge-ipv6-forwarding.lock";
+    let f = File::create(path).map_err(|e| NetworkError::io(format!("open {path}"), e))?;
+    // SAFETY: flock on a file descriptor this function owns and keeps open; no memory is
+    // shared with the kernel.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    if r != 0 {
+        return Err(NetworkError::io(
+            format!("lock {path}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(f)
+}
+
+/// The addresses of an endpoint: IPv4, then IPv6 if it has one.
+fn endpoint_ips(ep: &Endpoint) -> Vec<IpAddr> {
+    let mut v = vec![IpAddr::V4(ep.ip)];
+    if let Some((ip6, _)) = ep.ip6 {
+        v.push(IpAddr::V6(ip6));
+    }
+    v
+}
+
+/// This daemon's stable ID (`<net_dir>/engine-id`, 32 random hex chars made on first use),
+/// the seed of its IPv6 ULA pool as dockerd's engine ID is of its own.
+fn engine_id(net_dir: &Path) -> Result<String, NetworkError> {
+    let path = net_dir.join("engine-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let id = random_hex(16);
+    write_atomic(&path, id.as_bytes())?;
+    Ok(id)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -164,12 +220,17 @@ struct Inner {
     applied: Option<(Vec<nft::RuleNet>, Vec<nft::RulePort>)>,
     /// Addresses (network ID, IP) of released sandboxes whose links are still being deleted
     /// ([`Networks::release`]): not handed out again until they are gone.
-    releasing: Vec<(String, Ipv4Addr)>,
+    releasing: Vec<(String, IpAddr)>,
+    /// This daemon's claim on IPv6 forwarding, while a non-internal IPv6 network is up
+    /// ([`Networks::enable_forwarding6`]).
+    forwarding6: Option<std::os::unix::net::UnixListener>,
 }
 
 /// Networks and container sandboxes. Cheap to share (`Arc`); every method is blocking.
 pub struct Networks {
     cfg: NetworkConfig,
+    /// IPv6 networks without a subnet of their own get a /64 of this.
+    pool6: Ipv6Net,
     inner: Arc<Mutex<Inner>>,
     dns: dns::Dns,
     /// Link deletions started by [`Networks::release`]; [`Networks::settle`] waits for them.
@@ -234,7 +295,12 @@ impl Networks {
                 }
             }
         }
+        let pool6 = match cfg.pool6 {
+            Some(p) => p,
+            None => ipam::ula_pool(&engine_id(&net_dir)?),
+        };
         let this = Networks {
+            pool6,
             cfg,
             inner: Arc::new(Mutex::new(inner)),
             dns: dns::Dns::start(),
@@ -305,6 +371,7 @@ impl Networks {
                 internal: false,
                 attachable: false,
                 ipam,
+                ipam6: None,
                 options,
                 labels: BTreeMap::new(),
                 bridge: if name == "bridge" {
@@ -428,6 +495,26 @@ impl Networks {
             .map(|s| ipam::parse_subnet("subnet", s))
             .transpose()?;
         let user_ipam = ipam::build(subnet, req.gateway.as_deref(), req.ip_range.as_deref())?;
+        let subnet6 = req
+            .subnet6
+            .as_deref()
+            .map(|s| ipam::parse_subnet6("subnet", s))
+            .transpose()?;
+        if !req.enable_ipv6 && subnet6.is_some() {
+            return Err(NetworkError::invalid(
+                "subnet",
+                "an IPv6 subnet was given but IPv6 is not enabled (EnableIPv6, --ipv6)",
+            ));
+        }
+        if subnet6.is_none() && (req.gateway6.is_some() || req.ip_range6.is_some()) {
+            return Err(NetworkError::invalid(
+                "gateway",
+                "an IPv6 --gateway or --ip-range needs an IPv6 --subnet",
+            ));
+        }
+        let user_ipam6 = subnet6
+            .map(|s| ipam::build6(s, req.gateway6.as_deref(), req.ip_range6.as_deref(), true))
+            .transpose()?;
         let id = random_hex(32);
         let bridge = match req.options.get(BRIDGE_NAME_OPTION) {
             Some(b) => {
@@ -486,6 +573,37 @@ impl Networks {
                     }
                 }
             };
+            let ipam6 = if req.enable_ipv6 {
+                let ours6: Vec<Ipv6Net> = inner
+                    .networks
+                    .values()
+                    .filter_map(|n| n.ipam6.as_ref().map(|i| i.subnet))
+                    .collect();
+                Some(match user_ipam6 {
+                    Some(i) => {
+                        if let Some(o) = ours6.iter().find(|o| ipam::overlaps6(o, &i.subnet)) {
+                            return Err(NetworkError::Conflict(format!(
+                                "invalid pool request: Pool overlaps with other one on this address space ({o})"
+                            )));
+                        }
+                        i
+                    }
+                    None => {
+                        let mut taken = ours6;
+                        taken.extend(ipam::host_routes6().into_iter().map(|(_, n)| n));
+                        let subnet =
+                            ipam::pick_subnet6(self.pool6, 64, &taken).ok_or_else(|| {
+                                NetworkError::Exhausted(format!(
+                                    "address pool {} (all subnets in use)",
+                                    self.pool6
+                                ))
+                            })?;
+                        ipam::build6(subnet, None, None, false)?
+                    }
+                })
+            } else {
+                None
+            };
             let net = Network {
                 id: id.clone(),
                 name: req.name.clone(),
@@ -494,6 +612,7 @@ impl Networks {
                 internal: req.internal,
                 attachable: req.attachable,
                 ipam: Some(ipam),
+                ipam6,
                 options: req.options.clone(),
                 labels: req.labels.clone(),
                 bridge,
@@ -526,7 +645,14 @@ impl Networks {
         if self.lock().ensured.contains(&net.bridge) && link::link_exists(&net.bridge) {
             return Ok(());
         }
-        link::ensure_bridge(&net.bridge, ipam.gateway, ipam.subnet.prefix_len())?;
+        let v6 = net
+            .ipam6
+            .as_ref()
+            .map(|i| (i.gateway, i.subnet.prefix_len()));
+        link::ensure_bridge(&net.bridge, ipam.gateway, ipam.subnet.prefix_len(), v6)?;
+        if v6.is_some() && !net.internal {
+            self.enable_forwarding6();
+        }
         self.lock().ensured.insert(net.bridge.clone());
         self.sync_rules(false)
     }
@@ -610,13 +736,14 @@ impl Networks {
         })
     }
 
-    fn used_ips(inner: &Inner, network_id: &str) -> HashSet<Ipv4Addr> {
+    /// Addresses (both families) of network `network_id` that belong to a sandbox.
+    fn used_ips(inner: &Inner, network_id: &str) -> HashSet<IpAddr> {
         inner
             .sandboxes
             .values()
             .flat_map(|s| s.endpoints.iter())
             .filter(|e| e.network_id == network_id)
-            .map(|e| e.ip)
+            .flat_map(endpoint_ips)
             .chain(
                 inner
                     .releasing
@@ -633,7 +760,7 @@ impl Networks {
         name: &str,
         req: &EndpointRequest,
         index: usize,
-        extra_used: &HashSet<Ipv4Addr>,
+        extra_used: &HashSet<IpAddr>,
     ) -> Result<(Network, Endpoint), NetworkError> {
         let net = Self::find(inner, &req.network)?.clone();
         let Some(ipam) = &net.ipam else {
@@ -653,7 +780,36 @@ impl Networks {
         }
         let mut used = Self::used_ips(inner, &net.id);
         used.extend(extra_used.iter().copied());
-        let ip = ipam::allocate(ipam, &used, req.ipv4_address)?;
+        let used4: HashSet<Ipv4Addr> = used
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let ip = ipam::allocate(ipam, &used4, req.ipv4_address)?;
+        let ip6 = match (&net.ipam6, req.ipv6_address) {
+            (Some(i6), want) => {
+                let used6: HashSet<Ipv6Addr> = used
+                    .iter()
+                    .filter_map(|ip| match ip {
+                        IpAddr::V6(a) => Some(*a),
+                        IpAddr::V4(_) => None,
+                    })
+                    .collect();
+                Some((ipam::allocate6(i6, &used6, want)?, i6.subnet.prefix_len()))
+            }
+            (None, Some(want)) => {
+                return Err(NetworkError::invalid(
+                    "ip6",
+                    format!(
+                        "cannot use IPv6 address {want}: network {} has no IPv6 (create it with --ipv6)",
+                        net.name
+                    ),
+                ))
+            }
+            (None, None) => None,
+        };
         let mut dns_names = vec![
             name.to_ascii_lowercase(),
             cid[..12.min(cid.len())].to_string(),
@@ -674,6 +830,9 @@ impl Networks {
                 ip,
                 prefix_len: ipam.subnet.prefix_len(),
                 gateway: (!net.internal).then_some(ipam.gateway),
+                ip6,
+                gateway6: net.ipam6.as_ref().map(|i| i.gateway),
+                default6: ip6.is_some() && !net.internal,
                 mac: req
                     .mac_address
                     .as_deref()
@@ -829,7 +988,7 @@ impl Networks {
             let mut endpoints: Vec<Endpoint> = Vec::new();
             let mut nets = Vec::new();
             for (i, r) in req.networks.iter().enumerate() {
-                let used: HashSet<Ipv4Addr> = endpoints.iter().map(|e| e.ip).collect();
+                let used: HashSet<IpAddr> = endpoints.iter().flat_map(endpoint_ips).collect();
                 let (net, mut ep) = Self::plan_endpoint(&inner, cid, &req.name, r, i, &used)?;
                 if endpoints.iter().any(|e| e.network_id == net.id) {
                     return Err(NetworkError::invalid(
@@ -840,6 +999,9 @@ impl Networks {
                 if endpoints.iter().any(|e| e.gateway.is_some()) {
                     // Only one default route.
                     ep.gateway = None;
+                }
+                if endpoints.iter().any(|e| e.default6) {
+                    ep.default6 = false;
                 }
                 endpoints.push(ep);
                 nets.push(net);
@@ -954,7 +1116,9 @@ impl Networks {
             let sb = inner.sandboxes.remove(container_id);
             if let Some(sb) = &sb {
                 for ep in &sb.endpoints {
-                    inner.releasing.push((ep.network_id.clone(), ep.ip));
+                    for ip in endpoint_ips(ep) {
+                        inner.releasing.push((ep.network_id.clone(), ip));
+                    }
                 }
             }
             sb
@@ -987,7 +1151,7 @@ impl Networks {
                 inner.releasing.retain(|(n, ip)| {
                     !sb.endpoints
                         .iter()
-                        .any(|ep| &ep.network_id == n && ep.ip == *ip)
+                        .any(|ep| &ep.network_id == n && endpoint_ips(ep).contains(ip))
                 });
             });
         match job {
@@ -1036,6 +1200,9 @@ impl Networks {
                 Self::plan_endpoint(&inner, container_id, name, req, idx, &HashSet::new())?;
             if sb.endpoints.iter().any(|e| e.gateway.is_some()) {
                 ep.gateway = None;
+            }
+            if sb.endpoints.iter().any(|e| e.default6) {
+                ep.default6 = false;
             }
             let mut sb2 = sb.clone();
             sb2.endpoints.push(ep.clone());
@@ -1128,8 +1295,10 @@ impl Networks {
                 let names = t.names.entry(n.id.clone()).or_default();
                 for name in &ep.dns_names {
                     let v = names.entry(name.clone()).or_default();
-                    if !v.contains(&ep.ip) {
-                        v.push(ep.ip);
+                    for ip in endpoint_ips(ep) {
+                        if !v.contains(&ip) {
+                            v.push(ip);
+                        }
                     }
                 }
             }
@@ -1159,6 +1328,7 @@ impl Networks {
                 n.ipam.as_ref().map(|i| nft::RuleNet {
                     bridge: n.bridge.clone(),
                     subnet: i.subnet,
+                    subnet6: n.ipam6.as_ref().map(|i6| i6.subnet),
                     internal: n.internal,
                 })
             })
@@ -1174,6 +1344,12 @@ impl Networks {
                     host_ip: p.host_ip,
                     host_port: p.host_port,
                     container_ip: ep.ip,
+                    // Ports published on every address also answer on the host's IPv6
+                    // addresses when the container has one (not on ::1: see nft.rs).
+                    container_ip6: ep
+                        .ip6
+                        .map(|(ip, _)| ip)
+                        .filter(|_| p.host_ip.is_unspecified()),
                     container_port: p.container_port,
                 });
             }
@@ -1299,9 +1475,88 @@ impl Networks {
         }
         let _ = nft::delete(&self.cfg.table);
         let _ = nft::sync_foreign(&self.cfg.table, &[]);
+        self.restore_forwarding6();
         let mut inner = self.lock();
         inner.ensured.clear();
         inner.applied = None;
+    }
+
+    /// Turns on `net.ipv6.conf.all.forwarding` for a non-internal IPv6 network (its
+    /// containers' traffic to other hosts, and the replies, are routed by the host; dockerd
+    /// does the same; no per-interface switch covers the replies). The change is host-wide,
+    /// and so is its bookkeeping, so that several daemons (each with its own `--exec-root`)
+    /// share it: the value found is recorded in [`FORWARDING6_RECORD`] (tmpfs, like the
+    /// sysctl) and each daemon relying on it holds a claim, an abstract socket named
+    /// [`FORWARDING6_CLAIM`]`<table>` (gone with its process however it ends). The last daemon
+    /// to let go restores the recorded value ([`Networks::restore_forwarding6`]). A value
+    /// found on without a record is the administrator's: barge neither claims nor restores it.
+    /// Internal networks never need it.
+    fn enable_forwarding6(&self) {
+        let mut inner = self.lock();
+        if inner.forwarding6.is_some() {
+            return;
+        }
+        let _guard = match forwarding6_lock() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!("ipv6 forwarding not enabled: {e}");
+                return;
+            }
+        };
+        let record = Path::new(FORWARDING6_RECORD);
+        let was = std::fs::read_to_string(FORWARDING6).unwrap_or_default();
+        if was.trim() == "0" {
+            if !record.exists() {
+                if let Err(e) = write_atomic(record, b"0\n") {
+                    tracing::warn!("ipv6 forwarding not enabled: {e}");
+                    return;
+                }
+            }
+            if let Err(e) = std::fs::write(FORWARDING6, "1") {
+                tracing::warn!("cannot set {FORWARDING6}=1: {e}");
+                return;
+            }
+        } else if !record.exists() {
+            return;
+        }
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("{FORWARDING6_CLAIM}{}", self.cfg.table);
+        let claim = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .and_then(|a| std::os::unix::net::UnixListener::bind_addr(&a));
+        match claim {
+            Ok(l) => inner.forwarding6 = Some(l),
+            Err(e) => tracing::warn!("ipv6 forwarding claim {name}: {e}"),
+        }
+    }
+
+    /// Lets go of this daemon's claim on IPv6 forwarding (see
+    /// [`Networks::enable_forwarding6`]) and, when no other daemon holds one and a recorded
+    /// value exists (also one left by a daemon that crashed), restores it.
+    fn restore_forwarding6(&self) {
+        let mut inner = self.lock();
+        inner.forwarding6 = None;
+        let _guard = match forwarding6_lock() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!("ipv6 forwarding not restored: {e}");
+                return;
+            }
+        };
+        let Ok(was) = std::fs::read_to_string(FORWARDING6_RECORD) else {
+            return;
+        };
+        let claims = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+        if claims
+            .lines()
+            .any(|l| l.contains(&format!(" @{FORWARDING6_CLAIM}")))
+        {
+            return;
+        }
+        if let Err(e) = std::fs::write(FORWARDING6, was.trim()) {
+            tracing::warn!("cannot restore {FORWARDING6}: {e}");
+            return;
+        }
+        let _ = std::fs::remove_file(FORWARDING6_RECORD);
     }
 
     /// Traffic counters of a container's interfaces (`eth0`, ...), from the host ends of its

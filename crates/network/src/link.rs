@@ -8,7 +8,7 @@
 //! daemon's blocking pool).
 
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -76,15 +76,39 @@ async fn must_index(h: &Handle, name: &str) -> Result<u32, NetworkError> {
         .ok_or_else(|| NetworkError::netlink(format!("get link {name}"), "no such device"))
 }
 
+/// Adds `ip/prefix` to link `idx`; an address that is already there is fine. IPv6 addresses
+/// get `IFA_F_NODAD` (as dockerd's): usable at once, not after a second of duplicate address
+/// detection on a link whose subnet barge alone hands out.
+async fn add_address(h: &Handle, idx: u32, ip: IpAddr, prefix: u8) -> Result<(), NetworkError> {
+    let mut req = h.address().add(idx, ip, prefix);
+    if ip.is_ipv6() {
+        use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    match req.execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+        Err(e) => Err(NetworkError::netlink(format!("add {ip}/{prefix}"), e)),
+    }
+}
+
 fn sysctl(path: &str, value: &str) {
     if let Err(e) = std::fs::write(path, value) {
         tracing::warn!("cannot set {path}={value}: {e}");
     }
 }
 
-/// Creates bridge `name` with `gateway/prefix` and brings it up (idempotent). Also turns on
-/// IPv4 forwarding and `route_localnet` on the bridge, which published ports on 127.0.0.1 need.
-pub(crate) fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), NetworkError> {
+/// Creates bridge `name` with `gateway/prefix` (and the IPv6 gateway `v6`, if any) and brings
+/// it up (idempotent). Also turns on IPv4 forwarding and `route_localnet` on the bridge, which
+/// published ports on 127.0.0.1 need.
+pub(crate) fn ensure_bridge(
+    name: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+    v6: Option<(Ipv6Addr, u8)>,
+) -> Result<(), NetworkError> {
     in_thread(|| {
         let rt = runtime()?;
         with_netlink(&rt, |h| async move {
@@ -101,15 +125,9 @@ pub(crate) fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result
                     must_index(&h, name).await?
                 }
             };
-            match h.address().add(idx, gateway.into(), prefix).execute().await {
-                Ok(()) => {}
-                Err(e) if is_errno(&e, libc::EEXIST) => {}
-                Err(e) => {
-                    return Err(NetworkError::netlink(
-                        format!("add {gateway}/{prefix} to {name}"),
-                        e,
-                    ))
-                }
+            add_address(&h, idx, gateway.into(), prefix).await?;
+            if let Some((gw6, prefix6)) = v6 {
+                add_address(&h, idx, gw6.into(), prefix6).await?;
             }
             h.link()
                 .set(LinkUnspec::new_with_index(idx).up().build())
@@ -204,6 +222,10 @@ pub(crate) struct Veth<'a> {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 address and prefix length, on networks with IPv6.
+    pub ip6: Option<(Ipv6Addr, u8)>,
+    /// IPv6 default route via this gateway.
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// Creates the veth pair, plugs the host end into the bridge, moves the other end into the
@@ -251,11 +273,10 @@ pub(crate) fn attach_veth(netns: &Path, v: &Veth<'_>) -> Result<(), NetworkError
                 .execute()
                 .await
                 .map_err(|e| NetworkError::netlink(format!("rename to {}", v.ifname), e))?;
-            h.address()
-                .add(idx, v.ip.into(), v.prefix)
-                .execute()
-                .await
-                .map_err(|e| NetworkError::netlink(format!("add {}/{}", v.ip, v.prefix), e))?;
+            add_address(&h, idx, v.ip.into(), v.prefix).await?;
+            if let Some((ip6, prefix6)) = v.ip6 {
+                add_address(&h, idx, ip6.into(), prefix6).await?;
+            }
             h.link()
                 .set(LinkUnspec::new_with_index(idx).up().build())
                 .execute()
@@ -265,6 +286,18 @@ pub(crate) fn attach_veth(netns: &Path, v: &Veth<'_>) -> Result<(), NetworkError
                 h.route()
                     .add(
                         RouteMessageBuilder::<Ipv4Addr>::new()
+                            .gateway(gw)
+                            .output_interface(idx)
+                            .build(),
+                    )
+                    .execute()
+                    .await
+                    .map_err(|e| NetworkError::netlink(format!("default route via {gw}"), e))?;
+            }
+            if let Some(gw) = v.gateway6 {
+                h.route()
+                    .add(
+                        RouteMessageBuilder::<Ipv6Addr>::new()
                             .gateway(gw)
                             .output_interface(idx)
                             .build(),

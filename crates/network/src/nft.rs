@@ -13,10 +13,17 @@
 //!   come back through the host).
 //! - `forward` (filter): DNATed (published) traffic is accepted; otherwise traffic between
 //!   two different barge networks is dropped, and internal networks reach nothing outside.
+//!
+//! Networks with IPv6 get the same isolation and outbound masquerade for their IPv6 subnets in
+//! a second table of the same name in family `ip6`, made and removed in the same transaction
+//! as the `ip` one. A port published on every address (`-p 8080:80`) of a container with an
+//! IPv6 address is DNATed there too, from the host's IPv6 addresses — but not from `::1`:
+//! IPv6 has no `route_localnet`, so loopback traffic cannot be DNATed out of `lo` (dockerd
+//! serves `[::1]` with its userland proxy, which barge does not have).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{json, Value};
 
 use crate::error::NetworkError;
@@ -26,6 +33,8 @@ use crate::error::NetworkError;
 pub(crate) struct RuleNet {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    /// The network's IPv6 subnet, if it has IPv6.
+    pub subnet6: Option<Ipv6Net>,
     pub internal: bool,
 }
 
@@ -36,6 +45,8 @@ pub(crate) struct RulePort {
     pub host_ip: Ipv4Addr,
     pub host_port: u16,
     pub container_ip: Ipv4Addr,
+    /// The container's IPv6 address, for a port published on every address.
+    pub container_ip6: Option<Ipv6Addr>,
     pub container_port: u16,
 }
 
@@ -155,7 +166,124 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
             ));
         }
     }
+    cmds.extend(ruleset6(table, nets, ports));
     json!({"nftables": cmds})
+}
+
+/// The `ip6` half of [`ruleset`]: the table `ip6 <table>` for the networks with IPv6
+/// (masquerade out of non-internal ones, isolation between networks and of internal ones), or
+/// its removal when no network has IPv6.
+fn ruleset6(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Vec<Value> {
+    let fam = "ip6";
+    let mut cmds = vec![
+        json!({"add": {"table": {"family": fam, "name": table}}}),
+        json!({"delete": {"table": {"family": fam, "name": table}}}),
+    ];
+    let v6: Vec<(&RuleNet, Ipv6Net)> = nets
+        .iter()
+        .filter_map(|n| n.subnet6.map(|s| (n, s)))
+        .collect();
+    if v6.is_empty() {
+        return cmds;
+    }
+    cmds.push(json!({"add": {"table": {"family": fam, "name": table}}}));
+    for (name, hook, ty, prio) in [
+        ("postrouting", "postrouting", "nat", 100),
+        ("forward", "forward", "filter", 0),
+    ] {
+        cmds.push(json!({"add": {"chain": {
+            "family": fam, "table": table, "name": name,
+            "type": ty, "hook": hook, "prio": prio, "policy": "accept"}}}));
+    }
+    let rule = |chain: &str, expr: Vec<Value>| -> Value {
+        json!({"add": {"rule": {"family": fam, "table": table, "chain": chain, "expr": expr}}})
+    };
+    let prefix6 =
+        |n: &Ipv6Net| json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix_len()}});
+    let ports6: Vec<(&RulePort, Ipv6Addr)> = ports
+        .iter()
+        .filter_map(|p| p.container_ip6.map(|ip| (p, ip)))
+        .collect();
+    if !ports6.is_empty() {
+        cmds.push(json!({"add": {"chain": {"family": fam, "table": table, "name": "ports"}}}));
+        for (name, hook) in [("prerouting", "prerouting"), ("output", "output")] {
+            cmds.push(json!({"add": {"chain": {
+                "family": fam, "table": table, "name": name,
+                "type": "nat", "hook": hook, "prio": -100, "policy": "accept"}}}));
+            cmds.push(rule(
+                name,
+                vec![local_daddr(), json!({"jump": {"target": "ports"}})],
+            ));
+        }
+        for (p, ip) in &ports6 {
+            cmds.push(rule(
+                "ports",
+                vec![
+                    m(meta("l4proto"), json!(p.proto)),
+                    m(payload("th", "dport"), json!(p.host_port)),
+                    json!({"dnat": {"addr": ip.to_string(), "port": p.container_port}}),
+                ],
+            ));
+        }
+        // DNATed traffic from a container network (hairpin) leaves with the host's address.
+        let hairpin: Vec<Value> = v6.iter().map(|(_, s)| prefix6(s)).collect();
+        for (n, _) in &v6 {
+            cmds.push(rule(
+                "postrouting",
+                vec![
+                    m(meta("oifname"), json!(n.bridge)),
+                    ct_dnat(),
+                    m(payload("ip6", "saddr"), json!({"set": hairpin.clone()})),
+                    json!({"masquerade": null}),
+                ],
+            ));
+        }
+    }
+    for (n, s) in &v6 {
+        if !n.internal {
+            cmds.push(rule(
+                "postrouting",
+                vec![
+                    m(payload("ip6", "saddr"), prefix6(s)),
+                    m_ne(meta("oifname"), json!(n.bridge)),
+                    json!({"masquerade": null}),
+                ],
+            ));
+        }
+    }
+    cmds.push(rule("forward", vec![ct_dnat(), json!({"accept": null})]));
+    for (n, _) in &v6 {
+        if n.internal {
+            for (this, other) in [("iifname", "oifname"), ("oifname", "iifname")] {
+                cmds.push(rule(
+                    "forward",
+                    vec![
+                        m(meta(this), json!(n.bridge)),
+                        m_ne(meta(other), json!(n.bridge)),
+                        json!({"drop": null}),
+                    ],
+                ));
+            }
+            continue;
+        }
+        // Every other barge bridge, with IPv6 or not (a route to it may exist all the same).
+        let others: Vec<Value> = nets
+            .iter()
+            .filter(|o| o.bridge != n.bridge)
+            .map(|o| json!(o.bridge))
+            .collect();
+        if !others.is_empty() {
+            cmds.push(rule(
+                "forward",
+                vec![
+                    m(meta("iifname"), json!(n.bridge)),
+                    m(meta("oifname"), json!({"set": others})),
+                    json!({"drop": null}),
+                ],
+            ));
+        }
+    }
+    cmds
 }
 
 /// Runs one `nft -j -f -` transaction.
@@ -174,11 +302,13 @@ pub(crate) fn apply(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Result
     run(&ruleset(table, nets, ports))
 }
 
-/// Deletes table `table` (missing is fine).
+/// Deletes table `table`, `ip` and `ip6` (missing is fine).
 pub(crate) fn delete(table: &str) -> Result<(), NetworkError> {
     run(&json!({"nftables": [
         {"add": {"table": {"family": "ip", "name": table}}},
         {"delete": {"table": {"family": "ip", "name": table}}},
+        {"add": {"table": {"family": "ip6", "name": table}}},
+        {"delete": {"table": {"family": "ip6", "name": table}}},
     ]}))
 }
 
@@ -206,10 +336,24 @@ fn foreign_chain(filter: &Value) -> Option<String> {
     }
 }
 
-/// The commands that make `ip filter`'s chain accept barge's bridges as Docker accepts its
-/// own (out of a bridge: anything; into it: replies and DNATed traffic), replacing barge's
-/// earlier rules (marked with the comment `barge:<table>`). Empty when nothing changes.
+/// [`foreign_commands_in`] for `ip filter`.
+#[cfg(test)]
 pub(crate) fn foreign_commands(filter: &Value, table: &str, bridges: &[String]) -> Vec<Value> {
+    foreign_commands_in("ip", filter, table, bridges)
+}
+
+/// The commands that make the `filter` table's chain of `family` accept barge's bridges as
+/// Docker accepts its own (out of a bridge: anything; into it: replies and DNATed traffic),
+/// replacing barge's earlier rules (marked with the comment `barge:<table>`). Empty when
+/// nothing changes. `family` is `ip`, or `ip6`: Docker's ip6tables (on by default since
+/// Docker 27) has the same `FORWARD` drop policy and `DOCKER-USER` chain, and with
+/// `br_netfilter` sees bridged IPv6 traffic too.
+pub(crate) fn foreign_commands_in(
+    family: &str,
+    filter: &Value,
+    table: &str,
+    bridges: &[String],
+) -> Vec<Value> {
     let marker = format!("barge:{table}");
     let mut cmds = Vec::new();
     let mut present: Vec<(String, String)> = Vec::new();
@@ -217,7 +361,7 @@ pub(crate) fn foreign_commands(filter: &Value, table: &str, bridges: &[String]) 
         let r = &o["rule"];
         if r["comment"].as_str() == Some(marker.as_str()) {
             cmds.push(
-                json!({"delete": {"rule": {"family": "ip", "table": "filter",
+                json!({"delete": {"rule": {"family": family, "table": "filter",
                 "chain": r["chain"], "handle": r["handle"]}}}),
             );
             present.push((
@@ -254,29 +398,32 @@ pub(crate) fn foreign_commands(filter: &Value, table: &str, bridges: &[String]) 
     }
     for expr in wanted {
         cmds.push(
-            json!({"insert": {"rule": {"family": "ip", "table": "filter",
+            json!({"insert": {"rule": {"family": family, "table": "filter",
             "chain": chain, "expr": expr, "comment": marker}}}),
         );
     }
     cmds
 }
 
-/// Keeps barge's accept rules in another firewall's `ip filter` table in line with `bridges`
-/// (see [`foreign_commands`]); no `ip filter` table: nothing to do.
+/// Keeps barge's accept rules in another firewall's `ip filter` and `ip6 filter` tables in
+/// line with `bridges` (see [`foreign_commands_in`]); a family without a `filter` table:
+/// nothing to do there.
 pub(crate) fn sync_foreign(table: &str, bridges: &[String]) -> Result<(), NetworkError> {
-    let Ok(out) = nftables::helper::get_current_ruleset_raw(
-        nftables::helper::DEFAULT_NFT,
-        ["list", "table", "ip", "filter"],
-    ) else {
-        return Ok(());
-    };
-    let filter: Value =
-        serde_json::from_str(&out).map_err(|e| NetworkError::Nft(format!("nft -j: {e}")))?;
-    let cmds = foreign_commands(&filter, table, bridges);
-    if cmds.is_empty() {
-        return Ok(());
+    for family in ["ip", "ip6"] {
+        let Ok(out) = nftables::helper::get_current_ruleset_raw(
+            nftables::helper::DEFAULT_NFT,
+            ["list", "table", family, "filter"],
+        ) else {
+            continue;
+        };
+        let filter: Value =
+            serde_json::from_str(&out).map_err(|e| NetworkError::Nft(format!("nft -j: {e}")))?;
+        let cmds = foreign_commands_in(family, &filter, table, bridges);
+        if !cmds.is_empty() {
+            run(&json!({ "nftables": cmds }))?;
+        }
     }
-    run(&json!({ "nftables": cmds }))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -289,11 +436,13 @@ mod tests {
             RuleNet {
                 bridge: "barge0".into(),
                 subnet: "10.87.0.0/16".parse().unwrap(),
+                subnet6: None,
                 internal: false,
             },
             RuleNet {
                 bridge: "br-1".into(),
                 subnet: "10.120.0.0/24".parse().unwrap(),
+                subnet6: None,
                 internal: true,
             },
         ];
@@ -302,6 +451,7 @@ mod tests {
             host_ip: Ipv4Addr::UNSPECIFIED,
             host_port: 18080,
             container_ip: "10.87.0.2".parse().unwrap(),
+            container_ip6: None,
             container_port: 8080,
         }];
         let v = ruleset("barge", &nets, &ports);
@@ -317,6 +467,65 @@ mod tests {
         // The table is recreated first, so the result does not depend on what was there.
         let cmds = v["nftables"].as_array().unwrap();
         assert!(cmds[1]["delete"]["table"]["name"] == "barge");
+        // No IPv6 network: the ip6 table is removed (made and deleted), never left behind.
+        let last = &cmds[cmds.len() - 1]["delete"]["table"];
+        assert_eq!(last["family"], "ip6");
+    }
+
+    #[test]
+    fn ipv6_networks_get_an_ip6_table() {
+        let net = |bridge: &str, v6: Option<&str>, internal: bool| RuleNet {
+            bridge: bridge.into(),
+            subnet: "10.120.0.0/24".parse().unwrap(),
+            subnet6: v6.map(|s| s.parse().unwrap()),
+            internal,
+        };
+        let nets = vec![
+            net("br-a", Some("fd00:a::/64"), false),
+            net("br-b", Some("fd00:b::/64"), false),
+            net("br-c", Some("fd00:c::/64"), true),
+            net("barge0", None, false),
+        ];
+        let v = ruleset("barge", &nets, &[]);
+        let cmds = v["nftables"].as_array().unwrap();
+        let six: Vec<&Value> = cmds
+            .iter()
+            .filter(|c| {
+                c.as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(|x| x.as_object())
+                    .and_then(|x| x.values().next())
+                    .is_some_and(|x| x["family"] == "ip6")
+            })
+            .collect();
+        let s = Value::Array(six.into_iter().cloned().collect()).to_string();
+        assert!(s.contains(r#""addr":"fd00:a::","len":64"#), "{s}");
+        // Masquerade for the two non-internal IPv6 networks only.
+        assert_eq!(s.matches(r#""masquerade":null"#).count(), 2, "{s}");
+        // br-a and br-b drop towards the others, br-c both ways.
+        assert_eq!(s.matches(r#""drop":null"#).count(), 4, "{s}");
+        assert!(s.contains(r#""set":["br-b","br-c","barge0"]"#), "{s}");
+        // A port published on every address of a container with IPv6: DNAT in ip6 too.
+        let port = |ip6: Option<&str>| RulePort {
+            proto: "tcp".into(),
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: 18080,
+            container_ip: "10.120.0.2".parse().unwrap(),
+            container_ip6: ip6.map(|a| a.parse().unwrap()),
+            container_port: 8080,
+        };
+        let v = ruleset("barge", &nets, &[port(Some("fd00:a::2")), port(None)]);
+        let s = v.to_string();
+        assert_eq!(
+            s.matches(r#""dnat":{"addr":"fd00:a::2","port":8080}"#)
+                .count(),
+            1,
+            "{s}"
+        );
+        // The ports chain exists before the jumps to it.
+        let chain = s.find(r#""family":"ip6","name":"ports""#).unwrap();
+        let jump = s.rfind(r#""jump":{"target":"ports"}"#).unwrap();
+        assert!(chain < jump, "{s}");
     }
 
     fn filter_table(chains: &[(&str, &str)], rules: Value) -> Value {
@@ -360,6 +569,14 @@ mod tests {
         assert_eq!(del.len(), 3);
         assert!(del.iter().all(|c| c.get("delete").is_some()));
         assert!(foreign_commands(&t2, "barge-other", &[]).is_empty());
+    }
+
+    #[test]
+    fn ip6_filter_gets_its_own_accepts() {
+        let t = filter_table(&[("FORWARD", "drop"), ("DOCKER-USER", "")], json!([]));
+        let cmds = foreign_commands_in("ip6", &t, "barge", &["br-1".to_string()]);
+        assert_eq!(cmds.len(), 3);
+        assert!(cmds.iter().all(|c| c["insert"]["rule"]["family"] == "ip6"));
     }
 
     #[test]

@@ -4,10 +4,10 @@
 //! the daemon converts them to the wire shapes.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// Docker's option naming the bridge device of a network.
@@ -28,6 +28,10 @@ pub struct Network {
     pub attachable: bool,
     /// IPv4 subnet, gateway and allocation range (`bridge` driver only).
     pub ipam: Option<Ipam>,
+    /// IPv6 subnet, gateway and allocation range of a network created with `EnableIPv6`
+    /// (Docker's second `IPAM.Config` entry); `None`: IPv4 only.
+    #[serde(default)]
+    pub ipam6: Option<Ipam6>,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     /// The Linux bridge device (`bridge` driver only).
@@ -54,6 +58,18 @@ pub struct Ipam {
     pub user_subnet: bool,
 }
 
+/// IPv6 address management of a bridge network (Docker's IPv6 `IPAM.Config` entry).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ipam6 {
+    pub subnet: Ipv6Net,
+    /// The bridge's address (default: the subnet's first address, `<prefix>::1`).
+    pub gateway: Ipv6Addr,
+    /// Dynamic allocations come from here (`--ip-range`); the whole subnet if unset.
+    pub ip_range: Option<Ipv6Net>,
+    /// Whether the user chose the subnet (else a /64 of the daemon's ULA /48, as dockerd 27).
+    pub user_subnet: bool,
+}
+
 /// What `network create` asks for.
 #[derive(Debug, Clone, Default)]
 pub struct CreateRequest {
@@ -63,6 +79,12 @@ pub struct CreateRequest {
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     pub ip_range: Option<String>,
+    /// `EnableIPv6`: the network gets an IPv6 subnet too (`subnet6`, or a ULA /64).
+    pub enable_ipv6: bool,
+    /// IPv6 subnet, gateway and range (`--subnet fd00::/64` ...); only with `enable_ipv6`.
+    pub subnet6: Option<String>,
+    pub gateway6: Option<String>,
+    pub ip_range6: Option<String>,
     pub internal: bool,
     pub attachable: bool,
     pub labels: BTreeMap<String, String>,
@@ -77,6 +99,9 @@ pub struct EndpointRequest {
     pub aliases: Vec<String>,
     /// Static address (`--ip`).
     pub ipv4_address: Option<Ipv4Addr>,
+    /// Static IPv6 address (`--ip6`), on networks with IPv6.
+    #[serde(default)]
+    pub ipv6_address: Option<Ipv6Addr>,
     /// Static MAC address of the endpoint (`--mac-address`, `aa:bb:cc:dd:ee:ff`); `None` =
     /// derived from the address as Docker does.
     #[serde(default)]
@@ -133,6 +158,16 @@ pub struct Endpoint {
     pub prefix_len: u8,
     /// Unset on internal networks (no default route).
     pub gateway: Option<Ipv4Addr>,
+    /// The endpoint's IPv6 address and prefix length, on networks with IPv6.
+    #[serde(default)]
+    pub ip6: Option<(Ipv6Addr, u8)>,
+    /// The network's IPv6 gateway (Docker shows it whether or not it is the default route).
+    #[serde(default)]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Whether this endpoint carries the IPv6 default route (the first non-internal one with
+    /// IPv6).
+    #[serde(default)]
+    pub default6: bool,
     /// `02:42:...` as Docker derives it from the address.
     pub mac: String,
     /// Interface name inside the container (`eth0`, `eth1`, ...).

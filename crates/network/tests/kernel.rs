@@ -371,3 +371,199 @@ fn coexists_with_docker_forward_drop() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn ipv6_network_endpoints_talk_over_ipv6() {
+    assert!(
+        root(),
+        "the kernel tests need root; CI runs the suite as root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NetworkConfig::new(dir.path().join("data"), dir.path().join("exec"));
+    cfg.bridge = format!("bnt6{}", std::process::id() % 10000);
+    cfg.bip = Some("10.251.14.1/24".parse().unwrap());
+    cfg.pool6 = Some("fd00:b1:70::/48".parse().unwrap());
+    let nets = Networks::open(cfg).unwrap();
+    nets.reconcile(&HashSet::new());
+    let e = Env {
+        dir,
+        nets,
+        bridge: String::new(),
+    };
+    // No IPv6 subnet given: the first free /64 of the pool.
+    let n = e
+        .nets
+        .create(CreateRequest {
+            name: format!("six{}", std::process::id()),
+            subnet: Some("10.251.15.0/24".into()),
+            enable_ipv6: true,
+            internal: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let i6 = n.ipam6.clone().expect("an IPv6 IPAM");
+    assert_eq!(i6.subnet.to_string(), "fd00:b1:70::/64");
+    assert_eq!(i6.gateway.to_string(), "fd00:b1:70::1");
+    let join = |k: u8, want: Option<&str>| {
+        e.nets
+            .setup(&SandboxRequest {
+                container_id: cid(k),
+                name: format!("c{k}"),
+                networks: vec![EndpointRequest {
+                    network: n.name.clone(),
+                    ipv6_address: want.map(|w| w.parse().unwrap()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let s1 = join(61, None);
+    let s2 = join(62, Some("fd00:b1:70::abc"));
+    let ip1 = s1.endpoints[0].ip6.unwrap();
+    assert_eq!(ip1, ("fd00:b1:70::2".parse().unwrap(), 64));
+    let ip2 = s2.endpoints[0].ip6.unwrap().0;
+    // Internal: no IPv6 default route is configured.
+    assert!(!s1.endpoints[0].default6);
+    let l = in_ns(&s2.netns, || TcpListener::bind(("::", 7070)).unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = l.accept().unwrap();
+        s.write_all(peer.ip().to_string().as_bytes()).unwrap();
+    });
+    let seen = in_ns(&s1.netns, || {
+        let mut s = TcpStream::connect_timeout(
+            &std::net::SocketAddr::new(ip2.into(), 7070),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    server.join().unwrap();
+    assert_eq!(seen, ip1.0.to_string());
+    // A fixed address in use is refused; the addresses come back after teardown.
+    let o = e.nets.setup(&SandboxRequest {
+        container_id: cid(63),
+        name: "c63".into(),
+        networks: vec![EndpointRequest {
+            network: n.name.clone(),
+            ipv6_address: Some(ip2),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    assert!(matches!(o, Err(NetworkError::Conflict(_))), "{o:?}");
+    e.nets.teardown(&cid(61));
+    e.nets.teardown(&cid(62));
+    let s3 = join(64, None);
+    assert_eq!(s3.endpoints[0].ip6.unwrap().0, ip1.0);
+    e.nets.teardown(&cid(64));
+    let _ = &e.bridge;
+}
+
+/// The IPv6 side of the above: Docker's ip6tables (`ip6 filter`, FORWARD drop policy) would
+/// drop a published port's IPv6 traffic forwarded between two of barge's IPv6 networks;
+/// barge adds accepts to its DOCKER-USER too and removes them again. In a private network
+/// namespace, so the host's firewall and sysctls are never touched.
+#[test]
+fn coexists_with_docker_ip6_forward_drop() {
+    assert!(
+        root(),
+        "the kernel tests need root; CI runs the suite as root"
+    );
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let mut c = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(b"table ip6 filter {\n chain DOCKER-USER {\n  return\n }\n chain FORWARD {\n  type filter hook forward priority filter; policy drop;\n  jump DOCKER-USER\n }\n}\n")
+            .unwrap();
+        assert!(c.wait().unwrap().success());
+        let filter = || {
+            String::from_utf8(
+                Command::new("nft")
+                    .args(["list", "table", "ip6", "filter"])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+        };
+        let e = env("d", "10.251.16.1/24");
+        let net = |name: &str, v4: &str, v6: &str| {
+            e.nets
+                .create(CreateRequest {
+                    name: name.into(),
+                    subnet: Some(v4.into()),
+                    enable_ipv6: true,
+                    subnet6: Some(v6.into()),
+                    ..Default::default()
+                })
+                .unwrap()
+        };
+        let a = net("a6", "10.251.17.0/24", "fd00:b1:71::/64");
+        let b = net("b6", "10.251.18.0/24", "fd00:b1:72::/64");
+        let join = |k: u8, n: &Network, ports: Vec<PortBinding>| {
+            e.nets
+                .setup(&SandboxRequest {
+                    container_id: cid(k),
+                    name: format!("c{k}"),
+                    networks: vec![EndpointRequest {
+                        network: n.name.clone(),
+                        ..Default::default()
+                    }],
+                    ports,
+                    dns: vec![],
+                })
+                .unwrap()
+        };
+        let server = join(
+            71,
+            &b,
+            vec![PortBinding {
+                container_port: 8080,
+                proto: "tcp".into(),
+                host_ip: String::new(),
+                host_port: "18191".into(),
+            }],
+        );
+        let client = join(72, &a, vec![]);
+        let rules = filter();
+        assert!(rules.contains(&format!("barge:{}", e.nets.table())), "{rules}");
+        // From network a to the port published by b's container, through a's IPv6 gateway
+        // (an address of the host): DNAT in the ip6 table, then across Docker's FORWARD.
+        let l = in_ns(&server.netns, || TcpListener::bind(("::", 8080)).unwrap());
+        let t = std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let _ = s.write_all(b"through6");
+            }
+        });
+        let gw6 = client.endpoints[0].gateway6.unwrap();
+        let got = in_ns(&client.netns, || {
+            let mut s = TcpStream::connect_timeout(
+                &std::net::SocketAddr::new(gw6.into(), 18191),
+                Duration::from_secs(3),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok::<_, std::io::Error>(out)
+        });
+        assert_eq!(got.unwrap(), "through6");
+        t.join().unwrap();
+        for id in [cid(71), cid(72)] {
+            e.nets.teardown(&id);
+        }
+        drop(e);
+        let rules = filter();
+        assert!(!rules.contains("barge:"), "accepts left behind: {rules}");
+    })
+    .join()
+    .unwrap();
+}

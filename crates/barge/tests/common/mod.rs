@@ -207,10 +207,12 @@ fn remove_network_leftovers(dir: &Path) {
         }
     }
     let table = barge_network::NetworkConfig::new(dir.join("data"), dir.join("run")).table;
-    let _ = Command::new("nft")
-        .args(["delete", "table", "ip", &table])
-        .stderr(Stdio::null())
-        .status();
+    for family in ["ip", "ip6"] {
+        let _ = Command::new("nft")
+            .args(["delete", "table", family, &table])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// A running `barge daemon` with its own directories.

@@ -56,6 +56,8 @@ pub struct EndpointBody {
 pub struct EndpointIpamBody {
     #[serde(rename = "IPv4Address")]
     ipv4_address: Option<String>,
+    #[serde(rename = "IPv6Address")]
+    ipv6_address: Option<String>,
 }
 
 /// Create's `NetworkingConfig`.
@@ -70,11 +72,15 @@ fn endpoint_request(
     body: Option<EndpointBody>,
 ) -> Result<EndpointRequest, ApiError> {
     let body = body.unwrap_or_default();
-    let ip = match body
-        .ipam_config
-        .and_then(|i| i.ipv4_address)
-        .filter(|s| !s.is_empty())
-    {
+    let ipam = body.ipam_config.unwrap_or_default();
+    let ip6 = match ipam.ipv6_address.filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            s.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| ApiError::bad_request(format!("invalid IPv6 address: {s}")))?,
+        ),
+        None => None,
+    };
+    let ip = match ipam.ipv4_address.filter(|s| !s.is_empty()) {
         Some(s) => Some(
             s.parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid IPv4 address: {s}")))?,
@@ -91,6 +97,7 @@ fn endpoint_request(
         network: network.to_string(),
         aliases: body.aliases.unwrap_or_default(),
         ipv4_address: ip,
+        ipv6_address: ip6,
         mac_address: mac,
         driver_opts: body.driver_opts.unwrap_or_default(),
     })
@@ -188,10 +195,20 @@ fn endpoint_json(
     ep: Option<&barge_network::Endpoint>,
     req: Option<&EndpointRequest>,
 ) -> Value {
-    let ipam = req
-        .and_then(|r| r.ipv4_address)
-        .map(|ip| json!({"IPv4Address": ip.to_string()}))
-        .unwrap_or(Value::Null);
+    // dockerd's `EndpointIPAMConfig` (both fields `omitempty`), null when neither is set.
+    let ipam = match req.map(|r| (r.ipv4_address, r.ipv6_address)) {
+        Some((v4, v6)) if v4.is_some() || v6.is_some() => {
+            let mut m = serde_json::Map::new();
+            if let Some(ip) = v4 {
+                m.insert("IPv4Address".into(), json!(ip.to_string()));
+            }
+            if let Some(ip) = v6 {
+                m.insert("IPv6Address".into(), json!(ip.to_string()));
+            }
+            Value::Object(m)
+        }
+        _ => Value::Null,
+    };
     let aliases = req
         .map(|r| json!(r.aliases))
         .filter(|a| a.as_array().is_some_and(|v| !v.is_empty()))
@@ -207,7 +224,9 @@ fn endpoint_json(
             "NetworkID": net_id, "EndpointID": ep.endpoint_id,
             "Gateway": ep.gateway.map(|g| g.to_string()).unwrap_or_default(),
             "IPAddress": ep.ip.to_string(), "IPPrefixLen": ep.prefix_len,
-            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPv6Gateway": ep.gateway6.filter(|_| ep.ip6.is_some()).map(|g| g.to_string()).unwrap_or_default(),
+            "GlobalIPv6Address": ep.ip6.map(|(ip, _)| ip.to_string()).unwrap_or_default(),
+            "GlobalIPv6PrefixLen": ep.ip6.map(|(_, len)| len).unwrap_or(0),
             "DNSNames": if ep.dns_names.is_empty() { Value::Null } else { json!(ep.dns_names) },
         }),
         None => json!({
@@ -342,11 +361,12 @@ fn network_json(state: &AppState, n: &Network, containers: &[Container]) -> Valu
             cid,
             json!({
                 "Name": name, "EndpointID": ep.endpoint_id, "MacAddress": ep.mac,
-                "IPv4Address": format!("{}/{}", ep.ip, ep.prefix_len), "IPv6Address": "",
+                "IPv4Address": format!("{}/{}", ep.ip, ep.prefix_len),
+                "IPv6Address": ep.ip6.map(|(ip, len)| format!("{ip}/{len}")).unwrap_or_default(),
             }),
         );
     }
-    let ipam_config: Vec<Value> = n
+    let mut ipam_config: Vec<Value> = n
         .ipam
         .iter()
         .map(|i| {
@@ -357,9 +377,16 @@ fn network_json(state: &AppState, n: &Network, containers: &[Container]) -> Valu
             v
         })
         .collect();
+    ipam_config.extend(n.ipam6.iter().map(|i| {
+        let mut v = json!({"Subnet": i.subnet.to_string(), "Gateway": i.gateway.to_string()});
+        if let Some(r) = i.ip_range {
+            v["IPRange"] = json!(r.to_string());
+        }
+        v
+    }));
     json!({
         "Name": n.name, "Id": n.id, "Created": n.created, "Scope": "local",
-        "Driver": n.driver, "EnableIPv4": true, "EnableIPv6": false,
+        "Driver": n.driver, "EnableIPv4": true, "EnableIPv6": n.ipam6.is_some(),
         "IPAM": {"Driver": "default", "Options": null, "Config": ipam_config},
         "Internal": n.internal, "Attachable": n.attachable, "Ingress": false,
         "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
@@ -509,11 +536,6 @@ pub async fn create(
             ),
         ));
     }
-    if b.enable_ipv6 == Some(true) {
-        return Err(ApiError::bad_request(
-            "IPv6 networks are not supported by barge yet (EnableIPv6)",
-        ));
-    }
     let ipam = b.ipam.unwrap_or_default();
     if let Some(d) = ipam
         .driver
@@ -524,23 +546,30 @@ pub async fn create(
             "IPAM driver {d:?} is not supported (IPAM.Driver)"
         )));
     }
-    let mut configs = ipam.config.unwrap_or_default();
-    let v4: Vec<IpamConfigBody> = configs
-        .drain(..)
-        .filter(|c| !c.subnet.as_deref().is_some_and(|s| s.contains(':')))
-        .collect();
-    if v4.len() > 1 {
+    // One IPAM.Config entry per family; an entry's family is its subnet's (an entry without
+    // a subnet is IPv4's).
+    let (v6, v4): (Vec<IpamConfigBody>, Vec<IpamConfigBody>) = ipam
+        .config
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|c| c.subnet.as_deref().is_some_and(|s| s.contains(':')));
+    if v4.len() > 1 || v6.len() > 1 {
         return Err(ApiError::bad_request(
-            "barge supports one IPv4 subnet per network (IPAM.Config)",
+            "barge supports one IPv4 and one IPv6 subnet per network (IPAM.Config)",
         ));
     }
     let cfg = v4.into_iter().next().unwrap_or_default();
+    let cfg6 = v6.into_iter().next().unwrap_or_default();
     let req = barge_network::CreateRequest {
         name: b.name,
         driver: b.driver.filter(|d| !d.is_empty()),
         subnet: cfg.subnet.filter(|s| !s.is_empty()),
         gateway: cfg.gateway.filter(|s| !s.is_empty()),
         ip_range: cfg.ip_range.filter(|s| !s.is_empty()),
+        enable_ipv6: b.enable_ipv6 == Some(true),
+        subnet6: cfg6.subnet.filter(|s| !s.is_empty()),
+        gateway6: cfg6.gateway.filter(|s| !s.is_empty()),
+        ip_range6: cfg6.ip_range.filter(|s| !s.is_empty()),
         internal: b.internal,
         attachable: b.attachable,
         labels: b.labels.unwrap_or_default(),
