@@ -124,8 +124,9 @@ fn embedded_runtime() -> Option<(PathBuf, Vec<String>)> {
 impl Env {
     fn new() -> Option<Env> {
         // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
         assert!(
-            unsafe { libc::geteuid() } == 0 && Path::new(RUNC).exists(),
+            euid == 0 && Path::new(RUNC).exists(),
             "these tests need root and {RUNC} (CI runs them as root; scripts/install-deps.sh installs runc)"
         );
         let rootfs = busybox_rootfs()

@@ -76,7 +76,21 @@ fn cid(n: u8) -> String {
 }
 
 fn serve_once(netns: &Path, port: u16, reply: &'static [u8]) -> std::thread::JoinHandle<()> {
-    let l = in_ns(netns, || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    // The previous server on this port may still be closing its connection: retry a moment.
+    let l = in_ns(netns, || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match TcpListener::bind(("0.0.0.0", port)) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                r => break r.unwrap(),
+            }
+        }
+    });
     std::thread::spawn(move || {
         l.set_nonblocking(false).unwrap();
         if let Ok((mut s, _)) = l.accept() {

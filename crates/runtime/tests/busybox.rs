@@ -70,8 +70,9 @@ struct Env {
 impl Env {
     fn new(name: &str) -> Option<Env> {
         // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
         assert!(
-            unsafe { libc::geteuid() } == 0,
+            euid == 0,
             "the runtime tests need root; CI runs the suite as root"
         );
         busybox_rootfs()
