@@ -358,7 +358,7 @@ impl CacheMounts {
         fs::create_dir_all(&base).map_err(io_err(format!("create {}", base.display())))?;
         let meta = base.join("id");
         if !meta.exists() {
-            barge_fsutil::write_atomic(&meta, id.as_bytes())
+            barge_stdx::fs::write_atomic(&meta, id.as_bytes())
                 .map_err(io_err(format!("write {}", meta.display())))?;
         }
         for n in 0.. {

@@ -124,10 +124,10 @@ fn random_hex(n_bytes: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Replaces a record durably ([`barge_fsutil::write_atomic`]: temp file, fsync, rename, fsync
+/// Replaces a record durably ([`barge_stdx::fs::write_atomic`]: temp file, fsync, rename, fsync
 /// of the directory).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
-    barge_fsutil::write_atomic(path, data).map_err(io_err(format!("write {}", path.display())))
+    barge_stdx::fs::write_atomic(path, data).map_err(io_err(format!("write {}", path.display())))
 }
 
 use crate::mountinfo::is_mounted;

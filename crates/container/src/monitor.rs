@@ -228,7 +228,7 @@ fn write_exit(cfg: &MonitorConfig, rec: &ExitRecord) {
     let path = cfg.state_dir.join("exit.json");
     let data = serde_json::to_vec(rec).expect("exit record serializes");
     // The engine learns the exit from this file: a failure goes to monitor.log (stderr).
-    if let Err(e) = barge_fsutil::write_atomic(&path, &data) {
+    if let Err(e) = barge_stdx::fs::write_atomic(&path, &data) {
         eprintln!("barge monitor: write {}: {e}", path.display());
     }
 }

@@ -221,9 +221,9 @@ pub fn validate_options(name: &str, opts: &BTreeMap<String, String>) -> Result<(
     Ok(())
 }
 
-/// Replaces a record durably ([`barge_fsutil::write_atomic`]).
+/// Replaces a record durably ([`barge_stdx::fs::write_atomic`]).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), VolumeError> {
-    barge_fsutil::write_atomic(path, data)
+    barge_stdx::fs::write_atomic(path, data)
         .map_err(|e| VolumeError::io(format!("write {}", path.display()), e))
 }
 

@@ -204,9 +204,9 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-/// Replaces a record durably ([`barge_fsutil::write_atomic`]).
+/// Replaces a record durably ([`barge_stdx::fs::write_atomic`]).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), NetworkError> {
-    barge_fsutil::write_atomic(path, data)
+    barge_stdx::fs::write_atomic(path, data)
         .map_err(|e| NetworkError::io(format!("write {}", path.display()), e))
 }
 

@@ -66,7 +66,7 @@ impl Builder {
         let mut c = self.load_cache();
         f(&mut c);
         fs::create_dir_all(&self.dir).map_err(io_err("create builder dir"))?;
-        barge_fsutil::write_atomic(
+        barge_stdx::fs::write_atomic(
             &self.cache_path(),
             &serde_json::to_vec(&c).expect("serializes"),
         )

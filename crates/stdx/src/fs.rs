@@ -54,20 +54,17 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", dir.display())))
 }
 
-/// A unique temp name beside `path`: `.<name>.tmp-<pid>-<random>` (hidden, so directory
-/// listings of records skip it; unique, so concurrent writers never share one).
+/// A unique temp name beside `path`: `.<name>.tmp-<pid>-<n>` (hidden, so directory listings
+/// of records skip it; unique within the process by a counter and across processes by the pid,
+/// so concurrent writers never share one).
 fn temp_path(path: &Path) -> PathBuf {
-    let mut r = [0u8; 4];
-    let _ = getrandom::fill(&mut r);
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(
-        ".{name}.tmp-{}-{:08x}",
-        std::process::id(),
-        u32::from_ne_bytes(r)
-    ))
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 #[cfg(test)]
