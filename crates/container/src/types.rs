@@ -280,7 +280,7 @@ pub struct StatsSample {
 /// (Docker's rules: `--entrypoint` resets the image's `Cmd`; env appended and overriding by key).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ResolvedConfig {
-    /// argv[0] (Docker's `Path`).
+    /// `argv[0]` (Docker's `Path`).
     pub path: String,
     /// argv[1..] (Docker's `Args`).
     pub args: Vec<String>,

@@ -45,7 +45,7 @@ pub struct DaemonArgs {
     #[arg(long = "config-file", default_value = "/etc/barge/daemon.json")]
     pub config_file: PathBuf,
     /// Device of the default bridge network (default: barge0 with the default exec root,
-    /// else barge-<hash of the exec root>, so daemons with their own exec roots never share one)
+    /// else barge-HASH (HASH of the exec root), so daemons with their own exec roots never share one)
     #[arg(short = 'b', long = "bridge")]
     pub bridge: Option<String>,
     /// Address and prefix of the default bridge (e.g. 10.87.0.1/16; chosen automatically

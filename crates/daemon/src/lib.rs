@@ -7,8 +7,8 @@
 //!   into engine calls and render engine types back into Docker JSON.
 //! - The daemon never forks: containers are started by the engine, which spawns a fresh
 //!   per-container monitor process (`barge monitor`). Engine calls are blocking and run on
-//!   tokio's blocking pool through [`asyncify`] (never on a tokio worker); waits for exits
-//!   hold no thread at all ([`engine_wait`]: an engine callback completes a future, which
+//!   tokio's blocking pool through `asyncify` (never on a tokio worker); waits for exits
+//!   hold no thread at all (`engine_wait`: an engine callback completes a future, which
 //!   cancels its waiter when the client goes away).
 //! - Errors are mapped to HTTP status codes in one place: [`error::ApiError`].
 

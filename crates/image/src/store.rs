@@ -156,7 +156,7 @@ struct ImageRecord {
 /// load copies blobs. Writers of `refs.json` (commit of a load/import/pull, tag, rmi, prune,
 /// gc) are serialised by `write_lock`, write the file first (temp + fsync + rename) and then
 /// swap the snapshot (write-through). Blobs staged or streamed by operations in progress are
-/// pinned ([`Pins`]) so gc leaves them.
+/// pinned (`Pins`) so gc leaves them.
 pub struct ImageStore {
     root: PathBuf,
     /// The in-memory index of `refs.json` (the last committed state).

@@ -15,8 +15,8 @@
 //! - An address or host port is owned by exactly one sandbox; allocation happens under the
 //!   lock, kernel work outside it.
 //! - The nftables table is replaced as a whole, atomically, whenever what it derives from
-//!   changes ([`nft`]).
-//! - Namespace work runs on dedicated threads ([`link`]), never on the caller's thread.
+//!   changes (the `nft` module).
+//! - Namespace work runs on dedicated threads (the `link` module), never on the caller's thread.
 //!
 //! Spec references: Docker Engine API
 //! [Network](https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Network);
