@@ -1,13 +1,41 @@
 #!/usr/bin/env bash
-# Installs every Debian package that barge's build, its demo and its tests need
-# (scripts/packages.txt, one package a line with the reason), with apt, and the tests' docker-py
+# Installs every Debian package that barge's build, its demo and its tests need (the `packages`
+# list below, one package a line with the reason), with apt, and the tests' docker-py
 # (scripts/python-requirements.txt) into target/pyenv. Debian 12, as root.
+# crates/barge/tests/deps.rs reads the list below and fails when a library barge links or a
+# program the build, the demo or the tests run comes from no package in it.
 # Idempotent: apt runs only when a package is missing.
 # The docker CLI the tests drive (28) comes with the development machines; where none is
 # present, Debian's docker.io provides one.
 set -euo pipefail
 cd "$(dirname "$0")"
-mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' packages.txt | awk '{print $1}')
+# BEGIN packages (read by crates/barge/tests/deps.rs)
+packages=(
+  # build
+  gcc               # cc for -sys crates and the linker driver
+  libc6-dev         # crt files, libc.so for the link
+  pkg-config        # -sys crates' library lookup
+  libseccomp-dev    # -lseccomp (youki's libcontainer, the embedded runtime's seccomp filters)
+
+  # run time
+  libseccomp2       # libseccomp.so.2, linked by barge
+  nftables          # nft: published ports, masquerade, isolation rules
+  iproute2          # ip: the tests' link and namespace checks
+  runc              # --runtime runc, and the tests that compare with it
+
+  # tests and demo
+  curl              # demo and published-port tests
+  bsdutils          # script: a pty for `run -it` tests
+  procps            # ps: the harness's process checks
+  python3           # /usr/bin/python3, the base of the tests' venv (target/pyenv)
+  python3-venv      # that venv, where docker-py (scripts/python-requirements.txt) is installed
+  docker-registry   # a real OCI registry (distribution) on loopback
+  apache2-utils     # htpasswd for the registry's Basic auth
+  skopeo            # a second OCI client to cross-check pushes
+  openssl           # the registry's TLS certificates
+)
+# END packages
+pkgs=("${packages[@]}")
 command -v docker >/dev/null || pkgs+=(docker.io)
 need=()
 for p in "${pkgs[@]}"; do

@@ -1,5 +1,5 @@
 //! The fresh-machine guard: everything the build, the demo and the tests need must come from a
-//! Debian package that `scripts/install-deps.sh` installs (the lines of `scripts/packages.txt`,
+//! Debian package that `scripts/install-deps.sh` installs (the lines of the `packages` list of `scripts/install-deps.sh`,
 //! with the packages apt pulls in for them), or from one Debian marks `required`. A library or a
 //! tool that a development machine has only because someone installed it by hand fails here, in
 //! CI, instead of at a new user's link step (`unable to find library -lseccomp`).
@@ -42,13 +42,21 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The packages `install-deps.sh` installs: the first word of each line of `packages.txt`.
+/// The packages `install-deps.sh` installs: the first word of each line of its `packages=(…)`
+/// list (between its `BEGIN packages` and `END packages` markers).
 fn listed_packages() -> BTreeSet<String> {
-    let text =
-        std::fs::read_to_string(repo().join("scripts/packages.txt")).expect("scripts/packages.txt");
-    text.lines()
+    let text = std::fs::read_to_string(repo().join("scripts/install-deps.sh"))
+        .expect("scripts/install-deps.sh");
+    let list = text
+        .split("# BEGIN packages")
+        .nth(1)
+        .and_then(|t| t.split("# END packages").next())
+        .expect("install-deps.sh has a BEGIN/END packages list");
+    // The marker line's own rest ("(read by …)") is not a package.
+    list.lines()
+        .skip(1)
         .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !l.starts_with("packages=(") && *l != ")")
         .map(|l| l.split_whitespace().next().unwrap().to_string())
         .collect()
 }
@@ -87,7 +95,7 @@ fn acceptable_packages() -> BTreeSet<String> {
     for p in &listed {
         assert!(
             deps.contains_key(p),
-            "scripts/packages.txt lists {p}, which is not installed: run scripts/install-deps.sh"
+            "the packages list of scripts/install-deps.sh lists {p}, which is not installed: run scripts/install-deps.sh"
         );
     }
     // Breadth-first through Depends/Pre-Depends; virtual names no installed package carries
@@ -156,19 +164,19 @@ fn check_source(what: &str, path: &Path, ok: &BTreeSet<String>, problems: &mut V
     match owner(path) {
         Some(pkg) if ok.contains(&pkg) => {}
         Some(pkg) => problems.push(format!(
-            "{what} ({}) comes from package {pkg}, which scripts/packages.txt does not list \
+            "{what} ({}) comes from package {pkg}, which the packages list of scripts/install-deps.sh does not list \
              (nor pull in)",
             path.display()
         )),
         None => problems.push(format!(
-            "{what} ({}) belongs to no Debian package: install it from scripts/packages.txt",
+            "{what} ({}) belongs to no Debian package: install it from the packages list of scripts/install-deps.sh",
             path.display()
         )),
     }
 }
 
 #[test]
-fn packages_txt_lines_are_well_formed() {
+fn the_package_list_is_well_formed() {
     let listed = listed_packages();
     assert!(
         listed.contains("libseccomp-dev"),
@@ -349,7 +357,7 @@ fn every_tool_the_tests_and_engine_run_comes_from_an_installed_package() {
     for tool in &tools {
         let Some(path) = which(tool) else {
             problems.push(format!(
-                "{tool}: not found on PATH; add its package to scripts/packages.txt"
+                "{tool}: not found on PATH; add its package to the packages list of scripts/install-deps.sh"
             ));
             continue;
         };

@@ -75,7 +75,7 @@ fn default_runtime_is_embedded() {
 fn runc_still_selectable() {
     assert!(
         has_runc(),
-        "runc is required (scripts/packages.txt installs it)"
+        "runc is required (scripts/install-deps.sh installs it)"
     );
     D.ok(&[
         "create",
