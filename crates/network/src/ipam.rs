@@ -10,6 +10,119 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use crate::error::NetworkError;
 use crate::types::{Ipam, Ipam6};
 
+/// What the IPv4 and IPv6 halves share: subnet syntax, gateway and ip-range checks, and the
+/// validation of a requested address. Implemented for `Ipv4Net` and `Ipv6Net`.
+trait Net: Copy + std::fmt::Display + std::str::FromStr + PartialEq {
+    type Addr: Copy + std::fmt::Display + std::str::FromStr + Eq + std::hash::Hash;
+    fn trunc_net(&self) -> Self;
+    fn prefix(&self) -> u8;
+    fn has(&self, ip: &Self::Addr) -> bool;
+    fn has_net(&self, net: &Self) -> bool;
+}
+
+macro_rules! impl_net {
+    ($net:ty, $addr:ty) => {
+        impl Net for $net {
+            type Addr = $addr;
+            fn trunc_net(&self) -> Self {
+                self.trunc()
+            }
+            fn prefix(&self) -> u8 {
+                self.prefix_len()
+            }
+            fn has(&self, ip: &$addr) -> bool {
+                self.contains(ip)
+            }
+            fn has_net(&self, net: &Self) -> bool {
+                self.contains(net)
+            }
+        }
+    };
+}
+impl_net!(Ipv4Net, Ipv4Addr);
+impl_net!(Ipv6Net, Ipv6Addr);
+
+/// Parses `addr/n` of either family: host bits must be zero (as Docker requires) and the
+/// prefix at most `max_prefix`.
+fn parse_net<N: Net>(field: &str, s: &str, max_prefix: u8) -> Result<N, NetworkError> {
+    let net: N = s
+        .parse()
+        .map_err(|_| NetworkError::invalid(field, format!("invalid CIDR address: {s}")))?;
+    if net.trunc_net() != net {
+        return Err(NetworkError::invalid(
+            field,
+            format!("invalid subnet {s}: it should be {}", net.trunc_net()),
+        ));
+    }
+    if net.prefix() > max_prefix {
+        return Err(NetworkError::invalid(
+            field,
+            format!("subnet {s} is too small"),
+        ));
+    }
+    Ok(net)
+}
+
+/// The gateway of `subnet`: `given` (an address of the subnet that `reserved` does not refuse)
+/// or `default`.
+fn gateway_in<N: Net>(
+    subnet: &N,
+    given: Option<&str>,
+    reserved: impl Fn(&N::Addr) -> bool,
+    default: N::Addr,
+) -> Result<N::Addr, NetworkError> {
+    let Some(g) = given else { return Ok(default) };
+    let ip: N::Addr = g
+        .parse()
+        .map_err(|_| NetworkError::invalid("gateway", format!("invalid address {g}")))?;
+    if !subnet.has(&ip) || reserved(&ip) {
+        return Err(NetworkError::invalid(
+            "gateway",
+            format!("no matching subnet for gateway {ip}"),
+        ));
+    }
+    Ok(ip)
+}
+
+/// An `--ip-range` inside `subnet`.
+fn ip_range_in<N: Net>(
+    subnet: &N,
+    given: Option<&str>,
+    max_prefix: u8,
+) -> Result<Option<N>, NetworkError> {
+    let Some(r) = given else { return Ok(None) };
+    let r: N = parse_net("ip-range", r, max_prefix)?;
+    if !subnet.has_net(&r) {
+        return Err(NetworkError::invalid(
+            "ip-range",
+            format!("ip-range {r} is not within subnet {subnet}"),
+        ));
+    }
+    Ok(Some(r))
+}
+
+/// A requested address (`--ip`/`--ip6`, field `field`): inside `subnet`, not `reserved`, free.
+fn requested<N: Net>(
+    field: &str,
+    subnet: &N,
+    ip: N::Addr,
+    reserved: bool,
+    used: &HashSet<N::Addr>,
+) -> Result<N::Addr, NetworkError> {
+    if !subnet.has(&ip) || reserved {
+        return Err(NetworkError::invalid(
+            field,
+            format!("address {ip} is not usable in subnet {subnet}"),
+        ));
+    }
+    if used.contains(&ip) {
+        return Err(NetworkError::Conflict(format!(
+            "Address already in use: {ip}"
+        )));
+    }
+    Ok(ip)
+}
+
 /// Subnets routed on the host (from `/proc/net/route`, little-endian hex), excluding default
 /// routes. Used so a new network never shadows an existing one (docker's and podman's
 /// bridges, VPNs, the LAN).
@@ -59,22 +172,7 @@ pub fn pick_subnet(pool: Ipv4Net, prefix: u8, taken: &[Ipv4Net]) -> Option<Ipv4N
 
 /// Parses `a.b.c.d/n` (host bits must be zero, as Docker requires).
 pub fn parse_subnet(field: &str, s: &str) -> Result<Ipv4Net, NetworkError> {
-    let net: Ipv4Net = s
-        .parse()
-        .map_err(|_| NetworkError::invalid(field, format!("invalid CIDR address: {s}")))?;
-    if net.trunc() != net {
-        return Err(NetworkError::invalid(
-            field,
-            format!("invalid subnet {s}: it should be {}", net.trunc()),
-        ));
-    }
-    if net.prefix_len() > 30 {
-        return Err(NetworkError::invalid(
-            field,
-            format!("subnet {s} is too small"),
-        ));
-    }
-    Ok(net)
+    parse_net(field, s, 30)
 }
 
 /// Builds the IPAM of a network from user input (all optional).
@@ -92,34 +190,13 @@ pub fn build(
         }
         return Ok(None);
     };
-    let gateway = match gateway {
-        Some(g) => {
-            let g: Ipv4Addr = g
-                .parse()
-                .map_err(|_| NetworkError::invalid("gateway", format!("invalid address {g}")))?;
-            if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
-                return Err(NetworkError::invalid(
-                    "gateway",
-                    format!("no matching subnet for gateway {g}"),
-                ));
-            }
-            g
-        }
-        None => first_host(&subnet),
-    };
-    let ip_range = match ip_range {
-        Some(r) => {
-            let r = parse_subnet("ip-range", r)?;
-            if !subnet.contains(&r) {
-                return Err(NetworkError::invalid(
-                    "ip-range",
-                    format!("ip-range {r} is not within subnet {subnet}"),
-                ));
-            }
-            Some(r)
-        }
-        None => None,
-    };
+    let gateway = gateway_in(
+        &subnet,
+        gateway,
+        |g| *g == subnet.network() || *g == subnet.broadcast(),
+        first_host(&subnet),
+    )?;
+    let ip_range = ip_range_in(&subnet, ip_range, 30)?;
     Ok(Some(Ipam {
         subnet,
         gateway,
@@ -144,18 +221,7 @@ pub fn allocate(
         ip == ipam.subnet.network() || ip == ipam.subnet.broadcast() || ip == ipam.gateway
     };
     if let Some(ip) = want {
-        if !ipam.subnet.contains(&ip) || reserved(ip) {
-            return Err(NetworkError::invalid(
-                "ip",
-                format!("address {ip} is not usable in subnet {}", ipam.subnet),
-            ));
-        }
-        if used.contains(&ip) {
-            return Err(NetworkError::Conflict(format!(
-                "Address already in use: {ip}"
-            )));
-        }
-        return Ok(ip);
+        return requested("ip", &ipam.subnet, ip, reserved(ip), used);
     }
     let range = ipam.ip_range.unwrap_or(ipam.subnet);
     range
@@ -202,22 +268,7 @@ pub fn overlaps6(a: &Ipv6Net, b: &Ipv6Net) -> bool {
 
 /// Parses an IPv6 `addr/n` (host bits must be zero, as Docker requires; at most /126).
 pub fn parse_subnet6(field: &str, s: &str) -> Result<Ipv6Net, NetworkError> {
-    let net: Ipv6Net = s
-        .parse()
-        .map_err(|_| NetworkError::invalid(field, format!("invalid CIDR address: {s}")))?;
-    if net.trunc() != net {
-        return Err(NetworkError::invalid(
-            field,
-            format!("invalid subnet {s}: it should be {}", net.trunc()),
-        ));
-    }
-    if net.prefix_len() > 126 {
-        return Err(NetworkError::invalid(
-            field,
-            format!("subnet {s} is too small"),
-        ));
-    }
-    Ok(net)
+    parse_net(field, s, 126)
 }
 
 /// The daemon's IPv6 pool as dockerd ≥ 27 makes it when `default-address-pools` has no IPv6
@@ -247,34 +298,13 @@ pub fn build6(
     ip_range: Option<&str>,
     user_subnet: bool,
 ) -> Result<Ipam6, NetworkError> {
-    let gateway = match gateway {
-        Some(g) => {
-            let g: Ipv6Addr = g
-                .parse()
-                .map_err(|_| NetworkError::invalid("gateway", format!("invalid address {g}")))?;
-            if !subnet.contains(&g) || g == subnet.network() {
-                return Err(NetworkError::invalid(
-                    "gateway",
-                    format!("no matching subnet for gateway {g}"),
-                ));
-            }
-            g
-        }
-        None => first_host6(&subnet),
-    };
-    let ip_range = match ip_range {
-        Some(r) => {
-            let r = parse_subnet6("ip-range", r)?;
-            if !subnet.contains(&r) {
-                return Err(NetworkError::invalid(
-                    "ip-range",
-                    format!("ip-range {r} is not within subnet {subnet}"),
-                ));
-            }
-            Some(r)
-        }
-        None => None,
-    };
+    let gateway = gateway_in(
+        &subnet,
+        gateway,
+        |g| *g == subnet.network(),
+        first_host6(&subnet),
+    )?;
+    let ip_range = ip_range_in(&subnet, ip_range, 126)?;
     Ok(Ipam6 {
         subnet,
         gateway,
@@ -297,18 +327,7 @@ pub fn allocate6(
 ) -> Result<Ipv6Addr, NetworkError> {
     let reserved = |ip: Ipv6Addr| ip == ipam.subnet.network() || ip == ipam.gateway;
     if let Some(ip) = want {
-        if !ipam.subnet.contains(&ip) || reserved(ip) {
-            return Err(NetworkError::invalid(
-                "ip6",
-                format!("address {ip} is not usable in subnet {}", ipam.subnet),
-            ));
-        }
-        if used.contains(&ip) {
-            return Err(NetworkError::Conflict(format!(
-                "Address already in use: {ip}"
-            )));
-        }
-        return Ok(ip);
+        return requested("ip6", &ipam.subnet, ip, reserved(ip), used);
     }
     let range = ipam.ip_range.unwrap_or(ipam.subnet);
     let (lo, hi) = (u128::from(range.network()), u128::from(range.broadcast()));
