@@ -11,6 +11,9 @@
 //!   `metadata.resourceVersion` is its key's `mod_revision`. Built-ins and CRDs share one
 //!   code path.
 
+pub mod schema;
+pub mod strategic;
+
 use std::sync::Arc;
 
 use axum::routing::get;
