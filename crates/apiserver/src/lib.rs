@@ -11,8 +11,10 @@
 //!   `metadata.resourceVersion` is its key's `mod_revision`. Built-ins and CRDs share one
 //!   code path.
 
+pub mod fields;
 pub mod openapi;
 pub mod schema;
+pub mod ssa;
 pub mod strategic;
 
 use std::sync::Arc;

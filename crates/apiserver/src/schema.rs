@@ -185,6 +185,36 @@ impl<'a> Schema<'a> {
             .unwrap_or_default()
     }
 
+    /// Whether values here are atomic (replaced and owned as a whole): a map or struct marked
+    /// `x-kubernetes-map-type: atomic` (on the field or its definition), a list that is not a
+    /// `set` or `map` list, or an object schema with no fields at all (`FieldsV1`,
+    /// `RawExtension`).
+    pub fn is_atomic(&self) -> bool {
+        let resolved = self.resolve(self.node);
+        let marked =
+            |n: &Value| n.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic");
+        if marked(self.node) || marked(resolved) {
+            return true;
+        }
+        if resolved.get("items").is_some()
+            || resolved.get("type").and_then(Value::as_str) == Some("array")
+        {
+            return !matches!(self.list_type(), Some("set") | Some("map"));
+        }
+        let is_object = matches!(
+            resolved.get("type").and_then(Value::as_str),
+            Some("object") | None
+        );
+        is_object
+            && resolved.get("properties").is_none()
+            && !resolved
+                .get("additionalProperties")
+                .is_some_and(Value::is_object)
+            && resolved
+                .get("x-kubernetes-preserve-unknown-fields")
+                .is_none()
+    }
+
     /// The raw schema node (for validation and OpenAPI serving).
     pub fn node(&self) -> &'a Value {
         self.resolve(self.node)
