@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod schema;
 pub mod ssa;
 pub mod strategic;
+pub mod unknown;
 
 use std::sync::Arc;
 
