@@ -13,6 +13,7 @@
 
 pub mod fields;
 pub mod openapi;
+pub mod rbac;
 pub mod schema;
 pub mod ssa;
 pub mod strategic;
