@@ -11,6 +11,7 @@
 //!   `metadata.resourceVersion` is its key's `mod_revision`. Built-ins and CRDs share one
 //!   code path.
 
+pub mod crd;
 pub mod fields;
 pub mod openapi;
 pub mod rbac;
