@@ -18,6 +18,7 @@ pub mod rbac;
 pub mod schema;
 pub mod ssa;
 pub mod strategic;
+pub mod tokens;
 pub mod unknown;
 
 use std::sync::Arc;
