@@ -47,11 +47,11 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# docker-py as users run it (PyPI, pinned in python-requirements.txt), in a venv of Debian's
+# docker-py and the Kubernetes Python client as users run them (PyPI, pinned in python-requirements.txt), in a venv of Debian's
 # python3 under target/ (the tests run their docker-py programs with target/pyenv/bin/python3).
 venv=../target/pyenv
-if ! "$venv/bin/python3" -c 'import docker' 2>/dev/null; then
-  echo "creating $venv (docker-py for the tests)"
+if ! "$venv/bin/python3" -c "import sys" 2>/dev/null; then
+  echo "creating $venv (docker-py and the Kubernetes client for the tests)"
   rm -rf "$venv"
   /usr/bin/python3 -m venv "$venv"
 fi

@@ -372,27 +372,29 @@ fn every_tool_the_tests_and_engine_run_comes_from_an_installed_package() {
 }
 
 #[test]
-fn the_tests_python_has_the_pinned_docker_py() {
+fn the_tests_python_has_the_pinned_clients() {
     // The venv install-deps.sh makes: Debian's python3 (checked above as a tool) with the
-    // docker-py version scripts/python-requirements.txt pins.
+    // versions scripts/python-requirements.txt pins of docker-py and the Kubernetes client.
     let python = repo().join("target/pyenv/bin/python3");
-    let want = std::fs::read_to_string(repo().join("scripts/python-requirements.txt"))
+    let pins = std::fs::read_to_string(repo().join("scripts/python-requirements.txt"))
         .expect("scripts/python-requirements.txt");
-    let want = want
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("docker=="))
-        .expect("docker-py pinned with ==");
-    let out = Command::new(&python)
-        .args(["-c", "import docker; print(docker.__version__)"])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/install-deps.sh)", python.display()));
-    assert!(
-        out.status.success(),
-        "docker-py missing in {}: {}",
-        python.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    for (package, module) in [("docker", "docker"), ("kubernetes", "kubernetes")] {
+        let want = pins
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{package}==")))
+            .unwrap_or_else(|| panic!("{package} pinned with == in python-requirements.txt"));
+        let out = Command::new(&python)
+            .args(["-c", &format!("import {module}; print({module}.__version__)")])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/install-deps.sh)", python.display()));
+        assert!(
+            out.status.success(),
+            "{package} missing in {}: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{package}");
+    }
     // Its interpreter is Debian's.
     let base = std::fs::canonicalize(&python).unwrap();
     assert!(
