@@ -829,3 +829,31 @@ n.remove(); i.remove()
         "{out}"
     );
 }
+
+/// Inspect echoes the attach flags the client created the container with (`docker run -d`
+/// sends false, `docker create` true for stdout/stderr), and `ExecIDs` lists the execs that
+/// have not exited (null when there are none), as dockerd does.
+#[test]
+fn attach_flags_and_exec_ids_as_created() {
+    let out = py(r##"
+d = api.create_container("busybox:1.35", ["sleep", "60"], name="att-d", detach=True)
+a = api.create_container("busybox:1.35", ["sleep", "60"], name="att-a", detach=False, stdin_open=True)
+for cid in (d["Id"], a["Id"]):
+    cfg = api.inspect_container(cid)["Config"]
+    print(cfg["AttachStdin"], cfg["AttachStdout"], cfg["AttachStderr"])
+api.start(d["Id"])
+print(api.inspect_container(d["Id"])["ExecIDs"])
+e = api.exec_create(d["Id"], ["sleep", "30"])
+print(api.inspect_container(d["Id"])["ExecIDs"] == [e["Id"]])
+api.exec_start(e["Id"], detach=True)
+q = api.exec_create(d["Id"], ["true"])
+api.exec_start(q["Id"])
+ids = api.inspect_container(d["Id"])["ExecIDs"]
+print(e["Id"] in ids, q["Id"] in ids)
+api.remove_container(d["Id"], force=True); api.remove_container(a["Id"], force=True)
+"##);
+    assert_eq!(
+        out, "False False False\nTrue True True\nNone\nTrue\nTrue False\n",
+        "{out}"
+    );
+}

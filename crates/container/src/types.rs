@@ -51,6 +51,14 @@ pub struct CreateOptions {
     pub tty: bool,
     pub open_stdin: bool,
     pub stdin_once: bool,
+    /// Docker's `Config.AttachStdin/AttachStdout/AttachStderr`: which streams the creating
+    /// client meant to attach (`docker run` without `-d` sets stdout/stderr); echoed by inspect.
+    #[serde(default)]
+    pub attach_stdin: bool,
+    #[serde(default)]
+    pub attach_stdout: bool,
+    #[serde(default)]
+    pub attach_stderr: bool,
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
     /// Seconds.

@@ -191,6 +191,20 @@ impl Containers {
         }
     }
 
+    /// The container's exec instances that have not exited (created or running): inspect's
+    /// `ExecIDs`, as dockerd drops an exec from its container when it exits.
+    pub fn exec_ids(&self, container_id: &str) -> Vec<String> {
+        let inner = self.lock();
+        let mut ids: Vec<String> = inner
+            .execs
+            .values()
+            .filter(|e| e.container_id == container_id && e.exit_code.is_none())
+            .map(|e| e.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Current state of an exec instance.
     pub fn exec_inspect(&self, exec_id: &str) -> Result<Exec, ContainerError> {
         let mut inner = self.lock();

@@ -58,7 +58,8 @@ pub async fn inspect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let c = get_container(&state, &id).await?;
-    let mut v = crate::wire::container_inspect(&c, &[]);
+    let execs = state.containers.exec_ids(&c.id);
+    let mut v = crate::wire::container_inspect(&c, &execs);
     let (s, c2) = (state.clone(), c.clone());
     v["NetworkSettings"] =
         asyncify(move || Ok::<_, ApiError>(super::networks::network_settings(&s, &c2))).await?;
