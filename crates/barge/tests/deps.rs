@@ -384,7 +384,10 @@ fn the_tests_python_has_the_pinned_clients() {
             .find_map(|l| l.trim().strip_prefix(&format!("{package}==")))
             .unwrap_or_else(|| panic!("{package} pinned with == in python-requirements.txt"));
         let out = Command::new(&python)
-            .args(["-c", &format!("import {module}; print({module}.__version__)")])
+            .args([
+                "-c",
+                &format!("import {module}; print({module}.__version__)"),
+            ])
             .output()
             .unwrap_or_else(|e| panic!("{}: {e} (run scripts/install-deps.sh)", python.display()));
         assert!(
@@ -393,7 +396,11 @@ fn the_tests_python_has_the_pinned_clients() {
             python.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{package}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want,
+            "{package}"
+        );
     }
     // Its interpreter is Debian's.
     let base = std::fs::canonicalize(&python).unwrap();
