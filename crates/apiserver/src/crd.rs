@@ -322,13 +322,25 @@ fn validate_node(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
         }
     }
     if let Some(n) = number(v).filter(|_| v.is_number()) {
-        if let Some(min) = schema.get("minimum").and_then(number) {
-            let exclusive = schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
-            if n < min || (exclusive && n == min) {
+        let bounds = [
+            ("minimum", "exclusiveMinimum", "greater than"),
+            ("maximum", "exclusiveMaximum", "less than"),
+        ];
+        for (key, exclusive_key, rel) in bounds {
+            let Some(bound) = schema.get(key).and_then(number) else {
+                continue;
+            };
+            let exclusive = schema.get(exclusive_key).and_then(Value::as_bool) == Some(true);
+            let beyond = if key == "minimum" {
+                n < bound
+            } else {
+                n > bound
+            };
+            if beyond || (exclusive && n == bound) {
                 let rel = if exclusive {
-                    "greater than"
+                    rel.to_string()
                 } else {
-                    "greater than or equal to"
+                    format!("{rel} or equal to")
                 };
                 out.push(Cause::new(
                     "FieldValueInvalid",
@@ -336,26 +348,7 @@ fn validate_node(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
                     format!(
                         "Invalid value: {}: {path} in body should be {rel} {}",
                         fmt_num(v),
-                        fmt_num(&schema["minimum"])
-                    ),
-                ));
-            }
-        }
-        if let Some(max) = schema.get("maximum").and_then(number) {
-            let exclusive = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
-            if n > max || (exclusive && n == max) {
-                let rel = if exclusive {
-                    "less than"
-                } else {
-                    "less than or equal to"
-                };
-                out.push(Cause::new(
-                    "FieldValueInvalid",
-                    path,
-                    format!(
-                        "Invalid value: {}: {path} in body should be {rel} {}",
-                        fmt_num(v),
-                        fmt_num(&schema["maximum"])
+                        fmt_num(&schema[key])
                     ),
                 ));
             }

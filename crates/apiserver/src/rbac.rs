@@ -37,6 +37,17 @@ pub struct ResourceAttributes {
     pub name: String,
 }
 
+impl ResourceAttributes {
+    /// `resource` or `resource/subresource`, as rules and messages name it.
+    pub fn combined(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+}
+
 /// A policy rule (`PolicyRule`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
@@ -258,11 +269,7 @@ pub fn rule_allows(rule: &Rule, attrs: &Attributes) -> bool {
     }
     match &attrs.resource {
         Some(r) => {
-            let combined = if r.subresource.is_empty() {
-                r.resource.clone()
-            } else {
-                format!("{}/{}", r.resource, r.subresource)
-            };
+            let combined = r.combined();
             let resource_ok = rule.resources.iter().any(|rr| {
                 rr == "*"
                     || *rr == combined
@@ -286,11 +293,7 @@ pub fn rule_allows(rule: &Rule, attrs: &Attributes) -> bool {
 pub fn forbidden_message(user: &Identity, attrs: &Attributes) -> String {
     match &attrs.resource {
         Some(r) => {
-            let combined = if r.subresource.is_empty() {
-                r.resource.clone()
-            } else {
-                format!("{}/{}", r.resource, r.subresource)
-            };
+            let combined = r.combined();
             let what = if r.name.is_empty() {
                 combined.clone()
             } else {

@@ -30,6 +30,20 @@ const IGNORED_META: &[&str] = &[
     "managedFields",
 ];
 
+/// Who writes, and what of the object nobody owns on that endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer<'a> {
+    /// The field manager (`fieldManager`, or derived from the User-Agent as kube does).
+    pub manager: &'a str,
+    /// The request's `group/version` (`v1` for core).
+    pub api_version: &'a str,
+    /// `""` for the main resource, `status`, `scale`.
+    pub subresource: &'a str,
+    /// Top-level fields reset on this endpoint (`status` on a main resource with a status
+    /// subresource).
+    pub reset: &'a [&'a str],
+}
+
 /// One `metadata.managedFields` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manager {
@@ -212,11 +226,14 @@ pub fn record_update(
     old: Option<&Value>,
     mut new: Value,
     schema: Option<Schema<'_>>,
-    manager: &str,
-    api_version: &str,
-    subresource: &str,
-    ignored: &[&str],
+    who: &Writer<'_>,
 ) -> Value {
+    let Writer {
+        manager,
+        api_version,
+        subresource,
+        reset: ignored,
+    } = *who;
     let old_managers = old.map(managers).unwrap_or_default();
     let requested = new.pointer("/metadata/managedFields").cloned();
     let mut list = match requested {
@@ -268,17 +285,19 @@ pub fn record_update(
 
 /// Server-side apply of `config` by `manager` onto `live` (None: the object is created).
 /// Returns the new object with its managed fields, or the conflicts.
-#[allow(clippy::too_many_arguments)]
 pub fn apply(
     live: Option<&Value>,
     config: &Value,
     schema: Option<Schema<'_>>,
-    manager: &str,
-    api_version: &str,
-    subresource: &str,
+    who: &Writer<'_>,
     force: bool,
-    ignored: &[&str],
 ) -> Result<Value, ApplyConflict> {
+    let Writer {
+        manager,
+        api_version,
+        subresource,
+        reset: ignored,
+    } = *who;
     let empty = json!({});
     let live_obj = live.unwrap_or(&empty);
     let mut list = managers(live_obj);
@@ -452,6 +471,13 @@ mod tests {
     use super::*;
     use crate::schema::definitions;
 
+    const KUBECTL: Writer<'static> = Writer {
+        manager: "kubectl",
+        api_version: "apps/v1",
+        subresource: "",
+        reset: &["status"],
+    };
+
     fn dep() -> Option<Schema<'static>> {
         definitions().kind("apps", "v1", "Deployment")
     }
@@ -463,74 +489,40 @@ mod tests {
 
     #[test]
     fn apply_owns_conflicts_forces_and_prunes() {
-        let created = apply(
-            None,
-            &config(2, "a:1", json!({"x": "1", "y": "2"})),
-            dep(),
-            "kubectl",
-            "apps/v1",
-            "",
-            false,
-            &["status"],
-        )
-        .unwrap();
+        let full = || config(2, "a:1", json!({"x": "1", "y": "2"}));
+        let created = apply(None, &full(), dep(), &KUBECTL, false).unwrap();
         let ms = managers(&created);
         assert_eq!((ms.len(), ms[0].operation.as_str()), (1, "Apply"));
-        assert!(
-            ms[0].fields.to_fields_v1()["f:spec"]["f:template"]["f:spec"]["f:containers"]
-                ["k:{\"name\":\"app\"}"]["f:image"]
-                .is_object()
-        );
+        let containers =
+            &ms[0].fields.to_fields_v1()["f:spec"]["f:template"]["f:spec"]["f:containers"];
+        assert!(containers["k:{\"name\":\"app\"}"]["f:image"].is_object());
 
         // Another manager scales with an update: it takes spec.replicas.
         let mut scaled = created.clone();
         scaled["spec"]["replicas"] = json!(5);
-        let scaled = record_update(
-            Some(&created),
-            scaled,
-            dep(),
-            "kubectl-scale",
-            "apps/v1",
-            "",
-            &["status"],
-        );
+        let scaler = Writer {
+            manager: "kubectl-scale",
+            ..KUBECTL
+        };
+        let scaled = record_update(Some(&created), scaled, dep(), &scaler);
         assert_eq!(managers(&scaled).len(), 2);
 
         // Re-applying replicas 2 conflicts with that manager.
-        let err = apply(
-            Some(&scaled),
-            &config(2, "a:1", json!({"x": "1", "y": "2"})),
-            dep(),
-            "kubectl",
-            "apps/v1",
-            "",
-            false,
-            &["status"],
-        )
-        .unwrap_err();
-        assert_eq!(err.message, "Apply failed with 1 conflict: conflict with \"kubectl-scale\" using apps/v1: .spec.replicas");
+        let err = apply(Some(&scaled), &full(), dep(), &KUBECTL, false).unwrap_err();
+        let cause = "conflict with \"kubectl-scale\" using apps/v1";
+        assert_eq!(
+            err.message,
+            format!("Apply failed with 1 conflict: {cause}: .spec.replicas")
+        );
         assert_eq!(
             err.causes,
-            vec![(
-                "conflict with \"kubectl-scale\" using apps/v1".to_string(),
-                ".spec.replicas".to_string()
-            )]
+            vec![(cause.to_string(), ".spec.replicas".to_string())]
         );
 
         // Leaving replicas out is no conflict; dropping label y prunes it.
         let mut without = config(0, "a:2", json!({"x": "1"}));
         without["spec"].as_object_mut().unwrap().remove("replicas");
-        let applied = apply(
-            Some(&scaled),
-            &without,
-            dep(),
-            "kubectl",
-            "apps/v1",
-            "",
-            false,
-            &["status"],
-        )
-        .unwrap();
+        let applied = apply(Some(&scaled), &without, dep(), &KUBECTL, false).unwrap();
         assert_eq!(applied["spec"]["replicas"], 5);
         assert_eq!(applied["metadata"]["labels"], json!({"x": "1"}));
         assert_eq!(
@@ -541,48 +533,36 @@ mod tests {
         // Forced: ownership moves.
         let forced = apply(
             Some(&scaled),
-            &config(3, "a:1", json!({"x": "1", "y": "2"})),
+            &config(3, "a:1", json!({})),
             dep(),
-            "kubectl",
-            "apps/v1",
-            "",
+            &KUBECTL,
             true,
-            &["status"],
         )
         .unwrap();
         assert_eq!(forced["spec"]["replicas"], 3);
-        assert!(
-            managers(&forced).iter().all(|m| m.manager == "kubectl"),
-            "{:?}",
-            managers(&forced)
-        );
+        let owners: Vec<String> = managers(&forced).into_iter().map(|m| m.manager).collect();
+        assert_eq!(owners, vec!["kubectl"]);
     }
 
     #[test]
     fn updates_record_changed_fields() {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
         let schema = definitions().kind("", "v1", "ConfigMap");
-        let created = record_update(None, cm, schema, "kubectl-create", "v1", "", &[]);
-        assert_eq!(
-            created["metadata"]["managedFields"][0]["fieldsV1"],
-            json!({"f:data": {"f:a": {}}})
-        );
+        let writer = |manager| Writer {
+            manager,
+            api_version: "v1",
+            subresource: "",
+            reset: &[],
+        };
+        let created = record_update(None, cm, schema, &writer("kubectl-create"));
+        let fields = &created["metadata"]["managedFields"][0]["fieldsV1"];
+        assert_eq!(fields, &json!({"f:data": {"f:a": {}}}));
         let mut edited = created.clone();
         edited["data"]["b"] = json!("2");
-        let edited = record_update(
-            Some(&created),
-            edited,
-            schema,
-            "kubectl-edit",
-            "v1",
-            "",
-            &[],
-        );
+        let edited = record_update(Some(&created), edited, schema, &writer("kubectl-edit"));
         let ms = managers(&edited);
-        assert_eq!(
-            ms.iter().map(|m| m.manager.as_str()).collect::<Vec<_>>(),
-            vec!["kubectl-create", "kubectl-edit"]
-        );
+        let names: Vec<&str> = ms.iter().map(|m| m.manager.as_str()).collect();
+        assert_eq!(names, vec!["kubectl-create", "kubectl-edit"]);
         assert_eq!(ms[1].fields.to_fields_v1(), json!({"f:data": {"f:b": {}}}));
     }
 }

@@ -209,26 +209,8 @@ fn merge_set_element_order(
         let field = schema.and_then(|s| s.field(list_key));
         let meta = field.map(|f| f.patch_meta()).unwrap_or_default();
         let merge_key = meta.merge_key.clone().unwrap_or_default();
-        let orig_list = match original.get(list_key) {
-            None => None,
-            Some(Value::Array(a)) => Some(a.clone()),
-            Some(other) => {
-                return Err(StrategicPatchError::BadArgType {
-                    expected: "list",
-                    got: short(other),
-                })
-            }
-        };
-        let patch_list = match patch.get(list_key) {
-            None => None,
-            Some(Value::Array(a)) => Some(a.clone()),
-            Some(other) => {
-                return Err(StrategicPatchError::BadArgType {
-                    expected: "list",
-                    got: short(other),
-                })
-            }
-        };
+        let orig_list = list_at(original, list_key)?;
+        let patch_list = list_at(patch, list_key)?;
         validate_with_order(patch_list.as_deref().unwrap_or(&[]), &order, &merge_key)?;
         let merged = match (&orig_list, &patch_list) {
             (Some(o), None) => o.clone(),
@@ -253,6 +235,18 @@ fn merge_set_element_order(
         patch.remove(list_key);
     }
     Ok(())
+}
+
+/// The list under `key`, if any; anything else there is an error.
+fn list_at(map: &Map<String, Value>, key: &str) -> Result<Option<Vec<Value>>> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a.clone())),
+        Some(other) => Err(StrategicPatchError::BadArgType {
+            expected: "list",
+            got: short(other),
+        }),
+    }
 }
 
 fn validate_with_order(patch_list: &[Value], order: &[Value], merge_key: &str) -> Result<()> {
