@@ -145,16 +145,7 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
             .collect();
         if n.internal {
             // Nothing leaves or enters an internal network.
-            for (this, other) in [("iifname", "oifname"), ("oifname", "iifname")] {
-                cmds.push(rule(
-                    "forward",
-                    vec![
-                        m(meta(this), json!(n.bridge)),
-                        m_ne(meta(other), json!(n.bridge)),
-                        json!({"drop": null}),
-                    ],
-                ));
-            }
+            isolate(&mut cmds, &n.bridge, &rule);
         } else if !others.is_empty() {
             cmds.push(rule(
                 "forward",
@@ -254,16 +245,7 @@ fn ruleset6(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Vec<Value> {
     cmds.push(rule("forward", vec![ct_dnat(), json!({"accept": null})]));
     for (n, _) in &v6 {
         if n.internal {
-            for (this, other) in [("iifname", "oifname"), ("oifname", "iifname")] {
-                cmds.push(rule(
-                    "forward",
-                    vec![
-                        m(meta(this), json!(n.bridge)),
-                        m_ne(meta(other), json!(n.bridge)),
-                        json!({"drop": null}),
-                    ],
-                ));
-            }
+            isolate(&mut cmds, &n.bridge, &rule);
             continue;
         }
         // Every other barge bridge, with IPv6 or not (a route to it may exist all the same).
@@ -337,6 +319,20 @@ fn foreign_chain(filter: &Value) -> Option<String> {
 }
 
 /// [`foreign_commands_in`] for `ip filter`.
+/// Drops what enters or leaves an internal network's bridge from or to another interface.
+fn isolate(cmds: &mut Vec<Value>, bridge: &str, rule: &dyn Fn(&str, Vec<Value>) -> Value) {
+    for (this, other) in [("iifname", "oifname"), ("oifname", "iifname")] {
+        cmds.push(rule(
+            "forward",
+            vec![
+                m(meta(this), json!(bridge)),
+                m_ne(meta(other), json!(bridge)),
+                json!({"drop": null}),
+            ],
+        ));
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn foreign_commands(filter: &Value, table: &str, bridges: &[String]) -> Vec<Value> {
     foreign_commands_in("ip", filter, table, bridges)

@@ -104,25 +104,16 @@ impl Networks {
         }
         let mut used = Self::used_ips(inner, &net.id);
         used.extend(extra_used.iter().copied());
-        let used4: HashSet<Ipv4Addr> = used
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+        let (mut used4, mut used6) = (HashSet::<Ipv4Addr>::new(), HashSet::<Ipv6Addr>::new());
+        for ip in &used {
+            match ip {
+                IpAddr::V4(a) => used4.insert(*a),
+                IpAddr::V6(a) => used6.insert(*a),
+            };
+        }
         let ip = ipam::allocate(ipam, &used4, req.ipv4_address)?;
         let ip6 = match (&net.ipam6, req.ipv6_address) {
-            (Some(i6), want) => {
-                let used6: HashSet<Ipv6Addr> = used
-                    .iter()
-                    .filter_map(|ip| match ip {
-                        IpAddr::V6(a) => Some(*a),
-                        IpAddr::V4(_) => None,
-                    })
-                    .collect();
-                Some((ipam::allocate6(i6, &used6, want)?, i6.subnet.prefix_len()))
-            }
+            (Some(i6), want) => Some((ipam::allocate6(i6, &used6, want)?, i6.subnet.prefix_len())),
             (None, Some(want)) => {
                 return Err(NetworkError::invalid(
                     "ip6",
