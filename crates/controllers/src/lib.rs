@@ -1,0 +1,43 @@
+//! barge's controllers: what kube-controller-manager does, written on kube's runtime against
+//! the Kubernetes API (they would run against any Kubernetes), run by `barge server`.
+//!
+//! - [`gc`]: the garbage collector — dependents of deleted owners go (`ownerReferences`),
+//!   foreground deletion waits for blocking dependents, orphaning strips references.
+//! - [`namespace`]: a deleted namespace loses its contents, then its `kubernetes` finalizer.
+//!
+//! Invariants: controllers only act through the API (no datastore access); every write is
+//! conditional on the `resourceVersion` it was computed from (a conflict retries later); an
+//! owner is taken as gone only after a live read confirms it (a watch may lag).
+
+pub mod gc;
+pub mod namespace;
+mod resources;
+
+use kube::Client;
+
+pub use resources::{discover, Resource};
+
+/// Errors of a controller's API calls (each is retried on the next pass).
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("{what}: {source}")]
+    Api { what: String, source: kube::Error },
+}
+
+impl ControllerError {
+    fn api(what: impl Into<String>, source: kube::Error) -> Self {
+        ControllerError::Api {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Runs every controller until `shutdown` completes.
+pub async fn run(client: Client, shutdown: impl std::future::Future<Output = ()>) {
+    let gc = tokio::spawn(gc::run(client.clone()));
+    let ns = tokio::spawn(namespace::run(client));
+    shutdown.await;
+    gc.abort();
+    ns.abort();
+}
