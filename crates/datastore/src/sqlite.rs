@@ -1,0 +1,794 @@
+//! [`SqliteStore`]: the embedded backend, a kine-like append-only table in one SQLite file.
+//!
+//! Every write appends one row; its `id` (`INTEGER PRIMARY KEY AUTOINCREMENT`, never reused)
+//! is the write's revision. A row carries the key (`name`), whether it created the key
+//! (`created`) or deleted it (`deleted`, a tombstone that keeps the last value), the key's
+//! `create_revision`, the revision of the row it supersedes (`prev_revision`, 0 for a first
+//! create) and the value before the change (`old_value`, so a watch's `prev` survives the
+//! compaction of the superseded row). The unique index on `(name, prev_revision)` makes two
+//! writes that both read the same current row impossible, whatever goes wrong above it.
+//! The one-row table `meta` holds the compacted revision (reads below it fail) and the swept
+//! one (rows superseded up to it are deleted; behind the compacted one while a compaction
+//! runs, or after a crash in the middle of one, which the next compaction finishes).
+//!
+//! The current revision is `sqlite_sequence`'s counter for the table (not `MAX(id)`: a
+//! compaction may drop the newest row when it is a tombstone).
+//!
+//! Threads: one writer thread owns the read-write connection and runs each write in an
+//! `IMMEDIATE` transaction, fed by a channel; it publishes each committed write's event to the
+//! watchers before it answers the caller. Reads run on tokio's blocking pool with a small pool
+//! of read-only connections (WAL lets them read a consistent snapshot while the writer writes).
+//! No tokio worker ever waits on SQLite.
+//!
+//! Durability: `journal_mode=WAL`, `synchronous=NORMAL`. A write is acknowledged after its
+//! transaction committed to the WAL with `write(2)`, so it survives `kill -9` of the process
+//! (the kernel has the data); an OS crash or power loss can lose the last commits before the
+//! next checkpoint's `fsync`, never tear one (SQLite's WAL frames are checksummed). This is
+//! k3s's/kine's trade-off too.
+//!
+//! One process opens a database at a time (the server's data dir); a second process writing
+//! to the same file would see `SQLITE_BUSY` waits, not corruption.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::{
+    Error, Event, EventKind, KeyValue, ListOptions, ListPage, Result, Revision, Store, WatchStream,
+};
+
+const BACKEND: &str = "sqlite";
+/// How long a connection waits for a lock held by another connection before `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows a compaction deletes per transaction (kine's batch), so writers are not held up.
+pub const COMPACT_BATCH: i64 = 1000;
+/// Rows a watch reads from the table per batch while it catches up.
+const WATCH_BATCH: i64 = 500;
+/// Events the in-process notification holds for slow watchers; a watcher that falls further
+/// behind catches up from the table instead (no event is lost, none is duplicated).
+const LIVE_CAPACITY: usize = 4096;
+/// Idle read connections kept open.
+const READ_POOL: usize = 8;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    create_revision INTEGER NOT NULL,
+    prev_revision INTEGER NOT NULL,
+    value BLOB NOT NULL,
+    old_value BLOB
+);
+CREATE INDEX IF NOT EXISTS kv_log_name_id ON kv_log (name, id);
+CREATE UNIQUE INDEX IF NOT EXISTS kv_log_name_prev_revision ON kv_log (name, prev_revision);
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    compacted_revision INTEGER NOT NULL,
+    swept_revision INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (id, compacted_revision, swept_revision) VALUES (1, 0, 0);
+";
+
+fn backend_err(context: &str, e: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message: format!("{context}: {e}"),
+    }
+}
+
+/// The SQLite [`Store`]; clones share the same database, writer thread and watchers.
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    writer: std_mpsc::Sender<WriteRequest>,
+    readers: Mutex<Vec<Connection>>,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+}
+
+/// One request to the writer thread, with where to send its answer.
+enum WriteRequest {
+    Create(String, Vec<u8>, oneshot::Sender<Result<KeyValue>>),
+    Update(String, Vec<u8>, Revision, oneshot::Sender<Result<KeyValue>>),
+    Delete(String, Option<Revision>, oneshot::Sender<Result<KeyValue>>),
+    /// Mark history up to the revision compacted; answers the new compacted revision.
+    SetCompacted(Revision, oneshot::Sender<Result<Revision>>),
+    /// Delete superseded and deleted rows whose superseding row is in `(from, to]` and mark
+    /// `to` swept; answers the number of rows deleted.
+    CompactBatch(Revision, Revision, oneshot::Sender<Result<usize>>),
+}
+
+/// A row of `kv_log`, as the queries select it.
+struct Row {
+    id: Revision,
+    name: String,
+    created: bool,
+    deleted: bool,
+    create_revision: Revision,
+    prev_revision: Revision,
+    value: Vec<u8>,
+    old_value: Option<Vec<u8>>,
+}
+
+const ROW_COLUMNS: &str =
+    "id, name, created, deleted, create_revision, prev_revision, value, old_value";
+
+impl Row {
+    fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok(Row {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created: r.get(2)?,
+            deleted: r.get(3)?,
+            create_revision: r.get(4)?,
+            prev_revision: r.get(5)?,
+            value: r.get(6)?,
+            old_value: r.get(7)?,
+        })
+    }
+
+    /// The key-value this row stores (for a tombstone: the last value, at the deletion).
+    fn kv(&self) -> KeyValue {
+        KeyValue {
+            key: self.name.clone(),
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.id,
+        }
+    }
+
+    /// The watch event of this row's write.
+    fn into_event(self) -> Event {
+        let prev = (!self.created).then(|| KeyValue {
+            key: self.name.clone(),
+            value: self.old_value.clone().unwrap_or_default(),
+            create_revision: self.create_revision,
+            mod_revision: self.prev_revision,
+        });
+        Event {
+            kind: if self.deleted {
+                EventKind::Delete
+            } else {
+                EventKind::Put
+            },
+            kv: self.kv(),
+            prev,
+        }
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix` (`None`: no bound,
+/// the prefix is empty or all `char::MAX`). SQLite compares TEXT as bytes of UTF-8, which
+/// orders like `str`.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last as u32 + 1 {
+            0xD800 => Some('\u{E000}'),
+            n => char::from_u32(n),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if !read_only {
+        // WAL: readers never block the writer; NORMAL: commits are not fsync'd one by one
+        // (see the module's durability notes). The WAL is truncated back to 64 MiB after a
+        // checkpoint so a burst does not leave a huge file behind (k3s#3660).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        conn.execute_batch(SCHEMA)?;
+    }
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// The current revision as of the connection's (transaction's) snapshot.
+fn current_revision(conn: &Connection) -> rusqlite::Result<Revision> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'kv_log'",
+            [],
+            |r| r.get::<_, Revision>(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn compacted_revision(conn: &Connection) -> rusqlite::Result<Revision> {
+    conn.query_row(
+        "SELECT compacted_revision FROM meta WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Checks `revision` against the snapshot's current and compacted revisions; answers the
+/// revision to read at.
+fn check_revision(conn: &Connection, revision: Option<Revision>) -> Result<Revision> {
+    let current = current_revision(conn).map_err(|e| backend_err("read revision", e))?;
+    match revision {
+        None | Some(0) => Ok(current),
+        Some(r) if r > current => Err(Error::FutureRevision {
+            requested: r,
+            current,
+        }),
+        Some(r) => {
+            let compacted =
+                compacted_revision(conn).map_err(|e| backend_err("read compacted revision", e))?;
+            if r < compacted {
+                Err(Error::Compacted {
+                    requested: r,
+                    compacted,
+                })
+            } else {
+                Ok(r)
+            }
+        }
+    }
+}
+
+/// The newest row of `key` (live or tombstone) at or before `at`.
+fn latest_row(conn: &Connection, key: &str, at: Revision) -> rusqlite::Result<Option<Row>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM kv_log WHERE name = ?1 AND id <= ?2 ORDER BY id DESC LIMIT 1"
+    ))?
+    .query_row(params![key, at], Row::from_sql)
+    .optional()
+}
+
+// ---- the writer thread ----
+
+struct Writer {
+    conn: Connection,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+}
+
+impl Writer {
+    fn run(mut self, requests: std_mpsc::Receiver<WriteRequest>) {
+        // Ends when every SqliteStore clone (every sender) is gone.
+        while let Ok(req) = requests.recv() {
+            match req {
+                WriteRequest::Create(key, value, reply) => {
+                    let r = self.write(&key, |prev| match prev {
+                        Some(p) if !p.deleted => Err(Error::AlreadyExists { key: key.clone() }),
+                        _ => Ok((value, false)),
+                    });
+                    let _ = reply.send(r);
+                }
+                WriteRequest::Update(key, value, expected, reply) => {
+                    let r = self.write(&key, |prev| match prev {
+                        Some(p) if !p.deleted => {
+                            if p.id != expected {
+                                Err(Error::Conflict {
+                                    key: key.clone(),
+                                    expected,
+                                    current: p.id,
+                                })
+                            } else {
+                                Ok((value, false))
+                            }
+                        }
+                        _ => Err(Error::NotFound { key: key.clone() }),
+                    });
+                    let _ = reply.send(r);
+                }
+                WriteRequest::Delete(key, expected, reply) => {
+                    let r = self.write(&key, |prev| match prev {
+                        Some(p) if !p.deleted => match expected {
+                            Some(e) if e != p.id => Err(Error::Conflict {
+                                key: key.clone(),
+                                expected: e,
+                                current: p.id,
+                            }),
+                            _ => Ok((p.value.clone(), true)),
+                        },
+                        _ => Err(Error::NotFound { key: key.clone() }),
+                    });
+                    let _ = reply.send(r);
+                }
+                WriteRequest::SetCompacted(revision, reply) => {
+                    let _ = reply.send(self.set_compacted(revision));
+                }
+                WriteRequest::CompactBatch(from, to, reply) => {
+                    let _ = reply.send(self.compact_batch(from, to));
+                }
+            }
+        }
+    }
+
+    /// One write in an IMMEDIATE transaction: `decide` sees the key's current row and answers
+    /// the value to store and whether this is a deletion (or the error to return).
+    fn write(
+        &mut self,
+        key: &str,
+        decide: impl FnOnce(Option<&Row>) -> Result<(Vec<u8>, bool)>,
+    ) -> Result<KeyValue> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| backend_err("begin", e))?;
+        let prev = latest_row(&tx, key, Revision::MAX).map_err(|e| backend_err("read", e))?;
+        let (value, deleted) = decide(prev.as_ref())?;
+        let live_prev = prev.as_ref().filter(|p| !p.deleted);
+        let created = live_prev.is_none();
+        let revision = current_revision(&tx).map_err(|e| backend_err("read revision", e))? + 1;
+        let row = Row {
+            id: revision,
+            name: key.to_string(),
+            created,
+            deleted,
+            create_revision: live_prev.map_or(revision, |p| p.create_revision),
+            prev_revision: prev.as_ref().map_or(0, |p| p.id),
+            value,
+            old_value: live_prev.map(|p| p.value.clone()),
+        };
+        tx.prepare_cached(
+            "INSERT INTO kv_log (id, name, created, deleted, create_revision, prev_revision, \
+             value, old_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                row.id,
+                row.name,
+                row.created,
+                row.deleted,
+                row.create_revision,
+                row.prev_revision,
+                row.value,
+                row.old_value
+            ])
+        })
+        .map_err(|e| backend_err(&format!("insert {key}"), e))?;
+        tx.commit().map_err(|e| backend_err("commit", e))?;
+        let kv = row.kv();
+        // Watchers hear of the write before its caller does; none listening is fine.
+        let _ = self.events.send(Arc::new(vec![row.into_event()]));
+        Ok(kv)
+    }
+
+    fn set_compacted(&mut self, revision: Revision) -> Result<Revision> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| backend_err("begin", e))?;
+        let current = current_revision(&tx).map_err(|e| backend_err("read revision", e))?;
+        let compacted =
+            compacted_revision(&tx).map_err(|e| backend_err("read compacted revision", e))?;
+        let target = revision.min(current);
+        if target <= compacted {
+            return Ok(compacted);
+        }
+        tx.execute(
+            "UPDATE meta SET compacted_revision = ?1 WHERE id = 1",
+            [target],
+        )
+        .map_err(|e| backend_err("set compacted revision", e))?;
+        tx.commit().map_err(|e| backend_err("commit", e))?;
+        Ok(target)
+    }
+
+    fn compact_batch(&mut self, from: Revision, to: Revision) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| backend_err("begin", e))?;
+        // Rows superseded by a row in (from, to] (its prev_revision), then tombstones in it:
+        // what is left at or below `to` is exactly each live key's newest row.
+        let superseded = tx
+            .execute(
+                "DELETE FROM kv_log WHERE id IN (SELECT prev_revision FROM kv_log \
+                 WHERE id > ?1 AND id <= ?2 AND prev_revision != 0)",
+                [from, to],
+            )
+            .map_err(|e| backend_err("compact", e))?;
+        let tombstones = tx
+            .execute(
+                "DELETE FROM kv_log WHERE deleted = 1 AND id > ?1 AND id <= ?2",
+                [from, to],
+            )
+            .map_err(|e| backend_err("compact", e))?;
+        tx.execute("UPDATE meta SET swept_revision = ?1 WHERE id = 1", [to])
+            .map_err(|e| backend_err("compact", e))?;
+        tx.commit().map_err(|e| backend_err("commit", e))?;
+        Ok(superseded + tombstones)
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its schema if needed) the database at `path`, and starts its
+    /// writer thread. The parent directory must exist.
+    ///
+    /// Errors: [`Error::Backend`] if SQLite cannot open or set up the file.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || open_connection(&p, false))
+            .await
+            .map_err(|e| backend_err("open", e))?
+            .map_err(|e| backend_err(&format!("open {}", path.display()), e))?;
+        let (events, _) = broadcast::channel(LIVE_CAPACITY);
+        let (tx, rx) = std_mpsc::channel();
+        let writer = Writer {
+            conn,
+            events: events.clone(),
+        };
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| backend_err("start the writer thread", e))?;
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                path,
+                writer: tx,
+                readers: Mutex::new(Vec::new()),
+                events,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Rows in the table (every live key's current row plus the history not yet compacted);
+    /// for tests and the size figures of the benchmark.
+    pub async fn row_count(&self) -> Result<i64> {
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM kv_log", [], |r| r.get(0))
+                .map_err(|e| backend_err("count", e))
+        })
+        .await
+    }
+
+    /// Sends a request to the writer thread and waits for its answer.
+    async fn write<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> WriteRequest) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .writer
+            .send(make(tx))
+            .map_err(|_| backend_err("write", "the writer thread is gone"))?;
+        rx.await
+            .map_err(|_| backend_err("write", "the writer thread dropped the request"))
+    }
+
+    /// Runs `f` on a pooled read-only connection in one read transaction (a consistent
+    /// snapshot), on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = shared
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_connection(&shared.path, true)
+                    .map_err(|e| backend_err(&format!("open {}", shared.path.display()), e))?,
+            };
+            let result = (|| {
+                conn.execute_batch("BEGIN")
+                    .map_err(|e| backend_err("begin", e))?;
+                let r = f(&conn);
+                // A read transaction has nothing to lose: end it whatever happened.
+                let _ = conn.execute_batch("COMMIT");
+                r
+            })();
+            let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < READ_POOL && conn.is_autocommit() {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| backend_err("read", e))?
+    }
+}
+
+/// `WHERE` clause and parameters selecting `prefix`'s key range, keys after `start_after`.
+fn range_clause(prefix: &str, start_after: Option<&str>) -> (String, Vec<String>) {
+    let mut clause = String::from("name >= ?");
+    let mut params = vec![prefix.to_string()];
+    if let Some(end) = prefix_end(prefix) {
+        clause.push_str(" AND name < ?");
+        params.push(end);
+    }
+    if let Some(s) = start_after {
+        clause.push_str(" AND name > ?");
+        params.push(s.to_string());
+    }
+    (clause, params)
+}
+
+/// One page of live keys under `prefix` at `at`, plus how many more follow.
+fn list_at(
+    conn: &Connection,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: Option<usize>,
+    at: Revision,
+) -> rusqlite::Result<(Vec<KeyValue>, i64)> {
+    // Each key's newest row at `at` (the (name, id) index answers the MAX per name), kept
+    // when it is not a tombstone.
+    let newest = |clause: &str| {
+        format!(
+            "SELECT k.id, k.name, k.created, k.deleted, k.create_revision, k.prev_revision, \
+             k.value, k.old_value FROM kv_log k JOIN (SELECT MAX(id) AS id FROM kv_log \
+             WHERE {clause} AND id <= ? GROUP BY name) m ON k.id = m.id WHERE k.deleted = 0"
+        )
+    };
+    let (clause, mut ps) = range_clause(prefix, start_after);
+    let limit_sql = limit.map_or(-1, |l| l as i64);
+    let sql = format!("{} ORDER BY k.name LIMIT {limit_sql}", newest(&clause));
+    let mut p: Vec<&dyn rusqlite::ToSql> = ps.iter().map(|s| s as &dyn rusqlite::ToSql).collect();
+    p.push(&at);
+    let kvs: Vec<KeyValue> = conn
+        .prepare_cached(&sql)?
+        .query_map(p.as_slice(), |r| Row::from_sql(r).map(|row| row.kv()))?
+        .collect::<rusqlite::Result<_>>()?;
+    let remaining = match limit {
+        Some(l) if kvs.len() == l => {
+            let after = kvs.last().map(|kv| kv.key.as_str()).or(start_after);
+            let (clause, rest) = range_clause(prefix, after);
+            ps = rest;
+            let sql = format!(
+                "SELECT COUNT(*) FROM kv_log k JOIN (SELECT MAX(id) AS id FROM kv_log \
+                 WHERE {clause} AND id <= ? GROUP BY name) m ON k.id = m.id WHERE k.deleted = 0"
+            );
+            let mut p: Vec<&dyn rusqlite::ToSql> =
+                ps.iter().map(|s| s as &dyn rusqlite::ToSql).collect();
+            p.push(&at);
+            conn.prepare_cached(&sql)?
+                .query_row(p.as_slice(), |r| r.get(0))?
+        }
+        _ => 0,
+    };
+    Ok((kvs, remaining))
+}
+
+/// Up to `limit` events on `prefix` with revisions in `(after, ..]`, and the snapshot's
+/// current revision; [`Error::Compacted`] if `after` is older than the compacted revision.
+fn events_after(
+    conn: &Connection,
+    prefix: &str,
+    after: Revision,
+    limit: i64,
+) -> Result<(Vec<Event>, Revision)> {
+    let compacted =
+        compacted_revision(conn).map_err(|e| backend_err("read compacted revision", e))?;
+    if after < compacted {
+        return Err(Error::Compacted {
+            requested: after,
+            compacted,
+        });
+    }
+    let current = current_revision(conn).map_err(|e| backend_err("read revision", e))?;
+    let (clause, ps) = range_clause(prefix, None);
+    let sql =
+        format!("SELECT {ROW_COLUMNS} FROM kv_log WHERE id > ? AND {clause} ORDER BY id LIMIT ?");
+    let mut p: Vec<&dyn rusqlite::ToSql> = vec![&after];
+    p.extend(ps.iter().map(|s| s as &dyn rusqlite::ToSql));
+    p.push(&limit);
+    let rows: Vec<Event> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(p.as_slice(), |r| Row::from_sql(r).map(Row::into_event))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(|e| backend_err("read events", e))?;
+    Ok((rows, current))
+}
+
+/// Where a watch stream is.
+struct WatchState {
+    store: SqliteStore,
+    prefix: String,
+    /// The last revision delivered (or skipped as not on the prefix).
+    last: Revision,
+    live: broadcast::Receiver<Arc<Vec<Event>>>,
+    /// Still reading the table (true until a read came back short).
+    catching_up: bool,
+    /// A batch read eagerly by `watch` (to report compaction at once).
+    first: Option<Vec<Event>>,
+    done: bool,
+}
+
+impl WatchState {
+    async fn next_batch(&mut self) -> Option<Result<Vec<Event>>> {
+        if self.done {
+            return None;
+        }
+        if let Some(batch) = self.first.take() {
+            return Some(Ok(batch));
+        }
+        loop {
+            if self.catching_up {
+                let (prefix, after) = (self.prefix.clone(), self.last);
+                let r = self
+                    .store
+                    .read(move |c| events_after(c, &prefix, after, WATCH_BATCH))
+                    .await;
+                match r {
+                    Ok((batch, current)) => {
+                        if (batch.len() as i64) < WATCH_BATCH {
+                            // Caught up to the snapshot: everything later is in `live`
+                            // (subscribed before this read).
+                            self.catching_up = false;
+                            self.last = self.last.max(current);
+                        }
+                        if let Some(last) = batch.last() {
+                            self.last = self.last.max(last.kv.mod_revision);
+                            return Some(Ok(batch));
+                        }
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(batch) => {
+                    let out: Vec<Event> = batch
+                        .iter()
+                        .filter(|e| e.kv.mod_revision > self.last)
+                        .filter(|e| e.kv.key.starts_with(&self.prefix))
+                        .cloned()
+                        .collect();
+                    if let Some(last) = batch.last() {
+                        self.last = self.last.max(last.kv.mod_revision);
+                    }
+                    if !out.is_empty() {
+                        return Some(Ok(out));
+                    }
+                }
+                // Fell behind the in-process buffer: read the missed revisions from the table.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn revision(&self) -> Result<Revision> {
+        self.read(|c| current_revision(c).map_err(|e| backend_err("read revision", e)))
+            .await
+    }
+
+    async fn compacted_revision(&self) -> Result<Revision> {
+        self.read(|c| compacted_revision(c).map_err(|e| backend_err("read compacted", e)))
+            .await
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+        revision: Option<Revision>,
+    ) -> Result<(Revision, Option<KeyValue>)> {
+        let key = key.to_string();
+        self.read(move |c| {
+            let at = check_revision(c, revision)?;
+            let row = latest_row(c, &key, at).map_err(|e| backend_err("get", e))?;
+            Ok((at, row.filter(|r| !r.deleted).map(|r| r.kv())))
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListPage> {
+        let prefix = prefix.to_string();
+        self.read(move |c| {
+            let at = check_revision(c, opts.revision)?;
+            let (kvs, remaining) = list_at(c, &prefix, opts.start_after.as_deref(), opts.limit, at)
+                .map_err(|e| backend_err("list", e))?;
+            Ok(ListPage {
+                revision: at,
+                kvs,
+                remaining,
+            })
+        })
+        .await
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue> {
+        self.write(|tx| WriteRequest::Create(key.to_string(), value, tx))
+            .await?
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue> {
+        self.write(|tx| WriteRequest::Update(key.to_string(), value, expected, tx))
+            .await?
+    }
+
+    async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue> {
+        self.write(|tx| WriteRequest::Delete(key.to_string(), expected, tx))
+            .await?
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        // Subscribe first, then read the table: a write committed before the subscription is
+        // in the read, one after it is in `live`, one in between in both (skipped by revision).
+        let live = self.shared.events.subscribe();
+        let (p, a) = (prefix.to_string(), after);
+        let (first, current) = self
+            .read(move |c| events_after(c, &p, a, WATCH_BATCH))
+            .await?;
+        let catching_up = first.len() as i64 >= WATCH_BATCH;
+        let last = match first.last() {
+            Some(e) if catching_up => e.kv.mod_revision,
+            _ => after.max(current),
+        };
+        let state = WatchState {
+            store: self.clone(),
+            prefix: prefix.to_string(),
+            last,
+            live,
+            catching_up,
+            first: (!first.is_empty()).then_some(first),
+            done: false,
+        };
+        let stream = futures_util::stream::unfold(state, |mut s| async move {
+            s.next_batch().await.map(|item| (item, s))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<Revision> {
+        let swept = self
+            .read(|c| {
+                c.query_row("SELECT swept_revision FROM meta WHERE id = 1", [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| backend_err("read swept revision", e))
+            })
+            .await?;
+        let target = self
+            .write(|tx| WriteRequest::SetCompacted(revision, tx))
+            .await??;
+        // Reads below `target` fail from now on; drop the rows in batches, each its own
+        // transaction, so writes go on between them.
+        let mut from: Revision = swept;
+        while from < target {
+            let to = (from + COMPACT_BATCH).min(target);
+            self.write(|tx| WriteRequest::CompactBatch(from, to, tx))
+                .await??;
+            from = to;
+        }
+        Ok(target)
+    }
+}
