@@ -187,7 +187,8 @@ impl Store for EtcdStore {
         let resp = self
             .client
             .kv_client()
-            .get(self.full(""), Some(GetOptions::new().with_count_only()))
+            // Any key does (etcd has no empty one): the header carries the revision.
+            .get(self.full("\0"), Some(GetOptions::new().with_count_only()))
             .await
             .map_err(|e| backend_err("revision", e))?;
         header_revision(resp.header())
