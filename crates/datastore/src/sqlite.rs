@@ -1,22 +1,26 @@
 //! [`SqliteStore`]: the embedded backend, a kine-like append-only table in one SQLite file.
 //!
-//! Every write appends one row; its `id` (`INTEGER PRIMARY KEY AUTOINCREMENT`, never reused)
-//! is the write's revision. A row carries the key (`name`), whether it created the key
+//! Every write appends one row; its `id` (the `INTEGER PRIMARY KEY`, the rowid) is the
+//! write's revision. A row carries the key (`name`), whether it created the key
 //! (`created`) or deleted it (`deleted`, a tombstone that keeps the last value), the key's
 //! `create_revision`, the revision of the row it supersedes (`prev_revision`, 0 for a first
 //! create) and the value before the change (`old_value`, so a watch's `prev` survives the
 //! compaction of the superseded row). The unique index on `(name, prev_revision)` makes two
-//! writes that both read the same current row impossible, whatever goes wrong above it.
+//! writes that both read the same current row impossible, whatever goes wrong above it, and
+//! is the only index: a key's rows have increasing `prev_revision`s, so it also finds a key's
+//! newest row (its entries carry the rowid, which answers `id <= revision` without the table).
+//! One index and no `AUTOINCREMENT` counter keep a write to two B-tree pages (the table's
+//! last leaf and one index leaf): what the WAL receives per heartbeat.
 //! The one-row table `meta` holds the compacted revision (reads below it fail) and the swept
 //! one (rows superseded up to it are deleted; behind the compacted one while a compaction
 //! runs, or after a crash in the middle of one, which the next compaction finishes).
 //!
-//! The current revision is `sqlite_sequence`'s counter for the table (not `MAX(id)`: a
-//! compaction may drop the newest row when it is a tombstone).
+//! The current revision is `MAX(id)`: compaction never deletes the newest row (even a
+//! tombstone), so ids are never reused, across restarts too.
 //!
-//! Threads: one writer thread owns the read-write connection and runs each write in an
-//! `IMMEDIATE` transaction, fed by a channel; it publishes each committed write's event to the
-//! watchers before it answers the caller. Reads run on tokio's blocking pool with a small pool
+//! Threads: one writer thread owns the read-write connection, fed by a channel; the writes
+//! waiting when it looks (up to 128) share one `IMMEDIATE` transaction (group commit), and it
+//! publishes their events to the watchers before it answers the callers. Reads run on tokio's blocking pool with a small pool
 //! of read-only connections (WAL lets them read a consistent snapshot while the writer writes).
 //! No tokio worker ever waits on SQLite.
 //!
@@ -56,7 +60,7 @@ const READ_POOL: usize = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     created INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
@@ -65,7 +69,6 @@ CREATE TABLE IF NOT EXISTS kv_log (
     value BLOB NOT NULL,
     old_value BLOB
 );
-CREATE INDEX IF NOT EXISTS kv_log_name_id ON kv_log (name, id);
 CREATE UNIQUE INDEX IF NOT EXISTS kv_log_name_prev_revision ON kv_log (name, prev_revision);
 CREATE TABLE IF NOT EXISTS meta (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -209,14 +212,8 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
 
 /// The current revision as of the connection's (transaction's) snapshot.
 fn current_revision(conn: &Connection) -> rusqlite::Result<Revision> {
-    Ok(conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'kv_log'",
-            [],
-            |r| r.get::<_, Revision>(0),
-        )
-        .optional()?
-        .unwrap_or(0))
+    conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM kv_log")?
+        .query_row([], |r| r.get(0))
 }
 
 fn compacted_revision(conn: &Connection) -> rusqlite::Result<Revision> {
@@ -254,8 +251,11 @@ fn check_revision(conn: &Connection, revision: Option<Revision>) -> Result<Revis
 
 /// The newest row of `key` (live or tombstone) at or before `at`.
 fn latest_row(conn: &Connection, key: &str, at: Revision) -> rusqlite::Result<Option<Row>> {
+    // A key's rows have increasing ids and increasing prev_revisions (each points at the one
+    // before): the unique index finds the newest one.
     conn.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS} FROM kv_log WHERE name = ?1 AND id <= ?2 ORDER BY id DESC LIMIT 1"
+        "SELECT {ROW_COLUMNS} FROM kv_log WHERE name = ?1 AND id <= ?2 \
+         ORDER BY prev_revision DESC LIMIT 1"
     ))?
     .query_row(params![key, at], Row::from_sql)
     .optional()
@@ -268,91 +268,162 @@ struct Writer {
     events: broadcast::Sender<Arc<Vec<Event>>>,
 }
 
-impl Writer {
-    fn run(mut self, requests: std_mpsc::Receiver<WriteRequest>) {
-        // Ends when every SqliteStore clone (every sender) is gone.
-        while let Ok(req) = requests.recv() {
-            match req {
-                WriteRequest::Create(key, value, reply) => {
-                    let r = self.write(&key, |prev| match prev {
-                        Some(p) if !p.deleted => Err(Error::AlreadyExists { key: key.clone() }),
-                        _ => Ok((value, false)),
-                    });
-                    let _ = reply.send(r);
-                }
-                WriteRequest::Update(key, value, expected, reply) => {
-                    let r = self.write(&key, |prev| match prev {
-                        Some(p) if !p.deleted => {
-                            if p.id != expected {
-                                Err(Error::Conflict {
-                                    key: key.clone(),
-                                    expected,
-                                    current: p.id,
-                                })
-                            } else {
-                                Ok((value, false))
-                            }
-                        }
-                        _ => Err(Error::NotFound { key: key.clone() }),
-                    });
-                    let _ = reply.send(r);
-                }
-                WriteRequest::Delete(key, expected, reply) => {
-                    let r = self.write(&key, |prev| match prev {
-                        Some(p) if !p.deleted => match expected {
-                            Some(e) if e != p.id => Err(Error::Conflict {
-                                key: key.clone(),
-                                expected: e,
-                                current: p.id,
-                            }),
-                            _ => Ok((p.value.clone(), true)),
-                        },
-                        _ => Err(Error::NotFound { key: key.clone() }),
-                    });
-                    let _ = reply.send(r);
-                }
-                WriteRequest::SetCompacted(revision, reply) => {
-                    let _ = reply.send(self.set_compacted(revision));
-                }
-                WriteRequest::CompactBatch(from, to, reply) => {
-                    let _ = reply.send(self.compact_batch(from, to));
-                }
-            }
+/// A key write, as the writer thread batches them.
+enum Op {
+    Create(String, Vec<u8>),
+    Update(String, Vec<u8>, Revision),
+    Delete(String, Option<Revision>),
+}
+
+impl Op {
+    fn key(&self) -> &str {
+        match self {
+            Op::Create(k, _) | Op::Update(k, _, _) | Op::Delete(k, _) => k,
         }
     }
 
-    /// One write in an IMMEDIATE transaction: `decide` sees the key's current row and answers
-    /// the value to store and whether this is a deletion (or the error to return).
-    fn write(
-        &mut self,
-        key: &str,
-        decide: impl FnOnce(Option<&Row>) -> Result<(Vec<u8>, bool)>,
-    ) -> Result<KeyValue> {
+    /// Given the key's newest row, the value to store and whether it is a deletion, or the
+    /// error to answer.
+    fn decide(self, prev: Option<&Row>) -> Result<(Vec<u8>, bool)> {
+        let live = prev.filter(|p| !p.deleted);
+        match (self, live) {
+            (Op::Create(key, _), Some(_)) => Err(Error::AlreadyExists { key }),
+            (Op::Create(_, value), None) => Ok((value, false)),
+            (Op::Update(key, _, _) | Op::Delete(key, _), None) => Err(Error::NotFound { key }),
+            (Op::Update(key, _, expected), Some(p))
+            | (Op::Delete(key, Some(expected)), Some(p))
+                if p.id != expected =>
+            {
+                Err(Error::Conflict {
+                    key,
+                    expected,
+                    current: p.id,
+                })
+            }
+            (Op::Update(_, value, _), Some(_)) => Ok((value, false)),
+            (Op::Delete(_, _), Some(p)) => Ok((p.value.clone(), true)),
+        }
+    }
+}
+
+/// Key writes the writer thread commits in one transaction at most (group commit).
+const MAX_GROUP: usize = 128;
+
+impl Writer {
+    fn run(mut self, requests: std_mpsc::Receiver<WriteRequest>) {
+        // Ends when every SqliteStore clone (every sender) is gone.
+        while let Ok(first) = requests.recv() {
+            // Group commit: the key writes waiting now share one transaction (one WAL append
+            // of the pages they touch), in arrival order; the others run alone, in order.
+            let mut group: Vec<(Op, oneshot::Sender<Result<KeyValue>>)> = Vec::new();
+            let mut next = Some(first);
+            while let Some(req) = next.take() {
+                match req {
+                    WriteRequest::Create(k, v, reply) => group.push((Op::Create(k, v), reply)),
+                    WriteRequest::Update(k, v, e, reply) => {
+                        group.push((Op::Update(k, v, e), reply))
+                    }
+                    WriteRequest::Delete(k, e, reply) => group.push((Op::Delete(k, e), reply)),
+                    WriteRequest::SetCompacted(revision, reply) => {
+                        self.commit_group(std::mem::take(&mut group));
+                        let _ = reply.send(self.set_compacted(revision));
+                    }
+                    WriteRequest::CompactBatch(from, to, reply) => {
+                        self.commit_group(std::mem::take(&mut group));
+                        let _ = reply.send(self.compact_batch(from, to));
+                    }
+                }
+                if group.len() < MAX_GROUP {
+                    next = requests.try_recv().ok();
+                }
+            }
+            self.commit_group(group);
+        }
+    }
+
+    /// Commits `group` in one IMMEDIATE transaction, publishes its events to the watchers
+    /// (before any caller hears back) and answers each. A write refused (AlreadyExists,
+    /// NotFound, Conflict) does not hold up the others; an SQLite failure rolls the whole
+    /// transaction back and retries each write alone, so only the failing one fails.
+    fn commit_group(&mut self, group: Vec<(Op, oneshot::Sender<Result<KeyValue>>)>) {
+        if group.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = group.iter().map(|(op, _)| op.key().to_string()).collect();
+        let (ops, replies): (Vec<Op>, Vec<_>) = group.into_iter().unzip();
+        // Kept for a retry one by one (values are moved into the rows).
+        let retry: Option<Vec<Op>> = (ops.len() > 1).then(|| {
+            ops.iter()
+                .map(|op| match op {
+                    Op::Create(k, v) => Op::Create(k.clone(), v.clone()),
+                    Op::Update(k, v, e) => Op::Update(k.clone(), v.clone(), *e),
+                    Op::Delete(k, e) => Op::Delete(k.clone(), *e),
+                })
+                .collect()
+        });
+        match self.apply(ops) {
+            Ok((outcomes, events)) => {
+                if !events.is_empty() {
+                    // Watchers hear of the writes before their callers do; none listening is
+                    // fine.
+                    let _ = self.events.send(Arc::new(events));
+                }
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => match retry {
+                Some(ops) => {
+                    for (op, reply) in ops.into_iter().zip(replies) {
+                        self.commit_group(vec![(op, reply)]);
+                    }
+                }
+                None => {
+                    let err = backend_err(&format!("write {}", keys[0]), e);
+                    if let Some(reply) = replies.into_iter().next() {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            },
+        }
+    }
+
+    /// Runs `ops` in one transaction: each op's outcome, and the events of the committed ones.
+    #[allow(clippy::type_complexity)]
+    fn apply(&mut self, ops: Vec<Op>) -> rusqlite::Result<(Vec<Result<KeyValue>>, Vec<Event>)> {
         let tx = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| backend_err("begin", e))?;
-        let prev = latest_row(&tx, key, Revision::MAX).map_err(|e| backend_err("read", e))?;
-        let (value, deleted) = decide(prev.as_ref())?;
-        let live_prev = prev.as_ref().filter(|p| !p.deleted);
-        let created = live_prev.is_none();
-        let revision = current_revision(&tx).map_err(|e| backend_err("read revision", e))? + 1;
-        let row = Row {
-            id: revision,
-            name: key.to_string(),
-            created,
-            deleted,
-            create_revision: live_prev.map_or(revision, |p| p.create_revision),
-            prev_revision: prev.as_ref().map_or(0, |p| p.id),
-            value,
-            old_value: live_prev.map(|p| p.value.clone()),
-        };
-        tx.prepare_cached(
-            "INSERT INTO kv_log (id, name, created, deleted, create_revision, prev_revision, \
-             value, old_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut revision = current_revision(&tx)?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut events = Vec::new();
+        for op in ops {
+            let key = op.key().to_string();
+            let prev = latest_row(&tx, &key, Revision::MAX)?;
+            let (value, deleted) = match op.decide(prev.as_ref()) {
+                Ok(d) => d,
+                Err(refused) => {
+                    outcomes.push(Err(refused));
+                    continue;
+                }
+            };
+            let live_prev = prev.as_ref().filter(|p| !p.deleted);
+            revision += 1;
+            let row = Row {
+                id: revision,
+                name: key,
+                created: live_prev.is_none(),
+                deleted,
+                create_revision: live_prev.map_or(revision, |p| p.create_revision),
+                prev_revision: prev.as_ref().map_or(0, |p| p.id),
+                value,
+                old_value: live_prev.map(|p| p.value.clone()),
+            };
+            tx.prepare_cached(
+                "INSERT INTO kv_log (id, name, created, deleted, create_revision, \
+                 prev_revision, value, old_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
                 row.id,
                 row.name,
                 row.created,
@@ -361,14 +432,12 @@ impl Writer {
                 row.prev_revision,
                 row.value,
                 row.old_value
-            ])
-        })
-        .map_err(|e| backend_err(&format!("insert {key}"), e))?;
-        tx.commit().map_err(|e| backend_err("commit", e))?;
-        let kv = row.kv();
-        // Watchers hear of the write before its caller does; none listening is fine.
-        let _ = self.events.send(Arc::new(vec![row.into_event()]));
-        Ok(kv)
+            ])?;
+            outcomes.push(Ok(row.kv()));
+            events.push(row.into_event());
+        }
+        tx.commit()?;
+        Ok((outcomes, events))
     }
 
     fn set_compacted(&mut self, revision: Revision) -> Result<Revision> {
@@ -406,14 +475,21 @@ impl Writer {
                 [from, to],
             )
             .map_err(|e| backend_err("compact", e))?;
+        // The newest row stays, even a tombstone: its id is the current revision. It is swept
+        // once a later write exists (`swept` stops short of it).
+        let newest = current_revision(&tx).map_err(|e| backend_err("compact", e))?;
         let tombstones = tx
             .execute(
-                "DELETE FROM kv_log WHERE deleted = 1 AND id > ?1 AND id <= ?2",
-                [from, to],
+                "DELETE FROM kv_log WHERE deleted = 1 AND id > ?1 AND id <= ?2 AND id < ?3",
+                [from, to, newest],
             )
             .map_err(|e| backend_err("compact", e))?;
-        tx.execute("UPDATE meta SET swept_revision = ?1 WHERE id = 1", [to])
-            .map_err(|e| backend_err("compact", e))?;
+        let swept = if to >= newest { newest - 1 } else { to };
+        tx.execute(
+            "UPDATE meta SET swept_revision = MAX(swept_revision, ?1) WHERE id = 1",
+            [swept],
+        )
+        .map_err(|e| backend_err("compact", e))?;
         tx.commit().map_err(|e| backend_err("commit", e))?;
         Ok(superseded + tombstones)
     }

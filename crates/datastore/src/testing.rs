@@ -96,6 +96,11 @@ impl EtcdServer {
         panic!("etcd did not start: {last_err}");
     }
 
+    /// The etcd process's id (for its `/proc/PID/io` figures in the benchmark).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The client URL, `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

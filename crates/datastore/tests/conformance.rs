@@ -369,6 +369,58 @@ pub async fn watch_under_concurrent_writers(store: Arc<dyn Store>) {
     }
 }
 
+/// Racing writers on one key: exactly one create and one update per expected revision win.
+pub async fn racing_writers_on_one_key(store: Arc<dyn Store>) {
+    let creates = {
+        let tasks: Vec<_> = (0..16u8)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move { s.create("/race/k", vec![i]).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    };
+    let won: Vec<_> = creates.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{creates:?}");
+    assert!(creates
+        .iter()
+        .filter(|r| r.is_err())
+        .all(|r| matches!(r, Err(Error::AlreadyExists { .. }))));
+    let first = won[0].clone();
+    let expected = first.mod_revision;
+    let updates = {
+        let tasks: Vec<_> = (0..16)
+            .map(|i: u8| {
+                let s = store.clone();
+                tokio::spawn(async move { s.update("/race/k", vec![i], expected).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    };
+    let won: Vec<_> = updates.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{updates:?}");
+    for r in &updates {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, Error::Conflict { current, .. } if *current == won[0].mod_revision),
+                "{e}"
+            );
+        }
+    }
+    assert_eq!(
+        store.get("/race/k", None).await.unwrap().1.as_ref(),
+        Some(won[0])
+    );
+}
+
 async fn expect_compacted_watch(s: &dyn Store, prefix: &str, after: Revision) {
     match s.watch(prefix, after).await {
         Err(Error::Compacted { .. }) => {}
@@ -464,6 +516,12 @@ macro_rules! conformance {
             async fn watch_under_concurrent_writers() {
                 let f = super::$backend().await;
                 super::watch_under_concurrent_writers(f.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn racing_writers_on_one_key() {
+                let f = super::$backend().await;
+                super::racing_writers_on_one_key(f.store.clone()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,10 +132,24 @@ async fn a_reopened_database_has_everything() {
     assert_eq!(s.get("/b", None).await.unwrap().1, None);
     // Revisions go on from where they were, even though the newest row (a tombstone) was
     // compacted away.
+    let c = s.create("/c", vec![]).await.unwrap();
+    assert_eq!(c.mod_revision, compacted + 2);
+    // Compacted to the newest revision, a tombstone: still not reused after a reopen.
+    let gone = s.delete("/c", None).await.unwrap();
+    assert_eq!(
+        s.compact(gone.mod_revision).await.unwrap(),
+        gone.mod_revision
+    );
+    drop(s);
+    let s = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(s.revision().await.unwrap(), gone.mod_revision);
     assert_eq!(
         s.create("/c", vec![]).await.unwrap().mod_revision,
-        compacted + 2
+        gone.mod_revision + 1
     );
+    // A later compaction sweeps the old tombstone: /a and the new /c are all that is left.
+    s.compact(gone.mod_revision + 1).await.unwrap();
+    assert_eq!(s.row_count().await.unwrap(), 2);
 }
 
 const CHILD_ENV: &str = "BARGE_DATASTORE_DURABILITY_DB";
