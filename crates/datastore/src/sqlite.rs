@@ -7,10 +7,12 @@
 //! create) and the value before the change (`old_value`, so a watch's `prev` survives the
 //! compaction of the superseded row). The unique index on `(name, prev_revision)` makes two
 //! writes that both read the same current row impossible, whatever goes wrong above it, and
-//! is the only index: a key's rows have increasing `prev_revision`s, so it also finds a key's
+//! is the main index: a key's rows have increasing `prev_revision`s, so it also finds a key's
 //! newest row (its entries carry the rowid, which answers `id <= revision` without the table).
-//! One index and no `AUTOINCREMENT` counter keep a write to two B-tree pages (the table's
-//! last leaf and one index leaf): what the WAL receives per heartbeat.
+//! The only other one is a partial index of tombstones (deletions only), for counting the
+//! live keys after a page. No second full index and no `AUTOINCREMENT` counter keep an update
+//! to two B-tree pages (the table's last leaf and one index leaf): what the WAL receives per
+//! heartbeat.
 //! The one-row table `meta` holds the compacted revision (reads below it fail) and the swept
 //! one (rows superseded up to it are deleted; behind the compacted one while a compaction
 //! runs, or after a crash in the middle of one, which the next compaction finishes).
@@ -55,6 +57,12 @@ const WATCH_BATCH: i64 = 500;
 /// Events the in-process notification holds for slow watchers; a watcher that falls further
 /// behind catches up from the table instead (no event is lost, none is duplicated).
 const LIVE_CAPACITY: usize = 4096;
+/// SQLite's page size for a new database. Each commit appends every page it changed to the
+/// WAL, so a small update costs about two pages (see the module's notes): measured over a
+/// simulated day of lease renewals with compaction, 1 KiB pages write ~5.0 KB per update,
+/// 2 KiB ~6.2 KB, SQLite's default 4 KiB ~8.9 KB (docs/benchmarks.md); larger values spill
+/// to overflow pages, which costs reads a few page hops but writes no more bytes.
+const PAGE_SIZE: i64 = 1024;
 /// Idle read connections kept open.
 const READ_POOL: usize = 8;
 
@@ -70,6 +78,7 @@ CREATE TABLE IF NOT EXISTS kv_log (
     old_value BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS kv_log_name_prev_revision ON kv_log (name, prev_revision);
+CREATE INDEX IF NOT EXISTS kv_log_tombstones ON kv_log (name) WHERE deleted = 1;
 CREATE TABLE IF NOT EXISTS meta (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     compacted_revision INTEGER NOT NULL,
@@ -201,6 +210,9 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
         // WAL: readers never block the writer; NORMAL: commits are not fsync'd one by one
         // (see the module's durability notes). The WAL is truncated back to 64 MiB after a
         // checkpoint so a burst does not leave a huge file behind (k3s#3660).
+        // Before WAL: a new database takes its page size from here (an existing one keeps
+        // its own).
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
@@ -613,42 +625,60 @@ fn list_at(
     limit: Option<usize>,
     at: Revision,
 ) -> rusqlite::Result<(Vec<KeyValue>, i64)> {
-    // Each key's newest row at `at` (the (name, id) index answers the MAX per name), kept
-    // when it is not a tombstone.
-    let newest = |clause: &str| {
-        format!(
-            "SELECT k.id, k.name, k.created, k.deleted, k.create_revision, k.prev_revision, \
-             k.value, k.old_value FROM kv_log k JOIN (SELECT MAX(id) AS id FROM kv_log \
-             WHERE {clause} AND id <= ? GROUP BY name) m ON k.id = m.id WHERE k.deleted = 0"
-        )
-    };
-    let (clause, mut ps) = range_clause(prefix, start_after);
-    let limit_sql = limit.map_or(-1, |l| l as i64);
-    let sql = format!("{} ORDER BY k.name LIMIT {limit_sql}", newest(&clause));
+    // Each key's newest row at `at`, in key order, from the index alone (its entries carry
+    // the rowid); a row is read only for the keys of the page.
+    let (clause, ps) = range_clause(prefix, start_after);
     let mut p: Vec<&dyn rusqlite::ToSql> = ps.iter().map(|s| s as &dyn rusqlite::ToSql).collect();
     p.push(&at);
-    let kvs: Vec<KeyValue> = conn
-        .prepare_cached(&sql)?
-        .query_map(p.as_slice(), |r| Row::from_sql(r).map(|row| row.kv()))?
-        .collect::<rusqlite::Result<_>>()?;
-    let remaining = match limit {
-        Some(l) if kvs.len() == l => {
-            let after = kvs.last().map(|kv| kv.key.as_str()).or(start_after);
-            let (clause, rest) = range_clause(prefix, after);
-            ps = rest;
-            let sql = format!(
-                "SELECT COUNT(*) FROM kv_log k JOIN (SELECT MAX(id) AS id FROM kv_log \
-                 WHERE {clause} AND id <= ? GROUP BY name) m ON k.id = m.id WHERE k.deleted = 0"
-            );
-            let mut p: Vec<&dyn rusqlite::ToSql> =
-                ps.iter().map(|s| s as &dyn rusqlite::ToSql).collect();
-            p.push(&at);
-            conn.prepare_cached(&sql)?
-                .query_row(p.as_slice(), |r| r.get(0))?
+    let mut newest = conn.prepare_cached(&format!(
+        "SELECT MAX(id) FROM kv_log WHERE {clause} AND id <= ? GROUP BY name ORDER BY name"
+    ))?;
+    let mut by_id =
+        conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM kv_log WHERE id = ?1"))?;
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut kvs = Vec::new();
+    let mut ids = newest.query(p.as_slice())?;
+    while kvs.len() < limit {
+        let Some(r) = ids.next()? else {
+            return Ok((kvs, 0));
+        };
+        let row = by_id.query_row([r.get::<_, Revision>(0)?], Row::from_sql)?;
+        if !row.deleted {
+            kvs.push(row.kv());
         }
-        _ => 0,
-    };
+    }
+    drop(ids);
+    let after = kvs.last().map(|kv| kv.key.as_str()).or(start_after);
+    let remaining = count_live(conn, prefix, after, at)?;
     Ok((kvs, remaining))
+}
+
+/// Live keys under `prefix` after `after` at `at`: the keys with a row at or before `at`
+/// (the index alone) less those whose newest such row is a tombstone (the partial index of
+/// tombstones, few since compaction drops them).
+fn count_live(
+    conn: &Connection,
+    prefix: &str,
+    after: Option<&str>,
+    at: Revision,
+) -> rusqlite::Result<i64> {
+    let (clause, ps) = range_clause(prefix, after);
+    let mut p: Vec<&dyn rusqlite::ToSql> = ps.iter().map(|s| s as &dyn rusqlite::ToSql).collect();
+    p.push(&at);
+    let keys: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(DISTINCT name) FROM kv_log WHERE {clause} AND id <= ?"
+        ))?
+        .query_row(p.as_slice(), |r| r.get(0))?;
+    p.push(&at);
+    let gone: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM kv_log t WHERE t.deleted = 1 AND {clause} AND t.id <= ? \
+             AND NOT EXISTS (SELECT 1 FROM kv_log n WHERE n.name = t.name \
+             AND n.prev_revision = t.id AND n.id <= ?)"
+        ))?
+        .query_row(p.as_slice(), |r| r.get(0))?;
+    Ok(keys - gone)
 }
 
 /// Up to `limit` events on `prefix` with revisions in `(after, ..]`, and the snapshot's

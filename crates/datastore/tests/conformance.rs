@@ -234,6 +234,18 @@ pub async fn list_paging(s: &dyn Store) {
     assert_eq!(now.kvs.len(), 10);
     assert!(now.kvs.iter().any(|kv| kv.key == "/p/05a"));
     assert!(!now.kvs.iter().any(|kv| kv.key == "/p/09"));
+    // Remaining counts live keys only: /p/09 is deleted, /p/05a deleted and created again.
+    s.delete("/p/05a", None).await.unwrap();
+    s.create("/p/05a", b"again".to_vec()).await.unwrap();
+    let p = s.list("/p/", page(Some(3), None, None)).await.unwrap();
+    assert_eq!((p.kvs.len(), p.remaining), (3, 7));
+    let p = s
+        .list("/p/", page(Some(4), Some("/p/04"), None))
+        .await
+        .unwrap();
+    let keys: Vec<&str> = p.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/p/05", "/p/05a", "/p/06", "/p/07"]);
+    assert_eq!(p.remaining, 1);
     // Limit 0: no key, everything remains.
     let none = s.list("/p/", page(Some(0), None, None)).await.unwrap();
     assert_eq!((none.kvs.len(), none.remaining), (0, 10));
