@@ -196,7 +196,8 @@ impl Store for EtcdStore {
 
     async fn compacted_revision(&self) -> Result<Revision> {
         // etcd has no call for it; a watch from revision 1 is canceled with it when history
-        // was compacted (on a key of our own that never exists, so nothing is replayed).
+        // was compacted (on a key of our own that never exists, so nothing is replayed; etcd
+        // still scans the history it keeps, which the compactor bounds).
         let mut watch = self
             .client
             .watch_client()
@@ -510,5 +511,18 @@ impl EtcdStore {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/registry/"), b"/registry0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
     }
 }

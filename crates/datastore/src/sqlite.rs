@@ -898,3 +898,23 @@ impl Store for SqliteStore {
         Ok(target)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end("/registry/").as_deref(), Some("/registry0"));
+        assert_eq!(prefix_end("").as_deref(), None);
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10FFFF}").as_deref(), None);
+        // The surrogate gap is skipped: U+D7FF is followed by U+E000.
+        assert_eq!(prefix_end("x\u{D7FF}").as_deref(), Some("x\u{E000}"));
+        // Every string with the prefix sorts below the end, as bytes (SQLite's BINARY).
+        let end = prefix_end("/p/é").unwrap();
+        for k in ["/p/é", "/p/éz", "/p/é\u{10FFFF}"] {
+            assert!(k.as_bytes() < end.as_bytes(), "{k}");
+        }
+    }
+}

@@ -31,6 +31,9 @@ impl EtcdServer {
     /// Starts etcd and waits until it answers on its client port (up to 20 s; a port taken in
     /// between is retried with new ones).
     ///
+    /// Blocking (it sleeps while it polls): from async code, call it through
+    /// `tokio::task::spawn_blocking`.
+    ///
     /// Panics when `/usr/bin/etcd` is missing or does not come up.
     pub fn start() -> EtcdServer {
         assert!(
