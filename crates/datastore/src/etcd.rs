@@ -8,8 +8,10 @@
 //!   the previous value, else get;
 //! - `list`: a range over the prefix (from `start_after` + `"\0"` for a continuation) with
 //!   `limit` and `revision`; etcd's `count` (of the whole range) gives `remaining`;
-//! - `watch`: a watch on the prefix from `after + 1` with previous values; a watch canceled
-//!   with a `compact_revision` ends with [`Error::Compacted`];
+//! - `watch`: a watch on the prefix from `after + 1` with previous values, drained by a task
+//!   into a bounded channel (a slow consumer must not leave frames unread on the shared
+//!   connection: the task lets go of the etcd watch and resumes from its last revision); a
+//!   watch canceled with a `compact_revision` ends with [`Error::Compacted`];
 //! - `compact`: etcd's compaction (global to the etcd cluster, whatever the root).
 //!
 //! Every key is stored under a configurable root (`""` by default, so `etcdctl` shows the API
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    TxnOpResponse, WatchOptions, WatchResponse,
 };
 
 use crate::{
@@ -415,57 +417,11 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(after + 1)
-            .with_prev_key();
-        let stream = self
-            .client
-            .watch_client()
-            .watch(self.full(prefix), Some(options))
-            .await
-            .map_err(|e| backend_err("watch", e))?;
-        let me = self.clone();
-        // The whole etcd WatchStream (its request sender too) lives as long as ours: dropping
-        // the sender half would end the gRPC call.
-        let out = futures_util::stream::unfold(Some(stream), move |state| {
-            let me = me.clone();
-            async move {
-                let mut stream = state?;
-                loop {
-                    let resp = match stream.message().await {
-                        Ok(Some(resp)) => resp,
-                        Ok(None) => {
-                            let e = backend_err("watch", "etcd closed the watch stream");
-                            return Some((Err(e), None));
-                        }
-                        Err(e) => return Some((Err(backend_err("watch", e)), None)),
-                    };
-                    if resp.compact_revision() > 0 {
-                        let e = Error::Compacted {
-                            requested: after,
-                            compacted: resp.compact_revision(),
-                        };
-                        return Some((Err(e), None));
-                    }
-                    if resp.canceled() {
-                        let e = backend_err("watch canceled", resp.cancel_reason());
-                        return Some((Err(e), None));
-                    }
-                    if resp.events().is_empty() {
-                        continue;
-                    }
-                    match resp
-                        .events()
-                        .iter()
-                        .map(|e| me.event(e))
-                        .collect::<Result<Vec<_>>>()
-                    {
-                        Ok(batch) => return Some((Ok(batch), Some(stream))),
-                        Err(e) => return Some((Err(e), None)),
-                    }
-                }
-            }
+        let first = self.open_watch(prefix, after).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(self.clone().pump(prefix.to_string(), after, first, tx));
+        let out = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
         });
         Ok(Box::pin(out))
     }
@@ -484,7 +440,117 @@ impl Store for EtcdStore {
     }
 }
 
+/// Batches a watch keeps for its consumer before it lets go of the etcd watch (see
+/// [`EtcdStore::pump`]).
+const WATCH_BUFFER: usize = 256;
+
+/// What one etcd watch response means for the consumer.
+enum Delivery {
+    Batch(Vec<Event>),
+    /// Nothing for the consumer (the creation response, a progress notification).
+    Nothing,
+    /// The last item: an error, after which the stream ends.
+    End(Error),
+}
+
 impl EtcdStore {
+    /// An etcd watch of `prefix` for the events after `after`, with previous values.
+    async fn open_watch(&self, prefix: &str, after: Revision) -> Result<etcd_client::WatchStream> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(after + 1)
+            .with_prev_key();
+        self.client
+            .watch_client()
+            .watch(self.full(prefix), Some(options))
+            .await
+            .map_err(|e| backend_err("watch", e))
+    }
+
+    fn delivery(
+        &self,
+        after: Revision,
+        msg: std::result::Result<Option<WatchResponse>, etcd_client::Error>,
+    ) -> Delivery {
+        let resp = match msg {
+            Ok(Some(resp)) => resp,
+            Ok(None) => return Delivery::End(backend_err("watch", "etcd closed the watch stream")),
+            Err(e) => return Delivery::End(backend_err("watch", e)),
+        };
+        if resp.compact_revision() > 0 {
+            return Delivery::End(Error::Compacted {
+                requested: after,
+                compacted: resp.compact_revision(),
+            });
+        }
+        if resp.canceled() {
+            return Delivery::End(backend_err("watch canceled", resp.cancel_reason()));
+        }
+        if resp.events().is_empty() {
+            return Delivery::Nothing;
+        }
+        match resp.events().iter().map(|e| self.event(e)).collect() {
+            Ok(batch) => Delivery::Batch(batch),
+            Err(e) => Delivery::End(e),
+        }
+    }
+
+    /// Moves a watch's events from etcd to its consumer's channel as they arrive. Every watch
+    /// shares the client's one HTTP/2 connection, and h2 ends a connection (GOAWAY
+    /// `ENHANCE_YOUR_CALM`, "too_many_data_frames") on which too many small DATA frames sit
+    /// unread, so one slow consumer would break every call. When the consumer's channel is
+    /// full, the etcd watch is dropped (etcd stops sending), the pump waits for room, and
+    /// watches again from the last revision delivered: no event lost or repeated (or
+    /// `Compacted` if history moved past it meanwhile). Ends when the consumer is gone.
+    async fn pump(
+        self,
+        prefix: String,
+        after: Revision,
+        first: etcd_client::WatchStream,
+        tx: tokio::sync::mpsc::Sender<Result<Vec<Event>>>,
+    ) {
+        use tokio::sync::mpsc::error::TrySendError;
+        let mut last = after;
+        let mut stream = first;
+        loop {
+            // Read until the consumer falls behind; then hold the batch that did not fit.
+            let held = loop {
+                let msg = tokio::select! {
+                    msg = stream.message() => msg,
+                    _ = tx.closed() => return,
+                };
+                match self.delivery(last, msg) {
+                    Delivery::Nothing => {}
+                    Delivery::End(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    Delivery::Batch(batch) => {
+                        let rev = batch.last().map_or(last, |e| e.kv.mod_revision);
+                        match tx.try_send(Ok(batch)) {
+                            Ok(()) => last = rev,
+                            Err(TrySendError::Full(item)) => break (item, rev),
+                            Err(TrySendError::Closed(_)) => return,
+                        }
+                    }
+                }
+            };
+            drop(stream);
+            let (item, rev) = held;
+            if tx.send(item).await.is_err() {
+                return;
+            }
+            last = rev;
+            stream = match self.open_watch(&prefix, last).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+        }
+    }
+
     fn event(&self, e: &etcd_client::Event) -> Result<Event> {
         let kv = e
             .kv()

@@ -381,6 +381,57 @@ pub async fn watch_under_concurrent_writers(store: Arc<dyn Store>) {
     }
 }
 
+/// Fifty watchers, each started from the revision the store has at that moment while four
+/// writers create keys as fast as they can: a commit that lands between a watch's start and
+/// its catch-up read must come once, neither lost nor twice.
+pub async fn watchers_started_during_writes(store: Arc<dyn Store>) {
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let s = store.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..300 {
+                acks.push(
+                    s.create(&format!("/during/{w}/{i}"), vec![0; 64])
+                        .await
+                        .unwrap()
+                        .mod_revision,
+                );
+            }
+            acks
+        }));
+    }
+    let mut watchers = Vec::new();
+    for _ in 0..50 {
+        let from = store.revision().await.unwrap();
+        watchers.push((from, store.watch("/during/", from).await.unwrap()));
+        tokio::task::yield_now().await;
+    }
+    let mut acks = Vec::new();
+    for w in writers {
+        acks.extend(w.await.unwrap());
+    }
+    acks.sort_unstable();
+    let last = *acks.last().unwrap();
+    for (from, mut w) in watchers {
+        let want: Vec<Revision> = acks.iter().copied().filter(|r| *r > from).collect();
+        if want.is_empty() {
+            continue;
+        }
+        let got: Vec<Revision> = events_until(&mut w, last)
+            .await
+            .iter()
+            .map(|e| e.kv.mod_revision)
+            .collect();
+        assert!(
+            got == want,
+            "watch after {from}: {} events, want {}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
 /// Racing writers on one key: exactly one create and one update per expected revision win.
 pub async fn racing_writers_on_one_key(store: Arc<dyn Store>) {
     let creates = {
@@ -528,6 +579,12 @@ macro_rules! conformance {
             async fn watch_under_concurrent_writers() {
                 let f = super::$backend().await;
                 super::watch_under_concurrent_writers(f.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn watchers_started_during_writes() {
+                let f = super::$backend().await;
+                super::watchers_started_during_writes(f.store.clone()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
