@@ -22,9 +22,12 @@
 //!
 //! Threads: one writer thread owns the read-write connection, fed by a channel; the writes
 //! waiting when it looks (up to 128) share one `IMMEDIATE` transaction (group commit), and it
-//! publishes their events to the watchers before it answers the callers. Reads run on tokio's blocking pool with a small pool
-//! of read-only connections (WAL lets them read a consistent snapshot while the writer writes).
-//! No tokio worker ever waits on SQLite.
+//! publishes their events to the watchers before it answers the callers. A checkpoint thread
+//! copies the WAL into the database file every 200 ms (`PASSIVE`, so no write waits for its
+//! fsyncs; the writer checkpoints itself only when the WAL reaches 4 MiB under sustained
+//! writes). Reads run on tokio's blocking pool with a small pool of read-only connections
+//! (WAL lets them read a consistent snapshot while the writer writes). No tokio worker ever
+//! waits on SQLite.
 //!
 //! Durability: `journal_mode=WAL`, `synchronous=NORMAL`. A write is acknowledged after its
 //! transaction committed to the WAL with `write(2)`, so it survives `kill -9` of the process
@@ -216,6 +219,11 @@ fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection>
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        // Checkpoints (which fsync) run on their own thread, not in a commit (see
+        // `checkpointer`); the writer's own automatic checkpoint is the backstop for sustained
+        // writes, under which the WAL never gets fully copied between two commits and so
+        // never starts over (k3s#3660: a 240 GB WAL).
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         conn.execute_batch(SCHEMA)?;
     }
     conn.set_prepared_statement_cache_capacity(32);
@@ -278,6 +286,45 @@ fn latest_row(conn: &Connection, key: &str, at: Revision) -> rusqlite::Result<Op
 struct Writer {
     conn: Connection,
     events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// Alive while the writer is: the checkpointer ends when it is gone.
+    _alive: Arc<()>,
+}
+
+/// WAL pages after which the writer checkpoints in its commit (4 MiB at 1 KiB pages, what
+/// SQLite's default 1,000 pages are at 4 KiB).
+const WAL_BACKSTOP_PAGES: i64 = 4096;
+/// How often the checkpointer copies committed WAL pages into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// The checkpointer thread: a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`] on a
+/// connection of its own, while the writer lives. SQLite's automatic checkpoint would run in
+/// the commit that crosses its threshold, so that write (and every write queued behind it)
+/// would wait for the checkpoint's fsyncs: k3s's lease timeouts during WAL checkpoints
+/// (k3s#14593). A passive checkpoint never blocks the writer or readers; one with nothing to
+/// copy costs nothing. Under sustained writes the writer's own checkpoint at
+/// [`WAL_BACKSTOP_PAGES`] still runs, with most pages already copied.
+fn checkpointer(path: PathBuf, alive: std::sync::Weak<()>) {
+    let conn = match Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|c| {
+        c.busy_timeout(BUSY_TIMEOUT)?;
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(c)
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "sqlite checkpointer: open failed");
+            return;
+        }
+    };
+    while alive.strong_count() > 0 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(path = %path.display(), error = %e, "sqlite checkpoint failed");
+        }
+    }
 }
 
 /// A key write, as the writer thread batches them.
@@ -521,14 +568,22 @@ impl SqliteStore {
             .map_err(|e| backend_err(&format!("open {}", path.display()), e))?;
         let (events, _) = broadcast::channel(LIVE_CAPACITY);
         let (tx, rx) = std_mpsc::channel();
+        let alive = Arc::new(());
+        let weak = Arc::downgrade(&alive);
         let writer = Writer {
             conn,
             events: events.clone(),
+            _alive: alive,
         };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| backend_err("start the writer thread", e))?;
+        let p = path.clone();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpointer(p, weak))
+            .map_err(|e| backend_err("start the checkpoint thread", e))?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
                 path,
