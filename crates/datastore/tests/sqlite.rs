@@ -264,6 +264,25 @@ async fn acknowledged_writes_survive_kill_9() {
             "{key} at {rev}: value differs"
         );
     }
+    // A watcher resumes from the revision it had seen before the crash: every later write,
+    // in order, each once (the child's writes all touch /d/, so revisions are contiguous).
+    let resume = acks[acks.len() / 2].0;
+    let mut w = s.watch("/d/", resume).await.unwrap();
+    let mut next = resume + 1;
+    while next <= newest {
+        let batch = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::StreamExt::next(&mut w),
+        )
+        .await
+        .expect("the backlog within 10s")
+        .unwrap()
+        .unwrap();
+        for e in batch {
+            assert_eq!(e.kv.mod_revision, next);
+            next += 1;
+        }
+    }
     // Every row (acknowledged or not) is whole, and SQLite finds no damage.
     let page = s.list("/d/", ListOptions::default()).await.unwrap();
     assert!(!page.kvs.is_empty() && page.kvs.len() <= 8 * 50);
