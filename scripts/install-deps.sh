@@ -16,6 +16,8 @@ packages=(
   libc6-dev         # crt files, libc.so for the link
   pkg-config        # -sys crates' library lookup
   libseccomp-dev    # -lseccomp (youki's libcontainer, the embedded runtime's seccomp filters)
+  protobuf-compiler # protoc, run by etcd-client's build script (crates/datastore's etcd backend)
+  libprotobuf-dev   # the google/protobuf/*.proto well-known types that protoc needs for etcd's protos
 
   # run time
   libseccomp2       # libseccomp.so.2, linked by barge
@@ -33,6 +35,7 @@ packages=(
   apache2-utils     # htpasswd for the registry's Basic auth
   skopeo            # a second OCI client to cross-check pushes
   openssl           # the registry's TLS certificates
+  etcd-server       # /usr/bin/etcd: the datastore's and API server's tests against etcd v3
 )
 # END packages
 pkgs=("${packages[@]}")

@@ -36,6 +36,8 @@ const INDIRECT_TOOLS: &[&str] = &[
     "ldd",
     "mktemp",
     "umount",
+    // etcd-client's build script (crates/datastore) runs it.
+    "protoc",
 ];
 
 fn repo() -> PathBuf {

@@ -9,8 +9,11 @@
 //!
 //! Backends:
 //! - [`MemStore`]: in memory, for unit tests of the layers above (no persistence).
-//! - SQLite (default for `barge server`): a kine-like append-only table where revision = row id.
-//! - etcd v3 (`--datastore-endpoint http://…`), for several servers.
+//! - [`SqliteStore`] (default for `barge server`): a kine-like append-only table where
+//!   revision = row id.
+//! - [`EtcdStore`]: etcd v3 (`--datastore-endpoint http://…`), for several servers.
+//!
+//! [`open`] picks one from the server's flags; [`spawn_compactor`] drops old history on a timer.
 //!
 //! Invariants every backend keeps (and `tests` check for each):
 //! - Writes are linearizable: `update`/`delete` with an expected revision fail with
@@ -22,12 +25,20 @@
 //! - A value returned by a write is what a later read at that revision returns.
 
 mod error;
+mod etcd;
 mod memory;
+mod sqlite;
+pub mod testing;
 
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 pub use error::{Error, Result};
+pub use etcd::EtcdStore;
 pub use memory::MemStore;
+pub use sqlite::SqliteStore;
 
 /// A global revision number: `0` means "none" (before the first write), the first write is `1`.
 pub type Revision = i64;
@@ -133,4 +144,92 @@ pub trait Store: Send + Sync + 'static {
     /// Drops history older than `revision` (superseded and deleted rows); returns the new
     /// compacted revision. Current values are never dropped.
     async fn compact(&self, revision: Revision) -> Result<Revision>;
+}
+
+/// How often [`open`]'s compactor runs (kine's and kube-apiserver's default: 5 minutes).
+pub const COMPACT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// How many revisions the compactor keeps (kine's default).
+pub const COMPACT_KEEP: Revision = 1000;
+
+/// Opens the cluster's datastore as `barge server`'s `--datastore-endpoint` says, and starts
+/// its compactor ([`spawn_compactor`] with [`COMPACT_INTERVAL`] and [`COMPACT_KEEP`]; it stops
+/// when the store is dropped):
+/// - empty: SQLite at `data_dir/db/state.db` (the directories are created, mode 0700);
+/// - `http://HOST:PORT[,http://HOST2:PORT2…]`: etcd v3 at those endpoints, keys at the root.
+///
+/// Errors: [`Error::Backend`] naming `--datastore-endpoint` for any other form (`https://` is
+/// not supported yet), or when the database cannot be opened or etcd cannot be reached.
+pub async fn open(endpoint: &str, data_dir: &Path) -> Result<Arc<dyn Store>> {
+    let endpoint = endpoint.trim();
+    let store: Arc<dyn Store> = if endpoint.is_empty() {
+        let dir = data_dir.join("db");
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+        })
+        .await
+        .map_err(|e| Error::Backend {
+            backend: "sqlite",
+            message: e.to_string(),
+        })?
+        .map_err(|e| Error::Backend {
+            backend: "sqlite",
+            message: format!("create {}: {e}", dir.display()),
+        })?;
+        Arc::new(SqliteStore::open(dir.join("state.db")).await?)
+    } else {
+        let endpoints: Vec<String> = endpoint.split(',').map(|e| e.trim().to_string()).collect();
+        if let Some(bad) = endpoints
+            .iter()
+            .find(|e| !e.starts_with("http://") || e.len() <= "http://".len())
+        {
+            return Err(Error::Backend {
+                backend: "etcd",
+                message: format!(
+                    "--datastore-endpoint {endpoint:?}: {bad:?} is not an etcd endpoint; \
+                     expected empty (SQLite in the data dir) or http://HOST:PORT[,http://HOST:PORT…]"
+                ),
+            });
+        }
+        Arc::new(EtcdStore::connect(&endpoints).await?)
+    };
+    spawn_compactor(&store, COMPACT_INTERVAL, COMPACT_KEEP);
+    Ok(store)
+}
+
+/// Compacts `store` every `interval`, keeping the last `keep` revisions (the first run is one
+/// `interval` after the call). The task holds only a weak reference: it ends when the last
+/// `Arc` of the store is dropped. A failed compaction is logged and retried at the next tick.
+pub fn spawn_compactor(
+    store: &Arc<dyn Store>,
+    interval: Duration,
+    keep: Revision,
+) -> tokio::task::JoinHandle<()> {
+    let weak: Weak<dyn Store> = Arc::downgrade(store);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(store) = weak.upgrade() else { return };
+            if let Err(e) = compact_keeping(store.as_ref(), keep).await {
+                tracing::warn!(backend = store.backend(), error = %e, "datastore compaction failed");
+            }
+        }
+    })
+}
+
+/// Compacts `store` up to its current revision minus `keep`; answers the compacted revision.
+///
+/// Errors: the store's.
+pub async fn compact_keeping(store: &dyn Store, keep: Revision) -> Result<Revision> {
+    let target = store.revision().await? - keep;
+    if target <= 0 {
+        return store.compacted_revision().await;
+    }
+    store.compact(target).await
 }

@@ -1,0 +1,119 @@
+//! Test support: a throwaway etcd server on loopback, for this crate's tests and benchmark and
+//! for the API server's tests that run against etcd.
+//!
+//! It runs Debian's `etcd-server` (`/usr/bin/etcd`, installed by `scripts/install-deps.sh`) with
+//! a fresh data directory and random loopback ports, and kills it when dropped. A missing
+//! `etcd` is a panic naming the package, never a skip.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The etcd binary `etcd-server` installs.
+pub const ETCD: &str = "/usr/bin/etcd";
+
+/// A running etcd (one member, loopback only), killed and its data removed on drop.
+pub struct EtcdServer {
+    child: Child,
+    dir: PathBuf,
+    endpoint: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a loopback port")
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits until it answers on its client port (up to 20 s; a port taken in
+    /// between is retried with new ones).
+    ///
+    /// Blocking (it sleeps while it polls): from async code, call it through
+    /// `tokio::task::spawn_blocking`.
+    ///
+    /// Panics when `/usr/bin/etcd` is missing or does not come up.
+    pub fn start() -> EtcdServer {
+        assert!(
+            Path::new(ETCD).exists(),
+            "{ETCD} is missing: install Debian's etcd-server (scripts/install-deps.sh)"
+        );
+        let mut last_err = String::new();
+        for attempt in 0..3 {
+            let dir = std::env::temp_dir().join(format!(
+                "barge-etcd-{}-{}-{attempt}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("etcd data dir");
+            let (client, peer) = (free_port(), free_port());
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log file");
+            let mut child = Command::new("/usr/bin/etcd")
+                .args(["--name", "test"])
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("test={peer_url}")])
+                .args(["--logger", "zap", "--log-level", "error"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {ETCD}: {e}"));
+            let addr: SocketAddr = ([127, 0, 0, 1], client).into();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let err = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
+                    last_err = format!("etcd exited with {status}: {err}");
+                    break;
+                }
+                // The client port listens once etcd is ready to serve (after its election).
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                    return EtcdServer {
+                        child,
+                        dir,
+                        endpoint: client_url,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("etcd did not listen on {client_url} within 20s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        panic!("etcd did not start: {last_err}");
+    }
+
+    /// The etcd process's id (for its `/proc/PID/io` figures in the benchmark).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The client URL, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
