@@ -6,9 +6,13 @@
 //! - [`context`]: a build context directory as a tar, as `docker build` uploads it.
 //! - [`TreeTar`]: a file tree as a tar stream, as `docker cp` and `GET /containers/{id}/archive`
 //!   write it.
+//! - [`inroot`]: every write below an untrusted root directory (layer snapshots, container
+//!   roots, `docker cp` destinations, build contexts, image archives), resolved by the kernel
+//!   (`openat2` with `RESOLVE_IN_ROOT`), and the tar entry applier built on it.
 
 pub mod context;
 pub mod ignore;
+pub mod inroot;
 mod tree;
 
 pub use tree::TreeTar;
