@@ -810,7 +810,6 @@ impl<'a> Unpacker<'a> {
     /// where only a directory entry's metadata applies). A hard link entry links to
     /// `link_target` (root-relative, the caller's mapping of the entry's link name); `None` for
     /// a hard link fails with [`InRootError::LinkTarget`]. Returns false for a skipped entry.
-    /// `entry_name` names the entry in [`InRootError::Overwrite`].
     pub fn unpack_entry<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -818,7 +817,12 @@ impl<'a> Unpacker<'a> {
         link_target: Option<&Path>,
     ) -> Result<bool, InRootError> {
         use tar::EntryType as T;
-        let kind = entry.header().entry_type();
+        let mut kind = entry.header().entry_type();
+        // A pre-POSIX "regular" entry (type NUL) named with a trailing slash is a directory
+        // (Go's archive/tar and the tar crate read it so).
+        if entry.header().as_old().linkflag[0] == 0 && entry.path_bytes().ends_with(b"/") {
+            kind = T::Directory;
+        }
         if matches!(
             kind,
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink

@@ -476,12 +476,10 @@ fn extract_into<W: std::io::Write>(
 ) -> std::io::Result<()> {
     let (_, r) = barge_image::digest::decompressed(fs::File::open(p)?)?;
     let mut a = tar::Archive::new(r);
+    // An entry's name under `dest`; `None` for one leaving the archive (skipped).
     let under = |n: &Path| -> Option<String> {
-        let n = n.to_string_lossy();
-        if escapes(&n) {
-            return None;
-        }
-        let c = clean_path(&format!("{dest}/{n}"));
+        let rel = barge_archive::inroot::clean_entry_name(n.as_os_str().as_encoded_bytes())?;
+        let c = clean_path(&format!("{dest}/{}", rel.display()));
         Some(c.trim_start_matches('/').to_string())
     };
     for e in a.entries()? {
