@@ -82,6 +82,42 @@ pub enum InRootError {
 }
 
 impl InRootError {
+    /// The same error with its root-relative paths shown below `base` (the container's `/`,
+    /// the host directory of a `docker cp`), as docker words them.
+    pub fn shown_under(self, base: &Path) -> Self {
+        let show = |p: String| base.join(p).display().to_string();
+        match self {
+            InRootError::Escape { path, reason } => InRootError::Escape {
+                path: show(path),
+                reason,
+            },
+            InRootError::LinkTarget {
+                path,
+                target,
+                reason,
+            } => InRootError::LinkTarget {
+                path: show(path),
+                target: show(target),
+                reason,
+            },
+            InRootError::Overwrite {
+                path,
+                entry,
+                existing_dir,
+            } => InRootError::Overwrite {
+                path: show(path),
+                entry,
+                existing_dir,
+            },
+            InRootError::Io { op, path, source } => InRootError::Io {
+                op,
+                path: show(path),
+                source,
+            },
+            e => e,
+        }
+    }
+
     /// The OS error number behind an [`InRootError::Io`].
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
@@ -1067,6 +1103,7 @@ impl<'a> Unpacker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raw_tar;
     use std::fs;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
@@ -1290,32 +1327,6 @@ mod tests {
         f.canary_intact();
     }
 
-    fn tar_of(entries: &[(&str, tar::EntryType, &str, u32)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, kind, data, mode) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(*kind);
-            h.set_mode(*mode);
-            h.set_mtime(1_000_000);
-            h.set_size(0);
-            // Raw names, bypassing the tar crate's own `..` checks.
-            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-            match kind {
-                tar::EntryType::Symlink | tar::EntryType::Link => {
-                    h.as_old_mut().linkname[..data.len()].copy_from_slice(data.as_bytes());
-                    h.set_cksum();
-                    b.append(&h, &[][..]).unwrap();
-                }
-                _ => {
-                    h.set_size(data.len() as u64);
-                    h.set_cksum();
-                    b.append(&h, data.as_bytes()).unwrap();
-                }
-            }
-        }
-        b.into_inner().unwrap()
-    }
-
     fn unpack_all(r: &InRoot, opts: UnpackOptions, data: &[u8]) -> Result<(), InRootError> {
         let mut u = Unpacker::new(r, opts);
         let mut ar = tar::Archive::new(data);
@@ -1335,7 +1346,7 @@ mod tests {
         let f = fixture();
         let r = InRoot::open(&f.root).unwrap();
         let out = f.outside.display().to_string();
-        let t = tar_of(&[
+        let t = raw_tar(&[
             ("evil", tar::EntryType::Symlink, &out, 0o777),
             ("evil/", tar::EntryType::Directory, "", 0o755),
             ("evil/pwned", tar::EntryType::Regular, "x", 0o644),
@@ -1358,7 +1369,7 @@ mod tests {
         let r = InRoot::open(&f.root).unwrap();
         fs::create_dir_all(f.outside_in_root()).unwrap();
         let out = f.outside.display().to_string();
-        let t = tar_of(&[
+        let t = raw_tar(&[
             ("evil", tar::EntryType::Symlink, &out, 0o777),
             ("evil/passwd", tar::EntryType::Regular, "pwned", 0o644),
         ]);
@@ -1376,7 +1387,7 @@ mod tests {
         let r = InRoot::open(&f.root).unwrap();
         fs::create_dir_all(f.root.join("etc")).unwrap();
         fs::write(f.root.join("etc/passwd"), "root").unwrap();
-        let t = tar_of(&[("etc", tar::EntryType::Regular, "x", 0o644)]);
+        let t = raw_tar(&[("etc", tar::EntryType::Regular, "x", 0o644)]);
         let strict = UnpackOptions {
             no_overwrite_dir_non_dir: true,
             ..Default::default()
@@ -1391,7 +1402,7 @@ mod tests {
         assert!(f.root.join("etc/passwd").exists());
         unpack_all(&r, UnpackOptions::default(), &t).unwrap();
         assert_eq!(fs::read_to_string(f.root.join("etc")).unwrap(), "x");
-        let t = tar_of(&[("x", tar::EntryType::Fifo, "", 0o644)]);
+        let t = raw_tar(&[("x", tar::EntryType::Fifo, "", 0o644)]);
         let opts = UnpackOptions {
             unsupported: Unsupported::Error,
             ..Default::default()

@@ -72,26 +72,21 @@ mod tests {
         let outside = d.path().join("outside");
         fs::create_dir_all(&ctx).unwrap();
         fs::create_dir_all(&outside).unwrap();
-        let mut b = tar::Builder::new(Vec::new());
-        let mut add = |name: &str, kind: tar::EntryType, link: &str, data: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(kind);
-            h.set_mode(0o644);
-            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-            h.set_size(data.len() as u64);
-            h.set_cksum();
-            b.append(&h, data).unwrap();
-        };
         let out = outside.display().to_string();
-        add("up", tar::EntryType::Symlink, "..", b"");
-        add("up/pwned", tar::EntryType::Regular, "", b"x");
-        add("abs", tar::EntryType::Symlink, &out, b"");
-        add("abs/pwned", tar::EntryType::Regular, "", b"x");
-        add("../escape", tar::EntryType::Regular, "", b"x");
-        add("h", tar::EntryType::Link, "../outside/f", b"");
-        add("Dockerfile", tar::EntryType::Regular, "", b"FROM scratch\n");
-        let data = b.into_inner().unwrap();
+        let data = barge_archive::raw_tar(&[
+            ("up", tar::EntryType::Symlink, "..", 0o777),
+            ("up/pwned", tar::EntryType::Regular, "x", 0o644),
+            ("abs", tar::EntryType::Symlink, &out, 0o777),
+            ("abs/pwned", tar::EntryType::Regular, "x", 0o644),
+            ("../escape", tar::EntryType::Regular, "x", 0o644),
+            ("h", tar::EntryType::Link, "../outside/f", 0o644),
+            (
+                "Dockerfile",
+                tar::EntryType::Regular,
+                "FROM scratch\n",
+                0o644,
+            ),
+        ]);
         // Writes through `up` (which stays at the context's top) land in the context; `abs`
         // points at a directory the context lacks, so that entry fails and nothing is written.
         let r = extract(&data[..], &ctx);

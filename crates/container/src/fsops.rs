@@ -306,33 +306,16 @@ pub fn extract(
 
 /// An in-root write error as Docker words it (paths as the container sees them).
 fn inroot_err(e: InRootError, what: &str) -> FsError {
-    match e {
-        InRootError::Overwrite {
-            path,
-            entry,
-            existing_dir,
-        } => {
-            let (a, b) = if existing_dir {
-                ("directory", "non-directory")
-            } else {
-                ("non-directory", "directory")
-            };
-            FsError::Invalid(format!(
-                "cannot overwrite {a} {:?} with {b} {entry:?}",
-                format!("/{path}")
-            ))
-        }
-        InRootError::Escape { .. }
-        | InRootError::LinkTarget { .. }
-        | InRootError::Unsupported { .. } => FsError::Invalid(e.to_string()),
+    match e.shown_under(Path::new("/")) {
         InRootError::Archive(source) => FsError::Io {
             what: "read archive".into(),
             source,
         },
         InRootError::Io { op, path, source } => FsError::Io {
-            what: format!("{what}: {op} /{path}"),
+            what: format!("{what}: {op} {path}"),
             source,
         },
+        e => FsError::Invalid(e.to_string()),
     }
 }
 
@@ -626,30 +609,6 @@ mod tests {
         assert!(names(&buf).contains(&"usr/bin/".to_string()));
     }
 
-    fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, kind, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(*kind);
-            h.set_mode(0o644);
-            h.set_mtime(1_000_000);
-            match kind {
-                tar::EntryType::Symlink | tar::EntryType::Link => {
-                    h.set_size(0);
-                    b.append_link(&mut h, name, data).unwrap();
-                }
-                _ => {
-                    h.set_size(data.len() as u64);
-                    // Bypass the tar crate's own `..` check to test ours.
-                    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-                    h.set_cksum();
-                    b.append(&h, data.as_bytes()).unwrap();
-                }
-            }
-        }
-        b.into_inner().unwrap()
-    }
-
     #[test]
     fn extract_refuses_escapes_and_follows_links_inside() {
         let d = root();
@@ -657,9 +616,9 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         // A symlink in the archive pointing outside, then a file written through it.
         let link_target = outside.path().display().to_string();
-        let t = tar_of(&[
-            ("evil", tar::EntryType::Symlink, &link_target),
-            ("evil/pwned", tar::EntryType::Regular, "x"),
+        let t = barge_archive::raw_tar(&[
+            ("evil", tar::EntryType::Symlink, &link_target, 0o644),
+            ("evil/pwned", tar::EntryType::Regular, "x", 0o644),
         ]);
         // The link's target does not exist in the root: refused as docker does (no directory is
         // made through a dangling link), and nothing is written outside.
@@ -673,12 +632,12 @@ mod tests {
             .join(outside.path().strip_prefix("/").unwrap())
             .join("pwned")
             .exists());
-        let t = tar_of(&[("../../escape", tar::EntryType::Regular, "x")]);
+        let t = barge_archive::raw_tar(&[("../../escape", tar::EntryType::Regular, "x", 0o644)]);
         assert!(matches!(
             extract(r, "/etc", &mut &t[..], &ExtractOptions::default()),
             Err(FsError::Invalid(_))
         ));
-        let t = tar_of(&[("hello.txt", tar::EntryType::Regular, "hi")]);
+        let t = barge_archive::raw_tar(&[("hello.txt", tar::EntryType::Regular, "hi", 0o644)]);
         extract(r, "/usr/bin", &mut &t[..], &ExtractOptions::default()).unwrap();
         assert_eq!(
             fs::read_to_string(r.join("usr/bin/hello.txt")).unwrap(),
@@ -692,7 +651,7 @@ mod tests {
             extract(r, "/missing", &mut &t[..], &ExtractOptions::default()),
             Err(FsError::NotFound(_))
         ));
-        let t = tar_of(&[("etc", tar::EntryType::Regular, "x")]);
+        let t = barge_archive::raw_tar(&[("etc", tar::EntryType::Regular, "x", 0o644)]);
         let opts = ExtractOptions {
             no_overwrite_dir_non_dir: true,
             chown: None,

@@ -206,21 +206,7 @@ fn untar_host(
         };
         match u.unpack_entry(&mut e, &rel, link.as_deref()) {
             Ok(_) => {}
-            Err(InRootError::Overwrite {
-                path,
-                entry,
-                existing_dir,
-            }) => {
-                let (a, b) = if existing_dir {
-                    ("directory", "non-directory")
-                } else {
-                    ("non-directory", "directory")
-                };
-                bail!(
-                    "cannot overwrite {a} {:?} with {b} {entry:?}",
-                    dst_dir.join(path).display().to_string()
-                );
-            }
+            Err(err @ InRootError::Overwrite { .. }) => bail!("{}", err.shown_under(dst_dir)),
             Err(err) => return Err(err).with_context(|| format!("extracting {}", rel.display())),
         }
     }
@@ -592,28 +578,6 @@ mod tests {
         assert_eq!(split_dir("b"), (".".to_string(), "b".to_string()));
     }
 
-    fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, kind, data) in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(*kind);
-            h.set_mode(0o644);
-            h.set_mtime(1_000_000);
-            // Raw names, bypassing the tar crate's own `..` checks.
-            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-            let body = if kind.is_symlink() || kind.is_hard_link() {
-                h.as_old_mut().linkname[..data.len()].copy_from_slice(data.as_bytes());
-                ""
-            } else {
-                data
-            };
-            h.set_size(body.len() as u64);
-            h.set_cksum();
-            b.append(&h, body.as_bytes()).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
     #[test]
     fn untar_host_stays_in_the_destination() {
         let d = std::env::temp_dir().join(format!(
@@ -628,12 +592,12 @@ mod tests {
         let out = outside.display().to_string();
         // A link out of the destination, then files through it: they land inside it.
         std::fs::create_dir_all(dst.join(outside.strip_prefix("/").unwrap())).unwrap();
-        let t = raw_tar(&[
-            ("top/", tar::EntryType::Directory, ""),
-            ("top/evil", tar::EntryType::Symlink, &out),
-            ("top/evil/pwned", tar::EntryType::Regular, "x"),
-            ("top/up", tar::EntryType::Symlink, "../../.."),
-            ("top/up/pwned2", tar::EntryType::Regular, "y"),
+        let t = barge_archive::raw_tar(&[
+            ("top/", tar::EntryType::Directory, "", 0o644),
+            ("top/evil", tar::EntryType::Symlink, &out, 0o644),
+            ("top/evil/pwned", tar::EntryType::Regular, "x", 0o644),
+            ("top/up", tar::EntryType::Symlink, "../../..", 0o644),
+            ("top/up/pwned2", tar::EntryType::Regular, "y", 0o644),
         ]);
         untar_host(
             &mut &t[..],
@@ -650,11 +614,11 @@ mod tests {
         assert!(dst.join("pwned2").is_file());
         assert!(dst.join("copy/evil").is_symlink());
         for bad in ["../x", "a/../../x"] {
-            let t = raw_tar(&[(bad, tar::EntryType::Regular, "x")]);
+            let t = barge_archive::raw_tar(&[(bad, tar::EntryType::Regular, "x", 0o644)]);
             let e = untar_host(&mut &t[..], &dst, None, false).unwrap_err();
             assert!(e.to_string().contains("leaves the destination"), "{e}");
         }
-        let t = raw_tar(&[("copy", tar::EntryType::Regular, "x")]);
+        let t = barge_archive::raw_tar(&[("copy", tar::EntryType::Regular, "x", 0o644)]);
         let e = untar_host(&mut &t[..], &dst, None, false).unwrap_err();
         assert!(
             e.to_string().starts_with("cannot overwrite directory"),
