@@ -321,6 +321,41 @@ build([("out", "{canary}", b""), ("out/pwned", "", b"pwned"), ("Dockerfile", "",
     );
 }
 
+/// `COPY`/`ADD` sources are resolved inside the context: a link in the context pointing at a
+/// host directory (`link/secret`) or at a host tar (`ADD arch /`) does not bring the host's
+/// files into the image (dockerd resolves sources with `FollowSymlinkInScope`).
+#[test]
+fn copy_sources_through_links_stay_in_the_context() {
+    let canary = ctx_with(&[("secret", "host secret\n")]);
+    // A host tar that ADD would extract, were the link followed on the host.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(12);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "from-host-tar", &b"host secret\n"[..])
+        .unwrap();
+    std::fs::write(canary.path().join("x.tar"), b.into_inner().unwrap()).unwrap();
+    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY link/secret /\n")]);
+    std::os::unix::fs::symlink(canary.path(), ctx.path().join("link")).unwrap();
+    let o = D.barge(&["build", "-t", "copy-link:1", p(ctx.path())]);
+    assert!(!o.status.success(), "COPY read a host file through a link");
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:1.35\nADD arch /\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(canary.path().join("x.tar"), ctx.path().join("arch")).unwrap();
+    let o = D.barge(&["build", "-t", "copy-link:1", p(ctx.path())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = D.barge(&["run", "--rm", "copy-link:1", "cat", "/from-host-tar"]);
+    assert!(
+        !out.status.success(),
+        "ADD extracted a host tar through a link"
+    );
+    D.ok(&["rmi", "copy-link:1"]);
+}
+
 #[test]
 fn stock_docker_build_legacy_builder() {
     let ctx = ctx_with(&[
