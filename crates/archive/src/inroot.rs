@@ -440,21 +440,17 @@ impl InRoot {
     }
 
     /// Creates the regular file `path` for writing (`mode` before the umask, missing parents
-    /// made), replacing a non-directory already there (never writing through a symlink at it).
+    /// made), replacing a non-directory already there (never writing through a symlink at it);
+    /// a directory there is `EISDIR`.
     pub fn create_file(&self, path: &Path, mode: u32) -> Result<File, InRootError> {
         let (dir, name) = self.parent(path, true)?;
         let rel = clean_in_root(path);
         let flags =
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let m = Mode::from_bits_truncate(mode);
-        let fd = match openat(&*dir, name.as_os_str(), flags, m) {
-            Err(Errno::EEXIST) => {
-                self.remove_at(&dir, &name, &rel)?;
-                openat(&*dir, name.as_os_str(), flags, m)
-            }
-            r => r,
-        }
-        .map_err(io_at("create", &rel))?;
+        let fd = self.replacing(&dir, &name, &rel, "create", || {
+            openat(&*dir, name.as_os_str(), flags, m)
+        })?;
         Ok(File::from(fd))
     }
 
@@ -477,14 +473,9 @@ impl InRoot {
         let (dir, name) = self.parent(path, true)?;
         let rel = clean_in_root(path);
         self.forget();
-        match symlinkat(target, &*dir, name.as_os_str()) {
-            Err(Errno::EEXIST) => {
-                self.remove_at(&dir, &name, &rel)?;
-                symlinkat(target, &*dir, name.as_os_str())
-            }
-            r => r,
-        }
-        .map_err(io_at("symlink", &rel))
+        self.replacing(&dir, &name, &rel, "symlink", || {
+            symlinkat(target, &*dir, name.as_os_str())
+        })
     }
 
     /// Makes `path` a hard link to the existing non-directory `existing` (both in the root; a
@@ -527,14 +518,7 @@ impl InRoot {
                 AtFlags::empty(),
             )
         };
-        match link() {
-            Err(Errno::EEXIST) => {
-                self.remove_at(&dir, &name, &rel)?;
-                link()
-            }
-            r => r,
-        }
-        .map_err(io_at("link", &rel))
+        self.replacing(&dir, &name, &rel, "link", link)
     }
 
     /// Makes a device node or FIFO at `path` (`mode` before the umask; `rdev` from
@@ -554,14 +538,9 @@ impl InRoot {
             NodeKind::Fifo => SFlag::S_IFIFO,
         };
         let m = Mode::from_bits_truncate(mode);
-        match mknodat(&*dir, name.as_os_str(), k, m, rdev as _) {
-            Err(Errno::EEXIST) => {
-                self.remove_at(&dir, &name, &rel)?;
-                mknodat(&*dir, name.as_os_str(), k, m, rdev as _)
-            }
-            r => r,
-        }
-        .map_err(io_at("mknod", &rel))
+        self.replacing(&dir, &name, &rel, "mknod", || {
+            mknodat(&*dir, name.as_os_str(), k, m, rdev as _)
+        })
     }
 
     /// Removes whatever is at `path` (a directory with everything below it), never following a
@@ -579,6 +558,29 @@ impl InRoot {
             Err(e) => return Err(e),
         };
         self.remove_at(&dir, &name, &clean_in_root(path))
+    }
+
+    /// Runs `make` (which creates `name` in `dir`); when something is already there, removes
+    /// it and runs `make` again, unless it is a directory (`EISDIR`: never replaced here).
+    fn replacing<T>(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+        op: &'static str,
+        make: impl Fn() -> nix::Result<T>,
+    ) -> Result<T, InRootError> {
+        match make() {
+            Err(Errno::EEXIST) => {
+                if existing(dir, name) == Some(SFlag::S_IFDIR) {
+                    return Err(io_at(op, rel)(Errno::EISDIR));
+                }
+                self.remove_at(dir, name, rel)?;
+                make()
+            }
+            r => r,
+        }
+        .map_err(io_at(op, rel))
     }
 
     fn remove_at(&self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<(), InRootError> {
@@ -1083,18 +1085,33 @@ impl<'a> Unpacker<'a> {
         let mut dirs: Vec<_> = self.dirs.into_iter().collect();
         dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (rel, (mode, mtime)) in dirs {
-            let fd = match self.root.open2(
-                &rel,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-            ) {
+            // An O_PATH fd of the directory itself (no read permission needed), changed through
+            // its /proc/self/fd link, which leads to that inode and nowhere else.
+            let fd = match self
+                .root
+                .open2(&rel, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)
+            {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
                 Err(e) => return Err(self.root.escape_or_io("open", &rel, e)),
             };
-            nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode))
-                .map_err(io_at("chmod", &rel))?;
+            let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                p.as_str(),
+                Mode::from_bits_truncate(mode),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(io_at("chmod", &rel))?;
             let t = TimeSpec::new(mtime, 0);
-            nix::sys::stat::futimens(&fd, &t, &t).map_err(io_at("set mtime of", &rel))?;
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                p.as_str(),
+                &t,
+                &t,
+                UtimensatFlags::FollowSymlink,
+            )
+            .map_err(io_at("set mtime of", &rel))?;
         }
         Ok(())
     }
@@ -1295,6 +1312,16 @@ mod tests {
         r.remove(Path::new("d")).unwrap();
         assert!(!f.root.join("d").exists());
         r.remove(Path::new("missing/x")).unwrap();
+        // The plain API never replaces a directory.
+        r.mkdir_all(Path::new("keep/sub"), 0o755).unwrap();
+        for res in [
+            r.create_file(Path::new("keep"), 0o644).map(|_| ()),
+            r.symlink(Path::new("/x"), Path::new("keep")),
+            r.mknod(Path::new("keep"), NodeKind::Fifo, 0o600, 0),
+        ] {
+            assert_eq!(res.unwrap_err().raw_os_error(), Some(libc::EISDIR));
+        }
+        assert!(f.root.join("keep/sub").is_dir());
         r.mknod(Path::new("fifo"), NodeKind::Fifo, 0o600, 0)
             .unwrap();
         r.set_metadata(
