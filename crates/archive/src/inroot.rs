@@ -692,6 +692,12 @@ fn chmod_at(dir: &OwnedFd, name: &OsStr, rel: &Path, mode: u32) -> Result<(), In
     if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() {
         return Ok(());
     }
+    chmod_opath(&fd, rel, mode)
+}
+
+/// Changes the mode of the object `fd` (an `O_PATH` fd of a non-symlink) through its
+/// `/proc/self/fd` link, which leads to that inode and nowhere else.
+fn chmod_opath(fd: &OwnedFd, rel: &Path, mode: u32) -> Result<(), InRootError> {
     let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
     nix::sys::stat::fchmodat(
         nix::fcntl::AT_FDCWD,
@@ -1095,14 +1101,8 @@ impl<'a> Unpacker<'a> {
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
                 Err(e) => return Err(self.root.escape_or_io("open", &rel, e)),
             };
+            chmod_opath(&fd, &rel, mode)?;
             let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            nix::sys::stat::fchmodat(
-                nix::fcntl::AT_FDCWD,
-                p.as_str(),
-                Mode::from_bits_truncate(mode),
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )
-            .map_err(io_at("chmod", &rel))?;
             let t = TimeSpec::new(mtime, 0);
             utimensat(
                 nix::fcntl::AT_FDCWD,
