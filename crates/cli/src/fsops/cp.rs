@@ -593,7 +593,7 @@ mod tests {
         // A link out of the destination, then files through it: they land inside it.
         std::fs::create_dir_all(dst.join(outside.strip_prefix("/").unwrap())).unwrap();
         let t = barge_archive::raw_tar(&[
-            ("top/", tar::EntryType::Directory, "", 0o644),
+            ("top/", tar::EntryType::Directory, "", 0o755),
             ("top/evil", tar::EntryType::Symlink, &out, 0o644),
             ("top/evil/pwned", tar::EntryType::Regular, "x", 0o644),
             ("top/up", tar::EntryType::Symlink, "../../..", 0o644),
