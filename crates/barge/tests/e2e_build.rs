@@ -268,6 +268,94 @@ fn errors_name_file_and_line_and_leave_nothing_tagged() {
     );
 }
 
+/// A context tar (`POST /build`, docker-py with a custom context) with hostile entries: a
+/// `Dockerfile` symlink to a host file (a valid Dockerfile, so reading it would build) and files
+/// written through links out of the context. The daemon unpacks and reads inside the context
+/// only, as dockerd does: the link resolves in the context, where no such file is.
+#[test]
+fn hostile_context_tar_stays_in_the_context() {
+    let canary = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nLABEL leaked=yes\n")]);
+    let df = canary.path().join("Dockerfile");
+    let script = format!(
+        r#"
+import docker, io, tarfile
+api = docker.APIClient(base_url="{host}")
+def build(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, link, data in entries:
+            ti = tarfile.TarInfo(name)
+            if link:
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = link
+                t.addfile(ti)
+            else:
+                ti.size = len(data)
+                t.addfile(ti, io.BytesIO(data))
+    buf.seek(0)
+    out = []
+    try:
+        for l in api.build(fileobj=buf, custom_context=True, tag="hostile-ctx:1", decode=True):
+            out.append(l.get("error") or l.get("stream") or "")
+    except docker.errors.APIError as e:
+        out.append(str(e))
+    print("".join(out).replace("\n", " "))
+build([("Dockerfile", "{df}", b"")])
+build([("out", "{canary}", b""), ("out/pwned", "", b"pwned"), ("Dockerfile", "", b"FROM busybox:1.35\n")])
+"#,
+        host = D.host,
+        df = p(&df),
+        canary = p(canary.path()),
+    );
+    let out = python(&script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("Cannot locate specified Dockerfile"),
+        "{out}"
+    );
+    assert!(lines[1].contains("invalid build context"), "{out}");
+    assert!(!canary.path().join("pwned").exists());
+    assert!(
+        !D.barge(&["inspect", "hostile-ctx:1"]).status.success(),
+        "built from a host file"
+    );
+}
+
+/// `COPY`/`ADD` sources are resolved inside the context: a link in the context pointing at a
+/// host directory (`link/secret`) or at a host tar (`ADD arch /`) does not bring the host's
+/// files into the image (dockerd resolves sources with `FollowSymlinkInScope`).
+#[test]
+fn copy_sources_through_links_stay_in_the_context() {
+    let canary = ctx_with(&[("secret", "host secret\n")]);
+    // A host tar that ADD would extract, were the link followed on the host.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(12);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "from-host-tar", &b"host secret\n"[..])
+        .unwrap();
+    std::fs::write(canary.path().join("x.tar"), b.into_inner().unwrap()).unwrap();
+    let ctx = ctx_with(&[("Dockerfile", "FROM busybox:1.35\nCOPY link/secret /\n")]);
+    std::os::unix::fs::symlink(canary.path(), ctx.path().join("link")).unwrap();
+    let o = D.barge(&["build", "-t", "copy-link:1", p(ctx.path())]);
+    assert!(!o.status.success(), "COPY read a host file through a link");
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:1.35\nADD arch /\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(canary.path().join("x.tar"), ctx.path().join("arch")).unwrap();
+    let o = D.barge(&["build", "-t", "copy-link:1", p(ctx.path())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = D.barge(&["run", "--rm", "copy-link:1", "cat", "/from-host-tar"]);
+    assert!(
+        !out.status.success(),
+        "ADD extracted a host tar through a link"
+    );
+    D.ok(&["rmi", "copy-link:1"]);
+}
+
 #[test]
 fn stock_docker_build_legacy_builder() {
     let ctx = ctx_with(&[

@@ -151,6 +151,153 @@ fn cp_both_ways_with_barge() {
     D.ok(&["rm", "-f", "cpbox"]);
 }
 
+/// A tar of `(name, symlink target or "", data)` entries: a symlink where a target is given,
+/// else a regular file.
+fn link_tar(entries: &[(&str, &str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, link, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        if link.is_empty() {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, *data).unwrap();
+        } else {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, name, link).unwrap();
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// `docker cp` into a container through symlinks that point at `/` (the container's, which a
+/// naive host-side join would take for the host's): the file lands in the container's root, in
+/// a running container (writes resolved by the kernel under `/proc/<pid>/root`) and a stopped
+/// one (its overlay mounted for the copy), whether the link was in the container or came in the
+/// archive. The host paths named are unique and checked (and removed, should one appear).
+#[test]
+fn cp_through_symlinks_to_root_stays_in_the_container() {
+    let s = Scratch::new("cp-escape");
+    let name = format!("barge-e2e-escape-{}", std::process::id());
+    std::fs::write(s.path("f.txt"), "inside\n").unwrap();
+    let on_host = |n: &str| {
+        let p = PathBuf::from(format!("/tmp/{n}"));
+        let there = p.exists();
+        let _ = std::fs::remove_file(&p);
+        there
+    };
+    for running in [true, false] {
+        let c = if running { "cpesc" } else { "cpescstopped" };
+        if running {
+            D.ok(&["run", "-d", "--name", c, BB, "sleep", "1000"]);
+            D.ok(&["exec", c, "busybox", "ln", "-s", "/", "/escape"]);
+            D.ok(&["exec", c, "busybox", "mkdir", "-p", "/tmp"]);
+        } else {
+            D.ok(&["create", "--name", c, BB, "true"]);
+            let t = link_tar(&[("escape", "/", b""), ("tmp/.keep", "", b"")]);
+            let out = D.barge_stdin(&["cp", "-", &format!("{c}:/")], &t);
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        // Through the container's link, to a path below it.
+        let n1 = format!("{name}-1");
+        D.ok(&["cp", &s.s("f.txt"), &format!("{c}:/escape/tmp/{n1}")]);
+        // Through links that come in the archive: one to `/`, one to `/tmp`.
+        let n2 = format!("{name}-2");
+        let n3 = format!("{name}-3");
+        let t = link_tar(&[
+            ("root", "/", b""),
+            (&format!("root/tmp/{n2}"), "", b"inside\n"),
+            ("tmp2", "/tmp", b""),
+            (&format!("tmp2/{n3}"), "", b"inside\n"),
+        ]);
+        let out = D.barge_stdin(&["cp", "-", &format!("{c}:/escape/tmp")], &t);
+        assert!(out.status.success(), "{}", stderr(&out));
+        for n in [&n1, &n2, &n3] {
+            assert!(!on_host(n), "{c}: /tmp/{n} was written on the host");
+            D.ok(&["cp", &format!("{c}:/tmp/{n}"), &s.s(n)]);
+            assert_eq!(std::fs::read_to_string(s.path(n)).unwrap(), "inside\n");
+        }
+        D.ok(&["rm", "-f", c]);
+    }
+}
+
+/// A running container's `/race` swapped between a directory and a symlink to `/tmp` (by a
+/// host thread, through `/proc/<pid>/root`, with `renameat2(RENAME_EXCHANGE)` as fast as it
+/// goes, as a process in the container could) while archives with `race/<name>` entries are put
+/// into it: a write resolved in user space and then opened by path follows `/tmp` on the *host*
+/// when the swap lands in between; resolved by the kernel in the container's root, it lands in
+/// the container (or fails). Bounded: 300 puts.
+#[test]
+fn cp_racing_a_symlink_swap_stays_in_the_container() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let name = format!("barge-e2e-race-{}", std::process::id());
+    D.ok(&["run", "-d", "--name", "cprace", BB, "sleep", "1000"]);
+    let pid = D.inspect("cprace", "{{.State.Pid}}");
+    let root = PathBuf::from(format!("/proc/{}/root", pid.trim()));
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::create_dir(root.join("race")).unwrap();
+    std::os::unix::fs::symlink("/tmp", root.join("race.lnk")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        let (a, b) = (root.join("race"), root.join("race.lnk"));
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    &a,
+                    nix::fcntl::AT_FDCWD,
+                    &b,
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let script = format!(
+        r#"
+import docker, io, tarfile
+c = docker.DockerClient(base_url="{host}").containers.get("cprace")
+ok = 0
+for i in range(300):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        data = b"inside\n"
+        ti = tarfile.TarInfo("race/{name}-%d" % i)
+        ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data))
+    try:
+        ok += bool(c.put_archive("/", buf.getvalue()))
+    except docker.errors.APIError:
+        pass
+print(ok)
+"#,
+        host = D.host,
+    );
+    let out = python(&script);
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    let leaked: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.starts_with(&name).then_some(n)
+        })
+        .collect();
+    for n in &leaked {
+        let _ = std::fs::remove_file(format!("/tmp/{n}"));
+    }
+    D.ok(&["rm", "-f", "cprace"]);
+    assert!(leaked.is_empty(), "written on the host: {leaked:?}");
+    let ok: usize = out.trim().parse().unwrap();
+    assert!(ok > 0 && swaps > 1000, "{ok} puts succeeded, {swaps} swaps");
+}
+
 #[test]
 fn cp_into_and_out_of_a_stopped_container() {
     let s = Scratch::new("cp-stopped");

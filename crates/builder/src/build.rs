@@ -27,7 +27,6 @@
 //! - `copy`: `COPY`/`ADD` (context, stages, URLs, archives, `--chown`/`--chmod`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -246,7 +245,20 @@ impl Builder {
                 "the Dockerfile ({file}) must be within the build context"
             )));
         }
-        let text = fs::read_to_string(context.join(rel.trim_start_matches('/'))).map_err(|e| {
+        // Read inside the context only (a `Dockerfile -> /etc/shadow` link resolves in it, as
+        // dockerd's `FollowSymlinkInScope`).
+        let read = || -> std::io::Result<String> {
+            let root =
+                barge_archive::inroot::InRoot::open(context).map_err(std::io::Error::other)?;
+            let mut f = root.open_file(Path::new(&rel)).map_err(|e| match e {
+                barge_archive::inroot::InRootError::Io { source, .. } => source,
+                e => std::io::Error::other(e),
+            })?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut f, &mut text)?;
+            Ok(text)
+        };
+        let text = read().map_err(|e| {
             // dockerd's wording (`remotecontext`), with the cause only when it is not absence.
             if e.kind() == std::io::ErrorKind::NotFound {
                 BuildError::Invalid(format!("Cannot locate specified Dockerfile: {file}"))
@@ -568,21 +580,9 @@ struct StageCtx {
     globals: BTreeMap<String, String>,
 }
 
+/// Whether a context-relative path leaves the context (`../x`, `a/../../x`).
 fn escapes(w: &str) -> bool {
-    let mut depth: i32 = 0;
-    for c in w.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    false
+    barge_archive::inroot::clean_entry_name(w.as_bytes()).is_none()
 }
 
 fn shell_of(c: &barge_image::ContainerConfig) -> Vec<String> {

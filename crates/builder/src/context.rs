@@ -4,15 +4,32 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-/// Unpacks a (possibly gzip/zstd-compressed) context tar into `dir`. Entries that would escape
-/// `dir` are rejected by the tar crate's `unpack`.
+use barge_archive::inroot::{clean_entry_name, InRoot, UnpackOptions, Unpacker};
+
+/// Unpacks a (possibly gzip/zstd-compressed) context tar into `dir`, modes and mtimes kept,
+/// owners not. Every write goes through [`InRoot`] on `dir` (symlinks followed only inside
+/// it); entries whose name or hard link target leaves `dir` are skipped, as the tar crate did.
 pub fn extract(r: impl Read, dir: &Path) -> io::Result<()> {
     let (_, r) = barge_image::digest::decompressed(r)?;
+    let root = InRoot::open(dir).map_err(io::Error::other)?;
+    let mut u = Unpacker::new(&root, UnpackOptions::default());
     let mut a = tar::Archive::new(r);
-    a.set_preserve_permissions(true);
-    a.set_preserve_mtime(true);
-    a.set_overwrite(true);
-    a.unpack(dir)
+    for e in a.entries()? {
+        let mut e = e?;
+        let Some(rel) = clean_entry_name(&e.path_bytes()) else {
+            continue;
+        };
+        let link = match e.header().entry_type() {
+            tar::EntryType::Link => match e.link_name_bytes().and_then(|l| clean_entry_name(&l)) {
+                Some(l) => Some(l),
+                None => continue,
+            },
+            _ => None,
+        };
+        u.unpack_entry(&mut e, &rel, link.as_deref())
+            .map_err(io::Error::other)?;
+    }
+    u.finish().map_err(io::Error::other)
 }
 
 pub use barge_archive::context::{ignore_for, write_tar};
@@ -46,5 +63,36 @@ mod tests {
         assert!(out.path().join("src/main.c").is_file());
         assert!(!out.path().join("a.log").exists());
         assert!(!out.path().join("src/tmp").exists());
+    }
+
+    #[test]
+    fn hostile_context_stays_in_its_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let ctx = d.path().join("ctx");
+        let outside = d.path().join("outside");
+        fs::create_dir_all(&ctx).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        let out = outside.display().to_string();
+        let data = barge_archive::raw_tar(&[
+            ("up", tar::EntryType::Symlink, "..", 0o777),
+            ("up/pwned", tar::EntryType::Regular, "x", 0o644),
+            ("abs", tar::EntryType::Symlink, &out, 0o777),
+            ("abs/pwned", tar::EntryType::Regular, "x", 0o644),
+            ("../escape", tar::EntryType::Regular, "x", 0o644),
+            ("h", tar::EntryType::Link, "../outside/f", 0o644),
+            (
+                "Dockerfile",
+                tar::EntryType::Regular,
+                "FROM scratch\n",
+                0o644,
+            ),
+        ]);
+        // Writes through `up` (which stays at the context's top) land in the context; `abs`
+        // points at a directory the context lacks, so that entry fails and nothing is written.
+        let r = extract(&data[..], &ctx);
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(!d.path().join("escape").exists());
+        assert!(ctx.join("pwned").is_file());
     }
 }

@@ -517,49 +517,9 @@ pub(crate) fn sort_mounts(mounts: &mut [SpecMount]) {
 }
 
 /// Resolves `path` (absolute, in the container) inside `root`, following symlinks as the
-/// container would see them, never leaving `root`.
-pub(crate) fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
-    let mut resolved: Vec<String> = Vec::new();
-    let mut pending: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .rev()
-        .map(str::to_string)
-        .collect();
-    let mut hops = 0;
-    while let Some(c) = pending.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
-                resolved.pop();
-                continue;
-            }
-            _ => {}
-        }
-        resolved.push(c);
-        let here = root.join(resolved.join("/"));
-        let Ok(meta) = here.symlink_metadata() else {
-            continue;
-        };
-        if meta.file_type().is_symlink() {
-            hops += 1;
-            if hops > 40 {
-                break;
-            }
-            let Ok(target) = std::fs::read_link(&here) else {
-                break;
-            };
-            resolved.pop();
-            let t = target.to_string_lossy().into_owned();
-            if t.starts_with('/') {
-                resolved.clear();
-            }
-            for part in t.split('/').filter(|p| !p.is_empty()).rev() {
-                pending.push(part.to_string());
-            }
-        }
-    }
-    root.join(resolved.join("/"))
+/// container would see them, never leaving `root` ([`barge_archive::inroot::resolve_path`]).
+pub(crate) fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, String> {
+    barge_archive::inroot::resolve_path(root, path, true).map_err(|e| e.to_string())
 }
 
 fn dir_is_empty(p: &Path) -> bool {
@@ -815,9 +775,9 @@ mod tests {
         std::fs::create_dir_all(r.join("real/dir")).unwrap();
         std::os::unix::fs::symlink("/real", r.join("abs")).unwrap();
         std::os::unix::fs::symlink("../../..", r.join("real/up")).unwrap();
-        assert_eq!(resolve_in_root(r, "/abs/dir"), r.join("real/dir"));
-        assert_eq!(resolve_in_root(r, "/real/up/real"), r.join("real"));
-        assert_eq!(resolve_in_root(r, "/../../etc"), r.join("etc"));
+        assert_eq!(resolve_in_root(r, "/abs/dir").unwrap(), r.join("real/dir"));
+        assert_eq!(resolve_in_root(r, "/real/up/real").unwrap(), r.join("real"));
+        assert_eq!(resolve_in_root(r, "/../../etc").unwrap(), r.join("etc"));
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! Extraction of image archives (`docker save` output, OCI layout tars) into a work directory
-//! under `tmp/`. Only regular files, directories, relative symlinks and hardlinks are kept; paths
-//! with `..`, or that go through a symlink, are rejected.
+//! under `tmp/`. Only regular files, directories, symlinks and hardlinks are kept; names leaving
+//! the directory, or going through a symlink, are rejected ([`barge_archive::inroot`] writes
+//! everything).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
+
+use barge_archive::inroot::{
+    clean_entry_name, Follow, InRoot, InRootError, UnpackOptions, Unpacker,
+};
 
 use crate::digest::{decompressed, Compression};
 use crate::ImageError;
@@ -14,34 +19,6 @@ fn bad(path: &Path, reason: impl Into<String>) -> ImageError {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
-}
-
-fn safe_rel(name: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in name.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir => {}
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-/// Refuses if any existing ancestor of `rel` below `dest` is a symlink.
-fn no_symlink_parents(dest: &Path, rel: &Path) -> bool {
-    let mut cur = dest.to_path_buf();
-    if let Some(parent) = rel.parent() {
-        for c in parent.components() {
-            cur.push(c);
-            if let Ok(md) = fs::symlink_metadata(&cur) {
-                if md.file_type().is_symlink() {
-                    return false;
-                }
-            }
-        }
-    }
-    true
 }
 
 /// Extracts the (possibly gzip/zstd-compressed) tar `file` into `dest`. `path` names the source
@@ -69,84 +46,43 @@ pub(crate) fn extract(file: File, dest: &Path, path: &Path) -> Result<(), ImageE
     }
     let br = BufReader::with_capacity(64 * 1024, io::Cursor::new(head).chain(r));
     let trunc = |e: io::Error| ImageError::InvalidArchive(format!("{}: {e}", path.display()));
+    let root = InRoot::open_with(dest, Follow::Never)
+        .map_err(|e| ImageError::io(format!("open {}", dest.display()), io::Error::other(e)))?;
+    let mut u = Unpacker::new(&root, UnpackOptions::default());
     let mut archive = tar::Archive::new(br);
     for entry in archive.entries().map_err(trunc)? {
         let mut entry = entry.map_err(trunc)?;
-        let name = entry.path().map_err(trunc)?.into_owned();
-        let Some(rel) = safe_rel(&name) else {
-            return Err(ImageError::InvalidArchive(format!(
-                "{}: unsafe entry {}",
-                path.display(),
-                name.display()
-            )));
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        let unsafe_entry =
+            |what: &str| ImageError::InvalidArchive(format!("{}: {what} {name}", path.display()));
+        let Some(rel) = clean_entry_name(&raw) else {
+            return Err(unsafe_entry("unsafe entry {}"));
         };
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        if !no_symlink_parents(dest, &rel) {
-            return Err(ImageError::InvalidArchive(format!(
-                "{}: entry {} goes through a symlink",
-                path.display(),
-                name.display()
-            )));
-        }
-        let target = dest.join(&rel);
-        if let Some(p) = target.parent() {
-            fs::create_dir_all(p)
-                .map_err(|e| ImageError::io(format!("create {}", p.display()), e))?;
-        }
-        match entry.header().entry_type() {
-            tar::EntryType::Directory => {
-                fs::create_dir_all(&target)
-                    .map_err(|e| ImageError::io(format!("create {}", target.display()), e))?;
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut f = File::create(&target)
-                    .map_err(|e| ImageError::io(format!("create {}", target.display()), e))?;
-                io::copy(&mut entry, &mut f).map_err(trunc)?;
-            }
-            tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(trunc)?
-                    .unwrap_or_default()
-                    .into_owned();
-                if link.is_absolute() {
-                    return Err(ImageError::InvalidArchive(format!(
-                        "{}: absolute symlink {}",
-                        path.display(),
-                        name.display()
-                    )));
-                }
-                std::os::unix::fs::symlink(&link, &target)
-                    .map_err(|e| ImageError::io(format!("symlink {}", target.display()), e))?;
-            }
-            tar::EntryType::Link => {
-                let link = entry
-                    .link_name()
-                    .map_err(trunc)?
-                    .unwrap_or_default()
-                    .into_owned();
-                let Some(lrel) = safe_rel(&link) else {
-                    return Err(ImageError::InvalidArchive(format!(
-                        "{}: unsafe hardlink {}",
-                        path.display(),
-                        name.display()
-                    )));
-                };
-                if !no_symlink_parents(dest, &lrel) {
-                    return Err(ImageError::InvalidArchive(format!(
-                        "{}: unsafe hardlink {}",
-                        path.display(),
-                        name.display()
-                    )));
-                }
-                fs::hard_link(dest.join(lrel), &target)
-                    .map_err(|e| ImageError::io(format!("link {}", target.display()), e))?;
-            }
-            _ => {}
-        }
+        let link = match entry.header().entry_type() {
+            tar::EntryType::Link => Some(
+                entry
+                    .link_name_bytes()
+                    .and_then(|l| clean_entry_name(&l))
+                    .ok_or_else(|| unsafe_entry("unsafe hardlink {}"))?,
+            ),
+            _ => None,
+        };
+        u.unpack_entry(&mut entry, &rel, link.as_deref())
+            .map_err(|e| match e {
+                InRootError::Escape { .. } => unsafe_entry("entry {} goes through a symlink"),
+                InRootError::LinkTarget { .. } => unsafe_entry("unsafe hardlink {}"),
+                InRootError::Archive(e) => trunc(e),
+                InRootError::Io {
+                    op,
+                    path: p,
+                    source,
+                } => ImageError::io(format!("{op} {}", dest.join(p).display()), source),
+                e => ImageError::InvalidArchive(format!("{}: {e}", path.display())),
+            })?;
     }
+    u.finish()
+        .map_err(|e| ImageError::io(format!("extract {}", path.display()), io::Error::other(e)))?;
     // Drain the rest (end-of-archive blocks, compression trailer) so truncation is noticed.
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(trunc)?;

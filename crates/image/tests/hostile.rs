@@ -171,6 +171,54 @@ fn whiteout_of_parent() {
     assert_hostile(&d, &[dir("d"), file("d/.wh...", b"")], "d/.wh...");
 }
 
+/// `..` that stays inside the layer is cleaned as docker's `filepath.Clean` does (`a/../b` is
+/// `b`, even through a symlink `a`), and replacing a symlink by a directory or a file never
+/// writes through it.
+#[test]
+fn dotdot_inside_and_replaced_links() {
+    if !root_only() {
+        return;
+    }
+    let (d, outside) = test_dir();
+    let dirs = unpack(
+        &d,
+        &[
+            symlink("a", &outside),
+            file("a/../b", b"b"),
+            dir("a"),
+            file("a/f", b"f"),
+            symlink("p", &format!("{outside}/passwd")),
+            file("p", b"replaced"),
+        ],
+    )
+    .unwrap();
+    let s = &dirs[0];
+    assert_eq!(std::fs::read(s.join("b")).unwrap(), b"b");
+    assert_eq!(std::fs::read(s.join("a/f")).unwrap(), b"f");
+    assert!(std::fs::symlink_metadata(s.join("a")).unwrap().is_dir());
+    assert_eq!(std::fs::read(s.join("p")).unwrap(), b"replaced");
+}
+
+/// An opaque marker or a whiteout under a symlink is refused like any entry through one.
+#[test]
+fn whiteouts_through_a_symlink() {
+    if !root_only() {
+        return;
+    }
+    let (d, outside) = test_dir();
+    assert_hostile(
+        &d,
+        &[symlink("a", &outside), file("a/.wh..wh..opq", b"")],
+        "a/.wh..wh..opq",
+    );
+    let (d, _) = test_dir();
+    assert_hostile(
+        &d,
+        &[dir("d"), symlink("d/up", ".."), file("d/up/d/.wh.x", b"")],
+        "d/up/d/.wh.x",
+    );
+}
+
 #[test]
 fn absolute_names_are_neutralised() {
     if !root_only() {
@@ -243,6 +291,8 @@ mod random_layers {
         ".wh.a",
         ".wh..wh..opq",
         "a b",
+        ".wh..",
+        "..wh.a",
     ];
 
     fn path() -> impl Strategy<Value = String> {

@@ -9,6 +9,7 @@ use std::fs;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 
+use barge_archive::inroot;
 use barge_image::digest::HashingWriter;
 use barge_image::HistoryEntry;
 use sha2::{Digest, Sha256};
@@ -153,16 +154,21 @@ impl Builder {
                     "forbidden path outside the build context: {w} ()"
                 )));
             }
+            let not_found = || {
+                e(format!("{} failed: file not found in build context or excluded by .dockerignore: stat {w}: file does not exist", ins.keyword))
+            };
             let matches = glob(&src_root, rel.trim_start_matches('/'));
             if matches.is_empty() {
-                return Err(e(format!("{} failed: file not found in build context or excluded by .dockerignore: stat {w}: file does not exist", ins.keyword)));
+                return Err(not_found());
             }
             for m in matches {
-                let p = if m.is_empty() {
-                    src_root.clone()
-                } else {
-                    src_root.join(&m)
-                };
+                // Inside the source root only: a link on the way (`link/file`, `link -> /etc`)
+                // resolves in it, as dockerd's `FollowSymlinkInScope`; the last component is
+                // copied as it is.
+                let p = inroot::resolve_path(&src_root, &m, false).map_err(|x| e(x.to_string()))?;
+                if fs::symlink_metadata(&p).is_err() {
+                    return Err(not_found());
+                }
                 sources.push((p, m));
             }
         }
@@ -175,7 +181,7 @@ impl Builder {
             || sources.len() + remotes.len() > 1
             || (is_add
                 && ins.flag("from").is_none()
-                && sources.iter().any(|(p, _)| p.is_file() && is_archive(p)));
+                && sources.iter().any(|(p, _)| is_local_archive(p)));
         // Owner and mode.
         let view = self.view(&st);
         // An existing directory in the image is a directory destination.
@@ -305,7 +311,7 @@ impl Builder {
                 let md = fs::symlink_metadata(p)?;
                 if md.is_dir() {
                     add_tree(t, p, &dest, owner, mode)?;
-                } else if extract && is_archive(p) {
+                } else if extract && is_local_archive(p) {
                     // ADD extracts local tar archives (plain, gzip, zstd) into the destination.
                     extract_into(t, p, &dest)?;
                 } else {
@@ -440,6 +446,12 @@ pub(super) fn hash_tree(p: &Path, h: &mut Sha256) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `p` itself (not a symlink's target, which may lie outside the context) is a regular
+/// file holding a tar archive.
+fn is_local_archive(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) && is_archive(p)
+}
+
 /// Whether `p` is a (possibly compressed) tar archive: its first header's checksum is valid.
 fn is_archive(p: &Path) -> bool {
     let Ok(f) = fs::File::open(p) else {
@@ -476,12 +488,10 @@ fn extract_into<W: std::io::Write>(
 ) -> std::io::Result<()> {
     let (_, r) = barge_image::digest::decompressed(fs::File::open(p)?)?;
     let mut a = tar::Archive::new(r);
+    // An entry's name under `dest`; `None` for one leaving the archive (skipped).
     let under = |n: &Path| -> Option<String> {
-        let n = n.to_string_lossy();
-        if escapes(&n) {
-            return None;
-        }
-        let c = clean_path(&format!("{dest}/{n}"));
+        let rel = barge_archive::inroot::clean_entry_name(n.as_os_str().as_encoded_bytes())?;
+        let c = clean_path(&format!("{dest}/{}", rel.display()));
         Some(c.trim_start_matches('/').to_string())
     };
     for e in a.entries()? {

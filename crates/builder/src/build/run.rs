@@ -50,8 +50,7 @@ fn top_chain(st: &StageState) -> String {
 
 /// Resolves `source` inside `root` (symlinks followed inside it); it must exist.
 fn resolve_source(root: &Path, source: &str) -> Result<PathBuf, String> {
-    let p =
-        barge_container::fsops::resolve_in_root(root, source, true).map_err(|e| e.to_string())?;
+    let p = barge_archive::inroot::resolve_path(root, source, true).map_err(|e| e.to_string())?;
     if fs::symlink_metadata(&p).is_err() {
         return Err(format!(
             "failed to compute cache key: \"/{}\" not found",

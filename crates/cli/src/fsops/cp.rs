@@ -10,9 +10,12 @@
 //! ([`ChanReader`], [`SendWriter`]).
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use barge_archive::inroot::{
+    clean_entry_name, InRoot, InRootError, Owner, UnpackOptions, Unpacker, Unsupported,
+};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -149,113 +152,65 @@ fn rebase(name: &[u8], old: &str, new: &str) -> Option<Vec<u8>> {
     None
 }
 
-/// A relative, `..`-free form of an archive name, or an error for one that leaves the
-/// destination.
-fn safe_rel(name: &[u8]) -> Result<PathBuf> {
-    let s = String::from_utf8_lossy(name).into_owned();
-    let mut out = PathBuf::new();
-    for c in Path::new(&s).components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir => {}
-            _ => bail!("invalid archive entry {s:?}: it leaves the destination"),
-        }
-    }
-    Ok(out)
-}
-
-/// Extracts a tar into `dst_dir` on the host, renaming `rename.0` to `rename.1` at the top
-/// and never writing outside `dst_dir` (parents are canonicalised and checked).
+/// Extracts a tar into `dst_dir` on the host, renaming `rename.0` to `rename.1` at the top;
+/// every write goes through [`InRoot`] on `dst_dir`, so nothing lands outside it (names leaving
+/// it are refused, symlinks are followed only inside it).
 fn untar_host(
     r: &mut dyn Read,
     dst_dir: &Path,
     rename: Option<(String, String)>,
     keep_owner: bool,
 ) -> Result<()> {
-    let root = std::fs::canonicalize(dst_dir)
-        .with_context(|| format!("destination {}", dst_dir.display()))?;
+    let root =
+        InRoot::open(dst_dir).with_context(|| format!("destination {}", dst_dir.display()))?;
+    let owner = if keep_owner && nix::unistd::geteuid().is_root() {
+        Owner::FromEntry
+    } else {
+        Owner::Unchanged
+    };
+    let mut u = Unpacker::new(
+        &root,
+        UnpackOptions {
+            owner,
+            xattrs: false,
+            no_overwrite_dir_non_dir: true,
+            specials: true,
+            unsupported: Unsupported::Skip,
+        },
+    );
+    let renamed = |name: Vec<u8>| match &rename {
+        Some((old, new)) => rebase(&name, old, new).unwrap_or(name),
+        None => name,
+    };
     let mut ar = tar::Archive::new(r);
-    let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
     for entry in ar.entries()? {
         let mut e = entry?;
-        let raw = e.path_bytes().into_owned();
-        let name = match &rename {
-            Some((old, new)) => rebase(&raw, old, new).unwrap_or(raw),
-            None => raw,
+        let name = renamed(e.path_bytes().into_owned());
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        let Some(rel) = clean_entry_name(&name) else {
+            bail!("invalid archive entry {shown:?}: it leaves the destination");
         };
-        let rel = safe_rel(&name)?;
         if rel.as_os_str().is_empty() {
             // `./`: the destination directory itself.
             continue;
         }
-        let target = root.join(&rel);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-            let cp = std::fs::canonicalize(parent)?;
-            if !cp.starts_with(&root) {
-                bail!(
-                    "invalid archive entry {}: it leaves the destination",
-                    rel.display()
-                );
+        let link = match e.header().entry_type() {
+            tar::EntryType::Link => {
+                let l = e.link_name_bytes().context("hard link without target")?;
+                let l = clean_entry_name(&renamed(l.into_owned())).with_context(|| {
+                    format!("invalid hard link {shown:?}: it leaves the destination")
+                })?;
+                Some(l)
             }
-        }
-        let is_dir = e.header().entry_type().is_dir();
-        if let Ok(md) = std::fs::symlink_metadata(&target) {
-            if md.is_dir() && !is_dir {
-                bail!(
-                    "cannot overwrite directory {:?} with non-directory {:?}",
-                    target.display().to_string(),
-                    rel.display().to_string()
-                );
-            }
-            if !md.is_dir() && is_dir {
-                bail!(
-                    "cannot overwrite non-directory {:?} with directory {:?}",
-                    target.display().to_string(),
-                    rel.display().to_string()
-                );
-            }
-        }
-        e.set_preserve_permissions(true);
-        e.set_preserve_mtime(true);
-        e.set_unpack_xattrs(false);
-        if is_dir {
-            let mtime = e.header().mtime().unwrap_or(0);
-            dirs.push((target.clone(), mtime));
-        }
-        if e.header().entry_type().is_hard_link() {
-            let link = e.link_name_bytes().context("hard link without target")?;
-            let link = match &rename {
-                Some((old, new)) => rebase(&link, old, new).unwrap_or(link.into_owned()),
-                None => link.into_owned(),
-            };
-            let src = root.join(safe_rel(&link)?);
-            let _ = std::fs::remove_file(&target);
-            std::fs::hard_link(&src, &target)
-                .with_context(|| format!("link {}", target.display()))?;
-            continue;
-        }
-        e.unpack(&target)
-            .with_context(|| format!("extracting {}", rel.display()))?;
-        if keep_owner && nix::unistd::geteuid().is_root() {
-            let h = e.header();
-            let _ = std::os::unix::fs::lchown(
-                &target,
-                h.uid().ok().map(|u| u as u32),
-                h.gid().ok().map(|g| g as u32),
-            );
+            _ => None,
+        };
+        match u.unpack_entry(&mut e, &rel, link.as_deref()) {
+            Ok(_) => {}
+            Err(err @ InRootError::Overwrite { .. }) => bail!("{}", err.shown_under(dst_dir)),
+            Err(err) => return Err(err).with_context(|| format!("extracting {}", rel.display())),
         }
     }
-    for (d, t) in dirs.into_iter().rev() {
-        let ts = nix::sys::time::TimeSpec::new(t as i64, 0);
-        let _ = nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            &d,
-            &ts,
-            &ts,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        );
-    }
+    u.finish()?;
     Ok(())
 }
 
@@ -621,7 +576,54 @@ mod tests {
         assert_eq!(split_dir("/a/b/"), ("/a".to_string(), "b".to_string()));
         assert_eq!(split_dir("/b"), ("/".to_string(), "b".to_string()));
         assert_eq!(split_dir("b"), (".".to_string(), "b".to_string()));
-        assert!(safe_rel(b"../x").is_err());
-        assert_eq!(safe_rel(b"./a/b").unwrap(), PathBuf::from("a/b"));
+    }
+
+    #[test]
+    fn untar_host_stays_in_the_destination() {
+        let d = std::env::temp_dir().join(format!(
+            "barge-cli-untar-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let dst = d.join("dst");
+        let outside = d.join("outside");
+        std::fs::create_dir_all(&dst).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let out = outside.display().to_string();
+        // A link out of the destination, then files through it: they land inside it.
+        std::fs::create_dir_all(dst.join(outside.strip_prefix("/").unwrap())).unwrap();
+        let t = barge_archive::raw_tar(&[
+            ("top/", tar::EntryType::Directory, "", 0o755),
+            ("top/evil", tar::EntryType::Symlink, &out, 0o644),
+            ("top/evil/pwned", tar::EntryType::Regular, "x", 0o644),
+            ("top/up", tar::EntryType::Symlink, "../../..", 0o644),
+            ("top/up/pwned2", tar::EntryType::Regular, "y", 0o644),
+        ]);
+        untar_host(
+            &mut &t[..],
+            &dst,
+            Some(("top".into(), "copy".into())),
+            false,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(dst
+            .join(outside.strip_prefix("/").unwrap())
+            .join("pwned")
+            .is_file());
+        assert!(dst.join("pwned2").is_file());
+        assert!(dst.join("copy/evil").is_symlink());
+        for bad in ["../x", "a/../../x"] {
+            let t = barge_archive::raw_tar(&[(bad, tar::EntryType::Regular, "x", 0o644)]);
+            let e = untar_host(&mut &t[..], &dst, None, false).unwrap_err();
+            assert!(e.to_string().contains("leaves the destination"), "{e}");
+        }
+        let t = barge_archive::raw_tar(&[("copy", tar::EntryType::Regular, "x", 0o644)]);
+        let e = untar_host(&mut &t[..], &dst, None, false).unwrap_err();
+        assert!(
+            e.to_string().starts_with("cannot overwrite directory"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -78,7 +78,7 @@ impl Containers {
                         .map_err(|e| e.to_string())?;
                     if m.subpath.is_empty() {
                         if m.copy_data {
-                            let image_dir = mounts::resolve_in_root(rootfs, &m.destination);
+                            let image_dir = mounts::resolve_in_root(rootfs, &m.destination)?;
                             mounts::copy_up(&image_dir, &mp).map_err(|e| {
                                 format!(
                                     "copying image data from {} to volume {}: {e}",
@@ -88,7 +88,7 @@ impl Containers {
                         }
                         mp
                     } else {
-                        let p = mounts::resolve_in_root(&mp, &m.subpath);
+                        let p = mounts::resolve_in_root(&mp, &m.subpath)?;
                         if !p.exists() {
                             return Err(format!(
                                 "cannot access path {}: no such file or directory",

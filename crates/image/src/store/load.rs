@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
@@ -21,32 +21,19 @@ use crate::{ImageConfigFile, ImageError, Platform, Reference};
 
 use super::{io_err, parse_json, random_suffix, ImageStore, LoadedImage, Staged, Txn};
 
-/// Opens `rel` inside `dir` (an unpacked archive or layout), refusing `..`, absolute paths and
-/// symlinks that lead outside `dir`.
-fn open_in(dir: &Path, rel: &str) -> Result<(PathBuf, File), ImageError> {
-    let p = Path::new(rel);
-    if rel.is_empty()
-        || p.components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
+/// Opens `rel` inside `dir` (an unpacked archive or layout) as docker's `safePath` does:
+/// symlinks, `..` and absolute paths are resolved inside `dir` (by the kernel, through
+/// [`barge_archive::inroot`]), so nothing outside it is ever read.
+fn open_in(dir: &Path, rel: &str) -> Result<File, ImageError> {
+    if rel.is_empty() {
         return Err(ImageError::InvalidArchive(format!(
             "invalid path {rel:?} in archive"
         )));
     }
-    let full = dir.join(p);
-    let canon_dir = dir
-        .canonicalize()
-        .map_err(io_err(format!("open {}", dir.display())))?;
-    let canon = full
-        .canonicalize()
-        .map_err(|_| ImageError::InvalidArchive(format!("{rel} is missing from the archive")))?;
-    if !canon.starts_with(&canon_dir) {
-        return Err(ImageError::InvalidArchive(format!(
-            "{rel} points outside the archive"
-        )));
-    }
-    let f = File::open(&canon).map_err(io_err(format!("open {rel}")))?;
-    Ok((canon, f))
+    let root = barge_archive::inroot::InRoot::open(dir)
+        .map_err(|e| ImageError::io(format!("open {}", dir.display()), std::io::Error::other(e)))?;
+    root.open_file(Path::new(rel))
+        .map_err(|_| ImageError::InvalidArchive(format!("{rel} is missing from the archive")))
 }
 
 impl ImageStore {
@@ -150,7 +137,7 @@ impl ImageStore {
         let has_index = dir.join("index.json").is_file();
         let has_manifest = dir.join("manifest.json").is_file();
         if has_index {
-            let (_, mut f) = open_in(dir, "index.json")?;
+            let mut f = open_in(dir, "index.json")?;
             let mut data = Vec::new();
             f.read_to_end(&mut data)
                 .map_err(io_err("read index.json"))?;
@@ -177,7 +164,7 @@ impl ImageStore {
         txn: &mut Txn,
     ) -> Result<(), ImageError> {
         let hex = digest_hex(&d.digest)?;
-        let (_, mut f) = open_in(dir, &format!("blobs/sha256/{hex}")).map_err(|_| {
+        let mut f = open_in(dir, &format!("blobs/sha256/{hex}")).map_err(|_| {
             ImageError::InvalidArchive(format!("{what} blob {} is missing", d.digest))
         })?;
         self.put_blob(
@@ -225,7 +212,7 @@ impl ImageStore {
         txn: &mut Txn,
     ) -> Result<Staged, ImageError> {
         let hex = digest_hex(&desc.digest)?;
-        let (_, mut f) = open_in(dir, &format!("blobs/sha256/{hex}")).map_err(|_| {
+        let mut f = open_in(dir, &format!("blobs/sha256/{hex}")).map_err(|_| {
             ImageError::InvalidArchive(format!("manifest blob {} is missing", desc.digest))
         })?;
         let mut data = Vec::new();
@@ -401,7 +388,7 @@ impl ImageStore {
             repo_tags: Option<Vec<String>>,
             layers: Vec<String>,
         }
-        let (_, mut f) = open_in(dir, "manifest.json")?;
+        let mut f = open_in(dir, "manifest.json")?;
         let mut data = Vec::new();
         f.read_to_end(&mut data)
             .map_err(io_err("read manifest.json"))?;
@@ -414,7 +401,7 @@ impl ImageStore {
                 .iter()
                 .map(|t| Reference::parse(t))
                 .collect::<Result<Vec<_>, _>>()?;
-            let (_, mut cf) = open_in(dir, &e.config)?;
+            let mut cf = open_in(dir, &e.config)?;
             let (config_digest, config_size) =
                 self.put_blob(&mut cf, None, None, &format!("config {}", e.config), txn)?;
             // `<hex>.json` or `blobs/sha256/<hex>`: the name is the digest.
@@ -443,7 +430,7 @@ impl ImageStore {
             let mut layers = Vec::new();
             let mut layer_sizes = Vec::new();
             for (path, diff_id) in e.layers.iter().zip(&config.rootfs.diff_ids) {
-                let (_, lf) = open_in(dir, path)?;
+                let lf = open_in(dir, path)?;
                 let (_, mut r) = decompressed(lf).map_err(io_err(format!("read {path}")))?;
                 // Stored uncompressed: the blob digest is the diff ID.
                 let (d, size) =
