@@ -33,6 +33,7 @@ packages=(
   apache2-utils     # htpasswd for the registry's Basic auth
   skopeo            # a second OCI client to cross-check pushes
   openssl           # the registry's TLS certificates
+  kubectl           # the stock kubectl (1.32, Kubernetes' apt repository) the cluster tests drive
 )
 # END packages
 pkgs=("${packages[@]}")
