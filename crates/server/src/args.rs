@@ -27,8 +27,8 @@ pub struct ServerArgs {
     /// HTTPS listen port of the Kubernetes API server
     #[arg(long = "https-listen-port", default_value_t = 6443)]
     pub https_listen_port: u16,
-    /// IP address the API server advertises to members of the cluster (default: the first
-    /// non-loopback address of this host); added to the serving certificate
+    /// IP address the API server advertises to members of the cluster; added to the serving
+    /// certificate
     #[arg(long = "advertise-address")]
     pub advertise_address: Option<IpAddr>,
     /// Datastore: empty = embedded SQLite in the data dir; `http://HOST:PORT[,…]` = etcd v3
@@ -70,10 +70,10 @@ pub struct ServerArgs {
         conflicts_with = "token"
     )]
     pub token_file: Option<PathBuf>,
-    /// IPv4 network CIDR pod IPs come from
+    /// Network CIDR pod IPs come from
     #[arg(long = "cluster-cidr", default_value = "10.42.0.0/16")]
     pub cluster_cidr: ipnet::IpNet,
-    /// IPv4 network CIDR ClusterIPs come from (its first address is the `kubernetes` Service's)
+    /// Network CIDR ClusterIPs come from (its first address is the `kubernetes` Service's)
     #[arg(long = "service-cidr", default_value = "10.43.0.0/16")]
     pub service_cidr: ipnet::IpNet,
     /// Add an additional hostname or IP as a Subject Alternative Name in the serving
@@ -84,7 +84,7 @@ pub struct ServerArgs {
     #[arg(long = "disable-agent")]
     pub disable_agent: bool,
     /// The engine's flags (as `barge daemon`'s)
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Engine (as barge daemon)")]
     pub engine: DaemonArgs,
 }
 
