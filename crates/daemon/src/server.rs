@@ -90,7 +90,7 @@ pub struct Prepared {
     state: AppState,
     event_rx: tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>,
     /// Held until the daemon exits: a second daemon on the same bridge refuses to start.
-    _bridge_claim: barge_network::BridgeClaim,
+    bridge_claim: barge_network::BridgeClaim,
 }
 
 impl Prepared {
@@ -99,7 +99,7 @@ impl Prepared {
     /// Must run inside a tokio runtime (e.g. [`runtime`]).
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         let r = serve(self.args, self.state, self.event_rx, shutdown).await;
-        drop(self._bridge_claim);
+        drop(self.bridge_claim);
         r
     }
 }
@@ -221,7 +221,7 @@ pub fn prepare(args: DaemonArgs) -> Result<Prepared> {
         args,
         state,
         event_rx,
-        _bridge_claim: bridge_claim,
+        bridge_claim,
     })
 }
 
