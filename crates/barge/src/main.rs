@@ -1,10 +1,13 @@
-//! The `barge` binary: dispatches to the daemon, the per-container monitor, the embedded OCI
-//! runtime (`barge runtime`, runc-compatible), or the CLI.
+//! The `barge` binary: dispatches to the daemon, the cluster server (`barge server`), the
+//! per-container monitor, the embedded OCI runtime (`barge runtime`, runc-compatible), or the
+//! CLI.
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let code = match args.get(1).map(String::as_str) {
         Some("daemon") => barge_daemon::main(&args[2..]),
+        // The cluster server (Kubernetes API) and, unless --disable-agent, the engine.
+        Some("server") => barge_server::main(&args[2..]),
         // The monitor runs the embedded runtime's create/start/delete in-process.
         Some("monitor") => barge_container::monitor::main_with(
             &args[2..],

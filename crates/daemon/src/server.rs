@@ -48,13 +48,65 @@ fn socket_path(host: &str) -> Result<PathBuf> {
 /// Runs the daemon until SIGINT/SIGTERM. Engine set-up (which may spawn engine threads) happens
 /// before the tokio runtime starts.
 pub fn run(args: DaemonArgs) -> Result<()> {
+    init_tracing(&args.log_level);
+    let prepared = prepare(args)?;
+    let rt = runtime()?;
+    rt.block_on(prepared.serve(shutdown_signal()))
+}
+
+/// Installs the process' tracing subscriber (stderr; `BARGE_LOG` overrides `level`).
+pub fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
 
+/// The daemon's tokio runtime (2 workers, a large blocking pool for engine calls).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(256)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// The engine, opened and ready to serve: what [`prepare`] makes before tokio starts.
+pub struct Prepared {
+    args: DaemonArgs,
+    state: AppState,
+    event_rx: tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>,
+    /// Held until the daemon exits: a second daemon on the same bridge refuses to start.
+    bridge_claim: barge_network::BridgeClaim,
+}
+
+impl Prepared {
+    /// Serves the Docker Engine API on every `-H` socket until `shutdown` resolves (or a
+    /// listener fails), then removes the sockets and the pidfile and releases the networks.
+    /// Must run inside a tokio runtime (e.g. [`runtime`]).
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let r = serve(self.args, self.state, self.event_rx, shutdown).await;
+        drop(self.bridge_claim);
+        r
+    }
+}
+
+/// Opens the engine (image, network and container stores) from `args`, before any tokio
+/// runtime exists: the daemon never forks after tokio starts.
+pub fn prepare(args: DaemonArgs) -> Result<Prepared> {
     let self_exe = std::env::current_exe().context("finding the barge binary")?;
     let mut runtimes = BTreeMap::new();
     // The embedded runtime (youki's libcontainer): this binary, run as `barge runtime ...` by
@@ -114,8 +166,7 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         }
         net_cfg.bridge = bridge.clone();
     }
-    // Held until the daemon exits: a second daemon on the same bridge refuses to start.
-    let _bridge_claim = barge_network::claim_bridge(&net_cfg.bridge)?;
+    let bridge_claim = barge_network::claim_bridge(&net_cfg.bridge)?;
     if let Some(bip) = &args.bip {
         net_cfg.bip = Some(
             bip.parse::<ipnet::Ipv4Net>()
@@ -166,19 +217,19 @@ pub fn run(args: DaemonArgs) -> Result<()> {
         default_runtime: args.default_runtime.clone(),
     }));
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(256)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(serve(args, state, event_rx))
+    Ok(Prepared {
+        args,
+        state,
+        event_rx,
+        bridge_claim,
+    })
 }
 
 async fn serve(
     args: DaemonArgs,
     state: AppState,
     event_rx: tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let mut listeners = Vec::new();
     let mut paths = Vec::new();
@@ -226,12 +277,7 @@ async fn serve(
     });
 
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
+        shutdown.await;
         tracing::info!("shutting down; containers keep running");
     };
     let mut tasks = tokio::task::JoinSet::new();

@@ -15,16 +15,34 @@ use std::path::{Path, PathBuf};
 /// fsync, rename, fsync of the directory). The temp file is removed on failure. Errors carry
 /// the path and the step that failed.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_inner(path, data, None)
+}
+
+/// [`write_atomic`] with the file's permission bits set to `mode` (e.g. `0o600` for a private
+/// key) before any data is written, whatever the umask: the path never holds the content
+/// with looser permissions.
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_inner(path, data, Some(mode))
+}
+
+fn write_atomic_inner(path: &Path, data: &[u8], mode: Option<u32>) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = temp_path(path);
     let step = |what: &str, e: io::Error| {
         io::Error::new(e.kind(), format!("{what} {}: {e}", tmp.display()))
     };
     let r = (|| {
-        let mut f = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| step("create", e))?;
+        let mut opts = File::options();
+        opts.write(true).create_new(true);
+        if let Some(m) = mode {
+            opts.mode(m & 0o7777);
+        }
+        let mut f = opts.open(&tmp).map_err(|e| step("create", e))?;
+        if let Some(m) = mode {
+            // The umask may have cleared bits `mode` asks for.
+            f.set_permissions(std::fs::Permissions::from_mode(m & 0o7777))
+                .map_err(|e| step("chmod", e))?;
+        }
         f.write_all(data).map_err(|e| step("write", e))?;
         f.sync_all().map_err(|e| step("fsync", e))?;
         drop(f);
@@ -83,6 +101,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("rec.json")]);
+    }
+
+    #[test]
+    fn the_mode_is_set_whatever_it_was_before() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("key.pem");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic_mode(&p, b"secret", 0o600).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
+        // Bits the usual umask (022) would clear are kept.
+        write_atomic_mode(&p, b"shared", 0o666).unwrap();
+        assert_eq!(mode(&p), 0o666);
     }
 
     #[test]

@@ -1,0 +1,504 @@
+//! `barge server`: the Kubernetes API server's start-up, certificates, kubeconfig and
+//! authentication, driven with the stock `kubectl` and `curl`; and the engine beside it
+//! (the Docker Engine API on `-H`, as `barge daemon`), driven with the stock `docker` CLI.
+//! Each server gets its own directory (data dir, data root, exec root, socket, kubeconfig) and
+//! a free loopback port; everything is stopped and removed on drop.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A running `barge server` with its own directories and port.
+struct Server {
+    dir: PathBuf,
+    port: u16,
+    agent: bool,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+/// A fresh `/tmp/be-srv<random>` directory (removed by `cleanup_dir` on drop).
+fn unique_dir() -> PathBuf {
+    use std::io::Read;
+    let mut b = [0u8; 5];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .unwrap();
+    let name: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let dir = PathBuf::from(format!("/tmp/be-srv{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts a server in a fresh directory; `agent`: also run the engine.
+    fn start(agent: bool, extra: &[&str]) -> Server {
+        require_root();
+        let dir = unique_dir();
+        let mut s = Server {
+            dir,
+            port: free_port(),
+            agent,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("server")
+    }
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig.yaml")
+    }
+    fn sock(&self) -> PathBuf {
+        self.dir.join("barge.sock")
+    }
+    fn host(&self) -> String {
+        format!("unix://{}", self.sock().display())
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Starts the process and waits until `/readyz` answers `ok`; returns how long that took.
+    fn spawn(&mut self) -> Duration {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .unwrap();
+        let mut cmd = Command::new(BARGE);
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--bind-address", "127.0.0.1"])
+            .args(["--https-listen-port", &self.port.to_string()])
+            .arg("--write-kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("run"))
+            .arg("-H")
+            .arg(self.host())
+            .arg("--init-path")
+            .arg(init_path())
+            .args(["--log-level", "debug"]);
+        if self.agent {
+            let (b, bip) = bridge_for(&self.dir);
+            cmd.args(["--bridge", &b, "--bip", &bip]);
+        } else {
+            cmd.arg("--disable-agent");
+        }
+        let started = Instant::now();
+        let child = cmd
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting barge server");
+        self.child = Some(child);
+        let deadline = started + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let out = curl(&["-sk", &format!("{}/readyz", self.url())]);
+            if out.status.success() && stdout(&out) == "ok" {
+                return started.elapsed();
+            }
+            if let Some(Some(status)) = self.child.as_mut().map(|c| c.try_wait().unwrap()) {
+                panic!("barge server exited ({status}); log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("barge server did not become ready; log:\n{}", self.log());
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM, waiting for the exit (the engine removes its socket and bridge).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `kubectl ARGS` with `KUBECONFIG=kubeconfig`.
+    fn kubectl_with(&self, kubeconfig: &Path, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", &self.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running kubectl")
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new(docker_cli())
+            .env("DOCKER_HOST", self.host())
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running docker")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        cleanup_dir(&self.dir);
+    }
+}
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["--max-time", "10"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running curl")
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn server_becomes_ready_and_kubectl_uses_the_written_kubeconfig() {
+    let s = Server::start(false, &[]);
+    let out = s.kubectl_with(&s.kubeconfig(), &["get", "--raw", "/readyz"]);
+    assert!(
+        out.status.success(),
+        "kubectl: {}\n{}",
+        stderr(&out),
+        s.log()
+    );
+    assert_eq!(stdout(&out), "ok");
+    // kubectl talks HTTP/2 over TLS (ALPN); HTTP/1.1 works too.
+    let tls = s.data_dir().join("tls");
+    let (ca, cert, key) = (
+        tls.join("server-ca.crt"),
+        tls.join("client-admin.crt"),
+        tls.join("client-admin.key"),
+    );
+    for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let url = format!("https://localhost:{}/livez", s.port);
+        let out = curl(&[
+            "-s",
+            flag,
+            "-w",
+            " %{http_version}",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            &url,
+        ]);
+        assert_eq!(stdout(&out), format!("ok {want}"), "{}", stderr(&out));
+    }
+    // Secrets are private: keys, the join token, the kubeconfig.
+    for f in [
+        "tls/server-ca.key",
+        "tls/client-ca.key",
+        "tls/serving-kube-apiserver.key",
+        "tls/client-admin.key",
+        "token",
+    ] {
+        assert_eq!(mode(&s.data_dir().join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&s.kubeconfig()), 0o600);
+    assert_eq!(mode(&s.data_dir()), 0o700);
+    // The generated token is k3s's secure format: K10<sha256 of the server CA>::server:<secret>.
+    let token = std::fs::read_to_string(s.data_dir().join("token")).unwrap();
+    assert!(
+        token.starts_with("K10") && token.contains("::server:"),
+        "{token}"
+    );
+    // The serving certificate names the Service and loopback.
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(tls.join("serving-kube-apiserver.crt"))
+        .output()
+        .unwrap();
+    let sans = stdout(&out);
+    for want in [
+        "DNS:kubernetes,",
+        "DNS:kubernetes.default.svc.cluster.local",
+        "DNS:localhost",
+        "IP Address:127.0.0.1",
+        "IP Address:10.43.0.1",
+    ] {
+        assert!(sans.contains(want), "{want} missing from {sans}");
+    }
+    // `kubectl version`: the server's version once the API server serves `/version` (target
+    // Kubernetes v1.33); until then kubectl reports only its own.
+    let out = s.kubectl_with(&s.kubeconfig(), &["version", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("kubectl version -o json: {e}: {}", stdout(&out)));
+    assert!(v["clientVersion"]["gitVersion"].is_string(), "{v}");
+    let served = curl(&[
+        "-sk",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{}/version", s.url()),
+    ]);
+    if stdout(&served) == "200" {
+        assert!(out.status.success(), "{}", stderr(&out));
+        let git = v["serverVersion"]["gitVersion"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(git.starts_with("v1.33"), "{v}");
+    }
+    // No engine: no Docker socket.
+    assert!(!s.sock().exists(), "--disable-agent served a Docker socket");
+    let out = s.docker(&["version"]);
+    assert!(
+        !out.status.success(),
+        "docker reached a --disable-agent server"
+    );
+}
+
+#[test]
+fn restart_reuses_the_ca_and_the_old_kubeconfig_keeps_working() {
+    let mut s = Server::start(false, &[]);
+    let tls = s.data_dir().join("tls");
+    let ca = std::fs::read(tls.join("server-ca.crt")).unwrap();
+    let client_ca = std::fs::read(tls.join("client-ca.crt")).unwrap();
+    let serving = std::fs::read(tls.join("serving-kube-apiserver.crt")).unwrap();
+    let token = std::fs::read(s.data_dir().join("token")).unwrap();
+    let old = s.dir.join("old-kubeconfig.yaml");
+    std::fs::copy(s.kubeconfig(), &old).unwrap();
+
+    s.stop();
+    s.extra = vec!["--write-kubeconfig-mode".into(), "640".into()];
+    s.spawn();
+    assert_eq!(std::fs::read(tls.join("server-ca.crt")).unwrap(), ca);
+    assert_eq!(std::fs::read(tls.join("client-ca.crt")).unwrap(), client_ca);
+    assert_eq!(std::fs::read(s.data_dir().join("token")).unwrap(), token);
+    assert_eq!(mode(&s.kubeconfig()), 0o640);
+    let out = s.kubectl_with(&old, &["get", "--raw", "/readyz"]);
+    assert!(out.status.success(), "old kubeconfig: {}", stderr(&out));
+    assert_eq!(stdout(&out), "ok");
+
+    // A new --tls-san: the serving certificate is issued again (same CA), and names it.
+    s.stop();
+    s.extra = vec!["--tls-san".into(), "api.barge.test".into()];
+    s.spawn();
+    let now = std::fs::read(tls.join("serving-kube-apiserver.crt")).unwrap();
+    assert_ne!(now, serving);
+    assert_eq!(std::fs::read(tls.join("server-ca.crt")).unwrap(), ca);
+    let out = curl(&[
+        "-s",
+        "--cacert",
+        tls.join("server-ca.crt").to_str().unwrap(),
+        "--resolve",
+        &format!("api.barge.test:{}:127.0.0.1", s.port),
+        &format!("https://api.barge.test:{}/readyz", s.port),
+    ]);
+    assert_eq!(stdout(&out), "ok", "{}", stderr(&out));
+    let out = s.kubectl_with(&old, &["get", "--raw", "/readyz"]);
+    assert_eq!(stdout(&out), "ok", "{}", stderr(&out));
+}
+
+#[test]
+fn a_wrong_bearer_token_is_401_and_the_join_token_is_accepted() {
+    let s = Server::start(false, &["--token", "K10abc::server:s3cret-join"]);
+    let ca = s.data_dir().join("tls/server-ca.crt");
+    let get = |auth: Option<&str>| {
+        let mut args = vec![
+            "-s".to_string(),
+            "-w".into(),
+            " %{http_code}".into(),
+            "--cacert".into(),
+            ca.display().to_string(),
+        ];
+        if let Some(a) = auth {
+            args.push("-H".into());
+            args.push(format!("Authorization: {a}"));
+        }
+        args.push(format!("{}/readyz", s.url()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stdout(&curl(&args))
+    };
+    let body = get(Some("Bearer not-the-token"));
+    let (json, code) = body.rsplit_once(' ').unwrap();
+    assert_eq!(code, "401", "{body}");
+    let status: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["apiVersion"], "v1");
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "Unauthorized");
+    assert_eq!(status["code"], 401);
+    assert_eq!(get(Some("Bearer K10abc::server:s3cret-join")), "ok 200");
+    assert_eq!(get(Some("Bearer s3cret-join")), "ok 200");
+    // No credentials: anonymous, and the API server decides (health is public).
+    assert_eq!(get(None), "ok 200");
+    // The same through kubectl: a kubeconfig with a wrong token is refused.
+    let kc = s.dir.join("bad-token.yaml");
+    let good = std::fs::read_to_string(s.kubeconfig()).unwrap();
+    let user_at = good.find("users:").unwrap();
+    std::fs::write(
+        &kc,
+        format!(
+            "{}users:\n- name: default\n  user:\n    token: wrong\n",
+            &good[..user_at]
+        ),
+    )
+    .unwrap();
+    let out = s.kubectl_with(&kc, &["get", "--raw", "/readyz"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Unauthorized"), "{}", stderr(&out));
+    // The token is not written to the data dir when it was given.
+    assert!(!s.data_dir().join("token").exists());
+}
+
+#[test]
+fn a_client_certificate_from_another_ca_fails_the_handshake() {
+    let a = Server::start(false, &[]);
+    // A second cluster: its admin certificate comes from a different client CA.
+    let b = Server::start(false, &[]);
+    let a_tls = a.data_dir().join("tls");
+    let b_tls = b.data_dir().join("tls");
+    let out = curl(&[
+        "-s",
+        "--cacert",
+        a_tls.join("server-ca.crt").to_str().unwrap(),
+        "--cert",
+        b_tls.join("client-admin.crt").to_str().unwrap(),
+        "--key",
+        b_tls.join("client-admin.key").to_str().unwrap(),
+        &format!("{}/readyz", a.url()),
+    ]);
+    assert!(
+        !out.status.success() && stdout(&out).is_empty(),
+        "a foreign certificate was accepted: {} {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // curl: 35 (handshake), or with TLS 1.3 (the client's certificate is checked after the
+    // client finished) 55/56 (the server's alert while sending or receiving).
+    assert!(
+        matches!(out.status.code(), Some(35) | Some(55) | Some(56)),
+        "{:?}",
+        out.status
+    );
+    // (UnknownIssuer, or BadSignature when both CAs were made in the same second and so
+    // share their name.)
+    let log = a.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("TLS handshake failed: invalid peer certificate")),
+        "no handshake failure logged:\n{}",
+        log.lines()
+            .filter(|l| l.contains("barge_server"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Its own admin certificate is fine.
+    let out = curl(&[
+        "-s",
+        "--cacert",
+        a_tls.join("server-ca.crt").to_str().unwrap(),
+        "--cert",
+        a_tls.join("client-admin.crt").to_str().unwrap(),
+        "--key",
+        a_tls.join("client-admin.key").to_str().unwrap(),
+        &format!("{}/readyz", a.url()),
+    ]);
+    assert_eq!(stdout(&out), "ok", "{}", stderr(&out));
+    // And a kubeconfig pointing at the wrong cluster's CA does not trust the server.
+    let out = a.kubectl_with(
+        &b.kubeconfig(),
+        &["get", "--raw", "/readyz", "-s", &a.url()],
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn the_same_process_serves_the_docker_engine_api() {
+    let s = Server::start(true, &[]);
+    let out = s.docker(&["version", "--format", "{{.Server.Version}}"]);
+    assert!(
+        out.status.success(),
+        "docker version: {}\n{}",
+        stderr(&out),
+        tail(&s.log(), 30)
+    );
+    assert!(!stdout(&out).trim().is_empty());
+    let out = s.docker(&["ps", "-a"]);
+    assert!(out.status.success(), "docker ps: {}", stderr(&out));
+    assert!(stdout(&out).starts_with("CONTAINER ID"), "{}", stdout(&out));
+    // One process: the socket's server is the API server's process.
+    let pid = s.child.as_ref().unwrap().id();
+    let out = s.docker(&["info", "--format", "{{.DockerRootDir}}"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        s.dir.join("data").display().to_string(),
+        "{}",
+        stderr(&out)
+    );
+    // The listening socket at -H belongs to the server's process (/proc/net/unix: the inode
+    // of the socket bound to that path, among the process' fds).
+    let sock = s.sock().display().to_string();
+    let unix = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let inode = unix
+        .lines()
+        .find(|l| l.split_whitespace().nth(7) == Some(sock.as_str()))
+        .and_then(|l| l.split_whitespace().nth(6))
+        .unwrap_or_else(|| panic!("{sock} not in /proc/net/unix"))
+        .to_string();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        fds.contains(&format!("socket:[{inode}]")),
+        "the Docker socket {sock} (inode {inode}) is not the server's: {fds:?}"
+    );
+    let out = s.kubectl_with(&s.kubeconfig(), &["get", "--raw", "/readyz"]);
+    assert_eq!(stdout(&out), "ok", "{}", stderr(&out));
+    // SIGTERM stops both; the engine removes its socket.
+    let mut s = s;
+    s.stop();
+    assert!(!s.sock().exists(), "the Docker socket outlived the server");
+}

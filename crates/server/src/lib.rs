@@ -1,0 +1,207 @@
+//! `barge server`: the cluster server, k3s-style — the Kubernetes API server
+//! (`barge-apiserver`'s router over a `barge-datastore` store) behind HTTPS, and, unless
+//! `--disable-agent`, this node's engine serving the Docker Engine API on `-H` exactly as
+//! `barge daemon` does, in one process.
+//!
+//! Start-up, in order:
+//! 1. the engine is opened ([`barge_daemon::prepare`]) — before tokio starts, since the
+//!    daemon never forks after that;
+//! 2. the certificates ([`pki`], `DATA-DIR/tls`), the join token ([`token`],
+//!    `DATA-DIR/token`) and the admin kubeconfig ([`kubeconfig`], `--write-kubeconfig`) are
+//!    made or reused; the datastore is opened and the HTTPS port bound;
+//! 3. one tokio runtime serves both until SIGINT/SIGTERM ([`https`] authenticates each
+//!    request with [`auth`]).
+//!
+//! Invariants:
+//! - Secrets (keys, the token, the kubeconfig by default) are written `0600`, atomically.
+//! - A restart reuses the CAs, so kubeconfigs written earlier keep working.
+//! - `/readyz` answers 200 as soon as the port is bound (well under a second: see
+//!   `scripts/bench-server.sh`).
+
+pub mod args;
+pub mod auth;
+pub mod host;
+pub mod https;
+pub mod kubeconfig;
+pub mod pki;
+pub mod token;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use barge_datastore::Store;
+
+pub use args::ServerArgs;
+
+/// Runs `barge server` with `args` (the arguments after `server`); returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    use clap::Parser;
+    let parsed = match ServerArgs::try_parse_from(
+        std::iter::once("barge server".to_string()).chain(args.iter().cloned()),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 125 } else { 0 };
+        }
+    };
+    match run(parsed) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("barge server: {e:#}");
+            1
+        }
+    }
+}
+
+/// The datastore for `endpoint`: empty = embedded (for now in memory), else an error.
+// TODO(merge): replaced by `barge_datastore::open(endpoint, data_dir)` (SQLite / etcd).
+fn open_store(endpoint: &str, _data_dir: &Path) -> Result<Arc<dyn Store>> {
+    if endpoint.is_empty() {
+        tracing::warn!(
+            "the embedded datastore is in memory for now: objects do not survive a restart"
+        );
+        Ok(Arc::new(barge_datastore::MemStore::new()))
+    } else {
+        bail!("--datastore-endpoint {endpoint:?}: etcd is not supported by this build yet")
+    }
+}
+
+/// The first usable address of `net` (the `kubernetes` Service's ClusterIP: 10.43.0.1 for
+/// 10.43.0.0/16).
+pub fn first_service_ip(net: &ipnet::IpNet) -> IpAddr {
+    match net.trunc() {
+        ipnet::IpNet::V4(n) => IpAddr::from(u32::from(n.network()).wrapping_add(1).to_be_bytes()),
+        ipnet::IpNet::V6(n) => IpAddr::from(u128::from(n.network()).wrapping_add(1).to_be_bytes()),
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub fn run(args: ServerArgs) -> Result<()> {
+    let started = Instant::now();
+    barge_daemon::init_tracing(&args.engine.log_level);
+
+    // 1. The engine, before any tokio runtime (it may spawn engine threads; never a fork
+    //    after tokio starts).
+    let engine = if args.disable_agent {
+        None
+    } else {
+        Some(barge_daemon::prepare(args.engine.clone()).context("starting the engine")?)
+    };
+
+    // 2. State on disk: certificates, token, kubeconfig.
+    let fresh = !args.data_dir.exists();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    if fresh {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let host_addrs = host::addresses();
+    let mut extra = args.tls_san.clone();
+    if let Some(a) = args.advertise_address {
+        extra.push(a.to_string());
+    }
+    let sans = pki::Sans::wanted(
+        first_service_ip(&args.service_cidr),
+        host::hostname().as_deref(),
+        &host_addrs,
+        &extra,
+    )?;
+    let pki = pki::ensure(&args.data_dir.join("tls"), &sans).context("certificates")?;
+    let token = token::resolve(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        &args.data_dir,
+        &pki.server_ca_pem,
+    )?;
+    let url = kubeconfig::local_server_url(args.bind_address, args.https_listen_port);
+    let kc = kubeconfig::render(
+        &url,
+        &pki.server_ca_pem,
+        &pki.admin_cert_pem,
+        &pki.admin_key_pem,
+    );
+    if let Some(dir) = args.write_kubeconfig.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    barge_stdx::fs::write_atomic_mode(
+        &args.write_kubeconfig,
+        kc.as_bytes(),
+        args.write_kubeconfig_mode,
+    )
+    .with_context(|| format!("writing the kubeconfig {}", args.write_kubeconfig.display()))?;
+    let tls = https::server_config(&pki)?;
+
+    let store = open_store(&args.datastore_endpoint, &args.data_dir)?;
+    let api = barge_apiserver::ApiServer::new(
+        store,
+        barge_apiserver::Config {
+            service_cidr: args.service_cidr.to_string(),
+            cluster_cidr: args.cluster_cidr.to_string(),
+        },
+    );
+    // TODO(merge): `api.bootstrap()` (default namespaces) once barge-apiserver has it.
+    let router = api.router();
+
+    let addr = std::net::SocketAddr::new(args.bind_address, args.https_listen_port);
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("listening on {addr} (--bind-address, --https-listen-port)"))?;
+    listener.set_nonblocking(true)?;
+    if args.disable_agent {
+        if let Some(p) = &args.engine.pidfile {
+            std::fs::write(p, format!("{}\n", std::process::id()))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+
+    // 3. One runtime for both APIs.
+    let rt = barge_daemon::runtime()?;
+    let r = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tracing::info!(
+            %addr,
+            kubeconfig = %args.write_kubeconfig.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Kubernetes API server listening"
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            barge_daemon::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let api = https::serve(listener, tls, router, token, stopped(stop_rx.clone()));
+        let engine = async {
+            match engine {
+                Some(e) => e.serve(stopped(stop_rx.clone())).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(api, engine).map(|_| ())
+    });
+    if args.disable_agent {
+        if let Some(p) = &args.engine.pidfile {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_service_ip_of_each_family() {
+        let f = |s: &str| first_service_ip(&s.parse().unwrap()).to_string();
+        assert_eq!(f("10.43.0.0/16"), "10.43.0.1");
+        assert_eq!(f("10.43.7.9/16"), "10.43.0.1");
+        assert_eq!(f("fd00:43::/112"), "fd00:43::1");
+    }
+}
