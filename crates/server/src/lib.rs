@@ -27,12 +27,9 @@ pub mod pki;
 pub mod token;
 
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use barge_datastore::Store;
+use anyhow::{Context, Result};
 
 pub use args::ServerArgs;
 
@@ -54,19 +51,6 @@ pub fn main(args: &[String]) -> i32 {
             eprintln!("barge server: {e:#}");
             1
         }
-    }
-}
-
-/// The datastore for `endpoint`: empty = embedded (for now in memory), else an error.
-// TODO(merge): replaced by `barge_datastore::open(endpoint, data_dir)` (SQLite / etcd).
-fn open_store(endpoint: &str, _data_dir: &Path) -> Result<Arc<dyn Store>> {
-    if endpoint.is_empty() {
-        tracing::warn!(
-            "the embedded datastore is in memory for now: objects do not survive a restart"
-        );
-        Ok(Arc::new(barge_datastore::MemStore::new()))
-    } else {
-        bail!("--datastore-endpoint {endpoint:?}: etcd is not supported by this build yet")
     }
 }
 
@@ -136,17 +120,6 @@ pub fn run(args: ServerArgs) -> Result<()> {
     .with_context(|| format!("writing the kubeconfig {}", args.write_kubeconfig.display()))?;
     let tls = https::server_config(&pki)?;
 
-    let store = open_store(&args.datastore_endpoint, &args.data_dir)?;
-    let api = barge_apiserver::ApiServer::new(
-        store,
-        barge_apiserver::Config {
-            service_cidr: args.service_cidr.to_string(),
-            cluster_cidr: args.cluster_cidr.to_string(),
-        },
-    );
-    // TODO(merge): `api.bootstrap()` (default namespaces) once barge-apiserver has it.
-    let router = api.router();
-
     let addr = std::net::SocketAddr::new(args.bind_address, args.https_listen_port);
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("listening on {addr} (--bind-address, --https-listen-port)"))?;
@@ -161,6 +134,19 @@ pub fn run(args: ServerArgs) -> Result<()> {
     // 3. One runtime for both APIs.
     let rt = barge_daemon::runtime()?;
     let r = rt.block_on(async move {
+        // The datastore: SQLite in the data dir, or etcd (`--datastore-endpoint`).
+        let store = barge_datastore::open(&args.datastore_endpoint, &args.data_dir)
+            .await
+            .context("opening the datastore (--datastore-endpoint)")?;
+        let api = barge_apiserver::ApiServer::new(
+            store,
+            barge_apiserver::Config {
+                service_cidr: args.service_cidr.to_string(),
+                cluster_cidr: args.cluster_cidr.to_string(),
+            },
+        );
+        // TODO(merge): `api.bootstrap()` (default namespaces) once barge-apiserver has it.
+        let router = api.router();
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(
             %addr,
