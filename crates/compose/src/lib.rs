@@ -1,0 +1,4 @@
+//! Compose files loaded as compose-go (the reference docker compose v2 uses) loads them.
+pub mod dotenv;
+pub mod interpolate;
+pub mod yaml;
