@@ -1,4 +1,5 @@
 //! Compose files loaded as compose-go (the reference docker compose v2 uses) loads them.
+pub mod discovery;
 pub mod dotenv;
 pub mod interpolate;
 pub mod yaml;
