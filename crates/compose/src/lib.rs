@@ -2,4 +2,5 @@
 pub mod discovery;
 pub mod dotenv;
 pub mod interpolate;
+pub mod merge;
 pub mod yaml;
