@@ -1,6 +1,8 @@
 //! Compose files loaded as compose-go (the reference docker compose v2 uses) loads them.
 pub mod discovery;
 pub mod dotenv;
+pub mod extends;
 pub mod interpolate;
 pub mod merge;
+pub mod profiles;
 pub mod yaml;
