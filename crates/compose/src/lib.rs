@@ -4,5 +4,7 @@ pub mod dotenv;
 pub mod extends;
 pub mod interpolate;
 pub mod merge;
+pub mod model;
+pub mod normalize;
 pub mod profiles;
 pub mod yaml;

@@ -1,0 +1,792 @@
+//! From the merged document to the typed [`Project`]: short syntaxes to long ones (ports,
+//! volumes, depends_on, environment, env_file, build), relative paths resolved against the
+//! project directory, `~` expanded, durations in Go's form, the implicit `default` network,
+//! and the references checked (networks, volumes, secrets, configs, depends_on).
+
+use crate::discovery::absolute;
+use crate::merge::list_to_mapping;
+use crate::model::*;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A normalisation or validation failure.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NormalizeError {
+    /// A key the specification does not define (`x-` keys are allowed).
+    #[error("validating {file}: {path} additional properties '{key}' not allowed")]
+    UnknownKey { file: String, path: String, key: String },
+    /// A value of the wrong type.
+    #[error("validating {file}: {path} must be a {expected}")]
+    Type { file: String, path: String, expected: &'static str },
+    /// A service joins a network not declared at the top level.
+    #[error("service {service:?} refers to undefined network {name}: invalid compose project")]
+    UndefinedNetwork { service: String, name: String },
+    /// A named volume not declared at the top level.
+    #[error("service {service:?} refers to undefined volume {name}: invalid compose project")]
+    UndefinedVolume { service: String, name: String },
+    /// A secret not declared at the top level.
+    #[error("service {service:?} refers to undefined secret {name}: invalid compose project")]
+    UndefinedSecret { service: String, name: String },
+    /// A config not declared at the top level.
+    #[error("service {service:?} refers to undefined config {name}: invalid compose project")]
+    UndefinedConfig { service: String, name: String },
+    /// A `depends_on` naming no service.
+    #[error("service {service:?} depends on undefined service {name:?}: invalid compose project")]
+    UndefinedService { service: String, name: String },
+    /// A port that does not parse.
+    #[error("services.{service}.ports: invalid port {spec:?}: {reason}")]
+    Port { service: String, spec: String, reason: String },
+    /// A volume that does not parse.
+    #[error("services.{service}.volumes: invalid spec: {spec}: {reason}")]
+    Volume { service: String, spec: String, reason: String },
+    /// A duration that does not parse.
+    #[error("services.{service}.{key}: invalid duration {value:?}")]
+    Duration { service: String, key: String, value: String },
+    /// A required env_file that does not exist.
+    #[error("env file {0} not found: stat {0}: no such file or directory")]
+    EnvFileMissing(String),
+    /// An env_file that does not parse.
+    #[error("failed to read {file}: {reason}")]
+    EnvFile { file: String, reason: String },
+    /// A service with neither image nor build.
+    #[error("service {0:?} has neither an image nor a build context specified: invalid compose project")]
+    NoImage(String),
+}
+
+const TOP_KEYS: &[&str] = &["version", "name", "include", "services", "networks", "volumes", "secrets", "configs", "models"];
+/// Service keys of the specification (05-services.md).
+pub const SERVICE_KEYS: &[&str] = &[
+    "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup", "cgroup_parent", "command",
+    "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota", "cpu_rt_period",
+    "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec", "depends_on", "deploy", "develop",
+    "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search", "domainname", "driver_opts", "entrypoint",
+    "env_file", "environment", "expose", "extends", "external_links", "extra_hosts", "gpus", "group_add",
+    "healthcheck", "hostname", "image", "init", "ipc", "isolation", "label_file", "labels", "links", "logging",
+    "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit", "models", "network_mode",
+    "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit", "platform", "ports", "post_start",
+    "pre_stop", "privileged", "profiles", "provider", "pull_policy", "read_only", "restart", "runtime", "scale",
+    "secrets", "security_opt", "shm_size", "stdin_open", "stop_grace_period", "stop_signal", "storage_opt",
+    "sysctls", "tmpfs", "tty", "ulimits", "use_api_socket", "user", "userns_mode", "uts", "volumes",
+    "volumes_from", "working_dir",
+];
+
+/// Check top-level and service keys against the specification.
+pub fn validate_keys(doc: &Value, file: &str) -> Result<(), NormalizeError> {
+    let unknown = |path: &str, key: &str| NormalizeError::UnknownKey { file: file.into(), path: path.into(), key: key.into() };
+    let Some(top) = doc.as_object() else { return Ok(()) };
+    for k in top.keys() {
+        if !k.starts_with("x-") && !TOP_KEYS.contains(&k.as_str()) {
+            return Err(unknown("(root)", k));
+        }
+    }
+    if let Some(services) = top.get("services") {
+        let Some(services) = services.as_object() else {
+            return Err(NormalizeError::Type { file: file.into(), path: "services".into(), expected: "mapping" });
+        };
+        for (name, svc) in services {
+            let Some(svc) = svc.as_object() else {
+                return Err(NormalizeError::Type { file: file.into(), path: format!("services.{name}"), expected: "mapping" });
+            };
+            for k in svc.keys() {
+                if !k.starts_with("x-") && !SERVICE_KEYS.contains(&k.as_str()) {
+                    return Err(unknown(&format!("services.{name}"), k));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parse a Go duration (`1h2m3.5s`, `500ms`, `10us`, `0`) into nanoseconds.
+pub fn parse_duration(s: &str) -> Option<u128> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if n == 0 {
+            return None;
+        }
+        let num: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let mult = match &rest[..u] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += num * mult;
+        rest = &rest[u..];
+    }
+    Some(total.round() as u128)
+}
+
+/// Format nanoseconds as Go's `time.Duration.String()` does (`1m30s`, `500ms`, `0s`).
+pub fn format_duration(ns: u128) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000_000_000 {
+        let (div, unit) = if ns < 1_000 { (1, "ns") } else if ns < 1_000_000 { (1_000, "µs") } else { (1_000_000, "ms") };
+        return format!("{}{unit}", frac(ns, div));
+    }
+    let h = ns / 3_600_000_000_000;
+    let m = (ns / 60_000_000_000) % 60;
+    let s = ns % 60_000_000_000;
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{}s", frac(s, 1_000_000_000)));
+    out
+}
+
+fn frac(v: u128, div: u128) -> String {
+    let whole = v / div;
+    let rem = v % div;
+    if rem == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let digits = format!("{rem:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a.iter().map(text).collect(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => vec![text(other)],
+    }
+}
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    match v.map(list_to_mapping) {
+        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn opt_map(v: Option<&Value>) -> BTreeMap<String, Option<String>> {
+    match v.map(list_to_mapping) {
+        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), (!v.is_null()).then(|| text(v)))).collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn as_bool(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "1" | "y" | "on"),
+        _ => false,
+    }
+}
+
+/// Split a command string as a POSIX shell would (quotes, backslashes), as compose-go does.
+pub fn shell_split(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for d in chars.by_ref() {
+                    if d == '\'' {
+                        break;
+                    }
+                    cur.push(d);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(d) = chars.next() {
+                    match d {
+                        '"' => break,
+                        '\\' if matches!(chars.peek(), Some('"' | '\\' | '$' | '`')) => cur.push(chars.next().unwrap_or('\\')),
+                        d => cur.push(d),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(d) = chars.next() {
+                    cur.push(d);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    out
+}
+
+fn command(v: Option<&Value>) -> Option<Vec<String>> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(shell_split(s)),
+        Some(other) => Some(strings(Some(other))),
+    }
+}
+
+/// Expand a leading `~` with `home`, then make `p` absolute against `dir`.
+pub fn resolve_path(dir: &Path, p: &str, home: Option<&str>) -> String {
+    let expanded = match (p.strip_prefix('~'), home) {
+        (Some(rest), Some(h)) if rest.is_empty() || rest.starts_with('/') => format!("{h}{rest}"),
+        _ => p.to_string(),
+    };
+    absolute(dir, Path::new(&expanded)).display().to_string()
+}
+
+fn parse_range(s: &str) -> Option<(u32, u32)> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+            (a <= b).then_some((a, b))
+        }
+        None => s.parse().ok().map(|p| (p, p)),
+    }
+}
+
+/// Short port syntax (`[[ip:]published:]target[/proto]`, ranges) to long entries.
+pub fn parse_port(spec: &str) -> Result<Vec<Port>, String> {
+    let (body, proto) = match spec.rsplit_once('/') {
+        Some((b, p)) => (b, p.to_string()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    // host ip may be [v6]
+    let (host_ip, rest) = if let Some(r) = body.strip_prefix('[') {
+        let (ip, after) = r.split_once(']').ok_or("invalid IP address")?;
+        (ip.to_string(), after.strip_prefix(':').unwrap_or(after).to_string())
+    } else {
+        let parts: Vec<&str> = body.split(':').collect();
+        match parts.len() {
+            1 | 2 => (String::new(), body.to_string()),
+            3 => (parts[0].to_string(), format!("{}:{}", parts[1], parts[2])),
+            _ => return Err("too many colons".into()),
+        }
+    };
+    let (published, target) = match rest.split_once(':') {
+        Some((p, t)) => (p.to_string(), t.to_string()),
+        None => (String::new(), rest.clone()),
+    };
+    let (t0, t1) = parse_range(&target).ok_or_else(|| format!("invalid containerPort: {target}"))?;
+    let port = |target: u32, published: String| Port {
+        mode: "ingress".into(),
+        host_ip: host_ip.clone(),
+        target,
+        published,
+        protocol: proto.clone(),
+        ..Default::default()
+    };
+    if published.is_empty() {
+        return Ok((t0..=t1).map(|t| port(t, String::new())).collect());
+    }
+    let (p0, p1) = parse_range(&published).ok_or_else(|| format!("invalid hostPort: {published}"))?;
+    if t0 == t1 {
+        let published = if p0 == p1 { p0.to_string() } else { published.clone() };
+        return Ok(vec![port(t0, published)]);
+    }
+    if p1 - p0 != t1 - t0 {
+        return Err(format!("invalid ranges specified for container and host Ports: {target} and {published}"));
+    }
+    Ok((t0..=t1).zip(p0..=p1).map(|(t, p)| port(t, p.to_string())).collect())
+}
+
+fn long_port(m: &Map<String, Value>) -> Result<Port, String> {
+    let target = m.get("target").map(text).unwrap_or_default();
+    Ok(Port {
+        name: m.get("name").map(text).unwrap_or_default(),
+        mode: m.get("mode").map(text).unwrap_or_else(|| "ingress".into()),
+        host_ip: m.get("host_ip").map(text).unwrap_or_default(),
+        target: target.parse().map_err(|_| format!("invalid target port: {target:?}"))?,
+        published: m.get("published").map(text).unwrap_or_default(),
+        protocol: m.get("protocol").map(text).unwrap_or_else(|| "tcp".into()),
+        app_protocol: m.get("app_protocol").map(text).unwrap_or_default(),
+    })
+}
+
+fn is_path_like(s: &str) -> bool {
+    s.starts_with('/') || s.starts_with('.') || s.starts_with('~')
+}
+
+/// Short volume syntax (`[source:]target[:options]`) to the long form; bind sources resolved.
+pub fn parse_volume(spec: &str, dir: &Path, home: Option<&str>) -> Result<VolumeMount, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [t] => ("", *t, ""),
+        [s, t] => (*s, *t, ""),
+        [s, t, m] => (*s, *t, *m),
+        _ => return Err("too many colons".into()),
+    };
+    if target.is_empty() {
+        return Err("empty section between colons".into());
+    }
+    let mut v = VolumeMount { target: target.to_string(), ..Default::default() };
+    if source.is_empty() {
+        v.kind = "volume".into();
+        v.volume = Some(VolumeOptions::default());
+    } else if is_path_like(source) {
+        v.kind = "bind".into();
+        v.source = resolve_path(dir, source, home);
+        v.bind = Some(BindOptions { create_host_path: true, ..Default::default() });
+    } else {
+        v.kind = "volume".into();
+        v.source = source.to_string();
+        v.volume = Some(VolumeOptions::default());
+    }
+    for opt in mode.split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => v.read_only = true,
+            "rw" => v.read_only = false,
+            "z" | "Z" => v.bind.get_or_insert_with(Default::default).selinux = opt.into(),
+            "nocopy" => v.volume.get_or_insert_with(Default::default).nocopy = true,
+            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+                v.bind.get_or_insert_with(Default::default).propagation = opt.into()
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(v)
+}
+
+fn long_volume(m: &Map<String, Value>, dir: &Path, home: Option<&str>) -> VolumeMount {
+    let kind = m.get("type").map(text).unwrap_or_else(|| "volume".into());
+    let mut source = m.get("source").map(text).unwrap_or_default();
+    if kind == "bind" && !source.is_empty() {
+        source = resolve_path(dir, &source, home);
+    }
+    let bind = m.get("bind").and_then(Value::as_object).map(|b| BindOptions {
+        propagation: b.get("propagation").map(text).unwrap_or_default(),
+        create_host_path: as_bool(b.get("create_host_path")),
+        selinux: b.get("selinux").map(text).unwrap_or_default(),
+    });
+    let volume = m.get("volume").and_then(Value::as_object).map(|b| VolumeOptions {
+        nocopy: as_bool(b.get("nocopy")),
+        subpath: b.get("subpath").map(text).unwrap_or_default(),
+    });
+    VolumeMount {
+        kind,
+        source,
+        target: m.get("target").map(text).unwrap_or_default(),
+        read_only: as_bool(m.get("read_only")),
+        bind,
+        volume,
+        tmpfs: m.get("tmpfs").cloned(),
+    }
+}
+
+/// What normalisation needs besides the document.
+pub struct Context<'a> {
+    /// Project name (already validated).
+    pub project: &'a str,
+    /// Project directory (absolute).
+    pub dir: &'a Path,
+    /// The environment after `.env` (OS values win), for `HOME`, env_file expansion and
+    /// value-less `environment` entries.
+    pub env: &'a BTreeMap<String, String>,
+}
+
+fn duration(v: Option<&Value>, service: &str, key: &str) -> Result<Option<String>, NormalizeError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let s = text(v);
+            parse_duration(&s)
+                .map(|ns| Some(format_duration(ns)))
+                .ok_or_else(|| NormalizeError::Duration { service: service.into(), key: key.into(), value: s })
+        }
+    }
+}
+
+/// Normalise one service (`name`, its merged mapping).
+pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Service, NormalizeError> {
+    let home = cx.env.get("HOME").map(String::as_str);
+    let get = |k: &str| raw.get(k).filter(|v| !v.is_null());
+    let s_ = |k: &str| get(k).map(text).unwrap_or_default();
+    let mut svc = Service {
+        profiles: strings(get("profiles")),
+        annotations: string_map(get("annotations")),
+        develop: get("develop").cloned(),
+        cap_add: strings(get("cap_add")),
+        cap_drop: strings(get("cap_drop")),
+        command: command(raw.get("command")),
+        configs: get("configs").and_then(Value::as_array).cloned().unwrap_or_default(),
+        container_name: s_("container_name"),
+        deploy: get("deploy").cloned(),
+        dns: strings(get("dns")),
+        dns_search: strings(get("dns_search")),
+        domainname: s_("domainname"),
+        entrypoint: command(raw.get("entrypoint")),
+        expose: strings(get("expose")),
+        extra_hosts: match get("extra_hosts") {
+            Some(Value::Object(m)) => m.iter().map(|(k, v)| format!("{k}={}", text(v))).collect(),
+            other => strings(other),
+        },
+        hostname: s_("hostname"),
+        image: s_("image"),
+        init: get("init").map(|v| as_bool(Some(v))),
+        ipc: s_("ipc"),
+        labels: string_map(get("labels")),
+        logging: get("logging").cloned(),
+        network_mode: s_("network_mode"),
+        pid: s_("pid"),
+        platform: s_("platform"),
+        privileged: as_bool(get("privileged")),
+        pull_policy: s_("pull_policy"),
+        read_only: as_bool(get("read_only")),
+        restart: s_("restart"),
+        scale: get("scale").and_then(|v| text(v).parse().ok()),
+        secrets: get("secrets").and_then(Value::as_array).cloned().unwrap_or_default(),
+        security_opt: strings(get("security_opt")),
+        shm_size: get("shm_size").cloned(),
+        stop_grace_period: duration(get("stop_grace_period"), name, "stop_grace_period")?,
+        stop_signal: s_("stop_signal"),
+        sysctls: string_map(get("sysctls")),
+        tmpfs: strings(get("tmpfs")),
+        ulimits: get("ulimits").cloned(),
+        user: s_("user"),
+        working_dir: s_("working_dir"),
+        ..Default::default()
+    };
+    if let Some(b) = get("build") {
+        let m = match b {
+            Value::String(s) => Map::from_iter([("context".to_string(), Value::String(s.clone()))]),
+            Value::Object(m) => m.clone(),
+            _ => return Err(NormalizeError::Type { file: String::new(), path: format!("services.{name}.build"), expected: "string or mapping" }),
+        };
+        let ctx = m.get("context").map(text).unwrap_or_else(|| ".".into());
+        let context = if ctx.contains("://") || ctx.starts_with("git@") { ctx } else { resolve_path(cx.dir, &ctx, home) };
+        let inline = m.get("dockerfile_inline").map(text).unwrap_or_default();
+        svc.build = Some(Build {
+            context,
+            dockerfile: m.get("dockerfile").map(text).unwrap_or_else(|| if inline.is_empty() { "Dockerfile".into() } else { String::new() }),
+            dockerfile_inline: inline,
+            args: opt_map(m.get("args")),
+            labels: string_map(m.get("labels")),
+            cache_from: strings(m.get("cache_from")),
+            target: m.get("target").map(text).unwrap_or_default(),
+        });
+    }
+    if svc.image.is_empty() && svc.build.is_none() {
+        return Err(NormalizeError::NoImage(name.into()));
+    }
+    // depends_on
+    match get("depends_on") {
+        Some(Value::Array(a)) => {
+            for d in a {
+                svc.depends_on.insert(text(d), Dependency { condition: "service_started".into(), restart: false, required: true });
+            }
+        }
+        Some(Value::Object(m)) => {
+            for (d, o) in m {
+                let cond = o.get("condition").map(text).unwrap_or_else(|| "service_started".into());
+                let required = o.get("required").map(|v| as_bool(Some(v))).unwrap_or(true);
+                svc.depends_on.insert(d.clone(), Dependency { condition: cond, restart: as_bool(o.get("restart")), required });
+            }
+        }
+        _ => {}
+    }
+    // env_file then environment (environment wins)
+    let env_files: Vec<EnvFile> = match get("env_file") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|e| match e {
+                Value::Object(m) => EnvFile {
+                    path: resolve_path(cx.dir, &m.get("path").map(text).unwrap_or_default(), home),
+                    required: m.get("required").map(|v| as_bool(Some(v))).unwrap_or(true),
+                },
+                other => EnvFile { path: resolve_path(cx.dir, &text(other), home), required: true },
+            })
+            .collect(),
+        Some(other) => vec![EnvFile { path: resolve_path(cx.dir, &text(other), home), required: true }],
+    };
+    let mut environment: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for f in &env_files {
+        let content = match std::fs::read_to_string(&f.path) {
+            Ok(c) => c,
+            Err(_) if !f.required => continue,
+            Err(_) => return Err(NormalizeError::EnvFileMissing(f.path.clone())),
+        };
+        let pairs = crate::dotenv::parse(&content, &|k| cx.env.get(k).cloned())
+            .map_err(|e| NormalizeError::EnvFile { file: f.path.clone(), reason: e.to_string() })?;
+        for (k, v) in pairs {
+            environment.insert(k, Some(v));
+        }
+    }
+    for (k, v) in opt_map(get("environment")) {
+        let v = v.or_else(|| cx.env.get(&k).cloned());
+        environment.insert(k, v);
+    }
+    svc.environment = environment;
+    svc.env_file = env_files;
+    // healthcheck
+    if let Some(Value::Object(h)) = get("healthcheck") {
+        let test = match h.get("test") {
+            Some(Value::String(s)) => vec!["CMD-SHELL".to_string(), s.clone()],
+            other => strings(other),
+        };
+        let disable = as_bool(h.get("disable")) || test.first().map(String::as_str) == Some("NONE");
+        svc.healthcheck = Some(Healthcheck {
+            test,
+            timeout: duration(h.get("timeout"), name, "healthcheck.timeout")?,
+            interval: duration(h.get("interval"), name, "healthcheck.interval")?,
+            retries: h.get("retries").and_then(|v| text(v).parse().ok()),
+            start_period: duration(h.get("start_period"), name, "healthcheck.start_period")?,
+            start_interval: duration(h.get("start_interval"), name, "healthcheck.start_interval")?,
+            disable,
+        });
+    }
+    // ports
+    for p in get("ports").and_then(Value::as_array).into_iter().flatten() {
+        let perr = |reason: String| NormalizeError::Port { service: name.into(), spec: text(p), reason };
+        match p {
+            Value::Object(m) => svc.ports.push(long_port(m).map_err(perr)?),
+            other => svc.ports.extend(parse_port(&text(other)).map_err(perr)?),
+        }
+    }
+    // volumes
+    for v in get("volumes").and_then(Value::as_array).into_iter().flatten() {
+        match v {
+            Value::Object(m) => svc.volumes.push(long_volume(m, cx.dir, home)),
+            other => {
+                let spec = text(other);
+                let vol = parse_volume(&spec, cx.dir, home)
+                    .map_err(|reason| NormalizeError::Volume { service: name.into(), spec: spec.clone(), reason })?;
+                svc.volumes.push(vol);
+            }
+        }
+    }
+    // networks
+    match get("networks") {
+        Some(Value::Array(a)) => {
+            for n in a {
+                svc.networks.insert(text(n), None);
+            }
+        }
+        Some(Value::Object(m)) => {
+            for (n, o) in m {
+                let opts = o.as_object().map(|o| ServiceNetwork {
+                    aliases: strings(o.get("aliases")),
+                    ipv4_address: o.get("ipv4_address").map(text).unwrap_or_default(),
+                    ipv6_address: o.get("ipv6_address").map(text).unwrap_or_default(),
+                    priority: o.get("priority").and_then(|v| text(v).parse().ok()),
+                });
+                svc.networks.insert(n.clone(), opts);
+            }
+        }
+        _ => {}
+    }
+    if svc.networks.is_empty() && svc.network_mode.is_empty() {
+        svc.networks.insert("default".into(), None);
+    }
+    Ok(svc)
+}
+
+fn network(key: &str, raw: Option<&Value>, project: &str) -> Network {
+    let m = raw.and_then(Value::as_object).cloned().unwrap_or_default();
+    let external = as_bool(m.get("external"));
+    let name = m.get("name").map(text).unwrap_or_else(|| if external { key.to_string() } else { format!("{project}_{key}") });
+    Network {
+        name,
+        driver: m.get("driver").map(text).unwrap_or_default(),
+        driver_opts: string_map(m.get("driver_opts")),
+        ipam: m.get("ipam").cloned(),
+        external,
+        internal: as_bool(m.get("internal")),
+        attachable: as_bool(m.get("attachable")),
+        enable_ipv6: m.get("enable_ipv6").map(|v| as_bool(Some(v))),
+        labels: string_map(m.get("labels")),
+    }
+}
+
+fn file_object(key: &str, raw: Option<&Value>, cx: &Context) -> FileObject {
+    let m = raw.and_then(Value::as_object).cloned().unwrap_or_default();
+    let external = as_bool(m.get("external"));
+    let home = cx.env.get("HOME").map(String::as_str);
+    FileObject {
+        name: m.get("name").map(text).unwrap_or_else(|| if external { key.to_string() } else { format!("{}_{key}", cx.project) }),
+        file: m.get("file").map(|f| resolve_path(cx.dir, &text(f), home)).unwrap_or_default(),
+        environment: m.get("environment").map(text).unwrap_or_default(),
+        content: m.get("content").map(text).unwrap_or_default(),
+        external,
+    }
+}
+
+fn mount_source(v: &Value) -> String {
+    match v {
+        Value::Object(m) => m.get("source").map(text).unwrap_or_default(),
+        other => text(other),
+    }
+}
+
+/// Build the project from the merged document's enabled and disabled services.
+pub fn project(
+    doc: &Value,
+    enabled: &Map<String, Value>,
+    disabled: &Map<String, Value>,
+    cx: &Context,
+) -> Result<Project, NormalizeError> {
+    let top = |k: &str| doc.get(k).and_then(Value::as_object).cloned().unwrap_or_default();
+    let (nets, vols, secrets, configs) = (top("networks"), top("volumes"), top("secrets"), top("configs"));
+    let mut p = Project { name: cx.project.to_string(), working_dir: cx.dir.display().to_string(), ..Default::default() };
+    for (name, raw) in enabled {
+        let svc = service(name, raw.as_object().unwrap_or(&Map::new()), cx)?;
+        for n in svc.networks.keys() {
+            if n != "default" && !nets.contains_key(n) {
+                return Err(NormalizeError::UndefinedNetwork { service: name.clone(), name: n.clone() });
+            }
+        }
+        for v in &svc.volumes {
+            if v.kind == "volume" && !v.source.is_empty() && !vols.contains_key(&v.source) {
+                return Err(NormalizeError::UndefinedVolume { service: name.clone(), name: v.source.clone() });
+            }
+        }
+        for s in &svc.secrets {
+            let n = mount_source(s);
+            if !secrets.contains_key(&n) {
+                return Err(NormalizeError::UndefinedSecret { service: name.clone(), name: n });
+            }
+        }
+        for c in &svc.configs {
+            let n = mount_source(c);
+            if !configs.contains_key(&n) {
+                return Err(NormalizeError::UndefinedConfig { service: name.clone(), name: n });
+            }
+        }
+        for (d, dep) in &svc.depends_on {
+            if dep.required && !enabled.contains_key(d) && !disabled.contains_key(d) {
+                return Err(NormalizeError::UndefinedService { service: name.clone(), name: d.clone() });
+            }
+        }
+        p.services.insert(name.clone(), svc);
+    }
+    for (name, raw) in disabled {
+        if let Ok(svc) = service(name, raw.as_object().unwrap_or(&Map::new()), cx) {
+            p.disabled_services.insert(name.clone(), svc);
+        }
+    }
+    let uses_default = p.services.values().any(|s| s.networks.contains_key("default"));
+    for (k, v) in &nets {
+        p.networks.insert(k.clone(), network(k, Some(v), cx.project));
+    }
+    if uses_default && !p.networks.contains_key("default") {
+        p.networks.insert("default".into(), network("default", None, cx.project));
+    }
+    for (k, v) in &vols {
+        let m = v.as_object().cloned().unwrap_or_default();
+        let external = as_bool(m.get("external"));
+        p.volumes.insert(
+            k.clone(),
+            Volume {
+                name: m.get("name").map(text).unwrap_or_else(|| if external { k.clone() } else { format!("{}_{k}", cx.project) }),
+                driver: m.get("driver").map(text).unwrap_or_default(),
+                driver_opts: string_map(m.get("driver_opts")),
+                external,
+                labels: string_map(m.get("labels")),
+            },
+        );
+    }
+    for (k, v) in &secrets {
+        p.secrets.insert(k.clone(), file_object(k, Some(v), cx));
+    }
+    for (k, v) in &configs {
+        p.configs.insert(k.clone(), file_object(k, Some(v), cx));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        let p = |s: &str| parse_port(s).unwrap();
+        let one = |target, published: &str, host_ip: &str, protocol: &str| Port {
+            mode: "ingress".into(),
+            target,
+            published: published.into(),
+            host_ip: host_ip.into(),
+            protocol: protocol.into(),
+            ..Default::default()
+        };
+        assert_eq!(p("80"), [one(80, "", "", "tcp")]);
+        assert_eq!(p("8080:80/udp"), [one(80, "8080", "", "udp")]);
+        assert_eq!(p("127.0.0.1:8080:80"), [one(80, "8080", "127.0.0.1", "tcp")]);
+        assert_eq!(p("127.0.0.1::80"), [one(80, "", "127.0.0.1", "tcp")]);
+        assert_eq!(p("[::1]:53:53/udp"), [one(53, "53", "::1", "udp")]);
+        assert_eq!(p("3000-3001"), [one(3000, "", "", "tcp"), one(3001, "", "", "tcp")]);
+        assert_eq!(p("9090-9091:8080-8081"), [one(8080, "9090", "", "tcp"), one(8081, "9091", "", "tcp")]);
+        assert_eq!(p("8000-8010:80"), [one(80, "8000-8010", "", "tcp")]);
+        assert!(parse_port("1-3:1-2").unwrap_err().contains("invalid ranges"));
+        assert!(parse_port("80/xyz").is_err());
+    }
+
+    #[test]
+    fn volumes() {
+        let d = Path::new("/proj");
+        let v = parse_volume("./data:/data:ro,z", d, Some("/root")).unwrap();
+        assert_eq!((v.kind.as_str(), v.source.as_str(), v.read_only), ("bind", "/proj/data", true));
+        assert_eq!(v.bind, Some(BindOptions { create_host_path: true, selinux: "z".into(), ..Default::default() }));
+        let v = parse_volume("~/x:/x", d, Some("/home/u")).unwrap();
+        assert_eq!(v.source, "/home/u/x");
+        let v = parse_volume("db:/var/lib/db:nocopy", d, None).unwrap();
+        assert_eq!((v.kind.as_str(), v.source.as_str(), v.volume.unwrap().nocopy), ("volume", "db", true));
+        let v = parse_volume("/anon", d, None).unwrap();
+        assert_eq!((v.kind.as_str(), v.source.as_str(), v.target.as_str()), ("volume", "", "/anon"));
+        assert!(parse_volume("a:/b:bogus", d, None).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        for (i, o) in [("90s", "1m30s"), ("1h", "1h0m0s"), ("500ms", "500ms"), ("1.5s", "1.5s"), ("0", "0s"), ("2m", "2m0s")] {
+            assert_eq!(format_duration(parse_duration(i).unwrap()), o);
+        }
+        assert!(parse_duration("10").is_none());
+        assert!(parse_duration("5x").is_none());
+    }
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(shell_split(r#"sh -c "echo 'a b' \"q\"" x\ y"#), ["sh", "-c", "echo 'a b' \"q\"", "x y"]);
+    }
+}
