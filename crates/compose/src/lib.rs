@@ -1,4 +1,10 @@
-//! Compose files loaded as compose-go (the reference docker compose v2 uses) loads them.
+//! Compose files loaded as compose-go (the reference docker compose v2 uses) loads them:
+//! discovery ([`discovery`]), `.env` ([`dotenv`]), YAML ([`yaml`]), interpolation
+//! ([`interpolate`]), `include`, merging several files ([`merge`]), `extends` ([`extends`]),
+//! profiles ([`profiles`]), and normalisation ([`normalize`]) into the typed [`model::Project`],
+//! rendered back by [`render`] as `docker compose config` does.
+//! Spec: <https://github.com/compose-spec/compose-spec/blob/main/spec.md>.
+
 pub mod discovery;
 pub mod dotenv;
 pub mod extends;
@@ -7,4 +13,286 @@ pub mod merge;
 pub mod model;
 pub mod normalize;
 pub mod profiles;
+pub mod render;
 pub mod yaml;
+
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How to find and load the project: the global flags of `docker compose` and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Working directory (absolute) the command runs in.
+    pub cwd: PathBuf,
+    /// `-f` values, in order.
+    pub files: Vec<String>,
+    /// `-p`.
+    pub project_name: Option<String>,
+    /// `--project-directory`.
+    pub project_directory: Option<String>,
+    /// `--env-file` values, in order (default: `<project dir>/.env` when it exists).
+    pub env_files: Vec<String>,
+    /// `--profile` values.
+    pub profiles: Vec<String>,
+    /// Services named on the command line (their profiles become active).
+    pub services: Vec<String>,
+    /// The process environment (`COMPOSE_*` variables are read from it).
+    pub env: BTreeMap<String, String>,
+}
+
+/// A loaded project with the warnings compose-go would print.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The normalised project.
+    pub project: model::Project,
+    /// Warnings in the order they arose.
+    pub warnings: Vec<String>,
+}
+
+/// Any loading failure; each variant carries its module's error.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Discovery or project name.
+    #[error(transparent)]
+    Discovery(#[from] discovery::DiscoveryError),
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// An env file that does not exist.
+    #[error("couldn't find env file: {0}")]
+    EnvFileMissing(String),
+    /// An env file that does not parse.
+    #[error("failed to read {path}: {source}")]
+    Dotenv { path: String, source: dotenv::DotenvError },
+    /// YAML syntax.
+    #[error(transparent)]
+    Yaml(#[from] yaml::YamlError),
+    /// Interpolation.
+    #[error(transparent)]
+    Interpolate(#[from] interpolate::InterpolateError),
+    /// Merging.
+    #[error(transparent)]
+    Merge(#[from] merge::MergeError),
+    /// `extends`.
+    #[error(transparent)]
+    Extends(#[from] extends::ExtendsError),
+    /// `include` brings a resource that differs from one already defined.
+    #[error("{kind}.{name} conflicts with imported resource")]
+    IncludeConflict { kind: String, name: String },
+    /// An `include` entry without a path.
+    #[error("include: each entry needs a path")]
+    IncludeMalformed,
+    /// Profiles.
+    #[error(transparent)]
+    Profiles(#[from] profiles::ProfileError),
+    /// Validation and normalisation.
+    #[error(transparent)]
+    Normalize(#[from] normalize::NormalizeError),
+}
+
+fn is_true(v: Option<&String>) -> bool {
+    v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "y" | "on"))
+}
+
+/// The environment after `.env` files: the OS environment wins over file values.
+pub fn resolve_environment(
+    opts: &Options,
+    project_dir: &Path,
+) -> Result<BTreeMap<String, String>, LoadError> {
+    let mut env = opts.env.clone();
+    if is_true(opts.env.get("COMPOSE_DISABLE_ENV_FILE")) {
+        return Ok(env);
+    }
+    let files: Vec<(PathBuf, bool)> = if opts.env_files.is_empty() {
+        vec![(project_dir.join(".env"), false)]
+    } else {
+        opts.env_files.iter().map(|f| (discovery::absolute(&opts.cwd, Path::new(f)), true)).collect()
+    };
+    let mut from_files: BTreeMap<String, String> = BTreeMap::new();
+    for (path, required) in files {
+        let shown = path.display().to_string();
+        let content = match std::fs::read_to_string(&path) {
+            Ok(c) => c,
+            Err(_) if !required => continue,
+            Err(_) => return Err(LoadError::EnvFileMissing(shown)),
+        };
+        let pairs = dotenv::parse(&content, &|k| opts.env.get(k).or_else(|| from_files.get(k)).cloned())
+            .map_err(|source| LoadError::Dotenv { path: shown, source })?;
+        from_files.extend(pairs);
+    }
+    for (k, v) in from_files {
+        env.entry(k).or_insert(v);
+    }
+    Ok(env)
+}
+
+struct FileLoader<'a> {
+    env: &'a BTreeMap<String, String>,
+    warnings: std::cell::RefCell<Vec<String>>,
+}
+
+impl FileLoader<'_> {
+    /// Read, parse, check keys, interpolate and shape one file; includes are applied.
+    fn load(&self, path: &Path, depth: usize) -> Result<Value, LoadError> {
+        let shown = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+        let mut doc = yaml::parse(&src, &shown)?;
+        if let Some(obj) = doc.as_object_mut() {
+            if obj.remove("version").is_some() {
+                self.warnings.borrow_mut().push(format!(
+                    "{shown}: the attribute `version` is obsolete, it will be ignored, please remove it to avoid potential confusion"
+                ));
+            }
+            obj.retain(|k, _| !k.starts_with("x-"));
+        }
+        normalize::validate_keys(&merge::strip_tags(doc.clone()), &shown)?;
+        let lookup = |k: &str| self.env.get(k).cloned();
+        interpolate::interpolate(&mut doc, "", &lookup, &mut self.warnings.borrow_mut())?;
+        let mut doc = merge::shape(doc);
+        if let Some(Value::Object(services)) = doc.get_mut("services") {
+            for svc in services.values_mut() {
+                if let Value::Object(m) = svc {
+                    m.retain(|k, _| !k.starts_with("x-"));
+                }
+            }
+        }
+        if let Some(include) = doc.as_object_mut().and_then(|o| o.remove("include")) {
+            self.include(&mut doc, &include, path.parent().unwrap_or(Path::new("/")), depth)?;
+        }
+        Ok(doc)
+    }
+
+    fn include(&self, doc: &mut Value, include: &Value, dir: &Path, depth: usize) -> Result<(), LoadError> {
+        for entry in include.as_array().cloned().unwrap_or_default() {
+            let paths: Vec<String> = match &entry {
+                Value::String(s) => vec![s.clone()],
+                Value::Object(m) => match m.get("path") {
+                    Some(Value::String(s)) => vec![s.clone()],
+                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+                    _ => return Err(LoadError::IncludeMalformed),
+                },
+                _ => return Err(LoadError::IncludeMalformed),
+            };
+            let mut imported: Option<Value> = None;
+            for p in &paths {
+                let abs = discovery::absolute(dir, Path::new(p));
+                let mut sub = self.load(&abs, depth + 1)?;
+                extends::resolve(&mut sub, &abs, &|q| self.load(q, depth + 1).map_err(|e| extends::ExtendsError::Load(e.to_string())))?;
+                let sub_dir = abs.parent().unwrap_or(Path::new("/")).to_path_buf();
+                rebase_services(&mut sub, &sub_dir);
+                imported = Some(match imported {
+                    None => sub,
+                    Some(b) => merge::merge(b, sub)?,
+                });
+            }
+            let Some(imported) = imported else { continue };
+            for kind in ["services", "networks", "volumes", "secrets", "configs"] {
+                let Some(Value::Object(from)) = imported.get(kind) else { continue };
+                let target = doc.as_object_mut().expect("mapping").entry(kind).or_insert_with(|| Value::Object(Map::new()));
+                if target.is_null() {
+                    *target = Value::Object(Map::new());
+                }
+                let to = target.as_object_mut().expect("mapping");
+                for (name, v) in from {
+                    if let Some(existing) = to.get(name) {
+                        if existing == v {
+                            continue;
+                        }
+                        return Err(LoadError::IncludeConflict { kind: kind.into(), name: name.clone() });
+                    }
+                    to.insert(name.clone(), v.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Relative build contexts, env files and bind sources of an included file resolve against
+/// that file's directory.
+fn rebase_services(doc: &mut Value, dir: &Path) {
+    let Some(Value::Object(services)) = doc.get_mut("services") else { return };
+    for svc in services.values_mut() {
+        if let Some(ctx) = svc.pointer_mut("/build/context") {
+            if let Some(s) = ctx.as_str().filter(|s| !s.starts_with('/') && !s.contains("://")) {
+                *ctx = Value::String(discovery::absolute(dir, Path::new(s)).display().to_string());
+            }
+        }
+        if let Some(Value::Array(vols)) = svc.get_mut("volumes") {
+            for v in vols {
+                if let Value::String(s) = v {
+                    if let Some((src, rest)) = s.split_once(':') {
+                        if src.starts_with('.') {
+                            *s = format!("{}:{rest}", discovery::absolute(dir, Path::new(src)).display());
+                        }
+                    }
+                }
+            }
+        }
+        let fix = |s: &mut String| {
+            if !s.starts_with('/') {
+                *s = discovery::absolute(dir, Path::new(s.as_str())).display().to_string();
+            }
+        };
+        match svc.get_mut("env_file") {
+            Some(Value::String(s)) => fix(s),
+            Some(Value::Array(a)) => {
+                for e in a {
+                    match e {
+                        Value::String(s) => fix(s),
+                        Value::Object(m) => {
+                            if let Some(Value::String(s)) = m.get_mut("path") {
+                                fix(s)
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Load the project as `docker compose` would with these flags and this environment.
+pub fn load(opts: &Options) -> Result<Loaded, LoadError> {
+    let found = discovery::find_files(
+        &opts.cwd,
+        &opts.files,
+        opts.env.get("COMPOSE_FILE").map(String::as_str),
+        opts.env.get("COMPOSE_PATH_SEPARATOR").map(String::as_str),
+    )?;
+    let mut warnings = found.warnings.clone();
+    let project_dir = match &opts.project_directory {
+        Some(d) => discovery::absolute(&opts.cwd, Path::new(d)),
+        None => found.files[0].parent().unwrap_or(Path::new("/")).to_path_buf(),
+    };
+    let env = resolve_environment(opts, &project_dir)?;
+    let loader = FileLoader { env: &env, warnings: Default::default() };
+    let mut doc: Option<Value> = None;
+    for f in &found.files {
+        let d = loader.load(f, 0)?;
+        doc = Some(match doc {
+            None => merge::strip_tags(d),
+            Some(b) => merge::merge(b, d)?,
+        });
+    }
+    let mut doc = doc.unwrap_or_else(|| Value::Object(Map::new()));
+    merge::dedupe_document(&mut doc);
+    extends::resolve(&mut doc, &found.files[0], &|p| {
+        loader.load(p, 0).map_err(|e| extends::ExtendsError::Load(e.to_string()))
+    })?;
+    warnings.extend(loader.warnings.borrow_mut().drain(..));
+    let explicit = opts.project_name.clone().or_else(|| env.get("COMPOSE_PROJECT_NAME").cloned());
+    let yaml_name = doc.get("name").and_then(Value::as_str).map(str::to_string);
+    let name = discovery::project_name(explicit.as_deref(), yaml_name.as_deref(), &project_dir)?;
+    let active = profiles::active(&opts.profiles, env.get("COMPOSE_PROFILES").map(String::as_str));
+    let services = doc.get("services").and_then(Value::as_object).cloned().unwrap_or_default();
+    let (on, off, active) = profiles::select(services, &active, &opts.services)?;
+    let cx = normalize::Context { project: &name, dir: &project_dir, env: &env };
+    let mut project = normalize::project(&doc, &on, &off, &cx)?;
+    project.profiles = active;
+    project.config_files = found.files.iter().map(|f| f.display().to_string()).collect();
+    Ok(Loaded { project, warnings })
+}

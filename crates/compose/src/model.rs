@@ -62,6 +62,7 @@ pub struct Service {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_drop: Vec<String>,
     /// Command (exec form; a string is split like a shell would).
+    #[serde(skip_serializing_if = "crate::render::skip_none_in_yaml")]
     pub command: Option<Vec<String>>,
     /// Config mounts, raw long or short syntax.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -85,8 +86,10 @@ pub struct Service {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub domainname: String,
     /// Entrypoint (exec form).
+    #[serde(skip_serializing_if = "crate::render::skip_none_in_yaml")]
     pub entrypoint: Option<Vec<String>>,
     /// Environment (env_file values merged in; `None` = inherit unset).
+    #[serde(skip_serializing_if = "crate::render::skip_empty_in_yaml", serialize_with = "crate::render::nil_if_empty")]
     pub environment: BTreeMap<String, Option<String>>,
     /// env files, long syntax.
     #[serde(skip_serializing_if = "Vec::is_empty")]
