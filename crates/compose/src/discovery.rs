@@ -6,7 +6,12 @@
 use std::path::{Path, PathBuf};
 
 /// compose-go's default file names, in the order it looks for them.
-pub const DEFAULT_FILE_NAMES: [&str; 4] = ["compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"];
+pub const DEFAULT_FILE_NAMES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
 /// compose-go's default override file names, in the order it looks for them.
 pub const DEFAULT_OVERRIDE_FILE_NAMES: [&str; 4] = [
     "compose.override.yml",
@@ -54,7 +59,11 @@ pub fn find_files(
     if named.is_empty() {
         if let Some(cf) = compose_file.filter(|s| !s.is_empty()) {
             let sep = separator.filter(|s| !s.is_empty()).unwrap_or(":");
-            named = cf.split(sep).filter(|s| !s.is_empty()).map(str::to_string).collect();
+            named = cf
+                .split(sep)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
         }
     }
     if !named.is_empty() {
@@ -66,7 +75,10 @@ pub fn find_files(
             }
             files.push(p);
         }
-        return Ok(Found { files, warnings: Vec::new() });
+        return Ok(Found {
+            files,
+            warnings: Vec::new(),
+        });
     }
     let mut dir = Some(cwd.to_path_buf());
     while let Some(d) = dir {
@@ -84,10 +96,17 @@ pub fn find_files(
 }
 
 fn pick(dir: &Path, names: &[&str], warnings: &mut Vec<String>) -> Option<PathBuf> {
-    let present: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).filter(|p| p.is_file()).collect();
+    let present: Vec<PathBuf> = names
+        .iter()
+        .map(|n| dir.join(n))
+        .filter(|p| p.is_file())
+        .collect();
     if present.len() > 1 {
         let list: Vec<String> = present.iter().map(|p| p.display().to_string()).collect();
-        warnings.push(format!("Found multiple config files with supported names: {}", list.join(", ")));
+        warnings.push(format!(
+            "Found multiple config files with supported names: {}",
+            list.join(", ")
+        ));
         warnings.push(format!("Using {}", list[0]));
     }
     present.into_iter().next()
@@ -95,7 +114,11 @@ fn pick(dir: &Path, names: &[&str], warnings: &mut Vec<String>) -> Option<PathBu
 
 /// `p` made absolute against `cwd`, with `.` and `..` components folded lexically.
 pub fn absolute(cwd: &Path, p: &Path) -> PathBuf {
-    let joined = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    };
     let mut out = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -112,14 +135,21 @@ pub fn absolute(cwd: &Path, p: &Path) -> PathBuf {
 /// compose-go's `NormalizeProjectName`: lowercase, keep only `[a-z0-9_-]`, strip leading `_`/`-`.
 pub fn normalize_project_name(s: &str) -> String {
     let lower = s.to_lowercase();
-    let kept: String = lower.chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-').collect();
+    let kept: String = lower
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
     kept.trim_start_matches(['_', '-']).to_string()
 }
 
 /// The project name: `-p` / `COMPOSE_PROJECT_NAME` (`explicit`, must already be normal), else
 /// the top-level `name:` (`from_yaml`, must be normal), else the project directory's basename
 /// (normalised).
-pub fn project_name(explicit: Option<&str>, from_yaml: Option<&str>, project_dir: &Path) -> Result<String, DiscoveryError> {
+pub fn project_name(
+    explicit: Option<&str>,
+    from_yaml: Option<&str>,
+    project_dir: &Path,
+) -> Result<String, DiscoveryError> {
     for n in [explicit, from_yaml].into_iter().flatten() {
         if n.is_empty() {
             continue;
@@ -129,7 +159,10 @@ pub fn project_name(explicit: Option<&str>, from_yaml: Option<&str>, project_dir
         }
         return Ok(n.to_string());
     }
-    let base = project_dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let base = project_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let n = normalize_project_name(&base);
     if n.is_empty() {
         return Err(DiscoveryError::EmptyProjectName);
@@ -148,7 +181,10 @@ mod tests {
         let root = t.path();
         let sub = root.join("a/b");
         fs::create_dir_all(&sub).unwrap();
-        assert_eq!(find_files(&sub, &[], None, None), Err(DiscoveryError::NotFound));
+        assert_eq!(
+            find_files(&sub, &[], None, None),
+            Err(DiscoveryError::NotFound)
+        );
         fs::write(root.join("docker-compose.yml"), "services: {}\n").unwrap();
         let f = find_files(&sub, &[], None, None).unwrap();
         assert_eq!(f.files, [root.join("docker-compose.yml")]);
@@ -156,7 +192,13 @@ mod tests {
         fs::write(root.join("compose.yaml"), "services: {}\n").unwrap();
         fs::write(root.join("docker-compose.override.yml"), "services: {}\n").unwrap();
         let f = find_files(&sub, &[], None, None).unwrap();
-        assert_eq!(f.files, [root.join("compose.yaml"), root.join("docker-compose.override.yml")]);
+        assert_eq!(
+            f.files,
+            [
+                root.join("compose.yaml"),
+                root.join("docker-compose.override.yml")
+            ]
+        );
         assert_eq!(
             f.warnings,
             [
@@ -176,14 +218,26 @@ mod tests {
         let root = t.path();
         fs::write(root.join("a.yml"), "").unwrap();
         fs::write(root.join("b.yml"), "").unwrap();
-        let f = find_files(root, &["a.yml".into(), "./b.yml".into()], Some("ignored.yml"), None).unwrap();
+        let f = find_files(
+            root,
+            &["a.yml".into(), "./b.yml".into()],
+            Some("ignored.yml"),
+            None,
+        )
+        .unwrap();
         assert_eq!(f.files, [root.join("a.yml"), root.join("b.yml")]);
         let f = find_files(root, &[], Some("a.yml;b.yml"), Some(";")).unwrap();
         assert_eq!(f.files, [root.join("a.yml"), root.join("b.yml")]);
         let f = find_files(root, &[], Some("b.yml:a.yml"), None).unwrap();
         assert_eq!(f.files, [root.join("b.yml"), root.join("a.yml")]);
         let e = find_files(root, &["nope.yml".into()], None, None).unwrap_err();
-        assert_eq!(e.to_string(), format!("open {}: no such file or directory", root.join("nope.yml").display()));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "open {}: no such file or directory",
+                root.join("nope.yml").display()
+            )
+        );
     }
 
     #[test]
@@ -193,11 +247,17 @@ mod tests {
         let d = Path::new("/srv/My_Project");
         assert_eq!(project_name(None, None, d).unwrap(), "my_project");
         assert_eq!(project_name(None, Some("fromyaml"), d).unwrap(), "fromyaml");
-        assert_eq!(project_name(Some("cli"), Some("fromyaml"), d).unwrap(), "cli");
+        assert_eq!(
+            project_name(Some("cli"), Some("fromyaml"), d).unwrap(),
+            "cli"
+        );
         assert_eq!(
             project_name(Some("Bad"), None, d).unwrap_err().to_string(),
             "invalid project name \"Bad\": must consist only of lowercase alphanumeric characters, hyphens, and underscores as well as start with a letter or number"
         );
-        assert_eq!(project_name(None, None, Path::new("/srv/__")), Err(DiscoveryError::EmptyProjectName));
+        assert_eq!(
+            project_name(None, None, Path::new("/srv/__")),
+            Err(DiscoveryError::EmptyProjectName)
+        );
     }
 }

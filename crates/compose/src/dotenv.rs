@@ -25,7 +25,10 @@ fn valid_name_char(c: char) -> bool {
 
 /// Parse dotenv `src`; `lookup` resolves variables not defined earlier in the file (the OS
 /// environment). Returns the pairs in file order (a later duplicate overrides an earlier one).
-pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>, DotenvError> {
+pub fn parse(
+    src: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, DotenvError> {
     let src = src.replace("\r\n", "\n");
     let mut out: Vec<(String, String)> = Vec::new();
     let mut rest: &str = &src;
@@ -53,7 +56,11 @@ pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(
             None => (body.trim_end(), None),
         };
         if let Some(ch) = name.chars().find(|c| !valid_name_char(*c)) {
-            return Err(DotenvError::BadName { line: this_line, ch, name: name.to_string() });
+            return Err(DotenvError::BadName {
+                line: this_line,
+                ch,
+                name: name.to_string(),
+            });
         }
         let name = name.to_string();
         let Some(vs) = value_start else {
@@ -71,7 +78,11 @@ pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(
         let value_region = &trimmed[(body.as_ptr() as usize - trimmed.as_ptr() as usize) + vs..];
         let value_region = value_region.trim_start_matches([' ', '\t']);
         let lookup_now = |k: &str| {
-            out.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()).or_else(|| lookup(k))
+            out.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| lookup(k))
         };
         let expand = |s: &str| -> Result<String, DotenvError> {
             let mut w = Vec::new();
@@ -79,8 +90,12 @@ pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(
                 line: this_line,
                 reason: match e {
                     TemplateError::Invalid => format!("invalid interpolation format in {s:?}"),
-                    TemplateError::Required(n, r) if r.is_empty() => format!("required variable {n} is missing a value"),
-                    TemplateError::Required(n, r) => format!("required variable {n} is missing a value: {r}"),
+                    TemplateError::Required(n, r) if r.is_empty() => {
+                        format!("required variable {n} is missing a value")
+                    }
+                    TemplateError::Required(n, r) => {
+                        format!("required variable {n} is missing a value: {r}")
+                    }
                 },
             })
         };
@@ -103,7 +118,11 @@ pub fn parse(src: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(
                 }
                 let end = end.ok_or(DotenvError::Unterminated { line: this_line })?;
                 let inner = &body[..end];
-                let v = if q == '\'' { inner.to_string() } else { expand(&unescape(inner))? };
+                let v = if q == '\'' {
+                    inner.to_string()
+                } else {
+                    expand(&unescape(inner))?
+                };
                 (v, 1 + end + 1)
             }
             _ => {
@@ -162,7 +181,10 @@ mod tests {
         parse(s, &|k| (k == "HOSTVAR").then(|| "fromhost".to_string())).unwrap()
     }
     fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -192,7 +214,13 @@ mod tests {
             parse("A=1\nB C=2\n", &|_| None).unwrap_err().to_string(),
             "line 2: unexpected character ' ' in variable name \"B C\""
         );
-        assert_eq!(parse("A=\"open\n", &|_| None).unwrap_err(), DotenvError::Unterminated { line: 1 });
-        assert!(parse("A=${X:?need}\n", &|_| None).unwrap_err().to_string().contains("required variable X is missing a value: need"));
+        assert_eq!(
+            parse("A=\"open\n", &|_| None).unwrap_err(),
+            DotenvError::Unterminated { line: 1 }
+        );
+        assert!(parse("A=${X:?need}\n", &|_| None)
+            .unwrap_err()
+            .to_string()
+            .contains("required variable X is missing a value: need"));
     }
 }

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 pub enum ExtendsError {
     /// The named base service does not exist.
     #[error("cannot extend service {service:?} in {file}: service {base:?} not found")]
-    NotFound { service: String, file: String, base: String },
+    NotFound {
+        service: String,
+        file: String,
+        base: String,
+    },
     /// `extends` that is neither a string nor a mapping with `service`.
     #[error("services.{service}.extends must be a string or a mapping with a service key")]
     Malformed { service: String },
@@ -33,7 +37,9 @@ pub type FileLoader<'a> = dyn Fn(&Path) -> Result<Value, ExtendsError> + 'a;
 
 /// Resolve every `extends` in `doc["services"]`; `file` is the path of the file they come from.
 pub fn resolve(doc: &mut Value, file: &Path, load: &FileLoader) -> Result<(), ExtendsError> {
-    let Some(Value::Object(services)) = doc.get("services").cloned() else { return Ok(()) };
+    let Some(Value::Object(services)) = doc.get("services").cloned() else {
+        return Ok(());
+    };
     let mut out = services.clone();
     for name in services.keys() {
         let resolved = apply(name, &services, file, &mut Vec::new(), load)?;
@@ -51,7 +57,9 @@ fn apply(
     load: &FileLoader,
 ) -> Result<Value, ExtendsError> {
     let service = services.get(name).cloned().unwrap_or(Value::Null);
-    let Some(ext) = service.get("extends").cloned() else { return Ok(service) };
+    let Some(ext) = service.get("extends").cloned() else {
+        return Ok(service);
+    };
     let key = (file.to_path_buf(), name.to_string());
     if tracker.contains(&key) {
         let fmt = |(f, s): &(PathBuf, String)| format!("{s} in {}", f.display());
@@ -65,10 +73,21 @@ fn apply(
     let (base_name, other) = match &ext {
         Value::String(s) => (s.clone(), None),
         Value::Object(m) => match m.get("service").and_then(Value::as_str) {
-            Some(s) => (s.to_string(), m.get("file").and_then(Value::as_str).map(str::to_string)),
-            None => return Err(ExtendsError::Malformed { service: name.to_string() }),
+            Some(s) => (
+                s.to_string(),
+                m.get("file").and_then(Value::as_str).map(str::to_string),
+            ),
+            None => {
+                return Err(ExtendsError::Malformed {
+                    service: name.to_string(),
+                })
+            }
         },
-        _ => return Err(ExtendsError::Malformed { service: name.to_string() }),
+        _ => {
+            return Err(ExtendsError::Malformed {
+                service: name.to_string(),
+            })
+        }
     };
     let not_found = |f: &Path| ExtendsError::NotFound {
         service: name.to_string(),
@@ -86,7 +105,11 @@ fn apply(
             let dir = file.parent().unwrap_or(Path::new("/"));
             let other_path = absolute(dir, Path::new(&f));
             let doc = load(&other_path)?;
-            let other_services = doc.get("services").and_then(Value::as_object).cloned().unwrap_or_default();
+            let other_services = doc
+                .get("services")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             if !other_services.contains_key(&base_name) {
                 return Err(not_found(&other_path));
             }
@@ -103,7 +126,12 @@ fn apply(
     if let Value::Object(m) = &mut svc {
         m.remove("extends");
     }
-    let wrap = |v: Value| Value::Object(Map::from_iter([("services".to_string(), Value::Object(Map::from_iter([(name.to_string(), v)])))]));
+    let wrap = |v: Value| {
+        Value::Object(Map::from_iter([(
+            "services".to_string(),
+            Value::Object(Map::from_iter([(name.to_string(), v)])),
+        )]))
+    };
     let merged = merge::merge(wrap(base), wrap(svc))?;
     Ok(merged["services"][name].clone())
 }
@@ -150,12 +178,10 @@ fn rebase(svc: &mut Value, dir: &Path) {
                         }
                     }
                 }
-                Value::Object(m) => {
-                    if m.get("type").and_then(Value::as_str) == Some("bind") {
-                        if let Some(Value::String(src)) = m.get_mut("source") {
-                            if !src.starts_with('/') && !src.starts_with('~') {
-                                *src = abs(src);
-                            }
+                Value::Object(m) if m.get("type").and_then(Value::as_str) == Some("bind") => {
+                    if let Some(Value::String(src)) = m.get_mut("source") {
+                        if !src.starts_with('/') && !src.starts_with('~') {
+                            *src = abs(src);
                         }
                     }
                 }
@@ -179,7 +205,10 @@ mod tests {
     fn same_file_chain() {
         let mut d = shape(parse("services:\n  base:\n    image: b\n    environment: {A: 1}\n    command: [x]\n  mid:\n    extends: base\n    environment: {B: 2}\n  web:\n    extends: {service: mid}\n    command: [y]\n", "f").unwrap());
         resolve(&mut d, Path::new("/p/compose.yaml"), &no_load).unwrap();
-        assert_eq!(d["services"]["web"], json!({"image": "b", "environment": {"A": 1, "B": 2}, "command": ["y"]}));
+        assert_eq!(
+            d["services"]["web"],
+            json!({"image": "b", "environment": {"A": 1, "B": 2}, "command": ["y"]})
+        );
         assert_eq!(d["services"]["base"]["image"], "b");
     }
 
@@ -200,7 +229,13 @@ mod tests {
 
     #[test]
     fn errors() {
-        let mut d = shape(parse("services:\n  a:\n    extends: b\n  b:\n    extends: a\n", "f").unwrap());
+        let mut d = shape(
+            parse(
+                "services:\n  a:\n    extends: b\n  b:\n    extends: a\n",
+                "f",
+            )
+            .unwrap(),
+        );
         let e = resolve(&mut d, Path::new("/p/compose.yaml"), &no_load).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -208,6 +243,9 @@ mod tests {
         );
         let mut d = shape(parse("services:\n  a:\n    extends: nope\n", "f").unwrap());
         let e = resolve(&mut d, Path::new("/p/compose.yaml"), &no_load).unwrap_err();
-        assert_eq!(e.to_string(), "cannot extend service \"a\" in /p/compose.yaml: service \"nope\" not found");
+        assert_eq!(
+            e.to_string(),
+            "cannot extend service \"a\" in /p/compose.yaml: service \"nope\" not found"
+        );
     }
 }

@@ -13,7 +13,11 @@ pub enum InterpolateError {
     Invalid { path: String, template: String },
     /// `${VAR:?msg}` / `${VAR?msg}` with the variable unset (or empty for `:?`).
     #[error("error while interpolating {path}: required variable {name} is missing a value{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
-    Required { path: String, name: String, reason: String },
+    Required {
+        path: String,
+        name: String,
+        reason: String,
+    },
 }
 
 /// Why a single string failed (no path yet).
@@ -96,11 +100,17 @@ pub fn substitute(
     Ok(out)
 }
 
-fn plain(name: &str, lookup: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> String {
+fn plain(
+    name: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> String {
     match lookup(name) {
         Some(v) => v,
         None => {
-            warnings.push(format!("The \"{name}\" variable is not set. Defaulting to a blank string."));
+            warnings.push(format!(
+                "The \"{name}\" variable is not set. Defaulting to a blank string."
+            ));
             String::new()
         }
     }
@@ -123,7 +133,11 @@ fn braced(
     if j == b.len() {
         return Ok(plain(name, lookup, warnings));
     }
-    let (colon, op_at) = if b[j] == b':' { (true, j + 1) } else { (false, j) };
+    let (colon, op_at) = if b[j] == b':' {
+        (true, j + 1)
+    } else {
+        (false, j)
+    };
     let op = *b.get(op_at).ok_or(TemplateError::Invalid)?;
     if !matches!(op, b'-' | b'?' | b'+') {
         return Err(TemplateError::Invalid);
@@ -131,7 +145,11 @@ fn braced(
     let rest = &inner[op_at + 1..];
     let value = lookup(name);
     let set = value.is_some();
-    let usable = if colon { value.as_deref().is_some_and(|v| !v.is_empty()) } else { set };
+    let usable = if colon {
+        value.as_deref().is_some_and(|v| !v.is_empty())
+    } else {
+        set
+    };
     match op {
         b'-' => {
             if usable {
@@ -167,15 +185,18 @@ pub fn interpolate(
     warnings: &mut Vec<String>,
 ) -> Result<(), InterpolateError> {
     match value {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = substitute(s, lookup, warnings).map_err(|e| match e {
-                    TemplateError::Invalid => InterpolateError::Invalid { path: path.to_string(), template: s.clone() },
-                    TemplateError::Required(name, reason) => {
-                        InterpolateError::Required { path: path.to_string(), name, reason }
-                    }
-                })?;
-            }
+        Value::String(s) if s.contains('$') => {
+            *s = substitute(s, lookup, warnings).map_err(|e| match e {
+                TemplateError::Invalid => InterpolateError::Invalid {
+                    path: path.to_string(),
+                    template: s.clone(),
+                },
+                TemplateError::Required(name, reason) => InterpolateError::Required {
+                    path: path.to_string(),
+                    name,
+                    reason,
+                },
+            })?;
         }
         Value::Array(items) => {
             for item in items {
@@ -221,8 +242,14 @@ mod tests {
         assert_eq!(sub("${U:-${N}}/${U:-${U2:-deep}}").unwrap(), "nested/deep");
         assert_eq!(sub("$$A $${A}").unwrap(), "$A ${A}");
         assert_eq!(sub("${A:?boom}${E?ok}").unwrap(), "a");
-        assert_eq!(sub("${E:?need $A}"), Err(TemplateError::Required("E".into(), "need a".into())));
-        assert_eq!(sub("${U?}"), Err(TemplateError::Required("U".into(), "".into())));
+        assert_eq!(
+            sub("${E:?need $A}"),
+            Err(TemplateError::Required("E".into(), "need a".into()))
+        );
+        assert_eq!(
+            sub("${U?}"),
+            Err(TemplateError::Required("U".into(), "".into()))
+        );
         for bad in ["$", "$1", "${", "${}", "${A/x}", "${1A}", "x $ y"] {
             assert_eq!(sub(bad), Err(TemplateError::Invalid), "{bad}");
         }
@@ -232,16 +259,23 @@ mod tests {
     fn unset_warns() {
         let mut w = Vec::new();
         assert_eq!(substitute("x${NOPE}", &|_| None, &mut w).unwrap(), "x");
-        assert_eq!(w, ["The \"NOPE\" variable is not set. Defaulting to a blank string."]);
+        assert_eq!(
+            w,
+            ["The \"NOPE\" variable is not set. Defaulting to a blank string."]
+        );
     }
 
     #[test]
     fn values_only_with_paths() {
-        let mut v = serde_json::json!({"services": {"web": {"image": "${A}", "$A": ["${A}"], "n": 1}}});
+        let mut v =
+            serde_json::json!({"services": {"web": {"image": "${A}", "$A": ["${A}"], "n": 1}}});
         let e = env();
         let look = |k: &str| e.get(k).map(|v| v.to_string());
         interpolate(&mut v, "", &look, &mut Vec::new()).unwrap();
-        assert_eq!(v, serde_json::json!({"services": {"web": {"image": "a", "$A": ["a"], "n": 1}}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"services": {"web": {"image": "a", "$A": ["a"], "n": 1}}})
+        );
         let mut v = serde_json::json!({"services": {"web": {"image": "${X:?set X}"}}});
         let err = interpolate(&mut v, "", &look, &mut Vec::new()).unwrap_err();
         assert_eq!(

@@ -58,13 +58,19 @@ pub enum LoadError {
     Discovery(#[from] discovery::DiscoveryError),
     /// A file could not be read.
     #[error("{path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     /// An env file that does not exist.
     #[error("couldn't find env file: {0}")]
     EnvFileMissing(String),
     /// An env file that does not parse.
     #[error("failed to read {path}: {source}")]
-    Dotenv { path: String, source: dotenv::DotenvError },
+    Dotenv {
+        path: String,
+        source: dotenv::DotenvError,
+    },
     /// YAML syntax.
     #[error(transparent)]
     Yaml(#[from] yaml::YamlError),
@@ -92,7 +98,12 @@ pub enum LoadError {
 }
 
 fn is_true(v: Option<&String>) -> bool {
-    v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "y" | "on"))
+    v.is_some_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "y" | "on"
+        )
+    })
 }
 
 /// The environment after `.env` files: the OS environment wins over file values.
@@ -107,7 +118,10 @@ pub fn resolve_environment(
     let files: Vec<(PathBuf, bool)> = if opts.env_files.is_empty() {
         vec![(project_dir.join(".env"), false)]
     } else {
-        opts.env_files.iter().map(|f| (discovery::absolute(&opts.cwd, Path::new(f)), true)).collect()
+        opts.env_files
+            .iter()
+            .map(|f| (discovery::absolute(&opts.cwd, Path::new(f)), true))
+            .collect()
     };
     let mut from_files: BTreeMap<String, String> = BTreeMap::new();
     for (path, required) in files {
@@ -117,8 +131,13 @@ pub fn resolve_environment(
             Err(_) if !required => continue,
             Err(_) => return Err(LoadError::EnvFileMissing(shown)),
         };
-        let pairs = dotenv::parse(&content, &|k| opts.env.get(k).or_else(|| from_files.get(k)).cloned())
-            .map_err(|source| LoadError::Dotenv { path: shown, source })?;
+        let pairs = dotenv::parse(&content, &|k| {
+            opts.env.get(k).or_else(|| from_files.get(k)).cloned()
+        })
+        .map_err(|source| LoadError::Dotenv {
+            path: shown,
+            source,
+        })?;
         from_files.extend(pairs);
     }
     for (k, v) in from_files {
@@ -136,7 +155,10 @@ impl FileLoader<'_> {
     /// Read, parse, check keys, interpolate and shape one file; includes are applied.
     fn load(&self, path: &Path, depth: usize) -> Result<Value, LoadError> {
         let shown = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+        let src = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         let mut doc = yaml::parse(&src, &shown)?;
         if let Some(obj) = doc.as_object_mut() {
             if obj.remove("version").is_some() {
@@ -158,18 +180,33 @@ impl FileLoader<'_> {
             }
         }
         if let Some(include) = doc.as_object_mut().and_then(|o| o.remove("include")) {
-            self.include(&mut doc, &include, path.parent().unwrap_or(Path::new("/")), depth)?;
+            self.include(
+                &mut doc,
+                &include,
+                path.parent().unwrap_or(Path::new("/")),
+                depth,
+            )?;
         }
         Ok(doc)
     }
 
-    fn include(&self, doc: &mut Value, include: &Value, dir: &Path, depth: usize) -> Result<(), LoadError> {
+    fn include(
+        &self,
+        doc: &mut Value,
+        include: &Value,
+        dir: &Path,
+        depth: usize,
+    ) -> Result<(), LoadError> {
         for entry in include.as_array().cloned().unwrap_or_default() {
             let paths: Vec<String> = match &entry {
                 Value::String(s) => vec![s.clone()],
                 Value::Object(m) => match m.get("path") {
                     Some(Value::String(s)) => vec![s.clone()],
-                    Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect(),
                     _ => return Err(LoadError::IncludeMalformed),
                 },
                 _ => return Err(LoadError::IncludeMalformed),
@@ -178,7 +215,10 @@ impl FileLoader<'_> {
             for p in &paths {
                 let abs = discovery::absolute(dir, Path::new(p));
                 let mut sub = self.load(&abs, depth + 1)?;
-                extends::resolve(&mut sub, &abs, &|q| self.load(q, depth + 1).map_err(|e| extends::ExtendsError::Load(e.to_string())))?;
+                extends::resolve(&mut sub, &abs, &|q| {
+                    self.load(q, depth + 1)
+                        .map_err(|e| extends::ExtendsError::Load(e.to_string()))
+                })?;
                 let sub_dir = abs.parent().unwrap_or(Path::new("/")).to_path_buf();
                 rebase_services(&mut sub, &sub_dir);
                 imported = Some(match imported {
@@ -188,8 +228,14 @@ impl FileLoader<'_> {
             }
             let Some(imported) = imported else { continue };
             for kind in ["services", "networks", "volumes", "secrets", "configs"] {
-                let Some(Value::Object(from)) = imported.get(kind) else { continue };
-                let target = doc.as_object_mut().expect("mapping").entry(kind).or_insert_with(|| Value::Object(Map::new()));
+                let Some(Value::Object(from)) = imported.get(kind) else {
+                    continue;
+                };
+                let target = doc
+                    .as_object_mut()
+                    .expect("mapping")
+                    .entry(kind)
+                    .or_insert_with(|| Value::Object(Map::new()));
                 if target.is_null() {
                     *target = Value::Object(Map::new());
                 }
@@ -199,7 +245,10 @@ impl FileLoader<'_> {
                         if existing == v {
                             continue;
                         }
-                        return Err(LoadError::IncludeConflict { kind: kind.into(), name: name.clone() });
+                        return Err(LoadError::IncludeConflict {
+                            kind: kind.into(),
+                            name: name.clone(),
+                        });
                     }
                     to.insert(name.clone(), v.clone());
                 }
@@ -212,10 +261,15 @@ impl FileLoader<'_> {
 /// Relative build contexts, env files and bind sources of an included file resolve against
 /// that file's directory.
 fn rebase_services(doc: &mut Value, dir: &Path) {
-    let Some(Value::Object(services)) = doc.get_mut("services") else { return };
+    let Some(Value::Object(services)) = doc.get_mut("services") else {
+        return;
+    };
     for svc in services.values_mut() {
         if let Some(ctx) = svc.pointer_mut("/build/context") {
-            if let Some(s) = ctx.as_str().filter(|s| !s.starts_with('/') && !s.contains("://")) {
+            if let Some(s) = ctx
+                .as_str()
+                .filter(|s| !s.starts_with('/') && !s.contains("://"))
+            {
                 *ctx = Value::String(discovery::absolute(dir, Path::new(s)).display().to_string());
             }
         }
@@ -224,7 +278,10 @@ fn rebase_services(doc: &mut Value, dir: &Path) {
                 if let Value::String(s) = v {
                     if let Some((src, rest)) = s.split_once(':') {
                         if src.starts_with('.') {
-                            *s = format!("{}:{rest}", discovery::absolute(dir, Path::new(src)).display());
+                            *s = format!(
+                                "{}:{rest}",
+                                discovery::absolute(dir, Path::new(src)).display()
+                            );
                         }
                     }
                 }
@@ -232,7 +289,9 @@ fn rebase_services(doc: &mut Value, dir: &Path) {
         }
         let fix = |s: &mut String| {
             if !s.starts_with('/') {
-                *s = discovery::absolute(dir, Path::new(s.as_str())).display().to_string();
+                *s = discovery::absolute(dir, Path::new(s.as_str()))
+                    .display()
+                    .to_string();
             }
         };
         match svc.get_mut("env_file") {
@@ -266,10 +325,16 @@ pub fn load(opts: &Options) -> Result<Loaded, LoadError> {
     let mut warnings = found.warnings.clone();
     let project_dir = match &opts.project_directory {
         Some(d) => discovery::absolute(&opts.cwd, Path::new(d)),
-        None => found.files[0].parent().unwrap_or(Path::new("/")).to_path_buf(),
+        None => found.files[0]
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf(),
     };
     let env = resolve_environment(opts, &project_dir)?;
-    let loader = FileLoader { env: &env, warnings: Default::default() };
+    let loader = FileLoader {
+        env: &env,
+        warnings: Default::default(),
+    };
     let mut doc: Option<Value> = None;
     for f in &found.files {
         let d = loader.load(f, 0)?;
@@ -281,18 +346,38 @@ pub fn load(opts: &Options) -> Result<Loaded, LoadError> {
     let mut doc = doc.unwrap_or_else(|| Value::Object(Map::new()));
     merge::dedupe_document(&mut doc);
     extends::resolve(&mut doc, &found.files[0], &|p| {
-        loader.load(p, 0).map_err(|e| extends::ExtendsError::Load(e.to_string()))
+        loader
+            .load(p, 0)
+            .map_err(|e| extends::ExtendsError::Load(e.to_string()))
     })?;
     warnings.extend(loader.warnings.borrow_mut().drain(..));
-    let explicit = opts.project_name.clone().or_else(|| env.get("COMPOSE_PROJECT_NAME").cloned());
+    let explicit = opts
+        .project_name
+        .clone()
+        .or_else(|| env.get("COMPOSE_PROJECT_NAME").cloned());
     let yaml_name = doc.get("name").and_then(Value::as_str).map(str::to_string);
     let name = discovery::project_name(explicit.as_deref(), yaml_name.as_deref(), &project_dir)?;
-    let active = profiles::active(&opts.profiles, env.get("COMPOSE_PROFILES").map(String::as_str));
-    let services = doc.get("services").and_then(Value::as_object).cloned().unwrap_or_default();
+    let active = profiles::active(
+        &opts.profiles,
+        env.get("COMPOSE_PROFILES").map(String::as_str),
+    );
+    let services = doc
+        .get("services")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let (on, off, active) = profiles::select(services, &active, &opts.services)?;
-    let cx = normalize::Context { project: &name, dir: &project_dir, env: &env };
+    let cx = normalize::Context {
+        project: &name,
+        dir: &project_dir,
+        env: &env,
+    };
     let mut project = normalize::project(&doc, &on, &off, &cx)?;
     project.profiles = active;
-    project.config_files = found.files.iter().map(|f| f.display().to_string()).collect();
+    project.config_files = found
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
     Ok(Loaded { project, warnings })
 }

@@ -12,7 +12,11 @@ use serde_json::{Map, Value};
 pub enum MergeError {
     /// A value whose type cannot be merged at that path.
     #[error("{path}: cannot merge {over} into {base}")]
-    Type { path: String, base: &'static str, over: &'static str },
+    Type {
+        path: String,
+        base: &'static str,
+        over: &'static str,
+    },
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -83,8 +87,19 @@ fn scalar_key(v: &Value) -> String {
 fn port_key(v: &Value) -> String {
     match v {
         Value::Object(m) => {
-            let s = |k: &str, d: &str| m.get(k).filter(|v| !v.is_null()).map(scalar_key).unwrap_or_else(|| d.to_string());
-            format!("{}:{}:{}/{}", s("host_ip", "0.0.0.0"), s("published", ""), s("target", ""), s("protocol", "tcp"))
+            let s = |k: &str, d: &str| {
+                m.get(k)
+                    .filter(|v| !v.is_null())
+                    .map(scalar_key)
+                    .unwrap_or_else(|| d.to_string())
+            };
+            format!(
+                "{}:{}:{}/{}",
+                s("host_ip", "0.0.0.0"),
+                s("published", ""),
+                s("target", ""),
+                s("protocol", "tcp")
+            )
         }
         other => scalar_key(other),
     }
@@ -105,7 +120,13 @@ fn volume_key(v: &Value) -> String {
 }
 
 fn mount_key(v: &Value, default_dir: &str) -> String {
-    let join = |s: &str| if default_dir.is_empty() { s.to_string() } else { format!("{default_dir}/{s}") };
+    let join = |s: &str| {
+        if default_dir.is_empty() {
+            s.to_string()
+        } else {
+            format!("{default_dir}/{s}")
+        }
+    };
     match v {
         Value::Object(m) => match m.get("target").and_then(Value::as_str) {
             Some(t) if t.starts_with('/') || default_dir.is_empty() => t.to_string(),
@@ -152,7 +173,13 @@ pub fn list_to_mapping(v: &Value) -> Value {
 fn shape_service(svc: &mut Map<String, Value>, path: &[String]) {
     if let Some(Value::String(ctx)) = svc.get("build") {
         let ctx = ctx.clone();
-        svc.insert("build".into(), Value::Object(Map::from_iter([("context".to_string(), Value::String(ctx))])));
+        svc.insert(
+            "build".into(),
+            Value::Object(Map::from_iter([(
+                "context".to_string(),
+                Value::String(ctx),
+            )])),
+        );
     }
     if let Some(Value::Array(list)) = svc.get("depends_on") {
         let mut m = Map::new();
@@ -191,7 +218,13 @@ pub fn strip_tags(v: Value) -> Value {
                     .collect(),
             )
         }
-        Value::Array(items) => Value::Array(items.into_iter().filter(|v| !is_reset(v)).map(strip_tags).collect()),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .filter(|v| !is_reset(v))
+                .map(strip_tags)
+                .collect(),
+        ),
         other => other,
     }
 }
@@ -222,19 +255,16 @@ fn shape_at(v: &mut Value, path: &mut Vec<String>) {
     if MAPPING_LISTS.iter().any(|p| matches(p, path)) {
         *v = list_to_mapping(v);
     }
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m.iter_mut() {
-                if k.starts_with('\0') {
-                    shape_at(child, path);
-                    continue;
-                }
-                path.push(k.clone());
+    if let Value::Object(m) = v {
+        for (k, child) in m.iter_mut() {
+            if k.starts_with('\0') {
                 shape_at(child, path);
-                path.pop();
+                continue;
             }
+            path.push(k.clone());
+            shape_at(child, path);
+            path.pop();
         }
-        _ => {}
     }
 }
 
@@ -279,11 +309,20 @@ fn merge_at(base: Value, over: Value, path: &mut Vec<String>) -> Result<Value, M
             Ok(Value::Object(b))
         }
         (Value::Array(mut b), Value::Array(o)) => {
-            b.extend(strip_tags(Value::Array(o)).as_array().cloned().unwrap_or_default());
+            b.extend(
+                strip_tags(Value::Array(o))
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             Ok(Value::Array(b))
         }
         (b @ (Value::Object(_) | Value::Array(_)), o) if !o.is_null() && kind(&b) != kind(&o) => {
-            Err(MergeError::Type { path: path.join("."), base: kind(&b), over: kind(&o) })
+            Err(MergeError::Type {
+                path: path.join("."),
+                base: kind(&b),
+                over: kind(&o),
+            })
         }
         (b, Value::Null) => Ok(b),
         (_, o) => Ok(strip_tags(o)),
@@ -345,13 +384,19 @@ mod tests {
         assert_eq!(web["ports"], json!(["80:80", "443:443", "8080:80"]));
         assert_eq!(web["volumes"], json!(["e:/data", "/x:/y"]));
         assert_eq!(web["dns"], json!(["1.1.1.1", "8.8.8.8"]));
-        assert_eq!(web["healthcheck"], json!({"test": ["CMD", "b"], "interval": "5s"}));
+        assert_eq!(
+            web["healthcheck"],
+            json!({"test": ["CMD", "b"], "interval": "5s"})
+        );
         assert_eq!(web["build"], json!({"context": ".", "dockerfile": "D"}));
         assert_eq!(
             web["depends_on"],
             json!({"db": {"condition": "service_started", "required": true}, "cache": {"condition": "service_healthy"}})
         );
-        assert_eq!(web["networks"], json!({"front": null, "back": {"aliases": ["x"]}}));
+        assert_eq!(
+            web["networks"],
+            json!({"front": null, "back": {"aliases": ["x"]}})
+        );
         assert_eq!(v["services"]["new"], json!({"image": "n"}));
     }
 
@@ -360,7 +405,10 @@ mod tests {
         let a = "services:\n  web:\n    image: a\n    ports: ['80:80']\n    environment: {A: 1, B: 2}\n    labels: {l: 1}\n";
         let b = "services:\n  web:\n    ports: !reset []\n    environment: !override {C: 3}\n    labels: {l: !reset null, m: 2}\n    build: !reset\n";
         let web = &m(a, b)["services"]["web"];
-        assert_eq!(web, &json!({"image": "a", "environment": {"C": 3}, "labels": {"m": 2}}));
+        assert_eq!(
+            web,
+            &json!({"image": "a", "environment": {"C": 3}, "labels": {"m": 2}})
+        );
     }
 
     #[test]
@@ -368,13 +416,22 @@ mod tests {
         let a = "services:\n  s:\n    ports: [{target: 80, published: '8080'}]\n    secrets: [s1, {source: s2, target: /run/secrets/s2}]\n";
         let b = "services:\n  s:\n    ports: [{target: 80, published: '8080', host_ip: 0.0.0.0, protocol: tcp, mode: host}]\n    secrets: [s2]\n";
         let s = &m(a, b)["services"]["s"];
-        assert_eq!(s["ports"], json!([{"target": 80, "published": "8080", "host_ip": "0.0.0.0", "protocol": "tcp", "mode": "host"}]));
+        assert_eq!(
+            s["ports"],
+            json!([{"target": 80, "published": "8080", "host_ip": "0.0.0.0", "protocol": "tcp", "mode": "host"}])
+        );
         assert_eq!(s["secrets"], json!(["s1", "s2"]));
     }
 
     #[test]
     fn type_mismatch() {
-        let e = merge(shape(parse("services: {s: {dns: [a]}}", "a").unwrap()), shape(parse("services: {s: {dns: {a: 1}}}", "b").unwrap()));
-        assert_eq!(e.unwrap_err().to_string(), "services.s.dns: cannot merge mapping into sequence");
+        let e = merge(
+            shape(parse("services: {s: {dns: [a]}}", "a").unwrap()),
+            shape(parse("services: {s: {dns: {a: 1}}}", "b").unwrap()),
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "services.s.dns: cannot merge mapping into sequence"
+        );
     }
 }

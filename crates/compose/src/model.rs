@@ -89,7 +89,10 @@ pub struct Service {
     #[serde(skip_serializing_if = "crate::render::skip_none_in_yaml")]
     pub entrypoint: Option<Vec<String>>,
     /// Environment (env_file values merged in; `None` = inherit unset).
-    #[serde(skip_serializing_if = "crate::render::skip_empty_in_yaml", serialize_with = "crate::render::nil_if_empty")]
+    #[serde(
+        skip_serializing_if = "crate::render::skip_empty_in_yaml",
+        serialize_with = "crate::render::nil_if_empty"
+    )]
     pub environment: BTreeMap<String, Option<String>>,
     /// env files, long syntax.
     #[serde(skip_serializing_if = "Vec::is_empty")]

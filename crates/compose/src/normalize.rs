@@ -15,10 +15,18 @@ use std::path::Path;
 pub enum NormalizeError {
     /// A key the specification does not define (`x-` keys are allowed).
     #[error("validating {file}: {path} additional properties '{key}' not allowed")]
-    UnknownKey { file: String, path: String, key: String },
+    UnknownKey {
+        file: String,
+        path: String,
+        key: String,
+    },
     /// A value of the wrong type.
     #[error("validating {file}: {path} must be a {expected}")]
-    Type { file: String, path: String, expected: &'static str },
+    Type {
+        file: String,
+        path: String,
+        expected: &'static str,
+    },
     /// A service joins a network not declared at the top level.
     #[error("service {service:?} refers to undefined network {name}: invalid compose project")]
     UndefinedNetwork { service: String, name: String },
@@ -36,13 +44,25 @@ pub enum NormalizeError {
     UndefinedService { service: String, name: String },
     /// A port that does not parse.
     #[error("services.{service}.ports: invalid port {spec:?}: {reason}")]
-    Port { service: String, spec: String, reason: String },
+    Port {
+        service: String,
+        spec: String,
+        reason: String,
+    },
     /// A volume that does not parse.
     #[error("services.{service}.volumes: invalid spec: {spec}: {reason}")]
-    Volume { service: String, spec: String, reason: String },
+    Volume {
+        service: String,
+        spec: String,
+        reason: String,
+    },
     /// A duration that does not parse.
     #[error("services.{service}.{key}: invalid duration {value:?}")]
-    Duration { service: String, key: String, value: String },
+    Duration {
+        service: String,
+        key: String,
+        value: String,
+    },
     /// A required env_file that does not exist.
     #[error("env file {0} not found: stat {0}: no such file or directory")]
     EnvFileMissing(String),
@@ -50,31 +70,121 @@ pub enum NormalizeError {
     #[error("failed to read {file}: {reason}")]
     EnvFile { file: String, reason: String },
     /// A service with neither image nor build.
-    #[error("service {0:?} has neither an image nor a build context specified: invalid compose project")]
+    #[error(
+        "service {0:?} has neither an image nor a build context specified: invalid compose project"
+    )]
     NoImage(String),
 }
 
-const TOP_KEYS: &[&str] = &["version", "name", "include", "services", "networks", "volumes", "secrets", "configs", "models"];
+const TOP_KEYS: &[&str] = &[
+    "version", "name", "include", "services", "networks", "volumes", "secrets", "configs", "models",
+];
 /// Service keys of the specification (05-services.md).
 pub const SERVICE_KEYS: &[&str] = &[
-    "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup", "cgroup_parent", "command",
-    "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota", "cpu_rt_period",
-    "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec", "depends_on", "deploy", "develop",
-    "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search", "domainname", "driver_opts", "entrypoint",
-    "env_file", "environment", "expose", "extends", "external_links", "extra_hosts", "gpus", "group_add",
-    "healthcheck", "hostname", "image", "init", "ipc", "isolation", "label_file", "labels", "links", "logging",
-    "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit", "models", "network_mode",
-    "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit", "platform", "ports", "post_start",
-    "pre_stop", "privileged", "profiles", "provider", "pull_policy", "read_only", "restart", "runtime", "scale",
-    "secrets", "security_opt", "shm_size", "stdin_open", "stop_grace_period", "stop_signal", "storage_opt",
-    "sysctls", "tmpfs", "tty", "ulimits", "use_api_socket", "user", "userns_mode", "uts", "volumes",
-    "volumes_from", "working_dir",
+    "annotations",
+    "attach",
+    "blkio_config",
+    "build",
+    "cap_add",
+    "cap_drop",
+    "cgroup",
+    "cgroup_parent",
+    "command",
+    "configs",
+    "container_name",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpus",
+    "cpuset",
+    "credential_spec",
+    "depends_on",
+    "deploy",
+    "develop",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "driver_opts",
+    "entrypoint",
+    "env_file",
+    "environment",
+    "expose",
+    "extends",
+    "external_links",
+    "extra_hosts",
+    "gpus",
+    "group_add",
+    "healthcheck",
+    "hostname",
+    "image",
+    "init",
+    "ipc",
+    "isolation",
+    "label_file",
+    "labels",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_limit",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "models",
+    "network_mode",
+    "networks",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "ports",
+    "post_start",
+    "pre_stop",
+    "privileged",
+    "profiles",
+    "provider",
+    "pull_policy",
+    "read_only",
+    "restart",
+    "runtime",
+    "scale",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "stop_grace_period",
+    "stop_signal",
+    "storage_opt",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "use_api_socket",
+    "user",
+    "userns_mode",
+    "uts",
+    "volumes",
+    "volumes_from",
+    "working_dir",
 ];
 
 /// Check top-level and service keys against the specification.
 pub fn validate_keys(doc: &Value, file: &str) -> Result<(), NormalizeError> {
-    let unknown = |path: &str, key: &str| NormalizeError::UnknownKey { file: file.into(), path: path.into(), key: key.into() };
-    let Some(top) = doc.as_object() else { return Ok(()) };
+    let unknown = |path: &str, key: &str| NormalizeError::UnknownKey {
+        file: file.into(),
+        path: path.into(),
+        key: key.into(),
+    };
+    let Some(top) = doc.as_object() else {
+        return Ok(());
+    };
     for k in top.keys() {
         if !k.starts_with("x-") && !TOP_KEYS.contains(&k.as_str()) {
             return Err(unknown("(root)", k));
@@ -82,11 +192,19 @@ pub fn validate_keys(doc: &Value, file: &str) -> Result<(), NormalizeError> {
     }
     if let Some(services) = top.get("services") {
         let Some(services) = services.as_object() else {
-            return Err(NormalizeError::Type { file: file.into(), path: "services".into(), expected: "mapping" });
+            return Err(NormalizeError::Type {
+                file: file.into(),
+                path: "services".into(),
+                expected: "mapping",
+            });
         };
         for (name, svc) in services {
             let Some(svc) = svc.as_object() else {
-                return Err(NormalizeError::Type { file: file.into(), path: format!("services.{name}"), expected: "mapping" });
+                return Err(NormalizeError::Type {
+                    file: file.into(),
+                    path: format!("services.{name}"),
+                    expected: "mapping",
+                });
             };
             for k in svc.keys() {
                 if !k.starts_with("x-") && !SERVICE_KEYS.contains(&k.as_str()) {
@@ -110,13 +228,17 @@ pub fn parse_duration(s: &str) -> Option<u128> {
     let mut total: f64 = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if n == 0 {
             return None;
         }
         let num: f64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..u] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -138,7 +260,13 @@ pub fn format_duration(ns: u128) -> String {
         return "0s".into();
     }
     if ns < 1_000_000_000 {
-        let (div, unit) = if ns < 1_000 { (1, "ns") } else if ns < 1_000_000 { (1_000, "µs") } else { (1_000_000, "ms") };
+        let (div, unit) = if ns < 1_000 {
+            (1, "ns")
+        } else if ns < 1_000_000 {
+            (1_000, "µs")
+        } else {
+            (1_000_000, "ms")
+        };
         return format!("{}{unit}", frac(ns, div));
     }
     let h = ns / 3_600_000_000_000;
@@ -191,7 +319,10 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
 
 fn opt_map(v: Option<&Value>) -> BTreeMap<String, Option<String>> {
     match v.map(list_to_mapping) {
-        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), (!v.is_null()).then(|| text(v)))).collect(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), (!v.is_null()).then(|| text(v))))
+            .collect(),
         _ => BTreeMap::new(),
     }
 }
@@ -199,7 +330,10 @@ fn opt_map(v: Option<&Value>) -> BTreeMap<String, Option<String>> {
 fn as_bool(v: Option<&Value>) -> bool {
     match v {
         Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "1" | "y" | "on"),
+        Some(Value::String(s)) => matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "yes" | "1" | "y" | "on"
+        ),
         _ => false,
     }
 }
@@ -226,7 +360,9 @@ pub fn shell_split(s: &str) -> Vec<String> {
                 while let Some(d) = chars.next() {
                     match d {
                         '"' => break,
-                        '\\' if matches!(chars.peek(), Some('"' | '\\' | '$' | '`')) => cur.push(chars.next().unwrap_or('\\')),
+                        '\\' if matches!(chars.peek(), Some('"' | '\\' | '$' | '`')) => {
+                            cur.push(chars.next().unwrap_or('\\'))
+                        }
                         d => cur.push(d),
                     }
                 }
@@ -294,7 +430,10 @@ pub fn parse_port(spec: &str) -> Result<Vec<Port>, String> {
     // host ip may be [v6]
     let (host_ip, rest) = if let Some(r) = body.strip_prefix('[') {
         let (ip, after) = r.split_once(']').ok_or("invalid IP address")?;
-        (ip.to_string(), after.strip_prefix(':').unwrap_or(after).to_string())
+        (
+            ip.to_string(),
+            after.strip_prefix(':').unwrap_or(after).to_string(),
+        )
     } else {
         let parts: Vec<&str> = body.split(':').collect();
         match parts.len() {
@@ -307,7 +446,8 @@ pub fn parse_port(spec: &str) -> Result<Vec<Port>, String> {
         Some((p, t)) => (p.to_string(), t.to_string()),
         None => (String::new(), rest.clone()),
     };
-    let (t0, t1) = parse_range(&target).ok_or_else(|| format!("invalid containerPort: {target}"))?;
+    let (t0, t1) =
+        parse_range(&target).ok_or_else(|| format!("invalid containerPort: {target}"))?;
     let port = |target: u32, published: String| Port {
         mode: "ingress".into(),
         host_ip: host_ip.clone(),
@@ -319,15 +459,25 @@ pub fn parse_port(spec: &str) -> Result<Vec<Port>, String> {
     if published.is_empty() {
         return Ok((t0..=t1).map(|t| port(t, String::new())).collect());
     }
-    let (p0, p1) = parse_range(&published).ok_or_else(|| format!("invalid hostPort: {published}"))?;
+    let (p0, p1) =
+        parse_range(&published).ok_or_else(|| format!("invalid hostPort: {published}"))?;
     if t0 == t1 {
-        let published = if p0 == p1 { p0.to_string() } else { published.clone() };
+        let published = if p0 == p1 {
+            p0.to_string()
+        } else {
+            published.clone()
+        };
         return Ok(vec![port(t0, published)]);
     }
     if p1 - p0 != t1 - t0 {
-        return Err(format!("invalid ranges specified for container and host Ports: {target} and {published}"));
+        return Err(format!(
+            "invalid ranges specified for container and host Ports: {target} and {published}"
+        ));
     }
-    Ok((t0..=t1).zip(p0..=p1).map(|(t, p)| port(t, p.to_string())).collect())
+    Ok((t0..=t1)
+        .zip(p0..=p1)
+        .map(|(t, p)| port(t, p.to_string()))
+        .collect())
 }
 
 fn long_port(m: &Map<String, Value>) -> Result<Port, String> {
@@ -336,7 +486,9 @@ fn long_port(m: &Map<String, Value>) -> Result<Port, String> {
         name: m.get("name").map(text).unwrap_or_default(),
         mode: m.get("mode").map(text).unwrap_or_else(|| "ingress".into()),
         host_ip: m.get("host_ip").map(text).unwrap_or_default(),
-        target: target.parse().map_err(|_| format!("invalid target port: {target:?}"))?,
+        target: target
+            .parse()
+            .map_err(|_| format!("invalid target port: {target:?}"))?,
         published: m.get("published").map(text).unwrap_or_default(),
         protocol: m.get("protocol").map(text).unwrap_or_else(|| "tcp".into()),
         app_protocol: m.get("app_protocol").map(text).unwrap_or_default(),
@@ -359,14 +511,20 @@ pub fn parse_volume(spec: &str, dir: &Path, home: Option<&str>) -> Result<Volume
     if target.is_empty() {
         return Err("empty section between colons".into());
     }
-    let mut v = VolumeMount { target: target.to_string(), ..Default::default() };
+    let mut v = VolumeMount {
+        target: target.to_string(),
+        ..Default::default()
+    };
     if source.is_empty() {
         v.kind = "volume".into();
         v.volume = Some(VolumeOptions::default());
     } else if is_path_like(source) {
         v.kind = "bind".into();
         v.source = resolve_path(dir, source, home);
-        v.bind = Some(BindOptions { create_host_path: true, ..Default::default() });
+        v.bind = Some(BindOptions {
+            create_host_path: true,
+            ..Default::default()
+        });
     } else {
         v.kind = "volume".into();
         v.source = source.to_string();
@@ -393,15 +551,21 @@ fn long_volume(m: &Map<String, Value>, dir: &Path, home: Option<&str>) -> Volume
     if kind == "bind" && !source.is_empty() {
         source = resolve_path(dir, &source, home);
     }
-    let bind = m.get("bind").and_then(Value::as_object).map(|b| BindOptions {
-        propagation: b.get("propagation").map(text).unwrap_or_default(),
-        create_host_path: as_bool(b.get("create_host_path")),
-        selinux: b.get("selinux").map(text).unwrap_or_default(),
-    });
-    let volume = m.get("volume").and_then(Value::as_object).map(|b| VolumeOptions {
-        nocopy: as_bool(b.get("nocopy")),
-        subpath: b.get("subpath").map(text).unwrap_or_default(),
-    });
+    let bind = m
+        .get("bind")
+        .and_then(Value::as_object)
+        .map(|b| BindOptions {
+            propagation: b.get("propagation").map(text).unwrap_or_default(),
+            create_host_path: as_bool(b.get("create_host_path")),
+            selinux: b.get("selinux").map(text).unwrap_or_default(),
+        });
+    let volume = m
+        .get("volume")
+        .and_then(Value::as_object)
+        .map(|b| VolumeOptions {
+            nocopy: as_bool(b.get("nocopy")),
+            subpath: b.get("subpath").map(text).unwrap_or_default(),
+        });
     VolumeMount {
         kind,
         source,
@@ -431,13 +595,21 @@ fn duration(v: Option<&Value>, service: &str, key: &str) -> Result<Option<String
             let s = text(v);
             parse_duration(&s)
                 .map(|ns| Some(format_duration(ns)))
-                .ok_or_else(|| NormalizeError::Duration { service: service.into(), key: key.into(), value: s })
+                .ok_or_else(|| NormalizeError::Duration {
+                    service: service.into(),
+                    key: key.into(),
+                    value: s,
+                })
         }
     }
 }
 
 /// Normalise one service (`name`, its merged mapping).
-pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Service, NormalizeError> {
+pub fn service(
+    name: &str,
+    raw: &Map<String, Value>,
+    cx: &Context,
+) -> Result<Service, NormalizeError> {
     let home = cx.env.get("HOME").map(String::as_str);
     let get = |k: &str| raw.get(k).filter(|v| !v.is_null());
     let s_ = |k: &str| get(k).map(text).unwrap_or_default();
@@ -448,7 +620,10 @@ pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Ser
         cap_add: strings(get("cap_add")),
         cap_drop: strings(get("cap_drop")),
         command: command(raw.get("command")),
-        configs: get("configs").and_then(Value::as_array).cloned().unwrap_or_default(),
+        configs: get("configs")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         container_name: s_("container_name"),
         deploy: get("deploy").cloned(),
         dns: strings(get("dns")),
@@ -474,7 +649,10 @@ pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Ser
         read_only: as_bool(get("read_only")),
         restart: s_("restart"),
         scale: get("scale").and_then(|v| text(v).parse().ok()),
-        secrets: get("secrets").and_then(Value::as_array).cloned().unwrap_or_default(),
+        secrets: get("secrets")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         security_opt: strings(get("security_opt")),
         shm_size: get("shm_size").cloned(),
         stop_grace_period: duration(get("stop_grace_period"), name, "stop_grace_period")?,
@@ -490,14 +668,30 @@ pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Ser
         let m = match b {
             Value::String(s) => Map::from_iter([("context".to_string(), Value::String(s.clone()))]),
             Value::Object(m) => m.clone(),
-            _ => return Err(NormalizeError::Type { file: String::new(), path: format!("services.{name}.build"), expected: "string or mapping" }),
+            _ => {
+                return Err(NormalizeError::Type {
+                    file: String::new(),
+                    path: format!("services.{name}.build"),
+                    expected: "string or mapping",
+                })
+            }
         };
         let ctx = m.get("context").map(text).unwrap_or_else(|| ".".into());
-        let context = if ctx.contains("://") || ctx.starts_with("git@") { ctx } else { resolve_path(cx.dir, &ctx, home) };
+        let context = if ctx.contains("://") || ctx.starts_with("git@") {
+            ctx
+        } else {
+            resolve_path(cx.dir, &ctx, home)
+        };
         let inline = m.get("dockerfile_inline").map(text).unwrap_or_default();
         svc.build = Some(Build {
             context,
-            dockerfile: m.get("dockerfile").map(text).unwrap_or_else(|| if inline.is_empty() { "Dockerfile".into() } else { String::new() }),
+            dockerfile: m.get("dockerfile").map(text).unwrap_or_else(|| {
+                if inline.is_empty() {
+                    "Dockerfile".into()
+                } else {
+                    String::new()
+                }
+            }),
             dockerfile_inline: inline,
             args: opt_map(m.get("args")),
             labels: string_map(m.get("labels")),
@@ -512,14 +706,31 @@ pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Ser
     match get("depends_on") {
         Some(Value::Array(a)) => {
             for d in a {
-                svc.depends_on.insert(text(d), Dependency { condition: "service_started".into(), restart: false, required: true });
+                svc.depends_on.insert(
+                    text(d),
+                    Dependency {
+                        condition: "service_started".into(),
+                        restart: false,
+                        required: true,
+                    },
+                );
             }
         }
         Some(Value::Object(m)) => {
             for (d, o) in m {
-                let cond = o.get("condition").map(text).unwrap_or_else(|| "service_started".into());
+                let cond = o
+                    .get("condition")
+                    .map(text)
+                    .unwrap_or_else(|| "service_started".into());
                 let required = o.get("required").map(|v| as_bool(Some(v))).unwrap_or(true);
-                svc.depends_on.insert(d.clone(), Dependency { condition: cond, restart: as_bool(o.get("restart")), required });
+                svc.depends_on.insert(
+                    d.clone(),
+                    Dependency {
+                        condition: cond,
+                        restart: as_bool(o.get("restart")),
+                        required,
+                    },
+                );
             }
         }
         _ => {}
@@ -534,10 +745,16 @@ pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Ser
                     path: resolve_path(cx.dir, &m.get("path").map(text).unwrap_or_default(), home),
                     required: m.get("required").map(|v| as_bool(Some(v))).unwrap_or(true),
                 },
-                other => EnvFile { path: resolve_path(cx.dir, &text(other), home), required: true },
+                other => EnvFile {
+                    path: resolve_path(cx.dir, &text(other), home),
+                    required: true,
+                },
             })
             .collect(),
-        Some(other) => vec![EnvFile { path: resolve_path(cx.dir, &text(other), home), required: true }],
+        Some(other) => vec![EnvFile {
+            path: resolve_path(cx.dir, &text(other), home),
+            required: true,
+        }],
     };
     let mut environment: BTreeMap<String, Option<String>> = BTreeMap::new();
     for f in &env_files {
@@ -546,8 +763,12 @@ pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Ser
             Err(_) if !f.required => continue,
             Err(_) => return Err(NormalizeError::EnvFileMissing(f.path.clone())),
         };
-        let pairs = crate::dotenv::parse(&content, &|k| cx.env.get(k).cloned())
-            .map_err(|e| NormalizeError::EnvFile { file: f.path.clone(), reason: e.to_string() })?;
+        let pairs = crate::dotenv::parse(&content, &|k| cx.env.get(k).cloned()).map_err(|e| {
+            NormalizeError::EnvFile {
+                file: f.path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         for (k, v) in pairs {
             environment.insert(k, Some(v));
         }
@@ -577,20 +798,32 @@ pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Ser
     }
     // ports
     for p in get("ports").and_then(Value::as_array).into_iter().flatten() {
-        let perr = |reason: String| NormalizeError::Port { service: name.into(), spec: text(p), reason };
+        let perr = |reason: String| NormalizeError::Port {
+            service: name.into(),
+            spec: text(p),
+            reason,
+        };
         match p {
             Value::Object(m) => svc.ports.push(long_port(m).map_err(perr)?),
             other => svc.ports.extend(parse_port(&text(other)).map_err(perr)?),
         }
     }
     // volumes
-    for v in get("volumes").and_then(Value::as_array).into_iter().flatten() {
+    for v in get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         match v {
             Value::Object(m) => svc.volumes.push(long_volume(m, cx.dir, home)),
             other => {
                 let spec = text(other);
-                let vol = parse_volume(&spec, cx.dir, home)
-                    .map_err(|reason| NormalizeError::Volume { service: name.into(), spec: spec.clone(), reason })?;
+                let vol =
+                    parse_volume(&spec, cx.dir, home).map_err(|reason| NormalizeError::Volume {
+                        service: name.into(),
+                        spec: spec.clone(),
+                        reason,
+                    })?;
                 svc.volumes.push(vol);
             }
         }
@@ -624,7 +857,13 @@ pub fn service(name: &str, raw: &Map<String, Value>, cx: &Context) -> Result<Ser
 fn network(key: &str, raw: Option<&Value>, project: &str) -> Network {
     let m = raw.and_then(Value::as_object).cloned().unwrap_or_default();
     let external = as_bool(m.get("external"));
-    let name = m.get("name").map(text).unwrap_or_else(|| if external { key.to_string() } else { format!("{project}_{key}") });
+    let name = m.get("name").map(text).unwrap_or_else(|| {
+        if external {
+            key.to_string()
+        } else {
+            format!("{project}_{key}")
+        }
+    });
     Network {
         name,
         driver: m.get("driver").map(text).unwrap_or_default(),
@@ -643,8 +882,17 @@ fn file_object(key: &str, raw: Option<&Value>, cx: &Context) -> FileObject {
     let external = as_bool(m.get("external"));
     let home = cx.env.get("HOME").map(String::as_str);
     FileObject {
-        name: m.get("name").map(text).unwrap_or_else(|| if external { key.to_string() } else { format!("{}_{key}", cx.project) }),
-        file: m.get("file").map(|f| resolve_path(cx.dir, &text(f), home)).unwrap_or_default(),
+        name: m.get("name").map(text).unwrap_or_else(|| {
+            if external {
+                key.to_string()
+            } else {
+                format!("{}_{key}", cx.project)
+            }
+        }),
+        file: m
+            .get("file")
+            .map(|f| resolve_path(cx.dir, &text(f), home))
+            .unwrap_or_default(),
         environment: m.get("environment").map(text).unwrap_or_default(),
         content: m.get("content").map(text).unwrap_or_default(),
         external,
@@ -665,36 +913,65 @@ pub fn project(
     disabled: &Map<String, Value>,
     cx: &Context,
 ) -> Result<Project, NormalizeError> {
-    let top = |k: &str| doc.get(k).and_then(Value::as_object).cloned().unwrap_or_default();
-    let (nets, vols, secrets, configs) = (top("networks"), top("volumes"), top("secrets"), top("configs"));
-    let mut p = Project { name: cx.project.to_string(), working_dir: cx.dir.display().to_string(), ..Default::default() };
+    let top = |k: &str| {
+        doc.get(k)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (nets, vols, secrets, configs) = (
+        top("networks"),
+        top("volumes"),
+        top("secrets"),
+        top("configs"),
+    );
+    let mut p = Project {
+        name: cx.project.to_string(),
+        working_dir: cx.dir.display().to_string(),
+        ..Default::default()
+    };
     for (name, raw) in enabled {
         let svc = service(name, raw.as_object().unwrap_or(&Map::new()), cx)?;
         for n in svc.networks.keys() {
             if n != "default" && !nets.contains_key(n) {
-                return Err(NormalizeError::UndefinedNetwork { service: name.clone(), name: n.clone() });
+                return Err(NormalizeError::UndefinedNetwork {
+                    service: name.clone(),
+                    name: n.clone(),
+                });
             }
         }
         for v in &svc.volumes {
             if v.kind == "volume" && !v.source.is_empty() && !vols.contains_key(&v.source) {
-                return Err(NormalizeError::UndefinedVolume { service: name.clone(), name: v.source.clone() });
+                return Err(NormalizeError::UndefinedVolume {
+                    service: name.clone(),
+                    name: v.source.clone(),
+                });
             }
         }
         for s in &svc.secrets {
             let n = mount_source(s);
             if !secrets.contains_key(&n) {
-                return Err(NormalizeError::UndefinedSecret { service: name.clone(), name: n });
+                return Err(NormalizeError::UndefinedSecret {
+                    service: name.clone(),
+                    name: n,
+                });
             }
         }
         for c in &svc.configs {
             let n = mount_source(c);
             if !configs.contains_key(&n) {
-                return Err(NormalizeError::UndefinedConfig { service: name.clone(), name: n });
+                return Err(NormalizeError::UndefinedConfig {
+                    service: name.clone(),
+                    name: n,
+                });
             }
         }
         for (d, dep) in &svc.depends_on {
             if dep.required && !enabled.contains_key(d) && !disabled.contains_key(d) {
-                return Err(NormalizeError::UndefinedService { service: name.clone(), name: d.clone() });
+                return Err(NormalizeError::UndefinedService {
+                    service: name.clone(),
+                    name: d.clone(),
+                });
             }
         }
         p.services.insert(name.clone(), svc);
@@ -704,12 +981,17 @@ pub fn project(
             p.disabled_services.insert(name.clone(), svc);
         }
     }
-    let uses_default = p.services.values().any(|s| s.networks.contains_key("default"));
+    let uses_default = p
+        .services
+        .values()
+        .any(|s| s.networks.contains_key("default"));
     for (k, v) in &nets {
-        p.networks.insert(k.clone(), network(k, Some(v), cx.project));
+        p.networks
+            .insert(k.clone(), network(k, Some(v), cx.project));
     }
     if uses_default && !p.networks.contains_key("default") {
-        p.networks.insert("default".into(), network("default", None, cx.project));
+        p.networks
+            .insert("default".into(), network("default", None, cx.project));
     }
     for (k, v) in &vols {
         let m = v.as_object().cloned().unwrap_or_default();
@@ -717,7 +999,13 @@ pub fn project(
         p.volumes.insert(
             k.clone(),
             Volume {
-                name: m.get("name").map(text).unwrap_or_else(|| if external { k.clone() } else { format!("{}_{k}", cx.project) }),
+                name: m.get("name").map(text).unwrap_or_else(|| {
+                    if external {
+                        k.clone()
+                    } else {
+                        format!("{}_{k}", cx.project)
+                    }
+                }),
                 driver: m.get("driver").map(text).unwrap_or_default(),
                 driver_opts: string_map(m.get("driver_opts")),
                 external,
@@ -751,13 +1039,24 @@ mod tests {
         };
         assert_eq!(p("80"), [one(80, "", "", "tcp")]);
         assert_eq!(p("8080:80/udp"), [one(80, "8080", "", "udp")]);
-        assert_eq!(p("127.0.0.1:8080:80"), [one(80, "8080", "127.0.0.1", "tcp")]);
+        assert_eq!(
+            p("127.0.0.1:8080:80"),
+            [one(80, "8080", "127.0.0.1", "tcp")]
+        );
         assert_eq!(p("127.0.0.1::80"), [one(80, "", "127.0.0.1", "tcp")]);
         assert_eq!(p("[::1]:53:53/udp"), [one(53, "53", "::1", "udp")]);
-        assert_eq!(p("3000-3001"), [one(3000, "", "", "tcp"), one(3001, "", "", "tcp")]);
-        assert_eq!(p("9090-9091:8080-8081"), [one(8080, "9090", "", "tcp"), one(8081, "9091", "", "tcp")]);
+        assert_eq!(
+            p("3000-3001"),
+            [one(3000, "", "", "tcp"), one(3001, "", "", "tcp")]
+        );
+        assert_eq!(
+            p("9090-9091:8080-8081"),
+            [one(8080, "9090", "", "tcp"), one(8081, "9091", "", "tcp")]
+        );
         assert_eq!(p("8000-8010:80"), [one(80, "8000-8010", "", "tcp")]);
-        assert!(parse_port("1-3:1-2").unwrap_err().contains("invalid ranges"));
+        assert!(parse_port("1-3:1-2")
+            .unwrap_err()
+            .contains("invalid ranges"));
         assert!(parse_port("80/xyz").is_err());
     }
 
@@ -765,20 +1064,43 @@ mod tests {
     fn volumes() {
         let d = Path::new("/proj");
         let v = parse_volume("./data:/data:ro,z", d, Some("/root")).unwrap();
-        assert_eq!((v.kind.as_str(), v.source.as_str(), v.read_only), ("bind", "/proj/data", true));
-        assert_eq!(v.bind, Some(BindOptions { create_host_path: true, selinux: "z".into(), ..Default::default() }));
+        assert_eq!(
+            (v.kind.as_str(), v.source.as_str(), v.read_only),
+            ("bind", "/proj/data", true)
+        );
+        assert_eq!(
+            v.bind,
+            Some(BindOptions {
+                create_host_path: true,
+                selinux: "z".into(),
+                ..Default::default()
+            })
+        );
         let v = parse_volume("~/x:/x", d, Some("/home/u")).unwrap();
         assert_eq!(v.source, "/home/u/x");
         let v = parse_volume("db:/var/lib/db:nocopy", d, None).unwrap();
-        assert_eq!((v.kind.as_str(), v.source.as_str(), v.volume.unwrap().nocopy), ("volume", "db", true));
+        assert_eq!(
+            (v.kind.as_str(), v.source.as_str(), v.volume.unwrap().nocopy),
+            ("volume", "db", true)
+        );
         let v = parse_volume("/anon", d, None).unwrap();
-        assert_eq!((v.kind.as_str(), v.source.as_str(), v.target.as_str()), ("volume", "", "/anon"));
+        assert_eq!(
+            (v.kind.as_str(), v.source.as_str(), v.target.as_str()),
+            ("volume", "", "/anon")
+        );
         assert!(parse_volume("a:/b:bogus", d, None).is_err());
     }
 
     #[test]
     fn durations() {
-        for (i, o) in [("90s", "1m30s"), ("1h", "1h0m0s"), ("500ms", "500ms"), ("1.5s", "1.5s"), ("0", "0s"), ("2m", "2m0s")] {
+        for (i, o) in [
+            ("90s", "1m30s"),
+            ("1h", "1h0m0s"),
+            ("500ms", "500ms"),
+            ("1.5s", "1.5s"),
+            ("0", "0s"),
+            ("2m", "2m0s"),
+        ] {
             assert_eq!(format_duration(parse_duration(i).unwrap()), o);
         }
         assert!(parse_duration("10").is_none());
@@ -787,6 +1109,9 @@ mod tests {
 
     #[test]
     fn shell_words() {
-        assert_eq!(shell_split(r#"sh -c "echo 'a b' \"q\"" x\ y"#), ["sh", "-c", "echo 'a b' \"q\"", "x y"]);
+        assert_eq!(
+            shell_split(r#"sh -c "echo 'a b' \"q\"" x\ y"#),
+            ["sh", "-c", "echo 'a b' \"q\"", "x y"]
+        );
     }
 }

@@ -79,7 +79,8 @@ pub fn render(project: &Project, format: Format) -> Result<String, RenderError> 
             opts.no_lang_directive = true;
             opts.folded_wrap_chars = usize::MAX / 2;
             opts.min_fold_chars = usize::MAX / 2;
-            serde_saphyr::to_string_with_options(project, opts).map_err(|e| RenderError::Yaml(e.to_string()))
+            serde_saphyr::to_string_with_options(project, opts)
+                .map_err(|e| RenderError::Yaml(e.to_string()))
         }
     }
 }

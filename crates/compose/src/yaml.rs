@@ -55,7 +55,9 @@ impl<'de> Visitor<'de> for InnerVisitor {
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map(Value::Number).unwrap_or_else(|| Value::String(v.to_string())))
+        Ok(Number::from_f64(v)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(v.to_string())))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_string()))
@@ -121,14 +123,17 @@ pub fn parse(src: &str, file: &str) -> Result<Value, YamlError> {
     if src.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    let Node(v) = serde_saphyr::from_str_with_options(src, options).map_err(|e| YamlError::Syntax {
-        file: file.to_string(),
-        message: e.to_string().lines().next().unwrap_or_default().to_string(),
-    })?;
+    let Node(v) =
+        serde_saphyr::from_str_with_options(src, options).map_err(|e| YamlError::Syntax {
+            file: file.to_string(),
+            message: e.to_string().lines().next().unwrap_or_default().to_string(),
+        })?;
     match v {
         Value::Object(_) => Ok(v),
         Value::Null => Ok(Value::Object(Map::new())),
-        _ => Err(YamlError::NotMapping { file: file.to_string() }),
+        _ => Err(YamlError::NotMapping {
+            file: file.to_string(),
+        }),
     }
 }
 
@@ -151,9 +156,15 @@ mod tests {
     #[test]
     fn errors() {
         let e = parse("a: [1, 2\nb: 3\n", "f.yaml").unwrap_err().to_string();
-        assert!(e.starts_with("failed to parse f.yaml: ") && e.ends_with("at line 2, column 2"), "{e}");
+        assert!(
+            e.starts_with("failed to parse f.yaml: ") && e.ends_with("at line 2, column 2"),
+            "{e}"
+        );
         assert!(parse("a: 1\na: 2\n", "f.yaml").is_err());
-        assert!(matches!(parse("- 1\n", "f.yaml"), Err(YamlError::NotMapping { .. })));
+        assert!(matches!(
+            parse("- 1\n", "f.yaml"),
+            Err(YamlError::NotMapping { .. })
+        ));
         assert_eq!(parse("", "f.yaml").unwrap(), json!({}));
     }
 }

@@ -32,9 +32,18 @@ fn basic_project() {
     let d = dir.display().to_string();
     let mut o = opts("basic", &[]);
     o.env.insert("FROM_HOST".into(), "from-os".into());
-    let Loaded { project: p, warnings } = load(&o).unwrap();
+    let Loaded {
+        project: p,
+        warnings,
+    } = load(&o).unwrap();
     assert_eq!(p.name, "basic");
-    assert_eq!(p.config_files, [format!("{d}/compose.yaml"), format!("{d}/compose.override.yaml")]);
+    assert_eq!(
+        p.config_files,
+        [
+            format!("{d}/compose.yaml"),
+            format!("{d}/compose.override.yaml")
+        ]
+    );
     assert_eq!(
         warnings,
         [format!(
@@ -44,11 +53,21 @@ fn basic_project() {
     let api = &p.services["api"];
     assert_eq!(api.image, "api:1.2");
     assert_eq!(api.restart, "unless-stopped");
-    assert_eq!(api.labels, BTreeMap::from([("tier".to_string(), "backend".to_string())]));
-    assert_eq!(api.command.as_deref(), Some(&["sh".to_string(), "-c".into(), "echo hi".into()][..]));
+    assert_eq!(
+        api.labels,
+        BTreeMap::from([("tier".to_string(), "backend".to_string())])
+    );
+    assert_eq!(
+        api.command.as_deref(),
+        Some(&["sh".to_string(), "-c".into(), "echo hi".into()][..])
+    );
     assert_eq!(api.build.as_ref().unwrap().context, format!("{d}/api"));
     assert_eq!(api.build.as_ref().unwrap().dockerfile, "Dockerfile");
-    let env: BTreeMap<&str, Option<&str>> = api.environment.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+    let env: BTreeMap<&str, Option<&str>> = api
+        .environment
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_deref()))
+        .collect();
     assert_eq!(
         env,
         BTreeMap::from([
@@ -61,13 +80,29 @@ fn basic_project() {
     assert_eq!(
         api.env_file,
         [
-            EnvFile { path: format!("{d}/app.env"), required: true },
-            EnvFile { path: format!("{d}/optional.env"), required: false }
+            EnvFile {
+                path: format!("{d}/app.env"),
+                required: true
+            },
+            EnvFile {
+                path: format!("{d}/optional.env"),
+                required: false
+            }
         ]
     );
     // the override's identical port is de-duplicated; the udp range is expanded
-    let ports: Vec<(String, u32, String, String)> =
-        api.ports.iter().map(|p| (p.host_ip.clone(), p.target, p.published.clone(), p.protocol.clone())).collect();
+    let ports: Vec<(String, u32, String, String)> = api
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                p.host_ip.clone(),
+                p.target,
+                p.published.clone(),
+                p.protocol.clone(),
+            )
+        })
+        .collect();
     assert_eq!(
         ports,
         [
@@ -76,8 +111,18 @@ fn basic_project() {
             ("127.0.0.1".into(), 9001, "9001".into(), "udp".into()),
         ]
     );
-    let vols: Vec<(&str, &str, &str, bool)> =
-        api.volumes.iter().map(|v| (v.kind.as_str(), v.source.as_str(), v.target.as_str(), v.read_only)).collect();
+    let vols: Vec<(&str, &str, &str, bool)> = api
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                v.kind.as_str(),
+                v.source.as_str(),
+                v.target.as_str(),
+                v.read_only,
+            )
+        })
+        .collect();
     assert_eq!(
         vols,
         [
@@ -88,12 +133,22 @@ fn basic_project() {
     );
     assert_eq!(
         api.depends_on["db"],
-        Dependency { condition: "service_started".into(), restart: false, required: true }
+        Dependency {
+            condition: "service_started".into(),
+            restart: false,
+            required: true
+        }
     );
     let hc = api.healthcheck.as_ref().unwrap();
     assert_eq!(hc.test, ["CMD-SHELL", "curl -f http://localhost:8080/"]);
-    assert_eq!((hc.interval.as_deref(), hc.timeout.as_deref(), hc.retries), (Some("1m30s"), Some("500ms"), Some(3)));
-    assert_eq!(api.networks, BTreeMap::from([("default".to_string(), None)]));
+    assert_eq!(
+        (hc.interval.as_deref(), hc.timeout.as_deref(), hc.retries),
+        (Some("1m30s"), Some("500ms"), Some(3))
+    );
+    assert_eq!(
+        api.networks,
+        BTreeMap::from([("default".to_string(), None)])
+    );
     assert_eq!(p.networks["default"].name, "basic_default");
     assert_eq!(p.volumes["dbdata"].name, "basic_dbdata");
 }
@@ -103,7 +158,8 @@ fn project_name_sources_and_env_file_switches() {
     let mut o = opts("basic", &[]);
     o.env.insert("PROJECT".into(), "fromenv".into());
     assert_eq!(load(&o).unwrap().project.name, "fromenv");
-    o.env.insert("COMPOSE_PROJECT_NAME".into(), "fromvar".into());
+    o.env
+        .insert("COMPOSE_PROJECT_NAME".into(), "fromvar".into());
     assert_eq!(load(&o).unwrap().project.name, "fromvar");
     o.project_name = Some("flag".into());
     assert_eq!(load(&o).unwrap().project.name, "flag");
@@ -115,10 +171,18 @@ fn project_name_sources_and_env_file_switches() {
     o.env.insert("API_PORT".into(), "81".into());
     let l = load(&o).unwrap();
     assert_eq!(l.project.services["api"].image, "api:");
-    assert!(l.warnings.contains(&"The \"TAG\" variable is not set. Defaulting to a blank string.".to_string()));
+    assert!(l
+        .warnings
+        .contains(&"The \"TAG\" variable is not set. Defaulting to a blank string.".to_string()));
     let mut o = opts("basic", &[]);
     o.env_files = vec!["missing.env".into()];
-    assert_eq!(err(&o), format!("couldn't find env file: {}/basic/missing.env", fixtures().display()));
+    assert_eq!(
+        err(&o),
+        format!(
+            "couldn't find env file: {}/basic/missing.env",
+            fixtures().display()
+        )
+    );
 }
 
 #[test]
@@ -126,7 +190,10 @@ fn merge_files_with_tags() {
     let p = load(&opts("merge", &["a.yml", "b.yml"])).unwrap().project;
     let web = &p.services["web"];
     assert_eq!(web.image, "web:2");
-    assert_eq!(web.command.as_deref(), Some(&["run".to_string(), "--b".into()][..]));
+    assert_eq!(
+        web.command.as_deref(),
+        Some(&["run".to_string(), "--b".into()][..])
+    );
     assert_eq!(web.entrypoint.as_deref(), Some(&["/bin/a".to_string()][..]));
     assert_eq!(web.environment.len(), 3);
     assert_eq!(web.environment["B"].as_deref(), Some("3"));
@@ -165,18 +232,30 @@ fn include_and_conflict() {
     assert_eq!(p.services.keys().collect::<Vec<_>>(), ["db", "web"]);
     let d = fixtures().join("include/sub").display().to_string();
     assert_eq!(p.services["db"].volumes[0].source, format!("{d}/dbinit"));
-    assert_eq!(err(&opts("include", &["conflict.yaml"])), "services.db conflicts with imported resource");
+    assert_eq!(
+        err(&opts("include", &["conflict.yaml"])),
+        "services.db conflicts with imported resource"
+    );
 }
 
 #[test]
 fn profiles() {
-    let names = |o: &Options| load(o).unwrap().project.services.keys().cloned().collect::<Vec<_>>();
+    let names = |o: &Options| {
+        load(o)
+            .unwrap()
+            .project
+            .services
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     let mut o = opts("profiles", &[]);
     assert_eq!(names(&o), ["web"]);
     o.profiles = vec!["debug".into()];
     assert_eq!(names(&o), ["debug", "web"]);
     o.profiles.clear();
-    o.env.insert("COMPOSE_PROFILES".into(), "debug,tools".into());
+    o.env
+        .insert("COMPOSE_PROFILES".into(), "debug,tools".into());
     assert_eq!(names(&o), ["debug", "tools", "web"]);
     let mut o = opts("profiles", &[]);
     o.services = vec!["tools".into()];
@@ -187,7 +266,10 @@ fn profiles() {
 fn errors() {
     let e = |f: &str| err(&opts("errors", &[f]));
     let d = fixtures().join("errors").display().to_string();
-    assert_eq!(e("undefined-network.yaml"), "service \"web\" refers to undefined network front: invalid compose project");
+    assert_eq!(
+        e("undefined-network.yaml"),
+        "service \"web\" refers to undefined network front: invalid compose project"
+    );
     assert_eq!(
         e("unknown-key.yaml"),
         format!("validating {d}/unknown-key.yaml: services.web additional properties 'imagee' not allowed")
@@ -201,10 +283,21 @@ fn errors() {
         format!("env file {d}/nope.env not found: stat {d}/nope.env: no such file or directory")
     );
     let y = e("bad-yaml.yaml");
-    assert!(y.starts_with(&format!("failed to parse {d}/bad-yaml.yaml: ")) && y.contains("line 4"), "{y}");
-    assert_eq!(e("depends-undefined.yaml"), "service \"web\" depends on undefined service \"db\": invalid compose project");
-    assert!(e("bad-interp.yaml").starts_with("invalid interpolation format for services.web.command."));
-    assert!(matches!(load(&opts("errors", &["nope.yaml"])), Err(LoadError::Discovery(_))));
+    assert!(
+        y.starts_with(&format!("failed to parse {d}/bad-yaml.yaml: ")) && y.contains("line 4"),
+        "{y}"
+    );
+    assert_eq!(
+        e("depends-undefined.yaml"),
+        "service \"web\" depends on undefined service \"db\": invalid compose project"
+    );
+    assert!(
+        e("bad-interp.yaml").starts_with("invalid interpolation format for services.web.command.")
+    );
+    assert!(matches!(
+        load(&opts("errors", &["nope.yaml"])),
+        Err(LoadError::Discovery(_))
+    ));
 }
 
 #[test]
@@ -241,10 +334,21 @@ networks:
 "
     );
     let json: serde_json::Value = serde_json::from_str(&render(&p, Format::Json).unwrap()).unwrap();
-    assert_eq!(json["services"]["web"]["networks"]["front"], serde_json::Value::Null);
+    assert_eq!(
+        json["services"]["web"]["networks"]["front"],
+        serde_json::Value::Null
+    );
     let p = load(&opts("profiles", &[])).unwrap().project;
     let json = render(&p, Format::Json).unwrap();
-    assert!(json.contains("\"command\": null") && json.contains("\"environment\": null"), "{json}");
+    assert!(
+        json.contains("\"command\": null") && json.contains("\"environment\": null"),
+        "{json}"
+    );
     let yaml = render(&p, Format::Yaml).unwrap();
-    assert!(!yaml.contains("command") && !yaml.contains("environment") && yaml.contains("      default: null\n"), "{yaml}");
+    assert!(
+        !yaml.contains("command")
+            && !yaml.contains("environment")
+            && yaml.contains("      default: null\n"),
+        "{yaml}"
+    );
 }
