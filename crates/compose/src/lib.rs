@@ -14,6 +14,7 @@ pub mod model;
 pub mod normalize;
 pub mod profiles;
 pub mod render;
+pub mod shorthand;
 pub mod yaml;
 
 use serde_json::{Map, Value};
