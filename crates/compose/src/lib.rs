@@ -58,19 +58,16 @@ pub enum LoadError {
     #[error(transparent)]
     Discovery(#[from] discovery::DiscoveryError),
     /// A file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Read { path: String, error: std::io::Error },
     /// An env file that does not exist.
     #[error("couldn't find env file: {0}")]
     EnvFileMissing(String),
     /// An env file that does not parse.
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}: {error}")]
     Dotenv {
         path: String,
-        source: dotenv::DotenvError,
+        error: dotenv::DotenvError,
     },
     /// YAML syntax.
     #[error(transparent)]
@@ -135,10 +132,7 @@ pub fn resolve_environment(
         let pairs = dotenv::parse(&content, &|k| {
             opts.env.get(k).or_else(|| from_files.get(k)).cloned()
         })
-        .map_err(|source| LoadError::Dotenv {
-            path: shown,
-            source,
-        })?;
+        .map_err(|error| LoadError::Dotenv { path: shown, error })?;
         from_files.extend(pairs);
     }
     for (k, v) in from_files {
@@ -156,9 +150,9 @@ impl FileLoader<'_> {
     /// Read, parse, check keys, interpolate and shape one file; includes are applied.
     fn load(&self, path: &Path, depth: usize) -> Result<Value, LoadError> {
         let shown = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        let src = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
             path: shown.clone(),
-            source,
+            error,
         })?;
         let mut doc = yaml::parse(&src, &shown)?;
         if let Some(obj) = doc.as_object_mut() {
