@@ -45,6 +45,16 @@ pub enum NormalizeError {
     /// A `depends_on` naming no service.
     #[error("service {service:?} depends on undefined service {name:?}: invalid compose project")]
     UndefinedService { service: String, name: String },
+    /// A required dependency left out by profiles.
+    #[error("service {name:?} is required by {service:?} but is disabled. Can be enabled by profiles [{profiles}]")]
+    DisabledDependency {
+        service: String,
+        name: String,
+        profiles: String,
+    },
+    /// `depends_on` forms a cycle (`a -> b -> a`, searched in name order).
+    #[error("dependency cycle detected: {0}")]
+    Cycle(String),
     /// A port that does not parse.
     #[error("services.{service}.ports: invalid port {spec:?}: {reason}")]
     Port {
@@ -593,6 +603,32 @@ fn file_object(key: &str, raw: Option<&Value>, cx: &Context) -> FileObject {
     }
 }
 
+/// compose-go's `graph.CheckCycle`: depth-first from each service in name order.
+fn check_cycle(p: &Project) -> Result<(), NormalizeError> {
+    fn search(p: &Project, path: &mut Vec<String>) -> Result<(), NormalizeError> {
+        let last = path.last().cloned().unwrap_or_default();
+        let Some(svc) = p.services.get(&last) else {
+            return Ok(());
+        };
+        for child in svc.depends_on.keys() {
+            if let Some(i) = path.iter().position(|x| x == child) {
+                return Err(NormalizeError::Cycle(format!(
+                    "{} -> {child}",
+                    path[i..].join(" -> ")
+                )));
+            }
+            path.push(child.clone());
+            search(p, path)?;
+            path.pop();
+        }
+        Ok(())
+    }
+    for name in p.services.keys() {
+        search(p, &mut vec![name.clone()])?;
+    }
+    Ok(())
+}
+
 fn mount_source(v: &Value) -> String {
     match v {
         Value::Object(m) => m.get("source").map(text).unwrap_or_default(),
@@ -660,16 +696,32 @@ pub fn project(
                 });
             }
         }
+        let mut svc = svc;
         for (d, dep) in &svc.depends_on {
-            if dep.required && !enabled.contains_key(d) && !disabled.contains_key(d) {
-                return Err(NormalizeError::UndefinedService {
+            if enabled.contains_key(d) {
+                continue;
+            }
+            if !dep.required {
+                continue;
+            }
+            if let Some(off) = disabled.get(d) {
+                let profiles: Vec<String> = strings(off.get("profiles"));
+                return Err(NormalizeError::DisabledDependency {
                     service: name.clone(),
                     name: d.clone(),
+                    profiles: profiles.join(" "),
                 });
             }
+            return Err(NormalizeError::UndefinedService {
+                service: name.clone(),
+                name: d.clone(),
+            });
         }
+        // an optional dependency that is not there is dropped, as compose-go's graph does
+        svc.depends_on.retain(|d, _| enabled.contains_key(d));
         p.services.insert(name.clone(), svc);
     }
+    check_cycle(&p)?;
     for (name, raw) in disabled {
         if let Ok(svc) = service(name, raw.as_object().unwrap_or(&Map::new()), cx) {
             p.disabled_services.insert(name.clone(), svc);

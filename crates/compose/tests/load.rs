@@ -260,6 +260,18 @@ fn profiles() {
     let mut o = opts("profiles", &[]);
     o.services = vec!["tools".into()];
     assert_eq!(names(&o), ["tools", "web"]);
+    // a required dependency left out by profiles is an error; an optional one is dropped
+    let mut o = opts("profiles", &["deps.yaml"]);
+    assert_eq!(
+        err(&o),
+        "service \"db\" is required by \"web\" but is disabled. Can be enabled by profiles [data debug]"
+    );
+    o.profiles = vec!["data".into()];
+    let p = load(&o).unwrap().project;
+    assert_eq!(
+        p.services["web"].depends_on.keys().collect::<Vec<_>>(),
+        ["db"]
+    );
 }
 
 #[test]
