@@ -219,14 +219,115 @@ pub fn validate_keys(doc: &Value, file: &str) -> Result<(), NormalizeError> {
                     expected: "mapping",
                 });
             };
-            for k in svc.keys() {
+            for (k, v) in svc {
                 if !k.starts_with("x-") && !SERVICE_KEYS.contains(&k.as_str()) {
                     return Err(unknown(&format!("services.{name}"), k));
+                }
+                if let Some(expected) = wrong_type(k, v) {
+                    return Err(NormalizeError::Type {
+                        file: file.into(),
+                        path: format!("services.{name}.{k}"),
+                        expected,
+                    });
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The expected shape of service key `k` when `v` does not have it (null is always accepted;
+/// scalars may be strings, numbers or booleans since casting follows interpolation).
+fn wrong_type(k: &str, v: &Value) -> Option<&'static str> {
+    const LIST: &[&str] = &[
+        "cap_add",
+        "cap_drop",
+        "configs",
+        "devices",
+        "device_cgroup_rules",
+        "dns_opt",
+        "expose",
+        "external_links",
+        "group_add",
+        "links",
+        "ports",
+        "profiles",
+        "secrets",
+        "security_opt",
+        "volumes",
+        "volumes_from",
+    ];
+    const LIST_OR_MAP: &[&str] = &[
+        "annotations",
+        "depends_on",
+        "environment",
+        "extra_hosts",
+        "labels",
+        "networks",
+        "sysctls",
+    ];
+    const STRING_OR_LIST: &[&str] = &[
+        "command",
+        "dns",
+        "dns_search",
+        "entrypoint",
+        "env_file",
+        "tmpfs",
+    ];
+    const STRING_OR_MAP: &[&str] = &["build", "extends"];
+    const MAP: &[&str] = &[
+        "blkio_config",
+        "credential_spec",
+        "deploy",
+        "develop",
+        "healthcheck",
+        "logging",
+        "ulimits",
+    ];
+    const SCALAR: &[&str] = &[
+        "container_name",
+        "cpus",
+        "domainname",
+        "hostname",
+        "image",
+        "init",
+        "ipc",
+        "mem_limit",
+        "network_mode",
+        "pid",
+        "platform",
+        "privileged",
+        "pull_policy",
+        "read_only",
+        "restart",
+        "scale",
+        "shm_size",
+        "stdin_open",
+        "stop_grace_period",
+        "stop_signal",
+        "tty",
+        "user",
+        "working_dir",
+    ];
+    let scalar = !matches!(v, Value::Array(_) | Value::Object(_));
+    let (ok, expected) = if v.is_null() {
+        (true, "")
+    } else if LIST.contains(&k) {
+        (v.is_array(), "list")
+    } else if LIST_OR_MAP.contains(&k) {
+        (!scalar, "list or mapping")
+    } else if STRING_OR_LIST.contains(&k) {
+        (!v.is_object(), "string or list")
+    } else if STRING_OR_MAP.contains(&k) {
+        (!v.is_array(), "string or mapping")
+    } else if MAP.contains(&k) {
+        (v.is_object(), "mapping")
+    } else if SCALAR.contains(&k) {
+        (scalar, "string")
+    } else {
+        (true, "")
+    };
+    (!ok).then_some(expected)
 }
 
 fn text(v: &Value) -> String {
