@@ -330,6 +330,23 @@ fn wrong_type(k: &str, v: &Value) -> Option<&'static str> {
     (!ok).then_some(expected)
 }
 
+/// Secret/config mounts in long syntax (`- name` becomes `- source: name`).
+fn mounts(v: Option<&Value>) -> Vec<Value> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|m| match m {
+                    Value::Object(_) => m.clone(),
+                    other => Value::Object(Map::from_iter([(
+                        "source".to_string(),
+                        Value::String(text(other)),
+                    )])),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -425,10 +442,7 @@ pub fn service(
         cap_add: strings(get("cap_add")),
         cap_drop: strings(get("cap_drop")),
         command: command(raw.get("command")),
-        configs: get("configs")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
+        configs: mounts(get("configs")),
         container_name: s_("container_name"),
         deploy: get("deploy").cloned(),
         dns: strings(get("dns")),
@@ -454,10 +468,7 @@ pub fn service(
         read_only: as_bool(get("read_only")),
         restart: s_("restart"),
         scale: get("scale").and_then(|v| text(v).parse().ok()),
-        secrets: get("secrets")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
+        secrets: mounts(get("secrets")),
         security_opt: strings(get("security_opt")),
         shm_size: get("shm_size").cloned(),
         stop_grace_period: duration(get("stop_grace_period"), name, "stop_grace_period")?,

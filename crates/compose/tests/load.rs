@@ -186,6 +186,31 @@ fn project_name_sources_and_env_file_switches() {
 }
 
 #[test]
+fn secrets_and_configs() {
+    let p = load(&opts("basic", &["secrets.yaml"])).unwrap().project;
+    let d = fixtures().join("basic").display().to_string();
+    let web = &p.services["web"];
+    assert_eq!(
+        serde_json::to_value(&web.secrets).unwrap(),
+        serde_json::json!([{"source": "token"}, {"source": "cert", "target": "/etc/cert.pem"}])
+    );
+    assert_eq!(
+        serde_json::to_value(&web.configs).unwrap(),
+        serde_json::json!([{"source": "conf"}])
+    );
+    assert_eq!(
+        p.secrets["token"],
+        FileObject {
+            name: "basic_token".into(),
+            file: format!("{d}/token.txt"),
+            ..Default::default()
+        }
+    );
+    assert_eq!(p.secrets["cert"].environment, "CERT");
+    assert_eq!(p.configs["conf"].content, "hello");
+}
+
+#[test]
 fn merge_files_with_tags() {
     let p = load(&opts("merge", &["a.yml", "b.yml"])).unwrap().project;
     let web = &p.services["web"];
