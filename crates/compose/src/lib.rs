@@ -311,8 +311,13 @@ fn rebase_services(doc: &mut Value, dir: &Path) {
 
 /// Load the project as `docker compose` would with these flags and this environment.
 pub fn load(opts: &Options) -> Result<Loaded, LoadError> {
+    // compose-go searches the default names from the project directory when one is given
+    let search_from = match &opts.project_directory {
+        Some(d) if opts.files.is_empty() => discovery::absolute(&opts.cwd, Path::new(d)),
+        _ => opts.cwd.clone(),
+    };
     let found = discovery::find_files(
-        &opts.cwd,
+        &search_from,
         &opts.files,
         opts.env.get("COMPOSE_FILE").map(String::as_str),
         opts.env.get("COMPOSE_PATH_SEPARATOR").map(String::as_str),

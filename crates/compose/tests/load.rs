@@ -174,6 +174,14 @@ fn project_name_sources_and_env_file_switches() {
     assert!(l
         .warnings
         .contains(&"The \"TAG\" variable is not set. Defaulting to a blank string.".to_string()));
+    // --project-directory: default files searched there; .env read from there
+    let mut o = opts("merge", &[]);
+    o.project_directory = Some("../basic".into());
+    let p = load(&o).unwrap().project;
+    assert_eq!(
+        (p.name.as_str(), p.services["api"].image.as_str()),
+        ("basic", "api:1.2")
+    );
     let mut o = opts("basic", &[]);
     o.env_files = vec!["missing.env".into()];
     assert_eq!(
