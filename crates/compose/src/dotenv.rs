@@ -8,9 +8,12 @@ use crate::interpolate::{substitute, TemplateError};
 /// A dotenv parse failure.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DotenvError {
-    /// A character not allowed in a variable name.
-    #[error("line {line}: unexpected character {ch:?} in variable name {name:?}")]
-    BadName { line: usize, ch: char, name: String },
+    /// A character not allowed in a variable name (`near` is the rest of the line).
+    #[error("line {line}: unexpected character \"{ch}\" in variable name \"{near}\"")]
+    BadName { line: usize, ch: char, near: String },
+    /// A name with a space inside.
+    #[error("line {line}: key cannot contain a space")]
+    SpaceInKey { line: usize },
     /// A quoted value without its closing quote.
     #[error("line {line}: unterminated quoted value")]
     Unterminated { line: usize },
@@ -28,6 +31,16 @@ fn valid_name_char(c: char) -> bool {
 pub fn parse(
     src: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, DotenvError> {
+    parse_with(src, lookup, &|_| None)
+}
+
+/// [`parse`], where a key `wins` knows takes that value instead of the file's (compose-go's
+/// project `.env`: the OS environment wins, also for later expansions in the file).
+pub fn parse_with(
+    src: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    wins: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<(String, String)>, DotenvError> {
     let src = src.replace("\r\n", "\n");
     let mut out: Vec<(String, String)> = Vec::new();
@@ -55,11 +68,14 @@ pub fn parse(
             Some(n) => (body[..n].trim_end(), Some(n + 1)),
             None => (body.trim_end(), None),
         };
+        if name.contains([' ', '\t']) {
+            return Err(DotenvError::SpaceInKey { line: this_line });
+        }
         if let Some(ch) = name.chars().find(|c| !valid_name_char(*c)) {
             return Err(DotenvError::BadName {
                 line: this_line,
                 ch,
-                name: name.to_string(),
+                near: body.to_string(),
             });
         }
         let name = name.to_string();
@@ -77,12 +93,14 @@ pub fn parse(
         let _ = offset;
         let value_region = &trimmed[(body.as_ptr() as usize - trimmed.as_ptr() as usize) + vs..];
         let value_region = value_region.trim_start_matches([' ', '\t']);
+        // compose-go expands with the environment first, then the file's earlier values
         let lookup_now = |k: &str| {
-            out.iter()
-                .rev()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .or_else(|| lookup(k))
+            lookup(k).or_else(|| {
+                out.iter()
+                    .rev()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+            })
         };
         let expand = |s: &str| -> Result<String, DotenvError> {
             let mut w = Vec::new();
@@ -142,6 +160,10 @@ pub fn parse(
             Some(n) => &tail[n + 1..],
             None => "",
         };
+        let value = match wins(&name) {
+            Some(v) => v,
+            None => value,
+        };
         out.retain(|(n, _)| *n != name);
         out.push((name, value));
     }
@@ -157,16 +179,11 @@ fn unescape(s: &str) -> String {
             continue;
         }
         match it.next() {
+            // compose-go: \n and \r are control characters, `\X` is X except before `$`
             Some('n') => out.push('\n'),
             Some('r') => out.push('\r'),
-            Some('t') => out.push('\t'),
-            Some('"') => out.push('"'),
-            Some('\\') => out.push('\\'),
-            Some('$') => out.push_str("$$"),
-            Some(o) => {
-                out.push('\\');
-                out.push(o);
-            }
+            Some('$') => out.push_str("\\$"),
+            Some(o) => out.push(o),
             None => out.push('\\'),
         }
     }
@@ -209,10 +226,26 @@ mod tests {
     }
 
     #[test]
+    fn environment_first() {
+        let os = |k: &str| (k == "A").then(|| "os".to_string());
+        let got = parse_with("A=file\nB=${A}\nC=\"t\\tx\\$A\"\n", &os, &os).unwrap();
+        assert_eq!(got, kv(&[("A", "os"), ("B", "os"), ("C", "ttx\\os")]));
+        // without `wins` the file's value is kept, but expansions still see the environment first
+        assert_eq!(
+            parse("A=file\nB=${A}\n", &os).unwrap(),
+            kv(&[("A", "file"), ("B", "os")])
+        );
+    }
+
+    #[test]
     fn errors() {
         assert_eq!(
             parse("A=1\nB C=2\n", &|_| None).unwrap_err().to_string(),
-            "line 2: unexpected character ' ' in variable name \"B C\""
+            "line 2: key cannot contain a space"
+        );
+        assert_eq!(
+            parse("A=1\n\nB*C=2\n", &|_| None).unwrap_err().to_string(),
+            "line 3: unexpected character \"*\" in variable name \"B*C=2\""
         );
         assert_eq!(
             parse("A=\"open\n", &|_| None).unwrap_err(),

@@ -129,9 +129,12 @@ pub fn resolve_environment(
             Err(_) if !required => continue,
             Err(_) => return Err(LoadError::EnvFileMissing(shown)),
         };
-        let pairs = dotenv::parse(&content, &|k| {
-            opts.env.get(k).or_else(|| from_files.get(k)).cloned()
-        })
+        let os = |k: &str| opts.env.get(k).cloned();
+        let pairs = dotenv::parse_with(
+            &content,
+            &|k| os(k).or_else(|| from_files.get(k).cloned()),
+            &os,
+        )
         .map_err(|error| LoadError::Dotenv { path: shown, error })?;
         from_files.extend(pairs);
     }
