@@ -143,21 +143,24 @@ pub fn normalize_project_name(s: &str) -> String {
 }
 
 /// The project name: `-p` / `COMPOSE_PROJECT_NAME` (`explicit`, must already be normal), else
-/// the top-level `name:` (`from_yaml`, must be normal), else the project directory's basename
+/// the top-level `name:` (`from_yaml`, normalised), else the project directory's basename
 /// (normalised).
 pub fn project_name(
     explicit: Option<&str>,
     from_yaml: Option<&str>,
     project_dir: &Path,
 ) -> Result<String, DiscoveryError> {
-    for n in [explicit, from_yaml].into_iter().flatten() {
-        if n.is_empty() {
-            continue;
-        }
+    if let Some(n) = explicit.filter(|n| !n.is_empty()) {
         if normalize_project_name(n) != n {
             return Err(DiscoveryError::InvalidProjectName(n.to_string()));
         }
         return Ok(n.to_string());
+    }
+    if let Some(n) = from_yaml
+        .map(normalize_project_name)
+        .filter(|n| !n.is_empty())
+    {
+        return Ok(n);
     }
     let base = project_dir
         .file_name()
@@ -247,6 +250,10 @@ mod tests {
         let d = Path::new("/srv/My_Project");
         assert_eq!(project_name(None, None, d).unwrap(), "my_project");
         assert_eq!(project_name(None, Some("fromyaml"), d).unwrap(), "fromyaml");
+        assert_eq!(
+            project_name(None, Some("From YAML"), d).unwrap(),
+            "fromyaml"
+        );
         assert_eq!(
             project_name(Some("cli"), Some("fromyaml"), d).unwrap(),
             "cli"

@@ -84,6 +84,12 @@ pub enum LoadError {
     /// `include` brings a resource that differs from one already defined.
     #[error("{kind}.{name} conflicts with imported resource")]
     IncludeConflict { kind: String, name: String },
+    /// An included file includes itself through a chain.
+    #[error("include cycle detected:\n{0}")]
+    IncludeCycle(String),
+    /// No content in the files.
+    #[error("empty compose file")]
+    Empty,
     /// An `include` entry without a path.
     #[error("include: each entry needs a path")]
     IncludeMalformed,
@@ -147,11 +153,46 @@ pub fn resolve_environment(
 struct FileLoader<'a> {
     env: &'a BTreeMap<String, String>,
     warnings: std::cell::RefCell<Vec<String>>,
+    /// Files being included, outermost first (for include cycles).
+    stack: std::cell::RefCell<Vec<PathBuf>>,
+}
+
+/// compose-go's `projectName` pre-pass: the last non-empty top-level `name` of the files,
+/// interpolated and normalised.
+fn name_from_files(
+    files: &[PathBuf],
+    env: &BTreeMap<String, String>,
+) -> Result<Option<String>, LoadError> {
+    let mut name = None;
+    for f in files {
+        let shown = f.display().to_string();
+        let src = std::fs::read_to_string(f).map_err(|error| LoadError::Read {
+            path: shown.clone(),
+            error,
+        })?;
+        // a syntax error is reported by the full load
+        let Ok(doc) = yaml::parse(&src, &shown) else {
+            continue;
+        };
+        if let Some(n) = doc
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            name = Some(n.to_string());
+        }
+    }
+    let Some(n) = name else { return Ok(None) };
+    let mut v = Value::Object(Map::from_iter([("name".to_string(), Value::String(n))]));
+    interpolate::interpolate(&mut v, "", &|k| env.get(k).cloned(), &mut Vec::new())?;
+    let n = discovery::normalize_project_name(v["name"].as_str().unwrap_or_default());
+    Ok((!n.is_empty()).then_some(n))
 }
 
 impl FileLoader<'_> {
-    /// Read, parse, check keys, interpolate and shape one file; includes are applied.
-    fn load(&self, path: &Path, depth: usize) -> Result<Value, LoadError> {
+    /// Read, parse, check keys, interpolate and shape one file, then (with `full`) resolve its
+    /// `extends` and apply its `include`s, in compose-go's order.
+    fn load(&self, path: &Path, full: bool) -> Result<Value, LoadError> {
         let shown = path.display().to_string();
         let src = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
             path: shown.clone(),
@@ -177,24 +218,23 @@ impl FileLoader<'_> {
                 }
             }
         }
+        if !full {
+            return Ok(doc);
+        }
+        extends::resolve(&mut doc, path, &|p| {
+            self.load(p, false)
+                .map_err(|e| extends::ExtendsError::Load(e.to_string()))
+        })?;
         if let Some(include) = doc.as_object_mut().and_then(|o| o.remove("include")) {
-            self.include(
-                &mut doc,
-                &include,
-                path.parent().unwrap_or(Path::new("/")),
-                depth,
-            )?;
+            self.stack.borrow_mut().push(path.to_path_buf());
+            let r = self.include(&mut doc, &include, path.parent().unwrap_or(Path::new("/")));
+            self.stack.borrow_mut().pop();
+            r?;
         }
         Ok(doc)
     }
 
-    fn include(
-        &self,
-        doc: &mut Value,
-        include: &Value,
-        dir: &Path,
-        depth: usize,
-    ) -> Result<(), LoadError> {
+    fn include(&self, doc: &mut Value, include: &Value, dir: &Path) -> Result<(), LoadError> {
         for entry in include.as_array().cloned().unwrap_or_default() {
             let paths: Vec<String> = match &entry {
                 Value::String(s) => vec![s.clone()],
@@ -212,11 +252,18 @@ impl FileLoader<'_> {
             let mut imported: Option<Value> = None;
             for p in &paths {
                 let abs = discovery::absolute(dir, Path::new(p));
-                let mut sub = self.load(&abs, depth + 1)?;
-                extends::resolve(&mut sub, &abs, &|q| {
-                    self.load(q, depth + 1)
-                        .map_err(|e| extends::ExtendsError::Load(e.to_string()))
-                })?;
+                if self.stack.borrow().contains(&abs) {
+                    let stack = self.stack.borrow();
+                    let mut chain: Vec<String> =
+                        stack.iter().map(|p| p.display().to_string()).collect();
+                    chain.push(abs.display().to_string());
+                    return Err(LoadError::IncludeCycle(format!(
+                        "{}\n include {}",
+                        chain[0],
+                        chain[1..].join("\n include ")
+                    )));
+                }
+                let mut sub = self.load(&abs, true)?;
                 let sub_dir = abs.parent().unwrap_or(Path::new("/")).to_path_buf();
                 rebase_services(&mut sub, &sub_dir);
                 imported = Some(match imported {
@@ -333,33 +380,38 @@ pub fn load(opts: &Options) -> Result<Loaded, LoadError> {
             .unwrap_or(Path::new("/"))
             .to_path_buf(),
     };
-    let env = resolve_environment(opts, &project_dir)?;
+    let mut env = resolve_environment(opts, &project_dir)?;
+    let explicit = opts
+        .project_name
+        .clone()
+        .or_else(|| env.get("COMPOSE_PROJECT_NAME").cloned())
+        .filter(|n| !n.is_empty());
+    let yaml_name = match explicit {
+        Some(_) => None,
+        None => name_from_files(&found.files, &env)?,
+    };
+    let name = discovery::project_name(explicit.as_deref(), yaml_name.as_deref(), &project_dir)?;
+    // compose-go makes the name available to interpolation
+    env.insert("COMPOSE_PROJECT_NAME".into(), name.clone());
     let loader = FileLoader {
         env: &env,
         warnings: Default::default(),
+        stack: Default::default(),
     };
     let mut doc: Option<Value> = None;
     for f in &found.files {
-        let d = loader.load(f, 0)?;
+        let d = loader.load(f, true)?;
         doc = Some(match doc {
             None => merge::strip_tags(d),
             Some(b) => merge::merge(b, d)?,
         });
     }
     let mut doc = doc.unwrap_or_else(|| Value::Object(Map::new()));
+    if doc.as_object().is_none_or(|m| m.is_empty()) {
+        return Err(LoadError::Empty);
+    }
     merge::dedupe_document(&mut doc);
-    extends::resolve(&mut doc, &found.files[0], &|p| {
-        loader
-            .load(p, 0)
-            .map_err(|e| extends::ExtendsError::Load(e.to_string()))
-    })?;
     warnings.extend(loader.warnings.borrow_mut().drain(..));
-    let explicit = opts
-        .project_name
-        .clone()
-        .or_else(|| env.get("COMPOSE_PROJECT_NAME").cloned());
-    let yaml_name = doc.get("name").and_then(Value::as_str).map(str::to_string);
-    let name = discovery::project_name(explicit.as_deref(), yaml_name.as_deref(), &project_dir)?;
     let active = profiles::active(
         &opts.profiles,
         env.get("COMPOSE_PROFILES").map(String::as_str),

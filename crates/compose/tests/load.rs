@@ -163,6 +163,12 @@ fn project_name_sources_and_env_file_switches() {
     assert_eq!(load(&o).unwrap().project.name, "fromvar");
     o.project_name = Some("flag".into());
     assert_eq!(load(&o).unwrap().project.name, "flag");
+    // a name in the file is normalised, and the result is available to interpolation
+    let p = load(&opts("basic", &["named.yaml"])).unwrap().project;
+    assert_eq!(
+        (p.name.as_str(), p.services["web"].container_name.as_str()),
+        ("myapp", "myapp-main")
+    );
     o.project_name = Some("Bad Name".into());
     assert!(err(&o).starts_with("invalid project name \"Bad Name\""));
     // without .env, TAG is unset: a warning and a blank
