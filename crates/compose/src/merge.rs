@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 /// A merge failure.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MergeError {
-    /// A value whose type cannot be merged at that path.
-    #[error("{path}: cannot merge {over} into {base}")]
+    /// A value whose type cannot be merged at that path (compose-go's wording; `base`/`over` name the kinds).
+    #[error("cannot override {path}")]
     Type {
         path: String,
         base: &'static str,
@@ -429,9 +429,6 @@ mod tests {
             shape(parse("services: {s: {dns: [a]}}", "a").unwrap()),
             shape(parse("services: {s: {dns: {a: 1}}}", "b").unwrap()),
         );
-        assert_eq!(
-            e.unwrap_err().to_string(),
-            "services.s.dns: cannot merge mapping into sequence"
-        );
+        assert_eq!(e.unwrap_err().to_string(), "cannot override services.s.dns");
     }
 }
