@@ -142,11 +142,11 @@ fn is_relative_local(s: &str) -> bool {
 
 /// Make a base service's relative paths (build context, env_file, bind sources) absolute
 /// against the directory of the file it was declared in.
-fn rebase(svc: &mut Value, dir: &Path) {
+pub(crate) fn rebase(svc: &mut Value, dir: &Path) {
     let abs = |s: &str| absolute(dir, Path::new(s)).display().to_string();
     if let Some(ctx) = svc.pointer_mut("/build/context") {
         if let Some(s) = ctx.as_str() {
-            if !s.contains("://") && !s.starts_with('/') {
+            if !s.contains("://") && !s.starts_with("git@") && !s.starts_with('/') {
                 *ctx = Value::String(abs(s));
             }
         }

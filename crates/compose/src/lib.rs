@@ -306,55 +306,22 @@ impl FileLoader<'_> {
 /// Relative build contexts, env files and bind sources of an included file resolve against
 /// that file's directory.
 fn rebase_services(doc: &mut Value, dir: &Path) {
-    let Some(Value::Object(services)) = doc.get_mut("services") else {
-        return;
-    };
-    for svc in services.values_mut() {
-        if let Some(ctx) = svc.pointer_mut("/build/context") {
-            if let Some(s) = ctx
-                .as_str()
-                .filter(|s| !s.starts_with('/') && !s.contains("://"))
-            {
-                *ctx = Value::String(discovery::absolute(dir, Path::new(s)).display().to_string());
-            }
+    if let Some(Value::Object(services)) = doc.get_mut("services") {
+        for svc in services.values_mut() {
+            extends::rebase(svc, dir);
         }
-        if let Some(Value::Array(vols)) = svc.get_mut("volumes") {
-            for v in vols {
-                if let Value::String(s) = v {
-                    if let Some((src, rest)) = s.split_once(':') {
-                        if src.starts_with('.') {
-                            *s = format!(
-                                "{}:{rest}",
-                                discovery::absolute(dir, Path::new(src)).display()
-                            );
-                        }
+    }
+    for kind in ["secrets", "configs"] {
+        if let Some(Value::Object(objs)) = doc.get_mut(kind) {
+            for o in objs.values_mut() {
+                if let Some(Value::String(f)) = o.get_mut("file") {
+                    if !f.starts_with('/') && !f.starts_with('~') {
+                        *f = discovery::absolute(dir, Path::new(f.as_str()))
+                            .display()
+                            .to_string();
                     }
                 }
             }
-        }
-        let fix = |s: &mut String| {
-            if !s.starts_with('/') {
-                *s = discovery::absolute(dir, Path::new(s.as_str()))
-                    .display()
-                    .to_string();
-            }
-        };
-        match svc.get_mut("env_file") {
-            Some(Value::String(s)) => fix(s),
-            Some(Value::Array(a)) => {
-                for e in a {
-                    match e {
-                        Value::String(s) => fix(s),
-                        Value::Object(m) => {
-                            if let Some(Value::String(s)) = m.get_mut("path") {
-                                fix(s)
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
         }
     }
 }

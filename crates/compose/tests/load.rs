@@ -271,6 +271,8 @@ fn include_and_conflict() {
     assert_eq!(p.services.keys().collect::<Vec<_>>(), ["db", "web"]);
     let d = fixtures().join("include/sub").display().to_string();
     assert_eq!(p.services["db"].volumes[0].source, format!("{d}/dbinit"));
+    assert_eq!(p.services["db"].volumes[1].source, format!("{d}/conf"));
+    assert_eq!(p.secrets["pw"].file, format!("{d}/pw.txt"));
     assert_eq!(
         err(&opts("include", &["conflict.yaml"])),
         "services.db conflicts with imported resource"
