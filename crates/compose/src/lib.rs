@@ -328,26 +328,36 @@ fn rebase_services(doc: &mut Value, dir: &Path) {
 
 /// Load the project as `docker compose` would with these flags and this environment.
 pub fn load(opts: &Options) -> Result<Loaded, LoadError> {
-    // compose-go searches the default names from the project directory when one is given
+    // compose-go's working directory when the environment is read: --project-directory, else
+    // the first -f file's directory, else the current directory (before any search upwards)
+    let working_dir = match (&opts.project_directory, opts.files.first()) {
+        (Some(d), _) => discovery::absolute(&opts.cwd, Path::new(d)),
+        (None, Some(f)) => discovery::absolute(&opts.cwd, Path::new(f))
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf(),
+        (None, None) => opts.cwd.clone(),
+    };
+    // .env may set COMPOSE_FILE, COMPOSE_PROFILES, COMPOSE_PROJECT_NAME...
+    let mut env = resolve_environment(opts, &working_dir)?;
     let search_from = match &opts.project_directory {
-        Some(d) if opts.files.is_empty() => discovery::absolute(&opts.cwd, Path::new(d)),
-        _ => opts.cwd.clone(),
+        Some(_) => working_dir.clone(),
+        None => opts.cwd.clone(),
     };
     let found = discovery::find_files(
         &search_from,
         &opts.files,
-        opts.env.get("COMPOSE_FILE").map(String::as_str),
-        opts.env.get("COMPOSE_PATH_SEPARATOR").map(String::as_str),
+        env.get("COMPOSE_FILE").map(String::as_str),
+        env.get("COMPOSE_PATH_SEPARATOR").map(String::as_str),
     )?;
     let mut warnings = found.warnings.clone();
     let project_dir = match &opts.project_directory {
-        Some(d) => discovery::absolute(&opts.cwd, Path::new(d)),
+        Some(_) => working_dir,
         None => found.files[0]
             .parent()
             .unwrap_or(Path::new("/"))
             .to_path_buf(),
     };
-    let mut env = resolve_environment(opts, &project_dir)?;
     let explicit = opts
         .project_name
         .clone()

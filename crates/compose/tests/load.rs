@@ -240,6 +240,11 @@ fn merge_files_with_tags() {
     assert_eq!(web.dns, ["9.9.9.9"]);
     assert_eq!(web.networks.keys().collect::<Vec<_>>(), ["back", "front"]);
     assert_eq!(web.networks["back"].as_ref().unwrap().aliases, ["w"]);
+    // COMPOSE_FILE from the working directory's .env gives the same project
+    assert_eq!(
+        load(&opts("merge", &[])).unwrap().project.services,
+        p.services
+    );
     // COMPOSE_FILE with a custom separator gives the same project
     let mut o = opts("merge", &[]);
     o.env.insert("COMPOSE_FILE".into(), "a.yml,b.yml".into());
