@@ -138,7 +138,10 @@ mod tests {
     use clap::Parser;
 
     fn fixture(f: &str) -> String {
-        format!("{}/../compose/tests/fixtures/{f}", env!("CARGO_MANIFEST_DIR"))
+        format!(
+            "{}/../compose/tests/fixtures/{f}",
+            env!("CARGO_MANIFEST_DIR")
+        )
     }
 
     fn parse(args: &[&str]) -> ComposeArgs {
@@ -152,14 +155,22 @@ mod tests {
     fn config_flags_and_errors() {
         let a = fixture("merge/a.yml");
         let b = fixture("merge/b.yml");
-        let args = parse(&["barge", "compose", "-f", &a, "-f", &b, "-p", "x", "config", "--format", "json", "-q"]);
-        assert_eq!((args.file.len(), args.project_name.as_deref()), (2, Some("x")));
+        let args = parse(&[
+            "barge", "compose", "-f", &a, "-f", &b, "-p", "x", "config", "--format", "json", "-q",
+        ]);
+        assert_eq!(
+            (args.file.len(), args.project_name.as_deref()),
+            (2, Some("x"))
+        );
         assert_eq!(run(args).unwrap(), 0);
         // global flags also after the subcommand, as docker compose accepts them
         let args = parse(&["barge", "compose", "config", "--services", "-f", &a]);
         assert_eq!(run(args).unwrap(), 0);
         let bad = fixture("errors/undefined-network.yaml");
         let e = run(parse(&["barge", "compose", "-f", &bad, "config"])).unwrap_err();
-        assert_eq!(e.to_string(), "service \"web\" refers to undefined network front: invalid compose project");
+        assert_eq!(
+            e.to_string(),
+            "service \"web\" refers to undefined network front: invalid compose project"
+        );
     }
 }
