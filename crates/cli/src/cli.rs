@@ -140,6 +140,8 @@ pub enum Cmd {
     /// Manage volumes
     #[command(subcommand)]
     Volume(crate::volume::VolumeCmd),
+    /// Define and run multi-container applications (compose files)
+    Compose(crate::compose::ComposeArgs),
     /// Start the barge daemon (see barge daemon --help)
     Daemon {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -10,6 +10,7 @@ mod build;
 mod build_progress;
 mod cli;
 pub mod client;
+mod compose;
 mod container;
 pub mod format;
 mod fsops;
@@ -172,6 +173,12 @@ pub fn main(args: &[String]) -> i32 {
         let _ = command().print_help();
         return 0;
     };
+    if let Cmd::Compose(args) = cmd {
+        return match compose::run(args) {
+            Ok(code) => code,
+            Err(e) => report(&e),
+        };
+    }
     if let Cmd::Daemon { .. } = cmd {
         eprintln!("barge daemon is handled by the barge binary; run `barge daemon --help`");
         return 125;
@@ -294,7 +301,7 @@ async fn dispatch(host: &str, cmd: Cmd) -> anyhow::Result<i32> {
             ContainerCmd::Commit(a) => fsops::commit(c, a).await,
             ContainerCmd::Attach(a) => fsops::attach(c, a).await,
         },
-        Cmd::Version(_) | Cmd::Daemon { .. } => unreachable!("handled above"),
+        Cmd::Version(_) | Cmd::Daemon { .. } | Cmd::Compose(_) => unreachable!("handled above"),
     }
 }
 
