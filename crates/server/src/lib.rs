@@ -54,6 +54,19 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// A Kubernetes client for the in-process controllers, from the admin kubeconfig.
+async fn controller_client(kubeconfig: &str) -> Result<kube::Client> {
+    // kube's TLS uses the process's rustls provider: ring, as everywhere in barge.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc =
+        kube::config::Kubeconfig::from_yaml(kubeconfig).context("parsing the admin kubeconfig")?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("loading the admin kubeconfig")?;
+    kube::Client::try_from(config).context("building the controllers' client")
+}
+
 /// The first usable address of `net` (the `kubernetes` Service's ClusterIP: 10.43.0.1 for
 /// 10.43.0.0/16).
 pub fn first_service_ip(net: &ipnet::IpNet) -> IpAddr {
@@ -162,6 +175,14 @@ pub fn run(args: ServerArgs) -> Result<()> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        // The controllers (kube-controller-manager's part), as a client of this API with the
+        // admin credentials, started once the listener is bound.
+        match controller_client(&kc).await {
+            Ok(client) => {
+                tokio::spawn(barge_controllers::run(client, stopped(stop_rx.clone())));
+            }
+            Err(e) => tracing::warn!("controllers not started: {e:#}"),
+        }
         let api = https::serve(listener, tls, router, token, stopped(stop_rx.clone()));
         let engine = async {
             match engine {
