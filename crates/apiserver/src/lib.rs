@@ -20,6 +20,7 @@
 
 mod discovery;
 mod namespaces;
+pub mod proto;
 pub mod registry;
 pub mod request;
 mod rest;

@@ -196,6 +196,10 @@ pub fn decode_object(media: &str, body: &[u8]) -> Result<Value, ApiError> {
                 ))
             })?
         }
+        "application/vnd.kubernetes.protobuf" => crate::proto::decode(body).map_err(|e| match e {
+            crate::proto::ProtoError::Unsupported(m) => ApiError::UnsupportedMediaType(m),
+            other => ApiError::BadRequest(other.to_string()),
+        })?,
         _ => {
             return Err(ApiError::UnsupportedMediaType(
                 "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".into(),

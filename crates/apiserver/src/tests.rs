@@ -617,7 +617,7 @@ async fn bad_input_is_a_status_and_stores_nothing() {
             Method::POST,
             CMS,
             "application/vnd.kubernetes.protobuf",
-            "x",
+            "k8s\0\x0a\x0d\x0a\x07apps/v1\x12\x02Dx",
             Some(admin()),
             None,
         )

@@ -1,0 +1,423 @@
+//! The preinstalled kubectl (1.32) against barge's API machinery: the router served over
+//! plain HTTP on loopback, every request carrying an admin identity (`system:admin`,
+//! `system:masters`) as the TLS transport of `barge server` would attach it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use barge_apiserver::{ApiServer, Config, Identity};
+use barge_datastore::MemStore;
+use serde_json::Value;
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    /// `METHOD path content-type` of every request, for asserting what kubectl sends.
+    log: Arc<Mutex<Vec<String>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        let port = rt.block_on(async move {
+            let api = ApiServer::new(Arc::new(MemStore::new()), Config::default());
+            api.bootstrap().await.unwrap();
+            let app = api.router().layer(axum::middleware::from_fn(
+                move |mut req: Request, next: Next| {
+                    let log = log2.clone();
+                    async move {
+                        let ctype = req
+                            .headers()
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let accept = req
+                            .headers()
+                            .get("accept")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        log.lock().unwrap().push(format!(
+                            "{} {} {ctype} [{accept}]",
+                            req.method(),
+                            req.uri()
+                        ));
+                        req.extensions_mut().insert(Identity {
+                            user: "system:admin".into(),
+                            groups: vec!["system:masters".into()],
+                        });
+                        next.run(req).await
+                    }
+                },
+            ));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            port
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: barge\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: barge\n  context:\n    cluster: barge\n    user: admin\nusers:\n- name: admin\n  user: {{}}\ncurrent-context: barge\n"
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+        Cluster { dir, log, _rt: rt }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("kubectl");
+        c.arg("--kubeconfig")
+            .arg(self.dir.path().join("kubeconfig"))
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECONFIG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let out = self.command(args).output().expect("run kubectl");
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs kubectl and returns its stdout, failing the test if it fails.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.ok,
+            "kubectl {args:?} failed:\n{}\n{}\nrequests:\n{}",
+            out.stdout,
+            out.stderr,
+            self.log.lock().unwrap().join("\n")
+        );
+        out.stdout
+    }
+
+    fn apply(&self, manifest: &str) -> String {
+        let path = self.dir.path().join("manifest.yaml");
+        std::fs::write(&path, manifest).unwrap();
+        self.ok(&["apply", "--validate=false", "-f", path.to_str().unwrap()])
+    }
+}
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: app-config
+  namespace: demo
+  labels:
+    app: web
+data:
+  greeting: hello
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: app-secret
+  namespace: demo
+type: Opaque
+stringData:
+  password: s3cret
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: demo
+spec:
+  selector:
+    app: web
+  ports:
+  - port: 80
+    targetPort: 8080
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: demo
+  labels:
+    app: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: busybox
+"#;
+
+#[test]
+fn kubectl_drives_the_api() {
+    let k = Cluster::start();
+
+    // Discovery.
+    let v: Value = serde_json::from_str(&k.ok(&["version", "-o", "json"])).unwrap();
+    assert!(v["serverVersion"]["gitVersion"]
+        .as_str()
+        .unwrap()
+        .starts_with("v1.33."));
+    let versions = k.ok(&["api-versions"]);
+    for gv in ["v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1"] {
+        assert!(versions.lines().any(|l| l == gv), "{gv} in:\n{versions}");
+    }
+    let resources = k.ok(&["api-resources"]);
+    let deploy: Vec<&str> = resources
+        .lines()
+        .find(|l| l.starts_with("deployments "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        deploy,
+        vec!["deployments", "deploy", "apps/v1", "true", "Deployment"]
+    );
+    {
+        // Aggregated discovery served it all: no per-group-version documents were fetched.
+        let log = k.log.lock().unwrap();
+        assert!(log.iter().any(|l| l.starts_with("GET /apis?")), "{log:?}");
+        assert!(
+            !log.iter().any(|l| l.starts_with("GET /apis/apps/v1?")),
+            "{log:?}"
+        );
+    }
+
+    // Namespaces and a multi-document apply (first apply = create).
+    assert_eq!(
+        k.ok(&["create", "namespace", "demo"]),
+        "namespace/demo created\n"
+    );
+    let applied = k.apply(MANIFEST);
+    assert_eq!(
+        applied,
+        "configmap/app-config created\nsecret/app-secret created\nservice/web created\ndeployment.apps/web created\n"
+    );
+    // Again, unchanged.
+    let again = k.apply(MANIFEST);
+    assert!(again.contains("configmap/app-config unchanged"), "{again}");
+
+    // get in every output format.
+    let d: Value =
+        serde_json::from_str(&k.ok(&["get", "deploy", "web", "-n", "demo", "-o", "json"])).unwrap();
+    assert_eq!(d["kind"], "Deployment");
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["metadata"]["generation"], 1);
+    assert!(
+        d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
+    let yaml = k.ok(&["get", "cm", "app-config", "-n", "demo", "-o", "yaml"]);
+    assert!(
+        yaml.contains("greeting: hello") && yaml.contains("name: app-config"),
+        "{yaml}"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "2"
+    );
+    let secret: Value =
+        serde_json::from_str(&k.ok(&["get", "secret", "app-secret", "-n", "demo", "-o", "json"]))
+            .unwrap();
+    assert_eq!(secret["type"], "Opaque");
+    let list = k.ok(&["get", "cm,svc,deploy", "-n", "demo", "-o", "name"]);
+    assert_eq!(
+        list,
+        "configmap/app-config\nservice/web\ndeployment.apps/web\n"
+    );
+    let wide = k.ok(&["get", "svc", "-n", "demo", "-o", "wide"]);
+    assert!(wide.lines().nth(1).unwrap().starts_with("web "), "{wide}");
+
+    // Selectors and all namespaces.
+    let sel = k.ok(&[
+        "get",
+        "cm,secret",
+        "-n",
+        "demo",
+        "-l",
+        "app=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(sel, "configmap/app-config\n");
+    let sel = k.ok(&[
+        "get",
+        "cm",
+        "-n",
+        "demo",
+        "-l",
+        "app notin (web)",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(sel, "");
+    let fs = k.ok(&[
+        "get",
+        "deploy,svc",
+        "-n",
+        "demo",
+        "--field-selector",
+        "metadata.name=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(fs, "deployment.apps/web\nservice/web\n");
+    let bad = k.run(&["get", "cm", "-n", "demo", "--field-selector", "spec.x=1"]);
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr
+            .contains("Error from server (BadRequest): Unable to find \"/v1, Resource=configmaps\" that match label selector \"\", field selector \"spec.x=1\": field label not supported: spec.x")
+            || bad.stderr.contains("field label not supported: spec.x"),
+        "{}",
+        bad.stderr
+    );
+    let all = k.ok(&["get", "cm", "-A"]);
+    let header = all.lines().next().unwrap();
+    assert!(header.starts_with("NAMESPACE"), "{all}");
+    assert!(all
+        .lines()
+        .any(|l| l.starts_with("demo ") && l.contains("app-config")));
+
+    // label / annotate / scale.
+    assert_eq!(
+        k.ok(&["label", "cm", "app-config", "-n", "demo", "tier=fe"]),
+        "configmap/app-config labeled\n"
+    );
+    assert_eq!(
+        k.ok(&["annotate", "cm", "app-config", "-n", "demo", "note=hi"]),
+        "configmap/app-config annotated\n"
+    );
+    let labels = k.ok(&[
+        "get",
+        "cm",
+        "app-config",
+        "-n",
+        "demo",
+        "-o",
+        "jsonpath={.metadata.labels.tier} {.metadata.annotations.note}",
+    ]);
+    assert_eq!(labels, "fe hi");
+    assert_eq!(
+        k.ok(&["scale", "deploy", "web", "-n", "demo", "--replicas=3"]),
+        "deployment.apps/web scaled\n"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "3 2"
+    );
+    let existing = k.run(&["label", "cm", "app-config", "-n", "demo", "tier=be"]);
+    assert!(!existing.ok);
+    assert!(
+        existing.stderr.contains("'tier' already has a value (fe)"),
+        "{}",
+        existing.stderr
+    );
+
+    // get -w: the current object first, then a change.
+    let mut watch = k
+        .command(&["get", "cm", "-n", "demo", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "configmap/app-config");
+    k.ok(&[
+        "create",
+        "configmap",
+        "later",
+        "-n",
+        "demo",
+        "--from-literal=a=b",
+    ]);
+    assert_eq!(lines.next().unwrap().unwrap(), "configmap/later");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+
+    // Errors as kube words them.
+    let dup = k.run(&["create", "namespace", "demo"]);
+    assert_eq!(
+        dup.stderr.trim(),
+        "Error from server (AlreadyExists): namespaces \"demo\" already exists"
+    );
+    let bad_name = k.run(&["create", "configmap", "Bad_Name", "-n", "demo"]);
+    assert!(
+        bad_name
+            .stderr
+            .starts_with("error: failed to create configmap: ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
+        "{}",
+        bad_name.stderr
+    );
+
+    // delete, then NotFound.
+    assert_eq!(
+        k.ok(&["delete", "cm", "app-config", "-n", "demo"]),
+        "configmap \"app-config\" deleted\n"
+    );
+    let gone = k.run(&["get", "cm", "app-config", "-n", "demo"]);
+    assert_eq!(
+        gone.stderr.trim(),
+        "Error from server (NotFound): configmaps \"app-config\" not found"
+    );
+    // Deleting the namespace waits until its content and the namespace are gone.
+    let out = k.run(&["delete", "namespace", "demo", "--timeout=20s"]);
+    assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.stdout, "namespace \"demo\" deleted\n");
+    let ns = k.run(&["get", "ns", "demo"]);
+    assert!(
+        ns.stderr.contains("namespaces \"demo\" not found"),
+        "{}",
+        ns.stderr
+    );
+    // What kubectl 1.32 sent: label/annotate and scale are merge patches; typed `create`
+    // subcommands post protobuf.
+    let log = k.log.lock().unwrap();
+    let sent = |prefix: &str| log.iter().any(|l| l.starts_with(prefix));
+    assert!(sent("PATCH /api/v1/namespaces/demo/configmaps/app-config?fieldManager=kubectl-label application/merge-patch+json"));
+    assert!(sent(
+        "PATCH /apis/apps/v1/namespaces/demo/deployments/web/scale application/merge-patch+json"
+    ));
+    assert!(sent("POST /api/v1/namespaces?fieldManager=kubectl-create&fieldValidation=Strict application/vnd.kubernetes.protobuf"));
+}
