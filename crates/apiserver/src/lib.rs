@@ -26,6 +26,7 @@ pub mod request;
 mod rest;
 pub mod selectors;
 pub mod status;
+pub mod table;
 pub mod validation;
 
 use std::sync::Arc;

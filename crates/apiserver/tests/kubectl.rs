@@ -259,8 +259,73 @@ fn kubectl_drives_the_api() {
         list,
         "configmap/app-config\nservice/web\ndeployment.apps/web\n"
     );
+    // Server-side printing: kube's columns per kind.
     let wide = k.ok(&["get", "svc", "-n", "demo", "-o", "wide"]);
-    assert!(wide.lines().nth(1).unwrap().starts_with("web "), "{wide}");
+    let cols = |s: &str, n: usize| -> Vec<String> {
+        s.lines()
+            .nth(n)
+            .unwrap_or("")
+            .split("   ")
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    assert_eq!(
+        cols(&wide, 0),
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+            "SELECTOR"
+        ],
+        "{wide}"
+    );
+    let row = cols(&wide, 1);
+    assert_eq!(
+        (
+            row[0].as_str(),
+            row[1].as_str(),
+            row[4].as_str(),
+            row[6].as_str()
+        ),
+        ("web", "ClusterIP", "80/TCP", "app=web"),
+        "{wide}"
+    );
+    let cms = k.ok(&["get", "cm", "-n", "demo"]);
+    assert_eq!(cols(&cms, 0), ["NAME", "DATA", "AGE"], "{cms}");
+    assert_eq!(cols(&cms, 1)[..2], ["app-config", "1"], "{cms}");
+    let deploys = k.ok(&["get", "deploy", "-n", "demo"]);
+    assert_eq!(
+        cols(&deploys, 0),
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{deploys}"
+    );
+    assert_eq!(
+        cols(&deploys, 1)[..4],
+        ["web", "0/2", "0", "0"],
+        "{deploys}"
+    );
+    let ns = k.ok(&["get", "ns", "demo", "--show-labels"]);
+    assert_eq!(cols(&ns, 0), ["NAME", "STATUS", "AGE", "LABELS"], "{ns}");
+    assert_eq!(cols(&ns, 1)[1], "Active");
+    assert!(ns.contains("kubernetes.io/metadata.name=demo"), "{ns}");
+    let secrets = k.ok(&["get", "secrets", "-n", "demo"]);
+    assert_eq!(
+        cols(&secrets, 0),
+        ["NAME", "TYPE", "DATA", "AGE"],
+        "{secrets}"
+    );
+    assert_eq!(
+        cols(&secrets, 1)[..3],
+        ["app-secret", "Opaque", "1"],
+        "{secrets}"
+    );
+    // The `all` category.
+    let all = k.ok(&["get", "all", "-n", "demo", "-o", "name"]);
+    assert_eq!(all, "service/web\ndeployment.apps/web\n", "{all}");
 
     // Selectors and all namespaces.
     let sel = k.ok(&[

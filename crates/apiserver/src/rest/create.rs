@@ -78,6 +78,7 @@ impl ApiServer {
             }
         }
         validate_meta(info, obj)?;
+        super::object::normalize(info, obj);
         prepare_for_create(info, obj);
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         if let Some(ns) = namespace.filter(|_| info.namespaced) {

@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::object::decode;
 use super::{json_response, Req};
@@ -29,6 +29,11 @@ impl ApiServer {
             }
         };
         let obj = self.get_current(req, revision).await?.0;
+        if let Some(t) = crate::table::wants_table(&req.headers, &req.query)? {
+            let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+            let table = crate::table::table(&req.info, &[obj], meta, t.include, true);
+            return Ok(super::table_response(&table));
+        }
         Ok(json_response(StatusCode::OK, &obj))
     }
 

@@ -138,6 +138,7 @@ pub(crate) struct Listed {
 impl ApiServer {
     pub(crate) async fn list(&self, req: &Req) -> ApiResult<Response> {
         let params = ListParams::parse(&req.info, &req.query)?;
+        let table = crate::table::wants_table(&req.headers, &req.query)?;
         let listed = self
             .list_objects(&req.info, req.namespace(), &params)
             .await?;
@@ -147,6 +148,10 @@ impl ApiServer {
         }
         if let Some(r) = listed.remaining {
             metadata["remainingItemCount"] = json!(r);
+        }
+        if let Some(t) = table {
+            let table = crate::table::table(&req.info, &listed.items, metadata, t.include, true);
+            return Ok(super::table_response(&table));
         }
         let list = json!({
             "kind": req.info.list_kind(),

@@ -67,6 +67,17 @@ pub(crate) fn json_response(code: StatusCode, value: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A `meta.k8s.io/v1` Table response.
+pub(crate) fn table_response(value: &Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::table::TABLE_CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
+}
+
 /// The fallback handler: every `/api/v1/…` and `/apis/G/V/…` resource path.
 pub(crate) async fn handle(State(api): State<ApiServer>, req: Request) -> Response {
     match dispatch(&api, req).await {

@@ -3,6 +3,7 @@
 //! create-time checks every kind shares.
 
 use barge_datastore::KeyValue;
+use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use crate::registry::ResourceInfo;
@@ -135,6 +136,23 @@ pub fn validate_meta(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
         Ok(())
     } else {
         Err(invalid(info, name, causes))
+    }
+}
+
+/// Conversions kube applies to every write of a kind: a Secret's write-only `stringData`
+/// is merged into `data` (base64), overriding keys of the same name.
+pub fn normalize(info: &ResourceInfo, obj: &mut Value) {
+    if (info.group, info.plural) == ("", "secrets") {
+        let Some(string_data) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else {
+            return;
+        };
+        if !obj["data"].is_object() {
+            obj["data"] = json!({});
+        }
+        for (k, v) in string_data.as_object().into_iter().flatten() {
+            let raw = v.as_str().unwrap_or_default();
+            obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(raw));
+        }
     }
 }
 

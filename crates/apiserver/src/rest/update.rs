@@ -143,6 +143,7 @@ impl ApiServer {
                 r
             }
         };
+        super::object::normalize(info, &mut result);
         if info.generation && spec_part(&result) != spec_part(&old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(&mut result).insert("generation".into(), json!(generation));

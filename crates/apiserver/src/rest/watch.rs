@@ -91,6 +91,7 @@ impl ApiServer {
             _ => None,
         };
         let rv = req.query.non_empty("resourceVersion").map(String::from);
+        let table = crate::table::wants_table(&req.headers, &req.query)?;
         let info = req.info.clone();
         let prefix = info.prefix(req.namespace());
 
@@ -118,8 +119,27 @@ impl ApiServer {
         let store = self.store.clone();
         let interval = self.bookmark_interval;
         tokio::spawn(async move {
+            // Table watches: each object becomes a one-row Table, columns in the first only.
+            let mut first = true;
+            let mut render = |kind: &str, obj: &Value| -> Bytes {
+                match table {
+                    Some(t) => {
+                        let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                        let tbl = crate::table::table(
+                            &info,
+                            std::slice::from_ref(obj),
+                            meta,
+                            t.include,
+                            first,
+                        );
+                        first = false;
+                        line(kind, &tbl)
+                    }
+                    None => line(kind, obj),
+                }
+            };
             for obj in &initial {
-                if tx.send(line("ADDED", obj)).await.is_err() {
+                if tx.send(render("ADDED", obj)).await.is_err() {
                     return;
                 }
             }
@@ -160,7 +180,7 @@ impl ApiServer {
                                 last = last.max(e.kv.mod_revision);
                                 match translate(&params, e) {
                                     Ok(Some((kind, obj))) => {
-                                        if tx.send(line(kind, &obj)).await.is_err() {
+                                        if tx.send(render(kind, &obj)).await.is_err() {
                                             return;
                                         }
                                     }
