@@ -28,6 +28,7 @@ pub mod selectors;
 pub mod status;
 pub mod table;
 pub mod validation;
+mod watchcache;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,8 @@ pub struct ApiServer {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     registry: Arc<Registry>,
+    /// One datastore watch fanned out to every API watch.
+    watch_cache: Arc<watchcache::WatchCache>,
     /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK.
     bookmark_interval: Duration,
 }
@@ -88,6 +91,7 @@ pub struct ApiServer {
 impl ApiServer {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         ApiServer {
+            watch_cache: Arc::new(watchcache::WatchCache::new(store.clone())),
             store,
             config: Arc::new(config),
             registry: Arc::new(Registry::builtin()),

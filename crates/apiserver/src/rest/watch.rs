@@ -116,7 +116,7 @@ impl ApiServer {
                 .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {n}")))?,
         };
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
-        let store = self.store.clone();
+        let cache = self.watch_cache.clone();
         let interval = self.bookmark_interval;
         tokio::spawn(async move {
             // Table watches: each object becomes a one-row Table, columns in the first only.
@@ -148,7 +148,7 @@ impl ApiServer {
                     .send(line("BOOKMARK", &bookmark(&info, from, true)))
                     .await;
             }
-            let mut stream = match store.watch(&prefix, from).await {
+            let mut stream = match cache.watch(&prefix, from).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = tx.send(line("ERROR", &watch_error(e).status())).await;
