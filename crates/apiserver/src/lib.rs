@@ -20,6 +20,7 @@
 
 mod discovery;
 mod namespaces;
+mod openapi;
 pub mod proto;
 pub mod registry;
 pub mod request;
@@ -136,6 +137,9 @@ impl ApiServer {
                 "/apis/{group}/{version}/",
                 get(discovery::named_group_version),
             )
+            .route("/openapi/v3", get(openapi::index))
+            .route("/openapi/v3/", get(openapi::index))
+            .route("/openapi/v3/{*path}", get(openapi::group_version))
             .fallback(rest::handle)
             .layer(axum::middleware::from_fn(authorize))
             .with_state(self.clone())

@@ -86,6 +86,17 @@ pub struct ResourceInfo {
     /// Whether `metadata.generation` is kept (1 on create, +1 when the spec changes), as the
     /// kind's registry strategy in kube-apiserver does.
     pub generation: bool,
+    /// The object decoded into its `k8s-openapi` type and encoded back (`None` if it does not
+    /// decode): what is missing from the result are the fields the type does not know.
+    pub roundtrip: fn(&serde_json::Value) -> Option<serde_json::Value>,
+}
+
+/// Decodes `v` as a `T` and encodes it again.
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    let typed: T = serde_json::from_value(v.clone()).ok()?;
+    serde_json::to_value(typed).ok()
 }
 
 impl ResourceInfo {
@@ -148,7 +159,10 @@ struct Row<T> {
     _t: std::marker::PhantomData<T>,
 }
 
-fn row<T: Resource<Scope: Scoped>>(singular: &'static str) -> Row<T> {
+fn row<T>(singular: &'static str) -> Row<T>
+where
+    T: Resource<Scope: Scoped> + serde::de::DeserializeOwned + serde::Serialize,
+{
     Row {
         info: ResourceInfo {
             group: T::GROUP,
@@ -163,6 +177,7 @@ fn row<T: Resource<Scope: Scoped>>(singular: &'static str) -> Row<T> {
             subresources: Vec::new(),
             storage: T::URL_PATH_SEGMENT,
             generation: false,
+            roundtrip: roundtrip::<T>,
         },
         _t: std::marker::PhantomData,
     }

@@ -116,7 +116,7 @@ impl Cluster {
     fn apply(&self, manifest: &str) -> String {
         let path = self.dir.path().join("manifest.yaml");
         std::fs::write(&path, manifest).unwrap();
-        self.ok(&["apply", "--validate=false", "-f", path.to_str().unwrap()])
+        self.ok(&["apply", "-f", path.to_str().unwrap()])
     }
 }
 
@@ -218,6 +218,22 @@ fn kubectl_drives_the_api() {
     assert_eq!(
         applied,
         "configmap/app-config created\nsecret/app-secret created\nservice/web created\ndeployment.apps/web created\n"
+    );
+    // kubectl asked for server-side field validation (it found `fieldValidation` in
+    // /openapi/v3) and an unknown field is refused as kube-apiserver refuses it.
+    let path = k.dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  namespace: demo\ndatta:\n  a: b\n",
+    )
+    .unwrap();
+    let bad = k.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(!bad.ok);
+    assert!(
+        bad.stderr
+            .contains("strict decoding error: unknown field \"datta\""),
+        "{}",
+        bad.stderr
     );
     // Again, unchanged.
     let again = k.apply(MANIFEST);

@@ -18,10 +18,16 @@ impl ApiServer {
     pub(crate) async fn create(&self, req: &Req) -> ApiResult<Response> {
         let mut obj = decode_object(&media_type(&req.headers), &req.body)?;
         let dry_run = req.query.dry_run()?;
+        let mode = super::fields::Validation::of(&req.query)?;
+        check_type(&req.info, &mut obj)?;
+        let warnings = super::fields::check(&req.info, &mut obj, mode, true)?;
         let created = self
             .create_object(&req.info, req.namespace(), &mut obj, dry_run)
             .await?;
-        Ok(json_response(StatusCode::CREATED, &created))
+        Ok(super::fields::with_warnings(
+            json_response(StatusCode::CREATED, &created),
+            &warnings,
+        ))
     }
 
     /// Creates `obj` as a `info` in `namespace` (the URL's); returns what was stored, with its

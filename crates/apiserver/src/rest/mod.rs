@@ -3,6 +3,7 @@
 
 mod create;
 mod delete;
+mod fields;
 mod get;
 mod list;
 pub(crate) mod object;

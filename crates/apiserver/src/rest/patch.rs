@@ -114,18 +114,27 @@ impl ApiServer {
         let doc = PatchDoc::parse(&media_type(&req.headers), &req.body)?;
         let dry_run = req.query.dry_run()?;
         let part = Part::of(req.path.subresource.as_deref());
+        let mode = super::fields::Validation::of(&req.query)?;
+        let warnings = std::sync::Mutex::new(Vec::new());
         let stored = self
             .guaranteed_update(
                 req,
                 dry_run,
                 |obj| {
                     doc.apply(obj)?;
-                    check_type(&req.info, obj)
+                    check_type(&req.info, obj)?;
+                    let w = super::fields::check(&req.info, obj, mode, false)?;
+                    *warnings.lock().unwrap_or_else(|e| e.into_inner()) = w;
+                    Ok(())
                 },
                 part,
             )
             .await?;
-        Ok(json_response(StatusCode::OK, &stored))
+        let warnings = warnings.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok(super::fields::with_warnings(
+            json_response(StatusCode::OK, &stored),
+            &warnings,
+        ))
     }
 
     /// Reads the URL's object, lets `mutate` change it, writes it under `part`'s rules; on a

@@ -60,6 +60,8 @@ impl ApiServer {
             }
         }
         let dry_run = req.query.dry_run()?;
+        let mode = super::fields::Validation::of(&req.query)?;
+        let warnings = super::fields::check(&req.info, &mut new, mode, true)?;
         let (old, rev) = self.get_current(req, None).await?;
         let want = meta_str(&new, "resourceVersion").unwrap_or("");
         if !want.is_empty() && want != rev.to_string() {
@@ -72,7 +74,10 @@ impl ApiServer {
         let stored = self
             .write_update(&req.info, &req.key(), old, rev, new, part, dry_run)
             .await?;
-        Ok(json_response(StatusCode::OK, &stored))
+        Ok(super::fields::with_warnings(
+            json_response(StatusCode::OK, &stored),
+            &warnings,
+        ))
     }
 
     /// Writes `new` over `old` (read at mod_revision `rev`) under `part`'s rules; a

@@ -197,3 +197,30 @@ async fn health_and_anonymous_access() {
         .unwrap()
         .ends_with("at the cluster scope"));
 }
+
+#[tokio::test]
+async fn openapi_v3_advertises_field_validation() {
+    let t = server().await;
+    let index = t.get("/openapi/v3").await.json();
+    let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="), "{url}");
+    assert!(index["paths"]["api/v1"].is_object());
+    let doc = t.get(&url).await.json();
+    let op = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+    assert_eq!(
+        op["x-kubernetes-group-version-kind"],
+        json!({"group": "apps", "version": "v1", "kind": "Deployment"})
+    );
+    assert!(op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+    assert_eq!(
+        t.get("/openapi/v3/apis/nope/v1").await.code,
+        StatusCode::NOT_FOUND
+    );
+}

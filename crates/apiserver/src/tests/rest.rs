@@ -566,3 +566,76 @@ async fn namespaces_terminate_and_finalizers_hold_objects() {
     }
     panic!("namespace never went away");
 }
+
+#[tokio::test]
+async fn field_validation() {
+    let t = server().await;
+    let body = json!({"metadata": {"name": "u"}, "dataa": {"x": "y"}, "data": {"k": "v"}});
+    let r = t
+        .send(
+            Method::POST,
+            &format!("{CMS}?fieldValidation=Strict"),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json()["message"],
+        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"dataa\""
+    );
+    // Warn (the default): created without the field, one Warning header per field.
+    let r = t.send(Method::POST, CMS, body.clone()).await;
+    assert_eq!(r.code, StatusCode::CREATED);
+    assert_eq!(
+        r.headers["warning"],
+        "299 - \"unknown field \\\"dataa\\\"\""
+    );
+    assert!(r.json().get("dataa").is_none());
+    assert_eq!(r.json()["data"]["k"], "v");
+    let r = t
+        .send(
+            Method::POST,
+            &format!("{CMS}?fieldValidation=Ignore"),
+            json!({"metadata": {"name": "u2"}, "dataa": {}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED);
+    assert!(r.headers.get("warning").is_none());
+    // Nested paths, as kube names them.
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "labelz": {}},
+        "spec": {"selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {"labels": {"a": "b"}},
+                              "spec": {"containers": [{"name": "c", "image": "i", "imagee": "x"}]}}}});
+    let r = t
+        .send(
+            Method::POST,
+            "/apis/apps/v1/namespaces/default/deployments?fieldValidation=Strict",
+            d,
+        )
+        .await;
+    assert_eq!(
+        r.json()["message"],
+        "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"metadata.labelz\", unknown field \"spec.template.spec.containers[0].imagee\""
+    );
+    let r = t
+        .patch(
+            &format!("{CMS}/u?fieldValidation=Strict"),
+            "application/merge-patch+json",
+            r#"{"bogus":1}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json()["message"],
+        "strict decoding error: unknown field \"bogus\""
+    );
+    let r = t
+        .send(
+            Method::POST,
+            &format!("{CMS}?fieldValidation=Bad"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::BAD_REQUEST);
+}
