@@ -14,6 +14,14 @@ use crate::ApiServer;
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// The writer of what the server creates itself.
+fn system_writer() -> crate::rest::WriteOpts {
+    crate::rest::WriteOpts {
+        dry_run: false,
+        manager: "kube-apiserver".into(),
+    }
+}
+
 impl ApiServer {
     /// Creates the system namespaces if they are missing and resumes the finalization of
     /// namespaces left `Terminating` by a previous run. The transport calls it once before
@@ -28,7 +36,10 @@ impl ApiServer {
             let (_, existing) = self.store.get(&info.key(None, ns), None).await?;
             if existing.is_none() {
                 let mut obj = json!({"metadata": {"name": ns}});
-                match self.create_object(&info, None, &mut obj, false).await {
+                match self
+                    .create_object(&info, None, &mut obj, &system_writer())
+                    .await
+                {
                     Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
                     Err(e) => return Err(e),
                 }

@@ -412,6 +412,58 @@ fn kubectl_drives_the_api() {
         "jsonpath={.metadata.labels.tier} {.metadata.annotations.note}",
     ]);
     assert_eq!(labels, "fe hi");
+    // managedFields: one entry per manager, the label now owned by kubectl-label.
+    let cm: Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "cm",
+        "app-config",
+        "-n",
+        "demo",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))
+    .unwrap();
+    let managers: Vec<&str> = cm["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["manager"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        managers,
+        [
+            "kubectl-client-side-apply",
+            "kubectl-label",
+            "kubectl-annotate"
+        ]
+    );
+    assert_eq!(
+        cm["metadata"]["managedFields"][1]["fieldsV1"],
+        serde_json::json!({"f:metadata": {"f:labels": {"f:tier": {}}}})
+    );
+    let plain = k.ok(&["get", "cm", "app-config", "-n", "demo", "-o", "yaml"]);
+    assert!(
+        !plain.contains("managedFields"),
+        "kubectl hides them by default"
+    );
+    // An edited manifest: `configured` (a strategic merge patch on maps).
+    let edited = MANIFEST.replace("greeting: hello", "greeting: hi");
+    let out = k.apply(&edited);
+    assert!(out.contains("configmap/app-config configured"), "{out}");
+    assert!(out.contains("deployment.apps/web unchanged"), "{out}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "app-config",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.greeting} {.metadata.labels.tier}"
+        ]),
+        "hi fe"
+    );
     assert_eq!(
         k.ok(&["scale", "deploy", "web", "-n", "demo", "--replicas=3"]),
         "deployment.apps/web scaled\n"

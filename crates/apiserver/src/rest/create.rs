@@ -17,12 +17,12 @@ use crate::ApiServer;
 impl ApiServer {
     pub(crate) async fn create(&self, req: &Req) -> ApiResult<Response> {
         let mut obj = decode_object(&media_type(&req.headers), &req.body)?;
-        let dry_run = req.query.dry_run()?;
+        let opts = req.write_opts()?;
         let mode = super::fields::Validation::of(&req.query)?;
         check_type(&req.info, &mut obj)?;
         let warnings = super::fields::check(&req.info, &mut obj, mode, true)?;
         let created = self
-            .create_object(&req.info, req.namespace(), &mut obj, dry_run)
+            .create_object(&req.info, req.namespace(), &mut obj, &opts)
             .await?;
         Ok(super::fields::with_warnings(
             json_response(StatusCode::CREATED, &created),
@@ -37,8 +37,9 @@ impl ApiServer {
         info: &ResourceInfo,
         namespace: Option<&str>,
         obj: &mut Value,
-        dry_run: bool,
+        opts: &super::WriteOpts,
     ) -> ApiResult<Value> {
+        let dry_run = opts.dry_run;
         check_type(info, obj)?;
         {
             let meta = meta_mut(obj);
@@ -86,6 +87,7 @@ impl ApiServer {
         validate_meta(info, obj)?;
         super::object::normalize(info, obj);
         prepare_for_create(info, obj);
+        super::managed::track(None, obj, opts, "", &info.api_version());
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         if let Some(ns) = namespace.filter(|_| info.namespaced) {
             self.check_namespace_open(info, &name, ns).await?;

@@ -6,6 +6,7 @@ mod delete;
 mod fields;
 mod get;
 mod list;
+mod managed;
 pub(crate) mod object;
 mod patch;
 mod scale;
@@ -25,6 +26,7 @@ use crate::status::{ApiError, ApiResult, Target};
 use crate::ApiServer;
 
 pub(crate) use list::ListParams;
+pub(crate) use managed::WriteOpts;
 
 /// One parsed resource request.
 pub(crate) struct Req {
@@ -54,6 +56,28 @@ impl Req {
     /// The datastore key of the URL's object.
     pub fn key(&self) -> String {
         self.info.key(self.namespace(), self.name())
+    }
+
+    /// The write options of the request: `dryRun`, and the field manager (`fieldManager`, or
+    /// the product name of the User-Agent as kube-apiserver derives it).
+    pub fn write_opts(&self) -> ApiResult<WriteOpts> {
+        let manager = match self.query.non_empty("fieldManager") {
+            Some(m) => m.to_string(),
+            None => self
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|m| !m.is_empty())
+                .unwrap_or("unknown")
+                .chars()
+                .take(128)
+                .collect(),
+        };
+        Ok(WriteOpts {
+            dry_run: self.query.dry_run()?,
+            manager,
+        })
     }
 
     /// A NotFound/Conflict target for the URL's object.

@@ -112,14 +112,12 @@ fn resolve_map_directives(v: Value) -> Value {
 impl ApiServer {
     pub(crate) async fn patch(&self, req: &Req) -> ApiResult<Response> {
         let doc = PatchDoc::parse(&media_type(&req.headers), &req.body)?;
-        let dry_run = req.query.dry_run()?;
         let part = Part::of(req.path.subresource.as_deref());
         let mode = super::fields::Validation::of(&req.query)?;
         let warnings = std::sync::Mutex::new(Vec::new());
         let stored = self
             .guaranteed_update(
                 req,
-                dry_run,
                 |obj| {
                     doc.apply(obj)?;
                     check_type(&req.info, obj)?;
@@ -143,10 +141,10 @@ impl ApiServer {
     pub(crate) async fn guaranteed_update(
         &self,
         req: &Req,
-        dry_run: bool,
         mutate: impl Fn(&mut Value) -> ApiResult<()>,
         part: Part,
     ) -> ApiResult<Value> {
+        let opts = req.write_opts()?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -168,7 +166,7 @@ impl ApiServer {
                 )));
             }
             match self
-                .write_update(&req.info, &req.key(), old, rev, new, part, dry_run)
+                .write_update(&req.info, &req.key(), old, rev, new, part, &opts)
                 .await
             {
                 Err(ApiError::Conflict { .. }) if attempt < RETRIES => continue,

@@ -82,7 +82,6 @@ impl ApiServer {
             let (obj, _) = self.get_current(req, None).await?;
             return Ok(json_response(StatusCode::OK, &to_scale(&obj)));
         }
-        let dry_run = req.query.dry_run()?;
         let media = media_type(&req.headers);
         let patch = match req.verb {
             Verb::Patch => Some(PatchDoc::parse(&media, &req.body)?),
@@ -96,7 +95,6 @@ impl ApiServer {
         let stored = self
             .guaranteed_update(
                 req,
-                dry_run,
                 |obj| {
                     let mut scale = to_scale(obj);
                     match (&patch, &put) {

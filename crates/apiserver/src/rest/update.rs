@@ -59,7 +59,7 @@ impl ApiServer {
                 )));
             }
         }
-        let dry_run = req.query.dry_run()?;
+        let opts = req.write_opts()?;
         let mode = super::fields::Validation::of(&req.query)?;
         let warnings = super::fields::check(&req.info, &mut new, mode, true)?;
         let (old, rev) = self.get_current(req, None).await?;
@@ -72,7 +72,7 @@ impl ApiServer {
         }
         let part = Part::of(req.path.subresource.as_deref());
         let stored = self
-            .write_update(&req.info, &req.key(), old, rev, new, part, dry_run)
+            .write_update(&req.info, &req.key(), old, rev, new, part, &opts)
             .await?;
         Ok(super::fields::with_warnings(
             json_response(StatusCode::OK, &stored),
@@ -91,8 +91,9 @@ impl ApiServer {
         rev: i64,
         mut new: Value,
         part: Part,
-        dry_run: bool,
+        opts: &super::WriteOpts,
     ) -> ApiResult<Value> {
+        let dry_run = opts.dry_run;
         let name = meta_str(&old, "name").unwrap_or("").to_string();
         let target = Target::resource(info, &name);
         let mut result = match part {
@@ -154,6 +155,22 @@ impl ApiServer {
             meta_mut(&mut result).insert("generation".into(), json!(generation));
         }
         validate_meta(info, &result)?;
+        let subresource = match part {
+            Part::Status => "status",
+            Part::Main | Part::Finalize => "",
+        };
+        // managedFields come from the stored object, never from the client.
+        match old["metadata"].get("managedFields") {
+            Some(m) => meta_mut(&mut result).insert("managedFields".into(), m.clone()),
+            None => meta_mut(&mut result).remove("managedFields"),
+        };
+        super::managed::track(
+            Some(&old),
+            &mut result,
+            opts,
+            subresource,
+            &info.api_version(),
+        );
         meta_mut(&mut result).insert("resourceVersion".into(), json!(rev.to_string()));
         let bytes = encode(&result);
         if bytes == encode(&old) {
