@@ -509,6 +509,31 @@ fn kubectl_drives_the_api() {
     watch.kill().unwrap();
     watch.wait().unwrap();
 
+    // get -w with server-side printing: a table header, then rows.
+    let mut watch = k
+        .command(&["get", "cm", "-n", "demo", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let header = lines.next().unwrap().unwrap();
+    assert!(
+        header.starts_with("NAME") && header.contains("DATA"),
+        "{header}"
+    );
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("app-config "), "{first}");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    // describe reads the object and its events (by field selector).
+    let described = k.ok(&["describe", "cm", "app-config", "-n", "demo"]);
+    assert!(
+        described.starts_with("Name:         app-config\nNamespace:    demo\n"),
+        "{described}"
+    );
+    assert!(described.contains("greeting"), "{described}");
+
     // Errors as kube words them.
     let dup = k.run(&["create", "namespace", "demo"]);
     assert_eq!(
