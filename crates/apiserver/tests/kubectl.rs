@@ -464,6 +464,52 @@ fn kubectl_drives_the_api() {
         ]),
         "hi fe"
     );
+    // Editing a container's image: a strategic merge patch of the containers list.
+    let edited = edited.replace("image: busybox", "image: busybox:1.36");
+    let out = k.apply(&edited);
+    assert!(out.contains("deployment.apps/web configured"), "{out}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image} {.metadata.generation}"
+        ]),
+        "busybox:1.36 2"
+    );
+    // kubectl patch in all three types.
+    k.ok(&["patch", "deploy", "web", "-n", "demo", "--type", "strategic", "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"A","value":"1"}]}]}}}}"#]);
+    k.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"labels":{"m":"1"}}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-n",
+        "demo",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#,
+    ]);
+    assert_eq!(
+        k.ok(&["get", "deploy", "web", "-n", "demo", "-o",
+            "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env[0].name} {.metadata.labels.m}{.metadata.labels.j}"]),
+        "busybox:1.36 A 12"
+    );
     assert_eq!(
         k.ok(&["scale", "deploy", "web", "-n", "demo", "--replicas=3"]),
         "deployment.apps/web scaled\n"
@@ -478,7 +524,7 @@ fn kubectl_drives_the_api() {
             "-o",
             "jsonpath={.spec.replicas} {.metadata.generation}"
         ]),
-        "3 2"
+        "3 4"
     );
     let existing = k.run(&["label", "cm", "app-config", "-n", "demo", "tier=be"]);
     assert!(!existing.ok);

@@ -10,6 +10,7 @@ mod managed;
 pub(crate) mod object;
 mod patch;
 mod scale;
+mod strategic;
 mod update;
 mod watch;
 

@@ -1,11 +1,10 @@
-//! `PATCH`: JSON Patch (RFC 6902), JSON Merge Patch (RFC 7396) and the map-only case of
-//! strategic merge patch, applied in a GuaranteedUpdate loop (a concurrent write re-reads and
+//! `PATCH`: JSON Patch (RFC 6902), JSON Merge Patch (RFC 7396) and strategic merge patch, applied in a GuaranteedUpdate loop (a concurrent write re-reads and
 //! re-applies; a `resourceVersion` inside the patch is a precondition instead).
 //!
-//! TODO(issue 10): full strategic merge patch (merge keys per field, `$patch`,
-//! `$setElementOrder`, `$retainKeys`, `$deleteFromPrimitiveList`) and server-side apply
-//! (`application/apply-patch+yaml`, managedFields). Until then an SMP that touches a list,
-//! and every apply patch, is answered 415.
+//! Strategic merge patch is in `strategic.rs`.
+//!
+//! TODO(issue 10): server-side apply (`application/apply-patch+yaml`, Apply entries in
+//! managedFields, conflicts, `force`); until then apply patches are answered 415.
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -14,6 +13,7 @@ use serde_json::Value;
 use super::object::{check_type, meta_str};
 use super::update::{Part, MODIFIED};
 use super::{json_response, Req};
+use crate::registry::ResourceInfo;
 use crate::request::media_type;
 use crate::status::{ApiError, ApiResult};
 use crate::ApiServer;
@@ -25,6 +25,7 @@ const RETRIES: usize = 16;
 pub(crate) enum PatchDoc {
     Json(json_patch::Patch),
     Merge(Value),
+    Strategic(Value),
 }
 
 impl PatchDoc {
@@ -56,19 +57,14 @@ impl PatchDoc {
                             .into(),
                     ));
                 }
-                // On maps (no lists, no list directives) SMP is JSON merge patch plus
-                // `$patch: replace|delete`.
-                if has_array(&value) {
-                    return Err(unsupported());
-                }
-                Ok(PatchDoc::Merge(resolve_map_directives(value)))
+                Ok(PatchDoc::Strategic(value))
             }
             _ => Err(unsupported()),
         }
     }
 
-    /// Applies the patch to `doc`.
-    pub(crate) fn apply(&self, doc: &mut Value) -> ApiResult<()> {
+    /// Applies the patch to `doc`, an object of `info`'s kind.
+    pub(crate) fn apply(&self, info: &ResourceInfo, doc: &mut Value) -> ApiResult<()> {
         match self {
             PatchDoc::Json(p) => {
                 json_patch::patch(doc, p).map_err(|e| ApiError::Unprocessable(e.to_string()))
@@ -77,35 +73,8 @@ impl PatchDoc {
                 json_patch::merge(doc, m);
                 Ok(())
             }
+            PatchDoc::Strategic(p) => super::strategic::apply(info, doc, p),
         }
-    }
-}
-
-fn has_array(v: &Value) -> bool {
-    match v {
-        Value::Array(_) => true,
-        Value::Object(m) => m.values().any(has_array),
-        _ => false,
-    }
-}
-
-/// Turns SMP's map directives into merge-patch terms: `{"$patch": "delete"}` → `null`;
-/// `$patch: replace` maps are applied as a whole (nulls for keys they drop are not needed:
-/// we cannot know them here, so `replace` is applied as a merge — the documented gap).
-fn resolve_map_directives(v: Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            if m.get("$patch").and_then(Value::as_str) == Some("delete") {
-                return Value::Null;
-            }
-            Value::Object(
-                m.into_iter()
-                    .filter(|(k, _)| k != "$patch")
-                    .map(|(k, v)| (k, resolve_map_directives(v)))
-                    .collect(),
-            )
-        }
-        other => other,
     }
 }
 
@@ -119,7 +88,7 @@ impl ApiServer {
             .guaranteed_update(
                 req,
                 |obj| {
-                    doc.apply(obj)?;
+                    doc.apply(&req.info, obj)?;
                     check_type(&req.info, obj)?;
                     let w = super::fields::check(&req.info, obj, mode, false)?;
                     *warnings.lock().unwrap_or_else(|e| e.into_inner()) = w;
@@ -181,6 +150,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn info() -> ResourceInfo {
+        crate::registry::Registry::builtin()
+            .lookup("", "v1", "configmaps")
+            .unwrap()
+            .clone()
+    }
+
     #[test]
     fn patch_kinds() {
         let mut doc = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "data": {"x": "y"}});
@@ -189,7 +165,7 @@ mod tests {
             br#"{"metadata":{"labels":{"a":null,"c":"3"}}}"#,
         )
         .unwrap()
-        .apply(&mut doc)
+        .apply(&info(), &mut doc)
         .unwrap();
         assert_eq!(doc["metadata"]["labels"], json!({"b": "2", "c": "3"}));
         PatchDoc::parse(
@@ -197,7 +173,7 @@ mod tests {
             br#"[{"op":"replace","path":"/data/x","value":"z"}]"#,
         )
         .unwrap()
-        .apply(&mut doc)
+        .apply(&info(), &mut doc)
         .unwrap();
         assert_eq!(doc["data"]["x"], "z");
         let bad = PatchDoc::parse(
@@ -205,24 +181,17 @@ mod tests {
             br#"[{"op":"remove","path":"/nope"}]"#,
         )
         .unwrap()
-        .apply(&mut doc);
+        .apply(&info(), &mut doc);
         assert!(matches!(bad, Err(ApiError::Unprocessable(_))));
         PatchDoc::parse(
             "application/strategic-merge-patch+json",
             br#"{"data":{"$patch":"delete"},"metadata":{"annotations":{"k":"v"}}}"#,
         )
         .unwrap()
-        .apply(&mut doc)
+        .apply(&info(), &mut doc)
         .unwrap();
         assert!(doc.get("data").is_none());
         assert_eq!(doc["metadata"]["annotations"]["k"], "v");
-        assert!(matches!(
-            PatchDoc::parse(
-                "application/strategic-merge-patch+json",
-                br#"{"spec":{"containers":[]}}"#
-            ),
-            Err(ApiError::UnsupportedMediaType(_))
-        ));
         assert!(matches!(
             PatchDoc::parse("application/apply-patch+yaml", b"{}"),
             Err(ApiError::UnsupportedMediaType(_))

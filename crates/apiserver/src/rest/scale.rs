@@ -49,6 +49,18 @@ fn selector_string(selector: &Value) -> String {
     parts.join(",")
 }
 
+/// A stand-in resource for patches of `autoscaling/v1 Scale` (no list strategies).
+fn scale_info() -> crate::registry::ResourceInfo {
+    let mut info = crate::registry::Registry::builtin()
+        .lookup("apps", "v1", "deployments")
+        .cloned()
+        .expect("deployments are registered");
+    info.group = "autoscaling";
+    info.kind = "Scale";
+    info.plural = "scale";
+    info
+}
+
 /// The `Scale` of an object.
 fn to_scale(obj: &Value) -> Value {
     let meta = &obj["metadata"];
@@ -98,7 +110,7 @@ impl ApiServer {
                 |obj| {
                     let mut scale = to_scale(obj);
                     match (&patch, &put) {
-                        (Some(p), _) => p.apply(&mut scale)?,
+                        (Some(p), _) => p.apply(&scale_info(), &mut scale)?,
                         (_, Some(body)) => scale = body.clone(),
                         _ => {}
                     }

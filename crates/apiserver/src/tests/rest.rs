@@ -446,14 +446,38 @@ async fn patches() {
         )
         .await;
     assert_eq!(r.json()["metadata"]["annotations"]["x"], "y");
+    // A strategic patch of a Deployment's containers merges on `name`.
+    let deps = "/apis/apps/v1/namespaces/default/deployments";
+    t.send(
+        Method::POST,
+        deps,
+        json!({"metadata": {"name": "sm"},
+               "spec": {"selector": {"matchLabels": {"a": "b"}},
+                        "template": {"metadata": {"labels": {"a": "b"}},
+                                     "spec": {"containers": [
+                                         {"name": "one", "image": "x:1", "ports": [{"containerPort": 80}]},
+                                         {"name": "two", "image": "y:1"}]}}}}),
+    )
+    .await;
     let r = t
         .patch(
-            &u,
+            &format!("{deps}/sm"),
             "application/strategic-merge-patch+json",
-            r#"{"spec":{"containers":[{"name":"a"}]}}"#,
+            r#"{"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"one"},{"name":"two"}],"containers":[{"name":"one","image":"x:2"}]}}}}"#,
         )
         .await;
-    assert_eq!(r.code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let d = r.json();
+    let cs = &d["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        (
+            cs[0]["image"].as_str(),
+            cs[0]["ports"][0]["containerPort"].as_i64(),
+            cs[1]["image"].as_str()
+        ),
+        (Some("x:2"), Some(80), Some("y:1"))
+    );
+    assert_eq!(d["metadata"]["generation"], 2);
     let r = t.patch(&u, "application/apply-patch+yaml", "{}").await;
     assert_eq!(r.code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let r = t
