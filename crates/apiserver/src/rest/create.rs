@@ -41,6 +41,7 @@ impl ApiServer {
     ) -> ApiResult<Value> {
         let dry_run = opts.dry_run;
         check_type(info, obj)?;
+        let generated_from: Option<String>;
         {
             let meta = meta_mut(obj);
             match (info.namespaced, namespace) {
@@ -67,6 +68,8 @@ impl ApiServer {
                 .get("generateName")
                 .and_then(Value::as_str)
                 .unwrap_or("");
+            generated_from =
+                (name.is_empty() && !generate.is_empty()).then(|| generate.to_string());
             if name.is_empty() && !generate.is_empty() {
                 let generated = format!("{generate}{}", name_suffix());
                 meta.insert("name".into(), json!(generated));
@@ -100,12 +103,26 @@ impl ApiServer {
             }
             return Ok(obj.clone());
         }
-        match self.store.create(&key, encode(obj)).await {
-            Ok(kv) => decode(&kv),
-            Err(barge_datastore::Error::AlreadyExists { .. }) => {
-                Err(ApiError::AlreadyExists(Target::resource(info, &name)))
+        let (mut key, mut name) = (key, name);
+        // A generated name that is taken is generated again (kube's RetryGenerateName: up to
+        // 8 attempts), so only a real name collision is AlreadyExists.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.store.create(&key, encode(obj)).await {
+                Ok(kv) => return decode(&kv),
+                Err(barge_datastore::Error::AlreadyExists { .. }) => {
+                    match generated_from.as_deref().filter(|_| attempts < 8) {
+                        Some(prefix) => {
+                            name = format!("{prefix}{}", name_suffix());
+                            meta_mut(obj).insert("name".into(), json!(name));
+                            key = info.key(namespace, &name);
+                        }
+                        None => return Err(ApiError::AlreadyExists(Target::resource(info, &name))),
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Router-level tests over [`MemStore`]: every request goes through `router()` as the
 //! transport would send it. Helpers here; the tests by area in the submodules.
 
+mod bench;
 mod discovery;
 mod lists;
 mod rest;
