@@ -9,11 +9,72 @@
 //! kube-apiserver ends it; clients resume from their last resourceVersion.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use barge_datastore::{Event, Result, Revision, Store, WatchStream};
+use barge_datastore::{Event, EventKind, Result, Revision, Store};
+use bytes::Bytes;
 use futures_util::StreamExt;
+use serde_json::{json, Value};
 use tokio::sync::broadcast;
+
+/// One change, decoded once for every watcher.
+#[derive(Debug)]
+pub(crate) struct CachedEvent {
+    pub kind: EventKind,
+    pub key: String,
+    /// The change's revision.
+    pub revision: Revision,
+    /// The object after the change; for a delete, its last state with `resourceVersion` set
+    /// to the deletion's revision (what a DELETED event carries).
+    pub object: Value,
+    /// The object before the change (`None` for a create).
+    pub old: Option<Value>,
+    /// `object` as JSON.
+    pub json: Bytes,
+}
+
+impl CachedEvent {
+    /// Decodes a datastore event; `None` (logged) if a stored value is corrupt.
+    fn decode(e: &Event) -> Option<Arc<CachedEvent>> {
+        let decoded = (|| {
+            let new = crate::rest::object::decode(&e.kv)?;
+            let old = match &e.prev {
+                Some(p) => Some(crate::rest::object::decode(p)?),
+                None => None,
+            };
+            crate::status::ApiResult::Ok((new, old))
+        })();
+        let (new, old) = match decoded {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::warn!(key = %e.kv.key, error = %err, "watch: undecodable stored object");
+                return None;
+            }
+        };
+        let object = match e.kind {
+            EventKind::Put => new,
+            EventKind::Delete => {
+                let mut last = old.clone().unwrap_or(new);
+                last["metadata"]["resourceVersion"] = json!(e.kv.mod_revision.to_string());
+                last
+            }
+        };
+        let json = Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
+        Some(Arc::new(CachedEvent {
+            kind: e.kind,
+            key: e.kv.key.clone(),
+            revision: e.kv.mod_revision,
+            object,
+            old,
+            json,
+        }))
+    }
+}
+
+/// Batches of decoded events in revision order (ends after an error).
+pub(crate) type CachedStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<Vec<Arc<CachedEvent>>>> + Send + 'static>>;
 
 /// How many recent events the cache keeps for watches that start in the past.
 pub const WINDOW: usize = 10_000;
@@ -22,10 +83,10 @@ const LIVE_CAPACITY: usize = 4096;
 
 struct Running {
     /// Events after `start`, in revision order.
-    buffer: VecDeque<Event>,
+    buffer: VecDeque<Arc<CachedEvent>>,
     /// The cache covers revisions `(start, now]`.
     start: Revision,
-    live: broadcast::Sender<Arc<Vec<Event>>>,
+    live: broadcast::Sender<Arc<Vec<Arc<CachedEvent>>>>,
 }
 
 /// The shared watch cache of an [`ApiServer`](crate::ApiServer).
@@ -71,6 +132,9 @@ impl WatchCache {
                 let Some(cache) = cache.upgrade() else { return };
                 match batch {
                     Ok(events) => {
+                        // Decoded outside the lock, once for every watcher.
+                        let events: Vec<Arc<CachedEvent>> =
+                            events.iter().filter_map(CachedEvent::decode).collect();
                         let mut state = cache.lock();
                         let Some(run) = state.as_mut() else { return };
                         for e in &events {
@@ -78,7 +142,7 @@ impl WatchCache {
                         }
                         while run.buffer.len() > WINDOW {
                             if let Some(old) = run.buffer.pop_front() {
-                                run.start = old.kv.mod_revision;
+                                run.start = old.revision;
                             }
                         }
                         // No receiver is not an error.
@@ -98,21 +162,22 @@ impl WatchCache {
         Ok(())
     }
 
-    /// Events on keys under `prefix` with revision `> after`, as [`Store::watch`] gives them.
+    /// Events on keys under `prefix` with revision `> after`, as [`Store::watch`] gives them
+    /// (decoded once for every watcher).
     pub(crate) async fn watch(
         self: &Arc<Self>,
         prefix: &str,
         after: Revision,
-    ) -> Result<WatchStream> {
+    ) -> Result<CachedStream> {
         self.ensure_started().await?;
         let cached = {
             let state = self.lock();
             match state.as_ref() {
                 Some(run) if after >= run.start => {
-                    let backlog: Vec<Event> = run
+                    let backlog: Vec<Arc<CachedEvent>> = run
                         .buffer
                         .iter()
-                        .filter(|e| e.kv.mod_revision > after && e.kv.key.starts_with(prefix))
+                        .filter(|e| e.revision > after && e.key.starts_with(prefix))
                         .cloned()
                         .collect();
                     Some((backlog, run.live.subscribe()))
@@ -121,7 +186,10 @@ impl WatchCache {
             }
         };
         let Some((backlog, live)) = cached else {
-            return self.store.watch(prefix, after).await;
+            let stream = self.store.watch(prefix, after).await?;
+            return Ok(Box::pin(stream.map(|batch| {
+                batch.map(|events| events.iter().filter_map(CachedEvent::decode).collect())
+            })));
         };
         let prefix = prefix.to_string();
         let first = (!backlog.is_empty()).then_some(backlog);
@@ -134,11 +202,9 @@ impl WatchCache {
                 loop {
                     match live.recv().await {
                         Ok(batch) => {
-                            let mine: Vec<Event> = batch
+                            let mine: Vec<Arc<CachedEvent>> = batch
                                 .iter()
-                                .filter(|e| {
-                                    e.kv.mod_revision > after && e.kv.key.starts_with(&prefix)
-                                })
+                                .filter(|e| e.revision > after && e.key.starts_with(&prefix))
                                 .cloned()
                                 .collect();
                             if !mine.is_empty() {
@@ -164,7 +230,7 @@ mod tests {
     #[tokio::test]
     async fn fans_out_one_datastore_watch() {
         let store = Arc::new(MemStore::new());
-        store.create("/registry/a/x", b"0".to_vec()).await.unwrap();
+        store.create("/registry/a/x", b"{}".to_vec()).await.unwrap();
         let cache = Arc::new(WatchCache::new(store.clone()));
         // 100 watchers on one prefix; every one sees every event once, in order.
         let mut watchers = Vec::new();
@@ -175,11 +241,14 @@ mod tests {
         let n: i64 = 50;
         for i in 0..n {
             store
-                .create(&format!("/registry/a/k{i}"), vec![])
+                .create(&format!("/registry/a/k{i}"), b"{}".to_vec())
                 .await
                 .unwrap();
         }
-        store.create("/registry/b/only", vec![]).await.unwrap();
+        store
+            .create("/registry/b/only", b"{}".to_vec())
+            .await
+            .unwrap();
         for w in &mut watchers {
             let mut seen = 0;
             while seen < n {
@@ -189,18 +258,18 @@ mod tests {
                     .unwrap()
                     .unwrap();
                 for e in batch {
-                    assert_eq!(e.kv.key, format!("/registry/a/k{seen}"));
-                    assert_eq!(e.kv.mod_revision, seen + 2);
+                    assert_eq!(e.key, format!("/registry/a/k{seen}"));
+                    assert_eq!(e.revision, seen + 2);
                     seen += 1;
                 }
             }
         }
         let b = other.next().await.unwrap().unwrap();
-        assert_eq!(b[0].kv.key, "/registry/b/only");
+        assert_eq!(b[0].key, "/registry/b/only");
         // A late watcher from inside the window gets the backlog from memory.
         let mut late = cache.watch("/registry/a/", 40).await.unwrap();
         let first = late.next().await.unwrap().unwrap();
-        assert_eq!(first[0].kv.mod_revision, 41);
+        assert_eq!(first[0].revision, 41);
         assert_eq!(first.len(), (n as usize + 1) - 40);
         // Older than the cache's start: the datastore answers.
         store.compact(30).await.unwrap();

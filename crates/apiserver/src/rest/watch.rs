@@ -14,16 +14,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use barge_datastore::{Event, EventKind};
+use barge_datastore::EventKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::object::decode;
 use super::{ListParams, Req};
 use crate::registry::ResourceInfo;
 use crate::status::{ApiError, ApiResult};
+use crate::watchcache::CachedEvent;
 use crate::ApiServer;
 
 /// kube-apiserver's default `--min-request-timeout` (a watch without `timeoutSeconds` ends
@@ -44,28 +44,30 @@ fn bookmark(info: &ResourceInfo, rv: i64, initial_end: bool) -> Value {
     json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": meta})
 }
 
-/// The watch event(s) one datastore event is for this watcher, if any.
-fn translate(params: &ListParams, e: &Event) -> ApiResult<Option<(&'static str, Value)>> {
-    let new = decode(&e.kv)?;
-    let old = match &e.prev {
-        Some(prev) => Some(decode(prev)?),
-        None => None,
-    };
-    let old_in = old.as_ref().is_some_and(|o| params.matches(o));
-    Ok(match e.kind {
-        EventKind::Delete => {
-            // The last state, at the deletion's revision.
-            let mut obj = old.unwrap_or(new);
-            obj["metadata"]["resourceVersion"] = json!(e.kv.mod_revision.to_string());
-            params.matches(&obj).then_some(("DELETED", obj))
-        }
-        EventKind::Put => match (old_in, params.matches(&new)) {
-            (true, true) => Some(("MODIFIED", new)),
-            (false, true) => Some(("ADDED", new)),
-            (true, false) => Some(("DELETED", new)),
+/// The watch event one change is for this watcher, if any: its type, and whether it carries
+/// the object after the change (`true`) or before it (`false`, for one leaving the selection).
+fn translate(params: &ListParams, e: &CachedEvent) -> Option<&'static str> {
+    let old_in = e.old.as_ref().is_some_and(|o| params.matches(o));
+    match e.kind {
+        EventKind::Delete => params.matches(&e.object).then_some("DELETED"),
+        EventKind::Put => match (old_in, params.matches(&e.object)) {
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
             (false, false) => None,
         },
-    })
+    }
+}
+
+/// A watch line around already-serialized object JSON.
+fn line_raw(kind: &str, object: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(object.len() + 32);
+    v.extend_from_slice(br#"{"type":""#);
+    v.extend_from_slice(kind.as_bytes());
+    v.extend_from_slice(br#"","object":"#);
+    v.extend_from_slice(object);
+    v.extend_from_slice(b"}\n");
+    Bytes::from(v)
 }
 
 impl ApiServer {
@@ -177,18 +179,14 @@ impl ApiServer {
                         }
                         Some(Ok(events)) => {
                             for e in &events {
-                                last = last.max(e.kv.mod_revision);
-                                match translate(&params, e) {
-                                    Ok(Some((kind, obj))) => {
-                                        if tx.send(render(kind, &obj)).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    Ok(None) => {}
-                                    Err(err) => {
-                                        let _ = tx.send(line("ERROR", &err.status())).await;
-                                        return;
-                                    }
+                                last = last.max(e.revision);
+                                let Some(kind) = translate(&params, e) else { continue };
+                                let bytes = match table {
+                                    Some(_) => render(kind, &e.object),
+                                    None => line_raw(kind, &e.json),
+                                };
+                                if tx.send(bytes).await.is_err() {
+                                    return;
                                 }
                             }
                         }
