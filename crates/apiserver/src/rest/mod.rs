@@ -125,6 +125,10 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
     if !info.verbs.contains(&verb.as_str()) && path.subresource.is_none() {
         return Err(ApiError::MethodNotAllowed);
     }
+    // A cluster-scoped kind has no namespaced path (`namespaces/x` itself excepted).
+    if !info.namespaced && path.namespace.is_some() && info.plural != "namespaces" {
+        return Err(ApiError::NoRoute);
+    }
     // A namespaced kind's cluster-wide path serves only list and watch.
     if info.namespaced && path.namespace.is_none() && !matches!(verb, Verb::List | Verb::Watch) {
         return Err(ApiError::MethodNotAllowed);

@@ -126,6 +126,10 @@ impl ApiServer {
                     };
                 }
                 meta.remove("selfLink");
+                // A namespace's spec.finalizers change only through `finalize`.
+                if (info.group, info.plural) == ("", "namespaces") {
+                    new["spec"] = json!({"finalizers": old["spec"]["finalizers"].clone()});
+                }
                 new
             }
             Part::Status => {

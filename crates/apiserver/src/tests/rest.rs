@@ -112,6 +112,22 @@ async fn crud_and_kube_errors() {
         .await;
     assert_eq!(r.code, StatusCode::NOT_FOUND);
 
+    // A cluster-scoped kind has no namespaced path.
+    assert_eq!(
+        t.get("/api/v1/namespaces/default/nodes").await.code,
+        StatusCode::NOT_FOUND
+    );
+    // A namespace update keeps spec.finalizers (they change through /finalize only).
+    let mut ns = t.get("/api/v1/namespaces/default").await.json();
+    ns["spec"] = json!({});
+    ns["metadata"]["labels"]["x"] = json!("y");
+    let ns = t
+        .send(Method::PUT, "/api/v1/namespaces/default", ns)
+        .await
+        .json();
+    assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
+    assert_eq!(ns["metadata"]["labels"]["x"], "y");
+
     // generateName, dry run.
     let g = t
         .send(
