@@ -625,3 +625,160 @@ fn kubectl_drives_the_api() {
     ));
     assert!(sent("POST /api/v1/namespaces?fieldManager=kubectl-create&fieldValidation=Strict application/vnd.kubernetes.protobuf"));
 }
+
+/// kubectl's typed `create` subcommands post protobuf bodies: each must land with the fields
+/// the command sets.
+#[test]
+fn kubectl_create_subcommands() {
+    let k = Cluster::start();
+    let ok = |args: &[&str], want: &str| assert_eq!(k.ok(args).trim(), want, "{args:?}");
+    ok(
+        &[
+            "create",
+            "deployment",
+            "d1",
+            "--image=busybox:1.36",
+            "--replicas=2",
+            "--port=8080",
+        ],
+        "deployment.apps/d1 created",
+    );
+    ok(
+        &["get", "deploy", "d1", "-o",
+          "jsonpath={.spec.replicas} {.spec.selector.matchLabels.app} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.template.metadata.labels.app}"],
+        "2 d1 busybox:1.36 8080 d1",
+    );
+    ok(
+        &["create", "service", "clusterip", "s1", "--tcp=80:8080"],
+        "service/s1 created",
+    );
+    ok(
+        &["get", "svc", "s1", "-o", "jsonpath={.spec.type} {.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.ports[0].name} {.spec.selector.app}"],
+        "ClusterIP 80 8080 80-8080 s1",
+    );
+    ok(
+        &["create", "job", "j1", "--image=busybox", "--", "echo", "hi"],
+        "job.batch/j1 created",
+    );
+    ok(
+        &["get", "job", "j1", "-o", "jsonpath={.spec.template.spec.containers[0].command} {.spec.template.spec.restartPolicy}"],
+        r#"["echo","hi"] Never"#,
+    );
+    ok(
+        &[
+            "create",
+            "cronjob",
+            "cj1",
+            "--image=busybox",
+            "--schedule=*/5 * * * *",
+        ],
+        "cronjob.batch/cj1 created",
+    );
+    ok(
+        &[
+            "get",
+            "cronjob",
+            "cj1",
+            "-o",
+            "jsonpath={.spec.schedule} {.spec.jobTemplate.spec.template.spec.containers[0].image}",
+        ],
+        "*/5 * * * * busybox",
+    );
+    ok(
+        &[
+            "create",
+            "priorityclass",
+            "pc1",
+            "--value=1000",
+            "--description=high",
+        ],
+        "priorityclass.scheduling.k8s.io/pc1 created",
+    );
+    ok(
+        &["get", "pc", "pc1", "-o", "jsonpath={.value} {.description}"],
+        "1000 high",
+    );
+    ok(
+        &["create", "quota", "q1", "--hard=pods=2,requests.cpu=1"],
+        "resourcequota/q1 created",
+    );
+    ok(
+        &[
+            "get",
+            "quota",
+            "q1",
+            "-o",
+            "jsonpath={.spec.hard.pods} {.spec.hard.requests\\.cpu}",
+        ],
+        "2 1",
+    );
+    ok(
+        &[
+            "create",
+            "pdb",
+            "pdb1",
+            "--selector=a=b",
+            "--min-available=50%",
+        ],
+        "poddisruptionbudget.policy/pdb1 created",
+    );
+    ok(
+        &[
+            "get",
+            "pdb",
+            "pdb1",
+            "-o",
+            "jsonpath={.spec.minAvailable} {.spec.selector.matchLabels.a}",
+        ],
+        "50% b",
+    );
+    ok(
+        &[
+            "create",
+            "ingress",
+            "i1",
+            "--rule=a.example.com/app=svc1:80",
+        ],
+        "ingress.networking.k8s.io/i1 created",
+    );
+    ok(
+        &["get", "ing", "i1", "-o", "jsonpath={.spec.rules[0].host} {.spec.rules[0].http.paths[0].path} {.spec.rules[0].http.paths[0].backend.service.name} {.spec.rules[0].http.paths[0].backend.service.port.number} {.spec.rules[0].http.paths[0].pathType}"],
+        "a.example.com /app svc1 80 Exact",
+    );
+    ok(
+        &[
+            "create",
+            "clusterrole",
+            "cr1",
+            "--verb=get,list",
+            "--resource=pods",
+        ],
+        "clusterrole.rbac.authorization.k8s.io/cr1 created",
+    );
+    ok(
+        &[
+            "get",
+            "clusterrole",
+            "cr1",
+            "-o",
+            "jsonpath={.rules[0].verbs}",
+        ],
+        r#"["get","list"]"#,
+    );
+    ok(
+        &["create", "secret", "generic", "s1", "--from-literal=a=b"],
+        "secret/s1 created",
+    );
+    ok(&["get", "secret", "s1", "-o", "jsonpath={.data.a}"], "Yg==");
+    ok(&["run", "p1", "--image=busybox"], "pod/p1 created");
+    ok(
+        &[
+            "get",
+            "pod",
+            "p1",
+            "-o",
+            "jsonpath={.spec.containers[0].image} {.status.phase}",
+        ],
+        "busybox Pending",
+    );
+}
