@@ -492,7 +492,7 @@ fn value(kind: Kind, w: &Wire<'_>, depth: usize) -> Result<Option<Value>, ProtoE
     Ok(match (kind, w) {
         (Kind::Str, Wire::Bytes(b)) => Some(json!(text(b)?)),
         (Kind::Bool, Wire::Varint(v)) => Some(json!(*v != 0)),
-        (Kind::Flag, Wire::Varint(v)) => (*v != 0).then(|| json!(true)),
+        (Kind::Flag, Wire::Varint(v)) => (*v != 0).then_some(json!(true)),
         (Kind::Int, Wire::Varint(v)) => (*v != 0).then(|| json!(*v as i64)),
         (Kind::OptInt, Wire::Varint(v)) => Some(json!(*v as i64)),
         (Kind::IntOrStr, Wire::Bytes(b)) => {
