@@ -20,11 +20,14 @@ struct DeleteOptions {
     dry_run: bool,
     precondition_rv: Option<String>,
     precondition_uid: Option<String>,
+    /// `gracePeriodSeconds` (query or body).
+    grace: Option<i64>,
 }
 
 fn delete_options(req: &Req) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions {
         dry_run: req.query.dry_run()?,
+        grace: req.query.int("gracePeriodSeconds")?,
         ..Default::default()
     };
     if !req.body.is_empty() {
@@ -35,8 +38,35 @@ fn delete_options(req: &Req) -> ApiResult<DeleteOptions> {
         let pre = &body["preconditions"];
         opts.precondition_rv = pre["resourceVersion"].as_str().map(String::from);
         opts.precondition_uid = pre["uid"].as_str().map(String::from);
+        if let Some(g) = body["gracePeriodSeconds"].as_i64() {
+            opts.grace = Some(g);
+        }
     }
     Ok(opts)
+}
+
+/// A pod's grace period for this delete: the request's, else its
+/// `terminationGracePeriodSeconds` (default 30); 0 for unscheduled or finished pods.
+fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
+    let mut period = requested.unwrap_or_else(|| {
+        pod["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(30)
+    });
+    let scheduled = pod["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
+    if !scheduled || finished {
+        period = 0;
+    }
+    if period < 0 {
+        period = 1;
+    }
+    period
 }
 
 impl ApiServer {
@@ -66,13 +96,14 @@ impl ApiServer {
             }
         }
         let (code, body) = self
-            .delete_object(&req.info, &req.key(), obj, rev, opts.dry_run)
+            .delete_object(&req.info, &req.key(), obj, rev, opts.dry_run, opts.grace)
             .await?;
         Ok(json_response(code, &body))
     }
 
     /// Deletes (or starts deleting) one object; returns the response kube gives: the object
-    /// while it is being finalized, a `Status` Success once it is gone.
+    /// while it is being finalized or gracefully terminated, a `Status` Success once it is
+    /// gone. `grace` is `gracePeriodSeconds` (pods only).
     pub(crate) async fn delete_object(
         &self,
         info: &ResourceInfo,
@@ -80,6 +111,7 @@ impl ApiServer {
         mut obj: Value,
         rev: i64,
         dry_run: bool,
+        grace: Option<i64>,
     ) -> ApiResult<(StatusCode, Value)> {
         let name = meta_str(&obj, "name").unwrap_or("").to_string();
         let target = Target::resource(info, &name);
@@ -91,6 +123,33 @@ impl ApiServer {
             barge_datastore::Error::NotFound { .. } => ApiError::NotFound(target.clone()),
             other => other.into(),
         };
+        // A scheduled, running pod is deleted gracefully: marked with a deletionTimestamp
+        // `grace` seconds ahead for its node to stop it (kube's CheckGracefulDelete).
+        if (info.group, info.plural) == ("", "pods") {
+            let period = pod_grace(&obj, grace);
+            let current = obj["metadata"]["deletionGracePeriodSeconds"].as_i64();
+            if period > 0 {
+                if current.is_some_and(|c| c <= period) {
+                    return Ok((StatusCode::OK, obj));
+                }
+                let at = chrono::Utc::now() + chrono::Duration::seconds(period);
+                let meta = meta_mut(&mut obj);
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                );
+                meta.insert("deletionGracePeriodSeconds".into(), json!(period));
+                if !dry_run {
+                    let kv = self
+                        .store
+                        .update(key, encode(&obj), rev)
+                        .await
+                        .map_err(conflict)?;
+                    obj = decode(&kv)?;
+                }
+                return Ok((StatusCode::OK, obj));
+            }
+        }
         let is_namespace = info.group.is_empty() && info.plural == "namespaces";
         if is_namespace || has_finalizers(&obj) {
             if obj["metadata"].get("deletionTimestamp").is_none() {
@@ -149,7 +208,7 @@ impl ApiServer {
                 .unwrap_or(0);
             let key = req.info.key(ns.as_deref(), &name);
             match self
-                .delete_object(&req.info, &key, obj.clone(), rev, opts.dry_run)
+                .delete_object(&req.info, &key, obj.clone(), rev, opts.dry_run, opts.grace)
                 .await
             {
                 Ok(_) => deleted.push(list_item(obj)),

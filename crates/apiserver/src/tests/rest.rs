@@ -679,3 +679,63 @@ async fn field_validation() {
         .await;
     assert_eq!(r.code, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn pods_are_deleted_gracefully_once_scheduled() {
+    let t = server().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, node: &str| {
+        json!({"metadata": {"name": name},
+               "spec": {"nodeName": node, "terminationGracePeriodSeconds": 20,
+                        "containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    // Unscheduled: gone at once.
+    t.send(Method::POST, pods, pod("a", "")).await;
+    let r = t
+        .req(
+            Method::DELETE,
+            &format!("{pods}/a"),
+            "",
+            Body::empty(),
+            Some(admin()),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["kind"], "Status");
+    assert_eq!(
+        t.get(&format!("{pods}/a")).await.code,
+        StatusCode::NOT_FOUND
+    );
+    // Scheduled: marked with its grace period, then gone with gracePeriodSeconds=0.
+    t.send(Method::POST, pods, pod("b", "node1")).await;
+    let r = t
+        .req(
+            Method::DELETE,
+            &format!("{pods}/b"),
+            "",
+            Body::empty(),
+            Some(admin()),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(r["kind"], "Pod");
+    assert_eq!(r["metadata"]["deletionGracePeriodSeconds"], 20);
+    assert!(r["metadata"]["deletionTimestamp"].is_string());
+    assert_eq!(t.get(&format!("{pods}/b")).await.code, StatusCode::OK);
+    let r = t
+        .req(
+            Method::DELETE,
+            &format!("{pods}/b"),
+            "application/json",
+            r#"{"kind":"DeleteOptions","apiVersion":"v1","gracePeriodSeconds":0}"#,
+            Some(admin()),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["status"], "Success");
+    assert_eq!(
+        t.get(&format!("{pods}/b")).await.code,
+        StatusCode::NOT_FOUND
+    );
+}
