@@ -781,4 +781,59 @@ fn kubectl_create_subcommands() {
         ],
         "busybox Pending",
     );
+    // kube's columns for these kinds.
+    let header = |kind: &str| -> Vec<String> {
+        let out = k.ok(&["get", kind]);
+        out.lines()
+            .next()
+            .unwrap_or("")
+            .split("   ")
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    assert_eq!(
+        header("cronjobs"),
+        [
+            "NAME",
+            "SCHEDULE",
+            "TIMEZONE",
+            "SUSPEND",
+            "ACTIVE",
+            "LAST SCHEDULE",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        header("ingress"),
+        ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+    );
+    assert_eq!(
+        header("pdb"),
+        [
+            "NAME",
+            "MIN AVAILABLE",
+            "MAX UNAVAILABLE",
+            "ALLOWED DISRUPTIONS",
+            "AGE"
+        ]
+    );
+    assert_eq!(header("quota"), ["NAME", "AGE", "REQUEST", "LIMIT"]);
+    assert_eq!(
+        header("jobs"),
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    );
+    assert_eq!(header("clusterroles"), ["NAME", "CREATED AT"]);
+    let quota = k.ok(&["get", "quota", "q1"]);
+    assert!(quota.contains("pods: 0/2, requests.cpu: 0/1"), "{quota}");
+    let pods = k.ok(&["get", "pods"]);
+    let header: Vec<&str> = pods.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{pods}"
+    );
+    let row: Vec<&str> = pods.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..4], ["p1", "0/1", "Pending", "0"], "{pods}");
+    ok(&["delete", "pod", "p1"], "pod \"p1\" deleted");
 }

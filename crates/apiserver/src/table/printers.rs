@@ -1,72 +1,14 @@
-//! Server-side printing: `Accept: application/json;as=Table;v=v1;g=meta.k8s.io` turns a get,
-//! list or watch answer into a `meta.k8s.io/v1` `Table` with kube-apiserver's columns for
-//! each kind (`pkg/printers/internalversion/printers.go`), `-o wide`'s extra columns at
-//! priority 1, and rows carrying `PartialObjectMetadata` (`includeObject=Metadata`, the
-//! default), the object (`Object`) or nothing (`None`). Kinds without a printer get kube's
-//! default table convertor (Name, Created At).
+//! The columns and cells of each kind (kube-apiserver's `printers.go` handlers).
 
-use axum::http::{header, HeaderMap};
 use serde_json::{json, Value};
 
+use super::human_duration;
 use crate::registry::ResourceInfo;
-use crate::request::Query;
-use crate::status::{ApiError, ApiResult};
-
-/// The Table media type of a response.
-pub const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
-
-/// What rows carry (`includeObject`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Include {
-    None,
-    Metadata,
-    Object,
-}
-
-/// The Table rendering a request asked for, if any.
-#[derive(Clone, Copy, Debug)]
-pub struct TableRequest {
-    pub include: Include,
-}
-
-/// Whether the Accept header asks for a `meta.k8s.io` Table (v1 or v1beta1) before plain JSON.
-pub fn wants_table(headers: &HeaderMap, query: &Query) -> ApiResult<Option<TableRequest>> {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Ok(None);
-    };
-    let first_table = accept.split(',').map(str::trim).find_map(|media| {
-        let params: Vec<&str> = media.split(';').map(str::trim).collect();
-        let is_table = params[0] == "application/json"
-            && params.contains(&"as=Table")
-            && params.contains(&"g=meta.k8s.io")
-            && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"));
-        let is_plain =
-            params.len() == 1 && matches!(params[0], "application/json" | "*/*" | "application/*");
-        (is_table || is_plain).then_some(is_table)
-    });
-    if first_table != Some(true) {
-        return Ok(None);
-    }
-    let include = match query.non_empty("includeObject") {
-        None | Some("Metadata") => Include::Metadata,
-        Some("Object") => Include::Object,
-        Some("None") => Include::None,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "includeObject: Unsupported value: {other:?}: supported values: \"Metadata\", \"None\", \"Object\""
-            )))
-        }
-    };
-    Ok(Some(TableRequest { include }))
-}
 
 /// One column: name, type, priority (0 = always, 1 = `-o wide`).
-struct Col(&'static str, &'static str, u8);
+pub(super) struct Col(pub &'static str, pub &'static str, pub u8);
 
-const NAME_DESC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
-const AGE_DESC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
-
-fn columns(info: &ResourceInfo) -> Vec<Col> {
+pub(super) fn columns(info: &ResourceInfo) -> Vec<Col> {
     let s = "string";
     let i = "integer";
     match (info.group, info.plural) {
@@ -176,65 +118,9 @@ fn columns(info: &ResourceInfo) -> Vec<Col> {
             Col("Images", s, 1),
             Col("Selector", s, 1),
         ],
-        _ => vec![Col("Name", s, 0), Col("Created At", "date", 0)],
+        _ => more_columns(info)
+            .unwrap_or_else(|| vec![Col("Name", s, 0), Col("Created At", "date", 0)]),
     }
-}
-
-/// Go's `duration.HumanDuration` (what kubectl shows as AGE).
-pub fn human_duration(secs: i64) -> String {
-    if secs < -1 {
-        return "<invalid>".into();
-    }
-    if secs < 0 {
-        return "0s".into();
-    }
-    if secs < 120 {
-        return format!("{secs}s");
-    }
-    let minutes = secs / 60;
-    if minutes < 10 {
-        let s = secs % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = secs / 3600;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        let dy = (hours / 24) % 365;
-        return if dy == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{dy}d", hours / 24 / 365)
-        };
-    }
-    format!("{}y", hours / 24 / 365)
 }
 
 /// kubectl's AGE of an RFC 3339 timestamp (`<unknown>` when absent).
@@ -332,7 +218,7 @@ fn pod_status(pod: &Value) -> String {
     reason
 }
 
-fn cells(info: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
+pub(super) fn cells(info: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
     let meta = &obj["metadata"];
     let name = json!(meta["name"].as_str().unwrap_or(""));
     let age = json!(since(meta["creationTimestamp"].as_str(), now));
@@ -638,113 +524,417 @@ fn cells(info: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
                 json!(selector(&spec["selector"])),
             ]
         }
-        _ => vec![
-            name,
-            json!(meta["creationTimestamp"].as_str().unwrap_or("")),
+        _ => more_cells(info, obj, now).unwrap_or_else(|| {
+            vec![
+                name,
+                json!(meta["creationTimestamp"].as_str().unwrap_or("")),
+            ]
+        }),
+    }
+}
+
+/// Columns of the less central kinds.
+fn more_columns(info: &ResourceInfo) -> Option<Vec<Col>> {
+    let s = "string";
+    let i = "integer";
+    Some(match (info.group, info.plural) {
+        ("batch", "cronjobs") => vec![
+            Col("Name", s, 0),
+            Col("Schedule", s, 0),
+            Col("Timezone", s, 0),
+            Col("Suspend", "boolean", 0),
+            Col("Active", i, 0),
+            Col("Last Schedule", s, 0),
+            Col("Age", s, 0),
+            Col("Containers", s, 1),
+            Col("Images", s, 1),
+            Col("Selector", s, 1),
         ],
-    }
-}
-
-/// One row for `obj`.
-pub fn row(info: &ResourceInfo, obj: &Value, include: Include, now: i64) -> Value {
-    let mut row = json!({"cells": cells(info, obj, now)});
-    match include {
-        Include::None => {}
-        Include::Metadata => {
-            row["object"] = json!({
-                "kind": "PartialObjectMetadata",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": obj["metadata"],
-            });
+        ("networking.k8s.io", "ingresses") => vec![
+            Col("Name", s, 0),
+            Col("Class", s, 0),
+            Col("Hosts", s, 0),
+            Col("Address", s, 0),
+            Col("Ports", s, 0),
+            Col("Age", s, 0),
+        ],
+        ("networking.k8s.io", "ingressclasses") => vec![
+            Col("Name", s, 0),
+            Col("Controller", s, 0),
+            Col("Parameters", s, 0),
+            Col("Age", s, 0),
+        ],
+        ("networking.k8s.io", "networkpolicies") => {
+            vec![
+                Col("Name", s, 0),
+                Col("Pod-Selector", s, 0),
+                Col("Age", s, 0),
+            ]
         }
-        Include::Object => {
-            let mut o = obj.clone();
-            o["kind"] = json!(info.kind);
-            o["apiVersion"] = json!(info.api_version());
-            row["object"] = o;
+        ("policy", "poddisruptionbudgets") => vec![
+            Col("Name", s, 0),
+            Col("Min Available", s, 0),
+            Col("Max Unavailable", s, 0),
+            Col("Allowed Disruptions", i, 0),
+            Col("Age", s, 0),
+        ],
+        ("", "persistentvolumeclaims") => vec![
+            Col("Name", s, 0),
+            Col("Status", s, 0),
+            Col("Volume", s, 0),
+            Col("Capacity", s, 0),
+            Col("Access Modes", s, 0),
+            Col("StorageClass", s, 0),
+            Col("VolumeAttributesClass", s, 0),
+            Col("Age", s, 0),
+            Col("VolumeMode", s, 1),
+        ],
+        ("", "persistentvolumes") => vec![
+            Col("Name", s, 0),
+            Col("Capacity", s, 0),
+            Col("Access Modes", s, 0),
+            Col("Reclaim Policy", s, 0),
+            Col("Status", s, 0),
+            Col("Claim", s, 0),
+            Col("StorageClass", s, 0),
+            Col("VolumeAttributesClass", s, 0),
+            Col("Reason", s, 0),
+            Col("Age", s, 0),
+            Col("VolumeMode", s, 1),
+        ],
+        ("", "resourcequotas") => vec![
+            Col("Name", s, 0),
+            Col("Age", s, 0),
+            Col("Request", s, 0),
+            Col("Limit", s, 0),
+        ],
+        ("", "podtemplates") => vec![
+            Col("Name", s, 0),
+            Col("Containers", s, 0),
+            Col("Images", s, 0),
+            Col("Pod Labels", s, 0),
+        ],
+        ("scheduling.k8s.io", "priorityclasses") => vec![
+            Col("Name", s, 0),
+            Col("Value", i, 0),
+            Col("Global-Default", "boolean", 0),
+            Col("Age", s, 0),
+            Col("PreemptionPolicy", s, 0),
+        ],
+        ("storage.k8s.io", "storageclasses") => vec![
+            Col("Name", s, 0),
+            Col("Provisioner", s, 0),
+            Col("ReclaimPolicy", s, 0),
+            Col("VolumeBindingMode", s, 0),
+            Col("AllowVolumeExpansion", s, 0),
+            Col("Age", s, 0),
+        ],
+        ("coordination.k8s.io", "leases") => {
+            vec![Col("Name", s, 0), Col("Holder", s, 0), Col("Age", s, 0)]
         }
-    }
-    row
-}
-
-/// A Table of `objects`; `metadata` is the list metadata (resourceVersion, continue).
-pub fn table(
-    info: &ResourceInfo,
-    objects: &[Value],
-    metadata: Value,
-    include: Include,
-    with_columns: bool,
-) -> Value {
-    let now = chrono::Utc::now().timestamp();
-    let defs: Vec<Value> = if with_columns {
-        columns(info)
-            .into_iter()
-            .map(|Col(name, kind, priority)| {
-                let description = match name {
-                    "Name" => NAME_DESC,
-                    "Age" | "Created At" => AGE_DESC,
-                    _ => "",
-                };
-                let mut d = json!({"name": name, "type": kind, "format": "", "description": description, "priority": priority});
-                if name == "Name" {
-                    d["format"] = json!("name");
-                }
-                d
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
-        "columnDefinitions": defs,
-        "rows": objects.iter().map(|o| row(info, o, include, now)).collect::<Vec<_>>(),
+        ("discovery.k8s.io", "endpointslices") => vec![
+            Col("Name", s, 0),
+            Col("AddressType", s, 0),
+            Col("Ports", s, 0),
+            Col("Endpoints", s, 0),
+            Col("Age", s, 0),
+        ],
+        ("apps", "controllerrevisions") => vec![
+            Col("Name", s, 0),
+            Col("Controller", s, 0),
+            Col("Revision", i, 0),
+            Col("Age", s, 0),
+        ],
+        ("autoscaling", "horizontalpodautoscalers") => vec![
+            Col("Name", s, 0),
+            Col("Reference", s, 0),
+            Col("Targets", s, 0),
+            Col("MinPods", s, 0),
+            Col("MaxPods", i, 0),
+            Col("Replicas", i, 0),
+            Col("Age", s, 0),
+        ],
+        _ => return None,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Access modes in kubectl's short form (`RWO,ROX`).
+fn access_modes(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
-    #[test]
-    fn human_durations_as_go() {
-        let cases = [
-            (0, "0s"),
-            (119, "119s"),
-            (120, "2m"),
-            (125, "2m5s"),
-            (600, "10m"),
-            (3 * 3600, "3h"),
-            (3 * 3600 + 60, "3h1m"),
-            (47 * 3600, "47h"),
-            (50 * 3600, "2d2h"),
-            (10 * 86400, "10d"),
-            (800 * 86400, "2y70d"),
-            (-5, "<invalid>"),
-        ];
-        for (secs, want) in cases {
-            assert_eq!(human_duration(secs), want, "{secs}");
+/// An `IntOrString` cell, or `N/A`.
+fn int_or_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => "N/A".into(),
+    }
+}
+
+fn more_cells(info: &ResourceInfo, obj: &Value, now: i64) -> Option<Vec<Value>> {
+    let meta = &obj["metadata"];
+    let name = json!(meta["name"].as_str().unwrap_or(""));
+    let age = json!(since(meta["creationTimestamp"].as_str(), now));
+    let spec = &obj["spec"];
+    let status = &obj["status"];
+    Some(match (info.group, info.plural) {
+        ("batch", "cronjobs") => {
+            let job_spec = &spec["jobTemplate"]["spec"];
+            let (c, i) = containers(&job_spec["template"]["spec"]);
+            vec![
+                name,
+                json!(str_or(&spec["schedule"], "")),
+                json!(str_or(&spec["timeZone"], "<none>")),
+                json!(if spec["suspend"] == true {
+                    "True"
+                } else {
+                    "False"
+                }),
+                json!(count(&status["active"])),
+                json!(match status["lastScheduleTime"].as_str() {
+                    Some(t) => since(Some(t), now),
+                    None => "<none>".into(),
+                }),
+                age,
+                json!(c),
+                json!(i),
+                json!(selector(&job_spec["selector"])),
+            ]
         }
-    }
-
-    #[test]
-    fn table_negotiation() {
-        let mut h = HeaderMap::new();
-        let q = Query::parse(None);
-        assert!(wants_table(&h, &q).unwrap().is_none());
-        h.insert(
-            header::ACCEPT,
-            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(
-            wants_table(&h, &q).unwrap().unwrap().include,
-            Include::Metadata
-        );
-        h.insert(header::ACCEPT, "application/json, */*".parse().unwrap());
-        assert!(wants_table(&h, &q).unwrap().is_none());
-    }
+        ("networking.k8s.io", "ingresses") => {
+            let hosts: Vec<&str> = spec["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["host"].as_str())
+                .collect();
+            let addrs: Vec<&str> = status["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+                .collect();
+            let tls = spec["tls"].as_array().is_some_and(|t| !t.is_empty());
+            vec![
+                name,
+                json!(str_or(&spec["ingressClassName"], "<none>")),
+                json!(if hosts.is_empty() {
+                    "*".into()
+                } else {
+                    hosts.join(",")
+                }),
+                json!(addrs.join(",")),
+                json!(if tls { "80, 443" } else { "80" }),
+                age,
+            ]
+        }
+        ("networking.k8s.io", "ingressclasses") => {
+            let p = &spec["parameters"];
+            let params = match p["kind"].as_str() {
+                Some(kind) => {
+                    let group = p["apiGroup"]
+                        .as_str()
+                        .map(|g| format!(".{g}"))
+                        .unwrap_or_default();
+                    format!("{kind}{group}/{}", str_or(&p["name"], ""))
+                }
+                None => "<none>".into(),
+            };
+            vec![
+                name,
+                json!(str_or(&spec["controller"], "")),
+                json!(params),
+                age,
+            ]
+        }
+        ("networking.k8s.io", "networkpolicies") => {
+            let sel = selector(&spec["podSelector"]);
+            vec![
+                name,
+                json!(if sel == "<none>" {
+                    "<none>".to_string()
+                } else {
+                    sel
+                }),
+                age,
+            ]
+        }
+        ("policy", "poddisruptionbudgets") => vec![
+            name,
+            json!(int_or_str(&spec["minAvailable"])),
+            json!(int_or_str(&spec["maxUnavailable"])),
+            json!(int(&status["disruptionsAllowed"])),
+            age,
+        ],
+        ("", "persistentvolumeclaims") => vec![
+            name,
+            json!(str_or(&status["phase"], "")),
+            json!(str_or(&spec["volumeName"], "")),
+            json!(status["capacity"]["storage"].as_str().unwrap_or("")),
+            json!(access_modes(&status["accessModes"])),
+            json!(str_or(&spec["storageClassName"], "<unset>")),
+            json!(str_or(&spec["volumeAttributesClassName"], "<unset>")),
+            age,
+            json!(str_or(&spec["volumeMode"], "<unset>")),
+        ],
+        ("", "persistentvolumes") => {
+            let claim = match spec["claimRef"]["name"].as_str() {
+                Some(n) => format!("{}/{n}", str_or(&spec["claimRef"]["namespace"], "")),
+                None => String::new(),
+            };
+            vec![
+                name,
+                json!(spec["capacity"]["storage"].as_str().unwrap_or("")),
+                json!(access_modes(&spec["accessModes"])),
+                json!(str_or(&spec["persistentVolumeReclaimPolicy"], "")),
+                json!(str_or(&status["phase"], "")),
+                json!(claim),
+                json!(str_or(&spec["storageClassName"], "")),
+                json!(str_or(&spec["volumeAttributesClassName"], "<unset>")),
+                json!(str_or(&status["reason"], "")),
+                age,
+                json!(str_or(&spec["volumeMode"], "<unset>")),
+            ]
+        }
+        ("", "resourcequotas") => {
+            let (mut req, mut lim) = (Vec::new(), Vec::new());
+            for (k, v) in spec["hard"].as_object().into_iter().flatten() {
+                let used = status["used"][k].as_str().unwrap_or("0");
+                let item = format!("{k}: {used}/{}", v.as_str().unwrap_or(""));
+                if k.starts_with("limits.") {
+                    lim.push(item);
+                } else {
+                    req.push(item);
+                }
+            }
+            vec![name, age, json!(req.join(", ")), json!(lim.join(", "))]
+        }
+        ("", "podtemplates") => {
+            let (c, i) = containers(&obj["template"]["spec"]);
+            let labels = obj["template"]["metadata"]["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| "<none>".into());
+            vec![name, json!(c), json!(i), json!(labels)]
+        }
+        ("scheduling.k8s.io", "priorityclasses") => vec![
+            name,
+            json!(int(&obj["value"])),
+            json!(obj["globalDefault"] == true),
+            age,
+            json!(str_or(&obj["preemptionPolicy"], "PreemptLowerPriority")),
+        ],
+        ("storage.k8s.io", "storageclasses") => {
+            let default =
+                meta["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true";
+            let n = meta["name"].as_str().unwrap_or("");
+            vec![
+                json!(if default {
+                    format!("{n} (default)")
+                } else {
+                    n.to_string()
+                }),
+                json!(str_or(&obj["provisioner"], "")),
+                json!(str_or(&obj["reclaimPolicy"], "Delete")),
+                json!(str_or(&obj["volumeBindingMode"], "Immediate")),
+                json!(if obj["allowVolumeExpansion"] == true {
+                    "true"
+                } else {
+                    "false"
+                }),
+                age,
+            ]
+        }
+        ("coordination.k8s.io", "leases") => {
+            vec![name, json!(str_or(&spec["holderIdentity"], "")), age]
+        }
+        ("discovery.k8s.io", "endpointslices") => {
+            let ports: Vec<String> = obj["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_i64().map(|n| n.to_string()))
+                .collect();
+            let addrs: Vec<&str> = obj["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            let shown = match addrs.len() {
+                0 => "<unset>".to_string(),
+                1..=3 => addrs.join(","),
+                n => format!("{} + {} more...", addrs[..3].join(","), n - 3),
+            };
+            vec![
+                name,
+                json!(str_or(&obj["addressType"], "")),
+                json!(if ports.is_empty() {
+                    "<unset>".into()
+                } else {
+                    ports.join(",")
+                }),
+                json!(shown),
+                age,
+            ]
+        }
+        ("apps", "controllerrevisions") => {
+            let owner = meta["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|o| o["controller"] == true)
+                .map(|o| {
+                    let gv = str_or(&o["apiVersion"], "");
+                    let group = gv
+                        .split_once('/')
+                        .map(|(g, _)| format!(".{g}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{}{group}/{}",
+                        str_or(&o["kind"], "").to_ascii_lowercase(),
+                        str_or(&o["name"], "")
+                    )
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![name, json!(owner), json!(int(&obj["revision"])), age]
+        }
+        ("autoscaling", "horizontalpodautoscalers") => {
+            let r = &spec["scaleTargetRef"];
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    str_or(&r["kind"], ""),
+                    str_or(&r["name"], "")
+                )),
+                json!("<unknown>"),
+                json!(spec["minReplicas"].as_i64().unwrap_or(1).to_string()),
+                json!(int(&spec["maxReplicas"])),
+                json!(int(&status["currentReplicas"])),
+                age,
+            ]
+        }
+        _ => return None,
+    })
 }
