@@ -35,6 +35,11 @@ pub(crate) struct CachedEvent {
 }
 
 impl CachedEvent {
+    /// The estimated memory this event holds.
+    fn cost(&self) -> usize {
+        self.json.len() * 5 + self.key.len() + 64
+    }
+
     /// Decodes a datastore event; `None` (logged) if a stored value is corrupt.
     fn decode(e: &Event) -> Option<Arc<CachedEvent>> {
         let decoded = (|| {
@@ -78,6 +83,9 @@ pub(crate) type CachedStream =
 
 /// How many recent events the cache keeps for watches that start in the past.
 pub const WINDOW: usize = 10_000;
+/// …and at most this many bytes of them (estimated: the JSON text, plus the decoded old and
+/// new objects at about twice their text each), so large objects cannot balloon the cache.
+pub const WINDOW_BYTES: usize = 64 << 20;
 /// How many batches a watcher may fall behind before it is ended.
 const LIVE_CAPACITY: usize = 4096;
 
@@ -86,20 +94,30 @@ struct Running {
     buffer: VecDeque<Arc<CachedEvent>>,
     /// The cache covers revisions `(start, now]`.
     start: Revision,
+    /// The estimated size of `buffer`.
+    bytes: usize,
     live: broadcast::Sender<Arc<Vec<Arc<CachedEvent>>>>,
 }
 
 /// The shared watch cache of an [`ApiServer`](crate::ApiServer).
 pub(crate) struct WatchCache {
     store: Arc<dyn Store>,
+    /// Window limits: events, estimated bytes.
+    limits: (usize, usize),
     state: Mutex<Option<Running>>,
     starting: tokio::sync::Mutex<()>,
 }
 
 impl WatchCache {
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_limits(store, WINDOW, WINDOW_BYTES)
+    }
+
+    /// A cache whose window holds at most `events` events and about `bytes` bytes.
+    pub(crate) fn with_limits(store: Arc<dyn Store>, events: usize, bytes: usize) -> Self {
         WatchCache {
             store,
+            limits: (events, bytes),
             state: Mutex::new(None),
             starting: tokio::sync::Mutex::new(()),
         }
@@ -124,6 +142,7 @@ impl WatchCache {
         *self.lock() = Some(Running {
             buffer: VecDeque::new(),
             start,
+            bytes: 0,
             live,
         });
         let cache = Arc::downgrade(self);
@@ -138,11 +157,17 @@ impl WatchCache {
                         let mut state = cache.lock();
                         let Some(run) = state.as_mut() else { return };
                         for e in &events {
+                            run.bytes += e.cost();
                             run.buffer.push_back(e.clone());
                         }
-                        while run.buffer.len() > WINDOW {
-                            if let Some(old) = run.buffer.pop_front() {
-                                run.start = old.revision;
+                        let (max_events, max_bytes) = cache.limits;
+                        while run.buffer.len() > max_events || run.bytes > max_bytes {
+                            match run.buffer.pop_front() {
+                                Some(old) => {
+                                    run.start = old.revision;
+                                    run.bytes -= old.cost();
+                                }
+                                None => break,
                             }
                         }
                         // No receiver is not an error.
@@ -278,5 +303,30 @@ mod tests {
             before.as_mut().map(|_| ()),
             Err(barge_datastore::Error::Compacted { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn window_is_bounded() {
+        let store = Arc::new(MemStore::new());
+        // About 10 KiB per event against a 100 KiB budget: only the last few stay.
+        let cache = Arc::new(WatchCache::with_limits(store.clone(), 1000, 100 << 10));
+        let _w = cache.watch("/registry/", 0).await.unwrap();
+        let big = serde_json::to_vec(&json!({"data": "x".repeat(2000)})).unwrap();
+        for i in 0..50 {
+            store
+                .create(&format!("/registry/k{i}"), big.clone())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = cache.lock();
+        let run = state.as_ref().unwrap();
+        assert!(
+            run.buffer.len() < 15 && !run.buffer.is_empty(),
+            "{}",
+            run.buffer.len()
+        );
+        assert!(run.bytes <= 100 << 10);
+        assert_eq!(run.start, run.buffer[0].revision - 1);
     }
 }
