@@ -5,6 +5,7 @@ mod create;
 mod delete;
 mod fields;
 mod get;
+mod immutable;
 mod list;
 mod managed;
 pub(crate) mod object;

@@ -109,7 +109,12 @@ pub fn invalid(info: &ResourceInfo, name: &str, causes: Vec<Cause>) -> ApiError 
             name: name.into(),
             group: info.group.into(),
             kind: info.kind.into(),
-            qualified: info.kind.into(),
+            // kube's GroupKind.String(): `ConfigMap`, `Deployment.apps`.
+            qualified: if info.group.is_empty() {
+                info.kind.into()
+            } else {
+                format!("{}.{}", info.kind, info.group)
+            },
         },
         causes,
     }

@@ -154,6 +154,12 @@ impl ApiServer {
             }
         };
         super::object::normalize(info, &mut result);
+        if part == Part::Main {
+            let causes = super::immutable::check(info, &old, &mut result);
+            if !causes.is_empty() {
+                return Err(super::object::invalid(info, &name, causes));
+            }
+        }
         if info.generation && spec_part(&result) != spec_part(&old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(&mut result).insert("generation".into(), json!(generation));

@@ -739,3 +739,52 @@ async fn pods_are_deleted_gracefully_once_scheduled() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn immutable_fields_are_422() {
+    let t = server().await;
+    let mut c = cm("imm", json!({}));
+    c["immutable"] = json!(true);
+    let created = t.send(Method::POST, CMS, c).await.json();
+    let mut upd = created.clone();
+    upd["data"]["k"] = json!("changed");
+    let r = t.send(Method::PUT, &format!("{CMS}/imm"), upd).await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY);
+    let s = r.json();
+    assert_eq!(
+        s["message"],
+        "ConfigMap \"imm\" is invalid: data: Forbidden: field is immutable when `immutable` is set"
+    );
+    assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueForbidden");
+    // Labels may still change.
+    let r = t
+        .patch(
+            &format!("{CMS}/imm"),
+            "application/merge-patch+json",
+            r#"{"metadata":{"labels":{"x":"y"}}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK);
+    let deps = "/apis/apps/v1/namespaces/default/deployments";
+    t.send(
+        Method::POST,
+        deps,
+        json!({"metadata": {"name": "im"},
+               "spec": {"selector": {"matchLabels": {"a": "b"}},
+                        "template": {"metadata": {"labels": {"a": "b"}},
+                                     "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+    )
+    .await;
+    let r = t
+        .patch(
+            &format!("{deps}/im"),
+            "application/merge-patch+json",
+            r#"{"spec":{"selector":{"matchLabels":{"a":"c"}}}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        r.json()["message"],
+        "Deployment.apps \"im\" is invalid: spec.selector: Invalid value: {\"matchLabels\":{\"a\":\"c\"}}: field is immutable"
+    );
+}
