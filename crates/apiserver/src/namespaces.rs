@@ -17,8 +17,8 @@ pub const SYSTEM_NAMESPACES: &[&str] =
 /// The writer of what the server creates itself.
 fn system_writer() -> crate::rest::WriteOpts {
     crate::rest::WriteOpts {
-        dry_run: false,
         manager: "kube-apiserver".into(),
+        ..Default::default()
     }
 }
 

@@ -96,6 +96,10 @@ pub enum ApiError {
     /// 409 `Operation cannot be fulfilled on configmaps "x": <why>`.
     #[error("Operation cannot be fulfilled on {} {:?}: {why}", .target.qualified, .target.name)]
     Conflict { target: Target, why: String },
+    /// 409 from server-side apply: `Apply failed with 1 conflict: conflict with "m" …`,
+    /// one `FieldManagerConflict` cause per field.
+    #[error("{message}")]
+    ApplyConflict { message: String, causes: Vec<Cause> },
     /// 422 `ConfigMap "x" is invalid: <causes>`; `target.kind` is the Kind.
     #[error("{}", invalid_message(.target, .causes))]
     Invalid { target: Target, causes: Vec<Cause> },
@@ -164,7 +168,9 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) | ApiError::NoRoute => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
-            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => {
+                (StatusCode::CONFLICT, "Conflict")
+            }
             ApiError::Invalid { .. } | ApiError::Unprocessable(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "Invalid")
             }
@@ -205,6 +211,7 @@ impl ApiError {
                 put_target(target);
                 causes = c;
             }
+            ApiError::ApplyConflict { causes: c, .. } => causes = c,
             ApiError::Forbidden {
                 target, causes: c, ..
             } => {

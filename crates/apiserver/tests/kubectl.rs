@@ -837,3 +837,62 @@ fn kubectl_create_subcommands() {
     assert_eq!(row[..4], ["p1", "0/1", "Pending", "0"], "{pods}");
     ok(&["delete", "pod", "p1"], "pod \"p1\" deleted");
 }
+
+/// `kubectl apply --server-side`: create, a conflict with another manager, `--force-conflicts`.
+#[test]
+fn kubectl_server_side_apply() {
+    let k = Cluster::start();
+    let path = k.dir.path().join("ssa.yaml");
+    let write = |greeting: &str| {
+        std::fs::write(
+            &path,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: default\ndata:\n  greeting: {greeting}\n"),
+        )
+        .unwrap();
+    };
+    let p = path.to_str().unwrap().to_string();
+    write("hello");
+    assert_eq!(
+        k.ok(&["apply", "--server-side", "-f", &p]),
+        "configmap/ssa serverside-applied\n"
+    );
+    // Another manager takes the field over with a plain edit…
+    k.ok(&[
+        "patch",
+        "cm",
+        "ssa",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"greeting":"edited"}}"#,
+    ]);
+    // …so applying a different value conflicts, naming the manager and the field.
+    write("again");
+    let out = k.run(&["apply", "--server-side", "-f", &p]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(r#"Apply failed with 1 conflict: conflict with "kubectl-patch" using v1: .data.greeting"#),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        k.ok(&["apply", "--server-side", "--force-conflicts", "-f", &p]),
+        "configmap/ssa serverside-applied\n"
+    );
+    let cm: Value =
+        serde_json::from_str(&k.ok(&["get", "cm", "ssa", "-o", "json", "--show-managed-fields"]))
+            .unwrap();
+    assert_eq!(cm["data"]["greeting"], "again");
+    let apply = cm["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["operation"] == "Apply")
+        .unwrap()
+        .clone();
+    assert_eq!(apply["manager"], "kubectl");
+    assert_eq!(
+        apply["fieldsV1"],
+        serde_json::json!({"f:data": {"f:greeting": {}}})
+    );
+}

@@ -90,7 +90,7 @@ impl ApiServer {
         validate_meta(info, obj)?;
         super::object::normalize(info, obj);
         prepare_for_create(info, obj);
-        super::managed::track(None, obj, opts, "", &info.api_version());
+        super::managed::track(info, None, obj, opts, "");
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         if let Some(ns) = namespace.filter(|_| info.namespaced) {
             self.check_namespace_open(info, &name, ns).await?;

@@ -1,6 +1,7 @@
 //! Generic REST over JSON for every registered resource: the dispatcher (path → resource,
 //! verb → handler) and the handlers, one module per verb family.
 
+mod apply;
 mod create;
 mod delete;
 mod fields;
@@ -79,6 +80,7 @@ impl Req {
         Ok(WriteOpts {
             dry_run: self.query.dry_run()?,
             manager,
+            apply: None,
         })
     }
 

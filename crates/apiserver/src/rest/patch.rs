@@ -3,8 +3,7 @@
 //!
 //! Strategic merge patch is in `strategic.rs`.
 //!
-//! TODO(issue 10): server-side apply (`application/apply-patch+yaml`, Apply entries in
-//! managedFields, conflicts, `force`); until then apply patches are answered 415.
+//! Server-side apply (`application/apply-patch+yaml`) is in `apply.rs`.
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -80,6 +79,11 @@ impl PatchDoc {
 
 impl ApiServer {
     pub(crate) async fn patch(&self, req: &Req) -> ApiResult<Response> {
+        if media_type(&req.headers) == "application/apply-patch+yaml"
+            && req.path.subresource.is_none()
+        {
+            return self.apply(req).await;
+        }
         let doc = PatchDoc::parse(&media_type(&req.headers), &req.body)?;
         let part = Part::of(req.path.subresource.as_deref());
         let mode = super::fields::Validation::of(&req.query)?;

@@ -19,7 +19,7 @@ use crate::status::{ApiError, ApiResult};
 
 /// How a list field is patched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Strategy {
+pub(crate) enum Strategy {
     /// `patchStrategy:"merge"` with `patchMergeKey:"<key>"`.
     MergeKey(&'static str),
     /// `patchStrategy:"merge"` on a list of primitives: set union.
@@ -73,7 +73,7 @@ fn pod_spec_prefix(info: &ResourceInfo) -> Option<&'static str> {
 }
 
 /// The strategy of the list at `path` (field names joined by `.`, list indices dropped).
-fn strategy(info: &ResourceInfo, path: &str) -> Strategy {
+pub(crate) fn strategy(info: &ResourceInfo, path: &str) -> Strategy {
     use Strategy::*;
     match path {
         "metadata.finalizers" => return MergePrimitive,

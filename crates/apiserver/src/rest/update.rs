@@ -174,13 +174,7 @@ impl ApiServer {
             Some(m) => meta_mut(&mut result).insert("managedFields".into(), m.clone()),
             None => meta_mut(&mut result).remove("managedFields"),
         };
-        super::managed::track(
-            Some(&old),
-            &mut result,
-            opts,
-            subresource,
-            &info.api_version(),
-        );
+        super::managed::track(info, Some(&old), &mut result, opts, subresource);
         meta_mut(&mut result).insert("resourceVersion".into(), json!(rev.to_string()));
         let bytes = encode(&result);
         if bytes == encode(&old) {

@@ -494,8 +494,13 @@ async fn patches() {
         (Some("x:2"), Some(80), Some("y:1"))
     );
     assert_eq!(d["metadata"]["generation"], 2);
+    // Server-side apply needs a field manager.
     let r = t.patch(&u, "application/apply-patch+yaml", "{}").await;
-    assert_eq!(r.code, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        r.json()["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
     let r = t
         .patch(
             &u,
@@ -786,5 +791,111 @@ async fn immutable_fields_are_422() {
     assert_eq!(
         r.json()["message"],
         "Deployment.apps \"im\" is invalid: spec.selector: Invalid value: {\"matchLabels\":{\"a\":\"c\"}}: field is immutable"
+    );
+}
+
+#[tokio::test]
+async fn server_side_apply() {
+    let t = server().await;
+    let u = format!("{CMS}/ssa?fieldManager=alice");
+    let apply = |body: &'static str, uri: String| {
+        let t = &t;
+        async move { t.patch(&uri, "application/apply-patch+yaml", body).await }
+    };
+    // First apply creates.
+    let r = apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: '1'\n  b: '2'\n",
+        u.clone(),
+    )
+    .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let mf = &r.json()["metadata"]["managedFields"];
+    assert_eq!(
+        (mf[0]["manager"].as_str(), mf[0]["operation"].as_str()),
+        (Some("alice"), Some("Apply"))
+    );
+    assert_eq!(mf[0]["fieldsV1"], json!({"f:data": {"f:a": {}, "f:b": {}}}));
+    // Another manager changes a field alice owns: conflict, then force.
+    let bob = format!("{CMS}/ssa?fieldManager=bob");
+    let r = apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: 'x'\n",
+        bob.clone(),
+    )
+    .await;
+    assert_eq!(r.code, StatusCode::CONFLICT);
+    let s = r.json();
+    assert_eq!(
+        s["message"],
+        "Apply failed with 1 conflict: conflict with \"alice\": .data.a"
+    );
+    assert_eq!(s["reason"], "Conflict");
+    assert_eq!(
+        s["details"]["causes"][0],
+        json!({"reason": "FieldManagerConflict", "message": "conflict with \"alice\"", "field": ".data.a"})
+    );
+    let r = apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: 'x'\n",
+        format!("{bob}&force=true"),
+    )
+    .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["data"], json!({"a": "x", "b": "2"}));
+    // Alice drops b from her configuration: it goes (she alone owned it).
+    let r = apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: 'x'\n",
+        u.clone(),
+    )
+    .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["data"], json!({"a": "x"}));
+    // The same apply again writes nothing.
+    let rv = r.json()["metadata"]["resourceVersion"].clone();
+    let again = apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: 'x'\n",
+        u.clone(),
+    )
+    .await;
+    assert_eq!(again.json()["metadata"]["resourceVersion"], rv);
+    // Containers merge by name.
+    let deps = "/apis/apps/v1/namespaces/default/deployments";
+    let dep = |image: &str, extra: &str| {
+        format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: sd\nspec:\n  selector:\n    matchLabels: {{app: sd}}\n  template:\n    metadata:\n      labels: {{app: sd}}\n    spec:\n      containers:\n      - name: web\n        image: {image}\n{extra}"
+    )
+    };
+    let r = t
+        .patch(
+            &format!("{deps}/sd?fieldManager=alice"),
+            "application/apply-patch+yaml",
+            &dep("a:1", ""),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let r = t
+        .patch(
+            &format!("{deps}/sd?fieldManager=bob"),
+            "application/apply-patch+yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: sd\nspec:\n  template:\n    spec:\n      containers:\n      - name: side\n        image: s:1\n",
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let names: Vec<String> = r.json()["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["web", "side"]);
+    let r = t
+        .patch(
+            &format!("{deps}/sd?fieldManager=bob"),
+            "application/apply-patch+yaml",
+            &dep("a:2", ""),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CONFLICT);
+    assert_eq!(
+        r.json()["message"],
+        "Apply failed with 1 conflict: conflict with \"alice\": .spec.template.spec.containers[name=\"web\"].image"
     );
 }
