@@ -836,6 +836,33 @@ fn kubectl_create_subcommands() {
     let row: Vec<&str> = pods.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(row[..4], ["p1", "0/1", "Pending", "0"], "{pods}");
     ok(&["delete", "pod", "p1"], "pod \"p1\" deleted");
+    // kubectl wait: a jsonpath condition, then deletion (list + watch with a name selector).
+    ok(
+        &[
+            "wait",
+            "--for=jsonpath={.type}=Opaque",
+            "secret/s1",
+            "--timeout=10s",
+        ],
+        "secret/s1 condition met",
+    );
+    let waiter = k
+        .command(&["wait", "--for=delete", "secret/s1", "--timeout=20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ok(
+        &["delete", "secret", "s1", "--wait=false"],
+        "secret \"s1\" deleted",
+    );
+    let out = waiter.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `kubectl apply --server-side`: create, a conflict with another manager, `--force-conflicts`.

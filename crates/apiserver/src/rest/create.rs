@@ -90,6 +90,7 @@ impl ApiServer {
         validate_meta(info, obj)?;
         super::object::normalize(info, obj);
         prepare_for_create(info, obj);
+        super::defaults::apply(info, obj);
         super::managed::track(info, None, obj, opts, "");
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         if let Some(ns) = namespace.filter(|_| info.namespaced) {

@@ -3,6 +3,7 @@
 
 mod apply;
 mod create;
+mod defaults;
 mod delete;
 mod fields;
 mod get;

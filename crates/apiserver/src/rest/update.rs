@@ -155,6 +155,7 @@ impl ApiServer {
         };
         super::object::normalize(info, &mut result);
         if part == Part::Main {
+            super::defaults::apply(info, &mut result);
             let causes = super::immutable::check(info, &old, &mut result);
             if !causes.is_empty() {
                 return Err(super::object::invalid(info, &name, causes));
