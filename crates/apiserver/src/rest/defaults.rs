@@ -101,11 +101,7 @@ pub(crate) fn apply(info: &ResourceInfo, obj: &mut Value) {
             });
         }
         ("", "pods") => pod_spec(child(obj, "spec")),
-        ("", "podtemplates") => {
-            if obj["template"]["spec"].is_object() {
-                pod_spec(&mut obj["template"]["spec"]);
-            }
-        }
+        ("", "podtemplates") => pod_spec(&mut obj["template"]["spec"]),
         ("", "replicationcontrollers") | ("apps", "replicasets") => {
             let spec = child(obj, "spec");
             or_set(spec, "replicas", json!(1));
