@@ -30,8 +30,9 @@ fn child<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
     &mut obj[key]
 }
 
-fn each(list: &mut Value, mut f: impl FnMut(&mut Value)) {
-    if let Some(items) = list.as_array_mut() {
+/// Calls `f` on every item of the list `obj[key]`, if there is one (never creates the key).
+fn each(obj: &mut Value, key: &str, mut f: impl FnMut(&mut Value)) {
+    if let Some(items) = obj.get_mut(key).and_then(Value::as_array_mut) {
         items.iter_mut().for_each(&mut f);
     }
 }
@@ -50,7 +51,7 @@ fn container(c: &mut Value) {
     or_set(c, "terminationMessagePath", json!("/dev/termination-log"));
     or_set(c, "terminationMessagePolicy", json!("File"));
     or_set(c, "resources", json!({}));
-    each(&mut c["ports"], |p| or_set(p, "protocol", json!("TCP")));
+    each(c, "ports", |p| or_set(p, "protocol", json!("TCP")));
 }
 
 /// `SetDefaults_PodSpec` and its containers.
@@ -63,13 +64,14 @@ fn pod_spec(spec: &mut Value) {
     or_set(spec, "terminationGracePeriodSeconds", json!(30));
     or_set(spec, "schedulerName", json!("default-scheduler"));
     or_set(spec, "securityContext", json!({}));
-    each(&mut spec["containers"], container);
-    each(&mut spec["initContainers"], container);
+    each(spec, "containers", container);
+    each(spec, "initContainers", container);
 }
 
+/// The pod spec of `spec.template`, if there is one (never creates it).
 fn pod_template(spec: &mut Value) {
-    if spec["template"]["spec"].is_object() {
-        pod_spec(&mut spec["template"]["spec"]);
+    if let Some(pod) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+        pod_spec(pod);
     }
 }
 
@@ -94,14 +96,14 @@ pub(crate) fn apply(info: &ResourceInfo, obj: &mut Value) {
             if spec["type"] != "ExternalName" {
                 or_set(spec, "internalTrafficPolicy", json!("Cluster"));
             }
-            each(&mut spec["ports"], |p| {
+            each(spec, "ports", |p| {
                 or_set(p, "protocol", json!("TCP"));
                 let port = p["port"].clone();
                 or_set(p, "targetPort", port);
             });
         }
         ("", "pods") => pod_spec(child(obj, "spec")),
-        ("", "podtemplates") => pod_spec(&mut obj["template"]["spec"]),
+        ("", "podtemplates") => pod_template(obj),
         ("", "replicationcontrollers") | ("apps", "replicasets") => {
             let spec = child(obj, "spec");
             or_set(spec, "replicas", json!(1));
@@ -157,8 +159,8 @@ pub(crate) fn apply(info: &ResourceInfo, obj: &mut Value) {
             or_set(spec, "suspend", json!(false));
             or_set(spec, "successfulJobsHistoryLimit", json!(3));
             or_set(spec, "failedJobsHistoryLimit", json!(1));
-            if spec["jobTemplate"]["spec"].is_object() {
-                pod_template(&mut spec["jobTemplate"]["spec"]);
+            if let Some(job) = spec.get_mut("jobTemplate").and_then(|t| t.get_mut("spec")) {
+                pod_template(job);
             }
         }
         _ => {}
@@ -209,5 +211,13 @@ mod tests {
             (Some(2), Some(1))
         );
         assert_eq!(j["spec"]["template"]["spec"]["restartPolicy"], "Never");
+        // Absent lists and templates are not created.
+        let mut p = json!({"spec": {"containers": [{"name": "c", "image": "i:1"}]}});
+        apply(&info("", "pods"), &mut p);
+        assert!(p["spec"].get("initContainers").is_none());
+        assert!(p["spec"]["containers"][0].get("ports").is_none());
+        let mut t = json!({"metadata": {"name": "x"}});
+        apply(&info("", "podtemplates"), &mut t);
+        assert!(t.get("template").is_none());
     }
 }
