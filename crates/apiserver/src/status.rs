@@ -243,7 +243,8 @@ impl ApiError {
             "reason": reason,
             "code": code.as_u16(),
         });
-        if !details.is_empty() || matches!(self, ApiError::Forbidden { .. }) {
+        // kube's generic responses (Forbidden, NoRoute's NotFound) carry an empty `details`.
+        if !details.is_empty() || matches!(self, ApiError::Forbidden { .. } | ApiError::NoRoute) {
             status["details"] = Value::Object(details);
         }
         status

@@ -326,6 +326,12 @@ async fn bad_input_is_a_status_and_stores_nothing() {
     let r = t.get("/api/v1/namespaces/default/nothings").await;
     assert_eq!(r.code, StatusCode::NOT_FOUND);
     assert_eq!(
+        r.json(),
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "the server could not find the requested resource", "reason": "NotFound",
+               "details": {}, "code": 404})
+    );
+    assert_eq!(
         t.store.revision().await.unwrap(),
         before,
         "nothing was stored"
