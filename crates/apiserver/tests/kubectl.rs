@@ -923,3 +923,83 @@ fn kubectl_server_side_apply() {
         serde_json::json!({"f:data": {"f:greeting": {}}})
     );
 }
+
+/// `kubectl edit` (an editor script), `apply -k` (built-in kustomize), `describe` of a
+/// Deployment, `delete -f`.
+#[test]
+fn kubectl_edit_kustomize_describe() {
+    let k = Cluster::start();
+    let dir = k.dir.path().join("kustomize");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "namespace: default\ncommonLabels:\n  team: a\nresources:\n- app.yaml\nconfigMapGenerator:\n- name: gen\n  literals:\n  - k=v\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("app.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: kd\nspec:\n  selector:\n    matchLabels: {app: kd}\n  template:\n    metadata:\n      labels: {app: kd}\n    spec:\n      containers:\n      - name: c\n        image: busybox:1.36\n",
+    )
+    .unwrap();
+    let out = k.ok(&["apply", "-k", dir.to_str().unwrap()]);
+    assert!(out.contains("deployment.apps/kd created"), "{out}");
+    assert!(out.contains("configmap/gen-"), "{out}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "kd",
+            "-o",
+            "jsonpath={.metadata.labels.team} {.spec.selector.matchLabels.team}"
+        ]),
+        "a a"
+    );
+    // edit: the editor script rewrites the image; kubectl sends the change as a patch.
+    let editor = k.dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/busybox:1.36/busybox:1.37/' \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = k
+        .command(&["edit", "deploy", "kd"])
+        .env("EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "deployment.apps/kd edited\n"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "kd",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "busybox:1.37"
+    );
+    let described = k.ok(&["describe", "deploy", "kd"]);
+    assert!(
+        described.starts_with("Name:                   kd\n"),
+        "{described}"
+    );
+    assert!(described.contains("busybox:1.37"), "{described}");
+    assert!(
+        described.contains("StrategyType:           RollingUpdate"),
+        "{described}"
+    );
+    let out = k.ok(&["delete", "-k", dir.to_str().unwrap()]);
+    assert!(out.contains("deployment.apps \"kd\" deleted"), "{out}");
+    assert!(k
+        .ok(&["get", "deploy,cm", "-o", "name"])
+        .lines()
+        .all(|l| !l.contains("kd") && !l.contains("gen-")));
+}
