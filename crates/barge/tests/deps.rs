@@ -26,7 +26,7 @@ const MACHINE_PROVIDED: &[(&str, &str)] = &[
 
 /// Programs run without a literal `Command::new("…")` in Rust: through a crate (`nft` by
 /// `nftables`), a path constant (`/usr/bin/python3`), the harness's `docker_cli()`, the default
-/// runtime lookup (`runc`), or by the README's scripts.
+/// runtime lookup (`runc`), by the README's scripts, or by kubectl (`EDITOR` scripts).
 const INDIRECT_TOOLS: &[&str] = &[
     "nft",
     "/usr/bin/python3",
@@ -41,6 +41,9 @@ const INDIRECT_TOOLS: &[&str] = &[
     "ldd",
     "mktemp",
     "umount",
+    // kubectl edit's editor script in crates/apiserver/tests/kubectl.rs
+    "sh",
+    "sed",
 ];
 
 fn repo() -> PathBuf {
