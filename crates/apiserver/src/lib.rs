@@ -6,10 +6,29 @@
 //! - This crate knows HTTP and Kubernetes wire shapes, not TLS or certificates: the caller
 //!   (`barge server`) terminates TLS, authenticates the client and attaches its [`Identity`]
 //!   to each request as an extension. A request without one is anonymous.
-//! - Objects are stored as JSON under `/registry/<group>/<resource>/<namespace>/<name>`
-//!   (core group: `/registry/<resource>/…`, as kube-apiserver's etcd layout); an object's
-//!   `metadata.resourceVersion` is its key's `mod_revision`. Built-ins and CRDs share one
-//!   code path.
+//! - Objects are stored as JSON under kube-apiserver's etcd keys (see [`registry`]); an
+//!   object's `metadata.resourceVersion` is its key's `mod_revision` and is not stored inside
+//!   the value. Built-ins and CRDs share one code path.
+//! - Every error leaves as a kube `Status` built in one place ([`status::ApiError`]).
+//!
+//! Modules: [`registry`] (the table of kinds), `discovery` (version, discovery, health),
+//! [`request`] (URL/verb/query/body parsing), `rest` (one module per verb family),
+//! [`selectors`], [`validation`], `namespaces` (bootstrap and namespace finalization).
+
+// `ApiError` carries kube's Status details by value; errors are the cold path of a request.
+#![allow(clippy::result_large_err)]
+
+mod discovery;
+mod namespaces;
+pub mod proto;
+pub mod registry;
+pub mod request;
+mod rest;
+pub mod selectors;
+pub mod status;
+pub mod table;
+pub mod validation;
+mod watchcache;
 
 pub mod crd;
 pub mod fields;
@@ -22,10 +41,19 @@ pub mod tokens;
 pub mod unknown;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use barge_datastore::Store;
+
+pub use discovery::KUBE_VERSION;
+pub use namespaces::SYSTEM_NAMESPACES;
+use registry::Registry;
+use status::{ApiError, Target};
 
 /// Who is making a request, as established by the transport (client certificate CN/O,
 /// bearer token). Kubernetes's `user.Info`.
@@ -36,6 +64,9 @@ pub struct Identity {
     /// `system:masters`, `system:authenticated`, …
     pub groups: Vec<String>,
 }
+
+/// The anonymous user's name.
+pub const ANONYMOUS: &str = "system:anonymous";
 
 /// Settings of the API server that do not live in the datastore.
 #[derive(Clone, Debug)]
@@ -60,22 +91,136 @@ impl Default for Config {
 pub struct ApiServer {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    registry: Arc<Registry>,
+    /// One datastore watch fanned out to every API watch.
+    watch_cache: Arc<watchcache::WatchCache>,
+    /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK.
+    bookmark_interval: Duration,
 }
 
 impl ApiServer {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         ApiServer {
+            watch_cache: Arc::new(watchcache::WatchCache::new(store.clone())),
             store,
             config: Arc::new(config),
+            registry: Arc::new(Registry::builtin()),
+            bookmark_interval: Duration::from_secs(60),
         }
     }
 
-    /// Every route of the API (health, version, discovery, resources).
+    /// Sets the bookmark period of watches (kube-apiserver: about a minute).
+    pub fn with_bookmark_interval(mut self, every: Duration) -> Self {
+        self.bookmark_interval = every;
+        self
+    }
+
+    /// The resources this server serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every route of the API (health, version, discovery, resources). Requests without an
+    /// [`Identity`] extension (or from `system:anonymous`) may only reach `/healthz`,
+    /// `/livez`, `/readyz` and `/version` (kube's `system:public-info-viewer`).
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/livez", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ok" }))
+            .route("/healthz", get(discovery::healthz))
+            .route("/livez", get(discovery::livez))
+            .route("/readyz", get(discovery::readyz))
+            .route("/version", get(discovery::version))
+            .route("/version/", get(discovery::version))
+            .route("/api", get(discovery::api))
+            .route("/api/", get(discovery::api))
+            .route("/api/v1", get(discovery::core_v1))
+            .route("/api/v1/", get(discovery::core_v1))
+            .route("/apis", get(discovery::apis))
+            .route("/apis/", get(discovery::apis))
+            .route("/apis/{group}", get(discovery::group))
+            .route("/apis/{group}/", get(discovery::group))
+            .route(
+                "/apis/{group}/{version}",
+                get(discovery::named_group_version),
+            )
+            .route(
+                "/apis/{group}/{version}/",
+                get(discovery::named_group_version),
+            )
+            .route("/openapi/v3", get(openapi::index))
+            .route("/openapi/v3/", get(openapi::index))
+            .route("/openapi/v3/{*path}", get(openapi::group_version))
+            .route("/openapi/v2", get(openapi::v2))
+            .fallback(rest::handle)
+            .layer(axum::middleware::from_fn(authorize))
             .with_state(self.clone())
     }
 }
+
+/// Paths anonymous users may read (`system:public-info-viewer`).
+const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
+
+/// Anonymous requests reach only [`PUBLIC_PATHS`]; everything else is kube's 403. (RBAC for
+/// authenticated users comes later: for now they may do everything.)
+async fn authorize(req: Request, next: Next) -> Response {
+    let user = req
+        .extensions()
+        .get::<Identity>()
+        .map(|i| i.user.clone())
+        .unwrap_or_else(|| ANONYMOUS.to_string());
+    if user != ANONYMOUS || PUBLIC_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    forbidden(&req, &user).into_response()
+}
+
+/// kube's `forbiddenMessage` for `user` on `req`.
+fn forbidden(req: &Request, user: &str) -> ApiError {
+    let path = req.uri().path();
+    let query = request::Query::parse(req.uri().query());
+    let info = request::parse_path(path);
+    let verb = info
+        .as_ref()
+        .and_then(|i| request::verb(req.method(), i, &query));
+    match (info, verb) {
+        (Some(info), Some(verb)) => {
+            let mut resource = info.resource.clone();
+            if let Some(sub) = &info.subresource {
+                resource = format!("{resource}/{sub}");
+            }
+            let scope = match info.namespace.as_deref() {
+                Some(ns) => format!("in the namespace {ns:?}"),
+                None => "at the cluster scope".to_string(),
+            };
+            let qualified = if info.group.is_empty() {
+                info.resource.clone()
+            } else {
+                format!("{}.{}", info.resource, info.group)
+            };
+            ApiError::Forbidden {
+                target: Target {
+                    name: info.name.clone().unwrap_or_default(),
+                    group: info.group.clone(),
+                    kind: info.resource.clone(),
+                    qualified,
+                },
+                why: format!(
+                    "User {user:?} cannot {} resource {resource:?} in API group {:?} {scope}",
+                    verb.as_str(),
+                    info.group
+                ),
+                causes: vec![],
+            }
+        }
+        _ => ApiError::Forbidden {
+            target: Target::default(),
+            why: format!(
+                "User {user:?} cannot {} path {path:?}",
+                req.method().as_str().to_ascii_lowercase()
+            ),
+            causes: vec![],
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

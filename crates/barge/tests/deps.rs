@@ -15,13 +15,18 @@ use std::process::Command;
 const BARGE: &str = env!("CARGO_BIN_EXE_barge");
 
 /// Programs that are on every development machine and CI machine of this project without a
-/// Debian package: the stock docker CLI (28) the tests drive, in `/usr/local/bin`.
-/// `install-deps.sh` installs Debian's `docker.io` where no `docker` is found.
-const MACHINE_PROVIDED: &[(&str, &str)] = &[("docker", "/usr/local/bin/docker")];
+/// Debian package: the stock docker CLI (28) the tests drive, in `/usr/local/bin`, and the
+/// preinstalled kubectl 1.32 (Google's `kubectl` package; Debian 12 has none) that the API
+/// server's tests drive. `install-deps.sh` installs Debian's `docker.io` where no `docker` is
+/// found.
+const MACHINE_PROVIDED: &[(&str, &str)] = &[
+    ("docker", "/usr/local/bin/docker"),
+    ("kubectl", "/usr/bin/kubectl"),
+];
 
 /// Programs run without a literal `Command::new("…")` in Rust: through a crate (`nft` by
 /// `nftables`), a path constant (`/usr/bin/python3`), the harness's `docker_cli()`, the default
-/// runtime lookup (`runc`), or by the README's scripts.
+/// runtime lookup (`runc`), by the README's scripts, or by kubectl (`EDITOR` scripts).
 const INDIRECT_TOOLS: &[&str] = &[
     "nft",
     "/usr/bin/python3",
@@ -38,6 +43,9 @@ const INDIRECT_TOOLS: &[&str] = &[
     "umount",
     // etcd-client's build script (crates/datastore) runs it.
     "protoc",
+    // kubectl edit's editor script in crates/apiserver/tests/kubectl.rs
+    "sh",
+    "sed",
 ];
 
 fn repo() -> PathBuf {

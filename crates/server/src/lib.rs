@@ -158,7 +158,10 @@ pub fn run(args: ServerArgs) -> Result<()> {
                 cluster_cidr: args.cluster_cidr.to_string(),
             },
         );
-        // TODO(merge): `api.bootstrap()` (default namespaces) once barge-apiserver has it.
+        // default, kube-system, kube-public and kube-node-lease.
+        api.bootstrap()
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the system namespaces: {e:?}"))?;
         let router = api.router();
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(

@@ -1,0 +1,194 @@
+//! `POST` (create): decode, check type and namespace, name (or `generateName`), validation,
+//! server-set metadata, kind-specific defaults, then one datastore create.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::object::{
+    check_type, decode, encode, meta_mut, meta_str, name_suffix, new_uid, now, validate_meta,
+};
+use super::{json_response, Req};
+use crate::registry::ResourceInfo;
+use crate::request::{decode_object, media_type};
+use crate::status::{ApiError, ApiResult, Cause, Target};
+use crate::ApiServer;
+
+impl ApiServer {
+    pub(crate) async fn create(&self, req: &Req) -> ApiResult<Response> {
+        let mut obj = decode_object(&media_type(&req.headers), &req.body)?;
+        let opts = req.write_opts()?;
+        let mode = super::fields::Validation::of(&req.query)?;
+        check_type(&req.info, &mut obj)?;
+        let warnings = super::fields::check(&req.info, &mut obj, mode, true)?;
+        let created = self
+            .create_object(&req.info, req.namespace(), &mut obj, &opts)
+            .await?;
+        Ok(super::fields::with_warnings(
+            json_response(StatusCode::CREATED, &created),
+            &warnings,
+        ))
+    }
+
+    /// Creates `obj` as a `info` in `namespace` (the URL's); returns what was stored, with its
+    /// resourceVersion.
+    pub(crate) async fn create_object(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        obj: &mut Value,
+        opts: &super::WriteOpts,
+    ) -> ApiResult<Value> {
+        let dry_run = opts.dry_run;
+        check_type(info, obj)?;
+        let generated_from: Option<String>;
+        {
+            let meta = meta_mut(obj);
+            match (info.namespaced, namespace) {
+                (true, Some(ns)) => {
+                    let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
+                    if !body_ns.is_empty() && body_ns != ns {
+                        return Err(ApiError::BadRequest(
+                            "the namespace of the provided object does not match the namespace sent on the request".into(),
+                        ));
+                    }
+                    meta.insert("namespace".into(), json!(ns));
+                }
+                (true, None) => {
+                    return Err(ApiError::BadRequest(
+                        "the server could not find the requested resource".into(),
+                    ))
+                }
+                (false, _) => {
+                    meta.remove("namespace");
+                }
+            }
+            let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
+            let generate = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            generated_from =
+                (name.is_empty() && !generate.is_empty()).then(|| generate.to_string());
+            if name.is_empty() && !generate.is_empty() {
+                let generated = format!("{generate}{}", name_suffix());
+                meta.insert("name".into(), json!(generated));
+            }
+            // Server-set fields: whatever the client sent is replaced.
+            meta.insert("uid".into(), json!(new_uid()));
+            meta.insert("creationTimestamp".into(), json!(now()));
+            meta.remove("resourceVersion");
+            meta.remove("deletionTimestamp");
+            meta.remove("deletionGracePeriodSeconds");
+            meta.remove("selfLink");
+            if info.generation {
+                meta.insert("generation".into(), json!(1));
+            } else {
+                meta.remove("generation");
+            }
+        }
+        validate_meta(info, obj)?;
+        super::object::normalize(info, obj);
+        prepare_for_create(info, obj);
+        super::defaults::apply(info, obj);
+        super::managed::track(info, None, obj, opts, "");
+        let name = meta_str(obj, "name").unwrap_or("").to_string();
+        if let Some(ns) = namespace.filter(|_| info.namespaced) {
+            self.check_namespace_open(info, &name, ns).await?;
+        }
+        let key = info.key(namespace, &name);
+        if dry_run {
+            let (_, existing) = self.store.get(&key, None).await?;
+            if existing.is_some() {
+                return Err(ApiError::AlreadyExists(Target::resource(info, &name)));
+            }
+            return Ok(obj.clone());
+        }
+        let (mut key, mut name) = (key, name);
+        // A generated name that is taken is generated again (kube's RetryGenerateName: up to
+        // 8 attempts), so only a real name collision is AlreadyExists.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.store.create(&key, encode(obj)).await {
+                Ok(kv) => return decode(&kv),
+                Err(barge_datastore::Error::AlreadyExists { .. }) => {
+                    match generated_from.as_deref().filter(|_| attempts < 8) {
+                        Some(prefix) => {
+                            name = format!("{prefix}{}", name_suffix());
+                            meta_mut(obj).insert("name".into(), json!(name));
+                            key = info.key(namespace, &name);
+                        }
+                        None => return Err(ApiError::AlreadyExists(Target::resource(info, &name))),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// A create in `ns` needs the namespace to exist and not be terminating.
+    async fn check_namespace_open(
+        &self,
+        info: &ResourceInfo,
+        name: &str,
+        ns: &str,
+    ) -> ApiResult<()> {
+        let (_, kv) = self
+            .store
+            .get(&format!("/registry/namespaces/{ns}"), None)
+            .await?;
+        let Some(kv) = kv else {
+            return Err(ApiError::NotFound(Target::namespace(ns)));
+        };
+        let obj = decode(&kv)?;
+        if obj["status"]["phase"] == "Terminating" {
+            // kube's NamespaceLifecycle admission: a Forbidden on the object with one cause.
+            return Err(ApiError::Forbidden {
+                target: Target::resource(info, name),
+                why: format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+                causes: vec![Cause {
+                    reason: "NamespaceTerminating".into(),
+                    message: format!("namespace {ns} is being terminated"),
+                    field: "metadata.namespace".into(),
+                }],
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Kind-specific create defaults (the `PrepareForCreate` of kube's strategies that matter to
+/// clients now): status subresource kinds start without status; namespaces are Active with the
+/// `kubernetes` finalizer and the `kubernetes.io/metadata.name` label; pods start Pending.
+fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
+    if info.has_status() {
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("status");
+        }
+    }
+    match (info.group, info.plural) {
+        ("", "namespaces") => {
+            let name = meta_str(obj, "name").unwrap_or("").to_string();
+            let meta = meta_mut(obj);
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
+        ("", "pods") => {
+            obj["status"] = json!({"phase": "Pending"});
+        }
+        ("apps", "deployments" | "replicasets" | "statefulsets")
+        | ("", "replicationcontrollers")
+            if obj["spec"].is_object() && obj["spec"].get("replicas").is_none() =>
+        {
+            obj["spec"]["replicas"] = json!(1);
+        }
+        _ => {}
+    }
+}

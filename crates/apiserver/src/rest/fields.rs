@@ -1,0 +1,172 @@
+//! `fieldValidation` (Strict, Warn — the default —, Ignore): fields of a body that the kind's
+//! type does not have are a 400 under Strict and `Warning` headers under Warn, as
+//! kube-apiserver's strict decoding reports them (`unknown field "spec.foo"`).
+//!
+//! Unknown fields are found by decoding the body into the kind's `k8s-openapi` type and
+//! encoding it back: what did not survive is unknown. A body that does not decode into the
+//! type at all (a missing required field, a wrong type) is not judged here.
+
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::Response;
+use serde_json::Value;
+
+use crate::registry::ResourceInfo;
+use crate::request::Query;
+use crate::status::{ApiError, ApiResult};
+
+/// The `fieldValidation` directive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Validation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+impl Validation {
+    pub(crate) fn of(query: &Query) -> ApiResult<Self> {
+        match query.non_empty("fieldValidation") {
+            None | Some("Warn") => Ok(Validation::Warn),
+            Some("Strict") => Ok(Validation::Strict),
+            Some("Ignore") => Ok(Validation::Ignore),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+}
+
+/// One step of a field path.
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn collect(input: &Value, typed: &Value, path: &mut Vec<Seg>, out: &mut Vec<Vec<Seg>>) {
+    match (input, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                if v.is_null() {
+                    continue;
+                }
+                match b.get(k) {
+                    None => {
+                        let mut p: Vec<Seg> = path
+                            .iter()
+                            .map(|s| match s {
+                                Seg::Key(k) => Seg::Key(k.clone()),
+                                Seg::Index(i) => Seg::Index(*i),
+                            })
+                            .collect();
+                        p.push(Seg::Key(k.clone()));
+                        out.push(p);
+                    }
+                    Some(t) => {
+                        path.push(Seg::Key(k.clone()));
+                        collect(v, t, path, out);
+                        path.pop();
+                    }
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                path.push(Seg::Index(i));
+                collect(x, y, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn render(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) if s.is_empty() => s.push_str(k),
+            Seg::Key(k) => {
+                s.push('.');
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+fn remove(obj: &mut Value, path: &[Seg]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = obj;
+    for seg in parents {
+        let next = match seg {
+            Seg::Key(k) => cur.get_mut(k.as_str()),
+            Seg::Index(i) => cur.get_mut(*i),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let (Seg::Key(k), Some(m)) = (last, cur.as_object_mut()) {
+        m.remove(k);
+    }
+}
+
+/// Removes the fields `info`'s type does not know from `obj` (kube drops them when it
+/// decodes into the Go type) and returns them, as kube's strict errors word them.
+pub(crate) fn prune_unknown(info: &ResourceInfo, obj: &mut Value) -> Vec<String> {
+    let Some(typed) = (info.roundtrip)(obj) else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    collect(obj, &typed, &mut Vec::new(), &mut paths);
+    for p in &paths {
+        remove(obj, p);
+    }
+    paths
+        .iter()
+        .map(|p| format!("unknown field {:?}", render(p)))
+        .collect()
+}
+
+/// Applies `mode` to `obj` (whose unknown fields are dropped in every mode): `Err` (400)
+/// under Strict, the warnings under Warn. `prefix` is
+/// kube's decode-error preamble for creates and updates (`ConfigMap in version "v1" cannot be
+/// handled as a ConfigMap: `), empty for patches.
+pub(crate) fn check(
+    info: &ResourceInfo,
+    obj: &mut Value,
+    mode: Validation,
+    with_prefix: bool,
+) -> ApiResult<Vec<String>> {
+    let unknown = prune_unknown(info, obj);
+    if mode == Validation::Ignore {
+        return Ok(Vec::new());
+    }
+    if unknown.is_empty() || mode == Validation::Warn {
+        return Ok(unknown);
+    }
+    let strict = format!("strict decoding error: {}", unknown.join(", "));
+    Err(ApiError::BadRequest(if with_prefix {
+        format!(
+            "{} in version {:?} cannot be handled as a {}: {strict}",
+            info.kind, info.version, info.kind
+        )
+    } else {
+        strict
+    }))
+}
+
+/// Adds one `Warning: 299 - "…"` header per warning (RFC 7234, as kube-apiserver sends them).
+pub(crate) fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut()
+                .append(HeaderName::from_static("warning"), v);
+        }
+    }
+    resp
+}

@@ -1,0 +1,421 @@
+//! Lists, selectors, watches and server-side tables.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::*;
+
+#[tokio::test]
+async fn lists_page_and_select() {
+    let t = server().await;
+    for i in 0..5 {
+        let tier = if i % 2 == 0 { "fe" } else { "be" };
+        t.send(
+            Method::POST,
+            CMS,
+            cm(&format!("c{i}"), json!({"tier": tier, "n": i.to_string()})),
+        )
+        .await;
+    }
+    t.send(
+        Method::POST,
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "other"}}),
+    )
+    .await;
+    t.send(
+        Method::POST,
+        "/api/v1/namespaces/other/configmaps",
+        cm("o", json!({"tier": "fe"})),
+    )
+    .await;
+
+    let page1 = t.get(&format!("{CMS}?limit=2")).await.json();
+    assert_eq!(page1["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page1["metadata"]["remainingItemCount"], 3);
+    assert!(page1["items"][0].get("kind").is_none());
+    let token = page1["metadata"]["continue"].as_str().unwrap();
+    let rv = page1["metadata"]["resourceVersion"].clone();
+    // A write between pages is not seen: the continuation reads at the first page's rv.
+    t.send(Method::POST, CMS, cm("c9", json!({}))).await;
+    let page2 = t
+        .get(&format!("{CMS}?limit=2&continue={token}"))
+        .await
+        .json();
+    assert_eq!(page2["metadata"]["resourceVersion"], rv);
+    assert_eq!(page2["items"][0]["metadata"]["name"], "c2");
+    let token2 = page2["metadata"]["continue"].as_str().unwrap();
+    let page3 = t
+        .get(&format!("{CMS}?limit=2&continue={token2}"))
+        .await
+        .json();
+    let names: Vec<&str> = page3["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["c4"]);
+    assert!(page3["metadata"].get("continue").is_none());
+
+    let sel = t
+        .get(&format!("{CMS}?labelSelector=tier%3Dfe"))
+        .await
+        .json();
+    assert_eq!(sel["items"].as_array().unwrap().len(), 3);
+    let sel = t
+        .get(&format!("{CMS}?labelSelector=tier%20in%20(be),n!%3D1"))
+        .await
+        .json();
+    assert_eq!(sel["items"].as_array().unwrap().len(), 1);
+    let sel = t.get(&format!("{CMS}?labelSelector=!tier")).await.json();
+    assert_eq!(sel["items"].as_array().unwrap().len(), 1, "c9 has no tier");
+    let limited = t
+        .get(&format!("{CMS}?labelSelector=tier%3Dfe&limit=1"))
+        .await
+        .json();
+    assert_eq!(limited["items"].as_array().unwrap().len(), 1);
+    assert!(limited["metadata"].get("remainingItemCount").is_none());
+    assert!(limited["metadata"]["continue"].is_string());
+    let all = t
+        .get("/api/v1/configmaps?labelSelector=tier%3Dfe")
+        .await
+        .json();
+    assert_eq!(all["items"].as_array().unwrap().len(), 4, "all namespaces");
+    let f = t
+        .get("/api/v1/configmaps?fieldSelector=metadata.namespace%3Dother")
+        .await
+        .json();
+    assert_eq!(f["items"].as_array().unwrap().len(), 1);
+    let f = t
+        .get(&format!("{CMS}?fieldSelector=metadata.name!%3Dc0"))
+        .await
+        .json();
+    assert_eq!(f["items"].as_array().unwrap().len(), 5);
+
+    let r = t
+        .get(&format!("{CMS}?fieldSelector=spec.nodeName%3Dx"))
+        .await;
+    assert_eq!(r.code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json()["message"],
+        "field label not supported: spec.nodeName"
+    );
+    let r = t.get("/api/v1/pods?fieldSelector=spec.nodeName%3Dx").await;
+    assert_eq!(r.code, StatusCode::OK);
+    let r = t.get(&format!("{CMS}?labelSelector=a%20in%20b")).await;
+    assert_eq!(r.code, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["message"], "found 'b', expected: '('");
+    let r = t.get(&format!("{CMS}?continue=garbage")).await;
+    assert_eq!(r.code, StatusCode::BAD_REQUEST);
+
+    // resourceVersion semantics.
+    let r = t.get(&format!("{CMS}?resourceVersion=999999")).await;
+    assert_eq!(r.code, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        r.json()["details"]["causes"][0]["reason"],
+        "ResourceVersionTooLarge"
+    );
+    let exact = t
+        .get(&format!(
+            "{CMS}?resourceVersion={}&resourceVersionMatch=Exact",
+            rv.as_str().unwrap()
+        ))
+        .await
+        .json();
+    assert_eq!(
+        exact["items"].as_array().unwrap().len(),
+        5,
+        "as of before c9"
+    );
+    t.store
+        .compact(t.store.revision().await.unwrap())
+        .await
+        .unwrap();
+    let r = t.get(&format!("{CMS}?limit=2&continue={token}")).await;
+    assert_eq!(
+        (r.code, r.json()["reason"].as_str()),
+        (StatusCode::GONE, Some("Expired"))
+    );
+    let r = t
+        .get(&format!(
+            "{CMS}?resourceVersion=1&resourceVersionMatch=Exact"
+        ))
+        .await;
+    assert_eq!(r.code, StatusCode::GONE);
+
+    // deletecollection with a selector returns the deleted items.
+    let r = t
+        .req(
+            Method::DELETE,
+            &format!("{CMS}?labelSelector=tier%3Dbe"),
+            "",
+            Body::empty(),
+            Some(admin()),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(r["kind"], "ConfigMapList");
+    assert_eq!(r["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        t.get(CMS).await.json()["items"].as_array().unwrap().len(),
+        4
+    );
+}
+
+/// Reads watch lines from a streaming body until `n` events arrived.
+async fn read_events(body: &mut Body, n: usize) -> Vec<Value> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("watch event in time")
+            .expect("stream open")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+        }
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            out.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    out
+}
+
+async fn open_watch(t: &T, uri: &str) -> Body {
+    let r = Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let mut r = r;
+    r.extensions_mut().insert(admin());
+    let resp = t.app.clone().oneshot(r).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.into_body()
+}
+
+#[tokio::test]
+async fn watch_streams_changes() {
+    let t = server().await;
+    t.send(Method::POST, CMS, cm("w1", json!({"app": "a"})))
+        .await;
+    let mut body = open_watch(&t, &format!("{CMS}?watch=true&labelSelector=app%3Da")).await;
+    let ev = read_events(&mut body, 1).await;
+    assert_eq!(ev[0]["type"], "ADDED");
+    assert_eq!(ev[0]["object"]["metadata"]["name"], "w1");
+    assert_eq!(ev[0]["object"]["kind"], "ConfigMap");
+
+    let mut w = t.get(&format!("{CMS}/w1")).await.json();
+    w["data"]["k"] = json!("changed");
+    t.send(Method::PUT, &format!("{CMS}/w1"), w.clone()).await;
+    t.send(Method::POST, CMS, cm("other", json!({"app": "b"})))
+        .await;
+    // Leaving the selection is a DELETED.
+    t.patch(
+        &format!("{CMS}/w1"),
+        "application/merge-patch+json",
+        r#"{"metadata":{"labels":{"app":"z"}}}"#,
+    )
+    .await;
+    t.patch(
+        &format!("{CMS}/other"),
+        "application/merge-patch+json",
+        r#"{"metadata":{"labels":{"app":"a"}}}"#,
+    )
+    .await;
+    t.req(
+        Method::DELETE,
+        &format!("{CMS}/other"),
+        "",
+        Body::empty(),
+        Some(admin()),
+        None,
+    )
+    .await;
+    let ev = read_events(&mut body, 4).await;
+    let kinds: Vec<(&str, &str)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("MODIFIED", "w1"),
+            ("DELETED", "w1"),
+            ("ADDED", "other"),
+            ("DELETED", "other")
+        ]
+    );
+    let del_rv: i64 = ev[3]["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(del_rv, t.store.revision().await.unwrap());
+
+    // From a resourceVersion: only later changes, no synthetic ADDEDs; bookmarks.
+    let rv = t.store.revision().await.unwrap();
+    let mut body = open_watch(
+        &t,
+        &format!("{CMS}?watch=1&resourceVersion={rv}&allowWatchBookmarks=true"),
+    )
+    .await;
+    t.send(Method::POST, CMS, cm("late", json!({}))).await;
+    let ev = read_events(&mut body, 2).await;
+    assert_eq!(ev[0]["type"], "ADDED");
+    assert_eq!(ev[0]["object"]["metadata"]["name"], "late");
+    assert_eq!(ev[1]["type"], "BOOKMARK");
+    assert_eq!(ev[1]["object"]["kind"], "ConfigMap");
+    assert_eq!(
+        ev[1]["object"]["metadata"]["resourceVersion"],
+        (rv + 1).to_string()
+    );
+    assert!(ev[1]["object"].get("data").is_none());
+
+    // Legacy watch path for one object; timeoutSeconds ends the stream.
+    let mut body = open_watch(
+        &t,
+        "/api/v1/watch/namespaces/default/configmaps/late?timeoutSeconds=1",
+    )
+    .await;
+    let ev = read_events(&mut body, 1).await;
+    assert_eq!(ev[0]["object"]["metadata"]["name"], "late");
+    let end = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "the stream ends after timeoutSeconds");
+
+    // A compacted resourceVersion is an ERROR event with a 410 Expired Status.
+    t.store
+        .compact(t.store.revision().await.unwrap())
+        .await
+        .unwrap();
+    let mut body = open_watch(&t, &format!("{CMS}?watch=true&resourceVersion=1")).await;
+    let ev = read_events(&mut body, 1).await;
+    assert_eq!(ev[0]["type"], "ERROR");
+    assert_eq!(ev[0]["object"]["kind"], "Status");
+    assert_eq!(ev[0]["object"]["code"], 410);
+    assert_eq!(ev[0]["object"]["reason"], "Expired");
+
+    // sendInitialEvents ends the initial state with an annotated bookmark.
+    let mut body = open_watch(
+        &t,
+        &format!("{CMS}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"),
+    )
+    .await;
+    let n = t.get(CMS).await.json()["items"].as_array().unwrap().len();
+    let ev = read_events(&mut body, n + 1).await;
+    assert_eq!(ev[n]["type"], "BOOKMARK");
+    assert_eq!(
+        ev[n]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+}
+
+#[tokio::test]
+async fn server_side_tables() {
+    let t = server().await;
+    t.send(Method::POST, CMS, cm("t1", json!({"a": "b"}))).await;
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+    let r = t
+        .req(
+            Method::GET,
+            CMS,
+            "",
+            Body::empty(),
+            Some(admin()),
+            Some(accept),
+        )
+        .await;
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+    );
+    let table = r.json();
+    assert_eq!(
+        (table["kind"].as_str(), table["apiVersion"].as_str()),
+        (Some("Table"), Some("meta.k8s.io/v1"))
+    );
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Name", "Data", "Age"]);
+    assert_eq!(table["rows"][0]["cells"][0], "t1");
+    assert_eq!(table["rows"][0]["cells"][1], 1);
+    assert_eq!(
+        table["rows"][0]["cells"][2]
+            .as_str()
+            .unwrap()
+            .chars()
+            .last(),
+        Some('s')
+    );
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(table["rows"][0]["object"]["metadata"]["labels"]["a"], "b");
+    assert!(table["rows"][0]["object"].get("data").is_none());
+    assert!(table["metadata"]["resourceVersion"].is_string());
+    let full = t
+        .req(
+            Method::GET,
+            &format!("{CMS}/t1?includeObject=Object"),
+            "",
+            Body::empty(),
+            Some(admin()),
+            Some(accept),
+        )
+        .await
+        .json();
+    assert_eq!(full["rows"][0]["object"]["data"]["k"], "v");
+    assert_eq!(full["rows"].as_array().unwrap().len(), 1);
+    let none = t
+        .req(
+            Method::GET,
+            &format!("{CMS}?includeObject=None"),
+            "",
+            Body::empty(),
+            Some(admin()),
+            Some(accept),
+        )
+        .await
+        .json();
+    assert!(none["rows"][0].get("object").is_none());
+    // Kinds without a printer: kube's default convertor.
+    let roles = t
+        .req(
+            Method::GET,
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            "",
+            Body::empty(),
+            Some(admin()),
+            Some(accept),
+        )
+        .await
+        .json();
+    assert_eq!(roles["columnDefinitions"][1]["name"], "Created At");
+    // Plain JSON when Table is not asked for first.
+    let plain = t
+        .req(
+            Method::GET,
+            CMS,
+            "",
+            Body::empty(),
+            Some(admin()),
+            Some("application/json"),
+        )
+        .await
+        .json();
+    assert_eq!(plain["kind"], "ConfigMapList");
+}

@@ -1,0 +1,139 @@
+//! Router-level tests over [`MemStore`]: every request goes through `router()` as the
+//! transport would send it. Helpers here; the tests by area in the submodules.
+
+mod bench;
+mod discovery;
+mod lists;
+mod rest;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use barge_datastore::{MemStore, Store};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::{ApiServer, Config, Identity};
+
+pub(super) struct T {
+    pub(super) app: Router,
+    pub(super) store: Arc<MemStore>,
+}
+
+pub(super) struct Resp {
+    pub(super) code: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Vec<u8>,
+}
+
+impl Resp {
+    pub(super) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub(super) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub(super) fn admin() -> Identity {
+    Identity {
+        user: "system:admin".into(),
+        groups: vec!["system:masters".into()],
+    }
+}
+
+pub(super) async fn server() -> T {
+    let store = Arc::new(MemStore::new());
+    let api = ApiServer::new(store.clone(), Config::default())
+        .with_bookmark_interval(Duration::from_millis(100));
+    api.bootstrap().await.unwrap();
+    T {
+        app: api.router(),
+        store,
+    }
+}
+
+impl T {
+    pub(super) async fn req(
+        &self,
+        method: Method,
+        uri: &str,
+        ctype: &str,
+        body: impl Into<Body>,
+        who: Option<Identity>,
+        accept: Option<&str>,
+    ) -> Resp {
+        let mut r = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, ctype)
+            .body(body.into())
+            .unwrap();
+        if let Some(a) = accept {
+            r.headers_mut().insert(header::ACCEPT, a.parse().unwrap());
+        }
+        if let Some(i) = who {
+            r.extensions_mut().insert(i);
+        }
+        let resp = self.app.clone().oneshot(r).await.unwrap();
+        let code = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Resp {
+            code,
+            headers,
+            body,
+        }
+    }
+    pub(super) async fn get(&self, uri: &str) -> Resp {
+        self.req(
+            Method::GET,
+            uri,
+            "application/json",
+            Body::empty(),
+            Some(admin()),
+            None,
+        )
+        .await
+    }
+    pub(super) async fn send(&self, method: Method, uri: &str, body: Value) -> Resp {
+        self.req(
+            method,
+            uri,
+            "application/json",
+            body.to_string(),
+            Some(admin()),
+            None,
+        )
+        .await
+    }
+    pub(super) async fn patch(&self, uri: &str, ctype: &str, body: &str) -> Resp {
+        self.req(
+            Method::PATCH,
+            uri,
+            ctype,
+            body.to_string(),
+            Some(admin()),
+            None,
+        )
+        .await
+    }
+}
+
+pub(super) fn cm(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})
+}
+
+pub(super) const CMS: &str = "/api/v1/namespaces/default/configmaps";
