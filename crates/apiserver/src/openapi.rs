@@ -11,12 +11,19 @@
 //! Source: [OpenAPI v3 in Kubernetes (KEP-2896)](https://github.com/kubernetes/enhancements/tree/master/keps/sig-api-machinery/2896-openapi-v3),
 //! upstream's `api/openapi-spec/v3/*.json` for the shapes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::OnceLock;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha512};
 
 use crate::schema::definitions;
+use crate::status::ApiError;
+use crate::ApiServer;
 
 /// One served resource, as the documents need it.
 #[derive(Clone, Debug)]
@@ -299,6 +306,111 @@ fn crate_version() -> &'static str {
     "v1.33.0"
 }
 
+// --- Serving ----------------------------------------------------------------------------------
+
+/// The served resources as the documents need them.
+fn served(api: &ApiServer) -> Vec<ResourceRef> {
+    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
+    for (g, versions) in api.registry.groups() {
+        for v in versions {
+            gvs.push((g, v));
+        }
+    }
+    gvs.into_iter()
+        .flat_map(|(g, v)| api.registry.group_version(g, v))
+        .map(|r| ResourceRef {
+            group: r.group.to_string(),
+            version: r.version.to_string(),
+            kind: r.kind.to_string(),
+            plural: r.plural.to_string(),
+            namespaced: r.namespaced,
+            schema: None,
+        })
+        .collect()
+}
+
+/// The documents, built once (the built-in registry does not change while serving).
+struct Docs {
+    index: Value,
+    by_path: HashMap<String, Value>,
+    v2: Value,
+}
+
+fn docs(api: &ApiServer) -> &'static Docs {
+    static DOCS: OnceLock<Docs> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        let resources = served(api);
+        let mut by_gv: BTreeMap<String, Vec<ResourceRef>> = BTreeMap::new();
+        for r in &resources {
+            by_gv.entry(r.gv_path()).or_default().push(r.clone());
+        }
+        Docs {
+            index: v3_index(&resources),
+            by_path: by_gv
+                .iter()
+                .map(|(gv, rs)| (gv.clone(), v3_group_version(rs)))
+                .collect(),
+            v2: v2_document(&resources),
+        }
+    })
+}
+
+fn json_ok(v: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// `GET /openapi/v3`: the index of group-versions.
+pub(crate) async fn index(State(api): State<ApiServer>) -> Response {
+    let d = tokio::task::spawn_blocking(move || docs(&api)).await;
+    match d {
+        Ok(d) => json_ok(&d.index),
+        Err(_) => ApiError::NoRoute.into_response(),
+    }
+}
+
+/// `GET /openapi/v3/{api/v1|apis/G/V}`.
+pub(crate) async fn group_version(
+    State(api): State<ApiServer>,
+    UrlPath(path): UrlPath<String>,
+) -> Response {
+    let d = tokio::task::spawn_blocking(move || docs(&api)).await;
+    match d
+        .ok()
+        .and_then(|d| d.by_path.get(path.trim_end_matches('/')))
+    {
+        Some(doc) => json_ok(doc),
+        None => ApiError::NoRoute.into_response(),
+    }
+}
+
+/// `GET /openapi/v2` (JSON; a client asking only for protobuf gets 406 as from a server
+/// without that encoding).
+pub(crate) async fn v2(State(api): State<ApiServer>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    if !accept.split(',').any(|a| {
+        let a = a.trim();
+        a.starts_with("application/json") || a.starts_with("*/*") || a.is_empty()
+    }) {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "only application/json is served",
+        )
+            .into_response();
+    }
+    match tokio::task::spawn_blocking(move || docs(&api)).await {
+        Ok(d) => json_ok(&d.v2),
+        Err(_) => ApiError::NoRoute.into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,107 +460,5 @@ mod tests {
             .as_str()
             .unwrap();
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="), "{url}");
-    }
-}
-
-// --- Serving ----------------------------------------------------------------------------------
-
-use std::collections::HashMap;
-use std::sync::OnceLock;
-
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-
-use crate::status::ApiError;
-use crate::ApiServer;
-
-/// The served resources as the documents need them.
-fn served(api: &ApiServer) -> Vec<ResourceRef> {
-    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
-    for (g, versions) in api.registry.groups() {
-        for v in versions {
-            gvs.push((g, v));
-        }
-    }
-    gvs.into_iter()
-        .flat_map(|(g, v)| api.registry.group_version(g, v))
-        .map(|r| ResourceRef {
-            group: r.group.to_string(),
-            version: r.version.to_string(),
-            kind: r.kind.to_string(),
-            plural: r.plural.to_string(),
-            namespaced: r.namespaced,
-            schema: None,
-        })
-        .collect()
-}
-
-/// The documents, built once (the built-in registry does not change while serving).
-struct Docs {
-    index: Value,
-    by_path: HashMap<String, Value>,
-    v2: Value,
-}
-
-fn docs(api: &ApiServer) -> &'static Docs {
-    static DOCS: OnceLock<Docs> = OnceLock::new();
-    DOCS.get_or_init(|| {
-        let resources = served(api);
-        let mut by_gv: BTreeMap<String, Vec<ResourceRef>> = BTreeMap::new();
-        for r in &resources {
-            by_gv.entry(r.gv_path()).or_default().push(r.clone());
-        }
-        Docs {
-            index: v3_index(&resources),
-            by_path: by_gv.iter().map(|(gv, rs)| (gv.clone(), v3_group_version(rs))).collect(),
-            v2: v2_document(&resources),
-        }
-    })
-}
-
-fn json_ok(v: &Value) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
-        .into_response()
-}
-
-/// `GET /openapi/v3`: the index of group-versions.
-pub(crate) async fn index(State(api): State<ApiServer>) -> Response {
-    let d = tokio::task::spawn_blocking(move || docs(&api)).await;
-    match d {
-        Ok(d) => json_ok(&d.index),
-        Err(_) => ApiError::NoRoute.into_response(),
-    }
-}
-
-/// `GET /openapi/v3/{api/v1|apis/G/V}`.
-pub(crate) async fn group_version(
-    State(api): State<ApiServer>,
-    UrlPath(path): UrlPath<String>,
-) -> Response {
-    let d = tokio::task::spawn_blocking(move || docs(&api)).await;
-    match d.ok().and_then(|d| d.by_path.get(path.trim_end_matches('/'))) {
-        Some(doc) => json_ok(doc),
-        None => ApiError::NoRoute.into_response(),
-    }
-}
-
-/// `GET /openapi/v2` (JSON; a client asking only for protobuf gets 406 as from a server
-/// without that encoding).
-pub(crate) async fn v2(State(api): State<ApiServer>, headers: axum::http::HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("*/*");
-    if !accept.split(',').any(|a| {
-        let a = a.trim();
-        a.starts_with("application/json") || a.starts_with("*/*") || a.is_empty()
-    }) {
-        return (StatusCode::NOT_ACCEPTABLE, "only application/json is served").into_response();
-    }
-    match tokio::task::spawn_blocking(move || docs(&api)).await {
-        Ok(d) => json_ok(&d.v2),
-        Err(_) => ApiError::NoRoute.into_response(),
     }
 }

@@ -169,6 +169,13 @@ impl<'a> Schema<'a> {
         meta
     }
 
+    /// This field's `x-kubernetes-patch-merge-key`, borrowed from the definitions.
+    pub fn merge_key(&self) -> Option<&'a str> {
+        self.node
+            .get("x-kubernetes-patch-merge-key")
+            .and_then(Value::as_str)
+    }
+
     /// `x-kubernetes-list-type` (`atomic`, `set`, `map`) of this list field.
     pub fn list_type(&self) -> Option<&'a str> {
         self.node

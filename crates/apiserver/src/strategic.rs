@@ -146,6 +146,13 @@ fn merge_map(
         }
         let meta = field.map(|f| f.patch_meta()).unwrap_or_default();
         let merged = match (orig_v, patch_v) {
+            (Value::Object(_), Value::Object(p))
+                if p.get(DIRECTIVE).and_then(Value::as_str) == Some("delete") =>
+            {
+                // apimachinery leaves an empty map, which the typed object's `omitempty`
+                // then drops: what clients see is the field gone.
+                continue;
+            }
             (Value::Object(o), Value::Object(p)) => {
                 if meta.strategy == "replace" {
                     Value::Object(p)
@@ -729,6 +736,8 @@ mod tests {
             apply(&orig, &no_key, pod()),
             Err(StrategicPatchError::NoMergeKey { .. })
         ));
+        let gone = apply(&orig, &json!({"spec": {"$patch": "delete"}}), pod()).unwrap();
+        assert_eq!(gone, json!({}));
         let bad = json!({"spec": {"$patch": "explode"}});
         assert!(matches!(
             apply(&orig, &bad, pod()),
