@@ -310,58 +310,40 @@ fn walk_child(v: &Value, field: Option<Schema<'_>>, path: &mut Path, set: &mut F
     }
 }
 
+/// Whether list `item` is the one a `k:` element names (all its key fields equal).
+fn key_matches(item: &Value, key: &str) -> bool {
+    match serde_json::from_str::<Map<String, Value>>(key) {
+        Ok(k) => !k.is_empty() && k.iter().all(|(f, v)| item.get(f) == Some(v)),
+        Err(_) => false,
+    }
+}
+
 /// The value at `path` in `object`, if any.
-pub fn get<'v>(
-    object: &'v Value,
-    path: &[PathElement],
-    schema: Option<Schema<'_>>,
-) -> Option<&'v Value> {
+pub fn get<'v>(object: &'v Value, path: &[PathElement]) -> Option<&'v Value> {
     let mut cur = object;
-    let mut schema = schema;
     for e in path {
-        match e {
-            PathElement::Field(name) => {
-                cur = cur.get(name)?;
-                schema = schema.and_then(|s| s.field(name));
-            }
-            PathElement::Key(_) => {
-                let keys = schema.map(|s| s.list_map_keys()).unwrap_or_default();
-                cur = cur
-                    .as_array()?
-                    .iter()
-                    .find(|item| PathElement::key_of(item, &keys).as_ref() == Some(e))?;
-                schema = schema.and_then(|s| s.items());
-            }
-            PathElement::Value(v) => {
-                cur = cur.as_array()?.iter().find(|item| &canonical(item) == v)?
-            }
-            PathElement::Index(i) => cur = cur.as_array()?.get(*i)?,
-        }
+        cur = match e {
+            PathElement::Field(name) => cur.get(name)?,
+            PathElement::Key(k) => cur.as_array()?.iter().find(|item| key_matches(item, k))?,
+            PathElement::Value(v) => cur.as_array()?.iter().find(|item| &canonical(item) == v)?,
+            PathElement::Index(i) => cur.as_array()?.get(*i)?,
+        };
     }
     Some(cur)
 }
 
 /// Removes the value at `path` from `object` (no-op if absent).
-pub fn remove(object: &mut Value, path: &[PathElement], schema: Option<Schema<'_>>) {
+pub fn remove(object: &mut Value, path: &[PathElement]) {
     let Some((last, parent_path)) = path.split_last() else {
         return;
     };
     let mut cur = object;
-    let mut schema = schema;
     for e in parent_path {
         let next = match e {
-            PathElement::Field(name) => {
-                schema = schema.and_then(|s| s.field(name));
-                cur.get_mut(name)
-            }
-            PathElement::Key(_) => {
-                let keys = schema.map(|s| s.list_map_keys()).unwrap_or_default();
-                schema = schema.and_then(|s| s.items());
-                cur.as_array_mut().and_then(|a| {
-                    a.iter_mut()
-                        .find(|item| PathElement::key_of(item, &keys).as_ref() == Some(e))
-                })
-            }
+            PathElement::Field(name) => cur.get_mut(name),
+            PathElement::Key(k) => cur
+                .as_array_mut()
+                .and_then(|a| a.iter_mut().find(|item| key_matches(item, k))),
             PathElement::Value(v) => cur
                 .as_array_mut()
                 .and_then(|a| a.iter_mut().find(|item| &canonical(item) == v)),
@@ -372,30 +354,16 @@ pub fn remove(object: &mut Value, path: &[PathElement], schema: Option<Schema<'_
             None => return,
         }
     }
-    match last {
-        PathElement::Field(name) => {
-            if let Some(m) = cur.as_object_mut() {
-                m.remove(name);
-            }
+    match (last, cur) {
+        (PathElement::Field(name), Value::Object(m)) => {
+            m.remove(name);
         }
-        PathElement::Key(_) => {
-            let keys = schema.map(|s| s.list_map_keys()).unwrap_or_default();
-            if let Some(a) = cur.as_array_mut() {
-                a.retain(|item| PathElement::key_of(item, &keys).as_ref() != Some(last));
-            }
+        (PathElement::Key(k), Value::Array(a)) => a.retain(|item| !key_matches(item, k)),
+        (PathElement::Value(v), Value::Array(a)) => a.retain(|item| &canonical(item) != v),
+        (PathElement::Index(i), Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
         }
-        PathElement::Value(v) => {
-            if let Some(a) = cur.as_array_mut() {
-                a.retain(|item| &canonical(item) != v);
-            }
-        }
-        PathElement::Index(i) => {
-            if let Some(a) = cur.as_array_mut() {
-                if *i < a.len() {
-                    a.remove(*i);
-                }
-            }
-        }
+        _ => {}
     }
 }
 
@@ -451,14 +419,14 @@ mod tests {
         only.insert(&fin_a);
         assert!(!set.difference(&only).contains(&fin_a));
         assert_eq!(set.intersection(&only), only);
-        remove(&mut obj, &fin_a, schema);
+        remove(&mut obj, &fin_a);
         let y = vec![
             PathElement::Field("spec".into()),
             PathElement::Field("containers".into()),
             PathElement::Key("{\"name\":\"y\"}".into()),
         ];
-        assert_eq!(get(&obj, &y, schema), Some(&json!({"name": "y"})));
-        remove(&mut obj, &y, schema);
+        assert_eq!(get(&obj, &y), Some(&json!({"name": "y"})));
+        remove(&mut obj, &y);
         assert_eq!(
             obj,
             json!({"metadata": {"finalizers": ["b"]}, "spec": {"containers": [{"name": "x", "image": "i"}]}})

@@ -35,7 +35,6 @@ pub mod fields;
 pub mod openapi;
 pub mod rbac;
 pub mod schema;
-pub mod ssa;
 pub mod strategic;
 pub mod tokens;
 pub mod unknown;

@@ -156,7 +156,7 @@ fn apply_to(
     for e in old.iter().filter(|e| !is_mine(e)) {
         let set = from_fields(&e["fieldsV1"]);
         for p in set.intersection(&applied) {
-            if matches!(p.last(), Some(Seg::K(_) | Seg::V(_))) {
+            if matches!(p.last(), Some(Seg::Key(_) | Seg::Value(_))) {
                 continue;
             }
             if get(config, p) != get(current, p) {

@@ -12,25 +12,18 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::object::{meta_mut, now};
-use super::strategic::{strategy, Strategy};
+use crate::fields::{self, DisplayPath, FieldSet, PathElement};
 use crate::registry::ResourceInfo;
+use crate::schema::definitions;
 
-/// One step of a field path.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Seg {
-    /// A map field (`f:name`).
-    F(String),
-    /// A merge-key list item, by its key as canonical JSON (`k:{"name":"web"}`).
-    K(String),
-    /// A set item, by its value as JSON (`v:"x"`).
-    V(String),
-}
+/// One step of a field path ([`crate::fields`], the one home of field paths).
+pub(crate) type Seg = PathElement;
 
 /// A field path.
-pub(crate) type Path = Vec<Seg>;
+pub(crate) type Path = crate::fields::Path;
 
 /// What a write needs besides the object: who writes, whether to store at all, and (for a
 /// server-side apply) the managedFields the apply computed.
@@ -57,216 +50,52 @@ const SERVER_META: &[&str] = &[
     "selfLink",
 ];
 
-fn join(a: &str, b: &str) -> String {
-    if a.is_empty() {
-        b.to_string()
-    } else {
-        format!("{a}.{b}")
-    }
-}
-
-fn walk(info: &ResourceInfo, v: &Value, fields: &str, path: &mut Path, out: &mut BTreeSet<Path>) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, child) in m {
-                if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind") {
-                    continue;
-                }
-                if path.len() == 1
-                    && path[0] == Seg::F("metadata".into())
-                    && SERVER_META.contains(&k.as_str())
-                {
-                    continue;
-                }
-                path.push(Seg::F(k.clone()));
-                walk(info, child, &join(fields, k), path, out);
-                path.pop();
-            }
-        }
-        Value::Array(items) if !items.is_empty() => match strategy(info, fields) {
-            Strategy::MergeKey(key) if items.iter().all(|i| i.get(key).is_some()) => {
-                for item in items {
-                    path.push(Seg::K(json!({key: item[key]}).to_string()));
-                    out.insert(path.clone());
-                    walk(info, item, fields, path, out);
-                    path.pop();
-                }
-            }
-            Strategy::MergePrimitive => {
-                for item in items {
-                    path.push(Seg::V(item.to_string()));
-                    out.insert(path.clone());
-                    path.pop();
-                }
-            }
-            _ => {
-                out.insert(path.clone());
-            }
-        },
-        _ => {
-            if !path.is_empty() {
-                out.insert(path.clone());
-            }
-        }
-    }
-}
-
-/// The field set of an object: every leaf, every keyed list item.
+/// The field set of an object (structured-merge-diff's `ToFieldSet` over the kind's v1.33
+/// schema: list items by their list-map keys, set items by value, atomic values as leaves),
+/// without the fields the server owns.
 pub(crate) fn field_set(info: &ResourceInfo, v: &Value) -> BTreeSet<Path> {
-    let mut out = BTreeSet::new();
-    walk(info, v, "", &mut Vec::new(), &mut out);
-    out
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.retain(|k, _| !SERVER_META.contains(&k.as_str()));
+            if meta.is_empty() {
+                m.remove("metadata");
+            }
+        }
+    }
+    let schema = definitions().kind(info.group, info.version, info.kind);
+    fields::field_set(&v, schema).paths().into_iter().collect()
 }
 
-/// The value at `path` (a list item for `K`/`V` segments).
+/// The value at `path` (a list item for `k:`/`v:` segments).
 pub(crate) fn get<'a>(v: &'a Value, path: &[Seg]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |cur, seg| match seg {
-        Seg::F(k) => cur.get(k.as_str()),
-        Seg::K(key) => {
-            let key: Value = serde_json::from_str(key).ok()?;
-            let (k, want) = key.as_object()?.iter().next()?;
-            cur.as_array()?
-                .iter()
-                .find(|i| i.get(k.as_str()) == Some(want))
-        }
-        Seg::V(val) => {
-            let want: Value = serde_json::from_str(val).ok()?;
-            cur.as_array()?.iter().find(|i| **i == want)
-        }
-    })
+    fields::get(v, path)
 }
 
 /// Removes the field or list item at `path`.
 pub(crate) fn remove(v: &mut Value, path: &[Seg]) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let parent = parents.iter().try_fold(v, |cur, seg| match seg {
-        Seg::F(k) => cur.get_mut(k.as_str()),
-        Seg::K(key) => {
-            let key: Value = serde_json::from_str(key).ok()?;
-            let (k, want) = key.as_object()?.iter().next()?;
-            let (k, want) = (k.clone(), want.clone());
-            cur.as_array_mut()?
-                .iter_mut()
-                .find(|i| i.get(k.as_str()) == Some(&want))
-        }
-        Seg::V(_) => None,
-    });
-    let Some(parent) = parent else { return };
-    match last {
-        Seg::F(k) => {
-            if let Some(m) = parent.as_object_mut() {
-                m.remove(k);
-            }
-        }
-        Seg::K(key) => {
-            let Ok(key) = serde_json::from_str::<Value>(key) else {
-                return;
-            };
-            if let (Some((k, want)), Some(a)) = (
-                key.as_object().and_then(|o| o.iter().next()),
-                parent.as_array_mut(),
-            ) {
-                a.retain(|i| i.get(k.as_str()) != Some(want));
-            }
-        }
-        Seg::V(val) => {
-            if let (Ok(want), Some(a)) = (serde_json::from_str::<Value>(val), parent.as_array_mut())
-            {
-                a.retain(|i| *i != want);
-            }
-        }
-    }
+    fields::remove(v, path)
 }
 
-fn seg_key(seg: &Seg) -> String {
-    match seg {
-        Seg::F(k) => format!("f:{k}"),
-        Seg::K(k) => format!("k:{k}"),
-        Seg::V(v) => format!("v:{v}"),
-    }
-}
-
-/// `fieldsV1` from a set of paths (`"."` on list items that have owned children).
+/// `fieldsV1` from a set of paths (`"."` on nodes that are owned and have owned children).
 pub(crate) fn to_fields(set: &BTreeSet<Path>) -> Value {
-    let mut root = Map::new();
-    for path in set {
-        let mut cur = &mut root;
-        for seg in path {
-            let entry = cur
-                .entry(seg_key(seg))
-                .or_insert_with(|| Value::Object(Map::new()));
-            cur = entry.as_object_mut().expect("fields nodes are objects");
-        }
+    let mut fs = FieldSet::default();
+    for p in set {
+        fs.insert(p);
     }
-    for path in set {
-        if matches!(path.last(), Some(Seg::K(_) | Seg::V(_))) {
-            let mut cur = &mut root;
-            for seg in path {
-                cur = cur
-                    .get_mut(&seg_key(seg))
-                    .and_then(Value::as_object_mut)
-                    .expect("built above");
-            }
-            if !cur.is_empty() {
-                cur.insert(".".into(), json!({}));
-            }
-        }
-    }
-    Value::Object(root)
+    fs.to_fields_v1()
 }
 
 /// The paths of a `fieldsV1` value.
 pub(crate) fn from_fields(v: &Value) -> BTreeSet<Path> {
-    fn go(v: &Value, path: &mut Path, out: &mut BTreeSet<Path>) {
-        let Some(m) = v.as_object() else { return };
-        if !path.is_empty() && (m.is_empty() || m.contains_key(".")) {
-            out.insert(path.clone());
-        }
-        for (k, child) in m {
-            let seg = if let Some(f) = k.strip_prefix("f:") {
-                Seg::F(f.into())
-            } else if let Some(key) = k.strip_prefix("k:") {
-                Seg::K(key.into())
-            } else if let Some(val) = k.strip_prefix("v:") {
-                Seg::V(val.into())
-            } else {
-                continue;
-            };
-            path.push(seg);
-            go(child, path, out);
-            path.pop();
-        }
-    }
-    let mut out = BTreeSet::new();
-    go(v, &mut Vec::new(), &mut out);
-    out
+    FieldSet::from_fields_v1(v).paths().into_iter().collect()
 }
 
 /// SMD's path notation for messages: `.spec.containers[name="web"].image`.
 pub(crate) fn render(path: &[Seg]) -> String {
-    let mut s = String::new();
-    for seg in path {
-        match seg {
-            Seg::F(k) => {
-                s.push('.');
-                s.push_str(k);
-            }
-            Seg::K(key) => {
-                let key: Value = serde_json::from_str(key).unwrap_or_default();
-                let parts: Vec<String> = key
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                s.push_str(&format!("[{}]", parts.join(",")));
-            }
-            Seg::V(v) => s.push_str(&format!("[={v}]")),
-        }
-    }
-    s
+    DisplayPath(path).to_string()
 }
 
 fn overlaps(a: &[Seg], b: &[Seg]) -> bool {
@@ -360,8 +189,8 @@ pub(crate) fn track(
         set.retain(|p| {
             !changed.iter().any(|c| {
                 overlaps(c, p)
-                    && !matches!(c.last(), Some(Seg::K(_)))
-                    && !matches!(p.last(), Some(Seg::K(_)))
+                    && !matches!(c.last(), Some(Seg::Key(_)))
+                    && !matches!(p.last(), Some(Seg::Key(_)))
             })
         });
         if !set.is_empty() {
@@ -459,12 +288,12 @@ mod tests {
         );
         assert_eq!(from_fields(&fields), set);
         let image: Path = vec![
-            Seg::F("spec".into()),
-            Seg::F("template".into()),
-            Seg::F("spec".into()),
-            Seg::F("containers".into()),
-            Seg::K(r#"{"name":"web"}"#.into()),
-            Seg::F("image".into()),
+            Seg::Field("spec".into()),
+            Seg::Field("template".into()),
+            Seg::Field("spec".into()),
+            Seg::Field("containers".into()),
+            Seg::Key(r#"{"name":"web"}"#.into()),
+            Seg::Field("image".into()),
         ];
         assert_eq!(get(&obj, &image), Some(&json!("i")));
         assert_eq!(
