@@ -502,3 +502,78 @@ fn the_same_process_serves_the_docker_engine_api() {
     s.stop();
     assert!(!s.sock().exists(), "the Docker socket outlived the server");
 }
+
+/// What only the whole server shows: objects survive a restart (the SQLite datastore), the
+/// in-process garbage collector removes a dependent whose owner was deleted
+/// (`ownerReferences`, background propagation), and `kubectl explain` reads the served
+/// OpenAPI v3 schemas.
+#[test]
+fn objects_persist_the_garbage_collector_runs_and_explain_works() {
+    let mut s = Server::start(false, &[]);
+    let kc = s.kubeconfig();
+    let k = |s: &Server, args: &[&str]| {
+        let out = s.kubectl_with(&kc, args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            s.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    k(&s, &["create", "configmap", "owner", "--from-literal=a=1"]);
+    let uid = k(
+        &s,
+        &[
+            "get",
+            "configmap",
+            "owner",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    let dependent = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"dependent","ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"owner","uid":"{uid}"}}]}},"data":{{"b":"2"}}}}"#
+    );
+    let manifest = s.dir.join("dependent.json");
+    std::fs::write(&manifest, dependent).unwrap();
+    k(&s, &["create", "-f", manifest.to_str().unwrap()]);
+
+    // A restart keeps both (SQLite in the data dir).
+    s.stop();
+    s.spawn();
+    assert_eq!(
+        k(
+            &s,
+            &[
+                "get",
+                "configmaps",
+                "-o",
+                "jsonpath={.items[*].metadata.name}"
+            ]
+        ),
+        "dependent owner"
+    );
+
+    // Deleting the owner lets the collector delete the dependent.
+    k(&s, &["delete", "configmap", "owner"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = s.kubectl_with(&kc, &["get", "configmap", "dependent"]);
+        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dependent is still there:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // explain walks the served schema.
+    let explained = k(&s, &["explain", "deployment.spec.strategy"]);
+    assert!(explained.contains("KIND:       Deployment"), "{explained}");
+    assert!(explained.contains("rollingUpdate"), "{explained}");
+}

@@ -3,14 +3,15 @@
 //!
 //! - [`gc`]: the garbage collector — dependents of deleted owners go (`ownerReferences`),
 //!   foreground deletion waits for blocking dependents, orphaning strips references.
-//! - [`namespace`]: a deleted namespace loses its contents, then its `kubernetes` finalizer.
+//!
+//! (A deleted namespace is emptied by the API server itself for now: barge-apiserver's
+//! `namespaces.rs`.)
 //!
 //! Invariants: controllers only act through the API (no datastore access); every write is
 //! conditional on the `resourceVersion` it was computed from (a conflict retries later); an
 //! owner is taken as gone only after a live read confirms it (a watch may lag).
 
 pub mod gc;
-pub mod namespace;
 mod resources;
 
 use kube::Client;
@@ -35,9 +36,7 @@ impl ControllerError {
 
 /// Runs every controller until `shutdown` completes.
 pub async fn run(client: Client, shutdown: impl std::future::Future<Output = ()>) {
-    let gc = tokio::spawn(gc::run(client.clone()));
-    let ns = tokio::spawn(namespace::run(client));
+    let gc = tokio::spawn(gc::run(client));
     shutdown.await;
     gc.abort();
-    ns.abort();
 }
