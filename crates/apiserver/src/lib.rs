@@ -18,6 +18,7 @@
 // `ApiError` carries kube's Status details by value; errors are the cold path of a request.
 #![allow(clippy::result_large_err)]
 
+mod authz;
 mod discovery;
 mod namespaces;
 pub mod proto;
@@ -42,7 +43,7 @@ pub mod unknown;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -95,6 +96,8 @@ pub struct ApiServer {
     watch_cache: Arc<watchcache::WatchCache>,
     /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK.
     bookmark_interval: Duration,
+    /// The RBAC policy in force.
+    authz: Arc<authz::Authorizer>,
 }
 
 impl ApiServer {
@@ -105,6 +108,7 @@ impl ApiServer {
             config: Arc::new(config),
             registry: Arc::new(Registry::builtin()),
             bookmark_interval: Duration::from_secs(60),
+            authz: Arc::default(),
         }
     }
 
@@ -150,7 +154,10 @@ impl ApiServer {
             .route("/openapi/v3/{*path}", get(openapi::group_version))
             .route("/openapi/v2", get(openapi::v2))
             .fallback(rest::handle)
-            .layer(axum::middleware::from_fn(authorize))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authorize,
+            ))
             .with_state(self.clone())
     }
 }
@@ -158,18 +165,26 @@ impl ApiServer {
 /// Paths anonymous users may read (`system:public-info-viewer`).
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
 
-/// Anonymous requests reach only [`PUBLIC_PATHS`]; everything else is kube's 403. (RBAC for
-/// authenticated users comes later: for now they may do everything.)
-async fn authorize(req: Request, next: Next) -> Response {
-    let user = req
+/// Every request is authorized by RBAC (`authz.rs`); anonymous requests (no [`Identity`])
+/// are `system:anonymous` in `system:unauthenticated`, which the default policy lets read only
+/// the public-info paths. A denial is kube's 403.
+async fn authorize(State(api): State<ApiServer>, req: Request, next: Next) -> Response {
+    let identity = req
         .extensions()
         .get::<Identity>()
-        .map(|i| i.user.clone())
-        .unwrap_or_else(|| ANONYMOUS.to_string());
-    if user != ANONYMOUS || PUBLIC_PATHS.contains(&req.uri().path()) {
+        .cloned()
+        .unwrap_or_else(|| Identity {
+            user: ANONYMOUS.to_string(),
+            groups: vec!["system:unauthenticated".to_string()],
+        });
+    if identity.user == ANONYMOUS && PUBLIC_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    forbidden(&req, &user).into_response()
+    let attrs = authz::attributes(req.method(), req.uri().path(), req.uri().query());
+    if api.allowed(&identity, &attrs) {
+        return next.run(req).await;
+    }
+    forbidden(&req, &identity.user).into_response()
 }
 
 /// kube's `forbiddenMessage` for `user` on `req`.

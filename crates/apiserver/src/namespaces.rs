@@ -45,6 +45,7 @@ impl ApiServer {
                 }
             }
         }
+        self.start_rbac().await?;
         let page = self
             .store
             .list(&info.prefix(None), Default::default())

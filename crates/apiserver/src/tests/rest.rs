@@ -905,3 +905,70 @@ async fn server_side_apply() {
         "Apply failed with 1 conflict: conflict with \"alice\": .spec.template.spec.containers[name=\"web\"].image"
     );
 }
+
+/// RBAC: a user with no binding is refused with kube's 403; a RoleBinding to `view` in one
+/// namespace lets them read there (the policy follows the datastore at once) and nowhere
+/// else; the default roles exist; discovery is open to every authenticated user.
+#[tokio::test]
+async fn rbac_denies_until_a_binding_allows() {
+    let t = server().await;
+    let alice = Identity {
+        user: "alice".into(),
+        groups: vec!["system:authenticated".into()],
+    };
+    let as_alice = |uri: &'static str| {
+        let a = alice.clone();
+        let t = &t;
+        async move {
+            t.req(Method::GET, uri, "application/json", "", Some(a), None)
+                .await
+        }
+    };
+    let r = as_alice("/api/v1/namespaces/default/configmaps").await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "configmaps is forbidden: User \"alice\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+    assert_eq!(as_alice("/apis").await.code, StatusCode::OK);
+    let view = t
+        .get("/apis/rbac.authorization.k8s.io/v1/clusterroles/view")
+        .await;
+    assert_eq!(view.code, StatusCode::OK, "{}", view.text());
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "alice-view", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]});
+    let r = t
+        .send(
+            Method::POST,
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+            binding,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = as_alice("/api/v1/namespaces/default/configmaps").await;
+        if r.code == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {}: {}",
+            r.code,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        as_alice("/api/v1/namespaces/kube-system/configmaps")
+            .await
+            .code,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        as_alice("/api/v1/namespaces/default/secrets").await.code,
+        StatusCode::FORBIDDEN
+    );
+}

@@ -1,0 +1,167 @@
+//! Authorization of every request: RBAC ([`crate::rbac`]) over the Roles, ClusterRoles and
+//! their bindings in the datastore, kept current by a datastore watch, plus kube's privileged
+//! group (`system:masters` is always allowed, as kube-apiserver's first authorizer does).
+//! A denial is kube's 403 (`lib.rs`'s `forbidden`).
+
+use std::sync::{Arc, RwLock};
+
+use barge_datastore::ListOptions;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::rbac::{Attributes, Policy, ResourceAttributes};
+use crate::request::{self, Query};
+use crate::status::{ApiError, ApiResult};
+use crate::{ApiServer, Identity};
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+/// The RBAC resources and the kind their stored objects are.
+const RBAC_KINDS: &[(&str, &str)] = &[
+    ("clusterroles", "ClusterRole"),
+    ("roles", "Role"),
+    ("clusterrolebindings", "ClusterRoleBinding"),
+    ("rolebindings", "RoleBinding"),
+];
+
+/// The policy in force, shared by every request.
+#[derive(Default)]
+pub(crate) struct Authorizer {
+    policy: RwLock<Arc<Policy>>,
+}
+
+impl Authorizer {
+    fn current(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// kube's attributes of a request.
+pub(crate) fn attributes(
+    method: &axum::http::Method,
+    path: &str,
+    query: Option<&str>,
+) -> Attributes {
+    let q = Query::parse(query);
+    if let Some(info) = request::parse_path(path) {
+        if let Some(verb) = request::verb(method, &info, &q) {
+            return Attributes {
+                verb: verb.as_str().to_string(),
+                resource: Some(ResourceAttributes {
+                    group: info.group.clone(),
+                    resource: info.resource.clone(),
+                    subresource: info.subresource.clone().unwrap_or_default(),
+                    namespace: info.namespace.clone().unwrap_or_default(),
+                    name: info.name.clone().unwrap_or_default(),
+                }),
+                path: path.to_string(),
+            };
+        }
+    }
+    Attributes {
+        verb: method.as_str().to_ascii_lowercase(),
+        resource: None,
+        path: path.to_string(),
+    }
+}
+
+impl ApiServer {
+    /// Whether `user` may do `attrs`.
+    pub(crate) fn allowed(&self, user: &Identity, attrs: &Attributes) -> bool {
+        user.groups.iter().any(|g| g == "system:masters")
+            || self.authz.current().allows(user, attrs)
+    }
+
+    /// Reads every RBAC object into a new policy.
+    async fn load_policy(&self) -> ApiResult<i64> {
+        let mut objects = Vec::new();
+        let mut revision = 0;
+        for (plural, kind) in RBAC_KINDS {
+            let Some(info) = self.registry.lookup(RBAC_GROUP, "v1", plural) else {
+                continue;
+            };
+            let mut opts = ListOptions::default();
+            loop {
+                let page = self.store.list(&info.prefix(None), opts.clone()).await?;
+                revision = revision.max(page.revision);
+                for kv in &page.kvs {
+                    let mut obj: Value = serde_json::from_slice(&kv.value)
+                        .map_err(|e| ApiError::Internal(format!("decoding {}: {e}", kv.key)))?;
+                    obj["kind"] = Value::String(kind.to_string());
+                    objects.push(obj);
+                }
+                match (page.remaining, page.kvs.last()) {
+                    (r, Some(last)) if r > 0 => {
+                        opts = ListOptions {
+                            start_after: Some(last.key.clone()),
+                            revision: Some(page.revision),
+                            ..Default::default()
+                        };
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let policy = Arc::new(Policy::from_objects(&objects));
+        *self.authz.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        Ok(revision)
+    }
+
+    /// Creates the default RBAC policy (if missing), loads it, and keeps the policy current
+    /// from a datastore watch of the RBAC objects.
+    pub(crate) async fn start_rbac(&self) -> ApiResult<()> {
+        let writer = crate::rest::WriteOpts {
+            manager: "kube-apiserver".into(),
+            ..Default::default()
+        };
+        for mut obj in crate::rbac::bootstrap_policy() {
+            let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+            let Some(info) = self.registry.by_kind(RBAC_GROUP, &kind).cloned() else {
+                continue;
+            };
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let (_, existing) = self.store.get(&info.key(None, &name), None).await?;
+            if existing.is_none() {
+                match self.create_object(&info, None, &mut obj, &writer).await {
+                    Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let mut revision = self.load_policy().await?;
+        let prefixes: Vec<String> = RBAC_KINDS
+            .iter()
+            .filter_map(|(plural, _)| self.registry.lookup(RBAC_GROUP, "v1", plural))
+            .map(|info| info.prefix(None))
+            .collect();
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(mut events) = api.store.watch("/registry/", revision).await else {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    revision = api.load_policy().await.unwrap_or(revision);
+                    continue;
+                };
+                while let Some(batch) = events.next().await {
+                    let Ok(batch) = batch else { break };
+                    let touches_rbac = batch
+                        .iter()
+                        .any(|e| prefixes.iter().any(|p| e.kv.key.starts_with(p)));
+                    if let Some(last) = batch.last() {
+                        revision = last.kv.mod_revision;
+                    }
+                    if touches_rbac {
+                        revision = api.load_policy().await.unwrap_or(revision).max(revision);
+                    }
+                }
+                revision = api.load_policy().await.unwrap_or(revision);
+            }
+        });
+        Ok(())
+    }
+}
