@@ -165,3 +165,92 @@ impl ApiServer {
         Ok(())
     }
 }
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`): may
+/// the caller do what `spec.resourceAttributes` or `spec.nonResourceAttributes` say?
+pub(crate) async fn self_subject_access_review(
+    axum::extract::State(api): axum::extract::State<ApiServer>,
+    identity: Option<axum::Extension<Identity>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let identity = identity
+        .map(|axum::Extension(i)| i)
+        .unwrap_or_else(anonymous);
+    // kubectl's typed client posts protobuf.
+    let decoded = if body.starts_with(b"k8s\0") {
+        crate::proto::decode(&body).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    };
+    let mut review: Value = match decoded {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError::BadRequest(format!("error decoding SelfSubjectAccessReview: {e}"))
+                .into_response()
+        }
+    };
+    let spec = &review["spec"];
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let attrs = match (
+        spec.get("resourceAttributes"),
+        spec.get("nonResourceAttributes"),
+    ) {
+        (Some(r), _) => Attributes {
+            verb: s(r, "verb"),
+            resource: Some(ResourceAttributes {
+                group: s(r, "group"),
+                resource: s(r, "resource"),
+                subresource: s(r, "subresource"),
+                namespace: s(r, "namespace"),
+                name: s(r, "name"),
+            }),
+            path: String::new(),
+        },
+        (None, Some(n)) => Attributes {
+            verb: s(n, "verb"),
+            resource: None,
+            path: s(n, "path"),
+        },
+        (None, None) => {
+            return ApiError::BadRequest(
+                "spec.resourceAttributes or spec.nonResourceAttributes is required".into(),
+            )
+            .into_response()
+        }
+    };
+    let allowed = api.allowed(&identity, &attrs);
+    review["apiVersion"] = "authorization.k8s.io/v1".into();
+    review["kind"] = "SelfSubjectAccessReview".into();
+    review["metadata"]["creationTimestamp"] = Value::Null;
+    review["status"] = if allowed {
+        serde_json::json!({"allowed": true, "reason": "RBAC: allowed"})
+    } else {
+        serde_json::json!({"allowed": false})
+    };
+    (axum::http::StatusCode::CREATED, axum::Json(review)).into_response()
+}
+
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`).
+pub(crate) async fn self_subject_review(
+    identity: Option<axum::Extension<Identity>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let identity = identity
+        .map(|axum::Extension(i)| i)
+        .unwrap_or_else(anonymous);
+    let body = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "SelfSubjectReview",
+        "metadata": {"creationTimestamp": null},
+        "status": {"userInfo": {"username": identity.user, "groups": identity.groups}},
+    });
+    (axum::http::StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+fn anonymous() -> Identity {
+    Identity {
+        user: "system:anonymous".into(),
+        groups: vec!["system:unauthenticated".into()],
+    }
+}

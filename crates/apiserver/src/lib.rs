@@ -153,6 +153,14 @@ impl ApiServer {
             .route("/openapi/v3/", get(openapi::index))
             .route("/openapi/v3/{*path}", get(openapi::group_version))
             .route("/openapi/v2", get(openapi::v2))
+            .route(
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                axum::routing::post(authz::self_subject_access_review),
+            )
+            .route(
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                axum::routing::post(authz::self_subject_review),
+            )
             .fallback(rest::handle)
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),

@@ -408,6 +408,38 @@ const INGRESS: &[Field] = &[
     ),
 ];
 
+/// authorization.k8s.io/v1 SelfSubjectAccessReview (`kubectl auth can-i`).
+const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Kind::Msg(&[
+            f(
+                1,
+                "resourceAttributes",
+                Kind::Msg(&[
+                    f(1, "namespace", Kind::Str),
+                    f(2, "verb", Kind::Str),
+                    f(3, "group", Kind::Str),
+                    f(4, "version", Kind::Str),
+                    f(5, "resource", Kind::Str),
+                    f(6, "subresource", Kind::Str),
+                    f(7, "name", Kind::Str),
+                ]),
+            ),
+            f(
+                2,
+                "nonResourceAttributes",
+                Kind::Msg(&[f(1, "path", Kind::Str), f(2, "verb", Kind::Str)]),
+            ),
+        ]),
+    ),
+];
+
+/// authentication.k8s.io/v1 SelfSubjectReview (`kubectl auth whoami`): metadata only.
+const SELF_SUBJECT_REVIEW: &[Field] = &[f(1, "metadata", Kind::Msg(OBJECT_META))];
+
 fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
     Some(match (api_version, kind) {
         ("v1", "Namespace") => NAMESPACE,
@@ -425,6 +457,8 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("scheduling.k8s.io/v1", "PriorityClass") => PRIORITY_CLASS,
         ("policy/v1", "PodDisruptionBudget") => PDB,
         ("networking.k8s.io/v1", "Ingress") => INGRESS,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_SUBJECT_ACCESS_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,
         _ => return None,
     })
 }

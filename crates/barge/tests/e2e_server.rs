@@ -577,3 +577,51 @@ fn objects_persist_the_garbage_collector_runs_and_explain_works() {
     assert!(explained.contains("KIND:       Deployment"), "{explained}");
     assert!(explained.contains("rollingUpdate"), "{explained}");
 }
+
+/// `kubectl auth can-i` and `kubectl auth whoami` (SelfSubjectAccessReview and
+/// SelfSubjectReview) answer for the kubeconfig's admin, and for the join token's bootstrap
+/// identity, which RBAC does not let read secrets.
+#[test]
+fn auth_can_i_and_whoami() {
+    let s = Server::start(false, &["--token", "K10abc::server:s3cret-join"]);
+    let kc = s.kubeconfig();
+    let out = s.kubectl_with(
+        &kc,
+        &["auth", "can-i", "create", "deployments", "-n", "default"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "yes",
+        "{out:?}"
+    );
+    let who = [
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ];
+    let out = s.kubectl_with(&kc, &who);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "system:admin",
+        "{out:?}"
+    );
+    let server = format!("--server=https://127.0.0.1:{}", s.port);
+    let as_join = |args: &[&str]| {
+        let mut all = vec![
+            server.as_str(),
+            "--insecure-skip-tls-verify",
+            "--token=s3cret-join",
+        ];
+        all.extend_from_slice(args);
+        s.kubectl_with(Path::new("/dev/null"), &all)
+    };
+    let out = as_join(&["auth", "can-i", "list", "secrets"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "{out:?}");
+    let out = as_join(&who);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "system:bootstrap:barge-join",
+        "{out:?}"
+    );
+}
