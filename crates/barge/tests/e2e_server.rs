@@ -625,3 +625,45 @@ fn auth_can_i_and_whoami() {
         "{out:?}"
     );
 }
+
+/// The Kubernetes Python client (PyPI `kubernetes`, as its users run it) against the server:
+/// list, create, a dict `PATCH` (sent as a strategic merge patch: the container is merged by
+/// name and keeps its ports), watch, delete and the 404 after it.
+#[test]
+fn the_python_client_lists_creates_patches_watches_and_deletes() {
+    let s = Server::start(false, &[]);
+    let script = format!(
+        r#"
+from kubernetes import client, config, watch
+config.load_kube_config({kc:?})
+v1 = client.CoreV1Api()
+print([n.metadata.name for n in v1.list_namespace().items])
+v1.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="py"), data={{"a": "1"}}))
+v1.patch_namespaced_config_map("py", "default", {{"data": {{"b": "2"}}}})
+print(v1.read_namespaced_config_map("py", "default").data)
+apps = client.AppsV1Api()
+dep = {{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "d"}},
+  "spec": {{"replicas": 1, "selector": {{"matchLabels": {{"a": "b"}}}}, "template": {{"metadata": {{"labels": {{"a": "b"}}}},
+  "spec": {{"containers": [{{"name": "c", "image": "i", "ports": [{{"containerPort": 80}}]}}]}}}}}}}}
+apps.create_namespaced_deployment("default", dep)
+apps.patch_namespaced_deployment("d", "default", {{"spec": {{"template": {{"spec": {{"containers": [{{"name": "c", "image": "j"}}]}}}}}}}})
+c = apps.read_namespaced_deployment("d", "default").spec.template.spec.containers[0]
+print(c.image, c.ports[0].container_port)
+for ev in watch.Watch().stream(v1.list_namespaced_config_map, "default", timeout_seconds=2):
+    print(ev["type"], ev["object"].metadata.name)
+v1.delete_namespaced_config_map("py", "default")
+try:
+    v1.read_namespaced_config_map("py", "default")
+except client.exceptions.ApiException as e:
+    print(e.status, e.reason)
+"#,
+        kc = s.kubeconfig().display().to_string()
+    );
+    let out = python(&script);
+    assert_eq!(
+        out,
+        "['default', 'kube-node-lease', 'kube-public', 'kube-system']\n{'a': '1', 'b': '2'}\nj 80\nADDED py\n404 Not Found\n",
+        "{out}\n{}",
+        s.log()
+    );
+}
