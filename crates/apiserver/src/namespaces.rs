@@ -90,7 +90,7 @@ impl ApiServer {
                 left += 1;
                 let obj = decode(&kv)?;
                 match self
-                    .delete_object(info, &kv.key, obj, kv.mod_revision, false, None)
+                    .delete_object(info, &kv.key, obj, kv.mod_revision, &Default::default())
                     .await
                 {
                     Ok(_) | Err(ApiError::NotFound(_) | ApiError::Conflict { .. }) => {}

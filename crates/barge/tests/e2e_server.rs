@@ -667,3 +667,68 @@ except client.exceptions.ApiException as e:
         s.log()
     );
 }
+
+/// `kubectl delete --cascade=orphan` leaves the dependent without its owner reference;
+/// `--cascade=foreground` deletes the dependent and then the owner (the API server sets the
+/// `orphan`/`foregroundDeletion` finalizers, the garbage collector finishes them).
+#[test]
+fn delete_cascade_orphan_and_foreground() {
+    let s = Server::start(false, &[]);
+    let kc = s.kubeconfig();
+    let k = |args: &[&str]| {
+        let out = s.kubectl_with(&kc, args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            s.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let owned = |owner: &str, name: &str| {
+        k(&["create", "configmap", owner]);
+        let uid = k(&["get", "configmap", owner, "-o", "jsonpath={.metadata.uid}"]);
+        let manifest = s.dir.join(format!("{name}.json"));
+        std::fs::write(
+            &manifest,
+            format!(
+                r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"{owner}","uid":"{uid}","blockOwnerDeletion":true}}]}}}}"#
+            ),
+        )
+        .unwrap();
+        k(&["create", "-f", manifest.to_str().unwrap()]);
+    };
+    owned("o1", "kept");
+    k(&[
+        "delete",
+        "configmap",
+        "o1",
+        "--cascade=orphan",
+        "--timeout=30s",
+    ]);
+    assert_eq!(
+        k(&[
+            "get",
+            "configmap",
+            "kept",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}"
+        ]),
+        ""
+    );
+    owned("o2", "gone");
+    k(&[
+        "delete",
+        "configmap",
+        "o2",
+        "--cascade=foreground",
+        "--timeout=30s",
+    ]);
+    let out = s.kubectl_with(&kc, &["get", "configmap", "gone"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{out:?}\n{}",
+        s.log()
+    );
+}

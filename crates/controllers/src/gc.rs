@@ -246,7 +246,7 @@ impl Graph {
                     .iter()
                     .filter(|o| !confirmed.iter().any(|c| c.uid == o.uid))
                     .collect();
-                let patch = json!({"metadata": {"ownerReferences": keep, "resourceVersion": n.resource_version}});
+                let patch = json!({"metadata": {"ownerReferences": refs_or_null(&keep), "resourceVersion": n.resource_version}});
                 api.patch(&n.name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
                     .map_err(|e| {
@@ -320,7 +320,7 @@ impl Graph {
                     continue;
                 }
                 let keep: Vec<&OwnerReference> = d.owners.iter().filter(|o| o.uid != uid).collect();
-                let patch = json!({"metadata": {"ownerReferences": keep, "resourceVersion": d.resource_version}});
+                let patch = json!({"metadata": {"ownerReferences": refs_or_null(&keep), "resourceVersion": d.resource_version}});
                 api_for(client, d)
                     .patch(&d.name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
@@ -366,6 +366,16 @@ impl Graph {
                 e,
             )),
         }
+    }
+}
+
+/// The references to keep, or `null` (which a merge patch turns into no field, as kube's
+/// typed objects drop an empty list).
+fn refs_or_null(keep: &[&OwnerReference]) -> serde_json::Value {
+    if keep.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(keep)
     }
 }
 

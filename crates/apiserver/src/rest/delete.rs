@@ -16,18 +16,21 @@ use crate::ApiServer;
 
 /// The `DeleteOptions` fields barge honours.
 #[derive(Debug, Default)]
-struct DeleteOptions {
+pub(crate) struct DeleteOptions {
     dry_run: bool,
     precondition_rv: Option<String>,
     precondition_uid: Option<String>,
     /// `gracePeriodSeconds` (query or body).
     grace: Option<i64>,
+    /// `propagationPolicy` (query or body; `orphanDependents` is the legacy spelling).
+    propagation: Option<String>,
 }
 
 fn delete_options(req: &Req) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions {
         dry_run: req.query.dry_run()?,
         grace: req.query.int("gracePeriodSeconds")?,
+        propagation: req.query.get("propagationPolicy").map(String::from),
         ..Default::default()
     };
     if !req.body.is_empty() {
@@ -40,6 +43,19 @@ fn delete_options(req: &Req) -> ApiResult<DeleteOptions> {
         opts.precondition_uid = pre["uid"].as_str().map(String::from);
         if let Some(g) = body["gracePeriodSeconds"].as_i64() {
             opts.grace = Some(g);
+        }
+        if let Some(p) = body["propagationPolicy"].as_str() {
+            opts.propagation = Some(p.to_string());
+        } else if body["orphanDependents"] == json!(true) {
+            opts.propagation = Some("Orphan".into());
+        }
+    }
+    match opts.propagation.as_deref() {
+        None | Some("Background" | "Foreground" | "Orphan") => {}
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "DeleteOptions.propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )))
         }
     }
     Ok(opts)
@@ -96,23 +112,25 @@ impl ApiServer {
             }
         }
         let (code, body) = self
-            .delete_object(&req.info, &req.key(), obj, rev, opts.dry_run, opts.grace)
+            .delete_object(&req.info, &req.key(), obj, rev, &opts)
             .await?;
         Ok(json_response(code, &body))
     }
 
     /// Deletes (or starts deleting) one object; returns the response kube gives: the object
     /// while it is being finalized or gracefully terminated, a `Status` Success once it is
-    /// gone. `grace` is `gracePeriodSeconds` (pods only).
+    /// gone. `gracePeriodSeconds` applies to pods only; `propagationPolicy` Foreground or
+    /// Orphan adds the `foregroundDeletion`/`orphan` finalizer the garbage collector
+    /// finishes (barge-controllers' `gc`).
     pub(crate) async fn delete_object(
         &self,
         info: &ResourceInfo,
         key: &str,
         mut obj: Value,
         rev: i64,
-        dry_run: bool,
-        grace: Option<i64>,
+        opts: &DeleteOptions,
     ) -> ApiResult<(StatusCode, Value)> {
+        let (dry_run, grace) = (opts.dry_run, opts.grace);
         let name = meta_str(&obj, "name").unwrap_or("").to_string();
         let target = Target::resource(info, &name);
         let conflict = |e: barge_datastore::Error| match e {
@@ -151,6 +169,22 @@ impl ApiServer {
             }
         }
         let is_namespace = info.group.is_empty() && info.plural == "namespaces";
+        let finalizer = match opts.propagation.as_deref() {
+            Some("Foreground") if !is_namespace => Some("foregroundDeletion"),
+            Some("Orphan") if !is_namespace => Some("orphan"),
+            _ => None,
+        };
+        if let Some(f) = finalizer {
+            if obj["metadata"].get("deletionTimestamp").is_none() {
+                let meta = meta_mut(&mut obj);
+                let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+                if let Some(a) = list.as_array_mut() {
+                    if !a.iter().any(|x| x == f) {
+                        a.push(json!(f));
+                    }
+                }
+            }
+        }
         if is_namespace || has_finalizers(&obj) {
             if obj["metadata"].get("deletionTimestamp").is_none() {
                 let meta = meta_mut(&mut obj);
@@ -208,7 +242,7 @@ impl ApiServer {
                 .unwrap_or(0);
             let key = req.info.key(ns.as_deref(), &name);
             match self
-                .delete_object(&req.info, &key, obj.clone(), rev, opts.dry_run, opts.grace)
+                .delete_object(&req.info, &key, obj.clone(), rev, &opts)
                 .await
             {
                 Ok(_) => deleted.push(list_item(obj)),
