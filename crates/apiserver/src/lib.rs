@@ -26,6 +26,7 @@ pub mod registry;
 pub mod request;
 mod rest;
 pub mod selectors;
+mod serviceaccounts;
 pub mod status;
 pub mod table;
 pub mod validation;
@@ -68,6 +69,11 @@ pub struct Identity {
 /// The anonymous user's name.
 pub const ANONYMOUS: &str = "system:anonymous";
 
+/// A bearer token the transport could not authenticate itself (not its join token), handed
+/// to the API server as a request extension: a ServiceAccount token is verified here.
+#[derive(Clone, Debug)]
+pub struct BearerToken(pub String);
+
 /// Settings of the API server that do not live in the datastore.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -75,6 +81,8 @@ pub struct Config {
     pub service_cidr: String,
     /// The pods' range (`--cluster-cidr`, default 10.42.0.0/16).
     pub cluster_cidr: String,
+    /// The PKCS#8 P-256 key ServiceAccount tokens are signed with (`None`: no TokenRequest).
+    pub service_account_key: Option<Vec<u8>>,
 }
 
 impl Default for Config {
@@ -82,6 +90,7 @@ impl Default for Config {
         Config {
             service_cidr: "10.43.0.0/16".into(),
             cluster_cidr: "10.42.0.0/16".into(),
+            service_account_key: None,
         }
     }
 }
@@ -98,11 +107,20 @@ pub struct ApiServer {
     bookmark_interval: Duration,
     /// The RBAC policy in force.
     authz: Arc<authz::Authorizer>,
+    /// Signs and verifies ServiceAccount tokens.
+    tokens: Option<Arc<tokens::TokenIssuer>>,
 }
 
 impl ApiServer {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        let tokens = config.service_account_key.as_deref().and_then(|key| {
+            tokens::TokenIssuer::new(key, tokens::DEFAULT_ISSUER)
+                .map_err(|e| tracing::error!("service account key: {e}"))
+                .ok()
+                .map(Arc::new)
+        });
         ApiServer {
+            tokens,
             watch_cache: Arc::new(watchcache::WatchCache::new(store.clone())),
             store,
             config: Arc::new(config),
@@ -158,6 +176,10 @@ impl ApiServer {
                 axum::routing::post(authz::self_subject_access_review),
             )
             .route(
+                "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                axum::routing::post(serviceaccounts::token_request),
+            )
+            .route(
                 "/apis/authentication.k8s.io/v1/selfsubjectreviews",
                 axum::routing::post(authz::self_subject_review),
             )
@@ -176,7 +198,19 @@ const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/v
 /// Every request is authorized by RBAC (`authz.rs`); anonymous requests (no [`Identity`])
 /// are `system:anonymous` in `system:unauthenticated`, which the default policy lets read only
 /// the public-info paths. A denial is kube's 403.
-async fn authorize(State(api): State<ApiServer>, req: Request, next: Next) -> Response {
+async fn authorize(State(api): State<ApiServer>, mut req: Request, next: Next) -> Response {
+    // A bearer token the transport did not know: one of this server's ServiceAccount tokens,
+    // or kube's 401.
+    if let Some(BearerToken(token)) = req.extensions_mut().remove::<BearerToken>() {
+        if req.extensions().get::<Identity>().is_none() {
+            match api.authenticate_service_account(&token).await {
+                Some(id) => {
+                    req.extensions_mut().insert(id);
+                }
+                None => return status::unauthorized(),
+            }
+        }
+    }
     let identity = req
         .extensions()
         .get::<Identity>()

@@ -437,6 +437,29 @@ const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
     ),
 ];
 
+/// authentication.k8s.io/v1 TokenRequest (`kubectl create token`).
+const TOKEN_REQUEST: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Kind::Msg(&[
+            r(1, "audiences", Kind::Str),
+            f(
+                3,
+                "boundObjectRef",
+                Kind::Msg(&[
+                    f(1, "kind", Kind::Str),
+                    f(2, "apiVersion", Kind::Str),
+                    f(3, "name", Kind::Str),
+                    f(4, "uid", Kind::Str),
+                ]),
+            ),
+            f(4, "expirationSeconds", Kind::OptInt),
+        ]),
+    ),
+];
+
 /// authentication.k8s.io/v1 SelfSubjectReview (`kubectl auth whoami`): metadata only.
 const SELF_SUBJECT_REVIEW: &[Field] = &[f(1, "metadata", Kind::Msg(OBJECT_META))];
 
@@ -459,6 +482,7 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("networking.k8s.io/v1", "Ingress") => INGRESS,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_SUBJECT_ACCESS_REVIEW,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         _ => return None,
     })
 }

@@ -284,6 +284,21 @@ impl IntoResponse for ApiError {
 /// `Result` with [`ApiError`].
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// kube-apiserver's answer to a failed authentication: 401 with a `Status`.
+pub fn unauthorized() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "Unauthorized",
+        "reason": "Unauthorized",
+        "code": 401
+    });
+    (axum::http::StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -732,3 +732,71 @@ fn delete_cascade_orphan_and_foreground() {
         s.log()
     );
 }
+
+/// `kubectl create token` (TokenRequest) issues a ServiceAccount token the server accepts:
+/// `auth whoami` names the ServiceAccount, RBAC refuses it what no binding grants
+/// (`kubectl get` is Forbidden) until a RoleBinding does, and the token stops working once
+/// its ServiceAccount is deleted.
+#[test]
+fn service_account_tokens_and_rbac() {
+    let s = Server::start(false, &[]);
+    let kc = s.kubeconfig();
+    let k = |args: &[&str]| {
+        let out = s.kubectl_with(&kc, args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            s.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    k(&["create", "serviceaccount", "bot"]);
+    let token = k(&["create", "token", "bot"]);
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let server = format!("--server=https://127.0.0.1:{}", s.port);
+    let flag = format!("--token={token}");
+    let as_bot = |args: &[&str]| {
+        let mut all = vec![server.as_str(), "--insecure-skip-tls-verify", flag.as_str()];
+        all.extend_from_slice(args);
+        s.kubectl_with(Path::new("/dev/null"), &all)
+    };
+    let out = as_bot(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "system:serviceaccount:default:bot",
+        "{out:?}"
+    );
+    let out = as_bot(&["get", "configmaps"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "configmaps is forbidden: User \"system:serviceaccount:default:bot\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
+        ),
+        "{out:?}"
+    );
+    k(&[
+        "create",
+        "rolebinding",
+        "bot-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:bot",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !as_bot(&["get", "configmaps"]).status.success() {
+        assert!(Instant::now() < deadline, "the binding never took effect");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!as_bot(&["get", "secrets"]).status.success());
+    k(&["delete", "serviceaccount", "bot"]);
+    let out = as_bot(&["get", "configmaps"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "{out:?}"
+    );
+}

@@ -91,6 +91,18 @@ pub fn authenticate(
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if that is what the request has.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    let text = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let mut parts = text.split_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(scheme), Some(t), None) if scheme.eq_ignore_ascii_case("bearer") => {
+            Some(t.to_string())
+        }
+        _ => None,
+    }
+}
+
 /// kube-apiserver's answer to a failed authentication: 401 with a `Status`.
 pub fn unauthorized() -> Response {
     let body = serde_json::json!({

@@ -116,7 +116,19 @@ pub async fn serve(
                                 req.extensions_mut().insert(id);
                                 router.oneshot(req).await
                             }
-                            Err(crate::auth::InvalidToken) => Ok(crate::auth::unauthorized()),
+                            // Not the join token: the API server checks whether it is one
+                            // of its ServiceAccount tokens (or answers 401).
+                            Err(crate::auth::InvalidToken) => {
+                                match crate::auth::bearer(req.headers()) {
+                                    Some(t) => {
+                                        req.headers_mut().remove(axum::http::header::AUTHORIZATION);
+                                        req.extensions_mut()
+                                            .insert(barge_apiserver::BearerToken(t));
+                                        router.oneshot(req).await
+                                    }
+                                    None => Ok(crate::auth::unauthorized()),
+                                }
+                            }
                         }
                     }
                 });
@@ -147,9 +159,17 @@ mod tests {
         let router = Router::new().route(
             "/whoami",
             get(
-                |Extension(id): Extension<Identity>, h: axum::http::HeaderMap| async move {
+                |id: Option<Extension<Identity>>,
+                 bearer: Option<Extension<barge_apiserver::BearerToken>>,
+                 h: axum::http::HeaderMap| async move {
                     let auth = h.contains_key(axum::http::header::AUTHORIZATION);
-                    format!("{} {} auth={auth}", id.user, id.groups.join(","))
+                    match (id, bearer) {
+                        (Some(Extension(id)), _) => {
+                            format!("{} {} auth={auth}", id.user, id.groups.join(","))
+                        }
+                        (None, Some(Extension(b))) => format!("bearer {} auth={auth}", b.0),
+                        (None, None) => "nobody".to_string(),
+                    }
                 },
             ),
         );
@@ -246,9 +266,10 @@ mod tests {
                 "system:anonymous system:unauthenticated auth=false".into()
             )
         );
-        let (code, body) = get_whoami(addr, ca, None, Some("nope")).await.unwrap();
-        assert_eq!(code, 401);
-        assert!(body.contains(r#""reason":"Unauthorized""#), "{body}");
+        // Another bearer token goes on to the API server (a ServiceAccount token is its to
+        // verify; it answers 401 for anything else), without the Authorization header.
+        let r = get_whoami(addr, ca, None, Some("nope")).await.unwrap();
+        assert_eq!(r, (200, "bearer nope auth=false".into()));
 
         // A certificate from another cluster's client CA: the handshake (or, with TLS 1.3,
         // the first exchange after it) fails; nothing reaches the router.

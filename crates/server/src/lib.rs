@@ -54,6 +54,19 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// The key ServiceAccount tokens are signed with (PKCS#8 P-256), made on first start (mode
+/// 0600) and reused after.
+fn service_account_key(path: &std::path::Path) -> Result<Vec<u8>> {
+    if let Ok(key) = std::fs::read(path) {
+        return Ok(key);
+    }
+    let key = barge_apiserver::tokens::TokenIssuer::generate_key()
+        .map_err(|e| anyhow::anyhow!("making the service account key: {e}"))?;
+    barge_stdx::fs::write_atomic_mode(path, &key, 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
 /// A Kubernetes client for the in-process controllers, from the admin kubeconfig.
 async fn controller_client(kubeconfig: &str) -> Result<kube::Client> {
     // kube's TLS uses the process's rustls provider: ring, as everywhere in barge.
@@ -109,6 +122,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
         &extra,
     )?;
     let pki = pki::ensure(&args.data_dir.join("tls"), &sans).context("certificates")?;
+    let sa_key = service_account_key(&args.data_dir.join("tls").join("service-account.key"))?;
     let token = token::resolve(
         args.token.as_deref(),
         args.token_file.as_deref(),
@@ -156,6 +170,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
             barge_apiserver::Config {
                 service_cidr: args.service_cidr.to_string(),
                 cluster_cidr: args.cluster_cidr.to_string(),
+                service_account_key: Some(sa_key),
             },
         );
         // default, kube-system, kube-public and kube-node-lease.
