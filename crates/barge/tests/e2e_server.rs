@@ -151,6 +151,20 @@ impl Server {
         }
     }
 
+    /// `kubectl ARGS` with the server's admin kubeconfig, which must succeed; its stdout,
+    /// trimmed.
+    fn k(&self, args: &[&str]) -> String {
+        let out = self.kubectl_with(&self.kubeconfig(), args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// `kubectl ARGS` with `KUBECONFIG=kubeconfig`.
     fn kubectl_with(&self, kubeconfig: &Path, args: &[&str]) -> Output {
         Command::new("kubectl")
@@ -511,53 +525,36 @@ fn the_same_process_serves_the_docker_engine_api() {
 fn objects_persist_the_garbage_collector_runs_and_explain_works() {
     let mut s = Server::start(false, &[]);
     let kc = s.kubeconfig();
-    let k = |s: &Server, args: &[&str]| {
-        let out = s.kubectl_with(&kc, args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            s.log()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    k(&s, &["create", "configmap", "owner", "--from-literal=a=1"]);
-    let uid = k(
-        &s,
-        &[
-            "get",
-            "configmap",
-            "owner",
-            "-o",
-            "jsonpath={.metadata.uid}",
-        ],
-    );
+    s.k(&["create", "configmap", "owner", "--from-literal=a=1"]);
+    let uid = s.k(&[
+        "get",
+        "configmap",
+        "owner",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
     let dependent = format!(
         r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"dependent","ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"owner","uid":"{uid}"}}]}},"data":{{"b":"2"}}}}"#
     );
     let manifest = s.dir.join("dependent.json");
     std::fs::write(&manifest, dependent).unwrap();
-    k(&s, &["create", "-f", manifest.to_str().unwrap()]);
+    s.k(&["create", "-f", manifest.to_str().unwrap()]);
 
     // A restart keeps both (SQLite in the data dir).
     s.stop();
     s.spawn();
     assert_eq!(
-        k(
-            &s,
-            &[
-                "get",
-                "configmaps",
-                "-o",
-                "jsonpath={.items[*].metadata.name}"
-            ]
-        ),
+        s.k(&[
+            "get",
+            "configmaps",
+            "-o",
+            "jsonpath={.items[*].metadata.name}"
+        ]),
         "dependent owner"
     );
 
     // Deleting the owner lets the collector delete the dependent.
-    k(&s, &["delete", "configmap", "owner"]);
+    s.k(&["delete", "configmap", "owner"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = s.kubectl_with(&kc, &["get", "configmap", "dependent"]);
@@ -573,7 +570,7 @@ fn objects_persist_the_garbage_collector_runs_and_explain_works() {
     }
 
     // explain walks the served schema.
-    let explained = k(&s, &["explain", "deployment.spec.strategy"]);
+    let explained = s.k(&["explain", "deployment.spec.strategy"]);
     assert!(explained.contains("KIND:       Deployment"), "{explained}");
     assert!(explained.contains("rollingUpdate"), "{explained}");
 }
@@ -675,20 +672,9 @@ except client.exceptions.ApiException as e:
 fn delete_cascade_orphan_and_foreground() {
     let s = Server::start(false, &[]);
     let kc = s.kubeconfig();
-    let k = |args: &[&str]| {
-        let out = s.kubectl_with(&kc, args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            s.log()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
     let owned = |owner: &str, name: &str| {
-        k(&["create", "configmap", owner]);
-        let uid = k(&["get", "configmap", owner, "-o", "jsonpath={.metadata.uid}"]);
+        s.k(&["create", "configmap", owner]);
+        let uid = s.k(&["get", "configmap", owner, "-o", "jsonpath={.metadata.uid}"]);
         let manifest = s.dir.join(format!("{name}.json"));
         std::fs::write(
             &manifest,
@@ -697,10 +683,10 @@ fn delete_cascade_orphan_and_foreground() {
             ),
         )
         .unwrap();
-        k(&["create", "-f", manifest.to_str().unwrap()]);
+        s.k(&["create", "-f", manifest.to_str().unwrap()]);
     };
     owned("o1", "kept");
-    k(&[
+    s.k(&[
         "delete",
         "configmap",
         "o1",
@@ -708,7 +694,7 @@ fn delete_cascade_orphan_and_foreground() {
         "--timeout=30s",
     ]);
     assert_eq!(
-        k(&[
+        s.k(&[
             "get",
             "configmap",
             "kept",
@@ -718,7 +704,7 @@ fn delete_cascade_orphan_and_foreground() {
         ""
     );
     owned("o2", "gone");
-    k(&[
+    s.k(&[
         "delete",
         "configmap",
         "o2",
@@ -740,20 +726,8 @@ fn delete_cascade_orphan_and_foreground() {
 #[test]
 fn service_account_tokens_and_rbac() {
     let s = Server::start(false, &[]);
-    let kc = s.kubeconfig();
-    let k = |args: &[&str]| {
-        let out = s.kubectl_with(&kc, args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            s.log()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    k(&["create", "serviceaccount", "bot"]);
-    let token = k(&["create", "token", "bot"]);
+    s.k(&["create", "serviceaccount", "bot"]);
+    let token = s.k(&["create", "token", "bot"]);
     assert_eq!(token.split('.').count(), 3, "{token}");
     let server = format!("--server=https://127.0.0.1:{}", s.port);
     let flag = format!("--token={token}");
@@ -780,7 +754,7 @@ fn service_account_tokens_and_rbac() {
         ),
         "{out:?}"
     );
-    k(&[
+    s.k(&[
         "create",
         "rolebinding",
         "bot-view",
@@ -793,7 +767,7 @@ fn service_account_tokens_and_rbac() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!as_bot(&["get", "secrets"]).status.success());
-    k(&["delete", "serviceaccount", "bot"]);
+    s.k(&["delete", "serviceaccount", "bot"]);
     let out = as_bot(&["get", "configmaps"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),

@@ -158,6 +158,15 @@ impl EtcdStore {
 
     /// The outcome of a write transaction whose compares failed: the key's current value
     /// (the transaction's else-branch get) tells NotFound from Conflict.
+    /// Runs one conditional write (`what` names it in errors); the caller reads `succeeded`.
+    async fn txn(&self, what: &str, key: &str, txn: Txn) -> Result<etcd_client::TxnResponse> {
+        self.client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| backend_err(&format!("{what} {key}"), e))
+    }
+
     fn refused(&self, key: &str, expected: Revision, resp: &etcd_client::TxnResponse) -> Error {
         let current = resp.op_responses().into_iter().find_map(|r| match r {
             TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
@@ -322,12 +331,7 @@ impl Store for EtcdStore {
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k.clone(), value.clone(), None)])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| backend_err(&format!("create {key}"), e))?;
+        let resp = self.txn("create", key, txn).await?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists { key: key.into() });
         }
@@ -353,12 +357,7 @@ impl Store for EtcdStore {
                 Some(PutOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| backend_err(&format!("update {key}"), e))?;
+        let resp = self.txn("update", key, txn).await?;
         if !resp.succeeded() {
             return Err(self.refused(key, expected, &resp));
         }
@@ -392,12 +391,7 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| backend_err(&format!("delete {key}"), e))?;
+        let resp = self.txn("delete", key, txn).await?;
         if !resp.succeeded() {
             return Err(self.refused(key, expected.unwrap_or(0), &resp));
         }
