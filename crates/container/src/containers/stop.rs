@@ -432,15 +432,23 @@ impl Containers {
         self.clean_runtime_state(&c);
         let _ = std::fs::remove_dir_all(self.state_dir(&c.id));
         let dir = self.container_dir(&c.id);
-        std::fs::remove_dir_all(&dir)
-            .or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
+        // A monitor that is just ending (the container's, or an exec's) may still write its
+        // exit record or last log lines here while the tree is removed: a file appearing
+        // behind `remove_dir_all` is ENOTEMPTY, so try again a few times.
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(25));
                 }
-            })
-            .map_err(io_err(format!("remove {}", dir.display())))?;
+                r => {
+                    r.map_err(io_err(format!("remove {}", dir.display())))?;
+                    break;
+                }
+            }
+        }
         let mut inner = self.lock();
         inner.containers.remove(&c.id);
         Self::health_stop(&mut inner, &c.id);
