@@ -626,9 +626,9 @@ mod tests {
     use crate::digest::sha256_digest;
     use std::io::Write;
 
-    fn layer() -> (Vec<u8>, Vec<u8>) {
+    /// A one-file layer: (the tar, its gzip).
+    fn gz_layer(path: &str, data: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let mut b = tar::Builder::new(Vec::new());
-        let data = b"hello\n";
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
@@ -636,11 +636,15 @@ mod tests {
         h.set_gid(0);
         h.set_mtime(0);
         h.set_cksum();
-        b.append_data(&mut h, "etc/greeting", &data[..]).unwrap();
+        b.append_data(&mut h, path, data).unwrap();
         let tar = b.into_inner().unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap();
         (tar, gz.finish().unwrap())
+    }
+
+    fn layer() -> (Vec<u8>, Vec<u8>) {
+        gz_layer("etc/greeting", b"hello\n")
     }
 
     #[test]
@@ -711,19 +715,7 @@ mod tests {
             x ^= x << 17;
             *b = x as u8;
         }
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append_data(&mut h, "data/random", &data[..]).unwrap();
-        let tar = b.into_inner().unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&tar).unwrap();
-        (tar, gz.finish().unwrap())
+        gz_layer("data/random", &data)
     }
 
     #[test]
