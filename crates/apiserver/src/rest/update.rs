@@ -161,6 +161,7 @@ impl ApiServer {
                 return Err(super::object::invalid(info, &name, causes));
             }
         }
+        super::custom::admit(info, &mut result)?;
         if info.generation && spec_part(&result) != spec_part(&old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(&mut result).insert("generation".into(), json!(generation));
