@@ -383,6 +383,19 @@ async fn crd_lifecycle_and_custom_objects() {
         .await;
     assert_eq!(r.code, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["apiVersion"], "example.com/v2");
+    // A watch at v2 shows v2 objects (the initial ADDEDs and later events).
+    let watch = t
+        .get(&format!("{v2}?watch=1&timeoutSeconds=1"))
+        .await
+        .text();
+    let events: Vec<Value> = watch
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{watch}");
+    assert!(events
+        .iter()
+        .all(|e| e["type"] == "ADDED" && e["object"]["apiVersion"] == "example.com/v2"));
 
     // OpenAPI v3 carries the schema under its GVK (kubectl explain).
     let doc = t.get("/openapi/v3/apis/example.com/v1").await.json();
