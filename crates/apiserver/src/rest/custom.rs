@@ -85,6 +85,21 @@ pub(crate) fn check_create(info: &ResourceInfo) -> ApiResult<()> {
     }
 }
 
+/// A custom object as stored (at its CRD's storage version), for comparing with what is
+/// about to be written.
+pub(crate) fn at_storage_version(info: &ResourceInfo, mut obj: Value) -> Value {
+    if let Some(c) = &info.custom {
+        obj["apiVersion"] = json!(format!("{}/{}", info.group, c.storage_version));
+    }
+    obj
+}
+
+/// Without a status subresource, any change but metadata bumps a custom object's
+/// generation (kube's `customResourceStrategy.PrepareForUpdate`).
+pub(crate) fn status_bumps_generation(info: &ResourceInfo, old: &Value, new: &Value) -> bool {
+    info.custom.is_some() && !info.has_status() && old.get("status") != new.get("status")
+}
+
 /// A custom object read from storage is shown at the request's version (conversion `None`).
 pub(crate) fn to_request_version(info: &ResourceInfo, obj: &mut Value) {
     if info.custom.is_some() && obj.get("apiVersion").is_some() {

@@ -383,6 +383,19 @@ async fn crd_lifecycle_and_custom_objects() {
         .await;
     assert_eq!(r.code, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["apiVersion"], "example.com/v2");
+    // Only spec changes bump generation, whatever version the write came through; a no-op
+    // write at v2 stores nothing.
+    assert_eq!(r.json()["metadata"]["generation"], 1);
+    let rv = r.json()["metadata"]["resourceVersion"].clone();
+    let r = t
+        .patch(
+            &format!("{v2}/b"),
+            "application/merge-patch+json",
+            r#"{"metadata":{"labels":{"x":"y"}}}"#,
+        )
+        .await;
+    assert_eq!(r.json()["metadata"]["resourceVersion"], rv);
+    assert_eq!(r.json()["apiVersion"], "example.com/v2");
     // A watch at v2 shows v2 objects (the initial ADDEDs and later events).
     let watch = t
         .get(&format!("{v2}?watch=1&timeoutSeconds=1"))
