@@ -165,6 +165,14 @@ pub(crate) fn mark_crd_deleting(info: &ResourceInfo, obj: &mut Value) {
     );
 }
 
+fn condition_reason<'a>(obj: &'a Value, kind: &str) -> Option<&'a str> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?["reason"]
+        .as_str()
+}
+
 fn set_condition(obj: &mut Value, kind: &str, status: &str, reason: &str, message: &str) {
     if !obj["status"].is_object() {
         obj["status"] = json!({});
@@ -284,7 +292,21 @@ impl ApiServer {
         let Ok((_, Some(kv))) = self.store.get(&key, None).await else {
             return;
         };
-        let Ok(crd) = decode(&kv) else { return };
+        let Ok(mut crd) = decode(&kv) else { return };
+        if condition_reason(&crd, "Terminating") != Some("InstanceDeletionInProgress") {
+            set_condition(
+                &mut crd,
+                "Terminating",
+                "True",
+                "InstanceDeletionInProgress",
+                "CustomResource deletion is in progress",
+            );
+            // Lost to a concurrent write: the condition is cosmetic, the cleanup goes on.
+            let _ = self
+                .store
+                .update(&key, super::object::encode(&crd), kv.mod_revision)
+                .await;
+        }
         let group = crd["spec"]["group"].as_str().unwrap_or("");
         let plural = crd["status"]["acceptedNames"]["plural"]
             .as_str()
