@@ -285,6 +285,8 @@ pub(crate) struct Dynamic {
     current: RwLock<(u64, Arc<Registry>)>,
     /// CRDs whose custom objects are being deleted by this server.
     finalizing: Mutex<HashSet<String>>,
+    /// Each CRD's rows by its resourceVersion, so a change rebuilds only that CRD's.
+    rows: Mutex<HashMap<String, (String, Vec<ResourceInfo>)>>,
 }
 
 impl Default for Dynamic {
@@ -292,6 +294,7 @@ impl Default for Dynamic {
         Dynamic {
             current: RwLock::new((0, Arc::new(Registry::builtin()))),
             finalizing: Mutex::new(HashSet::new()),
+            rows: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -316,7 +319,22 @@ impl Dynamic {
 
     /// Serves the custom resources of `crds` (by name) from now on.
     fn set(&self, crds: &BTreeMap<String, Value>) {
-        let rows: Vec<ResourceInfo> = crds.values().flat_map(rows_of).collect();
+        let mut cache = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::new();
+        let mut rows: Vec<ResourceInfo> = Vec::new();
+        for (name, crd) in crds {
+            let rv = crd["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let mine = match cache.remove(name) {
+                Some((v, r)) if v == rv && !rv.is_empty() => r,
+                _ => rows_of(crd),
+            };
+            rows.extend(mine.iter().cloned());
+            next.insert(name.clone(), (rv, mine));
+        }
+        *cache = next;
         let revision = if rows.is_empty() {
             0
         } else {
@@ -376,7 +394,9 @@ pub fn desired_status(crd: &Value, all: &BTreeMap<String, Value>) -> Value {
             }
         }
     }
-    for r in Registry::builtin()
+    static BUILTIN: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    for r in BUILTIN
+        .get_or_init(Registry::builtin)
         .resources()
         .iter()
         .filter(|r| r.group == group)

@@ -10,8 +10,8 @@
 //! under `/registry/<resource>/<namespace>/<name>` (namespaced) or `/registry/<resource>/<name>`
 //! (cluster-scoped) *without* their group — `/registry/deployments/default/web` — with kube's
 //! historic overrides: services `services/specs`, endpoints `services/endpoints`, nodes
-//! `minions`, replicationcontrollers `controllers`, ingresses `ingress`; CRDs (and, later,
-//! custom resources) are under `/registry/<group>/<resource>/…`
+//! `minions`, replicationcontrollers `controllers`, ingresses `ingress`; CRDs (and their
+//! custom resources, see [`crate::custom`]) are under `/registry/<group>/<resource>/…`
 //! (`/registry/apiextensions.k8s.io/customresourcedefinitions/<name>`).
 
 use k8s_openapi::api::{
