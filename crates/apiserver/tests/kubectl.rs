@@ -1243,4 +1243,26 @@ fn kubectl_custom_resources() {
         "{}",
         out.stderr
     );
+
+    // The CRD again, through server-side apply: served again, without the old objects.
+    let crd_path = k.dir.path().join("crd.yaml");
+    std::fs::write(&crd_path, CRD).unwrap();
+    let out = k.ok(&["apply", "--server-side", "-f", crd_path.to_str().unwrap()]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    k.ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/widgets.example.com",
+        "--timeout=20s",
+    ]);
+    let mut listed = None;
+    for _ in 0..50 {
+        let out = k.run(&["get", "widgets", "-A", "-o", "name"]);
+        if out.ok {
+            listed = Some(out.stdout);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(listed.as_deref(), Some(""), "old widgets came back");
 }
