@@ -696,7 +696,8 @@ impl ApiServer {
                         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     }
                 }
-                // The watch ended (compacted, too slow, restarted): relist.
+                // The watch ended (compacted, too slow, restarted): relist (not in a hot loop).
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 if let Ok((c, r)) = api.list_crds().await {
                     (crds, revision) = (c, r);
                     api.registry.set(&crds);

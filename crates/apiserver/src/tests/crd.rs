@@ -598,4 +598,48 @@ async fn custom_resources_follow_crds_written_by_another_server() {
     let y = r.json();
     assert_eq!(y["spec"], json!({"size": 7, "mode": "fast"}));
     assert_eq!(y["metadata"]["managedFields"][0]["manager"], "me");
+
+    // A namespace being deleted loses its custom objects too.
+    let r = t
+        .send(
+            Method::POST,
+            "/api/v1/namespaces",
+            json!({"metadata": {"name": "team"}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let team = "/apis/example.com/v1/namespaces/team/widgets";
+    let r = t
+        .send(
+            Method::POST,
+            team,
+            json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "t"}, "spec": {"size": 1}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let r = t
+        .req(
+            Method::DELETE,
+            "/api/v1/namespaces/team",
+            "application/json",
+            axum::body::Body::empty(),
+            Some(super::admin()),
+            None,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    for _ in 0..100 {
+        if t.get("/api/v1/namespaces/team").await.code == StatusCode::NOT_FOUND {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        t.get(&format!("{team}/t")).await.code,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        t.get("/api/v1/namespaces/team").await.code,
+        StatusCode::NOT_FOUND
+    );
 }
