@@ -107,6 +107,17 @@ pub(crate) fn to_request_version(info: &ResourceInfo, obj: &mut Value) {
     }
 }
 
+/// A list response's item: a custom object keeps its `kind` and `apiVersion` (the
+/// request's), as kube's unstructured lists do; built-in items carry neither.
+pub(crate) fn list_item(info: &ResourceInfo, mut obj: Value) -> Value {
+    if info.custom.is_none() {
+        return super::object::list_item(obj);
+    }
+    obj["apiVersion"] = json!(info.api_version());
+    obj["kind"] = json!(info.kind);
+    obj
+}
+
 /// A response object of a custom resource served at several versions, rewritten to the
 /// request's version.
 pub(crate) async fn response_in_request_version(info: &ResourceInfo, resp: Response) -> Response {

@@ -396,6 +396,11 @@ async fn crd_lifecycle_and_custom_objects() {
         .await;
     assert_eq!(r.json()["metadata"]["resourceVersion"], rv);
     assert_eq!(r.json()["apiVersion"], "example.com/v2");
+    // Lists at v2: items keep kind and apiVersion (the request's), as kube's unstructured lists.
+    let list = t.get(v2).await.json();
+    assert_eq!(list["kind"], "WidgetList");
+    assert_eq!(list["items"][0]["apiVersion"], "example.com/v2");
+    assert_eq!(list["items"][0]["kind"], "Widget");
     // A watch at v2 shows v2 objects (the initial ADDEDs and later events).
     let watch = t
         .get(&format!("{v2}?watch=1&timeoutSeconds=1"))
