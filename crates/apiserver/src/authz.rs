@@ -79,7 +79,7 @@ impl ApiServer {
         let mut objects = Vec::new();
         let mut revision = 0;
         for (plural, kind) in RBAC_KINDS {
-            let Some(info) = self.registry.lookup(RBAC_GROUP, "v1", plural) else {
+            let Some(info) = self.registry().lookup(RBAC_GROUP, "v1", plural).cloned() else {
                 continue;
             };
             let mut opts = ListOptions::default();
@@ -118,7 +118,7 @@ impl ApiServer {
         };
         for mut obj in crate::rbac::bootstrap_policy() {
             let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-            let Some(info) = self.registry.by_kind(RBAC_GROUP, &kind).cloned() else {
+            let Some(info) = self.registry().by_kind(RBAC_GROUP, &kind).cloned() else {
                 continue;
             };
             let name = obj["metadata"]["name"]
@@ -136,7 +136,7 @@ impl ApiServer {
         let mut revision = self.load_policy().await?;
         let prefixes: Vec<String> = RBAC_KINDS
             .iter()
-            .filter_map(|(plural, _)| self.registry.lookup(RBAC_GROUP, "v1", plural))
+            .filter_map(|(plural, _)| self.registry().lookup(RBAC_GROUP, "v1", plural).cloned())
             .map(|info| info.prefix(None))
             .collect();
         let api = self.clone();

@@ -174,7 +174,7 @@ fn group_json(name: &str, versions: &[&str]) -> Value {
 pub(crate) async fn api(State(api): State<ApiServer>, headers: HeaderMap) -> Response {
     if let Some(v) = aggregated(&headers) {
         let resources: Vec<Value> = api
-            .registry
+            .registry()
             .group_version("", "v1")
             .into_iter()
             .map(discovery_resource)
@@ -201,7 +201,7 @@ pub(crate) async fn api(State(api): State<ApiServer>, headers: HeaderMap) -> Res
 
 /// `/apis`.
 pub(crate) async fn apis(State(api): State<ApiServer>, headers: HeaderMap) -> Response {
-    let groups = api.registry.groups();
+    let groups = api.registry().groups();
     if let Some(v) = aggregated(&headers) {
         let items: Vec<Value> = groups
             .iter()
@@ -210,7 +210,7 @@ pub(crate) async fn apis(State(api): State<ApiServer>, headers: HeaderMap) -> Re
                     .iter()
                     .map(|ver| {
                         let resources: Vec<Value> = api
-                            .registry
+                            .registry()
                             .group_version(g, ver)
                             .into_iter()
                             .map(discovery_resource)
@@ -232,7 +232,12 @@ pub(crate) async fn apis(State(api): State<ApiServer>, headers: HeaderMap) -> Re
 
 /// `/apis/{group}`.
 pub(crate) async fn group(State(api): State<ApiServer>, Path(group): Path<String>) -> Response {
-    match api.registry.groups().into_iter().find(|(g, _)| *g == group) {
+    match api
+        .registry()
+        .groups()
+        .into_iter()
+        .find(|(g, _)| *g == group)
+    {
         Some((g, vs)) => {
             let mut v = group_json(g, &vs);
             v["kind"] = json!("APIGroup");
@@ -245,7 +250,8 @@ pub(crate) async fn group(State(api): State<ApiServer>, Path(group): Path<String
 
 /// `/api/v1` and `/apis/{group}/{version}`.
 pub(crate) async fn group_version(api: &ApiServer, group: &str, version: &str) -> Response {
-    let resources = api.registry.group_version(group, version);
+    let registry = api.registry();
+    let resources = registry.group_version(group, version);
     if resources.is_empty() {
         return ApiError::NoRoute.into_response();
     }

@@ -33,6 +33,7 @@ pub mod validation;
 mod watchcache;
 
 pub mod crd;
+pub mod custom;
 pub mod fields;
 pub mod openapi;
 pub mod rbac;
@@ -100,7 +101,9 @@ impl Default for Config {
 pub struct ApiServer {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
-    registry: Arc<Registry>,
+    /// The served kinds: the built-in table plus the custom resources of the established
+    /// CRDs, replaced whenever a CRD changes (`custom.rs`).
+    registry: Arc<custom::Dynamic>,
     /// One datastore watch fanned out to every API watch.
     watch_cache: Arc<watchcache::WatchCache>,
     /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK.
@@ -124,7 +127,7 @@ impl ApiServer {
             watch_cache: Arc::new(watchcache::WatchCache::new(store.clone())),
             store,
             config: Arc::new(config),
-            registry: Arc::new(Registry::builtin()),
+            registry: Arc::default(),
             bookmark_interval: Duration::from_secs(60),
             authz: Arc::default(),
         }
@@ -136,9 +139,9 @@ impl ApiServer {
         self
     }
 
-    /// The resources this server serves.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The resources this server serves now (built-ins and established custom resources).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.current()
     }
 
     /// Every route of the API (health, version, discovery, resources). Requests without an

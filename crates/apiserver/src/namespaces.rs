@@ -28,7 +28,7 @@ impl ApiServer {
     /// serving.
     pub async fn bootstrap(&self) -> ApiResult<()> {
         let info = self
-            .registry
+            .registry()
             .lookup("", "v1", "namespaces")
             .cloned()
             .ok_or_else(|| ApiError::Internal("namespaces are not registered".into()))?;
@@ -46,6 +46,7 @@ impl ApiServer {
             }
         }
         self.start_rbac().await?;
+        self.start_crds().await?;
         let page = self
             .store
             .list(&info.prefix(None), Default::default())
@@ -81,7 +82,7 @@ impl ApiServer {
     /// other finalizers).
     async fn finalize_namespace(&self, ns: &str) -> ApiResult<bool> {
         let mut left = 0;
-        for info in self.registry.resources().iter().filter(|r| r.namespaced) {
+        for info in self.registry().resources().iter().filter(|r| r.namespaced) {
             let page = self
                 .store
                 .list(&info.prefix(Some(ns)), Default::default())

@@ -12,7 +12,7 @@
 //! upstream's `api/openapi-spec/v3/*.json` for the shapes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
@@ -310,35 +310,49 @@ fn crate_version() -> &'static str {
 
 /// The served resources as the documents need them.
 fn served(api: &ApiServer) -> Vec<ResourceRef> {
+    let registry = api.registry();
     let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
-    for (g, versions) in api.registry.groups() {
+    for (g, versions) in registry.groups() {
         for v in versions {
             gvs.push((g, v));
         }
     }
     gvs.into_iter()
-        .flat_map(|(g, v)| api.registry.group_version(g, v))
+        .flat_map(|(g, v)| registry.group_version(g, v))
         .map(|r| ResourceRef {
             group: r.group.to_string(),
             version: r.version.to_string(),
             kind: r.kind.to_string(),
             plural: r.plural.to_string(),
             namespaced: r.namespaced,
-            schema: None,
+            // A custom resource's schema (any object when its CRD gives none).
+            schema: r.custom.as_ref().map(|c| {
+                crate::crd::published_schema(c.schema.as_ref().unwrap_or(
+                    &json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+                ))
+            }),
         })
         .collect()
 }
 
-/// The documents, built once (the built-in registry does not change while serving).
+/// The documents of one registry revision (built-ins only: revision 0), rebuilt when the
+/// CRDs change.
 struct Docs {
     index: Value,
     by_path: HashMap<String, Value>,
     v2: Value,
 }
 
-fn docs(api: &ApiServer) -> &'static Docs {
-    static DOCS: OnceLock<Docs> = OnceLock::new();
-    DOCS.get_or_init(|| {
+fn docs(api: &ApiServer) -> Arc<Docs> {
+    static DOCS: Mutex<Option<(u64, Arc<Docs>)>> = Mutex::new(None);
+    let revision = api.registry.revision();
+    let mut cached = DOCS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((r, d)) = cached.as_ref() {
+        if *r == revision {
+            return d.clone();
+        }
+    }
+    let d = Arc::new({
         let resources = served(api);
         let mut by_gv: BTreeMap<String, Vec<ResourceRef>> = BTreeMap::new();
         for r in &resources {
@@ -352,7 +366,9 @@ fn docs(api: &ApiServer) -> &'static Docs {
                 .collect(),
             v2: v2_document(&resources),
         }
-    })
+    });
+    *cached = Some((revision, d.clone()));
+    d
 }
 
 fn json_ok(v: &Value) -> Response {
@@ -381,9 +397,9 @@ pub(crate) async fn group_version(
     let d = tokio::task::spawn_blocking(move || docs(&api)).await;
     match d
         .ok()
-        .and_then(|d| d.by_path.get(path.trim_end_matches('/')))
+        .and_then(|d| d.by_path.get(path.trim_end_matches('/')).cloned())
     {
-        Some(doc) => json_ok(doc),
+        Some(doc) => json_ok(&doc),
         None => ApiError::NoRoute.into_response(),
     }
 }

@@ -10,8 +10,8 @@
 //! under `/registry/<resource>/<namespace>/<name>` (namespaced) or `/registry/<resource>/<name>`
 //! (cluster-scoped) *without* their group — `/registry/deployments/default/web` — with kube's
 //! historic overrides: services `services/specs`, endpoints `services/endpoints`, nodes
-//! `minions`, replicationcontrollers `controllers`, ingresses `ingress`; CRDs (and, later,
-//! custom resources) are under `/registry/<group>/<resource>/…`
+//! `minions`, replicationcontrollers `controllers`, ingresses `ingress`; CRDs (and their
+//! custom resources, see [`crate::custom`]) are under `/registry/<group>/<resource>/…`
 //! (`/registry/apiextensions.k8s.io/customresourcedefinitions/<name>`).
 
 use k8s_openapi::api::{
@@ -89,6 +89,9 @@ pub struct ResourceInfo {
     /// The object decoded into its `k8s-openapi` type and encoded back (`None` if it does not
     /// decode): what is missing from the result are the fields the type does not know.
     pub roundtrip: fn(&serde_json::Value) -> Option<serde_json::Value>,
+    /// What a custom resource (served from a CRD) adds: its schema, printer columns, scale
+    /// paths, storage version (`None` for built-ins; see [`crate::custom`]).
+    pub custom: Option<std::sync::Arc<crate::custom::Custom>>,
 }
 
 /// Decodes `v` as a `T` and encodes it again.
@@ -178,6 +181,7 @@ where
             storage: T::URL_PATH_SEGMENT,
             generation: false,
             roundtrip: roundtrip::<T>,
+            custom: None,
         },
         _t: std::marker::PhantomData,
     }
@@ -452,6 +456,13 @@ impl Registry {
             }
         }
         out
+    }
+
+    /// This table with the custom resources' rows appended (after every built-in, so the
+    /// CRDs' groups come last in discovery as kube-apiserver orders them).
+    pub fn with_custom(mut self, rows: Vec<ResourceInfo>) -> Self {
+        self.resources.extend(rows);
+        self
     }
 
     /// Resources of one group version.

@@ -30,7 +30,7 @@ impl ApiServer {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, ApiError> {
-        let Some(info) = self.registry.lookup("", "v1", "serviceaccounts") else {
+        let Some(info) = self.registry().lookup("", "v1", "serviceaccounts").cloned() else {
             return Ok(None);
         };
         let (_, kv) = self
@@ -85,7 +85,7 @@ pub(crate) async fn token_request(
     let sa = match api.service_account(&namespace, &name).await {
         Ok(Some(sa)) => sa,
         Ok(None) => {
-            let info = api.registry.lookup("", "v1", "serviceaccounts").cloned();
+            let info = api.registry().lookup("", "v1", "serviceaccounts").cloned();
             return match info {
                 Some(info) => ApiError::NotFound(Target::resource(&info, &name)).into_response(),
                 None => ApiError::NoRoute.into_response(),

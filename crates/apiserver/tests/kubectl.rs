@@ -1003,3 +1003,266 @@ fn kubectl_edit_kustomize_describe() {
         .lines()
         .all(|l| !l.contains("kd") && !l.contains("gen-")));
 }
+
+const CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names:
+    plural: widgets
+    kind: Widget
+    shortNames: [wd]
+    categories: [all]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+    additionalPrinterColumns:
+    - name: Size
+      type: integer
+      jsonPath: .spec.size
+    - name: Color
+      type: string
+      description: The widget's colour
+      jsonPath: .spec.color
+      priority: 1
+    - name: Age
+      type: date
+      jsonPath: .metadata.creationTimestamp
+    schema:
+      openAPIV3Schema:
+        type: object
+        description: A Widget is a test custom resource.
+        properties:
+          spec:
+            type: object
+            description: What the widget should be.
+            required: [size]
+            properties:
+              size:
+                type: integer
+                minimum: 1
+                description: How big the widget is.
+              color:
+                type: string
+                default: blue
+              replicas:
+                type: integer
+          status:
+            type: object
+            properties:
+              replicas:
+                type: integer
+"#;
+
+/// A CRD and its custom resources: Established, printer columns (`-o wide`), explain, schema
+/// validation and pruning, the status and scale subresources, `get all`, deletion.
+#[test]
+fn kubectl_custom_resources() {
+    let k = Cluster::start();
+    assert!(k
+        .apply(CRD)
+        .contains("customresourcedefinition.apiextensions.k8s.io/widgets.example.com created"));
+    k.ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/widgets.example.com",
+        "--timeout=20s",
+    ]);
+    // Discovery (the CR group with short names and categories).
+    let mut found = false;
+    for _ in 0..50 {
+        let out = k.ok(&["api-resources", "--api-group=example.com"]);
+        if out.contains("widgets") {
+            assert!(
+                out.contains("wd") && out.contains("example.com/v1") && out.contains("Widget"),
+                "{out}"
+            );
+            found = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(found, "widgets not in api-resources");
+
+    let out = k.apply(
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: default\nspec:\n  size: 3\n  replicas: 1\n",
+    );
+    assert!(out.contains("widget.example.com/w1 created"), "{out}");
+    // Printer columns: Name, Size, Age; Color only with -o wide.
+    let out = k.ok(&["get", "widgets"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAME", "SIZE", "AGE"], "{out}");
+    assert!(out.lines().nth(1).unwrap().starts_with("w1"), "{out}");
+    let out = k.ok(&["get", "wd", "-o", "wide"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAME", "SIZE", "COLOR", "AGE"], "{out}");
+    assert!(out.contains("blue"), "defaulted color: {out}");
+    // `all` includes the category.
+    let out = k.ok(&["get", "all", "-n", "default"]);
+    assert!(out.contains("widget.example.com/w1"), "{out}");
+    // apply again (a merge patch for custom resources): unchanged, then configured.
+    let again = k.apply(
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: default\nspec:\n  size: 3\n  replicas: 1\n",
+    );
+    assert!(again.contains("unchanged"), "{again}");
+    let out = k.apply(
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: default\nspec:\n  size: 4\n  replicas: 1\n",
+    );
+    assert!(out.contains("configured"), "{out}");
+    assert!(k.log.lock().unwrap().iter().any(|l| l
+        .starts_with("PATCH /apis/example.com/v1/namespaces/default/widgets/w1")
+        && l.contains("application/merge-patch+json")));
+
+    // explain reads the schema from /openapi/v3.
+    let out = k.ok(&["explain", "widgets.spec"]);
+    assert!(out.contains("What the widget should be."), "{out}");
+    assert!(
+        out.contains("size") && out.contains("How big the widget is."),
+        "{out}"
+    );
+
+    // A custom resource violating its schema: 422 naming the field; nothing stored.
+    let path = k.dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: bad\n  namespace: default\nspec:\n  size: 0\n",
+    )
+    .unwrap();
+    let out = k.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("The Widget \"bad\" is invalid: spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"),
+        "{}",
+        out.stderr
+    );
+    assert!(!k.run(&["get", "widget", "bad"]).ok);
+    // An unknown field: pruned with a warning by default, refused under strict validation.
+    std::fs::write(
+        &path,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w2\n  namespace: default\nspec:\n  size: 1\n  shape: round\n",
+    )
+    .unwrap();
+    let out = k.run(&["create", "-f", path.to_str().unwrap(), "--validate=strict"]);
+    assert!(!out.ok, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("unknown field \"spec.shape\""),
+        "{}",
+        out.stderr
+    );
+    let out = k.run(&["create", "-f", path.to_str().unwrap(), "--validate=false"]);
+    assert!(out.ok, "{}", out.stderr);
+    let spec = k.ok(&["get", "widget", "w2", "-o", "jsonpath={.spec}"]);
+    assert!(
+        !spec.contains("shape") && spec.contains("\"size\":1"),
+        "{spec}"
+    );
+
+    // The status subresource: the main resource ignores status.
+    k.ok(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type=merge",
+        "--subresource=status",
+        "-p",
+        r#"{"status":{"replicas":1}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":7}}"#,
+    ]);
+    assert_eq!(
+        k.ok(&["get", "widget", "w1", "-o", "jsonpath={.status.replicas}"]),
+        "1"
+    );
+    // kubectl scale through the scale subresource.
+    let out = k.ok(&["scale", "widget", "w1", "--replicas=4"]);
+    assert!(out.contains("widget.example.com/w1 scaled"), "{out}");
+    assert_eq!(
+        k.ok(&["get", "widget", "w1", "-o", "jsonpath={.spec.replicas}"]),
+        "4"
+    );
+    // Strategic merge patch is refused for custom resources.
+    let out = k.run(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"size":2}}"#,
+    ]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("accepted media types include"),
+        "{}",
+        out.stderr
+    );
+
+    // Deleting the CRD removes its objects, then the CRD.
+    let out = k.ok(&["delete", "crd", "widgets.example.com", "--timeout=30s"]);
+    assert!(out.contains("deleted"), "{out}");
+    assert!(!k.run(&["get", "crd", "widgets.example.com"]).ok);
+    let mut gone = false;
+    for _ in 0..50 {
+        if !k.run(&["get", "widgets.example.com", "-A"]).ok {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(gone, "widgets still served");
+
+    // A CRD whose schema is not structural is refused.
+    let path = k.dir.path().join("bad-crd.yaml");
+    std::fs::write(
+        &path,
+        CRD.replace(
+            "          spec:\n            type: object\n",
+            "          spec:\n",
+        ),
+    )
+    .unwrap();
+    let out = k.run(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"),
+        "{}",
+        out.stderr
+    );
+
+    // The CRD again, through server-side apply: served again, without the old objects.
+    let crd_path = k.dir.path().join("crd.yaml");
+    std::fs::write(&crd_path, CRD).unwrap();
+    let out = k.ok(&["apply", "--server-side", "-f", crd_path.to_str().unwrap()]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    k.ok(&[
+        "wait",
+        "--for=condition=established",
+        "crd/widgets.example.com",
+        "--timeout=20s",
+    ]);
+    let mut listed = None;
+    for _ in 0..50 {
+        let out = k.run(&["get", "widgets", "-A", "-o", "name"]);
+        if out.ok {
+            listed = Some(out.stdout);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(listed.as_deref(), Some(""), "old widgets came back");
+}

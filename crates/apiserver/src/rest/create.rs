@@ -16,6 +16,7 @@ use crate::ApiServer;
 
 impl ApiServer {
     pub(crate) async fn create(&self, req: &Req) -> ApiResult<Response> {
+        super::custom::check_create(&req.info)?;
         let mut obj = decode_object(&media_type(&req.headers), &req.body)?;
         let opts = req.write_opts()?;
         let mode = super::fields::Validation::of(&req.query)?;
@@ -91,6 +92,7 @@ impl ApiServer {
         super::object::normalize(info, obj);
         prepare_for_create(info, obj);
         super::defaults::apply(info, obj);
+        super::custom::admit(info, obj)?;
         super::managed::track(info, None, obj, opts, "");
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         if let Some(ns) = namespace.filter(|_| info.namespaced) {

@@ -87,6 +87,7 @@ fn job_spec(spec: &mut Value) {
 
 /// Applies kube's defaults for `info`'s kind to `obj`.
 pub(crate) fn apply(info: &ResourceInfo, obj: &mut Value) {
+    super::custom::defaults(info, obj);
     match (info.group, info.plural) {
         ("", "secrets") => or_set(obj, "type", json!("Opaque")),
         ("", "services") => {

@@ -168,6 +168,7 @@ impl ApiServer {
                 return Ok((StatusCode::OK, obj));
             }
         }
+        super::custom::mark_crd_deleting(info, &mut obj);
         let is_namespace = info.group.is_empty() && info.plural == "namespaces";
         let finalizer = match opts.propagation.as_deref() {
             Some("Foreground") if !is_namespace => Some("foregroundDeletion"),

@@ -117,6 +117,9 @@ fn remove(obj: &mut Value, path: &[Seg]) {
 /// Removes the fields `info`'s type does not know from `obj` (kube drops them when it
 /// decodes into the Go type) and returns them, as kube's strict errors word them.
 pub(crate) fn prune_unknown(info: &ResourceInfo, obj: &mut Value) -> Vec<String> {
+    if let Some(pruned) = super::custom::prune(info, obj) {
+        return pruned;
+    }
     let Some(typed) = (info.roundtrip)(obj) else {
         return Vec::new();
     };

@@ -45,6 +45,8 @@ impl ApiServer {
     ) -> ApiResult<(Value, i64)> {
         let (_, kv) = self.store.get(&req.key(), revision).await?;
         let kv = kv.ok_or_else(|| ApiError::NotFound(req.target()))?;
-        Ok((decode(&kv)?, kv.mod_revision))
+        let mut obj = decode(&kv)?;
+        super::custom::to_request_version(&req.info, &mut obj);
+        Ok((obj, kv.mod_revision))
     }
 }

@@ -7,7 +7,7 @@ use barge_datastore::ListOptions;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::object::{decode, list_item};
+use super::object::decode;
 use super::{json_response, Req};
 use crate::registry::ResourceInfo;
 use crate::request::Query;
@@ -157,7 +157,11 @@ impl ApiServer {
             "kind": req.info.list_kind(),
             "apiVersion": req.info.api_version(),
             "metadata": metadata,
-            "items": listed.items.into_iter().map(list_item).collect::<Vec<_>>(),
+            "items": listed
+                .items
+                .into_iter()
+                .map(|o| super::custom::list_item(&req.info, o))
+                .collect::<Vec<_>>(),
         });
         Ok(json_response(StatusCode::OK, &list))
     }

@@ -3,6 +3,7 @@
 
 mod apply;
 mod create;
+mod custom;
 mod defaults;
 mod delete;
 mod fields;
@@ -120,7 +121,7 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
     let (parts, body) = req.into_parts();
     let path = parse_path(parts.uri.path()).ok_or(ApiError::NoRoute)?;
     let info = api
-        .registry
+        .registry()
         .lookup(&path.group, &path.version, &path.resource)
         .cloned()
         .ok_or(ApiError::NoRoute)?;
@@ -161,7 +162,13 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
         headers: parts.headers,
         body,
     };
-    match (req.verb, req.path.subresource.as_deref()) {
+    let multi_version = req
+        .info
+        .custom
+        .as_ref()
+        .is_some_and(|c| c.served_versions > 1)
+        && !matches!(req.verb, Verb::Watch);
+    let resp = match (req.verb, req.path.subresource.as_deref()) {
         (Verb::Get, None | Some("status")) => api.get(&req).await,
         (Verb::List, _) => api.list(&req).await,
         (Verb::Watch, _) => api.watch(&req).await,
@@ -175,5 +182,14 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
         // pods/log, exec, attach, portforward, binding, eviction, serviceaccounts/token:
         // routes the agent and auth work fill in.
         _ => Err(ApiError::MethodNotAllowed),
+    }?;
+    if multi_version {
+        return Ok(custom::response_in_request_version(&req.info, resp).await);
     }
+    Ok(resp)
+}
+
+/// The value at a printer column's simple JSONPath (for `table`).
+pub(crate) fn custom_json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    custom::json_path(obj, path)
 }

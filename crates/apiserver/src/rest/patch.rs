@@ -84,6 +84,7 @@ impl ApiServer {
         {
             return self.apply(req).await;
         }
+        super::custom::check_patch_type(&req.info, &media_type(&req.headers))?;
         let doc = PatchDoc::parse(&media_type(&req.headers), &req.body)?;
         let part = Part::of(req.path.subresource.as_deref());
         let mode = super::fields::Validation::of(&req.query)?;

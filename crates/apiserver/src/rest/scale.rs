@@ -61,8 +61,8 @@ fn scale_info() -> crate::registry::ResourceInfo {
     info
 }
 
-/// The `Scale` of an object.
-fn to_scale(obj: &Value) -> Value {
+/// The `Scale` of an object (a custom object's from its CRD's `scale` paths).
+fn to_scale(info: &crate::registry::ResourceInfo, obj: &Value) -> Value {
     let meta = &obj["metadata"];
     let mut scale_meta = json!({});
     for f in [
@@ -75,6 +75,9 @@ fn to_scale(obj: &Value) -> Value {
         if let Some(v) = meta.get(f) {
             scale_meta[f] = v.clone();
         }
+    }
+    if let Some(scale) = super::custom::to_scale(info, obj, scale_meta.clone()) {
+        return scale;
     }
     json!({
         "kind": "Scale",
@@ -92,7 +95,7 @@ impl ApiServer {
     pub(crate) async fn scale(&self, req: &Req) -> ApiResult<Response> {
         if req.verb == Verb::Get {
             let (obj, _) = self.get_current(req, None).await?;
-            return Ok(json_response(StatusCode::OK, &to_scale(&obj)));
+            return Ok(json_response(StatusCode::OK, &to_scale(&req.info, &obj)));
         }
         let media = media_type(&req.headers);
         let patch = match req.verb {
@@ -108,7 +111,7 @@ impl ApiServer {
             .guaranteed_update(
                 req,
                 |obj| {
-                    let mut scale = to_scale(obj);
+                    let mut scale = to_scale(info, obj);
                     match (&patch, &put) {
                         (Some(p), _) => p.apply(&scale_info(), &mut scale)?,
                         (_, Some(body)) => scale = body.clone(),
@@ -133,12 +136,14 @@ impl ApiServer {
                             )],
                         ));
                     }
-                    obj["spec"]["replicas"] = json!(replicas);
+                    if !super::custom::set_replicas(info, obj, replicas) {
+                        obj["spec"]["replicas"] = json!(replicas);
+                    }
                     validate_meta(info, obj)
                 },
                 Part::Main,
             )
             .await?;
-        Ok(json_response(StatusCode::OK, &to_scale(&stored)))
+        Ok(json_response(StatusCode::OK, &to_scale(info, &stored)))
     }
 }

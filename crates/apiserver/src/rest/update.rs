@@ -93,6 +93,7 @@ impl ApiServer {
         part: Part,
         opts: &super::WriteOpts,
     ) -> ApiResult<Value> {
+        let old = super::custom::at_storage_version(info, old);
         let dry_run = opts.dry_run;
         let name = meta_str(&old, "name").unwrap_or("").to_string();
         let target = Target::resource(info, &name);
@@ -161,7 +162,11 @@ impl ApiServer {
                 return Err(super::object::invalid(info, &name, causes));
             }
         }
-        if info.generation && spec_part(&result) != spec_part(&old) {
+        super::custom::admit(info, &mut result)?;
+        if info.generation
+            && (spec_part(&result) != spec_part(&old)
+                || super::custom::status_bumps_generation(info, &old, &result))
+        {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(&mut result).insert("generation".into(), json!(generation));
         }

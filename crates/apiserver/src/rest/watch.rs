@@ -117,6 +117,11 @@ impl ApiServer {
                 .parse()
                 .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {n}")))?,
         };
+        // Custom objects are stored at their CRD's storage version and shown at the request's.
+        for obj in initial.iter_mut() {
+            super::custom::to_request_version(&info, obj);
+        }
+        let multi_version = info.custom.as_ref().is_some_and(|c| c.served_versions > 1);
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
         let cache = self.watch_cache.clone();
         let interval = self.bookmark_interval;
@@ -183,6 +188,11 @@ impl ApiServer {
                                 let Some(kind) = translate(&params, e) else { continue };
                                 let bytes = match table {
                                     Some(_) => render(kind, &e.object),
+                                    None if multi_version => {
+                                        let mut obj = e.object.clone();
+                                        super::custom::to_request_version(&info, &mut obj);
+                                        line(kind, &obj)
+                                    }
                                     None => line_raw(kind, &e.json),
                                 };
                                 if tx.send(bytes).await.is_err() {

@@ -8,6 +8,7 @@
 use axum::http::{header, HeaderMap};
 use serde_json::{json, Value};
 
+use crate::custom::{Column, Custom};
 use crate::registry::ResourceInfo;
 
 mod printers;
@@ -127,7 +128,11 @@ pub fn human_duration(secs: i64) -> String {
 
 /// One row for `obj`.
 pub fn row(info: &ResourceInfo, obj: &Value, include: Include, now: i64) -> Value {
-    let mut row = json!({"cells": cells(info, obj, now)});
+    let cells = match &info.custom {
+        Some(c) => custom_cells(c, obj, now),
+        None => cells(info, obj, now),
+    };
+    let mut row = json!({"cells": cells});
     match include {
         Include::None => {}
         Include::Metadata => {
@@ -156,7 +161,9 @@ pub fn table(
     with_columns: bool,
 ) -> Value {
     let now = chrono::Utc::now().timestamp();
-    let defs: Vec<Value> = if with_columns {
+    let defs: Vec<Value> = if let (true, Some(c)) = (with_columns, &info.custom) {
+        custom_columns(c)
+    } else if with_columns {
         columns(info)
             .into_iter()
             .map(|Col(name, kind, priority)| {
@@ -182,6 +189,63 @@ pub fn table(
         "columnDefinitions": defs,
         "rows": objects.iter().map(|o| row(info, o, include, now)).collect::<Vec<_>>(),
     })
+}
+
+/// A CRD's columns: `additionalPrinterColumns` (or kube's default, `Age`), after `Name`
+/// (apiextensions-apiserver's `tableconvertor`).
+fn printer_columns(c: &Custom) -> Vec<Column> {
+    if !c.columns.is_empty() {
+        return c.columns.clone();
+    }
+    vec![Column {
+        name: "Age".into(),
+        kind: "date".into(),
+        format: String::new(),
+        description: AGE_DESC.into(),
+        priority: 0,
+        json_path: ".metadata.creationTimestamp".into(),
+    }]
+}
+
+fn custom_columns(c: &Custom) -> Vec<Value> {
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": NAME_DESC, "priority": 0}),
+    ];
+    for col in printer_columns(c) {
+        defs.push(
+            json!({"name": col.name, "type": col.kind, "format": col.format,
+            "description": col.description, "priority": col.priority}),
+        );
+    }
+    defs
+}
+
+/// kube's `cellForJSONValue`: the value as the column's type, dates as an age; absent or
+/// mistyped values are null (kubectl prints `<none>`).
+fn custom_cells(c: &Custom, obj: &Value, now: i64) -> Vec<Value> {
+    let mut cells = vec![json!(obj["metadata"]["name"].as_str().unwrap_or(""))];
+    for col in printer_columns(c) {
+        let v = crate::rest::custom_json_path(obj, &col.json_path);
+        let cell = match (col.kind.as_str(), v) {
+            (_, None | Some(Value::Null)) => Value::Null,
+            ("integer", Some(Value::Number(n))) => n
+                .as_i64()
+                .or_else(|| n.as_f64().map(|f| f as i64))
+                .map_or(Value::Null, |i| json!(i)),
+            ("number", Some(Value::Number(n))) => json!(n.as_f64().unwrap_or(0.0)),
+            ("boolean", Some(Value::Bool(b))) => json!(b),
+            ("date", Some(Value::String(s))) => match chrono::DateTime::parse_from_rfc3339(s) {
+                Ok(t) => json!(human_duration(now - t.timestamp())),
+                Err(_) => json!("<invalid>"),
+            },
+            ("string", Some(Value::String(s))) => json!(s),
+            // kube prints other values of a string column through the JSONPath printer.
+            ("string", Some(other)) => json!(other.to_string()),
+            _ => Value::Null,
+        };
+        cells.push(cell);
+    }
+    cells
 }
 
 #[cfg(test)]
