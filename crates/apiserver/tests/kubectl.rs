@@ -700,7 +700,12 @@ fn kubectl_create_subcommands() {
         "1000 high",
     );
     ok(
-        &["create", "quota", "q1", "--hard=pods=2,requests.storage=1Gi"],
+        &[
+            "create",
+            "quota",
+            "q1",
+            "--hard=pods=2,requests.storage=1Gi",
+        ],
         "resourcequota/q1 created",
     );
     ok(
@@ -826,7 +831,10 @@ fn kubectl_create_subcommands() {
     );
     assert_eq!(header("clusterroles"), ["NAME", "CREATED AT"]);
     let quota = k.ok(&["get", "quota", "q1"]);
-    assert!(quota.contains("pods: 0/2, requests.storage: 0/1Gi"), "{quota}");
+    assert!(
+        quota.contains("pods: 0/2, requests.storage: 0/1Gi"),
+        "{quota}"
+    );
     let pods = k.ok(&["get", "pods"]);
     let header: Vec<&str> = pods.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(

@@ -193,7 +193,7 @@ async fn kind_usage(
         }
         let value = serde_json::to_value(&obj).unwrap_or_default();
         for (k, q) in usage(group, plural, &value) {
-            let sum = total.get(&k).map_or(q, |t| t.add(q));
+            let sum = total.get(&k).map_or(q, |t| t.plus(q));
             total.insert(k, sum);
         }
     }

@@ -225,7 +225,7 @@ pub(crate) fn pod_totals(spec: &Value, field: &str) -> Resources {
     let mut total = Resources::new();
     for c in spec["containers"].as_array().into_iter().flatten() {
         for (k, q) in resources(&c["resources"][field]) {
-            let sum = total.get(&k).map_or(q, |t| t.add(q));
+            let sum = total.get(&k).map_or(q, |t| t.plus(q));
             total.insert(k, sum);
         }
     }

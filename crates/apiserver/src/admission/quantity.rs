@@ -112,7 +112,7 @@ impl Quantity {
     }
 
     /// `self + other`, in `self`'s format (kube's `Add`), `other`'s if `self` is zero.
-    pub fn add(self, other: Quantity) -> Quantity {
+    pub fn plus(self, other: Quantity) -> Quantity {
         Quantity {
             milli: self.milli + other.milli,
             format: if self.milli == 0 {
@@ -181,7 +181,7 @@ mod tests {
         assert!(Quantity::parse("1Qi").is_none());
         let a = Quantity::parse("256Mi").unwrap();
         let b = Quantity::parse("768Mi").unwrap();
-        assert_eq!(a.add(b).to_string(), "1Gi");
+        assert_eq!(a.plus(b).to_string(), "1Gi");
         assert!(Quantity::parse("1").unwrap() > Quantity::parse("999m").unwrap());
         assert_eq!(Quantity::parse("1500m").unwrap().value(), 2);
     }

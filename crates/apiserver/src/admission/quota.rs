@@ -228,7 +228,7 @@ impl ApiServer {
                 continue;
             }
             for (k, q) in usage(group, plural, &obj) {
-                let sum = total.get(&k).map_or(q, |t| t.add(q));
+                let sum = total.get(&k).map_or(q, |t| t.plus(q));
                 total.insert(k, sum);
             }
         }
@@ -290,7 +290,7 @@ impl ApiServer {
                     continue;
                 };
                 let now = used.get(r).copied().unwrap_or(Quantity::ZERO);
-                if now.add(*req) > hard[r] {
+                if now.plus(*req) > hard[r] {
                     exceeded.push(r.clone());
                 }
             }
