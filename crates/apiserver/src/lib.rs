@@ -18,8 +18,10 @@
 // `ApiError` carries kube's Status details by value; errors are the cold path of a request.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
 mod authz;
 mod discovery;
+mod impersonation;
 mod namespaces;
 pub mod proto;
 pub mod registry;
@@ -112,6 +114,9 @@ pub struct ApiServer {
     authz: Arc<authz::Authorizer>,
     /// Signs and verifies ServiceAccount tokens.
     tokens: Option<Arc<tokens::TokenIssuer>>,
+    /// Whether the ServiceAccount admission refuses pods whose ServiceAccount is missing
+    /// (kube's behaviour; off only for tests that run no ServiceAccount controller).
+    service_account_lookup: bool,
 }
 
 impl ApiServer {
@@ -130,7 +135,15 @@ impl ApiServer {
             registry: Arc::default(),
             bookmark_interval: Duration::from_secs(60),
             authz: Arc::default(),
+            service_account_lookup: true,
         }
+    }
+
+    /// Turns off the ServiceAccount admission's existence check (a missing ServiceAccount is
+    /// then one without settings): for tests that run no ServiceAccount controller.
+    pub fn without_service_account_lookup(mut self) -> Self {
+        self.service_account_lookup = false;
+        self
     }
 
     /// Sets the bookmark period of watches (kube-apiserver: about a minute).
@@ -222,6 +235,15 @@ async fn authorize(State(api): State<ApiServer>, mut req: Request, next: Next) -
             user: ANONYMOUS.to_string(),
             groups: vec!["system:unauthenticated".to_string()],
         });
+    // `Impersonate-*` headers: the request goes on as the impersonated identity.
+    let identity = match api.impersonate(&identity, req.headers()) {
+        Ok(Some(acting)) => {
+            req.extensions_mut().insert(acting.clone());
+            acting
+        }
+        Ok(None) => identity,
+        Err(e) => return e.into_response(),
+    };
     if identity.user == ANONYMOUS && PUBLIC_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }

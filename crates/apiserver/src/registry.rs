@@ -414,7 +414,7 @@ impl Registry {
             row::<scheduling::PriorityClass>("priorityclass")
                 .short(&["pc"])
                 .done(),
-            // apiextensions.k8s.io/v1 (stored; serving custom resources comes later)
+            // apiextensions.k8s.io/v1 (custom resources: custom.rs)
             row::<apiextensions::CustomResourceDefinition>("customresourcedefinition")
                 .short(&["crd", "crds"])
                 .categories(&["api-extensions"])

@@ -35,7 +35,8 @@ impl Cluster {
         let log = Arc::new(Mutex::new(Vec::new()));
         let log2 = log.clone();
         let port = rt.block_on(async move {
-            let api = ApiServer::new(Arc::new(MemStore::new()), Config::default());
+            let api = ApiServer::new(Arc::new(MemStore::new()), Config::default())
+                .without_service_account_lookup();
             api.bootstrap().await.unwrap();
             let app = api.router().layer(axum::middleware::from_fn(
                 move |mut req: Request, next: Next| {
@@ -699,7 +700,12 @@ fn kubectl_create_subcommands() {
         "1000 high",
     );
     ok(
-        &["create", "quota", "q1", "--hard=pods=2,requests.cpu=1"],
+        &[
+            "create",
+            "quota",
+            "q1",
+            "--hard=pods=2,requests.storage=1Gi",
+        ],
         "resourcequota/q1 created",
     );
     ok(
@@ -708,9 +714,9 @@ fn kubectl_create_subcommands() {
             "quota",
             "q1",
             "-o",
-            "jsonpath={.spec.hard.pods} {.spec.hard.requests\\.cpu}",
+            "jsonpath={.spec.hard.pods} {.spec.hard.requests\\.storage}",
         ],
-        "2 1",
+        "2 1Gi",
     );
     ok(
         &[
@@ -825,7 +831,10 @@ fn kubectl_create_subcommands() {
     );
     assert_eq!(header("clusterroles"), ["NAME", "CREATED AT"]);
     let quota = k.ok(&["get", "quota", "q1"]);
-    assert!(quota.contains("pods: 0/2, requests.cpu: 0/1"), "{quota}");
+    assert!(
+        quota.contains("pods: 0/2, requests.storage: 0/1Gi"),
+        "{quota}"
+    );
     let pods = k.ok(&["get", "pods"]);
     let header: Vec<&str> = pods.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
@@ -1265,4 +1274,71 @@ fn kubectl_custom_resources() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(listed.as_deref(), Some(""), "old widgets came back");
+/// `--as`/`--as-group` (impersonation): the admin may impersonate; the request then runs as
+/// the impersonated user, refused or allowed by RBAC as that user.
+#[test]
+fn kubectl_impersonation() {
+    let k = Cluster::start();
+    let can_i = k.run(&["auth", "can-i", "list", "pods", "--as=jane"]);
+    assert_eq!(can_i.stdout.trim(), "no", "{}", can_i.stderr);
+    let out = k.run(&["get", "pods", "--as=jane"]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(
+            r#"Error from server (Forbidden): pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "default""#
+        ),
+        "{}",
+        out.stderr
+    );
+    k.ok(&[
+        "create",
+        "rolebinding",
+        "jane-view",
+        "--clusterrole=view",
+        "--user=jane",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = k.run(&["get", "pods", "--as=jane"]);
+        if out.ok {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", out.stderr);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        k.ok(&["auth", "can-i", "list", "pods", "--as=jane"]).trim(),
+        "yes"
+    );
+    assert_eq!(
+        k.run(&["auth", "can-i", "delete", "pods", "--as=jane"])
+            .stdout
+            .trim(),
+        "no"
+    );
+    // A group impersonated with the user: the group's grants count.
+    assert_eq!(
+        k.ok(&[
+            "auth",
+            "can-i",
+            "delete",
+            "pods",
+            "--as=bob",
+            "--as-group=system:masters"
+        ])
+        .trim(),
+        "yes"
+    );
+    assert_eq!(
+        k.ok(&[
+            "auth",
+            "whoami",
+            "--as=bob",
+            "--as-group=devs",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"
+        ])
+        .trim(),
+        r#"bob ["devs","system:authenticated"]"#
+    );
 }

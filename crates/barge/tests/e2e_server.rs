@@ -547,10 +547,12 @@ fn objects_persist_the_garbage_collector_runs_and_explain_works() {
         s.k(&[
             "get",
             "configmaps",
+            "owner",
+            "dependent",
             "-o",
             "jsonpath={.items[*].metadata.name}"
         ]),
-        "dependent owner"
+        "owner dependent"
     );
 
     // Deleting the owner lets the collector delete the dependent.
@@ -646,7 +648,7 @@ apps.create_namespaced_deployment("default", dep)
 apps.patch_namespaced_deployment("d", "default", {{"spec": {{"template": {{"spec": {{"containers": [{{"name": "c", "image": "j"}}]}}}}}}}})
 c = apps.read_namespaced_deployment("d", "default").spec.template.spec.containers[0]
 print(c.image, c.ports[0].container_port)
-for ev in watch.Watch().stream(v1.list_namespaced_config_map, "default", timeout_seconds=2):
+for ev in watch.Watch().stream(v1.list_namespaced_config_map, "default", field_selector="metadata.name=py", timeout_seconds=2):
     print(ev["type"], ev["object"].metadata.name)
 v1.delete_namespaced_config_map("py", "default")
 try:
@@ -773,4 +775,157 @@ fn service_account_tokens_and_rbac() {
         String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
         "{out:?}"
     );
+}
+
+/// Waits up to 20 s for `f` to hold.
+fn eventually(what: &str, s: &Server, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The ServiceAccount controller and the root CA publisher fill every namespace and put back
+/// what is deleted or edited; a pod created at once in a new namespace gets the `default`
+/// ServiceAccount and its token volume; a missing ServiceAccount refuses the pod.
+#[test]
+fn namespaces_get_the_default_service_account_and_the_root_ca() {
+    let s = Server::start(false, &[]);
+    let kc = s.kubeconfig();
+    let ca = std::fs::read_to_string(s.data_dir().join("tls/server-ca.crt")).unwrap();
+    s.k(&["create", "namespace", "fresh"]);
+    s.k(&["run", "p", "--image=busybox", "-n", "fresh"]);
+    assert_eq!(
+        s.k(&[
+            "get",
+            "pod",
+            "p",
+            "-n",
+            "fresh",
+            "-o",
+            "jsonpath={.spec.serviceAccountName} {.spec.volumes[0].projected.sources[1].configMap.name} {.spec.containers[0].volumeMounts[0].mountPath}",
+        ]),
+        "default kube-root-ca.crt /var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    let ca_of = |ns: &str| {
+        let out = s.kubectl_with(
+            &kc,
+            &[
+                "get",
+                "configmap",
+                "kube-root-ca.crt",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for ns in ["default", "kube-system", "fresh"] {
+        eventually(&format!("kube-root-ca.crt in {ns}"), &s, || {
+            ca_of(ns).trim() == ca.trim()
+        });
+    }
+    // Deleted, the ServiceAccount comes back (a new uid); edited, the CA is put back.
+    let uid = s.k(&[
+        "get",
+        "sa",
+        "default",
+        "-n",
+        "fresh",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    s.k(&["delete", "sa", "default", "-n", "fresh"]);
+    eventually("default recreated", &s, || {
+        let out = s.kubectl_with(
+            &kc,
+            &[
+                "get",
+                "sa",
+                "default",
+                "-n",
+                "fresh",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+        );
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() != uid
+    });
+    s.k(&[
+        "patch",
+        "configmap",
+        "kube-root-ca.crt",
+        "-n",
+        "fresh",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"ca.crt":"edited","extra":"x"}}"#,
+    ]);
+    eventually("kube-root-ca.crt reconciled", &s, || {
+        ca_of("fresh").trim() == ca.trim()
+    });
+    let out = s.kubectl_with(
+        &kc,
+        &[
+            "run",
+            "q",
+            "--image=busybox",
+            "-n",
+            "fresh",
+            r#"--overrides={"spec":{"serviceAccountName":"nope"}}"#,
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            r#"pods "q" is forbidden: error looking up service account fresh/nope: serviceaccount "nope" not found"#
+        ),
+        "{out:?}"
+    );
+}
+
+/// The quota controller keeps a ResourceQuota's status current; the admission refuses what
+/// exceeds it.
+#[test]
+fn resource_quota_status_and_enforcement() {
+    let s = Server::start(false, &[]);
+    let kc = s.kubeconfig();
+    s.k(&["create", "namespace", "q"]);
+    s.k(&[
+        "create",
+        "quota",
+        "small",
+        "-n",
+        "q",
+        "--hard=pods=1,configmaps=3",
+    ]);
+    s.k(&["run", "p1", "--image=busybox", "-n", "q"]);
+    let used = || {
+        let out = s.kubectl_with(
+            &kc,
+            &[
+                "get",
+                "quota",
+                "small",
+                "-n",
+                "q",
+                "-o",
+                "jsonpath={.status.hard.pods} {.status.used.pods} {.status.used.configmaps}",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // `kube-root-ca.crt` is one ConfigMap.
+    eventually("status.used", &s, || used() == "1 1 1");
+    let out = s.kubectl_with(&kc, &["run", "p2", "--image=busybox", "-n", "q"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            r#"pods "p2" is forbidden: exceeded quota: small, requested: pods=1, used: pods=1, limited: pods=1"#
+        ),
+        "{out:?}"
+    );
+    s.k(&["delete", "pod", "p1", "-n", "q"]);
+    eventually("status.used after delete", &s, || used() == "1 0 1");
 }

@@ -3,6 +3,9 @@
 //!
 //! - [`gc`]: the garbage collector — dependents of deleted owners go (`ownerReferences`),
 //!   foreground deletion waits for blocking dependents, orphaning strips references.
+//! - [`serviceaccounts`]: a `default` ServiceAccount in every active namespace.
+//! - [`quota`]: ResourceQuotas' `status.hard`/`status.used`.
+//! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every active namespace.
 //!
 //! (A deleted namespace is emptied by the API server itself for now: barge-apiserver's
 //! `namespaces.rs`.)
@@ -12,7 +15,10 @@
 //! owner is taken as gone only after a live read confirms it (a watch may lag).
 
 pub mod gc;
+pub mod quota;
 mod resources;
+pub mod rootca;
+pub mod serviceaccounts;
 
 use kube::Client;
 
@@ -34,9 +40,24 @@ impl ControllerError {
     }
 }
 
+/// What the controllers need to know that the API does not tell them.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// The PEM of the CA that signs the API server's certificate (published in every
+    /// namespace as `kube-root-ca.crt`; empty: not published).
+    pub root_ca_pem: String,
+}
+
 /// Runs every controller until `shutdown` completes.
-pub async fn run(client: Client, shutdown: impl std::future::Future<Output = ()>) {
-    let gc = tokio::spawn(gc::run(client));
+pub async fn run(client: Client, config: Config, shutdown: impl std::future::Future<Output = ()>) {
+    let mut tasks = vec![
+        tokio::spawn(gc::run(client.clone())),
+        tokio::spawn(serviceaccounts::run(client.clone())),
+        tokio::spawn(quota::run(client.clone())),
+    ];
+    if !config.root_ca_pem.is_empty() {
+        tasks.push(tokio::spawn(rootca::run(client, config.root_ca_pem)));
+    }
     shutdown.await;
-    gc.abort();
+    tasks.iter().for_each(|t| t.abort());
 }

@@ -197,7 +197,14 @@ pub fn run(args: ServerArgs) -> Result<()> {
         // admin credentials, started once the listener is bound.
         match controller_client(&kc).await {
             Ok(client) => {
-                tokio::spawn(barge_controllers::run(client, stopped(stop_rx.clone())));
+                let config = barge_controllers::Config {
+                    root_ca_pem: pki.server_ca_pem.clone(),
+                };
+                tokio::spawn(barge_controllers::run(
+                    client,
+                    config,
+                    stopped(stop_rx.clone()),
+                ));
             }
             Err(e) => tracing::warn!("controllers not started: {e:#}"),
         }

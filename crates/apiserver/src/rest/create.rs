@@ -98,6 +98,7 @@ impl ApiServer {
         if let Some(ns) = namespace.filter(|_| info.namespaced) {
             self.check_namespace_open(info, &name, ns).await?;
         }
+        self.admit_create(info, namespace, obj).await?;
         let key = info.key(namespace, &name);
         if dry_run {
             let (_, existing) = self.store.get(&key, None).await?;

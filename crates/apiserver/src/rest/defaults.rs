@@ -90,6 +90,11 @@ pub(crate) fn apply(info: &ResourceInfo, obj: &mut Value) {
     super::custom::defaults(info, obj);
     match (info.group, info.plural) {
         ("", "secrets") => or_set(obj, "type", json!("Opaque")),
+        ("", "limitranges") => each(
+            child(obj, "spec"),
+            "limits",
+            crate::admission::limitrange::item_defaults,
+        ),
         ("", "services") => {
             let spec = child(obj, "spec");
             or_set(spec, "type", json!("ClusterIP"));

@@ -1,6 +1,7 @@
 //! Router-level tests over [`MemStore`]: every request goes through `router()` as the
 //! transport would send it. Helpers here; the tests by area in the submodules.
 
+mod admission;
 mod bench;
 mod crd;
 mod discovery;
@@ -51,7 +52,8 @@ pub(super) fn admin() -> Identity {
 pub(super) async fn server() -> T {
     let store = Arc::new(MemStore::new());
     let api = ApiServer::new(store.clone(), Config::default())
-        .with_bookmark_interval(Duration::from_millis(100));
+        .with_bookmark_interval(Duration::from_millis(100))
+        .without_service_account_lookup();
     api.bootstrap().await.unwrap();
     T {
         app: api.router(),
