@@ -1274,6 +1274,8 @@ fn kubectl_custom_resources() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(listed.as_deref(), Some(""), "old widgets came back");
+}
+
 /// `--as`/`--as-group` (impersonation): the admin may impersonate; the request then runs as
 /// the impersonated user, refused or allowed by RBAC as that user.
 #[test]

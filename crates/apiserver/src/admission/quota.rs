@@ -214,8 +214,8 @@ impl ApiServer {
         group: &str,
         plural: &str,
     ) -> ApiResult<ResourceList> {
-        let Some(info) = self
-            .registry
+        let registry = self.registry();
+        let Some(info) = registry
             .resources()
             .iter()
             .find(|r| r.group == group && r.plural == plural && r.namespaced)
