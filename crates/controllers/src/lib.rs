@@ -3,6 +3,8 @@
 //!
 //! - [`gc`]: the garbage collector — dependents of deleted owners go (`ownerReferences`),
 //!   foreground deletion waits for blocking dependents, orphaning strips references.
+//! - [`workloads`]: ReplicaSet, ReplicationController, Deployment and Job controllers over
+//!   shared reflector stores, with kube's expectations, events, conditions and annotations.
 //!
 //! (A deleted namespace is emptied by the API server itself for now: barge-apiserver's
 //! `namespaces.rs`.)
@@ -13,6 +15,7 @@
 
 pub mod gc;
 mod resources;
+pub mod workloads;
 
 use kube::Client;
 
@@ -36,7 +39,9 @@ impl ControllerError {
 
 /// Runs every controller until `shutdown` completes.
 pub async fn run(client: Client, shutdown: impl std::future::Future<Output = ()>) {
-    let gc = tokio::spawn(gc::run(client));
+    let gc = tokio::spawn(gc::run(client.clone()));
+    let workloads = tokio::spawn(workloads::run(client));
     shutdown.await;
     gc.abort();
+    workloads.abort();
 }
