@@ -137,10 +137,12 @@ fn created(rs: &ReplicaSet) -> (i128, String) {
 pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     let strip = |t: &PodTemplateSpec| {
         let mut t = t.clone();
-        if let Some(l) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
-            l.remove(POD_TEMPLATE_HASH);
-            if l.is_empty() {
-                t.metadata.as_mut().map(|m| m.labels = None);
+        if let Some(m) = t.metadata.as_mut() {
+            if let Some(l) = m.labels.as_mut() {
+                l.remove(POD_TEMPLATE_HASH);
+                if l.is_empty() {
+                    m.labels = None;
+                }
             }
         }
         serde_json::to_value(t).unwrap_or_default()

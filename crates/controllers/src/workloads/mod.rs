@@ -197,11 +197,11 @@ fn error_policy<K>(_: Arc<K>, e: &ControllerError, _: Arc<Ctx>) -> Action {
     Action::requeue(Duration::from_secs(1))
 }
 
-fn queue<K: Resource>(
+fn queue<K>(
     mut rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
 ) -> impl Stream<Item = Result<ObjectRef<K>, Infallible>> + Send + 'static
 where
-    K: Send + 'static,
+    K: Resource + Send + 'static,
     K::DynamicType: Send,
 {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
