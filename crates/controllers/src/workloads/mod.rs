@@ -1,5 +1,5 @@
 //! The workload controllers (kube-controller-manager's `replicaset`, `replicationcontroller`,
-//! `deployment` and `job` controllers), on kube's runtime: one watcher per kind feeds a
+//! `deployment`, `job` and `cronjob` controllers), on kube's runtime: one watcher per kind feeds a
 //! reflector store shared by every controller ([`Informers`]), and each controller is a
 //! [`applier`] over its kind's store, queued by the events of its own kind and of the kinds it
 //! owns (a pod event queues the ReplicaSet or Job that controls it, or — for an orphan — every
@@ -10,6 +10,8 @@
 //! been observed through the pod watch (or 5 minutes passed), so a slow watch never makes it
 //! create twice.
 
+pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod events;
 pub mod expectations;
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use kube::api::Api;
 use kube::runtime::controller::{applier, Action, Config};
@@ -45,6 +47,7 @@ pub struct Informers {
     pub rcs: Store<ReplicationController>,
     pub deployments: Store<Deployment>,
     pub jobs: Store<Job>,
+    pub cronjobs: Store<CronJob>,
 }
 
 /// What each reconciler gets: the client, the caches, the expectations.
@@ -63,21 +66,24 @@ struct Queues {
     rc: Queue<ReplicationController>,
     deploy: Queue<Deployment>,
     job: Queue<Job>,
+    cronjob: Queue<CronJob>,
 }
 
-/// Runs the ReplicaSet, ReplicationController, Deployment and Job controllers forever.
+/// Runs the ReplicaSet, ReplicationController, Deployment, Job and CronJob controllers forever.
 pub async fn run(client: Client) {
     let (pods, pods_w) = reflector::store::<Pod>();
     let (rss, rss_w) = reflector::store::<ReplicaSet>();
     let (rcs, rcs_w) = reflector::store::<ReplicationController>();
     let (deps, deps_w) = reflector::store::<Deployment>();
     let (jobs, jobs_w) = reflector::store::<Job>();
+    let (cjs, cjs_w) = reflector::store::<CronJob>();
     let informers = Informers {
         pods,
         replicasets: rss,
         rcs,
         deployments: deps,
         jobs,
+        cronjobs: cjs,
     };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -88,11 +94,13 @@ pub async fn run(client: Client) {
     let (rc_tx, rc_rx) = mpsc::unbounded_channel();
     let (dep_tx, dep_rx) = mpsc::unbounded_channel();
     let (job_tx, job_rx) = mpsc::unbounded_channel();
+    let (cj_tx, cj_rx) = mpsc::unbounded_channel();
     let queues = Queues {
         rs: rs_tx,
         rc: rc_tx,
         deploy: dep_tx,
         job: job_tx,
+        cronjob: cj_tx,
     };
 
     let mut tasks = Vec::new();
@@ -144,6 +152,24 @@ pub async fn run(client: Client) {
             move |ev, _| {
                 for o in touched(ev) {
                     let _ = q.job.send(ObjectRef::from(o));
+                    if let Some(c) = pods::controller_of(&o.metadata) {
+                        if c.kind == "CronJob" {
+                            let ns = o.metadata.namespace.clone().unwrap_or_default();
+                            let _ = q.cronjob.send(ObjectRef::new(&c.name).within(&ns));
+                        }
+                    }
+                }
+            },
+        )));
+    }
+    {
+        let q = queues.clone();
+        tasks.push(tokio::spawn(inform(
+            Api::<CronJob>::all(client.clone()),
+            cjs_w,
+            move |ev, _| {
+                for o in touched(ev) {
+                    let _ = q.cronjob.send(ObjectRef::from(o));
                 }
             },
         )));
@@ -183,10 +209,19 @@ pub async fn run(client: Client) {
         ctx.clone(),
         informers.jobs.clone(),
         queue(job_rx),
+        cfg.clone(),
+    )
+    .for_each(|_| async {});
+    let cj = applier(
+        |o, c| Box::pin(cronjob::reconcile(o, c)),
+        error_policy,
+        ctx.clone(),
+        informers.cronjobs.clone(),
+        queue(cj_rx),
         cfg,
     )
     .for_each(|_| async {});
-    tokio::join!(rs, rc, dep, job);
+    tokio::join!(rs, rc, dep, job, cj);
     for t in tasks {
         t.abort();
     }
