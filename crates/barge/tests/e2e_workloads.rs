@@ -485,3 +485,89 @@ spec:
         "{events}"
     );
 }
+
+/// A CronJob on `*/1` starts a Job named `<cronjob>-<minutes since the epoch>` within a
+/// minute, with the scheduled-timestamp annotation; once its pod succeeds, the CronJob sees
+/// the Job complete (lastSuccessfulTime, no active Job).
+#[test]
+fn cronjob_fires_on_schedule() {
+    let s = Server::start(false, &[]);
+    s.apply(
+        "cron",
+        r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "*/1 * * * *"
+  timeZone: Etc/UTC
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: app, image: multilayer:1}]
+"#,
+    );
+    let mut job = String::new();
+    until(&s, 90, "the first scheduled job", || {
+        job = s
+            .jsonpath(&["jobs"], "{.items[*].metadata.name}")
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        !job.is_empty()
+    });
+    let minutes: i64 = job.strip_prefix("tick-").unwrap().parse().unwrap();
+    let stamp = s.jsonpath(
+        &["job", &job],
+        "{.metadata.annotations.batch\\.kubernetes\\.io/cronjob-scheduled-timestamp} {.metadata.ownerReferences[0].kind}",
+    );
+    let when = Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}", minutes * 60),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stamp,
+        format!("{} CronJob", String::from_utf8_lossy(&when.stdout).trim())
+    );
+    assert_eq!(
+        s.jsonpath(&["cronjob", "tick"], "{.status.active[0].name}"),
+        job
+    );
+    until(&s, 30, "the job's pod to succeed", || {
+        for p in s.pods(&format!("job-name={job}")) {
+            if p.phase != "Succeeded" {
+                s.set_pod(&p.name, "Succeeded", false);
+            }
+        }
+        let st = s.jsonpath(
+            &["cronjob", "tick"],
+            "{.status.lastSuccessfulTime}|{.status.active}",
+        );
+        st.ends_with('|') && !st.starts_with('|')
+    });
+    let events = s.k(&[
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        events.contains(&format!("SuccessfulCreate: Created job {job}")),
+        "{events}"
+    );
+    assert!(
+        events.contains(&format!(
+            "SawCompletedJob: Saw completed job: {job}, condition: Complete"
+        )),
+        "{events}"
+    );
+}
