@@ -571,3 +571,108 @@ spec:
         "{events}"
     );
 }
+
+/// `rollout pause` holds a template change back (no new ReplicaSet, Progressing Unknown
+/// DeploymentPaused) until `rollout resume`; a rollout whose pods never become ready ends
+/// with Progressing False ProgressDeadlineExceeded and `rollout status` failing.
+#[test]
+fn deployment_pause_resume_and_progress_deadline() {
+    let s = Server::start(false, &[]);
+    s.apply(
+        "web",
+        &DEPLOYMENT.replace("replicas: 3", "replicas: 2\n  progressDeadlineSeconds: 3"),
+    );
+    until(&s, 60, "the first rollout", || {
+        s.kubelet_ready("app=web");
+        s.jsonpath(&["deployment", "web"], "{.status.availableReplicas}") == "2"
+    });
+    s.k(&["rollout", "pause", "deployment/web"]);
+    s.k(&["set", "image", "deployment/web", "app=multilayer:2"]);
+    until(&s, 30, "the paused condition", || {
+        s.jsonpath(
+            &["deployment", "web"],
+            "{.status.conditions[?(@.type==\"Progressing\")].status}/{.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ) == "Unknown/DeploymentPaused"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = s.jsonpath(&["rs", "-l", "app=web"], "{.items[*].metadata.name}");
+    assert_eq!(rss.split_whitespace().count(), 1, "{rss}");
+    s.k(&["rollout", "resume", "deployment/web"]);
+    // The new pods are never marked ready: the deadline passes.
+    until(&s, 30, "ProgressDeadlineExceeded", || {
+        s.jsonpath(
+            &["deployment", "web"],
+            "{.status.conditions[?(@.type==\"Progressing\")].status}/{.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ) == "False/ProgressDeadlineExceeded"
+    });
+    let rss = s.jsonpath(&["rs", "-l", "app=web"], "{.items[*].metadata.name}");
+    assert_eq!(rss.split_whitespace().count(), 2, "{rss}");
+    let out = s.kubectl_with(
+        &s.kubeconfig(),
+        &["rollout", "status", "deployment/web", "--timeout=10s"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exceeded its progress deadline"),
+        "{out:?}"
+    );
+}
+
+/// An Indexed Job: one pod per index (`<job>-<index>-` names, the completion-index annotation
+/// and label, `JOB_COMPLETION_INDEX`), completedIndexes as kube formats them.
+#[test]
+fn indexed_job() {
+    let s = Server::start(false, &[]);
+    s.apply(
+        "idx",
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: idx}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: app, image: multilayer:1}]
+"#,
+    );
+    until(&s, 30, "3 pods", || s.pods("job-name=idx").len() == 3);
+    let got = s.jsonpath(
+        &["pods", "-l", "job-name=idx"],
+        "{range .items[*]}{.metadata.annotations.batch\\.kubernetes\\.io/job-completion-index}={.metadata.labels.batch\\.kubernetes\\.io/job-completion-index}={.spec.hostname}={.spec.containers[0].env[0].name} {end}",
+    );
+    let mut got: Vec<&str> = got.split_whitespace().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "0=0=idx-0=JOB_COMPLETION_INDEX",
+            "1=1=idx-1=JOB_COMPLETION_INDEX",
+            "2=2=idx-2=JOB_COMPLETION_INDEX"
+        ]
+    );
+    for p in s.pods("job-name=idx") {
+        assert!(p.name.starts_with("idx-"), "{p:?}");
+        if !p.name.starts_with("idx-1-") {
+            s.set_pod(&p.name, "Succeeded", false);
+        }
+    }
+    until(&s, 30, "indexes 0 and 2", || {
+        s.jsonpath(&["job", "idx"], "{.status.completedIndexes}") == "0,2"
+    });
+    let one = s
+        .pods("job-name=idx")
+        .into_iter()
+        .find(|p| p.name.starts_with("idx-1-"))
+        .unwrap();
+    s.set_pod(&one.name, "Succeeded", false);
+    until(&s, 30, "completion", || {
+        s.jsonpath(
+            &["job", "idx"],
+            "{.status.completedIndexes} {.status.conditions[?(@.type==\"Complete\")].status}",
+        ) == "0-2 True"
+    });
+}
