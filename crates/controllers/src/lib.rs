@@ -6,6 +6,8 @@
 //! - [`serviceaccounts`]: a `default` ServiceAccount in every active namespace.
 //! - [`quota`]: ResourceQuotas' `status.hard`/`status.used`.
 //! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every active namespace.
+//! - [`workloads`]: ReplicaSet, ReplicationController, Deployment and Job controllers over
+//!   shared reflector stores, with kube's expectations, events, conditions and annotations.
 //!
 //! (A deleted namespace is emptied by the API server itself for now: barge-apiserver's
 //! `namespaces.rs`.)
@@ -19,6 +21,7 @@ pub mod quota;
 mod resources;
 pub mod rootca;
 pub mod serviceaccounts;
+pub mod workloads;
 
 use kube::Client;
 
@@ -54,10 +57,10 @@ pub async fn run(client: Client, config: Config, shutdown: impl std::future::Fut
         tokio::spawn(gc::run(client.clone())),
         tokio::spawn(serviceaccounts::run(client.clone())),
         tokio::spawn(quota::run(client.clone())),
+        tokio::spawn(workloads::run(client.clone())),
     ];
     if !config.root_ca_pem.is_empty() {
         tasks.push(tokio::spawn(rootca::run(client, config.root_ca_pem)));
     }
     shutdown.await;
     tasks.iter().for_each(|t| t.abort());
-}

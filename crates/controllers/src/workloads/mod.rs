@@ -1,0 +1,409 @@
+//! The workload controllers (kube-controller-manager's `replicaset`, `replicationcontroller`,
+//! `deployment`, `job` and `cronjob` controllers), on kube's runtime: one watcher per kind feeds a
+//! reflector store shared by every controller ([`Informers`]), and each controller is a
+//! [`applier`] over its kind's store, queued by the events of its own kind and of the kinds it
+//! owns (a pod event queues the ReplicaSet or Job that controls it, or — for an orphan — every
+//! one whose selector matches it, as kube's `addPod`/`updatePod` do).
+//!
+//! Creations and deletions go through kube's *expectations* ([`expectations`]): after a
+//! controller asks for N pods, it does not act on that owner again until the N creations have
+//! been observed through the pod watch (or 5 minutes passed), so a slow watch never makes it
+//! create twice.
+
+pub mod cron;
+pub mod cronjob;
+pub mod deployment;
+pub mod events;
+pub mod expectations;
+pub mod job;
+pub mod pods;
+pub mod replicaset;
+pub mod rollout;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use kube::api::Api;
+use kube::runtime::controller::{applier, Action, Config};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use self::expectations::Expectations;
+use crate::ControllerError;
+
+/// The shared caches every workload controller reads (never writes: writes go to the API).
+#[derive(Clone)]
+pub struct Informers {
+    pub pods: Store<Pod>,
+    pub replicasets: Store<ReplicaSet>,
+    pub rcs: Store<ReplicationController>,
+    pub deployments: Store<Deployment>,
+    pub jobs: Store<Job>,
+    pub cronjobs: Store<CronJob>,
+}
+
+/// What each reconciler gets: the client, the caches, the expectations.
+pub struct Ctx {
+    pub client: Client,
+    pub informers: Informers,
+    pub expectations: Expectations,
+}
+
+type Queue<K> = mpsc::UnboundedSender<ObjectRef<K>>;
+
+/// The queues of the controllers, which informers' event handlers fill.
+#[derive(Clone)]
+struct Queues {
+    rs: Queue<ReplicaSet>,
+    rc: Queue<ReplicationController>,
+    deploy: Queue<Deployment>,
+    job: Queue<Job>,
+    cronjob: Queue<CronJob>,
+}
+
+/// Runs the ReplicaSet, ReplicationController, Deployment, Job and CronJob controllers forever.
+pub async fn run(client: Client) {
+    let (pods, pods_w) = reflector::store::<Pod>();
+    let (rss, rss_w) = reflector::store::<ReplicaSet>();
+    let (rcs, rcs_w) = reflector::store::<ReplicationController>();
+    let (deps, deps_w) = reflector::store::<Deployment>();
+    let (jobs, jobs_w) = reflector::store::<Job>();
+    let (cjs, cjs_w) = reflector::store::<CronJob>();
+    let informers = Informers {
+        pods,
+        replicasets: rss,
+        rcs,
+        deployments: deps,
+        jobs,
+        cronjobs: cjs,
+    };
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        informers: informers.clone(),
+        expectations: Expectations::default(),
+    });
+    let (rs_tx, rs_rx) = mpsc::unbounded_channel();
+    let (rc_tx, rc_rx) = mpsc::unbounded_channel();
+    let (dep_tx, dep_rx) = mpsc::unbounded_channel();
+    let (job_tx, job_rx) = mpsc::unbounded_channel();
+    let (cj_tx, cj_rx) = mpsc::unbounded_channel();
+    let queues = Queues {
+        rs: rs_tx,
+        rc: rc_tx,
+        deploy: dep_tx,
+        job: job_tx,
+        cronjob: cj_tx,
+    };
+
+    let mut tasks = Vec::new();
+    {
+        let (q, c) = (queues.clone(), ctx.clone());
+        tasks.push(tokio::spawn(inform(
+            Api::<Pod>::all(client.clone()),
+            pods_w,
+            move |ev, store| on_pod(&q, &c, ev, store),
+        )));
+    }
+    {
+        let (q, c) = (queues.clone(), ctx.clone());
+        tasks.push(tokio::spawn(inform(
+            Api::<ReplicaSet>::all(client.clone()),
+            rss_w,
+            move |ev, _| on_replicaset(&q, &c, ev),
+        )));
+    }
+    {
+        let q = queues.clone();
+        tasks.push(tokio::spawn(inform(
+            Api::<ReplicationController>::all(client.clone()),
+            rcs_w,
+            move |ev, _| {
+                for o in touched(ev) {
+                    let _ = q.rc.send(ObjectRef::from(o));
+                }
+            },
+        )));
+    }
+    {
+        let q = queues.clone();
+        tasks.push(tokio::spawn(inform(
+            Api::<Deployment>::all(client.clone()),
+            deps_w,
+            move |ev, _| {
+                for o in touched(ev) {
+                    let _ = q.deploy.send(ObjectRef::from(o));
+                }
+            },
+        )));
+    }
+    {
+        let q = queues.clone();
+        tasks.push(tokio::spawn(inform(
+            Api::<Job>::all(client.clone()),
+            jobs_w,
+            move |ev, _| {
+                for o in touched(ev) {
+                    let _ = q.job.send(ObjectRef::from(o));
+                    if let Some(c) = pods::controller_of(&o.metadata) {
+                        if c.kind == "CronJob" {
+                            let ns = o.metadata.namespace.clone().unwrap_or_default();
+                            let _ = q.cronjob.send(ObjectRef::new(&c.name).within(&ns));
+                        }
+                    }
+                }
+            },
+        )));
+    }
+    {
+        let q = queues.clone();
+        tasks.push(tokio::spawn(inform(
+            Api::<CronJob>::all(client.clone()),
+            cjs_w,
+            move |ev, _| {
+                for o in touched(ev) {
+                    let _ = q.cronjob.send(ObjectRef::from(o));
+                }
+            },
+        )));
+    }
+
+    let cfg = Config::default().concurrency(4);
+    let rs = applier(
+        |o, c| Box::pin(replicaset::reconcile_rs(o, c)),
+        error_policy,
+        ctx.clone(),
+        informers.replicasets.clone(),
+        queue(rs_rx),
+        cfg.clone(),
+    )
+    .for_each(|_| async {});
+    let rc = applier(
+        |o, c| Box::pin(replicaset::reconcile_rc(o, c)),
+        error_policy,
+        ctx.clone(),
+        informers.rcs.clone(),
+        queue(rc_rx),
+        cfg.clone(),
+    )
+    .for_each(|_| async {});
+    let dep = applier(
+        |o, c| Box::pin(deployment::reconcile(o, c)),
+        error_policy,
+        ctx.clone(),
+        informers.deployments.clone(),
+        queue(dep_rx),
+        cfg.clone(),
+    )
+    .for_each(|_| async {});
+    let job = applier(
+        |o, c| Box::pin(job::reconcile(o, c)),
+        error_policy,
+        ctx.clone(),
+        informers.jobs.clone(),
+        queue(job_rx),
+        cfg.clone(),
+    )
+    .for_each(|_| async {});
+    let cj = applier(
+        |o, c| Box::pin(cronjob::reconcile(o, c)),
+        error_policy,
+        ctx.clone(),
+        informers.cronjobs.clone(),
+        queue(cj_rx),
+        cfg,
+    )
+    .for_each(|_| async {});
+    tokio::join!(rs, rc, dep, job, cj);
+    for t in tasks {
+        t.abort();
+    }
+}
+
+fn error_policy<K>(_: Arc<K>, e: &ControllerError, _: Arc<Ctx>) -> Action {
+    tracing::debug!("workloads: {e}");
+    Action::requeue(Duration::from_secs(1))
+}
+
+fn queue<K>(
+    mut rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
+) -> impl Stream<Item = Result<ObjectRef<K>, Infallible>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+    K::DynamicType: Send,
+{
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
+}
+
+/// The objects an event names (none for the markers of a re-list).
+fn touched<K>(ev: &watcher::Event<K>) -> Vec<&K> {
+    match ev {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
+            vec![o]
+        }
+        _ => vec![],
+    }
+}
+
+/// One informer: a watcher of every `K` feeding `writer`; `handler` sees each event with the
+/// store as it was *before* the event (so it can tell a creation from an update).
+async fn inform<K>(
+    api: Api<K>,
+    mut writer: reflector::store::Writer<K>,
+    mut handler: impl FnMut(&watcher::Event<K>, &Store<K>) + Send,
+) where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let reader = writer.as_reader();
+    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(ev) => {
+                let init_done = matches!(ev, watcher::Event::InitDone);
+                if !init_done {
+                    handler(&ev, &reader);
+                }
+                writer.apply_watcher_event(&ev);
+                if init_done {
+                    handler(&ev, &reader);
+                }
+            }
+            Err(e) => {
+                tracing::debug!("workloads: watching: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// kube's `addPod`/`updatePod`/`deletePod` of the ReplicaSet and Job controllers: observe
+/// expectations and queue the controller (or, for an orphan, every matching one).
+fn on_pod(q: &Queues, ctx: &Ctx, ev: &watcher::Event<Pod>, before: &Store<Pod>) {
+    let (pod, deleted) = match ev {
+        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
+        watcher::Event::Delete(p) => (p, true),
+        _ => return,
+    };
+    let old = before.get(&ObjectRef::from(pod));
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let owner = pods::controller_of(&pod.metadata);
+    if let Some(o) = owner {
+        let now_deleting = deleted || pod.metadata.deletion_timestamp.is_some();
+        let was_deleting = old
+            .as_ref()
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+        if old.is_none() && !deleted {
+            ctx.expectations.creation_observed(&o.uid);
+        }
+        if now_deleting && !was_deleting {
+            ctx.expectations.deletion_observed(&o.uid, &uid);
+        }
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut owners = vec![owner.cloned()];
+    // A pod whose controller changed queues the old one too (kube's updatePod).
+    if let Some(old) = &old {
+        if let Some(prev) = pods::controller_of(&old.metadata) {
+            if Some(&prev.uid) != owner.map(|o| &o.uid) {
+                owners.push(Some(prev.clone()));
+            }
+        }
+    }
+    for owner in owners {
+        match owner {
+            Some(o) => match o.kind.as_str() {
+                "ReplicaSet" => {
+                    let _ = q.rs.send(ObjectRef::new(&o.name).within(&ns));
+                    // The Deployment waits for pods of old ReplicaSets to go (Recreate).
+                    if deleted {
+                        if let Some(rs) = ctx
+                            .informers
+                            .replicasets
+                            .get(&ObjectRef::new(&o.name).within(&ns))
+                        {
+                            if let Some(d) = pods::controller_of(&rs.metadata) {
+                                let _ = q.deploy.send(ObjectRef::new(&d.name).within(&ns));
+                            }
+                        }
+                    }
+                }
+                "ReplicationController" => {
+                    let _ = q.rc.send(ObjectRef::new(&o.name).within(&ns));
+                }
+                "Job" => {
+                    let _ = q.job.send(ObjectRef::new(&o.name).within(&ns));
+                }
+                _ => {}
+            },
+            None if !deleted && pod.metadata.deletion_timestamp.is_none() => {
+                let labels = pod.metadata.labels.clone().unwrap_or_default();
+                for rs in ctx.informers.replicasets.state() {
+                    if rs.metadata.namespace.as_deref() == Some(&ns)
+                        && rs
+                            .spec
+                            .as_ref()
+                            .is_some_and(|s| pods::selector_matches(&s.selector, &labels))
+                    {
+                        let _ = q.rs.send(ObjectRef::from(rs.as_ref()));
+                    }
+                }
+                for rc in ctx.informers.rcs.state() {
+                    if rc.metadata.namespace.as_deref() == Some(&ns)
+                        && rc
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.selector.as_ref())
+                            .is_some_and(|s| pods::map_matches(s, &labels))
+                    {
+                        let _ = q.rc.send(ObjectRef::from(rc.as_ref()));
+                    }
+                }
+                for job in ctx.informers.jobs.state() {
+                    if job.metadata.namespace.as_deref() == Some(&ns)
+                        && job
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.selector.as_ref())
+                            .is_some_and(|s| pods::selector_matches(s, &labels))
+                    {
+                        let _ = q.job.send(ObjectRef::from(job.as_ref()));
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// A ReplicaSet event queues itself and the Deployment controlling it (or, for an orphan,
+/// every Deployment of its namespace, which adopts it if its selector matches).
+fn on_replicaset(q: &Queues, ctx: &Ctx, ev: &watcher::Event<ReplicaSet>) {
+    for rs in touched(ev) {
+        let _ = q.rs.send(ObjectRef::from(rs));
+        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+        if let Some(d) = pods::controller_of(&rs.metadata) {
+            if d.kind == "Deployment" {
+                let _ = q.deploy.send(ObjectRef::new(&d.name).within(&ns));
+            }
+        } else if rs.metadata.deletion_timestamp.is_none() {
+            let labels = rs.metadata.labels.clone().unwrap_or_default();
+            for d in ctx.informers.deployments.state() {
+                if d.metadata.namespace.as_deref() == Some(&ns)
+                    && d.spec
+                        .as_ref()
+                        .is_some_and(|s| pods::selector_matches(&s.selector, &labels))
+                {
+                    let _ = q.deploy.send(ObjectRef::from(d.as_ref()));
+                }
+            }
+        }
+    }
+}
