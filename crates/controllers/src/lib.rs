@@ -64,3 +64,4 @@ pub async fn run(client: Client, config: Config, shutdown: impl std::future::Fut
     }
     shutdown.await;
     tasks.iter().for_each(|t| t.abort());
+}
