@@ -2,6 +2,7 @@
 //! transport would send it. Helpers here; the tests by area in the submodules.
 
 mod bench;
+mod binding;
 mod discovery;
 mod lists;
 mod rest;
