@@ -197,7 +197,12 @@ pub fn run(args: ServerArgs) -> Result<()> {
         // admin credentials, started once the listener is bound.
         match controller_client(&kc).await {
             Ok(client) => {
-                tokio::spawn(barge_controllers::run(client, stopped(stop_rx.clone())));
+                tokio::spawn(barge_controllers::run(
+                    client.clone(),
+                    stopped(stop_rx.clone()),
+                ));
+                // The scheduler (kube-scheduler's part), leading through its Lease.
+                tokio::spawn(barge_scheduler::run(client, stopped(stop_rx.clone())));
             }
             Err(e) => tracing::warn!("controllers not started: {e:#}"),
         }
