@@ -944,3 +944,92 @@ fn the_scheduler_places_pods_as_kube_scheduler() {
     ]);
     assert!(holder.ends_with(" 15") && holder.len() > 3, "{holder}");
 }
+
+/// PriorityClass and preemption: the Priority admission fills `spec.priority`; a pod of a
+/// higher class that fits nowhere evicts a lower-priority pod (a `Preempted` event on it, its
+/// deletion) and is nominated to the node, then bound once the victim is gone (no agent here,
+/// so the test finishes the victim's graceful deletion itself).
+#[test]
+fn a_higher_priority_pod_preempts_a_lower_one() {
+    let s = Server::start(false, &[]);
+    let file = |name: &str, body: String| {
+        let p = s.dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    s.k(&[
+        "create",
+        "-f",
+        &file(
+            "n1.json",
+            r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"}}"#.into(),
+        ),
+    ]);
+    s.k(&[
+        "patch",
+        "node",
+        "n1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"allocatable":{"cpu":"1","memory":"4Gi","pods":"110"}}}"#,
+    ]);
+    s.k(&["create", "priorityclass", "low", "--value=10"]);
+    s.k(&["create", "priorityclass", "high", "--value=1000"]);
+    let pod = |name: &str, class: &str, cpu: &str| {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"priorityClassName":"{class}","containers":[{{"name":"c","image":"busybox","resources":{{"requests":{{"cpu":"{cpu}"}}}}}}]}}}}"#
+        );
+        s.k(&["create", "-f", &file(&format!("{name}.json"), body)]);
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let get = |args: &[&str]| s.k(args);
+    pod("victim", "low", "800m");
+    wait("victim bound", &|| {
+        get(&["get", "pod", "victim", "-o", "jsonpath={.spec.nodeName}"]) == "n1"
+    });
+    pod("vip", "high", "500m");
+    assert_eq!(
+        get(&["get", "pod", "vip", "-o", "jsonpath={.spec.priority}"]),
+        "1000"
+    );
+    wait("vip nominated", &|| {
+        get(&[
+            "get",
+            "pod",
+            "vip",
+            "-o",
+            "jsonpath={.status.nominatedNodeName}",
+        ]) == "n1"
+    });
+    let vip_uid = get(&["get", "pod", "vip", "-o", "jsonpath={.metadata.uid}"]);
+    let victim_events = get(&["describe", "pod", "victim"]);
+    assert!(
+        victim_events.contains(&format!("Preempted by pod {vip_uid} on node n1")),
+        "{victim_events}"
+    );
+    assert!(!get(&[
+        "get",
+        "pod",
+        "victim",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}"
+    ])
+    .is_empty());
+    let vip_events = get(&["describe", "pod", "vip"]);
+    assert!(
+        vip_events.contains("0/1 nodes are available: 1 Insufficient cpu."),
+        "{vip_events}"
+    );
+    // The victim goes (its kubelet would confirm; here the test does); the vip is bound.
+    s.k(&["delete", "pod", "victim", "--grace-period=0", "--force"]);
+    wait("vip bound", &|| {
+        get(&["get", "pod", "vip", "-o", "jsonpath={.spec.nodeName}"]) == "n1"
+    });
+}
