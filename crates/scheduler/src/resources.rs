@@ -263,7 +263,8 @@ mod tests {
         assert_eq!(r.memory, 300 << 20);
         // Non-zero: b has no memory → 200Mi; the sidecar too.
         let nz = pod_requests(&pod, true);
-        assert_eq!(nz.memory, (100 << 20) + (200 << 20) + (200 << 20) + 0);
+        // a 100Mi + b 200Mi + the sidecar 200Mi (i2's 300Mi + 200Mi ties).
+        assert_eq!(nz.memory, 500 << 20);
         let empty: Pod =
             serde_json::from_value(json!({"spec": {"containers": [{"name": "a"}]}})).unwrap();
         assert!(pod_requests(&empty, false).is_zero());

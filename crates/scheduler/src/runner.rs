@@ -5,17 +5,19 @@
 //! the `PodScheduled=False/Unschedulable` condition.
 //!
 //! Retries as kube's scheduling queue: a pod that failed waits for a change that could help
-//! (a node added or changed, a bound pod changed or deleted) and for its back-off (1 s doubling
-//! to 10 s per attempt), or at most 5 minutes. Each binding is "assumed" (counted on its node)
+//! (a node added or changed, a bound pod changed or deleted, an edit of its own spec or labels)
+//! and for its back-off (1 s doubling to 10 s per attempt), or at most 5 minutes. Each binding is "assumed" (counted on its node)
 //! until the pod watch shows it bound, so the next cycle never overcommits a node.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Event, EventSource, Namespace, Node, ObjectReference, Pod, PodSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -38,12 +40,17 @@ const MAX_UNSCHEDULABLE: Duration = Duration::from_secs(300);
 /// How long an assumed binding is counted without the watch confirming it.
 const ASSUME_TTL: Duration = Duration::from_secs(30);
 
+/// A pod's spec and labels as a failed attempt saw them.
+type Seen = (Option<PodSpec>, Option<BTreeMap<String, String>>);
+
 /// A failed pod's place in the queue.
 struct Backoff {
     attempts: u32,
     failed_at: Instant,
     /// The cluster change counter when it failed.
     changes_then: u64,
+    /// The pod's spec and labels when it failed (an edit of either retries it).
+    seen: Option<Seen>,
     /// The last `FailedScheduling` event for the pod: (name, count, message).
     event: Option<(String, i32, String)>,
 }
@@ -212,7 +219,10 @@ pub async fn run(client: Client, identity: String) {
                 None => ready.push(p),
                 Some(b) => {
                     let flush = b.failed_at + MAX_UNSCHEDULABLE;
-                    let due = if change_count > b.changes_then {
+                    let edited = b.seen.as_ref().is_some_and(|(spec, labels)| {
+                        *spec != p.spec || *labels != p.metadata.labels
+                    });
+                    let due = if change_count > b.changes_then || edited {
                         b.until().min(flush)
                     } else {
                         flush
@@ -362,11 +372,13 @@ impl Scheduler {
             attempts: 0,
             failed_at: Instant::now(),
             changes_then: change_count,
+            seen: None,
             event: None,
         });
         b.attempts += 1;
         b.failed_at = Instant::now();
         b.changes_then = change_count;
+        b.seen = Some((pod.spec.clone(), pod.metadata.labels.clone()));
         let previous = b.event.clone();
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -542,6 +554,7 @@ mod tests {
             attempts,
             failed_at: at,
             changes_then: 0,
+            seen: None,
             event: None,
         };
         assert_eq!(b(1).until() - at, Duration::from_secs(1));
