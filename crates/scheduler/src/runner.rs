@@ -245,7 +245,7 @@ pub async fn run(client: Client, identity: String) {
             }
             continue;
         };
-        let mut bound = all_pods;
+        let mut bound = with_nominated(all_pods, &pod);
         for (p, _) in s.assumed.values() {
             bound.retain(|b| uid(b) != uid(p));
             bound.push(p.clone());
@@ -257,6 +257,30 @@ pub async fn run(client: Client, identity: String) {
         );
         s.cycle(&pod, &snap, change_count).await;
     }
+}
+
+/// `pods` with the pending pods nominated to a node (after a preemption) placed on it when
+/// their priority is at least `pod`'s, so the room preemption made is not taken by a less
+/// important pod (kube's `RunFilterPluginsWithNominatedPods`, its first pass).
+pub fn with_nominated(mut pods: Vec<Pod>, pod: &Pod) -> Vec<Pod> {
+    let prio = crate::framework::priority(pod);
+    let me = uid(pod);
+    let nominated: Vec<Pod> = pods
+        .iter()
+        .filter(|p| is_pending(p) && uid(p) != me && crate::framework::priority(p) >= prio)
+        .filter_map(|p| {
+            let node = p
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty())?;
+            let mut q = p.clone();
+            q.spec.as_mut()?.node_name = Some(node);
+            Some(q)
+        })
+        .collect();
+    pods.extend(nominated);
+    pods
 }
 
 struct Scheduler {
@@ -562,6 +586,34 @@ mod tests {
         assert_eq!(b(4).until() - at, Duration::from_secs(8));
         assert_eq!(b(5).until() - at, Duration::from_secs(10));
         assert_eq!(b(40).until() - at, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn nominated_pods_hold_their_room_against_less_important_ones() {
+        let p = |name: &str, prio: i32, nominated: Option<&str>| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "uid": name},
+                "spec": {"containers": [], "priority": prio},
+                "status": {"nominatedNodeName": nominated}
+            }))
+            .unwrap()
+        };
+        let pods = vec![
+            p("vip", 100, Some("n1")),
+            p("low", 1, None),
+            p("peer", 100, None),
+        ];
+        let on_node = |v: Vec<Pod>| -> Vec<String> {
+            v.iter()
+                .filter(|p| p.spec.as_ref().unwrap().node_name.is_some())
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect()
+        };
+        assert_eq!(on_node(with_nominated(pods.clone(), &pods[1])), ["vip"]);
+        assert_eq!(on_node(with_nominated(pods.clone(), &pods[2])), ["vip"]);
+        assert!(on_node(with_nominated(pods.clone(), &pods[0])).is_empty());
+        let higher = p("higher", 1000, None);
+        assert!(on_node(with_nominated(pods, &higher)).is_empty());
     }
 
     #[test]
