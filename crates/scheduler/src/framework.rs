@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::resources::{pod_requests, Resource};
 
@@ -146,6 +147,11 @@ pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
     /// Namespaces' labels by name (for `namespaceSelector`s).
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Services' selectors: (namespace, `spec.selector`), for the default spreading.
+    pub services: Vec<(String, BTreeMap<String, String>)>,
+    /// The selectors of ReplicaSets, StatefulSets and ReplicationControllers by
+    /// (kind, namespace, name), for the default spreading of the pods they own.
+    pub controllers: BTreeMap<(String, String, String), LabelSelector>,
 }
 
 impl Snapshot {
@@ -177,6 +183,7 @@ impl Snapshot {
         Snapshot {
             nodes: infos,
             namespaces,
+            ..Default::default()
         }
     }
 

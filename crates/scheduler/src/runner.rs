@@ -1,4 +1,5 @@
-//! The scheduler's loop against the API: reflectors of nodes, pods and namespaces; a queue of
+//! The scheduler's loop against the API: reflectors of nodes, pods and namespaces (and of
+//! Services, ReplicaSets, StatefulSets and ReplicationControllers for the default spreading); a queue of
 //! the pods waiting (empty `spec.nodeName`, `schedulerName: default-scheduler`, no scheduling
 //! gates, not being deleted) taken highest priority first, then oldest; one cycle per pod;
 //! the binding (`pods/NAME/binding`) and a `Scheduled` event, or a `FailedScheduling` event and
@@ -15,10 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    Event, EventSource, Namespace, Node, ObjectReference, Pod, PodSpec,
+    Event, EventSource, Namespace, Node, ObjectReference, Pod, PodSpec, ReplicationController,
+    Service,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
@@ -175,7 +178,32 @@ pub async fn run(client: Client, identity: String) {
         changes.clone(),
         namespace_event,
     );
-    let _tasks = Tasks(vec![t1, t2, t3]);
+    // For the default spreading: what selects a pod.
+    let (services, t4) = reflect(
+        Api::<Service>::all(client.clone()),
+        wake.clone(),
+        changes.clone(),
+        |_| false,
+    );
+    let (replicasets, t5) = reflect(
+        Api::<ReplicaSet>::all(client.clone()),
+        wake.clone(),
+        changes.clone(),
+        |_| false,
+    );
+    let (statefulsets, t6) = reflect(
+        Api::<StatefulSet>::all(client.clone()),
+        wake.clone(),
+        changes.clone(),
+        |_| false,
+    );
+    let (rcs, t7) = reflect(
+        Api::<ReplicationController>::all(client.clone()),
+        wake.clone(),
+        changes.clone(),
+        |_| false,
+    );
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7]);
     for ready in [
         nodes.wait_until_ready().await,
         pods.wait_until_ready().await,
@@ -250,11 +278,48 @@ pub async fn run(client: Client, identity: String) {
             bound.retain(|b| uid(b) != uid(p));
             bound.push(p.clone());
         }
-        let snap = Snapshot::new(
+        let mut snap = Snapshot::new(
             nodes.state().iter().map(|n| (**n).clone()).collect(),
             bound,
             namespaces.state().iter().map(|n| (**n).clone()).collect(),
         );
+        snap.services = services
+            .state()
+            .iter()
+            .filter_map(|s| {
+                let sel = s.spec.as_ref()?.selector.clone()?;
+                Some((s.metadata.namespace.clone().unwrap_or_default(), sel))
+            })
+            .collect();
+        let key = |kind: &str, m: &ObjectMeta| {
+            (
+                kind.to_string(),
+                m.namespace.clone().unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+            )
+        };
+        for r in replicasets.state() {
+            if let Some(spec) = &r.spec {
+                snap.controllers
+                    .insert(key("ReplicaSet", &r.metadata), spec.selector.clone());
+            }
+        }
+        for r in statefulsets.state() {
+            if let Some(spec) = &r.spec {
+                snap.controllers
+                    .insert(key("StatefulSet", &r.metadata), spec.selector.clone());
+            }
+        }
+        for r in rcs.state() {
+            if let Some(sel) = r.spec.as_ref().and_then(|s| s.selector.clone()) {
+                let selector = LabelSelector {
+                    match_labels: Some(sel),
+                    ..Default::default()
+                };
+                snap.controllers
+                    .insert(key("ReplicationController", &r.metadata), selector);
+            }
+        }
         s.cycle(&pod, &snap, change_count).await;
     }
 }

@@ -45,12 +45,8 @@ pub fn score_nodes(pod: &PodInfo, feasible: &[&NodeInfo], snap: &Snapshot) -> Ve
         .map(|n| node::affinity_score(p, n))
         .collect();
     default_normalize(&mut affinity, false);
+    // (Uniform when the pod has no ScheduleAnyway constraint and no default one applies.)
     let spread_scores = spread::normalize(&spread::scores(p, feasible, snap));
-    let has_spread = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.topology_spread_constraints.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.when_unsatisfiable == "ScheduleAnyway"));
     let mut inter = interpod::scores(p, feasible, snap);
     interpod::normalize(&mut inter);
     feasible
@@ -59,7 +55,7 @@ pub fn score_nodes(pod: &PodInfo, feasible: &[&NodeInfo], snap: &Snapshot) -> Ve
         .map(|(i, n)| {
             3 * taint[i]
                 + 2 * affinity[i]
-                + if has_spread { 2 * spread_scores[i] } else { 0 }
+                + 2 * spread_scores[i]
                 + 2 * inter[i]
                 + fit::least_allocated_score(pod, n)
                 + fit::balanced_allocation_score(pod, n)

@@ -133,24 +133,37 @@ pub fn filter(pod: &Pod, node: &NodeInfo, snap: &Snapshot) -> Status {
 /// Raw scores for the feasible `nodes`; `None` for a node missing a topology key (it scores 0
 /// after [`normalize`]). All `Some(0)` when the pod has no `ScheduleAnyway` constraint.
 pub fn scores(pod: &Pod, nodes: &[&NodeInfo], snap: &Snapshot) -> Vec<Option<i64>> {
-    let cs = constraints(pod, "ScheduleAnyway");
+    let own = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .is_some_and(|c| !c.is_empty());
+    // Nodes missing a key are ignored only for the pod's own constraints.
+    let (cs, require_all) = if own {
+        (constraints(pod, "ScheduleAnyway"), true)
+    } else {
+        (system_defaults(pod, snap), false)
+    };
     if cs.is_empty() {
         return vec![Some(0); nodes.len()];
     }
-    let scored: Vec<&&NodeInfo> = nodes.iter().filter(|n| has_keys(n, &cs)).collect();
+    let keys_ok = |n: &NodeInfo| !require_all || has_keys(n, &cs);
+    let scored: Vec<&&NodeInfo> = nodes.iter().filter(|n| keys_ok(n)).collect();
     let mut weights = Vec::new();
     let mut counts: Vec<HashMap<String, i64>> = Vec::new();
     for c in &cs {
         let mut domains: HashMap<String, i64> = HashMap::new();
         if c.key != HOSTNAME {
             for n in &scored {
-                domains.insert(n.labels()[&c.key].clone(), 0);
+                if let Some(v) = n.labels().get(&c.key) {
+                    domains.insert(v.clone(), 0);
+                }
             }
             for n in &snap.nodes {
-                if !has_keys(n, &cs) || !eligible(pod, n, c) {
+                if !keys_ok(n) || !eligible(pod, n, c) {
                     continue;
                 }
-                if let Some(v) = domains.get_mut(&n.labels()[&c.key]) {
+                if let Some(v) = n.labels().get(&c.key).and_then(|v| domains.get_mut(v)) {
                     *v += count_on(n, c.selector.as_ref(), ns(pod));
                 }
             }
@@ -166,19 +179,83 @@ pub fn scores(pod: &Pod, nodes: &[&NodeInfo], snap: &Snapshot) -> Vec<Option<i64
     nodes
         .iter()
         .map(|n| {
-            if !has_keys(n, &cs) {
+            if !keys_ok(n) {
                 return None;
             }
             let mut score = 0.0;
             for (i, c) in cs.iter().enumerate() {
+                let Some(value) = n.labels().get(&c.key) else {
+                    continue;
+                };
                 let cnt = if c.key == HOSTNAME {
                     count_on(n, c.selector.as_ref(), ns(pod))
                 } else {
-                    counts[i].get(&n.labels()[&c.key]).copied().unwrap_or(0)
+                    counts[i].get(value).copied().unwrap_or(0)
                 };
                 score += cnt as f64 * weights[i] + (c.max_skew - 1) as f64;
             }
             Some(score.round() as i64)
+        })
+        .collect()
+}
+
+/// kube's `helper.DefaultSelector`: the selectors of the Services selecting the pod, and of
+/// the ReplicaSet, StatefulSet or ReplicationController controlling it, ANDed; `None` when
+/// nothing selects it.
+pub fn default_selector(pod: &Pod, snap: &Snapshot) -> Option<LabelSelector> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&EMPTY);
+    let mut sel = LabelSelector::default();
+    let mut set: BTreeMap<String, String> = BTreeMap::new();
+    for (svc_ns, selector) in &snap.services {
+        if svc_ns == ns(pod)
+            && !selector.is_empty()
+            && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        {
+            set.extend(selector.clone());
+        }
+    }
+    let owner = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    if let Some(o) = owner {
+        let group = o.api_version.split_once('/').map_or("", |(g, _)| g);
+        let known = matches!(
+            (group, o.kind.as_str()),
+            ("", "ReplicationController") | ("apps", "ReplicaSet") | ("apps", "StatefulSet")
+        );
+        let key = (o.kind.clone(), ns(pod).to_string(), o.name.clone());
+        if let Some(s) = snap.controllers.get(&key).filter(|_| known) {
+            set.extend(s.match_labels.clone().unwrap_or_default());
+            sel.match_expressions = s.match_expressions.clone();
+        }
+    }
+    if set.is_empty() && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty()) {
+        return None;
+    }
+    sel.match_labels = Some(set);
+    Some(sel)
+}
+
+/// The scheduler's default constraints for a pod without its own (kube's `systemDefaulted`):
+/// ScheduleAnyway by hostname (maxSkew 3) and by zone (maxSkew 5), over the pod's
+/// [`default_selector`].
+fn system_defaults(pod: &Pod, snap: &Snapshot) -> Vec<Constraint> {
+    let Some(selector) = default_selector(pod, snap) else {
+        return Vec::new();
+    };
+    [(HOSTNAME, 3), ("topology.kubernetes.io/zone", 5)]
+        .into_iter()
+        .map(|(key, max_skew)| Constraint {
+            max_skew,
+            key: key.into(),
+            min_domains: None,
+            selector: Some(selector.clone()),
+            honor_affinity: true,
+            honor_taints: false,
         })
         .collect()
 }
@@ -325,8 +402,49 @@ mod tests {
         let raw = scores(&p, &feasible, &s);
         assert_eq!(raw, vec![Some(4), Some(2), Some(0), Some(5)]);
         assert_eq!(normalize(&raw), vec![20, 60, 100, 0]);
-        // No ScheduleAnyway constraint: no effect.
+        // No constraint and nothing selecting the pod: no effect.
         let q = pod("new", "", json!(null));
         assert_eq!(scores(&q, &feasible, &s), vec![Some(0); 4]);
+    }
+
+    // The system defaults: a pod of a ReplicaSet spreads by hostname (maxSkew 3, weight
+    // ln(4 + 2)) over its siblings; nodes without a zone label are not ignored.
+    #[test]
+    fn system_default_spreading_follows_the_owner() {
+        let mut c = node("c", None);
+        c.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("topology.kubernetes.io/zone".into(), "z".into());
+        let nodes = vec![node("a", None), node("b", None), c];
+        let owned = |name: &str, node: &str| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": "web-1", "uid": "rs", "controller": true}]},
+                "spec": {"nodeName": node, "containers": [{"name": "c"}]}
+            }))
+            .unwrap()
+        };
+        let mut s = Snapshot::new(
+            nodes,
+            vec![owned("w1", "a"), owned("w2", "a"), owned("w3", "b")],
+            vec![],
+        );
+        let p = owned("new", "");
+        let feasible: Vec<&NodeInfo> = s.nodes.iter().collect();
+        // Without the ReplicaSet known: no selector, no effect.
+        assert_eq!(scores(&p, &feasible, &s), vec![Some(0); 3]);
+        s.controllers.insert(
+            ("ReplicaSet".into(), "default".into(), "web-1".into()),
+            serde_json::from_value(json!({"matchLabels": {"app": "web"}})).unwrap(),
+        );
+        let feasible: Vec<&NodeInfo> = s.nodes.iter().collect();
+        let raw = scores(&p, &feasible, &s);
+        // hostname: ln(5) = 1.609: a 2 → 3.22 + 2, b 1 → 1.61 + 2, c 0 → 2; zone (one
+        // domain, only c): ln(3) × 0 + 4 on c.
+        assert_eq!(raw, vec![Some(5), Some(4), Some(6)]);
+        assert_eq!(normalize(&raw), vec![83, 100, 66]);
     }
 }
