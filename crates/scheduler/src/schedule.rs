@@ -1,7 +1,8 @@
 //! One scheduling cycle (kube's `schedulePod`): every node through the filters in the default
 //! profile's order — the first failing plugin decides a node's reasons — then the feasible
 //! nodes scored by each plugin, normalised, weighted (TaintToleration 3, NodeAffinity 2,
-//! PodTopologySpread 2, InterPodAffinity 2, NodeResourcesFit 1, BalancedAllocation 1) and
+//! PodTopologySpread 2, InterPodAffinity 2, NodeResourcesFit 1, BalancedAllocation 1,
+//! ImageLocality 1) and
 //! summed; the best node wins, ties broken at random. When no node fits, the [`FitError`]
 //! carries kube's aggregated message, with DefaultPreemption's post-filter verdict.
 
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::{default_normalize, priority, NodeInfo, PodInfo, Snapshot, Status};
-use crate::plugins::{fit, interpod, node, spread};
+use crate::plugins::{fit, image, interpod, node, spread};
 
 /// Runs the filters on one node, in kube's default order; the first failure is the verdict.
 pub fn filter_node(pod: &PodInfo, n: &NodeInfo, snap: &Snapshot) -> Status {
@@ -59,6 +60,7 @@ pub fn score_nodes(pod: &PodInfo, feasible: &[&NodeInfo], snap: &Snapshot) -> Ve
                 + 2 * inter[i]
                 + fit::least_allocated_score(pod, n)
                 + fit::balanced_allocation_score(pod, n)
+                + image::score(p, n, snap)
         })
         .collect()
 }

@@ -6,6 +6,7 @@
 //! [`Status`]: crate::framework::Status
 
 pub mod fit;
+pub mod image;
 pub mod interpod;
 pub mod node;
 pub mod spread;
