@@ -152,6 +152,21 @@ pub struct Snapshot {
     /// The selectors of ReplicaSets, StatefulSets and ReplicationControllers by
     /// (kind, namespace, name), for the default spreading of the pods they own.
     pub controllers: BTreeMap<(String, String, String), LabelSelector>,
+    /// PodDisruptionBudgets, for preemption.
+    pub pdbs: Vec<Pdb>,
+}
+
+/// What preemption needs of a PodDisruptionBudget.
+#[derive(Clone, Debug, Default)]
+pub struct Pdb {
+    /// Its namespace.
+    pub namespace: String,
+    /// `spec.selector` (nil or empty selects nothing).
+    pub selector: Option<LabelSelector>,
+    /// `status.disruptionsAllowed`.
+    pub disruptions_allowed: i32,
+    /// `status.disruptedPods`' names (already being evicted: not counted again).
+    pub disrupted: Vec<String>,
 }
 
 impl Snapshot {

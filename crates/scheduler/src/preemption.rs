@@ -2,13 +2,14 @@
 //! evict lower-priority pods. Nodes whose failure preemption cannot fix (unresolvable) are
 //! skipped ("Preemption is not helpful for scheduling"); on the others every lower-priority pod
 //! is removed in a dry run, the filters run again, and the victims the pod can live with are
-//! reprieved (highest priority first). The node chosen has the lowest highest-priority victim,
-//! then the lowest priority sum, then the fewest victims (PodDisruptionBudgets are not
-//! consulted).
+//! reprieved (those a PodDisruptionBudget protects first, then highest priority first). The
+//! node chosen has the fewest PDB violations, then the lowest highest-priority victim, then the
+//! lowest priority sum, then the fewest victims.
 
 use std::collections::BTreeMap;
 
-use crate::framework::{is_terminated, NodeInfo, PodInfo, Snapshot, Status};
+use crate::framework::{is_terminated, NodeInfo, Pdb, PodInfo, Snapshot, Status};
+use crate::plugins::selector_matches;
 use crate::schedule::{filter_node, FitError};
 
 /// The post-filter's result.
@@ -34,6 +35,46 @@ fn with_node(snap: &Snapshot, node: NodeInfo) -> Snapshot {
         *slot = node;
     }
     s
+}
+
+/// Splits victims (in importance order) into those whose eviction would exceed a matching
+/// PodDisruptionBudget's `disruptionsAllowed` and the others (kube's
+/// `filterPodsWithPDBViolation`).
+fn split_by_pdb(victims: Vec<PodInfo>, pdbs: &[Pdb]) -> (Vec<PodInfo>, Vec<PodInfo>) {
+    let mut allowed: Vec<i32> = pdbs.iter().map(|p| p.disruptions_allowed).collect();
+    let (mut violating, mut rest) = (Vec::new(), Vec::new());
+    for v in victims {
+        let meta = &v.pod.metadata;
+        let mut violated = false;
+        if let Some(labels) = meta.labels.as_ref().filter(|l| !l.is_empty()) {
+            for (i, pdb) in pdbs.iter().enumerate() {
+                let empty = pdb.selector.as_ref().is_none_or(|s| {
+                    s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                        && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+                });
+                if meta.namespace.as_deref() != Some(pdb.namespace.as_str())
+                    || empty
+                    || !selector_matches(pdb.selector.as_ref(), labels)
+                    || meta
+                        .name
+                        .as_ref()
+                        .is_some_and(|n| pdb.disrupted.contains(n))
+                {
+                    continue;
+                }
+                allowed[i] -= 1;
+                if allowed[i] < 0 {
+                    violated = true;
+                }
+            }
+        }
+        if violated {
+            violating.push(v);
+        } else {
+            rest.push(v);
+        }
+    }
+    (violating, rest)
 }
 
 /// Runs the post-filter for `pod`, given the filters' `statuses` of every node.
@@ -63,8 +104,9 @@ pub fn preempt(pod: &PodInfo, snap: &Snapshot, statuses: &BTreeMap<String, Statu
         }
     }
     let mut verdicts: BTreeMap<String, Status> = BTreeMap::new();
-    // (max victim priority, priority sum, count, node, victims)
-    let mut best: Option<(i32, i64, usize, String, Vec<PodInfo>)> = None;
+    // (PDB violations, max victim priority, priority sum, count, node, victims)
+    type Candidate = (usize, i32, i64, usize, String, Vec<PodInfo>);
+    let mut best: Option<Candidate> = None;
     for n in &snap.nodes {
         let name = n.name().to_string();
         match statuses.get(&name) {
@@ -103,25 +145,33 @@ pub fn preempt(pod: &PodInfo, snap: &Snapshot, statuses: &BTreeMap<String, Statu
                     .cmp(&b.pod.metadata.creation_timestamp)
             })
         });
+        // Those whose eviction would violate a PodDisruptionBudget are reprieved first.
+        let (violating, rest) = split_by_pdb(victims, &snap.pdbs);
         let mut kept = Vec::new();
-        for v in victims {
+        let mut violations = 0usize;
+        for (v, violates) in violating
+            .into_iter()
+            .map(|v| (v, true))
+            .chain(rest.into_iter().map(|v| (v, false)))
+        {
             trial.add_pod(v.clone());
             let s = with_node(snap, trial.clone());
             if filter_node(pod, &trial, &s).is_success() {
                 continue;
             }
             trial.remove_pod(v.pod.metadata.uid.as_deref().unwrap_or(""));
+            violations += usize::from(violates);
             kept.push(v);
         }
         let max = kept.iter().map(PodInfo::priority).max().unwrap_or(i32::MIN);
         let sum: i64 = kept.iter().map(|p| p.priority() as i64).sum();
-        let key = (max, sum, kept.len());
-        if best.as_ref().is_none_or(|b| key < (b.0, b.1, b.2)) {
-            best = Some((max, sum, kept.len(), name, kept));
+        let key = (violations, max, sum, kept.len());
+        if best.as_ref().is_none_or(|b| key < (b.0, b.1, b.2, b.3)) {
+            best = Some((violations, max, sum, kept.len(), name, kept));
         }
     }
     match best {
-        Some((_, _, _, node, victims)) => Outcome::Victims {
+        Some((_, _, _, _, node, victims)) => Outcome::Victims {
             node,
             victims: victims
                 .iter()
@@ -198,6 +248,26 @@ mod tests {
                     error.to_string(),
                     "0/2 nodes are available: 2 Insufficient cpu."
                 );
+            }
+            d => panic!("{d:?}"),
+        }
+        // A PodDisruptionBudget protecting b1 (none allowed) moves the choice to node a.
+        let mut guarded = snap.clone();
+        guarded.nodes[1].pods[0]
+            .pod
+            .metadata
+            .labels
+            .replace([("app".to_string(), "db".to_string())].into());
+        guarded.pdbs.push(Pdb {
+            namespace: "default".into(),
+            selector: Some(serde_json::from_value(json!({"matchLabels": {"app": "db"}})).unwrap()),
+            disruptions_allowed: 0,
+            disrupted: vec![],
+        });
+        match schedule(&pod("hi", "", "1", 100, json!({})), &guarded, &mut |_| 0) {
+            Decision::Preempt { node, victims, .. } => {
+                assert_eq!(node, "a");
+                assert_eq!(victims.len(), 1);
             }
             d => panic!("{d:?}"),
         }

@@ -1,5 +1,6 @@
 //! The scheduler's loop against the API: reflectors of nodes, pods and namespaces (and of
-//! Services, ReplicaSets, StatefulSets and ReplicationControllers for the default spreading); a queue of
+//! Services, ReplicaSets, StatefulSets and ReplicationControllers for the default spreading, of
+//! PodDisruptionBudgets for preemption); a queue of
 //! the pods waiting (empty `spec.nodeName`, `schedulerName: default-scheduler`, no scheduling
 //! gates, not being deleted) taken highest priority first, then oldest; one cycle per pod;
 //! the binding (`pods/NAME/binding`) and a `Scheduled` event, or a `FailedScheduling` event and
@@ -21,6 +22,7 @@ use k8s_openapi::api::core::v1::{
     Event, EventSource, Namespace, Node, ObjectReference, Pod, PodSpec, ReplicationController,
     Service,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -30,7 +32,7 @@ use kube::Client;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::framework::Snapshot;
+use crate::framework::{Pdb, Snapshot};
 use crate::schedule::{queue_order, schedule, Decision};
 use crate::SCHEDULER_NAME;
 
@@ -203,7 +205,14 @@ pub async fn run(client: Client, identity: String) {
         changes.clone(),
         |_| false,
     );
-    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7]);
+    // For preemption.
+    let (pdbs, t8) = reflect(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        wake.clone(),
+        changes.clone(),
+        |_| false,
+    );
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8]);
     for ready in [
         nodes.wait_until_ready().await,
         pods.wait_until_ready().await,
@@ -298,6 +307,21 @@ pub async fn run(client: Client, identity: String) {
                 m.name.clone().unwrap_or_default(),
             )
         };
+        snap.pdbs = pdbs
+            .state()
+            .iter()
+            .map(|p| Pdb {
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                selector: p.spec.as_ref().and_then(|s| s.selector.clone()),
+                disruptions_allowed: p.status.as_ref().map_or(0, |s| s.disruptions_allowed),
+                disrupted: p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.disrupted_pods.as_ref())
+                    .map(|d| d.keys().cloned().collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
         for r in replicasets.state() {
             if let Some(spec) = &r.spec {
                 snap.controllers
