@@ -739,4 +739,261 @@ fn resource_quota_status_and_enforcement() {
     );
     s.k(&["delete", "pod", "p1", "-n", "q"]);
     eventually("status.used after delete", &s, || used() == "1 0 1");
+/// The scheduler in `barge server` (no agent: the Nodes are API objects made by the test):
+/// pods spread over the nodes that fit, nodeSelector and taints are honoured, a pod too big for
+/// any node stays Pending with kube's exact `FailedScheduling` message (as `kubectl describe`
+/// shows it) and `PodScheduled=False/Unschedulable`, a cordoned node takes no pod and the
+/// waiting pod is placed once a node is uncordoned; the scheduler holds the
+/// `kube-system/kube-scheduler` Lease.
+#[test]
+fn the_scheduler_places_pods_as_kube_scheduler() {
+    let s = Server::start(false, &[]);
+    let file = |name: &str, body: String| {
+        let p = s.dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    // Three nodes: n1 (zone a, ssd), n2 (zone b), n3 (4 cpus, tainted dedicated=gpu).
+    for (name, labels, taints, cpu) in [
+        ("n1", r#"{"zone":"a","disk":"ssd"}"#, "[]", "2"),
+        ("n2", r#"{"zone":"b"}"#, "[]", "2"),
+        (
+            "n3",
+            r#"{"zone":"c"}"#,
+            r#"[{"key":"dedicated","value":"gpu","effect":"NoSchedule"}]"#,
+            "4",
+        ),
+    ] {
+        let node = format!(
+            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{labels}}},"spec":{{"taints":{taints}}}}}"#
+        );
+        s.k(&["create", "-f", &file(&format!("{name}.json"), node)]);
+        let status = format!(
+            r#"{{"status":{{"capacity":{{"cpu":"{cpu}","memory":"4Gi","pods":"110"}},"allocatable":{{"cpu":"{cpu}","memory":"4Gi","pods":"110"}}}}}}"#
+        );
+        s.k(&[
+            "patch",
+            "node",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ]);
+    }
+    let pod = |name: &str, cpu: &str, extra: &str| {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{{extra}"containers":[{{"name":"c","image":"busybox","resources":{{"requests":{{"cpu":"{cpu}"}}}}}}]}}}}"#
+        );
+        s.k(&["create", "-f", &file(&format!("{name}.json"), body)]);
+    };
+    let node_of = |name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let n = s.k(&["get", "pod", name, "-o", "jsonpath={.spec.nodeName}"]);
+            if !n.is_empty() {
+                return n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} was not scheduled:\n{}\n{}",
+                s.k(&["describe", "pod", name]),
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let failed_message = |name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = s.k(&[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={name}"),
+                "-o",
+                "jsonpath={.items[?(@.reason==\"FailedScheduling\")].message}",
+            ]);
+            if !m.is_empty() {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no FailedScheduling for {name}:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // Spread: four pods land on n1 and n2 (least allocated), never on the tainted n3.
+    for i in 0..4 {
+        pod(&format!("web-{i}"), "100m", "");
+    }
+    let placed: Vec<String> = (0..4).map(|i| node_of(&format!("web-{i}"))).collect();
+    assert_eq!(
+        placed.iter().filter(|n| *n == "n1").count(),
+        2,
+        "{placed:?}"
+    );
+    assert_eq!(
+        placed.iter().filter(|n| *n == "n2").count(),
+        2,
+        "{placed:?}"
+    );
+    let conditions = s.k(&[
+        "get",
+        "pod",
+        "web-0",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].status}",
+    ]);
+    assert_eq!(conditions, "True");
+    let events = s.k(&["describe", "pod", "web-0"]);
+    assert!(
+        events.contains(&format!(
+            "Successfully assigned default/web-0 to {}",
+            placed[0]
+        )),
+        "{events}"
+    );
+    assert!(events.contains("default-scheduler"), "{events}");
+
+    // nodeSelector; a toleration plus required node affinity by name.
+    pod("ssd", "100m", r#""nodeSelector":{"disk":"ssd"},"#);
+    assert_eq!(node_of("ssd"), "n1");
+    pod(
+        "gpu",
+        "100m",
+        r#""tolerations":[{"key":"dedicated","operator":"Equal","value":"gpu","effect":"NoSchedule"}],"affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchFields":[{"key":"metadata.name","operator":"In","values":["n3"]}]}]}}},"#,
+    );
+    assert_eq!(node_of("gpu"), "n3");
+
+    // Too big for every node: Pending, with kube's message and condition.
+    pod("big", "100", "");
+    let want = "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+    assert_eq!(failed_message("big"), want);
+    let described = s.k(&["describe", "pod", "big"]);
+    assert!(described.contains("FailedScheduling"), "{described}");
+    assert!(described.contains(want), "{described}");
+    assert_eq!(
+        s.k(&[
+            "get", "pod", "big", "-o",
+            "jsonpath={.status.phase} {.status.conditions[?(@.type==\"PodScheduled\")].status} {.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+        ]),
+        "Pending False Unschedulable"
+    );
+
+    // Cordon: n1 and n2 take nothing; uncordoning n2 lets the waiting pod in.
+    s.k(&["cordon", "n1", "n2"]);
+    // The scheduler sees nodes and pods through separate watches: let the cordon arrive.
+    std::thread::sleep(Duration::from_secs(1));
+    pod("late", "100m", "");
+    assert_eq!(
+        failed_message("late"),
+        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 node(s) were unschedulable. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+    );
+    s.k(&["uncordon", "n2"]);
+    assert_eq!(node_of("late"), "n2");
+
+    // The scheduler leads through its Lease.
+    let holder = s.k(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "kube-scheduler",
+        "-o",
+        "jsonpath={.spec.holderIdentity} {.spec.leaseDurationSeconds}",
+    ]);
+    assert!(holder.ends_with(" 15") && holder.len() > 3, "{holder}");
+}
+
+/// PriorityClass and preemption: the Priority admission fills `spec.priority`; a pod of a
+/// higher class that fits nowhere evicts a lower-priority pod (a `Preempted` event on it, its
+/// deletion) and is nominated to the node, then bound once the victim is gone (no agent here,
+/// so the test finishes the victim's graceful deletion itself).
+#[test]
+fn a_higher_priority_pod_preempts_a_lower_one() {
+    let s = Server::start(false, &[]);
+    let file = |name: &str, body: String| {
+        let p = s.dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    s.k(&[
+        "create",
+        "-f",
+        &file(
+            "n1.json",
+            r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"}}"#.into(),
+        ),
+    ]);
+    s.k(&[
+        "patch",
+        "node",
+        "n1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"allocatable":{"cpu":"1","memory":"4Gi","pods":"110"}}}"#,
+    ]);
+    s.k(&["create", "priorityclass", "low", "--value=10"]);
+    s.k(&["create", "priorityclass", "high", "--value=1000"]);
+    let pod = |name: &str, class: &str, cpu: &str| {
+        let body = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"priorityClassName":"{class}","containers":[{{"name":"c","image":"busybox","resources":{{"requests":{{"cpu":"{cpu}"}}}}}}]}}}}"#
+        );
+        s.k(&["create", "-f", &file(&format!("{name}.json"), body)]);
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let get = |args: &[&str]| s.k(args);
+    pod("victim", "low", "800m");
+    wait("victim bound", &|| {
+        get(&["get", "pod", "victim", "-o", "jsonpath={.spec.nodeName}"]) == "n1"
+    });
+    pod("vip", "high", "500m");
+    assert_eq!(
+        get(&["get", "pod", "vip", "-o", "jsonpath={.spec.priority}"]),
+        "1000"
+    );
+    wait("vip nominated", &|| {
+        get(&[
+            "get",
+            "pod",
+            "vip",
+            "-o",
+            "jsonpath={.status.nominatedNodeName}",
+        ]) == "n1"
+    });
+    let vip_uid = get(&["get", "pod", "vip", "-o", "jsonpath={.metadata.uid}"]);
+    let victim_events = get(&["describe", "pod", "victim"]);
+    assert!(
+        victim_events.contains(&format!("Preempted by pod {vip_uid} on node n1")),
+        "{victim_events}"
+    );
+    assert!(!get(&[
+        "get",
+        "pod",
+        "victim",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}"
+    ])
+    .is_empty());
+    let vip_events = get(&["describe", "pod", "vip"]);
+    assert!(
+        vip_events.contains("0/1 nodes are available: 1 Insufficient cpu."),
+        "{vip_events}"
+    );
+    // The victim goes (its kubelet would confirm; here the test does); the vip is bound.
+    s.k(&["delete", "pod", "victim", "--grace-period=0", "--force"]);
+    wait("vip bound", &|| {
+        get(&["get", "pod", "vip", "-o", "jsonpath={.spec.nodeName}"]) == "n1"
+    });
 }

@@ -201,10 +201,12 @@ pub fn run(args: ServerArgs) -> Result<()> {
                     root_ca_pem: pki.server_ca_pem.clone(),
                 };
                 tokio::spawn(barge_controllers::run(
-                    client,
+                    client.clone(),
                     config,
                     stopped(stop_rx.clone()),
                 ));
+                // The scheduler (kube-scheduler's part), leading through its Lease.
+                tokio::spawn(barge_scheduler::run(client, stopped(stop_rx.clone())));
             }
             Err(e) => tracing::warn!("controllers not started: {e:#}"),
         }

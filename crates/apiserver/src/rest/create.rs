@@ -98,6 +98,9 @@ impl ApiServer {
         if let Some(ns) = namespace.filter(|_| info.namespaced) {
             self.check_namespace_open(info, &name, ns).await?;
         }
+        if (info.group, info.plural) == ("", "pods") {
+            self.admit_priority(obj).await?;
+        }
         self.admit_create(info, namespace, obj).await?;
         let key = info.key(namespace, &name);
         if dry_run {

@@ -2,6 +2,7 @@
 //! verb → handler) and the handlers, one module per verb family.
 
 mod apply;
+mod binding;
 mod create;
 mod custom;
 mod defaults;
@@ -13,6 +14,7 @@ mod list;
 mod managed;
 pub(crate) mod object;
 mod patch;
+mod priority;
 mod scale;
 mod strategic;
 mod update;
@@ -179,7 +181,8 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
         (Verb::Update, Some("finalize")) => api.update(&req).await,
         (Verb::Delete, None) => api.delete(&req).await,
         (Verb::DeleteCollection, None) => api.delete_collection(&req).await,
-        // pods/log, exec, attach, portforward, binding, eviction, serviceaccounts/token:
+        (Verb::Create, Some("binding")) if req.info.plural == "pods" => api.bind(&req).await,
+        // pods/log, exec, attach, portforward, eviction, serviceaccounts/token:
         // routes the agent and auth work fill in.
         _ => Err(ApiError::MethodNotAllowed),
     }?;

@@ -28,6 +28,9 @@ pub(crate) enum Part {
     Status,
     /// A namespace's `finalize` subresource: only `spec.finalizers`.
     Finalize,
+    /// A pod's `binding` subresource: the object as the server computed it from the stored
+    /// one (`spec.nodeName`, annotations and the `PodScheduled` condition in one write).
+    Binding,
 }
 
 impl Part {
@@ -145,6 +148,7 @@ impl ApiServer {
                 }
                 r
             }
+            Part::Binding => new,
             Part::Finalize => {
                 let mut r = old.clone();
                 if !r["spec"].is_object() {
@@ -173,7 +177,7 @@ impl ApiServer {
         validate_meta(info, &result)?;
         let subresource = match part {
             Part::Status => "status",
-            Part::Main | Part::Finalize => "",
+            Part::Main | Part::Finalize | Part::Binding => "",
         };
         // managedFields come from the stored object, never from the client.
         match old["metadata"].get("managedFields") {

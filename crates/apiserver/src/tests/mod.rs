@@ -4,6 +4,7 @@
 mod admission;
 mod bench;
 mod crd;
+mod binding;
 mod discovery;
 mod lists;
 mod rest;
