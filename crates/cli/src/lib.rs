@@ -174,7 +174,7 @@ pub fn main(args: &[String]) -> i32 {
         return 0;
     };
     if let Cmd::Compose(args) = cmd {
-        return match compose::run(args) {
+        return match compose::run(args, &cli.host) {
             Ok(code) => code,
             Err(e) => report(&e),
         };

@@ -1,0 +1,368 @@
+//! End-to-end: `barge compose` drives the daemon as docker compose v2 does — names, labels,
+//! networks and volumes as compose makes them, start order and health conditions, convergence
+//! (a second `up` touches nothing; a change recreates only its service), scale, one-offs,
+//! exec, ps/logs output, foreground `up` with prefixed logs, and failures worded as compose's.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::LazyLock;
+
+use common::*;
+
+static D: LazyLock<Daemon> = LazyLock::new(|| {
+    let d = Daemon::start();
+    d.load_layout();
+    d
+});
+
+/// A project written into a temp dir; `down -v --remove-orphans` on drop, even on failure.
+struct Proj {
+    dir: PathBuf,
+    name: String,
+}
+
+impl Proj {
+    fn new(name: &str, yaml: &str) -> Proj {
+        let dir = std::env::temp_dir().join(format!("barge-compose-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = Proj {
+            dir,
+            name: name.to_string(),
+        };
+        p.write(yaml);
+        p
+    }
+
+    fn file(&self) -> String {
+        self.dir.join("compose.yaml").display().to_string()
+    }
+
+    fn write(&self, yaml: &str) {
+        std::fs::write(self.file(), yaml).unwrap();
+    }
+
+    fn compose(&self, args: &[&str]) -> Output {
+        let file = self.file();
+        let mut all = vec!["compose", "-f", &file, "-p", &self.name];
+        all.extend_from_slice(args);
+        D.barge(&all)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.compose(args);
+        assert!(
+            out.status.success(),
+            "compose {args:?} failed ({:?}):\nstdout: {}\nstderr: {}\ndaemon log tail:\n{}",
+            out.status.code(),
+            stdout(&out),
+            stderr(&out),
+            tail(&D.log(), 30)
+        );
+        stdout(&out)
+    }
+
+    fn id(&self, container: &str) -> String {
+        D.inspect(container, "{{.Id}}")
+    }
+}
+
+impl Drop for Proj {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "1"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const HEALTHY: &str = r#"
+services:
+  web:
+    image: multilayer:1
+    healthcheck:
+      test: ["CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/')"]
+      interval: 1s
+      retries: 60
+    stop_grace_period: 1s
+  client:
+    image: multilayer:1
+    entrypoint: ["python3", "-c"]
+    command: ["import urllib.request; print('client got', urllib.request.urlopen('http://web:8080/').status)"]
+    environment:
+      ROUND: "1"
+    depends_on:
+      web:
+        condition: service_healthy
+"#;
+
+#[test]
+fn up_waits_for_health_labels_as_compose_and_converges() {
+    let p = Proj::new("cmphealth", HEALTHY);
+    let out = p.compose(&["up", "-d"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(" Network cmphealth_default  Created"), "{err}");
+    assert!(err.contains(" Container cmphealth-web-1  Healthy"), "{err}");
+    // The client reached the web service by its name once it was healthy.
+    D.wait_for("client to exit", 60, || {
+        D.inspect("cmphealth-client-1", "{{.State.Status}}") == "exited"
+    });
+    let logs = p.ok(&["logs", "client"]);
+    assert!(logs.contains("client-1  | client got 200"), "{logs}");
+    assert_eq!(D.inspect("cmphealth-client-1", "{{.State.ExitCode}}"), "0");
+
+    // Labels, field by field as docker compose v2 sets them (pkg/compose/create.go).
+    let labels: serde_json::Value =
+        serde_json::from_str(&D.inspect("cmphealth-client-1", "{{json .Config.Labels}}")).unwrap();
+    let image_id = D.inspect("multilayer:1", "{{.Id}}");
+    let dir = p.dir.display().to_string();
+    for (k, v) in [
+        ("com.docker.compose.project", "cmphealth"),
+        ("com.docker.compose.service", "client"),
+        ("com.docker.compose.container-number", "1"),
+        ("com.docker.compose.oneoff", "False"),
+        ("com.docker.compose.depends_on", "web:service_healthy:false"),
+        ("com.docker.compose.project.working_dir", dir.as_str()),
+        ("com.docker.compose.project.config_files", p.file().as_str()),
+        ("com.docker.compose.version", "2.32.4"),
+        ("com.docker.compose.image", image_id.as_str()),
+    ] {
+        assert_eq!(labels[k].as_str(), Some(v), "label {k} in {labels}");
+    }
+    let hash = labels["com.docker.compose.config-hash"].as_str().unwrap();
+    assert!(
+        hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+        "{hash}"
+    );
+    let net: serde_json::Value =
+        serde_json::from_str(&D.inspect("cmphealth_default", "{{json .Labels}}")).unwrap();
+    assert_eq!(net["com.docker.compose.network"], "default");
+    assert_eq!(net["com.docker.compose.project"], "cmphealth");
+    // Aliases: the container name and the service name.
+    let nets: serde_json::Value =
+        serde_json::from_str(&D.inspect("cmphealth-web-1", "{{json .NetworkSettings.Networks}}"))
+            .unwrap();
+    let aliases = &nets["cmphealth_default"]["Aliases"];
+    assert_eq!(
+        aliases,
+        &serde_json::json!(["cmphealth-web-1", "web"]),
+        "{nets}"
+    );
+
+    // ps --format json: one object per line, compose's fields.
+    let ps = p.ok(&["ps", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = ps
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "only web runs: {ps}");
+    assert_eq!(rows[0]["Name"], "cmphealth-web-1");
+    assert_eq!(rows[0]["Service"], "web");
+    assert_eq!(rows[0]["Project"], "cmphealth");
+    assert_eq!(rows[0]["State"], "running");
+    assert_eq!(rows[0]["Health"], "healthy");
+    assert_eq!(p.ok(&["ps", "-a", "--services"]), "client\nweb\n");
+    let table = p.ok(&["ps"]);
+    assert!(table.starts_with("NAME "), "{table}");
+    assert!(
+        table.contains("cmphealth-web-1") && table.contains("multilayer:1"),
+        "{table}"
+    );
+
+    // exec in the service container; run --rm leaves no one-off behind.
+    assert_eq!(
+        p.ok(&["exec", "-T", "web", "python3", "-c", "print('hi')"])
+            .trim(),
+        "hi"
+    );
+    let out = p.ok(&["run", "--rm", "--no-deps", "client", "print('oneoff')"]);
+    assert_eq!(out.trim(), "oneoff");
+    let left = D.ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=com.docker.compose.oneoff=True",
+    ]);
+    assert_eq!(left.trim(), "", "one-off container left behind");
+
+    // A second `up` with nothing changed touches no running container.
+    let web_id = p.id("cmphealth-web-1");
+    let started = D.inspect("cmphealth-web-1", "{{.State.StartedAt}}");
+    let client_id = p.id("cmphealth-client-1");
+    let err = stderr(&p.compose(&["up", "-d"]));
+    assert!(err.contains(" Container cmphealth-web-1  Running"), "{err}");
+    assert!(!err.contains("Recreate"), "{err}");
+    assert_eq!(p.id("cmphealth-web-1"), web_id);
+    assert_eq!(
+        D.inspect("cmphealth-web-1", "{{.State.StartedAt}}"),
+        started
+    );
+    assert_eq!(p.id("cmphealth-client-1"), client_id);
+
+    // A change to the client recreates only the client.
+    p.write(&HEALTHY.replace("ROUND: \"1\"", "ROUND: \"2\""));
+    let err = p.ok(&["up", "-d"]);
+    let _ = err;
+    assert_eq!(p.id("cmphealth-web-1"), web_id);
+    assert_eq!(
+        D.inspect("cmphealth-web-1", "{{.State.StartedAt}}"),
+        started
+    );
+    assert_ne!(p.id("cmphealth-client-1"), client_id);
+    assert!(D
+        .inspect("cmphealth-client-1", "{{.Config.Env}}")
+        .contains("ROUND=2"));
+
+    p.ok(&["down", "-t", "1"]);
+    assert_eq!(
+        D.ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            "label=com.docker.compose.project=cmphealth"
+        ])
+        .trim(),
+        ""
+    );
+    assert!(!D
+        .barge(&["network", "inspect", "cmphealth_default"])
+        .status
+        .success());
+}
+
+const STORE: &str = r#"
+services:
+  store:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    volumes:
+      - data:/data
+  web:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+volumes:
+  data:
+"#;
+
+#[test]
+fn named_volume_survives_down_and_scale() {
+    let p = Proj::new("cmpstore", STORE);
+    p.ok(&["up", "-d", "--scale", "web=3"]);
+    let ids = p.ok(&["ps", "-q"]);
+    assert_eq!(ids.lines().count(), 4, "{ids}");
+    for n in 1..=3 {
+        assert_eq!(
+            D.inspect(&format!("cmpstore-web-{n}"), "{{.State.Status}}"),
+            "running"
+        );
+    }
+    let vol: serde_json::Value =
+        serde_json::from_str(&D.inspect("cmpstore_data", "{{json .Labels}}")).unwrap();
+    assert_eq!(vol["com.docker.compose.volume"], "data");
+    assert_eq!(vol["com.docker.compose.project"], "cmpstore");
+    // Scaling down keeps replica 1 as it was and removes the others.
+    let web1 = p.id("cmpstore-web-1");
+    p.ok(&["up", "-d", "--scale", "web=1"]);
+    assert_eq!(p.id("cmpstore-web-1"), web1);
+    assert!(!D.barge(&["inspect", "cmpstore-web-3"]).status.success());
+
+    p.ok(&[
+        "exec",
+        "-T",
+        "store",
+        "sh",
+        "-c",
+        "echo persisted > /data/f",
+    ]);
+    p.ok(&["down", "-t", "1"]);
+    D.ok(&["volume", "inspect", "cmpstore_data"]);
+    p.ok(&["up", "-d", "store"]);
+    assert_eq!(
+        p.ok(&["exec", "-T", "store", "cat", "/data/f"]).trim(),
+        "persisted"
+    );
+    // `up store` started only the store.
+    assert!(!D.barge(&["inspect", "cmpstore-web-1"]).status.success());
+    p.ok(&["down", "-v", "-t", "1"]);
+    assert!(!D
+        .barge(&["volume", "inspect", "cmpstore_data"])
+        .status
+        .success());
+}
+
+#[test]
+fn foreground_up_prefixes_logs_and_returns_the_exit_code() {
+    let p = Proj::new(
+        "cmpfg",
+        r#"
+services:
+  one:
+    image: busybox:1.35
+    command: ["sh", "-c", "sleep 1; echo hello from one; exit 3"]
+  two:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+"#,
+    );
+    let out = p.compose(&["up", "--exit-code-from", "one"]);
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "{so}\n{}", stderr(&out));
+    assert!(so.contains("Attaching to one-1, two-1"), "{so}");
+    assert!(so.contains("one-1  | hello from one"), "{so}");
+    assert!(so.contains("one-1 exited with code 3"), "{so}");
+    assert_eq!(D.inspect("cmpfg-two-1", "{{.State.Running}}"), "false");
+
+    // A dependency that fails ends `up` with compose's message.
+    let p = Proj::new(
+        "cmpdep",
+        r#"
+services:
+  init:
+    image: busybox:1.35
+    command: ["sh", "-c", "exit 3"]
+  app:
+    image: busybox:1.35
+    command: ["true"]
+    depends_on:
+      init:
+        condition: service_completed_successfully
+"#,
+    );
+    let out = p.compose(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("service \"init\" didn't complete successfully: exit 3"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn port_conflict_fails_with_one_message() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let p = Proj::new(
+        "cmpport",
+        &format!(
+            r#"
+services:
+  web:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    ports:
+      - "127.0.0.1:{port}:80"
+"#
+        ),
+    );
+    let out = p.compose(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    let messages: Vec<&str> = err.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(messages.len(), 1, "{err}");
+    assert!(messages[0].contains("address already in use"), "{err}");
+    drop(listener);
+}
