@@ -366,3 +366,92 @@ services:
     assert!(messages[0].contains("address already in use"), "{err}");
     drop(listener);
 }
+
+const PAIR: &str = r#"
+services:
+  a:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    ports:
+      - "127.0.0.1::80"
+  b:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    depends_on: [a]
+"#;
+
+#[test]
+fn lifecycle_commands_and_recreate_flags() {
+    let p = Proj::new("cmplife", PAIR);
+    let state = |c: &str| D.inspect(c, "{{.State.Status}}");
+    p.ok(&["up", "-d", "--wait"]);
+    let port = p.ok(&["port", "a", "80"]);
+    assert!(port.trim().starts_with("127.0.0.1:"), "{port}");
+    assert!(p.ok(&["top", "a"]).contains("sleep"));
+    let images = p.ok(&["images"]);
+    assert!(
+        images.contains("cmplife-a-1") && images.contains("busybox"),
+        "{images}"
+    );
+    let ls = p.ok(&["ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("cmplife ") && l.contains("running(2)")),
+        "{ls}"
+    );
+    assert!(p.ok(&["version"]).starts_with("Docker Compose version v2."));
+
+    p.ok(&["pause", "a"]);
+    assert_eq!(state("cmplife-a-1"), "paused");
+    p.ok(&["unpause", "a"]);
+    assert_eq!(state("cmplife-a-1"), "running");
+    p.ok(&["stop", "-t", "1"]);
+    assert_eq!(
+        (state("cmplife-a-1"), state("cmplife-b-1")),
+        ("exited".into(), "exited".into())
+    );
+    assert_eq!(p.ok(&["ps", "-q"]).trim(), "");
+    assert_eq!(p.ok(&["ps", "-aq"]).lines().count(), 2);
+    p.ok(&["start"]);
+    assert_eq!(
+        (state("cmplife-a-1"), state("cmplife-b-1")),
+        ("running".into(), "running".into())
+    );
+    let started = D.inspect("cmplife-b-1", "{{.State.StartedAt}}");
+    p.ok(&["restart", "-t", "1", "b"]);
+    assert_ne!(D.inspect("cmplife-b-1", "{{.State.StartedAt}}"), started);
+    p.ok(&["kill", "b"]);
+    D.wait_for("b killed", 10, || state("cmplife-b-1") == "exited");
+    p.ok(&["rm", "-f", "b"]);
+    assert!(!D.barge(&["inspect", "cmplife-b-1"]).status.success());
+
+    // --no-recreate creates what is missing and keeps the rest; --force-recreate --no-deps
+    // replaces only the named service.
+    let a = p.id("cmplife-a-1");
+    p.ok(&["up", "-d", "--no-recreate"]);
+    assert_eq!(p.id("cmplife-a-1"), a);
+    let b = p.id("cmplife-b-1");
+    p.ok(&["up", "-d", "--force-recreate", "--no-deps", "a"]);
+    assert_ne!(p.id("cmplife-a-1"), a);
+    assert_eq!(p.id("cmplife-b-1"), b);
+    let labels: serde_json::Value =
+        serde_json::from_str(&D.inspect("cmplife-a-1", "{{json .Config.Labels}}")).unwrap();
+    assert_eq!(
+        labels["com.docker.compose.replace"].as_str(),
+        Some(a.as_str())
+    );
+
+    // A service dropped from the file is an orphan: warned about, removed on request.
+    p.write(&PAIR[..PAIR.find("  b:").unwrap()]);
+    let out = p.compose(&["up", "-d"]);
+    assert!(
+        stderr(&out).contains("Found orphan containers ([cmplife-b-1])"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(state("cmplife-b-1"), "running");
+    p.ok(&["up", "-d", "--remove-orphans"]);
+    assert!(!D.barge(&["inspect", "cmplife-b-1"]).status.success());
+}

@@ -106,11 +106,29 @@ pub fn service_hash(name: &str, service: &Service) -> Result<String, ConvertErro
     }
     s.depends_on.clear();
     s.profiles.clear();
-    let data = serde_json::to_vec(&s).map_err(|error| ConvertError::Hash {
+    let data = serde_json::to_string(&s).map_err(|error| ConvertError::Hash {
         service: name.to_string(),
         error,
     })?;
-    Ok(hex(&Sha256::digest(&data)))
+    Ok(hex(&Sha256::digest(go_json_escape(&data).as_bytes())))
+}
+
+/// Go's `json.Marshal` escapes `<`, `>`, `&`, U+2028 and U+2029 inside strings (HTML-safe
+/// output); these characters only occur inside strings in JSON text, so replacing them
+/// everywhere gives Go's bytes.
+fn go_json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn hex(b: &[u8]) -> String {
@@ -772,6 +790,10 @@ mod tests {
         let mut changed = web.clone();
         changed.environment.insert("A".into(), Some("1".into()));
         assert_ne!(service_hash("web", &changed).unwrap(), h);
+        assert_eq!(
+            go_json_escape(r#"{"a":"x<y>&z"}"#),
+            r#"{"a":"x\u003cy\u003e\u0026z"}"#
+        );
     }
 
     #[test]
