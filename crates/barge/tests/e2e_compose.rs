@@ -455,3 +455,73 @@ fn lifecycle_commands_and_recreate_flags() {
     p.ok(&["up", "-d", "--remove-orphans"]);
     assert!(!D.barge(&["inspect", "cmplife-b-1"]).status.success());
 }
+
+#[test]
+fn up_builds_missing_images_and_ctrl_c_stops_the_project() {
+    let p = Proj::new(
+        "cmpbuild",
+        r#"
+services:
+  app:
+    build:
+      context: .
+      args:
+        WORD: built
+  sleeper:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+"#,
+    );
+    std::fs::write(
+        p.dir.join("Dockerfile"),
+        "FROM busybox:1.35\nARG WORD\nRUN echo $WORD > /built\nCMD [\"cat\", \"/built\"]\n",
+    )
+    .unwrap();
+    // The image is built (tagged {project}-{service}) because it is missing.
+    p.ok(&["up", "-d"]);
+    D.ok(&["image", "inspect", "cmpbuild-app"]);
+    D.wait_for("app to exit", 30, || {
+        D.inspect("cmpbuild-app-1", "{{.State.Status}}") == "exited"
+    });
+    assert!(p.ok(&["logs", "app"]).contains("app-1  | built"));
+    p.ok(&["build", "app"]);
+    p.ok(&["stop", "-t", "1"]);
+
+    // Foreground `up`: Ctrl-C stops the containers and exits 130.
+    let file = p.file();
+    let child = std::process::Command::new(BARGE)
+        .env("BARGE_HOST", &D.host)
+        .args(["compose", "-f", &file, "-p", "cmpbuild", "up", "sleeper"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    D.wait_for("sleeper to run", 30, || {
+        D.inspect("cmpbuild-sleeper-1", "{{.State.Status}}") == "running"
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Gracefully stopping..."),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        D.inspect("cmpbuild-sleeper-1", "{{.State.Status}}"),
+        "exited"
+    );
+
+    // down --rmi local removes the built image (it has no custom tag).
+    p.ok(&["down", "--rmi", "local", "-t", "1"]);
+    assert!(!D
+        .barge(&["image", "inspect", "cmpbuild-app"])
+        .status
+        .success());
+}

@@ -5,6 +5,7 @@
 //! them). The bodies, hash and plan come from `barge_compose::{convert, plan}`.
 
 mod cmds;
+mod images;
 mod project;
 mod up;
 
@@ -83,6 +84,12 @@ pub enum ComposeCmd {
     Ls(cmds::LsArgs),
     /// Show the Docker Compose version information
     Version(cmds::VersionArgs),
+    /// Build or rebuild services
+    Build(images::BuildArgs),
+    /// Pull service images
+    Pull(images::PullArgs),
+    /// Push service images
+    Push(images::PullArgs),
 }
 
 /// `barge compose config`.
@@ -172,6 +179,9 @@ async fn engine(args: ComposeArgs, host: &str) -> Result<i32> {
         ComposeCmd::Run(a) => cmds::run(c, &args, a).await,
         ComposeCmd::Port(a) => cmds::port(c, &args, a).await,
         ComposeCmd::Ls(a) => cmds::ls(c, a).await,
+        ComposeCmd::Build(a) => images::build(c, &args, a).await,
+        ComposeCmd::Pull(a) => images::pull(c, &args, a, false).await,
+        ComposeCmd::Push(a) => images::pull(c, &args, a, true).await,
         ComposeCmd::Config(_) | ComposeCmd::Version(_) => unreachable!("handled above"),
     }
 }

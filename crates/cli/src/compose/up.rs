@@ -178,6 +178,10 @@ pub struct RmArgs {
 
 /// What `converge` does.
 struct Converge {
+    /// Build images with a `build` section first (`--build`).
+    build: bool,
+    /// Pull images even when present (`--pull always`).
+    pull_always: bool,
     services: Vec<String>,
     no_deps: bool,
     policy: Recreate,
@@ -242,7 +246,8 @@ async fn ensure_images(
                     .await
             }
         };
-        let found = if pull_always {
+        let pull = (pull_always || s.pull_policy == "always") && !s.image.is_empty();
+        let found = if pull {
             None
         } else {
             inspect(client, image.clone()).await.ok()
@@ -250,10 +255,11 @@ async fn ensure_images(
         let info = match found {
             Some(i) => i,
             None => {
-                if s.image.is_empty() {
-                    bail!(
-                        "service {name:?} has no image and barge compose does not build yet: run `barge build -t {image}` first"
-                    );
+                if s.build.is_some() && !pull {
+                    super::images::build_service(client, project, name, false, false, &[]).await?;
+                    let info = inspect(client, image.clone()).await?;
+                    ids.insert(name.clone(), info["Id"].as_str().unwrap_or("").to_string());
+                    continue;
                 }
                 event("Image", &image, "Pulling");
                 let path = format!(
@@ -548,7 +554,12 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
     project::check_services(project, &c.services)?;
     let levels = plan::levels(project, &c.services, c.no_deps);
     let wanted: BTreeSet<String> = levels.iter().flatten().cloned().collect();
-    let images = ensure_images(client, project, &wanted, false).await?;
+    if c.build {
+        for name in &wanted {
+            super::images::build_service(client, project, name, false, false, &[]).await?;
+        }
+    }
+    let images = ensure_images(client, project, &wanted, c.pull_always).await?;
     ensure_networks(client, project).await?;
     ensure_volumes(client, project).await?;
     let all = containers(client, &project.name, true, OneOff::Include, &[]).await?;
@@ -752,6 +763,8 @@ pub async fn create(client: &Client, args: &ComposeArgs, a: &CreateArgs) -> Resu
         client,
         &project,
         &Converge {
+            build: a.build,
+            pull_always: a.pull.as_deref() == Some("always"),
             services: a.services.clone(),
             no_deps: false,
             policy: policy(a.force_recreate, a.no_recreate),
@@ -772,6 +785,8 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
         client,
         &project,
         &Converge {
+            build: a.build && !a.no_build,
+            pull_always: a.pull.as_deref() == Some("always"),
             services: a.services.clone(),
             no_deps: a.no_deps,
             policy: policy(a.force_recreate, a.no_recreate),
@@ -790,6 +805,14 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
     };
     let detach = a.detach || a.wait;
     let mut logs = None;
+    // Registered before anything starts, so a Ctrl-C from then on stops the project.
+    let mut sigint = if detach {
+        None
+    } else {
+        Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::interrupt(),
+        )?)
+    };
     if !detach {
         let list: Vec<(String, String, String)> = attached
             .iter()
@@ -864,7 +887,7 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
                     break;
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = async { sigint.as_mut().expect("foreground").recv().await } => {
                 interrupted = true;
                 eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
                 break;
@@ -1361,6 +1384,8 @@ pub async fn up_services(
         client,
         project,
         &Converge {
+            build: false,
+            pull_always: false,
             services: services.to_vec(),
             no_deps: false,
             policy: Recreate::Diverged,
