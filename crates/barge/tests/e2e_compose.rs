@@ -422,8 +422,47 @@ fn lifecycle_commands_and_recreate_flags() {
     let started = D.inspect("cmplife-b-1", "{{.State.StartedAt}}");
     p.ok(&["restart", "-t", "1", "b"]);
     assert_ne!(D.inspect("cmplife-b-1", "{{.State.StartedAt}}"), started);
+    // events: the engine's container events of the project, as compose prints them.
+    let file = p.file();
+    let events = std::process::Command::new(BARGE)
+        .env("BARGE_HOST", &D.host)
+        .args([
+            "compose", "-f", &file, "-p", "cmplife", "events", "--json", "b",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
     p.ok(&["kill", "b"]);
     D.wait_for("b killed", 10, || state("cmplife-b-1") == "exited");
+    // wait: the exit code of the first container to stop (SIGKILL: 137).
+    assert_eq!(p.compose(&["wait", "b"]).status.code(), Some(137));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(events.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let ev = stdout(&events.wait_with_output().unwrap());
+    let kill: serde_json::Value = ev
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["action"] == "kill")
+        .unwrap_or_else(|| panic!("no kill event in {ev}"));
+    assert_eq!(kill["service"], "b");
+    assert_eq!(kill["type"], "container");
+    assert_eq!(kill["id"], p.id("cmplife-b-1"));
+    // cp in and out of a service container.
+    let local = p.dir.join("note.txt");
+    std::fs::write(&local, "copied\n").unwrap();
+    let local = local.display().to_string();
+    p.ok(&["cp", &local, "a:/note.txt"]);
+    assert_eq!(
+        p.ok(&["exec", "-T", "a", "cat", "/note.txt"]),
+        "copied\n"
+    );
+    let back = p.dir.join("back.txt").display().to_string();
+    p.ok(&["cp", "a:/note.txt", &back]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied\n");
     p.ok(&["rm", "-f", "b"]);
     assert!(!D.barge(&["inspect", "cmplife-b-1"]).status.success());
 

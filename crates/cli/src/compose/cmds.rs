@@ -13,8 +13,10 @@ use clap::Args;
 use hyper::Method;
 use serde_json::{json, Value};
 
+use super::attach::{self, short_name, Prefixer};
+use super::lifecycle::ServicesArgs;
 use super::project::{self, containers, id_of, name_of, number_of, service_of, OneOff};
-use super::up::{self, short_name, Prefixer};
+use super::up;
 use super::ComposeArgs;
 use crate::client::{json_body, query, seg, Client};
 use crate::stream;
@@ -397,7 +399,8 @@ pub async fn logs(client: &Client, args: &ComposeArgs, a: &LogsArgs) -> Result<i
             .request(Method::GET, &path, crate::client::empty(), &[])
             .await?;
         tasks.spawn(async move {
-            up::pump_prefixed(crate::client::Hijacked::Body(resp.into_body()), tty, &mut p).await;
+            attach::pump_prefixed(crate::client::Hijacked::Body(resp.into_body()), tty, &mut p)
+                .await;
             p.finish();
         });
     }
@@ -613,7 +616,7 @@ pub async fn run(client: &Client, args: &ComposeArgs, a: &RunArgs) -> Result<i32
 }
 
 /// `barge compose top`.
-pub async fn top(client: &Client, args: &ComposeArgs, a: &up::ServicesArgs) -> Result<i32> {
+pub async fn top(client: &Client, args: &ComposeArgs, a: &ServicesArgs) -> Result<i32> {
     let project = project::load_or_name(args, &[])?;
     let list = containers(client, &project.name, false, OneOff::Include, &a.services).await?;
     for c in &list {
@@ -674,7 +677,7 @@ pub async fn port(client: &Client, args: &ComposeArgs, a: &PortArgs) -> Result<i
 }
 
 /// `barge compose images`.
-pub async fn images(client: &Client, args: &ComposeArgs, a: &up::ServicesArgs) -> Result<i32> {
+pub async fn images(client: &Client, args: &ComposeArgs, a: &ServicesArgs) -> Result<i32> {
     let project = project::load_or_name(args, &[])?;
     let list = containers(client, &project.name, true, OneOff::Include, &a.services).await?;
     let mut rows = Vec::new();

@@ -1,11 +1,16 @@
 //! `barge compose` (docker compose v2's commands) as a client of the Engine API: `config`
 //! loads the project with barge-compose and prints its normal form (no daemon); the others
-//! drive the engine (`up.rs`: convergence and the lifecycle commands, `cmds.rs`: ps, logs,
-//! exec, run and the listings, `project.rs`: the project's containers as the engine reports
-//! them). The bodies, hash and plan come from `barge_compose::{convert, plan}`.
+//! drive the engine (`up.rs`: `up`/`create` and convergence, `lifecycle.rs`: `down` and the
+//! lifecycle commands, `attach.rs`: prefixed output, `cmds.rs`: ps, logs, exec, run and the
+//! listings, `images.rs`: build/pull/push, `events.rs`: events/wait/cp, `project.rs`: the
+//! project's containers as the engine reports them). The bodies, hash and plan come from
+//! `barge_compose::{convert, plan}`.
 
+mod attach;
 mod cmds;
+mod events;
 mod images;
+mod lifecycle;
 mod project;
 mod up;
 
@@ -51,21 +56,21 @@ pub enum ComposeCmd {
     /// Creates containers for a service
     Create(up::CreateArgs),
     /// Stop and remove containers, networks
-    Down(up::DownArgs),
+    Down(lifecycle::DownArgs),
     /// Start services
-    Start(up::ServicesArgs),
+    Start(lifecycle::ServicesArgs),
     /// Stop services
-    Stop(up::StopArgs),
+    Stop(lifecycle::StopArgs),
     /// Restart service containers
-    Restart(up::StopArgs),
+    Restart(lifecycle::StopArgs),
     /// Force stop service containers
-    Kill(up::KillArgs),
+    Kill(lifecycle::KillArgs),
     /// Removes stopped service containers
-    Rm(up::RmArgs),
+    Rm(lifecycle::RmArgs),
     /// Pause services
-    Pause(up::ServicesArgs),
+    Pause(lifecycle::ServicesArgs),
     /// Unpause services
-    Unpause(up::ServicesArgs),
+    Unpause(lifecycle::ServicesArgs),
     /// List containers
     Ps(cmds::PsArgs),
     /// View output from containers
@@ -75,11 +80,11 @@ pub enum ComposeCmd {
     /// Run a one-off command on a service
     Run(cmds::RunArgs),
     /// Display the running processes
-    Top(up::ServicesArgs),
+    Top(lifecycle::ServicesArgs),
     /// Print the public port for a port binding
     Port(cmds::PortArgs),
     /// List images used by the created containers
-    Images(up::ServicesArgs),
+    Images(lifecycle::ServicesArgs),
     /// List running compose projects
     Ls(cmds::LsArgs),
     /// Show the Docker Compose version information
@@ -90,6 +95,12 @@ pub enum ComposeCmd {
     Pull(images::PullArgs),
     /// Push service images
     Push(images::PullArgs),
+    /// Receive real time events from containers
+    Events(events::EventsArgs),
+    /// Block until containers of all (or specified) services stop.
+    Wait(events::WaitArgs),
+    /// Copy files/folders between a service container and the local filesystem
+    Cp(events::CpArgs),
 }
 
 /// `barge compose config`.
@@ -163,14 +174,14 @@ async fn engine(args: ComposeArgs, host: &str) -> Result<i32> {
     match &args.cmd {
         ComposeCmd::Up(a) => up::up(c, &args, a).await,
         ComposeCmd::Create(a) => up::create(c, &args, a).await,
-        ComposeCmd::Down(a) => up::down(c, &args, a).await,
-        ComposeCmd::Start(a) => up::lifecycle(c, &args, a, up::Verb::Start).await,
-        ComposeCmd::Stop(a) => up::stop(c, &args, a, false).await,
-        ComposeCmd::Restart(a) => up::stop(c, &args, a, true).await,
-        ComposeCmd::Kill(a) => up::kill(c, &args, a).await,
-        ComposeCmd::Rm(a) => up::rm(c, &args, a).await,
-        ComposeCmd::Pause(a) => up::lifecycle(c, &args, a, up::Verb::Pause).await,
-        ComposeCmd::Unpause(a) => up::lifecycle(c, &args, a, up::Verb::Unpause).await,
+        ComposeCmd::Down(a) => lifecycle::down(c, &args, a).await,
+        ComposeCmd::Start(a) => lifecycle::lifecycle(c, &args, a, lifecycle::Verb::Start).await,
+        ComposeCmd::Stop(a) => lifecycle::stop(c, &args, a, false).await,
+        ComposeCmd::Restart(a) => lifecycle::stop(c, &args, a, true).await,
+        ComposeCmd::Kill(a) => lifecycle::kill(c, &args, a).await,
+        ComposeCmd::Rm(a) => lifecycle::rm(c, &args, a).await,
+        ComposeCmd::Pause(a) => lifecycle::lifecycle(c, &args, a, lifecycle::Verb::Pause).await,
+        ComposeCmd::Unpause(a) => lifecycle::lifecycle(c, &args, a, lifecycle::Verb::Unpause).await,
         ComposeCmd::Top(a) => cmds::top(c, &args, a).await,
         ComposeCmd::Images(a) => cmds::images(c, &args, a).await,
         ComposeCmd::Ps(a) => cmds::ps(c, &args, a).await,
@@ -182,6 +193,9 @@ async fn engine(args: ComposeArgs, host: &str) -> Result<i32> {
         ComposeCmd::Build(a) => images::build(c, &args, a).await,
         ComposeCmd::Pull(a) => images::pull(c, &args, a, false).await,
         ComposeCmd::Push(a) => images::pull(c, &args, a, true).await,
+        ComposeCmd::Events(a) => events::events(c, &args, a).await,
+        ComposeCmd::Wait(a) => events::wait(c, &args, a).await,
+        ComposeCmd::Cp(a) => events::cp(c, &args, a).await,
         ComposeCmd::Config(_) | ComposeCmd::Version(_) => unreachable!("handled above"),
     }
 }

@@ -1,10 +1,9 @@
-//! `up`, `create`, `down` and the lifecycle commands (`start`, `stop`, `restart`, `kill`, `rm`,
-//! `pause`, `unpause`), as docker compose v2 runs them: images, networks and volumes first,
-//! then each service converged in dependency order (parallel where the graph allows), only
-//! diverged containers recreated; `down` in reverse order.
+//! `up` and `create` as docker compose v2 runs them: images, networks and volumes first, then
+//! each service converged in dependency order (parallel where the graph allows), only diverged
+//! containers recreated, then started once their dependencies meet their conditions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,18 +11,15 @@ use anyhow::{anyhow, bail, Result};
 use barge_compose::convert::{self, labels, Instance};
 use barge_compose::model::{Project, Service};
 use barge_compose::plan::{self, Action, Expected, Recreate};
-use barge_stdx::stdcopy::Demux;
 use clap::Args;
-use http_body_util::BodyExt;
 use hyper::Method;
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
+use super::attach::{attach_all, short_name};
 use super::project::{self, containers, event, id_of, name_of, service_of, OneOff};
 use super::ComposeArgs;
-use crate::client::{api_error, for_each_json, json_body, query, seg, Client, Hijacked};
-use crate::status;
+use crate::client::{api_error, for_each_json, json_body, query, seg, Client};
 
 /// `barge compose up`.
 #[derive(Debug, Args)]
@@ -111,71 +107,6 @@ pub struct CreateArgs {
     pub services: Vec<String>,
 }
 
-/// `barge compose down`.
-#[derive(Debug, Args)]
-pub struct DownArgs {
-    /// Remove named volumes declared in the "volumes" section of the Compose file and anonymous volumes attached to containers
-    #[arg(short, long)]
-    pub volumes: bool,
-    /// Remove containers for services not defined in the Compose file
-    #[arg(long)]
-    pub remove_orphans: bool,
-    /// Specify a shutdown timeout in seconds
-    #[arg(short = 't', long, value_name = "int")]
-    pub timeout: Option<i64>,
-    /// Remove images used by services. "local" remove only images that don't have a custom tag ("local"|"all")
-    #[arg(long, value_name = "string", value_parser = ["local", "all"])]
-    pub rmi: Option<String>,
-    /// Services
-    pub services: Vec<String>,
-}
-
-/// Commands that take only services.
-#[derive(Debug, Args)]
-pub struct ServicesArgs {
-    /// Services
-    pub services: Vec<String>,
-}
-
-/// `barge compose stop` / `restart`.
-#[derive(Debug, Args)]
-pub struct StopArgs {
-    /// Specify a shutdown timeout in seconds
-    #[arg(short = 't', long, value_name = "int")]
-    pub timeout: Option<i64>,
-    /// Services
-    pub services: Vec<String>,
-}
-
-/// `barge compose kill`.
-#[derive(Debug, Args)]
-pub struct KillArgs {
-    /// SIGNAL to send to the container
-    #[arg(short, long, default_value = "SIGKILL")]
-    pub signal: String,
-    /// Remove containers for services not defined in the Compose file
-    #[arg(long)]
-    pub remove_orphans: bool,
-    /// Services
-    pub services: Vec<String>,
-}
-
-/// `barge compose rm`.
-#[derive(Debug, Args)]
-pub struct RmArgs {
-    /// Don't ask to confirm removal
-    #[arg(short, long)]
-    pub force: bool,
-    /// Stop the containers, if required, before removing
-    #[arg(short, long)]
-    pub stop: bool,
-    /// Remove any anonymous volumes attached to containers
-    #[arg(short, long)]
-    pub volumes: bool,
-    /// Services
-    pub services: Vec<String>,
-}
-
 /// What `converge` does.
 struct Converge {
     /// Build images with a `build` section first (`--build`).
@@ -224,7 +155,7 @@ fn policy(force: bool, never: bool) -> Recreate {
     }
 }
 
-fn not_found(e: &anyhow::Error) -> bool {
+pub(super) fn not_found(e: &anyhow::Error) -> bool {
     api_error(e).is_some_and(|a| a.status == 404)
 }
 
@@ -415,7 +346,7 @@ async fn create_one(
     Ok((id, cname))
 }
 
-async fn stop_container(client: &Client, id: &str, timeout: Option<i64>) -> Result<()> {
+pub(super) async fn stop_container(client: &Client, id: &str, timeout: Option<i64>) -> Result<()> {
     let path = format!(
         "/containers/{}/stop{}",
         seg(id),
@@ -424,7 +355,7 @@ async fn stop_container(client: &Client, id: &str, timeout: Option<i64>) -> Resu
     client.send(Method::POST, &path, None).await
 }
 
-async fn remove_container(client: &Client, id: &str, volumes: bool) -> Result<()> {
+pub(super) async fn remove_container(client: &Client, id: &str, volumes: bool) -> Result<()> {
     let path = format!(
         "/containers/{}{}",
         seg(id),
@@ -634,7 +565,7 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
     Ok(done)
 }
 
-async fn inspect(client: &Client, id: &str) -> Result<Value> {
+pub(super) async fn inspect(client: &Client, id: &str) -> Result<Value> {
     client
         .json(Method::GET, &format!("/containers/{}/json", seg(id)), None)
         .await
@@ -747,7 +678,7 @@ async fn start_all(client: &Client, project: &Arc<Project>, done: &Converged) ->
     Ok(())
 }
 
-fn strip(e: &anyhow::Error) -> String {
+pub(super) fn strip(e: &anyhow::Error) -> String {
     match api_error(e) {
         Some(a) => a.message.clone(),
         None => format!("{e:#}"),
@@ -922,455 +853,6 @@ async fn stop_ids(client: &Client, ids: &[String], timeout: Option<i64>) {
         });
     }
     while set.join_next().await.is_some() {}
-}
-
-/// `web-1` for `project-web-1` (compose's log prefix).
-pub fn short_name(project: &str, name: &str) -> String {
-    name.strip_prefix(&format!("{project}-"))
-        .unwrap_or(name)
-        .to_string()
-}
-
-/// compose's rainbow of prefix colours.
-const COLORS: [&str; 12] = [
-    "36", "33", "32", "35", "34", "31", "36;1", "33;1", "32;1", "35;1", "34;1", "31;1",
-];
-
-/// Writes prefixed lines of the containers' output.
-pub struct Prefixer {
-    prefix: String,
-    partial: [Vec<u8>; 3],
-}
-
-impl Prefixer {
-    /// A prefixer for `name` among names at most `width` long: padded to `width + 1` then
-    /// `| ` (compose's `logConsumer`), coloured with `color` if set.
-    pub fn new(name: &str, width: usize, color: Option<&str>, plain: bool) -> Self {
-        let prefix = if plain {
-            String::new()
-        } else {
-            let width = width + 1;
-            let p = format!("{name:<width$} | ");
-            match color {
-                Some(c) => format!("\x1b[{c}m{p}\x1b[0m"),
-                None => p,
-            }
-        };
-        Self {
-            prefix,
-            partial: Default::default(),
-        }
-    }
-
-    /// Feeds output of `stream` (1 stdout, 2 stderr); prints complete lines.
-    pub fn feed(&mut self, stream: u8, data: &[u8]) {
-        let buf = &mut self.partial[(stream as usize).min(2)];
-        buf.extend_from_slice(data);
-        let mut out = Vec::new();
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            out.extend_from_slice(self.prefix.as_bytes());
-            out.extend_from_slice(&line);
-        }
-        if !out.is_empty() {
-            let mut o = std::io::stdout().lock();
-            let _ = o.write_all(&out);
-            let _ = o.flush();
-        }
-    }
-
-    /// Prints what is left without a newline.
-    pub fn finish(&mut self) {
-        for i in 0..3 {
-            if !self.partial[i].is_empty() {
-                let mut data = std::mem::take(&mut self.partial[i]);
-                data.push(b'\n');
-                self.feed(i as u8, &data);
-            }
-        }
-    }
-}
-
-/// Attached containers: each `(service, id, name)` arrives on `exits` when its output ends.
-pub struct Attached {
-    count: usize,
-    exits: tokio::sync::mpsc::UnboundedReceiver<(String, String, String)>,
-}
-
-async fn attach_all(
-    client: &Client,
-    project: &str,
-    list: Vec<(String, String, String)>,
-    color: bool,
-    plain: bool,
-) -> Result<Attached> {
-    let width = list
-        .iter()
-        .map(|(_, _, n)| short_name(project, n).len())
-        .max()
-        .unwrap_or(0);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut services: Vec<&String> = list.iter().map(|(s, _, _)| s).collect();
-    services.dedup();
-    for (service, id, name) in list.iter().cloned() {
-        let idx = services.iter().position(|s| **s == service).unwrap_or(0);
-        let mut p = Prefixer::new(
-            &short_name(project, &name),
-            width,
-            color.then_some(COLORS[idx % COLORS.len()]),
-            plain,
-        );
-        let info = inspect(client, &id).await?;
-        let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
-        let hijacked = client
-            .hijack(
-                &format!("/containers/{}/attach?stream=1&stdout=1&stderr=1", seg(&id)),
-                crate::client::empty(),
-            )
-            .await?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            pump_prefixed(hijacked, tty, &mut p).await;
-            p.finish();
-            let _ = tx.send((service, id, name));
-        });
-    }
-    Ok(Attached {
-        count: list.len(),
-        exits: rx,
-    })
-}
-
-/// Copies a container's (multiplexed unless `tty`) output through `p` until it ends.
-pub async fn pump_prefixed(h: Hijacked, tty: bool, p: &mut Prefixer) {
-    let mut demux = Demux::default();
-    let mut handle = |data: &[u8], p: &mut Prefixer| {
-        if tty {
-            p.feed(1, data);
-        } else {
-            demux.feed(data, |s, d| p.feed(s, d));
-        }
-    };
-    match h {
-        Hijacked::Upgraded(mut io) => {
-            let mut buf = vec![0u8; 32 * 1024];
-            while let Ok(n) = io.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                handle(&buf[..n], p);
-            }
-        }
-        Hijacked::Body(mut body) => {
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(d) = frame.into_data() {
-                    handle(&d, p);
-                }
-            }
-        }
-    }
-}
-
-/// `barge compose down`.
-pub async fn down(client: &Client, args: &ComposeArgs, a: &DownArgs) -> Result<i32> {
-    let project = project::load_or_name(args, &[])?;
-    let all = containers(client, &project.name, true, OneOff::Include, &[]).await?;
-    let known =
-        |c: &Value| project.services.contains_key(service_of(c)) || project.services.is_empty();
-    let targets: Vec<&Value> = all
-        .iter()
-        .filter(|c| a.remove_orphans || known(c))
-        .filter(|c| a.services.is_empty() || a.services.iter().any(|s| s == service_of(c)))
-        .collect();
-    if !a.remove_orphans && !project.services.is_empty() {
-        let orphans: Vec<&str> = all
-            .iter()
-            .filter(|c| !known(c) && project::label(c, labels::ONEOFF) != "True")
-            .map(name_of)
-            .collect();
-        if !orphans.is_empty() {
-            eprintln!(
-                "WARN[0000] Found orphan containers ([{}]) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
-                orphans.join(" ")
-            );
-        }
-    }
-    // Reverse dependency order; services unknown to the file (orphans) first.
-    let mut order: Vec<Vec<String>> = plan::levels(&project, &[], false);
-    order.reverse();
-    let mut groups: Vec<Vec<&Value>> = vec![targets
-        .iter()
-        .filter(|c| !project.services.contains_key(service_of(c)))
-        .copied()
-        .collect()];
-    for level in &order {
-        groups.push(
-            targets
-                .iter()
-                .filter(|c| level.iter().any(|s| s == service_of(c)))
-                .copied()
-                .collect(),
-        );
-    }
-    for group in groups {
-        let mut set = JoinSet::new();
-        for c in group {
-            let client = client.clone();
-            let id = id_of(c).to_string();
-            let name = name_of(c).to_string();
-            let running = c["State"].as_str() == Some("running");
-            let timeout = a.timeout;
-            let v = a.volumes;
-            set.spawn(async move {
-                if running {
-                    event("Container", &name, "Stopping");
-                    stop_container(&client, &id, timeout).await?;
-                    event("Container", &name, "Stopped");
-                }
-                event("Container", &name, "Removing");
-                remove_container(&client, &id, v).await?;
-                event("Container", &name, "Removed");
-                anyhow::Ok(())
-            });
-        }
-        while let Some(r) = set.join_next().await {
-            r??;
-        }
-    }
-    if !a.services.is_empty() {
-        return Ok(0);
-    }
-    // Networks of the project (by label, so a project without its file is cleaned too).
-    let filters = json!({"label": [format!("{}={}", labels::PROJECT, project.name)]}).to_string();
-    let nets: Vec<Value> = client
-        .json(
-            Method::GET,
-            &format!("/networks{}", query(&[("filters", Some(filters.clone()))])),
-            None,
-        )
-        .await?;
-    for n in nets {
-        let name = n["Name"].as_str().unwrap_or("");
-        let external = project
-            .networks
-            .values()
-            .any(|pn| pn.external && pn.name == name);
-        if external {
-            continue;
-        }
-        event("Network", name, "Removing");
-        match client
-            .send(Method::DELETE, &format!("/networks/{}", seg(name)), None)
-            .await
-        {
-            Ok(()) => event("Network", name, "Removed"),
-            Err(e) if not_found(&e) => {}
-            Err(e) => eprintln!("WARN[0000] {}", strip(&e)),
-        }
-    }
-    if a.volumes {
-        let vols: Value = client
-            .json(
-                Method::GET,
-                &format!("/volumes{}", query(&[("filters", Some(filters))])),
-                None,
-            )
-            .await?;
-        for v in vols["Volumes"].as_array().into_iter().flatten() {
-            let name = v["Name"].as_str().unwrap_or("");
-            let external = project
-                .volumes
-                .values()
-                .any(|pv| pv.external && pv.name == name);
-            if external {
-                continue;
-            }
-            event("Volume", name, "Removing");
-            match client
-                .send(Method::DELETE, &format!("/volumes/{}", seg(name)), None)
-                .await
-            {
-                Ok(()) => event("Volume", name, "Removed"),
-                Err(e) if not_found(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    if let Some(rmi) = &a.rmi {
-        let mut images = BTreeSet::new();
-        for (name, s) in &project.services {
-            if rmi == "all" || s.image.is_empty() {
-                images.insert(convert::image_name(&project.name, name, s));
-            }
-        }
-        for image in images {
-            match client
-                .send(Method::DELETE, &format!("/images/{}", seg(&image)), None)
-                .await
-            {
-                Ok(()) => event("Image", &image, "Removed"),
-                Err(e) if not_found(&e) => {}
-                Err(e) => eprintln!("WARN[0000] {}", strip(&e)),
-            }
-        }
-    }
-    Ok(0)
-}
-
-/// `start`, `pause`, `unpause`.
-#[derive(Debug, Clone, Copy)]
-pub enum Verb {
-    /// `start`
-    Start,
-    /// `pause`
-    Pause,
-    /// `unpause`
-    Unpause,
-}
-
-/// The project's service containers grouped in dependency order (reversed for stops).
-async fn ordered(
-    client: &Client,
-    args: &ComposeArgs,
-    services: &[String],
-    reverse: bool,
-) -> Result<(Project, Vec<Vec<Value>>)> {
-    let project = project::load_or_name(args, services)?;
-    project::check_services(&project, services)?;
-    let list = containers(client, &project.name, true, OneOff::Exclude, services).await?;
-    let mut levels = plan::levels(&project, &[], false);
-    if reverse {
-        levels.reverse();
-    }
-    let mut groups: Vec<Vec<Value>> = levels
-        .iter()
-        .map(|l| {
-            list.iter()
-                .filter(|c| l.iter().any(|s| s == service_of(c)))
-                .cloned()
-                .collect()
-        })
-        .collect();
-    groups.push(
-        list.iter()
-            .filter(|c| !project.services.contains_key(service_of(c)))
-            .cloned()
-            .collect(),
-    );
-    Ok((project, groups))
-}
-
-/// `barge compose start|pause|unpause`.
-pub async fn lifecycle(
-    client: &Client,
-    args: &ComposeArgs,
-    a: &ServicesArgs,
-    verb: Verb,
-) -> Result<i32> {
-    let (_, groups) = ordered(client, args, &a.services, false).await?;
-    for c in groups.iter().flatten() {
-        let state = c["State"].as_str().unwrap_or("");
-        let (path, doing, done) = match verb {
-            Verb::Start if state != "running" => ("start", "Starting", "Started"),
-            Verb::Pause if state == "running" => ("pause", "Pausing", "Paused"),
-            Verb::Unpause if state == "paused" => ("unpause", "Unpausing", "Unpaused"),
-            _ => continue,
-        };
-        event("Container", name_of(c), doing);
-        client
-            .send(
-                Method::POST,
-                &format!("/containers/{}/{path}", seg(id_of(c))),
-                None,
-            )
-            .await?;
-        event("Container", name_of(c), done);
-    }
-    Ok(0)
-}
-
-/// `barge compose stop` / `restart`.
-pub async fn stop(client: &Client, args: &ComposeArgs, a: &StopArgs, restart: bool) -> Result<i32> {
-    let (_, groups) = ordered(client, args, &a.services, !restart).await?;
-    for c in groups.iter().flatten() {
-        let id = id_of(c);
-        if restart {
-            event("Container", name_of(c), "Restarting");
-            let path = format!(
-                "/containers/{}/restart{}",
-                seg(id),
-                query(&[("t", a.timeout.map(|t| t.to_string()))])
-            );
-            client.send(Method::POST, &path, None).await?;
-            event("Container", name_of(c), "Started");
-        } else if c["State"].as_str() == Some("running") || c["State"].as_str() == Some("paused") {
-            event("Container", name_of(c), "Stopping");
-            stop_container(client, id, a.timeout).await?;
-            event("Container", name_of(c), "Stopped");
-        }
-    }
-    Ok(0)
-}
-
-/// `barge compose kill`.
-pub async fn kill(client: &Client, args: &ComposeArgs, a: &KillArgs) -> Result<i32> {
-    let (_, groups) = ordered(client, args, &a.services, true).await?;
-    let running: Vec<&Value> = groups
-        .iter()
-        .flatten()
-        .filter(|c| c["State"].as_str() == Some("running"))
-        .collect();
-    if running.is_empty() {
-        return Err(status(1, "no container to kill"));
-    }
-    for c in running {
-        event("Container", name_of(c), "Killing");
-        let path = format!(
-            "/containers/{}/kill{}",
-            seg(id_of(c)),
-            query(&[("signal", Some(a.signal.clone()))])
-        );
-        client.send(Method::POST, &path, None).await?;
-        event("Container", name_of(c), "Killed");
-    }
-    Ok(0)
-}
-
-/// `barge compose rm`.
-pub async fn rm(client: &Client, args: &ComposeArgs, a: &RmArgs) -> Result<i32> {
-    let (_, groups) = ordered(client, args, &a.services, true).await?;
-    let mut list: Vec<&Value> = Vec::new();
-    for c in groups.iter().flatten() {
-        let running = matches!(
-            c["State"].as_str(),
-            Some("running" | "paused" | "restarting")
-        );
-        if running && a.stop {
-            event("Container", name_of(c), "Stopping");
-            stop_container(client, id_of(c), None).await?;
-            event("Container", name_of(c), "Stopped");
-        } else if running {
-            continue;
-        }
-        list.push(c);
-    }
-    if list.is_empty() {
-        eprintln!("No stopped containers");
-        return Ok(0);
-    }
-    if !a.force {
-        let names: Vec<&str> = list.iter().map(|c| name_of(c)).collect();
-        eprintln!("Going to remove {}", names.join(", "));
-        if !crate::confirm("Are you sure?") {
-            return Ok(0);
-        }
-    }
-    for c in list {
-        event("Container", name_of(c), "Removing");
-        remove_container(client, id_of(c), a.volumes).await?;
-        event("Container", name_of(c), "Removed");
-    }
-    Ok(0)
 }
 
 /// Converges and starts `services` (and their dependencies), as `up -d SERVICES` (used by
