@@ -191,7 +191,7 @@ pub async fn cp(client: &Client, args: &ComposeArgs, a: &CpArgs) -> Result<i32> 
         &project.name,
         false,
         OneOff::Exclude,
-        &[service.clone()],
+        std::slice::from_ref(&service),
     )
     .await?;
     let targets: Vec<&Value> = list
