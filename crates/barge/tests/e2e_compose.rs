@@ -239,6 +239,7 @@ services:
     init: true
     volumes:
       - data:/data
+      - /anon
   web:
     image: busybox:1.35
     command: ["sleep", "1000"]
@@ -268,6 +269,22 @@ fn named_volume_survives_down_and_scale() {
     p.ok(&["up", "-d", "--scale", "web=1"]);
     assert_eq!(p.id("cmpstore-web-1"), web1);
     assert!(!D.barge(&["inspect", "cmpstore-web-3"]).status.success());
+
+    // A recreated container keeps its anonymous volume, as compose's do.
+    p.ok(&["exec", "-T", "store", "sh", "-c", "echo kept > /anon/f"]);
+    let store = p.id("cmpstore-store-1");
+    p.write(&STORE.replace(
+        "    init: true\n    volumes:",
+        "    init: true\n    environment: [X=1]\n    volumes:",
+    ));
+    p.ok(&["up", "-d", "--scale", "web=1"]);
+    assert_ne!(p.id("cmpstore-store-1"), store);
+    assert_eq!(
+        p.ok(&["exec", "-T", "store", "cat", "/anon/f"]).trim(),
+        "kept"
+    );
+    assert_eq!(p.id("cmpstore-web-1"), web1);
+    p.write(STORE);
 
     p.ok(&[
         "exec",
@@ -456,10 +473,7 @@ fn lifecycle_commands_and_recreate_flags() {
     std::fs::write(&local, "copied\n").unwrap();
     let local = local.display().to_string();
     p.ok(&["cp", &local, "a:/note.txt"]);
-    assert_eq!(
-        p.ok(&["exec", "-T", "a", "cat", "/note.txt"]),
-        "copied\n"
-    );
+    assert_eq!(p.ok(&["exec", "-T", "a", "cat", "/note.txt"]), "copied\n");
     let back = p.dir.join("back.txt").display().to_string();
     p.ok(&["cp", "a:/note.txt", &back]);
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied\n");

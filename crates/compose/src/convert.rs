@@ -175,6 +175,32 @@ pub struct Instance {
     pub network_mode: Option<String>,
     /// Whether the engine takes several `EndpointsConfig` at create (API ≥ 1.44).
     pub multi_endpoint: bool,
+    /// Anonymous volumes of the container this one replaces, kept as compose keeps them:
+    /// `(volume name, target, read-only)`; they take the place of a mount at the same target.
+    pub inherit: Vec<(String, String, bool)>,
+}
+
+/// Which mounts of a replaced container the new one inherits (compose's
+/// `buildContainerMountOptions`): volumes at a target where the service declares an
+/// anonymous volume, or that the service does not declare at all (the image's `VOLUME`s).
+/// `mounts` are the old container's `(type, name, destination, rw)`.
+pub fn inherited_volumes(
+    s: &Service,
+    mounts: &[(String, String, String, bool)],
+) -> Vec<(String, String, bool)> {
+    mounts
+        .iter()
+        .filter(|(kind, name, _, _)| kind == "volume" && !name.is_empty())
+        .filter(|(_, _, dest, _)| {
+            let declared = s.volumes.iter().find(|v| &v.target == dest);
+            let in_tmpfs = s
+                .tmpfs
+                .iter()
+                .any(|t| t.split(':').next() == Some(dest.as_str()));
+            !in_tmpfs && declared.is_none_or(|v| v.kind == "volume" && v.source.is_empty())
+        })
+        .map(|(_, name, dest, rw)| (name.clone(), dest.clone(), !rw))
+        .collect()
 }
 
 /// The labels docker compose puts on a service container: the service's own labels, then
@@ -480,7 +506,15 @@ pub fn create_body(
         config["Healthcheck"] = Value::Object(hc);
     }
 
-    let (binds, mounts) = mounts(project, name, s)?;
+    let (binds, mut mounts) = mounts(project, name, s)?;
+    for (vol, target, ro) in &inst.inherit {
+        mounts.retain(|m| m["Target"].as_str() != Some(target));
+        let mut m = json!({"Type": "volume", "Source": vol, "Target": target});
+        if *ro {
+            m["ReadOnly"] = json!(true);
+        }
+        mounts.push(m);
+    }
     let mut tmpfs = Map::new();
     for t in &s.tmpfs {
         let (p, o) = t.split_once(':').unwrap_or((t, ""));
@@ -794,6 +828,52 @@ mod tests {
             go_json_escape(r#"{"a":"x<y>&z"}"#),
             r#"{"a":"x\u003cy\u003e\u0026z"}"#
         );
+    }
+
+    #[test]
+    fn recreated_containers_keep_anonymous_volumes() {
+        let mut p = project();
+        let web = p.services.get_mut("web").unwrap();
+        web.volumes.push(VolumeMount {
+            kind: "volume".into(),
+            target: "/anon".into(),
+            ..Default::default()
+        });
+        let web = p.services["web"].clone();
+        let old = vec![
+            (
+                "volume".to_string(),
+                "demo_data".to_string(),
+                "/data".to_string(),
+                true,
+            ),
+            ("volume".into(), "a1b2".into(), "/anon".into(), true),
+            (
+                "volume".into(),
+                "c3d4".into(),
+                "/image-volume".into(),
+                false,
+            ),
+            ("bind".into(), String::new(), "/etc/x".into(), true),
+        ];
+        let keep = inherited_volumes(&web, &old);
+        assert_eq!(
+            keep,
+            vec![
+                ("a1b2".to_string(), "/anon".to_string(), false),
+                ("c3d4".to_string(), "/image-volume".to_string(), true)
+            ]
+        );
+        let inst = Instance {
+            number: 1,
+            name: "demo-web-1".into(),
+            inherit: keep,
+            ..Default::default()
+        };
+        let b = create_body(&p, "web", &web, &inst).unwrap();
+        let mounts = b["HostConfig"]["Mounts"].as_array().unwrap();
+        assert_eq!(mounts.len(), 3, "{mounts:?}");
+        assert!(mounts.contains(&json!({"Type": "volume", "Source": "a1b2", "Target": "/anon"})));
     }
 
     #[test]

@@ -301,6 +301,7 @@ async fn create_one(
     image_id: &str,
     network_mode: Option<String>,
     replace: Option<&str>,
+    inherit: Vec<(String, String, bool)>,
 ) -> Result<(String, String)> {
     let cname = convert::container_name(&project.name, name, s, number as u32);
     let inst = Instance {
@@ -310,6 +311,7 @@ async fn create_one(
         publish: true,
         network_mode,
         multi_endpoint: multi_endpoint(client),
+        inherit,
         ..Default::default()
     };
     let mut body = convert::create_body(project, name, s, &inst)?;
@@ -433,6 +435,21 @@ async fn converge_service(
                         None,
                     )
                     .await?;
+                let old = inspect(&client, &id).await?;
+                let mounts: Vec<(String, String, String, bool)> = old["Mounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| {
+                        let f = |k: &str| m[k].as_str().unwrap_or("").to_string();
+                        (
+                            f("Type"),
+                            f("Name"),
+                            f("Destination"),
+                            m["RW"].as_bool() != Some(false),
+                        )
+                    })
+                    .collect();
                 let created = create_one(
                     &client,
                     &project,
@@ -442,6 +459,7 @@ async fn converge_service(
                     &image_id,
                     network_mode.clone(),
                     Some(&id),
+                    convert::inherited_volumes(s, &mounts),
                 )
                 .await?;
                 remove_container(&client, &id, false).await?;
@@ -467,6 +485,7 @@ async fn converge_service(
                     &image_id,
                     network_mode.clone(),
                     None,
+                    Vec::new(),
                 )
                 .await?;
                 event("Container", &created.1, "Created");
