@@ -42,6 +42,10 @@ pub struct ComposeArgs {
     /// Specify an alternate working directory (default: the path of the first Compose file)
     #[arg(long = "project-directory", value_name = "string", global = true)]
     pub project_directory: Option<String>,
+    /// Set type of progress output (auto, tty, plain, json, quiet); barge prints compose's
+    /// plain lines
+    #[arg(long = "progress", value_name = "string", global = true)]
+    pub progress: Option<String>,
     #[command(subcommand)]
     pub cmd: ComposeCmd,
 }
