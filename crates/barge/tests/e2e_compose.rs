@@ -332,6 +332,17 @@ services:
     assert!(so.contains("one-1  | hello from one"), "{so}");
     assert!(so.contains("one-1 exited with code 3"), "{so}");
     assert_eq!(D.inspect("cmpfg-two-1", "{{.State.Running}}"), "false");
+    // --exit-code-from: the first exit stops all; the code is the named service's (two was
+    // stopped: SIGTERM through its init).
+    let out = p.compose(&["up", "--exit-code-from", "two", "-t", "5"]);
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("Aborting on container exit..."));
 
     // A dependency that fails ends `up` with compose's message.
     let p = Proj::new(

@@ -822,19 +822,30 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
     let mut remaining = logs.count;
     let mut exit_code = 0;
     let mut interrupted = false;
+    // As compose's log printer: with --abort-on-container-exit the first exit stops every
+    // container; the exit code is that of --exit-code-from's service, else of the first to
+    // exit; statuses are no longer printed once aborting.
+    let mut aborting = false;
+    let mut code_from = a.exit_code_from.clone();
     while remaining > 0 {
         tokio::select! {
             ended = logs.exits.recv() => {
                 let Some((service, id, cname)) = ended else { break };
                 remaining -= 1;
                 let code = inspect(client, &id).await.ok().and_then(|i| i["State"]["ExitCode"].as_i64()).unwrap_or(0);
-                println!("{} exited with code {code}", short_name(&project.name, &cname));
-                let counts = a.exit_code_from.as_deref().is_none_or(|s| s == service);
-                if abort && counts {
-                    exit_code = code as i32;
-                    println!("Aborting on container exit...");
-                    stop_ids(client, &all_ids, a.timeout).await;
-                    break;
+                if !aborting {
+                    println!("{} exited with code {code}", short_name(&project.name, &cname));
+                }
+                if abort {
+                    if !aborting {
+                        aborting = true;
+                        eprintln!("Aborting on container exit...");
+                        stop_ids(client, &all_ids, a.timeout).await;
+                    }
+                    let from = code_from.get_or_insert_with(|| service.clone());
+                    if *from == service {
+                        exit_code = code as i32;
+                    }
                 }
             }
             _ = async { sigint.as_mut().expect("foreground").recv().await } => {
