@@ -163,6 +163,9 @@ pub struct Service {
     /// /dev/shm size, raw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Value>,
+    /// Keep stdin open.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_open: bool,
     /// Stop grace period (Go duration text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<String>,
@@ -175,6 +178,9 @@ pub struct Service {
     /// tmpfs mounts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
+    /// Allocate a TTY.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
     /// ulimits, raw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<Value>,

@@ -466,6 +466,8 @@ pub fn service(
         privileged: as_bool(get("privileged")),
         pull_policy: s_("pull_policy"),
         read_only: as_bool(get("read_only")),
+        stdin_open: as_bool(get("stdin_open")),
+        tty: as_bool(get("tty")),
         restart: s_("restart"),
         scale: get("scale").and_then(|v| text(v).parse().ok()),
         secrets: mounts(get("secrets")),
