@@ -370,6 +370,39 @@ services:
 }
 
 #[test]
+fn unhealthy_dependency_fails_up_with_compose_message() {
+    let p = Proj::new(
+        "cmpsick",
+        r#"
+services:
+  db:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    healthcheck:
+      test: ["CMD", "sh", "-c", "exit 1"]
+      interval: 500ms
+      retries: 1
+  app:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    depends_on:
+      db:
+        condition: service_healthy
+"#,
+    );
+    let out = p.compose(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("dependency failed to start: container cmpsick-db-1 is unhealthy"),
+        "{}",
+        stderr(&out)
+    );
+    // The dependent was created but never started.
+    assert_eq!(D.inspect("cmpsick-app-1", "{{.State.Status}}"), "created");
+}
+
+#[test]
 fn port_conflict_fails_with_one_message() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
