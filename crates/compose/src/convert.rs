@@ -569,6 +569,15 @@ pub fn create_body(
         }
         host["Ulimits"] = json!(list);
     }
+    if let Some(m) = s.mem_limit.as_deref().and_then(|m| m.parse::<i64>().ok()) {
+        host["Memory"] = json!(m);
+    }
+    if let Some(c) = s.cpus {
+        host["NanoCpus"] = json!((c * 1e9) as i64);
+    }
+    if let Some(p) = s.pids_limit {
+        host["PidsLimit"] = json!(p);
+    }
     if let Some(limits) = s
         .deploy
         .as_ref()
@@ -874,6 +883,44 @@ mod tests {
         let mounts = b["HostConfig"]["Mounts"].as_array().unwrap();
         assert_eq!(mounts.len(), 3, "{mounts:?}");
         assert!(mounts.contains(&json!({"Type": "volume", "Source": "a1b2", "Target": "/anon"})));
+    }
+
+    #[test]
+    fn limits_and_tty_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "services:\n  app:\n    image: busybox:1.35\n    mem_limit: 512m\n    cpus: \"0.5\"\n    pids_limit: 100\n    tty: true\n    stdin_open: true\n",
+        )
+        .unwrap();
+        let opts = crate::Options {
+            cwd: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let p = crate::load(&opts).unwrap().project;
+        let app = &p.services["app"];
+        assert_eq!(app.mem_limit.as_deref(), Some("536870912"));
+        assert_eq!(
+            (app.cpus, app.pids_limit, app.tty, app.stdin_open),
+            (Some(0.5), Some(100), true, true)
+        );
+        let yaml = crate::render::render(&p, crate::render::Format::Yaml).unwrap();
+        assert!(yaml.contains("    cpus: 0.5\n"), "{yaml}");
+        assert!(yaml.contains("    mem_limit: \"536870912\"\n"), "{yaml}");
+        assert!(yaml.contains("    tty: true\n"), "{yaml}");
+        let inst = Instance {
+            number: 1,
+            name: "x-app-1".into(),
+            ..Default::default()
+        };
+        let b = create_body(&p, "app", app, &inst).unwrap();
+        assert_eq!(b["HostConfig"]["Memory"], 536870912);
+        assert_eq!(b["HostConfig"]["NanoCpus"], 500000000);
+        assert_eq!(b["HostConfig"]["PidsLimit"], 100);
+        assert_eq!(
+            (b["Tty"].as_bool(), b["OpenStdin"].as_bool()),
+            (Some(true), Some(true))
+        );
     }
 
     #[test]
