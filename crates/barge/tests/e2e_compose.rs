@@ -266,8 +266,11 @@ fn named_volume_survives_down_and_scale() {
     assert_eq!(vol["com.docker.compose.project"], "cmpstore");
     // Scaling down keeps replica 1 as it was and removes the others.
     let web1 = p.id("cmpstore-web-1");
+    let store0 = p.id("cmpstore-store-1");
     p.ok(&["up", "-d", "--scale", "web=1"]);
     assert_eq!(p.id("cmpstore-web-1"), web1);
+    // the store still mounts its named volume: not recreated
+    assert_eq!(p.id("cmpstore-store-1"), store0);
     assert!(!D.barge(&["inspect", "cmpstore-web-3"]).status.success());
 
     // A recreated container keeps its anonymous volume, as compose's do.

@@ -22,6 +22,8 @@ pub struct Observed {
     pub state: String,
     /// Engine names of the networks it is connected to.
     pub networks: Vec<String>,
+    /// Names of the volumes mounted.
+    pub volumes: Vec<String>,
 }
 
 /// `--force-recreate` / `--no-recreate` / default.
@@ -58,12 +60,14 @@ pub struct Expected<'a> {
     pub image: &'a str,
     /// Engine names of the networks the service joins.
     pub networks: &'a [String],
+    /// Engine names of the named volumes the service mounts.
+    pub volumes: &'a [String],
     /// Number of replicas.
     pub scale: u32,
 }
 
-/// Whether `c` must be recreated (compose's `mustRecreate`): the hash or image changed, or a
-/// running container misses one of the service's networks.
+/// Whether `c` must be recreated (compose's `mustRecreate`): the hash or image changed, a
+/// running container misses one of the service's networks, or a named volume is not mounted.
 pub fn must_recreate(e: &Expected<'_>, c: &Observed, policy: Recreate) -> bool {
     match policy {
         Recreate::Never => false,
@@ -72,6 +76,7 @@ pub fn must_recreate(e: &Expected<'_>, c: &Observed, policy: Recreate) -> bool {
             c.hash != e.hash
                 || (!e.image.is_empty() && c.image != e.image)
                 || (c.state == "running" && e.networks.iter().any(|n| !c.networks.contains(n)))
+                || e.volumes.iter().any(|v| !c.volumes.contains(v))
         }
     }
 }
@@ -212,6 +217,7 @@ mod tests {
             hash: "h",
             image: "",
             networks: &nets,
+            volumes: &[],
             scale: 2,
         };
         let got = converge(
@@ -249,6 +255,7 @@ mod tests {
             hash: "new",
             image: "",
             networks: &nets,
+            volumes: &[],
             scale: 3,
         };
         let got = converge(&e, &[obs("a", 1, "old", "running")], Recreate::Diverged);
@@ -295,6 +302,16 @@ mod tests {
         let mut c = obs("a", 1, "new", "running");
         c.networks.clear();
         assert!(must_recreate(&down, &c, Recreate::Diverged));
+        // so is one without a named volume of the service
+        let vols = vec!["p_data".to_string()];
+        let with_volume = Expected {
+            volumes: &vols,
+            ..down.clone()
+        };
+        let mut c = obs("a", 1, "new", "exited");
+        assert!(must_recreate(&with_volume, &c, Recreate::Diverged));
+        c.volumes = vols.clone();
+        assert!(!must_recreate(&with_volume, &c, Recreate::Diverged));
     }
 
     #[test]

@@ -94,6 +94,13 @@ pub fn observed(c: &Value) -> Observed {
             .as_object()
             .map(|n| n.keys().cloned().collect())
             .unwrap_or_default(),
+        volumes: c["Mounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["Type"] == "volume")
+            .filter_map(|m| m["Name"].as_str().map(str::to_string))
+            .collect(),
     }
 }
 

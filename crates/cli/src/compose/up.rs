@@ -399,10 +399,17 @@ async fn converge_service(
     } else {
         Vec::new()
     };
+    let vols: Vec<String> = s
+        .volumes
+        .iter()
+        .filter(|v| v.kind == "volume" && !v.source.is_empty())
+        .filter_map(|v| project.volumes.get(&v.source).map(|pv| pv.name.clone()))
+        .collect();
     let e = Expected {
         hash: &hash,
         image: &image_id,
         networks: &nets,
+        volumes: &vols,
         scale: convert::scale_of(s),
     };
     let obs: Vec<_> = observed.iter().map(project::observed).collect();
