@@ -625,3 +625,46 @@ services:
         .status
         .success());
 }
+
+#[test]
+fn dependents_with_restart_true_restart_when_their_dependency_is_recreated() {
+    let yaml = r#"
+services:
+  a:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    environment: [V=1]
+  b:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    depends_on:
+      a:
+        condition: service_started
+        restart: true
+  c:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    depends_on: [a]
+"#;
+    let p = Proj::new("cmprst", yaml);
+    p.ok(&["up", "-d"]);
+    let started = |c: &str| D.inspect(c, "{{.State.StartedAt}}");
+    let (a, b, b_started, c_started) = (
+        p.id("cmprst-a-1"),
+        p.id("cmprst-b-1"),
+        started("cmprst-b-1"),
+        started("cmprst-c-1"),
+    );
+    p.write(&yaml.replace("V=1", "V=2"));
+    let out = p.compose(&["up", "-d", "-t", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(p.id("cmprst-a-1"), a);
+    // b (restart: true) was stopped and started again, not recreated; c was left alone.
+    assert_eq!(p.id("cmprst-b-1"), b);
+    assert_ne!(started("cmprst-b-1"), b_started);
+    assert_eq!(D.inspect("cmprst-b-1", "{{.State.Status}}"), "running");
+    assert_eq!(started("cmprst-c-1"), c_started);
+}

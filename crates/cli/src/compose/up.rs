@@ -372,7 +372,18 @@ pub(super) async fn remove_container(client: &Client, id: &str, volumes: bool) -
     }
 }
 
-/// Converges one service; returns its containers `(id, name)` by number and the IDs to start.
+/// What converging one service did.
+struct Outcome {
+    name: String,
+    /// `(id, name, number)` by number.
+    containers: Vec<(String, String, i64)>,
+    /// IDs to start.
+    start: Vec<String>,
+    /// Whether a container was recreated (its `restart: true` dependents are restarted).
+    recreated: bool,
+}
+
+/// Converges one service.
 #[allow(clippy::too_many_arguments)]
 async fn converge_service(
     client: Client,
@@ -383,7 +394,7 @@ async fn converge_service(
     policy: Recreate,
     timeout: Option<i64>,
     network_mode: Option<String>,
-) -> Result<(String, Vec<(String, String, i64)>, Vec<String>)> {
+) -> Result<Outcome> {
     let s = &project.services[&name];
     let hash = convert::service_hash(&name, s)?;
     let nets: Vec<String> = if s.network_mode.is_empty() {
@@ -415,6 +426,7 @@ async fn converge_service(
     let obs: Vec<_> = observed.iter().map(project::observed).collect();
     let mut out = Vec::new();
     let mut start = Vec::new();
+    let mut recreated = false;
     for action in plan::converge(&e, &obs, policy) {
         match action {
             Action::Keep { id, running } => {
@@ -427,6 +439,7 @@ async fn converge_service(
                 out.push((id, o.name.clone(), o.number));
             }
             Action::Recreate { id, number } => {
+                recreated = true;
                 let o = obs.iter().find(|o| o.id == id).expect("observed");
                 event("Container", &o.name, "Recreate");
                 stop_container(&client, &id, timeout).await?;
@@ -502,7 +515,12 @@ async fn converge_service(
         }
     }
     out.sort_by_key(|c| c.2);
-    Ok((name, out, start))
+    Ok(Outcome {
+        name,
+        containers: out,
+        start,
+        recreated,
+    })
 }
 
 /// `create`'s work, shared by `up`: images, networks, volumes, orphans, then each service
@@ -519,7 +537,7 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
     let images = ensure_images(client, project, &wanted, c.pull_always).await?;
     ensure_networks(client, project).await?;
     ensure_volumes(client, project).await?;
-    let all = containers(client, &project.name, true, OneOff::Include, &[]).await?;
+    let mut all = containers(client, &project.name, true, OneOff::Include, &[]).await?;
     let orphans: Vec<&Value> = all
         .iter()
         .filter(|c| {
@@ -581,11 +599,37 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
                 network_mode,
             ));
         }
+        let mut recreated = Vec::new();
         while let Some(r) = set.join_next().await {
-            let (name, list, start) = r??;
-            done.ids
-                .insert(name, list.into_iter().map(|(id, n, _)| (id, n)).collect());
-            done.to_start.extend(start);
+            let o = r??;
+            if o.recreated {
+                recreated.push(o.name.clone());
+            }
+            done.ids.insert(
+                o.name,
+                o.containers.into_iter().map(|(id, n, _)| (id, n)).collect(),
+            );
+            done.to_start.extend(o.start);
+        }
+        // As compose's stopDependentContainers: dependents declaring `restart: true` on a
+        // recreated service are stopped now and started again after it.
+        for dep in &recreated {
+            let dependents: Vec<&String> = project
+                .services
+                .iter()
+                .filter(|(_, s)| s.depends_on.get(dep).is_some_and(|d| d.restart))
+                .map(|(n, _)| n)
+                .collect();
+            for ctr in all.iter_mut() {
+                let svc = service_of(ctr).to_string();
+                if dependents.contains(&&svc) && ctr["State"].as_str() == Some("running") {
+                    let (id, name) = (id_of(ctr).to_string(), name_of(ctr).to_string());
+                    event("Container", &name, "Stopping");
+                    stop_container(client, &id, c.timeout).await?;
+                    event("Container", &name, "Stopped");
+                    ctr["State"] = json!("exited");
+                }
+            }
         }
     }
     Ok(done)
