@@ -427,6 +427,7 @@ async fn converge_service(
     let mut out = Vec::new();
     let mut start = Vec::new();
     let mut recreated = false;
+    let mut creates = JoinSet::new();
     for action in plan::converge(&e, &obs, policy) {
         match action {
             Action::Keep { id, running } => {
@@ -496,23 +497,33 @@ async fn converge_service(
                 event("Container", &o.name, "Removed");
             }
             Action::Create { number } => {
-                let created = create_one(
-                    &client,
-                    &project,
-                    &name,
-                    s,
-                    number,
-                    &image_id,
-                    network_mode.clone(),
-                    None,
-                    Vec::new(),
-                )
-                .await?;
-                event("Container", &created.1, "Created");
-                start.push(created.0.clone());
-                out.push((created.0, created.1, number));
+                // New replicas are created in parallel, as compose's errgroup does.
+                let (client, project, name) = (client.clone(), project.clone(), name.clone());
+                let (image_id, network_mode) = (image_id.clone(), network_mode.clone());
+                creates.spawn(async move {
+                    let s = &project.services[&name];
+                    let created = create_one(
+                        &client,
+                        &project,
+                        &name,
+                        s,
+                        number,
+                        &image_id,
+                        network_mode,
+                        None,
+                        Vec::new(),
+                    )
+                    .await?;
+                    event("Container", &created.1, "Created");
+                    anyhow::Ok((created.0, created.1, number))
+                });
             }
         }
+    }
+    while let Some(r) = creates.join_next().await {
+        let (id, cname, number) = r??;
+        start.push(id.clone());
+        out.push((id, cname, number));
     }
     out.sort_by_key(|c| c.2);
     Ok(Outcome {
@@ -723,20 +734,28 @@ async fn start_all(client: &Client, project: &Arc<Project>, done: &Converged) ->
                     let Some(list) = ids.get(dep) else { continue };
                     wait_condition(&client, dep, &d.condition, list, None).await?;
                 }
+                let mut starts = JoinSet::new();
                 for (id, cname) in ids.get(&name).into_iter().flatten() {
                     if !to_start.contains(id) {
                         continue;
                     }
-                    event("Container", cname, "Starting");
-                    client
-                        .send(
-                            Method::POST,
-                            &format!("/containers/{}/start", seg(id)),
-                            None,
-                        )
-                        .await
-                        .map_err(|e| anyhow!("Error response from daemon: {}", strip(&e)))?;
-                    event("Container", cname, "Started");
+                    let (client, id, cname) = (client.clone(), id.clone(), cname.clone());
+                    starts.spawn(async move {
+                        event("Container", &cname, "Starting");
+                        client
+                            .send(
+                                Method::POST,
+                                &format!("/containers/{}/start", seg(&id)),
+                                None,
+                            )
+                            .await
+                            .map_err(|e| anyhow!("Error response from daemon: {}", strip(&e)))?;
+                        event("Container", &cname, "Started");
+                        anyhow::Ok(())
+                    });
+                }
+                while let Some(r) = starts.join_next().await {
+                    r??;
                 }
                 anyhow::Ok(())
             });
