@@ -98,7 +98,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> Result<i32> {
 }
 
 /// Registers a wait before start; resolves to the exit code.
-async fn spawn_wait(
+pub(crate) async fn spawn_wait(
     client: &Client,
     id: &str,
     condition: &str,

@@ -148,7 +148,22 @@ fn command() -> clap::Command {
 }
 
 /// Entry point: `args` is the full argv (`args[0]` = "barge"). Returns the exit code.
+/// Invoked as `docker-compose`, barge is `barge compose`.
 pub fn main(args: &[String]) -> i32 {
+    let hyphenated = args.first().is_some_and(|a| {
+        std::path::Path::new(a).file_name() == Some(std::ffi::OsStr::new("docker-compose"))
+    });
+    let rewritten: Vec<String>;
+    let args = if hyphenated {
+        rewritten = ["barge", "compose"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(args[1..].iter().cloned())
+            .collect();
+        &rewritten[..]
+    } else {
+        args
+    };
     let parsed = command()
         .try_get_matches_from(args)
         .and_then(|m| Cli::from_arg_matches(&m));
@@ -174,7 +189,7 @@ pub fn main(args: &[String]) -> i32 {
         return 0;
     };
     if let Cmd::Compose(args) = cmd {
-        return match compose::run(args) {
+        return match compose::run(args, &cli.host) {
             Ok(code) => code,
             Err(e) => report(&e),
         };
@@ -333,6 +348,9 @@ mod tests {
         assert_eq!(main(&argv("barge --help")), 0);
         assert_eq!(main(&argv("barge run --help")), 0);
         assert_eq!(main(&argv("barge -v")), 0);
+        // the hyphenated name is `barge compose`
+        assert_eq!(main(&argv("/usr/bin/docker-compose version --short")), 0);
+        assert_eq!(main(&argv("docker-compose nope")), 125);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! rendered back by [`render`] as `docker compose config` does.
 //! Spec: <https://github.com/compose-spec/compose-spec/blob/main/spec.md>.
 
+pub mod convert;
 pub mod discovery;
 pub mod dotenv;
 pub mod extends;
@@ -12,6 +13,7 @@ pub mod interpolate;
 pub mod merge;
 pub mod model;
 pub mod normalize;
+pub mod plan;
 pub mod profiles;
 pub mod render;
 pub mod shorthand;

@@ -70,6 +70,9 @@ pub struct Service {
     /// Fixed container name.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub container_name: String,
+    /// CPU limit (number of CPUs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
     /// Dependencies by service name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub depends_on: BTreeMap<String, Dependency>,
@@ -124,6 +127,9 @@ pub struct Service {
     /// Logging, raw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logging: Option<Value>,
+    /// Memory limit in bytes (decimal text, as compose-go's `UnitBytes` marshals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<String>,
     /// `network_mode` (`host`, `none`, `service:NAME`, `container:NAME`).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub network_mode: String,
@@ -133,6 +139,9 @@ pub struct Service {
     /// PID mode.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub pid: String,
+    /// PIDs limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
     /// Platform.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub platform: String,
@@ -163,6 +172,9 @@ pub struct Service {
     /// /dev/shm size, raw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Value>,
+    /// Keep stdin open.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_open: bool,
     /// Stop grace period (Go duration text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<String>,
@@ -175,6 +187,9 @@ pub struct Service {
     /// tmpfs mounts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<String>,
+    /// Allocate a TTY.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
     /// ulimits, raw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<Value>,

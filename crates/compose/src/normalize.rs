@@ -69,6 +69,13 @@ pub enum NormalizeError {
         spec: String,
         reason: String,
     },
+    /// A size (`mem_limit`) or number (`cpus`) that does not parse.
+    #[error("services.{service}.{key}: invalid size: '{value}'")]
+    Size {
+        service: String,
+        key: String,
+        value: String,
+    },
     /// A duration that does not parse.
     #[error("services.{service}.{key}: invalid duration {value:?}")]
     Duration {
@@ -444,6 +451,14 @@ pub fn service(
         command: command(raw.get("command")),
         configs: mounts(get("configs")),
         container_name: s_("container_name"),
+        cpus: match get("cpus") {
+            None => None,
+            Some(v) => Some(text(v).parse::<f64>().map_err(|_| NormalizeError::Size {
+                service: name.into(),
+                key: "cpus".into(),
+                value: text(v),
+            })?),
+        },
         deploy: get("deploy").cloned(),
         dns: strings(get("dns")),
         dns_search: strings(get("dns_search")),
@@ -460,12 +475,28 @@ pub fn service(
         ipc: s_("ipc"),
         labels: string_map(get("labels")),
         logging: get("logging").cloned(),
+        mem_limit: match get("mem_limit") {
+            None => None,
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(v) => Some(
+                barge_stdx::units::ram_in_bytes(&text(v))
+                    .map_err(|_| NormalizeError::Size {
+                        service: name.into(),
+                        key: "mem_limit".into(),
+                        value: text(v),
+                    })?
+                    .to_string(),
+            ),
+        },
         network_mode: s_("network_mode"),
         pid: s_("pid"),
+        pids_limit: get("pids_limit").and_then(|v| text(v).parse().ok()),
         platform: s_("platform"),
         privileged: as_bool(get("privileged")),
         pull_policy: s_("pull_policy"),
         read_only: as_bool(get("read_only")),
+        stdin_open: as_bool(get("stdin_open")),
+        tty: as_bool(get("tty")),
         restart: s_("restart"),
         scale: get("scale").and_then(|v| text(v).parse().ok()),
         secrets: mounts(get("secrets")),
