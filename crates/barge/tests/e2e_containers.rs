@@ -734,3 +734,20 @@ print("mark42" in data.decode(errors="replace"))
     assert_eq!(d.inspect("shell1", "{{.State.Running}}"), "true");
     d.ok(&["rm", "-f", "shell1"]);
 }
+
+/// `barge images | head -1`-style pipelines: a reader that goes away ends the CLI quietly
+/// (exit 141, nothing on stderr), as docker's does — never a panic and a backtrace.
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_barge"))
+        .env("BARGE_HOST", D.host.as_str())
+        .args(["images"])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}

@@ -147,9 +147,28 @@ fn command() -> clap::Command {
     cmd.help_template(template).disable_help_subcommand(true)
 }
 
+/// A closed stdout (`barge images -q | head -1`) ends the CLI quietly with 141 (128 +
+/// SIGPIPE), as docker's does — Go exits on EPIPE writing to stdout — instead of `print!`'s
+/// panic and backtrace. Other panics keep the default hook.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
+}
+
 /// Entry point: `args` is the full argv (`args[0]` = "barge"). Returns the exit code.
 /// Invoked as `docker-compose`, barge is `barge compose`.
 pub fn main(args: &[String]) -> i32 {
+    quiet_on_closed_stdout();
     let hyphenated = args.first().is_some_and(|a| {
         std::path::Path::new(a).file_name() == Some(std::ffi::OsStr::new("docker-compose"))
     });
