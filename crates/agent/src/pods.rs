@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use barge_container::{Container, CreateOptions, HostOptions, Status};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
@@ -52,8 +52,26 @@ struct Ctx {
     client: Client,
     engine: Engine,
     cfg: Arc<Config>,
-    pods: Store<Pod>,
+    /// Pods as JSON: one pod the typed model cannot read (the API server let it in) must not
+    /// stop the watch of every other pod; it is skipped by its worker.
+    pods: Store<DynamicObject>,
     host_ip: String,
+}
+
+/// The typed pod of a watched object (`None`, logged, if it does not fit kube's model).
+fn typed(o: &DynamicObject) -> Option<Pod> {
+    let v = serde_json::to_value(o).ok()?;
+    match serde_json::from_value::<Pod>(v) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(
+                "pod {}/{}: not a valid Pod, left alone: {e}",
+                o.metadata.namespace.as_deref().unwrap_or_default(),
+                o.metadata.name.as_deref().unwrap_or_default()
+            );
+            None
+        }
+    }
 }
 
 /// Runs the pod workers until aborted.
@@ -70,10 +88,12 @@ pub async fn run(client: Client, engine: Engine, cfg: Arc<Config>) {
             }
         }
     }
-    let api: Api<Pod> = Api::all(client.clone());
+    let ar = ApiResource::erase::<Pod>(&());
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
-    let (reader, writer) = reflector::store();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<Pod>>();
+    let writer = reflector::store::Writer::new(ar.clone());
+    let reader = writer.as_reader();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<DynamicObject>>();
     tokio::spawn(async move {
         let stream = reflector::reflector(writer, watcher(api, wc))
             .default_backoff()
@@ -82,7 +102,7 @@ pub async fn run(client: Client, engine: Engine, cfg: Arc<Config>) {
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(pod) => {
-                    let _ = tx.send(ObjectRef::from_obj(&pod));
+                    let _ = tx.send(ObjectRef::from_obj_with(&pod, ar.clone()));
                 }
                 Err(e) => tracing::debug!("pod watch: {e}"),
             }
@@ -104,9 +124,14 @@ pub async fn run(client: Client, engine: Engine, cfg: Arc<Config>) {
     let mut finished: HashSet<String> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let wake: Vec<ObjectRef<Pod>> = tokio::select! {
+        let wake: Vec<ObjectRef<DynamicObject>> = tokio::select! {
             Some(r) = rx.recv() => vec![r],
-            _ = tick.tick() => ctx.pods.state().iter().map(|p| ObjectRef::from_obj(&**p)).collect(),
+            _ = tick.tick() => ctx
+                .pods
+                .state()
+                .iter()
+                .map(|p| ObjectRef::from_obj_with(&**p, ApiResource::erase::<Pod>(&())))
+                .collect(),
         };
         for r in wake {
             let Some(pod) = ctx.pods.get(&r) else {
@@ -246,7 +271,7 @@ struct PodState {
     written: Option<serde_json::Value>,
 }
 
-async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<Pod>, uid: String, wake: Arc<Notify>) {
+async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<DynamicObject>, uid: String, wake: Arc<Notify>) {
     let mut st = PodState::default();
     loop {
         let pod = ctx
@@ -262,6 +287,10 @@ async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<Pod>, uid: String, wake: Arc<Noti
             })
             .await;
             return;
+        };
+        let Some(pod) = typed(&pod) else {
+            wake.notified().await;
+            continue;
         };
         if pod.metadata.deletion_timestamp.is_some() {
             match terminate(&ctx, &pod).await {

@@ -250,6 +250,25 @@ fn failing_containers_get_kube_reasons_and_back_off() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {NODE}\n  restartPolicy: {policy}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: {pull}\n    command: {command}\n"
         )
     };
+    // A pod kube's model cannot read (a boolean in `command`; kube-apiserver would refuse
+    // it, barge's API server stores it today): left alone, without disturbing the others.
+    let bad = pod("bad", "Always", "busybox:1.35", "Never", "[true]");
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("HOME", &s.dir)
+        .args(["apply", "--validate=false", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(bad.as_bytes())
+        .unwrap();
+    let _ = child.wait();
     apply(
         &s,
         &pod(
