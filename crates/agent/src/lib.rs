@@ -11,6 +11,8 @@
 //!   its own monitor process, labelled with the pod's namespace, name, uid, container name and
 //!   restart count), restarts with kubelet's back-off, status written to the `status`
 //!   subresource ([`status`] computes it), graceful deletion;
+//! - [`probes`]: readiness and liveness probes (exec, httpGet, tcpSocket) feeding `Ready`
+//!   and restarts;
 //! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion).
 //!
 //! Invariants:
@@ -26,6 +28,7 @@
 pub mod env;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod status;
 mod time;
 

@@ -269,6 +269,72 @@ struct PodState {
     waiting: HashMap<String, (String, String)>,
     /// The last status written.
     written: Option<serde_json::Value>,
+    /// Probe states by (container name, `liveness`|`readiness`).
+    probes: HashMap<(String, &'static str), crate::probes::ProbeState>,
+}
+
+impl PodState {
+    /// Whether the running engine container `id` (spec `c`) is ready: its readiness probe's
+    /// result, or running at all when it has none.
+    fn ready(&self, c: &k8s_openapi::api::core::v1::Container, id: &str) -> bool {
+        if c.readiness_probe.is_none() {
+            return true;
+        }
+        self.probes
+            .get(&(c.name.clone(), "readiness"))
+            .is_some_and(|s| s.container_id == id && s.result)
+    }
+}
+
+/// Runs the container's liveness and readiness probes when due; a liveness probe that fails
+/// its threshold stops the container (its grace period), and its restart policy takes over.
+async fn run_probes(
+    ctx: &Ctx,
+    st: &mut PodState,
+    pod: &Pod,
+    c: &k8s_openapi::api::core::v1::Container,
+    l: &Container,
+    pod_ip: &str,
+) {
+    let running_for = crate::time::parse(&l.state.started_at)
+        .map(|t| time::OffsetDateTime::now_utc() - t)
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    for (kind, probe, initial) in [
+        ("liveness", &c.liveness_probe, true),
+        ("readiness", &c.readiness_probe, false),
+    ] {
+        let Some(p) = probe else { continue };
+        let s = st
+            .probes
+            .entry((c.name.clone(), kind))
+            .or_insert_with(|| crate::probes::ProbeState::new(&l.id, initial));
+        if s.container_id != l.id {
+            *s = crate::probes::ProbeState::new(&l.id, initial);
+        }
+        if !s.due(p, running_for) {
+            continue;
+        }
+        let r = crate::probes::run(&ctx.engine, c, &l.id, pod_ip, p).await;
+        if let Err(m) = &r {
+            tracing::info!(container = %c.name, "{kind} probe failed: {m}");
+        }
+        if s.record(p, r.is_ok()) && !s.result && kind == "liveness" {
+            tracing::info!(container = %c.name, "failed liveness probe, will be restarted");
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
+            let (containers, id) = (ctx.engine.containers.clone(), l.id.clone());
+            let _ = blocking(move || {
+                containers
+                    .stop(&id, Some(grace), None)
+                    .map_err(|e| AgentError::engine("stop after liveness", e))
+            })
+            .await;
+        }
+    }
 }
 
 async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<DynamicObject>, uid: String, wake: Arc<Notify>) {
@@ -499,6 +565,9 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                     }) {
                         st.backoff.remove(&c.name);
                     }
+                    if let Some(ip) = pod_ip.as_deref() {
+                        run_probes(ctx, st, pod, c, l, ip).await;
+                    }
                     continue;
                 }
                 Some(l) if l.state.status == Status::Created => attempt(l),
@@ -586,7 +655,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                             started_at: crate::time::engine_to_kube(&l.state.started_at)
                                 .unwrap_or_else(crate::time::now),
                         },
-                        ready: true,
+                        ready: st.ready(c, &l.id),
                         ..base
                     }
                 } else if l.state.status == Status::Created {

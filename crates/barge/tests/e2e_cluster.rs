@@ -464,3 +464,76 @@ fn a_restarted_server_adopts_running_pods() {
     s.k(&["delete", "pod", "web", "--timeout=60s"]);
     assert_eq!(stdout(&s.docker(&["ps", "-aq"])).trim(), "");
 }
+
+#[test]
+fn probes_feed_ready_and_restart_failing_containers() {
+    let s = cluster("1s");
+    // The app, ready once GET / answers; a sidecar whose liveness probe always fails; a pod
+    // whose readiness probe knocks on a closed port.
+    apply(
+        &s,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: probed}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: multilayer:1
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe:
+      httpGet: {{path: /, port: http}}
+      periodSeconds: 1
+  - name: side
+    image: busybox:1.35
+    command: [sleep, "3600"]
+    livenessProbe:
+      exec: {{command: [sh, -c, "exit 1"]}}
+      periodSeconds: 1
+      failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: closed}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:1.35
+    command: [sleep, "3600"]
+    readinessProbe:
+      tcpSocket: {{port: 9999}}
+      periodSeconds: 1
+"#
+        ),
+    );
+    let ready = |c: &str| format!("{{.status.containerStatuses[?(@.name==\"{c}\")].ready}}");
+    wait_pod(&s, "probed", &ready("app"), 60, |r| r == "true");
+    // The sidecar fails its liveness probe: killed and restarted, again and again.
+    let restarts = format!("{{.status.containerStatuses[?(@.name==\"side\")].restartCount}}");
+    wait_pod(&s, "probed", &restarts, 60, |r| {
+        r.parse::<i64>().unwrap_or(0) >= 1
+    });
+    let last = s.k(&[
+        "get",
+        "pod",
+        "probed",
+        "-o",
+        "jsonpath={.status.containerStatuses[?(@.name==\"side\")].lastState.terminated.exitCode}",
+    ]);
+    assert_eq!(last, "137");
+    // Running but never Ready behind a closed port.
+    wait_pod(&s, "closed", "{.status.phase}", 60, |p| p == "Running");
+    std::thread::sleep(Duration::from_secs(3));
+    let ready = s.k(&[
+        "get",
+        "pod",
+        "closed",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].ready} {.status.conditions[?(@.type==\"Ready\")].reason}",
+    ]);
+    assert_eq!(ready, "false ContainersNotReady");
+}
