@@ -13,6 +13,7 @@
 //!   subresource ([`status`] computes it), graceful deletion;
 //! - [`probes`]: readiness and liveness probes (exec, httpGet, tcpSocket) feeding `Ready`
 //!   and restarts;
+//! - [`volumes`]: emptyDir, configMap and secret volumes as bind mounts;
 //! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion).
 //!
 //! Invariants:
@@ -31,6 +32,7 @@ pub mod pods;
 pub mod probes;
 pub mod status;
 mod time;
+pub mod volumes;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -403,6 +403,7 @@ fn kill_pod(engine: &Engine, uid: &str, grace: i64) {
         }
     }
     engine.networks.teardown(&sandbox_key(uid));
+    crate::volumes::remove(&engine.data_root, uid);
 }
 
 /// A pod being deleted: its containers get their grace period, then the object goes
@@ -884,6 +885,16 @@ async fn start_container(
         .as_ref()
         .and_then(|s| s.hostname.clone())
         .unwrap_or_else(|| name.chars().take(63).collect());
+    let binds =
+        match crate::volumes::container_binds(&ctx.client, &ctx.engine.data_root, pod, c).await {
+            Ok(b) => b,
+            Err(crate::volumes::VolumeError::Config(m)) => {
+                return Err(StartError::Waiting("CreateContainerConfigError".into(), m))
+            }
+            Err(crate::volumes::VolumeError::Api(e)) => {
+                return Err(StartError::Other(AgentError::api("container volumes", e)))
+            }
+        };
     let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let limit = |k: &str| limits.and_then(|l| l.get(k)).map(|q| q.0.clone());
     let opts = CreateOptions {
@@ -919,6 +930,7 @@ async fn start_container(
             network_mode: format!("sandbox:{key}"),
             log_type: "json-file".into(),
             restart_policy: "no".into(),
+            binds,
             memory: limit("memory")
                 .and_then(|q| quantity_bytes(&q))
                 .unwrap_or(0),

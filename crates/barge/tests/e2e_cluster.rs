@@ -115,6 +115,14 @@ spec:
       valueFrom: {{configMapKeyRef: {{name: cfg, key: greeting}}}}
     - name: MESSAGE
       value: "$(GREETING) from $(MY_NODE)"
+    volumeMounts:
+    - {{name: cfg, mountPath: /etc/cfg, readOnly: true}}
+    - {{name: scratch, mountPath: /scratch}}
+  volumes:
+  - name: cfg
+    configMap: {{name: cfg}}
+  - name: scratch
+    emptyDir: {{}}
 "#
     )
 }
@@ -200,6 +208,15 @@ fn node_registers_and_a_pod_runs_then_is_deleted() {
         "{}",
         stderr(&env)
     );
+    // Volumes: the ConfigMap's keys as files, a writable emptyDir.
+    let vols = s.docker(&[
+        "exec",
+        &cid,
+        "sh",
+        "-c",
+        "cat /etc/cfg/greeting; echo; echo x > /scratch/f && cat /scratch/f",
+    ]);
+    assert_eq!(stdout(&vols).trim(), "hello\nx", "{}", stderr(&vols));
     // The app answers on the pod's address, from the host.
     let out = curl(&["-s", &format!("http://{ip}:8080/")]);
     assert!(
@@ -220,6 +237,10 @@ fn node_registers_and_a_pod_runs_then_is_deleted() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(netns.is_empty(), "the pod's namespace is left: {netns:?}");
+    let pods: Vec<_> = std::fs::read_dir(s.dir.join("data/pods"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(pods.is_empty(), "the pod's volumes are left: {pods:?}");
 }
 
 fn wait_node_ready(s: &Server) -> String {
@@ -420,6 +441,27 @@ fn failing_containers_get_kube_reasons_and_back_off() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: missing}\ndata: {k: v}\n",
     );
     wait_pod(&s, "nocfg", "{.status.phase}", 30, |p| p == "Running");
+    // The same for a ConfigMap volume.
+    apply(
+        &s,
+        &(pod("novol", "Always", "busybox:1.35", "Never", "[sleep, '60']").replace(
+            "    command:",
+            "    volumeMounts: [{name: v, mountPath: /v}]\n    command:",
+        ) + "  volumes: [{name: v, configMap: {name: later}}]\n"),
+    );
+    let msg = wait_pod(
+        &s,
+        "novol",
+        &format!("{{{cs}.state.waiting.message}}"),
+        30,
+        |m| !m.is_empty(),
+    );
+    assert_eq!(msg, "configmap \"later\" not found");
+    apply(
+        &s,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {k: v}\n",
+    );
+    wait_pod(&s, "novol", "{.status.phase}", 30, |p| p == "Running");
 }
 
 #[test]
