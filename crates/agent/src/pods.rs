@@ -76,18 +76,6 @@ fn typed(o: &DynamicObject) -> Option<Pod> {
 
 /// Runs the pod workers until aborted.
 pub async fn run(client: Client, engine: Engine, cfg: Arc<Config>) {
-    let cidr = crate::node::pod_cidr(&cfg.cluster_cidr).to_string();
-    loop {
-        let e = engine.clone();
-        let c = cidr.clone();
-        match blocking(move || ensure_network(&e, &c)).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!("pod network: {e}");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    }
     let ar = ApiResource::erase::<Pod>(&());
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
@@ -506,6 +494,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
     let key = sandbox_key(&uid);
     let sandbox = {
         let (engine, key, name) = (ctx.engine.clone(), key.clone(), name.clone());
+        let cidr = crate::node::pod_cidr(&ctx.cfg.cluster_cidr).to_string();
         blocking(move || {
             if let Some(sb) = engine.networks.sandbox(&key) {
                 return Ok(Some(sb));
@@ -513,6 +502,8 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
             if terminal {
                 return Ok(None);
             }
+            // The pod network is made with the first sandbox (a node without pods has none).
+            ensure_network(&engine, &cidr)?;
             let req = barge_network::SandboxRequest {
                 container_id: key.clone(),
                 name,

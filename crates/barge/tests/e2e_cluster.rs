@@ -14,14 +14,6 @@ use common::*;
 
 const NODE: &str = "node1";
 
-/// A pod network of its own per server (the node's podCIDR is this /24).
-fn cluster_cidr() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::SeqCst);
-    format!("10.{}.{}.0/24", 150 + std::process::id() % 20, n % 250)
-}
-
 /// A server with its agent (node `node1`, back-off base `backoff`) and the shared images
 /// loaded into its engine.
 fn cluster(backoff: &str) -> Server {

@@ -29,6 +29,15 @@ pub fn unique_dir() -> PathBuf {
     dir
 }
 
+/// A pod network of its own for each server started by this process (a /24: the node's
+/// podCIDR is then the whole of it), so servers side by side never share a subnet.
+pub fn cluster_cidr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!("10.{}.{}.0/24", 150 + std::process::id() % 20, n % 250)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -96,6 +105,9 @@ impl Server {
         if self.agent {
             let (b, bip) = bridge_for(&self.dir);
             cmd.args(["--bridge", &b, "--bip", &bip]);
+            if !self.extra.iter().any(|a| a == "--cluster-cidr") {
+                cmd.args(["--cluster-cidr", &cluster_cidr()]);
+            }
         } else {
             cmd.arg("--disable-agent");
         }
