@@ -14,6 +14,7 @@
 //! - [`probes`]: readiness and liveness probes (exec, httpGet, tcpSocket) feeding `Ready`
 //!   and restarts;
 //! - [`volumes`]: emptyDir, configMap and secret volumes as bind mounts;
+//! - [`events`]: kubelet's events (Pulled, Created, Started, Killing, BackOff, Unhealthy, Failed);
 //! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion).
 //!
 //! Invariants:
@@ -27,6 +28,7 @@
 //!   `gracePeriodSeconds=0` and a uid precondition.
 
 pub mod env;
+pub mod events;
 pub mod node;
 pub mod pods;
 pub mod probes;

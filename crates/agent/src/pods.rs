@@ -257,6 +257,8 @@ struct PodState {
     waiting: HashMap<String, (String, String)>,
     /// The last status written.
     written: Option<serde_json::Value>,
+    /// Ended containers whose back-off was reported (one `BackOff` event each).
+    backoff_reported: HashSet<String>,
     /// Probe states by (container name, `liveness`|`readiness`).
     probes: HashMap<(String, &'static str), crate::probes::ProbeState>,
 }
@@ -306,9 +308,38 @@ async fn run_probes(
         let r = crate::probes::run(&ctx.engine, c, &l.id, pod_ip, p).await;
         if let Err(m) = &r {
             tracing::info!(container = %c.name, "{kind} probe failed: {m}");
+            let what = if kind == "liveness" {
+                "Liveness"
+            } else {
+                "Readiness"
+            };
+            crate::events::record(
+                &ctx.client,
+                &ctx.cfg.node_name,
+                pod,
+                Some(&c.name),
+                true,
+                "Unhealthy",
+                &format!("{what} probe failed: {m}"),
+            )
+            .await;
         }
         if s.record(p, r.is_ok()) && !s.result && kind == "liveness" {
             tracing::info!(container = %c.name, "failed liveness probe, will be restarted");
+            let m = format!(
+                "Container {} failed liveness probe, will be restarted",
+                c.name
+            );
+            crate::events::record(
+                &ctx.client,
+                &ctx.cfg.node_name,
+                pod,
+                Some(&c.name),
+                false,
+                "Killing",
+                &m,
+            )
+            .await;
             let grace = pod
                 .spec
                 .as_ref()
@@ -407,6 +438,28 @@ async fn terminate(ctx: &Ctx, pod: &Pod) -> Result<(), AgentError> {
                 .and_then(|s| s.termination_grace_period_seconds)
         })
         .unwrap_or(30);
+    let running: Vec<String> = {
+        let (engine, u) = (ctx.engine.clone(), uid.clone());
+        blocking(move || Ok(pod_containers(&engine, &u)))
+            .await?
+            .into_iter()
+            .filter(is_running)
+            .filter_map(|c| c.options.labels.get(LABEL_CONTAINER).cloned())
+            .collect()
+    };
+    for c in &running {
+        let m = format!("Stopping container {c}");
+        crate::events::record(
+            &ctx.client,
+            &ctx.cfg.node_name,
+            pod,
+            Some(c),
+            false,
+            "Killing",
+            &m,
+        )
+        .await;
+    }
     let (engine, u) = (ctx.engine.clone(), uid.clone());
     blocking(move || {
         kill_pod(&engine, &u, grace);
@@ -569,6 +622,22 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                         continue;
                     }
                     if in_backoff(st, &c.name, l) {
+                        if st.backoff_reported.insert(l.id.clone()) {
+                            let m = format!(
+                                "Back-off restarting failed container {} in pod {name}_{ns}({uid})",
+                                c.name
+                            );
+                            crate::events::record(
+                                &ctx.client,
+                                &ctx.cfg.node_name,
+                                pod,
+                                Some(&c.name),
+                                true,
+                                "BackOff",
+                                &m,
+                            )
+                            .await;
+                        }
                         continue;
                     }
                     next_backoff(st, &c.name, ctx.cfg.backoff_base);
@@ -580,7 +649,25 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                     st.waiting.remove(&c.name);
                 }
                 Err(StartError::Waiting(reason, message)) => {
-                    st.waiting.insert(c.name.clone(), (reason, message));
+                    let new = (reason, message);
+                    if st.waiting.get(&c.name) != Some(&new) {
+                        let (r, m) = if new.0 == "ErrImageNeverPull" {
+                            (new.0.as_str(), new.1.clone())
+                        } else {
+                            ("Failed", format!("Error: {}", new.1))
+                        };
+                        crate::events::record(
+                            &ctx.client,
+                            &ctx.cfg.node_name,
+                            pod,
+                            Some(&c.name),
+                            true,
+                            r,
+                            &m,
+                        )
+                        .await;
+                    }
+                    st.waiting.insert(c.name.clone(), new);
                 }
                 Err(StartError::Other(e)) => tracing::warn!("pod {ns}/{name}: {e}"),
             }
@@ -942,7 +1029,7 @@ async fn start_container(
         Vec::new()
     };
     let created_name = c.name.clone();
-    blocking(move || {
+    let started = blocking(move || {
         // Keep only the latest ended container (for `lastState`).
         for id in old {
             let _ = engine.containers.remove(&id, true);
@@ -960,13 +1047,66 @@ async fn start_container(
                 .map_err(|e| AgentError::engine(format!("create container {created_name}"), e))?,
         };
         // A failed start leaves the container exited with the error: its status says so.
-        if let Err(e) = engine.containers.start(&created.id, 0, &mut |_| {}) {
-            tracing::info!("container {created_name} did not start: {e}");
+        match engine.containers.start(&created.id, 0, &mut |_| {}) {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                tracing::info!("container {created_name} did not start: {e}");
+                Ok(Some(e.to_string()))
+            }
         }
-        Ok(())
     })
     .await
-    .map_err(StartError::Other)
+    .map_err(StartError::Other)?;
+    let node = &ctx.cfg.node_name;
+    let cn = Some(c.name.as_str());
+    let client = &ctx.client;
+    crate::events::record(
+        client,
+        node,
+        pod,
+        cn,
+        false,
+        "Pulled",
+        &format!("Container image {image:?} already present on machine"),
+    )
+    .await;
+    crate::events::record(
+        client,
+        node,
+        pod,
+        cn,
+        false,
+        "Created",
+        &format!("Created container: {}", c.name),
+    )
+    .await;
+    match started {
+        None => {
+            crate::events::record(
+                client,
+                node,
+                pod,
+                cn,
+                false,
+                "Started",
+                &format!("Started container {}", c.name),
+            )
+            .await
+        }
+        Some(e) => {
+            crate::events::record(
+                client,
+                node,
+                pod,
+                cn,
+                true,
+                "Failed",
+                &format!("Error: {e}"),
+            )
+            .await
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

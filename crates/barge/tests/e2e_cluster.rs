@@ -200,6 +200,18 @@ fn node_registers_and_a_pod_runs_then_is_deleted() {
         "{}",
         stderr(&env)
     );
+    // kubelet's events, for `kubectl describe`.
+    let reasons = s.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    for r in ["Pulled", "Created", "Started"] {
+        assert!(reasons.split(' ').any(|x| x == r), "{r} not in {reasons:?}");
+    }
     // Volumes: the ConfigMap's keys as files, a writable emptyDir.
     let vols = s.docker(&[
         "exec",
@@ -547,8 +559,8 @@ spec:
     let ready = |c: &str| format!("{{.status.containerStatuses[?(@.name==\"{c}\")].ready}}");
     wait_pod(&s, "probed", &ready("app"), 60, |r| r == "true");
     // The sidecar fails its liveness probe: killed and restarted, again and again.
-    let restarts = format!("{{.status.containerStatuses[?(@.name==\"side\")].restartCount}}");
-    wait_pod(&s, "probed", &restarts, 60, |r| {
+    let restarts = "{.status.containerStatuses[?(@.name==\"side\")].restartCount}";
+    wait_pod(&s, "probed", restarts, 60, |r| {
         r.parse::<i64>().unwrap_or(0) >= 1
     });
     let last = s.k(&[

@@ -352,7 +352,6 @@ impl Containers {
         }
     }
 
-    /// Runs one probe: (exit code, output).
     /// Runs `argv` in the running container `id` as one probe — an exec with `timeout`, as a
     /// health check runs — and returns its exit code (-1 when it could not run or timed out)
     /// and output. The node agent's exec probes (kubelet's) use it.
@@ -368,6 +367,7 @@ impl Containers {
         self.health_probe(id, &s)
     }
 
+    /// Runs one probe: (exit code, output).
     fn health_probe(&self, id: &str, s: &Settings) -> (i64, String) {
         let exec = match self.exec_create(
             id,
