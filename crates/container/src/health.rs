@@ -352,6 +352,21 @@ impl Containers {
         }
     }
 
+    /// Runs `argv` in the running container `id` as one probe — an exec with `timeout`, as a
+    /// health check runs — and returns its exit code (-1 when it could not run or timed out)
+    /// and output. The node agent's exec probes (kubelet's) use it.
+    pub fn exec_probe(&self, id: &str, argv: Vec<String>, timeout: Duration) -> (i64, String) {
+        let s = Settings {
+            argv,
+            interval: DEFAULT_INTERVAL,
+            timeout,
+            start_period: Duration::ZERO,
+            start_interval: DEFAULT_START_INTERVAL,
+            retries: DEFAULT_RETRIES,
+        };
+        self.health_probe(id, &s)
+    }
+
     /// Runs one probe: (exit code, output).
     fn health_probe(&self, id: &str, s: &Settings) -> (i64, String) {
         let exec = match self.exec_create(

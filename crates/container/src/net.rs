@@ -13,6 +13,9 @@ pub(crate) enum Mode<'a> {
     None,
     /// Join another container's namespace.
     Container(&'a str),
+    /// Join a sandbox made without a container (`sandbox:<key>`: a pod's, made by the node
+    /// agent through `Networks::setup`).
+    Sandbox(&'a str),
     /// Own namespace on one or more bridge networks (first = `NetworkMode`).
     Bridge(Vec<EndpointRequest>),
 }
@@ -21,7 +24,7 @@ pub(crate) enum Mode<'a> {
 pub(crate) fn primary_network(host: &HostOptions) -> Option<String> {
     match host.network_mode.as_str() {
         "host" | "none" => None,
-        m if m.starts_with("container:") => None,
+        m if m.starts_with("container:") || m.starts_with("sandbox:") => None,
         "" | "default" => Some("bridge".into()),
         m => Some(m.to_string()),
     }
@@ -34,6 +37,9 @@ pub(crate) fn mode(host: &HostOptions) -> Mode<'_> {
         m => {
             if let Some(other) = m.strip_prefix("container:") {
                 return Mode::Container(other);
+            }
+            if let Some(key) = m.strip_prefix("sandbox:") {
+                return Mode::Sandbox(key);
             }
         }
     }
@@ -193,6 +199,8 @@ mod tests {
         assert_eq!(mode(&host("host")), Mode::Host);
         assert_eq!(mode(&host("none")), Mode::None);
         assert_eq!(mode(&host("container:abc")), Mode::Container("abc"));
+        assert_eq!(mode(&host("sandbox:pod-1")), Mode::Sandbox("pod-1"));
+        assert_eq!(primary_network(&host("sandbox:pod-1")), None);
         let Mode::Bridge(eps) = mode(&host("default")) else {
             panic!()
         };

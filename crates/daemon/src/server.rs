@@ -93,7 +93,29 @@ pub struct Prepared {
     bridge_claim: barge_network::BridgeClaim,
 }
 
+/// The engine's stores, shared with an in-process node agent (`barge server`): the same
+/// instances the Docker Engine API serves, so what `docker load`/`build` stores is what pods
+/// run and `docker ps` shows pods' containers.
+#[derive(Clone)]
+pub struct Engine {
+    pub images: Arc<ImageStore>,
+    pub containers: Arc<Containers>,
+    pub networks: Arc<barge_network::Networks>,
+    /// `--data-root`.
+    pub data_root: PathBuf,
+}
+
 impl Prepared {
+    /// The engine's stores (see [`Engine`]).
+    pub fn engine(&self) -> Engine {
+        Engine {
+            images: self.state.images.clone(),
+            containers: self.state.containers.clone(),
+            networks: self.state.networks.clone(),
+            data_root: self.state.data_root.clone(),
+        }
+    }
+
     /// Serves the Docker Engine API on every `-H` socket until `shutdown` resolves (or a
     /// listener fails), then removes the sockets and the pidfile and releases the networks.
     /// Must run inside a tokio runtime (e.g. [`runtime`]).

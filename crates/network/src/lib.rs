@@ -44,6 +44,17 @@ pub use dns::DNS_ADDR;
 pub use error::{ErrorKind, NetworkError};
 pub use types::*;
 
+/// The prefix of the sandbox keys the node agent gives pods' sandboxes (`pod-<uid>`): made with
+/// [`Networks::setup`] without a container, joined by containers of network mode
+/// `sandbox:<key>`, and kept by [`Networks::reconcile`] whatever runs (their owner adopts or
+/// removes them).
+pub const POD_SANDBOX_PREFIX: &str = "pod-";
+
+/// Whether `key` names a pod's sandbox (see [`POD_SANDBOX_PREFIX`]).
+pub fn is_pod_sandbox(key: &str) -> bool {
+    key.starts_with(POD_SANDBOX_PREFIX)
+}
+
 /// Where networking state lives and how the default bridge looks.
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {

@@ -9,11 +9,12 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use crate::{link, nft, Network, Networks, Sandbox};
+use crate::{is_pod_sandbox, link, nft, Network, Networks, Sandbox};
 
 impl Networks {
     /// Brings kernel state in line with the records after a daemon (re)start: sandboxes of
-    /// containers not in `running` are torn down; the DNS server is restarted for the others;
+    /// containers not in `running` are torn down (pod sandboxes excepted: their owner, the node
+    /// agent, adopts or removes them); the DNS server is restarted for the others;
     /// bridges of every bridge network in use exist; links on barge bridges and namespace
     /// files nobody owns are deleted; the rules are re-applied.
     pub fn reconcile(&self, running: &HashSet<String>) {
@@ -22,7 +23,7 @@ impl Networks {
             .lock()
             .sandboxes
             .keys()
-            .filter(|id| !running.contains(*id))
+            .filter(|id| !running.contains(*id) && !is_pod_sandbox(id))
             .cloned()
             .collect();
         for id in stale {

@@ -48,6 +48,13 @@ impl Networks {
         self.lock().sandboxes.get(container_id).cloned()
     }
 
+    /// The keys of the pods' sandboxes (see [`crate::POD_SANDBOX_PREFIX`]).
+    pub fn pod_sandboxes(&self) -> Vec<String> {
+        let inner = self.lock();
+        let keys = inner.sandboxes.keys().filter(|k| crate::is_pod_sandbox(k));
+        keys.cloned().collect()
+    }
+
     /// Whether the container's sandbox uses the embedded DNS server.
     pub fn uses_dns(&self, sb: &Sandbox) -> bool {
         let inner = self.lock();

@@ -83,9 +83,27 @@ pub struct ServerArgs {
     /// Do not run this node's engine (no Docker Engine API, no workloads on this node)
     #[arg(long = "disable-agent")]
     pub disable_agent: bool,
+    /// The name of this node's Node object (default: the host name, lower-cased)
+    #[arg(long = "node-name", env = "BARGE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// This node's InternalIP (default: the address of the default route's interface)
+    #[arg(long = "node-ip")]
+    pub node_ip: Option<IpAddr>,
+    /// The first back-off before a crashed container of a pod is restarted again (kubelet's
+    /// 10s, doubling up to 5m; shorter for tests)
+    #[arg(long = "pod-restart-backoff", default_value = "10s", value_parser = parse_duration)]
+    pub pod_restart_backoff: std::time::Duration,
     /// The engine's flags (as `barge daemon`'s)
     #[command(flatten, next_help_heading = "Engine (as barge daemon)")]
     pub engine: DaemonArgs,
+}
+
+/// Parses a Go duration (`10s`, `500ms`, `1m30s`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let ns = barge_stdx::units::parse_go_duration(s).map_err(|e| e.to_string())?;
+    u64::try_from(ns)
+        .map(std::time::Duration::from_nanos)
+        .map_err(|_| format!("invalid duration {s:?}: must not be negative"))
 }
 
 /// Parses an octal file mode (`600`, `0644`, `0o640`).

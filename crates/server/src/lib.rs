@@ -10,7 +10,9 @@
 //!    `DATA-DIR/token`) and the admin kubeconfig ([`kubeconfig`], `--write-kubeconfig`) are
 //!    made or reused; the datastore is opened and the HTTPS port bound;
 //! 3. one tokio runtime serves both until SIGINT/SIGTERM ([`https`] authenticates each
-//!    request with [`auth`]).
+//!    request with [`auth`]), and runs the controllers and, unless `--disable-agent`, the
+//!    node agent (`barge-agent`) on the engine of step 1 — both clients of this API with the
+//!    admin kubeconfig.
 //!
 //! Invariants:
 //! - Secrets (keys, the token, the kubeconfig by default) are written `0600`, atomically.
@@ -158,6 +160,14 @@ pub fn run(args: ServerArgs) -> Result<()> {
         }
     }
 
+    // kubelet lower-cases the host name it registers as.
+    let node_name = args
+        .node_name
+        .clone()
+        .or_else(host::hostname)
+        .unwrap_or_else(|| "localhost".into())
+        .to_lowercase();
+
     // 3. One runtime for both APIs.
     let rt = barge_daemon::runtime()?;
     let r = rt.block_on(async move {
@@ -209,6 +219,34 @@ pub fn run(args: ServerArgs) -> Result<()> {
                 tokio::spawn(barge_scheduler::run(client, stopped(stop_rx.clone())));
             }
             Err(e) => tracing::warn!("controllers not started: {e:#}"),
+        }
+        // The node agent (kubelet's part) on this node's engine, as a client of this API.
+        if let Some(engine) = &engine {
+            match controller_client(&kc).await {
+                Ok(client) => {
+                    let e = engine.engine();
+                    let cfg = barge_agent::Config {
+                        node_name: node_name.clone(),
+                        node_ip: args.node_ip,
+                        cluster_cidr: args.cluster_cidr,
+                        backoff_base: args.pod_restart_backoff,
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                    };
+                    let engine = barge_agent::Engine {
+                        images: e.images,
+                        containers: e.containers,
+                        networks: e.networks,
+                        data_root: e.data_root,
+                    };
+                    tokio::spawn(barge_agent::run(
+                        client,
+                        engine,
+                        cfg,
+                        stopped(stop_rx.clone()),
+                    ));
+                }
+                Err(e) => tracing::warn!("node agent not started: {e:#}"),
+            }
         }
         let api = https::serve(listener, tls, router, token, stopped(stop_rx.clone()));
         let engine = async {

@@ -1,6 +1,5 @@
-//! `barge server` for e2e tests: a server in its own directory (data dir, data root, exec
-//! root, socket, kubeconfig) on a free loopback port, stopped and removed on drop; `kubectl`,
-//! `docker` and `curl` against it.
+//! `barge server` for end-to-end tests: a server with its own directories (data dir, data
+//! root, exec root, socket, kubeconfig) and a free loopback port, stopped and removed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -28,6 +27,15 @@ pub fn unique_dir() -> PathBuf {
     let dir = PathBuf::from(format!("/tmp/be-srv{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A pod network of its own for each server started by this process (a /24: the node's
+/// podCIDR is then the whole of it), so servers side by side never share a subnet.
+pub fn cluster_cidr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!("10.{}.{}.0/24", 150 + std::process::id() % 20, n % 250)
 }
 
 pub fn free_port() -> u16 {
@@ -97,6 +105,9 @@ impl Server {
         if self.agent {
             let (b, bip) = bridge_for(&self.dir);
             cmd.args(["--bridge", &b, "--bip", &bip]);
+            if !self.extra.iter().any(|a| a == "--cluster-cidr") {
+                cmd.args(["--cluster-cidr", &cluster_cidr()]);
+            }
         } else {
             cmd.arg("--disable-agent");
         }
@@ -146,6 +157,74 @@ impl Server {
         }
     }
 
+    /// `kill -9` of the server (its containers' monitors keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again after [`Server::stop`] or [`Server::kill9`], same flags.
+    pub fn restart(&mut self) -> Duration {
+        assert!(self.child.is_none(), "restart of a running server");
+        self.spawn()
+    }
+
+    /// Removes what the node agent runs before the server stops: every pod, force-deleted (the
+    /// agent removes their containers and sandboxes), waiting up to 20 s for the engine to have
+    /// no container left; then any container process left is killed through its cgroup.
+    fn remove_pods(&mut self) {
+        if self.agent && self.child.is_some() {
+            let _ = self.kubectl_with(
+                &self.kubeconfig(),
+                &[
+                    "delete",
+                    "pods",
+                    "--all",
+                    "-A",
+                    "--grace-period=0",
+                    "--force",
+                    "--wait=false",
+                ],
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let out = self.docker(&["ps", "-aq"]);
+                if out.status.success() && stdout(&out).trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Kills the processes of every container of this server's engine (by cgroup): what a
+    /// server killed with -9 leaves when no agent removes its pods.
+    fn kill_container_processes(&self) {
+        let Ok(ids) = std::fs::read_dir(self.dir.join("data/containers")) else {
+            return;
+        };
+        for id in ids.flatten() {
+            let id = id.file_name().to_string_lossy().into_owned();
+            for root in [
+                "/sys/fs/cgroup/memory/barge",
+                "/sys/fs/cgroup/pids/barge",
+                "/sys/fs/cgroup/barge",
+            ] {
+                let procs = std::fs::read_to_string(format!("{root}/{id}/cgroup.procs"));
+                for pid in procs.unwrap_or_default().split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// `kubectl ARGS` with the server's admin kubeconfig, which must succeed; its stdout,
     /// trimmed.
     pub fn k(&self, args: &[&str]) -> String {
@@ -171,6 +250,16 @@ impl Server {
             .expect("running kubectl")
     }
 
+    /// `barge -H <this engine> ARGS`.
+    pub fn barge(&self, args: &[&str]) -> Output {
+        Command::new(BARGE)
+            .args(["-H", &self.host()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running barge")
+    }
+
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new(docker_cli())
             .env("DOCKER_HOST", self.host())
@@ -184,7 +273,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.remove_pods();
         self.stop();
+        self.kill_container_processes();
         cleanup_dir(&self.dir);
     }
 }

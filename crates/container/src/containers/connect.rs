@@ -31,7 +31,7 @@ impl Containers {
         let host = &c.options.host;
         if matches!(
             crate::net::mode(host),
-            crate::net::Mode::Host | crate::net::Mode::Container(_)
+            crate::net::Mode::Host | crate::net::Mode::Container(_) | crate::net::Mode::Sandbox(_)
         ) {
             return Err(ContainerError::InvalidOption {
                 field: "network".into(),
@@ -120,7 +120,7 @@ impl Containers {
             crate::net::Mode::Bridge(eps) => eps.into_iter().map(|e| e.network).collect(),
             crate::net::Mode::Host => vec!["host".into()],
             crate::net::Mode::None => vec!["none".into()],
-            crate::net::Mode::Container(_) => Vec::new(),
+            crate::net::Mode::Container(_) | crate::net::Mode::Sandbox(_) => Vec::new(),
         }
     }
 

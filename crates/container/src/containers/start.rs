@@ -381,7 +381,23 @@ impl Containers {
                 }
             }
         }
-        let embedded_dns = match (&sandbox, self.networks.get()) {
+        // `sandbox:<key>`: a pod's sandbox, made beforehand by the node agent; the container
+        // joins it and sees its addresses in /etc/hosts as if it were its own.
+        let joined = match host.network_mode.strip_prefix("sandbox:") {
+            Some(key) => match self.networks.get().and_then(|n| n.sandbox(key)) {
+                Some(sb) => Some(sb),
+                None => {
+                    unmount(&rootfs);
+                    return Err(ContainerError::InvalidOption {
+                        field: "network".into(),
+                        reason: format!("no network sandbox {key}"),
+                    });
+                }
+            },
+            None => None,
+        };
+        let own_or_joined = sandbox.as_ref().or(joined.as_ref());
+        let embedded_dns = match (own_or_joined, self.networks.get()) {
             (Some(sb), Some(nets)) => nets.uses_dns(sb),
             _ => false,
         };
@@ -419,7 +435,7 @@ impl Containers {
                 if host_net {
                     std::fs::read_to_string("/etc/hosts").unwrap_or_default()
                 } else {
-                    crate::net::hosts_file(&hostname, sandbox.as_ref(), &extra_hosts)
+                    crate::net::hosts_file(&hostname, own_or_joined, &extra_hosts)
                 },
             ),
             (
@@ -445,7 +461,7 @@ impl Containers {
                     None => Some(PathBuf::from(format!("/proc/{}/ns/net", other.state.pid))),
                 }
             }
-            None => sandbox.as_ref().map(|sb| sb.netns.clone()),
+            None => own_or_joined.map(|sb| sb.netns.clone()),
         };
         let mut env = vec![format!("HOSTNAME={hostname}")];
         if c.options.tty {
@@ -525,6 +541,7 @@ impl Containers {
             memory_cgroup: Some(memory_cgroup(&c.id)),
             loopback_up: host.network_mode != "host"
                 && !host.network_mode.starts_with("container:")
+                && joined.is_none()
                 && sandbox.is_none(),
             init: host.init,
             // The embedded runtime runs inside the monitor (no exec of `barge runtime`).

@@ -1,0 +1,118 @@
+//! barge's node agent: what kubelet does, on barge's own engine crates in-process.
+//!
+//! `barge server` runs one (unless `--disable-agent`) on the engine it serves the Docker Engine
+//! API with, so one command is a one-node cluster:
+//! - [`node`]: registers the Node (capacity, allocatable, addresses, nodeInfo, conditions,
+//!   podCIDR), renews its Lease in `kube-node-lease` every 10 s and patches its status as
+//!   kubelet does (on change, else every 5 min);
+//! - [`pods`]: one worker per pod bound to this node (`spec.nodeName`): its sandbox (a network
+//!   namespace on the pod network, made by `barge-network` without any container — no pause
+//!   container), its containers (engine containers of network mode `sandbox:<key>`, each with
+//!   its own monitor process, labelled with the pod's namespace, name, uid, container name and
+//!   restart count), restarts with kubelet's back-off, status written to the `status`
+//!   subresource ([`status`] computes it), graceful deletion;
+//! - [`probes`]: readiness and liveness probes (exec, httpGet, tcpSocket) feeding `Ready`
+//!   and restarts;
+//! - [`volumes`]: emptyDir, configMap and secret volumes as bind mounts;
+//! - [`events`]: kubelet's events (Pulled, Created, Started, Killing, BackOff, Unhealthy, Failed);
+//! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion).
+//!
+//! Invariants:
+//! - The engine's records are the truth: the agent keeps no state on disk; after a restart it
+//!   finds its pods' containers and sandboxes by their labels and keys and adopts them, so a
+//!   running container is never restarted because the agent restarted.
+//! - Engine calls block, so they run on tokio's blocking pool (`spawn_blocking`), never on a
+//!   worker thread; the engine forks only through its monitor processes.
+//! - The agent acts on the cluster only through the Kubernetes API (kube-rs), as kubelet does:
+//!   pod status through the `status` subresource, the final pod deletion with
+//!   `gracePeriodSeconds=0` and a uid precondition.
+
+pub mod env;
+pub mod events;
+pub mod node;
+pub mod pods;
+pub mod probes;
+pub mod status;
+mod time;
+pub mod volumes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The engine the agent runs pods on: the stores `barge_daemon::prepare` opened (the same
+/// instances the Docker Engine API serves).
+#[derive(Clone)]
+pub struct Engine {
+    pub images: Arc<barge_image::ImageStore>,
+    pub containers: Arc<barge_container::Containers>,
+    pub networks: Arc<barge_network::Networks>,
+    /// The engine's `--data-root` (ephemeral-storage capacity is its file system's).
+    pub data_root: PathBuf,
+}
+
+/// The agent's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Node's name (`--node-name`, default the host name), lower-cased as kubelet does.
+    pub node_name: String,
+    /// The node's InternalIP (`--node-ip`), else the address of the default route's interface.
+    pub node_ip: Option<std::net::IpAddr>,
+    /// The cluster's pod network (`--cluster-cidr`); this node's podCIDR is its first /24.
+    pub cluster_cidr: ipnet::IpNet,
+    /// The first restart back-off (kubelet: 10 s, doubling up to [`MAX_BACKOFF`]).
+    pub backoff_base: Duration,
+    /// barge's version (nodeInfo's `containerRuntimeVersion` is `barge://<version>`).
+    pub version: String,
+}
+
+/// The longest restart back-off (kubelet's `MaxContainerBackOff`).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// kubelet's back-off is forgotten once a container ran this long.
+pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// Errors of the agent's API and engine calls (each is retried on the next sync).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{what}: {source}")]
+    Api { what: String, source: kube::Error },
+    #[error("{what}: {message}")]
+    Engine { what: String, message: String },
+}
+
+impl AgentError {
+    fn api(what: impl Into<String>, source: kube::Error) -> Self {
+        AgentError::Api {
+            what: what.into(),
+            source,
+        }
+    }
+    fn engine(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        AgentError::Engine {
+            what: what.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Whether a kube error is the API's 404.
+pub(crate) fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Runs the agent until `shutdown` completes: registers the node, then keeps its lease and
+/// status and runs its pods. Pods keep running after it returns (their monitors hold them).
+pub async fn run(
+    client: kube::Client,
+    engine: Engine,
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let cfg = Arc::new(cfg);
+    let node = node::NodeAgent::new(client.clone(), engine.clone(), cfg.clone());
+    let node_task = tokio::spawn(async move { node.run().await });
+    let pods = tokio::spawn(pods::run(client, engine, cfg));
+    shutdown.await;
+    node_task.abort();
+    pods.abort();
+}

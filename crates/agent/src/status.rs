@@ -1,0 +1,399 @@
+//! A pod's status as kubelet writes it (`kubelet_pods.go` `generateAPIPodStatus`, `getPhase`;
+//! `pkg/kubelet/status/generate.go`; `qos.GetPodQOS`), from what the engine shows of its
+//! containers. Pure: the caller gathers the views and writes the result to the `status`
+//! subresource.
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
+
+/// A terminated container (kube's `ContainerStateTerminated`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Terminated {
+    pub exit_code: i64,
+    /// `Completed`, `Error`, `OOMKilled`, `StartError`.
+    pub reason: String,
+    pub message: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// `barge://<engine id>`.
+    pub container_id: String,
+}
+
+impl Terminated {
+    fn to_json(&self) -> Value {
+        let mut t = json!({
+            "exitCode": self.exit_code,
+            "reason": self.reason,
+            "startedAt": self.started_at.clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
+            "finishedAt": self.finished_at,
+            "containerID": self.container_id,
+        });
+        if let Some(m) = &self.message {
+            t["message"] = json!(m);
+        }
+        t
+    }
+}
+
+/// The state of one container.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: String,
+    },
+    Terminated(Terminated),
+}
+
+/// What the agent knows of one of the pod's containers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerView {
+    pub name: String,
+    /// The image as the spec names it.
+    pub image: String,
+    /// The engine's image ID (`sha256:…`), once a container exists.
+    pub image_id: String,
+    /// `barge://<engine id>` of the current container, once one exists.
+    pub container_id: Option<String>,
+    pub restart_count: i64,
+    pub state: State,
+    /// The previous container's end (kube's `lastState.terminated`).
+    pub last: Option<Terminated>,
+    pub ready: bool,
+}
+
+impl ContainerView {
+    fn to_json(&self) -> Value {
+        let state = match &self.state {
+            State::Waiting { reason, message } => {
+                let mut w = json!({ "reason": reason });
+                if let Some(m) = message {
+                    w["message"] = json!(m);
+                }
+                json!({ "waiting": w })
+            }
+            State::Running { started_at } => json!({"running": {"startedAt": started_at}}),
+            State::Terminated(t) => json!({ "terminated": t.to_json() }),
+        };
+        let mut c = json!({
+            "name": self.name,
+            "state": state,
+            "lastState": match &self.last {
+                Some(t) => json!({"terminated": t.to_json()}),
+                None => json!({}),
+            },
+            "ready": self.ready,
+            "restartCount": self.restart_count,
+            "image": self.image,
+            "imageID": self.image_id,
+            "started": matches!(self.state, State::Running { .. }),
+        });
+        if let Some(id) = &self.container_id {
+            c["containerID"] = json!(id);
+        }
+        c
+    }
+}
+
+/// kubelet's `getPhase` for a pod without init containers.
+pub fn phase(restart_policy: &str, views: &[ContainerView]) -> &'static str {
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for v in views {
+        match &v.state {
+            State::Running { .. } => running += 1,
+            State::Terminated(t) => {
+                stopped += 1;
+                if t.exit_code == 0 {
+                    succeeded += 1;
+                }
+            }
+            State::Waiting { .. } if v.last.is_some() => stopped += 1,
+            State::Waiting { .. } => waiting += 1,
+        }
+    }
+    if waiting > 0 {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if stopped > 0 {
+        if restart_policy == "Always" {
+            "Running"
+        } else if stopped == succeeded {
+            "Succeeded"
+        } else if restart_policy == "Never" {
+            "Failed"
+        } else {
+            "Running"
+        }
+    } else {
+        "Pending"
+    }
+}
+
+/// kube's QoS class of `pod` (`qos.GetPodQOS`, cpu and memory of every container).
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = &pod.spec else {
+        return "BestEffort";
+    };
+    let containers: Vec<_> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let r = c.resources.as_ref();
+        let get = |which: Option<
+            &std::collections::BTreeMap<
+                String,
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+            >,
+        >,
+                   k: &str| which.and_then(|m| m.get(k)).map(|q| q.0.clone());
+        for res in ["cpu", "memory"] {
+            let req = get(r.and_then(|r| r.requests.as_ref()), res);
+            let lim = get(r.and_then(|r| r.limits.as_ref()), res);
+            if req.as_ref().is_some_and(|q| q != "0") || lim.as_ref().is_some_and(|q| q != "0") {
+                any = true;
+            }
+            // Requests default to limits; Guaranteed needs a limit equal to the request.
+            match (&req, &lim) {
+                (_, None) => guaranteed = false,
+                (Some(a), Some(b)) if a != b => guaranteed = false,
+                _ => {}
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Inputs of [`pod_status`] beyond the pod and its containers.
+pub struct Inputs<'a> {
+    /// The sandbox's address, once it exists.
+    pub pod_ip: Option<&'a str>,
+    pub host_ip: &'a str,
+    /// `metav1.Time` now (conditions that change get it as `lastTransitionTime`).
+    pub now: &'a str,
+}
+
+/// The pod's `status` as kubelet writes it: phase, conditions (keeping each
+/// `lastTransitionTime` while its status does not change), containerStatuses, IPs, QoS class,
+/// start time (kept once set).
+pub fn pod_status(pod: &Pod, views: &[ContainerView], inp: &Inputs<'_>) -> Value {
+    let spec = pod.spec.as_ref();
+    let policy = spec
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    let phase = phase(policy, views);
+    let old = pod.status.as_ref();
+    let old_cond = |t: &str| {
+        old.and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == t))
+    };
+    let cond = |t: &str, ok: bool, reason: Option<&str>, message: Option<String>| {
+        let status = if ok { "True" } else { "False" };
+        let since = match old_cond(t) {
+            Some(c) if c.status == status => c
+                .last_transition_time
+                .as_ref()
+                .and_then(|t| serde_json::to_value(t).ok())
+                .unwrap_or_else(|| json!(inp.now)),
+            _ => json!(inp.now),
+        };
+        let mut c = json!({
+            "type": t,
+            "status": status,
+            "lastProbeTime": null,
+            "lastTransitionTime": since,
+        });
+        if let Some(r) = reason {
+            c["reason"] = json!(r);
+        }
+        if let Some(m) = message {
+            c["message"] = json!(m);
+        }
+        c
+    };
+    let unready: Vec<&str> = views
+        .iter()
+        .filter(|v| !v.ready)
+        .map(|v| v.name.as_str())
+        .collect();
+    let (ready, reason, message) = match phase {
+        "Succeeded" => (false, Some("PodCompleted"), None),
+        "Failed" => (false, Some("PodFailed"), None),
+        _ if unready.is_empty() => (true, None, None),
+        _ => (
+            false,
+            Some("ContainersNotReady"),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
+        ),
+    };
+    let conditions = vec![
+        cond(
+            "PodReadyToStartContainers",
+            inp.pod_ip.is_some(),
+            None,
+            None,
+        ),
+        cond("Initialized", true, None, None),
+        cond("Ready", ready, reason, message.clone()),
+        cond("ContainersReady", ready, reason, message),
+        cond("PodScheduled", true, None, None),
+    ];
+    let start_time = old
+        .and_then(|s| s.start_time.as_ref())
+        .and_then(|t| serde_json::to_value(t).ok())
+        .unwrap_or_else(|| json!(inp.now));
+    let mut status = json!({
+        "phase": phase,
+        "conditions": conditions,
+        "hostIP": inp.host_ip,
+        "hostIPs": [{"ip": inp.host_ip}],
+        "startTime": start_time,
+        "qosClass": qos_class(pod),
+        "containerStatuses": views.iter().map(ContainerView::to_json).collect::<Vec<_>>(),
+    });
+    if let Some(ip) = inp.pod_ip {
+        status["podIP"] = json!(ip);
+        status["podIPs"] = json!([{ "ip": ip }]);
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, state: State, last: Option<Terminated>) -> ContainerView {
+        ContainerView {
+            name: name.into(),
+            image: "img".into(),
+            image_id: "sha256:1".into(),
+            container_id: Some("barge://1".into()),
+            restart_count: 0,
+            ready: matches!(state, State::Running { .. }),
+            state,
+            last,
+        }
+    }
+
+    fn term(code: i64) -> Terminated {
+        Terminated {
+            exit_code: code,
+            reason: if code == 0 { "Completed" } else { "Error" }.into(),
+            message: None,
+            started_at: None,
+            finished_at: None,
+            container_id: "barge://1".into(),
+        }
+    }
+
+    fn running() -> State {
+        State::Running {
+            started_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn waiting(r: &str) -> State {
+        State::Waiting {
+            reason: r.into(),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn phases_as_kubelet() {
+        let creating = [view("a", waiting("ContainerCreating"), None)];
+        assert_eq!(phase("Always", &creating), "Pending");
+        assert_eq!(phase("Always", &[view("a", running(), None)]), "Running");
+        // A crash-looping container counts as stopped: the pod runs.
+        let backoff = [view("a", waiting("CrashLoopBackOff"), Some(term(1)))];
+        assert_eq!(phase("Always", &backoff), "Running");
+        let done = [view("a", State::Terminated(term(0)), None)];
+        assert_eq!(phase("Never", &done), "Succeeded");
+        assert_eq!(phase("OnFailure", &done), "Succeeded");
+        assert_eq!(phase("Always", &done), "Running");
+        let failed = [view("a", State::Terminated(term(2)), None)];
+        assert_eq!(phase("Never", &failed), "Failed");
+        assert_eq!(phase("OnFailure", &failed), "Running");
+        let mixed = [
+            view("a", running(), None),
+            view("b", waiting("ContainerCreating"), None),
+        ];
+        assert_eq!(phase("Always", &mixed), "Pending");
+    }
+
+    #[test]
+    fn qos_classes() {
+        let pod = |res: Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {}, "spec": {"containers": [
+                {"name": "a", "image": "x", "resources": res}]}}))
+            .unwrap()
+        };
+        assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
+        let g = json!({"limits": {"cpu": "1", "memory": "1Gi"}});
+        assert_eq!(qos_class(&pod(g)), "Guaranteed");
+        let b = json!({"requests": {"cpu": "100m"}});
+        assert_eq!(qos_class(&pod(b)), "Burstable");
+    }
+
+    #[test]
+    fn conditions_and_ips() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {}, "spec": {"containers": [
+            {"name": "a", "image": "x"}, {"name": "b", "image": "x"}]},
+            "status": {"conditions": [{"type": "Initialized", "status": "True",
+                "lastTransitionTime": "2020-01-01T00:00:00Z"}]}}))
+        .unwrap();
+        let views = [
+            view("a", running(), None),
+            view("b", waiting("ContainerCreating"), None),
+        ];
+        let inp = Inputs {
+            pod_ip: Some("10.42.0.2"),
+            host_ip: "192.0.2.1",
+            now: "2026-01-01T00:00:00Z",
+        };
+        let s = pod_status(&pod, &views, &inp);
+        assert_eq!(s["phase"], "Pending");
+        assert_eq!(s["podIPs"][0]["ip"], "10.42.0.2");
+        let c = |t: &str| {
+            s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            c("Initialized")["lastTransitionTime"],
+            "2020-01-01T00:00:00Z"
+        );
+        assert_eq!(c("Ready")["status"], "False");
+        assert_eq!(c("Ready")["reason"], "ContainersNotReady");
+        assert_eq!(
+            c("ContainersReady")["message"],
+            "containers with unready status: [b]"
+        );
+        assert_eq!(c("PodReadyToStartContainers")["status"], "True");
+        assert_eq!(
+            s["containerStatuses"][1]["state"]["waiting"]["reason"],
+            "ContainerCreating"
+        );
+        assert_eq!(s["qosClass"], "BestEffort");
+    }
+}
