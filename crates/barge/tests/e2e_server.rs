@@ -741,7 +741,6 @@ fn resource_quota_status_and_enforcement() {
     eventually("status.used after delete", &s, || used() == "1 0 1");
 }
 
-
 /// The scheduler in `barge server` (no agent: the Nodes are API objects made by the test):
 /// pods spread over the nodes that fit, nodeSelector and taints are honoured, a pod too big for
 /// any node stays Pending with kube's exact `FailedScheduling` message (as `kubectl describe`

@@ -3,8 +3,8 @@
 
 mod admission;
 mod bench;
-mod crd;
 mod binding;
+mod crd;
 mod discovery;
 mod lists;
 mod rest;
