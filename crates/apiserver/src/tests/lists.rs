@@ -10,9 +10,9 @@ use tower::ServiceExt;
 
 use super::*;
 
-#[tokio::test]
-async fn lists_page_and_select() {
-    let t = server().await;
+backends!(lists_page_and_select, watch_streams_changes);
+
+async fn lists_page_and_select(t: T) {
     for i in 0..5 {
         let tier = if i % 2 == 0 { "fe" } else { "be" };
         t.send(
@@ -199,9 +199,7 @@ async fn open_watch(t: &T, uri: &str) -> Body {
     resp.into_body()
 }
 
-#[tokio::test]
-async fn watch_streams_changes() {
-    let t = server().await;
+async fn watch_streams_changes(t: T) {
     t.send(Method::POST, CMS, cm("w1", json!({"app": "a"})))
         .await;
     let mut body = open_watch(&t, &format!("{CMS}?watch=true&labelSelector=app%3Da")).await;
