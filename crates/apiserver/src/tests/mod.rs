@@ -3,6 +3,7 @@
 //! conflicts, compaction and 410) run on every backend through [`backends!`] — SQLite and a
 //! real etcd as `barge server` uses them. Helpers here; the tests by area in the submodules.
 
+mod badinput;
 mod bench;
 mod discovery;
 mod lists;
