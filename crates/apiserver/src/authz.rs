@@ -1,6 +1,7 @@
 //! Authorization of every request: RBAC ([`crate::rbac`]) over the Roles, ClusterRoles and
-//! their bindings in the datastore, kept current by a datastore watch, plus kube's privileged
-//! group (`system:masters` is always allowed, as kube-apiserver's first authorizer does).
+//! their bindings in the datastore, kept current through the watch cache (the server's one
+//! datastore watch), plus kube's privileged group (`system:masters` is always allowed, as
+//! kube-apiserver's first authorizer does).
 //! A denial is kube's 403 (`lib.rs`'s `forbidden`).
 
 use std::sync::{Arc, RwLock};
@@ -110,7 +111,7 @@ impl ApiServer {
     }
 
     /// Creates the default RBAC policy (if missing), loads it, and keeps the policy current
-    /// from a datastore watch of the RBAC objects.
+    /// from the watch cache's events on the RBAC objects.
     pub(crate) async fn start_rbac(&self) -> ApiResult<()> {
         let writer = crate::rest::WriteOpts {
             manager: "kube-apiserver".into(),
@@ -142,7 +143,8 @@ impl ApiServer {
         let api = self.clone();
         tokio::spawn(async move {
             loop {
-                let Ok(mut events) = api.store.watch("/registry/", revision).await else {
+                // The server's one datastore watch, through the watch cache.
+                let Ok(mut events) = api.watch_cache.watch("/registry/", revision).await else {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     revision = api.load_policy().await.unwrap_or(revision);
                     continue;
@@ -151,9 +153,9 @@ impl ApiServer {
                     let Ok(batch) = batch else { break };
                     let touches_rbac = batch
                         .iter()
-                        .any(|e| prefixes.iter().any(|p| e.kv.key.starts_with(p)));
+                        .any(|e| prefixes.iter().any(|p| e.key.starts_with(p)));
                     if let Some(last) = batch.last() {
-                        revision = last.kv.mod_revision;
+                        revision = last.revision;
                     }
                     if touches_rbac {
                         revision = api.load_policy().await.unwrap_or(revision).max(revision);

@@ -152,6 +152,18 @@ impl ApiServer {
         self
     }
 
+    /// Bounds the watch cache's window to `events` events (default 10,000);
+    /// a watch from before the window goes to the datastore. Tests use a small window to
+    /// reach the datastore's 410 quickly.
+    pub fn with_watch_window(mut self, events: usize) -> Self {
+        self.watch_cache = Arc::new(watchcache::WatchCache::with_limits(
+            self.store.clone(),
+            events,
+            watchcache::WINDOW_BYTES,
+        ));
+        self
+    }
+
     /// The resources this server serves now (built-ins and established custom resources).
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.current()

@@ -1,21 +1,24 @@
 //! The preinstalled kubectl (1.32) against barge's API machinery: the router served over
 //! plain HTTP on loopback, every request carrying an admin identity (`system:admin`,
-//! `system:masters`) as the TLS transport of `barge server` would attach it.
+//! `system:masters`) as the TLS transport of `barge server` would attach it. Every scenario
+//! runs on both datastores `barge server` offers: SQLite (`name::sqlite`) and a real etcd
+//! started on loopback (`name::etcd`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use barge_apiserver::{ApiServer, Config, Identity};
-use barge_datastore::MemStore;
+mod common;
+
+use barge_datastore::testing::{Backend, Fixture};
 use serde_json::Value;
 
 struct Cluster {
     dir: tempfile::TempDir,
     /// `METHOD path content-type` of every request, for asserting what kubectl sends.
     log: Arc<Mutex<Vec<String>>>,
+    // Dropped before the runtime: the store's tasks run on it.
+    _fixture: Fixture,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -26,58 +29,26 @@ struct Out {
 }
 
 impl Cluster {
-    fn start() -> Self {
+    fn start(backend: Backend) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let log2 = log.clone();
-        let port = rt.block_on(async move {
-            let api = ApiServer::new(Arc::new(MemStore::new()), Config::default())
-                .without_service_account_lookup();
-            api.bootstrap().await.unwrap();
-            let app = api.router().layer(axum::middleware::from_fn(
-                move |mut req: Request, next: Next| {
-                    let log = log2.clone();
-                    async move {
-                        let ctype = req
-                            .headers()
-                            .get("content-type")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let accept = req
-                            .headers()
-                            .get("accept")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        log.lock().unwrap().push(format!(
-                            "{} {} {ctype} [{accept}]",
-                            req.method(),
-                            req.uri()
-                        ));
-                        req.extensions_mut().insert(Identity {
-                            user: "system:admin".into(),
-                            groups: vec!["system:masters".into()],
-                        });
-                        next.run(req).await
-                    }
-                },
-            ));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-            port
-        });
+        let common::Served { port, fixture } =
+            rt.block_on(common::serve(backend, |api| api, log.clone()));
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: barge\n  cluster:\n    server: http://127.0.0.1:{port}\ncontexts:\n- name: barge\n  context:\n    cluster: barge\n    user: admin\nusers:\n- name: admin\n  user: {{}}\ncurrent-context: barge\n"
         );
         std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
-        Cluster { dir, log, _rt: rt }
+        Cluster {
+            dir,
+            log,
+            _fixture: fixture,
+            _rt: rt,
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -120,6 +91,15 @@ impl Cluster {
         self.ok(&["apply", "-f", path.to_str().unwrap()])
     }
 }
+
+backends!(
+    kubectl_drives_the_api,
+    kubectl_create_subcommands,
+    kubectl_server_side_apply,
+    kubectl_edit_kustomize_describe,
+    kubectl_custom_resources,
+    kubectl_impersonation,
+);
 
 const MANIFEST: &str = r#"
 apiVersion: v1
@@ -175,9 +155,8 @@ spec:
         image: busybox
 "#;
 
-#[test]
-fn kubectl_drives_the_api() {
-    let k = Cluster::start();
+fn kubectl_drives_the_api(backend: Backend) {
+    let k = Cluster::start(backend);
 
     // Discovery.
     let v: Value = serde_json::from_str(&k.ok(&["version", "-o", "json"])).unwrap();
@@ -629,9 +608,8 @@ fn kubectl_drives_the_api() {
 
 /// kubectl's typed `create` subcommands post protobuf bodies: each must land with the fields
 /// the command sets.
-#[test]
-fn kubectl_create_subcommands() {
-    let k = Cluster::start();
+fn kubectl_create_subcommands(backend: Backend) {
+    let k = Cluster::start(backend);
     let ok = |args: &[&str], want: &str| assert_eq!(k.ok(args).trim(), want, "{args:?}");
     ok(
         &[
@@ -875,9 +853,8 @@ fn kubectl_create_subcommands() {
 }
 
 /// `kubectl apply --server-side`: create, a conflict with another manager, `--force-conflicts`.
-#[test]
-fn kubectl_server_side_apply() {
-    let k = Cluster::start();
+fn kubectl_server_side_apply(backend: Backend) {
+    let k = Cluster::start(backend);
     let path = k.dir.path().join("ssa.yaml");
     let write = |greeting: &str| {
         std::fs::write(
@@ -935,9 +912,8 @@ fn kubectl_server_side_apply() {
 
 /// `kubectl edit` (an editor script), `apply -k` (built-in kustomize), `describe` of a
 /// Deployment, `delete -f`.
-#[test]
-fn kubectl_edit_kustomize_describe() {
-    let k = Cluster::start();
+fn kubectl_edit_kustomize_describe(backend: Backend) {
+    let k = Cluster::start(backend);
     let dir = k.dir.path().join("kustomize");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -1075,9 +1051,8 @@ spec:
 
 /// A CRD and its custom resources: Established, printer columns (`-o wide`), explain, schema
 /// validation and pruning, the status and scale subresources, `get all`, deletion.
-#[test]
-fn kubectl_custom_resources() {
-    let k = Cluster::start();
+fn kubectl_custom_resources(backend: Backend) {
+    let k = Cluster::start(backend);
     assert!(k
         .apply(CRD)
         .contains("customresourcedefinition.apiextensions.k8s.io/widgets.example.com created"));
@@ -1278,9 +1253,8 @@ fn kubectl_custom_resources() {
 
 /// `--as`/`--as-group` (impersonation): the admin may impersonate; the request then runs as
 /// the impersonated user, refused or allowed by RBAC as that user.
-#[test]
-fn kubectl_impersonation() {
-    let k = Cluster::start();
+fn kubectl_impersonation(backend: Backend) {
+    let k = Cluster::start(backend);
     let can_i = k.run(&["auth", "can-i", "list", "pods", "--as=jane"]);
     assert_eq!(can_i.stdout.trim(), "no", "{}", can_i.stderr);
     let out = k.run(&["get", "pods", "--as=jane"]);

@@ -1,5 +1,7 @@
-//! Test support: a throwaway etcd server on loopback, for this crate's tests and benchmark and
-//! for the API server's tests that run against etcd.
+//! Test support: a throwaway etcd server on loopback, and a [`Fixture`] — a store of each
+//! backend (memory, SQLite in a temporary directory, a real etcd) with what keeps it alive — for
+//! this crate's conformance suite and benchmark and for the API server's tests, which run
+//! against every backend.
 //!
 //! It runs Debian's `etcd-server` (`/usr/bin/etcd`, installed by `scripts/install-deps.sh`) with
 //! a fresh data directory and random loopback ports, and kills it when dropped. A missing
@@ -8,7 +10,10 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::{EtcdStore, MemStore, SqliteStore, Store};
 
 /// The etcd binary `etcd-server` installs.
 pub const ETCD: &str = "/usr/bin/etcd";
@@ -115,5 +120,106 @@ impl Drop for EtcdServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A backend the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// [`MemStore`], the reference.
+    Memory,
+    /// [`SqliteStore`] in a fresh temporary directory (`barge server`'s default).
+    Sqlite,
+    /// [`EtcdStore`] on a fresh [`EtcdServer`].
+    Etcd,
+}
+
+impl Backend {
+    /// Opens a fresh, empty store of this backend; etcd keys go under `/barge-test`.
+    ///
+    /// Panics when the store cannot be opened (a missing `etcd` names its package).
+    pub async fn open(self) -> Fixture {
+        self.open_with_root("/barge-test").await
+    }
+
+    /// As [`Backend::open`], with etcd's keys under `root` (ignored by the other backends).
+    pub async fn open_with_root(self, root: &str) -> Fixture {
+        match self {
+            Backend::Memory => Fixture {
+                store: Arc::new(MemStore::new()),
+                guard: Guard::None,
+            },
+            Backend::Sqlite => {
+                let dir = TempDir::new("sqlite");
+                let store = SqliteStore::open(dir.0.join("state.db"))
+                    .await
+                    .expect("open SQLite in a temporary directory");
+                Fixture {
+                    store: Arc::new(store),
+                    guard: Guard::Dir(dir),
+                }
+            }
+            Backend::Etcd => {
+                let server = tokio::task::spawn_blocking(EtcdServer::start)
+                    .await
+                    .expect("start etcd");
+                let store = EtcdStore::connect_with_root(&[server.endpoint().to_string()], root)
+                    .await
+                    .expect("connect to the test etcd");
+                Fixture {
+                    store: Arc::new(store),
+                    guard: Guard::Etcd(server),
+                }
+            }
+        }
+    }
+}
+
+/// A store under test and what keeps it alive (a temporary directory, an etcd process); both
+/// are removed when it is dropped.
+pub struct Fixture {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    guard: Guard,
+}
+
+impl Fixture {
+    /// The etcd behind this fixture, if it is the etcd backend.
+    pub fn etcd(&self) -> Option<&EtcdServer> {
+        match &self.guard {
+            Guard::Etcd(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+enum Guard {
+    None,
+    Dir(#[allow(dead_code)] TempDir),
+    Etcd(EtcdServer),
+}
+
+/// A directory under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "barge-{what}-{}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -5,52 +5,23 @@
 //! Revisions are never assumed to start at a given number (etcd's start at 1): each test reads
 //! the store's revision first and works from the revisions its writes return.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-use barge_datastore::testing::EtcdServer;
-use barge_datastore::{
-    Error, EtcdStore, Event, EventKind, ListOptions, MemStore, Revision, SqliteStore, Store,
-    WatchStream,
-};
+use barge_datastore::testing::{Backend, Fixture};
+use barge_datastore::{Error, Event, EventKind, ListOptions, Revision, Store, WatchStream};
 use futures_util::StreamExt;
 
-/// A store under test and what keeps it alive (a temp dir, an etcd process).
-pub struct Fixture {
-    pub store: Arc<dyn Store>,
-    _guard: Box<dyn Any + Send>,
+async fn memory() -> Fixture {
+    Backend::Memory.open().await
 }
 
-pub async fn memory() -> Fixture {
-    Fixture {
-        store: Arc::new(MemStore::new()),
-        _guard: Box::new(()),
-    }
+async fn sqlite() -> Fixture {
+    Backend::Sqlite.open().await
 }
 
-pub async fn sqlite() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("state.db"))
-        .await
-        .unwrap();
-    Fixture {
-        store: Arc::new(store),
-        _guard: Box::new(dir),
-    }
-}
-
-pub async fn etcd() -> Fixture {
-    let server = tokio::task::spawn_blocking(EtcdServer::start)
-        .await
-        .unwrap();
-    let store = EtcdStore::connect_with_root(&[server.endpoint().to_string()], "/conformance")
-        .await
-        .unwrap();
-    Fixture {
-        store: Arc::new(store),
-        _guard: Box::new(server),
-    }
+async fn etcd() -> Fixture {
+    Backend::Etcd.open_with_root("/conformance").await
 }
 
 const WAIT: Duration = Duration::from_secs(10);

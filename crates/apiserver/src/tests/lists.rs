@@ -10,9 +10,9 @@ use tower::ServiceExt;
 
 use super::*;
 
-#[tokio::test]
-async fn lists_page_and_select() {
-    let t = server().await;
+backends!(lists_page_and_select, watch_streams_changes);
+
+async fn lists_page_and_select(t: T) {
     for i in 0..5 {
         let tier = if i % 2 == 0 { "fe" } else { "be" };
         t.send(
@@ -199,9 +199,7 @@ async fn open_watch(t: &T, uri: &str) -> Body {
     resp.into_body()
 }
 
-#[tokio::test]
-async fn watch_streams_changes() {
-    let t = server().await;
+async fn watch_streams_changes(t: T) {
     t.send(Method::POST, CMS, cm("w1", json!({"app": "a"})))
         .await;
     let mut body = open_watch(&t, &format!("{CMS}?watch=true&labelSelector=app%3Da")).await;
@@ -418,4 +416,146 @@ async fn server_side_tables() {
         .await
         .json();
     assert_eq!(plain["kind"], "ConfigMapList");
+}
+
+/// A store that counts its `watch` calls.
+struct CountingStore {
+    inner: barge_datastore::MemStore,
+    watches: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for CountingStore {
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+    async fn revision(&self) -> barge_datastore::Result<i64> {
+        self.inner.revision().await
+    }
+    async fn compacted_revision(&self) -> barge_datastore::Result<i64> {
+        self.inner.compacted_revision().await
+    }
+    async fn get(
+        &self,
+        key: &str,
+        revision: Option<i64>,
+    ) -> barge_datastore::Result<(i64, Option<barge_datastore::KeyValue>)> {
+        self.inner.get(key, revision).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        opts: barge_datastore::ListOptions,
+    ) -> barge_datastore::Result<barge_datastore::ListPage> {
+        self.inner.list(prefix, opts).await
+    }
+    async fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+    ) -> barge_datastore::Result<barge_datastore::KeyValue> {
+        self.inner.create(key, value).await
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: i64,
+    ) -> barge_datastore::Result<barge_datastore::KeyValue> {
+        self.inner.update(key, value, expected).await
+    }
+    async fn delete(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+    ) -> barge_datastore::Result<barge_datastore::KeyValue> {
+        self.inner.delete(key, expected).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        after: i64,
+    ) -> barge_datastore::Result<barge_datastore::WatchStream> {
+        self.watches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.watch(prefix, after).await
+    }
+    async fn compact(&self, revision: i64) -> barge_datastore::Result<i64> {
+        self.inner.compact(revision).await
+    }
+}
+
+/// RBAC and every API watch share the server's one datastore watch (the watch cache); RBAC
+/// still sees a new binding at once.
+#[tokio::test]
+async fn one_datastore_watch_per_server() {
+    let store = Arc::new(CountingStore {
+        inner: barge_datastore::MemStore::new(),
+        watches: Default::default(),
+    });
+    let api = ApiServer::new(store.clone(), Config::default());
+    api.bootstrap().await.unwrap();
+    let app = api.router();
+    let watches = || store.watches.load(std::sync::atomic::Ordering::SeqCst);
+    // RBAC's task starts the watch cache.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while watches() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "RBAC watches nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = T {
+        app,
+        store: store.clone(),
+        _fixture: Backend::Memory.open().await,
+    };
+    let rv = t.store.revision().await.unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let uri = format!(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings?watch=true&resourceVersion={rv}"
+        );
+        bodies.push(open_watch(&t, &uri).await);
+    }
+    let bob = Identity {
+        user: "bob".into(),
+        groups: vec!["system:authenticated".into()],
+    };
+    let r = t
+        .req(Method::GET, CMS, "", Body::empty(), Some(bob.clone()), None)
+        .await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN);
+    t.send(
+        Method::POST,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+        json!({"metadata": {"name": "bob-view"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+               "subjects": [{"kind": "User", "name": "bob", "apiGroup": "rbac.authorization.k8s.io"}]}),
+    )
+    .await;
+    for body in &mut bodies {
+        let ev = read_events(body, 1).await;
+        assert_eq!(ev[0]["object"]["kind"], "RoleBinding");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = t
+            .req(Method::GET, CMS, "", Body::empty(), Some(bob.clone()), None)
+            .await;
+        if r.code == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "RBAC never saw the binding"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        watches(),
+        1,
+        "one datastore watch for RBAC and three API watches"
+    );
 }

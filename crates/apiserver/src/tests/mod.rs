@@ -1,7 +1,10 @@
-//! Router-level tests over [`MemStore`]: every request goes through `router()` as the
-//! transport would send it. Helpers here; the tests by area in the submodules.
+//! Router-level tests: every request goes through `router()` as the transport would send it.
+//! Most run over [`MemStore`]; those that exercise storage (watch, lists and `continue`,
+//! conflicts, compaction and 410) run on every backend through [`backends!`] — SQLite and a
+//! real etcd as `barge server` uses them. Helpers here; the tests by area in the submodules.
 
 mod admission;
+mod badinput;
 mod bench;
 mod binding;
 mod crd;
@@ -15,7 +18,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use barge_datastore::{MemStore, Store};
+use barge_datastore::testing::{Backend, Fixture};
+use barge_datastore::Store;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -24,7 +28,8 @@ use crate::{ApiServer, Config, Identity};
 
 pub(super) struct T {
     pub(super) app: Router,
-    pub(super) store: Arc<MemStore>,
+    pub(super) store: Arc<dyn Store>,
+    _fixture: Fixture,
 }
 
 pub(super) struct Resp {
@@ -51,16 +56,54 @@ pub(super) fn admin() -> Identity {
 }
 
 pub(super) async fn server() -> T {
-    let store = Arc::new(MemStore::new());
-    let api = ApiServer::new(store.clone(), Config::default())
+    server_on(Backend::Memory).await
+}
+
+/// A bootstrapped API server over a fresh store of `backend`.
+pub(super) async fn server_on(backend: Backend) -> T {
+    server_with(backend, Config::default()).await
+}
+
+/// A bootstrapped API server with `config` over a fresh store of `backend`.
+pub(super) async fn server_with(backend: Backend, config: Config) -> T {
+    let fixture = backend.open().await;
+    let store = fixture.store.clone();
+    let api = ApiServer::new(store.clone(), config)
         .with_bookmark_interval(Duration::from_millis(100))
         .without_service_account_lookup();
     api.bootstrap().await.unwrap();
     T {
         app: api.router(),
         store,
+        _fixture: fixture,
     }
 }
+
+/// Runs `async fn name(t: T)` tests on each storage backend: `name::memory`, `name::sqlite`
+/// and `name::etcd` (a real etcd on loopback; a missing etcd fails the test).
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use barge_datastore::testing::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name(super::server_on(Backend::Memory).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::server_on(Backend::Sqlite).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd() {
+                super::$name(super::server_on(Backend::Etcd).await).await;
+            }
+        }
+    )*};
+}
+pub(super) use backends;
 
 impl T {
     pub(super) async fn req(

@@ -9,9 +9,13 @@ use tower::ServiceExt;
 
 use super::*;
 
-#[tokio::test]
-async fn crud_and_kube_errors() {
-    let t = server().await;
+backends!(
+    crud_and_kube_errors,
+    bad_input_is_a_status_and_stores_nothing,
+    patches
+);
+
+async fn crud_and_kube_errors(t: T) {
     // The system namespaces exist.
     let ns = t.get("/api/v1/namespaces").await.json();
     let names: Vec<&str> = ns["items"]
@@ -185,9 +189,7 @@ async fn crud_and_kube_errors() {
     assert_eq!(r.code, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn bad_input_is_a_status_and_stores_nothing() {
-    let t = server().await;
+async fn bad_input_is_a_status_and_stores_nothing(t: T) {
     let before = t.store.revision().await.unwrap();
     let r = t.send(Method::POST, CMS, cm("Bad_Name", json!({}))).await;
     assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY);
@@ -434,9 +436,7 @@ async fn generation_and_status_subresource() {
     );
 }
 
-#[tokio::test]
-async fn patches() {
-    let t = server().await;
+async fn patches(t: T) {
     t.send(Method::POST, CMS, cm("p", json!({"a": "1"}))).await;
     let u = format!("{CMS}/p");
     let r = t
