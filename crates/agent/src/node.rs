@@ -66,48 +66,14 @@ pub fn node_ip(cfg: &Config) -> IpAddr {
                 (f.len() > 2 && f[1] == "00000000").then(|| f[0].to_string())
             })
         });
-    let addrs = interface_addresses();
+    let addrs: Vec<_> = barge_network::host::interface_addresses()
+        .into_iter()
+        .filter(|(_, ip)| ip.is_ipv4())
+        .collect();
     default_if
         .and_then(|i| addrs.iter().find(|(n, _)| *n == i).map(|(_, a)| *a))
         .or_else(|| addrs.first().map(|(_, a)| *a))
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
-}
-
-/// `(interface, IPv4 address)` of every non-loopback interface.
-fn interface_addresses() -> Vec<(String, IpAddr)> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: `getifaddrs` fills `head` with a list it allocated; it is only read, then freed
-    // once with `freeifaddrs` below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a non-null node of the list, alive until `freeifaddrs`.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0 {
-            continue;
-        }
-        // SAFETY: `ifa_addr` is non-null; its `sa_family` says it is a `sockaddr_in`, read as
-        // that only.
-        let ip = unsafe {
-            if i32::from((*ifa.ifa_addr).sa_family) != libc::AF_INET {
-                continue;
-            }
-            let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-            IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
-        };
-        // SAFETY: `ifa_name` is a NUL-terminated string owned by the list.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        out.push((name, ip));
-    }
-    // SAFETY: `head` came from `getifaddrs` and is freed once; no reference into it survives.
-    unsafe { libc::freeifaddrs(head) };
-    out
 }
 
 /// The machine's facts kubelet reports (`cadvisor` + `uname` + `os-release`).

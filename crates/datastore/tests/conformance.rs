@@ -287,17 +287,23 @@ pub async fn watch_under_concurrent_writers(store: Arc<dyn Store>) {
     let base = store.revision().await.unwrap();
     let early = store.watch("/c/", base).await.unwrap();
     // Every writer stops at half-way until all are there; then they go on while the second
-    // watcher starts.
+    // watcher starts, and hold their last write until it has started (so that some writes
+    // surely come after it, however the tasks are scheduled).
     let halfway = Arc::new(tokio::sync::Barrier::new(WRITERS + 1));
+    let started = Arc::new(tokio::sync::Barrier::new(WRITERS + 1));
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let s = store.clone();
         let halfway = halfway.clone();
+        let started = started.clone();
         tasks.push(tokio::spawn(async move {
             let mut acks = Vec::new();
             for i in 0..WRITES {
                 if i == WRITES / 2 {
                     halfway.wait().await;
+                }
+                if i == WRITES - 1 {
+                    started.wait().await;
                 }
                 // Per writer: a few keys, created then updated over and over, some deleted.
                 let key = format!("/c/{w}/{}", i % 5);
@@ -322,6 +328,7 @@ pub async fn watch_under_concurrent_writers(store: Arc<dyn Store>) {
     // Writers are writing again: start a second watcher from the revision the store has now.
     let from = store.revision().await.unwrap();
     let mid = store.watch("/c/", from).await.unwrap();
+    started.wait().await;
     let mut acks: Vec<Revision> = Vec::new();
     for t in tasks {
         acks.extend(t.await.unwrap());

@@ -25,6 +25,7 @@
 mod definitions;
 mod dns;
 mod error;
+pub mod host;
 pub mod ipam;
 mod link;
 mod nft;

@@ -1,7 +1,7 @@
 //! The host's names and addresses, for the serving certificate's SANs.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// The host name (`gethostname(2)`), if it is valid UTF-8 and not empty.
 pub fn hostname() -> Option<String> {
@@ -16,43 +16,11 @@ pub fn hostname() -> Option<String> {
 /// (those need a zone, which a certificate cannot carry). Sorted, without duplicates. Empty
 /// if `getifaddrs(3)` fails.
 pub fn addresses() -> Vec<IpAddr> {
-    let mut out = BTreeSet::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: `getifaddrs` fills `head` with a list it allocated; we only read it and free it
-    // once with `freeifaddrs` below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Vec::new();
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a non-null node of the list `getifaddrs` returned, alive until
-        // `freeifaddrs`.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0 {
-            continue;
-        }
-        // SAFETY: `ifa_addr` is non-null and points at a sockaddr whose `sa_family` says which
-        // concrete type it is; we read it as that type only.
-        let ip = unsafe {
-            match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
-                }
-                _ => continue,
-            }
-        };
-        if usable(&ip) {
-            out.insert(ip);
-        }
-    }
-    // SAFETY: `head` came from a successful `getifaddrs` and is freed exactly once.
-    unsafe { libc::freeifaddrs(head) };
+    let out: BTreeSet<IpAddr> = barge_network::host::interface_addresses()
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .filter(usable)
+        .collect();
     out.into_iter().collect()
 }
 

@@ -1,10 +1,7 @@
 //! Admission: ServiceAccount (default SA, token volume), LimitRanger, ResourceQuota,
 //! impersonation.
 
-use std::sync::Arc;
-
 use axum::http::{Method, StatusCode};
-use barge_datastore::MemStore;
 use serde_json::{json, Value};
 
 use super::T;
@@ -12,12 +9,14 @@ use crate::{ApiServer, Config};
 
 /// A server with kube's ServiceAccount lookup on (no controller: tests create the SAs).
 async fn strict() -> T {
-    let store = Arc::new(MemStore::new());
+    let fixture = barge_datastore::testing::Backend::Memory.open().await;
+    let store = fixture.store.clone();
     let api = ApiServer::new(store.clone(), Config::default());
     api.bootstrap().await.unwrap();
     T {
         app: api.router(),
         store,
+        _fixture: fixture,
     }
 }
 

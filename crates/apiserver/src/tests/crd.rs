@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use barge_datastore::Store;
 use serde_json::{json, Value};
 
 use super::{server, T};
@@ -568,6 +567,8 @@ async fn custom_resources_follow_crds_written_by_another_server() {
     let t2 = T {
         app: other.router(),
         store: t.store.clone(),
+        // An unused store: `t` owns the shared one.
+        _fixture: barge_datastore::testing::Backend::Memory.open().await,
     };
     established(&t, widget_crd()).await;
     for _ in 0..100 {
