@@ -323,6 +323,20 @@ fn deployment_rolls_out_undoes_and_scales() {
         events.contains("ScalingReplicaSet: Scaled down replica set"),
         "{events}"
     );
+
+    // Deleting the last Deployment (no object of its kind left) still collects its
+    // ReplicaSets and their pods: the collector knows the owner's kind from discovery.
+    s.k(&["delete", "deployment", "web"]);
+    until(
+        &s,
+        30,
+        "the ReplicaSets and pods of a deleted Deployment collected",
+        || {
+            s.k(&["get", "rs,pods", "-l", "app=web", "-o", "name"])
+                .trim()
+                .is_empty()
+        },
+    );
 }
 
 /// A ReplicaSet adopts a matching orphan pod, replaces a deleted pod, and on scale-down

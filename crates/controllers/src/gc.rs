@@ -60,6 +60,7 @@ pub async fn run(client: Client) {
             next_discovery = Instant::now() + Duration::from_secs(30);
             match discover(&client).await {
                 Ok(resources) => {
+                    graph.resources = resources.clone();
                     for r in resources {
                         let key = r.key();
                         if let std::collections::hash_map::Entry::Vacant(slot) =
@@ -139,6 +140,9 @@ struct Graph {
     expected: HashSet<String>,
     synced: HashSet<String>,
     attempted: HashMap<String, Instant>,
+    /// Every deletable resource, as the last discovery found them: an owner's kind is known
+    /// even when no object of it is left (the last Deployment deleted).
+    resources: Vec<Resource>,
 }
 
 impl Graph {
@@ -299,9 +303,8 @@ impl Graph {
     }
 
     fn resource_of(&self, api_version: &str, kind: &str) -> Option<Resource> {
-        self.nodes
-            .values()
-            .map(|n| &n.resource)
+        self.resources
+            .iter()
             .find(|r| r.api.api_version == api_version && r.api.kind == kind)
             .cloned()
     }
