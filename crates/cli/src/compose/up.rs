@@ -902,7 +902,15 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
             ended = logs.exits.recv() => {
                 let Some((service, id, cname)) = ended else { break };
                 remaining -= 1;
-                let code = inspect(client, &id).await.ok().and_then(|i| i["State"]["ExitCode"].as_i64()).unwrap_or(0);
+                // The output closes a moment before the daemon records the exit: ask the
+                // wait endpoint (as compose does), not inspect, for the code.
+                let path = format!("/containers/{}/wait?condition=not-running", seg(&id));
+                let code = client
+                    .json(Method::POST, &path, None)
+                    .await
+                    .ok()
+                    .and_then(|v: Value| v["StatusCode"].as_i64())
+                    .unwrap_or(0);
                 if !aborting {
                     println!("{} exited with code {code}", short_name(&project.name, &cname));
                 }
