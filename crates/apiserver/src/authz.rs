@@ -236,16 +236,29 @@ pub(crate) async fn self_subject_access_review(
 /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`).
 pub(crate) async fn self_subject_review(
     identity: Option<axum::Extension<Identity>>,
+    extras: Option<axum::Extension<crate::impersonation::UserExtras>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let identity = identity
         .map(|axum::Extension(i)| i)
         .unwrap_or_else(anonymous);
+    let mut user_info = serde_json::json!({"username": identity.user});
+    if let Some(axum::Extension(x)) = &extras {
+        if !x.uid.is_empty() {
+            user_info["uid"] = serde_json::json!(x.uid);
+        }
+    }
+    user_info["groups"] = serde_json::json!(identity.groups);
+    if let Some(axum::Extension(x)) = &extras {
+        if !x.extra.is_empty() {
+            user_info["extra"] = serde_json::json!(x.extra);
+        }
+    }
     let body = serde_json::json!({
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "SelfSubjectReview",
         "metadata": {"creationTimestamp": null},
-        "status": {"userInfo": {"username": identity.user, "groups": identity.groups}},
+        "status": {"userInfo": user_info},
     });
     (axum::http::StatusCode::CREATED, axum::Json(body)).into_response()
 }

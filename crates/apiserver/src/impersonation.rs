@@ -16,7 +16,11 @@
 //! or a uid without a user are a 500, as kube answers. Without `Impersonate-Group`, a
 //! ServiceAccount gets `system:serviceaccounts` and `system:serviceaccounts:NS`; everyone but
 //! `system:anonymous` gets `system:authenticated` (anonymous: `system:unauthenticated`).
-//! barge's [`Identity`] has no uid or extra, so those are authorized, then dropped.
+//! The uid and extras (keys lowercased and unescaped as kube's `unescapeExtraKey`, values in
+//! header order) travel beside the [`Identity`] as a [`UserExtras`] request extension
+//! (`SelfSubjectReview` shows them).
+
+use std::collections::BTreeMap;
 
 use axum::http::HeaderMap;
 
@@ -30,6 +34,16 @@ const UID: &str = "impersonate-uid";
 const EXTRA: &str = "impersonate-extra-";
 const AUTHENTICATION: &str = "authentication.k8s.io";
 const SA_PREFIX: &str = "system:serviceaccount:";
+
+/// What an impersonated user carries besides its name and groups (`user.Info`'s `GetUID` and
+/// `GetExtra`), a request extension next to the [`Identity`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserExtras {
+    /// `Impersonate-Uid` (empty: none).
+    pub uid: String,
+    /// `Impersonate-Extra-KEY` values by (lowercased, unescaped) key.
+    pub extra: BTreeMap<String, Vec<String>>,
+}
 
 /// One thing to impersonate, as kube's ObjectReference of it.
 struct Part {
@@ -60,7 +74,7 @@ impl ApiServer {
         &self,
         requester: &Identity,
         headers: &HeaderMap,
-    ) -> Result<Option<Identity>, ApiError> {
+    ) -> Result<Option<(Identity, UserExtras)>, ApiError> {
         if !requested(headers) {
             return Ok(None);
         }
@@ -109,11 +123,20 @@ impl ApiServer {
             .iter()
             .filter_map(|(k, v)| k.as_str().strip_prefix(EXTRA).map(|key| (key, text(v))))
             .collect();
-        extras.sort();
+        extras.sort_by(|a, b| a.0.cmp(b.0));
+        let mut carried = UserExtras {
+            uid: uid.clone().unwrap_or_default(),
+            extra: BTreeMap::new(),
+        };
         for (key, value) in &extras {
             let key = urlencoding::decode(key)
                 .map(|k| k.to_lowercase())
                 .unwrap_or_else(|_| key.to_lowercase());
+            carried
+                .extra
+                .entry(key.clone())
+                .or_default()
+                .push(value.clone());
             parts.push(Part {
                 group: AUTHENTICATION,
                 resource: format!("userextras/{key}"),
@@ -190,10 +213,13 @@ impl ApiServer {
         } else if !out_groups.iter().any(|g| g == "system:unauthenticated") {
             out_groups.push("system:unauthenticated".into());
         }
-        Ok(Some(Identity {
-            user: username,
-            groups: out_groups,
-        }))
+        Ok(Some((
+            Identity {
+                user: username,
+                groups: out_groups,
+            },
+            carried,
+        )))
     }
 }
 

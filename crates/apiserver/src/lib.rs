@@ -249,8 +249,9 @@ async fn authorize(State(api): State<ApiServer>, mut req: Request, next: Next) -
         });
     // `Impersonate-*` headers: the request goes on as the impersonated identity.
     let identity = match api.impersonate(&identity, req.headers()) {
-        Ok(Some(acting)) => {
+        Ok(Some((acting, extras))) => {
             req.extensions_mut().insert(acting.clone());
+            req.extensions_mut().insert(extras);
             acting
         }
         Ok(None) => identity,

@@ -1,7 +1,8 @@
 //! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`), decoded into
 //! JSON for the kinds kubectl's typed `create` subcommands send (kubectl 1.32 posts `create
 //! namespace|configmap|secret|serviceaccount|role|rolebinding|clusterrole|clusterrolebinding|
-//! deployment|job|cronjob|service|priorityclass|quota|ingress|pdb` as protobuf; `apply`,
+//! deployment|job|cronjob|service|priorityclass|quota|ingress|pdb`, `autoscale` and `drain`'s
+//! evictions as protobuf; `apply`,
 //! `create -f`, patches and the rest go as JSON). Only the fields those commands set are
 //! modelled; unknown field numbers are skipped.
 //!
@@ -344,6 +345,81 @@ const PDB: &[Field] = &[
         ]),
     ),
 ];
+const DELETE_OPTIONS: &[Field] = &[
+    f(1, "gracePeriodSeconds", Kind::OptInt),
+    f(
+        2,
+        "preconditions",
+        Kind::Msg(&[f(1, "uid", Kind::Str), f(2, "resourceVersion", Kind::Str)]),
+    ),
+    f(3, "orphanDependents", Kind::Bool),
+    f(4, "propagationPolicy", Kind::Str),
+    r(5, "dryRun", Kind::Str),
+];
+/// policy/v1 Eviction (`kubectl drain`).
+const EVICTION: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(2, "deleteOptions", Kind::Msg(DELETE_OPTIONS)),
+];
+const CROSS_VERSION_OBJECT_REFERENCE: &[Field] = &[
+    f(1, "kind", Kind::Str),
+    f(2, "name", Kind::Str),
+    f(3, "apiVersion", Kind::Str),
+];
+/// autoscaling/v1 HorizontalPodAutoscaler (`kubectl autoscale`).
+const HPA_V1: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Kind::Msg(&[
+            f(
+                1,
+                "scaleTargetRef",
+                Kind::Msg(CROSS_VERSION_OBJECT_REFERENCE),
+            ),
+            f(2, "minReplicas", Kind::OptInt),
+            f(3, "maxReplicas", Kind::OptInt),
+            f(4, "targetCPUUtilizationPercentage", Kind::OptInt),
+        ]),
+    ),
+];
+const METRIC_TARGET: &[Field] = &[
+    f(1, "type", Kind::Str),
+    f(4, "averageUtilization", Kind::OptInt),
+];
+/// autoscaling/v2 HorizontalPodAutoscaler: the resource metrics `kubectl autoscale` sets.
+const HPA_V2: &[Field] = &[
+    f(1, "metadata", Kind::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Kind::Msg(&[
+            f(
+                1,
+                "scaleTargetRef",
+                Kind::Msg(CROSS_VERSION_OBJECT_REFERENCE),
+            ),
+            f(2, "minReplicas", Kind::OptInt),
+            f(3, "maxReplicas", Kind::OptInt),
+            r(
+                4,
+                "metrics",
+                Kind::Msg(&[
+                    f(1, "type", Kind::Str),
+                    f(
+                        4,
+                        "resource",
+                        Kind::Msg(&[
+                            f(1, "name", Kind::Str),
+                            f(2, "target", Kind::Msg(METRIC_TARGET)),
+                        ]),
+                    ),
+                ]),
+            ),
+        ]),
+    ),
+];
 const INGRESS_BACKEND: &[Field] = &[
     f(
         3,
@@ -479,6 +555,9 @@ fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("batch/v1", "CronJob") => CRON_JOB,
         ("scheduling.k8s.io/v1", "PriorityClass") => PRIORITY_CLASS,
         ("policy/v1", "PodDisruptionBudget") => PDB,
+        ("policy/v1", "Eviction") => EVICTION,
+        ("autoscaling/v1", "HorizontalPodAutoscaler") => HPA_V1,
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => HPA_V2,
         ("networking.k8s.io/v1", "Ingress") => INGRESS,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_SUBJECT_ACCESS_REVIEW,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,

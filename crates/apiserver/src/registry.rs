@@ -15,10 +15,10 @@
 //! (`/registry/apiextensions.k8s.io/customresourcedefinitions/<name>`).
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
-    scheduling::v1 as scheduling, storage::v1 as storage,
+    apps::v1 as apps, autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling,
+    batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
@@ -364,8 +364,16 @@ impl Registry {
                 .scale()
                 .status()
                 .done(),
-            // autoscaling/v2 (v1 needs conversion; not served yet)
+            // events.k8s.io/v1: core/v1 Events converted (rest/convert.rs)
+            row::<events::Event>("event").short(&["ev"]).done(),
+            // autoscaling/v2, then v1 (stored as v2, converted: rest/convert.rs)
             row::<autoscaling::HorizontalPodAutoscaler>("horizontalpodautoscaler")
+                .short(&["hpa"])
+                .all()
+                .generation()
+                .status()
+                .done(),
+            row::<autoscaling_v1::HorizontalPodAutoscaler>("horizontalpodautoscaler")
                 .short(&["hpa"])
                 .all()
                 .generation()
@@ -508,11 +516,21 @@ mod tests {
         assert_eq!(reg.lookup("", "v1", "pods").unwrap().short_names, &["po"]);
         assert!(reg.lookup("apps", "v1", "nope").is_none());
         // Every storage prefix is distinct and none is a prefix of another's key space.
-        let mut prefixes: Vec<String> = reg.resources().iter().map(|r| r.prefix(None)).collect();
+        // (Versions stored as another's share its prefix.)
+        let mut prefixes: Vec<String> = reg
+            .resources()
+            .iter()
+            .filter(|r| crate::rest::convert::of(r).is_none())
+            .map(|r| r.prefix(None))
+            .collect();
         prefixes.sort();
         for w in prefixes.windows(2) {
             assert!(!w[1].starts_with(&w[0]), "{} inside {}", w[1], w[0]);
         }
         assert_eq!(reg.groups()[0], ("apps", vec!["v1"]));
+        let groups = reg.groups();
+        let autoscaling = groups.iter().find(|(g, _)| *g == "autoscaling").unwrap();
+        assert_eq!(autoscaling.1, vec!["v2", "v1"], "v2 preferred");
+        assert!(groups.iter().any(|(g, _)| *g == "events.k8s.io"));
     }
 }

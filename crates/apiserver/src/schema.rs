@@ -222,6 +222,15 @@ impl<'a> Schema<'a> {
                 .is_none()
     }
 
+    /// The name of the definition this field's schema refers to (`io.k8s.api.core.v1.PodSpec`),
+    /// if it is a `$ref`.
+    pub fn ref_name(&self) -> Option<&'a str> {
+        self.node
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/definitions/"))
+    }
+
     /// The raw schema node (for validation and OpenAPI serving).
     pub fn node(&self) -> &'a Value {
         self.resolve(self.node)

@@ -142,6 +142,13 @@ pub enum ApiError {
     /// 500: the datastore or an invariant failed.
     #[error("{0}")]
     Internal(String),
+    /// 500 with no reason: an error kube-apiserver has no status for, passed on as its text
+    /// (`ErrorToAPIStatus`'s fallback; kubectl prints `Error from server: <text>`).
+    #[error("{0}")]
+    Unknown(String),
+    /// 429 TooManyRequests with causes (an eviction a disruption budget refuses).
+    #[error("{message}")]
+    TooManyRequests { message: String, causes: Vec<Cause> },
 }
 
 fn invalid_message(target: &Target, causes: &[Cause]) -> String {
@@ -185,6 +192,8 @@ impl ApiError {
             ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
             ApiError::TooLargeResourceVersion { .. } => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            ApiError::Unknown(_) => (StatusCode::INTERNAL_SERVER_ERROR, ""),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
         }
     }
 
@@ -211,7 +220,8 @@ impl ApiError {
                 put_target(target);
                 causes = c;
             }
-            ApiError::ApplyConflict { causes: c, .. } => causes = c,
+            ApiError::ApplyConflict { causes: c, .. }
+            | ApiError::TooManyRequests { causes: c, .. } => causes = c,
             ApiError::Forbidden {
                 target, causes: c, ..
             } => {
@@ -230,7 +240,13 @@ impl ApiError {
         if !causes.is_empty() {
             let list: Vec<Value> = causes
                 .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                .map(|c| {
+                    let mut v = json!({"reason": c.reason, "message": c.message, "field": c.field});
+                    if let (true, Some(m)) = (c.field.is_empty(), v.as_object_mut()) {
+                        m.remove("field");
+                    }
+                    v
+                })
                 .collect();
             details.insert("causes".into(), Value::Array(list));
         }
@@ -243,6 +259,11 @@ impl ApiError {
             "reason": reason,
             "code": code.as_u16(),
         });
+        if reason.is_empty() {
+            if let Some(m) = status.as_object_mut() {
+                m.remove("reason");
+            }
+        }
         // kube's generic responses (Forbidden, NoRoute's NotFound) carry an empty `details`.
         if !details.is_empty() || matches!(self, ApiError::Forbidden { .. } | ApiError::NoRoute) {
             status["details"] = Value::Object(details);

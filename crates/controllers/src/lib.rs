@@ -5,6 +5,7 @@
 //!   foreground deletion waits for blocking dependents, orphaning strips references.
 //! - [`serviceaccounts`]: a `default` ServiceAccount in every active namespace.
 //! - [`quota`]: ResourceQuotas' `status.hard`/`status.used`.
+//! - [`pdb`]: PodDisruptionBudgets' status (what `pods/eviction` reads and decrements).
 //! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every active namespace.
 //! - [`workloads`]: ReplicaSet, ReplicationController, Deployment and Job controllers over
 //!   shared reflector stores, with kube's expectations, events, conditions and annotations.
@@ -17,6 +18,7 @@
 //! owner is taken as gone only after a live read confirms it (a watch may lag).
 
 pub mod gc;
+pub mod pdb;
 pub mod quota;
 mod resources;
 pub mod rootca;
@@ -57,6 +59,7 @@ pub async fn run(client: Client, config: Config, shutdown: impl std::future::Fut
         tokio::spawn(gc::run(client.clone())),
         tokio::spawn(serviceaccounts::run(client.clone())),
         tokio::spawn(quota::run(client.clone())),
+        tokio::spawn(pdb::run(client.clone())),
         tokio::spawn(workloads::run(client.clone())),
     ];
     if !config.root_ca_pem.is_empty() {

@@ -242,13 +242,61 @@ impl ApiServer {
         ns: &str,
         obj: &mut Value,
     ) -> ApiResult<()> {
+        let requested = usage(info.group, info.plural, obj);
+        self.check_quotas(info, ns, obj, &requested, true).await
+    }
+
+    /// ResourceQuota on an update of `old` to `new` in `ns`, as kube's quota admission does it:
+    /// only what an update can grow is charged — a PersistentVolumeClaim's storage request,
+    /// a Service's node ports and load balancers — and only the growth (`new`'s usage less
+    /// `old`'s, the negative and zero parts dropped) is checked against what is used now.
+    pub(crate) async fn admit_quota_update(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        old: &Value,
+        new: &Value,
+    ) -> ApiResult<()> {
+        if !matches!(
+            (info.group, info.plural),
+            ("", "persistentvolumeclaims") | ("", "services")
+        ) {
+            return Ok(());
+        }
+        let before = usage(info.group, info.plural, old);
+        let delta: ResourceList = usage(info.group, info.plural, new)
+            .into_iter()
+            .filter_map(|(k, q)| {
+                let prev = before.get(&k).copied().unwrap_or(Quantity::ZERO);
+                let grown = Quantity {
+                    milli: q.milli - prev.milli,
+                    format: q.format,
+                };
+                (grown.milli > 0).then_some((k, grown))
+            })
+            .collect();
+        if delta.is_empty() {
+            return Ok(());
+        }
+        self.check_quotas(info, ns, new, &delta, false).await
+    }
+
+    /// Checks `requested` (what `obj` adds) against every quota of `ns`; `create` also
+    /// requires pods to specify the compute resources a quota constrains.
+    async fn check_quotas(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        obj: &Value,
+        requested: &ResourceList,
+        create: bool,
+    ) -> ApiResult<()> {
         let quotas = self
             .stored_objects(&format!("/registry/resourcequotas/{ns}/"))
             .await?;
         if quotas.is_empty() {
             return Ok(());
         }
-        let requested = usage(info.group, info.plural, obj);
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         let mut used: Option<ResourceList> = None;
         for quota in &quotas {
@@ -269,7 +317,7 @@ impl ApiServer {
             if constrained.is_empty() {
                 continue;
             }
-            if (info.group, info.plural) == ("", "pods") && !terminal_pod(obj) {
+            if create && (info.group, info.plural) == ("", "pods") && !terminal_pod(obj) {
                 let lacking = missing(&obj["spec"], &constrained);
                 if !lacking.is_empty() {
                     let list: Vec<&str> = lacking.iter().map(String::as_str).collect();
@@ -306,7 +354,7 @@ impl ApiServer {
                     &name,
                     format!(
                         "exceeded quota: {qname}, requested: {}, used: {}, limited: {}",
-                        pretty(&mask(&requested)),
+                        pretty(&mask(requested)),
                         pretty(&mask(used)),
                         pretty(&mask(&hard))
                     ),

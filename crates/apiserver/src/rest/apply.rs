@@ -257,6 +257,7 @@ impl ApiServer {
             }
         }
         let mode = super::fields::Validation::of(&req.query)?;
+        super::fields::check_types(&req.info, &config, super::fields::Body::Apply)?;
         let warnings = super::fields::check(&req.info, &mut config, mode, false)?;
         let mut opts = req.write_opts()?;
         opts.manager = manager.clone();

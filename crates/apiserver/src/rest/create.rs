@@ -21,6 +21,7 @@ impl ApiServer {
         let opts = req.write_opts()?;
         let mode = super::fields::Validation::of(&req.query)?;
         check_type(&req.info, &mut obj)?;
+        super::fields::check_types(&req.info, &obj, super::fields::Body::Object)?;
         let warnings = super::fields::check(&req.info, &mut obj, mode, true)?;
         let created = self
             .create_object(&req.info, req.namespace(), &mut obj, &opts)

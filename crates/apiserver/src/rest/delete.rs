@@ -17,13 +17,54 @@ use crate::ApiServer;
 /// The `DeleteOptions` fields barge honours.
 #[derive(Debug, Default)]
 pub(crate) struct DeleteOptions {
-    dry_run: bool,
-    precondition_rv: Option<String>,
+    pub(crate) dry_run: bool,
+    pub(crate) precondition_rv: Option<String>,
     precondition_uid: Option<String>,
     /// `gracePeriodSeconds` (query or body).
     grace: Option<i64>,
     /// `propagationPolicy` (query or body; `orphanDependents` is the legacy spelling).
     propagation: Option<String>,
+}
+
+impl DeleteOptions {
+    /// The options of a `DeleteOptions` object (an Eviction's `deleteOptions`).
+    pub(crate) fn from_body(body: &Value) -> ApiResult<Self> {
+        let mut opts = DeleteOptions::default();
+        opts.read_body(body);
+        opts.check()?;
+        Ok(opts)
+    }
+
+    fn read_body(&mut self, body: &Value) {
+        let opts = self;
+        if let Some(d) = body["dryRun"].as_array() {
+            opts.dry_run |= d.iter().any(|v| v == "All");
+        }
+        let pre = &body["preconditions"];
+        if let Some(rv) = pre["resourceVersion"].as_str() {
+            opts.precondition_rv = Some(rv.to_string());
+        }
+        if let Some(uid) = pre["uid"].as_str() {
+            opts.precondition_uid = Some(uid.to_string());
+        }
+        if let Some(g) = body["gracePeriodSeconds"].as_i64() {
+            opts.grace = Some(g);
+        }
+        if let Some(p) = body["propagationPolicy"].as_str() {
+            opts.propagation = Some(p.to_string());
+        } else if body["orphanDependents"] == json!(true) {
+            opts.propagation = Some("Orphan".into());
+        }
+    }
+
+    fn check(&self) -> ApiResult<()> {
+        match self.propagation.as_deref() {
+            None | Some("Background" | "Foreground" | "Orphan") => Ok(()),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "DeleteOptions.propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ))),
+        }
+    }
 }
 
 fn delete_options(req: &Req) -> ApiResult<DeleteOptions> {

@@ -162,6 +162,70 @@ pub(crate) fn check(
     }))
 }
 
+/// How a body reached a write, which decides how kube reports a value of the wrong type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// A create or update: the body is decoded into the Go type — 400 `Pod in version "v1"
+    /// cannot be handled as a Pod: json: cannot unmarshal …`.
+    Object,
+    /// A JSON, merge or strategic merge patch: the patched object is decoded — 422
+    /// ` "" is invalid: patch: Invalid value: "<patched object>": json: cannot unmarshal …`.
+    Patch,
+    /// A server-side apply configuration, typed by structured-merge-diff — a 500 with no
+    /// reason, `failed to create typed patch object (ns/name; apps/v1, Kind=Deployment):
+    /// .spec.replicas: expected numeric (int or float), got string`.
+    Apply,
+}
+
+/// Refuses a built-in object holding a value its Go type cannot hold (custom resources are
+/// typed by their CRD's schema instead). See [`crate::unknown::type_error`].
+pub(crate) fn check_types(info: &ResourceInfo, obj: &Value, body: Body) -> ApiResult<()> {
+    if info.custom.is_some() {
+        return Ok(());
+    }
+    let Some(schema) = crate::schema::definitions().kind(info.group, info.version, info.kind)
+    else {
+        return Ok(());
+    };
+    let Some(e) = crate::unknown::type_error(obj, schema, info.kind) else {
+        return Ok(());
+    };
+    Err(match body {
+        Body::Object => ApiError::BadRequest(format!(
+            "{} in version {:?} cannot be handled as a {}: {}",
+            info.kind,
+            info.version,
+            info.kind,
+            e.json_message()
+        )),
+        Body::Patch => ApiError::Invalid {
+            target: crate::status::Target::default(),
+            causes: vec![crate::status::Cause::invalid(
+                "patch",
+                &serde_json::to_string(obj).unwrap_or_default(),
+                &e.json_message(),
+            )],
+        },
+        Body::Apply => {
+            let meta = |k: &str| {
+                obj.pointer(&format!("/metadata/{k}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            ApiError::Unknown(format!(
+                "failed to create typed patch object ({}/{}; {}/{}, Kind={}): {}",
+                meta("namespace"),
+                meta("name"),
+                info.group,
+                info.version,
+                info.kind,
+                e.smd_message()
+            ))
+        }
+    })
+}
+
 /// Adds one `Warning: 299 - "…"` header per warning (RFC 7234, as kube-apiserver sends them).
 pub(crate) fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {

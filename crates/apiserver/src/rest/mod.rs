@@ -3,10 +3,12 @@
 
 mod apply;
 mod binding;
+pub(crate) mod convert;
 mod create;
 mod custom;
 mod defaults;
 mod delete;
+mod eviction;
 mod fields;
 mod get;
 mod immutable;
@@ -170,26 +172,35 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
         .as_ref()
         .is_some_and(|c| c.served_versions > 1)
         && !matches!(req.verb, Verb::Watch);
-    let resp = match (req.verb, req.path.subresource.as_deref()) {
-        (Verb::Get, None | Some("status")) => api.get(&req).await,
-        (Verb::List, _) => api.list(&req).await,
-        (Verb::Watch, _) => api.watch(&req).await,
-        (Verb::Create, None) => api.create(&req).await,
-        (Verb::Update, None | Some("status")) => api.update(&req).await,
-        (Verb::Patch, None | Some("status")) => api.patch(&req).await,
-        (Verb::Get | Verb::Update | Verb::Patch, Some("scale")) => api.scale(&req).await,
-        (Verb::Update, Some("finalize")) => api.update(&req).await,
-        (Verb::Delete, None) => api.delete(&req).await,
-        (Verb::DeleteCollection, None) => api.delete_collection(&req).await,
-        (Verb::Create, Some("binding")) if req.info.plural == "pods" => api.bind(&req).await,
-        // pods/log, exec, attach, portforward, eviction, serviceaccounts/token:
-        // routes the agent and auth work fill in.
-        _ => Err(ApiError::MethodNotAllowed),
-    }?;
+    if let Some(conv) = convert::of(&req.info) {
+        return api.serve_converted(req, conv).await;
+    }
+    let resp = route(api, &req).await?;
     if multi_version {
         return Ok(custom::response_in_request_version(&req.info, resp).await);
     }
     Ok(resp)
+}
+
+/// The handler of a request's verb and subresource.
+pub(crate) async fn route(api: &ApiServer, req: &Req) -> ApiResult<Response> {
+    match (req.verb, req.path.subresource.as_deref()) {
+        (Verb::Get, None | Some("status")) => api.get(req).await,
+        (Verb::List, _) => api.list(req).await,
+        (Verb::Watch, _) => api.watch(req).await,
+        (Verb::Create, None) => api.create(req).await,
+        (Verb::Update, None | Some("status")) => api.update(req).await,
+        (Verb::Patch, None | Some("status")) => api.patch(req).await,
+        (Verb::Get | Verb::Update | Verb::Patch, Some("scale")) => api.scale(req).await,
+        (Verb::Update, Some("finalize")) => api.update(req).await,
+        (Verb::Delete, None) => api.delete(req).await,
+        (Verb::DeleteCollection, None) => api.delete_collection(req).await,
+        (Verb::Create, Some("binding")) if req.info.plural == "pods" => api.bind(req).await,
+        (Verb::Create, Some("eviction")) if req.info.plural == "pods" => api.evict(req).await,
+        // pods/log, exec, attach, portforward, serviceaccounts/token:
+        // routes the agent and auth work fill in.
+        _ => Err(ApiError::MethodNotAllowed),
+    }
 }
 
 /// The value at a printer column's simple JSONPath (for `table`).

@@ -95,6 +95,7 @@ impl ApiServer {
                 |obj| {
                     doc.apply(&req.info, obj)?;
                     check_type(&req.info, obj)?;
+                    super::fields::check_types(&req.info, obj, super::fields::Body::Patch)?;
                     let w = super::fields::check(&req.info, obj, mode, false)?;
                     *warnings.lock().unwrap_or_else(|e| e.into_inner()) = w;
                     Ok(())

@@ -16,7 +16,7 @@ use crate::ApiServer;
 
 /// `spec.selector` as a selector string (`matchLabels` then `matchExpressions`), or the
 /// plain map of a ReplicationController.
-fn selector_string(selector: &Value) -> String {
+pub(crate) fn selector_string(selector: &Value) -> String {
     let mut parts = Vec::new();
     let labels = selector.get("matchLabels").unwrap_or(selector);
     if let Some(m) = labels.as_object() {

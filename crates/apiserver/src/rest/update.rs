@@ -47,6 +47,7 @@ impl ApiServer {
     pub(crate) async fn update(&self, req: &Req) -> ApiResult<Response> {
         let mut new = decode_object(&media_type(&req.headers), &req.body)?;
         check_type(&req.info, &mut new)?;
+        super::fields::check_types(&req.info, &new, super::fields::Body::Object)?;
         let body_name = meta_str(&new, "name").unwrap_or("");
         if body_name != req.name() {
             return Err(ApiError::BadRequest(format!(
@@ -175,6 +176,10 @@ impl ApiServer {
             meta_mut(&mut result).insert("generation".into(), json!(generation));
         }
         validate_meta(info, &result)?;
+        if part == Part::Main && info.namespaced {
+            let ns = meta_str(&result, "namespace").unwrap_or("").to_string();
+            self.admit_quota_update(info, &ns, &old, &result).await?;
+        }
         let subresource = match part {
             Part::Status => "status",
             Part::Main | Part::Finalize | Part::Binding => "",

@@ -120,8 +120,12 @@ impl ApiServer {
         // Custom objects are stored at their CRD's storage version and shown at the request's.
         for obj in initial.iter_mut() {
             super::custom::to_request_version(&info, obj);
+            if table.is_none() {
+                super::convert::to_request(&info, obj);
+            }
         }
-        let multi_version = info.custom.as_ref().is_some_and(|c| c.served_versions > 1);
+        let multi_version = info.custom.as_ref().is_some_and(|c| c.served_versions > 1)
+            || super::convert::of(&info).is_some();
         let (tx, mut rx) = mpsc::channel::<Bytes>(64);
         let cache = self.watch_cache.clone();
         let interval = self.bookmark_interval;
@@ -191,6 +195,7 @@ impl ApiServer {
                                     None if multi_version => {
                                         let mut obj = e.object.clone();
                                         super::custom::to_request_version(&info, &mut obj);
+                                        super::convert::to_request(&info, &mut obj);
                                         line(kind, &obj)
                                     }
                                     None => line_raw(kind, &e.json),

@@ -378,6 +378,24 @@ async fn impersonation_is_authorized_by_rbac() {
             "system:authenticated"
         ])
     );
+    // The uid and extras are kept (keys lowercased and unescaped, values in order).
+    let (code, body) = whoami(
+        super::admin(),
+        vec![
+            ("Impersonate-User", "bob"),
+            ("Impersonate-Uid", "1234"),
+            ("Impersonate-Extra-Scopes", "view"),
+            ("Impersonate-Extra-Scopes", "edit"),
+            ("Impersonate-Extra-Acme.com%2Fteam", "blue"),
+        ],
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        body["status"]["userInfo"],
+        json!({"username": "bob", "uid": "1234", "groups": ["system:authenticated"],
+            "extra": {"scopes": ["view", "edit"], "acme.com/team": ["blue"]}})
+    );
     // Groups without a user: kube's 500.
     let (code, _) = whoami(super::admin(), vec![("Impersonate-Group", "devs")]).await;
     assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
@@ -425,4 +443,59 @@ async fn impersonation_is_authorized_by_rbac() {
         body["message"],
         "userextras.authentication.k8s.io \"view\" is forbidden: User \"jane\" cannot impersonate resource \"userextras/scopes\" in API group \"authentication.k8s.io\" at the cluster scope"
     );
+}
+
+#[tokio::test]
+async fn quota_is_enforced_on_updates_that_grow_usage() {
+    let t = super::server().await;
+    let r = t
+        .send(
+            Method::POST,
+            QUOTAS,
+            json!({"metadata": {"name": "q"}, "spec": {"hard": {"requests.storage": "2Gi"}}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let pvcs = "/api/v1/namespaces/default/persistentvolumeclaims";
+    let claim = |storage: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": storage}}}})
+    };
+    let r = t.send(Method::POST, pvcs, claim("1Gi")).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    // Growing past the quota: only the growth (2Gi) is charged against what is used (1Gi).
+    let r = t
+        .patch(
+            &format!("{pvcs}/c"),
+            "application/merge-patch+json",
+            r#"{"spec":{"resources":{"requests":{"storage":"3Gi"}}}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "persistentvolumeclaims \"c\" is forbidden: exceeded quota: q, requested: requests.storage=2Gi, used: requests.storage=1Gi, limited: requests.storage=2Gi"
+    );
+    let mut put = t.get(&format!("{pvcs}/c")).await.json();
+    put["spec"]["resources"]["requests"]["storage"] = json!("4Gi");
+    let r = t.send(Method::PUT, &format!("{pvcs}/c"), put).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text());
+    // Within the quota, and updates that do not grow usage, pass.
+    let r = t
+        .patch(
+            &format!("{pvcs}/c"),
+            "application/merge-patch+json",
+            r#"{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let r = t
+        .patch(
+            &format!("{pvcs}/c"),
+            "application/merge-patch+json",
+            r#"{"metadata":{"labels":{"a":"b"}}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
 }

@@ -170,7 +170,7 @@ async fn lists_page_and_select(t: T) {
 }
 
 /// Reads watch lines from a streaming body until `n` events arrived.
-async fn read_events(body: &mut Body, n: usize) -> Vec<Value> {
+pub(super) async fn read_events(body: &mut Body, n: usize) -> Vec<Value> {
     let mut buf = Vec::new();
     let mut out = Vec::new();
     while out.len() < n {
@@ -190,7 +190,7 @@ async fn read_events(body: &mut Body, n: usize) -> Vec<Value> {
     out
 }
 
-async fn open_watch(t: &T, uri: &str) -> Body {
+pub(super) async fn open_watch(t: &T, uri: &str) -> Body {
     let r = Request::builder().uri(uri).body(Body::empty()).unwrap();
     let mut r = r;
     r.extensions_mut().insert(admin());

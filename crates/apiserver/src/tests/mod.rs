@@ -9,8 +9,11 @@ mod bench;
 mod binding;
 mod crd;
 mod discovery;
+mod eviction;
 mod lists;
 mod rest;
+mod types;
+mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,198 @@
+//! Kinds served at two versions over one storage (rest/convert.rs): events.k8s.io/v1 Events
+//! over core/v1, autoscaling/v1 HorizontalPodAutoscalers over autoscaling/v2 — each read,
+//! write, list and watch at either version sees the same objects with kube's field mapping.
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+
+use super::lists::{open_watch, read_events};
+use super::*;
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+const CORE_EVENTS: &str = "/api/v1/namespaces/default/events";
+const HPA_V1: &str = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers";
+const HPA_V2: &str = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
+
+async fn events_at_both_versions(t: T) {
+    let r = t
+        .send(
+            Method::POST,
+            EVENTS,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                "metadata": {"name": "e1"}, "eventTime": "2026-12-06T00:00:00.000000Z",
+                "regarding": {"kind": "Pod", "name": "p", "namespace": "default"},
+                "note": "pulled", "reason": "Pulled", "type": "Normal", "action": "Pull",
+                "reportingController": "kubelet", "reportingInstance": "n1"}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let created = r.json();
+    assert_eq!(created["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(created["note"], "pulled");
+    assert!(created.get("message").is_none(), "{created}");
+    let core = t.get(&format!("{CORE_EVENTS}/e1")).await.json();
+    assert_eq!(core["apiVersion"], "v1");
+    assert_eq!(core["message"], "pulled");
+    assert_eq!(core["involvedObject"]["name"], "p");
+    assert_eq!(core["reportingComponent"], "kubelet");
+    assert_eq!(core["action"], "Pull");
+    assert_eq!(core["metadata"]["uid"], created["metadata"]["uid"]);
+
+    // A core event read at events.k8s.io/v1, in a list.
+    let r = t
+        .send(
+            Method::POST,
+            CORE_EVENTS,
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e2"},
+                "involvedObject": {"kind": "Pod", "name": "q"}, "message": "killed",
+                "reason": "Killing", "count": 4, "source": {"component": "kubelet"}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let list = t.get(EVENTS).await.json();
+    assert_eq!(list["kind"], "EventList");
+    assert_eq!(list["apiVersion"], "events.k8s.io/v1");
+    let e2 = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["metadata"]["name"] == "e2")
+        .unwrap()
+        .clone();
+    assert_eq!(e2["note"], "killed");
+    assert_eq!(e2["deprecatedCount"], 4);
+    assert_eq!(e2["deprecatedSource"]["component"], "kubelet");
+    assert_eq!(e2["regarding"]["name"], "q");
+
+    // A merge patch at events.k8s.io/v1 lands in core's fields.
+    let r = t
+        .patch(
+            &format!("{EVENTS}/e2"),
+            "application/merge-patch+json",
+            r#"{"note":"killed again","deprecatedCount":5}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["note"], "killed again");
+    let core = t.get(&format!("{CORE_EVENTS}/e2")).await.json();
+    assert_eq!(
+        (core["message"].as_str(), core["count"].as_i64()),
+        (Some("killed again"), Some(5))
+    );
+
+    // A watch at events.k8s.io/v1 sees core writes converted.
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut body = open_watch(&t, &format!("{EVENTS}?watch=1&resourceVersion={rv}")).await;
+    t.send(
+        Method::POST,
+        CORE_EVENTS,
+        json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e3"},
+            "involvedObject": {"kind": "Pod", "name": "r"}, "message": "watched"}),
+    )
+    .await;
+    let seen = read_events(&mut body, 2).await;
+    let added = seen
+        .iter()
+        .find(|e| e["object"]["metadata"]["name"] == "e3")
+        .unwrap();
+    assert_eq!(added["type"], "ADDED");
+    assert_eq!(added["object"]["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(added["object"]["note"], "watched");
+
+    // Deleting at either version deletes the one object.
+    let r = t
+        .req(
+            Method::DELETE,
+            &format!("{EVENTS}/e1"),
+            "application/json",
+            "",
+            Some(admin()),
+            None,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        t.get(&format!("{CORE_EVENTS}/e1")).await.code,
+        StatusCode::NOT_FOUND
+    );
+}
+
+backends!(events_at_both_versions);
+
+#[tokio::test]
+async fn hpa_v1_is_stored_as_v2() {
+    let t = server().await;
+    let r = t
+        .send(
+            Method::POST,
+            HPA_V1,
+            json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "web"},
+                "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let v1 = r.json();
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50);
+    assert_eq!(v1["spec"]["minReplicas"], 1, "v1's default");
+    let v2 = t.get(&format!("{HPA_V2}/web")).await.json();
+    assert_eq!(
+        v2["spec"]["metrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 50}}}])
+    );
+    // A v2 object with more than v1 can say: the rest in kube's annotations.
+    let mut v2 = v2;
+    v2["spec"]["metrics"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "Pods", "pods": {"metric": {"name": "qps"},
+            "target": {"type": "AverageValue", "averageValue": "10"}}}));
+    let r = t.send(Method::PUT, &format!("{HPA_V2}/web"), v2).await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let v1 = t.get(&format!("{HPA_V1}/web")).await.json();
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50);
+    assert_eq!(
+        v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/metrics"],
+        r#"[{"pods":{"metricName":"qps","targetAverageValue":"10"},"type":"Pods"}]"#
+    );
+    // An update at v1 keeps the other metric (it travels in the annotation).
+    let mut put = v1.clone();
+    put["spec"]["targetCPUUtilizationPercentage"] = json!(70);
+    let r = t.send(Method::PUT, &format!("{HPA_V1}/web"), put).await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let v2 = t.get(&format!("{HPA_V2}/web")).await.json();
+    let metrics = v2["spec"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 2, "{v2}");
+    assert!(metrics
+        .iter()
+        .any(|m| m["resource"]["target"]["averageUtilization"] == 70));
+    assert!(v2["metadata"].get("annotations").is_none(), "{v2}");
+    // Listed at v1.
+    let list = t.get(HPA_V1).await.json();
+    assert_eq!(
+        (
+            list["kind"].as_str(),
+            list["items"][0]["spec"]["targetCPUUtilizationPercentage"].as_i64()
+        ),
+        (Some("HorizontalPodAutoscalerList"), Some(70))
+    );
+    // Discovery: autoscaling serves v2 (preferred) and v1; events.k8s.io/v1 serves events.
+    let group = t.get("/apis/autoscaling").await.json();
+    assert_eq!(group["preferredVersion"]["version"], "v2");
+    assert_eq!(group["versions"][1]["version"], "v1");
+    let ev = t.get("/apis/events.k8s.io/v1").await.json();
+    assert!(
+        ev["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "events"),
+        "{ev}"
+    );
+}
