@@ -99,6 +99,8 @@ backends!(
     kubectl_edit_kustomize_describe,
     kubectl_custom_resources,
     kubectl_impersonation,
+    kubectl_types_and_versions,
+    kubectl_drain_honours_disruption_budgets,
 );
 
 const MANIFEST: &str = r#"
@@ -1316,5 +1318,177 @@ fn kubectl_impersonation(backend: Backend) {
         ])
         .trim(),
         r#"bob ["devs","system:authenticated"]"#
+    );
+}
+
+/// A body of the wrong type is kube's 400 (`kubectl create -f`); events are served at
+/// events.k8s.io/v1 and HorizontalPodAutoscalers at autoscaling/v1 over the same objects.
+fn kubectl_types_and_versions(backend: Backend) {
+    let k = Cluster::start(backend);
+    let path = k.dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [true]\n",
+    )
+    .unwrap();
+    let out = k.run(&["create", "-f", path.to_str().unwrap()]);
+    assert!(!out.ok, "{}", out.stdout);
+    assert!(
+        out.stderr.contains(&format!(
+            "Error from server (BadRequest): error when creating {:?}: Pod in version \"v1\" cannot be handled as a Pod: json: cannot unmarshal bool into Go struct field Container.spec.containers.command of type string",
+            path.to_str().unwrap()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!k.run(&["get", "pod", "bad"]).ok, "nothing stored");
+
+    // autoscaling/v1 over v2.
+    k.ok(&["create", "deployment", "x", "--image=busybox"]);
+    k.ok(&[
+        "autoscale",
+        "deployment",
+        "x",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=3",
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "x",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.targetCPUUtilizationPercentage} {.spec.maxReplicas}"
+        ]),
+        "autoscaling/v1 50 3"
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "horizontalpodautoscalers.v2.autoscaling",
+            "x",
+            "-o",
+            "jsonpath={.spec.metrics[0].resource.name} {.spec.metrics[0].resource.target.averageUtilization}"
+        ]),
+        "cpu 50"
+    );
+    let table = k.ok(&["get", "hpa"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("REFERENCE") && table.contains("Deployment/x"),
+        "{table}"
+    );
+    k.ok(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "x",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"targetCPUUtilizationPercentage":70}}"#,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "horizontalpodautoscalers.v2.autoscaling",
+            "x",
+            "-o",
+            "jsonpath={.spec.metrics[0].resource.target.averageUtilization}"
+        ]),
+        "70"
+    );
+
+    // events.k8s.io/v1 over core/v1 Events.
+    k.apply(
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: e1\ninvolvedObject:\n  kind: Deployment\n  name: x\n  namespace: default\nreason: Tested\nmessage: hello from core\ntype: Normal\nsource:\n  component: tester\ncount: 2\n",
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "events.v1.events.k8s.io",
+            "e1",
+            "-o",
+            "jsonpath={.note}|{.regarding.name}|{.deprecatedSource.component}|{.deprecatedCount}"
+        ]),
+        "hello from core|x|tester|2"
+    );
+    let listed = k.ok(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "-o",
+        "jsonpath={.kind} {.items[*].note}",
+    ]);
+    assert_eq!(listed, "List hello from core");
+    let events = k.ok(&["events"]);
+    assert!(events.contains("hello from core"), "{events}");
+}
+
+/// `kubectl drain` evicts through `pods/eviction`: refused while a PodDisruptionBudget allows
+/// no disruption (its status written here in the disruption controller's place), then done.
+fn kubectl_drain_honours_disruption_budgets(backend: Backend) {
+    let k = Cluster::start(backend);
+    k.apply("apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n");
+    k.ok(&["create", "deployment", "web", "--image=busybox"]);
+    k.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  labels:\n    app: web\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: web-5d4f\n    uid: 6a1c5a0e-0000-4000-8000-000000000001\n    controller: true\nspec:\n  nodeName: n1\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: busybox\n",
+    );
+    k.ok(&[
+        "patch",
+        "pod",
+        "web-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
+    ]);
+    k.ok(&[
+        "create",
+        "pdb",
+        "b",
+        "--selector=app=web",
+        "--min-available=1",
+    ]);
+    let budget = |allowed: i64| {
+        k.ok(&[
+            "patch",
+            "pdb",
+            "b",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(
+                r#"{{"status":{{"observedGeneration":1,"disruptionsAllowed":{allowed},"currentHealthy":1,"desiredHealthy":1,"expectedPods":1}}}}"#
+            ),
+        ]);
+    };
+    budget(0);
+    let refused = k.run(&["drain", "n1", "--ignore-daemonsets", "--timeout=3s"]);
+    assert!(!refused.ok, "{}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{}",
+        refused.stderr
+    );
+    assert!(k.run(&["get", "pod", "web-1"]).ok, "still there");
+    assert_eq!(
+        k.ok(&["get", "node", "n1", "-o", "jsonpath={.spec.unschedulable}"]),
+        "true",
+        "cordoned"
+    );
+    budget(1);
+    let out = k.ok(&["drain", "n1", "--ignore-daemonsets", "--timeout=30s"]);
+    assert!(out.contains("pod/web-1 evicted"), "{out}");
+    assert!(out.contains("node/n1 drained"), "{out}");
+    assert!(!k.run(&["get", "pod", "web-1"]).ok, "evicted");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pdb",
+            "b",
+            "-o",
+            "jsonpath={.status.disruptionsAllowed}"
+        ]),
+        "0"
     );
 }
