@@ -1319,6 +1319,19 @@ fn kubectl_impersonation(backend: Backend) {
         .trim(),
         r#"bob ["devs","system:authenticated"]"#
     );
+    // The impersonated uid is kept.
+    assert_eq!(
+        k.ok(&[
+            "auth",
+            "whoami",
+            "--as=bob",
+            "--as-uid=1234",
+            "-o",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.uid}"
+        ])
+        .trim(),
+        "bob 1234"
+    );
 }
 
 /// A body of the wrong type is kube's 400 (`kubectl create -f`); events are served at
