@@ -60,6 +60,12 @@ pub async fn run(client: Client) {
             next_discovery = Instant::now() + Duration::from_secs(30);
             match discover(&client).await {
                 Ok(resources) => {
+                    // As kube's garbage collector: events (core/v1 and events.k8s.io/v1, one
+                    // storage seen under two kinds) are never owners nor collected.
+                    let resources: Vec<Resource> = resources
+                        .into_iter()
+                        .filter(|r| r.api.kind != "Event")
+                        .collect();
                     graph.resources = resources.clone();
                     for r in resources {
                         let key = r.key();
