@@ -15,6 +15,7 @@ mod managed;
 pub(crate) mod object;
 mod patch;
 mod priority;
+pub mod proxy;
 mod scale;
 mod strategic;
 mod update;
@@ -146,6 +147,12 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
             return Err(ApiError::MethodNotAllowed);
         }
     }
+    // pods/log, exec, attach, portforward: streamed from the pod's node agent.
+    if proxy::is_streaming(&info, &path) {
+        return api
+            .stream_subresource(&info, &path, parts, Body::new(body))
+            .await;
+    }
     let body = if matches!(
         parts.method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -182,8 +189,7 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
         (Verb::Delete, None) => api.delete(&req).await,
         (Verb::DeleteCollection, None) => api.delete_collection(&req).await,
         (Verb::Create, Some("binding")) if req.info.plural == "pods" => api.bind(&req).await,
-        // pods/log, exec, attach, portforward, eviction, serviceaccounts/token:
-        // routes the agent and auth work fill in.
+        // pods/eviction: a route the auth work fills in.
         _ => Err(ApiError::MethodNotAllowed),
     }?;
     if multi_version {
