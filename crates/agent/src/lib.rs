@@ -33,6 +33,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod status;
+pub mod stream;
 mod time;
 pub mod volumes;
 
@@ -64,6 +65,11 @@ pub struct Config {
     pub backoff_base: Duration,
     /// barge's version (nodeInfo's `containerRuntimeVersion` is `barge://<version>`).
     pub version: String,
+    /// The port of the kubelet-like HTTPS endpoint ([`stream`]; kubelet's 10250), reported as
+    /// `status.daemonEndpoints.kubeletEndpoint.Port`.
+    pub kubelet_port: u16,
+    /// Its certificates; `None`: no endpoint (logs, exec, attach and port-forward fail).
+    pub stream_tls: Option<stream::StreamTls>,
 }
 
 /// The longest restart back-off (kubelet's `MaxContainerBackOff`).
@@ -111,8 +117,35 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let node = node::NodeAgent::new(client.clone(), engine.clone(), cfg.clone());
     let node_task = tokio::spawn(async move { node.run().await });
+    let streams = match &cfg.stream_tls {
+        Some(tls) => match stream::server_config(tls) {
+            Ok(tls) => {
+                let addr = std::net::SocketAddr::from(([0, 0, 0, 0], cfg.kubelet_port));
+                match stream::bind(addr).await {
+                    Ok(l) => Some(tokio::spawn(stream::serve(
+                        l,
+                        tls,
+                        engine.clone(),
+                        client.clone(),
+                    ))),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        },
+        None => None,
+    };
     let pods = tokio::spawn(pods::run(client, engine, cfg));
     shutdown.await;
     node_task.abort();
     pods.abort();
+    if let Some(s) = streams {
+        s.abort();
+    }
 }

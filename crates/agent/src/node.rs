@@ -175,7 +175,7 @@ impl NodeAgent {
                 {"type": "InternalIP", "address": ip.to_string()},
                 {"type": "Hostname", "address": self.cfg.node_name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.cfg.kubelet_port}},
             "nodeInfo": {
                 "machineID": m.machine_id,
                 "systemUUID": m.machine_id,

@@ -57,6 +57,7 @@ use barge_datastore::Store;
 pub use discovery::KUBE_VERSION;
 pub use namespaces::SYSTEM_NAMESPACES;
 use registry::Registry;
+pub use rest::proxy::{DialFuture, NodeDialer, NodeStream};
 use status::{ApiError, Target};
 
 /// Who is making a request, as established by the transport (client certificate CN/O,
@@ -117,6 +118,8 @@ pub struct ApiServer {
     /// Whether the ServiceAccount admission refuses pods whose ServiceAccount is missing
     /// (kube's behaviour; off only for tests that run no ServiceAccount controller).
     service_account_lookup: bool,
+    /// Connections to node agents for the streaming subresources (`rest::proxy`).
+    node_dialer: Option<Arc<dyn rest::proxy::NodeDialer>>,
 }
 
 impl ApiServer {
@@ -136,7 +139,15 @@ impl ApiServer {
             bookmark_interval: Duration::from_secs(60),
             authz: Arc::default(),
             service_account_lookup: true,
+            node_dialer: None,
         }
+    }
+
+    /// How the streaming subresources (`pods/log|exec|attach|portforward`) reach node agents;
+    /// without it they answer 500.
+    pub fn with_node_dialer(mut self, dialer: Arc<dyn NodeDialer>) -> Self {
+        self.node_dialer = Some(dialer);
+        self
     }
 
     /// Turns off the ServiceAccount admission's existence check (a missing ServiceAccount is

@@ -89,6 +89,10 @@ pub struct ServerArgs {
     /// This node's InternalIP (default: the address of the default route's interface)
     #[arg(long = "node-ip")]
     pub node_ip: Option<IpAddr>,
+    /// The port of the node agent's HTTPS endpoint (kubelet's `--port`: logs, exec, attach,
+    /// port-forward, proxied by the API server)
+    #[arg(long = "kubelet-port", default_value_t = 10250)]
+    pub kubelet_port: u16,
     /// The first back-off before a crashed container of a pod is restarted again (kubelet's
     /// 10s, doubling up to 5m; shorter for tests)
     #[arg(long = "pod-restart-backoff", default_value = "10s", value_parser = parse_duration)]

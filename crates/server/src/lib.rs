@@ -25,6 +25,7 @@ pub mod auth;
 pub mod host;
 pub mod https;
 pub mod kubeconfig;
+pub mod kubelet;
 pub mod pki;
 pub mod token;
 
@@ -183,6 +184,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
                 service_account_key: Some(sa_key),
             },
         );
+        let api = api.with_node_dialer(std::sync::Arc::new(kubelet::KubeletDialer::new(&pki)?));
         // default, kube-system, kube-public and kube-node-lease.
         api.bootstrap()
             .await
@@ -231,6 +233,12 @@ pub fn run(args: ServerArgs) -> Result<()> {
                         cluster_cidr: args.cluster_cidr,
                         backoff_base: args.pod_restart_backoff,
                         version: env!("CARGO_PKG_VERSION").to_string(),
+                        kubelet_port: args.kubelet_port,
+                        stream_tls: Some(barge_agent::stream::StreamTls {
+                            cert_pem: pki.kubelet_serving_cert_pem.clone(),
+                            key_pem: pki.kubelet_serving_key_pem.clone(),
+                            client_ca_pem: pki.client_ca_pem.clone(),
+                        }),
                     };
                     let engine = barge_agent::Engine {
                         images: e.images,

@@ -7,6 +7,8 @@
 //! | `serving-kube-apiserver.crt/.key` | the serving certificate: `kubernetes`, `kubernetes.default[.svc[.cluster.local]]`, localhost, the host's names and addresses, the first service IP, each `--tls-san` |
 //! | `client-ca.crt/.key` | CA of client certificates (the API server trusts it for x509 authentication) |
 //! | `client-admin.crt/.key` | the admin's client certificate: CN `system:admin`, O `system:masters` |
+//! | `client-kube-apiserver.crt/.key` | the API server's client certificate for node agents: CN `system:kube-apiserver-kubelet-client`, O `system:masters` |
+//! | `serving-kubelet.crt/.key` | the node agent's serving certificate (its `:10250` endpoint), signed by the server CA, same SANs as the API server's |
 //!
 //! Keys are ECDSA P-256 (fast to make, accepted by kubectl/client-go), written `0600`; every
 //! file is written atomically. A restart reuses every file; the serving certificate is issued
@@ -138,7 +140,17 @@ pub struct Pki {
     pub admin_key_pem: String,
     /// Whether this call made the serving certificate (first start or a SAN change).
     pub serving_issued: bool,
+    /// The API server's client certificate for node agents
+    /// (`system:kube-apiserver-kubelet-client`) and its key.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
+    /// The node agent's serving certificate and its key.
+    pub kubelet_serving_cert_pem: String,
+    pub kubelet_serving_key_pem: String,
 }
+
+/// The CN of the API server's client certificate towards node agents (kube's).
+pub const KUBELET_CLIENT_CN: &str = "system:kube-apiserver-kubelet-client";
 
 /// Makes (first start) or loads (later starts) every certificate under `dir` (created `0700`
 /// if missing), issuing the serving certificate again if its SANs differ from `sans`.
@@ -184,7 +196,46 @@ pub fn ensure(dir: &Path, sans: &Sans) -> Result<Pki> {
         }
     };
 
+    let crt = dir.join("client-kube-apiserver.crt");
+    let key = dir.join("client-kube-apiserver.key");
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) = match (read_opt(&crt)?, read_opt(&key)?)
+    {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let mut p = leaf_params(KUBELET_CLIENT_CN, Some("system:masters"), now)?;
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let (c, k) = issue(
+                &p,
+                &client_ca,
+                "the API server's kubelet client certificate",
+            )?;
+            write(&key, &k, 0o600)?;
+            write(&crt, &c, 0o644)?;
+            (c, k)
+        }
+    };
+
+    let crt = dir.join("serving-kubelet.crt");
+    let key = dir.join("serving-kubelet.key");
+    let (kubelet_serving_cert_pem, kubelet_serving_key_pem) =
+        match (read_opt(&crt)?, read_opt(&key)?) {
+            (Some(c), Some(k)) if serving_is_current(&c, &server_ca_pem, sans, now) => (c, k),
+            _ => {
+                let mut p = leaf_params("barge-kubelet", None, now)?;
+                p.subject_alt_names = sans.to_rcgen()?;
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                let (c, k) = issue(&p, &server_ca, "the node agent's serving certificate")?;
+                write(&key, &k, 0o600)?;
+                write(&crt, &c, 0o644)?;
+                (c, k)
+            }
+        };
+
     Ok(Pki {
+        kubelet_client_cert_pem,
+        kubelet_client_key_pem,
+        kubelet_serving_cert_pem,
+        kubelet_serving_key_pem,
         server_ca_pem,
         client_ca_pem,
         serving_cert_pem,

@@ -17,6 +17,7 @@ mod managed;
 pub(crate) mod object;
 mod patch;
 mod priority;
+pub mod proxy;
 mod scale;
 mod strategic;
 mod update;
@@ -147,6 +148,12 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
         if !s.verbs.contains(&verb.as_str()) {
             return Err(ApiError::MethodNotAllowed);
         }
+    }
+    // pods/log, exec, attach, portforward: streamed from the pod's node agent.
+    if proxy::is_streaming(&info, &path) {
+        return api
+            .stream_subresource(&info, &path, parts, Body::new(body))
+            .await;
     }
     let body = if matches!(
         parts.method,

@@ -108,6 +108,10 @@ impl Server {
             if !self.extra.iter().any(|a| a == "--cluster-cidr") {
                 cmd.args(["--cluster-cidr", &cluster_cidr()]);
             }
+            // The agent's endpoint (kubelet's 10250) on a port of this server's own.
+            if !self.extra.iter().any(|a| a == "--kubelet-port") {
+                cmd.args(["--kubelet-port", &free_port().to_string()]);
+            }
         } else {
             cmd.arg("--disable-agent");
         }
