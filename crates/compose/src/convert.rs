@@ -488,15 +488,14 @@ pub fn file_refs(s: &Service, kind: FileKind) -> Vec<FileRef> {
         .collect()
 }
 
-/// compose-go's `FileMode`: a number as YAML 1.1 reads it (a leading `0` is octal: the
-/// loader gives the digits as written), or octal text (`"0440"`, `"0o440"`).
+/// compose-go's `FileMode`: a number as yaml.v3 reads it (the loader reads a leading `0` as
+/// octal, so `0440` is 288), or text read as octal (`"0440"`).
 fn file_mode(v: &Value) -> Option<u32> {
-    let digits = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim_start_matches("0o").to_string(),
-        _ => return None,
-    };
-    u32::from_str_radix(&digits, 8).ok()
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+        _ => None,
+    }
 }
 
 /// Bind mounts (read-only) of the service's file-based secrets then configs, as compose's
