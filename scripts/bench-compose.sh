@@ -92,8 +92,10 @@ def run(tool, project, args):
     cmd, env = tools[tool]
     full = f"{cmd} -p {project} -f {work}/{project}.yaml {args}"
     t = time.perf_counter()
-    subprocess.run(full, shell=True, check=True, env={**os.environ, **env},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r = subprocess.run(full, shell=True, env={**os.environ, **env},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode:
+        sys.exit(f"{tool}: {full} failed ({r.returncode}):\n{r.stderr}")
     return time.perf_counter() - t
 
 def stat(xs):
