@@ -172,7 +172,7 @@ impl Client {
         if !self.dry_run {
             return None;
         }
-        if method == Method::GET || method == Method::HEAD {
+        if *method == Method::GET || *method == Method::HEAD {
             return None;
         }
         let name = path

@@ -192,7 +192,8 @@ async fn apply(
     changed: &BTreeSet<PathBuf>,
 ) -> Result<()> {
     // (service, action) -> (rule, [(host path, container path)])
-    let mut work: BTreeMap<(String, String), (&Rule, Vec<(PathBuf, String)>)> = BTreeMap::new();
+    type Work<'a> = BTreeMap<(String, String), (&'a Rule, Vec<(PathBuf, String)>)>;
+    let mut work: Work = BTreeMap::new();
     for p in changed {
         if let Some((rule, target)) = route(rules, p) {
             work.entry((rule.service.clone(), rule.action.clone()))
