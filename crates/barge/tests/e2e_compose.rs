@@ -401,8 +401,16 @@ services:
         "{}",
         stderr(&out)
     );
-    // The dependent was created but never started.
-    assert_eq!(D.inspect("cmpsick-app-1", "{{.State.Status}}"), "created");
+    // A failed `up` leaves the project as it was: nothing it made is left.
+    let left = D.ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=com.docker.compose.project=cmpsick",
+    ]);
+    assert_eq!(left.trim(), "", "containers left behind");
+    let nets = D.ok(&["network", "ls", "-q", "--filter", "name=cmpsick_default"]);
+    assert_eq!(nets.trim(), "", "network left behind");
 }
 
 #[test]
@@ -428,7 +436,198 @@ services:
     let messages: Vec<&str> = err.lines().filter(|l| !l.starts_with(' ')).collect();
     assert_eq!(messages.len(), 1, "{err}");
     assert!(messages[0].contains("address already in use"), "{err}");
+    // Nothing that was not there before is left (the issue's "Bad input"); what was there
+    // before stays: a second service created by an earlier `up` survives the failed one.
+    let left = D.ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=com.docker.compose.project=cmpport",
+    ]);
+    assert_eq!(left.trim(), "", "{err}");
+    let nets = D.ok(&["network", "ls", "-q", "--filter", "name=cmpport_default"]);
+    assert_eq!(nets.trim(), "", "{err}");
+    p.write(
+        r#"
+services:
+  other:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    stop_grace_period: 1s
+"#,
+    );
+    p.ok(&["up", "-d"]);
+    let other = p.id("cmpport-other-1");
+    p.write(&format!(
+        r#"
+services:
+  other:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    stop_grace_period: 1s
+  web:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    ports:
+      - "127.0.0.1:{port}:80"
+    volumes: [data:/data]
+volumes:
+  data:
+"#
+    ));
+    let out = p.compose(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let left = D.ok(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        "label=com.docker.compose.project=cmpport",
+    ]);
+    assert_eq!(left.trim(), other, "{}", stderr(&out));
+    assert_eq!(D.inspect(&other, "{{.State.Status}}"), "running");
+    let vols = D.ok(&["volume", "ls", "-q", "--filter", "name=cmpport_data"]);
+    assert_eq!(vols.trim(), "", "volume left behind: {}", stderr(&out));
     drop(listener);
+}
+
+#[test]
+fn secrets_and_configs_mounted_and_injected_as_compose() {
+    let p = Proj::new(
+        "cmpsecret",
+        r#"
+services:
+  app:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    stop_grace_period: 1s
+    secrets:
+      - token
+      - source: from_env
+        target: env_token
+        uid: "1234"
+        gid: "1235"
+        mode: 0400
+    configs:
+      - source: conf
+        target: /etc/app.conf
+      - inline
+secrets:
+  token:
+    file: ./token.txt
+  from_env:
+    environment: CMP_SECRET
+configs:
+  conf:
+    file: ./app.conf
+  inline:
+    content: "inline ${CMP_SECRET}"
+"#,
+    );
+    std::fs::write(p.dir.join("token.txt"), "file-secret\n").unwrap();
+    std::fs::write(p.dir.join("app.conf"), "a=1\n").unwrap();
+    // the project's environment: .env beside the file
+    std::fs::write(p.dir.join(".env"), "CMP_SECRET=from-the-env\n").unwrap();
+    p.ok(&["up", "-d"]);
+    let cat = |path: &str| D.ok(&["exec", "cmpsecret-app-1", "cat", path]);
+    assert_eq!(cat("/run/secrets/token"), "file-secret\n");
+    assert_eq!(cat("/etc/app.conf"), "a=1\n");
+    assert_eq!(cat("/run/secrets/env_token"), "from-the-env");
+    assert_eq!(cat("/inline"), "inline from-the-env");
+    // file-based ones are read-only binds, as compose mounts them without swarm
+    let mounts = D.inspect("cmpsecret-app-1", "{{json .HostConfig.Mounts}}");
+    let mounts: serde_json::Value = serde_json::from_str(&mounts).unwrap();
+    assert!(
+        mounts.as_array().unwrap().contains(&serde_json::json!({
+            "Type": "bind",
+            "Source": p.dir.join("token.txt").display().to_string(),
+            "Target": "/run/secrets/token",
+            "ReadOnly": true
+        })),
+        "{mounts}"
+    );
+    // an injected one carries its uid, gid and mode
+    let ls = D.ok(&[
+        "exec",
+        "cmpsecret-app-1",
+        "ls",
+        "-ln",
+        "/run/secrets/env_token",
+        "/inline",
+    ]);
+    assert!(ls.contains("-r--------    1 1234     1235"), "{ls}");
+    assert!(ls.contains("-r--r--r--    1 0        0"), "{ls}");
+}
+
+#[test]
+fn service_references_resolve_to_the_dependency_container() {
+    let p = Proj::new(
+        "cmpref",
+        r#"
+services:
+  db:
+    image: busybox:1.35
+    command: ["sh", "-c", "echo shared > /shared/x; exec sleep 1000"]
+    init: true
+    stop_grace_period: 1s
+    volumes: ["/shared"]
+  app:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    stop_grace_period: 1s
+    network_mode: service:db
+    volumes_from: [db]
+  web:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    stop_grace_period: 1s
+    links: ["db:database"]
+"#,
+    );
+    p.ok(&["up", "-d"]);
+    let db = p.id("cmpref-db-1");
+    assert_eq!(
+        D.inspect("cmpref-app-1", "{{.HostConfig.NetworkMode}}"),
+        format!("container:{db}")
+    );
+    assert_eq!(
+        D.inspect("cmpref-app-1", "{{json .HostConfig.VolumesFrom}}"),
+        format!("[\"{db}\"]")
+    );
+    // implied dependencies, as compose-go's loader adds them
+    assert_eq!(
+        D.inspect(
+            "cmpref-app-1",
+            "{{index .Config.Labels \"com.docker.compose.depends_on\"}}"
+        ),
+        "db:service_started:true"
+    );
+    D.wait_for("db's file through volumes_from", 20, || {
+        D.barge(&["exec", "cmpref-app-1", "cat", "/shared/x"])
+            .stdout
+            == b"shared\n"
+    });
+    // one network namespace: the same interface
+    let mac = |c: &str| D.ok(&["exec", c, "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(mac("cmpref-app-1"), mac("cmpref-db-1"));
+    let links = D.inspect("cmpref-web-1", "{{json .HostConfig.Links}}");
+    assert!(links.contains("database"), "{links}");
+    // a second up changes nothing; without the donor, --no-deps fails as compose does
+    let err = stderr(&p.compose(&["up", "-d"]));
+    assert!(!err.contains("Recreate"), "{err}");
+    D.ok(&["rm", "-f", "cmpref-db-1"]);
+    let out = p.compose(&["up", "-d", "--no-deps", "app"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot share volume with service db: container missing"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 const PAIR: &str = r#"
@@ -667,4 +866,301 @@ services:
     assert_ne!(started("cmprst-b-1"), b_started);
     assert_eq!(D.inspect("cmprst-b-1", "{{.State.Status}}"), "running");
     assert_eq!(started("cmprst-c-1"), c_started);
+}
+
+#[test]
+fn dry_run_prints_what_up_and_down_would_do_and_touches_nothing() {
+    let p = Proj::new(
+        "cmpdry",
+        r#"
+services:
+  web:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    stop_grace_period: 1s
+"#,
+    );
+    let out = p.compose(&["--dry-run", "up", "-d"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for line in [
+        " DRY-RUN MODE -  Network cmpdry_default  Created",
+        " DRY-RUN MODE -  Container cmpdry-web-1  Created",
+        " DRY-RUN MODE -  Container cmpdry-web-1  Started",
+    ] {
+        assert!(err.contains(line), "{line:?} missing:\n{err}");
+    }
+    let label = "label=com.docker.compose.project=cmpdry";
+    assert_eq!(D.ok(&["ps", "-aq", "--filter", label]).trim(), "");
+    assert_eq!(
+        D.ok(&["network", "ls", "-q", "--filter", "name=cmpdry_default"])
+            .trim(),
+        ""
+    );
+    // down --dry-run leaves a real project running
+    p.ok(&["up", "-d"]);
+    let err = stderr(&p.compose(&["down", "--dry-run"]));
+    assert!(
+        err.contains(" DRY-RUN MODE -  Container cmpdry-web-1  Removed"),
+        "{err}"
+    );
+    assert_eq!(D.inspect("cmpdry-web-1", "{{.State.Status}}"), "running");
+}
+
+/// Debian's dockerd (docker.io) in a private network namespace with its own data-root and
+/// containerd namespace, as scripts/bench.sh starts it; everything it made goes on drop.
+struct Dockerd {
+    child: std::process::Child,
+    dir: PathBuf,
+    netns: String,
+    host: String,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let tag = format!("barge-cmpd-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&tag);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ip = |args: &[&str]| {
+            let st = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &tag]);
+        ip(&["-n", &tag, "link", "set", "lo", "up"]);
+        let sock = dir.join("docker.sock");
+        let d = |p: &str| dir.join(p).display().to_string();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{tag}"))
+            .arg("dockerd")
+            .args(["--host", &format!("unix://{}", sock.display())])
+            .args(["--data-root", &d("data"), "--exec-root", &d("run")])
+            .args(["--pidfile", &d("docker.pid")])
+            .args(["--containerd-namespace", &tag])
+            .args(["--containerd-plugins-namespace", &format!("{tag}-plugins")])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (Debian's docker.io)");
+        let me = Dockerd {
+            child,
+            host: format!("unix://{}", sock.display()),
+            dir,
+            netns: tag,
+        };
+        D.wait_for("dockerd's socket", 60, || me.cli(&["ps"]).status.success());
+        // the same image, moved over as docker users would
+        let tar = me.dir.join("busybox.tar").display().to_string();
+        D.ok(&["save", "-o", &tar, "busybox:1.35"]);
+        let out = me.cli(&["load", "-i", &tar]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        me
+    }
+
+    /// barge's CLI against this dockerd.
+    fn cli(&self, args: &[&str]) -> Output {
+        std::process::Command::new(BARGE)
+            .env("BARGE_HOST", &self.host)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Ok(out) = std::process::Command::new(BARGE)
+            .env("BARGE_HOST", &self.host)
+            .args(["ps", "-aq"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.cli(&["rm", "-f", id]);
+            }
+        }
+        // SAFETY: kill(2) on the dockerd child this test started, by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&*self.dir.to_string_lossy()))
+            .collect();
+        ours.sort_by(|a, b| b.cmp(a));
+        for m in ours {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", m])
+                .status();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The issue's side-by-side: one project through `barge compose` on barge and on Debian's
+/// dockerd gives the same `ps` and the same `com.docker.compose.*` labels.
+#[test]
+fn same_project_on_dockerd_gives_the_same_ps_and_labels() {
+    let dockerd = Dockerd::start();
+    let yaml = r#"
+services:
+  db:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    stop_grace_period: 1s
+    volumes: [data:/data]
+  web:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    stop_grace_period: 1s
+    depends_on: [db]
+    environment: {ROLE: web}
+    ports: ["127.0.0.1::80"]
+volumes:
+  data:
+"#;
+    let p = Proj::new("cmpside", yaml);
+    let file = p.file();
+    let compose = |on_dockerd: bool, args: &[&str]| -> String {
+        let mut all = vec!["compose", "-f", &file, "-p", "cmpside"];
+        all.extend_from_slice(args);
+        let out = if on_dockerd {
+            dockerd.cli(&all)
+        } else {
+            D.barge(&all)
+        };
+        assert!(
+            out.status.success(),
+            "{all:?} on dockerd={on_dockerd}: {}",
+            stderr(&out)
+        );
+        stdout(&out)
+    };
+    // what must match: name, service, state, command, the published target; the labels whole
+    let ps = |on_dockerd: bool| -> Vec<serde_json::Value> {
+        let out = compose(on_dockerd, &["ps", "-a", "--format", "json"]);
+        out.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let ports: Vec<serde_json::Value> = v["Publishers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| serde_json::json!([p["TargetPort"], p["Protocol"], p["URL"]]))
+                    .collect();
+                serde_json::json!({
+                    "Name": v["Name"], "Service": v["Service"], "State": v["State"],
+                    "Command": v["Command"], "Image": v["Image"], "Project": v["Project"],
+                    "Publishers": ports,
+                })
+            })
+            .collect()
+    };
+    let labels = |on_dockerd: bool, name: &str| -> serde_json::Value {
+        let out = if on_dockerd {
+            dockerd.cli(&["inspect", "-f", "{{json .Config.Labels}}", name])
+        } else {
+            D.barge(&["inspect", "-f", "{{json .Config.Labels}}", name])
+        };
+        serde_json::from_str(stdout(&out).trim()).unwrap()
+    };
+    for on_dockerd in [false, true] {
+        compose(on_dockerd, &["up", "-d"]);
+    }
+    assert_eq!(ps(false), ps(true));
+    assert_eq!(ps(false).len(), 2, "{:?}", ps(false));
+    for name in ["cmpside-db-1", "cmpside-web-1"] {
+        assert_eq!(labels(false, name), labels(true, name), "{name}");
+    }
+    // a second up touches nothing on either engine
+    for on_dockerd in [false, true] {
+        let args = ["compose", "-f", &file, "-p", "cmpside", "up", "-d"];
+        let out = if on_dockerd {
+            dockerd.cli(&args)
+        } else {
+            D.barge(&args)
+        };
+        let err = stderr(&out);
+        assert!(
+            !err.contains("Recreate") && !err.contains("Created"),
+            "{err}"
+        );
+    }
+    compose(true, &["down", "-v"]);
+}
+
+#[test]
+fn watch_syncs_written_files_into_the_running_container() {
+    let p = Proj::new(
+        "cmpwatch",
+        r#"
+services:
+  app:
+    image: busybox:1.35
+    command: ["sleep", "1000"]
+    init: true
+    stop_grace_period: 1s
+    develop:
+      watch:
+        - path: ./src
+          action: sync
+          target: /app
+          ignore: ["*.tmp"]
+"#,
+    );
+    std::fs::create_dir_all(p.dir.join("src")).unwrap();
+    let log = p.dir.join("watch.log");
+    let file = p.file();
+    let mut child = std::process::Command::new(BARGE)
+        .env("BARGE_HOST", &D.host)
+        .args(["compose", "-f", &file, "-p", "cmpwatch", "watch"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(p.dir.join("watch.out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    D.wait_for("watch to start", 60, || {
+        read_log().contains("Watch enabled")
+    });
+    std::fs::write(p.dir.join("src/skip.tmp"), "no").unwrap();
+    std::fs::write(p.dir.join("src/hello.txt"), "hi\n").unwrap();
+    D.wait_for("the file synced", 20, || {
+        D.barge(&["exec", "cmpwatch-app-1", "cat", "/app/hello.txt"])
+            .stdout
+            == b"hi\n"
+    });
+    let ls = D.ok(&["exec", "cmpwatch-app-1", "ls", "/app"]);
+    assert_eq!(
+        ls.trim(),
+        "hello.txt",
+        "ignored file synced: {}",
+        read_log()
+    );
+    assert!(
+        read_log().contains("Syncing service \"app\" after 1 changes were detected"),
+        "{}",
+        read_log()
+    );
+    // a deleted file is removed in the container
+    std::fs::remove_file(p.dir.join("src/hello.txt")).unwrap();
+    D.wait_for("the file removed", 20, || {
+        D.ok(&["exec", "cmpwatch-app-1", "ls", "/app"])
+            .trim()
+            .is_empty()
+    });
+    // SAFETY: kill(2) on the watch process this test started, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success(), "{}", read_log());
 }

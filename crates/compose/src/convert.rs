@@ -67,6 +67,28 @@ pub enum ConvertError {
     /// A volume mount naming an undefined top-level volume.
     #[error("service {service:?} refers to undefined volume {volume}: invalid compose project")]
     UndefinedVolume { service: String, volume: String },
+    /// A service mounting a secret or config declared `external` (a swarm object).
+    #[error("unsupported external {kind} {name}")]
+    External { kind: &'static str, name: String },
+    /// An `environment:`-sourced secret or config whose variable is not set.
+    #[error("environment variable {variable:?} required by file {name:?} is not set")]
+    EnvironmentUnset { variable: String, name: String },
+    /// A secret or config to be written into a service with a read-only root.
+    #[error("cannot create {kind} {name:?} in read-only service {service}: `file` is the sole supported option")]
+    ReadOnly {
+        kind: &'static str,
+        name: String,
+        service: String,
+    },
+    /// A `uid`/`gid` that is not a number.
+    #[error("service {service:?}: {kind} {name:?}: invalid {field} {value:?}")]
+    Owner {
+        service: String,
+        kind: &'static str,
+        name: String,
+        field: &'static str,
+        value: String,
+    },
     /// JSON serialisation of the service (hash).
     #[error("hashing service {service:?}: {error}")]
     Hash {
@@ -171,8 +193,9 @@ pub struct Instance {
     pub tty: bool,
     /// Publish the service's ports (`run` does not unless `--service-ports`).
     pub publish: bool,
-    /// `network_mode: service:NAME` resolved to `container:ID` by the caller.
-    pub network_mode: Option<String>,
+    /// `HostConfig.Links` (compose's `getLinks`, from the linked services' containers:
+    /// see [`links`]).
+    pub links: Vec<String>,
     /// Whether the engine takes several `EndpointsConfig` at create (API ≥ 1.44).
     pub multi_endpoint: bool,
     /// Anonymous volumes of the container this one replaces, kept as compose keeps them:
@@ -398,6 +421,265 @@ fn mounts(
     Ok((binds, mounts))
 }
 
+/// Secrets or configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `secrets:` (default target `/run/secrets/NAME`).
+    Secret,
+    /// `configs:` (default target `/NAME`).
+    Config,
+}
+
+impl FileKind {
+    fn word(self) -> &'static str {
+        match self {
+            FileKind::Secret => "secret",
+            FileKind::Config => "config",
+        }
+    }
+}
+
+/// One secret or config of a service, long syntax, target made absolute as compose does
+/// (`/run/secrets/` or `/` in front of a missing or relative target).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRef {
+    /// Key of the top-level secret or config.
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Owner (`uid`, text as written; empty = not set).
+    pub uid: String,
+    /// Group (`gid`).
+    pub gid: String,
+    /// Permission bits (`mode`, octal in the file).
+    pub mode: Option<u32>,
+}
+
+/// The service's secrets or configs in long syntax.
+pub fn file_refs(s: &Service, kind: FileKind) -> Vec<FileRef> {
+    let (list, base) = match kind {
+        FileKind::Secret => (&s.secrets, "/run/secrets/"),
+        FileKind::Config => (&s.configs, "/"),
+    };
+    list.iter()
+        .map(|v| {
+            let text = |k: &str| match v.get(k) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            let source = text("source");
+            let target = text("target");
+            let target = if target.is_empty() {
+                format!("{base}{source}")
+            } else if target.starts_with('/') {
+                target
+            } else {
+                format!("{base}{target}")
+            };
+            FileRef {
+                source,
+                target,
+                uid: text("uid"),
+                gid: text("gid"),
+                mode: v.get("mode").and_then(file_mode),
+            }
+        })
+        .collect()
+}
+
+/// compose-go's `FileMode`: a number as yaml.v3 reads it (the loader reads a leading `0` as
+/// octal, so `0440` is 288), or text read as octal (`"0440"`).
+fn file_mode(v: &Value) -> Option<u32> {
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+        _ => None,
+    }
+}
+
+/// Bind mounts (read-only) of the service's file-based secrets then configs, as compose's
+/// `buildContainerSecretMounts`/`buildContainerConfigMounts` for a project without swarm;
+/// an external one is an error; `environment:`/`content:` ones are written by
+/// [`injected_files`] instead.
+pub fn file_mounts(project: &Project, s: &Service) -> Result<Vec<Value>, ConvertError> {
+    let mut out: Vec<Value> = Vec::new();
+    for kind in [FileKind::Secret, FileKind::Config] {
+        let defined = match kind {
+            FileKind::Secret => &project.secrets,
+            FileKind::Config => &project.configs,
+        };
+        for r in file_refs(s, kind) {
+            let Some(obj) = defined.get(&r.source) else {
+                continue; // the loader refuses undefined ones
+            };
+            if obj.external {
+                return Err(ConvertError::External {
+                    kind: kind.word(),
+                    name: obj.name.clone(),
+                });
+            }
+            if !obj.environment.is_empty() || !obj.content.is_empty() || obj.file.is_empty() {
+                continue;
+            }
+            if !r.uid.is_empty() || !r.gid.is_empty() || r.mode.is_some() {
+                eprintln!(
+                    "WARN[0000] {}s `uid`, `gid` and `mode` are not supported, they will be ignored",
+                    kind.word()
+                );
+            }
+            if out.iter().any(|m| m["Target"] == r.target.as_str()) {
+                continue;
+            }
+            out.push(
+                json!({"Type": "bind", "Source": obj.file, "Target": r.target, "ReadOnly": true}),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A file compose copies into a container after creating it (`injectSecrets`,
+/// `injectConfigs`): an `environment:`-sourced secret or config, or a config's `content`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injected {
+    /// Absolute path in the container.
+    pub path: String,
+    /// Content.
+    pub content: Vec<u8>,
+    /// Owner and group (0 when not set).
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Permission bits (default `0444`).
+    pub mode: u32,
+    /// Whether `uid` or `gid` was set (the copy keeps the owner: `copyUIDGID`).
+    pub keep_owner: bool,
+}
+
+/// The files to copy into a new container of service `name` before it starts.
+pub fn injected_files(
+    project: &Project,
+    name: &str,
+    s: &Service,
+) -> Result<Vec<Injected>, ConvertError> {
+    let mut out = Vec::new();
+    for kind in [FileKind::Secret, FileKind::Config] {
+        let defined = match kind {
+            FileKind::Secret => &project.secrets,
+            FileKind::Config => &project.configs,
+        };
+        for r in file_refs(s, kind) {
+            let Some(obj) = defined.get(&r.source) else {
+                continue;
+            };
+            let content = if !obj.environment.is_empty() {
+                project
+                    .environment
+                    .get(&obj.environment)
+                    .cloned()
+                    .ok_or_else(|| ConvertError::EnvironmentUnset {
+                        variable: obj.environment.clone(),
+                        name: obj.name.clone(),
+                    })?
+            } else if kind == FileKind::Config && !obj.content.is_empty() {
+                obj.content.clone()
+            } else {
+                continue;
+            };
+            if content.is_empty() {
+                continue;
+            }
+            if s.read_only {
+                return Err(ConvertError::ReadOnly {
+                    kind: kind.word(),
+                    name: obj.name.clone(),
+                    service: name.into(),
+                });
+            }
+            let id = |field: &'static str, v: &str| -> Result<u64, ConvertError> {
+                if v.is_empty() {
+                    return Ok(0);
+                }
+                v.parse().map_err(|_| ConvertError::Owner {
+                    service: name.into(),
+                    kind: kind.word(),
+                    name: r.source.clone(),
+                    field,
+                    value: v.into(),
+                })
+            };
+            out.push(Injected {
+                path: r.target.clone(),
+                content: content.into_bytes(),
+                uid: id("uid", &r.uid)?,
+                gid: id("gid", &r.gid)?,
+                mode: r.mode.unwrap_or(0o444),
+                keep_owner: !r.uid.is_empty() || !r.gid.is_empty(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `HostConfig.Links` as compose's `getLinks`: for each `links` entry (`SERVICE[:ALIAS]`),
+/// each container of that service (`containers(service)` gives their names) is linked as
+/// the alias, as `SERVICE-N` and as `PROJECT-SERVICE-N`, `N` being this container's number.
+pub fn links(
+    project: &str,
+    s: &Service,
+    number: i64,
+    containers: &dyn Fn(&str) -> Vec<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for raw in &s.links {
+        let parts: Vec<&str> = raw.split(':').collect();
+        let service = parts[0];
+        let alias = if parts.len() == 2 { parts[1] } else { service };
+        for c in containers(service) {
+            out.push(format!("{c}:{alias}"));
+            out.push(format!("{c}:{service}-{number}"));
+            out.push(format!("{c}:{project}-{service}-{number}"));
+        }
+    }
+    out
+}
+
+/// The service with its references to other services resolved to containers, as compose's
+/// `resolveServiceReferences` (the config hash is computed on the result): `volumes_from`
+/// entries become the first container's ID (`container:NAME` becomes `NAME`; modes are
+/// dropped as compose drops them), `network_mode`/`ipc`/`pid` `service:NAME` become
+/// `container:ID`. `first(service)` is the ID of the service's lowest-numbered container.
+pub fn resolve_references(
+    s: &Service,
+    first: &dyn Fn(&str) -> Option<String>,
+) -> Result<Service, String> {
+    let mut s = s.clone();
+    for v in s.volumes_from.iter_mut() {
+        let spec: Vec<&str> = v.split(':').collect();
+        if spec[0] == "container" {
+            *v = spec.get(1).copied().unwrap_or_default().to_string();
+            continue;
+        }
+        let name = spec[0];
+        *v = first(name)
+            .ok_or_else(|| format!("cannot share volume with service {name}: container missing"))?;
+    }
+    for (mode, what) in [
+        (&mut s.network_mode, "network"),
+        (&mut s.ipc, "IPC"),
+        (&mut s.pid, "PID"),
+    ] {
+        if let Some(name) = mode.strip_prefix("service:") {
+            let id = first(name).ok_or_else(|| {
+                format!("cannot share {what} namespace with service {name}: container missing")
+            })?;
+            *mode = format!("container:{id}");
+        }
+    }
+    Ok(s)
+}
+
 /// The service's networks by priority (highest first, then by name), as
 /// `NetworksByPriority`.
 pub fn networks_by_priority(s: &Service) -> Vec<String> {
@@ -515,6 +797,16 @@ pub fn create_body(
         }
         mounts.push(m);
     }
+    // secrets then configs, each only where no volume (or earlier file) has the target
+    for m in file_mounts(project, s)? {
+        if !mounts.iter().any(|x| x["Target"] == m["Target"])
+            && !binds
+                .iter()
+                .any(|b| b.split(':').nth(1) == m["Target"].as_str())
+        {
+            mounts.push(m);
+        }
+    }
     let mut tmpfs = Map::new();
     for t in &s.tmpfs {
         let (p, o) = t.split_once(':').unwrap_or((t, ""));
@@ -540,6 +832,12 @@ pub fn create_body(
         "Tmpfs": tmpfs,
         "AutoRemove": inst.auto_remove,
     });
+    if !s.volumes_from.is_empty() {
+        host["VolumesFrom"] = json!(s.volumes_from);
+    }
+    if !inst.links.is_empty() {
+        host["Links"] = json!(inst.links);
+    }
     if !s.annotations.is_empty() {
         host["Annotations"] = json!(s.annotations);
     }
@@ -599,10 +897,7 @@ pub fn create_body(
     }
 
     let mut body = config;
-    let mode = inst
-        .network_mode
-        .clone()
-        .unwrap_or_else(|| s.network_mode.clone());
+    let mode = s.network_mode.clone();
     if !mode.is_empty() {
         host["NetworkMode"] = json!(mode);
     } else if project.networks.is_empty() {
@@ -934,5 +1229,197 @@ mod tests {
         assert_eq!(v["Name"], "demo_data");
         assert_eq!(v["Labels"][labels::VOLUME], "data");
         assert_eq!(v["Driver"], "local");
+    }
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> (Project, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
+        let opts = crate::Options {
+            cwd: dir.path().to_path_buf(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        (crate::load(&opts).unwrap().project, dir)
+    }
+
+    #[test]
+    fn secrets_and_configs_as_compose_mounts_them_without_swarm() {
+        let (p, dir) = load(
+            r#"
+name: demo
+services:
+  app:
+    image: busybox:1.35
+    volumes: ["/srv:/run/secrets/shadowed"]
+    secrets:
+      - token
+      - source: token
+        target: renamed
+      - source: shadowed
+      - source: from_env
+        uid: "1000"
+        gid: "1001"
+        mode: 0440
+    configs:
+      - conf
+      - source: conf
+        target: /etc/app.conf
+      - source: inline
+        target: inline.txt
+        mode: "0600"
+secrets:
+  token: {file: ./token.txt}
+  shadowed: {file: ./s.txt}
+  from_env: {environment: TOKEN}
+configs:
+  conf: {file: ./app.conf}
+  inline: {content: "x=$$1"}
+"#,
+            &[("TOKEN", "s3cret")],
+        );
+        let app = &p.services["app"];
+        let d = dir.path().display();
+        let inst = Instance {
+            number: 1,
+            name: "demo-app-1".into(),
+            ..Default::default()
+        };
+        let b = create_body(&p, "app", app, &inst).unwrap();
+        let mounts = b["HostConfig"]["Mounts"].as_array().unwrap();
+        let ro = |src: String, target: &str| json!({"Type": "bind", "Source": src, "Target": target, "ReadOnly": true});
+        assert_eq!(
+            mounts,
+            &vec![
+                ro(format!("{d}/token.txt"), "/run/secrets/token"),
+                ro(format!("{d}/token.txt"), "/run/secrets/renamed"),
+                ro(format!("{d}/app.conf"), "/conf"),
+                ro(format!("{d}/app.conf"), "/etc/app.conf"),
+            ],
+            "a volume at a secret's target wins; environment/content ones are not mounted"
+        );
+        let files = injected_files(&p, "app", app).unwrap();
+        assert_eq!(
+            files,
+            vec![
+                Injected {
+                    path: "/run/secrets/from_env".into(),
+                    content: b"s3cret".to_vec(),
+                    uid: 1000,
+                    gid: 1001,
+                    mode: 0o440,
+                    keep_owner: true,
+                },
+                Injected {
+                    path: "/inline.txt".into(),
+                    content: b"x=$1".to_vec(),
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o600,
+                    keep_owner: false,
+                },
+            ]
+        );
+        // the variable unset: compose's error; a read-only service cannot be written into
+        let mut unset = p.clone();
+        unset.environment.clear();
+        assert_eq!(
+            injected_files(&unset, "app", app).unwrap_err().to_string(),
+            r#"environment variable "TOKEN" required by file "demo_from_env" is not set"#
+        );
+        let mut ro_app = app.clone();
+        ro_app.read_only = true;
+        assert!(injected_files(&p, "app", &ro_app)
+            .unwrap_err()
+            .to_string()
+            .contains("in read-only service app"));
+        let mut ext = p.clone();
+        ext.secrets.get_mut("token").unwrap().external = true;
+        assert!(create_body(&ext, "app", app, &inst)
+            .unwrap_err()
+            .to_string()
+            .starts_with("unsupported external secret"));
+    }
+
+    #[test]
+    fn references_to_other_services_resolve_to_their_containers() {
+        let (p, _dir) = load(
+            r#"
+services:
+  db:
+    image: busybox:1.35
+  app:
+    image: busybox:1.35
+    network_mode: service:db
+    ipc: service:db
+    pid: service:db
+    volumes_from: ["db:ro", "container:other:rw"]
+  web:
+    image: busybox:1.35
+    links: ["db:database", "app"]
+    depends_on:
+      app: {condition: service_healthy}
+"#,
+            &[],
+        );
+        // the loader makes them dependencies, as compose-go's Normalize
+        let app = &p.services["app"];
+        assert_eq!(depends_on_label(app), "db:service_started:true");
+        assert_eq!(
+            depends_on_label(&p.services["web"]),
+            "app:service_healthy:false,db:service_started:true"
+        );
+        assert_eq!(
+            crate::plan::levels(&p, &["web".into()], false),
+            vec![
+                vec!["db".to_string()],
+                vec!["app".to_string()],
+                vec!["web".to_string()]
+            ]
+        );
+        let yaml = crate::render::render(&p, crate::render::Format::Yaml).unwrap();
+        assert!(
+            yaml.contains("    links:\n      - db:database\n      - app\n"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("    volumes_from:\n      - db:ro\n"),
+            "{yaml}"
+        );
+        let first = |s: &str| (s == "db").then(|| "d1".to_string());
+        let r = resolve_references(app, &first).unwrap();
+        assert_eq!(
+            (r.network_mode.as_str(), r.ipc.as_str(), r.pid.as_str()),
+            ("container:d1", "container:d1", "container:d1")
+        );
+        assert_eq!(r.volumes_from, vec!["d1", "other"]);
+        let b = create_body(&p, "app", &r, &Instance::default()).unwrap();
+        assert_eq!(b["HostConfig"]["NetworkMode"], "container:d1");
+        assert_eq!(b["HostConfig"]["VolumesFrom"], json!(["d1", "other"]));
+        assert!(b.get("NetworkingConfig").is_none());
+        assert_eq!(
+            resolve_references(app, &|_| None).unwrap_err(),
+            "cannot share volume with service db: container missing"
+        );
+        let names = |s: &str| match s {
+            "db" => vec!["p-db-1".to_string()],
+            _ => vec!["p-app-1".to_string(), "p-app-2".to_string()],
+        };
+        assert_eq!(
+            links("p", &p.services["web"], 2, &names),
+            vec![
+                "p-db-1:database",
+                "p-db-1:db-2",
+                "p-db-1:p-db-2",
+                "p-app-1:app",
+                "p-app-1:app-2",
+                "p-app-1:p-app-2",
+                "p-app-2:app",
+                "p-app-2:app-2",
+                "p-app-2:p-app-2",
+            ]
+        );
     }
 }

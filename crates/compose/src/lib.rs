@@ -413,5 +413,6 @@ pub fn load(opts: &Options) -> Result<Loaded, LoadError> {
         .iter()
         .map(|f| f.display().to_string())
         .collect();
+    project.environment = env;
     Ok(Loaded { project, warnings })
 }

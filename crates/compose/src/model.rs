@@ -38,6 +38,10 @@ pub struct Project {
     /// Absolute paths of the files loaded; not rendered.
     #[serde(skip)]
     pub config_files: Vec<String>,
+    /// The environment the project was loaded with (OS values over `.env`), where
+    /// `environment:`-sourced secrets and configs take their content; not rendered.
+    #[serde(skip)]
+    pub environment: BTreeMap<String, String>,
 }
 
 /// One service, long syntax everywhere.
@@ -124,6 +128,9 @@ pub struct Service {
     /// Labels.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Legacy links (`SERVICE` or `SERVICE:ALIAS`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
     /// Logging, raw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logging: Option<Value>,
@@ -199,6 +206,9 @@ pub struct Service {
     /// Volumes, long syntax.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeMount>,
+    /// Volumes of other services or containers (`SERVICE[:MODE]`, `container:NAME[:MODE]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
     /// Working directory.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub working_dir: String,

@@ -474,6 +474,7 @@ pub fn service(
         init: get("init").map(|v| as_bool(Some(v))),
         ipc: s_("ipc"),
         labels: string_map(get("labels")),
+        links: strings(get("links")),
         logging: get("logging").cloned(),
         mem_limit: match get("mem_limit") {
             None => None,
@@ -508,6 +509,7 @@ pub fn service(
         tmpfs: strings(get("tmpfs")),
         ulimits: get("ulimits").cloned(),
         user: s_("user"),
+        volumes_from: strings(get("volumes_from")),
         working_dir: s_("working_dir"),
         ..Default::default()
     };
@@ -582,6 +584,7 @@ pub fn service(
         }
         _ => {}
     }
+    implicit_dependencies(&mut svc, &[s_("uts"), s_("cgroup")]);
     // env_file then environment (environment wins)
     let env_files: Vec<EnvFile> = match get("env_file") {
         None => Vec::new(),
@@ -743,6 +746,45 @@ fn file_object(key: &str, raw: Option<&Value>, cx: &Context) -> FileObject {
         environment: m.get("environment").map(text).unwrap_or_default(),
         content: m.get("content").map(text).unwrap_or_default(),
         external,
+    }
+}
+
+/// compose-go's `Normalize`: links, `service:NAME` namespaces (network_mode, ipc, pid, and
+/// `others` — uts, cgroup) and `volumes_from` of a service are dependencies
+/// (`service_started`, required; `restart: true` except for `volumes_from`) unless
+/// `depends_on` already names them.
+fn implicit_dependencies(svc: &mut Service, others: &[String]) {
+    let dep = |restart| Dependency {
+        condition: "service_started".into(),
+        restart,
+        required: true,
+    };
+    let mut implied: Vec<(String, bool)> = Vec::new();
+    for link in &svc.links {
+        let parts: Vec<&str> = link.split(':').collect();
+        let name = if parts.len() == 2 {
+            parts[0]
+        } else {
+            link.as_str()
+        };
+        implied.push((name.to_string(), true));
+    }
+    let namespaces = [&svc.network_mode, &svc.ipc, &svc.pid]
+        .into_iter()
+        .chain(others.iter());
+    for ns in namespaces {
+        if let Some(name) = ns.strip_prefix("service:") {
+            implied.push((name.to_string(), true));
+        }
+    }
+    for v in &svc.volumes_from {
+        if !v.starts_with("container:") {
+            let name = v.split(':').next().unwrap_or_default();
+            implied.push((name.to_string(), false));
+        }
+    }
+    for (name, restart) in implied {
+        svc.depends_on.entry(name).or_insert_with(|| dep(restart));
     }
 }
 

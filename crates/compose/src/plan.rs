@@ -85,35 +85,29 @@ pub fn must_recreate(e: &Expected<'_>, c: &Observed, policy: Recreate) -> bool {
 /// obsolete containers first, then up-to-date ones by number, so scaling down removes the
 /// obsolete and highest-numbered ones; new replicas take the numbers after the highest.
 pub fn converge(e: &Expected<'_>, containers: &[Observed], policy: Recreate) -> Vec<Action> {
-    let mut sorted: Vec<&Observed> = containers.iter().collect();
-    sorted.sort_by_key(|c| (!must_recreate(e, c, policy), c.number));
-    let keep = e.scale as usize;
+    // up-to-date ones first, each group by number: scaling down keeps the up-to-date ones
+    // with the lowest numbers and removes the obsolete and highest-numbered ones
+    let mut sorted: Vec<(bool, &Observed)> = containers
+        .iter()
+        .map(|c| (must_recreate(e, c, policy), c))
+        .collect();
+    sorted.sort_by_key(|(obsolete, c)| (*obsolete, c.number));
+    let mut remaining = e.scale as usize;
     let mut out = Vec::new();
-    // Scale down: keep the up-to-date ones with the lowest numbers.
-    let (obsolete, fresh): (Vec<&Observed>, Vec<&Observed>) =
-        sorted.iter().partition(|c| must_recreate(e, c, policy));
-    let mut remaining = keep;
-    for c in fresh {
-        if remaining == 0 {
-            out.push(Action::Remove { id: c.id.clone() });
-        } else {
-            remaining -= 1;
-            out.push(Action::Keep {
-                id: c.id.clone(),
+    for (obsolete, c) in sorted {
+        let id = c.id.clone();
+        out.push(match (remaining, obsolete) {
+            (0, _) => Action::Remove { id },
+            (_, false) => Action::Keep {
+                id,
                 running: c.state == "running",
-            });
-        }
-    }
-    for c in obsolete {
-        if remaining == 0 {
-            out.push(Action::Remove { id: c.id.clone() });
-        } else {
-            remaining -= 1;
-            out.push(Action::Recreate {
-                id: c.id.clone(),
+            },
+            (_, true) => Action::Recreate {
+                id,
                 number: c.number,
-            });
-        }
+            },
+        });
+        remaining = remaining.saturating_sub(1);
     }
     let highest = containers.iter().map(|c| c.number).max().unwrap_or(0);
     out.extend((1..=remaining as i64).map(|i| Action::Create {
@@ -122,27 +116,24 @@ pub fn converge(e: &Expected<'_>, containers: &[Observed], policy: Recreate) -> 
     out
 }
 
-/// Services in dependency order as levels: every service's dependencies (`depends_on` and
-/// `network_mode: service:X`) are in earlier levels; services of one level may run in
-/// parallel. Only services in `selected` and their dependencies (unless `no_deps`).
-pub fn levels(project: &Project, selected: &[String], no_deps: bool) -> Vec<Vec<String>> {
-    let deps = |name: &str| -> Vec<String> {
-        let Some(s) = project.services.get(name) else {
-            return Vec::new();
-        };
-        let mut d: Vec<String> = s
-            .depends_on
+/// The services `name` depends on that the project enables: its `depends_on`, which the
+/// loader extends (as compose-go's) with links, `service:NAME` namespaces and
+/// `volumes_from`, so this is the one place the dependency graph is read.
+pub fn dependencies(project: &Project, name: &str) -> Vec<String> {
+    project.services.get(name).map_or_else(Vec::new, |s| {
+        s.depends_on
             .keys()
             .filter(|k| project.services.contains_key(*k))
             .cloned()
-            .collect();
-        if let Some(x) = s.network_mode.strip_prefix("service:") {
-            if project.services.contains_key(x) {
-                d.push(x.to_string());
-            }
-        }
-        d
-    };
+            .collect()
+    })
+}
+
+/// Services in dependency order as levels: every service's [`dependencies`] are in earlier
+/// levels; services of one level may run in
+/// parallel. Only services in `selected` and their dependencies (unless `no_deps`).
+pub fn levels(project: &Project, selected: &[String], no_deps: bool) -> Vec<Vec<String>> {
+    let deps = |name: &str| dependencies(project, name);
     let mut wanted: BTreeSet<String> = if selected.is_empty() {
         project.services.keys().cloned().collect()
     } else {

@@ -204,7 +204,7 @@ pub(crate) async fn route(api: &ApiServer, req: &Req) -> ApiResult<Response> {
         (Verb::DeleteCollection, None) => api.delete_collection(req).await,
         (Verb::Create, Some("binding")) if req.info.plural == "pods" => api.bind(req).await,
         (Verb::Create, Some("eviction")) if req.info.plural == "pods" => api.evict(req).await,
-        // pods/log, exec, attach, portforward, serviceaccounts/token:
+        // pods/log, exec, attach, portforward are proxied above; serviceaccounts/token:
         // routes the agent and auth work fill in.
         _ => Err(ApiError::MethodNotAllowed),
     }

@@ -537,6 +537,24 @@ pub async fn run(client: &Client, args: &ComposeArgs, a: &RunArgs) -> Result<i32
         s.ports.push(parse_publish(p)?);
     }
     s.restart.clear();
+    // references to other services resolved to their containers, as `up` does
+    let all = containers(client, &project.name, true, OneOff::Exclude, &[]).await?;
+    let of = |svc: &str| -> Vec<&Value> { all.iter().filter(|c| service_of(c) == svc).collect() };
+    let s = convert::resolve_references(&s, &|svc| of(svc).first().map(|c| id_of(c).to_string()))
+        .map_err(|e| anyhow!(e))?;
+    let mut links = convert::links(&project.name, &s, -1, &|svc| {
+        of(svc).iter().map(|c| name_of(c).to_string()).collect()
+    });
+    // a one-off container also links to its own service's containers (compose's getLinks)
+    for c in of(&service) {
+        let n = name_of(c);
+        let short = n.strip_prefix(&format!("{}-", project.name)).unwrap_or(n);
+        links.extend([
+            format!("{n}:{service}"),
+            format!("{n}:{short}"),
+            format!("{n}:{n}"),
+        ]);
+    }
     project.services.insert(service.clone(), s.clone());
     let images = up::image_ids(client, &project, &service).await?;
     let slug = random_slug();
@@ -561,6 +579,7 @@ pub async fn run(client: &Client, args: &ComposeArgs, a: &RunArgs) -> Result<i32
         publish: true,
         multi_endpoint: crate::client::parse_version(&client.api_version())
             .is_some_and(|v| v >= (1, 44)),
+        links,
         ..Default::default()
     };
     let body = convert::create_body(&project, &service, &s, &inst)?;
@@ -575,6 +594,7 @@ pub async fn run(client: &Client, args: &ComposeArgs, a: &RunArgs) -> Result<i32
         )
         .await?;
     let id = created["Id"].as_str().unwrap_or("").to_string();
+    up::inject_files(client, &project, &service, &s, &id).await?;
     let start = format!("/containers/{}/start", seg(&id));
     if a.detach {
         client.send(Method::POST, &start, None).await?;

@@ -4,7 +4,8 @@
 //! lifecycle commands, `attach.rs`: prefixed output, `cmds.rs`: ps, logs, exec, run and the
 //! listings, `images.rs`: build/pull/push, `events.rs`: events/wait/cp, `project.rs`: the
 //! project's containers as the engine reports them). The bodies, hash and plan come from
-//! `barge_compose::{convert, plan}`.
+//! `barge_compose::{convert, plan}`; `watch.rs` applies `develop.watch` rules (`watch`,
+//! `up --watch`).
 
 mod attach;
 mod cmds;
@@ -13,6 +14,7 @@ mod images;
 mod lifecycle;
 mod project;
 mod up;
+mod watch;
 
 use crate::client::Client;
 use anyhow::Result;
@@ -46,6 +48,9 @@ pub struct ComposeArgs {
     /// plain lines
     #[arg(long = "progress", value_name = "string", global = true)]
     pub progress: Option<String>,
+    /// Execute command in dry run mode
+    #[arg(long = "dry-run", global = true)]
+    pub dry_run: bool,
     #[command(subcommand)]
     pub cmd: ComposeCmd,
 }
@@ -105,6 +110,8 @@ pub enum ComposeCmd {
     Wait(events::WaitArgs),
     /// Copy files/folders between a service container and the local filesystem
     Cp(events::CpArgs),
+    /// Watch build context for service and rebuild/refresh containers when files are updated
+    Watch(watch::WatchArgs),
 }
 
 /// `barge compose config`.
@@ -174,6 +181,8 @@ pub fn run(args: ComposeArgs, host: &str) -> Result<i32> {
 async fn engine(args: ComposeArgs, host: &str) -> Result<i32> {
     let mut client = Client::new(host)?;
     client.negotiate().await?;
+    client.set_dry_run(args.dry_run);
+    project::set_dry_run(args.dry_run);
     let c = &client;
     match &args.cmd {
         ComposeCmd::Up(a) => up::up(c, &args, a).await,
@@ -200,6 +209,7 @@ async fn engine(args: ComposeArgs, host: &str) -> Result<i32> {
         ComposeCmd::Events(a) => events::events(c, &args, a).await,
         ComposeCmd::Wait(a) => events::wait(c, &args, a).await,
         ComposeCmd::Cp(a) => events::cp(c, &args, a).await,
+        ComposeCmd::Watch(a) => watch::watch(c, &args, a).await,
         ComposeCmd::Config(_) | ComposeCmd::Version(_) => unreachable!("handled above"),
     }
 }

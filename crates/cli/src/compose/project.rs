@@ -104,9 +104,23 @@ pub fn observed(c: &Value) -> Observed {
     }
 }
 
-/// A progress line as compose prints it without a TTY (` Container p-web-1  Started`).
+/// `--dry-run`: progress lines carry compose's `DRY-RUN MODE - ` prefix.
+static DRY_RUN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns `--dry-run`'s prefix on.
+pub fn set_dry_run(on: bool) {
+    DRY_RUN.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A progress line as compose prints it without a TTY (` Container p-web-1  Started`;
+/// in a dry run ` DRY-RUN MODE -  Container p-web-1  Started`).
 pub fn event(kind: &str, name: &str, status: &str) {
-    eprintln!(" {kind} {name}  {status}");
+    let prefix = if DRY_RUN.load(std::sync::atomic::Ordering::Relaxed) {
+        " DRY-RUN MODE - "
+    } else {
+        ""
+    };
+    eprintln!("{prefix} {kind} {name}  {status}");
 }
 
 /// The project, or — for commands that only need its name (down, ps, logs, ...) — an empty

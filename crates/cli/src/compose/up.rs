@@ -78,6 +78,9 @@ pub struct UpArgs {
     /// Pull without printing progress information
     #[arg(long)]
     pub quiet_pull: bool,
+    /// Watch source code and rebuild/refresh containers when files are updated
+    #[arg(short = 'w', long)]
+    pub watch: bool,
     /// Services
     pub services: Vec<String>,
 }
@@ -185,6 +188,13 @@ async fn ensure_images(
         };
         let info = match found {
             Some(i) => i,
+            None if client.is_dry_run() => {
+                // compose's DryRunClient: nothing pulled or built, the image is "dryRunId"
+                event("Image", &image, "Pulling");
+                event("Image", &image, "Pulled");
+                ids.insert(name.clone(), "dryRunId".into());
+                continue;
+            }
             None => {
                 if s.build.is_some() && !pull {
                     super::images::build_service(client, project, name, false, false, &[]).await?;
@@ -220,65 +230,81 @@ async fn ensure_images(
     Ok(ids)
 }
 
-async fn ensure_networks(client: &Client, project: &Project) -> Result<()> {
-    for key in project.networks.keys() {
-        let n = &project.networks[key];
-        let path = format!("/networks/{}", seg(&n.name));
-        match client.json::<Value>(Method::GET, &path, None).await {
-            Ok(existing) => {
-                if !n.external
-                    && existing["Labels"][labels::PROJECT].as_str() != Some(&project.name)
-                {
-                    eprintln!(
-                        "WARN[0000] a network with name {} exists but was not created for project {:?}.\nSet `external: true` to use an existing network",
-                        n.name, project.name
-                    );
-                }
-            }
-            Err(e) if not_found(&e) => {
-                if n.external {
-                    bail!(
-                        "network {} declared as external, but could not be found",
-                        n.name
-                    );
-                }
-                let body = convert::network_body(project, key).expect("network exists");
-                client
-                    .send(Method::POST, "/networks/create", Some(json_body(&body)?))
-                    .await
-                    .map_err(|e| anyhow!("failed to create network {}: {e}", n.name))?;
-                event("Network", &n.name, "Created");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// The project resources `up` makes sure of before any container: networks, then volumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resource {
+    Network,
+    Volume,
 }
 
-async fn ensure_volumes(client: &Client, project: &Project) -> Result<()> {
-    for key in project.volumes.keys() {
-        let v = &project.volumes[key];
-        let path = format!("/volumes/{}", seg(&v.name));
+impl Resource {
+    /// The progress-line kind and the API collection.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Resource::Network => ("Network", "networks"),
+            Resource::Volume => ("Volume", "volumes"),
+        }
+    }
+
+    /// compose's warning for a resource of that name it did not make for this project
+    /// (`owner`: the project label found, if any).
+    fn foreign(self, name: &str, project: &str, owner: Option<&str>) -> String {
+        match (self, owner) {
+            (Resource::Network, None) => format!("a network with name {name} exists but was not created by compose.\nSet `external: true` to use an existing network"),
+            (Resource::Network, Some(_)) => format!("a network with name {name} exists but was not created for project {project:?}.\nSet `external: true` to use an existing network"),
+            (Resource::Volume, None) => format!("volume {name:?} already exists but was not created by Docker Compose. Use `external: true` to use an existing volume"),
+            (Resource::Volume, Some(p)) => format!("volume {name:?} already exists but was created for project {p:?} (expected {project:?}). Use `external: true` to use an existing volume"),
+        }
+    }
+}
+
+/// compose's `ensureNetwork`/`ensureVolume`: each of the project's networks and volumes is
+/// looked up by name; a missing one is created (an external one is an error), one made for
+/// another project (or not by compose) is used with compose's warning.
+pub async fn ensure_resources(client: &Client, project: &Project) -> Result<()> {
+    let networks = project
+        .networks
+        .iter()
+        .map(|(k, n)| (Resource::Network, k, &n.name, n.external));
+    let volumes = project
+        .volumes
+        .iter()
+        .map(|(k, v)| (Resource::Volume, k, &v.name, v.external));
+    for (r, key, name, external) in networks.chain(volumes) {
+        let (kind, collection) = r.names();
+        let path = format!("/{collection}/{}", seg(name));
         match client.json::<Value>(Method::GET, &path, None).await {
             Ok(existing) => {
-                if !v.external
-                    && existing["Labels"][labels::PROJECT].as_str() != Some(&project.name)
-                {
-                    eprintln!(
-                        "WARN[0000] volume {:?} already exists but was not created by Docker Compose. Use `external: true` to use an existing volume",
-                        v.name
-                    );
+                let owner = existing["Labels"][labels::PROJECT].as_str();
+                if !external && owner != Some(&project.name) {
+                    eprintln!("WARN[0000] {}", r.foreign(name, &project.name, owner));
                 }
             }
             Err(e) if not_found(&e) => {
-                if v.external {
-                    bail!("external volume {:?} not found", v.name);
+                match (r, external) {
+                    (Resource::Network, true) => {
+                        bail!("network {name} declared as external, but could not be found")
+                    }
+                    (Resource::Volume, true) => bail!("external volume {name:?} not found"),
+                    _ => {}
                 }
-                let body = convert::volume_body(project, key).expect("volume exists");
-                client
-                    .send(Method::POST, "/volumes/create", Some(json_body(&body)?))
-                    .await?;
-                event("Volume", &v.name, "Created");
+                let body = match r {
+                    Resource::Network => convert::network_body(project, key),
+                    Resource::Volume => convert::volume_body(project, key),
+                }
+                .expect("declared");
+                let created = client
+                    .send(
+                        Method::POST,
+                        &format!("/{collection}/create"),
+                        Some(json_body(&body)?),
+                    )
+                    .await;
+                match (r, created) {
+                    (Resource::Network, Err(e)) => bail!("failed to create network {name}: {e}"),
+                    (_, r) => r?,
+                }
+                event(kind, name, "Created");
             }
             Err(e) => return Err(e),
         }
@@ -290,7 +316,12 @@ fn multi_endpoint(client: &Client) -> bool {
     crate::client::parse_version(&client.api_version()).is_some_and(|v| v >= (1, 44))
 }
 
-/// Creates one container of `name`; returns its ID.
+/// The other services' containers a service's create needs (compose's observed state):
+/// names by service, lowest number first, for its `links`.
+pub(super) type Linked = Arc<BTreeMap<String, Vec<String>>>;
+
+/// Creates one container of `name` (`s`: the service with its references resolved);
+/// returns its ID and name.
 #[allow(clippy::too_many_arguments)]
 async fn create_one(
     client: &Client,
@@ -299,7 +330,7 @@ async fn create_one(
     s: &Service,
     number: i64,
     image_id: &str,
-    network_mode: Option<String>,
+    linked: &Linked,
     replace: Option<&str>,
     inherit: Vec<(String, String, bool)>,
 ) -> Result<(String, String)> {
@@ -309,7 +340,9 @@ async fn create_one(
         name: cname.clone(),
         image_id: image_id.to_string(),
         publish: true,
-        network_mode,
+        links: convert::links(&project.name, s, number, &|svc| {
+            linked.get(svc).cloned().unwrap_or_default()
+        }),
         multi_endpoint: multi_endpoint(client),
         inherit,
         ..Default::default()
@@ -345,7 +378,58 @@ async fn create_one(
                 .await?;
         }
     }
+    inject_files(client, project, name, s, &id).await?;
     Ok((id, cname))
+}
+
+/// Copies the service's `environment:`/`content:` secrets and configs into a new container,
+/// as compose's `injectSecrets`/`injectConfigs` (a tar through `PUT /archive` at `/`).
+pub(super) async fn inject_files(
+    client: &Client,
+    project: &Project,
+    name: &str,
+    s: &Service,
+    id: &str,
+) -> Result<()> {
+    let files = convert::injected_files(project, name, s)?;
+    if client.is_dry_run() {
+        return Ok(());
+    }
+    for f in files {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(f.content.len() as u64);
+        h.set_mode(f.mode);
+        h.set_uid(f.uid);
+        h.set_gid(f.gid);
+        h.set_mtime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        );
+        // the archive is unpacked at `/`: a relative name is the same file
+        b.append_data(&mut h, f.path.trim_start_matches('/'), f.content.as_slice())?;
+        let body = b.into_inner()?;
+        let path = format!(
+            "/containers/{}/archive{}",
+            seg(id),
+            query(&[
+                ("path", Some("/".into())),
+                ("copyUIDGID", f.keep_owner.then(|| "true".into())),
+            ])
+        );
+        let resp = client
+            .request(
+                Method::PUT,
+                &path,
+                crate::client::full(body),
+                &[("Content-Type", "application/x-tar")],
+            )
+            .await
+            .map_err(|e| anyhow!("Error response from daemon: {}", strip(&e)))?;
+        crate::client::read_all(resp).await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn stop_container(client: &Client, id: &str, timeout: Option<i64>) -> Result<()> {
@@ -383,19 +467,21 @@ struct Outcome {
     recreated: bool,
 }
 
-/// Converges one service.
+/// Converges one service (`s`: the service with its references to other services
+/// resolved, which its config hash covers, as compose's).
 #[allow(clippy::too_many_arguments)]
 async fn converge_service(
     client: Client,
     project: Arc<Project>,
     name: String,
+    svc: Arc<Service>,
     image_id: String,
     observed: Vec<Value>,
     policy: Recreate,
     timeout: Option<i64>,
-    network_mode: Option<String>,
+    linked: Linked,
 ) -> Result<Outcome> {
-    let s = &project.services[&name];
+    let s = &*svc;
     let hash = convert::service_hash(&name, s)?;
     let nets: Vec<String> = if s.network_mode.is_empty() {
         convert::networks_by_priority(s)
@@ -478,7 +564,7 @@ async fn converge_service(
                     s,
                     number,
                     &image_id,
-                    network_mode.clone(),
+                    &linked,
                     Some(&id),
                     convert::inherited_volumes(s, &mounts),
                 )
@@ -499,17 +585,17 @@ async fn converge_service(
             Action::Create { number } => {
                 // New replicas are created in parallel, as compose's errgroup does.
                 let (client, project, name) = (client.clone(), project.clone(), name.clone());
-                let (image_id, network_mode) = (image_id.clone(), network_mode.clone());
+                let (image_id, linked) = (image_id.clone(), linked.clone());
+                let s = svc.clone();
                 creates.spawn(async move {
-                    let s = &project.services[&name];
                     let created = create_one(
                         &client,
                         &project,
                         &name,
-                        s,
+                        &s,
                         number,
                         &image_id,
-                        network_mode,
+                        &linked,
                         None,
                         Vec::new(),
                     )
@@ -540,14 +626,13 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
     project::check_services(project, &c.services)?;
     let levels = plan::levels(project, &c.services, c.no_deps);
     let wanted: BTreeSet<String> = levels.iter().flatten().cloned().collect();
-    if c.build {
+    if c.build && !client.is_dry_run() {
         for name in &wanted {
             super::images::build_service(client, project, name, false, false, &[]).await?;
         }
     }
     let images = ensure_images(client, project, &wanted, c.pull_always).await?;
-    ensure_networks(client, project).await?;
-    ensure_volumes(client, project).await?;
+    ensure_resources(client, project).await?;
     let mut all = containers(client, &project.name, true, OneOff::Include, &[]).await?;
     let orphans: Vec<&Value> = all
         .iter()
@@ -581,33 +666,40 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
         let mut set = JoinSet::new();
         for name in level {
             let s = &project.services[name];
-            let observed: Vec<Value> = all
-                .iter()
-                .filter(|c| service_of(c) == name && project::label(c, labels::ONEOFF) != "True")
-                .cloned()
-                .collect();
-            let network_mode = match s.network_mode.strip_prefix("service:") {
-                Some(dep) => Some(format!(
-                    "container:{}",
-                    done.ids
-                        .get(dep)
-                        .and_then(|v| v.first())
-                        .map(|(id, _)| id.clone())
-                        .ok_or_else(|| anyhow!(
-                            "service {name:?} depends on {dep:?} which has no container"
-                        ))?
-                )),
-                None => None,
+            let observed: Vec<Value> = observed_of(&all, name).into_iter().cloned().collect();
+            // compose's observed state: containers converged so far, else those found
+            let first = |dep: &str| -> Option<String> {
+                match done.ids.get(dep) {
+                    Some(list) => list.first().map(|(id, _)| id.clone()),
+                    None => observed_of(&all, dep).first().map(|c| id_of(c).to_string()),
+                }
             };
+            let resolved = convert::resolve_references(s, &first).map_err(|e| anyhow!(e))?;
+            let linked: BTreeMap<String, Vec<String>> = s
+                .links
+                .iter()
+                .map(|l| l.split(':').next().unwrap_or_default().to_string())
+                .map(|dep| {
+                    let names = match done.ids.get(&dep) {
+                        Some(list) => list.iter().map(|(_, n)| n.clone()).collect(),
+                        None => observed_of(&all, &dep)
+                            .iter()
+                            .map(|c| name_of(c).to_string())
+                            .collect(),
+                    };
+                    (dep, names)
+                })
+                .collect();
             set.spawn(converge_service(
                 client.clone(),
                 project.clone(),
                 name.clone(),
+                Arc::new(resolved),
                 images.get(name).cloned().unwrap_or_default(),
                 observed,
                 c.policy,
                 c.timeout,
-                network_mode,
+                Arc::new(linked),
             ));
         }
         let mut recreated = Vec::new();
@@ -644,6 +736,122 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
         }
     }
     Ok(done)
+}
+
+/// The project as it was before an `up` or `create`, so a failure puts it back (the issue's
+/// "a failed `up` leaves the project as it was before"; docker compose leaves what it made):
+/// containers (running or not), networks and volumes carrying the project's label.
+struct Before {
+    containers: BTreeMap<String, bool>,
+    networks: BTreeSet<String>,
+    volumes: BTreeSet<String>,
+}
+
+impl Before {
+    async fn take(client: &Client, project: &str) -> Result<Before> {
+        let (containers, networks, volumes) = tokio::try_join!(
+            containers(client, project, true, OneOff::Include, &[]),
+            Self::networks(client, project),
+            Self::volumes(client, project),
+        )?;
+        Ok(Before {
+            containers: containers
+                .iter()
+                .map(|c| (id_of(c).to_string(), c["State"] == "running"))
+                .collect(),
+            networks,
+            volumes,
+        })
+    }
+
+    fn filter(project: &str) -> String {
+        json!({"label": [format!("{}={project}", labels::PROJECT)]}).to_string()
+    }
+
+    async fn networks(client: &Client, project: &str) -> Result<BTreeSet<String>> {
+        let path = format!(
+            "/networks{}",
+            query(&[("filters", Some(Self::filter(project)))])
+        );
+        let list: Vec<Value> = client.json(Method::GET, &path, None).await?;
+        Ok(list
+            .iter()
+            .filter_map(|n| n["Name"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    async fn volumes(client: &Client, project: &str) -> Result<BTreeSet<String>> {
+        let path = format!(
+            "/volumes{}",
+            query(&[("filters", Some(Self::filter(project)))])
+        );
+        let list: Value = client.json(Method::GET, &path, None).await?;
+        Ok(list["Volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["Name"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Removes the containers, networks and volumes made since [`Before::take`] and stops
+    /// the containers it started; returns `error` (what made the command fail).
+    async fn restore(&self, client: &Client, project: &str, error: anyhow::Error) -> anyhow::Error {
+        let Ok(now) = containers(client, project, true, OneOff::Include, &[]).await else {
+            return error;
+        };
+        let mut set = JoinSet::new();
+        for c in &now {
+            let (id, name) = (id_of(c).to_string(), name_of(c).to_string());
+            let running = c["State"] == "running";
+            let client = client.clone();
+            match self.containers.get(&id) {
+                None => {
+                    set.spawn(async move {
+                        if remove_container(&client, &id, true).await.is_ok() {
+                            event("Container", &name, "Removed");
+                        }
+                    });
+                }
+                Some(&false) if running => {
+                    set.spawn(async move {
+                        if stop_container(&client, &id, Some(0)).await.is_ok() {
+                            event("Container", &name, "Stopped");
+                        }
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        while set.join_next().await.is_some() {}
+        for n in Self::networks(client, project).await.unwrap_or_default() {
+            if !self.networks.contains(&n) {
+                let path = format!("/networks/{}", seg(&n));
+                if client.send(Method::DELETE, &path, None).await.is_ok() {
+                    event("Network", &n, "Removed");
+                }
+            }
+        }
+        for v in Self::volumes(client, project).await.unwrap_or_default() {
+            if !self.volumes.contains(&v) {
+                let path = format!("/volumes/{}", seg(&v));
+                if client.send(Method::DELETE, &path, None).await.is_ok() {
+                    event("Volume", &v, "Removed");
+                }
+            }
+        }
+        error
+    }
+}
+
+/// The service containers (not one-offs) of `service` among `all`, lowest number first.
+fn observed_of<'a>(all: &'a [Value], service: &str) -> Vec<&'a Value> {
+    let mut list: Vec<&Value> = all
+        .iter()
+        .filter(|c| service_of(c) == service && project::label(c, labels::ONEOFF) != "True")
+        .collect();
+    list.sort_by_key(|c| project::number_of(c));
+    list
 }
 
 pub(super) async fn inspect(client: &Client, id: &str) -> Result<Value> {
@@ -779,7 +987,8 @@ pub async fn create(client: &Client, args: &ComposeArgs, a: &CreateArgs) -> Resu
     let mut project = super::load_project(args, &a.services)?;
     apply_scale(&mut project, &a.scale)?;
     let project = Arc::new(project);
-    converge(
+    let before = Before::take(client, &project.name).await?;
+    let converged = converge(
         client,
         &project,
         &Converge {
@@ -792,7 +1001,10 @@ pub async fn create(client: &Client, args: &ComposeArgs, a: &CreateArgs) -> Resu
             timeout: None,
         },
     )
-    .await?;
+    .await;
+    if let Err(e) = converged {
+        return Err(before.restore(client, &project.name, e).await);
+    }
     Ok(0)
 }
 
@@ -801,7 +1013,14 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
     let mut project = super::load_project(args, &a.services)?;
     apply_scale(&mut project, &a.scale)?;
     let project = Arc::new(project);
-    let done = converge(
+    // the rules are checked before anything is made
+    let watch_rules = if a.watch {
+        Some(super::watch::rules(&project, &a.services)?)
+    } else {
+        None
+    };
+    let before = Before::take(client, &project.name).await?;
+    let converged = converge(
         client,
         &project,
         &Converge {
@@ -814,7 +1033,11 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
             timeout: a.timeout,
         },
     )
-    .await?;
+    .await;
+    let done = match converged {
+        Ok(done) => done,
+        Err(e) => return Err(before.restore(client, &project.name, e).await),
+    };
     if a.no_start {
         return Ok(0);
     }
@@ -823,7 +1046,8 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
     } else {
         a.services.clone()
     };
-    let detach = a.detach || a.wait;
+    // a dry run attaches to nothing (compose: "interactive run is not supported")
+    let detach = a.detach || a.wait || client.is_dry_run();
     let mut logs = None;
     // Registered before anything starts, so a Ctrl-C from then on stops the project.
     let mut sigint = if detach {
@@ -860,7 +1084,17 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
             .await?,
         );
     }
-    start_all(client, &project, &done).await?;
+    if let Err(e) = start_all(client, &project, &done).await {
+        return Err(before.restore(client, &project.name, e).await);
+    }
+    let watcher = watch_rules
+        .map(|rules| tokio::spawn(super::watch::run(client.clone(), project.clone(), rules)));
+    if let (Some(w), true) = (&watcher, detach && !a.wait) {
+        // `up -d --watch` watches in the foreground until interrupted
+        let _ = tokio::signal::ctrl_c().await;
+        w.abort();
+        return Ok(0);
+    }
     if a.wait {
         let timeout = a
             .wait_timeout
@@ -933,6 +1167,9 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
             }
         }
     }
+    if let Some(w) = watcher {
+        w.abort();
+    }
     if interrupted {
         stop_ids(client, &all_ids, a.timeout).await;
         return Ok(130);
@@ -987,10 +1224,28 @@ pub async fn up_services(
     start_all(client, project, &done).await
 }
 
-/// The project's networks and volumes.
-pub async fn ensure_resources(client: &Client, project: &Project) -> Result<()> {
-    ensure_networks(client, project).await?;
-    ensure_volumes(client, project).await
+/// Recreates and starts `services` alone (a `develop.watch` rebuild: compose's `up` of the
+/// rebuilt services, their dependencies left as they are).
+pub async fn recreate_services(
+    client: &Client,
+    project: &Arc<Project>,
+    services: &[String],
+) -> Result<()> {
+    let done = converge(
+        client,
+        project,
+        &Converge {
+            build: false,
+            pull_always: false,
+            services: services.to_vec(),
+            no_deps: true,
+            policy: Recreate::Force,
+            remove_orphans: false,
+            timeout: None,
+        },
+    )
+    .await?;
+    start_all(client, project, &done).await
 }
 
 /// The image ID of one service (pulled when missing).
