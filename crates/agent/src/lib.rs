@@ -13,6 +13,9 @@
 //!   subresource ([`status`] computes it), graceful deletion;
 //! - [`probes`]: readiness and liveness probes (exec, httpGet, tcpSocket) feeding `Ready`
 //!   and restarts;
+//! - [`images`]: kubelet's image manager (pull policy, pulls through `barge-registry`,
+//!   `imagePullSecrets`, `ErrImagePull`/`ImagePullBackOff`);
+//! - [`security`]: `securityContext` onto the engine's container options;
 //! - [`volumes`]: emptyDir, configMap and secret volumes as bind mounts;
 //! - [`events`]: kubelet's events (Pulled, Created, Started, Killing, BackOff, Unhealthy, Failed);
 //! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion).
@@ -29,9 +32,11 @@
 
 pub mod env;
 pub mod events;
+pub mod images;
 pub mod node;
 pub mod pods;
 pub mod probes;
+pub mod security;
 pub mod status;
 pub mod stream;
 mod time;

@@ -58,6 +58,29 @@ struct Ctx {
     host_ip: String,
 }
 
+impl Ctx {
+    /// Records kubelet's event `reason` about container `container` (or the pod) of `pod`.
+    async fn event(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) {
+        crate::events::record(
+            &self.client,
+            &self.cfg.node_name,
+            pod,
+            container,
+            warning,
+            reason,
+            message,
+        )
+        .await;
+    }
+}
+
 /// The typed pod of a watched object (`None`, logged, if it does not fit kube's model).
 fn typed(o: &DynamicObject) -> Option<Pod> {
     let v = serde_json::to_value(o).ok()?;
@@ -259,6 +282,8 @@ struct PodState {
     written: Option<serde_json::Value>,
     /// Ended containers whose back-off was reported (one `BackOff` event each).
     backoff_reported: HashSet<String>,
+    /// kubelet's image pull back-off, by image.
+    pull_backoff: BTreeMap<String, crate::images::PullBackoff>,
     /// Probe states by (container name, `liveness`|`readiness`).
     probes: HashMap<(String, &'static str), crate::probes::ProbeState>,
 }
@@ -267,6 +292,15 @@ impl PodState {
     /// Whether the running engine container `id` (spec `c`) is ready: its readiness probe's
     /// result, or running at all when it has none.
     fn ready(&self, c: &k8s_openapi::api::core::v1::Container, id: &str) -> bool {
+        // Not started (its startup probe has not succeeded yet): not ready.
+        if c.startup_probe.is_some()
+            && !self
+                .probes
+                .get(&(c.name.clone(), "startup"))
+                .is_some_and(|s| s.container_id == id && s.result)
+        {
+            return false;
+        }
         if c.readiness_probe.is_none() {
             return true;
         }
@@ -290,6 +324,43 @@ async fn run_probes(
         .map(|t| time::OffsetDateTime::now_utc() - t)
         .and_then(|d| Duration::try_from(d).ok())
         .unwrap_or_default();
+    // The startup probe gates the others until it succeeds; failing its threshold restarts
+    // the container.
+    if let Some(sp) = &c.startup_probe {
+        let s = st
+            .probes
+            .entry((c.name.clone(), "startup"))
+            .or_insert_with(|| crate::probes::ProbeState::new(&l.id, false));
+        if s.container_id != l.id {
+            *s = crate::probes::ProbeState::new(&l.id, false);
+        }
+        if !s.result {
+            if s.due(sp, running_for) {
+                let r = crate::probes::run(&ctx.engine, c, &l.id, pod_ip, sp).await;
+                if let Err(m) = &r {
+                    let m = format!("Startup probe failed: {m}");
+                    ctx.event(pod, Some(&c.name), true, "Unhealthy", &m).await;
+                }
+                s.record(sp, r.is_ok());
+                if !s.result && s.failed(sp) {
+                    let m = format!(
+                        "Container {} failed startup probe, will be restarted",
+                        c.name
+                    );
+                    ctx.event(pod, Some(&c.name), false, "Killing", &m).await;
+                    let grace = grace_period(pod);
+                    let (containers, id) = (ctx.engine.containers.clone(), l.id.clone());
+                    let _ = blocking(move || {
+                        containers
+                            .stop(&id, Some(grace), None)
+                            .map_err(|e| AgentError::engine("stop after startup probe", e))
+                    })
+                    .await;
+                }
+            }
+            return;
+        }
+    }
     for (kind, probe, initial) in [
         ("liveness", &c.liveness_probe, true),
         ("readiness", &c.readiness_probe, false),
@@ -313,9 +384,7 @@ async fn run_probes(
             } else {
                 "Readiness"
             };
-            crate::events::record(
-                &ctx.client,
-                &ctx.cfg.node_name,
+            ctx.event(
                 pod,
                 Some(&c.name),
                 true,
@@ -330,16 +399,7 @@ async fn run_probes(
                 "Container {} failed liveness probe, will be restarted",
                 c.name
             );
-            crate::events::record(
-                &ctx.client,
-                &ctx.cfg.node_name,
-                pod,
-                Some(&c.name),
-                false,
-                "Killing",
-                &m,
-            )
-            .await;
+            ctx.event(pod, Some(&c.name), false, "Killing", &m).await;
             let grace = pod
                 .spec
                 .as_ref()
@@ -438,28 +498,82 @@ async fn terminate(ctx: &Ctx, pod: &Pod) -> Result<(), AgentError> {
                 .and_then(|s| s.termination_grace_period_seconds)
         })
         .unwrap_or(30);
-    let running: Vec<String> = {
+    let running: Vec<Container> = {
         let (engine, u) = (ctx.engine.clone(), uid.clone());
         blocking(move || Ok(pod_containers(&engine, &u)))
             .await?
             .into_iter()
             .filter(is_running)
-            .filter_map(|c| c.options.labels.get(LABEL_CONTAINER).cloned())
             .collect()
     };
-    for c in &running {
-        let m = format!("Stopping container {c}");
-        crate::events::record(
-            &ctx.client,
-            &ctx.cfg.node_name,
+    // The app containers stop first, then the sidecars, last one first (kubelet's order).
+    let sidecars: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .filter(|c| is_sidecar(c))
+        .map(|c| c.name.clone())
+        .collect();
+    let label = |c: &Container| {
+        c.options
+            .labels
+            .get(LABEL_CONTAINER)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let apps: Vec<&Container> = running
+        .iter()
+        .filter(|c| !sidecars.contains(&label(c)))
+        .collect();
+    for c in &apps {
+        let n = label(c);
+        ctx.event(
             pod,
-            Some(c),
+            Some(&n),
             false,
             "Killing",
-            &m,
+            &format!("Stopping container {n}"),
         )
         .await;
     }
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default();
+    let hooks_from = Instant::now();
+    pre_stop(ctx, pod, &apps, &pod_ip).await;
+    // kubelet: what the hooks took comes off the grace period, leaving at least 2 s.
+    let stop_grace = (grace - hooks_from.elapsed().as_secs() as i64).max(2.min(grace));
+    let ids: Vec<String> = apps.iter().map(|c| c.id.clone()).collect();
+    let containers = ctx.engine.containers.clone();
+    blocking(move || {
+        let stops: Vec<_> = ids
+            .into_iter()
+            .map(|id| {
+                let containers = containers.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = containers.stop(&id, Some(stop_grace), None) {
+                        tracing::warn!("stopping {id}: {e}");
+                    }
+                })
+            })
+            .collect();
+        for s in stops {
+            let _ = s.join();
+        }
+        Ok(())
+    })
+    .await?;
+    let side_ids: Vec<(String, String)> = sidecars
+        .iter()
+        .rev()
+        .filter_map(|n| {
+            let c = running.iter().find(|c| &label(c) == n)?;
+            Some((c.id.clone(), n.clone()))
+        })
+        .collect();
+    stop_in_order(ctx, pod, side_ids).await;
     let (engine, u) = (ctx.engine.clone(), uid.clone());
     blocking(move || {
         kill_pod(&engine, &u, grace);
@@ -513,6 +627,45 @@ fn terminated(c: &Container) -> Terminated {
     }
 }
 
+/// Whether an engine container ran and ended (neither created nor running).
+fn ended(c: &Container) -> bool {
+    !is_running(c) && c.state.status != Status::Created
+}
+
+/// Whether init container `c` is a sidecar (`restartPolicy: Always`).
+fn is_sidecar(c: &k8s_openapi::api::core::v1::Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// The restart policy of init container `c` in a pod with `policy`: a sidecar always
+/// restarts; a regular init container is retried on failure unless the pod's is `Never`.
+fn init_policy(c: &k8s_openapi::api::core::v1::Container, policy: &str) -> &'static str {
+    if is_sidecar(c) {
+        "Always"
+    } else if policy == "Never" {
+        "Never"
+    } else {
+        "OnFailure"
+    }
+}
+
+/// Stops the engine containers `ids` one after the other (sidecars, last first), each with
+/// the pod's grace period.
+async fn stop_in_order(ctx: &Ctx, pod: &Pod, ids: Vec<(String, String)>) {
+    let grace = grace_period(pod);
+    for (id, cname) in ids {
+        let containers = ctx.engine.containers.clone();
+        let m = format!("Stopping container {cname}");
+        ctx.event(pod, Some(&cname), false, "Killing", &m).await;
+        let _ = blocking(move || {
+            containers
+                .stop(&id, Some(grace), None)
+                .map_err(|e| AgentError::engine("stop sidecar", e))
+        })
+        .await;
+    }
+}
+
 fn is_running(c: &Container) -> bool {
     matches!(c.state.status, Status::Running | Status::Paused)
 }
@@ -524,6 +677,25 @@ fn wants_restart(policy: &str, t: &Terminated) -> bool {
         "OnFailure" => t.exit_code != 0,
         _ => true,
     }
+}
+
+/// The ports the pod publishes on the node (`hostPort`, as `docker run -p`), of every
+/// container and init container.
+fn host_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<barge_network::PortBinding> {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let hp = p.host_port.filter(|h| *h > 0)?;
+            Some(barge_network::PortBinding {
+                container_port: u16::try_from(p.container_port).ok()?,
+                proto: p.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+                host_port: hp.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Brings the pod's containers in line with its spec, then writes its status.
@@ -547,6 +719,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
     let key = sandbox_key(&uid);
     let sandbox = {
         let (engine, key, name) = (ctx.engine.clone(), key.clone(), name.clone());
+        let spec = spec.clone();
         let cidr = crate::node::pod_cidr(&ctx.cfg.cluster_cidr).to_string();
         blocking(move || {
             if let Some(sb) = engine.networks.sandbox(&key) {
@@ -564,7 +737,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                     network: POD_NETWORK.into(),
                     ..Default::default()
                 }],
-                ports: vec![],
+                ports: host_ports(&spec),
                 dns: vec![],
             };
             engine
@@ -593,194 +766,126 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
         blocking(move || Ok(pod_containers(&engine, &u))).await?
     };
     if let (Some(_), false) = (&sandbox, terminal) {
-        for c in &spec.containers {
-            let mine: Vec<&Container> = existing
+        let of = |n: &str| -> Vec<&Container> {
+            existing
                 .iter()
-                .filter(|e| e.options.labels.get(LABEL_CONTAINER) == Some(&c.name))
+                .filter(|e| e.options.labels.get(LABEL_CONTAINER).map(String::as_str) == Some(n))
+                .collect()
+        };
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        let app_started = spec.containers.iter().any(|c| !of(&c.name).is_empty());
+        // Every app container ended for good: the sidecars stop, last one first.
+        let apps_done = spec.containers.iter().all(|c| {
+            of(&c.name)
+                .last()
+                .is_some_and(|l| ended(l) && !wants_restart(&policy, &terminated(l)))
+        });
+        if apps_done && app_started {
+            let running: Vec<(String, String)> = inits
+                .iter()
+                .rev()
+                .filter(|ic| is_sidecar(ic))
+                .filter_map(|ic| {
+                    let l = of(&ic.name).last().copied().filter(|l| is_running(l))?;
+                    Some((l.id.clone(), ic.name.clone()))
+                })
                 .collect();
-            let latest = mine.last().copied();
-            let next_attempt = match latest {
-                None => 0,
-                Some(l) if is_running(l) => {
-                    // Running long enough: the back-off is forgotten.
-                    let since = crate::time::parse(&l.state.started_at);
-                    if since.is_some_and(|t| {
-                        (time::OffsetDateTime::now_utc() - t).whole_seconds()
-                            >= BACKOFF_RESET.as_secs() as i64
-                    }) {
-                        st.backoff.remove(&c.name);
-                    }
-                    if let Some(ip) = pod_ip.as_deref() {
-                        run_probes(ctx, st, pod, c, l, ip).await;
-                    }
+            if !running.is_empty() {
+                stop_in_order(ctx, pod, running).await;
+            }
+        } else {
+            // Init containers in order: each runs to completion (a sidecar: is started) before
+            // the next one; the app containers start once all did.
+            let mut initialized = true;
+            for ic in &inits {
+                let sidecar = is_sidecar(ic);
+                let mine = of(&ic.name);
+                let done = mine
+                    .last()
+                    .is_some_and(|l| ended(l) && terminated(l).exit_code == 0);
+                if !sidecar && (app_started || done) {
                     continue;
                 }
-                Some(l) if l.state.status == Status::Created => attempt(l),
-                Some(l) => {
-                    let t = terminated(l);
-                    if !wants_restart(&policy, &t) {
-                        continue;
-                    }
-                    if in_backoff(st, &c.name, l) {
-                        if st.backoff_reported.insert(l.id.clone()) {
-                            let m = format!(
-                                "Back-off restarting failed container {} in pod {name}_{ns}({uid})",
-                                c.name
-                            );
-                            crate::events::record(
-                                &ctx.client,
-                                &ctx.cfg.node_name,
-                                pod,
-                                Some(&c.name),
-                                true,
-                                "BackOff",
-                                &m,
-                            )
-                            .await;
-                        }
-                        continue;
-                    }
-                    next_backoff(st, &c.name, ctx.cfg.backoff_base);
-                    attempt(l) + 1
+                let p = init_policy(ic, &policy);
+                let running =
+                    sync_container(ctx, st, pod, ic, p, &mine, pod_ip.as_deref(), &key).await;
+                if !(sidecar && (running || app_started)) {
+                    initialized = false;
+                    break;
                 }
-            };
-            match start_container(ctx, pod, c, next_attempt, pod_ip.as_deref(), &key, &mine).await {
-                Ok(()) => {
-                    st.waiting.remove(&c.name);
+            }
+            if initialized {
+                for c in &spec.containers {
+                    let mine = of(&c.name);
+                    sync_container(ctx, st, pod, c, &policy, &mine, pod_ip.as_deref(), &key).await;
                 }
-                Err(StartError::Waiting(reason, message)) => {
-                    let new = (reason, message);
-                    if st.waiting.get(&c.name) != Some(&new) {
-                        let (r, m) = if new.0 == "ErrImageNeverPull" {
-                            (new.0.as_str(), new.1.clone())
-                        } else {
-                            ("Failed", format!("Error: {}", new.1))
-                        };
-                        crate::events::record(
-                            &ctx.client,
-                            &ctx.cfg.node_name,
-                            pod,
-                            Some(&c.name),
-                            true,
-                            r,
-                            &m,
-                        )
-                        .await;
-                    }
-                    st.waiting.insert(c.name.clone(), new);
-                }
-                Err(StartError::Other(e)) => tracing::warn!("pod {ns}/{name}: {e}"),
             }
         }
     }
 
     // Status.
-    let existing = {
-        let (engine, u) = (ctx.engine.clone(), uid.clone());
-        blocking(move || Ok(pod_containers(&engine, &u))).await?
+    let (existing, messages) = {
+        let (engine, u, spec) = (ctx.engine.clone(), uid.clone(), spec.clone());
+        blocking(move || {
+            let cs = pod_containers(&engine, &u);
+            let dir = crate::volumes::pod_dir(&engine.data_root, &u);
+            let m = termination_messages(&dir, &spec, &cs);
+            Ok((cs, m))
+        })
+        .await?
     };
     let image_ids: HashMap<String, String> = existing
         .iter()
         .map(|c| (c.id.clone(), c.image_id.clone()))
         .collect();
-    let mut views = Vec::new();
-    for c in &spec.containers {
-        let mine: Vec<&Container> = existing
+    let of = |n: &str| -> Vec<&Container> {
+        existing
             .iter()
-            .filter(|e| e.options.labels.get(LABEL_CONTAINER) == Some(&c.name))
-            .collect();
-        let latest = mine.last().copied();
-        let prev = if mine.len() > 1 {
-            Some(terminated(mine[mine.len() - 2]))
-        } else {
-            None
-        };
-        let image = c.image.clone().unwrap_or_default();
-        let view = match latest {
-            None => {
-                let (reason, message) = st
-                    .waiting
-                    .get(&c.name)
-                    .map(|(r, m)| (r.clone(), Some(m.clone())))
-                    .unwrap_or_else(|| ("ContainerCreating".into(), None));
-                ContainerView {
-                    name: c.name.clone(),
-                    image,
-                    image_id: String::new(),
-                    container_id: None,
-                    restart_count: 0,
-                    state: State::Waiting { reason, message },
-                    last: None,
-                    ready: false,
-                }
-            }
-            Some(l) => {
-                let base = ContainerView {
-                    name: c.name.clone(),
-                    image,
-                    image_id: image_ids.get(&l.id).cloned().unwrap_or_default(),
-                    container_id: Some(format!("barge://{}", l.id)),
-                    restart_count: attempt(l),
-                    state: State::Waiting {
-                        reason: "ContainerCreating".into(),
-                        message: None,
-                    },
-                    last: prev,
-                    ready: false,
-                };
-                if is_running(l) {
-                    ContainerView {
-                        state: State::Running {
-                            started_at: crate::time::engine_to_kube(&l.state.started_at)
-                                .unwrap_or_else(crate::time::now),
-                        },
-                        ready: st.ready(c, &l.id),
-                        ..base
-                    }
-                } else if l.state.status == Status::Created {
-                    base
-                } else {
-                    let t = terminated(l);
-                    let restarting = !terminal && wants_restart(&policy, &t);
-                    if let (true, Some((reason, message))) = (restarting, st.waiting.get(&c.name)) {
-                        ContainerView {
-                            state: State::Waiting {
-                                reason: reason.clone(),
-                                message: Some(message.clone()),
-                            },
-                            last: Some(t),
-                            ..base
-                        }
-                    } else if restarting && in_backoff(st, &c.name, l) {
-                        let b = st.backoff[&c.name].current;
-                        ContainerView {
-                            state: State::Waiting {
-                                reason: "CrashLoopBackOff".into(),
-                                message: Some(format!(
-                                    "back-off {} restarting failed container={} pod={name}_{ns}({uid})",
-                                    go_duration(b),
-                                    c.name
-                                )),
-                            },
-                            last: Some(t),
-                            ..base
-                        }
-                    } else {
-                        ContainerView {
-                            state: State::Terminated(t),
-                            ..base
-                        }
-                    }
-                }
-            }
-        };
-        views.push(view);
-    }
+            .filter(|e| e.options.labels.get(LABEL_CONTAINER).map(String::as_str) == Some(n))
+            .collect()
+    };
+    let inits = spec.init_containers.clone().unwrap_or_default();
+    // kubelet: with init containers, what has not started is `PodInitializing`.
+    let default_reason = if inits.is_empty() {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
+    let views: Vec<ContainerView> = spec
+        .containers
+        .iter()
+        .map(|c| {
+            let mine = of(&c.name);
+            let mut v = view(
+                st,
+                pod,
+                c,
+                &mine,
+                &policy,
+                terminal,
+                default_reason,
+                &image_ids,
+            );
+            fill_messages(&mut v, &messages);
+            v
+        })
+        .collect();
+    let init_views: Vec<ContainerView> = inits
+        .iter()
+        .map(|c| {
+            let mine = of(&c.name);
+            let p = init_policy(c, &policy);
+            let mut v = view(st, pod, c, &mine, p, terminal, default_reason, &image_ids);
+            fill_messages(&mut v, &messages);
+            v
+        })
+        .collect();
     let now = crate::time::now();
     let status = crate::status::pod_status(
         pod,
         &views,
         &crate::status::Inputs {
+            init: &init_views,
             pod_ip: pod_ip.as_deref(),
             host_ip: &ctx.host_ip,
             now: &now,
@@ -798,6 +903,185 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
         st.written = Some(status);
     }
     Ok(())
+}
+
+/// Brings one container of the pod in line with `policy` (its restart policy): starts its
+/// first attempt, runs its probes while it runs, restarts it after its back-off. Whether it
+/// runs now.
+#[allow(clippy::too_many_arguments)]
+async fn sync_container(
+    ctx: &Ctx,
+    st: &mut PodState,
+    pod: &Pod,
+    c: &k8s_openapi::api::core::v1::Container,
+    policy: &str,
+    mine: &[&Container],
+    pod_ip: Option<&str>,
+    key: &str,
+) -> bool {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let latest = mine.last().copied();
+    let next_attempt = match latest {
+        None => 0,
+        Some(l) if is_running(l) => {
+            // Running long enough: the back-off is forgotten.
+            let since = crate::time::parse(&l.state.started_at);
+            if since.is_some_and(|t| {
+                (time::OffsetDateTime::now_utc() - t).whole_seconds()
+                    >= BACKOFF_RESET.as_secs() as i64
+            }) {
+                st.backoff.remove(&c.name);
+            }
+            if let Some(ip) = pod_ip {
+                run_probes(ctx, st, pod, c, l, ip).await;
+            }
+            return true;
+        }
+        Some(l) if l.state.status == Status::Created => attempt(l),
+        Some(l) => {
+            let t = terminated(l);
+            if !wants_restart(policy, &t) {
+                return false;
+            }
+            if in_backoff(st, &c.name, l) {
+                if st.backoff_reported.insert(l.id.clone()) {
+                    let m = format!(
+                        "Back-off restarting failed container {} in pod {name}_{ns}({uid})",
+                        c.name
+                    );
+                    ctx.event(pod, Some(&c.name), true, "BackOff", &m).await;
+                }
+                return false;
+            }
+            next_backoff(st, &c.name, ctx.cfg.backoff_base);
+            attempt(l) + 1
+        }
+    };
+    match start_container(ctx, st, pod, c, next_attempt, pod_ip, key, mine).await {
+        Ok(started) => {
+            st.waiting.remove(&c.name);
+            started
+        }
+        Err(StartError::Waiting(reason, message, events)) => {
+            let new = (reason, message);
+            if st.waiting.get(&c.name) != Some(&new) {
+                for (warning, reason, m) in &events {
+                    ctx.event(pod, Some(&c.name), *warning, reason, m).await;
+                }
+            }
+            st.waiting.insert(c.name.clone(), new);
+            false
+        }
+        Err(StartError::Other(e)) => {
+            tracing::warn!("pod {ns}/{name}: {e}");
+            false
+        }
+    }
+}
+
+/// What the engine shows of container `c` (its attempts `mine`, oldest first) in kube's terms;
+/// `default_reason` is the waiting reason of a container not made yet.
+#[allow(clippy::too_many_arguments)]
+fn view(
+    st: &PodState,
+    pod: &Pod,
+    c: &k8s_openapi::api::core::v1::Container,
+    mine: &[&Container],
+    policy: &str,
+    terminal: bool,
+    default_reason: &str,
+    image_ids: &HashMap<String, String>,
+) -> ContainerView {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let latest = mine.last().copied();
+    let prev = if mine.len() > 1 {
+        Some(terminated(mine[mine.len() - 2]))
+    } else {
+        None
+    };
+    let image = c.image.clone().unwrap_or_default();
+    match latest {
+        None => {
+            let (reason, message) = st
+                .waiting
+                .get(&c.name)
+                .map(|(r, m)| (r.clone(), Some(m.clone())))
+                .unwrap_or_else(|| (default_reason.into(), None));
+            ContainerView {
+                name: c.name.clone(),
+                image,
+                image_id: String::new(),
+                container_id: None,
+                restart_count: 0,
+                state: State::Waiting { reason, message },
+                last: None,
+                ready: false,
+            }
+        }
+        Some(l) => {
+            let base = ContainerView {
+                name: c.name.clone(),
+                image,
+                image_id: image_ids.get(&l.id).cloned().unwrap_or_default(),
+                container_id: Some(format!("barge://{}", l.id)),
+                restart_count: attempt(l),
+                state: State::Waiting {
+                    reason: default_reason.into(),
+                    message: None,
+                },
+                last: prev,
+                ready: false,
+            };
+            if is_running(l) {
+                ContainerView {
+                    state: State::Running {
+                        started_at: crate::time::engine_to_kube(&l.state.started_at)
+                            .unwrap_or_else(crate::time::now),
+                    },
+                    ready: st.ready(c, &l.id),
+                    ..base
+                }
+            } else if l.state.status == Status::Created {
+                base
+            } else {
+                let t = terminated(l);
+                let restarting = !terminal && wants_restart(policy, &t);
+                if let (true, Some((reason, message))) = (restarting, st.waiting.get(&c.name)) {
+                    ContainerView {
+                        state: State::Waiting {
+                            reason: reason.clone(),
+                            message: Some(message.clone()),
+                        },
+                        last: Some(t),
+                        ..base
+                    }
+                } else if restarting && in_backoff(st, &c.name, l) {
+                    let b = st.backoff[&c.name].current;
+                    ContainerView {
+                        state: State::Waiting {
+                            reason: "CrashLoopBackOff".into(),
+                            message: Some(format!(
+                                "back-off {} restarting failed container={} pod={name}_{ns}({uid})",
+                                go_duration(b),
+                                c.name
+                            )),
+                        },
+                        last: Some(t),
+                        ..base
+                    }
+                } else {
+                    ContainerView {
+                        state: State::Terminated(t),
+                        ..base
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Go's `time.Duration` spelling of whole seconds (`10s`, `2m40s`, `5m0s`).
@@ -842,9 +1126,125 @@ fn next_backoff(st: &mut PodState, name: &str, base: Duration) {
 }
 
 enum StartError {
-    /// The container waits with this reason and message (kube's).
-    Waiting(String, String),
+    /// The container waits with this reason and message (kube's); the events are recorded
+    /// when this is news.
+    Waiting(String, String, Vec<crate::images::Event>),
     Other(AgentError),
+}
+
+/// The host file behind attempt `n` of container `name`'s `terminationMessagePath`.
+fn termination_file(
+    data_root: &std::path::Path,
+    uid: &str,
+    name: &str,
+    n: i64,
+) -> std::path::PathBuf {
+    crate::volumes::pod_dir(data_root, uid)
+        .join("containers")
+        .join(name)
+        .join(n.to_string())
+}
+
+/// kubelet's limits: a termination message file is read up to 4 KiB; the log fallback
+/// takes the last 80 lines, up to 2 KiB.
+const MAX_TERMINATION_MESSAGE: usize = 4096;
+const MAX_FALLBACK_LINES: usize = 80;
+const MAX_FALLBACK_BYTES: usize = 2048;
+
+/// The termination messages of the ended containers `cs` of a pod (engine ID → message):
+/// the file at `terminationMessagePath`, else with `FallbackToLogsOnError` and a failure the
+/// tail of the log. Blocking (file reads).
+fn termination_messages(
+    pod_dir: &std::path::Path,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    cs: &[Container],
+) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for c in cs.iter().filter(|c| ended(c)) {
+        let Some(name) = c.options.labels.get(LABEL_CONTAINER) else {
+            continue;
+        };
+        let Some(sc) = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|s| &s.name == name)
+        else {
+            continue;
+        };
+        let file = pod_dir
+            .join("containers")
+            .join(name)
+            .join(attempt(c).to_string());
+        let mut msg = std::fs::read(&file).unwrap_or_default();
+        msg.truncate(MAX_TERMINATION_MESSAGE);
+        if msg.is_empty()
+            && c.state.exit_code != 0
+            && sc.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+        {
+            if let Ok((entries, _)) =
+                barge_container::logs::tail_entries(&c.log_path, MAX_FALLBACK_LINES)
+            {
+                let all: Vec<u8> = entries.into_iter().flat_map(|e| e.log).collect();
+                let from = all.len().saturating_sub(MAX_FALLBACK_BYTES);
+                msg = all[from..].to_vec();
+            }
+        }
+        if !msg.is_empty() {
+            out.insert(c.id.clone(), String::from_utf8_lossy(&msg).into_owned());
+        }
+    }
+    out
+}
+
+/// Puts the termination messages into a view's terminated states (a start error keeps its own).
+fn fill_messages(v: &mut ContainerView, msgs: &HashMap<String, String>) {
+    let fill = |t: &mut Terminated| {
+        if t.message.is_none() {
+            if let Some(m) = t
+                .container_id
+                .strip_prefix("barge://")
+                .and_then(|id| msgs.get(id))
+            {
+                t.message = Some(m.clone());
+            }
+        }
+    };
+    if let State::Terminated(t) = &mut v.state {
+        fill(t);
+    }
+    if let Some(t) = &mut v.last {
+        fill(t);
+    }
+}
+
+/// kubelet's `SetVolumeOwnership` for `fsGroup` on a volume directory: group `gid`, group
+/// read-write, and the set-group-ID bit on directories so new files get the group.
+fn fs_group(dir: &std::path::Path, gid: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if meta.file_type().is_symlink() {
+        return;
+    }
+    if let Err(e) = std::os::unix::fs::lchown(dir, None, Some(gid)) {
+        tracing::warn!("fsGroup on {}: {e}", dir.display());
+    }
+    let mut mode = meta.permissions().mode() | 0o060;
+    if meta.is_dir() {
+        mode |= 0o2010;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            fs_group(&e.path(), gid);
+        }
+    }
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o7777));
+}
+
+/// `CreateContainerConfigError` with kubelet's message (event `Failed`, `Error: <message>`).
+fn config_error(m: String) -> StartError {
+    let ev = (true, "Failed", format!("Error: {m}"));
+    StartError::Waiting("CreateContainerConfigError".into(), m, vec![ev])
 }
 
 /// A quantity as bytes (`128Mi`, `1G`, `1e3`, plain bytes); `None` when unparsable.
@@ -884,45 +1284,61 @@ fn quantity_nano_cpus(q: &str) -> Option<i64> {
 
 /// Creates and starts attempt `n` of container `c`; removes attempts older than the previous
 /// one (kept for `lastState`).
+#[allow(clippy::too_many_arguments)]
 async fn start_container(
     ctx: &Ctx,
+    st: &mut PodState,
     pod: &Pod,
     c: &k8s_openapi::api::core::v1::Container,
     n: i64,
     pod_ip: Option<&str>,
     key: &str,
     mine: &[&Container],
-) -> Result<(), StartError> {
+) -> Result<bool, StartError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let image = c.image.clone().unwrap_or_default();
-    let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
-        let tagged = image.rsplit('/').next().is_some_and(|l| l.contains(':'));
-        if image.contains('@') || (tagged && !image.ends_with(":latest")) {
-            "IfNotPresent".into()
-        } else {
-            "Always".into()
+    // The image, as kubelet's image manager gets it (its events go out either way).
+    let mut image_events = Vec::new();
+    let got = crate::images::ensure(
+        &ctx.engine,
+        &ctx.client,
+        pod,
+        c,
+        &mut st.pull_backoff,
+        ctx.cfg.backoff_base,
+        &mut image_events,
+    )
+    .await;
+    // A pull's events go out now; "already present" only with the container it makes (a
+    // container waiting for its config would repeat it every second).
+    if image_events.iter().any(|e| e.1 == "Pulling") {
+        for (warning, reason, message) in image_events.drain(..) {
+            ctx.event(pod, Some(&c.name), warning, reason, &message)
+                .await;
         }
-    });
-    let present = {
+    }
+    if let Err(mut w) = got {
+        w.events
+            .push((true, "Failed", format!("Error: {}", w.reason)));
+        return Err(StartError::Waiting(w.reason.into(), w.message, w.events));
+    }
+    let image_user = {
         let (engine, image) = (ctx.engine.clone(), image.clone());
-        blocking(move || Ok(engine.images.get(&image).is_ok()))
-            .await
-            .map_err(StartError::Other)?
+        blocking(move || {
+            Ok(engine
+                .images
+                .get(&image)
+                .ok()
+                .and_then(|i| i.config.config.user)
+                .unwrap_or_default())
+        })
+        .await
+        .map_err(StartError::Other)?
     };
-    if !present {
-        return Err(if policy == "Never" {
-            StartError::Waiting(
-                "ErrImageNeverPull".into(),
-                format!("Container image {image:?} is not present with pull policy of Never"),
-            )
-        } else {
-            StartError::Waiting(
-                "ErrImagePull".into(),
-                format!("failed to pull image {image:?}: the node agent does not pull images yet; load it into this node's engine"),
-            )
-        });
+    if let Err(m) = crate::security::verify_run_as_non_root(pod, c, &image_user) {
+        return Err(config_error(m));
     }
     let env = match crate::env::container_env(
         &ctx.client,
@@ -934,9 +1350,7 @@ async fn start_container(
     .await
     {
         Ok(env) => env,
-        Err(crate::env::EnvError::Config(m)) => {
-            return Err(StartError::Waiting("CreateContainerConfigError".into(), m))
-        }
+        Err(crate::env::EnvError::Config(m)) => return Err(config_error(m)),
         Err(crate::env::EnvError::Api(e)) => {
             return Err(StartError::Other(AgentError::api(
                 "container environment",
@@ -963,20 +1377,82 @@ async fn start_container(
         .as_ref()
         .and_then(|s| s.hostname.clone())
         .unwrap_or_else(|| name.chars().take(63).collect());
-    let binds =
+    let mut binds =
         match crate::volumes::container_binds(&ctx.client, &ctx.engine.data_root, pod, c).await {
             Ok(b) => b,
-            Err(crate::volumes::VolumeError::Config(m)) => {
-                return Err(StartError::Waiting("CreateContainerConfigError".into(), m))
-            }
+            Err(crate::volumes::VolumeError::Config(m)) => return Err(config_error(m)),
             Err(crate::volumes::VolumeError::Api(e)) => {
                 return Err(StartError::Other(AgentError::api("container volumes", e)))
             }
         };
+    // The termination message file (kubelet's `terminationMessagePath`), one per attempt.
+    let term_path = c
+        .termination_message_path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    let term_file = termination_file(&ctx.engine.data_root, &uid, &c.name, n);
+    {
+        let f = term_file.clone();
+        blocking(move || {
+            use std::os::unix::fs::PermissionsExt;
+            let made = f
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&f, b""))
+                .and_then(|()| {
+                    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666))
+                });
+            made.map_err(|e| {
+                AgentError::engine(format!("termination message file {}", f.display()), e)
+            })
+        })
+        .await
+        .map_err(StartError::Other)?;
+    }
+    binds.push(format!("{}:{term_path}", term_file.display()));
+    if let Some(gid) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.fs_group)
+    {
+        let dir = crate::volumes::pod_dir(&ctx.engine.data_root, &uid);
+        let empty: Vec<_> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|v| v.empty_dir.is_some())
+            .map(|v| dir.join("volumes/kubernetes.io~empty-dir").join(&v.name))
+            .collect();
+        blocking(move || {
+            empty.iter().for_each(|d| fs_group(d, gid as u32));
+            Ok(())
+        })
+        .await
+        .map_err(StartError::Other)?;
+    }
     let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let limit = |k: &str| limits.and_then(|l| l.get(k)).map(|q| q.0.clone());
+    let mut host = HostOptions {
+        network_mode: format!("sandbox:{key}"),
+        log_type: "json-file".into(),
+        restart_policy: "no".into(),
+        binds,
+        memory: limit("memory")
+            .and_then(|q| quantity_bytes(&q))
+            .unwrap_or(0),
+        nano_cpus: limit("cpu")
+            .and_then(|q| quantity_nano_cpus(&q))
+            .unwrap_or(0),
+        ..Default::default()
+    };
+    crate::security::apply(pod, c, &mut host);
     let opts = CreateOptions {
         name: Some(format!("k8s_{}_{name}_{ns}_{uid}_{n}", c.name)),
+        user: crate::security::user(pod, c, &image_user),
         image: image.clone(),
         entrypoint: expand(&c.command),
         cmd: expand(&c.args),
@@ -1004,19 +1480,7 @@ async fn start_container(
                 )
             })
             .collect(),
-        host: HostOptions {
-            network_mode: format!("sandbox:{key}"),
-            log_type: "json-file".into(),
-            restart_policy: "no".into(),
-            binds,
-            memory: limit("memory")
-                .and_then(|q| quantity_bytes(&q))
-                .unwrap_or(0),
-            nano_cpus: limit("cpu")
-                .and_then(|q| quantity_nano_cpus(&q))
-                .unwrap_or(0),
-            ..Default::default()
-        },
+        host,
         ..Default::default()
     };
     let engine = ctx.engine.clone();
@@ -1029,7 +1493,7 @@ async fn start_container(
         Vec::new()
     };
     let created_name = c.name.clone();
-    let started = blocking(move || {
+    let (id, started) = blocking(move || {
         // Keep only the latest ended container (for `lastState`).
         for id in old {
             let _ = engine.containers.remove(&id, true);
@@ -1048,65 +1512,144 @@ async fn start_container(
         };
         // A failed start leaves the container exited with the error: its status says so.
         match engine.containers.start(&created.id, 0, &mut |_| {}) {
-            Ok(()) => Ok(None),
+            Ok(()) => Ok((created.id, None)),
             Err(e) => {
                 tracing::info!("container {created_name} did not start: {e}");
-                Ok(Some(e.to_string()))
+                Ok((created.id, Some(e.to_string())))
             }
         }
     })
     .await
     .map_err(StartError::Other)?;
-    let node = &ctx.cfg.node_name;
     let cn = Some(c.name.as_str());
-    let client = &ctx.client;
-    crate::events::record(
-        client,
-        node,
-        pod,
-        cn,
-        false,
-        "Pulled",
-        &format!("Container image {image:?} already present on machine"),
-    )
-    .await;
-    crate::events::record(
-        client,
-        node,
-        pod,
-        cn,
-        false,
-        "Created",
-        &format!("Created container: {}", c.name),
-    )
-    .await;
+    for (warning, reason, message) in image_events {
+        ctx.event(pod, cn, warning, reason, &message).await;
+    }
+    let created = format!("Created container: {}", c.name);
+    ctx.event(pod, cn, false, "Created", &created).await;
     match started {
         None => {
-            crate::events::record(
-                client,
-                node,
-                pod,
-                cn,
-                false,
-                "Started",
-                &format!("Started container {}", c.name),
-            )
-            .await
+            let m = format!("Started container {}", c.name);
+            ctx.event(pod, cn, false, "Started", &m).await
         }
         Some(e) => {
-            crate::events::record(
-                client,
-                node,
-                pod,
-                cn,
-                true,
-                "Failed",
-                &format!("Error: {e}"),
-            )
-            .await
+            ctx.event(pod, cn, true, "Failed", &format!("Error: {e}"))
+                .await
         }
     }
-    Ok(())
+    // postStart runs once the container started; its failure kills the container.
+    let post_start = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref());
+    if let (None, Some(h)) = (&started, post_start) {
+        let grace = grace_period(pod);
+        let ip = pod_ip.unwrap_or_default();
+        let timeout = Duration::from_secs(grace.max(30) as u64);
+        if let Err(m) = run_hook(ctx, pod, c, &id, ip, h, timeout).await {
+            ctx.event(pod, cn, true, "FailedPostStartHook", &m).await;
+            let containers = ctx.engine.containers.clone();
+            let _ = blocking(move || {
+                containers
+                    .stop(&id, Some(grace), None)
+                    .map_err(|e| AgentError::engine("stop after postStart", e))
+            })
+            .await;
+            return Ok(false);
+        }
+    }
+    Ok(started.is_none())
+}
+
+/// The pod's grace period: the deletion's, else `terminationGracePeriodSeconds` (30).
+fn grace_period(pod: &Pod) -> i64 {
+    pod.metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30)
+}
+
+/// Runs lifecycle handler `h` (postStart/preStop: exec, httpGet, tcpSocket, sleep) of
+/// container `c` (engine ID `id`); `Err` is kubelet's message.
+async fn run_hook(
+    ctx: &Ctx,
+    pod: &Pod,
+    c: &k8s_openapi::api::core::v1::Container,
+    id: &str,
+    pod_ip: &str,
+    h: &k8s_openapi::api::core::v1::LifecycleHandler,
+    timeout: Duration,
+) -> Result<(), String> {
+    if let Some(s) = &h.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(timeout)).await;
+        return Ok(());
+    }
+    let probe = k8s_openapi::api::core::v1::Probe {
+        exec: h.exec.clone(),
+        http_get: h.http_get.clone(),
+        tcp_socket: h.tcp_socket.clone(),
+        timeout_seconds: Some(timeout.as_secs().clamp(1, i32::MAX as u64) as i32),
+        ..Default::default()
+    };
+    crate::probes::run(&ctx.engine, c, id, pod_ip, &probe)
+        .await
+        .map_err(|e| {
+            let who = format!(
+                "{}_{}({})",
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.uid.as_deref().unwrap_or_default()
+            );
+            match (&h.exec, &h.http_get) {
+                (Some(x), _) => format!(
+                    "Exec lifecycle hook ({:?}) for Container {:?} in Pod {who:?} failed - error: {e}",
+                    x.command.clone().unwrap_or_default(),
+                    c.name
+                ),
+                (None, Some(g)) => format!(
+                    "HTTP lifecycle hook ({}) for Container {:?} in Pod {who:?} failed - error: {e}",
+                    g.path.as_deref().unwrap_or("/"),
+                    c.name
+                ),
+                _ => format!(
+                    "lifecycle hook for Container {:?} in Pod {who:?} failed - error: {e}",
+                    c.name
+                ),
+            }
+        })
+}
+
+/// Runs the preStop hooks of the running engine containers `cs` side by side, within the
+/// grace period; a failure is a `FailedPreStopHook` event (the container stops anyway).
+async fn pre_stop(ctx: &Ctx, pod: &Pod, cs: &[&Container], pod_ip: &str) {
+    let grace = Duration::from_secs(grace_period(pod).max(1) as u64);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let hooks = cs.iter().filter_map(|l| {
+        let name = l.options.labels.get(LABEL_CONTAINER)?;
+        let c = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| &c.name == name)?;
+        let h = c.lifecycle.as_ref()?.pre_stop.clone()?;
+        Some(async move {
+            let r =
+                tokio::time::timeout(grace, run_hook(ctx, pod, c, &l.id, pod_ip, &h, grace)).await;
+            let m = match r {
+                Ok(Ok(())) => return,
+                Ok(Err(m)) => m,
+                Err(_) => format!(
+                    "PreStopHook for Container {:?} did not complete within {}s",
+                    c.name,
+                    grace.as_secs()
+                ),
+            };
+            ctx.event(pod, Some(&c.name), true, "FailedPreStopHook", &m)
+                .await;
+        })
+    });
+    futures_util::future::join_all(hooks).await;
 }
 
 #[cfg(test)]

@@ -43,6 +43,12 @@ impl ProbeState {
         running_for >= delay && self.last.is_none_or(|l| l.elapsed() >= period)
     }
 
+    /// Whether the probe failed its `failureThreshold` in a row (a startup probe that never
+    /// succeeded: the container is restarted).
+    pub fn failed(&self, p: &Probe) -> bool {
+        self.failures >= p.failure_threshold.unwrap_or(3).max(1)
+    }
+
     /// Records one outcome; returns whether the result changed.
     pub fn record(&mut self, p: &Probe, ok: bool) -> bool {
         self.last = Some(Instant::now());

@@ -98,6 +98,55 @@ impl ContainerView {
     }
 }
 
+/// Whether init container `name` of `pod` is a sidecar (`restartPolicy: Always`).
+fn is_sidecar(pod: &Pod, name: &str) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .any(|c| c.name == name && c.restart_policy.as_deref() == Some("Always"))
+}
+
+/// Whether a view shows a container that ever started (running or ended).
+fn ever_started(v: &ContainerView) -> bool {
+    matches!(v.state, State::Running { .. } | State::Terminated(_)) || v.last.is_some()
+}
+
+/// kubelet's `getPhase` with init containers: a pod whose regular init containers have not
+/// all completed (or whose sidecars have not started before any app container did) is
+/// `Pending`; a failed init container with `restartPolicy: Never` fails the pod.
+pub fn phase_with_init(pod: &Pod, init: &[ContainerView], views: &[ContainerView]) -> &'static str {
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    let (mut pending_regular, mut pending_sidecars, mut failed_init) = (0, 0, 0);
+    for v in init {
+        let sidecar = is_sidecar(pod, &v.name);
+        match (&v.state, sidecar) {
+            (State::Running { .. }, false) => pending_regular += 1,
+            (State::Running { .. }, true) => {}
+            (State::Terminated(t), false) if t.exit_code != 0 => failed_init += 1,
+            (State::Terminated(_), _) => {}
+            (State::Waiting { .. }, false) => match &v.last {
+                Some(t) if t.exit_code != 0 => failed_init += 1,
+                Some(_) => {}
+                None => pending_regular += 1,
+            },
+            (State::Waiting { .. }, true) if v.last.is_none() => pending_sidecars += 1,
+            (State::Waiting { .. }, true) => {}
+        }
+    }
+    if failed_init > 0 && policy == "Never" {
+        return "Failed";
+    }
+    let app_started = views.iter().any(ever_started);
+    if pending_regular > 0 || failed_init > 0 || (pending_sidecars > 0 && !app_started) {
+        return "Pending";
+    }
+    phase(policy, views)
+}
+
 /// kubelet's `getPhase` for a pod without init containers.
 pub fn phase(restart_policy: &str, views: &[ContainerView]) -> &'static str {
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
@@ -179,6 +228,8 @@ pub fn qos_class(pod: &Pod) -> &'static str {
 
 /// Inputs of [`pod_status`] beyond the pod and its containers.
 pub struct Inputs<'a> {
+    /// The init containers (`spec.initContainers`, in order), sidecars included.
+    pub init: &'a [ContainerView],
     /// The sandbox's address, once it exists.
     pub pod_ip: Option<&'a str>,
     pub host_ip: &'a str,
@@ -194,7 +245,8 @@ pub fn pod_status(pod: &Pod, views: &[ContainerView], inp: &Inputs<'_>) -> Value
     let policy = spec
         .and_then(|s| s.restart_policy.as_deref())
         .unwrap_or("Always");
-    let phase = phase(policy, views);
+    let _ = policy;
+    let phase = phase_with_init(pod, inp.init, views);
     let old = pod.status.as_ref();
     let old_cond = |t: &str| {
         old.and_then(|s| s.conditions.as_ref())
@@ -224,9 +276,29 @@ pub fn pod_status(pod: &Pod, views: &[ContainerView], inp: &Inputs<'_>) -> Value
         }
         c
     };
-    let unready: Vec<&str> = views
+    // Sidecars count for readiness too (kubelet's `GenerateContainersReadyCondition`).
+    let unready: Vec<&str> = inp
+        .init
         .iter()
+        .filter(|v| is_sidecar(pod, &v.name))
+        .chain(views.iter())
         .filter(|v| !v.ready)
+        .map(|v| v.name.as_str())
+        .collect();
+    // Initialized: every regular init container completed and every sidecar started (or an
+    // app container already ran).
+    let app_started = views.iter().any(ever_started);
+    let incomplete: Vec<&str> = inp
+        .init
+        .iter()
+        .filter(|v| {
+            let done = if is_sidecar(pod, &v.name) {
+                matches!(v.state, State::Running { .. }) || v.last.is_some()
+            } else {
+                matches!(&v.state, State::Terminated(t) if t.exit_code == 0)
+            };
+            !done && !app_started
+        })
         .map(|v| v.name.as_str())
         .collect();
     let (ready, reason, message) = match phase {
@@ -249,7 +321,19 @@ pub fn pod_status(pod: &Pod, views: &[ContainerView], inp: &Inputs<'_>) -> Value
             None,
             None,
         ),
-        cond("Initialized", true, None, None),
+        if incomplete.is_empty() {
+            cond("Initialized", true, None, None)
+        } else {
+            cond(
+                "Initialized",
+                false,
+                Some("ContainersNotInitialized"),
+                Some(format!(
+                    "containers with incomplete status: [{}]",
+                    incomplete.join(" ")
+                )),
+            )
+        },
         cond("Ready", ready, reason, message.clone()),
         cond("ContainersReady", ready, reason, message),
         cond("PodScheduled", true, None, None),
@@ -267,6 +351,13 @@ pub fn pod_status(pod: &Pod, views: &[ContainerView], inp: &Inputs<'_>) -> Value
         "qosClass": qos_class(pod),
         "containerStatuses": views.iter().map(ContainerView::to_json).collect::<Vec<_>>(),
     });
+    if !inp.init.is_empty() {
+        status["initContainerStatuses"] = json!(inp
+            .init
+            .iter()
+            .map(ContainerView::to_json)
+            .collect::<Vec<_>>());
+    }
     if let Some(ip) = inp.pod_ip {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{ "ip": ip }]);
@@ -338,6 +429,52 @@ mod tests {
     }
 
     #[test]
+    fn phases_with_init_containers() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {}, "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [{"name": "side", "image": "x", "restartPolicy": "Always"},
+                {"name": "i", "image": "x"}],
+            "containers": [{"name": "a", "image": "x"}]}}))
+        .unwrap();
+        let app = [view("a", waiting("PodInitializing"), None)];
+        let init = [view("side", running(), None), view("i", running(), None)];
+        assert_eq!(phase_with_init(&pod, &init, &app), "Pending");
+        let failed = [
+            view("side", running(), None),
+            view("i", State::Terminated(term(3)), None),
+        ];
+        assert_eq!(phase_with_init(&pod, &failed, &app), "Failed");
+        let done = [
+            view("side", running(), None),
+            view("i", State::Terminated(term(0)), None),
+        ];
+        assert_eq!(
+            phase_with_init(&pod, &done, &[view("a", running(), None)]),
+            "Running"
+        );
+        let inp = Inputs {
+            init: &init,
+            pod_ip: None,
+            host_ip: "192.0.2.1",
+            now: "2026-01-01T00:00:00Z",
+        };
+        let s = pod_status(&pod, &app, &inp);
+        let init_cond = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Initialized")
+            .unwrap()
+            .clone();
+        assert_eq!(init_cond["reason"], "ContainersNotInitialized");
+        assert_eq!(
+            init_cond["message"],
+            "containers with incomplete status: [i]"
+        );
+        assert_eq!(s["initContainerStatuses"][0]["name"], "side");
+    }
+
+    #[test]
     fn qos_classes() {
         let pod = |res: Value| -> Pod {
             serde_json::from_value(json!({"metadata": {}, "spec": {"containers": [
@@ -363,6 +500,7 @@ mod tests {
             view("b", waiting("ContainerCreating"), None),
         ];
         let inp = Inputs {
+            init: &[],
             pod_ip: Some("10.42.0.2"),
             host_ip: "192.0.2.1",
             now: "2026-01-01T00:00:00Z",

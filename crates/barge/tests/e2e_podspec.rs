@@ -1,0 +1,831 @@
+//! The node agent against the pod spec's finer parts, driven with kubectl 1.32 on a one-node
+//! `barge server`: image pulls (pull policies, `imagePullSecrets`, kube's failure reasons and
+//! back-off) from a real registry (Debian's `docker-registry` on 127.0.0.1, seeded with
+//! `skopeo copy` from the shared OCI layout), init containers and sidecars, securityContext,
+//! lifecycle. Each test runs its pods side by side and checks several things per pod.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::*;
+use common::*;
+
+const NODE: &str = "node1";
+
+/// A server with its agent (node `node1`, restart and image back-off base `backoff`) and the
+/// shared images loaded into its engine.
+fn cluster(backoff: &str) -> Server {
+    let cidr = cluster_cidr();
+    let s = Server::start(
+        true,
+        &[
+            "--node-name",
+            NODE,
+            "--cluster-cidr",
+            &cidr,
+            "--pod-restart-backoff",
+            backoff,
+        ],
+    );
+    let layout = images_dir().join("oci-layout");
+    let out = s.barge(&["load", "-i", layout.to_str().unwrap()]);
+    assert!(out.status.success(), "load: {}", stderr(&out));
+    s
+}
+
+/// `kubectl apply -f -` of `yaml`.
+fn apply(s: &Server, yaml: &str) {
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", s.kubeconfig())
+        .env("HOME", &s.dir)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "apply: {}\n{}", stderr(&out), s.log());
+}
+
+/// Polls `kubectl get pod NAME -o jsonpath=PATH` until `want(value)`, for `secs`.
+fn wait_pod(s: &Server, pod: &str, path: &str, secs: u64, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let out = s.kubectl_with(
+            &s.kubeconfig(),
+            &["get", "pod", pod, "-o", &format!("jsonpath={path}")],
+        );
+        last = stdout(&out).trim().to_string();
+        if out.status.success() && want(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let yaml = s.kubectl_with(&s.kubeconfig(), &["get", "pod", pod, "-o", "yaml"]);
+    panic!(
+        "pod {pod}: {path} is {last:?} after {secs}s\n{}\n{}",
+        stdout(&yaml),
+        s.log()
+            .lines()
+            .filter(|l| l.contains("barge_agent") || l.contains("WARN"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The events of pod `pod` as `REASON|TYPE|MESSAGE` lines.
+fn events(s: &Server, pod: &str) -> String {
+    s.k(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+        "-o",
+        r#"jsonpath={range .items[*]}{.reason}|{.type}|{.message}{"\n"}{end}"#,
+    ])
+}
+
+/// Waits until pod `pod` has an event line containing `want`.
+fn wait_event(s: &Server, pod: &str, want: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let ev = events(s, pod);
+        if let Some(l) = ev.lines().find(|l| l.contains(want)) {
+            return l.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {pod}: no event with {want:?}; events:\n{ev}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The logs of `pod`'s container `c`, once they contain `marker`.
+fn wait_logs(s: &Server, pod: &str, c: &str, marker: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let out = s.kubectl_with(&s.kubeconfig(), &["logs", pod, "-c", c]);
+        let l = stdout(&out);
+        if l.contains(marker) {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {pod}/{c}: logs without {marker:?}: {l}{}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A `docker-registry serve` on 127.0.0.1 (with an htpasswd user when `auth`); killed and
+/// removed on drop.
+struct Registry {
+    dir: PathBuf,
+    child: Child,
+    host: String,
+    auth: Option<(&'static str, &'static str)>,
+}
+
+impl Registry {
+    fn start(auth: Option<(&'static str, &'static str)>) -> Registry {
+        let dir = unique_dir();
+        let host = format!("127.0.0.1:{}", free_port());
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            dir.join("storage").display()
+        );
+        if let Some((u, p)) = auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "htpasswd: {}", stderr(&out));
+            std::fs::write(dir.join("htpasswd"), &out.stdout).unwrap();
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: barge-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.join("config.yml"), cfg).unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry (scripts/install-deps.sh)");
+        let reg = Registry {
+            dir,
+            child,
+            host,
+            auth,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.host).is_err() {
+            assert!(Instant::now() < deadline, "registry did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+
+    /// Copies `layout_ref` of the shared OCI layout to `repo_tag` here.
+    fn seed(&self, layout_ref: &str, repo_tag: &str) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--dest-tls-verify=false"]);
+        if let Some((u, p)) = self.auth {
+            cmd.arg(format!("--dest-creds={u}:{p}"));
+        }
+        let out = cmd
+            .arg(format!(
+                "oci:{}:{layout_ref}",
+                images_dir().join("oci-layout").display()
+            ))
+            .arg(format!("docker://{}/{repo_tag}", self.host))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A pod on `node1` with one container `c` (extra spec lines `spec`, container lines `cont`,
+/// both indented already).
+fn pod(name: &str, image: &str, spec: &str, cont: &str) -> String {
+    let grace = if spec.contains("terminationGracePeriodSeconds") {
+        ""
+    } else {
+        "  terminationGracePeriodSeconds: 1\n"
+    };
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {NODE}\n{grace}{spec}  containers:\n  - name: c\n    image: {image:?}\n{cont}"
+    )
+}
+
+const SLEEP: &str = "    command: [sleep, \"3600\"]\n";
+
+#[test]
+fn images_are_pulled_by_policy_with_pull_secrets_and_kube_failures() {
+    let open = Registry::start(None);
+    let private = Registry::start(Some(("puller", "s3cret")));
+    open.seed("busybox:1.35", "busybox:latest");
+    private.seed("busybox:1.35", "private/bb:1");
+    let s = cluster("1s");
+    s.k(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={}", private.host),
+        "--docker-username=puller",
+        "--docker-password=s3cret",
+    ]);
+    let (o, p) = (&open.host, &private.host);
+    let secret = "  imagePullSecrets: [{name: regcred}]\n";
+    let always = "    imagePullPolicy: Always\n";
+    let never = "    imagePullPolicy: Never\n";
+    let manifest = [
+        // No tag: `Always`, pulled from the open registry.
+        pod("pull-open", &format!("{o}/busybox"), "", SLEEP),
+        // A private image with its pull secret.
+        pod("pull-secret", &format!("{p}/private/bb:1"), secret, SLEEP),
+        // The same image without it (`Always`: pulled again, refused).
+        pod(
+            "pull-denied",
+            &format!("{p}/private/bb:1"),
+            "",
+            &format!("{SLEEP}{always}"),
+        ),
+        pod("pull-missing", &format!("{o}/nope:1"), "", SLEEP),
+        pod("never-missing", &format!("{o}/absent:2"), "", never),
+        pod("bad-name", "bad//name:1", "", SLEEP),
+        // Present in the engine (loaded): never pulled.
+        pod(
+            "never-present",
+            "busybox:1.35",
+            "",
+            &format!("{SLEEP}{never}"),
+        ),
+    ]
+    .concat();
+    apply(&s, &manifest);
+    let phase = "{.status.phase}";
+    let waiting = "{.status.containerStatuses[0].state.waiting.reason}";
+    let message = "{.status.containerStatuses[0].state.waiting.message}";
+    for running in ["pull-open", "pull-secret", "never-present"] {
+        wait_pod(&s, running, phase, 90, |p| p == "Running");
+    }
+    let img = format!("{o}/busybox");
+    wait_event(
+        &s,
+        "pull-open",
+        &format!("Pulling|Normal|Pulling image {img:?}"),
+        5,
+    );
+    let pulled = wait_event(
+        &s,
+        "pull-open",
+        "Pulled|Normal|Successfully pulled image",
+        5,
+    );
+    assert!(
+        pulled.contains(&format!("image {img:?} in "))
+            && pulled.contains(" including waiting). Image size: "),
+        "{pulled}"
+    );
+    wait_event(
+        &s,
+        "never-present",
+        "Pulled|Normal|Container image \"busybox:1.35\" already present on machine",
+        5,
+    );
+    // The image ID of a pulled image is the engine's.
+    let id = wait_pod(
+        &s,
+        "pull-secret",
+        "{.status.containerStatuses[0].imageID}",
+        5,
+        |v| !v.is_empty(),
+    );
+    assert!(id.contains("sha256:"), "{id}");
+
+    // Failures: ErrImagePull, then ImagePullBackOff with the pull error in its message.
+    let both = format!("{waiting}|{message}|{phase}");
+    for bad in ["pull-denied", "pull-missing"] {
+        let m = wait_pod(&s, bad, &both, 60, |m| {
+            m.starts_with("ImagePullBackOff|Back-off pulling image")
+        });
+        assert!(
+            m.contains(": ErrImagePull: failed to pull and unpack image"),
+            "{m}"
+        );
+        assert!(m.ends_with("|Pending"), "{m}");
+        wait_event(&s, bad, "Failed|Warning|Failed to pull image", 5);
+        wait_event(&s, bad, "Failed|Warning|Error: ErrImagePull", 5);
+        wait_event(&s, bad, "BackOff|Normal|Back-off pulling image", 5);
+    }
+    let m = wait_pod(&s, "never-missing", message, 30, |m| !m.is_empty());
+    assert_eq!(
+        m,
+        format!("Container image \"{o}/absent:2\" is not present with pull policy of Never")
+    );
+    assert_eq!(
+        wait_pod(&s, "never-missing", waiting, 5, |_| true),
+        "ErrImageNeverPull"
+    );
+    wait_event(&s, "never-missing", "ErrImageNeverPull|Warning|", 5);
+    assert_eq!(
+        wait_pod(&s, "bad-name", waiting, 30, |w| !w.is_empty()),
+        "InvalidImageName"
+    );
+    let m = wait_pod(&s, "bad-name", message, 5, |_| true);
+    assert!(m == "Failed to apply default image tag \"bad//name:1\": couldn't parse image name \"bad//name:1\": invalid reference format", "{m}");
+    wait_event(&s, "bad-name", "InspectFailed|Warning|", 5);
+
+    // The missing image appears: the pod starts after its back-off.
+    open.seed("busybox:1.35", "nope:1");
+    wait_pod(&s, "pull-missing", phase, 60, |p| p == "Running");
+}
+
+#[test]
+fn security_context_maps_onto_the_engine() {
+    let s = cluster("1s");
+    let show = r#"    command: [sh, -c, "cat /proc/self/status; ls -lnd /data; echo x > /data/f && ls -ln /data/f; echo x > /rootfile || echo ROOTFS-RO; echo DONE; sleep 3600"]
+"#;
+    let status = r#"    command: [sh, -c, "cat /proc/self/status; echo x > /rootfile || echo ROOTFS-RO; echo DONE; sleep 3600"]
+"#;
+    let manifest = [
+        pod(
+            "sec",
+            "busybox:1.35",
+            "  securityContext: {runAsUser: 1000, runAsGroup: 3000, supplementalGroups: [4000], fsGroup: 2000, seccompProfile: {type: RuntimeDefault}}\n  volumes: [{name: data, emptyDir: {}}]\n",
+            &format!("{show}    volumeMounts: [{{name: data, mountPath: /data}}]\n    securityContext: {{runAsUser: 1001, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL], add: [NET_BIND_SERVICE]}}}}\n"),
+        ),
+        pod(
+            "priv",
+            "busybox:1.35",
+            "",
+            &format!("{status}    securityContext: {{privileged: true, readOnlyRootFilesystem: true}}\n"),
+        ),
+        pod("plain", "busybox:1.35", "", status),
+        pod(
+            "nonroot",
+            "busybox:1.35",
+            "  securityContext: {runAsNonRoot: true}\n",
+            SLEEP,
+        ),
+        pod(
+            "nonroot-ok",
+            "busybox:1.35",
+            "  securityContext: {runAsNonRoot: true, runAsUser: 1234}\n",
+            SLEEP,
+        ),
+    ]
+    .concat();
+    apply(&s, &manifest);
+    let field = |logs: &str, k: &str| -> String {
+        logs.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .unwrap_or_else(|| panic!("no {k} in {logs}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let l = wait_logs(&s, "sec", "c", "DONE", 60);
+    assert_eq!(field(&l, "Uid"), "1001 1001 1001 1001", "{l}");
+    assert_eq!(field(&l, "Gid"), "3000 3000 3000 3000", "{l}");
+    let groups = field(&l, "Groups");
+    assert!(groups.contains("4000") && groups.contains("2000"), "{l}");
+    assert_eq!(field(&l, "NoNewPrivs"), "1", "{l}");
+    assert_eq!(field(&l, "Seccomp"), "2", "{l}");
+    // Only NET_BIND_SERVICE (bit 10), bounding set included.
+    assert_eq!(field(&l, "CapBnd"), "0000000000000400", "{l}");
+    // fsGroup: the emptyDir belongs to group 2000, set-group-ID, and new files get the group.
+    let dir = l
+        .lines()
+        .find(|l| l.ends_with(" /data"))
+        .unwrap_or_default();
+    assert!(
+        dir.starts_with("drwxrwsrwx") && dir.contains(" 2000 "),
+        "{l}"
+    );
+    let f = l
+        .lines()
+        .find(|l| l.ends_with(" /data/f"))
+        .unwrap_or_default();
+    assert!(f.contains(" 1001 ") && f.contains(" 2000 "), "{l}");
+
+    let l = wait_logs(&s, "priv", "c", "DONE", 60);
+    let eff = u64::from_str_radix(&field(&l, "CapEff"), 16).unwrap();
+    assert!(eff > 0xffff_ffff, "{l}");
+    assert_eq!(field(&l, "Seccomp"), "0", "{l}");
+    assert_eq!(field(&l, "Uid"), "0 0 0 0", "{l}");
+    assert!(l.contains("ROOTFS-RO"), "{l}");
+    // Without a profile kubelet runs containers unconfined; without privileges, docker's caps.
+    let l = wait_logs(&s, "plain", "c", "DONE", 60);
+    assert_eq!(field(&l, "Seccomp"), "0", "{l}");
+    assert_eq!(field(&l, "CapEff"), "00000000a80425fb", "{l}");
+    assert_eq!(field(&l, "NoNewPrivs"), "0", "{l}");
+    assert!(!l.contains("ROOTFS-RO"), "{l}");
+
+    let m = wait_pod(
+        &s,
+        "nonroot",
+        "{.status.containerStatuses[0].state.waiting.message}",
+        30,
+        |m| !m.is_empty(),
+    );
+    let uid = s.k(&["get", "pod", "nonroot", "-o", "jsonpath={.metadata.uid}"]);
+    assert_eq!(
+        m,
+        format!("container has runAsNonRoot and image will run as root (pod: \"nonroot_default({uid})\", container: c)")
+    );
+    let r = "{.status.containerStatuses[0].state.waiting.reason}";
+    assert_eq!(
+        wait_pod(&s, "nonroot", r, 5, |_| true),
+        "CreateContainerConfigError"
+    );
+    wait_event(
+        &s,
+        "nonroot",
+        "Failed|Warning|Error: container has runAsNonRoot",
+        5,
+    );
+    wait_pod(&s, "nonroot-ok", "{.status.phase}", 30, |p| p == "Running");
+}
+
+/// `kubectl get pod NAME -o jsonpath=PATH` once.
+fn get(s: &Server, pod: &str, path: &str) -> String {
+    s.k(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
+}
+
+#[test]
+fn init_containers_run_in_order_and_sidecars_around_the_app() {
+    let s = cluster("1s");
+    let work = "  volumes: [{name: work, emptyDir: {}}]\n";
+    let mount = "    volumeMounts: [{name: work, mountPath: /work}]\n";
+    let init =
+        |name: &str, cmd: &str, sidecar: bool| {
+            format!(
+            "  - name: {name}\n    image: busybox:1.35\n    command: [sh, -c, {cmd:?}]\n{}{mount}",
+            if sidecar { "    restartPolicy: Always\n" } else { "" }
+        )
+        };
+    let manifest = [
+        pod(
+            "init-ok",
+            "busybox:1.35",
+            &format!(
+                "{work}  initContainers:\n{}{}{}",
+                init("side", "echo side >> /work/order; exec sleep 3600", true),
+                init("slow", "sleep 4; echo slow >> /work/order", false),
+                init("fast", "echo fast >> /work/order", false)
+            ),
+            &format!(
+                "    command: [sh, -c, \"cat /work/order; echo DONE; exec sleep 3600\"]\n{mount}"
+            ),
+        ),
+        pod(
+            "init-fail",
+            "busybox:1.35",
+            &format!(
+                "  restartPolicy: Never\n{work}  initContainers:\n{}",
+                init("i", "exit 3", false)
+            ),
+            SLEEP,
+        ),
+        pod(
+            "init-crash",
+            "busybox:1.35",
+            &format!("{work}  initContainers:\n{}", init("i", "exit 1", false)),
+            SLEEP,
+        ),
+        pod(
+            "side-restart",
+            "busybox:1.35",
+            &format!("{work}  initContainers:\n{}", init("side", "sleep 1", true)),
+            SLEEP,
+        ),
+        pod(
+            "side-job",
+            "busybox:1.35",
+            &format!(
+                "  restartPolicy: Never\n{work}  initContainers:\n{}",
+                init("side", "exec sleep 3600", true)
+            ),
+            "    command: [sh, -c, \"sleep 2; echo hi\"]\n",
+        ),
+    ]
+    .concat();
+    apply(&s, &manifest);
+
+    // While `slow` runs: Pending, not initialized, the app waits with PodInitializing.
+    let st = "{.status.initContainerStatuses[1].state.running.startedAt}";
+    wait_pod(&s, "init-ok", st, 60, |v| !v.is_empty());
+    assert_eq!(get(&s, "init-ok", "{.status.phase}"), "Pending");
+    assert_eq!(
+        get(
+            &s,
+            "init-ok",
+            r#"{.status.conditions[?(@.type=="Initialized")].message}"#
+        ),
+        "containers with incomplete status: [slow fast]"
+    );
+    assert_eq!(
+        get(
+            &s,
+            "init-ok",
+            "{.status.containerStatuses[0].state.waiting.reason}"
+        ),
+        "PodInitializing"
+    );
+    assert_eq!(
+        get(
+            &s,
+            "init-ok",
+            "{.status.initContainerStatuses[2].state.waiting.reason}"
+        ),
+        "PodInitializing"
+    );
+    assert_eq!(
+        get(&s, "init-ok", "{.status.initContainerStatuses[0].started}"),
+        "true"
+    );
+    // Then in order, the sidecar still running beside the app; Ready counts it.
+    let l = wait_logs(&s, "init-ok", "c", "DONE", 60);
+    assert_eq!(l, "side\nslow\nfast\nDONE\n");
+    wait_pod(
+        &s,
+        "init-ok",
+        r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+        20,
+        |v| v == "True",
+    );
+    assert_eq!(get(&s, "init-ok", "{.status.phase}"), "Running");
+    assert_eq!(
+        get(
+            &s,
+            "init-ok",
+            "{.status.initContainerStatuses[*].state.terminated.reason}"
+        ),
+        "Completed Completed"
+    );
+    assert!(!get(
+        &s,
+        "init-ok",
+        "{.status.initContainerStatuses[0].state.running.startedAt}"
+    )
+    .is_empty());
+
+    // A failed init container: the pod fails under Never, crash-loops otherwise.
+    wait_pod(&s, "init-fail", "{.status.phase}", 60, |p| p == "Failed");
+    assert_eq!(
+        get(
+            &s,
+            "init-fail",
+            "{.status.initContainerStatuses[0].state.terminated.exitCode}"
+        ),
+        "3"
+    );
+    assert_eq!(
+        get(
+            &s,
+            "init-fail",
+            "{.status.containerStatuses[0].state.waiting.reason}"
+        ),
+        "PodInitializing"
+    );
+    wait_pod(
+        &s,
+        "init-crash",
+        "{.status.initContainerStatuses[0].state.waiting.reason}",
+        60,
+        |r| r == "CrashLoopBackOff",
+    );
+    assert_eq!(get(&s, "init-crash", "{.status.phase}"), "Pending");
+    assert_eq!(
+        get(
+            &s,
+            "init-crash",
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+
+    // A sidecar that ends is restarted; the app is not.
+    wait_pod(
+        &s,
+        "side-restart",
+        "{.status.initContainerStatuses[0].restartCount}",
+        60,
+        |n| n.parse::<i64>().unwrap_or(0) >= 2,
+    );
+    assert_eq!(
+        get(
+            &s,
+            "side-restart",
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+    assert_eq!(get(&s, "side-restart", "{.status.phase}"), "Running");
+
+    // The app of a Never pod completes: its sidecar is stopped and the pod succeeds.
+    wait_pod(&s, "side-job", "{.status.phase}", 60, |p| p == "Succeeded");
+    wait_event(&s, "side-job", "Killing|Normal|Stopping container side", 5);
+
+    // Deletion: the app stops before the sidecar.
+    s.k(&["delete", "pod", "init-ok", "--wait=true", "--timeout=60s"]);
+    let ev = events(&s, "init-ok");
+    let at = |m: &str| ev.find(m).unwrap_or_else(|| panic!("no {m:?} in\n{ev}"));
+    assert!(
+        at("Stopping container c") < at("Stopping container side"),
+        "{ev}"
+    );
+}
+
+#[test]
+fn lifecycle_hooks_termination_messages_oom_and_probes() {
+    let s = cluster("1s");
+    let hook_port = free_port();
+    let sh = |cmd: &str| format!("    command: [sh, -c, {cmd:?}]\n");
+    let never = "  restartPolicy: Never\n";
+    let w = "  volumes: [{name: w, emptyDir: {}}]\n";
+    let wm = "    volumeMounts: [{name: w, mountPath: /w}]\n";
+    let manifest = [
+        // postStart (exec) writes a file the app waits for; preStop fails after 2 s.
+        pod(
+            "hooks",
+            "busybox:1.35",
+            &format!("  terminationGracePeriodSeconds: 5\n{w}"),
+            &format!(
+                "{}{wm}    lifecycle:\n      postStart: {{exec: {{command: [sh, -c, \"echo from-hook > /w/hook\"]}}}}\n      preStop: {{exec: {{command: [sh, -c, \"sleep 2; exit 7\"]}}}}\n",
+                sh("until cat /w/hook 2>/dev/null; do sleep 1; done; exec sleep 3600")
+            ),
+        ),
+        pod(
+            "poststart-fails",
+            "busybox:1.35",
+            "",
+            &format!("{SLEEP}    lifecycle: {{postStart: {{exec: {{command: [sh, -c, \"exit 5\"]}}}}}}\n"),
+        ),
+        pod(
+            "http-hook-fails",
+            "busybox:1.35",
+            "",
+            &format!("{SLEEP}    lifecycle: {{postStart: {{httpGet: {{path: /hook, port: 9}}}}}}\n"),
+        ),
+        // The app published on the node (hostPort), its startup probe on the port.
+        pod(
+            "hostport",
+            "multilayer:1",
+            "",
+            &format!("    ports: [{{containerPort: 8080, hostPort: {hook_port}}}]\n    startupProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1, failureThreshold: 30}}\n"),
+        ),
+        pod("msg", "busybox:1.35", never, &sh("echo custom-message > /dev/termination-log; exit 2")),
+        pod(
+            "msg-logs",
+            "busybox:1.35",
+            never,
+            &format!("{}    terminationMessagePolicy: FallbackToLogsOnError\n", sh("echo from-logs; exit 3")),
+        ),
+        pod(
+            "msg-path",
+            "busybox:1.35",
+            never,
+            &format!("{}    terminationMessagePath: /tmp/done\n", sh("echo elsewhere > /tmp/done")),
+        ),
+        pod(
+            "oom",
+            "busybox:1.35",
+            never,
+            &format!("{}    resources: {{limits: {{memory: 16Mi}}}}\n", sh("a=x; while true; do a=\"$a$a\"; done")),
+        ),
+        pod(
+            "startup",
+            "busybox:1.35",
+            w,
+            &format!(
+                "{}{wm}    startupProbe: {{exec: {{command: [cat, /w/up]}}, periodSeconds: 1, failureThreshold: 30}}\n",
+                sh("sleep 4; echo > /w/up; exec sleep 3600")
+            ),
+        ),
+        pod(
+            "cfgwait",
+            "busybox:1.35",
+            "",
+            &format!("{SLEEP}    env: [{{name: K, valueFrom: {{configMapKeyRef: {{name: late, key: k}}}}}}]\n"),
+        ),
+    ]
+    .concat();
+    s.k(&["create", "configmap", "late", "--from-literal=other=x"]);
+    apply(&s, &manifest);
+    let term = |p: &str, f: &str| {
+        get(
+            &s,
+            p,
+            &format!("{{.status.containerStatuses[0].state.terminated.{f}}}"),
+        )
+    };
+
+    assert_eq!(wait_logs(&s, "hooks", "c", "from-hook", 60), "from-hook\n");
+    wait_event(
+        &s,
+        "poststart-fails",
+        "FailedPostStartHook|Warning|Exec lifecycle hook ([sh -c exit 5])",
+        60,
+    );
+    wait_pod(
+        &s,
+        "poststart-fails",
+        "{.status.containerStatuses[0].restartCount}",
+        60,
+        |n| n != "0",
+    );
+    wait_event(
+        &s,
+        "http-hook-fails",
+        "FailedPostStartHook|Warning|HTTP lifecycle hook (/hook)",
+        60,
+    );
+
+    // The startup probe holds Ready back until it passes.
+    wait_event(&s, "startup", "Unhealthy|Warning|Startup probe failed", 30);
+    assert_eq!(
+        get(&s, "startup", "{.status.containerStatuses[0].ready}"),
+        "false"
+    );
+    wait_pod(
+        &s,
+        "startup",
+        "{.status.containerStatuses[0].ready}",
+        30,
+        |r| r == "true",
+    );
+    wait_pod(
+        &s,
+        "hostport",
+        "{.status.containerStatuses[0].ready}",
+        60,
+        |r| r == "true",
+    );
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://127.0.0.1:{hook_port}/"),
+    ]);
+    assert_eq!(stdout(&out), "200", "hostPort: {}", stderr(&out));
+
+    wait_pod(&s, "msg", "{.status.phase}", 60, |p| p == "Failed");
+    assert_eq!(term("msg", "message"), "custom-message");
+    assert_eq!(term("msg", "exitCode"), "2");
+    wait_pod(&s, "msg-logs", "{.status.phase}", 60, |p| p == "Failed");
+    assert_eq!(term("msg-logs", "message"), "from-logs");
+    wait_pod(&s, "msg-path", "{.status.phase}", 60, |p| p == "Succeeded");
+    assert_eq!(term("msg-path", "message"), "elsewhere");
+    assert_eq!(term("msg-path", "reason"), "Completed");
+    wait_pod(&s, "oom", "{.status.phase}", 60, |p| p == "Failed");
+    assert_eq!(term("oom", "reason"), "OOMKilled");
+    assert_eq!(term("oom", "exitCode"), "137");
+
+    let r = "{.status.containerStatuses[0].state.waiting.reason}";
+    wait_pod(&s, "cfgwait", r, 30, |r| r == "CreateContainerConfigError");
+    assert_eq!(
+        get(
+            &s,
+            "cfgwait",
+            "{.status.containerStatuses[0].state.waiting.message}"
+        ),
+        "couldn't find key k in ConfigMap default/late"
+    );
+    s.k(&[
+        "patch",
+        "configmap",
+        "late",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"k":"v"}}"#,
+    ]);
+    wait_pod(&s, "cfgwait", "{.status.phase}", 30, |p| p == "Running");
+
+    // preStop runs (and fails) within the grace period; PID 1 ignores SIGTERM, so the
+    // deletion takes the hook's 2 s and then the rest of the grace period (at least 2 s).
+    let t0 = Instant::now();
+    s.k(&["delete", "pod", "hooks", "--wait=true", "--timeout=60s"]);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(12),
+        "{took:?}"
+    );
+    wait_event(
+        &s,
+        "hooks",
+        "FailedPreStopHook|Warning|Exec lifecycle hook ([sh -c sleep 2; exit 7])",
+        5,
+    );
+}
