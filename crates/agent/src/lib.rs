@@ -13,7 +13,9 @@
 //!   subresource ([`status`] computes it), graceful deletion;
 //! - [`probes`]: readiness and liveness probes (exec, httpGet, tcpSocket) feeding `Ready`
 //!   and restarts;
-//! - [`volumes`]: emptyDir, configMap and secret volumes as bind mounts;
+//! - [`volumes`]: emptyDir, configMap, secret, downwardAPI, projected (with ServiceAccount
+//!   tokens from the API server's TokenRequest), hostPath and persistentVolumeClaim volumes as
+//!   bind mounts (`subPath`, `readOnly`);
 //! - [`events`]: kubelet's events (Pulled, Created, Started, Killing, BackOff, Unhealthy, Failed);
 //! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion).
 //!

@@ -653,6 +653,8 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                     if st.waiting.get(&c.name) != Some(&new) {
                         let (r, m) = if new.0 == "ErrImageNeverPull" {
                             (new.0.as_str(), new.1.clone())
+                        } else if new.0 == "ContainerCreating" {
+                            ("FailedMount", new.1.clone())
                         } else {
                             ("Failed", format!("Error: {}", new.1))
                         };
@@ -963,16 +965,30 @@ async fn start_container(
         .as_ref()
         .and_then(|s| s.hostname.clone())
         .unwrap_or_else(|| name.chars().take(63).collect());
-    let binds =
-        match crate::volumes::container_binds(&ctx.client, &ctx.engine.data_root, pod, c).await {
-            Ok(b) => b,
-            Err(crate::volumes::VolumeError::Config(m)) => {
-                return Err(StartError::Waiting("CreateContainerConfigError".into(), m))
-            }
-            Err(crate::volumes::VolumeError::Api(e)) => {
-                return Err(StartError::Other(AgentError::api("container volumes", e)))
-            }
-        };
+    let binds = match crate::volumes::container_binds(
+        &ctx.client,
+        &ctx.engine.data_root,
+        pod,
+        c,
+        crate::volumes::PodFacts {
+            pod_ip: pod_ip.unwrap_or_default(),
+            host_ip: &ctx.host_ip,
+        },
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(crate::volumes::VolumeError::Config(m)) => {
+            return Err(StartError::Waiting("CreateContainerConfigError".into(), m))
+        }
+        // kubelet: the pod stays ContainerCreating, with a FailedMount event.
+        Err(crate::volumes::VolumeError::Mount(m)) => {
+            return Err(StartError::Waiting("ContainerCreating".into(), m))
+        }
+        Err(crate::volumes::VolumeError::Api(e)) => {
+            return Err(StartError::Other(AgentError::api("container volumes", e)))
+        }
+    };
     let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let limit = |k: &str| limits.and_then(|l| l.get(k)).map(|q| q.0.clone());
     let opts = CreateOptions {
