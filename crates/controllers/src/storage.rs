@@ -327,9 +327,12 @@ pub async fn run(client: Client, cfg: StorageConfig) {
         }
     }
     let wake = Arc::new(Notify::new());
-    let (claims, t1) = reflect(Api::all(client.clone()), wake.clone());
-    let (volumes, t2) = reflect(Api::all(client.clone()), wake.clone());
-    let (classes, t3) = reflect(Api::all(client.clone()), wake.clone());
+    let (claims, t1) = reflect(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        wake.clone(),
+    );
+    let (volumes, t2) = reflect(Api::<PersistentVolume>::all(client.clone()), wake.clone());
+    let (classes, t3) = reflect(Api::<StorageClass>::all(client.clone()), wake.clone());
     let _tasks = Tasks(vec![t1, t2, t3]);
     let caches = Caches {
         claims,
