@@ -16,7 +16,9 @@
 //! - [`images`]: kubelet's image manager (pull policy, pulls through `barge-registry`,
 //!   `imagePullSecrets`, `ErrImagePull`/`ImagePullBackOff`);
 //! - [`security`]: `securityContext` onto the engine's container options;
-//! - [`volumes`]: emptyDir, configMap and secret volumes as bind mounts;
+//! - [`volumes`]: emptyDir, configMap, secret, downwardAPI, projected (with ServiceAccount
+//!   tokens from the API server's TokenRequest), hostPath and persistentVolumeClaim volumes as
+//!   bind mounts (`subPath`, `readOnly`);
 //! - [`events`]: kubelet's events (Pulled, Created, Started, Killing, BackOff, Unhealthy, Failed);
 //! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion).
 //!

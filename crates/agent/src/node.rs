@@ -363,8 +363,23 @@ impl NodeAgent {
         let mut reported: Option<(Value, Instant)> = None;
         loop {
             let body = self.status_body();
+            // As kubelet, the node as the API has it counts too: a Ready condition another
+            // component changed (the node lifecycle controller's `Unknown`) is put right now.
+            let mut overridden = false;
+            if let Ok(Some(n)) = Api::<Node>::all(self.client.clone())
+                .get_opt(&self.cfg.node_name)
+                .await
+            {
+                overridden = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                    .is_some_and(|c| c.status != "True");
+                node = n;
+            }
             let due = match &reported {
-                Some((b, at)) => *b != body || at.elapsed() >= STATUS_REPORT,
+                Some((b, at)) => overridden || *b != body || at.elapsed() >= STATUS_REPORT,
                 None => true,
             };
             if due {

@@ -1378,9 +1378,25 @@ async fn start_container(
         .and_then(|s| s.hostname.clone())
         .unwrap_or_else(|| name.chars().take(63).collect());
     let mut binds =
-        match crate::volumes::container_binds(&ctx.client, &ctx.engine.data_root, pod, c).await {
+        match crate::volumes::container_binds(
+            &ctx.client,
+            &ctx.engine.data_root,
+            pod,
+            c,
+            crate::volumes::PodFacts {
+                pod_ip: pod_ip.unwrap_or_default(),
+                host_ip: &ctx.host_ip,
+            },
+        )
+        .await
+        {
             Ok(b) => b,
             Err(crate::volumes::VolumeError::Config(m)) => return Err(config_error(m)),
+            // kubelet: the pod stays ContainerCreating, with a FailedMount event.
+            Err(crate::volumes::VolumeError::Mount(m)) => {
+                let ev = (true, "FailedMount", m.clone());
+                return Err(StartError::Waiting("ContainerCreating".into(), m, vec![ev]));
+            }
             Err(crate::volumes::VolumeError::Api(e)) => {
                 return Err(StartError::Other(AgentError::api("container volumes", e)))
             }
@@ -1527,7 +1543,7 @@ async fn start_container(
     }
     let created = format!("Created container: {}", c.name);
     ctx.event(pod, cn, false, "Created", &created).await;
-    match started {
+    match &started {
         None => {
             let m = format!("Started container {}", c.name);
             ctx.event(pod, cn, false, "Started", &m).await

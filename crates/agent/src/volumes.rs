@@ -1,13 +1,33 @@
 //! Pod volumes as kubelet lays them out (`/var/lib/kubelet/pods/<uid>/volumes/<plugin>/<name>`,
-//! here under the engine's data root): `emptyDir` (a directory shared by the pod's containers,
-//! removed with the pod), `configMap` and `secret` (their keys, or `items`, written as files
-//! with `defaultMode`/`mode`). Containers get them as bind mounts (`readOnly`, `subPath`).
-//! Other volume types (projected ServiceAccount tokens, hostPath, PVCs…) are not mounted yet.
+//! here under the engine's data root), mounted into containers as bind mounts (`readOnly`,
+//! `subPath`, created as a directory when missing, as kubelet does):
+//! - `emptyDir`: a world-writable directory shared by the pod's containers, removed with the pod;
+//! - `configMap`, `secret`: their keys (or `items`) as files with `defaultMode`/`mode`;
+//! - `downwardAPI`: `fieldRef`s (name, namespace, uid, labels and annotations as kubelet's
+//!   `FormatMap`, nodeName, serviceAccountName, podIP, hostIP) and `resourceFieldRef`s (limits
+//!   and requests with their divisor; an unset limit is the node's capacity);
+//! - `projected`: configMap, secret, downwardAPI and `serviceAccountToken` sources in one
+//!   directory — the token comes from the API server's TokenRequest (`audience`,
+//!   `expirationSeconds`), so the admission's `kube-api-access-*` volume holds a token the API
+//!   server accepts, beside `kube-root-ca.crt`'s `ca.crt` and the namespace;
+//! - `hostPath`: the host path itself, checked or created by its `type` (kubelet's
+//!   `hostPathTypeChecker` and messages);
+//! - `persistentVolumeClaim`: the bound PersistentVolume's `hostPath`/`local` path (what the
+//!   built-in local-path provisioner makes); an unbound claim waits.
+//!
+//! Tokens are written when a container starts; kubelet's refresh at 80 % of their life is not
+//! done (the default life, 1 h, is longer than barge's tests; a restarted container gets a new
+//! one).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
+    PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+};
+use kube::api::PostParams;
 use kube::{Api, Client};
 
 /// The directory holding pod `uid`'s volumes.
@@ -19,16 +39,28 @@ pub fn pod_dir(data_root: &Path, uid: &str) -> PathBuf {
 enum Content {
     Empty,
     Files(BTreeMap<String, (Vec<u8>, u32)>),
+    /// A path of the host, checked (or created) by kubelet's hostPath type.
+    Host(String),
 }
 
-/// Why a container's volumes could not be made: kubelet's message (the container waits with
-/// `CreateContainerConfigError`), or an API failure (retried).
+/// Why a container's volumes could not be made: kubelet's message for a container
+/// configuration error (`CreateContainerConfigError`), a mount that cannot be set up yet
+/// (the pod stays `ContainerCreating`, kubelet's `FailedMount`), or an API failure (retried).
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
+    Mount(String),
+    #[error("{0}")]
     Api(kube::Error),
+}
+
+/// The pod facts the downward API reads besides the pod itself.
+#[derive(Debug, Clone, Copy)]
+pub struct PodFacts<'a> {
+    pub pod_ip: &'a str,
+    pub host_ip: &'a str,
 }
 
 /// The files of `data` (key → bytes) as `items` select them (all keys when there are none).
@@ -62,109 +94,408 @@ fn files(
     Ok(out)
 }
 
-/// Makes the volumes `c` mounts (reading ConfigMaps and Secrets from the API) and returns its
-/// bind mounts (`SRC:DEST[:ro]`). Blocking file work runs on the blocking pool.
+/// A ConfigMap's `data` and `binaryData` (`None` when it does not exist).
+async fn configmap_data(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, VolumeError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    Ok(api.get_opt(name).await.map_err(VolumeError::Api)?.map(|o| {
+        let mut d: BTreeMap<String, Vec<u8>> = o
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        d.extend(
+            o.binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
+        d
+    }))
+}
+
+/// A Secret's `data` (and `stringData`, as stored) (`None` when it does not exist).
+async fn secret_data(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, VolumeError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    Ok(api.get_opt(name).await.map_err(VolumeError::Api)?.map(|o| {
+        let mut d: BTreeMap<String, Vec<u8>> = o
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in o.string_data.unwrap_or_default() {
+            d.insert(k, v.into_bytes());
+        }
+        d
+    }))
+}
+
+/// kubelet's `fieldpath.FormatMap`: `key="value"` lines in key order (Go's `%q`).
+pub fn format_map(m: Option<&BTreeMap<String, String>>) -> String {
+    m.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The node's capacity of `resource` (`cpu` in cores, `memory` in bytes): what an unset
+/// limit reads as through the downward API (kubelet uses the node's allocatable).
+fn node_capacity(resource: &str) -> f64 {
+    match resource {
+        "cpu" => std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        _ => std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let l = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+                l.split_whitespace().nth(1)?.parse::<f64>().ok()
+            })
+            .map_or(0.0, |kb| kb * 1024.0),
+    }
+}
+
+/// A quantity as a number of base units (cores, bytes); `None` when unparsable.
+fn quantity(q: &str) -> Option<f64> {
+    let units: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+        ("m", 1e-3),
+    ];
+    for (suffix, mult) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| n * mult);
+        }
+    }
+    q.parse::<f64>().ok()
+}
+
+/// A `resourceFieldRef` (`limits.cpu`, `requests.memory`, …) of container `c`, divided by
+/// `divisor` and rounded up (kubelet's `ExtractContainerResourceValue`).
+pub fn resource_value(
+    c: Option<&Container>,
+    resource: &str,
+    divisor: Option<&str>,
+) -> Option<String> {
+    let (kind, name) = resource.split_once('.')?;
+    let res = c.and_then(|c| c.resources.as_ref());
+    let map = match kind {
+        "limits" => res.and_then(|r| r.limits.as_ref()),
+        "requests" => res.and_then(|r| r.requests.as_ref()),
+        _ => return None,
+    };
+    let set = map.and_then(|m| m.get(name)).and_then(|q| quantity(&q.0));
+    let value = match (set, kind) {
+        (Some(v), _) => v,
+        (None, "limits") => node_capacity(name),
+        (None, _) => 0.0,
+    };
+    let div = divisor
+        .and_then(quantity)
+        .filter(|d| *d > 0.0)
+        .unwrap_or(1.0);
+    Some(format!("{}", (value / div).ceil() as i64))
+}
+
+/// The files of a `downwardAPI` volume or projection.
+fn downward_files(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    mode: i32,
+    facts: PodFacts<'_>,
+) -> Result<BTreeMap<String, (Vec<u8>, u32)>, VolumeError> {
+    let mut out = BTreeMap::new();
+    for it in items {
+        let value = if let Some(f) = &it.field_ref {
+            match f.field_path.as_str() {
+                "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
+                "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
+                p => crate::env::field_value(pod, p, facts.pod_ip, facts.host_ip)
+                    .ok_or_else(|| VolumeError::Config(format!("unsupported fieldPath: {p}")))?,
+            }
+        } else if let Some(r) = &it.resource_field_ref {
+            let c = pod.spec.as_ref().and_then(|s| {
+                let name = r.container_name.as_deref().unwrap_or_default();
+                s.containers.iter().find(|c| c.name == name)
+            });
+            resource_value(c, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str())).ok_or_else(
+                || VolumeError::Config(format!("unsupported resource: {}", r.resource)),
+            )?
+        } else {
+            continue;
+        };
+        out.insert(
+            it.path.clone(),
+            (value.into_bytes(), it.mode.unwrap_or(mode) as u32),
+        );
+    }
+    Ok(out)
+}
+
+/// A token for the pod's ServiceAccount through the API server's TokenRequest
+/// (`serviceaccounts/<sa>/token`), for `audience` (empty: the API server's) and
+/// `expiration_seconds`.
+async fn service_account_token(
+    client: &Client,
+    pod: &Pod,
+    audience: Option<&str>,
+    expiration_seconds: Option<i64>,
+) -> Result<String, VolumeError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audience
+                .filter(|a| !a.is_empty())
+                .map(|a| vec![a.to_string()])
+                .unwrap_or_default(),
+            expiration_seconds: Some(expiration_seconds.unwrap_or(3600)),
+            bound_object_ref: None,
+        },
+        ..Default::default()
+    };
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let out: TokenRequest = api
+        .create_subresource("token", &sa, &PostParams::default(), &req)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 404 || s.code == 403 => VolumeError::Mount(format!(
+                "failed to fetch token: serviceaccounts \"{sa}\" {}",
+                s.message
+            )),
+            e => VolumeError::Api(e),
+        })?;
+    Ok(out.status.map(|s| s.token).unwrap_or_default())
+}
+
+/// The directory (or host path) of one pod volume and what fills it.
+async fn volume_content(
+    client: &Client,
+    base: &Path,
+    pod: &Pod,
+    v: &k8s_openapi::api::core::v1::Volume,
+    facts: PodFacts<'_>,
+) -> Result<Option<(PathBuf, Content, bool)>, VolumeError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let dir = |plugin: &str| base.join(plugin).join(&v.name);
+    Ok(Some(if v.empty_dir.is_some() {
+        (dir("kubernetes.io~empty-dir"), Content::Empty, false)
+    } else if let Some(cm) = &v.config_map {
+        let name = cm.name.clone();
+        let data = match configmap_data(client, ns, &name).await? {
+            Some(d) => d,
+            None if cm.optional == Some(true) => BTreeMap::new(),
+            None => return Err(VolumeError::Config(format!("configmap {name:?} not found"))),
+        };
+        let mode = cm.default_mode.unwrap_or(0o644);
+        (
+            dir("kubernetes.io~configmap"),
+            Content::Files(files(data, cm.items.as_ref(), mode, "configmap", &name)?),
+            false,
+        )
+    } else if let Some(sv) = &v.secret {
+        let name = sv.secret_name.clone().unwrap_or_default();
+        let data = match secret_data(client, ns, &name).await? {
+            Some(d) => d,
+            None if sv.optional == Some(true) => BTreeMap::new(),
+            None => return Err(VolumeError::Config(format!("secret {name:?} not found"))),
+        };
+        let mode = sv.default_mode.unwrap_or(0o644);
+        (
+            dir("kubernetes.io~secret"),
+            Content::Files(files(data, sv.items.as_ref(), mode, "secret", &name)?),
+            false,
+        )
+    } else if let Some(d) = &v.downward_api {
+        let mode = d.default_mode.unwrap_or(0o644);
+        let items = d.items.clone().unwrap_or_default();
+        (
+            dir("kubernetes.io~downward-api"),
+            Content::Files(downward_files(pod, &items, mode, facts)?),
+            false,
+        )
+    } else if let Some(p) = &v.projected {
+        let mode = p.default_mode.unwrap_or(0o644);
+        let mut all = BTreeMap::new();
+        for s in p.sources.iter().flatten() {
+            if let Some(cm) = &s.config_map {
+                match configmap_data(client, ns, &cm.name).await? {
+                    Some(d) => {
+                        all.extend(files(d, cm.items.as_ref(), mode, "configmap", &cm.name)?)
+                    }
+                    None if cm.optional == Some(true) => {}
+                    None => {
+                        return Err(VolumeError::Mount(format!(
+                            "configmap {:?} not found",
+                            cm.name
+                        )))
+                    }
+                }
+            }
+            if let Some(sv) = &s.secret {
+                match secret_data(client, ns, &sv.name).await? {
+                    Some(d) => all.extend(files(d, sv.items.as_ref(), mode, "secret", &sv.name)?),
+                    None if sv.optional == Some(true) => {}
+                    None => {
+                        return Err(VolumeError::Mount(format!(
+                            "secret {:?} not found",
+                            sv.name
+                        )))
+                    }
+                }
+            }
+            if let Some(d) = &s.downward_api {
+                let items = d.items.clone().unwrap_or_default();
+                all.extend(downward_files(pod, &items, mode, facts)?);
+            }
+            if let Some(t) = &s.service_account_token {
+                let token =
+                    service_account_token(client, pod, t.audience.as_deref(), t.expiration_seconds)
+                        .await?;
+                all.insert(t.path.clone(), (token.into_bytes(), mode as u32));
+            }
+        }
+        (dir("kubernetes.io~projected"), Content::Files(all), false)
+    } else if let Some(h) = &v.host_path {
+        let ty = h.type_.clone().unwrap_or_default();
+        (PathBuf::from(&h.path), Content::Host(ty), false)
+    } else if let Some(c) = &v.persistent_volume_claim {
+        let (path, ty) = claim_path(client, ns, &c.claim_name).await?;
+        (path, Content::Host(ty), c.read_only == Some(true))
+    } else {
+        return Ok(None);
+    }))
+}
+
+/// The host path of the PersistentVolume bound to claim `name` and its hostPath type.
+async fn claim_path(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<(PathBuf, String), VolumeError> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let Some(pvc) = claims.get_opt(name).await.map_err(VolumeError::Api)? else {
+        return Err(VolumeError::Mount(format!(
+            "persistentvolumeclaim \"{name}\" not found"
+        )));
+    };
+    let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let volume = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|v| !v.is_empty());
+    let Some(volume) = volume.filter(|_| bound) else {
+        return Err(VolumeError::Mount(format!(
+            "unbound immediate PersistentVolumeClaims: persistentvolumeclaim \"{name}\" is not bound"
+        )));
+    };
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let Some(pv) = pvs.get_opt(&volume).await.map_err(VolumeError::Api)? else {
+        return Err(VolumeError::Mount(format!(
+            "persistentvolume \"{volume}\" not found"
+        )));
+    };
+    let spec = pv.spec.unwrap_or_default();
+    if let Some(h) = spec.host_path {
+        return Ok((h.path.into(), h.type_.unwrap_or_default()));
+    }
+    if let Some(l) = spec.local {
+        return Ok((l.path.into(), "Directory".into()));
+    }
+    Err(VolumeError::Mount(format!(
+        "persistentvolume \"{volume}\": only hostPath and local volumes can be mounted by this node"
+    )))
+}
+
+/// Makes the volumes `c` mounts (reading ConfigMaps, Secrets, tokens, claims from the API)
+/// and returns its bind mounts (`SRC:DEST[:ro]`). Blocking file work runs on the blocking
+/// pool.
 pub async fn container_binds(
     client: &Client,
     data_root: &Path,
     pod: &Pod,
     c: &Container,
+    facts: PodFacts<'_>,
 ) -> Result<Vec<String>, VolumeError> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let volumes = pod
         .spec
         .as_ref()
         .and_then(|s| s.volumes.clone())
         .unwrap_or_default();
-    let mut plan: Vec<(PathBuf, Content, String)> = Vec::new();
+    let base = pod_dir(data_root, uid).join("volumes");
+    let mut plan: Vec<(PathBuf, Content, Option<String>, String)> = Vec::new();
     for vm in c.volume_mounts.iter().flatten() {
         let Some(v) = volumes.iter().find(|v| v.name == vm.name) else {
             continue;
         };
-        let base = pod_dir(data_root, uid).join("volumes");
-        let (dir, content) = if v.empty_dir.is_some() {
-            (
-                base.join("kubernetes.io~empty-dir").join(&v.name),
-                Content::Empty,
-            )
-        } else if let Some(cm) = &v.config_map {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-            let name = cm.name.clone();
-            let data = match api.get_opt(&name).await.map_err(VolumeError::Api)? {
-                Some(o) => {
-                    let mut d: BTreeMap<String, Vec<u8>> = o
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes()))
-                        .collect();
-                    d.extend(
-                        o.binary_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    );
-                    d
-                }
-                None if cm.optional == Some(true) => BTreeMap::new(),
-                None => return Err(VolumeError::Config(format!("configmap {name:?} not found"))),
-            };
-            let mode = cm.default_mode.unwrap_or(0o644);
-            (
-                base.join("kubernetes.io~configmap").join(&v.name),
-                Content::Files(files(data, cm.items.as_ref(), mode, "configmap", &name)?),
-            )
-        } else if let Some(sv) = &v.secret {
-            let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-            let name = sv.secret_name.clone().unwrap_or_default();
-            let data = match api.get_opt(&name).await.map_err(VolumeError::Api)? {
-                Some(o) => {
-                    let mut d: BTreeMap<String, Vec<u8>> = o
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    for (k, v) in o.string_data.unwrap_or_default() {
-                        d.insert(k, v.into_bytes());
-                    }
-                    d
-                }
-                None if sv.optional == Some(true) => BTreeMap::new(),
-                None => return Err(VolumeError::Config(format!("secret {name:?} not found"))),
-            };
-            let mode = sv.default_mode.unwrap_or(0o644);
-            (
-                base.join("kubernetes.io~secret").join(&v.name),
-                Content::Files(files(data, sv.items.as_ref(), mode, "secret", &name)?),
-            )
-        } else {
+        let Some((dir, content, claim_ro)) = volume_content(client, &base, pod, v, facts).await?
+        else {
             continue;
         };
-        let mut src = dir.clone();
-        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        let sub = vm.sub_path.clone().filter(|s| !s.is_empty());
+        if let Some(sub) = &sub {
             if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
                 return Err(VolumeError::Config(format!("invalid subPath {sub:?}")));
             }
-            src = src.join(sub);
         }
-        let ro = if vm.read_only == Some(true) {
+        let ro = if vm.read_only == Some(true) || claim_ro {
             ":ro"
         } else {
             ""
         };
+        let src = match &sub {
+            Some(s) => dir.join(s),
+            None => dir.clone(),
+        };
         plan.push((
             dir,
             content,
+            sub,
             format!("{}:{}{ro}", src.display(), vm.mount_path),
         ));
     }
     tokio::task::spawn_blocking(move || {
         let mut binds = Vec::new();
-        for (dir, content, bind) in plan {
-            write_volume(&dir, content)
-                .map_err(|e| VolumeError::Config(format!("volume {}: {e}", dir.display())))?;
+        for (dir, content, sub, bind) in plan {
+            write_volume(&dir, content).map_err(|e| match e {
+                HostPathError::Type(m) => VolumeError::Mount(m),
+                HostPathError::Io(e) => {
+                    VolumeError::Mount(format!("volume {}: {e}", dir.display()))
+                }
+            })?;
+            // kubelet makes a missing subPath a directory of the volume.
+            if let Some(sub) = sub {
+                let p = dir.join(sub);
+                if std::fs::symlink_metadata(&p).is_err() {
+                    std::fs::create_dir_all(&p)
+                        .map_err(|e| VolumeError::Mount(format!("subPath {}: {e}", p.display())))?;
+                }
+            }
             binds.push(bind);
         }
         Ok(binds)
@@ -173,9 +504,110 @@ pub async fn container_binds(
     .map_err(|e| VolumeError::Config(e.to_string()))?
 }
 
-/// Creates a volume's directory; for files, writes each (atomically) with its mode.
-fn write_volume(dir: &Path, content: Content) -> std::io::Result<()> {
+/// Why a volume could not be laid out: kubelet's hostPath type check, or an I/O error.
+#[derive(Debug, thiserror::Error)]
+pub enum HostPathError {
+    #[error("{0}")]
+    Type(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// kubelet's `hostPathTypeChecker`: checks `path` against the hostPath `type` (creating it for
+/// `DirectoryOrCreate`/`FileOrCreate`), with kubelet's messages.
+pub fn check_host_path(path: &Path, ty: &str) -> Result<(), HostPathError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let p = path.display();
+    let meta = std::fs::metadata(path);
+    let exists = |what: &str| -> Result<std::fs::Metadata, HostPathError> {
+        match &meta {
+            Ok(m) => Ok(m.clone()),
+            Err(_) => Err(HostPathError::Type(format!(
+                "hostPath type check failed: {p} is not a {what}"
+            ))),
+        }
+    };
+    match ty {
+        "" => {}
+        "DirectoryOrCreate" => match &meta {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(HostPathError::Type(format!(
+                    "hostPath type check failed: {p} is not a directory"
+                )))
+            }
+            Err(_) => {
+                std::fs::create_dir_all(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+            }
+        },
+        "Directory" => {
+            if !exists("directory")?.is_dir() {
+                return Err(HostPathError::Type(format!(
+                    "hostPath type check failed: {p} is not a directory"
+                )));
+            }
+        }
+        "FileOrCreate" => match &meta {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(HostPathError::Type(format!(
+                    "hostPath type check failed: {p} is not a file"
+                )))
+            }
+            Err(_) => {
+                // As kubelet: the parent directory is not created.
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+            }
+        },
+        "File" => {
+            if !exists("file")?.is_file() {
+                return Err(HostPathError::Type(format!(
+                    "hostPath type check failed: {p} is not a file"
+                )));
+            }
+        }
+        "Socket" => {
+            if !exists("socket")?.file_type().is_socket() {
+                return Err(HostPathError::Type(format!(
+                    "hostPath type check failed: {p} is not a socket file"
+                )));
+            }
+        }
+        "CharDevice" => {
+            if !exists("character device")?.file_type().is_char_device() {
+                return Err(HostPathError::Type(format!(
+                    "hostPath type check failed: {p} is not a character device"
+                )));
+            }
+        }
+        "BlockDevice" => {
+            if !exists("block device")?.file_type().is_block_device() {
+                return Err(HostPathError::Type(format!(
+                    "hostPath type check failed: {p} is not a block device"
+                )));
+            }
+        }
+        other => {
+            return Err(HostPathError::Type(format!(
+                "hostPath type check failed: unknown type {other:?}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Creates a volume's directory; for files, writes each (atomically) with its mode; for a
+/// host path, checks (or creates) it by its type.
+fn write_volume(dir: &Path, content: Content) -> Result<(), HostPathError> {
     use std::os::unix::fs::PermissionsExt;
+    if let Content::Host(ty) = &content {
+        return check_host_path(dir, ty);
+    }
     std::fs::create_dir_all(dir)?;
     if let Content::Empty = content {
         // kubelet's emptyDir is world-writable, so any container user can use it.
@@ -199,12 +631,76 @@ fn write_volume(dir: &Path, content: Content) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Removes pod `uid`'s volumes (its containers are gone).
+/// Removes pod `uid`'s volumes (its containers are gone). Host paths and claims' volumes
+/// are not below this directory, so they stay.
 pub fn remove(data_root: &Path, uid: &str) {
     let dir = pod_dir(data_root, uid);
     if dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             tracing::warn!("removing {}: {e}", dir.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_as_kubelet_formats_them() {
+        let mut m = BTreeMap::new();
+        m.insert("b".to_string(), "two \"2\"".to_string());
+        m.insert("a".to_string(), "one".to_string());
+        assert_eq!(format_map(Some(&m)), "a=\"one\"\nb=\"two \\\"2\\\"\"");
+        assert_eq!(format_map(None), "");
+    }
+
+    #[test]
+    fn resource_fields_with_divisors() {
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}, "requests": {"cpu": "100m"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            resource_value(Some(&c), "limits.memory", Some("1Mi")).unwrap(),
+            "64"
+        );
+        assert_eq!(resource_value(Some(&c), "limits.cpu", None).unwrap(), "1");
+        assert_eq!(
+            resource_value(Some(&c), "limits.cpu", Some("1m")).unwrap(),
+            "250"
+        );
+        assert_eq!(
+            resource_value(Some(&c), "requests.memory", None).unwrap(),
+            "0"
+        );
+        assert!(resource_value(Some(&c), "bogus", None).is_none());
+    }
+
+    #[test]
+    fn host_path_types() {
+        let d = std::env::temp_dir().join(format!("barge-hostpath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let msg = |r: Result<(), HostPathError>| r.unwrap_err().to_string();
+        assert_eq!(
+            msg(check_host_path(&d, "Directory")),
+            format!(
+                "hostPath type check failed: {} is not a directory",
+                d.display()
+            )
+        );
+        check_host_path(&d, "DirectoryOrCreate").unwrap();
+        assert!(d.is_dir());
+        check_host_path(&d, "Directory").unwrap();
+        let f = d.join("f");
+        assert!(msg(check_host_path(&f, "File")).ends_with("is not a file"));
+        check_host_path(&f, "FileOrCreate").unwrap();
+        check_host_path(&f, "File").unwrap();
+        assert!(msg(check_host_path(&f, "Directory")).ends_with("is not a directory"));
+        assert!(check_host_path(&d.join("no/f"), "FileOrCreate").is_err());
+        check_host_path(&d.join("anything"), "").unwrap();
+        assert!(msg(check_host_path(&f, "Socket")).ends_with("is not a socket file"));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

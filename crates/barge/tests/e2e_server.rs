@@ -749,7 +749,8 @@ fn resource_quota_status_and_enforcement() {
 /// `kube-system/kube-scheduler` Lease.
 #[test]
 fn the_scheduler_places_pods_as_kube_scheduler() {
-    let s = Server::start(false, &[]);
+    // Its Nodes have no kubelet: the node lifecycle controller must not mark them unreachable.
+    let s = Server::start(false, &["--node-monitor-grace-period", "1h"]);
     let file = |name: &str, body: String| {
         let p = s.dir.join(name);
         std::fs::write(&p, body).unwrap();
@@ -917,7 +918,8 @@ fn the_scheduler_places_pods_as_kube_scheduler() {
 /// so the test finishes the victim's graceful deletion itself).
 #[test]
 fn a_higher_priority_pod_preempts_a_lower_one() {
-    let s = Server::start(false, &[]);
+    // Its Nodes have no kubelet: the node lifecycle controller must not mark them unreachable.
+    let s = Server::start(false, &["--node-monitor-grace-period", "1h"]);
     let file = |name: &str, body: String| {
         let p = s.dir.join(name);
         std::fs::write(&p, body).unwrap();

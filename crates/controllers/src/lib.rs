@@ -7,6 +7,10 @@
 //! - [`quota`]: ResourceQuotas' `status.hard`/`status.used`.
 //! - [`pdb`]: PodDisruptionBudgets' status (what `pods/eviction` reads and decrements).
 //! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every active namespace.
+//! - [`storage`]: the PersistentVolume binder and the built-in local-path provisioner
+//!   (default StorageClass `local-path`).
+//! - [`nodelifecycle`]: nodes silent past the grace period become `Unknown` and
+//!   `unreachable`-tainted; the taint manager evicts pods after their `tolerationSeconds`.
 //! - [`workloads`]: ReplicaSet, ReplicationController, Deployment and Job controllers over
 //!   shared reflector stores, with kube's expectations, events, conditions and annotations.
 //!
@@ -18,11 +22,13 @@
 //! owner is taken as gone only after a live read confirms it (a watch may lag).
 
 pub mod gc;
+pub mod nodelifecycle;
 pub mod pdb;
 pub mod quota;
 mod resources;
 pub mod rootca;
 pub mod serviceaccounts;
+pub mod storage;
 pub mod workloads;
 
 use kube::Client;
@@ -51,20 +57,61 @@ pub struct Config {
     /// The PEM of the CA that signs the API server's certificate (published in every
     /// namespace as `kube-root-ca.crt`; empty: not published).
     pub root_ca_pem: String,
+    /// Where the built-in local-path provisioner makes volumes (this server's node's
+    /// `<data-root>/storage`); `None`: claims are bound to existing volumes only.
+    pub local_path_dir: Option<std::path::PathBuf>,
+    /// How long a node may be silent before it is `Unknown` (`None`: kube's 40 s).
+    pub node_monitor_grace_period: Option<std::time::Duration>,
 }
 
-/// Runs every controller until `shutdown` completes.
+/// Runs every controller until `shutdown` completes, only while this process holds the
+/// `kube-system/kube-controller-manager` Lease (kube's leader election, shared with the
+/// scheduler's [`barge_scheduler::leader`]): of several servers on one datastore, one runs
+/// the controllers at a time.
 pub async fn run(client: Client, config: Config, shutdown: impl std::future::Future<Output = ()>) {
+    let lease = barge_scheduler::leader::Config::new("kube-system", "kube-controller-manager");
+    barge_scheduler::leader::run(client.clone(), lease, shutdown, move || {
+        run_all(client.clone(), config.clone())
+    })
+    .await;
+}
+
+/// Tasks aborted when dropped (the leader's work is cancelled as a whole).
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|t| t.abort());
+    }
+}
+
+/// Every controller, until cancelled.
+async fn run_all(client: Client, config: Config) {
     let mut tasks = vec![
         tokio::spawn(gc::run(client.clone())),
         tokio::spawn(serviceaccounts::run(client.clone())),
         tokio::spawn(quota::run(client.clone())),
         tokio::spawn(pdb::run(client.clone())),
         tokio::spawn(workloads::run(client.clone())),
+        tokio::spawn(storage::run(
+            client.clone(),
+            storage::StorageConfig {
+                local_path_dir: config.local_path_dir.clone(),
+            },
+        )),
+        tokio::spawn(nodelifecycle::run(
+            client.clone(),
+            nodelifecycle::LifecycleConfig {
+                grace_period: config
+                    .node_monitor_grace_period
+                    .unwrap_or(nodelifecycle::DEFAULT_GRACE_PERIOD),
+            },
+        )),
     ];
     if !config.root_ca_pem.is_empty() {
         tasks.push(tokio::spawn(rootca::run(client, config.root_ca_pem)));
     }
-    shutdown.await;
-    tasks.iter().for_each(|t| t.abort());
+    // The controllers run until this future is dropped (shutdown or lost leadership).
+    let _tasks = Tasks(tasks);
+    std::future::pending::<()>().await;
 }

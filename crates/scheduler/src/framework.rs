@@ -154,6 +154,9 @@ pub struct Snapshot {
     pub controllers: BTreeMap<(String, String, String), LabelSelector>,
     /// PodDisruptionBudgets, for preemption.
     pub pdbs: Vec<Pdb>,
+    /// The `nodeAffinity` of the PersistentVolumes bound to the claims of the pod being
+    /// scheduled (VolumeBinding's filter: a node must satisfy each).
+    pub volume_affinity: Vec<k8s_openapi::api::core::v1::NodeSelector>,
 }
 
 /// What preemption needs of a PodDisruptionBudget.

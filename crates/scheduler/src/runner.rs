@@ -212,7 +212,14 @@ pub async fn run(client: Client, identity: String) {
         changes.clone(),
         |_| false,
     );
-    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8]);
+    // For VolumeBinding: a claim created or bound may make a waiting pod schedulable.
+    let (_claims, t9) = reflect(
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::all(client.clone()),
+        wake.clone(),
+        changes.clone(),
+        |_| true,
+    );
+    let _tasks = Tasks(vec![t1, t2, t3, t4, t5, t6, t7, t8, t9]);
     for ready in [
         nodes.wait_until_ready().await,
         pods.wait_until_ready().await,
@@ -392,16 +399,110 @@ impl Scheduler {
         x
     }
 
+    /// VolumeBinding's PreFilter: the pod's claims must exist and an `Immediate` one must be
+    /// bound; returns the claims to annotate with the chosen node (unbound, of a
+    /// `WaitForFirstConsumer` class) and the bound volumes' node affinities, or kube's reason.
+    async fn volumes(
+        &self,
+        pod: &Pod,
+    ) -> Result<(Vec<String>, Vec<k8s_openapi::api::core::v1::NodeSelector>), String> {
+        use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+        use k8s_openapi::api::storage::v1::StorageClass;
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+        let (mut delayed, mut affinity) = (Vec::new(), Vec::new());
+        for name in crate::plugins::volume::claims(pod) {
+            let pvc = match claims.get_opt(&name).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return Err(format!("persistentvolumeclaim \"{name}\" not found")),
+                Err(e) => return Err(format!("persistentvolumeclaim \"{name}\": {e}")),
+            };
+            if pvc.metadata.deletion_timestamp.is_some() {
+                return Err(format!("persistentvolumeclaim \"{name}\" is being deleted"));
+            }
+            let spec = pvc.spec.clone().unwrap_or_default();
+            if let Some(pv) = spec.volume_name.filter(|v| !v.is_empty()) {
+                let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+                if let Ok(Some(pv)) = pvs.get_opt(&pv).await {
+                    if let Some(req) = pv.spec.and_then(|s| s.node_affinity?.required) {
+                        affinity.push(req);
+                    }
+                }
+                continue;
+            }
+            let classes: Api<StorageClass> = Api::all(self.client.clone());
+            let class = match spec.storage_class_name.as_deref() {
+                Some("") => None,
+                Some(c) => classes.get_opt(c).await.ok().flatten(),
+                None => classes.list(&Default::default()).await.ok().and_then(|l| {
+                    l.items.into_iter().find(|c| {
+                        c.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
+                            .map(String::as_str)
+                            == Some("true")
+                    })
+                }),
+            };
+            let wait = class
+                .as_ref()
+                .and_then(|c| c.volume_binding_mode.as_deref())
+                == Some("WaitForFirstConsumer");
+            if !wait {
+                return Err(crate::plugins::volume::ERR_UNBOUND_IMMEDIATE.into());
+            }
+            delayed.push(name);
+        }
+        Ok((delayed, affinity))
+    }
+
     async fn cycle(&mut self, pod: &Pod, snap: &Snapshot, change_count: u64) {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut with_volumes;
+        let mut snap = snap;
+        let mut delayed = Vec::new();
+        if !crate::plugins::volume::claims(pod).is_empty() {
+            match self.volumes(pod).await {
+                Ok((d, affinity)) => {
+                    delayed = d;
+                    with_volumes = snap.clone();
+                    with_volumes.volume_affinity = affinity;
+                    snap = &with_volumes;
+                }
+                Err(reason) => {
+                    let msg = crate::plugins::volume::prefilter_message(snap.nodes.len(), &reason);
+                    self.failed(pod, &msg, None, change_count).await;
+                    return;
+                }
+            }
+        }
         let mut r = self.next_random();
         let decision = schedule(pod, snap, &mut |n| {
             r = r.wrapping_mul(6364136223846793005).wrapping_add(1);
             ((r >> 33) % n as u64) as usize
         });
         match decision {
-            Decision::Bind(node) => self.bind(pod, &ns, &name, &node, change_count).await,
+            Decision::Bind(node) => {
+                // kube's PreBind: the claims waiting for a consumer learn their node.
+                let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+                    Api::namespaced(self.client.clone(), &ns);
+                let selected = crate::plugins::volume::SELECTED_NODE;
+                for c in &delayed {
+                    let patch = json!({"metadata": {"annotations": {selected: node}}});
+                    if let Err(e) = claims
+                        .patch(c, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        let msg = format!("running PreBind plugin \"VolumeBinding\": {e}");
+                        self.failed_with(pod, "SchedulerError", &msg, None, change_count)
+                            .await;
+                        return;
+                    }
+                }
+                self.bind(pod, &ns, &name, &node, change_count).await
+            }
             Decision::Unschedulable(err) => {
                 self.failed(pod, &err.to_string(), None, change_count).await
             }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::{default_normalize, priority, NodeInfo, PodInfo, Snapshot, Status};
-use crate::plugins::{fit, image, interpod, node, spread};
+use crate::plugins::{fit, image, interpod, node, spread, volume};
 
 /// Runs the filters on one node, in kube's default order; the first failure is the verdict.
 pub fn filter_node(pod: &PodInfo, n: &NodeInfo, snap: &Snapshot) -> Status {
@@ -23,6 +23,7 @@ pub fn filter_node(pod: &PodInfo, n: &NodeInfo, snap: &Snapshot) -> Status {
         node::affinity_filter(p, n),
         node::ports_filter(p, n),
         fit::filter(pod, n),
+        volume::filter(n, snap),
     ] {
         if !s.is_success() {
             return s;

@@ -97,6 +97,10 @@ pub struct ServerArgs {
     /// 10s, doubling up to 5m; shorter for tests)
     #[arg(long = "pod-restart-backoff", default_value = "10s", value_parser = parse_duration)]
     pub pod_restart_backoff: std::time::Duration,
+    /// How long a node may stop renewing its Lease before it is marked `Unknown` and tainted
+    /// `node.kubernetes.io/unreachable` (kube-controller-manager's flag)
+    #[arg(long = "node-monitor-grace-period", default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
     /// The engine's flags (as `barge daemon`'s)
     #[command(flatten, next_help_heading = "Engine (as barge daemon)")]
     pub engine: DaemonArgs,

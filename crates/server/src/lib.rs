@@ -211,6 +211,11 @@ pub fn run(args: ServerArgs) -> Result<()> {
             Ok(client) => {
                 let config = barge_controllers::Config {
                     root_ca_pem: pki.server_ca_pem.clone(),
+                    // The local-path provisioner's volumes live beside this node's engine.
+                    local_path_dir: engine
+                        .as_ref()
+                        .map(|e| e.engine().data_root.join("storage")),
+                    node_monitor_grace_period: Some(args.node_monitor_grace_period),
                 };
                 tokio::spawn(barge_controllers::run(
                     client.clone(),

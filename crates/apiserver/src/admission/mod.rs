@@ -8,6 +8,8 @@
 //!   token is projected into every container (`kube-api-access-…`).
 //! - [`limitrange`]: `default`/`defaultRequest` into containers, then `min`/`max`/
 //!   `maxLimitRequestRatio` per Container and per Pod.
+//! - [`tolerations`]: DefaultTolerationSeconds (300 s for the not-ready/unreachable
+//!   `NoExecute` taints).
 //! - [`quota`]: object counts and compute usage against every ResourceQuota of the
 //!   namespace.
 //!
@@ -18,6 +20,7 @@ pub mod limitrange;
 pub mod quantity;
 pub mod quota;
 pub(crate) mod serviceaccount;
+pub mod tolerations;
 
 use barge_datastore::ListOptions;
 use serde_json::Value;
@@ -51,6 +54,7 @@ impl ApiServer {
             limitrange::requests_from_limits(&mut obj["spec"]);
             self.admit_service_account(info, ns, obj).await?;
             self.admit_limit_ranges(info, ns, obj).await?;
+            tolerations::add_default_toleration_seconds(&mut obj["spec"]);
         }
         self.admit_quota(info, ns, obj).await
     }

@@ -251,19 +251,7 @@ impl Dc<'_> {
                     if matches || deleting {
                         out.push((*rs).clone());
                     } else {
-                        let refs: Vec<_> = rs
-                            .metadata
-                            .owner_references
-                            .iter()
-                            .flatten()
-                            .filter(|o| o.uid != uid)
-                            .collect();
-                        let refs = if refs.is_empty() {
-                            serde_json::Value::Null
-                        } else {
-                            json!(refs)
-                        };
-                        let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": rs.metadata.resource_version}});
+                        let patch = pods::release_patch(&rs.metadata, &uid);
                         self.rs_api()
                             .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                             .await
@@ -273,13 +261,8 @@ impl Dc<'_> {
                     }
                 }
                 None if matches && !deleting && rs.metadata.deletion_timestamp.is_none() => {
-                    let mut refs = rs.metadata.owner_references.clone().unwrap_or_default();
-                    refs.push(pods::controller_ref(
-                        "apps/v1",
-                        "Deployment",
-                        &self.d.metadata,
-                    ));
-                    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": rs.metadata.resource_version}});
+                    let owner = pods::controller_ref("apps/v1", "Deployment", &self.d.metadata);
+                    let patch = pods::adopt_patch(&rs.metadata, owner);
                     let adopted = self
                         .rs_api()
                         .patch(&name, &PatchParams::default(), &Patch::Merge(patch))

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -19,7 +18,7 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 
 use super::events::{self, Kind};
-use super::pods::{self, BURST_REPLICAS, SLOW_START_INITIAL_BATCH};
+use super::pods::{self, BURST_REPLICAS};
 use super::replicaset::{ns_of, nz};
 use super::Ctx;
 use crate::ControllerError;
@@ -378,7 +377,6 @@ async fn create_pods(
         .as_ref()
         .map(|s| s.template.clone())
         .unwrap_or_default();
-    ctx.expectations.expect_creations(&uid, indexes.len());
     let make = |index: Option<i32>| {
         let prefix = match index {
             Some(i) => format!("{name}-{i}-"),
@@ -434,90 +432,14 @@ async fn create_pods(
         }
         pod
     };
-    let mut next = 0;
-    for size in pods::slow_start_batches(indexes.len(), SLOW_START_INITIAL_BATCH) {
-        let batch = &indexes[next..next + size];
-        next += size;
-        let results = join_all(batch.iter().map(|i| {
-            let pod = make(*i);
-            async move { api.create(&PostParams::default(), &pod).await }
-        }))
-        .await;
-        let mut failed = None;
-        for r in results {
-            match r {
-                Ok(p) => {
-                    let pname = p.metadata.name.unwrap_or_default();
-                    events::record(
-                        &ctx.client,
-                        COMPONENT,
-                        job,
-                        Kind::Normal,
-                        "SuccessfulCreate",
-                        format!("Created pod: {pname}"),
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    ctx.expectations.creation_observed(&uid);
-                    events::record(
-                        &ctx.client,
-                        COMPONENT,
-                        job,
-                        Kind::Warning,
-                        "FailedCreate",
-                        format!("Error creating: {e}"),
-                    )
-                    .await;
-                    failed = Some(e);
-                }
-            }
-        }
-        if let Some(e) = failed {
-            for _ in next..indexes.len() {
-                ctx.expectations.creation_observed(&uid);
-            }
-            return Err(ControllerError::api(
-                format!("creating pods of job {name}"),
-                e,
-            ));
-        }
-    }
-    Ok(())
+    let new: Vec<Pod> = indexes.iter().map(|i| make(*i)).collect();
+    pods::create_pods(ctx, COMPONENT, job, api, &new)
+        .await
+        .map_err(|e| ControllerError::api(format!("creating pods of job {name}"), e))
 }
 
 async fn delete_pods(ctx: &Ctx, job: &Job, api: &Api<Pod>, victims: &[&Pod]) {
-    if victims.is_empty() {
-        return;
-    }
-    let uid = job.metadata.uid.clone().unwrap_or_default();
-    ctx.expectations.expect_deletions(
-        &uid,
-        victims
-            .iter()
-            .map(|p| p.metadata.uid.clone().unwrap_or_default()),
-    );
-    for p in victims {
-        let pname = p.metadata.name.clone().unwrap_or_default();
-        match api.delete(&pname, &DeleteParams::default()).await {
-            Ok(_) => {
-                events::record(
-                    &ctx.client,
-                    COMPONENT,
-                    job,
-                    Kind::Normal,
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {pname}"),
-                )
-                .await
-            }
-            Err(e) => {
-                ctx.expectations
-                    .deletion_observed(&uid, p.metadata.uid.as_deref().unwrap_or_default());
-                tracing::debug!("{COMPONENT}: deleting pod {pname}: {e}");
-            }
-        }
-    }
+    pods::delete_pods(ctx, COMPONENT, job, api, victims).await
 }
 
 /// kube's ttl-after-finished controller: delete the Job `ttlSecondsAfterFinished` after it

@@ -1,5 +1,5 @@
 //! The workload controllers (kube-controller-manager's `replicaset`, `replicationcontroller`,
-//! `deployment`, `job` and `cronjob` controllers), on kube's runtime: one watcher per kind feeds a
+//! `deployment`, `job`, `cronjob`, `statefulset` and `daemonset` controllers), on kube's runtime: one watcher per kind feeds a
 //! reflector store shared by every controller ([`Informers`]), and each controller is a
 //! [`applier`] over its kind's store, queued by the events of its own kind and of the kinds it
 //! owns (a pod event queues the ReplicaSet or Job that controls it, or — for an orphan — every
@@ -12,6 +12,7 @@
 
 pub mod cron;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
 pub mod expectations;
@@ -19,15 +20,16 @@ pub mod job;
 pub mod pods;
 pub mod replicaset;
 pub mod rollout;
+pub mod statefulset;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController};
 use kube::api::Api;
 use kube::runtime::controller::{applier, Action, Config};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -48,6 +50,9 @@ pub struct Informers {
     pub deployments: Store<Deployment>,
     pub jobs: Store<Job>,
     pub cronjobs: Store<CronJob>,
+    pub statefulsets: Store<StatefulSet>,
+    pub daemonsets: Store<DaemonSet>,
+    pub nodes: Store<Node>,
 }
 
 /// What each reconciler gets: the client, the caches, the expectations.
@@ -67,6 +72,8 @@ struct Queues {
     deploy: Queue<Deployment>,
     job: Queue<Job>,
     cronjob: Queue<CronJob>,
+    sts: Queue<StatefulSet>,
+    ds: Queue<DaemonSet>,
 }
 
 /// Runs the ReplicaSet, ReplicationController, Deployment, Job and CronJob controllers forever.
@@ -77,6 +84,9 @@ pub async fn run(client: Client) {
     let (deps, deps_w) = reflector::store::<Deployment>();
     let (jobs, jobs_w) = reflector::store::<Job>();
     let (cjs, cjs_w) = reflector::store::<CronJob>();
+    let (stss, stss_w) = reflector::store::<StatefulSet>();
+    let (dss, dss_w) = reflector::store::<DaemonSet>();
+    let (nodes, nodes_w) = reflector::store::<Node>();
     let informers = Informers {
         pods,
         replicasets: rss,
@@ -84,6 +94,9 @@ pub async fn run(client: Client) {
         deployments: deps,
         jobs,
         cronjobs: cjs,
+        statefulsets: stss,
+        daemonsets: dss,
+        nodes,
     };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -95,12 +108,16 @@ pub async fn run(client: Client) {
     let (dep_tx, dep_rx) = mpsc::unbounded_channel();
     let (job_tx, job_rx) = mpsc::unbounded_channel();
     let (cj_tx, cj_rx) = mpsc::unbounded_channel();
+    let (sts_tx, sts_rx) = mpsc::unbounded_channel();
+    let (ds_tx, ds_rx) = mpsc::unbounded_channel();
     let queues = Queues {
         rs: rs_tx,
         rc: rc_tx,
         deploy: dep_tx,
         job: job_tx,
         cronjob: cj_tx,
+        sts: sts_tx,
+        ds: ds_tx,
     };
 
     let mut tasks = Vec::new();
@@ -175,6 +192,47 @@ pub async fn run(client: Client) {
         )));
     }
 
+    {
+        let q = queues.clone();
+        tasks.push(tokio::spawn(inform(
+            Api::<StatefulSet>::all(client.clone()),
+            stss_w,
+            move |ev, _| {
+                for o in touched(ev) {
+                    let _ = q.sts.send(ObjectRef::from(o));
+                }
+            },
+        )));
+    }
+
+    {
+        let q = queues.clone();
+        tasks.push(tokio::spawn(inform(
+            Api::<DaemonSet>::all(client.clone()),
+            dss_w,
+            move |ev, _| {
+                for o in touched(ev) {
+                    let _ = q.ds.send(ObjectRef::from(o));
+                }
+            },
+        )));
+    }
+    {
+        // A node added, relabelled or tainted changes where daemon pods belong.
+        let (q, c) = (queues.clone(), ctx.clone());
+        tasks.push(tokio::spawn(inform(
+            Api::<Node>::all(client.clone()),
+            nodes_w,
+            move |ev, _| {
+                if !touched(ev).is_empty() || matches!(ev, watcher::Event::InitDone) {
+                    for d in c.informers.daemonsets.state() {
+                        let _ = q.ds.send(ObjectRef::from(d.as_ref()));
+                    }
+                }
+            },
+        )));
+    }
+
     let cfg = Config::default().concurrency(4);
     let rs = applier(
         |o, c| Box::pin(replicaset::reconcile_rs(o, c)),
@@ -218,10 +276,28 @@ pub async fn run(client: Client) {
         ctx.clone(),
         informers.cronjobs.clone(),
         queue(cj_rx),
-        cfg,
+        cfg.clone(),
     )
     .for_each(|_| async {});
-    tokio::join!(rs, rc, dep, job, cj);
+    let sts = applier(
+        |o, c| Box::pin(statefulset::reconcile(o, c)),
+        error_policy,
+        ctx.clone(),
+        informers.statefulsets.clone(),
+        queue(sts_rx),
+        cfg.clone(),
+    )
+    .for_each(|_| async {});
+    let ds = applier(
+        |o, c| Box::pin(daemonset::reconcile(o, c)),
+        error_policy,
+        ctx.clone(),
+        informers.daemonsets.clone(),
+        queue(ds_rx),
+        cfg.clone(),
+    )
+    .for_each(|_| async {});
+    tokio::join!(rs, rc, dep, job, cj, sts, ds);
     for t in tasks {
         t.abort();
     }
@@ -340,6 +416,12 @@ fn on_pod(q: &Queues, ctx: &Ctx, ev: &watcher::Event<Pod>, before: &Store<Pod>) 
                 }
                 "Job" => {
                     let _ = q.job.send(ObjectRef::new(&o.name).within(&ns));
+                }
+                "StatefulSet" => {
+                    let _ = q.sts.send(ObjectRef::new(&o.name).within(&ns));
+                }
+                "DaemonSet" => {
+                    let _ = q.ds.send(ObjectRef::new(&o.name).within(&ns));
                 }
                 _ => {}
             },

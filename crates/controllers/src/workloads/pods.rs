@@ -1,7 +1,9 @@
 //! Pod helpers shared by the workload controllers, as kube's `pkg/controller/controller_utils.go`
 //! and `pkg/api/v1/pod/util.go`: selectors, controller references, readiness and availability
 //! (`minReadySeconds`), the order in which surplus pods are deleted (`ActivePodsWithRanks`),
-//! pod creation from a template and "slow start" batches.
+//! pod creation from a template and "slow start" batches, and the one way every workload
+//! controller creates and deletes its pods ([`create_pods`], [`delete_pods`]: expectations,
+//! batches, events).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -50,6 +52,32 @@ pub fn controller_ref(api_version: &str, kind: &str, meta: &ObjectMeta) -> Owner
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
+}
+
+/// The merge patch by which a controller adopts an orphan (kube's `ClaimObject` adoption):
+/// its owner references plus `owner`, conditional on the `resourceVersion` it was seen at.
+pub fn adopt_patch(meta: &ObjectMeta, owner: OwnerReference) -> serde_json::Value {
+    let mut refs = meta.owner_references.clone().unwrap_or_default();
+    refs.push(owner);
+    serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta.resource_version}})
+}
+
+/// The merge patch by which the controller `owner_uid` releases an object that stopped
+/// matching its selector: its other owner references (none: the field removed), conditional
+/// on the `resourceVersion` it was seen at.
+pub fn release_patch(meta: &ObjectMeta, owner_uid: &str) -> serde_json::Value {
+    let refs: Vec<&OwnerReference> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.uid != owner_uid)
+        .collect();
+    let refs = if refs.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!(refs)
+    };
+    serde_json::json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta.resource_version}})
 }
 
 /// `labels` matched by a label selector (`metav1.LabelSelectorAsSelector`); an empty selector
@@ -284,6 +312,138 @@ pub fn slow_start_batches(count: usize, initial: usize) -> Vec<usize> {
 /// kube's `SlowStartInitialBatchSize`.
 pub const SLOW_START_INITIAL_BATCH: usize = 1;
 
+/// Creates `pods` for `owner` as kube's controllers do (`slowStartBatch` with
+/// `RealPodControl`): the creations are expected first ([`super::expectations`]), then made in
+/// slow-start batches 1, 2, 4, …, each recorded as a `SuccessfulCreate`/`FailedCreate` event by
+/// `component`; after a failed batch the rest are not attempted (and no longer expected) and
+/// the first error is returned.
+pub async fn create_pods<K>(
+    ctx: &super::Ctx,
+    component: &str,
+    owner: &K,
+    api: &kube::Api<Pod>,
+    pods: &[Pod],
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use super::events::{record, Kind};
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    ctx.expectations.expect_creations(&uid, pods.len());
+    let pp = kube::api::PostParams::default();
+    let mut next = 0;
+    for size in slow_start_batches(pods.len(), SLOW_START_INITIAL_BATCH) {
+        let batch = &pods[next..next + size];
+        next += size;
+        let results =
+            futures_util::future::join_all(batch.iter().map(|p| api.create(&pp, p))).await;
+        let mut failed = None;
+        for r in results {
+            match r {
+                Ok(p) => {
+                    let pname = p.metadata.name.unwrap_or_default();
+                    let m = format!("Created pod: {pname}");
+                    record(
+                        &ctx.client,
+                        component,
+                        owner,
+                        Kind::Normal,
+                        "SuccessfulCreate",
+                        m,
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    ctx.expectations.creation_observed(&uid);
+                    let m = format!("Error creating: {e}");
+                    record(
+                        &ctx.client,
+                        component,
+                        owner,
+                        Kind::Warning,
+                        "FailedCreate",
+                        m,
+                    )
+                    .await;
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            // The batches not attempted will never be observed.
+            for _ in next..pods.len() {
+                ctx.expectations.creation_observed(&uid);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `victims` of `owner` at once as kube's `RealPodControl.DeletePod`: the deletions are
+/// expected first; each is recorded as `SuccessfulDelete`, or `FailedDelete` (a pod already
+/// gone is not an error, and a failed deletion is no longer expected).
+pub async fn delete_pods<K>(
+    ctx: &super::Ctx,
+    component: &str,
+    owner: &K,
+    api: &kube::Api<Pod>,
+    victims: &[&Pod],
+) where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use super::events::{record, Kind};
+    if victims.is_empty() {
+        return;
+    }
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    ctx.expectations.expect_deletions(
+        &uid,
+        victims
+            .iter()
+            .map(|p| p.metadata.uid.clone().unwrap_or_default()),
+    );
+    let dp = kube::api::DeleteParams::default();
+    let results = futures_util::future::join_all(victims.iter().map(|p| {
+        let pname = p.metadata.name.clone().unwrap_or_default();
+        let dp = &dp;
+        async move { (pname.clone(), api.delete(&pname, dp).await) }
+    }))
+    .await;
+    for ((pname, r), p) in results.into_iter().zip(victims) {
+        match r {
+            Ok(_) => {
+                let m = format!("Deleted pod: {pname}");
+                record(
+                    &ctx.client,
+                    component,
+                    owner,
+                    Kind::Normal,
+                    "SuccessfulDelete",
+                    m,
+                )
+                .await
+            }
+            Err(e) => {
+                ctx.expectations
+                    .deletion_observed(&uid, p.metadata.uid.as_deref().unwrap_or_default());
+                if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                    let m = format!("Error deleting: {e}");
+                    record(
+                        &ctx.client,
+                        component,
+                        owner,
+                        Kind::Warning,
+                        "FailedDelete",
+                        m,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
 /// kube's `BurstReplicas`: at most this many creations or deletions per sync.
 pub const BURST_REPLICAS: usize = 500;
 
@@ -375,5 +535,31 @@ mod tests {
         assert!(is_available(&p, 5, t));
         assert!(!is_available(&p, 10, t));
         assert!(seconds_to_available(&p, 10, t).unwrap() > 4.0);
+    }
+
+    #[test]
+    fn adoption_and_release_patches() {
+        let meta: ObjectMeta = serde_json::from_value(serde_json::json!({
+            "resourceVersion": "7",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": "other"}]
+        }))
+        .unwrap();
+        let owner = controller_ref(
+            "apps/v1",
+            "ReplicaSet",
+            &ObjectMeta {
+                name: Some("rs".into()),
+                uid: Some("me".into()),
+                ..Default::default()
+            },
+        );
+        let p = adopt_patch(&meta, owner);
+        assert_eq!(p["metadata"]["resourceVersion"], "7");
+        assert_eq!(p["metadata"]["ownerReferences"][1]["uid"], "me");
+        assert_eq!(p["metadata"]["ownerReferences"][1]["controller"], true);
+        let released = release_patch(&meta, "other");
+        assert!(released["metadata"]["ownerReferences"].is_null());
+        let kept = release_patch(&meta, "me");
+        assert_eq!(kept["metadata"]["ownerReferences"][0]["uid"], "other");
     }
 }

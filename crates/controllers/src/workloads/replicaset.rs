@@ -10,18 +10,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{
     Pod, PodTemplateSpec, ReplicationController, ReplicationControllerStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use serde_json::json;
 
-use super::events::{self, Kind};
-use super::pods::{self, BURST_REPLICAS, SLOW_START_INITIAL_BATCH};
+use super::pods::{self, BURST_REPLICAS};
 use super::Ctx;
 use crate::ControllerError;
 
@@ -68,18 +65,6 @@ impl View {
         match self.owner {
             Owner::Rs(_) => ("apps/v1", "ReplicaSet", "replicaset-controller"),
             Owner::Rc(_) => ("v1", "ReplicationController", "replication-controller"),
-        }
-    }
-
-    async fn event(&self, ctx: &Ctx, kind: Kind, reason: &str, message: String) {
-        let component = self.kind().2;
-        match &self.owner {
-            Owner::Rs(o) => {
-                events::record(&ctx.client, component, o.as_ref(), kind, reason, message).await
-            }
-            Owner::Rc(o) => {
-                events::record(&ctx.client, component, o.as_ref(), kind, reason, message).await
-            }
         }
     }
 }
@@ -261,10 +246,9 @@ async fn sync(view: &View, ctx: &Ctx) -> Result<(Counts, Action), ControllerErro
 /// conditional on the pod's resourceVersion). Returns whether it is now ours.
 async fn adopt(ctx: &Ctx, view: &View, pod: &Pod) -> Result<bool, ControllerError> {
     let (api_version, kind, _) = view.kind();
-    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-    refs.push(pods::controller_ref(api_version, kind, &view.meta));
+    let owner = pods::controller_ref(api_version, kind, &view.meta);
+    let patch = pods::adopt_patch(&pod.metadata, owner);
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
     match Api::<Pod>::namespaced(ctx.client.clone(), &ns_of(&pod.metadata))
         .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
@@ -277,20 +261,8 @@ async fn adopt(ctx: &Ctx, view: &View, pod: &Pod) -> Result<bool, ControllerErro
 
 /// Releases a pod that no longer matches (drops the controller reference).
 async fn release(ctx: &Ctx, pod: &Pod, uid: &str) -> Result<(), ControllerError> {
-    let refs: Vec<_> = pod
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|o| o.uid != uid)
-        .collect();
-    let refs = if refs.is_empty() {
-        serde_json::Value::Null
-    } else {
-        json!(refs)
-    };
+    let patch = pods::release_patch(&pod.metadata, uid);
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
     match Api::<Pod>::namespaced(ctx.client.clone(), &ns_of(&pod.metadata))
         .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
@@ -303,108 +275,34 @@ async fn release(ctx: &Ctx, pod: &Pod, uid: &str) -> Result<(), ControllerError>
 
 /// kube's `manageReplicas`.
 async fn manage(view: &View, ctx: &Ctx, active: &[&Pod]) -> Result<(), ControllerError> {
-    let uid = view.meta.uid.clone().unwrap_or_default();
     let ns = ns_of(&view.meta);
     let name = view.meta.name.clone().unwrap_or_default();
     let diff = active.len() as i64 - i64::from(view.replicas);
     let api = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+    let (api_version, kind, component) = view.kind();
     if diff < 0 {
         let Some(template) = &view.template else {
             return Ok(());
         };
-        let (api_version, kind, _) = view.kind();
         let want = ((-diff) as usize).min(BURST_REPLICAS);
-        ctx.expectations.expect_creations(&uid, want);
         let pod = pods::pod_from_template(
             template,
             &ns,
             &format!("{name}-"),
             pods::controller_ref(api_version, kind, &view.meta),
         );
-        let pp = PostParams::default();
-        let mut done = 0;
-        for size in pods::slow_start_batches(want, SLOW_START_INITIAL_BATCH) {
-            let results = join_all((0..size).map(|_| api.create(&pp, &pod))).await;
-            let mut failed = None;
-            for r in results {
-                done += 1;
-                match r {
-                    Ok(p) => {
-                        let pname = p.metadata.name.unwrap_or_default();
-                        view.event(
-                            ctx,
-                            Kind::Normal,
-                            "SuccessfulCreate",
-                            format!("Created pod: {pname}"),
-                        )
-                        .await;
-                    }
-                    Err(e) => {
-                        ctx.expectations.creation_observed(&uid);
-                        view.event(
-                            ctx,
-                            Kind::Warning,
-                            "FailedCreate",
-                            format!("Error creating: {e}"),
-                        )
-                        .await;
-                        failed = Some(e);
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                // The batches not attempted will never be observed.
-                for _ in done..want {
-                    ctx.expectations.creation_observed(&uid);
-                }
-                return Err(ControllerError::api(format!("creating pods of {name}"), e));
-            }
-        }
+        let new = vec![pod; want];
+        let r = match &view.owner {
+            Owner::Rs(o) => pods::create_pods(ctx, component, o.as_ref(), &api, &new).await,
+            Owner::Rc(o) => pods::create_pods(ctx, component, o.as_ref(), &api, &new).await,
+        };
+        r.map_err(|e| ControllerError::api(format!("creating pods of {name}"), e))?;
     } else if diff > 0 {
         let n = (diff as usize).min(BURST_REPLICAS);
         let victims = pods::pods_to_delete(active, n, pods::now());
-        ctx.expectations.expect_deletions(
-            &uid,
-            victims
-                .iter()
-                .map(|p| p.metadata.uid.clone().unwrap_or_default()),
-        );
-        let results = join_all(victims.iter().map(|p| {
-            let pname = p.metadata.name.clone().unwrap_or_default();
-            let api = api.clone();
-            async move {
-                (
-                    pname.clone(),
-                    api.delete(&pname, &DeleteParams::default()).await,
-                )
-            }
-        }))
-        .await;
-        for ((pname, r), p) in results.into_iter().zip(&victims) {
-            match r {
-                Ok(_) => {
-                    view.event(
-                        ctx,
-                        Kind::Normal,
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {pname}"),
-                    )
-                    .await
-                }
-                Err(e) => {
-                    ctx.expectations
-                        .deletion_observed(&uid, p.metadata.uid.as_deref().unwrap_or_default());
-                    if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
-                        view.event(
-                            ctx,
-                            Kind::Warning,
-                            "FailedDelete",
-                            format!("Error deleting: {e}"),
-                        )
-                        .await;
-                    }
-                }
-            }
+        match &view.owner {
+            Owner::Rs(o) => pods::delete_pods(ctx, component, o.as_ref(), &api, &victims).await,
+            Owner::Rc(o) => pods::delete_pods(ctx, component, o.as_ref(), &api, &victims).await,
         }
     }
     Ok(())

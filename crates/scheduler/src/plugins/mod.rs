@@ -10,6 +10,7 @@ pub mod image;
 pub mod interpod;
 pub mod node;
 pub mod spread;
+pub mod volume;
 
 use std::collections::BTreeMap;
 
