@@ -16,6 +16,7 @@ pub(crate) mod object;
 mod patch;
 mod priority;
 mod scale;
+pub mod services;
 mod strategic;
 mod update;
 mod watch;
