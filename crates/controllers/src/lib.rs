@@ -1,6 +1,8 @@
 //! barge's controllers: what kube-controller-manager does, written on kube's runtime against
 //! the Kubernetes API (they would run against any Kubernetes), run by `barge server`.
 //!
+//! - [`endpointslice`], [`endpoints`]: each Service's EndpointSlices (discovery.k8s.io/v1)
+//!   and legacy Endpoints, from the pods its selector matches.
 //! - [`gc`]: the garbage collector — dependents of deleted owners go (`ownerReferences`),
 //!   foreground deletion waits for blocking dependents, orphaning strips references.
 //! - [`serviceaccounts`]: a `default` ServiceAccount in every active namespace.
@@ -16,6 +18,8 @@
 //! conditional on the `resourceVersion` it was computed from (a conflict retries later); an
 //! owner is taken as gone only after a live read confirms it (a watch may lag).
 
+pub mod endpoints;
+pub mod endpointslice;
 pub mod gc;
 pub mod quota;
 mod resources;
@@ -58,6 +62,8 @@ pub async fn run(client: Client, config: Config, shutdown: impl std::future::Fut
         tokio::spawn(serviceaccounts::run(client.clone())),
         tokio::spawn(quota::run(client.clone())),
         tokio::spawn(workloads::run(client.clone())),
+        tokio::spawn(endpointslice::run(client.clone())),
+        tokio::spawn(endpoints::run(client.clone())),
     ];
     if !config.root_ca_pem.is_empty() {
         tasks.push(tokio::spawn(rootca::run(client, config.root_ca_pem)));
