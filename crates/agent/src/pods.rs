@@ -963,7 +963,7 @@ async fn start_container(
         .as_ref()
         .and_then(|s| s.hostname.clone())
         .unwrap_or_else(|| name.chars().take(63).collect());
-    let binds =
+    let mut binds =
         match crate::volumes::container_binds(&ctx.client, &ctx.engine.data_root, pod, c).await {
             Ok(b) => b,
             Err(crate::volumes::VolumeError::Config(m)) => {
@@ -973,6 +973,11 @@ async fn start_container(
                 return Err(StartError::Other(AgentError::api("container volumes", e)))
             }
         };
+    binds.extend(crate::dns::resolv_bind(
+        &ctx.cfg,
+        &ctx.engine.data_root,
+        pod,
+    ));
     let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let limit = |k: &str| limits.and_then(|l| l.get(k)).map(|q| q.0.clone());
     let opts = CreateOptions {
