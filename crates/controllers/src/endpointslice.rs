@@ -153,7 +153,7 @@ pub(crate) async fn endpoints_of(
             pod: Arc::new(pod),
         });
     }
-    out.sort_by(|a, b| a.pod.name_any().cmp(&b.pod.name_any()));
+    out.sort_by_key(|e| e.pod.name_any());
     Ok(Some(out))
 }
 
