@@ -20,7 +20,10 @@
 //!   tokens from the API server's TokenRequest), hostPath and persistentVolumeClaim volumes as
 //!   bind mounts (`subPath`, `readOnly`);
 //! - [`events`]: kubelet's events (Pulled, Created, Started, Killing, BackOff, Unhealthy, Failed);
-//! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion).
+//! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion);
+//! - [`proxy`]: the Service proxy (kube-proxy's nftables mode) over the watched Services and
+//!   EndpointSlices; [`dns`]: cluster DNS (CoreDNS's `kubernetes` plugin) and pods'
+//!   resolv.conf.
 //!
 //! Invariants:
 //! - The engine's records are the truth: the agent keeps no state on disk; after a restart it
@@ -32,6 +35,7 @@
 //!   pod status through the `status` subresource, the final pod deletion with
 //!   `gracePeriodSeconds=0` and a uid precondition.
 
+pub mod dns;
 pub mod env;
 pub mod events;
 pub mod images;
@@ -39,6 +43,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod security;
+pub mod proxy;
 pub mod status;
 pub mod stream;
 mod time;
@@ -77,6 +82,12 @@ pub struct Config {
     pub kubelet_port: u16,
     /// Its certificates; `None`: no endpoint (logs, exec, attach and port-forward fail).
     pub stream_tls: Option<stream::StreamTls>,
+    /// The ClusterIPs' range (`--service-cidr`).
+    pub service_cidr: ipnet::IpNet,
+    /// The cluster DNS address pods are given (`--cluster-dns`, the `kube-dns` Service's).
+    pub cluster_dns: std::net::Ipv4Addr,
+    /// The cluster domain (`--cluster-domain`, `cluster.local`).
+    pub cluster_domain: String,
 }
 
 /// The longest restart back-off (kubelet's `MaxContainerBackOff`).
@@ -148,10 +159,26 @@ pub async fn run(
         },
         None => None,
     };
-    let pods = tokio::spawn(pods::run(client, engine, cfg));
+    let pods = tokio::spawn(pods::run(client.clone(), engine.clone(), cfg.clone()));
+    // Services: the proxy and cluster DNS over one watch of Services and EndpointSlices.
+    let services = {
+        let (cfg, table) = (cfg.clone(), engine.networks.proxy_table());
+        tokio::spawn(async move {
+            let view = proxy::ClusterView::start(client.clone()).await;
+            let dns = tokio::spawn(dns::run(client, view.clone(), cfg.clone()));
+            match (cfg.cluster_cidr, cfg.service_cidr) {
+                (ipnet::IpNet::V4(pods), ipnet::IpNet::V4(services)) => {
+                    proxy::run(view, table, pods, services).await
+                }
+                _ => tracing::warn!("service proxy: IPv4 cluster and service CIDRs only"),
+            }
+            let _ = dns.await;
+        })
+    };
     shutdown.await;
     node_task.abort();
     pods.abort();
+    services.abort();
     if let Some(s) = streams {
         s.abort();
     }

@@ -1450,6 +1450,11 @@ async fn start_container(
         .await
         .map_err(StartError::Other)?;
     }
+    binds.extend(crate::dns::resolv_bind(
+        &ctx.cfg,
+        &ctx.engine.data_root,
+        pod,
+    ));
     let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let limit = |k: &str| limits.and_then(|l| l.get(k)).map(|q| q.0.clone());
     let mut host = HostOptions {

@@ -58,6 +58,7 @@ pub use discovery::KUBE_VERSION;
 pub use namespaces::SYSTEM_NAMESPACES;
 use registry::Registry;
 pub use rest::proxy::{DialFuture, NodeDialer, NodeStream};
+pub use rest::services::service_ip;
 use status::{ApiError, Target};
 
 /// Who is making a request, as established by the transport (client certificate CN/O,

@@ -1,6 +1,8 @@
 //! barge's controllers: what kube-controller-manager does, written on kube's runtime against
 //! the Kubernetes API (they would run against any Kubernetes), run by `barge server`.
 //!
+//! - [`endpointslice`], [`endpoints`]: each Service's EndpointSlices (discovery.k8s.io/v1)
+//!   and legacy Endpoints, from the pods its selector matches.
 //! - [`gc`]: the garbage collector — dependents of deleted owners go (`ownerReferences`),
 //!   foreground deletion waits for blocking dependents, orphaning strips references.
 //! - [`serviceaccounts`]: a `default` ServiceAccount in every active namespace.
@@ -21,6 +23,8 @@
 //! conditional on the `resourceVersion` it was computed from (a conflict retries later); an
 //! owner is taken as gone only after a live read confirms it (a watch may lag).
 
+pub mod endpoints;
+pub mod endpointslice;
 pub mod gc;
 pub mod nodelifecycle;
 pub mod pdb;
@@ -107,6 +111,8 @@ async fn run_all(client: Client, config: Config) {
                     .unwrap_or(nodelifecycle::DEFAULT_GRACE_PERIOD),
             },
         )),
+        tokio::spawn(endpointslice::run(client.clone())),
+        tokio::spawn(endpoints::run(client.clone())),
     ];
     if !config.root_ca_pem.is_empty() {
         tasks.push(tokio::spawn(rootca::run(client, config.root_ca_pem)));

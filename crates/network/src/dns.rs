@@ -123,7 +123,7 @@ fn upstreams() -> Vec<SocketAddr> {
         .collect()
 }
 
-async fn forward(query: &[u8], configured: Vec<SocketAddr>) -> Option<Vec<u8>> {
+pub(crate) async fn forward(query: &[u8], configured: Vec<SocketAddr>) -> Option<Vec<u8>> {
     let ups = if configured.is_empty() {
         upstreams()
     } else {
@@ -152,7 +152,7 @@ async fn forward(query: &[u8], configured: Vec<SocketAddr>) -> Option<Vec<u8>> {
     None
 }
 
-fn servfail(query: &[u8]) -> Vec<u8> {
+pub(crate) fn servfail(query: &[u8]) -> Vec<u8> {
     match Message::from_vec(query) {
         Ok(req) => {
             let mut resp =

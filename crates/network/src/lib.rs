@@ -22,11 +22,13 @@
 //! [Network](https://docs.docker.com/reference/api/engine/version/v1.47/#tag/Network);
 //! Docker's [bridge driver](https://docs.docker.com/engine/network/drivers/bridge/).
 
+pub mod clusterdns;
 mod definitions;
 mod dns;
 mod error;
 pub mod host;
 pub mod ipam;
+pub mod kubeproxy;
 mod link;
 mod nft;
 mod reconcile;

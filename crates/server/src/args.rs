@@ -76,6 +76,13 @@ pub struct ServerArgs {
     /// Network CIDR ClusterIPs come from (its first address is the `kubernetes` Service's)
     #[arg(long = "service-cidr", default_value = "10.43.0.0/16")]
     pub service_cidr: ipnet::IpNet,
+    /// IPv4 Cluster IP for the cluster DNS service (`kube-dns`; default: the 10th address of
+    /// --service-cidr, 10.43.0.10)
+    #[arg(long = "cluster-dns")]
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// Cluster domain
+    #[arg(long = "cluster-domain", default_value = "cluster.local")]
+    pub cluster_domain: String,
     /// Add an additional hostname or IP as a Subject Alternative Name in the serving
     /// certificate (repeatable)
     #[arg(long = "tls-san")]

@@ -169,6 +169,20 @@ pub fn run(args: ServerArgs) -> Result<()> {
         .unwrap_or_else(|| "localhost".into())
         .to_lowercase();
 
+    // The address the `kubernetes` Service's endpoints name: --advertise-address, else
+    // --node-ip, else the host's first IPv4 address, else the bind address.
+    let api_address = args
+        .advertise_address
+        .or(args.node_ip)
+        .or_else(|| host_addrs.iter().find(|a| a.is_ipv4()).copied())
+        .unwrap_or(args.bind_address);
+    let cluster_dns = match args.cluster_dns {
+        Some(ip) => ip,
+        None => barge_apiserver::service_ip(&args.service_cidr.to_string(), 10)
+            .context("--service-cidr is too small for the cluster DNS address (its 10th)")?,
+    };
+    let proxy_table = engine.as_ref().map(|e| e.engine().networks.proxy_table());
+
     // 3. One runtime for both APIs.
     let rt = barge_daemon::runtime()?;
     let r = rt.block_on(async move {
@@ -189,6 +203,14 @@ pub fn run(args: ServerArgs) -> Result<()> {
         api.bootstrap()
             .await
             .map_err(|e| anyhow::anyhow!("creating the system namespaces: {e:?}"))?;
+        // The `kubernetes` Service (pointing at this server) and `kube-dns`.
+        let advertised = std::net::SocketAddr::new(api_address, args.https_listen_port);
+        if let Err(e) = api
+            .ensure_default_services(advertised, Some(cluster_dns))
+            .await
+        {
+            tracing::warn!("creating the kubernetes and kube-dns Services: {e:?}");
+        }
         let router = api.router();
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(
@@ -244,6 +266,9 @@ pub fn run(args: ServerArgs) -> Result<()> {
                             key_pem: pki.kubelet_serving_key_pem.clone(),
                             client_ca_pem: pki.client_ca_pem.clone(),
                         }),
+                        service_cidr: args.service_cidr,
+                        cluster_dns,
+                        cluster_domain: args.cluster_domain.clone(),
                     };
                     let engine = barge_agent::Engine {
                         images: e.images,
@@ -273,6 +298,12 @@ pub fn run(args: ServerArgs) -> Result<()> {
     if args.disable_agent {
         if let Some(p) = &args.engine.pidfile {
             let _ = std::fs::remove_file(p);
+        }
+    }
+    // The Service proxy's rules go with the server (kube-proxy's `--cleanup`).
+    if let Some(table) = proxy_table {
+        if let Err(e) = barge_network::kubeproxy::delete_table(&table) {
+            tracing::warn!(%table, "removing the service proxy's table: {e}");
         }
     }
     r

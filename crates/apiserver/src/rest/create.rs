@@ -105,19 +105,31 @@ impl ApiServer {
         self.admit_create(info, namespace, obj).await?;
         let key = info.key(namespace, &name);
         if dry_run {
+            self.allocate_service(info, obj, true).await?;
             let (_, existing) = self.store.get(&key, None).await?;
             if existing.is_some() {
                 return Err(ApiError::AlreadyExists(Target::resource(info, &name)));
             }
             return Ok(obj.clone());
         }
+        let taken = self.allocate_service(info, obj, false).await?;
         let (mut key, mut name) = (key, name);
         // A generated name that is taken is generated again (kube's RetryGenerateName: up to
         // 8 attempts), so only a real name collision is AlreadyExists.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.store.create(&key, encode(obj)).await {
+            let r = self.store.create(&key, encode(obj)).await;
+            if r.is_err() && !taken.0.is_empty() {
+                let retry = generated_from.is_some()
+                    && attempts < 8
+                    && matches!(r, Err(barge_datastore::Error::AlreadyExists { .. }));
+                if !retry {
+                    // The Service was not stored: its allocations go again.
+                    self.release_keys(&taken.0, &obj["metadata"]["uid"]).await;
+                }
+            }
+            match r {
                 Ok(kv) => return decode(&kv),
                 Err(barge_datastore::Error::AlreadyExists { .. }) => {
                     match generated_from.as_deref().filter(|_| attempts < 8) {
@@ -125,6 +137,7 @@ impl ApiServer {
                             name = format!("{prefix}{}", name_suffix());
                             meta_mut(obj).insert("name".into(), json!(name));
                             key = info.key(namespace, &name);
+                            self.rename_taken(&taken, &name).await;
                         }
                         None => return Err(ApiError::AlreadyExists(Target::resource(info, &name))),
                     }

@@ -251,6 +251,7 @@ impl ApiServer {
         }
         if !dry_run {
             self.store.delete(key, Some(rev)).await.map_err(conflict)?;
+            self.release_service(info, &obj).await;
         }
         let mut details = json!({"name": name, "kind": info.plural});
         if !info.group.is_empty() {

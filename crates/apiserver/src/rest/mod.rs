@@ -19,6 +19,7 @@ mod patch;
 mod priority;
 pub mod proxy;
 mod scale;
+pub mod services;
 mod strategic;
 mod update;
 mod watch;

@@ -209,9 +209,27 @@ impl ApiServer {
         // The last finalizer of an object being deleted is gone: the object goes.
         if old["metadata"].get("deletionTimestamp").is_some() && !has_finalizers(&result) {
             let kv = self.store.delete(key, Some(rev)).await.map_err(conflict)?;
+            self.release_service(info, &old).await;
             meta_mut(&mut result)
                 .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
             return Ok(result);
+        }
+        if part == Part::Main && (info.group, info.plural) == ("", "services") {
+            // ClusterIP and node ports follow the new type and ports (rest/services.rs).
+            let (taken, release) = self
+                .reallocate_service(info, &old, &mut result, false)
+                .await?;
+            let bytes = encode(&result);
+            return match self.store.update(key, bytes, rev).await {
+                Ok(kv) => {
+                    self.release_keys(&release, &old["metadata"]["uid"]).await;
+                    decode(&kv)
+                }
+                Err(e) => {
+                    self.release_keys(&taken.0, &old["metadata"]["uid"]).await;
+                    Err(conflict(e))
+                }
+            };
         }
         let kv = self.store.update(key, bytes, rev).await.map_err(conflict)?;
         decode(&kv)

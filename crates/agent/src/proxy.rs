@@ -1,0 +1,228 @@
+//! The node's Service proxy (kube-proxy's job, nftables mode): Services and EndpointSlices
+//! are watched ([`ClusterView`], shared with the cluster DNS in [`crate::dns`]) and, after
+//! each burst of changes, every Service port's wanted behaviour is computed the way
+//! kube-proxy computes it and handed to `barge_network::kubeproxy::ServiceProxy::sync`, which
+//! writes only what changed, in one nftables transaction.
+//!
+//! Endpoints as kube-proxy picks them (`pkg/proxy/topology.go` for `Cluster` traffic policy):
+//! the ready ones (`conditions.ready` unset counts as ready); when none is ready, the ones
+//! both serving and terminating (a rolling update's old pods, still answering); none at all:
+//! the port REJECTs. Headless and ExternalName Services get no rules.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use barge_network::kubeproxy::{Endpoint, ServicePort, ServiceProxy};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+/// The label naming an EndpointSlice's Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Services and EndpointSlices of the whole cluster, kept current by two reflectors;
+/// `changed` ticks after every event.
+#[derive(Clone)]
+pub struct ClusterView {
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    pub changed: watch::Receiver<u64>,
+}
+
+impl ClusterView {
+    /// Starts the reflectors (tasks that live until the runtime ends) and waits until both
+    /// listed once.
+    pub async fn start(client: Client) -> ClusterView {
+        let (tx, rx) = watch::channel(0u64);
+        let tx = Arc::new(tx);
+        let (services, sw) = reflector::store::<Service>();
+        let (slices, ew) = reflector::store::<EndpointSlice>();
+        let t = tx.clone();
+        let api: Api<Service> = Api::all(client.clone());
+        tokio::spawn(async move {
+            let s = reflector::reflector(sw, watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects();
+            futures_util::pin_mut!(s);
+            while let Some(ev) = s.next().await {
+                if let Err(e) = ev {
+                    tracing::debug!("service watch: {e}");
+                }
+                t.send_modify(|n| *n += 1);
+            }
+        });
+        let t = tx.clone();
+        let api: Api<EndpointSlice> = Api::all(client);
+        tokio::spawn(async move {
+            let s = reflector::reflector(ew, watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects();
+            futures_util::pin_mut!(s);
+            while let Some(ev) = s.next().await {
+                if let Err(e) = ev {
+                    tracing::debug!("endpointslice watch: {e}");
+                }
+                t.send_modify(|n| *n += 1);
+            }
+        });
+        let _ = services.wait_until_ready().await;
+        let _ = slices.wait_until_ready().await;
+        ClusterView {
+            services,
+            slices,
+            changed: rx,
+        }
+    }
+
+    /// The EndpointSlices of Service `ns/name`.
+    pub fn slices_of(&self, ns: &str, name: &str) -> Vec<Arc<EndpointSlice>> {
+        self.slices
+            .state()
+            .into_iter()
+            .filter(|s| {
+                s.metadata.namespace.as_deref() == Some(ns)
+                    && s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                        .map(String::as_str)
+                        == Some(name)
+                    && s.address_type == "IPv4"
+            })
+            .collect()
+    }
+}
+
+/// One endpoint's conditions (`ready`, `serving`, `terminating`, as kube defaults them).
+pub fn conditions(e: &k8s_openapi::api::discovery::v1::Endpoint) -> (bool, bool, bool) {
+    let c = e.conditions.as_ref();
+    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+    let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+    let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+    (ready, serving, terminating)
+}
+
+/// Every Service port the proxy should handle, from the view.
+pub fn desired(view: &ClusterView) -> Vec<ServicePort> {
+    let mut out = Vec::new();
+    for svc in view.services.state() {
+        let (Some(ns), Some(name)) = (
+            svc.metadata.namespace.as_deref(),
+            svc.metadata.name.as_deref(),
+        ) else {
+            continue;
+        };
+        let Some(spec) = &svc.spec else { continue };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let Some(cip) = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .unwrap_or(10800) as u32
+        });
+        let slices = view.slices_of(ns, name);
+        for p in spec.ports.iter().flatten() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+            let pname = p.name.clone().unwrap_or_default();
+            let (mut ready, mut fallback) = (BTreeSet::new(), BTreeSet::new());
+            for s in &slices {
+                let Some(port) = s.ports.iter().flatten().find(|sp| {
+                    sp.name.clone().unwrap_or_default() == pname
+                        && sp.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase() == proto
+                }) else {
+                    continue;
+                };
+                let Some(port) = port.port.and_then(|p| u16::try_from(p).ok()) else {
+                    continue;
+                };
+                for e in &s.endpoints {
+                    let Some(ip) = e.addresses.first().and_then(|a| a.parse().ok()) else {
+                        continue;
+                    };
+                    let (r, serving, terminating) = conditions(e);
+                    let ep = Endpoint { ip, port };
+                    if r {
+                        ready.insert(ep);
+                    } else if serving && terminating {
+                        fallback.insert(ep);
+                    }
+                }
+            }
+            let endpoints = if ready.is_empty() { fallback } else { ready };
+            out.push(ServicePort {
+                id: format!("{ns}/{name}/{proto}/{pname}"),
+                proto,
+                cluster_ip: Some(cip),
+                port: p.port as u16,
+                node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+                affinity_timeout: affinity,
+                endpoints: endpoints.into_iter().collect(),
+            });
+        }
+    }
+    out
+}
+
+/// Runs the proxy on table `table` until aborted: the table is made at start, then
+/// re-synced after each burst of changes (50 ms of quiet) and every 30 s.
+pub async fn run(
+    view: ClusterView,
+    table: String,
+    cluster_cidr: ipnet::Ipv4Net,
+    service_cidr: ipnet::Ipv4Net,
+) {
+    let proxy = {
+        let t = table.clone();
+        match tokio::task::spawn_blocking(move || ServiceProxy::new(&t, cluster_cidr, service_cidr))
+            .await
+        {
+            Ok(Ok(p)) => Arc::new(p),
+            Ok(Err(e)) => {
+                tracing::error!(%table, "service proxy not started: {e}");
+                return;
+            }
+            Err(_) => return,
+        }
+    };
+    let mut changed = view.changed.clone();
+    loop {
+        let want = desired(&view);
+        let p = proxy.clone();
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || p.sync(&want)).await {
+            Ok(Ok(stats)) if stats.commands > 0 => tracing::debug!(
+                changed = stats.changed,
+                commands = stats.commands,
+                full = stats.full,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "service rules synced"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("service rules: {e}"),
+            Err(_) => return,
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        // Let a burst of changes (a rollout, a scale) settle into one transaction.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        changed.borrow_and_update();
+    }
+}
