@@ -317,21 +317,29 @@ async fn exec(client: &Client, id: &str, cmd: &[String]) -> Result<()> {
         )
         .await?;
     let exec_id = created["Id"].as_str().unwrap_or("").to_string();
-    let resp = client
-        .request(
+    // started detached (no hijacked stream to drain), then waited for
+    client
+        .send(
             Method::POST,
             &format!("/exec/{}/start", seg(&exec_id)),
-            json_body(&json!({"Detach": false, "Tty": false}))?,
-            &[("Content-Type", "application/json")],
+            Some(json_body(&json!({"Detach": true, "Tty": false}))?),
         )
         .await?;
-    read_all(resp).await?;
-    let info: Value = client
-        .json(Method::GET, &format!("/exec/{}/json", seg(&exec_id)), None)
-        .await?;
-    match info["ExitCode"].as_i64() {
-        Some(0) | None => Ok(()),
-        Some(code) => bail!("{cmd:?}: exit code {code}"),
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let info: Value = client
+            .json(Method::GET, &format!("/exec/{}/json", seg(&exec_id)), None)
+            .await?;
+        if info["Running"].as_bool() != Some(true) {
+            return match info["ExitCode"].as_i64() {
+                Some(0) | None => Ok(()),
+                Some(code) => bail!("{cmd:?}: exit code {code}"),
+            };
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{cmd:?}: still running after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
