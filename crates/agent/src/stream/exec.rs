@@ -19,7 +19,8 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -393,7 +394,13 @@ async fn run_attach(shared: Shared, id: String, o: Opts, ws: Ws) -> Result<(), S
 /// Sends the final status on the error channel and closes the WebSocket.
 async fn end(mut ws: Ws, st: Value) -> Result<(), String> {
     let _ = ws.send(channel_msg(ERROR, st.to_string().as_bytes())).await;
-    let _ = ws.close(None).await;
+    // A normal closure (1000): client-go treats any other end as an error of every stream.
+    let _ = ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await;
     // Let the close handshake finish (bounded).
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Some(Ok(_)) = ws.next().await {}
