@@ -121,7 +121,8 @@ fn runc_still_selectable() {
 fn seccomp_program_cached_and_applied() {
     let cache = D.dir.join("run/runtime/barge/.seccomp");
     let _ = std::fs::remove_dir_all(&cache);
-    let script = "busybox grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm|CapBnd):' /proc/self/status; \
+    let script =
+        "busybox grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm|CapBnd):' /proc/self/status; \
                   busybox unshare -U true && echo unshare-allowed || echo unshare-refused";
     let check = |out: &str| {
         let field = |name: &str| {
@@ -158,7 +159,10 @@ fn seccomp_program_cached_and_applied() {
     D.ok(&["run", "-d", "--name", "rt-seccomp", BB, "sleep", "60"]);
     let out = D.ok(&["exec", "rt-seccomp", "sh", "-c", script]);
     for set in ["CapEff:\t", "CapPrm:\t", "CapBnd:\t"] {
-        assert!(out.contains(&format!("{set}00000000a80425fb")), "{set} {out}");
+        assert!(
+            out.contains(&format!("{set}00000000a80425fb")),
+            "{set} {out}"
+        );
     }
     D.ok(&["rm", "-f", "rt-seccomp"]);
 

@@ -166,7 +166,8 @@ fn cached_program(
         return Ok(p);
     }
     let bytes = compile(seccomp, dir, &key)?;
-    let program = parse(&bytes).ok_or_else(|| "libseccomp exported a truncated program".to_string())?;
+    let program =
+        parse(&bytes).ok_or_else(|| "libseccomp exported a truncated program".to_string())?;
     let mut file = Vec::with_capacity(32 + bytes.len());
     file.extend_from_slice(&Sha256::digest(&bytes));
     file.extend_from_slice(&bytes);
@@ -217,7 +218,8 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, Strin
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
         LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno),
         LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(
-            u16::try_from(errno).map_err(|_| format!("seccomp trace value {errno} out of range"))?,
+            u16::try_from(errno)
+                .map_err(|_| format!("seccomp trace value {errno} out of range"))?,
         ),
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
@@ -273,7 +275,11 @@ fn compile(s: &LinuxSeccomp, dir: &Path, key: &str) -> Result<Vec<u8>, String> {
                     let cmps: Vec<ScmpArgCompare> = args
                         .iter()
                         .map(|a| {
-                            ScmpArgCompare::new(a.index() as u32, op(a.op(), a.value_two()), a.value())
+                            ScmpArgCompare::new(
+                                a.index() as u32,
+                                op(a.op(), a.value_two()),
+                                a.value(),
+                            )
                         })
                         .collect();
                     let mut seen = std::collections::HashSet::new();

@@ -19,9 +19,7 @@ use crate::mounts::{MountType, SpecMount};
 use crate::spec::SpecInput;
 use crate::*;
 
-use super::{
-    io_err, memory_cgroup, now_rfc3339, unmount, Containers, Watch, ZERO_TIME,
-};
+use super::{io_err, memory_cgroup, now_rfc3339, unmount, Containers, Watch, ZERO_TIME};
 
 /// A container's endpoints being set up on another thread ([`barge_network::Networks::setup_finish`]);
 /// joined by [`NetJob::wait`] or, at the latest, when dropped.
