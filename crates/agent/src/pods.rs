@@ -1527,7 +1527,7 @@ async fn start_container(
     }
     let created = format!("Created container: {}", c.name);
     ctx.event(pod, cn, false, "Created", &created).await;
-    match started {
+    match &started {
         None => {
             let m = format!("Started container {}", c.name);
             ctx.event(pod, cn, false, "Started", &m).await
