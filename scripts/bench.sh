@@ -55,13 +55,15 @@ $PODMAN load -i "$work/busybox.tar" >/dev/null 2>&1
 
 sleep 2
 barge_rss=$(ps -o rss= -p "$barge_pid")
+# Where barge's RSS is: anonymous (heap, stacks, relocated data) vs file-backed (code pages).
+barge_anon=$(awk '/^Anonymous:/ {print $2}' "/proc/$barge_pid/smaps_rollup")
 dockerd_rss=$(ps -o rss= -p "$dockerd_pid")
 containerd_rss=$(ps -o rss= -C containerd | awk '{s+=$1} END {print s+0}')
 
-python3 - "$N" "$BARGE" "$DOCKER" "$PODMAN" "$work" "$barge_rss" "$dockerd_rss" "$containerd_rss" <<'PY'
+python3 - "$N" "$BARGE" "$DOCKER" "$PODMAN" "$work" "$barge_rss" "$dockerd_rss" "$containerd_rss" "$barge_anon" <<'PY'
 import shlex, statistics, subprocess, sys, time
 n, barge, docker, podman, work = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-barge_rss, dockerd_rss, containerd_rss = (int(x) for x in sys.argv[6:9])
+barge_rss, dockerd_rss, containerd_rss, barge_anon = (int(x) for x in sys.argv[6:10])
 
 def timeit(cmd, runs, setup=None):
     times = []
@@ -133,7 +135,7 @@ print(f"{'docker load':50s} {ld[0]:8.3f} {ld[1]:8.3f}")
 print(f"ratio barge/docker = {lb[0] / ld[0]:.3f}")
 
 print("\n## idle daemon RSS (MiB)")
-print(f"barge daemon     {barge_rss / 1024:8.1f}   (target <= 12)")
+print(f"barge daemon     {barge_rss / 1024:8.1f}   (target <= 12; anonymous {barge_anon / 1024:.1f}, file-backed {(barge_rss - barge_anon) / 1024:.1f})")
 print(f"dockerd          {dockerd_rss / 1024:8.1f}")
 print(f"containerd       {containerd_rss / 1024:8.1f}")
 PY

@@ -1624,8 +1624,8 @@ async fn run_hook(
             );
             match (&h.exec, &h.http_get) {
                 (Some(x), _) => format!(
-                    "Exec lifecycle hook ({:?}) for Container {:?} in Pod {who:?} failed - error: {e}",
-                    x.command.clone().unwrap_or_default(),
+                    "Exec lifecycle hook ([{}]) for Container {:?} in Pod {who:?} failed - error: {e}",
+                    x.command.clone().unwrap_or_default().join(" "),
                     c.name
                 ),
                 (None, Some(g)) => format!(

@@ -111,3 +111,99 @@ fn runc_still_selectable() {
     let out = D.barge(&["run", "--rm", "--runtime", "nosuch", BB, "true"]);
     assert_eq!(out.status.code(), Some(125));
 }
+
+/// The embedded runtime applies the seccomp program and the capability drop itself, from a
+/// program compiled once per profile and cached under the runtime root: every container (and
+/// every `exec` into one) is still confined — the default profile's filter is on (`Seccomp: 2`),
+/// the capability sets are Docker's, and a syscall the profile refuses but the capabilities
+/// would allow (`unshare(CLONE_NEWUSER)`) fails — whether the program came from the cache or not.
+#[test]
+fn seccomp_program_cached_and_applied() {
+    let cache = D.dir.join("run/runtime/barge/.seccomp");
+    let _ = std::fs::remove_dir_all(&cache);
+    let script =
+        "busybox grep -E '^(Seccomp|NoNewPrivs|CapEff|CapPrm|CapBnd):' /proc/self/status; \
+                  busybox unshare -U true && echo unshare-allowed || echo unshare-refused";
+    let check = |out: &str| {
+        let field = |name: &str| {
+            out.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or_else(|| panic!("{name} missing in {out}"))
+                .to_string()
+        };
+        assert_eq!(field("Seccomp:"), "2", "{out}");
+        assert_eq!(field("NoNewPrivs:"), "0", "{out}");
+        // Docker's default capability set, in every set of a root process.
+        for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            assert_eq!(field(set), "00000000a80425fb", "{set} {out}");
+        }
+        assert!(out.contains("unshare-refused"), "{out}");
+    };
+    // First container compiles the program (cache miss), the next ones read it.
+    for _ in 0..3 {
+        check(&D.ok(&["run", "--rm", BB, "sh", "-c", script]));
+    }
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap_or_else(|e| panic!("{}: {e}", cache.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "one program for one profile: {files:?}");
+    assert!(files[0].ends_with(".bpf"), "{files:?}");
+
+    // A process exec'd into a container gets the container's capabilities from the bundle,
+    // which must hold the whole spec again after create. (Its seccomp filter is missing, with
+    // or without this change: `Seccomp: 0` in an exec'd process — a known gap of the exec
+    // path, not checked here.)
+    D.ok(&["run", "-d", "--name", "rt-seccomp", BB, "sleep", "60"]);
+    let out = D.ok(&["exec", "rt-seccomp", "sh", "-c", script]);
+    for set in ["CapEff:\t", "CapPrm:\t", "CapBnd:\t"] {
+        assert!(
+            out.contains(&format!("{set}00000000a80425fb")),
+            "{set} {out}"
+        );
+    }
+    D.ok(&["rm", "-f", "rt-seccomp"]);
+
+    // A non-root user: no capabilities left after exec, filter on.
+    let out = D.ok(&["run", "--rm", "-u", "1000", BB, "sh", "-c", script]);
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000000000")),
+        "{out}"
+    );
+    // --cap-drop/--cap-add and no-new-privileges (the filter is then loaded after the drop).
+    let out = D.ok(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+        "--security-opt",
+        "no-new-privileges",
+        BB,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000400"), "{out}");
+    // seccomp=unconfined: no filter, and the same unshare works (so the refusals above are
+    // the filter's).
+    let out = D.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        BB,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.contains("Seccomp:\t0"), "{out}");
+    assert!(out.contains("unshare-allowed"), "{out}");
+}

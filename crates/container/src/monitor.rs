@@ -157,6 +157,13 @@ pub fn main(args: &[String]) -> i32 {
 
 /// Entry point of `barge monitor <config.json>`; `runtime` serves configs with `in_process`.
 pub fn main_with(args: &[String], runtime: Option<EmbeddedRuntime>) -> i32 {
+    // Detach from the daemon's session and process group first thing (the daemon spawns us
+    // without a `pre_exec` so that it does not fork): signals to the daemon's group or a
+    // hang-up of its terminal must not reach the container's monitor.
+    // SAFETY: setsid has no memory effects; failure (already a group leader) is harmless.
+    unsafe {
+        libc::setsid();
+    }
     if let Some(rt) = runtime {
         let _ = EMBEDDED.set(rt);
     }

@@ -16,6 +16,7 @@ mod api;
 mod args;
 mod error;
 mod events;
+pub mod memory;
 mod server;
 mod state;
 mod stream;

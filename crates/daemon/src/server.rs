@@ -48,6 +48,7 @@ fn socket_path(host: &str) -> Result<PathBuf> {
 /// Runs the daemon until SIGINT/SIGTERM. Engine set-up (which may spawn engine threads) happens
 /// before the tokio runtime starts.
 pub fn run(args: DaemonArgs) -> Result<()> {
+    crate::memory::limit_arenas();
     init_tracing(&args.log_level);
     let prepared = prepare(args)?;
     let rt = runtime()?;

@@ -41,6 +41,8 @@ use libcontainer::workload::{
     Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
 };
 
+mod security;
+
 /// Default state directory when `--root` is not given.
 pub const DEFAULT_ROOT: &str = "/run/barge-runtime";
 
@@ -279,6 +281,10 @@ impl Executor for RuncExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
+        // Runs in the container init right after libcontainer's own security steps: apply
+        // what `create` took over from it (seccomp program, capabilities); a failure here
+        // fails `create` with its message, as libcontainer's would.
+        security::apply_pending().map_err(ExecutorValidationError::ArgValidationError)?;
         let process = spec.process().as_ref().ok_or_else(|| {
             ExecutorValidationError::ArgValidationError("spec did not contain process".into())
         })?;
@@ -462,13 +468,12 @@ fn create_container(
 ) -> Result<()> {
     let bundle =
         std::fs::canonicalize(bundle).map_err(|e| format!("bundle {}: {e}", bundle.display()))?;
-    ensure_cwd(&bundle);
-    let bundle = nnp_workaround_bundle(g, id, &bundle)?;
+    let prepared = prepare_bundle(g, id, &bundle)?;
     let mut b = builder(g, id, pid_file, console)?;
     if let Some(n) = preserve_fds {
         b = b.with_preserved_fds(n);
     }
-    b.as_init(bundle)
+    b.as_init(&prepared.dir)
         .with_systemd(false)
         .with_detach(true)
         .with_no_pivot(no_pivot)
@@ -477,19 +482,72 @@ fn create_container(
         .map_err(|e| {
             reap_children();
             describe("barge runtime create failed", &e)
-        })
+        })?;
+    // The init has its spec (and, taken over, its seccomp program and capabilities) in memory
+    // now; later loads of the bundle (exec, which applies the container's seccomp profile and
+    // capabilities to the new process) must see the whole spec again.
+    if let Some(full) = prepared.restore {
+        let path = prepared.dir.join("config.json");
+        std::fs::write(&path, full).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The bundle handed to libcontainer's create.
+struct PreparedBundle {
+    /// The caller's bundle, or a private copy of its config.json (with an absolute rootfs).
+    dir: PathBuf,
+    /// The private copy's config.json to write back once the container is created (the
+    /// spec without barge's runtime-only edits), when the copy differs from it.
+    restore: Option<Vec<u8>>,
+}
+
+/// Reads the bundle's config.json once and applies barge's edits for libcontainer: the
+/// process's cwd is created in the rootfs (as runc does), an explicit `"noNewPrivileges": false`
+/// is dropped (libcontainer misreads it), and the seccomp profile and capabilities are taken
+/// over by [`security`] (cached seccomp program). Any edit means a private copy of config.json.
+fn prepare_bundle(g: &Global, id: &str, bundle: &Path) -> Result<PreparedBundle> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", path.display()))?;
+    ensure_cwd(bundle, &spec);
+    let nnp_edit = spec.get_mut("process").is_some_and(without_false_nnp);
+    let full = nnp_edit.then(|| spec.clone());
+    let taken = security::take_over(&mut spec, &g.root())?;
+    if !nnp_edit && !taken {
+        return Ok(PreparedBundle {
+            dir: bundle.to_path_buf(),
+            restore: None,
+        });
+    }
+    let absolute_root = |spec: &mut serde_json::Value| {
+        if let Some(root) = spec.get_mut("root").and_then(|r| r.get_mut("path")) {
+            if let Some(p) = root.as_str().filter(|p| !p.starts_with('/')) {
+                *root = serde_json::Value::from(bundle.join(p).to_string_lossy().into_owned());
+            }
+        }
+    };
+    absolute_root(&mut spec);
+    let restore = taken.then(|| {
+        let mut full = match full {
+            Some(f) => f,
+            None => serde_json::from_slice(&data).unwrap_or_default(),
+        };
+        absolute_root(&mut full);
+        full.to_string().into_bytes()
+    });
+    let dir = private_dir(g, id);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join("config.json"), spec.to_string())
+        .map_err(|e| format!("write {}: {e}", dir.display()))?;
+    Ok(PreparedBundle { dir, restore })
 }
 
 /// runc creates the process's cwd in the rootfs when it is missing (images often lack
 /// `/tmp` etc.); libcontainer fails its chdir instead. Create it here, component by component,
 /// never following a symlink (a symlinked or odd path is left for the runtime to refuse).
-fn ensure_cwd(bundle: &Path) {
-    let Ok(data) = std::fs::read(bundle.join("config.json")) else {
-        return;
-    };
-    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else {
-        return;
-    };
+fn ensure_cwd(bundle: &Path, spec: &serde_json::Value) {
     let (Some(root), Some(cwd)) = (
         spec["root"]["path"].as_str(),
         spec["process"]["cwd"].as_str(),
@@ -518,7 +576,7 @@ fn ensure_cwd(bundle: &Path) {
 /// libcontainer 0.7 treats `"noNewPrivileges": false` like `true` (it tests `is_some()`):
 /// it then loads the seccomp filter after dropping CAP_SYS_ADMIN and without no_new_privs,
 /// which the kernel refuses ("failed to load seccomp context"). runc treats false as absent.
-/// Returns the JSON with an explicit `false` removed, or `None` if there is none.
+/// Removes an explicit `false` from a process's JSON; returns whether there was one.
 fn without_false_nnp(process: &mut serde_json::Value) -> bool {
     if process.get("noNewPrivileges") == Some(&serde_json::Value::Bool(false)) {
         process.as_object_mut().map(|o| o.remove("noNewPrivileges"));
@@ -531,28 +589,6 @@ fn without_false_nnp(process: &mut serde_json::Value) -> bool {
 /// Private copies of bundles/process files rewritten by the workaround above.
 fn private_dir(g: &Global, id: &str) -> PathBuf {
     g.root().join(".barge").join(id)
-}
-
-/// The bundle to give libcontainer: `bundle` itself, or (when its config.json has
-/// `"noNewPrivileges": false`) a private copy of config.json without it, with an absolute rootfs.
-fn nnp_workaround_bundle(g: &Global, id: &str, bundle: &Path) -> Result<PathBuf> {
-    let path = bundle.join("config.json");
-    let data = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", path.display()))?;
-    if !spec.get_mut("process").is_some_and(without_false_nnp) {
-        return Ok(bundle.to_path_buf());
-    }
-    if let Some(root) = spec.get_mut("root").and_then(|r| r.get_mut("path")) {
-        if let Some(p) = root.as_str().filter(|p| !p.starts_with('/')) {
-            *root = serde_json::Value::from(bundle.join(p).to_string_lossy().into_owned());
-        }
-    }
-    let dir = private_dir(g, id);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    std::fs::write(dir.join("config.json"), spec.to_string())
-        .map_err(|e| format!("write {}: {e}", dir.display()))?;
-    Ok(dir)
 }
 
 /// After a failed create/exec, libcontainer has not waited for its intermediate and init

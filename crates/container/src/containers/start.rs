@@ -9,7 +9,6 @@
 //! every way out.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -20,9 +19,7 @@ use crate::mounts::{MountType, SpecMount};
 use crate::spec::SpecInput;
 use crate::*;
 
-use super::{
-    io_err, memory_cgroup, now_rfc3339, unmount, write_atomic, Containers, Watch, ZERO_TIME,
-};
+use super::{io_err, memory_cgroup, now_rfc3339, unmount, Containers, Watch, ZERO_TIME};
 
 /// A container's endpoints being set up on another thread ([`barge_network::Networks::setup_finish`]);
 /// joined by [`NetJob::wait`] or, at the latest, when dropped.
@@ -188,8 +185,9 @@ impl Containers {
         mut gate: Option<&mut dyn FnMut() -> Result<(), String>>,
     ) -> Result<(Child, i64), (Option<Child>, String)> {
         let data = serde_json::to_vec(mcfg).expect("monitor config serializes");
-        if let Err(e) = write_atomic(config_path, &data) {
-            return Err((None, e.to_string()));
+        // The monitor's input, read once at its start: like the bundle, not worth fsyncs.
+        if let Err(e) = std::fs::write(config_path, &data) {
+            return Err((None, format!("write {}: {e}", config_path.display())));
         }
         let log = std::fs::File::create(mcfg.state_dir.join("monitor.log")).ok();
         let mut cmd = Command::new(&self.cfg.self_exe);
@@ -205,13 +203,9 @@ impl Containers {
             Some(f) => Stdio::from(f),
             None => Stdio::null(),
         });
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        // No `pre_exec` (the monitor calls `setsid` itself): without one, std spawns with
+        // posix_spawn (a vfork-like clone) instead of forking the daemon, whose page tables
+        // would otherwise be copied for every container start.
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -498,7 +492,12 @@ impl Containers {
         };
         let spec = spec::build_spec(&input)?;
         let spec_json = serde_json::to_vec_pretty(&spec).expect("spec serializes");
-        write_atomic(&dir.join("config.json"), &spec_json)?;
+        // Not a record: the bundle is rebuilt by every start and read by this start's monitor
+        // (and `exec`s of this run), none of which survives a machine crash, so no fsyncs
+        // (two file and two directory fsyncs per start with `monitor.json` below).
+        let config_path = dir.join("config.json");
+        std::fs::write(&config_path, &spec_json)
+            .map_err(io_err(format!("write {}", config_path.display())))?;
 
         let state_dir = self.state_dir(&c.id);
         std::fs::create_dir_all(&state_dir)

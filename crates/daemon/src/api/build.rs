@@ -180,6 +180,7 @@ pub async fn build(
             }
         }
         drop(ctxdir);
+        crate::memory::trim();
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let v = rx.recv().await?;

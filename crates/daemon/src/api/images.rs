@@ -385,6 +385,7 @@ pub async fn load(
             Err(e) => Err(e.to_string()),
         };
         drop(path);
+        crate::memory::trim();
         Ok::<_, ApiError>(r)
     })
     .await?;
@@ -467,6 +468,7 @@ pub async fn create(
             .images
             .import(&mut f, r.as_deref(), &changes, message.as_deref())?;
         drop(path);
+        crate::memory::trim();
         Ok::<_, ApiError>(id)
     })
     .await?;
@@ -668,6 +670,8 @@ async fn pull(
             tx,
         )
         .await?;
+        // Off the workers: a walk of every arena's free lists.
+        let _ = tokio::task::spawn_blocking(crate::memory::trim).await;
         st.image_event("pull", &res.id, &r.familiar());
         let status = if res.downloaded {
             format!("Status: Downloaded newer image for {}", r.familiar())
