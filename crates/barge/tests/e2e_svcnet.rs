@@ -569,7 +569,7 @@ spec:
                 let (code, out, err) = sh(
                     &s,
                     &client,
-                    &format!("for i in $(busybox seq 40); do busybox wget -T 3 -qO- {url}; done"),
+                    &format!("for i in $(busybox seq 40); do busybox timeout 3 busybox wget -qO- {url}; done"),
                 );
                 let mut names: Vec<String> = out.lines().map(String::from).collect();
                 names.sort();
@@ -597,7 +597,7 @@ spec:
     let (code, _, err) = sh(
         &s,
         &client,
-        "busybox wget -T 5 -qO- http://empty.web.svc.cluster.local",
+        "busybox timeout 5 busybox wget -qO- http://empty.web.svc.cluster.local",
     );
     assert_ne!(code, 0);
     assert!(err.contains("refused"), "{err}");
