@@ -316,6 +316,8 @@ mod tests {
             backoff_base: std::time::Duration::from_secs(10),
             version: "0".into(),
             service_cidr: "10.43.0.0/16".parse().unwrap(),
+            kubelet_port: 10250,
+            stream_tls: None,
             cluster_dns: "10.43.0.10".parse().unwrap(),
             cluster_domain: "cluster.local".into(),
         }
