@@ -157,7 +157,7 @@ fn volumes_host_path_downward_projected_token_and_sub_path() {
 kind: Pod
 metadata:
   name: vols
-  labels: {{app: vols, tier: "a b"}}
+  labels: {{app: vols, tier: "a.b"}}
   annotations: {{note: n1}}
 spec:
   terminationGracePeriodSeconds: 1
@@ -229,7 +229,7 @@ spec:
             &cid,
             "cat /info/labels; echo; cat /info/name; echo; cat /info/mem"
         ),
-        "app=\"vols\"\ntier=\"a b\"\nvols\n64"
+        "app=\"vols\"\ntier=\"a.b\"\nvols\n64"
     );
     // subPath: one key of a ConfigMap as a file; a directory made inside an emptyDir.
     assert_eq!(sh(&s, &cid, "cat /etc/greeting"), "hello");

@@ -545,8 +545,9 @@ pub async fn run(client: &Client, args: &ComposeArgs, a: &RunArgs) -> Result<i32
     let mut links = convert::links(&project.name, &s, -1, &|svc| {
         of(svc).iter().map(|c| name_of(c).to_string()).collect()
     });
-    // a one-off container also links to its own service's containers (compose's getLinks)
-    for c in of(&service) {
+    // a one-off container also links to its own service's running containers (compose's
+    // getLinks; the engine refuses to start with a link to a stopped one)
+    for c in of(&service).into_iter().filter(|c| c["State"] == "running") {
         let n = name_of(c);
         let short = n.strip_prefix(&format!("{}-", project.name)).unwrap_or(n);
         links.extend([

@@ -156,7 +156,8 @@ impl Containers {
         Ok(())
     }
 
-    /// The running targets of `c`'s legacy links, with their default-bridge addresses.
+    /// The running targets of `c`'s legacy links, with their default-bridge addresses (else
+    /// their first network's).
     /// Errors as dockerd: `Cannot link to a non running container: /T AS /C/ALIAS`.
     pub(super) fn link_targets(
         &self,
@@ -172,9 +173,13 @@ impl Containers {
                 .then(|| self.networks.get().and_then(|n| n.sandbox(&t.id)))
                 .flatten()
                 .and_then(|sb| {
+                    // The default bridge's address; on user-defined networks (where dockerd
+                    // turns links into aliases of the shared network) the target's address
+                    // there.
                     sb.endpoints
                         .iter()
                         .find(|e| e.network_name == "bridge")
+                        .or_else(|| sb.endpoints.first())
                         .map(|e| e.ip)
                 });
             let Some(ip) = ip else {
