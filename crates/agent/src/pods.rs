@@ -1377,30 +1377,29 @@ async fn start_container(
         .as_ref()
         .and_then(|s| s.hostname.clone())
         .unwrap_or_else(|| name.chars().take(63).collect());
-    let mut binds =
-        match crate::volumes::container_binds(
-            &ctx.client,
-            &ctx.engine.data_root,
-            pod,
-            c,
-            crate::volumes::PodFacts {
-                pod_ip: pod_ip.unwrap_or_default(),
-                host_ip: &ctx.host_ip,
-            },
-        )
-        .await
-        {
-            Ok(b) => b,
-            Err(crate::volumes::VolumeError::Config(m)) => return Err(config_error(m)),
-            // kubelet: the pod stays ContainerCreating, with a FailedMount event.
-            Err(crate::volumes::VolumeError::Mount(m)) => {
-                let ev = (true, "FailedMount", m.clone());
-                return Err(StartError::Waiting("ContainerCreating".into(), m, vec![ev]));
-            }
-            Err(crate::volumes::VolumeError::Api(e)) => {
-                return Err(StartError::Other(AgentError::api("container volumes", e)))
-            }
-        };
+    let mut binds = match crate::volumes::container_binds(
+        &ctx.client,
+        &ctx.engine.data_root,
+        pod,
+        c,
+        crate::volumes::PodFacts {
+            pod_ip: pod_ip.unwrap_or_default(),
+            host_ip: &ctx.host_ip,
+        },
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(crate::volumes::VolumeError::Config(m)) => return Err(config_error(m)),
+        // kubelet: the pod stays ContainerCreating, with a FailedMount event.
+        Err(crate::volumes::VolumeError::Mount(m)) => {
+            let ev = (true, "FailedMount", m.clone());
+            return Err(StartError::Waiting("ContainerCreating".into(), m, vec![ev]));
+        }
+        Err(crate::volumes::VolumeError::Api(e)) => {
+            return Err(StartError::Other(AgentError::api("container volumes", e)))
+        }
+    };
     // The termination message file (kubelet's `terminationMessagePath`), one per attempt.
     let term_path = c
         .termination_message_path

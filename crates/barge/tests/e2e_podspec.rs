@@ -120,7 +120,10 @@ fn wait_logs(s: &Server, pod: &str, c: &str, marker: &str, secs: u64) -> String 
     let path = format!("jsonpath={{.status.containerStatuses[?(@.name==\"{c}\")].containerID}}");
     loop {
         let out = s.kubectl_with(&s.kubeconfig(), &["get", "pod", pod, "-o", &path]);
-        let id = stdout(&out).trim().trim_start_matches("barge://").to_string();
+        let id = stdout(&out)
+            .trim()
+            .trim_start_matches("barge://")
+            .to_string();
         let mut l = String::new();
         if !id.is_empty() {
             let out = s.docker(&["logs", &id]);
