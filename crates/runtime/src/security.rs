@@ -193,7 +193,8 @@ fn from_cache(file: &[u8]) -> Option<Vec<libc::sock_filter>> {
 
 /// `struct sock_filter` array (8 bytes each, host byte order) from bytes.
 fn parse(bytes: &[u8]) -> Option<Vec<libc::sock_filter>> {
-    if bytes.is_empty() || bytes.len() % 8 != 0 || bytes.len() / 8 > usize::from(u16::MAX) {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(8) || bytes.len() / 8 > usize::from(u16::MAX)
+    {
         return None;
     }
     Some(

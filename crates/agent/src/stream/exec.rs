@@ -101,7 +101,9 @@ pub(crate) fn is_websocket(req: &Request<Body>) -> bool {
 }
 
 /// Checks the upgrade request and answers 101 with `protocol`; the returned future resolves
-/// to the WebSocket once hyper has switched the connection.
+/// to the WebSocket once hyper has switched the connection. The error is the refusal to send
+/// (a whole response, hence large and `impl Future` in the tuple).
+#[allow(clippy::result_large_err, clippy::type_complexity)]
 pub(crate) fn accept(
     req: &mut Request<Body>,
     protocol: &'static str,
@@ -440,10 +442,8 @@ async fn pump(
             };
             match m {
                 Message::Binary(b) if !b.is_empty() => match b[0] {
-                    STDIN if stdin => {
-                        if mon_wr.write_all(&b[1..]).await.is_err() {
-                            break;
-                        }
+                    STDIN if stdin && mon_wr.write_all(&b[1..]).await.is_err() => {
+                        break;
                     }
                     RESIZE => {
                         if let Some((h, w)) = size_of(&b[1..]) {

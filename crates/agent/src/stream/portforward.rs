@@ -206,7 +206,7 @@ async fn v4(
         match m {
             Message::Binary(b) if !b.is_empty() => {
                 let ch = b[0] as usize;
-                if ch % 2 == 0 {
+                if ch.is_multiple_of(2) {
                     if let Some(w) = writers.get(ch / 2) {
                         let _ = w.send(b[1..].to_vec()).await;
                     }
