@@ -249,7 +249,7 @@ async fn pass(
                 "metadata": {"resourceVersion": node.metadata.resource_version},
                 "spec": {"taints": value},
             });
-            node = nodes_api
+            nodes_api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| ControllerError::api(format!("tainting node {name}"), e))?;

@@ -460,7 +460,7 @@ impl Scheduler {
     async fn cycle(&mut self, pod: &Pod, snap: &Snapshot, change_count: u64) {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let with_volumes;
+        let mut with_volumes;
         let mut snap = snap;
         let mut delayed = Vec::new();
         if !crate::plugins::volume::claims(pod).is_empty() {
