@@ -23,8 +23,7 @@ use crate::registry::ResourceInfo;
 use crate::status::{ApiError, ApiResult, Cause};
 use crate::ApiServer;
 
-/// How many times an apply is redone after losing a race.
-const RETRIES: usize = 16;
+use super::patch::RETRIES;
 
 fn join(a: &str, b: &str) -> String {
     if a.is_empty() {

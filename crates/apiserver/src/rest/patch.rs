@@ -17,8 +17,11 @@ use crate::request::media_type;
 use crate::status::{ApiError, ApiResult};
 use crate::ApiServer;
 
-/// How many times a patch is re-applied after losing a race.
-const RETRIES: usize = 16;
+/// How many times a patch or apply is redone after losing a race to another writer. kube's
+/// `GuaranteedUpdate` retries storage conflicts without bound; a bound well above any burst of
+/// concurrent writers to one object (each lost race means another writer won) keeps a bug
+/// from looping forever.
+pub(super) const RETRIES: usize = 1024;
 
 /// A parsed patch document.
 pub(crate) enum PatchDoc {
