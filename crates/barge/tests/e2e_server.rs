@@ -301,15 +301,16 @@ fn the_same_process_serves_the_docker_engine_api() {
         stderr(&out)
     );
     // The listening socket at -H belongs to the server's process (/proc/net/unix: the inode
-    // of the socket bound to that path, among the process' fds).
+    // of the socket listening on that path — flag __SO_ACCEPTCON; connections accepted on it
+    // carry the path too — among the process' fds).
     let sock = s.sock().display().to_string();
     let unix = std::fs::read_to_string("/proc/net/unix").unwrap();
     let inode = unix
         .lines()
-        .find(|l| l.split_whitespace().nth(7) == Some(sock.as_str()))
-        .and_then(|l| l.split_whitespace().nth(6))
-        .unwrap_or_else(|| panic!("{sock} not in /proc/net/unix"))
-        .to_string();
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(7) == Some(&sock.as_str()) && f.get(3) == Some(&"00010000"))
+        .map(|f| f[6].to_string())
+        .unwrap_or_else(|| panic!("{sock} not listening in /proc/net/unix"));
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()
