@@ -2,7 +2,8 @@
 # The README's first command: build barge, start its daemon, load the shared OCI layout,
 # run multilayer:1 (a small model-serving HTTP app) with --network host and query it; then run it
 # on a private network with its port published and reach it from the host and, by name, from
-# another container; clean up.
+# another container; clean up. Then the model-serving platform on barge's cluster
+# (scripts/demo-cluster.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -56,3 +57,7 @@ echo "== barge logs demo"
 echo "== barge stop demo"
 time "$BARGE" stop demo
 echo "demo OK"
+
+# The model-serving platform on barge's cluster: build, Deployment, Service, Ingress, HPA,
+# scale-up under load, zero-failure rollout and rollback.
+BARGE="$BARGE" BARGE_IMAGES="$IMAGES" scripts/demo-cluster.sh

@@ -108,7 +108,7 @@ pub fn zone(view: &ClusterView, domain: &str) -> Zone {
 /// The address this node serves cluster DNS on: the pod network's gateway (the first
 /// address of the node's podCIDR).
 pub fn listen_ip(cfg: &Config) -> Option<Ipv4Addr> {
-    match crate::node::pod_cidr(&cfg.cluster_cidr) {
+    match cfg.pod_cidr() {
         ipnet::IpNet::V4(n) => n.hosts().next(),
         ipnet::IpNet::V6(_) => None,
     }
@@ -313,6 +313,7 @@ mod tests {
             node_name: "n".into(),
             node_ip: None,
             cluster_cidr: "10.42.0.0/16".parse().unwrap(),
+            pod_cidr: None,
             backoff_base: std::time::Duration::from_secs(10),
             version: "0".into(),
             service_cidr: "10.43.0.0/16".parse().unwrap(),
@@ -320,6 +321,8 @@ mod tests {
             stream_tls: None,
             cluster_dns: "10.43.0.10".parse().unwrap(),
             cluster_domain: "cluster.local".into(),
+            metrics_resolution: crate::metrics::DEFAULT_RESOLUTION,
+            pod_network_backend: Default::default(),
         }
     }
 

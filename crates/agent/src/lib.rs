@@ -2,8 +2,8 @@
 //!
 //! `barge server` runs one (unless `--disable-agent`) on the engine it serves the Docker Engine
 //! API with, so one command is a one-node cluster:
-//! - [`node`]: registers the Node (capacity, allocatable, addresses, nodeInfo, conditions,
-//!   podCIDR), renews its Lease in `kube-node-lease` every 10 s and patches its status as
+//! - [`node`]: registers the Node (capacity, allocatable, addresses, nodeInfo, conditions;
+//!   its podCIDR is the node IPAM controller's to assign, and waited for), renews its Lease in `kube-node-lease` every 10 s and patches its status as
 //!   kubelet does (on change, else every 5 min);
 //! - [`pods`]: one worker per pod bound to this node (`spec.nodeName`): its sandbox (a network
 //!   namespace on the pod network, made by `barge-network` without any container — no pause
@@ -21,6 +21,9 @@
 //!   bind mounts (`subPath`, `readOnly`);
 //! - [`events`]: kubelet's events (Pulled, Created, Started, Killing, BackOff, Unhealthy, Failed);
 //! - [`env`]: a container's environment (`env`, `valueFrom`, `envFrom`, `$(VAR)` expansion);
+//! - [`podnet`]: the pod network between nodes (flannel's daemon: host-gw routes or VXLAN,
+//!   from the watched Nodes' podCIDRs, addresses and flannel annotations);
+//! - [`netpol`]: NetworkPolicy enforcement for this node's pods (nftables, incremental);
 //! - [`proxy`]: the Service proxy (kube-proxy's nftables mode) over the watched Services and
 //!   EndpointSlices; [`dns`]: cluster DNS (CoreDNS's `kubernetes` plugin) and pods'
 //!   resolv.conf.
@@ -39,7 +42,10 @@ pub mod dns;
 pub mod env;
 pub mod events;
 pub mod images;
+pub mod metrics;
+pub mod netpol;
 pub mod node;
+pub mod podnet;
 pub mod pods;
 pub mod probes;
 pub mod proxy;
@@ -71,8 +77,11 @@ pub struct Config {
     pub node_name: String,
     /// The node's InternalIP (`--node-ip`), else the address of the default route's interface.
     pub node_ip: Option<std::net::IpAddr>,
-    /// The cluster's pod network (`--cluster-cidr`); this node's podCIDR is its first /24.
+    /// The cluster's pod network (`--cluster-cidr`; the Service proxy's "from a pod" match).
     pub cluster_cidr: ipnet::IpNet,
+    /// This node's podCIDR: `None` until [`run`] reads it from the Node's `spec.podCIDR`,
+    /// which the node IPAM controller (`barge_controllers::nodeipam`) assigns.
+    pub pod_cidr: Option<ipnet::IpNet>,
     /// The first restart back-off (kubelet: 10 s, doubling up to [`MAX_BACKOFF`]).
     pub backoff_base: Duration,
     /// barge's version (nodeInfo's `containerRuntimeVersion` is `barge://<version>`).
@@ -88,6 +97,12 @@ pub struct Config {
     pub cluster_dns: std::net::Ipv4Addr,
     /// The cluster domain (`--cluster-domain`, `cluster.local`).
     pub cluster_domain: String,
+    /// How often the pods' cgroups are sampled for `/stats/summary` ([`metrics`];
+    /// cAdvisor's housekeeping interval, 10 s): CPU usage is the rate over this window.
+    pub metrics_resolution: Duration,
+    /// How pods reach pods on other nodes (`--flannel-backend`, k3s's name: `vxlan` by
+    /// default, `host-gw`, `none`; [`podnet`]).
+    pub pod_network_backend: barge_network::podnet::Backend,
 }
 
 /// The longest restart back-off (kubelet's `MaxContainerBackOff`).
@@ -119,6 +134,15 @@ impl AgentError {
     }
 }
 
+impl Config {
+    /// This node's podCIDR (the first /24 of the cluster CIDR until [`run`] has read the
+    /// assigned one, which it does before anything uses it).
+    pub fn pod_cidr(&self) -> ipnet::IpNet {
+        self.pod_cidr
+            .unwrap_or_else(|| node::first_block(&self.cluster_cidr))
+    }
+}
+
 /// Whether a kube error is the API's 404.
 pub(crate) fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
@@ -132,9 +156,27 @@ pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let cfg = Arc::new(cfg);
-    let node = node::NodeAgent::new(client.clone(), engine.clone(), cfg.clone());
+    tokio::pin!(shutdown);
+    let node = node::NodeAgent::new(client.clone(), engine.clone(), Arc::new(cfg.clone()));
     let node_task = tokio::spawn(async move { node.run().await });
+    // Pods, DNS and the proxy need this node's podCIDR: the node IPAM controller's.
+    let mut cfg = cfg;
+    if cfg.pod_cidr.is_none() {
+        tokio::select! {
+            c = node::wait_pod_cidr(&client, &cfg.node_name) => cfg.pod_cidr = Some(c),
+            _ = &mut shutdown => {
+                node_task.abort();
+                return;
+            }
+        }
+    }
+    let cfg = Arc::new(cfg);
+    let sampler = metrics::Sampler::new(
+        engine.clone(),
+        cfg.node_name.clone(),
+        cfg.metrics_resolution,
+    );
+    let sampling = tokio::spawn(sampler.clone().run());
     let streams = match &cfg.stream_tls {
         Some(tls) => match stream::server_config(tls) {
             Ok(tls) => {
@@ -145,6 +187,7 @@ pub async fn run(
                         tls,
                         engine.clone(),
                         client.clone(),
+                        sampler,
                     ))),
                     Err(e) => {
                         tracing::error!("{e}");
@@ -160,6 +203,15 @@ pub async fn run(
         None => None,
     };
     let pods = tokio::spawn(pods::run(client.clone(), engine.clone(), cfg.clone()));
+    // Routes to the other nodes' pods (left in place when the agent stops, as flannel's).
+    let podnet = tokio::spawn(podnet::run(client.clone(), cfg.clone()));
+    // NetworkPolicies: enforced for this node's pods (the table is deleted by `barge server`
+    // when it stops).
+    let policies = tokio::spawn(netpol::run(
+        client.clone(),
+        engine.networks.netpol_table(),
+        cfg.node_name.clone(),
+    ));
     // Services: the proxy and cluster DNS over one watch of Services and EndpointSlices.
     let services = {
         let (cfg, table) = (cfg.clone(), engine.networks.proxy_table());
@@ -177,8 +229,11 @@ pub async fn run(
     };
     shutdown.await;
     node_task.abort();
+    sampling.abort();
     pods.abort();
+    podnet.abort();
     services.abort();
+    policies.abort();
     if let Some(s) = streams {
         s.abort();
     }

@@ -1,8 +1,10 @@
 //! The Node: registration, its Lease and its status, as kubelet keeps them
 //! (`kubelet_node_status.go`, `nodestatus/setters.go`, `nodelease`).
 //!
-//! - Registration creates the Node (labels `kubernetes.io/hostname|os|arch`, `spec.podCIDR`);
-//!   when it exists already (a restart) its status is patched instead.
+//! - Registration creates the Node (labels `kubernetes.io/hostname|os|arch`); when it exists
+//!   already (a restart) its status is patched instead. `spec.podCIDR` is not the agent's:
+//!   kube-controller-manager's node IPAM (`barge_controllers::nodeipam`) assigns it and the
+//!   agent waits for it ([`wait_pod_cidr`]), as kubelet does without `--pod-cidr`.
 //! - The Lease `kube-node-lease/<node>` (holder = node, 40 s, owned by the Node) is renewed
 //!   every 10 s.
 //! - The status (capacity, allocatable, addresses, nodeInfo, conditions, daemon endpoint) is
@@ -35,9 +37,9 @@ pub struct NodeAgent {
     cfg: Arc<Config>,
 }
 
-/// This node's podCIDR: the first /24 (IPv4) or /64 (IPv6) of the cluster CIDR (or the CIDR
-/// itself when it is smaller).
-pub fn pod_cidr(cluster: &ipnet::IpNet) -> ipnet::IpNet {
+/// The first /24 (IPv4) or /64 (IPv6) of the cluster CIDR (or the CIDR itself when it is
+/// smaller): what the node IPAM controller gives the first node.
+pub fn first_block(cluster: &ipnet::IpNet) -> ipnet::IpNet {
     let want = match cluster {
         ipnet::IpNet::V4(_) => 24,
         ipnet::IpNet::V6(_) => 64,
@@ -50,6 +52,31 @@ pub fn pod_cidr(cluster: &ipnet::IpNet) -> ipnet::IpNet {
         .ok()
         .and_then(|mut s| s.next())
         .unwrap_or(net)
+}
+
+/// Waits (polling every second) until the Node `name` has a `spec.podCIDR` that parses, and
+/// answers it.
+pub async fn wait_pod_cidr(client: &Client, name: &str) -> ipnet::IpNet {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut logged = false;
+    loop {
+        if let Ok(Some(n)) = api.get_opt(name).await {
+            if let Some(c) = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_cidr.as_deref())
+                .and_then(|c| c.parse::<ipnet::IpNet>().ok())
+            {
+                tracing::info!(node = %name, pod_cidr = %c, "this node's podCIDR");
+                return c;
+            }
+            if !logged {
+                tracing::info!(node = %name, "waiting for the node IPAM controller to assign a podCIDR");
+                logged = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The node's InternalIP: the configured one, else the IPv4 address of the interface the
@@ -239,10 +266,9 @@ impl NodeAgent {
         Api::all(self.client.clone())
     }
 
-    /// Creates the Node, or adopts an existing one (its podCIDR is set when missing).
+    /// Creates the Node, or adopts an existing one.
     pub async fn register(&self) -> Result<Node, AgentError> {
         let name = &self.cfg.node_name;
-        let cidr = pod_cidr(&self.cfg.cluster_cidr).to_string();
         let arch = goarch();
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1",
@@ -258,7 +284,6 @@ impl NodeAgent {
                 },
                 "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
             },
-            "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
         }))
         .expect("a Node");
         let api = self.api();
@@ -272,17 +297,6 @@ impl NodeAgent {
                     .get(name)
                     .await
                     .map_err(|e| AgentError::api(format!("get node {name}"), e))?;
-                if existing
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.pod_cidr.as_ref())
-                    .is_none()
-                {
-                    let patch = json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
-                    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .map_err(|e| AgentError::api(format!("patch node {name}"), e))?;
-                }
                 tracing::info!(node = %name, "node already registered; adopted");
                 Ok(existing)
             }
@@ -404,8 +418,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pod_cidr_is_the_first_block() {
-        let f = |s: &str| pod_cidr(&s.parse().unwrap()).to_string();
+    fn first_block_of_the_cluster_cidr() {
+        let f = |s: &str| first_block(&s.parse().unwrap()).to_string();
         assert_eq!(f("10.42.0.0/16"), "10.42.0.0/24");
         assert_eq!(f("10.42.7.0/16"), "10.42.0.0/24");
         assert_eq!(f("10.42.3.0/26"), "10.42.3.0/26");

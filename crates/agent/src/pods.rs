@@ -202,13 +202,24 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| AgentError::engine("engine call", e))?
 }
 
-/// Creates the pod network (a bridge over `cidr`) unless it exists.
-fn ensure_network(engine: &Engine, cidr: &str) -> Result<(), AgentError> {
-    if engine.networks.get(POD_NETWORK).is_ok() {
+/// Creates the pod network (a bridge over `cidr`) unless it exists. Its masquerade leaves
+/// traffic to `cluster` (the cluster CIDR) alone, so pods on other nodes see pod IPs
+/// ([`barge_network::NO_MASQUERADE_OPTION`]; set on a network made before it existed too).
+fn ensure_network(engine: &Engine, cidr: &str, cluster: &str) -> Result<(), AgentError> {
+    let opt = barge_network::NO_MASQUERADE_OPTION;
+    if let Ok(n) = engine.networks.get(POD_NETWORK) {
+        if n.options.get(opt).map(String::as_str) != Some(cluster) {
+            engine
+                .networks
+                .set_option(POD_NETWORK, opt, Some(cluster))
+                .map_err(|e| AgentError::engine("updating the pod network", e))?;
+        }
         return Ok(());
     }
     let mut labels = BTreeMap::new();
     labels.insert("io.barge.pod-network".to_string(), "true".to_string());
+    let mut options = BTreeMap::new();
+    options.insert(opt.to_string(), cluster.to_string());
     engine
         .networks
         .create(barge_network::CreateRequest {
@@ -216,6 +227,7 @@ fn ensure_network(engine: &Engine, cidr: &str) -> Result<(), AgentError> {
             driver: Some("bridge".into()),
             subnet: Some(cidr.into()),
             labels,
+            options,
             ..Default::default()
         })
         .map_err(|e| AgentError::engine(format!("creating the pod network {cidr}"), e))?;
@@ -720,7 +732,8 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
     let sandbox = {
         let (engine, key, name) = (ctx.engine.clone(), key.clone(), name.clone());
         let spec = spec.clone();
-        let cidr = crate::node::pod_cidr(&ctx.cfg.cluster_cidr).to_string();
+        let cidr = ctx.cfg.pod_cidr().to_string();
+        let cluster = ctx.cfg.cluster_cidr.trunc().to_string();
         blocking(move || {
             if let Some(sb) = engine.networks.sandbox(&key) {
                 return Ok(Some(sb));
@@ -729,7 +742,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                 return Ok(None);
             }
             // The pod network is made with the first sandbox (a node without pods has none).
-            ensure_network(&engine, &cidr)?;
+            ensure_network(&engine, &cidr, &cluster)?;
             let req = barge_network::SandboxRequest {
                 container_id: key.clone(),
                 name,

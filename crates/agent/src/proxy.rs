@@ -136,6 +136,16 @@ pub fn desired(view: &ClusterView) -> Vec<ServicePort> {
                 .and_then(|c| c.timeout_seconds)
                 .unwrap_or(10800) as u32
         });
+        // A LoadBalancer Service answers on the node once the service load balancer admitted
+        // it (filled its status; barge-controllers' `servicelb`).
+        let load_balancer = spec.type_.as_deref() == Some("LoadBalancer")
+            && spec.load_balancer_class.is_none()
+            && svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|l| l.ingress.as_ref())
+                .is_some_and(|l| !l.is_empty());
         let slices = view.slices_of(ns, name);
         for p in spec.ports.iter().flatten() {
             let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
@@ -171,9 +181,22 @@ pub fn desired(view: &ClusterView) -> Vec<ServicePort> {
                 cluster_ip: Some(cip),
                 port: p.port as u16,
                 node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+                load_balancer,
                 affinity_timeout: affinity,
                 endpoints: endpoints.into_iter().collect(),
             });
+        }
+    }
+    // One owner per node port: a LoadBalancer port colliding with a node port or an earlier
+    // LoadBalancer port (the controller's status lagging) is left out, never a failed
+    // transaction.
+    let mut used: BTreeSet<(String, u16)> = out
+        .iter()
+        .filter_map(|sp| sp.node_port.map(|np| (sp.proto.clone(), np)))
+        .collect();
+    for sp in out.iter_mut().filter(|sp| sp.load_balancer) {
+        if !used.insert((sp.proto.clone(), sp.port)) {
+            sp.load_balancer = false;
         }
     }
     out

@@ -57,6 +57,7 @@ use barge_datastore::Store;
 pub use discovery::KUBE_VERSION;
 pub use namespaces::SYSTEM_NAMESPACES;
 use registry::Registry;
+pub use rest::masterleases::RECONCILE_INTERVAL as ENDPOINT_RECONCILE_INTERVAL;
 pub use rest::proxy::{DialFuture, NodeDialer, NodeStream};
 pub use rest::services::service_ip;
 use status::{ApiError, Target};
@@ -88,6 +89,11 @@ pub struct Config {
     pub cluster_cidr: String,
     /// The PKCS#8 P-256 key ServiceAccount tokens are signed with (`None`: no TokenRequest).
     pub service_account_key: Option<Vec<u8>>,
+    /// The DefaultTolerationSeconds admission's `tolerationSeconds` for
+    /// `node.kubernetes.io/not-ready` and `…/unreachable` (kube-apiserver's
+    /// `--default-not-ready-toleration-seconds` / `--default-unreachable-toleration-seconds`,
+    /// 300 each).
+    pub default_toleration_seconds: admission::tolerations::DefaultTolerations,
 }
 
 impl Default for Config {
@@ -96,6 +102,7 @@ impl Default for Config {
             service_cidr: "10.43.0.0/16".into(),
             cluster_cidr: "10.42.0.0/16".into(),
             service_account_key: None,
+            default_toleration_seconds: Default::default(),
         }
     }
 }

@@ -318,6 +318,8 @@ fn served(api: &ApiServer) -> Vec<ResourceRef> {
         }
     }
     gvs.into_iter()
+        // An aggregated API's documents are its own server's (metrics-server publishes none).
+        .filter(|(g, _)| *g != crate::registry::METRICS_GROUP)
         .flat_map(|(g, v)| registry.group_version(g, v))
         .map(|r| ResourceRef {
             group: r.group.to_string(),

@@ -203,33 +203,11 @@ pub fn aggregate<'a>(selectors: &[Value], roles: impl Iterator<Item = &'a Value>
         if role.pointer("/aggregationRule").is_some() {
             continue;
         }
-        let labels = role.pointer("/metadata/labels").and_then(Value::as_object);
-        let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         let matches = selectors.iter().any(|sel| {
-            let ml = sel.get("matchLabels").and_then(Value::as_object);
-            let labels_ok = ml
-                .into_iter()
-                .flatten()
-                .all(|(k, v)| label(k) == v.as_str());
-            let exprs = sel.get("matchExpressions").and_then(Value::as_array);
-            let exprs_ok = exprs.into_iter().flatten().all(|e| {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-                let values: Vec<&str> = e
-                    .get("values")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                match e.get("operator").and_then(Value::as_str) {
-                    Some("In") => label(key).is_some_and(|v| values.contains(&v)),
-                    Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
-                    Some("Exists") => label(key).is_some(),
-                    Some("DoesNotExist") => label(key).is_none(),
-                    _ => false,
-                }
-            });
-            (ml.is_some() || exprs.is_some()) && labels_ok && exprs_ok
+            let given = sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some();
+            given
+                && crate::selectors::LabelSelector::from_json(sel)
+                    .matches(role.pointer("/metadata/labels"))
         });
         if matches {
             for r in rules_of(role) {
@@ -499,6 +477,90 @@ pub fn bootstrap_policy() -> Vec<Value> {
             &["endpoints"],
         ),
     ];
+    // kube's `system:node` role (bootstrappolicy `NodeRules()`): what kubelet may do.
+    let node_rules = vec![
+        rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
+        rule(
+            &["create"],
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews", "localsubjectaccessreviews"],
+        ),
+        rule(READ, &[""], &["services", "endpoints"]),
+        rule(
+            &[
+                "create", "get", "list", "watch", "patch", "update", "delete",
+            ],
+            &[""],
+            &["nodes"],
+        ),
+        rule(&["patch", "update"], &[""], &["nodes/status"]),
+        rule(&["create", "patch", "update"], &[""], &["events"]),
+        rule(
+            &["create", "patch", "update"],
+            &["events.k8s.io"],
+            &["events"],
+        ),
+        rule(
+            &["get", "list", "watch", "create", "delete"],
+            &[""],
+            &["pods"],
+        ),
+        rule(&["update", "patch"], &[""], &["pods/status"]),
+        rule(&["create"], &[""], &["pods/eviction"]),
+        rule(
+            READ,
+            &[""],
+            &[
+                "configmaps",
+                "secrets",
+                "persistentvolumeclaims",
+                "persistentvolumes",
+            ],
+        ),
+        rule(
+            &["update", "patch"],
+            &[""],
+            &["persistentvolumeclaims/status"],
+        ),
+        rule(&["get"], &[""], &["serviceaccounts"]),
+        rule(&["create"], &[""], &["serviceaccounts/token"]),
+        rule(
+            &["create", "get", "list", "watch"],
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+        ),
+        rule(
+            &["get", "create", "update", "patch", "delete"],
+            &["coordination.k8s.io"],
+            &["leases"],
+        ),
+        rule(&["get"], &["storage.k8s.io"], &["volumeattachments"]),
+        rule(READ, &["storage.k8s.io"], &["csidrivers", "csinodes"]),
+        rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
+    ];
+    // What barge's agent does beyond kubelet's role: kube-proxy's `system:node-proxier`
+    // (Services and EndpointSlices), NetworkPolicy enforcement (policies, namespaces, every
+    // pod), cluster DNS (its node's `kube-dns-<node>` EndpointSlice) and the Ingress proxy
+    // (Ingresses, IngressClasses, their TLS Secrets, `ingresses/status`).
+    let node_agent_rules = vec![
+        rule(READ, &["discovery.k8s.io"], &["endpointslices"]),
+        rule(
+            &["create", "update", "patch", "delete"],
+            &["discovery.k8s.io"],
+            &["endpointslices"],
+        ),
+        rule(READ, &[""], &["namespaces", "nodes"]),
+        rule(
+            READ,
+            &["networking.k8s.io"],
+            &["networkpolicies", "ingresses", "ingressclasses"],
+        ),
+        rule(
+            &["update", "patch"],
+            &["networking.k8s.io"],
+            &["ingresses/status"],
+        ),
+    ];
     let admin_rules = vec![
         rule(
             &["create"],
@@ -569,14 +631,38 @@ pub fn bootstrap_policy() -> Vec<Value> {
                 ),
             ],
         ),
+        // metrics-server's role (its components.yaml), aggregated into view, edit and admin:
+        // `kubectl top` for anyone who may view a namespace.
+        cluster_role(
+            "system:aggregated-metrics-reader",
+            json!({"rbac.authorization.k8s.io/aggregate-to-view": "true",
+                   "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+                   "rbac.authorization.k8s.io/aggregate-to-admin": "true"}),
+            vec![rule(
+                &["get", "list", "watch"],
+                &["metrics.k8s.io"],
+                &["pods", "nodes"],
+            )],
+        ),
         cluster_role(
             "system:public-info-viewer",
-            boot,
+            boot.clone(),
             vec![
                 json!({"verbs": ["get"], "nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"]}),
             ],
         ),
+        cluster_role("system:node", boot.clone(), node_rules),
+        cluster_role("system:barge-node-agent", boot, node_agent_rules),
         cluster_binding("cluster-admin", "cluster-admin", &["system:masters"]),
+        // kube binds `system:node` to no one (the Node authorizer admits kubelets); barge has
+        // no Node authorizer yet, so the nodes' group gets the role itself (the pre-1.8
+        // binding): every node may read and write every node's objects.
+        cluster_binding("system:node", "system:node", &["system:nodes"]),
+        cluster_binding(
+            "system:barge-node-agent",
+            "system:barge-node-agent",
+            &["system:nodes"],
+        ),
         cluster_binding(
             "system:discovery",
             "system:discovery",
@@ -640,6 +726,9 @@ mod tests {
         );
         assert!(!p.allows(&alice, &res("create", "", "configmaps", "dev", "")));
         assert!(!p.allows(&alice, &res("list", "apps", "deployments", "prod", "")));
+        // `kubectl top pod` for a viewer (system:aggregated-metrics-reader → view).
+        assert!(p.allows(&alice, &res("list", "metrics.k8s.io", "pods", "dev", "")));
+        assert!(!p.allows(&alice, &res("list", "metrics.k8s.io", "pods", "prod", "")));
         assert!(p.allows(
             &alice,
             &res(
@@ -656,6 +745,26 @@ mod tests {
         );
         assert!(p.allows(&bot, &res("update", "", "configmaps", "dev", "one")));
         assert!(!p.allows(&bot, &res("update", "", "configmaps", "dev", "two")));
+        // A joined node (kubelet client certificate).
+        let node = user("system:node:w1", &["system:nodes", "system:authenticated"]);
+        assert!(p.allows(&node, &res("patch", "", "nodes", "", "w1")));
+        assert!(!p.allows(&node, &res("patch", "", "pods", "dev", "x")));
+        assert!(p.allows(&node, &res("patch", "", "pods/status", "dev", "x")));
+        assert!(p.allows(
+            &node,
+            &res(
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                "kube-node-lease",
+                "w1"
+            )
+        ));
+        assert!(p.allows(
+            &node,
+            &res("watch", "discovery.k8s.io", "endpointslices", "", "")
+        ));
+        assert!(!p.allows(&node, &res("create", "apps", "deployments", "dev", "")));
         let anon = user("system:anonymous", &["system:unauthenticated"]);
         let path = |p: &str| Attributes {
             verb: "get".into(),

@@ -246,6 +246,38 @@ impl<T: Resource<Scope: Scoped>> Row<T> {
     }
 }
 
+/// The group of the resource metrics API (`kubectl top`, the HorizontalPodAutoscaler).
+pub const METRICS_GROUP: &str = "metrics.k8s.io";
+
+/// A `metrics.k8s.io/v1beta1` resource (read-only, computed on each request).
+fn metrics_row(
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+) -> ResourceInfo {
+    ResourceInfo {
+        group: METRICS_GROUP,
+        version: "v1beta1",
+        kind,
+        plural,
+        singular,
+        namespaced,
+        short_names: &[],
+        categories: &[],
+        verbs: &["get", "list"],
+        subresources: Vec::new(),
+        storage: if namespaced {
+            "metrics.k8s.io/pods"
+        } else {
+            "metrics.k8s.io/nodes"
+        },
+        generation: false,
+        roundtrip: |v| Some(v.clone()),
+        custom: None,
+    }
+}
+
 /// Every built-in resource barge serves, in discovery order (core first, then the groups in
 /// kube-apiserver's priority order).
 pub struct Registry {
@@ -430,6 +462,10 @@ impl Registry {
                 .generation()
                 .status()
                 .done(),
+            // metrics.k8s.io/v1beta1: metrics-server's aggregated API, served from the node
+            // agents' summaries (rest/metrics.rs); nothing is stored.
+            metrics_row("NodeMetrics", "nodes", "", false),
+            metrics_row("PodMetrics", "pods", "", true),
         ];
         Registry { resources }
     }

@@ -139,6 +139,35 @@ fn check_value(v: &str) -> Result<(), SelectorError> {
 }
 
 impl LabelSelector {
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`) as requirements,
+    /// as `metav1.LabelSelectorAsSelector` converts it; an unknown operator matches nothing.
+    pub fn from_json(sel: &Value) -> Self {
+        let mut reqs = Vec::new();
+        for (k, v) in sel["matchLabels"].as_object().into_iter().flatten() {
+            let v = v.as_str().unwrap_or_default().to_string();
+            reqs.push((k.clone(), Op::In(BTreeSet::from([v]))));
+        }
+        for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+            let key = e["key"].as_str().unwrap_or_default().to_string();
+            let values: BTreeSet<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect();
+            let op = match e["operator"].as_str().unwrap_or_default() {
+                "In" => Op::In(values),
+                "NotIn" => Op::NotIn(values),
+                "Exists" => Op::Exists,
+                "DoesNotExist" => Op::DoesNotExist,
+                _ => Op::In(BTreeSet::new()),
+            };
+            reqs.push((key, op));
+        }
+        LabelSelector(reqs)
+    }
+
     /// Parses a selector string as kube's `labels.Parse`.
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
         let toks = lex(s);

@@ -16,7 +16,11 @@ use serde_json::json;
 
 mod common;
 
-backends!(async kube_api_crud_lists_apply_scale, kube_watcher_relists_after_410);
+backends!(
+    async kube_api_crud_lists_apply_scale,
+    kube_watcher_relists_after_410,
+    repeated_events_raise_one_count
+);
 
 /// A kube client of a fresh API server on `backend` (the server runs on the test's runtime);
 /// `window`: the watch cache's window in events.
@@ -379,4 +383,67 @@ async fn kube_watcher_relists_after_410(backend: Backend) {
     assert_eq!(s.live_revisions.len(), 6, "{:?}", s.live_revisions);
     drop(s);
     consumer.abort();
+}
+
+/// barge_events (every cluster component's recorder) correlates repeats as client-go does:
+/// the same event three times is one Event with count 3 and a later lastTimestamp; another
+/// message is another Event; a deleted Event is created again.
+async fn repeated_events_raise_one_count(backend: Backend) {
+    use k8s_openapi::api::core::v1::Event;
+    let (client, _served) = client(backend, 10_000).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    // A unique object per run: the recorder's cache is process-wide.
+    let name = format!("ev-{}", std::process::id());
+    let obj = cms
+        .create(&PostParams::default(), &cm(&name, &[], &[]))
+        .await
+        .unwrap();
+    let source = barge_events::Source::component("test-controller");
+    let rec = |message: &str| barge_events::Record {
+        involved: barge_events::reference(&obj),
+        kind: barge_events::Kind::Warning,
+        reason: "BackOff",
+        action: None,
+        message: message.to_string(),
+    };
+    for _ in 0..3 {
+        barge_events::record(&client, &source, rec("Back-off restarting")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    barge_events::record(&client, &source, rec("another message")).await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let ours = |list: Vec<Event>| -> Vec<Event> {
+        let mut v: Vec<Event> = list
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name.as_str()))
+            .collect();
+        v.sort_by_key(|e| e.message.clone());
+        v
+    };
+    let got = ours(events.list(&ListParams::default()).await.unwrap().items);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].message.as_deref(), Some("Back-off restarting"));
+    assert_eq!(got[0].count, Some(3));
+    assert!(
+        got[0].last_timestamp >= got[0].first_timestamp,
+        "{:?}",
+        got[0]
+    );
+    assert_eq!(got[1].count, Some(1));
+    assert_eq!(
+        got[0].source.as_ref().unwrap().component.as_deref(),
+        Some("test-controller")
+    );
+    // Deleted: the next repeat makes a new Event.
+    events
+        .delete(
+            got[0].metadata.name.as_deref().unwrap(),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    barge_events::record(&client, &source, rec("Back-off restarting")).await;
+    let got = ours(events.list(&ListParams::default()).await.unwrap().items);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].count, Some(1));
 }

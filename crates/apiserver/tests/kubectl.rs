@@ -101,6 +101,7 @@ backends!(
     kubectl_impersonation,
     kubectl_types_and_versions,
     kubectl_drain_honours_disruption_budgets,
+    kubectl_refuses_invalid_specs,
 );
 
 const MANIFEST: &str = r#"
@@ -1503,5 +1504,77 @@ fn kubectl_drain_honours_disruption_budgets(backend: Backend) {
             "jsonpath={.status.disruptionsAllowed}"
         ]),
         "0"
+    );
+}
+
+/// Invalid specs are refused as kube-apiserver refuses them (422, kube's causes, as kubectl
+/// prints them), and nothing is stored.
+fn kubectl_refuses_invalid_specs(backend: Backend) {
+    let k = Cluster::start(backend);
+    let refused = |manifest: &str, want: &[&str]| {
+        let path = k.dir.path().join("bad.yaml");
+        std::fs::write(&path, manifest).unwrap();
+        let out = k.run(&["create", "-f", path.to_str().unwrap()]);
+        assert!(!out.ok, "created: {manifest}");
+        for w in want {
+            assert!(out.stderr.contains(w), "want {w:?} in:\n{}", out.stderr);
+        }
+    };
+    refused(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  restartPolicy: Sometimes\n  containers:\n  - name: c\n    image: busybox\n    volumeMounts: [{name: nope, mountPath: /x}]\n  - name: c\n    image: \"\"\n    ports: [{containerPort: 70000}]\n",
+        &[
+            "The Pod \"p\" is invalid:",
+            "spec.containers[0].volumeMounts[0].name: Not found: \"nope\"",
+            "spec.containers[1].name: Duplicate value: \"c\"",
+            "spec.containers[1].image: Required value",
+            "spec.containers[1].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+            "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+        ],
+    );
+    refused(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: -1\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: c}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+        &[
+            "The Deployment \"d\" is invalid:",
+            "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+            "spec.template.metadata.labels: Invalid value: map[string]string{\"a\":\"c\"}: `selector` does not match template `labels`",
+        ],
+    );
+    refused(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  type: Weird\n  ports: [{port: 0}]\n",
+        &[
+            "spec.type: Unsupported value: \"Weird\"",
+            "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+        ],
+    );
+    refused(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: j\nspec:\n  template:\n    spec: {containers: [{name: c, image: busybox}]}\n",
+        &["spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""],
+    );
+    // LimitRange on claims: a storage request over `max` is refused (403, kube's wording).
+    k.apply("apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: storage\nspec:\n  limits:\n  - type: PersistentVolumeClaim\n    max: {storage: 2Gi}\n");
+    refused(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: big\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 5Gi}}\n",
+        &["persistentvolumeclaims \"big\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"],
+    );
+    // An update is validated too, and nothing of the refused writes was stored.
+    k.ok(&["create", "deployment", "web", "--image=busybox"]);
+    let out = k.run(&["scale", "deployment", "web", "--replicas=-2"]);
+    assert!(!out.ok);
+    let out = k.run(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"restartPolicy":"Never"}}}}"#,
+    ]);
+    assert!(
+        !out.ok && out.stderr.contains("supported values: \"Always\""),
+        "{}",
+        out.stderr
+    );
+    let names = k.ok(&["get", "pods,deploy,svc,jobs", "-o", "name"]);
+    assert!(
+        !names.contains("pod/p") && !names.contains("deployment.apps/d\n"),
+        "{names}"
     );
 }

@@ -1,4 +1,5 @@
-//! The `barge` binary: dispatches to the daemon, the cluster server (`barge server`), the
+//! The `barge` binary: dispatches to the daemon, the cluster server (`barge server`), a
+//! joining node (`barge agent`), the
 //! per-container monitor, the embedded OCI runtime (`barge runtime`, runc-compatible), or the
 //! CLI.
 
@@ -8,6 +9,8 @@ fn main() {
         Some("daemon") => barge_daemon::main(&args[2..]),
         // The cluster server (Kubernetes API) and, unless --disable-agent, the engine.
         Some("server") => barge_server::main(&args[2..]),
+        // A node joining a server's cluster: its engine, node agent and Ingress proxy.
+        Some("agent") => barge_server::agent::main(&args[2..]),
         // The monitor runs the embedded runtime's create/start/delete in-process.
         Some("monitor") => barge_container::monitor::main_with(
             &args[2..],

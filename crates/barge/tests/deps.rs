@@ -46,6 +46,11 @@ const INDIRECT_TOOLS: &[&str] = &[
     // kubectl edit's editor script in crates/apiserver/tests/kubectl.rs
     "sh",
     "sed",
+    // scripts/demo-cluster.sh (run by e2e_model_serving)
+    "bash",
+    "awk",
+    "xargs",
+    "grep",
 ];
 
 fn repo() -> PathBuf {

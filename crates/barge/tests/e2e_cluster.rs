@@ -35,54 +35,6 @@ fn cluster(backoff: &str) -> Server {
     s
 }
 
-/// `kubectl apply -f -` of `yaml`.
-fn apply(s: &Server, yaml: &str) {
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("HOME", &s.dir)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "apply: {}\n{}", stderr(&out), s.log());
-}
-
-/// Polls `kubectl get pod NAME -o jsonpath=PATH` until `want(value)`, for `secs`.
-fn wait_pod(s: &Server, pod: &str, path: &str, secs: u64, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let out = s.kubectl_with(
-            &s.kubeconfig(),
-            &["get", "pod", pod, "-o", &format!("jsonpath={path}")],
-        );
-        last = stdout(&out).trim().to_string();
-        if out.status.success() && want(&last) {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let yaml = s.kubectl_with(&s.kubeconfig(), &["get", "pod", pod, "-o", "yaml"]);
-    panic!(
-        "pod {pod}: {path} is {last:?} after {secs}s\n{}\n{}",
-        stdout(&yaml),
-        s.log()
-            .lines()
-            .filter(|l| l.contains("barge_agent") || l.contains("WARN"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
 /// The multilayer app as a pod on `node1` (its env reads the downward API and a ConfigMap).
 fn app_pod(name: &str) -> String {
     format!(
@@ -160,8 +112,8 @@ fn node_registers_and_a_pod_runs_then_is_deleted() {
     assert_eq!(holder, NODE);
 
     // A pod: Running and Ready, with an address on the pod network, its env resolved.
-    apply(&s, CONFIGMAP);
-    apply(&s, &app_pod("web"));
+    s.apply(CONFIGMAP);
+    s.apply(&app_pod("web"));
     s.k(&["wait", "--for=condition=Ready", "pod/web", "--timeout=90s"]);
     let ip = s.k(&["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
     let wide = s.k(&["get", "pod", "web", "-o", "wide"]);
@@ -173,6 +125,12 @@ fn node_registers_and_a_pod_runs_then_is_deleted() {
     assert_eq!(status("{.status.containerStatuses[0].restartCount}"), "0");
     assert!(!status("{.status.hostIP}").is_empty());
     assert!(!status("{.status.startTime}").is_empty());
+    // A one-node cluster makes no tunnel on the host (no other node to reach).
+    let vxlan = std::process::Command::new("ip")
+        .args(["link", "show", "barge.vxlan"])
+        .output()
+        .unwrap();
+    assert!(!vxlan.status.success(), "barge.vxlan made on a one-node cluster");
     let cid = status("{.status.containerStatuses[0].containerID}");
     let cid = cid
         .strip_prefix("barge://")
@@ -294,37 +252,29 @@ fn failing_containers_get_kube_reasons_and_back_off() {
         .write_all(bad.as_bytes())
         .unwrap();
     let _ = child.wait();
-    apply(
-        &s,
-        &pod(
-            "nocmd",
-            "Always",
-            "busybox:1.35",
-            "IfNotPresent",
-            "[/nonexistent]",
-        ),
-    );
-    apply(
-        &s,
-        &pod(
-            "fails",
-            "Never",
-            "busybox:1.35",
-            "Never",
-            "[sh, -c, 'exit 3']",
-        ),
-    );
-    apply(
-        &s,
-        &pod("done", "OnFailure", "busybox:1.35", "Never", "['true']"),
-    );
-    apply(
-        &s,
-        &pod("noimage", "Always", "nosuch:1", "Never", "['true']"),
-    );
-    apply(
-        &s,
-        &pod("nocfg", "Always", "busybox:1.35", "Never", "[sleep, '60']").replace(
+    s.apply(&pod(
+        "nocmd",
+        "Always",
+        "busybox:1.35",
+        "IfNotPresent",
+        "[/nonexistent]",
+    ));
+    s.apply(&pod(
+        "fails",
+        "Never",
+        "busybox:1.35",
+        "Never",
+        "[sh, -c, 'exit 3']",
+    ));
+    s.apply(&pod(
+        "done",
+        "OnFailure",
+        "busybox:1.35",
+        "Never",
+        "['true']",
+    ));
+    s.apply(&pod("noimage", "Always", "nosuch:1", "Never", "['true']"));
+    s.apply(&pod("nocfg", "Always", "busybox:1.35", "Never", "[sleep, '60']").replace(
             "    command:",
             "    env: [{name: X, valueFrom: {configMapKeyRef: {name: missing, key: k}}}]\n    command:",
         ),
@@ -332,8 +282,7 @@ fn failing_containers_get_kube_reasons_and_back_off() {
 
     // A command that does not exist: StartError, restarted, then CrashLoopBackOff.
     let cs = ".status.containerStatuses[0]";
-    wait_pod(
-        &s,
+    s.wait_pod(
         "nocmd",
         &format!("{{{cs}.state.waiting.reason}}"),
         60,
@@ -390,11 +339,11 @@ fn failing_containers_get_kube_reasons_and_back_off() {
     assert!(wide.contains("CrashLoopBackOff"), "{wide}");
 
     // restartPolicy Never, exit 3: Failed, Error, exit code kept, no restart.
-    wait_pod(&s, "fails", "{.status.phase}", 60, |p| p == "Failed");
+    s.wait_pod("fails", "{.status.phase}", 60, |p| p == "Failed");
     let t = s.k(&["get", "pod", "fails", "-o", &format!("jsonpath={{{cs}.state.terminated.reason}} {{{cs}.state.terminated.exitCode}} {{{cs}.restartCount}}")]);
     assert_eq!(t, "Error 3 0");
     // OnFailure, exit 0: Succeeded, Completed.
-    wait_pod(&s, "done", "{.status.phase}", 60, |p| p == "Succeeded");
+    s.wait_pod("done", "{.status.phase}", 60, |p| p == "Succeeded");
     let t = s.k(&[
         "get",
         "pod",
@@ -412,8 +361,7 @@ fn failing_containers_get_kube_reasons_and_back_off() {
     ]);
     assert_eq!(ready, "PodCompleted");
     // An image not in the engine with pull policy Never.
-    wait_pod(
-        &s,
+    s.wait_pod(
         "noimage",
         &format!("{{{cs}.state.waiting.reason}}"),
         30,
@@ -424,8 +372,7 @@ fn failing_containers_get_kube_reasons_and_back_off() {
         "Pending"
     );
     // A missing ConfigMap: CreateContainerConfigError, and the pod starts once it appears.
-    let reason = wait_pod(
-        &s,
+    let reason = s.wait_pod(
         "nocfg",
         &format!("{{{cs}.state.waiting.reason}}"),
         30,
@@ -440,39 +387,31 @@ fn failing_containers_get_kube_reasons_and_back_off() {
         &format!("jsonpath={{{cs}.state.waiting.message}}"),
     ]);
     assert_eq!(msg, "configmap \"missing\" not found");
-    apply(
-        &s,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: missing}\ndata: {k: v}\n",
-    );
-    wait_pod(&s, "nocfg", "{.status.phase}", 30, |p| p == "Running");
+    s.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: missing}\ndata: {k: v}\n");
+    s.wait_pod("nocfg", "{.status.phase}", 30, |p| p == "Running");
     // The same for a ConfigMap volume.
-    apply(
-        &s,
+    s.apply(
         &(pod("novol", "Always", "busybox:1.35", "Never", "[sleep, '60']").replace(
             "    command:",
             "    volumeMounts: [{name: v, mountPath: /v}]\n    command:",
         ) + "  volumes: [{name: v, configMap: {name: later}}]\n"),
     );
-    let msg = wait_pod(
-        &s,
+    let msg = s.wait_pod(
         "novol",
         &format!("{{{cs}.state.waiting.message}}"),
         30,
         |m| !m.is_empty(),
     );
     assert_eq!(msg, "configmap \"later\" not found");
-    apply(
-        &s,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {k: v}\n",
-    );
-    wait_pod(&s, "novol", "{.status.phase}", 30, |p| p == "Running");
+    s.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {k: v}\n");
+    s.wait_pod("novol", "{.status.phase}", 30, |p| p == "Running");
 }
 
 #[test]
 fn a_restarted_server_adopts_running_pods() {
     let mut s = cluster("10s");
-    apply(&s, CONFIGMAP);
-    apply(&s, &app_pod("web"));
+    s.apply(CONFIGMAP);
+    s.apply(&app_pod("web"));
     s.k(&["wait", "--for=condition=Ready", "pod/web", "--timeout=90s"]);
     let cs = ".status.containerStatuses[0]";
     let facts = |s: &Server| {
@@ -516,10 +455,8 @@ fn probes_feed_ready_and_restart_failing_containers() {
     let s = cluster("1s");
     // The app, ready once GET / answers; a sidecar whose liveness probe always fails; a pod
     // whose readiness probe knocks on a closed port.
-    apply(
-        &s,
-        &format!(
-            r#"apiVersion: v1
+    s.apply(&format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: probed}}
 spec:
@@ -554,13 +491,12 @@ spec:
       tcpSocket: {{port: 9999}}
       periodSeconds: 1
 "#
-        ),
-    );
+    ));
     let ready = |c: &str| format!("{{.status.containerStatuses[?(@.name==\"{c}\")].ready}}");
-    wait_pod(&s, "probed", &ready("app"), 60, |r| r == "true");
+    s.wait_pod("probed", &ready("app"), 60, |r| r == "true");
     // The sidecar fails its liveness probe: killed and restarted, again and again.
     let restarts = "{.status.containerStatuses[?(@.name==\"side\")].restartCount}";
-    wait_pod(&s, "probed", restarts, 60, |r| {
+    s.wait_pod("probed", restarts, 60, |r| {
         r.parse::<i64>().unwrap_or(0) >= 1
     });
     let last = s.k(&[
@@ -572,7 +508,7 @@ spec:
     ]);
     assert_eq!(last, "137");
     // Running but never Ready behind a closed port.
-    wait_pod(&s, "closed", "{.status.phase}", 60, |p| p == "Running");
+    s.wait_pod("closed", "{.status.phase}", 60, |p| p == "Running");
     std::thread::sleep(Duration::from_secs(3));
     let ready = s.k(&[
         "get",

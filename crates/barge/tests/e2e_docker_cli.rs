@@ -217,3 +217,177 @@ fn chrono_now() -> String {
         .unwrap();
     format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
+
+/// `--pid container:NAME` joins another running container's PID namespace (its PID 1 is the
+/// other's process), from the docker CLI and barge's own; inspect echoes the mode; a stopped
+/// target is refused at start with dockerd's 409 wording.
+#[test]
+fn pid_namespace_of_another_container() {
+    D.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pid-src",
+        "busybox:1.35",
+        "sleep",
+        "60",
+    ]);
+    let script = "cat /proc/1/cmdline; echo; echo self=$$";
+    let out = D.docker_ok(&[
+        "run",
+        "--rm",
+        "--pid",
+        "container:pid-src",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.starts_with("sleep\u{0}60"), "{out:?}");
+    assert!(!out.contains("self=1\n"), "{out:?}");
+    let out = D.ok(&[
+        "run",
+        "--rm",
+        "--pid",
+        "container:pid-src",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.starts_with("sleep\u{0}60"), "{out:?}");
+    // Its own namespace otherwise: the shell is PID 1.
+    let out = D.docker_ok(&["run", "--rm", "busybox:1.35", "sh", "-c", script]);
+    assert!(out.contains("self=1\n"), "{out:?}");
+    D.docker_ok(&[
+        "create",
+        "--name",
+        "pid-join",
+        "--pid",
+        "container:pid-src",
+        "busybox:1.35",
+        "sleep",
+        "1",
+    ]);
+    assert_eq!(
+        D.docker_ok(&["inspect", "-f", "{{.HostConfig.PidMode}}", "pid-join"])
+            .trim(),
+        "container:pid-src"
+    );
+    D.docker_ok(&["rm", "-f", "pid-src"]);
+    D.docker_ok(&["create", "--name", "pid-src", "busybox:1.35", "sleep", "60"]);
+    let out = D.docker(&["start", "pid-join"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is not running"), "{}", stderr(&out));
+    D.docker_ok(&["rm", "-f", "pid-src", "pid-join"]);
+}
+
+/// `--ipc`: `private` by default (inspect), `shareable` donors joined by `container:NAME`
+/// (same IPC namespace, same `/dev/shm`), `host`, `none` (no `/dev/shm`); a private donor and
+/// a bad mode are refused with dockerd's messages.
+#[test]
+fn ipc_modes() {
+    let ns = "ls -l /proc/self/ns/ipc";
+    let ipc_of = |out: &str| {
+        out.split("ipc:[")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .unwrap_or_else(|| panic!("no ipc ns in {out:?}"))
+            .to_string()
+    };
+    D.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ipc-donor",
+        "--ipc",
+        "shareable",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        "echo shared > /dev/shm/x; exec sleep 60",
+    ]);
+    D.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ipc-private",
+        "busybox:1.35",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(
+        D.docker_ok(&["inspect", "-f", "{{.HostConfig.IpcMode}}", "ipc-private"])
+            .trim(),
+        "private"
+    );
+    assert_eq!(
+        D.docker_ok(&["inspect", "-f", "{{.HostConfig.IpcMode}}", "ipc-donor"])
+            .trim(),
+        "shareable"
+    );
+    let donor = ipc_of(&D.docker_ok(&["exec", "ipc-donor", "sh", "-c", ns]));
+    let out = D.docker_ok(&[
+        "run",
+        "--rm",
+        "--ipc",
+        "container:ipc-donor",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        &format!("{ns}; cat /dev/shm/x"),
+    ]);
+    assert_eq!(ipc_of(&out), donor, "{out}");
+    assert!(out.ends_with("shared\n"), "{out}");
+    let own = ipc_of(&D.docker_ok(&["run", "--rm", "busybox:1.35", "sh", "-c", ns]));
+    assert_ne!(own, donor);
+    let host = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+    let out = D.docker_ok(&[
+        "run",
+        "--rm",
+        "--ipc",
+        "host",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        ns,
+    ]);
+    assert_eq!(
+        format!("ipc:[{}]", ipc_of(&out)),
+        host.to_string_lossy(),
+        "{out}"
+    );
+    let out = D.docker_ok(&[
+        "run",
+        "--rm",
+        "--ipc",
+        "none",
+        "busybox:1.35",
+        "cat",
+        "/proc/mounts",
+    ]);
+    assert!(!out.contains(" /dev/shm "), "{out}");
+    let out = D.docker(&[
+        "run",
+        "--rm",
+        "--ipc",
+        "container:ipc-private",
+        "busybox:1.35",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("non-shareable IPC (hint: use IpcMode:shareable for the donor container)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = D.docker(&["create", "--ipc", "bogus", "busybox:1.35", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid IPC mode: bogus"),
+        "{}",
+        stderr(&out)
+    );
+    D.docker_ok(&["rm", "-f", "ipc-donor", "ipc-private"]);
+}

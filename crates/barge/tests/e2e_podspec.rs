@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,54 +34,6 @@ fn cluster(backoff: &str) -> Server {
     let out = s.barge(&["load", "-i", layout.to_str().unwrap()]);
     assert!(out.status.success(), "load: {}", stderr(&out));
     s
-}
-
-/// `kubectl apply -f -` of `yaml`.
-fn apply(s: &Server, yaml: &str) {
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("HOME", &s.dir)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "apply: {}\n{}", stderr(&out), s.log());
-}
-
-/// Polls `kubectl get pod NAME -o jsonpath=PATH` until `want(value)`, for `secs`.
-fn wait_pod(s: &Server, pod: &str, path: &str, secs: u64, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let out = s.kubectl_with(
-            &s.kubeconfig(),
-            &["get", "pod", pod, "-o", &format!("jsonpath={path}")],
-        );
-        last = stdout(&out).trim().to_string();
-        if out.status.success() && want(&last) {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let yaml = s.kubectl_with(&s.kubeconfig(), &["get", "pod", pod, "-o", "yaml"]);
-    panic!(
-        "pod {pod}: {path} is {last:?} after {secs}s\n{}\n{}",
-        stdout(&yaml),
-        s.log()
-            .lines()
-            .filter(|l| l.contains("barge_agent") || l.contains("WARN"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
 
 /// The events of pod `pod` as `REASON|TYPE|MESSAGE` lines.
@@ -279,12 +230,12 @@ fn images_are_pulled_by_policy_with_pull_secrets_and_kube_failures() {
         ),
     ]
     .concat();
-    apply(&s, &manifest);
+    s.apply(&manifest);
     let phase = "{.status.phase}";
     let waiting = "{.status.containerStatuses[0].state.waiting.reason}";
     let message = "{.status.containerStatuses[0].state.waiting.message}";
     for running in ["pull-open", "pull-secret", "never-present"] {
-        wait_pod(&s, running, phase, 90, |p| p == "Running");
+        s.wait_pod(running, phase, 90, |p| p == "Running");
     }
     let img = format!("{o}/busybox");
     wait_event(
@@ -311,8 +262,7 @@ fn images_are_pulled_by_policy_with_pull_secrets_and_kube_failures() {
         5,
     );
     // The image ID of a pulled image is the engine's.
-    let id = wait_pod(
-        &s,
+    let id = s.wait_pod(
         "pull-secret",
         "{.status.containerStatuses[0].imageID}",
         5,
@@ -323,7 +273,7 @@ fn images_are_pulled_by_policy_with_pull_secrets_and_kube_failures() {
     // Failures: ErrImagePull, then ImagePullBackOff with the pull error in its message.
     let both = format!("{waiting}|{message}|{phase}");
     for bad in ["pull-denied", "pull-missing"] {
-        let m = wait_pod(&s, bad, &both, 60, |m| {
+        let m = s.wait_pod(bad, &both, 60, |m| {
             m.starts_with("ImagePullBackOff|Back-off pulling image")
         });
         assert!(
@@ -335,27 +285,27 @@ fn images_are_pulled_by_policy_with_pull_secrets_and_kube_failures() {
         wait_event(&s, bad, "Failed|Warning|Error: ErrImagePull", 5);
         wait_event(&s, bad, "BackOff|Normal|Back-off pulling image", 5);
     }
-    let m = wait_pod(&s, "never-missing", message, 30, |m| !m.is_empty());
+    let m = s.wait_pod("never-missing", message, 30, |m| !m.is_empty());
     assert_eq!(
         m,
         format!("Container image \"{o}/absent:2\" is not present with pull policy of Never")
     );
     assert_eq!(
-        wait_pod(&s, "never-missing", waiting, 5, |_| true),
+        s.wait_pod("never-missing", waiting, 5, |_| true),
         "ErrImageNeverPull"
     );
     wait_event(&s, "never-missing", "ErrImageNeverPull|Warning|", 5);
     assert_eq!(
-        wait_pod(&s, "bad-name", waiting, 30, |w| !w.is_empty()),
+        s.wait_pod("bad-name", waiting, 30, |w| !w.is_empty()),
         "InvalidImageName"
     );
-    let m = wait_pod(&s, "bad-name", message, 5, |_| true);
+    let m = s.wait_pod("bad-name", message, 5, |_| true);
     assert!(m == "Failed to apply default image tag \"bad//name:1\": couldn't parse image name \"bad//name:1\": invalid reference format", "{m}");
     wait_event(&s, "bad-name", "InspectFailed|Warning|", 5);
 
     // The missing image appears: the pod starts after its back-off.
     open.seed("busybox:1.35", "nope:1");
-    wait_pod(&s, "pull-missing", phase, 60, |p| p == "Running");
+    s.wait_pod("pull-missing", phase, 60, |p| p == "Running");
 }
 
 #[test]
@@ -393,7 +343,7 @@ fn security_context_maps_onto_the_engine() {
         ),
     ]
     .concat();
-    apply(&s, &manifest);
+    s.apply(&manifest);
     let field = |logs: &str, k: &str| -> String {
         logs.lines()
             .find_map(|l| l.strip_prefix(&format!("{k}:")))
@@ -439,8 +389,7 @@ fn security_context_maps_onto_the_engine() {
     assert_eq!(field(&l, "NoNewPrivs"), "0", "{l}");
     assert!(!l.contains("ROOTFS-RO"), "{l}");
 
-    let m = wait_pod(
-        &s,
+    let m = s.wait_pod(
         "nonroot",
         "{.status.containerStatuses[0].state.waiting.message}",
         30,
@@ -453,7 +402,7 @@ fn security_context_maps_onto_the_engine() {
     );
     let r = "{.status.containerStatuses[0].state.waiting.reason}";
     assert_eq!(
-        wait_pod(&s, "nonroot", r, 5, |_| true),
+        s.wait_pod("nonroot", r, 5, |_| true),
         "CreateContainerConfigError"
     );
     wait_event(
@@ -462,7 +411,7 @@ fn security_context_maps_onto_the_engine() {
         "Failed|Warning|Error: container has runAsNonRoot",
         5,
     );
-    wait_pod(&s, "nonroot-ok", "{.status.phase}", 30, |p| p == "Running");
+    s.wait_pod("nonroot-ok", "{.status.phase}", 30, |p| p == "Running");
 }
 
 /// `kubectl get pod NAME -o jsonpath=PATH` once.
@@ -528,11 +477,11 @@ fn init_containers_run_in_order_and_sidecars_around_the_app() {
         ),
     ]
     .concat();
-    apply(&s, &manifest);
+    s.apply(&manifest);
 
     // While `slow` runs: Pending, not initialized, the app waits with PodInitializing.
     let st = "{.status.initContainerStatuses[1].state.running.startedAt}";
-    wait_pod(&s, "init-ok", st, 60, |v| !v.is_empty());
+    s.wait_pod("init-ok", st, 60, |v| !v.is_empty());
     assert_eq!(get(&s, "init-ok", "{.status.phase}"), "Pending");
     assert_eq!(
         get(
@@ -554,11 +503,15 @@ fn init_containers_run_in_order_and_sidecars_around_the_app() {
         get(&s, "init-ok", "{.status.initContainerStatuses[0].started}"),
         "true"
     );
+    // kubectl's STATUS column as kube's printer makes it: the sidecar started, `slow` (the
+    // second of three init containers) running; READY counts the sidecar (1 of 2).
+    let row = s.k(&["get", "pod", "init-ok", "--no-headers"]);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1..3], ["1/2", "Init:1/3"], "{row}");
     // Then in order, the sidecar still running beside the app; Ready counts it.
     let l = wait_logs(&s, "init-ok", "c", "DONE", 60);
     assert_eq!(l, "side\nslow\nfast\nDONE\n");
-    wait_pod(
-        &s,
+    s.wait_pod(
         "init-ok",
         r#"{.status.conditions[?(@.type=="Ready")].status}"#,
         20,
@@ -581,7 +534,7 @@ fn init_containers_run_in_order_and_sidecars_around_the_app() {
     .is_empty());
 
     // A failed init container: the pod fails under Never, crash-loops otherwise.
-    wait_pod(&s, "init-fail", "{.status.phase}", 60, |p| p == "Failed");
+    s.wait_pod("init-fail", "{.status.phase}", 60, |p| p == "Failed");
     assert_eq!(
         get(
             &s,
@@ -598,14 +551,18 @@ fn init_containers_run_in_order_and_sidecars_around_the_app() {
         ),
         "PodInitializing"
     );
-    wait_pod(
-        &s,
+    s.wait_pod(
         "init-crash",
         "{.status.initContainerStatuses[0].state.waiting.reason}",
         60,
         |r| r == "CrashLoopBackOff",
     );
     assert_eq!(get(&s, "init-crash", "{.status.phase}"), "Pending");
+    let row = s.k(&["get", "pod", "init-crash", "--no-headers"]);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1..3], ["0/1", "Init:CrashLoopBackOff"], "{row}");
+    let row = s.k(&["get", "pod", "init-fail", "--no-headers"]);
+    assert!(row.contains("Init:Error"), "{row}");
     assert_eq!(
         get(
             &s,
@@ -616,8 +573,7 @@ fn init_containers_run_in_order_and_sidecars_around_the_app() {
     );
 
     // A sidecar that ends is restarted; the app is not.
-    wait_pod(
-        &s,
+    s.wait_pod(
         "side-restart",
         "{.status.initContainerStatuses[0].restartCount}",
         60,
@@ -634,7 +590,7 @@ fn init_containers_run_in_order_and_sidecars_around_the_app() {
     assert_eq!(get(&s, "side-restart", "{.status.phase}"), "Running");
 
     // The app of a Never pod completes: its sidecar is stopped and the pod succeeds.
-    wait_pod(&s, "side-job", "{.status.phase}", 60, |p| p == "Succeeded");
+    s.wait_pod("side-job", "{.status.phase}", 60, |p| p == "Succeeded");
     wait_event(&s, "side-job", "Killing|Normal|Stopping container side", 5);
 
     // Deletion: the app stops before the sidecar.
@@ -722,7 +678,7 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
     ]
     .concat();
     s.k(&["create", "configmap", "late", "--from-literal=other=x"]);
-    apply(&s, &manifest);
+    s.apply(&manifest);
     let term = |p: &str, f: &str| {
         get(
             &s,
@@ -738,8 +694,7 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
         "FailedPostStartHook|Warning|Exec lifecycle hook ([sh -c exit 5])",
         60,
     );
-    wait_pod(
-        &s,
+    s.wait_pod(
         "poststart-fails",
         "{.status.containerStatuses[0].restartCount}",
         60,
@@ -758,15 +713,10 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
         get(&s, "startup", "{.status.containerStatuses[0].ready}"),
         "false"
     );
-    wait_pod(
-        &s,
-        "startup",
-        "{.status.containerStatuses[0].ready}",
-        30,
-        |r| r == "true",
-    );
-    wait_pod(
-        &s,
+    s.wait_pod("startup", "{.status.containerStatuses[0].ready}", 30, |r| {
+        r == "true"
+    });
+    s.wait_pod(
         "hostport",
         "{.status.containerStatuses[0].ready}",
         60,
@@ -782,20 +732,20 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
     ]);
     assert_eq!(stdout(&out), "200", "hostPort: {}", stderr(&out));
 
-    wait_pod(&s, "msg", "{.status.phase}", 60, |p| p == "Failed");
+    s.wait_pod("msg", "{.status.phase}", 60, |p| p == "Failed");
     assert_eq!(term("msg", "message"), "custom-message");
     assert_eq!(term("msg", "exitCode"), "2");
-    wait_pod(&s, "msg-logs", "{.status.phase}", 60, |p| p == "Failed");
+    s.wait_pod("msg-logs", "{.status.phase}", 60, |p| p == "Failed");
     assert_eq!(term("msg-logs", "message"), "from-logs");
-    wait_pod(&s, "msg-path", "{.status.phase}", 60, |p| p == "Succeeded");
+    s.wait_pod("msg-path", "{.status.phase}", 60, |p| p == "Succeeded");
     assert_eq!(term("msg-path", "message"), "elsewhere");
     assert_eq!(term("msg-path", "reason"), "Completed");
-    wait_pod(&s, "oom", "{.status.phase}", 60, |p| p == "Failed");
+    s.wait_pod("oom", "{.status.phase}", 60, |p| p == "Failed");
     assert_eq!(term("oom", "reason"), "OOMKilled");
     assert_eq!(term("oom", "exitCode"), "137");
 
     let r = "{.status.containerStatuses[0].state.waiting.reason}";
-    wait_pod(&s, "cfgwait", r, 30, |r| r == "CreateContainerConfigError");
+    s.wait_pod("cfgwait", r, 30, |r| r == "CreateContainerConfigError");
     assert_eq!(
         get(
             &s,
@@ -812,7 +762,7 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
         "-p",
         r#"{"data":{"k":"v"}}"#,
     ]);
-    wait_pod(&s, "cfgwait", "{.status.phase}", 30, |p| p == "Running");
+    s.wait_pod("cfgwait", "{.status.phase}", 30, |p| p == "Running");
 
     // preStop runs (and fails) within the grace period; PID 1 ignores SIGTERM, so the
     // deletion takes the hook's 2 s and then the rest of the grace period (at least 2 s).

@@ -153,18 +153,55 @@ fn seccomp_program_cached_and_applied() {
     assert!(files[0].ends_with(".bpf"), "{files:?}");
 
     // A process exec'd into a container gets the container's capabilities from the bundle,
-    // which must hold the whole spec again after create. (Its seccomp filter is missing, with
-    // or without this change: `Seccomp: 0` in an exec'd process — a known gap of the exec
-    // path, not checked here.)
+    // which must hold the whole spec again after create, and the container's seccomp filter
+    // (runc applies it to every process it starts in the container; libcontainer's exec path
+    // drops it, so barge loads it itself): the same checks as in the container's own process,
+    // as root, as another user, privileged (all capabilities, still filtered, as dockerd).
     D.ok(&["run", "-d", "--name", "rt-seccomp", BB, "sleep", "60"]);
-    let out = D.ok(&["exec", "rt-seccomp", "sh", "-c", script]);
-    for set in ["CapEff:\t", "CapPrm:\t", "CapBnd:\t"] {
-        assert!(
-            out.contains(&format!("{set}00000000a80425fb")),
-            "{set} {out}"
-        );
-    }
+    check(&D.ok(&["exec", "rt-seccomp", "sh", "-c", script]));
+    let out = D.ok(&["exec", "-u", "1000", "rt-seccomp", "sh", "-c", script]);
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("unshare-refused"), "{out}");
+    let out = D.ok(&["exec", "--privileged", "rt-seccomp", "sh", "-c", script]);
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(
+        !out.contains("CapEff:\t00000000a80425fb"),
+        "all capabilities: {out}"
+    );
     D.ok(&["rm", "-f", "rt-seccomp"]);
+    // no-new-privileges: the exec'd process loads the filter after its capability drop.
+    D.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rt-seccomp-nnp",
+        "--security-opt",
+        "no-new-privileges",
+        BB,
+        "sleep",
+        "60",
+    ]);
+    let out = D.ok(&["exec", "rt-seccomp-nnp", "sh", "-c", script]);
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    D.ok(&["rm", "-f", "rt-seccomp-nnp"]);
+    // An unconfined container's exec'd processes stay unconfined.
+    D.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rt-seccomp-off",
+        "--security-opt",
+        "seccomp=unconfined",
+        BB,
+        "sleep",
+        "60",
+    ]);
+    let out = D.ok(&["exec", "rt-seccomp-off", "sh", "-c", script]);
+    assert!(out.contains("Seccomp:\t0"), "{out}");
+    D.ok(&["rm", "-f", "rt-seccomp-off"]);
 
     // A non-root user: no capabilities left after exec, filter on.
     let out = D.ok(&["run", "--rm", "-u", "1000", BB, "sh", "-c", script]);

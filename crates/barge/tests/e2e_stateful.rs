@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::server::*;
@@ -28,27 +26,6 @@ fn cluster(extra: &[&str]) -> Server {
     s
 }
 
-/// `kubectl apply -f -` of `yaml`.
-fn apply(s: &Server, yaml: &str) {
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("HOME", &s.dir)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "apply: {}\n{}", stderr(&out), s.log());
-}
-
 /// The agent's and controllers' warnings, for failure messages.
 fn warnings(s: &Server) -> String {
     s.log()
@@ -58,43 +35,9 @@ fn warnings(s: &Server) -> String {
         .join("\n")
 }
 
-/// Polls `kubectl get ARGS -o jsonpath=PATH` until `want(value)`, for `secs`.
-fn wait_for(
-    s: &Server,
-    what: &[&str],
-    path: &str,
-    secs: u64,
-    want: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    let mut args: Vec<&str> = vec!["get"];
-    args.extend_from_slice(what);
-    let jp = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &jp]);
-    while Instant::now() < deadline {
-        let out = s.kubectl_with(&s.kubeconfig(), &args);
-        last = stdout(&out).trim().to_string();
-        if out.status.success() && want(&last) {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let mut yaml_args: Vec<&str> = vec!["get"];
-    yaml_args.extend_from_slice(what);
-    yaml_args.extend_from_slice(&["-o", "yaml"]);
-    let yaml = s.kubectl_with(&s.kubeconfig(), &yaml_args);
-    panic!(
-        "{what:?}: {path} is {last:?} after {secs}s\n{}\n{}",
-        stdout(&yaml),
-        warnings(s)
-    );
-}
-
 /// The engine container id of the running pod `pod`'s first container.
 fn container_of(s: &Server, pod: &str) -> String {
-    let cid = wait_for(
-        s,
+    let cid = s.wait_get(
         &["pod", pod],
         "{.status.containerStatuses[0].containerID}",
         60,
@@ -147,9 +90,7 @@ fn volumes_host_path_downward_projected_token_and_sub_path() {
     let host = s.dir.join("hostdata");
     std::fs::create_dir_all(&host).unwrap();
     std::fs::write(host.join("from-host"), "host file").unwrap();
-    apply(
-        &s,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {greeting: hello, other: x}\n",
+    s.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {greeting: hello, other: x}\n",
     );
     let made = s.dir.join("made-by-kubelet");
     let pod = format!(
@@ -201,12 +142,10 @@ spec:
         host = host.display(),
         made = made.display(),
     );
-    apply(&s, &pod);
+    s.apply(&pod);
     // A hostPath whose type check fails: the pod waits in ContainerCreating (FailedMount).
     let missing = s.dir.join("missing");
-    apply(
-        &s,
-        &format!(
+    s.apply(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: bad}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: busybox:1.35, command: {BUSYBOX_SLEEP}, volumeMounts: [{{name: h, mountPath: /h}}]}}\n  volumes:\n  - {{name: h, hostPath: {{path: {}, type: Directory}}}}\n",
             missing.display()
         ),
@@ -274,15 +213,13 @@ spec:
     );
 
     // The failed type check.
-    wait_for(
-        &s,
+    s.wait_get(
         &["pod", "bad"],
         "{.status.containerStatuses[0].state.waiting.reason}",
         30,
         |r| r == "ContainerCreating",
     );
-    let msgs = wait_for(
-        &s,
+    let msgs = s.wait_get(
         &[
             "events",
             "--field-selector",
@@ -309,9 +246,7 @@ spec:
 fn claims_bind_statically_and_through_the_local_path_provisioner() {
     let s = cluster(&[]);
     // The default class, as k3s's.
-    let class = wait_for(
-        &s,
-        &["storageclass", "local-path"],
+    let class = s.wait_get(&["storageclass", "local-path"],
         "{.provisioner} {.volumeBindingMode} {.reclaimPolicy} {.metadata.annotations.storageclass\\.kubernetes\\.io/is-default-class}",
         30,
         |v| !v.is_empty(),
@@ -323,10 +258,8 @@ fn claims_bind_statically_and_through_the_local_path_provisioner() {
 
     // A static volume binds to a claim that fits it; a too-large claim stays Pending.
     let static_dir = s.dir.join("static-pv");
-    apply(
-        &s,
-        &format!(
-            r#"apiVersion: v1
+    s.apply(&format!(
+        r#"apiVersion: v1
 kind: PersistentVolume
 metadata: {{name: manual-pv}}
 spec:
@@ -352,12 +285,9 @@ spec:
   accessModes: [ReadWriteOnce]
   resources: {{requests: {{storage: 1Gi}}}}
 "#,
-            static_dir.display()
-        ),
-    );
-    wait_for(&s, &["pvc", "small"], "{.status.phase}", 30, |p| {
-        p == "Bound"
-    });
+        static_dir.display()
+    ));
+    s.wait_get(&["pvc", "small"], "{.status.phase}", 30, |p| p == "Bound");
     assert_eq!(
         s.k(&["get", "pvc", "small", "-o", "jsonpath={.spec.volumeName}"]),
         "manual-pv"
@@ -372,10 +302,8 @@ spec:
     );
 
     // A default-class claim waits for its first consumer, then is provisioned on its node.
-    apply(
-        &s,
-        &format!(
-            r#"apiVersion: v1
+    s.apply(&format!(
+        r#"apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {{name: dyn}}
 spec:
@@ -396,9 +324,8 @@ spec:
   - {{name: d, persistentVolumeClaim: {{claimName: dyn}}}}
   - {{name: m, persistentVolumeClaim: {{claimName: small}}}}
 "#
-        ),
-    );
-    wait_for(&s, &["pvc", "dyn"], "{.status.phase}", 60, |p| p == "Bound");
+    ));
+    s.wait_get(&["pvc", "dyn"], "{.status.phase}", 60, |p| p == "Bound");
     assert_eq!(
         s.k(&[
             "get",
@@ -446,7 +373,7 @@ spec:
     // static one (Retain) is Released and kept.
     s.k(&["delete", "pod", "user", "--timeout=60s"]);
     s.k(&["delete", "pvc", "dyn", "small", "--timeout=60s"]);
-    wait_for(&s, &["pv", "manual-pv"], "{.status.phase}", 30, |p| {
+    s.wait_get(&["pv", "manual-pv"], "{.status.phase}", 30, |p| {
         p == "Released"
     });
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -503,7 +430,7 @@ spec:
 #[test]
 fn statefulset_orders_pods_keeps_their_claims_and_rolls() {
     let s = cluster(&[]);
-    apply(&s, STATEFULSET);
+    s.apply(STATEFULSET);
     let status = s.k(&["rollout", "status", "sts/web", "--timeout=120s"]);
     assert!(
         status.contains("complete") || status.contains("rolling update complete"),
@@ -566,7 +493,7 @@ fn statefulset_orders_pods_keeps_their_claims_and_rolls() {
     // Deleting web-1: it comes back with the same name and claim, and the data.
     let uid = get("pod/web-1", "{.metadata.uid}");
     s.k(&["delete", "pod", "web-1", "--timeout=60s"]);
-    wait_for(&s, &["pod", "web-1"], "{.metadata.uid}", 60, |u| {
+    s.wait_get(&["pod", "web-1"], "{.metadata.uid}", 60, |u| {
         !u.is_empty() && u != uid
     });
     s.k(&[
@@ -622,7 +549,7 @@ fn statefulset_orders_pods_keeps_their_claims_and_rolls() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    wait_for(&s, &["sts", "web"], "{.status.replicas}", 30, |r| r == "1");
+    s.wait_get(&["sts", "web"], "{.status.replicas}", 30, |r| r == "1");
     assert_eq!(get("pvc/data-web-1", "{.status.phase}"), "Bound");
     s.k(&[
         "delete",
@@ -655,15 +582,11 @@ fn daemonset_follows_nodes_and_silent_nodes_are_tainted_and_evicted() {
     // The agent renews its Lease every 10 s: a 15 s grace period keeps node1 Ready.
     let s = cluster(&["--node-monitor-grace-period", "15s"]);
     let get = |what: &str, path: &str| s.k(&["get", what, "-o", &format!("jsonpath={path}")]);
-    apply(&s, DAEMONSET);
+    s.apply(DAEMONSET);
     // No node is eligible yet.
-    wait_for(
-        &s,
-        &["ds", "agent"],
-        "{.status.observedGeneration}",
-        30,
-        |g| g == "1",
-    );
+    s.wait_get(&["ds", "agent"], "{.status.observedGeneration}", 30, |g| {
+        g == "1"
+    });
     assert_eq!(get("ds/agent", "{.status.desiredNumberScheduled}"), "0");
     s.k(&["label", "node", NODE, "role=edge"]);
     let out = s.k(&["rollout", "status", "ds/agent", "--timeout=90s"]);
@@ -702,8 +625,7 @@ fn daemonset_follows_nodes_and_silent_nodes_are_tainted_and_evicted() {
     s.k(&["set", "env", "ds/agent", "VERSION=2"]);
     let out = s.k(&["rollout", "status", "ds/agent", "--timeout=90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let hashes = wait_for(
-        &s,
+    let hashes = s.wait_get(
         &["pods", "-l", "app=agent"],
         "{.items[*].metadata.labels.controller-revision-hash}",
         60,
@@ -719,15 +641,13 @@ fn daemonset_follows_nodes_and_silent_nodes_are_tainted_and_evicted() {
     );
     // The node no longer matches: its pod goes.
     s.k(&["label", "node", NODE, "role-"]);
-    wait_for(
-        &s,
+    s.wait_get(
         &["ds", "agent"],
         "{.status.desiredNumberScheduled}",
         30,
         |d| d == "0",
     );
-    wait_for(
-        &s,
+    s.wait_get(
         &["pods", "-l", "app=agent"],
         "{.items[*].metadata.name}",
         60,
@@ -736,9 +656,7 @@ fn daemonset_follows_nodes_and_silent_nodes_are_tainted_and_evicted() {
 
     // A node that never reports: Unknown, tainted unreachable, its pods evicted after their
     // tolerationSeconds (2 s here; DefaultTolerationSeconds gives others 300 s).
-    apply(
-        &s,
-        r#"apiVersion: v1
+    s.apply(r#"apiVersion: v1
 kind: Node
 metadata: {name: ghost, labels: {kubernetes.io/hostname: ghost}}
 ---
@@ -765,8 +683,7 @@ spec:
         ),
         "300"
     );
-    wait_for(
-        &s,
+    s.wait_get(
         &["node", "ghost"],
         "{.status.conditions[?(@.type==\"Ready\")].status}",
         40,
@@ -779,12 +696,11 @@ spec:
         ),
         "NodeStatusNeverUpdated"
     );
-    let taints = wait_for(&s, &["node", "ghost"], "{.spec.taints[*].key}", 20, |t| {
+    let taints = s.wait_get(&["node", "ghost"], "{.spec.taints[*].key}", 20, |t| {
         t.contains("node.kubernetes.io/unreachable")
     });
     assert!(taints.contains("unreachable"), "{taints}");
-    wait_for(
-        &s,
+    s.wait_get(
         &["pod", "tolerant"],
         "{.metadata.deletionTimestamp}",
         30,

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,25 +39,6 @@ fn cluster() -> Server {
     s
 }
 
-/// `kubectl apply -f -` of `yaml`.
-fn apply(s: &Server, yaml: &str) {
-    let mut child = kubectl(s)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "apply: {}\n{}", stderr(&out), s.log());
-}
-
 fn kubectl(s: &Server) -> Command {
     let mut c = Command::new("kubectl");
     c.env("KUBECONFIG", s.kubeconfig()).env("HOME", &s.dir);
@@ -72,39 +53,12 @@ fn kc(s: &Server, args: &[&str]) -> (i32, String, String) {
 
 /// `kubectl ARGS` with `input` on stdin.
 fn kc_in(s: &Server, args: &[&str], input: &[u8]) -> (i32, String, String) {
-    let mut child = kubectl(s)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = s.kubectl_in(args, input);
     (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
 }
 
-/// Polls `kubectl get pod NAME -o jsonpath=PATH` until `want(value)`, for `secs`.
-fn wait_pod(s: &Server, pod: &str, path: &str, secs: u64, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let (code, out, _) = kc(s, &["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
-        last = out.trim().to_string();
-        if code == 0 && want(&last) {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let (_, yaml, _) = kc(s, &["get", "pod", pod, "-o", "yaml"]);
-    panic!(
-        "pod {pod}: {path} is {last:?} after {secs}s\n{yaml}\n{}",
-        s.log()
-    );
-}
-
 fn wait_running(s: &Server, pod: &str) {
-    wait_pod(s, pod, "{.status.phase}", 60, |p| p == "Running");
+    s.wait_pod(pod, "{.status.phase}", 60, |p| p == "Running");
 }
 
 /// Two busybox containers: `a` counts a line every 200 ms, `b` prints to both streams once.
@@ -126,15 +80,11 @@ spec:
 #[test]
 fn kubectl_logs_with_its_options() {
     let s = cluster();
-    apply(&s, TALKER);
+    s.apply(TALKER);
     wait_running(&s, "talker");
-    wait_pod(
-        &s,
-        "talker",
-        "{.status.containerStatuses[*].ready}",
-        30,
-        |r| r == "true true",
-    );
+    s.wait_pod("talker", "{.status.containerStatuses[*].ready}", 30, |r| {
+        r == "true true"
+    });
     std::thread::sleep(Duration::from_millis(800));
 
     // The API server's own 400 for a pod of several containers and no container named.
@@ -225,8 +175,7 @@ fn kubectl_logs_with_its_options() {
     assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "{n:?}");
 
     // --previous after a restart: the last run's output.
-    apply(
-        &s,
+    s.apply(
         r#"apiVersion: v1
 kind: Pod
 metadata: {name: crash}
@@ -238,8 +187,7 @@ spec:
     command: [sh, -c, 'echo run-$(cat /proc/uptime); sleep 1; exit 1']
 "#,
     );
-    wait_pod(
-        &s,
+    s.wait_pod(
         "crash",
         "{.status.containerStatuses[0].restartCount}",
         60,
@@ -253,9 +201,8 @@ spec:
 #[test]
 fn kubectl_exec_attach_and_cp() {
     let s = cluster();
-    apply(&s, TALKER);
-    apply(
-        &s,
+    s.apply(TALKER);
+    s.apply(
         r#"apiVersion: v1
 kind: Pod
 metadata: {name: deb}
@@ -374,7 +321,7 @@ print("EXIT", os.waitstatus_to_exitcode(st))
     assert!(l.starts_with("line-"), "{l:?}");
     let (code, out, err) = kc_in(&s, &["attach", "-i", "reader", "-c", "r"], b"xyz\n");
     assert_eq!(code, 0, "{out}\n{err}");
-    wait_pod(&s, "reader", "{.status.phase}", 30, |p| p == "Succeeded");
+    s.wait_pod("reader", "{.status.phase}", 30, |p| p == "Succeeded");
     let (_, logs, _) = kc(&s, &["logs", "reader"]);
     assert_eq!(logs, "got-xyz\n");
 
@@ -400,8 +347,7 @@ print("EXIT", os.waitstatus_to_exitcode(st))
 #[test]
 fn python_client_exec_and_port_forward() {
     let s = cluster();
-    apply(
-        &s,
+    s.apply(
         r#"apiVersion: v1
 kind: Pod
 metadata: {name: web}

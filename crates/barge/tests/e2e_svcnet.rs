@@ -7,13 +7,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::server::*;
 use common::*;
-use serde_json::Value;
 
 const NODE: &str = "node1";
 
@@ -34,56 +32,6 @@ fn nth(cidr: &str, n: u8) -> String {
     parts.join(".")
 }
 
-/// `kubectl apply -f -` of `yaml`; the output (stdout+stderr) and whether it succeeded.
-fn try_apply(s: &Server, yaml: &str) -> (bool, String) {
-    let mut child = Command::new("kubectl")
-        .env("KUBECONFIG", s.kubeconfig())
-        .env("HOME", &s.dir)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!("{}{}", stdout(&out), stderr(&out)),
-    )
-}
-
-fn apply(s: &Server, yaml: &str) {
-    let (ok, out) = try_apply(s, yaml);
-    assert!(ok, "apply: {out}\n{}", tail(&s.log(), 40));
-}
-
-/// Repeats `step` until it gives `Some`, failing after `secs` with `what` and the log.
-fn until<T>(s: &Server, secs: u64, what: &str, mut step: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = step() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}\n{}", tail(&s.log(), 60));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut a = vec!["get"];
-    a.extend_from_slice(args);
-    a.extend_from_slice(&["-o", "json"]);
-    serde_json::from_str(&s.k(&a)).unwrap()
-}
-
 fn svc_yaml(name: &str, extra: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  ports: [{{port: 80, targetPort: 8080}}]\n{extra}"
@@ -95,7 +43,7 @@ fn service_ips_and_node_ports_are_allocated_once_with_kubes_errors() {
     let cidr = service_cidr();
     let s = Server::start(false, &["--service-cidr", &cidr]);
     // kubernetes at .1, pointing at the API server's port; kube-dns at .10.
-    let k = until(&s, 10, "the kubernetes service", || {
+    let k = s.until(10, "the kubernetes service", || {
         let o = s.kubectl_with(
             &s.kubeconfig(),
             &[
@@ -138,7 +86,7 @@ fn service_ips_and_node_ports_are_allocated_once_with_kubes_errors() {
 
     // Explicit addresses: taken, outside the range, malformed.
     let taken = nth(&cidr, 10);
-    let (ok, out) = try_apply(&s, &svc_yaml("dup", &format!("  clusterIP: {taken}\n")));
+    let (ok, out) = s.try_apply(&svc_yaml("dup", &format!("  clusterIP: {taken}\n")));
     assert!(!ok);
     assert!(
         out.contains(&format!(
@@ -146,22 +94,22 @@ fn service_ips_and_node_ports_are_allocated_once_with_kubes_errors() {
         )),
         "{out}"
     );
-    let (ok, out) = try_apply(&s, &svc_yaml("far", "  clusterIP: 10.99.0.1\n"));
+    let (ok, out) = s.try_apply(&svc_yaml("far", "  clusterIP: 10.99.0.1\n"));
     assert!(!ok);
     assert!(
         out.contains(&format!("failed to allocate IP 10.99.0.1: provided IP is not in the valid range. The range of valid IPs is {cidr}")),
         "{out}"
     );
-    let (ok, out) = try_apply(&s, &svc_yaml("bad", "  clusterIP: 10.1.2\n"));
+    let (ok, out) = s.try_apply(&svc_yaml("bad", "  clusterIP: 10.1.2\n"));
     assert!(
         !ok && out.contains("spec.clusterIPs[0]: Invalid value: \"10.1.2\""),
         "{out}"
     );
     // Headless.
-    apply(
-        &s,
-        &svc_yaml("headless", "  clusterIP: None\n  selector: {app: x}\n"),
-    );
+    s.apply(&svc_yaml(
+        "headless",
+        "  clusterIP: None\n  selector: {app: x}\n",
+    ));
     assert_eq!(
         s.k(&["get", "svc", "headless", "-o", "jsonpath={.spec.clusterIP}"]),
         "None"
@@ -172,14 +120,14 @@ fn service_ips_and_node_ports_are_allocated_once_with_kubes_errors() {
         svc_yaml(name, "  type: NodePort\n")
             .replace("targetPort: 8080}", &format!("targetPort: 8080{port}}}"))
     };
-    apply(&s, &np("np1", ", nodePort: 31234"));
-    let (ok, out) = try_apply(&s, &np("np2", ", nodePort: 31234"));
+    s.apply(&np("np1", ", nodePort: 31234"));
+    let (ok, out) = s.try_apply(&np("np2", ", nodePort: 31234"));
     assert!(!ok);
     assert!(
         out.contains(r#"The Service "np2" is invalid: spec.ports[0].nodePort: Invalid value: 31234: provided port is already allocated"#),
         "{out}"
     );
-    let (ok, out) = try_apply(&s, &np("np3", ", nodePort: 8080"));
+    let (ok, out) = s.try_apply(&np("np3", ", nodePort: 8080"));
     assert!(!ok);
     assert!(
         out.contains("spec.ports[0].nodePort: Invalid value: 8080: provided port is not in the valid range. The range of valid ports is 30000-32767"),
@@ -203,9 +151,9 @@ fn service_ips_and_node_ports_are_allocated_once_with_kubes_errors() {
         ]),
         ""
     );
-    apply(&s, &np("np2", ", nodePort: 31234"));
+    s.apply(&np("np2", ", nodePort: 31234"));
     s.k(&["delete", "svc", "np2"]);
-    apply(&s, &np("np4", ", nodePort: 31234"));
+    s.apply(&np("np4", ", nodePort: 31234"));
     let auto = s.k(&[
         "get",
         "svc",
@@ -238,7 +186,7 @@ fn service_ips_and_node_ports_are_allocated_once_with_kubes_errors() {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let list = json(&s, &["svc"]);
+    let list = s.get_json(&["svc"]);
     let (mut ips, mut ports) = (Vec::new(), Vec::new());
     for item in list["items"].as_array().unwrap() {
         let ip = item["spec"]["clusterIP"].as_str().unwrap().to_string();
@@ -270,7 +218,7 @@ fn service_ips_and_node_ports_are_allocated_once_with_kubes_errors() {
     // A deleted Service's address is free again.
     let c0 = s.k(&["get", "svc", "c0", "-o", "jsonpath={.spec.clusterIP}"]);
     s.k(&["delete", "svc", "c0"]);
-    apply(&s, &svc_yaml("again", &format!("  clusterIP: {c0}\n")));
+    s.apply(&svc_yaml("again", &format!("  clusterIP: {c0}\n")));
 }
 
 #[test]
@@ -290,7 +238,7 @@ fn endpoint_slices_and_endpoints_follow_the_selected_pods() {
         pod("p3", 8080, ""),
         pod("p4", 8080, "  hostname: h4\n  subdomain: web\n"),
     );
-    apply(&s, &yaml);
+    s.apply(&yaml);
     for (name, ip, ready) in [
         ("p1", "10.250.0.1", true),
         ("p2", "10.250.0.2", true),
@@ -304,11 +252,8 @@ fn endpoint_slices_and_endpoints_follow_the_selected_pods() {
         ]);
     }
     // Slices: one per resolved port, kube's labels, owned by the Service.
-    let slices = until(&s, 20, "the slices of web", || {
-        let v = json(
-            &s,
-            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
-        );
+    let slices = s.until(20, "the slices of web", || {
+        let v = s.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
         let items = v["items"].as_array().cloned().unwrap_or_default();
         let n: usize = items
             .iter()
@@ -340,7 +285,7 @@ fn endpoint_slices_and_endpoints_follow_the_selected_pods() {
         }
     }
     // Legacy Endpoints: ready pods in addresses, p3 in notReadyAddresses.
-    let eps = json(&s, &["endpoints", "web"]);
+    let eps = s.get_json(&["endpoints", "web"]);
     let subsets = eps["subsets"].as_array().unwrap();
     let mut ready: Vec<String> = Vec::new();
     let mut not_ready: Vec<String> = Vec::new();
@@ -357,22 +302,16 @@ fn endpoint_slices_and_endpoints_follow_the_selected_pods() {
     assert_eq!(not_ready, ["10.250.0.3"]);
     // A pod leaves: it leaves the slices (p2's slice goes: no pod has its port any more).
     s.k(&["delete", "pod", "p2", "--grace-period=0", "--force"]);
-    until(&s, 20, "p2 out of the slices", || {
-        let v = json(
-            &s,
-            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
-        );
+    s.until(20, "p2 out of the slices", || {
+        let v = s.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
         let items = v["items"].as_array().cloned().unwrap_or_default();
         (items.len() == 1 && items[0]["endpoints"].as_array().map(Vec::len) == Some(3))
             .then_some(())
     });
     // The Service goes: its slices and Endpoints go with it.
     s.k(&["delete", "svc", "web"]);
-    until(&s, 30, "web's slices and endpoints gone", || {
-        let v = json(
-            &s,
-            &["endpointslices", "-l", "kubernetes.io/service-name=web"],
-        );
+    s.until(30, "web's slices and endpoints gone", || {
+        let v = s.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
         let gone = s
             .kubectl_with(&s.kubeconfig(), &["get", "endpoints", "web"])
             .status
@@ -384,7 +323,7 @@ fn endpoint_slices_and_endpoints_follow_the_selected_pods() {
 
 /// The engine container of `pod`'s container `c`.
 fn container_of(s: &Server, pod: &str) -> String {
-    until(s, 60, &format!("{pod}'s container"), || {
+    s.until(60, &format!("{pod}'s container"), || {
         let out = s.docker(&[
             "ps",
             "-q",
@@ -438,10 +377,8 @@ fn pods_reach_ready_replicas_by_service_name_and_the_host_by_node_port() {
     // Three replicas of a busybox httpd answering with their pod name, a fourth pod the
     // Service selects too (not the Deployment) that is never ready, a client, and a Service without endpoints.
     let httpd = "busybox mkdir -p /www && echo $HOSTNAME > /www/index.html && exec busybox httpd -f -p 8080 -h /www";
-    apply(
-        &s,
-        &format!(
-            r#"apiVersion: v1
+    s.apply(&format!(
+        r#"apiVersion: v1
 kind: Namespace
 metadata: {{name: web}}
 ---
@@ -506,8 +443,7 @@ spec:
   selector: {{app: nothing}}
   ports: [{{port: 80}}]
 "#
-        ),
-    );
+    ));
     let kw = |args: &[&str]| {
         let mut a = vec!["-n", "web"];
         a.extend_from_slice(args);
@@ -543,7 +479,7 @@ spec:
     .collect();
     assert_eq!(replicas.len(), 3, "{replicas:?}");
     // The unready pod is running (its httpd answers) but never Ready.
-    until(&s, 60, "the unready pod running", || {
+    s.until(60, "the unready pod running", || {
         (kw(&["get", "pod", "unready", "-o", "jsonpath={.status.phase}"]) == "Running")
             .then_some(())
     });
@@ -561,9 +497,7 @@ spec:
     assert!(resolv.contains("options ndots:5"), "{resolv}");
     // By full name and by short name, from every ready replica, never from the unready one.
     for url in ["http://api.web.svc.cluster.local", "http://api"] {
-        let seen = until(
-            &s,
-            60,
+        let seen = s.until(60,
             &format!("answers from every replica at {url}"),
             || {
                 let (code, out, err) = sh(

@@ -21,13 +21,6 @@ struct P {
 }
 
 impl Server {
-    /// `kubectl apply` of an inline manifest.
-    fn apply(&self, name: &str, manifest: &str) {
-        let path = self.dir.join(format!("{name}.yaml"));
-        std::fs::write(&path, manifest).unwrap();
-        self.k(&["apply", "-f", path.to_str().unwrap()]);
-    }
-
     /// Pods matching `selector`.
     fn pods(&self, selector: &str) -> Vec<P> {
         let out = self.k(&[
@@ -192,7 +185,7 @@ fn roll(s: &Server, phase: &str, check: bool) {
 #[test]
 fn deployment_rolls_out_undoes_and_scales() {
     let s = Server::start(false, &[]);
-    s.apply("web", DEPLOYMENT);
+    s.apply(DEPLOYMENT);
     let kc = s.kubeconfig();
     let mut status = Command::new("kubectl")
         .env("KUBECONFIG", &kc)
@@ -344,12 +337,9 @@ fn deployment_rolls_out_undoes_and_scales() {
 #[test]
 fn replicaset_adopts_replaces_and_scales_down_unready_first() {
     let s = Server::start(false, &[]);
-    s.apply(
-        "orphan",
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: orphan, labels: {app: rs}}\nspec:\n  containers: [{name: app, image: multilayer:1}]\n",
+    s.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: orphan, labels: {app: rs}}\nspec:\n  containers: [{name: app, image: multilayer:1}]\n",
     );
     s.apply(
-        "rs",
         r#"
 apiVersion: apps/v1
 kind: ReplicaSet
@@ -416,7 +406,6 @@ spec:
 fn jobs_complete_and_fail_at_the_backoff_limit() {
     let s = Server::start(false, &[]);
     s.apply(
-        "job",
         r#"
 apiVersion: batch/v1
 kind: Job
@@ -460,7 +449,6 @@ spec:
     assert_eq!(labels, "work Job");
 
     s.apply(
-        "fail",
         r#"
 apiVersion: batch/v1
 kind: Job
@@ -507,7 +495,6 @@ spec:
 fn cronjob_fires_on_schedule() {
     let s = Server::start(false, &[]);
     s.apply(
-        "cron",
         r#"
 apiVersion: batch/v1
 kind: CronJob
@@ -592,10 +579,7 @@ spec:
 #[test]
 fn deployment_pause_resume_and_progress_deadline() {
     let s = Server::start(false, &[]);
-    s.apply(
-        "web",
-        &DEPLOYMENT.replace("replicas: 3", "replicas: 2\n  progressDeadlineSeconds: 3"),
-    );
+    s.apply(&DEPLOYMENT.replace("replicas: 3", "replicas: 2\n  progressDeadlineSeconds: 3"));
     until(&s, 60, "the first rollout", || {
         s.kubelet_ready("app=web");
         s.jsonpath(&["deployment", "web"], "{.status.availableReplicas}") == "2"
@@ -638,7 +622,6 @@ fn deployment_pause_resume_and_progress_deadline() {
 fn indexed_job() {
     let s = Server::start(false, &[]);
     s.apply(
-        "idx",
         r#"
 apiVersion: batch/v1
 kind: Job

@@ -21,6 +21,7 @@ mod cp;
 mod df;
 
 pub use cp::cp;
+pub(crate) use cp::io_text;
 pub use df::{df, system_prune};
 
 // ------------------------------------------------------------------ diff, export, commit

@@ -100,6 +100,15 @@ pub struct ContainerOpts {
     /// Mount the container's root filesystem as read only
     #[arg(long = "read-only")]
     pub read_only: bool,
+    /// PID namespace to use (`host`, or `container:<name|id>` to join another container's)
+    #[arg(long, value_name = "string")]
+    pub pid: Option<String>,
+    /// UTS namespace to use (`host`)
+    #[arg(long, value_name = "string")]
+    pub uts: Option<String>,
+    /// IPC mode to use (`private`, `shareable`, `host`, `none`, `container:<name|id>`)
+    #[arg(long, value_name = "string")]
+    pub ipc: Option<String>,
     /// Add Linux capabilities
     #[arg(long = "cap-add", value_name = "list")]
     pub cap_add: Vec<String>,
@@ -639,6 +648,9 @@ impl ContainerOpts {
             cap_add: (!self.cap_add.is_empty()).then(|| self.cap_add.clone()),
             cap_drop: (!self.cap_drop.is_empty()).then(|| self.cap_drop.clone()),
             privileged: self.privileged.then_some(true),
+            pid_mode: self.pid.clone(),
+            uts_mode: self.uts.clone(),
+            ipc_mode: self.ipc.clone(),
             security_opt: (!self.security_opt.is_empty()).then(|| self.security_opt.clone()),
             log_config,
             runtime: self.runtime.clone(),

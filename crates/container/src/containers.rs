@@ -132,6 +132,13 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
 
 use crate::mountinfo::is_mounted;
 
+/// Unmounts what a container's start mounted on the host under its directory `dir`: the root
+/// file system and a `shareable` container's `/dev/shm` tmpfs.
+fn unmount_container(dir: &Path) {
+    unmount(&dir.join("rootfs"));
+    unmount(&dir.join("shm"));
+}
+
 fn unmount(path: &Path) {
     if is_mounted(path) && nix::mount::umount2(path, nix::mount::MntFlags::empty()).is_err() {
         let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);

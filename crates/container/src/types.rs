@@ -157,6 +157,11 @@ pub struct HostOptions {
     /// `HostConfig.UTSMode`: empty (own UTS namespace) or `host`.
     #[serde(default)]
     pub uts_mode: String,
+    /// `HostConfig.IpcMode`: `private` (the default, set at create), `shareable`, `host`,
+    /// `none` (no `/dev/shm`) or `container:<name|id>` (a running `shareable` container's IPC
+    /// namespace and `/dev/shm`).
+    #[serde(default)]
+    pub ipc_mode: String,
     /// `HostConfig.Isolation`: empty or `default`, the only technology on Linux.
     #[serde(default)]
     pub isolation: String,

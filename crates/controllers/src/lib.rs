@@ -13,6 +13,12 @@
 //!   (default StorageClass `local-path`).
 //! - [`nodelifecycle`]: nodes silent past the grace period become `Unknown` and
 //!   `unreachable`-tainted; the taint manager evicts pods after their `tolerationSeconds`.
+//! - [`nodeipam`]: each Node's `spec.podCIDR`, the lowest free /24 of the cluster CIDR
+//!   (`--allocate-node-cidrs`' range allocator).
+//! - [`hpa`]: HorizontalPodAutoscalers (autoscaling/v2) over the targets' `scale`
+//!   subresource and `metrics.k8s.io`.
+//! - [`servicelb`]: the built-in service load balancer (k3s's ServiceLB): LoadBalancer
+//!   Services admitted oldest first, `status.loadBalancer.ingress` = the nodes' InternalIPs.
 //! - [`workloads`]: ReplicaSet, ReplicationController, Deployment and Job controllers over
 //!   shared reflector stores, with kube's expectations, events, conditions and annotations.
 //!
@@ -26,12 +32,15 @@
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod hpa;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pdb;
 pub mod quota;
 mod resources;
 pub mod rootca;
 pub mod serviceaccounts;
+pub mod servicelb;
 pub mod storage;
 pub mod workloads;
 
@@ -66,6 +75,13 @@ pub struct Config {
     pub local_path_dir: Option<std::path::PathBuf>,
     /// How long a node may be silent before it is `Unknown` (`None`: kube's 40 s).
     pub node_monitor_grace_period: Option<std::time::Duration>,
+    /// The HorizontalPodAutoscaler controller's settings (kube-controller-manager's
+    /// `--horizontal-pod-autoscaler-*`).
+    pub hpa: hpa::HpaConfig,
+    /// TCP ports of the nodes that LoadBalancer Services may not take (the Ingress proxy's).
+    pub reserved_node_ports: Vec<u16>,
+    /// The cluster CIDR nodes' podCIDRs are cut from ([`nodeipam`]; `None`: no node IPAM).
+    pub cluster_cidr: Option<ipnet::IpNet>,
 }
 
 /// Runs every controller until `shutdown` completes, only while this process holds the
@@ -113,7 +129,15 @@ async fn run_all(client: Client, config: Config) {
         )),
         tokio::spawn(endpointslice::run(client.clone())),
         tokio::spawn(endpoints::run(client.clone())),
+        tokio::spawn(hpa::run(client.clone(), config.hpa.clone())),
+        tokio::spawn(servicelb::run(
+            client.clone(),
+            config.reserved_node_ports.clone(),
+        )),
     ];
+    if let Some(cidr) = config.cluster_cidr {
+        tasks.push(tokio::spawn(nodeipam::run(client.clone(), cidr)));
+    }
     if !config.root_ca_pem.is_empty() {
         tasks.push(tokio::spawn(rootca::run(client, config.root_ca_pem)));
     }

@@ -47,7 +47,10 @@ impl IntoResponse for ApiError {
         }
         (
             self.status,
-            axum::Json(serde_json::json!({ "message": self.message })),
+            // Docker's `ErrorResponse`.
+            axum::Json(bollard_stubs::models::ErrorResponse {
+                message: self.message,
+            }),
         )
             .into_response()
     }

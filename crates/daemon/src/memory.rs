@@ -5,7 +5,7 @@
 //! come from two tokio workers and a blocking pool whose threads come and go, so idle memory
 //! was mostly arenas that load/pull/build threads had filled once. [`limit_arenas`] caps them at
 //! two (set before any thread starts) and [`trim`] returns free pages of every arena to the
-//! kernel after an operation that allocated a lot (`load`, `pull`, `build`, `import`).
+//! kernel after an operation that allocated a lot (`load`, `pull`, `build`, `import`, `save`).
 
 /// Caps glibc malloc at two arenas (`M_ARENA_MAX`, as `MALLOC_ARENA_MAX=2`); an explicit
 /// `MALLOC_ARENA_MAX` in the environment wins. Call before the first thread is spawned.

@@ -31,8 +31,18 @@ pub fn channel_response(
     content_type: &'static str,
     rx: tokio::sync::mpsc::Receiver<Chunk>,
 ) -> Response {
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    channel_response_with(content_type, rx, ())
+}
+
+/// [`channel_response`] that holds `guard` until the body ends or the client goes away.
+pub fn channel_response_with<G: Send + 'static>(
+    content_type: &'static str,
+    rx: tokio::sync::mpsc::Receiver<Chunk>,
+    guard: G,
+) -> Response {
+    let stream = futures_util::stream::unfold((rx, guard), |(mut rx, g)| async move {
+        rx.recv().await.map(|x| (x, (rx, g)))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)

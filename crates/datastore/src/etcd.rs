@@ -42,6 +42,64 @@ pub struct EtcdStore {
     root: String,
 }
 
+/// Whether etcd never received the request: the client's balanced channel picked an endpoint
+/// it could not connect to (a member down or restarting). Such a request is safe to send
+/// again, a write too.
+fn unsent(e: &etcd_client::Error) -> bool {
+    match e {
+        // tonic's Code::Unavailable (14), answered by the client side before sending.
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() as i32 == 14 && s.message().contains("connect error")
+        }
+        _ => false,
+    }
+}
+
+/// Whether a read may simply be sent again: it was [`unsent`], or etcd answered Unavailable
+/// (`etcdserver: leader changed`, `no leader`) — etcd's Go client retries reads on these.
+fn retryable_read(e: &etcd_client::Error) -> bool {
+    unsent(e) || matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() as i32 == 14)
+}
+
+/// Runs the write `call` again while its request was [`unsent`] (up to ~2 s), so a dead member
+/// among the endpoints costs a retry, not a failed API request.
+async fn retry_unsent<T, Fut>(
+    call: impl FnMut() -> Fut,
+) -> std::result::Result<T, etcd_client::Error>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    retry_while(unsent, call).await
+}
+
+/// Runs the read `call` again while [`retryable_read`] (up to ~2 s): a member down or an
+/// election in progress costs a retry, not a failed API request.
+async fn retry_read<T, Fut>(call: impl FnMut() -> Fut) -> std::result::Result<T, etcd_client::Error>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    retry_while(retryable_read, call).await
+}
+
+async fn retry_while<T, Fut>(
+    again: fn(&etcd_client::Error) -> bool,
+    mut call: impl FnMut() -> Fut,
+) -> std::result::Result<T, etcd_client::Error>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let mut attempt: u64 = 0;
+    loop {
+        match call().await {
+            Err(e) if again(&e) && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt.min(5))).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 fn backend_err(context: &str, e: impl std::fmt::Display) -> Error {
     Error::Backend {
         backend: BACKEND,
@@ -160,11 +218,13 @@ impl EtcdStore {
     /// (the transaction's else-branch get) tells NotFound from Conflict.
     /// Runs one conditional write (`what` names it in errors); the caller reads `succeeded`.
     async fn txn(&self, what: &str, key: &str, txn: Txn) -> Result<etcd_client::TxnResponse> {
-        self.client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| backend_err(&format!("{what} {key}"), e))
+        retry_unsent(|| {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(|e| backend_err(&format!("{what} {key}"), e))
     }
 
     fn refused(&self, key: &str, expected: Revision, resp: &etcd_client::TxnResponse) -> Error {
@@ -195,13 +255,14 @@ impl Store for EtcdStore {
     }
 
     async fn revision(&self) -> Result<Revision> {
-        let resp = self
-            .client
-            .kv_client()
-            // Any key does (etcd has no empty one): the header carries the revision.
-            .get(self.full("\0"), Some(GetOptions::new().with_count_only()))
-            .await
-            .map_err(|e| backend_err("revision", e))?;
+        // Any key does (etcd has no empty one): the header carries the revision.
+        let resp = retry_read(|| {
+            let mut kv = self.client.kv_client();
+            let key = self.full("\0");
+            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await
+        .map_err(|e| backend_err("revision", e))?;
         header_revision(resp.header())
     }
 
@@ -259,14 +320,15 @@ impl Store for EtcdStore {
         revision: Option<Revision>,
     ) -> Result<(Revision, Option<KeyValue>)> {
         let requested = revision.unwrap_or(0);
-        let resp = match self
-            .client
-            .kv_client()
-            .get(
-                self.full(key),
-                Some(GetOptions::new().with_revision(requested)),
-            )
-            .await
+        let resp = match retry_read(|| {
+            let mut kv = self.client.kv_client();
+            let k = self.full(key);
+            async move {
+                kv.get(k, Some(GetOptions::new().with_revision(requested)))
+                    .await
+            }
+        })
+        .await
         {
             Ok(r) => r,
             Err(e) => return Err(self.read_err(requested, e).await),
@@ -304,7 +366,13 @@ impl Store for EtcdStore {
                 get = get.with_limit(limit as i64);
             }
         }
-        let resp = match self.client.kv_client().get(start, Some(get)).await {
+        let resp = match retry_read(|| {
+            let mut kv = self.client.kv_client();
+            let (start, get) = (start.clone(), get.clone());
+            async move { kv.get(start, Some(get)).await }
+        })
+        .await
+        {
             Ok(r) => r,
             Err(e) => return Err(self.read_err(requested, e).await),
         };
@@ -454,11 +522,13 @@ impl EtcdStore {
             .with_prefix()
             .with_start_revision(after + 1)
             .with_prev_key();
-        self.client
-            .watch_client()
-            .watch(self.full(prefix), Some(options))
-            .await
-            .map_err(|e| backend_err("watch", e))
+        retry_read(|| {
+            let mut w = self.client.watch_client();
+            let (key, options) = (self.full(prefix), options.clone());
+            async move { w.watch(key, Some(options)).await }
+        })
+        .await
+        .map_err(|e| backend_err("watch", e))
     }
 
     fn delivery(

@@ -27,6 +27,7 @@
 mod error;
 mod etcd;
 mod memory;
+pub mod ops;
 mod sqlite;
 pub mod testing;
 
@@ -154,7 +155,8 @@ pub const COMPACT_KEEP: Revision = 1000;
 /// Opens the cluster's datastore as `barge server`'s `--datastore-endpoint` says, and starts
 /// its compactor ([`spawn_compactor`] with [`COMPACT_INTERVAL`] and [`COMPACT_KEEP`]; it stops
 /// when the store is dropped):
-/// - empty: SQLite at `data_dir/db/state.db` (the directories are created, mode 0700);
+/// - empty: SQLite at `data_dir/db/state.db` (the directories are created, mode 0700), with
+///   the data dir's lock ([`ops::lock_db_dir`]) held while the store lives;
 /// - `http://HOST:PORT[,http://HOST2:PORT2…]`: etcd v3 at those endpoints, keys at the root.
 ///
 /// Errors: [`Error::Backend`] naming `--datastore-endpoint` for any other form (`https://` is
@@ -180,7 +182,17 @@ pub async fn open(endpoint: &str, data_dir: &Path) -> Result<Arc<dyn Store>> {
             backend: "sqlite",
             message: format!("create {}: {e}", dir.display()),
         })?;
-        Arc::new(SqliteStore::open(dir.join("state.db")).await?)
+        // One server per data dir; a restore waits for none (it refuses while this is held).
+        let d = dir.clone();
+        let lock = tokio::task::spawn_blocking(move || ops::lock_db_dir(&d))
+            .await
+            .map_err(|e| Error::Backend {
+                backend: "sqlite",
+                message: e.to_string(),
+            })??;
+        let store = SqliteStore::open(dir.join("state.db")).await?;
+        store.hold_lock(lock);
+        Arc::new(store)
     } else {
         let endpoints: Vec<String> = endpoint.split(',').map(|e| e.trim().to_string()).collect();
         if let Some(bad) = endpoints

@@ -108,6 +108,8 @@ struct Shared {
     writer: std_mpsc::Sender<WriteRequest>,
     readers: Mutex<Vec<Connection>>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
+    /// The data dir's lock, when [`crate::open`] took one: held as long as the store lives.
+    lock: Mutex<Option<crate::ops::DataDirLock>>,
 }
 
 /// One request to the writer thread, with where to send its answer.
@@ -590,8 +592,17 @@ impl SqliteStore {
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
                 events,
+                lock: Mutex::new(None),
             }),
         })
+    }
+
+    /// Keeps `lock` (the data dir's, see [`crate::ops::lock_db_dir`]) until the last clone of
+    /// this store is dropped.
+    pub fn hold_lock(&self, lock: crate::ops::DataDirLock) {
+        if let Ok(mut l) = self.shared.lock.lock() {
+            *l = Some(lock);
+        }
     }
 
     /// The database file.

@@ -348,6 +348,41 @@ impl Networks {
         self.sync_rules(false)
     }
 
+    /// Sets option `key` of a user-defined network to `value` (`None`: removes it), saved with
+    /// the network, and re-applies the rules (the only option read after creation is
+    /// [`crate::NO_MASQUERADE_OPTION`]). Errors: not found, predefined.
+    pub fn set_option(
+        &self,
+        name_or_id: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), NetworkError> {
+        {
+            let mut inner = self.lock();
+            let mut net = Self::find(&inner, name_or_id)?.clone();
+            if net.predefined() {
+                return Err(NetworkError::Predefined(net.name));
+            }
+            let old = net.options.clone();
+            match value {
+                Some(v) => net.options.insert(key.to_string(), v.to_string()),
+                None => net.options.remove(key),
+            };
+            if net.options == old {
+                return Ok(());
+            }
+            let id = net.id.clone();
+            inner.networks.insert(id.clone(), net);
+            if let Err(e) = self.save_networks(&inner) {
+                if let Some(n) = inner.networks.get_mut(&id) {
+                    n.options = old;
+                }
+                return Err(e);
+            }
+        }
+        self.sync_rules(false)
+    }
+
     /// Removes a user-defined network and its bridge. Errors: not found (404), predefined
     /// (403), containers attached (409).
     pub fn remove(&self, name_or_id: &str) -> Result<(), NetworkError> {

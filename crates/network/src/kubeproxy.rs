@@ -10,7 +10,8 @@
 //! - base chains `nat-prerouting`/`nat-output` (nat, dstnat) jump to `services`, which looks
 //!   the destination up in the verdict map `service-ips` (`ip . proto . port` → `goto
 //!   service-…`) and, for a local destination other than loopback, `service-nodeports`
-//!   (`proto . port`);
+//!   (`proto . port`: node ports, and the ports of admitted LoadBalancer Services — k3s's
+//!   ServiceLB without its helper pods);
 //! - `service-<hash>-<ns>/<name>/<proto>/<port name>`: marks traffic for masquerade when it
 //!   comes from outside the cluster CIDR (for node ports: always), sends a client back to its
 //!   endpoint while it has ClientIP affinity, then spreads new connections with `numgen random
@@ -33,6 +34,7 @@ use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
 use crate::error::NetworkError;
+use crate::nft::{run_cmds, IpTable};
 
 /// One endpoint (pod address and target port) of a Service port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,6 +55,9 @@ pub struct ServicePort {
     pub port: u16,
     /// The node port (NodePort/LoadBalancer Services).
     pub node_port: Option<u16>,
+    /// An admitted LoadBalancer Service (k3s's ServiceLB): `port` also answers on the
+    /// node's own addresses (not loopback), as a node port does.
+    pub load_balancer: bool,
     /// `sessionAffinity: ClientIP`'s timeout in seconds.
     pub affinity_timeout: Option<u32>,
     /// Where connections go (ready endpoints, else serving terminating ones); empty: REJECT.
@@ -73,24 +78,14 @@ pub struct SyncStats {
 const MASQ_BIT: u32 = 0x4000;
 const FAM: &str = "ip";
 
-/// Applies one transaction.
-fn run(cmds: Vec<Value>) -> Result<(), NetworkError> {
-    let payload = json!({ "nftables": cmds });
-    nftables::helper::apply_ruleset_raw(
-        &payload.to_string(),
-        nftables::helper::DEFAULT_NFT,
-        nftables::helper::DEFAULT_ARGS,
-    )
-    .map(|_| ())
-    .map_err(|e| NetworkError::Nft(e.to_string()))
-}
-
 /// Deletes the proxy table `table` (missing is fine).
 pub fn delete_table(table: &str) -> Result<(), NetworkError> {
-    run(vec![
-        json!({"add": {"table": {"family": FAM, "name": table}}}),
-        json!({"delete": {"table": {"family": FAM, "name": table}}}),
-    ])
+    run_cmds(
+        IpTable {
+            name: table.to_string(),
+        }
+        .drop_cmds(),
+    )
 }
 
 /// kube-proxy's chain-name hash: the first 8 characters of the base32 SHA-256 of `s`
@@ -189,7 +184,7 @@ impl ServiceProxy {
             service_cidr,
             applied: Mutex::new(None),
         };
-        run(p.base())?;
+        run_cmds(p.base())?;
         *p.applied.lock().unwrap_or_else(|e| e.into_inner()) = Some(BTreeMap::new());
         Ok(p)
     }
@@ -200,24 +195,23 @@ impl ServiceProxy {
     }
 
     fn cmd(&self, verb: &str, what: &str, body: Value) -> Value {
-        let mut b = body;
-        b["family"] = json!(FAM);
-        b["table"] = json!(self.table);
-        json!({ verb: { what: b } })
+        self.nft().cmd(verb, what, body)
     }
 
     fn rule(&self, chain: &str, expr: Vec<Value>) -> Value {
-        self.cmd("add", "rule", json!({"chain": chain, "expr": expr}))
+        self.nft().rule(chain, expr)
+    }
+
+    fn nft(&self) -> IpTable {
+        IpTable {
+            name: self.table.clone(),
+        }
     }
 
     /// The commands that (re)make the table with its base chains, maps and rules.
     fn base(&self) -> Vec<Value> {
         let t = &self.table;
-        let mut c = vec![
-            json!({"add": {"table": {"family": FAM, "name": t}}}),
-            json!({"delete": {"table": {"family": FAM, "name": t}}}),
-            json!({"add": {"table": {"family": FAM, "name": t}}}),
-        ];
+        let mut c = self.nft().recreate_cmds();
         let base = |name: &str, ty: &str, hook: &str, prio: i32| {
             json!({"add": {"chain": {"family": FAM, "table": t, "name": name,
                 "type": ty, "hook": hook, "prio": prio, "policy": "accept"}}})
@@ -352,7 +346,11 @@ impl ServiceProxy {
                 json!({"concat": [cip.to_string(), proto, sp.port]}),
                 goto("reject-chain"),
             ));
-            if let Some(np) = sp.node_port {
+            for np in sp
+                .node_port
+                .into_iter()
+                .chain(sp.load_balancer.then_some(sp.port))
+            {
                 r.elements.push((
                     "no-endpoint-nodeports".into(),
                     json!({"concat": [proto, np]}),
@@ -366,7 +364,11 @@ impl ServiceProxy {
             json!({"concat": [cip.to_string(), proto, sp.port]}),
             goto(&chain),
         ));
-        if let Some(np) = sp.node_port {
+        for np in sp
+            .node_port
+            .into_iter()
+            .chain(sp.load_balancer.then_some(sp.port))
+        {
             r.elements.push((
                 "service-nodeports".into(),
                 json!({"concat": [proto, np]}),
@@ -386,7 +388,7 @@ impl ServiceProxy {
             ]
             .into(),
         );
-        if sp.node_port.is_some() {
+        if sp.node_port.is_some() || sp.load_balancer {
             r.chain.push(
                 vec![
                     m_ne(payload("ip", "daddr"), json!(cip.to_string())),
@@ -561,7 +563,7 @@ impl ServiceProxy {
             *applied = Some(old);
             return Ok(stats);
         }
-        match run(cmds) {
+        match run_cmds(cmds) {
             Ok(()) => {
                 *applied = Some(want);
                 Ok(stats)
@@ -615,6 +617,7 @@ mod tests {
             cluster_ip: Some("10.43.1.2".parse().unwrap()),
             port: 80,
             node_port: Some(30080),
+            load_balancer: false,
             affinity_timeout: None,
             endpoints: eps
                 .iter()
@@ -638,6 +641,33 @@ mod tests {
         let last = r.chain.last().unwrap().to_string();
         assert!(last.contains(r#""mod":2"#), "{last}");
         assert!(r.elements.iter().any(|e| e.0 == "service-nodeports"));
+    }
+
+    #[test]
+    fn load_balancer_ports_answer_on_the_node_as_node_ports_do() {
+        let p = proxy();
+        let mut s = sp(&[("10.42.0.5", 8080)]);
+        s.load_balancer = true;
+        let r = p.render(&s);
+        let keys: Vec<String> = r
+            .elements
+            .iter()
+            .filter(|e| e.0 == "service-nodeports")
+            .map(|e| e.1.to_string())
+            .collect();
+        assert_eq!(
+            keys,
+            vec![r#"{"concat":["tcp",30080]}"#, r#"{"concat":["tcp",80]}"#]
+        );
+        s.endpoints.clear();
+        let r = p.render(&s);
+        assert_eq!(
+            r.elements
+                .iter()
+                .filter(|e| e.0 == "no-endpoint-nodeports")
+                .count(),
+            2
+        );
     }
 
     #[test]

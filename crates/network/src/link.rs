@@ -20,7 +20,7 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use crate::error::NetworkError;
 
 /// Runs `f` on a fresh OS thread and returns its result.
-fn in_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn in_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("barge-netlink".into())
@@ -31,7 +31,7 @@ fn in_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, NetworkError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, NetworkError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,7 +39,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, NetworkError> {
 }
 
 /// Opens a netlink connection in the calling thread's network namespace and runs `f` with it.
-fn with_netlink<T, F, Fut>(rt: &tokio::runtime::Runtime, f: F) -> Result<T, NetworkError>
+pub(crate) fn with_netlink<T, F, Fut>(rt: &tokio::runtime::Runtime, f: F) -> Result<T, NetworkError>
 where
     F: FnOnce(Handle) -> Fut,
     Fut: std::future::Future<Output = Result<T, NetworkError>>,
@@ -56,11 +56,11 @@ where
     })
 }
 
-fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+pub(crate) fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.code.map(|c| c.get()) == Some(-errno))
 }
 
-async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetworkError> {
+pub(crate) async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetworkError> {
     let mut links = h.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(l)) => Ok(Some(l.header.index)),
@@ -79,7 +79,12 @@ async fn must_index(h: &Handle, name: &str) -> Result<u32, NetworkError> {
 /// Adds `ip/prefix` to link `idx`; an address that is already there is fine. IPv6 addresses
 /// get `IFA_F_NODAD` (as dockerd's): usable at once, not after a second of duplicate address
 /// detection on a link whose subnet barge alone hands out.
-async fn add_address(h: &Handle, idx: u32, ip: IpAddr, prefix: u8) -> Result<(), NetworkError> {
+pub(crate) async fn add_address(
+    h: &Handle,
+    idx: u32,
+    ip: IpAddr,
+    prefix: u8,
+) -> Result<(), NetworkError> {
     let mut req = h.address().add(idx, ip, prefix);
     if ip.is_ipv6() {
         use netlink_packet_route::address::{AddressAttribute, AddressFlags};

@@ -36,6 +36,9 @@ pub(crate) struct RuleNet {
     /// The network's IPv6 subnet, if it has IPv6.
     pub subnet6: Option<Ipv6Net>,
     pub internal: bool,
+    /// Destinations not masqueraded, whose traffic may enter the bridge from any link
+    /// ([`crate::NO_MASQUERADE_OPTION`]: the cluster CIDR of the pod network).
+    pub no_masquerade: Vec<Ipv4Net>,
 }
 
 /// A published port as the rules see it.
@@ -126,14 +129,16 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
             ],
         ));
         if !n.internal {
-            cmds.push(rule(
-                "postrouting",
-                vec![
-                    m(payload("ip", "saddr"), prefix(&n.subnet)),
-                    m_ne(meta("oifname"), json!(n.bridge)),
-                    json!({"masquerade": null}),
-                ],
-            ));
+            let mut expr = vec![
+                m(payload("ip", "saddr"), prefix(&n.subnet)),
+                m_ne(meta("oifname"), json!(n.bridge)),
+            ];
+            if !n.no_masquerade.is_empty() {
+                let set: Vec<Value> = n.no_masquerade.iter().map(prefix).collect();
+                expr.push(m_ne(payload("ip", "daddr"), json!({ "set": set })));
+            }
+            expr.push(json!({"masquerade": null}));
+            cmds.push(rule("postrouting", expr));
         }
     }
     cmds.push(rule("forward", vec![ct_dnat(), json!({"accept": null})]));
@@ -335,11 +340,22 @@ fn isolate(cmds: &mut Vec<Value>, bridge: &str, rule: &dyn Fn(&str, Vec<Value>) 
 
 #[cfg(test)]
 pub(crate) fn foreign_commands(filter: &Value, table: &str, bridges: &[String]) -> Vec<Value> {
-    foreign_commands_in("ip", filter, table, bridges)
+    let nets: Vec<RuleNet> = bridges
+        .iter()
+        .map(|b| RuleNet {
+            bridge: b.clone(),
+            subnet: "10.0.0.0/24".parse().expect("subnet"),
+            subnet6: None,
+            internal: false,
+            no_masquerade: Vec::new(),
+        })
+        .collect();
+    foreign_commands_in("ip", filter, table, &nets)
 }
 
 /// The commands that make the `filter` table's chain of `family` accept barge's bridges as
-/// Docker accepts its own (out of a bridge: anything; into it: replies and DNATed traffic),
+/// Docker accepts its own (out of a bridge: anything; into it: replies and DNATed traffic, and
+/// in `ip` traffic from its [`RuleNet::no_masquerade`] destinations: other nodes' pods),
 /// replacing barge's earlier rules (marked with the comment `barge:<table>`). Empty when
 /// nothing changes. `family` is `ip`, or `ip6`: Docker's ip6tables (on by default since
 /// Docker 27) has the same `FORWARD` drop policy and `DOCKER-USER` chain, and with
@@ -348,7 +364,7 @@ pub(crate) fn foreign_commands_in(
     family: &str,
     filter: &Value,
     table: &str,
-    bridges: &[String],
+    nets: &[RuleNet],
 ) -> Vec<Value> {
     let marker = format!("barge:{table}");
     let mut cmds = Vec::new();
@@ -370,8 +386,17 @@ pub(crate) fn foreign_commands_in(
         return cmds;
     };
     let mut wanted = Vec::new();
-    for b in bridges {
+    for n in nets {
+        let b = &n.bridge;
         wanted.push(vec![m(meta("iifname"), json!(b)), json!({"accept": null})]);
+        if family == "ip" && !n.no_masquerade.is_empty() {
+            let set: Vec<Value> = n.no_masquerade.iter().map(prefix).collect();
+            wanted.push(vec![
+                m(meta("oifname"), json!(b)),
+                m(payload("ip", "saddr"), json!({ "set": set })),
+                json!({"accept": null}),
+            ]);
+        }
         wanted.push(vec![
             m(meta("oifname"), json!(b)),
             json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}),
@@ -404,7 +429,7 @@ pub(crate) fn foreign_commands_in(
 /// Keeps barge's accept rules in another firewall's `ip filter` and `ip6 filter` tables in
 /// line with `bridges` (see [`foreign_commands_in`]); a family without a `filter` table:
 /// nothing to do there.
-pub(crate) fn sync_foreign(table: &str, bridges: &[String]) -> Result<(), NetworkError> {
+pub(crate) fn sync_foreign(table: &str, nets: &[RuleNet]) -> Result<(), NetworkError> {
     for family in ["ip", "ip6"] {
         let Ok(out) = nftables::helper::get_current_ruleset_raw(
             nftables::helper::DEFAULT_NFT,
@@ -414,7 +439,7 @@ pub(crate) fn sync_foreign(table: &str, bridges: &[String]) -> Result<(), Networ
         };
         let filter: Value =
             serde_json::from_str(&out).map_err(|e| NetworkError::Nft(format!("nft -j: {e}")))?;
-        let cmds = foreign_commands_in(family, &filter, table, bridges);
+        let cmds = foreign_commands_in(family, &filter, table, nets);
         if !cmds.is_empty() {
             run(&json!({ "nftables": cmds }))?;
         }
@@ -434,12 +459,14 @@ mod tests {
                 subnet: "10.87.0.0/16".parse().unwrap(),
                 subnet6: None,
                 internal: false,
+                no_masquerade: Vec::new(),
             },
             RuleNet {
                 bridge: "br-1".into(),
                 subnet: "10.120.0.0/24".parse().unwrap(),
                 subnet6: None,
                 internal: true,
+                no_masquerade: Vec::new(),
             },
         ];
         let ports = vec![RulePort {
@@ -475,6 +502,7 @@ mod tests {
             subnet: "10.120.0.0/24".parse().unwrap(),
             subnet6: v6.map(|s| s.parse().unwrap()),
             internal,
+            no_masquerade: Vec::new(),
         };
         let nets = vec![
             net("br-a", Some("fd00:a::/64"), false),
@@ -568,9 +596,50 @@ mod tests {
     }
 
     #[test]
+    fn pod_network_is_not_masqueraded_towards_the_cluster() {
+        let pods = RuleNet {
+            bridge: "barge-pods".into(),
+            subnet: "10.42.0.0/24".parse().unwrap(),
+            subnet6: None,
+            internal: false,
+            no_masquerade: vec!["10.42.0.0/16".parse().unwrap()],
+        };
+        let v = ruleset("barge", std::slice::from_ref(&pods), &[]);
+        let cmds = v["nftables"].as_array().unwrap();
+        let masq: Vec<&Value> = cmds
+            .iter()
+            .filter(|c| {
+                let e = c["add"]["rule"]["expr"].to_string();
+                e.contains("masquerade") && !e.contains("dnat")
+            })
+            .collect();
+        assert_eq!(masq.len(), 1, "{v}");
+        let e = masq[0]["add"]["rule"]["expr"].to_string();
+        assert!(
+            e.contains(r#"{"match":{"left":{"payload":{"field":"daddr","protocol":"ip"}},"op":"!=","right":{"set":[{"prefix":{"addr":"10.42.0.0","len":16}}]}}}"#),
+            "{e}"
+        );
+        // Another firewall's drop policy lets other nodes' pods into the bridge.
+        let t = filter_table(&[("FORWARD", "drop"), ("DOCKER-USER", "")], json!([]));
+        let cmds = foreign_commands_in("ip", &t, "barge", std::slice::from_ref(&pods));
+        assert_eq!(cmds.len(), 4);
+        let s = Value::Array(cmds).to_string();
+        assert!(s.contains(r#""field":"saddr""#), "{s}");
+        let cmds6 = foreign_commands_in("ip6", &t, "barge", &[pods]);
+        assert_eq!(cmds6.len(), 3);
+    }
+
+    #[test]
     fn ip6_filter_gets_its_own_accepts() {
         let t = filter_table(&[("FORWARD", "drop"), ("DOCKER-USER", "")], json!([]));
-        let cmds = foreign_commands_in("ip6", &t, "barge", &["br-1".to_string()]);
+        let br = RuleNet {
+            bridge: "br-1".into(),
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            subnet6: None,
+            internal: false,
+            no_masquerade: Vec::new(),
+        };
+        let cmds = foreign_commands_in("ip6", &t, "barge", &[br]);
         assert_eq!(cmds.len(), 3);
         assert!(cmds.iter().all(|c| c["insert"]["rule"]["family"] == "ip6"));
     }
@@ -582,5 +651,49 @@ mod tests {
         let t = filter_table(&[("FORWARD", "drop")], json!([]));
         let cmds = foreign_commands(&t, "barge", &["barge0".to_string()]);
         assert_eq!(cmds[0]["insert"]["rule"]["chain"], "FORWARD");
+    }
+}
+
+/// Runs `cmds` (nftables JSON commands, `libnftables-json(5)`) as one `nft -j -f -`
+/// transaction: all or nothing.
+pub(crate) fn run_cmds(cmds: Vec<serde_json::Value>) -> Result<(), NetworkError> {
+    run(&json!({ "nftables": cmds }))
+}
+
+/// Builds the JSON commands of one `ip`-family table of the cluster's (the Service proxy's,
+/// the NetworkPolicy table): every object it names is in that table.
+#[derive(Debug, Clone)]
+pub(crate) struct IpTable {
+    pub(crate) name: String,
+}
+
+impl IpTable {
+    /// `{verb: {what: body + family + table}}`, e.g. `cmd("add", "chain", {"name": "x"})`.
+    pub(crate) fn cmd(&self, verb: &str, what: &str, body: serde_json::Value) -> serde_json::Value {
+        let mut b = body;
+        b["family"] = json!("ip");
+        b["table"] = json!(self.name);
+        json!({ verb: { what: b } })
+    }
+
+    /// `add rule` of `expr` to `chain`.
+    pub(crate) fn rule(&self, chain: &str, expr: Vec<serde_json::Value>) -> serde_json::Value {
+        self.cmd("add", "rule", json!({"chain": chain, "expr": expr}))
+    }
+
+    /// The commands that remove the table if it exists (`add` first, so a missing table is not
+    /// an error).
+    pub(crate) fn drop_cmds(&self) -> Vec<serde_json::Value> {
+        vec![
+            json!({"add": {"table": {"family": "ip", "name": self.name}}}),
+            json!({"delete": {"table": {"family": "ip", "name": self.name}}}),
+        ]
+    }
+
+    /// The commands that make the table anew, empty ([`IpTable::drop_cmds`], then `add`).
+    pub(crate) fn recreate_cmds(&self) -> Vec<serde_json::Value> {
+        let mut c = self.drop_cmds();
+        c.push(json!({"add": {"table": {"family": "ip", "name": self.name}}}));
+        c
     }
 }

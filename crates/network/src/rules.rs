@@ -98,6 +98,7 @@ impl Networks {
                     subnet: i.subnet,
                     subnet6: n.ipam6.as_ref().map(|i6| i6.subnet),
                     internal: n.internal,
+                    no_masquerade: n.no_masquerade(),
                 })
             })
             .collect();
@@ -146,8 +147,7 @@ impl Networks {
             nft::apply(&self.cfg.table, &want.0, &want.1)?;
         }
         // Another firewall (Docker's FORWARD drop policy) must let barge's bridges through.
-        let bridges: Vec<String> = want.0.iter().map(|n| n.bridge.clone()).collect();
-        if let Err(e) = nft::sync_foreign(&self.cfg.table, &bridges) {
+        if let Err(e) = nft::sync_foreign(&self.cfg.table, &want.0) {
             tracing::warn!("accept rules in ip filter: {e}");
         }
         self.lock().applied = Some(want);

@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 /// Docker's option naming the bridge device of a network.
 pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
+/// barge's option of a bridge network listing destinations (comma-separated IPv4 CIDRs) its
+/// outbound masquerade leaves alone and whose traffic may enter the bridge from any link: the
+/// node agent's pod network carries the cluster CIDR, so pods on other nodes see pod IPs (no
+/// NAT between pods, as Kubernetes' network model requires) while traffic leaving the cluster
+/// is still masqueraded.
+pub const NO_MASQUERADE_OPTION: &str = "io.barge.network.no-masquerade-to";
+
 /// A network: one of the predefined `bridge`, `host`, `none`, or a user-defined bridge network.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Network {
@@ -41,6 +48,14 @@ pub struct Network {
 }
 
 impl Network {
+    /// The destinations of [`NO_MASQUERADE_OPTION`] (unparsable entries are skipped).
+    pub fn no_masquerade(&self) -> Vec<Ipv4Net> {
+        self.options
+            .get(NO_MASQUERADE_OPTION)
+            .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
     /// Predefined networks (`bridge`, `host`, `none`) cannot be removed.
     pub fn predefined(&self) -> bool {
         matches!(self.name.as_str(), "bridge" | "host" | "none")

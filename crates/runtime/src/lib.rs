@@ -651,12 +651,50 @@ fn exec(g: &Global, args: &[String]) -> Result<()> {
         return Err("barge runtime exec: only --detach is supported".into());
     }
     let mut process = f.value("process").or(f.value("p")).map(PathBuf::from);
+    let mut process_spec = match &process {
+        Some(p) => {
+            let data = std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()))?;
+            Some(
+                serde_json::from_slice::<serde_json::Value>(&data)
+                    .map_err(|e| format!("parse {}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    // The container's seccomp profile applies to exec'd processes too (runc's behaviour), but
+    // libcontainer's tenant builder drops it: barge loads it itself (security.rs).
+    let container_spec = container_spec(g, id)?;
+    let profile = container_spec
+        .pointer("/linux/seccomp")
+        .filter(|v| !v.is_null())
+        .cloned();
+    let mut edited = false;
+    if process_spec.is_none() && profile.is_some() {
+        // `exec ID ARGS…`: the process libcontainer would build (the container's process with
+        // these args and cwd), written out so that its capabilities can be taken over.
+        let argv: Vec<String> = f.positional[1..].to_vec();
+        if argv.is_empty() {
+            return Err("exec: args must not be empty".into());
+        }
+        let mut p = container_spec
+            .get("process")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        p["args"] = serde_json::json!(argv);
+        p["terminal"] = serde_json::json!(f.value("console-socket").is_some());
+        if let Some(cwd) = f.value("cwd") {
+            p["cwd"] = serde_json::json!(cwd);
+        }
+        process_spec = Some(p);
+        edited = true;
+    }
     let mut tmp_process = None;
-    if let Some(p) = &process {
-        let data = std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()))?;
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", p.display()))?;
-        if without_false_nnp(&mut v) {
+    if let Some(v) = &mut process_spec {
+        edited |= without_false_nnp(v);
+        if let Some(profile) = &profile {
+            edited |= security::take_over_process(profile, v, &g.root())?;
+        }
+        if edited {
             let dir = private_dir(g, id);
             std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
             let t = dir.join(format!("process-{}.json", std::process::id()));
@@ -691,6 +729,15 @@ fn exec(g: &Global, args: &[String]) -> Result<()> {
         let _ = std::fs::remove_file(t);
     }
     result
+}
+
+/// The container's spec as its bundle holds it (for `create`s whose seccomp profile barge took
+/// over, the private copy restored to the whole spec once the init had it).
+fn container_spec(g: &Global, id: &str) -> Result<serde_json::Value> {
+    let c = load(g, id)?;
+    let path = c.bundle().join("config.json");
+    let data = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    serde_json::from_slice(&data).map_err(|e| format!("parse {}: {e}", path.display()))
 }
 
 fn kill(g: &Global, args: &[String]) -> Result<()> {

@@ -49,13 +49,44 @@ const CACHE_FORMAT: &str = "barge-seccomp-v1";
 /// them for [`apply_pending`]. Returns whether it did; `Ok(false)` leaves `spec` untouched.
 /// Errors are libseccomp's (an invalid profile) and are what `create` fails with.
 pub(crate) fn take_over(spec: &mut serde_json::Value, root: &Path) -> Result<bool, String> {
-    let Some(profile) = spec.pointer("/linux/seccomp").filter(|v| !v.is_null()) else {
-        return Ok(false);
-    };
     let hooks = spec
         .pointer("/hooks/startContainer")
         .and_then(|h| h.as_array())
         .is_some_and(|h| !h.is_empty());
+    if hooks {
+        return Ok(false);
+    }
+    let Some(profile) = spec
+        .pointer("/linux/seccomp")
+        .filter(|v| !v.is_null())
+        .cloned()
+    else {
+        return Ok(false);
+    };
+    let Some(process) = spec.get_mut("process") else {
+        return Ok(false);
+    };
+    if !take_over_process(&profile, process, root)? {
+        return Ok(false);
+    }
+    if let Some(linux) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) {
+        linux.remove("seccomp");
+    }
+    Ok(true)
+}
+
+/// The process half of [`take_over`], also used alone for `exec`: libcontainer 0.7's tenant
+/// builder rebuilds `linux` without `seccomp`, so an exec'd process would run unfiltered,
+/// where runc applies the container's profile to every process it starts in the container.
+/// `profile` is the container's `linux.seccomp` (OCI runtime spec, config-linux.md#seccomp);
+/// `process` the new process's spec, whose `capabilities` are removed and kept, with its
+/// `noNewPrivileges`, for [`apply_pending`]. `Ok(false)` (a profile left to libcontainer, or a
+/// second take-over in this process) leaves `process` untouched.
+pub(crate) fn take_over_process(
+    profile: &serde_json::Value,
+    process: &mut serde_json::Value,
+    root: &Path,
+) -> Result<bool, String> {
     let seccomp: LinuxSeccomp =
         serde_json::from_value(profile.clone()).map_err(|e| format!("seccomp profile: {e}"))?;
     let flags = seccomp.flags().as_ref().is_some_and(|f| !f.is_empty());
@@ -65,24 +96,24 @@ pub(crate) fn take_over(spec: &mut serde_json::Value, root: &Path) -> Result<boo
             .iter()
             .flatten()
             .any(|s| s.action() == LinuxSeccompAction::ScmpActNotify);
-    if hooks || flags || notify {
+    if flags || notify {
         return Ok(false);
     }
-    let caps = match spec.pointer("/process/capabilities") {
+    let caps = match process.get("capabilities") {
         Some(v) if !v.is_null() => Some(
             serde_json::from_value::<LinuxCapabilities>(v.clone())
                 .map_err(|e| format!("process capabilities: {e}"))?,
         ),
         _ => None,
     };
-    let no_new_privileges = spec
-        .pointer("/process/noNewPrivileges")
+    let no_new_privileges = process
+        .get("noNewPrivileges")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
     let program = cached_program(profile, &seccomp, &root.join(".seccomp"))?;
     let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     if pending.is_some() {
-        // One create per process; a second one keeps libcontainer's own path.
+        // One create or exec per process; a second one keeps libcontainer's own path.
         return Ok(false);
     }
     *pending = Some(Pending {
@@ -91,10 +122,7 @@ pub(crate) fn take_over(spec: &mut serde_json::Value, root: &Path) -> Result<boo
         no_new_privileges,
     });
     drop(pending);
-    if let Some(linux) = spec.get_mut("linux").and_then(|l| l.as_object_mut()) {
-        linux.remove("seccomp");
-    }
-    if let Some(process) = spec.get_mut("process").and_then(|p| p.as_object_mut()) {
+    if let Some(process) = process.as_object_mut() {
         process.remove("capabilities");
     }
     Ok(true)

@@ -103,6 +103,31 @@ pub fn next_spec(old: Option<&LeaseSpec>, cfg: &Config, at: Timestamp) -> LeaseS
 
 /// One attempt to take or renew the Lease; `Ok(true)` when this candidate holds it now.
 pub async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &Config) -> Result<bool, kube::Error> {
+    Ok(attempt(api, cfg).await? == Attempt::Holds)
+}
+
+/// What one attempt found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempt {
+    /// This candidate holds the Lease now.
+    Holds,
+    /// Another holder's Lease is valid for this much longer (by its renewTime).
+    HeldFor(Duration),
+    /// Lost a race for it (409).
+    Lost,
+}
+
+/// How long a Lease held by someone else stays valid after `at` (zero when it is not).
+fn remaining(spec: &LeaseSpec, at: Timestamp) -> Duration {
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return Duration::ZERO;
+    };
+    let until =
+        renewed.0.as_millisecond() + i64::from(spec.lease_duration_seconds.unwrap_or(0)) * 1000;
+    Duration::from_millis(u64::try_from(until - at.as_millisecond()).unwrap_or(0))
+}
+
+async fn attempt(api: &Api<Lease>, cfg: &Config) -> Result<Attempt, kube::Error> {
     let at = now();
     match api.get_opt(&cfg.name).await? {
         None => {
@@ -115,23 +140,23 @@ pub async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &Config) -> Result<bool
                 spec: Some(next_spec(None, cfg, at)),
             };
             match api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Ok(_) => Ok(Attempt::Holds),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Lost),
                 Err(e) => Err(e),
             }
         }
         Some(mut lease) => {
-            if lease
+            if let Some(spec) = lease
                 .spec
                 .as_ref()
-                .is_some_and(|s| held_by_other(s, &cfg.identity, at))
+                .filter(|s| held_by_other(s, &cfg.identity, at))
             {
-                return Ok(false);
+                return Ok(Attempt::HeldFor(remaining(spec, at)));
             }
             lease.spec = Some(next_spec(lease.spec.as_ref(), cfg, at));
             match api.replace(&cfg.name, &PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Ok(_) => Ok(Attempt::Holds),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Lost),
                 Err(e) => Err(e),
             }
         }
@@ -168,16 +193,24 @@ where
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     tokio::pin!(shutdown);
     loop {
-        // Candidate: try every retry period.
+        // Candidate: try every retry period — or, when the holder's Lease runs out sooner,
+        // right after it does, so a dead leader is replaced within leaseDurationSeconds of its
+        // last renewal (not up to one retry period later).
         loop {
-            match try_acquire_or_renew(&api, &cfg).await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => tracing::debug!(lease = %cfg.name, "leader election: {e}"),
-            }
+            let wait = match attempt(&api, &cfg).await {
+                Ok(Attempt::Holds) => break,
+                Ok(Attempt::HeldFor(left)) => {
+                    cfg.retry_period.min(left + Duration::from_millis(50))
+                }
+                Ok(Attempt::Lost) => cfg.retry_period,
+                Err(e) => {
+                    tracing::debug!(lease = %cfg.name, "leader election: {e}");
+                    cfg.retry_period
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = tokio::time::sleep(cfg.retry_period) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
         tracing::info!(lease = %cfg.name, identity = %cfg.identity, "became leader");
@@ -232,6 +265,8 @@ mod tests {
             ..Default::default()
         };
         assert!(held_by_other(&other, "me", at(114)));
+        assert_eq!(remaining(&other, at(114)), Duration::from_secs(1));
+        assert_eq!(remaining(&other, at(116)), Duration::ZERO);
         assert!(!held_by_other(&other, "me", at(115)));
         assert!(!held_by_other(&other, "other", at(101)));
         let taken = next_spec(Some(&other), &cfg, at(120));

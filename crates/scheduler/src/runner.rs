@@ -18,10 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{
-    Event, EventSource, Namespace, Node, ObjectReference, Pod, PodSpec, ReplicationController,
-    Service,
-};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec, ReplicationController, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -56,8 +53,6 @@ struct Backoff {
     changes_then: u64,
     /// The pod's spec and labels when it failed (an edit of either retries it).
     seen: Option<Seen>,
-    /// The last `FailedScheduling` event for the pod: (name, count, message).
-    event: Option<(String, i32, String)>,
 }
 
 impl Backoff {
@@ -587,39 +582,17 @@ impl Scheduler {
             failed_at: Instant::now(),
             changes_then: change_count,
             seen: None,
-            event: None,
         });
         b.attempts += 1;
         b.failed_at = Instant::now();
         b.changes_then = change_count;
         b.seen = Some((pod.spec.clone(), pod.metadata.labels.clone()));
-        let previous = b.event.clone();
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         tracing::debug!(pod = %format!("{ns}/{name}"), "unschedulable: {msg}");
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        let recorded = match previous {
-            Some((ev, count, m)) if m == msg => {
-                let patch = json!({"count": count + 1, "lastTimestamp": now_time()});
-                match events
-                    .patch(&ev, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => Some((ev, count + 1, m)),
-                    Err(_) => {
-                        self.event(pod, "Warning", "FailedScheduling", "Scheduling", msg)
-                            .await
-                    }
-                }
-            }
-            _ => {
-                self.event(pod, "Warning", "FailedScheduling", "Scheduling", msg)
-                    .await
-            }
-        };
-        if let Some(b) = self.backoff.get_mut(&u) {
-            b.event = recorded;
-        }
+        // Repeats of one message raise one Event's count (barge_events correlates them).
+        self.event(pod, "Warning", "FailedScheduling", "Scheduling", msg)
+            .await;
         // The condition, unless it already says this.
         let current = pod
             .status
@@ -699,61 +672,25 @@ impl Scheduler {
         }
     }
 
-    /// Creates a core/v1 Event about `pod`; returns (name, count, message).
-    async fn event(
-        &self,
-        pod: &Pod,
-        kind: &str,
-        reason: &str,
-        action: &str,
-        message: &str,
-    ) -> Option<(String, i32, String)> {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let name = format!("{pod_name}.{nanos:x}");
-        let now = now_time();
-        let ev = Event {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod_name),
-                namespace: Some(ns.clone()),
-                uid: pod.metadata.uid.clone(),
-                resource_version: pod.metadata.resource_version.clone(),
-                ..Default::default()
-            },
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            type_: Some(kind.into()),
-            action: Some(action.into()),
-            count: Some(1),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            source: Some(EventSource {
-                component: Some(SCHEDULER_NAME.into()),
-                host: None,
-            }),
-            reporting_component: Some(SCHEDULER_NAME.into()),
-            reporting_instance: Some(self.identity.clone()),
-            ..Default::default()
+    /// Records an Event about `pod` (through [`barge_events`], which correlates repeats).
+    async fn event(&self, pod: &Pod, kind: &str, reason: &str, action: &str, message: &str) {
+        let source = barge_events::Source {
+            component: SCHEDULER_NAME.into(),
+            host: None,
+            instance: Some(self.identity.clone()),
         };
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        match events.create(&PostParams::default(), &ev).await {
-            Ok(_) => Some((name, 1, message.to_string())),
-            Err(e) => {
-                tracing::debug!("recording an event: {e}");
-                None
-            }
-        }
+        let record = barge_events::Record {
+            involved: barge_events::reference(pod),
+            kind: if kind == "Warning" {
+                barge_events::Kind::Warning
+            } else {
+                barge_events::Kind::Normal
+            },
+            reason,
+            action: Some(action),
+            message: message.to_string(),
+        };
+        barge_events::record(&self.client, &source, record).await;
     }
 }
 
@@ -769,7 +706,6 @@ mod tests {
             failed_at: at,
             changes_then: 0,
             seen: None,
-            event: None,
         };
         assert_eq!(b(1).until() - at, Duration::from_secs(1));
         assert_eq!(b(2).until() - at, Duration::from_secs(2));

@@ -73,6 +73,10 @@ pub struct ServerArgs {
     /// Network CIDR pod IPs come from
     #[arg(long = "cluster-cidr", default_value = "10.42.0.0/16")]
     pub cluster_cidr: ipnet::IpNet,
+    /// How pods reach pods on other nodes (k3s's flag): `vxlan` (an overlay, the default),
+    /// `host-gw` (routes via the other nodes' addresses; the nodes must share a link) or `none`
+    #[arg(long = "flannel-backend", default_value = "vxlan")]
+    pub flannel_backend: barge_network::podnet::Backend,
     /// Network CIDR ClusterIPs come from (its first address is the `kubernetes` Service's)
     #[arg(long = "service-cidr", default_value = "10.43.0.0/16")]
     pub service_cidr: ipnet::IpNet,
@@ -90,6 +94,64 @@ pub struct ServerArgs {
     /// Do not run this node's engine (no Docker Engine API, no workloads on this node)
     #[arg(long = "disable-agent")]
     pub disable_agent: bool,
+    /// How long a node may stop renewing its Lease before it is marked `Unknown` and tainted
+    /// `node.kubernetes.io/unreachable` (kube-controller-manager's flag)
+    #[arg(long = "node-monitor-grace-period", default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// The `tolerationSeconds` of the `node.kubernetes.io/not-ready:NoExecute` toleration
+    /// added to every pod that has none (kube-apiserver's flag; DefaultTolerationSeconds)
+    #[arg(long = "default-not-ready-toleration-seconds", default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// The `tolerationSeconds` of the `node.kubernetes.io/unreachable:NoExecute` toleration
+    /// added to every pod that has none: how long a dead node's pods wait before they are
+    /// evicted and recreated elsewhere (kube-apiserver's flag)
+    #[arg(long = "default-unreachable-toleration-seconds", default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
+    /// How often the HorizontalPodAutoscaler controller syncs each autoscaler
+    /// (kube-controller-manager's flag)
+    #[arg(long = "horizontal-pod-autoscaler-sync-period", default_value = "15s", value_parser = parse_duration)]
+    pub hpa_sync_period: std::time::Duration,
+    /// How far back the autoscaler looks for a higher recommendation before it scales down
+    /// (kube-controller-manager's flag; a `behavior.scaleDown.stabilizationWindowSeconds`
+    /// overrides it per autoscaler)
+    #[arg(long = "horizontal-pod-autoscaler-downscale-stabilization", default_value = "5m", value_parser = parse_duration)]
+    pub hpa_downscale_stabilization: std::time::Duration,
+    /// The minimum change (from 1.0) in the desired-to-actual metrics ratio for the autoscaler
+    /// to act (kube-controller-manager's flag)
+    #[arg(long = "horizontal-pod-autoscaler-tolerance", default_value_t = 0.1)]
+    pub hpa_tolerance: f64,
+    /// Join the cluster of the server at this URL (`https://HOST:6443`): fetch its CAs and
+    /// ServiceAccount key with --token (the full `K10<CA hash>::server:<secret>` token is
+    /// checked against the CA the server presents), then serve the same cluster from
+    /// --datastore-endpoint (etcd shared by every server)
+    #[arg(long = "server", short = 's', env = "BARGE_URL")]
+    pub server: Option<String>,
+    /// With --cluster-reset-restore-path: replace the SQLite datastore of --data-dir with that
+    /// backup (written by `barge server backup`), then exit; start again without these flags.
+    /// Objects keep their resourceVersions; the store's revision moves 1,000,000,000 ahead and
+    /// older ones are compacted, so clients' watches get 410 Gone and relist
+    #[arg(long = "cluster-reset", requires = "cluster_reset_restore_path")]
+    pub cluster_reset: bool,
+    /// The backup file --cluster-reset restores
+    #[arg(long = "cluster-reset-restore-path", requires = "cluster_reset")]
+    pub cluster_reset_restore_path: Option<PathBuf>,
+    /// With --datastore-endpoint: before starting, copy the objects of this data dir's SQLite
+    /// datastore (DATA-DIR/db/state.db) into the etcd, which must be empty (refused otherwise);
+    /// the SQLite file is then renamed state.db.migrated. Run it on the first server only
+    #[arg(long = "migrate-from-sqlite")]
+    pub migrate_from_sqlite: bool,
+    /// This node's flags (the agent's; unused with --disable-agent)
+    #[command(flatten, next_help_heading = "Node (as barge agent)")]
+    pub node: NodeArgs,
+    /// The engine's flags (as `barge daemon`'s)
+    #[command(flatten, next_help_heading = "Engine (as barge daemon)")]
+    pub engine: DaemonArgs,
+}
+
+/// The flags of a node — its agent, Ingress proxy and kubelet endpoint — shared by `barge
+/// server` (its own node) and `barge agent` (k3s's agent flags of the same names).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
     /// The name of this node's Node object (default: the host name, lower-cased)
     #[arg(long = "node-name", env = "BARGE_NODE_NAME")]
     pub node_name: Option<String>,
@@ -104,13 +166,81 @@ pub struct ServerArgs {
     /// 10s, doubling up to 5m; shorter for tests)
     #[arg(long = "pod-restart-backoff", default_value = "10s", value_parser = parse_duration)]
     pub pod_restart_backoff: std::time::Duration,
-    /// How long a node may stop renewing its Lease before it is marked `Unknown` and tainted
-    /// `node.kubernetes.io/unreachable` (kube-controller-manager's flag)
-    #[arg(long = "node-monitor-grace-period", default_value = "40s", value_parser = parse_duration)]
-    pub node_monitor_grace_period: std::time::Duration,
+    /// How often the node agent samples its pods' CPU and memory (the window of the CPU rate
+    /// `kubectl top` and the autoscaler see; cAdvisor's housekeeping interval)
+    #[arg(long = "metrics-resolution", default_value = "10s", value_parser = parse_duration)]
+    pub metrics_resolution: std::time::Duration,
+    /// Port of the built-in Ingress controller's HTTP listener on this node (0: none; with
+    /// both ports 0 the Ingress controller is off)
+    #[arg(long = "ingress-http-port", default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// Port of the built-in Ingress controller's HTTPS listener on this node (0: none)
+    #[arg(long = "ingress-https-port", default_value_t = 443)]
+    pub ingress_https_port: u16,
+}
+
+/// Flags of `barge agent` (k3s's `k3s agent`): join a server's cluster as a node.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "barge agent",
+    about = "Join the cluster of a `barge server` as a node: this machine's engine (the Docker \
+             Engine API on -H, as `barge daemon`), its node agent and its Ingress proxy"
+)]
+pub struct AgentArgs {
+    /// The cluster's servers: `https://HOST:6443`, several comma-separated (or the flag
+    /// repeated); the agent talks to the first that answers and fails over to the next
+    #[arg(
+        long = "server",
+        short = 's',
+        env = "BARGE_URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub server: Vec<String>,
+    /// The cluster's join token (`K10<CA hash>::server:<secret>`; the server's DATA-DIR/token)
+    #[arg(
+        long = "token",
+        short = 't',
+        env = "BARGE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// File holding the join token (its first line)
+    #[arg(
+        long = "token-file",
+        env = "BARGE_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+    /// Folder to hold the agent's state (its certificates, the cluster's settings)
+    #[arg(long = "data-dir", short = 'd', default_value = "/var/lib/barge/agent")]
+    pub data_dir: PathBuf,
+    #[command(flatten, next_help_heading = "Node")]
+    pub node: NodeArgs,
     /// The engine's flags (as `barge daemon`'s)
     #[command(flatten, next_help_heading = "Engine (as barge daemon)")]
     pub engine: DaemonArgs,
+}
+
+/// Flags of `barge server backup` (k3s's `etcd-snapshot save` for the embedded SQLite store).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "barge server backup",
+    about = "Write a consistent copy of the server's SQLite datastore to FILE, online (the server \
+             may run). Restore it with `barge server --cluster-reset \
+             --cluster-reset-restore-path FILE`. A server on etcd is backed up with \
+             `etcdctl snapshot save` instead"
+)]
+pub struct BackupArgs {
+    /// The server's data dir (its datastore is DATA-DIR/db/state.db)
+    #[arg(
+        long = "data-dir",
+        short = 'd',
+        default_value = "/var/lib/barge/server"
+    )]
+    pub data_dir: PathBuf,
+    /// The backup file to write (must not exist)
+    pub file: PathBuf,
 }
 
 /// Parses a Go duration (`10s`, `500ms`, `1m30s`).
@@ -146,7 +276,12 @@ mod tests {
         assert_eq!(a.write_kubeconfig_mode, 0o600);
         assert_eq!(a.service_cidr.to_string(), "10.43.0.0/16");
         assert_eq!(a.cluster_cidr.to_string(), "10.42.0.0/16");
+        assert_eq!(a.flannel_backend, barge_network::podnet::Backend::Vxlan);
         assert_eq!(a.engine.host, vec!["unix:///run/barge/barge.sock"]);
+        assert_eq!(
+            (a.node.ingress_http_port, a.node.ingress_https_port),
+            (80, 443)
+        );
         let a = ServerArgs::try_parse_from([
             "barge server",
             "--data-root",
@@ -170,11 +305,34 @@ mod tests {
     }
 
     #[test]
+    fn agent_flags_take_a_server_list_and_the_engine_flags() {
+        let a = AgentArgs::try_parse_from([
+            "barge agent",
+            "--server",
+            "https://10.0.0.1:6443,https://10.0.0.2:6443",
+            "--token",
+            "K10x::server:y",
+            "--node-name",
+            "w1",
+            "-H",
+            "unix:///tmp/a.sock",
+        ])
+        .unwrap();
+        assert_eq!(a.server, ["https://10.0.0.1:6443", "https://10.0.0.2:6443"]);
+        assert_eq!(a.data_dir, PathBuf::from("/var/lib/barge/agent"));
+        assert_eq!(a.node.node_name.as_deref(), Some("w1"));
+        assert_eq!(a.engine.host, vec!["unix:///tmp/a.sock"]);
+        assert!(AgentArgs::try_parse_from(["barge agent"]).is_err());
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for bad in [
             &["--write-kubeconfig-mode", "999"][..],
             &["--service-cidr", "nope"],
             &["--token", "a", "--token-file", "/f"],
+            &["--cluster-reset"],
+            &["--cluster-reset-restore-path", "/b"],
         ] {
             let argv = std::iter::once("barge server").chain(bad.iter().copied());
             assert!(ServerArgs::try_parse_from(argv).is_err(), "{bad:?}");

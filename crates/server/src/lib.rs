@@ -14,18 +14,26 @@
 //!    node agent (`barge-agent`) on the engine of step 1 — both clients of this API with the
 //!    admin kubeconfig.
 //!
+//! `barge agent` ([`agent`]) is the same node start ([`node`]) on another machine, joined to
+//! a server's cluster with the token ([`join`]), its client behind a local load balancer
+//! over the servers ([`lb`]).
+//!
 //! Invariants:
 //! - Secrets (keys, the token, the kubeconfig by default) are written `0600`, atomically.
 //! - A restart reuses the CAs, so kubeconfigs written earlier keep working.
 //! - `/readyz` answers 200 as soon as the port is bound (well under a second: see
 //!   `scripts/bench-server.sh`).
 
+pub mod agent;
 pub mod args;
 pub mod auth;
 pub mod host;
 pub mod https;
+pub mod join;
 pub mod kubeconfig;
 pub mod kubelet;
+pub mod lb;
+pub mod node;
 pub mod pki;
 pub mod token;
 
@@ -39,6 +47,9 @@ pub use args::ServerArgs;
 /// Runs `barge server` with `args` (the arguments after `server`); returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     use clap::Parser;
+    if args.first().map(String::as_str) == Some("backup") {
+        return backup_main(&args[1..]);
+    }
     let parsed = match ServerArgs::try_parse_from(
         std::iter::once("barge server".to_string()).chain(args.iter().cloned()),
     ) {
@@ -57,6 +68,165 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// `barge server backup [--data-dir D] FILE`: an online copy of the SQLite datastore.
+fn backup_main(args: &[String]) -> i32 {
+    use clap::Parser;
+    let parsed = match args::BackupArgs::try_parse_from(
+        std::iter::once("barge server backup".to_string()).chain(args.iter().cloned()),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 125 } else { 0 };
+        }
+    };
+    let db = barge_datastore::ops::sqlite_path(&parsed.data_dir);
+    match barge_datastore::ops::backup_sqlite(&db, &parsed.file) {
+        Ok(r) => {
+            println!(
+                "backed up {} keys at revision {} to {}",
+                r.keys,
+                r.revision,
+                parsed.file.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("barge server backup: {e}");
+            1
+        }
+    }
+}
+
+/// `--cluster-reset --cluster-reset-restore-path FILE`: restores the SQLite datastore of the
+/// data dir, then the process exits (k3s's flow: start again without the flags).
+fn cluster_reset(args: &ServerArgs, backup: &std::path::Path) -> Result<()> {
+    if !args.datastore_endpoint.trim().is_empty() {
+        anyhow::bail!(
+            "--cluster-reset restores the embedded SQLite datastore; a server on etcd \
+             (--datastore-endpoint) is restored with `etcdutl snapshot restore` (docs/operations.md)"
+        );
+    }
+    let r = barge_datastore::ops::restore_sqlite(backup, &args.data_dir)
+        .with_context(|| format!("restoring {}", backup.display()))?;
+    println!(
+        "restored {} keys from {} (backup revision {}, datastore revision now {}{}); \
+         start the server again without --cluster-reset",
+        r.keys,
+        backup.display(),
+        r.backup_revision,
+        r.revision,
+        r.previous
+            .as_ref()
+            .map(|p| format!(", previous datastore kept as {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Joins the cluster of `server` ([`join::ensure_joined`]), retrying every 2 s for up to
+/// 2 minutes while the server cannot be reached; a refusal (wrong token, another CA) is final.
+fn join_with_retry(
+    server: &str,
+    token: &token::JoinToken,
+    tls_dir: &std::path::Path,
+) -> Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match join::ensure_joined(server, token, tls_dir) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let unreachable = e
+                    .chain()
+                    .any(|c| c.downcast_ref::<std::io::Error>().is_some())
+                    && !e.to_string().contains("refused the join token");
+                if !unreachable || Instant::now() > deadline {
+                    return Err(e.context(format!("joining the cluster of --server {server}")));
+                }
+                eprintln!("barge server: --server {server} unreachable, retrying in 2s: {e:#}");
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// How long `barge server` waits between two attempts to reach its datastore.
+const DATASTORE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the datastore, retrying every [`DATASTORE_RETRY`] while it cannot be reached (each
+/// failure logged with its cause) until it can or the process is asked to stop (`None`).
+async fn open_datastore(
+    args: &ServerArgs,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<std::sync::Arc<dyn barge_datastore::Store>>> {
+    loop {
+        match barge_datastore::open(&args.datastore_endpoint, &args.data_dir).await {
+            Ok(s) => return Ok(Some(s)),
+            // SQLite's failures (a held lock, a bad file) do not get better by waiting.
+            Err(e) if args.datastore_endpoint.trim().is_empty() => {
+                return Err(e).context("opening the datastore");
+            }
+            Err(e) => {
+                tracing::error!(
+                    endpoint = %args.datastore_endpoint,
+                    "datastore unreachable, retrying in {}s: {e}",
+                    DATASTORE_RETRY.as_secs()
+                );
+                eprintln!(
+                    "barge server: datastore {} unreachable, retrying in {}s: {e}",
+                    args.datastore_endpoint,
+                    DATASTORE_RETRY.as_secs()
+                );
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DATASTORE_RETRY) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(None),
+        }
+    }
+}
+
+/// `--migrate-from-sqlite`: copies the data dir's SQLite store into `dst` (empty), then renames
+/// the SQLite file so a second start does not copy it again.
+async fn migrate_from_sqlite(args: &ServerArgs, dst: &dyn barge_datastore::Store) -> Result<()> {
+    let db = barge_datastore::ops::sqlite_path(&args.data_dir);
+    if !db.exists() {
+        anyhow::bail!(
+            "--migrate-from-sqlite: no SQLite datastore at {} (already migrated?)",
+            db.display()
+        );
+    }
+    let dir = db
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let lock =
+        tokio::task::spawn_blocking(move || barge_datastore::ops::lock_db_dir(&dir)).await??;
+    let src = barge_datastore::SqliteStore::open(&db).await?;
+    let r = barge_datastore::ops::copy_store(&src, dst)
+        .await
+        .context("--migrate-from-sqlite")?;
+    drop(src);
+    let mut done = db.clone().into_os_string();
+    done.push(".migrated");
+    std::fs::rename(&db, &done).with_context(|| format!("renaming {}", db.display()))?;
+    let wal = db.with_file_name("state.db-wal");
+    if wal.exists() {
+        let mut w = done.clone();
+        w.push("-wal");
+        std::fs::rename(&wal, w)?;
+    }
+    let _ = std::fs::remove_file(db.with_file_name("state.db-shm"));
+    drop(lock);
+    tracing::info!(
+        keys = r.keys,
+        sqlite_revision = r.revision,
+        "migrated the SQLite datastore into etcd; the SQLite file is now {}",
+        std::path::Path::new(&done).display()
+    );
+    Ok(())
+}
+
 /// The key ServiceAccount tokens are signed with (PKCS#8 P-256), made on first start (mode
 /// 0600) and reused after.
 fn service_account_key(path: &std::path::Path) -> Result<Vec<u8>> {
@@ -70,7 +240,8 @@ fn service_account_key(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(key)
 }
 
-/// A Kubernetes client for the in-process controllers, from the admin kubeconfig.
+/// A Kubernetes client from a kubeconfig's text (the admin's for the in-process controllers,
+/// the node's for `barge agent`).
 async fn controller_client(kubeconfig: &str) -> Result<kube::Client> {
     // kube's TLS uses the process's rustls provider: ring, as everywhere in barge.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -79,8 +250,8 @@ async fn controller_client(kubeconfig: &str) -> Result<kube::Client> {
     let config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
-            .context("loading the admin kubeconfig")?;
-    kube::Client::try_from(config).context("building the controllers' client")
+            .context("loading the kubeconfig")?;
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 /// The first usable address of `net` (the `kubernetes` Service's ClusterIP: 10.43.0.1 for
@@ -96,6 +267,12 @@ pub fn first_service_ip(net: &ipnet::IpNet) -> IpAddr {
 pub fn run(args: ServerArgs) -> Result<()> {
     let started = Instant::now();
     barge_daemon::init_tracing(&args.engine.log_level);
+    if let Some(backup) = &args.cluster_reset_restore_path {
+        return cluster_reset(&args, backup);
+    }
+    if args.migrate_from_sqlite && args.datastore_endpoint.trim().is_empty() {
+        anyhow::bail!("--migrate-from-sqlite needs --datastore-endpoint (the etcd to fill)");
+    }
 
     // 1. The engine, before any tokio runtime (it may spawn engine threads; never a fork
     //    after tokio starts).
@@ -124,6 +301,16 @@ pub fn run(args: ServerArgs) -> Result<()> {
         &host_addrs,
         &extra,
     )?;
+    if let Some(server) = &args.server {
+        if args.datastore_endpoint.trim().is_empty() {
+            anyhow::bail!(
+                "--server joins a cluster whose servers share an etcd: give --datastore-endpoint too"
+            );
+        }
+        let token = token::given(args.token.as_deref(), args.token_file.as_deref())?
+            .context("--server needs the cluster's join token (--token or --token-file)")?;
+        join_with_retry(server, &token, &args.data_dir.join("tls"))?;
+    }
     let pki = pki::ensure(&args.data_dir.join("tls"), &sans).context("certificates")?;
     let sa_key = service_account_key(&args.data_dir.join("tls").join("service-account.key"))?;
     let token = token::resolve(
@@ -151,29 +338,12 @@ pub fn run(args: ServerArgs) -> Result<()> {
     let tls = https::server_config(&pki)?;
 
     let addr = std::net::SocketAddr::new(args.bind_address, args.https_listen_port);
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("listening on {addr} (--bind-address, --https-listen-port)"))?;
-    listener.set_nonblocking(true)?;
-    if args.disable_agent {
-        if let Some(p) = &args.engine.pidfile {
-            std::fs::write(p, format!("{}\n", std::process::id()))
-                .with_context(|| format!("writing {}", p.display()))?;
-        }
-    }
-
-    // kubelet lower-cases the host name it registers as.
-    let node_name = args
-        .node_name
-        .clone()
-        .or_else(host::hostname)
-        .unwrap_or_else(|| "localhost".into())
-        .to_lowercase();
 
     // The address the `kubernetes` Service's endpoints name: --advertise-address, else
     // --node-ip, else the host's first IPv4 address, else the bind address.
     let api_address = args
         .advertise_address
-        .or(args.node_ip)
+        .or(args.node.node_ip)
         .or_else(|| host_addrs.iter().find(|a| a.is_ipv4()).copied())
         .unwrap_or(args.bind_address);
     let cluster_dns = match args.cluster_dns {
@@ -181,21 +351,55 @@ pub fn run(args: ServerArgs) -> Result<()> {
         None => barge_apiserver::service_ip(&args.service_cidr.to_string(), 10)
             .context("--service-cidr is too small for the cluster DNS address (its 10th)")?,
     };
-    let proxy_table = engine.as_ref().map(|e| e.engine().networks.proxy_table());
+    let node_tables = engine.as_ref().map(node::tables).unwrap_or_default();
+    let settings = join::ClusterSettings {
+        cluster_cidr: args.cluster_cidr,
+        service_cidr: args.service_cidr,
+        cluster_dns,
+        cluster_domain: args.cluster_domain.clone(),
+        flannel_backend: args.flannel_backend,
+    };
 
     // 3. One runtime for both APIs.
     let rt = barge_daemon::runtime()?;
+    // Written by this process only with --disable-agent (the engine writes its own).
+    let own_pidfile = args.engine.pidfile.clone().filter(|_| args.disable_agent);
     let r = rt.block_on(async move {
-        // The datastore: SQLite in the data dir, or etcd (`--datastore-endpoint`).
-        let store = barge_datastore::open(&args.datastore_endpoint, &args.data_dir)
-            .await
-            .context("opening the datastore (--datastore-endpoint)")?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            barge_daemon::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        // The datastore: SQLite in the data dir, or etcd (`--datastore-endpoint`), retried
+        // while etcd cannot be reached — before the port is bound, so no client ever meets a
+        // half-started server.
+        let Some(store) = open_datastore(&args, stop_rx.clone()).await? else {
+            return Ok(());
+        };
+        if args.migrate_from_sqlite {
+            migrate_from_sqlite(&args, store.as_ref()).await?;
+        }
+        let listener = std::net::TcpListener::bind(addr).with_context(|| {
+            format!("listening on {addr} (--bind-address, --https-listen-port)")
+        })?;
+        listener.set_nonblocking(true)?;
+        if args.disable_agent {
+            if let Some(p) = &args.engine.pidfile {
+                std::fs::write(p, format!("{}\n", std::process::id()))
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+        }
         let api = barge_apiserver::ApiServer::new(
             store,
             barge_apiserver::Config {
                 service_cidr: args.service_cidr.to_string(),
                 cluster_cidr: args.cluster_cidr.to_string(),
                 service_account_key: Some(sa_key),
+                default_toleration_seconds:
+                    barge_apiserver::admission::tolerations::DefaultTolerations {
+                        not_ready: args.default_not_ready_toleration_seconds,
+                        unreachable: args.default_unreachable_toleration_seconds,
+                    },
             },
         );
         let api = api.with_node_dialer(std::sync::Arc::new(kubelet::KubeletDialer::new(&pki)?));
@@ -211,7 +415,32 @@ pub fn run(args: ServerArgs) -> Result<()> {
         {
             tracing::warn!("creating the kubernetes and kube-dns Services: {e:?}");
         }
-        let router = api.router();
+        // The `kubernetes` endpoints list every live server (kube's lease reconciler); this
+        // server leaves them when it stops.
+        let reconciler = {
+            let (api, mut stop) = (api.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = api.reconcile_api_endpoints(advertised, true).await {
+                        tracing::debug!("kubernetes endpoints: {e:?}");
+                    }
+                    let interval = barge_apiserver::ENDPOINT_RECONCILE_INTERVAL;
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+                if let Err(e) = api.reconcile_api_endpoints(advertised, false).await {
+                    tracing::debug!("kubernetes endpoints at stop: {e:?}");
+                }
+            })
+        };
+        let router = join::routes(
+            args.data_dir.join("tls"),
+            pki.server_ca_pem.clone(),
+            settings.clone(),
+        )
+        .merge(api.router());
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(
             %addr,
@@ -219,11 +448,6 @@ pub fn run(args: ServerArgs) -> Result<()> {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Kubernetes API server listening"
         );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            barge_daemon::shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -238,6 +462,20 @@ pub fn run(args: ServerArgs) -> Result<()> {
                         .as_ref()
                         .map(|e| e.engine().data_root.join("storage")),
                     node_monitor_grace_period: Some(args.node_monitor_grace_period),
+                    hpa: barge_controllers::hpa::HpaConfig {
+                        sync_period: args.hpa_sync_period,
+                        downscale_stabilization: args.hpa_downscale_stabilization,
+                        tolerance: args.hpa_tolerance,
+                        ..Default::default()
+                    },
+                    // LoadBalancer Services may not take the Ingress proxy's ports.
+                    reserved_node_ports: if args.disable_agent {
+                        Vec::new()
+                    } else {
+                        node::ingress_ports(&args.node)
+                    },
+                    // Node IPAM (`--allocate-node-cidrs`): each Node's podCIDR.
+                    cluster_cidr: Some(args.cluster_cidr),
                 };
                 tokio::spawn(barge_controllers::run(
                     client.clone(),
@@ -252,37 +490,18 @@ pub fn run(args: ServerArgs) -> Result<()> {
         // The node agent (kubelet's part) on this node's engine, as a client of this API.
         if let Some(engine) = &engine {
             match controller_client(&kc).await {
-                Ok(client) => {
-                    let e = engine.engine();
-                    let cfg = barge_agent::Config {
-                        node_name: node_name.clone(),
-                        node_ip: args.node_ip,
-                        cluster_cidr: args.cluster_cidr,
-                        backoff_base: args.pod_restart_backoff,
-                        version: env!("CARGO_PKG_VERSION").to_string(),
-                        kubelet_port: args.kubelet_port,
-                        stream_tls: Some(barge_agent::stream::StreamTls {
-                            cert_pem: pki.kubelet_serving_cert_pem.clone(),
-                            key_pem: pki.kubelet_serving_key_pem.clone(),
-                            client_ca_pem: pki.client_ca_pem.clone(),
-                        }),
-                        service_cidr: args.service_cidr,
-                        cluster_dns,
-                        cluster_domain: args.cluster_domain.clone(),
-                    };
-                    let engine = barge_agent::Engine {
-                        images: e.images,
-                        containers: e.containers,
-                        networks: e.networks,
-                        data_root: e.data_root,
-                    };
-                    tokio::spawn(barge_agent::run(
-                        client,
-                        engine,
-                        cfg,
-                        stopped(stop_rx.clone()),
-                    ));
-                }
+                Ok(client) => node::start(
+                    client,
+                    engine,
+                    &args.node,
+                    &settings,
+                    node::KubeletTls {
+                        serving_cert_pem: pki.kubelet_serving_cert_pem.clone(),
+                        serving_key_pem: pki.kubelet_serving_key_pem.clone(),
+                        client_ca_pem: pki.client_ca_pem.clone(),
+                    },
+                    || stopped(stop_rx.clone()),
+                ),
                 Err(e) => tracing::warn!("node agent not started: {e:#}"),
             }
         }
@@ -293,19 +512,16 @@ pub fn run(args: ServerArgs) -> Result<()> {
                 None => Ok(()),
             }
         };
-        tokio::try_join!(api, engine).map(|_| ())
+        let r = tokio::try_join!(api, engine).map(|_| ());
+        // Its lease out of the `kubernetes` endpoints before the process ends.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), reconciler).await;
+        r
     });
-    if args.disable_agent {
-        if let Some(p) = &args.engine.pidfile {
-            let _ = std::fs::remove_file(p);
-        }
+    if let Some(p) = &own_pidfile {
+        let _ = std::fs::remove_file(p);
     }
-    // The Service proxy's rules go with the server (kube-proxy's `--cleanup`).
-    if let Some(table) = proxy_table {
-        if let Err(e) = barge_network::kubeproxy::delete_table(&table) {
-            tracing::warn!(%table, "removing the service proxy's table: {e}");
-        }
-    }
+    // The Service proxy's and the NetworkPolicies' rules go with the server.
+    node::remove_tables(&node_tables);
     r
 }
 

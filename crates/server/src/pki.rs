@@ -246,6 +246,52 @@ pub fn ensure(dir: &Path, sans: &Sans) -> Result<Pki> {
     })
 }
 
+/// A joining node's credentials ([`issue_node`]): PEMs of its kubelet client certificate
+/// and key, its kubelet serving certificate and key, and both CAs.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCerts {
+    pub client_cert: String,
+    pub client_key: String,
+    pub serving_cert: String,
+    pub serving_key: String,
+    pub server_ca: String,
+    pub client_ca: String,
+}
+
+/// Issues the certificates of node `name` from the CAs in `dir` (k3s's
+/// `/v1-k3s/client-kubelet.crt` and `/serving-kubelet.crt`): the kubelet client certificate
+/// (CN `system:node:<name>`, O `system:nodes`, client CA — kube's node identity) and the
+/// serving certificate of its `:10250` endpoint (SANs: `name` and `ips`, server CA — the API
+/// server's [`crate::kubelet::KubeletDialer`] verifies agents against it by IP).
+pub fn issue_node(dir: &Path, name: &str, ips: &[IpAddr]) -> Result<NodeCerts> {
+    let now = OffsetDateTime::now_utc();
+    let (server_ca, server_issuer) = ca(dir, "server-ca", "barge-server-ca", now)?;
+    let (client_ca, client_issuer) = ca(dir, "client-ca", "barge-client-ca", now)?;
+    let mut p = leaf_params(&format!("system:node:{name}"), Some("system:nodes"), now)?;
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let (client_cert, client_key) =
+        issue(&p, &client_issuer, "the node's kubelet client certificate")?;
+    let mut sans = Sans::default();
+    if valid_dns_name(name) {
+        sans.dns.insert(name.to_ascii_lowercase());
+    }
+    sans.ips.extend(ips.iter().copied());
+    let mut p = leaf_params(name, None, now)?;
+    p.subject_alt_names = sans.to_rcgen()?;
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let (serving_cert, serving_key) =
+        issue(&p, &server_issuer, "the node's kubelet serving certificate")?;
+    Ok(NodeCerts {
+        client_cert,
+        client_key,
+        serving_cert,
+        serving_key,
+        server_ca,
+        client_ca,
+    })
+}
+
 /// Loads the CA `NAME.crt/.key` from `dir`, or makes it (CN `CN@<unix time>`, as k3s's
 /// `k3s-server-ca@…`). Returns its certificate PEM and an issuer to sign with.
 fn ca(
@@ -416,6 +462,30 @@ mod tests {
             &extra,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn node_certificates_carry_the_node_identity_and_its_addresses() {
+        let d = tempfile::tempdir().unwrap();
+        let a = ensure(d.path(), &sans(&[])).unwrap();
+        let n = issue_node(d.path(), "worker-1", &["192.0.2.9".parse().unwrap()]).unwrap();
+        assert_eq!(n.server_ca, a.server_ca_pem);
+        assert_eq!(n.client_ca, a.client_ca_pem);
+        let der = pem_der(&n.client_cert).unwrap();
+        let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let cn: Vec<_> = c.subject().iter_common_name().collect();
+        assert_eq!(cn[0].as_str().unwrap(), "system:node:worker-1");
+        let o: Vec<_> = c.subject().iter_organization().collect();
+        assert_eq!(o[0].as_str().unwrap(), "system:nodes");
+        let der = pem_der(&n.serving_cert).unwrap();
+        let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let s = cert_sans(&c).unwrap();
+        assert!(s.dns.contains("worker-1"));
+        assert!(s.ips.contains(&"192.0.2.9".parse().unwrap()));
+        assert!(
+            c.verify_signature(None).is_err(),
+            "signed by the server CA, not itself"
+        );
     }
 
     #[test]

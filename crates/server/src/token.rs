@@ -46,6 +46,13 @@ impl JoinToken {
         &self.full
     }
 
+    /// The server CA's SHA-256 (lower-case hex) a `K10<hash>::…` token carries, if any.
+    pub fn ca_hash(&self) -> Option<&str> {
+        let rest = self.full.strip_prefix("K10")?;
+        let (hash, _) = rest.split_once("::")?;
+        (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hash)
+    }
+
     /// Whether a bearer token `presented` is this join token (its full text or its secret),
     /// compared in constant time.
     pub fn matches(&self, presented: &str) -> bool {
@@ -57,6 +64,22 @@ impl JoinToken {
 /// Constant-time equality of two byte strings (the length is not secret).
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token given on the command line: `--token`, else the first line of `--token-file`.
+pub fn given(token: Option<&str>, token_file: Option<&Path>) -> Result<Option<JoinToken>> {
+    if let Some(t) = token {
+        return JoinToken::new(t).context("--token").map(Some);
+    }
+    if let Some(f) = token_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --token-file {}", f.display()))?;
+        let line = text.lines().next().unwrap_or("");
+        return JoinToken::new(line)
+            .with_context(|| format!("--token-file {}", f.display()))
+            .map(Some);
+    }
+    Ok(None)
 }
 
 /// The token for this start: `--token`, else the first line of `--token-file`, else

@@ -8,6 +8,7 @@
 //! | `GET\|POST /exec/NS/POD/CONTAINER?command=…` | a process in the container over WebSocket ([`exec`]) |
 //! | `GET\|POST /attach/NS/POD/CONTAINER` | the container's own stdio over WebSocket ([`exec`]) |
 //! | `GET\|POST /portForward/NS/POD` | TCP connections into the pod's network namespace ([`portforward`]) |
+//! | `GET /stats/summary` | kubelet's Summary API: the node's and pods' CPU and memory ([`crate::metrics`]) |
 //!
 //! TLS: the serving certificate is signed by the cluster's server CA; a client must present a
 //! certificate of the cluster's client CA with CN [`API_SERVER_CLIENT`] (the API server's
@@ -132,6 +133,7 @@ fn allowed(der: &[u8]) -> Result<String, String> {
 pub(crate) struct Shared {
     pub engine: Engine,
     pub client: kube::Client,
+    pub metrics: Arc<crate::metrics::Sampler>,
 }
 
 /// Binds `addr` (kubelet: all addresses, port 10250).
@@ -147,9 +149,14 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     engine: Engine,
     client: kube::Client,
+    metrics: Arc<crate::metrics::Sampler>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let shared = Shared { engine, client };
+    let shared = Shared {
+        engine,
+        client,
+        metrics,
+    };
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -246,6 +253,11 @@ async fn route(shared: &Shared, req: Request<Body>) -> Response<Body> {
         ["attach", ns, pod, c] => exec::handle(shared, ns, pod, c, exec::Kind::Attach, req).await,
         ["portForward", ns, pod] => portforward::handle(shared, ns, pod, req).await,
         ["healthz"] => text(StatusCode::OK, "ok"),
+        ["stats", "summary"] => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Body::from(shared.metrics.summary().to_string()))
+            .expect("a static response"),
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }

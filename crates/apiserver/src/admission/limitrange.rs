@@ -1,5 +1,6 @@
 //! The LimitRanger admission plugin (`plugin/pkg/admission/limitranger/admission.go`) for
-//! pods, with every LimitRange of the namespace in turn:
+//! pods and PersistentVolumeClaims (`PersistentVolumeClaim` items: `min`/`max` storage against
+//! the claim's request), with every LimitRange of the namespace in turn:
 //! - mutate: each `Container` item's `defaultRequest`/`default` fill the requests/limits a
 //!   (init) container lacks, recorded in the annotation `kubernetes.io/limit-ranger`
 //!   (`LimitRanger plugin set: cpu request for container app; cpu limit for container app`);
@@ -261,7 +262,68 @@ fn validate(spec: &Value, item: &Value) -> Vec<String> {
     errs
 }
 
+/// kube's `PersistentVolumeClaimValidateLimitFunc` for one item: `min` against the claim's
+/// requests (its limits are not user input), `max` against its requests
+/// (`maxRequestConstraint`).
+fn validate_claim(spec: &Value, item: &Value) -> Vec<String> {
+    let mut errs = Vec::new();
+    if item["type"] != "PersistentVolumeClaim" {
+        return errs;
+    }
+    let kind = "PersistentVolumeClaim";
+    let req = resources(&spec["resources"]["requests"]);
+    for (res, enforced) in resources(&item["min"]) {
+        errs.extend(min_constraint(
+            kind,
+            &res,
+            enforced,
+            &req,
+            &Resources::new(),
+        ));
+    }
+    for (res, enforced) in resources(&item["max"]) {
+        match req.get(&res) {
+            None => errs.push(format!(
+                "maximum {res} usage per {kind} is {enforced}.  No request is specified"
+            )),
+            Some(r) if *r > enforced => errs.push(format!(
+                "maximum {res} usage per {kind} is {enforced}, but request is {r}"
+            )),
+            Some(_) => {}
+        }
+    }
+    errs
+}
+
 impl ApiServer {
+    /// LimitRanger on a new PersistentVolumeClaim `obj` in `ns`: its storage request within
+    /// every `PersistentVolumeClaim` item's `min`/`max` (a 403 with kube's wording).
+    pub(crate) async fn admit_claim_limit_ranges(
+        &self,
+        info: &ResourceInfo,
+        ns: &str,
+        obj: &Value,
+    ) -> ApiResult<()> {
+        let ranges = self
+            .stored_objects(&format!("/registry/limitranges/{ns}/"))
+            .await?;
+        let name = meta_str(obj, "name").unwrap_or("").to_string();
+        for r in &ranges {
+            let errs: Vec<String> = r["spec"]["limits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|item| validate_claim(&obj["spec"], item))
+                .collect();
+            match errs.len() {
+                0 => {}
+                1 => return Err(forbidden(info, &name, errs[0].clone())),
+                _ => return Err(forbidden(info, &name, format!("[{}]", errs.join(", ")))),
+            }
+        }
+        Ok(())
+    }
+
     /// LimitRanger on a new pod `obj` in `ns`.
     pub(crate) async fn admit_limit_ranges(
         &self,
@@ -324,6 +386,30 @@ impl ApiServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_within_min_and_max_storage() {
+        let item = json!({"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}});
+        let claim = |s: &str| json!({"resources": {"requests": {"storage": s}}});
+        assert!(validate_claim(&claim("1Gi"), &item).is_empty());
+        assert_eq!(
+            validate_claim(&claim("500Mi"), &item),
+            ["minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"]
+        );
+        assert_eq!(
+            validate_claim(&claim("5Gi"), &item),
+            ["maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"]
+        );
+        assert_eq!(
+            validate_claim(&json!({}), &item),
+            [
+                "minimum storage usage per PersistentVolumeClaim is 1Gi.  No request is specified",
+                "maximum storage usage per PersistentVolumeClaim is 2Gi.  No request is specified"
+            ]
+        );
+        let container = json!({"type": "Container", "max": {"cpu": "1"}});
+        assert!(validate_claim(&claim("5Gi"), &container).is_empty());
+    }
 
     #[test]
     fn messages_are_kubes() {

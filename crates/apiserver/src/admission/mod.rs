@@ -10,12 +10,14 @@
 //!   `maxLimitRequestRatio` per Container and per Pod.
 //! - [`tolerations`]: DefaultTolerationSeconds (300 s for the not-ready/unreachable
 //!   `NoExecute` taints).
+//! - [`ingressclass`]: DefaultIngressClass (an Ingress without a class gets the default one).
 //! - [`quota`]: object counts and compute usage against every ResourceQuota of the
 //!   namespace.
 //!
 //! Every refusal is kube's 403 `<resource> "name" is forbidden: <why>`
 //! (`admission.NewForbidden`).
 
+pub mod ingressclass;
 pub mod limitrange;
 pub mod quantity;
 pub mod quota;
@@ -54,7 +56,22 @@ impl ApiServer {
             limitrange::requests_from_limits(&mut obj["spec"]);
             self.admit_service_account(info, ns, obj).await?;
             self.admit_limit_ranges(info, ns, obj).await?;
-            tolerations::add_default_toleration_seconds(&mut obj["spec"]);
+            tolerations::add_default_toleration_seconds(
+                &mut obj["spec"],
+                self.config.default_toleration_seconds,
+            );
+        }
+        if (info.group, info.plural) == ("", "persistentvolumeclaims") {
+            self.admit_claim_limit_ranges(info, ns, obj).await?;
+        }
+        if (info.group, info.plural) == ("networking.k8s.io", "ingresses") {
+            if let Some(classes) =
+                self.registry()
+                    .lookup("networking.k8s.io", "v1", "ingressclasses")
+            {
+                let classes = classes.clone();
+                self.admit_ingress_class(&classes, obj).await?;
+            }
         }
         self.admit_quota(info, ns, obj).await
     }

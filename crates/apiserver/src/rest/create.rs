@@ -89,10 +89,10 @@ impl ApiServer {
                 meta.remove("generation");
             }
         }
-        validate_meta(info, obj)?;
         super::object::normalize(info, obj);
         prepare_for_create(info, obj);
         super::defaults::apply(info, obj);
+        validate_meta(info, obj, true)?;
         super::custom::admit(info, obj)?;
         super::managed::track(info, None, obj, opts, "");
         let name = meta_str(obj, "name").unwrap_or("").to_string();

@@ -158,6 +158,36 @@ pub(crate) fn apply(info: &ResourceInfo, obj: &mut Value) {
             }
             pod_template(spec);
         }
+        ("autoscaling", "horizontalpodautoscalers") => {
+            // kube's SetDefaults_HorizontalPodAutoscaler (autoscaling/v1 and v2).
+            let v2 = info.version == "v2";
+            let spec = child(obj, "spec");
+            or_set(spec, "minReplicas", json!(1));
+            if v2 && spec["metrics"].as_array().is_none_or(|m| m.is_empty()) {
+                spec["metrics"] = json!([{"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 80}}}]);
+            }
+            // SetDefaults_HorizontalPodAutoscalerBehavior: only a given behavior is completed.
+            if v2 && spec["behavior"].is_object() {
+                let b = child(spec, "behavior");
+                let up = child(b, "scaleUp");
+                or_set(up, "stabilizationWindowSeconds", json!(0));
+                or_set(up, "selectPolicy", json!("Max"));
+                or_set(
+                    up,
+                    "policies",
+                    json!([{"type": "Pods", "value": 4, "periodSeconds": 15},
+                           {"type": "Percent", "value": 100, "periodSeconds": 15}]),
+                );
+                let down = child(b, "scaleDown");
+                or_set(down, "selectPolicy", json!("Max"));
+                or_set(
+                    down,
+                    "policies",
+                    json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+                );
+            }
+        }
         ("batch", "jobs") => job_spec(child(obj, "spec")),
         ("batch", "cronjobs") => {
             let spec = child(obj, "spec");

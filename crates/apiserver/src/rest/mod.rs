@@ -14,6 +14,8 @@ mod get;
 mod immutable;
 mod list;
 mod managed;
+pub mod masterleases;
+mod metrics;
 pub(crate) mod object;
 mod patch;
 mod priority;
@@ -149,6 +151,10 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
         if !s.verbs.contains(&verb.as_str()) {
             return Err(ApiError::MethodNotAllowed);
         }
+    }
+    // metrics.k8s.io: computed from the node agents' summaries, never stored.
+    if info.group == crate::registry::METRICS_GROUP {
+        return api.metrics(&info, &path, &query, &parts.headers).await;
     }
     // pods/log, exec, attach, portforward: streamed from the pod's node agent.
     if proxy::is_streaming(&info, &path) {

@@ -120,8 +120,9 @@ pub fn invalid(info: &ResourceInfo, name: &str, causes: Vec<Cause>) -> ApiError 
     }
 }
 
-/// Validates the name and the label/annotation keys of an object about to be written.
-pub fn validate_meta(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
+/// Validates the name and the label/annotation keys of an object about to be written and, with
+/// `spec`, its kind's fields (`validation::spec_causes`; kube validates after defaulting).
+pub fn validate_meta(info: &ResourceInfo, obj: &Value, spec: bool) -> ApiResult<()> {
     let name = meta_str(obj, "name").unwrap_or("");
     let mut causes = Vec::new();
     if name.is_empty() {
@@ -136,6 +137,9 @@ pub fn validate_meta(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
     }
     if let Some(meta) = obj.get("metadata") {
         causes.extend(metadata_map_causes(meta));
+    }
+    if spec {
+        causes.extend(crate::validation::spec_causes(info.group, info.plural, obj));
     }
     if causes.is_empty() {
         Ok(())

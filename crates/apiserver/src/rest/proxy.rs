@@ -109,7 +109,7 @@ fn container_of(pod: &Value, name: &str, query: &Query) -> ApiResult<String> {
 }
 
 /// The agent's address of node `node` (InternalIP, kubelet port).
-async fn node_address(api: &ApiServer, node: &str) -> ApiResult<SocketAddr> {
+pub(crate) async fn node_address(api: &ApiServer, node: &str) -> ApiResult<SocketAddr> {
     let registry = api.registry();
     let info = registry
         .lookup("", "v1", "nodes")

@@ -139,7 +139,7 @@ impl ApiServer {
                     if !super::custom::set_replicas(info, obj, replicas) {
                         obj["spec"]["replicas"] = json!(replicas);
                     }
-                    validate_meta(info, obj)
+                    validate_meta(info, obj, false)
                 },
                 Part::Main,
             )

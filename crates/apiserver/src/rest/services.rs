@@ -638,6 +638,28 @@ impl ApiServer {
     }
 }
 
+/// kube's `dropTypeDependentFields` before an update is validated: node ports a Service
+/// leaving NodePort/LoadBalancer kept from its old version are dropped (a node port the client
+/// set anew stays, and validation refuses it).
+pub(crate) fn drop_type_dependent_fields(old: &Value, new: &mut Value) {
+    if wants_node_ports(&new["spec"]) || !wants_node_ports(&old["spec"]) {
+        return;
+    }
+    let held: Vec<i64> = old["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["nodePort"].as_i64())
+        .collect();
+    for p in new["spec"]["ports"].as_array_mut().into_iter().flatten() {
+        if p["nodePort"].as_i64().is_some_and(|n| held.contains(&n)) {
+            if let Some(p) = p.as_object_mut() {
+                p.remove("nodePort");
+            }
+        }
+    }
+}
+
 /// Why an allocation failed.
 enum Alloc {
     Invalid(Vec<Cause>),

@@ -162,6 +162,9 @@ impl ApiServer {
         super::object::normalize(info, &mut result);
         if part == Part::Main {
             super::defaults::apply(info, &mut result);
+            if (info.group, info.plural) == ("", "services") {
+                super::services::drop_type_dependent_fields(&old, &mut result);
+            }
             let causes = super::immutable::check(info, &old, &mut result);
             if !causes.is_empty() {
                 return Err(super::object::invalid(info, &name, causes));
@@ -175,7 +178,7 @@ impl ApiServer {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(&mut result).insert("generation".into(), json!(generation));
         }
-        validate_meta(info, &result)?;
+        validate_meta(info, &result, part == Part::Main)?;
         if part == Part::Main && info.namespaced {
             let ns = meta_str(&result, "namespace").unwrap_or("").to_string();
             self.admit_quota_update(info, &ns, &old, &result).await?;

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::custom::{Column, Custom};
 use crate::registry::ResourceInfo;
 
+mod pod;
 mod printers;
 
 use crate::request::Query;

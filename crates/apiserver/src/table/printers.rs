@@ -131,7 +131,7 @@ fn since(ts: Option<&str>, now: i64) -> String {
     }
 }
 
-fn str_or<'a>(v: &'a Value, default: &'a str) -> &'a str {
+pub(super) fn str_or<'a>(v: &'a Value, default: &'a str) -> &'a str {
     v.as_str().filter(|s| !s.is_empty()).unwrap_or(default)
 }
 
@@ -187,37 +187,6 @@ fn containers(spec: &Value) -> (String, String) {
     (names.join(","), images.join(","))
 }
 
-/// A pod's STATUS column (the reason kubectl shows: phase, a waiting/terminated reason,
-/// `Terminating`).
-fn pod_status(pod: &Value) -> String {
-    let mut reason = str_or(
-        &pod["status"]["reason"],
-        str_or(&pod["status"]["phase"], "Unknown"),
-    )
-    .to_string();
-    for cs in pod["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if let Some(r) = cs["state"]["waiting"]["reason"]
-            .as_str()
-            .filter(|r| !r.is_empty())
-        {
-            reason = r.to_string();
-        } else if let Some(r) = cs["state"]["terminated"]["reason"]
-            .as_str()
-            .filter(|r| !r.is_empty())
-        {
-            reason = r.to_string();
-        }
-    }
-    if pod["metadata"].get("deletionTimestamp").is_some() {
-        reason = "Terminating".into();
-    }
-    reason
-}
-
 pub(super) fn cells(info: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
     let meta = &obj["metadata"];
     let name = json!(meta["name"].as_str().unwrap_or(""));
@@ -241,28 +210,17 @@ pub(super) fn cells(info: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
         ],
         ("", "serviceaccounts") => vec![name, json!(count(&obj["secrets"])), age],
         ("", "pods") => {
-            let statuses = status["containerStatuses"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
-            let total = spec["containers"].as_array().map(Vec::len).unwrap_or(0);
-            let restarts: i64 = statuses.iter().map(|c| int(&c["restartCount"])).sum();
-            let gates = spec["readinessGates"].as_array().map(Vec::len).unwrap_or(0);
+            let c = super::pod::columns(obj, now);
             vec![
                 name,
-                json!(format!("{ready}/{total}")),
-                json!(pod_status(obj)),
-                json!(restarts.to_string()),
+                json!(c.ready),
+                json!(c.status),
+                json!(c.restarts),
                 age,
                 json!(str_or(&status["podIP"], "<none>")),
                 json!(str_or(&spec["nodeName"], "<none>")),
                 json!(str_or(&status["nominatedNodeName"], "<none>")),
-                json!(if gates == 0 {
-                    "<none>".to_string()
-                } else {
-                    format!("0/{gates}")
-                }),
+                json!(super::pod::readiness_gates(obj)),
             ]
         }
         ("", "services") => {
@@ -928,8 +886,10 @@ fn more_cells(info: &ResourceInfo, obj: &Value, now: i64) -> Option<Vec<Value>> 
                     str_or(&r["kind"], ""),
                     str_or(&r["name"], "")
                 )),
-                json!("<unknown>"),
-                json!(spec["minReplicas"].as_i64().unwrap_or(1).to_string()),
+                json!(hpa_metrics(spec, status)),
+                json!(spec["minReplicas"]
+                    .as_i64()
+                    .map_or("<unset>".to_string(), |m| m.to_string())),
                 json!(int(&spec["maxReplicas"])),
                 json!(int(&status["currentReplicas"])),
                 age,
@@ -937,4 +897,122 @@ fn more_cells(info: &ResourceInfo, obj: &Value, now: i64) -> Option<Vec<Value>> 
         }
         _ => return None,
     })
+}
+
+/// kube's `formatHPAMetrics` (pkg/printers/internalversion/printers.go): each metric as
+/// `current/target` (`cpu: 12%/50%`, `<unknown>` before a measurement), two at most then
+/// `+ N more...`; `<none>` without metrics.
+fn hpa_metrics(spec: &Value, status: &Value) -> String {
+    let specs = spec["metrics"].as_array().cloned().unwrap_or_default();
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let statuses = status["currentMetrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let q = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    let unknown = || "<unknown>".to_string();
+    let mut list = Vec::new();
+    for (i, m) in specs.iter().enumerate() {
+        let st = statuses.get(i);
+        let part = |key: &str| st.map(|s| &s[key]).filter(|v| v.is_object());
+        let item = match m["type"].as_str().unwrap_or_default() {
+            "External" | "Object" => {
+                let key = if m["type"] == "External" {
+                    "external"
+                } else {
+                    "object"
+                };
+                let target = &m[key]["target"];
+                let current = part(key).map(|s| &s["current"]);
+                if target["averageValue"].is_null() {
+                    let c = current
+                        .map(|c| q(&c["value"]))
+                        .filter(|c| !c.is_empty())
+                        .unwrap_or_else(unknown);
+                    format!("{c}/{}", q(&target["value"]))
+                } else {
+                    let c = current
+                        .map(|c| q(&c["averageValue"]))
+                        .filter(|c| !c.is_empty())
+                        .unwrap_or_else(unknown);
+                    format!("{c}/{} (avg)", q(&target["averageValue"]))
+                }
+            }
+            "Pods" => {
+                let c = part("pods")
+                    .map(|s| q(&s["current"]["averageValue"]))
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(unknown);
+                format!("{c}/{}", q(&m["pods"]["target"]["averageValue"]))
+            }
+            t @ ("Resource" | "ContainerResource") => {
+                let key = if t == "Resource" {
+                    "resource"
+                } else {
+                    "containerResource"
+                };
+                let src = &m[key];
+                let name = src["name"].as_str().unwrap_or_default();
+                let target = &src["target"];
+                let current = part(key).map(|s| &s["current"]);
+                if !target["averageValue"].is_null() {
+                    let c = current
+                        .map(|c| q(&c["averageValue"]))
+                        .filter(|c| !c.is_empty())
+                        .unwrap_or_else(unknown);
+                    format!("{name}: {c}/{}", q(&target["averageValue"]))
+                } else {
+                    let c = current
+                        .and_then(|c| c["averageUtilization"].as_i64())
+                        .map(|u| format!("{u}%"))
+                        .unwrap_or_else(unknown);
+                    let t = target["averageUtilization"]
+                        .as_i64()
+                        .map(|u| format!("{u}%"))
+                        .unwrap_or_else(|| "<auto>".into());
+                    format!("{name}: {c}/{t}")
+                }
+            }
+            _ => "<unknown type>".into(),
+        };
+        list.push(item);
+    }
+    let count = list.len();
+    if count > 2 {
+        list.truncate(2);
+        return format!("{} + {} more...", list.join(", "), count - 2);
+    }
+    list.join(", ")
+}
+
+#[cfg(test)]
+mod hpa_tests {
+    use super::hpa_metrics;
+    use serde_json::json;
+
+    #[test]
+    fn hpa_targets_as_kubectl_shows_them() {
+        let spec = json!({"metrics": [{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 50}}}]});
+        assert_eq!(hpa_metrics(&spec, &json!({})), "cpu: <unknown>/50%");
+        let status = json!({"currentMetrics": [{"type": "Resource", "resource": {"name": "cpu",
+            "current": {"averageUtilization": 12, "averageValue": "12m"}}}]});
+        assert_eq!(hpa_metrics(&spec, &status), "cpu: 12%/50%");
+        let value = json!({"metrics": [{"type": "Resource", "resource": {"name": "memory",
+            "target": {"type": "AverageValue", "averageValue": "100Mi"}}}]});
+        assert_eq!(hpa_metrics(&value, &json!({})), "memory: <unknown>/100Mi");
+        assert_eq!(hpa_metrics(&json!({}), &json!({})), "<none>");
+        let three =
+            json!({"metrics": [spec["metrics"][0], spec["metrics"][0], value["metrics"][0]]});
+        assert_eq!(
+            hpa_metrics(&three, &json!({})),
+            "cpu: <unknown>/50%, cpu: <unknown>/50% + 1 more..."
+        );
+    }
 }

@@ -89,7 +89,6 @@ impl Server {
         cmd.arg("server")
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["--bind-address", "127.0.0.1"])
             .args(["--https-listen-port", &self.port.to_string()])
             .arg("--write-kubeconfig")
             .arg(self.kubeconfig())
@@ -102,6 +101,10 @@ impl Server {
             .arg("--init-path")
             .arg(init_path())
             .args(["--log-level", "debug"]);
+        // Loopback only, unless the test gives its own (e2e_multinode: its LAN's address too).
+        if !self.extra.iter().any(|a| a == "--bind-address") {
+            cmd.args(["--bind-address", "127.0.0.1"]);
+        }
         if self.agent {
             let (b, bip) = bridge_for(&self.dir);
             cmd.args(["--bridge", &b, "--bip", &bip]);
@@ -111,6 +114,12 @@ impl Server {
             // The agent's endpoint (kubelet's 10250) on a port of this server's own.
             if !self.extra.iter().any(|a| a == "--kubelet-port") {
                 cmd.args(["--kubelet-port", &free_port().to_string()]);
+            }
+            // No Ingress proxy on the host's 80/443 unless a test asks for one (on its ports).
+            for flag in ["--ingress-http-port", "--ingress-https-port"] {
+                if !self.extra.iter().any(|a| a == flag) {
+                    cmd.args([flag, "0"]);
+                }
             }
         } else {
             cmd.arg("--disable-agent");
@@ -203,32 +212,6 @@ impl Server {
         }
     }
 
-    /// Kills the processes of every container of this server's engine (by cgroup): what a
-    /// server killed with -9 leaves when no agent removes its pods.
-    fn kill_container_processes(&self) {
-        let Ok(ids) = std::fs::read_dir(self.dir.join("data/containers")) else {
-            return;
-        };
-        for id in ids.flatten() {
-            let id = id.file_name().to_string_lossy().into_owned();
-            for root in [
-                "/sys/fs/cgroup/memory/barge",
-                "/sys/fs/cgroup/pids/barge",
-                "/sys/fs/cgroup/barge",
-            ] {
-                let procs = std::fs::read_to_string(format!("{root}/{id}/cgroup.procs"));
-                for pid in procs.unwrap_or_default().split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
-        }
-    }
-
     /// `kubectl ARGS` with the server's admin kubeconfig, which must succeed; its stdout,
     /// trimmed.
     pub fn k(&self, args: &[&str]) -> String {
@@ -252,6 +235,112 @@ impl Server {
             .stdin(Stdio::null())
             .output()
             .expect("running kubectl")
+    }
+
+    /// `kubectl ARGS` with the admin kubeconfig and `input` on stdin (any exit).
+    pub fn kubectl_in(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", &self.dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running kubectl");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `kubectl apply -f -` of `yaml`: whether it succeeded, and its stdout and stderr.
+    pub fn try_apply(&self, yaml: &str) -> (bool, String) {
+        let out = self.kubectl_in(&["apply", "-f", "-"], yaml.as_bytes());
+        (
+            out.status.success(),
+            format!("{}{}", stdout(&out), stderr(&out)),
+        )
+    }
+
+    /// `kubectl apply -f -` of `yaml`, which must succeed.
+    pub fn apply(&self, yaml: &str) {
+        let (ok, out) = self.try_apply(yaml);
+        assert!(ok, "apply: {out}\n{}", tail(&self.log(), 60));
+    }
+
+    /// Repeats `step` every 250 ms until it gives `Some`, failing after `secs` with `what` and
+    /// the end of the server's log.
+    pub fn until<T>(&self, secs: u64, what: &str, mut step: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = step() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\n{}", tail(&self.log(), 60));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Polls `kubectl get pod POD -o jsonpath=PATH` until `want(value)`, for `secs`
+    /// ([`Server::wait_get`]).
+    pub fn wait_pod(
+        &self,
+        pod: &str,
+        path: &str,
+        secs: u64,
+        want: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_get(&["pod", pod], path, secs, want)
+    }
+
+    /// Polls `kubectl get WHAT -o jsonpath=PATH` until `want(value)`, for `secs`; on a
+    /// timeout, fails with the object's YAML and the agent's and controllers' log lines.
+    pub fn wait_get(
+        &self,
+        what: &[&str],
+        path: &str,
+        secs: u64,
+        want: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut last = String::new();
+        let jsonpath = format!("jsonpath={path}");
+        let args: Vec<&str> = [&["get"][..], what, &["-o", &jsonpath]].concat();
+        while Instant::now() < deadline {
+            let out = self.kubectl_with(&self.kubeconfig(), &args);
+            last = stdout(&out).trim().to_string();
+            if out.status.success() && want(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let yaml_args: Vec<&str> = [&["get"][..], what, &["-o", "yaml"]].concat();
+        let yaml = self.kubectl_with(&self.kubeconfig(), &yaml_args);
+        let log: Vec<String> = self
+            .log()
+            .lines()
+            .filter(|l| {
+                ["WARN", "barge_agent", "barge_controllers"]
+                    .iter()
+                    .any(|k| l.contains(k))
+            })
+            .map(String::from)
+            .collect();
+        panic!(
+            "{what:?}: {path} is {last:?} after {secs}s\n{}\n{}",
+            stdout(&yaml),
+            tail(&log.join("\n"), 80)
+        );
+    }
+
+    /// `kubectl get ARGS -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.k(&a)).unwrap()
     }
 
     /// `barge -H <this engine> ARGS`.
@@ -279,8 +368,35 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.remove_pods();
         self.stop();
-        self.kill_container_processes();
+        kill_container_processes(&self.dir);
         cleanup_dir(&self.dir);
+    }
+}
+
+/// Kills the processes of every container of the engine whose directory is `dir` (by
+/// cgroup; its data root is `dir/data`): what a node killed with -9 leaves when no agent
+/// removes its pods.
+pub fn kill_container_processes(dir: &Path) {
+    let Ok(ids) = std::fs::read_dir(dir.join("data/containers")) else {
+        return;
+    };
+    for id in ids.flatten() {
+        let id = id.file_name().to_string_lossy().into_owned();
+        for root in [
+            "/sys/fs/cgroup/memory/barge",
+            "/sys/fs/cgroup/pids/barge",
+            "/sys/fs/cgroup/barge",
+        ] {
+            let procs = std::fs::read_to_string(format!("{root}/{id}/cgroup.procs"));
+            for pid in procs.unwrap_or_default().split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -209,19 +209,60 @@ pub async fn cp(client: &Client, args: &ComposeArgs, a: &CpArgs) -> Result<i32> 
             Some((svc, path)) if svc == service_of(c) => format!("{}:{path}", name_of(c)),
             _ => s.to_string(),
         };
-        crate::fsops::cp(
-            client,
-            crate::cli::CpArgs {
-                archive: a.archive,
-                follow_link: a.follow_link,
-                quiet: true,
-                src: rename(&a.src),
-                dst: rename(&a.dest),
-            },
-        )
-        .await?;
+        let name = name_of(c);
+        let path = |s: &str| s.split_once(':').map_or(s, |(_, p)| p).to_string();
+        let msg = if into {
+            format!("copy {} to {name}:{}", a.src, path(&a.dest))
+        } else {
+            format!("copy {name}:{} to {}", path(&a.src), a.dest)
+        };
+        project::progress(name, &msg, "Copying");
+        if client.is_dry_run() {
+            dry_run_cp(client, c, into, &path(&a.src)).await?;
+        } else {
+            crate::fsops::cp(
+                client,
+                crate::cli::CpArgs {
+                    archive: a.archive,
+                    follow_link: a.follow_link,
+                    quiet: true,
+                    src: rename(&a.src),
+                    dst: rename(&a.dest),
+                },
+            )
+            .await?;
+        }
+        project::progress(name, &msg, "Copied");
     }
     Ok(0)
+}
+
+/// `cp --dry-run` as compose's DryRunClient runs it: what a copy needs is checked (a local
+/// source must exist; a container source too, stat'ed with `HEAD .../archive`), nothing is
+/// read or written.
+async fn dry_run_cp(client: &Client, c: &Value, into: bool, src: &str) -> Result<()> {
+    if into {
+        if src != "-" {
+            let abs = std::path::absolute(src)?;
+            if let Err(e) = std::fs::symlink_metadata(&abs) {
+                bail!("lstat {}: {}", abs.display(), crate::fsops::io_text(&e));
+            }
+        }
+        return Ok(());
+    }
+    let path = format!(
+        "/containers/{}/archive{}",
+        seg(id_of(c)),
+        query(&[("path", Some(src.to_string()))])
+    );
+    if client
+        .request(Method::HEAD, &path, empty(), &[])
+        .await
+        .is_err()
+    {
+        bail!("could not find the file {src} in container {}", id_of(c));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

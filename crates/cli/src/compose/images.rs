@@ -6,7 +6,7 @@ use barge_compose::convert;
 use barge_compose::model::Project;
 use clap::Args;
 
-use super::project::event;
+use super::project::{event, progress};
 use super::ComposeArgs;
 use crate::client::Client;
 
@@ -48,7 +48,8 @@ fn selected(project: &Project, services: &[String]) -> Result<Vec<String>> {
     })
 }
 
-/// Builds `service`'s image (tagged as `image`, else `{project}-{service}`).
+/// Builds `service`'s image (tagged as `image`, else `{project}-{service}`); in a dry run
+/// builds nothing and returns the image ID compose's dry run gives ([`dry_run_build`]).
 pub async fn build_service(
     client: &Client,
     project: &Project,
@@ -56,12 +57,15 @@ pub async fn build_service(
     no_cache: bool,
     quiet: bool,
     extra_args: &[String],
-) -> Result<()> {
+) -> Result<Option<String>> {
     let s = &project.services[name];
     let Some(b) = &s.build else {
-        return Ok(());
+        return Ok(None);
     };
     let image = convert::image_name(&project.name, name, s);
+    if client.is_dry_run() {
+        return Ok(Some(dry_run_build(name, &image)));
+    }
     let mut inline = None;
     let file = if !b.dockerfile_inline.is_empty() {
         let path = std::env::temp_dir().join(format!(
@@ -116,7 +120,20 @@ pub async fn build_service(
     }
     result?;
     event("Service", name, "Built");
-    Ok(())
+    Ok(None)
+}
+
+/// A build in a dry run, as compose's `dryRunBuildResponse`: three progress lines and the
+/// image ID `dryRun-{SHA-1 of the service name}`; nothing is sent to the daemon.
+pub fn dry_run_build(name: &str, image: &str) -> String {
+    use sha1::Digest;
+    let sum = sha1::Sha1::digest(name.as_bytes());
+    let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+    let id = format!("dryRun-{hex}");
+    progress(" ", &format!("build service {name}"), "");
+    progress("==>", &format!("==> writing image {id}"), "");
+    progress("==> ==>", &format!("naming to {image}"), "");
+    id
 }
 
 /// `barge compose build`.

@@ -13,6 +13,7 @@ mod events;
 mod images;
 mod lifecycle;
 mod project;
+mod rollback;
 mod up;
 mod watch;
 

@@ -115,12 +115,18 @@ pub fn set_dry_run(on: bool) {
 /// A progress line as compose prints it without a TTY (` Container p-web-1  Started`;
 /// in a dry run ` DRY-RUN MODE -  Container p-web-1  Started`).
 pub fn event(kind: &str, name: &str, status: &str) {
+    progress(&format!("{kind} {name}"), "", status);
+}
+
+/// A progress event as compose's plain writer prints it: `fmt.Fprintln(out, prefix, ID,
+/// Text, StatusText)` (operands joined by spaces; the prefix empty or ` DRY-RUN MODE - `).
+pub fn progress(id: &str, text: &str, status: &str) {
     let prefix = if DRY_RUN.load(std::sync::atomic::Ordering::Relaxed) {
         " DRY-RUN MODE - "
     } else {
         ""
     };
-    eprintln!("{prefix} {kind} {name}  {status}");
+    eprintln!("{prefix} {id} {text} {status}");
 }
 
 /// The project, or — for commands that only need its name (down, ps, logs, ...) — an empty

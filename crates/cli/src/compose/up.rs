@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use super::attach::{attach_all, short_name};
 use super::project::{self, containers, event, id_of, name_of, service_of, OneOff};
+use super::rollback::{remove_retired, Before, Retired};
 use super::ComposeArgs;
 use crate::client::{api_error, for_each_json, json_body, query, seg, Client};
 
@@ -129,6 +130,8 @@ struct Converged {
     levels: Vec<Vec<String>>,
     ids: BTreeMap<String, Vec<(String, String)>>,
     to_start: BTreeSet<String>,
+    /// Containers replaced, scaled away or orphaned: stopped, removed once all started.
+    retired: Vec<Retired>,
 }
 
 fn apply_scale(project: &mut Project, scale: &[String]) -> Result<()> {
@@ -188,6 +191,12 @@ async fn ensure_images(
         };
         let info = match found {
             Some(i) => i,
+            None if client.is_dry_run() && s.build.is_some() && !pull => {
+                // compose's dry run "builds" a missing image with a build section
+                let id = super::images::dry_run_build(name, &image);
+                ids.insert(name.clone(), id);
+                continue;
+            }
             None if client.is_dry_run() => {
                 // compose's DryRunClient: nothing pulled or built, the image is "dryRunId"
                 event("Image", &image, "Pulling");
@@ -465,6 +474,8 @@ struct Outcome {
     start: Vec<String>,
     /// Whether a container was recreated (its `restart: true` dependents are restarted).
     recreated: bool,
+    /// The containers it replaced or scaled away (stopped, removed after the start).
+    retired: Vec<Retired>,
 }
 
 /// Converges one service (`s`: the service with its references to other services
@@ -513,6 +524,7 @@ async fn converge_service(
     let mut out = Vec::new();
     let mut start = Vec::new();
     let mut recreated = false;
+    let mut retired = Vec::new();
     let mut creates = JoinSet::new();
     for action in plan::converge(&e, &obs, policy) {
         match action {
@@ -537,7 +549,7 @@ async fn converge_service(
                         &format!(
                             "/containers/{}/rename{}",
                             seg(&id),
-                            query(&[("name", Some(tmp))])
+                            query(&[("name", Some(tmp.clone()))])
                         ),
                         None,
                     )
@@ -569,7 +581,12 @@ async fn converge_service(
                     convert::inherited_volumes(s, &mounts),
                 )
                 .await?;
-                remove_container(&client, &id, false).await?;
+                // kept (stopped, renamed) until the project has started: a failure puts it back
+                retired.push(Retired {
+                    id: id.clone(),
+                    name: tmp,
+                    replaced: true,
+                });
                 event("Container", &created.1, "Recreated");
                 start.push(created.0.clone());
                 out.push((created.0, created.1, number));
@@ -579,8 +596,11 @@ async fn converge_service(
                 event("Container", &o.name, "Stopping");
                 stop_container(&client, &id, timeout).await?;
                 event("Container", &o.name, "Stopped");
-                remove_container(&client, &id, false).await?;
-                event("Container", &o.name, "Removed");
+                retired.push(Retired {
+                    id: id.clone(),
+                    name: o.name.clone(),
+                    replaced: false,
+                });
             }
             Action::Create { number } => {
                 // New replicas are created in parallel, as compose's errgroup does.
@@ -617,6 +637,7 @@ async fn converge_service(
         containers: out,
         start,
         recreated,
+        retired,
     })
 }
 
@@ -626,12 +647,23 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
     project::check_services(project, &c.services)?;
     let levels = plan::levels(project, &c.services, c.no_deps);
     let wanted: BTreeSet<String> = levels.iter().flatten().cloned().collect();
-    if c.build && !client.is_dry_run() {
+    let mut built = BTreeMap::new();
+    if c.build {
         for name in &wanted {
-            super::images::build_service(client, project, name, false, false, &[]).await?;
+            let id = super::images::build_service(client, project, name, false, false, &[]);
+            if let Some(id) = id.await? {
+                built.insert(name.clone(), id);
+            }
         }
     }
-    let images = ensure_images(client, project, &wanted, c.pull_always).await?;
+    // a dry run's builds give compose's `dryRun-…` IDs
+    let rest: BTreeSet<String> = wanted
+        .iter()
+        .filter(|n| !built.contains_key(*n))
+        .cloned()
+        .collect();
+    let mut images = ensure_images(client, project, &rest, c.pull_always).await?;
+    images.extend(built);
     ensure_resources(client, project).await?;
     let mut all = containers(client, &project.name, true, OneOff::Include, &[]).await?;
     let orphans: Vec<&Value> = all
@@ -642,13 +674,18 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
                 && !project.disabled_services.contains_key(service_of(c))
         })
         .collect();
+    let mut retired = Vec::new();
     if !orphans.is_empty() {
         if c.remove_orphans {
             for o in &orphans {
                 event("Container", name_of(o), "Stopping");
                 stop_container(client, id_of(o), c.timeout).await?;
-                remove_container(client, id_of(o), false).await?;
-                event("Container", name_of(o), "Removed");
+                event("Container", name_of(o), "Stopped");
+                retired.push(Retired {
+                    id: id_of(o).to_string(),
+                    name: name_of(o).to_string(),
+                    replaced: false,
+                });
             }
         } else {
             let names: Vec<&str> = orphans.iter().map(|o| name_of(o)).collect();
@@ -660,6 +697,7 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
     }
     let mut done = Converged {
         levels: levels.clone(),
+        retired,
         ..Default::default()
     };
     for level in &levels {
@@ -713,6 +751,7 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
                 o.containers.into_iter().map(|(id, n, _)| (id, n)).collect(),
             );
             done.to_start.extend(o.start);
+            done.retired.extend(o.retired);
         }
         // As compose's stopDependentContainers: dependents declaring `restart: true` on a
         // recreated service are stopped now and started again after it.
@@ -736,112 +775,6 @@ async fn converge(client: &Client, project: &Arc<Project>, c: &Converge) -> Resu
         }
     }
     Ok(done)
-}
-
-/// The project as it was before an `up` or `create`, so a failure puts it back (the issue's
-/// "a failed `up` leaves the project as it was before"; docker compose leaves what it made):
-/// containers (running or not), networks and volumes carrying the project's label.
-struct Before {
-    containers: BTreeMap<String, bool>,
-    networks: BTreeSet<String>,
-    volumes: BTreeSet<String>,
-}
-
-impl Before {
-    async fn take(client: &Client, project: &str) -> Result<Before> {
-        let (containers, networks, volumes) = tokio::try_join!(
-            containers(client, project, true, OneOff::Include, &[]),
-            Self::networks(client, project),
-            Self::volumes(client, project),
-        )?;
-        Ok(Before {
-            containers: containers
-                .iter()
-                .map(|c| (id_of(c).to_string(), c["State"] == "running"))
-                .collect(),
-            networks,
-            volumes,
-        })
-    }
-
-    fn filter(project: &str) -> String {
-        json!({"label": [format!("{}={project}", labels::PROJECT)]}).to_string()
-    }
-
-    async fn networks(client: &Client, project: &str) -> Result<BTreeSet<String>> {
-        let path = format!(
-            "/networks{}",
-            query(&[("filters", Some(Self::filter(project)))])
-        );
-        let list: Vec<Value> = client.json(Method::GET, &path, None).await?;
-        Ok(list
-            .iter()
-            .filter_map(|n| n["Name"].as_str().map(str::to_string))
-            .collect())
-    }
-
-    async fn volumes(client: &Client, project: &str) -> Result<BTreeSet<String>> {
-        let path = format!(
-            "/volumes{}",
-            query(&[("filters", Some(Self::filter(project)))])
-        );
-        let list: Value = client.json(Method::GET, &path, None).await?;
-        Ok(list["Volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v["Name"].as_str().map(str::to_string))
-            .collect())
-    }
-
-    /// Removes the containers, networks and volumes made since [`Before::take`] and stops
-    /// the containers it started; returns `error` (what made the command fail).
-    async fn restore(&self, client: &Client, project: &str, error: anyhow::Error) -> anyhow::Error {
-        let Ok(now) = containers(client, project, true, OneOff::Include, &[]).await else {
-            return error;
-        };
-        let mut set = JoinSet::new();
-        for c in &now {
-            let (id, name) = (id_of(c).to_string(), name_of(c).to_string());
-            let running = c["State"] == "running";
-            let client = client.clone();
-            match self.containers.get(&id) {
-                None => {
-                    set.spawn(async move {
-                        if remove_container(&client, &id, true).await.is_ok() {
-                            event("Container", &name, "Removed");
-                        }
-                    });
-                }
-                Some(&false) if running => {
-                    set.spawn(async move {
-                        if stop_container(&client, &id, Some(0)).await.is_ok() {
-                            event("Container", &name, "Stopped");
-                        }
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-        while set.join_next().await.is_some() {}
-        for n in Self::networks(client, project).await.unwrap_or_default() {
-            if !self.networks.contains(&n) {
-                let path = format!("/networks/{}", seg(&n));
-                if client.send(Method::DELETE, &path, None).await.is_ok() {
-                    event("Network", &n, "Removed");
-                }
-            }
-        }
-        for v in Self::volumes(client, project).await.unwrap_or_default() {
-            if !self.volumes.contains(&v) {
-                let path = format!("/volumes/{}", seg(&v));
-                if client.send(Method::DELETE, &path, None).await.is_ok() {
-                    event("Volume", &v, "Removed");
-                }
-            }
-        }
-        error
-    }
 }
 
 /// The service containers (not one-offs) of `service` among `all`, lowest number first.
@@ -1002,9 +935,11 @@ pub async fn create(client: &Client, args: &ComposeArgs, a: &CreateArgs) -> Resu
         },
     )
     .await;
-    if let Err(e) = converged {
-        return Err(before.restore(client, &project.name, e).await);
-    }
+    let done = match converged {
+        Ok(done) => done,
+        Err(e) => return Err(before.restore(client, &project.name, e).await),
+    };
+    remove_retired(client, &done.retired).await?;
     Ok(0)
 }
 
@@ -1039,6 +974,7 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
         Err(e) => return Err(before.restore(client, &project.name, e).await),
     };
     if a.no_start {
+        remove_retired(client, &done.retired).await?;
         return Ok(0);
     }
     let attached: Vec<String> = if a.services.is_empty() {
@@ -1087,8 +1023,16 @@ pub async fn up(client: &Client, args: &ComposeArgs, a: &UpArgs) -> Result<i32> 
     if let Err(e) = start_all(client, &project, &done).await {
         return Err(before.restore(client, &project.name, e).await);
     }
-    let watcher = watch_rules
-        .map(|rules| tokio::spawn(super::watch::run(client.clone(), project.clone(), rules)));
+    remove_retired(client, &done.retired).await?;
+    let watcher = watch_rules.map(|rules| {
+        let opts = super::watch::Options::default();
+        tokio::spawn(super::watch::run(
+            client.clone(),
+            project.clone(),
+            rules,
+            opts,
+        ))
+    });
     if let (Some(w), true) = (&watcher, detach && !a.wait) {
         // `up -d --watch` watches in the foreground until interrupted
         let _ = tokio::signal::ctrl_c().await;
@@ -1207,7 +1151,7 @@ pub async fn up_services(
     project: &Arc<Project>,
     services: &[String],
 ) -> Result<()> {
-    let done = converge(
+    converge_and_start(
         client,
         project,
         &Converge {
@@ -1220,8 +1164,7 @@ pub async fn up_services(
             timeout: None,
         },
     )
-    .await?;
-    start_all(client, project, &done).await
+    .await
 }
 
 /// Recreates and starts `services` alone (a `develop.watch` rebuild: compose's `up` of the
@@ -1231,7 +1174,7 @@ pub async fn recreate_services(
     project: &Arc<Project>,
     services: &[String],
 ) -> Result<()> {
-    let done = converge(
+    converge_and_start(
         client,
         project,
         &Converge {
@@ -1244,8 +1187,20 @@ pub async fn recreate_services(
             timeout: None,
         },
     )
-    .await?;
-    start_all(client, project, &done).await
+    .await
+}
+
+/// Converges and starts; a failure puts the project back as it was.
+async fn converge_and_start(client: &Client, project: &Arc<Project>, c: &Converge) -> Result<()> {
+    let before = Before::take(client, &project.name).await?;
+    let started = match converge(client, project, c).await {
+        Ok(done) => start_all(client, project, &done).await.map(|()| done),
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok(done) => remove_retired(client, &done.retired).await,
+        Err(e) => Err(before.restore(client, &project.name, e).await),
+    }
 }
 
 /// The image ID of one service (pulled when missing).

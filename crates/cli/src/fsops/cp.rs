@@ -516,7 +516,8 @@ async fn copy_to_container(
     Ok(0)
 }
 
-fn io_text(e: &std::io::Error) -> String {
+/// An I/O error worded as Go prints it (`no such file or directory`).
+pub(crate) fn io_text(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory".into(),
         _ => e.to_string(),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::mounts::{MountPoint, MountType};
 use crate::*;
 
-use super::{io_err, unmount, Containers};
+use super::{io_err, unmount_container, Containers};
 
 /// File system access: `cp`, `diff`, `export`, sizes, commit's inputs.
 impl Containers {
@@ -48,7 +48,7 @@ impl Containers {
                     )
                 });
             if !active {
-                unmount(&self.container_dir(&c.id).join("rootfs"));
+                unmount_container(&self.container_dir(&c.id));
             }
         }
         result
@@ -148,7 +148,10 @@ impl Containers {
     }
 
     /// `PUT /containers/{id}/archive`: extracts a tar into the directory `path`.
-    /// `copy_uid_gid` owns the files by the container's user (its uid and primary gid).
+    /// `copy_uid_gid` owns the files by the container's user (its uid and primary gid) when
+    /// it has one; without a user, as without `copy_uid_gid`, the archive's owners are kept
+    /// (moby's `tarCopyOptions`: `Config.User == ""` → the default options). compose relies
+    /// on it for a secret's `uid`/`gid`.
     pub fn extract_to(
         &self,
         id: &str,
@@ -168,7 +171,7 @@ impl Containers {
             let overlay = root;
             let (view_root, view_path, _) = Self::fs_view(c, overlay, path);
             let (root, path) = (view_root.as_path(), view_path.as_str());
-            let chown = if copy_uid_gid {
+            let chown = if copy_uid_gid && !c.config.user.is_empty() {
                 let u = spec::resolve_user(overlay, &c.config.user).map_err(|reason| {
                     ContainerError::InvalidOption {
                         field: "user".into(),

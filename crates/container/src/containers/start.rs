@@ -19,7 +19,9 @@ use crate::mounts::{MountType, SpecMount};
 use crate::spec::SpecInput;
 use crate::*;
 
-use super::{io_err, memory_cgroup, now_rfc3339, unmount, Containers, Watch, ZERO_TIME};
+use super::{
+    io_err, memory_cgroup, now_rfc3339, unmount, unmount_container, Containers, Watch, ZERO_TIME,
+};
 
 /// A container's endpoints being set up on another thread ([`barge_network::Networks::setup_finish`]);
 /// joined by [`NetJob::wait`] or, at the latest, when dropped.
@@ -299,7 +301,7 @@ impl Containers {
     fn start_failed(&self, c: &Container, mut message: String) -> ContainerError {
         let code = crate::monitor::start_failure_exit_code(&message);
         self.teardown_network(&c.id);
-        unmount(&self.container_dir(&c.id).join("rootfs"));
+        unmount_container(&self.container_dir(&c.id));
         self.unmount_volumes(c);
         let mut inner = self.lock();
         if let Some(rec) = inner.containers.get_mut(&c.id) {
@@ -457,6 +459,46 @@ impl Containers {
             }
             None => own_or_joined.map(|sb| sb.netns.clone()),
         };
+        // `--pid container:NAME`: the other container's PID namespace (dockerd's
+        // `getPIDContainer`: it must be running).
+        let pidns_path = match host.pid_mode.strip_prefix("container:") {
+            Some(other) => {
+                let other = self.get(other)?;
+                if other.state.status != Status::Running {
+                    return Err(ContainerError::NotRunning(other.id));
+                }
+                Some(PathBuf::from(format!("/proc/{}/ns/pid", other.state.pid)))
+            }
+            None => None,
+        };
+        // IPC (dockerd's `setupIPCDirs`/`getIPCContainer`): a `shareable` container's
+        // `/dev/shm` is a tmpfs on the host (`<container>/shm`) that `container:NAME` joiners
+        // bind too, with the donor's IPC namespace; the donor must run and share.
+        let shm_dir = self.container_dir(&c.id).join("shm");
+        if host.ipc_mode == "shareable" {
+            mount_shm(&shm_dir, host.shm_size)?;
+        }
+        let ipc_join = match host.ipc_mode.strip_prefix("container:") {
+            Some(other) => {
+                let other = self.get(other)?;
+                if other.state.status != Status::Running {
+                    return Err(ContainerError::NotRunning(other.id));
+                }
+                let shm = match other.options.host.ipc_mode.as_str() {
+                    "host" => PathBuf::from("/dev/shm"),
+                    "shareable" => self.container_dir(&other.id).join("shm"),
+                    _ => {
+                        return Err(ContainerError::BadHostConfig(format!(
+                            "container {}: non-shareable IPC (hint: use IpcMode:shareable for the donor container)",
+                            other.id
+                        )))
+                    }
+                };
+                Some((other.state.pid, shm))
+            }
+            None => None,
+        };
+        let own_shm = (host.ipc_mode == "shareable").then(|| shm_dir.clone());
         let mut env = vec![format!("HOSTNAME={hostname}")];
         if c.options.tty {
             env.push("TERM=xterm".into());
@@ -487,6 +529,9 @@ impl Containers {
             mounts: user_mounts,
             init_path: Some(self.cfg.init_path.clone()),
             netns_path,
+            pidns_path,
+            ipc_join,
+            own_shm,
             swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
                 || !Path::new("/sys/fs/cgroup/memory").is_dir(),
         };
@@ -613,4 +658,23 @@ impl Containers {
             tracing::error!("cannot spawn watcher thread: {e}");
         }
     }
+}
+
+/// Mounts the tmpfs a `shareable` container's `/dev/shm` is (docker's `mounts/shm`), unless it
+/// is mounted; `size` in bytes, 0 for docker's 64 MiB.
+fn mount_shm(dir: &Path, size: i64) -> Result<(), ContainerError> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+    if is_mounted(dir) {
+        return Ok(());
+    }
+    let size = if size > 0 { size } else { 64 * 1024 * 1024 };
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("shm"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("mode=1777,size={size}").as_str()),
+    )
+    .map_err(|e| io_err(format!("mount shm on {}", dir.display()))(std::io::Error::from(e)))
 }

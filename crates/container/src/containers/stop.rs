@@ -17,7 +17,7 @@ use crate::monitor::ExitRecord;
 use crate::mounts::MountType;
 use crate::*;
 
-use super::{io_err, now_rfc3339, unmount, Containers};
+use super::{io_err, now_rfc3339, unmount_container, Containers};
 
 /// Parses a signal name (`SIGKILL`, `KILL`, `kill`) or number.
 pub(crate) fn parse_signal(s: &str) -> Result<i32, ContainerError> {
@@ -135,7 +135,7 @@ impl Containers {
             _ => self.teardown_network(id),
         }
         if self.lock().fs_users.get(id).copied().unwrap_or(0) == 0 {
-            unmount(&self.container_dir(id).join("rootfs"));
+            unmount_container(&self.container_dir(id));
         }
         let mut inner = self.lock();
         let Some(c) = inner.containers.get_mut(id) else {
@@ -428,7 +428,7 @@ impl Containers {
         }
         let c = self.get(&c.id)?;
         self.teardown_network(&c.id);
-        unmount(&self.container_dir(&c.id).join("rootfs"));
+        unmount_container(&self.container_dir(&c.id));
         self.clean_runtime_state(&c);
         let _ = std::fs::remove_dir_all(self.state_dir(&c.id));
         let dir = self.container_dir(&c.id);

@@ -64,11 +64,26 @@ pub(crate) fn check_host_options(
             ))
         }
     }
-    if !matches!(host.pid_mode.as_str(), "" | "host") {
+    let joins_pid = host
+        .pid_mode
+        .strip_prefix("container:")
+        .is_some_and(|c| !c.is_empty());
+    if !joins_pid && !matches!(host.pid_mode.as_str(), "" | "host") {
         return Err(invalid(
             "PID mode",
             format!("--pid: invalid PID mode {:?}", host.pid_mode),
         ));
+    }
+    // dockerd's `IpcMode.Valid` and default (`--default-ipc-mode private`).
+    let joins_ipc = host
+        .ipc_mode
+        .strip_prefix("container:")
+        .is_some_and(|c| !c.is_empty());
+    match host.ipc_mode.as_str() {
+        "" => host.ipc_mode = "private".into(),
+        "private" | "shareable" | "host" | "none" => {}
+        _ if joins_ipc => {}
+        m => return Err(invalid("IPC mode", format!("invalid IPC mode: {m}"))),
     }
     if !matches!(host.uts_mode.as_str(), "" | "host") {
         return Err(invalid(

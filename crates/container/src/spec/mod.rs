@@ -72,6 +72,13 @@ pub(crate) struct SpecInput<'a> {
     pub init_path: Option<PathBuf>,
     /// `container:<id>` network mode: the netns path to join.
     pub netns_path: Option<PathBuf>,
+    /// `container:<id>` PID mode: the PID namespace to join (`/proc/<pid>/ns/pid`).
+    pub pidns_path: Option<PathBuf>,
+    /// `container:<id>` IPC mode: the donor's init PID (its IPC namespace is joined through
+    /// `/proc/<pid>/ns/ipc`) and the host path of its `/dev/shm`.
+    pub ipc_join: Option<(i64, PathBuf)>,
+    /// A `shareable` container's own `/dev/shm` on the host.
+    pub own_shm: Option<PathBuf>,
     /// Whether `memory.memsw.*` exists (swap accounting).
     pub swap_supported: bool,
 }
@@ -95,7 +102,15 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     } else {
         64 * 1024 * 1024
     };
-    mounts.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]}));
+    // `/dev/shm` by IPC mode (dockerd's `setupIPCDirs`/`WithIPCNamespace`): a private tmpfs,
+    // the host's, the donor container's, or none.
+    let shm_bind = |src: &Path| json!({"destination": "/dev/shm", "type": "bind", "source": src, "options": ["rbind", "rprivate"]});
+    match (&input.ipc_join, &input.own_shm, host.ipc_mode.as_str()) {
+        (Some((_, src)), _, _) | (None, Some(src), _) => mounts.push(shm_bind(src)),
+        (None, None, "host") => mounts.push(shm_bind(Path::new("/dev/shm"))),
+        (None, None, "none") => {}
+        _ => mounts.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]})),
+    }
     // Mount order (Docker's `WithMounts` + `sortMounts`): the runtime's defaults not overridden
     // by a user mount (a user `/dev` replaces every `/dev/...` default), then the network files,
     // the init and the user's mounts together, parents before children (by path depth, stable).
@@ -149,9 +164,22 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         }
     }
 
-    let mut namespaces = vec![json!({"type": "ipc"}), json!({"type": "mount"})];
-    if host.pid_mode != "host" {
-        namespaces.insert(0, json!({"type": "pid"}));
+    let mut namespaces = vec![json!({"type": "mount"})];
+    match (
+        input.ipc_join.as_ref().map(|(pid, _)| pid),
+        host.ipc_mode.as_str(),
+    ) {
+        (Some(pid), _) => namespaces.insert(
+            0,
+            json!({"type": "ipc", "path": format!("/proc/{pid}/ns/ipc")}),
+        ),
+        (None, "host") => {}
+        (None, _) => namespaces.insert(0, json!({"type": "ipc"})),
+    }
+    match (&input.pidns_path, host.pid_mode.as_str()) {
+        (Some(p), _) => namespaces.insert(0, json!({"type": "pid", "path": p})),
+        (None, "host") => {}
+        (None, _) => namespaces.insert(0, json!({"type": "pid"})),
     }
     if host.uts_mode != "host" {
         namespaces.push(json!({"type": "uts"}));
@@ -420,6 +448,9 @@ mod tests {
             mounts: vec![],
             init_path: Some("/usr/bin/barge-init".into()),
             netns_path: None,
+            pidns_path: None,
+            ipc_join: None,
+            own_shm: None,
             swap_supported: true,
         }
     }

@@ -126,7 +126,7 @@ pub async fn run(client: Client) {
         tasks.push(tokio::spawn(inform(
             Api::<Pod>::all(client.clone()),
             pods_w,
-            move |ev, store| on_pod(&q, &c, ev, store),
+            move |ev, old| on_pod(&q, &c, ev, old),
         )));
     }
     {
@@ -233,6 +233,21 @@ pub async fn run(client: Client) {
         )));
     }
 
+    // kube-controller-manager's WaitForCacheSync: nothing reconciles on a partial view. A
+    // leader taking over (or a restarted server) would otherwise see a ReplicaSet before its
+    // pods and create them all again.
+    let i = &informers;
+    let _ = tokio::join!(
+        i.pods.wait_until_ready(),
+        i.replicasets.wait_until_ready(),
+        i.rcs.wait_until_ready(),
+        i.deployments.wait_until_ready(),
+        i.jobs.wait_until_ready(),
+        i.cronjobs.wait_until_ready(),
+        i.statefulsets.wait_until_ready(),
+        i.daemonsets.wait_until_ready(),
+        i.nodes.wait_until_ready(),
+    );
     let cfg = Config::default().concurrency(4);
     let rs = applier(
         |o, c| Box::pin(replicaset::reconcile_rs(o, c)),
@@ -328,12 +343,13 @@ fn touched<K>(ev: &watcher::Event<K>) -> Vec<&K> {
     }
 }
 
-/// One informer: a watcher of every `K` feeding `writer`; `handler` sees each event with the
-/// store as it was *before* the event (so it can tell a creation from an update).
+/// One informer: a watcher of every `K` feeding `writer`; `handler` sees each event once the
+/// store has it, with the object as the store had it *before* the event (so it can tell a
+/// creation from an update).
 async fn inform<K>(
     api: Api<K>,
     mut writer: reflector::store::Writer<K>,
-    mut handler: impl FnMut(&watcher::Event<K>, &Store<K>) + Send,
+    mut handler: impl FnMut(&watcher::Event<K>, Option<Arc<K>>) + Send,
 ) where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -343,14 +359,18 @@ async fn inform<K>(
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(ev) => {
-                let init_done = matches!(ev, watcher::Event::InitDone);
-                if !init_done {
-                    handler(&ev, &reader);
-                }
+                // The object as the store had it before this event; the handler runs after the
+                // store has the event, so that a reconcile it queues (on another task) finds
+                // the object: queued first, a new object could be looked up before it was
+                // stored, and its reconcile would be skipped for good.
+                let old = match &ev {
+                    watcher::Event::Apply(o)
+                    | watcher::Event::InitApply(o)
+                    | watcher::Event::Delete(o) => reader.get(&ObjectRef::from(o)),
+                    _ => None,
+                };
                 writer.apply_watcher_event(&ev);
-                if init_done {
-                    handler(&ev, &reader);
-                }
+                handler(&ev, old);
             }
             Err(e) => {
                 tracing::debug!("workloads: watching: {e}");
@@ -362,13 +382,12 @@ async fn inform<K>(
 
 /// kube's `addPod`/`updatePod`/`deletePod` of the ReplicaSet and Job controllers: observe
 /// expectations and queue the controller (or, for an orphan, every matching one).
-fn on_pod(q: &Queues, ctx: &Ctx, ev: &watcher::Event<Pod>, before: &Store<Pod>) {
+fn on_pod(q: &Queues, ctx: &Ctx, ev: &watcher::Event<Pod>, old: Option<Arc<Pod>>) {
     let (pod, deleted) = match ev {
         watcher::Event::Apply(p) | watcher::Event::InitApply(p) => (p, false),
         watcher::Event::Delete(p) => (p, true),
         _ => return,
     };
-    let old = before.get(&ObjectRef::from(pod));
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let owner = pods::controller_of(&pod.metadata);
     if let Some(o) = owner {

@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Query;
 use crate::state::AppState;
+use crate::wire::progress;
 use crate::{asyncify, ApiError};
 
 fn ndjson(v: &Value) -> bytes::Bytes {
@@ -161,22 +162,21 @@ pub async fn build(
         let txo = tx.clone();
         let mut out = |line: &str| {
             if !quiet {
-                let _ = txo.send(json!({ "stream": line }));
+                let _ = txo.send(progress::stream(line));
             }
         };
         match builder.build(ctxdir.path(), &opts, &mut out) {
             Ok(r) => {
-                let _ = tx.send(json!({ "aux": { "ID": r.id } }));
+                let _ = tx.send(progress::build_result(&r.id));
                 if quiet {
-                    let _ = tx.send(json!({ "stream": format!("{}\n", r.id) }));
+                    let _ = tx.send(progress::stream(format!("{}\n", r.id)));
                 }
                 for t in &r.tags {
                     s.image_event("tag", &r.id, t);
                 }
             }
             Err(e) => {
-                let m = e.to_string();
-                let _ = tx.send(json!({ "errorDetail": { "message": m }, "error": m }));
+                let _ = tx.send(progress::error(&e.to_string()));
             }
         }
         drop(ctxdir);

@@ -11,11 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use barge_image::{Image, Platform, RemovedItem, SaveFormat};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use super::Query;
 use crate::state::AppState;
+use crate::wire::progress;
 use crate::{asyncify, ApiError};
 
 fn created_unix(img: &Image) -> i64 {
@@ -319,7 +320,24 @@ async fn save(state: AppState, names: Vec<String>, q: &Query) -> Result<Response
             }
         });
     spawned.map_err(|e| ApiError::internal(format!("starting the save: {e}")))?;
-    Ok(crate::stream::channel_response("application/x-tar", rx))
+    Ok(crate::stream::channel_response_with(
+        "application/x-tar",
+        rx,
+        TrimOnDrop,
+    ))
+}
+
+/// Returns the heap's free pages to the kernel when dropped: held by a `save` body, whose
+/// 256 KiB chunks (megabytes per archive) are freed as the client takes them.
+struct TrimOnDrop;
+
+impl Drop for TrimOnDrop {
+    fn drop(&mut self) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Off the workers: a walk of every arena's free lists.
+            drop(rt.spawn_blocking(crate::memory::trim));
+        }
+    }
 }
 
 /// Writes a request body to a temporary file under `<data-root>/tmp` (removed on drop).
@@ -391,20 +409,16 @@ pub async fn load(
     .await?;
     let loaded = match loaded {
         Ok(l) => l,
-        Err(m) => {
-            return Ok(json_lines(vec![
-                json!({ "errorDetail": { "message": m }, "error": m }),
-            ]))
-        }
+        Err(m) => return Ok(json_lines(vec![progress::error(&m)])),
     };
     let mut lines = Vec::new();
     for img in &loaded {
         if img.references.is_empty() {
-            lines.push(json!({ "stream": format!("Loaded image ID: {}\n", img.id) }));
+            lines.push(progress::stream(format!("Loaded image ID: {}\n", img.id)));
             state.image_event("load", &img.id, &img.id);
         }
         for r in &img.references {
-            lines.push(json!({ "stream": format!("Loaded image: {r}\n") }));
+            lines.push(progress::stream(format!("Loaded image: {r}\n")));
             state.image_event("load", &img.id, r);
         }
     }
@@ -473,7 +487,7 @@ pub async fn create(
     })
     .await?;
     state.image_event("import", &id, reference.as_deref().unwrap_or(&id));
-    Ok(json_lines(vec![json!({ "status": id })]))
+    Ok(json_lines(vec![progress::status(id)]))
 }
 
 // ---------------------------------------------------------------- registries
@@ -553,26 +567,17 @@ fn registry_error(e: barge_registry::RegistryError) -> ApiError {
 
 fn progress_line(p: &barge_registry::Progress) -> Value {
     match p {
-        barge_registry::Progress::Status(s) => json!({ "status": s }),
+        barge_registry::Progress::Status(s) => progress::status(s.clone()),
         barge_registry::Progress::Item {
             id,
             status,
-            progress: Some((cur, total)),
-        } => {
-            json!({ "status": status, "progressDetail": { "current": cur, "total": total }, "id": id })
-        }
-        barge_registry::Progress::Item {
-            id,
-            status,
-            progress: None,
-        } => {
-            json!({ "status": status, "progressDetail": {}, "id": id })
-        }
+            progress: p,
+        } => progress::item(id, status, *p),
     }
 }
 
 fn error_line(msg: &str) -> Value {
-    json!({ "errorDetail": { "message": msg }, "error": msg })
+    progress::error(msg)
 }
 
 fn ndjson(v: &Value) -> bytes::Bytes {
@@ -678,7 +683,7 @@ async fn pull(
         } else {
             format!("Status: Image is up to date for {}", r.familiar())
         };
-        Ok(vec![json!({ "status": status })])
+        Ok(vec![progress::status(status)])
     });
     progress_response(rx, handle).await
 }
@@ -727,7 +732,7 @@ async fn pull_all_tags(
         } else {
             format!("Status: Image is up to date for {}", repo.familiar_name())
         };
-        Ok(vec![json!({ "status": status })])
+        Ok(vec![progress::status(status)])
     });
     progress_response(rx, handle).await
 }
@@ -804,7 +809,7 @@ async fn push(
             if let Ok(img) = asyncify(move || s2.images.get(&full)).await {
                 st.image_event("push", &img.id, &t.familiar());
             }
-            lines.push(json!({ "progressDetail": {}, "aux": { "Tag": res.tag, "Digest": res.digest, "Size": res.size } }));
+            lines.push(progress::push_result(&res.tag, &res.digest, res.size));
         }
         Ok(lines)
     });
@@ -820,9 +825,7 @@ pub async fn auth(body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     barge_registry::login(&registry_config(), &server, &creds)
         .await
         .map_err(registry_error)?;
-    Ok(Json(
-        json!({ "Status": "Login Succeeded", "IdentityToken": "" }),
-    ))
+    Ok(Json(progress::login_succeeded()))
 }
 
 /// `GET /distribution/{name}/json`: the registry's descriptor for `name` and its platforms.
@@ -843,20 +846,7 @@ pub async fn distribution(
     let (d, platforms) = barge_registry::distribution(&registry_config(), &r, creds.as_ref())
         .await
         .map_err(registry_error)?;
-    let platforms: Vec<Value> = platforms
-        .iter()
-        .map(|p| {
-            let mut v = json!({ "architecture": p.architecture, "os": p.os });
-            if let Some(var) = &p.variant {
-                v["variant"] = json!(var);
-            }
-            v
-        })
-        .collect();
-    Ok(Json(json!({
-        "Descriptor": { "mediaType": d.media_type, "digest": d.digest, "size": d.size },
-        "Platforms": platforms,
-    })))
+    Ok(Json(progress::distribution(&d, &platforms)))
 }
 
 #[cfg(test)]

@@ -10,12 +10,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use barge_container::{Container, Containers, CreateOptions};
-use barge_network::{EndpointRequest, Network, NetworkError, PortBinding, Sandbox};
+use barge_network::{EndpointRequest, Network, NetworkError, PortBinding};
+use bollard_stubs::models::PortSummary;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::Query;
 use crate::state::AppState;
+use crate::wire::network as wire;
 use crate::{asyncify, ApiError};
 
 impl From<NetworkError> for ApiError {
@@ -190,97 +192,15 @@ pub fn apply_create(
     Ok(())
 }
 
-fn endpoint_json(
-    net_id: &str,
-    ep: Option<&barge_network::Endpoint>,
-    req: Option<&EndpointRequest>,
-) -> Value {
-    // dockerd's `EndpointIPAMConfig` (both fields `omitempty`), null when neither is set.
-    let ipam = match req.map(|r| (r.ipv4_address, r.ipv6_address)) {
-        Some((v4, v6)) if v4.is_some() || v6.is_some() => {
-            let mut m = serde_json::Map::new();
-            if let Some(ip) = v4 {
-                m.insert("IPv4Address".into(), json!(ip.to_string()));
-            }
-            if let Some(ip) = v6 {
-                m.insert("IPv6Address".into(), json!(ip.to_string()));
-            }
-            Value::Object(m)
-        }
-        _ => Value::Null,
-    };
-    let aliases = req
-        .map(|r| json!(r.aliases))
-        .filter(|a| a.as_array().is_some_and(|v| !v.is_empty()))
-        .unwrap_or(Value::Null);
-    let driver_opts = req
-        .filter(|r| !r.driver_opts.is_empty())
-        .map(|r| json!(r.driver_opts))
-        .unwrap_or(Value::Null);
-    match ep {
-        Some(ep) => json!({
-            "IPAMConfig": ipam, "Links": null, "Aliases": aliases,
-            "MacAddress": ep.mac, "DriverOpts": driver_opts, "GwPriority": 0,
-            "NetworkID": net_id, "EndpointID": ep.endpoint_id,
-            "Gateway": ep.gateway.map(|g| g.to_string()).unwrap_or_default(),
-            "IPAddress": ep.ip.to_string(), "IPPrefixLen": ep.prefix_len,
-            "IPv6Gateway": ep.gateway6.filter(|_| ep.ip6.is_some()).map(|g| g.to_string()).unwrap_or_default(),
-            "GlobalIPv6Address": ep.ip6.map(|(ip, _)| ip.to_string()).unwrap_or_default(),
-            "GlobalIPv6PrefixLen": ep.ip6.map(|(_, len)| len).unwrap_or(0),
-            "DNSNames": if ep.dns_names.is_empty() { Value::Null } else { json!(ep.dns_names) },
-        }),
-        None => json!({
-            "IPAMConfig": ipam, "Links": null, "Aliases": aliases,
-            "MacAddress": req.and_then(|r| r.mac_address.clone()).unwrap_or_default(),
-            "DriverOpts": driver_opts, "GwPriority": 0,
-            "NetworkID": net_id, "EndpointID": "", "Gateway": "", "IPAddress": "",
-            "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0, "DNSNames": null,
-        }),
-    }
-}
-
-/// Docker's `PortMap` (`{"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18080"}]}`): every
-/// exposed port, with its bindings while the container runs (`null` when unbound).
-fn port_map(c: &Container, sb: Option<&Sandbox>) -> Value {
-    let mut m = serde_json::Map::new();
-    for p in &c.config.exposed_ports {
-        m.insert(p.clone(), Value::Null);
-    }
-    if let Some(sb) = sb {
-        for p in &sb.ports {
-            let key = format!("{}/{}", p.container_port, p.proto);
-            let entry = m.entry(key).or_insert(Value::Null);
-            if entry.is_null() {
-                *entry = json!([]);
-            }
-            if let Some(a) = entry.as_array_mut() {
-                a.push(
-                    json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}),
-                );
-            }
-        }
-    }
-    Value::Object(m)
-}
-
 /// Docker's `HostConfig.PortBindings` as inspect echoes it.
 pub fn port_bindings_json(c: &Container) -> Value {
-    let mut m = serde_json::Map::new();
-    for b in &c.options.host.port_bindings {
-        let key = format!("{}/{}", b.container_port, b.proto);
-        let entry = m.entry(key).or_insert_with(|| json!([]));
-        if let Some(a) = entry.as_array_mut() {
-            a.push(json!({"HostIp": b.host_ip, "HostPort": b.host_port}));
-        }
-    }
-    Value::Object(m)
+    json!(wire::port_bindings(&c.options.host.port_bindings))
 }
 
 /// Docker's `NetworkSettings` of a container (inspect).
 pub fn network_settings(state: &AppState, c: &Container) -> Value {
     let sb = state.networks.sandbox(&c.id);
-    let mut networks = serde_json::Map::new();
+    let mut networks = BTreeMap::new();
     for name in Containers::network_names(c) {
         let net = state.networks.get(&name).ok();
         let id = net.as_ref().map(|n| n.id.clone()).unwrap_or_default();
@@ -288,110 +208,45 @@ pub fn network_settings(state: &AppState, c: &Container) -> Value {
             .as_ref()
             .and_then(|s| s.endpoints.iter().find(|e| e.network_id == id));
         let req = c.options.host.endpoints.iter().find(|e| e.network == name);
-        networks.insert(name.clone(), endpoint_json(&id, ep, req));
+        networks.insert(name.clone(), wire::endpoint_settings(&id, ep, req));
     }
-    let first = sb.as_ref().and_then(|s| s.endpoints.first());
-    let on_bridge = first.is_some_and(|e| e.network_name == "bridge");
-    json!({
-        "Bridge": "",
-        "SandboxID": sb.as_ref().map(|_| c.id.clone()).unwrap_or_default(),
-        "SandboxKey": sb.as_ref().map(|s| s.netns.display().to_string()).unwrap_or_default(),
-        "Ports": port_map(c, sb.as_ref()),
-        "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-        "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
-        "EndpointID": if on_bridge { first.map(|e| e.endpoint_id.clone()).unwrap_or_default() } else { String::new() },
-        "Gateway": if on_bridge { first.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default() } else { String::new() },
-        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-        "IPAddress": if on_bridge { first.map(|e| e.ip.to_string()).unwrap_or_default() } else { String::new() },
-        "IPPrefixLen": if on_bridge { first.map(|e| e.prefix_len).unwrap_or(0) } else { 0 },
-        "IPv6Gateway": "",
-        "MacAddress": if on_bridge { first.map(|e| e.mac.clone()).unwrap_or_default() } else { String::new() },
-        "Networks": networks,
-    })
+    wire::network_settings(c, sb.as_ref(), networks)
 }
 
-/// `Ports` and `NetworkSettings` of a `ContainerSummary` (list).
-pub fn summary_parts(state: &AppState, c: &Container) -> (Value, Value) {
+/// `Ports` and `NetworkSettings.Networks` of a `ContainerSummary` (list).
+pub fn summary_parts(
+    state: &AppState,
+    c: &Container,
+) -> (Vec<PortSummary>, BTreeMap<String, Value>) {
     let sb = state.networks.sandbox(&c.id);
-    let mut ports = Vec::new();
-    // A container sharing the host's (or another container's) network has no ports of its
-    // own: dockerd's `ps` shows an empty PORTS column for `--network host`.
-    let own_network = c.options.host.network_mode != "host"
-        && !c.options.host.network_mode.starts_with("container:");
-    for p in c.config.exposed_ports.iter().filter(|_| own_network) {
-        let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
-        let port: u16 = port.parse().unwrap_or(0);
-        let published: Vec<&barge_network::PortMapping> = sb
-            .as_ref()
-            .map(|s| {
-                s.ports
-                    .iter()
-                    .filter(|m| m.container_port == port && m.proto == proto)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if published.is_empty() {
-            ports.push(json!({"PrivatePort": port, "Type": proto}));
-        }
-        for m in published {
-            ports.push(json!({"IP": m.host_ip.to_string(), "PrivatePort": port, "PublicPort": m.host_port, "Type": proto}));
-        }
-    }
-    let mut networks = serde_json::Map::new();
+    let ports = wire::port_summaries(c, sb.as_ref());
+    let mut networks = BTreeMap::new();
     for name in Containers::network_names(c) {
         let id = state.networks.get(&name).map(|n| n.id).unwrap_or_default();
         let ep = sb
             .as_ref()
             .and_then(|s| s.endpoints.iter().find(|e| e.network_id == id));
-        networks.insert(name, endpoint_json(&id, ep, None));
+        networks.insert(name, wire::endpoint_settings(&id, ep, None));
     }
-    (json!(ports), json!({ "Networks": networks }))
+    (ports, networks)
 }
 
 /// Docker's `Network` object.
 fn network_json(state: &AppState, n: &Network, containers: &[Container]) -> Value {
-    let mut members = serde_json::Map::new();
-    for (cid, ep) in state.networks.endpoints(&n.id) {
-        let name = containers
-            .iter()
-            .find(|c| c.id == cid)
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        members.insert(
-            cid,
-            json!({
-                "Name": name, "EndpointID": ep.endpoint_id, "MacAddress": ep.mac,
-                "IPv4Address": format!("{}/{}", ep.ip, ep.prefix_len),
-                "IPv6Address": ep.ip6.map(|(ip, len)| format!("{ip}/{len}")).unwrap_or_default(),
-            }),
-        );
-    }
-    let mut ipam_config: Vec<Value> = n
-        .ipam
-        .iter()
-        .map(|i| {
-            let mut v = json!({"Subnet": i.subnet.to_string(), "Gateway": i.gateway.to_string()});
-            if let Some(r) = i.ip_range {
-                v["IPRange"] = json!(r.to_string());
-            }
-            v
+    let members: Vec<_> = state
+        .networks
+        .endpoints(&n.id)
+        .into_iter()
+        .map(|(cid, ep)| {
+            let name = containers
+                .iter()
+                .find(|c| c.id == cid)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            (cid, name, ep)
         })
         .collect();
-    ipam_config.extend(n.ipam6.iter().map(|i| {
-        let mut v = json!({"Subnet": i.subnet.to_string(), "Gateway": i.gateway.to_string()});
-        if let Some(r) = i.ip_range {
-            v["IPRange"] = json!(r.to_string());
-        }
-        v
-    }));
-    json!({
-        "Name": n.name, "Id": n.id, "Created": n.created, "Scope": "local",
-        "Driver": n.driver, "EnableIPv4": true, "EnableIPv6": n.ipam6.is_some(),
-        "IPAM": {"Driver": "default", "Options": null, "Config": ipam_config},
-        "Internal": n.internal, "Attachable": n.attachable, "Ingress": false,
-        "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
-        "Containers": members, "Options": n.options, "Labels": n.labels,
-    })
+    wire::network(n, &members)
 }
 
 /// dockerd's network filters (`daemon/network/filter.go`): `driver` and `scope` exact,

@@ -93,6 +93,7 @@ struct HostConfigBody {
     cgroupns_mode: Option<String>,
     device_cgroup_rules: Option<Vec<String>>,
     pid_mode: Option<String>,
+    ipc_mode: Option<String>,
     #[serde(rename = "UTSMode")]
     uts_mode: Option<String>,
     isolation: Option<String>,
@@ -308,6 +309,7 @@ impl CreateBody {
                 cgroupns_mode: hc.cgroupns_mode.unwrap_or_default(),
                 device_cgroup_rules: hc.device_cgroup_rules.unwrap_or_default(),
                 pid_mode: hc.pid_mode.unwrap_or_default(),
+                ipc_mode: hc.ipc_mode.unwrap_or_default(),
                 uts_mode: hc.uts_mode.unwrap_or_default(),
                 isolation: hc.isolation.unwrap_or_default(),
                 group_add: hc.group_add.unwrap_or_default(),

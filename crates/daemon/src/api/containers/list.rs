@@ -245,19 +245,18 @@ pub async fn list(
             let mut v = summary(c);
             let (ports, nets) = crate::api::networks::summary_parts(&state, c);
             if !publish.is_empty() || !expose.is_empty() {
-                let hit = ports.as_array().into_iter().flatten().any(|p| {
-                    let proto = p["Type"].as_str().unwrap_or("tcp").to_string();
-                    let public = p["PublicPort"].as_u64().map(|n| (n as u16, proto.clone()));
-                    let private = p["PrivatePort"].as_u64().map(|n| (n as u16, proto.clone()));
+                let hit = ports.iter().any(|p| {
+                    let proto = p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into());
+                    let public = p.public_port.map(|n| (n, proto.clone()));
                     public.is_some_and(|x| publish.contains(&x))
-                        || private.is_some_and(|x| expose.contains(&x))
+                        || expose.contains(&(p.private_port, proto))
                 });
                 if !hit {
                     continue;
                 }
             }
-            v["Ports"] = ports;
-            v["NetworkSettings"] = nets;
+            v["Ports"] = serde_json::json!(ports);
+            v["NetworkSettings"] = serde_json::json!({ "Networks": nets });
             out.push(v);
         }
         Ok::<_, ApiError>(out)

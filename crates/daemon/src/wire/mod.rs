@@ -20,6 +20,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+pub mod network;
+pub mod progress;
+
 use barge_container::mounts::{MountPoint, MountSpec, MountType};
 use barge_container::volumes::Volume;
 use barge_container::{Container, Status};
@@ -56,7 +59,7 @@ pub fn to_wire<T: Serialize>(model: &T, nulls: &[&str]) -> Value {
     v
 }
 
-fn hash(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+pub(crate) fn hash(m: &BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
@@ -269,7 +272,11 @@ pub fn host_config(c: &Container) -> m::HostConfig {
         dns_options: Some(h.dns_options.clone()),
         dns_search: Some(h.dns_search.clone()),
         extra_hosts: Some(h.extra_hosts.clone()),
-        ipc_mode: Some("private".into()),
+        ipc_mode: Some(if h.ipc_mode.is_empty() {
+            "private".into()
+        } else {
+            h.ipc_mode.clone()
+        }),
         cgroup: Some(String::new()),
         cgroup_parent: Some(String::new()),
         pid_mode: Some(h.pid_mode.clone()),
