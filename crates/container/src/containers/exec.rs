@@ -191,15 +191,32 @@ impl Containers {
         }
     }
 
+    /// Takes an exec's exit from its `exit.json` if the monitor has written it. The
+    /// monitor writes it before it closes the attach streams, and a client usually asks
+    /// (inspect, exec inspect) right after its stream ended: do not wait for the watcher.
+    /// A quick exec can end before its start recorded it as running, so any exec without an
+    /// exit code is checked.
+    fn refresh_exit(&self, e: &mut Exec) {
+        if e.exit_code.is_none() {
+            if let Some(rec) = Self::read_exit(&self.exec_dir(&e.id)) {
+                e.running = false;
+                e.exit_code = Some(rec.exit_code);
+            }
+        }
+    }
+
     /// The container's exec instances that have not exited (created or running): inspect's
     /// `ExecIDs`, as dockerd drops an exec from its container when it exits.
     pub fn exec_ids(&self, container_id: &str) -> Vec<String> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let mut ids: Vec<String> = inner
             .execs
-            .values()
-            .filter(|e| e.container_id == container_id && e.exit_code.is_none())
-            .map(|e| e.id.clone())
+            .values_mut()
+            .filter(|e| e.container_id == container_id)
+            .filter_map(|e| {
+                self.refresh_exit(e);
+                e.exit_code.is_none().then(|| e.id.clone())
+            })
             .collect();
         ids.sort();
         ids
@@ -212,14 +229,7 @@ impl Containers {
             .execs
             .get_mut(exec_id)
             .ok_or_else(|| ContainerError::ExecNotFound(exec_id.to_string()))?;
-        if e.running {
-            // The monitor writes exit.json before it closes the attach streams, and a client
-            // usually asks right after its stream ended: do not wait for the watcher.
-            if let Some(rec) = Self::read_exit(&self.exec_dir(exec_id)) {
-                e.running = false;
-                e.exit_code = Some(rec.exit_code);
-            }
-        }
+        self.refresh_exit(e);
         let mut e = e.clone();
         if e.pid < 0 {
             // Started but not running yet (or failing): report it as running until its exit
