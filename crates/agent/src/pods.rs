@@ -734,11 +734,12 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
         let spec = spec.clone();
         let cidr = ctx.cfg.pod_cidr().to_string();
         let cluster = ctx.cfg.cluster_cidr.trunc().to_string();
+        let host_net = spec.host_network == Some(true);
         blocking(move || {
             if let Some(sb) = engine.networks.sandbox(&key) {
                 return Ok(Some(sb));
             }
-            if terminal {
+            if terminal || host_net {
                 return Ok(None);
             }
             // The pod network is made with the first sandbox (a node without pods has none).
@@ -768,17 +769,22 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
             None
         }
     };
-    let pod_ip = sandbox
-        .as_ref()
-        .and_then(|sb| sb.endpoints.first())
-        .map(|ep| ep.ip.to_string());
+    // A `hostNetwork` pod has no sandbox of its own: its IP is the node's.
+    let pod_ip = if host_network(pod) {
+        Some(ctx.host_ip.clone())
+    } else {
+        sandbox
+            .as_ref()
+            .and_then(|sb| sb.endpoints.first())
+            .map(|ep| ep.ip.to_string())
+    };
 
     // Start what should run.
     let existing = {
         let (engine, u) = (ctx.engine.clone(), uid.clone());
         blocking(move || Ok(pod_containers(&engine, &u))).await?
     };
-    if let (Some(_), false) = (&sandbox, terminal) {
+    if (sandbox.is_some() || host_network(pod)) && !terminal {
         let of = |n: &str| -> Vec<&Container> {
             existing
                 .iter()
@@ -831,6 +837,11 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                 for c in &spec.containers {
                     let mine = of(&c.name);
                     sync_container(ctx, st, pod, c, &policy, &mine, pod_ip.as_deref(), &key).await;
+                }
+                // Ephemeral containers (`kubectl debug`) run once, never restarted.
+                for c in ephemeral_containers(&spec) {
+                    let mine = of(&c.name);
+                    sync_container(ctx, st, pod, &c, "Never", &mine, pod_ip.as_deref(), &key).await;
                 }
             }
         }
@@ -893,12 +904,31 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
             v
         })
         .collect();
+    let ephemeral_views: Vec<ContainerView> = ephemeral_containers(&spec)
+        .iter()
+        .map(|c| {
+            let mine = of(&c.name);
+            let mut v = view(
+                st,
+                pod,
+                c,
+                &mine,
+                "Never",
+                terminal,
+                "ContainerCreating",
+                &image_ids,
+            );
+            fill_messages(&mut v, &messages);
+            v
+        })
+        .collect();
     let now = crate::time::now();
     let status = crate::status::pod_status(
         pod,
         &views,
         &crate::status::Inputs {
             init: &init_views,
+            ephemeral: &ephemeral_views,
             pod_ip: pod_ip.as_deref(),
             host_ip: &ctx.host_ip,
             now: &now,
@@ -916,6 +946,39 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
         st.written = Some(status);
     }
     Ok(())
+}
+
+/// Whether the pod runs in the node's network namespace (`spec.hostNetwork`).
+fn host_network(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.host_network) == Some(true)
+}
+
+/// The pod's ephemeral containers as containers (the fields they share; kube's
+/// `EphemeralContainerCommon` is `Container`'s, so the conversion loses only
+/// `targetContainerName`, which [`ephemeral_target`] reads).
+fn ephemeral_containers(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> Vec<k8s_openapi::api::core::v1::Container> {
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
+}
+
+/// The container whose PID namespace ephemeral container `name` joins
+/// (`targetContainerName`, `kubectl debug --target`), if any.
+fn ephemeral_target<'a>(pod: &'a Pod, name: &str) -> Option<&'a str> {
+    pod.spec
+        .as_ref()?
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)?
+        .target_container_name
+        .as_deref()
+        .filter(|t| !t.is_empty())
 }
 
 /// Brings one container of the pod in line with `policy` (its restart policy): starts its
@@ -1470,7 +1533,13 @@ async fn start_container(
     let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let limit = |k: &str| limits.and_then(|l| l.get(k)).map(|q| q.0.clone());
     let mut host = HostOptions {
-        network_mode: format!("sandbox:{key}"),
+        // `hostNetwork` pods share the node's network and UTS namespaces (kubelet's).
+        network_mode: if host_network(pod) {
+            "host".into()
+        } else {
+            format!("sandbox:{key}")
+        },
+        uts_mode: if host_network(pod) { "host" } else { "" }.into(),
         log_type: "json-file".into(),
         restart_policy: "no".into(),
         binds,
@@ -1483,6 +1552,26 @@ async fn start_container(
         ..Default::default()
     };
     crate::security::apply(pod, c, &mut host);
+    if let Some(target) = ephemeral_target(pod, &c.name) {
+        // `kubectl debug --target`: the target's PID namespace (it must run).
+        let (engine, u, t) = (ctx.engine.clone(), uid.clone(), target.to_string());
+        let running = blocking(move || {
+            Ok(pod_containers(&engine, &u)
+                .into_iter()
+                .filter(|c| c.options.labels.get(LABEL_CONTAINER) == Some(&t))
+                .find(is_running)
+                .map(|c| c.id))
+        })
+        .await
+        .map_err(StartError::Other)?;
+        match running {
+            Some(id) => host.pid_mode = format!("container:{id}"),
+            None => {
+                let m = format!("target container {target:?} is not running");
+                return Err(StartError::Waiting("ContainerCreating".into(), m, vec![]));
+            }
+        }
+    }
     let opts = CreateOptions {
         name: Some(format!("k8s_{}_{name}_{ns}_{uid}_{n}", c.name)),
         user: crate::security::user(pod, c, &image_user),
@@ -1491,7 +1580,7 @@ async fn start_container(
         cmd: expand(&c.args),
         env: env.clone(),
         working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
-        hostname: Some(hostname),
+        hostname: (!host_network(pod)).then_some(hostname),
         tty: c.tty.unwrap_or(false),
         open_stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),

@@ -103,6 +103,16 @@ pub fn user(pod: &Pod, c: &Container, image_user: &str) -> Option<String> {
 /// `no-new-privileges` when `allowPrivilegeEscalation: false`, seccomp (`Unconfined` unless
 /// `RuntimeDefault`: kubelet's default without `--seccomp-default` is unconfined).
 pub fn apply(pod: &Pod, c: &Container, host: &mut HostOptions) {
+    // The node's PID and IPC namespaces (`hostPID`, `hostIPC`; the network's is the
+    // sandbox's business).
+    if let Some(spec) = pod.spec.as_ref() {
+        if spec.host_pid == Some(true) {
+            host.pid_mode = "host".into();
+        }
+        if spec.host_ipc == Some(true) {
+            host.ipc_mode = "host".into();
+        }
+    }
     let p = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     if let Some(p) = p {
         host.group_add.extend(

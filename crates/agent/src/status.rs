@@ -230,6 +230,9 @@ pub fn qos_class(pod: &Pod) -> &'static str {
 pub struct Inputs<'a> {
     /// The init containers (`spec.initContainers`, in order), sidecars included.
     pub init: &'a [ContainerView],
+    /// The ephemeral containers (`spec.ephemeralContainers`, `kubectl debug`): reported,
+    /// never counted for the phase or readiness.
+    pub ephemeral: &'a [ContainerView],
     /// The sandbox's address, once it exists.
     pub pod_ip: Option<&'a str>,
     pub host_ip: &'a str,
@@ -358,6 +361,13 @@ pub fn pod_status(pod: &Pod, views: &[ContainerView], inp: &Inputs<'_>) -> Value
             .map(ContainerView::to_json)
             .collect::<Vec<_>>());
     }
+    if !inp.ephemeral.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(inp
+            .ephemeral
+            .iter()
+            .map(ContainerView::to_json)
+            .collect::<Vec<_>>());
+    }
     if let Some(ip) = inp.pod_ip {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{ "ip": ip }]);
@@ -453,6 +463,7 @@ mod tests {
             "Running"
         );
         let inp = Inputs {
+            ephemeral: &[],
             init: &init,
             pod_ip: None,
             host_ip: "192.0.2.1",
@@ -500,6 +511,7 @@ mod tests {
             view("b", waiting("ContainerCreating"), None),
         ];
         let inp = Inputs {
+            ephemeral: &[],
             init: &[],
             pod_ip: Some("10.42.0.2"),
             host_ip: "192.0.2.1",

@@ -130,7 +130,10 @@ fn node_registers_and_a_pod_runs_then_is_deleted() {
         .args(["link", "show", "barge.vxlan"])
         .output()
         .unwrap();
-    assert!(!vxlan.status.success(), "barge.vxlan made on a one-node cluster");
+    assert!(
+        !vxlan.status.success(),
+        "barge.vxlan made on a one-node cluster"
+    );
     let cid = status("{.status.containerStatuses[0].containerID}");
     let cid = cid
         .strip_prefix("barge://")

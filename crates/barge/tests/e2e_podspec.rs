@@ -414,6 +414,50 @@ fn security_context_maps_onto_the_engine() {
     s.wait_pod("nonroot-ok", "{.status.phase}", 30, |p| p == "Running");
 }
 
+/// `hostNetwork`, `hostPID` and `hostIPC` put the pod's containers in the node's namespaces
+/// (the pod's IP is the node's); a pod without them has its own.
+#[test]
+fn host_namespaces_are_the_nodes() {
+    let s = cluster("1s");
+    let show = "    command: [sh, -c, \"ls -l /proc/self/ns/; echo DONE; sleep 3600\"]\n";
+    let manifest = [
+        pod(
+            "hostns",
+            "busybox:1.35",
+            "  hostNetwork: true\n  hostPID: true\n  hostIPC: true\n",
+            show,
+        ),
+        pod("ownns", "busybox:1.35", "", show),
+    ]
+    .concat();
+    s.apply(&manifest);
+    let ns_of = |text: &str, kind: &str| -> String {
+        text.lines()
+            .find_map(|l| {
+                l.split(&format!(" {kind} -> "))
+                    .nth(1)
+                    .map(|t| t.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    let host = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let hostns = wait_logs(&s, "hostns", "c", "DONE", 60);
+    let ownns = wait_logs(&s, "ownns", "c", "DONE", 60);
+    for kind in ["net", "pid", "ipc", "uts"] {
+        assert_eq!(ns_of(&hostns, kind), host(kind), "{kind}: {hostns}");
+        assert_ne!(ns_of(&ownns, kind), host(kind), "{kind}: {ownns}");
+        assert!(!ns_of(&ownns, kind).is_empty(), "{kind}: {ownns}");
+    }
+    let ips = get(&s, "hostns", "{.status.podIP} {.status.hostIP}");
+    let (pod_ip, host_ip) = ips.split_once(' ').unwrap();
+    assert_eq!(pod_ip, host_ip, "{ips}");
+}
+
 /// `kubectl get pod NAME -o jsonpath=PATH` once.
 fn get(s: &Server, pod: &str, path: &str) -> String {
     s.k(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])

@@ -343,6 +343,130 @@ print("EXIT", os.waitstatus_to_exitcode(st))
     assert_eq!(std::fs::read_to_string(&back_path).unwrap(), body);
 }
 
+/// `kubectl debug`: an ephemeral container added through the `ephemeralcontainers`
+/// subresource runs in the pod (in its target's PID namespace with `--target`), reports in
+/// `ephemeralContainerStatuses`, has logs, and `-i` attaches to it; pod updates that kube
+/// forbids are refused with kube's message.
+#[test]
+fn kubectl_debug_runs_ephemeral_containers() {
+    let s = cluster();
+    s.apply(TALKER);
+    wait_running(&s, "talker");
+
+    // Non-interactive, in container a's PID namespace: PID 1 is a's shell loop.
+    let (code, out, err) = kc(
+        &s,
+        &[
+            "debug",
+            "talker",
+            "--image=busybox:1.35",
+            "--target=a",
+            "-c",
+            "dbg",
+            "--",
+            "cat",
+            "/proc/1/cmdline",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}\n{}", s.log());
+    s.wait_pod(
+        "talker",
+        "{.status.ephemeralContainerStatuses[0].state.terminated.reason}",
+        60,
+        |r| r == "Completed",
+    );
+    let (_, logs, _) = kc(&s, &["logs", "talker", "-c", "dbg"]);
+    assert!(logs.contains("while true"), "{logs:?}");
+    let (_, ready, _) = kc(
+        &s,
+        &[
+            "get",
+            "pod",
+            "talker",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+    );
+    assert_eq!(
+        ready, "True",
+        "an ended ephemeral container leaves the pod Ready"
+    );
+
+    // Interactive: kubectl waits for it to run and attaches its stdin.
+    let (code, out, err) = kc_in(
+        &s,
+        &[
+            "debug",
+            "-i",
+            "talker",
+            "--image=busybox:1.35",
+            "-c",
+            "dbg2",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got-$x",
+        ],
+        b"xyz\n",
+    );
+    assert_eq!(code, 0, "{out}\n{err}\n{}", s.log());
+    assert!(out.contains("got-xyz"), "{out}\n{err}");
+    let (_, names, _) = kc(
+        &s,
+        &[
+            "get",
+            "pod",
+            "talker",
+            "-o",
+            "jsonpath={.spec.ephemeralContainers[*].name}",
+        ],
+    );
+    assert_eq!(names, "dbg dbg2");
+    // A name already taken is refused by the API.
+    let (code, _, err) = kc(
+        &s,
+        &[
+            "debug",
+            "talker",
+            "--image=busybox:1.35",
+            "-c",
+            "a",
+            "--",
+            "true",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Duplicate value: \"a\""), "{err}");
+
+    // Pod updates change only what kube lets them.
+    let (code, _, err) = kc(
+        &s,
+        &[
+            "patch",
+            "pod",
+            "talker",
+            "-p",
+            r#"{"spec":{"hostname":"other"}}"#,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"),
+        "{err}"
+    );
+    let (code, _, err) = kc(
+        &s,
+        &[
+            "patch",
+            "pod",
+            "talker",
+            "-p",
+            r#"{"spec":{"activeDeadlineSeconds":3600}}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
 /// The Python client's exec (v4.channel.k8s.io) and port-forward (its v4 port scheme).
 #[test]
 fn python_client_exec_and_port_forward() {

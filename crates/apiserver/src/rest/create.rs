@@ -93,6 +93,13 @@ impl ApiServer {
         prepare_for_create(info, obj);
         super::defaults::apply(info, obj);
         validate_meta(info, obj, true)?;
+        if (info.group, info.plural) == ("", "pods") {
+            let causes = crate::validation::pod::pod_create_causes(obj);
+            if !causes.is_empty() {
+                let name = meta_str(obj, "name").unwrap_or("").to_string();
+                return Err(super::object::invalid(info, &name, causes));
+            }
+        }
         super::custom::admit(info, obj)?;
         super::managed::track(info, None, obj, opts, "");
         let name = meta_str(obj, "name").unwrap_or("").to_string();

@@ -66,6 +66,7 @@ fn pod_spec(spec: &mut Value) {
     or_set(spec, "securityContext", json!({}));
     each(spec, "containers", container);
     each(spec, "initContainers", container);
+    each(spec, "ephemeralContainers", container);
 }
 
 /// The pod spec of `spec.template`, if there is one (never creates it).

@@ -71,6 +71,7 @@ pub(crate) fn check(info: &ResourceInfo, old: &Value, new: &mut Value) -> Vec<Ca
                 }
             }
         }
+        ("", "pods") => causes.extend(crate::validation::pod::pod_update_causes(old, new)),
         ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => {
             immutable("spec.selector", &mut causes);
         }

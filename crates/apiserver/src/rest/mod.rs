@@ -200,6 +200,15 @@ async fn dispatch(api: &ApiServer, req: Request) -> ApiResult<Response> {
 pub(crate) async fn route(api: &ApiServer, req: &Req) -> ApiResult<Response> {
     match (req.verb, req.path.subresource.as_deref()) {
         (Verb::Get, None | Some("status")) => api.get(req).await,
+        (Verb::Get | Verb::Update | Verb::Patch, Some("ephemeralcontainers"))
+            if req.info.plural == "pods" =>
+        {
+            match req.verb {
+                Verb::Get => api.get(req).await,
+                Verb::Update => api.update(req).await,
+                _ => api.patch(req).await,
+            }
+        }
         (Verb::List, _) => api.list(req).await,
         (Verb::Watch, _) => api.watch(req).await,
         (Verb::Create, None) => api.create(req).await,

@@ -28,6 +28,9 @@ pub(crate) enum Part {
     Status,
     /// A namespace's `finalize` subresource: only `spec.finalizers`.
     Finalize,
+    /// A pod's `ephemeralcontainers` subresource: only `spec.ephemeralContainers`, and only
+    /// additions (kube's `ValidatePodEphemeralContainersUpdate`).
+    Ephemeral,
     /// A pod's `binding` subresource: the object as the server computed it from the stored
     /// one (`spec.nodeName`, annotations and the `PodScheduled` condition in one write).
     Binding,
@@ -38,6 +41,7 @@ impl Part {
         match sub {
             Some("status") => Part::Status,
             Some("finalize") => Part::Finalize,
+            Some("ephemeralcontainers") => Part::Ephemeral,
             _ => Part::Main,
         }
     }
@@ -150,6 +154,18 @@ impl ApiServer {
                 r
             }
             Part::Binding => new,
+            Part::Ephemeral => {
+                let mut r = old.clone();
+                match new["spec"].get("ephemeralContainers") {
+                    Some(e) if !e.is_null() => r["spec"]["ephemeralContainers"] = e.clone(),
+                    _ => {
+                        if let Some(m) = r["spec"].as_object_mut() {
+                            m.remove("ephemeralContainers");
+                        }
+                    }
+                }
+                r
+            }
             Part::Finalize => {
                 let mut r = old.clone();
                 if !r["spec"].is_object() {
@@ -170,6 +186,13 @@ impl ApiServer {
                 return Err(super::object::invalid(info, &name, causes));
             }
         }
+        if part == Part::Ephemeral {
+            super::defaults::apply(info, &mut result);
+            let causes = crate::validation::pod::ephemeral_update_causes(&old, &result);
+            if !causes.is_empty() {
+                return Err(super::object::invalid(info, &name, causes));
+            }
+        }
         super::custom::admit(info, &mut result)?;
         if info.generation
             && (spec_part(&result) != spec_part(&old)
@@ -178,13 +201,14 @@ impl ApiServer {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(&mut result).insert("generation".into(), json!(generation));
         }
-        validate_meta(info, &result, part == Part::Main)?;
+        validate_meta(info, &result, matches!(part, Part::Main | Part::Ephemeral))?;
         if part == Part::Main && info.namespaced {
             let ns = meta_str(&result, "namespace").unwrap_or("").to_string();
             self.admit_quota_update(info, &ns, &old, &result).await?;
         }
         let subresource = match part {
             Part::Status => "status",
+            Part::Ephemeral => "ephemeralcontainers",
             Part::Main | Part::Finalize | Part::Binding => "",
         };
         // managedFields come from the stored object, never from the client.

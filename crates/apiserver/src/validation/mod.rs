@@ -4,7 +4,7 @@
 
 mod netpol;
 mod other;
-mod pod;
+pub(crate) mod pod;
 mod service;
 mod workloads;
 

@@ -38,7 +38,7 @@ pub(crate) fn pod_spec_causes(spec: &Value, path: &str) -> Vec<Cause> {
         out.push(Cause::required(&format!("{path}.containers"), ""));
     }
     let mut names = HashSet::new();
-    for kind in ["initContainers", "containers"] {
+    for kind in ["initContainers", "containers", "ephemeralContainers"] {
         for (i, c) in spec[kind].as_array().into_iter().flatten().enumerate() {
             container_causes(
                 c,
@@ -49,6 +49,7 @@ pub(crate) fn pod_spec_causes(spec: &Value, path: &str) -> Vec<Cause> {
             );
         }
     }
+    ephemeral_causes(spec, path, &mut out);
     if let Some(p) = spec["restartPolicy"].as_str() {
         match p {
             "Always" | "OnFailure" | "Never" => {}
@@ -250,6 +251,257 @@ fn resource_causes(r: &Value, p: &str, out: &mut Vec<Cause>) {
     }
 }
 
+/// The fields an ephemeral container may not set (kube's `validateEphemeralContainers`
+/// allows a list of fields; these are the others that exist in v1.33).
+const EPHEMERAL_FORBIDDEN: [&str; 8] = [
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+];
+
+/// kube's `validateEphemeralContainers` beyond what every container gets: no lifecycle,
+/// probes, ports or resources, and a `targetContainerName` naming a (init) container.
+fn ephemeral_causes(spec: &Value, path: &str, out: &mut Vec<Cause>) {
+    let others: HashSet<&str> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let ephemeral = spec["ephemeralContainers"].as_array().into_iter().flatten();
+    for (i, c) in ephemeral.enumerate() {
+        let p = format!("{path}.ephemeralContainers[{i}]");
+        for f in EPHEMERAL_FORBIDDEN {
+            let set = match c.get(f) {
+                None | Some(Value::Null) => false,
+                Some(Value::Object(m)) => !m.is_empty(),
+                Some(Value::Array(a)) => !a.is_empty(),
+                Some(Value::String(s)) => !s.is_empty(),
+                Some(_) => true,
+            };
+            if set {
+                out.push(super::forbidden(
+                    &format!("{p}.{f}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        if let Some(t) = c["targetContainerName"].as_str().filter(|t| !t.is_empty()) {
+            if !others.contains(t) {
+                out.push(not_found(&format!("{p}.targetContainerName"), t));
+            }
+        }
+    }
+}
+
+/// kube's `ValidatePodCreate` beyond the spec: ephemeral containers come only through the
+/// `ephemeralcontainers` subresource.
+pub(crate) fn pod_create_causes(pod: &Value) -> Vec<Cause> {
+    match pod["spec"]["ephemeralContainers"].as_array() {
+        Some(a) if !a.is_empty() => vec![super::forbidden(
+            "spec.ephemeralContainers",
+            "cannot be set on create",
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// What kube's `ValidatePodUpdate` lists as the spec fields an update may change.
+const UPDATABLE_POD_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// A diff of two pod specs for kube's "pod updates may not change" message (kube prints
+/// `cmp.Diff` of the Go structs; this prints the differing fields as JSON in that layout).
+fn spec_diff(old: &Value, new: &Value) -> String {
+    let mut keys: Vec<&String> = old
+        .as_object()
+        .into_iter()
+        .chain(new.as_object())
+        .flat_map(|m| m.keys())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = String::from("  core.PodSpec{\n");
+    for k in keys {
+        let (o, n) = (old.get(k), new.get(k));
+        if o == n {
+            continue;
+        }
+        if let Some(o) = o {
+            out.push_str(&format!("- \t{k}: {o},\n"));
+        }
+        if let Some(n) = n {
+            out.push_str(&format!("+ \t{k}: {n},\n"));
+        }
+    }
+    out.push_str("  }\n");
+    out
+}
+
+/// kube's `ValidatePodUpdate` of the spec (`old` and `new` are whole, defaulted pods):
+/// only the containers' images, `activeDeadlineSeconds` (set or lowered),
+/// `terminationGracePeriodSeconds` (to 1 from a negative value), added tolerations and
+/// removed scheduling gates may change; anything else is one Forbidden cause on `spec`.
+pub(crate) fn pod_update_causes(old: &Value, new: &Value) -> Vec<Cause> {
+    let (o, n) = (&old["spec"], &new["spec"]);
+    let mut out = Vec::new();
+    let mut munged = n.clone();
+    if !munged.is_object() {
+        return out;
+    }
+    for kind in ["containers", "initContainers"] {
+        let len = |v: &Value| v[kind].as_array().map_or(0, Vec::len);
+        if len(o) != len(n) {
+            out.push(super::forbidden(
+                &format!("spec.{kind}"),
+                "pod updates may not add or remove containers",
+            ));
+            return out;
+        }
+    }
+    for kind in ["containers", "initContainers"] {
+        let olds = o[kind].as_array().map(Vec::as_slice).unwrap_or_default();
+        if let Some(news) = munged[kind].as_array_mut() {
+            if news.len() == olds.len() {
+                for (nc, oc) in news.iter_mut().zip(olds) {
+                    if nc.is_object() {
+                        nc["image"] = oc["image"].clone();
+                    }
+                }
+            }
+        }
+    }
+    let deadline = "spec.activeDeadlineSeconds";
+    match (
+        o["activeDeadlineSeconds"].as_i64(),
+        &n["activeDeadlineSeconds"],
+    ) {
+        (_, Value::Number(v)) => {
+            let v = v.as_i64().unwrap_or(-1);
+            if !(0..=i64::from(i32::MAX)).contains(&v) {
+                out.push(invalid_num(
+                    deadline,
+                    v,
+                    "must be between 0 and 2147483647, inclusive",
+                ));
+            } else if o["activeDeadlineSeconds"]
+                .as_i64()
+                .is_some_and(|was| was < v)
+            {
+                out.push(invalid_num(
+                    deadline,
+                    v,
+                    "must be less than or equal to previous value",
+                ));
+            }
+        }
+        (Some(_), _) => out.push(super::invalid_raw(
+            deadline,
+            "null",
+            "must not update from a positive integer to nil value",
+        )),
+        (None, _) => {}
+    }
+    munged["activeDeadlineSeconds"] = o["activeDeadlineSeconds"].clone();
+    let grace = "terminationGracePeriodSeconds";
+    if o[grace].as_i64().is_some_and(|g| g < 0) && n[grace].as_i64() == Some(1) {
+        munged[grace] = o[grace].clone();
+    }
+    // Tolerations: only additions (an existing one may only lower its tolerationSeconds).
+    let new_tols = n["tolerations"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for t in o["tolerations"].as_array().into_iter().flatten() {
+        let kept = new_tols.iter().any(|nt| {
+            let mut a = nt.clone();
+            let mut b = t.clone();
+            let lowered = match (
+                a["tolerationSeconds"].as_i64(),
+                b["tolerationSeconds"].as_i64(),
+            ) {
+                (Some(x), Some(y)) => x <= y,
+                (x, y) => x == y,
+            };
+            for v in [&mut a, &mut b] {
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("tolerationSeconds");
+                }
+            }
+            a == b && lowered
+        });
+        if !kept {
+            out.push(super::forbidden(
+                "spec.tolerations",
+                "existing toleration can not be modified except its tolerationSeconds",
+            ));
+            break;
+        }
+    }
+    munged["tolerations"] = o["tolerations"].clone();
+    // Scheduling gates: only removals.
+    let gates =
+        |v: &Value| -> Vec<Value> { v["schedulingGates"].as_array().cloned().unwrap_or_default() };
+    if gates(n).iter().all(|g| gates(o).contains(g)) {
+        munged["schedulingGates"] = o["schedulingGates"].clone();
+    }
+    // Unset fields compare as absent.
+    let strip = |v: &mut Value| {
+        if let Some(m) = v.as_object_mut() {
+            m.retain(|_, x| !x.is_null());
+        }
+    };
+    let mut old_spec = o.clone();
+    strip(&mut munged);
+    strip(&mut old_spec);
+    if munged != old_spec {
+        out.push(super::forbidden(
+            "spec",
+            &format!(
+                "pod updates may not change fields other than {UPDATABLE_POD_FIELDS}\n{}",
+                spec_diff(&old_spec, &munged)
+            ),
+        ));
+    }
+    out
+}
+
+/// kube's `ValidatePodEphemeralContainersUpdate`: existing ephemeral containers may be
+/// neither removed nor changed (the new ones are checked with the rest of the spec).
+pub(crate) fn ephemeral_update_causes(old: &Value, new: &Value) -> Vec<Cause> {
+    let path = "spec.ephemeralContainers";
+    let news = new["spec"]["ephemeralContainers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for oc in old["spec"]["ephemeralContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let name = oc["name"].as_str().unwrap_or_default();
+        match news.iter().find(|c| c["name"].as_str() == Some(name)) {
+            None => out.push(super::forbidden(
+                path,
+                &format!("existing ephemeral containers {name:?} may not be removed\n"),
+            )),
+            Some(nc) if nc != oc => out.push(super::forbidden(
+                path,
+                &format!(
+                    "existing ephemeral containers {name:?} may not be changed\n{}",
+                    spec_diff(oc, nc).replace("core.PodSpec", "core.EphemeralContainer")
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +545,104 @@ mod tests {
             ]
         );
         assert_eq!(lines(json!({})), vec!["spec.containers: Required value"]);
+    }
+
+    fn pod(spec: serde_json::Value) -> Value {
+        serde_json::json!({"metadata": {"name": "p"}, "spec": spec})
+    }
+
+    #[test]
+    fn pod_updates_change_only_images_deadlines_and_added_tolerations() {
+        let old = pod(serde_json::json!({
+            "containers": [{"name": "app", "image": "a:1", "ports": [{"containerPort": 80}]}],
+            "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+        }));
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = serde_json::json!("a:2");
+        new["spec"]["activeDeadlineSeconds"] = serde_json::json!(60);
+        new["spec"]["tolerations"][0]["tolerationSeconds"] = serde_json::json!(10);
+        new["spec"]["tolerations"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"key": "x", "operator": "Exists"}));
+        assert!(pod_update_causes(&old, &new).is_empty());
+
+        let mut ports = old.clone();
+        ports["spec"]["containers"][0]["ports"][0]["containerPort"] = serde_json::json!(81);
+        let c = pod_update_causes(&old, &ports);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].field, "spec");
+        assert!(c[0].message.starts_with(
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`"
+        ));
+        assert!(c[0].message.contains("containers"), "{}", c[0].message);
+
+        let mut removed = old.clone();
+        removed["spec"]["tolerations"] = serde_json::json!([]);
+        let c = pod_update_causes(&old, &removed);
+        assert_eq!(c[0].field, "spec.tolerations");
+
+        let mut more = old.clone();
+        more["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": "b", "image": "b"}));
+        let c = pod_update_causes(&old, &more);
+        assert_eq!(
+            c[0].message,
+            "Forbidden: pod updates may not add or remove containers"
+        );
+
+        let mut raised = new.clone();
+        raised["spec"]["activeDeadlineSeconds"] = serde_json::json!(61);
+        let c = pod_update_causes(&new, &raised);
+        assert_eq!(c[0].field, "spec.activeDeadlineSeconds");
+        assert!(c[0]
+            .message
+            .ends_with("must be less than or equal to previous value"));
+    }
+
+    #[test]
+    fn ephemeral_containers_are_added_never_changed() {
+        let base = pod(serde_json::json!({"containers": [{"name": "app", "image": "a"}]}));
+        assert_eq!(pod_create_causes(&base).len(), 0);
+        let mut with = base.clone();
+        with["spec"]["ephemeralContainers"] =
+            serde_json::json!([{"name": "dbg", "image": "busybox", "targetContainerName": "app"}]);
+        assert_eq!(
+            pod_create_causes(&with)[0].message,
+            "Forbidden: cannot be set on create"
+        );
+        assert!(ephemeral_update_causes(&base, &with).is_empty());
+        assert!(pod_spec_causes(&with["spec"], "spec").is_empty());
+
+        let mut changed = with.clone();
+        changed["spec"]["ephemeralContainers"][0]["image"] = serde_json::json!("other");
+        let c = ephemeral_update_causes(&with, &changed);
+        assert!(c[0]
+            .message
+            .starts_with("Forbidden: existing ephemeral containers \"dbg\" may not be changed"));
+        let c = ephemeral_update_causes(&with, &base);
+        assert!(c[0].message.contains("may not be removed"));
+
+        let mut bad = with.clone();
+        bad["spec"]["ephemeralContainers"][0]["ports"] = serde_json::json!([{"containerPort": 1}]);
+        bad["spec"]["ephemeralContainers"][0]["targetContainerName"] = serde_json::json!("nope");
+        bad["spec"]["ephemeralContainers"][0]["resources"] = serde_json::json!({});
+        let fields: Vec<String> = pod_spec_causes(&bad["spec"], "spec")
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.ephemeralContainers[0].ports",
+                "spec.ephemeralContainers[0].targetContainerName"
+            ]
+        );
+        let mut dup = with.clone();
+        dup["spec"]["ephemeralContainers"][0]["name"] = serde_json::json!("app");
+        let c = pod_spec_causes(&dup["spec"], "spec");
+        assert_eq!(c[0].field, "spec.ephemeralContainers[0].name");
     }
 }
