@@ -244,10 +244,7 @@ pub(crate) fn daemon_set_causes(obj: &Value) -> Vec<Cause> {
     if spec["updateStrategy"]["type"] == "RollingUpdate" && ru.is_object() {
         let nonzero = |v: &Value| match v {
             Value::Number(n) => n.as_i64() != Some(0),
-            Value::String(s) => s
-                .trim_end_matches('%')
-                .parse::<i64>()
-                .map_or(true, |n| n != 0),
+            Value::String(s) => s.trim_end_matches('%').parse::<i64>() != Ok(0),
             _ => false,
         };
         match (nonzero(&ru["maxUnavailable"]), nonzero(&ru["maxSurge"])) {
