@@ -298,6 +298,8 @@ struct PodState {
     pull_backoff: BTreeMap<String, crate::images::PullBackoff>,
     /// Probe states by (container name, `liveness`|`readiness`).
     probes: HashMap<(String, &'static str), crate::probes::ProbeState>,
+    /// When the pod's projected ServiceAccount tokens were last checked for refresh.
+    tokens_checked: Option<Instant>,
 }
 
 impl PodState {
@@ -428,6 +430,9 @@ async fn run_probes(
     }
 }
 
+/// How often a pod's projected tokens are checked for refresh.
+const TOKEN_CHECK_PERIOD: Duration = Duration::from_secs(10);
+
 async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<DynamicObject>, uid: String, wake: Arc<Notify>) {
     let mut st = PodState::default();
     loop {
@@ -454,8 +459,23 @@ async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<DynamicObject>, uid: String, wake
                 Ok(()) => return,
                 Err(e) => tracing::warn!("pod {}: {e}", oref),
             }
-        } else if let Err(e) = sync(&ctx, &pod, &mut st).await {
-            tracing::warn!("pod {}: {e}", oref);
+        } else {
+            if let Err(e) = sync(&ctx, &pod, &mut st).await {
+                tracing::warn!("pod {}: {e}", oref);
+            }
+            // kubelet's token manager: tokens renewed at 80 % of their life (or 24 h).
+            if st
+                .tokens_checked
+                .is_none_or(|t| t.elapsed() >= TOKEN_CHECK_PERIOD)
+            {
+                st.tokens_checked = Some(Instant::now());
+                match crate::volumes::refresh_tokens(&ctx.client, &ctx.engine.data_root, &pod).await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("pod {}: {n} token(s) refreshed", oref),
+                    Err(e) => tracing::warn!("pod {}: refreshing tokens: {e}", oref),
+                }
+            }
         }
         tokio::select! {
             _ = wake.notified() => {}

@@ -1,6 +1,7 @@
 //! Readiness and liveness probes as kubelet runs them (`pkg/kubelet/prober`): exec (an engine
 //! exec, as a health check), httpGet (HTTP/1.1 to the pod's address; 200–399 is success) and
-//! tcpSocket (a connection). Each probe waits `initialDelaySeconds` after the container
+//! tcpSocket (a connection) and grpc (`grpc.health.v1.Health/Check` over plaintext HTTP/2,
+//! `pkg/probe/grpc`: `SERVING` is success). Each probe waits `initialDelaySeconds` after the container
 //! started, then runs every `periodSeconds` with `timeoutSeconds`; its result flips after
 //! `successThreshold` successes or `failureThreshold` failures in a row. A readiness probe
 //! starts as failed, a liveness probe as succeeded.
@@ -176,8 +177,140 @@ pub async fn run(
             )),
         };
     }
-    // grpc: not yet; counted as success so the pod is not held back.
+    if let Some(g) = &p.grpc {
+        let port = u16::try_from(g.port).map_err(|_| "invalid port".to_string())?;
+        return grpc_check(
+            pod_ip,
+            port,
+            g.service.as_deref().unwrap_or_default(),
+            timeout,
+        )
+        .await;
+    }
     Ok(())
+}
+
+/// `grpc.health.v1.HealthCheckRequest` (`grpc/health/v1/health.proto`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`: `status` is the `ServingStatus` enum.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// `HealthCheckResponse.ServingStatus`'s names by number, as Go's `String()` gives them.
+fn serving_status_name(n: i32) -> String {
+    match n {
+        0 => "UNKNOWN".into(),
+        1 => "SERVING".into(),
+        2 => "NOT_SERVING".into(),
+        3 => "SERVICE_UNKNOWN".into(),
+        n => n.to_string(),
+    }
+}
+
+/// How a Go `time.Duration` of whole seconds prints (`1s`, `1m30s`).
+fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// kubelet's gRPC probe (`pkg/probe/grpc/grpc.go`): dials `host:port` in plaintext (retrying,
+/// as grpc-go's blocking dial, until `timeout`), calls `grpc.health.v1.Health/Check` for
+/// `service` (empty: the server as a whole) with user agent `kube-probe/1.33`, all within
+/// `timeout`. `Ok` only for `SERVING`; every failure is kubelet's message.
+pub async fn grpc_check(
+    host: &str,
+    port: u16,
+    service: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .and_then(|e| e.user_agent("kube-probe/1.33"))
+        .map_err(|e| format!("error: failed to connect service at \"{addr}\": {e}"))?
+        .connect_timeout(timeout);
+    // grpc-go's blocking dial retries a refused connection until the context ends.
+    let channel = loop {
+        match tokio::time::timeout_at(deadline, endpoint.connect()).await {
+            Ok(Ok(c)) => break c,
+            Ok(Err(_)) if tokio::time::Instant::now() + Duration::from_millis(100) < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => {
+                return Err(format!(
+                    "timeout: failed to connect service \"{addr}\" within {}: context deadline exceeded",
+                    go_duration(timeout)
+                ))
+            }
+        }
+    };
+    let mut client = tonic::client::Grpc::new(channel);
+    let call = async {
+        client
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client
+            .unary(
+                tonic::Request::new(HealthCheckRequest {
+                    service: service.to_string(),
+                }),
+                tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/grpc.health.v1.Health/Check",
+                ),
+                tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default(),
+            )
+            .await
+    };
+    let resp = match tokio::time::timeout_at(deadline, call).await {
+        Err(_) => {
+            return Err(format!(
+                "timeout: health rpc did not complete within {}",
+                go_duration(timeout)
+            ))
+        }
+        Ok(Err(st)) => {
+            return Err(match st.code() {
+                tonic::Code::Unimplemented => format!(
+                    "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                    st.message()
+                ),
+                tonic::Code::DeadlineExceeded => format!(
+                    "timeout: health rpc did not complete within {}",
+                    go_duration(timeout)
+                ),
+                code => format!(
+                    "error: health rpc probe failed: rpc error: code = {code:?} desc = {}",
+                    st.message()
+                ),
+            })
+        }
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    if resp.status == 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "service unhealthy (responded with \"{}\")",
+            serving_status_name(resp.status)
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +336,141 @@ mod tests {
         assert!(!s.record(&p, false), "one failure of two");
         assert!(s.record(&p, false));
         assert!(!s.result);
+    }
+
+    /// A `grpc.health.v1.Health` server on loopback answering `status` for service `""` and
+    /// `SERVICE_UNKNOWN` (as grpc-go's health server's NotFound is not modelled) for others;
+    /// served under `name` so another name makes the server not implement the protocol.
+    mod health {
+        use super::super::{HealthCheckRequest, HealthCheckResponse};
+        use std::convert::Infallible;
+        use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
+
+        #[derive(Clone)]
+        pub struct Check(pub i32);
+
+        impl Service<tonic::Request<HealthCheckRequest>> for Check {
+            type Response = tonic::Response<HealthCheckResponse>;
+            type Error = tonic::Status;
+            type Future = BoxFuture<Self::Response, tonic::Status>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
+                Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, req: tonic::Request<HealthCheckRequest>) -> Self::Future {
+                let status = if req.get_ref().service.is_empty() {
+                    self.0
+                } else {
+                    3
+                };
+                let slow = req.get_ref().service == "slow";
+                Box::pin(async move {
+                    if slow {
+                        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    }
+                    Ok(tonic::Response::new(HealthCheckResponse { status }))
+                })
+            }
+        }
+
+        macro_rules! server {
+            ($ty:ident, $name:literal) => {
+                #[derive(Clone)]
+                pub struct $ty(pub i32);
+                impl tonic::server::NamedService for $ty {
+                    const NAME: &'static str = $name;
+                }
+                impl Service<http::Request<tonic::body::Body>> for $ty {
+                    type Response = http::Response<tonic::body::Body>;
+                    type Error = Infallible;
+                    type Future = BoxFuture<Self::Response, Infallible>;
+                    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                        Poll::Ready(Ok(()))
+                    }
+                    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+                        let check = Check(self.0);
+                        Box::pin(async move {
+                            let mut g = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+                                HealthCheckResponse,
+                                HealthCheckRequest,
+                            >::default());
+                            Ok(g.unary(check, req).await)
+                        })
+                    }
+                }
+            };
+        }
+        server!(Health, "grpc.health.v1.Health");
+        server!(Other, "other.v1.Other");
+    }
+
+    /// Serves `svc` on a loopback port; the server task ends with the test's runtime.
+    async fn serve<S>(svc: S) -> u16
+    where
+        S: tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Response = tonic::codegen::http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let incoming = tonic::transport::server::TcpIncoming::from(l);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(incoming),
+        );
+        port
+    }
+
+    #[tokio::test]
+    async fn grpc_probe_against_a_health_server() {
+        let t = Duration::from_secs(5);
+        let serving = serve(health::Health(1)).await;
+        assert_eq!(grpc_check("127.0.0.1", serving, "", t).await, Ok(()));
+        assert_eq!(
+            grpc_check("127.0.0.1", serving, "db", t).await,
+            Err("service unhealthy (responded with \"SERVICE_UNKNOWN\")".into())
+        );
+        let not_serving = serve(health::Health(2)).await;
+        assert_eq!(
+            grpc_check("127.0.0.1", not_serving, "", t).await,
+            Err("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        let other = serve(health::Other(1)).await;
+        let e = grpc_check("127.0.0.1", other, "", t).await.unwrap_err();
+        assert!(
+            e.starts_with("error: this server does not implement the grpc health protocol (grpc.health.v1.Health)"),
+            "{e}"
+        );
+        let e = grpc_check("127.0.0.1", serving, "slow", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(e, "timeout: health rpc did not complete within 1s");
+        // A closed port: grpc-go keeps dialing until the probe's timeout.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = grpc_check("127.0.0.1", closed, "", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            format!("timeout: failed to connect service \"127.0.0.1:{closed}\" within 1s: context deadline exceeded")
+        );
+    }
+
+    #[test]
+    fn grpc_names_and_durations() {
+        assert_eq!(serving_status_name(2), "NOT_SERVING");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(3601)), "1h0m1s");
     }
 
     #[test]

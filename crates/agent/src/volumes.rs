@@ -15,9 +15,11 @@
 //! - `persistentVolumeClaim`: the bound PersistentVolume's `hostPath`/`local` path (what the
 //!   built-in local-path provisioner makes); an unbound claim waits.
 //!
-//! Tokens are written when a container starts; kubelet's refresh at 80 % of their life is not
-//! done (the default life, 1 h, is longer than barge's tests; a restarted container gets a new
-//! one).
+//! Tokens are written when a container starts and renewed in place as kubelet's token manager
+//! does ([`refresh_tokens`], checked by each pod's worker): once 80 % of `expirationSeconds`
+//! has passed since the token file was written, or 24 h whatever the life, a new token is
+//! requested and the file replaced atomically (a rename inside the volume's directory, so
+//! containers that mount the directory see it; a `subPath` mount keeps its file, as on kube).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -289,6 +291,89 @@ async fn service_account_token(
             e => VolumeError::Api(e),
         })?;
     Ok(out.status.map(|s| s.token).unwrap_or_default())
+}
+
+/// kubelet's token manager's refresh rule (`requiresRefresh`, without its jitter): a token
+/// `age` old of life `expiration_seconds` is renewed once 80 % of that life has passed, or after
+/// 24 h whatever its life.
+pub fn token_needs_refresh(age: std::time::Duration, expiration_seconds: i64) -> bool {
+    let life = std::time::Duration::from_secs(expiration_seconds.max(0) as u64);
+    age >= life.mul_f64(0.8) || age >= std::time::Duration::from_secs(24 * 3600)
+}
+
+/// The token files of `pod`'s projected volumes that are due for renewal by
+/// [`token_needs_refresh`] (their age is their file's modification time, set when written),
+/// with the source asking for them; volumes not laid out yet are skipped. Blocking (stats).
+fn due_tokens(
+    data_root: &Path,
+    pod: &Pod,
+    now: std::time::SystemTime,
+) -> Vec<(
+    PathBuf,
+    k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+    u32,
+)> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let base = pod_dir(data_root, uid)
+        .join("volumes")
+        .join("kubernetes.io~projected");
+    let mut out = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(p) = &v.projected else { continue };
+        let mode = p.default_mode.unwrap_or(0o644) as u32;
+        for t in p
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|s| s.service_account_token.as_ref())
+        {
+            if t.path.split('/').any(|c| c == "..") || t.path.starts_with('/') {
+                continue;
+            }
+            let file = base.join(&v.name).join(&t.path);
+            let Ok(written) = std::fs::metadata(&file).and_then(|m| m.modified()) else {
+                continue;
+            };
+            let age = now.duration_since(written).unwrap_or_default();
+            if token_needs_refresh(age, t.expiration_seconds.unwrap_or(3600)) {
+                out.push((file, t.clone(), mode));
+            }
+        }
+    }
+    out
+}
+
+/// Renews the ServiceAccount tokens of `pod`'s projected volumes that are due (see
+/// [`due_tokens`]) through the TokenRequest API, replacing each file atomically; returns how
+/// many were renewed. File work runs on the blocking pool.
+pub async fn refresh_tokens(
+    client: &Client,
+    data_root: &Path,
+    pod: &Pod,
+) -> Result<usize, VolumeError> {
+    let due = {
+        let (root, p) = (data_root.to_path_buf(), pod.clone());
+        tokio::task::spawn_blocking(move || due_tokens(&root, &p, std::time::SystemTime::now()))
+            .await
+            .map_err(|e| VolumeError::Config(e.to_string()))?
+    };
+    let mut n = 0;
+    for (file, t, mode) in due {
+        let token =
+            service_account_token(client, pod, t.audience.as_deref(), t.expiration_seconds).await?;
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::PermissionsExt;
+            let tmp = file.with_extension("barge-tmp");
+            std::fs::write(&tmp, token.as_bytes())?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & 0o7777))?;
+            std::fs::rename(&tmp, &file)
+        })
+        .await
+        .map_err(|e| VolumeError::Config(e.to_string()))?
+        .map_err(|e| VolumeError::Mount(format!("refreshing a token: {e}")))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// The directory (or host path) of one pod volume and what fills it.
@@ -676,6 +761,41 @@ mod tests {
             "0"
         );
         assert!(resource_value(Some(&c), "bogus", None).is_none());
+    }
+
+    #[test]
+    fn tokens_are_renewed_at_80_percent_of_their_life_or_a_day() {
+        use std::time::Duration;
+        assert!(!token_needs_refresh(Duration::from_secs(2879), 3600));
+        assert!(token_needs_refresh(Duration::from_secs(2880), 3600));
+        assert!(!token_needs_refresh(
+            Duration::from_secs(80_000),
+            7 * 24 * 3600
+        ));
+        assert!(token_needs_refresh(
+            Duration::from_secs(86_400),
+            7 * 24 * 3600
+        ));
+
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u1"},
+            "spec": {"containers": [{"name": "c"}], "volumes": [{"name": "t", "projected": {
+                "sources": [{"serviceAccountToken": {"path": "tok", "expirationSeconds": 600}},
+                            {"serviceAccountToken": {"path": "other", "expirationSeconds": 600}}]}}]}
+        }))
+        .unwrap();
+        let dir = pod_dir(&root, "u1").join("volumes/kubernetes.io~projected/t");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tok"), "old").unwrap();
+        let now = std::time::SystemTime::now();
+        // Fresh: nothing due; `other` was never written (not laid out): skipped.
+        assert!(due_tokens(&root, &pod, now).is_empty());
+        // 8 minutes later (80 % of 10): due.
+        let due = due_tokens(&root, &pod, now + Duration::from_secs(480));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, dir.join("tok"));
     }
 
     #[test]

@@ -824,3 +824,38 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
         5,
     );
 }
+
+/// A gRPC readiness probe on a port nothing listens on fails as kubelet's does (the dial is
+/// retried until the probe's timeout) and keeps the pod unready (before gRPC probes, one
+/// always passed). The SERVING/NOT_SERVING answers are `barge-agent`'s unit test against a
+/// tonic health server.
+#[test]
+fn grpc_probe_on_a_closed_port_keeps_the_pod_unready() {
+    let s = cluster("1s");
+    s.apply(&pod(
+        "grpc",
+        "busybox:1.35",
+        "",
+        &format!("{SLEEP}    readinessProbe: {{grpc: {{port: 9555, service: db}}, periodSeconds: 1, timeoutSeconds: 1}}\n"),
+    ));
+    let ip = s.wait_pod("grpc", "{.status.podIP}", 60, |ip| !ip.is_empty());
+    let line = wait_event(&s, "grpc", "Unhealthy|Warning|Readiness probe failed", 60);
+    assert!(
+        line.ends_with(&format!(
+            "Readiness probe failed: timeout: failed to connect service \"{ip}:9555\" within 1s: context deadline exceeded"
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        get(&s, "grpc", "{.status.containerStatuses[0].ready}"),
+        "false"
+    );
+    assert_eq!(
+        get(
+            &s,
+            "grpc",
+            "{.status.conditions[?(@.type==\"Ready\")].status}"
+        ),
+        "False"
+    );
+}

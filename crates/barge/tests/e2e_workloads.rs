@@ -673,3 +673,194 @@ spec:
         ) == "0-2 True"
     });
 }
+
+const STATEFUL: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 2
+  ordinals: {start: 3}
+  podManagementPolicy: Parallel
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete, whenScaled: Delete}
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: app, image: multilayer:1}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"#;
+
+/// Whether `kubectl get <what>` finds it.
+fn exists(s: &Server, what: &[&str]) -> bool {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    s.kubectl_with(&s.kubeconfig(), &args).status.success()
+}
+
+/// A StatefulSet with `ordinals.start: 3` and the `Delete`/`Delete` claim retention policy:
+/// pods `db-3`, `db-4`; each claim owned by the set (controller reference) and protected by
+/// `kubernetes.io/pvc-protection`; scaled down, `db-4`'s claim goes with its pod; the set
+/// deleted, the remaining claim goes with it. Then PVC protection: a claim used by a pod bound
+/// to a node stays Terminating until that pod is gone.
+#[test]
+fn statefulset_start_ordinal_claim_retention_and_pvc_protection() {
+    let s = Server::start(false, &[]);
+    s.apply(STATEFUL);
+    until(&s, 60, "pods db-3 and db-4", || {
+        let names: Vec<String> = s.pods("app=db").into_iter().map(|p| p.name).collect();
+        s.kubelet_ready("app=db");
+        names == ["db-3", "db-4"]
+    });
+    assert_eq!(
+        s.jsonpath(
+            &["pod", "db-3"],
+            "{.metadata.labels.apps\\.kubernetes\\.io/pod-index}"
+        ),
+        "3"
+    );
+    for claim in ["data-db-3", "data-db-4"] {
+        until(&s, 30, &format!("{claim} owned by the set"), || {
+            s.jsonpath(
+                &["pvc", claim],
+                "{.metadata.ownerReferences[0].kind} {.metadata.ownerReferences[0].name} {.metadata.ownerReferences[0].controller}",
+            ) == "StatefulSet db true"
+        });
+        assert_eq!(
+            s.jsonpath(&["pvc", claim], "{.metadata.finalizers}"),
+            r#"["kubernetes.io/pvc-protection"]"#
+        );
+    }
+    // whenScaled: Delete — the condemned pod's claim goes with it.
+    s.k(&["scale", "sts/db", "--replicas=1"]);
+    until(&s, 60, "db-4 and its claim to go", || {
+        s.kubelet_ready("app=db");
+        !exists(&s, &["pod", "db-4"]) && !exists(&s, &["pvc", "data-db-4"])
+    });
+    assert!(exists(&s, &["pvc", "data-db-3"]));
+    // whenDeleted: Delete — the set's claims go with it.
+    s.k(&["delete", "sts", "db", "--wait=false"]);
+    until(&s, 60, "data-db-3 to go with the set", || {
+        !exists(&s, &["pvc", "data-db-3"])
+    });
+
+    // PVC protection: a claim used by a scheduled pod stays until the pod is gone.
+    s.apply(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: keep}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: user}
+spec:
+  nodeName: elsewhere
+  containers: [{name: app, image: multilayer:1}]
+  volumes: [{name: d, persistentVolumeClaim: {claimName: keep}}]
+"#,
+    );
+    s.k(&["delete", "pvc", "keep", "--wait=false"]);
+    assert_ne!(
+        s.jsonpath(&["pvc", "keep"], "{.metadata.deletionTimestamp}"),
+        ""
+    );
+    // The controller has seen the deletion (it reacts within a pass): still there, in use.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        s.jsonpath(&["pvc", "keep"], "{.metadata.finalizers}"),
+        r#"["kubernetes.io/pvc-protection"]"#,
+        "{}",
+        tail(&s.log(), 40)
+    );
+    s.k(&["delete", "pod", "user", "--force", "--grace-period=0"]);
+    until(&s, 30, "the unused claim to go", || {
+        !exists(&s, &["pvc", "keep"])
+    });
+}
+
+const SURGE: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1, labels: {kubernetes.io/hostname: n1}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2, labels: {kubernetes.io/hostname: n2}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: ds}
+spec:
+  selector: {matchLabels: {app: ds}}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  template:
+    metadata: {labels: {app: ds}}
+    spec:
+      containers:
+      - name: app
+        image: multilayer:1
+        env: [{name: V, value: "1"}]
+"#;
+
+/// A DaemonSet rolling with `maxSurge: 1` (and `maxUnavailable: 0`, which the API server
+/// requires then): on each node the new pod is made beside the old one, which goes only once
+/// the new one is available — never fewer than 2 available pods, never more than 3.
+#[test]
+fn daemonset_rolls_with_max_surge() {
+    // Fake nodes never report: keep them Ready-enough (no unreachable taint) for the test.
+    let s = Server::start(false, &["--node-monitor-grace-period", "10m"]);
+    // maxSurge with the default maxUnavailable (1) is refused as kube does.
+    let refused = SURGE
+        .split("---")
+        .last()
+        .unwrap()
+        .replace("maxSurge: 1, maxUnavailable: 0", "maxSurge: 1");
+    let path = s.dir.join("bad-ds.yaml");
+    std::fs::write(&path, &refused).unwrap();
+    let out = s.kubectl_with(&s.kubeconfig(), &["apply", "-f", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set when maxUnavailable is non-zero"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    s.apply(SURGE);
+    until(&s, 60, "the first rollout", || {
+        s.kubelet_ready("app=ds");
+        s.jsonpath(&["ds", "ds"], "{.status.numberAvailable}") == "2"
+    });
+    let first = s.jsonpath(&["pods", "-l", "app=ds"], "{.items[*].metadata.name}");
+    s.k(&["set", "env", "ds/ds", "V=2"]);
+    let mut surged = false;
+    until(&s, 90, "the surge rollout", || {
+        let pods = s.pods("app=ds");
+        for p in pods.iter().filter(|p| p.deleting) {
+            s.kubectl_with(
+                &s.kubeconfig(),
+                &["delete", "pod", &p.name, "--force", "--grace-period=0"],
+            );
+        }
+        let live: Vec<&P> = pods.iter().filter(|p| !p.deleting).collect();
+        assert!(live.len() <= 3, "more than 2 + maxSurge pods: {pods:?}");
+        let ready = live.iter().filter(|p| p.ready).count();
+        assert!(ready >= 2, "fewer than 2 available pods: {pods:?}");
+        surged |= live.len() == 3;
+        s.kubelet_ready("app=ds");
+        let names = s.jsonpath(&["pods", "-l", "app=ds"], "{.items[*].metadata.name}");
+        s.jsonpath(
+            &["ds", "ds"],
+            "{.status.updatedNumberScheduled} {.status.numberAvailable}",
+        ) == "2 2"
+            && names.split(' ').count() == 2
+            && first.split(' ').all(|n| !names.contains(n))
+    });
+    assert!(surged, "no new pod was made beside an old one");
+}

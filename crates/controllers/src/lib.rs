@@ -11,6 +11,8 @@
 //! - [`rootca`]: the `kube-root-ca.crt` ConfigMap (the cluster CA) in every active namespace.
 //! - [`storage`]: the PersistentVolume binder and the built-in local-path provisioner
 //!   (default StorageClass `local-path`).
+//! - [`protection`]: the `pvc-protection`/`pv-protection` finalizers removed once a deleted
+//!   claim has no scheduled pod / a deleted volume is no longer `Bound`.
 //! - [`nodelifecycle`]: nodes silent past the grace period become `Unknown` and
 //!   `unreachable`-tainted; the taint manager evicts pods after their `tolerationSeconds`.
 //! - [`nodeipam`]: each Node's `spec.podCIDR`, the lowest free /24 of the cluster CIDR
@@ -36,6 +38,7 @@ pub mod hpa;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pdb;
+pub mod protection;
 pub mod quota;
 mod resources;
 pub mod rootca;
@@ -119,6 +122,7 @@ async fn run_all(client: Client, config: Config) {
                 local_path_dir: config.local_path_dir.clone(),
             },
         )),
+        tokio::spawn(protection::run(client.clone())),
         tokio::spawn(nodelifecycle::run(
             client.clone(),
             nodelifecycle::LifecycleConfig {

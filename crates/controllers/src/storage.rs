@@ -288,7 +288,7 @@ struct Caches {
     classes: Store<StorageClass>,
 }
 
-fn reflect<K>(api: Api<K>, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
+pub(crate) fn reflect<K>(api: Api<K>, wake: Arc<Notify>) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync,
     K: 'static,
@@ -363,7 +363,7 @@ pub async fn run(client: Client, cfg: StorageConfig) {
 }
 
 /// Watch tasks, aborted when the controller's future is dropped (at shutdown).
-struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+pub(crate) struct Tasks(pub(crate) Vec<tokio::task::JoinHandle<()>>);
 
 impl Drop for Tasks {
     fn drop(&mut self) {

@@ -11,6 +11,8 @@
 //! - [`tolerations`]: DefaultTolerationSeconds (300 s for the not-ready/unreachable
 //!   `NoExecute` taints).
 //! - [`ingressclass`]: DefaultIngressClass (an Ingress without a class gets the default one).
+//! - [`storageprotection`]: StorageObjectInUseProtection (the `kubernetes.io/pvc-protection`
+//!   and `kubernetes.io/pv-protection` finalizers on new claims and volumes).
 //! - [`quota`]: object counts and compute usage against every ResourceQuota of the
 //!   namespace.
 //!
@@ -22,6 +24,7 @@ pub mod limitrange;
 pub mod quantity;
 pub mod quota;
 pub(crate) mod serviceaccount;
+pub mod storageprotection;
 pub mod tolerations;
 
 use barge_datastore::ListOptions;
@@ -49,6 +52,7 @@ impl ApiServer {
         namespace: Option<&str>,
         obj: &mut Value,
     ) -> ApiResult<()> {
+        storageprotection::add_finalizer(info.group, info.plural, obj);
         let Some(ns) = namespace.filter(|_| info.namespaced) else {
             return Ok(());
         };

@@ -499,3 +499,52 @@ async fn quota_is_enforced_on_updates_that_grow_usage() {
         .await;
     assert_eq!(r.code, StatusCode::OK, "{}", r.text());
 }
+
+#[tokio::test]
+async fn claims_and_volumes_get_the_protection_finalizers() {
+    let t = strict().await;
+    let r = t
+        .send(
+            Method::POST,
+            "/api/v1/namespaces/default/persistentvolumeclaims",
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "c"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(
+        r.json()["metadata"]["finalizers"],
+        json!(["kubernetes.io/pvc-protection"])
+    );
+    let r = t
+        .send(
+            Method::POST,
+            "/api/v1/persistentvolumes",
+            json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": "v"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
+                    "hostPath": {"path": "/tmp/v"}}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(
+        r.json()["metadata"]["finalizers"],
+        json!(["kubernetes.io/pv-protection"])
+    );
+    // Deleted, the claim stays (Terminating) until the finalizer goes.
+    let r = t
+        .send(
+            Method::DELETE,
+            "/api/v1/namespaces/default/persistentvolumeclaims/c",
+            json!({}),
+        )
+        .await;
+    assert!(r.code.is_success(), "{}", r.text());
+    let r = t
+        .get("/api/v1/namespaces/default/persistentvolumeclaims/c")
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    assert!(r.json()["metadata"]["deletionTimestamp"].is_string());
+}

@@ -239,6 +239,33 @@ pub(crate) fn daemon_set_causes(obj: &Value) -> Vec<Cause> {
             ));
         }
     }
+    // `ValidateRollingUpdateDaemonSet`: exactly one of maxUnavailable and maxSurge non-zero.
+    let ru = &spec["updateStrategy"]["rollingUpdate"];
+    if spec["updateStrategy"]["type"] == "RollingUpdate" && ru.is_object() {
+        let nonzero = |v: &Value| match v {
+            Value::Number(n) => n.as_i64() != Some(0),
+            Value::String(s) => s.trim_end_matches('%').parse::<i64>() != Ok(0),
+            _ => false,
+        };
+        match (nonzero(&ru["maxUnavailable"]), nonzero(&ru["maxSurge"])) {
+            (true, true) => {
+                let shown = match &ru["maxSurge"] {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                out.push(invalid_raw(
+                    "spec.updateStrategy.rollingUpdate.maxSurge",
+                    &shown,
+                    "may not be set when maxUnavailable is non-zero",
+                ));
+            }
+            (false, false) => out.push(Cause::required(
+                "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                "cannot be 0 when maxSurge is 0",
+            )),
+            _ => {}
+        }
+    }
     out
 }
 
@@ -314,6 +341,32 @@ mod tests {
     fn pod(restart: &str) -> Value {
         json!({"spec": {"restartPolicy": restart,
             "containers": [{"name": "c", "image": "busybox"}]}})
+    }
+
+    #[test]
+    fn daemonset_surge_excludes_unavailable() {
+        let mut template = pod("Always");
+        template["metadata"] = json!({"labels": {"a": "b"}});
+        let ds = |ru: Value| {
+            json!({"spec": {"selector": {"matchLabels": {"a": "b"}}, "template": template.clone(),
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": ru}}})
+        };
+        assert_eq!(
+            lines(daemon_set_causes(&ds(json!({"maxUnavailable": 1, "maxSurge": 1})))),
+            vec!["spec.updateStrategy.rollingUpdate.maxSurge: Invalid value: 1: may not be set when maxUnavailable is non-zero"]
+        );
+        assert_eq!(
+            lines(daemon_set_causes(&ds(json!({"maxUnavailable": 0, "maxSurge": "0%"})))),
+            vec!["spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0"]
+        );
+        assert!(lines(daemon_set_causes(&ds(
+            json!({"maxUnavailable": 0, "maxSurge": "25%"})
+        )))
+        .is_empty());
+        assert!(lines(daemon_set_causes(&ds(
+            json!({"maxUnavailable": 1, "maxSurge": 0})
+        )))
+        .is_empty());
     }
 
     #[test]

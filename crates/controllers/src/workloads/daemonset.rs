@@ -13,7 +13,11 @@
 //! Per sync: pods on ineligible nodes, extra pods on a node and failed pods are deleted,
 //! missing ones created (slow-start batches); with `RollingUpdate`, old-revision pods are
 //! deleted while fewer than `maxUnavailable` (default 1, a percentage of the desired count
-//! rounded up) pods are unavailable; `OnDelete` replaces only deleted pods. The status
+//! rounded up) pods are unavailable — or, with a non-zero `maxSurge` (then `maxUnavailable` is
+//! 0, as the API server validates), a new pod is made beside the old one on up to `maxSurge`
+//! nodes at a time (at once where the old one is unavailable), and the old one is deleted once
+//! the new one is available (kube's surge branch of `rollingUpdate` and `podsShouldBeOnNode`:
+//! at most one old and one new pod per node); `OnDelete` replaces only deleted pods. The status
 //! (desiredNumberScheduled, currentNumberScheduled, numberMisscheduled, numberReady,
 //! updatedNumberScheduled, numberAvailable, numberUnavailable, observedGeneration) is what
 //! `kubectl rollout status ds/<name>` reads.
@@ -30,6 +34,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::Action;
 
@@ -163,6 +168,83 @@ pub fn should_run(template: &PodTemplateSpec, node: &Node) -> (bool, bool) {
     (run, true)
 }
 
+/// With surge, the pods of a node beyond one old and one new to delete (kube's
+/// `podsShouldBeOnNode`): the oldest of each revision stay — the old one only while it is ready
+/// and the new one not yet available. `live`: the node's live pods, oldest first.
+pub fn surge_excess(
+    live: &[Arc<Pod>],
+    is_updated: &dyn Fn(&Pod) -> bool,
+    min_ready: i32,
+    now: Timestamp,
+) -> Vec<Arc<Pod>> {
+    if live.len() < 2 {
+        return vec![];
+    }
+    let (mut new, mut old, mut out) = (None, None, Vec::new());
+    for p in live {
+        if is_updated(p) {
+            if new.is_none() {
+                new = Some(p);
+                continue;
+            }
+        } else if old.is_none() {
+            old = Some(p);
+            continue;
+        }
+        out.push(p.clone());
+    }
+    if let (Some(n), Some(o)) = (new, old) {
+        if !pods::is_ready(o) || pods::is_available(n, min_ready, now) {
+            out.push(o.clone());
+        }
+    }
+    out
+}
+
+/// kube's surge branch of `rollingUpdate` over the nodes that should run a pod (their live
+/// pods, at most one old and one new after [`surge_excess`]): (old pods to delete, nodes to
+/// get a new pod). An unavailable old pod is replaced at once; available ones get a new pod
+/// beside them on up to `max_surge` nodes at a time, counting the nodes already surged whose
+/// new pod is not available yet; an old pod goes once the new one beside it is available.
+pub fn surge_plan(
+    nodes: &[(String, Vec<Arc<Pod>>)],
+    is_updated: &dyn Fn(&Pod) -> bool,
+    max_surge: i32,
+    min_ready: i32,
+    now: Timestamp,
+) -> (Vec<Arc<Pod>>, Vec<String>) {
+    let (mut delete, mut allowed, mut candidates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut surged = 0;
+    for (node, live) in nodes {
+        let news: Vec<&Arc<Pod>> = live.iter().filter(|p| is_updated(p)).collect();
+        let olds: Vec<&Arc<Pod>> = live.iter().filter(|p| !is_updated(p)).collect();
+        if news.len() > 1 || olds.len() > 1 {
+            surged += 1; // The manage step cleans this node up first.
+            continue;
+        }
+        match (news.first(), olds.first()) {
+            (_, None) => {}
+            (None, Some(old)) => {
+                if pods::is_available(old, min_ready, now) {
+                    candidates.push(node.clone());
+                } else {
+                    allowed.push(node.clone());
+                }
+            }
+            (Some(new), Some(old)) => {
+                if pods::is_available(new, min_ready, now) {
+                    delete.push((*old).clone());
+                } else {
+                    surged += 1;
+                }
+            }
+        }
+    }
+    let room = (max_surge - surged).clamp(0, candidates.len() as i32) as usize;
+    allowed.extend(candidates.into_iter().take(room));
+    (delete, allowed)
+}
+
 /// Reconciles one DaemonSet.
 pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
     if ds.metadata.deletion_timestamp.is_some() {
@@ -257,6 +339,17 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Cont
     let mut unavailable_old: Vec<Arc<Pod>> = Vec::new();
     let mut available_old: Vec<Arc<Pod>> = Vec::new();
     let mut unavailable_count = 0;
+    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    let rolling = strategy.type_.as_deref().unwrap_or("RollingUpdate") == "RollingUpdate";
+    let max_surge = strategy
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.max_surge.clone())
+        .unwrap_or(IntOrString::Int(0));
+    // kube's AllowsSurge: any non-zero maxSurge (a percentage of one node rounded up).
+    let surging = rolling && scaled_value(&max_surge, 1, true).unwrap_or(0) > 0;
+    // Nodes that should run a pod, with their live pods (oldest first), for the surge.
+    let mut surge_nodes: Vec<(String, Vec<Arc<Pod>>)> = Vec::new();
     for node in &nodes {
         let nname = node.metadata.name.clone().unwrap_or_default();
         let (run, keep) = should_run(&spec.template, node);
@@ -299,10 +392,16 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Cont
             continue;
         }
         current += 1;
-        // More than one: keep the oldest, as kube (by creation).
         let mut live = live;
         live.sort_by_key(|p| p.metadata.creation_timestamp.clone());
-        delete.extend(live.drain(1..));
+        if surging {
+            delete.extend(surge_excess(&live, &is_updated, min_ready, now));
+            surge_nodes.push((nname.clone(), live.clone()));
+        } else {
+            // More than one: keep the oldest, as kube (by creation).
+            delete.extend(live.iter().skip(1).cloned());
+        }
+        // The status counts the oldest pod of a node (kube's updateDaemonSetStatus).
         let p = &live[0];
         if pods::is_ready(p) {
             ready += 1;
@@ -328,9 +427,16 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Cont
                 .filter(|p| p.metadata.deletion_timestamp.is_none()),
         );
     }
-    // RollingUpdate: unavailable old pods go at once, available ones while the budget lasts.
-    let strategy = spec.update_strategy.clone().unwrap_or_default();
-    if strategy.type_.as_deref().unwrap_or("RollingUpdate") == "RollingUpdate" {
+    // RollingUpdate with surge: only once the manage step has nothing to do (kube runs the
+    // update only with its expectations satisfied).
+    if surging && create.is_empty() && delete.is_empty() {
+        let max = scaled_value(&max_surge, desired, true).unwrap_or(0);
+        let (old, new) = surge_plan(&surge_nodes, &is_updated, max, min_ready, now);
+        delete.extend(old);
+        create.extend(new);
+    } else if rolling && !surging {
+        // RollingUpdate: unavailable old pods go at once, available ones while the budget
+        // lasts.
         let max = strategy
             .rolling_update
             .as_ref()
@@ -458,6 +564,68 @@ mod tests {
                                 {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}}),
         );
         assert_eq!(should_run(&t, &cordoned), (true, true));
+    }
+
+    fn daemon_pod(name: &str, rev: &str, created: &str, ready: bool) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "creationTimestamp": created,
+                    "labels": {REVISION_LABEL: rev}},
+                "status": {"phase": "Running", "conditions": [{"type": "Ready",
+                    "status": if ready {"True"} else {"False"},
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn surge_makes_new_pods_beside_old_ones_and_removes_old_ones_once_available() {
+        let now = pods::now();
+        let upd = |p: &Pod| p.metadata.labels.as_ref().unwrap()[REVISION_LABEL] == "new";
+        let old_a = daemon_pod("a-old", "old", "2026-01-01T00:00:00Z", true);
+        let old_b = daemon_pod("b-old", "old", "2026-01-01T00:00:00Z", true);
+        let old_c = daemon_pod("c-old", "old", "2026-01-01T00:00:00Z", false);
+        let nodes = vec![
+            ("a".to_string(), vec![old_a.clone()]),
+            ("b".to_string(), vec![old_b.clone()]),
+            ("c".to_string(), vec![old_c.clone()]),
+        ];
+        // maxSurge 1: the unavailable old pod's node at once, one available one.
+        let (del, make) = surge_plan(&nodes, &upd, 1, 0, now);
+        assert!(del.is_empty());
+        assert_eq!(make, ["c", "a"]);
+        // A new pod not yet available uses the surge; once available, the old one goes.
+        let new_a = daemon_pod("a-new", "new", "2026-01-01T00:01:00Z", false);
+        let nodes = vec![
+            ("a".to_string(), vec![old_a.clone(), new_a.clone()]),
+            ("b".to_string(), vec![old_b.clone()]),
+        ];
+        assert_eq!(surge_plan(&nodes, &upd, 1, 0, now), (vec![], vec![]));
+        let new_a = daemon_pod("a-new", "new", "2026-01-01T00:01:00Z", true);
+        let nodes = vec![
+            ("a".to_string(), vec![old_a.clone(), new_a.clone()]),
+            ("b".to_string(), vec![old_b.clone()]),
+        ];
+        let (del, make) = surge_plan(&nodes, &upd, 1, 0, now);
+        assert_eq!(del[0].metadata.name.as_deref(), Some("a-old"));
+        assert_eq!(make, ["b"]);
+        // The manage step: one old and one new per node; the old goes when it is not ready
+        // or the new one is available.
+        let extra = daemon_pod("a-old2", "old", "2026-01-01T00:00:30Z", true);
+        let pending = daemon_pod("a-new", "new", "2026-01-01T00:01:00Z", false);
+        let out = surge_excess(
+            &[old_a.clone(), extra.clone(), pending.clone()],
+            &upd,
+            0,
+            now,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].metadata.name.as_deref(), Some("a-old2"));
+        let out = surge_excess(&[old_a.clone(), new_a.clone()], &upd, 0, now);
+        assert_eq!(out[0].metadata.name.as_deref(), Some("a-old"));
+        let out = surge_excess(&[old_c.clone(), pending.clone()], &upd, 0, now);
+        assert_eq!(out[0].metadata.name.as_deref(), Some("c-old"));
     }
 
     #[test]

@@ -1,8 +1,16 @@
 //! The StatefulSet controller (kube's `pkg/controller/statefulset`): pods `<set>-<ordinal>`
 //! with a stable identity — hostname = pod name, subdomain = `serviceName`, labels
 //! `statefulset.kubernetes.io/pod-name` and `apps.kubernetes.io/pod-index` — and their own
-//! claims from `volumeClaimTemplates` (`<template>-<set>-<ordinal>`, created before the pod,
-//! never deleted by the controller: kube's default `Retain` retention policy).
+//! claims from `volumeClaimTemplates` (`<template>-<set>-<ordinal>`, created before the pod).
+//! Ordinals run from `spec.ordinals.start` (default 0) for `replicas`.
+//!
+//! Claims are kept or deleted by `persistentVolumeClaimRetentionPolicy` through owner
+//! references, as kube's `updateClaimOwnerRefForSetAndPod` sets them (controller references,
+//! so the garbage collector deletes the claim with its owner): `whenDeleted: Delete` makes the
+//! set own the claims of the pods in range; `whenScaled: Delete` makes a condemned pod (its
+//! ordinal out of range) own its claims, so they go with it; `Retain` for both (the default)
+//! leaves them unowned. A claim with a reference to an older set or pod of the same name, or
+//! another controller, is left alone.
 //!
 //! Revisions are ControllerRevisions `<set>-<hash>` owned by the set, whose `data` is the
 //! template as kube's strategic patch (`{"spec":{"template":{…,"$patch":"replace"}}}`); each
@@ -25,13 +33,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, StatefulSet, StatefulSetSpec, StatefulSetStatus,
+};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
@@ -184,6 +194,8 @@ pub enum Step {
 /// The policy knobs of [`plan`].
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
+    /// `spec.ordinals.start`: the first ordinal.
+    pub start: i32,
     pub replicas: i32,
     pub ordered: bool,
     pub rolling: bool,
@@ -195,11 +207,12 @@ pub struct Policy {
 pub fn plan(policy: Policy, pods: &[(i32, &Pod, bool)]) -> Vec<Step> {
     let mut steps = Vec::new();
     let get = |i: i32| pods.iter().find(|(o, _, _)| *o == i);
-    // Make and repair 0..replicas.
-    for i in 0..policy.replicas {
+    let end = policy.start + policy.replicas;
+    // Make and repair start..start+replicas.
+    for i in policy.start..end {
         match get(i) {
             None => {
-                let update = !policy.rolling || i >= policy.partition;
+                let update = !policy.rolling || i >= policy.start + policy.partition;
                 steps.push(Step::Create(i, update));
                 if policy.ordered {
                     return steps;
@@ -217,10 +230,10 @@ pub fn plan(policy: Policy, pods: &[(i32, &Pod, bool)]) -> Vec<Step> {
             Some(_) => {}
         }
     }
-    // Condemned ordinals, highest first.
+    // Condemned ordinals (out of range), highest first.
     let mut condemned: Vec<&(i32, &Pod, bool)> = pods
         .iter()
-        .filter(|(o, _, _)| *o >= policy.replicas)
+        .filter(|(o, _, _)| *o < policy.start || *o >= end)
         .collect();
     condemned.sort_by_key(|(o, _, _)| std::cmp::Reverse(*o));
     let healthy = |skip: i32| {
@@ -258,7 +271,7 @@ pub fn plan(policy: Policy, pods: &[(i32, &Pod, bool)]) -> Vec<Step> {
         live.sort_by_key(|(o, _, _)| std::cmp::Reverse(*o));
         if let Some((o, _, _)) = live
             .into_iter()
-            .find(|(o, _, updated)| *o >= policy.partition && !*updated)
+            .find(|(o, _, updated)| *o >= policy.start + policy.partition && !*updated)
         {
             steps.push(Step::Delete(*o));
         }
@@ -364,6 +377,7 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, C
     let strategy = spec.update_strategy.clone().unwrap_or_default();
     let rolling = strategy.type_.as_deref().unwrap_or("RollingUpdate") == "RollingUpdate";
     let policy = Policy {
+        start: start_ordinal(&spec),
         replicas: spec.replicas.unwrap_or(1),
         ordered: spec.pod_management_policy.as_deref() != Some("Parallel"),
         rolling,
@@ -374,11 +388,24 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, C
             .unwrap_or(0),
     };
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Claims' owners by the retention policy, before any condemned pod goes.
+    if !spec
+        .volume_claim_templates
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        sync_claim_owners(&ctx, &set, &by_ordinal, policy).await?;
+    }
     for step in plan(policy, &by_ordinal) {
         match step {
             Step::Create(i, update) => {
                 let pod_name = format!("{name}-{i}");
-                ensure_claims(&ctx, &set, i, &pod_name).await?;
+                if !ensure_claims(&ctx, &set, i, &pod_name, policy).await? {
+                    // A claim of the pod is still being deleted: wait for it (kube's
+                    // PodClaimIsStale).
+                    continue;
+                }
                 let (template, rev) = if update {
                     (&spec.template, &update_name)
                 } else {
@@ -512,25 +539,161 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, C
     })
 }
 
-/// Creates the claims of pod `ordinal` that do not exist yet (kube's `createPersistentVolumeClaims`).
+/// `spec.ordinals.start` (0 when unset).
+pub fn start_ordinal(spec: &StatefulSetSpec) -> i32 {
+    spec.ordinals
+        .as_ref()
+        .and_then(|o| o.start)
+        .unwrap_or(0)
+        .max(0)
+}
+
+/// The retention policy's two answers: whether claims go with the set (`whenDeleted`) and
+/// with a scaled-down pod (`whenScaled`); `Retain` (kube's default) is `false`.
+pub fn retention(spec: &StatefulSetSpec) -> (bool, bool) {
+    let p = spec.persistent_volume_claim_retention_policy.as_ref();
+    let delete = |v: Option<&String>| v.map(String::as_str) == Some("Delete");
+    (
+        delete(p.and_then(|p| p.when_deleted.as_ref())),
+        delete(p.and_then(|p| p.when_scaled.as_ref())),
+    )
+}
+
+/// A reference's identity as kube's `matchesRef`: same kind, group and name (any uid).
+fn matches_ref(r: &OwnerReference, api_version: &str, kind: &str, name: &str) -> bool {
+    let group = |v: &str| v.rsplit_once('/').map_or("", |(g, _)| g).to_string();
+    r.kind == kind && r.name == name && group(&r.api_version) == group(api_version)
+}
+
+/// The owner references claim `refs` should have (kube's `isClaimOwnerUpToDate` and
+/// `updateClaimOwnerRefForSetAndPod`) for `set` and its pod `pod` (in the ordinal range or
+/// not: `in_range`); `None` when they are right already or must not be touched (a stale
+/// reference to an older set/pod of the same name). `whenDeleted: Delete` → a controller
+/// reference to the set (in range); `whenScaled: Delete` → one to the pod once out of range.
+pub fn claim_owners(
+    refs: &[OwnerReference],
+    set: &StatefulSet,
+    pod: &ObjectMeta,
+    in_range: bool,
+) -> Option<Vec<OwnerReference>> {
+    let set_name = set.metadata.name.as_deref().unwrap_or_default();
+    let set_uid = set.metadata.uid.as_deref().unwrap_or_default();
+    let pod_name = pod.name.as_deref().unwrap_or_default();
+    let pod_uid = pod.uid.as_deref().unwrap_or_default();
+    let is_set = |r: &OwnerReference| matches_ref(r, "apps/v1", "StatefulSet", set_name);
+    let is_pod = |r: &OwnerReference| matches_ref(r, "v1", "Pod", pod_name);
+    if refs
+        .iter()
+        .any(|r| (is_set(r) && r.uid != set_uid) || (is_pod(r) && r.uid != pod_uid))
+    {
+        return None; // A previous controller's claim: not touched.
+    }
+    let mut out: Vec<OwnerReference> = refs
+        .iter()
+        .filter(|r| !is_set(r) && !is_pod(r))
+        .cloned()
+        .collect();
+    let unexpected = out.iter().any(|r| r.controller == Some(true));
+    if !unexpected {
+        let (when_deleted, when_scaled) = retention(&set.spec.clone().unwrap_or_default());
+        if when_scaled && !in_range {
+            out.push(pods::controller_ref("v1", "Pod", pod));
+        } else if when_deleted && in_range {
+            out.push(pods::controller_ref(
+                "apps/v1",
+                "StatefulSet",
+                &set.metadata,
+            ));
+        }
+    }
+    let same = out.len() == refs.len() && out.iter().all(|r| refs.contains(r));
+    (!same).then_some(out)
+}
+
+/// Sets the owner references of the claims of every pod of the set by the retention policy
+/// (kube's `UpdatePodClaimForRetentionPolicy`, for the pods in range and the condemned).
+async fn sync_claim_owners(
+    ctx: &Ctx,
+    set: &StatefulSet,
+    pods_by_ordinal: &[(i32, &Pod, bool)],
+    policy: Policy,
+) -> Result<(), ControllerError> {
+    let ns = ns_of(&set.metadata);
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let claims = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| ControllerError::api(format!("listing claims of {ns}"), e))?
+        .items;
+    for (o, pod, _) in pods_by_ordinal {
+        if terminating(pod) {
+            continue;
+        }
+        let in_range = *o >= policy.start && *o < policy.start + policy.replicas;
+        for want in claims_for(set, *o) {
+            let Some(claim) = claims
+                .iter()
+                .find(|c| c.metadata.name == want.metadata.name)
+            else {
+                continue;
+            };
+            if claim.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let refs = claim.metadata.owner_references.clone().unwrap_or_default();
+            let Some(new) = claim_owners(&refs, set, &pod.metadata, in_range) else {
+                continue;
+            };
+            let cname = claim.metadata.name.clone().unwrap_or_default();
+            let patch = json!({"metadata": {"resourceVersion": claim.metadata.resource_version,
+                "ownerReferences": new}});
+            match api
+                .patch(&cname, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(ControllerError::api(format!("owners of claim {cname}"), e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the claims of pod `ordinal` that do not exist yet (kube's
+/// `createPersistentVolumeClaims`), owned as the retention policy says; `false` when one of
+/// them is still being deleted (the pod must wait, kube's `PodClaimIsStale`).
 async fn ensure_claims(
     ctx: &Ctx,
     set: &StatefulSet,
     ordinal: i32,
     pod_name: &str,
-) -> Result<(), ControllerError> {
+    policy: Policy,
+) -> Result<bool, ControllerError> {
     let ns = ns_of(&set.metadata);
     let set_name = set.metadata.name.clone().unwrap_or_default();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-    for claim in claims_for(set, ordinal) {
+    let in_range = ordinal >= policy.start && ordinal < policy.start + policy.replicas;
+    let (when_deleted, _) = retention(&set.spec.clone().unwrap_or_default());
+    for mut claim in claims_for(set, ordinal) {
         let cname = claim.metadata.name.clone().unwrap_or_default();
-        let exists = api
+        let existing = api
             .get_opt(&cname)
             .await
-            .map_err(|e| ControllerError::api(format!("reading claim {cname}"), e))?
-            .is_some();
-        if exists {
+            .map_err(|e| ControllerError::api(format!("reading claim {cname}"), e))?;
+        if let Some(c) = existing {
+            if c.metadata.deletion_timestamp.is_some() {
+                return Ok(false);
+            }
             continue;
+        }
+        // The pod does not exist yet: only the set can own the new claim.
+        if when_deleted && in_range {
+            claim.metadata.owner_references = Some(vec![pods::controller_ref(
+                "apps/v1",
+                "StatefulSet",
+                &set.metadata,
+            )]);
         }
         match api.create(&PostParams::default(), &claim).await {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -550,7 +713,7 @@ async fn ensure_claims(
             Err(e) => return Err(ControllerError::api(format!("creating claim {cname}"), e)),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -568,6 +731,7 @@ mod tests {
 
     fn ordered(replicas: i32) -> Policy {
         Policy {
+            start: 0,
             replicas,
             ordered: true,
             rolling: true,
@@ -626,6 +790,92 @@ mod tests {
         assert_eq!(plan(onde, &outdated), []);
         // Below the partition, a missing pod comes back at the current revision.
         assert_eq!(plan(part, &[(0, &a, false)]), [Step::Create(1, false)]);
+    }
+
+    #[test]
+    fn ordinals_start_shifts_the_range_and_the_partition() {
+        let p = Policy {
+            start: 5,
+            ..ordered(2)
+        };
+        assert_eq!(plan(p, &[]), [Step::Create(5, true)]);
+        let (a, b, z) = (pod("web-5", true), pod("web-6", true), pod("web-0", true));
+        // web-0 is below the range: condemned.
+        assert_eq!(
+            plan(p, &[(0, &z, true), (5, &a, true), (6, &b, true)]),
+            [Step::Delete(0)]
+        );
+        let part = Policy { partition: 1, ..p };
+        assert_eq!(
+            plan(part, &[(5, &a, false), (6, &b, false)]),
+            [Step::Delete(6)]
+        );
+        assert_eq!(plan(part, &[(5, &a, false), (6, &b, true)]), []);
+        assert_eq!(plan(part, &[(6, &b, true)]), [Step::Create(5, false)]);
+    }
+
+    #[test]
+    fn claim_owners_follow_the_retention_policy() {
+        let set = |deleted: &str, scaled: &str| -> StatefulSet {
+            serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "default", "uid": "set-uid"},
+                "spec": {"selector": {}, "template": {},
+                    "persistentVolumeClaimRetentionPolicy": {"whenDeleted": deleted, "whenScaled": scaled}}
+            }))
+            .unwrap()
+        };
+        let pod: ObjectMeta =
+            serde_json::from_value(json!({"name": "web-1", "uid": "pod-uid"})).unwrap();
+        let uids = |r: Option<Vec<OwnerReference>>| {
+            r.map(|v| v.into_iter().map(|r| r.uid).collect::<Vec<_>>())
+        };
+        // Retain/Retain: nothing to add; refs of ours are removed.
+        assert_eq!(
+            uids(claim_owners(&[], &set("Retain", "Retain"), &pod, true)),
+            None
+        );
+        let by_set = vec![pods::controller_ref(
+            "apps/v1",
+            "StatefulSet",
+            &set("Retain", "Retain").metadata,
+        )];
+        assert_eq!(
+            uids(claim_owners(&by_set, &set("Retain", "Retain"), &pod, true)),
+            Some(vec![])
+        );
+        // whenDeleted: Delete → the set owns the claims of pods in range.
+        let r = claim_owners(&[], &set("Delete", "Retain"), &pod, true).unwrap();
+        assert_eq!(r[0].uid, "set-uid");
+        assert_eq!(r[0].controller, Some(true));
+        assert_eq!(claim_owners(&r, &set("Delete", "Retain"), &pod, true), None);
+        // whenScaled: Delete → a condemned pod owns its claims, the set no longer.
+        assert_eq!(
+            uids(claim_owners(&r, &set("Delete", "Delete"), &pod, false)),
+            Some(vec!["pod-uid".to_string()])
+        );
+        assert_eq!(
+            uids(claim_owners(&[], &set("Retain", "Delete"), &pod, true)),
+            None
+        );
+        // A stale reference (an older set of the same name) or another controller: kept.
+        let mut stale = by_set.clone();
+        stale[0].uid = "old".into();
+        assert_eq!(
+            claim_owners(&stale, &set("Delete", "Delete"), &pod, true),
+            None
+        );
+        let other = vec![OwnerReference {
+            api_version: "example.com/v1".into(),
+            kind: "Thing".into(),
+            name: "t".into(),
+            uid: "t".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }];
+        assert_eq!(
+            claim_owners(&other, &set("Delete", "Delete"), &pod, true),
+            None
+        );
     }
 
     #[test]
