@@ -36,6 +36,7 @@ packages=(
   skopeo            # a second OCI client to cross-check pushes
   openssl           # the registry's TLS certificates
   etcd-server       # /usr/bin/etcd: the datastore's and API server's tests against etcd v3
+  etcd-client       # /usr/bin/etcdctl: snapshot save/restore (docs/operations.md and its tests)
   docker.io         # dockerd: e2e_compose runs one project through barge compose on dockerd too
 )
 # END packages

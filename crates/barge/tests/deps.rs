@@ -43,6 +43,8 @@ const INDIRECT_TOOLS: &[&str] = &[
     "umount",
     // etcd-client's build script (crates/datastore) runs it.
     "protoc",
+    // barge_datastore::testing's snapshots (its ETCDCTL constant), docs/operations.md
+    "/usr/bin/etcdctl",
     // kubectl edit's editor script in crates/apiserver/tests/kubectl.rs
     "sh",
     "sed",
