@@ -255,7 +255,7 @@ impl EtcdStore {
             None => Ok(Bumps::default()),
             Some(kv) => serde_json::from_slice::<Vec<(Revision, Revision)>>(kv.value())
                 .map(Bumps)
-                .map_err(|e| backend_err(&format!("{REVISION_BUMPS_KEY}"), e)),
+                .map_err(|e| backend_err(REVISION_BUMPS_KEY, e)),
         }
     }
 
