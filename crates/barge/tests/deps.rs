@@ -45,6 +45,8 @@ const INDIRECT_TOOLS: &[&str] = &[
     "protoc",
     // barge_datastore::testing's snapshots (its ETCDCTL constant), docs/operations.md
     "/usr/bin/etcdctl",
+    // crates/ingress/examples/bench.rs, the Ingress proxy's reference
+    "/usr/sbin/nginx",
     // kubectl edit's editor script in crates/apiserver/tests/kubectl.rs
     "sh",
     "sed",
