@@ -36,6 +36,8 @@ packages=(
   skopeo            # a second OCI client to cross-check pushes
   openssl           # the registry's TLS certificates
   etcd-server       # /usr/bin/etcd: the datastore's and API server's tests against etcd v3
+  etcd-client       # /usr/bin/etcdctl: snapshot save/restore (docs/operations.md and its tests)
+  nginx             # /usr/sbin/nginx: the Ingress proxy's benchmark reference (crates/ingress/examples/bench.rs)
   docker.io         # dockerd: e2e_compose runs one project through barge compose on dockerd too
 )
 # END packages

@@ -30,10 +30,16 @@ pub const DNS_SERVICE: &str = "kube-dns";
 /// `endpointslice.kubernetes.io/managed-by` of the slices this agent writes.
 pub const MANAGED_BY: &str = "barge-agent";
 
-/// The zone of `domain` for the Services and EndpointSlices in `view`.
+/// The zone of `domain` for the Services, EndpointSlices and Namespaces in `view`.
 pub fn zone(view: &ClusterView, domain: &str) -> Zone {
     let mut z = Zone::new(domain);
     let domain = z.domain.clone();
+    z.namespaces = view
+        .namespaces
+        .state()
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
     for svc in view.services.state() {
         let (Some(ns), Some(name)) = (
             svc.metadata.namespace.as_deref(),

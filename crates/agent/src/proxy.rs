@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use barge_network::kubeproxy::{Endpoint, ServicePort, ServiceProxy};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -26,12 +26,13 @@ use tokio::sync::watch;
 /// The label naming an EndpointSlice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Services and EndpointSlices of the whole cluster, kept current by two reflectors;
-/// `changed` ticks after every event.
+/// Services, EndpointSlices and Namespaces of the whole cluster, kept current by reflectors;
+/// `changed` ticks after every event (the namespaces are the cluster DNS's pod records').
 #[derive(Clone)]
 pub struct ClusterView {
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
+    pub namespaces: Store<Namespace>,
     pub changed: watch::Receiver<u64>,
 }
 
@@ -57,6 +58,21 @@ impl ClusterView {
                 t.send_modify(|n| *n += 1);
             }
         });
+        let (namespaces, nw) = reflector::store::<Namespace>();
+        let t = tx.clone();
+        let api: Api<Namespace> = Api::all(client.clone());
+        tokio::spawn(async move {
+            let s = reflector::reflector(nw, watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects();
+            futures_util::pin_mut!(s);
+            while let Some(ev) = s.next().await {
+                if let Err(e) = ev {
+                    tracing::debug!("namespace watch: {e}");
+                }
+                t.send_modify(|n| *n += 1);
+            }
+        });
         let t = tx.clone();
         let api: Api<EndpointSlice> = Api::all(client);
         tokio::spawn(async move {
@@ -73,9 +89,11 @@ impl ClusterView {
         });
         let _ = services.wait_until_ready().await;
         let _ = slices.wait_until_ready().await;
+        let _ = namespaces.wait_until_ready().await;
         ClusterView {
             services,
             slices,
+            namespaces,
             changed: rx,
         }
     }

@@ -43,6 +43,10 @@ const INDIRECT_TOOLS: &[&str] = &[
     "umount",
     // etcd-client's build script (crates/datastore) runs it.
     "protoc",
+    // barge_datastore::testing's snapshots (its ETCDCTL constant), docs/operations.md
+    "/usr/bin/etcdctl",
+    // crates/ingress/examples/bench.rs, the Ingress proxy's reference
+    "/usr/sbin/nginx",
     // kubectl edit's editor script in crates/apiserver/tests/kubectl.rs
     "sh",
     "sed",

@@ -457,6 +457,185 @@ fn migrate_from_sqlite_copies_objects_into_an_empty_etcd() {
     assert_eq!(names, ["alpha", "beta", "delta", "gamma"]);
 }
 
+// ---- etcd snapshot and restore ----
+
+/// `etcdctl` (Debian's etcd-client, 3.4: the v3 API by default).
+fn etcdctl(args: &[&str]) -> Output {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running etcdctl (Debian's etcd-client)");
+    assert!(out.status.success(), "etcdctl {args:?}: {}", stderr(&out));
+    out
+}
+
+/// A server on etcd: objects made, `etcdctl snapshot save`, more changes, everything stopped,
+/// `etcdctl snapshot restore` into the member's place, `barge server --cluster-reset` on the
+/// restored etcd, the server started again: the objects of the snapshot with their
+/// resourceVersions, none of the later changes, a watch from a revision seen after the
+/// snapshot 410 Gone (clients relist), and watches from the new list's revision working.
+#[test]
+fn etcd_snapshot_restore_then_cluster_reset_serves_the_snapshot_and_clients_relist() {
+    let mut etcd = Etcd::start(1);
+    let endpoint = etcd.endpoints();
+    let mut s = Server::start(false, &["--datastore-endpoint", &endpoint]);
+    for n in ["one", "two", "three"] {
+        s.k(&["create", "configmap", n, &format!("--from-literal=k={n}")]);
+    }
+    s.k(&[
+        "patch",
+        "configmap",
+        "two",
+        "-p",
+        r#"{"data":{"k":"two-b"}}"#,
+    ]);
+    let at_snapshot = configmaps(&s);
+    assert_eq!(at_snapshot.len(), 3, "{at_snapshot:?}");
+    let snap = etcd.dir.join("snapshot.db");
+    etcdctl(&[
+        "--endpoints",
+        &endpoint,
+        "snapshot",
+        "save",
+        snap.to_str().unwrap(),
+    ]);
+
+    // Changes after the snapshot, seen by clients.
+    s.k(&["delete", "configmap", "one"]);
+    s.k(&[
+        "patch",
+        "configmap",
+        "two",
+        "-p",
+        r#"{"data":{"k":"two-c"}}"#,
+    ]);
+    s.k(&["create", "configmap", "four", "--from-literal=k=4"]);
+    let seen = list_rv(&s);
+
+    // Restore: the server and the member stopped, the snapshot restored in its place.
+    s.stop();
+    etcd.kill9(0);
+    let member = etcd.dir.join("m0");
+    let restored = etcd.dir.join("m0-restored");
+    let peer = format!("http://127.0.0.1:{}", etcd.members[0].peer);
+    etcdctl(&[
+        "snapshot",
+        "restore",
+        snap.to_str().unwrap(),
+        "--name",
+        "m0",
+        "--data-dir",
+        restored.to_str().unwrap(),
+        "--initial-cluster",
+        &etcd.initial_cluster(),
+        "--initial-advertise-peer-urls",
+        &peer,
+    ]);
+    std::fs::remove_dir_all(&member).unwrap();
+    std::fs::rename(&restored, &member).unwrap();
+    etcd.spawn(0);
+    etcd.wait(0);
+
+    // The reset, then the server again.
+    let out = barge_cmd(&[
+        "server",
+        "--data-dir",
+        s.data_dir().to_str().unwrap(),
+        "--disable-agent",
+        "--datastore-endpoint",
+        &endpoint,
+        "--cluster-reset",
+    ]);
+    assert!(out.status.success(), "reset: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("without --cluster-reset"),
+        "{}",
+        stdout(&out)
+    );
+    s.restart();
+    assert_eq!(configmaps(&s), at_snapshot, "{}", tail(&s.log(), 30));
+    assert_eq!(
+        s.k(&["get", "configmap", "two", "-o", "jsonpath={.data.k}"]),
+        "two-b"
+    );
+    // A watch from a revision seen after the snapshot: 410 Gone, so clients relist.
+    let out = s.kubectl_with(
+        &s.kubeconfig(),
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={seen}"),
+            "--request-timeout=10s",
+        ],
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("410") || text.contains("Expired") || text.contains("too old"),
+        "watch from {seen} after the restore: {text}"
+    );
+    // The relist: its revision is above anything seen before, and a watch from it gets the
+    // next change, numbered after it.
+    let relist = list_rv(&s);
+    assert!(relist > seen, "{relist} <= {seen}");
+    s.k(&["create", "configmap", "five", "--from-literal=k=5"]);
+    let out = s.kubectl_with(
+        &s.kubeconfig(),
+        &[
+            "get",
+            "--raw",
+            &format!(
+                "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={relist}&timeoutSeconds=2"
+            ),
+            "--request-timeout=20s",
+        ],
+    );
+    let events = stdout(&out);
+    assert!(
+        events.contains(r#""type":"ADDED""#) && events.contains(r#""name":"five""#),
+        "watch from {relist}: {events} {}",
+        stderr(&out)
+    );
+    let five: i64 = s
+        .k(&[
+            "get",
+            "configmap",
+            "five",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .parse()
+        .unwrap();
+    assert!(five > relist);
+    // A restored object updates from its restored resourceVersion.
+    s.k(&[
+        "patch",
+        "configmap",
+        "two",
+        "-p",
+        r#"{"data":{"k":"two-d"}}"#,
+    ]);
+    // --cluster-reset-restore-path is SQLite's: refused on etcd.
+    let out = barge_cmd(&[
+        "server",
+        "--data-dir",
+        s.data_dir().to_str().unwrap(),
+        "--disable-agent",
+        "--datastore-endpoint",
+        &endpoint,
+        "--cluster-reset",
+        "--cluster-reset-restore-path",
+        snap.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("etcdctl snapshot restore"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 // ---- etcd unreachable at start ----
 
 /// A server whose etcd is not up yet logs a clear error and retries, without binding its API

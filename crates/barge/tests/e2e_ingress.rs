@@ -569,3 +569,334 @@ fn load_balancer_services_answer_on_the_node_address_with_status() {
     s.stop();
     drop(ns);
 }
+
+/// A Deployment `streamer` of one multilayer:1 pod (Python's stdlib only) on port 8080: `/ws`
+/// a WebSocket echo (each text message back as `echo:` + it), `/stream` a chunked response
+/// whose second chunk waits for `/release`, `/upload` a POST body read in 64 KiB pieces with
+/// `/progress` telling how much has arrived so far, `/slow?s=N` an answer after N seconds;
+/// and its Service (port 80).
+const STREAMER: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: streamer, namespace: web}
+data:
+  backend.py: |
+    import base64, hashlib, http.server, struct, threading, time, urllib.parse
+    release = threading.Event()
+    state = {'received': 0}
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = 'HTTP/1.1'
+        def log_message(self, *a):
+            pass
+        def reply(self, body):
+            b = body.encode()
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(b)))
+            self.end_headers()
+            self.wfile.write(b)
+        def chunk(self, b):
+            self.wfile.write(b'%x\r\n%s\r\n' % (len(b), b))
+        def websocket(self):
+            key = self.headers['Sec-WebSocket-Key'] + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+            self.send_response(101)
+            self.send_header('Upgrade', 'websocket')
+            self.send_header('Connection', 'Upgrade')
+            self.send_header('Sec-WebSocket-Accept', base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
+            self.end_headers()
+            self.close_connection = True
+            while True:
+                h = self.rfile.read(2)
+                if len(h) < 2:
+                    return
+                op, n = h[0] & 15, h[1] & 127
+                if n == 126:
+                    n = struct.unpack('>H', self.rfile.read(2))[0]
+                mask = self.rfile.read(4) if h[1] & 128 else b'\0\0\0\0'
+                data = bytes(c ^ mask[i % 4] for i, c in enumerate(self.rfile.read(n)))
+                if op == 8:
+                    self.wfile.write(b'\x88\x00')
+                    return
+                out = b'echo:' + data
+                self.wfile.write(bytes([0x80 | op, len(out)]) + out)
+        def do_GET(self):
+            u = urllib.parse.urlparse(self.path)
+            q = urllib.parse.parse_qs(u.query)
+            if u.path == '/ws' and self.headers.get('Upgrade', '').lower() == 'websocket':
+                self.websocket()
+            elif u.path == '/stream':
+                release.clear()
+                self.send_response(200)
+                self.send_header('Transfer-Encoding', 'chunked')
+                self.end_headers()
+                self.chunk(b'first\n')
+                release.wait(120)
+                self.chunk(b'second\n')
+                self.wfile.write(b'0\r\n\r\n')
+            elif u.path == '/release':
+                release.set()
+                self.reply('released')
+            elif u.path == '/progress':
+                self.reply(str(state['received']))
+            elif u.path == '/slow':
+                time.sleep(float(q['s'][0]))
+                self.reply('slow')
+            else:
+                self.reply('ok')
+        def do_POST(self):
+            n = int(self.headers['Content-Length'])
+            state['received'] = 0
+            while n > 0:
+                b = self.rfile.read(min(n, 65536))
+                if not b:
+                    break
+                n -= len(b)
+                state['received'] += len(b)
+            self.reply('received %d' % state['received'])
+    http.server.ThreadingHTTPServer.daemon_threads = True
+    http.server.ThreadingHTTPServer(('', 8080), H).serve_forever()
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: streamer, namespace: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: streamer}}
+  template:
+    metadata: {labels: {app: streamer}}
+    spec:
+      nodeName: node1
+      terminationGracePeriodSeconds: 1
+      volumes:
+      - name: code
+        configMap: {name: streamer}
+      containers:
+      - name: py
+        image: multilayer:1
+        args: [/srv/backend.py]
+        ports: [{name: http, containerPort: 8080}]
+        volumeMounts: [{name: code, mountPath: /srv}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: streamer, namespace: web}
+spec:
+  selector: {app: streamer}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: streamer, namespace: web}
+spec:
+  rules:
+  - host: stream.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: streamer, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: impatient
+  namespace: web
+  annotations: {nginx.ingress.kubernetes.io/proxy-read-timeout: "2"}
+spec:
+  rules:
+  - host: impatient.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: streamer, port: {number: 80}}}}
+"#;
+
+/// A raw HTTP/1.1 connection to the proxy on loopback (reads bounded by 60 s).
+fn raw(port: u16) -> std::net::TcpStream {
+    let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    c
+}
+
+/// Reads from `c` into `buf` until `done(buf)`, or the connection ends (then `false`).
+fn read_until(
+    c: &mut std::net::TcpStream,
+    buf: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> bool,
+) -> bool {
+    use std::io::Read;
+    let mut b = [0u8; 16384];
+    while !done(buf) {
+        match c.read(&mut b) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+    }
+    true
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// One masked WebSocket text frame from the client (RFC 6455 §5.2), payload < 126 bytes.
+fn ws_text(msg: &str) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut f = vec![0x81, 0x80 | msg.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(msg.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[test]
+fn ingress_passes_websockets_streams_bodies_and_honours_read_timeouts() {
+    use std::io::Write;
+    let hp = free_port();
+    let s = start(&[
+        "--ingress-http-port",
+        &hp.to_string(),
+        "--ingress-https-port",
+        "0",
+    ]);
+    s.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: web}}\n---\n{STREAMER}"
+    ));
+    s.k(&[
+        "-n",
+        "web",
+        "wait",
+        "--for=condition=Available",
+        "deployment/streamer",
+        "--timeout=120s",
+    ]);
+    for host in ["stream.example", "impatient.example"] {
+        s.until(30, &format!("{host} routed"), || {
+            (get(host, hp, "http", "/", &[]) == (200, "ok".into())).then_some(())
+        });
+    }
+
+    // WebSocket: the upgrade passes through (the backend's accept key for RFC 6455's sample
+    // nonce), then frames flow both ways on the one connection.
+    let mut c = raw(hp);
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: stream.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    assert!(read_until(&mut c, &mut buf, |b| contains(b, "\r\n\r\n")));
+    let head = String::from_utf8_lossy(&buf).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    let mut rest = buf[buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..].to_vec();
+    for msg in ["hello", "second message"] {
+        c.write_all(&ws_text(msg)).unwrap();
+        let want = format!("echo:{msg}");
+        let mut frame = vec![0x81, want.len() as u8];
+        frame.extend_from_slice(want.as_bytes());
+        assert!(read_until(&mut c, &mut rest, |b| b.len() >= frame.len()));
+        assert_eq!(
+            rest[..frame.len()],
+            frame[..],
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        rest.drain(..frame.len());
+    }
+    c.write_all(&[0x88, 0x80, 0, 0, 0, 0]).unwrap();
+    assert!(read_until(&mut c, &mut rest, |b| b.len() >= 2));
+    assert_eq!(rest[..2], [0x88, 0x00]);
+    drop(c);
+
+    // A chunked response arrives piece by piece: the first chunk is here while the backend
+    // still waits to send the second.
+    let mut c = raw(hp);
+    c.write_all(b"GET /stream HTTP/1.1\r\nHost: stream.example\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    assert!(
+        read_until(&mut c, &mut buf, |b| contains(b, "first")),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(!contains(&buf, "second"));
+    assert_eq!(get("stream.example", hp, "http", "/release", &[]).0, 200);
+    assert!(
+        read_until(&mut c, &mut buf, |b| contains(b, "0\r\n\r\n")),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(contains(&buf, "second"));
+    drop(c);
+
+    // A large request body streams: the backend has a good part of it while most of it is
+    // not even sent yet.
+    const TOTAL: usize = 64 << 20;
+    let mut c = raw(hp);
+    c.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: stream.example\r\nContent-Length: {TOTAL}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let piece = vec![b'x'; 1 << 20];
+    for _ in 0..4 {
+        c.write_all(&piece).unwrap();
+    }
+    s.until(30, "the backend receiving the body's start", || {
+        let (code, body) = get("stream.example", hp, "http", "/progress", &[]);
+        let n: usize = body.parse().unwrap_or(0);
+        (code == 200 && n >= 1 << 20).then_some(())
+    });
+    for _ in 4..(TOTAL >> 20) {
+        c.write_all(&piece).unwrap();
+    }
+    let mut buf = Vec::new();
+    let want = format!("received {TOTAL}");
+    assert!(
+        read_until(&mut c, &mut buf, |b| contains(b, &want)),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop(c);
+
+    // Read timeouts: the annotation's 2 s gives a 504 for a backend slower than that (well
+    // before it answers); the Ingress without it waits (ingress-nginx's default, 60 s).
+    let t = std::time::Instant::now();
+    let (code, body) = get("impatient.example", hp, "http", "/slow?s=8", &[]);
+    let took = t.elapsed();
+    assert_eq!(code, 504, "{body}");
+    assert!(body.contains("barge ingress"), "{body}");
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(8),
+        "{took:?}"
+    );
+    assert_eq!(
+        get("stream.example", hp, "http", "/slow?s=3", &[]),
+        (200, "slow".into())
+    );
+    // Between two pieces of a body too: the stream is cut after the first chunk.
+    let mut c = raw(hp);
+    c.write_all(b"GET /stream HTTP/1.1\r\nHost: impatient.example\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let t = std::time::Instant::now();
+    assert!(read_until(&mut c, &mut buf, |b| contains(b, "first")));
+    assert!(
+        !read_until(&mut c, &mut buf, |b| contains(b, "0\r\n\r\n")),
+        "the response must be cut: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!contains(&buf, "second"));
+    drop(c);
+    // Let the waiting handler go.
+    get("stream.example", hp, "http", "/release", &[]);
+
+    // Cleanup.
+    s.k(&["delete", "namespace", "web", "--timeout=90s"]);
+    let mut s = s;
+    s.stop();
+}

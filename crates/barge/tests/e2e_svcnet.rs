@@ -569,6 +569,36 @@ spec:
         "busybox nslookup -type=SRV _http._tcp.api.web.svc.cluster.local",
     );
     assert!(srv.contains("api.web.svc.cluster.local"), "{srv}");
+    // Pod records as CoreDNS's `pods insecure` (k3s's Corefile): the client's own address,
+    // dashed, in its namespace; a namespace that does not exist is NXDOMAIN.
+    let client_ip = s.k(&[
+        "-n",
+        "web",
+        "get",
+        "pod",
+        "client",
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]);
+    let dashed = client_ip.replace('.', "-");
+    let (_, pod_a, _) = sh(
+        &s,
+        &client,
+        &format!("busybox nslookup -type=A {dashed}.web.pod.cluster.local"),
+    );
+    assert!(
+        pod_a.contains(&format!("Address: {client_ip}")),
+        "{dashed}.web.pod.cluster.local: {pod_a}"
+    );
+    let (_, pod_nx, pod_nx_err) = sh(
+        &s,
+        &client,
+        &format!("busybox nslookup -type=A {dashed}.no-such-ns.pod.cluster.local"),
+    );
+    assert!(
+        format!("{pod_nx}{pod_nx_err}").contains("NXDOMAIN"),
+        "{pod_nx} {pod_nx_err}"
+    );
 
     // Cleanup: everything deleted, the server stopped — no table or bridge of barge's left.
     let net = s.docker(&["network", "inspect", "barge-pods", "-f", "{{.Id}}"]);

@@ -21,7 +21,19 @@
 //! Revisions are etcd's: they start at 1 in a new etcd (its first write is revision 2) and are
 //! shared by every root. etcd also allows a watch to start exactly at the compacted revision,
 //! where [`crate::MemStore`] and [`crate::SqliteStore`] already answer Compacted.
+//!
+//! After an etcd is restored from a snapshot (`etcdctl snapshot restore`, which in etcd 3.4
+//! has no `--bump-revision`), its revisions go back to the snapshot's: revisions clients saw
+//! after the snapshot would be handed out again for other contents. [`EtcdStore::reset_after_restore`]
+//! (`barge server --cluster-reset` on etcd) does what etcd ≥ 3.5's `etcdutl snapshot restore
+//! --bump-revision --mark-compacted` does, from the outside: it records a *bump* under
+//! [`REVISION_BUMPS_KEY`] (the etcd revision it starts at and how far it moves) and compacts
+//! etcd there. Every store connected afterwards shows etcd revisions from that point
+//! `RESTORE_REVISION_BUMP` higher (and maps them back on the way in); the revisions of the
+//! restored objects do not move; a revision in the gap, or below the bump, is `Compacted`, so
+//! clients relist.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -35,11 +47,64 @@ use crate::{
 
 const BACKEND: &str = "etcd";
 
+/// The etcd key (outside every root: a restore is of the whole etcd) holding the revision
+/// bumps of [`EtcdStore::reset_after_restore`]: JSON `[[at, by], …]`, `at` increasing, `by`
+/// the cumulative bump of the etcd revisions from `at` on.
+pub const REVISION_BUMPS_KEY: &str = "/barge/revision-bumps";
+
+/// The revision bumps in force: the map between etcd's revisions and the store's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bumps(Vec<(Revision, Revision)>);
+
+impl Bumps {
+    /// The store's revision of etcd revision `r` (`r` + the cumulative bump of the last bump
+    /// at or below it; 0 stays 0).
+    pub fn outward(&self, r: Revision) -> Revision {
+        match self.0.iter().rev().find(|(at, _)| *at <= r) {
+            Some((_, by)) if r > 0 => r + by,
+            _ => r,
+        }
+    }
+
+    /// The etcd revision of the store's revision `rv`; `None` for a revision in a bump's gap
+    /// (one no etcd revision maps to: handed out before the restore, now compacted).
+    pub fn inward(&self, rv: Revision) -> Option<Revision> {
+        for (i, (at, by)) in self.0.iter().enumerate().rev() {
+            if rv >= at + by {
+                return Some(rv - by);
+            }
+            let before = if i == 0 { 0 } else { self.0[i - 1].1 };
+            if rv >= at + before {
+                return None;
+            }
+        }
+        Some(rv)
+    }
+
+    /// These bumps and one more from etcd revision `at` by `by`.
+    pub fn with(&self, at: Revision, by: Revision) -> Bumps {
+        let mut v = self.0.clone();
+        let total = v.last().map_or(0, |(_, b)| *b) + by;
+        v.push((at, total));
+        Bumps(v)
+    }
+}
+
+/// What [`EtcdStore::reset_after_restore`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdResetReport {
+    /// The restored etcd's revision (the snapshot's), as the store showed it before.
+    pub restored_revision: Revision,
+    /// The store's revision now (every revision below it is compacted).
+    pub revision: Revision,
+}
+
 /// The [`Store`] on etcd v3; clones share the connection.
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
     root: String,
+    bumps: Arc<Bumps>,
 }
 
 /// Whether etcd never received the request: the client's balanced channel picked an endpoint
@@ -159,12 +224,13 @@ impl EtcdStore {
         let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(|e| backend_err(&format!("connect to {}", endpoints.join(",")), e))?;
-        let store = EtcdStore {
+        let mut store = EtcdStore {
             client,
             root: root.to_string(),
+            bumps: Arc::default(),
         };
         // The connection is lazy: fail here, with the endpoints named, rather than later.
-        tokio::time::timeout(Duration::from_secs(5), store.revision())
+        tokio::time::timeout(Duration::from_secs(5), store.load_bumps())
             .await
             .map_err(|_| {
                 backend_err(
@@ -172,8 +238,90 @@ impl EtcdStore {
                     "no answer in 5s",
                 )
             })?
-            .map_err(|e| backend_err(&format!("connect to {}", endpoints.join(",")), e))?;
+            .map_err(|e| backend_err(&format!("connect to {}", endpoints.join(",")), e))
+            .map(|b| store.bumps = Arc::new(b))?;
         Ok(store)
+    }
+
+    /// The revision bumps recorded in etcd ([`REVISION_BUMPS_KEY`]).
+    async fn load_bumps(&self) -> Result<Bumps> {
+        let resp = retry_read(|| {
+            let mut kv = self.client.kv_client();
+            async move { kv.get(REVISION_BUMPS_KEY, None).await }
+        })
+        .await
+        .map_err(|e| backend_err("read the revision bumps", e))?;
+        match resp.kvs().first() {
+            None => Ok(Bumps::default()),
+            Some(kv) => serde_json::from_slice::<Vec<(Revision, Revision)>>(kv.value())
+                .map(Bumps)
+                .map_err(|e| backend_err(REVISION_BUMPS_KEY, e)),
+        }
+    }
+
+    /// The bumps this store applies (read when it connected).
+    pub fn bumps(&self) -> &Bumps {
+        &self.bumps
+    }
+
+    /// After `etcdctl snapshot restore` (every barge server stopped): moves the revisions
+    /// the store shows [`crate::ops::RESTORE_REVISION_BUMP`] ahead from etcd's current
+    /// revision on (recorded under [`REVISION_BUMPS_KEY`], read by every store that connects
+    /// afterwards) and compacts etcd there, so that no revision handed out before the restore
+    /// means anything again: reads and watches from one are `Compacted` (clients relist), and
+    /// the objects keep the revisions they had in the snapshot. This store is stale after it:
+    /// connect again.
+    ///
+    /// Errors: [`Error::Backend`] when etcd cannot be written or compacted.
+    pub async fn reset_after_restore(&self) -> Result<EtcdResetReport> {
+        let restored_revision = self.revision().await?;
+        let bumps = self.load_bumps().await?;
+        // The marker's own write is the first bumped revision.
+        let raw = self.raw_revision().await?;
+        let at = raw + 1;
+        let next = bumps.with(at, crate::ops::RESTORE_REVISION_BUMP);
+        let value = serde_json::to_vec(&next.0).map_err(|e| backend_err("bumps", e))?;
+        retry_unsent(|| {
+            let mut kv = self.client.kv_client();
+            let value = value.clone();
+            async move { kv.put(REVISION_BUMPS_KEY, value, None).await }
+        })
+        .await
+        .map_err(|e| backend_err(&format!("write {REVISION_BUMPS_KEY}"), e))?;
+        match self.client.kv_client().compact(at, None).await {
+            Ok(_) => {}
+            Err(e) if matches!(refusal(&e), Refusal::Compacted) => {}
+            Err(e) => return Err(backend_err("compact", e)),
+        }
+        let now = self.raw_revision().await?;
+        Ok(EtcdResetReport {
+            restored_revision,
+            revision: next.outward(now),
+        })
+    }
+
+    /// etcd's own current revision.
+    async fn raw_revision(&self) -> Result<Revision> {
+        // Any key does (etcd has no empty one): the header carries the revision.
+        let resp = retry_read(|| {
+            let mut kv = self.client.kv_client();
+            let key = self.full("\0");
+            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await
+        .map_err(|e| backend_err("revision", e))?;
+        header_revision(resp.header())
+    }
+
+    /// The etcd revision of a requested revision, or the `Compacted` error of one in a gap.
+    async fn inward(&self, requested: Revision) -> Result<Revision> {
+        match self.bumps.inward(requested) {
+            Some(r) => Ok(r),
+            None => Err(Error::Compacted {
+                requested,
+                compacted: self.compacted_revision().await.unwrap_or(0),
+            }),
+        }
     }
 
     /// The etcd client, for callers that need more than the trait (the benchmark's raw puts).
@@ -194,8 +342,8 @@ impl EtcdStore {
         Ok(KeyValue {
             key,
             value: kv.value().to_vec(),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
+            create_revision: self.bumps.outward(kv.create_revision()),
+            mod_revision: self.bumps.outward(kv.mod_revision()),
         })
     }
 
@@ -229,7 +377,10 @@ impl EtcdStore {
 
     fn refused(&self, key: &str, expected: Revision, resp: &etcd_client::TxnResponse) -> Error {
         let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| self.bumps.outward(kv.mod_revision())),
             _ => None,
         });
         match current {
@@ -255,15 +406,7 @@ impl Store for EtcdStore {
     }
 
     async fn revision(&self) -> Result<Revision> {
-        // Any key does (etcd has no empty one): the header carries the revision.
-        let resp = retry_read(|| {
-            let mut kv = self.client.kv_client();
-            let key = self.full("\0");
-            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
-        })
-        .await
-        .map_err(|e| backend_err("revision", e))?;
-        header_revision(resp.header())
+        Ok(self.bumps.outward(self.raw_revision().await?))
     }
 
     async fn compacted_revision(&self) -> Result<Revision> {
@@ -292,7 +435,7 @@ impl Store for EtcdStore {
                 Ok(Ok(Some(resp))) => {
                     if resp.compact_revision() > 0 {
                         let _ = watch.cancel(resp.watch_id()).await;
-                        return Ok(resp.compact_revision());
+                        return Ok(self.bumps.outward(resp.compact_revision()));
                     }
                     if resp.canceled() {
                         return Err(backend_err("compacted revision", resp.cancel_reason()));
@@ -320,13 +463,11 @@ impl Store for EtcdStore {
         revision: Option<Revision>,
     ) -> Result<(Revision, Option<KeyValue>)> {
         let requested = revision.unwrap_or(0);
+        let raw = self.inward(requested).await?;
         let resp = match retry_read(|| {
             let mut kv = self.client.kv_client();
             let k = self.full(key);
-            async move {
-                kv.get(k, Some(GetOptions::new().with_revision(requested)))
-                    .await
-            }
+            async move { kv.get(k, Some(GetOptions::new().with_revision(raw))).await }
         })
         .await
         {
@@ -336,7 +477,7 @@ impl Store for EtcdStore {
         let at = if requested > 0 {
             requested
         } else {
-            header_revision(resp.header())?
+            self.bumps.outward(header_revision(resp.header())?)
         };
         let kv = resp.kvs().first().map(|kv| self.convert(kv)).transpose()?;
         Ok((at, kv))
@@ -357,7 +498,8 @@ impl Store for EtcdStore {
             _ => full_prefix,
         };
         let requested = opts.revision.unwrap_or(0);
-        let mut get = GetOptions::new().with_range(end).with_revision(requested);
+        let raw = self.inward(requested).await?;
+        let mut get = GetOptions::new().with_range(end).with_revision(raw);
         if let Some(limit) = opts.limit {
             if limit == 0 {
                 // etcd's limit 0 means none; a page of nothing still counts what follows.
@@ -384,7 +526,7 @@ impl Store for EtcdStore {
         let revision = if requested > 0 {
             requested
         } else {
-            header_revision(resp.header())?
+            self.bumps.outward(header_revision(resp.header())?)
         };
         Ok(ListPage {
             revision,
@@ -403,7 +545,7 @@ impl Store for EtcdStore {
         if !resp.succeeded() {
             return Err(Error::AlreadyExists { key: key.into() });
         }
-        let revision = header_revision(resp.header())?;
+        let revision = self.bumps.outward(header_revision(resp.header())?);
         Ok(KeyValue {
             key: key.into(),
             value,
@@ -414,10 +556,12 @@ impl Store for EtcdStore {
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue> {
         let k = self.full(key);
+        // A revision in a bump's gap is no key's: -1 fails the compare (a Conflict).
+        let raw = self.bumps.inward(expected).unwrap_or(-1);
         let txn = Txn::new()
             .when([
                 Compare::create_revision(k.clone(), CompareOp::Greater, 0),
-                Compare::mod_revision(k.clone(), CompareOp::Equal, expected),
+                Compare::mod_revision(k.clone(), CompareOp::Equal, raw),
             ])
             .and_then([TxnOp::put(
                 k.clone(),
@@ -429,12 +573,14 @@ impl Store for EtcdStore {
         if !resp.succeeded() {
             return Err(self.refused(key, expected, &resp));
         }
-        let revision = header_revision(resp.header())?;
+        let revision = self.bumps.outward(header_revision(resp.header())?);
         let create_revision = resp
             .op_responses()
             .into_iter()
             .find_map(|r| match r {
-                TxnOpResponse::Put(p) => p.prev_key().map(|kv| kv.create_revision()),
+                TxnOpResponse::Put(p) => p
+                    .prev_key()
+                    .map(|kv| self.bumps.outward(kv.create_revision())),
                 _ => None,
             })
             .ok_or_else(|| backend_err(&format!("update {key}"), "no previous value"))?;
@@ -450,7 +596,8 @@ impl Store for EtcdStore {
         let k = self.full(key);
         let mut compares = vec![Compare::create_revision(k.clone(), CompareOp::Greater, 0)];
         if let Some(e) = expected {
-            compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, e));
+            let raw = self.bumps.inward(e).unwrap_or(-1);
+            compares.push(Compare::mod_revision(k.clone(), CompareOp::Equal, raw));
         }
         let txn = Txn::new()
             .when(compares)
@@ -463,7 +610,7 @@ impl Store for EtcdStore {
         if !resp.succeeded() {
             return Err(self.refused(key, expected.unwrap_or(0), &resp));
         }
-        let revision = header_revision(resp.header())?;
+        let revision = self.bumps.outward(header_revision(resp.header())?);
         let prev = resp
             .op_responses()
             .into_iter()
@@ -479,6 +626,15 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        let raw = self.inward(after).await?;
+        // etcd lets a watch start at the compacted revision itself; a reset compacted at its
+        // bump, and the revision just below it is as stale as the others (as MemStore's).
+        if self.bumps.0.iter().any(|(at, _)| raw + 1 == *at) {
+            return Err(Error::Compacted {
+                requested: after,
+                compacted: self.compacted_revision().await.unwrap_or(0),
+            });
+        }
         let first = self.open_watch(prefix, after).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         tokio::spawn(self.clone().pump(prefix.to_string(), after, first, tx));
@@ -489,12 +645,22 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<Revision> {
-        let target = revision.min(self.revision().await?);
+        let wanted = revision.min(self.revision().await?);
+        // In a bump's gap: up to the bump (everything below it is compacted already).
+        let target = match self.bumps.inward(wanted) {
+            Some(r) => r,
+            None => self
+                .bumps
+                .0
+                .iter()
+                .find(|(at, by)| wanted < at + by)
+                .map_or(0, |(at, _)| *at),
+        };
         if target <= 0 {
             return self.compacted_revision().await;
         }
         match self.client.kv_client().compact(target, None).await {
-            Ok(_) => Ok(target),
+            Ok(_) => Ok(self.bumps.outward(target)),
             // Already compacted at or past it.
             Err(e) if matches!(refusal(&e), Refusal::Compacted) => self.compacted_revision().await,
             Err(e) => Err(backend_err("compact", e)),
@@ -518,9 +684,10 @@ enum Delivery {
 impl EtcdStore {
     /// An etcd watch of `prefix` for the events after `after`, with previous values.
     async fn open_watch(&self, prefix: &str, after: Revision) -> Result<etcd_client::WatchStream> {
+        let raw = self.inward(after).await?;
         let options = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(after + 1)
+            .with_start_revision(raw + 1)
             .with_prev_key();
         retry_read(|| {
             let mut w = self.client.watch_client();
@@ -544,7 +711,7 @@ impl EtcdStore {
         if resp.compact_revision() > 0 {
             return Delivery::End(Error::Compacted {
                 requested: after,
-                compacted: resp.compact_revision(),
+                compacted: self.bumps.outward(resp.compact_revision()),
             });
         }
         if resp.canceled() {
@@ -634,7 +801,7 @@ impl EtcdStore {
                 Event {
                     kind: EventKind::Delete,
                     kv: KeyValue {
-                        mod_revision: kv.mod_revision(),
+                        mod_revision: self.bumps.outward(kv.mod_revision()),
                         ..last
                     },
                     prev,
@@ -646,7 +813,31 @@ impl EtcdStore {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{prefix_end, Bumps};
+
+    #[test]
+    fn bumps_map_revisions_both_ways_and_leave_gaps() {
+        let none = Bumps::default();
+        assert_eq!((none.outward(7), none.inward(7)), (7, Some(7)));
+        let one = none.with(10, 1000);
+        assert_eq!(one.outward(0), 0);
+        assert_eq!(one.outward(9), 9);
+        assert_eq!(one.outward(10), 1010);
+        assert_eq!(one.inward(9), Some(9));
+        assert_eq!(one.inward(10), None, "handed out before the restore");
+        assert_eq!(one.inward(1009), None);
+        assert_eq!(one.inward(1010), Some(10));
+        // A second restore, later: cumulative.
+        let two = one.with(20, 1000);
+        assert_eq!(two.outward(15), 1015);
+        assert_eq!(two.outward(20), 2020);
+        assert_eq!(two.inward(1015), Some(15));
+        assert_eq!(two.inward(1020), None);
+        assert_eq!(two.inward(2019), None);
+        assert_eq!(two.inward(2020), Some(20));
+        assert_eq!(two.inward(500), None);
+        assert_eq!(two.inward(5), Some(5));
+    }
 
     #[test]
     fn prefix_ends() {

@@ -37,7 +37,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use error::{Error, Result};
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdResetReport, EtcdStore};
 pub use memory::MemStore;
 pub use sqlite::SqliteStore;
 
@@ -194,23 +194,32 @@ pub async fn open(endpoint: &str, data_dir: &Path) -> Result<Arc<dyn Store>> {
         store.hold_lock(lock);
         Arc::new(store)
     } else {
-        let endpoints: Vec<String> = endpoint.split(',').map(|e| e.trim().to_string()).collect();
-        if let Some(bad) = endpoints
-            .iter()
-            .find(|e| !e.starts_with("http://") || e.len() <= "http://".len())
-        {
-            return Err(Error::Backend {
-                backend: "etcd",
-                message: format!(
-                    "--datastore-endpoint {endpoint:?}: {bad:?} is not an etcd endpoint; \
-                     expected empty (SQLite in the data dir) or http://HOST:PORT[,http://HOST:PORT…]"
-                ),
-            });
-        }
-        Arc::new(EtcdStore::connect(&endpoints).await?)
+        Arc::new(EtcdStore::connect(&etcd_endpoints(endpoint)?).await?)
     };
     spawn_compactor(&store, COMPACT_INTERVAL, COMPACT_KEEP);
     Ok(store)
+}
+
+/// The etcd endpoints of a non-empty `--datastore-endpoint`
+/// (`http://HOST:PORT[,http://HOST2:PORT2…]`).
+///
+/// Errors: [`Error::Backend`] naming `--datastore-endpoint` for any other form.
+pub fn etcd_endpoints(endpoint: &str) -> Result<Vec<String>> {
+    let endpoint = endpoint.trim();
+    let endpoints: Vec<String> = endpoint.split(',').map(|e| e.trim().to_string()).collect();
+    if let Some(bad) = endpoints
+        .iter()
+        .find(|e| !e.starts_with("http://") || e.len() <= "http://".len())
+    {
+        return Err(Error::Backend {
+            backend: "etcd",
+            message: format!(
+                "--datastore-endpoint {endpoint:?}: {bad:?} is not an etcd endpoint; \
+                 expected empty (SQLite in the data dir) or http://HOST:PORT[,http://HOST:PORT…]"
+            ),
+        });
+    }
+    Ok(endpoints)
 }
 
 /// Compacts `store` every `interval`, keeping the last `keep` revisions (the first run is one

@@ -17,6 +17,8 @@ use crate::{EtcdStore, MemStore, SqliteStore, Store};
 
 /// The etcd binary `etcd-server` installs.
 pub const ETCD: &str = "/usr/bin/etcd";
+/// The etcd client `etcd-client` installs (snapshots).
+pub const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 /// A running etcd (one member, loopback only), killed and its data removed on drop.
 pub struct EtcdServer {
@@ -41,6 +43,34 @@ impl EtcdServer {
     ///
     /// Panics when `/usr/bin/etcd` is missing or does not come up.
     pub fn start() -> EtcdServer {
+        Self::start_with(None)
+    }
+
+    /// Starts etcd on a data dir restored from `snapshot` with `etcdctl snapshot restore` (a
+    /// new one-member cluster, as an operator restores one), and waits as [`EtcdServer::start`].
+    ///
+    /// Panics when `/usr/bin/etcdctl` is missing, the restore fails or etcd does not come up.
+    pub fn restore(snapshot: &Path) -> EtcdServer {
+        Self::start_with(Some(snapshot))
+    }
+
+    /// Saves a snapshot of this etcd to `dest` (`etcdctl snapshot save`, online).
+    ///
+    /// Panics when `etcdctl` is missing or fails.
+    pub fn snapshot(&self, dest: &Path) {
+        let out = etcdctl()
+            .args(["--endpoints", &self.endpoint, "snapshot", "save"])
+            .arg(dest)
+            .output()
+            .unwrap_or_else(|e| panic!("run {ETCDCTL}: {e}"));
+        assert!(
+            out.status.success(),
+            "etcdctl snapshot save: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start_with(snapshot: Option<&Path>) -> EtcdServer {
         assert!(
             Path::new(ETCD).exists(),
             "{ETCD} is missing: install Debian's etcd-server (scripts/install-deps.sh)"
@@ -59,6 +89,23 @@ impl EtcdServer {
             let (client, peer) = (free_port(), free_port());
             let client_url = format!("http://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
+            if let Some(snap) = snapshot {
+                let out = etcdctl()
+                    .args(["snapshot", "restore"])
+                    .arg(snap)
+                    .args(["--name", "test"])
+                    .arg("--data-dir")
+                    .arg(dir.join("data"))
+                    .args(["--initial-cluster", &format!("test={peer_url}")])
+                    .args(["--initial-advertise-peer-urls", &peer_url])
+                    .output()
+                    .unwrap_or_else(|e| panic!("run {ETCDCTL}: {e}"));
+                assert!(
+                    out.status.success(),
+                    "etcdctl snapshot restore: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
             let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log file");
             let mut child = Command::new("/usr/bin/etcd")
                 .args(["--name", "test"])
@@ -113,6 +160,17 @@ impl EtcdServer {
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+}
+
+/// `etcdctl` with the v3 API (etcd 3.4's default; set for older ones).
+fn etcdctl() -> Command {
+    assert!(
+        Path::new(ETCDCTL).exists(),
+        "{ETCDCTL} is missing: install Debian's etcd-client (scripts/install-deps.sh)"
+    );
+    let mut c = Command::new(ETCDCTL);
+    c.env("ETCDCTL_API", "3").stdin(Stdio::null());
+    c
 }
 
 impl Drop for EtcdServer {

@@ -6,15 +6,21 @@
 //!   arrives, so a reload never drops or splits a connection; listeners never restart.
 //! - Answers of the proxy itself, as ingress-nginx's: 404 when nothing matches, 503 when the
 //!   backend has no endpoint, 502 when the endpoint cannot be reached, 504 when it does not
-//!   answer within the read timeout (60 s, ingress-nginx's `proxy-read-timeout`).
+//!   send its response headers within the read timeout (60 s, or the Ingress's
+//!   `nginx.ingress.kubernetes.io/proxy-read-timeout`, see [`crate::routes::Timeouts`]); a
+//!   response body that stays silent longer than that between two pieces is cut (the
+//!   connection closed), as nginx's `proxy_read_timeout` does.
 //! - The backend sees `X-Forwarded-For` (the client appended), `X-Forwarded-Proto`,
 //!   `X-Forwarded-Host`, `X-Forwarded-Port`, `X-Real-IP`; hop-by-hop headers are not
 //!   forwarded, but an `Upgrade` (WebSocket) is: both upgraded connections are then joined.
 //! - Bodies stream both ways (never buffered whole).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,11 +38,16 @@ use tokio::net::TcpListener;
 
 use crate::routes::{normalize_host, Route, Table};
 
-/// The body of every response the proxy sends.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// The error of a response body: the backend's, or [`ReadTimeout`].
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long a backend may take to send its response headers.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The body of every response the proxy sends.
+pub type Body = BoxBody<Bytes, BodyError>;
+
+/// A backend's response body stayed silent longer than its read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent nothing for {0:?} (proxy-read-timeout)")]
+pub struct ReadTimeout(pub Duration);
 /// How long connecting to a backend may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -45,7 +56,6 @@ pub struct Proxy {
     table: RwLock<Arc<Table>>,
     client: Client<HttpConnector, Incoming>,
     default_cert: Arc<CertifiedKey>,
-    read_timeout: Duration,
 }
 
 impl Proxy {
@@ -71,7 +81,6 @@ impl Proxy {
             table: RwLock::new(Arc::new(Table::default())),
             client,
             default_cert: Arc::new(default_cert),
-            read_timeout: READ_TIMEOUT,
         }))
     }
 
@@ -247,8 +256,8 @@ pub async fn handle(
         .unwrap_or_default();
     let host = normalize_host(&host_header);
     let path = req.uri().path().to_string();
-    let backend = match proxy.table().route(&host, &path) {
-        Route::Backend(b) => b,
+    let (backend, timeouts) = match proxy.table().route(&host, &path) {
+        Route::Backend(b, t) => (b, t),
         Route::NotFound => return text(StatusCode::NOT_FOUND, "barge ingress"),
     };
     let Some(ep) = backend.pick() else {
@@ -286,7 +295,7 @@ pub async fn handle(
     set(h, "x-forwarded-host", &host_header);
     set(h, "x-forwarded-port", &port.to_string());
     let out = Request::from_parts(parts, body);
-    let mut resp = match tokio::time::timeout(proxy.read_timeout, proxy.client.request(out)).await {
+    let mut resp = match tokio::time::timeout(timeouts.read, proxy.client.request(out)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::debug!(backend = %backend.name, %ep, "backend: {e}");
@@ -315,5 +324,61 @@ pub async fn handle(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, body.boxed())
+    Response::from_parts(parts, IdleTimeout::new(body, timeouts.read).boxed())
+}
+
+/// A backend's response body, streamed frame by frame, that fails with [`ReadTimeout`] when
+/// no frame comes within `timeout` of the previous one (nginx's `proxy_read_timeout` is the
+/// time between two reads, not the whole response).
+pub struct IdleTimeout<B> {
+    inner: B,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    /// Wraps `inner`, allowing `timeout` of silence between frames.
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl<B> hyper::body::Body for IdleTimeout<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BodyError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(f)) => {
+                let next = tokio::time::Instant::now() + this.timeout;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(Some(f.map_err(Into::into)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimeout(this.timeout).into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -64,6 +65,50 @@ impl Backend {
     }
 }
 
+/// ingress-nginx's annotation for the time a backend may stay silent: before its response
+/// headers, and between two reads of its body (nginx's `proxy_read_timeout`). Its value is a
+/// whole number of seconds, unitless (`"120"`), as ingress-nginx parses it; anything else
+/// keeps the default.
+pub const PROXY_READ_TIMEOUT_ANNOTATION: &str = "nginx.ingress.kubernetes.io/proxy-read-timeout";
+
+/// The default of [`PROXY_READ_TIMEOUT_ANNOTATION`] (ingress-nginx's: 60 s).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The timeouts of one Ingress's paths, from its annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long the backend may send nothing (headers, or the next piece of the body) before
+    /// the proxy gives up: a 504 before the headers, a cut response after them.
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            read: DEFAULT_READ_TIMEOUT,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The timeouts `ing`'s annotations ask for (ingress-nginx's names and syntax: whole
+    /// seconds, `"0"` and unparsable values keep the default).
+    pub fn of(ing: &Ingress) -> Timeouts {
+        let secs = |name: &str| {
+            ing.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|&n| n > 0)
+                .map(Duration::from_secs)
+        };
+        Timeouts {
+            read: secs(PROXY_READ_TIMEOUT_ANNOTATION).unwrap_or(DEFAULT_READ_TIMEOUT),
+        }
+    }
+}
+
 /// How a rule's path matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathKind {
@@ -77,6 +122,7 @@ struct PathRule {
     /// The rule's path (for `Prefix`, without its trailing `/`, `""` for `/`).
     path: String,
     backend: Arc<Backend>,
+    timeouts: Timeouts,
 }
 
 impl PathRule {
@@ -108,7 +154,7 @@ pub struct Table {
     /// `*.example.com` rules by their suffix `example.com`.
     wildcard: HashMap<String, Vec<PathRule>>,
     any: Vec<PathRule>,
-    default_backend: Option<Arc<Backend>>,
+    default_backend: Option<(Arc<Backend>, Timeouts)>,
     certs: HashMap<String, Arc<CertifiedKey>>,
     wildcard_certs: HashMap<String, Arc<CertifiedKey>>,
 }
@@ -116,7 +162,8 @@ pub struct Table {
 /// What [`Table::route`] found.
 #[derive(Debug)]
 pub enum Route {
-    Backend(Arc<Backend>),
+    /// The backend, and the timeouts of the Ingress whose rule matched.
+    Backend(Arc<Backend>, Timeouts),
     NotFound,
 }
 
@@ -169,9 +216,9 @@ impl Table {
             .map(Vec::as_slice)
             .unwrap_or(&self.any);
         match best(rules, path) {
-            Some(r) => Route::Backend(r.backend.clone()),
+            Some(r) => Route::Backend(r.backend.clone(), r.timeouts),
             None => match &self.default_backend {
-                Some(b) => Route::Backend(b.clone()),
+                Some((b, t)) => Route::Backend(b.clone(), *t),
                 None => Route::NotFound,
             },
         }
@@ -208,13 +255,14 @@ impl Table {
             let ns = ing.metadata.namespace.as_deref().unwrap_or("default");
             let id = format!("{ns}/{}", ing.metadata.name.as_deref().unwrap_or_default());
             let Some(spec) = &ing.spec else { continue };
+            let timeouts = Timeouts::of(ing);
             let mut backend = |b: &IngressBackend, problems: &mut Vec<Problem>| {
                 resolve(inputs, ns, b, &id, &mut cache, problems)
             };
             if let Some(b) = &spec.default_backend {
                 let b = backend(b, &mut problems);
                 if t.default_backend.is_none() {
-                    t.default_backend = b;
+                    t.default_backend = b.map(|b| (b, timeouts));
                 }
             }
             for rule in spec.rules.iter().flatten() {
@@ -246,6 +294,7 @@ impl Table {
                         kind,
                         path,
                         backend: b,
+                        timeouts,
                     });
                 }
             }
@@ -517,7 +566,7 @@ mod tests {
 
     fn target(t: &Table, host: &str, path: &str) -> String {
         match t.route(host, path) {
-            Route::Backend(b) => b.name.clone(),
+            Route::Backend(b, _) => b.name.clone(),
             Route::NotFound => "404".into(),
         }
     }
@@ -571,12 +620,12 @@ mod tests {
         assert_eq!(target(&t, "wild.example", "/"), "404");
         assert_eq!(target(&t, "other", "/"), "404");
         // Only the ready endpoint; b has none.
-        let Route::Backend(a) = t.route("a.example", "/") else {
+        let Route::Backend(a, _) = t.route("a.example", "/") else {
             panic!()
         };
         assert_eq!(a.endpoints, vec!["10.1.0.1:8080".parse().unwrap()]);
         assert_eq!(a.pick(), a.pick());
-        let Route::Backend(b) = t.route("a.example", "/api") else {
+        let Route::Backend(b, _) = t.route("a.example", "/api") else {
             panic!()
         };
         assert!(b.pick().is_none());
@@ -621,6 +670,53 @@ mod tests {
         assert_eq!(target(&t, "g.example", "/other"), "web/a:80");
         assert_eq!(target(&t, "b.example", "/"), "web/missing:80");
         assert!(t.cert("b.example").is_none());
+    }
+
+    #[test]
+    fn read_timeout_annotation_applies_to_its_own_ingress_only() {
+        let services = vec![svc("web", "a", json!([{"port": 80}]))];
+        let mut slow = ing(
+            "slow",
+            json!({"rules": [{"host": "slow.example", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": backend("a", json!({"number": 80}))}]}}]}),
+        );
+        slow.metadata.annotations = Some(
+            [(PROXY_READ_TIMEOUT_ANNOTATION.to_string(), "7".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let mut junk = ing(
+            "junk",
+            json!({"rules": [{"host": "junk.example", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": backend("a", json!({"number": 80}))}]}}]}),
+        );
+        junk.metadata.annotations = Some(
+            [(PROXY_READ_TIMEOUT_ANNOTATION.to_string(), "7s".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let plain = ing(
+            "plain",
+            json!({"rules": [{"host": "plain.example", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": backend("a", json!({"number": 80}))}]}}]}),
+        );
+        let (t, _) = Table::build(&Inputs {
+            ingresses: vec![&slow, &junk, &plain],
+            services: &services,
+            slices: &[],
+            secrets: &[],
+        });
+        let read = |host: &str| match t.route(host, "/") {
+            Route::Backend(_, to) => to.read,
+            Route::NotFound => panic!("{host}: no route"),
+        };
+        assert_eq!(read("slow.example"), Duration::from_secs(7));
+        assert_eq!(
+            read("junk.example"),
+            DEFAULT_READ_TIMEOUT,
+            "ingress-nginx: whole seconds only"
+        );
+        assert_eq!(read("plain.example"), DEFAULT_READ_TIMEOUT);
     }
 
     #[test]

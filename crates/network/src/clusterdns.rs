@@ -11,17 +11,21 @@
 //!   Service;
 //! - `_<port>._<proto>.<svc>.<ns>.svc.<domain>` SRV for named ports (target the Service's
 //!   name, or each endpoint's name for headless Services);
-//! - `<svc>.<ns>.svc.<domain>` CNAME for ExternalName Services.
+//! - `<svc>.<ns>.svc.<domain>` CNAME for ExternalName Services;
+//! - `<a-b-c-d>.<ns>.pod.<domain>` A (and `<dashed IPv6>` AAAA) as CoreDNS's `pods insecure`
+//!   (k3s's default Corefile) answers it: the address written in the name, for any address
+//!   that parses, in any namespace that exists, without looking for the pod; a name that does
+//!   not parse, or a namespace that does not exist, is NXDOMAIN ([`Zone::pod`]).
 //!
 //! A name under the cluster domain that the zone does not have is NXDOMAIN (authoritative,
 //! with the zone's SOA), never forwarded.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 
 use hickory_proto::op::{Message, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, CNAME, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -34,6 +38,7 @@ const TTL: u32 = 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZoneRecord {
     A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
     /// priority, weight, port, target (a name in the zone).
     Srv(u16, u16, u16, String),
     Cname(String),
@@ -45,6 +50,20 @@ pub struct Zone {
     /// The cluster domain (`cluster.local`).
     pub domain: String,
     pub records: HashMap<String, Vec<ZoneRecord>>,
+    /// The cluster's namespaces (the pod records of the others are NXDOMAIN).
+    pub namespaces: HashSet<String>,
+}
+
+/// What [`Zone::pod`] makes of a name under `pod.<domain>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodName {
+    /// `<dashed address>.<ns>.pod.<domain>` in an existing namespace: that address.
+    Address(IpAddr),
+    /// `pod.<domain>` or `<ns>.pod.<domain>` of an existing namespace: the name exists, with
+    /// no records (NODATA).
+    Empty,
+    /// Anything else under `pod.<domain>`: NXDOMAIN.
+    Missing,
 }
 
 impl Zone {
@@ -53,7 +72,37 @@ impl Zone {
         Zone {
             domain: domain.trim_end_matches('.').to_ascii_lowercase(),
             records: HashMap::new(),
+            namespaces: HashSet::new(),
         }
+    }
+
+    /// A pod name as CoreDNS's `kubernetes` plugin reads it in `pods insecure` mode
+    /// (`findPods`): `name` (lower-case, no trailing dot) under `pod.<domain>`, its first label
+    /// the address with `-` for `.` when it has exactly three dashes and no `--` (IPv4), else
+    /// with `-` for `:` (IPv6); `None` when `name` is not under `pod.<domain>`.
+    pub fn pod(&self, name: &str) -> Option<PodName> {
+        let apex = format!("pod.{}", self.domain);
+        if name == apex {
+            return Some(PodName::Empty);
+        }
+        let rest = name.strip_suffix(&format!(".{apex}"))?;
+        let labels: Vec<&str> = rest.split('.').collect();
+        let exists = |ns: &str| self.namespaces.contains(ns);
+        Some(match labels[..] {
+            [ns] if exists(ns) => PodName::Empty,
+            [pod, ns] if exists(ns) => {
+                let text = if pod.matches('-').count() == 3 && !pod.contains("--") {
+                    pod.replace('-', ".")
+                } else {
+                    pod.replace('-', ":")
+                };
+                match text.parse::<IpAddr>() {
+                    Ok(ip) => PodName::Address(ip),
+                    Err(_) => PodName::Missing,
+                }
+            }
+            _ => PodName::Missing,
+        })
     }
 
     /// Adds `rec` to `name` (lower-cased; duplicates ignored).
@@ -106,11 +155,27 @@ pub fn answer(zone: &Zone, query: &[u8]) -> Answer {
     }
     resp.metadata.authoritative = true;
     let qtype = q.query_type();
-    let recs = zone.records.get(&name);
+    let pod_records: Vec<ZoneRecord>;
+    let recs = match zone.pod(&name) {
+        None => zone.records.get(&name),
+        Some(PodName::Missing) => None,
+        Some(PodName::Empty) => {
+            pod_records = Vec::new();
+            Some(&pod_records)
+        }
+        Some(PodName::Address(ip)) => {
+            pod_records = vec![match ip {
+                IpAddr::V4(ip) => ZoneRecord::A(ip),
+                IpAddr::V6(ip) => ZoneRecord::Aaaa(ip),
+            }];
+            Some(&pod_records)
+        }
+    };
     let mut answered = false;
     for r in recs.into_iter().flatten() {
         let data = match (qtype, r) {
             (RecordType::A | RecordType::ANY, ZoneRecord::A(ip)) => RData::A(A(*ip)),
+            (RecordType::AAAA | RecordType::ANY, ZoneRecord::Aaaa(ip)) => RData::AAAA(AAAA(*ip)),
             (RecordType::SRV | RecordType::ANY, ZoneRecord::Srv(p, w, port, target)) => {
                 let Some(t) = fqdn(target) else { continue };
                 RData::SRV(SRV::new(*p, *w, *port, t))
@@ -384,5 +449,53 @@ mod tests {
             Answer::Forward
         );
         assert_eq!(dashed("10.42.0.5".parse().unwrap()), "10-42-0-5");
+    }
+
+    #[test]
+    fn pod_names_answer_the_address_they_spell_in_existing_namespaces() {
+        let mut z = Zone::new("cluster.local");
+        z.namespaces.insert("ns".into());
+        let a = |name: &str, ty: RecordType| reply(answer(&z, &query(name, ty)));
+        // Any well-formed address, whether a pod has it or not (pods insecure).
+        let r = a("10-42-0-5.ns.pod.cluster.local.", RecordType::A);
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert!(r.metadata.authoritative);
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(r.answers[0].ttl, TTL);
+        assert_eq!(r.answers[0].data, RData::A(A("10.42.0.5".parse().unwrap())));
+        let r = a("192-0-2-1.NS.pod.cluster.local.", RecordType::A);
+        assert_eq!(r.answers[0].data, RData::A(A("192.0.2.1".parse().unwrap())));
+        // IPv6: dashes for colons, `--` for `::`.
+        let r = a("fd00--a-1.ns.pod.cluster.local.", RecordType::AAAA);
+        assert_eq!(
+            r.answers[0].data,
+            RData::AAAA(AAAA("fd00::a:1".parse().unwrap()))
+        );
+        // The other type: NODATA.
+        let r = a("10-42-0-5.ns.pod.cluster.local.", RecordType::AAAA);
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert!(r.answers.is_empty());
+        // The namespace and the apex exist (NODATA); no such namespace, an address that does
+        // not parse, or extra labels: NXDOMAIN.
+        for name in ["ns.pod.cluster.local.", "pod.cluster.local."] {
+            let r = a(name, RecordType::A);
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{name}");
+            assert!(r.answers.is_empty(), "{name}");
+        }
+        for name in [
+            "10-42-0-5.other.pod.cluster.local.",
+            "10-42-0-256.ns.pod.cluster.local.",
+            "10-42-0.ns.pod.cluster.local.",
+            "web-0.ns.pod.cluster.local.",
+            "a.10-42-0-5.ns.pod.cluster.local.",
+        ] {
+            let r = a(name, RecordType::A);
+            assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        }
+        assert_eq!(
+            z.pod("1-2-3-4.ns.pod.cluster.local"),
+            Some(PodName::Address("1.2.3.4".parse().unwrap()))
+        );
+        assert_eq!(z.pod("1-2-3-4.ns.svc.cluster.local"), None);
     }
 }

@@ -128,9 +128,11 @@ pub struct ServerArgs {
     pub server: Option<String>,
     /// With --cluster-reset-restore-path: replace the SQLite datastore of --data-dir with that
     /// backup (written by `barge server backup`), then exit; start again without these flags.
-    /// Objects keep their resourceVersions; the store's revision moves 1,000,000,000 ahead and
-    /// older ones are compacted, so clients' watches get 410 Gone and relist
-    #[arg(long = "cluster-reset", requires = "cluster_reset_restore_path")]
+    /// With --datastore-endpoint (an etcd restored by `etcdctl snapshot restore`, every server
+    /// stopped): reset the datastore after the restore, then exit. Objects keep their
+    /// resourceVersions; the store's revision moves 1,000,000,000 ahead and older ones are
+    /// compacted, so clients' watches get 410 Gone and relist
+    #[arg(long = "cluster-reset")]
     pub cluster_reset: bool,
     /// The backup file --cluster-reset restores
     #[arg(long = "cluster-reset-restore-path", requires = "cluster_reset")]
@@ -331,7 +333,6 @@ mod tests {
             &["--write-kubeconfig-mode", "999"][..],
             &["--service-cidr", "nope"],
             &["--token", "a", "--token-file", "/f"],
-            &["--cluster-reset"],
             &["--cluster-reset-restore-path", "/b"],
         ] {
             let argv = std::iter::once("barge server").chain(bad.iter().copied());

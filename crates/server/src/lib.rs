@@ -98,15 +98,43 @@ fn backup_main(args: &[String]) -> i32 {
     }
 }
 
-/// `--cluster-reset --cluster-reset-restore-path FILE`: restores the SQLite datastore of the
-/// data dir, then the process exits (k3s's flow: start again without the flags).
-fn cluster_reset(args: &ServerArgs, backup: &std::path::Path) -> Result<()> {
-    if !args.datastore_endpoint.trim().is_empty() {
-        anyhow::bail!(
-            "--cluster-reset restores the embedded SQLite datastore; a server on etcd \
-             (--datastore-endpoint) is restored with `etcdutl snapshot restore` (docs/operations.md)"
+/// `--cluster-reset`, then the process exits (k3s's flow: start again without the flags):
+/// with `--cluster-reset-restore-path FILE`, restores the SQLite datastore of the data dir;
+/// on etcd (`--datastore-endpoint`, restored beforehand with `etcdctl snapshot restore`),
+/// moves the revisions ahead and compacts below them
+/// ([`barge_datastore::EtcdStore::reset_after_restore`]) so clients relist.
+fn cluster_reset(args: &ServerArgs) -> Result<()> {
+    let endpoint = args.datastore_endpoint.trim();
+    if !endpoint.is_empty() {
+        if args.cluster_reset_restore_path.is_some() {
+            anyhow::bail!(
+                "--cluster-reset-restore-path restores the embedded SQLite datastore; an etcd \
+                 is restored with `etcdctl snapshot restore`, then `barge server --cluster-reset \
+                 --datastore-endpoint …` (docs/operations.md)"
+            );
+        }
+        let endpoints = barge_datastore::etcd_endpoints(endpoint)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let r = rt.block_on(async {
+            let store = barge_datastore::EtcdStore::connect(&endpoints).await?;
+            store.reset_after_restore().await
+        })?;
+        println!(
+            "reset the datastore at {endpoint} after its restore (restored revision {}, \
+             datastore revision now {}; older ones compacted, clients relist); start the \
+             server again without --cluster-reset",
+            r.restored_revision, r.revision
         );
+        return Ok(());
     }
+    let Some(backup) = args.cluster_reset_restore_path.as_deref() else {
+        anyhow::bail!(
+            "--cluster-reset on the embedded SQLite datastore needs \
+             --cluster-reset-restore-path FILE (a backup written by `barge server backup`)"
+        );
+    };
     let r = barge_datastore::ops::restore_sqlite(backup, &args.data_dir)
         .with_context(|| format!("restoring {}", backup.display()))?;
     println!(
@@ -267,8 +295,8 @@ pub fn first_service_ip(net: &ipnet::IpNet) -> IpAddr {
 pub fn run(args: ServerArgs) -> Result<()> {
     let started = Instant::now();
     barge_daemon::init_tracing(&args.engine.log_level);
-    if let Some(backup) = &args.cluster_reset_restore_path {
-        return cluster_reset(&args, backup);
+    if args.cluster_reset {
+        return cluster_reset(&args);
     }
     if args.migrate_from_sqlite && args.datastore_endpoint.trim().is_empty() {
         anyhow::bail!("--migrate-from-sqlite needs --datastore-endpoint (the etcd to fill)");
