@@ -475,6 +475,18 @@ async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<DynamicObject>, uid: String, wake
                     Ok(n) => tracing::info!("pod {}: {n} token(s) refreshed", oref),
                     Err(e) => tracing::warn!("pod {}: refreshing tokens: {e}", oref),
                 }
+                // kubelet's volume manager: updated ConfigMaps/Secrets/labels reach the
+                // pod's volumes (kubelet's `..data` swap).
+                let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+                let facts = crate::volumes::PodFacts {
+                    pod_ip: pod_ip.as_deref().unwrap_or_default(),
+                    host_ip: &ctx.host_ip,
+                };
+                let n =
+                    crate::volumes::resync(&ctx.client, &ctx.engine.data_root, &pod, facts).await;
+                if n > 0 {
+                    tracing::info!("pod {}: {n} volume(s) updated", oref);
+                }
             }
         }
         tokio::select! {

@@ -18,8 +18,13 @@
 //! Tokens are written when a container starts and renewed in place as kubelet's token manager
 //! does ([`refresh_tokens`], checked by each pod's worker): once 80 % of `expirationSeconds`
 //! has passed since the token file was written, or 24 h whatever the life, a new token is
-//! requested and the file replaced atomically (a rename inside the volume's directory, so
-//! containers that mount the directory see it; a `subPath` mount keeps its file, as on kube).
+//! requested and swapped in with the rest of the volume.
+//!
+//! configMap, secret, downwardAPI and projected volumes are laid out by kubelet's
+//! `AtomicWriter` ([`atomic_write`]: a timestamped payload directory, the `..data` link swapped
+//! in one rename, each key a link `key -> ..data/key`) and re-synced every 10 s by the pod's
+//! worker ([`resync`]), so updated ConfigMaps and Secrets reach running containers whole,
+//! except through a `subPath` mount, which keeps its file, as on kube.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -310,6 +315,7 @@ fn due_tokens(
     now: std::time::SystemTime,
 ) -> Vec<(
     PathBuf,
+    String,
     k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
     u32,
 )> {
@@ -336,7 +342,7 @@ fn due_tokens(
             };
             let age = now.duration_since(written).unwrap_or_default();
             if token_needs_refresh(age, t.expiration_seconds.unwrap_or(3600)) {
-                out.push((file, t.clone(), mode));
+                out.push((base.join(&v.name), t.path.clone(), t.clone(), mode));
             }
         }
     }
@@ -358,15 +364,18 @@ pub async fn refresh_tokens(
             .map_err(|e| VolumeError::Config(e.to_string()))?
     };
     let mut n = 0;
-    for (file, t, mode) in due {
+    for (volume_dir, rel, t, mode) in due {
         let token =
             service_account_token(client, pod, t.audience.as_deref(), t.expiration_seconds).await?;
         tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::PermissionsExt;
-            let tmp = file.with_extension("barge-tmp");
-            std::fs::write(&tmp, token.as_bytes())?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & 0o7777))?;
-            std::fs::rename(&tmp, &file)
+            // The volume's payload with the new token, swapped in whole (`atomic_write`).
+            let (dir, rel) = (volume_dir, rel);
+            // A volume of an older layout is left to `resync`, which lays it out anew.
+            let Some(mut payload) = read_payload(&dir) else {
+                return Ok(());
+            };
+            payload.insert(rel, (token.into_bytes(), mode & 0o7777));
+            atomic_write(&dir, payload).map(|_| ())
         })
         .await
         .map_err(|e| VolumeError::Config(e.to_string()))?
@@ -383,6 +392,7 @@ async fn volume_content(
     pod: &Pod,
     v: &k8s_openapi::api::core::v1::Volume,
     facts: PodFacts<'_>,
+    keep_tokens: bool,
 ) -> Result<Option<(PathBuf, Content, bool)>, VolumeError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let dir = |plugin: &str| base.join(plugin).join(&v.name);
@@ -457,10 +467,28 @@ async fn volume_content(
                 all.extend(downward_files(pod, &items, mode, facts)?);
             }
             if let Some(t) = &s.service_account_token {
-                let token =
-                    service_account_token(client, pod, t.audience.as_deref(), t.expiration_seconds)
-                        .await?;
-                all.insert(t.path.clone(), (token.into_bytes(), mode as u32));
+                // A re-sync keeps the token it finds (renewals are `refresh_tokens`' job).
+                let kept = if keep_tokens {
+                    let f = dir("kubernetes.io~projected").join(&t.path);
+                    tokio::task::spawn_blocking(move || std::fs::read(f).ok())
+                        .await
+                        .ok()
+                        .flatten()
+                } else {
+                    None
+                };
+                let token = match kept {
+                    Some(t) => t,
+                    None => service_account_token(
+                        client,
+                        pod,
+                        t.audience.as_deref(),
+                        t.expiration_seconds,
+                    )
+                    .await?
+                    .into_bytes(),
+                };
+                all.insert(t.path.clone(), (token, mode as u32));
             }
         }
         (dir("kubernetes.io~projected"), Content::Files(all), false)
@@ -538,7 +566,8 @@ pub async fn container_binds(
         let Some(v) = volumes.iter().find(|v| v.name == vm.name) else {
             continue;
         };
-        let Some((dir, content, claim_ro)) = volume_content(client, &base, pod, v, facts).await?
+        let Some((dir, content, claim_ro)) =
+            volume_content(client, &base, pod, v, facts, false).await?
         else {
             continue;
         };
@@ -553,35 +582,33 @@ pub async fn container_binds(
         } else {
             ""
         };
-        let src = match &sub {
-            Some(s) => dir.join(s),
-            None => dir.clone(),
-        };
-        plan.push((
-            dir,
-            content,
-            sub,
-            format!("{}:{}{ro}", src.display(), vm.mount_path),
-        ));
+        plan.push((dir, content, sub, format!("{}{ro}", vm.mount_path)));
     }
     tokio::task::spawn_blocking(move || {
         let mut binds = Vec::new();
-        for (dir, content, sub, bind) in plan {
+        for (dir, content, sub, dest) in plan {
             write_volume(&dir, content).map_err(|e| match e {
                 HostPathError::Type(m) => VolumeError::Mount(m),
                 HostPathError::Io(e) => {
                     VolumeError::Mount(format!("volume {}: {e}", dir.display()))
                 }
             })?;
-            // kubelet makes a missing subPath a directory of the volume.
-            if let Some(sub) = sub {
-                let p = dir.join(sub);
-                if std::fs::symlink_metadata(&p).is_err() {
-                    std::fs::create_dir_all(&p)
-                        .map_err(|e| VolumeError::Mount(format!("subPath {}: {e}", p.display())))?;
+            // kubelet makes a missing subPath a directory of the volume; a subPath of a
+            // configMap/secret volume is the file of the current payload (`..data/<key>`,
+            // resolved now, so it keeps that file when the volume is updated, as on kube).
+            let src = match sub {
+                Some(sub) => {
+                    let p = dir.join(sub);
+                    if std::fs::symlink_metadata(&p).is_err() {
+                        std::fs::create_dir_all(&p).map_err(|e| {
+                            VolumeError::Mount(format!("subPath {}: {e}", p.display()))
+                        })?;
+                    }
+                    resolve_in(&dir, &p)
                 }
-            }
-            binds.push(bind);
+                None => dir,
+            };
+            binds.push(format!("{}:{dest}", src.display()));
         }
         Ok(binds)
     })
@@ -699,21 +726,170 @@ fn write_volume(dir: &Path, content: Content) -> Result<(), HostPathError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))?;
     }
     if let Content::Files(files) = content {
-        for (path, (data, mode)) in files {
-            let p = dir.join(&path);
-            if path.split('/').any(|c| c == "..") || path.starts_with('/') {
-                continue;
+        atomic_write(dir, files)?;
+    }
+    Ok(())
+}
+
+/// The payload of an [`atomic_write`] volume: relative path → (bytes, mode).
+type Payload = BTreeMap<String, (Vec<u8>, u32)>;
+
+/// The link to the current payload's directory (kubelet's `..data`).
+const DATA_LINK: &str = "..data";
+
+/// `path` below `dir` with the volume's own links followed (a subPath source), never leaving
+/// `dir`; `path` itself when it cannot be resolved there.
+fn resolve_in(dir: &Path, path: &Path) -> PathBuf {
+    match (std::fs::canonicalize(dir), std::fs::canonicalize(path)) {
+        (Ok(d), Ok(p)) if p.starts_with(&d) => p,
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The payload `dir` shows now (the files below its `..data`), if it has that layout.
+fn read_payload(dir: &Path) -> Option<Payload> {
+    use std::os::unix::fs::PermissionsExt;
+    let target = std::fs::read_link(dir.join(DATA_LINK)).ok()?;
+    let root = dir.join(target);
+    let mut out = Payload::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            let ft = e.file_type().ok()?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                let rel = p.strip_prefix(&root).ok()?.to_str()?.to_string();
+                let mode = e.metadata().ok()?.permissions().mode() & 0o7777;
+                out.insert(rel, (std::fs::read(&p).ok()?, mode));
             }
+        }
+    }
+    Some(out)
+}
+
+/// kubelet's `AtomicWriter`: the payload goes to a new timestamped directory
+/// (`..2026_12_06_13_40_00.123456789`), the `..data` link is swapped to it with one rename,
+/// and each top-level name of the payload is a link `name -> ..data/name`; the old directory
+/// and names no longer in the payload go. Containers that mount the volume's directory see
+/// the whole new payload at once, never a mix. Nothing is written when the payload is what
+/// the volume shows already; returns whether it changed. Paths with `..` or a leading `/`
+/// are skipped.
+pub fn atomic_write(dir: &Path, mut files: Payload) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    files.retain(|p, _| !p.is_empty() && !p.starts_with('/') && !p.split('/').any(|c| c == ".."));
+    for (_, mode) in files.values_mut() {
+        *mode &= 0o7777;
+    }
+    std::fs::create_dir_all(dir)?;
+    let old_target = std::fs::read_link(dir.join(DATA_LINK)).ok();
+    let top = |files: &Payload| -> std::collections::BTreeSet<String> {
+        files
+            .keys()
+            .filter_map(|p| p.split('/').next().map(str::to_string))
+            .collect()
+    };
+    let unchanged = read_payload(dir).as_ref() == Some(&files);
+    if !unchanged {
+        let now = time::OffsetDateTime::now_utc();
+        let name = format!(
+            "..{:04}_{:02}_{:02}_{:02}_{:02}_{:02}.{:09}",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second(),
+            now.nanosecond()
+        );
+        let ts = dir.join(&name);
+        std::fs::create_dir(&ts)?;
+        for (path, (data, mode)) in &files {
+            let p = ts.join(path);
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            let tmp = p.with_extension("barge-tmp");
-            std::fs::write(&tmp, &data)?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode & 0o7777))?;
-            std::fs::rename(&tmp, &p)?;
+            std::fs::write(&p, data)?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
+        }
+        let tmp = dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&name, &tmp)?;
+        std::fs::rename(&tmp, dir.join(DATA_LINK))?;
+    }
+    // The user-visible names: links into `..data` (a file of an older layout is replaced).
+    let want = top(&files);
+    for n in &want {
+        let p = dir.join(n);
+        let target = Path::new(DATA_LINK).join(n);
+        if std::fs::read_link(&p).ok().as_deref() == Some(target.as_path()) {
+            continue;
+        }
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p)?,
+            Ok(_) => std::fs::remove_file(&p)?,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&target, &p)?;
+    }
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
+        if n.starts_with("..") {
+            // Old payload directories (not the current one).
+            let current = std::fs::read_link(dir.join(DATA_LINK)).ok();
+            if n != DATA_LINK && current.as_deref() != Some(Path::new(&n)) && !is_link {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        } else if !want.contains(&n) && is_link {
+            let _ = std::fs::remove_file(e.path());
         }
     }
-    Ok(())
+    Ok(!unchanged || old_target.is_none())
+}
+
+/// Re-reads the ConfigMaps, Secrets and downward API fields behind `pod`'s volumes that are
+/// laid out already and swaps in what changed ([`atomic_write`]), as kubelet's volume manager
+/// does on each pod sync: containers see updated keys (not through a `subPath`). Tokens are
+/// kept (see [`refresh_tokens`]); a source that cannot be read now leaves its volume as it
+/// is. Returns how many volumes changed.
+pub async fn resync(client: &Client, data_root: &Path, pod: &Pod, facts: PodFacts<'_>) -> usize {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let base = pod_dir(data_root, uid).join("volumes");
+    let mut changed = 0;
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if v.config_map.is_none()
+            && v.secret.is_none()
+            && v.downward_api.is_none()
+            && v.projected.is_none()
+        {
+            continue;
+        }
+        let content = match volume_content(client, &base, pod, v, facts, true).await {
+            Ok(Some((dir, Content::Files(f), _))) => (dir, f),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!("volume {}: {e}", v.name);
+                continue;
+            }
+        };
+        let (dir, files) = content;
+        let r = tokio::task::spawn_blocking(move || {
+            if std::fs::symlink_metadata(&dir).is_err() {
+                return Ok(false);
+            }
+            atomic_write(&dir, files)
+        })
+        .await;
+        match r {
+            Ok(Ok(true)) => changed += 1,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!("volume {}: {e}", v.name),
+            Err(e) => tracing::warn!("volume {}: {e}", v.name),
+        }
+    }
+    changed
 }
 
 /// Removes pod `uid`'s volumes (its containers are gone). Host paths and claims' volumes
@@ -822,5 +998,44 @@ mod tests {
         check_host_path(&d.join("anything"), "").unwrap();
         assert!(msg(check_host_path(&f, "Socket")).ends_with("is not a socket file"));
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn atomic_writes_swap_the_payload_whole() {
+        let tmp = std::env::temp_dir().join(format!("barge-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let file = |b: &str, m: u32| (b.as_bytes().to_vec(), m);
+        let first: Payload = [
+            ("a".to_string(), file("one", 0o644)),
+            ("dir/b".to_string(), file("two", 0o600)),
+            ("../evil".to_string(), file("x", 0o644)),
+        ]
+        .into();
+        assert!(atomic_write(&tmp, first.clone()).unwrap());
+        assert_eq!(std::fs::read_to_string(tmp.join("a")).unwrap(), "one");
+        assert_eq!(std::fs::read_to_string(tmp.join("dir/b")).unwrap(), "two");
+        assert_eq!(
+            std::fs::read_link(tmp.join("a")).unwrap(),
+            Path::new("..data/a")
+        );
+        assert!(!tmp.parent().unwrap().join("evil").exists());
+        let old = std::fs::read_link(tmp.join(DATA_LINK)).unwrap();
+        // The same payload again: nothing written.
+        let mut same = first.clone();
+        same.remove("../evil");
+        assert!(!atomic_write(&tmp, same).unwrap());
+        assert_eq!(std::fs::read_link(tmp.join(DATA_LINK)).unwrap(), old);
+        // A new payload: swapped in, the old directory and the dropped names gone.
+        let second: Payload = [("a".to_string(), file("three", 0o644))].into();
+        assert!(atomic_write(&tmp, second.clone()).unwrap());
+        assert_eq!(std::fs::read_to_string(tmp.join("a")).unwrap(), "three");
+        assert!(std::fs::symlink_metadata(tmp.join("dir")).is_err());
+        assert!(!tmp.join(&old).exists());
+        assert_eq!(read_payload(&tmp).unwrap(), second);
+        // A subPath source is the current payload's file itself.
+        let src = resolve_in(&tmp, &tmp.join("a"));
+        assert!(src.starts_with(std::fs::canonicalize(&tmp).unwrap()));
+        assert!(!std::fs::symlink_metadata(&src).unwrap().is_symlink());
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

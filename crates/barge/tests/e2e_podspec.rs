@@ -458,6 +458,60 @@ fn host_namespaces_are_the_nodes() {
     assert_eq!(pod_ip, host_ip, "{ips}");
 }
 
+/// ConfigMap and Secret volumes follow their sources (kubelet's `..data` swap), a `subPath`
+/// mount keeps the file it started with, and the keys are links into `..data` as on kube.
+#[test]
+fn configmap_and_secret_volumes_follow_updates() {
+    let s = cluster("1s");
+    s.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {greeting: hello}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: sec}\nstringData: {pw: one}\n",
+    );
+    let manifest = pod(
+        "watcher",
+        "busybox:1.35",
+        "  volumes:\n  - {name: cfg, configMap: {name: cfg}}\n  - {name: sec, secret: {secretName: sec}}\n",
+        "    command: [sleep, \"3600\"]\n    volumeMounts:\n    - {name: cfg, mountPath: /cfg}\n    - {name: sec, mountPath: /sec}\n    - {name: cfg, mountPath: /pinned, subPath: greeting}\n",
+    );
+    s.apply(&manifest);
+    s.wait_pod("watcher", "{.status.phase}", 60, |p| p == "Running");
+    let cat = |path: &str| {
+        let out = s.kubectl_with(&s.kubeconfig(), &["exec", "watcher", "--", "cat", path]);
+        stdout(&out).trim().to_string()
+    };
+    assert_eq!(cat("/cfg/greeting"), "hello");
+    assert_eq!(cat("/sec/pw"), "one");
+    let ls = s.k(&["exec", "watcher", "--", "ls", "-la", "/cfg/"]);
+    assert!(
+        ls.contains("..data ->") && ls.contains("greeting -> ..data/greeting"),
+        "{ls}"
+    );
+
+    s.k(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "-p",
+        r#"{"data":{"greeting":"bye","extra":"new"}}"#,
+    ]);
+    s.k(&[
+        "patch",
+        "secret",
+        "sec",
+        "-p",
+        r#"{"stringData":{"pw":"two"}}"#,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (g, e, p) = (cat("/cfg/greeting"), cat("/cfg/extra"), cat("/sec/pw"));
+        if (g.as_str(), e.as_str(), p.as_str()) == ("bye", "new", "two") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not updated: {g:?} {e:?} {p:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(cat("/pinned"), "hello", "a subPath mount keeps its file");
+}
+
 /// `kubectl get pod NAME -o jsonpath=PATH` once.
 fn get(s: &Server, pod: &str, path: &str) -> String {
     s.k(&["get", "pod", pod, "-o", &format!("jsonpath={path}")])
