@@ -10,6 +10,12 @@
 //! does not fill with copies. When the earlier Event is gone (deleted or expired), a new one is
 //! created. Like client-go's LRU, the cache is bounded ([`CACHE_SIZE`] keys).
 //!
+//! Similar events are aggregated as client-go's `EventAggregator` does: once
+//! [`AGGREGATE_MAX_EVENTS`] events that differ only in their message have been recorded for
+//! one object, source, type and reason within [`AGGREGATE_INTERVAL`], the next ones become
+//! one Event whose message is `(combined from similar events): <latest message>`, counted
+//! like a repeat.
+//!
 //! Recording is best effort, as client-go's: a failed write is logged, never retried, and
 //! never fails the caller.
 
@@ -23,6 +29,14 @@ use kube::{Client, Resource, ResourceExt};
 
 /// How many distinct events are remembered for correlation (client-go's `maxLruCacheEntries`).
 pub const CACHE_SIZE: usize = 4096;
+
+/// How many distinct messages of similar events are recorded as they are before they are
+/// combined (client-go's `defaultAggregateMaxEvents`).
+pub const AGGREGATE_MAX_EVENTS: usize = 10;
+
+/// How long similar events are remembered for aggregation (client-go's
+/// `defaultAggregateIntervalInSeconds`, 10 min).
+pub const AGGREGATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// An Event's `type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +116,33 @@ fn key(source: &Source, r: &Record<'_>) -> String {
     .join("\u{0}")
 }
 
+/// client-go's `EventAggregatorByReasonFunc`: what makes two events similar (everything
+/// [`key`] has but the message).
+fn aggregate_key(source: &Source, r: &Record<'_>) -> String {
+    let o = &r.involved;
+    [
+        "aggregate",
+        source.component.as_str(),
+        source.host.as_deref().unwrap_or_default(),
+        o.kind.as_deref().unwrap_or_default(),
+        o.namespace.as_deref().unwrap_or_default(),
+        o.name.as_deref().unwrap_or_default(),
+        o.uid.as_deref().unwrap_or_default(),
+        o.api_version.as_deref().unwrap_or_default(),
+        r.kind.as_str(),
+        r.reason,
+        source.instance.as_deref().unwrap_or_default(),
+    ]
+    .join("\u{0}")
+}
+
+/// Similar events seen lately: their distinct messages and when the last one came.
+#[derive(Clone, Debug)]
+struct Similar {
+    messages: std::collections::HashSet<String>,
+    last: std::time::Instant,
+}
+
 /// An earlier event: its object's name and namespace, its count, and when it was last used
 /// (for the bound).
 #[derive(Clone, Debug)]
@@ -115,10 +156,43 @@ struct Seen {
 #[derive(Default)]
 struct Cache {
     entries: HashMap<String, Seen>,
+    similar: HashMap<String, Similar>,
     clock: u64,
 }
 
 impl Cache {
+    /// client-go's `EventAggregate`: notes `message` under the similar events of `agg`;
+    /// true when the event is to be combined (the limit of distinct messages is reached).
+    fn aggregate(&mut self, agg: &str, message: &str, now: std::time::Instant) -> bool {
+        if self.similar.len() >= CACHE_SIZE && !self.similar.contains_key(agg) {
+            self.similar
+                .retain(|_, s| now.duration_since(s.last) <= AGGREGATE_INTERVAL);
+            if self.similar.len() >= CACHE_SIZE {
+                self.similar.clear();
+            }
+        }
+        let rec = self
+            .similar
+            .entry(agg.to_string())
+            .or_insert_with(|| Similar {
+                messages: Default::default(),
+                last: now,
+            });
+        if now.duration_since(rec.last) > AGGREGATE_INTERVAL {
+            rec.messages.clear();
+        }
+        rec.messages.insert(message.to_string());
+        rec.last = now;
+        if rec.messages.len() < AGGREGATE_MAX_EVENTS {
+            return false;
+        }
+        // Keep the set at its limit (client-go's `PopAny`).
+        if let Some(any) = rec.messages.iter().next().cloned() {
+            rec.messages.remove(&any);
+        }
+        true
+    }
+
     fn get(&mut self, key: &str) -> Option<Seen> {
         self.clock += 1;
         let clock = self.clock;
@@ -156,17 +230,23 @@ fn now() -> Time {
 /// Records `r` from `source`: patches the count of the same event recorded before, or creates
 /// a new Event in the involved object's namespace (`default` for cluster-scoped objects, as
 /// kube does).
-pub async fn record(client: &Client, source: &Source, r: Record<'_>) {
+pub async fn record(client: &Client, source: &Source, mut r: Record<'_>) {
     let ns = r
         .involved
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    let key = key(source, &r);
+    let mut key = key(source, &r);
+    let agg = aggregate_key(source, &r);
+    if with_cache(|c| c.aggregate(&agg, &r.message, std::time::Instant::now())) {
+        r.message = format!("(combined from similar events): {}", r.message);
+        key = agg;
+    }
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     if let Some(seen) = with_cache(|c| c.get(&key)) {
         let count = seen.count + 1;
-        let patch = serde_json::json!({"count": count, "lastTimestamp": now()});
+        let patch =
+            serde_json::json!({"count": count, "lastTimestamp": now(), "message": r.message});
         let events: Api<Event> = Api::namespaced(client.clone(), &seen.namespace);
         match events
             .patch(&seen.name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -280,5 +360,29 @@ mod tests {
         assert!(c.entries.len() <= CACHE_SIZE);
         assert!(c.get("k0").is_some() && c.get("new").is_some());
         assert!(c.get("k1").is_none());
+    }
+
+    #[test]
+    fn similar_events_are_combined_after_ten_messages() {
+        let s = Source::component("kubelet");
+        let mut c = Cache::default();
+        let t0 = std::time::Instant::now();
+        let agg = aggregate_key(&s, &rec("m0"));
+        assert_eq!(agg, aggregate_key(&s, &rec("other message")));
+        assert_ne!(agg, key(&s, &rec("m0")));
+        let combined: Vec<bool> = (0..12)
+            .map(|i| c.aggregate(&agg, &format!("m{i}"), t0))
+            .collect();
+        assert_eq!(
+            combined.iter().position(|b| *b),
+            Some(AGGREGATE_MAX_EVENTS - 1)
+        );
+        assert!(combined[AGGREGATE_MAX_EVENTS..].iter().all(|b| *b));
+        // A repeat of a message already seen does not count twice.
+        let mut fresh = Cache::default();
+        assert!((0..20).all(|_| !fresh.aggregate(&agg, "same", t0)));
+        // After the interval the record starts over.
+        let later = t0 + AGGREGATE_INTERVAL + std::time::Duration::from_secs(1);
+        assert!(!c.aggregate(&agg, "late", later));
     }
 }
