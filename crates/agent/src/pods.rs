@@ -205,14 +205,26 @@ async fn blocking<T: Send + 'static>(
 /// Creates the pod network (a bridge over `cidr`) unless it exists. Its masquerade leaves
 /// traffic to `cluster` (the cluster CIDR) alone, so pods on other nodes see pod IPs
 /// ([`barge_network::NO_MASQUERADE_OPTION`]; set on a network made before it existed too).
-fn ensure_network(engine: &Engine, cidr: &str, cluster: &str) -> Result<(), AgentError> {
+fn ensure_network(
+    engine: &Engine,
+    cidr: &str,
+    cluster: &str,
+    mtu: Option<u32>,
+) -> Result<(), AgentError> {
     let opt = barge_network::NO_MASQUERADE_OPTION;
+    let mtu = mtu.map(|m| m.to_string());
     if let Ok(n) = engine.networks.get(POD_NETWORK) {
-        if n.options.get(opt).map(String::as_str) != Some(cluster) {
-            engine
-                .networks
-                .set_option(POD_NETWORK, opt, Some(cluster))
-                .map_err(|e| AgentError::engine("updating the pod network", e))?;
+        let wanted = [
+            (opt, Some(cluster)),
+            (barge_network::MTU_OPTION, mtu.as_deref()),
+        ];
+        for (key, value) in wanted {
+            if n.options.get(key).map(String::as_str) != value {
+                engine
+                    .networks
+                    .set_option(POD_NETWORK, key, value)
+                    .map_err(|e| AgentError::engine("updating the pod network", e))?;
+            }
         }
         return Ok(());
     }
@@ -220,6 +232,10 @@ fn ensure_network(engine: &Engine, cidr: &str, cluster: &str) -> Result<(), Agen
     labels.insert("io.barge.pod-network".to_string(), "true".to_string());
     let mut options = BTreeMap::new();
     options.insert(opt.to_string(), cluster.to_string());
+    if let Some(m) = mtu {
+        // flannel's FLANNEL_MTU: pods' interfaces fit inside the VXLAN encapsulation.
+        options.insert(barge_network::MTU_OPTION.to_string(), m);
+    }
     engine
         .networks
         .create(barge_network::CreateRequest {
@@ -767,6 +783,12 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
         let cidr = ctx.cfg.pod_cidr().to_string();
         let cluster = ctx.cfg.cluster_cidr.trunc().to_string();
         let host_net = spec.host_network == Some(true);
+        let vxlan_on = matches!(
+            ctx.cfg.pod_network_backend,
+            barge_network::podnet::Backend::Vxlan
+        )
+        .then(|| ctx.host_ip.parse::<std::net::Ipv4Addr>().ok())
+        .flatten();
         blocking(move || {
             if let Some(sb) = engine.networks.sandbox(&key) {
                 return Ok(Some(sb));
@@ -774,8 +796,9 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
             if terminal || host_net {
                 return Ok(None);
             }
+            let mtu = vxlan_on.and_then(barge_network::podnet::vxlan_pod_mtu);
             // The pod network is made with the first sandbox (a node without pods has none).
-            ensure_network(&engine, &cidr, &cluster)?;
+            ensure_network(&engine, &cidr, &cluster, mtu)?;
             let req = barge_network::SandboxRequest {
                 container_id: key.clone(),
                 name,

@@ -567,6 +567,33 @@ fn docker_cli_networks_and_ports() {
     assert!(ps.contains("dapi 0.0.0.0:18093->8080/tcp"), "{ps}");
     d.docker_ok(&["rm", "-f", "dapi"]);
     d.docker_ok(&["network", "rm", "dnet"]);
+    // The bridge driver's MTU option reaches the containers' interfaces (both veth ends).
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "mtunet",
+    ]);
+    let mtu = d.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "mtunet",
+        "busybox:1.35",
+        "cat",
+        "/sys/class/net/eth0/mtu",
+    ]);
+    assert_eq!(mtu.trim(), "1400");
+    let opt = d.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Options \"com.docker.network.driver.mtu\"}}",
+        "mtunet",
+    ]);
+    assert_eq!(opt.trim(), "1400");
+    d.docker_ok(&["network", "rm", "mtunet"]);
     d.docker_ok(&["network", "create", "unused1"]);
     let pruned = d.docker_ok(&["network", "prune", "-f"]);
     assert!(pruned.contains("unused1"), "{pruned}");

@@ -427,7 +427,12 @@ fn host_namespaces_are_the_nodes() {
             "  hostNetwork: true\n  hostPID: true\n  hostIPC: true\n",
             show,
         ),
-        pod("ownns", "busybox:1.35", "", show),
+        pod(
+            "ownns",
+            "busybox:1.35",
+            "",
+            "    command: [sh, -c, \"ls -l /proc/self/ns/; echo MTU=$(cat /sys/class/net/eth0/mtu); echo DONE; sleep 3600\"]\n",
+        ),
     ]
     .concat();
     s.apply(&manifest);
@@ -456,6 +461,26 @@ fn host_namespaces_are_the_nodes() {
     let ips = get(&s, "hostns", "{.status.podIP} {.status.hostIP}");
     let (pod_ip, host_ip) = ips.split_once(' ').unwrap();
     assert_eq!(pod_ip, host_ip, "{ips}");
+    // Under the VXLAN backend (the default) pods' interfaces fit inside the encapsulation:
+    // the MTU of the node IP's link minus 50, as flannel's FLANNEL_MTU.
+    let addrs = Command::new("ip")
+        .args(["-o", "-4", "addr"])
+        .output()
+        .unwrap();
+    let link = stdout(&addrs)
+        .lines()
+        .find(|l| l.contains(&format!(" {host_ip}/")))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_else(|| panic!("no link holds {host_ip}"));
+    let link_mtu: u32 = std::fs::read_to_string(format!("/sys/class/net/{link}/mtu"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        ownns.contains(&format!("MTU={}\n", link_mtu - 50)),
+        "{link} {link_mtu}: {ownns}"
+    );
 }
 
 /// ConfigMap and Secret volumes follow their sources (kubelet's `..data` swap), a `subPath`

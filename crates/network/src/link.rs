@@ -231,6 +231,8 @@ pub(crate) struct Veth<'a> {
     pub ip6: Option<(Ipv6Addr, u8)>,
     /// IPv6 default route via this gateway.
     pub gateway6: Option<Ipv6Addr>,
+    /// Both ends' MTU (the network's `com.docker.network.driver.mtu`); `None` = the kernel's.
+    pub mtu: Option<u32>,
 }
 
 /// Creates the veth pair, plugs the host end into the bridge, moves the other end into the
@@ -250,13 +252,13 @@ pub(crate) fn attach_veth(netns: &Path, v: &Veth<'_>) -> Result<(), NetworkError
                 .await
                 .map_err(|e| NetworkError::netlink(format!("add veth {}", v.host_ifname), e))?;
             let host = must_index(&h, v.host_ifname).await?;
-            h.link()
-                .set(LinkUnspec::new_with_index(host).controller(br).up().build())
-                .execute()
-                .await
-                .map_err(|e| {
-                    NetworkError::netlink(format!("plug {} into {}", v.host_ifname, v.bridge), e)
-                })?;
+            let mut up = LinkUnspec::new_with_index(host).controller(br).up();
+            if let Some(m) = v.mtu {
+                up = up.mtu(m);
+            }
+            h.link().set(up.build()).execute().await.map_err(|e| {
+                NetworkError::netlink(format!("plug {} into {}", v.host_ifname, v.bridge), e)
+            })?;
             let peer = must_index(&h, v.peer_tmp).await?;
             h.link()
                 .set(LinkUnspec::new_with_index(peer).setns_by_fd(ns_fd).build())
@@ -268,13 +270,14 @@ pub(crate) fn attach_veth(netns: &Path, v: &Veth<'_>) -> Result<(), NetworkError
             .map_err(|e| NetworkError::io("setns into the container", e.into()))?;
         with_netlink(&rt, |h| async move {
             let idx = must_index(&h, v.peer_tmp).await?;
+            let mut named = LinkUnspec::new_with_index(idx)
+                .name(v.ifname.to_string())
+                .address(v.mac.to_vec());
+            if let Some(m) = v.mtu {
+                named = named.mtu(m);
+            }
             h.link()
-                .set(
-                    LinkUnspec::new_with_index(idx)
-                        .name(v.ifname.to_string())
-                        .address(v.mac.to_vec())
-                        .build(),
-                )
+                .set(named.build())
                 .execute()
                 .await
                 .map_err(|e| NetworkError::netlink(format!("rename to {}", v.ifname), e))?;

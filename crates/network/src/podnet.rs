@@ -308,36 +308,9 @@ impl PodNet {
             && has(&InfoVxlan::Learning(false)))
     }
 
-    /// The link holding this node's IP and its MTU (the VXLAN device's `dev`, MTU minus the
-    /// overhead, as flannel's `--iface`); `None` when no link has it.
+    /// The link holding this node's IP and its MTU (see [`external_link`]).
     async fn external_link(&self, h: &Handle) -> Result<Option<(u32, u32)>, NetworkError> {
-        use netlink_packet_route::address::AddressAttribute;
-        use netlink_packet_route::link::LinkAttribute;
-        let mut addrs = h.address().get().execute();
-        let mut found = None;
-        while let Some(a) = addrs
-            .try_next()
-            .await
-            .map_err(|e| NetworkError::netlink("list addresses", e))?
-        {
-            if a.attributes.iter().any(
-                |x| matches!(x, AddressAttribute::Address(IpAddr::V4(ip)) if *ip == self.node_ip),
-            ) {
-                found = Some(a.header.index);
-            }
-        }
-        let Some(idx) = found else {
-            return Ok(None);
-        };
-        let mut links = h.link().get().match_index(idx).execute();
-        let mtu = match links.try_next().await {
-            Ok(Some(l)) => l.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Mtu(m) => Some(*m),
-                _ => None,
-            }),
-            _ => None,
-        };
-        Ok(Some((idx, mtu.unwrap_or(1500))))
+        external_link(h, self.node_ip).await
     }
 
     /// Reconciles the kernel with `remotes` (every other node): adds or replaces their routes
@@ -564,6 +537,52 @@ async fn del_neigh(h: &Handle, n: NeighbourMessage) -> Result<(), NetworkError> 
         Err(e) if is_errno(&e, libc::ENOENT) => Ok(()),
         Err(e) => Err(NetworkError::netlink("delete neighbour", e)),
     }
+}
+
+/// The link holding `node_ip` and its MTU (the VXLAN device's `dev`, MTU minus the overhead,
+/// as flannel's `--iface`); `None` when no link has it.
+async fn external_link(h: &Handle, node_ip: Ipv4Addr) -> Result<Option<(u32, u32)>, NetworkError> {
+    use netlink_packet_route::address::AddressAttribute;
+    use netlink_packet_route::link::LinkAttribute;
+    let mut addrs = h.address().get().execute();
+    let mut found = None;
+    while let Some(a) = addrs
+        .try_next()
+        .await
+        .map_err(|e| NetworkError::netlink("list addresses", e))?
+    {
+        if a.attributes
+            .iter()
+            .any(|x| matches!(x, AddressAttribute::Address(IpAddr::V4(ip)) if *ip == node_ip))
+        {
+            found = Some(a.header.index);
+        }
+    }
+    let Some(idx) = found else {
+        return Ok(None);
+    };
+    let mut links = h.link().get().match_index(idx).execute();
+    let mtu = match links.try_next().await {
+        Ok(Some(l)) => l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        }),
+        _ => None,
+    };
+    Ok(Some((idx, mtu.unwrap_or(1500))))
+}
+
+/// The MTU pods get under the VXLAN backend: the MTU of the link holding `node_ip` minus
+/// VXLAN's 50 bytes (flannel's `FLANNEL_MTU`); `None` when no link holds it. Runs netlink on
+/// a thread of its own (blocking).
+pub fn vxlan_pod_mtu(node_ip: Ipv4Addr) -> Option<u32> {
+    crate::link::in_thread(|| {
+        let rt = crate::link::runtime().ok()?;
+        crate::link::with_netlink(&rt, |h| async move { external_link(&h, node_ip).await })
+            .ok()
+            .flatten()
+            .map(|(_, mtu)| mtu.saturating_sub(VXLAN_OVERHEAD))
+    })
 }
 
 #[cfg(test)]

@@ -23,12 +23,14 @@ use crate::{
 /// Host ports picked for `-P` / `-p CONTAINER` come from here (Docker's range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49153..=65535;
 
-/// Creates the veth pair of endpoint `ep` between `bridge` and the namespace at `netns`.
-fn attach_endpoint(netns: &Path, bridge: &str, ep: &Endpoint) -> Result<(), NetworkError> {
+/// Creates the veth pair of endpoint `ep` between `net`'s bridge and the namespace at
+/// `netns` (with the network's MTU option, if it has one).
+fn attach_endpoint(netns: &Path, net: &Network, ep: &Endpoint) -> Result<(), NetworkError> {
     link::attach_veth(
         netns,
         &link::Veth {
-            bridge,
+            bridge: &net.bridge,
+            mtu: crate::mtu_option(&net.options),
             host_ifname: &ep.host_ifname,
             peer_tmp: &format!("vp{}", &ep.host_ifname[4..]),
             ifname: &ep.ifname,
@@ -378,12 +380,10 @@ impl Networks {
     /// only the first endpoint with a gateway gets the default route).
     fn build_sandbox(&self, sb: &Sandbox, nets: &[Network]) -> Result<(), NetworkError> {
         for ep in &sb.endpoints {
-            let bridge = nets
-                .iter()
-                .find(|n| n.id == ep.network_id)
-                .map(|n| n.bridge.as_str())
-                .unwrap_or_default();
-            attach_endpoint(&sb.netns, bridge, ep)?;
+            let Some(net) = nets.iter().find(|n| n.id == ep.network_id) else {
+                return Err(NetworkError::NotFound(ep.network_name.clone()));
+            };
+            attach_endpoint(&sb.netns, net, ep)?;
         }
         if nets.iter().any(|n| n.dns) {
             let (udp, tcp) = link::dns_sockets(&sb.netns)?;
@@ -533,7 +533,7 @@ impl Networks {
         };
         let r = (|| {
             self.bring_up(&net)?;
-            attach_endpoint(&sb.netns, &net.bridge, &ep)?;
+            attach_endpoint(&sb.netns, &net, &ep)?;
             if net.dns && !self.uses_dns(&sb) {
                 let (udp, tcp) = link::dns_sockets(&sb.netns)?;
                 self.dns.add(container_id, udp, tcp);

@@ -20,6 +20,19 @@ pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 /// is still masqueraded.
 pub const NO_MASQUERADE_OPTION: &str = "io.barge.network.no-masquerade-to";
 
+/// Docker's bridge driver option for the containers' interface MTU
+/// (`docker network create -o com.docker.network.driver.mtu=1450`).
+pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+
+/// The MTU a network's options ask for ([`MTU_OPTION`]); a value that is not a number from
+/// 68 (IPv4's minimum) up is ignored, as the kernel's default then applies.
+pub fn mtu_option(options: &BTreeMap<String, String>) -> Option<u32> {
+    options
+        .get(MTU_OPTION)
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|m| *m >= 68)
+}
+
 /// A network: one of the predefined `bridge`, `host`, `none`, or a user-defined bridge network.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Network {
