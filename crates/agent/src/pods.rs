@@ -493,15 +493,18 @@ async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<DynamicObject>, uid: String, wake
                 }
                 // kubelet's volume manager: updated ConfigMaps/Secrets/labels reach the
                 // pod's volumes (kubelet's `..data` swap).
+                // (Once the status has the pod's IP, which the downward API may show.)
                 let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-                let facts = crate::volumes::PodFacts {
-                    pod_ip: pod_ip.as_deref().unwrap_or_default(),
-                    host_ip: &ctx.host_ip,
-                };
-                let n =
-                    crate::volumes::resync(&ctx.client, &ctx.engine.data_root, &pod, facts).await;
-                if n > 0 {
-                    tracing::info!("pod {}: {n} volume(s) updated", oref);
+                if let Some(pod_ip) = pod_ip {
+                    let facts = crate::volumes::PodFacts {
+                        pod_ip: &pod_ip,
+                        host_ip: &ctx.host_ip,
+                    };
+                    let root = &ctx.engine.data_root;
+                    let n = crate::volumes::resync(&ctx.client, root, &pod, facts).await;
+                    if n > 0 {
+                        tracing::info!("pod {}: {n} volume(s) updated", oref);
+                    }
                 }
             }
         }

@@ -67,6 +67,17 @@ fn pod_spec(spec: &mut Value) {
     each(spec, "containers", container);
     each(spec, "initContainers", container);
     each(spec, "ephemeralContainers", container);
+    // `SetDefaults_Volume`: a volume with no source is an emptyDir.
+    each(spec, "volumes", |v| {
+        let sources = crate::validation::pod::VOLUME_SOURCES;
+        if v.is_object()
+            && !sources
+                .iter()
+                .any(|k| v.get(*k).is_some_and(|x| !x.is_null()))
+        {
+            v["emptyDir"] = json!({});
+        }
+    });
 }
 
 /// The pod spec of `spec.template`, if there is one (never creates it).

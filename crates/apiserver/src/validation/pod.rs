@@ -103,8 +103,111 @@ fn volume_causes(spec: &Value, path: &str, out: &mut Vec<Cause>) -> HashSet<Stri
         } else if !names.insert(name.to_string()) {
             out.push(duplicate(&p, name));
         }
+        volume_source_causes(v, &format!("{path}.volumes[{i}]"), out);
     }
     names
+}
+
+/// The volume sources in the order kube's `validateVolumeSource` counts them.
+pub(crate) const VOLUME_SOURCES: [&str; 30] = [
+    "emptyDir",
+    "hostPath",
+    "gitRepo",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "flocker",
+    "persistentVolumeClaim",
+    "rbd",
+    "quobyte",
+    "cinder",
+    "cephfs",
+    "downwardAPI",
+    "fc",
+    "flexVolume",
+    "configMap",
+    "azureFile",
+    "vsphereVolume",
+    "photonPersistentDisk",
+    "projected",
+    "portworxVolume",
+    "azureDisk",
+    "storageos",
+    "scaleIO",
+    "csi",
+    "ephemeral",
+    "image",
+];
+
+/// kube's `validateVolumeSource` for the checks clients hit: exactly one source, the names
+/// and paths the common sources need, and projected ServiceAccount tokens' lifetimes.
+fn volume_source_causes(v: &Value, p: &str, out: &mut Vec<Cause>) {
+    let set: Vec<&str> = VOLUME_SOURCES
+        .iter()
+        .copied()
+        .filter(|k| v.get(*k).is_some_and(|x| !x.is_null()))
+        .collect();
+    match set.as_slice() {
+        [] => {
+            out.push(Cause::required(p, "must specify a volume type"));
+            return;
+        }
+        [_] => {}
+        [_, rest @ ..] => {
+            for k in rest {
+                out.push(super::forbidden(
+                    &format!("{p}.{k}"),
+                    "may not specify more than 1 volume type",
+                ));
+            }
+        }
+    }
+    let empty = |x: &Value| x.as_str().unwrap_or_default().is_empty();
+    if v.get("hostPath").is_some_and(|h| empty(&h["path"])) {
+        out.push(Cause::required(&format!("{p}.hostPath.path"), ""));
+    }
+    if v.get("persistentVolumeClaim")
+        .is_some_and(|c| empty(&c["claimName"]))
+    {
+        out.push(Cause::required(
+            &format!("{p}.persistentVolumeClaim.claimName"),
+            "",
+        ));
+    }
+    if v.get("secret").is_some_and(|c| empty(&c["secretName"])) {
+        out.push(Cause::required(&format!("{p}.secret.secretName"), ""));
+    }
+    if v.get("configMap").is_some_and(|c| empty(&c["name"])) {
+        out.push(Cause::required(&format!("{p}.configMap.name"), ""));
+    }
+    let sources = v["projected"]["sources"].as_array().into_iter().flatten();
+    for (j, src) in sources.enumerate() {
+        let Some(t) = src.get("serviceAccountToken").filter(|t| !t.is_null()) else {
+            continue;
+        };
+        let tp = format!("{p}.projected.sources[{j}].serviceAccountToken");
+        if let Some(secs) = t["expirationSeconds"].as_i64() {
+            if secs < 600 {
+                out.push(invalid_num(
+                    &format!("{tp}.expirationSeconds"),
+                    secs,
+                    "may not specify a duration less than 10 minutes",
+                ));
+            } else if secs > 1 << 32 {
+                out.push(invalid_num(
+                    &format!("{tp}.expirationSeconds"),
+                    secs,
+                    "may not specify a duration larger than 2^32 seconds",
+                ));
+            }
+        }
+        if empty(&t["path"]) {
+            out.push(Cause::required(&format!("{tp}.path"), ""));
+        }
+    }
 }
 
 fn container_causes(
@@ -644,5 +747,50 @@ mod tests {
         dup["spec"]["ephemeralContainers"][0]["name"] = serde_json::json!("app");
         let c = pod_spec_causes(&dup["spec"], "spec");
         assert_eq!(c[0].field, "spec.ephemeralContainers[0].name");
+    }
+
+    #[test]
+    fn volume_sources_as_kube_checks_them() {
+        let spec = serde_json::json!({
+            "containers": [{"name": "c", "image": "i"}],
+            "volumes": [
+                {"name": "none"},
+                {"name": "two", "emptyDir": {}, "configMap": {"name": "x"}},
+                {"name": "tok", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 599}},
+                    {"serviceAccountToken": {"path": "", "expirationSeconds": 3600}}
+                ]}},
+                {"name": "hp", "hostPath": {"path": ""}},
+                {"name": "ok", "secret": {"secretName": "s"}},
+            ],
+        });
+        let c: Vec<(String, String)> = pod_spec_causes(&spec, "spec")
+            .into_iter()
+            .map(|c| (c.field, c.message))
+            .collect();
+        let want = [
+            (
+                "spec.volumes[0]",
+                "Required value: must specify a volume type",
+            ),
+            (
+                "spec.volumes[1].configMap",
+                "Forbidden: may not specify more than 1 volume type",
+            ),
+            (
+                "spec.volumes[2].projected.sources[0].serviceAccountToken.expirationSeconds",
+                "Invalid value: 599: may not specify a duration less than 10 minutes",
+            ),
+            (
+                "spec.volumes[2].projected.sources[1].serviceAccountToken.path",
+                "Required value",
+            ),
+            ("spec.volumes[3].hostPath.path", "Required value"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(f, m)| (f.to_string(), m.to_string()))
+            .collect();
+        assert_eq!(c, want);
     }
 }
