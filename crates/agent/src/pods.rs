@@ -933,53 +933,25 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
     } else {
         "PodInitializing"
     };
-    let views: Vec<ContainerView> = spec
-        .containers
-        .iter()
-        .map(|c| {
-            let mine = of(&c.name);
-            let mut v = view(
-                st,
-                pod,
-                c,
-                &mine,
-                &policy,
-                terminal,
-                default_reason,
-                &image_ids,
-            );
-            fill_messages(&mut v, &messages);
-            v
-        })
-        .collect();
-    let init_views: Vec<ContainerView> = inits
-        .iter()
-        .map(|c| {
-            let mine = of(&c.name);
-            let p = init_policy(c, &policy);
-            let mut v = view(st, pod, c, &mine, p, terminal, default_reason, &image_ids);
-            fill_messages(&mut v, &messages);
-            v
-        })
-        .collect();
-    let ephemeral_views: Vec<ContainerView> = ephemeral_containers(&spec)
-        .iter()
-        .map(|c| {
-            let mine = of(&c.name);
-            let mut v = view(
-                st,
-                pod,
-                c,
-                &mine,
-                "Never",
-                terminal,
-                "ContainerCreating",
-                &image_ids,
-            );
-            fill_messages(&mut v, &messages);
-            v
-        })
-        .collect();
+    // One view per container of a list, each under its restart policy.
+    let views_of = |cs: &[k8s_openapi::api::core::v1::Container],
+                    policy_of: &dyn Fn(&k8s_openapi::api::core::v1::Container) -> String,
+                    reason: &str|
+     -> Vec<ContainerView> {
+        cs.iter()
+            .map(|c| {
+                let mine = of(&c.name);
+                let p = policy_of(c);
+                let mut v = view(st, pod, c, &mine, &p, terminal, reason, &image_ids);
+                fill_messages(&mut v, &messages);
+                v
+            })
+            .collect()
+    };
+    let views = views_of(&spec.containers, &|_| policy.clone(), default_reason);
+    let init_views = views_of(&inits, &|c| init_policy(c, &policy).into(), default_reason);
+    let ephemeral = ephemeral_containers(&spec);
+    let ephemeral_views = views_of(&ephemeral, &|_| "Never".into(), "ContainerCreating");
     let now = crate::time::now();
     let status = crate::status::pod_status(
         pod,
