@@ -188,6 +188,61 @@ const RESOURCES: &[Field] = &[
     f(1, "limits", Kind::MapQuantity),
     f(2, "requests", Kind::MapQuantity),
 ];
+const VOLUME_MOUNT: &[Field] = &[
+    f(1, "name", Kind::Str),
+    f(2, "readOnly", Kind::Flag),
+    f(3, "mountPath", Kind::Str),
+    f(4, "subPath", Kind::Str),
+];
+const SECURITY_CONTEXT: &[Field] = &[
+    f(
+        1,
+        "capabilities",
+        Kind::Msg(&[r(1, "add", Kind::Str), r(2, "drop", Kind::Str)]),
+    ),
+    f(2, "privileged", Kind::Bool),
+    f(4, "runAsUser", Kind::OptInt),
+    f(5, "runAsNonRoot", Kind::Bool),
+    f(6, "readOnlyRootFilesystem", Kind::Bool),
+    f(7, "allowPrivilegeEscalation", Kind::Bool),
+];
+/// `Volume` {1 name, 2 volumeSource (inlined)}; the sources `kubectl debug` and typed
+/// clients set (hostPath, emptyDir, secret, configMap, persistentVolumeClaim).
+const VOLUME: &[Field] = &[
+    f(1, "name", Kind::Str),
+    f(
+        2,
+        "volumeSource",
+        Kind::Inline(&[
+            f(
+                1,
+                "hostPath",
+                Kind::Msg(&[f(1, "path", Kind::Str), f(2, "type", Kind::Str)]),
+            ),
+            f(2, "emptyDir", Kind::Msg(&[f(1, "medium", Kind::Str)])),
+            f(6, "secret", Kind::Msg(&[f(1, "secretName", Kind::Str)])),
+            f(
+                10,
+                "persistentVolumeClaim",
+                Kind::Msg(&[f(1, "claimName", Kind::Str), f(2, "readOnly", Kind::Flag)]),
+            ),
+            f(19, "configMap", Kind::Msg(LOCAL_OBJECT_REFERENCE_INLINE)),
+        ]),
+    ),
+];
+/// `ConfigMapVolumeSource` {1 localObjectReference (inlined: its name)}.
+const LOCAL_OBJECT_REFERENCE_INLINE: &[Field] = &[f(
+    1,
+    "localObjectReference",
+    Kind::Inline(LOCAL_OBJECT_REFERENCE),
+)];
+const TOLERATION: &[Field] = &[
+    f(1, "key", Kind::Str),
+    f(2, "operator", Kind::Str),
+    f(3, "value", Kind::Str),
+    f(4, "effect", Kind::Str),
+    f(5, "tolerationSeconds", Kind::OptInt),
+];
 const CONTAINER: &[Field] = &[
     f(1, "name", Kind::Str),
     f(2, "image", Kind::Str),
@@ -197,14 +252,17 @@ const CONTAINER: &[Field] = &[
     r(6, "ports", Kind::Msg(CONTAINER_PORT)),
     r(7, "env", Kind::Msg(ENV_VAR)),
     f(8, "resources", Kind::Msg(RESOURCES)),
+    r(9, "volumeMounts", Kind::Msg(VOLUME_MOUNT)),
     f(13, "terminationMessagePath", Kind::Str),
     f(14, "imagePullPolicy", Kind::Str),
+    f(15, "securityContext", Kind::Msg(SECURITY_CONTEXT)),
     f(16, "stdin", Kind::Flag),
     f(17, "stdinOnce", Kind::Flag),
     f(18, "tty", Kind::Flag),
     f(20, "terminationMessagePolicy", Kind::Str),
 ];
 const POD_SPEC: &[Field] = &[
+    r(1, "volumes", Kind::Msg(VOLUME)),
     r(2, "containers", Kind::Msg(CONTAINER)),
     f(3, "restartPolicy", Kind::Str),
     f(4, "terminationGracePeriodSeconds", Kind::OptInt),
@@ -214,11 +272,14 @@ const POD_SPEC: &[Field] = &[
     f(8, "serviceAccountName", Kind::Str),
     f(10, "nodeName", Kind::Str),
     f(11, "hostNetwork", Kind::Flag),
+    f(12, "hostPID", Kind::Flag),
+    f(13, "hostIPC", Kind::Flag),
     r(15, "imagePullSecrets", Kind::Msg(LOCAL_OBJECT_REFERENCE)),
     f(16, "hostname", Kind::Str),
     f(17, "subdomain", Kind::Str),
     f(19, "schedulerName", Kind::Str),
     r(20, "initContainers", Kind::Msg(CONTAINER)),
+    r(22, "tolerations", Kind::Msg(TOLERATION)),
     f(24, "priorityClassName", Kind::Str),
     f(25, "priority", Kind::OptInt),
 ];

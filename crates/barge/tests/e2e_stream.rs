@@ -465,6 +465,39 @@ fn kubectl_debug_runs_ephemeral_containers() {
         ],
     );
     assert_eq!(code, 0, "{err}");
+
+    // A node debugging pod (posted as protobuf): the node's namespaces, its root at /host.
+    let (code, out, err) = kc(
+        &s,
+        &[
+            "debug",
+            "node/node1",
+            "--image=busybox:1.35",
+            "--",
+            "ls",
+            "/host/etc/hostname",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (_, names, _) = kc(&s, &["get", "pods", "-o", "name"]);
+    let pod = names
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("pod/")
+                .filter(|n| n.starts_with("node-debugger-node1-"))
+        })
+        .unwrap_or_else(|| panic!("no debugger pod: {names}"))
+        .to_string();
+    let spec = s.wait_pod(
+        &pod,
+        "{.spec.hostPID} {.spec.hostIPC} {.spec.hostNetwork} {.spec.volumes[0].hostPath.path}",
+        10,
+        |_| true,
+    );
+    assert_eq!(spec, "true true true /");
+    s.wait_pod(&pod, "{.status.phase}", 60, |p| p == "Succeeded");
+    let (_, logs, _) = kc(&s, &["logs", &pod]);
+    assert_eq!(logs.trim(), "/host/etc/hostname");
 }
 
 /// The Python client's exec (v4.channel.k8s.io) and port-forward (its v4 port scheme).
