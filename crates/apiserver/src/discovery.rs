@@ -40,7 +40,7 @@ pub(crate) async fn version() -> Response {
 }
 
 /// Go's `GOARCH` name of this machine.
-fn go_arch() -> &'static str {
+pub fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -54,7 +54,7 @@ use axum::routing::get;
 use axum::Router;
 use barge_datastore::Store;
 
-pub use discovery::KUBE_VERSION;
+pub use discovery::{go_arch, KUBE_VERSION};
 pub use namespaces::SYSTEM_NAMESPACES;
 use registry::Registry;
 pub use rest::masterleases::RECONCILE_INTERVAL as ENDPOINT_RECONCILE_INTERVAL;

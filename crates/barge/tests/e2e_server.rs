@@ -439,7 +439,9 @@ fn auth_can_i_and_whoami() {
 
 /// The Kubernetes Python client (PyPI `kubernetes`, as its users run it) against the server:
 /// list, create, a dict `PATCH` (sent as a strategic merge patch: the container is merged by
-/// name and keeps its ports), watch, delete and the 404 after it.
+/// name and keeps its ports), watch, delete and the 404 after it; a new object carries its
+/// kind's zero status (`V1CronJobStatus`, not `None`) and the in-process controllers write as
+/// `kube-controller-manager` in `managedFields`.
 #[test]
 fn the_python_client_lists_creates_patches_watches_and_deletes() {
     let s = Server::start(false, &[]);
@@ -460,6 +462,19 @@ apps.create_namespaced_deployment("default", dep)
 apps.patch_namespaced_deployment("d", "default", {{"spec": {{"template": {{"spec": {{"containers": [{{"name": "c", "image": "j"}}]}}}}}}}})
 c = apps.read_namespaced_deployment("d", "default").spec.template.spec.containers[0]
 print(c.image, c.ports[0].container_port)
+import time
+for _ in range(100):
+    ms = sorted({{m.manager for m in apps.read_namespaced_deployment("d", "default").metadata.managed_fields}})
+    if "kube-controller-manager" in ms:
+        break
+    time.sleep(0.1)
+print(ms)
+batch = client.BatchV1Api()
+batch.create_namespaced_cron_job("default", {{"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {{"name": "cj"}},
+  "spec": {{"schedule": "0 0 1 1 *", "jobTemplate": {{"spec": {{"template": {{"spec": {{"restartPolicy": "Never", "containers": [{{"name": "c", "image": "i"}}]}}}}}}}}}}}})
+print(type(batch.read_namespaced_cron_job("cj", "default").status).__name__)
+svc = v1.create_namespaced_service("default", {{"metadata": {{"name": "s"}}, "spec": {{"ports": [{{"port": 80}}]}}}})
+print(type(svc.status.load_balancer).__name__, type(v1.read_namespaced_service("s", "default").status.load_balancer).__name__)
 for ev in watch.Watch().stream(v1.list_namespaced_config_map, "default", field_selector="metadata.name=py", timeout_seconds=2):
     print(ev["type"], ev["object"].metadata.name)
 v1.delete_namespaced_config_map("py", "default")
@@ -473,7 +488,9 @@ except client.exceptions.ApiException as e:
     let out = python(&script);
     assert_eq!(
         out,
-        "['default', 'kube-node-lease', 'kube-public', 'kube-system']\n{'a': '1', 'b': '2'}\nj 80\nADDED py\n404 Not Found\n",
+        "['default', 'kube-node-lease', 'kube-public', 'kube-system']\n{'a': '1', 'b': '2'}\nj 80\n\
+         ['OpenAPI-Generator', 'kube-controller-manager']\nV1CronJobStatus\n\
+         V1LoadBalancerStatus V1LoadBalancerStatus\nADDED py\n404 Not Found\n",
         "{out}\n{}",
         s.log()
     );

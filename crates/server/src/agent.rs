@@ -228,7 +228,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             &join.certs.client_cert,
             &join.certs.client_key,
         );
-        let client = crate::controller_client(&kc).await?;
+        let client = crate::controller_client(&kc, "kubelet").await?;
         crate::node::start(
             client,
             &engine,

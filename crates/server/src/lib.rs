@@ -269,16 +269,30 @@ fn service_account_key(path: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 /// A Kubernetes client from a kubeconfig's text (the admin's for the in-process controllers,
-/// the node's for `barge agent`).
-async fn controller_client(kubeconfig: &str) -> Result<kube::Client> {
+/// the node's for `barge agent`) that introduces itself as `component` (`kube-controller-manager`,
+/// `kube-scheduler`, `kubelet`): kube-apiserver names the field manager of a request without
+/// `fieldManager` after its User-Agent's product, so `managedFields` shows the component as on
+/// Kubernetes instead of `unknown`.
+async fn controller_client(kubeconfig: &str, component: &str) -> Result<kube::Client> {
     // kube's TLS uses the process's rustls provider: ring, as everywhere in barge.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kc =
         kube::config::Kubeconfig::from_yaml(kubeconfig).context("parsing the admin kubeconfig")?;
-    let config =
+    let mut config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .context("loading the kubeconfig")?;
+    // client-go's default User-Agent shape: `<component>/<version> (<os>/<arch>) kubernetes/<commit>`.
+    let agent = format!(
+        "{component}/v{} ({}/{}) kubernetes/barge",
+        barge_apiserver::KUBE_VERSION.trim_start_matches('v'),
+        std::env::consts::OS,
+        barge_apiserver::go_arch()
+    );
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_str(&agent).context("the User-Agent header")?,
+    ));
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
@@ -481,7 +495,7 @@ pub fn run(args: ServerArgs) -> Result<()> {
         };
         // The controllers (kube-controller-manager's part), as a client of this API with the
         // admin credentials, started once the listener is bound.
-        match controller_client(&kc).await {
+        match controller_client(&kc, "kube-controller-manager").await {
             Ok(client) => {
                 let config = barge_controllers::Config {
                     root_ca_pem: pki.server_ca_pem.clone(),
@@ -511,13 +525,18 @@ pub fn run(args: ServerArgs) -> Result<()> {
                     stopped(stop_rx.clone()),
                 ));
                 // The scheduler (kube-scheduler's part), leading through its Lease.
-                tokio::spawn(barge_scheduler::run(client, stopped(stop_rx.clone())));
+                match controller_client(&kc, "kube-scheduler").await {
+                    Ok(client) => {
+                        tokio::spawn(barge_scheduler::run(client, stopped(stop_rx.clone())));
+                    }
+                    Err(e) => tracing::warn!("scheduler not started: {e:#}"),
+                }
             }
             Err(e) => tracing::warn!("controllers not started: {e:#}"),
         }
         // The node agent (kubelet's part) on this node's engine, as a client of this API.
         if let Some(engine) = &engine {
-            match controller_client(&kc).await {
+            match controller_client(&kc, "kubelet").await {
                 Ok(client) => node::start(
                     client,
                     engine,

@@ -187,6 +187,45 @@ impl ApiServer {
     }
 }
 
+/// The status a new object of a built-in kind is stored with: the zero value of its Go
+/// status struct as k8s.io/api serialises it (fields without `omitempty` at 0 / empty).
+/// `None` for custom resources, whose status is absent until written.
+fn zero_status(group: &str, plural: &str) -> Option<Value> {
+    Some(match (group, plural) {
+        ("", "services") | ("networking.k8s.io", "ingresses") => json!({"loadBalancer": {}}),
+        ("", "persistentvolumeclaims" | "persistentvolumes") => json!({"phase": "Pending"}),
+        ("", "replicationcontrollers") | ("apps", "replicasets") => json!({"replicas": 0}),
+        ("apps", "statefulsets") => json!({"replicas": 0, "availableReplicas": 0}),
+        ("apps", "daemonsets") => json!({
+            "currentNumberScheduled": 0, "numberMisscheduled": 0,
+            "desiredNumberScheduled": 0, "numberReady": 0
+        }),
+        ("autoscaling", "horizontalpodautoscalers") => {
+            json!({"desiredReplicas": 0, "currentMetrics": null})
+        }
+        ("policy", "poddisruptionbudgets") => json!({
+            "disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0
+        }),
+        ("storage.k8s.io", "volumeattachments") => json!({"attached": false}),
+        ("apiextensions.k8s.io", _) | ("apiregistration.k8s.io", _) => return None,
+        (
+            ""
+            | "apps"
+            | "batch"
+            | "autoscaling"
+            | "policy"
+            | "networking.k8s.io"
+            | "storage.k8s.io"
+            | "certificates.k8s.io"
+            | "resource.k8s.io"
+            | "flowcontrol.apiserver.k8s.io"
+            | "admissionregistration.k8s.io",
+            _,
+        ) => json!({}),
+        _ => return None,
+    })
+}
+
 /// Kind-specific create defaults (the `PrepareForCreate` of kube's strategies that matter to
 /// clients now): status subresource kinds start without status; namespaces are Active with the
 /// `kubernetes` finalizer and the `kubernetes.io/metadata.name` label; pods start Pending.
@@ -194,6 +233,16 @@ fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     if info.has_status() {
         if let Some(m) = obj.as_object_mut() {
             m.remove("status");
+            // A built-in kind's Go type always serialises its status struct: clients (the
+            // Python client's models, `status.readyReplicas` in scripts) see `status: {}`
+            // with the non-`omitempty` fields at zero from the first watch event on.
+            let zero = info
+                .custom
+                .is_none()
+                .then(|| zero_status(info.group, info.plural));
+            if let Some(zero) = zero.flatten() {
+                m.insert("status".into(), zero);
+            }
         }
     }
     match (info.group, info.plural) {
