@@ -500,7 +500,8 @@ fn kubectl_debug_runs_ephemeral_containers() {
     assert_eq!(logs.trim(), "/host/etc/hostname");
 }
 
-/// The Python client's exec (v4.channel.k8s.io) and port-forward (its v4 port scheme).
+/// The Python client's exec (v4.channel.k8s.io; interactive stdin comes as text frames) and
+/// port-forward (its v4 port scheme).
 #[test]
 fn python_client_exec_and_port_forward() {
     let s = cluster();
@@ -534,6 +535,17 @@ r = stream(api.connect_get_namespaced_pod_exec, "web", "default",
            tty=False, _preload_content=False)
 r.run_forever(timeout=20)
 print("CODE", r.returncode)
+# Interactive stdin: the client sends `write_stdin(str)` as text frames.
+r = stream(api.connect_get_namespaced_pod_exec, "web", "default", command=["sh"],
+           stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
+r.write_stdin("echo py-stdin-$((40 + 2))\nexit 3\n")
+got = ""
+deadline = time.time() + 20
+while r.is_open() and time.time() < deadline:
+    r.update(timeout=1)
+    if r.peek_stdout():
+        got += r.read_stdout()
+print("STDIN", got.strip(), r.returncode)
 body = b""
 for attempt in range(40):
     try:
@@ -564,6 +576,7 @@ print("HTTP", body.split(b"\r\n")[0].decode())
         "{out}"
     );
     assert!(out.contains("CODE 5"), "{out}");
+    assert!(out.contains("STDIN py-stdin-42 3"), "{out}");
     assert!(out.contains("HTTP HTTP/1.0 200"), "{out}\n{}", s.log());
 
     // kubectl port-forward: SPDY/3.1 frames tunnelled in a WebSocket; two connections in a

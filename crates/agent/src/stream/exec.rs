@@ -188,6 +188,17 @@ fn failure(message: &str) -> Value {
            "reason": "InternalError", "code": 500})
 }
 
+/// The channel-prefixed bytes of a client's frame. Binary frames are the protocol's, but
+/// kubelet reads text frames the same way (x/net/websocket's `Message.Receive`), and the
+/// Kubernetes Python client sends its `write_stdin(str)` as text frames `"\x00…"`.
+pub(crate) fn channel_frame(m: &Message) -> Option<&[u8]> {
+    match m {
+        Message::Binary(b) => Some(b),
+        Message::Text(t) => Some(t.as_bytes()),
+        _ => None,
+    }
+}
+
 fn channel_msg(ch: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(ch);
@@ -284,7 +295,7 @@ async fn run_exec(shared: Shared, id: String, o: Opts, mut ws: Ws) -> Result<(),
         while size.is_none() {
             match tokio::time::timeout_at(deadline, ws.next()).await {
                 Ok(Some(Ok(m))) => {
-                    if let Message::Binary(b) = &m {
+                    if let Some(b) = channel_frame(&m) {
                         if b.first() == Some(&RESIZE) {
                             size = size_of(&b[1..]);
                             continue;
@@ -440,22 +451,24 @@ async fn pump(
                     },
                 },
             };
-            match m {
-                Message::Binary(b) if !b.is_empty() => match b[0] {
-                    STDIN if stdin && mon_wr.write_all(&b[1..]).await.is_err() => {
-                        break;
+            if let Message::Close(_) = m {
+                break;
+            }
+            let Some(b) = channel_frame(&m).filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            match b[0] {
+                STDIN if stdin && mon_wr.write_all(&b[1..]).await.is_err() => {
+                    break;
+                }
+                RESIZE => {
+                    if let Some((h, w)) = size_of(&b[1..]) {
+                        resize(h, w);
                     }
-                    RESIZE => {
-                        if let Some((h, w)) = size_of(&b[1..]) {
-                            resize(h, w);
-                        }
-                    }
-                    CLOSE if b.get(1) == Some(&STDIN) => {
-                        let _ = mon_wr.shutdown().await;
-                    }
-                    _ => {}
-                },
-                Message::Close(_) => break,
+                }
+                CLOSE if b.get(1) == Some(&STDIN) => {
+                    let _ = mon_wr.shutdown().await;
+                }
                 _ => {}
             }
         }

@@ -203,17 +203,16 @@ async fn v4(
         let _ = sink.close().await;
     });
     while let Some(Ok(m)) = source.next().await {
-        match m {
-            Message::Binary(b) if !b.is_empty() => {
-                let ch = b[0] as usize;
-                if ch.is_multiple_of(2) {
-                    if let Some(w) = writers.get(ch / 2) {
-                        let _ = w.send(b[1..].to_vec()).await;
-                    }
+        if let Message::Close(_) = m {
+            break;
+        }
+        if let Some(b) = super::exec::channel_frame(&m).filter(|b| !b.is_empty()) {
+            let ch = b[0] as usize;
+            if ch.is_multiple_of(2) {
+                if let Some(w) = writers.get(ch / 2) {
+                    let _ = w.send(b[1..].to_vec()).await;
                 }
             }
-            Message::Close(_) => break,
-            _ => {}
         }
     }
     drop(writers);
