@@ -722,14 +722,6 @@ fn key(h: &HorizontalPodAutoscaler) -> String {
     format!("{}/{}", h.namespace().unwrap_or_default(), h.name_any())
 }
 
-/// The message of an API error (its `Status` message) or the error.
-fn message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        e => e.to_string(),
-    }
-}
-
 /// The conditions being built for one pass (kube's `setCondition`: the transition time
 /// changes only with the status).
 struct Conditions(Vec<HorizontalPodAutoscalerCondition>);
@@ -797,7 +789,7 @@ async fn reconcile(
             .get_scale(&target.name)
             .await
             .map(|s| (api, s))
-            .map_err(|e| message(&e)),
+            .map_err(|e| barge_events::error_message(&e)),
         Err(e) => Err(e),
     };
     let (target_api, scale) = match scale {
@@ -943,7 +935,7 @@ async fn reconcile(
             .await
         {
             Err(e) => {
-                let e = message(&e);
+                let e = barge_events::error_message(&e);
                 events::record(
                     client,
                     COMPONENT,
@@ -1114,7 +1106,7 @@ async fn pods_of(client: &Client, ns: &str, selector: &str) -> Result<Vec<Pod>, 
     api.list(&ListParams::default().labels(selector))
         .await
         .map(|l| l.items)
-        .map_err(|e| message(&e))
+        .map_err(|e| barge_events::error_message(&e))
 }
 
 /// A pod as the calculation sees it, with its containers' requests of `resource`.
@@ -1186,7 +1178,7 @@ async fn pod_metrics(
         .map_err(|e| {
             format!(
                 "unable to fetch metrics from resource metrics API: {}",
-                message(&e)
+                barge_events::error_message(&e)
             )
         })?;
     if list.items.is_empty() {

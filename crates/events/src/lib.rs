@@ -84,6 +84,16 @@ pub struct Record<'a> {
     pub message: String,
 }
 
+/// An API error as a Go client's `err.Error()` shows it in an event message: a `Status`
+/// error is its `message` (`pods "x" is forbidden: exceeded quota: …`), anything else its
+/// display (kube-rs's `ApiError: … (Status { … })` is not what kube's events say).
+pub fn error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        e => e.to_string(),
+    }
+}
+
 /// An object reference to `obj` (`involvedObject`), as `ref.GetReference` makes it.
 pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     ObjectReference {

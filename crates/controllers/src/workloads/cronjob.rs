@@ -322,7 +322,11 @@ async fn schedule(
         Ok(j) => j,
         Err(kube::Error::Api(s)) if s.code == 409 => return Ok(next_in(now)),
         Err(e) => {
-            warn("FailedCreate", format!("Error creating job: {e}")).await;
+            warn(
+                "FailedCreate",
+                format!("Error creating job: {}", barge_events::error_message(&e)),
+            )
+            .await;
             return Err(ControllerError::api(format!("creating job {jname}"), e));
         }
     };

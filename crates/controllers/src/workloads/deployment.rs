@@ -549,7 +549,10 @@ impl Dc<'_> {
                 ));
             }
             Err(e) => {
-                let msg = format!("Failed to create new replica set {name:?}: {e}");
+                let msg = format!(
+                    "Failed to create new replica set {name:?}: {}",
+                    barge_events::error_message(&e)
+                );
                 self.event(Kind::Warning, "FailedCreate", msg.clone()).await;
                 if self.progress_deadline().is_some() {
                     let mut st = self.status();

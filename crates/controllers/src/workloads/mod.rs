@@ -60,6 +60,51 @@ pub struct Ctx {
     pub client: Client,
     pub informers: Informers,
     pub expectations: Expectations,
+    /// Per-object retry delays after failed syncs.
+    pub backoff: Backoff,
+}
+
+/// client-go's `ItemExponentialFailureRateLimiter(5ms, 1000s)`, the per-item part of the
+/// workqueue's default rate limiter: an object whose sync keeps failing (a quota refusing its
+/// pods, a webhook down) is retried after 5 ms, 10 ms, 20 ms … up to 1000 s, not every
+/// second forever; a successful sync forgets its failures (`queue.Forget`).
+#[derive(Default)]
+pub struct Backoff(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1000);
+
+    /// Records one more failure of `key` and returns the delay before its retry.
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(key.to_string()).or_insert(0);
+        let delay = Self::BASE
+            .checked_mul(1u32.checked_shl(*n).unwrap_or(u32::MAX))
+            .map_or(Self::MAX, |d| d.min(Self::MAX));
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    /// Forgets `key`'s failures after a successful sync.
+    pub fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// Runs one reconcile and forgets the object's failures when it succeeds.
+async fn tracked<K, F, Fut>(obj: Arc<K>, ctx: Arc<Ctx>, f: F) -> Result<Action, ControllerError>
+where
+    K: Resource,
+    F: FnOnce(Arc<K>, Arc<Ctx>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, ControllerError>>,
+{
+    let key = obj.meta().uid.clone().unwrap_or_default();
+    let r = f(obj, ctx.clone()).await;
+    if r.is_ok() {
+        ctx.backoff.forget(&key);
+    }
+    r
 }
 
 type Queue<K> = mpsc::UnboundedSender<ObjectRef<K>>;
@@ -102,6 +147,7 @@ pub async fn run(client: Client) {
         client: client.clone(),
         informers: informers.clone(),
         expectations: Expectations::default(),
+        backoff: Backoff::default(),
     });
     let (rs_tx, rs_rx) = mpsc::unbounded_channel();
     let (rc_tx, rc_rx) = mpsc::unbounded_channel();
@@ -250,7 +296,7 @@ pub async fn run(client: Client) {
     );
     let cfg = Config::default().concurrency(4);
     let rs = applier(
-        |o, c| Box::pin(replicaset::reconcile_rs(o, c)),
+        |o, c| Box::pin(tracked(o, c, replicaset::reconcile_rs)),
         error_policy,
         ctx.clone(),
         informers.replicasets.clone(),
@@ -259,7 +305,7 @@ pub async fn run(client: Client) {
     )
     .for_each(|_| async {});
     let rc = applier(
-        |o, c| Box::pin(replicaset::reconcile_rc(o, c)),
+        |o, c| Box::pin(tracked(o, c, replicaset::reconcile_rc)),
         error_policy,
         ctx.clone(),
         informers.rcs.clone(),
@@ -268,7 +314,7 @@ pub async fn run(client: Client) {
     )
     .for_each(|_| async {});
     let dep = applier(
-        |o, c| Box::pin(deployment::reconcile(o, c)),
+        |o, c| Box::pin(tracked(o, c, deployment::reconcile)),
         error_policy,
         ctx.clone(),
         informers.deployments.clone(),
@@ -277,7 +323,7 @@ pub async fn run(client: Client) {
     )
     .for_each(|_| async {});
     let job = applier(
-        |o, c| Box::pin(job::reconcile(o, c)),
+        |o, c| Box::pin(tracked(o, c, job::reconcile)),
         error_policy,
         ctx.clone(),
         informers.jobs.clone(),
@@ -286,7 +332,7 @@ pub async fn run(client: Client) {
     )
     .for_each(|_| async {});
     let cj = applier(
-        |o, c| Box::pin(cronjob::reconcile(o, c)),
+        |o, c| Box::pin(tracked(o, c, cronjob::reconcile)),
         error_policy,
         ctx.clone(),
         informers.cronjobs.clone(),
@@ -295,7 +341,7 @@ pub async fn run(client: Client) {
     )
     .for_each(|_| async {});
     let sts = applier(
-        |o, c| Box::pin(statefulset::reconcile(o, c)),
+        |o, c| Box::pin(tracked(o, c, statefulset::reconcile)),
         error_policy,
         ctx.clone(),
         informers.statefulsets.clone(),
@@ -304,7 +350,7 @@ pub async fn run(client: Client) {
     )
     .for_each(|_| async {});
     let ds = applier(
-        |o, c| Box::pin(daemonset::reconcile(o, c)),
+        |o, c| Box::pin(tracked(o, c, daemonset::reconcile)),
         error_policy,
         ctx.clone(),
         informers.daemonsets.clone(),
@@ -318,9 +364,10 @@ pub async fn run(client: Client) {
     }
 }
 
-fn error_policy<K>(_: Arc<K>, e: &ControllerError, _: Arc<Ctx>) -> Action {
+fn error_policy<K: Resource>(obj: Arc<K>, e: &ControllerError, ctx: Arc<Ctx>) -> Action {
     tracing::debug!("workloads: {e}");
-    Action::requeue(Duration::from_secs(1))
+    let key = obj.meta().uid.clone().unwrap_or_default();
+    Action::requeue(ctx.backoff.failed(&key))
 }
 
 fn queue<K>(
@@ -506,5 +553,33 @@ fn on_replicaset(q: &Queues, ctx: &Ctx, ev: &watcher::Event<ReplicaSet>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_syncs_back_off_exponentially_until_forgotten() {
+        let b = Backoff::default();
+        let delays: Vec<_> = (0..4).map(|_| b.failed("uid-1")).collect();
+        assert_eq!(
+            delays,
+            [5, 10, 20, 40].map(Duration::from_millis).to_vec(),
+            "client-go's 5 ms base, doubling"
+        );
+        // Another object has its own count.
+        assert_eq!(b.failed("uid-2"), Duration::from_millis(5));
+        for _ in 0..40 {
+            b.failed("uid-1");
+        }
+        assert_eq!(
+            b.failed("uid-1"),
+            Duration::from_secs(1000),
+            "capped at 1000 s"
+        );
+        b.forget("uid-1");
+        assert_eq!(b.failed("uid-1"), Duration::from_millis(5));
     }
 }

@@ -355,7 +355,7 @@ where
                 }
                 Err(e) => {
                     ctx.expectations.creation_observed(&uid);
-                    let m = format!("Error creating: {e}");
+                    let m = format!("Error creating: {}", barge_events::error_message(&e));
                     record(
                         &ctx.client,
                         component,
@@ -428,7 +428,7 @@ pub async fn delete_pods<K>(
                 ctx.expectations
                     .deletion_observed(&uid, p.metadata.uid.as_deref().unwrap_or_default());
                 if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
-                    let m = format!("Error deleting: {e}");
+                    let m = format!("Error deleting: {}", barge_events::error_message(&e));
                     record(
                         &ctx.client,
                         component,
