@@ -754,7 +754,13 @@ fn host_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<barge_network::
             Some(barge_network::PortBinding {
                 container_port: u16::try_from(p.container_port).ok()?,
                 proto: p.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
-                host_ip: p.host_ip.clone().unwrap_or_default(),
+                // The pod's family only (CNI portmap's hostPort), not the engine's extra
+                // IPv6 binding of `-p` ports.
+                host_ip: p
+                    .host_ip
+                    .clone()
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or_else(|| "0.0.0.0".into()),
                 host_port: hp.to_string(),
             })
         })

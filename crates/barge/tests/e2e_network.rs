@@ -270,7 +270,18 @@ fn published_ports_tcp_udp_and_publish_all() {
         &format!("http://{ip}:18080/"),
     ]);
     assert!(o.contains("\"status\": \"ok\""), "{o}");
-    assert_eq!(d.ok(&["port", "web"]).trim(), "8080/tcp -> 0.0.0.0:18080");
+    // Every address means IPv6 too, as dockerd ≥ 20.10: `::` is a second binding, served by
+    // the userland proxy, so [::1] reaches the container.
+    assert_eq!(
+        d.ok(&["port", "web"]).trim(),
+        "8080/tcp -> 0.0.0.0:18080\n8080/tcp -> [::]:18080"
+    );
+    assert_eq!(
+        d.docker_ok(&["port", "web"]).trim(),
+        "8080/tcp -> 0.0.0.0:18080\n8080/tcp -> [::]:18080"
+    );
+    let body = http_get_wait("[::1]:18080");
+    assert!(body.contains("\"status\": \"ok\""), "{body}");
     // Traffic shows in stats (barge and docker CLIs render `networks`).
     for out in [
         d.ok(&["stats", "--no-stream", "--format", "{{.NetIO}}", "web"]),
@@ -291,11 +302,28 @@ fn published_ports_tcp_udp_and_publish_all() {
     // -P: a random port for every EXPOSEd port, reported by `port`.
     d.ok(&["run", "-d", "--name", "webp", "-P", "multilayer:1"]);
     let p = d.ok(&["port", "webp", "8080"]);
-    let port: u16 = p.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = p
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(port >= 49153, "{p}");
+    assert_eq!(
+        p.trim(),
+        format!("0.0.0.0:{port}\n[::]:{port}"),
+        "one port for both"
+    );
     assert!(http_get_wait(&format!("127.0.0.1:{port}")).contains("ok"));
+    assert!(http_get_wait(&format!("[::1]:{port}")).contains("ok"));
     let ps = d.ok(&["ps", "--filter", "name=webp", "--format", "{{.Ports}}"]);
-    assert_eq!(ps.trim(), format!("0.0.0.0:{port}->8080/tcp"));
+    assert_eq!(
+        ps.trim(),
+        format!("0.0.0.0:{port}->8080/tcp, [::]:{port}->8080/tcp")
+    );
     // UDP: a datagram to the published port reaches the container, and the answer comes back.
     let server = "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('', 5353))\nwhile True:\n d,a=s.recvfrom(100)\n print(d.decode(), flush=True)\n s.sendto(b'pong:'+d, a)";
     d.ok(&[
@@ -546,7 +574,7 @@ fn docker_cli_networks_and_ports() {
     assert!(o.contains("\"status\": \"ok\""), "{o}");
     assert_eq!(
         d.docker_ok(&["port", "dapi"]).trim(),
-        "8080/tcp -> 0.0.0.0:18093"
+        "8080/tcp -> 0.0.0.0:18093\n8080/tcp -> [::]:18093"
     );
     let ip = d.docker_ok(&[
         "inspect",
@@ -564,7 +592,10 @@ fn docker_cli_networks_and_ports() {
     ]);
     assert_eq!(members.trim(), "dapi");
     let ps = d.docker_ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
-    assert!(ps.contains("dapi 0.0.0.0:18093->8080/tcp"), "{ps}");
+    assert!(
+        ps.contains("dapi 0.0.0.0:18093->8080/tcp, [::]:18093->8080/tcp"),
+        "{ps}"
+    );
     d.docker_ok(&["rm", "-f", "dapi"]);
     d.docker_ok(&["network", "rm", "dnet"]);
     // The bridge driver's MTU option reaches the containers' interfaces (both veth ends).

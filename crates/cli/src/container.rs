@@ -392,7 +392,8 @@ pub fn ps_row(c: &ContainerSummary, no_trunc: bool) -> Value {
                 .unwrap_or_else(|| "tcp".into());
             match (&p.ip, p.public_port) {
                 (Some(ip), Some(public)) if !ip.is_empty() => {
-                    format!("{ip}:{public}->{}/{typ}", p.private_port)
+                    let addr = crate::format::host_port(ip, &public.to_string());
+                    format!("{addr}->{}/{typ}", p.private_port)
                 }
                 (_, Some(public)) => format!("{public}->{}/{typ}", p.private_port),
                 _ => format!("{}/{typ}", p.private_port),

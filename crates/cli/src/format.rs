@@ -629,6 +629,16 @@ pub fn ellipsis(s: &str, max: usize) -> String {
     out
 }
 
+/// `ip:port` as docker's CLI joins them (Go's `net.JoinHostPort`): `0.0.0.0:8080`,
+/// `[::]:8080`.
+pub fn host_port(ip: &str, port: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
 /// A 12-character image or container ID without the `sha256:` prefix.
 pub fn short_id(id: &str) -> String {
     let id = id.strip_prefix("sha256:").unwrap_or(id);

@@ -435,10 +435,11 @@ pub async fn port(client: &Client, a: PortArgs) -> Result<i32> {
             let ip = b["HostIp"].as_str().unwrap_or_default();
             let port = b["HostPort"].as_str().unwrap_or_default();
             found = true;
+            let addr = crate::format::host_port(ip, port);
             if want.is_some() {
-                println!("{ip}:{port}");
+                println!("{addr}");
             } else {
-                println!("{k} -> {ip}:{port}");
+                println!("{k} -> {addr}");
             }
         }
     }

@@ -5,7 +5,7 @@
 //! forwarded (they cannot be meaningful to an upstream resolver).
 //!
 //! One daemon thread (`barge-dns`, its own single-threaded tokio runtime) serves every
-//! container: the sockets are opened inside each container's namespace (see
+//! container (and their IPv6 port proxies, [`crate::proxy`]): the sockets are opened inside each container's namespace (see
 //! [`crate::link::dns_sockets`]) and handed to this thread, which itself lives in the host
 //! namespace, so forwarding reaches the host's resolvers (even 127.0.0.53).
 
@@ -56,6 +56,8 @@ impl Table {
 
 enum Cmd {
     Add(String, UdpSocket, TcpListener),
+    /// A container's IPv6 port proxies ([`crate::proxy`]), which share this thread.
+    Proxy(String, Vec<crate::proxy::Forward>),
     Remove(String),
 }
 
@@ -241,8 +243,10 @@ impl Dns {
                     }
                 };
                 rt.block_on(async move {
-                    let mut tasks: HashMap<String, Vec<tokio::task::JoinHandle<()>>> =
-                        HashMap::new();
+                    // Per container: its DNS server's tasks and its proxies' tasks.
+                    type Tasks = Vec<tokio::task::JoinHandle<()>>;
+                    let mut tasks: HashMap<String, Tasks> = HashMap::new();
+                    let mut proxies: HashMap<String, Tasks> = HashMap::new();
                     while let Some(cmd) = rx.recv().await {
                         match cmd {
                             Cmd::Add(cid, udp, tcp) => {
@@ -259,10 +263,18 @@ impl Dns {
                                     old.iter().for_each(|h| h.abort());
                                 }
                             }
-                            Cmd::Remove(cid) => {
-                                if let Some(old) = tasks.remove(&cid) {
+                            Cmd::Proxy(cid, forwards) => {
+                                let hs = forwards
+                                    .into_iter()
+                                    .map(|f| tokio::spawn(crate::proxy::serve(f)))
+                                    .collect();
+                                if let Some(old) = proxies.insert(cid, hs) {
                                     old.iter().for_each(|h| h.abort());
                                 }
+                            }
+                            Cmd::Remove(cid) => {
+                                let old = [tasks.remove(&cid), proxies.remove(&cid)];
+                                old.iter().flatten().flatten().for_each(|h| h.abort());
                             }
                         }
                     }
@@ -279,7 +291,12 @@ impl Dns {
         let _ = self.tx.send(Cmd::Add(cid.to_string(), udp, tcp));
     }
 
-    /// Stops serving container `cid` (its sockets close).
+    /// Serves container `cid`'s IPv6 port proxies (replacing earlier ones).
+    pub(crate) fn proxy(&self, cid: &str, forwards: Vec<crate::proxy::Forward>) {
+        let _ = self.tx.send(Cmd::Proxy(cid.to_string(), forwards));
+    }
+
+    /// Stops serving container `cid` (its DNS and proxy sockets close).
     pub fn remove(&self, cid: &str) {
         let _ = self.tx.send(Cmd::Remove(cid.to_string()));
     }

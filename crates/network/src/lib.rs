@@ -33,6 +33,7 @@ mod link;
 pub mod netpol;
 mod nft;
 pub mod podnet;
+mod proxy;
 mod reconcile;
 mod rules;
 mod sandboxes;

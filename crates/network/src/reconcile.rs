@@ -65,6 +65,11 @@ impl Networks {
                     Err(e) => tracing::warn!("dns for {}: {e}", sb.container_id),
                 }
             }
+            match super::sandboxes::proxies(sb) {
+                Ok(f) if f.is_empty() => {}
+                Ok(f) => self.dns.proxy(&sb.container_id, f),
+                Err(e) => tracing::warn!("port proxies of {}: {e}", sb.container_id),
+            }
         }
         let keep: HashSet<PathBuf> = sandboxes.iter().map(|s| s.netns.clone()).collect();
         if let Ok(rd) = std::fs::read_dir(self.cfg.exec_root.join("netns")) {

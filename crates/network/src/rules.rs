@@ -8,6 +8,7 @@
 //! holds, and restored by the last daemon to let go.
 
 use std::fs::File;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -108,9 +109,13 @@ impl Networks {
                 continue;
             };
             for p in &sb.ports {
+                // The IPv6 mappings are the userland proxy's (crate::proxy).
+                let IpAddr::V4(host_ip) = p.host_ip else {
+                    continue;
+                };
                 ports.push(nft::RulePort {
                     proto: p.proto.clone(),
-                    host_ip: p.host_ip,
+                    host_ip,
                     host_port: p.host_port,
                     container_ip: ep.ip,
                     // Ports published on every address also answer on the host's IPv6

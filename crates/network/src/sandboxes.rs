@@ -23,6 +23,24 @@ use crate::{
 /// Host ports picked for `-P` / `-p CONTAINER` come from here (Docker's range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49153..=65535;
 
+/// Binds the userland proxies of `sb`'s IPv6 mappings, towards its first endpoint's address.
+pub(crate) fn proxies(sb: &Sandbox) -> Result<Vec<crate::proxy::Forward>, NetworkError> {
+    let Some(ep) = sb.endpoints.first() else {
+        return Ok(Vec::new());
+    };
+    sb.ports
+        .iter()
+        .filter_map(|p| match p.host_ip {
+            IpAddr::V6(ip) => Some((p, ip)),
+            IpAddr::V4(_) => None,
+        })
+        .map(|(p, ip)| {
+            let target = std::net::SocketAddr::from((ep.ip, p.container_port));
+            crate::proxy::bind(&p.proto, ip, p.host_port, target)
+        })
+        .collect()
+}
+
 /// Creates the veth pair of endpoint `ep` between `net`'s bridge and the namespace at
 /// `netns` (with the network's MTU option, if it has one).
 fn attach_endpoint(netns: &Path, net: &Network, ep: &Endpoint) -> Result<(), NetworkError> {
@@ -171,21 +189,28 @@ impl Networks {
         ))
     }
 
-    fn port_free(proto: &str, ip: Ipv4Addr, port: u16) -> bool {
-        let addr = (ip, port);
-        match proto {
-            "udp" => std::net::UdpSocket::bind(addr).is_ok(),
-            _ => std::net::TcpListener::bind(addr).is_ok(),
+    /// Whether `ip:port` is free for `proto` (IPv6: on IPv6 only, as the proxy binds it).
+    fn port_free(proto: &str, ip: IpAddr, port: u16) -> bool {
+        match ip {
+            IpAddr::V6(ip) => crate::proxy::port_free6(proto, ip, port),
+            IpAddr::V4(ip) => match proto {
+                "udp" => std::net::UdpSocket::bind((ip, port)).is_ok(),
+                _ => std::net::TcpListener::bind((ip, port)).is_ok(),
+            },
         }
     }
 
+    /// The host ports of `ports`, allocated. A binding on every address becomes two mappings
+    /// with one port, `0.0.0.0` (nftables) and `::` (the userland proxy, when the host has
+    /// IPv6), as dockerd ≥ 20.10 reports them; an explicit address, one of its family.
     fn plan_ports(inner: &Inner, ports: &[PortBinding]) -> Result<Vec<PortMapping>, NetworkError> {
-        let mut taken: Vec<(String, Ipv4Addr, u16)> = inner
+        let mut taken: Vec<(String, IpAddr, u16)> = inner
             .sandboxes
             .values()
             .flat_map(|s| s.ports.iter())
             .map(|p| (p.proto.clone(), p.host_ip, p.host_port))
             .collect();
+        let ipv6 = ports.iter().any(|b| b.host_ip.is_empty()) && crate::proxy::ipv6_available();
         let mut out = Vec::new();
         for b in ports {
             let proto = if b.proto.is_empty() {
@@ -199,17 +224,25 @@ impl Networks {
                     format!("invalid proto: {}", b.proto),
                 ));
             }
-            let host_ip: Ipv4Addr = if b.host_ip.is_empty() {
-                Ipv4Addr::UNSPECIFIED
+            let ips: Vec<IpAddr> = if b.host_ip.is_empty() {
+                let mut v = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
+                if ipv6 {
+                    v.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+                }
+                v
             } else {
-                b.host_ip.parse().map_err(|_| {
+                let ip = b.host_ip.trim_start_matches('[').trim_end_matches(']');
+                vec![ip.parse().map_err(|_| {
                     NetworkError::invalid("publish", format!("invalid IP address: {}", b.host_ip))
-                })?
+                })?]
             };
-            let clash = |taken: &[(String, Ipv4Addr, u16)], port: u16| {
+            // Taken by another binding of the same family: the same address, or either is
+            // the family's every-address.
+            let clash = |taken: &[(String, IpAddr, u16)], host_ip: IpAddr, port: u16| {
                 taken.iter().any(|(p, ip, hp)| {
                     *p == proto
                         && *hp == port
+                        && ip.is_ipv4() == host_ip.is_ipv4()
                         && (ip.is_unspecified() || host_ip.is_unspecified() || *ip == host_ip)
                 })
             };
@@ -240,15 +273,22 @@ impl Networks {
                 }
             };
             let port = if explicit {
-                if clash(&taken, lo) {
-                    return Err(NetworkError::Conflict(format!(
-                        "Bind for {host_ip}:{lo} failed: port is already allocated"
-                    )));
-                }
-                if !Self::port_free(&proto, host_ip, lo) {
-                    return Err(NetworkError::Conflict(format!(
-                        "driver failed programming external connectivity: listen {proto}4 {host_ip}:{lo}: bind: address already in use"
-                    )));
+                for &host_ip in &ips {
+                    let shown = match host_ip {
+                        IpAddr::V6(ip) => format!("[{ip}]"),
+                        ip => ip.to_string(),
+                    };
+                    if clash(&taken, host_ip, lo) {
+                        return Err(NetworkError::Conflict(format!(
+                            "Bind for {shown}:{lo} failed: port is already allocated"
+                        )));
+                    }
+                    if !Self::port_free(&proto, host_ip, lo) {
+                        let fam = if host_ip.is_ipv4() { "4" } else { "6" };
+                        return Err(NetworkError::Conflict(format!(
+                            "driver failed programming external connectivity: listen {proto}{fam} {shown}:{lo}: bind: address already in use"
+                        )));
+                    }
                 }
                 lo
             } else {
@@ -258,7 +298,10 @@ impl Networks {
                 let start = u32::from_le_bytes(r) % span;
                 (0..span)
                     .map(|i| lo + ((start + i) % span) as u16)
-                    .find(|p| !clash(&taken, *p) && Self::port_free(&proto, host_ip, *p))
+                    .find(|p| {
+                        ips.iter()
+                            .all(|&ip| !clash(&taken, ip, *p) && Self::port_free(&proto, ip, *p))
+                    })
                     .ok_or_else(|| {
                         NetworkError::Conflict(format!(
                             "no free host port in {lo}-{hi} for {}/{proto}",
@@ -266,13 +309,15 @@ impl Networks {
                         ))
                     })?
             };
-            taken.push((proto.clone(), host_ip, port));
-            out.push(PortMapping {
-                container_port: b.container_port,
-                proto,
-                host_ip,
-                host_port: port,
-            });
+            for host_ip in ips {
+                taken.push((proto.clone(), host_ip, port));
+                out.push(PortMapping {
+                    container_port: b.container_port,
+                    proto: proto.clone(),
+                    host_ip,
+                    host_port: port,
+                });
+            }
         }
         Ok(out)
     }
@@ -388,6 +433,10 @@ impl Networks {
         if nets.iter().any(|n| n.dns) {
             let (udp, tcp) = link::dns_sockets(&sb.netns)?;
             self.dns.add(&sb.container_id, udp, tcp);
+        }
+        let forwards = proxies(sb)?;
+        if !forwards.is_empty() {
+            self.dns.proxy(&sb.container_id, forwards);
         }
         let data = serde_json::to_vec_pretty(sb).expect("sandbox serializes");
         write_atomic(&self.sandbox_path(&sb.container_id), &data)?;

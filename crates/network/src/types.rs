@@ -4,7 +4,7 @@
 //! the daemon converts them to the wire shapes.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -156,8 +156,8 @@ pub struct PortBinding {
 pub struct PortMapping {
     pub container_port: u16,
     pub proto: String,
-    /// `0.0.0.0` for every address.
-    pub host_ip: Ipv4Addr,
+    /// `0.0.0.0` (or `::`, the IPv6 side served by [`crate::proxy`]) for every address.
+    pub host_ip: IpAddr,
     pub host_port: u16,
 }
 
