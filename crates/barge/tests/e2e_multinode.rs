@@ -275,10 +275,11 @@ impl MultiNode {
                 init_path().to_str().unwrap(),
                 "--log-level",
                 "debug",
+                // Each node's Ingress proxy, inside its own namespace.
                 "--ingress-http-port",
-                "0",
+                "10080",
                 "--ingress-https-port",
-                "0",
+                "10443",
                 "--bridge",
                 &bridge,
                 "--bip",
@@ -408,6 +409,17 @@ fn all_running_on(p: &[(String, String, String)], n: usize, nodes: &[&str]) -> b
             .all(|(_, node, phase)| phase == "Running" && nodes.contains(&node.as_str()))
 }
 
+/// The addresses in Ingress `web`'s status, space-separated.
+fn ingress_ips(s: &Server) -> String {
+    s.k(&[
+        "get",
+        "ingress",
+        "web",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[*].ip}",
+    ])
+}
+
 #[test]
 fn two_agents_join_spread_a_deployment_drain_and_survive_a_kill_9() {
     // A dead node's pods go after 2 s (the admission's default tolerations), not 5 min.
@@ -450,6 +462,25 @@ fn two_agents_join_spread_a_deployment_drain_and_survive_a_kill_9() {
         let key = mn.agents[0].dir.join("agent/client-kubelet.key");
         let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    // An Ingress is reached at every Ready node: its status lists both, sorted, and stays so
+    // (each node's controller computes the same list).
+    s.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec:\n  \
+         defaultBackend: {service: {name: spread, port: {number: 80}}}\n",
+    );
+    let mut both: Vec<String> = mn.agents.iter().map(|a| a.addr.clone()).collect();
+    both.sort();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ingress_ips(s) != both.join(" ") {
+        assert!(
+            Instant::now() < deadline,
+            "ingress status {:?}, want {both:?}\n{}",
+            ingress_ips(s),
+            mn.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     // A Deployment over both nodes.
@@ -519,6 +550,17 @@ fn two_agents_join_spread_a_deployment_drain_and_survive_a_kill_9() {
         "4 pods Running on node-1 after node-2 died",
         |p| all_running_on(p, 4, &["node-1"]),
     );
+    // The dead node leaves the Ingress's status (node-1 rewrites it within its 30 s pass).
+    let node1 = mn.agents[0].addr.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ingress_ips(s) != node1 {
+        assert!(
+            Instant::now() < deadline,
+            "ingress status {:?} after node-2 died, want {node1}",
+            ingress_ips(s)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// A pod on each node: `echo` (node-2) answers every TCP connection with the address it came

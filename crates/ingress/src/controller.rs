@@ -2,7 +2,7 @@
 //! marked default), reflectors on Ingresses, IngressClasses, Services, EndpointSlices and
 //! Secrets, and after each burst of changes (50 ms of quiet, else every 30 s) a new
 //! routing table swapped into the proxy, each handled Ingress's `status.loadBalancer`
-//! set to the node's InternalIP, and a Warning Event for each new problem of an Ingress
+//! set to the Ready nodes' InternalIPs, and a Warning Event for each new problem of an Ingress
 //! (a missing Service or Secret...), which affects no other Ingress.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -98,15 +98,30 @@ async fn ensure_class(client: &Client) -> Result<(), kube::Error> {
     }
 }
 
-/// The node's InternalIP (from its Node object).
-async fn node_ip(client: &Client, node: &str) -> Option<String> {
-    let api: Api<Node> = Api::all(client.clone());
-    let n = api.get_opt(node).await.ok()??;
-    n.status?
-        .addresses?
-        .into_iter()
-        .find(|a| a.type_ == "InternalIP")
-        .map(|a| a.address)
+/// The addresses an Ingress is reached at: every Ready node's InternalIP, sorted (each node
+/// runs the proxy, so every agent computes the same list and none undoes another's status —
+/// as k3s's service load balancer lists every node its Traefik answers on).
+fn ingress_ips(nodes: &[Arc<Node>]) -> Vec<String> {
+    let mut ips: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref())
+        .filter(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+        .filter_map(|s| {
+            s.addresses
+                .iter()
+                .flatten()
+                .find(|a| a.type_ == "InternalIP")
+                .map(|a| a.address.clone())
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 async fn warn(client: &Client, ing: &Ingress, p: &Problem) {
@@ -122,7 +137,7 @@ async fn warn(client: &Client, ing: &Ingress, p: &Problem) {
 }
 
 /// Runs the controller, feeding `proxy`, until the task is aborted.
-pub async fn run(client: Client, proxy: Arc<Proxy>, node: String) {
+pub async fn run(client: Client, proxy: Arc<Proxy>) {
     // The class first (retried: the API may still be starting).
     let c = client.clone();
     tokio::spawn(async move {
@@ -138,19 +153,22 @@ pub async fn run(client: Client, proxy: Arc<Proxy>, node: String) {
     let services = reflect::<Service>(Api::all(client.clone()), tx.clone());
     let slices = reflect::<EndpointSlice>(Api::all(client.clone()), tx.clone());
     let secrets = reflect::<Secret>(Api::all(client.clone()), tx.clone());
+    // Nodes do not tick the loop: their heartbeats (every 10 s each) would rebuild the table
+    // for nothing; a Ready change shows at the next 30 s pass.
+    let nodes = reflect::<Node>(Api::all(client.clone()), Arc::new(watch::channel(0).0));
     for ready in [
         ingresses.wait_until_ready().await.is_ok(),
         classes.wait_until_ready().await.is_ok(),
         services.wait_until_ready().await.is_ok(),
         slices.wait_until_ready().await.is_ok(),
         secrets.wait_until_ready().await.is_ok(),
+        nodes.wait_until_ready().await.is_ok(),
     ] {
         if !ready {
             return;
         }
     }
     let mut reported: BTreeMap<String, BTreeSet<Problem>> = BTreeMap::new();
-    let mut ip: Option<String> = None;
     loop {
         let classes_now = classes.state();
         let all = ingresses.state();
@@ -187,19 +205,21 @@ pub async fn run(client: Client, proxy: Arc<Proxy>, node: String) {
             }
         }
         reported = now;
-        // Status: the node's address.
-        if ip.is_none() {
-            ip = node_ip(&client, &node).await;
-        }
-        if let Some(ip) = &ip {
+        // Status: the Ready nodes' addresses (kept as they are while none is Ready).
+        let ips = ingress_ips(&nodes.state());
+        if !ips.is_empty() {
+            let want: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
             for ing in &mine {
-                let has = ing
+                let has: Vec<&str> = ing
                     .status
                     .as_ref()
                     .and_then(|s| s.load_balancer.as_ref())
                     .and_then(|l| l.ingress.as_ref())
-                    .is_some_and(|l| l.len() == 1 && l[0].ip.as_deref() == Some(ip.as_str()));
-                if has {
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.ip.as_deref())
+                    .collect();
+                if has == ips {
                     continue;
                 }
                 let (Some(ns), Some(name)) = (
@@ -209,7 +229,7 @@ pub async fn run(client: Client, proxy: Arc<Proxy>, node: String) {
                     continue;
                 };
                 let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
-                let patch = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+                let patch = json!({"status": {"loadBalancer": {"ingress": want}}});
                 if let Err(e) = api
                     .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
@@ -220,7 +240,7 @@ pub async fn run(client: Client, proxy: Arc<Proxy>, node: String) {
         }
         tokio::select! {
             r = changed.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(Duration::from_secs(if ip.is_some() { 30 } else { 1 })) => {}
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         changed.borrow_and_update();
@@ -230,6 +250,25 @@ pub async fn run(client: Client, proxy: Arc<Proxy>, node: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_lists_every_ready_node() {
+        let node = |ip: &str, ready: &str| {
+            Arc::new(
+                serde_json::from_value::<Node>(json!({"metadata": {"name": ip},
+                    "status": {"addresses": [{"type": "Hostname", "address": "h"},
+                                             {"type": "InternalIP", "address": ip}],
+                               "conditions": [{"type": "Ready", "status": ready}]}}))
+                .unwrap(),
+            )
+        };
+        let nodes = [
+            node("10.0.0.9", "True"),
+            node("10.0.0.2", "True"),
+            node("10.0.0.5", "Unknown"),
+        ];
+        assert_eq!(ingress_ips(&nodes), ["10.0.0.2", "10.0.0.9"]);
+    }
 
     #[test]
     fn classes_handled() {

@@ -10,7 +10,7 @@
 //!   bodies, passing `Upgrade` (WebSocket) through; 404/503/502/504 as ingress-nginx;
 //! - [`controller`]: the IngressClass `barge` (the default class), the watch that rebuilds
 //!   the table and swaps it in atomically after each burst of changes, and the Ingresses'
-//!   `status.loadBalancer.ingress` (the node's InternalIP).
+//!   `status.loadBalancer.ingress` (every Ready node's InternalIP: each node runs the proxy).
 //!
 //! Invariants: a table is never changed, only replaced whole, so a reload drops no connection
 //! and no request sees half a table; the controller acts on the cluster only through the API
@@ -37,8 +37,6 @@ pub enum IngressError {
 /// Where the proxy listens.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// This node's name (its Node's InternalIP goes into the Ingresses' status).
-    pub node_name: String,
     /// The HTTP port (ingress-nginx: 80); 0: none.
     pub http_port: u16,
     /// The HTTPS port (ingress-nginx: 443); 0: none.
@@ -79,6 +77,6 @@ pub async fn run(client: kube::Client, cfg: Config) -> Result<(), IngressError> 
         }
     }
     let _tasks = Abort(tasks);
-    controller::run(client, proxy, cfg.node_name).await;
+    controller::run(client, proxy).await;
     Ok(())
 }

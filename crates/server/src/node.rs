@@ -40,10 +40,9 @@ pub fn start<S, F>(
     S: Fn() -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let node_name = node_name(args);
     let e = engine.engine();
     let cfg = barge_agent::Config {
-        node_name: node_name.clone(),
+        node_name: node_name(args),
         node_ip: args.node_ip,
         cluster_cidr: cluster.cluster_cidr,
         pod_cidr: None,
@@ -69,7 +68,6 @@ pub fn start<S, F>(
     };
     // The built-in Ingress controller on this node's ports 80/443.
     let ingress = barge_ingress::Config {
-        node_name,
         http_port: args.ingress_http_port,
         https_port: args.ingress_https_port,
     };
