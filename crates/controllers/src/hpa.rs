@@ -20,16 +20,19 @@
 //! messages; events `SuccessfulRescale` (`New size: N; reason: …`), `FailedGetScale`,
 //! `FailedGetResourceMetric`, `FailedComputeMetricsReplicas`, `FailedRescale`.
 //!
-//! Not yet: `Pods`, `Object`, `External` and `ContainerResource` metrics (ScalingActive=False
-//! with kube's message for an unsupported type), the ambiguous-selector check between
+//! `ContainerResource` metrics count one container's usage and requests.
+//!
+//! Not yet: `Pods`, `Object` and `External` metrics (ScalingActive=False with kube's message
+//! for an unsupported type), the ambiguous-selector check between
 //! autoscalers, the alpha per-rule `tolerance`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::autoscaling::v2::{
-    HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition,
-    HorizontalPodAutoscalerStatus, MetricStatus, MetricValueStatus, ResourceMetricStatus,
+    ContainerResourceMetricStatus, HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus, MetricStatus, MetricTarget,
+    MetricValueStatus, ResourceMetricStatus,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -1050,9 +1053,31 @@ async fn compute_replicas(
     for (i, spec) in specs.iter().enumerate() {
         let r = match (spec.type_.as_str(), &spec.resource) {
             ("Resource", Some(res)) => {
-                resource_metric(client, cfg, ns, selector, current, &pods, res)
+                let m = Metric {
+                    name: &res.name,
+                    target: &res.target,
+                    container: None,
+                };
+                resource_metric(client, cfg, ns, selector, current, &pods, m)
                     .await
                     .map_err(|e| ("FailedGetResourceMetric", e))
+            }
+            ("ContainerResource", _) if spec.container_resource.is_some() => {
+                let res = spec.container_resource.as_ref().expect("checked");
+                let m = Metric {
+                    name: &res.name,
+                    target: &res.target,
+                    container: Some(&res.container),
+                };
+                resource_metric(client, cfg, ns, selector, current, &pods, m)
+                    .await
+                    .map_err(|e| {
+                        let e = format!(
+                            "failed to get {} container metric value: {e}",
+                            res.container
+                        );
+                        ("FailedGetContainerResourceMetric", e)
+                    })
             }
             (t, _) => Err((
                 "InvalidMetricSourceType",
@@ -1109,8 +1134,9 @@ async fn pods_of(client: &Client, ns: &str, selector: &str) -> Result<Vec<Pod>, 
         .map_err(|e| barge_events::error_message(&e))
 }
 
-/// A pod as the calculation sees it, with its containers' requests of `resource`.
-fn pod_view(p: &Pod, resource: &str) -> PodView {
+/// A pod as the calculation sees it, with its containers' requests of `resource` (only
+/// `container`'s for a ContainerResource metric).
+fn pod_view(p: &Pod, resource: &str, container: Option<&str>) -> PodView {
     let name = p.name_any();
     let st = p.status.as_ref();
     let ready = st
@@ -1126,7 +1152,8 @@ fn pod_view(p: &Pod, resource: &str) -> PodView {
             )
         });
     let mut request = Ok(0);
-    for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
+    let containers = p.spec.iter().flat_map(|s| s.containers.iter());
+    for c in containers.filter(|c| container.is_none_or(|n| c.name == n)) {
         let r = c
             .resources
             .as_ref()
@@ -1163,6 +1190,7 @@ async fn pod_metrics(
     ns: &str,
     selector: &str,
     resource: &str,
+    container: Option<&str>,
 ) -> Result<BTreeMap<String, PodMetric>, String> {
     let ar = ApiResource {
         group: "metrics.k8s.io".into(),
@@ -1186,7 +1214,17 @@ async fn pod_metrics(
     }
     let mut out = BTreeMap::new();
     for m in list.items {
-        let containers = m.data["containers"].as_array().cloned().unwrap_or_default();
+        let mut containers = m.data["containers"].as_array().cloned().unwrap_or_default();
+        if let Some(want) = container {
+            // kube's getContainerMetrics: a pod without the container fails the metric.
+            containers.retain(|c| c["name"] == want);
+            if containers.is_empty() {
+                return Err(format!(
+                    "failed to get container metrics: container {want} not present in metrics for pod {ns}/{}",
+                    m.name_any()
+                ));
+            }
+        }
         let mut sum = 0;
         let mut complete = !containers.is_empty();
         for c in &containers {
@@ -1221,7 +1259,17 @@ async fn pod_metrics(
     Ok(out)
 }
 
-/// kube's `computeStatusForResourceMetric`: (proposal, metric name, status).
+/// A Resource or ContainerResource metric of an HPA's spec.
+#[derive(Clone, Copy)]
+struct Metric<'a> {
+    /// `cpu`, `memory`.
+    name: &'a str,
+    target: &'a MetricTarget,
+    /// The container whose usage and requests count (`ContainerResource`); `None`: the pod's.
+    container: Option<&'a str>,
+}
+
+/// kube's `computeStatusForResourceMetricGeneric`: (proposal, metric name, status).
 #[allow(clippy::too_many_arguments)]
 async fn resource_metric(
     client: &Client,
@@ -1230,24 +1278,38 @@ async fn resource_metric(
     selector: &str,
     current: i32,
     pods: &Result<Vec<Pod>, String>,
-    res: &k8s_openapi::api::autoscaling::v2::ResourceMetricSource,
+    m: Metric<'_>,
 ) -> Result<(i32, String, MetricStatus), String> {
-    let name = res.name.as_str();
-    let target = &res.target;
+    let (name, target, container) = (m.name, m.target, m.container);
     let wall = now_wall();
-    let views = |pods: &Vec<Pod>| pods.iter().map(|p| pod_view(p, name)).collect::<Vec<_>>();
-    let status = |current: MetricValueStatus| MetricStatus {
-        type_: "Resource".into(),
-        resource: Some(ResourceMetricStatus {
-            name: name.into(),
-            current,
-        }),
-        ..Default::default()
+    let views = |pods: &Vec<Pod>| {
+        pods.iter()
+            .map(|p| pod_view(p, name, container))
+            .collect::<Vec<_>>()
+    };
+    let status = |current: MetricValueStatus| match container {
+        None => MetricStatus {
+            type_: "Resource".into(),
+            resource: Some(ResourceMetricStatus {
+                name: name.into(),
+                current,
+            }),
+            ..Default::default()
+        },
+        Some(c) => MetricStatus {
+            type_: "ContainerResource".into(),
+            container_resource: Some(ContainerResourceMetricStatus {
+                name: name.into(),
+                container: c.into(),
+                current,
+            }),
+            ..Default::default()
+        },
     };
     if let Some(avg) = &target.average_value {
         let target_milli = milli(&avg.0).unwrap_or(0);
         let r = async {
-            let metrics = pod_metrics(client, ns, selector, name)
+            let metrics = pod_metrics(client, ns, selector, name, container)
                 .await
                 .map_err(|e| format!("unable to get metrics for resource {name}: {e}"))?;
             let pods = pods.as_ref().map_err(Clone::clone)?;
@@ -1277,7 +1339,7 @@ async fn resource_metric(
         return Err("invalid resource metric source: neither an average utilization target nor an average value (usage) target was set".into());
     };
     let (replicas, pct, raw) = async {
-        let metrics = pod_metrics(client, ns, selector, name)
+        let metrics = pod_metrics(client, ns, selector, name, container)
             .await
             .map_err(|e| format!("unable to get metrics for resource {name}: {e}"))?;
         let pods = pods.as_ref().map_err(Clone::clone)?;
@@ -1293,9 +1355,14 @@ async fn resource_metric(
     }
     .await
     .map_err(|e| format!("failed to get {name} utilization: {e}"))?;
+    let what = if container.is_some() {
+        "container resource"
+    } else {
+        "resource"
+    };
     Ok((
         replicas,
-        format!("{name} resource utilization (percentage of request)"),
+        format!("{name} {what} utilization (percentage of request)"),
         status(MetricValueStatus {
             average_utilization: Some(pct),
             average_value: Some(Quantity(milli_string(raw))),
@@ -1314,6 +1381,25 @@ fn now_wall() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_resource_counts_one_containers_requests() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "app", "resources": {"requests": {"cpu": "200m"}}},
+                {"name": "sidecar"}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(pod_view(&p, "cpu", Some("app")).request, Ok(200));
+        assert_eq!(
+            pod_view(&p, "cpu", None).request,
+            Err("missing request for cpu in container sidecar of Pod p".into()),
+            "a Resource metric needs every container's request"
+        );
+        assert_eq!(pod_view(&p, "cpu", Some("nosuch")).request, Ok(0));
+    }
 
     fn pod(name: &str, request: i64, start_ago: f64, now: f64) -> PodView {
         PodView {
