@@ -499,7 +499,7 @@ fn duo(name: &str, spec: &str, b_cmd: &str) -> String {
 /// holder is in no status, and deleting the pods leaves no namespace, mount or container.
 #[test]
 fn pod_containers_share_ipc_uts_shm_and_optionally_pids() {
-    let s = cluster("1s");
+    let mut s = cluster("1s");
     let manifest = [
         duo("duo", "", "exec sleep 3600"),
         pod("solo", "busybox:1.35", "", SLEEP),
@@ -514,7 +514,7 @@ fn pod_containers_share_ipc_uts_shm_and_optionally_pids() {
     for p in ["duo", "solo", "shared"] {
         s.wait_pod(p, "{.status.phase}", 90, |v| v == "Running");
     }
-    let exec = |pod: &str, c: &str, script: &str| -> String {
+    fn sh(s: &Server, pod: &str, c: &str, script: &str) -> String {
         let out = s.kubectl_with(
             &s.kubeconfig(),
             &["exec", pod, "-c", c, "--", "sh", "-c", script],
@@ -525,7 +525,8 @@ fn pod_containers_share_ipc_uts_shm_and_optionally_pids() {
             stderr(&out)
         );
         stdout(&out).trim().to_string()
-    };
+    }
+    let exec = |pod: &str, c: &str, script: &str| sh(&s, pod, c, script);
     let host_ns = |kind: &str| {
         std::fs::read_link(format!("/proc/self/ns/{kind}"))
             .unwrap()
@@ -584,6 +585,31 @@ fn pod_containers_share_ipc_uts_shm_and_optionally_pids() {
         get(&s, "shared", "{.status.containerStatuses[*].name}"),
         "a b"
     );
+    assert_eq!(
+        get(&s, "shared", "{.status.containerStatuses[*].restartCount}"),
+        "0 0"
+    );
+
+    // A restarted server (its agent killed with -9) adopts the holder and the containers as
+    // they run.
+    let running = |s: &Server| {
+        let out = s.docker(&["ps", "--format", "{{.ID}} {{.Names}}"]);
+        let mut v: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let before = running(&s);
+    assert!(
+        before.iter().any(|l| l.contains(" k8s_POD_shared_")),
+        "{before:?}"
+    );
+    s.kill9();
+    s.restart();
+    // Time for the agent to sync every pod; nothing may change meanwhile.
+    std::thread::sleep(Duration::from_secs(4));
+    s.wait_pod("shared", "{.status.phase}", 30, |p| p == "Running");
+    assert_eq!(running(&s), before);
+    assert_eq!(sh(&s, "shared", "b", pid1), "/pause");
     assert_eq!(
         get(&s, "shared", "{.status.containerStatuses[*].restartCount}"),
         "0 0"
