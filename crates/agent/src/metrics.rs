@@ -148,6 +148,11 @@ impl Sampler {
             ) else {
                 continue;
             };
+            // The PID namespace holder is no container of the pod's (kubelet leaves its pause
+            // container out of the summary's containers too).
+            if name == crate::holder::HOLDER_CONTAINER {
+                continue;
+            }
             if !matches!(c.state.status, barge_container::Status::Running) {
                 continue;
             }

@@ -5,8 +5,10 @@
 //!
 //! The engine is the record of what runs: a pod's containers are engine containers named as
 //! dockershim named them (`k8s_<container>_<pod>_<namespace>_<uid>_<attempt>`) and labelled
-//! ([`LABEL_UID`] …), in network mode `sandbox:<key>` where `key` = [`sandbox_key`] of the
-//! pod's uid; after an agent restart the workers find them again and adopt them as they are.
+//! ([`LABEL_UID`] …), in network, IPC and UTS modes `sandbox:<key>` where `key` =
+//! [`sandbox_key`] of the pod's uid (the sandbox holds the pod's network, IPC and UTS
+//! namespaces and `/dev/shm`; `shareProcessNamespace` adds a PID namespace holder,
+//! [`crate::holder`]); after an agent restart the workers find them again and adopt them as they are.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -45,6 +47,29 @@ pub fn sandbox_key(uid: &str) -> String {
         barge_network::POD_SANDBOX_PREFIX,
         uid.replace('-', "")
     )
+}
+
+/// The pod's sandbox as its containers join it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SandboxRef<'a> {
+    /// The engine sandbox key ([`sandbox_key`]): network mode `sandbox:<key>`.
+    pub key: &'a str,
+    /// Whether the sandbox holds the pod's IPC and UTS namespaces and `/dev/shm` (IPC and UTS
+    /// modes `sandbox:<key>`); sandboxes made before barge shared them do not.
+    pub shares_ipc_uts: bool,
+}
+
+/// The pod's host name (its UTS namespace's): `spec.hostname`, else the pod's name cut to 63
+/// characters (kubelet's `GeneratePodHostNameAndDomain`).
+fn pod_hostname(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            name.chars().take(63).collect()
+        })
 }
 
 /// What the workers share.
@@ -251,7 +276,7 @@ fn ensure_network(
 }
 
 /// The engine containers of pod `uid`, oldest attempt first.
-fn pod_containers(engine: &Engine, uid: &str) -> Vec<Container> {
+pub(crate) fn pod_containers(engine: &Engine, uid: &str) -> Vec<Container> {
     let mut cs: Vec<Container> = engine
         .containers
         .list()
@@ -262,7 +287,8 @@ fn pod_containers(engine: &Engine, uid: &str) -> Vec<Container> {
     cs
 }
 
-fn attempt(c: &Container) -> i64 {
+/// The attempt number of a pod's engine container (its restart count label).
+pub(crate) fn attempt(c: &Container) -> i64 {
     c.options
         .labels
         .get(LABEL_RESTARTS)
@@ -519,8 +545,10 @@ async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<DynamicObject>, uid: String, wake
 /// them and the sandbox.
 fn kill_pod(engine: &Engine, uid: &str, grace: i64) {
     let cs = pod_containers(engine, uid);
+    // The PID namespace holder last: its end kills whatever still runs in its namespace.
     let stops: Vec<_> = cs
         .iter()
+        .filter(|c| !crate::holder::is_holder(c))
         .filter(|c| {
             matches!(
                 c.state.status,
@@ -539,6 +567,7 @@ fn kill_pod(engine: &Engine, uid: &str, grace: i64) {
     for s in stops {
         let _ = s.join();
     }
+    crate::holder::stop(engine, uid);
     for c in &cs {
         if let Err(e) = engine.containers.remove(&c.id, true) {
             tracing::warn!("removing {}: {e}", c.name);
@@ -567,6 +596,7 @@ async fn terminate(ctx: &Ctx, pod: &Pod) -> Result<(), AgentError> {
             .await?
             .into_iter()
             .filter(is_running)
+            .filter(|c| !crate::holder::is_holder(c))
             .collect()
     };
     // The app containers stop first, then the sidecars, last one first (kubelet's order).
@@ -788,6 +818,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
     let key = sandbox_key(&uid);
     let sandbox = {
         let (engine, key, name) = (ctx.engine.clone(), key.clone(), name.clone());
+        let hostname = pod_hostname(pod);
         let spec = spec.clone();
         let cidr = ctx.cfg.pod_cidr().to_string();
         let cluster = ctx.cfg.cluster_cidr.trunc().to_string();
@@ -817,6 +848,11 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                 }],
                 ports: host_ports(&spec),
                 dns: vec![],
+                // The pod's IPC and UTS namespaces and `/dev/shm`, shared by its containers.
+                pod: Some(barge_network::PodNamespacesRequest {
+                    hostname,
+                    shm_size: 0,
+                }),
             };
             engine
                 .networks
@@ -833,6 +869,19 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
             None
         }
     };
+    let sb = SandboxRef {
+        key: &key,
+        shares_ipc_uts: sandbox.as_ref().is_some_and(|s| s.pod.is_some()),
+    };
+    // A terminal pod's PID namespace holder goes (kubelet stops a finished pod's sandbox).
+    if terminal && crate::holder::shares_pid(pod) {
+        let (engine, u) = (ctx.engine.clone(), uid.clone());
+        let _ = blocking(move || {
+            crate::holder::stop(&engine, &u);
+            Ok(())
+        })
+        .await;
+    }
     // A `hostNetwork` pod has no sandbox of its own: its IP is the node's.
     let pod_ip = if host_network(pod) {
         Some(ctx.host_ip.clone())
@@ -891,7 +940,7 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
                 }
                 let p = init_policy(ic, &policy);
                 let running =
-                    sync_container(ctx, st, pod, ic, p, &mine, pod_ip.as_deref(), &key).await;
+                    sync_container(ctx, st, pod, ic, p, &mine, pod_ip.as_deref(), sb).await;
                 if !(sidecar && (running || app_started)) {
                     initialized = false;
                     break;
@@ -900,12 +949,12 @@ async fn sync(ctx: &Ctx, pod: &Pod, st: &mut PodState) -> Result<(), AgentError>
             if initialized {
                 for c in &spec.containers {
                     let mine = of(&c.name);
-                    sync_container(ctx, st, pod, c, &policy, &mine, pod_ip.as_deref(), &key).await;
+                    sync_container(ctx, st, pod, c, &policy, &mine, pod_ip.as_deref(), sb).await;
                 }
                 // Ephemeral containers (`kubectl debug`) run once, never restarted.
                 for c in ephemeral_containers(&spec) {
                     let mine = of(&c.name);
-                    sync_container(ctx, st, pod, &c, "Never", &mine, pod_ip.as_deref(), &key).await;
+                    sync_container(ctx, st, pod, &c, "Never", &mine, pod_ip.as_deref(), sb).await;
                 }
             }
         }
@@ -1029,7 +1078,7 @@ async fn sync_container(
     policy: &str,
     mine: &[&Container],
     pod_ip: Option<&str>,
-    key: &str,
+    sb: SandboxRef<'_>,
 ) -> bool {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -1071,7 +1120,7 @@ async fn sync_container(
             attempt(l) + 1
         }
     };
-    match start_container(ctx, st, pod, c, next_attempt, pod_ip, key, mine).await {
+    match start_container(ctx, st, pod, c, next_attempt, pod_ip, sb, mine).await {
         Ok(started) => {
             st.waiting.remove(&c.name);
             started
@@ -1404,7 +1453,7 @@ async fn start_container(
     c: &k8s_openapi::api::core::v1::Container,
     n: i64,
     pod_ip: Option<&str>,
-    key: &str,
+    sb: SandboxRef<'_>,
     mine: &[&Container],
 ) -> Result<bool, StartError> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -1484,11 +1533,7 @@ async fn start_container(
     labels.insert(LABEL_UID.to_string(), uid.clone());
     labels.insert(LABEL_CONTAINER.to_string(), c.name.clone());
     labels.insert(LABEL_RESTARTS.to_string(), n.to_string());
-    let hostname = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.hostname.clone())
-        .unwrap_or_else(|| name.chars().take(63).collect());
+    let hostname = pod_hostname(pod);
     let mut binds = match crate::volumes::container_binds(
         &ctx.client,
         &ctx.engine.data_root,
@@ -1573,9 +1618,20 @@ async fn start_container(
         network_mode: if host_network(pod) {
             "host".into()
         } else {
-            format!("sandbox:{key}")
+            format!("sandbox:{}", sb.key)
         },
-        uts_mode: if host_network(pod) { "host" } else { "" }.into(),
+        // The pod's UTS and IPC namespaces and `/dev/shm` are its sandbox's (`hostIPC`:
+        // the node's, set by `security::apply`).
+        uts_mode: match (host_network(pod), sb.shares_ipc_uts) {
+            (true, _) => "host".into(),
+            (false, true) => format!("sandbox:{}", sb.key),
+            (false, false) => String::new(),
+        },
+        ipc_mode: if !host_network(pod) && sb.shares_ipc_uts {
+            format!("sandbox:{}", sb.key)
+        } else {
+            String::new()
+        },
         log_type: "json-file".into(),
         restart_policy: "no".into(),
         binds,
@@ -1588,6 +1644,26 @@ async fn start_container(
         ..Default::default()
     };
     crate::security::apply(pod, c, &mut host);
+    if crate::holder::shares_pid(pod) {
+        // `shareProcessNamespace`: the holder's PID namespace (made on this image if none runs).
+        let (engine, p, img, h) = (
+            ctx.engine.clone(),
+            pod.clone(),
+            image.clone(),
+            hostname.clone(),
+        );
+        let (key, shares) = (sb.key.to_string(), sb.shares_ipc_uts);
+        let id = blocking(move || {
+            let sb = SandboxRef {
+                key: &key,
+                shares_ipc_uts: shares,
+            };
+            crate::holder::ensure(&engine, &p, &img, &sb, &h)
+        })
+        .await
+        .map_err(StartError::Other)?;
+        host.pid_mode = format!("container:{id}");
+    }
     if let Some(target) = ephemeral_target(pod, &c.name) {
         // `kubectl debug --target`: the target's PID namespace (it must run).
         let (engine, u, t) = (ctx.engine.clone(), uid.clone(), target.to_string());

@@ -483,6 +483,170 @@ fn host_namespaces_are_the_nodes() {
     );
 }
 
+/// A pod on `node1` with containers `a` and `b` (busybox; `a` sleeps, `b` runs `b_cmd`) and
+/// extra spec lines `spec` (indented already).
+fn duo(name: &str, spec: &str, b_cmd: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 1\n{spec}  containers:\n  - name: a\n    image: busybox:1.35\n{SLEEP}  - name: b\n    image: busybox:1.35\n    command: [sh, -c, {b_cmd:?}]\n"
+    )
+}
+
+/// As behind kube's pause container, the containers of one pod share its IPC and UTS
+/// namespaces (host name = the pod's name) and its `/dev/shm`, two pods do not; with
+/// `shareProcessNamespace` they also share one PID namespace whose PID 1 is the holder
+/// (`/pause`), where one container sees the other's processes and reaches its file system
+/// through `/proc/<pid>/root`; without it each container's PID 1 is its own process. The
+/// holder is in no status, and deleting the pods leaves no namespace, mount or container.
+#[test]
+fn pod_containers_share_ipc_uts_shm_and_optionally_pids() {
+    let mut s = cluster("1s");
+    let manifest = [
+        duo("duo", "", "exec sleep 3600"),
+        pod("solo", "busybox:1.35", "", SLEEP),
+        duo(
+            "shared",
+            "  shareProcessNamespace: true\n",
+            "echo from-b > /marker-b; exec sleep 3601",
+        ),
+    ]
+    .concat();
+    s.apply(&manifest);
+    for p in ["duo", "solo", "shared"] {
+        s.wait_pod(p, "{.status.phase}", 90, |v| v == "Running");
+    }
+    fn sh(s: &Server, pod: &str, c: &str, script: &str) -> String {
+        let out = s.kubectl_with(
+            &s.kubeconfig(),
+            &["exec", pod, "-c", c, "--", "sh", "-c", script],
+        );
+        assert!(
+            out.status.success(),
+            "{pod}/{c}: {script}: {}",
+            stderr(&out)
+        );
+        stdout(&out).trim().to_string()
+    }
+    let exec = |pod: &str, c: &str, script: &str| sh(&s, pod, c, script);
+    let host_ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let ns =
+        |pod: &str, c: &str, kind: &str| exec(pod, c, &format!("readlink /proc/self/ns/{kind}"));
+    for kind in ["ipc", "uts", "net"] {
+        let (a, b, solo) = (
+            ns("duo", "a", kind),
+            ns("duo", "b", kind),
+            ns("solo", "c", kind),
+        );
+        assert_eq!(a, b, "{kind}: one pod, one namespace");
+        assert_ne!(a, solo, "{kind}: two pods, two namespaces");
+        assert_ne!(a, host_ns(kind), "{kind}: not the node's");
+    }
+    assert_eq!(exec("duo", "a", "hostname"), "duo");
+    assert_eq!(exec("duo", "b", "hostname"), "duo");
+    assert_eq!(exec("solo", "c", "hostname"), "solo");
+    // POSIX shared memory: one tmpfs for the pod.
+    exec("duo", "a", "echo shared > /dev/shm/x");
+    assert_eq!(exec("duo", "b", "cat /dev/shm/x"), "shared");
+    assert_eq!(
+        exec("solo", "c", "cat /dev/shm/x 2>/dev/null || echo none"),
+        "none"
+    );
+    // Without shareProcessNamespace: own PID namespaces, each container its own PID 1.
+    assert_ne!(ns("duo", "a", "pid"), ns("duo", "b", "pid"));
+    let pid1 = "tr '\\0' ' ' < /proc/1/cmdline";
+    assert_eq!(exec("duo", "a", pid1), "sleep 3600");
+    assert_eq!(exec("duo", "b", pid1), "sleep 3600");
+    // With it: one PID namespace, the holder as PID 1, the other container's processes.
+    assert_eq!(ns("shared", "a", "pid"), ns("shared", "b", "pid"));
+    assert_eq!(ns("shared", "a", "ipc"), ns("shared", "b", "ipc"));
+    assert_eq!(exec("shared", "a", pid1), "/pause");
+    assert_eq!(exec("shared", "b", pid1), "/pause");
+    let ps = exec("shared", "a", "ps -o pid,user,args");
+    assert!(
+        ps.contains("sleep 3601") && ps.contains("sleep 3600"),
+        "{ps}"
+    );
+    let pause = ps
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap_or_default();
+    assert!(pause.contains("/pause") && pause.contains("65535"), "{ps}");
+    let root = exec(
+        "shared",
+        "a",
+        "for p in /proc/[0-9]*; do grep -q 3601 $p/cmdline 2>/dev/null && cat $p/root/marker-b; done",
+    );
+    assert_eq!(root, "from-b", "/proc/<pid>/root reaches b's file system");
+    assert_eq!(
+        get(&s, "shared", "{.status.containerStatuses[*].name}"),
+        "a b"
+    );
+    assert_eq!(
+        get(&s, "shared", "{.status.containerStatuses[*].restartCount}"),
+        "0 0"
+    );
+
+    // A restarted server (its agent killed with -9) adopts the holder and the containers as
+    // they run.
+    let running = |s: &Server| {
+        let out = s.docker(&["ps", "--format", "{{.ID}} {{.Names}}"]);
+        let mut v: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let before = running(&s);
+    assert!(
+        before.iter().any(|l| l.contains(" k8s_POD_shared_")),
+        "{before:?}"
+    );
+    s.kill9();
+    s.restart();
+    // Time for the agent to sync every pod; nothing may change meanwhile.
+    std::thread::sleep(Duration::from_secs(4));
+    s.wait_pod("shared", "{.status.phase}", 30, |p| p == "Running");
+    assert_eq!(running(&s), before);
+    assert_eq!(sh(&s, "shared", "b", pid1), "/pause");
+    assert_eq!(
+        get(&s, "shared", "{.status.containerStatuses[*].restartCount}"),
+        "0 0"
+    );
+
+    // Deleted: the holder goes with the pod's containers, the namespaces and /dev/shm with
+    // the sandbox.
+    s.k(&[
+        "delete",
+        "pod",
+        "duo",
+        "solo",
+        "shared",
+        "--wait=true",
+        "--timeout=90s",
+    ]);
+    let exec_root = s.dir.join("run");
+    s.until(60, "no container, namespace or mount left", || {
+        let out = s.docker(&["ps", "-aq"]);
+        let containers = stdout(&out).trim().to_string();
+        let left = |d: &str| {
+            std::fs::read_dir(exec_root.join(d))
+                .map(|r| r.count())
+                .unwrap_or(0)
+        };
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let podns = exec_root.join("podns").display().to_string();
+        let mounted = mounts.lines().filter(|l| l.contains(&podns)).count();
+        (out.status.success()
+            && containers.is_empty()
+            && left("podns") == 0
+            && left("netns") == 0
+            && mounted == 0)
+            .then_some(())
+    });
+}
+
 /// ConfigMap and Secret volumes follow their sources (kubelet's `..data` swap), a `subPath`
 /// mount keeps the file it started with, and the keys are links into `..data` as on kube.
 #[test]

@@ -281,6 +281,12 @@ impl Containers {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The static init binary (`barge-init`) bind-mounted as `/sbin/docker-init` for
+    /// `--init` ([`RuntimeConfig::init_path`]).
+    pub fn init_path(&self) -> &std::path::Path {
+        &self.cfg.init_path
+    }
+
     /// The engine's networking, if attached.
     pub fn networks(&self) -> Option<&Arc<barge_network::Networks>> {
         self.networks.get()

@@ -98,6 +98,7 @@ pub(crate) fn sandbox_request(c: &Container) -> Option<SandboxRequest> {
         ports,
         // Validated at create.
         dns: host.dns.iter().filter_map(|d| d.parse().ok()).collect(),
+        pod: None,
     })
 }
 

@@ -151,15 +151,18 @@ pub struct HostOptions {
     /// `HostConfig.DeviceCgroupRules`: `TYPE MAJOR:MINOR ACCESS` (`c 1:3 mr`; `*` = any).
     #[serde(default)]
     pub device_cgroup_rules: Vec<String>,
-    /// `HostConfig.PidMode`: empty (own PID namespace) or `host`.
+    /// `HostConfig.PidMode`: empty (own PID namespace), `host` or `container:<name|id>` (a
+    /// running container's PID namespace).
     #[serde(default)]
     pub pid_mode: String,
-    /// `HostConfig.UTSMode`: empty (own UTS namespace) or `host`.
+    /// `HostConfig.UTSMode`: empty (own UTS namespace), `host`, or `sandbox:<key>` (a pod
+    /// sandbox's UTS namespace, [`barge_network::PodNamespaces`]; barge's node agent only).
     #[serde(default)]
     pub uts_mode: String,
     /// `HostConfig.IpcMode`: `private` (the default, set at create), `shareable`, `host`,
     /// `none` (no `/dev/shm`) or `container:<name|id>` (a running `shareable` container's IPC
-    /// namespace and `/dev/shm`).
+    /// namespace and `/dev/shm`); `sandbox:<key>`: a pod sandbox's IPC namespace and
+    /// `/dev/shm` ([`barge_network::PodNamespaces`]; barge's node agent only).
     #[serde(default)]
     pub ipc_mode: String,
     /// `HostConfig.Isolation`: empty or `default`, the only technology on Linux.

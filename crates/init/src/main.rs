@@ -5,13 +5,24 @@
 //! that process group, reaps all zombies (it is PID 1 in the container), and exits with the
 //! child's status: the exit code, or `128 + N` when the child was killed by signal `N`.
 //!
+//! Run as `pause` (any path whose file name is `pause`, e.g. bind-mounted on `/pause`) or as
+//! `barge-init --pause`, it is Kubernetes' pause instead: the PID 1 of a pod whose containers
+//! share one PID namespace (`shareProcessNamespace`), which reaps the zombies re-parented to it
+//! and exits 0 on SIGINT/SIGTERM, as `build/pause/linux/pause.c` does.
+//!
 //! It must run in images without a libc, so it is built statically:
 //! `cargo rustc -p barge-init --release -- -C target-feature=+crt-static`.
 
 use std::ffi::CString;
 
 fn main() {
+    let argv0 = std::env::args().next().unwrap_or_default();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("pause"))
+        || args.first().map(String::as_str) == Some("--pause")
+    {
+        std::process::exit(pause());
+    }
     if args.first().map(String::as_str) == Some("--") {
         args.remove(0);
     }
@@ -101,6 +112,41 @@ fn run(args: &[CString]) -> i32 {
                 // Take the rest of the group down with the main child, then reap what we can.
                 return code;
             }
+        }
+    }
+}
+
+/// Kubernetes' pause: waits for signals, reaping every zombie on SIGCHLD, until SIGINT or
+/// SIGTERM (exit 0, with pause's message). Other signals are ignored.
+fn pause() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } != 1 {
+        eprintln!("Warning: pause should be the first process");
+    }
+    let mut all: libc::sigset_t = empty_set();
+    // SAFETY: `all` is a valid sigset_t owned by this frame.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+    }
+    loop {
+        // SAFETY: zeroed siginfo_t is a valid out-parameter; `all` is a valid set.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers to the set and siginfo living in this frame.
+        let sig = unsafe { libc::sigwaitinfo(&all, &mut info) };
+        match sig {
+            libc::SIGINT | libc::SIGTERM => {
+                println!("Shutting down, got signal");
+                return 0;
+            }
+            libc::SIGCHLD => loop {
+                // SAFETY: a null status pointer is allowed.
+                let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+                if pid <= 0 {
+                    break;
+                }
+            },
+            _ => {}
         }
     }
 }

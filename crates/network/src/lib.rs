@@ -234,7 +234,13 @@ impl Networks {
     pub fn open(cfg: NetworkConfig) -> Result<Arc<Networks>, NetworkError> {
         let net_dir = cfg.data_root.join("network");
         let sb_dir = cfg.exec_root.join("network");
-        for d in [&net_dir, &sb_dir, &cfg.exec_root.join("netns")] {
+        let dirs = [
+            &net_dir,
+            &sb_dir,
+            &cfg.exec_root.join("netns"),
+            &cfg.exec_root.join("podns"),
+        ];
+        for d in dirs {
             std::fs::create_dir_all(d)
                 .map_err(|e| NetworkError::io(format!("create {}", d.display()), e))?;
         }

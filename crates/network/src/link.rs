@@ -216,6 +216,70 @@ pub(crate) fn remove_netns(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
+/// Creates a pod sandbox's IPC and UTS namespaces (host name `hostname`) bind-mounted on
+/// `dir/ipc` and `dir/uts`, and its `/dev/shm` tmpfs on `dir/shm` (`shm_size` bytes, 0 for
+/// 64 MiB; mode 1777, nosuid/nodev/noexec as docker's). The namespaces are made by a fresh
+/// thread (`unshare` changes only the calling thread's), which exits once they are mounted.
+/// On error nothing is left behind.
+pub(crate) fn create_pod_namespaces(
+    dir: &Path,
+    hostname: &str,
+    shm_size: i64,
+) -> Result<(), NetworkError> {
+    let made = in_thread(|| {
+        std::fs::create_dir_all(dir.join("shm"))
+            .map_err(|e| NetworkError::io(format!("create {}", dir.display()), e))?;
+        unshare(CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+            .map_err(|e| NetworkError::io("unshare(CLONE_NEWIPC|CLONE_NEWUTS)", e.into()))?;
+        nix::unistd::sethostname(hostname)
+            .map_err(|e| NetworkError::io(format!("sethostname {hostname}"), e.into()))?;
+        for ns in ["ipc", "uts"] {
+            let path = dir.join(ns);
+            File::create(&path)
+                .map_err(|e| NetworkError::io(format!("create {}", path.display()), e))?;
+            mount(
+                Some(format!("/proc/thread-self/ns/{ns}").as_str()),
+                &path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| {
+                NetworkError::io(format!("bind {ns} ns on {}", path.display()), e.into())
+            })?;
+        }
+        let shm = dir.join("shm");
+        let size = if shm_size > 0 { shm_size } else { 64 << 20 };
+        mount(
+            Some("shm"),
+            &shm,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(format!("mode=1777,size={size}").as_str()),
+        )
+        .map_err(|e| NetworkError::io(format!("mount shm on {}", shm.display()), e.into()))
+    });
+    if made.is_err() {
+        remove_pod_namespaces(dir);
+    }
+    made
+}
+
+/// Unmounts and removes what [`create_pod_namespaces`] made in `dir` (missing is fine). A
+/// container still running keeps its namespaces and `/dev/shm` until it exits.
+pub(crate) fn remove_pod_namespaces(dir: &Path) {
+    for name in ["ipc", "uts", "shm"] {
+        let path = dir.join(name);
+        let _ = umount2(&path, MntFlags::MNT_DETACH);
+        if name == "shm" {
+            let _ = std::fs::remove_dir(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// One veth pair to make: host end on a bridge, container end inside a namespace.
 pub(crate) struct Veth<'a> {
     pub bridge: &'a str,

@@ -1,6 +1,7 @@
 //! Daemon start and stop: `reconcile` brings kernel state in line with the records after a
 //! (re)start (stale sandboxes torn down, missing bridges re-created, orphan links and
-//! namespace files deleted, rules re-applied); `shutdown` removes bridges and rules when no
+//! namespace files — also pod sandboxes' IPC/UTS ones and `/dev/shm` — deleted, rules
+//! re-applied); `shutdown` removes bridges and rules when no
 //! sandbox is left.
 //!
 //! **Invariants:** only links on this daemon's own bridges and namespace files under its own
@@ -76,6 +77,19 @@ impl Networks {
             for e in rd.flatten() {
                 if !keep.contains(&e.path()) {
                     link::remove_netns(&e.path());
+                }
+            }
+        }
+        // Pod sandboxes' IPC/UTS namespaces and `/dev/shm` nobody owns.
+        let keep: HashSet<PathBuf> = sandboxes
+            .iter()
+            .filter(|s| s.pod.is_some())
+            .map(|s| self.pod_namespaces_dir(&s.container_id))
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(self.cfg.exec_root.join("podns")) {
+            for e in rd.flatten() {
+                if !keep.contains(&e.path()) {
+                    link::remove_pod_namespaces(&e.path());
                 }
             }
         }

@@ -8,16 +8,19 @@
 //! unlocked) and released ones stay reserved in `Inner::releasing` until their links are
 //! gone; a sandbox that fails to build is torn down whole (`teardown`); its record,
 //! `<exec-root>/network/<container-id>.json`, is rewritten on every change to its endpoints.
+//! A pod sandbox ([`SandboxRequest::pod`]) also holds an IPC and a UTS namespace and a
+//! `/dev/shm` tmpfs under `<exec-root>/podns/<key>`, made and removed with its network
+//! namespace.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::{
-    endpoint_ips, ipam, link, random_hex, write_atomic, Endpoint, EndpointRequest, Inner,
-    InterfaceStats, Network, NetworkError, Networks, PortBinding, PortMapping, Sandbox,
-    SandboxRequest,
+    endpoint_ips, ipam, is_pod_sandbox, link, random_hex, write_atomic, Endpoint, EndpointRequest,
+    Inner, InterfaceStats, Network, NetworkError, Networks, PodNamespaces, PortBinding,
+    PortMapping, Sandbox, SandboxRequest,
 };
 
 /// Host ports picked for `-P` / `-p CONTAINER` come from here (Docker's range).
@@ -382,6 +385,14 @@ impl Networks {
                 endpoints,
                 ports,
                 dns: req.dns.clone(),
+                pod: req.pod.as_ref().map(|_| {
+                    let dir = self.pod_namespaces_dir(cid);
+                    PodNamespaces {
+                        ipc: dir.join("ipc"),
+                        uts: dir.join("uts"),
+                        shm: dir.join("shm"),
+                    }
+                }),
             };
             // Reserve addresses and ports now; kernel work happens unlocked.
             inner.sandboxes.insert(cid.clone(), sb.clone());
@@ -390,7 +401,15 @@ impl Networks {
         let begun = nets
             .iter()
             .try_for_each(|n| self.bring_up(n))
-            .and_then(|()| link::create_netns(&sb.netns));
+            .and_then(|()| link::create_netns(&sb.netns))
+            .and_then(|()| match &req.pod {
+                Some(p) => link::create_pod_namespaces(
+                    &self.pod_namespaces_dir(cid),
+                    &p.hostname,
+                    p.shm_size,
+                ),
+                None => Ok(()),
+            });
         match begun {
             Ok(()) => Ok(sb),
             Err(e) => {
@@ -447,6 +466,20 @@ impl Networks {
         Ok(())
     }
 
+    /// Where a pod sandbox's IPC and UTS namespaces and `/dev/shm` are mounted:
+    /// `<exec-root>/podns/<key>`.
+    pub(crate) fn pod_namespaces_dir(&self, key: &str) -> PathBuf {
+        self.cfg.exec_root.join("podns").join(key)
+    }
+
+    /// Unmounts and removes a pod sandbox's IPC/UTS namespaces and `/dev/shm` (none for other
+    /// sandboxes).
+    fn remove_pod_namespaces(&self, key: &str) {
+        if is_pod_sandbox(key) {
+            link::remove_pod_namespaces(&self.pod_namespaces_dir(key));
+        }
+    }
+
     /// Removes a container's sandbox: endpoints, namespace, published ports, DNS names.
     /// Idempotent; never fails (problems are logged).
     pub fn teardown(&self, container_id: &str) {
@@ -465,6 +498,7 @@ impl Networks {
             }
         }
         link::remove_netns(&netns);
+        self.remove_pod_namespaces(container_id);
         let _ = std::fs::remove_file(self.sandbox_path(container_id));
         if let Some(sb) = sb {
             self.refresh_dns();
@@ -501,6 +535,7 @@ impl Networks {
             .join(&container_id[..12.min(container_id.len())]);
         self.dns.remove(container_id);
         link::remove_netns(&netns);
+        self.remove_pod_namespaces(container_id);
         let _ = std::fs::remove_file(self.sandbox_path(container_id));
         let Some(sb) = sb else { return };
         self.refresh_dns();

@@ -173,6 +173,31 @@ pub struct SandboxRequest {
     /// The container's own resolvers (`--dns`): where the embedded DNS server forwards its
     /// queries for other names, instead of the daemon's.
     pub dns: Vec<std::net::IpAddr>,
+    /// A pod sandbox's other shared namespaces (IPC, UTS and `/dev/shm`), made with the
+    /// network namespace; `None` for a container's own sandbox (network only, as Docker's).
+    pub pod: Option<PodNamespacesRequest>,
+}
+
+/// The IPC and UTS namespaces and the `/dev/shm` a pod sandbox holds for its containers, as
+/// a CRI runtime's pod sandbox does (Kubernetes' containers of one pod share them).
+#[derive(Debug, Clone, Default)]
+pub struct PodNamespacesRequest {
+    /// The UTS namespace's host name (the pod's `spec.hostname`, else its name).
+    pub hostname: String,
+    /// Size of the `/dev/shm` tmpfs in bytes; 0 for docker's 64 MiB.
+    pub shm_size: i64,
+}
+
+/// A pod sandbox's IPC and UTS namespaces and `/dev/shm`, all under
+/// `<exec-root>/podns/<key>/` (see [`crate::Networks::setup`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PodNamespaces {
+    /// Bind-mounted IPC namespace (`…/ipc`), the OCI spec's `ipc` namespace path.
+    pub ipc: PathBuf,
+    /// Bind-mounted UTS namespace (`…/uts`), the OCI spec's `uts` namespace path.
+    pub uts: PathBuf,
+    /// The tmpfs every container of the pod binds on `/dev/shm` (`…/shm`).
+    pub shm: PathBuf,
 }
 
 /// A container's attachment to one network.
@@ -219,6 +244,10 @@ pub struct Sandbox {
     /// See [`SandboxRequest::dns`].
     #[serde(default)]
     pub dns: Vec<std::net::IpAddr>,
+    /// A pod sandbox's IPC and UTS namespaces and `/dev/shm` ([`SandboxRequest::pod`]); `None`
+    /// for containers' sandboxes and pod sandboxes made before barge shared them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodNamespaces>,
 }
 
 /// Docker's per-interface `NetworkStats` (as seen from inside the container).

@@ -131,6 +131,7 @@ fn bridge_endpoint_ports_and_cleanup() {
                 host_port: String::new(),
             }],
             dns: vec![],
+            pod: None,
         })
         .unwrap();
     let ep = &sb.endpoints[0];
@@ -223,6 +224,7 @@ fn user_networks_dns_and_isolation() {
                 }],
                 ports: vec![],
                 dns: vec![],
+                pod: None,
             })
             .unwrap()
     };
@@ -352,6 +354,7 @@ fn coexists_with_docker_forward_drop() {
                     host_port: "18190".into(),
                 }],
                 dns: vec![],
+                pod: None,
             })
             .unwrap();
         let client = e
@@ -365,6 +368,7 @@ fn coexists_with_docker_forward_drop() {
                 }],
                 ports: vec![],
                 dns: vec![],
+                pod: None,
             })
             .unwrap();
         let rules = filter();
@@ -534,6 +538,7 @@ fn coexists_with_docker_ip6_forward_drop() {
                     }],
                     ports,
                     dns: vec![],
+                    pod: None,
                 })
                 .unwrap()
         };
@@ -580,4 +585,74 @@ fn coexists_with_docker_ip6_forward_drop() {
     })
     .join()
     .unwrap();
+}
+
+/// A pod sandbox also holds an IPC and a UTS namespace (with the pod's host name) and a
+/// `/dev/shm` tmpfs, bind-mounted under `<exec-root>/podns/<key>`: kept by a reconcile (which
+/// removes what no sandbox owns there) and removed by the teardown.
+#[test]
+fn pod_sandbox_holds_ipc_uts_and_shm() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        root(),
+        "the kernel tests need root; CI runs the suite as root"
+    );
+    let e = env("p", "10.251.12.1/24");
+    let key = format!("{POD_SANDBOX_PREFIX}{:032x}", std::process::id());
+    let sb = e
+        .nets
+        .setup(&SandboxRequest {
+            container_id: key.clone(),
+            name: "web-0".into(),
+            networks: vec![EndpointRequest {
+                network: "bridge".into(),
+                ..Default::default()
+            }],
+            ports: vec![],
+            dns: vec![],
+            pod: Some(PodNamespacesRequest {
+                hostname: "web-0".into(),
+                shm_size: 1 << 20,
+            }),
+        })
+        .unwrap();
+    let p = sb.pod.clone().expect("pod namespaces");
+    assert_eq!(e.nets.sandbox(&key).unwrap().pod.as_ref(), Some(&p));
+    let ino = |path: &Path| std::fs::metadata(path).unwrap().ino();
+    for (file, kind) in [(&p.ipc, "ipc"), (&p.uts, "uts")] {
+        let host = Path::new("/proc/self/ns").join(kind);
+        assert_ne!(ino(file), ino(&host), "{kind}: its own namespace");
+    }
+    let hostname = std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = File::open(&p.uts).unwrap();
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWUTS).unwrap();
+            nix::unistd::gethostname().unwrap()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(hostname.to_str(), Some("web-0"));
+    let mounts = || std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let shm = format!("{} tmpfs ", p.shm.display());
+    let line = mounts()
+        .lines()
+        .find(|l| l.contains(&shm))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no tmpfs on {}", p.shm.display()));
+    assert!(
+        line.contains("size=1024k") && line.contains("nosuid,nodev,noexec"),
+        "{line}"
+    );
+    // A daemon restart keeps the sandbox's; a leftover nobody owns goes.
+    let stray = e.dir.path().join("exec/podns/pod-stray");
+    std::fs::create_dir_all(stray.join("shm")).unwrap();
+    e.nets.reconcile(&HashSet::new());
+    assert!(p.ipc.exists() && p.uts.exists() && mounts().contains(&shm));
+    assert!(!stray.exists());
+    e.nets.teardown(&key);
+    let dir = p.ipc.parent().unwrap();
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(!mounts().contains(&dir.display().to_string()));
+    assert!(!sb.netns.exists());
 }

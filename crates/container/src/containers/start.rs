@@ -494,8 +494,36 @@ impl Containers {
                         )))
                     }
                 };
-                Some((other.state.pid, shm))
+                Some((
+                    PathBuf::from(format!("/proc/{}/ns/ipc", other.state.pid)),
+                    shm,
+                ))
             }
+            None => match host.ipc_mode.strip_prefix("sandbox:") {
+                // A pod sandbox's IPC namespace and `/dev/shm`, shared by the pod's containers.
+                Some(key) => {
+                    let pod = pod_namespaces(self.networks.get().map(|n| &**n), key);
+                    let pod = match pod {
+                        Ok(p) => p,
+                        Err(e) => {
+                            unmount(&rootfs);
+                            return Err(e);
+                        }
+                    };
+                    Some((pod.ipc, pod.shm))
+                }
+                None => None,
+            },
+        };
+        // `sandbox:<key>` UTS mode: the pod sandbox's UTS namespace (its host name).
+        let utsns_path = match host.uts_mode.strip_prefix("sandbox:") {
+            Some(key) => match pod_namespaces(self.networks.get().map(|n| &**n), key) {
+                Ok(p) => Some(p.uts),
+                Err(e) => {
+                    unmount(&rootfs);
+                    return Err(e);
+                }
+            },
             None => None,
         };
         let own_shm = (host.ipc_mode == "shareable").then(|| shm_dir.clone());
@@ -531,6 +559,7 @@ impl Containers {
             netns_path,
             pidns_path,
             ipc_join,
+            utsns_path,
             own_shm,
             swap_supported: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
                 || !Path::new("/sys/fs/cgroup/memory").is_dir(),
@@ -658,6 +687,20 @@ impl Containers {
             tracing::error!("cannot spawn watcher thread: {e}");
         }
     }
+}
+
+/// The IPC/UTS namespaces and `/dev/shm` of pod sandbox `key` (`sandbox:<key>` IPC and UTS
+/// modes); an error if the sandbox does not exist or holds only a network namespace.
+fn pod_namespaces(
+    nets: Option<&barge_network::Networks>,
+    key: &str,
+) -> Result<barge_network::PodNamespaces, ContainerError> {
+    nets.and_then(|n| n.sandbox(key))
+        .and_then(|sb| sb.pod)
+        .ok_or_else(|| ContainerError::InvalidOption {
+            field: "namespaces".into(),
+            reason: format!("no pod sandbox {key} with IPC and UTS namespaces"),
+        })
 }
 
 /// Mounts the tmpfs a `shareable` container's `/dev/shm` is (docker's `mounts/shm`), unless it

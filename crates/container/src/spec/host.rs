@@ -79,13 +79,15 @@ pub(crate) fn check_host_options(
         .ipc_mode
         .strip_prefix("container:")
         .is_some_and(|c| !c.is_empty());
+    // `sandbox:<key>`: a pod sandbox's IPC namespace and `/dev/shm` (the node agent's).
+    let in_sandbox = |m: &str| m.strip_prefix("sandbox:").is_some_and(|k| !k.is_empty());
     match host.ipc_mode.as_str() {
         "" => host.ipc_mode = "private".into(),
         "private" | "shareable" | "host" | "none" => {}
-        _ if joins_ipc => {}
+        _ if joins_ipc || in_sandbox(&host.ipc_mode) => {}
         m => return Err(invalid("IPC mode", format!("invalid IPC mode: {m}"))),
     }
-    if !matches!(host.uts_mode.as_str(), "" | "host") {
+    if !matches!(host.uts_mode.as_str(), "" | "host") && !in_sandbox(&host.uts_mode) {
         return Err(invalid(
             "UTS mode",
             format!("--uts: invalid UTS mode {:?}", host.uts_mode),

@@ -74,9 +74,12 @@ pub(crate) struct SpecInput<'a> {
     pub netns_path: Option<PathBuf>,
     /// `container:<id>` PID mode: the PID namespace to join (`/proc/<pid>/ns/pid`).
     pub pidns_path: Option<PathBuf>,
-    /// `container:<id>` IPC mode: the donor's init PID (its IPC namespace is joined through
-    /// `/proc/<pid>/ns/ipc`) and the host path of its `/dev/shm`.
-    pub ipc_join: Option<(i64, PathBuf)>,
+    /// `container:<id>` IPC mode: the IPC namespace to join (the donor's
+    /// `/proc/<pid>/ns/ipc`) and the host path of its `/dev/shm`; `sandbox:<key>`: the pod
+    /// sandbox's bind-mounted IPC namespace and `/dev/shm`.
+    pub ipc_join: Option<(PathBuf, PathBuf)>,
+    /// `sandbox:<key>` UTS mode: the pod sandbox's bind-mounted UTS namespace.
+    pub utsns_path: Option<PathBuf>,
     /// A `shareable` container's own `/dev/shm` on the host.
     pub own_shm: Option<PathBuf>,
     /// Whether `memory.memsw.*` exists (swap accounting).
@@ -166,13 +169,10 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
 
     let mut namespaces = vec![json!({"type": "mount"})];
     match (
-        input.ipc_join.as_ref().map(|(pid, _)| pid),
+        input.ipc_join.as_ref().map(|(path, _)| path),
         host.ipc_mode.as_str(),
     ) {
-        (Some(pid), _) => namespaces.insert(
-            0,
-            json!({"type": "ipc", "path": format!("/proc/{pid}/ns/ipc")}),
-        ),
+        (Some(path), _) => namespaces.insert(0, json!({"type": "ipc", "path": path})),
         (None, "host") => {}
         (None, _) => namespaces.insert(0, json!({"type": "ipc"})),
     }
@@ -181,8 +181,10 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         (None, "host") => {}
         (None, _) => namespaces.insert(0, json!({"type": "pid"})),
     }
-    if host.uts_mode != "host" {
-        namespaces.push(json!({"type": "uts"}));
+    match (&input.utsns_path, host.uts_mode.as_str()) {
+        (Some(p), _) => namespaces.push(json!({"type": "uts", "path": p})),
+        (None, "host") => {}
+        (None, _) => namespaces.push(json!({"type": "uts"})),
     }
     if host.cgroupns_mode == "private" {
         namespaces.push(json!({"type": "cgroup"}));
@@ -450,6 +452,7 @@ mod tests {
             netns_path: None,
             pidns_path: None,
             ipc_join: None,
+            utsns_path: None,
             own_shm: None,
             swap_supported: true,
         }
@@ -528,6 +531,51 @@ mod tests {
         }
         assert!(device_rule("a *:* rwm").unwrap().is_some());
         assert!(device_rule("c 1:3 mrx").is_err());
+    }
+
+    #[test]
+    fn pod_sandbox_ipc_uts_and_shm_are_joined() {
+        let mut h = host();
+        h.ipc_mode = "sandbox:pod-1".into();
+        h.uts_mode = "sandbox:pod-1".into();
+        check_host_options(&mut h, true, 2).unwrap();
+        assert_eq!(h.ipc_mode, "sandbox:pod-1");
+        let mut i = input(&h);
+        let dir = Path::new("/run/barge/podns/pod-1");
+        i.ipc_join = Some((dir.join("ipc"), dir.join("shm")));
+        i.utsns_path = Some(dir.join("uts"));
+        let v = serde_json::to_value(build_spec(&i).unwrap()).unwrap();
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        let path = |t: &str| {
+            ns.iter()
+                .find(|n| n["type"] == t)
+                .map(|n| n["path"].clone())
+        };
+        assert_eq!(path("ipc"), Some(json!("/run/barge/podns/pod-1/ipc")));
+        assert_eq!(path("uts"), Some(json!("/run/barge/podns/pod-1/uts")));
+        // The pod's host name is set (again) in the joined namespace.
+        assert_eq!(v["hostname"], "abc");
+        let shm: Vec<_> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["destination"] == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1);
+        assert_eq!(shm[0]["type"], "bind");
+        assert_eq!(shm[0]["source"], "/run/barge/podns/pod-1/shm");
+        for bad in ["sandbox:", "pod-1"] {
+            let mut b = HostOptions {
+                uts_mode: bad.into(),
+                ..host()
+            };
+            assert!(check_host_options(&mut b, true, 2).is_err(), "uts {bad}");
+            let mut b = HostOptions {
+                ipc_mode: bad.into(),
+                ..host()
+            };
+            assert!(check_host_options(&mut b, true, 2).is_err(), "ipc {bad}");
+        }
     }
 
     #[test]
