@@ -953,7 +953,7 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
             w,
             &format!(
                 "{}{wm}    startupProbe: {{exec: {{command: [cat, /w/up]}}, periodSeconds: 1, failureThreshold: 30}}\n",
-                sh("sleep 4; echo > /w/up; exec sleep 3600")
+                sh("exec sleep 3600")
             ),
         ),
         pod(
@@ -1000,6 +1000,9 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
         get(&s, "startup", "{.status.containerStatuses[0].ready}"),
         "false"
     );
+    // The probe passes once the file exists (made now, not after a fixed sleep that a
+    // loaded machine could outlast before the check above).
+    s.k(&["exec", "startup", "--", "sh", "-c", "echo > /w/up"]);
     s.wait_pod("startup", "{.status.containerStatuses[0].ready}", 30, |r| {
         r == "true"
     });
