@@ -55,6 +55,8 @@ struct Ctx {
     /// Pods as JSON: one pod the typed model cannot read (the API server let it in) must not
     /// stop the watch of every other pod; it is skipped by its worker.
     pods: Store<DynamicObject>,
+    /// The ConfigMaps and Secrets behind the pods' volumes (the node's watch cache).
+    sources: crate::volumes::Sources,
     host_ip: String,
 }
 
@@ -122,8 +124,10 @@ pub async fn run(client: Client, engine: Engine, cfg: Arc<Config>) {
     if reader.wait_until_ready().await.is_err() {
         return;
     }
+    let sources = crate::volumes::Sources::start(client.clone()).await;
     let ctx = Arc::new(Ctx {
         host_ip: crate::node::node_ip(&cfg).to_string(),
+        sources,
         client,
         engine,
         cfg,
@@ -170,6 +174,7 @@ pub async fn run(client: Client, engine: Engine, cfg: Arc<Config>) {
             .collect();
         for u in done {
             workers.remove(&u);
+            ctx.sources.forget_pod(&ctx.engine.data_root, &u);
             finished.insert(u);
         }
         let live: HashSet<String> = ctx
@@ -501,7 +506,8 @@ async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<DynamicObject>, uid: String, wake
                         host_ip: &ctx.host_ip,
                     };
                     let root = &ctx.engine.data_root;
-                    let n = crate::volumes::resync(&ctx.client, root, &pod, facts).await;
+                    let n =
+                        crate::volumes::resync(&ctx.client, &ctx.sources, root, &pod, facts).await;
                     if n > 0 {
                         tracing::info!("pod {}: {n} volume(s) updated", oref);
                     }
@@ -1485,6 +1491,7 @@ async fn start_container(
         .unwrap_or_else(|| name.chars().take(63).collect());
     let mut binds = match crate::volumes::container_binds(
         &ctx.client,
+        &ctx.sources,
         &ctx.engine.data_root,
         pod,
         c,
