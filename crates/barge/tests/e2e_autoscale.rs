@@ -14,19 +14,21 @@ use common::*;
 
 const NODE: &str = "node1";
 
-/// A server with its agent sampling every second and the autoscaler syncing every 2 s with a
-/// 5 s downscale window; the shared images loaded, the node Ready.
+/// The shortened settings: the agent samples every second, the autoscaler syncs every 2 s.
+const SHORTENED: [&str; 6] = [
+    "--node-name",
+    NODE,
+    "--metrics-resolution",
+    "1s",
+    "--horizontal-pod-autoscaler-sync-period",
+    "2s",
+];
+
+/// A server with the [`SHORTENED`] settings and a 5 s downscale window; the shared images
+/// loaded, the node Ready.
 fn cluster() -> Server {
-    loaded_cluster(&[
-        "--node-name",
-        NODE,
-        "--metrics-resolution",
-        "1s",
-        "--horizontal-pod-autoscaler-sync-period",
-        "2s",
-        "--horizontal-pod-autoscaler-downscale-stabilization",
-        "5s",
-    ])
+    let window = ["--horizontal-pod-autoscaler-downscale-stabilization", "5s"];
+    loaded_cluster(&[&SHORTENED[..], &window[..]].concat())
 }
 
 /// A server with its agent and `flags`, the shared images loaded, its node Ready.
@@ -494,17 +496,7 @@ spec:
 fn figure_reaction_to_load() {
     for (label, flags) in [
         ("default", vec!["--node-name", NODE]),
-        (
-            "shortened",
-            vec![
-                "--node-name",
-                NODE,
-                "--metrics-resolution",
-                "1s",
-                "--horizontal-pod-autoscaler-sync-period",
-                "2s",
-            ],
-        ),
+        ("shortened", SHORTENED.to_vec()),
     ] {
         let mut s = loaded_cluster(&flags);
         let started = Instant::now();
