@@ -144,6 +144,45 @@ impl Config {
     }
 }
 
+/// A reflector over every `K` of the cluster (a task living until the runtime ends) whose
+/// store is returned at once (empty until its first list: see `Store::wait_until_ready`);
+/// `tx`, when given, ticks after each event. Watch errors are logged at debug level as
+/// `"<what> watch: …"` and retried with kube-rs' default back-off.
+pub(crate) fn watch_all<K>(
+    client: kube::Client,
+    tx: Option<Arc<tokio::sync::watch::Sender<u64>>>,
+    what: &'static str,
+) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + k8s_openapi::serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures_util::StreamExt;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    let (store, w) = reflector::store::<K>();
+    let api: kube::Api<K> = kube::Api::all(client);
+    tokio::spawn(async move {
+        let s = reflector::reflector(w, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        futures_util::pin_mut!(s);
+        while let Some(ev) = s.next().await {
+            if let Err(e) = ev {
+                tracing::debug!("{what} watch: {e}");
+            }
+            if let Some(tx) = &tx {
+                tx.send_modify(|n| *n += 1);
+            }
+        }
+    });
+    store
+}
+
 /// Whether a kube error is the API's 404.
 pub(crate) fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)

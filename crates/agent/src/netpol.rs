@@ -32,16 +32,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use barge_network::netpol::{Addrs, Clause, Desired, PodRules, PolicyTable, PortMatch};
-use futures_util::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client};
+use kube::Client;
 use tokio::sync::watch;
+
+use crate::watch_all;
 
 type Labels = BTreeMap<String, String>;
 
@@ -453,9 +452,9 @@ pub async fn run(client: Client, table: String, node: String) {
     }
     let (tx, mut changed) = watch::channel(0u64);
     let tx = Arc::new(tx);
-    let policies = watch_all::<NetworkPolicy>(client.clone(), tx.clone(), "networkpolicy");
-    let namespaces = watch_all::<Namespace>(client.clone(), tx.clone(), "namespace");
-    let pods = watch_all::<Pod>(client, tx, "pod");
+    let policies = watch_all::<NetworkPolicy>(client.clone(), Some(tx.clone()), "networkpolicy");
+    let namespaces = watch_all::<Namespace>(client.clone(), Some(tx.clone()), "namespace");
+    let pods = watch_all::<Pod>(client, Some(tx), "pod");
     let _ = policies.wait_until_ready().await;
     let _ = namespaces.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;
@@ -488,35 +487,6 @@ pub async fn run(client: Client, table: String, node: String) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         changed.borrow_and_update();
     }
-}
-
-/// A reflector over every `K` of the cluster (a task living until the runtime ends) that
-/// ticks `tx` after each event.
-fn watch_all<K>(client: Client, tx: Arc<watch::Sender<u64>>, what: &'static str) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + k8s_openapi::serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, w) = reflector::store::<K>();
-    let api: Api<K> = Api::all(client);
-    tokio::spawn(async move {
-        let s = reflector::reflector(w, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects();
-        futures_util::pin_mut!(s);
-        while let Some(ev) = s.next().await {
-            if let Err(e) = ev {
-                tracing::debug!("{what} watch: {e}");
-            }
-            tx.send_modify(|n| *n += 1);
-        }
-    });
-    store
 }
 
 #[cfg(test)]

@@ -80,6 +80,8 @@ struct Ctx {
     /// Pods as JSON: one pod the typed model cannot read (the API server let it in) must not
     /// stop the watch of every other pod; it is skipped by its worker.
     pods: Store<DynamicObject>,
+    /// The ConfigMaps and Secrets behind the pods' volumes (the node's watch cache).
+    sources: crate::volumes::Sources,
     host_ip: String,
 }
 
@@ -147,8 +149,10 @@ pub async fn run(client: Client, engine: Engine, cfg: Arc<Config>) {
     if reader.wait_until_ready().await.is_err() {
         return;
     }
+    let sources = crate::volumes::Sources::start(client.clone()).await;
     let ctx = Arc::new(Ctx {
         host_ip: crate::node::node_ip(&cfg).to_string(),
+        sources,
         client,
         engine,
         cfg,
@@ -195,6 +199,7 @@ pub async fn run(client: Client, engine: Engine, cfg: Arc<Config>) {
             .collect();
         for u in done {
             workers.remove(&u);
+            ctx.sources.forget_pod(&ctx.engine.data_root, &u);
             finished.insert(u);
         }
         let live: HashSet<String> = ctx
@@ -527,7 +532,8 @@ async fn worker(ctx: Arc<Ctx>, oref: ObjectRef<DynamicObject>, uid: String, wake
                         host_ip: &ctx.host_ip,
                     };
                     let root = &ctx.engine.data_root;
-                    let n = crate::volumes::resync(&ctx.client, root, &pod, facts).await;
+                    let n =
+                        crate::volumes::resync(&ctx.client, &ctx.sources, root, &pod, facts).await;
                     if n > 0 {
                         tracing::info!("pod {}: {n} volume(s) updated", oref);
                     }
@@ -1536,6 +1542,7 @@ async fn start_container(
     let hostname = pod_hostname(pod);
     let mut binds = match crate::volumes::container_binds(
         &ctx.client,
+        &ctx.sources,
         &ctx.engine.data_root,
         pod,
         c,

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use barge_network::kubeproxy::{Endpoint, ServicePort, ServiceProxy};
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client};
+use kube::runtime::reflector::Store;
+use kube::Client;
 use tokio::sync::watch;
+
+use crate::watch_all;
 
 /// The label naming an EndpointSlice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -42,51 +42,9 @@ impl ClusterView {
     pub async fn start(client: Client) -> ClusterView {
         let (tx, rx) = watch::channel(0u64);
         let tx = Arc::new(tx);
-        let (services, sw) = reflector::store::<Service>();
-        let (slices, ew) = reflector::store::<EndpointSlice>();
-        let t = tx.clone();
-        let api: Api<Service> = Api::all(client.clone());
-        tokio::spawn(async move {
-            let s = reflector::reflector(sw, watcher(api, watcher::Config::default()))
-                .default_backoff()
-                .touched_objects();
-            futures_util::pin_mut!(s);
-            while let Some(ev) = s.next().await {
-                if let Err(e) = ev {
-                    tracing::debug!("service watch: {e}");
-                }
-                t.send_modify(|n| *n += 1);
-            }
-        });
-        let (namespaces, nw) = reflector::store::<Namespace>();
-        let t = tx.clone();
-        let api: Api<Namespace> = Api::all(client.clone());
-        tokio::spawn(async move {
-            let s = reflector::reflector(nw, watcher(api, watcher::Config::default()))
-                .default_backoff()
-                .touched_objects();
-            futures_util::pin_mut!(s);
-            while let Some(ev) = s.next().await {
-                if let Err(e) = ev {
-                    tracing::debug!("namespace watch: {e}");
-                }
-                t.send_modify(|n| *n += 1);
-            }
-        });
-        let t = tx.clone();
-        let api: Api<EndpointSlice> = Api::all(client);
-        tokio::spawn(async move {
-            let s = reflector::reflector(ew, watcher(api, watcher::Config::default()))
-                .default_backoff()
-                .touched_objects();
-            futures_util::pin_mut!(s);
-            while let Some(ev) = s.next().await {
-                if let Err(e) = ev {
-                    tracing::debug!("endpointslice watch: {e}");
-                }
-                t.send_modify(|n| *n += 1);
-            }
-        });
+        let services = watch_all::<Service>(client.clone(), Some(tx.clone()), "service");
+        let namespaces = watch_all::<Namespace>(client.clone(), Some(tx.clone()), "namespace");
+        let slices = watch_all::<EndpointSlice>(client, Some(tx), "endpointslice");
         let _ = services.wait_until_ready().await;
         let _ = slices.wait_until_ready().await;
         let _ = namespaces.wait_until_ready().await;

@@ -24,17 +24,21 @@
 //! `AtomicWriter` ([`atomic_write`]: a timestamped payload directory, the `..data` link swapped
 //! in one rename, each key a link `key -> ..data/key`) and re-synced every 10 s by the pod's
 //! worker ([`resync`]), so updated ConfigMaps and Secrets reach running containers whole,
-//! except through a `subPath` mount, which keeps its file, as on kube.
+//! except through a `subPath` mount, which keeps its file, as on kube. ConfigMaps and Secrets
+//! are read from the node's watch cache ([`Sources`], kubelet's watch-based managers), and a
+//! volume is rewritten only when the hash of its payload changed since the last sync.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
-    PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+    PersistentVolumeClaim, Pod, Secret, ServiceAccount, ServiceAccountTokenProjection,
 };
 use kube::api::PostParams;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
 /// The directory holding pod `uid`'s volumes.
@@ -101,49 +105,106 @@ fn files(
     Ok(out)
 }
 
-/// A ConfigMap's `data` and `binaryData` (`None` when it does not exist).
-async fn configmap_data(
-    client: &Client,
-    ns: &str,
-    name: &str,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, VolumeError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    Ok(api.get_opt(name).await.map_err(VolumeError::Api)?.map(|o| {
+/// kubelet's watch-based ConfigMap and Secret managers, for the pods' volumes: every
+/// ConfigMap and Secret of the cluster kept current by one reflector each (the node's shared
+/// watch cache; the ingress controller beside the agent reflects every Secret too, and barge
+/// has no Node authorizer to narrow a node's reads), so a volume's sources are read from
+/// memory, never with a GET. It also remembers a hash of the payload each volume was last
+/// re-synced to (by volume directory), so an unchanged source costs [`resync`] no disk I/O.
+pub struct Sources {
+    configmaps: Store<ConfigMap>,
+    secrets: Store<Secret>,
+    /// Volume directory → [`payload_hash`] of what [`resync`] last found or wrote there
+    /// (tokens left out). Held only for map operations, never across an await.
+    written: Mutex<HashMap<PathBuf, u64>>,
+}
+
+impl Sources {
+    /// Starts the reflectors (tasks that live until the runtime ends) and waits until both
+    /// listed once.
+    pub async fn start(client: Client) -> Sources {
+        let configmaps = crate::watch_all::<ConfigMap>(client.clone(), None, "configmap");
+        let secrets = crate::watch_all::<Secret>(client, None, "secret");
+        let _ = configmaps.wait_until_ready().await;
+        let _ = secrets.wait_until_ready().await;
+        Sources::with_stores(configmaps, secrets)
+    }
+
+    /// Sources read from these stores (tests fill them through their writers).
+    fn with_stores(configmaps: Store<ConfigMap>, secrets: Store<Secret>) -> Sources {
+        Sources {
+            configmaps,
+            secrets,
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A ConfigMap's `data` and `binaryData` (`None` when it does not exist).
+    fn configmap_data(&self, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let o = self.configmaps.get(&ObjectRef::new(name).within(ns))?;
         let mut d: BTreeMap<String, Vec<u8>> = o
             .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes()))
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
             .collect();
         d.extend(
             o.binary_data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0)),
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone())),
         );
-        d
-    }))
-}
+        Some(d)
+    }
 
-/// A Secret's `data` (and `stringData`, as stored) (`None` when it does not exist).
-async fn secret_data(
-    client: &Client,
-    ns: &str,
-    name: &str,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, VolumeError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    Ok(api.get_opt(name).await.map_err(VolumeError::Api)?.map(|o| {
+    /// A Secret's `data` (and `stringData`, as stored) (`None` when it does not exist).
+    fn secret_data(&self, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let o = self.secrets.get(&ObjectRef::new(name).within(ns))?;
         let mut d: BTreeMap<String, Vec<u8>> = o
             .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
             .collect();
-        for (k, v) in o.string_data.unwrap_or_default() {
-            d.insert(k, v.into_bytes());
+        for (k, v) in o.string_data.iter().flatten() {
+            d.insert(k.clone(), v.clone().into_bytes());
         }
-        d
-    }))
+        Some(d)
+    }
+
+    /// The hash last recorded for volume directory `dir`.
+    fn written(&self, dir: &Path) -> Option<u64> {
+        self.lock().get(dir).copied()
+    }
+
+    /// Records that volume directory `dir` holds the payload of hash `hash`.
+    fn record(&self, dir: PathBuf, hash: u64) {
+        self.lock().insert(dir, hash);
+    }
+
+    /// Forgets what volume directory `dir` holds (written anew by someone else than
+    /// [`resync`]: its next tick compares with the disk again).
+    fn forget(&self, dir: &Path) {
+        self.lock().remove(dir);
+    }
+
+    /// Forgets every volume of pod `uid` (the pod is gone).
+    pub fn forget_pod(&self, data_root: &Path, uid: &str) {
+        let dir = pod_dir(data_root, uid);
+        self.lock().retain(|d, _| !d.starts_with(&dir));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, u64>> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A hash of a volume's payload (paths, bytes and modes).
+fn payload_hash(p: &Payload) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
 }
 
 /// kubelet's `fieldpath.FormatMap`: `key="value"` lines in key order (Go's `%q`).
@@ -385,22 +446,26 @@ pub async fn refresh_tokens(
     Ok(n)
 }
 
-/// The directory (or host path) of one pod volume and what fills it.
-async fn volume_content(
-    client: &Client,
+/// A projected ServiceAccount token a payload is to hold: its path, its mode and the source
+/// asking for it.
+type TokenSlot = (String, u32, ServiceAccountTokenProjection);
+
+/// The directory and files of a configMap, secret, downwardAPI or projected volume `v` (its
+/// ConfigMaps and Secrets read from `sources`), without the projected ServiceAccount tokens,
+/// which are listed apart; `None` for other volumes. A missing ConfigMap or Secret that is
+/// not `optional` is a configuration error (a mount error in a projection), as on kubelet.
+fn file_content(
+    sources: &Sources,
     base: &Path,
     pod: &Pod,
     v: &k8s_openapi::api::core::v1::Volume,
     facts: PodFacts<'_>,
-    keep_tokens: bool,
-) -> Result<Option<(PathBuf, Content, bool)>, VolumeError> {
+) -> Result<Option<(PathBuf, Payload, Vec<TokenSlot>)>, VolumeError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let dir = |plugin: &str| base.join(plugin).join(&v.name);
-    Ok(Some(if v.empty_dir.is_some() {
-        (dir("kubernetes.io~empty-dir"), Content::Empty, false)
-    } else if let Some(cm) = &v.config_map {
+    Ok(Some(if let Some(cm) = &v.config_map {
         let name = cm.name.clone();
-        let data = match configmap_data(client, ns, &name).await? {
+        let data = match sources.configmap_data(ns, &name) {
             Some(d) => d,
             None if cm.optional == Some(true) => BTreeMap::new(),
             None => return Err(VolumeError::Config(format!("configmap {name:?} not found"))),
@@ -408,12 +473,12 @@ async fn volume_content(
         let mode = cm.default_mode.unwrap_or(0o644);
         (
             dir("kubernetes.io~configmap"),
-            Content::Files(files(data, cm.items.as_ref(), mode, "configmap", &name)?),
-            false,
+            files(data, cm.items.as_ref(), mode, "configmap", &name)?,
+            Vec::new(),
         )
     } else if let Some(sv) = &v.secret {
         let name = sv.secret_name.clone().unwrap_or_default();
-        let data = match secret_data(client, ns, &name).await? {
+        let data = match sources.secret_data(ns, &name) {
             Some(d) => d,
             None if sv.optional == Some(true) => BTreeMap::new(),
             None => return Err(VolumeError::Config(format!("secret {name:?} not found"))),
@@ -421,23 +486,24 @@ async fn volume_content(
         let mode = sv.default_mode.unwrap_or(0o644);
         (
             dir("kubernetes.io~secret"),
-            Content::Files(files(data, sv.items.as_ref(), mode, "secret", &name)?),
-            false,
+            files(data, sv.items.as_ref(), mode, "secret", &name)?,
+            Vec::new(),
         )
     } else if let Some(d) = &v.downward_api {
         let mode = d.default_mode.unwrap_or(0o644);
         let items = d.items.clone().unwrap_or_default();
         (
             dir("kubernetes.io~downward-api"),
-            Content::Files(downward_files(pod, &items, mode, facts)?),
-            false,
+            downward_files(pod, &items, mode, facts)?,
+            Vec::new(),
         )
     } else if let Some(p) = &v.projected {
         let mode = p.default_mode.unwrap_or(0o644);
         let mut all = BTreeMap::new();
+        let mut tokens = Vec::new();
         for s in p.sources.iter().flatten() {
             if let Some(cm) = &s.config_map {
-                match configmap_data(client, ns, &cm.name).await? {
+                match sources.configmap_data(ns, &cm.name) {
                     Some(d) => {
                         all.extend(files(d, cm.items.as_ref(), mode, "configmap", &cm.name)?)
                     }
@@ -451,7 +517,7 @@ async fn volume_content(
                 }
             }
             if let Some(sv) = &s.secret {
-                match secret_data(client, ns, &sv.name).await? {
+                match sources.secret_data(ns, &sv.name) {
                     Some(d) => all.extend(files(d, sv.items.as_ref(), mode, "secret", &sv.name)?),
                     None if sv.optional == Some(true) => {}
                     None => {
@@ -467,31 +533,50 @@ async fn volume_content(
                 all.extend(downward_files(pod, &items, mode, facts)?);
             }
             if let Some(t) = &s.service_account_token {
-                // A re-sync keeps the token it finds (renewals are `refresh_tokens`' job).
-                let kept = if keep_tokens {
-                    let f = dir("kubernetes.io~projected").join(&t.path);
-                    tokio::task::spawn_blocking(move || std::fs::read(f).ok())
-                        .await
-                        .ok()
-                        .flatten()
-                } else {
-                    None
-                };
-                let token = match kept {
-                    Some(t) => t,
-                    None => service_account_token(
-                        client,
-                        pod,
-                        t.audience.as_deref(),
-                        t.expiration_seconds,
-                    )
-                    .await?
-                    .into_bytes(),
-                };
-                all.insert(t.path.clone(), (token, mode as u32));
+                tokens.push((t.path.clone(), mode as u32, t.clone()));
             }
         }
-        (dir("kubernetes.io~projected"), Content::Files(all), false)
+        (dir("kubernetes.io~projected"), all, tokens)
+    } else {
+        return Ok(None);
+    }))
+}
+
+/// Fills `files` with a new token from the API server's TokenRequest for each of `tokens`.
+async fn request_tokens(
+    client: &Client,
+    pod: &Pod,
+    files: &mut Payload,
+    tokens: Vec<TokenSlot>,
+) -> Result<(), VolumeError> {
+    for (path, mode, t) in tokens {
+        let token =
+            service_account_token(client, pod, t.audience.as_deref(), t.expiration_seconds).await?;
+        files.insert(path, (token.into_bytes(), mode));
+    }
+    Ok(())
+}
+
+/// The directory (or host path) of one pod volume and what fills it (tokens requested anew).
+async fn volume_content(
+    client: &Client,
+    sources: &Sources,
+    base: &Path,
+    pod: &Pod,
+    v: &k8s_openapi::api::core::v1::Volume,
+    facts: PodFacts<'_>,
+) -> Result<Option<(PathBuf, Content, bool)>, VolumeError> {
+    if let Some((dir, mut files, tokens)) = file_content(sources, base, pod, v, facts)? {
+        request_tokens(client, pod, &mut files, tokens).await?;
+        return Ok(Some((dir, Content::Files(files), false)));
+    }
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    Ok(Some(if v.empty_dir.is_some() {
+        (
+            base.join("kubernetes.io~empty-dir").join(&v.name),
+            Content::Empty,
+            false,
+        )
     } else if let Some(h) = &v.host_path {
         let ty = h.type_.clone().unwrap_or_default();
         (PathBuf::from(&h.path), Content::Host(ty), false)
@@ -544,11 +629,12 @@ async fn claim_path(
     )))
 }
 
-/// Makes the volumes `c` mounts (reading ConfigMaps, Secrets, tokens, claims from the API)
-/// and returns its bind mounts (`SRC:DEST[:ro]`). Blocking file work runs on the blocking
-/// pool.
+/// Makes the volumes `c` mounts (ConfigMaps and Secrets from `sources`, tokens and claims
+/// from the API) and returns its bind mounts (`SRC:DEST[:ro]`). Blocking file work runs on
+/// the blocking pool.
 pub async fn container_binds(
     client: &Client,
+    sources: &Sources,
     data_root: &Path,
     pod: &Pod,
     c: &Container,
@@ -567,10 +653,14 @@ pub async fn container_binds(
             continue;
         };
         let Some((dir, content, claim_ro)) =
-            volume_content(client, &base, pod, v, facts, false).await?
+            volume_content(client, sources, &base, pod, v, facts).await?
         else {
             continue;
         };
+        if let Content::Files(_) = content {
+            // Written anew below: the next re-sync compares with the disk again.
+            sources.forget(&dir);
+        }
         let sub = vm.sub_path.clone().filter(|s| !s.is_empty());
         if let Some(sub) = &sub {
             if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
@@ -849,47 +939,90 @@ pub fn atomic_write(dir: &Path, mut files: Payload) -> std::io::Result<bool> {
     Ok(!unchanged || old_target.is_none())
 }
 
-/// Re-reads the ConfigMaps, Secrets and downward API fields behind `pod`'s volumes that are
-/// laid out already and swaps in what changed ([`atomic_write`]), as kubelet's volume manager
-/// does on each pod sync: containers see updated keys (not through a `subPath`). Tokens are
-/// kept (see [`refresh_tokens`]); a source that cannot be read now leaves its volume as it
-/// is. Returns how many volumes changed.
-pub async fn resync(client: &Client, data_root: &Path, pod: &Pod, facts: PodFacts<'_>) -> usize {
+/// Re-reads the ConfigMaps, Secrets (from `sources`, the node's watch cache) and downward API
+/// fields behind `pod`'s volumes that are laid out already and swaps in what changed
+/// ([`atomic_write`]), as kubelet's volume manager does on each pod sync: containers see
+/// updated keys (not through a `subPath`). A volume whose payload hashes as the one last
+/// found or written there ([`Sources`]) is left alone without touching the disk; otherwise
+/// its tokens are kept from the disk (renewals are [`refresh_tokens`]' job; one that cannot
+/// be read is requested anew through `client`). A source that cannot be read now leaves its
+/// volume as it is. Returns how many volumes changed.
+pub async fn resync(
+    client: &Client,
+    sources: &Sources,
+    data_root: &Path,
+    pod: &Pod,
+    facts: PodFacts<'_>,
+) -> usize {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let base = pod_dir(data_root, uid).join("volumes");
     let mut changed = 0;
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        if v.config_map.is_none()
-            && v.secret.is_none()
-            && v.downward_api.is_none()
-            && v.projected.is_none()
-        {
-            continue;
-        }
-        let content = match volume_content(client, &base, pod, v, facts, true).await {
-            Ok(Some((dir, Content::Files(f), _))) => (dir, f),
-            Ok(_) => continue,
+        let (dir, files, tokens) = match file_content(sources, &base, pod, v, facts) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::debug!("volume {}: {e}", v.name);
                 continue;
             }
         };
-        let (dir, files) = content;
-        let r = tokio::task::spawn_blocking(move || {
-            if std::fs::symlink_metadata(&dir).is_err() {
-                return Ok(false);
+        let hash = payload_hash(&files);
+        if sources.written(&dir) == Some(hash) {
+            continue;
+        }
+        match resync_volume(client, pod, dir.clone(), files, tokens).await {
+            Ok(Some(c)) => {
+                sources.record(dir, hash);
+                changed += usize::from(c);
             }
-            atomic_write(&dir, files)
-        })
-        .await;
-        match r {
-            Ok(Ok(true)) => changed += 1,
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!("volume {}: {e}", v.name),
+            Ok(None) => {}
             Err(e) => tracing::warn!("volume {}: {e}", v.name),
         }
     }
     changed
+}
+
+/// Swaps `files` (with the tokens of `tokens` kept from the disk, or requested when
+/// unreadable) into volume directory `dir`: whether it changed, `None` when the volume is not
+/// laid out yet.
+async fn resync_volume(
+    client: &Client,
+    pod: &Pod,
+    dir: PathBuf,
+    mut files: Payload,
+    tokens: Vec<TokenSlot>,
+) -> Result<Option<bool>, VolumeError> {
+    let join = |e: tokio::task::JoinError| VolumeError::Mount(e.to_string());
+    let io = |e: std::io::Error| VolumeError::Mount(e.to_string());
+    let read = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            if std::fs::symlink_metadata(&dir).is_err() {
+                return None;
+            }
+            let mut missing = Vec::new();
+            for (path, mode, t) in tokens {
+                match std::fs::read(dir.join(&path)) {
+                    Ok(token) => {
+                        files.insert(path, (token, mode));
+                    }
+                    Err(_) => missing.push((path, mode, t)),
+                }
+            }
+            Some((files, missing))
+        })
+        .await
+        .map_err(join)?
+    };
+    let Some((mut files, missing)) = read else {
+        return Ok(None);
+    };
+    request_tokens(client, pod, &mut files, missing).await?;
+    let changed = tokio::task::spawn_blocking(move || atomic_write(&dir, files))
+        .await
+        .map_err(join)?
+        .map_err(io)?;
+    Ok(Some(changed))
 }
 
 /// Removes pod `uid`'s volumes (its containers are gone). Host paths and claims' volumes
@@ -998,6 +1131,59 @@ mod tests {
         check_host_path(&d.join("anything"), "").unwrap();
         assert!(msg(check_host_path(&f, "Socket")).ends_with("is not a socket file"));
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn resync_rewrites_a_volume_only_when_its_source_changed() {
+        use kube::runtime::reflector;
+        use kube::runtime::watcher::Event;
+        let cm = |v: &str| -> ConfigMap {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "c", "namespace": "ns"}, "data": {"a": v}
+            }))
+            .unwrap()
+        };
+        let (configmaps, mut cw) = reflector::store::<ConfigMap>();
+        let (secrets, _sw) = reflector::store::<Secret>();
+        cw.apply_watcher_event(&Event::Apply(cm("one")));
+        let sources = Sources::with_stores(configmaps, secrets);
+        // Never asked: no token or claim here (nothing listens on the discard port).
+        let client =
+            Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [{"name": "c"}],
+                     "volumes": [{"name": "v", "configMap": {"name": "c"}}]}
+        }))
+        .unwrap();
+        let facts = PodFacts {
+            pod_ip: "10.42.0.5",
+            host_ip: "127.0.0.1",
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let dir = pod_dir(root, "u1").join("volumes/kubernetes.io~configmap/v");
+        // Not laid out yet: left alone.
+        assert_eq!(resync(&client, &sources, root, &pod, facts).await, 0);
+        assert!(!dir.exists());
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(resync(&client, &sources, root, &pod, facts).await, 1);
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "one");
+        let data = std::fs::read_link(dir.join(DATA_LINK)).unwrap();
+        // The payload changed behind the agent's back: an unchanged source neither reads
+        // the disk nor rewrites the volume.
+        std::fs::write(dir.join(&data).join("a"), "edited").unwrap();
+        assert_eq!(resync(&client, &sources, root, &pod, facts).await, 0);
+        assert_eq!(std::fs::read_link(dir.join(DATA_LINK)).unwrap(), data);
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "edited");
+        // The source changed: swapped in.
+        cw.apply_watcher_event(&Event::Apply(cm("two")));
+        assert_eq!(resync(&client, &sources, root, &pod, facts).await, 1);
+        assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "two");
+        assert_ne!(std::fs::read_link(dir.join(DATA_LINK)).unwrap(), data);
+        // A gone pod's hashes are forgotten: the next tick compares with the disk again.
+        sources.forget_pod(root, "u1");
+        assert!(sources.written(&dir).is_none());
     }
 
     #[test]

@@ -14,26 +14,54 @@ use common::*;
 
 const NODE: &str = "node1";
 
-/// A server with its agent sampling every second and the autoscaler syncing every 2 s with a
-/// 5 s downscale window; the shared images loaded.
+/// The shortened settings: the agent samples every second, the autoscaler syncs every 2 s.
+const SHORTENED: [&str; 6] = [
+    "--node-name",
+    NODE,
+    "--metrics-resolution",
+    "1s",
+    "--horizontal-pod-autoscaler-sync-period",
+    "2s",
+];
+
+/// A server with the [`SHORTENED`] settings and a 5 s downscale window; the shared images
+/// loaded, the node Ready.
 fn cluster() -> Server {
-    let s = Server::start(
-        true,
-        &[
-            "--node-name",
-            NODE,
-            "--metrics-resolution",
-            "1s",
-            "--horizontal-pod-autoscaler-sync-period",
-            "2s",
-            "--horizontal-pod-autoscaler-downscale-stabilization",
-            "5s",
-        ],
-    );
+    let window = ["--horizontal-pod-autoscaler-downscale-stabilization", "5s"];
+    loaded_cluster(&[&SHORTENED[..], &window[..]].concat())
+}
+
+/// A server with its agent and `flags`, the shared images loaded, its node Ready.
+fn loaded_cluster(flags: &[&str]) -> Server {
+    let s = Server::start(true, flags);
     let layout = images_dir().join("oci-layout");
     let out = s.barge(&["load", "-i", layout.to_str().unwrap()]);
     assert!(out.status.success(), "load: {}", stderr(&out));
+    s.k(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("node/{NODE}"),
+        "--timeout=60s",
+    ]);
     s
+}
+
+/// The CPU burner: a Deployment `burn` spinning a shell loop (requests 100m), autoscaled
+/// between 1 and 2 replicas at 50 % CPU as `kubectl autoscale` does it.
+fn burn_autoscaled(s: &Server) {
+    s.apply(&deployment(
+        "burn",
+        "while :; do :; done",
+        "{requests: {cpu: 100m}}",
+    ));
+    s.k(&[
+        "autoscale",
+        "deployment",
+        "burn",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=2",
+    ]);
 }
 
 /// A Deployment of busybox running `script` with `resources`.
@@ -133,12 +161,6 @@ fn millicores(s: &str) -> u64 {
 #[test]
 fn kubectl_top_and_the_autoscaler_follow_cpu_load() {
     let mut s = cluster();
-    s.k(&[
-        "wait",
-        "--for=condition=Ready",
-        &format!("node/{NODE}"),
-        "--timeout=60s",
-    ]);
     // Discovery announces the resource metrics API (what `kubectl top` checks).
     let apis = s.k(&[
         "api-resources",
@@ -259,19 +281,7 @@ spec:
 "#,
     );
     // The CPU burner, autoscaled as `kubectl autoscale` does it.
-    s.apply(&deployment(
-        "burn",
-        "while :; do :; done",
-        "{requests: {cpu: 100m}}",
-    ));
-    s.k(&[
-        "autoscale",
-        "deployment",
-        "burn",
-        "--cpu-percent=50",
-        "--min=1",
-        "--max=2",
-    ]);
+    burn_autoscaled(&s);
 
     // kubectl top: the burner's pod uses CPU; its container; the node.
     let top = wait_for(
@@ -486,44 +496,11 @@ spec:
 fn figure_reaction_to_load() {
     for (label, flags) in [
         ("default", vec!["--node-name", NODE]),
-        (
-            "shortened",
-            vec![
-                "--node-name",
-                NODE,
-                "--metrics-resolution",
-                "1s",
-                "--horizontal-pod-autoscaler-sync-period",
-                "2s",
-            ],
-        ),
+        ("shortened", SHORTENED.to_vec()),
     ] {
-        let mut s = Server::start(true, &flags);
-        let layout = images_dir().join("oci-layout");
-        assert!(s
-            .barge(&["load", "-i", layout.to_str().unwrap()])
-            .status
-            .success());
-        s.k(&[
-            "wait",
-            "--for=condition=Ready",
-            &format!("node/{NODE}"),
-            "--timeout=60s",
-        ]);
+        let mut s = loaded_cluster(&flags);
         let started = Instant::now();
-        s.apply(&deployment(
-            "burn",
-            "while :; do :; done",
-            "{requests: {cpu: 100m}}",
-        ));
-        s.k(&[
-            "autoscale",
-            "deployment",
-            "burn",
-            "--cpu-percent=50",
-            "--min=1",
-            "--max=2",
-        ]);
+        burn_autoscaled(&s);
         wait_for(
             &s,
             &[

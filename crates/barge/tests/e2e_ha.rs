@@ -183,6 +183,68 @@ fn list_rv(s: &Server) -> i64 {
         .unwrap_or_else(|| panic!("no list resourceVersion: {raw}"))
 }
 
+/// After a `--cluster-reset` whose output is `reset`: the server started again serves the
+/// restored ConfigMaps `restored` (with their resourceVersions; `two` at `two-b`); a watch
+/// from revision `seen` (seen before the restore) is 410 Gone, so clients relist; the
+/// relist's revision is above anything seen before, a new ConfigMap `five` gets a newer one,
+/// and a restored object updates from its restored resourceVersion (`two` to `two-d`).
+/// Returns the relist's revision.
+fn serves_the_restored_objects(
+    s: &mut Server,
+    reset: &Output,
+    restored: &[(String, String)],
+    seen: i64,
+) -> i64 {
+    assert!(reset.status.success(), "reset: {}", stderr(reset));
+    assert!(
+        stdout(reset).contains("without --cluster-reset"),
+        "{}",
+        stdout(reset)
+    );
+    s.restart();
+    assert_eq!(configmaps(s), restored, "{}", tail(&s.log(), 30));
+    assert_eq!(
+        s.k(&["get", "configmap", "two", "-o", "jsonpath={.data.k}"]),
+        "two-b"
+    );
+    let out = s.kubectl_with(
+        &s.kubeconfig(),
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={seen}"),
+            "--request-timeout=10s",
+        ],
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("410") || text.contains("Expired") || text.contains("too old"),
+        "watch from {seen} after the restore: {text}"
+    );
+    let relist = list_rv(s);
+    assert!(relist > seen, "{relist} <= {seen}");
+    s.k(&["create", "configmap", "five", "--from-literal=k=5"]);
+    let five: i64 = s
+        .k(&[
+            "get",
+            "configmap",
+            "five",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .parse()
+        .unwrap();
+    assert!(five > relist);
+    s.k(&[
+        "patch",
+        "configmap",
+        "two",
+        "-p",
+        r#"{"data":{"k":"two-d"}}"#,
+    ]);
+    relist
+}
+
 /// Repeats `step` until it returns true, failing after `secs` with `what`.
 fn until(secs: u64, what: &str, mut step: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -294,57 +356,7 @@ fn backup_online_then_cluster_reset_restores_objects_and_resource_versions() {
 
     s.stop();
     let out = reset(&s);
-    assert!(out.status.success(), "restore: {}", stderr(&out));
-    assert!(
-        stdout(&out).contains("without --cluster-reset"),
-        "{}",
-        stdout(&out)
-    );
-    s.restart();
-
-    assert_eq!(configmaps(&s), at_backup, "{}", tail(&s.log(), 30));
-    assert_eq!(
-        s.k(&["get", "configmap", "two", "-o", "jsonpath={.data.k}"]),
-        "two-b"
-    );
-    // A watch from before the restore: 410 Gone, so clients relist.
-    let out = s.kubectl_with(
-        &s.kubeconfig(),
-        &[
-            "get",
-            "--raw",
-            &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={seen}"),
-            "--request-timeout=10s",
-        ],
-    );
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(
-        text.contains("410") || text.contains("Expired") || text.contains("too old"),
-        "watch from {seen} after the restore: {text}"
-    );
-    // The list's revision is above anything seen before; a new object gets a newer one.
-    let list_rv = list_rv(&s);
-    assert!(list_rv > seen, "{list_rv} <= {seen}");
-    s.k(&["create", "configmap", "five", "--from-literal=k=5"]);
-    let five: i64 = s
-        .k(&[
-            "get",
-            "configmap",
-            "five",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ])
-        .parse()
-        .unwrap();
-    assert!(five > list_rv);
-    // An update of a restored object goes through (its resourceVersion is current).
-    s.k(&[
-        "patch",
-        "configmap",
-        "two",
-        "-p",
-        r#"{"data":{"k":"two-d"}}"#,
-    ]);
+    serves_the_restored_objects(&mut s, &out, &at_backup, seen);
     let moved: Vec<_> = std::fs::read_dir(data_dir.join("db"))
         .unwrap()
         .flatten()
@@ -548,38 +560,8 @@ fn etcd_snapshot_restore_then_cluster_reset_serves_the_snapshot_and_clients_reli
         &endpoint,
         "--cluster-reset",
     ]);
-    assert!(out.status.success(), "reset: {}", stderr(&out));
-    assert!(
-        stdout(&out).contains("without --cluster-reset"),
-        "{}",
-        stdout(&out)
-    );
-    s.restart();
-    assert_eq!(configmaps(&s), at_snapshot, "{}", tail(&s.log(), 30));
-    assert_eq!(
-        s.k(&["get", "configmap", "two", "-o", "jsonpath={.data.k}"]),
-        "two-b"
-    );
-    // A watch from a revision seen after the snapshot: 410 Gone, so clients relist.
-    let out = s.kubectl_with(
-        &s.kubeconfig(),
-        &[
-            "get",
-            "--raw",
-            &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={seen}"),
-            "--request-timeout=10s",
-        ],
-    );
-    let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(
-        text.contains("410") || text.contains("Expired") || text.contains("too old"),
-        "watch from {seen} after the restore: {text}"
-    );
-    // The relist: its revision is above anything seen before, and a watch from it gets the
-    // next change, numbered after it.
-    let relist = list_rv(&s);
-    assert!(relist > seen, "{relist} <= {seen}");
-    s.k(&["create", "configmap", "five", "--from-literal=k=5"]);
+    let relist = serves_the_restored_objects(&mut s, &out, &at_snapshot, seen);
+    // A watch from the relist's revision gets the next change.
     let out = s.kubectl_with(
         &s.kubeconfig(),
         &[
@@ -597,25 +579,6 @@ fn etcd_snapshot_restore_then_cluster_reset_serves_the_snapshot_and_clients_reli
         "watch from {relist}: {events} {}",
         stderr(&out)
     );
-    let five: i64 = s
-        .k(&[
-            "get",
-            "configmap",
-            "five",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ])
-        .parse()
-        .unwrap();
-    assert!(five > relist);
-    // A restored object updates from its restored resourceVersion.
-    s.k(&[
-        "patch",
-        "configmap",
-        "two",
-        "-p",
-        r#"{"data":{"k":"two-d"}}"#,
-    ]);
     // --cluster-reset-restore-path is SQLite's: refused on etcd.
     let out = barge_cmd(&[
         "server",

@@ -178,7 +178,9 @@ pub fn run(args: AgentArgs) -> Result<()> {
         bail!("--server: at least one https://HOST:PORT");
     }
     let lb_targets = targets(&servers)?;
-    let token = crate::token::given(args.token.as_deref(), args.token_file.as_deref())?
+    let token = args
+        .join
+        .given()?
         .context("barge agent needs the cluster's join token (--token or --token-file)")?;
 
     // 1. The engine, before any tokio runtime.

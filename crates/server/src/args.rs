@@ -6,6 +6,41 @@ use std::path::PathBuf;
 
 use barge_daemon::DaemonArgs;
 
+/// The join token flags of `barge server` and `barge agent` (k3s's `--token`,
+/// `--token-file`), flattened into both; `barge agent` words `--token`'s help its own way
+/// ([`AGENT_TOKEN_HELP`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TokenArgs {
+    /// Shared secret used to join agents to the cluster (default: generated on first start
+    /// and kept in DATA-DIR/token)
+    #[arg(
+        long = "token",
+        short = 't',
+        env = "BARGE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// File holding the join token (its first line)
+    #[arg(
+        long = "token-file",
+        env = "BARGE_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The token given on the command line: `--token`, else the first line of
+    /// `--token-file` (`None`: neither); errors as [`crate::token::given`].
+    pub fn given(&self) -> anyhow::Result<Option<crate::token::JoinToken>> {
+        crate::token::given(self.token.as_deref(), self.token_file.as_deref())
+    }
+}
+
+/// `barge agent`'s help for `--token`: the token it needs is the server's.
+const AGENT_TOKEN_HELP: &str =
+    "The cluster's join token (`K10<CA hash>::server:<secret>`; the server's DATA-DIR/token)";
+
 /// Flags of `barge server`.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -54,22 +89,8 @@ pub struct ServerArgs {
         value_parser = parse_mode
     )]
     pub write_kubeconfig_mode: u32,
-    /// Shared secret used to join agents to the cluster (default: generated on first start
-    /// and kept in DATA-DIR/token)
-    #[arg(
-        long = "token",
-        short = 't',
-        env = "BARGE_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-    /// File holding the join token (its first line)
-    #[arg(
-        long = "token-file",
-        env = "BARGE_TOKEN_FILE",
-        conflicts_with = "token"
-    )]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub join: TokenArgs,
     /// Network CIDR pod IPs come from
     #[arg(long = "cluster-cidr", default_value = "10.42.0.0/16")]
     pub cluster_cidr: ipnet::IpNet,
@@ -186,7 +207,8 @@ pub struct NodeArgs {
 #[command(
     name = "barge agent",
     about = "Join the cluster of a `barge server` as a node: this machine's engine (the Docker \
-             Engine API on -H, as `barge daemon`), its node agent and its Ingress proxy"
+             Engine API on -H, as `barge daemon`), its node agent and its Ingress proxy",
+    mut_arg("token", |a| a.help(AGENT_TOKEN_HELP))
 )]
 pub struct AgentArgs {
     /// The cluster's servers: `https://HOST:6443`, several comma-separated (or the flag
@@ -199,21 +221,8 @@ pub struct AgentArgs {
         required = true
     )]
     pub server: Vec<String>,
-    /// The cluster's join token (`K10<CA hash>::server:<secret>`; the server's DATA-DIR/token)
-    #[arg(
-        long = "token",
-        short = 't',
-        env = "BARGE_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
-    /// File holding the join token (its first line)
-    #[arg(
-        long = "token-file",
-        env = "BARGE_TOKEN_FILE",
-        conflicts_with = "token"
-    )]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub join: TokenArgs,
     /// Folder to hold the agent's state (its certificates, the cluster's settings)
     #[arg(long = "data-dir", short = 'd', default_value = "/var/lib/barge/agent")]
     pub data_dir: PathBuf,

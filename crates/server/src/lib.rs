@@ -349,15 +349,17 @@ pub fn run(args: ServerArgs) -> Result<()> {
                 "--server joins a cluster whose servers share an etcd: give --datastore-endpoint too"
             );
         }
-        let token = token::given(args.token.as_deref(), args.token_file.as_deref())?
+        let token = args
+            .join
+            .given()?
             .context("--server needs the cluster's join token (--token or --token-file)")?;
         join_with_retry(server, &token, &args.data_dir.join("tls"))?;
     }
     let pki = pki::ensure(&args.data_dir.join("tls"), &sans).context("certificates")?;
     let sa_key = service_account_key(&args.data_dir.join("tls").join("service-account.key"))?;
     let token = token::resolve(
-        args.token.as_deref(),
-        args.token_file.as_deref(),
+        args.join.token.as_deref(),
+        args.join.token_file.as_deref(),
         &args.data_dir,
         &pki.server_ca_pem,
     )?;

@@ -91,14 +91,8 @@ pub fn resolve(
     data_dir: &Path,
     server_ca_pem: &str,
 ) -> Result<JoinToken> {
-    if let Some(t) = token {
-        return JoinToken::new(t).context("--token");
-    }
-    if let Some(f) = token_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading --token-file {}", f.display()))?;
-        let line = text.lines().next().unwrap_or("");
-        return JoinToken::new(line).with_context(|| format!("--token-file {}", f.display()));
+    if let Some(t) = given(token, token_file)? {
+        return Ok(t);
     }
     let path = data_dir.join("token");
     match std::fs::read_to_string(&path) {
