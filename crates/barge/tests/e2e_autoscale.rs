@@ -249,6 +249,28 @@ spec:
       policies: [{type: Pods, value: 1, periodSeconds: 60}]
 "#,
     );
+    // ContainerResource metrics: one container's memory against its own request; a container
+    // the pods do not have fails the metric with kube's reason.
+    for (name, container) in [("cres", "main"), ("cmiss", "nosuch")] {
+        s.apply(&deployment(
+            name,
+            "sleep 3600",
+            "{requests: {memory: 16Mi}}",
+        ));
+        s.apply(&format!(
+            r#"apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: {name}}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}
+  minReplicas: 1
+  maxReplicas: 2
+  metrics:
+  - type: ContainerResource
+    containerResource: {{name: memory, container: {container}, target: {{type: Utilization, averageUtilization: 1000}}}}
+"#
+        ));
+    }
     // Any kind with a scale subresource: a StatefulSet, by memory (legacy normalization:
     // straight to the max).
     s.apply(
@@ -316,6 +338,36 @@ spec:
     assert_eq!(cols[0], NODE, "{node}");
     assert!(millicores(cols[1]) >= 100, "{node}");
     assert!(cols[2].ends_with('%') && cols[4].ends_with('%'), "{node}");
+    // The ContainerResource autoscalers, metrics in hand.
+    let c = wait_condition(&s, "cres", "ScalingActive", "True", 60);
+    assert_eq!(
+        c,
+        "True|ValidMetricFound|the HPA was able to successfully calculate a replica count from memory container resource utilization (percentage of request)"
+    );
+    let current = s.k(&[
+        "get",
+        "hpa",
+        "cres",
+        "-o",
+        "jsonpath={.status.currentMetrics[0].type} {.status.currentMetrics[0].containerResource.container}",
+    ]);
+    assert_eq!(current, "ContainerResource main");
+    let row = s.k(&["get", "hpa", "cres", "--no-headers"]);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(
+        cols[2] == "memory:" && cols[3].ends_with("%/1000%") && !cols[3].contains("unknown"),
+        "{row}"
+    );
+    let c = wait_condition(&s, "cmiss", "ScalingActive", "False", 60);
+    assert!(
+        c.starts_with(
+            "False|FailedGetContainerResourceMetric|the HPA was unable to compute the replica count: \
+             failed to get nosuch container metric value: failed to get memory utilization: unable to get \
+             metrics for resource memory: failed to get container metrics: container nosuch not present \
+             in metrics for pod default/cmiss-"
+        ),
+        "{c}"
+    );
     // One pod's metrics by name, and kube's 404 for a pod without any.
     let pod = top.split_whitespace().next().unwrap().to_string();
     s.k(&["top", "pod", &pod]);
