@@ -129,15 +129,7 @@ pub(super) fn wait_exec_done(pid: i32, init: bool) {
                 std::thread::sleep(Duration::from_millis(1))
             }
             Ok(_) if init => {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let blocked = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("SigBlk:"))
-                    .map(|v| v.trim().trim_start_matches('0').is_empty())
-                    .map(|empty| !empty)
-                    .unwrap_or(true);
-                if blocked {
+                if init_ready(pid) {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(1))
@@ -145,6 +137,24 @@ pub(super) fn wait_exec_done(pid: i32, init: bool) {
             _ => return,
         }
     }
+}
+
+/// Whether barge-init (`pid`) has blocked its signals, so one sent now is forwarded. Its
+/// `SigBlk` shows them only until it waits: inside `sigtimedwait(2)` the kernel unblocks the
+/// waited set (`blocked &= ~set`, the mask kept in `real_blocked`), so `SigBlk` reads 0 for the
+/// rest of its life. It blocks before it forks, so having a child (or sleeping in
+/// `do_sigtimedwait`) means it is ready too.
+fn init_ready(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .is_none_or(|v| !v.trim().trim_start_matches('0').is_empty());
+    blocked
+        || std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .is_ok_and(|c| !c.trim().is_empty())
+        || std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+            .is_ok_and(|w| w.contains("sigtimedwait"))
 }
 
 /// Whether the other end of `s` is closed (`POLLRDHUP`), without reading.
@@ -217,4 +227,37 @@ pub(super) fn oom_count(cg: &Path) -> u64 {
         }
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_init_with_a_child_counts_as_ready_though_sigblk_reads_zero() {
+        // A shell waiting for its child is past the point barge-init blocks at (it has a
+        // child); a plain `sleep` with no child, no blocked signals and not in sigtimedwait is
+        // not.
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 2 & wait"])
+            .spawn()
+            .unwrap();
+        let mut sleep = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut ready_sh = false;
+        while !ready_sh && Instant::now() < deadline {
+            ready_sh = init_ready(sh.id() as i32);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let ready_sleep = init_ready(sleep.id() as i32);
+        for c in [&mut sh, &mut sleep] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(ready_sh, "a process with a child");
+        assert!(!ready_sleep, "a childless sleep that blocks nothing");
+    }
 }
