@@ -124,7 +124,11 @@ impl Iterator for Entries {
                 Ok(0) => self.current = None,
                 Ok(n) => {
                     if self.line.last() != Some(&b'\n') {
-                        // A line being written: not an entry yet, and not consumed.
+                        // A line being written: not an entry yet. This file ends here (the
+                        // reader has consumed the partial bytes: reading on would take the
+                        // line's rest for a line of its own, drop it unparsed and leave
+                        // `offset` mid-line, so a follower starting there lost the entry).
+                        self.current = None;
                         continue;
                     }
                     self.offset += n as u64;
@@ -433,6 +437,45 @@ mod tests {
         }
         assert!(!rotated(&p, 1).exists());
         assert!(std::fs::metadata(&p).unwrap().len() <= 100);
+    }
+
+    /// A reader racing a writer whose lines land in two pieces (as a write crossing a page
+    /// boundary can look to a reader): every pass ends on a line boundary, with exactly the
+    /// entries before it, so a follower starting at `offset` loses and repeats nothing.
+    #[test]
+    fn entries_stop_before_a_line_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let t = Utc::now();
+        let lines: Vec<Vec<u8>> = (0..20_000)
+            .map(|i| format_line("stdout", t, format!("{i}\n").as_bytes()))
+            .collect();
+        std::fs::write(&path, b"").unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (path, done, lines) = (path.clone(), done.clone(), lines.clone());
+            std::thread::spawn(move || {
+                let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+                for l in &lines {
+                    let (a, b) = l.split_at(l.len() / 2);
+                    f.write_all(a).unwrap();
+                    std::thread::yield_now();
+                    f.write_all(b).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        let mut passes = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || passes == 0 {
+            let mut it = entries(&path);
+            let n = it.by_ref().map(|e| e.unwrap()).count();
+            let offset = it.offset() as usize;
+            let whole: usize = lines[..n].iter().map(Vec::len).sum();
+            assert_eq!(offset, whole, "pass {passes}: {n} entries but offset {offset}");
+            passes += 1;
+        }
+        writer.join().unwrap();
+        assert_eq!(entries(&path).count(), lines.len());
     }
 
     #[test]
