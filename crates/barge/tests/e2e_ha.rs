@@ -14,134 +14,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::etcd::Etcd;
 use common::server::*;
 use common::*;
-
-// ---- etcd on loopback ----
-
-struct Member {
-    client: u16,
-    peer: u16,
-    child: Option<Child>,
-}
-
-/// An etcd cluster of `n` members on loopback ports, its data under a directory of its own;
-/// every member killed and the directory removed on drop.
-struct Etcd {
-    dir: PathBuf,
-    members: Vec<Member>,
-}
-
-impl Etcd {
-    fn start(n: usize) -> Etcd {
-        let dir = unique_dir();
-        let members = (0..n)
-            .map(|_| Member {
-                client: free_port(),
-                peer: free_port(),
-                child: None,
-            })
-            .collect();
-        let mut e = Etcd { dir, members };
-        for i in 0..n {
-            e.spawn(i);
-        }
-        for i in 0..n {
-            e.wait(i);
-        }
-        e
-    }
-
-    fn initial_cluster(&self) -> String {
-        self.members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| format!("m{i}=http://127.0.0.1:{}", m.peer))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let (client, peer) = (self.members[i].client, self.members[i].peer);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("m{i}.log")))
-            .unwrap();
-        let child = Command::new("/usr/bin/etcd")
-            .args(["--name", &format!("m{i}")])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("m{i}")))
-            .args([
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args([
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-            ])
-            .args(["--initial-cluster", &self.initial_cluster()])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", &self.dir.display().to_string()])
-            .args(["--logger", "zap", "--log-level", "error"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting /usr/bin/etcd (Debian's etcd-server)");
-        self.members[i].child = Some(child);
-    }
-
-    /// Waits until member `i` answers a client request (its `/health` through curl).
-    fn wait(&self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://127.0.0.1:{}/health", self.members[i].client);
-        while Instant::now() < deadline {
-            let out = curl(&["-s", &url]);
-            if stdout(&out).contains("\"health\":\"true\"") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "etcd member m{i} not healthy in 30s:\n{}",
-            std::fs::read_to_string(self.dir.join(format!("m{i}.log"))).unwrap_or_default()
-        );
-    }
-
-    fn endpoints(&self) -> String {
-        self.members
-            .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill9(i);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 // ---- helpers ----
 

@@ -4,7 +4,9 @@
 //! the root namespace on 10.198.<n>.0/24; nothing leaves it). Checked: the join (token,
 //! certificates), both Nodes Ready with distinct podCIDRs from the node IPAM controller, a
 //! Deployment spread over both nodes and Running, `kubectl cordon` + `drain` moving its pods,
-//! and an agent's `kill -9` turning its Node NotReady and its pods recreated on the other.
+//! and an agent's `kill -9` turning its Node NotReady and its pods recreated on the other;
+//! pod-to-pod traffic across nodes (VXLAN, host-gw); and an agent given two servers on one
+//! etcd failing over to the second when the first dies (`kill -9`).
 //!
 //! Each agent runs under `nsenter --net` in a mount namespace of its own where `/sys` is the
 //! agent's network namespace's (the engine reads `/sys/class/net`) with the host's cgroups
@@ -225,6 +227,8 @@ impl Drop for Agent {
 pub struct MultiNode {
     pub agents: Vec<Agent>,
     pub server: Server,
+    /// Servers that joined `server` (`--server` + its token; one shared etcd).
+    pub joined: Vec<Server>,
     pub lan: Lan,
 }
 
@@ -232,6 +236,13 @@ impl MultiNode {
     /// A server (`--disable-agent`, API on 0.0.0.0 so the LAN reaches it) with `extra` flags
     /// and `n` agents named `node-1`…, each with the shared images loaded.
     pub fn start(n: usize, extra: &[&str]) -> MultiNode {
+        MultiNode::start_ha(n, 0, extra)
+    }
+
+    /// As [`MultiNode::start`], with `joined` more servers joining the first (`extra` must
+    /// then name a shared `--datastore-endpoint`); every agent gets all the servers' URLs,
+    /// in order, in its `--server`.
+    pub fn start_ha(n: usize, joined: usize, extra: &[&str]) -> MultiNode {
         require_root();
         let lan = Lan::new();
         let san = lan.server_ip();
@@ -239,10 +250,18 @@ impl MultiNode {
         flags.extend_from_slice(extra);
         let server = Server::start(false, &flags);
         let token = std::fs::read_to_string(server.data_dir().join("token")).unwrap();
-        let url = format!("https://{}:{}", lan.server_ip(), server.port);
+        let first = server.url();
+        flags.extend_from_slice(&["--server", &first, "--token", token.trim()]);
+        let joined: Vec<Server> = (0..joined).map(|_| Server::start(false, &flags)).collect();
+        let url = std::iter::once(&server)
+            .chain(&joined)
+            .map(|s| format!("https://{}:{}", lan.server_ip(), s.port))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut mn = MultiNode {
             agents: Vec::new(),
             server,
+            joined,
             lan,
         };
         for i in 1..=n {
@@ -642,4 +661,77 @@ fn pods_reach_pods_on_other_nodes_without_nat_over_host_gw() {
     let mn = MultiNode::start(2, &["--flannel-backend", "host-gw"]);
     let (client, seen) = cross_node_exchange(&mn);
     assert_eq!(seen, client, "the echo pod saw another source: NAT");
+}
+
+/// The jsonpath of a Node's Ready condition status.
+const READY: &str = r#"{.status.conditions[?(@.type=="Ready")].status}"#;
+
+/// Issue 13, agents fail over to a live server: two servers on one etcd and an agent given
+/// both (`--server A,B`; it uses A, the first). A pod runs; A dies with `kill -9`. Through B
+/// the node's Lease goes on being renewed and the Node stays Ready, a new pod is scheduled
+/// onto the node and runs (the agent's watches moved to B, and B's scheduler took over if
+/// A led), and `kubectl logs` through B reaches it.
+#[test]
+fn an_agent_fails_over_to_the_other_server_when_its_server_dies() {
+    let etcd = common::etcd::Etcd::start(1);
+    let endpoints = etcd.endpoints();
+    let mut mn = MultiNode::start_ha(1, 1, &["--datastore-endpoint", &endpoints]);
+    let node = mn.agents[0].name.clone();
+    let b = &mn.joined[0];
+    b.wait_get(&["node", &node], READY, 60, |s| s == "True");
+
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  \
+             terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    \
+             image: busybox:1.35\n    imagePullPolicy: Never\n    \
+             command: [sh, -c, 'echo hello-{name}; exec sleep 3600']\n"
+        )
+    };
+    b.apply(&pod("before"));
+    b.wait_pod("before", "{.status.phase}", 60, |p| p == "Running");
+    let renew = |s: &Server| {
+        s.k(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            &node,
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ])
+    };
+
+    let killed = Instant::now();
+    mn.server.kill9();
+    let b = &mn.joined[0];
+    let at_kill = renew(b);
+    b.wait_get(
+        &["lease", "-n", "kube-node-lease", &node],
+        "{.spec.renewTime}",
+        40,
+        |r| r != at_kill,
+    );
+    eprintln!(
+        "first Lease renewal through B {:?} after the kill",
+        killed.elapsed()
+    );
+
+    b.apply(&pod("after"));
+    b.wait_pod("after", "{.spec.nodeName}", 60, |n| n == node);
+    b.wait_pod("after", "{.status.phase}", 60, |p| p == "Running");
+    let logs = b.k(&["logs", "after"]);
+    assert!(logs.contains("hello-after"), "{logs}");
+    let ready = b.k(&["get", "node", &node, "-o", &format!("jsonpath={READY}")]);
+    assert_eq!(ready.trim(), "True", "{}", mn.logs());
+    // And the Lease goes on being renewed (not one lucky write before the switch).
+    let later = renew(b);
+    b.wait_get(
+        &["lease", "-n", "kube-node-lease", &node],
+        "{.spec.renewTime}",
+        40,
+        |r| r != later,
+    );
+    drop(mn);
+    drop(etcd);
 }

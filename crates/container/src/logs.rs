@@ -471,7 +471,10 @@ mod tests {
             let n = it.by_ref().map(|e| e.unwrap()).count();
             let offset = it.offset() as usize;
             let whole: usize = lines[..n].iter().map(Vec::len).sum();
-            assert_eq!(offset, whole, "pass {passes}: {n} entries but offset {offset}");
+            assert_eq!(
+                offset, whole,
+                "pass {passes}: {n} entries but offset {offset}"
+            );
             passes += 1;
         }
         writer.join().unwrap();

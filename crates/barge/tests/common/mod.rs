@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod compose;
+pub mod etcd;
 pub mod server;
 
 use std::path::{Path, PathBuf};
