@@ -9,16 +9,19 @@
 #    for model.localhost and a HorizontalPodAutoscaler (cpu 50 %, 1-10 replicas);
 # 4. a bounded load loop through the Ingress scales it up; it scales back down once the load
 #    stops (sync period and stabilization window shortened for the demo);
-# 5. model:2 rolls out under load with zero failed requests; `kubectl rollout undo` goes back,
-#    again with zero failed requests.
+# 5. the same load with nothing changing gives the steady-state latency; model:2 rolls out under
+#    that load with zero failed requests (its p99 printed against the steady state's);
+#    `kubectl rollout undo` goes back, again with zero failed requests.
 # Every step prints its timing. Env: BARGE (the binary; default target/release/barge),
-# BARGE_IMAGES, LOAD_SECONDS (the scale-up load, default 40), LOAD_WORKERS (default 4).
+# BARGE_IMAGES, LOAD_SECONDS (the scale-up load, default 40), LOAD_WORKERS (default 4),
+# STEADY_SECONDS (the steady-state load before the rollout, default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BARGE="${BARGE:-$PWD/target/release/barge}"
 IMAGES="${BARGE_IMAGES:-$PWD/../shared/images}"
 LOAD_SECONDS="${LOAD_SECONDS:-40}"
 LOAD_WORKERS="${LOAD_WORKERS:-4}"
+STEADY_SECONDS="${STEADY_SECONDS:-10}"
 LOADGEN="$PWD/scripts/loadgen.py"
 PYTHON=/usr/bin/python3  # Debian's (scripts/install-deps.sh)
 work="$(mktemp -d /tmp/barge-cluster-demo.XXXXXX)"
@@ -200,8 +203,14 @@ rollout_under_load() {
     || { echo "FAILED requests during $name" >&2; exit 1; }
 }
 
+step "steady state: the same load for ${STEADY_SECONDS}s with nothing changing (the rollout's baseline)"
+"$PYTHON" "$LOADGEN" "$url" model.localhost "$STEADY_SECONDS" "$LOAD_WORKERS" >"$work/steady.json"
+echo "   load at steady state: $(cat "$work/steady.json")"
+
 step "kubectl set image deployment/model model=model:2 (under load)"
 rollout_under_load rollout kubectl set image deployment/model model=model:2
+"$PYTHON" -c 'import json,sys; s,r=(json.load(open(p)) for p in sys.argv[1:]); print("   p99 during the rollout %s ms vs %s ms at steady state (%.2fx)" % (r["p99_ms"], s["p99_ms"], r["p99_ms"] / max(s["p99_ms"], 0.1)))' \
+  "$work/steady.json" "$work/rollout.json"
 curl -fsS -H 'Host: model.localhost' "$url"; echo
 kubectl rollout history deployment/model
 

@@ -22,6 +22,7 @@ fn model_serving_platform_demo() {
         .env("BARGE_INIT_PATH", init_path())
         .env("LOAD_SECONDS", "25")
         .env("LOAD_WORKERS", "3")
+        .env("STEADY_SECONDS", "4")
         .stdin(Stdio::null())
         .output()
         .expect("running scripts/demo-cluster.sh");
@@ -32,6 +33,10 @@ fn model_serving_platform_demo() {
         out.status
     );
     assert!(text.contains("cluster demo OK"), "{text}");
+    assert!(
+        text.contains("load at steady state: {") && text.contains("p99 during the rollout"),
+        "{text}"
+    );
     // Both rollouts under load served requests and failed none, and both versions answered.
     let loads: Vec<serde_json::Value> = text
         .lines()

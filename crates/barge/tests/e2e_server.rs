@@ -1020,15 +1020,27 @@ fn a_higher_priority_pod_preempts_a_lower_one() {
     });
 }
 
-/// `kill -9` of `barge server` (SQLite) under write load: 8 Python-client writers create
-/// ConfigMaps and bump a counter each, printing every write the server acknowledged, while a
-/// watcher records the events it saw and its last resourceVersion. After the restart, every
-/// acknowledged object is there whole (each counter at least at its last acknowledged value,
-/// at most one further), and the watcher, resuming from its last resourceVersion (or relisting
-/// after a 410), sees every acknowledged object.
+/// `kill -9` of `barge server` under write load, on SQLite (the default) and on a real etcd
+/// ([`kill_9_under_write_load`]).
 #[test]
 fn kill_9_under_write_load_loses_no_acknowledged_write() {
-    let mut s = Server::start(false, &[]);
+    kill_9_under_write_load(&[]);
+}
+
+#[test]
+fn kill_9_under_write_load_on_etcd_loses_no_acknowledged_write() {
+    let etcd = common::etcd::Etcd::start(1);
+    kill_9_under_write_load(&["--datastore-endpoint", &etcd.endpoints()]);
+}
+
+/// `kill -9` of `barge server` (its datastore flags in `extra`) under write load: 8
+/// Python-client writers create ConfigMaps and bump a counter each, printing every write the
+/// server acknowledged, while a watcher records the events it saw and its last
+/// resourceVersion. After the restart, every acknowledged object is there whole (each counter
+/// at least at its last acknowledged value, at most one further), and the watcher, resuming
+/// from its last resourceVersion (or relisting after a 410), sees every acknowledged object.
+fn kill_9_under_write_load(extra: &[&str]) {
+    let mut s = Server::start(false, extra);
     let kc = s.kubeconfig().display().to_string();
     let load = format!(
         r#"
@@ -1173,4 +1185,128 @@ print(json.dumps({{"items": items, "seen": seen, "gone": gone}}))
             after["gone"]
         );
     }
+}
+
+/// kube-rs, as a Rust user's program uses it: over HTTPS with the kubeconfig `barge server`
+/// wrote (its CA, the admin client certificate). `/version`; a ConfigMap created, merge-patched,
+/// server-side applied (the field manager in managedFields), listed by label and deleted; a
+/// kube-runtime watcher sees each of those changes.
+#[test]
+fn kube_rs_over_https_with_the_written_kubeconfig() {
+    use futures_util::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+    use kube::runtime::watcher;
+
+    let s = Server::start(false, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(config.cluster_url.scheme_str(), Some("https"));
+        let client = kube::Client::try_from(config).unwrap();
+        let version = client.apiserver_version().await.unwrap();
+        assert_eq!(
+            (version.major.as_str(), version.minor.as_str()),
+            ("1", "33")
+        );
+
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stream = watcher(cms.clone(), watcher::Config::default().labels("t=kube-rs"));
+        let watching = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                let _ = tx.send(ev.unwrap());
+            }
+        });
+        // The watcher's initial list is done before the changes start.
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
+            if matches!(ev.unwrap().unwrap(), watcher::Event::InitDone) {
+                break;
+            }
+        }
+
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "labels": {"t": "kube-rs"}},
+            "data": {"k": "v1"}
+        }))
+        .unwrap();
+        let created = cms.create(&PostParams::default(), &cm).await.unwrap();
+        assert!(created.metadata.uid.is_some());
+        cms.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"k": "v2"}})),
+        )
+        .await
+        .unwrap();
+        let applied = cms
+            .patch(
+                "a",
+                &PatchParams::apply("kube-rs-test"),
+                &Patch::Apply(serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "a"},
+                    "data": {"other": "x"}
+                })),
+            )
+            .await
+            .unwrap();
+        let data = applied.data.clone().unwrap();
+        assert_eq!(
+            (data["k"].as_str(), data["other"].as_str()),
+            ("v2", "x"),
+            "{data:?}"
+        );
+        let managers: Vec<String> = applied
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.manager)
+            .collect();
+        assert!(managers.iter().any(|m| m == "kube-rs-test"), "{managers:?}");
+        let listed = cms
+            .list(&ListParams::default().labels("t=kube-rs"))
+            .await
+            .unwrap();
+        assert_eq!(listed.items.len(), 1);
+        cms.delete("a", &DeleteParams::default()).await.unwrap();
+
+        // What the watcher saw: the create, both changes, the delete.
+        let mut seen = Vec::new();
+        while !seen.iter().any(|s: &String| s.starts_with("delete")) {
+            let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("the watcher saw only {seen:?}"))
+                .unwrap();
+            match ev {
+                watcher::Event::Apply(c) => {
+                    let d = c.data.unwrap_or_default();
+                    seen.push(format!(
+                        "apply k={} other={}",
+                        d.get("k").map_or("-", String::as_str),
+                        d.get("other").map_or("-", String::as_str)
+                    ));
+                }
+                watcher::Event::Delete(_) => seen.push("delete".into()),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                "apply k=v1 other=-",
+                "apply k=v2 other=-",
+                "apply k=v2 other=x",
+                "delete"
+            ]
+        );
+        watching.abort();
+    });
 }
