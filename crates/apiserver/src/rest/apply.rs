@@ -6,7 +6,9 @@
 //! that manager and field — unless `force=true`, which takes the field over.
 //!
 //! Simplifications (documented): the field sets of `managed.rs` (one merge key per list); a
-//! create by apply goes through the ordinary create path.
+//! create by apply goes through the ordinary create path; at a converted version (autoscaling/v1
+//! HPAs, events.k8s.io Events) other managers' entries are compared as they are, not converted
+//! to the request's version as kube's version converter does.
 
 use std::collections::BTreeSet;
 
@@ -216,8 +218,18 @@ fn apply_to(
     Ok((result, managed))
 }
 
-impl ApiServer {
-    pub(crate) async fn apply(&self, req: &Req) -> ApiResult<Response> {
+/// An apply request's parts: the field manager, `force`, the configuration (checked at the
+/// request's version `info`) and the warnings of `fieldValidation=Warn`.
+struct ApplyRequest {
+    manager: String,
+    force: bool,
+    config: Value,
+    warnings: Vec<String>,
+}
+
+impl ApplyRequest {
+    /// Parses and checks the apply configuration of `req`, a request at the version of `info`.
+    fn parse(info: &ResourceInfo, req: &Req) -> ApiResult<ApplyRequest> {
         let Some(manager) = req.query.non_empty("fieldManager").map(String::from) else {
             return Err(ApiError::Invalid {
                 target: crate::status::Target {
@@ -240,7 +252,7 @@ impl ApiServer {
                 "error decoding YAML: the apply configuration is not an object".into(),
             ));
         }
-        check_type(&req.info, &mut config)?;
+        check_type(info, &mut config)?;
         let name = meta_str(&config, "name").unwrap_or("").to_string();
         if name != req.name() {
             return Err(ApiError::BadRequest(format!(
@@ -256,8 +268,51 @@ impl ApiServer {
             }
         }
         let mode = super::fields::Validation::of(&req.query)?;
-        super::fields::check_types(&req.info, &config, super::fields::Body::Apply)?;
-        let warnings = super::fields::check(&req.info, &mut config, mode, false)?;
+        super::fields::check_types(info, &config, super::fields::Body::Apply)?;
+        let warnings = super::fields::check(info, &mut config, mode, false)?;
+        Ok(ApplyRequest {
+            manager,
+            force,
+            config,
+            warnings,
+        })
+    }
+}
+
+impl ApiServer {
+    pub(crate) async fn apply(&self, req: &Req) -> ApiResult<Response> {
+        self.apply_at(req, &req.info, None).await
+    }
+
+    /// Server-side apply at a version served over another version's storage (`req` is
+    /// already the storage version's request, `info` the version the client applied at), as
+    /// kube-apiserver's field manager runs on the request's version: the stored object is
+    /// converted to `info`'s version, the configuration applied there (managedFields entries
+    /// name that version), and the result converted back for the write.
+    pub(crate) async fn apply_converted(
+        &self,
+        req: &Req,
+        info: &ResourceInfo,
+        conv: &'static super::convert::Conversion,
+    ) -> ApiResult<Response> {
+        self.apply_at(req, info, Some(conv)).await
+    }
+
+    /// Applies `req`'s configuration, checked and merged at the version of `info`; stored at
+    /// `req.info`'s version through `conv` when the two differ.
+    async fn apply_at(
+        &self,
+        req: &Req,
+        info: &ResourceInfo,
+        conv: Option<&'static super::convert::Conversion>,
+    ) -> ApiResult<Response> {
+        let ApplyRequest {
+            manager,
+            force,
+            config,
+            warnings,
+        } = ApplyRequest::parse(info, req)?;
+        let to_storage = |v: &Value| conv.map_or_else(|| v.clone(), |c| (c.to_storage)(v));
         let mut opts = req.write_opts()?;
         opts.manager = manager.clone();
         let mut attempt = 0;
@@ -265,15 +320,15 @@ impl ApiServer {
             attempt += 1;
             match self.get_current(req, None).await {
                 Err(ApiError::NotFound(_)) => {
-                    let set = field_set(&req.info, &config);
+                    let set = field_set(info, &config);
                     opts.apply = Some(vec![entry(
                         &manager,
                         "Apply",
-                        &req.info.api_version(),
+                        &info.api_version(),
                         "",
                         &set,
                     )]);
-                    let mut obj = config.clone();
+                    let mut obj = to_storage(&config);
                     match self
                         .create_object(&req.info, req.namespace(), &mut obj, &opts)
                         .await
@@ -290,8 +345,8 @@ impl ApiServer {
                 }
                 Err(e) => return Err(e),
                 Ok((current, rev)) => {
-                    let (result, managed) =
-                        apply_to(&req.info, &current, &config, &manager, force)?;
+                    let view = conv.map_or_else(|| current.clone(), |c| (c.from_storage)(&current));
+                    let (result, managed) = apply_to(info, &view, &config, &manager, force)?;
                     opts.apply = Some(managed);
                     match self
                         .write_update(
@@ -299,7 +354,7 @@ impl ApiServer {
                             &req.key(),
                             current,
                             rev,
-                            result,
+                            to_storage(&result),
                             Part::Main,
                             &opts,
                         )

@@ -658,12 +658,7 @@ impl ApiServer {
     ) -> ApiResult<Response> {
         let media = media_type(&sreq.headers);
         if media == "application/apply-patch+yaml" {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "barge does not serve server-side apply for {} at {}: apply at {}",
-                request_info.qualified(),
-                request_info.api_version(),
-                sreq.info.api_version()
-            )));
+            return self.apply_converted(sreq, request_info, conv).await;
         }
         let doc = super::patch::PatchDoc::parse(&media, &sreq.body)?;
         let mode = super::fields::Validation::of(&sreq.query)?;

@@ -196,3 +196,85 @@ async fn hpa_v1_is_stored_as_v2() {
         "{ev}"
     );
 }
+
+/// Server-side apply at a version served over another's storage: `kubectl apply
+/// --server-side` of an autoscaling/v1 HPA creates it (stored as v2), a second apply by the same
+/// manager changes its field, the managedFields entry names autoscaling/v1, and another
+/// manager's different value is a 409 naming the first (forced, it takes the field).
+#[tokio::test]
+async fn server_side_apply_at_autoscaling_v1() {
+    let t = server().await;
+    let hpa = |pct: u32| {
+        format!(
+            "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: web\n\
+             spec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  \
+             maxReplicas: 4\n  targetCPUUtilizationPercentage: {pct}\n"
+        )
+    };
+    let apply = |manager: &str, force: bool| {
+        format!(
+            "{HPA_V1}/web?fieldManager={manager}{}",
+            if force { "&force=true" } else { "" }
+        )
+    };
+    let r = t
+        .patch(
+            &apply("ops", false),
+            "application/apply-patch+yaml",
+            &hpa(50),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["apiVersion"], "autoscaling/v1");
+    assert_eq!(r.json()["spec"]["targetCPUUtilizationPercentage"], 50);
+    let r = t
+        .patch(
+            &apply("ops", false),
+            "application/apply-patch+yaml",
+            &hpa(60),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let v1 = r.json();
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 60);
+    let entries = v1["metadata"]["managedFields"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        (
+            &entries[0]["manager"],
+            &entries[0]["operation"],
+            &entries[0]["apiVersion"]
+        ),
+        (&json!("ops"), &json!("Apply"), &json!("autoscaling/v1"))
+    );
+    let v2 = t.get(&format!("{HPA_V2}/web")).await.json();
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    let r = t
+        .patch(
+            &apply("other", false),
+            "application/apply-patch+yaml",
+            &hpa(70),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CONFLICT, "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"conflict with "ops": .spec.targetCPUUtilizationPercentage"#),
+        "{}",
+        r.text()
+    );
+    let r = t
+        .patch(
+            &apply("other", true),
+            "application/apply-patch+yaml",
+            &hpa(70),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["spec"]["targetCPUUtilizationPercentage"], 70);
+}
