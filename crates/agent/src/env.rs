@@ -1,11 +1,13 @@
 //! A container's environment as kubelet makes it (`kubelet_pods.go`
 //! `makeEnvironmentVariables`): `envFrom` first (ConfigMaps and Secrets, with their prefix),
 //! then `env` in order, each value with `$(VAR)` references to earlier variables expanded
-//! (`$$` is a literal `$`), `valueFrom` read from the API (configMapKeyRef, secretKeyRef) or the
-//! pod (fieldRef). A missing non-optional source is kubelet's `CreateContainerConfigError`
+//! (`$$` is a literal `$`), `valueFrom` read from the node's watch cache or the API
+//! (configMapKeyRef, secretKeyRef), the pod (fieldRef) or the container's resources
+//! (resourceFieldRef, kubelet's `ExtractContainerResourceValue`). A missing non-optional source is kubelet's `CreateContainerConfigError`
 //! with its message.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::{Api, Client};
@@ -20,31 +22,51 @@ pub enum EnvError {
     Api(kube::Error),
 }
 
-/// Reads ConfigMaps and Secrets of the pod's namespace, once each per container start.
+/// The ConfigMaps and Secrets of the pod's namespace, read once each per container start: from
+/// the node's watch cache ([`crate::volumes::Sources`], kubelet's watch-based managers), or
+/// from the API when the cache does not have one yet (it may lag an object created just
+/// before the pod).
 struct Sources<'a> {
     client: &'a Client,
+    cache: &'a crate::volumes::Sources,
     ns: &'a str,
-    configmaps: BTreeMap<String, Option<ConfigMap>>,
-    secrets: BTreeMap<String, Option<Secret>>,
+    configmaps: BTreeMap<String, Option<Arc<ConfigMap>>>,
+    secrets: BTreeMap<String, Option<Arc<Secret>>>,
 }
 
 impl Sources<'_> {
     async fn configmap(&mut self, name: &str) -> Result<Option<&ConfigMap>, EnvError> {
         if !self.configmaps.contains_key(name) {
-            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.ns);
-            let cm = api.get_opt(name).await.map_err(EnvError::Api)?;
+            let cm = match self.cache.configmap(self.ns, name) {
+                Some(cm) => Some(cm),
+                None => {
+                    let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.ns);
+                    api.get_opt(name)
+                        .await
+                        .map_err(EnvError::Api)?
+                        .map(Arc::new)
+                }
+            };
             self.configmaps.insert(name.to_string(), cm);
         }
-        Ok(self.configmaps[name].as_ref())
+        Ok(self.configmaps[name].as_deref())
     }
 
     async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, EnvError> {
         if !self.secrets.contains_key(name) {
-            let api: Api<Secret> = Api::namespaced(self.client.clone(), self.ns);
-            let s = api.get_opt(name).await.map_err(EnvError::Api)?;
+            let s = match self.cache.secret(self.ns, name) {
+                Some(s) => Some(s),
+                None => {
+                    let api: Api<Secret> = Api::namespaced(self.client.clone(), self.ns);
+                    api.get_opt(name)
+                        .await
+                        .map_err(EnvError::Api)?
+                        .map(Arc::new)
+                }
+            };
             self.secrets.insert(name.to_string(), s);
         }
-        Ok(self.secrets[name].as_ref())
+        Ok(self.secrets[name].as_deref())
     }
 }
 
@@ -60,6 +82,7 @@ fn secret_value(s: &Secret, key: &str) -> Option<String> {
 /// `NAME=value` lines in kubelet's order.
 pub async fn container_env(
     client: &Client,
+    cache: &crate::volumes::Sources,
     pod: &Pod,
     c: &Container,
     pod_ip: &str,
@@ -68,6 +91,7 @@ pub async fn container_env(
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut src = Sources {
         client,
+        cache,
         ns,
         configmaps: BTreeMap::new(),
         secrets: BTreeMap::new(),
@@ -171,8 +195,25 @@ pub async fn container_env(
                     field_value(pod, &r.field_path, pod_ip, host_ip).ok_or_else(|| {
                         EnvError::Config(format!("unsupported fieldPath: {}", r.field_path))
                     })?
+                } else if let Some(r) = &from.resource_field_ref {
+                    // Another container's resources when named (kube's validation allows only
+                    // the pod's own containers), else this one's.
+                    let target = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
+                        Some(n) if n != c.name => pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.containers.iter().find(|x| x.name == n)),
+                        _ => Some(c),
+                    };
+                    crate::volumes::resource_value(
+                        target,
+                        &r.resource,
+                        r.divisor.as_ref().map(|d| d.0.as_str()),
+                    )
+                    .ok_or_else(|| {
+                        EnvError::Config(format!("unsupported resource: {}", r.resource))
+                    })?
                 } else {
-                    // resourceFieldRef: not yet.
                     continue;
                 }
             }

@@ -1509,6 +1509,7 @@ async fn start_container(
     }
     let env = match crate::env::container_env(
         &ctx.client,
+        &ctx.sources,
         pod,
         c,
         pod_ip.unwrap_or_default(),

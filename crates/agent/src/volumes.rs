@@ -139,9 +139,19 @@ impl Sources {
         }
     }
 
+    /// ConfigMap `ns/name` as the cache has it (`None`: not there, or not yet).
+    pub fn configmap(&self, ns: &str, name: &str) -> Option<std::sync::Arc<ConfigMap>> {
+        self.configmaps.get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// Secret `ns/name` as the cache has it (`None`: not there, or not yet).
+    pub fn secret(&self, ns: &str, name: &str) -> Option<std::sync::Arc<Secret>> {
+        self.secrets.get(&ObjectRef::new(name).within(ns))
+    }
+
     /// A ConfigMap's `data` and `binaryData` (`None` when it does not exist).
     fn configmap_data(&self, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-        let o = self.configmaps.get(&ObjectRef::new(name).within(ns))?;
+        let o = self.configmap(ns, name)?;
         let mut d: BTreeMap<String, Vec<u8>> = o
             .data
             .iter()
@@ -159,7 +169,7 @@ impl Sources {
 
     /// A Secret's `data` (and `stringData`, as stored) (`None` when it does not exist).
     fn secret_data(&self, ns: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-        let o = self.secrets.get(&ObjectRef::new(name).within(ns))?;
+        let o = self.secret(ns, name)?;
         let mut d: BTreeMap<String, Vec<u8>> = o
             .data
             .iter()

@@ -962,6 +962,20 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
             "",
             &format!("{SLEEP}    env: [{{name: K, valueFrom: {{configMapKeyRef: {{name: late, key: k}}}}}}]\n"),
         ),
+        // The downward API's resourceFieldRef in env: set values by a divisor, an unset
+        // limit as the node's allocatable (kubelet's defaultPodLimitsForDownwardAPI).
+        pod(
+            "resenv",
+            "busybox:1.35",
+            "",
+            &format!(
+                "{}    resources: {{requests: {{cpu: 250m, memory: 32Mi}}, limits: {{memory: 64Mi}}}}\n    env:\n{}{}{}",
+                sh("echo res $CPU_REQ $MEM_LIM $MEM_REQ_BYTES $CPU_LIM; exec sleep 3600"),
+                "    - {name: CPU_REQ, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}\n",
+                "    - {name: MEM_LIM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n",
+                "    - {name: MEM_REQ_BYTES, valueFrom: {resourceFieldRef: {containerName: c, resource: requests.memory}}}\n    - {name: CPU_LIM, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}\n",
+            ),
+        ),
     ]
     .concat();
     s.k(&["create", "configmap", "late", "--from-literal=other=x"]);
@@ -1053,6 +1067,17 @@ fn lifecycle_hooks_termination_messages_oom_and_probes() {
         r#"{"data":{"k":"v"}}"#,
     ]);
     s.wait_pod("cfgwait", "{.status.phase}", 30, |p| p == "Running");
+    let cpus = s.k(&[
+        "get",
+        "node",
+        NODE,
+        "-o",
+        "jsonpath={.status.allocatable.cpu}",
+    ]);
+    assert_eq!(
+        wait_logs(&s, "resenv", "c", "res ", 60),
+        format!("res 250 64 33554432 {cpus}\n")
+    );
 
     // preStop runs (and fails) within the grace period; PID 1 ignores SIGTERM, so the
     // deletion takes the hook's 2 s and then the rest of the grace period (at least 2 s).
