@@ -182,7 +182,17 @@ pub fn phase(restart_policy: &str, views: &[ContainerView]) -> &'static str {
     }
 }
 
-/// kube's QoS class of `pod` (`qos.GetPodQOS`, cpu and memory of every container).
+/// The pod's QoS class as kubelet reads it (`qos.GetPodQOS`): the one the API server set at
+/// create (`status.qosClass`, immutable), computed by [`qos_class`] for a pod without it.
+fn pod_qos(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.qos_class.clone())
+        .filter(|q| !q.is_empty())
+        .unwrap_or_else(|| qos_class(pod).to_string())
+}
+
+/// kube's QoS class of `pod` (`qos.ComputePodQOS`, cpu and memory of every container).
 pub fn qos_class(pod: &Pod) -> &'static str {
     let Some(spec) = &pod.spec else {
         return "BestEffort";
@@ -351,7 +361,7 @@ pub fn pod_status(pod: &Pod, views: &[ContainerView], inp: &Inputs<'_>) -> Value
         "hostIP": inp.host_ip,
         "hostIPs": [{"ip": inp.host_ip}],
         "startTime": start_time,
-        "qosClass": qos_class(pod),
+        "qosClass": pod_qos(pod),
         "containerStatuses": views.iter().map(ContainerView::to_json).collect::<Vec<_>>(),
     });
     if !inp.init.is_empty() {

@@ -31,15 +31,19 @@ pub(crate) enum Forward {
 }
 
 /// Whether this host can bind IPv6 sockets at all (IPv6 disabled at boot or by sysctl: no).
+/// Probed once per process (a socket opened and closed), then cached.
 pub fn ipv6_available() -> bool {
-    std::path::Path::new("/proc/net/if_inet6").exists()
-        && socket::socket(
-            AddressFamily::Inet6,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .is_ok()
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        std::path::Path::new("/proc/net/if_inet6").exists()
+            && socket::socket(
+                AddressFamily::Inet6,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .is_ok()
+    })
 }
 
 /// A socket bound to `[ip]:port` for IPv6 only (the IPv4 side of the port is nftables'), as

@@ -92,6 +92,10 @@ impl ApiServer {
         super::object::normalize(info, obj);
         prepare_for_create(info, obj);
         super::defaults::apply(info, obj);
+        if (info.group, info.plural) == ("", "pods") {
+            // kube's pod PrepareForCreate: the QoS class, on the defaulted resources.
+            obj["status"]["qosClass"] = json!(pod_qos_class(&obj["spec"]));
+        }
         validate_meta(info, obj, true)?;
         if (info.group, info.plural) == ("", "pods") {
             let causes = crate::validation::pod::pod_create_causes(obj);
@@ -226,6 +230,52 @@ fn zero_status(group: &str, plural: &str) -> Option<Value> {
     })
 }
 
+/// kube's QoS class of a pod's `spec` (`ComputePodQOS`, pkg/apis/core/helper/qos): only cpu
+/// and memory count; BestEffort without any non-zero request or limit; Guaranteed when every
+/// container (init containers too) limits both and each summed request equals its summed
+/// limit; Burstable otherwise.
+pub(crate) fn pod_qos_class(spec: &Value) -> &'static str {
+    use crate::admission::quantity::{of, Quantity};
+    use std::collections::BTreeMap;
+    let mut requests: BTreeMap<&str, Quantity> = BTreeMap::new();
+    let mut limits: BTreeMap<&str, Quantity> = BTreeMap::new();
+    let mut guaranteed = true;
+    let containers = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().into_iter().flatten());
+    for c in containers {
+        let mut limited = 0;
+        for (which, sums) in [("requests", &mut requests), ("limits", &mut limits)] {
+            for name in ["cpu", "memory"] {
+                let Some(q) = of(&c["resources"][which][name]) else {
+                    continue;
+                };
+                if q > Quantity::ZERO {
+                    if which == "limits" {
+                        limited += 1;
+                    }
+                    let sum = sums.entry(name).or_insert(Quantity::ZERO);
+                    *sum = sum.plus(q);
+                }
+            }
+        }
+        if limited < 2 {
+            guaranteed = false;
+        }
+    }
+    if requests.is_empty() && limits.is_empty() {
+        return "BestEffort";
+    }
+    if guaranteed
+        && requests.len() == limits.len()
+        && requests.iter().all(|(k, r)| limits.get(k) == Some(r))
+    {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 /// Kind-specific create defaults (the `PrepareForCreate` of kube's strategies that matter to
 /// clients now): status subresource kinds start without status; namespaces are Active with the
 /// `kubernetes` finalizer and the `kubernetes.io/metadata.name` label; pods start Pending.
@@ -266,5 +316,35 @@ fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
             obj["spec"]["replicas"] = json!(1);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_qos_class;
+    use serde_json::json;
+
+    #[test]
+    fn qos_classes_as_kube() {
+        let spec =
+            |res: serde_json::Value| json!({"containers": [{"name": "a", "resources": res}]});
+        assert_eq!(pod_qos_class(&spec(json!({}))), "BestEffort");
+        assert_eq!(
+            pod_qos_class(&spec(json!({"requests": {"cpu": "0"}}))),
+            "BestEffort"
+        );
+        // Requests defaulted from limits (`1` and `1000m` are the same quantity).
+        let g = json!({"limits": {"cpu": "1", "memory": "1Gi"},
+                       "requests": {"cpu": "1000m", "memory": "1024Mi"}});
+        assert_eq!(pod_qos_class(&spec(g)), "Guaranteed");
+        let b = json!({"requests": {"cpu": "100m"}});
+        assert_eq!(pod_qos_class(&spec(b)), "Burstable");
+        // A limit on cpu only is not Guaranteed; neither is an init container without limits.
+        let cpu_only = json!({"limits": {"cpu": "1"}, "requests": {"cpu": "1"}});
+        assert_eq!(pod_qos_class(&spec(cpu_only)), "Burstable");
+        let mut with_init = spec(json!({"limits": {"cpu": "1", "memory": "1Gi"},
+                                        "requests": {"cpu": "1", "memory": "1Gi"}}));
+        with_init["initContainers"] = json!([{"name": "i"}]);
+        assert_eq!(pod_qos_class(&with_init), "Burstable");
     }
 }

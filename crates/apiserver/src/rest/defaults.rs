@@ -97,6 +97,24 @@ fn job_spec(spec: &mut Value) {
     pod_template(spec);
 }
 
+/// A pod's containers and init containers with a limit and no request for a resource get the
+/// limit as the request (kube's `SetDefaults_Pod`: pods only, not templates).
+fn requests_from_limits(spec: &mut Value) {
+    for key in ["containers", "initContainers"] {
+        each(spec, key, |c| {
+            let Some(limits) = c["resources"]["limits"].as_object().cloned() else {
+                return;
+            };
+            let requests = child(child(c, "resources"), "requests");
+            if let Some(r) = requests.as_object_mut() {
+                for (k, v) in limits {
+                    r.entry(k).or_insert(v);
+                }
+            }
+        });
+    }
+}
+
 /// Applies kube's defaults for `info`'s kind to `obj`.
 pub(crate) fn apply(info: &ResourceInfo, obj: &mut Value) {
     super::custom::defaults(info, obj);
@@ -120,7 +138,11 @@ pub(crate) fn apply(info: &ResourceInfo, obj: &mut Value) {
                 or_set(p, "targetPort", port);
             });
         }
-        ("", "pods") => pod_spec(child(obj, "spec")),
+        ("", "pods") => {
+            let spec = child(obj, "spec");
+            pod_spec(spec);
+            requests_from_limits(spec);
+        }
         ("", "podtemplates") => pod_template(obj),
         ("", "replicationcontrollers") | ("apps", "replicasets") => {
             let spec = child(obj, "spec");

@@ -548,3 +548,39 @@ async fn claims_and_volumes_get_the_protection_finalizers() {
     assert_eq!(r.code, StatusCode::OK, "{}", r.text());
     assert!(r.json()["metadata"]["deletionTimestamp"].is_string());
 }
+
+/// kube's pod defaulting and PrepareForCreate: a container's limits become its requests where
+/// it has none, and the pod is stored with its QoS class.
+#[tokio::test]
+async fn pod_requests_default_to_limits_and_the_qos_class_is_set_at_create() {
+    let t = super::server().await;
+    let r = t
+        .send(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            json!({"metadata": {"name": "g"}, "spec": {"containers": [{"name": "a", "image": "busybox",
+                "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}]}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let p = r.json();
+    assert_eq!(
+        p["spec"]["containers"][0]["resources"]["requests"],
+        json!({"cpu": "500m", "memory": "64Mi"})
+    );
+    assert_eq!(
+        (
+            p["status"]["phase"].as_str(),
+            p["status"]["qosClass"].as_str()
+        ),
+        (Some("Pending"), Some("Guaranteed"))
+    );
+    let r = t
+        .send(
+            Method::POST,
+            "/api/v1/namespaces/default/pods",
+            json!({"metadata": {"name": "b"}, "spec": {"containers": [{"name": "a", "image": "busybox"}]}}),
+        )
+        .await;
+    assert_eq!(r.json()["status"]["qosClass"], "BestEffort", "{}", r.text());
+}
