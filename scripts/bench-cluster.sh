@@ -27,6 +27,8 @@ IMAGES="${BARGE_IMAGES:-$PWD/../shared/images}"
 work="$(mktemp -d /tmp/barge-bench-cluster.XXXXXX)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# Proportional set size: shared pages (the one binary's code) divided among their users.
+pss_mib() { awk '/^Pss:/ {printf "%.1f", $2/1024}' "/proc/$1/smaps_rollup"; }
 add() { awk -v a="$1" -v b="$2" 'BEGIN {print a + b}'; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 etcd_pids=() server_pids=() watch_pid="" sock=""
@@ -204,10 +206,10 @@ ha() {
   done
   local mon=0 nmon=0 p
   for p in $(pgrep -f "monitor.*$work" || true); do
-    [[ -r /proc/$p/status ]] || continue
-    mon="$(add "$mon" "$(rss_mib "$p")")"; nmon=$((nmon + 1))
+    [[ -r /proc/$p/smaps_rollup ]] || continue
+    mon="$(add "$mon" "$(pss_mib "$p")")"; nmon=$((nmon + 1))
   done
-  printf '  servers: %s MiB in all; with etcd: %s MiB; %s container monitors: %s MiB in all\n' \
+  printf '  servers: %s MiB in all; with etcd: %s MiB; %s container monitors: %s MiB PSS in all\n' \
     "$total" "$(add "$total" "$etcd_total")" "$nmon" "$mon"
   teardown
 }
