@@ -260,7 +260,7 @@ pub async fn run(
             let dns = tokio::spawn(dns::run(client, view.clone(), cfg.clone()));
             match (cfg.cluster_cidr, cfg.service_cidr) {
                 (ipnet::IpNet::V4(pods), ipnet::IpNet::V4(services)) => {
-                    proxy::run(view, table, pods, services).await
+                    proxy::run(view, table, cfg.node_name.clone(), pods, services).await
                 }
                 _ => tracing::warn!("service proxy: IPv4 cluster and service CIDRs only"),
             }

@@ -4,10 +4,11 @@
 //! kube-proxy computes it and handed to `barge_network::kubeproxy::ServiceProxy::sync`, which
 //! writes only what changed, in one nftables transaction.
 //!
-//! Endpoints as kube-proxy picks them (`pkg/proxy/topology.go` for `Cluster` traffic policy):
-//! the ready ones (`conditions.ready` unset counts as ready); when none is ready, the ones
-//! both serving and terminating (a rolling update's old pods, still answering); none at all:
-//! the port REJECTs. Headless and ExternalName Services get no rules.
+//! Endpoints as kube-proxy picks them (`pkg/proxy/topology.go` `CategorizeEndpoints`): the
+//! ready ones (`conditions.ready` unset counts as ready); when none is ready, the ones both
+//! serving and terminating (a rolling update's old pods, still answering); none at all: the
+//! port REJECTs. For `internalTrafficPolicy`/`externalTrafficPolicy: Local`, those of them on
+//! this node (`nodeName`). Headless and ExternalName Services get no rules.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -84,8 +85,8 @@ pub fn conditions(e: &k8s_openapi::api::discovery::v1::Endpoint) -> (bool, bool,
     (ready, serving, terminating)
 }
 
-/// Every Service port the proxy should handle, from the view.
-pub fn desired(view: &ClusterView) -> Vec<ServicePort> {
+/// Every Service port the proxy of node `node` should handle, from the view.
+pub fn desired(view: &ClusterView, node: &str) -> Vec<ServicePort> {
     let mut out = Vec::new();
     for svc in view.services.state() {
         let (Some(ns), Some(name)) = (
@@ -122,11 +123,17 @@ pub fn desired(view: &ClusterView) -> Vec<ServicePort> {
                 .and_then(|s| s.load_balancer.as_ref())
                 .and_then(|l| l.ingress.as_ref())
                 .is_some_and(|l| !l.is_empty());
+        // The Local policies (kube's `InternalPolicyLocal`/`ExternalPolicyLocal`: the external
+        // one only for Services reachable from outside).
+        let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+        let external_local = spec.external_traffic_policy.as_deref() == Some("Local")
+            && matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
         let slices = view.slices_of(ns, name);
         for p in spec.ports.iter().flatten() {
             let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
             let pname = p.name.clone().unwrap_or_default();
             let (mut ready, mut fallback) = (BTreeSet::new(), BTreeSet::new());
+            let mut here = BTreeSet::new();
             for s in &slices {
                 let Some(port) = s.ports.iter().flatten().find(|sp| {
                     sp.name.clone().unwrap_or_default() == pname
@@ -143,6 +150,9 @@ pub fn desired(view: &ClusterView) -> Vec<ServicePort> {
                     };
                     let (r, serving, terminating) = conditions(e);
                     let ep = Endpoint { ip, port };
+                    if e.node_name.as_deref() == Some(node) {
+                        here.insert(ep.clone());
+                    }
                     if r {
                         ready.insert(ep);
                     } else if serving && terminating {
@@ -151,6 +161,7 @@ pub fn desired(view: &ClusterView) -> Vec<ServicePort> {
                 }
             }
             let endpoints = if ready.is_empty() { fallback } else { ready };
+            let local_endpoints = endpoints.intersection(&here).cloned().collect();
             out.push(ServicePort {
                 id: format!("{ns}/{name}/{proto}/{pname}"),
                 proto,
@@ -160,6 +171,9 @@ pub fn desired(view: &ClusterView) -> Vec<ServicePort> {
                 load_balancer,
                 affinity_timeout: affinity,
                 endpoints: endpoints.into_iter().collect(),
+                local_endpoints,
+                internal_local,
+                external_local,
             });
         }
     }
@@ -183,6 +197,7 @@ pub fn desired(view: &ClusterView) -> Vec<ServicePort> {
 pub async fn run(
     view: ClusterView,
     table: String,
+    node: String,
     cluster_cidr: ipnet::Ipv4Net,
     service_cidr: ipnet::Ipv4Net,
 ) {
@@ -201,7 +216,7 @@ pub async fn run(
     };
     let mut changed = view.changed.clone();
     loop {
-        let want = desired(&view);
+        let want = desired(&view, &node);
         let p = proxy.clone();
         let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || p.sync(&want)).await {

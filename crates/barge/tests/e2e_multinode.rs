@@ -735,3 +735,122 @@ fn an_agent_fails_over_to_the_other_server_when_its_server_dies() {
     drop(mn);
     drop(etcd);
 }
+
+/// One TCP exchange with the echo server at `addr` (it answers with the source address it
+/// saw); `None` when the connection is refused, dropped (2 s) or closes without an answer.
+fn echo_from_host(addr: &str) -> Option<String> {
+    use std::io::Read;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out).filter(|o| !o.is_empty())
+}
+
+/// The same from pod `client` (`kubectl exec`, python3 in multilayer:1).
+fn echo_from_pod(s: &Server, client: &str, ip: &str, port: u16) -> Option<String> {
+    let probe = format!(
+        "import socket\ntry:\n  s=socket.create_connection(('{ip}',{port}),2)\n  s.settimeout(2)\n  print(s.recv(64).decode())\nexcept Exception as e:\n  print('ERR', e)"
+    );
+    let out = s.kubectl_with(
+        &s.kubeconfig(),
+        &["exec", client, "--", "python3", "-c", &probe],
+    );
+    let seen = stdout(&out).trim().to_string();
+    (out.status.success() && !seen.is_empty() && !seen.starts_with("ERR")).then_some(seen)
+}
+
+/// Issue 12, Services' traffic policies across nodes, as kube-proxy applies them: with the
+/// only endpoint on node-2, `internalTrafficPolicy: Local` answers a client on node-2 and
+/// drops one on node-1; `externalTrafficPolicy: Local` answers at node-2's node port with the
+/// client's source address kept, drops at node-1's, but still serves node-1's own pods there
+/// (kube-proxy's short-circuit); `Cluster` forwards from node-1 to node-2, masqueraded.
+#[test]
+fn traffic_policies_local_and_cluster_across_nodes() {
+    let mn = MultiNode::start(2, &[]);
+    let s = &mn.server;
+    let pod = |name: &str, node: &str, role: &str, args: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: tp, role: {role}}}\n\
+             spec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 0\n  containers:\n  \
+             - name: main\n    image: multilayer:1\n    imagePullPolicy: Never\n    args: ['-c', {args:?}]\n"
+        )
+    };
+    let echo = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('',9000))\ns.listen()\nwhile True:\n  c,a=s.accept()\n  c.sendall(a[0].encode())\n  c.close()";
+    let idle = "import time\ntime.sleep(3600)";
+    s.apply(&pod("echo", "node-2", "echo", echo));
+    s.apply(&pod("client1", "node-1", "client", idle));
+    s.apply(&pod("client2", "node-2", "client", idle));
+    let svc = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{role: echo}}\n  \
+             ports: [{{port: 80, targetPort: 9000}}]\n{extra}"
+        )
+    };
+    s.apply(&svc("int-local", "  internalTrafficPolicy: Local\n"));
+    s.apply(&svc(
+        "ext-local",
+        "  type: NodePort\n  externalTrafficPolicy: Local\n",
+    ));
+    s.apply(&svc("ext-cluster", "  type: NodePort\n"));
+    mn.wait_pods("tp", 120, "the three pods Running", |p| {
+        p.len() == 3 && p.iter().all(|(_, _, phase)| phase == "Running")
+    });
+    let get = |what: &str, path: &str| s.k(&["get", what, "-o", &format!("jsonpath={path}")]);
+    let int_ip = get("service/int-local", "{.spec.clusterIP}");
+    let np = |svc: &str| -> u16 {
+        get(&format!("service/{svc}"), "{.spec.ports[0].nodePort}")
+            .parse()
+            .unwrap()
+    };
+    let (local_np, cluster_np) = (np("ext-local"), np("ext-cluster"));
+    let (node1, node2) = (&mn.agents[0].addr, &mn.agents[1].addr);
+    let until = |what: &str, f: &dyn Fn() -> Option<String>| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}\n{}\n{}",
+                tail(&s.log(), 30),
+                mn.logs()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+
+    // internalTrafficPolicy: Local — the endpoint's node answers, the other drops.
+    until("client2 → int-local (endpoint on its node)", &|| {
+        echo_from_pod(s, "client2", &int_ip, 80)
+    });
+    assert_eq!(
+        echo_from_pod(s, "client1", &int_ip, 80),
+        None,
+        "internalTrafficPolicy Local reached another node's endpoint"
+    );
+
+    // externalTrafficPolicy: Local — node-2 answers with the client's address kept.
+    let seen = until("host → node-2's ext-local node port", &|| {
+        echo_from_host(&format!("{node2}:{local_np}"))
+    });
+    assert_eq!(seen, mn.lan.server_ip(), "the source was not kept");
+    assert_eq!(
+        echo_from_host(&format!("{node1}:{local_np}")),
+        None,
+        "externalTrafficPolicy Local answered on a node without the endpoint"
+    );
+    // … but node-1's own pods still reach it through node-1 (the short-circuit).
+    until("client1 → node-1's ext-local node port", &|| {
+        echo_from_pod(s, "client1", node1, local_np)
+    });
+
+    // externalTrafficPolicy: Cluster — node-1 forwards to node-2, masqueraded.
+    let seen = until("host → node-1's ext-cluster node port", &|| {
+        echo_from_host(&format!("{node1}:{cluster_np}"))
+    });
+    assert_ne!(seen, mn.lan.server_ip(), "Cluster policy kept the source");
+}

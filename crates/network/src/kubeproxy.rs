@@ -62,6 +62,16 @@ pub struct ServicePort {
     pub affinity_timeout: Option<u32>,
     /// Where connections go (ready endpoints, else serving terminating ones); empty: REJECT.
     pub endpoints: Vec<Endpoint>,
+    /// The endpoints of `endpoints` on this node (for the `Local` traffic policies).
+    pub local_endpoints: Vec<Endpoint>,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to `local_endpoints`, and is
+    /// dropped when there are none (while other nodes have some).
+    pub internal_local: bool,
+    /// `externalTrafficPolicy: Local` (node ports, LoadBalancer ports): traffic from outside
+    /// the node goes only to `local_endpoints`, its source kept (no masquerade), and is
+    /// dropped when there are none; the node's own and its pods' traffic still goes to every
+    /// endpoint (kube-proxy's short-circuit).
+    pub external_local: bool,
 }
 
 /// What a sync changed (for logs and the rule-sync benchmark).
@@ -101,6 +111,17 @@ fn hash8(s: &str) -> String {
 
 fn service_chain(id: &str) -> String {
     format!("service-{}-{id}", hash8(id))
+}
+
+/// The chain spreading over this node's endpoints only (kube-proxy's `local-…` policy chain).
+fn local_chain(id: &str) -> String {
+    format!("local-{}-{id}", hash8(id))
+}
+
+/// The chain node-port traffic of an `externalTrafficPolicy: Local` Service goes to first
+/// (kube-proxy's `external-…` chain).
+fn external_chain(id: &str) -> String {
+    format!("external-{}-{id}", hash8(id))
 }
 
 fn endpoint_chain(id: &str, ep: &Endpoint) -> String {
@@ -150,8 +171,10 @@ fn ct_new() -> Value {
 /// What one Service port looks like in the table.
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Rendered {
-    /// The service chain's rules (empty: no chain, the port has no endpoints).
-    chain: Vec<Value>,
+    /// The Service port's own chains (name → rules): the cluster-policy chain `service-…`,
+    /// and for the Local policies `local-…` (this node's endpoints) and `external-…` (the
+    /// node-port dispatch); none when the port has no endpoints.
+    chains: BTreeMap<String, Vec<Value>>,
     /// Endpoint chains (name → rules) and affinity sets it uses.
     endpoints: BTreeMap<String, Vec<Value>>,
     affinity: BTreeMap<String, u32>,
@@ -339,57 +362,76 @@ impl ServiceProxy {
             return r;
         };
         let proto = sp.proto.as_str();
-        let chain = service_chain(&sp.id);
+        let node_ports: Vec<u16> = sp
+            .node_port
+            .into_iter()
+            .chain(sp.load_balancer.then_some(sp.port))
+            .collect();
+        let ip_key = json!({"concat": [cip.to_string(), proto, sp.port]});
+        let port_key = |np: u16| json!({"concat": [proto, np]});
         if sp.endpoints.is_empty() {
-            r.elements.push((
-                "no-endpoint-services".into(),
-                json!({"concat": [cip.to_string(), proto, sp.port]}),
-                goto("reject-chain"),
-            ));
-            for np in sp
-                .node_port
-                .into_iter()
-                .chain(sp.load_balancer.then_some(sp.port))
-            {
+            r.elements
+                .push(("no-endpoint-services".into(), ip_key, goto("reject-chain")));
+            for np in node_ports {
                 r.elements.push((
                     "no-endpoint-nodeports".into(),
-                    json!({"concat": [proto, np]}),
+                    port_key(np),
                     goto("reject-chain"),
                 ));
             }
             return r;
         }
-        r.elements.push((
-            "service-ips".into(),
-            json!({"concat": [cip.to_string(), proto, sp.port]}),
-            goto(&chain),
-        ));
-        for np in sp
-            .node_port
-            .into_iter()
-            .chain(sp.load_balancer.then_some(sp.port))
-        {
-            r.elements.push((
-                "service-nodeports".into(),
-                json!({"concat": [proto, np]}),
-                goto(&chain),
-            ));
+        let (cluster, local, external) = (
+            service_chain(&sp.id),
+            local_chain(&sp.id),
+            external_chain(&sp.id),
+        );
+        let has_local = !sp.local_endpoints.is_empty();
+        let drop = || json!({"drop": null});
+        // The ClusterIP: the cluster chain, or this node's endpoints (none: dropped, as
+        // kube-proxy does while other nodes have endpoints).
+        if sp.internal_local && !has_local {
+            r.elements
+                .push(("no-endpoint-services".into(), ip_key, drop()));
+        } else {
+            let to = if sp.internal_local { &local } else { &cluster };
+            r.elements.push(("service-ips".into(), ip_key, goto(to)));
+        }
+        let to = if sp.external_local {
+            &external
+        } else {
+            &cluster
+        };
+        for &np in &node_ports {
+            r.elements
+                .push(("service-nodeports".into(), port_key(np), goto(to)));
+            if sp.external_local && !has_local {
+                // What the external chain did not send to the cluster chain is dropped at
+                // the input hook.
+                r.elements
+                    .push(("no-endpoint-nodeports".into(), port_key(np), drop()));
+            }
         }
         let cidr = json!({"prefix": {"addr": self.cluster_cidr.network().to_string(),
             "len": self.cluster_cidr.prefix_len()}});
         // Traffic to the ClusterIP from outside the pod network is masqueraded (replies
-        // must come back through this node); node-port traffic always is.
-        r.chain.push(
-            vec![
-                m(payload("ip", "daddr"), json!(cip.to_string())),
-                m(th_dport(), json!(sp.port)),
-                m_ne(payload("ip", "saddr"), cidr),
-                jump("mark-for-masquerade"),
-            ]
-            .into(),
-        );
-        if sp.node_port.is_some() || sp.load_balancer {
-            r.chain.push(
+        // must come back through this node).
+        let cluster_ip_masq: Value = vec![
+            m(payload("ip", "daddr"), json!(cip.to_string())),
+            m(th_dport(), json!(sp.port)),
+            m_ne(payload("ip", "saddr"), cidr.clone()),
+            jump("mark-for-masquerade"),
+        ]
+        .into();
+        let eps: Vec<(String, &Endpoint)> = sp
+            .endpoints
+            .iter()
+            .map(|e| (endpoint_chain(&sp.id, e), e))
+            .collect();
+        // The cluster chain: every endpoint; node-port traffic always masqueraded.
+        let mut rules = vec![cluster_ip_masq.clone()];
+        if !node_ports.is_empty() {
+            rules.push(
                 vec![
                     m_ne(payload("ip", "daddr"), json!(cip.to_string())),
                     jump("mark-for-masquerade"),
@@ -397,35 +439,34 @@ impl ServiceProxy {
                 .into(),
             );
         }
-        let eps: Vec<(String, &Endpoint)> = sp
-            .endpoints
-            .iter()
-            .map(|e| (endpoint_chain(&sp.id, e), e))
-            .collect();
-        if let Some(timeout) = sp.affinity_timeout {
-            for (name, e) in &eps {
-                let set = affinity_set(&sp.id, e);
-                r.affinity.insert(set.clone(), timeout);
-                r.chain.push(
-                    vec![
-                        m(payload("ip", "saddr"), json!(format!("@{set}"))),
-                        goto(name),
-                    ]
-                    .into(),
-                );
-            }
+        rules.extend(self.spread(sp, &eps, &mut r));
+        r.chains.insert(cluster.clone(), rules);
+        // The local chain: this node's endpoints, node-port traffic's source kept.
+        if has_local && (sp.internal_local || sp.external_local) {
+            let mine: Vec<(String, &Endpoint)> = eps
+                .iter()
+                .filter(|(_, e)| sp.local_endpoints.contains(e))
+                .cloned()
+                .collect();
+            let mut rules = vec![cluster_ip_masq];
+            rules.extend(self.spread(sp, &mine, &mut r));
+            r.chains.insert(local.clone(), rules);
         }
-        let spread: Vec<Value> = eps
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| json!([i, goto(name)]))
-            .collect();
-        r.chain.push(
-            vec![json!({"vmap": {
-                "key": {"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}},
-                "data": {"set": spread}}})]
-            .into(),
-        );
+        // The external chain: the node's own traffic (masqueraded) and its pods' go to every
+        // endpoint, the rest to this node's.
+        if sp.external_local && !node_ports.is_empty() {
+            let local_saddr = json!({"match": {"op": "==",
+                "left": {"fib": {"result": "type", "flags": ["saddr"]}}, "right": "local"}});
+            let mut rules: Vec<Value> = vec![
+                vec![local_saddr.clone(), jump("mark-for-masquerade")].into(),
+                vec![local_saddr, goto(&cluster)].into(),
+                vec![m(payload("ip", "saddr"), cidr), goto(&cluster)].into(),
+            ];
+            if has_local {
+                rules.push(vec![goto(&local)].into());
+            }
+            r.chains.insert(external, rules);
+        }
         for (name, e) in &eps {
             let mut rules: Vec<Value> = vec![vec![
                 m(payload("ip", "saddr"), json!(e.ip.to_string())),
@@ -454,6 +495,43 @@ impl ServiceProxy {
         r
     }
 
+    /// The rules that spread new connections over `eps` (endpoint chain names and
+    /// endpoints): a client with ClientIP affinity back to its endpoint first, then `numgen
+    /// random mod N`. Affinity sets used are recorded in `r`.
+    fn spread(
+        &self,
+        sp: &ServicePort,
+        eps: &[(String, &Endpoint)],
+        r: &mut Rendered,
+    ) -> Vec<Value> {
+        let mut rules = Vec::new();
+        if let Some(timeout) = sp.affinity_timeout {
+            for (name, e) in eps {
+                let set = affinity_set(&sp.id, e);
+                r.affinity.insert(set.clone(), timeout);
+                rules.push(
+                    vec![
+                        m(payload("ip", "saddr"), json!(format!("@{set}"))),
+                        goto(name),
+                    ]
+                    .into(),
+                );
+            }
+        }
+        let spread: Vec<Value> = eps
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| json!([i, goto(name)]))
+            .collect();
+        rules.push(
+            vec![json!({"vmap": {
+                "key": {"numgen": {"mode": "random", "mod": eps.len(), "offset": 0}},
+                "data": {"set": spread}}})]
+            .into(),
+        );
+        rules
+    }
+
     /// Brings the table to `desired` (every Service port of the cluster, by id) in one
     /// transaction holding only what changed since the last sync.
     pub fn sync(&self, desired: &[ServicePort]) -> Result<SyncStats, NetworkError> {
@@ -472,8 +550,9 @@ impl ServiceProxy {
         };
         let empty = Rendered::default();
         let ids: BTreeSet<&String> = want.keys().chain(old.keys()).collect();
-        let (mut adds, mut flushes, mut elems_del, mut elems_add, mut deletes) =
+        let (mut creates, mut adds, mut flushes, mut elems_del, mut elems_add) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut deletes, mut removals) = (Vec::new(), Vec::new());
         for id in ids {
             let (new, was) = (
                 want.get(id).unwrap_or(&empty),
@@ -483,7 +562,6 @@ impl ServiceProxy {
                 continue;
             }
             stats.changed += 1;
-            let chain = service_chain(id);
             // Affinity sets and endpoint chains that are new.
             for (set, timeout) in &new.affinity {
                 if !was.affinity.contains_key(set) {
@@ -504,15 +582,16 @@ impl ServiceProxy {
                     }
                 }
             }
-            // The service chain, rewritten.
-            if !new.chain.is_empty() && new.chain != was.chain {
-                if was.chain.is_empty() {
-                    adds.push(self.cmd("add", "chain", json!({"name": chain})));
-                } else {
-                    flushes.push(self.cmd("flush", "chain", json!({"name": chain})));
+            // The Service port's chains: new ones made first (they may refer to each other),
+            // changed ones rewritten.
+            for (name, rules) in &new.chains {
+                match was.chains.get(name) {
+                    Some(old) if old == rules => continue,
+                    Some(_) => flushes.push(self.cmd("flush", "chain", json!({"name": name}))),
+                    None => creates.push(self.cmd("add", "chain", json!({"name": name}))),
                 }
-                for r in &new.chain {
-                    flushes.push(self.rule(&chain, r.as_array().cloned().unwrap_or_default()));
+                for r in rules {
+                    flushes.push(self.rule(name, r.as_array().cloned().unwrap_or_default()));
                 }
             }
             // Map elements.
@@ -534,30 +613,35 @@ impl ServiceProxy {
                     ));
                 }
             }
-            // What is no longer used goes last (nothing refers to it by then).
-            if new.chain.is_empty() && !was.chain.is_empty() {
-                deletes.push(self.cmd("flush", "chain", json!({"name": chain})));
-                deletes.push(self.cmd("delete", "chain", json!({"name": chain})));
+            // What is no longer used goes last (nothing refers to it by then): every chain
+            // flushed before any is deleted.
+            for name in was.chains.keys() {
+                if !new.chains.contains_key(name) {
+                    deletes.push(self.cmd("flush", "chain", json!({"name": name})));
+                    removals.push(self.cmd("delete", "chain", json!({"name": name})));
+                }
             }
             for name in was.endpoints.keys() {
                 if !new.endpoints.contains_key(name) {
                     deletes.push(self.cmd("flush", "chain", json!({"name": name})));
-                    deletes.push(self.cmd("delete", "chain", json!({"name": name})));
+                    removals.push(self.cmd("delete", "chain", json!({"name": name})));
                 }
             }
             for set in was.affinity.keys() {
                 if !new.affinity.contains_key(set) {
-                    deletes.push(self.cmd("delete", "set", json!({"name": set})));
+                    removals.push(self.cmd("delete", "set", json!({"name": set})));
                 }
             }
         }
         // Map elements must not be deleted and re-added in one go for the same key: a
         // changed verdict for a key is a delete, then an add (in this order).
+        cmds.extend(creates);
         cmds.extend(adds);
         cmds.extend(flushes);
         cmds.extend(elems_del);
         cmds.extend(elems_add);
         cmds.extend(deletes);
+        cmds.extend(removals);
         stats.commands = cmds.len();
         if cmds.is_empty() {
             *applied = Some(old);
@@ -626,6 +710,9 @@ mod tests {
                     port: *port,
                 })
                 .collect(),
+            local_endpoints: Vec::new(),
+            internal_local: false,
+            external_local: false,
         }
     }
 
@@ -633,12 +720,15 @@ mod tests {
     fn no_endpoints_reject_and_endpoints_spread() {
         let p = proxy();
         let r = p.render(&sp(&[]));
-        assert!(r.chain.is_empty());
+        assert!(r.chains.is_empty());
         assert_eq!(r.elements.len(), 2);
         assert!(r.elements.iter().all(|e| e.0.starts_with("no-endpoint-")));
         let r = p.render(&sp(&[("10.42.0.5", 8080), ("10.42.0.6", 8080)]));
         assert_eq!(r.endpoints.len(), 2);
-        let last = r.chain.last().unwrap().to_string();
+        let last = r.chains[&service_chain("ns/api/tcp/http")]
+            .last()
+            .unwrap()
+            .to_string();
         assert!(last.contains(r#""mod":2"#), "{last}");
         assert!(r.elements.iter().any(|e| e.0 == "service-nodeports"));
     }
@@ -668,6 +758,49 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn local_traffic_policies_use_this_nodes_endpoints() {
+        let p = proxy();
+        let mut s = sp(&[("10.42.0.5", 8080), ("10.42.1.7", 8080)]);
+        s.internal_local = true;
+        s.external_local = true;
+        // No endpoint here: the ClusterIP and (past the short-circuit) the node port drop.
+        let r = p.render(&s);
+        let verdicts: Vec<(String, String)> = r
+            .elements
+            .iter()
+            .map(|e| (e.0.clone(), e.2.to_string()))
+            .collect();
+        assert!(verdicts.contains(&("no-endpoint-services".into(), r#"{"drop":null}"#.into())));
+        assert!(verdicts.contains(&("no-endpoint-nodeports".into(), r#"{"drop":null}"#.into())));
+        let ext = external_chain(&s.id);
+        assert!(verdicts.contains(&("service-nodeports".into(), goto(&ext).to_string())));
+        assert!(!r.chains.contains_key(&local_chain(&s.id)));
+        assert_eq!(r.chains[&ext].len(), 3, "only the short-circuit rules");
+        // One endpoint here: the ClusterIP and outside traffic go to it alone, unmasqueraded.
+        s.local_endpoints = vec![s.endpoints[0].clone()];
+        let r = p.render(&s);
+        let local = local_chain(&s.id);
+        assert!(r
+            .elements
+            .iter()
+            .any(|e| e.0 == "service-ips" && e.2 == goto(&local)));
+        assert!(!r.elements.iter().any(|e| e.0.starts_with("no-endpoint-")));
+        let spread = r.chains[&local].last().unwrap().to_string();
+        assert!(spread.contains(r#""mod":1"#), "{spread}");
+        assert_eq!(r.chains[&ext].last().unwrap(), &json!([goto(&local)]));
+        // Cluster policies leave the local chains out.
+        s.internal_local = false;
+        s.external_local = false;
+        let r = p.render(&s);
+        assert_eq!(r.chains.len(), 1);
+        let cluster = service_chain(&s.id);
+        assert!(r
+            .elements
+            .iter()
+            .all(|e| e.0 != "service-ips" || e.2 == goto(&cluster)));
     }
 
     #[test]
