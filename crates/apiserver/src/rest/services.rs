@@ -136,6 +136,12 @@ fn wants_node_ports(spec: &Value) -> bool {
     matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer"))
 }
 
+/// Whether a Service of this spec gets a `healthCheckNodePort` (kube's `needsHCNodePort`:
+/// a LoadBalancer with `externalTrafficPolicy: Local`).
+fn wants_health_check_port(spec: &Value) -> bool {
+    spec["type"] == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local"
+}
+
 /// Keys taken for one write, released again if the write fails.
 #[derive(Debug, Default)]
 pub(crate) struct Taken(pub Vec<String>);
@@ -283,6 +289,13 @@ impl ApiServer {
             let spec = new["spec"].as_object_mut().expect("checked");
             for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
                 spec.remove(f);
+            }
+        }
+        if !wants_health_check_port(&new["spec"])
+            && new["spec"]["healthCheckNodePort"] == old["spec"]["healthCheckNodePort"]
+        {
+            if let Some(spec) = new["spec"].as_object_mut() {
+                spec.remove("healthCheckNodePort");
             }
         }
         if !wants_node_ports(&new["spec"]) {
@@ -460,6 +473,56 @@ impl ApiServer {
                         mine.push(p);
                         obj["spec"]["ports"][i]["nodePort"] = json!(p);
                     }
+                }
+            }
+        }
+        // The health check node port (kube's `allocHealthCheckNodePort`): given, or the next
+        // free one.
+        if wants_health_check_port(&spec) {
+            let bad = |p: i64, detail: &str| {
+                Alloc::Invalid(vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!("Invalid value: {p}: {detail}"),
+                    field: "spec.healthCheckNodePort".into(),
+                }])
+            };
+            match spec["healthCheckNodePort"].as_i64().filter(|p| *p != 0) {
+                Some(p) => {
+                    if p < NODE_PORTS.0 as i64 || p > NODE_PORTS.1 as i64 {
+                        return Err(bad(
+                            p,
+                            &format!(
+                                "provided port is not in the valid range. The range of valid ports is {}-{}",
+                                NODE_PORTS.0, NODE_PORTS.1
+                            ),
+                        ));
+                    }
+                    let key = format!("{PORT_PREFIX}{p}");
+                    if !old_keys.contains(&key) {
+                        let free = if dry_run {
+                            self.store
+                                .get(&key, None)
+                                .await
+                                .map_err(|e| Alloc::Api(e.into()))?
+                                .1
+                                .is_none()
+                        } else {
+                            self.claim(&key, &owner).await.map_err(Alloc::Api)?
+                        };
+                        if !free {
+                            return Err(bad(p, "provided port is already allocated"));
+                        }
+                        if !dry_run {
+                            taken.0.push(key);
+                        }
+                    }
+                }
+                None => {
+                    let p = self.next_port(&owner, dry_run).await.map_err(Alloc::Api)?;
+                    if !dry_run {
+                        taken.0.push(format!("{PORT_PREFIX}{p}"));
+                    }
+                    obj["spec"]["healthCheckNodePort"] = json!(p);
                 }
             }
         }
@@ -686,6 +749,11 @@ fn held_keys(obj: &Value) -> Vec<String> {
                     keys.push(k);
                 }
             }
+        }
+    }
+    if wants_health_check_port(spec) {
+        if let Some(n) = spec["healthCheckNodePort"].as_i64().filter(|n| *n != 0) {
+            keys.push(format!("{PORT_PREFIX}{n}"));
         }
     }
     keys

@@ -973,3 +973,47 @@ async fn rbac_denies_until_a_binding_allows() {
         StatusCode::FORBIDDEN
     );
 }
+
+/// kube's `healthCheckNodePort`: allocated for a LoadBalancer with `externalTrafficPolicy:
+/// Local`, released when the policy goes back to Cluster (another Service can then ask for
+/// it), and a taken one is refused naming the field.
+#[tokio::test]
+async fn health_check_node_port_follows_the_local_policy() {
+    let t = server().await;
+    const SVCS: &str = "/api/v1/namespaces/default/services";
+    let svc = |name: &str, hc: Option<i64>| {
+        let mut s = json!({"metadata": {"name": name}, "spec": {"type": "LoadBalancer",
+            "externalTrafficPolicy": "Local", "selector": {"app": "x"}, "ports": [{"port": 80}]}});
+        if let Some(p) = hc {
+            s["spec"]["healthCheckNodePort"] = json!(p);
+        }
+        s
+    };
+    let r = t.send(Method::POST, SVCS, svc("a", None)).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let hc = r.json()["spec"]["healthCheckNodePort"].as_i64().unwrap();
+    assert!((30000..=32767).contains(&hc), "{hc}");
+    assert_ne!(Some(hc), r.json()["spec"]["ports"][0]["nodePort"].as_i64());
+    let r = t.send(Method::POST, SVCS, svc("b", Some(hc))).await;
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(
+        r.json()["details"]["causes"][0]["field"],
+        "spec.healthCheckNodePort"
+    );
+    let r = t
+        .patch(
+            &format!("{SVCS}/a"),
+            "application/merge-patch+json",
+            r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.json()["spec"].get("healthCheckNodePort").is_none(),
+        "{}",
+        r.text()
+    );
+    let r = t.send(Method::POST, SVCS, svc("b", Some(hc))).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["spec"]["healthCheckNodePort"], hc);
+}
