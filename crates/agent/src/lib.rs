@@ -41,6 +41,7 @@
 pub mod dns;
 pub mod env;
 pub mod events;
+pub mod healthcheck;
 pub mod holder;
 pub mod images;
 pub mod metrics;

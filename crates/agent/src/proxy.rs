@@ -192,6 +192,53 @@ pub fn desired(view: &ClusterView, node: &str) -> Vec<ServicePort> {
     out
 }
 
+/// The health checks node `node` serves (kube-proxy's `healthCheckNodePort` servers): one per
+/// LoadBalancer Service with `externalTrafficPolicy: Local`, counting its ready endpoints on
+/// this node.
+pub fn health_checks(
+    view: &ClusterView,
+    node: &str,
+) -> std::collections::BTreeMap<u16, crate::healthcheck::Health> {
+    let mut out = std::collections::BTreeMap::new();
+    for svc in view.services.state() {
+        let (Some(ns), Some(name), Some(spec)) = (
+            svc.metadata.namespace.as_deref(),
+            svc.metadata.name.as_deref(),
+            svc.spec.as_ref(),
+        ) else {
+            continue;
+        };
+        if spec.type_.as_deref() != Some("LoadBalancer")
+            || spec.external_traffic_policy.as_deref() != Some("Local")
+        {
+            continue;
+        }
+        let Some(port) = spec
+            .health_check_node_port
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        else {
+            continue;
+        };
+        let local: BTreeSet<String> = view
+            .slices_of(ns, name)
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.node_name.as_deref() == Some(node) && conditions(e).0)
+            .filter_map(|e| e.addresses.first().cloned())
+            .collect();
+        out.insert(
+            port,
+            crate::healthcheck::Health {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                local_endpoints: local.len(),
+            },
+        );
+    }
+    out
+}
+
 /// Runs the proxy on table `table` until aborted: the table is made at start, then
 /// re-synced after each burst of changes (50 ms of quiet) and every 30 s.
 pub async fn run(
@@ -215,7 +262,9 @@ pub async fn run(
         }
     };
     let mut changed = view.changed.clone();
+    let mut health = crate::healthcheck::HealthChecks::default();
     loop {
+        health.sync(health_checks(&view, &node)).await;
         let want = desired(&view, &node);
         let p = proxy.clone();
         let started = std::time::Instant::now();

@@ -766,7 +766,8 @@ fn echo_from_pod(s: &Server, client: &str, ip: &str, port: u16) -> Option<String
 /// only endpoint on node-2, `internalTrafficPolicy: Local` answers a client on node-2 and
 /// drops one on node-1; `externalTrafficPolicy: Local` answers at node-2's node port with the
 /// client's source address kept, drops at node-1's, but still serves node-1's own pods there
-/// (kube-proxy's short-circuit); `Cluster` forwards from node-1 to node-2, masqueraded.
+/// (kube-proxy's short-circuit); `Cluster` forwards from node-1 to node-2, masqueraded; a
+/// LoadBalancer's `healthCheckNodePort` answers 200 on node-2 and 503 on node-1.
 #[test]
 fn traffic_policies_local_and_cluster_across_nodes() {
     let mn = MultiNode::start(2, &[]);
@@ -795,6 +796,10 @@ fn traffic_policies_local_and_cluster_across_nodes() {
         "  type: NodePort\n  externalTrafficPolicy: Local\n",
     ));
     s.apply(&svc("ext-cluster", "  type: NodePort\n"));
+    s.apply(&svc(
+        "lb-local",
+        "  type: LoadBalancer\n  externalTrafficPolicy: Local\n",
+    ));
     mn.wait_pods("tp", 120, "the three pods Running", |p| {
         p.len() == 3 && p.iter().all(|(_, _, phase)| phase == "Running")
     });
@@ -853,4 +858,27 @@ fn traffic_policies_local_and_cluster_across_nodes() {
         echo_from_host(&format!("{node1}:{cluster_np}"))
     });
     assert_ne!(seen, mn.lan.server_ip(), "Cluster policy kept the source");
+
+    // A LoadBalancer with the Local policy: each node's healthCheckNodePort tells whether it
+    // has an endpoint (kube-proxy's answer: 200 with the count, else 503).
+    let hc: u16 = get("service/lb-local", "{.spec.healthCheckNodePort}")
+        .parse()
+        .unwrap();
+    let health = |node: &str| {
+        let out = curl(&[
+            "-s",
+            "-i",
+            "--max-time",
+            "3",
+            &format!("http://{node}:{hc}/"),
+        ]);
+        stdout(&out)
+    };
+    let two = until("node-2's health check answers 200", &|| {
+        Some(health(node2)).filter(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    assert!(two.contains("\"localEndpoints\": 1"), "{two}");
+    let one = health(node1);
+    assert!(one.starts_with("HTTP/1.1 503"), "{one}");
+    assert!(one.contains("\"localEndpoints\": 0"), "{one}");
 }
