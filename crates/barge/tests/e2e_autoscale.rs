@@ -271,6 +271,34 @@ spec:
 "#
         ));
     }
+    // Pods, Object and External metrics: barge serves no custom or external metrics API, so
+    // they fail as on a Kubernetes cluster without a metrics adapter, with kube's reasons.
+    s.apply(&deployment(
+        "custom",
+        "sleep 3600",
+        "{requests: {memory: 16Mi}}",
+    ));
+    s.apply(
+        r#"apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: custom}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: custom}
+  maxReplicas: 2
+  metrics:
+  - type: Pods
+    pods: {metric: {name: qps}, target: {type: AverageValue, averageValue: "10"}}
+  - type: Object
+    object:
+      metric: {name: requests}
+      describedObject: {apiVersion: v1, kind: Service, name: web}
+      target: {type: Value, value: "100"}
+  - type: External
+    external:
+      metric: {name: queue_depth, selector: {matchLabels: {queue: jobs}}}
+      target: {type: AverageValue, averageValue: "30"}
+"#,
+    );
     // Any kind with a scale subresource: a StatefulSet, by memory (legacy normalization:
     // straight to the max).
     s.apply(
@@ -368,6 +396,20 @@ spec:
         ),
         "{c}"
     );
+    let c = wait_condition(&s, "custom", "ScalingActive", "False", 60);
+    assert_eq!(
+        c,
+        "False|FailedGetPodsMetric|the HPA was unable to compute the replica count: unable to get \
+         metric qps: unable to fetch metrics from custom metrics API: no custom metrics API \
+         (custom.metrics.k8s.io) registered"
+    );
+    let ev = events(&s, "custom");
+    for want in [
+        "FailedGetObjectMetric|Warning|unable to get metric requests: Service on default web/unable to fetch metrics from custom metrics API: no custom metrics API (custom.metrics.k8s.io) registered",
+        "FailedGetExternalMetric|Warning|unable to get external metric default/queue_depth/&LabelSelector{MatchLabels:map[string]string{queue: jobs,},MatchExpressions:[]LabelSelectorRequirement{},}: unable to fetch metrics from external metrics API: the server could not find the requested resource (get queue_depth.external.metrics.k8s.io)",
+    ] {
+        assert!(ev.lines().any(|l| l == want), "{want}\n{ev}");
+    }
     // One pod's metrics by name, and kube's 404 for a pod without any.
     let pod = top.split_whitespace().next().unwrap().to_string();
     s.k(&["top", "pod", &pod]);

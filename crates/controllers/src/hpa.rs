@@ -22,9 +22,12 @@
 //!
 //! `ContainerResource` metrics count one container's usage and requests.
 //!
-//! Not yet: `Pods`, `Object` and `External` metrics (ScalingActive=False with kube's message
-//! for an unsupported type), the ambiguous-selector check between
-//! autoscalers, the alpha per-rule `tolerance`.
+//! `Pods`, `Object` and `External` metrics need the custom and external metrics APIs, which
+//! barge does not serve (no APIService aggregation): they fail with the reasons and messages
+//! kube's controller gives in a cluster without a metrics adapter (`FailedGetPodsMetric`,
+//! `FailedGetObjectMetric`, `FailedGetExternalMetric`).
+//!
+//! Not yet: the ambiguous-selector check between autoscalers, the alpha per-rule `tolerance`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -1079,6 +1082,39 @@ async fn compute_replicas(
                         ("FailedGetContainerResourceMetric", e)
                     })
             }
+            // barge serves no custom or external metrics API (no APIService aggregation):
+            // these fail as kube's controller does in a cluster without a metrics adapter.
+            ("Pods", _) if spec.pods.is_some() => {
+                let m = &spec.pods.as_ref().expect("checked").metric;
+                Err((
+                    "FailedGetPodsMetric",
+                    format!("unable to get metric {}: {NO_CUSTOM_METRICS}", m.name),
+                ))
+            }
+            ("Object", _) if spec.object.is_some() => {
+                let o = spec.object.as_ref().expect("checked");
+                // kube's format string puts its arguments out of order
+                // (`unable to get metric %s: %v on %s %s/%s` with the kind second).
+                Err((
+                    "FailedGetObjectMetric",
+                    format!(
+                        "unable to get metric {}: {} on {ns} {}/{NO_CUSTOM_METRICS}",
+                        o.metric.name, o.described_object.kind, o.described_object.name
+                    ),
+                ))
+            }
+            ("External", _) if spec.external.is_some() => {
+                let m = &spec.external.as_ref().expect("checked").metric;
+                Err((
+                    "FailedGetExternalMetric",
+                    format!(
+                        "unable to get external metric {ns}/{}/{}: unable to fetch metrics from external metrics API: the server could not find the requested resource (get {}.external.metrics.k8s.io)",
+                        m.name,
+                        go_label_selector(m.selector.as_ref()),
+                        m.name
+                    ),
+                ))
+            }
             (t, _) => Err((
                 "InvalidMetricSourceType",
                 format!("unknown metric source type {t:?}"),
@@ -1123,6 +1159,42 @@ async fn compute_replicas(
         format!("the HPA was able to successfully calculate a replica count from {metric}"),
     );
     Ok((replicas, metric, statuses))
+}
+
+/// What kube's custom metrics client says when no `custom.metrics.k8s.io` API is registered.
+const NO_CUSTOM_METRICS: &str = "unable to fetch metrics from custom metrics API: no custom metrics API (custom.metrics.k8s.io) registered";
+
+/// A label selector as Go prints a `*metav1.LabelSelector` with `%+v` (its generated
+/// `String()`): `&LabelSelector{MatchLabels:map[string]string{k: v,},MatchExpressions:[]…{},}`,
+/// `nil` for none.
+fn go_label_selector(
+    sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+) -> String {
+    let Some(sel) = sel else {
+        return "nil".into();
+    };
+    let labels: String = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}: {v},"))
+        .collect();
+    let exprs: String = sel
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "LabelSelectorRequirement{{Key:{},Operator:{},Values:[{}],}},",
+                e.key,
+                e.operator,
+                e.values.clone().unwrap_or_default().join(" ")
+            )
+        })
+        .collect();
+    format!(
+        "&LabelSelector{{MatchLabels:map[string]string{{{labels}}},MatchExpressions:[]LabelSelectorRequirement{{{exprs}}},}}"
+    )
 }
 
 /// The pods of the target (kube lists them from its informer), or the error.
