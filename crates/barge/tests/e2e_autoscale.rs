@@ -299,6 +299,23 @@ spec:
       target: {type: AverageValue, averageValue: "30"}
 "#,
     );
+    // Two autoscalers of one Deployment: both refused as ambiguous (kube's AmbiguousSelector).
+    s.apply(&deployment(
+        "amb",
+        "sleep 3600",
+        "{requests: {memory: 16Mi}}",
+    ));
+    for hpa in ["amb-a", "amb-b"] {
+        s.k(&[
+            "autoscale",
+            "deployment",
+            "amb",
+            "--name",
+            hpa,
+            "--cpu-percent=50",
+            "--max=2",
+        ]);
+    }
     // Any kind with a scale subresource: a StatefulSet, by memory (legacy normalization:
     // straight to the max).
     s.apply(
@@ -396,6 +413,14 @@ spec:
         ),
         "{c}"
     );
+    for hpa in ["amb-a", "amb-b"] {
+        let c = wait_condition(&s, hpa, "ScalingActive", "False|AmbiguousSelector", 60);
+        assert_eq!(
+            c,
+            "False|AmbiguousSelector|pods by selector app=amb are controlled by multiple HPAs: \
+             [default/amb-a default/amb-b]"
+        );
+    }
     let c = wait_condition(&s, "custom", "ScalingActive", "False", 60);
     assert_eq!(
         c,

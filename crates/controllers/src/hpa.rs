@@ -27,7 +27,9 @@
 //! kube's controller gives in a cluster without a metrics adapter (`FailedGetPodsMetric`,
 //! `FailedGetObjectMetric`, `FailedGetExternalMetric`).
 //!
-//! Not yet: the ambiguous-selector check between autoscalers, the alpha per-rule `tolerance`.
+//! Autoscalers whose targets' pods overlap are refused as kube does (`AmbiguousSelector`).
+//!
+//! Not yet: the alpha per-rule `tolerance`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -700,6 +702,9 @@ pub fn milli_string(m: i64) -> String {
 pub async fn run(client: Client, cfg: HpaConfig) {
     let start = Instant::now();
     let mut histories: HashMap<String, History> = HashMap::new();
+    // Each autoscaler's target selector as last seen (kube's `hpaSelectors`), for the
+    // ambiguous-selector check.
+    let mut selectors: HashMap<String, String> = HashMap::new();
     let mut tick = tokio::time::interval(cfg.sync_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let api: Api<HorizontalPodAutoscaler> = Api::all(client.clone());
@@ -714,10 +719,11 @@ pub async fn run(client: Client, cfg: HpaConfig) {
         };
         let keys: BTreeSet<String> = list.items.iter().map(key).collect();
         histories.retain(|k, _| keys.contains(k));
+        selectors.retain(|k, _| keys.contains(k));
         for hpa in list.items {
             let h = histories.entry(key(&hpa)).or_default();
             let now = start.elapsed().as_secs_f64();
-            if let Err(e) = reconcile(&client, &cfg, h, hpa, now).await {
+            if let Err(e) = reconcile(&client, &cfg, h, &mut selectors, hpa, now).await {
                 tracing::debug!("hpa: {e}");
             }
         }
@@ -778,6 +784,7 @@ async fn reconcile(
     client: &Client,
     cfg: &HpaConfig,
     h: &mut History,
+    selectors: &mut HashMap<String, String>,
     hpa: HorizontalPodAutoscaler,
     now: f64,
 ) -> Result<(), String> {
@@ -876,7 +883,25 @@ async fn reconcile(
             );
             Err("selector is required".to_string())
         } else {
-            compute_replicas(client, cfg, &hpa, &ns, &selector, current, &mut conds).await
+            selectors.insert(key(&hpa), selector.clone());
+            match ambiguous(client, &ns, &selector, selectors).await {
+                Some(msg) => {
+                    events::record(
+                        client,
+                        COMPONENT,
+                        &hpa,
+                        Kind::Warning,
+                        "AmbiguousSelector",
+                        msg.clone(),
+                    )
+                    .await;
+                    conds.set("ScalingActive", "False", "AmbiguousSelector", msg.clone());
+                    Err(msg)
+                }
+                None => {
+                    compute_replicas(client, cfg, &hpa, &ns, &selector, current, &mut conds).await
+                }
+            }
         };
         match computed {
             Err(e) => {
@@ -1159,6 +1184,44 @@ async fn compute_replicas(
         format!("the HPA was able to successfully calculate a replica count from {metric}"),
     );
     Ok((replicas, metric, statuses))
+}
+
+/// kube's `validateAndParseSelector` check: when the pods of `selector` in `ns` are also
+/// selected by another autoscaler's target, its message (`pods by selector S are controlled
+/// by multiple HPAs: [ns/a ns/b]`).
+async fn ambiguous(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    selectors: &HashMap<String, String>,
+) -> Option<String> {
+    use barge_apiserver::selectors::LabelSelector;
+    let prefix = format!("{ns}/");
+    let others: Vec<(&String, LabelSelector)> = selectors
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .filter_map(|(k, s)| LabelSelector::parse(s).ok().map(|sel| (k, sel)))
+        .collect();
+    if others.len() < 2 {
+        return None;
+    }
+    let pods = pods_of(client, ns, selector).await.ok()?;
+    let mut selecting: BTreeSet<&String> = BTreeSet::new();
+    for p in &pods {
+        let labels = serde_json::to_value(&p.metadata.labels).ok();
+        for (k, sel) in &others {
+            if sel.matches(labels.as_ref()) {
+                selecting.insert(k);
+            }
+        }
+    }
+    (selecting.len() > 1).then(|| {
+        let names: Vec<&str> = selecting.iter().map(|s| s.as_str()).collect();
+        format!(
+            "pods by selector {selector} are controlled by multiple HPAs: [{}]",
+            names.join(" ")
+        )
+    })
 }
 
 /// What kube's custom metrics client says when no `custom.metrics.k8s.io` API is registered.
