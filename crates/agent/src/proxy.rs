@@ -10,7 +10,7 @@
 //! port REJECTs. For `internalTrafficPolicy`/`externalTrafficPolicy: Local`, those of them on
 //! this node (`nodeName`). Headless and ExternalName Services get no rules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +57,28 @@ impl ClusterView {
         }
     }
 
+    /// The IPv4 EndpointSlices of every Service, by (namespace, Service name): one pass over
+    /// the cache, for a sync that looks at every Service.
+    pub fn slices_by_service(&self) -> HashMap<(String, String), Vec<Arc<EndpointSlice>>> {
+        let mut out: HashMap<(String, String), Vec<Arc<EndpointSlice>>> = HashMap::new();
+        for s in self.slices.state() {
+            let (Some(ns), Some(svc)) = (
+                s.metadata.namespace.clone(),
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .cloned(),
+            ) else {
+                continue;
+            };
+            if s.address_type == "IPv4" {
+                out.entry((ns, svc)).or_default().push(s);
+            }
+        }
+        out
+    }
+
     /// The EndpointSlices of Service `ns/name`.
     pub fn slices_of(&self, ns: &str, name: &str) -> Vec<Arc<EndpointSlice>> {
         self.slices
@@ -88,6 +110,7 @@ pub fn conditions(e: &k8s_openapi::api::discovery::v1::Endpoint) -> (bool, bool,
 /// Every Service port the proxy of node `node` should handle, from the view.
 pub fn desired(view: &ClusterView, node: &str) -> Vec<ServicePort> {
     let mut out = Vec::new();
+    let by_service = view.slices_by_service();
     for svc in view.services.state() {
         let (Some(ns), Some(name)) = (
             svc.metadata.namespace.as_deref(),
@@ -128,13 +151,16 @@ pub fn desired(view: &ClusterView, node: &str) -> Vec<ServicePort> {
         let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
         let external_local = spec.external_traffic_policy.as_deref() == Some("Local")
             && matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
-        let slices = view.slices_of(ns, name);
+        let slices = by_service
+            .get(&(ns.to_string(), name.to_string()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         for p in spec.ports.iter().flatten() {
             let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
             let pname = p.name.clone().unwrap_or_default();
             let (mut ready, mut fallback) = (BTreeSet::new(), BTreeSet::new());
             let mut here = BTreeSet::new();
-            for s in &slices {
+            for s in slices {
                 let Some(port) = s.ports.iter().flatten().find(|sp| {
                     sp.name.clone().unwrap_or_default() == pname
                         && sp.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase() == proto

@@ -168,8 +168,9 @@ fn ct_new() -> Value {
     json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}})
 }
 
-/// What one Service port looks like in the table.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// What one Service port looks like in the table (equal when the rules are, whatever the
+/// input).
+#[derive(Debug, Clone, Default)]
 struct Rendered {
     /// The Service port's own chains (name → rules): the cluster-policy chain `service-…`,
     /// and for the Local policies `local-…` (this node's endpoints) and `external-…` (the
@@ -180,6 +181,17 @@ struct Rendered {
     affinity: BTreeMap<String, u32>,
     /// Map elements: (map, key, verdict).
     elements: Vec<(String, Value, Value)>,
+    /// What it was rendered from: a sync re-renders only the ports whose input changed.
+    input: Option<ServicePort>,
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, other: &Self) -> bool {
+        self.chains == other.chains
+            && self.endpoints == other.endpoints
+            && self.affinity == other.affinity
+            && self.elements == other.elements
+    }
 }
 
 /// The Service proxy of one node (one table).
@@ -536,20 +548,37 @@ impl ServiceProxy {
     /// transaction holding only what changed since the last sync.
     pub fn sync(&self, desired: &[ServicePort]) -> Result<SyncStats, NetworkError> {
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        let want: BTreeMap<String, Rendered> = desired
-            .iter()
-            .map(|sp| (sp.id.clone(), self.render(sp)))
-            .collect();
         let mut stats = SyncStats::default();
-        let (mut cmds, old) = match applied.take() {
+        let (mut cmds, mut old) = match applied.take() {
             Some(old) => (Vec::new(), old),
             None => {
                 stats.full = true;
                 (self.base(), BTreeMap::new())
             }
         };
+        // Ports whose input is what was applied keep their rendering (and send nothing).
+        let mut want: BTreeMap<String, Rendered> = BTreeMap::new();
+        let mut unchanged: BTreeSet<String> = BTreeSet::new();
+        for sp in desired {
+            let kept = old
+                .get(&sp.id)
+                .is_some_and(|r| r.input.as_ref() == Some(sp));
+            let r = if kept {
+                unchanged.insert(sp.id.clone());
+                old.remove(&sp.id).expect("checked")
+            } else {
+                let mut r = self.render(sp);
+                r.input = Some(sp.clone());
+                r
+            };
+            want.insert(sp.id.clone(), r);
+        }
         let empty = Rendered::default();
-        let ids: BTreeSet<&String> = want.keys().chain(old.keys()).collect();
+        let ids: BTreeSet<&String> = want
+            .keys()
+            .filter(|id| !unchanged.contains(*id))
+            .chain(old.keys())
+            .collect();
         let (mut creates, mut adds, mut flushes, mut elems_del, mut elems_add) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut deletes, mut removals) = (Vec::new(), Vec::new());
@@ -644,7 +673,7 @@ impl ServiceProxy {
         cmds.extend(removals);
         stats.commands = cmds.len();
         if cmds.is_empty() {
-            *applied = Some(old);
+            *applied = Some(want);
             return Ok(stats);
         }
         match run_cmds(cmds) {
