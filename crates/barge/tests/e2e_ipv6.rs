@@ -527,3 +527,80 @@ fn ipv6_network_with_the_docker_cli() {
     d.docker_ok(&["rm", "-f", "a6", "b6"]);
     d.docker_ok(&["network", "rm", "dk6"]);
 }
+
+/// dockerd's `--ipv6 --fixed-cidr-v6` for the default bridge network: `network inspect bridge`
+/// shows IPv6 with the subnet, containers on it get addresses from it (the gateway its first)
+/// and talk over IPv6; the docker CLI sees the same. Restarted without the flags, the default
+/// bridge has no IPv6 any more; with `--ipv6` alone it gets a ULA /64.
+#[test]
+fn ipv6_on_the_default_bridge() {
+    let mut d = Daemon::start_with(&["--ipv6", "--fixed-cidr-v6", "fd00:b1:77::/64"]);
+    d.load_layout();
+    let net = inspect_json(&d, &["network", "inspect", "bridge"]);
+    assert_eq!(net["EnableIPv6"], true, "{net}");
+    let configs = net["IPAM"]["Config"].as_array().unwrap();
+    assert!(
+        configs
+            .iter()
+            .any(|c| c["Subnet"] == "fd00:b1:77::/64" && c["Gateway"] == "fd00:b1:77::1"),
+        "{net}"
+    );
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "debian-python:bookworm",
+        "python3",
+        "-c",
+        SERVER,
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cli",
+        "debian-python:bookworm",
+        "sleep",
+        "600",
+    ]);
+    let s = inspect_json(&d, &["inspect", "srv"]);
+    let ep = &s["NetworkSettings"]["Networks"]["bridge"];
+    let srv6 = ep["GlobalIPv6Address"].as_str().unwrap().to_string();
+    assert!(srv6.starts_with("fd00:b1:77::"), "{ep}");
+    assert_eq!(ep["IPv6Gateway"], "fd00:b1:77::1", "{ep}");
+    assert_eq!(
+        d.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.GlobalIPv6Address}}",
+            "srv"
+        ])
+        .trim(),
+        srv6
+    );
+    let out = exec_until(&d, "cli", PROBE, &srv6, |o| o.starts_with("open"));
+    assert!(out.starts_with("open"), "{out}");
+    d.ok(&["rm", "-f", "srv", "cli"]);
+
+    // Without the flags: no IPv6 on the default bridge.
+    d.extra_args.clear();
+    d.restart();
+    let net = inspect_json(&d, &["network", "inspect", "bridge"]);
+    assert_eq!(net["EnableIPv6"], false, "{net}");
+    // `--ipv6` alone: a ULA /64 of the daemon's.
+    d.extra_args = vec!["--ipv6".into()];
+    d.restart();
+    let net = inspect_json(&d, &["network", "inspect", "bridge"]);
+    assert_eq!(net["EnableIPv6"], true, "{net}");
+    assert!(
+        net["IPAM"]["Config"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["Subnet"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("fd") && s.ends_with("::/64"))),
+        "{net}"
+    );
+}

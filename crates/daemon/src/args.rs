@@ -52,6 +52,13 @@ pub struct DaemonArgs {
     /// from free address space when unset)
     #[arg(long = "bip")]
     pub bip: Option<String>,
+    /// Enable IPv6 networking on the default bridge network (containers there get an address
+    /// from --fixed-cidr-v6, or from a ULA /64 of this daemon's when it is not given)
+    #[arg(long = "ipv6")]
+    pub ipv6: bool,
+    /// IPv6 subnet of the default bridge network (e.g. fd00:1::/64; needs --ipv6)
+    #[arg(long = "fixed-cidr-v6")]
+    pub fixed_cidr_v6: Option<String>,
     /// DNS server the embedded DNS server forwards other names to (repeatable; default: the
     /// host's /etc/resolv.conf)
     #[arg(long = "dns")]

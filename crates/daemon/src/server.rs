@@ -196,6 +196,15 @@ pub fn prepare(args: DaemonArgs) -> Result<Prepared> {
                 .with_context(|| format!("invalid --bip {bip}: want ADDRESS/PREFIX"))?,
         );
     }
+    net_cfg.ipv6 = args.ipv6;
+    if let Some(cidr) = &args.fixed_cidr_v6 {
+        if !args.ipv6 {
+            bail!("--fixed-cidr-v6 needs --ipv6");
+        }
+        net_cfg.fixed_cidr_v6 = Some(cidr.parse::<ipnet::Ipv6Net>().with_context(|| {
+            format!("invalid --fixed-cidr-v6 {cidr}: want an IPv6 ADDRESS/PREFIX")
+        })?);
+    }
     for d in &args.dns {
         net_cfg.dns.push(
             d.parse()

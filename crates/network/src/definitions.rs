@@ -72,10 +72,49 @@ impl Networks {
             inner.networks.insert(n.id.clone(), n);
             changed = true;
         }
+        // `--ipv6`/`--fixed-cidr-v6` may change between daemon runs too.
+        let others6: Vec<Ipv6Net> = inner
+            .networks
+            .values()
+            .filter(|n| n.name != "bridge")
+            .filter_map(|n| n.ipam6.as_ref().map(|i| i.subnet))
+            .collect();
+        if let Some(n) = inner.networks.values_mut().find(|n| n.name == "bridge") {
+            let want = self.default_bridge_ipam6(n.ipam6.as_ref(), &others6)?;
+            if n.ipam6 != want {
+                n.ipam6 = want;
+                changed = true;
+            }
+        }
         if changed {
             self.save_networks(&inner)?;
         }
         Ok(())
+    }
+
+    /// The default bridge's IPv6 IPAM: none without `--ipv6`; `--fixed-cidr-v6` when given
+    /// (gateway its first address, as dockerd); else the /64 of `pool6` it already has, or a
+    /// free one.
+    fn default_bridge_ipam6(
+        &self,
+        current: Option<&crate::Ipam6>,
+        others: &[Ipv6Net],
+    ) -> Result<Option<crate::Ipam6>, NetworkError> {
+        if !self.cfg.ipv6 {
+            return Ok(None);
+        }
+        if let Some(cidr) = self.cfg.fixed_cidr_v6 {
+            return ipam::build6(cidr.trunc(), None, None, true).map(Some);
+        }
+        if let Some(c) = current.filter(|c| !c.user_subnet) {
+            return Ok(Some(c.clone()));
+        }
+        let mut taken = others.to_vec();
+        taken.extend(ipam::host_routes6().into_iter().map(|(_, n)| n));
+        let subnet = ipam::pick_subnet6(self.pool6, 64, &taken).ok_or_else(|| {
+            NetworkError::Exhausted(format!("address pool {} (all subnets in use)", self.pool6))
+        })?;
+        ipam::build6(subnet, None, None, false).map(Some)
     }
 
     fn default_bridge_ipam(&self) -> Ipam {

@@ -71,6 +71,11 @@ pub struct NetworkConfig {
     /// Address/prefix of the default bridge (Docker's `--bip`, e.g. `10.87.0.1/16`); chosen
     /// automatically (10.87.0.0/16, or a free subnet of `pool`) when unset.
     pub bip: Option<Ipv4Net>,
+    /// IPv6 on the default bridge (dockerd's `--ipv6`).
+    pub ipv6: bool,
+    /// The default bridge's IPv6 subnet (dockerd's `--fixed-cidr-v6`); with `ipv6` and none
+    /// given, a /64 of `pool6`, as dockerd ≥ 27 does.
+    pub fixed_cidr_v6: Option<Ipv6Net>,
     /// Where user-defined networks without `--subnet` get a /24 (default `10.120.0.0/14`).
     pub pool: Ipv4Net,
     /// Where IPv6 networks without an IPv6 `--subnet` get a /64; `None` (default): a ULA /48
@@ -103,6 +108,8 @@ impl NetworkConfig {
             exec_root,
             bridge,
             bip: None,
+            ipv6: false,
+            fixed_cidr_v6: None,
             pool: "10.120.0.0/14".parse().expect("valid pool"),
             pool6: None,
             table,

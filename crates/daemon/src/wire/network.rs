@@ -142,10 +142,11 @@ pub fn network_settings(
         "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
         "EndpointID": bridge.map(|e| e.endpoint_id.clone()).unwrap_or_default(),
         "Gateway": bridge.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
-        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+        "GlobalIPv6Address": bridge.and_then(|e| e.ip6).map(|(a, _)| a.to_string()).unwrap_or_default(),
+        "GlobalIPv6PrefixLen": bridge.and_then(|e| e.ip6).map(|(_, p)| p).unwrap_or(0),
         "IPAddress": bridge.map(|e| e.ip.to_string()).unwrap_or_default(),
         "IPPrefixLen": bridge.map(|e| e.prefix_len).unwrap_or(0),
-        "IPv6Gateway": "",
+        "IPv6Gateway": bridge.and_then(|e| e.gateway6).map(|g| g.to_string()).unwrap_or_default(),
         "MacAddress": bridge.map(|e| e.mac.clone()).unwrap_or_default(),
     });
     if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), legacy) {
