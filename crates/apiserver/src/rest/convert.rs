@@ -643,6 +643,21 @@ impl ApiServer {
                 sreq.info = request_info.clone();
                 return self.watch(&sreq).await;
             }
+            Verb::List | Verb::DeleteCollection => {
+                // Field labels are the request version's, converted to storage's.
+                if let Some(fs) = sreq.query.get("fieldSelector") {
+                    let stored = crate::selectors::to_storage_labels(
+                        fs,
+                        request_info.group,
+                        request_info.plural,
+                    )
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                    if let Some(stored) = stored {
+                        sreq.query.set("fieldSelector", stored);
+                    }
+                }
+                super::route(self, &sreq).await?
+            }
             _ => super::route(self, &sreq).await?,
         };
         Ok(response_at(resp, &request_info, conv).await)

@@ -196,3 +196,75 @@ async fn hpa_v1_is_stored_as_v2() {
         "{ev}"
     );
 }
+
+/// events.k8s.io/v1 field selectors take that version's labels (`regarding.name`,
+/// `reportingController`, …) mapped to core's fields, as kube's field label conversion
+/// does; core's own `involvedObject.*` labels are not among them.
+#[tokio::test]
+async fn events_field_selectors_at_events_k8s_io() {
+    let t = server().await;
+    for (name, target, component) in [("a1", "p", "kubelet"), ("a2", "q", "scheduler")] {
+        let r = t
+            .send(
+                Method::POST,
+                CORE_EVENTS,
+                json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+                    "involvedObject": {"kind": "Pod", "name": target, "namespace": "default"},
+                    "reason": "Seen", "type": "Normal", "message": "m",
+                    "source": {"component": component}, "reportingComponent": component}),
+            )
+            .await;
+        assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    }
+    let names = |list: &serde_json::Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (selector, want) in [
+        ("regarding.name%3Dq", vec!["a2"]),
+        ("regarding.name!%3Dq,regarding.kind%3DPod", vec!["a1"]),
+        ("reportingController%3Dkubelet", vec!["a1"]),
+        ("source%3Dscheduler", vec!["a2"]),
+        ("type%3DNormal,reason%3DSeen,metadata.name%3Da1", vec!["a1"]),
+        ("regarding.namespace%3Ddefault", vec!["a1", "a2"]),
+    ] {
+        let r = t.get(&format!("{EVENTS}?fieldSelector={selector}")).await;
+        assert_eq!(r.code, StatusCode::OK, "{selector}: {}", r.text());
+        let list = r.json();
+        assert_eq!(list["kind"], "EventList");
+        assert_eq!(names(&list), want, "{selector}");
+    }
+    for bad in ["involvedObject.name", "note", "regarding.foo"] {
+        let r = t.get(&format!("{EVENTS}?fieldSelector={bad}%3Dq")).await;
+        assert_eq!(r.code, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            r.json()["message"],
+            format!("field label not supported: {bad}")
+        );
+        let r = t
+            .get(&format!("{EVENTS}?watch=1&fieldSelector={bad}%3Dq"))
+            .await;
+        assert_eq!(r.code, StatusCode::BAD_REQUEST, "watch {bad}");
+    }
+    // core/v1 keeps its own labels.
+    let core = t
+        .get(&format!(
+            "{CORE_EVENTS}?fieldSelector=involvedObject.name%3Dq"
+        ))
+        .await
+        .json();
+    assert_eq!(names(&core), vec!["a2"]);
+    // A watch selects by the same labels.
+    let mut body = open_watch(
+        &t,
+        &format!("{EVENTS}?watch=1&fieldSelector=regarding.name%3Dq"),
+    )
+    .await;
+    let seen = read_events(&mut body, 1).await;
+    assert_eq!(seen[0]["object"]["metadata"]["name"], "a2");
+    assert_eq!(seen[0]["object"]["regarding"]["name"], "q");
+}
