@@ -117,6 +117,10 @@ pub struct Sources {
     /// Volume directory → [`payload_hash`] of what [`resync`] last found or wrote there
     /// (tokens left out). Held only for map operations, never across an await.
     written: Mutex<HashMap<PathBuf, u64>>,
+    /// The claim volumes already set up for a pod (`<pod dir>/volumes/kubernetes.io~pvc/
+    /// <volume>`), kubelet's processed pods of its desired state of world: only a claim not
+    /// yet set up is refused for being deleted, so a running pod's restarts keep their volume.
+    claims: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Sources {
@@ -136,6 +140,7 @@ impl Sources {
             configmaps,
             secrets,
             written: Mutex::new(HashMap::new()),
+            claims: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -192,6 +197,26 @@ impl Sources {
     pub fn forget_pod(&self, data_root: &Path, uid: &str) {
         let dir = pod_dir(data_root, uid);
         self.lock().retain(|d, _| !d.starts_with(&dir));
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| !d.starts_with(&dir));
+    }
+
+    /// Whether claim volume `key` was already set up for its pod.
+    fn claims_contains(&self, key: &Path) -> bool {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+
+    /// Records that claim volume `key` was set up for its pod.
+    fn claim_set_up(&self, key: PathBuf) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, u64>> {
@@ -581,7 +606,10 @@ async fn volume_content(
         let ty = h.type_.clone().unwrap_or_default();
         (PathBuf::from(&h.path), Content::Host(ty), false)
     } else if let Some(c) = &v.persistent_volume_claim {
-        let (path, ty) = claim_path(client, ns, &c.claim_name).await?;
+        let key = base.join("kubernetes.io~pvc").join(&v.name);
+        let first = !sources.claims_contains(&key);
+        let (path, ty) = claim_path(client, ns, &c.claim_name, first).await?;
+        sources.claim_set_up(key);
         (path, Content::Host(ty), c.read_only == Some(true))
     } else {
         return Ok(None);
@@ -589,10 +617,14 @@ async fn volume_content(
 }
 
 /// The host path of the PersistentVolume bound to claim `name` and its hostPath type.
+/// A claim being deleted is refused when it is not yet set up for the pod (`first`), as
+/// kubelet's volume manager refuses it (`getPVCExtractPV`: a pod using a PVC that is being
+/// deleted must not start): `error processing PVC <ns>/<name>: PVC is being deleted`.
 async fn claim_path(
     client: &Client,
     ns: &str,
     name: &str,
+    first: bool,
 ) -> Result<(PathBuf, String), VolumeError> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let Some(pvc) = claims.get_opt(name).await.map_err(VolumeError::Api)? else {
@@ -600,6 +632,11 @@ async fn claim_path(
             "persistentvolumeclaim \"{name}\" not found"
         )));
     };
+    if first && pvc.metadata.deletion_timestamp.is_some() {
+        return Err(VolumeError::Mount(format!(
+            "error processing PVC {ns}/{name}: PVC is being deleted"
+        )));
+    }
     let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     let volume = pvc
         .spec
