@@ -17,8 +17,9 @@
 //!
 //! Tokens are written when a container starts and renewed in place as kubelet's token manager
 //! does ([`refresh_tokens`], checked by each pod's worker): once 80 % of `expirationSeconds`
-//! has passed since the token file was written, or 24 h whatever the life, a new token is
-//! requested and swapped in with the rest of the volume.
+//! has passed since the token file was written, or 24 h whatever the life — each less a
+//! random jitter below 10 s, kubelet's, so that pods started together spread their
+//! renewals —, a new token is requested and swapped in with the rest of the volume.
 //!
 //! configMap, secret, downwardAPI and projected volumes are laid out by kubelet's
 //! `AtomicWriter` ([`atomic_write`]: a timestamped payload directory, the `..data` link swapped
@@ -117,6 +118,10 @@ pub struct Sources {
     /// Volume directory → [`payload_hash`] of what [`resync`] last found or wrote there
     /// (tokens left out). Held only for map operations, never across an await.
     written: Mutex<HashMap<PathBuf, u64>>,
+    /// The claim volumes already set up for a pod (`<pod dir>/volumes/kubernetes.io~pvc/
+    /// <volume>`), kubelet's processed pods of its desired state of world: only a claim not
+    /// yet set up is refused for being deleted, so a running pod's restarts keep their volume.
+    claims: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Sources {
@@ -136,6 +141,7 @@ impl Sources {
             configmaps,
             secrets,
             written: Mutex::new(HashMap::new()),
+            claims: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -202,6 +208,26 @@ impl Sources {
     pub fn forget_pod(&self, data_root: &Path, uid: &str) {
         let dir = pod_dir(data_root, uid);
         self.lock().retain(|d, _| !d.starts_with(&dir));
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| !d.starts_with(&dir));
+    }
+
+    /// Whether claim volume `key` was already set up for its pod.
+    fn claims_contains(&self, key: &Path) -> bool {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+
+    /// Records that claim volume `key` was set up for its pod.
+    fn claim_set_up(&self, key: PathBuf) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, u64>> {
@@ -369,12 +395,33 @@ async fn service_account_token(
     Ok(out.status.map(|s| s.token).unwrap_or_default())
 }
 
-/// kubelet's token manager's refresh rule (`requiresRefresh`, without its jitter): a token
-/// `age` old of life `expiration_seconds` is renewed once 80 % of that life has passed, or after
-/// 24 h whatever its life.
-pub fn token_needs_refresh(age: std::time::Duration, expiration_seconds: i64) -> bool {
-    let life = std::time::Duration::from_secs(expiration_seconds.max(0) as u64);
-    age >= life.mul_f64(0.8) || age >= std::time::Duration::from_secs(24 * 3600)
+/// kubelet's token manager's `maxJitter`: at most this much earlier than its due time is a
+/// token renewed, so that the pods started together do not all renew at once.
+pub const TOKEN_MAX_JITTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A jitter for one refresh check, as kubelet draws it: whole seconds, uniformly in
+/// `[0, TOKEN_MAX_JITTER)` (`time.Duration(rand.Float64()*maxJitter.Seconds()) * time.Second`).
+/// The randomness is std's: a fresh `RandomState` (randomly seeded SipHash keys, new ones
+/// for each state) hashing nothing, no cryptographic quality needed.
+pub fn token_jitter() -> std::time::Duration {
+    use std::hash::BuildHasher;
+    let r = std::collections::hash_map::RandomState::new().hash_one(());
+    std::time::Duration::from_secs(r % TOKEN_MAX_JITTER.as_secs())
+}
+
+/// kubelet's token manager's refresh rule (`requiresRefresh`,
+/// pkg/kubelet/token/token_manager.go): a token `age` old of life `expiration_seconds` is
+/// renewed once it is older than its life less 20 % of it (integer seconds, as kubelet
+/// computes it) less `jitter`, or older than 24 h less `jitter` whatever its life.
+pub fn token_needs_refresh(
+    age: std::time::Duration,
+    expiration_seconds: i64,
+    jitter: std::time::Duration,
+) -> bool {
+    let life = expiration_seconds.max(0) as u64;
+    let due = std::time::Duration::from_secs(life - life * 20 / 100);
+    let max = std::time::Duration::from_secs(24 * 3600);
+    age > max.saturating_sub(jitter) || age > due.saturating_sub(jitter)
 }
 
 /// The token files of `pod`'s projected volumes that are due for renewal by
@@ -412,7 +459,7 @@ fn due_tokens(
                 continue;
             };
             let age = now.duration_since(written).unwrap_or_default();
-            if token_needs_refresh(age, t.expiration_seconds.unwrap_or(3600)) {
+            if token_needs_refresh(age, t.expiration_seconds.unwrap_or(3600), token_jitter()) {
                 out.push((base.join(&v.name), t.path.clone(), t.clone(), mode));
             }
         }
@@ -591,7 +638,10 @@ async fn volume_content(
         let ty = h.type_.clone().unwrap_or_default();
         (PathBuf::from(&h.path), Content::Host(ty), false)
     } else if let Some(c) = &v.persistent_volume_claim {
-        let (path, ty) = claim_path(client, ns, &c.claim_name).await?;
+        let key = base.join("kubernetes.io~pvc").join(&v.name);
+        let first = !sources.claims_contains(&key);
+        let (path, ty) = claim_path(client, ns, &c.claim_name, first).await?;
+        sources.claim_set_up(key);
         (path, Content::Host(ty), c.read_only == Some(true))
     } else {
         return Ok(None);
@@ -599,10 +649,14 @@ async fn volume_content(
 }
 
 /// The host path of the PersistentVolume bound to claim `name` and its hostPath type.
+/// A claim being deleted is refused when it is not yet set up for the pod (`first`), as
+/// kubelet's volume manager refuses it (`getPVCExtractPV`: a pod using a PVC that is being
+/// deleted must not start): `error processing PVC <ns>/<name>: PVC is being deleted`.
 async fn claim_path(
     client: &Client,
     ns: &str,
     name: &str,
+    first: bool,
 ) -> Result<(PathBuf, String), VolumeError> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let Some(pvc) = claims.get_opt(name).await.map_err(VolumeError::Api)? else {
@@ -610,6 +664,11 @@ async fn claim_path(
             "persistentvolumeclaim \"{name}\" not found"
         )));
     };
+    if first && pvc.metadata.deletion_timestamp.is_some() {
+        return Err(VolumeError::Mount(format!(
+            "error processing PVC {ns}/{name}: PVC is being deleted"
+        )));
+    }
     let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     let volume = pvc
         .spec
@@ -1085,16 +1144,28 @@ mod tests {
     #[test]
     fn tokens_are_renewed_at_80_percent_of_their_life_or_a_day() {
         use std::time::Duration;
-        assert!(!token_needs_refresh(Duration::from_secs(2879), 3600));
-        assert!(token_needs_refresh(Duration::from_secs(2880), 3600));
-        assert!(!token_needs_refresh(
-            Duration::from_secs(80_000),
-            7 * 24 * 3600
-        ));
-        assert!(token_needs_refresh(
-            Duration::from_secs(86_400),
-            7 * 24 * 3600
-        ));
+        let s = Duration::from_secs;
+        let none = Duration::ZERO;
+        // kubelet: refresh once older than 80 % of the life (3600 - 720 s), less the jitter.
+        assert!(!token_needs_refresh(s(2880), 3600, none));
+        assert!(token_needs_refresh(s(2881), 3600, none));
+        // A jitter moves the refresh earlier by as much.
+        assert!(!token_needs_refresh(s(2870), 3600, s(9)));
+        assert!(token_needs_refresh(s(2872), 3600, s(9)));
+        // 20 % in whole seconds, as kubelet's integer arithmetic: 20 % of 601 s is 120 s.
+        assert!(token_needs_refresh(s(482), 601, none));
+        // A day whatever the life, less the jitter.
+        assert!(!token_needs_refresh(s(80_000), 7 * 24 * 3600, none));
+        assert!(!token_needs_refresh(s(86_400), 7 * 24 * 3600, none));
+        assert!(token_needs_refresh(s(86_401), 7 * 24 * 3600, none));
+        assert!(token_needs_refresh(s(86_395), 7 * 24 * 3600, s(6)));
+        // kubelet's jitter: whole seconds below 10 s, and not always the same.
+        let drawn: std::collections::BTreeSet<Duration> =
+            (0..200).map(|_| token_jitter()).collect();
+        assert!(drawn
+            .iter()
+            .all(|j| *j < TOKEN_MAX_JITTER && j.subsec_nanos() == 0));
+        assert!(drawn.len() > 1, "{drawn:?}");
 
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
@@ -1111,8 +1182,8 @@ mod tests {
         let now = std::time::SystemTime::now();
         // Fresh: nothing due; `other` was never written (not laid out): skipped.
         assert!(due_tokens(&root, &pod, now).is_empty());
-        // 8 minutes later (80 % of 10): due.
-        let due = due_tokens(&root, &pod, now + Duration::from_secs(480));
+        // Past 8 minutes later (80 % of 10): due, whatever the jitter.
+        let due = due_tokens(&root, &pod, now + Duration::from_secs(481));
         assert_eq!(due.len(), 1);
         assert_eq!((&due[0].0, due[0].1.as_str()), (&dir, "tok"));
     }

@@ -134,6 +134,11 @@ impl Query {
         self.0.get(key).map(String::as_str)
     }
 
+    /// Sets parameter `key` to `value` (as a rewritten request carries it on).
+    pub fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+
     /// A non-empty parameter's value.
     pub fn non_empty(&self, key: &str) -> Option<&str> {
         self.get(key).filter(|v| !v.is_empty())

@@ -343,6 +343,91 @@ fn kind_fields(group: &str, plural: &str) -> &'static [(&'static str, &'static s
     }
 }
 
+/// Resources served over another resource's storage (see `rest/convert.rs`) and their field
+/// label conversion: each label the served version accepts and the storage resource's label
+/// it stands for, as kube's `AddFieldLabelConversionFunc` registers them
+/// (`pkg/apis/events/v1/conversion.go`: `regarding.*` → `involvedObject.*`,
+/// `reportingController` → `reportingComponent`; `involvedObject.*` itself is refused).
+#[allow(clippy::type_complexity)]
+fn converted_labels(
+    group: &str,
+    plural: &str,
+) -> Option<(
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+)> {
+    match (group, plural) {
+        ("events.k8s.io", "events") => Some((
+            "",
+            "events",
+            &[
+                ("metadata.name", "metadata.name"),
+                ("metadata.namespace", "metadata.namespace"),
+                ("reason", "reason"),
+                ("regarding.kind", "involvedObject.kind"),
+                ("regarding.namespace", "involvedObject.namespace"),
+                ("regarding.name", "involvedObject.name"),
+                ("regarding.uid", "involvedObject.uid"),
+                ("regarding.apiVersion", "involvedObject.apiVersion"),
+                (
+                    "regarding.resourceVersion",
+                    "involvedObject.resourceVersion",
+                ),
+                ("regarding.fieldPath", "involvedObject.fieldPath"),
+                ("reportingController", "reportingComponent"),
+                ("source", "source"),
+                ("type", "type"),
+            ],
+        )),
+        _ => None,
+    }
+}
+
+/// One `field<op>value` term split at its operator (values keep their escapes).
+fn split_term(part: &str) -> Option<(&str, &'static str, &str)> {
+    for op in ["!=", "==", "="] {
+        if let Some((f, v)) = part.split_once(op) {
+            return Some((f, op, v));
+        }
+    }
+    None
+}
+
+/// The field selector `s` of the resource `group`/`plural` in the labels of the resource it
+/// is stored as, or `None` if it is not served over another resource's storage (kube converts
+/// a request's field labels with the scheme's conversion for the request's version before
+/// the storage evaluates them).
+///
+/// # Errors
+/// `field label not supported: <label>` for a label the served version does not register,
+/// and the parser's syntax error for a term without an operator.
+pub fn to_storage_labels(
+    s: &str,
+    group: &str,
+    plural: &str,
+) -> Result<Option<String>, SelectorError> {
+    let Some((_, _, labels)) = converted_labels(group, plural) else {
+        return Ok(None);
+    };
+    if s.trim().is_empty() {
+        return Ok(Some(String::new()));
+    }
+    let mut out = Vec::new();
+    for part in split_unescaped(s, ',') {
+        let (field, op, value) =
+            split_term(&part).ok_or_else(|| SelectorError::FieldSyntax(s.into(), part.clone()))?;
+        let field = field.trim();
+        let stored = labels
+            .iter()
+            .find(|(l, _)| *l == field)
+            .map(|(_, c)| *c)
+            .ok_or_else(|| SelectorError::FieldUnsupported(field.into()))?;
+        out.push(format!("{stored}{op}{value}"));
+    }
+    Ok(Some(out.join(",")))
+}
+
 /// A parsed field selector: `(json path, value, equal?)` terms, all of which must hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(String, String, bool)>);
@@ -386,6 +471,10 @@ fn unescape(s: &str) -> String {
 impl FieldSelector {
     /// Parses `s` for the resource `group`/`plural`.
     pub fn parse(s: &str, group: &str, plural: &str) -> Result<Self, SelectorError> {
+        if let Some((g, p, _)) = converted_labels(group, plural) {
+            let stored = to_storage_labels(s, group, plural)?.unwrap_or_default();
+            return Self::parse(&stored, g, p);
+        }
         let mut terms = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector(terms));

@@ -1432,6 +1432,34 @@ fn kubectl_types_and_versions(backend: Backend) {
         "jsonpath={.kind} {.items[*].note}",
     ]);
     assert_eq!(listed, "List hello from core");
+    // Field selectors at events.k8s.io/v1 take that version's labels.
+    let selected = |selector: &str| {
+        k.ok(&[
+            "get",
+            "events.v1.events.k8s.io",
+            "--field-selector",
+            selector,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+    };
+    assert_eq!(selected("regarding.name=x,regarding.kind=Deployment"), "e1");
+    assert_eq!(selected("regarding.name=y"), "");
+    assert_eq!(selected("reason=Tested,type=Normal"), "e1");
+    let refused = k.run(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "--field-selector",
+        "involvedObject.name=x",
+    ]);
+    assert!(!refused.ok);
+    assert!(
+        refused
+            .stderr
+            .contains("field label not supported: involvedObject.name"),
+        "{}",
+        refused.stderr
+    );
     let events = k.ok(&["events"]);
     assert!(events.contains("hello from core"), "{events}");
 }

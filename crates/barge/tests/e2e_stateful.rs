@@ -392,6 +392,91 @@ spec:
     assert!(static_dir.join("f").exists());
 }
 
+/// kubelet's volume manager refuses a pod whose claim is being deleted (`getPVCExtractPV`):
+/// a pod bound to the node (past the scheduler, which refuses such a claim itself) that uses
+/// a Terminating claim (a finalizer holds it) stays `ContainerCreating` with a `FailedMount`
+/// event.
+#[test]
+fn a_pod_whose_claim_is_being_deleted_does_not_start() {
+    let s = cluster(&[]);
+    let dir = s.dir.join("held-pv");
+    s.apply(&format!(
+        r#"apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: held-pv}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {{path: {}, type: DirectoryOrCreate}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: held, finalizers: [example.com/hold]}}
+spec:
+  storageClassName: manual
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+"#,
+        dir.display()
+    ));
+    s.wait_get(&["pvc", "held"], "{.status.phase}", 30, |p| p == "Bound");
+    s.k(&["delete", "pvc", "held", "--wait=false"]);
+    s.wait_get(&["pvc", "held"], "{.metadata.deletionTimestamp}", 30, |t| {
+        !t.is_empty()
+    });
+    s.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: late}}
+spec:
+  nodeName: {NODE}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:1.35
+    command: {BUSYBOX_SLEEP}
+    volumeMounts: [{{name: d, mountPath: /d}}]
+  volumes:
+  - {{name: d, persistentVolumeClaim: {{claimName: held}}}}
+"#
+    ));
+    let msg = s.wait_get(
+        &[
+            "events",
+            "--field-selector",
+            "involvedObject.name=late,reason=FailedMount",
+        ],
+        "{.items[0].type} {.items[0].message}",
+        60,
+        |m| !m.is_empty(),
+    );
+    assert_eq!(
+        msg,
+        "Warning error processing PVC default/held: PVC is being deleted"
+    );
+    assert_eq!(
+        s.k(&[
+            "get",
+            "pod",
+            "late",
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].state.waiting.reason}"
+        ]),
+        "Pending ContainerCreating"
+    );
+    s.k(&["delete", "pod", "late", "--timeout=60s"]);
+    s.k(&[
+        "patch",
+        "pvc",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+}
+
 const STATEFULSET: &str = r#"apiVersion: v1
 kind: Service
 metadata: {name: nginx}

@@ -295,9 +295,27 @@ fn validate_claim(spec: &Value, item: &Value) -> Vec<String> {
     errs
 }
 
+/// The violations of every LimitRange as one message, as kube's `utilerrors.NewAggregate`
+/// prints them (flattened, duplicates dropped, several in `[a, b]`); `None` if there are none.
+fn aggregate(errs: Vec<String>) -> Option<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for e in errs {
+        if !seen.contains(&e) {
+            seen.push(e);
+        }
+    }
+    match seen.len() {
+        0 => None,
+        1 => seen.pop(),
+        _ => Some(format!("[{}]", seen.join(", "))),
+    }
+}
+
 impl ApiServer {
-    /// LimitRanger on a new PersistentVolumeClaim `obj` in `ns`: its storage request within
-    /// every `PersistentVolumeClaim` item's `min`/`max` (a 403 with kube's wording).
+    /// LimitRanger on a PersistentVolumeClaim `obj` in `ns`, created or updated (kube's
+    /// `SupportsAttributes` takes both for claims; a claim already marked for deletion is
+    /// not checked): its storage request within every `PersistentVolumeClaim` item's
+    /// `min`/`max` of every LimitRange (a 403 with kube's wording, all violations).
     pub(crate) async fn admit_claim_limit_ranges(
         &self,
         info: &ResourceInfo,
@@ -308,20 +326,15 @@ impl ApiServer {
             .stored_objects(&format!("/registry/limitranges/{ns}/"))
             .await?;
         let name = meta_str(obj, "name").unwrap_or("").to_string();
-        for r in &ranges {
-            let errs: Vec<String> = r["spec"]["limits"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|item| validate_claim(&obj["spec"], item))
-                .collect();
-            match errs.len() {
-                0 => {}
-                1 => return Err(forbidden(info, &name, errs[0].clone())),
-                _ => return Err(forbidden(info, &name, format!("[{}]", errs.join(", ")))),
-            }
+        let errs: Vec<String> = ranges
+            .iter()
+            .flat_map(|r| r["spec"]["limits"].as_array().cloned().unwrap_or_default())
+            .flat_map(|item| validate_claim(&obj["spec"], &item))
+            .collect();
+        match aggregate(errs) {
+            None => Ok(()),
+            Some(msg) => Err(forbidden(info, &name, msg)),
         }
-        Ok(())
     }
 
     /// LimitRanger on a new pod `obj` in `ns`.
@@ -367,19 +380,16 @@ impl ApiServer {
             meta["annotations"][ANNOTATION] =
                 json!(format!("LimitRanger plugin set: {}", notes.join("; ")));
         }
-        // Validation: the first LimitRange with a violation refuses the pod.
-        for list in &items {
-            let errs: Vec<String> = list
-                .iter()
-                .flat_map(|item| validate(&obj["spec"], item))
-                .collect();
-            match errs.len() {
-                0 => {}
-                1 => return Err(forbidden(info, &name, errs[0].clone())),
-                _ => return Err(forbidden(info, &name, format!("[{}]", errs.join(", ")))),
-            }
+        // Validation: every LimitRange's violations, in one message.
+        let errs: Vec<String> = items
+            .iter()
+            .flatten()
+            .flat_map(|item| validate(&obj["spec"], item))
+            .collect();
+        match aggregate(errs) {
+            None => Ok(()),
+            Some(msg) => Err(forbidden(info, &name, msg)),
         }
-        Ok(())
     }
 }
 

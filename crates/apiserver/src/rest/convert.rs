@@ -437,6 +437,84 @@ fn drop_empty_annotations(obj: &mut Value) {
     }
 }
 
+/// A v2 `behavior` as kube's v1 conversion writes it into the behavior annotation:
+/// `json.Marshal` of the internal `autoscaling.HorizontalPodAutoscalerBehavior`, a type
+/// without JSON tags — Go field names in struct order, nil pointers as `null`, non-pointer
+/// fields always present (`{"ScaleUp":{"StabilizationWindowSeconds":0,"SelectPolicy":"Max",
+/// "Policies":[{"Type":"Pods","Value":4,"PeriodSeconds":15}],"Tolerance":null},…}`).
+fn behavior_annotation(b: &Value) -> String {
+    let or = |v: Option<&Value>, d: &str| match v.filter(|v| !v.is_null()) {
+        Some(v) => v.to_string(),
+        None => d.to_string(),
+    };
+    let rules = |r: &Value| -> String {
+        if !r.is_object() {
+            return "null".into();
+        }
+        let policies = match r.get("policies").and_then(Value::as_array) {
+            None => "null".to_string(),
+            Some(ps) => {
+                let ps: Vec<String> = ps
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            r#"{{"Type":{},"Value":{},"PeriodSeconds":{}}}"#,
+                            or(p.get("type"), "\"\""),
+                            or(p.get("value"), "0"),
+                            or(p.get("periodSeconds"), "0")
+                        )
+                    })
+                    .collect();
+                format!("[{}]", ps.join(","))
+            }
+        };
+        format!(
+            r#"{{"StabilizationWindowSeconds":{},"SelectPolicy":{},"Policies":{policies},"Tolerance":{}}}"#,
+            or(r.get("stabilizationWindowSeconds"), "null"),
+            or(r.get("selectPolicy"), "null"),
+            or(r.get("tolerance"), "null")
+        )
+    };
+    format!(
+        r#"{{"ScaleUp":{},"ScaleDown":{}}}"#,
+        rules(&b["scaleUp"]),
+        rules(&b["scaleDown"])
+    )
+}
+
+/// The behavior annotation read back as v2's `behavior`: keys matched case-insensitively
+/// (Go's `encoding/json` does, so both kube's Go field names and v2's names are read), nulls
+/// dropped.
+fn behavior_from_annotation(v: &Value) -> Value {
+    const NAMES: [&str; 9] = [
+        "scaleUp",
+        "scaleDown",
+        "stabilizationWindowSeconds",
+        "selectPolicy",
+        "policies",
+        "tolerance",
+        "type",
+        "value",
+        "periodSeconds",
+    ];
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| {
+                    let name = NAMES
+                        .iter()
+                        .find(|n| n.eq_ignore_ascii_case(k))
+                        .map_or_else(|| k.clone(), |n| (*n).to_string());
+                    (name, behavior_from_annotation(v))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(behavior_from_annotation).collect()),
+        other => other.clone(),
+    }
+}
+
 /// autoscaling/v2 HorizontalPodAutoscaler → autoscaling/v1.
 fn hpa_v2_to_v1(obj: &Value) -> Value {
     let mut out = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
@@ -500,7 +578,7 @@ fn hpa_v2_to_v1(obj: &Value) -> Value {
         a.insert(CURRENT_METRICS.into(), json!(Value::Array(v1).to_string()));
     }
     if let Some(b) = behavior {
-        a.insert(BEHAVIOR.into(), json!(b.to_string()));
+        a.insert(BEHAVIOR.into(), json!(behavior_annotation(&b)));
     }
     if !conditions.is_empty() {
         a.insert(
@@ -553,7 +631,7 @@ fn hpa_v1_to_v2(obj: &Value) -> Value {
         v.as_str()
             .and_then(|s| serde_json::from_str::<Value>(s).ok())
     }) {
-        s.insert("behavior".into(), b);
+        s.insert("behavior".into(), behavior_from_annotation(&b));
     }
     out["spec"] = Value::Object(s);
     let status = &obj["status"];
@@ -642,6 +720,21 @@ impl ApiServer {
             Verb::Watch => {
                 sreq.info = request_info.clone();
                 return self.watch(&sreq).await;
+            }
+            Verb::List | Verb::DeleteCollection => {
+                // Field labels are the request version's, converted to storage's.
+                if let Some(fs) = sreq.query.get("fieldSelector") {
+                    let stored = crate::selectors::to_storage_labels(
+                        fs,
+                        request_info.group,
+                        request_info.plural,
+                    )
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                    if let Some(stored) = stored {
+                        sreq.query.set("fieldSelector", stored);
+                    }
+                }
+                super::route(self, &sreq).await?
             }
             _ => super::route(self, &sreq).await?,
         };

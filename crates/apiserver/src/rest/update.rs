@@ -204,6 +204,13 @@ impl ApiServer {
         validate_meta(info, &result, matches!(part, Part::Main | Part::Ephemeral))?;
         if part == Part::Main && info.namespaced {
             let ns = meta_str(&result, "namespace").unwrap_or("").to_string();
+            // LimitRanger takes claim updates (a resize) too, unless the claim is being
+            // deleted.
+            if (info.group, info.plural) == ("", "persistentvolumeclaims")
+                && old["metadata"]["deletionTimestamp"].is_null()
+            {
+                self.admit_claim_limit_ranges(info, &ns, &result).await?;
+            }
             self.admit_quota_update(info, &ns, &old, &result).await?;
         }
         let subresource = match part {

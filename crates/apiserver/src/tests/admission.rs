@@ -584,3 +584,102 @@ async fn pod_requests_default_to_limits_and_the_qos_class_is_set_at_create() {
         .await;
     assert_eq!(r.json()["status"]["qosClass"], "BestEffort", "{}", r.text());
 }
+
+/// LimitRanger's `PersistentVolumeClaim` items: `min`/`max` storage against the claim's
+/// request on create and on update (a resize), every LimitRange's violations in one 403,
+/// and a claim being deleted is not checked (its finalizers can go).
+#[tokio::test]
+async fn claim_storage_within_limit_ranges() {
+    let t = super::server().await;
+    for (name, item) in [
+        (
+            "storage",
+            json!({"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"}, "max": {"storage": "2Gi"}}),
+        ),
+        (
+            "ceiling",
+            json!({"type": "PersistentVolumeClaim", "max": {"storage": "3Gi"}}),
+        ),
+    ] {
+        let r = t
+            .send(
+                Method::POST,
+                LIMITS,
+                json!({"metadata": {"name": name}, "spec": {"limits": [item]}}),
+            )
+            .await;
+        assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    }
+    let pvcs = "/api/v1/namespaces/default/persistentvolumeclaims";
+    let claim = |name: &str, storage: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": storage}}}})
+    };
+    let r = t.send(Method::POST, pvcs, claim("x", "500Mi")).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "persistentvolumeclaims \"x\" is forbidden: minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"
+    );
+    // Both LimitRanges' violations (in name order here; kube's lister has none).
+    let r = t.send(Method::POST, pvcs, claim("x", "5Gi")).await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "persistentvolumeclaims \"x\" is forbidden: [maximum storage usage per PersistentVolumeClaim is 3Gi, but request is 5Gi, maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi]"
+    );
+    let r = t.send(Method::POST, pvcs, claim("x", "1Gi")).await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    // A resize past the max is refused, one within it passes.
+    let r = t
+        .patch(
+            &format!("{pvcs}/x"),
+            "application/merge-patch+json",
+            r#"{"spec":{"resources":{"requests":{"storage":"2500Mi"}}}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_eq!(
+        r.json()["message"],
+        "persistentvolumeclaims \"x\" is forbidden: maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 2500Mi"
+    );
+    let mut put = t.get(&format!("{pvcs}/x")).await.json();
+    put["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+    let r = t.send(Method::PUT, &format!("{pvcs}/x"), put).await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    // A tighter LimitRange later does not keep a deleted claim's finalizers on.
+    let r = t
+        .patch(
+            &format!("{LIMITS}/storage"),
+            "application/merge-patch+json",
+            r#"{"spec":{"limits":[{"type":"PersistentVolumeClaim","max":{"storage":"1Gi"}}]}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let r = t
+        .patch(
+            &format!("{pvcs}/x"),
+            "application/merge-patch+json",
+            r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::FORBIDDEN, "{}", r.text());
+    let mut put = t.get(&format!("{pvcs}/x")).await.json();
+    put["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    put["spec"]["resources"]["requests"]["storage"] = json!("1Gi");
+    let r = t.send(Method::PUT, &format!("{pvcs}/x"), put).await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let r = t
+        .send(Method::DELETE, &format!("{pvcs}/x"), json!({}))
+        .await;
+    assert!(r.code.is_success(), "{}", r.text());
+    let r = t
+        .patch(
+            &format!("{pvcs}/x"),
+            "application/merge-patch+json",
+            r#"{"metadata":{"finalizers":null}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+}

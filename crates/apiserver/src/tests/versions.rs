@@ -278,3 +278,180 @@ async fn server_side_apply_at_autoscaling_v1() {
     assert_eq!(r.code, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["spec"]["targetCPUUtilizationPercentage"], 70);
 }
+
+/// events.k8s.io/v1 field selectors take that version's labels (`regarding.name`,
+/// `reportingController`, …) mapped to core's fields, as kube's field label conversion
+/// does; core's own `involvedObject.*` labels are not among them.
+#[tokio::test]
+async fn events_field_selectors_at_events_k8s_io() {
+    let t = server().await;
+    for (name, target, component) in [("a1", "p", "kubelet"), ("a2", "q", "scheduler")] {
+        let r = t
+            .send(
+                Method::POST,
+                CORE_EVENTS,
+                json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+                    "involvedObject": {"kind": "Pod", "name": target, "namespace": "default"},
+                    "reason": "Seen", "type": "Normal", "message": "m",
+                    "source": {"component": component}, "reportingComponent": component}),
+            )
+            .await;
+        assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    }
+    let names = |list: &serde_json::Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (selector, want) in [
+        ("regarding.name%3Dq", vec!["a2"]),
+        ("regarding.name!%3Dq,regarding.kind%3DPod", vec!["a1"]),
+        ("reportingController%3Dkubelet", vec!["a1"]),
+        ("source%3Dscheduler", vec!["a2"]),
+        ("type%3DNormal,reason%3DSeen,metadata.name%3Da1", vec!["a1"]),
+        ("regarding.namespace%3Ddefault", vec!["a1", "a2"]),
+    ] {
+        let r = t.get(&format!("{EVENTS}?fieldSelector={selector}")).await;
+        assert_eq!(r.code, StatusCode::OK, "{selector}: {}", r.text());
+        let list = r.json();
+        assert_eq!(list["kind"], "EventList");
+        assert_eq!(names(&list), want, "{selector}");
+    }
+    for bad in ["involvedObject.name", "note", "regarding.foo"] {
+        let r = t.get(&format!("{EVENTS}?fieldSelector={bad}%3Dq")).await;
+        assert_eq!(r.code, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            r.json()["message"],
+            format!("field label not supported: {bad}")
+        );
+        let r = t
+            .get(&format!("{EVENTS}?watch=1&fieldSelector={bad}%3Dq"))
+            .await;
+        assert_eq!(r.code, StatusCode::BAD_REQUEST, "watch {bad}");
+    }
+    // core/v1 keeps its own labels.
+    let core = t
+        .get(&format!(
+            "{CORE_EVENTS}?fieldSelector=involvedObject.name%3Dq"
+        ))
+        .await
+        .json();
+    assert_eq!(names(&core), vec!["a2"]);
+    // A watch selects by the same labels.
+    let mut body = open_watch(
+        &t,
+        &format!("{EVENTS}?watch=1&fieldSelector=regarding.name%3Dq"),
+    )
+    .await;
+    let seen = read_events(&mut body, 1).await;
+    assert_eq!(seen[0]["object"]["metadata"]["name"], "a2");
+    assert_eq!(seen[0]["object"]["regarding"]["name"], "q");
+}
+
+/// kube's `SetDefaults_HorizontalPodAutoscaler` (autoscaling/v2): `minReplicas` 1, a CPU
+/// 80 % utilization metric when there are none, a given behavior completed (scale-down's
+/// stabilization window stays unset: the controller's 300 s applies); an autoscaling/v1
+/// object reads back with the defaulted CPU target and the behavior in kube's annotation
+/// (the internal type marshalled: Go field names).
+#[tokio::test]
+async fn hpa_defaults_as_kube() {
+    let t = server().await;
+    let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"});
+    let r = t
+        .send(
+            Method::POST,
+            HPA_V2,
+            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "plain"},
+                "spec": {"scaleTargetRef": target, "maxReplicas": 3}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let spec = &r.json()["spec"];
+    assert_eq!(spec["minReplicas"], 1);
+    assert_eq!(
+        spec["metrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 80}}}])
+    );
+    assert!(spec.get("behavior").is_none(), "{spec}");
+
+    let r = t
+        .send(
+            Method::POST,
+            HPA_V2,
+            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "tuned"},
+                "spec": {"scaleTargetRef": target, "minReplicas": 2, "maxReplicas": 5,
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let behavior = r.json()["spec"]["behavior"].clone();
+    assert_eq!(
+        behavior,
+        json!({
+            "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
+                {"type": "Pods", "value": 4, "periodSeconds": 15},
+                {"type": "Percent", "value": 100, "periodSeconds": 15}]},
+            "scaleDown": {"stabilizationWindowSeconds": 60, "selectPolicy": "Max", "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": 15}]}
+        })
+    );
+    // A merge patch that drops the policies and the window gets them defaulted again
+    // (scale-down's window is not defaulted).
+    let r = t
+        .patch(
+            &format!("{HPA_V2}/tuned"),
+            "application/merge-patch+json",
+            r#"{"spec":{"behavior":{"scaleUp":{"policies":null},"scaleDown":{"stabilizationWindowSeconds":null,"selectPolicy":"Min"}}}}"#,
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let behavior = r.json()["spec"]["behavior"].clone();
+    assert_eq!(behavior["scaleUp"]["policies"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        behavior["scaleDown"],
+        json!({"selectPolicy": "Min", "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]})
+    );
+
+    // At autoscaling/v1: the defaulted CPU target, and the behavior as kube's annotation.
+    let v1 = t.get(&format!("{HPA_V1}/plain")).await.json();
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 80);
+    assert_eq!(v1["spec"]["minReplicas"], 1);
+    assert!(v1["metadata"].get("annotations").is_none(), "{v1}");
+    let v1 = t.get(&format!("{HPA_V1}/tuned")).await.json();
+    assert_eq!(
+        v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/behavior"],
+        concat!(
+            r#"{"ScaleUp":{"StabilizationWindowSeconds":0,"SelectPolicy":"Max","Policies":["#,
+            r#"{"Type":"Pods","Value":4,"PeriodSeconds":15},{"Type":"Percent","Value":100,"PeriodSeconds":15}],"Tolerance":null},"#,
+            r#""ScaleDown":{"StabilizationWindowSeconds":null,"SelectPolicy":"Min","Policies":["#,
+            r#"{"Type":"Percent","Value":100,"PeriodSeconds":15}],"Tolerance":null}}"#
+        )
+    );
+    // An update at v1 that carries the annotation keeps the behavior.
+    let mut put = v1.clone();
+    put["spec"]["maxReplicas"] = json!(6);
+    let r = t.send(Method::PUT, &format!("{HPA_V1}/tuned"), put).await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    let v2 = t.get(&format!("{HPA_V2}/tuned")).await.json();
+    assert_eq!(v2["spec"]["maxReplicas"], 6);
+    assert_eq!(v2["spec"]["behavior"], behavior);
+    assert!(v2["metadata"].get("annotations").is_none(), "{v2}");
+
+    // Created at v1 with no target: v1's pseudo-default, CPU at 80 %.
+    let r = t
+        .send(
+            Method::POST,
+            HPA_V1,
+            json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "old"}, "spec": {"scaleTargetRef": target, "maxReplicas": 2}}),
+        )
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["spec"]["targetCPUUtilizationPercentage"], 80);
+}

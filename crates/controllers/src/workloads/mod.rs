@@ -67,7 +67,10 @@ pub struct Ctx {
 /// client-go's `ItemExponentialFailureRateLimiter(5ms, 1000s)`, the per-item part of the
 /// workqueue's default rate limiter: an object whose sync keeps failing (a quota refusing its
 /// pods, a webhook down) is retried after 5 ms, 10 ms, 20 ms … up to 1000 s, not every
-/// second forever; a successful sync forgets its failures (`queue.Forget`).
+/// second forever; a successful sync forgets its failures (`queue.Forget`), and so does the
+/// object's deletion (client-go's rate limiter is keyed by name and forgotten when the
+/// deleted key's sync finds nothing; here keys are UIDs, so a deleted object's count would
+/// otherwise stay for good).
 #[derive(Default)]
 pub struct Backoff(std::sync::Mutex<std::collections::HashMap<String, u32>>);
 
@@ -89,6 +92,64 @@ impl Backoff {
     /// Forgets `key`'s failures after a successful sync.
     pub fn forget(&self, key: &str) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// Forgets the failures of the object a `Delete` event names.
+    pub fn observe<K: Resource>(&self, ev: &watcher::Event<K>) {
+        if let watcher::Event::Delete(o) = ev {
+            if let Some(uid) = &o.meta().uid {
+                self.forget(uid);
+            }
+        }
+    }
+
+    /// Keeps only the failures of objects `live` still knows (a re-list reports objects
+    /// deleted meanwhile by no event).
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| live(k));
+    }
+
+    /// How many objects have failures recorded.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no object has failures recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Informers {
+    /// Whether a workload object (one the controllers here reconcile) of UID `uid` is cached.
+    fn knows(&self, uid: &str) -> bool {
+        fn has<K: Resource + Clone + 'static>(s: &Store<K>, uid: &str) -> bool
+        where
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            s.state()
+                .iter()
+                .any(|o| o.meta().uid.as_deref() == Some(uid))
+        }
+        has(&self.replicasets, uid)
+            || has(&self.rcs, uid)
+            || has(&self.deployments, uid)
+            || has(&self.jobs, uid)
+            || has(&self.cronjobs, uid)
+            || has(&self.statefulsets, uid)
+            || has(&self.daemonsets, uid)
+    }
+}
+
+/// The backoff bookkeeping of a workload informer's event: a deleted object's failures are
+/// forgotten; after a re-list, those of objects no longer cached.
+fn forget_gone<K: Resource>(ctx: &Ctx, ev: &watcher::Event<K>) {
+    ctx.backoff.observe(ev);
+    if matches!(ev, watcher::Event::InitDone) && !ctx.backoff.is_empty() {
+        ctx.backoff.retain(|uid| ctx.informers.knows(uid));
     }
 }
 
@@ -184,11 +245,12 @@ pub async fn run(client: Client) {
         )));
     }
     {
-        let q = queues.clone();
+        let (q, c) = (queues.clone(), ctx.clone());
         tasks.push(tokio::spawn(inform(
             Api::<ReplicationController>::all(client.clone()),
             rcs_w,
             move |ev, _| {
+                forget_gone(&c, ev);
                 for o in touched(ev) {
                     let _ = q.rc.send(ObjectRef::from(o));
                 }
@@ -196,11 +258,12 @@ pub async fn run(client: Client) {
         )));
     }
     {
-        let q = queues.clone();
+        let (q, c) = (queues.clone(), ctx.clone());
         tasks.push(tokio::spawn(inform(
             Api::<Deployment>::all(client.clone()),
             deps_w,
             move |ev, _| {
+                forget_gone(&c, ev);
                 for o in touched(ev) {
                     let _ = q.deploy.send(ObjectRef::from(o));
                 }
@@ -208,11 +271,12 @@ pub async fn run(client: Client) {
         )));
     }
     {
-        let q = queues.clone();
+        let (q, c) = (queues.clone(), ctx.clone());
         tasks.push(tokio::spawn(inform(
             Api::<Job>::all(client.clone()),
             jobs_w,
             move |ev, _| {
+                forget_gone(&c, ev);
                 for o in touched(ev) {
                     let _ = q.job.send(ObjectRef::from(o));
                     if let Some(c) = pods::controller_of(&o.metadata) {
@@ -226,11 +290,12 @@ pub async fn run(client: Client) {
         )));
     }
     {
-        let q = queues.clone();
+        let (q, c) = (queues.clone(), ctx.clone());
         tasks.push(tokio::spawn(inform(
             Api::<CronJob>::all(client.clone()),
             cjs_w,
             move |ev, _| {
+                forget_gone(&c, ev);
                 for o in touched(ev) {
                     let _ = q.cronjob.send(ObjectRef::from(o));
                 }
@@ -239,11 +304,12 @@ pub async fn run(client: Client) {
     }
 
     {
-        let q = queues.clone();
+        let (q, c) = (queues.clone(), ctx.clone());
         tasks.push(tokio::spawn(inform(
             Api::<StatefulSet>::all(client.clone()),
             stss_w,
             move |ev, _| {
+                forget_gone(&c, ev);
                 for o in touched(ev) {
                     let _ = q.sts.send(ObjectRef::from(o));
                 }
@@ -252,11 +318,12 @@ pub async fn run(client: Client) {
     }
 
     {
-        let q = queues.clone();
+        let (q, c) = (queues.clone(), ctx.clone());
         tasks.push(tokio::spawn(inform(
             Api::<DaemonSet>::all(client.clone()),
             dss_w,
             move |ev, _| {
+                forget_gone(&c, ev);
                 for o in touched(ev) {
                     let _ = q.ds.send(ObjectRef::from(o));
                 }
@@ -534,6 +601,7 @@ fn on_pod(q: &Queues, ctx: &Ctx, ev: &watcher::Event<Pod>, old: Option<Arc<Pod>>
 /// A ReplicaSet event queues itself and the Deployment controlling it (or, for an orphan,
 /// every Deployment of its namespace, which adopts it if its selector matches).
 fn on_replicaset(q: &Queues, ctx: &Ctx, ev: &watcher::Event<ReplicaSet>) {
+    forget_gone(ctx, ev);
     for rs in touched(ev) {
         let _ = q.rs.send(ObjectRef::from(rs));
         let ns = rs.metadata.namespace.clone().unwrap_or_default();
@@ -581,5 +649,33 @@ mod tests {
         );
         b.forget("uid-1");
         assert_eq!(b.failed("uid-1"), Duration::from_millis(5));
+    }
+
+    fn rs(uid: &str) -> ReplicaSet {
+        let mut rs = ReplicaSet::default();
+        rs.metadata.name = Some(format!("rs-{uid}"));
+        rs.metadata.namespace = Some("default".into());
+        rs.metadata.uid = Some(uid.into());
+        rs
+    }
+
+    #[test]
+    fn a_deleted_objects_failures_are_forgotten() {
+        let b = Backoff::default();
+        b.failed("a");
+        b.failed("a");
+        b.failed("b");
+        // An update of a failing object keeps its count; its deletion drops it.
+        b.observe(&watcher::Event::Apply(rs("a")));
+        assert_eq!(b.len(), 2);
+        b.observe(&watcher::Event::Delete(rs("a")));
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.failed("a"), Duration::from_millis(5), "a new count");
+        // After a re-list, only the objects still there keep theirs.
+        b.retain(|uid| uid == "b");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.failed("b"), Duration::from_millis(10));
+        b.observe(&watcher::Event::Delete(rs("b")));
+        assert!(b.is_empty());
     }
 }
