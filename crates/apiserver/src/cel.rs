@@ -82,48 +82,95 @@ fn compile(source: &str) -> Result<Compiled, CelError> {
                 .replace("Syntax error: Syntax error", "Syntax error"),
         )
     })?;
-    let refs = program.references();
-    let mut unknown: Vec<&str> = refs
-        .variables()
-        .into_iter()
-        .filter(|v| !matches!(*v, "self" | "oldSelf" | "optional"))
-        .filter(|v| !is_comprehension_variable(source, v))
-        .collect();
-    unknown.sort_unstable();
-    if let Some(v) = unknown.first() {
+    let mut free = std::collections::BTreeSet::new();
+    free_variables(program.expression(), &mut Vec::new(), &mut free);
+    if let Some(v) = free.iter().find(|v| !KNOWN_IDENTS.contains(&v.as_str())) {
         return Err(CelError::Compile(format!(
             "ERROR: <input>:1:1: undeclared reference to '{v}' (in container '')"
         )));
     }
-    let uses_old_self = refs.has_variable("oldSelf");
+    let uses_old_self = free.contains("oldSelf");
     Ok(Compiled {
         program,
         uses_old_self,
     })
 }
 
-/// Whether `name` is a macro's iteration variable in `source` (`all(x, …)`, `map(k, v, …)`):
-/// cel-rust reports those among the references.
-fn is_comprehension_variable(source: &str, name: &str) -> bool {
-    [
-        "all(",
-        "exists(",
-        "exists_one(",
-        "existsOne(",
-        "map(",
-        "filter(",
-        "transformList(",
-        "transformMap(",
-        "sortBy(",
-    ]
-    .iter()
-    .any(|m| {
-        source.match_indices(m).any(|(i, _)| {
-            let args = &source[i + m.len()..];
-            let first: Vec<&str> = args.splitn(3, ',').take(2).map(str::trim).collect();
-            first.first() == Some(&name) || (first.get(1) == Some(&name))
-        })
-    })
+/// The identifiers a rule may name: its variables, the `optional` namespace and type names.
+const KNOWN_IDENTS: &[&str] = &[
+    "self",
+    "oldSelf",
+    "optional",
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "type",
+    "null_type",
+    "dyn",
+];
+
+/// The identifiers `expr` reads that no macro binds (`bound`: the iteration and accumulator
+/// variables in scope).
+fn free_variables(
+    expr: &cel::IdedExpr,
+    bound: &mut Vec<String>,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    use cel::common::ast::{EntryExpr, Expr};
+    let entries = |entries: &[cel::common::ast::IdedEntryExpr],
+                   bound: &mut Vec<String>,
+                   out: &mut std::collections::BTreeSet<String>| {
+        for e in entries {
+            match &e.expr {
+                EntryExpr::StructField(f) => free_variables(&f.value, bound, out),
+                EntryExpr::MapEntry(m) => {
+                    free_variables(&m.key, bound, out);
+                    free_variables(&m.value, bound, out);
+                }
+            }
+        }
+    };
+    match &expr.expr {
+        Expr::Unspecified | Expr::Literal(_) => {}
+        Expr::Ident(name) => {
+            if !name.starts_with('@') && !bound.iter().any(|b| b == name) {
+                out.insert(name.clone());
+            }
+        }
+        Expr::Call(call) => {
+            if let Some(t) = &call.target {
+                free_variables(t, bound, out);
+            }
+            for a in &call.args {
+                free_variables(a, bound, out);
+            }
+        }
+        Expr::Select(sel) => free_variables(&sel.operand, bound, out),
+        Expr::List(list) => {
+            for e in &list.elements {
+                free_variables(e, bound, out);
+            }
+        }
+        Expr::Map(map) => entries(&map.entries, bound, out),
+        Expr::Struct(st) => entries(&st.entries, bound, out),
+        Expr::Comprehension(c) => {
+            free_variables(&c.iter_range, bound, out);
+            free_variables(&c.accu_init, bound, out);
+            let depth = bound.len();
+            bound.push(c.iter_var.clone());
+            bound.extend(c.iter_var2.clone());
+            bound.push(c.accu_var.clone());
+            free_variables(&c.loop_cond, bound, out);
+            free_variables(&c.loop_step, bound, out);
+            free_variables(&c.result, bound, out);
+            bound.truncate(depth);
+        }
+    }
 }
 
 /// One `x-kubernetes-validations` entry.
@@ -724,7 +771,8 @@ mod tests {
         let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
             "x-kubernetes-validations": [
                 {"rule": "self.x >"},
-                {"rule": "self.a.all(i, i > 0) && size(self.b) > 0"},
+                {"rule": "self.a.all(i, i > 0) && size(self.b) > 0 && self.a.map(j, j * 2).exists(k, k > 2)"},
+                {"rule": "self.a.all(i, i > 0) && i > 0"},
                 {"rule": "foo == 1"},
                 {"rule": "true", "reason": "Bogus"},
                 {"rule": "true", "fieldPath": ".nope"},
@@ -737,8 +785,9 @@ mod tests {
             vec![
                 "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule",
                 "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[2].rule",
-                "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[3].reason",
-                "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[4].fieldPath",
+                "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[3].rule",
+                "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[4].reason",
+                "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[5].fieldPath",
             ]
         );
         assert!(
@@ -746,7 +795,10 @@ mod tests {
             "{}",
             causes[0].message
         );
-        assert!(causes[1].message.ends_with(
+        assert!(causes[1]
+            .message
+            .ends_with("undeclared reference to 'i' (in container '')"));
+        assert!(causes[2].message.ends_with(
             "compilation failed: ERROR: <input>:1:1: undeclared reference to 'foo' (in container '')"
         ));
     }
