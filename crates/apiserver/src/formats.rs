@@ -159,7 +159,7 @@ fn isbn10(s: &str) -> bool {
             (i as u32 + 1) * v
         })
         .sum();
-    sum % 11 == 0
+    sum.is_multiple_of(11)
 }
 
 fn isbn13(s: &str) -> bool {
@@ -201,7 +201,7 @@ fn credit_card(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// kube-openapi's `ParseDateTime` layouts: RFC 3339 (any fraction), without a zone, or with
