@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 /// One validation failure (a kube `StatusCause`): reason `FieldValueInvalid`,
-/// `FieldValueRequired`, `FieldValueNotSupported`, `FieldValueTooLong`, `FieldValueTooMany`.
+/// `FieldValueTypeInvalid` (wrong type or format), `FieldValueRequired`, `FieldValueNotSupported`, `FieldValueTooLong`, `FieldValueTooMany`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cause {
     pub reason: &'static str,
@@ -17,7 +17,7 @@ pub struct Cause {
 }
 
 impl Cause {
-    fn new(reason: &'static str, field: &str, message: String) -> Cause {
+    pub(crate) fn new(reason: &'static str, field: &str, message: String) -> Cause {
         Cause {
             reason,
             message,
@@ -278,7 +278,7 @@ fn validate_node(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
                 .and_then(Value::as_str)
                 .unwrap_or("object");
             out.push(Cause::new(
-                "FieldValueInvalid",
+                "FieldValueTypeInvalid",
                 path,
                 format!("Invalid value: \"null\": {path} in body must be of type {t}: \"null\""),
             ));
@@ -298,7 +298,7 @@ fn validate_node(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
         } || (int_or_string && matches!(actual, "integer" | "string"));
         if !ok {
             out.push(Cause::new(
-                "FieldValueInvalid",
+                "FieldValueTypeInvalid",
                 path,
                 format!(
                     "Invalid value: \"{actual}\": {path} in body must be of type {t}: \"{actual}\""
@@ -386,6 +386,19 @@ fn validate_node(v: &Value, schema: &Value, path: &str, out: &mut Vec<Cause>) {
                         format!("Invalid value: {:?}: {path} in body should match '{p}'", s),
                     ));
                 }
+            }
+        }
+        // kube-openapi's format validator: string (or untyped) schemas, known formats only.
+        if let Some(f) = schema.get("format").and_then(Value::as_str) {
+            let typed = schema.get("type").and_then(Value::as_str);
+            if matches!(typed, None | Some("" | "string"))
+                && crate::formats::valid(f, s) == Some(false)
+            {
+                out.push(Cause::new(
+                    "FieldValueTypeInvalid",
+                    path,
+                    format!("Invalid value: {s:?}: {path} in body must be of type {f}: {s:?}"),
+                ));
             }
         }
     }

@@ -614,12 +614,35 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
             field: "spec.versions".into(),
         });
     }
+    // kube validates its internal form, where a schema every version shares is hoisted to
+    // `spec.validation`: the paths of its errors start there.
+    let first = versions
+        .first()
+        .and_then(|v| v["schema"].get("openAPIV3Schema"));
+    let shared = first.is_some()
+        && versions
+            .iter()
+            .all(|v| v["schema"].get("openAPIV3Schema") == first);
     for (i, v) in versions.iter().enumerate() {
-        let base = format!("spec.versions[{i}].schema.openAPIV3Schema");
+        if shared && i > 0 {
+            break;
+        }
+        let base = if shared {
+            "spec.validation.openAPIV3Schema".to_string()
+        } else {
+            format!("spec.versions[{i}].schema.openAPIV3Schema")
+        };
         match v["schema"].get("openAPIV3Schema") {
             None => out.push(Cause::required(&base, "schemas are required")),
             Some(schema) => {
-                for c in crate::crd::check_structural(schema, &base) {
+                let structural = crate::crd::check_structural(schema, &base);
+                // Rules compile against a structural schema only.
+                let rules = if structural.is_empty() {
+                    crate::cel::check_rules(schema, &base)
+                } else {
+                    Vec::new()
+                };
+                for c in structural.into_iter().chain(rules) {
                     out.push(Cause {
                         reason: c.reason.into(),
                         message: c.message,

@@ -34,9 +34,11 @@ pub mod table;
 pub mod validation;
 mod watchcache;
 
+pub mod cel;
 pub mod crd;
 pub mod custom;
 pub mod fields;
+pub mod formats;
 pub mod openapi;
 pub mod rbac;
 pub mod schema;

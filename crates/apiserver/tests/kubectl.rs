@@ -1226,7 +1226,7 @@ fn kubectl_custom_resources(backend: Backend) {
     let out = k.run(&["apply", "-f", path.to_str().unwrap()]);
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"),
+        out.stderr.contains("spec.validation.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"),
         "{}",
         out.stderr
     );

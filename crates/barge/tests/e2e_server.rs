@@ -1310,3 +1310,65 @@ fn kube_rs_over_https_with_the_written_kubeconfig() {
         watching.abort();
     });
 }
+
+/// A CRD with a CEL validation rule (`x-kubernetes-validations`), applied with kubectl; a
+/// custom resource that breaks the rule is refused with kube's error as kubectl prints it,
+/// and one that keeps it is created.
+#[test]
+fn kubectl_meets_a_crd_cel_rule() {
+    let s = Server::start(false, &[]);
+    s.apply(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: self.minReplicas <= self.replicas
+              message: replicas must be at least minReplicas
+            properties:
+              replicas: {type: integer}
+              minReplicas: {type: integer}
+"#,
+    );
+    s.k(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/gadgets.example.com",
+        "--timeout=60s",
+    ]);
+    let gadget = |name: &str, replicas: u32| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  minReplicas: 3\n"
+        )
+    };
+    // Until kubectl's discovery sees the new kind, apply fails with "no matches".
+    let out = s.until(60, "the Gadget kind in discovery", || {
+        let (ok, out) = s.try_apply(&gadget("bad", 1));
+        (ok || !out.contains("no matches for kind")).then_some((ok, out))
+    });
+    assert!(!out.0, "a gadget breaking the rule was created: {}", out.1);
+    assert!(
+        out.1.contains(r#"The Gadget "bad" is invalid: spec: Invalid value: "object": replicas must be at least minReplicas"#),
+        "{}",
+        out.1
+    );
+    s.apply(&gadget("good", 3));
+    assert_eq!(
+        s.k(&["get", "gadget", "good", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+}

@@ -104,7 +104,7 @@ impl ApiServer {
                 return Err(super::object::invalid(info, &name, causes));
             }
         }
-        super::custom::admit(info, obj)?;
+        super::custom::admit(info, obj, None)?;
         super::managed::track(info, None, obj, opts, "");
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         if let Some(ns) = namespace.filter(|_| info.namespaced) {

@@ -43,10 +43,11 @@ pub(crate) fn defaults(info: &ResourceInfo, obj: &mut Value) {
     }
 }
 
-/// The last check before a write: a CRD must be valid (structural schemas, …); a custom
-/// object must satisfy its version's schema (422 with kube's causes) and is stored at the
-/// storage version.
-pub(crate) fn admit(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+/// The last check before a write: a CRD must be valid (structural schemas, rules that
+/// compile, …); a custom object must satisfy its version's schema, formats and CEL rules
+/// (`old`: the stored object, on an update, for transition rules) — 422 with kube's causes —
+/// and is stored at the storage version.
+pub(crate) fn admit(info: &ResourceInfo, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
     let name = meta_str(obj, "name").unwrap_or("").to_string();
     if is_crd(info) {
         let causes = custom::validate_crd(obj);
@@ -59,7 +60,29 @@ pub(crate) fn admit(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
         return Ok(());
     };
     if let Some(schema) = &c.schema {
-        let causes: Vec<Cause> = crate::crd::validate(obj, schema)
+        let mut causes = crate::crd::validate(obj, schema);
+        // kube's customResourceStrategy: rules run only on an object the schema accepts in
+        // type, required fields, enums and sizes (hasBlockingErr).
+        if !crate::cel::has_rules(schema) {
+        } else if causes.iter().any(|c| {
+            matches!(
+                c.reason,
+                "FieldValueNotSupported"
+                    | "FieldValueRequired"
+                    | "FieldValueTooLong"
+                    | "FieldValueTooMany"
+                    | "FieldValueTypeInvalid"
+            )
+        }) {
+            causes.push(crate::crd::Cause {
+                reason: "FieldValueInvalid",
+                message: "Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+                field: "<nil>".into(),
+            });
+        } else {
+            causes.extend(crate::cel::validate(schema, obj, old));
+        }
+        let causes: Vec<Cause> = causes
             .into_iter()
             .map(|c| Cause {
                 reason: c.reason.into(),

@@ -193,7 +193,7 @@ impl ApiServer {
                 return Err(super::object::invalid(info, &name, causes));
             }
         }
-        super::custom::admit(info, &mut result)?;
+        super::custom::admit(info, &mut result, Some(&old))?;
         if info.generation
             && (spec_part(&result) != spec_part(&old)
                 || super::custom::status_bumps_generation(info, &old, &result))

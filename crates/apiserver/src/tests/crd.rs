@@ -649,3 +649,252 @@ async fn custom_resources_follow_crds_written_by_another_server() {
         StatusCode::NOT_FOUND
     );
 }
+
+const GADGETS: &str = "/apis/example.com/v1/namespaces/default/gadgets";
+
+/// A one-version CRD `gadgets.example.com` with `schema` as its `openAPIV3Schema`.
+fn gadget_crd(schema: Value) -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": schema}}]}})
+}
+
+fn gadget(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+/// The (reason, field, message) of a 422's causes, and its message.
+fn causes(r: &super::Resp) -> (Vec<(String, String, String)>, String) {
+    assert_eq!(r.code, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    let s = r.json();
+    assert_eq!((&s["reason"], &s["code"]), (&json!("Invalid"), &json!(422)));
+    let list = s["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let f = |k: &str| c[k].as_str().unwrap_or("").to_string();
+            (f("reason"), f("field"), f("message"))
+        })
+        .collect();
+    (list, s["message"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn cel_validation_rules() {
+    let t = server().await;
+    // A rule that does not compile refuses the CRD, with kube's path and wording.
+    let bad = gadget_crd(
+        json!({"type": "object", "properties": {"spec": {"type": "object",
+        "x-kubernetes-validations": [{"rule": "self.size >"}],
+        "properties": {"size": {"type": "integer"}}}}}),
+    );
+    let r = t.send(Method::POST, CRDS, bad).await;
+    let (list, _) = causes(&r);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].0, "FieldValueInvalid");
+    assert_eq!(
+        list[0].1,
+        "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule"
+    );
+    assert!(
+        list[0].2.starts_with("Invalid value: apiextensions.ValidationRule{Rule:\"self.size >\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:"),
+        "{}",
+        list[0].2
+    );
+    assert_eq!(
+        t.get(&format!("{CRDS}/gadgets.example.com")).await.code,
+        StatusCode::NOT_FOUND
+    );
+
+    let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+    "x-kubernetes-validations": [
+        {"rule": "self.minReplicas <= self.replicas", "message": "replicas must be at least minReplicas"},
+        {"rule": "!has(self.name) || size(self.name) < 8", "messageExpression": "'name ' + self.name + ' is too long'"},
+        {"rule": "!has(self.legacy)", "reason": "FieldValueForbidden", "fieldPath": ".legacy", "message": "legacy is gone"},
+    ],
+    "properties": {
+        "replicas": {"type": "integer"}, "minReplicas": {"type": "integer"},
+        "name": {"type": "string"}, "legacy": {"type": "string"},
+        "id": {"type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "id is immutable"}]},
+        "hosts": {"type": "array", "items": {"type": "string"},
+            "x-kubernetes-validations": [{"rule": "self.all(h, h.endsWith('.example.com'))"}]}
+    }}}});
+    established(&t, gadget_crd(schema)).await;
+
+    // A rule that holds, and one that does not: kube's cause and message.
+    let ok = json!({"replicas": 2, "minReplicas": 1, "name": "a", "id": "x", "hosts": ["a.example.com"]});
+    let r = t
+        .send(Method::POST, GADGETS, gadget("good", ok.clone()))
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    let r = t
+        .send(
+            Method::POST,
+            GADGETS,
+            gadget("few", json!({"replicas": 1, "minReplicas": 3})),
+        )
+        .await;
+    let (list, message) = causes(&r);
+    assert_eq!(
+        list,
+        vec![(
+            "FieldValueInvalid".into(),
+            "spec".into(),
+            "Invalid value: \"object\": replicas must be at least minReplicas".into()
+        )]
+    );
+    assert_eq!(
+        message,
+        "Gadget.example.com \"few\" is invalid: spec: Invalid value: \"object\": replicas must be at least minReplicas"
+    );
+
+    // messageExpression, reason and fieldPath.
+    let r = t
+        .send(
+            Method::POST,
+            GADGETS,
+            gadget(
+                "named",
+                json!({"replicas": 1, "minReplicas": 1, "name": "far-too-long", "legacy": "x"}),
+            ),
+        )
+        .await;
+    let (list, _) = causes(&r);
+    assert_eq!(
+        list,
+        vec![
+            (
+                "FieldValueInvalid".into(),
+                "spec".into(),
+                "Invalid value: \"object\": name far-too-long is too long".into()
+            ),
+            (
+                "FieldValueForbidden".into(),
+                "spec.legacy".into(),
+                "Forbidden: legacy is gone".into()
+            ),
+        ]
+    );
+
+    // A rule over a list with all(): the default message names the rule.
+    let r = t
+        .send(
+            Method::POST,
+            GADGETS,
+            gadget(
+                "hosts",
+                json!({"replicas": 1, "minReplicas": 1, "hosts": ["a.example.com", "b.example.org"]}),
+            ),
+        )
+        .await;
+    let (list, _) = causes(&r);
+    assert_eq!(
+        list,
+        vec![(
+            "FieldValueInvalid".into(),
+            "spec.hosts".into(),
+            "Invalid value: \"array\": failed rule: self.all(h, h.endsWith('.example.com'))".into()
+        )]
+    );
+
+    // A transition rule: an update (put or patch) that changes the id is refused, one that
+    // keeps it is taken.
+    let uri = format!("{GADGETS}/good");
+    let mut obj = t.get(&uri).await.json();
+    obj["spec"]["id"] = json!("y");
+    let (list, _) = causes(&t.send(Method::PUT, &uri, obj.clone()).await);
+    assert_eq!(
+        list,
+        vec![(
+            "FieldValueInvalid".into(),
+            "spec.id".into(),
+            "Invalid value: \"string\": id is immutable".into()
+        )]
+    );
+    let r = t
+        .patch(
+            &uri,
+            "application/merge-patch+json",
+            r#"{"spec":{"id":"z"}}"#,
+        )
+        .await;
+    assert_eq!(
+        causes(&r).0[0].2,
+        "Invalid value: \"string\": id is immutable"
+    );
+    obj["spec"]["id"] = json!("x");
+    obj["spec"]["replicas"] = json!(5);
+    let r = t.send(Method::PUT, &uri, obj).await;
+    assert_eq!(r.code, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["spec"]["replicas"], 5);
+}
+
+#[tokio::test]
+async fn openapi_formats() {
+    let t = server().await;
+    let cases = [
+        ("date-time", "2024-02-14T15:30:00Z", "yesterday"),
+        ("date", "2024-02-14", "14/02/2024"),
+        ("email", "ops@example.com", "ops"),
+        ("hostname", "node-1.example.com", "-node-"),
+        ("ipv4", "192.168.1.1", "192.168.1.300"),
+        ("ipv6", "fd00::1", "fd00::g"),
+        ("cidr", "10.0.0.0/8", "10.0.0.0"),
+        ("mac", "02:42:ac:11:00:02", "02:42:ac"),
+        (
+            "uuid",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "123e4567-e89b",
+        ),
+        ("uri", "https://example.com/a", "example.com/a"),
+        ("byte", "aGVsbG8=", "hello!"),
+        ("duration", "1h30m", "soon"),
+    ];
+    let mut props = serde_json::Map::new();
+    for (i, (format, _, _)) in cases.iter().enumerate() {
+        props.insert(format!("f{i}"), json!({"type": "string", "format": format}));
+    }
+    props.insert(
+        "free".into(),
+        json!({"type": "string", "format": "no-such-format"}),
+    );
+    let schema =
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": props}}});
+    established(&t, gadget_crd(schema)).await;
+    let mut good = serde_json::Map::new();
+    for (i, (_, ok, _)) in cases.iter().enumerate() {
+        good.insert(format!("f{i}"), json!(ok));
+    }
+    good.insert("free".into(), json!("anything at all"));
+    let r = t
+        .send(Method::POST, GADGETS, gadget("good", Value::Object(good)))
+        .await;
+    assert_eq!(r.code, StatusCode::CREATED, "{}", r.text());
+    for (i, (format, _, bad)) in cases.iter().enumerate() {
+        let r = t
+            .send(
+                Method::POST,
+                GADGETS,
+                gadget(&format!("bad{i}"), json!({format!("f{i}"): bad})),
+            )
+            .await;
+        let (list, message) = causes(&r);
+        let field = format!("spec.f{i}");
+        let want = format!(
+            "Invalid value: \"{bad}\": {field} in body must be of type {format}: \"{bad}\""
+        );
+        assert_eq!(
+            list,
+            vec![("FieldValueTypeInvalid".into(), field.clone(), want.clone())]
+        );
+        assert_eq!(
+            message,
+            format!("Gadget.example.com \"bad{i}\" is invalid: {field}: {want}")
+        );
+    }
+}
