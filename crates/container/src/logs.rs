@@ -468,7 +468,11 @@ mod tests {
         let mut passes = 0;
         while !done.load(std::sync::atomic::Ordering::SeqCst) || passes == 0 {
             let mut it = entries(&path);
-            let n = it.by_ref().map(|e| e.unwrap()).count();
+            let mut n = 0;
+            for e in it.by_ref() {
+                e.unwrap();
+                n += 1;
+            }
             let offset = it.offset() as usize;
             let whole: usize = lines[..n].iter().map(Vec::len).sum();
             assert_eq!(
