@@ -57,6 +57,25 @@ fn kc_in(s: &Server, args: &[&str], input: &[u8]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
 }
 
+/// `kubectl ARGS` over SPDY/3.1 instead of WebSocket (client-go's SPDY executor, as
+/// kubectl falls back to and older clients use), with `input` on stdin.
+fn kc_spdy(s: &Server, args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = kubectl(s)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
+}
+
 fn wait_running(s: &Server, pod: &str) {
     s.wait_pod(pod, "{.status.phase}", 60, |p| p == "Running");
 }
@@ -257,6 +276,40 @@ spec:
         b"hello\nworld\n",
     );
     assert_eq!((code, out.as_str()), (0, "hello\nworld\n"), "{err}");
+    // The same over SPDY/3.1: both streams and the exit code, stdin to its end, and a larger
+    // output than one frame.
+    let (code, out, err) = kc_spdy(
+        &s,
+        &[
+            "exec",
+            "talker",
+            "-c",
+            "b",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        b"",
+    );
+    assert_eq!(code, 3, "{out}\n{err}\n{}", s.log());
+    assert_eq!(out, "out\n");
+    assert!(err.contains("err\n"), "{err}");
+    assert!(err.contains("command terminated with exit code 3"), "{err}");
+    let (code, out, err) = kc_spdy(
+        &s,
+        &["exec", "-i", "talker", "-c", "b", "--", "cat"],
+        b"hello\nworld\n",
+    );
+    assert_eq!((code, out.as_str()), (0, "hello\nworld\n"), "{err}");
+    let (code, out, err) = kc_spdy(
+        &s,
+        &["exec", "talker", "-c", "b", "--", "sh", "-c", "seq 1 20000"],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 20000, "{err}");
+    assert_eq!(out.lines().last(), Some("20000"));
 
     // -it through a real pty: a TTY in the container, its size, typed input, the exit code.
     let script = format!(

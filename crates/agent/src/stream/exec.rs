@@ -7,8 +7,9 @@
 //!
 //! `exec` runs the command through the engine's exec instances (as `docker exec`); `attach`
 //! connects to the container's monitor like `docker attach`. A non-zero exit is kube's
-//! `NonZeroExitCode` status whose `ExitCode` cause kubectl exits with. SPDY/3.1 (kubectl's
-//! fallback when the WebSocket upgrade fails) is not served: the upgrade is refused with 400.
+//! `NonZeroExitCode` status whose `ExitCode` cause kubectl exits with. A plain SPDY/3.1
+//! upgrade (client-go's SPDY executor, kubectl's fallback) is bridged to the same channels by
+//! [`super::spdyexec`].
 
 use std::time::Duration;
 
@@ -143,7 +144,7 @@ pub(crate) fn accept(
     Ok((resp, ws))
 }
 
-/// The answer to a SPDY or unknown-protocol upgrade.
+/// The answer to an upgrade not served: plain SPDY for port forwarding, unknown protocols.
 pub(crate) fn refuse(req: &Request<Body>, served: &[&str]) -> Response<Body> {
     let upgrade = req
         .headers()
@@ -153,7 +154,7 @@ pub(crate) fn refuse(req: &Request<Body>, served: &[&str]) -> Response<Body> {
     if upgrade.to_ascii_lowercase().starts_with("spdy") {
         return text(
             StatusCode::BAD_REQUEST,
-            "SPDY/3.1 streams are not served by this node agent: use WebSocket (kubectl 1.29+)",
+            "SPDY/3.1 port forwarding is not served by this node agent: use WebSocket (kubectl 1.31+)",
         );
     }
     text(
@@ -258,6 +259,24 @@ pub(crate) async fn handle(
             &format!("container {c} is not running in pod {pod}"),
         );
     }
+    if super::spdyexec::is_spdy(&req) {
+        let (resp, ws) = match super::spdyexec::accept(&mut req) {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Some(ws) = ws.await else { return };
+            let r = match kind {
+                Kind::Exec => run_exec(shared, id, o, ws).await,
+                Kind::Attach => run_attach(shared, id, o, ws).await,
+            };
+            if let Err(e) = r {
+                tracing::debug!("stream ended: {e}");
+            }
+        });
+        return resp;
+    }
     if !is_websocket(&req) {
         return refuse(&req, PROTOCOLS);
     }
@@ -282,10 +301,18 @@ pub(crate) async fn handle(
     resp
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// The byte streams a channel WebSocket runs on: the upgraded connection, or the in-memory
+/// one a SPDY session is bridged to.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// Runs `o.command` in container `id` with its streams on `ws`.
-async fn run_exec(shared: Shared, id: String, o: Opts, mut ws: Ws) -> Result<(), String> {
+async fn run_exec<S: Io>(
+    shared: Shared,
+    id: String,
+    o: Opts,
+    mut ws: WebSocketStream<S>,
+) -> Result<(), String> {
     // A TTY starts at the client's size: wait a moment for its first resize message, keeping
     // whatever stdin came with it.
     let mut early: Vec<Message> = Vec::new();
@@ -384,7 +411,12 @@ async fn run_exec(shared: Shared, id: String, o: Opts, mut ws: Ws) -> Result<(),
 }
 
 /// Attaches `ws` to container `id`'s own stdio.
-async fn run_attach(shared: Shared, id: String, o: Opts, ws: Ws) -> Result<(), String> {
+async fn run_attach<S: Io>(
+    shared: Shared,
+    id: String,
+    o: Opts,
+    ws: WebSocketStream<S>,
+) -> Result<(), String> {
     let point = {
         let (engine, id) = (shared.engine.clone(), id.clone());
         blocking(move || engine.containers.attach_point(&id)).await
@@ -405,7 +437,7 @@ async fn run_attach(shared: Shared, id: String, o: Opts, ws: Ws) -> Result<(), S
 }
 
 /// Sends the final status on the error channel and closes the WebSocket.
-async fn end(mut ws: Ws, st: Value) -> Result<(), String> {
+async fn end<S: Io>(mut ws: WebSocketStream<S>, st: Value) -> Result<(), String> {
     let _ = ws.send(channel_msg(ERROR, st.to_string().as_bytes())).await;
     // A normal closure (1000): client-go treats any other end as an error of every stream.
     let _ = ws
@@ -424,13 +456,13 @@ async fn end(mut ws: Ws, st: Value) -> Result<(), String> {
 
 /// Copies between the WebSocket and the monitor's attach socket until the process' output
 /// ends; returns the WebSocket for the final status.
-async fn pump(
-    ws: Ws,
+async fn pump<S: Io>(
+    ws: WebSocketStream<S>,
     socket: &std::path::Path,
     o: Opts,
     early: Vec<Message>,
     resize: impl Fn(u16, u16) + Send + 'static,
-) -> Result<Ws, String> {
+) -> Result<WebSocketStream<S>, String> {
     let monitor = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;

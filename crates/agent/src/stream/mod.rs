@@ -22,6 +22,7 @@ pub mod exec;
 pub mod logs;
 pub mod portforward;
 pub mod spdy;
+pub mod spdyexec;
 
 use std::sync::Arc;
 use std::time::Duration;

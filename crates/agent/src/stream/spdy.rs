@@ -141,6 +141,86 @@ fn data(stream: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// A frame of a SPDY/3 session, as [`parse`] reads it.
+pub(crate) enum Frame<'a> {
+    Data {
+        stream: u32,
+        fin: bool,
+        payload: &'a [u8],
+    },
+    /// A SYN_STREAM: the stream's id and its compressed header block.
+    SynStream {
+        stream: u32,
+        headers: &'a [u8],
+    },
+    /// A PING, whole (echoed as it is).
+    Ping(&'a [u8]),
+    GoAway,
+    /// Anything else (SYN_REPLY, RST_STREAM, SETTINGS, WINDOW_UPDATE, HEADERS): ignored.
+    Other,
+}
+
+/// The first whole frame of `buf` and how many bytes follow it; `None` until one is whole.
+pub(crate) fn split_frame(buf: &[u8]) -> Option<(&[u8], usize)> {
+    if buf.len() < 8 {
+        return None;
+    }
+    let len = u32::from_be_bytes([0, buf[5], buf[6], buf[7]]) as usize;
+    if len >= MAX_FRAME || buf.len() < 8 + len {
+        return None;
+    }
+    Some((&buf[..8 + len], buf.len() - 8 - len))
+}
+
+/// Reads a whole frame (from [`split_frame`]).
+pub(crate) fn parse(frame: &[u8]) -> Frame<'_> {
+    let payload = &frame[8..];
+    if frame[0] & 0x80 == 0 {
+        return Frame::Data {
+            stream: u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) & 0x7fff_ffff,
+            fin: frame[4] & FLAG_FIN != 0,
+            payload,
+        };
+    }
+    match u16::from_be_bytes([frame[2], frame[3]]) {
+        SYN_STREAM if payload.len() >= 10 => Frame::SynStream {
+            stream: u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                & 0x7fff_ffff,
+            headers: &payload[10..],
+        },
+        PING => Frame::Ping(frame),
+        GOAWAY => Frame::GoAway,
+        _ => Frame::Other,
+    }
+}
+
+/// The SYN_REPLY accepting stream `id` (no headers).
+pub(crate) fn syn_reply(id: u32, codec: &mut HeaderCodec) -> Vec<u8> {
+    let mut reply = id.to_be_bytes().to_vec();
+    reply.extend_from_slice(&codec.encode(&[]));
+    control(SYN_REPLY, 0, &reply)
+}
+
+/// A client's SYN_STREAM opening stream `id` with `headers` (priority 0, no associated
+/// stream).
+#[cfg(test)]
+pub(crate) fn syn_stream(id: u32, headers: &[(&str, &str)], codec: &mut HeaderCodec) -> Vec<u8> {
+    let mut p = id.to_be_bytes().to_vec();
+    p.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    p.extend_from_slice(&codec.encode(headers));
+    control(SYN_STREAM, 0, &p)
+}
+
+/// `payload` on stream `id` as DATA frames of at most [`MAX_DATA`] bytes.
+pub(crate) fn data_frames(id: u32, payload: &[u8]) -> Vec<Vec<u8>> {
+    payload.chunks(MAX_DATA).map(|c| data(id, 0, c)).collect()
+}
+
+/// The empty DATA frame that ends stream `id` on our side.
+pub(crate) fn fin(id: u32) -> Vec<u8> {
+    data(id, FLAG_FIN, &[])
+}
+
 /// One direction's header-block zlib stream.
 pub struct HeaderCodec {
     inflate: Decompress,
