@@ -5,8 +5,9 @@
 //! - the SQLite → etcd migration (`--migrate-from-sqlite`);
 //! - an etcd unreachable at start: retried, the API port not bound meanwhile;
 //! - three servers on a three-member etcd: joining with `--server` + `--token` (a wrong token
-//!   or another CA refused), one leader through the Leases, a Deployment rollout finishing
-//!   on another server after the leader's `kill -9`, an etcd member killed and restarted.
+//!   or another CA refused), one leader through the Leases, a 100-replica Deployment rollout
+//!   finishing on another server after the leader's `kill -9` (never past maxSurge, a kubectl
+//!   loop on a live server answered throughout), an etcd member killed and restarted.
 //!
 //! Every server runs with `--disable-agent` (no engine: the test plays kubelet by patching pod
 //! status, as e2e_workloads does). Servers, etcd members and their directories are removed on
@@ -621,26 +622,34 @@ fn pods(s: &Server, selector: &str) -> Vec<P> {
         .collect()
 }
 
-/// Plays kubelet: every pod of `selector` not yet ready becomes Running and Ready.
+/// Plays kubelet: every pod of `selector` not yet ready (nor being deleted) becomes Running
+/// and Ready — one Python-client process patching each one's status (100 pods in well under
+/// a second; a kubectl per pod would take ten).
 fn kubelet_ready(s: &Server, selector: &str) {
-    for p in pods(s, selector) {
-        if !p.ready && !p.deleting {
-            let patch = r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}],"containerStatuses":[{"name":"app","image":"multilayer:1","imageID":"","ready":true,"restartCount":0,"started":true,"state":{"running":{"startedAt":"2026-01-01T00:00:00Z"}}}]}}"#;
-            let _ = s.kubectl_with(
-                &s.kubeconfig(),
-                &[
-                    "patch",
-                    "pod",
-                    &p.name,
-                    "--subresource=status",
-                    "--type=merge",
-                    "-p",
-                    patch,
-                ],
-            );
-        }
-    }
+    let script = format!(
+        r#"
+from kubernetes import client, config
+config.load_kube_config({kc:?})
+v1 = client.CoreV1Api()
+status = {{"status": {{"phase": "Running", "conditions": [{{"type": "Ready", "status": "True"}}],
+    "containerStatuses": [{{"name": "app", "image": "multilayer:1", "imageID": "", "ready": True,
+        "restartCount": 0, "started": True, "state": {{"running": {{"startedAt": "2026-01-01T00:00:00Z"}}}}}}]}}}}
+for p in v1.list_namespaced_pod("default", label_selector={selector:?}).items:
+    ready = any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+    if not ready and p.metadata.deletion_timestamp is None:
+        try:
+            v1.patch_namespaced_pod_status(p.metadata.name, "default", status)
+        except client.exceptions.ApiException:
+            pass
+"#,
+        kc = s.kubeconfig().display().to_string(),
+    );
+    let _ = Command::new(&*PYTHON).args(["-c", &script]).output();
 }
+
+/// The rollout's size and surge (issue 13: a 100-replica rollout).
+const REPLICAS: usize = 100;
+const SURGE: usize = 25;
 
 const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
@@ -648,12 +657,12 @@ kind: Deployment
 metadata:
   name: web
 spec:
-  replicas: 4
+  replicas: 100
   selector:
     matchLabels: {app: web}
   strategy:
     type: RollingUpdate
-    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+    rollingUpdate: {maxSurge: 25, maxUnavailable: 0}
   template:
     metadata:
       labels: {app: web}
@@ -670,8 +679,8 @@ fn roll(s: &Server, secs: u64, what: &str) {
         let ps = pods(s, "app=web");
         let live = ps.iter().filter(|p| !p.deleting).count();
         assert!(
-            live <= 5,
-            "{what}: {live} pods exceed replicas 4 + maxSurge 1: {ps:?}"
+            live <= REPLICAS + SURGE,
+            "{what}: {live} pods exceed replicas {REPLICAS} + maxSurge {SURGE}"
         );
         kubelet_ready(s, "app=web");
         let st = s.k(&[
@@ -682,7 +691,8 @@ fn roll(s: &Server, secs: u64, what: &str) {
             "jsonpath={.metadata.generation} {.status.observedGeneration} {.status.replicas} {.status.updatedReplicas} {.status.availableReplicas}",
         ]);
         let f: Vec<&str> = st.split(' ').collect();
-        f.len() == 5 && f[0] == f[1] && f[2..].iter().all(|x| *x == "4")
+        let n = REPLICAS.to_string();
+        f.len() == 5 && f[0] == f[1] && f[2..].iter().all(|x| *x == n)
     });
 }
 
@@ -800,8 +810,29 @@ fn three_servers_on_etcd_survive_the_leaders_kill_9_mid_rollout() {
     let path = servers[live].dir.join("web.yaml");
     std::fs::write(&path, DEPLOYMENT).unwrap();
     servers[live].k(&["apply", "-f", path.to_str().unwrap()]);
-    roll(&servers[live], 60, "the first rollout");
+    roll(&servers[live], 180, "the first rollout");
     let old_hash = pods(&servers[live], "app=web")[0].hash.clone();
+    // A kubectl loop against a live server throughout the leader's death: what a user polling
+    // the rollout sees.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (kc, stop) = (servers[live].kubeconfig(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen: Vec<(Instant, bool)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let ok = Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(&kc)
+                    .args(["get", "deployment", "web", "-o", "name"])
+                    .args(["--request-timeout=5s"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                seen.push((Instant::now(), ok));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            seen
+        })
+    };
     servers[live].k(&["set", "image", "deployment/web", "app=multilayer:2"]);
     until(30, "the rollout's first new pod", || {
         pods(&servers[live], "app=web")
@@ -827,11 +858,40 @@ fn three_servers_on_etcd_survive_the_leaders_kill_9_mid_rollout() {
     );
     let takeover = takeover.unwrap();
     eprintln!("controller-manager failover: {takeover:?}");
+    // The lease is 15 s; what the test measures also holds its own kubectl poll (a process
+    // each, slower on a loaded machine, which 100 pods make it), hence the margin. The precise
+    // figure is `failover_time`'s (docs/benchmarks.md).
     assert!(
-        takeover <= Duration::from_secs(16),
+        takeover <= Duration::from_secs(18),
         "takeover took {takeover:?}: the lease is 15 s"
     );
-    roll(&servers[live], 90, "the rollout after the leader's kill -9");
+    roll(
+        &servers[live],
+        180,
+        "the rollout after the leader's kill -9",
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    // The longest run of failed polls, from its first failure to the next success: within
+    // one poll's retry (kubectl's 5 s request timeout).
+    let mut worst = Duration::ZERO;
+    let mut failing_since: Option<Instant> = None;
+    for (t, ok) in &seen {
+        match (ok, failing_since) {
+            (false, None) => failing_since = Some(*t),
+            (true, Some(since)) => {
+                worst = worst.max(t.duration_since(since));
+                failing_since = None;
+            }
+            _ => {}
+        }
+    }
+    let failures = seen.iter().filter(|(_, ok)| !ok).count();
+    assert!(
+        worst <= Duration::from_secs(5) && failing_since.is_none(),
+        "kubectl against a live server failed {failures} of {} polls, for {worst:?} at worst",
+        seen.len()
+    );
     let ps = pods(&servers[live], "app=web");
     assert!(
         ps.iter()
