@@ -593,8 +593,6 @@ fn lease_holder(s: &Server, name: &str) -> Option<u32> {
 /// One pod as the test sees it.
 #[derive(Debug)]
 struct P {
-    name: String,
-    ready: bool,
     deleting: bool,
     hash: String,
 }
@@ -606,17 +604,15 @@ fn pods(s: &Server, selector: &str) -> Vec<P> {
         "-l",
         selector,
         "-o",
-        r#"jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.metadata.labels.pod-template-hash} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+        r#"jsonpath={range .items[*]}{.metadata.name} {.metadata.labels.pod-template-hash} {.metadata.deletionTimestamp}{"\n"}{end}"#,
     ]);
     out.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             P {
-                name: f[0].to_string(),
-                ready: f.get(1).copied() == Some("True"),
-                hash: f.get(2).copied().unwrap_or("").to_string(),
-                deleting: f.get(3).is_some_and(|d| !d.is_empty()),
+                hash: f.get(1).copied().unwrap_or("").to_string(),
+                deleting: f.get(2).is_some_and(|d| !d.is_empty()),
             }
         })
         .collect()
