@@ -118,11 +118,12 @@ fn invalid_ips(ips: &[String], detail: String) -> Cause {
     }
 }
 
-fn invalid_port(i: usize, port: i64, detail: &str) -> Cause {
+/// kube's cause for node port `port` asked for in `field`.
+fn invalid_port(field: &str, port: i64, detail: &str) -> Cause {
     Cause {
         reason: "FieldValueInvalid".into(),
         message: format!("Invalid value: {port}: {detail}"),
-        field: format!("spec.ports[{i}].nodePort"),
+        field: field.to_string(),
     }
 }
 
@@ -428,40 +429,10 @@ impl ApiServer {
                     .filter(|p| *p != 0);
                 match given {
                     Some(p) => {
-                        if p < NODE_PORTS.0 as i64 || p > NODE_PORTS.1 as i64 {
-                            return Err(Alloc::Invalid(vec![invalid_port(
-                                i,
-                                p,
-                                &format!(
-                                    "provided port is not in the valid range. The range of valid ports is {}-{}",
-                                    NODE_PORTS.0, NODE_PORTS.1
-                                ),
-                            )]));
-                        }
-                        let key = format!("{PORT_PREFIX}{p}");
-                        if mine.contains(&(p as u16)) || old_keys.contains(&key) {
-                            mine.push(p as u16);
-                            continue;
-                        }
-                        let free = if dry_run {
-                            self.store
-                                .get(&key, None)
-                                .await
-                                .map_err(|e| Alloc::Api(e.into()))?
-                                .1
-                                .is_none()
-                        } else {
-                            self.claim(&key, &owner).await.map_err(Alloc::Api)?
-                        };
-                        if !free {
-                            return Err(Alloc::Invalid(vec![invalid_port(
-                                i,
-                                p,
-                                "provided port is already allocated",
-                            )]));
-                        }
-                        if !dry_run {
-                            taken.0.push(key);
+                        let field = format!("spec.ports[{i}].nodePort");
+                        if !mine.contains(&(p as u16)) {
+                            self.take_given_port(p, &field, &owner, &old_keys, dry_run, taken)
+                                .await?;
                         }
                         mine.push(p as u16);
                     }
@@ -479,43 +450,11 @@ impl ApiServer {
         // The health check node port (kube's `allocHealthCheckNodePort`): given, or the next
         // free one.
         if wants_health_check_port(&spec) {
-            let bad = |p: i64, detail: &str| {
-                Alloc::Invalid(vec![Cause {
-                    reason: "FieldValueInvalid".into(),
-                    message: format!("Invalid value: {p}: {detail}"),
-                    field: "spec.healthCheckNodePort".into(),
-                }])
-            };
             match spec["healthCheckNodePort"].as_i64().filter(|p| *p != 0) {
                 Some(p) => {
-                    if p < NODE_PORTS.0 as i64 || p > NODE_PORTS.1 as i64 {
-                        return Err(bad(
-                            p,
-                            &format!(
-                                "provided port is not in the valid range. The range of valid ports is {}-{}",
-                                NODE_PORTS.0, NODE_PORTS.1
-                            ),
-                        ));
-                    }
-                    let key = format!("{PORT_PREFIX}{p}");
-                    if !old_keys.contains(&key) {
-                        let free = if dry_run {
-                            self.store
-                                .get(&key, None)
-                                .await
-                                .map_err(|e| Alloc::Api(e.into()))?
-                                .1
-                                .is_none()
-                        } else {
-                            self.claim(&key, &owner).await.map_err(Alloc::Api)?
-                        };
-                        if !free {
-                            return Err(bad(p, "provided port is already allocated"));
-                        }
-                        if !dry_run {
-                            taken.0.push(key);
-                        }
-                    }
+                    let field = "spec.healthCheckNodePort";
+                    self.take_given_port(p, field, &owner, &old_keys, dry_run, taken)
+                        .await?;
                 }
                 None => {
                     let p = self.next_port(&owner, dry_run).await.map_err(Alloc::Api)?;
@@ -525,6 +464,55 @@ impl ApiServer {
                     obj["spec"]["healthCheckNodePort"] = json!(p);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Takes node port `p`, which the client asked for in `field`, for `owner` (a dry run only
+    /// checks; a port `old` already held stays): kube's errors when it is outside the range
+    /// or another Service has it.
+    async fn take_given_port(
+        &self,
+        p: i64,
+        field: &str,
+        owner: &Value,
+        old_keys: &std::collections::HashSet<String>,
+        dry_run: bool,
+        taken: &mut Taken,
+    ) -> Result<(), Alloc> {
+        if p < NODE_PORTS.0 as i64 || p > NODE_PORTS.1 as i64 {
+            return Err(Alloc::Invalid(vec![invalid_port(
+                field,
+                p,
+                &format!(
+                    "provided port is not in the valid range. The range of valid ports is {}-{}",
+                    NODE_PORTS.0, NODE_PORTS.1
+                ),
+            )]));
+        }
+        let key = format!("{PORT_PREFIX}{p}");
+        if old_keys.contains(&key) {
+            return Ok(());
+        }
+        let free = if dry_run {
+            self.store
+                .get(&key, None)
+                .await
+                .map_err(|e| Alloc::Api(e.into()))?
+                .1
+                .is_none()
+        } else {
+            self.claim(&key, owner).await.map_err(Alloc::Api)?
+        };
+        if !free {
+            return Err(Alloc::Invalid(vec![invalid_port(
+                field,
+                p,
+                "provided port is already allocated",
+            )]));
+        }
+        if !dry_run {
+            taken.0.push(key);
         }
         Ok(())
     }
