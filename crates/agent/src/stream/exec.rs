@@ -264,17 +264,7 @@ pub(crate) async fn handle(
             Ok(x) => x,
             Err(r) => return r,
         };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let Some(ws) = ws.await else { return };
-            let r = match kind {
-                Kind::Exec => run_exec(shared, id, o, ws).await,
-                Kind::Attach => run_attach(shared, id, o, ws).await,
-            };
-            if let Err(e) = r {
-                tracing::debug!("stream ended: {e}");
-            }
-        });
+        spawn_session(shared.clone(), kind, id, o, ws);
         return resp;
     }
     if !is_websocket(&req) {
@@ -287,7 +277,19 @@ pub(crate) async fn handle(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let shared = shared.clone();
+    spawn_session(shared.clone(), kind, id, o, ws);
+    resp
+}
+
+/// Runs the exec or attach session on the channel WebSocket `ws` resolves to (the upgraded
+/// connection's, or the one a SPDY session is bridged to) once the client has switched.
+fn spawn_session<S: Io>(
+    shared: Shared,
+    kind: Kind,
+    id: String,
+    o: Opts,
+    ws: impl std::future::Future<Output = Option<WebSocketStream<S>>> + Send + 'static,
+) {
     tokio::spawn(async move {
         let Some(ws) = ws.await else { return };
         let r = match kind {
@@ -298,7 +300,6 @@ pub(crate) async fn handle(
             tracing::debug!("stream ended: {e}");
         }
     });
-    resp
 }
 
 /// The byte streams a channel WebSocket runs on: the upgraded connection, or the in-memory
