@@ -25,70 +25,20 @@ if [[ -z "${BARGE:-}" ]]; then
 fi
 IMAGES="${BARGE_IMAGES:-$PWD/../shared/images}"
 work="$(mktemp -d /tmp/barge-bench-cluster.XXXXXX)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 # Proportional set size: shared pages (the one binary's code) divided among their users.
 pss_mib() { awk '/^Pss:/ {printf "%.1f", $2/1024}' "/proc/$1/smaps_rollup"; }
 add() { awk -v a="$1" -v b="$2" 'BEGIN {print a + b}'; }
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-etcd_pids=() server_pids=() watch_pid="" sock=""
-
-# Removes the pods (their containers stop with them), then every process and mount of the run.
-teardown() {
-  set +e
+# free_port, now_ms, percentile, server, node, teardown.
+source scripts/lib-cluster.sh
+watch_pid=""
+# The pod watch of `single`, then the cluster.
+stop_all() {
   [[ -n "$watch_pid" ]] && kill "$watch_pid" 2>/dev/null
   watch_pid=""
-  if [[ ${#server_pids[@]} -gt 0 ]]; then
-    kubectl delete deployment --all --wait=false >/dev/null 2>&1
-    kubectl delete pods --all --grace-period=0 --force --wait=false >/dev/null 2>&1
-    for _ in $(seq 300); do [[ -z "$("$BARGE" -H "unix://$sock" ps -aq 2>/dev/null)" ]] && break; sleep 0.2; done
-    for p in "${server_pids[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${server_pids[@]}"; do wait "$p" 2>/dev/null; done
-  fi
-  for p in "${etcd_pids[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  server_pids=() etcd_pids=()
-  for d in "$work"/*/s1/data/containers; do
-    for id in $(ls "$d" 2>/dev/null); do
-      for cg in /sys/fs/cgroup/memory/barge /sys/fs/cgroup/pids/barge /sys/fs/cgroup/barge; do
-        xargs -r kill -9 <"$cg/$id/cgroup.procs" 2>/dev/null
-      done
-    done
-  done
-  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  true
+  teardown
 }
-trap 'teardown; rm -rf "$work"' EXIT
-
-# server RUN N ARGS…: server N of run RUN on its own port and data dir; waits for /readyz.
-declare -A port
-server() {
-  local run="$1" n="$2"; shift 2
-  local dir="$work/$run/s$n"
-  port[$run$n]="$(free_port)"
-  mkdir -p "$dir"
-  "$BARGE" server --data-dir "$dir/server" --write-kubeconfig "$dir/kubeconfig.yaml" \
-    --bind-address 127.0.0.1 --https-listen-port "${port[$run$n]}" "$@" >"$dir/server.log" 2>&1 &
-  server_pids+=($!)
-  until [[ "$(curl -sk --max-time 1 "https://127.0.0.1:${port[$run$n]}/readyz" 2>/dev/null)" == ok ]]; do
-    kill -0 "${server_pids[-1]}" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
-    sleep 0.02
-  done
-}
-
-# node RUN ARGS…: server 1 of RUN, also its node (engine on $sock); waits for the Node to be
-# Ready and loads the images.
-node() {
-  local run="$1"; shift
-  sock="$work/$run/s1/barge.sock"
-  server "$run" 1 --data-root "$work/$run/s1/data" --exec-root "$work/$run/s1/run" -H "unix://$sock" \
-    --bridge bbcl0 --bip 10.234.0.1/24 --cluster-cidr 10.235.0.0/16 --service-cidr 10.236.0.0/16 \
-    --node-name bench-node --kubelet-port "$(free_port)" --ingress-http-port 0 --ingress-https-port 0 "$@"
-  export KUBECONFIG="$work/$run/s1/kubeconfig.yaml"
-  until [[ "$(kubectl get node bench-node -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]; do
-    sleep 0.2
-  done
-  "$BARGE" -H "unix://$sock" load -i "$IMAGES/oci-layout" >/dev/null
-}
+trap 'stop_all; rm -rf "$work"' EXIT
 
 # fleet: applies the Deployment (V: its template's env value).
 fleet() {
@@ -117,7 +67,6 @@ available() {
     sleep 0.1
   done
 }
-percentile() { sort -n | awk -v q="$1" '{a[NR]=$1} END {i=int(q*NR+0.999); if (i<1) i=1; print a[i]}'; }
 
 single() {
   node single
@@ -158,7 +107,7 @@ single() {
   printf '  RSS with %s pods: %s MiB\n' "$PODS" "$busy_rss"
   printf '  rolling update of %s replicas (25%% surge / 25%% unavailable): %d.%03d s\n' \
     "$PODS" $((roll / 1000)) $((roll % 1000))
-  teardown
+  stop_all
 }
 
 ha() {
