@@ -4,8 +4,9 @@
 # and private subnets only):
 # 1. HTTP through a ClusterIP vs straight to the pod IP: a one-replica Deployment of busybox
 #    httpd serving a 2.7 kB file (from a ConfigMap), a ClusterIP Service in front; `ab` run in
-#    a client pod's network namespace (`nsenter --net`), the same requests at the same
-#    concurrency to the pod IP and to the ClusterIP, rounds alternating (ABBA); req/s, p50, p99
+#    two client pods' network namespaces (`nsenter --net`), the same requests at the same
+#    concurrency from one to the pod IP and from the other to the ClusterIP, rounds alternating
+#    (ABBA); req/s, p50, p99
 #    (ab's percentiles, `-e`) and the ratio. busybox httpd closes every connection, so each
 #    request is a new connection: each goes through the Service's DNAT (its nftables chains
 #    and a new conntrack entry), the Service's worst case. Target: overhead ≤ 10 %.
@@ -14,15 +15,17 @@
 #    cluster DNS) vs the engine's embedded DNS (127.0.0.11) asked for another container's name
 #    from a container on a `barge network create` network. A dnsperf-like loop (Python,
 #    standard library: one UDP socket, INFLIGHT queries outstanding, every query timed), run in
-#    each namespace with `nsenter --net`; rounds alternating.
-# Usage: scripts/bench-svc.sh [ROUNDS] [http|dns|both]   (defaults 5, both). BARGE=<binary>
-# (default target/release/barge, built unless BENCH_NO_BUILD=1), REQUESTS (default 5000) and
+#    each namespace with `nsenter --net`; rounds alternating. Also the cluster DNS asked at its
+#    listen address (the pod network's gateway) from the pod, without the Service's DNAT, and
+#    from the node (no bridge or veth crossed: the engine's server is asked on loopback).
+# Usage: scripts/bench-svc.sh [ROUNDS] [http|dns|both]   (defaults 6, both). BARGE=<binary>
+# (default target/release/barge, built unless BENCH_NO_BUILD=1), REQUESTS (default 10000) and
 # CONCURRENCY (8) for ab, QUERIES (20000) and INFLIGHT (4) for DNS. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS="${1:-5}"
+ROUNDS="${1:-6}"
 WHAT="${2:-both}"
-REQUESTS="${REQUESTS:-5000}"
+REQUESTS="${REQUESTS:-10000}"
 CONCURRENCY="${CONCURRENCY:-8}"
 QUERIES="${QUERIES:-20000}"
 INFLIGHT="${INFLIGHT:-4}"
@@ -124,27 +127,36 @@ print(json.dumps({"rps": rps, "p50": rows[50], "p99": rows[99],
 PY
 }
 
-# summary LABEL METRIC FILE…: the medians over the rounds in each FILE (JSON lines).
+# summary http|dns FILE…: the medians over the rounds in each FILE (JSON lines), the first
+# FILE compared with the last.
 summary() {
   python3 - "$@" <<'PY'
 import json, statistics, sys
 kind, files = sys.argv[1], sys.argv[2:]
-med = {}
+med, rows_of = {}, {}
 for f in files:
-    rows = [json.loads(l) for l in open(f)]
+    rows = rows_of[f] = [json.loads(l) for l in open(f)]
     m = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     m["n"] = len(rows)
+    m["all"] = " ".join(f"{r['rps' if kind == 'http' else 'qps']:.0f}" for r in rows)
     med[f] = m
-a, b = (med[f] for f in files)
+a, b = med[files[0]], med[files[-1]]
+# The ratio within each round (ClusterIP/pod IP, cluster/engine: measured minutes apart at
+# most), then their median: robust to load drift.
+key = "rps" if kind == "http" else "qps"
+pairs = list(zip(rows_of[files[0]], rows_of[files[-1]]))
+paired = statistics.median((y[key] / x[key]) if kind == "http" else (x[key] / y[key]) for x, y in pairs)
 if kind == "http":
     for label, m in (("pod IP", a), ("ClusterIP", b)):
-        print(f"  {label:10s} {m['rps']:9.0f} req/s   p50 {m['p50']:6.2f} ms   p99 {m['p99']:6.2f} ms   failed {m['failed']:.0f}   (median of {m['n']})")
-    print(f"  ClusterIP/pod IP: req/s x{b['rps'] / a['rps']:.3f} (overhead {100 * (1 - b['rps'] / a['rps']):.1f} %, target <= 10 %), "
-          f"p50 x{b['p50'] / a['p50']:.2f}, p99 x{b['p99'] / a['p99']:.2f}")
+        print(f"  {label:10s} {m['rps']:9.0f} req/s   p50 {m['p50']:6.2f} ms   p99 {m['p99']:6.2f} ms   failed {m['failed']:.0f}   (median of {m['n']}: {m['all']})")
+    print(f"  ClusterIP/pod IP: req/s x{b['rps'] / a['rps']:.3f} of the medians, x{paired:.3f} median of the round pairs "
+          f"(overhead {100 * (1 - paired):.1f} %, target <= 10 %), p50 x{b['p50'] / a['p50']:.2f}, p99 x{b['p99'] / a['p99']:.2f}")
 else:
-    for label, m in (("cluster DNS", a), ("engine DNS", b)):
-        print(f"  {label:12s} {m['qps']:8.0f} q/s   p50 {m['p50']:6.3f} ms   p99 {m['p99']:6.3f} ms   lost {m['lost']:.0f}   errors {m['errors']:.0f}   (median of {m['n']})")
-    print(f"  cluster/engine: q/s x{a['qps'] / b['qps']:.2f}, p50 x{a['p50'] / b['p50']:.2f}, p99 x{a['p99'] / b['p99']:.2f}")
+    labels = ("cluster DNS (kube-dns IP)", "cluster DNS (gateway, no DNAT)", "cluster DNS from the node", "engine DNS (127.0.0.11)")
+    for label, f in zip(labels, files):
+        m = med[f]
+        print(f"  {label:31s} {m['qps']:8.0f} q/s   p50 {m['p50']:6.3f} ms   p99 {m['p99']:6.3f} ms   lost {m['lost']:.0f}   errors {m['errors']:.0f}   (median of {m['n']}: {m['all']})")
+    print(f"  cluster/engine: q/s x{a['qps'] / b['qps']:.2f} of the medians, x{paired:.2f} median of the round pairs, p50 x{a['p50'] / b['p50']:.2f}, p99 x{a['p99'] / b['p99']:.2f}")
 PY
 }
 
@@ -184,7 +196,7 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {name: client}
 spec:
-  replicas: 1
+  replicas: 2
   selector: {matchLabels: {app: client}}
   template:
     metadata: {labels: {app: client}}
@@ -197,30 +209,36 @@ YAML
   kubectl rollout status deployment/client --timeout=180s >/dev/null
   pod_ip="$(kubectl get pods -l app=web -o 'jsonpath={.items[0].status.podIP}')"
   cluster_ip="$(kubectl get service web -o 'jsonpath={.spec.clusterIP}')"
-  local cid
-  cid="$(engine ps -q --filter label=io.kubernetes.pod.namespace=default --filter label=io.kubernetes.container.name=main | head -1)"
-  client_ns="/proc/$(engine inspect -f '{{.State.Pid}}' "$cid")/ns/net"
-  dns_ip="$(awk '$1 == "nameserver" {print $2; exit}' "/proc/$(engine inspect -f '{{.State.Pid}}' "$cid")/root/etc/resolv.conf")"
+  # Two client pods: one asks the pod IP, the other the ClusterIP. With one, a connection
+  # through the ClusterIP can reuse the 4-tuple (after DNAT) of a direct one the backend still
+  # holds in TIME_WAIT, with TCP timestamps from another offset (the kernel derives it from
+  # the addresses): PAWS drops the SYN and the client retries after 1 s.
+  local pids=() cid
+  for cid in $(engine ps -q --filter label=io.kubernetes.pod.namespace=default --filter label=io.kubernetes.container.name=main); do
+    pids+=("$(engine inspect -f '{{.State.Pid}}' "$cid")")
+  done
+  client_ns="/proc/${pids[0]}/ns/net" client2_ns="/proc/${pids[1]}/ns/net"
+  dns_ip="$(awk '$1 == "nameserver" {print $2; exit}' "/proc/${pids[0]}/root/etc/resolv.conf")"
   # The Service's rules are in once a request through it succeeds (bounded).
   for _ in $(seq 300); do
-    nsenter --net="$client_ns" curl -sf --max-time 1 -o /dev/null "http://$cluster_ip/index.html" && break
+    nsenter --net="$client2_ns" curl -sf --max-time 1 -o /dev/null "http://$cluster_ip/index.html" && break
     sleep 0.2
   done
-  nsenter --net="$client_ns" curl -sf --max-time 2 -o /dev/null "http://$cluster_ip/index.html"
+  nsenter --net="$client2_ns" curl -sf --max-time 2 -o /dev/null "http://$cluster_ip/index.html"
 }
 
 http_bench() {
   local pod_url="http://$pod_ip:8080/index.html" svc_url="http://$cluster_ip/index.html" i
-  printf '\n## HTTP in the client pod: pod IP %s vs ClusterIP %s (ab -n %s -c %s, a new connection per request, busybox httpd, %s rounds ABBA)\n' \
+  printf '\n## HTTP from two client pods: pod IP %s vs ClusterIP %s (ab -n %s -c %s, a new connection per request, busybox httpd, %s rounds ABBA)\n' \
     "$pod_ip" "$cluster_ip" "$REQUESTS" "$CONCURRENCY" "$ROUNDS"
   ab_round "$client_ns" "$pod_url" >/dev/null   # warm-up
-  ab_round "$client_ns" "$svc_url" >/dev/null
+  ab_round "$client2_ns" "$svc_url" >/dev/null
   : >"$work/http-pod" ; : >"$work/http-svc"
   for i in $(seq "$ROUNDS"); do
     if ((i % 2)); then
-      ab_round "$client_ns" "$pod_url" >>"$work/http-pod"; ab_round "$client_ns" "$svc_url" >>"$work/http-svc"
+      ab_round "$client_ns" "$pod_url" >>"$work/http-pod"; ab_round "$client2_ns" "$svc_url" >>"$work/http-svc"
     else
-      ab_round "$client_ns" "$svc_url" >>"$work/http-svc"; ab_round "$client_ns" "$pod_url" >>"$work/http-pod"
+      ab_round "$client2_ns" "$svc_url" >>"$work/http-svc"; ab_round "$client_ns" "$pod_url" >>"$work/http-pod"
     fi
   done
   summary http "$work/http-pod" "$work/http-svc"
@@ -235,22 +253,31 @@ dns_bench() {
   a_ip="$(engine inspect bsv-a | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["NetworkSettings"]["Networks"]["bsv-net"]["IPAddress"])')"
   b_ns="/proc/$(engine inspect -f '{{.State.Pid}}' bsv-b)/ns/net"
   local cluster=(nsenter --net="$client_ns" python3 "$work/dnsq.py" "$dns_ip" "$name")
+  # The same server without the Service's DNAT: its listen address, the pod network's gateway.
+  local gw; gw="$(nsenter --net="$client_ns" ip -4 route show default | awk '{print $3; exit}')"
+  local direct=(nsenter --net="$client_ns" python3 "$work/dnsq.py" "$gw" "$name")
+  # And from the node itself (the host's namespace: a local address, no bridge or veth crossed,
+  # as the engine's server is asked on the container's loopback).
+  local node_side=(python3 "$work/dnsq.py" "$gw" "$name")
   local eng=(nsenter --net="$b_ns" python3 "$work/dnsq.py" 127.0.0.11 bsv-a)
   printf '\n## DNS: %s from the client pod (at %s, the kube-dns Service) vs bsv-a from a container on a user-defined network (127.0.0.11); %s queries, %s in flight, %s rounds ABBA\n' \
     "$name" "$dns_ip" "$QUERIES" "$INFLIGHT" "$ROUNDS"
   "${cluster[@]}" 2000 "$INFLIGHT" "$cluster_ip" >/dev/null   # warm-up, and both answer right
   "${eng[@]}" 2000 "$INFLIGHT" "$a_ip" >/dev/null
-  : >"$work/dns-cluster"; : >"$work/dns-engine"
+  local order=(cluster direct node engine) what
+  for what in "${order[@]}"; do : >"$work/dns-$what"; done
   for i in $(seq "$ROUNDS"); do
-    if ((i % 2)); then
-      "${cluster[@]}" "$QUERIES" "$INFLIGHT" "$cluster_ip" >>"$work/dns-cluster"
-      "${eng[@]}" "$QUERIES" "$INFLIGHT" "$a_ip" >>"$work/dns-engine"
-    else
-      "${eng[@]}" "$QUERIES" "$INFLIGHT" "$a_ip" >>"$work/dns-engine"
-      "${cluster[@]}" "$QUERIES" "$INFLIGHT" "$cluster_ip" >>"$work/dns-cluster"
-    fi
+    if ((i % 2)); then order=(cluster direct node engine); else order=(engine node direct cluster); fi
+    for what in "${order[@]}"; do
+      case "$what" in
+        cluster) "${cluster[@]}" "$QUERIES" "$INFLIGHT" "$cluster_ip" ;;
+        direct) "${direct[@]}" "$QUERIES" "$INFLIGHT" "$cluster_ip" ;;
+        node) "${node_side[@]}" "$QUERIES" "$INFLIGHT" "$cluster_ip" ;;
+        engine) "${eng[@]}" "$QUERIES" "$INFLIGHT" "$a_ip" ;;
+      esac >>"$work/dns-$what"
+    done
   done
-  summary dns "$work/dns-cluster" "$work/dns-engine"
+  summary dns "$work/dns-cluster" "$work/dns-direct" "$work/dns-node" "$work/dns-engine"
 }
 
 printf 'barge %s, %s, %s cores, load average %s\n' "$("$BARGE" --version | awk '{print $3}')" "$(uname -r)" "$(nproc)" \
