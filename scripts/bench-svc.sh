@@ -6,10 +6,10 @@
 #    httpd serving a 2.7 kB file (from a ConfigMap), a ClusterIP Service in front; `ab` run in
 #    two client pods' network namespaces (`nsenter --net`), the same requests at the same
 #    concurrency from one to the pod IP and from the other to the ClusterIP, rounds alternating
-#    (ABBA); req/s, p50, p99
-#    (ab's percentiles, `-e`) and the ratio. busybox httpd closes every connection, so each
-#    request is a new connection: each goes through the Service's DNAT (its nftables chains
-#    and a new conntrack entry), the Service's worst case. Target: overhead ≤ 10 %.
+#    (ABBA); req/s, p50, p99 (ab's percentiles, `-e`) and the ratio. busybox httpd closes every
+#    connection, so each request is a new connection: each goes through the Service's DNAT
+#    (its nftables chains and a new conntrack entry), the Service's worst case. Target:
+#    overhead ≤ 10 %.
 # 2. DNS: queries/s, p50, p99 for `web.default.svc.cluster.local` asked from the client pod
 #    (its resolv.conf's nameserver: the kube-dns Service IP, DNATed to the agent's in-process
 #    cluster DNS) vs the engine's embedded DNS (127.0.0.11) asked for another container's name
@@ -56,12 +56,18 @@ stop_all() {
   if [[ -n "$sock" && -S "$sock" ]]; then
     engine rm -f bsv-a bsv-b >/dev/null 2>&1
     engine network rm bsv-net >/dev/null 2>&1
-    kubectl delete service web --wait=false >/dev/null 2>&1
   fi
   teardown
-  for l in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^($CLUSTER_BRIDGE|br-)" ); do
-    # Only bridges holding this run's subnets.
-    ip -o addr show dev "$l" 2>/dev/null | grep -qE ' 10\.24[4-7]\.' && ip link del "$l" 2>/dev/null
+  # Only what holds this run's subnets (10.244-247), left by a server that died: bridges, and
+  # barge's tables (the engine's `barge-<hash>` and its `-proxy`/`-netpol` siblings).
+  local l t base
+  for l in $(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E "^($CLUSTER_BRIDGE|br-)"); do
+    [[ "$(ip -o addr show dev "$l" 2>/dev/null)" =~ \ 10\.24[4-7]\. ]] && ip link del "$l" 2>/dev/null
+  done
+  for t in $(nft list tables ip 2>/dev/null | awk '$3 ~ /^barge-/ {print $3}'); do
+    [[ "$(nft list table ip "$t" 2>/dev/null)" =~ 10\.24[4-7]\. ]] || continue
+    base="${t%-proxy}"; base="${base%-netpol}"
+    for l in "$base" "$base-proxy" "$base-netpol"; do nft delete table ip "$l" 2>/dev/null; done
   done
   true
 }

@@ -37,7 +37,7 @@ teardown() {
   for d in "$work"/*/s1/data/containers; do
     for id in $(ls "$d" 2>/dev/null); do
       for cg in /sys/fs/cgroup/memory/barge /sys/fs/cgroup/pids/barge /sys/fs/cgroup/barge; do
-        xargs -r kill -9 <"$cg/$id/cgroup.procs" 2>/dev/null
+        [[ -r "$cg/$id/cgroup.procs" ]] && xargs -r kill -9 <"$cg/$id/cgroup.procs" 2>/dev/null
       done
     done
   done
