@@ -189,3 +189,94 @@ fn a_monitor_that_does_not_answer_is_bypassed_only_for_the_containers_own_proces
     });
     assert!(alive(&mut decoy));
 }
+
+/// Children of `parent` whose argv is a warm monitor's (`barge monitor --warm ...`).
+fn warm_monitors(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|f| f.parse::<i32>().ok());
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(parent) && String::from_utf8_lossy(&cmd).contains("\0monitor\0--warm\0") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Gone, or a zombie nobody reaped yet.
+fn ended(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next())
+                == Some("Z")
+        })
+        .unwrap_or(true)
+}
+
+/// The engine keeps one monitor started ahead of the next start (`barge monitor --warm`,
+/// containers/warm.rs): the next container's monitor is that very process, which then names its
+/// container in its argv as a cold monitor does; a new one is made for the start after; and it
+/// ends with the daemon (EOF on its stdin).
+#[test]
+fn a_warm_monitor_serves_the_next_start_and_ends_with_the_daemon() {
+    let mut d = Daemon::start();
+    d.load_layout();
+    d.ok(&["run", "--rm", "busybox:1.35", "true"]);
+    let daemon = d.pid().expect("daemon runs") as i32;
+    d.wait_for("a warm monitor", 10, || warm_monitors(daemon).len() == 1);
+    let warm = warm_monitors(daemon)[0];
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "warmed",
+            "busybox:1.35",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(
+        monitor_pid(&d, &id),
+        warm,
+        "the warm monitor serves the start"
+    );
+    d.wait_for("the next warm monitor", 10, || {
+        warm_monitors(daemon).iter().any(|&p| p != warm)
+    });
+    let next = warm_monitors(daemon)[0];
+    // Output, exit code and removal through it, as through a cold one.
+    let out = d.barge(&[
+        "run",
+        "--rm",
+        "busybox:1.35",
+        "sh",
+        "-c",
+        "echo warm; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "warm");
+    assert!(ended(next) || !warm_monitors(daemon).contains(&next));
+    d.ok(&["rm", "-f", "warmed"]);
+    d.wait_for("a warm monitor again", 10, || {
+        warm_monitors(daemon).len() == 1
+    });
+    let last = warm_monitors(daemon)[0];
+    d.kill9();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ended(last) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ended(last), "the warm monitor outlived its daemon");
+}

@@ -28,6 +28,7 @@ mod fs;
 mod naming;
 mod start;
 mod stop;
+mod warm;
 
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
@@ -107,6 +108,8 @@ pub struct Containers {
     /// Bridge networking ([`RuntimeConfig::networks`]); without it, every network mode but
     /// `host` and `container:` behaves as `none`.
     pub(crate) networks: std::sync::OnceLock<Arc<barge_network::Networks>>,
+    /// A monitor started ahead of the next start ([`warm`]).
+    warm: Arc<warm::Warm>,
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
@@ -203,6 +206,9 @@ impl Containers {
         cfg.exec_root =
             std::fs::canonicalize(&cfg.exec_root).map_err(io_err("resolve exec root"))?;
         let dir = cfg.data_root.join("containers");
+        // Trees an earlier run was deleting when it stopped ([`stop::discard_tree`]).
+        stop::purge_removing(&dir);
+        stop::purge_removing(&cfg.exec_root.join("c"));
         let mut inner = Inner::default();
         for entry in std::fs::read_dir(&dir).map_err(io_err(format!("read {}", dir.display())))? {
             let Ok(entry) = entry else { continue };
@@ -257,6 +263,7 @@ impl Containers {
             save_lock: Mutex::new(()),
             me: me.clone(),
             networks,
+            warm: Arc::default(),
         });
         for id in running {
             match UnixStream::connect(this.control_socket(&id)) {
@@ -265,6 +272,26 @@ impl Containers {
                     this.health_start(&id, true);
                 }
                 Err(_) => this.handle_exit(&id, true),
+            }
+        }
+        // As dockerd's restore: a `--rm` container found not running is removed (its removal
+        // was due, or its record is what a crash left), with its anonymous volumes.
+        let leftovers: Vec<String> = this
+            .lock()
+            .containers
+            .values()
+            .filter(|c| {
+                c.options.host.auto_remove
+                    && !matches!(
+                        c.state.status,
+                        Status::Running | Status::Paused | Status::Restarting
+                    )
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        for id in leftovers {
+            if let Err(e) = this.remove_with_volumes(&id, true, true) {
+                tracing::warn!(%id, "removing a --rm container left by the last run: {e}");
             }
         }
         this.volumes.unmount_unused();
@@ -346,9 +373,20 @@ impl Containers {
 
     /// Writes `container.json` durably. Every failure is logged here (the record on disk is
     /// then stale); callers return it where they can.
+    ///
+    /// A `--rm` container's record is written atomically but without fsyncs: after a machine
+    /// crash such a container is removed at the engine's start anyway (as dockerd's restore
+    /// does, see [`Containers::open`]), so durability would only add four fsyncs to every
+    /// `run --rm`.
     pub(crate) fn save(&self, c: &Container) -> Result<(), ContainerError> {
         let data = serde_json::to_vec_pretty(c).expect("container serializes");
-        let r = write_atomic(&self.container_dir(&c.id).join("container.json"), &data);
+        let path = self.container_dir(&c.id).join("container.json");
+        let r = if c.options.host.auto_remove {
+            barge_stdx::fs::write_replace(&path, &data)
+                .map_err(io_err(format!("write {}", path.display())))
+        } else {
+            write_atomic(&path, &data)
+        };
         if let Err(e) = &r {
             tracing::error!(id = %c.id, "container record not saved: {e}");
         }

@@ -167,11 +167,22 @@ pub fn main_with(args: &[String], runtime: Option<EmbeddedRuntime>) -> i32 {
     if let Some(rt) = runtime {
         let _ = EMBEDDED.set(rt);
     }
-    let Some(path) = args.first() else {
+    let Some(arg) = args.first() else {
         eprintln!("usage: barge monitor <config.json>");
         return 2;
     };
-    let cfg: MonitorConfig = match std::fs::read(path)
+    // Warm (containers/warm.rs): started ahead of need, the path comes as stdin's first line.
+    let warm = arg == "--warm";
+    let path = if warm {
+        match read_line_unbuffered(0) {
+            Some(p) if !p.is_empty() => p,
+            // EOF: the engine went away (or dropped this warm monitor).
+            _ => return 0,
+        }
+    } else {
+        arg.clone()
+    };
+    let cfg: MonitorConfig = match std::fs::read(&path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
@@ -181,6 +192,25 @@ pub fn main_with(args: &[String], runtime: Option<EmbeddedRuntime>) -> i32 {
             return 2;
         }
     };
+    if warm {
+        // A cold monitor's stderr is `monitor.log`, opened by the engine at its spawn.
+        if let Ok(log) = File::options()
+            .append(true)
+            .create(true)
+            .open(cfg.state_dir.join("monitor.log"))
+        {
+            // SAFETY: dup2 of a valid fd onto stderr.
+            unsafe {
+                libc::dup2(log.as_raw_fd(), 2);
+            }
+        }
+        // Named as a cold monitor is, so `ps` (and anything that finds a container's monitor
+        // by its argv) sees which container it serves.
+        let exe = std::env::args().next().unwrap_or_else(|| "barge".into());
+        if !sys::rewrite_cmdline(&[&exe, "monitor", &path]) {
+            eprintln!("barge monitor: could not set the process's command line to {path}");
+        }
+    }
     // The start gate is our stdin; keep it on a close-on-exec fd.
     let gate = if cfg.start_gate {
         // SAFETY: fcntl on fd 0; the result is checked.
@@ -225,6 +255,24 @@ pub fn main_with(args: &[String], runtime: Option<EmbeddedRuntime>) -> i32 {
     }
 }
 
+/// One line from `fd`, read a byte at a time so nothing after its newline is consumed (the rest
+/// of a warm monitor's stdin is its start gate). `None` on EOF before a newline or an error.
+fn read_line_unbuffered(fd: RawFd) -> Option<String> {
+    let mut line = Vec::new();
+    loop {
+        let mut b = 0u8;
+        // SAFETY: reads at most one byte into a local.
+        let n = unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) };
+        match n {
+            1 if b == b'\n' => return String::from_utf8(line).ok(),
+            1 => line.push(b),
+            0 => return None,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return None,
+        }
+    }
+}
+
 fn report(status: &mut Option<File>, line: &str) {
     if let Some(s) = status.as_mut() {
         let _ = s.write_all(format!("{line}\n").as_bytes());
@@ -235,7 +283,9 @@ fn write_exit(cfg: &MonitorConfig, rec: &ExitRecord) {
     let path = cfg.state_dir.join("exit.json");
     let data = serde_json::to_vec(rec).expect("exit record serializes");
     // The engine learns the exit from this file: a failure goes to monitor.log (stderr).
-    if let Err(e) = barge_stdx::fs::write_atomic(&path, &data) {
+    // Runtime state in the exec root: atomic for the engine's reader, not durable (no use
+    // after a reboot, when the process it describes is gone anyway).
+    if let Err(e) = barge_stdx::fs::write_replace(&path, &data) {
         eprintln!("barge monitor: write {}: {e}", path.display());
     }
 }
@@ -474,17 +524,24 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while clients.len() < cfg.expected_attaches && Instant::now() < deadline {
-            match attach_listener.accept() {
-                Ok((s, _)) => {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
-                    clients.push(AttachClient {
-                        stream: s,
-                        read_open: true,
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        while clients.len() < cfg.expected_attaches {
+            // Woken by the connection itself (a sleep-and-retry loop cost up to its whole
+            // period on every `docker run`, whose client attaches right after `created`).
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if !sys::wait_readable(&attach_listener, left) {
+                continue;
+            }
+            // An error is a connection that went away between poll and accept (EAGAIN).
+            if let Ok((s, _)) = attach_listener.accept() {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+                clients.push(AttachClient {
+                    stream: s,
+                    read_open: true,
+                });
             }
         }
     }

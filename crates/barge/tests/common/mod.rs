@@ -315,6 +315,11 @@ impl Daemon {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `kill -9` the daemon (containers and their monitors keep running).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -19,6 +19,7 @@ use crate::mounts::{MountType, SpecMount};
 use crate::spec::SpecInput;
 use crate::*;
 
+use super::warm;
 use super::{
     io_err, memory_cgroup, now_rfc3339, unmount, unmount_container, Containers, Watch, ZERO_TIME,
 };
@@ -192,39 +193,42 @@ impl Containers {
             return Err((None, format!("write {}: {e}", config_path.display())));
         }
         let log = std::fs::File::create(mcfg.state_dir.join("monitor.log")).ok();
-        let mut cmd = Command::new(&self.cfg.self_exe);
-        cmd.arg("monitor")
-            .arg(config_path)
-            .stdin(if mcfg.start_gate {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped());
-        cmd.stderr(match log {
-            Some(f) => Stdio::from(f),
-            None => Stdio::null(),
-        });
-        // No `pre_exec` (the monitor calls `setsid` itself): without one, std spawns with
-        // posix_spawn (a vfork-like clone) instead of forking the daemon, whose page tables
-        // would otherwise be copied for every container start.
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                return Err((
-                    None,
-                    format!("spawn monitor {}: {e}", self.cfg.self_exe.display()),
-                ))
+        let spawned = match self.warm.take(config_path, mcfg.start_gate) {
+            // The warm monitor opens `monitor.log` itself once it has read its configuration.
+            Some(s) => s,
+            None => {
+                let mut cmd = warm::monitor_command(
+                    &self.cfg.self_exe,
+                    &[config_path.as_os_str()],
+                    mcfg.start_gate,
+                    log,
+                );
+                match cmd.spawn() {
+                    Ok(mut c) => warm::Spawned {
+                        stdout: c.stdout.take().expect("piped stdout"),
+                        gate: c.stdin.take(),
+                        child: c,
+                    },
+                    Err(e) => {
+                        return Err((
+                            None,
+                            format!("spawn monitor {}: {e}", self.cfg.self_exe.display()),
+                        ))
+                    }
+                }
             }
         };
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut gate_pipe = child.stdin.take();
+        let warm::Spawned {
+            child,
+            stdout,
+            gate: mut gate_pipe,
+        } = spawned;
         let mut lines = BufReader::new(stdout).lines();
         let attach = AttachPoint {
             socket: mcfg.attach_socket.clone(),
             tty: mcfg.tty,
         };
-        loop {
+        let result = loop {
             match lines.next() {
                 Some(Ok(line)) if line == "created" => {
                     on_ready(&attach);
@@ -242,24 +246,28 @@ impl Containers {
                 }
                 Some(Ok(line)) if line.starts_with("started ") => {
                     let pid = line["started ".len()..].trim().parse().unwrap_or(0);
-                    return Ok((child, pid));
+                    break Ok((child, pid));
                 }
                 Some(Ok(line)) if line.starts_with("failed ") => {
                     let msg = serde_json::from_str::<String>(&line["failed ".len()..])
                         .unwrap_or_else(|_| line["failed ".len()..].to_string());
-                    return Err((Some(child), msg));
+                    break Err((Some(child), msg));
                 }
                 Some(Ok(_)) => continue,
                 _ => {
                     let log = std::fs::read_to_string(mcfg.state_dir.join("monitor.log"))
                         .unwrap_or_default();
-                    return Err((
+                    break Err((
                         Some(child),
                         format!("monitor exited unexpectedly: {}", log.trim()),
                     ));
                 }
             }
-        }
+        };
+        // The next start's monitor, made now that this one runs (not while it was starting:
+        // the two would share the CPUs).
+        self.warm.refill(&self.cfg.self_exe);
+        result
     }
 
     /// Starts a created or exited container and returns once its process runs.

@@ -31,7 +31,7 @@ pub(super) fn recv_console(listener: &UnixListener) -> Result<OwnedFd, String> {
         match listener.accept() {
             Ok((s, _)) => break s,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
+                wait_readable(listener, deadline.saturating_duration_since(Instant::now()));
             }
             Err(e) => return Err(format!("console socket: {e}")),
         }
@@ -155,6 +155,59 @@ fn init_ready(pid: i32) -> bool {
             .is_ok_and(|c| !c.trim().is_empty())
         || std::fs::read_to_string(format!("/proc/{pid}/wchan"))
             .is_ok_and(|w| w.contains("sigtimedwait"))
+}
+
+/// Waits until `fd` is readable (for a listener: a connection is pending) or `timeout` passes.
+/// Returns whether it became readable. EINTR counts as "not yet" (the caller loops).
+pub(super) fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd; the kernel writes only its `revents`.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n > 0 && p.revents & libc::POLLIN != 0
+}
+
+/// Rewrites this process's command line in place (the `setproctitle` technique of nginx and
+/// PostgreSQL): `args`, NUL-separated, over the argument area the kernel set up at `exec`, the
+/// rest filled with NULs. A warm monitor is started with a long blank argument for this, so that
+/// once it knows its container it reads as a cold monitor does (`barge monitor
+/// <exec-root>/c/<id>/monitor.json`) to `ps` and to whatever finds monitors by their argv.
+/// (`prctl(PR_SET_MM_ARG_START)` would allow any length but needs CAP_SYS_RESOURCE, which
+/// engines in containers often lack.) Returns false, changing nothing, when `args` do not fit.
+pub(super) fn rewrite_cmdline(args: &[&str]) -> bool {
+    // /proc/self/stat fields 48 and 49 (after the parenthesised command name): arg_start and
+    // arg_end, see proc_pid_stat(5).
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
+    let (Some(start), Some(end)) = (field(48), field(49)) else {
+        return false;
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    for a in args {
+        buf.extend_from_slice(a.as_bytes());
+        buf.push(0);
+    }
+    if start == 0 || end <= start || buf.len() > end - start {
+        return false;
+    }
+    buf.resize(end - start, 0);
+    // SAFETY: [start, end) is this process's own argument area, mapped writable on its stack by
+    // the kernel at exec; no Rust value refers to it (std copies the arguments on each
+    // `env::args` call), and exactly `end - start` bytes are written.
+    unsafe {
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), start as *mut u8, buf.len());
+    }
+    true
 }
 
 /// Whether the other end of `s` is closed (`POLLRDHUP`), without reading.
