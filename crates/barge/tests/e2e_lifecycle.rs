@@ -251,6 +251,59 @@ fn restart_policies_survive_daemon_kill9() {
     ]);
 }
 
+/// As dockerd's restore: `--rm` containers the daemon finds not running when it starts (their
+/// exit went unseen, or they were never started) are removed; others stay. Trees a stopped
+/// daemon was still deleting (`containers/.removing`) are deleted too.
+#[test]
+fn rm_containers_left_not_running_are_removed_at_daemon_start() {
+    let mut d = Daemon::start();
+    d.load_layout();
+    d.ok(&["create", "--rm", "--name", "rm-created", BB, "true"]);
+    d.ok(&[
+        "run", "-d", "--rm", "--name", "rm-died", BB, "sleep", "1000",
+    ]);
+    d.ok(&[
+        "run", "-d", "--rm", "--name", "rm-alive", BB, "sleep", "1000",
+    ]);
+    d.ok(&["run", "-d", "--name", "kept", BB, "sleep", "1000"]);
+    d.ok(&["stop", "-t", "0", "kept"]);
+    let died_id = d.inspect("rm-died", "{{.Id}}");
+    let pid: i32 = d.inspect("rm-died", "{{.State.Pid}}").parse().unwrap();
+    d.kill9();
+    // This one dies while no daemon watches.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let leftover = d.dir.join("data/containers/.removing/deadbeef.1");
+    std::fs::create_dir_all(leftover.join("upper/etc")).unwrap();
+    std::fs::write(leftover.join("upper/etc/hosts"), "x").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart();
+    let names = d.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    let names: Vec<&str> = names.lines().collect();
+    assert!(!names.contains(&"rm-created"), "{names:?}");
+    assert!(!names.contains(&"rm-died"), "{names:?}");
+    assert!(names.contains(&"rm-alive"), "{names:?}");
+    assert!(names.contains(&"kept"), "{names:?}");
+    d.wait_for("the removed trees to go", 20, || {
+        !d.dir.join("data/containers").join(&died_id).exists() && !leftover.exists()
+    });
+    // And the running `--rm` container is still removed when it exits.
+    d.ok(&["kill", "rm-alive"]);
+    d.wait_for("rm-alive's removal", 20, || {
+        !d.ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .lines()
+            .any(|n| n == "rm-alive")
+    });
+    d.ok(&["rm", "-f", "kept"]);
+}
+
 #[test]
 fn image_healthcheck_turns_healthy() {
     // multilayer:1's HEALTHCHECK: --interval=5s --timeout=2s --retries=3 (used as is).

@@ -186,7 +186,12 @@ impl Containers {
             e.running = false;
         }
         drop(inner);
-        self.persist_or_flag(id);
+        // A `--rm` container's record is deleted moments from now (the engine's auto-remove):
+        // writing its exit first would only slow every `run --rm`. If the engine stops before
+        // the removal, its next start removes the container (`Containers::open`).
+        if !(c.options.host.auto_remove && restart.is_none() && !reconciling) {
+            self.persist_or_flag(id);
+        }
         // Runtime leftovers (normally removed by the monitor).
         self.clean_runtime_state(&c);
         (self.on_event)(ContainerEvent::Died {
@@ -430,24 +435,14 @@ impl Containers {
         self.teardown_network(&c.id);
         unmount_container(&self.container_dir(&c.id));
         self.clean_runtime_state(&c);
-        let _ = std::fs::remove_dir_all(self.state_dir(&c.id));
+        discard_tree(&self.state_dir(&c.id));
         let dir = self.container_dir(&c.id);
-        // A monitor that is just ending (the container's, or an exec's) may still write its
-        // exit record or last log lines here while the tree is removed: a file appearing
-        // behind `remove_dir_all` is ENOTEMPTY, so try again a few times.
-        let mut tries = 0;
-        loop {
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 20 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(25));
-                }
-                r => {
-                    r.map_err(io_err(format!("remove {}", dir.display())))?;
-                    break;
-                }
-            }
+        // Out of the way at once (one rename), deleted on another thread: `run --rm` waits for
+        // the removal, and a tree's unlinks cost milliseconds on a journaling file system.
+        // When the rename fails (e.g. an immutable directory), the tree is deleted here, so
+        // the failure is the request's.
+        if !discard_tree(&dir) {
+            remove_tree(&dir).map_err(io_err(format!("remove {}", dir.display())))?;
         }
         let mut inner = self.lock();
         inner.containers.remove(&c.id);
@@ -460,5 +455,79 @@ impl Containers {
         self.changed(&c.id);
         self.drop_orphan_exec_waiters();
         Ok(())
+    }
+}
+
+/// The directory under which [`discard_tree`] parks trees being deleted: `.removing` beside
+/// them (same file system, so the move is a rename). Loading skips it (no `container.json`).
+const REMOVING: &str = ".removing";
+
+/// Moves `dir` into its parent's [`REMOVING`] directory and deletes it there on a short-lived
+/// thread. Returns whether `dir` is gone from its place (also when it did not exist); `false`
+/// when it could not be moved, and then it is untouched.
+pub(crate) fn discard_tree(dir: &Path) -> bool {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return false;
+    };
+    let bin = parent.join(REMOVING);
+    let _ = std::fs::create_dir(&bin);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut target = name.to_os_string();
+    target.push(format!(".{nanos}"));
+    let target = bin.join(target);
+    match std::fs::rename(dir, &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+        Err(_) => return false,
+    }
+    let spawned = std::thread::Builder::new()
+        .name("barge-rmtree".into())
+        .spawn({
+            let target = target.clone();
+            move || {
+                if let Err(e) = remove_tree(&target) {
+                    tracing::warn!("remove {}: {e}", target.display());
+                }
+            }
+        });
+    if spawned.is_err() {
+        let _ = remove_tree(&target);
+    }
+    true
+}
+
+/// Deletes what an earlier run parked in `parent`'s [`REMOVING`] directory (an engine stopped
+/// while deleting), on a short-lived thread.
+pub(crate) fn purge_removing(parent: &Path) {
+    let bin = parent.join(REMOVING);
+    if !bin.exists() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("barge-rmtree".into())
+        .spawn(move || {
+            if let Err(e) = remove_tree(&bin) {
+                tracing::warn!("remove {}: {e}", bin.display());
+            }
+        });
+}
+
+/// `remove_dir_all`, tried again a few times on ENOTEMPTY: a monitor that is just ending (the
+/// container's, or an exec's) may still write its exit record or last log lines into the tree
+/// while it is removed. A missing tree is no error.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            r => return r,
+        }
     }
 }
