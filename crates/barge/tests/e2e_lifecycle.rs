@@ -25,6 +25,19 @@ fn log_lines(d: &Daemon, name: &str) -> usize {
     stdout(&d.barge(&["logs", name])).lines().count()
 }
 
+/// SIGKILL to host process `pid`, then waits (up to 10 s) until it is gone.
+fn kill_and_wait_gone(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn on_failure_restarts_exactly_n_times() {
     D.ok(&[
@@ -212,15 +225,7 @@ fn restart_policies_survive_daemon_kill9() {
     let unless_pid = d.inspect("unless", "{{.State.Pid}}");
     d.kill9();
     // The container dies while no daemon watches.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kill_and_wait_gone(pid);
     std::thread::sleep(Duration::from_millis(300));
     d.restart();
     d.wait_for("always to run again", 20, || {
@@ -271,15 +276,7 @@ fn rm_containers_left_not_running_are_removed_at_daemon_start() {
     let pid: i32 = d.inspect("rm-died", "{{.State.Pid}}").parse().unwrap();
     d.kill9();
     // This one dies while no daemon watches.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kill_and_wait_gone(pid);
     let leftover = d.dir.join("data/containers/.removing/deadbeef.1");
     std::fs::create_dir_all(leftover.join("upper/etc")).unwrap();
     std::fs::write(leftover.join("upper/etc/hosts"), "x").unwrap();
