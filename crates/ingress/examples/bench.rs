@@ -15,7 +15,11 @@
 //! - nginx: `/usr/sbin/nginx`, 2 workers, an upstream with keepalive and the headers
 //!   ingress-nginx sets (`X-Forwarded-For`/`-Proto`/`-Host`, `X-Real-IP`), access log off;
 //! - client: CONNECTIONS keep-alive connections (hyper), REQUESTS requests in all per round,
-//!   each timed; rounds alternate barge and nginx after one warm-up round of each.
+//!   each timed; rounds alternate barge and nginx after one warm-up round of each;
+//! - proxy CPU per request: the CPU time (`/proc/*/schedstat`) of the proxy's threads (named
+//!   `proxy`) or of nginx's master and workers during a round, over its requests. It depends
+//!   far less on the machine's load than requests/s (the client and the backend share the
+//!   same cores, and so do other jobs).
 //!
 //! Everything listens on 127.0.0.1; nginx runs from a temporary directory and is stopped
 //! (and the directory removed) at the end, even on a panic.
@@ -38,9 +42,11 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 const HOST: &str = "bench.local";
 
-fn runtime(threads: usize) -> tokio::runtime::Runtime {
+/// A runtime of `threads` workers named `name` (so `perf report --comm NAME` shows one side).
+fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
+        .thread_name(name)
         .enable_all()
         .build()
         .expect("a tokio runtime")
@@ -255,6 +261,47 @@ fn round(
     })
 }
 
+/// CPU time (ns, from `schedstat`) used so far by this process's threads named `name`.
+fn threads_cpu(name: &str) -> u64 {
+    let mut ns = 0;
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            ns += schedstat(&t.path());
+        }
+    }
+    ns
+}
+
+/// CPU time (ns) used so far by process `master` and its children (nginx's workers).
+fn procs_cpu(master: u32) -> u64 {
+    let mut ns = schedstat(&PathBuf::from(format!("/proc/{master}")));
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(master) {
+            ns += schedstat(&p.path());
+        }
+    }
+    ns
+}
+
+/// The first field of `dir/schedstat`: time spent on a CPU, in ns (0 if unreadable).
+fn schedstat(dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(dir.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
@@ -268,9 +315,9 @@ fn main() {
     let requests = args.first().copied().unwrap_or(50_000);
     let conns = args.get(1).copied().unwrap_or(32);
     let rounds = args.get(2).copied().unwrap_or(3);
-    let backend_rt = runtime(1);
-    let proxy_rt = runtime(2);
-    let client_rt = runtime(1);
+    let backend_rt = runtime("backend", 1);
+    let proxy_rt = runtime("proxy", 2);
+    let client_rt = runtime("client", 1);
     let b = backend(&backend_rt);
     let barge = barge(&proxy_rt, b);
     let nginx = Nginx::start(b);
@@ -279,23 +326,40 @@ fn main() {
     );
     round(&client_rt, barge, requests / 10, conns);
     round(&client_rt, nginx.addr, requests / 10, conns);
-    let mut results: Vec<(&str, Vec<f64>, Vec<Duration>)> =
-        vec![("barge", vec![], vec![]), ("nginx", vec![], vec![])];
+    let nginx_pid = nginx.child.id();
+    let cpu = |i: usize| {
+        if i == 0 {
+            threads_cpu("proxy")
+        } else {
+            procs_cpu(nginx_pid)
+        }
+    };
+    // (name, requests/s of each round, latencies, proxy CPU µs per request of each round)
+    type Results = (&'static str, Vec<f64>, Vec<Duration>, Vec<f64>);
+    let mut results: Vec<Results> = vec![
+        ("barge", vec![], vec![], vec![]),
+        ("nginx", vec![], vec![], vec![]),
+    ];
     for _ in 0..rounds {
         for (i, target) in [barge, nginx.addr].into_iter().enumerate() {
+            let before = cpu(i);
             let (rps, lat) = round(&client_rt, target, requests, conns);
+            let used = cpu(i).saturating_sub(before);
             results[i].1.push(rps);
             results[i].2.extend(lat);
+            results[i].3.push(used as f64 / 1e3 / requests as f64);
         }
     }
     let mut summary = Vec::new();
-    for (name, rps, lat) in &mut results {
+    for (name, rps, lat, cpu) in &mut results {
         lat.sort();
         rps.sort_by(|a, b| a.total_cmp(b));
+        cpu.sort_by(|a, b| a.total_cmp(b));
         let median = rps[rps.len() / 2];
+        let cpu_median = cpu[cpu.len() / 2];
         let (p50, p99) = (pct(lat, 0.50), pct(lat, 0.99));
         println!(
-            "{name:>6}: {median:>9.0} req/s (median of {rounds}; rounds {}), p50 {:>7.3} ms, p99 {:>7.3} ms",
+            "{name:>6}: {median:>9.0} req/s (median of {rounds}; rounds {}), p50 {:>7.3} ms, p99 {:>7.3} ms, proxy CPU {cpu_median:.1} µs/request",
             rps.iter()
                 .map(|r| format!("{r:.0}"))
                 .collect::<Vec<_>>()
@@ -303,11 +367,12 @@ fn main() {
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3
         );
-        summary.push((median, p99));
+        summary.push((median, p99, cpu_median));
     }
     println!(
-        "barge/nginx: requests/s x{:.2}, p99 x{:.2}",
+        "barge/nginx: requests/s x{:.2}, p99 x{:.2}, proxy CPU per request x{:.2}",
         summary[0].0 / summary[1].0,
-        summary[0].1.as_secs_f64() / summary[1].1.as_secs_f64()
+        summary[0].1.as_secs_f64() / summary[1].1.as_secs_f64(),
+        summary[0].2 / summary[1].2
     );
 }

@@ -17,6 +17,7 @@
 //! (IngressClass, Ingress status, Events); a bad Ingress affects only its own paths.
 
 pub mod controller;
+pub mod pool;
 pub mod proxy;
 pub mod routes;
 

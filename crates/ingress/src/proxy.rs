@@ -14,6 +14,7 @@
 //!   `X-Forwarded-Host`, `X-Forwarded-Port`, `X-Real-IP`; hop-by-hop headers are not
 //!   forwarded, but an `Upgrade` (WebSocket) is: both upgraded connections are then joined.
 //! - Bodies stream both ways (never buffered whole).
+//! - Backend connections are kept alive and reused ([`crate::pool`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,13 +30,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 
+use crate::pool::{Checkin, Pool};
 use crate::routes::{normalize_host, Route, Table};
 
 /// The error of a response body: the backend's, or [`ReadTimeout`].
@@ -48,13 +48,13 @@ pub type Body = BoxBody<Bytes, BodyError>;
 #[derive(Debug, thiserror::Error)]
 #[error("the backend sent nothing for {0:?} (proxy-read-timeout)")]
 pub struct ReadTimeout(pub Duration);
-/// How long connecting to a backend may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub use crate::pool::CONNECT_TIMEOUT;
 
 /// The proxy: the current routing table and the connection pool to backends.
 pub struct Proxy {
     table: RwLock<Arc<Table>>,
-    client: Client<HttpConnector, Incoming>,
+    pool: Pool,
     default_cert: Arc<CertifiedKey>,
 }
 
@@ -62,12 +62,6 @@ impl Proxy {
     /// A proxy with an empty table (every request 404).
     pub fn new() -> Result<Arc<Proxy>, crate::IngressError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(http);
         // ingress-nginx's "Kubernetes Ingress Controller Fake Certificate": answers TLS for
         // names no Secret covers.
         let fake = rcgen::generate_simple_self_signed(vec!["ingress.local".to_string()])
@@ -79,7 +73,7 @@ impl Proxy {
         .map_err(crate::IngressError::Tls)?;
         Ok(Arc::new(Proxy {
             table: RwLock::new(Arc::new(Table::default())),
-            client,
+            pool: Pool::default(),
             default_cert: Arc::new(default_cert),
         }))
     }
@@ -92,6 +86,14 @@ impl Proxy {
     /// The current routing table.
     pub fn table(&self) -> Arc<Table> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Routes a request with the current table (read under its lock, no copy of the table).
+    fn route(&self, host: &str, path: &str) -> Route {
+        self.table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .route(host, path)
     }
 
     /// The TLS configuration of the HTTPS listener (certificates by SNI, HTTP/1.1).
@@ -126,6 +128,7 @@ impl ResolvesServerCert for Resolver {
 
 /// Serves plain HTTP on `listener` until the task is aborted.
 pub async fn serve_http(listener: TcpListener, proxy: Arc<Proxy>) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     loop {
         let Ok((conn, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -133,14 +136,15 @@ pub async fn serve_http(listener: TcpListener, proxy: Arc<Proxy>) {
         };
         let _ = conn.set_nodelay(true);
         let proxy = proxy.clone();
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        tokio::spawn(serve_conn(TokioIo::new(conn), proxy, peer, "http", port));
+        let down = Downstream::new(peer, "http", port);
+        tokio::spawn(serve_conn(TokioIo::new(conn), proxy, down));
     }
 }
 
 /// Serves HTTPS on `listener` until the task is aborted.
 pub async fn serve_https(listener: TcpListener, proxy: Arc<Proxy>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(proxy.tls_config());
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     loop {
         let Ok((conn, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -148,10 +152,12 @@ pub async fn serve_https(listener: TcpListener, proxy: Arc<Proxy>) {
         };
         let _ = conn.set_nodelay(true);
         let (proxy, acceptor) = (proxy.clone(), acceptor.clone());
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         tokio::spawn(async move {
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(conn)).await {
-                Ok(Ok(tls)) => serve_conn(TokioIo::new(tls), proxy, peer, "https", port).await,
+                Ok(Ok(tls)) => {
+                    let down = Downstream::new(peer, "https", port);
+                    serve_conn(TokioIo::new(tls), proxy, down).await
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, "ingress TLS handshake: {e}"),
                 Err(_) => tracing::debug!(%peer, "ingress TLS handshake timed out"),
             }
@@ -159,13 +165,43 @@ pub async fn serve_https(listener: TcpListener, proxy: Arc<Proxy>) {
     }
 }
 
-async fn serve_conn<I>(io: I, proxy: Arc<Proxy>, peer: SocketAddr, scheme: &'static str, port: u16)
+/// One client connection: who it is from and where it came in, with the values of the
+/// `X-Real-IP`/`X-Forwarded-*` headers that do not change from one request to the next.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The listener's port.
+    pub port: u16,
+    client_ip: HeaderValue,
+    port_value: HeaderValue,
+}
+
+impl Downstream {
+    /// A connection from `peer` on the listener of `scheme` (`http`/`https`) and `port`.
+    pub fn new(peer: SocketAddr, scheme: &'static str, port: u16) -> Downstream {
+        Downstream {
+            peer,
+            scheme,
+            port,
+            client_ip: HeaderValue::try_from(peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            port_value: HeaderValue::from(port),
+        }
+    }
+}
+
+async fn serve_conn<I>(io: I, proxy: Arc<Proxy>, down: Downstream)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let peer = down.peer;
+    let down = Arc::new(down);
     let svc = hyper::service::service_fn(move |req| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(handle(&proxy, req, peer, scheme, port).await) }
+        let (proxy, down) = (proxy.clone(), down.clone());
+        async move { Ok::<_, Infallible>(handle(&proxy, req, &down).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -194,39 +230,50 @@ fn text(status: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and those named in `Connection`.
 fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = h
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        if !(keep_upgrade && n == hyper::header::UPGRADE) {
-            h.remove(n);
+    use hyper::header::{
+        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+        UPGRADE,
+    };
+    if h.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            if !(keep_upgrade && n == UPGRADE) {
+                h.remove(n);
+            }
         }
+        h.remove(CONNECTION);
     }
     for n in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
     ] {
         h.remove(n);
     }
-    h.remove(hyper::header::CONNECTION);
     if keep_upgrade {
-        h.insert(
-            hyper::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
-        h.remove(hyper::header::UPGRADE);
+        h.remove(UPGRADE);
     }
 }
 
@@ -239,24 +286,26 @@ fn wants_upgrade(h: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Routes and forwards one request.
+/// Routes and forwards one request that came in on `down`.
 pub async fn handle(
     proxy: &Proxy,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
-    scheme: &'static str,
-    port: u16,
+    down: &Downstream,
 ) -> Response<Body> {
-    let host_header = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    let host = normalize_host(&host_header);
-    let path = req.uri().path().to_string();
-    let (backend, timeouts) = match proxy.table().route(&host, &path) {
+    // The request's Host, else its URI's authority (absolute-form), else empty.
+    let host_value = match req.headers().get(hyper::header::HOST) {
+        Some(h) => h.clone(),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    };
+    let route = {
+        let host = normalize_host(host_value.to_str().unwrap_or_default());
+        proxy.route(&host, req.uri().path())
+    };
+    let (backend, timeouts) = match route {
         Route::Backend(b, t) => (b, t),
         Route::NotFound => return text(StatusCode::NOT_FOUND, "barge ingress"),
     };
@@ -267,43 +316,59 @@ pub async fn handle(
     let upgrade = wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    parts.uri = match format!("http://{ep}{pq}").parse() {
-        Ok(u) => u,
-        Err(_) => return text(StatusCode::BAD_REQUEST, "barge ingress"),
-    };
+    // Origin-form to the backend (an absolute-form request keeps only its path and query).
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let mut u = hyper::http::uri::Parts::default();
+        u.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+        );
+        parts.uri = match hyper::Uri::from_parts(u) {
+            Ok(u) => u,
+            Err(_) => return text(StatusCode::BAD_REQUEST, "barge ingress"),
+        };
+    }
     parts.version = hyper::Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h, upgrade);
-    let client_ip = peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip.clone(),
+    if !h.contains_key(hyper::header::HOST) {
+        // HTTP/1.1 needs one: the client's authority, else the endpoint (as hyper's client).
+        let host = if host_value.is_empty() {
+            HeaderValue::from_str(&ep.to_string()).unwrap_or(host_value.clone())
+        } else {
+            host_value.clone()
+        };
+        h.insert(hyper::header::HOST, host);
+    }
+    let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!(
+            "{prev}, {}",
+            down.client_ip.to_str().unwrap_or_default()
+        ))
+        .unwrap_or_else(|_| down.client_ip.clone()),
+        None => down.client_ip.clone(),
     };
-    let set = |h: &mut HeaderMap, k: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(k, v);
-        }
-    };
-    set(h, "x-forwarded-for", &xff);
-    set(h, "x-real-ip", &client_ip);
-    set(h, "x-forwarded-proto", scheme);
-    set(h, "x-forwarded-host", &host_header);
-    set(h, "x-forwarded-port", &port.to_string());
+    h.insert(X_FORWARDED_FOR, xff);
+    h.insert(X_REAL_IP, down.client_ip.clone());
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(down.scheme));
+    h.insert(X_FORWARDED_HOST, host_value);
+    h.insert(X_FORWARDED_PORT, down.port_value.clone());
     let out = Request::from_parts(parts, body);
-    let mut resp = match tokio::time::timeout(timeouts.read, proxy.client.request(out)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::debug!(backend = %backend.name, %ep, "backend: {e}");
-            return text(StatusCode::BAD_GATEWAY, "barge ingress");
-        }
-        Err(_) => return text(StatusCode::GATEWAY_TIMEOUT, "barge ingress"),
-    };
+    let (mut resp, checkin) =
+        match tokio::time::timeout(timeouts.read, proxy.pool.send(ep, out)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %backend.name, %ep, "backend: {e}");
+                return text(StatusCode::BAD_GATEWAY, "barge ingress");
+            }
+            Err(_) => return text(StatusCode::GATEWAY_TIMEOUT, "barge ingress"),
+        };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // The backend connection becomes the upgraded stream: never back to the pool.
+        drop(checkin);
         if let Some(client_upgrade) = client_upgrade {
             let backend_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
@@ -324,16 +389,19 @@ pub async fn handle(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    Response::from_parts(parts, IdleTimeout::new(body, timeouts.read).boxed())
+    let body = IdleTimeout::new(body, timeouts.read);
+    Response::from_parts(parts, Returning::new(body, checkin).boxed())
 }
 
 /// A backend's response body, streamed frame by frame, that fails with [`ReadTimeout`] when
-/// no frame comes within `timeout` of the previous one (nginx's `proxy_read_timeout` is the
-/// time between two reads, not the whole response).
+/// the backend stays silent for `timeout` while the proxy waits to read from it (nginx's
+/// `proxy_read_timeout`: the time between two reads, not the whole response; a client slow
+/// to take the body does not count). The timer is armed only while waiting.
 pub struct IdleTimeout<B> {
     inner: B,
     timeout: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
 }
 
 impl<B> IdleTimeout<B> {
@@ -342,7 +410,8 @@ impl<B> IdleTimeout<B> {
         IdleTimeout {
             inner,
             timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            deadline: None,
+            armed: false,
         }
     }
 }
@@ -362,15 +431,25 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(f)) => {
-                let next = tokio::time::Instant::now() + this.timeout;
-                this.deadline.as_mut().reset(next);
+                this.armed = false;
                 Poll::Ready(Some(f.map_err(Into::into)))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimeout(this.timeout).into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if !this.armed {
+                    let next = tokio::time::Instant::now() + this.timeout;
+                    match &mut this.deadline {
+                        Some(d) => d.as_mut().reset(next),
+                        None => this.deadline = Some(Box::pin(tokio::time::sleep_until(next))),
+                    }
+                    this.armed = true;
+                }
+                let d = this.deadline.as_mut().expect("armed above");
+                match d.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimeout(this.timeout).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -380,5 +459,212 @@ where
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A backend's response body that gives its connection back to the pool once read to its
+/// end (see [`crate::pool`]); dropped before that, the connection is closed.
+struct Returning<B: hyper::body::Body> {
+    inner: B,
+    checkin: Option<Checkin>,
+    ended: bool,
+}
+
+impl<B: hyper::body::Body> Returning<B> {
+    fn new(inner: B, checkin: Checkin) -> Self {
+        Returning {
+            inner,
+            checkin: Some(checkin),
+            ended: false,
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Returning<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            this.ended = true;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: hyper::body::Body> Drop for Returning<B> {
+    fn drop(&mut self) {
+        if let Some(c) = self.checkin.take() {
+            if self.ended || self.inner.is_end_stream() {
+                c.done();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use http_body_util::Empty;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use k8s_openapi::api::networking::v1::Ingress;
+
+    /// A backend recording the headers of each request and counting its connections.
+    async fn backend() -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>, Arc<Mutex<usize>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (seen, conns) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0)));
+        let (s, c) = (seen.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((io, _)) = l.accept().await {
+                *c.lock().unwrap() += 1;
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        s.lock().unwrap().push(req.headers().clone());
+                        async {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                                b"hello",
+                            ))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(io), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen, conns)
+    }
+
+    fn table(backend: SocketAddr) -> Table {
+        let ingress: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "t"},
+            "spec": {"rules": [{"host": "a.example", "http": {"paths": [{"path": "/",
+                "pathType": "Prefix",
+                "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
+        }))
+        .unwrap();
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "t"},
+            "spec": {"ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "t",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"port": backend.port()}],
+            "endpoints": [{"addresses": [backend.ip().to_string()], "conditions": {"ready": true}}]
+        }))
+        .unwrap();
+        let (t, problems) = Table::build(&crate::routes::Inputs {
+            ingresses: vec![&ingress],
+            services: &[Arc::new(service)],
+            slices: &[Arc::new(slice)],
+            secrets: &[],
+        });
+        assert!(problems.is_empty(), "{problems:?}");
+        t
+    }
+
+    #[tokio::test]
+    async fn forwards_with_forwarded_headers_without_hop_by_hop_ones_on_one_kept_connection() {
+        let (be, seen, conns) = backend().await;
+        let proxy = Proxy::new().unwrap();
+        proxy.swap(table(be));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = l.local_addr().unwrap();
+        let server = tokio::spawn(serve_http(l, proxy));
+        let io = tokio::net::TcpStream::connect(front).await.unwrap();
+        let (mut client, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for i in 0..3 {
+            let mut req = Request::get("/x?y=1")
+                .header("host", "A.example:8080")
+                .header("keep-alive", "timeout=5")
+                .header("connection", "x-hop");
+            if i == 2 {
+                req = req.header("x-forwarded-for", "192.0.2.1");
+            }
+            req = req.header("x-hop", "1");
+            client.ready().await.unwrap();
+            let resp = client
+                .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"hello");
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        for (i, h) in seen.iter().enumerate() {
+            let get = |k: &str| h.get(k).map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(get("host").as_deref(), Some("A.example:8080"));
+            assert_eq!(get("x-forwarded-host").as_deref(), Some("A.example:8080"));
+            assert_eq!(get("x-real-ip").as_deref(), Some("127.0.0.1"));
+            assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
+            assert_eq!(get("x-forwarded-port"), Some(front.port().to_string()));
+            let xff = if i == 2 {
+                "192.0.2.1, 127.0.0.1"
+            } else {
+                "127.0.0.1"
+            };
+            assert_eq!(get("x-forwarded-for").as_deref(), Some(xff));
+            assert_eq!(get("keep-alive"), None);
+            assert_eq!(get("x-hop"), None, "named in Connection: hop-by-hop");
+        }
+        // The three requests went over one kept-alive backend connection.
+        assert_eq!(*conns.lock().unwrap(), 1);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn the_read_timer_is_armed_only_while_waiting() {
+        // A body that is ready at once: no timer is made.
+        let mut b = IdleTimeout::new(
+            Full::new(Bytes::from_static(b"x")).map_err(|n| -> BodyError { match n {} }),
+            Duration::from_millis(10),
+        );
+        let f = b.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), Bytes::from_static(b"x"));
+        assert!(b.deadline.is_none());
+        // A body that never sends: ReadTimeout after the timeout.
+        let (_tx, rx) =
+            tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, BodyError>>(1);
+        let silent = http_body_util::StreamBody::new(tokio_stream_like(rx));
+        let mut b = IdleTimeout::new(silent, Duration::from_millis(50));
+        let err = tokio::time::timeout(Duration::from_secs(10), b.frame())
+            .await
+            .expect("the read timeout fires")
+            .unwrap()
+            .unwrap_err();
+        assert!(err.is::<ReadTimeout>(), "{err}");
+    }
+
+    /// An mpsc receiver as a `Stream` (no tokio-stream dependency).
+    fn tokio_stream_like<T>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Unpin {
+        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 }

@@ -176,8 +176,18 @@ pub struct Inputs<'a> {
     pub secrets: &'a [Arc<Secret>],
 }
 
-/// Lower-cases `host` and strips a port (`Host: a.example:8080`).
-pub fn normalize_host(host: &str) -> String {
+/// Lower-cases `host` and strips a port (`Host: a.example:8080`) and a final dot; a host with
+/// nothing to change (the common case) is borrowed, not copied.
+pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
+    // The common case, a lowercase name without port or final dot, is borrowed as is.
+    if !host.is_empty()
+        && !host.ends_with('.')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return std::borrow::Cow::Borrowed(host);
+    }
     let h = if host.starts_with('[') {
         host.split(']')
             .next()
@@ -189,7 +199,7 @@ pub fn normalize_host(host: &str) -> String {
             .map(|(h, _)| h.to_string())
             .unwrap_or_else(|| host.to_string())
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    std::borrow::Cow::Owned(h.trim_end_matches('.').to_ascii_lowercase())
 }
 
 fn wildcard_suffix(host: &str) -> Option<&str> {
@@ -724,5 +734,9 @@ mod tests {
         assert_eq!(normalize_host("A.Example:8080"), "a.example");
         assert_eq!(normalize_host("a.example."), "a.example");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        assert!(matches!(
+            normalize_host("a-1.example"),
+            std::borrow::Cow::Borrowed("a-1.example")
+        ));
     }
 }
