@@ -154,9 +154,8 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "1");
         // Missing: the module is loaded, then the sysctl it makes is turned on if it is off.
         std::fs::remove_file(&f).unwrap();
-        let r = ensure_bridge_netfilter_at(&f, || {
-            std::fs::write(&f, "0\n").map_err(|e| e.to_string())
-        });
+        let r =
+            ensure_bridge_netfilter_at(&f, || std::fs::write(&f, "0\n").map_err(|e| e.to_string()));
         assert_eq!(r.unwrap(), BridgeNetfilter::TurnedOn { loaded: true });
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "1");
         std::fs::remove_file(&f).unwrap();

@@ -865,7 +865,9 @@ mod tests {
                 json!([m(payload("ip", "saddr"), json!(ip)), mark.clone()]),
                 "{name}"
             );
-            assert!(rules[1..].iter().all(|x| !x.as_array().unwrap().contains(&mark)));
+            assert!(rules[1..]
+                .iter()
+                .all(|x| !x.as_array().unwrap().contains(&mark)));
         }
     }
 
