@@ -680,7 +680,7 @@ mod tests {
             .iter()
             .filter(|c| {
                 let e = c["add"]["rule"]["expr"].to_string();
-                e.contains("masquerade") && !e.contains("dnat")
+                e.contains("masquerade") && !e.contains(&has_ports_mark().to_string())
             })
             .collect();
         assert_eq!(masq.len(), 1, "{v}");
