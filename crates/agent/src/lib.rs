@@ -189,6 +189,31 @@ pub(crate) fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// The node setup the pod bridge needs from the kernel
+/// ([`barge_network::host::ensure_bridge_netfilter`]): without `br_netfilter`, a pod's
+/// connection to a Service whose endpoint is on this node gets replies it does not recognise
+/// (nothing un-DNATs them) and NetworkPolicies cannot filter traffic between its pods. Logs
+/// what it did; a failure is a warning (the rest of the node still works).
+async fn ensure_bridge_netfilter() {
+    use barge_network::host::BridgeNetfilter;
+    match tokio::task::spawn_blocking(barge_network::host::ensure_bridge_netfilter).await {
+        Ok(Ok(BridgeNetfilter::AlreadyOn)) => {
+            tracing::debug!("net.bridge.bridge-nf-call-iptables is 1 (br_netfilter)")
+        }
+        Ok(Ok(BridgeNetfilter::TurnedOn { loaded })) => tracing::info!(
+            loaded_br_netfilter = loaded,
+            "set net.bridge.bridge-nf-call-iptables=1 (as kube-proxy and flannel need): pod \
+             traffic switched on the pod bridge now passes conntrack, so Service replies from \
+             a pod on this node are un-DNATed and NetworkPolicies apply; left on at exit"
+        ),
+        Ok(Err(e)) => tracing::warn!(
+            "{e}: pods cannot reach Services whose endpoints are on this node, and network \
+             policies cannot filter traffic between its pods"
+        ),
+        Err(e) => tracing::warn!("br_netfilter check: {e}"),
+    }
+}
+
 /// Runs the agent until `shutdown` completes: registers the node, then keeps its lease and
 /// status and runs its pods. Pods keep running after it returns (their monitors hold them).
 pub async fn run(
@@ -243,6 +268,8 @@ pub async fn run(
         },
         None => None,
     };
+    // Bridged pod traffic through conntrack, before any pod or Service rule relies on it.
+    ensure_bridge_netfilter().await;
     let pods = tokio::spawn(pods::run(client.clone(), engine.clone(), cfg.clone()));
     // Routes to the other nodes' pods (left in place when the agent stops, as flannel's).
     let podnet = tokio::spawn(podnet::run(client.clone(), cfg.clone()));

@@ -615,3 +615,98 @@ spec:
         .unwrap();
     assert!(!link.status.success(), "{bridge} is left");
 }
+
+/// One TCP exchange from container `id` (python3 in multilayer:1) with the echo server at
+/// `ip:port`, which answers with the source address it saw; `None` when refused, dropped (2 s)
+/// or closed without an answer.
+fn echo_from(s: &Server, id: &str, ip: &str, port: u16) -> Option<String> {
+    let probe = format!(
+        "import socket\ntry:\n  s=socket.create_connection(('{ip}',{port}),2)\n  s.settimeout(2)\n  print(s.recv(64).decode())\nexcept Exception as e:\n  print('ERR', e)"
+    );
+    let out = s.docker(&["exec", id, "python3", "-c", &probe]);
+    let seen = stdout(&out).trim().to_string();
+    (out.status.success() && !seen.is_empty() && !seen.starts_with("ERR")).then_some(seen)
+}
+
+/// Kubernetes e2e "should preserve source pod IP for traffic thru service cluster IP": a pod
+/// reaching a ClusterIP whose endpoint is on its own node is seen by the endpoint with its own
+/// address (kube-proxy masquerades neither pod sources nor same-node traffic), as straight to
+/// the pod; and a hostPort of that pod (the engine's published-port DNAT on the pod bridge)
+/// still answers a pod of the node through the node's address.
+#[test]
+fn pods_keep_their_source_address_through_a_cluster_ip_on_their_node() {
+    let svc_cidr = service_cidr();
+    let s = Server::start(true, &["--node-name", NODE, "--service-cidr", &svc_cidr]);
+    let layout = images_dir().join("oci-layout");
+    let out = s.barge(&["load", "-i", layout.to_str().unwrap()]);
+    assert!(out.status.success(), "load: {}", stderr(&out));
+    let host_port = free_port();
+    let echo = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('',9000))\ns.listen()\nwhile True:\n  c,a=s.accept()\n  c.sendall(a[0].encode())\n  c.close()";
+    let pod = |name: &str, role: &str, args: &str, ports: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{role: {role}}}\n\
+             spec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 0\n  containers:\n  \
+             - name: main\n    image: multilayer:1\n    imagePullPolicy: Never\n    args: ['-c', {args:?}]\n{ports}"
+        )
+    };
+    s.apply(&pod(
+        "echo",
+        "echo",
+        echo,
+        &format!("    ports: [{{containerPort: 9000, hostPort: {host_port}}}]\n"),
+    ));
+    s.apply(&pod(
+        "client",
+        "client",
+        "import time\ntime.sleep(3600)",
+        "",
+    ));
+    s.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {role: echo}\n  \
+         ports: [{port: 80, targetPort: 9000}]\n",
+    );
+    for p in ["echo", "client"] {
+        s.wait_pod(p, "{.status.phase}", 120, |v| v == "Running");
+    }
+    let get = |what: &str, path: &str| s.k(&["get", what, "-o", &format!("jsonpath={path}")]);
+    let cip = get("service/echo", "{.spec.clusterIP}");
+    let client_ip = get("pod/client", "{.status.podIP}");
+    let echo_ip = get("pod/echo", "{.status.podIP}");
+    let client = container_of(&s, "client");
+    let gateway = {
+        let out = s.docker(&[
+            "network",
+            "inspect",
+            "barge-pods",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ]);
+        stdout(&out).trim().to_string()
+    };
+    assert!(!gateway.is_empty());
+
+    // Through the ClusterIP: the client's own address, not the gateway's.
+    let seen = s.until(60, "client → the echo Service", || {
+        echo_from(&s, &client, &cip, 80)
+    });
+    assert_eq!(
+        seen, client_ip,
+        "the endpoint saw {seen}, not the client pod {client_ip} (gateway {gateway})"
+    );
+    // Straight to the pod: the same.
+    let seen = s.until(30, "client → the echo pod", || {
+        echo_from(&s, &client, &echo_ip, 9000)
+    });
+    assert_eq!(seen, client_ip);
+    // The engine's published port (the hostPort) on the node's address, from a pod of the node.
+    let node_ip = s.k(&[
+        "get",
+        "node",
+        NODE,
+        "-o",
+        r#"jsonpath={.status.addresses[?(@.type=="InternalIP")].address}"#,
+    ]);
+    s.until(30, "client → the echo pod's hostPort on the node", || {
+        echo_from(&s, &client, &node_ip, host_port)
+    });
+}

@@ -29,6 +29,9 @@ pub enum NetworkError {
     Netlink { what: String, message: String },
     #[error("nftables: {0}")]
     Nft(String),
+    /// `br_netfilter` is missing and could not be loaded ([`crate::host::ensure_bridge_netfilter`]).
+    #[error("br_netfilter: {0}")]
+    BridgeNetfilter(String),
 }
 
 /// Coarse classes of [`NetworkError`] for callers mapping to status codes.

@@ -833,6 +833,45 @@ mod tests {
     }
 
     #[test]
+    fn only_off_cluster_sources_node_ports_and_hairpin_are_masqueraded() {
+        let p = proxy();
+        let s = sp(&[("10.42.0.5", 8080), ("10.42.0.6", 8080)]);
+        let r = p.render(&s);
+        let mark = jump("mark-for-masquerade");
+        // The cluster chain: ClusterIP traffic from outside the cluster CIDR, and node-port
+        // traffic (its destination is not the ClusterIP); a pod's ClusterIP traffic is not.
+        let rules = &r.chains[&service_chain(&s.id)];
+        let marking: Vec<&Value> = rules
+            .iter()
+            .filter(|x| x.as_array().unwrap().contains(&mark))
+            .collect();
+        assert_eq!(marking.len(), 2, "{rules:?}");
+        assert_eq!(
+            marking[0][2],
+            m_ne(
+                payload("ip", "saddr"),
+                json!({"prefix": {"addr": "10.42.0.0", "len": 16}})
+            )
+        );
+        assert_eq!(
+            marking[1][0],
+            m_ne(payload("ip", "daddr"), json!("10.43.1.2"))
+        );
+        // Each endpoint chain: only the endpoint reaching itself (hairpin), before its DNAT.
+        for (name, rules) in &r.endpoints {
+            let ip = name.rsplit("__").next().unwrap().split('/').next().unwrap();
+            assert_eq!(
+                rules[0],
+                json!([m(payload("ip", "saddr"), json!(ip)), mark.clone()]),
+                "{name}"
+            );
+            assert!(rules[1..]
+                .iter()
+                .all(|x| !x.as_array().unwrap().contains(&mark)));
+        }
+    }
+
+    #[test]
     fn chain_names_are_kube_proxys() {
         let n = endpoint_chain(
             "ns/api/tcp/http",

@@ -9,8 +9,11 @@
 //!   jumps to `ports`, which DNATs published ports to containers — from other hosts, from the
 //!   host itself (127.0.0.1 and its other addresses), and from containers via the host's address.
 //! - `postrouting` (nat, srcnat): outbound NAT (masquerade) for each non-internal network;
-//!   masquerade of DNATed traffic coming from loopback or from a container network (so replies
-//!   come back through the host).
+//!   masquerade of traffic DNATed by `ports` coming from loopback or from a container network
+//!   (so replies come back through the host). `ports` tags the packets it DNATs with
+//!   [`PORTS_MARK`] and only tagged packets are masqueraded there: the cluster's Service proxy
+//!   (`kubeproxy.rs`) DNATs pod traffic to pods on the same bridge too, and kube-proxy keeps
+//!   that traffic's source (it masquerades only what its own rules mark).
 //! - `forward` (filter): DNATed (published) traffic is accepted; otherwise traffic between
 //!   two different barge networks is dropped, and internal networks reach nothing outside.
 //!
@@ -71,6 +74,26 @@ fn prefix(net: &Ipv4Net) -> Value {
 fn ct_dnat() -> Value {
     json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}})
 }
+/// The packet mark bit (`meta mark`) `ports` sets on the first packet of each connection it
+/// DNATs, so `postrouting` masquerades the hairpin traffic of published ports and nothing
+/// another table DNATed (kube-proxy's own bit is `0x4000`, [`crate::kubeproxy`]). Only the
+/// bit is set, other bits of the mark are kept.
+pub(crate) const PORTS_MARK: u32 = 0x2000;
+
+/// `meta mark set meta mark | PORTS_MARK`.
+fn set_ports_mark() -> Value {
+    json!({"mangle": {"key": {"meta": {"key": "mark"}},
+        "value": {"|": [{"meta": {"key": "mark"}}, PORTS_MARK]}}})
+}
+
+/// `meta mark & PORTS_MARK != 0`: a packet `ports` DNATed.
+fn has_ports_mark() -> Value {
+    m_ne(
+        json!({"&": [{"meta": {"key": "mark"}}, PORTS_MARK]}),
+        json!(0),
+    )
+}
+
 fn local_daddr() -> Value {
     json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})
 }
@@ -112,10 +135,13 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
         }
         expr.push(m(meta("l4proto"), json!(p.proto)));
         expr.push(m(payload("th", "dport"), json!(p.host_port)));
+        expr.push(set_ports_mark());
         expr.push(json!({"dnat": {"addr": p.container_ip.to_string(), "port": p.container_port}}));
         cmds.push(rule("ports", expr));
     }
-    // Sources whose DNATed traffic is masqueraded: loopback and every barge network.
+    // Sources whose traffic to a published port is masqueraded: loopback and every barge
+    // network (as docker-proxy, which connects from the host, makes it look). Only what
+    // `ports` DNATed: the Service proxy's DNAT keeps the pod's source, as kube-proxy's.
     let mut hairpin = vec![json!({"prefix": {"addr": "127.0.0.0", "len": 8}})];
     hairpin.extend(nets.iter().map(|n| prefix(&n.subnet)));
     for n in nets {
@@ -123,7 +149,7 @@ pub(crate) fn ruleset(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Valu
             "postrouting",
             vec![
                 m(meta("oifname"), json!(n.bridge)),
-                ct_dnat(),
+                has_ports_mark(),
                 m(payload("ip", "saddr"), json!({"set": hairpin.clone()})),
                 json!({"masquerade": null}),
             ],
@@ -217,18 +243,20 @@ fn ruleset6(table: &str, nets: &[RuleNet], ports: &[RulePort]) -> Vec<Value> {
                 vec![
                     m(meta("l4proto"), json!(p.proto)),
                     m(payload("th", "dport"), json!(p.host_port)),
+                    set_ports_mark(),
                     json!({"dnat": {"addr": ip.to_string(), "port": p.container_port}}),
                 ],
             ));
         }
-        // DNATed traffic from a container network (hairpin) leaves with the host's address.
+        // Traffic `ports` DNATed from a container network (hairpin) leaves with the host's
+        // address.
         let hairpin: Vec<Value> = v6.iter().map(|(_, s)| prefix6(s)).collect();
         for (n, _) in &v6 {
             cmds.push(rule(
                 "postrouting",
                 vec![
                     m(meta("oifname"), json!(n.bridge)),
-                    ct_dnat(),
+                    has_ports_mark(),
                     m(payload("ip6", "saddr"), json!({"set": hairpin.clone()})),
                     json!({"masquerade": null}),
                 ],
@@ -489,6 +517,30 @@ mod tests {
         assert_eq!(s.matches(r#""drop":null"#).count(), 3, "{s}");
         // The table is recreated first, so the result does not depend on what was there.
         let cmds = v["nftables"].as_array().unwrap();
+        // The published port's DNAT tags the packet; the hairpin masquerade takes tagged
+        // packets only (not any DNATed one: the Service proxy's keep their source).
+        let dnat = cmds
+            .iter()
+            .find(|c| c["add"]["rule"]["expr"].to_string().contains("dnat"))
+            .unwrap()["add"]["rule"]["expr"]
+            .clone();
+        assert_eq!(
+            dnat[dnat.as_array().unwrap().len() - 2],
+            json!({"mangle": {"key": {"meta": {"key": "mark"}},
+                "value": {"|": [{"meta": {"key": "mark"}}, PORTS_MARK]}}}),
+            "{dnat}"
+        );
+        let hairpin: Vec<String> = cmds
+            .iter()
+            .filter(|c| c["add"]["rule"]["chain"] == "postrouting")
+            .map(|c| c["add"]["rule"]["expr"].to_string())
+            .filter(|e| e.contains("127.0.0.0"))
+            .collect();
+        assert_eq!(hairpin.len(), 2, "one per bridge: {hairpin:?}");
+        for e in &hairpin {
+            assert!(e.contains(&has_ports_mark().to_string()), "{e}");
+            assert!(!e.contains("status"), "any DNATed packet: {e}");
+        }
         assert!(cmds[1]["delete"]["table"]["name"] == "barge");
         // No IPv6 network: the ip6 table is removed (made and deleted), never left behind.
         let last = &cmds[cmds.len() - 1]["delete"]["table"];
@@ -546,6 +598,24 @@ mod tests {
             1,
             "{s}"
         );
+        // Its hairpin masquerade, too, takes only what `ports` DNATed.
+        assert_eq!(s.matches(&set_ports_mark().to_string()).count(), 3, "{s}");
+        let six_masq: Vec<&Value> = v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                c["add"]["rule"]["family"] == "ip6"
+                    && c["add"]["rule"]["chain"] == "postrouting"
+                    && c["add"]["rule"]["expr"]
+                        .to_string()
+                        .contains(r#""oifname"}},"op":"==""#)
+            })
+            .collect();
+        assert_eq!(six_masq.len(), 3, "{s}");
+        assert!(six_masq.iter().all(|c| c["add"]["rule"]["expr"]
+            .to_string()
+            .contains(&has_ports_mark().to_string())));
         // The ports chain exists before the jumps to it.
         let chain = s.find(r#""family":"ip6","name":"ports""#).unwrap();
         let jump = s.rfind(r#""jump":{"target":"ports"}"#).unwrap();
@@ -610,7 +680,7 @@ mod tests {
             .iter()
             .filter(|c| {
                 let e = c["add"]["rule"]["expr"].to_string();
-                e.contains("masquerade") && !e.contains("dnat")
+                e.contains("masquerade") && !e.contains(&has_ports_mark().to_string())
             })
             .collect();
         assert_eq!(masq.len(), 1, "{v}");
