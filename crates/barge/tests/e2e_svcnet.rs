@@ -631,8 +631,11 @@ fn echo_from(s: &Server, id: &str, ip: &str, port: u16) -> Option<String> {
 /// Kubernetes e2e "should preserve source pod IP for traffic thru service cluster IP": a pod
 /// reaching a ClusterIP whose endpoint is on its own node is seen by the endpoint with its own
 /// address (kube-proxy masquerades neither pod sources nor same-node traffic), as straight to
-/// the pod; and a hostPort of that pod (the engine's published-port DNAT on the pod bridge)
-/// still answers a pod of the node through the node's address.
+/// the pod; the endpoint reaching itself through its Service (hairpin: its bridge port in
+/// hairpin mode) still works, masqueraded to the pod bridge's gateway as kube-proxy's
+/// `mark-for-masquerade` in the endpoint chain does; and a hostPort of that pod (the engine's
+/// published-port DNAT on the pod bridge) still answers a pod of the node through the node's
+/// address.
 #[test]
 fn pods_keep_their_source_address_through_a_cluster_ip_on_their_node() {
     let svc_cidr = service_cidr();
@@ -672,7 +675,7 @@ fn pods_keep_their_source_address_through_a_cluster_ip_on_their_node() {
     let cip = get("service/echo", "{.spec.clusterIP}");
     let client_ip = get("pod/client", "{.status.podIP}");
     let echo_ip = get("pod/echo", "{.status.podIP}");
-    let client = container_of(&s, "client");
+    let (client, echo) = (container_of(&s, "client"), container_of(&s, "echo"));
     let gateway = {
         let out = s.docker(&[
             "network",
@@ -698,6 +701,11 @@ fn pods_keep_their_source_address_through_a_cluster_ip_on_their_node() {
         echo_from(&s, &client, &echo_ip, 9000)
     });
     assert_eq!(seen, client_ip);
+    // Hairpin: the endpoint reaches itself through its Service, masqueraded.
+    let seen = s.until(30, "echo → its own Service", || {
+        echo_from(&s, &echo, &cip, 80)
+    });
+    assert_eq!(seen, gateway, "hairpin traffic is masqueraded");
     // The engine's published port (the hostPort) on the node's address, from a pod of the node.
     let node_ip = s.k(&[
         "get",

@@ -280,6 +280,19 @@ pub(crate) fn remove_pod_namespaces(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+/// Puts bridge port `ifname` in hairpin mode (`brport/hairpin_mode`, as kubelet's
+/// `--hairpin-mode=hairpin-veth` and dockerd without its userland proxy do): a frame may leave
+/// by the port it came in on. With `br_netfilter` (which the cluster's Service proxy needs), a
+/// DNAT back to the sender's own address — a pod reaching itself through its Service, a
+/// container its own published port — is bridged out of the sender's port, which a bridge
+/// drops otherwise. Best effort: logged, not fatal (the rest of the network works without it).
+fn set_hairpin(ifname: &str) {
+    let path = format!("/sys/class/net/{ifname}/brport/hairpin_mode");
+    if let Err(e) = std::fs::write(&path, "1") {
+        tracing::warn!("hairpin mode on {ifname}: {path}: {e}");
+    }
+}
+
 /// One veth pair to make: host end on a bridge, container end inside a namespace.
 pub(crate) struct Veth<'a> {
     pub bridge: &'a str,
@@ -323,6 +336,7 @@ pub(crate) fn attach_veth(netns: &Path, v: &Veth<'_>) -> Result<(), NetworkError
             h.link().set(up.build()).execute().await.map_err(|e| {
                 NetworkError::netlink(format!("plug {} into {}", v.host_ifname, v.bridge), e)
             })?;
+            set_hairpin(v.host_ifname);
             let peer = must_index(&h, v.peer_tmp).await?;
             h.link()
                 .set(LinkUnspec::new_with_index(peer).setns_by_fd(ns_fd).build())
