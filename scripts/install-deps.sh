@@ -23,6 +23,7 @@ packages=(
   libseccomp2       # libseccomp.so.2, linked by barge
   nftables          # nft: published ports, masquerade, isolation rules
   iproute2          # ip: the tests' link and namespace checks
+  kmod              # modprobe: the node agent loads br_netfilter when its sysctl is missing
   runc              # --runtime runc, and the tests that compare with it
 
   # tests and demo

@@ -88,6 +88,15 @@ fn read_line(addr: &str) -> String {
 
 const FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
+/// Every test here runs a daemon with IPv6 networks, which keeps the host's IPv6 forwarding on
+/// while it runs; one test checks that the last daemon to stop restores the sysctl, which only
+/// holds if no other test's daemon is running then. So they take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn sysctl(path: &str) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_string()
 }
@@ -136,6 +145,7 @@ fn exec_until(d: &Daemon, c: &str, script: &str, arg: &str, ok: impl Fn(&str) ->
 
 #[test]
 fn ipv6_network_with_the_barge_cli() {
+    let _turn = one_at_a_time();
     let forwarding_before = sysctl(FORWARDING);
     let d = Daemon::start();
     d.load_layout();
@@ -379,6 +389,7 @@ fn ipv6_network_with_the_barge_cli() {
 
 #[test]
 fn ipv6_network_with_docker_py() {
+    let _turn = one_at_a_time();
     let d = Daemon::start();
     d.load_layout();
     let table = table_of(&d);
@@ -447,6 +458,7 @@ print(len(c.networks.list(names=["pyv6", "pyv6auto"])))
 
 #[test]
 fn ipv6_network_with_the_docker_cli() {
+    let _turn = one_at_a_time();
     let d = Daemon::start();
     d.load_layout();
     d.docker_ok(&[
@@ -534,6 +546,7 @@ fn ipv6_network_with_the_docker_cli() {
 /// bridge has no IPv6 any more; with `--ipv6` alone it gets a ULA /64.
 #[test]
 fn ipv6_on_the_default_bridge() {
+    let _turn = one_at_a_time();
     let mut d = Daemon::start_with(&["--ipv6", "--fixed-cidr-v6", "fd00:b1:77::/64"]);
     d.load_layout();
     let net = inspect_json(&d, &["network", "inspect", "bridge"]);
