@@ -162,8 +162,13 @@ fn bridge_endpoint_ports_and_cleanup() {
             .stdout,
     )
     .unwrap();
+    // `tcp dport P [meta mark set ...] dnat to ...`: the DNAT of the published port (marked
+    // for the engine's hairpin masquerade).
     assert!(
-        rules.contains(&format!("dport {host_port} dnat to 10.251.7.2:8080")),
+        rules
+            .lines()
+            .any(|l| l.contains(&format!("dport {host_port} "))
+                && l.contains("dnat to 10.251.7.2:8080")),
         "{rules}"
     );
     e.nets.teardown(&id);
