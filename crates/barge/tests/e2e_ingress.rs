@@ -310,13 +310,7 @@ spec:
     assert_eq!(code, 0, "two.example must not verify");
 
     // Status: the node's address.
-    let node_ip = s.k(&[
-        "get",
-        "node",
-        NODE,
-        "-o",
-        r#"jsonpath={.status.addresses[?(@.type=="InternalIP")].address}"#,
-    ]);
+    let node_ip = s.node_ip(NODE);
     s.until(20, "the Ingress's status", || {
         let ip = s.k(&[
             "-n",

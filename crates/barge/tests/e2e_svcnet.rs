@@ -541,13 +541,7 @@ spec:
         started.elapsed()
     );
     // The node port on the node's address, from the host.
-    let node_ip = s.k(&[
-        "get",
-        "node",
-        NODE,
-        "-o",
-        r#"jsonpath={.status.addresses[?(@.type=="InternalIP")].address}"#,
-    ]);
+    let node_ip = s.node_ip(NODE);
     let port = kw(&[
         "get",
         "svc",
@@ -707,13 +701,7 @@ fn pods_keep_their_source_address_through_a_cluster_ip_on_their_node() {
     });
     assert_eq!(seen, gateway, "hairpin traffic is masqueraded");
     // The engine's published port (the hostPort) on the node's address, from a pod of the node.
-    let node_ip = s.k(&[
-        "get",
-        "node",
-        NODE,
-        "-o",
-        r#"jsonpath={.status.addresses[?(@.type=="InternalIP")].address}"#,
-    ]);
+    let node_ip = s.node_ip(NODE);
     s.until(30, "client → the echo pod's hostPort on the node", || {
         echo_from(&s, &client, &node_ip, host_port)
     });

@@ -212,6 +212,17 @@ impl Server {
         }
     }
 
+    /// Node `node`'s InternalIP (`status.addresses`), as kubectl prints it.
+    pub fn node_ip(&self, node: &str) -> String {
+        self.k(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            r#"jsonpath={.status.addresses[?(@.type=="InternalIP")].address}"#,
+        ])
+    }
+
     /// `kubectl ARGS` with the server's admin kubeconfig, which must succeed; its stdout,
     /// trimmed.
     pub fn k(&self, args: &[&str]) -> String {
