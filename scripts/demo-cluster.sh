@@ -37,7 +37,16 @@ step() { printf '\n== [%6ss] %s\n' "$(elapsed)" "$*"; }
 b() { "$BARGE" -H "unix://$sock" "$@"; }
 
 cleanup() {
+  local rc=$?
   set +e
+  if ((rc != 0)) && [[ -n "${server_pid:-}" ]]; then
+    # What a failed run needs to be understood from CI's log alone.
+    echo "--- demo failed (exit $rc): the cluster's state" >&2
+    kubectl get deployments,replicasets,pods,hpa,endpointslices -o wide >&2
+    kubectl get events --sort-by=.lastTimestamp 2>/dev/null | tail -40 >&2
+    echo "--- the server's log (warnings and errors, last 60)" >&2
+    grep -aE 'WARN|ERROR' "$work/server.log" | tail -60 >&2
+  fi
   if [[ -n "${server_pid:-}" ]]; then
     kubectl delete hpa,ingress,service,deployment --all --wait=false >/dev/null 2>&1
     kubectl delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1

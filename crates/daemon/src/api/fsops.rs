@@ -13,11 +13,12 @@ use barge_container::fsops::PathStat;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::Query;
 use crate::state::AppState;
 use crate::stream::{channel_response, Chunk};
+use crate::wire::{self, size_i64};
 use crate::{asyncify, ApiError};
 
 const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
@@ -371,47 +372,50 @@ pub async fn system_df(State(state): State<AppState>) -> Result<Json<Value>, Api
         for c in &containers {
             *counts.entry(c.image_id.as_str()).or_default() += 1;
         }
-        let images: Vec<Value> = with_layers
+        let images: Vec<_> = with_layers
             .iter()
             .map(|(img, _)| {
-                let mut v = super::images::summary(img);
                 let (size, shared) = sizes.get(&img.id).copied().unwrap_or_default();
-                v["Size"] = json!(size);
-                v["SharedSize"] = json!(shared);
-                v["Containers"] = json!(counts.get(img.id.as_str()).copied().unwrap_or(0));
-                v
+                let mut m = wire::image_summary_model(img);
+                m.size = size_i64(size);
+                m.shared_size = size_i64(shared);
+                m.containers = counts.get(img.id.as_str()).copied().unwrap_or(0);
+                m
             })
             .collect();
-        let ctrs: Vec<Value> = containers
+        let ctrs: Vec<_> = containers
             .iter()
             .map(|c| {
-                let mut v = super::containers::summary(c);
                 let rw = s.containers.size_rw(&c.id).unwrap_or(0);
                 let image = sizes.get(&c.image_id).map(|x| x.0).unwrap_or(0);
-                v["SizeRw"] = json!(rw);
-                v["SizeRootFs"] = json!(rw + image);
-                v
+                let mut m = super::containers::summary_model(c);
+                m.size_rw = Some(size_i64(rw));
+                m.size_root_fs = Some(size_i64(rw + image));
+                m
             })
             .collect();
-        let build_cache = build_cache(&s.data_root);
-        let volumes: Vec<Value> = s
+        let volumes: Vec<_> = s
             .containers
             .volumes()
             .usage()
             .iter()
             .map(|u| {
-                let mut v = super::volumes::volume_json(&u.volume);
-                v["UsageData"] = json!({"Size": u.size, "RefCount": u.ref_count});
-                v
+                let mut m = wire::volume_model(&u.volume);
+                m.usage_data = Some(bollard_stubs::models::VolumeUsageData {
+                    size: u.size,
+                    ref_count: u.ref_count,
+                });
+                m
             })
             .collect();
-        Ok::<_, ApiError>(json!({
-            "LayersSize": layers_size,
-            "Images": images,
-            "Containers": ctrs,
-            "Volumes": volumes,
-            "BuildCache": build_cache,
-        }))
+        let cache = build_cache(&s.data_root);
+        Ok::<_, ApiError>(wire::system_df(
+            layers_size,
+            &images,
+            &ctrs,
+            &volumes,
+            &cache,
+        ))
     })
     .await?;
     Ok(Json(v))
@@ -419,7 +423,7 @@ pub async fn system_df(State(state): State<AppState>) -> Result<Json<Value>, Api
 
 /// The build cache entries (`<data-root>/builder/cache.json`) as Docker's `BuildCache` items:
 /// one per cached step, sized by the layer it made.
-fn build_cache(data_root: &std::path::Path) -> Vec<Value> {
+fn build_cache(data_root: &std::path::Path) -> Vec<wire::BuildCacheEntry> {
     let Ok(data) = std::fs::read(data_root.join("builder/cache.json")) else {
         return Vec::new();
     };
@@ -436,22 +440,18 @@ fn build_cache(data_root: &std::path::Path) -> Vec<Value> {
         .unwrap_or_default();
     entries
         .iter()
-        .map(|(key, st)| {
-            let size = st["layer_sizes"]
+        .map(|(key, st)| wire::BuildCacheEntry {
+            size: st["layer_sizes"]
                 .as_array()
                 .and_then(|a| a.last())
                 .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let id: String = barge_image::digest::sha256_digest(key.as_bytes())
+                .unwrap_or(0),
+            id: barge_image::digest::sha256_digest(key.as_bytes())
                 .trim_start_matches("sha256:")
                 .chars()
                 .take(25)
-                .collect();
-            json!({
-                "ID": id, "Parent": "", "Parents": [], "Type": "regular", "Description": "",
-                "InUse": false, "Shared": false, "Size": size, "CreatedAt": created,
-                "LastUsedAt": created, "UsageCount": 1,
-            })
+                .collect(),
+            created: created.clone(),
         })
         .collect()
 }

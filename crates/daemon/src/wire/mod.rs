@@ -398,7 +398,16 @@ pub fn container_inspect(c: &Container, exec_ids: &[String]) -> Value {
 /// One `GET /containers/json` entry (Docker's `ContainerSummary`), with `status` its `Status`
 /// column. `Ports` and `NetworkSettings` are filled by the networks module.
 pub fn container_summary(c: &Container, command: String, status: String) -> Value {
-    let model = m::ContainerSummary {
+    to_wire(&container_summary_model(c, command, status), &[])
+}
+
+/// The [`m::ContainerSummary`] model behind [`container_summary`] (no extensions apply to it).
+pub fn container_summary_model(
+    c: &Container,
+    command: String,
+    status: String,
+) -> m::ContainerSummary {
+    m::ContainerSummary {
         id: Some(c.id.clone()),
         names: Some(vec![format!("/{}", c.name)]),
         image: Some(c.options.image.clone()),
@@ -418,14 +427,18 @@ pub fn container_summary(c: &Container, command: String, status: String) -> Valu
         }),
         mounts: Some(mount_points(&c.mounts)),
         ..Default::default()
-    };
-    to_wire(&model, &[])
+    }
 }
 
 /// Docker's `Volume`. Empty `Labels`/`Options` are `null`, as dockerd sends them (the model
 /// would write `{}`).
 pub fn volume(v: &Volume) -> Value {
-    let model = m::Volume {
+    volume_wire(&volume_model(v))
+}
+
+/// The [`m::Volume`] model behind [`volume`].
+pub fn volume_model(v: &Volume) -> m::Volume {
+    m::Volume {
         name: v.name.clone(),
         driver: v.driver.clone(),
         mountpoint: v.mountpoint.display().to_string(),
@@ -434,12 +447,16 @@ pub fn volume(v: &Volume) -> Value {
         scope: v.scope.parse().ok(),
         options: hash(&v.options),
         ..Default::default()
-    };
-    let mut out = to_wire(&model, &[]);
-    if v.labels.is_empty() {
+    }
+}
+
+/// A [`m::Volume`] on the wire, with [`volume`]'s extensions (empty maps as `null`).
+fn volume_wire(model: &m::Volume) -> Value {
+    let mut out = to_wire(model, &[]);
+    if model.labels.is_empty() {
         out["Labels"] = Value::Null;
     }
-    if v.options.is_empty() {
+    if model.options.is_empty() {
         out["Options"] = Value::Null;
     }
     out
@@ -901,13 +918,20 @@ fn image_created_rfc3339(img: &Image) -> String {
     })
 }
 
-fn size_i64(n: u64) -> i64 {
+/// A byte count as the API's `int64` (saturating).
+pub fn size_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// One `GET /images/json` entry (Docker's `ImageSummary`).
 pub fn image_summary(img: &Image) -> Value {
-    let model = m::ImageSummary {
+    image_summary_wire(&image_summary_model(img))
+}
+
+/// The [`m::ImageSummary`] model behind [`image_summary`]: `SharedSize` and `Containers` are
+/// -1 ("not computed"), as in dockerd's image list.
+pub fn image_summary_model(img: &Image) -> m::ImageSummary {
+    m::ImageSummary {
         id: img.id.clone(),
         parent_id: String::new(),
         repo_tags: img.repo_tags.clone(),
@@ -930,16 +954,85 @@ pub fn image_summary(img: &Image) -> Value {
         containers: -1,
         manifests: None,
         descriptor: None,
-    };
-    let mut v = to_wire(&model, &[]);
-    // Extensions: `Labels` is null for an image without labels (dockerd's nil map; the model
-    // writes `{}`), and `VirtualSize` (removed from the API in 1.44, still read by clients
-    // negotiating older versions) is the size.
-    if img.config.config.labels.is_none() {
+    }
+}
+
+/// A [`m::ImageSummary`] on the wire. Extensions: `Labels` is null for an image without labels
+/// (dockerd's nil map; the model writes `{}`), and `VirtualSize` (removed from the API in 1.44,
+/// still read by clients negotiating older versions) is the size.
+fn image_summary_wire(model: &m::ImageSummary) -> Value {
+    let mut v = to_wire(model, &[]);
+    if model.labels.is_empty() {
         v["Labels"] = Value::Null;
     }
-    v["VirtualSize"] = json!(img.size);
+    v["VirtualSize"] = json!(model.size);
     v
+}
+
+/// One build cache record of `GET /system/df` (Docker's `BuildCache`): a cached build step,
+/// `size` bytes (the layer it made), `created` RFC 3339.
+pub struct BuildCacheEntry {
+    /// The record's ID (25 hex digits, as BuildKit's).
+    pub id: String,
+    /// Bytes of the layer the step made.
+    pub size: u64,
+    /// When the cache was last written (RFC 3339).
+    pub created: String,
+}
+
+/// `GET /system/df`'s body in the shape dockerd sends for API versions before 1.52
+/// (`LayersSize`, `Images`, `Containers`, `Volumes`, `BuildCache`; moby's
+/// `types.DiskUsage`), which every client in use reads: the 1.52 model
+/// (`SystemDataUsageResponse`, `ImageUsage`/`ContainerUsage`/...) is not this shape, so the top
+/// level is this crate's, and each item is the API's model with its sizes set:
+/// `Images[]` with `Size`/`SharedSize`/`Containers`, `Containers[]` with `SizeRw`/`SizeRootFs`,
+/// `Volumes[]` with `UsageData`.
+pub fn system_df(
+    layers_size: u64,
+    images: &[m::ImageSummary],
+    containers: &[m::ContainerSummary],
+    volumes: &[m::Volume],
+    build_cache: &[BuildCacheEntry],
+) -> Value {
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct DiskUsage {
+        layers_size: i64,
+        images: Vec<Value>,
+        containers: Vec<Value>,
+        volumes: Vec<Value>,
+        build_cache: Vec<Value>,
+    }
+    let body = DiskUsage {
+        layers_size: size_i64(layers_size),
+        images: images.iter().map(image_summary_wire).collect(),
+        containers: containers.iter().map(|c| to_wire(c, &[])).collect(),
+        volumes: volumes.iter().map(volume_wire).collect(),
+        build_cache: build_cache
+            .iter()
+            .map(|b| m::BuildCache {
+                id: Some(b.id.clone()),
+                parents: Some(Vec::new()),
+                typ: Some(m::BuildCacheTypeEnum::REGULAR),
+                description: Some(String::new()),
+                in_use: Some(false),
+                shared: Some(false),
+                size: Some(size_i64(b.size)),
+                created_at: Some(b.created.clone()),
+                last_used_at: Some(b.created.clone()),
+                usage_count: Some(1),
+                ..Default::default()
+            })
+            .map(|model| {
+                // Extension: `Parent` (deprecated in 1.42, dropped from the model), which
+                // dockerd 20.10 still sends.
+                let mut v = to_wire(&model, &[]);
+                v["Parent"] = json!("");
+                v
+            })
+            .collect(),
+    };
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 /// The image's `config` as the API's `ImageConfig`.

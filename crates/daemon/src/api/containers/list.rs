@@ -63,6 +63,11 @@ pub(crate) fn summary(c: &Container) -> Value {
     crate::wire::container_summary(c, command_text(c), status_text(c))
 }
 
+/// The model behind [`summary`], for bodies that add to it (`/system/df`'s sizes).
+pub(crate) fn summary_model(c: &Container) -> bollard_stubs::models::ContainerSummary {
+    crate::wire::container_summary_model(c, command_text(c), status_text(c))
+}
+
 /// Keys `GET /containers/json` accepts (dockerd's `acceptedPsFilterTags`).
 const PS_FILTERS: &[&str] = &[
     "ancestor",

@@ -42,7 +42,7 @@ mod list;
 pub use create::create;
 pub use io::{attach, logs, resize, top};
 pub use list::list;
-pub(crate) use list::summary;
+pub(crate) use list::summary_model;
 
 pub(crate) async fn get_container(state: &AppState, id: &str) -> Result<Container, ApiError> {
     let s = state.clone();
