@@ -107,6 +107,7 @@ pub fn cleanup_dir(dir: &Path) {
         }
     }
     std::thread::sleep(Duration::from_millis(100));
+    remove_container_cgroups(dir);
     remove_network_leftovers(dir);
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut targets: Vec<&str> = mounts
@@ -119,6 +120,69 @@ pub fn cleanup_dir(dir: &Path) {
         let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The cgroups (`<controller>/barge/<id>` on v1, `barge/<id>` on v2) of the containers whose
+/// records are under `dir` (any data root up to three levels down): their processes are
+/// killed and the directories removed, so a test that killed its daemon or monitors leaves no
+/// cgroup behind.
+fn remove_container_cgroups(dir: &Path) {
+    fn ids(dir: &Path, depth: usize, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if !t.is_dir() {
+                continue;
+            }
+            let p = e.path();
+            if e.file_name() == "containers" {
+                if let Ok(c) = std::fs::read_dir(&p) {
+                    out.extend(c.flatten().filter_map(|c| {
+                        let n = c.file_name().to_string_lossy().into_owned();
+                        (n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit())).then_some(n)
+                    }));
+                }
+            } else if depth > 0 {
+                ids(&p, depth - 1, out);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    ids(dir, 3, &mut found);
+    if found.is_empty() {
+        return;
+    }
+    let roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|rd| rd.flatten().map(|e| e.path().join("barge")).collect())
+        .unwrap_or_default();
+    let mut roots = roots;
+    roots.push(PathBuf::from("/sys/fs/cgroup/barge"));
+    for id in &found {
+        for root in &roots {
+            let cg = root.join(id);
+            if !cg.is_dir() {
+                continue;
+            }
+            for _ in 0..50 {
+                let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                if std::fs::remove_dir(&cg).is_ok() || !cg.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// PIDs of the processes whose argv names `dir`, and whether each is a daemon.
