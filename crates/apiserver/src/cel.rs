@@ -14,7 +14,8 @@
 //! kube's own libraries (`isSorted`, `url`, `quantity`, `ip`, `cidr`, `format`…) and
 //! `duration`/`timestamp` are not available: a rule using them fails when it is evaluated.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -72,9 +73,30 @@ struct Compiled {
     uses_old_self: bool,
 }
 
+/// How many compiled expressions [`compile`] keeps (kube compiles a CRD's rules once per
+/// schema version; barge keeps the latest ones by their text, cleared when full).
+const COMPILED_CACHE: usize = 1024;
+
+/// [`compile_uncached`] through a cache keyed by the expression's text: a CRD's rules are
+/// compiled once, not on every create and update of its objects. Errors are not cached.
+fn compile(source: &str) -> Result<Arc<Compiled>, CelError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Compiled>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(source) {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(compile_uncached(source)?);
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= COMPILED_CACHE {
+        map.clear();
+    }
+    map.insert(source.to_string(), c.clone());
+    Ok(c)
+}
+
 /// Compiles `source` in the rules' environment, where `self` and `oldSelf` are the only
 /// variables. Errors are cel-go's wording (`ERROR: <input>:L:C: …` and the source snippet).
-fn compile(source: &str) -> Result<Compiled, CelError> {
+fn compile_uncached(source: &str) -> Result<Compiled, CelError> {
     let program = env().compile(source).map_err(|e| {
         CelError::Compile(
             e.to_string()
@@ -682,6 +704,18 @@ fn message_expression(rule: &Rule, this: &cel::Value, old: Option<&cel::Value>) 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_rule_is_compiled_once_and_errors_are_not_kept() {
+        let a = compile("self.size() > 1 && self.size() < 77").unwrap();
+        let b = compile("self.size() > 1 && self.size() < 77").unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second compile comes from the cache"
+        );
+        assert!(compile("self.size( >").is_err());
+        assert!(compile("self.size( >").is_err());
+    }
 
     fn msgs(causes: &[Cause]) -> Vec<String> {
         causes
