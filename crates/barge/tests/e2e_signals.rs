@@ -280,3 +280,48 @@ fn a_warm_monitor_serves_the_next_start_and_ends_with_the_daemon() {
     }
     assert!(ended(last), "the warm monitor outlived its daemon");
 }
+
+/// SIGTERM ends the daemon promptly even while a request waits on a slow engine call (a
+/// `stop -t 60` of a container that ignores SIGTERM): in-flight calls are abandoned, as
+/// dockerd's shutdown cancels requests, and the container outlives the daemon, as every
+/// container does. (The runtime's drop used to wait for every blocking call to return.)
+#[test]
+fn sigterm_ends_the_daemon_while_a_slow_stop_is_in_flight() {
+    let mut d = Daemon::start();
+    d.load_layout();
+    // PID 1 without a SIGTERM handler: the signal is ignored, the stop waits its whole timeout.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox:1.35",
+        "sleep",
+        "1000",
+    ]);
+    let mut stop = Command::new(BARGE)
+        .args(["-H", &d.host, "stop", "-t", "60", "stubborn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The stop is under way (it sent SIGTERM and waits for the timeout).
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = d.pid().expect("daemon runs") as i32;
+    signal(pid, nix::sys::signal::Signal::SIGTERM);
+    let t = std::time::Instant::now();
+    while !ended(pid) && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = t.elapsed();
+    let _ = stop.kill();
+    let _ = stop.wait();
+    assert!(
+        ended(pid) && took < Duration::from_secs(10),
+        "the daemon took {took:?} to end after SIGTERM (a 60 s stop was in flight)"
+    );
+    // The container is still there for the next daemon.
+    d.restart();
+    assert_eq!(d.inspect("stubborn", "{{.State.Running}}"), "true");
+    d.ok(&["rm", "-f", "stubborn"]);
+}

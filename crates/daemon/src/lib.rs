@@ -28,7 +28,9 @@ pub use args::DaemonArgs;
 pub use error::ApiError;
 /// The daemon's start-up in two steps, for processes that serve the engine beside something
 /// else (`barge server`): [`prepare`] before tokio starts, then [`Prepared::serve`] inside it.
-pub use server::{init_tracing, prepare, runtime, shutdown_signal, Engine, Prepared};
+pub use server::{
+    end_runtime, init_tracing, prepare, runtime, shutdown_signal, Engine, Prepared, SHUTDOWN_GRACE,
+};
 
 /// Runs `barge daemon` with `args` (the arguments after `daemon`); returns the exit code.
 pub fn main(args: &[String]) -> i32 {

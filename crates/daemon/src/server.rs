@@ -52,7 +52,22 @@ pub fn run(args: DaemonArgs) -> Result<()> {
     init_tracing(&args.log_level);
     let prepared = prepare(args)?;
     let rt = runtime()?;
-    rt.block_on(prepared.serve(shutdown_signal()))
+    let r = rt.block_on(prepared.serve(shutdown_signal()));
+    end_runtime(rt);
+    r
+}
+
+/// How long a stopping daemon waits for engine calls still running on the blocking pool.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ends the daemon's runtime once it has served: engine calls still in flight on the blocking
+/// pool (a `stop -t 60` waiting out its timeout, a `save` streaming to a slow client, a pod's
+/// grace period) get [`SHUTDOWN_GRACE`], then are abandoned with the process, as dockerd's
+/// shutdown cancels in-flight requests. Nothing is lost: records are written atomically, a
+/// removal half done is finished at the next start, and containers outlive the daemon. (A
+/// dropped runtime would wait for every one of them.)
+pub fn end_runtime(rt: tokio::runtime::Runtime) {
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
 }
 
 /// Installs the process' tracing subscriber (stderr; `BARGE_LOG` overrides `level`).

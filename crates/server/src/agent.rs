@@ -248,6 +248,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         drop(lb);
         r
     });
+    barge_daemon::end_runtime(rt);
     crate::node::remove_tables(&tables);
     r
 }

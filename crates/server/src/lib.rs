@@ -566,6 +566,9 @@ pub fn run(args: ServerArgs) -> Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), reconciler).await;
         r
     });
+    // Engine calls still in flight (a pod's stop waiting out its grace period) are abandoned
+    // after a moment, as k3s leaves its pods to the next start.
+    barge_daemon::end_runtime(rt);
     if let Some(p) = &own_pidfile {
         let _ = std::fs::remove_file(p);
     }
