@@ -447,6 +447,23 @@ spec:
         "{.items[0].metadata.labels.batch\\.kubernetes\\.io/job-name} {.items[0].metadata.ownerReferences[0].kind}",
     );
     assert_eq!(labels, "work Job");
+    // kube's generated selector (what `kubectl logs job/work` and `describe` select with).
+    let (uid, sel, tpl) = (
+        s.jsonpath(&["job", "work"], "{.metadata.uid}"),
+        s.jsonpath(
+            &["job", "work"],
+            "{.spec.selector.matchLabels.batch\\.kubernetes\\.io/controller-uid}",
+        ),
+        s.jsonpath(
+            &["job", "work"],
+            "{.spec.template.metadata.labels.job-name} {.spec.template.metadata.labels.controller-uid}",
+        ),
+    );
+    assert!(!uid.is_empty());
+    assert_eq!(sel, uid, "the selector matches on the Job's uid");
+    assert_eq!(tpl, format!("work {uid}"));
+    let selected = s.pods(&format!("batch.kubernetes.io/controller-uid={uid}"));
+    assert_eq!(selected.len(), 5, "{selected:?}");
 
     s.apply(
         r#"

@@ -315,7 +315,53 @@ fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
         {
             obj["spec"]["replicas"] = json!(1);
         }
+        ("batch", "jobs") if obj["spec"].is_object() => job_selector(obj),
         _ => {}
+    }
+}
+
+/// kube's job `generateSelector` (`pkg/registry/batch/job/strategy.go`), unless
+/// `spec.manualSelector` is true: the pod template gets `batch.kubernetes.io/job-name` and
+/// `job-name` (the Job's name) and `batch.kubernetes.io/controller-uid` and `controller-uid`
+/// (its uid) where it has no such label, and the selector matches on
+/// `batch.kubernetes.io/controller-uid`. (A selector naming another uid then fails
+/// validation, as in kube.) Clients rely on it: `kubectl logs job/x` and `describe job` select
+/// the Job's pods with it.
+fn job_selector(obj: &mut Value) {
+    if obj["spec"]["manualSelector"].as_bool() == Some(true) {
+        return;
+    }
+    let name = meta_str(obj, "name").unwrap_or("").to_string();
+    let uid = meta_str(obj, "uid").unwrap_or("").to_string();
+    let spec = &mut obj["spec"];
+    if !spec["template"].is_object() {
+        spec["template"] = json!({});
+    }
+    if !spec["template"]["metadata"].is_object() {
+        spec["template"]["metadata"] = json!({});
+    }
+    if !spec["template"]["metadata"]["labels"].is_object() {
+        spec["template"]["metadata"]["labels"] = json!({});
+    }
+    if let Some(labels) = spec["template"]["metadata"]["labels"].as_object_mut() {
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.entry(k).or_insert_with(|| json!(v));
+        }
+    }
+    if !spec["selector"].is_object() {
+        spec["selector"] = json!({});
+    }
+    if !spec["selector"]["matchLabels"].is_object() {
+        spec["selector"]["matchLabels"] = json!({});
+    }
+    if let Some(m) = spec["selector"]["matchLabels"].as_object_mut() {
+        m.entry("batch.kubernetes.io/controller-uid")
+            .or_insert_with(|| json!(uid));
     }
 }
 
@@ -323,6 +369,40 @@ fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
 mod tests {
     use super::pod_qos_class;
     use serde_json::json;
+
+    #[test]
+    fn a_job_gets_kubes_generated_selector_and_labels_unless_manual() {
+        let mut job = json!({
+            "metadata": {"name": "pi", "uid": "u-1"},
+            "spec": {"template": {"metadata": {"labels": {"app": "x", "job-name": "mine"}},
+                                  "spec": {"containers": []}}}
+        });
+        super::job_selector(&mut job);
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"],
+            json!({"app": "x", "job-name": "mine", "controller-uid": "u-1",
+                   "batch.kubernetes.io/controller-uid": "u-1",
+                   "batch.kubernetes.io/job-name": "pi"}),
+            "labels the user set stay"
+        );
+        // No template metadata at all.
+        let mut bare = json!({"metadata": {"name": "b", "uid": "u-2"}, "spec": {"template": {}}});
+        super::job_selector(&mut bare);
+        assert_eq!(
+            bare["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "b"
+        );
+        let manual = json!({"metadata": {"name": "m", "uid": "u-3"},
+                            "spec": {"manualSelector": true,
+                                     "selector": {"matchLabels": {"a": "b"}}}});
+        let mut m = manual.clone();
+        super::job_selector(&mut m);
+        assert_eq!(m, manual, "a manual selector is left alone");
+    }
 
     #[test]
     fn qos_classes_as_kube() {
