@@ -391,3 +391,92 @@ fn ipc_modes() {
     );
     D.docker_ok(&["rm", "-f", "ipc-donor", "ipc-private"]);
 }
+
+/// `--ulimit`, `--sysctl`, `--device`, `--oom-score-adj` and `--memory-reservation` (the
+/// docker CLI's `HostConfig.Ulimits`, `Sysctls`, `Devices`, `OomScoreAdj`,
+/// `MemoryReservation`) reach the container and inspect, through the docker CLI and barge's
+/// own; bad values are refused with dockerd's and runc's messages.
+#[test]
+fn ulimits_sysctls_devices_and_oom_score() {
+    let script = "ulimit -n; ulimit -Hn; cat /proc/sys/net/ipv4/tcp_keepalive_time \
+                  /proc/self/oom_score_adj; ls -l /dev/myfuse | cut -c1-10";
+    for (cli, run) in [("docker", true), ("barge", false)] {
+        let args = [
+            "run",
+            "--rm",
+            "--ulimit",
+            "nofile=123:456",
+            "--sysctl",
+            "net.ipv4.tcp_keepalive_time=123",
+            "--device",
+            "/dev/fuse:/dev/myfuse",
+            "--oom-score-adj",
+            "500",
+            "busybox:1.35",
+            "sh",
+            "-c",
+            script,
+        ];
+        let out = if run { D.docker_ok(&args) } else { D.ok(&args) };
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["123", "456", "123", "500", "crw-------"],
+            "{cli}: {out}"
+        );
+    }
+    D.docker_ok(&[
+        "create",
+        "--name",
+        "limits",
+        "--ulimit",
+        "nproc=77",
+        "--sysctl",
+        "kernel.shmmax=1000000",
+        "--device",
+        "/dev/fuse",
+        "--oom-score-adj",
+        "300",
+        "--memory-reservation",
+        "64m",
+        "busybox:1.35",
+        "true",
+    ]);
+    let f = "{{json .HostConfig.Ulimits}} {{json .HostConfig.Sysctls}} {{json .HostConfig.Devices}} {{.HostConfig.OomScoreAdj}} {{.HostConfig.MemoryReservation}}";
+    assert_eq!(
+        D.docker_ok(&["inspect", "-f", f, "limits"]).trim(),
+        r#"[{"Name":"nproc","Hard":77,"Soft":77}] {"kernel.shmmax":"1000000"} [{"PathOnHost":"/dev/fuse","PathInContainer":"/dev/fuse","CgroupPermissions":"rwm"}] 300 67108864"#
+    );
+    D.docker_ok(&["start", "limits"]);
+    D.docker_ok(&["rm", "-f", "limits"]);
+    for (args, want) in [
+        (
+            &["--oom-score-adj", "2000"][..],
+            "range for oom score adj is [-1000, 1000]",
+        ),
+        (
+            &["--sysctl", "kernel.panic=1"][..],
+            "is not in a separate kernel namespace",
+        ),
+        (
+            &["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"][..],
+            "not allowed in host network namespace",
+        ),
+        (
+            &["--device", "/dev/no-such-device"][..],
+            "error gathering device information while adding custom device \"/dev/no-such-device\": no such file or directory",
+        ),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox:1.35", "true"]);
+        // The docker CLI refuses non-namespaced sysctls itself: the daemon's check is
+        // reached through barge's CLI.
+        let out = if args.contains(&"kernel.panic=1") {
+            D.barge(&a)
+        } else {
+            D.docker(&a)
+        };
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+}

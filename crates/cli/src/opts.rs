@@ -85,6 +85,21 @@ pub struct ContainerOpts {
     /// Memory limit
     #[arg(short, long, value_name = "bytes")]
     pub memory: Option<String>,
+    /// Memory soft limit
+    #[arg(long = "memory-reservation", value_name = "bytes")]
+    pub memory_reservation: Option<String>,
+    /// Ulimit options (`nofile=1024:2048`)
+    #[arg(long = "ulimit", value_name = "ulimit")]
+    pub ulimit: Vec<String>,
+    /// Sysctl options (`net.ipv4.ip_forward=1`)
+    #[arg(long = "sysctl", value_name = "map")]
+    pub sysctl: Vec<String>,
+    /// Add a host device to the container (`/dev/fuse[:/dev/fuse[:rwm]]`)
+    #[arg(long = "device", value_name = "list")]
+    pub device: Vec<String>,
+    /// Tune host's OOM preferences (-1000 to 1000)
+    #[arg(long = "oom-score-adj", value_name = "int", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<i64>,
     /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
     #[arg(long = "memory-swap", value_name = "bytes", allow_hyphen_values = true)]
     pub memory_swap: Option<String>,
@@ -368,6 +383,54 @@ pub fn split_volumes(list: &[String]) -> (Vec<String>, Vec<String>) {
 }
 
 /// Parses docker's byte sizes (`64m`, `1g`, `512k`, `100`, `1.5GiB`): binary units, as
+/// docker's `--ulimit NAME=SOFT[:HARD]` (go-units' `ParseUlimit`; the hard limit defaults to
+/// the soft one).
+pub fn parse_ulimit(s: &str) -> Result<bollard_stubs::models::ResourcesUlimits> {
+    let (name, vals) = s
+        .split_once('=')
+        .with_context(|| format!("invalid ulimit argument: {s}"))?;
+    let num = |v: &str| {
+        v.parse::<i64>()
+            .with_context(|| format!("invalid ulimit argument: {s}"))
+    };
+    let (soft, hard) = match vals.split_once(':') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(vals)?, num(vals)?),
+    };
+    if soft > hard && hard >= 0 {
+        bail!("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}");
+    }
+    Ok(bollard_stubs::models::ResourcesUlimits {
+        name: Some(name.to_string()),
+        soft: Some(soft),
+        hard: Some(hard),
+    })
+}
+
+/// docker's `--device HOST[:CONTAINER][:PERMISSIONS]` (the CLI's `parseDevice`): one part
+/// after the host path is the container path, or the permissions when it is only `rwm`
+/// letters.
+pub fn parse_device(s: &str) -> Result<bollard_stubs::models::DeviceMapping> {
+    let is_mode = |m: &str| !m.is_empty() && m.chars().all(|c| "rwm".contains(c));
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [src] => (*src, *src, "rwm"),
+        [src, m] if is_mode(m) => (*src, *src, *m),
+        [src, dst] => (*src, *dst, "rwm"),
+        [src, dst, m] if is_mode(m) => (*src, *dst, *m),
+        [_, _, m] => bail!("invalid device mode: {m}"),
+        _ => bail!("invalid device specification: {s}"),
+    };
+    if !dst.starts_with('/') {
+        bail!("invalid device specification: {s}");
+    }
+    Ok(bollard_stubs::models::DeviceMapping {
+        path_on_host: Some(src.to_string()),
+        path_in_container: Some(dst.to_string()),
+        cgroup_permissions: Some(mode.to_string()),
+    })
+}
+
 /// `go-units`' `RAMInBytes` ([`barge_stdx::units::ram_in_bytes`]).
 pub fn parse_bytes(s: &str) -> Result<i64> {
     barge_stdx::units::ram_in_bytes(s.trim()).map_err(|e| anyhow::anyhow!("{e}"))
@@ -656,6 +719,19 @@ impl ContainerOpts {
             runtime: self.runtime.clone(),
             restart_policy: self.restart.as_deref().map(parse_restart).transpose()?,
             auto_remove: self.rm.then_some(true),
+            memory_reservation: self
+                .memory_reservation
+                .as_deref()
+                .map(parse_bytes)
+                .transpose()?,
+            ulimits: (!self.ulimit.is_empty())
+                .then(|| self.ulimit.iter().map(|u| parse_ulimit(u)).collect())
+                .transpose()?,
+            sysctls: (!self.sysctl.is_empty()).then(|| key_values(&self.sysctl)),
+            devices: (!self.device.is_empty())
+                .then(|| self.device.iter().map(|d| parse_device(d)).collect())
+                .transpose()?,
+            oom_score_adj: self.oom_score_adj,
             console_size: if self.tty {
                 crate::stream::terminal_size().map(|(h, w)| vec![h as usize, w as usize])
             } else {
@@ -791,6 +867,49 @@ pub fn parse_publish(spec: &str) -> Result<Vec<Publish>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ulimit_and_device_flags_as_dockers() {
+        let u = parse_ulimit("nofile=123:456").unwrap();
+        assert_eq!(
+            (u.name.as_deref(), u.soft, u.hard),
+            (Some("nofile"), Some(123), Some(456))
+        );
+        let u = parse_ulimit("nproc=77").unwrap();
+        assert_eq!((u.soft, u.hard), (Some(77), Some(77)));
+        assert!(parse_ulimit("nofile").is_err());
+        assert!(parse_ulimit("nofile=9:3")
+            .unwrap_err()
+            .to_string()
+            .contains("9 > 3"));
+        let d = |s: &str| {
+            let d = parse_device(s).unwrap();
+            (
+                d.path_on_host.unwrap(),
+                d.path_in_container.unwrap(),
+                d.cgroup_permissions.unwrap(),
+            )
+        };
+        assert_eq!(
+            d("/dev/fuse"),
+            ("/dev/fuse".into(), "/dev/fuse".into(), "rwm".into())
+        );
+        assert_eq!(
+            d("/dev/fuse:r"),
+            ("/dev/fuse".into(), "/dev/fuse".into(), "r".into())
+        );
+        assert_eq!(
+            d("/dev/a:/dev/b"),
+            ("/dev/a".into(), "/dev/b".into(), "rwm".into())
+        );
+        assert_eq!(
+            d("/dev/a:/dev/b:mr"),
+            ("/dev/a".into(), "/dev/b".into(), "mr".into())
+        );
+        assert!(parse_device("/dev/a:/dev/b:x").is_err());
+        assert!(parse_device("/dev/a:rel").is_err());
+    }
+
     use super::*;
     use clap::Parser;
     use serde_json::json;

@@ -870,6 +870,26 @@ pub fn create_body(
     if let Some(m) = s.mem_limit.as_deref().and_then(|m| m.parse::<i64>().ok()) {
         host["Memory"] = json!(m);
     }
+    if let Some(m) = s
+        .mem_reservation
+        .as_deref()
+        .and_then(|m| m.parse::<i64>().ok())
+    {
+        host["MemoryReservation"] = json!(m);
+    }
+    if let Some(o) = s.oom_score_adj {
+        host["OomScoreAdj"] = json!(o);
+    }
+    if !s.devices.is_empty() {
+        host["Devices"] = json!(s
+            .devices
+            .iter()
+            .map(
+                |d| json!({"PathOnHost": d.source, "PathInContainer": d.target,
+                            "CgroupPermissions": d.permissions})
+            )
+            .collect::<Vec<_>>());
+    }
     if let Some(c) = s.cpus {
         host["NanoCpus"] = json!((c * 1e9) as i64);
     }
@@ -1215,6 +1235,51 @@ mod tests {
         assert_eq!(
             (b["Tty"].as_bool(), b["OpenStdin"].as_bool()),
             (Some(true), Some(true))
+        );
+    }
+
+    #[test]
+    fn devices_oom_score_and_memory_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "services:\n  app:\n    image: busybox:1.35\n    mem_reservation: 64m\n    oom_score_adj: 300\n    ulimits:\n      nofile: {soft: 10, hard: 20}\n      nproc: 65\n    devices:\n      - /dev/fuse\n      - /dev/net/tun:/dev/tun:r\n      - {source: /dev/zero, target: /dev/z}\n",
+        )
+        .unwrap();
+        let opts = crate::Options {
+            cwd: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let p = crate::load(&opts).unwrap().project;
+        let app = &p.services["app"];
+        let inst = Instance {
+            number: 1,
+            name: "x-app-1".into(),
+            ..Default::default()
+        };
+        let b = create_body(&p, "app", app, &inst).unwrap();
+        let h = &b["HostConfig"];
+        assert_eq!(h["MemoryReservation"], 67108864);
+        assert_eq!(h["OomScoreAdj"], 300);
+        assert_eq!(
+            h["Devices"],
+            json!([
+                {"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rwm"},
+                {"PathOnHost": "/dev/net/tun", "PathInContainer": "/dev/tun", "CgroupPermissions": "r"},
+                {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/z", "CgroupPermissions": "rwm"},
+            ])
+        );
+        assert_eq!(
+            h["Ulimits"],
+            json!([{"Name": "nofile", "Soft": 10, "Hard": 20}, {"Name": "nproc", "Soft": 65, "Hard": 65}])
+        );
+        let yaml = crate::render::render(&p, crate::render::Format::Yaml).unwrap();
+        assert!(yaml.contains("    oom_score_adj: 300\n"), "{yaml}");
+        assert!(
+            yaml.contains(
+                "      - source: /dev/net/tun\n        target: /dev/tun\n        permissions: r\n"
+            ),
+            "{yaml}"
         );
     }
 

@@ -83,6 +83,9 @@ pub struct Service {
     /// `deploy`, kept raw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deploy: Option<Value>,
+    /// Host devices (`devices:`), in compose-go's long form.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceMapping>,
     /// DNS servers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<String>,
@@ -137,12 +140,18 @@ pub struct Service {
     /// Memory limit in bytes (decimal text, as compose-go's `UnitBytes` marshals).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mem_limit: Option<String>,
+    /// Memory soft limit in bytes (decimal text, as `mem_limit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_reservation: Option<String>,
     /// `network_mode` (`host`, `none`, `service:NAME`, `container:NAME`).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub network_mode: String,
     /// Networks the service joins (value `None` = no per-network options).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, Option<ServiceNetwork>>,
+    /// OOM score adjustment (-1000 to 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i64>,
     /// PID mode.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub pid: String,
@@ -443,4 +452,13 @@ pub struct FileObject {
     /// Created elsewhere.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub external: bool,
+}
+
+/// One `devices:` entry (compose-spec; compose-go's `DeviceMapping`): `source` on the host,
+/// `target` in the container, cgroup `permissions` (`rwm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceMapping {
+    pub source: String,
+    pub target: String,
+    pub permissions: String,
 }

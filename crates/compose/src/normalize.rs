@@ -243,6 +243,51 @@ pub fn validate_keys(doc: &Value, file: &str) -> Result<(), NormalizeError> {
     Ok(())
 }
 
+/// `devices:` in either syntax: `HOST[:CONTAINER[:PERMISSIONS]]` strings or
+/// `{source, target, permissions}` mappings (the container path defaults to the host's, the
+/// permissions to `rwm`, as compose-go's `ParseDeviceMapping`).
+fn devices(v: Option<&Value>) -> Vec<crate::model::DeviceMapping> {
+    let Some(Value::Array(items)) = v else {
+        return Vec::new();
+    };
+    let is_mode = |m: &str| !m.is_empty() && m.chars().all(|c| "rwm".contains(c));
+    items
+        .iter()
+        .filter_map(|item| {
+            let (source, target, permissions) = match item {
+                Value::Object(o) => {
+                    let f = |k: &str| o.get(k).map(text).unwrap_or_default();
+                    (f("source"), f("target"), f("permissions"))
+                }
+                other => {
+                    let t = text(other);
+                    let p: Vec<&str> = t.split(':').collect();
+                    match p.as_slice() {
+                        [s] => (s.to_string(), String::new(), String::new()),
+                        [s, m] if is_mode(m) => (s.to_string(), String::new(), m.to_string()),
+                        [s, d] => (s.to_string(), d.to_string(), String::new()),
+                        [s, d, m, ..] => (s.to_string(), d.to_string(), m.to_string()),
+                        [] => return None,
+                    }
+                }
+            };
+            (!source.is_empty()).then(|| crate::model::DeviceMapping {
+                target: if target.is_empty() {
+                    source.clone()
+                } else {
+                    target
+                },
+                permissions: if permissions.is_empty() {
+                    "rwm".into()
+                } else {
+                    permissions
+                },
+                source,
+            })
+        })
+        .collect()
+}
+
 /// The expected shape of service key `k` when `v` does not have it (null is always accepted;
 /// scalars may be strings, numbers or booleans since casting follows interpolation).
 fn wrong_type(k: &str, v: &Value) -> Option<&'static str> {
@@ -489,6 +534,21 @@ pub fn service(
                     .to_string(),
             ),
         },
+        mem_reservation: match get("mem_reservation") {
+            None => None,
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(v) => Some(
+                barge_stdx::units::ram_in_bytes(&text(v))
+                    .map_err(|_| NormalizeError::Size {
+                        service: name.into(),
+                        key: "mem_reservation".into(),
+                        value: text(v),
+                    })?
+                    .to_string(),
+            ),
+        },
+        devices: devices(get("devices")),
+        oom_score_adj: get("oom_score_adj").and_then(|v| text(v).parse().ok()),
         network_mode: s_("network_mode"),
         pid: s_("pid"),
         pids_limit: get("pids_limit").and_then(|v| text(v).parse().ok()),

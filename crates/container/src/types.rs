@@ -185,6 +185,41 @@ pub struct HostOptions {
     /// dockerd's `/TARGET:/THIS/ALIAS`.
     #[serde(default)]
     pub links: Vec<String>,
+    /// `HostConfig.Ulimits`: resource limits of the container's processes (`setrlimit(2)`),
+    /// the OCI spec's `process.rlimits`.
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
+    /// `HostConfig.Sysctls`: namespaced kernel parameters set in the container's namespaces
+    /// (the OCI spec's `linux.sysctl`).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// `HostConfig.Devices`: host devices made available in the container (`--device`).
+    #[serde(default)]
+    pub devices: Vec<DeviceMapping>,
+    /// `HostConfig.OomScoreAdj` (-1000 to 1000): the container process's `oom_score_adj`.
+    #[serde(default)]
+    pub oom_score_adj: i64,
+    /// `HostConfig.MemoryReservation`: the memory soft limit in bytes (0 = none).
+    #[serde(default)]
+    pub memory_reservation: i64,
+}
+
+/// One `HostConfig.Ulimits` entry (Docker's `Resources.Ulimits`): `name` as docker's
+/// `--ulimit` spells it (`nofile`, `nproc`, `core`, …), soft and hard values (-1 = unlimited).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+/// One `HostConfig.Devices` entry (Docker's `DeviceMapping`): a host device node (or a
+/// directory of them) at a path in the container, with its device cgroup permissions (`rwm`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceMapping {
+    pub path_on_host: String,
+    pub path_in_container: String,
+    pub cgroup_permissions: String,
 }
 
 /// Docker's container states (`State.Status`).

@@ -22,7 +22,7 @@ mod host;
 mod security;
 mod user;
 
-use host::device_rule;
+use host::{device_rule, devices_from_path, ulimit_type};
 use security::security_opts;
 
 pub(crate) use host::{check_host_options, check_volume_driver};
@@ -223,12 +223,29 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
             }
         }
     }
-    let mut resources = json!({"devices": devices_cgroup});
-    let host_devices = if host.privileged {
+    let mut host_devices = if host.privileged {
         privileged_devices(Path::new("/dev"))
     } else {
         Vec::new()
     };
+    // `--device`: the nodes, and (unless privileged, which allows all) their cgroup rules.
+    for d in &host.devices {
+        let (nodes, rules) = devices_from_path(d)?;
+        if !host.privileged {
+            if let Some(list) = devices_cgroup.as_array_mut() {
+                list.extend(rules);
+            }
+            host_devices.extend(nodes);
+        } else {
+            // Already there under /dev; a different path in the container is added.
+            for n in nodes {
+                if !host_devices.iter().any(|h| h["path"] == n["path"]) {
+                    host_devices.push(n);
+                }
+            }
+        }
+    }
+    let mut resources = json!({"devices": devices_cgroup});
     let mut memory = serde_json::Map::new();
     if host.memory > 0 {
         memory.insert("limit".into(), json!(host.memory));
@@ -245,6 +262,9 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     }
     if let Some(sw) = host.memory_swappiness.filter(|s| *s >= 0) {
         memory.insert("swappiness".into(), json!(sw));
+    }
+    if host.memory_reservation > 0 {
+        memory.insert("reservation".into(), json!(host.memory_reservation));
     }
     if !memory.is_empty() {
         resources["memory"] = Value::Object(memory);
@@ -280,6 +300,9 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     if let Some(p) = rootfs_propagation {
         linux["rootfsPropagation"] = json!(p);
     }
+    if !host.sysctls.is_empty() {
+        linux["sysctl"] = json!(host.sysctls);
+    }
     if !host.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
@@ -304,8 +327,20 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         "env": input.env,
         "cwd": if input.cwd.is_empty() { "/" } else { input.cwd.as_str() },
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "oomScoreAdj": 0,
+        "oomScoreAdj": host.oom_score_adj,
     });
+    // `--ulimit` (-1: unlimited, RLIM_INFINITY).
+    let rlimits: Vec<Value> = host
+        .ulimits
+        .iter()
+        .filter_map(|u| {
+            let lim = |v: i64| if v < 0 { u64::MAX } else { v as u64 };
+            Some(json!({"type": ulimit_type(&u.name)?, "soft": lim(u.soft), "hard": lim(u.hard)}))
+        })
+        .collect();
+    if !rlimits.is_empty() {
+        process["rlimits"] = json!(rlimits);
+    }
     // Only when set: runtimes treat an absent field as false, and libcontainer mistakes an
     // explicit `false` for `true` (`barge runtime` then has to rewrite the bundle).
     if nnp {

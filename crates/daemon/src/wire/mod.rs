@@ -227,7 +227,7 @@ pub fn host_config(c: &Container) -> m::HostConfig {
         init: Some(h.init),
         memory: Some(h.memory),
         memory_swap: Some(h.memory_swap),
-        memory_reservation: Some(0),
+        memory_reservation: Some(h.memory_reservation),
         nano_cpus: Some(h.nano_cpus),
         cpu_shares: Some(h.cpu_shares),
         cpu_period: Some(0),
@@ -256,7 +256,28 @@ pub fn host_config(c: &Container) -> m::HostConfig {
             maximum_retry_count: Some(h.restart_max_retries),
         }),
         oom_kill_disable: Some(h.oom_kill_disable),
-        oom_score_adj: Some(0),
+        oom_score_adj: Some(h.oom_score_adj),
+        ulimits: (!h.ulimits.is_empty()).then(|| {
+            h.ulimits
+                .iter()
+                .map(|u| m::ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect()
+        }),
+        devices: (!h.devices.is_empty()).then(|| {
+            h.devices
+                .iter()
+                .map(|d| m::DeviceMapping {
+                    path_on_host: Some(d.path_on_host.clone()),
+                    path_in_container: Some(d.path_in_container.clone()),
+                    cgroup_permissions: Some(d.cgroup_permissions.clone()),
+                })
+                .collect()
+        }),
+        sysctls: (!h.sysctls.is_empty()).then(|| hash(&h.sysctls)),
         shm_size: Some(if h.shm_size > 0 {
             h.shm_size
         } else {
@@ -1021,7 +1042,6 @@ pub fn system_df(
                 created_at: Some(b.created.clone()),
                 last_used_at: Some(b.created.clone()),
                 usage_count: Some(1),
-                ..Default::default()
             })
             .map(|model| {
                 // Extension: `Parent` (deprecated in 1.42, dropped from the model), which

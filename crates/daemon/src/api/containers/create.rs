@@ -102,6 +102,29 @@ struct HostConfigBody {
     memory_swappiness: Option<i64>,
     volume_driver: Option<String>,
     links: Option<Vec<String>>,
+    ulimits: Option<Vec<UlimitBody>>,
+    sysctls: Option<BTreeMap<String, String>>,
+    devices: Option<Vec<DeviceBody>>,
+    oom_score_adj: Option<i64>,
+    memory_reservation: Option<i64>,
+}
+
+/// Docker's `Resources.Ulimits` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct UlimitBody {
+    name: Option<String>,
+    soft: Option<i64>,
+    hard: Option<i64>,
+}
+
+/// Docker's `DeviceMapping`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DeviceBody {
+    path_on_host: Option<String>,
+    path_in_container: Option<String>,
+    cgroup_permissions: Option<String>,
 }
 
 /// Docker's `Mount` (an entry of `HostConfig.Mounts`).
@@ -317,6 +340,29 @@ impl CreateBody {
                 memory_swappiness: hc.memory_swappiness,
                 volume_driver: hc.volume_driver.unwrap_or_default(),
                 links: hc.links.unwrap_or_default(),
+                ulimits: hc
+                    .ulimits
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|u| barge_container::Ulimit {
+                        name: u.name.unwrap_or_default(),
+                        soft: u.soft.unwrap_or(0),
+                        hard: u.hard.unwrap_or(0),
+                    })
+                    .collect(),
+                sysctls: hc.sysctls.unwrap_or_default(),
+                devices: hc
+                    .devices
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|d| barge_container::DeviceMapping {
+                        path_on_host: d.path_on_host.unwrap_or_default(),
+                        path_in_container: d.path_in_container.unwrap_or_default(),
+                        cgroup_permissions: d.cgroup_permissions.unwrap_or_default(),
+                    })
+                    .collect(),
+                oom_score_adj: hc.oom_score_adj.unwrap_or(0),
+                memory_reservation: hc.memory_reservation.unwrap_or(0),
                 ..Default::default()
             },
             exposed_ports: Vec::new(),
