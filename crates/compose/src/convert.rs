@@ -1200,19 +1200,22 @@ mod tests {
         assert!(mounts.contains(&json!({"Type": "volume", "Source": "a1b2", "Target": "/anon"})));
     }
 
-    #[test]
-    fn limits_and_tty_from_the_file() {
+    /// The project of a `compose.yaml` with `yaml` as its text.
+    fn project_of(yaml: &str) -> crate::model::Project {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("compose.yaml"),
-            "services:\n  app:\n    image: busybox:1.35\n    mem_limit: 512m\n    cpus: \"0.5\"\n    pids_limit: 100\n    tty: true\n    stdin_open: true\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
         let opts = crate::Options {
             cwd: dir.path().to_path_buf(),
             ..Default::default()
         };
-        let p = crate::load(&opts).unwrap().project;
+        crate::load(&opts).unwrap().project
+    }
+
+    #[test]
+    fn limits_and_tty_from_the_file() {
+        let p = project_of(
+            "services:\n  app:\n    image: busybox:1.35\n    mem_limit: 512m\n    cpus: \"0.5\"\n    pids_limit: 100\n    tty: true\n    stdin_open: true\n",
+        );
         let app = &p.services["app"];
         assert_eq!(app.mem_limit.as_deref(), Some("536870912"));
         assert_eq!(
@@ -1240,17 +1243,9 @@ mod tests {
 
     #[test]
     fn devices_oom_score_and_memory_reservation() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("compose.yaml"),
+        let p = project_of(
             "services:\n  app:\n    image: busybox:1.35\n    mem_reservation: 64m\n    oom_score_adj: 300\n    ulimits:\n      nofile: {soft: 10, hard: 20}\n      nproc: 65\n    devices:\n      - /dev/fuse\n      - /dev/net/tun:/dev/tun:r\n      - {source: /dev/zero, target: /dev/z}\n",
-        )
-        .unwrap();
-        let opts = crate::Options {
-            cwd: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        let p = crate::load(&opts).unwrap().project;
+        );
         let app = &p.services["app"];
         let inst = Instance {
             number: 1,

@@ -243,6 +243,28 @@ pub fn validate_keys(doc: &Value, file: &str) -> Result<(), NormalizeError> {
     Ok(())
 }
 
+/// A size key (`mem_limit`, `mem_reservation`: `512m`, or a number of bytes) as the decimal
+/// byte count compose-go's `UnitBytes` marshals; `None` when absent.
+fn bytes_text(
+    v: Option<&Value>,
+    service: &str,
+    key: &str,
+) -> Result<Option<String>, NormalizeError> {
+    Ok(match v {
+        None => None,
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(v) => Some(
+            barge_stdx::units::ram_in_bytes(&text(v))
+                .map_err(|_| NormalizeError::Size {
+                    service: service.into(),
+                    key: key.into(),
+                    value: text(v),
+                })?
+                .to_string(),
+        ),
+    })
+}
+
 /// `devices:` in either syntax: `HOST[:CONTAINER[:PERMISSIONS]]` strings or
 /// `{source, target, permissions}` mappings (the container path defaults to the host's, the
 /// permissions to `rwm`, as compose-go's `ParseDeviceMapping`).
@@ -521,32 +543,8 @@ pub fn service(
         labels: string_map(get("labels")),
         links: strings(get("links")),
         logging: get("logging").cloned(),
-        mem_limit: match get("mem_limit") {
-            None => None,
-            Some(Value::Number(n)) => Some(n.to_string()),
-            Some(v) => Some(
-                barge_stdx::units::ram_in_bytes(&text(v))
-                    .map_err(|_| NormalizeError::Size {
-                        service: name.into(),
-                        key: "mem_limit".into(),
-                        value: text(v),
-                    })?
-                    .to_string(),
-            ),
-        },
-        mem_reservation: match get("mem_reservation") {
-            None => None,
-            Some(Value::Number(n)) => Some(n.to_string()),
-            Some(v) => Some(
-                barge_stdx::units::ram_in_bytes(&text(v))
-                    .map_err(|_| NormalizeError::Size {
-                        service: name.into(),
-                        key: "mem_reservation".into(),
-                        value: text(v),
-                    })?
-                    .to_string(),
-            ),
-        },
+        mem_limit: bytes_text(get("mem_limit"), name, "mem_limit")?,
+        mem_reservation: bytes_text(get("mem_reservation"), name, "mem_reservation")?,
         devices: devices(get("devices")),
         oom_score_adj: get("oom_score_adj").and_then(|v| text(v).parse().ok()),
         network_mode: s_("network_mode"),
