@@ -11,7 +11,8 @@
 //! - backend: a hyper HTTP/1.1 server answering `GET /` with 13 bytes, on its own runtime;
 //! - barge: [`barge_ingress::proxy`] with a routing table built by `Table::build` from an
 //!   Ingress, a Service and an EndpointSlice pointing at the backend (2 worker threads,
-//!   the machine's cores here);
+//!   the machine's cores here, each with its own single-threaded runtime, and one thread
+//!   accepting connections);
 //! - nginx: `/usr/sbin/nginx`, 2 workers, an upstream with keepalive and the headers
 //!   ingress-nginx sets (`X-Forwarded-For`/`-Proto`/`-Host`, `X-Real-IP`), access log off;
 //! - client: CONNECTIONS keep-alive connections (hyper), REQUESTS requests in all per round,
@@ -114,7 +115,13 @@ fn barge(rt: &tokio::runtime::Runtime, backend: SocketAddr) -> SocketAddr {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind the proxy");
     let addr = l.local_addr().unwrap();
-    rt.spawn(barge_ingress::proxy::serve_http(l, proxy));
+    // The proxy's 2 workers (threads named `proxy`, as the accepting runtime's).
+    let workers = barge_ingress::workers::Workers::start(2, "proxy").expect("the workers");
+    rt.spawn(barge_ingress::proxy::serve_http(
+        l,
+        proxy,
+        Arc::new(workers),
+    ));
     addr
 }
 
@@ -316,7 +323,8 @@ fn main() {
     let conns = args.get(1).copied().unwrap_or(32);
     let rounds = args.get(2).copied().unwrap_or(3);
     let backend_rt = runtime("backend", 1);
-    let proxy_rt = runtime("proxy", 2);
+    // Accepts only: the proxy's connections are served by its 2 workers.
+    let proxy_rt = runtime("proxy", 1);
     let client_rt = runtime("client", 1);
     let b = backend(&backend_rt);
     let barge = barge(&proxy_rt, b);

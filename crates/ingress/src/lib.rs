@@ -8,6 +8,8 @@
 //! - [`proxy`]: the listeners (hyper HTTP/1.1; rustls on ring, certificates by SNI), routing
 //!   each request with the current table, forwarding it with `X-Forwarded-*`, streaming
 //!   bodies, passing `Upgrade` (WebSocket) through; 404/503/502/504 as ingress-nginx;
+//! - [`workers`]: the proxy's worker threads (one per core, a single-threaded runtime and a
+//!   [`pool`] of backend connections each), each serving whole client connections;
 //! - [`controller`]: the IngressClass `barge` (the default class), the watch that rebuilds
 //!   the table and swaps it in atomically after each burst of changes, and the Ingresses'
 //!   `status.loadBalancer.ingress` (every Ready node's InternalIP: each node runs the proxy).
@@ -20,14 +22,18 @@ pub mod controller;
 pub mod pool;
 pub mod proxy;
 pub mod routes;
+pub mod workers;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Errors of starting the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("starting the proxy's worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -57,14 +63,19 @@ pub async fn run(client: kube::Client, cfg: Config) -> Result<(), IngressError> 
             .await
             .map_err(|source| IngressError::Bind { addr, source })
     };
+    let workers = workers::Workers::start(workers::Workers::default_count(), "barge-ingress")
+        .map(Arc::new)
+        .map_err(IngressError::Workers)?;
     let mut tasks = Vec::new();
     if cfg.http_port != 0 {
         let l = bind(cfg.http_port).await?;
-        tasks.push(tokio::spawn(proxy::serve_http(l, proxy.clone())));
+        let (p, w) = (proxy.clone(), workers.clone());
+        tasks.push(tokio::spawn(proxy::serve_http(l, p, w)));
     }
     if cfg.https_port != 0 {
         let l = bind(cfg.https_port).await?;
-        tasks.push(tokio::spawn(proxy::serve_https(l, proxy.clone())));
+        let (p, w) = (proxy.clone(), workers.clone());
+        tasks.push(tokio::spawn(proxy::serve_https(l, p, w)));
     }
     tracing::info!(
         http = cfg.http_port,

@@ -15,6 +15,8 @@
 //!   forwarded, but an `Upgrade` (WebSocket) is: both upgraded connections are then joined.
 //! - Bodies stream both ways (never buffered whole).
 //! - Backend connections are kept alive and reused ([`crate::pool`]).
+//! - Each accepted connection is served whole on one of the [`Workers`] (one thread and
+//!   runtime each, with its own pool), as nginx's worker processes.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,6 +39,7 @@ use tokio::net::TcpListener;
 
 use crate::pool::{Checkin, Pool};
 use crate::routes::{normalize_host, Route, Table};
+use crate::workers::Workers;
 
 /// The error of a response body: the backend's, or [`ReadTimeout`].
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,10 +54,10 @@ pub struct ReadTimeout(pub Duration);
 
 pub use crate::pool::CONNECT_TIMEOUT;
 
-/// The proxy: the current routing table and the connection pool to backends.
+/// The proxy: the current routing table (the pools of backend connections are the
+/// [`Workers`]').
 pub struct Proxy {
     table: RwLock<Arc<Table>>,
-    pool: Pool,
     default_cert: Arc<CertifiedKey>,
 }
 
@@ -73,7 +76,6 @@ impl Proxy {
         .map_err(crate::IngressError::Tls)?;
         Ok(Arc::new(Proxy {
             table: RwLock::new(Arc::new(Table::default())),
-            pool: Pool::default(),
             default_cert: Arc::new(default_cert),
         }))
     }
@@ -126,37 +128,58 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// Serves plain HTTP on `listener` until the task is aborted.
-pub async fn serve_http(listener: TcpListener, proxy: Arc<Proxy>) {
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+/// Accepts the next connection on `listener` (`TCP_NODELAY` set), detached from the
+/// caller's runtime to be registered on a worker's.
+async fn accept(listener: &TcpListener) -> (std::net::TcpStream, SocketAddr) {
     loop {
         let Ok((conn, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let _ = conn.set_nodelay(true);
-        let proxy = proxy.clone();
-        let down = Downstream::new(peer, "http", port);
-        tokio::spawn(serve_conn(TokioIo::new(conn), proxy, down));
+        match conn.into_std() {
+            Ok(conn) => return (conn, peer),
+            Err(e) => tracing::debug!(%peer, "ingress connection: {e}"),
+        }
     }
 }
 
-/// Serves HTTPS on `listener` until the task is aborted.
-pub async fn serve_https(listener: TcpListener, proxy: Arc<Proxy>) {
+/// Serves plain HTTP on `listener` until the task is aborted: accepts here, serves each
+/// connection on one of `workers`.
+pub async fn serve_http(listener: TcpListener, proxy: Arc<Proxy>, workers: Arc<Workers>) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    loop {
+        let (conn, peer) = accept(&listener).await;
+        let proxy = proxy.clone();
+        workers.dispatch(move |pool| async move {
+            match tokio::net::TcpStream::from_std(conn) {
+                Ok(conn) => {
+                    let down = Downstream::new(peer, "http", port);
+                    serve_conn(TokioIo::new(conn), proxy, pool, down).await
+                }
+                Err(e) => tracing::debug!(%peer, "ingress connection: {e}"),
+            }
+        });
+    }
+}
+
+/// Serves HTTPS on `listener` until the task is aborted: accepts here, makes the TLS
+/// handshake and serves each connection on one of `workers`.
+pub async fn serve_https(listener: TcpListener, proxy: Arc<Proxy>, workers: Arc<Workers>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(proxy.tls_config());
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     loop {
-        let Ok((conn, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let _ = conn.set_nodelay(true);
+        let (conn, peer) = accept(&listener).await;
         let (proxy, acceptor) = (proxy.clone(), acceptor.clone());
-        tokio::spawn(async move {
+        workers.dispatch(move |pool| async move {
+            let conn = match tokio::net::TcpStream::from_std(conn) {
+                Ok(conn) => conn,
+                Err(e) => return tracing::debug!(%peer, "ingress connection: {e}"),
+            };
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(conn)).await {
                 Ok(Ok(tls)) => {
                     let down = Downstream::new(peer, "https", port);
-                    serve_conn(TokioIo::new(tls), proxy, down).await
+                    serve_conn(TokioIo::new(tls), proxy, pool, down).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, "ingress TLS handshake: {e}"),
                 Err(_) => tracing::debug!(%peer, "ingress TLS handshake timed out"),
@@ -193,15 +216,15 @@ impl Downstream {
     }
 }
 
-async fn serve_conn<I>(io: I, proxy: Arc<Proxy>, down: Downstream)
+async fn serve_conn<I>(io: I, proxy: Arc<Proxy>, pool: Arc<Pool>, down: Downstream)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer = down.peer;
     let down = Arc::new(down);
     let svc = hyper::service::service_fn(move |req| {
-        let (proxy, down) = (proxy.clone(), down.clone());
-        async move { Ok::<_, Infallible>(handle(&proxy, req, &down).await) }
+        let (proxy, pool, down) = (proxy.clone(), pool.clone(), down.clone());
+        async move { Ok::<_, Infallible>(handle(&proxy, &pool, req, &down).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -286,9 +309,10 @@ fn wants_upgrade(h: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Routes and forwards one request that came in on `down`.
+/// Routes and forwards one request that came in on `down`, over a connection of `pool`.
 pub async fn handle(
     proxy: &Proxy,
+    pool: &Pool,
     mut req: Request<Incoming>,
     down: &Downstream,
 ) -> Response<Body> {
@@ -357,15 +381,14 @@ pub async fn handle(
     h.insert(X_FORWARDED_HOST, host_value);
     h.insert(X_FORWARDED_PORT, down.port_value.clone());
     let out = Request::from_parts(parts, body);
-    let (mut resp, checkin) =
-        match tokio::time::timeout(timeouts.read, proxy.pool.send(ep, out)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::debug!(backend = %backend.name, %ep, "backend: {e}");
-                return text(StatusCode::BAD_GATEWAY, "barge ingress");
-            }
-            Err(_) => return text(StatusCode::GATEWAY_TIMEOUT, "barge ingress"),
-        };
+    let (mut resp, checkin) = match tokio::time::timeout(timeouts.read, pool.send(ep, out)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(backend = %backend.name, %ep, "backend: {e}");
+            return text(StatusCode::BAD_GATEWAY, "barge ingress");
+        }
+        Err(_) => return text(StatusCode::GATEWAY_TIMEOUT, "barge ingress"),
+    };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // The backend connection becomes the upgraded stream: never back to the pool.
         drop(checkin);
@@ -591,7 +614,8 @@ mod tests {
         proxy.swap(table(be));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let front = l.local_addr().unwrap();
-        let server = tokio::spawn(serve_http(l, proxy));
+        let workers = Arc::new(Workers::start(1, "test-proxy").unwrap());
+        let server = tokio::spawn(serve_http(l, proxy, workers));
         let io = tokio::net::TcpStream::connect(front).await.unwrap();
         let (mut client, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
