@@ -881,3 +881,69 @@ fn daemonset_rolls_with_max_surge() {
     });
     assert!(surged, "no new pod was made beside an old one");
 }
+
+/// A scaling pass that was cut short (a conflict on its second ReplicaSet update) leaves a
+/// ReplicaSet's `desired-replicas` annotation stale while the sizes already add up to
+/// replicas + maxSurge. kube's `scale` still rewrites every active ReplicaSet's annotations
+/// then; barge returned early, so the Deployment stayed "a scaling event" forever and its
+/// rollout never went on (CI: `rollout undo` under an HPA's scale-up stalled at "1 out of 10
+/// new replicas"). The stale annotation is made here by hand, mid-rollout.
+#[test]
+fn stale_replica_annotations_are_rewritten_and_the_rollout_goes_on() {
+    let s = Server::start(false, &[]);
+    s.apply(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ann}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: ann}}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  template:
+    metadata: {labels: {app: ann}}
+    spec:
+      containers: [{name: app, image: multilayer:1}]
+"#,
+    );
+    until(&s, 60, "the first rollout", || {
+        s.kubelet_ready("app=ann");
+        s.jsonpath(&["deployment", "ann"], "{.status.availableReplicas}") == "2"
+    });
+    s.k(&["set", "image", "deployment/ann", "app=multilayer:2"]);
+    // The new ReplicaSet gets its surge pod (never ready here: no kubelet marks it).
+    until(&s, 60, "the new ReplicaSet's surge pod", || {
+        s.pods("app=ann").len() == 3
+    });
+    let new_rs = s.jsonpath(
+        &["deployment", "ann"],
+        "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    );
+    assert_eq!(new_rs, "2");
+    let rs = s.jsonpath(
+        &["rs", "-l", "app=ann"],
+        "{range .items[?(@.metadata.annotations.deployment\\.kubernetes\\.io/revision==\"2\")]}{.metadata.name}{end}",
+    );
+    assert!(!rs.is_empty());
+    s.k(&[
+        "annotate",
+        "rs",
+        &rs,
+        "--overwrite",
+        "deployment.kubernetes.io/desired-replicas=7",
+    ]);
+    until(&s, 30, "the annotation to be rewritten", || {
+        s.jsonpath(
+            &["rs", &rs],
+            "{.metadata.annotations.deployment\\.kubernetes\\.io/desired-replicas}",
+        ) == "2"
+    });
+    // And the rollout goes on once the new pods are ready.
+    until(&s, 90, "the rollout to complete", || {
+        s.kubelet_ready("app=ann");
+        s.jsonpath(
+            &["deployment", "ann"],
+            "{.status.updatedReplicas} {.status.replicas} {.status.availableReplicas}",
+        ) == "2 2 2"
+    });
+}

@@ -674,6 +674,9 @@ impl Dc<'_> {
         if let Some(i) = active_or_latest {
             if spec_replicas(&self.rss[i]) != replicas {
                 self.scale_and_record(i, replicas).await?;
+            } else {
+                // Only the replica annotations, if stale: they decide `is_scaling_event`.
+                self.scale_rs(i, replicas, "").await?;
             }
             return Ok(());
         }
@@ -705,12 +708,15 @@ impl Dc<'_> {
             0
         };
         let to_add = allowed - all_replicas;
-        let op = if to_add > 0 {
-            "up"
-        } else if to_add < 0 {
-            "down"
-        } else {
-            return Ok(());
+        // With nothing to add, every ReplicaSet keeps its size but still gets the
+        // deployment's replica annotations (kube's `scale` calls `scaleReplicaSet` for each):
+        // returning early left them stale when an earlier pass failed half-way (a conflict on
+        // the second ReplicaSet), and `is_scaling_event` then stayed true, so the rollout never
+        // went on (a `rollout undo` under an HPA's scale-up stalled at "1 out of 10").
+        let op = match to_add {
+            n if n > 0 => "up",
+            n if n < 0 => "down",
+            _ => "",
         };
         let mut order = active.clone();
         // Larger first; ties: newer first when scaling up, older first when down.
