@@ -39,6 +39,9 @@ b() { "$BARGE" -H "unix://$sock" "$@"; }
 cleanup() {
   local rc=$?
   set +e
+  # Load generators still running (a step failed under load) would outlive the script and
+  # hold its output open: they go first.
+  for p in ${load_pid:-} ${rollout_load_pid:-}; do kill "$p" 2>/dev/null; done
   if ((rc != 0)) && [[ -n "${server_pid:-}" ]]; then
     # What a failed run needs to be understood from CI's log alone.
     echo "--- demo failed (exit $rc): the cluster's state" >&2
@@ -200,6 +203,7 @@ rollout_under_load() {
   local name="$1"; shift
   "$PYTHON" "$LOADGEN" "$url" model.localhost 600 "$LOAD_WORKERS" "$work/stop-load" >"$work/$name.json" &
   local pid=$!
+  rollout_load_pid=$pid
   sleep 2
   "$@"
   kubectl rollout status deployment/model --timeout=180s
