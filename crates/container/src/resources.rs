@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::containers::{now_rfc3339, Containers};
@@ -29,21 +30,29 @@ pub(crate) fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
     }
 }
 
-/// Starts, on a short-lived thread, a no-op cgroup v1 migration (the thread's own TID written
-/// to the `tasks` file of its own `pids` cgroup), so that the runtime's migration of the
-/// container moments later does not wait for an RCU grace period: the first
-/// `cgroup_threadgroup_rwsem` writer after an idle spell waits one (`rcu_sync_enter`, 10-25 ms
-/// here), later ones do not while the previous one left less than a grace period ago. The
-/// runtime's intermediate process writes `cgroup.procs` ~10 ms after `start` begins, so the
-/// grace period passes while the engine builds the spec and spawns the monitor. Best effort;
-/// nothing on cgroup v2.
-pub(crate) fn prewarm_migration() {
+/// Keeps the kernel's cgroup migration lock warm while a container starts: a short-lived
+/// thread repeats a no-op cgroup v1 migration (the thread's own TID written to the `tasks` file
+/// of its own `pids` cgroup) every [`WARM_INTERVAL`] until the returned guard is dropped (or
+/// [`WARM_MAX`] passed), so that the runtime's migration of the container does not wait for an
+/// RCU grace period.
+///
+/// Why: every migration takes `cgroup_threadgroup_rwsem` for writing; the first writer after
+/// an idle spell waits one RCU grace period (`rcu_sync_enter`, 7-25 ms here), later writers do
+/// not while the previous one left less than a grace period ago (the `rcu_sync` stays in
+/// `GP_EXIT`). The runtime's intermediate process writes `cgroup.procs` some 10-20 ms after
+/// `start` begins, long enough for one warm-up's grace period to lapse, so the warm-up is
+/// repeated until the container runs. While it runs, forks and exits on the host take the
+/// rwsem's slow path (a few atomic operations more). Best effort; nothing on cgroup v2 (where
+/// `favordynmods` is the host's setting).
+pub(crate) fn keep_migration_warm() -> MigrationWarm {
+    let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     if !is_v1() {
-        return;
+        return MigrationWarm(stop);
     }
+    let flag = Arc::clone(&stop);
     let _ = std::thread::Builder::new()
         .name("barge-cgwarm".into())
-        .spawn(|| {
+        .spawn(move || {
             let Ok(own) = std::fs::read_to_string("/proc/thread-self/cgroup") else {
                 return;
             };
@@ -56,9 +65,44 @@ pub(crate) fn prewarm_migration() {
             };
             let tasks = Path::new(CGROUP_ROOT).join("pids").join(rel).join("tasks");
             // SAFETY: gettid has no preconditions.
-            let tid = unsafe { libc::gettid() };
-            let _ = std::fs::write(tasks, tid.to_string());
+            let tid = unsafe { libc::gettid() }.to_string();
+            let begun = Instant::now();
+            let (lock, cvar) = &*flag;
+            let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while !*stopped && begun.elapsed() < WARM_MAX {
+                drop(stopped);
+                if std::fs::write(&tasks, &tid).is_err() {
+                    return;
+                }
+                stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                if *stopped {
+                    break;
+                }
+                stopped = cvar
+                    .wait_timeout(stopped, WARM_INTERVAL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
         });
+    MigrationWarm(stop)
+}
+
+/// How often [`keep_migration_warm`] repeats its no-op migration: well under one RCU grace
+/// period (several ms on any kernel configuration).
+const WARM_INTERVAL: Duration = Duration::from_millis(3);
+/// The longest [`keep_migration_warm`] keeps going without its guard dropped: a start slower
+/// than this has other costs than one grace period.
+const WARM_MAX: Duration = Duration::from_millis(500);
+
+/// Stops [`keep_migration_warm`]'s thread when dropped.
+pub(crate) struct MigrationWarm(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl Drop for MigrationWarm {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.0;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_all();
+    }
 }
 
 fn read_u64(path: &Path) -> Option<u64> {

@@ -339,7 +339,8 @@ impl Containers {
         let host = &c.options.host;
         let runtime = self.runtime_path(&c.runtime)?;
         let link_targets = self.link_targets(c)?;
-        crate::resources::prewarm_migration();
+        // Dropped when this function returns: by then the container runs (or failed).
+        let _warm = crate::resources::keep_migration_warm();
         self.clean_runtime_state(c);
         self.mount_rootfs(c)?;
         let rootfs = dir.join("rootfs");
