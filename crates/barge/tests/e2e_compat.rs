@@ -412,6 +412,38 @@ print("returned a non-zero code: 7" in err[0]["error"])
     );
 }
 
+/// `POST /build` as docker-py's own integration tests read it: the last line is
+/// `Successfully tagged` (after `aux`), a step's stderr is wrapped in dockerd's red colour
+/// codes, every repeated `extrahosts` reaches `/etc/hosts`, and `cachefrom` makes only those
+/// images' histories the cache (a name that does not resolve: no cache at all).
+#[test]
+fn build_stream_order_stderr_extra_hosts_and_cache_from() {
+    let out = py(&format!(
+        "{MKTAR}{}",
+        r##"
+df = "FROM busybox:1.35\nENV FOO=bar\nRUN echo one > /one\nRUN sh -c '>&2 echo oops'\nRUN cat /etc/hosts\n"
+ch = build([("Dockerfile", df)], tag="order-1", extra_hosts={"a.test": "10.1.1.1", "b.test": "10.1.1.2"})
+print(repr(ch[-1].get("stream")), "aux" in ch[-2])
+streams = [x.get("stream") for x in ch]
+print("\x1b[91moops\n\x1b[0m" in streams)
+text = "".join(s or "" for s in streams)
+print("10.1.1.1\ta.test" in text, "10.1.1.2\tb.test" in text)
+ch = build([("Dockerfile", df)], tag="order-2", cache_from=["order-1"], extra_hosts={"a.test": "10.1.1.1", "b.test": "10.1.1.2"})
+print(sum("Using cache" in x.get("stream", "") for x in ch))
+ch = build([("Dockerfile", df)], tag="order-3", cache_from=["nosuchtag"], extra_hosts={"a.test": "10.1.1.1", "b.test": "10.1.1.2"})
+print(sum("Using cache" in x.get("stream", "") for x in ch))
+ch = build([("Dockerfile", df)], extra_hosts={"a.test": "10.1.1.1", "b.test": "10.1.1.2"})
+print(ch[-1].get("stream", "").startswith("Successfully built"), sum("Using cache" in x.get("stream", "") for x in ch))
+for t in ("order-1", "order-2", "order-3"):
+    api.remove_image(t)
+"##
+    ));
+    assert_eq!(
+        out, "'Successfully tagged order-1:latest\\n' True\nTrue\nTrue True\n4\n0\nTrue 4\n",
+        "{out}"
+    );
+}
+
 /// The `dockerfile` parameter: nested, absolute (from the context root), `../` (scoped to
 /// the context, as dockerd resolves it), a Dockerfile outside the context (docker-py sends it
 /// inside the tar), and a gzip-compressed context.

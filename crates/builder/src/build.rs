@@ -97,6 +97,11 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// `--add-host` entries (`name:ip`) for the `/etc/hosts` of RUN steps.
     pub extra_hosts: Vec<String>,
+    /// `--cache-from` (the API's `cachefrom`): when not empty, a step is taken from the cache
+    /// only if its result is in one of these images' histories (dockerd's classic builder
+    /// then consults these images instead of the local cache); names that do not resolve
+    /// are ignored, as dockerd does.
+    pub cache_from: Vec<String>,
 }
 
 /// The result of a build.
@@ -215,7 +220,9 @@ impl Builder {
         self
     }
 
-    /// Builds `context` (a directory) and reports progress lines through `out`.
+    /// Builds `context` (a directory: the build's own copy, as the `.dockerignore` and
+    /// Dockerfile are removed from it when it excludes them) and reports progress lines
+    /// through `out`.
     pub fn build(
         &self,
         context: &Path,
@@ -266,6 +273,9 @@ impl Builder {
                 BuildError::Invalid(format!("Cannot locate specified Dockerfile: {file}: {e}"))
             }
         })?;
+        // Read, the Dockerfile and `.dockerignore` leave the context if it excludes them.
+        crate::context::remove_ignored_control_files(context, &rel)
+            .map_err(io_err("remove ignored files from the build context"))?;
         let df = parser::parse(&file, &text)?;
         let tags: Vec<Reference> = opts
             .tags
@@ -416,6 +426,9 @@ impl Builder {
             total,
             cache: if opts.no_cache {
                 CacheFile::default()
+            } else if !opts.cache_from.is_empty() {
+                self.load_cache()
+                    .only_from(&self.cache_sources(&opts.cache_from))
             } else {
                 self.load_cache()
             },
@@ -521,10 +534,6 @@ impl Builder {
                 .or_else(|| Some(now_or(None))),
         };
         let id = self.commit(&st, &tags)?;
-        (ctx.out)(&format!("Successfully built {}\n", short(&id)));
-        for t in &tags {
-            (ctx.out)(&format!("Successfully tagged {}\n", t.familiar()));
-        }
         Ok(BuildResult {
             id,
             tags: tags.iter().map(|t| t.familiar()).collect(),

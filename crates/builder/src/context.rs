@@ -32,12 +32,74 @@ pub fn extract(r: impl Read, dir: &Path) -> io::Result<()> {
     u.finish().map_err(io::Error::other)
 }
 
+/// dockerd's `removeDockerfile` (classic builder): when the unpacked context has a
+/// `.dockerignore`, the `.dockerignore` itself and the Dockerfile (`dockerfile`, relative to
+/// the context) are removed from it if its patterns exclude them, so `COPY . /dst` does not
+/// copy them. (docker-py sends a Dockerfile from outside the context as `.dockerfile.<hex>`
+/// with a `.dockerignore` naming it.) Only the context's own files are removed: a path under
+/// a symlinked directory is left alone.
+pub fn remove_ignored_control_files(dir: &Path, dockerfile: &str) -> io::Result<()> {
+    let text = match std::fs::read_to_string(dir.join(".dockerignore")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let ignore = barge_archive::ignore::Ignore::parse(&text);
+    for rel in [".dockerignore", dockerfile] {
+        if !ignore.excluded(rel) {
+            continue;
+        }
+        let mut path = dir.to_path_buf();
+        let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+        let mut inside = true;
+        for (i, c) in parts.iter().enumerate() {
+            path.push(c);
+            let last = i + 1 == parts.len();
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if !last && !m.is_dir() => inside = false,
+                Ok(_) => {}
+                Err(_) => inside = false,
+            }
+            if !inside {
+                break;
+            }
+        }
+        if inside && !parts.is_empty() {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 pub use barge_archive::context::{ignore_for, write_tar};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn ignored_dockerfile_and_dockerignore_leave_the_context() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(
+            d.path().join(".dockerignore"),
+            ".dockerignore\n.dockerfile.ab\n",
+        )
+        .unwrap();
+        fs::write(d.path().join(".dockerfile.ab"), "FROM x\n").unwrap();
+        fs::write(d.path().join("Dockerfile"), "FROM y\n").unwrap();
+        remove_ignored_control_files(d.path(), ".dockerfile.ab").unwrap();
+        assert!(!d.path().join(".dockerignore").exists());
+        assert!(!d.path().join(".dockerfile.ab").exists());
+        assert!(d.path().join("Dockerfile").exists());
+        // Not excluded: both stay.
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(".dockerignore"), "*.log\n").unwrap();
+        fs::write(d.path().join("Dockerfile"), "FROM y\n").unwrap();
+        remove_ignored_control_files(d.path(), "Dockerfile").unwrap();
+        assert!(d.path().join(".dockerignore").exists());
+        assert!(d.path().join("Dockerfile").exists());
+    }
 
     #[test]
     fn tar_honours_dockerignore_and_roundtrips() {

@@ -35,8 +35,9 @@ pub enum ContainerError {
     /// A log driver barge does not have (dockerd's `logger` factory wording).
     #[error("logger: no log driver named '{0}' is registered")]
     NoLogDriver(String),
-    #[error("cannot remove container \"/{name}\": container is running: stop the container before removing or force remove")]
-    RunningRemove { name: String },
+    /// dockerd's `ContainerRm` refusal (20.10's wording, which clients' tests match on).
+    #[error("You cannot remove a {state} container {id}. {}", if state == "paused" { "Unpause and then stop the container before attempting removal or force remove" } else { "Stop the container before attempting removal or force remove" })]
+    RunningRemove { state: String, id: String },
     #[error("container {0} is not running")]
     NotRunning(String),
     #[error("container {0} is already running")]
@@ -45,8 +46,6 @@ pub enum ContainerError {
     Paused(String),
     #[error("container {0} is not paused")]
     NotPaused(String),
-    #[error("cannot remove container \"/{name}\": container is restarting: stop the container before removing or force remove")]
-    RestartingRemove { name: String },
     /// The OCI runtime failed to create/start the process. `message` is the runtime's own text
     /// (e.g. `exec: "foo": executable file not found in $PATH`), which clients use to pick 126/127.
     #[error("failed to create task for container: {message}: unknown")]
@@ -85,8 +84,7 @@ impl ContainerError {
             | ContainerError::NotRunning(_)
             | ContainerError::AlreadyRunning(_)
             | ContainerError::Paused(_)
-            | ContainerError::NotPaused(_)
-            | ContainerError::RestartingRemove { .. } => ErrorKind::Conflict,
+            | ContainerError::NotPaused(_) => ErrorKind::Conflict,
             ContainerError::InvalidName(_)
             | ContainerError::InvalidOption { .. }
             | ContainerError::NoLogDriver(_)

@@ -493,6 +493,7 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
             return fail(cfg, status, runtime_error(cfg, &fallback));
         }
     }
+    let mut lo_job = None;
     if !is_exec {
         if let Some(l) = &console {
             match recv_console(l) {
@@ -506,11 +507,12 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
         }
         if cfg.loopback_up {
             match read_pid(&pid_file) {
-                Ok(init_pid) => {
-                    if let Err(e) = loopback_up(init_pid) {
-                        eprintln!("barge monitor {}: bringing up lo: {e}", cfg.id);
-                    }
-                }
+                // Joined before the runtime's `start`; meanwhile the engine hears `created`
+                // and its attach clients connect.
+                Ok(init_pid) => match loopback_up(init_pid) {
+                    Ok(job) => lo_job = Some(job),
+                    Err(e) => eprintln!("barge monitor {}: bringing up lo: {e}", cfg.id),
+                },
                 Err(e) => return fail(cfg, status, e),
             }
         }
@@ -550,6 +552,9 @@ fn run(cfg: &MonitorConfig, status: &mut Option<File>, gate: Option<File>) -> Re
         if let Err(msg) = read_gate(g) {
             return fail(cfg, status, msg);
         }
+    }
+    if let Some(Err(e)) = lo_job.take().map(|j| j.join()) {
+        eprintln!("barge monitor {}: bringing up lo: {e}", cfg.id);
     }
 
     if is_exec {

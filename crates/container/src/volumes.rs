@@ -48,7 +48,10 @@ pub enum VolumeError {
         "create {name}: a volume with the name {name} already exists with driver \"{driver}\""
     )]
     DriverConflict { name: String, driver: String },
-    #[error("create {name}: volume driver \"{driver}\" not found: only the \"local\" driver is supported")]
+    /// dockerd's plugin lookup failure (404): barge has only the `local` driver.
+    #[error(
+        "create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found"
+    )]
     UnknownDriver { name: String, driver: String },
     /// Referenced by containers (their IDs).
     #[error("remove {name}: volume is in use - [{}]", .refs.join(", "))]
@@ -69,10 +72,11 @@ impl VolumeError {
     /// The class of this error.
     pub fn kind(&self) -> VolumeErrorKind {
         match self {
-            VolumeError::NotFound(_) => VolumeErrorKind::NotFound,
+            VolumeError::NotFound(_) | VolumeError::UnknownDriver { .. } => {
+                VolumeErrorKind::NotFound
+            }
             VolumeError::InvalidName { .. }
             | VolumeError::InvalidOption { .. }
-            | VolumeError::UnknownDriver { .. }
             | VolumeError::InvalidFilter(_) => VolumeErrorKind::InvalidInput,
             VolumeError::DriverConflict { .. } | VolumeError::InUse { .. } => {
                 VolumeErrorKind::Conflict

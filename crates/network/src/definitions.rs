@@ -204,13 +204,7 @@ impl Networks {
     /// subnet, gateway or range (400); name in use or subnet overlapping another network (409).
     pub fn create(&self, req: CreateRequest) -> Result<Network, NetworkError> {
         if !valid_name(&req.name) {
-            return Err(NetworkError::invalid(
-                "name",
-                format!(
-                    "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
-                    req.name
-                ),
-            ));
+            return Err(NetworkError::invalid("name", req.name.clone()));
         }
         let driver = req.driver.clone().unwrap_or_else(|| "bridge".into());
         if driver != "bridge" {

@@ -220,10 +220,10 @@ pub struct Networks {
 }
 
 /// The name and device of a network, for callers that only need to show it.
+/// libnetwork's `config.IsValidName`: any name that is not blank (spaces included, as
+/// `docker network create "test 01"` works with dockerd).
 fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    !name.trim().is_empty() && !name.chars().any(char::is_control)
 }
 
 impl std::fmt::Debug for Networks {

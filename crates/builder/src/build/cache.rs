@@ -30,6 +30,37 @@ pub(super) struct CacheFile {
     pub(super) links: BTreeMap<String, LinkedLayer>,
 }
 
+/// An image named by `--cache-from`: what a cached step's result must be a prefix of.
+pub(super) struct CacheSource {
+    diff_ids: Vec<String>,
+    history: Vec<String>,
+}
+
+fn created_by(history: &[barge_image::config::HistoryEntry]) -> Vec<String> {
+    history
+        .iter()
+        .map(|h| h.created_by.clone().unwrap_or_default())
+        .collect()
+}
+
+impl CacheFile {
+    /// Keeps the entries whose result is in one of `sources`' histories: its layers and its
+    /// history a prefix of the source's (dockerd's classic builder matches a step against the
+    /// `--cache-from` images' histories only).
+    pub(super) fn only_from(mut self, sources: &[CacheSource]) -> CacheFile {
+        self.entries.retain(|_, st| {
+            let history = created_by(&st.config.history);
+            sources.iter().any(|src| {
+                src.diff_ids.starts_with(&st.config.rootfs.diff_ids)
+                    && src.history.starts_with(&history)
+            })
+        });
+        self.links
+            .retain(|_, l| sources.iter().any(|src| src.diff_ids.contains(&l.diff_id)));
+        self
+    }
+}
+
 /// A `COPY --link` / `ADD --link` result: a layer that can go on top of any parent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct LinkedLayer {
@@ -45,6 +76,19 @@ static CACHE_LOCK: Mutex<()> = Mutex::new(());
 impl Builder {
     fn cache_path(&self) -> PathBuf {
         self.dir.join("cache.json")
+    }
+
+    /// The `--cache-from` images' layer chains and histories (names that do not resolve are
+    /// left out).
+    pub(super) fn cache_sources(&self, names: &[String]) -> Vec<CacheSource> {
+        names
+            .iter()
+            .filter_map(|n| self.images.get(n).ok())
+            .map(|img| CacheSource {
+                diff_ids: img.config.rootfs.diff_ids.clone(),
+                history: created_by(&img.config.history),
+            })
+            .collect()
     }
 
     pub(super) fn load_cache(&self) -> CacheFile {

@@ -200,7 +200,13 @@ impl Builder {
                         barge_container::logs::read_from(&ct.log_path, offset)
                     {
                         for en in &entries {
-                            out(&String::from_utf8_lossy(&en.log));
+                            let text = String::from_utf8_lossy(&en.log);
+                            if en.stream == "stderr" {
+                                // dockerd's classic builder colours a step's stderr red.
+                                out(&format!("\x1b[91m{text}\x1b[0m"));
+                            } else {
+                                out(&text);
+                            }
                         }
                         offset = at;
                     }

@@ -414,7 +414,10 @@ impl Containers {
         let c = self.get(id)?;
         if c.state.status == Status::Restarting {
             if !force {
-                return Err(ContainerError::RestartingRemove { name: c.name });
+                return Err(ContainerError::RunningRemove {
+                    state: "restarting".into(),
+                    id: c.id,
+                });
             }
             self.mark_manually_stopped(&c.id);
         }
@@ -422,7 +425,14 @@ impl Containers {
             || self.lock().starting.contains(&c.id)
         {
             if !force {
-                return Err(ContainerError::RunningRemove { name: c.name });
+                let state = match c.state.status {
+                    Status::Paused => "paused",
+                    _ => "running",
+                };
+                return Err(ContainerError::RunningRemove {
+                    state: state.into(),
+                    id: c.id,
+                });
             }
             self.mark_manually_stopped(&c.id);
             if let Err(e) = self.signal_container(&c, libc::SIGKILL) {

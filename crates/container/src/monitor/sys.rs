@@ -72,9 +72,11 @@ pub(super) fn read_pid(path: &Path) -> Result<i32, String> {
         .map_err(|_| format!("bad pid file {}", path.display()))
 }
 
-/// Sets `IFF_UP` on `lo` in the network namespace of `pid`, from a dedicated thread that enters
-/// the namespace and exits afterwards (the monitor's own thread never changes namespace).
-pub(super) fn loopback_up(pid: i32) -> Result<(), String> {
+/// Starts setting `IFF_UP` on `lo` in the network namespace of `pid`, on a dedicated thread that
+/// enters the namespace and exits afterwards (the monitor's own thread never changes namespace).
+/// Join the handle for the outcome; the caller goes on meanwhile (its `created` report and the
+/// attach clients), as the container's process runs only after the runtime's `start`.
+pub(super) fn loopback_up(pid: i32) -> Result<LoopbackUp, String> {
     let ns = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| format!("open netns: {e}"))?;
     let handle = std::thread::spawn(move || -> Result<(), String> {
         // SAFETY: setns on a valid namespace fd affects only this (short-lived) thread.
@@ -106,9 +108,19 @@ pub(super) fn loopback_up(pid: i32) -> Result<(), String> {
         }
         Ok(())
     });
-    handle
-        .join()
-        .map_err(|_| "loopback thread panicked".to_string())?
+    Ok(LoopbackUp(handle))
+}
+
+/// [`loopback_up`] in flight.
+pub(super) struct LoopbackUp(std::thread::JoinHandle<Result<(), String>>);
+
+impl LoopbackUp {
+    /// Waits for the thread; its error, or a panic's.
+    pub(super) fn join(self) -> Result<(), String> {
+        self.0
+            .join()
+            .map_err(|_| "loopback thread panicked".to_string())?
+    }
 }
 
 /// Waits (briefly) until `pid` is no longer the runtime's `init` stub, i.e. the user's program has

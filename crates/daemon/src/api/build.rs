@@ -36,6 +36,15 @@ fn json_map(q: &Query, key: &str) -> Result<BTreeMap<String, Option<String>>, Ap
     }
 }
 
+/// A JSON array parameter (`cachefrom=["a","b"]`); empty when absent.
+fn json_list(q: &Query, key: &str) -> Result<Vec<String>, ApiError> {
+    match q.get(key).filter(|s| !s.is_empty()) {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str(s)
+            .map_err(|e| ApiError::bad_request(format!("invalid {key}: {e}"))),
+    }
+}
+
 /// `ADD <url>` downloads for the builder, on the registry crate's HTTP client, run on the
 /// daemon's runtime from the builder's (blocking) threads.
 struct HttpFetcher(tokio::runtime::Handle);
@@ -93,15 +102,14 @@ pub async fn build(
             .get("dockerfile")
             .filter(|d| !d.is_empty())
             .map(scoped_dockerfile),
+        // Repeated (`extrahosts=a:1&extrahosts=b:2`, docker-py) or comma-separated.
         extra_hosts: q
-            .get("extrahosts")
-            .map(|h| {
-                h.split([',', ' '])
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
+            .all("extrahosts")
+            .into_iter()
+            .flat_map(|h| h.split([',', ' ']).map(str::to_string).collect::<Vec<_>>())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        cache_from: json_list(&q, "cachefrom")?,
         tags: q.all("t").into_iter().filter(|t| !t.is_empty()).collect(),
         target: q.get("target").map(str::to_string),
         no_cache: truthy(q.get("nocache")),
@@ -167,9 +175,20 @@ pub async fn build(
         };
         match builder.build(ctxdir.path(), &opts, &mut out) {
             Ok(r) => {
+                // dockerd's order: the image's ID (aux), then "Successfully built/tagged"
+                // (clients take the last line's `stream` as the outcome).
                 let _ = tx.send(progress::build_result(&r.id));
                 if quiet {
                     let _ = tx.send(progress::stream(format!("{}\n", r.id)));
+                } else {
+                    let short =
+                        r.id.trim_start_matches("sha256:")
+                            .get(..12)
+                            .unwrap_or(&r.id);
+                    let _ = tx.send(progress::stream(format!("Successfully built {short}\n")));
+                    for t in &r.tags {
+                        let _ = tx.send(progress::stream(format!("Successfully tagged {t}\n")));
+                    }
                 }
                 for t in &r.tags {
                     s.image_event("tag", &r.id, t);

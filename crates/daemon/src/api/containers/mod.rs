@@ -136,7 +136,11 @@ pub async fn stop(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /containers/{id}/kill?signal=` → 204; 409 if not running.
+/// How long `kill` (SIGKILL) waits for the container to stop, as dockerd's `Kill` does.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `POST /containers/{id}/kill?signal=` → 204; 409 if not running. With SIGKILL (the
+/// default), answers once the container stopped (or after [`KILL_WAIT`]).
 pub async fn kill(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -164,6 +168,16 @@ pub async fn kill(
         &c,
         &[("signal", signal_number(&signal).to_string())],
     );
+    if signal_number(&signal) == 9 {
+        // dockerd's `Kill` waits (bounded) for a SIGKILLed container to stop, so an inspect
+        // right after the answer sees it exited (137); other signals do not wait.
+        let containers = state.containers.clone();
+        let cid = c.id.clone();
+        let waited = crate::engine_wait(containers, move |c, notify| {
+            c.wait_notify(&cid, WaitCondition::NotRunning, notify)
+        });
+        let _ = tokio::time::timeout(KILL_WAIT, waited).await;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
