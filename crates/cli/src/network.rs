@@ -46,6 +46,9 @@ pub struct CreateArgs {
     /// Allocate container ip from a sub-range
     #[arg(long = "ip-range")]
     pub ip_range: Vec<String>,
+    /// Auxiliary IPv4 or IPv6 addresses used by Network driver (name=address)
+    #[arg(long = "aux-address", value_name = "map")]
+    pub aux_address: Vec<String>,
     /// Restrict external access to the network
     #[arg(long)]
     pub internal: bool,
@@ -207,7 +210,12 @@ pub async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
 
 /// docker's `consolidateIpam`: one `IPAM.Config` entry per `--subnet`; each `--gateway` and
 /// `--ip-range` goes to the subnet that contains it (one of each per subnet).
-fn ipam_configs(subnets: &[String], gateways: &[String], ranges: &[String]) -> Result<Value> {
+fn ipam_configs(
+    subnets: &[String],
+    gateways: &[String],
+    ranges: &[String],
+    aux: &[String],
+) -> Result<Value> {
     use std::net::IpAddr;
     fn cidr(s: &str) -> Result<(IpAddr, u8)> {
         let (a, l) = s
@@ -238,7 +246,7 @@ fn ipam_configs(subnets: &[String], gateways: &[String], ranges: &[String]) -> R
         }
     }
     if subnets.is_empty() {
-        if !gateways.is_empty() || !ranges.is_empty() {
+        if !gateways.is_empty() || !ranges.is_empty() || !aux.is_empty() {
             bail!("every ip-range or gateway must have a corresponding subnet");
         }
         return Ok(json!([]));
@@ -246,6 +254,7 @@ fn ipam_configs(subnets: &[String], gateways: &[String], ranges: &[String]) -> R
     let mut configs = Vec::new();
     let mut used_g = vec![false; gateways.len()];
     let mut used_r = vec![false; ranges.len()];
+    let mut used_a = vec![false; aux.len()];
     for s in subnets {
         let net = cidr(s)?;
         let mut cfg = json!({ "Subnet": s });
@@ -277,16 +286,32 @@ fn ipam_configs(subnets: &[String], gateways: &[String], ranges: &[String]) -> R
                 used_g[i] = true;
             }
         }
+        // docker's CLI: each `name=address` goes to the subnet that holds the address.
+        for (i, a) in aux.iter().enumerate() {
+            let (name, addr) = a.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("invalid aux-address {a:?}: expected name=address")
+            })?;
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid aux-address {a:?}: bad address"))?;
+            if contains(net, ip) {
+                cfg["AuxiliaryAddresses"][name] = json!(addr);
+                used_a[i] = true;
+            }
+        }
         configs.push(cfg);
     }
     if used_g.contains(&false) || used_r.contains(&false) {
         bail!("no matching subnet for gateway or ip-range");
     }
+    if used_a.contains(&false) {
+        bail!("no matching subnet for aux-address");
+    }
     Ok(Value::Array(configs))
 }
 
 async fn create(client: &Client, a: CreateArgs) -> Result<i32> {
-    let configs = ipam_configs(&a.subnet, &a.gateway, &a.ip_range)?;
+    let configs = ipam_configs(&a.subnet, &a.gateway, &a.ip_range, &a.aux_address)?;
     let body = json!({
         "Name": a.name,
         "Driver": a.driver,
@@ -463,18 +488,26 @@ mod tests {
             &s(&["10.1.0.0/24", "fd00:1::/64"]),
             &s(&["fd00:1::fe", "10.1.0.254"]),
             &s(&["fd00:1::100/120"]),
+            &s(&["r=10.1.0.9"]),
         )
         .unwrap();
         assert_eq!(
             c,
             json!([
-                {"Subnet": "10.1.0.0/24", "Gateway": "10.1.0.254"},
+                {"Subnet": "10.1.0.0/24", "Gateway": "10.1.0.254", "AuxiliaryAddresses": {"r": "10.1.0.9"}},
                 {"Subnet": "fd00:1::/64", "Gateway": "fd00:1::fe", "IPRange": "fd00:1::100/120"},
             ])
         );
-        assert_eq!(ipam_configs(&[], &[], &[]).unwrap(), json!([]));
-        assert!(ipam_configs(&[], &s(&["10.1.0.1"]), &[]).is_err());
-        assert!(ipam_configs(&s(&["10.1.0.0/24"]), &s(&["fd00:1::1"]), &[]).is_err());
-        assert!(ipam_configs(&s(&["fd00:1::/64"]), &s(&["fd00:1::1", "fd00:1::2"]), &[]).is_err());
+        assert_eq!(ipam_configs(&[], &[], &[], &[]).unwrap(), json!([]));
+        assert!(ipam_configs(&[], &s(&["10.1.0.1"]), &[], &[]).is_err());
+        assert!(ipam_configs(&s(&["10.1.0.0/24"]), &s(&["fd00:1::1"]), &[], &[]).is_err());
+        assert!(ipam_configs(
+            &s(&["fd00:1::/64"]),
+            &s(&["fd00:1::1", "fd00:1::2"]),
+            &[],
+            &[]
+        )
+        .is_err());
+        assert!(ipam_configs(&s(&["10.1.0.0/24"]), &[], &[], &s(&["x=10.2.0.1"])).is_err());
     }
 }

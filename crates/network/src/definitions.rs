@@ -33,6 +33,7 @@ impl Networks {
                             gateway: bip.addr(),
                             ip_range: None,
                             user_subnet: true,
+                            aux_addresses: Default::default(),
                         };
                         if n.ipam.as_ref() != Some(&ipam) {
                             n.ipam = Some(ipam);
@@ -124,6 +125,7 @@ impl Networks {
                 gateway: bip.addr(),
                 ip_range: None,
                 user_subnet: true,
+                aux_addresses: Default::default(),
             };
         }
         let taken: Vec<Ipv4Net> = ipam::host_routes()
@@ -142,6 +144,7 @@ impl Networks {
             gateway: ipam::first_host(&subnet),
             ip_range: None,
             user_subnet: false,
+            aux_addresses: Default::default(),
         }
     }
 
@@ -218,7 +221,11 @@ impl Networks {
             .as_deref()
             .map(|s| ipam::parse_subnet("subnet", s))
             .transpose()?;
-        let user_ipam = ipam::build(subnet, req.gateway.as_deref(), req.ip_range.as_deref())?;
+        let mut user_ipam = ipam::build(subnet, req.gateway.as_deref(), req.ip_range.as_deref())?;
+        let aux = ipam::aux_addresses(user_ipam.as_ref().map(|i| &i.subnet), &req.aux_addresses)?;
+        if let Some(i) = &mut user_ipam {
+            i.aux_addresses = aux;
+        }
         let subnet6 = req
             .subnet6
             .as_deref()
@@ -294,6 +301,7 @@ impl Networks {
                         gateway: ipam::first_host(&subnet),
                         ip_range: None,
                         user_subnet: false,
+                        aux_addresses: Default::default(),
                     }
                 }
             };

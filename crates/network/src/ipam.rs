@@ -2,7 +2,7 @@
 //! and handing out addresses inside them. Pure functions (plus `/proc/net/route` and
 //! `/proc/net/ipv6_route` readers).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -202,7 +202,38 @@ pub fn build(
         gateway,
         ip_range,
         user_subnet: true,
+        aux_addresses: BTreeMap::new(),
     }))
+}
+
+/// Parses `AuxiliaryAddresses` (`--aux-address name=ip`) of `subnet`: each must be an address
+/// of it (libnetwork's "must belong to the master pool").
+pub fn aux_addresses(
+    subnet: Option<&Ipv4Net>,
+    aux: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, Ipv4Addr>, NetworkError> {
+    let mut out = BTreeMap::new();
+    for (name, addr) in aux {
+        let Some(subnet) = subnet else {
+            return Err(NetworkError::invalid(
+                "aux-address",
+                "--aux-address needs --subnet",
+            ));
+        };
+        let ip: Ipv4Addr = addr.parse().map_err(|_| {
+            NetworkError::invalid("aux-address", format!("invalid address {addr:?} of {name}"))
+        })?;
+        if !subnet.contains(&ip) {
+            return Err(NetworkError::invalid(
+                "aux-address",
+                format!(
+                    "auxiliary address: ({name}:{ip}) must belong to the master pool: {subnet}"
+                ),
+            ));
+        }
+        out.insert(name.clone(), ip);
+    }
+    Ok(out)
 }
 
 pub(crate) fn first_host(net: &Ipv4Net) -> Ipv4Addr {
@@ -210,15 +241,18 @@ pub(crate) fn first_host(net: &Ipv4Net) -> Ipv4Addr {
 }
 
 /// Allocates an address of `ipam`: `want` if given (must be in the subnet and free), else the
-/// lowest free address of the range. The network, broadcast and gateway addresses are never
-/// handed out.
+/// lowest free address of the range. The network, broadcast, gateway and auxiliary addresses
+/// are never handed out.
 pub fn allocate(
     ipam: &Ipam,
     used: &HashSet<Ipv4Addr>,
     want: Option<Ipv4Addr>,
 ) -> Result<Ipv4Addr, NetworkError> {
     let reserved = |ip: Ipv4Addr| {
-        ip == ipam.subnet.network() || ip == ipam.subnet.broadcast() || ip == ipam.gateway
+        ip == ipam.subnet.network()
+            || ip == ipam.subnet.broadcast()
+            || ip == ipam.gateway
+            || ipam.aux_addresses.values().any(|a| *a == ip)
     };
     if let Some(ip) = want {
         return requested("ip", &ipam.subnet, ip, reserved(ip), used);

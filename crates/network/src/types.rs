@@ -84,6 +84,10 @@ pub struct Ipam {
     pub ip_range: Option<Ipv4Net>,
     /// Whether the user chose the subnet (Docker only allows `--ip` then; barge allows it always).
     pub user_subnet: bool,
+    /// `--aux-address name=ip` (`AuxiliaryAddresses`): addresses of the subnet that are never
+    /// handed out (reserved for devices outside Docker).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 /// IPv6 address management of a bridge network (Docker's IPv6 `IPAM.Config` entry).
@@ -113,6 +117,8 @@ pub struct CreateRequest {
     pub subnet6: Option<String>,
     pub gateway6: Option<String>,
     pub ip_range6: Option<String>,
+    /// `AuxiliaryAddresses` of the IPv4 subnet (`name` → address), reserved from allocation.
+    pub aux_addresses: BTreeMap<String, String>,
     pub internal: bool,
     pub attachable: bool,
     pub labels: BTreeMap<String, String>,

@@ -20,6 +20,9 @@ struct ExecBody {
     attach_stdin: Option<bool>,
     attach_stdout: Option<bool>,
     attach_stderr: Option<bool>,
+    /// Go's JSON decoding matches keys case-insensitively; docker-py sends `detachKeys` (from
+    /// the client's config.json) in this spelling.
+    #[serde(alias = "detachKeys")]
     detach_keys: Option<String>,
     tty: Option<bool>,
     env: Option<Vec<String>>,

@@ -368,13 +368,25 @@ struct IpamConfigBody {
     gateway: Option<String>,
     #[serde(rename = "IPRange")]
     ip_range: Option<String>,
+    auxiliary_addresses: Option<BTreeMap<String, String>>,
 }
 
 /// `POST /networks/create` → `201 {"Id", "Warning"}`.
 pub async fn create(
     State(state): State<AppState>,
+    version: Option<axum::Extension<super::ApiVersion>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    // Before API 1.44 dockerd took a subnet with host bits set (`2001:389::1/64`) as its
+    // network; 1.44 made it a 400.
+    let legacy = version.is_some_and(|v| v.0.older_than(1, 44));
+    let subnet = |s: Option<String>| -> Option<String> {
+        let s = s.filter(|s| !s.is_empty())?;
+        match (legacy, s.parse::<ipnet::IpNet>()) {
+            (true, Ok(n)) => Some(n.trunc().to_string()),
+            _ => Some(s),
+        }
+    };
     // dockerd's `ReadJSON`: a body that does not decode (labels that are not strings, ...)
     // is 400 "invalid JSON: ...".
     let b: CreateBody = serde_json::from_slice(&body)
@@ -418,13 +430,14 @@ pub async fn create(
     let req = barge_network::CreateRequest {
         name: b.name,
         driver: b.driver.filter(|d| !d.is_empty()),
-        subnet: cfg.subnet.filter(|s| !s.is_empty()),
+        subnet: subnet(cfg.subnet),
         gateway: cfg.gateway.filter(|s| !s.is_empty()),
         ip_range: cfg.ip_range.filter(|s| !s.is_empty()),
         enable_ipv6: b.enable_ipv6 == Some(true),
-        subnet6: cfg6.subnet.filter(|s| !s.is_empty()),
+        subnet6: subnet(cfg6.subnet),
         gateway6: cfg6.gateway.filter(|s| !s.is_empty()),
         ip_range6: cfg6.ip_range.filter(|s| !s.is_empty()),
+        aux_addresses: cfg.auxiliary_addresses.unwrap_or_default(),
         internal: b.internal,
         attachable: b.attachable,
         labels: b.labels.unwrap_or_default(),

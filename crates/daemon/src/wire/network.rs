@@ -220,8 +220,14 @@ pub fn network(n: &Network, members: &[(String, String, Endpoint)]) -> Value {
     let mut config: Vec<m::IpamConfig> = n
         .ipam
         .iter()
-        .map(|i| {
-            pool(
+        .map(|i| m::IpamConfig {
+            auxiliary_addresses: (!i.aux_addresses.is_empty()).then(|| {
+                i.aux_addresses
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect()
+            }),
+            ..pool(
                 i.subnet.to_string(),
                 i.gateway.to_string(),
                 i.ip_range.map(|r| r.to_string()),
