@@ -62,6 +62,14 @@ pub enum BuildError {
         instruction: String,
         message: String,
     },
+    /// A `RUN` step's command exited non-zero (`code`, sent as `errorDetail.code`).
+    #[error("{file}:{line}: RUN: The command '{command}' returned a non-zero code: {code}")]
+    RunFailed {
+        file: String,
+        line: usize,
+        command: String,
+        code: i64,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -73,6 +81,16 @@ pub enum BuildError {
         what: String,
         source: std::io::Error,
     },
+}
+
+impl BuildError {
+    /// The exit code of a failed `RUN` step.
+    pub fn exit_code(&self) -> Option<i64> {
+        match self {
+            BuildError::RunFailed { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {

@@ -143,6 +143,13 @@ pub struct EndpointRequest {
     /// The endpoint's driver options (Docker's `EndpointSettings.DriverOpts`), kept and echoed.
     #[serde(default)]
     pub driver_opts: BTreeMap<String, String>,
+    /// `EndpointSettings.Links` (`container:alias`) on a user-defined network, kept and
+    /// echoed; the names are resolvable through the network's DNS already.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// `IPAMConfig.LinkLocalIPs`, kept and echoed (barge adds no link-local address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<String>,
 }
 
 /// A published port as asked: Docker's `PortBindings` entry.

@@ -226,14 +226,12 @@ impl Builder {
                 let code = this.containers.wait(&ct.id, WaitCondition::NotRunning)?;
                 emit(out);
                 if code != 0 {
-                    return Err(step_err(
-                        df,
-                        ins,
-                        &format!(
-                            "The command '{}' returned a non-zero code: {code}",
-                            argv.join(" ")
-                        ),
-                    ));
+                    return Err(BuildError::RunFailed {
+                        file: df.file.clone(),
+                        line: ins.line,
+                        command: argv.join(" "),
+                        code: code.into(),
+                    });
                 }
                 let upper = ct.rootfs.parent().expect("container dir").join("upper");
                 let mut lf = layer::make_layer(&this.images.root().join("tmp"), epoch, |t| {

@@ -195,7 +195,7 @@ pub async fn build(
                 }
             }
             Err(e) => {
-                let _ = tx.send(progress::error(&e.to_string()));
+                let _ = tx.send(progress::error_with_code(&e.to_string(), e.exit_code()));
             }
         }
         drop(ctxdir);

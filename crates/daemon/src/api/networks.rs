@@ -49,6 +49,7 @@ pub struct EndpointBody {
     #[serde(rename = "IPAMConfig")]
     ipam_config: Option<EndpointIpamBody>,
     aliases: Option<Vec<String>>,
+    links: Option<Vec<String>>,
     mac_address: Option<String>,
     driver_opts: Option<BTreeMap<String, String>>,
 }
@@ -60,6 +61,8 @@ pub struct EndpointIpamBody {
     ipv4_address: Option<String>,
     #[serde(rename = "IPv6Address")]
     ipv6_address: Option<String>,
+    #[serde(rename = "LinkLocalIPs")]
+    link_local_ips: Option<Vec<String>>,
 }
 
 /// Create's `NetworkingConfig`.
@@ -102,6 +105,8 @@ fn endpoint_request(
         ipv6_address: ip6,
         mac_address: mac,
         driver_opts: body.driver_opts.unwrap_or_default(),
+        links: body.links.unwrap_or_default(),
+        link_local_ips: ipam.link_local_ips.unwrap_or_default(),
     })
 }
 
@@ -433,7 +438,10 @@ pub async fn create(
         subnet: subnet(cfg.subnet),
         gateway: cfg.gateway.filter(|s| !s.is_empty()),
         ip_range: cfg.ip_range.filter(|s| !s.is_empty()),
-        enable_ipv6: b.enable_ipv6 == Some(true),
+        // A pre-1.44 client's IPv6 subnet without `EnableIPv6` was accepted by dockerd 20.10
+        // (which kept the pool and left the bridge without IPv6); barge enables IPv6 for it.
+        enable_ipv6: b.enable_ipv6 == Some(true)
+            || (legacy && cfg6.subnet.as_deref().is_some_and(|s| !s.is_empty())),
         subnet6: subnet(cfg6.subnet),
         gateway6: cfg6.gateway.filter(|s| !s.is_empty()),
         ip_range6: cfg6.ip_range.filter(|s| !s.is_empty()),

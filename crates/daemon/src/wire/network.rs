@@ -27,19 +27,23 @@ pub fn endpoint_settings(
 ) -> Value {
     // dockerd's `EndpointIPAMConfig` (both fields `omitempty`), null when neither is set.
     let ipam_config = req
-        .filter(|r| r.ipv4_address.is_some() || r.ipv6_address.is_some())
+        .filter(|r| {
+            r.ipv4_address.is_some() || r.ipv6_address.is_some() || !r.link_local_ips.is_empty()
+        })
         .map(|r| m::EndpointIpamConfig {
             ipv4_address: r.ipv4_address.map(|ip| ip.to_string()),
             ipv6_address: r.ipv6_address.map(|ip| ip.to_string()),
-            link_local_ips: None,
+            link_local_ips: Some(r.link_local_ips.clone()).filter(|l| !l.is_empty()),
         });
     let aliases = req.map(|r| r.aliases.clone()).filter(|a| !a.is_empty());
+    let links = req.map(|r| r.links.clone()).filter(|l| !l.is_empty());
     let driver_opts = req
         .filter(|r| !r.driver_opts.is_empty())
         .map(|r| hash(&r.driver_opts));
     let mut model = m::EndpointSettings {
         ipam_config,
         aliases,
+        links,
         driver_opts,
         gw_priority: Some(0),
         network_id: Some(net_id.to_string()),

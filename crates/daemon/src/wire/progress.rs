@@ -47,10 +47,15 @@ pub fn item(id: &str, text: &str, progress: Option<(u64, u64)>) -> Value {
 
 /// `{"errorDetail": {"message"}, "error"}`: the line that ends a failed stream.
 pub fn error(msg: &str) -> Value {
+    error_with_code(msg, None)
+}
+
+/// [`error`] with `errorDetail.code`: a failed `RUN`'s exit code, as dockerd's builder sends.
+pub fn error_with_code(msg: &str, code: Option<i64>) -> Value {
     let mut v = to_wire(
         &m::CreateImageInfo {
             error_detail: Some(m::ErrorDetail {
-                code: None,
+                code,
                 message: Some(msg.to_string()),
             }),
             ..Default::default()
