@@ -117,7 +117,11 @@ struct HostConfigBody {
     blkio_device_write_iops: Option<Vec<ThrottleDeviceBody>>,
     cpuset_mems: Option<String>,
     cgroup_parent: Option<String>,
+    /// docker-py sends `CPURealtimePeriod` (Go's field name; dockerd's JSON decoding ignores
+    /// case).
+    #[serde(alias = "CPURealtimePeriod")]
     cpu_realtime_period: Option<i64>,
+    #[serde(alias = "CPURealtimeRuntime")]
     cpu_realtime_runtime: Option<i64>,
     masked_paths: Option<Vec<String>>,
     readonly_paths: Option<Vec<String>>,
@@ -630,7 +634,7 @@ mod tests {
             "BlkioWeightDevice":[{"Path":"/dev/vda","Weight":200}],
             "BlkioDeviceReadBps":[{"Path":"/dev/vda","Rate":1048576}],
             "BlkioDeviceWriteIOps":[{"Path":"/dev/vda","Rate":100}],
-            "CpusetMems":"0","CgroupParent":"mine","CpuRealtimePeriod":1000000,
+            "CpusetMems":"0","CgroupParent":"mine","CPURealtimePeriod":1000000,
             "CpuRealtimeRuntime":950000,"MaskedPaths":[],"ReadonlyPaths":["/proc/sys"],
             "Annotations":{"a":"b"},"StorageOpt":{"size":"1G"},"UsernsMode":"host",
             "DeviceRequests":[{"Driver":"","Count":-1,"DeviceIDs":null,"Capabilities":[["gpu"]],"Options":{}}]}}"#;
