@@ -565,7 +565,11 @@ fn blkio_cpuset_realtime_cgroup_parent_and_system_paths() {
             "-c",
             script,
         ];
-        let out = if docker { D.docker_ok(&args) } else { D.ok(&args) };
+        let out = if docker {
+            D.docker_ok(&args)
+        } else {
+            D.ok(&args)
+        };
         assert_eq!(
             out.split_whitespace().collect::<Vec<_>>(),
             [
@@ -584,7 +588,11 @@ fn blkio_cpuset_realtime_cgroup_parent_and_system_paths() {
         );
         // The defaults' masks and read-only /proc/sys go with systempaths=unconfined.
         args.splice(1..1, ["--security-opt", "systempaths=unconfined"]);
-        let out = if docker { D.docker_ok(&args) } else { D.ok(&args) };
+        let out = if docker {
+            D.docker_ok(&args)
+        } else {
+            D.ok(&args)
+        };
         let words: Vec<&str> = out.split_whitespace().collect();
         assert_eq!(&words[words.len() - 2..], ["5", "0"], "{cli}: {out}");
     }
@@ -625,10 +633,13 @@ fn blkio_cpuset_realtime_cgroup_parent_and_system_paths() {
     D.docker_ok(&["start", "hostcfg"]);
     let id = D.docker_ok(&["inspect", "-f", "{{.Id}}", "hostcfg"]);
     let cg = |ctrl: &str, file: &str| {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/{parent}/{}/{file}", id.trim()))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/{ctrl}/{parent}/{}/{file}",
+            id.trim()
+        ))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
     };
     D.docker_ok(&["pause", "hostcfg"]);
     assert_eq!(cg("freezer", "freezer.state"), "FROZEN");
@@ -652,14 +663,25 @@ fn blkio_cpuset_realtime_cgroup_parent_and_system_paths() {
 
     // A kernel without a block I/O weight file drops the weight with dockerd's warning.
     if !std::path::Path::new("/sys/fs/cgroup/blkio/blkio.weight").exists() {
-        let out = D.docker(&["create", "--name", "hostcfg-w", "--blkio-weight", "300", "busybox:1.35"]);
+        let out = D.docker(&[
+            "create",
+            "--name",
+            "hostcfg-w",
+            "--blkio-weight",
+            "300",
+            "busybox:1.35",
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(
             stderr(&out).contains("Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."),
             "{}",
             stderr(&out)
         );
-        assert_eq!(D.docker_ok(&["inspect", "-f", "{{.HostConfig.BlkioWeight}}", "hostcfg-w"]).trim(), "0");
+        assert_eq!(
+            D.docker_ok(&["inspect", "-f", "{{.HostConfig.BlkioWeight}}", "hostcfg-w"])
+                .trim(),
+            "0"
+        );
         D.docker_ok(&["rm", "hostcfg-w"]);
     }
 

@@ -488,9 +488,7 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
 }
 
 /// docker's `ValidateWeightDevice` (`--blkio-weight-device /dev/sda:200`), with its messages.
-pub fn parse_weight_device(
-    val: &str,
-) -> Result<bollard_stubs::models::ResourcesBlkioWeightDevice> {
+pub fn parse_weight_device(val: &str) -> Result<bollard_stubs::models::ResourcesBlkioWeightDevice> {
     let Some((path, weight)) = val.split_once(':') else {
         bail!("invalid argument \"{val}\" for \"--blkio-weight-device\" flag: bad format: {val}");
     };
@@ -517,17 +515,16 @@ fn throttle_parts<'a>(flag: &str, val: &'a str) -> Result<(&'a str, &'a str)> {
         bail!("invalid argument \"{val}\" for \"--{flag}\" flag: bad format: {val}");
     };
     if !path.starts_with("/dev/") {
-        bail!("invalid argument \"{val}\" for \"--{flag}\" flag: bad format for device path: {val}");
+        bail!(
+            "invalid argument \"{val}\" for \"--{flag}\" flag: bad format for device path: {val}"
+        );
     }
     Ok((path, rate))
 }
 
 /// docker's `ValidateThrottleBpsDevice` (`/dev/sda:1mb`; the rate through
 /// [`barge_stdx::units::ram_in_bytes`]).
-pub fn parse_throttle_bps(
-    flag: &str,
-    val: &str,
-) -> Result<bollard_stubs::models::ThrottleDevice> {
+pub fn parse_throttle_bps(flag: &str, val: &str) -> Result<bollard_stubs::models::ThrottleDevice> {
     let (path, rate) = throttle_parts(flag, val)?;
     let rate = barge_stdx::units::ram_in_bytes(rate).ok().filter(|r| *r >= 0).with_context(|| {
         format!("invalid argument \"{val}\" for \"--{flag}\" flag: invalid rate for device: {val}. The correct format is <device-path>:<number>[<unit>]. Number must be a positive integer. Unit is optional and can be kb, mb, or gb")
@@ -539,10 +536,7 @@ pub fn parse_throttle_bps(
 }
 
 /// docker's `ValidateThrottleIOpsDevice` (`/dev/sda:1000`).
-pub fn parse_throttle_iops(
-    flag: &str,
-    val: &str,
-) -> Result<bollard_stubs::models::ThrottleDevice> {
+pub fn parse_throttle_iops(flag: &str, val: &str) -> Result<bollard_stubs::models::ThrottleDevice> {
     let (path, rate) = throttle_parts(flag, val)?;
     let rate: i64 = rate.parse::<u64>().ok().and_then(|r| i64::try_from(r).ok()).with_context(|| {
         format!("invalid argument \"{val}\" for \"--{flag}\" flag: invalid rate for device: {val}. The correct format is <device-path>:<number>. Number must be a positive integer")
@@ -607,7 +601,9 @@ fn parse_gpus(val: &str) -> Result<bollard_stubs::models::DeviceRequest> {
                 r.capabilities = Some(vec![c.split(',').map(String::from).collect()]);
             }
             Some(("options", _)) => {}
-            Some((k, _)) => bail!("invalid argument \"{val}\" for \"--gpus\" flag: unexpected key '{k}' in '{field}'"),
+            Some((k, _)) => bail!(
+                "invalid argument \"{val}\" for \"--gpus\" flag: unexpected key '{k}' in '{field}'"
+            ),
         }
     }
     Ok(r)
@@ -938,10 +934,26 @@ impl ContainerOpts {
                         .collect()
                 })
                 .transpose()?,
-            blkio_device_read_bps: throttle_list("device-read-bps", &self.device_read_bps, parse_throttle_bps)?,
-            blkio_device_write_bps: throttle_list("device-write-bps", &self.device_write_bps, parse_throttle_bps)?,
-            blkio_device_read_iops: throttle_list("device-read-iops", &self.device_read_iops, parse_throttle_iops)?,
-            blkio_device_write_iops: throttle_list("device-write-iops", &self.device_write_iops, parse_throttle_iops)?,
+            blkio_device_read_bps: throttle_list(
+                "device-read-bps",
+                &self.device_read_bps,
+                parse_throttle_bps,
+            )?,
+            blkio_device_write_bps: throttle_list(
+                "device-write-bps",
+                &self.device_write_bps,
+                parse_throttle_bps,
+            )?,
+            blkio_device_read_iops: throttle_list(
+                "device-read-iops",
+                &self.device_read_iops,
+                parse_throttle_iops,
+            )?,
+            blkio_device_write_iops: throttle_list(
+                "device-write-iops",
+                &self.device_write_iops,
+                parse_throttle_iops,
+            )?,
             cgroup_parent: self.cgroup_parent.clone(),
             cpu_realtime_period: self.cpu_rt_period,
             cpu_realtime_runtime: self.cpu_rt_runtime,

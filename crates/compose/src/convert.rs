@@ -1557,8 +1557,17 @@ services:
         assert_eq!(h["CgroupParent"], "mine");
         assert_eq!(h["CpusetCpus"], "0-1");
         assert_eq!(h["BlkioWeight"], 300);
-        assert_eq!(h["BlkioWeightDevice"], json!([{"Path": "/dev/sda", "Weight": 400}]));
-        assert_eq!(h["BlkioDeviceReadBps"], json!([{"Path": "/dev/sda", "Rate": 1048576}]));
-        assert_eq!(h["BlkioDeviceWriteIOps"], json!([{"Path": "/dev/sda", "Rate": 30}]));
+        assert_eq!(
+            h["BlkioWeightDevice"],
+            json!([{"Path": "/dev/sda", "Weight": 400}])
+        );
+        assert_eq!(
+            h["BlkioDeviceReadBps"],
+            json!([{"Path": "/dev/sda", "Rate": 1048576}])
+        );
+        assert_eq!(
+            h["BlkioDeviceWriteIOps"],
+            json!([{"Path": "/dev/sda", "Rate": 30}])
+        );
     }
 }

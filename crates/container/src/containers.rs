@@ -164,7 +164,9 @@ fn memory_cgroup(cg: &str) -> PathBuf {
 fn cgroup_procs(cg: &str) -> Vec<i64> {
     let rel = cg.trim_start_matches('/');
     let candidates = [
-        Path::new("/sys/fs/cgroup/pids").join(rel).join("cgroup.procs"),
+        Path::new("/sys/fs/cgroup/pids")
+            .join(rel)
+            .join("cgroup.procs"),
         Path::new("/sys/fs/cgroup/memory")
             .join(rel)
             .join("cgroup.procs"),
@@ -558,4 +560,3 @@ enum Watch {
     Child(Child),
     Socket(UnixStream),
 }
-

@@ -209,7 +209,9 @@ pub(crate) fn check_host_options(
         if wanted.iter().any(|c| !have.contains(c)) {
             return Err(invalid(
                 "cpuset",
-                format!("Requested {nodes} are not available - requested {list}, available: {avail}"),
+                format!(
+                    "Requested {nodes} are not available - requested {list}, available: {avail}"
+                ),
             ));
         }
     }
@@ -326,7 +328,9 @@ fn check_resources(host: &mut HostOptions, sys: &SysInfo) -> Result<Vec<String>,
     // overlay2's `CreateReadWrite`/`parseStorageOpt`: `size` needs xfs project quotas, which
     // this store never has; any other option is unknown.
     if host.storage_opt.contains_key("size") {
-        return bad("--storage-opt is supported only for overlay over xfs with 'pquota' mount option");
+        return bad(
+            "--storage-opt is supported only for overlay over xfs with 'pquota' mount option",
+        );
     }
     if let Some(k) = host.storage_opt.keys().next() {
         return Err(ContainerError::BadHostConfig(format!("Unknown option {k}")));

@@ -852,7 +852,9 @@ mod tests {
             }],
             ..host()
         };
-        assert!(check_host_options(&mut w, &with_weights).unwrap().is_empty());
+        assert!(check_host_options(&mut w, &with_weights)
+            .unwrap()
+            .is_empty());
         let v = serde_json::to_value(build_spec(&input(&w)).unwrap()).unwrap();
         assert_eq!(
             v["linux"]["resources"]["blockIO"],
@@ -902,19 +904,32 @@ mod tests {
         };
         for (h, want) in [
             (
-                HostOptions { cpuset_mems: "1".into(), ..host() },
+                HostOptions {
+                    cpuset_mems: "1".into(),
+                    ..host()
+                },
                 "Requested memory nodes are not available - requested 1, available: 0",
             ),
             (
-                HostOptions { cpuset_mems: "0-x".into(), ..host() },
+                HostOptions {
+                    cpuset_mems: "0-x".into(),
+                    ..host()
+                },
                 "Invalid value 0-x for cpuset mems: invalid format: 0-x",
             ),
             (
-                HostOptions { cpuset_cpus: "3".into(), ..host() },
+                HostOptions {
+                    cpuset_cpus: "3".into(),
+                    ..host()
+                },
                 "Requested CPUs are not available - requested 3, available: 0-1",
             ),
             (
-                HostOptions { cpu_realtime_period: 1000, cpu_realtime_runtime: 2000, ..host() },
+                HostOptions {
+                    cpu_realtime_period: 1000,
+                    cpu_realtime_runtime: 2000,
+                    ..host()
+                },
                 "cpu real-time runtime cannot be higher than cpu real-time period",
             ),
             (
@@ -925,21 +940,39 @@ mod tests {
                 "--storage-opt is supported only for overlay over xfs with 'pquota' mount option",
             ),
             (
-                HostOptions { userns_mode: "private".into(), ..host() },
+                HostOptions {
+                    userns_mode: "private".into(),
+                    ..host()
+                },
                 "invalid USER mode: private",
             ),
         ] {
             assert_eq!(refused(h, &sys(false)), want);
         }
         assert_eq!(
-            refused(HostOptions { blkio_weight: 5, ..host() }, &with_weights),
+            refused(
+                HostOptions {
+                    blkio_weight: 5,
+                    ..host()
+                },
+                &with_weights
+            ),
             "Range of blkio weight is from 10 to 1000"
         );
         assert_eq!(
-            refused(HostOptions { cpu_realtime_period: 1000, ..host() }, &sys(true)),
+            refused(
+                HostOptions {
+                    cpu_realtime_period: 1000,
+                    ..host()
+                },
+                &sys(true)
+            ),
             "Your kernel does not support CPU real-time scheduler"
         );
-        let mut hostns = HostOptions { userns_mode: "host".into(), ..host() };
+        let mut hostns = HostOptions {
+            userns_mode: "host".into(),
+            ..host()
+        };
         assert!(check_host_options(&mut hostns, &sys(false)).is_ok());
     }
 }

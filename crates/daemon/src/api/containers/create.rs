@@ -307,12 +307,13 @@ impl CreateBody {
             .filter(|i| !i.is_empty())
             .ok_or_else(|| ApiError::bad_request("config is missing the Image field"))?;
         let hc = self.host_config.unwrap_or_default();
-        let throttle = |l: Option<Vec<ThrottleDeviceBody>>| -> Vec<barge_container::ThrottleDevice> {
-            l.unwrap_or_default()
-                .into_iter()
-                .map(ThrottleDeviceBody::into_engine)
-                .collect()
-        };
+        let throttle =
+            |l: Option<Vec<ThrottleDeviceBody>>| -> Vec<barge_container::ThrottleDevice> {
+                l.unwrap_or_default()
+                    .into_iter()
+                    .map(ThrottleDeviceBody::into_engine)
+                    .collect()
+            };
         let mut nano_cpus = hc.nano_cpus.unwrap_or(0);
         let from_quota = crate::api::lifecycle::nano_cpus_of_quota(hc.cpu_quota, hc.cpu_period)?;
         if nano_cpus == 0 {
@@ -647,21 +648,39 @@ mod tests {
         assert_eq!(h.blkio_weight_device[0].weight, 200);
         assert_eq!(h.blkio_device_read_bps[0].rate, 1 << 20);
         assert_eq!(h.blkio_device_write_iops[0].path, "/dev/vda");
-        assert_eq!((h.cpuset_mems.as_str(), h.cgroup_parent.as_str()), ("0", "mine"));
-        assert_eq!((h.cpu_realtime_period, h.cpu_realtime_runtime), (1_000_000, 950_000));
+        assert_eq!(
+            (h.cpuset_mems.as_str(), h.cgroup_parent.as_str()),
+            ("0", "mine")
+        );
+        assert_eq!(
+            (h.cpu_realtime_period, h.cpu_realtime_runtime),
+            (1_000_000, 950_000)
+        );
         assert_eq!(h.masked_paths, Some(vec![]));
         assert_eq!(h.annotations["a"], "b");
         assert_eq!(h.storage_opt["size"], "1G");
-        assert_eq!(h.device_requests[0].capabilities, vec![vec!["gpu".to_string()]]);
+        assert_eq!(
+            h.device_requests[0].capabilities,
+            vec![vec!["gpu".to_string()]]
+        );
         let c = barge_container::Container {
             options: o.clone(),
             ..Default::default()
         };
         let v = serde_json::to_value(crate::wire::host_config(&c)).unwrap();
         assert_eq!(v["BlkioWeight"], 300);
-        assert_eq!(v["BlkioWeightDevice"], json!([{"Path":"/dev/vda","Weight":200}]));
-        assert_eq!(v["BlkioDeviceReadBps"], json!([{"Path":"/dev/vda","Rate":1048576}]));
-        assert_eq!(v["BlkioDeviceWriteIOps"], json!([{"Path":"/dev/vda","Rate":100}]));
+        assert_eq!(
+            v["BlkioWeightDevice"],
+            json!([{"Path":"/dev/vda","Weight":200}])
+        );
+        assert_eq!(
+            v["BlkioDeviceReadBps"],
+            json!([{"Path":"/dev/vda","Rate":1048576}])
+        );
+        assert_eq!(
+            v["BlkioDeviceWriteIOps"],
+            json!([{"Path":"/dev/vda","Rate":100}])
+        );
         assert_eq!(v["CpusetMems"], "0");
         assert_eq!(v["CgroupParent"], "mine");
         assert_eq!(v["CpuRealtimeRuntime"], 950000);
