@@ -1103,6 +1103,46 @@ pub fn parse_publish(spec: &str) -> Result<Vec<Publish>> {
 #[cfg(test)]
 mod tests {
 
+    /// `--blkio-weight-device`, `--device-{read,write}-{bps,iops}`, `--gpus` and
+    /// `--storage-opt` parse as docker's CLI does, with its messages.
+    #[test]
+    fn blkio_gpus_and_storage_flags_as_dockers() {
+        let w = parse_weight_device("/dev/sda:200").unwrap();
+        assert_eq!((w.path.as_deref(), w.weight), (Some("/dev/sda"), Some(200)));
+        for (bad, want) in [
+            ("/dev/sda", "bad format: /dev/sda"),
+            ("sda:200", "bad format for device path: sda:200"),
+            ("/dev/sda:5", "invalid weight for device: /dev/sda:5"),
+        ] {
+            let e = parse_weight_device(bad).unwrap_err().to_string();
+            assert!(e.ends_with(want), "{e}");
+        }
+        let t = parse_throttle_bps("device-read-bps", "/dev/sda:1mb").unwrap();
+        assert_eq!(
+            (t.path.as_deref(), t.rate),
+            (Some("/dev/sda"), Some(1 << 20))
+        );
+        let e = parse_throttle_bps("device-read-bps", "/dev/sda:fast")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid argument \"/dev/sda:fast\" for \"--device-read-bps\" flag: invalid rate for device: /dev/sda:fast."),
+            "{e}"
+        );
+        let t = parse_throttle_iops("device-write-iops", "/dev/sda:100").unwrap();
+        assert_eq!(t.rate, Some(100));
+        assert!(parse_throttle_iops("device-write-iops", "/dev/sda:1mb").is_err());
+        let g = parse_gpus("all").unwrap();
+        assert_eq!(
+            (g.count, g.capabilities),
+            (Some(-1), Some(vec![vec!["gpu".to_string()]]))
+        );
+        assert_eq!(parse_gpus("2").unwrap().count, Some(2));
+        let s = parse_storage_opts(&["size=1G".to_string()]).unwrap();
+        assert_eq!(s["size"], "1G");
+        assert!(parse_storage_opts(&["size".to_string()]).is_err());
+    }
+
     #[test]
     fn ulimit_and_device_flags_as_dockers() {
         let u = parse_ulimit("nofile=123:456").unwrap();

@@ -369,7 +369,6 @@ pub fn host_config(c: &Container) -> m::HostConfig {
                 .map(|(r, c)| vec![usize::from(r), usize::from(c)])
                 .unwrap_or_else(|| vec![0, 0]),
         ),
-        ..Default::default()
     }
 }
 
