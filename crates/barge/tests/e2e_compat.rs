@@ -938,3 +938,31 @@ api.remove_container(d["Id"], force=True); api.remove_container(a["Id"], force=T
         "{out}"
     );
 }
+
+/// docker-py's `create_host_config` block I/O, cpuset and cgroup parent arguments reach
+/// inspect's `HostConfig` (the container is not started: no cgroup is made).
+#[test]
+fn blkio_cpuset_and_cgroup_parent_through_docker_py() {
+    let out = py(r##"
+hc = api.create_host_config(device_read_bps=[{"Path": "/dev/null", "Rate": 1048576}],
+                            device_write_iops=[{"Path": "/dev/null", "Rate": 10}],
+                            cpuset_mems="0", cgroup_parent="py-parent",
+                            cpu_rt_period=900000, cpu_rt_runtime=90000)
+cid = api.create_container("busybox:1.35", "true", host_config=hc, name="py-hostcfg")["Id"]
+h = api.inspect_container(cid)["HostConfig"]
+print(json.dumps([h["BlkioDeviceReadBps"], h["BlkioDeviceWriteIOps"], h["CpusetMems"],
+                  h["CgroupParent"], h["CpuRealtimePeriod"], h["CpuRealtimeRuntime"]]))
+api.remove_container(cid)
+print(status_of(api.create_container, "busybox:1.35", "true",
+                host_config=api.create_host_config(cpuset_mems="7")))
+"##);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        r#"[[{"Path": "/dev/null", "Rate": 1048576}], [{"Path": "/dev/null", "Rate": 10}], "0", "py-parent", 900000, 90000]"#
+    );
+    assert!(
+        lines[1].contains("Requested memory nodes are not available - requested 7"),
+        "{out}"
+    );
+}

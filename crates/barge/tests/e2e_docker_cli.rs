@@ -480,3 +480,260 @@ fn ulimits_sysctls_devices_and_oom_score() {
         assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// A whole block device of this machine (`/sys/block`, not a loop, RAM or zram disk; else
+/// `/dev/loop0`) and its `MAJ:MIN`, for the block I/O throttles.
+fn block_device() -> (String, String) {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let pick = names
+        .iter()
+        .find(|n| !["loop", "ram", "zram"].iter().any(|p| n.starts_with(p)))
+        .cloned()
+        .filter(|n| std::path::Path::new("/dev").join(n).exists())
+        .unwrap_or_else(|| "loop0".into());
+    let dev = std::fs::read_to_string(format!("/sys/block/{pick}/dev")).unwrap();
+    (format!("/dev/{pick}"), dev.trim().to_string())
+}
+
+/// Removes a `--cgroup-parent` directory from every cgroup v1 hierarchy (and v2) when
+/// dropped, once its containers' cgroups are gone (bounded wait).
+struct CgroupParentGuard(String);
+
+impl Drop for CgroupParentGuard {
+    fn drop(&mut self) {
+        let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|rd| rd.flatten().map(|e| e.path().join(&self.0)).collect())
+            .unwrap_or_default();
+        dirs.push(std::path::Path::new("/sys/fs/cgroup").join(&self.0));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for d in dirs {
+            while d.is_dir() && std::fs::remove_dir(&d).is_err() {
+                if std::time::Instant::now() > deadline {
+                    eprintln!("could not remove {}", d.display());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// `--device-read-bps`/`--device-write-iops`, `--cpuset-cpus`/`--cpuset-mems`,
+/// `--cpu-rt-period`, `--cgroup-parent`, `--annotation` and `--security-opt
+/// systempaths=unconfined` (HostConfig's block I/O, cpuset, real-time, cgroup parent,
+/// annotations and masked/readonly paths) reach the container's cgroup files and /proc through
+/// the docker CLI and barge's own, are echoed by inspect, and stats/pause/update/exit
+/// cleanup follow the cgroup parent; bad values get dockerd's messages.
+#[test]
+fn blkio_cpuset_realtime_cgroup_parent_and_system_paths() {
+    let (dev, majmin) = block_device();
+    let script = "cat /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device \
+                  /sys/fs/cgroup/blkio/blkio.throttle.write_iops_device \
+                  /sys/fs/cgroup/cpuset/cpuset.mems /sys/fs/cgroup/cpuset/cpuset.cpus \
+                  /sys/fs/cgroup/cpu/cpu.rt_period_us; \
+                  grep :blkio: /proc/self/cgroup | cut -d/ -f2; \
+                  head -c 5 /proc/timer_list | wc -c; grep -c ' /proc/sys ' /proc/mounts; true";
+    for (cli, docker) in [("docker", true), ("barge", false)] {
+        let parent = format!("barge-e2e-parent-{}-{cli}", std::process::id());
+        let _guard = CgroupParentGuard(parent.clone());
+        let read = format!("{dev}:1mb");
+        let write = format!("{dev}:100");
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--device-read-bps",
+            &read,
+            "--device-write-iops",
+            &write,
+            "--cpuset-cpus",
+            "0",
+            "--cpuset-mems",
+            "0",
+            "--cpu-rt-period",
+            "500000",
+            "--cgroup-parent",
+            &parent,
+            "busybox:1.35",
+            "sh",
+            "-c",
+            script,
+        ];
+        let out = if docker {
+            D.docker_ok(&args)
+        } else {
+            D.ok(&args)
+        };
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            [
+                majmin.as_str(),
+                "1048576",
+                majmin.as_str(),
+                "100",
+                "0",
+                "0",
+                "500000",
+                parent.as_str(),
+                "0",
+                "1"
+            ],
+            "{cli}: {out}"
+        );
+        // The defaults' masks and read-only /proc/sys go with systempaths=unconfined.
+        args.splice(1..1, ["--security-opt", "systempaths=unconfined"]);
+        let out = if docker {
+            D.docker_ok(&args)
+        } else {
+            D.ok(&args)
+        };
+        let words: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(&words[words.len() - 2..], ["5", "0"], "{cli}: {out}");
+    }
+
+    // Inspect echoes the fields.
+    let parent = format!("barge-e2e-parent-{}-inspect", std::process::id());
+    let _guard = CgroupParentGuard(parent.clone());
+    D.docker_ok(&[
+        "create",
+        "--name",
+        "hostcfg",
+        "--device-read-bps",
+        &format!("{dev}:1mb"),
+        "--device-write-iops",
+        &format!("{dev}:100"),
+        "--cpuset-mems",
+        "0",
+        "--cgroup-parent",
+        &parent,
+        "--cpu-rt-period",
+        "500000",
+        "--annotation",
+        "org.example.a=b",
+        "--security-opt",
+        "systempaths=unconfined",
+        "busybox:1.35",
+        "sleep",
+        "60",
+    ]);
+    let f = "{{json .HostConfig.BlkioDeviceReadBps}} {{json .HostConfig.BlkioDeviceWriteIOps}} {{.HostConfig.CpusetMems}} {{.HostConfig.CgroupParent}} {{.HostConfig.CpuRealtimePeriod}} {{json .HostConfig.Annotations}} {{json .HostConfig.MaskedPaths}} {{json .HostConfig.ReadonlyPaths}}";
+    assert_eq!(
+        D.docker_ok(&["inspect", "-f", f, "hostcfg"]).trim(),
+        format!(
+            r#"[{{"Path":"{dev}","Rate":1048576}}] [{{"Path":"{dev}","Rate":100}}] 0 {parent} 500000 {{"org.example.a":"b"}} [] []"#
+        )
+    );
+    // stats, pause, update and the exit's cleanup find the cgroup under its parent.
+    D.docker_ok(&["start", "hostcfg"]);
+    let id = D.docker_ok(&["inspect", "-f", "{{.Id}}", "hostcfg"]);
+    let cg = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/{ctrl}/{parent}/{}/{file}",
+            id.trim()
+        ))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+    };
+    D.docker_ok(&["pause", "hostcfg"]);
+    assert_eq!(cg("freezer", "freezer.state"), "FROZEN");
+    D.docker_ok(&["unpause", "hostcfg"]);
+    assert_eq!(cg("freezer", "freezer.state"), "THAWED");
+    D.docker_ok(&["update", "--pids-limit", "55", "hostcfg"]);
+    assert_eq!(cg("pids", "pids.max"), "55");
+    let pids = D.docker_ok(&["stats", "--no-stream", "--format", "{{.PIDs}}", "hostcfg"]);
+    assert_eq!(pids.trim(), "1");
+    D.docker_ok(&["kill", "hostcfg"]);
+    let dir = format!("/sys/fs/cgroup/pids/{parent}/{}", id.trim());
+    D.wait_for("the container's cgroup to go", 30, || {
+        !std::path::Path::new(&dir).exists()
+    });
+    D.docker_ok(&["rm", "-f", "hostcfg"]);
+    let mut plain = D.docker_ok(&["create", "busybox:1.35", "true"]);
+    plain = plain.trim().to_string();
+    let masked = D.docker_ok(&["inspect", "-f", "{{json .HostConfig.MaskedPaths}}", &plain]);
+    assert!(masked.contains("\"/proc/kcore\""), "{masked}");
+    D.docker_ok(&["rm", &plain]);
+
+    // A kernel without a block I/O weight file drops the weight with dockerd's warning.
+    if !std::path::Path::new("/sys/fs/cgroup/blkio/blkio.weight").exists() {
+        let out = D.docker(&[
+            "create",
+            "--name",
+            "hostcfg-w",
+            "--blkio-weight",
+            "300",
+            "busybox:1.35",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            D.docker_ok(&["inspect", "-f", "{{.HostConfig.BlkioWeight}}", "hostcfg-w"])
+                .trim(),
+            "0"
+        );
+        D.docker_ok(&["rm", "hostcfg-w"]);
+    }
+
+    let missing = "/dev/no-such-disk:1mb";
+    for (i, (args, want, docker)) in [
+        (
+            &["--cpuset-mems", "5"][..],
+            "Requested memory nodes are not available - requested 5, available: ",
+            true,
+        ),
+        (
+            &["--cpuset-cpus", "99"][..],
+            "Requested CPUs are not available - requested 99, available: ",
+            true,
+        ),
+        (
+            &["--cpu-rt-period", "1000", "--cpu-rt-runtime", "2000"][..],
+            "cpu real-time runtime cannot be higher than cpu real-time period",
+            true,
+        ),
+        (
+            &["--device-read-bps", missing][..],
+            "stat /dev/no-such-disk: no such file or directory",
+            true,
+        ),
+        (
+            &["--storage-opt", "size=1G"][..],
+            "--storage-opt is supported only for overlay over xfs with 'pquota' mount option",
+            true,
+        ),
+        (
+            &["--gpus", "all"][..],
+            "could not select device driver \"\" with capabilities: [[gpu]]",
+            true,
+        ),
+        (&["--userns", "private"][..], "invalid USER mode: private", false),
+        (
+            &["--device-read-bps", "/dev/x:fast"][..],
+            "invalid rate for device: /dev/x:fast. The correct format is <device-path>:<number>[<unit>]",
+            false,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("hostcfg-err-{i}");
+        let mut a = vec!["run", "--name", &name];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox:1.35", "true"]);
+        let out = if docker { D.docker(&a) } else { D.barge(&a) };
+        let _ = D.docker(&["rm", "-f", &name]);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+}

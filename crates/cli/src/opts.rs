@@ -136,6 +136,57 @@ pub struct ContainerOpts {
     /// Security Options
     #[arg(long = "security-opt", value_name = "list")]
     pub security_opt: Vec<String>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus", value_name = "string")]
+    pub cpuset_cpus: Option<String>,
+    /// MEMs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-mems", value_name = "string")]
+    pub cpuset_mems: Option<String>,
+    /// Add additional groups to join
+    #[arg(long = "group-add", value_name = "list")]
+    pub group_add: Vec<String>,
+    /// Add a rule to the cgroup allowed devices list
+    #[arg(long = "device-cgroup-rule", value_name = "list")]
+    pub device_cgroup_rule: Vec<String>,
+    /// Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)
+    #[arg(long = "blkio-weight", value_name = "uint16")]
+    pub blkio_weight: Option<u16>,
+    /// Block IO weight (relative device weight) (default [])
+    #[arg(long = "blkio-weight-device", value_name = "list")]
+    pub blkio_weight_device: Vec<String>,
+    /// Limit read rate (bytes per second) from a device (default [])
+    #[arg(long = "device-read-bps", value_name = "list")]
+    pub device_read_bps: Vec<String>,
+    /// Limit write rate (bytes per second) to a device (default [])
+    #[arg(long = "device-write-bps", value_name = "list")]
+    pub device_write_bps: Vec<String>,
+    /// Limit read rate (IO per second) from a device (default [])
+    #[arg(long = "device-read-iops", value_name = "list")]
+    pub device_read_iops: Vec<String>,
+    /// Limit write rate (IO per second) to a device (default [])
+    #[arg(long = "device-write-iops", value_name = "list")]
+    pub device_write_iops: Vec<String>,
+    /// Optional parent cgroup for the container
+    #[arg(long = "cgroup-parent", value_name = "string")]
+    pub cgroup_parent: Option<String>,
+    /// Limit CPU real-time period in microseconds
+    #[arg(long = "cpu-rt-period", value_name = "int")]
+    pub cpu_rt_period: Option<i64>,
+    /// Limit CPU real-time runtime in microseconds
+    #[arg(long = "cpu-rt-runtime", value_name = "int")]
+    pub cpu_rt_runtime: Option<i64>,
+    /// User namespace to use
+    #[arg(long, value_name = "string")]
+    pub userns: Option<String>,
+    /// Storage driver options for the container
+    #[arg(long = "storage-opt", value_name = "list")]
+    pub storage_opt: Vec<String>,
+    /// Add an annotation to the container (passed through to the OCI runtime) (default map[])
+    #[arg(long = "annotation", value_name = "map")]
+    pub annotation: Vec<String>,
+    /// GPU devices to add to the container ('all' to pass all GPUs)
+    #[arg(long, value_name = "gpu-request")]
+    pub gpus: Option<String>,
     /// Set meta data on a container
     #[arg(short, long = "label", value_name = "list")]
     pub label: Vec<String>,
@@ -436,6 +487,128 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
     barge_stdx::units::ram_in_bytes(s.trim()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// docker's `ValidateWeightDevice` (`--blkio-weight-device /dev/sda:200`), with its messages.
+pub fn parse_weight_device(val: &str) -> Result<bollard_stubs::models::ResourcesBlkioWeightDevice> {
+    let Some((path, weight)) = val.split_once(':') else {
+        bail!("invalid argument \"{val}\" for \"--blkio-weight-device\" flag: bad format: {val}");
+    };
+    if !path.starts_with("/dev/") {
+        bail!("invalid argument \"{val}\" for \"--blkio-weight-device\" flag: bad format for device path: {val}");
+    }
+    let w: u16 = weight
+        .parse()
+        .ok()
+        .filter(|w| *w == 0 || (10..=1000).contains(w))
+        .with_context(|| {
+            format!("invalid argument \"{val}\" for \"--blkio-weight-device\" flag: invalid weight for device: {val}")
+        })?;
+    Ok(bollard_stubs::models::ResourcesBlkioWeightDevice {
+        path: Some(path.to_string()),
+        weight: Some(usize::from(w)),
+    })
+}
+
+/// The `(path, rate)` halves of a `--device-{read,write}-{bps,iops}` value, with docker's
+/// format errors (`ValidateThrottle*Device`).
+fn throttle_parts<'a>(flag: &str, val: &'a str) -> Result<(&'a str, &'a str)> {
+    let Some((path, rate)) = val.split_once(':') else {
+        bail!("invalid argument \"{val}\" for \"--{flag}\" flag: bad format: {val}");
+    };
+    if !path.starts_with("/dev/") {
+        bail!(
+            "invalid argument \"{val}\" for \"--{flag}\" flag: bad format for device path: {val}"
+        );
+    }
+    Ok((path, rate))
+}
+
+/// docker's `ValidateThrottleBpsDevice` (`/dev/sda:1mb`; the rate through
+/// [`barge_stdx::units::ram_in_bytes`]).
+pub fn parse_throttle_bps(flag: &str, val: &str) -> Result<bollard_stubs::models::ThrottleDevice> {
+    let (path, rate) = throttle_parts(flag, val)?;
+    let rate = barge_stdx::units::ram_in_bytes(rate).ok().filter(|r| *r >= 0).with_context(|| {
+        format!("invalid argument \"{val}\" for \"--{flag}\" flag: invalid rate for device: {val}. The correct format is <device-path>:<number>[<unit>]. Number must be a positive integer. Unit is optional and can be kb, mb, or gb")
+    })?;
+    Ok(bollard_stubs::models::ThrottleDevice {
+        path: Some(path.to_string()),
+        rate: Some(rate),
+    })
+}
+
+/// docker's `ValidateThrottleIOpsDevice` (`/dev/sda:1000`).
+pub fn parse_throttle_iops(flag: &str, val: &str) -> Result<bollard_stubs::models::ThrottleDevice> {
+    let (path, rate) = throttle_parts(flag, val)?;
+    let rate: i64 = rate.parse::<u64>().ok().and_then(|r| i64::try_from(r).ok()).with_context(|| {
+        format!("invalid argument \"{val}\" for \"--{flag}\" flag: invalid rate for device: {val}. The correct format is <device-path>:<number>. Number must be a positive integer")
+    })?;
+    Ok(bollard_stubs::models::ThrottleDevice {
+        path: Some(path.to_string()),
+        rate: Some(rate),
+    })
+}
+
+/// One throttle flag's values as `HostConfig`'s list (`None` when the flag is not given).
+fn throttle_list(
+    flag: &str,
+    vals: &[String],
+    parse: fn(&str, &str) -> Result<bollard_stubs::models::ThrottleDevice>,
+) -> Result<Option<Vec<bollard_stubs::models::ThrottleDevice>>> {
+    if vals.is_empty() {
+        return Ok(None);
+    }
+    vals.iter()
+        .map(|v| parse(flag, v))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+/// docker's `parseStorageOpts` (`--storage-opt size=10G`): `key=value` pairs.
+fn parse_storage_opts(vals: &[String]) -> Result<HashMap<String, String>> {
+    vals.iter()
+        .map(|o| match o.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => bail!("invalid storage option"),
+        })
+        .collect()
+}
+
+/// docker's `--gpus` (`all`, a count, or `count=N,driver=D,device=ID,capabilities=C`) as a
+/// `DeviceRequest` asking for capability `gpu`.
+fn parse_gpus(val: &str) -> Result<bollard_stubs::models::DeviceRequest> {
+    let mut r = bollard_stubs::models::DeviceRequest {
+        driver: Some(String::new()),
+        count: Some(0),
+        device_ids: None,
+        capabilities: Some(vec![vec!["gpu".to_string()]]),
+        options: Some(HashMap::new()),
+    };
+    let count = |c: &str| -> Result<i64> {
+        if c == "all" {
+            Ok(-1)
+        } else {
+            c.parse()
+                .with_context(|| format!("invalid argument \"{val}\" for \"--gpus\" flag"))
+        }
+    };
+    for field in csv_fields(val)? {
+        match field.split_once('=') {
+            None => r.count = Some(count(&field)?),
+            Some(("count", c)) => r.count = Some(count(c)?),
+            Some(("driver", d)) => r.driver = Some(d.to_string()),
+            Some(("device", d)) => {
+                r.device_ids = Some(d.split(',').map(String::from).collect());
+            }
+            Some(("capabilities", c)) => {
+                r.capabilities = Some(vec![c.split(',').map(String::from).collect()]);
+            }
+            Some(("options", _)) => {}
+            Some((k, _)) => bail!(
+                "invalid argument \"{val}\" for \"--gpus\" flag: unexpected key '{k}' in '{field}'"
+            ),
+        }
+    }
+    Ok(r)
+}
+
 /// `--cpus 1.5` → NanoCpus.
 pub fn parse_cpus(s: &str) -> Result<i64> {
     let v: f64 = s
@@ -679,6 +852,19 @@ impl ContainerOpts {
                 );
             }
         }
+        // docker's `parseSystemPaths`: `systempaths=unconfined` empties the masked and
+        // read-only paths instead of going to the daemon.
+        let system_paths = self
+            .security_opt
+            .iter()
+            .any(|o| o == "systempaths=unconfined")
+            .then(Vec::new);
+        let security_opt: Vec<String> = self
+            .security_opt
+            .iter()
+            .filter(|o| *o != "systempaths=unconfined")
+            .cloned()
+            .collect();
         let host_config = HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
             mounts: (!mounts.is_empty()).then_some(mounts),
@@ -714,7 +900,9 @@ impl ContainerOpts {
             pid_mode: self.pid.clone(),
             uts_mode: self.uts.clone(),
             ipc_mode: self.ipc.clone(),
-            security_opt: (!self.security_opt.is_empty()).then(|| self.security_opt.clone()),
+            security_opt: (!security_opt.is_empty()).then_some(security_opt),
+            masked_paths: system_paths.clone(),
+            readonly_paths: system_paths,
             log_config,
             runtime: self.runtime.clone(),
             restart_policy: self.restart.as_deref().map(parse_restart).transpose()?,
@@ -732,6 +920,53 @@ impl ContainerOpts {
                 .then(|| self.device.iter().map(|d| parse_device(d)).collect())
                 .transpose()?,
             oom_score_adj: self.oom_score_adj,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            cpuset_mems: self.cpuset_mems.clone(),
+            group_add: (!self.group_add.is_empty()).then(|| self.group_add.clone()),
+            device_cgroup_rules: (!self.device_cgroup_rule.is_empty())
+                .then(|| self.device_cgroup_rule.clone()),
+            blkio_weight: self.blkio_weight,
+            blkio_weight_device: (!self.blkio_weight_device.is_empty())
+                .then(|| {
+                    self.blkio_weight_device
+                        .iter()
+                        .map(|w| parse_weight_device(w))
+                        .collect()
+                })
+                .transpose()?,
+            blkio_device_read_bps: throttle_list(
+                "device-read-bps",
+                &self.device_read_bps,
+                parse_throttle_bps,
+            )?,
+            blkio_device_write_bps: throttle_list(
+                "device-write-bps",
+                &self.device_write_bps,
+                parse_throttle_bps,
+            )?,
+            blkio_device_read_iops: throttle_list(
+                "device-read-iops",
+                &self.device_read_iops,
+                parse_throttle_iops,
+            )?,
+            blkio_device_write_iops: throttle_list(
+                "device-write-iops",
+                &self.device_write_iops,
+                parse_throttle_iops,
+            )?,
+            cgroup_parent: self.cgroup_parent.clone(),
+            cpu_realtime_period: self.cpu_rt_period,
+            cpu_realtime_runtime: self.cpu_rt_runtime,
+            userns_mode: self.userns.clone(),
+            storage_opt: (!self.storage_opt.is_empty())
+                .then(|| parse_storage_opts(&self.storage_opt))
+                .transpose()?,
+            annotations: (!self.annotation.is_empty()).then(|| key_values(&self.annotation)),
+            device_requests: self
+                .gpus
+                .as_deref()
+                .map(|g| parse_gpus(g).map(|r| vec![r]))
+                .transpose()?,
             console_size: if self.tty {
                 crate::stream::terminal_size().map(|(h, w)| vec![h as usize, w as usize])
             } else {
@@ -867,6 +1102,46 @@ pub fn parse_publish(spec: &str) -> Result<Vec<Publish>> {
 
 #[cfg(test)]
 mod tests {
+
+    /// `--blkio-weight-device`, `--device-{read,write}-{bps,iops}`, `--gpus` and
+    /// `--storage-opt` parse as docker's CLI does, with its messages.
+    #[test]
+    fn blkio_gpus_and_storage_flags_as_dockers() {
+        let w = parse_weight_device("/dev/sda:200").unwrap();
+        assert_eq!((w.path.as_deref(), w.weight), (Some("/dev/sda"), Some(200)));
+        for (bad, want) in [
+            ("/dev/sda", "bad format: /dev/sda"),
+            ("sda:200", "bad format for device path: sda:200"),
+            ("/dev/sda:5", "invalid weight for device: /dev/sda:5"),
+        ] {
+            let e = parse_weight_device(bad).unwrap_err().to_string();
+            assert!(e.ends_with(want), "{e}");
+        }
+        let t = parse_throttle_bps("device-read-bps", "/dev/sda:1mb").unwrap();
+        assert_eq!(
+            (t.path.as_deref(), t.rate),
+            (Some("/dev/sda"), Some(1 << 20))
+        );
+        let e = parse_throttle_bps("device-read-bps", "/dev/sda:fast")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid argument \"/dev/sda:fast\" for \"--device-read-bps\" flag: invalid rate for device: /dev/sda:fast."),
+            "{e}"
+        );
+        let t = parse_throttle_iops("device-write-iops", "/dev/sda:100").unwrap();
+        assert_eq!(t.rate, Some(100));
+        assert!(parse_throttle_iops("device-write-iops", "/dev/sda:1mb").is_err());
+        let g = parse_gpus("all").unwrap();
+        assert_eq!(
+            (g.count, g.capabilities),
+            (Some(-1), Some(vec![vec!["gpu".to_string()]]))
+        );
+        assert_eq!(parse_gpus("2").unwrap().count, Some(2));
+        let s = parse_storage_opts(&["size=1G".to_string()]).unwrap();
+        assert_eq!(s["size"], "1G");
+        assert!(parse_storage_opts(&["size".to_string()]).is_err());
+    }
 
     #[test]
     fn ulimit_and_device_flags_as_dockers() {

@@ -880,6 +880,15 @@ pub fn create_body(
     if let Some(o) = s.oom_score_adj {
         host["OomScoreAdj"] = json!(o);
     }
+    if !s.cgroup_parent.is_empty() {
+        host["CgroupParent"] = json!(s.cgroup_parent);
+    }
+    if !s.cpuset.is_empty() {
+        host["CpusetCpus"] = json!(s.cpuset);
+    }
+    if let Some(b) = &s.blkio_config {
+        blkio_config(b, &mut host);
+    }
     if !s.devices.is_empty() {
         host["Devices"] = json!(s
             .devices
@@ -1032,6 +1041,55 @@ pub fn volume_body(project: &Project, key: &str) -> Option<Value> {
         "DriverOpts": v.driver_opts,
         "Labels": labels,
     }))
+}
+
+/// compose's `blkio_config` as `HostConfig`'s block I/O fields (compose-go's `BlkioConfig`):
+/// `weight`, `weight_device` (`{path, weight}`), `device_{read,write}_{bps,iops}`
+/// (`{path, rate}`; a bps rate may carry a unit, `1mb`).
+fn blkio_config(b: &Value, host: &mut Value) {
+    if let Some(w) = b.get("weight").and_then(|w| scalar(w).parse::<u16>().ok()) {
+        host["BlkioWeight"] = json!(w);
+    }
+    if let Some(list) = b.get("weight_device").and_then(Value::as_array) {
+        host["BlkioWeightDevice"] = json!(list
+            .iter()
+            .map(|d| json!({
+                "Path": d.get("path").map(scalar).unwrap_or_default(),
+                "Weight": d.get("weight").and_then(|w| scalar(w).parse::<u16>().ok()).unwrap_or(0),
+            }))
+            .collect::<Vec<_>>());
+    }
+    for (key, field, bytes) in [
+        ("device_read_bps", "BlkioDeviceReadBps", true),
+        ("device_write_bps", "BlkioDeviceWriteBps", true),
+        ("device_read_iops", "BlkioDeviceReadIOps", false),
+        ("device_write_iops", "BlkioDeviceWriteIOps", false),
+    ] {
+        let Some(list) = b.get(key).and_then(Value::as_array) else {
+            continue;
+        };
+        host[field] = json!(list
+            .iter()
+            .map(|d| {
+                let rate = d.get("rate").map(scalar).unwrap_or_default();
+                let rate = if bytes {
+                    barge_stdx::units::ram_in_bytes(&rate).unwrap_or(0)
+                } else {
+                    rate.parse::<i64>().unwrap_or(0)
+                };
+                json!({"Path": d.get("path").map(scalar).unwrap_or_default(), "Rate": rate})
+            })
+            .collect::<Vec<_>>());
+    }
+}
+
+/// A YAML scalar as text (`1mb`, `200`); empty for anything else.
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -1480,6 +1538,36 @@ services:
                 "p-app-2:app-2",
                 "p-app-2:p-app-2",
             ]
+        );
+    }
+
+    #[test]
+    fn blkio_config_cgroup_parent_and_cpuset() {
+        let p = project_of(
+            "services:\n  app:\n    image: busybox:1.35\n    cgroup_parent: mine\n    cpuset: 0-1\n    blkio_config:\n      weight: 300\n      weight_device:\n        - {path: /dev/sda, weight: 400}\n      device_read_bps:\n        - {path: /dev/sda, rate: 1mb}\n      device_write_iops:\n        - {path: /dev/sda, rate: 30}\n",
+        );
+        let app = &p.services["app"];
+        let inst = Instance {
+            number: 1,
+            name: "x-app-1".into(),
+            ..Default::default()
+        };
+        let b = create_body(&p, "app", app, &inst).unwrap();
+        let h = &b["HostConfig"];
+        assert_eq!(h["CgroupParent"], "mine");
+        assert_eq!(h["CpusetCpus"], "0-1");
+        assert_eq!(h["BlkioWeight"], 300);
+        assert_eq!(
+            h["BlkioWeightDevice"],
+            json!([{"Path": "/dev/sda", "Weight": 400}])
+        );
+        assert_eq!(
+            h["BlkioDeviceReadBps"],
+            json!([{"Path": "/dev/sda", "Rate": 1048576}])
+        );
+        assert_eq!(
+            h["BlkioDeviceWriteIOps"],
+            json!([{"Path": "/dev/sda", "Rate": 30}])
         );
     }
 }

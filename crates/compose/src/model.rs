@@ -152,6 +152,16 @@ pub struct Service {
     /// OOM score adjustment (-1000 to 1000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oom_score_adj: Option<i64>,
+    /// `blkio_config` (`weight`, `weight_device`, `device_read_bps`, ...), raw; rates are
+    /// bytes (`1mb`) or operations per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blkio_config: Option<Value>,
+    /// `cgroup_parent`: the parent cgroup of the service's containers.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cgroup_parent: String,
+    /// `cpuset`: the CPUs the service's containers may use (`0-1`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cpuset: String,
     /// PID mode.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub pid: String,

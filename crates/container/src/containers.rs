@@ -148,27 +148,29 @@ fn unmount(path: &Path) {
     }
 }
 
-/// The container's memory cgroup directory (cgroup v1 memory controller, else v2).
-fn memory_cgroup(id: &str) -> PathBuf {
+/// The memory cgroup directory of cgroup `cg` ([`Container::cgroup_path`]; cgroup v1 memory
+/// controller, else v2).
+fn memory_cgroup(cg: &str) -> PathBuf {
+    let rel = cg.trim_start_matches('/');
     let v1 = Path::new("/sys/fs/cgroup/memory");
     if v1.is_dir() {
-        v1.join("barge").join(id)
+        v1.join(rel)
     } else {
-        Path::new("/sys/fs/cgroup/barge").join(id)
+        Path::new("/sys/fs/cgroup").join(rel)
     }
 }
 
-fn cgroup_procs(id: &str) -> Vec<i64> {
+/// The processes of cgroup `cg` ([`Container::cgroup_path`]).
+fn cgroup_procs(cg: &str) -> Vec<i64> {
+    let rel = cg.trim_start_matches('/');
     let candidates = [
-        Path::new("/sys/fs/cgroup/pids/barge")
-            .join(id)
+        Path::new("/sys/fs/cgroup/pids")
+            .join(rel)
             .join("cgroup.procs"),
-        Path::new("/sys/fs/cgroup/memory/barge")
-            .join(id)
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
             .join("cgroup.procs"),
-        Path::new("/sys/fs/cgroup/barge")
-            .join(id)
-            .join("cgroup.procs"),
+        Path::new("/sys/fs/cgroup").join(rel).join("cgroup.procs"),
     ];
     for c in candidates {
         if let Ok(text) = std::fs::read_to_string(&c) {
@@ -489,7 +491,7 @@ impl Containers {
         if c.state.status != Status::Running {
             return Err(ContainerError::NotRunning(c.id));
         }
-        let mut pids = cgroup_procs(&c.id);
+        let mut pids = cgroup_procs(&c.cgroup_path());
         if pids.is_empty() {
             pids.push(c.state.pid);
         }
@@ -557,18 +559,4 @@ impl Containers {
 enum Watch {
     Child(Child),
     Socket(UnixStream),
-}
-
-/// The number of CPUs `CpusetCpus` may name: the highest online CPU + 1.
-fn online_cpus() -> usize {
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .ok()
-        .and_then(|s| {
-            s.trim()
-                .split(',')
-                .filter_map(|r| r.rsplit('-').next()?.parse::<usize>().ok())
-                .max()
-        })
-        .map(|m| m + 1)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

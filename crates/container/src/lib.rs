@@ -19,7 +19,9 @@
 //!   for an exec; `<exec-root>/runtime/<runtime-name>/` is the OCI runtime's `--root`.
 //! - `<data-root>/volumes/<name>/`: `volume.json` and `_data` (see [`volumes`]); a container's
 //!   mounts are resolved at create ([`mounts::MountPoint`] in its record) and set up at start.
-//! - cgroups: `linux.cgroupsPath` = `/barge/<id>`.
+//! - cgroups: `linux.cgroupsPath` = `/barge/<id>`, or `/<CgroupParent>/<id>`
+//!   ([`Container::cgroup_path`], which `stats`/`pause`/`update`/`kill` and the monitor's
+//!   cleanup follow).
 
 mod containers;
 mod error;

@@ -68,6 +68,10 @@ pub struct MonitorConfig {
     pub expected_attaches: usize,
     /// cgroup v1 memory dir or cgroup v2 dir of the container (for the OOM counter).
     pub memory_cgroup: Option<PathBuf>,
+    /// The container's cgroup path in each hierarchy (`/barge/<id>` when absent, or
+    /// `/<CgroupParent>/<id>`), removed by the by-hand delete.
+    #[serde(default)]
+    pub cgroups_path: Option<String>,
     /// Bring `lo` up in the container's (new) network namespace after `create`.
     #[serde(default)]
     pub loopback_up: bool,

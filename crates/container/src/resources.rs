@@ -1,6 +1,6 @@
 //! A running container's cgroup: `pause`/`unpause` (freezer), `stats` (usage sample) and
-//! `update` (limits), for cgroup v1 (one hierarchy per controller, `<ctrl>/barge/<id>`) and
-//! v2 (`/sys/fs/cgroup/barge/<id>`). barge writes the files itself, so any OCI runtime works
+//! `update` (limits), for cgroup v1 (one hierarchy per controller, `<ctrl>/barge/<id>`, or
+//! `<ctrl>/<CgroupParent>/<id>`) and v2 (`/sys/fs/cgroup/barge/<id>`). barge writes the files itself, so any OCI runtime works
 //! (the embedded one has no `pause`/`update` commands).
 
 use std::collections::BTreeMap;
@@ -18,15 +18,14 @@ pub(crate) fn is_v1() -> bool {
     Path::new(CGROUP_ROOT).join("memory").is_dir()
 }
 
-/// The container's directory of `controller` (v1), or its unified directory (v2).
-pub(crate) fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
+/// The directory of cgroup `cg` (a container's [`Container::cgroup_path`], `/barge/<id>` or
+/// `/<CgroupParent>/<id>`) in hierarchy `controller` (v1), or its unified directory (v2).
+pub(crate) fn cgroup_dir(controller: &str, cg: &str) -> PathBuf {
+    let rel = cg.trim_start_matches('/');
     if is_v1() {
-        Path::new(CGROUP_ROOT)
-            .join(controller)
-            .join("barge")
-            .join(id)
+        Path::new(CGROUP_ROOT).join(controller).join(rel)
     } else {
-        Path::new(CGROUP_ROOT).join("barge").join(id)
+        Path::new(CGROUP_ROOT).join(rel)
     }
 }
 
@@ -213,9 +212,10 @@ pub(crate) fn parse_io_stat_v2(text: &str) -> Vec<(u64, u64, String, u64)> {
 }
 
 impl Containers {
-    fn freeze(&self, id: &str, frozen: bool) -> Result<(), ContainerError> {
+    /// Freezes or thaws cgroup `cg` ([`Container::cgroup_path`]).
+    fn freeze(&self, cg: &str, frozen: bool) -> Result<(), ContainerError> {
         if is_v1() {
-            let path = cgroup_dir("freezer", id).join("freezer.state");
+            let path = cgroup_dir("freezer", cg).join("freezer.state");
             let want = if frozen { "FROZEN" } else { "THAWED" };
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -233,7 +233,7 @@ impl Containers {
                 std::thread::sleep(Duration::from_millis(10));
             }
         } else {
-            let dir = cgroup_dir("", id);
+            let dir = cgroup_dir("", cg);
             write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
             let want = if frozen { "frozen 1" } else { "frozen 0" };
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -260,7 +260,7 @@ impl Containers {
             Status::Paused => return Err(ContainerError::Paused(c.id)),
             _ => return Err(ContainerError::NotRunning(c.id)),
         }
-        self.freeze(&c.id, true)?;
+        self.freeze(&c.cgroup_path(), true)?;
         self.set_status(&c.id, Status::Running, Status::Paused)
     }
 
@@ -270,13 +270,13 @@ impl Containers {
         if c.state.status != Status::Paused {
             return Err(ContainerError::NotPaused(c.id));
         }
-        self.freeze(&c.id, false)?;
+        self.freeze(&c.cgroup_path(), false)?;
         self.set_status(&c.id, Status::Paused, Status::Running)
     }
 
     /// Thaws a paused container on the way to stopping it (signals wait for the thaw).
     pub(crate) fn thaw_if_paused(&self, c: &Container) {
-        if c.state.status == Status::Paused && self.freeze(&c.id, false).is_ok() {
+        if c.state.status == Status::Paused && self.freeze(&c.cgroup_path(), false).is_ok() {
             let _ = self.set_status(&c.id, Status::Paused, Status::Running);
         }
     }
@@ -307,7 +307,8 @@ impl Containers {
         if !matches!(c.state.status, Status::Running | Status::Paused) {
             return Ok(s);
         }
-        let id = &c.id;
+        let cg = c.cgroup_path();
+        let id = cg.as_str();
         let host_mem = host_memory();
         if is_v1() {
             let acct = cgroup_dir("cpuacct", id);
@@ -426,7 +427,7 @@ impl Containers {
             crate::restart::validate(&host)?;
         }
         if matches!(c.state.status, Status::Running | Status::Paused) {
-            self.apply_limits(&c.id, &c.options.host, &host, u)?;
+            self.apply_limits(&c.cgroup_path(), &c.options.host, &host, u)?;
         }
         let mut inner = self.lock();
         let rec = inner
@@ -439,6 +440,7 @@ impl Containers {
         Ok(Vec::new())
     }
 
+    /// Writes the changed limits into cgroup `id` ([`Container::cgroup_path`]).
     fn apply_limits(
         &self,
         id: &str,

@@ -202,6 +202,88 @@ pub struct HostOptions {
     /// `HostConfig.MemoryReservation`: the memory soft limit in bytes (0 = none).
     #[serde(default)]
     pub memory_reservation: i64,
+    /// `HostConfig.BlkioWeight`: the block I/O weight (10-1000, 0 = unset); dropped at create
+    /// with dockerd's warning where the kernel has no `blkio.weight` (no CFQ/BFQ).
+    #[serde(default)]
+    pub blkio_weight: u16,
+    /// `HostConfig.BlkioWeightDevice`: per-device weights (`/dev/sda:200`).
+    #[serde(default)]
+    pub blkio_weight_device: Vec<WeightDevice>,
+    /// `HostConfig.BlkioDeviceReadBps`: read limits in bytes per second, per device.
+    #[serde(default)]
+    pub blkio_device_read_bps: Vec<ThrottleDevice>,
+    /// `HostConfig.BlkioDeviceWriteBps`: write limits in bytes per second, per device.
+    #[serde(default)]
+    pub blkio_device_write_bps: Vec<ThrottleDevice>,
+    /// `HostConfig.BlkioDeviceReadIOps`: read limits in operations per second, per device.
+    #[serde(default)]
+    pub blkio_device_read_iops: Vec<ThrottleDevice>,
+    /// `HostConfig.BlkioDeviceWriteIOps`: write limits in operations per second, per device.
+    #[serde(default)]
+    pub blkio_device_write_iops: Vec<ThrottleDevice>,
+    /// `HostConfig.CpusetMems`: the memory nodes the container may use (`0-1,3`).
+    #[serde(default)]
+    pub cpuset_mems: String,
+    /// `HostConfig.CgroupParent`: the cgroup under which the container's cgroup
+    /// (`<parent>/<id>`, in every v1 hierarchy) is made; empty = `/barge`. See
+    /// [`crate::Container::cgroup_path`].
+    #[serde(default)]
+    pub cgroup_parent: String,
+    /// `HostConfig.CpuRealtimePeriod`: `cpu.rt_period_us` in microseconds (0 = unset).
+    #[serde(default)]
+    pub cpu_realtime_period: i64,
+    /// `HostConfig.CpuRealtimeRuntime`: `cpu.rt_runtime_us` in microseconds (0 = unset).
+    #[serde(default)]
+    pub cpu_realtime_runtime: i64,
+    /// `HostConfig.MaskedPaths`: paths masked in the container; `None` = the defaults (set at
+    /// create for an unprivileged container, as dockerd does).
+    #[serde(default)]
+    pub masked_paths: Option<Vec<String>>,
+    /// `HostConfig.ReadonlyPaths`: paths made read-only; `None` = the defaults (set at create
+    /// for an unprivileged container).
+    #[serde(default)]
+    pub readonly_paths: Option<Vec<String>>,
+    /// `HostConfig.Annotations` (API 1.43+): the OCI spec's `annotations`.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// `HostConfig.StorageOpt`: storage driver options; refused (no quota support).
+    #[serde(default)]
+    pub storage_opt: BTreeMap<String, String>,
+    /// `HostConfig.DeviceRequests` (`--gpus`): kept for inspect; no device driver exists, so
+    /// a start with any is refused as dockerd refuses it without one.
+    #[serde(default)]
+    pub device_requests: Vec<DeviceRequest>,
+    /// `HostConfig.UsernsMode`: empty or `host` (no user namespace remapping is configured).
+    #[serde(default)]
+    pub userns_mode: String,
+}
+
+/// One `HostConfig.BlkioWeightDevice` entry (Docker's `WeightDevice`): a block device path
+/// and its weight (10-1000, 0 = the device's default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WeightDevice {
+    pub path: String,
+    pub weight: u16,
+}
+
+/// One `HostConfig.BlkioDevice{Read,Write}{Bps,IOps}` entry (Docker's `ThrottleDevice`): a
+/// block device path and its rate (bytes or operations per second).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ThrottleDevice {
+    pub path: String,
+    pub rate: u64,
+}
+
+/// One `HostConfig.DeviceRequests` entry (Docker's `DeviceRequest`, `--gpus`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRequest {
+    pub driver: String,
+    /// -1 = all.
+    pub count: i64,
+    pub device_ids: Vec<String>,
+    /// OR of ANDs of capabilities (`[["gpu"]]`).
+    pub capabilities: Vec<Vec<String>>,
+    pub options: BTreeMap<String, String>,
 }
 
 /// One `HostConfig.Ulimits` entry (Docker's `Resources.Ulimits`): `name` as docker's
@@ -378,6 +460,29 @@ pub struct Container {
     /// `unless-stopped` container stays down when the daemon starts (Docker's field).
     #[serde(default)]
     pub has_been_manually_stopped: bool,
+    /// Warnings of `create` (dockerd's `Warnings`: a setting the kernel cannot honour,
+    /// discarded); not persisted.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+impl Container {
+    /// The container's cgroup path relative to each hierarchy's root (`/barge/<id>`, or
+    /// `/<CgroupParent>/<id>` as dockerd's cgroupfs driver joins them; a relative parent is
+    /// taken from the root).
+    pub fn cgroup_path(&self) -> String {
+        cgroup_path(&self.options.host.cgroup_parent, &self.id)
+    }
+}
+
+/// [`Container::cgroup_path`] of a container `id` with `HostConfig.CgroupParent` `parent`.
+pub fn cgroup_path(parent: &str, id: &str) -> String {
+    let parent = parent.trim_matches('/');
+    if parent.is_empty() {
+        format!("/barge/{id}")
+    } else {
+        format!("/{parent}/{id}")
+    }
 }
 
 /// `wait` conditions, as Docker's `condition` query parameter.

@@ -8,7 +8,7 @@
 //! [`Containers::release_volumes`] (failed create, remove).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::mounts::{MountPoint, MountSpec, MountType};
 use crate::volumes::{VolumeCreate, VolumeError, ANONYMOUS_LABEL};
@@ -16,14 +16,13 @@ use crate::*;
 
 use super::config::resolve_config;
 use super::naming::{generate_name, valid_name};
-use super::{io_err, now_rfc3339, online_cpus, random_hex, Containers, ZERO_TIME};
+use super::{io_err, now_rfc3339, random_hex, Containers, ZERO_TIME};
 
 impl Containers {
     /// Creates a container (does not start it). Errors: image not found (404), name in use (409),
     /// bad options (400).
     pub fn create(&self, mut opts: CreateOptions) -> Result<Container, ContainerError> {
-        let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        spec::check_host_options(&mut opts.host, cgroup_v2, online_cpus())?;
+        let warnings = spec::check_host_options(&mut opts.host, &spec::SysInfo::probe())?;
         self.check_links(&mut opts.host)?;
         if let Some(name) = &opts.name {
             let n = name.strip_prefix('/').unwrap_or(name);
@@ -129,6 +128,7 @@ impl Containers {
             runtime,
             mounts: Vec::new(),
             has_been_manually_stopped: false,
+            warnings: Vec::new(),
         };
         let mut inner = self.lock();
         let name = match &opts.name {
@@ -169,6 +169,7 @@ impl Containers {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
+        c.warnings = warnings;
         Ok(c)
     }
 

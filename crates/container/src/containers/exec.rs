@@ -161,6 +161,7 @@ impl Containers {
             stdin_once: true,
             expected_attaches: if detach { 0 } else { expected_attaches },
             memory_cgroup: None,
+            cgroups_path: None,
             loopback_up: false,
             init: false,
             in_process: false,

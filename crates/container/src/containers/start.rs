@@ -620,7 +620,8 @@ impl Containers {
             open_stdin: c.options.open_stdin,
             stdin_once: c.options.stdin_once,
             expected_attaches,
-            memory_cgroup: Some(memory_cgroup(&c.id)),
+            memory_cgroup: Some(memory_cgroup(&c.cgroup_path())),
+            cgroups_path: Some(c.cgroup_path()),
             loopback_up: host.network_mode != "host"
                 && !host.network_mode.starts_with("container:")
                 && joined.is_none()

@@ -79,10 +79,11 @@ pub(crate) fn parse_signal(s: &str) -> Result<i32, ContainerError> {
     Ok(n)
 }
 
-/// Signals `pid` only if it is a process of container `id` (in its cgroup `/barge/<id>`),
+/// Signals `pid` only if it is a process of the container of cgroup `cg` (its
+/// [`Container::cgroup_path`], `/barge/<id>`),
 /// through a pidfd opened before the check: the signal can only reach the process that was
 /// checked, never one that took its pid meanwhile. `ESRCH` otherwise.
-fn signal_verified(id: &str, pid: i64, sig: i32) -> std::io::Result<()> {
+fn signal_verified(cg: &str, pid: i64, sig: i32) -> std::io::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd};
     let gone = || std::io::Error::from_raw_os_error(libc::ESRCH);
     if pid <= 0 {
@@ -96,7 +97,7 @@ fn signal_verified(id: &str, pid: i64, sig: i32) -> std::io::Result<()> {
     // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
     let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) };
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let ours = format!("/barge/{id}");
+    let ours = cg;
     if !cgroup
         .lines()
         .any(|l| l.split(':').nth(2).is_some_and(|p| p.trim_end() == ours))
@@ -265,7 +266,7 @@ impl Containers {
                 ) =>
             {
                 tracing::warn!(id = %c.id, "monitor did not answer a signal request: {e}");
-                signal_verified(&c.id, c.state.pid, sig)
+                signal_verified(&c.cgroup_path(), c.state.pid, sig)
             }
             r => r,
         }

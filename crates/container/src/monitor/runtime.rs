@@ -52,18 +52,23 @@ pub(super) fn runtime_error(cfg: &MonitorConfig, fallback: &str) -> String {
 
 /// The embedded runtime's `delete` done by hand once the container is known to be gone (its
 /// init exited and was reaped): its cgroups (`/barge/<id>`, as barge's specs say, in every
-/// hierarchy) and state directory are removed without loading libcontainer's state and cgroup
+/// hierarchy, or `/<CgroupParent>/<id>`) and state directory are removed without loading libcontainer's state and cgroup
 /// manager. `false` (nothing changed that `delete` would not redo) when a cgroup is still busy,
 /// e.g. a process of the container not reaped yet; libcontainer's delete then kills and retries.
 pub(super) fn delete_exited(cfg: &MonitorConfig) -> bool {
     const ROOT: &str = "/sys/fs/cgroup";
+    let cg = cfg
+        .cgroups_path
+        .clone()
+        .unwrap_or_else(|| format!("/barge/{}", cfg.id));
+    let rel = cg.trim_start_matches('/');
     let mut dirs = Vec::new();
     if Path::new(ROOT).join("cgroup.controllers").exists() {
-        dirs.push(Path::new(ROOT).join("barge").join(&cfg.id));
+        dirs.push(Path::new(ROOT).join(rel));
     } else if let Ok(rd) = std::fs::read_dir(ROOT) {
         for e in rd.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(e.path().join("barge").join(&cfg.id));
+                dirs.push(e.path().join(rel));
             }
         }
     }

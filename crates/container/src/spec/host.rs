@@ -44,15 +44,91 @@ pub(crate) fn device_rule(rule: &str) -> Result<Option<Value>, ContainerError> {
     Ok(Some(v))
 }
 
+/// What the host's kernel and cgroups offer, as dockerd's `sysinfo.SysInfo` sees it: read once
+/// per create by [`SysInfo::probe`], passed in so the checks stay pure.
+#[derive(Debug, Clone)]
+pub(crate) struct SysInfo {
+    /// The unified hierarchy (cgroup v2) is in use.
+    pub cgroup_v2: bool,
+    /// The CPUs `CpusetCpus` may name (the root cpuset's `cpuset.cpus`, `0-1`).
+    pub cpus: String,
+    /// The memory nodes `CpusetMems` may name (the root cpuset's `cpuset.mems`, `0`).
+    pub mems: String,
+    /// `blkio.weight` exists (CFQ/BFQ; v1) or `io.weight`/`io.bfq.weight` (v2).
+    pub blkio_weight: bool,
+    /// `blkio.weight_device` exists (v1) or `io.weight` (v2).
+    pub blkio_weight_device: bool,
+    /// The throttle files exist (`blkio.throttle.*_device` on v1, `io.max` on v2).
+    pub blkio_throttle: bool,
+    /// `cpu.rt_period_us` exists (`CONFIG_RT_GROUP_SCHED`).
+    pub cpu_realtime: bool,
+}
+
+impl SysInfo {
+    /// Reads the host's controllers under `/sys/fs/cgroup` (v1: `<ctrl>/...`, v2: the root).
+    pub(crate) fn probe() -> SysInfo {
+        let root = Path::new("/sys/fs/cgroup");
+        let cgroup_v2 = root.join("cgroup.controllers").exists();
+        let read = |p: &Path| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let (cpus, mems) = if cgroup_v2 {
+            (
+                read(&root.join("cpuset.cpus.effective")),
+                read(&root.join("cpuset.mems.effective")),
+            )
+        } else {
+            (
+                read(&root.join("cpuset/cpuset.cpus")),
+                read(&root.join("cpuset/cpuset.mems")),
+            )
+        };
+        let cpus = cpus
+            .or_else(|| read(Path::new("/sys/devices/system/cpu/online")))
+            .unwrap_or_else(|| "0".into());
+        let mems = mems
+            .or_else(|| read(Path::new("/sys/devices/system/node/online")))
+            .unwrap_or_else(|| "0".into());
+        let has = |p: &str| root.join(p).exists();
+        if cgroup_v2 {
+            SysInfo {
+                cgroup_v2,
+                cpus,
+                mems,
+                blkio_weight: has("io.bfq.weight") || has("io.weight"),
+                blkio_weight_device: has("io.bfq.weight") || has("io.weight"),
+                blkio_throttle: has("io.max") || has("cgroup.subtree_control"),
+                cpu_realtime: false,
+            }
+        } else {
+            SysInfo {
+                cgroup_v2,
+                cpus,
+                mems,
+                blkio_weight: has("blkio/blkio.weight") || has("blkio/blkio.bfq.weight"),
+                blkio_weight_device: has("blkio/blkio.weight_device")
+                    || has("blkio/blkio.bfq.weight_device"),
+                blkio_throttle: has("blkio/blkio.throttle.read_bps_device"),
+                cpu_realtime: has("cpu/cpu.rt_period_us"),
+            }
+        }
+    }
+}
+
 /// Checks and completes the namespace, cgroup and group settings of a `HostConfig` at create,
 /// with dockerd's messages: `CgroupnsMode` gets the default (`cgroup_v2`: `private`, else
 /// `host`), `MemorySwappiness` is dropped where the kernel has no such control (cgroup v2,
-/// as dockerd does with a warning). `online_cpus`: CPUs `CpusetCpus` may name.
+/// as dockerd does with a warning), and so are the block I/O settings the kernel lacks
+/// (dockerd's warnings, returned). `MaskedPaths`/`ReadonlyPaths` get the defaults unless
+/// given or privileged.
 pub(crate) fn check_host_options(
     host: &mut HostOptions,
-    cgroup_v2: bool,
-    online_cpus: usize,
-) -> Result<(), ContainerError> {
+    sys: &SysInfo,
+) -> Result<Vec<String>, ContainerError> {
+    let cgroup_v2 = sys.cgroup_v2;
     let invalid = |_field: &str, reason: String| ContainerError::BadHostConfig(reason);
     match host.cgroupns_mode.as_str() {
         "" => host.cgroupns_mode = if cgroup_v2 { "private" } else { "host" }.into(),
@@ -115,20 +191,26 @@ pub(crate) fn check_host_options(
         Some(_) if cgroup_v2 => host.memory_swappiness = None,
         _ => {}
     }
-    if !host.cpuset_cpus.is_empty() {
-        let cpus = parse_cpuset(&host.cpuset_cpus).ok_or_else(|| {
+    // dockerd's `IsCpusetCpusAvailable`/`IsCpusetMemsAvailable` (`ParseUintList`).
+    for (what, list, avail, nodes) in [
+        ("cpus", &host.cpuset_cpus, &sys.cpus, "CPUs"),
+        ("mems", &host.cpuset_mems, &sys.mems, "memory nodes"),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let wanted = parse_cpuset(list).ok_or_else(|| {
             invalid(
                 "cpuset",
-                format!("Invalid value {} for cpuset cpus", host.cpuset_cpus),
+                format!("Invalid value {list} for cpuset {what}: invalid format: {list}"),
             )
         })?;
-        if cpus.iter().any(|c| *c >= online_cpus) {
+        let have = parse_cpuset(avail).unwrap_or_default();
+        if wanted.iter().any(|c| !have.contains(c)) {
             return Err(invalid(
                 "cpuset",
                 format!(
-                    "Requested CPUs are not available - requested {}, available: 0-{}",
-                    host.cpuset_cpus,
-                    online_cpus.saturating_sub(1)
+                    "Requested {nodes} are not available - requested {list}, available: {avail}"
                 ),
             ));
         }
@@ -192,7 +274,143 @@ pub(crate) fn check_host_options(
             ));
         }
     }
-    Ok(())
+    let warnings = check_resources(host, sys)?;
+    if !host.privileged {
+        let defaults = |l: &[&str]| l.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        host.masked_paths
+            .get_or_insert_with(|| defaults(super::MASKED_PATHS));
+        host.readonly_paths
+            .get_or_insert_with(|| defaults(super::READONLY_PATHS));
+    }
+    Ok(warnings)
+}
+
+/// dockerd's block I/O, real-time CPU, storage and user namespace checks
+/// (`verifyPlatformContainerResources`, `validateResources`, overlay2's `CreateReadWrite`),
+/// with its messages; a block I/O setting the kernel lacks is dropped with dockerd's warning.
+fn check_resources(host: &mut HostOptions, sys: &SysInfo) -> Result<Vec<String>, ContainerError> {
+    let bad = |m: &str| Err(ContainerError::BadHostConfig(m.to_string()));
+    let mut warnings = Vec::new();
+    if host.blkio_weight > 0 && !sys.blkio_weight {
+        warnings.push(
+            "Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."
+                .to_string(),
+        );
+        host.blkio_weight = 0;
+    }
+    if host.blkio_weight > 0 && !(10..=1000).contains(&host.blkio_weight) {
+        return bad("Range of blkio weight is from 10 to 1000");
+    }
+    if !host.blkio_weight_device.is_empty() && !sys.blkio_weight_device {
+        warnings.push("Your kernel does not support Block I/O weight_device or the cgroup is not mounted. Weight-device discarded.".to_string());
+        host.blkio_weight_device.clear();
+    }
+    let throttles: [(&mut Vec<crate::ThrottleDevice>, &str); 4] = [
+        (&mut host.blkio_device_read_bps, "Your kernel does not support BPS Block I/O read limit or the cgroup is not mounted. Block I/O BPS read limit discarded."),
+        (&mut host.blkio_device_write_bps, "Your kernel does not support BPS Block I/O write limit or the cgroup is not mounted. Block I/O BPS write limit discarded."),
+        (&mut host.blkio_device_read_iops, "Your kernel does not support IOPS Block read limit or the cgroup is not mounted. Block I/O IOPS read limit discarded."),
+        (&mut host.blkio_device_write_iops, "Your kernel does not support IOPS Block write limit or the cgroup is not mounted. Block I/O IOPS write limit discarded."),
+    ];
+    for (list, warning) in throttles {
+        if !list.is_empty() && !sys.blkio_throttle {
+            warnings.push(warning.to_string());
+            list.clear();
+        }
+    }
+    // dockerd 20.10's `validateResources` (runconfig/hostconfig_unix.go).
+    let (period, runtime) = (host.cpu_realtime_period, host.cpu_realtime_runtime);
+    if (period != 0 || runtime != 0) && !sys.cpu_realtime {
+        return bad("Your kernel does not support CPU real-time scheduler");
+    }
+    if period != 0 && runtime != 0 && runtime > period {
+        return bad("cpu real-time runtime cannot be higher than cpu real-time period");
+    }
+    // overlay2's `CreateReadWrite`/`parseStorageOpt`: `size` needs xfs project quotas, which
+    // this store never has; any other option is unknown.
+    if host.storage_opt.contains_key("size") {
+        return bad(
+            "--storage-opt is supported only for overlay over xfs with 'pquota' mount option",
+        );
+    }
+    if let Some(k) = host.storage_opt.keys().next() {
+        return Err(ContainerError::BadHostConfig(format!("Unknown option {k}")));
+    }
+    // No userns-remap is configured: only the host's user namespace exists (docker's
+    // `UsernsMode.Valid`: `host`, or empty).
+    if !host.userns_mode.is_empty() && host.userns_mode != "host" {
+        return Err(ContainerError::BadHostConfig(format!(
+            "invalid USER mode: {}",
+            host.userns_mode
+        )));
+    }
+    Ok(warnings)
+}
+
+/// A block device's `(major, minor)`, by path, with dockerd's error (`os.PathError` of
+/// `stat`): `stat /dev/nope: no such file or directory`.
+pub(crate) fn block_device_numbers(path: &str) -> Result<(u64, u64), ContainerError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        ContainerError::BadHostConfig(format!("stat {path}: {why}"))
+    })?;
+    Ok((libc::major(m.rdev()).into(), libc::minor(m.rdev()).into()))
+}
+
+/// The OCI `linux.resources.blockIO` of the container's block I/O settings (dockerd's
+/// `getBlkioWeightDevices`/`getBlkioThrottleDevices`: device paths resolved to major:minor
+/// at start); `None` when none is set.
+pub(crate) fn block_io(host: &HostOptions) -> Result<Option<Value>, ContainerError> {
+    let mut io = serde_json::Map::new();
+    if host.blkio_weight > 0 {
+        io.insert("weight".into(), json!(host.blkio_weight));
+    }
+    let mut weights = Vec::new();
+    for w in &host.blkio_weight_device {
+        let (major, minor) = block_device_numbers(&w.path)?;
+        weights.push(json!({"major": major, "minor": minor, "weight": w.weight}));
+    }
+    if !weights.is_empty() {
+        io.insert("weightDevice".into(), json!(weights));
+    }
+    for (key, list) in [
+        ("throttleReadBpsDevice", &host.blkio_device_read_bps),
+        ("throttleWriteBpsDevice", &host.blkio_device_write_bps),
+        ("throttleReadIOPSDevice", &host.blkio_device_read_iops),
+        ("throttleWriteIOPSDevice", &host.blkio_device_write_iops),
+    ] {
+        let mut out = Vec::new();
+        for t in list {
+            let (major, minor) = block_device_numbers(&t.path)?;
+            out.push(json!({"major": major, "minor": minor, "rate": t.rate}));
+        }
+        if !out.is_empty() {
+            io.insert(key.into(), json!(out));
+        }
+    }
+    Ok((!io.is_empty()).then_some(Value::Object(io)))
+}
+
+/// dockerd's refusal of `HostConfig.DeviceRequests` when no device driver matches (none is
+/// registered here): `could not select device driver "" with capabilities: [[gpu]]`.
+pub(crate) fn check_device_requests(host: &HostOptions) -> Result<(), ContainerError> {
+    let Some(r) = host.device_requests.first() else {
+        return Ok(());
+    };
+    let caps: Vec<String> = r
+        .capabilities
+        .iter()
+        .map(|and| format!("[{}]", and.join(" ")))
+        .collect();
+    Err(ContainerError::BadHostConfig(format!(
+        "could not select device driver {:?} with capabilities: [{}]",
+        r.driver,
+        caps.join(" ")
+    )))
 }
 
 /// The OCI `RLIMIT_*` of a docker `--ulimit` name (go-units' `ulimitNameMapping`).
@@ -356,9 +574,13 @@ pub(crate) fn check_volume_driver(
     Ok(())
 }
 
-/// A cpuset list (`0-2,4`) as CPU numbers; `None` when malformed.
+/// A cpuset list (`0-2,4`) as CPU or node numbers (docker's `ParseUintList`); `None` when
+/// malformed.
 fn parse_cpuset(s: &str) -> Option<Vec<usize>> {
     let mut out = Vec::new();
+    if s.is_empty() {
+        return Some(out);
+    }
     for part in s.split(',') {
         let (a, b) = part.split_once('-').unwrap_or((part, part));
         let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);

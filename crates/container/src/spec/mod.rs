@@ -22,14 +22,15 @@ mod host;
 mod security;
 mod user;
 
-use host::{device_rule, devices_from_path, ulimit_type};
+use host::{block_io, check_device_requests, device_rule, devices_from_path, ulimit_type};
 use security::security_opts;
 
-pub(crate) use host::{check_host_options, check_volume_driver};
+pub(crate) use host::{check_host_options, check_volume_driver, SysInfo};
 pub(crate) use security::{capabilities, security_no_new_privileges};
 pub(crate) use user::{add_groups, resolve_user, ExecUser};
 
-const MASKED_PATHS: &[&str] = &[
+/// dockerd's default `linux.maskedPaths` (`HostConfig.MaskedPaths` when not given).
+pub(crate) const MASKED_PATHS: &[&str] = &[
     "/proc/asound",
     "/proc/acpi",
     "/proc/interrupts",
@@ -44,7 +45,8 @@ const MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/powercap",
 ];
 
-const READONLY_PATHS: &[&str] = &[
+/// dockerd's default `linux.readonlyPaths` (`HostConfig.ReadonlyPaths` when not given).
+pub(crate) const READONLY_PATHS: &[&str] = &[
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
@@ -284,18 +286,31 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     if !host.cpuset_cpus.is_empty() {
         cpu.insert("cpus".into(), json!(host.cpuset_cpus));
     }
+    if !host.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(host.cpuset_mems));
+    }
+    if host.cpu_realtime_period != 0 {
+        cpu.insert("realtimePeriod".into(), json!(host.cpu_realtime_period));
+    }
+    if host.cpu_realtime_runtime != 0 {
+        cpu.insert("realtimeRuntime".into(), json!(host.cpu_realtime_runtime));
+    }
     if !cpu.is_empty() {
         resources["cpu"] = Value::Object(cpu);
     }
     if host.pids_limit > 0 {
         resources["pids"] = json!({"limit": host.pids_limit});
     }
+    if let Some(io) = block_io(host)? {
+        resources["blockIO"] = io;
+    }
+    check_device_requests(host)?;
 
     let mut linux = json!({
         "namespaces": namespaces,
         "devices": host_devices,
         "resources": resources,
-        "cgroupsPath": format!("/barge/{}", input.id),
+        "cgroupsPath": crate::cgroup_path(&host.cgroup_parent, input.id),
     });
     if let Some(p) = rootfs_propagation {
         linux["rootfsPropagation"] = json!(p);
@@ -304,8 +319,16 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
         linux["sysctl"] = json!(host.sysctls);
     }
     if !host.privileged {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        // `HostConfig.MaskedPaths`/`ReadonlyPaths` replace the defaults (set at create; a
+        // record from before they were kept has none and gets the defaults).
+        linux["maskedPaths"] = match &host.masked_paths {
+            Some(l) => json!(l),
+            None => json!(MASKED_PATHS),
+        };
+        linux["readonlyPaths"] = match &host.readonly_paths {
+            Some(l) => json!(l),
+            None => json!(READONLY_PATHS),
+        };
         if !seccomp_unconfined {
             let profile = crate::seccomp::default_profile(
                 &caps,
@@ -363,6 +386,9 @@ pub(crate) fn build_spec(input: &SpecInput<'_>) -> Result<Spec, ContainerError> 
     });
     if !input.domainname.is_empty() {
         spec["domainname"] = json!(input.domainname);
+    }
+    if !host.annotations.is_empty() {
+        spec["annotations"] = json!(host.annotations);
     }
     if host.uts_mode == "host" {
         // The host's UTS namespace: its names are not the container's to set.
@@ -469,6 +495,19 @@ mod tests {
         HostOptions::default()
     }
 
+    /// A 2-CPU, 1-node host without block I/O weights, with real-time groups (v1).
+    fn sys(cgroup_v2: bool) -> SysInfo {
+        SysInfo {
+            cgroup_v2,
+            cpus: "0-1".into(),
+            mems: "0".into(),
+            blkio_weight: false,
+            blkio_weight_device: false,
+            blkio_throttle: true,
+            cpu_realtime: !cgroup_v2,
+        }
+    }
+
     fn input(host: &HostOptions) -> SpecInput<'_> {
         SpecInput {
             id: "abc",
@@ -505,13 +544,13 @@ mod tests {
                 .collect()
         };
         let mut h = host();
-        check_host_options(&mut h, false, 2).unwrap();
+        check_host_options(&mut h, &sys(false)).unwrap();
         assert_eq!(h.cgroupns_mode, "host");
         let ns = ns_of(&h);
         assert!(ns.contains(&"pid".into()) && ns.contains(&"uts".into()));
         assert!(!ns.contains(&"cgroup".into()));
         let mut h = host();
-        check_host_options(&mut h, true, 2).unwrap();
+        check_host_options(&mut h, &sys(true)).unwrap();
         assert_eq!(h.cgroupns_mode, "private");
         h.pid_mode = "host".into();
         h.uts_mode = "host".into();
@@ -533,7 +572,7 @@ mod tests {
         // cgroup v2 has no swappiness: dropped, as dockerd does.
         let mut h = host();
         h.memory_swappiness = Some(5);
-        check_host_options(&mut h, true, 2).unwrap();
+        check_host_options(&mut h, &sys(true)).unwrap();
         assert_eq!(h.memory_swappiness, None);
         for bad in [
             HostOptions {
@@ -562,7 +601,7 @@ mod tests {
             },
         ] {
             let mut b = bad;
-            assert!(check_host_options(&mut b, false, 2).is_err(), "{b:?}");
+            assert!(check_host_options(&mut b, &sys(false)).is_err(), "{b:?}");
         }
         assert!(device_rule("a *:* rwm").unwrap().is_some());
         assert!(device_rule("c 1:3 mrx").is_err());
@@ -573,7 +612,7 @@ mod tests {
         let mut h = host();
         h.ipc_mode = "sandbox:pod-1".into();
         h.uts_mode = "sandbox:pod-1".into();
-        check_host_options(&mut h, true, 2).unwrap();
+        check_host_options(&mut h, &sys(true)).unwrap();
         assert_eq!(h.ipc_mode, "sandbox:pod-1");
         let mut i = input(&h);
         let dir = Path::new("/run/barge/podns/pod-1");
@@ -604,12 +643,12 @@ mod tests {
                 uts_mode: bad.into(),
                 ..host()
             };
-            assert!(check_host_options(&mut b, true, 2).is_err(), "uts {bad}");
+            assert!(check_host_options(&mut b, &sys(true)).is_err(), "uts {bad}");
             let mut b = HostOptions {
                 ipc_mode: bad.into(),
                 ..host()
             };
-            assert!(check_host_options(&mut b, true, 2).is_err(), "ipc {bad}");
+            assert!(check_host_options(&mut b, &sys(true)).is_err(), "ipc {bad}");
         }
     }
 
@@ -747,5 +786,193 @@ mod tests {
             .find(|m| m["destination"] == "/etc/hosts")
             .unwrap();
         assert_eq!(hosts["options"], json!(["rbind", "ro"]));
+    }
+
+    /// Block I/O, cpuset mems, real-time CPU, cgroup parent, masked/readonly paths and
+    /// annotations reach the spec; the checks refuse dockerd's bad values with its messages
+    /// and drop what the kernel lacks with its warnings.
+    #[test]
+    fn hostconfig_resources_reach_the_spec_or_are_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let null = std::fs::metadata("/dev/null").unwrap().rdev();
+        let (maj, min) = (libc::major(null), libc::minor(null));
+        let mut h = host();
+        h.blkio_weight = 300;
+        h.blkio_weight_device = vec![crate::WeightDevice {
+            path: "/dev/null".into(),
+            weight: 200,
+        }];
+        h.blkio_device_read_bps = vec![crate::ThrottleDevice {
+            path: "/dev/null".into(),
+            rate: 1 << 20,
+        }];
+        h.blkio_device_write_iops = vec![crate::ThrottleDevice {
+            path: "/dev/null".into(),
+            rate: 100,
+        }];
+        h.cpuset_mems = "0".into();
+        h.cpu_realtime_period = 1_000_000;
+        h.cpu_realtime_runtime = 950_000;
+        h.cgroup_parent = "/my/parent/".into();
+        h.annotations = [("a.b".to_string(), "c".to_string())].into();
+        // No weight file: the weights are dropped with dockerd's warnings, the throttles kept.
+        let warnings = check_host_options(&mut h, &sys(false)).unwrap();
+        assert_eq!(
+            warnings,
+            [
+                "Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded.",
+                "Your kernel does not support Block I/O weight_device or the cgroup is not mounted. Weight-device discarded.",
+            ]
+        );
+        assert_eq!((h.blkio_weight, h.blkio_weight_device.len()), (0, 0));
+        assert_eq!(h.masked_paths.as_deref().unwrap().len(), MASKED_PATHS.len());
+        let v = serde_json::to_value(build_spec(&input(&h)).unwrap()).unwrap();
+        let r = &v["linux"]["resources"];
+        assert_eq!(
+            r["blockIO"],
+            json!({"throttleReadBpsDevice": [{"major": maj, "minor": min, "rate": 1048576}],
+                   "throttleWriteIOPSDevice": [{"major": maj, "minor": min, "rate": 100}]})
+        );
+        assert_eq!(r["cpu"]["mems"], "0");
+        assert_eq!(r["cpu"]["realtimePeriod"], 1_000_000);
+        assert_eq!(r["cpu"]["realtimeRuntime"], 950_000);
+        assert_eq!(v["linux"]["cgroupsPath"], "/my/parent/abc");
+        assert_eq!(v["annotations"], json!({"a.b": "c"}));
+        // A kernel with weights keeps them, range-checked.
+        let with_weights = SysInfo {
+            blkio_weight: true,
+            blkio_weight_device: true,
+            ..sys(false)
+        };
+        let mut w = HostOptions {
+            blkio_weight: 500,
+            blkio_weight_device: vec![crate::WeightDevice {
+                path: "/dev/null".into(),
+                weight: 20,
+            }],
+            ..host()
+        };
+        assert!(check_host_options(&mut w, &with_weights)
+            .unwrap()
+            .is_empty());
+        let v = serde_json::to_value(build_spec(&input(&w)).unwrap()).unwrap();
+        assert_eq!(
+            v["linux"]["resources"]["blockIO"],
+            json!({"weight": 500, "weightDevice": [{"major": maj, "minor": min, "weight": 20}]})
+        );
+        // Given masked/readonly paths replace the defaults; privileged has none.
+        let mut m = HostOptions {
+            masked_paths: Some(vec!["/proc/cpuinfo".into()]),
+            readonly_paths: Some(vec![]),
+            ..host()
+        };
+        check_host_options(&mut m, &sys(false)).unwrap();
+        let v = serde_json::to_value(build_spec(&input(&m)).unwrap()).unwrap();
+        assert_eq!(v["linux"]["maskedPaths"], json!(["/proc/cpuinfo"]));
+        assert!(v["linux"]
+            .get("readonlyPaths")
+            .is_none_or(|p| p == &json!([])));
+        let mut p = HostOptions {
+            privileged: true,
+            ..host()
+        };
+        check_host_options(&mut p, &sys(false)).unwrap();
+        assert_eq!((p.masked_paths, p.readonly_paths), (None, None));
+        // A missing device is dockerd's `stat` error, at spec time.
+        let mut missing = host();
+        missing.blkio_device_write_bps = vec![crate::ThrottleDevice {
+            path: "/dev/no-such-disk".into(),
+            rate: 1,
+        }];
+        assert_eq!(
+            build_spec(&input(&missing)).unwrap_err().to_string(),
+            "stat /dev/no-such-disk: no such file or directory"
+        );
+        let mut gpus = host();
+        gpus.device_requests = vec![crate::DeviceRequest {
+            count: -1,
+            capabilities: vec![vec!["gpu".into()]],
+            ..Default::default()
+        }];
+        assert_eq!(
+            build_spec(&input(&gpus)).unwrap_err().to_string(),
+            "could not select device driver \"\" with capabilities: [[gpu]]"
+        );
+        let refused = |h: HostOptions, s: &SysInfo| {
+            let mut h = h;
+            check_host_options(&mut h, s).unwrap_err().to_string()
+        };
+        for (h, want) in [
+            (
+                HostOptions {
+                    cpuset_mems: "1".into(),
+                    ..host()
+                },
+                "Requested memory nodes are not available - requested 1, available: 0",
+            ),
+            (
+                HostOptions {
+                    cpuset_mems: "0-x".into(),
+                    ..host()
+                },
+                "Invalid value 0-x for cpuset mems: invalid format: 0-x",
+            ),
+            (
+                HostOptions {
+                    cpuset_cpus: "3".into(),
+                    ..host()
+                },
+                "Requested CPUs are not available - requested 3, available: 0-1",
+            ),
+            (
+                HostOptions {
+                    cpu_realtime_period: 1000,
+                    cpu_realtime_runtime: 2000,
+                    ..host()
+                },
+                "cpu real-time runtime cannot be higher than cpu real-time period",
+            ),
+            (
+                HostOptions {
+                    storage_opt: [("size".to_string(), "1G".to_string())].into(),
+                    ..host()
+                },
+                "--storage-opt is supported only for overlay over xfs with 'pquota' mount option",
+            ),
+            (
+                HostOptions {
+                    userns_mode: "private".into(),
+                    ..host()
+                },
+                "invalid USER mode: private",
+            ),
+        ] {
+            assert_eq!(refused(h, &sys(false)), want);
+        }
+        assert_eq!(
+            refused(
+                HostOptions {
+                    blkio_weight: 5,
+                    ..host()
+                },
+                &with_weights
+            ),
+            "Range of blkio weight is from 10 to 1000"
+        );
+        assert_eq!(
+            refused(
+                HostOptions {
+                    cpu_realtime_period: 1000,
+                    ..host()
+                },
+                &sys(true)
+            ),
+            "Your kernel does not support CPU real-time scheduler"
+        );
+        let mut hostns = HostOptions {
+            userns_mode: "host".into(),
+            ..host()
+        };
+        assert!(check_host_options(&mut hostns, &sys(false)).is_ok());
     }
 }

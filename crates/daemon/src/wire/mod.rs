@@ -216,7 +216,21 @@ const HOST_CONFIG_NULLS: &[&str] = &[
     "Devices",
     "DeviceRequests",
     "Ulimits",
+    "MaskedPaths",
+    "ReadonlyPaths",
 ];
+
+/// A block I/O throttle list as the API's `ThrottleDevice`s; `None` (null) when empty.
+fn throttle_devices(l: &[barge_container::ThrottleDevice]) -> Option<Vec<m::ThrottleDevice>> {
+    (!l.is_empty()).then(|| {
+        l.iter()
+            .map(|t| m::ThrottleDevice {
+                path: Some(t.path.clone()),
+                rate: Some(i64::try_from(t.rate).unwrap_or(i64::MAX)),
+            })
+            .collect()
+    })
+}
 
 /// The container's `HostConfig` as inspect shows it. `PortBindings` is the networks module's
 /// (set by the handler).
@@ -232,13 +246,42 @@ pub fn host_config(c: &Container) -> m::HostConfig {
         cpu_shares: Some(h.cpu_shares),
         cpu_period: Some(0),
         cpu_quota: Some(0),
-        cpu_realtime_period: Some(0),
-        cpu_realtime_runtime: Some(0),
+        cpu_realtime_period: Some(h.cpu_realtime_period),
+        cpu_realtime_runtime: Some(h.cpu_realtime_runtime),
         cpu_count: Some(0),
         cpu_percent: Some(0),
         io_maximum_iops: Some(0),
         io_maximum_bandwidth: Some(0),
-        blkio_weight: Some(0),
+        blkio_weight: Some(h.blkio_weight),
+        blkio_weight_device: (!h.blkio_weight_device.is_empty()).then(|| {
+            h.blkio_weight_device
+                .iter()
+                .map(|w| m::ResourcesBlkioWeightDevice {
+                    path: Some(w.path.clone()),
+                    weight: Some(usize::from(w.weight)),
+                })
+                .collect()
+        }),
+        blkio_device_read_bps: throttle_devices(&h.blkio_device_read_bps),
+        blkio_device_write_bps: throttle_devices(&h.blkio_device_write_bps),
+        blkio_device_read_iops: throttle_devices(&h.blkio_device_read_iops),
+        blkio_device_write_iops: throttle_devices(&h.blkio_device_write_iops),
+        device_requests: (!h.device_requests.is_empty()).then(|| {
+            h.device_requests
+                .iter()
+                .map(|r| m::DeviceRequest {
+                    driver: Some(r.driver.clone()),
+                    count: Some(r.count),
+                    device_ids: Some(r.device_ids.clone()),
+                    capabilities: Some(r.capabilities.clone()),
+                    options: Some(hash(&r.options)),
+                })
+                .collect()
+        }),
+        masked_paths: h.masked_paths.clone(),
+        readonly_paths: h.readonly_paths.clone(),
+        annotations: (!h.annotations.is_empty()).then(|| hash(&h.annotations)),
+        storage_opt: (!h.storage_opt.is_empty()).then(|| hash(&h.storage_opt)),
         pids_limit: (h.pids_limit > 0).then_some(h.pids_limit),
         readonly_rootfs: Some(h.readonly_rootfs),
         cap_add: Some(h.cap_add.clone()),
@@ -299,16 +342,16 @@ pub fn host_config(c: &Container) -> m::HostConfig {
             h.ipc_mode.clone()
         }),
         cgroup: Some(String::new()),
-        cgroup_parent: Some(String::new()),
+        cgroup_parent: Some(h.cgroup_parent.clone()),
         pid_mode: Some(h.pid_mode.clone()),
         uts_mode: Some(h.uts_mode.clone()),
-        userns_mode: Some(String::new()),
+        userns_mode: Some(h.userns_mode.clone()),
         cgroupns_mode: h.cgroupns_mode.parse().ok(),
         isolation: h.isolation.parse().ok(),
         group_add: non_empty(&h.group_add),
         device_cgroup_rules: non_empty(&h.device_cgroup_rules),
         cpuset_cpus: Some(h.cpuset_cpus.clone()),
-        cpuset_mems: Some(String::new()),
+        cpuset_mems: Some(h.cpuset_mems.clone()),
         memory_swappiness: h.memory_swappiness,
         volume_driver: Some(h.volume_driver.clone()),
         container_id_file: Some(String::new()),
@@ -326,7 +369,6 @@ pub fn host_config(c: &Container) -> m::HostConfig {
                 .map(|(r, c)| vec![usize::from(r), usize::from(c)])
                 .unwrap_or_else(|| vec![0, 0]),
         ),
-        ..Default::default()
     }
 }
 

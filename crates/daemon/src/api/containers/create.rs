@@ -107,6 +107,65 @@ struct HostConfigBody {
     devices: Option<Vec<DeviceBody>>,
     oom_score_adj: Option<i64>,
     memory_reservation: Option<i64>,
+    blkio_weight: Option<u16>,
+    blkio_weight_device: Option<Vec<WeightDeviceBody>>,
+    blkio_device_read_bps: Option<Vec<ThrottleDeviceBody>>,
+    blkio_device_write_bps: Option<Vec<ThrottleDeviceBody>>,
+    #[serde(rename = "BlkioDeviceReadIOps")]
+    blkio_device_read_iops: Option<Vec<ThrottleDeviceBody>>,
+    #[serde(rename = "BlkioDeviceWriteIOps")]
+    blkio_device_write_iops: Option<Vec<ThrottleDeviceBody>>,
+    cpuset_mems: Option<String>,
+    cgroup_parent: Option<String>,
+    /// docker-py sends `CPURealtimePeriod` (Go's field name; dockerd's JSON decoding ignores
+    /// case).
+    #[serde(alias = "CPURealtimePeriod")]
+    cpu_realtime_period: Option<i64>,
+    #[serde(alias = "CPURealtimeRuntime")]
+    cpu_realtime_runtime: Option<i64>,
+    masked_paths: Option<Vec<String>>,
+    readonly_paths: Option<Vec<String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    storage_opt: Option<BTreeMap<String, String>>,
+    device_requests: Option<Vec<DeviceRequestBody>>,
+    userns_mode: Option<String>,
+}
+
+/// Docker's `WeightDevice` (`BlkioWeightDevice` entry).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct WeightDeviceBody {
+    path: Option<String>,
+    weight: Option<u16>,
+}
+
+/// Docker's `ThrottleDevice` (`BlkioDevice{Read,Write}{Bps,IOps}` entry).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct ThrottleDeviceBody {
+    path: Option<String>,
+    rate: Option<u64>,
+}
+
+impl ThrottleDeviceBody {
+    fn into_engine(self) -> barge_container::ThrottleDevice {
+        barge_container::ThrottleDevice {
+            path: self.path.unwrap_or_default(),
+            rate: self.rate.unwrap_or(0),
+        }
+    }
+}
+
+/// Docker's `DeviceRequest` (`--gpus`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DeviceRequestBody {
+    driver: Option<String>,
+    count: Option<i64>,
+    #[serde(rename = "DeviceIDs")]
+    device_ids: Option<Vec<String>>,
+    capabilities: Option<Vec<Vec<String>>>,
+    options: Option<BTreeMap<String, String>>,
 }
 
 /// Docker's `Resources.Ulimits` entry.
@@ -224,17 +283,37 @@ struct RestartPolicyBody {
 }
 
 impl CreateBody {
-    /// Converts the wire body into the engine's options.
+    /// Converts the wire body into the engine's options (current API version).
+    #[cfg(test)]
     pub fn into_options(
         self,
         name: Option<String>,
         platform: Option<String>,
+    ) -> Result<CreateOptions, ApiError> {
+        self.into_options_for(name, platform, None)
+    }
+
+    /// [`CreateBody::into_options`] for a request of API version `version` (the path's
+    /// `/v1.xx`; `None` = current): `HostConfig.Annotations` is ignored before 1.43, as
+    /// dockerd does.
+    pub fn into_options_for(
+        self,
+        name: Option<String>,
+        platform: Option<String>,
+        version: Option<&crate::api::ApiVersion>,
     ) -> Result<CreateOptions, ApiError> {
         let image = self
             .image
             .filter(|i| !i.is_empty())
             .ok_or_else(|| ApiError::bad_request("config is missing the Image field"))?;
         let hc = self.host_config.unwrap_or_default();
+        let throttle =
+            |l: Option<Vec<ThrottleDeviceBody>>| -> Vec<barge_container::ThrottleDevice> {
+                l.unwrap_or_default()
+                    .into_iter()
+                    .map(ThrottleDeviceBody::into_engine)
+                    .collect()
+            };
         let mut nano_cpus = hc.nano_cpus.unwrap_or(0);
         let from_quota = crate::api::lifecycle::nano_cpus_of_quota(hc.cpu_quota, hc.cpu_period)?;
         if nano_cpus == 0 {
@@ -363,6 +442,45 @@ impl CreateBody {
                     .collect(),
                 oom_score_adj: hc.oom_score_adj.unwrap_or(0),
                 memory_reservation: hc.memory_reservation.unwrap_or(0),
+                blkio_weight: hc.blkio_weight.unwrap_or(0),
+                blkio_weight_device: hc
+                    .blkio_weight_device
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|w| barge_container::WeightDevice {
+                        path: w.path.unwrap_or_default(),
+                        weight: w.weight.unwrap_or(0),
+                    })
+                    .collect(),
+                blkio_device_read_bps: throttle(hc.blkio_device_read_bps),
+                blkio_device_write_bps: throttle(hc.blkio_device_write_bps),
+                blkio_device_read_iops: throttle(hc.blkio_device_read_iops),
+                blkio_device_write_iops: throttle(hc.blkio_device_write_iops),
+                cpuset_mems: hc.cpuset_mems.unwrap_or_default(),
+                cgroup_parent: hc.cgroup_parent.unwrap_or_default(),
+                cpu_realtime_period: hc.cpu_realtime_period.unwrap_or(0),
+                cpu_realtime_runtime: hc.cpu_realtime_runtime.unwrap_or(0),
+                masked_paths: hc.masked_paths,
+                readonly_paths: hc.readonly_paths,
+                annotations: if version.is_some_and(|v| v.older_than(1, 43)) {
+                    BTreeMap::new()
+                } else {
+                    hc.annotations.unwrap_or_default()
+                },
+                storage_opt: hc.storage_opt.unwrap_or_default(),
+                device_requests: hc
+                    .device_requests
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| barge_container::DeviceRequest {
+                        driver: r.driver.unwrap_or_default(),
+                        count: r.count.unwrap_or(0),
+                        device_ids: r.device_ids.unwrap_or_default(),
+                        capabilities: r.capabilities.unwrap_or_default(),
+                        options: r.options.unwrap_or_default(),
+                    })
+                    .collect(),
+                userns_mode: hc.userns_mode.unwrap_or_default(),
                 ..Default::default()
             },
             exposed_ports: Vec::new(),
@@ -381,15 +499,17 @@ impl CreateBody {
 /// `POST /containers/create?name=&platform=` → `201 {"Id": ..., "Warnings": []}`.
 pub async fn create(
     State(state): State<AppState>,
+    version: Option<axum::Extension<crate::api::ApiVersion>>,
     RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
     let parsed: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid container config JSON: {e}")))?;
-    let opts = parsed.into_options(
+    let opts = parsed.into_options_for(
         q.get("name").map(String::from),
         q.get("platform").map(String::from),
+        version.as_ref().map(|v| &v.0),
     )?;
     if let Some(rt) = &opts.host.runtime {
         if !state.runtimes.contains_key(rt) {
@@ -405,7 +525,7 @@ pub async fn create(
         StatusCode::CREATED,
         Json(bollard_stubs::models::ContainerCreateResponse {
             id: c.id,
-            warnings: Vec::new(),
+            warnings: c.warnings,
         }),
     )
         .into_response())
@@ -504,5 +624,76 @@ mod tests {
         let e = parsed.into_options(None, None).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(e.message, "SHM size can not be less than 0");
+    }
+
+    /// The block I/O, cpuset, real-time, cgroup parent, paths, annotations, storage, device
+    /// request and userns fields are read, and inspect's `HostConfig` echoes them;
+    /// `Annotations` is ignored before API 1.43.
+    #[test]
+    fn hostconfig_resource_fields_round_trip() {
+        let body = r#"{"Image":"x","HostConfig":{"BlkioWeight":300,
+            "BlkioWeightDevice":[{"Path":"/dev/vda","Weight":200}],
+            "BlkioDeviceReadBps":[{"Path":"/dev/vda","Rate":1048576}],
+            "BlkioDeviceWriteIOps":[{"Path":"/dev/vda","Rate":100}],
+            "CpusetMems":"0","CgroupParent":"mine","CPURealtimePeriod":1000000,
+            "CpuRealtimeRuntime":950000,"MaskedPaths":[],"ReadonlyPaths":["/proc/sys"],
+            "Annotations":{"a":"b"},"StorageOpt":{"size":"1G"},"UsernsMode":"host",
+            "DeviceRequests":[{"Driver":"","Count":-1,"DeviceIDs":null,"Capabilities":[["gpu"]],"Options":{}}]}}"#;
+        let o = serde_json::from_str::<CreateBody>(body)
+            .unwrap()
+            .into_options(None, None)
+            .unwrap();
+        let h = &o.host;
+        assert_eq!(h.blkio_weight, 300);
+        assert_eq!(h.blkio_weight_device[0].weight, 200);
+        assert_eq!(h.blkio_device_read_bps[0].rate, 1 << 20);
+        assert_eq!(h.blkio_device_write_iops[0].path, "/dev/vda");
+        assert_eq!(
+            (h.cpuset_mems.as_str(), h.cgroup_parent.as_str()),
+            ("0", "mine")
+        );
+        assert_eq!(
+            (h.cpu_realtime_period, h.cpu_realtime_runtime),
+            (1_000_000, 950_000)
+        );
+        assert_eq!(h.masked_paths, Some(vec![]));
+        assert_eq!(h.annotations["a"], "b");
+        assert_eq!(h.storage_opt["size"], "1G");
+        assert_eq!(
+            h.device_requests[0].capabilities,
+            vec![vec!["gpu".to_string()]]
+        );
+        let c = barge_container::Container {
+            options: o.clone(),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(crate::wire::host_config(&c)).unwrap();
+        assert_eq!(v["BlkioWeight"], 300);
+        assert_eq!(
+            v["BlkioWeightDevice"],
+            json!([{"Path":"/dev/vda","Weight":200}])
+        );
+        assert_eq!(
+            v["BlkioDeviceReadBps"],
+            json!([{"Path":"/dev/vda","Rate":1048576}])
+        );
+        assert_eq!(
+            v["BlkioDeviceWriteIOps"],
+            json!([{"Path":"/dev/vda","Rate":100}])
+        );
+        assert_eq!(v["CpusetMems"], "0");
+        assert_eq!(v["CgroupParent"], "mine");
+        assert_eq!(v["CpuRealtimeRuntime"], 950000);
+        assert_eq!(v["MaskedPaths"], json!([]));
+        assert_eq!(v["ReadonlyPaths"], json!(["/proc/sys"]));
+        assert_eq!(v["Annotations"], json!({"a":"b"}));
+        assert_eq!(v["StorageOpt"], json!({"size":"1G"}));
+        assert_eq!(v["UsernsMode"], "host");
+        assert_eq!(v["DeviceRequests"][0]["Capabilities"], json!([["gpu"]]));
+        let old = serde_json::from_str::<CreateBody>(body)
+            .unwrap()
+            .into_options_for(None, None, Some(&crate::api::ApiVersion("1.41".into())))
+            .unwrap();
+        assert!(old.host.annotations.is_empty());
     }
 }
