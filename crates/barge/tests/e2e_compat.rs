@@ -384,6 +384,33 @@ except docker.errors.NotFound as e:
     );
 }
 
+/// docker-py's `test_connect_with_links`: a running container disconnected from its only
+/// network and connected again with `Links` gets its embedded DNS back, echoes the links, and
+/// resolves the link alias (to the linked container's address), which others do not.
+#[test]
+fn reconnect_with_links_resolves_the_alias() {
+    let out = py(r##"
+api.create_network("lnk-net")
+pyimg = "debian-python:bookworm"
+a = api.create_container(pyimg, ["sleep", "120"], name="lnk-a", host_config=api.create_host_config(network_mode="lnk-net"))
+api.start(a)
+api.disconnect_container_from_network(a, "lnk-net")
+api.connect_container_to_network(a, "lnk-net", links=[("lnk-b", "bar")])
+print(api.inspect_container(a)["NetworkSettings"]["Networks"]["lnk-net"]["Links"])
+b = api.create_container(pyimg, ["sleep", "120"], name="lnk-b", host_config=api.create_host_config(network_mode="lnk-net"))
+api.start(b)
+ip_b = api.inspect_container(b)["NetworkSettings"]["Networks"]["lnk-net"]["IPAddress"]
+def resolve(c, name):
+    e = api.exec_create(c, ["python3", "-c", "import socket,sys\ntry: print(socket.gethostbyname(sys.argv[1]))\nexcept OSError: print('none')", name])
+    return api.exec_start(e).decode().strip()
+print(resolve(a, "bar") == ip_b, resolve(a, "lnk-b") == ip_b, resolve(b, "bar"))
+for c in (a, b):
+    api.remove_container(c, force=True)
+api.remove_network("lnk-net")
+"##);
+    assert_eq!(out, "['lnk-b:bar']\nTrue True none\n", "{out}");
+}
+
 /// `volumes/prune` (API ≥ 1.42): anonymous volumes only, unless the `all=true` filter.
 #[test]
 fn volume_prune_takes_anonymous_volumes_unless_all() {

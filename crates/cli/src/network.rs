@@ -115,6 +115,12 @@ pub struct ConnectArgs {
     /// IPv6 address (e.g., "2001:db8::33")
     #[arg(long)]
     pub ip6: Option<String>,
+    /// Add link to another container
+    #[arg(long)]
+    pub link: Vec<String>,
+    /// Add a link-local address for the container
+    #[arg(long = "link-local-ip")]
+    pub link_local_ip: Vec<String>,
     pub network: String,
     pub container: String,
 }
@@ -173,8 +179,23 @@ pub async fn network(client: &Client, cmd: NetworkCmd) -> Result<i32> {
             if !a.alias.is_empty() {
                 ep["Aliases"] = json!(a.alias);
             }
-            if a.ip.is_some() || a.ip6.is_some() {
+            if !a.link.is_empty() {
+                // docker's `opts.ParseLink`: `NAME[:ALIAS]`, the alias defaulting to the name.
+                let links: Vec<String> = a
+                    .link
+                    .iter()
+                    .map(|l| match l.split_once(':') {
+                        Some(_) => l.clone(),
+                        None => format!("{l}:{l}"),
+                    })
+                    .collect();
+                ep["Links"] = json!(links);
+            }
+            if a.ip.is_some() || a.ip6.is_some() || !a.link_local_ip.is_empty() {
                 let mut ipam = json!({});
+                if !a.link_local_ip.is_empty() {
+                    ipam["LinkLocalIPs"] = json!(a.link_local_ip);
+                }
                 if let Some(ip) = a.ip {
                     ipam["IPv4Address"] = json!(ip);
                 }

@@ -34,12 +34,21 @@ pub(crate) struct Table {
     pub upstreams: Vec<SocketAddr>,
     /// A container's own resolvers (`--dns`), which win over `upstreams` for its queries.
     pub sandbox_upstreams: HashMap<String, Vec<SocketAddr>>,
+    /// Per container: link alias → (network, the linked container's name), visible to that
+    /// container only (`EndpointSettings.Links` on a user-defined network).
+    pub links: HashMap<String, HashMap<String, (String, String)>>,
 }
 
 impl Table {
     /// Addresses of `name` (case-insensitive, trailing dot ignored) visible from container `cid`.
     pub fn lookup(&self, cid: &str, name: &str) -> Vec<IpAddr> {
-        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut key = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some((net, target)) = self.links.get(cid).and_then(|l| l.get(&key)) {
+            if let Some(ips) = self.names.get(net).and_then(|m| m.get(target)) {
+                return ips.clone();
+            }
+            key = target.clone();
+        }
         let mut out = Vec::new();
         for net in self.sandboxes.get(cid).into_iter().flatten() {
             if let Some(ips) = self.names.get(net).and_then(|m| m.get(&key)) {

@@ -61,6 +61,14 @@ impl Networks {
                     continue;
                 }
                 nets.push(n.id.clone());
+                for l in &ep.links {
+                    let (target, alias) = l.split_once(':').unwrap_or((l, l));
+                    let target = target.trim_start_matches('/').to_ascii_lowercase();
+                    t.links
+                        .entry(sb.container_id.clone())
+                        .or_default()
+                        .insert(alias.to_ascii_lowercase(), (n.id.clone(), target));
+                }
                 let names = t.names.entry(n.id.clone()).or_default();
                 for name in &ep.dns_names {
                     let v = names.entry(name.clone()).or_default();

@@ -188,6 +188,7 @@ impl Networks {
                 host_ifname: format!("veth{}", &r[..7]),
                 aliases: req.aliases.clone(),
                 dns_names,
+                links: req.links.clone(),
             },
         ))
     }

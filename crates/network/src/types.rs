@@ -243,6 +243,10 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     /// Names the embedded DNS server answers with this address (name, aliases, short ID).
     pub dns_names: Vec<String>,
+    /// `EndpointSettings.Links` (`container:alias`): names this container alone resolves on
+    /// this network (libnetwork's per-endpoint link aliases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 /// A container's network namespace and what is configured in it. Persisted in

@@ -230,7 +230,7 @@ impl Builder {
                         file: df.file.clone(),
                         line: ins.line,
                         command: argv.join(" "),
-                        code: code.into(),
+                        code,
                     });
                 }
                 let upper = ct.rootfs.parent().expect("container dir").join("upper");

@@ -47,7 +47,9 @@ impl Containers {
             && host.network_mode != "none"
             || host.endpoints.iter().any(|e| e.network == net.name);
         let running = matches!(c.state.status, Status::Running | Status::Paused);
-        if running && host.network_mode != "none" {
+        // A running container with a network sandbox joins now, also one whose last
+        // network was disconnected (its mode became `none` but its namespace is barge's).
+        if running && (host.network_mode != "none" || nets.sandbox(&c.id).is_some()) {
             nets.connect(&c.id, &c.name, &req)?;
         } else if already {
             return Err(ContainerError::InvalidOption {

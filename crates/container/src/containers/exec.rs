@@ -49,19 +49,16 @@ impl Containers {
         on_ready: &mut dyn FnMut(&AttachPoint),
     ) -> Result<(), ContainerError> {
         let result = self.exec_start_inner(exec_id, detach, expected_attaches, on_ready);
-        if let Err(err) = &result {
+        if result.is_err() {
             // Whatever failed, a started exec ends with an exit code, so `exec_inspect` never
             // reports a finished exec without one.
             let mut inner = self.lock();
             if let Some(e) = inner.execs.get_mut(exec_id) {
                 if e.pid == -1 && e.exit_code.is_none() {
                     e.running = false;
-                    e.exit_code = Some(match err {
-                        ContainerError::StartFailed { message } => {
-                            crate::monitor::start_failure_exit_code(message)
-                        }
-                        _ => 126,
-                    });
+                    // dockerd's `ContainerExecStart` sets 126 for every exec that fails to
+                    // start (its deferred handler overrides the 127 of "not found").
+                    e.exit_code = Some(126);
                 }
             }
             drop(inner);
