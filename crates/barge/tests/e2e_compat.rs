@@ -411,6 +411,25 @@ api.remove_network("lnk-net")
     assert_eq!(out, "['lnk-b:bar']\nTrue True none\n", "{out}");
 }
 
+/// docker-py's `CommitTest` (API 1.41): a committed image names its container
+/// (`Container`), the container's configuration (`ContainerConfig.Image`) and the image it was
+/// made on (`Parent`); API 1.45 dropped `Container`/`ContainerConfig` from image inspect.
+#[test]
+fn commit_records_container_config_and_parent() {
+    let out = py(r##"
+old = docker.APIClient(base_url=api.base_url.replace("http+docker://localhost", "unix://" + SOCK), version="1.41")
+k = old.create_container("busybox:1.35", ["sh", "-c", "echo x > /test"])
+old.start(k); old.wait(k)
+r = old.commit(k["Id"])
+img = old.inspect_image(r["Id"])
+base = old.inspect_image("busybox:1.35")["Id"]
+print(img["Container"].startswith(k["Id"]), img["ContainerConfig"]["Image"], img["Parent"] == base)
+print("Container" in api.inspect_image(r["Id"]), old.inspect_image("busybox:1.35")["Container"] == "")
+old.remove_container(k); old.remove_image(r["Id"])
+"##);
+    assert_eq!(out, "True busybox:1.35 True\nFalse True\n", "{out}");
+}
+
 /// `volumes/prune` (API ≥ 1.42): anonymous volumes only, unless the `all=true` filter.
 #[test]
 fn volume_prune_takes_anonymous_volumes_unless_all() {

@@ -179,6 +179,37 @@ pub fn commit(
         empty_layer: None,
     });
 
+    // Docker's image JSON (v1 fields): the container committed, its configuration, and the
+    // image it was made on (inspect's `Container`, `ContainerConfig` and `Parent`).
+    config
+        .extra
+        .insert("container".into(), serde_json::json!(c.id));
+    config.extra.insert(
+        "container_config".into(),
+        serde_json::json!({
+            "Hostname": c.config.hostname,
+            "Domainname": "",
+            "User": c.config.user,
+            "AttachStdin": false,
+            "AttachStdout": false,
+            "AttachStderr": false,
+            "Tty": false,
+            "OpenStdin": false,
+            "StdinOnce": false,
+            "Env": c.config.env,
+            "Cmd": c.config.cmd,
+            "Image": c.options.image,
+            "Volumes": null,
+            "WorkingDir": c.config.working_dir,
+            "Entrypoint": c.config.entrypoint,
+            "OnBuild": null,
+            "Labels": c.config.labels,
+        }),
+    );
+    config
+        .extra
+        .insert("parent".into(), serde_json::json!(img.id));
+
     let (_, mdata, _) = images.export_manifest(&img.id)?;
     let base: Manifest = serde_json::from_slice(&mdata)
         .map_err(|e| BuildError::Invalid(format!("manifest of {}: {e}", img.id)))?;

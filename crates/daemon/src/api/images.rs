@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use barge_image::{Image, Platform, RemovedItem, SaveFormat};
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use super::Query;
@@ -28,9 +28,19 @@ pub(crate) fn summary(img: &Image) -> Value {
     crate::wire::image_summary(img)
 }
 
-/// Docker's `ImageInspect` (built in [`crate::wire`]).
-fn inspect_json(img: &Image) -> Value {
-    crate::wire::image_inspect(img)
+/// Docker's `ImageInspect` (built in [`crate::wire`]); before API 1.45 with `Container` and
+/// `ContainerConfig` (what a committed image was made from), as dockerd sent them.
+fn inspect_json(img: &Image, legacy: bool) -> Value {
+    let mut v = crate::wire::image_inspect(img);
+    if legacy {
+        let extra = &img.config.extra;
+        v["Container"] = extra.get("container").cloned().unwrap_or(json!(""));
+        v["ContainerConfig"] = extra
+            .get("container_config")
+            .cloned()
+            .unwrap_or_else(|| crate::wire::empty_container_config());
+    }
+    v
 }
 
 /// `GET /images/json?all=&filters=` (filters: `dangling`, `reference`, `label`, `before`, `since`).
@@ -118,6 +128,7 @@ fn glob_match(pattern: &str, s: &str) -> bool {
 /// `GET /images/{name}/json|history|get`.
 pub async fn get_dispatch(
     State(state): State<AppState>,
+    version: Option<axum::Extension<super::ApiVersion>>,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -125,7 +136,8 @@ pub async fn get_dispatch(
         let name = name.to_string();
         let s = state.clone();
         let img = asyncify(move || s.images.get(&name)).await?;
-        return Ok(Json(inspect_json(&img)).into_response());
+        let legacy = version.is_some_and(|v| v.0.older_than(1, 45));
+        return Ok(Json(inspect_json(&img, legacy)).into_response());
     }
     if let Some(name) = rest.strip_suffix("/history") {
         let name = name.to_string();

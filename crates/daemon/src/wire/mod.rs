@@ -1119,6 +1119,17 @@ fn image_config(c: &barge_image::ContainerConfig) -> m::ImageConfig {
 }
 
 /// `GET /images/{name}/json`'s body (Docker's `ImageInspect`).
+/// An empty `container.Config` as dockerd serialised it (`ContainerConfig` of an image that
+/// was not committed from a container, before API 1.45).
+pub fn empty_container_config() -> Value {
+    json!({
+        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": false,
+        "AttachStdout": false, "AttachStderr": false, "Tty": false, "OpenStdin": false,
+        "StdinOnce": false, "Env": null, "Cmd": null, "Image": "", "Volumes": null,
+        "WorkingDir": "", "Entrypoint": null, "OnBuild": null, "Labels": null
+    })
+}
+
 pub fn image_inspect(img: &Image) -> Value {
     let c = &img.config;
     let model = m::ImageInspect {
@@ -1160,7 +1171,9 @@ pub fn image_inspect(img: &Image) -> Value {
     // Extensions: fields dockerd 27 (API 1.47) sends that the 1.53 model dropped (`Parent`,
     // `DockerVersion`, `VirtualSize`), and `GraphDriver.Data` as null (the model's map is not
     // optional).
-    v["Parent"] = json!("");
+    // The image a commit was made on (`parent`, a field of Docker's v1 image JSON that barge's
+    // commit writes); dockerd keeps it in its store's metadata.
+    v["Parent"] = img.config.extra.get("parent").cloned().unwrap_or(json!(""));
     v["DockerVersion"] = json!("");
     v["VirtualSize"] = json!(img.size);
     v["GraphDriver"]["Data"] = Value::Null;
