@@ -38,7 +38,7 @@ fn inspect_json(img: &Image, legacy: bool) -> Value {
         v["ContainerConfig"] = extra
             .get("container_config")
             .cloned()
-            .unwrap_or_else(|| crate::wire::empty_container_config());
+            .unwrap_or_else(crate::wire::empty_container_config);
     }
     v
 }
