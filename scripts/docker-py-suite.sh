@@ -22,8 +22,22 @@ work="$(mktemp -d /tmp/barge-dpy.XXXXXX)"
 netns="barge-dpy-$$"
 cleanup() {
   set +e
+  for id in $(BARGE_HOST="unix://$work/barge.sock" "$BARGE" ps -aq 2>/dev/null); do
+    BARGE_HOST="unix://$work/barge.sock" "$BARGE" rm -f "$id" >/dev/null 2>&1
+  done
+  for id in $(docker -H "unix://$work/docker.sock" ps -aq 2>/dev/null); do
+    docker -H "unix://$work/docker.sock" rm -f "$id" >/dev/null 2>&1
+  done
+  BARGE_HOST="unix://$work/barge.sock" "$BARGE" network prune -f >/dev/null 2>&1
   [[ -n "${barge_pid:-}" ]] && kill "$barge_pid" && wait "$barge_pid"
   [[ -n "${dockerd_pid:-}" ]] && kill "$dockerd_pid" && wait "$dockerd_pid"
+  # The daemon's bridge and nftables table (named after its exec root) outlive it by design.
+  for l in $(ip -o link show type bridge | awk -F': ' '{print $2}' | grep '^barge-'); do
+    grep -qx "$l" "$work/links.before" 2>/dev/null && continue
+    ip link del "$l" 2>/dev/null
+    nft delete table ip "$l" 2>/dev/null
+    nft delete table ip6 "$l" 2>/dev/null
+  done
   grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
   ip netns del "$netns" 2>/dev/null
   rm -rf "$work"
@@ -37,6 +51,7 @@ python3 -m venv "$work/venv"
 tar xzf "$work/docker-$VER.tar.gz" -C "$work"
 src="$work/docker-$VER"
 
+ip -o link show type bridge | awk -F': ' '{print $2}' >"$work/links.before"
 "$BARGE" daemon --data-root "$work/barge" --exec-root "$work/barge-run" \
   -H "unix://$work/barge.sock" >"$work/barge.log" 2>&1 &
 barge_pid=$!
@@ -85,8 +100,9 @@ suite() { # $1 = socket, $2 = output; the models tests run apart: a test of the 
 # The model tests' module names need the .py suffix.
 models=("${models[@]/%/.py}")
 suite "$work/barge.sock" "$work/barge.res" &
+suite_pid=$!
 suite "$work/docker.sock" "$work/docker.res"
-wait
+wait "$suite_pid"
 echo "## docker-py $VER integration suite, API 1.41"
 printf 'barge:   %s passed, %s failed or errored\n' \
   "$(grep -c ' PASSED$' "$work/barge.res")" "$(grep -cE ' (FAILED|ERROR)$' "$work/barge.res")"

@@ -180,7 +180,8 @@ impl Containers {
                 }
                 if let Some(e) = self.lock().execs.get_mut(&exec.id) {
                     e.running = false;
-                    e.exit_code = Some(crate::monitor::start_failure_exit_code(&message));
+                    // dockerd's `ContainerExecStart`: 126 for any exec that fails to start.
+                    e.exit_code = Some(126);
                 }
                 let _ = std::fs::remove_dir_all(&dir);
                 self.exec_changed(&exec.id);
