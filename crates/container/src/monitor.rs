@@ -302,7 +302,13 @@ fn fail(cfg: &MonitorConfig, status: &mut Option<File>, message: String) -> Resu
     write_exit(
         cfg,
         &ExitRecord {
-            exit_code: start_failure_exit_code(&message),
+            // dockerd: 126 for an exec that fails to start (`ContainerExecStart`); a
+            // container's start failure by its cause (127 not found, 126 not executable).
+            exit_code: if cfg.exec_id.is_some() {
+                126
+            } else {
+                start_failure_exit_code(&message)
+            },
             oom_killed: false,
             finished_at: now(),
             error: message.clone(),
