@@ -374,12 +374,38 @@ try:
     api.create_volume("perfectcherryblossom", "invalid.driver")
 except docker.errors.NotFound as e:
     print(404, e.explanation)
+# test_create_check_duplicate: before API 1.44 a duplicate name is refused only with
+# CheckDuplicate; without it dockerd 20.10 creates the network and warns, and the name is
+# then ambiguous.
+d1 = old.create_network("dupnet")
+try:
+    old.create_network("dupnet", check_duplicate=True)
+except docker.errors.APIError as e:
+    print(e.status_code)
+d2 = old.create_network("dupnet", check_duplicate=False)
+print(d2["Warning"] == "Network with name dupnet (id : %s) already exists" % d1["Id"])
+try:
+    old.inspect_network("dupnet")
+except docker.errors.APIError as e:
+    print(e.status_code, e.explanation)
+try:
+    old.remove_network("dupnet")
+except docker.errors.APIError as e:
+    print(e.status_code, e.explanation)
+try:
+    api.create_network("dupnet")
+except docker.errors.APIError as e:
+    print(e.status_code)
+old.remove_network(d1["Id"])
+old.remove_network(d2["Id"])
 "##);
     assert_eq!(
         out,
         "{'a': '172.29.5.1', 'b': '172.29.5.2'}\n172.29.5.3\n409 True True\nFalse 137\n\
          ['fd00:389::/64']\n400\n\
-         404 create perfectcherryblossom: error looking up volume plugin invalid.driver: plugin \"invalid.driver\" not found\n",
+         404 create perfectcherryblossom: error looking up volume plugin invalid.driver: plugin \"invalid.driver\" not found\n\
+         409\nTrue\n400 2 matches found based on name: network dupnet is ambiguous\n\
+         400 network dupnet is ambiguous (2 matches found on name)\n409\n",
         "{out}"
     );
 }

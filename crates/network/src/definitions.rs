@@ -155,8 +155,23 @@ impl Networks {
         if let Some(n) = inner.networks.get(name_or_id) {
             return Ok(n);
         }
-        if let Some(n) = inner.networks.values().find(|n| n.name == name_or_id) {
-            return Ok(n);
+        // libnetwork's FindNetwork: a full ID, else an exact name (dockerd 20.10 allowed two
+        // networks one name), else a unique ID prefix.
+        let named: Vec<&Network> = inner
+            .networks
+            .values()
+            .filter(|n| n.name == name_or_id)
+            .collect();
+        match named.len() {
+            0 => {}
+            1 => return Ok(named[0]),
+            count => {
+                return Err(NetworkError::Ambiguous {
+                    term: name_or_id.to_string(),
+                    count,
+                    on_name: true,
+                })
+            }
         }
         let m: Vec<&Network> = inner
             .networks
@@ -166,13 +181,11 @@ impl Networks {
         match m.len() {
             1 => Ok(m[0]),
             0 => Err(NetworkError::NotFound(name_or_id.to_string())),
-            _ => Err(NetworkError::invalid(
-                "network",
-                format!(
-                    "network {name_or_id} is ambiguous ({} matches found based on ID prefix)",
-                    m.len()
-                ),
-            )),
+            count => Err(NetworkError::Ambiguous {
+                term: name_or_id.to_string(),
+                count,
+                on_name: false,
+            }),
         }
     }
 
@@ -265,7 +278,10 @@ impl Networks {
         };
         let net = {
             let mut inner = self.lock();
-            if inner.networks.values().any(|n| n.name == req.name) {
+            if inner.networks.values().any(|n| n.name == req.name)
+                && (!req.allow_duplicate_name
+                    || matches!(req.name.as_str(), "bridge" | "host" | "none"))
+            {
                 return Err(NetworkError::NameInUse(req.name.clone()));
             }
             if inner.networks.values().any(|n| n.bridge == bridge) {

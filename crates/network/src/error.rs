@@ -15,6 +15,14 @@ pub enum NetworkError {
     Predefined(String),
     #[error("invalid {field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// Several networks match a name (dockerd 20.10 allowed duplicate names) or an ID prefix;
+    /// libnetwork's FindNetwork wording.
+    #[error("network {term} is ambiguous ({count} matches found {})", if *.on_name { "on name" } else { "based on ID prefix" })]
+    Ambiguous {
+        term: String,
+        count: usize,
+        on_name: bool,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("no available addresses in {0}")]
@@ -52,8 +60,26 @@ impl NetworkError {
                 ErrorKind::Conflict
             }
             NetworkError::Predefined(_) => ErrorKind::Forbidden,
-            NetworkError::Invalid { .. } | NetworkError::Exhausted(_) => ErrorKind::InvalidInput,
+            NetworkError::Invalid { .. }
+            | NetworkError::Ambiguous { .. }
+            | NetworkError::Exhausted(_) => ErrorKind::InvalidInput,
             _ => ErrorKind::Internal,
+        }
+    }
+
+    /// The message of `GET /networks/{id}` for this error: its router words an ambiguous
+    /// name or prefix as `2 matches found based on name: network x is ambiguous`.
+    pub fn inspect_message(&self) -> String {
+        match self {
+            NetworkError::Ambiguous {
+                term,
+                count,
+                on_name,
+            } => format!(
+                "{count} matches found based on {}: network {term} is ambiguous",
+                if *on_name { "name" } else { "ID prefix" }
+            ),
+            e => e.to_string(),
         }
     }
 

@@ -123,6 +123,10 @@ pub struct CreateRequest {
     pub attachable: bool,
     pub labels: BTreeMap<String, String>,
     pub options: BTreeMap<String, String>,
+    /// Create the network even if another one has this name (a pre-1.44 client that did not
+    /// set `CheckDuplicate`, which dockerd 20.10 allowed with a warning). Names of the
+    /// predefined networks are never shared.
+    pub allow_duplicate_name: bool,
 }
 
 /// One network a container joins (Docker's `EndpointSettings` input).

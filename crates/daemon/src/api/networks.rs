@@ -337,7 +337,14 @@ pub async fn inspect(
 ) -> Result<Json<Value>, ApiError> {
     let s = state.clone();
     let v = asyncify(move || {
-        let (n, containers) = (s.networks.get(&id)?, s.containers.list());
+        let n = s.networks.get(&id).map_err(|e| {
+            let message = e.inspect_message();
+            ApiError {
+                message,
+                ..ApiError::from(e)
+            }
+        })?;
+        let containers = s.containers.list();
         Ok::<_, ApiError>(network_json(&s, &n, &containers))
     })
     .await?;
@@ -357,6 +364,9 @@ pub struct CreateBody {
     labels: Option<BTreeMap<String, String>>,
     #[serde(rename = "EnableIPv6")]
     enable_ipv6: Option<bool>,
+    /// Deprecated in API 1.44 (always checked since); before it, a duplicate name was
+    /// refused only when this was true.
+    check_duplicate: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -450,16 +460,30 @@ pub async fn create(
         attachable: b.attachable,
         labels: b.labels.unwrap_or_default(),
         options: b.options.unwrap_or_default(),
+        // dockerd before API 1.44 (daemon/network.go createNetwork): a name already in use
+        // is refused only with `CheckDuplicate: true` (the docker CLI sets it; docker-py and
+        // docker-compose 1.29 do not), else the network is created with a warning.
+        allow_duplicate_name: legacy && b.check_duplicate != Some(true),
     };
+    let existing = state
+        .networks
+        .get(&req.name)
+        .ok()
+        .filter(|n| n.name == req.name);
     let s = state.clone();
     let n = asyncify(move || s.networks.create(req).map_err(ApiError::from)).await?;
+    let warning = existing
+        .map(|e| {
+            format!(
+                "Network with name {} (id : {}) already exists",
+                e.name, e.id
+            )
+        })
+        .unwrap_or_default();
     network_event(&state, "create", &n, None);
     Ok((
         StatusCode::CREATED,
-        Json(bollard_stubs::models::NetworkCreateResponse {
-            id: n.id,
-            warning: String::new(),
-        }),
+        Json(bollard_stubs::models::NetworkCreateResponse { id: n.id, warning }),
     )
         .into_response())
 }
