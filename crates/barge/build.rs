@@ -9,6 +9,14 @@ fn main() {
         // `.rela.dyn` that every start of the binary (CLI, per-container monitor, daemon)
         // reads page by page, and that stays resident in the daemon.
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+        let order = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
+            .join("layout/barge.order");
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        println!("cargo:rerun-if-changed=layout/barge.order");
     }
     println!("cargo:rerun-if-changed=build.rs");
 }
