@@ -451,12 +451,16 @@ impl Containers {
         // Out of the way at once (one rename), deleted on another thread: `run --rm` waits for
         // the removal, and a tree's unlinks cost milliseconds on a journaling file system.
         // When the rename fails (e.g. an immutable directory), the tree is deleted here, so
-        // the failure is the request's.
+        // the failure is the request's. The record writer's lock is held until the record is
+        // gone from memory: a `persist` that read it just before would write into a moved
+        // tree ("container record not saved: ... No such file or directory").
+        let writer = self.save_lock.lock().unwrap_or_else(|e| e.into_inner());
         if !discard_tree(&dir) {
             remove_tree(&dir).map_err(io_err(format!("remove {}", dir.display())))?;
         }
         let mut inner = self.lock();
         inner.containers.remove(&c.id);
+        drop(writer);
         Self::health_stop(&mut inner, &c.id);
         Self::cancel_restart(&mut inner, &c.id);
         inner.execs.retain(|_, e| e.container_id != c.id);
