@@ -199,6 +199,14 @@ impl Drop for Env {
             .args(["delete", "--force", &self.id])
             .stderr(Stdio::null())
             .status();
+        // The tests' parent cgroup, in every v1 hierarchy (or the v2 root): removed by the last
+        // test to end (`rmdir` fails with EBUSY while another test's cgroup is in it).
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = std::fs::remove_dir(h.path().join("barge-runtime-tests"));
+            }
+        }
+        let _ = std::fs::remove_dir("/sys/fs/cgroup/barge-runtime-tests");
     }
 }
 
