@@ -398,6 +398,12 @@ except docker.errors.APIError as e:
     print(e.status_code)
 old.remove_network(d1["Id"])
 old.remove_network(d2["Id"])
+# test_create_with_runtime: docker-py sends create_container(runtime=...) outside HostConfig;
+# a configured runtime's name is taken, another ignored (dockerd ignores the field).
+for rt in ("runc", "nvidia"):
+    c = api.create_container("busybox:1.35", ["true"], runtime=rt)
+    print(rt, api.inspect_container(c)["HostConfig"]["Runtime"])
+    api.remove_container(c)
 "##);
     assert_eq!(
         out,
@@ -405,7 +411,7 @@ old.remove_network(d2["Id"])
          ['fd00:389::/64']\n400\n\
          404 create perfectcherryblossom: error looking up volume plugin invalid.driver: plugin \"invalid.driver\" not found\n\
          409\nTrue\n400 2 matches found based on name: network dupnet is ambiguous\n\
-         400 network dupnet is ambiguous (2 matches found on name)\n409\n",
+         400 network dupnet is ambiguous (2 matches found on name)\n409\nrunc runc\nnvidia barge\n",
         "{out}"
     );
 }

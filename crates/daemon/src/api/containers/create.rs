@@ -36,6 +36,11 @@ pub struct CreateBody {
     exposed_ports: Option<BTreeMap<String, Value>>,
     host_config: Option<HostConfigBody>,
     networking_config: Option<crate::api::networks::NetworkingConfigBody>,
+    /// Not a field of Docker's `ContainerConfig`: docker-py's `create_container(runtime=...)`
+    /// sends it here rather than in `HostConfig`, where dockerd ignores it (its default
+    /// runtime, `runc`, runs the container). barge takes it for `HostConfig.Runtime` when
+    /// that is empty and it names a configured runtime, and ignores it otherwise, as dockerd.
+    runtime: Option<String>,
 }
 
 /// Docker accepts `Cmd`/`Entrypoint` as a string or a list.
@@ -504,8 +509,18 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw);
-    let parsed: CreateBody = serde_json::from_slice(&body)
+    let mut parsed: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid container config JSON: {e}")))?;
+    if let Some(rt) = parsed
+        .runtime
+        .take()
+        .filter(|rt| state.runtimes.contains_key(rt))
+    {
+        let hc = parsed.host_config.get_or_insert_with(Default::default);
+        if hc.runtime.as_deref().is_none_or(str::is_empty) {
+            hc.runtime = Some(rt);
+        }
+    }
     let opts = parsed.into_options_for(
         q.get("name").map(String::from),
         q.get("platform").map(String::from),
