@@ -39,6 +39,38 @@ fn py(body: &str) -> String {
     python(&script)
 }
 
+/// docker-py's `test_build_with_proxy*`: the predefined proxy ARGs reach `RUN` without an
+/// `ARG` (a build arg wins over the client's proxy configuration), and a build whose client
+/// goes away is cancelled (dockerd's behaviour; docker-py's tests drop build streams unread,
+/// and a build going on behind them changed the next test's container count).
+#[test]
+fn build_proxy_args_and_cancel_on_disconnect() {
+    let out = py(r##"
+from docker.utils.proxy import ProxyConfig
+api._proxy_configs = ProxyConfig(ftp="a", http="b", https="c", no_proxy="d")
+df = "\n".join(["FROM busybox:1.35", 'RUN env | grep "FTP_PROXY=XXX"', 'RUN env | grep "ftp_proxy=xxx"',
+                 'RUN env | grep "HTTP_PROXY=b"', 'RUN env | grep "no_proxy=d"'])
+out = list(api.build(fileobj=io.BytesIO(df.encode()), decode=True, buildargs={"FTP_PROXY": "XXX", "ftp_proxy": "xxx"}))
+print([l.get("error") for l in out if "error" in l], out[-1]["stream"].startswith("Successfully built"))
+api._proxy_configs = ProxyConfig()
+df = "\n".join(["FROM busybox:1.35", "RUN sleep 8 # cancel-marker-4711", "RUN sleep 8"])
+client = docker.APIClient(base_url=api.base_url.replace("http+docker://localhost", "unix://" + SOCK))
+g = client.build(fileobj=io.BytesIO(df.encode()), decode=True, nocache=True, tag="cancelled-build:1")
+next(g)
+mine = lambda: [x for x in api.containers(all=True) if "cancel-marker-4711" in x["Command"]]
+t = time.time()
+while not mine() and time.time() - t < 10:
+    time.sleep(0.05)
+started = bool(mine())
+g.close(); client.close(); del g
+t = time.time()
+while mine() and time.time() - t < 5:
+    time.sleep(0.1)
+print(started, mine() == [], time.time() - t < 5, api.images(name="cancelled-build") == [])
+"##);
+    assert_eq!(out, "[] True\nTrue True True True\n", "{out}");
+}
+
 /// `docker ps`-style containers with docker-compose's labels: dockerd ANDs several `label`
 /// filters (compose 1.29 lists a service's containers with project + service labels), ORs the
 /// values of other keys, and refuses unknown keys and bad values with 400.

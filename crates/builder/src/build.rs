@@ -72,6 +72,9 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// [`BuildOptions::cancelled`] was set (dockerd's words for a cancelled build).
+    #[error("context canceled")]
+    Cancelled,
     #[error("{0}")]
     Image(#[from] ImageError),
     #[error("{0}")]
@@ -120,6 +123,18 @@ pub struct BuildOptions {
     /// then consults these images instead of the local cache); names that do not resolve
     /// are ignored, as dockerd does.
     pub cache_from: Vec<String>,
+    /// Set when whoever asked for the build has gone (dockerd cancels a build whose client
+    /// disconnects): the build stops at its next step, a running `RUN` is killed.
+    pub cancelled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BuildOptions {
+    fn check_cancelled(&self) -> Result<(), BuildError> {
+        if self.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(BuildError::Cancelled);
+        }
+        Ok(())
+    }
 }
 
 /// The result of a build.

@@ -131,6 +131,19 @@ impl Builder {
             .filter(|(k, _)| env_get(&c.env, k).is_none())
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        // Docker's predefined proxy ARGs: given as build args, they are in RUN's environment
+        // without an ARG instruction, and (undeclared) stay out of the cache key and history.
+        let proxy_env: Vec<String> = ctx
+            .opts
+            .build_args
+            .iter()
+            .filter(|(k, _)| {
+                PREDEFINED_PROXY_ARGS.contains(&k.as_str())
+                    && !sc.args.contains_key(*k)
+                    && env_get(&c.env, k).is_none()
+            })
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let network = ins
             .flag("network")
             .map(str::to_string)
@@ -152,6 +165,7 @@ impl Builder {
             None => argv.join(" "),
         };
         let epoch = ctx.opts.source_date_epoch;
+        let cancelled = ctx.opts.cancelled.clone();
         let cache_mounts = mounts::CacheMounts::new(self.dir.join("mounts"));
         self.cached(ctx, &key, st, |this, mut st, out| {
             let parent = this.commit(&st, &[])?;
@@ -170,7 +184,7 @@ impl Builder {
                 image: parent,
                 cmd: Some(argv.clone()),
                 entrypoint: Some(Vec::new()),
-                env: arg_env.clone(),
+                env: arg_env.iter().chain(&proxy_env).cloned().collect(),
                 working_dir: st.config.config.working_dir.clone(),
                 user: st.config.config.user.clone(),
                 host: HostOptions {
@@ -220,6 +234,10 @@ impl Builder {
                     emit(out);
                     if !running {
                         break;
+                    }
+                    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                        // The container is killed and removed below, with the others.
+                        return Err(BuildError::Cancelled);
                     }
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
@@ -451,3 +469,18 @@ fn diff_upper_filtered<W: std::io::Write>(
     };
     layer::diff_upper_filtered(upper, t, &skip, &|rel| lower.lookup(rel).is_some())
 }
+
+/// Docker's predefined ARGs (the proxy variables): usable in `RUN` without an `ARG`
+/// instruction. <https://docs.docker.com/reference/dockerfile/#predefined-args>
+const PREDEFINED_PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];

@@ -130,6 +130,7 @@ impl Builder {
             }
         }
         for ins in &s.instrs {
+            ctx.opts.check_cancelled()?;
             ctx.step += 1;
             (ctx.out)(&format!(
                 "Step {}/{} : {}\n",

@@ -162,6 +162,9 @@ pub async fn build(
     .await?;
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    // The response body holds this; hyper drops the body when the client has gone (found at
+    // the next write), and the build stops at its next step, as dockerd cancels it.
+    let cancel = CancelOnDrop(opts.cancelled.clone());
     let s = state.clone();
     let fetcher = std::sync::Arc::new(HttpFetcher(tokio::runtime::Handle::current()));
     tokio::task::spawn_blocking(move || {
@@ -201,15 +204,24 @@ pub async fn build(
         drop(ctxdir);
         crate::memory::trim();
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let stream = futures_util::stream::unfold((rx, cancel), |(mut rx, cancel)| async move {
         let v = rx.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(ndjson(&v)), rx))
+        Some((Ok::<_, std::convert::Infallible>(ndjson(&v)), (rx, cancel)))
     });
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .expect("static response"))
+}
+
+/// Sets the build's cancel flag when dropped (with the response body).
+struct CancelOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// `POST /build/prune`: drops the build cache (layer cache entries and unused cache mounts).
