@@ -153,7 +153,10 @@ impl Template {
     }
 }
 
-/// Looks up `.A.B` in `data`. Missing fields yield `None`.
+/// Looks up `.A.B` in `data`. Missing fields yield `None`. docker's templates name Go struct
+/// fields, whose JSON keys may differ in case (an event's `.Time`/`.TimeNano`/`.Status` are
+/// `time`/`timeNano`/`status` on the wire): a key with no exact match is matched ignoring
+/// ASCII case.
 fn lookup<'a>(path: &str, data: &'a Value) -> Result<Option<&'a Value>> {
     if path == "." {
         return Ok(Some(data));
@@ -164,7 +167,11 @@ fn lookup<'a>(path: &str, data: &'a Value) -> Result<Option<&'a Value>> {
     let mut cur = data;
     for key in path.split('.') {
         match cur {
-            Value::Object(map) => match map.get(key) {
+            Value::Object(map) => match map.get(key).or_else(|| {
+                map.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v)
+            }) {
                 Some(v) => cur = v,
                 None => return Ok(None),
             },
@@ -683,6 +690,13 @@ mod tests {
         assert_eq!(r("{{join .Config.Env \",\"}}"), "A=1,B=2");
         assert_eq!(r("{{index .Config.Labels \"k\"}}"), "v");
         assert_eq!(r("{{.Missing}}"), "<no value>");
+        let event =
+            json!({"Type": "container", "time": 1796635947, "timeNano": 5, "status": "die"});
+        let e = |t: &str| Template::parse(t).unwrap().render(&event).unwrap();
+        assert_eq!(
+            e("{{.Time}} {{.TimeNano}} {{.Status}} {{.Type}}"),
+            "1796635947 5 die container"
+        );
         assert_eq!(r("{{.Config.Env}}"), "[A=1 B=2]");
         assert_eq!(r("{{upper .State.Status}}"), "RUNNING");
         assert_eq!(r("{{range .Config.Env}}[{{.}}]{{end}}"), "[A=1][B=2]");
