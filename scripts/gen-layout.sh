@@ -56,13 +56,7 @@ for cmd in "run --rm busybox:1.35 true" "ps" "images"; do
   LD_PRELOAD="$work/touch.so" LAYOUT_TOUCH_OUT="$work/cli.pages" "$B" $cmd >/dev/null
 done
 scripts/layout/touched.py --offsets "$work/cli.pages" "$B" >"$work/cli.syms"
-python3 - "$work/idle.syms" "$work/daemon.syms" "$work/cli.syms" >crates/barge/layout/barge.order <<'PY'
-import sys
-seen = set()
-for path in sys.argv[1:]:
-    for name in open(path).read().split():
-        if name not in seen:
-            seen.add(name)
-            print(name)
-PY
+# Idle first, then the daemon's other paths, then the CLI's; each name once.
+cat "$work/idle.syms" "$work/daemon.syms" "$work/cli.syms" | awk '!seen[$0]++' \
+  >crates/barge/layout/barge.order
 echo "wrote crates/barge/layout/barge.order ($(wc -l <crates/barge/layout/barge.order) functions)"
