@@ -11,15 +11,15 @@ use std::collections::BTreeMap;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::{
-    ipam, link, now_rfc3339, random_hex, valid_name, CreateRequest, Endpoint, Inner, Ipam, Network,
-    NetworkError, Networks, BRIDGE_NAME_OPTION,
+    ipam, is_predefined, link, now_rfc3339, random_hex, valid_name, CreateRequest, Endpoint, Inner,
+    Ipam, Network, NetworkError, Networks, BRIDGE_NAME_OPTION, PREDEFINED,
 };
 
 impl Networks {
     pub(super) fn ensure_predefined(&self) -> Result<(), NetworkError> {
         let mut inner = self.lock();
         let mut changed = false;
-        for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "null")] {
+        for (name, driver) in PREDEFINED.into_iter().zip(["bridge", "host", "null"]) {
             if let Some(n) = inner.networks.values_mut().find(|n| n.name == name) {
                 if name == "bridge" {
                     // `--bridge`/`--bip` may change between daemon runs.
@@ -219,6 +219,17 @@ impl Networks {
     /// Creates a user-defined bridge network and its bridge device. Errors: bad name,
     /// subnet, gateway or range (400); name in use or subnet overlapping another network (409).
     pub fn create(&self, req: CreateRequest) -> Result<Network, NetworkError> {
+        self.create_sharing_name(req).map(|(n, _)| n)
+    }
+
+    /// [`Networks::create`], also returning the network whose name the new one shares when
+    /// `req.allow_duplicate_name` let it through (looked up under the same lock as the
+    /// creation, so a concurrent create of the name cannot slip between): dockerd before API
+    /// 1.44 warns "Network with name X (id : Y) already exists" naming it.
+    pub fn create_sharing_name(
+        &self,
+        req: CreateRequest,
+    ) -> Result<(Network, Option<Network>), NetworkError> {
         if !valid_name(&req.name) {
             return Err(NetworkError::invalid("name", req.name.clone()));
         }
@@ -276,12 +287,14 @@ impl Networks {
             }
             None => format!("br-{}", &id[..12]),
         };
-        let net = {
+        let (net, same_name) = {
             let mut inner = self.lock();
-            if inner.networks.values().any(|n| n.name == req.name)
-                && (!req.allow_duplicate_name
-                    || matches!(req.name.as_str(), "bridge" | "host" | "none"))
-            {
+            let same_name = inner
+                .networks
+                .values()
+                .find(|n| n.name == req.name)
+                .cloned();
+            if same_name.is_some() && (!req.allow_duplicate_name || is_predefined(&req.name)) {
                 return Err(NetworkError::NameInUse(req.name.clone()));
             }
             if inner.networks.values().any(|n| n.bridge == bridge) {
@@ -372,7 +385,7 @@ impl Networks {
                 inner.networks.remove(&id);
                 return Err(e);
             }
-            net
+            (net, same_name)
         };
         if let Err(e) = self.bring_up(&net) {
             let mut inner = self.lock();
@@ -384,7 +397,7 @@ impl Networks {
             let _ = link::delete_link(&net.bridge);
             return Err(e);
         }
-        Ok(net)
+        Ok((net, same_name))
     }
 
     /// Creates the bridge of `net` if needed and refreshes the rules.

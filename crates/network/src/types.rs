@@ -71,8 +71,17 @@ impl Network {
 
     /// Predefined networks (`bridge`, `host`, `none`) cannot be removed.
     pub fn predefined(&self) -> bool {
-        matches!(self.name.as_str(), "bridge" | "host" | "none")
+        is_predefined(&self.name)
     }
+}
+
+/// The names of the networks every daemon has and no client may create, remove or rename
+/// (dockerd's `runconfig.IsPreDefinedNetwork` also counts the `default` alias and swarm's `ingress`).
+pub const PREDEFINED: [&str; 3] = ["bridge", "host", "none"];
+
+/// Whether `name` is one of the [`PREDEFINED`] networks.
+pub fn is_predefined(name: &str) -> bool {
+    PREDEFINED.contains(&name)
 }
 
 /// IPv4 address management of a bridge network (Docker's `IPAM.Config[0]`).

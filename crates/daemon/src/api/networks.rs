@@ -409,7 +409,7 @@ pub async fn create(
     if b.name.is_empty() {
         return Err(ApiError::bad_request("network name is required (Name)"));
     }
-    if matches!(b.name.as_str(), "bridge" | "host" | "none") {
+    if barge_network::is_predefined(&b.name) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -465,14 +465,10 @@ pub async fn create(
         // docker-compose 1.29 do not), else the network is created with a warning.
         allow_duplicate_name: legacy && b.check_duplicate != Some(true),
     };
-    let existing = state
-        .networks
-        .get(&req.name)
-        .ok()
-        .filter(|n| n.name == req.name);
     let s = state.clone();
-    let n = asyncify(move || s.networks.create(req).map_err(ApiError::from)).await?;
-    let warning = existing
+    let (n, shares_name) =
+        asyncify(move || s.networks.create_sharing_name(req).map_err(ApiError::from)).await?;
+    let warning = shares_name
         .map(|e| {
             format!(
                 "Network with name {} (id : {}) already exists",
