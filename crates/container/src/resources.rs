@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::containers::{now_rfc3339, Containers};
@@ -29,78 +28,114 @@ pub(crate) fn cgroup_dir(controller: &str, cg: &str) -> PathBuf {
     }
 }
 
-/// Keeps the kernel's cgroup migration lock warm while a container starts: a short-lived
-/// thread repeats a no-op cgroup v1 migration (the thread's own TID written to the `tasks` file
-/// of its own `pids` cgroup) every [`WARM_INTERVAL`] until the returned guard is dropped (or
-/// [`WARM_MAX`] passed), so that the runtime's migration of the container does not wait for an
-/// RCU grace period.
+/// Keeps the kernel's cgroup migration lock warm while containers are made and started: one
+/// short-lived thread (shared by every caller) repeats a no-op cgroup v1 migration (the
+/// thread's own TID written to the `tasks` file of its own `pids` cgroup) every
+/// [`WARM_INTERVAL`] until a deadline: [`WARM_MAX`] from now while the returned guard is held,
+/// [`WARM_LINGER`] after it is dropped, so that the runtime's migration of a container into
+/// its cgroup does not wait for an RCU grace period.
 ///
 /// Why: every migration takes `cgroup_threadgroup_rwsem` for writing; the first writer after
 /// an idle spell waits one RCU grace period (`rcu_sync_enter`, 7-25 ms here), later writers do
 /// not while the previous one left less than a grace period ago (the `rcu_sync` stays in
-/// `GP_EXIT`). The runtime's intermediate process writes `cgroup.procs` some 10-20 ms after
-/// `start` begins, long enough for one warm-up's grace period to lapse, so the warm-up is
-/// repeated until the container runs. While it runs, forks and exits on the host take the
-/// rwsem's slow path (a few atomic operations more). Best effort; nothing on cgroup v2 (where
+/// `GP_EXIT`). The warm-up's own first write pays that grace period, so it has to begin well
+/// before the runtime's intermediate writes `cgroup.procs`: `create` begins it
+/// ([`warm_migration_for`]), `start` holds it until the container runs, and it lingers for
+/// the next start of a burst. While it runs, forks and exits on the host take the rwsem's slow
+/// path (a few atomic operations more). Best effort; nothing on cgroup v2 (where
 /// `favordynmods` is the host's setting).
 pub(crate) fn keep_migration_warm() -> MigrationWarm {
-    let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-    if !is_v1() {
-        return MigrationWarm(stop);
+    warm_migration_for(WARM_MAX);
+    MigrationWarm(())
+}
+
+/// Begins (or prolongs to `linger` from now) the migration warm-up of
+/// [`keep_migration_warm`] without a guard: `create` calls it, as a `start` usually follows
+/// within milliseconds.
+pub(crate) fn warm_migration_for(linger: Duration) {
+    let mut st = warm_state();
+    st.deadline = st.deadline.max(Instant::now() + linger);
+    warm_thread(&mut st);
+}
+
+/// What [`keep_migration_warm`]'s thread goes by: when to stop, and whether it runs.
+struct WarmState {
+    deadline: Instant,
+    running: bool,
+}
+
+fn warm_state() -> std::sync::MutexGuard<'static, WarmState> {
+    static STATE: std::sync::OnceLock<std::sync::Mutex<WarmState>> = std::sync::OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            std::sync::Mutex::new(WarmState {
+                deadline: Instant::now(),
+                running: false,
+            })
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the warm-up thread unless it runs (cgroup v1 only). It ends when the deadline
+/// passed, or on the first failed write.
+fn warm_thread(st: &mut WarmState) {
+    if st.running || !is_v1() {
+        return;
     }
-    let flag = Arc::clone(&stop);
-    let _ = std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("barge-cgwarm".into())
-        .spawn(move || {
-            let Ok(own) = std::fs::read_to_string("/proc/thread-self/cgroup") else {
-                return;
-            };
-            let Some(rel) = own.lines().find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-                (ctrl == "pids").then(|| path.trim_start_matches('/').to_string())
-            }) else {
-                return;
-            };
-            let tasks = Path::new(CGROUP_ROOT).join("pids").join(rel).join("tasks");
+        .spawn(|| {
+            let tasks = std::fs::read_to_string("/proc/thread-self/cgroup")
+                .ok()
+                .and_then(|own| {
+                    own.lines().find_map(|l| {
+                        let mut f = l.splitn(3, ':');
+                        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+                        (ctrl == "pids").then(|| path.trim_start_matches('/').to_string())
+                    })
+                })
+                .map(|rel| Path::new(CGROUP_ROOT).join("pids").join(rel).join("tasks"))
+                .and_then(|p| std::fs::OpenOptions::new().write(true).open(p).ok());
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() }.to_string();
-            let begun = Instant::now();
-            let (lock, cvar) = &*flag;
-            let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-            while !*stopped && begun.elapsed() < WARM_MAX {
-                drop(stopped);
-                if std::fs::write(&tasks, &tid).is_err() {
-                    return;
+            loop {
+                // One write(2) on the file opened once: a migration costs ~15 µs then.
+                let ok = tasks.as_ref().is_some_and(|t| {
+                    std::os::unix::fs::FileExt::write_at(t, tid.as_bytes(), 0).is_ok()
+                });
+                {
+                    let mut st = warm_state();
+                    if !ok || Instant::now() >= st.deadline {
+                        st.running = false;
+                        return;
+                    }
                 }
-                stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
-                if *stopped {
-                    break;
-                }
-                stopped = cvar
-                    .wait_timeout(stopped, WARM_INTERVAL)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                std::thread::sleep(WARM_INTERVAL);
             }
         });
-    MigrationWarm(stop)
+    st.running = spawned.is_ok();
 }
 
 /// How often [`keep_migration_warm`] repeats its no-op migration: well under one RCU grace
 /// period (several ms on any kernel configuration).
 const WARM_INTERVAL: Duration = Duration::from_millis(3);
-/// The longest [`keep_migration_warm`] keeps going without its guard dropped: a start slower
-/// than this has other costs than one grace period.
+/// The longest [`keep_migration_warm`]'s guard keeps it going: a start slower than this has
+/// other costs than one grace period.
 const WARM_MAX: Duration = Duration::from_millis(500);
+/// How long the warm-up goes on after the last start's guard went, so that the next start
+/// of a burst (`compose up`, a node's pods, a script's `docker run`s) finds the lock warm:
+/// a grace period from idle is ~16 ms here, half of a whole `run --rm`. The cost is one
+/// write(2) every [`WARM_INTERVAL`] for this long (~5 ms of CPU).
+const WARM_LINGER: Duration = Duration::from_secs(1);
 
-/// Stops [`keep_migration_warm`]'s thread when dropped.
-pub(crate) struct MigrationWarm(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+/// Keeps [`keep_migration_warm`]'s thread going while held (up to [`WARM_MAX`]); on drop
+/// it goes on for [`WARM_LINGER`] more.
+pub(crate) struct MigrationWarm(());
 
 impl Drop for MigrationWarm {
     fn drop(&mut self) {
-        let (lock, cvar) = &*self.0;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cvar.notify_all();
+        warm_migration_for(WARM_LINGER);
     }
 }
 

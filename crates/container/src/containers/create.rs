@@ -22,6 +22,9 @@ impl Containers {
     /// Creates a container (does not start it). Errors: image not found (404), name in use (409),
     /// bad options (400).
     pub fn create(&self, mut opts: CreateOptions) -> Result<Container, ContainerError> {
+        // A start usually follows (`docker run`): its cgroup migration then finds the kernel's
+        // lock warm instead of waiting a grace period (see `keep_migration_warm`).
+        crate::resources::warm_migration_for(std::time::Duration::from_secs(1));
         let warnings = spec::check_host_options(&mut opts.host, &spec::SysInfo::probe())?;
         self.check_links(&mut opts.host)?;
         if let Some(name) = &opts.name {
