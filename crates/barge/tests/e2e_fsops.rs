@@ -349,6 +349,65 @@ fn cp_with_the_docker_cli() {
     D.ok(&["rm", "-f", "dcpstopped"]);
 }
 
+/// The init layer (`<data-root>/containers/.init-layer`, the lowest layer of every root): the
+/// mount points busybox's image lacks (`/proc`, `/sys`, `/dev`, `/etc/hosts`, ...) come from it,
+/// so the runtime creates none of them in the container's writable layer (they cost new inodes
+/// and overlay copy-ups at every start), while the image's own `/etc` shows through.
+#[test]
+fn init_layer_keeps_mount_points_out_of_the_writable_layer() {
+    // busybox:1.35 here is `/bin` alone.
+    let id = D
+        .ok(&[
+            "create",
+            "--name",
+            "initl",
+            BB,
+            "busybox",
+            "ls",
+            "-d",
+            "/proc/self/ns",
+            "/etc/hosts",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(
+        D.ok(&["start", "-a", "initl"]),
+        "/etc/hosts\n/proc/self/ns\n"
+    );
+    let upper = D.dir.join("data/containers").join(&id).join("upper");
+    let written: Vec<String> = std::fs::read_dir(&upper)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "written to the upper layer: {written:?}"
+    );
+    // As docker's export: the mount points are in the container's filesystem.
+    let s = Scratch::new("initl");
+    D.ok(&["export", "-o", &s.s("root.tar"), "initl"]);
+    let names = tar_list(&std::fs::read(s.path("root.tar")).unwrap());
+    for want in ["proc/", "sys/", "dev/", "etc/hosts", "bin/busybox"] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n == want || n == want.trim_end_matches('/')),
+            "{want} missing: {names:?}"
+        );
+    }
+    D.ok(&["rm", "initl"]);
+    // An image's own entries win over the init layer's.
+    let out = D.ok(&[
+        "run",
+        "--rm",
+        "debian-python:bookworm",
+        "cat",
+        "/etc/debian_version",
+    ]);
+    assert!(out.trim().starts_with("12"), "{out}");
+}
+
 #[test]
 fn diff_export_and_commit() {
     D.ok(&[

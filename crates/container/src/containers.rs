@@ -210,6 +210,7 @@ impl Containers {
         let dir = cfg.data_root.join("containers");
         // Trees an earlier run was deleting when it stopped ([`stop::discard_tree`]).
         stop::purge_removing(&dir);
+        start::ensure_init_layer(&dir)?;
         stop::purge_removing(&cfg.exec_root.join("c"));
         let mut inner = Inner::default();
         for entry in std::fs::read_dir(&dir).map_err(io_err(format!("read {}", dir.display())))? {

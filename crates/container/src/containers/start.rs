@@ -116,12 +116,13 @@ impl Containers {
             return Ok(());
         }
         let mut layers = self.images.layer_dirs(&c.image_id)?;
-        if layers.is_empty() {
-            let empty = dir.join("empty");
-            std::fs::create_dir_all(&empty).map_err(io_err("create empty lower"))?;
-            layers.push(empty);
-        }
         layers.reverse();
+        // The init layer goes under the image (the lowest lower): it provides the mount points
+        // the image lacks, whatever the image has wins. Without it, the runtime creates them
+        // through the overlay at every start (copy-ups and new inodes in the upper layer).
+        if layers.len() < barge_image::overlay::MAX_LAYERS {
+            layers.push(self.init_layer());
+        }
         let (upper, work) = (dir.join("upper"), dir.join("work"));
         let mount = |flags: &[&str]| {
             barge_image::overlay::mount(
@@ -151,6 +152,11 @@ impl Containers {
                 e.into_io(),
             )
         })
+    }
+
+    /// The init layer (`<data-root>/containers/.init-layer`), shared by every container.
+    pub(super) fn init_layer(&self) -> PathBuf {
+        self.cfg.data_root.join("containers").join(INIT_LAYER)
     }
 
     fn unmount_volumes(&self, c: &Container) {
@@ -730,4 +736,54 @@ fn mount_shm(dir: &Path, size: i64) -> Result<(), ContainerError> {
         Some(format!("mode=1777,size={size}").as_str()),
     )
     .map_err(|e| io_err(format!("mount shm on {}", dir.display()))(std::io::Error::from(e)))
+}
+
+/// The init layer's directory name under `<data-root>/containers` (no `container.json`: never
+/// taken for a container).
+const INIT_LAYER: &str = ".init-layer";
+
+/// What the init layer holds: the mount points every container gets (`/proc`, `/sys`, `/dev`
+/// and the files barge bind-mounts into `/etc`), as Docker's init layer has them
+/// (`daemon/initlayer`), empty and owned by root. Directories end in `/`.
+const INIT_LAYER_ENTRIES: &[&str] = &[
+    "proc/",
+    "sys/",
+    "dev/",
+    "etc/",
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+];
+
+/// Makes the init layer under `containers_dir` if it is not complete (idempotent; run when the
+/// engine opens). The layer is a read-only lower of every container's root, under its image's
+/// layers, so an entry only shows where the image has none.
+pub(super) fn ensure_init_layer(containers_dir: &Path) -> Result<(), ContainerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = containers_dir.join(INIT_LAYER);
+    for entry in std::iter::once("").chain(INIT_LAYER_ENTRIES.iter().copied()) {
+        let path = root.join(entry);
+        let dir = entry.is_empty() || entry.ends_with('/');
+        let made = if dir {
+            std::fs::create_dir(&path)
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map(drop)
+        };
+        let err = |e| ContainerError::io(format!("create init layer {}", path.display()), e);
+        match made {
+            // The modes whatever the daemon's umask: a container's user reads them.
+            Ok(()) => {
+                let mode = if dir { 0o755 } else { 0o644 };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .map_err(err)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(())
 }
