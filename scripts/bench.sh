@@ -25,7 +25,7 @@ ip netns add "$netns"
 ip -n "$netns" link set lo up
 IN_NS="nsenter --net=/run/netns/$netns"
 DOCKER="docker -H unix://$work/docker.sock"
-PODMAN="$IN_NS podman --root $work/podman --runroot $work/podman-run --runtime runc --cgroup-manager cgroupfs --events-backend file"
+PODMAN="$IN_NS podman --root $work/podman --runroot $work/run/podman --runtime runc --cgroup-manager cgroupfs --events-backend file"
 cleanup() {
   set +e
   for id in $("$BARGE" ps -aq 2>/dev/null); do "$BARGE" rm -f "$id" >/dev/null 2>&1; done
@@ -37,11 +37,17 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# The daemons' run-time state (--exec-root, podman's --runroot) lives on a tmpfs, as it does
+# under /run on a systemd host (their defaults: /var/run/barge, /var/run/docker,
+# /run/containers/storage); this VM's /run is on its ext4 root, which has no journal, and there
+# each new inode costs 0.1-1 ms (ext4 skips the inodes deleted in the last minute).
+mkdir "$work/run"
+mount -t tmpfs -o mode=0700 barge-bench-run "$work/run"
 
-"$BARGE" daemon --data-root "$work/barge" --exec-root "$work/barge-run" -H "$BARGE_HOST" >"$work/barge.log" 2>&1 &
+"$BARGE" daemon --data-root "$work/barge" --exec-root "$work/run/barge" -H "$BARGE_HOST" >"$work/barge.log" 2>&1 &
 barge_pid=$!
 # Default networking (docker0 + iptables), confined to the private namespace.
-$IN_NS dockerd --host "unix://$work/docker.sock" --data-root "$work/docker" --exec-root "$work/docker-run" \
+$IN_NS dockerd --host "unix://$work/docker.sock" --data-root "$work/docker" --exec-root "$work/run/docker" \
   --pidfile "$work/docker.pid" \
   --containerd-namespace barge-bench --containerd-plugins-namespace barge-bench-plugins >"$work/dockerd.log" 2>&1 &
 dockerd_pid=$!
@@ -80,17 +86,32 @@ img = "busybox:1.35"
 # podman stores unqualified docker-archive names under localhost/; --pull=never keeps it off
 # the network; this sandbox refuses podman's default (raised) nofile/nproc rlimits.
 prun = f"{podman} run --pull=never --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --rm"
-for name, cmd in [
+# The tools' runs alternate (barge, docker, podman, barge, ...) so that they meet the same
+# host: this VM's CPU speed drifts by a third from minute to minute (a pure-CPU loop of
+# Python took 241 ms, then 350 ms), and timing one tool's N runs after the other's put the
+# drift into the ratio.
+def timeit_interleaved(named_cmds, runs):
+    for _, cmd in named_cmds:  # warm-up
+        subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    times = {name: [] for name, _ in named_cmds}
+    for _ in range(runs):
+        for name, cmd in named_cmds:
+            t = time.perf_counter()
+            subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - t)
+    return [(name, statistics.median(times[name]), min(times[name])) for name, _ in named_cmds]
+
+rows += timeit_interleaved([
     ("barge run --rm (none)", f"{barge} run --rm --network none {img} true"),
     ("barge run --rm (runc via --runtime)", f"{barge} run --rm --runtime runc --network none {img} true"),
     ("docker run --rm --network none", f"{docker} run --rm --network none {img} true"),
     ("podman --runtime runc run --rm --network none", f"{prun} --network none localhost/{img} true"),
+], n)
+rows += timeit_interleaved([
     ("barge run --rm (default bridge)", f"{barge} run --rm {img} true"),
     ("docker run --rm (default bridge)", f"{docker} run --rm {img} true"),
     ("podman --runtime runc run --rm (default net)", f"{prun} localhost/{img} true"),
-]:
-    subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm-up
-    rows.append((name,) + timeit(cmd, n))
+], n)
 
 print(f"## run --rm {img} true  (N={n}, median / min, seconds)")
 base = {r[0]: r[1] for r in rows}
