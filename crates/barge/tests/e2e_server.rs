@@ -246,11 +246,20 @@ fn a_client_certificate_from_another_ca_fails_the_handshake() {
         out.status
     );
     // (UnknownIssuer, or BadSignature when both CAs were made in the same second and so
-    // share their name.)
-    let log = a.log();
-    assert!(
+    // share their name.) The server logs it after sending its alert, so curl may have exited
+    // before the line is written: it is waited for.
+    let logged = |log: &str| {
         log.lines()
-            .any(|l| l.contains("TLS handshake failed: invalid peer certificate")),
+            .any(|l| l.contains("TLS handshake failed: invalid peer certificate"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = a.log();
+    while !logged(&log) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = a.log();
+    }
+    assert!(
+        logged(&log),
         "no handshake failure logged:\n{}",
         log.lines()
             .filter(|l| l.contains("barge_server"))
