@@ -40,7 +40,7 @@ pub(crate) fn cgroup_dir(controller: &str, cg: &str) -> PathBuf {
 /// not while the previous one left less than a grace period ago (the `rcu_sync` stays in
 /// `GP_EXIT`). The warm-up's own first write pays that grace period, so it has to begin well
 /// before the runtime's intermediate writes `cgroup.procs`: `create` begins it
-/// ([`warm_migration_for`]), `start` holds it until the container runs, and it lingers for
+/// ([`warm_migration_soon`]), `start` holds it until the container runs, and it lingers for
 /// the next start of a burst. While it runs, forks and exits on the host take the rwsem's slow
 /// path (a few atomic operations more). Best effort; nothing on cgroup v2 (where
 /// `favordynmods` is the host's setting).
@@ -49,10 +49,14 @@ pub(crate) fn keep_migration_warm() -> MigrationWarm {
     MigrationWarm(())
 }
 
-/// Begins (or prolongs to `linger` from now) the migration warm-up of
-/// [`keep_migration_warm`] without a guard: `create` calls it, as a `start` usually follows
-/// within milliseconds.
-pub(crate) fn warm_migration_for(linger: Duration) {
+/// Begins (or prolongs by [`WARM_LINGER`]) the migration warm-up of [`keep_migration_warm`]
+/// without a guard: `create` calls it, as a `start` usually follows within milliseconds.
+pub(crate) fn warm_migration_soon() {
+    warm_migration_for(WARM_LINGER);
+}
+
+/// Keeps the warm-up going until `linger` from now at least.
+fn warm_migration_for(linger: Duration) {
     let mut st = warm_state();
     st.deadline = st.deadline.max(Instant::now() + linger);
     warm_thread(&mut st);
@@ -135,7 +139,7 @@ pub(crate) struct MigrationWarm(());
 
 impl Drop for MigrationWarm {
     fn drop(&mut self) {
-        warm_migration_for(WARM_LINGER);
+        warm_migration_soon();
     }
 }
 

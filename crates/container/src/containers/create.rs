@@ -24,7 +24,7 @@ impl Containers {
     pub fn create(&self, mut opts: CreateOptions) -> Result<Container, ContainerError> {
         // A start usually follows (`docker run`): its cgroup migration then finds the kernel's
         // lock warm instead of waiting a grace period (see `keep_migration_warm`).
-        crate::resources::warm_migration_for(std::time::Duration::from_secs(1));
+        crate::resources::warm_migration_soon();
         let warnings = spec::check_host_options(&mut opts.host, &spec::SysInfo::probe())?;
         self.check_links(&mut opts.host)?;
         if let Some(name) = &opts.name {
